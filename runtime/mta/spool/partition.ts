@@ -1,0 +1,403 @@
+import { EventEmitter } from 'node:events';
+import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { VolleyError, errorCode } from '../../shared/errors';
+import { HEADER_SIZE, RecordType, frame, messagePayload, splitMessagePayload, parseHeader, checksumOk } from './record';
+import { readSegment, type RawRecord } from './segment-reader';
+import type { DoneRecord, Envelope, Position, SpoolEntry, StateChange } from './types';
+import { comparePositions } from './types';
+
+export interface PartitionOptions {
+  dir: string;
+  segmentSize?: number;
+  /** fdatasync before an append resolves. Only tests that measure something else turn it off. */
+  fsync?: boolean;
+  logger?: Logger;
+}
+
+export interface PartitionStats {
+  entries: number;
+  segments: number;
+  bytes: number;
+  commits: number;
+  records: number;
+}
+
+interface Pending {
+  type: RecordType;
+  buffers: Buffer[];
+  length: number;
+  resolve: (pos: Position) => void;
+  reject: (err: Error) => void;
+}
+
+const SEGMENT_RE = /^(\d{12})\.seg$/;
+const segmentName = (n: number): string => `${String(n).padStart(12, '0')}.seg`;
+
+/**
+ * One spool partition: an append-only log split into numbered segment files,
+ * plus the in-memory index of the messages still queued in it. Appends are
+ * group-committed: every append that arrives while a write+fdatasync is in
+ * flight joins the next one, so concurrent injections share an fsync.
+ *
+ * Its records form an ordered stream (segment, offset) that the HA mirror
+ * replicates and the drain reads; `commit` is emitted with the new end after
+ * every durable write.
+ */
+export class SpoolPartition extends EventEmitter {
+  readonly dir: string;
+  private readonly segmentSize: number;
+  private readonly fsync: boolean;
+  private readonly log?: Logger;
+  private readonly index = new Map<string, SpoolEntry>();
+  private readonly liveBySegment = new Map<number, number>();
+  private segments: number[] = [];
+  private fh?: FileHandle;
+  private active = 0;
+  private end = 0; // committed end of the active segment
+  private queue: Pending[] = [];
+  private flushing = false;
+  private closed = false;
+  private bytesTotal = 0;
+  private commits = 0;
+  private records = 0;
+  /** The last write error, cleared by the next successful write (disk full, read-only). */
+  lastWriteError?: Error;
+
+  private constructor(options: PartitionOptions) {
+    super();
+    this.dir = options.dir;
+    this.segmentSize = options.segmentSize ?? 64 * 1024 * 1024;
+    this.fsync = options.fsync ?? true;
+    this.log = options.logger;
+  }
+
+  /** Opens (creating if needed) a partition and rebuilds its index from the log. */
+  static async open(options: PartitionOptions): Promise<SpoolPartition> {
+    const p = new SpoolPartition(options);
+    await p.recover();
+    return p;
+  }
+
+  get size(): number {
+    return this.index.size;
+  }
+
+  get head(): Position {
+    return { segment: this.active, offset: this.end };
+  }
+
+  get(id: string): SpoolEntry | undefined {
+    return this.index.get(id);
+  }
+
+  entries(): IterableIterator<SpoolEntry> {
+    return this.index.values();
+  }
+
+  stats(): PartitionStats {
+    return { entries: this.index.size, segments: this.segments.length, bytes: this.bytesTotal, commits: this.commits, records: this.records };
+  }
+
+  /** Stores a message; resolves once it is durable, which is when it may be acknowledged. */
+  async appendMessage(envelope: Envelope, body: Buffer): Promise<SpoolEntry> {
+    if (this.index.has(envelope.id)) throw new VolleyError('EDUPLICATE', `message ${envelope.id} is already queued`);
+    const buffers = messagePayload(JSON.stringify(envelope), body);
+    const pos = await this.enqueue(RecordType.Message, buffers);
+    const entry = toEntry(envelope, pos, this.recordLength(buffers));
+    this.addEntry(entry);
+    return entry;
+  }
+
+  /** Records a change of delivery state (next attempt, attempts, finished recipients). */
+  async updateState(change: StateChange): Promise<void> {
+    const entry = this.index.get(change.id);
+    if (!entry) throw new VolleyError('ENOTQUEUED', `message ${change.id} is not queued here`);
+    await this.enqueue(RecordType.State, [Buffer.from(JSON.stringify(change))]);
+    applyState(entry, change);
+  }
+
+  /** Removes a message from the queue. The index forgets it at once; the record makes it last. */
+  async markDone(done: DoneRecord): Promise<void> {
+    const entry = this.index.get(done.id);
+    if (!entry) throw new VolleyError('ENOTQUEUED', `message ${done.id} is not queued here`);
+    this.removeEntry(entry);
+    try {
+      await this.enqueue(RecordType.Done, [Buffer.from(JSON.stringify(done))]);
+    } catch (err) {
+      this.addEntry(entry); // not durable: it is still queued
+      throw err;
+    }
+    await this.reclaim().catch((err) => this.log?.error({ err }, 'spool: reclaiming segments failed'));
+  }
+
+  /** Reads a queued message's envelope and body back from its record, verifying the checksum. */
+  async read(entry: SpoolEntry): Promise<{ envelope: Envelope; body: Buffer }> {
+    // A handle of its own: the active segment's writer may roll and close its handle meanwhile.
+    const fh = await open(join(this.dir, segmentName(entry.segment)), 'r');
+    try {
+      const buf = Buffer.allocUnsafe(entry.length);
+      const { bytesRead } = await fh.read(buf, 0, entry.length, entry.offset);
+      const header = bytesRead >= HEADER_SIZE ? parseHeader(buf, 0) : undefined;
+      if (!header || bytesRead < entry.length || !checksumOk(buf, 0, header)) {
+        throw new VolleyError('ECORRUPT', `record of ${entry.id} at ${entry.segment}:${entry.offset} is corrupt`);
+      }
+      const { envelope, body } = splitMessagePayload(buf.subarray(HEADER_SIZE));
+      const env = JSON.parse(envelope) as Envelope;
+      env.to = entry.to;
+      env.next = entry.next;
+      env.attempts = entry.attempts;
+      return { envelope: env, body };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * The ordered change stream from `from` up to the committed head. With
+   * `follow`, waits for new commits instead of ending.
+   */
+  async *stream(from: Position = { segment: 0, offset: 0 }, follow = false): AsyncGenerator<{ position: Position; record: RawRecord }> {
+    let at = from;
+    for (;;) {
+      for (const seg of this.segments.filter((s) => s >= at.segment)) {
+        const to = seg === this.active ? this.end : undefined;
+        const start = seg === at.segment ? at.offset : 0;
+        const reader = readSegment(join(this.dir, segmentName(seg)), { from: start, to });
+        for await (const record of reader) {
+          yield { position: { segment: seg, offset: record.offset }, record };
+          at = { segment: seg, offset: record.offset + record.bytes.length };
+        }
+        if (seg !== this.active) at = { segment: seg + 1, offset: 0 };
+      }
+      if (!follow || this.closed) return;
+      if (comparePositions(at, this.head) >= 0) await new Promise((resolve) => this.once('commit', resolve));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.flushing) await new Promise((resolve) => this.once('idle', resolve));
+    await this.fh?.close();
+    this.fh = undefined;
+    this.emit('commit', this.head);
+  }
+
+  // --- writing -------------------------------------------------------------
+
+  private recordLength(payload: Buffer[]): number {
+    let n = HEADER_SIZE;
+    for (const b of payload) n += b.length;
+    return n;
+  }
+
+  private enqueue(type: RecordType, payload: Buffer[]): Promise<Position> {
+    if (this.closed) return Promise.reject(new VolleyError('ECLOSED', 'spool partition is closed'));
+    const buffers = frame(type, payload);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ type, buffers, length: this.recordLength(payload), resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue;
+        this.queue = [];
+        await this.writeBatch(batch);
+      }
+    } finally {
+      this.flushing = false;
+      this.emit('idle');
+    }
+  }
+
+  private async writeBatch(batch: Pending[]): Promise<void> {
+    try {
+      let total = 0;
+      for (const p of batch) total += p.length;
+      if (this.end > 0 && this.end + total > this.segmentSize) await this.roll();
+      const fh = this.fh!;
+      const buffers: Buffer[] = [];
+      const positions: Position[] = [];
+      let offset = this.end;
+      for (const p of batch) {
+        positions.push({ segment: this.active, offset });
+        offset += p.length;
+        for (const b of p.buffers) buffers.push(b);
+      }
+      const { bytesWritten } = await fh.writev(buffers, this.end);
+      if (bytesWritten !== total) throw new VolleyError('ESHORTWRITE', `short write: ${bytesWritten} of ${total} bytes`);
+      if (this.fsync) {
+        const t0 = process.hrtime.bigint();
+        await fh.datasync();
+        this.emit('fsync', Number(process.hrtime.bigint() - t0) / 1e9);
+      }
+      this.end = offset;
+      this.bytesTotal += total;
+      this.commits += 1;
+      this.records += batch.length;
+      if (this.lastWriteError) this.log?.info('spool: writes succeed again');
+      this.lastWriteError = undefined;
+      batch.forEach((p, i) => p.resolve(positions[i]));
+      this.emit('commit', this.head);
+    } catch (err) {
+      // Nothing in the batch is durable. Cut off whatever part reached the file so
+      // the next write starts on a record boundary; a torn tail left by a crash is
+      // found by the start-up scan instead.
+      await this.fh?.truncate(this.end).catch(() => undefined);
+      const e = wrapWriteError(err);
+      if (!this.lastWriteError) this.log?.error({ err: e }, 'spool: write failed; intake refused until it succeeds');
+      this.lastWriteError = e;
+      for (const p of batch) p.reject(e);
+    }
+  }
+
+  private async roll(): Promise<void> {
+    const next = this.active + 1;
+    const fh = await open(join(this.dir, segmentName(next)), 'wx');
+    await this.syncDir();
+    await this.fh?.close();
+    this.fh = fh;
+    this.active = next;
+    this.end = 0;
+    this.segments.push(next);
+  }
+
+  private async syncDir(): Promise<void> {
+    if (!this.fsync) return;
+    const dh = await open(this.dir, 'r');
+    try {
+      await dh.sync();
+    } finally {
+      await dh.close();
+    }
+  }
+
+  /** Deletes the oldest segments once nothing queued lives in them. */
+  private reclaiming = false;
+  private async reclaim(): Promise<void> {
+    if (this.reclaiming) return;
+    this.reclaiming = true;
+    try {
+      // Only oldest-first: a Done record in a later segment may be what keeps an
+      // earlier message from coming back, so a segment goes only with all before it.
+      while (this.segments.length > 1 && (this.liveBySegment.get(this.segments[0]) ?? 0) === 0) {
+        const seg = this.segments.shift()!;
+        this.liveBySegment.delete(seg);
+        await rm(join(this.dir, segmentName(seg)), { force: true });
+      }
+    } finally {
+      this.reclaiming = false;
+    }
+  }
+
+  // --- index ---------------------------------------------------------------
+
+  private addEntry(entry: SpoolEntry): void {
+    this.index.set(entry.id, entry);
+    this.liveBySegment.set(entry.segment, (this.liveBySegment.get(entry.segment) ?? 0) + 1);
+  }
+
+  private removeEntry(entry: SpoolEntry): void {
+    this.index.delete(entry.id);
+    this.liveBySegment.set(entry.segment, (this.liveBySegment.get(entry.segment) ?? 1) - 1);
+  }
+
+  // --- recovery ------------------------------------------------------------
+
+  private async recover(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    const names = (await readdir(this.dir)).filter((n) => SEGMENT_RE.test(n)).sort();
+    this.segments = names.map((n) => Number(SEGMENT_RE.exec(n)![1]));
+    for (const seg of this.segments) {
+      const path = join(this.dir, segmentName(seg));
+      const isLast = seg === this.segments[this.segments.length - 1];
+      const reader = readSegment(path, {
+        onCorrupt: ({ offset, length }) =>
+          this.log?.warn({ segment: seg, offset, length, partition: this.dir }, isLast ? 'spool: torn or corrupt tail skipped' : 'spool: corrupt bytes skipped'),
+      });
+      let r = await reader.next();
+      while (!r.done) {
+        this.replay(seg, r.value);
+        this.bytesTotal += r.value.bytes.length;
+        r = await reader.next();
+      }
+      if (isLast) this.end = r.value;
+    }
+    if (this.segments.length === 0) {
+      this.segments = [1];
+      this.end = 0;
+      this.fh = await open(join(this.dir, segmentName(1)), 'wx');
+      await this.syncDir();
+    } else {
+      this.fh = await open(join(this.dir, segmentName(this.segments[this.segments.length - 1])), 'r+');
+      // Appends continue at the last valid record; a torn tail is cut off so the
+      // stream never carries it.
+      const { size } = await this.fh.stat();
+      if (size > this.end) await this.fh.truncate(this.end);
+    }
+    this.active = this.segments[this.segments.length - 1];
+    await this.reclaim();
+  }
+
+  private replay(segment: number, record: RawRecord): void {
+    try {
+      if (record.type === RecordType.Message) {
+        const { envelope } = splitMessagePayload(record.payload);
+        const env = JSON.parse(envelope) as Envelope;
+        const prev = this.index.get(env.id);
+        if (prev) this.removeEntry(prev); // a relocated copy supersedes the original
+        this.addEntry(toEntry(env, { segment, offset: record.offset }, record.bytes.length));
+      } else if (record.type === RecordType.State) {
+        const change = JSON.parse(record.payload.toString('utf8')) as StateChange;
+        const entry = this.index.get(change.id);
+        if (entry) applyState(entry, change);
+      } else if (record.type === RecordType.Done) {
+        const done = JSON.parse(record.payload.toString('utf8')) as DoneRecord;
+        const entry = this.index.get(done.id);
+        if (entry) this.removeEntry(entry);
+      }
+    } catch (err) {
+      // The CRC matched, so this is a record we wrote but cannot read: say so, keep going.
+      this.log?.error({ err, segment, offset: record.offset }, 'spool: unreadable record skipped');
+    }
+  }
+}
+
+function toEntry(env: Envelope, pos: Position, length: number): SpoolEntry {
+  return {
+    id: env.id,
+    segment: pos.segment,
+    offset: pos.offset,
+    length,
+    from: env.from,
+    to: env.to,
+    received: env.received,
+    next: env.next ?? env.received,
+    attempts: env.attempts ?? 0,
+    size: env.size,
+    pool: env.pool,
+    vmta: env.vmta,
+  };
+}
+
+function applyState(entry: SpoolEntry, change: StateChange): void {
+  if (change.next !== undefined) entry.next = change.next;
+  if (change.attempts !== undefined) entry.attempts = change.attempts;
+  if (change.finished?.length) {
+    const finished = new Set(change.finished);
+    entry.to = entry.to.filter((r) => !finished.has(r));
+  }
+}
+
+function wrapWriteError(err: unknown): VolleyError {
+  const code = errorCode(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new VolleyError('ENOSPC', 'spool disk is full', { cause: err });
+  if (code === 'EROFS') return new VolleyError('EROFS', 'spool disk is read-only', { cause: err });
+  if (err instanceof VolleyError) return err;
+  return new VolleyError('EIO', `spool write failed: ${(err as Error).message}`, { cause: err });
+}

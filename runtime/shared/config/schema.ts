@@ -1,0 +1,177 @@
+// The JSON Schema of the one Volley config file (YAML on disk). The file is
+// identical on every node; node-specific values (node id, persistent path,
+// listen addresses) come from flags or the environment, never from here.
+
+const duration = { type: ['string', 'integer'], description: 'e.g. 250ms, 30s, 5m, 2h, 4d' };
+const size = { type: ['string', 'integer'], description: 'e.g. 512KB, 25MB' };
+const port = { type: 'integer', minimum: 0, maximum: 65535 };
+const name = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' };
+const hostname = { type: 'string', pattern: '^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$', maxLength: 253 };
+const ip = { type: 'string', description: 'an IPv4 or IPv6 address (checked after the schema)' };
+const cidrs = { type: 'array', items: { type: 'string' } };
+const tlsFiles = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['cert', 'key'],
+  properties: { cert: { type: 'string' }, key: { type: 'string' } },
+};
+
+export const configSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['hostname'],
+  properties: {
+    hostname,
+    log: { type: 'object', additionalProperties: false, properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] } } },
+    smtp: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        listeners: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'port'],
+            properties: {
+              name,
+              port,
+              address: { type: 'string' },
+              tls: { enum: ['starttls', 'implicit', 'none'] },
+              require_auth: { type: 'boolean' },
+            },
+          },
+        },
+        tls: tlsFiles,
+        max_message_size: size,
+        max_recipients: { type: 'integer', minimum: 1 },
+        max_connections: { type: 'integer', minimum: 1 },
+        max_connections_per_client: { type: 'integer', minimum: 1 },
+        relay_from: cidrs,
+        trusted_proxies: cidrs,
+        socket_timeout: duration,
+      },
+    },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        port,
+        address: { type: 'string' },
+        tls: tlsFiles,
+        max_body_size: size,
+        max_batch: { type: 'integer', minimum: 1 },
+        tokens: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'sha256'],
+            properties: { name, sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+          },
+        },
+      },
+    },
+    admin: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { port, address: { type: 'string' } },
+    },
+    users: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'password'],
+        properties: {
+          name: { type: 'string', minLength: 1, maxLength: 256 },
+          password: { type: 'string', pattern: '^scrypt\\$', description: 'a hash from `volley config hash-password`' },
+        },
+      },
+    },
+    spool: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        segment_size: size,
+        fsync: { type: 'boolean' },
+      },
+    },
+    vmtas: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'ip', 'helo'],
+        properties: { name, ip, helo: hostname },
+      },
+    },
+    pools: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'vmtas'],
+        properties: {
+          name,
+          vmtas: {
+            type: 'array',
+            minItems: 1,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name'],
+              properties: { name, weight: { type: 'integer', minimum: 1 } },
+            },
+          },
+        },
+      },
+    },
+    default_pool: name,
+    routing: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['sender_domain'],
+        properties: { sender_domain: { type: 'string' }, pool: name, vmta: name },
+      },
+    },
+    routes: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['domain', 'host'],
+        properties: { domain: { type: 'string', minLength: 1 }, host: { type: 'string', minLength: 1 }, port },
+      },
+    },
+    resolver: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { servers: { type: 'array', items: { type: 'string' } } },
+    },
+    delivery: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        retry: { type: 'array', minItems: 1, items: duration },
+        max_lifetime: duration,
+        concurrency: { type: 'integer', minimum: 1 },
+        connect_timeout: duration,
+      },
+    },
+    events: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        attempt_log: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { max_size: size, max_age: duration },
+        },
+      },
+    },
+    accept_drain_from: cidrs,
+  },
+} as const;

@@ -1,0 +1,81 @@
+// The config after validation and normalisation: durations in ms, sizes in
+// bytes, defaults filled in. Plain data only, so it can cross the cluster IPC.
+
+export type TlsMode = 'starttls' | 'implicit' | 'none';
+
+export interface TlsFiles {
+  cert: string;
+  key: string;
+}
+
+export interface SmtpListenerConfig {
+  name: string;
+  port: number;
+  address: string;
+  tls: TlsMode;
+  requireAuth: boolean;
+}
+
+export interface SmtpConfig {
+  listeners: SmtpListenerConfig[];
+  tls?: TlsFiles;
+  maxMessageSize: number;
+  maxRecipients: number;
+  maxConnections: number;
+  maxConnectionsPerClient: number;
+  relayFrom: string[];
+  trustedProxies: string[];
+  socketTimeoutMs: number;
+}
+
+export interface HttpConfig {
+  port: number;
+  address: string;
+  tls?: TlsFiles;
+  maxBodySize: number;
+  maxBatch: number;
+  tokens: { name: string; sha256: string }[];
+}
+
+export interface VmtaConfig {
+  name: string;
+  ip: string;
+  helo: string;
+}
+
+export interface PoolConfig {
+  name: string;
+  vmtas: { name: string; weight: number }[];
+}
+
+export interface RouteConfig {
+  domain: string;
+  host: string;
+  port: number;
+}
+
+export interface DeliveryConfig {
+  retryMs: number[];
+  maxLifetimeMs: number;
+  concurrency: number;
+  connectTimeoutMs: number;
+}
+
+export interface VolleyConfig {
+  hostname: string;
+  log: { level: string };
+  smtp: SmtpConfig;
+  http: HttpConfig;
+  admin: { port: number; address: string };
+  users: { name: string; password: string }[];
+  spool: { segmentSize: number; fsync: boolean };
+  vmtas: VmtaConfig[];
+  pools: PoolConfig[];
+  defaultPool?: string;
+  routing: { senderDomain: string; pool?: string; vmta?: string }[];
+  routes: RouteConfig[];
+  resolver: { servers: string[] };
+  delivery: DeliveryConfig;
+  events: { attemptLog: { maxSize: number; maxAgeMs: number } };
+  acceptDrainFrom: string[];
+}
