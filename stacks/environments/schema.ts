@@ -1,0 +1,77 @@
+// The typed shape of one environment. Every stack reads its sizes, IPs and
+// names from here, so an environment is reviewed as one file in git.
+
+export interface LoadBalancerConfig {
+  /** Also the Route 53 set identifier, so `volley dns weight NAME` finds it. */
+  readonly name: string;
+  /** Route 53 weight, 0–255. 0 keeps the load balancer out of rotation. */
+  readonly weight: number;
+}
+
+export interface ProxyConfig {
+  readonly name: string;
+  readonly availabilityZone: string;
+  /** Primary private IP of the standalone ENI: the stable address MTAs dial. */
+  readonly interfaceIp: string;
+  /** Secondary private IPs of the standalone ENI, each fronted by one Elastic IP. */
+  readonly sendingIps: readonly string[];
+}
+
+export interface EnvironmentConfig {
+  readonly name: string;
+  readonly account: string;
+  readonly region: string;
+  /** Literal AZ names: looking them up would need credentials at synth. */
+  readonly availabilityZones: readonly string[];
+  /** Pinned per environment so a new AMI release never replaces instances by surprise. */
+  readonly amiId: string;
+  /** Repo-relative path of the Volley config published with the deploy. */
+  readonly volleyConfigFile: string;
+  readonly network: {
+    readonly vpcCidr: string;
+    readonly natGateways: number;
+    /** Injector networks allowed to reach the load balancers and the MTAs. */
+    readonly allowedCidrs: readonly string[];
+  };
+  readonly mta: {
+    readonly instanceType: string;
+    readonly slotsPerAz: number;
+    readonly volume: {
+      readonly sizeGiB: number;
+      readonly iops: number;
+      readonly throughputMiBps: number;
+    };
+    readonly smtpPorts: readonly number[];
+    readonly apiPort: number;
+    /** Serves GET /readyz for the load balancers' health checks. */
+    readonly adminPort: number;
+  };
+  readonly proxy: {
+    readonly instanceType: string;
+    /** The port MTAs use to reach a proxy (data and control connections). */
+    readonly port: number;
+    readonly proxies: readonly ProxyConfig[];
+  };
+  readonly ingress: {
+    readonly internetFacing: boolean;
+    readonly apiListenerPort: number;
+    /** Longest SMTP transaction we let finish when a target leaves the group. */
+    readonly deregistrationDelaySeconds: number;
+    readonly loadBalancers: readonly LoadBalancerConfig[];
+  };
+  readonly dns: {
+    readonly hostedZoneId: string;
+    readonly zoneName: string;
+    readonly smtpRecordName: string;
+    readonly apiRecordName: string;
+  };
+  readonly storage: {
+    readonly infrequentAccessAfterDays: number;
+    readonly glacierAfterDays: number;
+    readonly expireAfterDays: number;
+  };
+  readonly rollout: {
+    /** How long one replacement may take (boot, attach, spool recovery) before the deploy fails. */
+    readonly readyTimeoutMinutes: number;
+  };
+}

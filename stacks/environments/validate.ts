@@ -1,0 +1,203 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { IPV4_PER_ENI, knownInstanceTypes } from './instance-types';
+import { cidrContains, parseCidr, parseIpv4 } from './ip';
+import { planSubnets } from './layout';
+import type { EnvironmentConfig } from './schema';
+
+/** A bad environment config: `field` is the dotted path, e.g. `proxy.proxies[1].sendingIps[0]`. */
+export class EnvironmentConfigError extends Error {
+  constructor(
+    readonly environment: string,
+    readonly field: string,
+    problem: string,
+  ) {
+    super(`environment "${environment}": ${field} ${problem}`);
+    this.name = 'EnvironmentConfigError';
+  }
+}
+
+type Fail = (field: string, problem: string) => never;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+// Walks the raw object by path so every message names the exact field.
+class Reader {
+  constructor(private readonly fail: Fail) {}
+
+  at(root: unknown, path: string): unknown {
+    let value: unknown = root;
+    for (const key of path.split('.')) {
+      if (typeof value !== 'object' || value === null) this.fail(path, 'is missing (its parent is not an object)');
+      value = (value as Record<string, unknown>)[key];
+    }
+    return value;
+  }
+
+  string(root: unknown, path: string, pattern?: RegExp, hint?: string): string {
+    const value = this.at(root, path);
+    if (typeof value !== 'string' || value.length === 0) this.fail(path, 'must be a non-empty string');
+    if (pattern && !pattern.test(value as string)) this.fail(path, `must be ${hint ?? `like ${pattern}`} (got "${String(value)}")`);
+    return value as string;
+  }
+
+  integer(root: unknown, path: string, min: number, max: number): number {
+    const value = this.at(root, path);
+    if (typeof value !== 'number' || !Number.isInteger(value)) this.fail(path, 'must be an integer');
+    if ((value as number) < min || (value as number) > max) this.fail(path, `must be between ${min} and ${max} (got ${String(value)})`);
+    return value as number;
+  }
+
+  boolean(root: unknown, path: string): boolean {
+    const value = this.at(root, path);
+    if (typeof value !== 'boolean') this.fail(path, 'must be true or false');
+    return value as boolean;
+  }
+
+  array(root: unknown, path: string, minLength: number): unknown[] {
+    const value = this.at(root, path);
+    if (!Array.isArray(value)) this.fail(path, 'must be a list');
+    if ((value as unknown[]).length < minLength) this.fail(path, `must have at least ${minLength} entr${minLength === 1 ? 'y' : 'ies'}`);
+    return value as unknown[];
+  }
+}
+
+const NAME = /^[a-z][a-z0-9-]{0,30}$/;
+const PORT_MAX = 65535;
+
+/**
+ * Checks a raw environment object and returns it typed. Throws an
+ * EnvironmentConfigError naming the first bad field, so `cdk synth` stops
+ * before any template is written. `repoRoot` resolves volleyConfigFile.
+ */
+export function validateEnvironment(raw: unknown, repoRoot: string): EnvironmentConfig {
+  const envName = isRecord(raw) && typeof raw.name === 'string' ? raw.name : '(unnamed)';
+  const fail: Fail = (field, problem) => {
+    // Paths are walked as a.0.b; report them as written in the config, a[0].b.
+    throw new EnvironmentConfigError(envName, field.replace(/\.(\d+)/g, '[$1]'), problem);
+  };
+  const r = new Reader(fail);
+
+  r.string(raw, 'name', NAME, 'lower-case letters, digits and dashes');
+  r.string(raw, 'account', /^\d{12}$/, 'a 12-digit AWS account id');
+  const region = r.string(raw, 'region', /^[a-z]{2}(-[a-z]+)+-\d$/, 'an AWS region such as eu-west-1');
+  const azs = r.array(raw, 'availabilityZones', 2);
+  azs.forEach((_, i) => {
+    const az = r.string(raw, `availabilityZones.${i}`);
+    if (!new RegExp(`^${region}[a-z]$`).test(az)) fail(`availabilityZones[${i}]`, `must be an AZ of ${region} such as ${region}a (got "${az}")`);
+  });
+  const azNames = azs as string[];
+  if (new Set(azNames).size !== azNames.length) fail('availabilityZones', 'must not repeat an AZ');
+  r.string(raw, 'amiId', /^ami-[0-9a-f]{8}([0-9a-f]{9})?$/, 'a pinned AMI id (ami-…)');
+
+  const configFile = r.string(raw, 'volleyConfigFile');
+  if (!existsSync(resolve(repoRoot, configFile))) fail('volleyConfigFile', `names a file that does not exist: ${configFile}`);
+
+  // network
+  const vpcCidrText = r.string(raw, 'network.vpcCidr');
+  const vpcCidr = parseCidr(vpcCidrText);
+  if (!vpcCidr || vpcCidr.prefix < 16 || vpcCidr.prefix > 20) fail('network.vpcCidr', `must be a CIDR between /16 and /20 (got "${vpcCidrText}")`);
+  r.integer(raw, 'network.natGateways', 1, azNames.length);
+  r.array(raw, 'network.allowedCidrs', 1).forEach((_, i) => {
+    const text = r.string(raw, `network.allowedCidrs.${i}`);
+    const cidr = parseCidr(text);
+    if (!cidr) fail(`network.allowedCidrs[${i}]`, `must be a CIDR (got "${text}")`);
+    // Opening SMTP injection to the world would make the fleet an open relay target.
+    if (cidr && cidr.prefix === 0) fail(`network.allowedCidrs[${i}]`, 'must not be 0.0.0.0/0: name the injector networks');
+  });
+  let subnets;
+  try {
+    subnets = planSubnets(vpcCidrText, azNames);
+  } catch (err) {
+    fail('network.vpcCidr', (err as Error).message);
+  }
+
+  // mta
+  const mtaType = r.string(raw, 'mta.instanceType');
+  if (!(mtaType in IPV4_PER_ENI)) fail('mta.instanceType', `must be one of ${knownInstanceTypes().join(', ')} (got "${mtaType}")`);
+  r.integer(raw, 'mta.slotsPerAz', 1, 20);
+  const size = r.integer(raw, 'mta.volume.sizeGiB', 1, 65536);
+  const iops = r.integer(raw, 'mta.volume.iops', 3000, 80000);
+  if (iops > size * 500) fail('mta.volume.iops', `must be at most 500 per GiB for gp3 (${size * 500} for ${size} GiB, got ${iops})`);
+  const throughput = r.integer(raw, 'mta.volume.throughputMiBps', 125, 2000);
+  if (throughput > iops / 4) fail('mta.volume.throughputMiBps', `must be at most iops / 4 for gp3 (${iops / 4}, got ${throughput})`);
+  const smtpPorts = r.array(raw, 'mta.smtpPorts', 1).map((_, i) => r.integer(raw, `mta.smtpPorts.${i}`, 1, PORT_MAX));
+  const apiPort = r.integer(raw, 'mta.apiPort', 1, PORT_MAX);
+  const adminPort = r.integer(raw, 'mta.adminPort', 1, PORT_MAX);
+  const mtaPorts = [...smtpPorts, apiPort, adminPort];
+  if (new Set(mtaPorts).size !== mtaPorts.length) fail('mta', 'smtpPorts, apiPort and adminPort must all differ');
+
+  // proxy
+  const proxyType = r.string(raw, 'proxy.instanceType');
+  const perEni = IPV4_PER_ENI[proxyType];
+  if (perEni === undefined) fail('proxy.instanceType', `must be one of ${knownInstanceTypes().join(', ')} (got "${proxyType}")`);
+  r.integer(raw, 'proxy.port', 1, PORT_MAX);
+  const seenIps = new Map<string, string>();
+  const seenProxies = new Set<string>();
+  r.array(raw, 'proxy.proxies', 1).forEach((_, i) => {
+    const at = `proxy.proxies[${i}]`;
+    const p = `proxy.proxies.${i}`;
+    const name = r.string(raw, `${p}.name`, NAME, 'lower-case letters, digits and dashes');
+    if (seenProxies.has(name)) fail(`${at}.name`, `repeats proxy "${name}"`);
+    seenProxies.add(name);
+    const az = r.string(raw, `${p}.availabilityZone`);
+    const subnet = subnets?.find((s) => s.availabilityZone === az);
+    if (!subnet) fail(`${at}.availabilityZone`, `must be one of availabilityZones (got "${az}")`);
+    const publicCidr = parseCidr((subnet as { publicCidr: string }).publicCidr);
+    const checkIp = (field: string, ip: string): void => {
+      const value = parseIpv4(ip);
+      if (value === undefined) fail(field, `must be an IPv4 address (got "${ip}")`);
+      // AWS reserves the first four and the last address of every subnet.
+      if (!publicCidr || !cidrContains(publicCidr, value as number) || (value as number) - publicCidr.base < 4 || (value as number) === publicCidr.base + 255) {
+        fail(field, `must be a usable address of ${az}'s public subnet ${(subnet as { publicCidr: string }).publicCidr} (got ${ip})`);
+      }
+      const owner = seenIps.get(ip);
+      if (owner) fail(field, `repeats ${ip}, already used by ${owner}`);
+      seenIps.set(ip, field);
+    };
+    checkIp(`${at}.interfaceIp`, r.string(raw, `${p}.interfaceIp`));
+    const sending = r.array(raw, `${p}.sendingIps`, 1);
+    // The primary IP takes one of the ENI's slots.
+    if (perEni !== undefined && sending.length > perEni - 1) {
+      fail(`${at}.sendingIps`, `has ${sending.length} IPs but one ${proxyType} ENI holds at most ${perEni - 1} besides its primary IP`);
+    }
+    sending.forEach((_, j) => checkIp(`${at}.sendingIps[${j}]`, r.string(raw, `${p}.sendingIps.${j}`)));
+  });
+
+  // ingress
+  r.boolean(raw, 'ingress.internetFacing');
+  const apiListenerPort = r.integer(raw, 'ingress.apiListenerPort', 1, PORT_MAX);
+  if (smtpPorts.includes(apiListenerPort)) fail('ingress.apiListenerPort', 'must differ from the SMTP ports');
+  r.integer(raw, 'ingress.deregistrationDelaySeconds', 0, 3600);
+  const lbs = r.array(raw, 'ingress.loadBalancers', 1);
+  const lbNames = new Set<string>();
+  let totalWeight = 0;
+  lbs.forEach((_, i) => {
+    const name = r.string(raw, `ingress.loadBalancers.${i}.name`, NAME, 'lower-case letters, digits and dashes');
+    if (lbNames.has(name)) fail(`ingress.loadBalancers[${i}].name`, `repeats "${name}"`);
+    lbNames.add(name);
+    totalWeight += r.integer(raw, `ingress.loadBalancers.${i}.weight`, 0, 255);
+  });
+  if (totalWeight === 0) fail('ingress.loadBalancers', 'must give at least one load balancer a weight above 0 (all 0 means equal weights to Route 53)');
+
+  // dns
+  r.string(raw, 'dns.hostedZoneId', /^Z[A-Z0-9]{1,32}$/, 'a Route 53 hosted zone id (Z…)');
+  const zone = r.string(raw, 'dns.zoneName', /^([a-z0-9-]+\.)+[a-z]{2,}$/, 'a domain name without trailing dot');
+  for (const field of ['dns.smtpRecordName', 'dns.apiRecordName']) {
+    const record = r.string(raw, field);
+    if (!record.endsWith(`.${zone}`)) fail(field, `must be inside the zone ${zone} (got "${record}")`);
+  }
+
+  // storage
+  const ia = r.integer(raw, 'storage.infrequentAccessAfterDays', 30, 3650); // S3 refuses IA before 30 days
+  const glacier = r.integer(raw, 'storage.glacierAfterDays', 1, 3650);
+  if (glacier <= ia) fail('storage.glacierAfterDays', `must be after infrequentAccessAfterDays (${ia})`);
+  const expire = r.integer(raw, 'storage.expireAfterDays', 1, 36500);
+  if (expire <= glacier) fail('storage.expireAfterDays', `must be after glacierAfterDays (${glacier})`);
+
+  r.integer(raw, 'rollout.readyTimeoutMinutes', 5, 720);
+
+  return raw as EnvironmentConfig;
+}
