@@ -1,0 +1,147 @@
+import { DefaultStackSynthesizer, Duration, Stack, Tags, Validations } from 'aws-cdk-lib';
+import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import { Construct } from 'constructs';
+import type { RuntimeDistribution } from './runtime-distribution';
+
+/** Tag that binds an instance, its volume or ENI, and its IAM grants to one slot. */
+export const SLOT_TAG = 'volley:slot';
+
+export interface SingleInstanceSlotProps {
+  readonly slotId: string;
+  readonly role: 'mta' | 'proxy';
+  readonly vpc: ec2.IVpc;
+  readonly availabilityZone: string;
+  readonly securityGroup: ec2.ISecurityGroup;
+  readonly machineImage: ec2.IMachineImage;
+  readonly instanceType: ec2.InstanceType;
+  readonly distribution: RuntimeDistribution;
+  /** Boot, attach and (for an MTA) spool recovery must finish within this, or the deploy rolls back. */
+  readonly readyTimeout: Duration;
+  /** Replace the instance when its load balancer targets stay unhealthy (MTAs), or only when EC2 says so. */
+  readonly healthFromLoadBalancer: boolean;
+  /** Where launches, terminations and failures of this slot are announced. */
+  readonly notifications: sns.ITopic;
+}
+
+/**
+ * One position in a tier: an Auto Scaling group of exactly one instance in one
+ * AZ, with its own IAM role. Its durable parts (volume, ENI) live beside it
+ * and are reattached by the bootstrap, so the instance itself is disposable.
+ */
+export class SingleInstanceSlot extends Construct {
+  readonly slotId: string;
+  readonly role: iam.Role;
+  readonly group: autoscaling.AutoScalingGroup;
+
+  constructor(scope: Construct, id: string, props: SingleInstanceSlotProps) {
+    super(scope, id);
+    this.slotId = props.slotId;
+
+    this.role = new iam.Role(this, 'Role', {
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      description: `Volley ${props.role} slot ${props.slotId}`,
+      // Session Manager replaces SSH: no key pair, no port 22.
+      managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore')],
+    });
+    props.distribution.grantRead(this.role);
+    acknowledgeSlotRole(this.role);
+
+    const subnets = props.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, availabilityZones: [props.availabilityZone] });
+    // Rendered lazily at synth, so the commands can be added once the group exists.
+    const userData = ec2.UserData.forLinux();
+    const launchTemplate = new ec2.LaunchTemplate(this, 'Template', {
+      machineImage: props.machineImage,
+      instanceType: props.instanceType,
+      role: this.role,
+      securityGroup: props.securityGroup,
+      requireImdsv2: true,
+      detailedMonitoring: true,
+      // A failed boot powers off; terminating instead lets the group start a clean one.
+      instanceInitiatedShutdownBehavior: ec2.InstanceInitiatedShutdownBehavior.TERMINATE,
+      blockDevices: [
+        { deviceName: '/dev/xvda', volume: ec2.BlockDeviceVolume.ebs(30, { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3 }) },
+      ],
+      userData,
+    });
+
+    this.group = new autoscaling.AutoScalingGroup(this, 'Group', {
+      vpc: props.vpc,
+      vpcSubnets: { subnets: subnets.subnets },
+      launchTemplate,
+      minCapacity: 1,
+      maxCapacity: 1,
+      notifications: [{ topic: props.notifications }],
+      healthChecks: props.healthFromLoadBalancer
+        ? autoscaling.HealthChecks.withAdditionalChecks({
+            additionalTypes: [autoscaling.AdditionalHealthCheckType.ELB],
+            gracePeriod: props.readyTimeout,
+          })
+        : autoscaling.HealthChecks.ec2({ gracePeriod: props.readyTimeout }),
+      // Terminate before launch: the volume (or ENI) can be attached to one
+      // instance only, so 0 instances stay in service while the slot is replaced,
+      // and the update waits for the new instance's cfn-signal.
+      updatePolicy: autoscaling.UpdatePolicy.rollingUpdate({
+        maxBatchSize: 1,
+        minInstancesInService: 0,
+        waitOnResourceSignals: true,
+        pauseTime: props.readyTimeout,
+      }),
+      signals: autoscaling.Signals.waitForCount(1, { timeout: props.readyTimeout }),
+    });
+    Tags.of(this.group).add(SLOT_TAG, props.slotId);
+    Tags.of(this.group).add('volley:role', props.role);
+
+    const cfnGroup = this.group.node.defaultChild as autoscaling.CfnAutoScalingGroup;
+    props.distribution.writeUserData(userData, {
+      role: props.role,
+      slotId: props.slotId,
+      signalResource: Stack.of(this).getLogicalId(cfnGroup),
+      readyTimeoutSeconds: props.readyTimeout.toSeconds(),
+    });
+  }
+
+  /** ARN pattern for this slot's instance: ids are unknown until launch, so the tag does the narrowing. */
+  instanceArnPattern(): string {
+    const stack = Stack.of(this);
+    return stack.formatArn({ service: 'ec2', resource: 'instance', resourceName: '*' });
+  }
+
+  /** Allows `action` on `resourceArn` and on this slot's instance, both only when tagged with this slot. */
+  grantAttach(action: string, resourceArn: string): void {
+    const tagged = { StringEquals: { [`aws:ResourceTag/${SLOT_TAG}`]: this.slotId } };
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'AttachOwnResource', actions: [action], resources: [resourceArn], conditions: tagged }));
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'AttachToOwnInstance', actions: [action], resources: [this.instanceArnPattern()], conditions: tagged }));
+    const stack = Stack.of(this);
+    Validations.of(this.role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:${stack.region}:${stack.account}:instance/*]`,
+      reason: `The instance id is unknown until launch; the statement only applies to instances tagged ${SLOT_TAG}=${this.slotId}, i.e. this slot's own instance.`,
+    });
+  }
+
+  /** Describe calls cannot be scoped to a resource in IAM. */
+  grantDescribe(action: string): void {
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'FindOwnResource', actions: [action], resources: ['*'] }));
+    Validations.of(this.role).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: `${action} supports no resource-level permissions; it is read-only and the bootstrap needs it to find the slot's resource by tag.`,
+    });
+  }
+}
+
+// Findings that come from granting the CDK asset objects (runtime, config) and
+// Session Manager; each is named exactly so a new wildcard still fails synth.
+function acknowledgeSlotRole(role: iam.Role): void {
+  const stack = Stack.of(role);
+  const assets = `cdk-${DefaultStackSynthesizer.DEFAULT_QUALIFIER}-assets-${stack.account}-${stack.region}`;
+  const assetReason = 'Read-only access to the CDK asset objects this instance installs (runtime bundle, Volley config), as granted by Asset.grantRead.';
+  for (const finding of ['Action::s3:GetObject*', 'Action::s3:GetBucket*', 'Action::s3:List*', `Resource::arn:<AWS::Partition>:s3:::${assets}/*`]) {
+    Validations.of(role).acknowledge({ id: `AwsSolutions-IAM5[${finding}]`, reason: assetReason });
+  }
+  Validations.of(role).acknowledge({
+    id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]',
+    reason: 'Session Manager is how operators reach an instance (no SSH key, no port 22); the AWS policy is the supported minimum for it.',
+  });
+}

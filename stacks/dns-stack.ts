@@ -1,0 +1,36 @@
+import * as route53 from 'aws-cdk-lib/aws-route53';
+import * as targets from 'aws-cdk-lib/aws-route53-targets';
+import type { Construct } from 'constructs';
+import type { LoadBalancerEndpoint } from './ingress-stack';
+import { VolleyStack, VolleyStackProps } from './volley-stack';
+
+export interface DnsStackProps extends VolleyStackProps {
+  readonly endpoints: readonly LoadBalancerEndpoint[];
+}
+
+/**
+ * Weighted alias records, one per load balancer and name, with target health
+ * evaluated: Route 53 stops answering with a load balancer whose targets are
+ * unhealthy, and `volley dns weight` moves one out of rotation by hand.
+ */
+export class DnsStack extends VolleyStack {
+  constructor(scope: Construct, id: string, props: DnsStackProps) {
+    super(scope, id, props);
+    const { dns } = this.config;
+    const zone = route53.HostedZone.fromHostedZoneAttributes(this, 'Zone', { hostedZoneId: dns.hostedZoneId, zoneName: dns.zoneName });
+
+    for (const endpoint of props.endpoints) {
+      const target = route53.RecordTarget.fromAlias(new targets.LoadBalancerTarget(endpoint.loadBalancer, { evaluateTargetHealth: true }));
+      for (const [purpose, recordName] of [['Smtp', dns.smtpRecordName], ['Api', dns.apiRecordName]] as const) {
+        new route53.ARecord(this, `${purpose}-${endpoint.config.name}`, {
+          zone,
+          recordName: `${recordName}.`,
+          target,
+          weight: endpoint.config.weight,
+          // The set identifier is the load balancer's name: the handle `volley dns weight` takes.
+          setIdentifier: endpoint.config.name,
+        });
+      }
+    }
+  }
+}
