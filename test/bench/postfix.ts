@@ -339,6 +339,9 @@ export interface PostfixRelayMeasurement extends PostfixMeasurement {
   sinkHoldMode: string;
 }
 
+/** The benchmark's load: 20 concurrent sessions, new connection per message, 2 KB payload. */
+export const DEFAULT_BENCH_LOAD = { messages: 10_000, sessions: 20, sizeBytes: 2048 } as const;
+
 const FROM = 'sender@bench.example';
 const TO = 'rcpt@relay.bench.example';
 
