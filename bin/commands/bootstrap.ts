@@ -1,8 +1,97 @@
-import type { Command } from 'commander';
+import { EC2Client } from '@aws-sdk/client-ec2';
+import { Command, InvalidArgumentError } from 'commander';
+import {
+  bootstrapMta,
+  bootstrapProxy,
+  LinuxSystem,
+  MTA_DEFAULTS,
+  PROXY_DEFAULTS,
+  readInstanceIdentity,
+  realClock,
+  stderrLog,
+} from '../../runtime/bootstrap';
 
-// Placeholder while the infrastructure work lands; replaced by the real verb.
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a whole number of seconds');
+  return n;
+}
+
+const ms = (s: number): number => s * 1000;
+const sec = (milliseconds: number): number => milliseconds / 1000;
+
+interface CommonFlags {
+  slot: string;
+  region?: string;
+  unit: string;
+  readyUrl?: string;
+  readyTimeout: number;
+  releaseTimeout: number;
+  attachTimeout: number;
+  signalStack?: string;
+  signalResource?: string;
+}
+
+function withCommonFlags(command: Command, defaults: { unit: string; readyTimeoutMs: number; releaseTimeoutMs: number; attachTimeoutMs: number }): Command {
+  return command
+    .requiredOption('--slot <id>', 'the slot this instance fills (the volley:slot tag)')
+    .option('--region <region>', 'AWS region (default: from instance metadata)')
+    .option('--unit <unit>', 'systemd unit to start once attached', defaults.unit)
+    .option('--ready-timeout <seconds>', 'how long the daemon may take to become ready', seconds, sec(defaults.readyTimeoutMs))
+    .option('--release-timeout <seconds>', 'how long the previous instance may keep the resource', seconds, sec(defaults.releaseTimeoutMs))
+    .option('--attach-timeout <seconds>', 'how long an attach may take', seconds, sec(defaults.attachTimeoutMs))
+    .option('--signal-stack <name>', 'CloudFormation stack to cfn-signal (omit outside CloudFormation)')
+    .option('--signal-resource <logicalId>', 'the slot group\'s logical id in that stack');
+}
+
+async function deps(flags: CommonFlags) {
+  const identity = await readInstanceIdentity();
+  const region = flags.region ?? identity.region;
+  const signal = flags.signalStack && flags.signalResource ? { stack: flags.signalStack, resource: flags.signalResource, region } : undefined;
+  return {
+    ec2: new EC2Client({ region }),
+    system: new LinuxSystem({ signal }),
+    clock: realClock,
+    log: stderrLog,
+    identity: async () => identity,
+  };
+}
+
 export function registerBootstrap(program: Command): void {
-  program.command('bootstrap').description('(not yet available)').action(() => {
-    throw new Error('volley bootstrap is not available yet');
-  });
+  const bootstrap = program
+    .command('bootstrap')
+    .description('on instance boot: attach the slot\'s volume (mta) or sending ENI (proxy), start the daemon, signal CloudFormation');
+
+  withCommonFlags(bootstrap.command('mta').description('attach and mount the slot\'s persistent-path volume, then start the MTA'), MTA_DEFAULTS)
+    .option('--persistent-path <dir>', 'where the volume is mounted', MTA_DEFAULTS.persistentPath)
+    .option('--ready-url <url>', 'readiness endpoint of the started MTA', MTA_DEFAULTS.readyUrl)
+    .option('--device-timeout <seconds>', 'how long the attached volume may take to appear as a device', seconds, sec(MTA_DEFAULTS.deviceTimeoutMs))
+    .action(async (flags: CommonFlags & { persistentPath: string; readyUrl: string; deviceTimeout: number }) => {
+      await bootstrapMta(await deps(flags), {
+        slot: flags.slot,
+        persistentPath: flags.persistentPath,
+        unit: flags.unit,
+        readyUrl: flags.readyUrl,
+        releaseTimeoutMs: ms(flags.releaseTimeout),
+        attachTimeoutMs: ms(flags.attachTimeout),
+        deviceTimeoutMs: ms(flags.deviceTimeout),
+        readyTimeoutMs: ms(flags.readyTimeout),
+        byIdDir: MTA_DEFAULTS.byIdDir,
+      });
+    });
+
+  withCommonFlags(bootstrap.command('proxy').description('attach the slot\'s sending ENI, wait for its addresses, then start the proxy'), PROXY_DEFAULTS)
+    .option('--ready-url <url>', 'readiness endpoint of the started proxy, if it has one')
+    .option('--address-timeout <seconds>', 'how long the ENI\'s addresses may take to come up', seconds, sec(PROXY_DEFAULTS.addressTimeoutMs))
+    .action(async (flags: CommonFlags & { addressTimeout: number }) => {
+      await bootstrapProxy(await deps(flags), {
+        slot: flags.slot,
+        unit: flags.unit,
+        readyUrl: flags.readyUrl,
+        releaseTimeoutMs: ms(flags.releaseTimeout),
+        attachTimeoutMs: ms(flags.attachTimeout),
+        addressTimeoutMs: ms(flags.addressTimeout),
+        readyTimeoutMs: ms(flags.readyTimeout),
+      });
+    });
 }

@@ -1,0 +1,13 @@
+export { BootstrapError } from './errors';
+export { realClock } from './clock';
+export type { Clock } from './clock';
+export { LinuxSystem } from './linux-system';
+export { readInstanceIdentity } from './metadata';
+export type { InstanceIdentity } from './metadata';
+export { bootstrapMta, MTA_DEFAULTS } from './mta';
+export type { BootstrapDeps, MtaBootstrapOptions } from './mta';
+export { bootstrapProxy, PROXY_DEFAULTS } from './proxy';
+export type { ProxyBootstrapOptions } from './proxy';
+export { stderrLog } from './system';
+export type { BootstrapSystem, Log, Probe } from './system';
+export { nvmeDevicePath } from './volume';

@@ -1,0 +1,108 @@
+import { execFile } from 'node:child_process';
+import { access, mkdir, realpath } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
+import { BootstrapError } from './errors';
+import type { BootstrapSystem, Probe } from './system';
+
+interface RunResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function run(command: string, args: readonly string[]): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== 'number') {
+        reject(new Error(`${command}: ${err.message}`)); // not started at all (ENOENT, ...)
+        return;
+      }
+      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function runOk(command: string, args: readonly string[], code: 'EFILESYSTEM' | 'EMOUNT' | 'EBADSTATE'): Promise<string> {
+  const result = await run(command, args);
+  if (result.code !== 0) throw new BootstrapError(code, `${command} ${args.join(' ')} failed (${result.code}): ${result.stderr.trim()}`);
+  return result.stdout;
+}
+
+export interface SignalTarget {
+  readonly stack: string;
+  readonly resource: string;
+  readonly region: string;
+}
+
+export interface LinuxSystemOptions {
+  /** cfn-signal target; without it the bootstrap runs outside CloudFormation (by hand, in tests). */
+  readonly signal?: SignalTarget;
+  readonly cfnSignal?: string;
+}
+
+/** The real host: blkid, mkfs.ext4, findmnt, mount, systemctl, cfn-signal. */
+export class LinuxSystem implements BootstrapSystem {
+  constructor(private readonly options: LinuxSystemOptions = {}) {}
+
+  async exists(path: string): Promise<boolean> {
+    return access(path).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  realpath(path: string): Promise<string> {
+    return realpath(path);
+  }
+
+  async probe(device: string): Promise<Probe> {
+    // -p probes the device itself (no cache): a stale cache must never make a full volume look blank.
+    const result = await run('blkid', ['-p', '-o', 'export', device]);
+    if (result.code === 2) return { blank: true }; // blkid: nothing found
+    if (result.code !== 0) throw new BootstrapError('EFILESYSTEM', `blkid ${device} failed (${result.code}): ${result.stderr.trim()}`);
+    const fields = new Map(
+      result.stdout
+        .split('\n')
+        .filter((line) => line.includes('='))
+        .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)] as const),
+    );
+    return { blank: false, type: fields.get('TYPE'), partitionTable: fields.get('PTTYPE') };
+  }
+
+  async makeFilesystem(device: string, label: string): Promise<void> {
+    // -m 0: a data volume needs no blocks reserved for root.
+    await runOk('mkfs.ext4', ['-q', '-m', '0', '-L', label, device], 'EFILESYSTEM');
+  }
+
+  async mountedSource(mountPoint: string): Promise<string | undefined> {
+    const result = await run('findmnt', ['-n', '-o', 'SOURCE', '--mountpoint', mountPoint]);
+    if (result.code !== 0) return undefined;
+    return result.stdout.trim() || undefined;
+  }
+
+  async mount(device: string, mountPoint: string): Promise<void> {
+    await mkdir(mountPoint, { recursive: true });
+    await runOk('mount', ['-o', 'noatime', device, mountPoint], 'EMOUNT');
+  }
+
+  async startUnit(unit: string): Promise<void> {
+    await runOk('systemctl', ['start', unit], 'EBADSTATE');
+  }
+
+  async localAddresses(): Promise<string[]> {
+    return Object.values(networkInterfaces())
+      .flatMap((list) => list ?? [])
+      .filter((address) => address.family === 'IPv4')
+      .map((address) => address.address);
+  }
+
+  async signal(success: boolean, reason: string): Promise<void> {
+    const target = this.options.signal;
+    if (!target) return;
+    await runOk(
+      this.options.cfnSignal ?? '/opt/aws/bin/cfn-signal',
+      ['--success', String(success), '--reason', reason.slice(0, 250), '--stack', target.stack, '--resource', target.resource, '--region', target.region],
+      'EBADSTATE',
+    );
+  }
+}

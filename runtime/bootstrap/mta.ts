@@ -1,0 +1,76 @@
+import type { EC2Client } from '@aws-sdk/client-ec2';
+import type { Clock } from './clock';
+import type { InstanceIdentity } from './metadata';
+import { mountPersistentPath, waitForDevice } from './persistent-path';
+import { waitReady } from './ready';
+import type { BootstrapSystem, Log } from './system';
+import { attachVolume, findSlotVolume, nvmeDevicePath, waitAttachable } from './volume';
+
+export interface MtaBootstrapOptions {
+  readonly slot: string;
+  readonly persistentPath: string;
+  readonly unit: string;
+  readonly readyUrl: string;
+  /** How long the previous instance may keep the volume while it shuts down. */
+  readonly releaseTimeoutMs: number;
+  readonly attachTimeoutMs: number;
+  readonly deviceTimeoutMs: number;
+  /** Includes spool recovery, which can take minutes with a large queue. */
+  readonly readyTimeoutMs: number;
+  readonly byIdDir: string;
+}
+
+export const MTA_DEFAULTS = {
+  persistentPath: '/var/lib/volley',
+  unit: 'volley-mta.service',
+  readyUrl: 'http://127.0.0.1:8025/readyz',
+  releaseTimeoutMs: 15 * 60_000,
+  attachTimeoutMs: 3 * 60_000,
+  deviceTimeoutMs: 2 * 60_000,
+  readyTimeoutMs: 30 * 60_000,
+  byIdDir: '/dev/disk/by-id',
+} as const;
+
+export interface BootstrapDeps {
+  readonly ec2: EC2Client;
+  readonly system: BootstrapSystem;
+  readonly clock: Clock;
+  readonly log: Log;
+  readonly identity: () => Promise<InstanceIdentity>;
+}
+
+/**
+ * Boot of an MTA slot: find the slot's volume, wait for the previous instance
+ * to let go of it, attach, mount (formatting only a blank volume), start the
+ * MTA, wait until it is ready, tell CloudFormation. Any failure is signalled
+ * and rethrown, so the process exits non-zero and the slot is replaced.
+ */
+export async function bootstrapMta(deps: BootstrapDeps, options: MtaBootstrapOptions): Promise<void> {
+  const { ec2, system, clock, log } = deps;
+  try {
+    const self = await deps.identity();
+    log.info(`slot ${options.slot} on ${self.instanceId} in ${self.availabilityZone}`);
+    const volumeId = await findSlotVolume(ec2, options.slot, self.availabilityZone);
+    const state = await waitAttachable(ec2, clock, log, volumeId, self.instanceId, options.releaseTimeoutMs);
+    if (state === 'available') {
+      log.info(`attaching ${volumeId}`);
+      await attachVolume(ec2, clock, volumeId, self.instanceId, options.attachTimeoutMs);
+    }
+    const device = await waitForDevice(system, clock, nvmeDevicePath(volumeId, options.byIdDir), options.deviceTimeoutMs);
+    await mountPersistentPath(system, log, device, options.persistentPath);
+    log.info(`starting ${options.unit}`);
+    await system.startUnit(options.unit);
+    await waitReady(clock, options.readyUrl, options.readyTimeoutMs);
+    log.info(`${options.unit} is ready`);
+    await system.signal(true, `slot ${options.slot} ready`);
+  } catch (err) {
+    await reportFailure(system, log, err as Error);
+    throw err;
+  }
+}
+
+export async function reportFailure(system: BootstrapSystem, log: Log, err: Error): Promise<void> {
+  log.error(err.message);
+  // Best effort: the non-zero exit still stops the instance if the signal cannot be sent.
+  await system.signal(false, err.message).catch((signalErr: Error) => log.error(`cfn-signal failed too: ${signalErr.message}`));
+}

@@ -1,0 +1,41 @@
+import { Clock, pollUntil } from './clock';
+import { BootstrapError } from './errors';
+import type { BootstrapSystem, Log } from './system';
+
+export const FILESYSTEM_LABEL = 'volley';
+
+export async function waitForDevice(system: BootstrapSystem, clock: Clock, path: string, timeoutMs: number): Promise<string> {
+  await pollUntil(clock, { timeoutMs, intervalMs: 500, what: `device ${path} to appear` }, async () => ((await system.exists(path)) ? true : undefined));
+  return system.realpath(path);
+}
+
+/**
+ * Makes a filesystem only on a blank volume, then mounts it at the persistent
+ * path. Anything found on the volume is kept: a volume with a partition table
+ * is refused rather than formatted.
+ */
+export async function mountPersistentPath(system: BootstrapSystem, log: Log, device: string, mountPoint: string): Promise<{ formatted: boolean }> {
+  const mounted = await system.mountedSource(mountPoint);
+  if (mounted !== undefined) {
+    if ((await system.realpath(mounted).catch(() => mounted)) === device) {
+      log.info(`${device} is already mounted at ${mountPoint}`);
+      return { formatted: false };
+    }
+    throw new BootstrapError('EMOUNT', `${mountPoint} already has ${mounted} mounted, not the slot's volume ${device}`);
+  }
+
+  const probe = await system.probe(device);
+  let formatted = false;
+  if (probe.blank) {
+    log.info(`${device} is blank: making an ext4 filesystem`);
+    await system.makeFilesystem(device, FILESYSTEM_LABEL);
+    formatted = true;
+  } else if (!probe.type) {
+    throw new BootstrapError('EFILESYSTEM', `${device} holds ${probe.partitionTable ? `a ${probe.partitionTable} partition table` : 'unrecognised data'}; refusing to format or mount it`);
+  } else {
+    log.info(`${device} holds a ${probe.type} filesystem: keeping it`);
+  }
+  await system.mount(device, mountPoint);
+  log.info(`mounted ${device} at ${mountPoint}`);
+  return { formatted };
+}

@@ -1,0 +1,60 @@
+import type { Clock } from './clock';
+import { pollUntil } from './clock';
+import { attachInterface, findSlotInterface, waitInterfaceAttachable } from './interface';
+import { BootstrapDeps, reportFailure } from './mta';
+import { waitReady } from './ready';
+import type { BootstrapSystem } from './system';
+
+export interface ProxyBootstrapOptions {
+  readonly slot: string;
+  readonly unit: string;
+  /** Optional: the proxy has no HTTP readiness endpoint unless its config gives one. */
+  readonly readyUrl?: string;
+  readonly releaseTimeoutMs: number;
+  readonly attachTimeoutMs: number;
+  /** The OS (amazon-ec2-net-utils) configures the ENI's addresses after attach. */
+  readonly addressTimeoutMs: number;
+  readonly readyTimeoutMs: number;
+}
+
+export const PROXY_DEFAULTS = {
+  unit: 'volley-proxy.service',
+  releaseTimeoutMs: 15 * 60_000,
+  attachTimeoutMs: 3 * 60_000,
+  addressTimeoutMs: 3 * 60_000,
+  readyTimeoutMs: 10 * 60_000,
+} as const;
+
+async function waitForAddresses(system: BootstrapSystem, clock: Clock, addresses: readonly string[], timeoutMs: number): Promise<void> {
+  await pollUntil(clock, { timeoutMs, intervalMs: 1000, what: `addresses ${addresses.join(', ')} to be configured on this host` }, async () => {
+    const local = new Set(await system.localAddresses());
+    return addresses.every((a) => local.has(a)) ? true : undefined;
+  });
+}
+
+/**
+ * Boot of a proxy slot: reattach the standalone ENI that carries the sending
+ * IPs, wait until the host has every address (a proxy binding a missing IP
+ * would fail its first delivery), start the proxy, tell CloudFormation.
+ */
+export async function bootstrapProxy(deps: BootstrapDeps, options: ProxyBootstrapOptions): Promise<void> {
+  const { ec2, system, clock, log } = deps;
+  try {
+    const self = await deps.identity();
+    log.info(`slot ${options.slot} on ${self.instanceId} in ${self.availabilityZone}`);
+    const eni = await findSlotInterface(ec2, options.slot, self.availabilityZone);
+    const state = await waitInterfaceAttachable(ec2, clock, log, eni.id, self.instanceId, options.releaseTimeoutMs);
+    if (state === 'available') {
+      log.info(`attaching ${eni.id}`);
+      await attachInterface(ec2, clock, eni.id, self.instanceId, options.attachTimeoutMs);
+    }
+    await waitForAddresses(system, clock, eni.addresses, options.addressTimeoutMs);
+    log.info(`starting ${options.unit}`);
+    await system.startUnit(options.unit);
+    if (options.readyUrl) await waitReady(clock, options.readyUrl, options.readyTimeoutMs);
+    await system.signal(true, `slot ${options.slot} ready`);
+  } catch (err) {
+    await reportFailure(system, log, err as Error);
+    throw err;
+  }
+}
