@@ -1,0 +1,2 @@
+export { DnsWeightError, listWeights, setWeight } from './weight';
+export type { WeightChange, WeightRequest, WeightResult } from './weight';
