@@ -1,8 +1,16 @@
 import type { Command } from 'commander';
 import { registerBootstrap } from './bootstrap';
+import { registerConfig } from './config';
 import { registerDns } from './dns';
+import { registerLocal } from './local';
+import { registerMta } from './mta';
+import { registerQueue } from './queue';
 
 export function registerCommands(program: Command): void {
+  registerMta(program);
+  registerConfig(program);
+  registerQueue(program);
+  registerLocal(program);
   registerBootstrap(program);
   registerDns(program);
 }

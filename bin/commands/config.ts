@@ -1,0 +1,56 @@
+import type { Command } from 'commander';
+import { ConfigError, loadConfig } from '../../runtime/shared/config/load';
+import { hashPassword, sha256Hex } from '../../runtime/shared/password';
+import { adminUrl } from './flags';
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+export function registerConfig(program: Command): void {
+  const config = program.command('config').description('check, refresh and prepare the Volley config');
+
+  config
+    .command('check <file>')
+    .description('validate a config file; exits 1 naming the line and field of every problem')
+    .action((file: string) => {
+      try {
+        const c = loadConfig(file);
+        process.stdout.write(`${file}: ok (${c.vmtas.length} VMTAs, ${c.pools.length} pools, ${c.users.length} users)\n`);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        process.stderr.write(`${err.message}\n`);
+        process.exitCode = 1;
+      }
+    });
+
+  config
+    .command('refresh')
+    .description('reload the config of a running MTA without dropping connections (same as SIGHUP)')
+    .option('--admin <addr:port>', 'the MTA admin address', undefined)
+    .action(async (flags: { admin?: string }) => {
+      const res = await fetch(`${adminUrl(flags.admin)}/config/refresh`, { method: 'POST' });
+      const body = (await res.json()) as { ok: boolean; errors?: string[] };
+      if (body.ok) process.stdout.write('config refreshed\n');
+      else {
+        process.stderr.write(`refresh rejected, the running config stays:\n${(body.errors ?? []).join('\n')}\n`);
+        process.exitCode = 1;
+      }
+    });
+
+  config
+    .command('hash-password')
+    .description('read a password on stdin and print the scrypt hash for users[].password')
+    .action(async () => {
+      process.stdout.write(`${await hashPassword(await readStdin())}\n`);
+    });
+
+  config
+    .command('hash-token')
+    .description('read an HTTP API token on stdin and print its SHA-256 for http.tokens[].sha256')
+    .action(async () => {
+      process.stdout.write(`${sha256Hex(await readStdin())}\n`);
+    });
+}

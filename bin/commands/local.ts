@@ -1,0 +1,21 @@
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { runLocalFleet } from '../../runtime/local/local-fleet';
+
+export function registerLocal(program: Command): void {
+  program
+    .command('local')
+    .description('run the local fleet on loopback (what `npm start` does)')
+    .option('--config <file>', 'the config for the local MTAs', join(__dirname, '..', 'assets', 'config', 'local.yaml'))
+    .option('--data <dir>', 'where the local nodes keep their persistent paths', '.volley-local')
+    .option('--sink-port <port>', 'the embedded sink MX port', '2526')
+    .action(async (flags: { config: string; data: string; sinkPort: string }) => {
+      await runLocalFleet({
+        volleyScript: process.argv[1],
+        configPath: flags.config,
+        dataDir: flags.data,
+        sinkPort: Number(flags.sinkPort),
+        live: process.stdout.isTTY,
+      });
+    });
+}

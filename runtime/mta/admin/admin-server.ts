@@ -1,0 +1,68 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+
+export interface AdminHandlers {
+  /** Ready for traffic: spool writable, config loaded, every worker up. */
+  ready(): { ok: boolean; reasons: string[] };
+  metrics(): Promise<{ contentType: string; body: string }>;
+  queue(): Promise<unknown>;
+  refresh(): Promise<{ ok: boolean; errors?: string[] }>;
+}
+
+/**
+ * The admin HTTP port: health for the NLB and Route 53 checks, Prometheus
+ * metrics, queue status and config refresh. Bound to loopback by default: it
+ * is for the node's operators and its health checkers, not the world.
+ */
+export class AdminServer {
+  private readonly server: Server;
+
+  constructor(private readonly handlers: AdminHandlers) {
+    this.server = createServer((req, res) => {
+      this.route(req, res).catch((err: Error) => json(res, 500, { error: err.message }));
+    });
+  }
+
+  listen(port: number, address: string): Promise<{ port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, address, () => {
+        const a = this.server.address();
+        resolve({ port: typeof a === 'object' && a ? a.port : port });
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && path === '/healthz') return json(res, 200, { ok: true });
+    if (req.method === 'GET' && path === '/readyz') {
+      const r = this.handlers.ready();
+      return json(res, r.ok ? 200 : 503, r);
+    }
+    if (req.method === 'GET' && path === '/metrics') {
+      const m = await this.handlers.metrics();
+      res.writeHead(200, { 'content-type': m.contentType });
+      res.end(m.body);
+      return;
+    }
+    if (req.method === 'GET' && path === '/queue') return json(res, 200, await this.handlers.queue());
+    if (req.method === 'POST' && path === '/config/refresh') {
+      const r = await this.handlers.refresh();
+      return json(res, r.ok ? 200 : 422, r);
+    }
+    json(res, 404, { error: `no endpoint ${req.method} ${path}` });
+  }
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body, null, 2);
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(text + '\n');
+}

@@ -1,0 +1,132 @@
+import { mkdirSync, readdirSync } from 'node:fs';
+import { open, rename, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** One delivery attempt, as one JSON line. Field names are stable: dashboards depend on them. */
+export interface AttemptEvent {
+  time: string;
+  event: 'delivery';
+  status: 'delivered' | 'deferred' | 'failed' | 'expired';
+  message_id: string;
+  injection_id?: string;
+  attempt: number;
+  sender: string;
+  recipient: string;
+  domain: string;
+  vmta?: string;
+  pool?: string;
+  sending_ip?: string;
+  helo?: string;
+  via?: string;
+  mx_host?: string;
+  mx_ip?: string;
+  smtp_code?: number;
+  enhanced_code?: string;
+  smtp_text?: string;
+  error_kind?: string;
+  bounce_category?: string;
+  tls_version?: string;
+  tls_cipher?: string;
+  tls_verified?: boolean;
+  time_in_queue_ms: number;
+  connect_ms?: number;
+  transaction_ms?: number;
+  next_retry?: string;
+  size: number;
+  dkim_domain?: string;
+  node?: string;
+  metadata?: Record<string, string>;
+}
+
+export interface AttemptLogOptions {
+  dir: string;
+  /** Distinguishes the files of the workers of one node. */
+  name: string;
+  maxSize: number;
+  maxAgeMs: number;
+  fsync?: boolean;
+}
+
+/**
+ * The delivery-attempt log: JSON lines under the persistent path, written with
+ * group commit so an event is durable before the spool records the attempt's
+ * result (at least once: a crash in between repeats the event, never loses it).
+ * The open file is `<name>.current.jsonl`; a full or old one is renamed to
+ * `<name>.<start time>.jsonl`, closed and ready to ship.
+ */
+export class AttemptLog {
+  private fh?: FileHandle;
+  private size = 0;
+  private openedAt = 0;
+  private pending: { line: string; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private flushing = false;
+
+  constructor(private readonly options: AttemptLogOptions) {
+    mkdirSync(options.dir, { recursive: true });
+  }
+
+  get currentPath(): string {
+    return join(this.options.dir, `${this.options.name}.current.jsonl`);
+  }
+
+  /** Closed files, oldest first. */
+  closedFiles(): string[] {
+    const prefix = `${this.options.name}.`;
+    return readdirSync(this.options.dir)
+      .filter((f) => f.startsWith(prefix) && f.endsWith('.jsonl') && !f.endsWith('.current.jsonl'))
+      .sort()
+      .map((f) => join(this.options.dir, f));
+  }
+
+  write(events: AttemptEvent[]): Promise<void> {
+    if (events.length === 0) return Promise.resolve();
+    const line = events.map((e) => JSON.stringify(e)).join('\n') + '\n';
+    return new Promise((resolve, reject) => {
+      this.pending.push({ line, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  async close(): Promise<void> {
+    while (this.flushing) await new Promise((r) => setTimeout(r, 5));
+    await this.fh?.close();
+    this.fh = undefined;
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending;
+        this.pending = [];
+        try {
+          await this.ensureOpen();
+          const data = Buffer.from(batch.map((p) => p.line).join(''));
+          await this.fh!.write(data, 0, data.length, this.size);
+          if (this.options.fsync !== false) await this.fh!.datasync();
+          this.size += data.length;
+          batch.forEach((p) => p.resolve());
+        } catch (err) {
+          batch.forEach((p) => p.reject(err as Error));
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private async ensureOpen(): Promise<void> {
+    const now = Date.now();
+    if (this.fh && (this.size >= this.options.maxSize || (this.size > 0 && now - this.openedAt >= this.options.maxAgeMs))) {
+      await this.fh.close();
+      this.fh = undefined;
+      const stamp = new Date(this.openedAt).toISOString().replace(/[:.]/g, '-');
+      await rename(this.currentPath, join(this.options.dir, `${this.options.name}.${stamp}.jsonl`));
+    }
+    if (!this.fh) {
+      this.fh = await open(this.currentPath, 'a+');
+      this.size = (await this.fh.stat()).size;
+      this.openedAt = now;
+    }
+  }
+}

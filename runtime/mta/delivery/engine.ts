@@ -1,0 +1,354 @@
+import type { Logger } from 'pino';
+import type { VolleyConfig } from '../../shared/config/types';
+import type { SpoolPartition } from '../spool/partition';
+import type { Envelope, SpoolEntry } from '../spool/types';
+import type { AttemptEvent, AttemptLog } from './attempt-log';
+import { classify } from './bounce-category';
+import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from './connector';
+import { MinHeap } from './heap';
+import type { Route, Router } from './router';
+import type { SmtpReply } from './smtp-reply';
+import { VmtaPicker } from './vmta-picker';
+
+export interface EngineOptions {
+  partitions: SpoolPartition[];
+  config: VolleyConfig;
+  connector: Connector;
+  router: Router;
+  attemptLog: AttemptLog;
+  logger: Logger;
+  nodeId: string;
+  now?: () => number;
+}
+
+/** One message's current attempt: its recipients split into per-domain jobs. */
+interface Attempt {
+  entry: SpoolEntry;
+  partition: SpoolPartition;
+  pending: number;
+  finished: string[];
+  deferred: string[];
+  events: AttemptEvent[];
+  envelope?: Envelope;
+}
+
+interface Job {
+  attempt: Attempt;
+  domain: string;
+  rcpts: string[];
+}
+
+/** A queue per (virtual MTA, destination domain): a slow domain only ever holds its own slots. */
+interface Destination {
+  key: string;
+  domain: string;
+  source: Source & { pool?: string };
+  jobs: Job[];
+  active: number;
+  /** Connections waiting briefly for more work before they QUIT. */
+  idle: ((job: Job | undefined) => void)[];
+}
+
+const PER_DESTINATION_CONNECTIONS = 20;
+const MESSAGES_PER_CONNECTION = 100;
+/** How long an open connection waits for the next message before it QUITs. */
+const IDLE_MS = 1000;
+
+/**
+ * Delivers what this worker's partitions hold. Deferred mail waits in a
+ * min-heap keyed by its next-retry time (only references to the spool index:
+ * a million waiting messages cost no more than their index entries); due mail
+ * becomes jobs in per-destination queues, drained by connections that carry
+ * several messages each.
+ */
+export class DeliveryEngine {
+  private config: VolleyConfig;
+  private readonly picker: VmtaPicker;
+  private readonly waiting = new MinHeap<{ entry: SpoolEntry; partition: SpoolPartition }>();
+  private readonly destinations = new Map<string, Destination>();
+  private readonly inflight = new Set<string>();
+  private active = 0;
+  private timer?: NodeJS.Timeout;
+  private timerAt = Infinity;
+  private stopped = false;
+  private readonly now: () => number;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly options: EngineOptions) {
+    this.config = options.config;
+    this.picker = new VmtaPicker(options.config);
+    this.now = options.now ?? Date.now;
+  }
+
+  start(): void {
+    for (const partition of this.options.partitions) for (const entry of partition.entries()) this.waiting.push(entry.next, { entry, partition });
+    this.arm();
+  }
+
+  apply(config: VolleyConfig): void {
+    this.config = config;
+    this.picker.apply(config);
+  }
+
+  /** A newly accepted message: try it at once. */
+  schedule(entry: SpoolEntry, partition: SpoolPartition): void {
+    this.waiting.push(entry.next, { entry, partition });
+    this.arm();
+  }
+
+  status(): { waiting: number; inflight: number; connections: number; destinations: { key: string; queued: number; active: number }[] } {
+    return {
+      waiting: this.waiting.size,
+      inflight: this.inflight.size,
+      connections: this.active,
+      destinations: [...this.destinations.values()].map((d) => ({ key: d.key, queued: d.jobs.length, active: d.active })),
+    };
+  }
+
+  /** Stops starting new work and resolves when the work in flight has finished. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
+    if (this.inflight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  // --- timing ----------------------------------------------------------------
+
+  private arm(): void {
+    if (this.stopped) return;
+    const at = this.waiting.peekKey();
+    if (at === undefined) return;
+    if (at >= this.timerAt && this.timer) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.fire(), Math.max(0, Math.min(at - this.now(), 2 ** 31 - 1)));
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const now = this.now();
+    let n = 0;
+    while (n < 5000 && (this.waiting.peekKey() ?? Infinity) <= now) {
+      const { entry, partition } = this.waiting.pop()!;
+      // A stale heap item: the message was finished or rescheduled since.
+      if (partition.get(entry.id) !== entry || this.inflight.has(entry.id) || entry.next > now) continue;
+      this.begin(entry, partition);
+      n++;
+    }
+    if (n === 5000) setImmediate(() => this.fire());
+    else this.arm();
+    this.pump();
+  }
+
+  // --- attempts --------------------------------------------------------------
+
+  private begin(entry: SpoolEntry, partition: SpoolPartition): void {
+    this.inflight.add(entry.id);
+    const byDomain = new Map<string, string[]>();
+    for (const rcpt of entry.to) {
+      const d = rcpt.slice(rcpt.lastIndexOf('@') + 1).toLowerCase();
+      const list = byDomain.get(d);
+      if (list) list.push(rcpt);
+      else byDomain.set(d, [rcpt]);
+    }
+    const attempt: Attempt = { entry, partition, pending: byDomain.size, finished: [], deferred: [], events: [] };
+    if (byDomain.size === 0) {
+      void this.complete(attempt);
+      return;
+    }
+    const source = this.picker.pick(entry);
+    for (const [domain, rcpts] of byDomain) {
+      const key = `${source.vmta ?? '-'}|${domain}`;
+      let dest = this.destinations.get(key);
+      if (!dest) {
+        dest = { key, domain, source, jobs: [], active: 0, idle: [] };
+        this.destinations.set(key, dest);
+      }
+      const job = { attempt, domain, rcpts };
+      const waiter = dest.idle.shift();
+      if (waiter) waiter(job);
+      else dest.jobs.push(job);
+    }
+  }
+
+  private pump(): void {
+    if (this.stopped) return;
+    for (const dest of this.destinations.values()) {
+      // Another connection only when every open one already has a message waiting.
+      while (dest.jobs.length > dest.active && dest.active < PER_DESTINATION_CONNECTIONS && this.active < this.config.delivery.concurrency) {
+        void this.runConnection(dest);
+      }
+      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(dest.key);
+    }
+  }
+
+  private async runConnection(dest: Destination): Promise<void> {
+    dest.active++;
+    this.active++;
+    let session: OutboundSession | undefined;
+    try {
+      const route = await this.options.router.resolve(dest.domain);
+      if (route.kind !== 'hosts') return this.failQueued(dest, routeReply(route), route.kind === 'no-route' && route.temporary ? 'deferred' : 'failed', 'routing');
+      try {
+        session = await this.open(route, dest.source);
+      } catch (err) {
+        const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
+        const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
+        return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', ce.kind);
+      }
+      for (let sent = 0; sent < MESSAGES_PER_CONNECTION && session.usable && !this.stopped; sent++) {
+        const job = dest.jobs.shift() ?? (await this.nextJob(dest));
+        if (!job) break;
+        await this.deliver(job, session, dest);
+      }
+    } catch (err) {
+      this.options.logger.error({ err, destination: dest.key }, 'delivery: connection failed unexpectedly');
+    } finally {
+      session?.close();
+      dest.active--;
+      this.active--;
+      this.pump();
+    }
+  }
+
+  private nextJob(dest: Destination): Promise<Job | undefined> {
+    return new Promise((resolve) => {
+      const waiter = (job: Job | undefined): void => {
+        clearTimeout(timer);
+        resolve(job);
+      };
+      const timer = setTimeout(() => {
+        const i = dest.idle.indexOf(waiter);
+        if (i >= 0) dest.idle.splice(i, 1);
+        resolve(undefined);
+      }, IDLE_MS);
+      dest.idle.push(waiter);
+    });
+  }
+
+  private async open(route: Extract<Route, { kind: 'hosts' }>, source: Source): Promise<OutboundSession> {
+    let last: unknown;
+    for (const host of route.hosts) {
+      for (const ip of host.ips) {
+        try {
+          return await this.options.connector.open({ host: host.host, ip, port: host.port }, source, 'opportunistic');
+        } catch (err) {
+          last = err;
+          // A 5xx greeting is an answer, not an outage: do not try further MXes for it.
+          if (err instanceof ConnectError && err.kind === 'greeting-rejected' && (err.reply?.code ?? 0) >= 500) throw err;
+        }
+      }
+    }
+    throw last ?? new ConnectError('error', 'no host to connect to');
+  }
+
+  private async deliver(job: Job, session: OutboundSession, dest: Destination): Promise<void> {
+    const t0 = this.now();
+    let results: RecipientResult[];
+    try {
+      const { envelope, body } = await job.attempt.partition.read(job.attempt.entry);
+      job.attempt.envelope = envelope;
+      const tx = await session.send(envelope.from, job.rcpts, body);
+      results = tx.recipients;
+    } catch (err) {
+      const text = (err as Error).message;
+      const reply: SmtpReply = (err as { code?: string }).code === 'ECORRUPT' ? { code: 554, enhanced: '5.3.0', text } : { code: 451, enhanced: '4.4.2', text: `connection lost: ${text}` };
+      results = job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: reply.code >= 500 ? 'failed' : 'deferred' }));
+    }
+    this.record(job, results, dest, session, this.now() - t0);
+  }
+
+  private failQueued(dest: Destination, reply: SmtpReply, outcome: 'deferred' | 'failed', kind: string): void {
+    const jobs = dest.jobs.splice(0);
+    for (const job of jobs) this.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome })), dest, undefined, 0, kind);
+  }
+
+  private record(job: Job, results: RecipientResult[], dest: Destination, session: OutboundSession | undefined, txMs: number, errorKind?: string): void {
+    const a = job.attempt;
+    const now = this.now();
+    for (const r of results) {
+      if (r.outcome === 'deferred') a.deferred.push(r.rcpt);
+      else a.finished.push(r.rcpt);
+      a.events.push({
+        time: new Date(now).toISOString(),
+        event: 'delivery',
+        status: r.outcome,
+        message_id: a.entry.id,
+        attempt: a.entry.attempts + 1,
+        sender: a.entry.from,
+        recipient: r.rcpt,
+        domain: job.domain,
+        vmta: dest.source.vmta,
+        pool: dest.source.pool,
+        sending_ip: session?.info.localIp ?? dest.source.ip,
+        helo: dest.source.helo,
+        via: session?.info.via,
+        mx_host: session?.info.mxHost,
+        mx_ip: session?.info.mxIp,
+        smtp_code: r.reply.code,
+        enhanced_code: r.reply.enhanced,
+        smtp_text: r.reply.text,
+        error_kind: errorKind,
+        bounce_category: r.outcome === 'delivered' ? undefined : classify(r.reply),
+        tls_version: session?.info.tls?.version,
+        tls_cipher: session?.info.tls?.cipher,
+        tls_verified: session?.info.tls?.verified,
+        time_in_queue_ms: now - a.entry.received,
+        connect_ms: session?.info.connectMs,
+        transaction_ms: txMs,
+        size: a.entry.size,
+        node: this.options.nodeId,
+        metadata: a.envelope?.meta,
+      });
+    }
+    if (--a.pending === 0) void this.complete(a);
+  }
+
+  /** Makes the attempt's result durable: events first, then the spool record. */
+  private async complete(a: Attempt): Promise<void> {
+    const { entry, partition } = a;
+    const now = this.now();
+    const attempts = entry.attempts + 1;
+    let next: number | undefined;
+    if (a.deferred.length > 0) {
+      const schedule = this.config.delivery.retryMs;
+      next = now + schedule[Math.min(attempts - 1, schedule.length - 1)];
+      if (next > entry.received + this.config.delivery.maxLifetimeMs) {
+        // Past its lifetime: the deferral becomes the final, expired, result.
+        next = undefined;
+        for (const e of a.events) if (e.status === 'deferred') e.status = 'expired';
+        a.finished.push(...a.deferred);
+        a.deferred = [];
+      } else {
+        for (const e of a.events) if (e.status === 'deferred') e.next_retry = new Date(next).toISOString();
+      }
+    }
+    try {
+      await this.options.attemptLog.write(a.events);
+      if (next === undefined) {
+        const statuses = new Set(a.events.map((e) => e.status));
+        const reason = statuses.has('expired') ? 'expired' : statuses.has('delivered') ? 'delivered' : 'failed';
+        await partition.markDone({ id: entry.id, reason });
+      } else {
+        await partition.updateState({ id: entry.id, next, attempts, finished: a.finished });
+      }
+    } catch (err) {
+      // Not recorded: the message stays queued as it was and is tried again later.
+      this.options.logger.error({ err, id: entry.id }, 'delivery: could not record the attempt');
+      next = now + 60_000;
+      entry.next = next;
+    } finally {
+      this.inflight.delete(entry.id);
+      if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry, partition);
+      if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
+    }
+  }
+}
+
+function routeReply(route: Route): SmtpReply {
+  if (route.kind === 'null-mx') return { code: 556, enhanced: '5.1.10', text: 'recipient domain does not accept mail (null MX)' };
+  if (route.kind === 'no-route') return route.temporary ? { code: 451, enhanced: '4.4.3', text: route.reason } : { code: 550, enhanced: '5.1.2', text: route.reason };
+  return { code: 0, text: '' };
+}

@@ -1,0 +1,50 @@
+// Control headers an injector may set; Volley reads and removes them before the
+// message is stored, so they never reach a recipient.
+export const CONTROL_PREFIX = 'x-volley-';
+
+export interface ControlHeaders {
+  pool?: string;
+  vmta?: string;
+  meta: Record<string, string>;
+}
+
+/**
+ * Splits the header block off, removes X-Volley-* fields (with their folded
+ * continuation lines) and returns what they said. The body bytes are not copied
+ * when there is nothing to remove.
+ */
+export function extractControlHeaders(message: Buffer): { control: ControlHeaders; message: Buffer } {
+  const control: ControlHeaders = { meta: {} };
+  let end = message.indexOf('\r\n\r\n');
+  if (end === -1) end = message.length;
+  const head = message.toString('latin1', 0, end);
+  if (!/^x-volley-/im.test(head)) return { control, message };
+  const kept: string[] = [];
+  let dropping = false;
+  for (const line of head.split('\r\n')) {
+    const continuation = line.startsWith(' ') || line.startsWith('\t');
+    if (continuation) {
+      if (!dropping) kept.push(line);
+      continue;
+    }
+    dropping = line.toLowerCase().startsWith(CONTROL_PREFIX);
+    if (!dropping) {
+      kept.push(line);
+      continue;
+    }
+    const colon = line.indexOf(':');
+    const name = line.slice(CONTROL_PREFIX.length, colon === -1 ? undefined : colon).trim().toLowerCase();
+    const value = colon === -1 ? '' : line.slice(colon + 1).trim();
+    if (name === 'pool') control.pool = value;
+    else if (name === 'vmta') control.vmta = value;
+    else if (name.startsWith('meta-')) control.meta[name.slice(5)] = value;
+  }
+  const rest = message.subarray(end);
+  return { control, message: Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), rest]) };
+}
+
+export function receivedHeader(opts: { helo?: string; ip?: string; by: string; protocol: string; id: string; rcpt?: string; date?: Date }): string {
+  const from = opts.helo ? `from ${opts.helo} ([${opts.ip ?? 'unknown'}])` : `from [${opts.ip ?? 'unknown'}]`;
+  const forPart = opts.rcpt ? `\r\n\tfor <${opts.rcpt}>` : '';
+  return `Received: ${from}\r\n\tby ${opts.by} (Volley) with ${opts.protocol} id ${opts.id}${forPart};\r\n\t${(opts.date ?? new Date()).toUTCString().replace('GMT', '+0000')}\r\n`;
+}

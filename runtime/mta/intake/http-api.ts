@@ -1,0 +1,212 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { VolleyConfig } from '../../shared/config/types';
+import { sha256Hex } from '../../shared/password';
+import type { TlsMaterial } from '../../shared/tls-files';
+import { metrics } from '../metrics';
+import { newMessageId } from '../message-id';
+import { checkBody } from './body-check';
+import { extractControlHeaders, receivedHeader } from './headers';
+import { metadataStrings, renderHttpMessage, validateHttpMessage, type FieldError, type HttpMessage } from './http-message';
+import { Intake, IntakeError } from './intake';
+
+export interface HttpApiOptions {
+  config: VolleyConfig;
+  intake: Intake;
+  tls?: TlsMaterial;
+  logger: Logger;
+  bind?: { address: string; port: number };
+}
+
+type Result = { index: number; id: string } | { index: number; error: { code: string; message: string; fields?: FieldError[] } };
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The HTTP submission API: `POST /v1/messages` with one message or
+ * `{ "messages": [...] }`. Each message gets its own result (an id, or an
+ * error naming the field); a message is acknowledged only once durable.
+ */
+export class HttpApi {
+  private readonly server: Server;
+  private config: VolleyConfig;
+  private tokens: Buffer[] = [];
+
+  constructor(private readonly options: HttpApiOptions) {
+    this.config = options.config;
+    this.apply(options.config);
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
+      this.handle(req, res).catch((err: unknown) => {
+        if (err instanceof HttpError) return send(res, err.status, { error: { code: err.code, message: err.message } });
+        options.logger.error({ err }, 'http: request failed');
+        send(res, 500, { error: { code: 'internal', message: 'internal error' } });
+      });
+    };
+    this.server = options.tls ? createHttpsServer({ key: options.tls.key, cert: options.tls.cert }, handler) : createHttpServer(handler);
+    this.server.keepAliveTimeout = 65_000;
+  }
+
+  apply(config: VolleyConfig): void {
+    this.config = config;
+    this.tokens = config.http.tokens.map((t) => Buffer.from(t.sha256, 'hex'));
+  }
+
+  listen(): Promise<void> {
+    const bind = this.options.bind ?? { address: this.config.http.address, port: this.config.http.port };
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(bind.port, bind.address, () => {
+        this.server.removeListener('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+  }
+
+  private authorised(req: IncomingMessage): boolean {
+    const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+    if (!m) return false;
+    const digest = Buffer.from(sha256Hex(m[1]), 'hex');
+    return this.tokens.some((t) => t.length === digest.length && timingSafeEqual(t, digest));
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/v1/messages') throw new HttpError(404, 'not_found', `no endpoint ${path}`);
+    if (req.method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'use POST');
+    if (!this.authorised(req)) {
+      metrics.rejected.inc({ reason: 'bad-token' });
+      res.setHeader('WWW-Authenticate', 'Bearer');
+      throw new HttpError(401, 'unauthorized', 'missing or wrong bearer token');
+    }
+    const body = await readBody(req, this.config.http.maxBodySize);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch (err) {
+      metrics.rejected.inc({ reason: 'bad-json' });
+      throw new HttpError(400, 'bad_json', `request body is not valid JSON: ${(err as Error).message}`);
+    }
+    const batch = isObject(parsed) && Array.isArray(parsed.messages);
+    const items: unknown[] = batch ? (parsed as { messages: unknown[] }).messages : [parsed];
+    if (items.length === 0) throw new HttpError(400, 'empty_batch', 'messages is empty');
+    if (items.length > this.config.http.maxBatch) throw new HttpError(413, 'batch_too_large', `at most ${this.config.http.maxBatch} messages per request`);
+    const client = req.socket.remoteAddress;
+    const results = await Promise.all(items.map((item, index) => this.submitOne(item, index, client)));
+    if (!batch) {
+      const r = results[0];
+      if ('id' in r) return send(res, 200, { id: r.id });
+      return send(res, statusOf(r.error.code), { error: r.error });
+    }
+    const allUnavailable = results.every((r) => 'error' in r && statusOf(r.error.code) === 503);
+    send(res, allUnavailable ? 503 : 200, { accepted: results.filter((r) => 'id' in r).length, results });
+  }
+
+  private async submitOne(item: unknown, index: number, client?: string): Promise<Result> {
+    const fields = validateHttpMessage(item);
+    if (fields.length > 0) {
+      metrics.rejected.inc({ reason: 'bad-field' });
+      return { index, error: { code: 'invalid_message', message: 'the message has invalid fields', fields } };
+    }
+    const m = item as HttpMessage;
+    const t0 = process.hrtime.bigint();
+    try {
+      const rendered = await renderHttpMessage(m);
+      const problem = checkBody(rendered);
+      if (problem) {
+        metrics.rejected.inc({ reason: problem });
+        return { index, error: { code: 'invalid_message', message: `message body: ${problem}`, fields: [{ field: 'raw', message: problem }] } };
+      }
+      const { control, message } = extractControlHeaders(rendered);
+      const id = newMessageId();
+      const received = receivedHeader({ ip: client, by: this.config.hostname, protocol: 'HTTP', id });
+      const entry = await this.options.intake.submit({
+        id,
+        from: m.from,
+        to: [...m.to, ...(m.cc ?? []), ...(m.bcc ?? [])],
+        message: Buffer.concat([Buffer.from(received, 'latin1'), message]),
+        via: 'http',
+        client: { ip: client },
+        pool: m.pool ?? control.pool,
+        vmta: m.vmta ?? control.vmta,
+        meta: { ...control.meta, ...metadataStrings(m.metadata) },
+      });
+      metrics.accepted.inc({ via: 'http' });
+      metrics.commitSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+      return { index, id: entry.id };
+    } catch (err) {
+      if (err instanceof IntakeError) {
+        metrics.rejected.inc({ reason: err.reason });
+        const field = FIELD_OF[err.reason];
+        return { index, error: { code: err.reason.replace(/-/g, '_'), message: err.message, fields: field ? [{ field, message: err.message }] : undefined } };
+      }
+      throw err;
+    }
+  }
+}
+
+const FIELD_OF: Record<string, string | undefined> = {
+  'bad-sender': 'from',
+  'bad-recipient': 'to',
+  'too-many-recipients': 'to',
+  'unknown-pool': 'pool',
+  'unknown-vmta': 'vmta',
+  oversize: 'raw',
+};
+
+function statusOf(code: string): number {
+  if (code === 'spool_full' || code === 'spool_readonly' || code === 'spool_error') return 503;
+  if (code === 'oversize') return 413;
+  return 422;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) {
+      req.resume();
+      return reject(new HttpError(413, 'too_large', `request body exceeds ${limit} bytes`));
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new HttpError(413, 'too_large', `request body exceeds ${limit} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

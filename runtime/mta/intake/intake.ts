@@ -1,0 +1,107 @@
+import { EventEmitter } from 'node:events';
+import { VolleyError } from '../../shared/errors';
+import type { VolleyConfig } from '../../shared/config/types';
+import type { SpoolPartition } from '../spool/partition';
+import type { Envelope, SpoolEntry } from '../spool/types';
+import { newMessageId } from '../message-id';
+import { isValidMailbox } from './address';
+
+export interface Submission {
+  id?: string;
+  from: string;
+  to: string[];
+  /** The RFC 5322 message as it will be sent (control headers already removed). */
+  message: Buffer;
+  via: Envelope['via'];
+  client?: Envelope['client'];
+  pool?: string;
+  vmta?: string;
+  meta?: Record<string, string>;
+}
+
+export type RejectReason = 'bad-sender' | 'bad-recipient' | 'no-recipients' | 'too-many-recipients' | 'unknown-pool' | 'unknown-vmta' | 'oversize' | 'spool-full' | 'spool-readonly' | 'spool-error';
+
+/** A refusal with everything a listener needs to answer: an SMTP code, an enhanced code, an HTTP status. */
+export class IntakeError extends VolleyError {
+  constructor(
+    readonly reason: RejectReason,
+    readonly smtpCode: number,
+    readonly enhanced: string,
+    readonly httpStatus: number,
+    message: string,
+  ) {
+    super(`E${reason.toUpperCase().replace(/-/g, '')}`, message);
+  }
+}
+
+/**
+ * The one place where mail becomes accepted: SMTP, HTTP and the drain endpoint
+ * all end here. It checks what can be checked without the network, writes the
+ * message to this worker's home partition, and resolves only once it is durable.
+ */
+export class Intake extends EventEmitter {
+  private config: VolleyConfig;
+  private pools = new Set<string>();
+  private vmtas = new Set<string>();
+
+  constructor(
+    private readonly partition: SpoolPartition,
+    config: VolleyConfig,
+  ) {
+    super();
+    this.config = config;
+    this.apply(config);
+  }
+
+  apply(config: VolleyConfig): void {
+    this.config = config;
+    this.pools = new Set(config.pools.map((p) => p.name));
+    this.vmtas = new Set(config.vmtas.map((v) => v.name));
+  }
+
+  /** Checks a routing choice early (SMTP answers it at end of DATA, HTTP per message). */
+  checkRouting(pool?: string, vmta?: string): void {
+    if (pool !== undefined && !this.pools.has(pool)) throw new IntakeError('unknown-pool', 550, '5.7.1', 422, `unknown pool "${pool}"`);
+    if (vmta !== undefined && !this.vmtas.has(vmta)) throw new IntakeError('unknown-vmta', 550, '5.7.1', 422, `unknown virtual MTA "${vmta}"`);
+  }
+
+  async submit(sub: Submission): Promise<SpoolEntry> {
+    if (sub.from !== '' && !isValidMailbox(sub.from)) throw new IntakeError('bad-sender', 553, '5.1.7', 422, `invalid sender address "${sub.from}"`);
+    if (sub.to.length === 0) throw new IntakeError('no-recipients', 554, '5.5.1', 422, 'no valid recipients');
+    if (sub.to.length > this.config.smtp.maxRecipients) {
+      throw new IntakeError('too-many-recipients', 452, '4.5.3', 422, `too many recipients (at most ${this.config.smtp.maxRecipients})`);
+    }
+    for (const r of sub.to) if (!isValidMailbox(r)) throw new IntakeError('bad-recipient', 553, '5.1.3', 422, `invalid recipient address "${r}"`);
+    if (sub.message.length > this.config.smtp.maxMessageSize) {
+      throw new IntakeError('oversize', 552, '5.3.4', 413, `message exceeds the maximum size of ${this.config.smtp.maxMessageSize} bytes`);
+    }
+    this.checkRouting(sub.pool, sub.vmta);
+    const envelope: Envelope = {
+      id: sub.id ?? newMessageId(),
+      from: sub.from,
+      to: sub.to,
+      received: Date.now(),
+      via: sub.via,
+      client: sub.client,
+      pool: sub.pool,
+      vmta: sub.vmta,
+      meta: sub.meta && Object.keys(sub.meta).length > 0 ? sub.meta : undefined,
+      size: sub.message.length,
+    };
+    let entry: SpoolEntry;
+    try {
+      entry = await this.partition.appendMessage(envelope, sub.message);
+    } catch (err) {
+      throw spoolRefusal(err);
+    }
+    this.emit('accepted', entry, this.partition);
+    return entry;
+  }
+}
+
+function spoolRefusal(err: unknown): IntakeError {
+  const code = (err as { code?: string }).code;
+  if (code === 'ENOSPC') return new IntakeError('spool-full', 452, '4.3.1', 503, 'insufficient system storage, try again later');
+  if (code === 'EROFS') return new IntakeError('spool-readonly', 451, '4.3.0', 503, 'queue is read-only, try again later');
+  return new IntakeError('spool-error', 451, '4.3.0', 503, 'local error in processing, try again later');
+}

@@ -1,0 +1,28 @@
+import type { VolleyConfig } from '../shared/config/types';
+
+// The narrow protocol between the MTA's primary process and its workers
+// (Node's cluster IPC channel, JSON). Workers never trust each other; the
+// primary only relays config and asks questions.
+
+export interface WorkerStats {
+  worker: number;
+  queued: number;
+  spoolBytes: number;
+  spoolSegments: number;
+  writeError?: string;
+}
+
+export type ToWorker =
+  | { type: 'config'; config: VolleyConfig }
+  | { type: 'query'; id: number; query: string; args?: Record<string, string> }
+  | { type: 'shutdown' };
+
+export type FromWorker =
+  | { type: 'ready'; worker: number }
+  | { type: 'stats'; stats: WorkerStats }
+  | { type: 'reply'; id: number; ok: boolean; data?: unknown; error?: string }
+  | { type: 'config-applied'; worker: number };
+
+export function isFromWorker(m: unknown): m is FromWorker {
+  return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string';
+}

@@ -1,0 +1,27 @@
+import { Counter, Gauge, Histogram, Summary, register } from 'prom-client';
+
+// One set per worker process; the primary's admin server merges the workers'
+// registries (prom-client's AggregatorRegistry) into one /metrics page.
+export const metrics = {
+  accepted: new Counter({ name: 'volley_intake_accepted_total', help: 'Messages accepted (durable) by intake path', labelNames: ['via'] }),
+  rejected: new Counter({ name: 'volley_intake_rejected_total', help: 'Refused submissions by reason', labelNames: ['reason'] }),
+  connections: new Counter({ name: 'volley_smtp_connections_total', help: 'SMTP connections accepted', labelNames: ['listener'] }),
+  commitSeconds: new Summary({
+    name: 'volley_intake_commit_seconds',
+    help: 'End of DATA (or request body) to the durable acknowledgement',
+    percentiles: [0.5, 0.9, 0.99],
+    maxAgeSeconds: 120,
+    ageBuckets: 4,
+    aggregator: 'average',
+  }),
+  fsyncSeconds: new Histogram({
+    name: 'volley_spool_fsync_seconds',
+    help: 'fdatasync latency of spool group commits',
+    buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+  }),
+  spoolMessages: new Gauge({ name: 'volley_spool_messages', help: 'Messages queued in the spool', aggregator: 'sum' }),
+  spoolBytes: new Gauge({ name: 'volley_spool_bytes', help: 'Bytes in live spool segments', aggregator: 'sum' }),
+  spoolRecords: new Counter({ name: 'volley_spool_records_total', help: 'Records written to the spool' }),
+};
+
+export { register };

@@ -1,0 +1,154 @@
+import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { AggregatorRegistry } from 'prom-client';
+import type { Logger } from 'pino';
+import { ConfigError, loadConfig } from '../shared/config/load';
+import type { VolleyConfig } from '../shared/config/types';
+import { loadTls } from '../shared/tls-files';
+import { AdminServer } from './admin/admin-server';
+import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
+import { lockPersistentPath, nodeIdentity } from './node-identity';
+import type { Binds } from './worker';
+
+export interface MtaOptions {
+  configPath: string;
+  persistentPath: string;
+  nodeId?: string;
+  workers?: number;
+  binds: Binds;
+  admin?: { address: string; port: number };
+  logger: Logger;
+}
+
+/** What the primary passes to each worker through its environment. */
+export interface WorkerEnv {
+  VOLLEY_WORKER: string;
+  VOLLEY_WORKERS: string;
+  VOLLEY_NODE_ID: string;
+}
+
+/**
+ * The MTA's primary process: holds the persistent-path lock, forks one worker
+ * per core, restarts a worker that dies, serves the admin port, and applies a
+ * config refresh to every worker only after validating it. A rejected refresh
+ * leaves the running config in place.
+ */
+export async function runPrimary(options: MtaOptions): Promise<void> {
+  const { logger } = options;
+  let config: VolleyConfig;
+  try {
+    config = loadConfig(options.configPath);
+  } catch (err) {
+    if (err instanceof ConfigError) logger.fatal({ issues: err.issues }, `config rejected:\n${err.message}`);
+    throw err;
+  }
+  const unlock = lockPersistentPath(options.persistentPath);
+  const nodeId = nodeIdentity(options.persistentPath, options.nodeId);
+  await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
+  const count = options.workers ?? availableParallelism();
+  const stats = new Map<number, WorkerStats>();
+  const ready = new Set<number>();
+  const workers = new Map<number, Worker>();
+  let stopping = false;
+  let queryId = 0;
+  const pending = new Map<number, (m: { ok: boolean; data?: unknown; error?: string }) => void>();
+
+  // Workers accept on the shared sockets themselves: the primary does not
+  // become a bottleneck handing every connection over IPC.
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  const fork = (index: number): void => {
+    const env: WorkerEnv = { VOLLEY_WORKER: String(index), VOLLEY_WORKERS: String(count), VOLLEY_NODE_ID: nodeId };
+    const w = cluster.fork(env);
+    workers.set(index, w);
+    w.on('message', (m: unknown) => {
+      if (!isFromWorker(m)) return;
+      if (m.type === 'ready') {
+        ready.add(index);
+        if (ready.size === count) logger.info({ nodeId, workers: count, persistentPath: options.persistentPath }, 'mta ready');
+      } else if (m.type === 'stats') stats.set(index, m.stats);
+      else if (m.type === 'reply') pending.get(m.id)?.(m);
+    });
+    w.on('exit', (code, signal) => {
+      ready.delete(index);
+      stats.delete(index);
+      if (stopping) return;
+      logger.error({ worker: index, code, signal }, 'worker died; restarting it');
+      setTimeout(() => fork(index), 500);
+    });
+  };
+  for (let i = 0; i < count; i++) fork(i);
+
+  const ask = (w: Worker, query: string): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      const id = ++queryId;
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error(`worker did not answer ${query}`));
+      }, 5000);
+      pending.set(id, (m) => {
+        clearTimeout(timer);
+        pending.delete(id);
+        if (m.ok) resolve(m.data);
+        else reject(new Error(m.error));
+      });
+      w.send({ type: 'query', id, query } satisfies ToWorker);
+    });
+
+  const refresh = (): { ok: boolean; errors?: string[] } => {
+    try {
+      config = loadConfig(options.configPath);
+    } catch (err) {
+      const errors = err instanceof ConfigError ? err.issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.field}: ${i.message}`) : [(err as Error).message];
+      logger.error({ errors }, 'config refresh rejected; the running config stays');
+      return { ok: false, errors };
+    }
+    for (const w of workers.values()) w.send({ type: 'config', config } satisfies ToWorker);
+    logger.info('config refreshed');
+    return { ok: true };
+  };
+
+  const aggregator = new AggregatorRegistry();
+  const admin = new AdminServer({
+    ready: () => {
+      const reasons: string[] = [];
+      if (ready.size < count) reasons.push(`${count - ready.size} of ${count} workers not ready`);
+      for (const s of stats.values()) if (s.writeError) reasons.push(`worker ${s.worker}: ${s.writeError}`);
+      return { ok: reasons.length === 0, reasons };
+    },
+    metrics: async () => {
+      const registry = await aggregator.clusterMetrics();
+      return { contentType: aggregator.contentType, body: registry };
+    },
+    queue: async () => {
+      const perWorker = await Promise.all([...workers.values()].map((w) => ask(w, 'queue')));
+      const queued = [...stats.values()].reduce((n, s) => n + s.queued, 0);
+      return { node: nodeId, queued, workers: perWorker };
+    },
+    refresh: async () => refresh(),
+  });
+  const adminBind = options.admin ?? { address: config.admin.address, port: config.admin.port };
+  await admin.listen(adminBind.port, adminBind.address);
+
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'mta stopping');
+    for (const w of workers.values()) if (w.isConnected()) w.send({ type: 'shutdown' } satisfies ToWorker);
+    const deadline = setTimeout(() => {
+      for (const w of workers.values()) w.kill('SIGKILL');
+    }, 30_000);
+    deadline.unref();
+    const check = setInterval(() => {
+      if ([...workers.values()].every((w) => w.isDead())) {
+        clearInterval(check);
+        void admin.close().then(() => {
+          unlock();
+          process.exit(0);
+        });
+      }
+    }, 50);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => refresh());
+}

@@ -1,0 +1,129 @@
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { VolleyConfig } from '../shared/config/types';
+import { loadTls } from '../shared/tls-files';
+import { AttemptLog } from './delivery/attempt-log';
+import { DirectConnector } from './delivery/direct-connector';
+import { DeliveryEngine } from './delivery/engine';
+import { Router } from './delivery/router';
+import { HttpApi } from './intake/http-api';
+import { Intake } from './intake/intake';
+import { SmtpListener } from './intake/smtp-listener';
+import type { FromWorker, ToWorker, WorkerStats } from './ipc';
+import { metrics } from './metrics';
+import { Spool } from './spool/spool';
+import type { SpoolPartition } from './spool/partition';
+import type { SpoolEntry } from './spool/types';
+
+export interface Binds {
+  smtp: Record<string, { address: string; port: number }>;
+  http?: { address: string; port: number };
+}
+
+export interface WorkerOptions {
+  config: VolleyConfig;
+  persistentPath: string;
+  nodeId: string;
+  worker: number;
+  workers: number;
+  binds: Binds;
+  logger: Logger;
+}
+
+/**
+ * One MTA worker: owns its spool partitions, serves the shared SMTP and HTTP
+ * listeners (the kernel spreads connections over workers), and delivers what
+ * its partitions hold. Talks to the primary only through `ipc.ts` messages.
+ */
+export async function runWorker(options: WorkerOptions): Promise<void> {
+  const { logger } = options;
+  let config = options.config;
+  const spool = await Spool.open({
+    root: options.persistentPath,
+    worker: options.worker,
+    workers: options.workers,
+    segmentSize: config.spool.segmentSize,
+    fsync: config.spool.fsync,
+    logger,
+  });
+  for (const p of spool.partitions) p.on('fsync', (s: number) => metrics.fsyncSeconds.observe(s));
+  logger.info({ partitions: spool.partitions.map((p) => p.dir), queued: spool.size }, 'spool opened');
+
+  const intake = new Intake(spool.home, config);
+  const tls = await loadTls(config.smtp.tls, options.persistentPath, config.hostname);
+  const router = new Router({ routes: config.routes, servers: config.resolver.servers });
+  const attemptLog = new AttemptLog({
+    dir: join(options.persistentPath, 'log', 'attempts'),
+    name: `w${options.worker}`,
+    maxSize: config.events.attemptLog.maxSize,
+    maxAgeMs: config.events.attemptLog.maxAgeMs,
+    fsync: config.spool.fsync,
+  });
+  const engine = new DeliveryEngine({ partitions: spool.partitions, config, connector: new DirectConnector(), router, attemptLog, logger, nodeId: options.nodeId });
+  intake.on('accepted', (entry: SpoolEntry, partition: SpoolPartition) => engine.schedule(entry, partition));
+  engine.start();
+
+  const smtp = config.smtp.listeners.map(
+    (listener) => new SmtpListener({ listener, config, intake, tls, logger, bind: options.binds.smtp[listener.name] }),
+  );
+  const http = new HttpApi({ config, intake, tls: config.http.tls ? tls : undefined, logger, bind: options.binds.http });
+  await Promise.all([...smtp.map((s) => s.listen()), http.listen()]);
+
+  const send = (m: FromWorker): void => {
+    if (process.send) process.send(m);
+  };
+  const stats = (): WorkerStats => {
+    const parts = spool.partitions.map((p) => p.stats());
+    const writeError = spool.partitions.find((p) => p.lastWriteError)?.lastWriteError;
+    return {
+      worker: options.worker,
+      queued: spool.size,
+      spoolBytes: parts.reduce((n, p) => n + p.bytes, 0),
+      spoolSegments: parts.reduce((n, p) => n + p.segments, 0),
+      writeError: writeError?.message,
+    };
+  };
+  const report = (): void => {
+    const s = stats();
+    metrics.spoolMessages.set(s.queued);
+    metrics.spoolBytes.set(s.spoolBytes);
+    send({ type: 'stats', stats: s });
+  };
+  const timer = setInterval(report, 1000);
+  timer.unref();
+
+  let stopping = false;
+  const shutdown = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(timer);
+    logger.info('worker stopping: closing listeners, finishing deliveries in flight');
+    await Promise.all([...smtp.map((s) => s.close()), http.close()]);
+    await engine.stop();
+    await attemptLog.close();
+    await spool.close();
+    process.exit(0);
+  };
+
+  process.on('message', (m: ToWorker) => {
+    if (m.type === 'config') {
+      config = m.config;
+      intake.apply(config);
+      smtp.forEach((s) => s.apply(config));
+      http.apply(config);
+      engine.apply(config);
+      router.apply(config.routes, config.resolver.servers);
+      send({ type: 'config-applied', worker: options.worker });
+    } else if (m.type === 'query') {
+      const data = m.query === 'queue' ? { ...stats(), ...engine.status() } : undefined;
+      send({ type: 'reply', id: m.id, ok: data !== undefined, data, error: data === undefined ? `unknown query ${m.query}` : undefined });
+    } else if (m.type === 'shutdown') {
+      void shutdown();
+    }
+  });
+  // The primary owns signals; a worker whose primary vanished stops cleanly.
+  process.on('SIGINT', () => undefined);
+  process.on('disconnect', () => void shutdown());
+  report();
+  send({ type: 'ready', worker: options.worker });
+}
