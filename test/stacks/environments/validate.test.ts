@@ -1,0 +1,75 @@
+import { EnvironmentConfigError, environmentNames, loadEnvironment, validateEnvironment } from '../../../stacks/environments';
+import { dev } from '../../../stacks/environments/dev';
+import { prod } from '../../../stacks/environments/prod';
+import { planSubnets } from '../../../stacks/environments/layout';
+import { REPO_ROOT } from '../helpers';
+
+type Mutable = Record<string, unknown>;
+const clone = (raw: object): Mutable => JSON.parse(JSON.stringify(raw)) as Mutable;
+
+function expectFieldError(mutate: (raw: Mutable) => void, field: string, base: object = prod): void {
+  const raw = clone(base);
+  mutate(raw);
+  let caught: unknown;
+  try {
+    validateEnvironment(raw, REPO_ROOT);
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(EnvironmentConfigError);
+  expect((caught as EnvironmentConfigError).field).toBe(field);
+  expect((caught as Error).message).toContain(field);
+}
+
+const at = (raw: Mutable, path: string): Mutable => path.split('.').reduce((o, k) => o[k] as Mutable, raw);
+
+test('dev, staging and prod are valid', () => {
+  expect(environmentNames()).toEqual(['dev', 'staging', 'prod']);
+  for (const name of environmentNames()) expect(loadEnvironment(name, REPO_ROOT).name).toBe(name);
+});
+
+test('prod runs c6in.32xlarge MTAs and c6in.8xlarge proxies', () => {
+  const config = loadEnvironment('prod', REPO_ROOT);
+  expect(config.mta.instanceType).toBe('c6in.32xlarge');
+  expect(config.proxy.instanceType).toBe('c6in.8xlarge');
+});
+
+test('an unknown environment names the choices', () => {
+  expect(() => loadEnvironment('qa', REPO_ROOT)).toThrow('use one of dev, staging, prod');
+});
+
+test.each([
+  ['account', (r: Mutable) => (r.account = '1234')],
+  ['availabilityZones[1]', (r: Mutable) => ((r.availabilityZones as string[])[1] = 'eu-west-1b')],
+  ['amiId', (r: Mutable) => (r.amiId = 'latest')],
+  ['volleyConfigFile', (r: Mutable) => (r.volleyConfigFile = 'assets/config/missing.yaml')],
+  ['network.allowedCidrs[0]', (r: Mutable) => (at(r, 'network').allowedCidrs = ['0.0.0.0/0'])],
+  ['mta.instanceType', (r: Mutable) => (at(r, 'mta').instanceType = 'c6in.33xlarge')],
+  ['mta.slotsPerAz', (r: Mutable) => delete at(r, 'mta').slotsPerAz],
+  ['mta.volume.iops', (r: Mutable) => (at(r, 'mta.volume').sizeGiB = 20)], // 16000 IOPS > 500 × 20 GiB
+  ['mta.volume.throughputMiBps', (r: Mutable) => (at(r, 'mta.volume').throughputMiBps = 5000)],
+  ['proxy.proxies[1].sendingIps[2]', (r: Mutable) => ((at(r, 'proxy.proxies.1').sendingIps as string[])[2] = '10.60.0.20')],
+  ['proxy.proxies[2].sendingIps[0]', (r: Mutable) => ((at(r, 'proxy.proxies.2').sendingIps as string[])[0] = '10.60.1.11')],
+  ['proxy.proxies[0].interfaceIp', (r: Mutable) => (at(r, 'proxy.proxies.0').interfaceIp = '10.60.0.2')],
+  ['proxy.proxies[0].availabilityZone', (r: Mutable) => (at(r, 'proxy.proxies.0').availabilityZone = 'us-east-1d')],
+  ['ingress.deregistrationDelaySeconds', (r: Mutable) => (at(r, 'ingress').deregistrationDelaySeconds = 7200)],
+  ['ingress.loadBalancers', (r: Mutable) => (at(r, 'ingress').loadBalancers = [{ name: 'nlb-a', weight: 0 }])],
+  ['dns.smtpRecordName', (r: Mutable) => (at(r, 'dns').smtpRecordName = 'smtp.example.org')],
+  ['storage.expireAfterDays', (r: Mutable) => (at(r, 'storage').expireAfterDays = 10)],
+])('a bad %s fails with a message naming the field', (field, mutate) => {
+  expectFieldError(mutate, field);
+});
+
+test('more sending IPs than one ENI of the proxy type can hold is refused', () => {
+  // c6in.large: 10 IPv4 per ENI, one of them the primary.
+  const ips = Array.from({ length: 10 }, (_, i) => `10.40.0.${20 + i}`);
+  expectFieldError((r) => (at(r, 'proxy.proxies.0').sendingIps = ips), 'proxy.proxies[0].sendingIps', dev);
+});
+
+test('the subnet plan places public /24s first, then aligned private /20s', () => {
+  expect(planSubnets('10.60.0.0/16', ['a', 'b', 'c'])).toEqual([
+    { availabilityZone: 'a', publicCidr: '10.60.0.0/24', privateCidr: '10.60.16.0/20' },
+    { availabilityZone: 'b', publicCidr: '10.60.1.0/24', privateCidr: '10.60.32.0/20' },
+    { availabilityZone: 'c', publicCidr: '10.60.2.0/24', privateCidr: '10.60.48.0/20' },
+  ]);
+});

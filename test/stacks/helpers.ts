@@ -1,0 +1,34 @@
+import { App, Validations } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { join, resolve } from 'node:path';
+import { EnvironmentConfig, loadEnvironment } from '../../stacks/environments';
+import { addVolleyEnvironment, VOLLEY_APP_CONTEXT, VolleyStacks } from '../../stacks/volley-app';
+
+export const REPO_ROOT = resolve(__dirname, '../..');
+export const FIXTURE_PACKAGE = join(__dirname, 'fixtures/package');
+
+export interface Built {
+  readonly app: App;
+  readonly config: EnvironmentConfig;
+  readonly stacks: VolleyStacks;
+}
+
+/** One environment's stacks, built as bin/cdk.ts builds them (cdk-nag included). */
+export function build(envName: string, overrides: { config?: EnvironmentConfig; packageDir?: string; nag?: boolean } = {}): Built {
+  const app = new App({ context: VOLLEY_APP_CONTEXT });
+  if (overrides.nag !== false) Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  const config = overrides.config ?? loadEnvironment(envName, REPO_ROOT);
+  const stacks = addVolleyEnvironment(app, { config, repoRoot: REPO_ROOT, packageDir: overrides.packageDir ?? FIXTURE_PACKAGE });
+  return { app, config, stacks };
+}
+
+export function template(stack: Parameters<typeof Template.fromStack>[0]): Template {
+  return Template.fromStack(stack);
+}
+
+type Resources = Record<string, { Type: string; Properties?: Record<string, unknown>; DependsOn?: string[]; DeletionPolicy?: string; UpdatePolicy?: unknown; CreationPolicy?: unknown }>;
+
+export function resources(t: Template, type: string): Resources {
+  return t.findResources(type) as Resources;
+}
