@@ -10,7 +10,7 @@ import { isValidMailbox } from './address';
 import { checkBody } from './body-check';
 import { ClientLimits } from './client-limits';
 import { Credentials } from './credentials';
-import { installEnhancedCodes, smtpError } from './enhanced-codes';
+import { installSmtpServerPatches, smtpError } from './smtp-server-patches';
 import { extractControlHeaders, receivedHeader } from './headers';
 import { Intake, IntakeError } from './intake';
 
@@ -52,14 +52,15 @@ export class SmtpListener {
   private readonly counted = new Set<string>();
 
   constructor(private readonly options: SmtpListenerOptions) {
-    installEnhancedCodes();
+    installSmtpServerPatches();
     this.config = options.config;
     this.relayFrom = new CidrList(options.config.smtp.relayFrom);
     this.limits = new ClientLimits(options.config.smtp.maxConnectionsPerClient);
     this.credentials = new Credentials(options.config.users);
     const l = options.listener;
     const smtp = options.config.smtp;
-    const serverOptions: SMTPServerOptions = {
+    const serverOptions: SMTPServerOptions & { greetingDelayMs: number } = {
+      greetingDelayMs: smtp.greetingDelayMs,
       name: options.config.hostname,
       banner: 'Volley ESMTP',
       secure: l.tls === 'implicit',
@@ -108,6 +109,9 @@ export class SmtpListener {
     this.server = new VolleySmtpServer(serverOptions);
     this.server.trustedProxies = new CidrList(smtp.trustedProxies);
     this.server.on('error', (err) => options.logger.warn({ err, listener: l.name }, 'smtp: listener error'));
+    // SMTP is a lock-step dialogue of short lines: Nagle's algorithm against the
+    // client's delayed ACK would add ~40 ms to many replies.
+    this.server.server.on('connection', (socket: Socket) => socket.setNoDelay(true));
   }
 
   listen(): Promise<void> {
@@ -132,6 +136,12 @@ export class SmtpListener {
 
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The bound port (useful when listening on port 0). */
+  get port(): number {
+    const a = this.server.server.address();
+    return typeof a === 'object' && a ? a.port : 0;
   }
 
   private reject(reason: string, code: number, enhanced: string, text: string): Error {

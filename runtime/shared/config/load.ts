@@ -134,6 +134,7 @@ interface Raw {
     relay_from?: string[];
     trusted_proxies?: string[];
     socket_timeout?: Dur;
+    greeting_delay?: Dur;
   };
   http?: { port?: number; address?: string; tls?: { cert: string; key: string }; max_body_size?: Dur; max_batch?: number; tokens?: { name: string; sha256: string }[] };
   admin?: { port?: number; address?: string };
@@ -207,6 +208,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       relayFrom: cidrs(smtp.relay_from, ['smtp', 'relay_from']),
       trustedProxies: cidrs(smtp.trusted_proxies, ['smtp', 'trusted_proxies']),
       socketTimeoutMs: dur(smtp.socket_timeout, 300_000, ['smtp', 'socket_timeout']),
+      greetingDelayMs: dur(smtp.greeting_delay, 0, ['smtp', 'greeting_delay']),
     },
     http: {
       port: http.port ?? 8080,

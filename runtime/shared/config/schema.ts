@@ -50,6 +50,7 @@ export const configSchema = {
         relay_from: cidrs,
         trusted_proxies: cidrs,
         socket_timeout: duration,
+        greeting_delay: { ...duration, description: 'hold the greeting to catch early talkers; 0 for injection listeners' },
       },
     },
     http: {

@@ -26,6 +26,7 @@ export interface SmtpConfig {
   relayFrom: string[];
   trustedProxies: string[];
   socketTimeoutMs: number;
+  greetingDelayMs: number;
 }
 
 export interface HttpConfig {

@@ -1,0 +1,47 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseConfig } from '../../runtime/shared/config/load';
+import type { VolleyConfig } from '../../runtime/shared/config/types';
+
+// user "alice" / password "wonderland"; HTTP token "test-token"
+export const ALICE_HASH = 'scrypt$1024$8$1$c2FsdHNhbHRzYWx0MTIzNA==$WY4v7FapwS6R53jzFQqvfm5Oo3BLTf/N7dRERbliMvA=';
+export const TEST_TOKEN = 'test-token';
+export const TEST_TOKEN_SHA256 = '4c5dc9b7708905f77f5e5d16316b5dfb425e68cb326dcd55a860e90a7707031e';
+
+/** A small config for tests; `extra` is appended YAML. */
+export function testConfigYaml(options: { sinkPort?: number; extra?: string; relayFrom?: string[]; users?: string } = {}): string {
+  return `hostname: mta.test.example
+smtp:
+  listeners:
+    - { name: smtp, port: 0, address: 127.0.0.1, tls: starttls }
+  relay_from: [${(options.relayFrom ?? ['127.0.0.1/32']).join(', ')}]
+  max_message_size: 64KB
+  max_recipients: 5
+http:
+  port: 0
+  address: 127.0.0.1
+  max_body_size: 256KB
+  tokens: [{ name: test, sha256: ${TEST_TOKEN_SHA256} }]
+users:
+${options.users ?? `  - { name: alice, password: "${ALICE_HASH}" }`}
+vmtas:
+  - { name: v1, ip: 127.0.0.1, helo: v1.test.example }
+pools:
+  - { name: p1, vmtas: [{ name: v1 }] }
+default_pool: p1
+routes:
+  - { domain: "*", host: 127.0.0.1, port: ${options.sinkPort ?? 9} }
+delivery:
+  retry: [1h]
+${options.extra ?? ''}`;
+}
+
+export function testConfig(options: Parameters<typeof testConfigYaml>[0] = {}): VolleyConfig {
+  return parseConfig(testConfigYaml(options), 'test.yaml');
+}
+
+export function writeTestConfig(dir: string, options: Parameters<typeof testConfigYaml>[0] = {}): string {
+  const file = join(dir, 'volley.yaml');
+  writeFileSync(file, testConfigYaml(options));
+  return file;
+}
