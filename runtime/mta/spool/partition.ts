@@ -230,7 +230,13 @@ export class SpoolPartition extends EventEmitter {
         for (const b of p.buffers) buffers.push(b);
       }
       const { bytesWritten } = await fh.writev(buffers, this.end);
-      if (bytesWritten !== total) throw new VolleyError('ESHORTWRITE', `short write: ${bytesWritten} of ${total} bytes`);
+      if (bytesWritten !== total) {
+        // A short write is how a filling disk first shows; writing the rest
+        // turns it into the real error (ENOSPC, EDQUOT) or completes it.
+        const rest = Buffer.concat(buffers).subarray(bytesWritten);
+        const more = await fh.write(rest, 0, rest.length, this.end + bytesWritten);
+        if (more.bytesWritten !== rest.length) throw new VolleyError('ENOSPC', `short write: ${bytesWritten + more.bytesWritten} of ${total} bytes`);
+      }
       if (this.fsync) {
         const t0 = process.hrtime.bigint();
         await fh.datasync();

@@ -91,7 +91,7 @@ function describe(e: ErrorObject): string {
     case 'type':
       return `must be ${String(e.params.type).replace(',', ' or ')}`;
     case 'pattern':
-      return e.schema === '^scrypt\\$' ? 'must be a scrypt hash (volley config hash-password)' : `has an invalid format`;
+      return e.params.pattern === '^scrypt\\$' ? 'must be a scrypt hash (volley config hash-password)' : `has an invalid format`;
     default:
       return e.message ?? 'is invalid';
   }

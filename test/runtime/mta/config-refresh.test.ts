@@ -1,0 +1,92 @@
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ALICE_HASH, testConfigYaml } from '../../helpers/config';
+import { VOLLEY, startMta, type MtaProcess } from '../../helpers/mta-process';
+import { SmtpDialog, message } from '../../helpers/smtp-dialog';
+import { tempDir } from '../../helpers/tmp';
+
+const run = promisify(execFile);
+const dir = tempDir();
+const configPath = join(dir, 'volley.yaml');
+let mta: MtaProcess;
+
+// bob / builder, same scrypt parameters as alice
+const BOB = '  - { name: bob, password: "scrypt$1024$8$1$c2FsdHNhbHRzYWx0MTIzNA==$WY4v7FapwS6R53jzFQqvfm5Oo3BLTf/N7dRERbliMvA=" }';
+
+beforeAll(async () => {
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'] }));
+  mta = await startMta({ configPath, persistentPath: join(dir, 'pp'), workers: 2 });
+});
+afterAll(() => mta.stop());
+
+async function authOk(user: string, password: string): Promise<boolean> {
+  const s = await SmtpDialog.open(mta.smtpPort);
+  await s.reply();
+  await s.command('EHLO c.test');
+  await s.starttls();
+  await s.command('EHLO c.test');
+  const r = await s.command(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`);
+  await s.quit();
+  return r.code === 235;
+}
+
+async function refresh(): Promise<{ code: number; out: string }> {
+  try {
+    const r = await run(process.execPath, [VOLLEY, 'config', 'refresh', '--admin', mta.adminAddress]);
+    return { code: 0, out: r.stdout + r.stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, out: e.stdout + e.stderr };
+  }
+}
+
+test('a refresh applies new users to every worker without dropping an open session', async () => {
+  const open = await SmtpDialog.open(mta.smtpPort);
+  await open.reply();
+  await open.command('EHLO still-here.test');
+  expect(await authOk('bob', 'wonderland')).toBe(false);
+
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'], users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}` }));
+  const r = await refresh();
+  expect(r).toMatchObject({ code: 0, out: 'config refreshed\n' });
+  // Each new connection may land on either worker: try several.
+  for (let i = 0; i < 6; i++) expect(await authOk('bob', 'wonderland')).toBe(true);
+
+  const tx = await open.transaction('a@example.test', ['b@example.test'], message('across refresh'));
+  expect(tx.code).toBe(250);
+  await open.quit();
+});
+
+test('a broken config is rejected with its line and field, and the running config stays', async () => {
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'], extra: 'smtp_typo: true\n' }));
+  const r = await refresh();
+  expect(r.code).toBe(1);
+  expect(r.out).toMatch(/refresh rejected, the running config stays/);
+  expect(r.out).toMatch(/volley\.yaml:\d+:1: smtp_typo: unknown field "smtp_typo"/);
+  for (let i = 0; i < 4; i++) expect(await authOk('bob', 'wonderland')).toBe(true);
+  expect((await fetch(`${mta.adminUrl}/readyz`)).status).toBe(200);
+});
+
+test('SIGHUP refreshes too', async () => {
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'] })); // bob removed again
+  mta.proc.kill('SIGHUP');
+  await new Promise((r) => setTimeout(r, 500));
+  for (let i = 0; i < 4; i++) expect(await authOk('bob', 'wonderland')).toBe(false);
+  expect(await authOk('alice', 'wonderland')).toBe(true);
+});
+
+test('the admin port serves health, readiness, metrics and the queue', async () => {
+  expect((await fetch(`${mta.adminUrl}/healthz`)).status).toBe(200);
+  const ready = await fetch(`${mta.adminUrl}/readyz`);
+  expect(ready.status).toBe(200);
+  expect(await ready.json()).toEqual({ ok: true, reasons: [] });
+  const metrics = await (await fetch(`${mta.adminUrl}/metrics`)).text();
+  expect(metrics).toMatch(/^volley_intake_accepted_total\{via="smtp"\} [1-9]/m);
+  expect(metrics).toMatch(/^volley_spool_fsync_seconds_bucket/m);
+  expect(metrics).toMatch(/^volley_intake_commit_seconds_count [1-9]/m);
+  expect(metrics).toMatch(/^volley_spool_messages \d+/m);
+  const queue = (await (await fetch(`${mta.adminUrl}/queue`)).json()) as { workers: unknown[] };
+  expect(queue.workers).toHaveLength(2);
+});

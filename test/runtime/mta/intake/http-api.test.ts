@@ -1,0 +1,105 @@
+import { TEST_TOKEN, testConfig } from '../../../helpers/config';
+import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
+import { tempDir } from '../../../helpers/tmp';
+
+const dir = tempDir();
+let h: IntakeHarness;
+beforeAll(async () => {
+  h = await startIntake(testConfig(), dir);
+});
+afterAll(() => h.close());
+
+async function post(body: string | object, token = TEST_TOKEN): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(`${h.httpUrl}/v1/messages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+describe('HTTP submission API', () => {
+  test('a rendered message is stored with its envelope, metadata and a MIME body', async () => {
+    const r = await post({
+      from: 'news@shop.example',
+      to: ['x@example.test'],
+      cc: ['y@example.test'],
+      bcc: ['z@example.test'],
+      subject: 'Black Friday',
+      text: 'plain',
+      html: '<b>rich</b>',
+      attachments: [{ filename: 'a.txt', content: Buffer.from('attached').toString('base64') }],
+      pool: 'p1',
+      metadata: { tenant: 't1', campaign: 'bf', weight: 3 },
+    });
+    expect(r.status).toBe(200);
+    const { envelope, body } = await h.partition.read(h.partition.get(r.json.id as string)!);
+    expect(envelope).toMatchObject({ from: 'news@shop.example', to: ['x@example.test', 'y@example.test', 'z@example.test'], via: 'http', pool: 'p1', meta: { tenant: 't1', campaign: 'bf', weight: '3' } });
+    const text = body.toString();
+    expect(text).toMatch(/^Received: from \[127\.0\.0\.1\]/);
+    expect(text).toContain('Subject: Black Friday');
+    expect(text).toContain('multipart/mixed');
+    expect(text).not.toMatch(/^Bcc:/m);
+    expect(text).not.toMatch(/[^\r]\n/);
+  });
+
+  test('a raw message is stored as given, with line ends made CRLF', async () => {
+    const r = await post({ from: 'a@example.test', to: ['b@example.test'], raw: 'Subject: raw\n\nline1\nline2\n' });
+    expect(r.status).toBe(200);
+    const { body } = await h.partition.read(h.partition.get(r.json.id as string)!);
+    expect(body.toString()).toMatch(/Subject: raw\r\n\r\nline1\r\nline2\r\n$/);
+  });
+
+  test('a batch gets one result per message, field errors named, the good ones stored', async () => {
+    const before = h.partition.size;
+    const r = await post({
+      messages: [
+        { from: 'a@example.test', to: ['b@example.test'], subject: 's', text: 't' },
+        { from: 'a@example.test', to: ['not-an-address'], subject: 's', text: 't' },
+        { from: 'a@example.test', subject: 'no to' },
+        { from: 'a@example.test', to: ['b@example.test'], subject: 's', text: 't', vmta: 'nope' },
+        { from: 'a@example.test', to: ['b@example.test'], raw: 'x', subject: 'both' },
+      ],
+    });
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(1);
+    const results = r.json.results as { index: number; id?: string; error?: { code: string; fields?: { field: string }[] } }[];
+    expect(results[0].id).toMatch(/^[0-9A-Z]{26}$/);
+    expect(results[1].error).toMatchObject({ code: 'bad_recipient', fields: [{ field: 'to' }] });
+    expect(results[2].error).toMatchObject({ code: 'invalid_message', fields: [{ field: 'to' }] });
+    expect(results[3].error).toMatchObject({ code: 'unknown_vmta', fields: [{ field: 'vmta' }] });
+    expect(results[4].error?.fields?.[0].field).toBe('raw');
+    expect(h.partition.size).toBe(before + 1);
+  });
+
+  test('bad JSON is a 400 with a JSON error', async () => {
+    const r = await post('{"from": "a@example.test", "to": [');
+    expect(r.status).toBe(400);
+    expect(r.json).toMatchObject({ error: { code: 'bad_json' } });
+  });
+
+  test('a body over the limit is a 413', async () => {
+    const r = await post({ from: 'a@example.test', to: ['b@example.test'], raw: 'x'.repeat(300 * 1024) });
+    expect(r.status).toBe(413);
+    expect(r.json).toMatchObject({ error: { code: 'too_large' } });
+  });
+
+  test('a message over the message size limit is a 413 naming the field', async () => {
+    const r = await post({ from: 'a@example.test', to: ['b@example.test'], raw: 'Subject: big\r\n\r\n' + ('z'.repeat(900) + '\r\n').repeat(90) });
+    expect(r.status).toBe(413);
+    expect(r.json).toMatchObject({ error: { code: 'oversize', fields: [{ field: 'raw' }] } });
+  });
+
+  test('a wrong or missing token is a 401 and nothing is stored', async () => {
+    const before = h.partition.size;
+    expect((await post({ from: 'a@example.test', to: ['b@example.test'], raw: 'x' }, 'wrong')).status).toBe(401);
+    const res = await fetch(`${h.httpUrl}/v1/messages`, { method: 'POST', body: '{}' });
+    expect(res.status).toBe(401);
+    expect(h.partition.size).toBe(before);
+  });
+
+  test('unknown paths are 404 and other methods 405', async () => {
+    expect((await fetch(`${h.httpUrl}/nope`)).status).toBe(404);
+    expect((await fetch(`${h.httpUrl}/v1/messages`)).status).toBe(405);
+  });
+});

@@ -1,0 +1,71 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, parseConfig } from '../../../../runtime/shared/config/load';
+import { testConfigYaml } from '../../../helpers/config';
+
+function issuesOf(text: string): { line: number; field: string; message: string }[] {
+  try {
+    parseConfig(text, 'bad.yaml');
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
+  throw new Error('config was accepted');
+}
+
+describe('config', () => {
+  test('the shipped local config and the test config load, with defaults filled in', () => {
+    const local = parseConfig(readFileSync(join(__dirname, '../../../../assets/config/local.yaml'), 'utf8'));
+    expect(local.smtp.listeners[0]).toEqual({ name: 'smtp', port: 2525, address: '127.0.0.1', tls: 'starttls', requireAuth: false });
+    expect(local.delivery.retryMs[0]).toBe(10_000);
+    expect(local.delivery.maxLifetimeMs).toBe(2 * 86_400_000);
+    const t = parseConfig(testConfigYaml());
+    expect(t.smtp.maxMessageSize).toBe(64 * 1024);
+    expect(t.spool.fsync).toBe(true);
+  });
+
+  test('an unknown field is named with its line', () => {
+    const text = 'hostname: a.example\nsmtp:\n  listeners: []\n  max_mesage_size: 10MB\n';
+    expect(issuesOf(text)).toEqual([{ file: 'bad.yaml', line: 4, column: 3, field: 'smtp.max_mesage_size', message: 'unknown field "max_mesage_size"' }]);
+  });
+
+  test('a wrong type inside a list is named by path and line', () => {
+    const text = 'hostname: a.example\nsmtp:\n  listeners:\n    - name: a\n      port: 25\n    - name: b\n      port: twenty-five\n';
+    const [issue] = issuesOf(text);
+    expect(issue).toMatchObject({ line: 7, field: 'smtp.listeners[1].port', message: 'must be integer' });
+  });
+
+  test('references, units and addresses are checked after the schema, every problem at once', () => {
+    const text = [
+      'hostname: a.example',
+      'vmtas:',
+      '  - { name: v1, ip: 300.1.1.1, helo: v1.example }',
+      'pools:',
+      '  - { name: p1, vmtas: [{ name: v2 }] }',
+      'default_pool: nope',
+      'delivery:',
+      '  retry: [5 minutes]',
+      'smtp:',
+      '  relay_from: [10.0.0.0/33]',
+    ].join('\n');
+    const issues = issuesOf(text);
+    expect(issues.map((i) => [i.line, i.field]).sort((a, b) => Number(a[0]) - Number(b[0]))).toEqual([
+      [3, 'vmtas[0].ip'],
+      [5, 'pools[0].vmtas[0].name'],
+      [6, 'default_pool'],
+      [8, 'delivery.retry[0]'],
+      [10, 'smtp.relay_from[0]'],
+    ]);
+  });
+
+  test('broken YAML is reported with its line', () => {
+    const [issue] = issuesOf('hostname: a.example\nsmtp: [unclosed\n');
+    expect(issue.line).toBeGreaterThanOrEqual(2);
+    expect(issue.message).toMatch(/^YAML: /);
+  });
+
+  test('a plain-text password is refused: only hashes belong in git', () => {
+    const [issue] = issuesOf('hostname: a.example\nusers:\n  - { name: u, password: hunter2 }\n');
+    expect(issue).toMatchObject({ line: 3, field: 'users[0].password', message: expect.stringMatching(/scrypt hash/) });
+  });
+});
