@@ -119,8 +119,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       const registry = await aggregator.clusterMetrics();
       return { contentType: aggregator.contentType, body: registry };
     },
-    queue: async () => {
-      const perWorker = await Promise.all([...workers.values()].map((w) => ask(w, 'queue')));
+    queue: async (action: 'queue' | 'pause' | 'resume' = 'queue') => {
+      const perWorker = await Promise.all([...workers.values()].map((w) => ask(w, action)));
       const queued = [...stats.values()].reduce((n, s) => n + s.queued, 0);
       return { node: nodeId, queued, workers: perWorker };
     },

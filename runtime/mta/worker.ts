@@ -115,7 +115,9 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       router.apply(config.routes, config.resolver.servers);
       send({ type: 'config-applied', worker: options.worker });
     } else if (m.type === 'query') {
-      const data = m.query === 'queue' ? { ...stats(), ...engine.status() } : undefined;
+      if (m.query === 'pause') engine.pause();
+      if (m.query === 'resume') engine.resume();
+      const data = ['queue', 'pause', 'resume'].includes(m.query) ? { ...stats(), ...engine.status() } : undefined;
       send({ type: 'reply', id: m.id, ok: data !== undefined, data, error: data === undefined ? `unknown query ${m.query}` : undefined });
     } else if (m.type === 'shutdown') {
       void shutdown();

@@ -1,12 +1,16 @@
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { VolleyError } from './errors';
 
-// node:net's BlockList does CIDR matching natively; this wraps it with
-// parsing that names the bad entry and folds IPv4-mapped IPv6 peers.
-
+/**
+ * A list of CIDRs checked on every connection and every RCPT. IPv4 ranges are
+ * kept as integer pairs: node:net's BlockList builds a SocketAddress per
+ * check, which showed up in intake profiles. IPv6 goes through BlockList.
+ */
 export class CidrList {
-  private readonly list = new BlockList();
   readonly entries: readonly string[];
+  private readonly v4: [number, number][] = [];
+  private readonly v6 = new BlockList();
+  private hasV6 = false;
 
   constructor(entries: readonly string[]) {
     this.entries = entries;
@@ -16,15 +20,31 @@ export class CidrList {
       if (!family) throw new VolleyError('EBADCIDR', `"${entry}" is not an IP address or CIDR`);
       const max = family === 'ipv4' ? 32 : 128;
       const bits = bitsText === undefined ? max : Number(bitsText);
-      if (!Number.isInteger(bits) || bits < 0 || bits > max) throw new VolleyError('EBADCIDR', `"${entry}" has a bad prefix length`);
-      this.list.addSubnet(addr, bits, family);
+      if (!/^\d+$/.test(bitsText ?? '0') || bits < 0 || bits > max) throw new VolleyError('EBADCIDR', `"${entry}" has a bad prefix length`);
+      if (family === 'ipv4') {
+        const size = 2 ** (32 - bits);
+        const start = Math.floor(ipv4ToInt(addr) / size) * size;
+        this.v4.push([start, start + size - 1]);
+      } else {
+        this.v6.addSubnet(addr, bits, 'ipv6');
+        this.hasV6 = true;
+      }
     }
   }
 
   has(address: string | undefined): boolean {
-    if (!address) return false;
-    const plain = address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
-    const family = isIPv4(plain) ? 'ipv4' : isIPv6(plain) ? 'ipv6' : undefined;
-    return family ? this.list.check(plain, family) : false;
+    if (!address || this.entries.length === 0) return false;
+    const plain = address.startsWith('::ffff:') ? address.slice(7) : address;
+    if (isIPv4(plain)) {
+      const n = ipv4ToInt(plain);
+      for (const [lo, hi] of this.v4) if (n >= lo && n <= hi) return true;
+      return false;
+    }
+    return this.hasV6 && isIPv6(plain) && this.v6.check(plain, 'ipv6');
   }
+}
+
+function ipv4ToInt(ip: string): number {
+  const p = ip.split('.');
+  return ((Number(p[0]) * 256 + Number(p[1])) * 256 + Number(p[2])) * 256 + Number(p[3]);
 }

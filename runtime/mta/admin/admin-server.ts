@@ -4,7 +4,8 @@ export interface AdminHandlers {
   /** Ready for traffic: spool writable, config loaded, every worker up. */
   ready(): { ok: boolean; reasons: string[] };
   metrics(): Promise<{ contentType: string; body: string }>;
-  queue(): Promise<unknown>;
+  /** Queue status; with `pause` or `resume`, holds or releases delivery first. */
+  queue(action?: 'pause' | 'resume'): Promise<unknown>;
   refresh(): Promise<{ ok: boolean; errors?: string[] }>;
 }
 
@@ -53,6 +54,9 @@ export class AdminServer {
       return;
     }
     if (req.method === 'GET' && path === '/queue') return json(res, 200, await this.handlers.queue());
+    if (req.method === 'POST' && (path === '/queue/pause' || path === '/queue/resume')) {
+      return json(res, 200, await this.handlers.queue(path === '/queue/pause' ? 'pause' : 'resume'));
+    }
     if (req.method === 'POST' && path === '/config/refresh') {
       const r = await this.handlers.refresh();
       return json(res, r.ok ? 200 : 422, r);

@@ -71,6 +71,7 @@ export class DeliveryEngine {
   private timer?: NodeJS.Timeout;
   private timerAt = Infinity;
   private stopped = false;
+  private paused = false;
   private readonly now: () => number;
   private idleWaiters: (() => void)[] = [];
 
@@ -90,14 +91,32 @@ export class DeliveryEngine {
     this.picker.apply(config);
   }
 
+  /** Holds all delivery (new attempts wait; attempts in flight finish). */
+  pause(): void {
+    this.paused = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.arm();
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
   /** A newly accepted message: try it at once. */
   schedule(entry: SpoolEntry, partition: SpoolPartition): void {
     this.waiting.push(entry.next, { entry, partition });
     this.arm();
   }
 
-  status(): { waiting: number; inflight: number; connections: number; destinations: { key: string; queued: number; active: number }[] } {
+  status(): { paused: boolean; waiting: number; inflight: number; connections: number; destinations: { key: string; queued: number; active: number }[] } {
     return {
+      paused: this.paused,
       waiting: this.waiting.size,
       inflight: this.inflight.size,
       connections: this.active,
@@ -116,7 +135,7 @@ export class DeliveryEngine {
   // --- timing ----------------------------------------------------------------
 
   private arm(): void {
-    if (this.stopped) return;
+    if (this.stopped || this.paused) return;
     const at = this.waiting.peekKey();
     if (at === undefined) return;
     if (at >= this.timerAt && this.timer) return;

@@ -70,7 +70,7 @@ test('a full disk answers 452 4.3.1 and HTTP 503, loses nothing, and intake resu
   const http = await httpInject();
   expect(http.status).toBe(503);
   expect(http.body).toMatchObject({ error: { code: 'spool_full' } });
-  expect(h.partition.lastWriteError?.code).toBe('ENOSPC');
+  expect((h.partition.lastWriteError as { code?: string } | undefined)?.code).toBe('ENOSPC');
 
   rmSync(filler);
   const again = await inject(s, 4);
