@@ -43,8 +43,21 @@ export function extractControlHeaders(message: Buffer): { control: ControlHeader
   return { control, message: Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), rest]) };
 }
 
+// Formatting a date costs more than the rest of the header; one string a second will do.
+let dateSecond = 0;
+let dateText = '';
+function rfc5322Now(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString().replace('GMT', '+0000');
+  }
+  return dateText;
+}
+
 export function receivedHeader(opts: { helo?: string; ip?: string; by: string; protocol: string; id: string; rcpt?: string; date?: Date }): string {
   const from = opts.helo ? `from ${opts.helo} ([${opts.ip ?? 'unknown'}])` : `from [${opts.ip ?? 'unknown'}]`;
   const forPart = opts.rcpt ? `\r\n\tfor <${opts.rcpt}>` : '';
-  return `Received: ${from}\r\n\tby ${opts.by} (Volley) with ${opts.protocol} id ${opts.id}${forPart};\r\n\t${(opts.date ?? new Date()).toUTCString().replace('GMT', '+0000')}\r\n`;
+  return `Received: ${from}\r\n\tby ${opts.by} (Volley) with ${opts.protocol} id ${opts.id}${forPart};\r\n\t${opts.date ? opts.date.toUTCString().replace('GMT', '+0000') : rfc5322Now()}\r\n`;
 }

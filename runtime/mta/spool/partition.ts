@@ -58,6 +58,7 @@ export class SpoolPartition extends EventEmitter {
   private end = 0; // committed end of the active segment
   private queue: Pending[] = [];
   private flushing = false;
+  private flushQueued = false;
   private closed = false;
   private bytesTotal = 0;
   private commits = 0;
@@ -197,7 +198,15 @@ export class SpoolPartition extends EventEmitter {
     const buffers = frame(type, payload);
     return new Promise((resolve, reject) => {
       this.queue.push({ type, buffers, length: this.recordLength(payload), resolve, reject });
-      if (!this.flushing) void this.flush();
+      if (!this.flushing && !this.flushQueued) {
+        // One turn of the event loop first: the other sessions whose data ended
+        // in the same read batch join this commit instead of the next.
+        this.flushQueued = true;
+        setImmediate(() => {
+          this.flushQueued = false;
+          if (!this.flushing) void this.flush();
+        });
+      }
     });
   }
 

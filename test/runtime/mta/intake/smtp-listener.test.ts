@@ -77,9 +77,10 @@ describe('SMTP intake', () => {
 
   test('invalid addresses get 553 with 5.1.7 (sender) and 5.1.3 (recipient)', async () => {
     const s = await session();
-    // smtp-server itself answers what it cannot parse at all with 501.
-    expect((await s.command('MAIL FROM:<not an address>')).code).toBe(501);
-    // A local part over 64 octets (RFC 5321 4.5.3.1.1) parses, and is ours to refuse.
+    // What is not MAIL FROM:<...> at all is a syntax error.
+    expect((await s.command('MAIL FROM: a@example.test')).code).toBe(501);
+    expect((await s.command('MAIL FROM:<not an address>')).code).toBe(553);
+    // A local part over 64 octets (RFC 5321 4.5.3.1.1).
     const m = await s.command(`MAIL FROM:<${'l'.repeat(65)}@example.test>`);
     expect(m.code).toBe(553);
     expect(m.text).toMatch(/^5\.1\.7 /);

@@ -1,0 +1,125 @@
+import { connect as tlsConnect } from 'node:tls';
+import { DataReader } from '../../../../runtime/mta/intake/smtp/data-reader';
+import { parseProxyHeader } from '../../../../runtime/mta/intake/smtp/proxy-header';
+import { testConfig } from '../../../helpers/config';
+import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
+import { SmtpDialog } from '../../../helpers/smtp-dialog';
+import { tempDir } from '../../../helpers/tmp';
+
+describe('DataReader', () => {
+  const read = (chunks: string[]): { message?: string; rest?: string } => {
+    const r = new DataReader(1 << 20);
+    for (let i = 0; i < chunks.length; i++) {
+      const rest = r.push(Buffer.from(chunks[i], 'latin1'));
+      if (rest !== undefined) return { message: r.message().toString('latin1'), rest: rest.toString('latin1') + chunks.slice(i + 1).join('') };
+    }
+    return {};
+  };
+
+  test('ends at CRLF.CRLF, keeps the last line break, returns what follows', () => {
+    expect(read(['Subject: a\r\n\r\nbody\r\n.\r\nQUIT\r\n'])).toEqual({ message: 'Subject: a\r\n\r\nbody\r\n', rest: 'QUIT\r\n' });
+  });
+
+  test('finds the terminator split across any chunk boundary', () => {
+    const whole = 'line1\r\nline2\r\n.\r\nNOOP\r\n';
+    for (let cut = 1; cut < whole.length - 1; cut++) {
+      expect(read([whole.slice(0, cut), whole.slice(cut)])).toEqual({ message: 'line1\r\nline2\r\n', rest: 'NOOP\r\n' });
+    }
+  });
+
+  test('an empty message and a leading dot line', () => {
+    expect(read(['.\r\n'])).toEqual({ message: '', rest: '' });
+    expect(read(['..hidden\r\n.\r\n'])).toEqual({ message: '.hidden\r\n', rest: '' });
+  });
+
+  test('undoes dot-stuffing and ignores a bare-LF dot (no smuggling)', () => {
+    expect(read(['a\r\n..b\r\n...\r\nc\n.\nd\r\n.\r\n'])).toEqual({ message: 'a\r\n.b\r\n..\r\nc\n.\nd\r\n', rest: '' });
+  });
+
+  test('stops keeping bytes past the limit but still finds the end', () => {
+    const r = new DataReader(10);
+    expect(r.push(Buffer.from('0123456789abcdef\r\n'))).toBeUndefined();
+    expect(r.push(Buffer.from('.\r\nRSET\r\n'))?.toString()).toBe('RSET\r\n');
+    expect(r.oversize).toBe(true);
+  });
+});
+
+describe('PROXY header', () => {
+  test('v1 and v2 give the client address; garbage is an error', () => {
+    expect(parseProxyHeader(Buffer.from('PROXY TCP4 203.0.113.9 10.0.0.1 5555 25\r\nEHLO'))).toEqual({ done: true, info: { sourceAddress: '203.0.113.9', sourcePort: 5555 }, consumed: 41 });
+    expect(parseProxyHeader(Buffer.from('PROXY TCP4 1.2'))).toEqual({ done: false });
+    const v2 = Buffer.concat([
+      Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c]),
+      Buffer.from([198, 51, 100, 7, 10, 0, 0, 1, 0x30, 0x39, 0x00, 0x19]),
+    ]);
+    expect(parseProxyHeader(v2)).toEqual({ done: true, info: { sourceAddress: '198.51.100.7', sourcePort: 12345 }, consumed: 28 });
+    expect(parseProxyHeader(Buffer.from('EHLO me\r\n'))).toEqual({ done: true, error: 'expected a PROXY protocol header' });
+  });
+});
+
+describe('SMTP sessions', () => {
+  const dir = tempDir();
+  let h: IntakeHarness;
+  beforeAll(async () => {
+    h = await startIntake(testConfig(), dir);
+  });
+  afterAll(() => h.close());
+
+  test('a pipelined transaction is answered in order, one reply per command', async () => {
+    const s = await SmtpDialog.open(h.smtpPort);
+    await s.reply();
+    await s.command('EHLO p.test');
+    s.send('MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n');
+    expect((await s.reply()).code).toBe(250);
+    expect((await s.reply()).code).toBe(250);
+    expect((await s.reply()).code).toBe(250);
+    expect((await s.reply()).code).toBe(354);
+    s.send('Subject: p\r\n\r\nx\r\n.\r\nMAIL FROM:<a@example.test>\r\n');
+    expect((await s.reply()).text).toMatch(/^2\.0\.0 Ok: queued as/);
+    expect((await s.reply()).code).toBe(250);
+    await s.quit();
+  });
+
+  test('commands pipelined after STARTTLS in the clear are discarded', async () => {
+    const s = await SmtpDialog.open(h.smtpPort);
+    await s.reply();
+    await s.command('EHLO p.test');
+    s.send('STARTTLS\r\nMAIL FROM:<injected@example.test>\r\n');
+    expect((await s.reply()).code).toBe(220);
+    // (SmtpDialog.starttls expects to send the command itself; do the upgrade by hand.)
+    const sock = (s as unknown as { socket: import('node:net').Socket }).socket;
+    sock.removeAllListeners('data');
+    const secure = tlsConnect({ socket: sock, rejectUnauthorized: false });
+    const replies: string[] = [];
+    secure.on('data', (d: Buffer) => replies.push(d.toString()));
+    await new Promise((r) => secure.once('secureConnect', r));
+    secure.write('MAIL FROM:<a@example.test>\r\n');
+    await new Promise((r) => setTimeout(r, 200));
+    // The injected MAIL was dropped, so this one is refused for want of EHLO, not as nested.
+    expect(replies.join('')).toMatch(/^503 5\.5\.1 send HELO\/EHLO first/);
+    secure.destroy();
+  });
+
+  test('ten unknown commands close the session', async () => {
+    const s = await SmtpDialog.open(h.smtpPort);
+    await s.reply();
+    for (let i = 0; i < 9; i++) expect((await s.command('FOO')).code).toBe(500);
+    expect((await s.command('FOO')).code).toBe(421);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.closed).toBe(true);
+  });
+
+  test('AUTH LOGIN works in two steps and can be cancelled', async () => {
+    const s = await SmtpDialog.open(h.smtpPort);
+    await s.reply();
+    await s.command('EHLO p.test');
+    await s.starttls();
+    await s.command('EHLO p.test');
+    expect((await s.command('AUTH LOGIN')).code).toBe(334);
+    expect((await s.command('*')).code).toBe(501);
+    expect((await s.command('AUTH LOGIN')).code).toBe(334);
+    expect((await s.command(Buffer.from('alice').toString('base64'))).code).toBe(334);
+    expect((await s.command(Buffer.from('wonderland').toString('base64'))).code).toBe(235);
+    await s.quit();
+  });
+});
