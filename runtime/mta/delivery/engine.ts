@@ -64,7 +64,7 @@ const IDLE_MS = 1000;
 export class DeliveryEngine {
   private config: VolleyConfig;
   private readonly picker: VmtaPicker;
-  private readonly waiting = new MinHeap<{ entry: SpoolEntry; partition: SpoolPartition }>();
+  private readonly waiting = new MinHeap<SpoolEntry>();
   private readonly destinations = new Map<string, Destination>();
   private readonly inflight = new Set<string>();
   private active = 0;
@@ -82,7 +82,7 @@ export class DeliveryEngine {
   }
 
   start(): void {
-    for (const partition of this.options.partitions) for (const entry of partition.entries()) this.waiting.push(entry.next, { entry, partition });
+    for (const partition of this.options.partitions) for (const entry of partition.entries()) this.waiting.push(entry.next, entry);
     this.arm();
   }
 
@@ -109,8 +109,8 @@ export class DeliveryEngine {
   }
 
   /** A newly accepted message: try it at once. */
-  schedule(entry: SpoolEntry, partition: SpoolPartition): void {
-    this.waiting.push(entry.next, { entry, partition });
+  schedule(entry: SpoolEntry): void {
+    this.waiting.push(entry.next, entry);
     this.arm();
   }
 
@@ -150,7 +150,8 @@ export class DeliveryEngine {
     const now = this.now();
     let n = 0;
     while (n < 5000 && (this.waiting.peekKey() ?? Infinity) <= now) {
-      const { entry, partition } = this.waiting.pop()!;
+      const entry = this.waiting.pop()!;
+      const partition = entry.owner as SpoolPartition;
       // A stale heap item: the message was finished or rescheduled since.
       if (partition.get(entry.id) !== entry || this.inflight.has(entry.id) || entry.next > now) continue;
       this.begin(entry, partition);
@@ -360,7 +361,7 @@ export class DeliveryEngine {
       entry.next = next;
     } finally {
       this.inflight.delete(entry.id);
-      if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry, partition);
+      if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
       if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
     }
   }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { VolleyError, errorCode } from '../../shared/errors';
 import { HEADER_SIZE, RecordType, frame, messagePayload, splitMessagePayload, parseHeader, checksumOk } from './record';
-import { readSegment, type RawRecord } from './segment-reader';
+import { readSegment, readSegmentBatches, type RawRecord } from './segment-reader';
 import type { DoneRecord, Envelope, Position, SpoolEntry, StateChange } from './types';
 import { comparePositions } from './types';
 
@@ -106,7 +106,7 @@ export class SpoolPartition extends EventEmitter {
     if (this.index.has(envelope.id)) throw new VolleyError('EDUPLICATE', `message ${envelope.id} is already queued`);
     const buffers = messagePayload(JSON.stringify(envelope), body);
     const pos = await this.enqueue(RecordType.Message, buffers);
-    const entry = toEntry(envelope, pos, this.recordLength(buffers));
+    const entry = toEntry(envelope, pos, this.recordLength(buffers), this);
     this.addEntry(entry);
     return entry;
   }
@@ -331,14 +331,16 @@ export class SpoolPartition extends EventEmitter {
     for (const seg of this.segments) {
       const path = join(this.dir, segmentName(seg));
       const isLast = seg === this.segments[this.segments.length - 1];
-      const reader = readSegment(path, {
+      const reader = readSegmentBatches(path, {
         onCorrupt: ({ offset, length }) =>
           this.log?.warn({ segment: seg, offset, length, partition: this.dir }, isLast ? 'spool: torn or corrupt tail skipped' : 'spool: corrupt bytes skipped'),
       });
       let r = await reader.next();
       while (!r.done) {
-        this.replay(seg, r.value);
-        this.bytesTotal += r.value.bytes.length;
+        for (const record of r.value) {
+          this.replay(seg, record);
+          this.bytesTotal += record.bytes.length;
+        }
         r = await reader.next();
       }
       if (isLast) this.end = r.value;
@@ -366,7 +368,7 @@ export class SpoolPartition extends EventEmitter {
         const env = JSON.parse(envelope) as Envelope;
         const prev = this.index.get(env.id);
         if (prev) this.removeEntry(prev); // a relocated copy supersedes the original
-        this.addEntry(toEntry(env, { segment, offset: record.offset }, record.bytes.length));
+        this.addEntry(toEntry(env, { segment, offset: record.offset }, record.bytes.length, this));
       } else if (record.type === RecordType.State) {
         const change = JSON.parse(record.payload.toString('utf8')) as StateChange;
         const entry = this.index.get(change.id);
@@ -383,13 +385,26 @@ export class SpoolPartition extends EventEmitter {
   }
 }
 
-function toEntry(env: Envelope, pos: Position, length: number): SpoolEntry {
+// Bulk senders use a handful of return paths for millions of messages: one
+// string each instead of one per queued message (bounded, so a sender per
+// message cannot grow it without limit).
+const senders = new Map<string, string>();
+function intern(s: string): string {
+  const known = senders.get(s);
+  if (known !== undefined) return known;
+  if (senders.size >= 50_000) senders.clear();
+  senders.set(s, s);
+  return s;
+}
+
+function toEntry(env: Envelope, pos: Position, length: number, owner: SpoolPartition): SpoolEntry {
   return {
     id: env.id,
+    owner,
     segment: pos.segment,
     offset: pos.offset,
     length,
-    from: env.from,
+    from: intern(env.from),
     to: env.to,
     received: env.received,
     next: env.next ?? env.received,

@@ -31,6 +31,25 @@ export interface ReadOptions {
  * torn tail begins.
  */
 export async function* readSegment(path: string, options: ReadOptions = {}): AsyncGenerator<RawRecord, number> {
+  const batches = readSegmentBatches(path, options);
+  try {
+    for (;;) {
+      const r = await batches.next();
+      if (r.done) return r.value;
+      yield* r.value;
+    }
+  } finally {
+    // A reader that stops early must still close the file.
+    await batches.return(0);
+  }
+}
+
+/**
+ * The same records, handed over a buffer-full at a time: the start-up scan
+ * reads a million records, and one promise per buffer instead of per record
+ * is a good part of its speed. A batch is valid until the next one is asked for.
+ */
+export async function* readSegmentBatches(path: string, options: ReadOptions = {}): AsyncGenerator<RawRecord[], number> {
   const fh = await open(path, 'r');
   try {
     const size = options.to ?? (await fh.stat()).size;
@@ -41,8 +60,11 @@ export async function* readSegment(path: string, options: ReadOptions = {}): Asy
     let validEnd = bufStart;
     let corruptFrom = -1;
 
+    let batch: RawRecord[] = [];
+    // Make chunk[pos .. pos+need) available; false at end of data. Moving bytes
+    // invalidates the records handed out, so the batch goes first.
+    const needsRead = (need: number): boolean => pos + need > bufLen && bufStart + pos + need <= size;
     const fill = async (need: number): Promise<boolean> => {
-      // Make chunk[pos .. pos+need) available; false at end of data.
       if (pos + need <= bufLen) return true;
       if (bufStart + pos + need > size) return false;
       const keep = bufLen - pos;
@@ -70,13 +92,21 @@ export async function* readSegment(path: string, options: ReadOptions = {}): Asy
     };
 
     for (;;) {
+      if (needsRead(HEADER_SIZE) && batch.length > 0) {
+        yield batch;
+        batch = [];
+      }
       if (!(await fill(HEADER_SIZE))) break;
       const header = parseHeader(chunk, pos);
+      if (header && needsRead(HEADER_SIZE + header.length) && batch.length > 0) {
+        yield batch;
+        batch = [];
+      }
       if (header && (await fill(HEADER_SIZE + header.length)) && checksumOk(chunk, pos, header)) {
         const offset = bufStart + pos;
         endCorrupt(offset);
         const total = HEADER_SIZE + header.length;
-        yield { type: header.type, offset, bytes: chunk.subarray(pos, pos + total), payload: chunk.subarray(pos + HEADER_SIZE, pos + total) };
+        batch.push({ type: header.type, offset, bytes: chunk.subarray(pos, pos + total), payload: chunk.subarray(pos + HEADER_SIZE, pos + total) });
         pos += total;
         validEnd = bufStart + pos;
         continue;
@@ -85,11 +115,16 @@ export async function* readSegment(path: string, options: ReadOptions = {}): Asy
       if (corruptFrom < 0) corruptFrom = bufStart + pos;
       pos += 1;
       for (;;) {
+        if (needsRead(4) && batch.length > 0) {
+          yield batch;
+          batch = [];
+        }
         if (!(await fill(4))) break;
         if (chunk.readUInt32LE(pos) === MAGIC) break;
         pos += 1;
       }
     }
+    if (batch.length > 0) yield batch;
     endCorrupt(size);
     return validEnd;
   } finally {

@@ -35,6 +35,11 @@ export interface DoneRecord {
   reason: 'delivered' | 'failed' | 'expired' | 'purged' | 'drained';
 }
 
+/** What an entry knows of its partition; the class itself lives in partition.ts. */
+export interface SpoolPartitionRef {
+  readonly dir: string;
+}
+
 /** A place in a partition's ordered change stream. */
 export interface Position {
   segment: number;
@@ -48,6 +53,8 @@ export function comparePositions(a: Position, b: Position): number {
 /** The in-memory index entry of a queued message; the body stays on disk. */
 export interface SpoolEntry {
   id: string;
+  /** The partition that holds it (so a scheduler needs no wrapper object per message). */
+  owner: SpoolPartitionRef;
   segment: number;
   offset: number;
   length: number;

@@ -1,0 +1,57 @@
+/** Reads a Prometheus histogram from /metrics text and interpolates percentiles from its buckets. */
+export function histogramQuantile(metricsText: string, name: string, q: number): number | undefined {
+  const buckets: { le: number; count: number }[] = [];
+  const re = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+(?:\\.\\d+)?)$`, 'gm');
+  for (let m = re.exec(metricsText); m; m = re.exec(metricsText)) buckets.push({ le: m[1] === '+Inf' ? Infinity : Number(m[1]), count: Number(m[2]) });
+  if (buckets.length === 0) return undefined;
+  buckets.sort((a, b) => a.le - b.le);
+  const total = buckets[buckets.length - 1].count;
+  if (total === 0) return undefined;
+  const rank = q * total;
+  let prevLe = 0;
+  let prevCount = 0;
+  for (const b of buckets) {
+    if (b.count >= rank) {
+      if (b.le === Infinity) return prevLe;
+      return prevLe + ((b.le - prevLe) * (rank - prevCount)) / Math.max(1, b.count - prevCount);
+    }
+    prevLe = b.le;
+    prevCount = b.count;
+  }
+  return prevLe;
+}
+
+/** CPU seconds (user+sys) and RSS bytes of a set of processes, from /proc. */
+export function processUsage(pids: number[]): { cpuSeconds: number; rssBytes: number } {
+  const { readFileSync } = require('node:fs') as typeof import('node:fs');
+  let ticks = 0;
+  let rss = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+      rss += Number(fields[21]) * 4096;
+    } catch {
+      // exited
+    }
+  }
+  return { cpuSeconds: ticks / 100, rssBytes: rss };
+}
+
+/** The MTA's processes: the primary and its workers. */
+export function processTree(rootPid: number): number[] {
+  const { readdirSync, readFileSync } = require('node:fs') as typeof import('node:fs');
+  const out = [rootPid];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === rootPid) out.push(Number(d));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}

@@ -1,0 +1,46 @@
+// `npm run bench`: the figures the issues set targets for, on this machine.
+// Prints a readable report and ends with one `BENCH {json}` line.
+import { availableParallelism, cpus } from 'node:os';
+import { measureIntake, measureStartup } from './intake';
+import { measurePostfixIntake } from './postfix';
+
+const LOAD = { messages: Number(process.env.BENCH_MESSAGES ?? 20_000), sessions: 20, sizeBytes: 2048 };
+const STARTUP_MESSAGES = Number(process.env.BENCH_STARTUP_MESSAGES ?? 1_000_000);
+
+async function main(): Promise<void> {
+  const cores = availableParallelism();
+  const line = (s: string): boolean => process.stdout.write(`${s}\n`);
+  line(`Volley benchmark on ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}`);
+  line(`load: ${LOAD.messages} messages of ${LOAD.sizeBytes} bytes, ${LOAD.sessions} concurrent sessions, a new connection per message (smtp-source)`);
+
+  const all = await measureIntake({ ...LOAD });
+  line(`intake, ${all.workers} workers: ${all.msgsPerSec} msg/s, end of DATA -> 250 p50 ${all.p50Ms} ms p99 ${all.p99Ms} ms, ${all.cpuUsPerMsg} us CPU/msg, RSS ${all.rssMb} MB`);
+  const one = await measureIntake({ ...LOAD, workers: 1 });
+  line(`intake, 1 worker:  ${one.msgsPerSec} msg/s, p50 ${one.p50Ms} ms p99 ${one.p99Ms} ms, ${one.cpuUsPerMsg} us CPU/msg`);
+  const postfix = await measurePostfixIntake({ ...LOAD });
+  line(`default Postfix intake, same load: ${Math.round(postfix.msgsPerSec)} msg/s -> Volley/Postfix ${(all.msgsPerSec / postfix.msgsPerSec).toFixed(2)}x`);
+
+  const startup = await measureStartup(STARTUP_MESSAGES);
+  line(`start-up with ${startup.queued} queued messages: ready in ${startup.startupS} s, RSS ${startup.rssMb} MB (all MTA processes)`);
+
+  const bench = {
+    cores,
+    intake_msgs_per_s: all.msgsPerSec,
+    intake_msgs_per_s_1w: one.msgsPerSec,
+    intake_workers: all.workers,
+    intake_p50_ms: all.p50Ms,
+    intake_p99_ms: all.p99Ms,
+    intake_cpu_us_per_msg: all.cpuUsPerMsg,
+    rss_mb: all.rssMb,
+    postfix_intake_msgs_per_s: Math.round(postfix.msgsPerSec),
+    intake_vs_postfix: Number((all.msgsPerSec / postfix.msgsPerSec).toFixed(2)),
+    startup_1m_s: startup.startupS,
+    startup_1m_rss_mb: startup.rssMb,
+  };
+  line(`BENCH ${JSON.stringify(bench)}`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${(err as Error).stack}\n`);
+  process.exit(1);
+});
