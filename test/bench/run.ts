@@ -3,6 +3,7 @@
 import { availableParallelism, cpus } from 'node:os';
 import { measureIntake, measureStartup } from './intake';
 import { measurePostfixIntake } from './postfix';
+import { measureSpoolFormats } from './spool-formats';
 
 const LOAD = { messages: Number(process.env.BENCH_MESSAGES ?? 20_000), sessions: 20, sizeBytes: 2048 };
 const STARTUP_MESSAGES = Number(process.env.BENCH_STARTUP_MESSAGES ?? 1_000_000);
@@ -20,6 +21,9 @@ async function main(): Promise<void> {
   const postfix = await measurePostfixIntake({ ...LOAD });
   line(`default Postfix intake, same load: ${Math.round(postfix.msgsPerSec)} msg/s -> Volley/Postfix ${(all.msgsPerSec / postfix.msgsPerSec).toFixed(2)}x`);
 
+  const formats = await measureSpoolFormats();
+  line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
+
   const startup = await measureStartup(STARTUP_MESSAGES);
   line(`start-up with ${startup.queued} queued messages: ready in ${startup.startupS} s, RSS ${startup.rssMb} MB (all MTA processes)`);
 
@@ -34,6 +38,8 @@ async function main(): Promise<void> {
     rss_mb: all.rssMb,
     postfix_intake_msgs_per_s: Math.round(postfix.msgsPerSec),
     intake_vs_postfix: Number((all.msgsPerSec / postfix.msgsPerSec).toFixed(2)),
+    spool_log_writes_per_s: formats.logMsgsPerSec,
+    spool_files_writes_per_s: formats.filesMsgsPerSec,
     startup_1m_s: startup.startupS,
     startup_1m_rss_mb: startup.rssMb,
   };

@@ -14,11 +14,13 @@ function issuesOf(text: string): { line: number; field: string; message: string 
 }
 
 describe('config', () => {
-  test('the shipped local config and the test config load, with defaults filled in', () => {
+  test('the shipped local and example configs and the test config load, with defaults filled in', () => {
     const local = parseConfig(readFileSync(join(__dirname, '../../../../assets/config/local.yaml'), 'utf8'));
     expect(local.smtp.listeners[0]).toEqual({ name: 'smtp', port: 2525, address: '127.0.0.1', tls: 'starttls', requireAuth: false });
     expect(local.delivery.retryMs[0]).toBe(10_000);
     expect(local.delivery.maxLifetimeMs).toBe(2 * 86_400_000);
+    const example = parseConfig(readFileSync(join(__dirname, '../../../../assets/config/example.yaml'), 'utf8'));
+    expect(example.pools[0].vmtas).toEqual([{ name: 'ip-a', weight: 2 }, { name: 'ip-b', weight: 1 }]);
     const t = parseConfig(testConfigYaml());
     expect(t.smtp.maxMessageSize).toBe(64 * 1024);
     expect(t.spool.fsync).toBe(true);
