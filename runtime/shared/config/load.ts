@@ -149,6 +149,7 @@ interface Raw {
   delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur };
   events?: { attempt_log?: { max_size?: Dur; max_age?: Dur } };
   accept_drain_from?: string[];
+  dkim?: { domain: string; selector: string; algorithm?: 'rsa-sha256' | 'ed25519-sha256'; private_key_file: string; headers?: string[] }[];
 }
 
 type Report = (path: Path, message: string) => void;
@@ -245,6 +246,13 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       },
     },
     acceptDrainFrom: cidrs(raw.accept_drain_from, ['accept_drain_from']),
+    dkim: (raw.dkim ?? []).map((k) => ({
+      domain: k.domain.toLowerCase(),
+      selector: k.selector,
+      algorithm: k.algorithm ?? 'rsa-sha256',
+      privateKeyFile: k.private_key_file,
+      headers: k.headers,
+    })),
   };
 }
 

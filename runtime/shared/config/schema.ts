@@ -173,6 +173,21 @@ export const configSchema = {
         },
       },
     },
+    dkim: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['domain', 'selector', 'private_key_file'],
+        properties: {
+          domain: { type: 'string', minLength: 1 },
+          selector: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' },
+          algorithm: { enum: ['rsa-sha256', 'ed25519-sha256'] },
+          private_key_file: { type: 'string', minLength: 1 },
+          headers: { type: 'array', items: { type: 'string' } },
+        },
+      },
+    },
     accept_drain_from: cidrs,
   },
 } as const;

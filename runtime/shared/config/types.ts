@@ -62,6 +62,16 @@ export interface DeliveryConfig {
   connectTimeoutMs: number;
 }
 
+export interface DkimKeyConfig {
+  domain: string;
+  selector: string;
+  algorithm: 'rsa-sha256' | 'ed25519-sha256';
+  /** PEM file; keys never sit in the config itself (it lives in git). */
+  privateKeyFile: string;
+  /** Header fields to sign; a sane default when absent. */
+  headers?: string[];
+}
+
 export interface VolleyConfig {
   hostname: string;
   log: { level: string };
@@ -79,4 +89,5 @@ export interface VolleyConfig {
   delivery: DeliveryConfig;
   events: { attemptLog: { maxSize: number; maxAgeMs: number } };
   acceptDrainFrom: string[];
+  dkim: DkimKeyConfig[];
 }
