@@ -1,4 +1,5 @@
 import type { VolleyConfig } from '../shared/config/types';
+import type { ThrottleOp } from './delivery/throttle-authority';
 
 // The narrow protocol between the MTA's primary process and its workers
 // (Node's cluster IPC channel, JSON). Workers never trust each other; the
@@ -15,13 +16,15 @@ export interface WorkerStats {
 export type ToWorker =
   | { type: 'config'; config: VolleyConfig }
   | { type: 'query'; id: number; query: string; args?: Record<string, string> }
-  | { type: 'shutdown' };
+  | { type: 'shutdown' }
+  | { type: 'throttle-reply'; id: number; value: unknown };
 
 export type FromWorker =
   | { type: 'ready'; worker: number }
   | { type: 'stats'; stats: WorkerStats }
   | { type: 'reply'; id: number; ok: boolean; data?: unknown; error?: string }
-  | { type: 'config-applied'; worker: number };
+  | { type: 'config-applied'; worker: number }
+  | { type: 'throttle'; id: number; q: ThrottleOp };
 
 export function isFromWorker(m: unknown): m is FromWorker {
   return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string';

@@ -6,6 +6,8 @@ import { ConfigError, loadConfig } from '../shared/config/load';
 import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
 import { AdminServer } from './admin/admin-server';
+import { answerThrottle } from './delivery/throttle-authority';
+import { Throttles } from './delivery/throttles';
 import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
 import { lockPersistentPath, nodeIdentity } from './node-identity';
 import type { Binds } from './worker';
@@ -46,6 +48,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const nodeId = nodeIdentity(options.persistentPath, options.nodeId);
   await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
   const count = options.workers ?? availableParallelism();
+  const throttles = new Throttles(config);
+  const permits = new Map<number, Map<string, number>>();
   const stats = new Map<number, WorkerStats>();
   const ready = new Set<number>();
   const workers = new Map<number, Worker>();
@@ -67,8 +71,19 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         if (ready.size === count) logger.info({ nodeId, workers: count, persistentPath: options.persistentPath }, 'mta ready');
       } else if (m.type === 'stats') stats.set(index, m.stats);
       else if (m.type === 'reply') pending.get(m.id)?.(m);
+      else if (m.type === 'throttle') {
+        const value = answerThrottle(throttles, m.q);
+        // Remember whose connection permits these are: a worker that dies cannot release them.
+        const held = permits.get(index) ?? new Map<string, number>();
+        permits.set(index, held);
+        if (m.q.op === 'connect' && value === true) held.set(m.q.key, (held.get(m.q.key) ?? 0) + 1);
+        if (m.q.op === 'release') held.set(m.q.key, Math.max(0, (held.get(m.q.key) ?? 0) - 1));
+        w.send({ type: 'throttle-reply', id: m.id, value } satisfies ToWorker);
+      }
     });
     w.on('exit', (code, signal) => {
+      for (const [key, n] of permits.get(index) ?? []) for (let i = 0; i < n; i++) throttles.releaseConnection(key);
+      permits.delete(index);
       ready.delete(index);
       stats.delete(index);
       if (stopping) return;
@@ -102,6 +117,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       logger.error({ errors }, 'config refresh rejected; the running config stays');
       return { ok: false, errors };
     }
+    throttles.apply(config);
     for (const w of workers.values()) w.send({ type: 'config', config } satisfies ToWorker);
     logger.info('config refreshed');
     return { ok: true };

@@ -7,6 +7,7 @@ import { loadTls } from '../shared/tls-files';
 import { AttemptLog } from './delivery/attempt-log';
 import { DirectConnector } from './delivery/direct-connector';
 import { DeliveryEngine } from './delivery/engine';
+import { PrimaryAuthority } from './delivery/throttle-authority';
 import { Router } from './delivery/router';
 import { HttpApi } from './intake/http-api';
 import { Intake } from './intake/intake';
@@ -72,7 +73,9 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     maxAgeMs: config.events.attemptLog.maxAgeMs,
     fsync: config.spool.fsync,
   });
-  const engine = new DeliveryEngine({ partitions: spool.partitions, config, connector: new DirectConnector(), router, attemptLog, logger, nodeId: options.nodeId });
+  // With several workers the primary holds the node's throttle counts.
+  const authority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
+  const engine = new DeliveryEngine({ partitions: spool.partitions, config, connector: new DirectConnector(), router, attemptLog, logger, nodeId: options.nodeId, authority });
   intake.on('accepted', (entry: SpoolEntry) => engine.schedule(entry));
   engine.start();
 
@@ -132,6 +135,8 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       if (m.query === 'resume') engine.resume();
       const data = ['queue', 'pause', 'resume'].includes(m.query) ? { ...stats(), ...engine.status() } : undefined;
       send({ type: 'reply', id: m.id, ok: data !== undefined, data, error: data === undefined ? `unknown query ${m.query}` : undefined });
+    } else if (m.type === 'throttle-reply') {
+      authority?.onReply(m.id, m.value);
     } else if (m.type === 'shutdown') {
       void shutdown();
     }

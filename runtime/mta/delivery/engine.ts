@@ -8,6 +8,8 @@ import { ConnectError, type Connector, type OutboundSession, type RecipientResul
 import { MinHeap } from './heap';
 import type { Route, Router } from './router';
 import type { SmtpReply } from './smtp-reply';
+import { LocalAuthority, type ThrottleAuthority } from './throttle-authority';
+import { Throttles } from './throttles';
 import { VmtaPicker } from './vmta-picker';
 
 export interface EngineOptions {
@@ -19,6 +21,8 @@ export interface EngineOptions {
   logger: Logger;
   nodeId: string;
   now?: () => number;
+  /** Where throttle permits come from; this worker's own Throttles when absent. */
+  authority?: ThrottleAuthority;
 }
 
 /** One message's current attempt: its recipients split into per-domain jobs. */
@@ -47,9 +51,14 @@ interface Destination {
   active: number;
   /** Connections waiting briefly for more work before they QUIT. */
   idle: ((job: Job | undefined) => void)[];
+  /** Held by a throttle or a backoff pause until then (ms since the epoch). */
+  heldUntil: number;
+  /** Waiting for a connection permit of this throttle key to be released. */
+  heldOnKey?: string;
 }
 
-const PER_DESTINATION_CONNECTIONS = 20;
+/** Connections one destination queue may open at most, whatever its throttle allows. */
+const DESTINATION_CONNECTION_CAP = 200;
 const MESSAGES_PER_CONNECTION = 100;
 /** How long an open connection waits for the next message before it QUITs. */
 const IDLE_MS = 1000;
@@ -64,6 +73,10 @@ const IDLE_MS = 1000;
 export class DeliveryEngine {
   private config: VolleyConfig;
   private readonly picker: VmtaPicker;
+  readonly throttles: Throttles;
+  private readonly authority: ThrottleAuthority;
+  private wakeTimer?: NodeJS.Timeout;
+  private wakeAt = Infinity;
   private readonly waiting = new MinHeap<SpoolEntry>();
   private readonly destinations = new Map<string, Destination>();
   private readonly inflight = new Set<string>();
@@ -79,6 +92,8 @@ export class DeliveryEngine {
     this.config = options.config;
     this.picker = new VmtaPicker(options.config);
     this.now = options.now ?? Date.now;
+    this.throttles = new Throttles(options.config, this.now);
+    this.authority = options.authority ?? new LocalAuthority(this.throttles);
   }
 
   start(): void {
@@ -89,6 +104,7 @@ export class DeliveryEngine {
   apply(config: VolleyConfig): void {
     this.config = config;
     this.picker.apply(config);
+    this.throttles.apply(config);
   }
 
   /** Holds all delivery (new attempts wait; attempts in flight finish). */
@@ -128,6 +144,7 @@ export class DeliveryEngine {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     if (this.inflight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
@@ -183,7 +200,7 @@ export class DeliveryEngine {
       const key = `${source.vmta ?? '-'}|${domain}`;
       let dest = this.destinations.get(key);
       if (!dest) {
-        dest = { key, domain, source, jobs: [], active: 0, idle: [] };
+        dest = { key, domain, source, jobs: [], active: 0, idle: [], heldUntil: 0 };
         this.destinations.set(key, dest);
       }
       const job = { attempt, domain, rcpts };
@@ -195,38 +212,111 @@ export class DeliveryEngine {
 
   private pump(): void {
     if (this.stopped) return;
+    const now = this.now();
     for (const dest of this.destinations.values()) {
+      if (dest.heldUntil > now) {
+        this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
+        continue;
+      }
+      if (dest.heldOnKey) continue;
       // Another connection only when every open one already has a message waiting.
-      while (dest.jobs.length > dest.active && dest.active < PER_DESTINATION_CONNECTIONS && this.active < this.config.delivery.concurrency) {
+      while (dest.jobs.length > dest.active && dest.active < DESTINATION_CONNECTION_CAP && this.active < this.config.delivery.concurrency) {
         void this.runConnection(dest);
       }
       if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(dest.key);
     }
+    this.armWake();
+  }
+
+  /** Wakes the pump when the earliest held destination may go again. */
+  private armWake(): void {
+    if (this.wakeAt === Infinity || this.stopped) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    const at = this.wakeAt;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wakeAt = Infinity;
+      this.expireHeld();
+      this.pump();
+    }, Math.max(10, at - this.now()));
+  }
+
+  /** A message waiting behind a throttle still expires on time. */
+  private expireHeld(): void {
+    const now = this.now();
+    for (const dest of this.destinations.values()) {
+      if (dest.heldUntil <= now && !dest.heldOnKey) continue;
+      const keep: Job[] = [];
+      for (const job of dest.jobs) {
+        if (now > job.attempt.entry.received + this.config.delivery.maxLifetimeMs) {
+          const reply = { code: 451, enhanced: '4.4.7', text: 'held by a throttle past the maximum queue lifetime' };
+          this.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' as const })), dest, undefined, 0, 'throttled');
+        } else keep.push(job);
+      }
+      dest.jobs = keep;
+    }
+  }
+
+  /** A connection permit of `key` came free: the destinations waiting on it may try again. */
+  private released(key: string): void {
+    for (const dest of this.destinations.values()) if (dest.heldOnKey === key) dest.heldOnKey = undefined;
   }
 
   private async runConnection(dest: Destination): Promise<void> {
     dest.active++;
     this.active++;
     let session: OutboundSession | undefined;
+    let permitKey: string | undefined;
     try {
       const route = await this.options.router.resolve(dest.domain);
       if (route.kind !== 'hosts') return this.failQueued(dest, routeReply(route), route.kind === 'no-route' && route.temporary ? 'deferred' : 'failed', 'routing');
+      const destination = this.throttles.destinationOf(dest.domain, route.hosts.map((h) => h.host));
+      const key = `${dest.source.vmta ?? dest.source.ip ?? '-'}|${destination}`;
+      const limits = this.throttles.limitsFor(dest.source.vmta, destination, dest.domain);
+      const paused = await this.authority.pausedFor(key);
+      if (paused > 0) {
+        dest.heldUntil = this.now() + paused;
+        return;
+      }
+      if (!(await this.authority.tryConnection(key, limits))) {
+        dest.heldOnKey = key;
+        return;
+      }
+      permitKey = key;
       try {
         session = await this.open(route, dest.source);
       } catch (err) {
         const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
         const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
+        const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, reply);
+        if (pause > 0) dest.heldUntil = this.now() + pause;
         return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', ce.kind);
       }
       for (let sent = 0; sent < MESSAGES_PER_CONNECTION && session.usable && !this.stopped; sent++) {
         const job = dest.jobs.shift() ?? (await this.nextJob(dest));
         if (!job) break;
-        await this.deliver(job, session, dest);
+        const permit = await this.authority.tryMessage(key, limits);
+        if (!permit.ok) {
+          dest.jobs.unshift(job); // waiting, not failing
+          dest.heldUntil = this.now() + permit.waitMs;
+          break;
+        }
+        const results = await this.deliver(job, session, dest);
+        const temp = results.find((r) => r.outcome === 'deferred');
+        const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
+        if (pause > 0) {
+          dest.heldUntil = this.now() + pause;
+          break;
+        }
       }
     } catch (err) {
       this.options.logger.error({ err, destination: dest.key }, 'delivery: connection failed unexpectedly');
     } finally {
       session?.close();
+      if (permitKey) {
+        this.authority.releaseConnection(permitKey);
+        this.released(permitKey);
+      }
       dest.active--;
       this.active--;
       this.pump();
@@ -264,7 +354,7 @@ export class DeliveryEngine {
     throw last ?? new ConnectError('error', 'no host to connect to');
   }
 
-  private async deliver(job: Job, session: OutboundSession, dest: Destination): Promise<void> {
+  private async deliver(job: Job, session: OutboundSession, dest: Destination): Promise<RecipientResult[]> {
     const t0 = this.now();
     let results: RecipientResult[];
     try {
@@ -278,6 +368,7 @@ export class DeliveryEngine {
       results = job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: reply.code >= 500 ? 'failed' : 'deferred' }));
     }
     this.record(job, results, dest, session, this.now() - t0);
+    return results;
   }
 
   private failQueued(dest: Destination, reply: SmtpReply, outcome: 'deferred' | 'failed', kind: string): void {

@@ -149,6 +149,9 @@ interface Raw {
   delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur };
   events?: { attempt_log?: { max_size?: Dur; max_age?: Dur } };
   accept_drain_from?: string[];
+  rollups?: { name: string; mx: string[] }[];
+  throttles?: { vmta?: string; destination: string; max_connections?: number; max_messages_per_hour?: number }[];
+  backoff?: { destination?: string; code?: number; text?: string; pause: Dur }[];
   dkim?: { domain: string; selector: string; algorithm?: 'rsa-sha256' | 'ed25519-sha256'; private_key_file: string; headers?: string[] }[];
 }
 
@@ -246,6 +249,21 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       },
     },
     acceptDrainFrom: cidrs(raw.accept_drain_from, ['accept_drain_from']),
+    rollups: (raw.rollups ?? []).map((r) => ({ name: r.name, mx: r.mx.map((m) => m.toLowerCase().replace(/^\*?\.?/, '')) })),
+    throttles: (raw.throttles ?? []).map((t, i) => {
+      if (t.vmta !== undefined && !vmtaNames.has(t.vmta)) report(['throttles', i, 'vmta'], `no VMTA named "${t.vmta}"`);
+      return { vmta: t.vmta, destination: t.destination.toLowerCase(), maxConnections: t.max_connections, maxMessagesPerHour: t.max_messages_per_hour };
+    }),
+    backoff: (raw.backoff ?? []).map((b, i) => {
+      if (b.text !== undefined) {
+        try {
+          new RegExp(b.text, 'i');
+        } catch (err) {
+          report(['backoff', i, 'text'], `not a regular expression: ${(err as Error).message}`);
+        }
+      }
+      return { destination: b.destination?.toLowerCase(), code: b.code, text: b.text, pauseMs: dur(b.pause, 600_000, ['backoff', i, 'pause']) };
+    }),
     dkim: (raw.dkim ?? []).map((k) => ({
       domain: k.domain.toLowerCase(),
       selector: k.selector,

@@ -173,6 +173,43 @@ export const configSchema = {
         },
       },
     },
+    rollups: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'mx'],
+        properties: { name, mx: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } } },
+      },
+    },
+    throttles: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['destination'],
+        properties: {
+          vmta: name,
+          destination: { type: 'string', minLength: 1, description: 'a domain, a rollup name, or *' },
+          max_connections: { type: 'integer', minimum: 1 },
+          max_messages_per_hour: { type: 'integer', minimum: 1 },
+        },
+      },
+    },
+    backoff: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['pause'],
+        properties: {
+          destination: { type: 'string', minLength: 1 },
+          code: { type: 'integer', minimum: 400, maximum: 499 },
+          text: { type: 'string', description: 'a regular expression matched against the reply text' },
+          pause: duration,
+        },
+      },
+    },
     dkim: {
       type: 'array',
       items: {

@@ -62,6 +62,27 @@ export interface DeliveryConfig {
   connectTimeoutMs: number;
 }
 
+/** A name for every domain whose MX hosts end in one of `mx` (e.g. google: google.com). */
+export interface RollupConfig {
+  name: string;
+  mx: string[];
+}
+
+export interface ThrottleRule {
+  vmta?: string;
+  /** A domain, a rollup name, or "*". */
+  destination: string;
+  maxConnections?: number;
+  maxMessagesPerHour?: number;
+}
+
+export interface BackoffRule {
+  destination?: string;
+  code?: number;
+  text?: string;
+  pauseMs: number;
+}
+
 export interface DkimKeyConfig {
   domain: string;
   selector: string;
@@ -90,4 +111,7 @@ export interface VolleyConfig {
   events: { attemptLog: { maxSize: number; maxAgeMs: number } };
   acceptDrainFrom: string[];
   dkim: DkimKeyConfig[];
+  rollups: RollupConfig[];
+  throttles: ThrottleRule[];
+  backoff: BackoffRule[];
 }

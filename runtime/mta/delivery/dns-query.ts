@@ -1,0 +1,296 @@
+import { createSocket } from 'node:dgram';
+import { randomInt } from 'node:crypto';
+import { isIP, connect } from 'node:net';
+import { domainToASCII } from 'node:url';
+
+/*
+ * A minimal stub-resolver query for one MX question, over UDP (TCP when the
+ * answer is truncated).
+ *
+ * Why our own: node's `Resolver.resolveMx()` returns no TTL (only resolve4/6 take
+ * `{ ttl: true }`), and it hides the SOA of a negative answer, so a cache built
+ * on it can only guess how long an MX answer stays valid. One question, no
+ * recursion on our side (the configured server recurses: RD is set), and only
+ * the record types we need (MX, CNAME, SOA) keep this to a small parser.
+ */
+
+export interface MxRecord {
+  /** Lower-case, no trailing dot; "" for the root (RFC 7505 null MX). */
+  exchange: string;
+  preference: number;
+  /** Seconds. */
+  ttl: number;
+}
+
+export interface MxAnswer {
+  /** NOERROR (possibly with no MX: NODATA) or NXDOMAIN; other rcodes throw. */
+  rcode: 'NOERROR' | 'NXDOMAIN';
+  /** MX records of the name (after following CNAMEs in the answer). */
+  mx: MxRecord[];
+  /** Minimum TTL of the records used (MX and CNAMEs), seconds; undefined when there are none. */
+  ttl?: number;
+  /** For a negative answer, min(SOA TTL, SOA minimum) from the authority section (RFC 2308), seconds. */
+  negativeTtl?: number;
+}
+
+/** Codes match node's dns error codes so callers can treat both alike. */
+export class DnsQueryError extends Error {
+  constructor(
+    readonly code: 'ETIMEOUT' | 'ECONNREFUSED' | 'ESERVFAIL' | 'EREFUSED' | 'ENOTIMP' | 'EFORMERR' | 'EBADRESP' | 'EBADNAME' | 'ECONNECTION',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface QueryOptions {
+  /** Per attempt, ms. */
+  timeoutMs: number;
+  /** Rounds over the server list. */
+  tries: number;
+}
+
+const TYPE_CNAME = 5;
+const TYPE_SOA = 6;
+const TYPE_MX = 15;
+const TYPE_OPT = 41;
+const CLASS_IN = 1;
+const EDNS_UDP_SIZE = 1232;
+
+/** Asks the servers in turn ("ip", "ip:port", "[v6]:port"), each round `tries` times, for the MX records of `name`. */
+export async function queryMx(name: string, servers: string[], options: QueryOptions): Promise<MxAnswer> {
+  const qname = normalizeName(name);
+  if (servers.length === 0) throw new DnsQueryError('ECONNECTION', 'no DNS server configured');
+  let last: DnsQueryError | undefined;
+  for (let round = 0; round < Math.max(1, options.tries); round++) {
+    for (const server of servers) {
+      const { host, port } = parseServer(server);
+      try {
+        let response: Buffer;
+        try {
+          response = await exchange(host, port, qname, true, options.timeoutMs);
+        } catch (err) {
+          // A server that does not speak EDNS may answer FORMERR: ask it again plainly.
+          if (err instanceof DnsQueryError && err.code === 'EFORMERR') response = await exchange(host, port, qname, false, options.timeoutMs);
+          else throw err;
+        }
+        return parseMxResponse(response, qname);
+      } catch (err) {
+        if (!(err instanceof DnsQueryError)) throw err;
+        if (err.code === 'EBADNAME') throw err;
+        last = err;
+      }
+    }
+  }
+  throw last ?? new DnsQueryError('ECONNECTION', 'no answer');
+}
+
+function normalizeName(name: string): string {
+  let n = name.trim().toLowerCase();
+  if (n.endsWith('.')) n = n.slice(0, -1);
+  const ascii = /^[\x00-\x7f]*$/.test(n) ? n : domainToASCII(n);
+  if (ascii === '' || ascii.length > 253 || ascii.split('.').some((l) => l.length === 0 || l.length > 63)) throw new DnsQueryError('EBADNAME', `bad domain name "${name}"`);
+  return ascii;
+}
+
+export function parseServer(server: string): { host: string; port: number } {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(server);
+  if (bracketed) return { host: bracketed[1], port: bracketed[2] ? Number(bracketed[2]) : 53 };
+  if (isIP(server)) return { host: server, port: 53 };
+  const i = server.lastIndexOf(':');
+  if (i > 0 && isIP(server.slice(0, i)) === 4) return { host: server.slice(0, i), port: Number(server.slice(i + 1)) };
+  throw new DnsQueryError('ECONNECTION', `bad DNS server "${server}"`);
+}
+
+function buildQuery(id: number, qname: string, edns: boolean): Buffer {
+  const labels = qname.split('.').map((l) => Buffer.from(l, 'ascii'));
+  const nameLen = labels.reduce((n, l) => n + 1 + l.length, 1);
+  const buf = Buffer.alloc(12 + nameLen + 4 + (edns ? 11 : 0));
+  buf.writeUInt16BE(id, 0);
+  buf.writeUInt16BE(0x0100, 2); // standard query, RD
+  buf.writeUInt16BE(1, 4); // QDCOUNT
+  buf.writeUInt16BE(edns ? 1 : 0, 10); // ARCOUNT
+  let o = 12;
+  for (const l of labels) {
+    buf[o++] = l.length;
+    l.copy(buf, o);
+    o += l.length;
+  }
+  buf[o++] = 0;
+  buf.writeUInt16BE(TYPE_MX, o);
+  buf.writeUInt16BE(CLASS_IN, o + 2);
+  o += 4;
+  if (edns) {
+    // OPT pseudo-RR: root name, type 41, class = UDP payload size, TTL 0, no options.
+    buf[o++] = 0;
+    buf.writeUInt16BE(TYPE_OPT, o);
+    buf.writeUInt16BE(EDNS_UDP_SIZE, o + 2);
+  }
+  return buf;
+}
+
+/** One query to one server: UDP, then TCP if the UDP answer is truncated. Returns a response with rcode NOERROR or NXDOMAIN. */
+async function exchange(host: string, port: number, qname: string, edns: boolean, timeoutMs: number): Promise<Buffer> {
+  const id = randomInt(0, 0x10000);
+  const query = buildQuery(id, qname, edns);
+  let response = await udpExchange(host, port, query, qname, timeoutMs);
+  if (response.readUInt16BE(2) & 0x0200) response = await tcpExchange(host, port, query, qname, timeoutMs);
+  const rcode = response.readUInt16BE(2) & 0x000f;
+  const codes: Record<number, DnsQueryError['code']> = { 1: 'EFORMERR', 2: 'ESERVFAIL', 4: 'ENOTIMP', 5: 'EREFUSED' };
+  if (rcode !== 0 && rcode !== 3) throw new DnsQueryError(codes[rcode] ?? 'EBADRESP', `${host}:${port} answered rcode ${rcode} for MX ${qname}`);
+  return response;
+}
+
+/** Whether `msg` answers our query: same id, QR set, the same single question. */
+function matches(msg: Buffer, query: Buffer, qname: string): boolean {
+  if (msg.length < 12 || msg.readUInt16BE(0) !== query.readUInt16BE(0) || !(msg.readUInt16BE(2) & 0x8000)) return false;
+  if (msg.readUInt16BE(4) !== 1) return false;
+  try {
+    const q = readName(msg, 12);
+    return q.name === qname && msg.readUInt16BE(q.end) === TYPE_MX && msg.readUInt16BE(q.end + 2) === CLASS_IN;
+  } catch {
+    return false;
+  }
+}
+
+function udpExchange(host: string, port: number, query: Buffer, qname: string, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    // Connected, so only the server's datagrams reach us and an ICMP port-unreachable surfaces as ECONNREFUSED.
+    const sock = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
+    let done = false;
+    const finish = (err: DnsQueryError | undefined, msg?: Buffer): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.close();
+      if (err) reject(err);
+      else resolve(msg!);
+    };
+    const timer = setTimeout(() => finish(new DnsQueryError('ETIMEOUT', `no answer from ${host}:${port} in ${timeoutMs} ms`)), timeoutMs);
+    sock.on('error', (err: NodeJS.ErrnoException) =>
+      finish(new DnsQueryError(err.code === 'ECONNREFUSED' ? 'ECONNREFUSED' : 'ECONNECTION', `${host}:${port}: ${err.message}`)),
+    );
+    sock.on('message', (msg) => {
+      if (matches(msg, query, qname)) finish(undefined, msg);
+      // else: a stray or spoofed datagram; keep waiting for ours.
+    });
+    sock.connect(port, host, () => sock.send(query));
+  });
+}
+
+function tcpExchange(host: string, port: number, query: Buffer, qname: string, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host, port });
+    let data = Buffer.alloc(0);
+    let done = false;
+    const finish = (err: DnsQueryError | undefined, msg?: Buffer): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(msg!);
+    };
+    const timer = setTimeout(() => finish(new DnsQueryError('ETIMEOUT', `no TCP answer from ${host}:${port} in ${timeoutMs} ms`)), timeoutMs);
+    sock.on('error', (err: NodeJS.ErrnoException) =>
+      finish(new DnsQueryError(err.code === 'ECONNREFUSED' ? 'ECONNREFUSED' : 'ECONNECTION', `${host}:${port} (tcp): ${err.message}`)),
+    );
+    sock.on('connect', () => {
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(query.length);
+      sock.write(Buffer.concat([len, query]));
+    });
+    sock.on('data', (chunk: Buffer) => {
+      data = Buffer.concat([data, chunk]);
+      if (data.length >= 2 && data.length >= 2 + data.readUInt16BE(0)) {
+        const msg = data.subarray(2, 2 + data.readUInt16BE(0));
+        finish(matches(msg, query, qname) ? undefined : new DnsQueryError('EBADRESP', `${host}:${port} (tcp): answer does not match the query`), msg);
+      }
+    });
+    sock.on('end', () => finish(new DnsQueryError('ECONNECTION', `${host}:${port} (tcp): closed before answering`)));
+  });
+}
+
+/** Reads a possibly compressed name at `offset`: the name (lower-case, no trailing dot) and where the field ends. */
+function readName(msg: Buffer, offset: number): { name: string; end: number } {
+  const labels: string[] = [];
+  let o = offset;
+  let end = -1;
+  for (let jumps = 0; ; ) {
+    if (o >= msg.length) throw new DnsQueryError('EBADRESP', 'name runs past the message');
+    const len = msg[o];
+    if (len === 0) {
+      if (end < 0) end = o + 1;
+      break;
+    }
+    if ((len & 0xc0) === 0xc0) {
+      if (o + 1 >= msg.length || ++jumps > 32) throw new DnsQueryError('EBADRESP', 'bad compression pointer');
+      if (end < 0) end = o + 2;
+      o = ((len & 0x3f) << 8) | msg[o + 1];
+      continue;
+    }
+    if (len & 0xc0 || o + 1 + len > msg.length) throw new DnsQueryError('EBADRESP', 'bad label');
+    labels.push(msg.toString('latin1', o + 1, o + 1 + len).toLowerCase());
+    o += 1 + len;
+  }
+  return { name: labels.join('.'), end };
+}
+
+interface Rr {
+  name: string;
+  type: number;
+  ttl: number;
+  rdata: number;
+  rdlength: number;
+}
+
+function readRrs(msg: Buffer, offset: number, count: number, out: Rr[]): number {
+  let o = offset;
+  for (let i = 0; i < count; i++) {
+    const n = readName(msg, o);
+    o = n.end;
+    if (o + 10 > msg.length) throw new DnsQueryError('EBADRESP', 'truncated record');
+    const type = msg.readUInt16BE(o);
+    const raw = msg.readUInt32BE(o + 4);
+    const rdlength = msg.readUInt16BE(o + 8);
+    if (o + 10 + rdlength > msg.length) throw new DnsQueryError('EBADRESP', 'truncated rdata');
+    // RFC 2181 8: a TTL with the top bit set is treated as zero.
+    out.push({ name: n.name, type, ttl: raw > 0x7fffffff ? 0 : raw, rdata: o + 10, rdlength });
+    o += 10 + rdlength;
+  }
+  return o;
+}
+
+export function parseMxResponse(msg: Buffer, qname: string): MxAnswer {
+  const rcode = msg.readUInt16BE(2) & 0x000f;
+  const an = msg.readUInt16BE(6);
+  const ns = msg.readUInt16BE(8);
+  let o = readName(msg, 12).end + 4;
+  const answers: Rr[] = [];
+  const authority: Rr[] = [];
+  o = readRrs(msg, o, an, answers);
+  readRrs(msg, o, ns, authority);
+
+  // Follow a CNAME chain inside the answer; its TTLs bound the answer's lifetime.
+  let current = qname;
+  let ttl: number | undefined;
+  for (let hops = 0; hops < 16; hops++) {
+    const cname = answers.find((r) => r.type === TYPE_CNAME && r.name === current);
+    if (!cname) break;
+    ttl = Math.min(ttl ?? Infinity, cname.ttl);
+    current = readName(msg, cname.rdata).name;
+  }
+  const mx: MxRecord[] = [];
+  for (const r of answers) {
+    if (r.type !== TYPE_MX || r.name !== current || r.rdlength < 3) continue;
+    mx.push({ preference: msg.readUInt16BE(r.rdata), exchange: readName(msg, r.rdata + 2).name, ttl: r.ttl });
+    ttl = Math.min(ttl ?? Infinity, r.ttl);
+  }
+  let negativeTtl: number | undefined;
+  const soa = authority.find((r) => r.type === TYPE_SOA);
+  if (soa && mx.length === 0) {
+    const names = readName(msg, readName(msg, soa.rdata).end).end; // skip MNAME, RNAME
+    if (names + 20 <= soa.rdata + soa.rdlength) negativeTtl = Math.min(soa.ttl, msg.readUInt32BE(names + 16));
+  }
+  return { rcode: rcode === 3 ? 'NXDOMAIN' : 'NOERROR', mx, ttl, negativeTtl };
+}
