@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from '../shared/config/load';
 import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
 import { AdminServer } from './admin/admin-server';
+import { DkimSigner } from './delivery/dkim';
 import { answerThrottle } from './delivery/throttle-authority';
 import { Throttles } from './delivery/throttles';
 import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
@@ -47,6 +48,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const unlock = lockPersistentPath(options.persistentPath);
   const nodeId = nodeIdentity(options.persistentPath, options.nodeId);
   await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
+  new DkimSigner(config.dkim); // a key that cannot load stops the start here, with its name
   const count = options.workers ?? availableParallelism();
   const throttles = new Throttles(config);
   const permits = new Map<number, Map<string, number>>();
@@ -111,7 +113,9 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
 
   const refresh = (): { ok: boolean; errors?: string[] } => {
     try {
-      config = loadConfig(options.configPath);
+      const next = loadConfig(options.configPath);
+      new DkimSigner(next.dkim); // every key must load before any worker sees the new config
+      config = next;
     } catch (err) {
       const errors = err instanceof ConfigError ? err.issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.field}: ${i.message}`) : [(err as Error).message];
       logger.error({ errors }, 'config refresh rejected; the running config stays');

@@ -123,11 +123,16 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
 
   process.on('message', (m: ToWorker) => {
     if (m.type === 'config') {
+      try {
+        engine.apply(m.config); // first: it is the part that can refuse (DKIM keys)
+      } catch (err) {
+        logger.error({ err }, 'config refresh refused by this worker; the running config stays');
+        return;
+      }
       config = m.config;
       intake.apply(config);
       smtp.forEach((s) => s.apply(config));
       http.apply(config);
-      engine.apply(config);
       router.apply(config.routes, config.resolver.servers);
       send({ type: 'config-applied', worker: options.worker });
     } else if (m.type === 'query') {

@@ -4,6 +4,7 @@ import type { SpoolPartition } from '../spool/partition';
 import type { Envelope, SpoolEntry } from '../spool/types';
 import type { AttemptEvent, AttemptLog } from './attempt-log';
 import { classify } from './bounce-category';
+import { DkimSigner } from './dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from './connector';
 import { MinHeap } from './heap';
 import type { Route, Router } from './router';
@@ -34,6 +35,7 @@ interface Attempt {
   deferred: string[];
   events: AttemptEvent[];
   envelope?: Envelope;
+  dkimDomain?: string;
 }
 
 interface Job {
@@ -75,6 +77,7 @@ export class DeliveryEngine {
   private readonly picker: VmtaPicker;
   readonly throttles: Throttles;
   private readonly authority: ThrottleAuthority;
+  private signer: DkimSigner;
   private wakeTimer?: NodeJS.Timeout;
   private wakeAt = Infinity;
   private readonly waiting = new MinHeap<SpoolEntry>();
@@ -94,6 +97,7 @@ export class DeliveryEngine {
     this.now = options.now ?? Date.now;
     this.throttles = new Throttles(options.config, this.now);
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
+    this.signer = new DkimSigner(options.config.dkim);
   }
 
   start(): void {
@@ -101,7 +105,9 @@ export class DeliveryEngine {
     this.arm();
   }
 
+  /** Throws (keeping the old config) when a DKIM key of the new one cannot be loaded. */
   apply(config: VolleyConfig): void {
+    this.signer = new DkimSigner(config.dkim);
     this.config = config;
     this.picker.apply(config);
     this.throttles.apply(config);
@@ -360,7 +366,9 @@ export class DeliveryEngine {
     try {
       const { envelope, body } = await job.attempt.partition.read(job.attempt.entry);
       job.attempt.envelope = envelope;
-      const tx = await session.send(envelope.from, job.rcpts, body);
+      const signed = this.signer.sign(body);
+      job.attempt.dkimDomain = signed.domain;
+      const tx = await session.send(envelope.from, job.rcpts, signed.message);
       results = tx.recipients;
     } catch (err) {
       const text = (err as Error).message;
@@ -410,6 +418,7 @@ export class DeliveryEngine {
         connect_ms: session?.info.connectMs,
         transaction_ms: txMs,
         size: a.entry.size,
+        dkim_domain: a.dkimDomain,
         node: this.options.nodeId,
         metadata: a.envelope?.meta,
       });

@@ -1,0 +1,192 @@
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ALICE_HASH } from '../../../helpers/config';
+import { startMta, type MtaProcess } from '../../../helpers/mta-process';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { tempDir } from '../../../helpers/tmp';
+
+// One MTA (two workers, so throttles are node-wide through the primary) and a
+// scripted MX per behaviour, each reached by a static route.
+const dir = tempDir();
+const mx = {
+  ip: new ScriptedMx(),
+  codes: new ScriptedMx({
+    rcpt: (r) => (r.startsWith('bad@') ? [550, '5.1.1 user unknown'] : r.startsWith('later@') ? [451, '4.2.0 mailbox busy, try later'] : undefined),
+  }),
+  grey: new ScriptedMx({ rcpt: (_r, attempt) => (attempt === 1 ? [451, '4.7.1 greylisted, come back later'] : undefined) }),
+  slow: new ScriptedMx({ holdMs: 4000 }),
+  fast: new ScriptedMx(),
+  conn: new ScriptedMx({ holdMs: 150 }),
+  hour: new ScriptedMx(),
+  busy: new ScriptedMx({ rcpt: () => [421, '4.7.0 too many connections from your IP, slow down'] }),
+  dead: new ScriptedMx({ rcpt: () => [450, '4.2.1 mailbox temporarily unavailable'] }),
+};
+let mta: MtaProcess;
+
+beforeAll(async () => {
+  for (const m of Object.values(mx)) await m.listen();
+  const routes = Object.entries(mx).map(([name, m]) => `  - { domain: ${name}.test, host: 127.0.0.1, port: ${m.port} }`).join('\n');
+  const config = join(dir, 'volley.yaml');
+  writeFileSync(
+    config,
+    `hostname: mta.test.example
+smtp:
+  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
+  relay_from: [127.0.0.0/8]
+users: [{ name: alice, password: "${ALICE_HASH}" }]
+vmtas:
+  - { name: v2, ip: 127.0.0.2, helo: a.vmta.test }
+  - { name: v3, ip: 127.0.0.3, helo: b.vmta.test }
+pools: [{ name: p, vmtas: [{ name: v2 }] }]
+default_pool: p
+routes:
+${routes}
+throttles:
+  - { destination: conn.test, max_connections: 2 }
+  - { destination: hour.test, max_messages_per_hour: 60 }
+backoff:
+  - { destination: busy.test, code: 421, pause: 1h }
+delivery:
+  retry: [2s]
+  max_lifetime: 7s
+`,
+  );
+  mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 2 });
+});
+afterAll(async () => {
+  await mta?.stop();
+  for (const m of Object.values(mx)) await m.close();
+});
+
+async function send(to: string[], extraHeaders = '', subject = 'test'): Promise<string> {
+  const s = await SmtpDialog.open(mta.smtpPort);
+  await s.reply();
+  await s.command('EHLO injector.test');
+  const r = await s.transaction('sender@shop.example', to, message(subject, 'hello', extraHeaders));
+  await s.quit();
+  if (r.code !== 250) throw new Error(`injection refused: ${r.code} ${r.text}`);
+  return /queued as (\S+)/.exec(r.text)![1];
+}
+
+interface Event {
+  message_id: string;
+  recipient: string;
+  status: string;
+  attempt: number;
+  smtp_code?: number;
+  enhanced_code?: string;
+  bounce_category?: string;
+  next_retry?: string;
+  time: string;
+  sending_ip?: string;
+  helo?: string;
+  vmta?: string;
+  error_kind?: string;
+}
+
+function events(): Event[] {
+  const logDir = join(dir, 'pp', 'log', 'attempts');
+  return readdirSync(logDir)
+    .flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n'))
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Event);
+}
+
+async function eventually<T>(fn: () => T | undefined, timeoutMs = 15_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('each VMTA sends from its own IP with its own HELO', async () => {
+  await send(['a@ip.test'], 'X-Volley-VMTA: v2\r\n');
+  await send(['b@ip.test'], 'X-Volley-VMTA: v3\r\n');
+  await mx.ip.waitFor(2);
+  const seen = mx.ip.messages.map((m) => [m.to[0], m.clientIp, m.helo]).sort();
+  expect(seen).toEqual([
+    ['a@ip.test', '127.0.0.2', 'a.vmta.test'],
+    ['b@ip.test', '127.0.0.3', 'b.vmta.test'],
+  ]);
+  expect(mx.ip.messages[0].body).not.toMatch(/X-Volley/i);
+  const delivered = await eventually(() => (events().filter((e) => e.recipient.endsWith('@ip.test') && e.status === 'delivered').length === 2 ? true : undefined));
+  expect(delivered).toBe(true);
+});
+
+test('one transaction, three recipients, three answers: delivered, failed with a category, deferred with a retry time', async () => {
+  const id = await send(['ok@codes.test', 'bad@codes.test', 'later@codes.test']);
+  const mine = await eventually(() => {
+    const e = events().filter((x) => x.message_id === id && x.attempt === 1);
+    return e.length === 3 ? e : undefined;
+  });
+  const by = Object.fromEntries(mine.map((e) => [e.recipient, e]));
+  expect(by['ok@codes.test']).toMatchObject({ status: 'delivered', smtp_code: 250 });
+  expect(by['bad@codes.test']).toMatchObject({ status: 'failed', smtp_code: 550, enhanced_code: '5.1.1', bounce_category: 'bad-mailbox' });
+  expect(by['later@codes.test']).toMatchObject({ status: 'deferred', smtp_code: 451 });
+  expect(Date.parse(by['later@codes.test'].next_retry!) - Date.parse(by['later@codes.test'].time)).toBeGreaterThanOrEqual(1900);
+  expect(mx.codes.messages).toHaveLength(1);
+  expect(mx.codes.messages[0].to).toEqual(['ok@codes.test']);
+});
+
+test('greylisted mail arrives on the retry, at the scheduled time', async () => {
+  const id = await send(['g@grey.test']);
+  await mx.grey.waitFor(1);
+  const ev = events().filter((e) => e.message_id === id);
+  const first = ev.find((e) => e.attempt === 1)!;
+  expect(first).toMatchObject({ status: 'deferred', smtp_code: 451 });
+  const second = await eventually(() => events().find((e) => e.message_id === id && e.status === 'delivered'));
+  expect(second.attempt).toBe(2);
+  expect(Date.parse(second.time)).toBeGreaterThanOrEqual(Date.parse(first.next_retry!) - 50);
+  expect(mx.grey.messages[0].at - Date.parse(first.time)).toBeGreaterThanOrEqual(1900);
+});
+
+test('a tarpit domain does not slow the others', async () => {
+  const t0 = Date.now();
+  await Promise.all([...Array.from({ length: 4 }, (_, i) => send([`t${i}@slow.test`])), ...Array.from({ length: 20 }, (_, i) => send([`f${i}@fast.test`]))]);
+  await mx.fast.waitFor(20, 10_000);
+  const fastDone = Date.now() - t0;
+  expect(mx.slow.messages.length).toBe(0); // still held at the tarpit
+  expect(fastDone).toBeLessThan(3000);
+  await mx.slow.waitFor(4, 15_000);
+});
+
+test('a limit of 2 connections: the MX never sees a third, and everything arrives', async () => {
+  await Promise.all(Array.from({ length: 24 }, (_, i) => send([`c${i}@conn.test`])));
+  await mx.conn.waitFor(24, 20_000);
+  expect(mx.conn.maxOpen).toBeLessThanOrEqual(2);
+  expect(mx.conn.maxOpen).toBe(2);
+});
+
+test('60 messages an hour: the 61st waits, neither sent nor failed', async () => {
+  const ids = [];
+  for (let i = 0; i < 61; i++) ids.push(await send([`h${i}@hour.test`]));
+  await mx.hour.waitFor(60, 15_000);
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(mx.hour.messages).toHaveLength(60);
+  const waiting = ids.filter((id) => !events().some((e) => e.message_id === id));
+  expect(waiting).toHaveLength(1);
+});
+
+test('a 421 matching a backoff rule pauses the destination', async () => {
+  await send(['x1@busy.test']);
+  await eventually(() => events().find((e) => e.recipient === 'x1@busy.test'));
+  await send(['x2@busy.test']);
+  await send(['x3@busy.test']);
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(mx.busy.attempts.get('x1@busy.test')).toBe(1);
+  expect(mx.busy.attempts.has('x2@busy.test')).toBe(false);
+  expect(mx.busy.attempts.has('x3@busy.test')).toBe(false);
+  expect(events().some((e) => e.recipient === 'x2@busy.test')).toBe(false);
+});
+
+test('mail to an always-4xx domain ends as expired at its lifetime, with a final line', async () => {
+  const id = await send(['d@dead.test']);
+  const final = await eventually(() => events().find((e) => e.message_id === id && e.status === 'expired'), 20_000);
+  expect(final.attempt).toBeGreaterThanOrEqual(3);
+  expect(final.next_retry).toBeUndefined();
+  expect(mx.dead.messages).toHaveLength(0);
+});
