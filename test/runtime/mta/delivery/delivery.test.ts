@@ -1,6 +1,8 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ALICE_HASH } from '../../../helpers/config';
+import { dkimVerify } from '../../../helpers/dkim-verify';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
@@ -21,6 +23,14 @@ const mx = {
   hour: new ScriptedMx(),
   busy: new ScriptedMx({ rcpt: () => [421, '4.7.0 too many connections from your IP, slow down'] }),
   dead: new ScriptedMx({ rcpt: () => [450, '4.2.1 mailbox temporarily unavailable'] }),
+  dkim: new ScriptedMx(),
+};
+// DKIM keys for signed.example: one RSA, one Ed25519 (dual signing).
+const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const ed = generateKeyPairSync('ed25519');
+const dkimRecords = {
+  'r1._domainkey.signed.example': `v=DKIM1; k=rsa; p=${rsa.publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`,
+  'e1._domainkey.signed.example': `v=DKIM1; k=ed25519; p=${Buffer.from(ed.publicKey.export({ format: 'jwk' }).x as string, 'base64url').toString('base64')}`,
 };
 let mta: MtaProcess;
 
@@ -28,6 +38,8 @@ beforeAll(async () => {
   for (const m of Object.values(mx)) await m.listen();
   const routes = Object.entries(mx).map(([name, m]) => `  - { domain: ${name}.test, host: 127.0.0.1, port: ${m.port} }`).join('\n');
   const config = join(dir, 'volley.yaml');
+  writeFileSync(join(dir, 'rsa.pem'), rsa.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  writeFileSync(join(dir, 'ed.pem'), ed.privateKey.export({ type: 'pkcs8', format: 'pem' }));
   writeFileSync(
     config,
     `hostname: mta.test.example
@@ -50,6 +62,9 @@ backoff:
 delivery:
   retry: [2s]
   max_lifetime: 7s
+dkim:
+  - { domain: signed.example, selector: r1, algorithm: rsa-sha256, private_key_file: ${join(dir, 'rsa.pem')} }
+  - { domain: signed.example, selector: e1, algorithm: ed25519-sha256, private_key_file: ${join(dir, 'ed.pem')} }
 `,
   );
   mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 2 });
@@ -189,4 +204,26 @@ test('mail to an always-4xx domain ends as expired at its lifetime, with a final
   expect(final.attempt).toBeGreaterThanOrEqual(3);
   expect(final.next_retry).toBeUndefined();
   expect(mx.dead.messages).toHaveLength(0);
+});
+
+test('mail from a domain with keys is signed rsa-sha256 and ed25519-sha256, and an independent verifier agrees', async () => {
+  const id = await send(['v@dkim.test'], '', 'signed');
+  await mx.dkim.waitFor(1);
+  expect(mx.dkim.messages[0].body).not.toMatch(/DKIM-Signature/); // From: a@example.test has no key
+  const s = await SmtpDialog.open(mta.smtpPort);
+  await s.reply();
+  await s.command('EHLO injector.test');
+  const body = 'From: News <news@signed.example>\r\nTo: v@dkim.test\r\nSubject: deals\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\nBlack Friday   \r\n\r\n';
+  expect((await s.transaction('bounce@signed.example', ['w@dkim.test'], body)).code).toBe(250);
+  await s.quit();
+  await mx.dkim.waitFor(2);
+  const received = Buffer.from(mx.dkim.messages[1].body);
+  const out = await dkimVerify(dir, [received], dkimRecords);
+  expect(out.results[0].signatures.map((x) => [x.a, x.ok])).toEqual([
+    ['rsa-sha256', true],
+    ['ed25519-sha256', true],
+  ]);
+  const ev = await eventually(() => events().find((e) => e.recipient === 'w@dkim.test' && e.status === 'delivered'));
+  expect((ev as unknown as { dkim_domain: string }).dkim_domain).toBe('signed.example');
+  expect(id).toBeTruthy();
 });
