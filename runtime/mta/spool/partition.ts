@@ -14,6 +14,8 @@ export interface PartitionOptions {
   /** fdatasync before an append resolves. Only tests that measure something else turn it off. */
   fsync?: boolean;
   logger?: Logger;
+  /** Bytes of recently accepted bodies kept in memory for delivery (0 turns it off). */
+  recentBytes?: number;
 }
 
 export interface PartitionStats {
@@ -63,6 +65,14 @@ export class SpoolPartition extends EventEmitter {
   private bytesTotal = 0;
   private commits = 0;
   private records = 0;
+  /**
+   * Bodies of recently accepted messages, most are delivered within a second
+   * of acceptance: read back from memory they cost no open/read/close. Bounded
+   * by bytes, oldest out first; everything is on disk regardless.
+   */
+  private readonly recent = new Map<string, { envelope: string; body: Buffer }>();
+  private recentBytes = 0;
+  private readonly recentLimit: number;
   /** The last write error, cleared by the next successful write (disk full, read-only). */
   lastWriteError?: Error;
 
@@ -72,6 +82,7 @@ export class SpoolPartition extends EventEmitter {
     this.segmentSize = options.segmentSize ?? 64 * 1024 * 1024;
     this.fsync = options.fsync ?? true;
     this.log = options.logger;
+    this.recentLimit = options.recentBytes ?? 32 * 1024 * 1024;
   }
 
   /** Opens (creating if needed) a partition and rebuilds its index from the log. */
@@ -104,10 +115,12 @@ export class SpoolPartition extends EventEmitter {
   /** Stores a message; resolves once it is durable, which is when it may be acknowledged. */
   async appendMessage(envelope: Envelope, body: Buffer): Promise<SpoolEntry> {
     if (this.index.has(envelope.id)) throw new VolleyError('EDUPLICATE', `message ${envelope.id} is already queued`);
-    const buffers = messagePayload(JSON.stringify(envelope), body);
+    const envelopeJson = JSON.stringify(envelope);
+    const buffers = messagePayload(envelopeJson, body);
     const pos = await this.enqueue(RecordType.Message, buffers);
     const entry = toEntry(envelope, pos, this.recordLength(buffers), this);
     this.addEntry(entry);
+    this.remember(entry.id, envelopeJson, body);
     return entry;
   }
 
@@ -135,6 +148,8 @@ export class SpoolPartition extends EventEmitter {
 
   /** Reads a queued message's envelope and body back from its record, verifying the checksum. */
   async read(entry: SpoolEntry): Promise<{ envelope: Envelope; body: Buffer }> {
+    const cached = this.recent.get(entry.id);
+    if (cached) return { envelope: withState(JSON.parse(cached.envelope) as Envelope, entry), body: cached.body };
     // A handle of its own: the active segment's writer may roll and close its handle meanwhile.
     const fh = await open(join(this.dir, segmentName(entry.segment)), 'r');
     try {
@@ -145,11 +160,7 @@ export class SpoolPartition extends EventEmitter {
         throw new VolleyError('ECORRUPT', `record of ${entry.id} at ${entry.segment}:${entry.offset} is corrupt`);
       }
       const { envelope, body } = splitMessagePayload(buf.subarray(HEADER_SIZE));
-      const env = JSON.parse(envelope) as Envelope;
-      env.to = entry.to;
-      env.next = entry.next;
-      env.attempts = entry.attempts;
-      return { envelope: env, body };
+      return { envelope: withState(JSON.parse(envelope) as Envelope, entry), body };
     } finally {
       await fh.close();
     }
@@ -317,7 +328,23 @@ export class SpoolPartition extends EventEmitter {
     this.liveBySegment.set(entry.segment, (this.liveBySegment.get(entry.segment) ?? 0) + 1);
   }
 
+  private remember(id: string, envelope: string, body: Buffer): void {
+    if (this.recentLimit <= 0 || body.length > this.recentLimit / 16) return;
+    this.recent.set(id, { envelope, body });
+    this.recentBytes += body.length;
+    for (const [oldId, old] of this.recent) {
+      if (this.recentBytes <= this.recentLimit) break;
+      this.recent.delete(oldId);
+      this.recentBytes -= old.body.length;
+    }
+  }
+
   private removeEntry(entry: SpoolEntry): void {
+    const cached = this.recent.get(entry.id);
+    if (cached) {
+      this.recent.delete(entry.id);
+      this.recentBytes -= cached.body.length;
+    }
     this.index.delete(entry.id);
     this.liveBySegment.set(entry.segment, (this.liveBySegment.get(entry.segment) ?? 1) - 1);
   }
@@ -413,6 +440,14 @@ function toEntry(env: Envelope, pos: Position, length: number, owner: SpoolParti
     pool: env.pool,
     vmta: env.vmta,
   };
+}
+
+/** The envelope as stored, with the delivery state the index holds now. */
+function withState(env: Envelope, entry: SpoolEntry): Envelope {
+  env.to = entry.to;
+  env.next = entry.next;
+  env.attempts = entry.attempts;
+  return env;
 }
 
 function applyState(entry: SpoolEntry, change: StateChange): void {
