@@ -6,6 +6,7 @@ import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
 import { AttemptLog } from './delivery/attempt-log';
 import { DirectConnector } from './delivery/direct-connector';
+import { RFC5321_CLIENT_TIMEOUTS } from './delivery/smtp-client';
 import { DeliveryEngine } from './delivery/engine';
 import { PrimaryAuthority } from './delivery/throttle-authority';
 import { Router } from './delivery/router';
@@ -75,7 +76,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   });
   // With several workers the primary holds the node's throttle counts.
   const authority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
-  const engine = new DeliveryEngine({ partitions: spool.partitions, config, connector: new DirectConnector(), router, attemptLog, logger, nodeId: options.nodeId, authority });
+  const engine = new DeliveryEngine({ partitions: spool.partitions, config, connector: new DirectConnector({ ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs }), router, attemptLog, logger, nodeId: options.nodeId, authority });
   intake.on('accepted', (entry: SpoolEntry) => engine.schedule(entry));
   engine.start();
 

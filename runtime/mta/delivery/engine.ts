@@ -224,7 +224,6 @@ export class DeliveryEngine {
         this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
         continue;
       }
-      if (dest.heldOnKey) continue;
       // Another connection only when every open one already has a message waiting.
       while (dest.jobs.length > dest.active && dest.active < DESTINATION_CONNECTION_CAP && this.active < this.config.delivery.concurrency) {
         void this.runConnection(dest);
@@ -251,7 +250,7 @@ export class DeliveryEngine {
   private expireHeld(): void {
     const now = this.now();
     for (const dest of this.destinations.values()) {
-      if (dest.heldUntil <= now && !dest.heldOnKey) continue;
+      if (dest.heldUntil <= now) continue;
       const keep: Job[] = [];
       for (const job of dest.jobs) {
         if (now > job.attempt.entry.received + this.config.delivery.maxLifetimeMs) {
@@ -265,7 +264,12 @@ export class DeliveryEngine {
 
   /** A connection permit of `key` came free: the destinations waiting on it may try again. */
   private released(key: string): void {
-    for (const dest of this.destinations.values()) if (dest.heldOnKey === key) dest.heldOnKey = undefined;
+    for (const dest of this.destinations.values()) {
+      if (dest.heldOnKey === key) {
+        dest.heldOnKey = undefined;
+        dest.heldUntil = 0;
+      }
+    }
   }
 
   private async runConnection(dest: Destination): Promise<void> {
@@ -285,7 +289,10 @@ export class DeliveryEngine {
         return;
       }
       if (!(await this.authority.tryConnection(key, limits))) {
+        // The permit may be held by another worker, whose release this worker
+        // never sees: ask again shortly, or at once when a local one frees up.
         dest.heldOnKey = key;
+        dest.heldUntil = this.now() + 200;
         return;
       }
       permitKey = key;

@@ -1,0 +1,69 @@
+import { createServer, type Server } from 'node:net';
+import { ConnectError } from '../../../../runtime/mta/delivery/connector';
+import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, dotStuff } from '../../../../runtime/mta/delivery/smtp-client';
+import { getFreePort } from '../../../helpers/postfix-tools';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
+
+const source = { helo: 'client.test', ip: '127.0.0.1' };
+const fast = { ...RFC5321_CLIENT_TIMEOUTS, connectMs: 2000, greetingMs: 500 };
+
+async function kindOf(port: number): Promise<string> {
+  try {
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'opportunistic', fast);
+    s.close();
+    return 'connected';
+  } catch (err) {
+    return err instanceof ConnectError ? err.kind : `other: ${(err as Error).message}`;
+  }
+}
+
+function rawServer(onConn: (s: import('node:net').Socket) => void): Promise<{ server: Server; port: number }> {
+  return new Promise((resolve) => {
+    const server = createServer(onConn);
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port }));
+  });
+}
+
+test('dot-stuffing and the terminator', () => {
+  expect(dotStuff(Buffer.from('a\r\n.b\r\n')).toString()).toBe('a\r\n..b\r\n.\r\n');
+  expect(dotStuff(Buffer.from('.start\r\nend')).toString()).toBe('..start\r\nend\r\n.\r\n');
+  expect(dotStuff(Buffer.from('')).toString()).toBe('.\r\n');
+});
+
+test('refused, silent, closed before the greeting and a 554 greeting are told apart', async () => {
+  expect(await kindOf(await getFreePort())).toBe('refused');
+  const silent = await rawServer(() => undefined);
+  const closer = await rawServer((s) => s.destroy());
+  const grumpy = await rawServer((s) => s.end('554 5.7.1 go away\r\n'));
+  try {
+    expect(await kindOf(silent.port)).toBe('timeout');
+    expect(await kindOf(closer.port)).toBe('closed-before-greeting');
+    expect(await kindOf(grumpy.port)).toBe('greeting-rejected');
+  } finally {
+    for (const s of [silent, closer, grumpy]) s.server.close();
+  }
+});
+
+test('a pipelined transaction gets one result per recipient, and the session stays usable', async () => {
+  const mx = new ScriptedMx({ rcpt: (r) => (r.startsWith('no@') ? [550, '5.1.1 no such user'] : undefined) });
+  const port = await mx.listen();
+  try {
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'opportunistic', fast);
+    const tx = await s.send('a@b.test', ['yes@c.test', 'no@c.test'], Buffer.from('Subject: x\r\n\r\n.dot line\r\n'));
+    expect(tx.recipients.map((r) => [r.rcpt, r.reply.code, r.outcome])).toEqual([
+      ['yes@c.test', 250, 'delivered'],
+      ['no@c.test', 550, 'failed'],
+    ]);
+    const all = await s.send('a@b.test', ['no@c.test'], Buffer.from('x\r\n'));
+    expect(all.recipients[0].outcome).toBe('failed');
+    expect(s.usable).toBe(true);
+    const again = await s.send('a@b.test', ['yes2@c.test'], Buffer.from('y\r\n'));
+    expect(again.recipients[0].outcome).toBe('delivered');
+    s.close();
+    await mx.waitFor(2);
+    expect(mx.messages[0].body).toContain('\r\n.dot line\r\n');
+    expect(mx.connections).toBe(1);
+  } finally {
+    await mx.close();
+  }
+});
