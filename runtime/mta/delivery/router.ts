@@ -149,7 +149,7 @@ export class Router {
     } catch (err) {
       const code = (err as { code?: string }).code;
       // A name that cannot be asked about will not become askable later.
-      return { route: { kind: 'no-route', temporary: code !== 'EBADNAME', reason: `MX lookup for ${domain} failed: ${(err as Error).message}` }, ttl: TEMPFAIL_TTL_S };
+      return { route: { kind: 'no-route', temporary: code !== 'EBADNAME', reason: `MX lookup for ${domain} failed (${code ?? 'error'}): ${(err as Error).message}` }, ttl: TEMPFAIL_TTL_S };
     }
     const negativeTtl = answer.negativeTtl ?? NEGATIVE_TTL_S;
     if (answer.rcode === 'NXDOMAIN') return { route: { kind: 'no-route', temporary: false, reason: `domain ${domain} does not exist` }, ttl: negativeTtl };

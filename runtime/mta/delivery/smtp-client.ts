@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { ConnectError, type ConnectFailure, type OutboundSession, type RecipientResult, type SessionInfo, type Source, type Target, type TlsPolicy, type TransactionResult } from './connector';
@@ -284,8 +285,7 @@ function isIpLiteral(host: string): boolean {
 }
 
 function hasEightBit(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] > 127) return true;
-  return false;
+  return !isAscii(b);
 }
 
 /** Dot-stuffs (RFC 5321 4.5.2), makes sure the message ends in CRLF, and appends the terminator. */
