@@ -1,8 +1,9 @@
 // `npm run bench`: the figures the issues set targets for, on this machine.
 // Prints a readable report and ends with one `BENCH {json}` line.
 import { availableParallelism, cpus } from 'node:os';
+import { measureEndToEnd } from './e2e';
 import { measureIntake, measureStartup } from './intake';
-import { measurePostfixIntake } from './postfix';
+import { measurePostfixIntake, measurePostfixRelay } from './postfix';
 import { measureSpoolFormats } from './spool-formats';
 
 const LOAD = { messages: Number(process.env.BENCH_MESSAGES ?? 20_000), sessions: 20, sizeBytes: 2048 };
@@ -21,11 +22,19 @@ async function main(): Promise<void> {
   const postfix = await measurePostfixIntake({ ...LOAD });
   line(`default Postfix intake, same load: ${Math.round(postfix.msgsPerSec)} msg/s -> Volley/Postfix ${(all.msgsPerSec / postfix.msgsPerSec).toFixed(2)}x`);
 
+  const e2e = await measureEndToEnd({ ...LOAD });
+  line(`end to end (smtp-source -> MTA -> smtp-sink), ${all.workers} workers: ${e2e.msgsPerSec} msg/s (${e2e.elapsedMs} ms until the sink had all)`);
+  const slow = await measureEndToEnd({ ...LOAD, messages: Math.min(LOAD.messages, 10_000), sinkHoldMs: 300 });
+  line(`end to end, sink holding every transaction 300 ms: ${slow.msgsPerSec} msg/s = ${(slow.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of the zero-latency figure`);
+  const relay = await measurePostfixRelay({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
+  line(`default Postfix relaying the same load: ${Math.round(relay.msgsPerSec)} msg/s -> Volley/Postfix ${(e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)}x`);
+
   const formats = await measureSpoolFormats();
   line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
 
   const startup = await measureStartup(STARTUP_MESSAGES);
   line(`start-up with ${startup.queued} queued messages: ready in ${startup.startupS} s, RSS ${startup.rssMb} MB (all MTA processes)`);
+  line('  (those messages are all deferred, next retry in a day: the same figure is the RSS of 1M deferred messages)');
 
   const bench = {
     cores,
@@ -38,6 +47,12 @@ async function main(): Promise<void> {
     rss_mb: all.rssMb,
     postfix_intake_msgs_per_s: Math.round(postfix.msgsPerSec),
     intake_vs_postfix: Number((all.msgsPerSec / postfix.msgsPerSec).toFixed(2)),
+    e2e_msgs_per_s: e2e.msgsPerSec,
+    e2e_latency300_msgs_per_s: slow.msgsPerSec,
+    e2e_latency300_ratio: Number((slow.msgsPerSec / e2e.msgsPerSec).toFixed(2)),
+    postfix_relay_msgs_per_s: Math.round(relay.msgsPerSec),
+    e2e_vs_postfix: Number((e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)),
+    deferred_1m_rss_mb: startup.rssMb,
     spool_log_writes_per_s: formats.logMsgsPerSec,
     spool_files_writes_per_s: formats.filesMsgsPerSec,
     startup_1m_s: startup.startupS,

@@ -1,0 +1,51 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeTestConfig } from '../helpers/config';
+import { startMta } from '../helpers/mta-process';
+import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
+
+export interface E2eResult {
+  msgsPerSec: number;
+  elapsedMs: number;
+  intakeMs: number;
+  sinkConnections?: number;
+}
+
+/**
+ * smtp-source → MTA → smtp-sink, fsync on, delivery running: timed from the
+ * first injection until the sink has counted every message.
+ */
+export async function measureEndToEnd(opts: { messages: number; sessions: number; sizeBytes: number; sinkHoldMs?: number; workers?: number }): Promise<E2eResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'volley-e2e-'));
+  const sink = await startSmtpSink({ holdMs: opts.sinkHoldMs ?? 0, maxConnections: 1024, backlog: 1024 });
+  try {
+    // A slow receiver needs many connections in flight to keep the rate up: the
+    // sink's domain gets a generous connection limit, as an operator would give
+    // a partner MX they know.
+    const config = writeTestConfig(dir, {
+      relayFrom: ['127.0.0.0/8'],
+      sinkPort: sink.port,
+      extra: 'throttles:\n  - { destination: "*", max_connections: 600 }\n',
+    });
+    const workers = opts.workers ?? availableParallelism();
+    const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
+    try {
+      await runSmtpSource({ port: mta.smtpPort, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes, to: 'warm@bench.example' });
+      await sink.waitForMessages(200, 30_000);
+      const base = sink.messages();
+      const t0 = Date.now();
+      const r = await runSmtpSource({ port: mta.smtpPort, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, to: 'rcpt@bench.example', timeoutMs: 600_000 });
+      if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
+      const intakeMs = Date.now() - t0;
+      await sink.waitForMessages(base + opts.messages, 600_000);
+      const elapsedMs = Date.now() - t0;
+      return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, intakeMs };
+    } finally {
+      await mta.stop();
+    }
+  } finally {
+    await sink.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
