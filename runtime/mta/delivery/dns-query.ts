@@ -74,7 +74,12 @@ export async function queryMx(name: string, servers: string[], options: QueryOpt
           if (err instanceof DnsQueryError && err.code === 'EFORMERR') response = await exchange(host, port, qname, false, options.timeoutMs);
           else throw err;
         }
-        return parseMxResponse(response, qname);
+        try {
+          return parseMxResponse(response, qname);
+        } catch (err) {
+          // A malformed answer (reads past the buffer): try the next server as for any bad answer.
+          throw err instanceof DnsQueryError ? err : new DnsQueryError('EBADRESP', `${server}: malformed answer for MX ${qname}: ${(err as Error).message}`);
+        }
       } catch (err) {
         if (!(err instanceof DnsQueryError)) throw err;
         if (err.code === 'EBADNAME') throw err;
