@@ -15,7 +15,7 @@ export interface WorkerStats {
 
 export type ToWorker =
   | { type: 'config'; config: VolleyConfig }
-  | { type: 'query'; id: number; query: string; args?: Record<string, string> }
+  | { type: 'query'; id: number; query: string; args?: Record<string, string | undefined> }
   | { type: 'shutdown' }
   | { type: 'throttle-reply'; id: number; value: unknown };
 

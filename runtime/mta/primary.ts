@@ -12,6 +12,7 @@ import { Throttles } from './delivery/throttles';
 import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
 import { lockPersistentPath, nodeIdentity } from './node-identity';
 import type { Binds } from './worker';
+import { attemptHistory } from './admin/attempt-history';
 
 export interface MtaOptions {
   configPath: string;
@@ -95,7 +96,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   };
   for (let i = 0; i < count; i++) fork(i);
 
-  const ask = (w: Worker, query: string): Promise<unknown> =>
+  const ask = (w: Worker, query: string, args: Record<string, string> = {}): Promise<unknown> =>
     new Promise((resolve, reject) => {
       const id = ++queryId;
       const timer = setTimeout(() => {
@@ -108,7 +109,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         if (m.ok) resolve(m.data);
         else reject(new Error(m.error));
       });
-      w.send({ type: 'query', id, query } satisfies ToWorker);
+      w.send({ type: 'query', id, query, args } satisfies ToWorker);
     });
 
   const refresh = (): { ok: boolean; errors?: string[] } => {
@@ -139,9 +140,13 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       const registry = await aggregator.clusterMetrics();
       return { contentType: aggregator.contentType, body: registry };
     },
-    queue: async (action: 'queue' | 'pause' | 'resume' = 'queue') => {
-      const perWorker = await Promise.all([...workers.values()].map((w) => ask(w, action)));
-      const queued = [...stats.values()].reduce((n, s) => n + s.queued, 0);
+    queue: async (action, args) => {
+      const perWorker = await Promise.all([...workers.values()].map((w) => ask(w, action, args)));
+      if (action === 'message') {
+        const state = perWorker.find((x) => x !== null) ?? null;
+        return { id: args.id, queued: state !== null, state, attempts: await attemptHistory(options.persistentPath, args.id ?? '') };
+      }
+      const queued = perWorker.reduce((n: number, x) => n + ((x as { queued?: number }).queued ?? 0), 0);
       return { node: nodeId, queued, workers: perWorker };
     },
     refresh: async () => refresh(),

@@ -109,6 +109,32 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const timer = setInterval(report, 1000);
   timer.unref();
 
+  const answer = async (query: string, args: Record<string, string | undefined>): Promise<unknown> => {
+    const sel = { domain: args.domain, vmta: args.vmta, id: args.id };
+    const whole = Object.values(sel).every((v) => v === undefined);
+    switch (query) {
+      case 'queue':
+        return { ...stats(), ...engine.status(), ...engine.summary() };
+      case 'pause':
+        if (whole) engine.pause();
+        else engine.pauseDestination(sel);
+        return { ...engine.status(), pausedDestinations: engine.summary().pausedDestinations };
+      case 'resume':
+        if (whole) engine.resume();
+        else engine.resumeDestination(sel);
+        return { ...engine.status(), pausedDestinations: engine.summary().pausedDestinations };
+      case 'retry':
+        return { retried: engine.retryNow(sel) };
+      case 'purge':
+        if (whole) throw new Error('purge needs --domain, --vmta or --id');
+        return { purged: await engine.purge(sel) };
+      case 'message':
+        return engine.describe(args.id ?? '') ?? null;
+      default:
+        throw new Error(`unknown query ${query}`);
+    }
+  };
+
   let stopping = false;
   const shutdown = async (): Promise<void> => {
     if (stopping) return;
@@ -137,10 +163,10 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       router.apply(config.routes, config.resolver.servers);
       send({ type: 'config-applied', worker: options.worker });
     } else if (m.type === 'query') {
-      if (m.query === 'pause') engine.pause();
-      if (m.query === 'resume') engine.resume();
-      const data = ['queue', 'pause', 'resume'].includes(m.query) ? { ...stats(), ...engine.status() } : undefined;
-      send({ type: 'reply', id: m.id, ok: data !== undefined, data, error: data === undefined ? `unknown query ${m.query}` : undefined });
+      void answer(m.query, m.args ?? {}).then(
+        (data) => send({ type: 'reply', id: m.id, ok: true, data }),
+        (err: Error) => send({ type: 'reply', id: m.id, ok: false, error: err.message }),
+      );
     } else if (m.type === 'throttle-reply') {
       authority?.onReply(m.id, m.value);
     } else if (m.type === 'shutdown') {

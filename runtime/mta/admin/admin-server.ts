@@ -1,11 +1,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
+export type QueueAction = 'queue' | 'pause' | 'resume' | 'retry' | 'purge' | 'message';
+
 export interface AdminHandlers {
   /** Ready for traffic: spool writable, config loaded, every worker up. */
   ready(): { ok: boolean; reasons: string[] };
   metrics(): Promise<{ contentType: string; body: string }>;
-  /** Queue status; with `pause` or `resume`, holds or releases delivery first. */
-  queue(action?: 'pause' | 'resume'): Promise<unknown>;
+  /** Queue status, control (pause, resume, retry, purge) and one message's story. */
+  queue(action: QueueAction, args: Record<string, string>): Promise<unknown>;
   refresh(): Promise<{ ok: boolean; errors?: string[] }>;
 }
 
@@ -41,7 +43,13 @@ export class AdminServer {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0];
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname;
+    const args: Record<string, string> = {};
+    for (const k of ['domain', 'vmta', 'id']) {
+      const v = url.searchParams.get(k);
+      if (v) args[k] = v;
+    }
     if (req.method === 'GET' && path === '/healthz') return json(res, 200, { ok: true });
     if (req.method === 'GET' && path === '/readyz') {
       const r = this.handlers.ready();
@@ -53,10 +61,14 @@ export class AdminServer {
       res.end(m.body);
       return;
     }
-    if (req.method === 'GET' && path === '/queue') return json(res, 200, await this.handlers.queue());
-    if (req.method === 'POST' && (path === '/queue/pause' || path === '/queue/resume')) {
-      return json(res, 200, await this.handlers.queue(path === '/queue/pause' ? 'pause' : 'resume'));
+    if (req.method === 'GET' && path === '/queue') return json(res, 200, await this.handlers.queue('queue', args));
+    const msg = /^\/queue\/messages\/([0-9A-Za-z]+)$/.exec(path);
+    if (req.method === 'GET' && msg) {
+      const r = (await this.handlers.queue('message', { id: msg[1] })) as { queued: boolean; attempts: unknown[] };
+      return json(res, r.queued || r.attempts.length > 0 ? 200 : 404, r);
     }
+    const action = /^\/queue\/(pause|resume|retry|purge)$/.exec(path);
+    if (req.method === 'POST' && action) return json(res, 200, await this.handlers.queue(action[1] as QueueAction, args));
     if (req.method === 'POST' && path === '/config/refresh') {
       const r = await this.handlers.refresh();
       return json(res, r.ok ? 200 : 422, r);

@@ -7,6 +7,7 @@ import { classify } from './bounce-category';
 import { DkimSigner } from './dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from './connector';
 import { MinHeap } from './heap';
+import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
 import type { Route, Router } from './router';
 import type { SmtpReply } from './smtp-reply';
 import { LocalAuthority, type ThrottleAuthority } from './throttle-authority';
@@ -79,6 +80,7 @@ export class DeliveryEngine {
   private readonly authority: ThrottleAuthority;
   private signer: DkimSigner;
   private wakeTimer?: NodeJS.Timeout;
+  private sweep?: NodeJS.Timeout;
   private wakeAt = Infinity;
   private readonly waiting = new MinHeap<SpoolEntry>();
   private readonly destinations = new Map<string, Destination>();
@@ -88,6 +90,8 @@ export class DeliveryEngine {
   private timerAt = Infinity;
   private stopped = false;
   private paused = false;
+  /** Destinations an operator paused: (VMTA or "*") | domain. */
+  private readonly pausedDestinations = new Set<string>();
   private readonly now: () => number;
   private idleWaiters: (() => void)[] = [];
 
@@ -101,6 +105,12 @@ export class DeliveryEngine {
   }
 
   start(): void {
+    // Mail held by an operator's pause has no timer of its own; it still expires on time.
+    this.sweep = setInterval(() => {
+      this.expireHeld();
+      this.pump();
+    }, 60_000);
+    this.sweep.unref();
     for (const partition of this.options.partitions) for (const entry of partition.entries()) this.waiting.push(entry.next, entry);
     this.arm();
   }
@@ -130,6 +140,101 @@ export class DeliveryEngine {
     return this.paused;
   }
 
+  /** Holds one domain and/or VMTA; its mail waits in its queue. */
+  pauseDestination(sel: Selector): void {
+    this.pausedDestinations.add(`${sel.vmta ?? '*'}|${sel.domain?.toLowerCase() ?? '*'}`);
+  }
+
+  resumeDestination(sel: Selector): void {
+    this.pausedDestinations.delete(`${sel.vmta ?? '*'}|${sel.domain?.toLowerCase() ?? '*'}`);
+    this.pump();
+  }
+
+  private isHeldByOperator(dest: Destination): boolean {
+    if (this.pausedDestinations.size === 0) return false;
+    const v = dest.source.vmta ?? '-';
+    return ['*|*', `${v}|*`, `*|${dest.domain}`, `${v}|${dest.domain}`].some((k) => this.pausedDestinations.has(k));
+  }
+
+  summary(): QueueSummary & { pausedDestinations: string[] } {
+    const all = this.options.partitions.flatMap((p) => [...p.entries()]);
+    return { ...summarise(all, this.now()), pausedDestinations: [...this.pausedDestinations] };
+  }
+
+  /** Makes matching messages due now (throttles still apply). */
+  retryNow(sel: Selector): number {
+    const now = this.now();
+    let n = 0;
+    for (const p of this.options.partitions) {
+      for (const e of p.entries()) {
+        if (!matches(e, sel) || this.inflight.has(e.id)) continue;
+        e.next = now;
+        this.waiting.push(now, e);
+        n++;
+      }
+    }
+    for (const dest of this.destinations.values()) if (sel.domain === undefined || dest.domain === sel.domain) dest.heldUntil = 0;
+    this.arm();
+    this.pump();
+    return n;
+  }
+
+  /** Removes matching messages, each with a final "failed" event saying it was purged. */
+  async purge(sel: Selector): Promise<number> {
+    let n = 0;
+    for (const p of this.options.partitions) {
+      for (const e of [...p.entries()]) {
+        if (!matches(e, sel) || this.inflight.has(e.id)) continue;
+        const now = this.now();
+        await this.options.attemptLog.write(
+          e.to.map((rcpt) => ({
+            time: new Date(now).toISOString(),
+            event: 'delivery' as const,
+            status: 'failed' as const,
+            message_id: e.id,
+            attempt: e.attempts,
+            sender: e.from,
+            recipient: rcpt,
+            domain: rcpt.slice(rcpt.lastIndexOf('@') + 1).toLowerCase(),
+            vmta: e.vmta,
+            pool: e.pool,
+            smtp_text: 'purged by an operator',
+            error_kind: 'purged',
+            bounce_category: 'other',
+            time_in_queue_ms: now - e.received,
+            size: e.size,
+            node: this.options.nodeId,
+          })),
+        );
+        await p.markDone({ id: e.id, reason: 'purged' });
+        n++;
+      }
+    }
+    // Jobs of purged messages still sitting in destination queues are dropped.
+    for (const dest of this.destinations.values()) dest.jobs = dest.jobs.filter((j) => j.attempt.partition.get(j.attempt.entry.id) === j.attempt.entry);
+    return n;
+  }
+
+  /** Where a message is and why it is still queued (its attempts are in the attempt log). */
+  describe(id: string): Record<string, unknown> | undefined {
+    for (const p of this.options.partitions) {
+      const e = p.get(id);
+      if (!e) continue;
+      const now = this.now();
+      const held = [...this.destinations.values()].filter((d) => d.jobs.some((j) => j.attempt.entry.id === id));
+      let why: string;
+      if (this.inflight.has(id) && held.length === 0) why = 'being delivered now';
+      else if (held.some((d) => this.isHeldByOperator(d))) why = 'its destination is paused by an operator';
+      else if (held.some((d) => d.heldUntil > now)) why = `held by a throttle or backoff until ${new Date(Math.max(...held.map((d) => d.heldUntil))).toISOString()}`;
+      else if (held.length > 0) why = 'waiting for a connection to its destination';
+      else if (this.paused) why = 'delivery is paused on this node';
+      else if (e.next > now) why = `waiting for its next retry at ${new Date(e.next).toISOString()}`;
+      else why = 'due now';
+      return { id, from: e.from, pending_recipients: e.to, attempts: e.attempts, received: new Date(e.received).toISOString(), next_retry: new Date(e.next).toISOString(), vmta: e.vmta, pool: e.pool, size: e.size, why };
+    }
+    return undefined;
+  }
+
   /** A newly accepted message: try it at once. */
   schedule(entry: SpoolEntry): void {
     this.waiting.push(entry.next, entry);
@@ -151,6 +256,7 @@ export class DeliveryEngine {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    if (this.sweep) clearInterval(this.sweep);
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     if (this.inflight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
@@ -224,6 +330,7 @@ export class DeliveryEngine {
         this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
         continue;
       }
+      if (this.isHeldByOperator(dest)) continue;
       // Another connection only when every open one already has a message waiting.
       while (dest.jobs.length > dest.active && dest.active < DESTINATION_CONNECTION_CAP && this.active < this.config.delivery.concurrency) {
         void this.runConnection(dest);
@@ -250,7 +357,7 @@ export class DeliveryEngine {
   private expireHeld(): void {
     const now = this.now();
     for (const dest of this.destinations.values()) {
-      if (dest.heldUntil <= now) continue;
+      if (dest.heldUntil <= now && !this.isHeldByOperator(dest)) continue;
       const keep: Job[] = [];
       for (const job of dest.jobs) {
         if (now > job.attempt.entry.received + this.config.delivery.maxLifetimeMs) {

@@ -1,0 +1,27 @@
+import { createReadStream, existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+/**
+ * Every attempt-log line of one message, oldest first, from the files still
+ * under the persistent path (shipped and deleted files are in the archive).
+ * An admin lookup, not a hot path: it reads the files line by line.
+ */
+export async function attemptHistory(persistentPath: string, id: string): Promise<unknown[]> {
+  const dir = join(persistentPath, 'log', 'attempts');
+  if (!id || !existsSync(dir)) return [];
+  const found: { time: string }[] = [];
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.jsonl'))) {
+    const lines = createInterface({ input: createReadStream(join(dir, f), 'utf8'), crlfDelay: Infinity });
+    for await (const line of lines) {
+      if (!line.includes(id)) continue;
+      try {
+        const e = JSON.parse(line) as { message_id?: string; time: string };
+        if (e.message_id === id) found.push(e);
+      } catch {
+        // a torn last line after a crash: skip it
+      }
+    }
+  }
+  return found.sort((a, b) => a.time.localeCompare(b.time));
+}

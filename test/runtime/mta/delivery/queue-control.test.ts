@@ -1,0 +1,104 @@
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ALICE_HASH } from '../../../helpers/config';
+import { VOLLEY, startMta, type MtaProcess } from '../../../helpers/mta-process';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { tempDir } from '../../../helpers/tmp';
+
+const run = promisify(execFile);
+const dir = tempDir();
+const held = new ScriptedMx({ rcpt: () => [451, '4.3.0 try again later'] });
+const ok = new ScriptedMx();
+let mta: MtaProcess;
+let heldIds: string[] = [];
+
+beforeAll(async () => {
+  await held.listen();
+  await ok.listen();
+  const config = join(dir, 'volley.yaml');
+  writeFileSync(
+    config,
+    `hostname: mta.test.example
+smtp:
+  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
+  relay_from: [127.0.0.0/8]
+users: [{ name: alice, password: "${ALICE_HASH}" }]
+routes:
+  - { domain: held.test, host: 127.0.0.1, port: ${held.port} }
+  - { domain: ok.test, host: 127.0.0.1, port: ${ok.port} }
+delivery: { retry: [1h] }
+`,
+  );
+  mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 2 });
+});
+afterAll(async () => {
+  await mta?.stop();
+  await held.close();
+  await ok.close();
+});
+
+async function send(to: string): Promise<string> {
+  const s = await SmtpDialog.open(mta.smtpPort);
+  await s.reply();
+  await s.command('EHLO i.test');
+  const r = await s.transaction('a@shop.example', [to], message('q'));
+  await s.quit();
+  return /queued as (\S+)/.exec(r.text)![1];
+}
+
+const admin = async (path: string, method = 'GET'): Promise<Record<string, unknown>> =>
+  (await (await fetch(`${mta.adminUrl}${path}`, { method })).json()) as Record<string, unknown>;
+
+type Summary = { workers: { byDomain: Record<string, { queued: number; deferred: number }> }[] };
+const countFor = (q: Summary, domain: string): number => q.workers.reduce((n, w) => n + (w.byDomain[domain]?.queued ?? 0), 0);
+
+async function until(cond: () => Promise<boolean> | boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('counts per domain, a message\'s history and why it is still queued', async () => {
+  const ids = [await send('a@held.test'), await send('b@held.test'), await send('c@held.test')];
+  heldIds = ids;
+  await until(() => held.attempts.size === 3);
+  await until(async () => ((await admin(`/queue/messages/${ids[0]}`)).attempts as unknown[]).length === 1);
+  const q = (await admin('/queue')) as unknown as Summary;
+  expect(countFor(q, 'held.test')).toBe(3);
+  const story = await admin(`/queue/messages/${ids[0]}`);
+  expect(story).toMatchObject({ queued: true, state: { attempts: 1, pending_recipients: ['a@held.test'] } });
+  expect((story.state as { why: string }).why).toMatch(/^waiting for its next retry at /);
+  expect(story.attempts).toEqual([expect.objectContaining({ status: 'deferred', smtp_code: 451, attempt: 1 })]);
+  const cli = await run(process.execPath, [VOLLEY, 'queue', 'show', '--id', ids[1], '--admin', mta.adminAddress]);
+  expect(JSON.parse(cli.stdout)).toMatchObject({ id: ids[1], queued: true });
+  expect((await fetch(`${mta.adminUrl}/queue/messages/01NOSUCHMESSAGE0000000000`)).status).toBe(404);
+});
+
+test('pause and resume one domain: its mail waits, the rest flows', async () => {
+  await admin('/queue/pause?domain=ok.test', 'POST');
+  const id = await send('x@ok.test');
+  await new Promise((r) => setTimeout(r, 800));
+  expect(ok.messages).toHaveLength(0);
+  expect(((await admin(`/queue/messages/${id}`)).state as { why: string }).why).toBe('its destination is paused by an operator');
+  await admin('/queue/resume?domain=ok.test', 'POST');
+  await ok.waitFor(1, 5000);
+});
+
+test('retry now sends deferred mail at once; purge removes it with a final event each', async () => {
+  await admin('/queue/retry?domain=held.test', 'POST');
+  await until(() => [...held.attempts.values()].every((n) => n >= 2));
+  const r = await run(process.execPath, [VOLLEY, 'queue', 'purge', '--domain', 'held.test', '--admin', mta.adminAddress]);
+  const purged = (JSON.parse(r.stdout) as { workers: { purged: number }[] }).workers.reduce((n, w) => n + w.purged, 0);
+  expect(purged).toBe(3);
+  expect(countFor((await admin('/queue')) as unknown as Summary, 'held.test')).toBe(0);
+  for (const id of heldIds) {
+    const story = await admin(`/queue/messages/${id}`);
+    expect(story.queued).toBe(false);
+    expect((story.attempts as { status: string; error_kind?: string }[]).at(-1)).toMatchObject({ status: 'failed', error_kind: 'purged' });
+  }
+});
