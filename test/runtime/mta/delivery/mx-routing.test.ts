@@ -1,0 +1,99 @@
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ALICE_HASH } from '../../../helpers/config';
+import { rr, startDnsmasq, type Dnsmasq } from '../../../helpers/dnsmasq';
+import { startMta, type MtaProcess } from '../../../helpers/mta-process';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { tempDir } from '../../../helpers/tmp';
+
+// Real MX lookups through a private dnsmasq on loopback. MX records cannot
+// carry a port, so the receiving servers listen on port 25 of their own
+// loopback addresses (root, as CI runs).
+const dir = tempDir();
+const second = new ScriptedMx({ address: '127.0.0.9' });
+const implicit = new ScriptedMx({ address: '127.0.0.10' });
+let dns: Dnsmasq;
+let mta: MtaProcess;
+
+beforeAll(async () => {
+  await second.listen(25);
+  await implicit.listen(25);
+  dns = await startDnsmasq([
+    '--local=/test/',
+    rr.mx('fallback.test', 'mx1.fallback.test', 10),
+    rr.mx('fallback.test', 'mx2.fallback.test', 20),
+    rr.host('mx1.fallback.test', '127.0.0.8'), // nothing listens there: refused
+    rr.host('mx2.fallback.test', '127.0.0.9'),
+    rr.host('implicit.test', '127.0.0.10'), // no MX at all
+    rr.mx('nullmx.test', '.', 0),
+  ]);
+  const config = join(dir, 'volley.yaml');
+  writeFileSync(
+    config,
+    `hostname: mta.test.example
+smtp:
+  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
+  relay_from: [127.0.0.0/8]
+users: [{ name: alice, password: "${ALICE_HASH}" }]
+resolver: { servers: ["${dns.server}"] }
+delivery: { retry: [1h] }
+`,
+  );
+  mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
+});
+afterAll(async () => {
+  await mta?.stop();
+  await second.close();
+  await implicit.close();
+});
+
+async function send(to: string): Promise<string> {
+  const s = await SmtpDialog.open(mta.smtpPort);
+  await s.reply();
+  await s.command('EHLO i.test');
+  const r = await s.transaction('a@shop.example', [to], message('mx'));
+  await s.quit();
+  return /queued as (\S+)/.exec(r.text)![1];
+}
+
+function eventsFor(id: string): { status: string; mx_host?: string; mx_ip?: string; smtp_code?: number; enhanced_code?: string }[] {
+  const logDir = join(dir, 'pp', 'log', 'attempts');
+  return readdirSync(logDir)
+    .flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n'))
+    .filter((l) => l.includes(id))
+    .map((l) => JSON.parse(l));
+}
+
+async function finalEvent(id: string): Promise<ReturnType<typeof eventsFor>[number]> {
+  const end = Date.now() + 10_000;
+  for (;;) {
+    const e = eventsFor(id);
+    if (e.length > 0) return e[e.length - 1];
+    if (Date.now() > end) throw new Error(`no event for ${id}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('the first MX refuses connections: the mail goes to the second', async () => {
+  const id = await send('user@fallback.test');
+  await second.waitFor(1);
+  expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'mx2.fallback.test', mx_ip: '127.0.0.9' });
+});
+
+test('a domain with no MX is delivered to its own address (implicit MX)', async () => {
+  const id = await send('user@implicit.test');
+  await implicit.waitFor(1);
+  expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'implicit.test', mx_ip: '127.0.0.10' });
+});
+
+test('a null MX fails at once, permanently', async () => {
+  const id = await send('user@nullmx.test');
+  expect(await finalEvent(id)).toMatchObject({ status: 'failed', smtp_code: 556, enhanced_code: '5.1.10' });
+});
+
+test('a domain that does not exist fails permanently; the queries went to our resolver', async () => {
+  const id = await send('user@nowhere.test');
+  expect(await finalEvent(id)).toMatchObject({ status: 'failed', smtp_code: 550 });
+  expect(dns.queries()).toEqual(expect.arrayContaining(['MX fallback.test', 'MX implicit.test', 'MX nullmx.test', 'MX nowhere.test']));
+});
