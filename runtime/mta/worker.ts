@@ -6,7 +6,7 @@ import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
 import { AttemptLog } from './delivery/attempt-log';
 import { DirectConnector } from './delivery/direct-connector';
-import { RFC5321_CLIENT_TIMEOUTS } from './delivery/smtp-client';
+import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { DeliveryEngine } from './delivery/engine';
 import { PrimaryAuthority } from './delivery/throttle-authority';
 import { Router } from './delivery/router';

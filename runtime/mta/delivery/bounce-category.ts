@@ -1,4 +1,4 @@
-import type { SmtpReply } from './smtp-reply';
+import type { SmtpReply } from '../../shared/smtp/reply';
 
 export type BounceCategory = 'bad-mailbox' | 'bad-domain' | 'policy' | 'quota' | 'inactive' | 'routing' | 'protocol' | 'content' | 'other';
 

@@ -1,5 +1,5 @@
-import type { Connector, OutboundSession, Source, Target, TlsPolicy } from './connector';
-import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from './smtp-client';
+import type { Connector, OutboundSession, Source, Target, TlsPolicy } from '../../shared/smtp/connector';
+import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../../shared/smtp/client';
 
 /** Opens SMTP sessions straight from this host, bound to the VMTA's sending IP. */
 export class DirectConnector implements Connector {

@@ -1,5 +1,5 @@
 import type { Limits, Throttles } from './throttles';
-import type { SmtpReply } from './smtp-reply';
+import type { SmtpReply } from '../../shared/smtp/reply';
 
 /**
  * Who decides throttles. A worker never decides alone when there are several:

@@ -1,5 +1,5 @@
 import type { BackoffRule, RollupConfig, ThrottleRule } from '../../shared/config/types';
-import type { SmtpReply } from './smtp-reply';
+import type { SmtpReply } from '../../shared/smtp/reply';
 
 export interface Limits {
   maxConnections: number;

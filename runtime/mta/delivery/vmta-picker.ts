@@ -1,5 +1,5 @@
 import type { VolleyConfig } from '../../shared/config/types';
-import type { Source } from './connector';
+import type { Source } from '../../shared/smtp/connector';
 
 /**
  * Chooses the virtual MTA (sending IP + HELO) for a message: the one it names,

@@ -1,4 +1,4 @@
-import type { SmtpReply, Outcome } from './smtp-reply';
+import type { SmtpReply, Outcome } from './reply';
 
 // The one seam between the delivery engine and the network. Direct delivery
 // implements it here; the proxy tier and HAProxy mode implement it beside it,

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:net';
-import { ConnectError } from '../../../../runtime/mta/delivery/connector';
-import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, dotStuff } from '../../../../runtime/mta/delivery/smtp-client';
+import { ConnectError } from '../../../../runtime/shared/smtp/connector';
+import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, dotStuff } from '../../../../runtime/shared/smtp/client';
 import { getFreePort } from '../../../helpers/postfix-tools';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 

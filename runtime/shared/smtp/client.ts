@@ -2,7 +2,7 @@ import { isAscii } from 'node:buffer';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { ConnectError, type ConnectFailure, type OutboundSession, type RecipientResult, type SessionInfo, type Source, type Target, type TlsPolicy, type TransactionResult } from './connector';
-import { outcomeOf, parseReply, type SmtpReply } from './smtp-reply';
+import { outcomeOf, parseReply, type SmtpReply } from './reply';
 
 export interface ClientTimeouts {
   connectMs: number;
