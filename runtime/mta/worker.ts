@@ -76,7 +76,17 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   });
   // With several workers the primary holds the node's throttle counts.
   const authority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
-  const engine = new DeliveryEngine({ partitions: spool.partitions, config, connector: new DirectConnector({ ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs }), router, attemptLog, logger, nodeId: options.nodeId, authority });
+  const engine = new DeliveryEngine({
+    partitions: spool.partitions,
+    config,
+    connector: new DirectConnector({ ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs }),
+    router,
+    attemptLog,
+    logger,
+    nodeId: options.nodeId,
+    authority,
+    bounce: (dsn) => intake.submit({ ...dsn, via: 'smtp', client: { helo: 'dsn' } }),
+  });
   intake.on('accepted', (entry: SpoolEntry) => engine.schedule(entry));
   engine.start();
 

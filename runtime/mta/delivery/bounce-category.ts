@@ -1,9 +1,12 @@
 import type { SmtpReply } from '../../shared/smtp/reply';
 
-export type BounceCategory = 'bad-mailbox' | 'bad-domain' | 'policy' | 'quota' | 'inactive' | 'routing' | 'protocol' | 'content' | 'other';
+import type { BounceCategoryName, BounceRuleConfig } from '../../shared/config/types';
+
+export type BounceCategory = BounceCategoryName;
 
 interface Rule {
   category: BounceCategory;
+  code?: number;
   enhanced?: RegExp;
   text?: RegExp;
 }
@@ -33,4 +36,31 @@ export function classify(reply: SmtpReply, rules: Rule[] = DEFAULT_RULES): Bounc
     if (r.enhanced && reply.enhanced && r.enhanced.test(reply.enhanced)) return r.category;
   }
   return 'other';
+}
+
+/**
+ * The operator's rules (from config: every condition given must match)
+ * checked first, then the built-in table.
+ */
+export class BounceClassifier {
+  private readonly own: Rule[];
+
+  constructor(rules: BounceRuleConfig[]) {
+    this.own = rules.map((r) => ({
+      category: r.category,
+      code: r.code,
+      enhanced: r.enhanced ? new RegExp(`^(?:${r.enhanced})$`, 'i') : undefined,
+      text: r.text ? new RegExp(r.text, 'i') : undefined,
+    }));
+  }
+
+  classify(reply: SmtpReply): BounceCategory {
+    for (const r of this.own) {
+      if (r.code !== undefined && r.code !== reply.code) continue;
+      if (r.enhanced && !(reply.enhanced && r.enhanced.test(reply.enhanced))) continue;
+      if (r.text && !r.text.test(reply.text)) continue;
+      return r.category;
+    }
+    return classify(reply);
+  }
 }

@@ -3,7 +3,8 @@ import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import type { Envelope, SpoolEntry } from '../spool/types';
 import type { AttemptEvent, AttemptLog } from './attempt-log';
-import { classify } from './bounce-category';
+import { BounceClassifier } from './bounce-category';
+import { buildDsn } from './dsn';
 import { DkimSigner } from './dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
 import { MinHeap } from './heap';
@@ -25,6 +26,8 @@ export interface EngineOptions {
   now?: () => number;
   /** Where throttle permits come from; this worker's own Throttles when absent. */
   authority?: ThrottleAuthority;
+  /** Queues a bounce (DSN) like any other message; needed only with delivery.dsn. */
+  bounce?: (dsn: { from: string; to: string[]; message: Buffer }) => Promise<unknown>;
 }
 
 /** One message's current attempt: its recipients split into per-domain jobs. */
@@ -79,6 +82,7 @@ export class DeliveryEngine {
   readonly throttles: Throttles;
   private readonly authority: ThrottleAuthority;
   private signer: DkimSigner;
+  private classifier: BounceClassifier;
   private wakeTimer?: NodeJS.Timeout;
   private sweep?: NodeJS.Timeout;
   private wakeAt = Infinity;
@@ -102,6 +106,7 @@ export class DeliveryEngine {
     this.throttles = new Throttles(options.config, this.now);
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
     this.signer = new DkimSigner(options.config.dkim);
+    this.classifier = new BounceClassifier(options.config.bounceRules);
   }
 
   start(): void {
@@ -118,6 +123,7 @@ export class DeliveryEngine {
   /** Throws (keeping the old config) when a DKIM key of the new one cannot be loaded. */
   apply(config: VolleyConfig): void {
     this.signer = new DkimSigner(config.dkim);
+    this.classifier = new BounceClassifier(config.bounceRules);
     this.config = config;
     this.picker.apply(config);
     this.throttles.apply(config);
@@ -524,7 +530,7 @@ export class DeliveryEngine {
         enhanced_code: r.reply.enhanced,
         smtp_text: r.reply.text,
         error_kind: errorKind,
-        bounce_category: r.outcome === 'delivered' ? undefined : classify(r.reply),
+        bounce_category: r.outcome === 'delivered' ? undefined : this.classifier.classify(r.reply),
         tls_version: session?.info.tls?.version,
         tls_cipher: session?.info.tls?.cipher,
         tls_verified: session?.info.tls?.verified,
@@ -538,6 +544,30 @@ export class DeliveryEngine {
       });
     }
     if (--a.pending === 0) void this.complete(a);
+  }
+
+  /** A DSN to the return path for what finally failed (never for bounces themselves). */
+  private async sendDsn(a: Attempt): Promise<void> {
+    const finals = a.events.filter((e) => e.status === 'failed' || e.status === 'expired');
+    if (!this.config.delivery.dsn || !this.options.bounce || finals.length === 0 || a.entry.from === '') return;
+    try {
+      const original = a.envelope ? await a.partition.read(a.entry).then((m) => m.body, () => Buffer.alloc(0)) : Buffer.alloc(0);
+      const message = buildDsn({
+        reportingMta: this.config.hostname,
+        originalFrom: a.entry.from,
+        messageId: a.entry.id,
+        originalMessage: original,
+        arrival: new Date(a.entry.received),
+        failures: finals.map((e) => ({
+          rcpt: e.recipient,
+          reply: { code: e.smtp_code ?? 0, enhanced: e.enhanced_code, text: e.smtp_text ?? '' },
+          expired: e.status === 'expired',
+        })),
+      });
+      await this.options.bounce({ from: '', to: [a.entry.from], message });
+    } catch (err) {
+      this.options.logger.error({ err, id: a.entry.id }, 'delivery: could not queue a DSN');
+    }
   }
 
   /** Makes the attempt's result durable: events first, then the spool record. */
@@ -561,6 +591,7 @@ export class DeliveryEngine {
     }
     try {
       await this.options.attemptLog.write(a.events);
+      await this.sendDsn(a); // before the original leaves the spool: a crash repeats it, never loses it
       if (next === undefined) {
         const statuses = new Set(a.events.map((e) => e.status));
         const reason = statuses.has('expired') ? 'expired' : statuses.has('delivered') ? 'delivered' : 'failed';

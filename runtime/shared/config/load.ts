@@ -6,7 +6,7 @@ import { CidrList } from '../cidr';
 import { VolleyError } from '../errors';
 import { parseDuration, parseSize } from '../units';
 import { configSchema } from './schema';
-import type { TlsMode, VolleyConfig } from './types';
+import type { BounceRuleConfig, TlsMode, VolleyConfig } from './types';
 
 export interface ConfigIssue {
   file: string;
@@ -146,7 +146,8 @@ interface Raw {
   routing?: { sender_domain: string; pool?: string; vmta?: string }[];
   routes?: { domain: string; host: string; port?: number }[];
   resolver?: { servers?: string[] };
-  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur };
+  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; dsn?: boolean };
+  bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
   events?: { attempt_log?: { max_size?: Dur; max_age?: Dur } };
   accept_drain_from?: string[];
   rollups?: { name: string; mx: string[] }[];
@@ -241,7 +242,20 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       maxLifetimeMs: dur(raw.delivery?.max_lifetime, 4 * 86_400_000, ['delivery', 'max_lifetime']),
       concurrency: raw.delivery?.concurrency ?? 500,
       connectTimeoutMs: dur(raw.delivery?.connect_timeout, 30_000, ['delivery', 'connect_timeout']),
+      dsn: raw.delivery?.dsn ?? false,
     },
+    bounceRules: (raw.bounce_rules ?? []).map((r, i) => {
+      for (const field of ['enhanced', 'text'] as const) {
+        const v = r[field];
+        if (v === undefined) continue;
+        try {
+          new RegExp(v, 'i');
+        } catch (err) {
+          report(['bounce_rules', i, field], `not a regular expression: ${(err as Error).message}`);
+        }
+      }
+      return { category: r.category, code: r.code, enhanced: r.enhanced, text: r.text };
+    }),
     events: {
       attemptLog: {
         maxSize: sz(raw.events?.attempt_log?.max_size, 100 * 1024 * 1024, ['events', 'attempt_log', 'max_size']),

@@ -160,6 +160,7 @@ export const configSchema = {
         max_lifetime: duration,
         concurrency: { type: 'integer', minimum: 1 },
         connect_timeout: duration,
+        dsn: { type: 'boolean', description: 'send RFC 3464 bounces to the return path (ESPs usually read events instead)' },
       },
     },
     events: {
@@ -170,6 +171,20 @@ export const configSchema = {
           type: 'object',
           additionalProperties: false,
           properties: { max_size: size, max_age: duration },
+        },
+      },
+    },
+    bounce_rules: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['category'],
+        properties: {
+          category: { enum: ['bad-mailbox', 'bad-domain', 'policy', 'quota', 'inactive', 'routing', 'protocol', 'content', 'other'] },
+          code: { type: 'integer', minimum: 400, maximum: 599 },
+          enhanced: { type: 'string', description: 'a regular expression matched against the enhanced status code' },
+          text: { type: 'string', description: 'a regular expression matched against the reply text' },
         },
       },
     },

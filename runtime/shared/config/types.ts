@@ -60,6 +60,18 @@ export interface DeliveryConfig {
   maxLifetimeMs: number;
   concurrency: number;
   connectTimeoutMs: number;
+  /** Send RFC 3464 bounces to the return path. */
+  dsn: boolean;
+}
+
+export type BounceCategoryName = 'bad-mailbox' | 'bad-domain' | 'policy' | 'quota' | 'inactive' | 'routing' | 'protocol' | 'content' | 'other';
+
+/** A classification rule; all given conditions must match. Checked before the built-in table. */
+export interface BounceRuleConfig {
+  category: BounceCategoryName;
+  code?: number;
+  enhanced?: string;
+  text?: string;
 }
 
 /** A name for every domain whose MX hosts end in one of `mx` (e.g. google: google.com). */
@@ -112,6 +124,7 @@ export interface VolleyConfig {
   acceptDrainFrom: string[];
   dkim: DkimKeyConfig[];
   rollups: RollupConfig[];
+  bounceRules: BounceRuleConfig[];
   throttles: ThrottleRule[];
   backoff: BackoffRule[];
 }

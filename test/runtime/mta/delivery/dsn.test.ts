@@ -1,0 +1,67 @@
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ALICE_HASH } from '../../../helpers/config';
+import { startMta, type MtaProcess } from '../../../helpers/mta-process';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { tempDir } from '../../../helpers/tmp';
+
+const dir = tempDir();
+const failing = new ScriptedMx({
+  rcpt: (r) => (r.startsWith('gone@') ? [550, '5.1.1 user unknown'] : r.startsWith('full@') ? [552, '5.2.2 over your storage plan'] : undefined),
+});
+const senders = new ScriptedMx();
+let mta: MtaProcess;
+
+beforeAll(async () => {
+  await failing.listen();
+  await senders.listen();
+  const config = join(dir, 'volley.yaml');
+  writeFileSync(
+    config,
+    `hostname: mta.test.example
+smtp:
+  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
+  relay_from: [127.0.0.0/8]
+users: [{ name: alice, password: "${ALICE_HASH}" }]
+routes:
+  - { domain: fail.test, host: 127.0.0.1, port: ${failing.port} }
+  - { domain: shop.example, host: 127.0.0.1, port: ${senders.port} }
+bounce_rules:
+  - { category: inactive, enhanced: "5\\\\.2\\\\.2", text: "storage plan" }
+delivery: { retry: [1h], dsn: true }
+`,
+  );
+  mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
+});
+afterAll(async () => {
+  await mta?.stop();
+  await failing.close();
+  await senders.close();
+});
+
+test('a hard failure sends an RFC 3464 DSN to the return path; a config rule classifies it first', async () => {
+  const s = await SmtpDialog.open(mta.smtpPort);
+  await s.reply();
+  await s.command('EHLO i.test');
+  const r = await s.transaction('news@shop.example', ['gone@fail.test', 'full@fail.test', 'ok@fail.test'], message('offer', 'buy now'));
+  expect(r.code).toBe(250);
+  await s.quit();
+  await senders.waitFor(1);
+  const dsn = senders.messages[0];
+  expect(dsn.from).toBe('');
+  expect(dsn.to).toEqual(['news@shop.example']);
+  expect(dsn.body).toMatch(/Content-Type: multipart\/report; report-type=delivery-status/);
+  expect(dsn.body).toMatch(/Reporting-MTA: dns; mta\.test\.example/);
+  expect(dsn.body).toMatch(/Final-Recipient: rfc822; gone@fail\.test\r\nAction: failed\r\nStatus: 5\.1\.1/);
+  expect(dsn.body).toMatch(/Final-Recipient: rfc822; full@fail\.test\r\nAction: failed\r\nStatus: 5\.2\.2/);
+  expect(dsn.body).not.toMatch(/ok@fail\.test\r\nAction/);
+  expect(dsn.body).toMatch(/Content-Type: text\/rfc822-headers\r\n\r\n[^]*Subject: offer/);
+
+  const logDir = join(dir, 'pp', 'log', 'attempts');
+  const events = readdirSync(logDir).flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+  const cat = Object.fromEntries(events.filter((e) => e.status === 'failed').map((e) => [e.recipient, e.bounce_category]));
+  expect(cat).toEqual({ 'gone@fail.test': 'bad-mailbox', 'full@fail.test': 'inactive' });
+  // The DSN itself was delivered like any message, from the null sender.
+  expect(events.some((e) => e.recipient === 'news@shop.example' && e.status === 'delivered' && e.sender === '')).toBe(true);
+});
