@@ -1,0 +1,61 @@
+import type { Command } from 'commander';
+import { runLb } from '../../runtime/lb/lb';
+import { DEFAULTS, readLbFile, resolveOptions, type LbFlags } from '../../runtime/lb/options';
+import { VolleyError } from '../../runtime/shared/errors';
+import { createLogger } from '../../runtime/shared/log';
+
+interface LbCliFlags extends Omit<LbFlags, 'listeners' | 'noAdmin' | 'admin'> {
+  config?: string;
+  listen?: true;
+  backend?: true;
+  admin?: string | false;
+  logLevel?: string;
+}
+
+export function registerLb(program: Command): void {
+  // A --backend belongs to the --listen before it (those before any --listen, to the first one).
+  const listeners: { listen: string; backends: string[] }[] = [];
+  const orphans: string[] = [];
+  program
+    .command('lb')
+    .description('run the SMTP-aware TCP load balancer in front of MTAs (retries while the client waits, health checks, PROXY protocol)')
+    .option('--config <file>', 'a YAML file (listeners, backends, health checks, timeouts); flags win over it')
+    .option('--listen <addr:port[=smtp|tcp]>', 'a front port; smtp (default) waits for the backend\'s 220, tcp is plain (the HTTP API); repeatable', (v: string) => {
+      listeners.push({ listen: v, backends: [] });
+      return true;
+    })
+    .option('--backend <host:port>', 'an MTA behind the --listen before it; repeatable', (v: string) => {
+      (listeners.at(-1)?.backends ?? orphans).push(v);
+      return true;
+    })
+    .option('--proxy-protocol', 'send a PROXY protocol v1 header with the client\'s address to the MTAs')
+    .option('--admin <addr:port>', `the admin port: /healthz /readyz /status /metrics (default ${DEFAULTS.adminAddress})`)
+    .option('--no-admin', 'no admin port')
+    .option('--health-interval <duration>', `time between health checks of a backend (default ${DEFAULTS.healthInterval})`)
+    .option('--health-timeout <duration>', `bound on one check: connect and greeting (default ${DEFAULTS.healthTimeout})`)
+    .option('--fall <n>', `consecutive failures that take a backend out (default ${DEFAULTS.fall})`)
+    .option('--rise <n>', `consecutive passed checks that bring it back (default ${DEFAULTS.rise})`)
+    .option('--connect-timeout <duration>', `bound on connecting to a backend (default ${DEFAULTS.connectTimeout})`)
+    .option('--greeting-timeout <duration>', `bound on a backend's 220 after connecting (default ${DEFAULTS.greetingTimeout})`)
+    .option('--max-connections <n>', `client connections at once (default ${DEFAULTS.maxConnections})`)
+    .option('--idle-timeout <duration>', `close a session with no traffic for this long (default ${DEFAULTS.idleTimeout})`)
+    .option('--drain-timeout <duration>', `on SIGTERM/SIGINT, how long open sessions may finish (default ${DEFAULTS.drainTimeout})`)
+    .option('--log-level <level>', 'pino level (default: VOLLEY_LOG_LEVEL or info)')
+    .action(async (flags: LbCliFlags) => {
+      if (orphans.length > 0) {
+        if (listeners.length === 0) throw new VolleyError('EBADFLAG', '--backend belongs to a --listen: give --listen first');
+        listeners[0].backends.unshift(...orphans);
+      }
+      const file = flags.config ? readLbFile(flags.config) : undefined;
+      const options = resolveOptions(
+        {
+          ...flags,
+          listeners,
+          admin: typeof flags.admin === 'string' ? flags.admin : undefined,
+          noAdmin: flags.admin === false,
+        },
+        file,
+      );
+      await runLb(options, createLogger({ name: 'lb', level: flags.logLevel }));
+    });
+}

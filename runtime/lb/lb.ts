@@ -1,0 +1,247 @@
+// The `lb` daemon: listeners, their backend pools and health checkers, the
+// admin port, and the graceful stop (stop accepting, let sessions finish,
+// bounded by the drain timeout, then close what is left).
+import { createServer, type Server, type Socket } from 'node:net';
+import { VolleyError } from '../shared/errors';
+import type { Logger } from '../shared/log';
+import { LbAdminServer } from './admin-server';
+import { BackendPool, HealthChecker, type BackendEvents } from './backend-pool';
+import { LbMetrics } from './metrics';
+import type { LbOptions, ListenerOptions } from './options';
+import { Session, type ListenerCounters } from './session';
+
+const TOO_MANY_REPLY = '421 4.7.0 too many connections, try again later\r\n';
+
+interface Listener {
+  options: ListenerOptions;
+  server: Server;
+  pool: BackendPool;
+  checker: HealthChecker;
+  sessions: Set<Session>;
+  counters: ListenerCounters;
+  port?: number;
+}
+
+export interface Lb {
+  /** The bound ports (useful with port 0), by listener name. */
+  ports: Record<string, number>;
+  adminPort?: number;
+  status(): LbStatus;
+  /** Graceful stop: no new connections, sessions finish within drainMs (default: the option), then are closed. */
+  stop(drainMs?: number): Promise<void>;
+  /** Closes every open session now (a stop under way then completes at once). */
+  closeSessions(): void;
+  metrics: LbMetrics;
+}
+
+export interface LbStatus {
+  draining: boolean;
+  active: number;
+  maxConnections: number;
+  listeners: {
+    name: string;
+    mode: string;
+    listen: string;
+    proxyProtocol: boolean;
+    active: number;
+    healthyBackends: number;
+    counters: ListenerCounters;
+    backends: {
+      address: string;
+      up: boolean;
+      active: number;
+      served: number;
+      failures: number;
+      consecutiveFailures: number;
+      consecutiveSuccesses: number;
+      lastCheck?: { at: string; ok: boolean; detail?: string };
+      lastFailure?: { at: string; reason: string; detail: string };
+    }[];
+  }[];
+}
+
+export async function startLb(options: LbOptions, logger: Logger): Promise<Lb> {
+  const metrics = new LbMetrics();
+  let draining = false;
+  let active = 0;
+  const listeners: Listener[] = [];
+
+  for (const lo of options.listeners) {
+    const events: BackendEvents = {
+      onStateChange: (b, up) => metrics.backendUp.set({ listener: lo.name, backend: b.id }, up ? 1 : 0),
+      onFailure: (b, reason) => metrics.backendFailures.inc({ listener: lo.name, backend: b.id, reason }),
+      onCheck: (b, ok) => metrics.checks.inc({ listener: lo.name, backend: b.id, result: ok ? 'ok' : 'failed' }),
+    };
+    const pool = new BackendPool(lo.name, lo.backends, options.health, events, logger);
+    for (const b of pool.backends) metrics.backendUp.set({ listener: lo.name, backend: b.id }, 1);
+    const l: Listener = {
+      options: lo,
+      pool,
+      checker: new HealthChecker(pool, lo.mode, options.health, lo.proxyProtocol, events),
+      sessions: new Set(),
+      counters: { connections: 0, retries: 0, rejectedMaxConnections: 0, noBackend: 0 },
+      server: createServer({ allowHalfOpen: true, pauseOnConnect: false }),
+    };
+    l.server.on('connection', (client: Socket) => accept(l, client));
+    l.server.on('error', (err) => logger.error({ err, listener: lo.name }, 'listener error'));
+    metrics.connections.inc({ listener: lo.name }, 0);
+    metrics.retries.inc({ listener: lo.name }, 0);
+    listeners.push(l);
+  }
+
+  function accept(l: Listener, client: Socket): void {
+    client.on('error', () => undefined);
+    if (draining) {
+      client.destroy();
+      return;
+    }
+    const name = l.options.name;
+    if (active >= options.maxConnections) {
+      l.counters.rejectedMaxConnections++;
+      metrics.rejected.inc({ listener: name, reason: 'max_connections' });
+      if (l.options.mode === 'smtp') client.end(TOO_MANY_REPLY);
+      setTimeout(() => client.destroy(), l.options.mode === 'smtp' ? 2000 : 0).unref();
+      return;
+    }
+    active++;
+    l.counters.connections++;
+    metrics.connections.inc({ listener: name });
+    const session = new Session({ listener: l.options, pool: l.pool, options, metrics, counters: l.counters, logger }, client);
+    l.sessions.add(session);
+    void session.done.then(() => {
+      active--;
+      l.sessions.delete(session);
+    });
+    void session.run();
+  }
+
+  function status(): LbStatus {
+    return {
+      draining,
+      active,
+      maxConnections: options.maxConnections,
+      listeners: listeners.map((l) => ({
+        name: l.options.name,
+        mode: l.options.mode,
+        listen: `${l.options.address}:${l.port ?? l.options.port}`,
+        proxyProtocol: l.options.proxyProtocol,
+        active: l.sessions.size,
+        healthyBackends: l.pool.healthyCount(),
+        counters: { ...l.counters },
+        backends: l.pool.backends.map((b) => ({
+          address: b.id,
+          up: b.up,
+          active: b.active,
+          served: b.served,
+          failures: b.failures,
+          consecutiveFailures: b.consecutiveFailures,
+          consecutiveSuccesses: b.consecutiveSuccesses,
+          lastCheck: b.lastCheck,
+          lastFailure: b.lastFailure,
+        })),
+      })),
+    };
+  }
+
+  const admin = options.admin
+    ? new LbAdminServer({
+        draining: () => draining,
+        ready: () => {
+          const reasons = listeners.filter((l) => l.pool.healthyCount() === 0).map((l) => `listener ${l.options.name} has no healthy backend`);
+          if (draining) reasons.push('draining');
+          return { ok: reasons.length === 0, reasons };
+        },
+        status,
+        metrics: async () => {
+          for (const l of listeners) {
+            metrics.active.set({ listener: l.options.name }, l.sessions.size);
+            for (const b of l.pool.backends) metrics.backendActive.set({ listener: l.options.name, backend: b.id }, b.active);
+          }
+          return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+        },
+      })
+    : undefined;
+
+  const ports: Record<string, number> = {};
+  try {
+    for (const l of listeners) {
+      l.port = await new Promise<number>((resolve, reject) => {
+        l.server.once('error', reject);
+        l.server.listen({ host: l.options.address, port: l.options.port }, () => {
+          l.server.removeListener('error', reject);
+          const a = l.server.address();
+          resolve(typeof a === 'object' && a ? a.port : l.options.port);
+        });
+      });
+      ports[l.options.name] = l.port;
+      logger.info({ listener: l.options.name, mode: l.options.mode, listen: `${l.options.address}:${l.port}`, backends: l.pool.backends.map((b) => b.id), proxyProtocol: l.options.proxyProtocol }, 'listening');
+    }
+  } catch (err) {
+    for (const l of listeners) l.server.close();
+    throw new VolleyError('ELISTEN', `cannot listen: ${(err as Error).message}`, { cause: err });
+  }
+  let adminPort: number | undefined;
+  if (admin && options.admin) {
+    try {
+      adminPort = (await admin.listen(options.admin.port, options.admin.host)).port;
+    } catch (err) {
+      for (const l of listeners) l.server.close();
+      throw new VolleyError('ELISTEN', `cannot listen on the admin port: ${(err as Error).message}`, { cause: err });
+    }
+    logger.info({ admin: `${options.admin.host}:${adminPort}` }, 'admin listening');
+  }
+  for (const l of listeners) l.checker.start();
+
+  let stopping: Promise<void> | undefined;
+  async function stop(drainMs = options.drainTimeoutMs): Promise<void> {
+    stopping ??= (async () => {
+      draining = true;
+      for (const l of listeners) l.checker.stop();
+      await Promise.all(listeners.map((l) => new Promise<void>((r) => l.server.close(() => r()))).concat(drained(drainMs)));
+      await admin?.close();
+      logger.info('lb stopped');
+    })();
+    return stopping;
+  }
+
+  async function drained(drainMs: number): Promise<void> {
+    const all = (): Session[] => listeners.flatMap((l) => [...l.sessions]);
+    const open = all();
+    if (open.length === 0) return;
+    logger.info({ sessions: open.length, drainMs }, 'draining: waiting for open sessions');
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      Promise.all(open.map((s) => s.done)).then(() => false),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), drainMs))),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      const left = all();
+      logger.warn({ sessions: left.length }, 'drain timeout: closing the sessions left');
+      for (const s of left) s.destroy();
+      await Promise.all(left.map((s) => s.done));
+    }
+  }
+
+  function closeSessions(): void {
+    for (const l of listeners) for (const s of l.sessions) s.destroy();
+  }
+
+  return { ports, adminPort, status, stop, closeSessions, metrics };
+}
+
+/** Runs until SIGTERM or SIGINT, then stops gracefully; a second signal closes everything at once. */
+export async function runLb(options: LbOptions, logger: Logger): Promise<void> {
+  const lb = await startLb(options, logger);
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals++;
+      logger.info({ signal: sig }, signals === 1 ? 'stopping: no new connections, draining sessions' : 'second signal: closing now');
+      if (signals > 1) lb.closeSessions();
+      void lb.stop().then(resolve);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

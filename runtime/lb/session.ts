@@ -1,0 +1,184 @@
+// One client connection: find a backend that connects (and in SMTP mode
+// greets with 220) while the client waits, trying the next one on any failure,
+// then pipe bytes both ways until either side is done.
+import type { Socket } from 'node:net';
+import type { Logger } from '../shared/log';
+import { connectBackend, proxyV1Header } from './backend-connect';
+import type { Backend, BackendPool } from './backend-pool';
+import type { LbMetrics } from './metrics';
+import type { LbOptions, ListenerOptions } from './options';
+
+export const NO_BACKEND_REPLY = '421 4.3.2 no MTA available, try again later\r\n';
+
+/** Bytes a client may send before its backend is chosen (early talkers); past it, reading pauses. */
+const MAX_EARLY_BYTES = 64 * 1024;
+/** After one side has closed, how long the other may take to finish writing. */
+const CLOSE_LINGER_MS = 5000;
+
+export interface ListenerCounters {
+  connections: number;
+  retries: number;
+  rejectedMaxConnections: number;
+  noBackend: number;
+}
+
+export interface SessionContext {
+  counters: ListenerCounters;
+  listener: ListenerOptions;
+  pool: BackendPool;
+  options: LbOptions;
+  metrics: LbMetrics;
+  logger: Logger;
+}
+
+export class Session {
+  readonly done: Promise<void>;
+  private resolveDone!: () => void;
+  private readonly abort = new AbortController();
+  private backendSocket?: Socket;
+  private clientClosed = false;
+  private backendClosed = true;
+  private finished = false;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    private readonly client: Socket,
+  ) {
+    this.done = new Promise((r) => (this.resolveDone = r));
+  }
+
+  /** Never rejects: every failure ends in a closed client socket. */
+  async run(): Promise<void> {
+    const { client } = this;
+    client.on('error', () => undefined);
+    client.once('close', () => {
+      this.clientClosed = true;
+      this.abort.abort();
+      this.maybeFinish();
+    });
+    const early: Buffer[] = [];
+    let earlyBytes = 0;
+    const onEarly = (d: Buffer): void => {
+      early.push(d);
+      earlyBytes += d.length;
+      if (earlyBytes > MAX_EARLY_BYTES) client.pause();
+    };
+    // A FIN before the backend is chosen means the client left: stop trying.
+    const onEarlyEnd = (): void => this.abort.abort();
+    client.on('data', onEarly);
+    client.once('end', onEarlyEnd);
+    try {
+      const chosen = await this.choose();
+      client.removeListener('data', onEarly);
+      client.removeListener('end', onEarlyEnd);
+      if (this.abort.signal.aborted) {
+        if (chosen) {
+          chosen.socket.destroy();
+          chosen.backend.active--;
+        }
+        client.destroy();
+        return;
+      }
+      if (!chosen) {
+        this.ctx.counters.noBackend++;
+        this.ctx.metrics.rejected.inc({ listener: this.ctx.listener.name, reason: 'no_backend' });
+        this.ctx.logger.warn({ listener: this.ctx.listener.name, client: client.remoteAddress }, 'every backend failed; client turned away');
+        if (this.ctx.listener.mode === 'smtp') {
+          client.end(NO_BACKEND_REPLY);
+          setTimeout(() => client.destroy(), CLOSE_LINGER_MS).unref();
+        } else {
+          client.destroy();
+        }
+        return;
+      }
+      this.splice(chosen.backend, chosen.socket, chosen.greeting, early);
+    } catch (err) {
+      this.ctx.logger.error({ err, listener: this.ctx.listener.name }, 'session failed');
+      this.destroy();
+    }
+  }
+
+  /** Closes both sides now (end of the drain timeout). */
+  destroy(): void {
+    this.abort.abort();
+    this.backendSocket?.destroy();
+    this.client.destroy();
+  }
+
+  private async choose(): Promise<{ backend: Backend; socket: Socket; greeting: Buffer } | undefined> {
+    const { pool, listener, options, metrics, logger } = this.ctx;
+    const tried = new Set<Backend>();
+    for (;;) {
+      if (this.abort.signal.aborted) return undefined;
+      const b = pool.pick(tried);
+      if (!b) return undefined;
+      if (tried.size > 0) {
+        this.ctx.counters.retries++;
+        metrics.retries.inc({ listener: listener.name });
+      }
+      tried.add(b);
+      b.active++;
+      const r = await connectBackend({
+        backend: b.address,
+        mode: listener.mode,
+        connectTimeoutMs: options.connectTimeoutMs,
+        greetingTimeoutMs: options.greetingTimeoutMs,
+        proxyHeader: listener.proxyProtocol ? proxyV1Header(this.client) : undefined,
+        signal: this.abort.signal,
+      });
+      if (r.ok) {
+        pool.reportSuccess(b, false);
+        b.served++;
+        return { backend: b, socket: r.socket, greeting: r.greeting };
+      }
+      b.active--;
+      if (r.reason === 'aborted') return undefined;
+      logger.warn({ listener: listener.name, backend: b.id, reason: r.reason, detail: r.detail }, 'backend failed; trying the next');
+      pool.reportFailure(b, r.reason, r.detail);
+    }
+  }
+
+  private splice(b: Backend, backend: Socket, greeting: Buffer, early: Buffer[]): void {
+    const { client } = this;
+    this.backendSocket = backend;
+    this.backendClosed = false;
+    backend.on('error', () => undefined);
+    const onError = (): void => {
+      client.destroy();
+      backend.destroy();
+    };
+    client.on('error', onError);
+    backend.on('error', onError);
+    backend.once('close', () => {
+      this.backendClosed = true;
+      b.active--;
+      this.linger(client);
+      this.maybeFinish();
+    });
+    client.once('close', () => this.linger(backend));
+    const idle = (): void => {
+      this.ctx.logger.info({ listener: this.ctx.listener.name, backend: b.id }, 'idle session closed');
+      onError();
+    };
+    client.setTimeout(this.ctx.options.idleTimeoutMs, idle);
+    backend.setTimeout(this.ctx.options.idleTimeoutMs, idle);
+    if (greeting.length > 0) client.write(greeting);
+    for (const d of early) backend.write(d);
+    client.pipe(backend);
+    backend.pipe(client);
+    client.resume();
+  }
+
+  /** The other side closed: let this one finish writing, then close it. */
+  private linger(s: Socket): void {
+    if (s.destroyed) return;
+    s.end();
+    setTimeout(() => s.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  private maybeFinish(): void {
+    if (this.finished || !this.clientClosed || !this.backendClosed) return;
+    this.finished = true;
+    this.resolveDone();
+  }
+}
