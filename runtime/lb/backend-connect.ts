@@ -40,6 +40,7 @@ export function connectBackend(o: ConnectOptions): Promise<ConnectResult> {
       o.signal?.removeEventListener('abort', onAbort);
       socket.removeListener('data', onData);
       socket.removeListener('close', onClose);
+      socket.removeListener('end', onClose);
       socket.removeListener('connect', onConnect);
       socket.removeListener('error', onError);
     }
@@ -84,7 +85,9 @@ export function connectBackend(o: ConnectOptions): Promise<ConnectResult> {
     }
     socket.on('connect', onConnect);
     socket.on('error', onError);
+    // allowHalfOpen: a FIN alone does not close the socket, so 'end' counts too.
     socket.on('close', onClose);
+    socket.on('end', onClose);
     socket.on('data', onData);
   });
 }
