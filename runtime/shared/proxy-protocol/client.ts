@@ -1,0 +1,100 @@
+import { createHash } from 'node:crypto';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { FrameChannel } from './channel';
+import { AuthError, clientHandshake, type Welcome } from './handshake';
+
+export interface ProxyEndpoint {
+  host: string;
+  port: number;
+  /** SHA-256 of the proxy's certificate (DER), hex with or without colons. */
+  fingerprint?: string;
+  /** Or a CA (PEM) the proxy's certificate chains to; checked against `servername`. */
+  ca?: string | Buffer;
+  /** Name to verify with `ca` (and SNI); defaults to host. */
+  servername?: string;
+  /** For logs and SessionInfo.via; defaults to host:port. */
+  name?: string;
+}
+
+export function endpointName(e: ProxyEndpoint): string {
+  return e.name ?? `${e.host}:${e.port}`;
+}
+
+export function normalizeFingerprint(f: string): string {
+  return f.replace(/[^0-9a-f]/gi, '').toUpperCase();
+}
+
+/** SHA-256 fingerprint of a PEM or DER certificate, as `openssl x509 -fingerprint -sha256` prints it. */
+export function certificateFingerprint(cert: { raw: Buffer }): string {
+  return createHash('sha256').update(cert.raw).digest('hex').toUpperCase().match(/../g)!.join(':');
+}
+
+export type ProxyStage = 'connect' | 'tls' | 'auth';
+
+/** The proxy itself (not the MX) could not be reached or authenticated. */
+export class ProxyLinkError extends Error {
+  constructor(
+    readonly stage: ProxyStage,
+    readonly proxy: string,
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'ProxyLinkError';
+  }
+}
+
+export interface DialOptions {
+  secret: Buffer;
+  connectTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  /** This MTA's name, shown in the proxy's logs. */
+  name?: string;
+}
+
+/** Opens TLS to a proxy, checks its certificate, and runs the mutual handshake. */
+export async function dialProxy(endpoint: ProxyEndpoint, options: DialOptions): Promise<{ channel: FrameChannel; welcome: Welcome }> {
+  const proxy = endpointName(endpoint);
+  if (!endpoint.fingerprint && !endpoint.ca) throw new ProxyLinkError('tls', proxy, `proxy ${proxy}: neither a fingerprint nor a CA to check its certificate`);
+  const socket = await new Promise<TLSSocket>((resolve, reject) => {
+    const s = tlsConnect({
+      host: endpoint.host,
+      port: endpoint.port,
+      servername: endpoint.servername ?? (/^[\d.]+$|:/.test(endpoint.host) ? undefined : endpoint.host),
+      ca: endpoint.ca,
+      rejectUnauthorized: !endpoint.fingerprint,
+      minVersion: 'TLSv1.2',
+    });
+    s.setNoDelay(true);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new ProxyLinkError('connect', proxy, `proxy ${proxy}: no TLS connection within ${options.connectTimeoutMs} ms`, 'ETIMEDOUT'));
+    }, options.connectTimeoutMs);
+    s.once('secureConnect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const stage: ProxyStage = err.code && /^E(CONNREFUSED|HOSTUNREACH|NETUNREACH|ADDRNOTAVAIL|TIMEDOUT)$/.test(err.code) ? 'connect' : 'tls';
+      reject(new ProxyLinkError(stage, proxy, `proxy ${proxy}: ${stage === 'connect' ? 'cannot connect' : 'TLS failed'}: ${err.code ?? err.message}`, err.code));
+    });
+  });
+  if (endpoint.fingerprint) {
+    const got = normalizeFingerprint(certificateFingerprint(socket.getPeerCertificate()));
+    if (got !== normalizeFingerprint(endpoint.fingerprint)) {
+      socket.destroy();
+      throw new ProxyLinkError('tls', proxy, `proxy ${proxy}: certificate fingerprint ${got} is not the pinned one`);
+    }
+  }
+  const channel = new FrameChannel(socket);
+  try {
+    const welcome = await clientHandshake(channel, options.secret, { timeoutMs: options.handshakeTimeoutMs, name: options.name });
+    return { channel, welcome };
+  } catch (err) {
+    channel.close();
+    const reason = err instanceof AuthError ? err.reason : 'protocol';
+    throw new ProxyLinkError('auth', proxy, `proxy ${proxy}: authentication failed (${reason}): ${(err as Error).message}`, reason);
+  }
+}

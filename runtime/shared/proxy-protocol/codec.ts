@@ -1,0 +1,181 @@
+/*
+ * The Volley proxy protocol, version 1: how an MTA asks a proxy to send mail
+ * from a sending IP the proxy holds. Both daemons use this file; neither
+ * imports the other.
+ *
+ * TRANSPORT
+ *   Always TLS (1.2 or later; the proxy offers 1.3). The MTA checks the
+ *   proxy's certificate by SHA-256 fingerprint (pinned) or by a CA. Plain TCP
+ *   never gets past the TLS handshake.
+ *
+ * FRAMES
+ *   Every message, both ways, is one frame:
+ *     u32 BE  frame length N (the bytes that follow, not counting these 4)
+ *     u32 BE  header length H (H <= N)
+ *     H bytes header: UTF-8 JSON object with a string field "t" (the type)
+ *     N-H-4   body: raw bytes, used only by "transaction" (the message)
+ *   Before authentication a frame may be at most 4 KiB; after, up to the
+ *   decoder's limit (256 MiB by default). A frame over the limit, a header
+ *   that is not a JSON object with "t", or an unexpected type closes the
+ *   connection. Field names are snake_case. Unknown header fields are ignored,
+ *   so a version can add fields without breaking the other side.
+ *
+ * HANDSHAKE (mutual HMAC challenge–response, bound to the TLS session)
+ *   The shared secret is at least 32 bytes and never sent. Both sides compute
+ *     ekm = TLS exporter (RFC 5705 / RFC 8446 7.5), 32 bytes,
+ *           label "EXPORTER-volley-proxy", context "volley-proxy/1"
+ *   which is the same on both ends of one TLS connection and different on any
+ *   other, so a proof recorded on one connection is worthless on the next.
+ *   1. MTA -> proxy  hello     { t, version: 1, nonce: b64(32 random bytes),
+ *                                channel: "delivery", name? }
+ *        version: the highest the MTA speaks; a proxy that does not speak it
+ *        answers { t: "error", code: "version", versions: [1] } and closes.
+ *        channel: "delivery" (this file). Reserved: "control" for the
+ *        cluster-wide throttle frames (register/permit/...), a later version.
+ *   2. proxy -> MTA  challenge { t, version: 1, nonce: b64(32 random bytes) }
+ *   3. MTA -> proxy  auth      { t, proof: b64(HMAC-SHA256(secret,
+ *                                "volley-proxy/1 mta" || ekm || nonce_mta || nonce_proxy)) }
+ *        The proxy compares with timingSafeEqual. Wrong (wrong secret, a
+ *        replay, another connection's proof): the proxy logs the reason and
+ *        closes, sending nothing.
+ *   4. proxy -> MTA  welcome   { t, proof: b64(HMAC-SHA256(secret,
+ *                                "volley-proxy/1 proxy" || ekm || nonce_mta || nonce_proxy)),
+ *                                name, sending_ips: [..] }
+ *        The MTA checks the proof the same way and closes on a mismatch, so
+ *        it never hands mail to a proxy that does not hold the secret.
+ *        Both proofs cover both nonces; each side's label differs, so one
+ *        side's proof can never be reflected back as the other's.
+ *   The proxy also closes, with a log line, if the source address is not in
+ *   its allow list, if the handshake is not done within its timeout, or on
+ *   any frame out of order.
+ *
+ * DELIVERY (after welcome; one request at a time, answers in order)
+ *   connect      MTA -> proxy { t, sending_ip, mx: { host, ip, port }, helo,
+ *                               tls: "opportunistic" | "required" | "never",
+ *                               timeouts?: ClientTimeouts (MX leg, ms) }
+ *     The proxy takes an idle MX session from its pool for the key
+ *     (sending_ip, mx ip:port, helo, tls), or opens one from sending_ip: the
+ *     greeting, EHLO and STARTTLS are the proxy's.
+ *   connected    proxy -> MTA { t, reused: bool, session: { mx_host, mx_ip,
+ *                               port, local_ip, helo, greeting,
+ *                               capabilities: [..], tls?: { version, cipher,
+ *                               verified }, connect_ms, transactions } }
+ *   connect_failed proxy -> MTA { t, kind, message, reply?: SmtpReply }
+ *     kind: refused | timeout | unreachable (could not connect),
+ *           closed-before-greeting (connected, closed before a 220),
+ *           greeting-rejected (reply is the greeting or EHLO answer),
+ *           tls-required, ip-not-hosted (sending_ip is not in this proxy's
+ *           list), error.
+ *   transaction  MTA -> proxy { t, from, to: [..] } + body: the message bytes
+ *     (not dot-stuffed; the proxy does that). Only while connected.
+ *   result       proxy -> MTA { t, recipients: [{ rcpt, reply, outcome }],
+ *                               envelope_ms, data_ms, usable }
+ *   transaction_failed proxy -> MTA { t, message, usable: false }
+ *     The MX connection broke mid-transaction; the proxy has dropped it.
+ *   release      MTA -> proxy { t, reuse: bool }
+ *     Ends the MTA's use of the session; no answer. With reuse and a usable
+ *     session under max_transactions_per_session, the proxy keeps it idle
+ *     for idle_timeout for the next connect from any MTA; otherwise QUIT.
+ *     The same MTA connection may then send connect again: connections are
+ *     reused across deliveries.
+ *   ping / pong  either way, any time after welcome: keep-alive.
+ *   error        proxy -> MTA { t, code, message }: a request the proxy could
+ *     not take (e.g. transaction without a session); the proxy then closes.
+ *
+ * VERSIONING
+ *   "hello.version" picks the version. A later version adds frame families
+ *   (e.g. the throttle control channel) under new types and/or a new
+ *   channel; version 1 peers close on types they do not know.
+ */
+import { VolleyError } from '../errors';
+
+export const PROTOCOL_VERSION = 1;
+export const PRE_AUTH_MAX_FRAME = 4 * 1024;
+export const DEFAULT_MAX_FRAME = 256 * 1024 * 1024;
+
+export interface Frame {
+  header: FrameHeader;
+  body?: Buffer;
+}
+
+export interface FrameHeader {
+  t: string;
+  [field: string]: unknown;
+}
+
+export class ProtocolError extends VolleyError {
+  constructor(message: string) {
+    super('EPROXYPROTO', message);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** One frame on the wire. */
+export function encodeFrame(header: FrameHeader | { t: string }, body?: Buffer): Buffer {
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const bodyLength = body?.length ?? 0;
+  const prefix = Buffer.allocUnsafe(8);
+  prefix.writeUInt32BE(4 + json.length + bodyLength, 0);
+  prefix.writeUInt32BE(json.length, 4);
+  return body && bodyLength > 0 ? Buffer.concat([prefix, json, body]) : Buffer.concat([prefix, json]);
+}
+
+/**
+ * Incremental frame decoder: push bytes as they arrive, get whole frames.
+ * Throws ProtocolError on anything malformed; the caller closes the
+ * connection (there is no resynchronising a length-prefixed stream).
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(public maxFrame = PRE_AUTH_MAX_FRAME) {}
+
+  push(chunk: Buffer): Frame[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const frames: Frame[] = [];
+    for (;;) {
+      if (this.buffered < 4) break;
+      const head = this.peek(8);
+      const length = head.readUInt32BE(0);
+      if (length < 4 || length > this.maxFrame) throw new ProtocolError(`frame length ${length} out of range (max ${this.maxFrame})`);
+      if (this.buffered < 4 + length) break;
+      const whole = this.take(4 + length);
+      const headerLength = whole.readUInt32BE(4);
+      if (headerLength > length - 4 || headerLength === 0) throw new ProtocolError(`header length ${headerLength} out of range`);
+      const header = parseHeader(whole.subarray(8, 8 + headerLength));
+      const body = whole.length > 8 + headerLength ? whole.subarray(8 + headerLength) : undefined;
+      frames.push(body ? { header, body } : { header });
+    }
+    return frames;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0].length >= n || this.chunks.length === 1) return this.chunks[0];
+    this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0];
+  }
+
+  private take(n: number): Buffer {
+    const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.buffered = rest.length;
+    return out;
+  }
+}
+
+function parseHeader(bytes: Buffer): FrameHeader {
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new ProtocolError('frame header is not JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { t?: unknown }).t !== 'string') {
+    throw new ProtocolError('frame header is not an object with a type');
+  }
+  return value as FrameHeader;
+}

@@ -1,0 +1,5 @@
+export * from './codec';
+export * from './channel';
+export * from './handshake';
+export * from './messages';
+export * from './client';

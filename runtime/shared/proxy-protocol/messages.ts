@@ -1,0 +1,68 @@
+import type { ClientTimeouts } from '../smtp/client';
+import type { ConnectFailure, RecipientResult, TlsPolicy } from '../smtp/connector';
+import type { SmtpReply } from '../smtp/reply';
+
+// The delivery frames' headers, as codec.ts describes them.
+
+export interface ConnectRequest {
+  t: 'connect';
+  sending_ip: string;
+  mx: { host: string; ip: string; port: number };
+  helo: string;
+  tls: TlsPolicy;
+  timeouts?: Partial<ClientTimeouts>;
+}
+
+export interface WireSession {
+  mx_host: string;
+  mx_ip: string;
+  port: number;
+  local_ip?: string;
+  helo: string;
+  greeting?: string;
+  capabilities: string[];
+  tls?: { version: string; cipher: string; verified: boolean };
+  connect_ms: number;
+  /** Transactions this MX session carried before this connect. */
+  transactions: number;
+}
+
+export interface Connected {
+  t: 'connected';
+  reused: boolean;
+  session: WireSession;
+}
+
+export interface ConnectFailed {
+  t: 'connect_failed';
+  kind: ConnectFailure;
+  message: string;
+  reply?: SmtpReply;
+}
+
+export interface TransactionRequest {
+  t: 'transaction';
+  from: string;
+  to: string[];
+}
+
+export interface TransactionReply {
+  t: 'result';
+  recipients: RecipientResult[];
+  envelope_ms: number;
+  data_ms: number;
+  usable: boolean;
+}
+
+export interface TransactionFailed {
+  t: 'transaction_failed';
+  message: string;
+  usable: false;
+}
+
+export interface Release {
+  t: 'release';
+  reuse: boolean;
+}
+
+export const CONNECT_FAILURES: readonly ConnectFailure[] = ['refused', 'timeout', 'unreachable', 'closed-before-greeting', 'greeting-rejected', 'tls-required', 'ip-not-hosted', 'error'];
