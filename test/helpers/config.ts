@@ -45,3 +45,16 @@ export function writeTestConfig(dir: string, options: Parameters<typeof testConf
   writeFileSync(file, testConfigYaml(options));
   return file;
 }
+
+/**
+ * A delivery test's MTA config: plain SMTP on loopback, relay for 127/8, one
+ * user; `rest` adds routes, throttles and the like.
+ */
+export function deliveryConfigYaml(rest: string): string {
+  return `hostname: mta.test.example
+smtp:
+  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
+  relay_from: [127.0.0.0/8]
+users: [{ name: alice, password: "${ALICE_HASH}" }]
+${rest}`;
+}

@@ -118,3 +118,14 @@ export class SmtpDialog {
 export function message(subject = 'test', body = 'hello', extraHeaders = ''): string {
   return `From: a@example.test\r\nTo: b@example.test\r\nSubject: ${subject}\r\n${extraHeaders}\r\n${body}`;
 }
+
+/** Injects one message over a fresh session; returns its queue id or throws with the refusal. */
+export async function inject(port: number, from: string, to: string[], body: string = message('test')): Promise<string> {
+  const s = await SmtpDialog.open(port);
+  await s.reply();
+  await s.command('EHLO injector.test');
+  const r = await s.transaction(from, to, body);
+  await s.quit();
+  if (r.code !== 250) throw new Error(`injection refused: ${r.code} ${r.text}`);
+  return /queued as (\S+)/.exec(r.text)![1];
+}

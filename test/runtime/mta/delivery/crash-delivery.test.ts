@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ALICE_HASH } from '../../../helpers/config';
+import { deliveryConfigYaml } from '../../../helpers/config';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
@@ -15,15 +15,10 @@ test('kill -9 during heavy delivery: after a restart every acknowledged message 
   const config = join(dir, 'volley.yaml');
   writeFileSync(
     config,
-    `hostname: mta.test.example
-smtp:
-  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
-  relay_from: [127.0.0.0/8]
-users: [{ name: alice, password: "${ALICE_HASH}" }]
-routes: [{ domain: "*", host: 127.0.0.1, port: ${port} }]
+    deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: ${port} }]
 throttles: [{ destination: "*", max_connections: ${CONNECTIONS} }]
 delivery: { retry: [1s] }
-`,
+`),
   );
   const pp = join(dir, 'pp');
   let mta: MtaProcess = await startMta({ configPath: config, persistentPath: pp, workers: 2 });

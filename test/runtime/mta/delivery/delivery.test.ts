@@ -1,11 +1,11 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ALICE_HASH } from '../../../helpers/config';
+import { deliveryConfigYaml } from '../../../helpers/config';
 import { dkimVerify } from '../../../helpers/dkim-verify';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
-import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { SmtpDialog, inject, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
 
 // One MTA (two workers, so throttles are node-wide through the primary) and a
@@ -42,12 +42,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'ed.pem'), ed.privateKey.export({ type: 'pkcs8', format: 'pem' }));
   writeFileSync(
     config,
-    `hostname: mta.test.example
-smtp:
-  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
-  relay_from: [127.0.0.0/8]
-users: [{ name: alice, password: "${ALICE_HASH}" }]
-vmtas:
+    deliveryConfigYaml(`vmtas:
   - { name: v2, ip: 127.0.0.2, helo: a.vmta.test }
   - { name: v3, ip: 127.0.0.3, helo: b.vmta.test }
 pools: [{ name: p, vmtas: [{ name: v2 }] }]
@@ -65,7 +60,7 @@ delivery:
 dkim:
   - { domain: signed.example, selector: r1, algorithm: rsa-sha256, private_key_file: ${join(dir, 'rsa.pem')} }
   - { domain: signed.example, selector: e1, algorithm: ed25519-sha256, private_key_file: ${join(dir, 'ed.pem')} }
-`,
+`),
   );
   mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 2 });
 });
@@ -74,15 +69,7 @@ afterAll(async () => {
   for (const m of Object.values(mx)) await m.close();
 });
 
-async function send(to: string[], extraHeaders = '', subject = 'test'): Promise<string> {
-  const s = await SmtpDialog.open(mta.smtpPort);
-  await s.reply();
-  await s.command('EHLO injector.test');
-  const r = await s.transaction('sender@shop.example', to, message(subject, 'hello', extraHeaders));
-  await s.quit();
-  if (r.code !== 250) throw new Error(`injection refused: ${r.code} ${r.text}`);
-  return /queued as (\S+)/.exec(r.text)![1];
-}
+const send = (to: string[], extraHeaders = '', subject = 'test'): Promise<string> => inject(mta.smtpPort, 'sender@shop.example', to, message(subject, 'hello', extraHeaders));
 
 interface Event {
   message_id: string;

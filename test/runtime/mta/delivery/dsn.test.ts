@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ALICE_HASH } from '../../../helpers/config';
+import { deliveryConfigYaml } from '../../../helpers/config';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
@@ -19,18 +19,13 @@ beforeAll(async () => {
   const config = join(dir, 'volley.yaml');
   writeFileSync(
     config,
-    `hostname: mta.test.example
-smtp:
-  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
-  relay_from: [127.0.0.0/8]
-users: [{ name: alice, password: "${ALICE_HASH}" }]
-routes:
+    deliveryConfigYaml(`routes:
   - { domain: fail.test, host: 127.0.0.1, port: ${failing.port} }
   - { domain: shop.example, host: 127.0.0.1, port: ${senders.port} }
 bounce_rules:
   - { category: inactive, enhanced: "5\\\\.2\\\\.2", text: "storage plan" }
 delivery: { retry: [1h], dsn: true }
-`,
+`),
   );
   mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
 });

@@ -1,10 +1,10 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ALICE_HASH } from '../../../helpers/config';
+import { deliveryConfigYaml } from '../../../helpers/config';
 import { rr, startDnsmasq, type Dnsmasq } from '../../../helpers/dnsmasq';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
-import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { inject, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
 
 // Real MX lookups through a private dnsmasq on loopback. MX records cannot
@@ -31,14 +31,9 @@ beforeAll(async () => {
   const config = join(dir, 'volley.yaml');
   writeFileSync(
     config,
-    `hostname: mta.test.example
-smtp:
-  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
-  relay_from: [127.0.0.0/8]
-users: [{ name: alice, password: "${ALICE_HASH}" }]
-resolver: { servers: ["${dns.server}"] }
+    deliveryConfigYaml(`resolver: { servers: ["${dns.server}"] }
 delivery: { retry: [1h] }
-`,
+`),
   );
   mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
 });
@@ -48,14 +43,7 @@ afterAll(async () => {
   await implicit.close();
 });
 
-async function send(to: string): Promise<string> {
-  const s = await SmtpDialog.open(mta.smtpPort);
-  await s.reply();
-  await s.command('EHLO i.test');
-  const r = await s.transaction('a@shop.example', [to], message('mx'));
-  await s.quit();
-  return /queued as (\S+)/.exec(r.text)![1];
-}
+const send = (to: string): Promise<string> => inject(mta.smtpPort, 'a@shop.example', [to], message('mx'));
 
 function eventsFor(id: string): { status: string; mx_host?: string; mx_ip?: string; smtp_code?: number; enhanced_code?: string }[] {
   const logDir = join(dir, 'pp', 'log', 'attempts');

@@ -2,10 +2,10 @@ import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ALICE_HASH } from '../../../helpers/config';
+import { deliveryConfigYaml } from '../../../helpers/config';
 import { VOLLEY, startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
-import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { inject, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
 
 const run = promisify(execFile);
@@ -21,16 +21,11 @@ beforeAll(async () => {
   const config = join(dir, 'volley.yaml');
   writeFileSync(
     config,
-    `hostname: mta.test.example
-smtp:
-  listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
-  relay_from: [127.0.0.0/8]
-users: [{ name: alice, password: "${ALICE_HASH}" }]
-routes:
+    deliveryConfigYaml(`routes:
   - { domain: held.test, host: 127.0.0.1, port: ${held.port} }
   - { domain: ok.test, host: 127.0.0.1, port: ${ok.port} }
 delivery: { retry: [1h] }
-`,
+`),
   );
   mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 2 });
 });
@@ -40,14 +35,7 @@ afterAll(async () => {
   await ok.close();
 });
 
-async function send(to: string): Promise<string> {
-  const s = await SmtpDialog.open(mta.smtpPort);
-  await s.reply();
-  await s.command('EHLO i.test');
-  const r = await s.transaction('a@shop.example', [to], message('q'));
-  await s.quit();
-  return /queued as (\S+)/.exec(r.text)![1];
-}
+const send = (to: string): Promise<string> => inject(mta.smtpPort, 'a@shop.example', [to], message('q'));
 
 const admin = async (path: string, method = 'GET'): Promise<Record<string, unknown>> =>
   (await (await fetch(`${mta.adminUrl}${path}`, { method })).json()) as Record<string, unknown>;
