@@ -1,0 +1,190 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { parse } from 'yaml';
+import { CidrList } from '../shared/cidr';
+import { VolleyError } from '../shared/errors';
+import { loadSecret } from '../shared/proxy-protocol/handshake';
+import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
+import { parseDuration } from '../shared/units';
+import type { ProxyServerOptions } from './server';
+
+/**
+ * The proxy's own small config (YAML). Example:
+ *
+ *   name: proxy-a                      # in logs and the welcome frame; default: host name
+ *   listen: 10.0.0.7:7625              # address:port for MTAs (private network)
+ *   tls:                               # always TLS; self-signed is fine, MTAs pin the fingerprint
+ *     cert: /etc/volley/proxy.crt
+ *     key: /etc/volley/proxy.key
+ *   secret_file: /etc/volley/proxy.secret   # >= 32 bytes; or env VOLLEY_PROXY_SECRET
+ *   allow_from: [10.0.0.0/16]          # optional source CIDRs; default: any (the HMAC still applies)
+ *   sending_ips: [203.0.113.10, 203.0.113.11]
+ *   idle_timeout: 30s                  # idle MX sessions kept this long for reuse (0: no reuse)
+ *   max_transactions_per_session: 100
+ *   handshake_timeout: 10s             # optional
+ *   client_idle_timeout: 5m            # optional: idle MTA connections closed after
+ *   mx_timeouts:                       # optional, RFC 5321 defaults
+ *     connect: 30s
+ *     greeting: 5m
+ *     command: 5m
+ *     data_init: 2m
+ *     data_block: 3m
+ *     final_dot: 10m
+ *   log_level: info                    # optional
+ *
+ * Relative paths are relative to the config file.
+ */
+export interface ProxyConfig {
+  name: string;
+  listen: { address: string; port: number };
+  tls: { cert: string; key: string };
+  secretFile?: string;
+  allowFrom: string[];
+  sendingIps: string[];
+  idleTimeoutMs: number;
+  maxTransactionsPerSession: number;
+  handshakeTimeoutMs: number;
+  clientIdleTimeoutMs: number;
+  mxTimeouts: Partial<Record<'connectMs' | 'greetingMs' | 'commandMs' | 'dataInitMs' | 'dataBlockMs' | 'finalDotMs', number>>;
+  logLevel?: string;
+}
+
+export const PROXY_SECRET_ENV = 'VOLLEY_PROXY_SECRET';
+
+const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'log_level']);
+const MX_TIMEOUT_KEYS: Record<string, keyof ProxyConfig['mxTimeouts']> = {
+  connect: 'connectMs',
+  greeting: 'greetingMs',
+  command: 'commandMs',
+  data_init: 'dataInitMs',
+  data_block: 'dataBlockMs',
+  final_dot: 'finalDotMs',
+};
+
+export function loadProxyConfig(file: string): ProxyConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new VolleyError('ECONFIG', `${file}: cannot read: ${(err as Error).message}`);
+  }
+  return parseProxyConfig(text, file);
+}
+
+/** Parses and checks the proxy config; every problem is reported at once. */
+export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyConfig {
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (err) {
+    throw new VolleyError('ECONFIG', `${file}: YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new VolleyError('ECONFIG', `${file}: expected a mapping`);
+  const c = doc as Record<string, unknown>;
+  const problems: string[] = [];
+  const base = dirname(resolve(file));
+  const path = (p: unknown, field: string): string => {
+    if (typeof p !== 'string' || p.length === 0) {
+      problems.push(`${field}: a file path is required`);
+      return '';
+    }
+    return resolve(base, p);
+  };
+  const duration = (v: unknown, field: string, fallback: number): number => {
+    if (v === undefined) return fallback;
+    try {
+      return parseDuration(v as string | number);
+    } catch (err) {
+      problems.push(`${field}: ${(err as Error).message}`);
+      return fallback;
+    }
+  };
+  for (const k of Object.keys(c)) if (!KNOWN.has(k)) problems.push(`${k}: unknown setting`);
+
+  let listen = { address: '0.0.0.0', port: 0 };
+  const m = typeof c.listen === 'string' || typeof c.listen === 'number' ? /^(?:\[?([^\]]*)\]?:)?(\d{1,5})$/.exec(String(c.listen)) : null;
+  if (!m || Number(m[2]) > 65535) problems.push('listen: expected address:port, e.g. 10.0.0.7:7625');
+  else listen = { address: m[1] || '0.0.0.0', port: Number(m[2]) };
+
+  const tlsRaw = c.tls as Record<string, unknown> | undefined;
+  if (typeof tlsRaw !== 'object' || tlsRaw === null) problems.push('tls: cert and key files are required (the MTA↔proxy link is always TLS)');
+  const tls = { cert: tlsRaw ? path(tlsRaw.cert, 'tls.cert') : '', key: tlsRaw ? path(tlsRaw.key, 'tls.key') : '' };
+
+  const secretFile = c.secret_file === undefined ? undefined : path(c.secret_file, 'secret_file');
+
+  const allowFrom = stringList(c.allow_from, 'allow_from', problems);
+  try {
+    new CidrList(allowFrom);
+  } catch (err) {
+    problems.push(`allow_from: ${(err as Error).message}`);
+  }
+  const sendingIps = stringList(c.sending_ips, 'sending_ips', problems);
+  if (sendingIps.length === 0) problems.push('sending_ips: at least one sending IP is required');
+  for (const ip of sendingIps) if (!isIP(ip)) problems.push(`sending_ips: "${ip}" is not an IP address`);
+
+  const maxTx = c.max_transactions_per_session ?? 100;
+  if (!Number.isInteger(maxTx) || (maxTx as number) < 1) problems.push('max_transactions_per_session: a positive integer is required');
+
+  const mxTimeouts: ProxyConfig['mxTimeouts'] = {};
+  if (c.mx_timeouts !== undefined) {
+    if (typeof c.mx_timeouts !== 'object' || c.mx_timeouts === null) problems.push('mx_timeouts: expected a mapping');
+    else {
+      for (const [k, v] of Object.entries(c.mx_timeouts)) {
+        const key = MX_TIMEOUT_KEYS[k];
+        if (!key) problems.push(`mx_timeouts.${k}: unknown (use ${Object.keys(MX_TIMEOUT_KEYS).join(', ')})`);
+        else mxTimeouts[key] = duration(v, `mx_timeouts.${k}`, 0);
+      }
+    }
+  }
+
+  const config: ProxyConfig = {
+    name: typeof c.name === 'string' && c.name ? c.name : (process.env.HOSTNAME ?? 'proxy'),
+    listen,
+    tls,
+    secretFile,
+    allowFrom,
+    sendingIps,
+    idleTimeoutMs: duration(c.idle_timeout, 'idle_timeout', 30_000),
+    maxTransactionsPerSession: maxTx as number,
+    handshakeTimeoutMs: duration(c.handshake_timeout, 'handshake_timeout', 10_000),
+    clientIdleTimeoutMs: duration(c.client_idle_timeout, 'client_idle_timeout', 300_000),
+    mxTimeouts,
+    logLevel: typeof c.log_level === 'string' ? c.log_level : undefined,
+  };
+  if (problems.length > 0) throw new VolleyError('ECONFIG', problems.map((p) => `${file}: ${p}`).join('\n'));
+  return config;
+}
+
+function stringList(v: unknown, field: string, problems: string[]): string[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
+    problems.push(`${field}: expected a list of strings`);
+    return [];
+  }
+  return v as string[];
+}
+
+/** Reads the files the config names and builds the server's options. */
+export function proxyServerOptions(config: ProxyConfig, logger: ProxyServerOptions['logger']): ProxyServerOptions {
+  let tls: ProxyServerOptions['tls'];
+  try {
+    tls = { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) };
+  } catch (err) {
+    throw new VolleyError('ETLSFILES', `cannot read the proxy's TLS files: ${(err as Error).message}`);
+  }
+  return {
+    name: config.name,
+    listen: config.listen,
+    tls,
+    secret: loadSecret({ file: config.secretFile, env: PROXY_SECRET_ENV }),
+    allowFrom: config.allowFrom,
+    sendingIps: config.sendingIps,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxTransactionsPerSession: config.maxTransactionsPerSession,
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+    clientIdleTimeoutMs: config.clientIdleTimeoutMs,
+    mxTimeouts: { ...RFC5321_CLIENT_TIMEOUTS, ...config.mxTimeouts },
+    logger,
+  };
+}

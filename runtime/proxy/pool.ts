@@ -1,0 +1,90 @@
+import type { SmtpClientSession } from '../shared/smtp/client';
+import type { TlsPolicy } from '../shared/smtp/connector';
+
+/** An MX session the proxy owns, and how many transactions it has carried. */
+export interface MxSession {
+  session: SmtpClientSession;
+  key: string;
+  transactions: number;
+  capabilities: string[];
+}
+
+export function poolKey(sendingIp: string, mxIp: string, port: number, helo: string, tls: TlsPolicy): string {
+  return `${sendingIp}|${mxIp}:${port}|${helo.toLowerCase()}|${tls}`;
+}
+
+interface Idle {
+  mx: MxSession;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * Idle MX sessions, keyed by (sending IP, MX ip:port, HELO, TLS policy), for
+ * the next connect from any MTA. A session leaves after `idleMs` unused, when
+ * it has carried `maxTransactions`, or when the MX has closed it.
+ */
+export class MxPool {
+  private readonly idle = new Map<string, Idle[]>();
+  reused = 0;
+
+  constructor(
+    private readonly idleMs: number,
+    private readonly maxTransactions: number,
+  ) {}
+
+  take(key: string): MxSession | undefined {
+    const list = this.idle.get(key);
+    while (list && list.length > 0) {
+      const { mx, timer } = list.pop()!;
+      clearTimeout(timer);
+      if (list.length === 0) this.idle.delete(key);
+      if (mx.session.usable) {
+        this.reused++;
+        return mx;
+      }
+      mx.session.close();
+    }
+    return undefined;
+  }
+
+  /** Keeps the session for reuse when it can carry more; QUITs it otherwise. */
+  put(mx: MxSession, reuse: boolean): boolean {
+    if (!reuse || !mx.session.usable || mx.transactions >= this.maxTransactions || this.idleMs <= 0) {
+      mx.session.close();
+      return false;
+    }
+    let list = this.idle.get(mx.key);
+    if (!list) this.idle.set(mx.key, (list = []));
+    const entry: Idle = {
+      mx,
+      timer: setTimeout(() => {
+        const l = this.idle.get(mx.key);
+        const i = l?.indexOf(entry) ?? -1;
+        if (l && i >= 0) {
+          l.splice(i, 1);
+          if (l.length === 0) this.idle.delete(mx.key);
+        }
+        mx.session.close();
+      }, this.idleMs),
+    };
+    entry.timer.unref();
+    list.push(entry);
+    return true;
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const l of this.idle.values()) n += l.length;
+    return n;
+  }
+
+  closeAll(): void {
+    for (const list of this.idle.values()) {
+      for (const { mx, timer } of list) {
+        clearTimeout(timer);
+        mx.session.close();
+      }
+    }
+    this.idle.clear();
+  }
+}

@@ -1,0 +1,285 @@
+import { isIP, type Socket } from 'node:net';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { CidrList } from '../shared/cidr';
+import type { Logger } from '../shared/log';
+import { AuthError, FrameChannel, PROTOCOL_VERSION, ProtocolError, serverHandshake, type Frame } from '../shared/proxy-protocol';
+import type { ConnectFailed, Connected, ConnectRequest, TransactionFailed, TransactionReply } from '../shared/proxy-protocol/messages';
+import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../shared/smtp/client';
+import { ConnectError, type TlsPolicy } from '../shared/smtp/connector';
+import { MxPool, poolKey, type MxSession } from './pool';
+
+export interface ProxyServerOptions {
+  /** This proxy's name, in logs and in the welcome frame. */
+  name: string;
+  listen: { address: string; port: number };
+  tls: { key: Buffer; cert: Buffer };
+  /** The shared secret (>= 32 bytes). */
+  secret: Buffer;
+  /** Source CIDRs MTAs may connect from; empty or undefined: any. */
+  allowFrom?: string[];
+  /** The sending IPs this proxy holds (bound on this host). */
+  sendingIps: string[];
+  /** How long an idle MX session is kept for reuse. */
+  idleTimeoutMs: number;
+  maxTransactionsPerSession: number;
+  handshakeTimeoutMs?: number;
+  /** An authenticated MTA connection that sends nothing for this long is closed. */
+  clientIdleTimeoutMs?: number;
+  /** MX-leg timeouts unless a connect request names its own. */
+  mxTimeouts?: ClientTimeouts;
+  logger: Logger;
+}
+
+export interface ProxyStats {
+  clients: number;
+  authenticated: number;
+  refused: number;
+  mxOpened: number;
+  mxReused: number;
+  mxIdle: number;
+  transactions: number;
+}
+
+const TLS_POLICIES: readonly TlsPolicy[] = ['opportunistic', 'required', 'never'];
+// An SMTP argument must not smuggle a second command.
+const SAFE_ARG = /^[^\s<>\x00-\x1f\x7f]*$/;
+
+/**
+ * `volley proxy`: holds sending IPs and opens MX sessions from them for
+ * authenticated MTAs, keeping idle ones for whichever MTA comes next.
+ * Stateless: everything it holds can be dropped by a restart.
+ */
+export class ProxyServer {
+  private server?: Server;
+  private readonly sockets = new Set<Socket>();
+  private readonly allow?: CidrList;
+  private readonly hosted: Set<string>;
+  readonly pool: MxPool;
+  private readonly counters = { authenticated: 0, refused: 0, mxOpened: 0, transactions: 0 };
+  private readonly log: Logger;
+
+  constructor(private readonly options: ProxyServerOptions) {
+    this.allow = options.allowFrom && options.allowFrom.length > 0 ? new CidrList(options.allowFrom) : undefined;
+    this.hosted = new Set(options.sendingIps);
+    this.pool = new MxPool(options.idleTimeoutMs, options.maxTransactionsPerSession);
+    this.log = options.logger;
+  }
+
+  async start(): Promise<{ address: string; port: number }> {
+    const server = createServer({ key: this.options.tls.key, cert: this.options.tls.cert, minVersion: 'TLSv1.2', handshakeTimeout: this.options.handshakeTimeoutMs ?? 10_000 });
+    this.server = server;
+    server.on('connection', (raw: Socket) => {
+      if (this.allow && !this.allow.has(raw.remoteAddress)) {
+        this.counters.refused++;
+        this.log.warn({ remote: raw.remoteAddress }, 'proxy: connection refused: source address not in allow_from');
+        raw.destroy();
+        return;
+      }
+      this.sockets.add(raw);
+      raw.once('close', () => this.sockets.delete(raw));
+    });
+    server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      this.counters.refused++;
+      this.log.warn({ remote: socket.remoteAddress, code: err.code }, `proxy: TLS handshake failed (plain TCP or not our protocol): ${err.message.slice(0, 120)}`);
+      socket.destroy();
+    });
+    server.on('secureConnection', (socket: TLSSocket) => {
+      void this.serve(socket);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.listen.port, this.options.listen.address, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.log.error({ err }, 'proxy: listener error'));
+    const a = server.address() as { address: string; port: number };
+    this.log.info({ address: a.address, port: a.port, sending_ips: this.options.sendingIps, name: this.options.name, version: PROTOCOL_VERSION }, 'proxy: listening');
+    return { address: a.address, port: a.port };
+  }
+
+  stats(): ProxyStats {
+    return { clients: this.sockets.size, ...this.counters, mxReused: this.pool.reused, mxIdle: this.pool.size };
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    this.pool.closeAll();
+    await closed;
+  }
+
+  private async serve(socket: TLSSocket): Promise<void> {
+    const remote = socket.remoteAddress;
+    const channel = new FrameChannel(socket);
+    let mta: string | undefined;
+    try {
+      const hello = await serverHandshake(channel, this.options.secret, {
+        timeoutMs: this.options.handshakeTimeoutMs ?? 10_000,
+        name: this.options.name,
+        sendingIps: this.options.sendingIps,
+      });
+      mta = hello.name;
+    } catch (err) {
+      this.counters.refused++;
+      const reason = err instanceof AuthError ? err.reason : 'protocol';
+      this.log.warn({ remote, reason }, `proxy: MTA authentication failed, connection closed: ${(err as Error).message}`);
+      channel.close();
+      return;
+    }
+    this.counters.authenticated++;
+    const log = this.log.child({ remote, mta });
+    log.info('proxy: MTA authenticated');
+    let current: MxSession | undefined;
+    try {
+      for (;;) {
+        const frame = await channel.next(this.options.clientIdleTimeoutMs ?? 300_000);
+        switch (frame.header.t) {
+          case 'ping':
+            channel.send({ t: 'pong' });
+            break;
+          case 'connect':
+            if (current) throw new ProtocolError('connect while a session is open');
+            current = await this.connect(frame, channel, log);
+            break;
+          case 'transaction':
+            if (!current) throw new ProtocolError('transaction without a session');
+            if (!(await this.transaction(current, frame, channel))) current = undefined;
+            break;
+          case 'release':
+            if (current) this.pool.put(current, frame.header.reuse !== false);
+            current = undefined;
+            break;
+          default:
+            throw new ProtocolError(`unexpected frame type ${JSON.stringify(frame.header.t).slice(0, 40)}`);
+        }
+      }
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      if (e.code === 'ETIMEDOUT') log.info('proxy: MTA connection idle, closed');
+      else if (e.message === 'connection closed by the peer') log.debug('proxy: MTA closed the connection');
+      else {
+        log.warn({ err: e.message }, 'proxy: protocol error, MTA connection closed');
+        if (channel.open) {
+          try {
+            channel.send({ t: 'error', code: 'protocol', message: e.message });
+            channel.end();
+            setTimeout(() => socket.destroy(), 1000).unref();
+          } catch {
+            // gone already
+          }
+        }
+      }
+      if (channel.open) channel.close();
+      // Between transactions the MX session is clean: keep it for others.
+      if (current) this.pool.put(current, true);
+    }
+  }
+
+  private async connect(frame: Frame, channel: FrameChannel, log: Logger): Promise<MxSession | undefined> {
+    const req = frame.header as unknown as ConnectRequest;
+    const fail = (kind: ConnectFailed['kind'], message: string, reply?: ConnectFailed['reply']): undefined => {
+      const answer: ConnectFailed = { t: 'connect_failed', kind, message, ...(reply ? { reply } : {}) };
+      channel.send(answer);
+      log.info({ sending_ip: req.sending_ip, mx: req.mx, kind }, `proxy: connect failed: ${message}`);
+      return undefined;
+    };
+    const bad = validateConnect(req);
+    if (bad) return fail('error', `bad connect request: ${bad}`);
+    if (!this.hosted.has(req.sending_ip)) return fail('ip-not-hosted', `${req.sending_ip} is not hosted by proxy ${this.options.name}`);
+    const key = poolKey(req.sending_ip, req.mx.ip, req.mx.port, req.helo, req.tls);
+    let mx = this.pool.take(key);
+    const reused = mx !== undefined;
+    if (!mx) {
+      const timeouts = { ...(this.options.mxTimeouts ?? RFC5321_CLIENT_TIMEOUTS), ...pickTimeouts(req.timeouts) };
+      try {
+        const session = await SmtpClientSession.open(req.mx, { ip: req.sending_ip, helo: req.helo }, req.tls, timeouts);
+        this.counters.mxOpened++;
+        mx = { session, key, transactions: 0, capabilities: capabilitiesOf(session) };
+      } catch (err) {
+        if (err instanceof ConnectError) return fail(err.kind, err.message, err.reply);
+        return fail('error', (err as Error).message);
+      }
+    }
+    const info = mx.session.info;
+    const answer: Connected = {
+      t: 'connected',
+      reused,
+      session: {
+        mx_host: info.mxHost,
+        mx_ip: info.mxIp,
+        port: info.port,
+        local_ip: info.localIp,
+        helo: info.helo,
+        greeting: info.greeting,
+        capabilities: mx.capabilities,
+        tls: info.tls,
+        connect_ms: reused ? 0 : info.connectMs,
+        transactions: mx.transactions,
+      },
+    };
+    try {
+      channel.send(answer);
+    } catch (err) {
+      this.pool.put(mx, true);
+      throw err;
+    }
+    log.debug({ sending_ip: req.sending_ip, mx: `${req.mx.ip}:${req.mx.port}`, reused }, 'proxy: session handed out');
+    return mx;
+  }
+
+  /** Runs one transaction; false when the MX session is gone. */
+  private async transaction(mx: MxSession, frame: Frame, channel: FrameChannel): Promise<boolean> {
+    const { from, to } = frame.header as { from?: unknown; to?: unknown };
+    if (typeof from !== 'string' || !SAFE_ARG.test(from) || !Array.isArray(to) || to.length === 0 || !to.every((r) => typeof r === 'string' && r.length > 0 && SAFE_ARG.test(r))) {
+      throw new ProtocolError('bad transaction request');
+    }
+    mx.transactions++;
+    this.counters.transactions++;
+    try {
+      const tx = await mx.session.send(from, to as string[], frame.body ?? Buffer.alloc(0));
+      const answer: TransactionReply = { t: 'result', recipients: tx.recipients, envelope_ms: tx.envelopeMs, data_ms: tx.dataMs, usable: mx.session.usable };
+      channel.send(answer);
+      return true;
+    } catch (err) {
+      mx.session.close();
+      const answer: TransactionFailed = { t: 'transaction_failed', message: (err as Error).message, usable: false };
+      if (channel.open) channel.send(answer);
+      return false;
+    }
+  }
+}
+
+function validateConnect(req: ConnectRequest): string | undefined {
+  if (typeof req.sending_ip !== 'string' || !isIP(req.sending_ip)) return 'sending_ip is not an IP address';
+  if (typeof req.mx !== 'object' || req.mx === null) return 'mx missing';
+  if (typeof req.mx.ip !== 'string' || !isIP(req.mx.ip)) return 'mx.ip is not an IP address';
+  if (typeof req.mx.host !== 'string' || req.mx.host.length > 255) return 'mx.host missing';
+  if (!Number.isInteger(req.mx.port) || req.mx.port < 1 || req.mx.port > 65535) return 'mx.port out of range';
+  if (typeof req.helo !== 'string' || req.helo.length === 0 || req.helo.length > 255 || !SAFE_ARG.test(req.helo)) return 'helo is not a host name';
+  if (!TLS_POLICIES.includes(req.tls)) return 'tls is not opportunistic, required or never';
+  return undefined;
+}
+
+function pickTimeouts(t: unknown): Partial<ClientTimeouts> {
+  if (typeof t !== 'object' || t === null) return {};
+  const out: Partial<ClientTimeouts> = {};
+  for (const k of ['connectMs', 'greetingMs', 'commandMs', 'dataInitMs', 'dataBlockMs', 'finalDotMs'] as const) {
+    const v = (t as Record<string, unknown>)[k];
+    if (typeof v === 'number' && v > 0 && v <= 3_600_000) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * The EHLO keywords the MX offered. SmtpClientSession keeps them private; a
+ * public getter there would be the clean way (not this slice's file).
+ */
+function capabilitiesOf(session: SmtpClientSession): string[] {
+  const ext = (session as unknown as { ext?: unknown }).ext;
+  return ext instanceof Set ? [...ext].filter((x): x is string => typeof x === 'string' && x.length > 0) : [];
+}
