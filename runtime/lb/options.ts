@@ -147,7 +147,9 @@ export function readLbFile(path: string): LbFile {
     throw new VolleyError('EBADCONFIG', `${path}: ${(err as Error).message}`, { cause: err });
   }
   if (!validateFile(doc)) {
-    const why = (validateFile.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
+    const why = (validateFile.errors ?? [])
+      .map((e) => `${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? `: ${String(e.params.additionalProperty)}` : ''}`)
+      .join('; ');
     throw new VolleyError('EBADCONFIG', `${path}: ${why}`);
   }
   return doc;
