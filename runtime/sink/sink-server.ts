@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SMTPServer } from 'smtp-server';
+import { listen } from '../shared/listen';
 
 export interface SinkOptions {
   port: number;
@@ -58,15 +59,9 @@ export class SinkServer {
     });
   }
 
-  listen(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.address ?? '127.0.0.1', () => {
-        const a = this.server.server.address();
-        this.port = typeof a === 'object' && a ? a.port : this.options.port;
-        resolve(this.port);
-      });
-    });
+  async listen(): Promise<number> {
+    this.port = await listen(this.server.server, this.options.port, this.options.address ?? '127.0.0.1');
+    return this.port;
   }
 
   close(): Promise<void> {

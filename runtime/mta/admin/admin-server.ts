@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { listen } from '../../shared/listen';
 
 export type QueueAction = 'queue' | 'pause' | 'resume' | 'retry' | 'purge' | 'message';
 
@@ -25,14 +26,8 @@ export class AdminServer {
     });
   }
 
-  listen(port: number, address: string): Promise<{ port: number }> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, address, () => {
-        const a = this.server.address();
-        resolve({ port: typeof a === 'object' && a ? a.port : port });
-      });
-    });
+  async listen(port: number, address: string): Promise<{ port: number }> {
+    return { port: await listen(this.server, port, address) };
   }
 
   close(): Promise<void> {

@@ -3,6 +3,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
+import { listen } from '../../shared/listen';
 import { sha256Hex } from '../../shared/password';
 import type { TlsMaterial } from '../../shared/tls-files';
 import { metrics } from '../metrics';
@@ -61,15 +62,9 @@ export class HttpApi {
     this.tokens = config.http.tokens.map((t) => Buffer.from(t.sha256, 'hex'));
   }
 
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
     const bind = this.options.bind ?? { address: this.config.http.address, port: this.config.http.port };
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(bind.port, bind.address, () => {
-        this.server.removeListener('error', reject);
-        resolve();
-      });
-    });
+    await listen(this.server, bind.port, bind.address);
   }
 
   get port(): number {

@@ -3,6 +3,7 @@ import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { CidrList } from '../../shared/cidr';
 import type { SmtpListenerConfig, VolleyConfig } from '../../shared/config/types';
+import { listen } from '../../shared/listen';
 import type { TlsMaterial } from '../../shared/tls-files';
 import { metrics } from '../metrics';
 import { newMessageId } from '../message-id';
@@ -96,15 +97,9 @@ export class SmtpListener {
     this.server.on('error', (err) => options.logger.warn({ err, listener: l.name }, 'smtp: listener error'));
   }
 
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
     const bind = this.options.bind ?? { address: this.options.listener.address, port: this.options.listener.port };
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(bind.port, bind.address, () => {
-        this.server.removeListener('error', reject);
-        resolve();
-      });
-    });
+    await listen(this.server, bind.port, bind.address);
   }
 
   /** New users, limits and relay networks apply to the next command; open sessions stay open. */
