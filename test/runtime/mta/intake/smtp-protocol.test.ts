@@ -123,3 +123,52 @@ describe('SMTP sessions', () => {
     await s.quit();
   });
 });
+
+describe('PROXY protocol and per-client limits', () => {
+  const dir2 = tempDir();
+  let h2: IntakeHarness;
+  beforeAll(async () => {
+    const config = testConfig({ relayFrom: ['203.0.113.0/24'] });
+    config.smtp.trustedProxies = ['127.0.0.3/32'];
+    config.smtp.maxConnectionsPerClient = 2;
+    h2 = await startIntake(config, dir2);
+  });
+  afterAll(() => h2.close());
+
+  test('a trusted load balancer passes the client address, which then decides relay', async () => {
+    const s = await SmtpDialog.open(h2.smtpPort, '127.0.0.1', '127.0.0.3');
+    s.send('PROXY TCP4 203.0.113.7 127.0.0.1 40000 25\r\n');
+    expect((await s.reply()).code).toBe(220);
+    const ehlo = await s.command('EHLO lb-client.test');
+    expect(ehlo.text).toContain('[203.0.113.7]');
+    const r = await s.transaction('a@example.test', ['b@example.test'], 'Subject: via lb\r\n\r\nx');
+    expect(r.code).toBe(250);
+    const { body } = await h2.partition.read(h2.partition.get(/queued as (\S+)/.exec(r.text)![1])!);
+    expect(body.toString()).toMatch(/^Received: from lb-client\.test \(\[203\.0\.113\.7\]\)/);
+    await s.quit();
+  });
+
+  test('a PROXY header from anyone else is just a bad command, and relay stays closed', async () => {
+    const s = await SmtpDialog.open(h2.smtpPort, '127.0.0.1', '127.0.0.4');
+    expect((await s.reply()).code).toBe(220);
+    expect((await s.command('PROXY TCP4 203.0.113.7 127.0.0.1 40000 25')).code).toBe(500);
+    await s.command('EHLO spoof.test');
+    await s.command('MAIL FROM:<a@example.test>');
+    expect((await s.command('RCPT TO:<b@example.test>')).code).toBe(554);
+    await s.quit();
+  });
+
+  test('the third session from one address gets 421 while two are open', async () => {
+    const open = [await SmtpDialog.open(h2.smtpPort, '127.0.0.1', '127.0.0.5'), await SmtpDialog.open(h2.smtpPort, '127.0.0.1', '127.0.0.5')];
+    for (const s of open) expect((await s.reply()).code).toBe(220);
+    const third = await SmtpDialog.open(h2.smtpPort, '127.0.0.1', '127.0.0.5');
+    const r = await third.reply();
+    expect(r.code).toBe(421);
+    expect(r.text).toMatch(/^4\.7\.0 too many connections from your address/);
+    for (const s of open) await s.quit();
+    await new Promise((res) => setTimeout(res, 100));
+    const again = await SmtpDialog.open(h2.smtpPort, '127.0.0.1', '127.0.0.5');
+    expect((await again.reply()).code).toBe(220);
+    await again.quit();
+  });
+});
