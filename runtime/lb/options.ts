@@ -2,7 +2,7 @@
 // optional YAML file (validated with ajv). Flags win over the file.
 import { readFileSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
-import Ajv from 'ajv';
+import Ajv, { type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { VolleyError } from '../shared/errors';
 import { parseDuration } from '../shared/units';
@@ -137,7 +137,7 @@ const FILE_SCHEMA = {
   },
 } as const;
 
-const validateFile = new Ajv({ allErrors: true }).compile<LbFile>(FILE_SCHEMA);
+let validator: ValidateFunction<LbFile> | undefined;
 
 export function readLbFile(path: string): LbFile {
   let doc: unknown;
@@ -146,6 +146,8 @@ export function readLbFile(path: string): LbFile {
   } catch (err) {
     throw new VolleyError('EBADCONFIG', `${path}: ${(err as Error).message}`, { cause: err });
   }
+  validator ??= new Ajv({ allErrors: true, allowUnionTypes: true }).compile<LbFile>(FILE_SCHEMA);
+  const validateFile = validator;
   if (!validateFile(doc)) {
     const why = (validateFile.errors ?? [])
       .map((e) => `${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? `: ${String(e.params.additionalProperty)}` : ''}`)

@@ -238,3 +238,42 @@ test('tcp mode: no greeting wait, retries a refused backend', async () => {
   await c.quit();
   expect(l.status().listeners[0].counters.retries).toBe(1);
 });
+
+test('a real SMTP server behind the lb: STARTTLS passes end to end and the PROXY header gives it the client address', async () => {
+  const { SMTPServer } = await import('smtp-server');
+  const seen: { remote?: string; secure?: boolean; body?: string } = {};
+  const server = new SMTPServer({
+    useProxy: true,
+    authOptional: true,
+    banner: 'real-mta',
+    logger: false,
+    onConnect(s, cb) {
+      seen.remote = s.remoteAddress;
+      cb();
+    },
+    onData(stream, s, cb) {
+      let body = '';
+      stream.on('data', (d: Buffer) => (body += d.toString()));
+      stream.on('end', () => {
+        seen.secure = s.secure;
+        seen.body = body;
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const backendPort = (server.server.address() as { port: number }).port;
+  try {
+    const { port } = await lb([backendPort], { proxyProtocol: true });
+    const c = await SmtpDialog.open(port, '127.0.0.1', '127.0.0.9');
+    expect((await c.reply()).text).toMatch(/real-mta/);
+    expect((await c.command('EHLO client.test')).text).toMatch(/STARTTLS/);
+    await c.starttls();
+    expect((await c.command('EHLO client.test')).code).toBe(250);
+    expect((await c.transaction('a@example.test', ['b@example.test'], message('through tls'))).code).toBe(250);
+    await c.quit();
+    expect(seen).toEqual({ remote: '127.0.0.9', secure: true, body: expect.stringContaining('Subject: through tls') });
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+});
