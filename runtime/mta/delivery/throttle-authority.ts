@@ -35,11 +35,17 @@ export class LocalAuthority implements ThrottleAuthority {
   }
 }
 
+/** Limits as they cross IPC: JSON has no Infinity, so an unlimited hourly rate is null. */
+export interface WireLimits {
+  maxConnections: number;
+  maxMessagesPerHour: number | null;
+}
+
 export type ThrottleOp =
   | { op: 'paused'; key: string }
-  | { op: 'connect'; key: string; limits: Limits }
+  | { op: 'connect'; key: string; limits: WireLimits }
   | { op: 'release'; key: string }
-  | { op: 'message'; key: string; limits: Limits }
+  | { op: 'message'; key: string; limits: WireLimits }
   | { op: 'failure'; key: string; destination: string; domain: string; reply: SmtpReply };
 
 /** Answers a worker's throttle question from the primary's Throttles. */
@@ -59,11 +65,10 @@ export function answerThrottle(throttles: Throttles, q: ThrottleOp): unknown {
   }
 }
 
-// JSON has no Infinity: an unlimited hourly rate crosses IPC as null.
-export function wireLimits(l: Limits): Limits {
-  return { maxConnections: l.maxConnections, maxMessagesPerHour: Number.isFinite(l.maxMessagesPerHour) ? l.maxMessagesPerHour : (null as unknown as number) };
+export function wireLimits(l: Limits): WireLimits {
+  return { maxConnections: l.maxConnections, maxMessagesPerHour: Number.isFinite(l.maxMessagesPerHour) ? l.maxMessagesPerHour : null };
 }
-function revive(l: Limits): Limits {
+function revive(l: WireLimits): Limits {
   return { maxConnections: l.maxConnections, maxMessagesPerHour: l.maxMessagesPerHour ?? Infinity };
 }
 
