@@ -60,7 +60,7 @@ export function connectBackend(o: ConnectOptions): Promise<ConnectResult> {
       resolve({ ok: true, socket, greeting });
     }
     function onError(err: NodeJS.ErrnoException): void {
-      fail(err.code === 'ECONNREFUSED' ? 'refused' : 'error', `${err.code ?? ''} ${err.message}`.trim());
+      fail(err.code === 'ECONNREFUSED' ? 'refused' : 'error', err.message);
     }
     function onClose(): void {
       fail('closed', greeting.length ? `closed after ${JSON.stringify(greeting.toString('latin1').slice(0, 100))}` : 'closed before greeting');
