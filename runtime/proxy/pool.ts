@@ -26,6 +26,8 @@ interface Idle {
 export class MxPool {
   private readonly idle = new Map<string, Idle[]>();
   reused = 0;
+  /** Once set (the proxy is stopping), sessions handed back are QUIT, not kept. */
+  stopped = false;
 
   constructor(
     private readonly idleMs: number,
@@ -49,7 +51,7 @@ export class MxPool {
 
   /** Keeps the session for reuse when it can carry more; QUITs it otherwise. */
   put(mx: MxSession, reuse: boolean): boolean {
-    if (!reuse || !mx.session.usable || mx.transactions >= this.maxTransactions || this.idleMs <= 0) {
+    if (!reuse || this.stopped || !mx.session.usable || mx.transactions >= this.maxTransactions || this.idleMs <= 0) {
       mx.session.close();
       return false;
     }

@@ -107,6 +107,7 @@ export class ProxyServer {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
+    this.pool.stopped = true;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const s of this.sockets) s.destroy();
     this.pool.closeAll();

@@ -102,8 +102,9 @@ export class ProxyConnector implements Connector {
   private async openVia(endpoint: ProxyEndpoint, target: Target, source: Source, tls: TlsPolicy): Promise<OutboundSession> {
     const proxy = endpointName(endpoint);
     const started = Date.now();
-    // A pooled link may have died while idle; the first exchange tells.
-    for (let tries = 0; ; tries++) {
+    // A pooled link may have died while idle (a proxy restart): the first
+    // exchange tells, and the next pooled link or a fresh one is tried.
+    for (;;) {
       const { link, fresh } = await this.acquire(endpoint);
       const request: ConnectRequest = {
         t: 'connect',
@@ -119,7 +120,7 @@ export class ProxyConnector implements Connector {
         answer = await link.channel.next(this.connectBudget());
       } catch (err) {
         link.channel.close();
-        if (!fresh && tries === 0 && (err as { code?: string }).code !== 'ETIMEDOUT') continue;
+        if (!fresh && (err as { code?: string }).code !== 'ETIMEDOUT') continue;
         throw new ProxyConnectError(proxy, 'protocol', `proxy ${proxy}: link lost during connect: ${(err as Error).message}`);
       }
       const h = answer.header;
