@@ -1,0 +1,50 @@
+import { parseProxyConfig } from '../../../runtime/proxy/config';
+
+const good = `
+name: proxy-a
+listen: 127.0.0.1:7625
+tls: { cert: tls/proxy.crt, key: tls/proxy.key }
+secret_file: proxy.secret
+allow_from: [10.0.0.0/8, 127.0.0.1]
+sending_ips: [127.0.0.2, 127.0.0.3]
+idle_timeout: 45s
+max_transactions_per_session: 50
+mx_timeouts: { connect: 5s, greeting: 1m }
+`;
+
+test('a full config parses, with paths relative to the file and durations in ms', () => {
+  const c = parseProxyConfig(good, '/etc/volley/proxy.yaml');
+  expect(c).toMatchObject({
+    name: 'proxy-a',
+    listen: { address: '127.0.0.1', port: 7625 },
+    tls: { cert: '/etc/volley/tls/proxy.crt', key: '/etc/volley/tls/proxy.key' },
+    secretFile: '/etc/volley/proxy.secret',
+    allowFrom: ['10.0.0.0/8', '127.0.0.1'],
+    sendingIps: ['127.0.0.2', '127.0.0.3'],
+    idleTimeoutMs: 45_000,
+    maxTransactionsPerSession: 50,
+    handshakeTimeoutMs: 10_000,
+    mxTimeouts: { connectMs: 5_000, greetingMs: 60_000 },
+  });
+});
+
+test('every problem is reported at once', () => {
+  const bad = `
+listen: nowhere
+sending_ips: [not-an-ip]
+allow_from: [10.0.0.0/99]
+idle_timeout: soon
+max_transactions_per_session: 0
+mx_timeouts: { forever: 1s }
+colour: blue
+`;
+  let message = '';
+  try {
+    parseProxyConfig(bad, 'p.yaml');
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  for (const field of ['listen:', 'tls:', 'sending_ips: "not-an-ip"', 'allow_from:', 'idle_timeout:', 'max_transactions_per_session:', 'mx_timeouts.forever:', 'colour: unknown']) {
+    expect(message).toContain(`p.yaml: ${field}`);
+  }
+});
