@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { registerBootstrap } from './bootstrap';
 import { registerConfig } from './config';
 import { registerDns } from './dns';
+import { registerLb } from './lb';
 import { registerLocal } from './local';
 import { registerMta } from './mta';
 import { registerQueue } from './queue';
@@ -10,6 +11,7 @@ export function registerCommands(program: Command): void {
   registerMta(program);
   registerConfig(program);
   registerQueue(program);
+  registerLb(program);
   registerLocal(program);
   registerBootstrap(program);
   registerDns(program);
