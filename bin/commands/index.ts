@@ -5,6 +5,7 @@ import { registerDns } from './dns';
 import { registerLb } from './lb';
 import { registerLocal } from './local';
 import { registerMta } from './mta';
+import { registerProxy } from './proxy';
 import { registerQueue } from './queue';
 
 export function registerCommands(program: Command): void {
@@ -12,6 +13,7 @@ export function registerCommands(program: Command): void {
   registerConfig(program);
   registerQueue(program);
   registerLb(program);
+  registerProxy(program);
   registerLocal(program);
   registerBootstrap(program);
   registerDns(program);

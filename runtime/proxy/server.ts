@@ -200,7 +200,7 @@ export class ProxyServer {
       try {
         const session = await SmtpClientSession.open(req.mx, { ip: req.sending_ip, helo: req.helo }, req.tls, timeouts);
         this.counters.mxOpened++;
-        mx = { session, key, transactions: 0, capabilities: capabilitiesOf(session) };
+        mx = { session, key, transactions: 0, capabilities: session.capabilities };
       } catch (err) {
         if (err instanceof ConnectError) return fail(err.kind, err.message, err.reply);
         return fail('error', (err as Error).message);
@@ -276,11 +276,3 @@ function pickTimeouts(t: unknown): Partial<ClientTimeouts> {
   return out;
 }
 
-/**
- * The EHLO keywords the MX offered. SmtpClientSession keeps them private; a
- * public getter there would be the clean way (not this slice's file).
- */
-function capabilitiesOf(session: SmtpClientSession): string[] {
-  const ext = (session as unknown as { ext?: unknown }).ext;
-  return ext instanceof Set ? [...ext].filter((x): x is string => typeof x === 'string' && x.length > 0) : [];
-}

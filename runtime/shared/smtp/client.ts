@@ -50,6 +50,11 @@ export class SmtpClientSession implements OutboundSession {
 
   private constructor(private readonly timeouts: ClientTimeouts) {}
 
+  /** The EHLO keywords the server offered (after STARTTLS, the second EHLO's). */
+  get capabilities(): string[] {
+    return [...this.ext];
+  }
+
   static async open(target: Target, source: Source, tls: TlsPolicy, timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS): Promise<SmtpClientSession> {
     const c = new SmtpClientSession(timeouts);
     const started = Date.now();
@@ -128,8 +133,8 @@ export class SmtpClientSession implements OutboundSession {
       this.lines.push(line);
       if (!/^\d{3}-/.test(line)) {
         const code = Number(line.slice(0, 3));
-        const text = this.lines.map((l) => l.slice(4)).join('\n');
-        const r = parseReply(`${line.slice(0, 3)} ${text}`, code);
+        const lines = this.lines.map((l) => l.slice(4));
+        const r: SmtpReply = { ...parseReply(`${line.slice(0, 3)} ${lines.join(' ')}`, code), lines };
         this.lines = [];
         const w = this.waiters.shift();
         if (w) {
@@ -176,7 +181,8 @@ export class SmtpClientSession implements OutboundSession {
       r = await this.reply(this.timeouts.commandMs);
       this.ext = new Set();
     } else {
-      this.ext = new Set(r.text.split('\n').slice(1).map((l) => l.split(' ')[0].toUpperCase()));
+      // Each line after the first names an extension (RFC 5321 4.1.1.1).
+      this.ext = new Set((r.lines ?? []).slice(1).map((l) => l.split(' ')[0].toUpperCase()));
     }
     if (r.code !== 250) throw new ConnectError('greeting-rejected', `EHLO/HELO refused: ${r.code} ${r.text}`, r);
   }
@@ -230,8 +236,11 @@ export class SmtpClientSession implements OutboundSession {
       return { rcpt, reply: r, outcome: outcomeOf(r.code) };
     };
     if (mail.code !== 250 || accepted.length === 0) {
-      if (pipelining) await this.reply(this.timeouts.dataInitMs); // the answer to the pipelined DATA (503/554)
-      await this.reset();
+      // The answer to the pipelined DATA (503/554) — or nothing, when the
+      // server hung up after a 421: the replies already read still stand.
+      const closed = pipelining ? await this.reply(this.timeouts.dataInitMs).then(() => false, () => true) : false;
+      if (closed) this.usable = false;
+      else await this.reset();
       return { recipients: to.map((r, i) => resultFor(r, i)), envelopeMs, dataMs: 0 };
     }
     if (!pipelining) this.write('DATA\r\n');

@@ -4,6 +4,8 @@ export interface SmtpReply {
   code: number;
   enhanced?: string;
   text: string;
+  /** The text of each line of a multi-line reply (EHLO keywords), when kept. */
+  lines?: string[];
 }
 
 export function parseReply(response: string | undefined, fallbackCode = 0): SmtpReply {

@@ -67,3 +67,36 @@ test('a pipelined transaction gets one result per recipient, and the session sta
     await mx.close();
   }
 });
+
+test('EHLO keywords are read: against a server offering them, the client pipelines and uses STARTTLS', async () => {
+  const { startIntake } = await import('../../../helpers/intake-harness');
+  const { testConfig } = await import('../../../helpers/config');
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'volley-client-'));
+  const h = await startIntake(testConfig({ relayFrom: ['127.0.0.0/8'] }), dir);
+  try {
+    const s = await SmtpClientSession.open({ host: 'localhost', ip: '127.0.0.1', port: h.smtpPort }, source, 'opportunistic', fast);
+    expect(s.capabilities).toEqual(expect.arrayContaining(['PIPELINING', 'SIZE', '8BITMIME', 'SMTPUTF8']));
+    expect(s.capabilities).not.toContain('STARTTLS'); // the second EHLO, inside TLS
+    expect(s.info.tls).toMatchObject({ version: expect.stringMatching(/^TLSv1\.[23]$/), verified: false });
+    const tx = await s.send('a@b.test', ['x@c.test', 'y@c.test'], Buffer.from('Subject: over tls\r\n\r\nhello\r\n'));
+    expect(tx.recipients.map((r) => r.outcome)).toEqual(['delivered', 'delivered']);
+    s.close();
+    expect(h.partition.size).toBe(1);
+  } finally {
+    await h.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('TLS "required" against a server without STARTTLS is refused as tls-required', async () => {
+  const mx = new ScriptedMx();
+  const port = await mx.listen();
+  try {
+    await expect(SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'required', fast)).rejects.toMatchObject({ kind: 'tls-required' });
+  } finally {
+    await mx.close();
+  }
+});
