@@ -1,76 +1,111 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { loadTls } from '../shared/tls-files';
 import { SinkServer } from '../sink/sink-server';
 
 export interface LocalFleetOptions {
   /** The `volley` entry point to run children with (this very script). */
   volleyScript: string;
+  /** The MTAs' config template (assets/config/local.yaml). */
   configPath: string;
   dataDir: string;
   sinkPort: number;
+  /** Deliver to real MX servers (DNS) instead of the sink; optional resolver ip[:port]. */
+  realMx?: { resolver?: string };
   /** Print a live status line (off when stdout is not a terminal). */
   live?: boolean;
 }
 
+// The fleet's fixed loopback layout. The lb is the only injection point.
+export const LAYOUT = {
+  lb: { smtp: 2525, http: 8080, admin: 8026 },
+  mtas: [
+    { name: 'mta-1', smtp: 2601, http: 8081, admin: 8027 },
+    { name: 'mta-2', smtp: 2602, http: 8082, admin: 8028 },
+  ],
+  proxies: [
+    { name: 'proxy-a', port: 7025, ips: ['127.0.0.2', '127.0.0.3'] },
+    { name: 'proxy-b', port: 7026, ips: ['127.0.0.4', '127.0.0.5'] },
+  ],
+};
+
+interface Child {
+  name: string;
+  proc: ChildProcess;
+  log: string;
+}
+
 /**
- * `npm start`: the whole system on one machine. Today: the embedded sink MX and
- * one MTA (as a child process, exactly as `volley mta` runs in production).
- * Ctrl-C stops everything it started.
+ * `npm start`: the whole system on one machine, each part as its own process
+ * run exactly as production runs it: `volley lb` in front of two `volley mta`
+ * (each with its persistent path under the data folder), two `volley proxy`
+ * holding the sending IPs 127.0.0.2-5, and the embedded sink MX. Ctrl-C stops
+ * everything it started.
  */
 export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
-  const dataDir = resolve(options.dataDir);
-  mkdirSync(dataDir, { recursive: true });
-  const sink = new SinkServer({ port: options.sinkPort, dir: join(dataDir, 'sink') });
-  await sink.listen();
+  const data = resolve(options.dataDir);
+  mkdirSync(data, { recursive: true });
+  const sink = options.realMx ? undefined : new SinkServer({ port: options.sinkPort, dir: join(data, 'sink') });
+  await sink?.listen();
 
-  const children: ChildProcess[] = [];
-  const persistentPath = join(dataDir, 'mta-1');
-  const mta = spawn(process.execPath, [options.volleyScript, 'mta', '--config', options.configPath, '--persistent-path', persistentPath, '--node-id', 'mta-1'], {
-    stdio: ['ignore', 'inherit', 'pipe'],
-  });
-  children.push(mta);
-  const logFile = join(dataDir, 'mta-1.log');
-  const { createWriteStream } = await import('node:fs');
-  mta.stderr?.pipe(createWriteStream(logFile, { flags: 'a' }));
-
+  const mtaConfig = await prepareConfigs(data, options);
+  const children: Child[] = [];
   let stopping = false;
-  let timer: NodeJS.Timeout | undefined;
-  mta.on('exit', (code, signal) => {
-    if (!stopping) {
-      process.stderr.write(`volley local: the MTA exited (${signal ?? code}); see ${logFile}\n`);
-      void stop(1);
-    }
-  });
+  const start = (name: string, args: string[]): void => {
+    const log = join(data, `${name}.log`);
+    const proc = spawn(process.execPath, [options.volleyScript, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc.stderr?.pipe(createWriteStream(log, { flags: 'a' }));
+    const child = { name, proc, log };
+    children.push(child);
+    proc.on('exit', (code, signal) => {
+      if (stopping) return;
+      // An MTA may be killed on purpose (to watch the lb carry on): say so and keep going.
+      process.stderr.write(`\nvolley local: ${name} exited (${signal ?? code}); see ${log}. Restart it with: ${restartHint(options, name, mtaConfig, data)}\n`);
+    });
+  };
 
-  const ready = await waitReady('http://127.0.0.1:8025/readyz', 30_000);
-  if (!ready) {
-    process.stderr.write(`volley local: the MTA did not become ready; see ${logFile}\n`);
+  for (const p of LAYOUT.proxies) start(p.name, ['proxy', '--config', join(data, `${p.name}.yaml`)]);
+  for (const m of LAYOUT.mtas) {
+    start(m.name, mtaArgs(m, mtaConfig, data));
+  }
+  const lbArgs = ['lb', '--listen', `127.0.0.1:${LAYOUT.lb.smtp}=smtp`, ...LAYOUT.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.smtp}`]), '--proxy-protocol'];
+  lbArgs.push('--listen', `127.0.0.1:${LAYOUT.lb.http}=tcp`, ...LAYOUT.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.http}`]), '--admin', `127.0.0.1:${LAYOUT.lb.admin}`, '--health-interval', '1s');
+  start('lb', lbArgs);
+
+  const ready = await Promise.all([...LAYOUT.mtas.map((m) => waitReady(`http://127.0.0.1:${m.admin}/readyz`, 60_000)), waitReady(`http://127.0.0.1:${LAYOUT.lb.admin}/readyz`, 60_000)]);
+  if (ready.some((r) => !r)) {
+    process.stderr.write(`volley local: not every part became ready; see the logs in ${data}\n`);
     return stop(1);
   }
   process.stdout.write(
     [
       '',
-      'Volley local fleet is running.',
-      '  SMTP injection : 127.0.0.1:2525   (STARTTLS; AUTH user "volley" password "volley"; loopback may relay without AUTH)',
-      '  HTTP API       : http://127.0.0.1:8080/v1/messages   (Authorization: Bearer local-token)',
-      '  admin          : http://127.0.0.1:8025/queue  /metrics  /readyz',
-      `  sink MX        : 127.0.0.1:${options.sinkPort}, copies in ${join(dataDir, 'sink')}`,
-      `  attempt log    : ${join(persistentPath, 'log', 'attempts')}`,
-      `  MTA log        : ${logFile}`,
+      'Volley local fleet is running: lb -> 2 MTAs -> 2 proxies (sending IPs 127.0.0.2-5) -> ' + (sink ? 'sink MX' : 'real MX servers'),
+      `  SMTP injection : 127.0.0.1:${LAYOUT.lb.smtp}   (via the lb; STARTTLS; AUTH user "volley" password "volley"; loopback may relay without AUTH)`,
+      `  HTTP API       : http://127.0.0.1:${LAYOUT.lb.http}/v1/messages   (Authorization: Bearer local-token)`,
+      `  lb status      : http://127.0.0.1:${LAYOUT.lb.admin}/status`,
+      ...LAYOUT.mtas.map((m) => `  ${`${m.name} admin`.padEnd(15)}: http://127.0.0.1:${m.admin}/queue   (volley queue --admin 127.0.0.1:${m.admin})`),
+      ...LAYOUT.mtas.map((m) => `  ${`${m.name} attempts`.padEnd(15)}: ${join(data, m.name, 'log', 'attempts')}/*.jsonl`),
+      sink ? `  sink MX        : 127.0.0.1:${options.sinkPort}, copies in ${join(data, 'sink')}` : '  delivery       : real MX servers through DNS',
+      `  process logs   : ${data}/*.log`,
       '',
-      '  try: swaks --server 127.0.0.1:2525 --auth-user volley --auth-password volley --tls --to someone@example.test',
+      `  try: swaks --server 127.0.0.1:${LAYOUT.lb.smtp} --auth-user volley --auth-password volley --tls --to someone@example.test`,
       'Ctrl-C stops everything.',
       '',
     ].join('\n'),
   );
 
-  timer = options.live
+  let last = { accepted: 0, delivered: 0, at: Date.now() };
+  const timer = options.live
     ? setInterval(() => {
-        void fetch('http://127.0.0.1:8025/queue')
-          .then((r) => r.json() as Promise<{ queued: number }>)
-          .then((q) => process.stdout.write(`\r queued ${q.queued}  delivered to sink ${sink.counts.messages}   `))
-          .catch(() => undefined);
+        void status(sink).then((s) => {
+          const dt = (Date.now() - last.at) / 1000;
+          process.stdout.write(`\r accepted ${Math.round((s.accepted - last.accepted) / dt)}/s  delivered ${Math.round((s.delivered - last.delivered) / dt)}/s  queued ${s.queued}  total delivered ${s.delivered}    `);
+          last = { ...s, at: Date.now() };
+        });
       }, 1000)
     : undefined;
 
@@ -78,14 +113,77 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     if (timer) clearInterval(timer);
-    for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
-    await sink.close();
+    // The lb first, so no new mail arrives while the MTAs finish.
+    const order = [...children.filter((c) => c.name === 'lb'), ...children.filter((c) => c.name !== 'lb')];
+    for (const c of order) {
+      if (c.proc.exitCode === null && c.proc.signalCode === null) {
+        c.proc.kill('SIGTERM');
+        await new Promise((r) => c.proc.once('exit', r));
+      }
+    }
+    await sink?.close();
     process.stdout.write('\nvolley local: stopped\n');
     process.exit(code);
   }
   process.on('SIGINT', () => void stop(0));
   process.on('SIGTERM', () => void stop(0));
+}
+
+function mtaArgs(m: (typeof LAYOUT.mtas)[number], config: string, data: string): string[] {
+  return ['mta', '--config', config, '--persistent-path', join(data, m.name), '--node-id', m.name, '--workers', '1', '--smtp-listen', `smtp=127.0.0.1:${m.smtp}`, '--http-listen', `127.0.0.1:${m.http}`, '--admin-listen', `127.0.0.1:${m.admin}`];
+}
+
+function restartHint(options: LocalFleetOptions, name: string, config: string, data: string): string {
+  const m = LAYOUT.mtas.find((x) => x.name === name);
+  return m ? `node ${options.volleyScript} ${mtaArgs(m, config, data).join(' ')}` : '(restart volley local)';
+}
+
+/** Writes the proxies' configs (TLS pair, shared secret) and the MTAs' config with the proxies' fingerprints. */
+async function prepareConfigs(data: string, options: LocalFleetOptions): Promise<string> {
+  const secretFile = join(data, 'proxy.secret');
+  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const servers = [];
+  for (const p of LAYOUT.proxies) {
+    const dir = join(data, p.name);
+    const tls = await loadTls(undefined, dir, `${p.name}.volley.test`);
+    const fingerprint = new X509Certificate(tls.cert).fingerprint256;
+    writeFileSync(
+      join(data, `${p.name}.yaml`),
+      [
+        `name: ${p.name}`,
+        `listen: 127.0.0.1:${p.port}`,
+        `tls: { cert: ${join(dir, 'tls', 'self-signed.crt')}, key: ${join(dir, 'tls', 'self-signed.key')} }`,
+        `secret_file: ${secretFile}`,
+        `sending_ips: [${p.ips.join(', ')}]`,
+        '',
+      ].join('\n'),
+    );
+    servers.push({ name: p.name, address: `127.0.0.1:${p.port}`, fingerprint, sending_ips: p.ips });
+  }
+  const doc = parseDocument(readFileSync(options.configPath, 'utf8'));
+  doc.set('proxies', { secret_file: secretFile, servers });
+  if (options.realMx) {
+    doc.delete('routes');
+    if (options.realMx.resolver) doc.set('resolver', { servers: [options.realMx.resolver] });
+  }
+  const out = join(data, 'volley.yaml');
+  writeFileSync(out, doc.toString());
+  return out;
+}
+
+async function status(sink: SinkServer | undefined): Promise<{ accepted: number; delivered: number; queued: number }> {
+  let accepted = 0;
+  let queued = 0;
+  for (const m of LAYOUT.mtas) {
+    try {
+      const metrics = await (await fetch(`http://127.0.0.1:${m.admin}/metrics`)).text();
+      for (const line of metrics.split('\n')) if (line.startsWith('volley_intake_accepted_total')) accepted += Number(line.split(' ').pop());
+      queued += ((await (await fetch(`http://127.0.0.1:${m.admin}/queue`)).json()) as { queued: number }).queued;
+    } catch {
+      // that MTA is down (perhaps on purpose)
+    }
+  }
+  return { accepted, delivered: sink?.counts.messages ?? 0, queued };
 }
 
 async function waitReady(url: string, timeoutMs: number): Promise<boolean> {

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
 import { AttemptLog } from './delivery/attempt-log';
-import { DirectConnector } from './delivery/direct-connector';
+import { RoutingConnector } from './delivery/routing-connector';
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { DeliveryEngine } from './delivery/engine';
 import { PrimaryAuthority } from './delivery/throttle-authority';
@@ -79,7 +79,8 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const engine = new DeliveryEngine({
     partitions: spool.partitions,
     config,
-    connector: new DirectConnector({ ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs }),
+    // Proxies are read at start: a change of the proxy list takes a restart (rolling), not a refresh.
+    connector: new RoutingConnector({ proxies: config.proxies, timeouts: { ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs }, logger, name: `${options.nodeId}/w${options.worker}` }),
     router,
     attemptLog,
     logger,

@@ -147,6 +147,7 @@ interface Raw {
   routes?: { domain: string; host: string; port?: number }[];
   resolver?: { servers?: string[] };
   delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; dsn?: boolean };
+  proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
   events?: { attempt_log?: { max_size?: Dur; max_age?: Dur } };
   accept_drain_from?: string[];
@@ -243,6 +244,16 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       concurrency: raw.delivery?.concurrency ?? 500,
       connectTimeoutMs: dur(raw.delivery?.connect_timeout, 30_000, ['delivery', 'connect_timeout']),
       dsn: raw.delivery?.dsn ?? false,
+    },
+    proxies: raw.proxies && {
+      secretFile: raw.proxies.secret_file,
+      servers: raw.proxies.servers.map((p, i) => {
+        const m = /^(.+):(\d{1,5})$/.exec(p.address);
+        if (!m) report(['proxies', 'servers', i, 'address'], `"${p.address}" is not host:port`);
+        if (!p.fingerprint && !p.ca_file) report(['proxies', 'servers', i], 'needs a fingerprint or a ca_file: the MTA must know whom it talks to');
+        p.sending_ips.forEach((ip, j) => isIP(ip) || report(['proxies', 'servers', i, 'sending_ips', j], `"${ip}" is not an IP address`));
+        return { name: p.name, host: m?.[1] ?? p.address, port: Number(m?.[2] ?? 0), fingerprint: p.fingerprint, caFile: p.ca_file, sendingIps: p.sending_ips };
+      }),
     },
     bounceRules: (raw.bounce_rules ?? []).map((r, i) => {
       for (const field of ['enhanced', 'text'] as const) {

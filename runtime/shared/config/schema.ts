@@ -174,6 +174,30 @@ export const configSchema = {
         },
       },
     },
+    proxies: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['servers'],
+      description: 'sending IPs reached through Volley proxies; any other VMTA IP is sent from directly',
+      properties: {
+        secret_file: { type: 'string', description: 'the shared secret (>= 32 bytes); or env VOLLEY_PROXY_SECRET' },
+        servers: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'address', 'sending_ips'],
+            properties: {
+              name,
+              address: { type: 'string', description: 'host:port of the proxy' },
+              fingerprint: { type: 'string', description: "SHA-256 of the proxy's certificate" },
+              ca_file: { type: 'string' },
+              sending_ips: { type: 'array', minItems: 1, items: { type: 'string' } },
+            },
+          },
+        },
+      },
+    },
     bounce_rules: {
       type: 'array',
       items: {

@@ -95,6 +95,21 @@ export interface BackoffRule {
   pauseMs: number;
 }
 
+export interface ProxyServerRef {
+  name: string;
+  host: string;
+  port: number;
+  fingerprint?: string;
+  caFile?: string;
+  sendingIps: string[];
+}
+
+/** Sending IPs held by proxies (listed in order of preference for an IP held by several). */
+export interface ProxiesConfig {
+  secretFile?: string;
+  servers: ProxyServerRef[];
+}
+
 export interface DkimKeyConfig {
   domain: string;
   selector: string;
@@ -125,6 +140,7 @@ export interface VolleyConfig {
   dkim: DkimKeyConfig[];
   rollups: RollupConfig[];
   bounceRules: BounceRuleConfig[];
+  proxies?: ProxiesConfig;
   throttles: ThrottleRule[];
   backoff: BackoffRule[];
 }
