@@ -60,6 +60,8 @@ export class SinkServer {
   }
 
   async listen(): Promise<number> {
+    // smtp-server re-emits socket errors on itself; listen() reports the bind error.
+    this.server.on('error', () => undefined);
     this.port = await listen(this.server.server, this.options.port, this.options.address ?? '127.0.0.1');
     return this.port;
   }

@@ -3,7 +3,10 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VOLLEY } from '../../helpers/mta-process';
 import { swaks } from '../../helpers/swaks';
+import { injectTokens } from '../../helpers/token-injector';
 import { tempDir } from '../../helpers/tmp';
+
+// Both tests run the fleet on its fixed ports, so they live in one file (run in turn).
 
 // What a new user does after `npm install && npm start`: the same command,
 // then swaks with the printed user, then Ctrl-C.
@@ -37,3 +40,92 @@ test('volley local: swaks gets 250, the embedded sink receives the mail, Ctrl-C 
   expect(await exited).toBe(0);
   expect(out).toContain('volley local: stopped');
 });
+
+// The local fleet as `npm start` runs it (lb -> 2 MTAs -> 2 proxies -> sink);
+// 10,000 messages through the lb; one MTA SIGKILLed halfway and restarted.
+const fleetData = tempDir();
+
+function primaryPid(mta: string): number {
+  return Number(readFileSync(join(fleetData, mta, 'mta.lock'), 'utf8').trim());
+}
+
+function killTree(pid: number): void {
+  for (const d of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) process.kill(Number(d), 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+  process.kill(pid, 'SIGKILL');
+}
+
+test('kill -9 one MTA halfway through 10,000 messages: only its open sessions fail, every acknowledged message arrives', async () => {
+  const fleet = spawn(process.execPath, [VOLLEY, 'local', '--data', fleetData], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  fleet.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  fleet.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise((r) => fleet.once('exit', r));
+  try {
+    const until = Date.now() + 60_000;
+    while (!out.includes('Ctrl-C stops everything')) {
+      if (Date.now() > until || fleet.exitCode !== null) throw new Error(`fleet did not start:\n${out}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    let killedAt = -1;
+    let restart: Promise<unknown> | undefined;
+    const tally = await injectTokens({
+      port: 2525,
+      sessions: 20,
+      messages: 10_000,
+      onAck: (n) => {
+        if (n !== 5000) return;
+        killedAt = n;
+        killTree(primaryPid('mta-1'));
+        // Restart it as `volley local` says to, after a moment.
+        restart = new Promise((r) => setTimeout(r, 1500)).then(() => {
+          const hint = /Restart it with: node \S+ (mta .*)\n/.exec(out)?.[1];
+          if (!hint) throw new Error(`no restart hint:\n${out}`);
+          const p = spawn(process.execPath, [VOLLEY, ...hint.split(' ')], { stdio: 'ignore', detached: true });
+          p.unref();
+          return p;
+        });
+      },
+    });
+    expect(killedAt).toBe(5000);
+    await restart;
+    // Errors only from sessions that were open on the killed MTA (20 at most, each once).
+    expect(tally.errors.length).toBeLessThanOrEqual(20);
+    expect(tally.acked.length + tally.errors.length).toBe(10_000);
+
+    const sink = join(fleetData, 'sink');
+    const seen = new Map<string, number>();
+    const read = (): void => {
+      seen.clear();
+      for (const f of readdirSync(sink)) {
+        const t = /Subject: (tok\d+)/.exec(readFileSync(join(sink, f), 'latin1'))?.[1];
+        if (t) seen.set(t, (seen.get(t) ?? 0) + 1);
+      }
+    };
+    const end = Date.now() + 90_000;
+    for (;;) {
+      read();
+      if (tally.acked.every((t) => seen.has(t)) || Date.now() > end) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    expect(tally.acked.filter((t) => !seen.has(t))).toEqual([]);
+    const duplicates = [...seen.values()].filter((n) => n > 1).length;
+    process.stdout.write(`fleet kill: ${tally.acked.length} acknowledged, ${tally.errors.length} client errors, ${duplicates} duplicates\n`);
+    // A duplicate is a transaction the killed MTA had in flight to a proxy: at most its connections.
+    expect(duplicates).toBeLessThanOrEqual(50);
+  } finally {
+    fleet.kill('SIGINT');
+    await exited;
+    try {
+      killTree(primaryPid('mta-1')); // the restarted MTA is not the fleet's child
+    } catch {
+      // already stopped
+    }
+  }
+}, 240_000);
