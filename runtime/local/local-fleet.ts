@@ -13,6 +13,8 @@ export interface LocalFleetOptions {
   configPath: string;
   dataDir: string;
   sinkPort: number;
+  /** Start the embedded sink MX (default); off when another sink listens on sinkPort. */
+  embeddedSink?: boolean;
   /** Deliver to real MX servers (DNS) instead of the sink; optional resolver ip[:port]. */
   realMx?: { resolver?: string };
   /** Print a live status line (off when stdout is not a terminal). */
@@ -48,7 +50,7 @@ interface Child {
 export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   const data = resolve(options.dataDir);
   mkdirSync(data, { recursive: true });
-  const sink = options.realMx ? undefined : new SinkServer({ port: options.sinkPort, dir: join(data, 'sink') });
+  const sink = options.realMx || options.embeddedSink === false ? undefined : new SinkServer({ port: options.sinkPort, dir: join(data, 'sink') });
   await sink?.listen();
 
   const mtaConfig = await prepareConfigs(data, options);
@@ -83,13 +85,17 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   process.stdout.write(
     [
       '',
-      'Volley local fleet is running: lb -> 2 MTAs -> 2 proxies (sending IPs 127.0.0.2-5) -> ' + (sink ? 'sink MX' : 'real MX servers'),
+      'Volley local fleet is running: lb -> 2 MTAs -> 2 proxies (sending IPs 127.0.0.2-5) -> ' + (options.realMx ? 'real MX servers' : 'sink MX'),
       `  SMTP injection : 127.0.0.1:${LAYOUT.lb.smtp}   (via the lb; STARTTLS; AUTH user "volley" password "volley"; loopback may relay without AUTH)`,
       `  HTTP API       : http://127.0.0.1:${LAYOUT.lb.http}/v1/messages   (Authorization: Bearer local-token)`,
       `  lb status      : http://127.0.0.1:${LAYOUT.lb.admin}/status`,
       ...LAYOUT.mtas.map((m) => `  ${`${m.name} admin`.padEnd(15)}: http://127.0.0.1:${m.admin}/queue   (volley queue --admin 127.0.0.1:${m.admin})`),
       ...LAYOUT.mtas.map((m) => `  ${`${m.name} attempts`.padEnd(15)}: ${join(data, m.name, 'log', 'attempts')}/*.jsonl`),
-      sink ? `  sink MX        : 127.0.0.1:${options.sinkPort}, copies in ${join(data, 'sink')}` : '  delivery       : real MX servers through DNS',
+      sink
+        ? `  sink MX        : 127.0.0.1:${options.sinkPort}, copies in ${join(data, 'sink')}`
+        : options.realMx
+          ? '  delivery       : real MX servers through DNS'
+          : `  delivery       : the sink you run on 127.0.0.1:${options.sinkPort}`,
       `  process logs   : ${data}/*.log`,
       '',
       `  try: swaks --server 127.0.0.1:${LAYOUT.lb.smtp} --auth-user volley --auth-password volley --tls --to someone@example.test`,
@@ -165,6 +171,8 @@ async function prepareConfigs(data: string, options: LocalFleetOptions): Promise
   if (options.realMx) {
     doc.delete('routes');
     if (options.realMx.resolver) doc.set('resolver', { servers: [options.realMx.resolver] });
+  } else {
+    doc.set('routes', [{ domain: '*', host: '127.0.0.1', port: options.sinkPort }]);
   }
   const out = join(data, 'volley.yaml');
   writeFileSync(out, doc.toString());

@@ -2,6 +2,7 @@
 // Prints a readable report and ends with one `BENCH {json}` line.
 import { availableParallelism, cpus } from 'node:os';
 import { measureEndToEnd } from './e2e';
+import { measureFleet } from './fleet';
 import { measureIntake, measureStartup } from './intake';
 import { measurePostfixIntake, measurePostfixRelay } from './postfix';
 import { measureSpoolFormats } from './spool-formats';
@@ -29,6 +30,9 @@ async function main(): Promise<void> {
   const relay = await measurePostfixRelay({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`default Postfix relaying the same load: ${Math.round(relay.msgsPerSec)} msg/s -> Volley/Postfix ${(e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)}x`);
 
+  const fleet = await measureFleet({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
+  line(`local fleet (smtp-source -> lb -> MTA x2 -> proxy x2 -> smtp-sink): ${fleet.msgsPerSec} msg/s (${fleet.elapsedMs} ms until the sink had all)`);
+
   const formats = await measureSpoolFormats();
   line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
 
@@ -53,6 +57,7 @@ async function main(): Promise<void> {
     postfix_relay_msgs_per_s: Math.round(relay.msgsPerSec),
     e2e_vs_postfix: Number((e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)),
     deferred_1m_rss_mb: startup.rssMb,
+    fleet_msgs_per_s: fleet.msgsPerSec,
     spool_log_writes_per_s: formats.logMsgsPerSec,
     spool_files_writes_per_s: formats.filesMsgsPerSec,
     startup_1m_s: startup.startupS,
