@@ -23,7 +23,7 @@ export function registerMta(program: Command): void {
     .option('--config <file>', 'the Volley config file', process.env.VOLLEY_CONFIG ?? '/etc/volley/volley.yaml')
     .option('--persistent-path <dir>', 'where everything that must survive lives', process.env.VOLLEY_PERSISTENT_PATH ?? '/var/lib/volley')
     .option('--node-id <id>', 'this node\'s name (kept on the persistent path)', process.env.VOLLEY_NODE_ID)
-    .option('--workers <n>', 'worker processes (default: one per core)', process.env.VOLLEY_WORKERS)
+    .option('--workers <n>', 'worker processes (default: one per core but one)', process.env.VOLLEY_WORKERS)
     .option('--smtp-listen <name=addr:port>', 'override a configured SMTP listener (repeatable)', collectNamed)
     .option('--http-listen <addr:port>', 'override the HTTP API address')
     .option('--admin-listen <addr:port>', 'override the admin address')

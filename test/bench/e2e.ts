@@ -1,7 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTestConfig } from '../helpers/config';
+import { defaultWorkers } from '../../runtime/mta/primary';
 import { startMta } from '../helpers/mta-process';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 
@@ -28,7 +29,7 @@ export async function measureEndToEnd(opts: { messages: number; sessions: number
       sinkPort: sink.port,
       extra: 'throttles:\n  - { destination: "*", max_connections: 600 }\n',
     });
-    const workers = opts.workers ?? availableParallelism();
+    const workers = opts.workers ?? defaultWorkers();
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
     try {
       await runSmtpSource({ port: mta.smtpPort, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes, to: 'warm@bench.example' });

@@ -1,10 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SpoolPartition } from '../../runtime/mta/spool/partition';
 import type { Envelope } from '../../runtime/mta/spool/types';
 import { newMessageId } from '../../runtime/mta/message-id';
 import { writeTestConfig } from '../helpers/config';
+import { defaultWorkers } from '../../runtime/mta/primary';
 import { startMta } from '../helpers/mta-process';
 import { runSmtpSource } from '../helpers/postfix-tools';
 import { histogramQuantile, processTree, processUsage } from './mta-metrics';
@@ -26,7 +27,7 @@ export interface IntakeResult {
 export async function measureIntake(opts: { workers?: number; messages: number; sessions: number; sizeBytes: number }): Promise<IntakeResult> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-bench-'));
   const config = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'] });
-  const workers = opts.workers ?? availableParallelism();
+  const workers = opts.workers ?? defaultWorkers();
   const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
   try {
     await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
@@ -74,7 +75,7 @@ function subtractHistogram(after: string, before: string, name: string): string 
  * through the spool API, fsync off: this is set-up, not the measurement), then
  * times `volley mta` from start to /readyz and reads its RSS.
  */
-export async function measureStartup(count: number, workers = availableParallelism()): Promise<{ startupS: number; rssMb: number; queued: number }> {
+export async function measureStartup(count: number, workers = defaultWorkers()): Promise<{ startupS: number; rssMb: number; queued: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-bench-1m-'));
   try {
     const body = Buffer.alloc(2048, 'x');
