@@ -62,7 +62,6 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   });
   for (const p of spool.partitions) p.on('fsync', (s: number) => metrics.fsyncSeconds.observe(s));
   logger.info({ partitions: spool.partitions.map((p) => p.dir), queued: spool.size }, 'spool opened');
-  compactHeap();
 
   const intake = new Intake(spool.home, config);
   const tls = await loadTls(config.smtp.tls, options.persistentPath, config.hostname);
@@ -89,7 +88,6 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     bounce: (dsn) => intake.submit({ ...dsn, via: 'smtp', client: { helo: 'dsn' } }),
   });
   intake.on('accepted', (entry: SpoolEntry) => engine.schedule(entry));
-  engine.start();
 
   const smtp = config.smtp.listeners.map(
     (listener) => new SmtpListener({ listener, config, intake, tls, logger, bind: options.binds.smtp[listener.name] }),
@@ -188,5 +186,11 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   process.on('SIGINT', () => undefined);
   process.on('disconnect', () => void shutdown());
   report();
+  // Ready means taking mail: the queue's timers are built (and the scan's
+  // garbage collected) right after, while intake already runs.
   send({ type: 'ready', worker: options.worker });
+  setImmediate(() => {
+    engine.start();
+    compactHeap();
+  });
 }

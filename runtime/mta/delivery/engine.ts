@@ -116,7 +116,7 @@ export class DeliveryEngine {
       this.pump();
     }, 60_000);
     this.sweep.unref();
-    for (const partition of this.options.partitions) for (const entry of partition.entries()) this.waiting.push(entry.next, entry);
+    for (const partition of this.options.partitions) this.waiting.pushAll(partition.entries(), (e) => e.next);
     this.arm();
   }
 

@@ -179,7 +179,7 @@ export class SpoolPartition extends EventEmitter {
         const reader = readSegment(join(this.dir, segmentName(seg)), { from: start, to });
         for await (const record of reader) {
           yield { position: { segment: seg, offset: record.offset }, record };
-          at = { segment: seg, offset: record.offset + record.bytes.length };
+          at = { segment: seg, offset: record.offset + record.length };
         }
         if (seg !== this.active) at = { segment: seg + 1, offset: 0 };
       }
@@ -359,6 +359,7 @@ export class SpoolPartition extends EventEmitter {
       const path = join(this.dir, segmentName(seg));
       const isLast = seg === this.segments[this.segments.length - 1];
       const reader = readSegmentBatches(path, {
+        sealed: !isLast,
         onCorrupt: ({ offset, length }) =>
           this.log?.warn({ segment: seg, offset, length, partition: this.dir }, isLast ? 'spool: torn or corrupt tail skipped' : 'spool: corrupt bytes skipped'),
       });
@@ -366,7 +367,7 @@ export class SpoolPartition extends EventEmitter {
       while (!r.done) {
         for (const record of r.value) {
           this.replay(seg, record);
-          this.bytesTotal += record.bytes.length;
+          this.bytesTotal += record.length;
         }
         r = await reader.next();
       }
@@ -391,17 +392,19 @@ export class SpoolPartition extends EventEmitter {
   private replay(segment: number, record: RawRecord): void {
     try {
       if (record.type === RecordType.Message) {
-        const { envelope } = splitMessagePayload(record.payload);
+        const { buffer, start } = record;
+        const envLen = buffer.readUInt32LE(start + HEADER_SIZE);
+        const envelope = buffer.toString('utf8', start + HEADER_SIZE + 4, start + HEADER_SIZE + 4 + envLen);
         const env = JSON.parse(envelope) as Envelope;
         const prev = this.index.get(env.id);
         if (prev) this.removeEntry(prev); // a relocated copy supersedes the original
-        this.addEntry(toEntry(env, { segment, offset: record.offset }, record.bytes.length, this));
+        this.addEntry(toEntry(env, { segment, offset: record.offset }, record.length, this));
       } else if (record.type === RecordType.State) {
-        const change = JSON.parse(record.payload.toString('utf8')) as StateChange;
+        const change = JSON.parse(record.buffer.toString('utf8', record.start + HEADER_SIZE, record.start + record.length)) as StateChange;
         const entry = this.index.get(change.id);
         if (entry) applyState(entry, change);
       } else if (record.type === RecordType.Done) {
-        const done = JSON.parse(record.payload.toString('utf8')) as DoneRecord;
+        const done = JSON.parse(record.buffer.toString('utf8', record.start + HEADER_SIZE, record.start + record.length)) as DoneRecord;
         const entry = this.index.get(done.id);
         if (entry) this.removeEntry(entry);
       }
