@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VOLLEY } from '../helpers/mta-process';
+import { startLocalFleet } from '../helpers/local-fleet';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 
 /**
@@ -12,17 +11,9 @@ import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 export async function measureFleet(opts: { messages: number; sessions: number; sizeBytes: number }): Promise<{ msgsPerSec: number; elapsedMs: number }> {
   const data = mkdtempSync(join(tmpdir(), 'volley-fleet-bench-'));
   const sink = await startSmtpSink({ maxConnections: 1024, backlog: 1024 });
-  const fleet = spawn(process.execPath, [VOLLEY, 'local', '--data', data, '--no-sink', '--sink-port', String(sink.port)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  fleet.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  fleet.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise((r) => fleet.once('exit', r));
+  let fleet: Awaited<ReturnType<typeof startLocalFleet>> | undefined;
   try {
-    const until = Date.now() + 60_000;
-    while (!out.includes('Ctrl-C stops everything')) {
-      if (Date.now() > until || fleet.exitCode !== null) throw new Error(`fleet did not start:\n${out}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    fleet = await startLocalFleet(['--data', data, '--no-sink', '--sink-port', String(sink.port)]);
     await runSmtpSource({ port: 2525, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes });
     await sink.waitForMessages(200, 60_000);
     const base = sink.messages();
@@ -33,8 +24,7 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
     const elapsedMs = Date.now() - t0;
     return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs };
   } finally {
-    fleet.kill('SIGINT');
-    await exited;
+    await fleet?.stop();
     await sink.stop();
     rmSync(data, { recursive: true, force: true });
   }

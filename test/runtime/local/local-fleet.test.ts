@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { startLocalFleet } from '../../helpers/local-fleet';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VOLLEY } from '../../helpers/mta-process';
@@ -13,18 +14,10 @@ import { tempDir } from '../../helpers/tmp';
 const data = tempDir();
 
 test('volley local: swaks gets 250, the embedded sink receives the mail, Ctrl-C stops everything', async () => {
-  const proc = spawn(process.execPath, [VOLLEY, 'local', '--data', data], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const fleet = await startLocalFleet(['--data', data]);
+  let code: number | null = -1;
   try {
-    const until = Date.now() + 30_000;
-    while (!out.includes('Ctrl-C stops everything')) {
-      if (Date.now() > until || proc.exitCode !== null) throw new Error(`local fleet did not start:\n${out}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(out).toContain('SMTP injection : 127.0.0.1:2525');
+    expect(fleet.output()).toContain('SMTP injection : 127.0.0.1:2525');
     const r = await swaks(['--server', '127.0.0.1:2525', '--tls', '--auth-user', 'volley', '--auth-password', 'volley', '--from', 'me@example.test', '--to', 'someone@example.test', '--header', 'Subject: hello from the test']);
     expect(r.output).toMatch(/250 2\.0\.0 Ok: queued as/);
     const sink = join(data, 'sink');
@@ -35,10 +28,10 @@ test('volley local: swaks gets 250, the embedded sink receives the mail, Ctrl-C 
     }
     expect(readFileSync(join(sink, readdirSync(sink)[0]), 'utf8')).toContain('Subject: hello from the test');
   } finally {
-    proc.kill('SIGINT');
+    code = await fleet.stop();
   }
-  expect(await exited).toBe(0);
-  expect(out).toContain('volley local: stopped');
+  expect(code).toBe(0);
+  expect(fleet.output()).toContain('volley local: stopped');
 });
 
 // The local fleet as `npm start` runs it (lb -> 2 MTAs -> 2 proxies -> sink);
@@ -62,17 +55,8 @@ function killTree(pid: number): void {
 }
 
 test('kill -9 one MTA halfway through 10,000 messages: only its open sessions fail, every acknowledged message arrives', async () => {
-  const fleet = spawn(process.execPath, [VOLLEY, 'local', '--data', fleetData], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  fleet.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  fleet.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise((r) => fleet.once('exit', r));
+  const fleet = await startLocalFleet(['--data', fleetData]);
   try {
-    const until = Date.now() + 60_000;
-    while (!out.includes('Ctrl-C stops everything')) {
-      if (Date.now() > until || fleet.exitCode !== null) throw new Error(`fleet did not start:\n${out}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
     let killedAt = -1;
     let restart: Promise<unknown> | undefined;
     const tally = await injectTokens({
@@ -85,8 +69,8 @@ test('kill -9 one MTA halfway through 10,000 messages: only its open sessions fa
         killTree(primaryPid('mta-1'));
         // Restart it as `volley local` says to, after a moment.
         restart = new Promise((r) => setTimeout(r, 1500)).then(() => {
-          const hint = /Restart it with: node \S+ (mta .*)\n/.exec(out)?.[1];
-          if (!hint) throw new Error(`no restart hint:\n${out}`);
+          const hint = /Restart it with: node \S+ (mta .*)\n/.exec(fleet.output())?.[1];
+          if (!hint) throw new Error(`no restart hint:\n${fleet.output()}`);
           const p = spawn(process.execPath, [VOLLEY, ...hint.split(' ')], { stdio: 'ignore', detached: true });
           p.unref();
           return p;
@@ -120,8 +104,7 @@ test('kill -9 one MTA halfway through 10,000 messages: only its open sessions fa
     // A duplicate is a transaction the killed MTA had in flight to a proxy: at most its connections.
     expect(duplicates).toBeLessThanOrEqual(50);
   } finally {
-    fleet.kill('SIGINT');
-    await exited;
+    await fleet.stop();
     try {
       killTree(primaryPid('mta-1')); // the restarted MTA is not the fleet's child
     } catch {
