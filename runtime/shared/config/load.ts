@@ -148,6 +148,7 @@ interface Raw {
   resolver?: { servers?: string[] };
   delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; dsn?: boolean };
   proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
+  haproxy?: { frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
   events?: { attempt_log?: { max_size?: Dur; max_age?: Dur } };
   accept_drain_from?: string[];
@@ -253,6 +254,14 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
         if (!p.fingerprint && !p.ca_file) report(['proxies', 'servers', i], 'needs a fingerprint or a ca_file: the MTA must know whom it talks to');
         p.sending_ips.forEach((ip, j) => isIP(ip) || report(['proxies', 'servers', i, 'sending_ips', j], `"${ip}" is not an IP address`));
         return { name: p.name, host: m?.[1] ?? p.address, port: Number(m?.[2] ?? 0), fingerprint: p.fingerprint, caFile: p.ca_file, sendingIps: p.sending_ips };
+      }),
+    },
+    haproxy: raw.haproxy && {
+      frontends: raw.haproxy.frontends.map((f, i) => {
+        const m = /^(.+):(\d{1,5})$/.exec(f.address);
+        if (!m) report(['haproxy', 'frontends', i, 'address'], `"${f.address}" is not host:port`);
+        if (!isIP(f.sending_ip)) report(['haproxy', 'frontends', i, 'sending_ip'], `"${f.sending_ip}" is not an IP address`);
+        return { sendingIp: f.sending_ip, host: m?.[1] ?? f.address, port: Number(m?.[2] ?? 0), proxyProtocol: f.proxy_protocol ?? 'v1' };
       }),
     },
     bounceRules: (raw.bounce_rules ?? []).map((r, i) => {

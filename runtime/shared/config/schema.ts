@@ -198,6 +198,27 @@ export const configSchema = {
         },
       },
     },
+    haproxy: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['frontends'],
+      description: 'sending IPs reached through HAProxy frontends (the PROXY header names the MX)',
+      properties: {
+        frontends: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['sending_ip', 'address'],
+            properties: {
+              sending_ip: { type: 'string' },
+              address: { type: 'string', description: 'host:port of the HAProxy frontend for this IP' },
+              proxy_protocol: { enum: ['v1', 'v2'] },
+            },
+          },
+        },
+      },
+    },
     bounce_rules: {
       type: 'array',
       items: {

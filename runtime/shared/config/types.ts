@@ -110,6 +110,14 @@ export interface ProxiesConfig {
   servers: ProxyServerRef[];
 }
 
+/** A sending IP held by an HAProxy server: the MTA connects to its frontend and names the MX in a PROXY header. */
+export interface HaproxyFrontend {
+  sendingIp: string;
+  host: string;
+  port: number;
+  proxyProtocol: 'v1' | 'v2';
+}
+
 export interface DkimKeyConfig {
   domain: string;
   selector: string;
@@ -141,6 +149,7 @@ export interface VolleyConfig {
   rollups: RollupConfig[];
   bounceRules: BounceRuleConfig[];
   proxies?: ProxiesConfig;
+  haproxy?: { frontends: HaproxyFrontend[] };
   throttles: ThrottleRule[];
   backoff: BackoffRule[];
 }
