@@ -410,7 +410,7 @@ export class DeliveryEngine {
       }
       permitKey = key;
       try {
-        session = await this.open(route, dest.source);
+        session = await this.open(route, dest.source, dest.domain);
       } catch (err) {
         const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
         const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
@@ -464,12 +464,13 @@ export class DeliveryEngine {
     });
   }
 
-  private async open(route: Extract<Route, { kind: 'hosts' }>, source: Source): Promise<OutboundSession> {
+  private async open(route: Extract<Route, { kind: 'hosts' }>, source: Source, domain: string): Promise<OutboundSession> {
+    const tls = this.config.tlsPolicies.find((p) => p.domain === domain)?.policy ?? 'opportunistic';
     let last: unknown;
     for (const host of route.hosts) {
       for (const ip of host.ips) {
         try {
-          return await this.options.connector.open({ host: host.host, ip, port: host.port }, source, 'opportunistic');
+          return await this.options.connector.open({ host: host.host, ip, port: host.port }, source, tls);
         } catch (err) {
           last = err;
           // A 5xx greeting is an answer, not an outage: do not try further MXes for it.

@@ -148,6 +148,7 @@ interface Raw {
   resolver?: { servers?: string[] };
   delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; dsn?: boolean };
   proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
+  tls_policies?: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
   haproxy?: { frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
   events?: { attempt_log?: { max_size?: Dur; max_age?: Dur } };
@@ -256,6 +257,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
         return { name: p.name, host: m?.[1] ?? p.address, port: Number(m?.[2] ?? 0), fingerprint: p.fingerprint, caFile: p.ca_file, sendingIps: p.sending_ips };
       }),
     },
+    tlsPolicies: (raw.tls_policies ?? []).map((t) => ({ domain: t.domain.toLowerCase(), policy: t.policy })),
     haproxy: raw.haproxy && {
       frontends: raw.haproxy.frontends.map((f, i) => {
         const m = /^(.+):(\d{1,5})$/.exec(f.address);

@@ -198,6 +198,16 @@ export const configSchema = {
         },
       },
     },
+    tls_policies: {
+      type: 'array',
+      description: 'per-domain STARTTLS policy; every other domain is opportunistic',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['domain', 'policy'],
+        properties: { domain: { type: 'string', minLength: 1 }, policy: { enum: ['opportunistic', 'required', 'never'] } },
+      },
+    },
     haproxy: {
       type: 'object',
       additionalProperties: false,

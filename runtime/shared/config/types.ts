@@ -150,6 +150,7 @@ export interface VolleyConfig {
   bounceRules: BounceRuleConfig[];
   proxies?: ProxiesConfig;
   haproxy?: { frontends: HaproxyFrontend[] };
+  tlsPolicies: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
   throttles: ThrottleRule[];
   backoff: BackoffRule[];
 }

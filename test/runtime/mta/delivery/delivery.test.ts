@@ -24,6 +24,7 @@ const mx = {
   busy: new ScriptedMx({ rcpt: () => [421, '4.7.0 too many connections from your IP, slow down'] }),
   dead: new ScriptedMx({ rcpt: () => [450, '4.2.1 mailbox temporarily unavailable'] }),
   dkim: new ScriptedMx(),
+  tls: new ScriptedMx(), // offers no STARTTLS
 };
 // DKIM keys for signed.example: one RSA, one Ed25519 (dual signing).
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -54,6 +55,8 @@ throttles:
   - { destination: hour.test, max_messages_per_hour: 60 }
 backoff:
   - { destination: busy.test, code: 421, pause: 1h }
+tls_policies:
+  - { domain: tls.test, policy: required }
 delivery:
   retry: [2s]
   max_lifetime: 7s
@@ -216,4 +219,11 @@ test('mail from a domain with keys is signed rsa-sha256 and ed25519-sha256, and 
   const ev = await eventually(() => events().find((e) => e.recipient === 'w@dkim.test' && e.status === 'delivered'));
   expect((ev as unknown as { dkim_domain: string }).dkim_domain).toBe('signed.example');
   expect(id).toBeTruthy();
+});
+
+test('a domain whose TLS policy is "required" is not sent to in the clear', async () => {
+  const id = await send(['secret@tls.test']);
+  const ev = await eventually(() => events().find((e) => e.message_id === id));
+  expect(ev).toMatchObject({ status: 'deferred', error_kind: 'tls-required' });
+  expect(mx.tls.messages).toHaveLength(0);
 });
