@@ -23,6 +23,18 @@ export const RFC5321_CLIENT_TIMEOUTS: ClientTimeouts = {
   finalDotMs: 600_000,
 };
 
+/** For sessions whose TCP connection was made by someone else (HAProxy mode). */
+export interface OpenOptions {
+  /** An already-connected socket: open() skips its own connect and starts by reading the greeting. */
+  socket?: Socket;
+  /** SessionInfo.via (default 'direct'). */
+  via?: string;
+  /** SessionInfo.localIp (default the socket's local address). */
+  localIp?: string;
+  /** When the connect began, for SessionInfo.connectMs (default: now). */
+  startedAt?: number;
+}
+
 interface Waiter {
   resolve: (r: SmtpReply) => void;
   reject: (e: Error) => void;
@@ -55,44 +67,61 @@ export class SmtpClientSession implements OutboundSession {
     return [...this.ext];
   }
 
-  static async open(target: Target, source: Source, tls: TlsPolicy, timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS): Promise<SmtpClientSession> {
+  static async open(target: Target, source: Source, tls: TlsPolicy, timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS, options: OpenOptions = {}): Promise<SmtpClientSession> {
     const c = new SmtpClientSession(timeouts);
-    const started = Date.now();
-    await c.connect(target, source);
+    const started = options.startedAt ?? Date.now();
+    if (options.socket) {
+      options.socket.setNoDelay(true);
+      c.attach(options.socket);
+      if (options.socket.destroyed) c.fail(new Error('connection closed by the server'));
+    } else await c.connect(target, source);
+    return c.establish(target, source, tls, started, options);
+  }
+
+  /**
+   * Runs the session over a socket that is already connected (and, for the
+   * HAProxy path, has already carried the PROXY header): greeting, EHLO,
+   * STARTTLS and the rest as in open().
+   */
+  static openOn(socket: Socket, target: Target, source: Source, tls: TlsPolicy, timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS, options: Omit<OpenOptions, 'socket'> = {}): Promise<SmtpClientSession> {
+    return SmtpClientSession.open(target, source, tls, timeouts, { ...options, socket });
+  }
+
+  private async establish(target: Target, source: Source, tls: TlsPolicy, started: number, options: OpenOptions): Promise<SmtpClientSession> {
     let greeting: SmtpReply;
     try {
-      greeting = await c.reply(timeouts.greetingMs);
+      greeting = await this.reply(this.timeouts.greetingMs);
     } catch (err) {
-      c.destroy();
+      this.destroy();
       if (err instanceof ConnectError) throw err;
       const timedOut = (err as { code?: string }).code === 'ETIMEDOUT';
       throw new ConnectError(timedOut ? 'timeout' : 'closed-before-greeting', timedOut ? `no greeting: ${(err as Error).message}` : (err as Error).message);
     }
     if (greeting.code !== 220) {
-      c.destroy();
+      this.destroy();
       throw new ConnectError('greeting-rejected', `greeting ${greeting.code} ${greeting.text}`, greeting);
     }
-    await c.hello(source.helo);
+    await this.hello(source.helo);
     let tlsInfo: SessionInfo['tls'];
-    if (tls !== 'never' && c.ext.has('STARTTLS')) {
-      tlsInfo = await c.startTls(target.host);
-      await c.hello(source.helo);
+    if (tls !== 'never' && this.ext.has('STARTTLS')) {
+      tlsInfo = await this.startTls(target.host);
+      await this.hello(source.helo);
     } else if (tls === 'required') {
-      c.close();
+      this.close();
       throw new ConnectError('tls-required', `${target.host} does not offer STARTTLS and TLS is required`);
     }
-    c.info = {
+    this.info = {
       mxHost: target.host,
       mxIp: target.ip,
       port: target.port,
-      localIp: c.socket.localAddress ?? source.ip,
+      localIp: options.localIp ?? this.socket.localAddress ?? source.ip,
       helo: source.helo,
       greeting: greeting.text,
       tls: tlsInfo,
-      via: 'direct',
+      via: options.via ?? 'direct',
       connectMs: Date.now() - started,
     };
-    return c;
+    return this;
   }
 
   private connect(target: Target, source: Source): Promise<void> {
