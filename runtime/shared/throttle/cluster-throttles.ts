@@ -1,0 +1,171 @@
+/**
+ * Cluster-wide throttle decisions, as a Volley proxy takes them for every MTA
+ * connected to its control channel. Pure: no I/O, the clock is injected.
+ *
+ * Per throttle key (`<vmta or sending ip>|<destination>`) it keeps the limits
+ * each MTA registered (every acquire carries them) and merges them:
+ *   average  the MTAs are configured with the cluster-wide limit (the usual
+ *            case: identical configs everywhere); the cluster gets their mean.
+ *   sum      each MTA is configured with its share; the cluster gets the total.
+ * Connection permits are granted up to the merged maximum to whichever MTA asks,
+ * so the whole limit is available to one MTA when only it has mail. Messages
+ * are counted per key over a sliding hour (60 one-minute buckets). When an
+ * MTA's control connection goes away, `forget` drops its limits and the
+ * connection permits it held.
+ */
+
+export type MergeMode = 'average' | 'sum';
+
+/** Limits as an MTA registers them; null: no hourly cap. */
+export interface ClusterLimits {
+  maxConnections: number;
+  maxMessagesPerHour: number | null;
+}
+
+export type MessagePermit = { ok: true } | { ok: false; waitMs: number };
+
+const BUCKET_MS = 60_000;
+const BUCKETS = 60;
+
+interface KeyState {
+  limits: Map<string, ClusterLimits>;
+  /** Connection permits held, per MTA. */
+  held: Map<string, number>;
+  connections: number;
+  buckets: number[];
+  bucketAt: number;
+}
+
+export class ClusterThrottles {
+  private readonly keys = new Map<string, KeyState>();
+  /** The keys each MTA touched, so forgetting it is cheap. */
+  private readonly byMta = new Map<string, Set<string>>();
+
+  constructor(
+    readonly merge: MergeMode = 'average',
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Records (or updates) an MTA's limits for a key. */
+  register(mta: string, key: string, limits: ClusterLimits): void {
+    const s = this.state(key);
+    s.limits.set(mta, { maxConnections: Math.max(0, Math.floor(limits.maxConnections)), maxMessagesPerHour: limits.maxMessagesPerHour === null ? null : Math.max(0, limits.maxMessagesPerHour) });
+    let touched = this.byMta.get(mta);
+    if (!touched) this.byMta.set(mta, (touched = new Set()));
+    touched.add(key);
+  }
+
+  /** The cluster-wide limits for a key: the registered limits merged (undefined when nobody registered). */
+  limitsFor(key: string): ClusterLimits | undefined {
+    const s = this.keys.get(key);
+    if (!s || s.limits.size === 0) return undefined;
+    const all = [...s.limits.values()];
+    const conns = all.map((l) => l.maxConnections);
+    const hourly = all.map((l) => l.maxMessagesPerHour);
+    return { maxConnections: this.combine(conns), maxMessagesPerHour: hourly.some((h) => h === null) ? null : this.combine(hourly as number[]) };
+  }
+
+  /**
+   * Takes a connection permit for `mta` if the key has one free. `reclaim`
+   * grants it regardless: an MTA re-registering permits it already held when
+   * its control connection came back (the count may then exceed the limit
+   * until they are released).
+   */
+  tryConnection(mta: string, key: string, limits: ClusterLimits, reclaim = false): boolean {
+    this.register(mta, key, limits);
+    const s = this.state(key);
+    if (!reclaim && s.connections >= this.limitsFor(key)!.maxConnections) return false;
+    s.connections++;
+    s.held.set(mta, (s.held.get(mta) ?? 0) + 1);
+    return true;
+  }
+
+  /** Gives back one of `mta`'s permits for the key; a release for a permit it does not hold is ignored. */
+  releaseConnection(mta: string, key: string): void {
+    const s = this.keys.get(key);
+    const n = s?.held.get(mta) ?? 0;
+    if (!s || n === 0) return;
+    if (n === 1) s.held.delete(mta);
+    else s.held.set(mta, n - 1);
+    s.connections--;
+  }
+
+  /** Counts one message if the key's hourly limit allows; otherwise how long until the window frees one. */
+  tryMessage(mta: string, key: string, limits: ClusterLimits): MessagePermit {
+    this.register(mta, key, limits);
+    const max = this.limitsFor(key)!.maxMessagesPerHour;
+    if (max === null) return { ok: true };
+    const s = this.state(key);
+    this.roll(s);
+    const used = s.buckets.reduce((a, b) => a + b, 0);
+    if (used < max) {
+      s.buckets[BUCKETS - 1]++;
+      return { ok: true };
+    }
+    const oldest = s.buckets.findIndex((b) => b > 0);
+    return { ok: false, waitMs: oldest < 0 ? BUCKET_MS : Math.max(1000, (oldest + 1) * BUCKET_MS - (this.now() - s.bucketAt)) };
+  }
+
+  /** The MTA is gone (its control connection closed): its limits and held permits go with it. */
+  forget(mta: string): void {
+    const touched = this.byMta.get(mta);
+    if (!touched) return;
+    this.byMta.delete(mta);
+    for (const key of touched) {
+      const s = this.keys.get(key);
+      if (!s) continue;
+      s.connections -= s.held.get(mta) ?? 0;
+      s.held.delete(mta);
+      s.limits.delete(mta);
+      // The hourly count stays while anyone still uses the key: messages sent are sent.
+      if (s.limits.size === 0) this.keys.delete(key);
+    }
+  }
+
+  /** Connection permits held on a key (all MTAs, or one). */
+  connections(key: string, mta?: string): number {
+    const s = this.keys.get(key);
+    if (!s) return 0;
+    return mta === undefined ? s.connections : (s.held.get(mta) ?? 0);
+  }
+
+  /** Messages counted on a key in the last hour. */
+  messages(key: string): number {
+    const s = this.keys.get(key);
+    if (!s) return 0;
+    this.roll(s);
+    return s.buckets.reduce((a, b) => a + b, 0);
+  }
+
+  /** MTAs with registered limits (any key). */
+  get mtas(): number {
+    return this.byMta.size;
+  }
+
+  private combine(values: number[]): number {
+    const total = values.reduce((a, b) => a + b, 0);
+    if (this.merge === 'sum') return total;
+    const mean = total / values.length;
+    // Rounded down (1 and 2 average to 1), but never 0 while some MTA allows any.
+    return mean > 0 ? Math.max(1, Math.floor(mean)) : 0;
+  }
+
+  private state(key: string): KeyState {
+    let s = this.keys.get(key);
+    if (!s) {
+      s = { limits: new Map(), held: new Map(), connections: 0, buckets: new Array<number>(BUCKETS).fill(0), bucketAt: Math.floor(this.now() / BUCKET_MS) * BUCKET_MS };
+      this.keys.set(key, s);
+    }
+    return s;
+  }
+
+  private roll(s: KeyState): void {
+    const current = Math.floor(this.now() / BUCKET_MS) * BUCKET_MS;
+    const steps = Math.min(BUCKETS, Math.floor((current - s.bucketAt) / BUCKET_MS));
+    for (let i = 0; i < steps; i++) {
+      s.buckets.shift();
+      s.buckets.push(0);
+    }
+    if (steps > 0) s.bucketAt = current;
+  }
+}

@@ -1,0 +1,98 @@
+import { ClusterThrottles } from '../../../../runtime/shared/throttle/cluster-throttles';
+
+const key = '203.0.113.10|gmail';
+const one = { maxConnections: 1, maxMessagesPerHour: null };
+
+test('average merges the MTAs\' limits to their mean, sum to their total', () => {
+  const avg = new ClusterThrottles('average');
+  const sum = new ClusterThrottles('sum');
+  for (const [mta, n] of [['a', 2], ['b', 4], ['c', 6]] as const) {
+    avg.register(mta, key, { maxConnections: n, maxMessagesPerHour: n * 10 });
+    sum.register(mta, key, { maxConnections: n, maxMessagesPerHour: n * 10 });
+  }
+  expect(avg.limitsFor(key)).toEqual({ maxConnections: 4, maxMessagesPerHour: 40 });
+  expect(sum.limitsFor(key)).toEqual({ maxConnections: 12, maxMessagesPerHour: 120 });
+  avg.register('d', key, { maxConnections: 1, maxMessagesPerHour: null });
+  expect(avg.limitsFor(key)).toEqual({ maxConnections: 3, maxMessagesPerHour: null });
+  expect(avg.limitsFor('other|x')).toBeUndefined();
+});
+
+test('a limit of 1 connection holds across 3 MTAs; a release lets the next one in', () => {
+  const t = new ClusterThrottles('average');
+  expect(t.tryConnection('a', key, one)).toBe(true);
+  expect(t.tryConnection('b', key, one)).toBe(false);
+  expect(t.tryConnection('c', key, one)).toBe(false);
+  expect(t.tryConnection('a', key, one)).toBe(false);
+  t.releaseConnection('a', key);
+  expect(t.tryConnection('c', key, one)).toBe(true);
+  expect(t.connections(key)).toBe(1);
+  expect(t.connections(key, 'c')).toBe(1);
+  // A release for a permit the MTA does not hold changes nothing.
+  t.releaseConnection('b', key);
+  expect(t.connections(key)).toBe(1);
+});
+
+test('with sum, 1+1+1 gives three connections at once', () => {
+  const t = new ClusterThrottles('sum');
+  for (const m of ['a', 'b', 'c']) t.register(m, key, one);
+  expect(['a', 'b', 'c'].map((m) => t.tryConnection(m, key, one))).toEqual([true, true, true]);
+  expect(t.tryConnection('a', key, one)).toBe(false);
+});
+
+test('the whole limit is available to the one MTA that asks', () => {
+  const t = new ClusterThrottles('average');
+  const five = { maxConnections: 5, maxMessagesPerHour: 3 };
+  t.register('b', key, five);
+  t.register('c', key, five);
+  expect([1, 2, 3, 4, 5, 6].map(() => t.tryConnection('a', key, five))).toEqual([true, true, true, true, true, false]);
+  expect([1, 2, 3, 4].map(() => t.tryMessage('a', key, five).ok)).toEqual([true, true, true, false]);
+});
+
+test('the hourly count is shared and slides', () => {
+  let now = 1_000_000_000_000;
+  const t = new ClusterThrottles('average', () => now);
+  const l = { maxConnections: 10, maxMessagesPerHour: 5 };
+  const results = ['a', 'b', 'c', 'a', 'b', 'c'].map((m) => t.tryMessage(m, key, l));
+  expect(results.map((r) => r.ok)).toEqual([true, true, true, true, true, false]);
+  const denied = results[5] as { ok: false; waitMs: number };
+  expect(denied.waitMs).toBeGreaterThan(0);
+  expect(denied.waitMs).toBeLessThanOrEqual(3_600_000);
+  expect(t.messages(key)).toBe(5);
+  now += 3_600_000 + 60_000;
+  expect(t.tryMessage('c', key, l).ok).toBe(true);
+  expect(t.messages(key)).toBe(1);
+});
+
+test('forgetting an MTA frees its permits and drops its limits', () => {
+  const t = new ClusterThrottles('sum');
+  expect(t.tryConnection('a', key, { maxConnections: 2, maxMessagesPerHour: null })).toBe(true);
+  expect(t.tryConnection('a', key, { maxConnections: 2, maxMessagesPerHour: null })).toBe(true);
+  expect(t.tryConnection('b', key, one)).toBe(true);
+  expect(t.limitsFor(key)?.maxConnections).toBe(3);
+  expect(t.tryConnection('c', key, one)).toBe(true);
+  expect(t.tryConnection('c', key, one)).toBe(false);
+  t.forget('a');
+  expect(t.connections(key)).toBe(2);
+  expect(t.connections(key, 'a')).toBe(0);
+  expect(t.limitsFor(key)?.maxConnections).toBe(2);
+  t.releaseConnection('b', key);
+  expect(t.tryConnection('c', key, one)).toBe(true);
+  t.forget('b');
+  t.forget('c');
+  expect(t.mtas).toBe(0);
+  expect(t.limitsFor(key)).toBeUndefined();
+  // A late release from a forgotten MTA is harmless.
+  t.releaseConnection('a', key);
+  expect(t.connections(key)).toBe(0);
+});
+
+test('a reclaimed permit is granted even over the limit', () => {
+  const t = new ClusterThrottles('average');
+  expect(t.tryConnection('a', key, one)).toBe(true);
+  expect(t.tryConnection('b', key, one, true)).toBe(true);
+  expect(t.connections(key)).toBe(2);
+  t.releaseConnection('a', key);
+  expect(t.tryConnection('c', key, one)).toBe(false);
+  t.releaseConnection('b', key);
+  expect(t.tryConnection('c', key, one)).toBe(true);
+});
