@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTestConfig } from '../helpers/config';
@@ -10,14 +10,24 @@ export interface E2eResult {
   msgsPerSec: number;
   elapsedMs: number;
   intakeMs: number;
-  sinkConnections?: number;
+  /** Per-delivery transaction time from the attempt log (MAIL..final reply), percentiles in ms. */
+  txP50Ms: number;
+  txP99Ms: number;
 }
 
 /**
  * smtp-source → MTA → smtp-sink, fsync on, delivery running: timed from the
  * first injection until the sink has counted every message.
  */
-export async function measureEndToEnd(opts: { messages: number; sessions: number; sizeBytes: number; sinkHoldMs?: number; workers?: number }): Promise<E2eResult> {
+export async function measureEndToEnd(opts: {
+  messages: number;
+  sessions: number;
+  sizeBytes: number;
+  sinkHoldMs?: number;
+  workers?: number;
+  /** More config (VMTAs, proxies) and a setup run before the MTA starts. */
+  extraConfig?: (dir: string) => Promise<string>;
+}): Promise<E2eResult> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-e2e-'));
   const sink = await startSmtpSink({ holdMs: opts.sinkHoldMs ?? 0, maxConnections: 1024, backlog: 1024 });
   try {
@@ -27,7 +37,7 @@ export async function measureEndToEnd(opts: { messages: number; sessions: number
     const config = writeTestConfig(dir, {
       relayFrom: ['127.0.0.0/8'],
       sinkPort: sink.port,
-      extra: 'throttles:\n  - { destination: "*", max_connections: 600 }\n',
+      extra: 'throttles:\n  - { destination: "*", max_connections: 600 }\n' + (opts.extraConfig ? await opts.extraConfig(dir) : ''),
     });
     const workers = opts.workers ?? defaultWorkers();
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
@@ -41,7 +51,9 @@ export async function measureEndToEnd(opts: { messages: number; sessions: number
       const intakeMs = Date.now() - t0;
       await sink.waitForMessages(base + opts.messages, 600_000);
       const elapsedMs = Date.now() - t0;
-      return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, intakeMs };
+      await new Promise((r) => setTimeout(r, 300)); // the last attempt lines
+      const tx = transactionTimes(join(dir, 'pp', 'log', 'attempts'));
+      return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, intakeMs, txP50Ms: percentile(tx, 0.5), txP99Ms: percentile(tx, 0.99) };
     } finally {
       await mta.stop();
     }
@@ -49,4 +61,20 @@ export async function measureEndToEnd(opts: { messages: number; sessions: number
     await sink.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function transactionTimes(logDir: string): number[] {
+  const out: number[] = [];
+  for (const f of readdirSync(logDir)) {
+    for (const line of readFileSync(join(logDir, f), 'utf8').split('\n')) {
+      if (!line) continue;
+      const e = JSON.parse(line) as { status: string; transaction_ms?: number };
+      if (e.status === 'delivered' && e.transaction_ms !== undefined) out.push(e.transaction_ms);
+    }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+function percentile(sorted: number[], q: number): number {
+  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }

@@ -3,6 +3,7 @@
 import { availableParallelism, cpus } from 'node:os';
 import { measureEndToEnd } from './e2e';
 import { measureFleet } from './fleet';
+import { measureThroughProxy } from './proxy';
 import { measureIntake, measureStartup } from './intake';
 import { measurePostfixIntake, measurePostfixRelay } from './postfix';
 import { measureSpoolFormats } from './spool-formats';
@@ -31,6 +32,9 @@ async function main(): Promise<void> {
   line(`end to end, sink holding every transaction 300 ms: ${slow.msgsPerSec} msg/s = ${(slow.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of the zero-latency figure`);
   const relay = await measurePostfixRelay({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`default Postfix relaying the same load: ${Math.round(relay.msgsPerSec)} msg/s -> Volley/Postfix ${(e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)}x`);
+
+  const viaProxy = await measureThroughProxy({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
+  line(`through one volley proxy: ${viaProxy.msgsPerSec} msg/s = ${(viaProxy.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of direct; transaction p50 ${viaProxy.txP50Ms} ms p99 ${viaProxy.txP99Ms} ms (direct ${e2e.txP50Ms} / ${e2e.txP99Ms} ms)`);
 
   const fleet = await measureFleet({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`local fleet (smtp-source -> lb -> MTA x2 -> proxy x2 -> smtp-sink): ${fleet.msgsPerSec} msg/s (${fleet.elapsedMs} ms until the sink had all)`);
@@ -61,6 +65,10 @@ async function main(): Promise<void> {
     e2e_vs_postfix: Number((e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)),
     deferred_1m_rss_mb: startup.rssMb,
     fleet_msgs_per_s: fleet.msgsPerSec,
+    proxy_msgs_per_s: viaProxy.msgsPerSec,
+    proxy_ratio: Number((viaProxy.msgsPerSec / e2e.msgsPerSec).toFixed(2)),
+    proxy_added_p50_ms: viaProxy.txP50Ms - e2e.txP50Ms,
+    proxy_added_p99_ms: viaProxy.txP99Ms - e2e.txP99Ms,
     spool_log_writes_per_s: formats.logMsgsPerSec,
     spool_files_writes_per_s: formats.filesMsgsPerSec,
     startup_1m_s: startup.startupS,
