@@ -1,7 +1,7 @@
 import { isIPv4, isIPv6, connect as netConnect, type Socket } from 'node:net';
 import type { HaproxyFrontend } from '../../shared/config/types';
-import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../../shared/smtp/client';
-import { ConnectError, type ConnectFailure, type Connector, type OutboundSession, type Source, type Target, type TlsPolicy } from '../../shared/smtp/connector';
+import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, connectFailure, type ClientTimeouts } from '../../shared/smtp/client';
+import { ConnectError, type Connector, type OutboundSession, type Source, type Target, type TlsPolicy } from '../../shared/smtp/connector';
 
 // HAProxy mode: the sending IPs live on HAProxy servers. For each one the MTA
 // connects to that IP's frontend (bound with `accept-proxy`), writes a PROXY
@@ -67,14 +67,6 @@ function ipBytes(ip: string, v6: boolean): Buffer {
   const out = Buffer.alloc(16);
   groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
   return out;
-}
-
-function connectFailure(code: string | undefined): ConnectFailure {
-  if (code === 'ECONNREFUSED') return 'refused';
-  if (code === 'ETIMEDOUT') return 'timeout';
-  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL') return 'unreachable';
-  if (code === 'ECONNRESET') return 'closed-before-greeting';
-  return 'error';
 }
 
 /** Opens SMTP sessions through the HAProxy frontend that holds the VMTA's sending IP. */

@@ -310,7 +310,8 @@ export class SmtpClientSession implements OutboundSession {
   }
 }
 
-function connectFailure(code: string | undefined): ConnectFailure {
+/** What a socket error code says about a failed connect, in the attempt log's words. */
+export function connectFailure(code: string | undefined): ConnectFailure {
   if (code === 'ECONNREFUSED') return 'refused';
   if (code === 'ETIMEDOUT') return 'timeout';
   if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL') return 'unreachable';
