@@ -31,6 +31,9 @@ import type { ProxyServerOptions } from './server';
  *     data_init: 2m
  *     data_block: 3m
  *     final_dot: 10m
+ *   throttle_merge: average            # optional: how MTAs' throttle limits combine on the
+ *                                      # control channel: average (each MTA has the cluster
+ *                                      # limit) or sum (each has its share); default average
  *   log_level: info                    # optional
  *
  * Relative paths are relative to the config file.
@@ -47,12 +50,13 @@ export interface ProxyConfig {
   handshakeTimeoutMs: number;
   clientIdleTimeoutMs: number;
   mxTimeouts: Partial<Record<'connectMs' | 'greetingMs' | 'commandMs' | 'dataInitMs' | 'dataBlockMs' | 'finalDotMs', number>>;
+  throttleMerge: 'average' | 'sum';
   logLevel?: string;
 }
 
 export const PROXY_SECRET_ENV = 'VOLLEY_PROXY_SECRET';
 
-const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'log_level']);
+const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'throttle_merge', 'log_level']);
 const MX_TIMEOUT_KEYS: Record<string, keyof ProxyConfig['mxTimeouts']> = {
   connect: 'connectMs',
   greeting: 'greetingMs',
@@ -138,6 +142,9 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
     }
   }
 
+  const merge = c.throttle_merge ?? 'average';
+  if (merge !== 'average' && merge !== 'sum') problems.push('throttle_merge: average or sum');
+
   const config: ProxyConfig = {
     name: typeof c.name === 'string' && c.name ? c.name : (process.env.HOSTNAME ?? 'proxy'),
     listen,
@@ -150,6 +157,7 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
     handshakeTimeoutMs: duration(c.handshake_timeout, 'handshake_timeout', 10_000),
     clientIdleTimeoutMs: duration(c.client_idle_timeout, 'client_idle_timeout', 300_000),
     mxTimeouts,
+    throttleMerge: merge === 'sum' ? 'sum' : 'average',
     logLevel: typeof c.log_level === 'string' ? c.log_level : undefined,
   };
   if (problems.length > 0) throw new VolleyError('ECONFIG', problems.map((p) => `${file}: ${p}`).join('\n'));
@@ -185,6 +193,7 @@ export function proxyServerOptions(config: ProxyConfig, logger: ProxyServerOptio
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     clientIdleTimeoutMs: config.clientIdleTimeoutMs,
     mxTimeouts: { ...RFC5321_CLIENT_TIMEOUTS, ...config.mxTimeouts },
+    throttleMerge: config.throttleMerge,
     logger,
   };
 }

@@ -6,6 +6,8 @@ import { AuthError, FrameChannel, PROTOCOL_VERSION, ProtocolError, serverHandsha
 import type { ConnectFailed, Connected, ConnectRequest, TransactionFailed, TransactionReply } from '../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../shared/smtp/client';
 import { ConnectError, type TlsPolicy } from '../shared/smtp/connector';
+import { ClusterThrottles, type MergeMode } from '../shared/throttle/cluster-throttles';
+import { serveControl } from './control';
 import { MxPool, poolKey, type MxSession } from './pool';
 
 export interface ProxyServerOptions {
@@ -27,6 +29,8 @@ export interface ProxyServerOptions {
   clientIdleTimeoutMs?: number;
   /** MX-leg timeouts unless a connect request names its own. */
   mxTimeouts?: ClientTimeouts;
+  /** How the control channel merges the MTAs' throttle limits; default average. */
+  throttleMerge?: MergeMode;
   logger: Logger;
 }
 
@@ -55,6 +59,8 @@ export class ProxyServer {
   private readonly allow?: CidrList;
   private readonly hosted: Set<string>;
   readonly pool: MxPool;
+  /** Cluster-wide throttles for the MTAs on the control channel. */
+  readonly throttles: ClusterThrottles;
   private readonly counters = { authenticated: 0, refused: 0, mxOpened: 0, transactions: 0 };
   private readonly log: Logger;
 
@@ -63,6 +69,7 @@ export class ProxyServer {
     this.hosted = new Set(options.sendingIps);
     this.pool = new MxPool(options.idleTimeoutMs, options.maxTransactionsPerSession);
     this.log = options.logger;
+    this.throttles = new ClusterThrottles(options.throttleMerge ?? 'average');
   }
 
   async start(): Promise<{ address: string; port: number }> {
@@ -118,13 +125,16 @@ export class ProxyServer {
     const remote = socket.remoteAddress;
     const channel = new FrameChannel(socket);
     let mta: string | undefined;
+    let kind = 'delivery';
     try {
       const hello = await serverHandshake(channel, this.options.secret, {
         timeoutMs: this.options.handshakeTimeoutMs ?? 10_000,
         name: this.options.name,
         sendingIps: this.options.sendingIps,
+        channels: ['delivery', 'control'],
       });
       mta = hello.name;
+      kind = hello.channel;
     } catch (err) {
       this.counters.refused++;
       const reason = err instanceof AuthError ? err.reason : 'protocol';
@@ -135,6 +145,7 @@ export class ProxyServer {
     this.counters.authenticated++;
     const log = this.log.child({ remote, mta });
     log.info('proxy: MTA authenticated');
+    if (kind === 'control') return serveControl(channel, this.throttles, { mta, idleTimeoutMs: this.options.clientIdleTimeoutMs ?? 300_000, log });
     let current: MxSession | undefined;
     try {
       for (;;) {

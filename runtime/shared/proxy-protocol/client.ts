@@ -50,6 +50,8 @@ export interface DialOptions {
   handshakeTimeoutMs: number;
   /** This MTA's name, shown in the proxy's logs. */
   name?: string;
+  /** "delivery" (default) or "control" (cluster-wide throttles). */
+  channel?: 'delivery' | 'control';
 }
 
 /** Opens TLS to a proxy, checks its certificate, and runs the mutual handshake. */
@@ -90,7 +92,7 @@ export async function dialProxy(endpoint: ProxyEndpoint, options: DialOptions): 
   }
   const channel = new FrameChannel(socket);
   try {
-    const welcome = await clientHandshake(channel, options.secret, { timeoutMs: options.handshakeTimeoutMs, name: options.name });
+    const welcome = await clientHandshake(channel, options.secret, { timeoutMs: options.handshakeTimeoutMs, name: options.name, channel: options.channel });
     return { channel, welcome };
   } catch (err) {
     channel.close();

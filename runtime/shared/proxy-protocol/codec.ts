@@ -30,8 +30,10 @@
  *                                channel: "delivery", name? }
  *        version: the highest the MTA speaks; a proxy that does not speak it
  *        answers { t: "error", code: "version", versions: [1] } and closes.
- *        channel: "delivery" (this file). Reserved: "control" for the
- *        cluster-wide throttle frames (register/permit/...), a later version.
+ *        channel: "delivery" (the DELIVERY frames below) or "control" (the
+ *        CONTROL frames below); the default is "delivery". A proxy that does
+ *        not serve the channel answers { t: "error", code: "channel" } and
+ *        closes.
  *   2. proxy -> MTA  challenge { t, version: 1, nonce: b64(32 random bytes) }
  *   3. MTA -> proxy  auth      { t, proof: b64(HMAC-SHA256(secret,
  *                                "volley-proxy/1 mta" || ekm || nonce_mta || nonce_proxy)) }
@@ -81,6 +83,31 @@
  *   ping / pong  either way, any time after welcome: keep-alive.
  *   error        proxy -> MTA { t, code, message }: a request the proxy could
  *     not take (e.g. transaction without a session); the proxy then closes.
+ *
+ * CONTROL (after welcome on a channel: "control" hello; cluster-wide throttles)
+ *   One persistent connection per MTA and proxy. The proxy decides permits
+ *   for all MTAs connected to it, per throttle key ("<vmta or sending
+ *   ip>|<destination>"), merging the limits each MTA registers by average
+ *   or sum (the proxy's throttle_merge). Requests may be pipelined; every
+ *   acquire gets exactly one grant with its id, in order.
+ *   acquire  MTA -> proxy { t, id: int, kind: "connection" | "message", key,
+ *                           limits: { max_connections: int,
+ *                                     max_messages_per_hour: int | null },
+ *                           reclaim?: bool }
+ *     Registers the MTA's limits for the key and asks for one permit.
+ *     "connection": a concurrent connection, held until release. "message":
+ *     one message counted in the key's sliding hour (nothing to release).
+ *     reclaim: a connection permit the MTA held before its control
+ *     connection broke; granted regardless, so the count is right again.
+ *   grant    proxy -> MTA { t, id, ok: bool, wait_ms?: int }
+ *     ok: false with wait_ms: when the hourly window frees a message.
+ *   release  MTA -> proxy { t, key }
+ *     Gives back one connection permit; no answer. Unknown keys are ignored.
+ *   ping / pong as on the delivery channel (the MTA pings while idle).
+ *   When the connection closes, the proxy forgets the MTA: its limits and
+ *   the connection permits it held. The MTA reconnects with backoff, and
+ *   until then answers "not now" to its own deliveries through that proxy.
+ *   A malformed frame closes the connection (error code "protocol").
  *
  * VERSIONING
  *   "hello.version" picks the version. A later version adds frame families

@@ -105,7 +105,7 @@ export interface HelloInfo {
  * proved it holds the secret and the proxy has proved it back; otherwise
  * throws AuthError (the caller logs and closes, telling the peer nothing).
  */
-export async function serverHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name: string; sendingIps: string[] }): Promise<HelloInfo> {
+export async function serverHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name: string; sendingIps: string[]; channels?: readonly string[] }): Promise<HelloInfo> {
   const deadline = Date.now() + options.timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
   const hello = await expect(channel, 'hello', left());
@@ -116,7 +116,7 @@ export async function serverHandshake(channel: FrameChannel, secret: Buffer, opt
     throw new AuthError('version', `MTA speaks protocol version ${String(hello.header.version)}, this proxy ${PROTOCOL_VERSION}`);
   }
   const channelKind = typeof hello.header.channel === 'string' ? hello.header.channel : 'delivery';
-  if (channelKind !== 'delivery') {
+  if (!(options.channels ?? ['delivery']).includes(channelKind)) {
     channel.send({ t: 'error', code: 'channel', message: `channel ${channelKind} is not supported by protocol version ${PROTOCOL_VERSION}` });
     throw new AuthError('protocol', `MTA asked for channel ${channelKind.slice(0, 40)}`);
   }
@@ -138,11 +138,11 @@ export interface Welcome {
 }
 
 /** The MTA's half: proves itself, then checks the proxy's proof. */
-export async function clientHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name?: string }): Promise<Welcome> {
+export async function clientHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name?: string; channel?: 'delivery' | 'control' }): Promise<Welcome> {
   const deadline = Date.now() + options.timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
   const mtaNonce = randomBytes(NONCE_BYTES);
-  channel.send({ t: 'hello', version: PROTOCOL_VERSION, nonce: mtaNonce.toString('base64'), channel: 'delivery', ...(options.name ? { name: options.name } : {}) });
+  channel.send({ t: 'hello', version: PROTOCOL_VERSION, nonce: mtaNonce.toString('base64'), channel: options.channel ?? 'delivery', ...(options.name ? { name: options.name } : {}) });
   const challenge = await expect(channel, 'challenge', left());
   const proxyNonce = nonceOf(challenge);
   if (!proxyNonce) throw new AuthError('protocol', 'challenge without a 32-byte nonce');

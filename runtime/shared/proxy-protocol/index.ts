@@ -3,3 +3,4 @@ export * from './channel';
 export * from './handshake';
 export * from './messages';
 export * from './client';
+export * from './control-messages';

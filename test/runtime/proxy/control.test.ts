@@ -1,0 +1,126 @@
+import { ProxyAuthority } from '../../../runtime/mta/delivery/proxy-authority';
+import { LocalAuthority } from '../../../runtime/mta/delivery/throttle-authority';
+import { Throttles } from '../../../runtime/mta/delivery/throttles';
+import type { ProxyServer } from '../../../runtime/proxy/server';
+import type { ProxyEndpoint } from '../../../runtime/shared/proxy-protocol';
+import { captureLogger, newSecret, proxyTls, startProxy, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
+import { tempDir } from '../../helpers/tmp';
+
+const dir = tempDir('volley-proxy-control-');
+const secret = newSecret();
+let tls: ProxyTls;
+const servers: ProxyServer[] = [];
+const authorities: ProxyAuthority[] = [];
+
+beforeAll(async () => {
+  tls = await proxyTls(dir);
+});
+
+afterEach(async () => {
+  for (const a of authorities.splice(0)) a.close();
+  await Promise.all(servers.splice(0).map((s) => s.stop()));
+});
+
+async function proxy(merge: 'average' | 'sum', port = 0): Promise<{ server: ProxyServer; endpoint: ProxyEndpoint }> {
+  const { server, port: p } = await startProxy({ name: 'proxy-c', tls, secret, sendingIps: ['127.0.0.2'], logger: captureLogger().logger, throttleMerge: merge, listen: { address: '127.0.0.1', port } });
+  servers.push(server);
+  return { server, endpoint: { host: '127.0.0.1', port: p, fingerprint: tls.fingerprint, name: 'c' } };
+}
+
+/** Three MTAs: keys from 127.0.0.2 go to the proxy, any other key stays local. */
+function mtas(endpoint: ProxyEndpoint): ProxyAuthority[] {
+  const three = [1, 2, 3].map(
+    (i) =>
+      new ProxyAuthority({
+        proxyFor: (key) => (key.split('|')[0] === '127.0.0.2' ? endpoint : undefined),
+        fallback: new LocalAuthority(new Throttles({ throttles: [], backoff: [], rollups: [] })),
+        secret,
+        name: `mta-${i}`,
+        link: { backoffMinMs: 50, backoffMaxMs: 200, answerMs: 2_000 },
+        logger: captureLogger().logger,
+      }),
+  );
+  authorities.push(...three);
+  return three;
+}
+
+const key = '127.0.0.2|gmail';
+const oneConn = { maxConnections: 1, maxMessagesPerHour: Infinity };
+
+test('a cluster limit of 1 connection: one MTA of three holds it; after its release another gets it', async () => {
+  const { server, endpoint } = await proxy('average');
+  const [a, b, c] = mtas(endpoint);
+  const first = await Promise.all([a, b, c].map((m) => m.tryConnection(key, oneConn)));
+  expect(first.filter(Boolean)).toHaveLength(1);
+  const holder = [a, b, c][first.indexOf(true)];
+  const others = [a, b, c].filter((m) => m !== holder);
+  expect(await others[0].tryConnection(key, oneConn)).toBe(false);
+  expect(await holder.tryConnection(key, oneConn)).toBe(false);
+  holder.releaseConnection(key);
+  await waitUntil(() => server.throttles.connections(key) === 0);
+  expect(await others[1].tryConnection(key, oneConn)).toBe(true);
+  expect(await others[0].tryConnection(key, oneConn)).toBe(false);
+  // Each MTA has one control connection, whatever it asked.
+  expect(server.stats().authenticated).toBe(3);
+});
+
+test('with sum, limits 1+1+1 give three connections at once', async () => {
+  const { server, endpoint } = await proxy('sum');
+  const [a, b, c] = mtas(endpoint);
+  // Each MTA registers its limit with a first ask (one of them gets the permit)...
+  const first = await Promise.all([a, b, c].map((m) => m.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 1000 })));
+  expect(first.every((r) => r.ok)).toBe(true);
+  expect(server.throttles.limitsFor(key)?.maxConnections).toBe(3);
+  expect(await Promise.all([a, b, c].map((m) => m.tryConnection(key, oneConn)))).toEqual([true, true, true]);
+  expect(await a.tryConnection(key, oneConn)).toBe(false);
+});
+
+test('an hourly limit of 5 holds across the three MTAs', async () => {
+  const { endpoint } = await proxy('average');
+  const [a, b, c] = mtas(endpoint);
+  const hourly = { maxConnections: 10, maxMessagesPerHour: 5 };
+  const results = [];
+  for (const m of [a, b, c, a, b, c, a]) results.push(await m.tryMessage(key, hourly));
+  expect(results.map((r) => r.ok)).toEqual([true, true, true, true, true, false, false]);
+  const denied = results[5] as { ok: false; waitMs: number };
+  expect(denied.waitMs).toBeGreaterThan(1_000);
+  // Keys no proxy decides stay local: MTA a's own limit, untouched by the others.
+  for (let i = 0; i < 5; i++) expect((await a.tryMessage('127.0.0.9|gmail', hourly)).ok).toBe(true);
+  expect((await a.tryMessage('127.0.0.9|gmail', hourly)).ok).toBe(false);
+  expect((await b.tryMessage('127.0.0.9|gmail', hourly)).ok).toBe(true);
+});
+
+test('a proxy restart: "not now" while it is down, then reconnect, reclaimed permits, and permits work again', async () => {
+  const first = await proxy('average');
+  const [a, b, c] = mtas(first.endpoint);
+  expect(await a.tryConnection(key, oneConn)).toBe(true);
+  expect(await b.tryConnection(key, oneConn)).toBe(false);
+  await first.server.stop();
+  servers.splice(servers.indexOf(first.server), 1);
+  await waitUntil(() => !a.connected(key) && !b.connected(key) && !c.connected(key));
+  // Down: deliveries through the proxy wait.
+  expect(await b.tryConnection(key, oneConn)).toBe(false);
+  const wait = await c.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 10 });
+  expect(wait.ok).toBe(false);
+  expect((wait as { waitMs: number }).waitMs).toBeGreaterThanOrEqual(1_000);
+  const second = await proxy('average', first.endpoint.port);
+  await waitUntil(() => a.connected(key) === true && b.connected(key) === true && c.connected(key) === true, 5_000);
+  // a still holds its permit: it re-claimed it on the new proxy.
+  await waitUntil(() => second.server.throttles.connections(key) === 1);
+  expect(await b.tryConnection(key, oneConn)).toBe(false);
+  a.releaseConnection(key);
+  await waitUntil(() => second.server.throttles.connections(key) === 0);
+  expect(await b.tryConnection(key, oneConn)).toBe(true);
+  expect(await c.tryConnection(key, oneConn)).toBe(false);
+  expect((await c.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 10 })).ok).toBe(true);
+});
+
+test('an MTA whose control connection goes away frees its permits', async () => {
+  const { server, endpoint } = await proxy('average');
+  const [a, b] = mtas(endpoint);
+  expect(await a.tryConnection(key, oneConn)).toBe(true);
+  expect(await b.tryConnection(key, oneConn)).toBe(false);
+  a.close();
+  await waitUntil(() => server.throttles.connections(key) === 0);
+  expect(await b.tryConnection(key, oneConn)).toBe(true);
+});
