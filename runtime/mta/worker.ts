@@ -8,7 +8,9 @@ import { AttemptLog } from './delivery/attempt-log';
 import { RoutingConnector } from './delivery/routing-connector';
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { DeliveryEngine } from './delivery/engine';
-import { PrimaryAuthority } from './delivery/throttle-authority';
+import { clusterThrottleAuthority } from './delivery/cluster-authority';
+import { LocalAuthority, PrimaryAuthority, type ThrottleAuthority } from './delivery/throttle-authority';
+import { Throttles } from './delivery/throttles';
 import { Router } from './delivery/router';
 import { HttpApi } from './intake/http-api';
 import { Intake } from './intake/intake';
@@ -74,7 +76,13 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     fsync: config.spool.fsync,
   });
   // With several workers the primary holds the node's throttle counts.
-  const authority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
+  const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
+  // Node-wide decisions (the primary's, or this worker's own when it is alone)...
+  const localThrottles = new Throttles(config);
+  const nodeAuthority: ThrottleAuthority = primaryAuthority ?? new LocalAuthority(localThrottles);
+  // ...and cluster-wide ones for sending IPs held by proxies, which decide for every MTA at once.
+  const clusterAuthority = clusterThrottleAuthority(config, nodeAuthority, `${options.nodeId}/w${options.worker}`, logger);
+  const authority = clusterAuthority ?? nodeAuthority;
   const engine = new DeliveryEngine({
     partitions: spool.partitions,
     config,
@@ -152,6 +160,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     logger.info('worker stopping: closing listeners, finishing deliveries in flight');
     await Promise.all([...smtp.map((s) => s.close()), http.close()]);
     await engine.stop();
+    clusterAuthority?.close();
     await attemptLog.close();
     await spool.close();
     process.exit(0);
@@ -166,6 +175,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
         return;
       }
       config = m.config;
+      localThrottles.apply(config);
       intake.apply(config);
       smtp.forEach((s) => s.apply(config));
       http.apply(config);
@@ -177,7 +187,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
         (err: Error) => send({ type: 'reply', id: m.id, ok: false, error: err.message }),
       );
     } else if (m.type === 'throttle-reply') {
-      authority?.onReply(m.id, m.value);
+      primaryAuthority?.onReply(m.id, m.value);
     } else if (m.type === 'shutdown') {
       void shutdown();
     }

@@ -14,6 +14,7 @@ import { tempDir } from '../../helpers/tmp';
 const dir = tempDir();
 const mx = new ScriptedMx({ holdMs: 20 });
 const reuseMx = new ScriptedMx();
+const slowMx = new ScriptedMx({ holdMs: 150 });
 const proxies: { name: string; ips: string[]; port: number; config: string; proc?: ChildProcess }[] = [
   { name: 'proxy-a', ips: ['127.0.0.2', '127.0.0.3'], port: 0, config: '' },
   { name: 'proxy-b', ips: ['127.0.0.4', '127.0.0.5'], port: 0, config: '' },
@@ -38,6 +39,7 @@ async function startProxy(p: (typeof proxies)[number]): Promise<void> {
 beforeAll(async () => {
   await mx.listen();
   await reuseMx.listen();
+  await slowMx.listen();
   const secretFile = join(dir, 'secret');
   writeFileSync(secretFile, newSecret(), { mode: 0o600 });
   const servers: string[] = [];
@@ -58,11 +60,14 @@ beforeAll(async () => {
 ${[2, 3, 4, 5].map((n) => `  - { name: ip-${n}, ip: 127.0.0.${n}, helo: ip${n}.mta.test }`).join('\n')}
 routes:
   - { domain: reuse.test, host: 127.0.0.1, port: ${reuseMx.port} }
+  - { domain: one.test, host: 127.0.0.1, port: ${slowMx.port} }
   - { domain: "*", host: 127.0.0.1, port: ${mx.port} }
 proxies:
   secret_file: ${secretFile}
   servers:
 ${servers.join('\n')}
+throttles:
+  - { destination: one.test, max_connections: 1 }
 delivery: { retry: [1s] }
 `),
   );
@@ -74,6 +79,7 @@ afterAll(async () => {
   for (const p of proxies) if (p.proc?.exitCode === null) process.kill(-p.proc.pid!, 'SIGKILL');
   await mx.close();
   await reuseMx.close();
+  await slowMx.close();
 });
 
 const viaVmta = (vmta: string, token: string): string => message(token, token, `X-Volley-VMTA: ${vmta}\r\n`);
@@ -102,6 +108,15 @@ test('two transactions from two different MTAs to one MX travel over one MX conn
   expect(reuseMx.connections).toBe(1);
   expect(reuseMx.messages.map((m) => m.clientIp)).toEqual(['127.0.0.3', '127.0.0.3']);
 });
+
+test('a cluster limit of 1 connection holds across 3 MTAs with mail, and none is held to a third', async () => {
+  await Promise.all(mtas.map((m, i) => Promise.all([0, 1, 2, 3].map((k) => inject(m.smtpPort, 'a@shop.example', [`c${i}${k}@one.test`], viaVmta('ip-4', `c-${i}-${k}`))))));
+  await slowMx.waitFor(12, 30_000);
+  expect(slowMx.maxOpen).toBe(1);
+  // Every MTA got its turn at the one connection (the limit was shared, not split).
+  const byMta = new Set(slowMx.messages.map((m) => /c-(\d)-/.exec(m.body)![1]));
+  expect(byMta).toEqual(new Set(['0', '1', '2']));
+}, 60_000);
 
 test('kill -9 a proxy in the middle of a run and start it again: the MTAs carry on and nothing is lost', async () => {
   const before = mx.messages.length;
