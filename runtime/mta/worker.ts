@@ -87,7 +87,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     partitions: spool.partitions,
     config,
     // Proxies are read at start: a change of the proxy list takes a restart (rolling), not a refresh.
-    connector: new RoutingConnector({ proxies: config.proxies, haproxy: config.haproxy, timeouts: { ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs }, logger, name: `${options.nodeId}/w${options.worker}` }),
+    connector: new RoutingConnector({ proxies: config.proxies, haproxy: config.haproxy, timeouts: { ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs, greetingMs: config.delivery.greetingTimeoutMs }, logger, name: `${options.nodeId}/w${options.worker}` }),
     router,
     attemptLog,
     logger,

@@ -146,7 +146,7 @@ interface Raw {
   routing?: { sender_domain: string; pool?: string; vmta?: string }[];
   routes?: { domain: string; host: string; port?: number }[];
   resolver?: { servers?: string[] };
-  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; dsn?: boolean };
+  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean };
   proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
   tls_policies?: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
   haproxy?: { frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
@@ -245,6 +245,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       maxLifetimeMs: dur(raw.delivery?.max_lifetime, 4 * 86_400_000, ['delivery', 'max_lifetime']),
       concurrency: raw.delivery?.concurrency ?? 500,
       connectTimeoutMs: dur(raw.delivery?.connect_timeout, 30_000, ['delivery', 'connect_timeout']),
+      greetingTimeoutMs: dur(raw.delivery?.greeting_timeout, 300_000, ['delivery', 'greeting_timeout']),
       dsn: raw.delivery?.dsn ?? false,
     },
     proxies: raw.proxies && {

@@ -160,6 +160,7 @@ export const configSchema = {
         max_lifetime: duration,
         concurrency: { type: 'integer', minimum: 1 },
         connect_timeout: duration,
+        greeting_timeout: { ...duration, description: "wait this long for an MX's 220 (RFC 5321: 5m)" },
         dsn: { type: 'boolean', description: 'send RFC 3464 bounces to the return path (ESPs usually read events instead)' },
       },
     },

@@ -60,6 +60,7 @@ export interface DeliveryConfig {
   maxLifetimeMs: number;
   concurrency: number;
   connectTimeoutMs: number;
+  greetingTimeoutMs: number;
   /** Send RFC 3464 bounces to the return path. */
   dsn: boolean;
 }

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type Server } from 'node:net';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deliveryConfigYaml } from '../../helpers/config';
@@ -20,6 +21,11 @@ const proxies: { name: string; ips: string[]; port: number; config: string; proc
   { name: 'proxy-b', ips: ['127.0.0.4', '127.0.0.5'], port: 0, config: '' },
 ];
 const mtas: MtaProcess[] = [];
+// MXes that fail in the three ways the proxy protocol must tell apart.
+const silent = createServer(() => undefined);
+const closer = createServer((sock) => sock.destroy());
+const listenRaw = (srv: Server): Promise<number> => new Promise((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));
+let refusedPort = 0;
 
 async function startProxy(p: (typeof proxies)[number]): Promise<void> {
   p.proc = spawn(process.execPath, [VOLLEY, 'proxy', '--config', p.config], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
@@ -40,6 +46,9 @@ beforeAll(async () => {
   await mx.listen();
   await reuseMx.listen();
   await slowMx.listen();
+  const silentPort = await listenRaw(silent);
+  const closerPort = await listenRaw(closer);
+  refusedPort = await getFreePort();
   const secretFile = join(dir, 'secret');
   writeFileSync(secretFile, newSecret(), { mode: 0o600 });
   const servers: string[] = [];
@@ -61,6 +70,9 @@ ${[2, 3, 4, 5].map((n) => `  - { name: ip-${n}, ip: 127.0.0.${n}, helo: ip${n}.m
 routes:
   - { domain: reuse.test, host: 127.0.0.1, port: ${reuseMx.port} }
   - { domain: one.test, host: 127.0.0.1, port: ${slowMx.port} }
+  - { domain: refused.test, host: 127.0.0.1, port: ${refusedPort} }
+  - { domain: silent.test, host: 127.0.0.1, port: ${silentPort} }
+  - { domain: closes.test, host: 127.0.0.1, port: ${closerPort} }
   - { domain: "*", host: 127.0.0.1, port: ${mx.port} }
 proxies:
   secret_file: ${secretFile}
@@ -68,7 +80,7 @@ proxies:
 ${servers.join('\n')}
 throttles:
   - { destination: one.test, max_connections: 1 }
-delivery: { retry: [1s] }
+delivery: { retry: [1s], greeting_timeout: 1s }
 `),
   );
   for (let i = 0; i < 3; i++) mtas.push(await startMta({ configPath: config, persistentPath: join(dir, `mta-${i}`), workers: 1 }));
@@ -80,6 +92,8 @@ afterAll(async () => {
   await mx.close();
   await reuseMx.close();
   await slowMx.close();
+  silent.close();
+  closer.close();
 });
 
 const viaVmta = (vmta: string, token: string): string => message(token, token, `X-Volley-VMTA: ${vmta}\r\n`);
@@ -117,6 +131,23 @@ test('a cluster limit of 1 connection holds across 3 MTAs with mail, and none is
   const byMta = new Set(slowMx.messages.map((m) => /c-(\d)-/.exec(m.body)![1]));
   expect(byMta).toEqual(new Set(['0', '1', '2']));
 }, 60_000);
+
+test('through the proxy, an MX that refuses, one that never answers and one that closes before the greeting are told apart in the attempt log', async () => {
+  const ids: Record<string, string> = {};
+  for (const d of ['refused', 'silent', 'closes']) ids[d] = await inject(mtas[0].smtpPort, 'a@shop.example', [`x@${d}.test`], viaVmta('ip-2', `e-${d}`));
+  const dir0 = join(mtas[0].persistentPath, 'log', 'attempts');
+  const kindOf = (id: string): string | undefined => {
+    for (const f of readdirSync(dir0)) {
+      for (const l of readFileSync(join(dir0, f), 'utf8').split('\n')) {
+        if (l.includes(id)) return (JSON.parse(l) as { error_kind?: string }).error_kind;
+      }
+    }
+    return undefined;
+  };
+  const until = Date.now() + 15_000;
+  while (Object.values(ids).some((id) => kindOf(id) === undefined) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  expect(Object.fromEntries(Object.entries(ids).map(([d, id]) => [d, kindOf(id)]))).toEqual({ refused: 'refused', silent: 'timeout', closes: 'closed-before-greeting' });
+});
 
 test('kill -9 a proxy in the middle of a run and start it again: the MTAs carry on and nothing is lost', async () => {
   const before = mx.messages.length;
