@@ -395,7 +395,9 @@ export class DeliveryEngine {
       if (route.kind !== 'hosts') return this.failQueued(dest, routeReply(route), route.kind === 'no-route' && route.temporary ? 'deferred' : 'failed', 'routing');
       const destination = this.throttles.destinationOf(dest.domain, route.hosts.map((h) => h.host));
       const key = `${dest.source.vmta ?? dest.source.ip ?? '-'}|${destination}`;
-      const limits = this.throttles.limitsFor(dest.source.vmta, destination, dest.domain);
+      const haproxy = this.config.haproxy;
+      const share = haproxy && dest.source.ip && haproxy.frontends.some((f) => f.sendingIp === dest.source.ip) ? 1 / haproxy.mtas : 1;
+      const limits = this.throttles.limitsFor(dest.source.vmta, destination, dest.domain, share);
       const paused = await this.authority.pausedFor(key);
       if (paused > 0) {
         dest.heldUntil = this.now() + paused;

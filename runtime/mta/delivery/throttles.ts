@@ -56,13 +56,17 @@ export class Throttles {
     return domain;
   }
 
-  limitsFor(vmta: string | undefined, destination: string, domain: string): Limits {
+  /**
+   * `share` < 1 when this node enforces only its part of a cluster limit
+   * (HAProxy mode: each of N MTAs takes 1/N, never less than one connection).
+   */
+  limitsFor(vmta: string | undefined, destination: string, domain: string, share = 1): Limits {
     const rule = this.rules.find((r) => (r.vmta === undefined || r.vmta === vmta) && (r.destination === destination || r.destination === domain))
       ?? this.rules.find((r) => (r.vmta === undefined || r.vmta === vmta) && r.destination === '*');
-    return {
-      maxConnections: rule?.maxConnections ?? DEFAULT_LIMITS.maxConnections,
-      maxMessagesPerHour: rule?.maxMessagesPerHour ?? DEFAULT_LIMITS.maxMessagesPerHour,
-    };
+    const maxConnections = rule?.maxConnections ?? DEFAULT_LIMITS.maxConnections;
+    const maxMessagesPerHour = rule?.maxMessagesPerHour ?? DEFAULT_LIMITS.maxMessagesPerHour;
+    if (share >= 1) return { maxConnections, maxMessagesPerHour };
+    return { maxConnections: Math.max(1, Math.floor(maxConnections * share)), maxMessagesPerHour: Math.max(1, Math.floor(maxMessagesPerHour * share)) };
   }
 
   /** How long the key is paused by a backoff rule (0: not paused). */

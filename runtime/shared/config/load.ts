@@ -149,7 +149,7 @@ interface Raw {
   delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean };
   proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
   tls_policies?: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
-  haproxy?: { frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
+  haproxy?: { mtas?: number; frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
   events?: { attempt_log?: { max_size?: Dur; max_age?: Dur } };
   accept_drain_from?: string[];
@@ -260,6 +260,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
     },
     tlsPolicies: (raw.tls_policies ?? []).map((t) => ({ domain: t.domain.toLowerCase(), policy: t.policy })),
     haproxy: raw.haproxy && {
+      mtas: raw.haproxy.mtas ?? 1,
       frontends: raw.haproxy.frontends.map((f, i) => {
         const m = /^(.+):(\d{1,5})$/.exec(f.address);
         if (!m) report(['haproxy', 'frontends', i, 'address'], `"${f.address}" is not host:port`);

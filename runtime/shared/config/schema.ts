@@ -215,6 +215,7 @@ export const configSchema = {
       required: ['frontends'],
       description: 'sending IPs reached through HAProxy frontends (the PROXY header names the MX)',
       properties: {
+        mtas: { type: 'integer', minimum: 1, description: 'how many MTAs share these IPs: each enforces 1/N of every throttle (the seed\'s HAProxy cluster)' },
         frontends: {
           type: 'array',
           items: {

@@ -150,7 +150,8 @@ export interface VolleyConfig {
   rollups: RollupConfig[];
   bounceRules: BounceRuleConfig[];
   proxies?: ProxiesConfig;
-  haproxy?: { frontends: HaproxyFrontend[] };
+  /** `mtas`: how many MTAs send through these frontends; each enforces 1/N of a throttle. */
+  haproxy?: { frontends: HaproxyFrontend[]; mtas: number };
   tlsPolicies: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
   throttles: ThrottleRule[];
   backoff: BackoffRule[];
