@@ -26,15 +26,24 @@ async function main(): Promise<void> {
   const postfix = await measurePostfixIntake({ ...LOAD });
   line(`default Postfix intake, same load: ${Math.round(postfix.msgsPerSec)} msg/s -> Volley/Postfix ${(all.msgsPerSec / postfix.msgsPerSec).toFixed(2)}x`);
 
-  const e2e = await measureEndToEnd({ ...LOAD });
-  line(`end to end (smtp-source -> MTA -> smtp-sink), ${all.workers} worker(s): ${e2e.msgsPerSec} msg/s (${e2e.elapsedMs} ms until the sink had all)`);
+  // Direct and through-proxy runs alternate, three of each, and the medians are
+  // reported: on a shared 2-core VM single runs of this path vary by up to 50 %.
+  const pairLoad = { ...LOAD, messages: Math.min(LOAD.messages, 10_000) };
+  const directRuns: Awaited<ReturnType<typeof measureEndToEnd>>[] = [];
+  const proxyRuns: Awaited<ReturnType<typeof measureThroughProxy>>[] = [];
+  for (let i = 0; i < 3; i++) {
+    directRuns.push(await measureEndToEnd(pairLoad));
+    proxyRuns.push(await measureThroughProxy(pairLoad));
+  }
+  const e2e = median(directRuns);
+  const viaProxy = median(proxyRuns);
+  line(`end to end (smtp-source -> MTA -> smtp-sink), ${all.workers} worker(s): ${e2e.msgsPerSec} msg/s (median of ${directRuns.map((r) => r.msgsPerSec).join(', ')})`);
   const slow = await measureEndToEnd({ ...LOAD, messages: Math.min(LOAD.messages, 10_000), sinkHoldMs: 300 });
   line(`end to end, sink holding every transaction 300 ms: ${slow.msgsPerSec} msg/s = ${(slow.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of the zero-latency figure`);
   const relay = await measurePostfixRelay({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`default Postfix relaying the same load: ${Math.round(relay.msgsPerSec)} msg/s -> Volley/Postfix ${(e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)}x`);
 
-  const viaProxy = await measureThroughProxy({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
-  line(`through one volley proxy: ${viaProxy.msgsPerSec} msg/s = ${(viaProxy.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of direct; transaction p50 ${viaProxy.txP50Ms} ms p99 ${viaProxy.txP99Ms} ms (direct ${e2e.txP50Ms} / ${e2e.txP99Ms} ms)`);
+  line(`through one volley proxy: ${viaProxy.msgsPerSec} msg/s (median of ${proxyRuns.map((r) => r.msgsPerSec).join(', ')}) = ${(viaProxy.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of direct; transaction p50 ${viaProxy.txP50Ms} ms p99 ${viaProxy.txP99Ms} ms (direct ${e2e.txP50Ms} / ${e2e.txP99Ms} ms)`);
 
   const fleet = await measureFleet({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`local fleet (smtp-source -> lb -> MTA x2 -> proxy x2 -> smtp-sink): ${fleet.msgsPerSec} msg/s (${fleet.elapsedMs} ms until the sink had all)`);
@@ -75,6 +84,10 @@ async function main(): Promise<void> {
     startup_1m_rss_mb: startup.rssMb,
   };
   line(`BENCH ${JSON.stringify(bench)}`);
+}
+
+function median<T extends { msgsPerSec: number }>(runs: T[]): T {
+  return [...runs].sort((a, b) => a.msgsPerSec - b.msgsPerSec)[Math.floor(runs.length / 2)];
 }
 
 main().catch((err) => {
