@@ -1,5 +1,6 @@
 import type { BackoffRule, RollupConfig, ThrottleRule } from '../../shared/config/types';
 import type { SmtpReply } from '../../shared/smtp/reply';
+import { HourWindow } from '../../shared/throttle/hour-window';
 
 export interface Limits {
   maxConnections: number;
@@ -9,14 +10,9 @@ export interface Limits {
 /** With no rule, a destination gets this many connections per sending IP and no hourly cap. */
 export const DEFAULT_LIMITS: Limits = { maxConnections: 20, maxMessagesPerHour: Infinity };
 
-const BUCKET_MS = 60_000;
-const BUCKETS = 60;
-
 interface KeyState {
   connections: number;
-  /** Messages sent per minute over the last hour: a sliding window without a timestamp per message. */
-  buckets: number[];
-  bucketAt: number;
+  sent: HourWindow;
   pausedUntil: number;
 }
 
@@ -90,16 +86,7 @@ export class Throttles {
   /** Takes a message permit; otherwise says how long until one frees up. */
   tryMessage(key: string, limits: Limits): { ok: true } | { ok: false; waitMs: number } {
     if (limits.maxMessagesPerHour === Infinity) return { ok: true };
-    const s = this.get(key);
-    this.roll(s);
-    const used = s.buckets.reduce((a, b) => a + b, 0);
-    if (used < limits.maxMessagesPerHour) {
-      s.buckets[s.buckets.length - 1]++;
-      return { ok: true };
-    }
-    // The oldest non-empty minute leaves the window first.
-    const oldest = s.buckets.findIndex((b) => b > 0);
-    return { ok: false, waitMs: Math.max(1000, (oldest + 1) * BUCKET_MS - (this.now() - s.bucketAt)) };
+    return this.get(key).sent.take(limits.maxMessagesPerHour);
   }
 
   /** Applies the first backoff rule that matches a temporary failure; returns the pause, if any. */
@@ -120,19 +107,9 @@ export class Throttles {
   private get(key: string): KeyState {
     let s = this.state.get(key);
     if (!s) {
-      s = { connections: 0, buckets: new Array<number>(BUCKETS).fill(0), bucketAt: Math.floor(this.now() / BUCKET_MS) * BUCKET_MS, pausedUntil: 0 };
+      s = { connections: 0, sent: new HourWindow(this.now), pausedUntil: 0 };
       this.state.set(key, s);
     }
     return s;
-  }
-
-  private roll(s: KeyState): void {
-    const current = Math.floor(this.now() / BUCKET_MS) * BUCKET_MS;
-    const steps = Math.min(BUCKETS, Math.floor((current - s.bucketAt) / BUCKET_MS));
-    for (let i = 0; i < steps; i++) {
-      s.buckets.shift();
-      s.buckets.push(0);
-    }
-    if (steps > 0) s.bucketAt = current;
   }
 }

@@ -1,3 +1,4 @@
+import { HourWindow } from './hour-window';
 /**
  * Cluster-wide throttle decisions, as a Volley proxy takes them for every MTA
  * connected to its control channel. Pure: no I/O, the clock is injected.
@@ -24,16 +25,13 @@ export interface ClusterLimits {
 
 export type MessagePermit = { ok: true } | { ok: false; waitMs: number };
 
-const BUCKET_MS = 60_000;
-const BUCKETS = 60;
 
 interface KeyState {
   limits: Map<string, ClusterLimits>;
   /** Connection permits held, per MTA. */
   held: Map<string, number>;
   connections: number;
-  buckets: number[];
-  bucketAt: number;
+  sent: HourWindow;
 }
 
 export class ClusterThrottles {
@@ -95,15 +93,7 @@ export class ClusterThrottles {
     this.register(mta, key, limits);
     const max = this.limitsFor(key)!.maxMessagesPerHour;
     if (max === null) return { ok: true };
-    const s = this.state(key);
-    this.roll(s);
-    const used = s.buckets.reduce((a, b) => a + b, 0);
-    if (used < max) {
-      s.buckets[BUCKETS - 1]++;
-      return { ok: true };
-    }
-    const oldest = s.buckets.findIndex((b) => b > 0);
-    return { ok: false, waitMs: oldest < 0 ? BUCKET_MS : Math.max(1000, (oldest + 1) * BUCKET_MS - (this.now() - s.bucketAt)) };
+    return this.state(key).sent.take(max);
   }
 
   /** The MTA is gone (its control connection closed): its limits and held permits go with it. */
@@ -131,10 +121,7 @@ export class ClusterThrottles {
 
   /** Messages counted on a key in the last hour. */
   messages(key: string): number {
-    const s = this.keys.get(key);
-    if (!s) return 0;
-    this.roll(s);
-    return s.buckets.reduce((a, b) => a + b, 0);
+    return this.keys.get(key)?.sent.used ?? 0;
   }
 
   /** MTAs with registered limits (any key). */
@@ -153,19 +140,10 @@ export class ClusterThrottles {
   private state(key: string): KeyState {
     let s = this.keys.get(key);
     if (!s) {
-      s = { limits: new Map(), held: new Map(), connections: 0, buckets: new Array<number>(BUCKETS).fill(0), bucketAt: Math.floor(this.now() / BUCKET_MS) * BUCKET_MS };
+      s = { limits: new Map(), held: new Map(), connections: 0, sent: new HourWindow(this.now) };
       this.keys.set(key, s);
     }
     return s;
   }
 
-  private roll(s: KeyState): void {
-    const current = Math.floor(this.now() / BUCKET_MS) * BUCKET_MS;
-    const steps = Math.min(BUCKETS, Math.floor((current - s.bucketAt) / BUCKET_MS));
-    for (let i = 0; i < steps; i++) {
-      s.buckets.shift();
-      s.buckets.push(0);
-    }
-    if (steps > 0) s.bucketAt = current;
-  }
 }
