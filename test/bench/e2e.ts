@@ -37,6 +37,7 @@ export async function measureEndToEnd(opts: {
     const config = writeTestConfig(dir, {
       relayFrom: ['127.0.0.0/8'],
       sinkPort: sink.port,
+      concurrency: 1000,
       extra: 'throttles:\n  - { destination: "*", max_connections: 600 }\n' + (opts.extraConfig ? await opts.extraConfig(dir) : ''),
     });
     const workers = opts.workers ?? defaultWorkers();

@@ -9,7 +9,7 @@ export const TEST_TOKEN = 'test-token';
 export const TEST_TOKEN_SHA256 = '4c5dc9b7708905f77f5e5d16316b5dfb425e68cb326dcd55a860e90a7707031e';
 
 /** A small config for tests; `extra` is appended YAML. */
-export function testConfigYaml(options: { sinkPort?: number; extra?: string; relayFrom?: string[]; users?: string } = {}): string {
+export function testConfigYaml(options: { sinkPort?: number; extra?: string; relayFrom?: string[]; users?: string; concurrency?: number } = {}): string {
   return `hostname: mta.test.example
 smtp:
   listeners:
@@ -33,6 +33,7 @@ routes:
   - { domain: "*", host: 127.0.0.1, port: ${options.sinkPort ?? 9} }
 delivery:
   retry: [1h]
+  concurrency: ${options.concurrency ?? 500}
 ${options.extra ?? ''}`;
 }
 

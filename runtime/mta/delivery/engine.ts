@@ -64,7 +64,7 @@ interface Destination {
 }
 
 /** Connections one destination queue may open at most, whatever its throttle allows. */
-const DESTINATION_CONNECTION_CAP = 200;
+const DESTINATION_CONNECTION_CAP = 1000;
 const MESSAGES_PER_CONNECTION = 100;
 /** How long an open connection waits for the next message before it QUITs. */
 const IDLE_MS = 1000;
