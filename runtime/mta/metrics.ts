@@ -21,7 +21,7 @@ export const metrics = {
   }),
   spoolMessages: new Gauge({ name: 'volley_spool_messages', help: 'Messages queued in the spool', aggregator: 'sum' }),
   spoolBytes: new Gauge({ name: 'volley_spool_bytes', help: 'Bytes in live spool segments', aggregator: 'sum' }),
-  spoolRecords: new Counter({ name: 'volley_spool_records_total', help: 'Records written to the spool' }),
+  spoolRecords: new Gauge({ name: 'volley_spool_records_written', help: 'Records written to the spool since the worker started', aggregator: 'sum' }),
 };
 
 export { register };

@@ -121,6 +121,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     const s = stats();
     metrics.spoolMessages.set(s.queued);
     metrics.spoolBytes.set(s.spoolBytes);
+    metrics.spoolRecords.set(spool.partitions.reduce((n, p) => n + p.stats().records, 0));
     send({ type: 'stats', stats: s });
   };
   const timer = setInterval(report, 1000);

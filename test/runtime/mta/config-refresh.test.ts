@@ -87,6 +87,8 @@ test('the admin port serves health, readiness, metrics and the queue', async () 
   expect(metrics).toMatch(/^volley_spool_fsync_seconds_bucket/m);
   expect(metrics).toMatch(/^volley_intake_commit_seconds_count [1-9]/m);
   expect(metrics).toMatch(/^volley_spool_messages \d+/m);
+  expect(metrics).toMatch(/^volley_spool_records_written [1-9]/m);
+  expect(metrics).toMatch(/^volley_intake_rejected_total\{reason="[a-z-]+"\} [1-9]/m);
   const queue = (await (await fetch(`${mta.adminUrl}/queue`)).json()) as { workers: unknown[] };
   expect(queue.workers).toHaveLength(2);
 });
