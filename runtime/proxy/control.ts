@@ -1,4 +1,5 @@
 import type { Logger } from '../shared/log';
+import { endChannel } from './close-channel';
 import { ProtocolError, type FrameChannel } from '../shared/proxy-protocol';
 import { MAX_KEY_LENGTH, type Acquire, type ControlLimits, type Grant } from '../shared/proxy-protocol/control-messages';
 import type { ClusterLimits, ClusterThrottles } from '../shared/throttle/cluster-throttles';
@@ -46,21 +47,7 @@ export async function serveControl(channel: FrameChannel, throttles: ClusterThro
       }
     }
   } catch (err) {
-    const e = err as Error & { code?: string };
-    if (e.code === 'ETIMEDOUT') log.info('proxy: control channel idle, closed');
-    else if (e.message === 'connection closed by the peer') log.info('proxy: MTA closed the control channel');
-    else {
-      log.warn({ err: e.message }, 'proxy: control protocol error, connection closed');
-      if (channel.open) {
-        try {
-          channel.send({ t: 'error', code: 'protocol', message: e.message });
-          channel.end();
-          setTimeout(() => channel.socket.destroy(), 1000).unref();
-        } catch {
-          // gone already
-        }
-      }
-    }
+    endChannel(channel, err, log, { idle: 'proxy: control channel idle, closed', closed: 'proxy: MTA closed the control channel', protocol: 'proxy: control protocol error, connection closed' });
     if (channel.open) channel.close();
   } finally {
     throttles.forget(id);

@@ -2,6 +2,7 @@ import { isIP, type Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { CidrList } from '../shared/cidr';
 import type { Logger } from '../shared/log';
+import { endChannel } from './close-channel';
 import { AuthError, FrameChannel, PROTOCOL_VERSION, ProtocolError, serverHandshake, type Frame } from '../shared/proxy-protocol';
 import type { ConnectFailed, Connected, ConnectRequest, TransactionFailed, TransactionReply } from '../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../shared/smtp/client';
@@ -171,21 +172,7 @@ export class ProxyServer {
         }
       }
     } catch (err) {
-      const e = err as Error & { code?: string };
-      if (e.code === 'ETIMEDOUT') log.info('proxy: MTA connection idle, closed');
-      else if (e.message === 'connection closed by the peer') log.debug('proxy: MTA closed the connection');
-      else {
-        log.warn({ err: e.message }, 'proxy: protocol error, MTA connection closed');
-        if (channel.open) {
-          try {
-            channel.send({ t: 'error', code: 'protocol', message: e.message });
-            channel.end();
-            setTimeout(() => socket.destroy(), 1000).unref();
-          } catch {
-            // gone already
-          }
-        }
-      }
+      endChannel(channel, err, log, { idle: 'proxy: MTA connection idle, closed', closed: 'proxy: MTA closed the connection', protocol: 'proxy: protocol error, MTA connection closed' }, 'debug');
       if (channel.open) channel.close();
       // Between transactions the MX session is clean: keep it for others.
       if (current) this.pool.put(current, true);

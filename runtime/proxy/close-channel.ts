@@ -1,0 +1,25 @@
+import type { Logger } from '../shared/log';
+import type { FrameChannel } from '../shared/proxy-protocol';
+
+/**
+ * How a proxy ends an authenticated channel whose loop stopped: an idle
+ * timeout or the peer's close is routine; anything else is a protocol error,
+ * answered with an error frame before the close.
+ */
+export function endChannel(channel: FrameChannel, err: unknown, log: Logger, what: { idle: string; closed: string; protocol: string }, closedLevel: 'info' | 'debug' = 'info'): void {
+  const e = err as Error & { code?: string };
+  if (e.code === 'ETIMEDOUT') log.info(what.idle);
+  else if (e.message === 'connection closed by the peer') log[closedLevel](what.closed);
+  else {
+    log.warn({ err: e.message }, what.protocol);
+    if (channel.open) {
+      try {
+        channel.send({ t: 'error', code: 'protocol', message: e.message });
+        channel.end();
+        setTimeout(() => channel.socket.destroy(), 1000).unref();
+      } catch {
+        // gone already
+      }
+    }
+  }
+}
