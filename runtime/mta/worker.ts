@@ -78,8 +78,8 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   // With several workers the primary holds the node's throttle counts.
   const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
   // Node-wide decisions (the primary's, or this worker's own when it is alone)...
-  const localThrottles = new Throttles(config);
-  const nodeAuthority: ThrottleAuthority = primaryAuthority ?? new LocalAuthority(localThrottles);
+  const throttles = new Throttles(config); // rules for the engine, counts when this worker is alone
+  const nodeAuthority: ThrottleAuthority = primaryAuthority ?? new LocalAuthority(throttles);
   // ...and cluster-wide ones for sending IPs held by proxies, which decide for every MTA at once.
   const clusterAuthority = clusterThrottleAuthority(config, nodeAuthority, `${options.nodeId}/w${options.worker}`, logger);
   const authority = clusterAuthority ?? nodeAuthority;
@@ -92,6 +92,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     attemptLog,
     logger,
     nodeId: options.nodeId,
+    throttles,
     authority,
     bounce: (dsn) => intake.submit({ ...dsn, via: 'smtp', client: { helo: 'dsn' } }),
   });
@@ -176,7 +177,6 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
         return;
       }
       config = m.config;
-      localThrottles.apply(config);
       intake.apply(config);
       smtp.forEach((s) => s.apply(config));
       http.apply(config);

@@ -24,7 +24,9 @@ export interface EngineOptions {
   logger: Logger;
   nodeId: string;
   now?: () => number;
-  /** Where throttle permits come from; this worker's own Throttles when absent. */
+  /** The throttle rules (and, with no authority, the counts); made from the config when absent. */
+  throttles?: Throttles;
+  /** Where throttle permits come from; `throttles` when absent. */
   authority?: ThrottleAuthority;
   /** Queues a bounce (DSN) like any other message; needed only with delivery.dsn. */
   bounce?: (dsn: { from: string; to: string[]; message: Buffer }) => Promise<unknown>;
@@ -103,7 +105,7 @@ export class DeliveryEngine {
     this.config = options.config;
     this.picker = new VmtaPicker(options.config);
     this.now = options.now ?? Date.now;
-    this.throttles = new Throttles(options.config, this.now);
+    this.throttles = options.throttles ?? new Throttles(options.config, this.now);
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
     this.signer = new DkimSigner(options.config.dkim);
     this.classifier = new BounceClassifier(options.config.bounceRules);

@@ -70,7 +70,7 @@ export class SpoolPartition extends EventEmitter {
    * of acceptance: read back from memory they cost no open/read/close. Bounded
    * by bytes, oldest out first; everything is on disk regardless.
    */
-  private readonly recent = new Map<string, { envelope: string; body: Buffer }>();
+  private readonly recent = new Map<string, { envelope: Envelope; body: Buffer }>();
   private recentBytes = 0;
   private readonly recentLimit: number;
   /** The last write error, cleared by the next successful write (disk full, read-only). */
@@ -115,12 +115,11 @@ export class SpoolPartition extends EventEmitter {
   /** Stores a message; resolves once it is durable, which is when it may be acknowledged. */
   async appendMessage(envelope: Envelope, body: Buffer): Promise<SpoolEntry> {
     if (this.index.has(envelope.id)) throw new VolleyError('EDUPLICATE', `message ${envelope.id} is already queued`);
-    const envelopeJson = JSON.stringify(envelope);
-    const buffers = messagePayload(envelopeJson, body);
+    const buffers = messagePayload(JSON.stringify(envelope), body);
     const pos = await this.enqueue(RecordType.Message, buffers);
     const entry = toEntry(envelope, pos, this.recordLength(buffers), this);
     this.addEntry(entry);
-    this.remember(entry.id, envelopeJson, body);
+    this.remember(entry.id, envelope, body);
     return entry;
   }
 
@@ -149,7 +148,8 @@ export class SpoolPartition extends EventEmitter {
   /** Reads a queued message's envelope and body back from its record, verifying the checksum. */
   async read(entry: SpoolEntry): Promise<{ envelope: Envelope; body: Buffer }> {
     const cached = this.recent.get(entry.id);
-    if (cached) return { envelope: withState(JSON.parse(cached.envelope) as Envelope, entry), body: cached.body };
+    // The stored envelope never changes; the index carries the delivery state.
+    if (cached) return { envelope: withState({ ...cached.envelope }, entry), body: cached.body };
     // A handle of its own: the active segment's writer may roll and close its handle meanwhile.
     const fh = await open(join(this.dir, segmentName(entry.segment)), 'r');
     try {
@@ -328,7 +328,7 @@ export class SpoolPartition extends EventEmitter {
     this.liveBySegment.set(entry.segment, (this.liveBySegment.get(entry.segment) ?? 0) + 1);
   }
 
-  private remember(id: string, envelope: string, body: Buffer): void {
+  private remember(id: string, envelope: Envelope, body: Buffer): void {
     if (this.recentLimit <= 0 || body.length > this.recentLimit / 16) return;
     this.recent.set(id, { envelope, body });
     this.recentBytes += body.length;
