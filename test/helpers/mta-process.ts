@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { getFreePort } from './postfix-tools';
 
-export const VOLLEY = join(__dirname, '..', '..', 'dist', 'volley.js');
+// VOLLEY_BIN runs another build (A/B comparisons of two bundles).
+export const VOLLEY = process.env.VOLLEY_BIN ?? join(__dirname, '..', '..', 'dist', 'volley.js');
 
 export interface MtaProcess {
   proc: ChildProcess;
@@ -30,6 +31,8 @@ export async function startMta(options: MtaProcessOptions): Promise<MtaProcess> 
   const proc = spawn(
     process.execPath,
     [
+      // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a bench run.
+      ...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : []),
       VOLLEY, 'mta',
       '--config', options.configPath,
       '--persistent-path', options.persistentPath,
