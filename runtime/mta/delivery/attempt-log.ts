@@ -1,6 +1,7 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { durableFlags } from '../../shared/durable-file';
 
 /** One delivery attempt, as one JSON line. Field names are stable: dashboards depend on them. */
 export interface AttemptEvent {
@@ -45,6 +46,12 @@ export interface AttemptLogOptions {
   maxSize: number;
   maxAgeMs: number;
   fsync?: boolean;
+  /**
+   * Commits start at most this often (default 2 ms). Under load the events of
+   * that window share one durable write; an idle log still writes at once.
+   * Each commit costs ~80 µs of CPU on the bench VM, more than the events in it.
+   */
+  commitIntervalMs?: number;
 }
 
 /**
@@ -60,6 +67,8 @@ export class AttemptLog {
   private openedAt = 0;
   private pending: { line: string; resolve: () => void; reject: (e: Error) => void }[] = [];
   private flushing = false;
+  private flushQueued = false;
+  private lastCommit = 0;
 
   constructor(private readonly options: AttemptLogOptions) {
     mkdirSync(options.dir, { recursive: true });
@@ -83,35 +92,46 @@ export class AttemptLog {
     const line = events.map((e) => JSON.stringify(e)).join('\n') + '\n';
     return new Promise((resolve, reject) => {
       this.pending.push({ line, resolve, reject });
-      if (!this.flushing) void this.flush();
+      if (!this.flushing && !this.flushQueued) this.queueFlush();
     });
   }
 
+  private queueFlush(): void {
+    this.flushQueued = true;
+    const start = (): void => {
+      this.flushQueued = false;
+      if (!this.flushing) void this.flush();
+    };
+    // At least one turn of the event loop, so the attempts finished by the same
+    // batch of replies share the write; and no sooner than the interval allows.
+    const wait = this.lastCommit + (this.options.commitIntervalMs ?? 2) - Date.now();
+    if (wait > 0) setTimeout(start, wait);
+    else setImmediate(start);
+  }
+
   async close(): Promise<void> {
-    while (this.flushing) await new Promise((r) => setTimeout(r, 5));
+    while (this.flushing || this.flushQueued) await new Promise((r) => setTimeout(r, 5));
     await this.fh?.close();
     this.fh = undefined;
   }
 
   private async flush(): Promise<void> {
     this.flushing = true;
+    this.lastCommit = Date.now();
+    const batch = this.pending;
+    this.pending = [];
     try {
-      while (this.pending.length > 0) {
-        const batch = this.pending;
-        this.pending = [];
-        try {
-          await this.ensureOpen();
-          const data = Buffer.from(batch.map((p) => p.line).join(''));
-          await this.fh!.write(data, 0, data.length, this.size);
-          if (this.options.fsync !== false) await this.fh!.datasync();
-          this.size += data.length;
-          batch.forEach((p) => p.resolve());
-        } catch (err) {
-          batch.forEach((p) => p.reject(err as Error));
-        }
-      }
+      await this.ensureOpen();
+      const data = Buffer.from(batch.map((p) => p.line).join(''));
+      // Opened with O_DSYNC (unless fsync is off): the write returns durable.
+      await this.fh!.write(data, 0, data.length, this.size);
+      this.size += data.length;
+      batch.forEach((p) => p.resolve());
+    } catch (err) {
+      batch.forEach((p) => p.reject(err as Error));
     } finally {
       this.flushing = false;
+      if (this.pending.length > 0) this.queueFlush();
     }
   }
 
@@ -124,7 +144,7 @@ export class AttemptLog {
       await rename(this.currentPath, join(this.options.dir, `${this.options.name}.${stamp}.jsonl`));
     }
     if (!this.fh) {
-      this.fh = await open(this.currentPath, 'a+');
+      this.fh = await open(this.currentPath, durableFlags('append', this.options.fsync !== false));
       this.size = (await this.fh.stat()).size;
       this.openedAt = now;
     }

@@ -7,6 +7,7 @@ import { HEADER_SIZE, RecordType, frame, messagePayload, splitMessagePayload, pa
 import { readSegment, readSegmentBatches, type RawRecord } from './segment-reader';
 import type { DoneRecord, Envelope, Position, SpoolEntry, StateChange } from './types';
 import { comparePositions } from './types';
+import { durableFlags } from '../../shared/durable-file';
 
 export interface PartitionOptions {
   dir: string;
@@ -190,7 +191,7 @@ export class SpoolPartition extends EventEmitter {
 
   async close(): Promise<void> {
     this.closed = true;
-    while (this.flushing) await new Promise((resolve) => this.once('idle', resolve));
+    while (this.flushing || this.flushQueued) await new Promise((resolve) => this.once('idle', resolve));
     await this.fh?.close();
     this.fh = undefined;
     this.emit('commit', this.head);
@@ -209,29 +210,30 @@ export class SpoolPartition extends EventEmitter {
     const buffers = frame(type, payload);
     return new Promise((resolve, reject) => {
       this.queue.push({ type, buffers, length: this.recordLength(payload), resolve, reject });
-      if (!this.flushing && !this.flushQueued) {
-        // One turn of the event loop first: the other sessions whose data ended
-        // in the same read batch join this commit instead of the next.
-        this.flushQueued = true;
-        setImmediate(() => {
-          this.flushQueued = false;
-          if (!this.flushing) void this.flush();
-        });
-      }
+      if (!this.flushing && !this.flushQueued) this.queueFlush();
+    });
+  }
+
+  private queueFlush(): void {
+    // One turn of the event loop first: the other sessions whose data ended
+    // in the same read batch join this commit instead of the next.
+    this.flushQueued = true;
+    setImmediate(() => {
+      this.flushQueued = false;
+      if (!this.flushing) void this.flush();
     });
   }
 
   private async flush(): Promise<void> {
     this.flushing = true;
     try {
-      while (this.queue.length > 0) {
-        const batch = this.queue;
-        this.queue = [];
-        await this.writeBatch(batch);
-      }
+      const batch = this.queue;
+      this.queue = [];
+      await this.writeBatch(batch);
     } finally {
       this.flushing = false;
-      this.emit('idle');
+      if (this.queue.length > 0) this.queueFlush();
+      else this.emit('idle');
     }
   }
 
@@ -249,6 +251,8 @@ export class SpoolPartition extends EventEmitter {
         offset += p.length;
         for (const b of p.buffers) buffers.push(b);
       }
+      // The segment is open with O_DSYNC (when fsync is on): the write returns durable.
+      const t0 = process.hrtime.bigint();
       const { bytesWritten } = await fh.writev(buffers, this.end);
       if (bytesWritten !== total) {
         // A short write is how a filling disk first shows; writing the rest
@@ -257,11 +261,7 @@ export class SpoolPartition extends EventEmitter {
         const more = await fh.write(rest, 0, rest.length, this.end + bytesWritten);
         if (more.bytesWritten !== rest.length) throw new VolleyError('ENOSPC', `short write: ${bytesWritten + more.bytesWritten} of ${total} bytes`);
       }
-      if (this.fsync) {
-        const t0 = process.hrtime.bigint();
-        await fh.datasync();
-        this.emit('fsync', Number(process.hrtime.bigint() - t0) / 1e9);
-      }
+      if (this.fsync) this.emit('fsync', Number(process.hrtime.bigint() - t0) / 1e9);
       this.end = offset;
       this.bytesTotal += total;
       this.commits += 1;
@@ -284,7 +284,7 @@ export class SpoolPartition extends EventEmitter {
 
   private async roll(): Promise<void> {
     const next = this.active + 1;
-    const fh = await open(join(this.dir, segmentName(next)), 'wx');
+    const fh = await open(join(this.dir, segmentName(next)), durableFlags('create', this.fsync));
     await this.syncDir();
     await this.fh?.close();
     this.fh = fh;
@@ -376,10 +376,10 @@ export class SpoolPartition extends EventEmitter {
     if (this.segments.length === 0) {
       this.segments = [1];
       this.end = 0;
-      this.fh = await open(join(this.dir, segmentName(1)), 'wx');
+      this.fh = await open(join(this.dir, segmentName(1)), durableFlags('create', this.fsync));
       await this.syncDir();
     } else {
-      this.fh = await open(join(this.dir, segmentName(this.segments[this.segments.length - 1])), 'r+');
+      this.fh = await open(join(this.dir, segmentName(this.segments[this.segments.length - 1])), durableFlags('existing', this.fsync));
       // Appends continue at the last valid record; a torn tail is cut off so the
       // stream never carries it.
       const { size } = await this.fh.stat();
