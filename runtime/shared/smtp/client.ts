@@ -38,7 +38,6 @@ export interface OpenOptions {
 interface Waiter {
   resolve: (r: SmtpReply) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
 }
 
 /**
@@ -59,6 +58,8 @@ export class SmtpClientSession implements OutboundSession {
   private replies: SmtpReply[] = [];
   private ext = new Set<string>();
   private closed = false;
+  private timer?: NodeJS.Timeout;
+  private timerMs = 0;
 
   private constructor(private readonly timeouts: ClientTimeouts) {}
 
@@ -154,34 +155,41 @@ export class SmtpClientSession implements OutboundSession {
   }
 
   private onData(d: string): void {
-    this.buffer += d;
-    let nl = this.buffer.indexOf('\n');
-    while (nl !== -1) {
-      const line = this.buffer.slice(0, nl).replace(/\r$/, '');
-      this.buffer = this.buffer.slice(nl + 1);
-      this.lines.push(line);
-      if (!/^\d{3}-/.test(line)) {
-        const code = Number(line.slice(0, 3));
-        const lines = this.lines.map((l) => l.slice(4));
-        const r: SmtpReply = { ...parseReply(`${line.slice(0, 3)} ${lines.join(' ')}`, code), lines };
-        this.lines = [];
-        const w = this.waiters.shift();
-        if (w) {
-          clearTimeout(w.timer);
-          w.resolve(r);
-        } else this.replies.push(r);
-      }
-      nl = this.buffer.indexOf('\n');
+    const buf = this.buffer.length === 0 ? d : this.buffer + d;
+    let start = 0;
+    for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n', start)) {
+      const line = buf.slice(start, nl > start && buf.charCodeAt(nl - 1) === 13 ? nl - 1 : nl);
+      start = nl + 1;
+      // "250-..." continues a multi-line reply; "250 ..." (or a bare "250") ends it.
+      if (line.charCodeAt(3) === 45) this.lines.push(line);
+      else this.settle(this.toReply(line));
     }
+    this.buffer = start === buf.length ? '' : buf.slice(start);
+  }
+
+  private toReply(last: string): SmtpReply {
+    const code = Number(last.slice(0, 3));
+    if (this.lines.length === 0) return { ...parseReply(last, code), lines: [last.slice(4)] };
+    this.lines.push(last);
+    const lines = this.lines.map((l) => l.slice(4));
+    this.lines = [];
+    return { ...parseReply(`${last.slice(0, 3)} ${lines.join(' ')}`, code), lines };
+  }
+
+  private settle(r: SmtpReply): void {
+    const w = this.waiters.shift();
+    if (!w) {
+      this.replies.push(r);
+      return;
+    }
+    w.resolve(r);
   }
 
   private fail(err: Error): void {
     this.usable = false;
     this.closed = true;
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.reject(err);
-    }
+    clearTimeout(this.timer);
+    for (const w of this.waiters.splice(0)) w.reject(err);
   }
 
   private reply(timeoutMs: number): Promise<SmtpReply> {
@@ -189,13 +197,33 @@ export class SmtpClientSession implements OutboundSession {
     if (ready) return Promise.resolve(ready);
     if (this.closed) return Promise.reject(new Error('connection closed by the server'));
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.usable = false;
-        reject(Object.assign(new Error(`no reply in ${timeoutMs} ms`), { code: 'ETIMEDOUT' }));
-        this.destroy();
-      }, timeoutMs);
-      this.waiters.push({ resolve, reject, timer });
+      this.waiters.push({ resolve, reject });
+      this.arm(timeoutMs);
     });
+  }
+
+  /**
+   * One timer per session, restarted by each wait: a Timeout object per reply
+   * showed in the delivery profile. It fires only when the latest wait has
+   * lasted timeoutMs; firing with nothing awaited is ignored.
+   */
+  private arm(timeoutMs: number): void {
+    if (this.timer && this.timerMs === timeoutMs) {
+      this.timer.refresh();
+      return;
+    }
+    clearTimeout(this.timer);
+    this.timerMs = timeoutMs;
+    this.timer = setTimeout(() => {
+      if (this.waiters.length === 0) return;
+      this.usable = false;
+      const err = Object.assign(new Error(`no reply in ${timeoutMs} ms`), { code: 'ETIMEDOUT' });
+      for (const w of this.waiters.splice(0)) w.reject(err);
+      this.destroy();
+    }, timeoutMs);
+    // The socket keeps the process alive while a reply is awaited; an idle
+    // session's leftover timer must not.
+    this.timer.unref();
   }
 
   private write(data: string | Buffer): void {
@@ -306,6 +334,7 @@ export class SmtpClientSession implements OutboundSession {
 
   private destroy(): void {
     this.usable = false;
+    clearTimeout(this.timer);
     this.socket?.destroy();
   }
 }

@@ -100,3 +100,35 @@ test('TLS "required" against a server without STARTTLS is refused as tls-require
     await mx.close();
   }
 });
+
+test('each wait has its phase timeout: an idle session never times out, a silent final dot does', async () => {
+  // Answers everything at once, except that it never answers the final dot.
+  const mute = await rawServer((s) => {
+    s.write('220 mute.test ESMTP\r\n');
+    let inData = false;
+    s.on('data', (d: Buffer) => {
+      for (const line of d.toString('latin1').split('\r\n').filter(Boolean)) {
+        if (inData) continue; // the body and its dot: silence
+        if (/^EHLO/i.test(line)) s.write('250-mute.test\r\n250 PIPELINING\r\n');
+        else if (/^DATA/i.test(line)) {
+          s.write('354 go on\r\n');
+          inData = true;
+        } else s.write('250 2.0.0 ok\r\n');
+      }
+    });
+  });
+  const timeouts = { ...fast, commandMs: 150, dataInitMs: 150, finalDotMs: 400 };
+  try {
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mute.port }, source, 'opportunistic', timeouts);
+    // Idle for longer than the command timeout with nothing awaited: still usable.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(s.usable).toBe(true);
+    const t0 = Date.now();
+    await expect(s.send('a@b.test', ['c@d.test'], Buffer.from('x\r\n'))).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    // The final dot got its own 400 ms, not the 150 ms of the commands before it.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(390);
+    expect(s.usable).toBe(false);
+  } finally {
+    mute.server.close();
+  }
+});
