@@ -1,12 +1,12 @@
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
-import type { Envelope, SpoolEntry } from '../spool/types';
-import type { AttemptEvent, AttemptLog } from './attempt-log';
-import { BounceClassifier } from './bounce-category';
-import { buildDsn } from './dsn';
+import type { SpoolEntry } from '../spool/types';
+import type { AttemptLog } from './attempt-log';
+import { AttemptRecorder, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
+import { Destinations, type Destination } from './destinations';
 import { MinHeap } from './heap';
 import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
 import type { Route, Router } from './router';
@@ -32,39 +32,6 @@ export interface EngineOptions {
   bounce?: (dsn: { from: string; to: string[]; message: Buffer }) => Promise<unknown>;
 }
 
-/** One message's current attempt: its recipients split into per-domain jobs. */
-interface Attempt {
-  entry: SpoolEntry;
-  partition: SpoolPartition;
-  pending: number;
-  finished: string[];
-  deferred: string[];
-  events: AttemptEvent[];
-  envelope?: Envelope;
-  dkimDomain?: string;
-}
-
-interface Job {
-  attempt: Attempt;
-  domain: string;
-  rcpts: string[];
-}
-
-/** A queue per (virtual MTA, destination domain): a slow domain only ever holds its own slots. */
-interface Destination {
-  key: string;
-  domain: string;
-  source: Source & { pool?: string };
-  jobs: Job[];
-  active: number;
-  /** Connections waiting briefly for more work before they QUIT. */
-  idle: ((job: Job | undefined) => void)[];
-  /** Held by a throttle or a backoff pause until then (ms since the epoch). */
-  heldUntil: number;
-  /** Waiting for a connection permit of this throttle key to be released. */
-  heldOnKey?: string;
-}
-
 /** Connections one destination queue may open at most, whatever its throttle allows. */
 const DESTINATION_CONNECTION_CAP = 1000;
 const MESSAGES_PER_CONNECTION = 100;
@@ -84,12 +51,12 @@ export class DeliveryEngine {
   readonly throttles: Throttles;
   private readonly authority: ThrottleAuthority;
   private signer: DkimSigner;
-  private classifier: BounceClassifier;
+  private readonly recorder: AttemptRecorder;
   private wakeTimer?: NodeJS.Timeout;
   private sweep?: NodeJS.Timeout;
   private wakeAt = Infinity;
   private readonly waiting = new MinHeap<SpoolEntry>();
-  private readonly destinations = new Map<string, Destination>();
+  private readonly destinations = new Destinations();
   private readonly inflight = new Set<string>();
   private active = 0;
   private timer?: NodeJS.Timeout;
@@ -100,6 +67,8 @@ export class DeliveryEngine {
   private readonly pausedDestinations = new Set<string>();
   private readonly now: () => number;
   private idleWaiters: (() => void)[] = [];
+  /** Connections waiting for their destination's next message; each function makes one QUIT now. */
+  private readonly lingering = new Set<() => void>();
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -108,15 +77,20 @@ export class DeliveryEngine {
     this.throttles = options.throttles ?? new Throttles(options.config, this.now);
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
     this.signer = new DkimSigner(options.config.dkim);
-    this.classifier = new BounceClassifier(options.config.bounceRules);
+    this.recorder = new AttemptRecorder({
+      config: options.config,
+      attemptLog: options.attemptLog,
+      logger: options.logger,
+      nodeId: options.nodeId,
+      now: this.now,
+      bounce: options.bounce,
+      settled: (entry, partition, next) => this.settled(entry, partition, next),
+    });
   }
 
   start(): void {
     // Mail held by an operator's pause has no timer of its own; it still expires on time.
-    this.sweep = setInterval(() => {
-      this.expireHeld();
-      this.pump();
-    }, 60_000);
+    this.sweep = setInterval(() => this.wake(), 60_000);
     this.sweep.unref();
     for (const partition of this.options.partitions) this.waiting.pushAll(partition.entries(), (e) => e.next);
     this.arm();
@@ -125,7 +99,7 @@ export class DeliveryEngine {
   /** Throws (keeping the old config) when a DKIM key of the new one cannot be loaded. */
   apply(config: VolleyConfig): void {
     this.signer = new DkimSigner(config.dkim);
-    this.classifier = new BounceClassifier(config.bounceRules);
+    this.recorder.apply(config);
     this.config = config;
     this.picker.apply(config);
     this.throttles.apply(config);
@@ -155,6 +129,7 @@ export class DeliveryEngine {
 
   resumeDestination(sel: Selector): void {
     this.pausedDestinations.delete(`${sel.vmta ?? '*'}|${sel.domain?.toLowerCase() ?? '*'}`);
+    this.destinations.release(this.now());
     this.pump();
   }
 
@@ -181,7 +156,7 @@ export class DeliveryEngine {
         n++;
       }
     }
-    for (const dest of this.destinations.values()) if (sel.domain === undefined || dest.domain === sel.domain) dest.heldUntil = 0;
+    this.destinations.release(now, (dest) => sel.domain === undefined || dest.domain === sel.domain);
     this.arm();
     this.pump();
     return n;
@@ -193,28 +168,7 @@ export class DeliveryEngine {
     for (const p of this.options.partitions) {
       for (const e of [...p.entries()]) {
         if (!matches(e, sel) || this.inflight.has(e.id)) continue;
-        const now = this.now();
-        await this.options.attemptLog.write(
-          e.to.map((rcpt) => ({
-            time: new Date(now).toISOString(),
-            event: 'delivery' as const,
-            status: 'failed' as const,
-            message_id: e.id,
-            attempt: e.attempts,
-            sender: e.from,
-            recipient: rcpt,
-            domain: rcpt.slice(rcpt.lastIndexOf('@') + 1).toLowerCase(),
-            vmta: e.vmta,
-            pool: e.pool,
-            smtp_text: 'purged by an operator',
-            error_kind: 'purged',
-            bounce_category: 'other',
-            time_in_queue_ms: now - e.received,
-            size: e.size,
-            node: this.options.nodeId,
-          })),
-        );
-        await p.markDone({ id: e.id, reason: 'purged' });
+        await this.recorder.purged(e, p);
         n++;
       }
     }
@@ -311,39 +265,33 @@ export class DeliveryEngine {
       else byDomain.set(d, [rcpt]);
     }
     const attempt: Attempt = { entry, partition, pending: byDomain.size, finished: [], deferred: [], events: [] };
-    if (byDomain.size === 0) {
-      void this.complete(attempt);
-      return;
-    }
+    if (byDomain.size === 0) return this.recorder.completeEmpty(attempt);
     const source = this.picker.pick(entry);
-    for (const [domain, rcpts] of byDomain) {
-      const key = `${source.vmta ?? '-'}|${domain}`;
-      let dest = this.destinations.get(key);
-      if (!dest) {
-        dest = { key, domain, source, jobs: [], active: 0, idle: [], heldUntil: 0 };
-        this.destinations.set(key, dest);
-      }
-      const job = { attempt, domain, rcpts };
-      const waiter = dest.idle.shift();
-      if (waiter) waiter(job);
-      else dest.jobs.push(job);
-    }
+    for (const [domain, rcpts] of byDomain) this.destinations.push(`${source.vmta ?? '-'}|${domain}`, domain, source, { attempt, domain, rcpts });
   }
 
+  /** Opens connections for the destinations that may have work to start. */
   private pump(): void {
     if (this.stopped) return;
     const now = this.now();
-    for (const dest of this.destinations.values()) {
-      if (dest.heldUntil > now) {
-        this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
+    const limit = this.config.delivery.concurrency;
+    for (const dest of this.destinations.runnable) {
+      // The rest stay runnable: the next connection to end pumps again.
+      if (this.active >= limit) {
+        this.reclaimLingering();
+        break;
+      }
+      if (dest.heldUntil > now || this.isHeldByOperator(dest)) {
+        this.destinations.hold(dest);
+        if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
         continue;
       }
-      if (this.isHeldByOperator(dest)) continue;
       // Another connection only when every open one already has a message waiting.
-      while (dest.jobs.length > dest.active && dest.active < DESTINATION_CONNECTION_CAP && this.active < this.config.delivery.concurrency) {
-        void this.runConnection(dest);
+      while (dest.jobs.length > dest.active && dest.active < DESTINATION_CONNECTION_CAP && this.active < limit) void this.runConnection(dest);
+      if (dest.jobs.length <= dest.active || dest.active >= DESTINATION_CONNECTION_CAP) {
+        this.destinations.runnable.delete(dest);
+        if (dest.jobs.length === 0 && dest.active === 0) this.destinations.remove(dest);
       }
-      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(dest.key);
     }
     this.armWake();
   }
@@ -352,25 +300,30 @@ export class DeliveryEngine {
   private armWake(): void {
     if (this.wakeAt === Infinity || this.stopped) return;
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    const at = this.wakeAt;
     this.wakeTimer = setTimeout(() => {
       this.wakeTimer = undefined;
       this.wakeAt = Infinity;
-      this.expireHeld();
-      this.pump();
-    }, Math.max(10, at - this.now()));
+      this.wake();
+    }, Math.max(10, this.wakeAt - this.now()));
   }
 
-  /** A message waiting behind a throttle still expires on time. */
-  private expireHeld(): void {
+  /** Expires what waited too long behind a hold, lifts the holds that ended, and pumps. */
+  private wake(): void {
     const now = this.now();
-    for (const dest of this.destinations.values()) {
-      if (dest.heldUntil <= now && !this.isHeldByOperator(dest)) continue;
+    this.expireHeld(now);
+    this.destinations.release(now);
+    for (const dest of this.destinations.held) if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
+    this.pump();
+  }
+
+  /** A message waiting behind a throttle or an operator's pause still expires on time. */
+  private expireHeld(now: number): void {
+    const reply = { code: 451, enhanced: '4.4.7', text: 'held by a throttle past the maximum queue lifetime' };
+    for (const dest of this.destinations.held) {
       const keep: Job[] = [];
       for (const job of dest.jobs) {
         if (now > job.attempt.entry.received + this.config.delivery.maxLifetimeMs) {
-          const reply = { code: 451, enhanced: '4.4.7', text: 'held by a throttle past the maximum queue lifetime' };
-          this.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' as const })), dest, undefined, 0, 'throttled');
+          this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' as const })), { source: dest.source, transactionMs: 0, errorKind: 'throttled' });
         } else keep.push(job);
       }
       dest.jobs = keep;
@@ -379,10 +332,12 @@ export class DeliveryEngine {
 
   /** A connection permit of `key` came free: the destinations waiting on it may try again. */
   private released(key: string): void {
-    for (const dest of this.destinations.values()) {
-      if (dest.heldOnKey === key) {
+    for (const set of [this.destinations.held, this.destinations.runnable]) {
+      for (const dest of set) {
+        if (dest.heldOnKey !== key) continue;
         dest.heldOnKey = undefined;
         dest.heldUntil = 0;
+        this.destinations.touch(dest);
       }
     }
   }
@@ -449,23 +404,40 @@ export class DeliveryEngine {
       }
       dest.active--;
       this.active--;
+      this.destinations.touch(dest);
       this.pump();
     }
   }
 
+  /**
+   * Lingers briefly for the destination's next message before the connection
+   * QUITs, but never while other destinations wait for a connection slot: an
+   * idle connection to one domain must not keep mail for the others waiting.
+   */
   private nextJob(dest: Destination): Promise<Job | undefined> {
+    if (this.active >= this.config.delivery.concurrency && this.destinations.runnable.size > 0) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      const waiter = (job: Job | undefined): void => {
+      const done = (job: Job | undefined): void => {
         clearTimeout(timer);
+        this.lingering.delete(giveUp);
+        const i = dest.idle.indexOf(done);
+        if (i >= 0) dest.idle.splice(i, 1);
         resolve(job);
       };
-      const timer = setTimeout(() => {
-        const i = dest.idle.indexOf(waiter);
-        if (i >= 0) dest.idle.splice(i, 1);
-        resolve(undefined);
-      }, IDLE_MS);
-      dest.idle.push(waiter);
+      const giveUp = (): void => done(undefined);
+      const timer = setTimeout(giveUp, IDLE_MS);
+      dest.idle.push(done);
+      this.lingering.add(giveUp);
     });
+  }
+
+  /** Slots are all taken and mail waits: the connections lingering for more work give theirs up. */
+  private reclaimLingering(): void {
+    let wanted = this.destinations.runnable.size;
+    for (const giveUp of this.lingering) {
+      if (wanted-- <= 0) break;
+      giveUp();
+    }
   }
 
   private async open(route: Extract<Route, { kind: 'hosts' }>, source: Source, domain: string): Promise<OutboundSession> {
@@ -500,120 +472,20 @@ export class DeliveryEngine {
       const reply: SmtpReply = (err as { code?: string }).code === 'ECORRUPT' ? { code: 554, enhanced: '5.3.0', text } : { code: 451, enhanced: '4.4.2', text: `connection lost: ${text}` };
       results = job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: reply.code >= 500 ? 'failed' : 'deferred' }));
     }
-    this.record(job, results, dest, session, this.now() - t0);
+    this.recorder.record(job, results, { source: dest.source, session, transactionMs: this.now() - t0 });
     return results;
   }
 
   private failQueued(dest: Destination, reply: SmtpReply, outcome: 'deferred' | 'failed', kind: string): void {
     const jobs = dest.jobs.splice(0);
-    for (const job of jobs) this.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome })), dest, undefined, 0, kind);
+    for (const job of jobs) this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome })), { source: dest.source, transactionMs: 0, errorKind: kind });
   }
 
-  private record(job: Job, results: RecipientResult[], dest: Destination, session: OutboundSession | undefined, txMs: number, errorKind?: string): void {
-    const a = job.attempt;
-    const now = this.now();
-    for (const r of results) {
-      if (r.outcome === 'deferred') a.deferred.push(r.rcpt);
-      else a.finished.push(r.rcpt);
-      a.events.push({
-        time: new Date(now).toISOString(),
-        event: 'delivery',
-        status: r.outcome,
-        message_id: a.entry.id,
-        attempt: a.entry.attempts + 1,
-        sender: a.entry.from,
-        recipient: r.rcpt,
-        domain: job.domain,
-        vmta: dest.source.vmta,
-        pool: dest.source.pool,
-        sending_ip: session?.info.localIp ?? dest.source.ip,
-        helo: dest.source.helo,
-        via: session?.info.via,
-        mx_host: session?.info.mxHost,
-        mx_ip: session?.info.mxIp,
-        smtp_code: r.reply.code,
-        enhanced_code: r.reply.enhanced,
-        smtp_text: r.reply.text,
-        error_kind: errorKind,
-        bounce_category: r.outcome === 'delivered' ? undefined : this.classifier.classify(r.reply),
-        tls_version: session?.info.tls?.version,
-        tls_cipher: session?.info.tls?.cipher,
-        tls_verified: session?.info.tls?.verified,
-        time_in_queue_ms: now - a.entry.received,
-        connect_ms: session?.info.connectMs,
-        transaction_ms: txMs,
-        size: a.entry.size,
-        dkim_domain: a.dkimDomain,
-        node: this.options.nodeId,
-        metadata: a.envelope?.meta,
-      });
-    }
-    if (--a.pending === 0) void this.complete(a);
-  }
-
-  /** A DSN to the return path for what finally failed (never for bounces themselves). */
-  private async sendDsn(a: Attempt): Promise<void> {
-    const finals = a.events.filter((e) => e.status === 'failed' || e.status === 'expired');
-    if (!this.config.delivery.dsn || !this.options.bounce || finals.length === 0 || a.entry.from === '') return;
-    try {
-      const original = a.envelope ? await a.partition.read(a.entry).then((m) => m.body, () => Buffer.alloc(0)) : Buffer.alloc(0);
-      const message = buildDsn({
-        reportingMta: this.config.hostname,
-        originalFrom: a.entry.from,
-        messageId: a.entry.id,
-        originalMessage: original,
-        arrival: new Date(a.entry.received),
-        failures: finals.map((e) => ({
-          rcpt: e.recipient,
-          reply: { code: e.smtp_code ?? 0, enhanced: e.enhanced_code, text: e.smtp_text ?? '' },
-          expired: e.status === 'expired',
-        })),
-      });
-      await this.options.bounce({ from: '', to: [a.entry.from], message });
-    } catch (err) {
-      this.options.logger.error({ err, id: a.entry.id }, 'delivery: could not queue a DSN');
-    }
-  }
-
-  /** Makes the attempt's result durable: events first, then the spool record. */
-  private async complete(a: Attempt): Promise<void> {
-    const { entry, partition } = a;
-    const now = this.now();
-    const attempts = entry.attempts + 1;
-    let next: number | undefined;
-    if (a.deferred.length > 0) {
-      const schedule = this.config.delivery.retryMs;
-      next = now + schedule[Math.min(attempts - 1, schedule.length - 1)];
-      if (next > entry.received + this.config.delivery.maxLifetimeMs) {
-        // Past its lifetime: the deferral becomes the final, expired, result.
-        next = undefined;
-        for (const e of a.events) if (e.status === 'deferred') e.status = 'expired';
-        a.finished.push(...a.deferred);
-        a.deferred = [];
-      } else {
-        for (const e of a.events) if (e.status === 'deferred') e.next_retry = new Date(next).toISOString();
-      }
-    }
-    try {
-      await this.options.attemptLog.write(a.events);
-      await this.sendDsn(a); // before the original leaves the spool: a crash repeats it, never loses it
-      if (next === undefined) {
-        const statuses = new Set(a.events.map((e) => e.status));
-        const reason = statuses.has('expired') ? 'expired' : statuses.has('delivered') ? 'delivered' : 'failed';
-        await partition.markDone({ id: entry.id, reason });
-      } else {
-        await partition.updateState({ id: entry.id, next, attempts, finished: a.finished });
-      }
-    } catch (err) {
-      // Not recorded: the message stays queued as it was and is tried again later.
-      this.options.logger.error({ err, id: entry.id }, 'delivery: could not record the attempt');
-      next = now + 60_000;
-      entry.next = next;
-    } finally {
-      this.inflight.delete(entry.id);
-      if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
-      if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
-    }
+  /** An attempt's outcome is durable: the message is no longer in flight, and waits for its retry if it has one. */
+  private settled(entry: SpoolEntry, partition: SpoolPartition, next: number | undefined): void {
+    this.inflight.delete(entry.id);
+    if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
+    if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
   }
 }
 

@@ -1,0 +1,210 @@
+import type { Logger } from 'pino';
+import type { VolleyConfig } from '../../shared/config/types';
+import type { RecipientResult, SessionInfo, Source } from '../../shared/smtp/connector';
+import type { SpoolPartition } from '../spool/partition';
+import type { Envelope, SpoolEntry } from '../spool/types';
+import type { AttemptEvent, AttemptLog } from './attempt-log';
+import { BounceClassifier } from './bounce-category';
+import { buildDsn } from './dsn';
+
+/** One message's current attempt: its recipients split into per-domain jobs. */
+export interface Attempt {
+  entry: SpoolEntry;
+  partition: SpoolPartition;
+  /** Jobs not yet recorded. */
+  pending: number;
+  finished: string[];
+  deferred: string[];
+  events: AttemptEvent[];
+  envelope?: Envelope;
+  dkimDomain?: string;
+}
+
+/** The recipients of one attempt that share a domain: delivered in one transaction. */
+export interface Job {
+  attempt: Attempt;
+  domain: string;
+  rcpts: string[];
+}
+
+/** What the recorder needs to know of the connection a job went over. */
+export interface JobContext {
+  source: Source & { pool?: string };
+  session?: { info: SessionInfo };
+  transactionMs: number;
+  errorKind?: string;
+}
+
+export interface RecorderOptions {
+  config: VolleyConfig;
+  attemptLog: AttemptLog;
+  logger: Logger;
+  nodeId: string;
+  now: () => number;
+  /** Queues a bounce (DSN) like any other message; needed only with delivery.dsn. */
+  bounce?: (dsn: { from: string; to: string[]; message: Buffer }) => Promise<unknown>;
+  /** The attempt's outcome is durable: `next` is its retry time, undefined when the message is done. */
+  settled: (entry: SpoolEntry, partition: SpoolPartition, next: number | undefined) => void;
+}
+
+/**
+ * Turns SMTP results into attempt-log events and makes each attempt's outcome
+ * durable in the right order: the events first, then the spool record that
+ * ends or reschedules the message. A crash in between repeats an event, never
+ * loses one.
+ */
+export class AttemptRecorder {
+  private config: VolleyConfig;
+  private classifier: BounceClassifier;
+
+  constructor(private readonly options: RecorderOptions) {
+    this.config = options.config;
+    this.classifier = new BounceClassifier(options.config.bounceRules);
+  }
+
+  apply(config: VolleyConfig): void {
+    this.classifier = new BounceClassifier(config.bounceRules);
+    this.config = config;
+  }
+
+  /** One job's results; the attempt completes when its last job is recorded. */
+  record(job: Job, results: RecipientResult[], ctx: JobContext): void {
+    const a = job.attempt;
+    const now = this.options.now();
+    const time = new Date(now).toISOString();
+    const info = ctx.session?.info;
+    for (const r of results) {
+      if (r.outcome === 'deferred') a.deferred.push(r.rcpt);
+      else a.finished.push(r.rcpt);
+      a.events.push({
+        time,
+        event: 'delivery',
+        status: r.outcome,
+        message_id: a.entry.id,
+        attempt: a.entry.attempts + 1,
+        sender: a.entry.from,
+        recipient: r.rcpt,
+        domain: job.domain,
+        vmta: ctx.source.vmta,
+        pool: ctx.source.pool,
+        sending_ip: info?.localIp ?? ctx.source.ip,
+        helo: ctx.source.helo,
+        via: info?.via,
+        mx_host: info?.mxHost,
+        mx_ip: info?.mxIp,
+        smtp_code: r.reply.code,
+        enhanced_code: r.reply.enhanced,
+        smtp_text: r.reply.text,
+        error_kind: ctx.errorKind,
+        bounce_category: r.outcome === 'delivered' ? undefined : this.classifier.classify(r.reply),
+        tls_version: info?.tls?.version,
+        tls_cipher: info?.tls?.cipher,
+        tls_verified: info?.tls?.verified,
+        time_in_queue_ms: now - a.entry.received,
+        connect_ms: info?.connectMs,
+        transaction_ms: ctx.transactionMs,
+        size: a.entry.size,
+        dkim_domain: a.dkimDomain,
+        node: this.options.nodeId,
+        metadata: a.envelope?.meta,
+      });
+    }
+    if (--a.pending === 0) void this.complete(a);
+  }
+
+  /** A message with no recipient left to try (nothing to deliver): done at once. */
+  completeEmpty(a: Attempt): void {
+    void this.complete(a);
+  }
+
+  /** An operator's purge: a final "failed" event per recipient, then the message leaves the spool. */
+  async purged(entry: SpoolEntry, partition: SpoolPartition): Promise<void> {
+    const now = this.options.now();
+    await this.options.attemptLog.write(
+      entry.to.map((rcpt) => ({
+        time: new Date(now).toISOString(),
+        event: 'delivery' as const,
+        status: 'failed' as const,
+        message_id: entry.id,
+        attempt: entry.attempts,
+        sender: entry.from,
+        recipient: rcpt,
+        domain: rcpt.slice(rcpt.lastIndexOf('@') + 1).toLowerCase(),
+        vmta: entry.vmta,
+        pool: entry.pool,
+        smtp_text: 'purged by an operator',
+        error_kind: 'purged',
+        bounce_category: 'other',
+        time_in_queue_ms: now - entry.received,
+        size: entry.size,
+        node: this.options.nodeId,
+      })),
+    );
+    await partition.markDone({ id: entry.id, reason: 'purged' });
+  }
+
+  /** Makes the attempt's result durable: events first, then the spool record. */
+  private async complete(a: Attempt): Promise<void> {
+    const { entry, partition } = a;
+    const now = this.options.now();
+    const attempts = entry.attempts + 1;
+    let next: number | undefined;
+    if (a.deferred.length > 0) {
+      const schedule = this.config.delivery.retryMs;
+      next = now + schedule[Math.min(attempts - 1, schedule.length - 1)];
+      if (next > entry.received + this.config.delivery.maxLifetimeMs) {
+        // Past its lifetime: the deferral becomes the final, expired, result.
+        next = undefined;
+        for (const e of a.events) if (e.status === 'deferred') e.status = 'expired';
+        a.finished.push(...a.deferred);
+        a.deferred = [];
+      } else {
+        const at = new Date(next).toISOString();
+        for (const e of a.events) if (e.status === 'deferred') e.next_retry = at;
+      }
+    }
+    try {
+      await this.options.attemptLog.write(a.events);
+      await this.sendDsn(a); // before the original leaves the spool: a crash repeats it, never loses it
+      if (next === undefined) {
+        const statuses = new Set(a.events.map((e) => e.status));
+        const reason = statuses.has('expired') ? 'expired' : statuses.has('delivered') ? 'delivered' : 'failed';
+        await partition.markDone({ id: entry.id, reason });
+      } else {
+        await partition.updateState({ id: entry.id, next, attempts, finished: a.finished });
+      }
+    } catch (err) {
+      // Not recorded: the message stays queued as it was and is tried again later.
+      this.options.logger.error({ err, id: entry.id }, 'delivery: could not record the attempt');
+      next = now + 60_000;
+      entry.next = next;
+    } finally {
+      this.options.settled(entry, partition, next);
+    }
+  }
+
+  /** A DSN to the return path for what finally failed (never for bounces themselves). */
+  private async sendDsn(a: Attempt): Promise<void> {
+    if (!this.config.delivery.dsn || !this.options.bounce || a.entry.from === '') return;
+    const finals = a.events.filter((e) => e.status === 'failed' || e.status === 'expired');
+    if (finals.length === 0) return;
+    try {
+      const original = a.envelope ? await a.partition.read(a.entry).then((m) => m.body, () => Buffer.alloc(0)) : Buffer.alloc(0);
+      const message = buildDsn({
+        reportingMta: this.config.hostname,
+        originalFrom: a.entry.from,
+        messageId: a.entry.id,
+        originalMessage: original,
+        arrival: new Date(a.entry.received),
+        failures: finals.map((e) => ({
+          rcpt: e.recipient,
+          reply: { code: e.smtp_code ?? 0, enhanced: e.enhanced_code, text: e.smtp_text ?? '' },
+          expired: e.status === 'expired',
+        })),
+      });
+      await this.options.bounce({ from: '', to: [a.entry.from], message });
+    } catch (err) {
+      this.options.logger.error({ err, id: a.entry.id }, 'delivery: could not queue a DSN');
+    }
+  }
+}

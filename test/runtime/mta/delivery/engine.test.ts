@@ -1,0 +1,76 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { parseConfig } from '../../../../runtime/shared/config/load';
+import type { Connector, OutboundSession, Source, Target } from '../../../../runtime/shared/smtp/connector';
+import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
+import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
+import { Router } from '../../../../runtime/mta/delivery/router';
+import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
+import { deliveryConfigYaml } from '../../../helpers/config';
+import { tempDir } from '../../../helpers/tmp';
+
+const dir = tempDir();
+
+/** A connector whose MX answers 250 to everything after `delayMs`, counting sessions in flight. */
+class CountingConnector implements Connector {
+  open_ = 0;
+  maxOpen = 0;
+  opened = 0;
+  constructor(private readonly delayMs: number) {}
+  async open(target: Target, source: Source): Promise<OutboundSession> {
+    this.opened++;
+    this.maxOpen = Math.max(this.maxOpen, ++this.open_);
+    const info = { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'test', connectMs: 0 };
+    let usable = true;
+    return {
+      info,
+      get usable() {
+        return usable;
+      },
+      send: async (_from, to) => {
+        await new Promise((r) => setTimeout(r, this.delayMs));
+        return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
+      },
+      close: () => {
+        if (usable) this.open_--;
+        usable = false;
+      },
+    };
+  }
+}
+
+test('3,000 domains behind a global limit of 8 connections: every message goes, the limit holds, no queue is left behind', async () => {
+  const config = parseConfig(deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\ndelivery: { concurrency: 8 }\n`));
+  const partition = await SpoolPartition.open({ dir: join(dir, 'spool'), fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  const connector = new CountingConnector(1);
+  const engine = new DeliveryEngine({
+    partitions: [partition],
+    config,
+    connector,
+    router: new Router({ routes: config.routes, servers: [] }),
+    attemptLog,
+    logger: pino({ level: 'silent' }),
+    nodeId: 'test',
+  });
+  const domains = 3000;
+  for (let i = 0; i < domains; i++) {
+    await partition.appendMessage({ id: `m${i}`, from: 'a@shop.test', to: [`r@d${i}.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  }
+  engine.start();
+  const until = Date.now() + 60_000;
+  while (partition.entries().next().done !== true && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  await engine.stop();
+  await attemptLog.close();
+
+  expect([...partition.entries()]).toHaveLength(0);
+  const lines = readdirSync(join(dir, 'attempts')).flatMap((f) => readFileSync(join(dir, 'attempts', f), 'utf8').split('\n').filter(Boolean));
+  const delivered = new Set(lines.map((l) => JSON.parse(l) as { status: string; message_id: string }).filter((e) => e.status === 'delivered').map((e) => e.message_id));
+  expect(delivered.size).toBe(domains);
+  expect(connector.maxOpen).toBe(8);
+  expect(connector.opened).toBe(domains); // one connection per domain: each had one message
+  // Every destination queue was emptied and dropped, not kept around idle.
+  expect(engine.status().destinations).toEqual([]);
+  await partition.close();
+}, 90_000);
