@@ -1,15 +1,9 @@
-import { EC2Client } from '@aws-sdk/client-ec2';
 import { Command, InvalidArgumentError } from 'commander';
-import {
-  bootstrapMta,
-  bootstrapProxy,
-  LinuxSystem,
-  MTA_DEFAULTS,
-  PROXY_DEFAULTS,
-  readInstanceIdentity,
-  realClock,
-  stderrLog,
-} from '../../runtime/bootstrap';
+import { MTA_DEFAULTS, PROXY_DEFAULTS } from '../../runtime/bootstrap/defaults';
+
+// The bootstrap code and the EC2 client load when a bootstrap command runs, not
+// when any volley command starts: every daemon goes through this CLI.
+const runtime = () => import('../../runtime/bootstrap');
 
 function seconds(value: string): number {
   const n = Number(value);
@@ -45,6 +39,8 @@ function withCommonFlags(command: Command, defaults: { unit: string; readyTimeou
 }
 
 async function deps(flags: CommonFlags) {
+  const { EC2Client } = await import('@aws-sdk/client-ec2');
+  const { LinuxSystem, readInstanceIdentity, realClock, stderrLog } = await runtime();
   const identity = await readInstanceIdentity();
   const region = flags.region ?? identity.region;
   const signal = flags.signalStack && flags.signalResource ? { stack: flags.signalStack, resource: flags.signalResource, region } : undefined;
@@ -67,7 +63,7 @@ export function registerBootstrap(program: Command): void {
     .option('--ready-url <url>', 'readiness endpoint of the started MTA', MTA_DEFAULTS.readyUrl)
     .option('--device-timeout <seconds>', 'how long the attached volume may take to appear as a device', seconds, sec(MTA_DEFAULTS.deviceTimeoutMs))
     .action(async (flags: CommonFlags & { persistentPath: string; readyUrl: string; deviceTimeout: number }) => {
-      await bootstrapMta(await deps(flags), {
+      await (await runtime()).bootstrapMta(await deps(flags), {
         slot: flags.slot,
         persistentPath: flags.persistentPath,
         unit: flags.unit,
@@ -84,7 +80,7 @@ export function registerBootstrap(program: Command): void {
     .option('--ready-url <url>', 'readiness endpoint of the started proxy, if it has one')
     .option('--address-timeout <seconds>', 'how long the ENI\'s addresses may take to come up', seconds, sec(PROXY_DEFAULTS.addressTimeoutMs))
     .action(async (flags: CommonFlags & { addressTimeout: number }) => {
-      await bootstrapProxy(await deps(flags), {
+      await (await runtime()).bootstrapProxy(await deps(flags), {
         slot: flags.slot,
         unit: flags.unit,
         readyUrl: flags.readyUrl,

@@ -1,6 +1,7 @@
-import { Route53Client } from '@aws-sdk/client-route-53';
 import { Command, InvalidArgumentError } from 'commander';
-import { listWeights, setWeight } from '../../runtime/dns';
+
+// Route 53 code loads when a dns command runs, not whenever the CLI starts.
+const runtime = () => import('../../runtime/dns');
 
 function weight(value: string): number {
   const n = Number(value);
@@ -13,7 +14,7 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 // Route 53 is a global service answered from us-east-1.
-const client = (): Route53Client => new Route53Client({ region: 'us-east-1' });
+const client = async () => new (await import('@aws-sdk/client-route-53')).Route53Client({ region: 'us-east-1' });
 
 export function registerDns(program: Command): void {
   const dns = program.command('dns').description('Route 53 weighted records in front of the load balancers');
@@ -28,7 +29,7 @@ export function registerDns(program: Command): void {
     .option('--force', 'allow leaving a name with every weight at 0', false)
     .option('--no-wait', 'return without waiting for the change to reach every Route 53 server')
     .action(async (setIdentifier: string, newWeight: number, flags: { zoneId: string; name: string[]; force: boolean; wait: boolean }) => {
-      const result = await setWeight(client(), {
+      const result = await (await runtime()).setWeight(await client(), {
         zoneId: flags.zoneId,
         setIdentifier,
         weight: newWeight,
@@ -46,6 +47,6 @@ export function registerDns(program: Command): void {
     .description('list the weighted records of a zone')
     .requiredOption('--zone-id <id>', 'hosted zone id')
     .action(async (flags: { zoneId: string }) => {
-      for (const r of await listWeights(client(), flags.zoneId)) process.stdout.write(`${r.name} ${r.type} ${r.setIdentifier} ${r.weight}\n`);
+      for (const r of await (await runtime()).listWeights(await client(), flags.zoneId)) process.stdout.write(`${r.name} ${r.type} ${r.setIdentifier} ${r.weight}\n`);
     });
 }

@@ -20,16 +20,6 @@ export interface MtaBootstrapOptions {
   readonly byIdDir: string;
 }
 
-export const MTA_DEFAULTS = {
-  persistentPath: '/var/lib/volley',
-  unit: 'volley-mta.service',
-  readyUrl: 'http://127.0.0.1:8025/readyz',
-  releaseTimeoutMs: 15 * 60_000,
-  attachTimeoutMs: 3 * 60_000,
-  deviceTimeoutMs: 2 * 60_000,
-  readyTimeoutMs: 30 * 60_000,
-  byIdDir: '/dev/disk/by-id',
-} as const;
 
 export interface BootstrapDeps {
   readonly ec2: EC2Client;

@@ -17,13 +17,6 @@ export interface ProxyBootstrapOptions {
   readonly readyTimeoutMs: number;
 }
 
-export const PROXY_DEFAULTS = {
-  unit: 'volley-proxy.service',
-  releaseTimeoutMs: 15 * 60_000,
-  attachTimeoutMs: 3 * 60_000,
-  addressTimeoutMs: 3 * 60_000,
-  readyTimeoutMs: 10 * 60_000,
-} as const;
 
 async function waitForAddresses(system: BootstrapSystem, clock: Clock, addresses: readonly string[], timeoutMs: number): Promise<void> {
   await pollUntil(clock, { timeoutMs, intervalMs: 1000, what: `addresses ${addresses.join(', ')} to be configured on this host` }, async () => {
