@@ -8,6 +8,7 @@ import { readSegment, readSegmentBatches, type RawRecord } from './segment-reade
 import type { DoneRecord, Envelope, Position, SpoolEntry, StateChange } from './types';
 import { comparePositions } from './types';
 import { durableFlags } from '../../shared/durable-file';
+import { SegmentHandles } from './segment-handles';
 
 export interface PartitionOptions {
   dir: string;
@@ -41,7 +42,7 @@ const segmentName = (n: number): string => `${String(n).padStart(12, '0')}.seg`;
 /**
  * One spool partition: an append-only log split into numbered segment files,
  * plus the in-memory index of the messages still queued in it. Appends are
- * group-committed: every append that arrives while a write+fdatasync is in
+ * group-committed: every append that arrives while a durable write is in
  * flight joins the next one, so concurrent injections share an fsync.
  *
  * Its records form an ordered stream (segment, offset) that the HA mirror
@@ -73,6 +74,7 @@ export class SpoolPartition extends EventEmitter {
    */
   private readonly recent = new Map<string, { envelope: Envelope; body: Buffer }>();
   private recentBytes = 0;
+  private readonly readers = new SegmentHandles((segment) => join(this.dir, segmentName(segment)));
   private readonly recentLimit: number;
   /** The last write error, cleared by the next successful write (disk full, read-only). */
   lastWriteError?: Error;
@@ -151,9 +153,7 @@ export class SpoolPartition extends EventEmitter {
     const cached = this.recent.get(entry.id);
     // The stored envelope never changes; the index carries the delivery state.
     if (cached) return { envelope: withState({ ...cached.envelope }, entry), body: cached.body };
-    // A handle of its own: the active segment's writer may roll and close its handle meanwhile.
-    const fh = await open(join(this.dir, segmentName(entry.segment)), 'r');
-    try {
+    return this.readers.use(entry.segment, async (fh) => {
       const buf = Buffer.allocUnsafe(entry.length);
       const { bytesRead } = await fh.read(buf, 0, entry.length, entry.offset);
       const header = bytesRead >= HEADER_SIZE ? parseHeader(buf, 0) : undefined;
@@ -162,9 +162,7 @@ export class SpoolPartition extends EventEmitter {
       }
       const { envelope, body } = splitMessagePayload(buf.subarray(HEADER_SIZE));
       return { envelope: withState(JSON.parse(envelope) as Envelope, entry), body };
-    } finally {
-      await fh.close();
-    }
+    });
   }
 
   /**
@@ -194,6 +192,7 @@ export class SpoolPartition extends EventEmitter {
     while (this.flushing || this.flushQueued) await new Promise((resolve) => this.once('idle', resolve));
     await this.fh?.close();
     this.fh = undefined;
+    this.readers.closeAll();
     this.emit('commit', this.head);
   }
 
@@ -315,6 +314,7 @@ export class SpoolPartition extends EventEmitter {
         const seg = this.segments.shift()!;
         this.liveBySegment.delete(seg);
         await rm(join(this.dir, segmentName(seg)), { force: true });
+        this.readers.retire(seg);
       }
     } finally {
       this.reclaiming = false;

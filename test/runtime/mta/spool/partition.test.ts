@@ -110,6 +110,26 @@ describe('SpoolPartition', () => {
     await q.close();
   });
 
+  test('reads after a restart keep at most 8 segment handles open, and a deleted segment closes its handle', async () => {
+    const dir = join(root, 'readers');
+    const p = await SpoolPartition.open({ dir, segmentSize: 8 * 1024 });
+    for (let i = 0; i < 60; i++) await p.appendMessage(env(`h${i}`), Buffer.alloc(1500, 97 + (i % 20)));
+    await p.close();
+    const q = await SpoolPartition.open({ dir, segmentSize: 8 * 1024, recentBytes: 0 });
+    const readers = (q as unknown as { readers: { open: number } }).readers;
+    expect(segFiles(dir).length).toBeGreaterThan(10);
+    // Read everything twice, concurrently: every body is the one written, from a bounded set of handles.
+    for (let round = 0; round < 2; round++) {
+      const bodies = await Promise.all(Array.from({ length: 60 }, (_, i) => q.read(q.get(`h${i}`)!).then((m) => m.body)));
+      bodies.forEach((b, i) => expect(b.equals(Buffer.alloc(1500, 97 + (i % 20)))).toBe(true));
+      expect(readers.open).toBeLessThanOrEqual(8);
+    }
+    for (let i = 0; i < 60; i++) await q.markDone({ id: `h${i}`, reason: 'delivered' });
+    expect(segFiles(dir).length).toBe(1);
+    expect(readers.open).toBeLessThanOrEqual(1); // none for a deleted segment (8 were open before)
+    await q.close();
+  });
+
   test('the change stream yields every record in order and follows new commits', async () => {
     const p = await SpoolPartition.open({ dir: join(root, 'stream'), segmentSize: 4096 });
     for (let i = 0; i < 5; i++) await p.appendMessage(env(`st${i}`), Buffer.alloc(1500, 66));
