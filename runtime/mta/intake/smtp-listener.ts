@@ -43,6 +43,8 @@ const BODY_PROBLEMS = {
  * spool work (stream objects, a random id and a 100 ms greeting hold per
  * connection), below the 3,000/s the MTA must take with fsync on.
  */
+const acceptedSmtp = metrics.accepted.labels({ via: 'smtp' });
+
 export class SmtpListener {
   private readonly server: Server;
   private config: VolleyConfig;
@@ -63,8 +65,10 @@ export class SmtpListener {
     const l = options.listener;
     const secureContext = l.tls === 'none' ? undefined : createSecureContext({ key: options.tls.key, cert: options.tls.cert });
     this.handlers = this.makeHandlers();
+    // Label sets bound once: prom-client hashes a label object on every call.
+    const connections = metrics.connections.labels({ listener: l.name });
     const onSocket = (socket: Socket): void => {
-      metrics.connections.inc({ listener: l.name });
+      connections.inc();
       const smtp = this.config.smtp;
       if (this.sessions.size >= smtp.maxConnections) {
         socket.end('421 4.7.0 too many connections, try again later\r\n');
@@ -190,7 +194,7 @@ export class SmtpListener {
         vmta: control.vmta,
         meta: control.meta,
       });
-      metrics.accepted.inc({ via: 'smtp' });
+      acceptedSmtp.inc();
       metrics.commitSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
       return reply(250, '2.0.0', `Ok: queued as ${entry.id}`);
     } catch (err) {
