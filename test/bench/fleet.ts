@@ -1,14 +1,22 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLocalFleet } from '../helpers/local-fleet';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
+import { processUsage } from './mta-metrics';
 
 /**
  * The whole local fleet path, as `npm start` runs it: smtp-source -> lb ->
  * MTA x2 -> proxy x2 -> smtp-sink, timed until the sink has every message.
  */
-export async function measureFleet(opts: { messages: number; sessions: number; sizeBytes: number }): Promise<{ msgsPerSec: number; elapsedMs: number }> {
+export interface FleetResult {
+  msgsPerSec: number;
+  elapsedMs: number;
+  /** CPU per message of each part of the fleet (µs): where the two cores go. */
+  cpuUsPerMsg: Record<string, number>;
+}
+
+export async function measureFleet(opts: { messages: number; sessions: number; sizeBytes: number }): Promise<FleetResult> {
   const data = mkdtempSync(join(tmpdir(), 'volley-fleet-bench-'));
   const sink = await startSmtpSink({ maxConnections: 1024, backlog: 1024 });
   let fleet: Awaited<ReturnType<typeof startLocalFleet>> | undefined;
@@ -17,15 +25,51 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
     await runSmtpSource({ port: 2525, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes });
     await sink.waitForMessages(200, 60_000);
     const base = sink.messages();
+    const parts = fleetParts(fleet.pid);
+    const before = new Map([...parts].map(([name, pids]) => [name, processUsage(pids).cpuSeconds]));
+    const sinkBefore = processUsage([sink.pid]).cpuSeconds;
     const t0 = Date.now();
     const r = await runSmtpSource({ port: 2525, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: 600_000 });
     if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
     await sink.waitForMessages(base + opts.messages, 600_000);
     const elapsedMs = Date.now() - t0;
-    return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs };
+    const perMsg = (seconds: number): number => Math.round((seconds * 1e6) / opts.messages);
+    const cpuUsPerMsg: Record<string, number> = {};
+    for (const [name, pids] of parts) cpuUsPerMsg[name] = perMsg(processUsage(pids).cpuSeconds - before.get(name)!);
+    cpuUsPerMsg['smtp-sink'] = perMsg(processUsage([sink.pid]).cpuSeconds - sinkBefore);
+    return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, cpuUsPerMsg };
   } finally {
     await fleet?.stop();
     await sink.stop();
     rmSync(data, { recursive: true, force: true });
   }
+}
+
+/** The fleet's processes by part (lb, mta, proxy, local), from /proc: descendants of `volley local`. */
+function fleetParts(root: number): Map<string, number[]> {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
+    } catch {
+      // gone
+    }
+  }
+  const parts = new Map<string, number[]>();
+  const visit = (pid: number): void => {
+    let part = 'local';
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      part = argv[argv.findIndex((a) => a.endsWith('volley.js')) + 1] ?? 'local';
+    } catch {
+      // gone
+    }
+    parts.set(part, [...(parts.get(part) ?? []), pid]);
+    for (const c of children.get(pid) ?? []) visit(c);
+  };
+  visit(root);
+  return parts;
 }

@@ -26,18 +26,18 @@ async function main(): Promise<void> {
   const postfix = await measurePostfixIntake({ ...LOAD });
   line(`default Postfix intake, same load: ${Math.round(postfix.msgsPerSec)} msg/s -> Volley/Postfix ${(all.msgsPerSec / postfix.msgsPerSec).toFixed(2)}x`);
 
-  // Direct and through-proxy runs alternate, three of each, and the medians are
+  // Direct and through-proxy runs alternate, five of each, and the medians are
   // reported: on a shared 2-core VM single runs of this path vary by up to 50 %.
   const pairLoad = { ...LOAD, messages: Math.min(LOAD.messages, 10_000) };
   const directRuns: Awaited<ReturnType<typeof measureEndToEnd>>[] = [];
   const proxyRuns: Awaited<ReturnType<typeof measureThroughProxy>>[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     directRuns.push(await measureEndToEnd(pairLoad));
     proxyRuns.push(await measureThroughProxy(pairLoad));
   }
   const e2e = median(directRuns);
   const viaProxy = median(proxyRuns);
-  line(`end to end (smtp-source -> MTA -> smtp-sink), ${all.workers} worker(s): ${e2e.msgsPerSec} msg/s (median of ${directRuns.map((r) => r.msgsPerSec).join(', ')})`);
+  line(`end to end (smtp-source -> MTA -> smtp-sink), ${all.workers} worker(s): ${e2e.msgsPerSec} msg/s (median of ${directRuns.map((r) => r.msgsPerSec).join(', ')}), MTA CPU ${e2e.cpuUsPerMsg} us/msg, ${e2e.recordsPerCommit} spool records per durable write`);
   const slow = await measureEndToEnd({ ...LOAD, messages: Math.min(LOAD.messages, 10_000), sinkHoldMs: 300 });
   line(`end to end, sink holding every transaction 300 ms: ${slow.msgsPerSec} msg/s = ${(slow.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of the zero-latency figure`);
   const relay = await measurePostfixRelay({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
@@ -47,6 +47,7 @@ async function main(): Promise<void> {
 
   const fleet = await measureFleet({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`local fleet (smtp-source -> lb -> MTA x2 -> proxy x2 -> smtp-sink): ${fleet.msgsPerSec} msg/s (${fleet.elapsedMs} ms until the sink had all)`);
+  line(`  CPU per message by part: ${Object.entries(fleet.cpuUsPerMsg).map(([k, v]) => `${k} ${v} us`).join(', ')} (single MTA end to end: ${e2e.cpuUsPerMsg} us)`);
 
   const formats = await measureSpoolFormats();
   line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
@@ -74,6 +75,8 @@ async function main(): Promise<void> {
     e2e_vs_postfix: Number((e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)),
     deferred_1m_rss_mb: startup.rssMb,
     fleet_msgs_per_s: fleet.msgsPerSec,
+    fleet_cpu_us_per_msg: fleet.cpuUsPerMsg,
+    e2e_cpu_us_per_msg: e2e.cpuUsPerMsg,
     proxy_msgs_per_s: viaProxy.msgsPerSec,
     proxy_ratio: Number((viaProxy.msgsPerSec / e2e.msgsPerSec).toFixed(2)),
     proxy_added_p50_ms: viaProxy.txP50Ms - e2e.txP50Ms,

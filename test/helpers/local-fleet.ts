@@ -2,6 +2,8 @@ import { spawn } from 'node:child_process';
 import { VOLLEY } from './mta-process';
 
 export interface RunningFleet {
+  /** The `volley local` process. */
+  pid: number;
   /** Everything the fleet printed so far. */
   output(): string;
   /** Ctrl-C, then the exit code. */
@@ -16,6 +18,7 @@ export async function startLocalFleet(args: string[], timeoutMs = 60_000): Promi
   proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   const fleet: RunningFleet = {
+    pid: proc.pid!,
     output: () => out,
     stop: async () => {
       proc.kill('SIGINT');
