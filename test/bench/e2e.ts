@@ -29,12 +29,14 @@ export async function measureEndToEnd(opts: {
   sessions: number;
   sizeBytes: number;
   sinkHoldMs?: number;
+  /** Put the hold proxy in front of the sink even with no hold (a like-for-like baseline). */
+  sinkViaHoldProxy?: boolean;
   workers?: number;
   /** More config (VMTAs, proxies) and a setup run before the MTA starts. */
   extraConfig?: (dir: string) => Promise<string>;
 }): Promise<E2eResult> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-e2e-'));
-  const sink = await startSmtpSink({ holdMs: opts.sinkHoldMs ?? 0, maxConnections: 1024, backlog: 1024 });
+  const sink = await startSmtpSink({ holdMs: opts.sinkHoldMs ?? 0, holdVia: opts.sinkViaHoldProxy ? 'proxy' : undefined, maxConnections: 1024, backlog: 1024 });
   try {
     // A slow receiver needs many connections in flight to keep the rate up: the
     // sink's domain gets a generous connection limit, as an operator would give

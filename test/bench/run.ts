@@ -38,8 +38,14 @@ async function main(): Promise<void> {
   const e2e = median(directRuns);
   const viaProxy = median(proxyRuns);
   line(`end to end (smtp-source -> MTA -> smtp-sink), ${all.workers} worker(s): ${e2e.msgsPerSec} msg/s (median of ${directRuns.map((r) => r.msgsPerSec).join(', ')}), MTA CPU ${e2e.cpuUsPerMsg} us/msg, ${e2e.recordsPerCommit} spool records per durable write`);
-  const slow = await measureEndToEnd({ ...LOAD, messages: Math.min(LOAD.messages, 10_000), sinkHoldMs: 300 });
-  line(`end to end, sink holding every transaction 300 ms: ${slow.msgsPerSec} msg/s = ${(slow.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of the zero-latency figure`);
+  // The 300 ms hold needs a relay in front of smtp-sink (its own delays are
+  // whole seconds), and that relay runs on the same two cores. The same relay
+  // with no hold gives the like-for-like baseline, reported beside the ratio
+  // the issue asks for.
+  const slowLoad = { ...LOAD, messages: Math.min(LOAD.messages, 10_000) };
+  const slow = await measureEndToEnd({ ...slowLoad, sinkHoldMs: 300 });
+  const relayed0 = await measureEndToEnd({ ...slowLoad, sinkViaHoldProxy: true });
+  line(`end to end, sink holding every transaction 300 ms: ${slow.msgsPerSec} msg/s = ${(slow.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of the zero-latency figure; through the same relay with no hold ${relayed0.msgsPerSec} msg/s -> ${(slow.msgsPerSec / relayed0.msgsPerSec).toFixed(2)}`);
   const relay = await measurePostfixRelay({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`default Postfix relaying the same load: ${Math.round(relay.msgsPerSec)} msg/s -> Volley/Postfix ${(e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)}x`);
 
@@ -71,6 +77,8 @@ async function main(): Promise<void> {
     e2e_msgs_per_s: e2e.msgsPerSec,
     e2e_latency300_msgs_per_s: slow.msgsPerSec,
     e2e_latency300_ratio: Number((slow.msgsPerSec / e2e.msgsPerSec).toFixed(2)),
+    e2e_relayed0_msgs_per_s: relayed0.msgsPerSec,
+    e2e_latency300_vs_relayed0: Number((slow.msgsPerSec / relayed0.msgsPerSec).toFixed(2)),
     postfix_relay_msgs_per_s: Math.round(relay.msgsPerSec),
     e2e_vs_postfix: Number((e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)),
     deferred_1m_rss_mb: startup.rssMb,

@@ -307,6 +307,11 @@ export interface SmtpSinkOptions {
    * delays are whole seconds only). Default 0: no hold.
    */
   holdMs?: number;
+  /**
+   * 'proxy': use the hold proxy even for whole seconds or 0 ms, so a
+   * measurement without the hold runs through the same relay as one with it.
+   */
+  holdVia?: 'proxy';
   /** Count accepted connections exactly (via `-v`, or the hold proxy's accept count). Default false. */
   countConnections?: boolean;
   /** Dump every transaction to one file in this directory (`-d DIR/msg.`). Created if missing. */
@@ -397,7 +402,7 @@ async function startSmtpSinkOnce(opts: SmtpSinkOptions, port: number): Promise<S
   ipv4ToProcHex(host); // validates: numeric IPv4 only
   const holdMs = opts.holdMs ?? 0;
   if (!Number.isInteger(holdMs) || holdMs < 0) throw new Error(`holdMs must be a non-negative integer: ${holdMs}`);
-  const holdMode: SmtpSinkHandle['holdMode'] = holdMs === 0 ? 'none' : holdMs % 1000 === 0 ? 'smtp-sink' : 'proxy';
+  const holdMode: SmtpSinkHandle['holdMode'] = opts.holdVia === 'proxy' ? 'proxy' : holdMs === 0 ? 'none' : holdMs % 1000 === 0 ? 'smtp-sink' : 'proxy';
 
   // With the proxy, smtp-sink listens on an inner port and the proxy on the public one.
   const innerPort = holdMode === 'proxy' ? await getFreePort(host) : port;
@@ -706,9 +711,12 @@ async function startHoldProxy(o: {
     const pump = (): void => {
       timer = null;
       const now = Date.now();
-      while (queue.length > 0 && queue[0]!.at <= now) {
-        client.write(queue.shift()!.data, 'latin1');
-      }
+      // The lines due now leave in one write, as the sink sent them: a write per
+      // line would split pipelined replies into packets the client never sees
+      // from a real MX, and cost both sides a syscall each.
+      let out = '';
+      while (queue.length > 0 && queue[0]!.at <= now) out += queue.shift()!.data;
+      if (out) client.write(out, 'latin1');
       if (queue.length > 0) timer = setTimeout(pump, queue[0]!.at - now);
       else if (upstreamEnded) client.end();
     };
