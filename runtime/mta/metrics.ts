@@ -16,7 +16,7 @@ export const metrics = {
   }),
   fsyncSeconds: new Histogram({
     name: 'volley_spool_fsync_seconds',
-    help: 'fdatasync latency of spool group commits',
+    help: 'Latency of spool group commits: the durable (O_DSYNC) write of a batch',
     buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
   }),
   spoolMessages: new Gauge({ name: 'volley_spool_messages', help: 'Messages queued in the spool', aggregator: 'sum' }),

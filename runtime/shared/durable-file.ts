@@ -11,5 +11,8 @@ import { constants } from 'node:fs';
 export function durableFlags(how: 'create' | 'existing' | 'append', durable: boolean): number {
   const { O_RDWR, O_CREAT, O_EXCL, O_APPEND, O_DSYNC } = constants;
   const base = how === 'create' ? O_RDWR | O_CREAT | O_EXCL : how === 'append' ? O_RDWR | O_CREAT | O_APPEND : O_RDWR;
-  return durable ? base | O_DSYNC : base;
+  if (!durable) return base;
+  // Linux has it; a platform without it must not quietly lose durability.
+  if (O_DSYNC === undefined) throw new Error('O_DSYNC is not available on this platform: durable writes are impossible');
+  return base | O_DSYNC;
 }

@@ -14,8 +14,8 @@ export interface SourceTally {
  * Postfix's smtp-source as the load, with the list of what was acknowledged.
  *
  * smtp-source prints no such list, and exits on the first lost connection.
- * So this runs one smtp-source per session (`-s 1`, a new connection per
- * message), each with `-v` (its SMTP dialog on stderr) and `-N` (a sequence
+ * So this runs one smtp-source per session (`-s 1`; without `-d` each
+ * message gets its own connection), each with `-v` (its SMTP dialog on stderr) and `-N` (a sequence
  * number prepended to the recipient, so every message has its own address,
  * `<n>s<session>r<run>@domain`); a run that dies is started again for the
  * rest of its share, as an injector would retry. The MTA names that one
@@ -41,6 +41,8 @@ export async function smtpSourceWithAcks(opts: {
         left -= done;
         fruitless = done === 0 ? fruitless + 1 : 0;
         if (fruitless >= 10) throw new Error(`smtp-source session ${session} keeps failing: ${tally.errors.slice(-3).join('; ')}`);
+        // A run that finished nothing (refused, no greeting) waits a little longer each time, as an injector backs off.
+        if (fruitless > 0) await new Promise((r) => setTimeout(r, 100 * fruitless));
       }
     }),
   );

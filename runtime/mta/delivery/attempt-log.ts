@@ -124,7 +124,14 @@ export class AttemptLog {
       await this.ensureOpen();
       const data = Buffer.from(batch.map((p) => p.line).join(''));
       // Opened with O_DSYNC (unless fsync is off): the write returns durable.
-      await this.fh!.write(data, 0, data.length, this.size);
+      // A short write is how a filling disk shows first: write the rest, which
+      // then fails with the real error (ENOSPC) or completes.
+      let written = 0;
+      while (written < data.length) {
+        const { bytesWritten } = await this.fh!.write(data, written, data.length - written, this.size + written);
+        if (bytesWritten === 0) throw Object.assign(new Error(`attempt log: short write (${written} of ${data.length} bytes)`), { code: 'ENOSPC' });
+        written += bytesWritten;
+      }
       this.size += data.length;
       batch.forEach((p) => p.resolve());
     } catch (err) {

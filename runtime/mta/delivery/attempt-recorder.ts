@@ -15,6 +15,8 @@ export interface Attempt {
   pending: number;
   finished: string[];
   deferred: string[];
+  /** Recipients not tried because the engine stopped: no event, still pending in the spool. */
+  abandoned?: string[];
   events: AttemptEvent[];
   envelope?: Envelope;
   dkimDomain?: string;
@@ -112,6 +114,16 @@ export class AttemptRecorder {
     if (--a.pending === 0) void this.complete(a);
   }
 
+  /** The engine is stopping and will not try this job: its recipients stay queued as they were. */
+  abandon(job: Job): void {
+    const a = job.attempt;
+    (a.abandoned ??= []).push(...job.rcpts);
+    if (--a.pending > 0) return;
+    // Nothing of this attempt was tried: nothing to write, the spool already says it all.
+    if (a.events.length === 0) this.options.settled(a.entry, a.partition, undefined);
+    else void this.complete(a);
+  }
+
   /** A message with no recipient left to try (nothing to deliver): done at once. */
   completeEmpty(a: Attempt): void {
     void this.complete(a);
@@ -163,6 +175,8 @@ export class AttemptRecorder {
         for (const e of a.events) if (e.status === 'deferred') e.next_retry = at;
       }
     }
+    // Recipients left untried by a stop keep the message queued, due at once.
+    if (next === undefined && a.abandoned?.length) next = now;
     try {
       await this.options.attemptLog.write(a.events);
       await this.sendDsn(a); // before the original leaves the spool: a crash repeats it, never loses it

@@ -156,7 +156,11 @@ export class DeliveryEngine {
         n++;
       }
     }
-    this.destinations.release(now, (dest) => sel.domain === undefined || dest.domain === sel.domain);
+    for (const dest of [...this.destinations.values()]) {
+      if (sel.domain !== undefined && dest.domain !== sel.domain) continue;
+      dest.heldUntil = 0;
+      this.destinations.touch(dest);
+    }
     this.arm();
     this.pump();
     return n;
@@ -220,7 +224,20 @@ export class DeliveryEngine {
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     if (this.sweep) clearInterval(this.sweep);
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
+    this.abandonQueued();
     if (this.inflight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Stopping: jobs still queued (behind a throttle, a pause or a busy slot)
+   * are not tried. Their recipients stay in the spool as they were, with no
+   * event, and go after the restart; only transactions in flight finish.
+   */
+  private abandonQueued(): void {
+    for (const dest of [...this.destinations.values()]) {
+      for (const job of dest.jobs.splice(0)) this.recorder.abandon(job);
+      this.destinations.touch(dest);
+    }
   }
 
   // --- timing ----------------------------------------------------------------
@@ -276,15 +293,15 @@ export class DeliveryEngine {
     const now = this.now();
     const limit = this.config.delivery.concurrency;
     for (const dest of this.destinations.runnable) {
-      // The rest stay runnable: the next connection to end pumps again.
-      if (this.active >= limit) {
-        this.reclaimLingering();
-        break;
-      }
       if (dest.heldUntil > now || this.isHeldByOperator(dest)) {
         this.destinations.hold(dest);
         if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
         continue;
+      }
+      // The rest stay runnable: the next connection to end pumps again.
+      if (this.active >= limit) {
+        this.reclaimLingering();
+        break;
       }
       // Another connection only when every open one already has a message waiting.
       while (dest.jobs.length > dest.active && dest.active < DESTINATION_CONNECTION_CAP && this.active < limit) void this.runConnection(dest);
@@ -320,6 +337,8 @@ export class DeliveryEngine {
   private expireHeld(now: number): void {
     const reply = { code: 451, enhanced: '4.4.7', text: 'held by a throttle past the maximum queue lifetime' };
     for (const dest of this.destinations.held) {
+      // A hold that has just ended gives its mail one more try first.
+      if (dest.heldUntil <= now && !this.isHeldByOperator(dest)) continue;
       const keep: Job[] = [];
       for (const job of dest.jobs) {
         if (now > job.attempt.entry.received + this.config.delivery.maxLifetimeMs) {
@@ -404,6 +423,7 @@ export class DeliveryEngine {
       }
       dest.active--;
       this.active--;
+      if (this.stopped) this.abandonQueued();
       this.destinations.touch(dest);
       this.pump();
     }

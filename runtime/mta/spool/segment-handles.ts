@@ -15,6 +15,7 @@ interface Handle {
  */
 export class SegmentHandles {
   private readonly handles = new Map<number, Handle>();
+  private closed = false;
 
   constructor(
     private readonly pathOf: (segment: number) => string,
@@ -22,6 +23,15 @@ export class SegmentHandles {
   ) {}
 
   async use<T>(segment: number, read: (fh: FileHandle) => Promise<T>): Promise<T> {
+    if (this.closed) {
+      // The partition is closed: a late read still gets its answer, on a handle of its own.
+      const fh = await open(this.pathOf(segment), 'r');
+      try {
+        return await read(fh);
+      } finally {
+        await fh.close();
+      }
+    }
     let h = this.handles.get(segment);
     if (h) {
       // Most recently used last: eviction takes the first.
@@ -57,6 +67,7 @@ export class SegmentHandles {
   }
 
   closeAll(): void {
+    this.closed = true;
     for (const segment of [...this.handles.keys()]) this.retire(segment);
   }
 

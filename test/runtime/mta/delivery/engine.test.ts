@@ -40,6 +40,40 @@ class CountingConnector implements Connector {
   }
 }
 
+async function engineWith(name: string, rest: string, connector: Connector) {
+  const config = parseConfig(deliveryConfigYaml(rest));
+  const partition = await SpoolPartition.open({ dir: join(dir, name, 'spool'), fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, name, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  const engine = new DeliveryEngine({ partitions: [partition], config, connector, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test' });
+  const events = (): { status: string; message_id: string }[] =>
+    readdirSync(join(dir, name, 'attempts')).flatMap((f) => readFileSync(join(dir, name, 'attempts', f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { status: string; message_id: string }));
+  return { engine, partition, attemptLog, events };
+}
+
+test('stopping with mail held by a throttle: the stop is prompt, the held mail stays queued with no event', async () => {
+  const connector = new CountingConnector(1);
+  const { engine, partition, attemptLog, events } = await engineWith('stop', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\nthrottles: [{ destination: "*", max_messages_per_hour: 1 }]\n`, connector);
+  for (const [id, rcpts] of [['s1', ['a@held.test']], ['s2', ['b@held.test']], ['s3', ['c@held.test', 'd@other.test']]] as const) {
+    await partition.appendMessage({ id, from: 'a@shop.test', to: [...rcpts], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  }
+  engine.start();
+  const until = Date.now() + 10_000;
+  // s1 done, and s3's other.test part delivered (its attempt waits for its held.test part).
+  while ((events().length < 1 || connector.opened < 2 || connector.open_ > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  const t0 = Date.now();
+  await engine.stop();
+  expect(Date.now() - t0).toBeLessThan(2000);
+  await attemptLog.close();
+  // One message per domain an hour: s1 went, held.test's next waits; other.test's went.
+  const ev = events();
+  expect(ev.map((e) => `${e.message_id}:${e.status}`).sort()).toEqual(['s1:delivered', 's3:delivered']);
+  expect([...partition.entries()].map((e) => [e.id, e.to]).sort()).toEqual([
+    ['s2', ['b@held.test']],
+    ['s3', ['c@held.test']],
+  ]);
+  await partition.close();
+});
+
 test('3,000 domains behind a global limit of 8 connections: every message goes, the limit holds, no queue is left behind', async () => {
   const config = parseConfig(deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\ndelivery: { concurrency: 8 }\n`));
   const partition = await SpoolPartition.open({ dir: join(dir, 'spool'), fsync: false });
