@@ -46,12 +46,6 @@ export interface AttemptLogOptions {
   maxSize: number;
   maxAgeMs: number;
   fsync?: boolean;
-  /**
-   * Commits start at most this often (default 2 ms). Under load the events of
-   * that window share one durable write; an idle log still writes at once.
-   * Each commit costs ~80 µs of CPU on the bench VM, more than the events in it.
-   */
-  commitIntervalMs?: number;
 }
 
 /**
@@ -68,7 +62,6 @@ export class AttemptLog {
   private pending: { line: string; resolve: () => void; reject: (e: Error) => void }[] = [];
   private flushing = false;
   private flushQueued = false;
-  private lastCommit = 0;
 
   constructor(private readonly options: AttemptLogOptions) {
     mkdirSync(options.dir, { recursive: true });
@@ -102,11 +95,10 @@ export class AttemptLog {
       this.flushQueued = false;
       if (!this.flushing) void this.flush();
     };
-    // At least one turn of the event loop, so the attempts finished by the same
-    // batch of replies share the write; and no sooner than the interval allows.
-    const wait = this.lastCommit + (this.options.commitIntervalMs ?? 2) - Date.now();
-    if (wait > 0) setTimeout(start, wait);
-    else setImmediate(start);
+    // One turn of the event loop first, as the spool does: the attempts finished
+    // by the same batch of replies share the write. No longer: every moment an
+    // outcome waits here widens what a crash delivers twice.
+    setImmediate(start);
   }
 
   async close(): Promise<void> {
@@ -117,7 +109,6 @@ export class AttemptLog {
 
   private async flush(): Promise<void> {
     this.flushing = true;
-    this.lastCommit = Date.now();
     const batch = this.pending;
     this.pending = [];
     try {
