@@ -96,8 +96,8 @@ export class AttemptLog {
       if (!this.flushing) void this.flush();
     };
     // One turn of the event loop first, as the spool does: the attempts finished
-    // by the same batch of replies share the write. No longer: every moment an
-    // outcome waits here widens what a crash delivers twice.
+    // by the same batch of replies share the write. No longer than that: every
+    // moment an outcome waits here widens what a crash would deliver twice.
     setImmediate(start);
   }
 

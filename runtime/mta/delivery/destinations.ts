@@ -65,12 +65,9 @@ export class Destinations {
     this.held.add(dest);
   }
 
-  /** Moves the holds that have ended, and those `match` lifts, back into the runnable set. */
-  release(now: number, match: (d: Destination) => boolean = () => false): void {
-    for (const dest of this.held) {
-      if (match(dest)) dest.heldUntil = 0;
-      if (dest.heldUntil <= now) this.touch(dest);
-    }
+  /** Moves the holds that have ended back into the runnable set. */
+  release(now: number): void {
+    for (const dest of this.held) if (dest.heldUntil <= now) this.touch(dest);
   }
 
   remove(dest: Destination): void {

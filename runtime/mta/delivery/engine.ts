@@ -234,10 +234,12 @@ export class DeliveryEngine {
    * event, and go after the restart; only transactions in flight finish.
    */
   private abandonQueued(): void {
-    for (const dest of [...this.destinations.values()]) {
-      for (const job of dest.jobs.splice(0)) this.recorder.abandon(job);
-      this.destinations.touch(dest);
-    }
+    for (const dest of [...this.destinations.values()]) this.abandon(dest);
+  }
+
+  private abandon(dest: Destination): void {
+    for (const job of dest.jobs.splice(0)) this.recorder.abandon(job);
+    this.destinations.touch(dest);
   }
 
   // --- timing ----------------------------------------------------------------
@@ -255,6 +257,7 @@ export class DeliveryEngine {
   private fire(): void {
     this.timer = undefined;
     this.timerAt = Infinity;
+    if (this.stopped || this.paused) return; // a batch continued by setImmediate may outlive a stop
     const now = this.now();
     let n = 0;
     while (n < 5000 && (this.waiting.peekKey() ?? Infinity) <= now) {
@@ -423,8 +426,9 @@ export class DeliveryEngine {
       }
       dest.active--;
       this.active--;
-      if (this.stopped) this.abandonQueued();
-      this.destinations.touch(dest);
+      // Stopping: a throttle wait may have put a job back on this queue since stop() emptied them all.
+      if (this.stopped) this.abandon(dest);
+      else this.destinations.touch(dest);
       this.pump();
     }
   }

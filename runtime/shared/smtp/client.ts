@@ -169,11 +169,12 @@ export class SmtpClientSession implements OutboundSession {
 
   private toReply(last: string): SmtpReply {
     const code = Number(last.slice(0, 3));
-    if (this.lines.length === 0) return { ...parseReply(last, code), lines: [last.slice(4)] };
+    // parseReply returns a fresh object: the lines are set on it, not spread into another copy.
+    if (this.lines.length === 0) return Object.assign(parseReply(last, code), { lines: [last.slice(4)] });
     this.lines.push(last);
     const lines = this.lines.map((l) => l.slice(4));
     this.lines = [];
-    return { ...parseReply(`${last.slice(0, 3)} ${lines.join(' ')}`, code), lines };
+    return Object.assign(parseReply(`${last.slice(0, 3)} ${lines.join(' ')}`, code), { lines });
   }
 
   private settle(r: SmtpReply): void {
