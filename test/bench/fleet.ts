@@ -1,8 +1,9 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLocalFleet } from '../helpers/local-fleet';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
+import { childrenByParent } from '../helpers/procs';
 import { processUsage } from './mta-metrics';
 
 /**
@@ -47,17 +48,7 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
 
 /** The fleet's processes by part (lb, mta, proxy, local), from /proc: descendants of `volley local`. */
 function fleetParts(root: number): Map<string, number[]> {
-  const children = new Map<number, number[]>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
-    } catch {
-      // gone
-    }
-  }
+  const children = childrenByParent();
   const parts = new Map<string, number[]>();
   const visit = (pid: number): void => {
     let part = 'local';

@@ -1,3 +1,5 @@
+import { childrenByParent } from '../helpers/procs';
+
 /** Reads a Prometheus histogram from /metrics text and interpolates percentiles from its buckets. */
 export function histogramQuantile(metricsText: string, name: string, q: number): number | undefined {
   const buckets: { le: number; count: number }[] = [];
@@ -41,17 +43,5 @@ export function processUsage(pids: number[]): { cpuSeconds: number; rssBytes: nu
 
 /** The MTA's processes: the primary and its workers. */
 export function processTree(rootPid: number): number[] {
-  const { readdirSync, readFileSync } = require('node:fs') as typeof import('node:fs');
-  const out = [rootPid];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === rootPid) out.push(Number(d));
-    } catch {
-      // gone
-    }
-  }
-  return out;
+  return [rootPid, ...(childrenByParent().get(rootPid) ?? [])];
 }

@@ -4,6 +4,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VOLLEY } from '../../helpers/mta-process';
 import { swaks } from '../../helpers/swaks';
+import { childrenByParent } from '../../helpers/procs';
 import { smtpSourceWithAcks } from '../../helpers/smtp-source-acks';
 import { tempDir } from '../../helpers/tmp';
 
@@ -43,14 +44,7 @@ function primaryPid(mta: string): number {
 }
 
 function killTree(pid: number): void {
-  for (const d of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) process.kill(Number(d), 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
+  for (const child of childrenByParent().get(pid) ?? []) process.kill(child, 'SIGKILL');
   process.kill(pid, 'SIGKILL');
 }
 
