@@ -41,6 +41,7 @@ export function registerMta(program: Command): void {
           workers: Number(process.env.VOLLEY_WORKERS),
           binds,
           logger,
+          script: process.argv[1],
         });
         return;
       }

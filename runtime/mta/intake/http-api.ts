@@ -11,11 +11,12 @@ import { newMessageId } from '../message-id';
 import { checkBody } from './body-check';
 import { extractControlHeaders, receivedHeader } from './headers';
 import { metadataStrings, renderHttpMessage, validateHttpMessage, type FieldError, type HttpMessage } from './http-message';
-import { Intake, IntakeError } from './intake';
+import { IntakeError, type IntakePort } from './intake';
+import { withHeader } from './intake-client';
 
 export interface HttpApiOptions {
   config: VolleyConfig;
-  intake: Intake;
+  intake: IntakePort;
   tls?: TlsMaterial;
   logger: Logger;
   bind?: { address: string; port: number };
@@ -140,7 +141,7 @@ export class HttpApi {
         id,
         from: m.from,
         to: [...m.to, ...(m.cc ?? []), ...(m.bcc ?? [])],
-        message: Buffer.concat([Buffer.from(received, 'latin1'), message]),
+        message: withHeader(received, message),
         via: 'http',
         client: { ip: client },
         pool: m.pool ?? control.pool,
