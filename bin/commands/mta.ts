@@ -41,7 +41,6 @@ export function registerMta(program: Command): void {
           workers: Number(process.env.VOLLEY_WORKERS),
           binds,
           logger,
-          script: process.argv[1],
         });
         return;
       }

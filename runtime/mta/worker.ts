@@ -1,14 +1,35 @@
-import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { Logger } from 'pino';
-import { AggregatorRegistry, Registry } from 'prom-client';
 import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
+import { AttemptLog } from './delivery/attempt-log';
+import { RoutingConnector } from './delivery/routing-connector';
+import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
+import { DeliveryEngine } from './delivery/engine';
+import { clusterThrottleAuthority } from './delivery/cluster-authority';
+import { LocalAuthority, PrimaryAuthority, type ThrottleAuthority } from './delivery/throttle-authority';
+import { Throttles } from './delivery/throttles';
+import { Router } from './delivery/router';
 import { HttpApi } from './intake/http-api';
-import { IntakeClient } from './intake/intake-client';
+import { Intake } from './intake/intake';
 import { SmtpListener } from './intake/smtp-listener';
-import type { FromQueue, FromWorker, ToQueue, ToWorker } from './ipc';
-import { register } from './metrics';
-import type { QueueThreadData } from './queue-thread';
+import type { FromWorker, ToWorker, WorkerStats } from './ipc';
+import { metrics } from './metrics';
+import { Spool } from './spool/spool';
+import type { SpoolEntry } from './spool/types';
+
+/**
+ * The start-up scan parses every envelope once and keeps a small index entry;
+ * the garbage it leaves would otherwise sit in the heap (and RSS) until V8
+ * gets round to a full collection. One forced collection after the scan
+ * returns it at once.
+ */
+function compactHeap(): void {
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
+}
 
 export interface Binds {
   smtp: Record<string, { address: string; port: number }>;
@@ -23,117 +44,164 @@ export interface WorkerOptions {
   workers: number;
   binds: Binds;
   logger: Logger;
-  /** The script that starts a queue thread (the bundle itself: see bin/volley.ts). */
-  script: string;
 }
 
 /**
- * One MTA worker process, in two threads. This one serves the shared SMTP
- * and HTTP listeners (the kernel spreads connections over workers); the queue
- * thread (queue-thread.ts) owns this worker's spool partitions and delivers
- * what they hold. Talks to the primary only through `ipc.ts` messages, most
- * of which it relays to the queue thread.
+ * One MTA worker: owns its spool partitions, serves the shared SMTP and HTTP
+ * listeners (the kernel spreads connections over workers), and delivers what
+ * its partitions hold. Talks to the primary only through `ipc.ts` messages.
  */
 export async function runWorker(options: WorkerOptions): Promise<void> {
   const { logger } = options;
   let config = options.config;
-  let pendingConfig: VolleyConfig | undefined;
-  let stopping = false;
-
-  const data: QueueThreadData = {
-    volleyThread: 'mta-queue',
-    config,
-    persistentPath: options.persistentPath,
-    nodeId: options.nodeId,
+  const spool = await Spool.open({
+    root: options.persistentPath,
     worker: options.worker,
     workers: options.workers,
-    hasPrimary: process.send !== undefined,
-  };
-  const thread = new Worker(options.script, { workerData: data });
-  const toQueue = (m: ToQueue, transfer?: Parameters<Worker['postMessage']>[1]): void => thread.postMessage(m, transfer);
-  const intake = new IntakeClient(toQueue);
-  const send = (m: FromWorker): void => {
-    if (process.send) process.send(m);
-  };
+    segmentSize: config.spool.segmentSize,
+    fsync: config.spool.fsync,
+    logger,
+  });
+  for (const p of spool.partitions) p.on('fsync', (s: number) => metrics.fsyncSeconds.observe(s));
+  logger.info({ partitions: spool.partitions.map((p) => p.dir), queued: spool.size }, 'spool opened');
 
-  // The queue thread's metrics join this thread's in the answer to the primary:
-  // prom-client asks each registry only for getMetricsAsJSON(), which this one fetches from the thread.
-  let metricsSeq = 0;
-  const metricsWaiting = new Map<number, (data: unknown[]) => void>();
-  class QueueThreadRegistry extends Registry {
-    override getMetricsAsJSON(): ReturnType<Registry['getMetricsAsJSON']> {
-      return new Promise((resolve) => {
-        const seq = ++metricsSeq;
-        metricsWaiting.set(seq, resolve as (data: unknown[]) => void);
-        toQueue({ type: 'metrics', seq });
-      });
-    }
-  }
-  AggregatorRegistry.setRegistries([register, new QueueThreadRegistry()]);
-
+  const intake = new Intake(spool.home, config);
   const tls = await loadTls(config.smtp.tls, options.persistentPath, config.hostname);
+  const router = new Router({ routes: config.routes, servers: config.resolver.servers });
+  const attemptLog = new AttemptLog({
+    dir: join(options.persistentPath, 'log', 'attempts'),
+    name: `w${options.worker}`,
+    maxSize: config.events.attemptLog.maxSize,
+    maxAgeMs: config.events.attemptLog.maxAgeMs,
+    fsync: config.spool.fsync,
+  });
+  // With several workers the primary holds the node's throttle counts.
+  const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
+  // Node-wide decisions (the primary's, or this worker's own when it is alone)...
+  const throttles = new Throttles(config); // rules for the engine, counts when this worker is alone
+  const nodeAuthority: ThrottleAuthority = primaryAuthority ?? new LocalAuthority(throttles);
+  // ...and cluster-wide ones for sending IPs held by proxies, which decide for every MTA at once.
+  const clusterAuthority = clusterThrottleAuthority(config, nodeAuthority, `${options.nodeId}/w${options.worker}`, logger);
+  const authority = clusterAuthority ?? nodeAuthority;
+  const engine = new DeliveryEngine({
+    partitions: spool.partitions,
+    config,
+    // Proxies are read at start: a change of the proxy list takes a restart (rolling), not a refresh.
+    connector: new RoutingConnector({ proxies: config.proxies, haproxy: config.haproxy, timeouts: { ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs, greetingMs: config.delivery.greetingTimeoutMs }, logger, name: `${options.nodeId}/w${options.worker}` }),
+    router,
+    attemptLog,
+    logger,
+    nodeId: options.nodeId,
+    throttles,
+    authority,
+    bounce: (dsn) => intake.submit({ ...dsn, via: 'smtp', client: { helo: 'dsn' } }),
+  });
+  intake.on('accepted', (entry: SpoolEntry) => engine.schedule(entry));
+
   const smtp = config.smtp.listeners.map(
     (listener) => new SmtpListener({ listener, config, intake, tls, logger, bind: options.binds.smtp[listener.name] }),
   );
   const http = new HttpApi({ config, intake, tls: config.http.tls ? tls : undefined, logger, bind: options.binds.http });
-
-  const queueReady = new Promise<void>((resolve, reject) => {
-    thread.on('message', (m: FromQueue) => {
-      switch (m.type) {
-        case 'answers':
-          return intake.onAnswers(m.batch);
-        case 'metrics':
-          metricsWaiting.get(m.seq)?.(m.data);
-          metricsWaiting.delete(m.seq);
-          return;
-        case 'ready':
-          return resolve();
-        case 'stopped':
-          return process.exit(0);
-        case 'config-applied':
-          if (pendingConfig) {
-            config = pendingConfig;
-            smtp.forEach((s) => s.apply(config));
-            http.apply(config);
-          }
-          return send(m);
-        default:
-          return send(m);
-      }
-    });
-    thread.once('error', (err) => {
-      // An uncaught error in the queue thread ends this process, as it would have in one thread: the primary restarts it.
-      logger.fatal({ err }, 'queue thread failed; the worker exits');
-      intake.close(err);
-      reject(err);
-      process.exit(1);
-    });
-    thread.once('exit', (code) => {
-      intake.close(new Error('queue thread stopped'));
-      if (stopping) process.exit(0);
-      logger.fatal({ code }, 'queue thread exited; the worker exits');
-      process.exit(1);
-    });
-  });
-  await queueReady;
   await Promise.all([...smtp.map((s) => s.listen()), http.listen()]);
 
+  const send = (m: FromWorker): void => {
+    if (process.send) process.send(m);
+  };
+  const stats = (): WorkerStats => {
+    const parts = spool.partitions.map((p) => p.stats());
+    const writeError = spool.partitions.find((p) => p.lastWriteError)?.lastWriteError;
+    return {
+      worker: options.worker,
+      queued: spool.size,
+      spoolBytes: parts.reduce((n, p) => n + p.bytes, 0),
+      spoolSegments: parts.reduce((n, p) => n + p.segments, 0),
+      writeError: writeError?.message,
+    };
+  };
+  const report = (): void => {
+    const s = stats();
+    metrics.spoolMessages.set(s.queued);
+    metrics.spoolBytes.set(s.spoolBytes);
+    metrics.spoolRecords.set(spool.partitions.reduce((n, p) => n + p.stats().records, 0));
+    send({ type: 'stats', stats: s });
+  };
+  const timer = setInterval(report, 1000);
+  timer.unref();
+
+  const answer = async (query: string, args: Record<string, string | undefined>): Promise<unknown> => {
+    const sel = { domain: args.domain, vmta: args.vmta, id: args.id };
+    const whole = Object.values(sel).every((v) => v === undefined);
+    switch (query) {
+      case 'queue':
+        return { ...stats(), ...engine.status(), ...engine.summary() };
+      case 'pause':
+        if (whole) engine.pause();
+        else engine.pauseDestination(sel);
+        return { ...engine.status(), pausedDestinations: engine.summary().pausedDestinations };
+      case 'resume':
+        if (whole) engine.resume();
+        else engine.resumeDestination(sel);
+        return { ...engine.status(), pausedDestinations: engine.summary().pausedDestinations };
+      case 'retry':
+        return { retried: engine.retryNow(sel) };
+      case 'purge':
+        if (whole) throw new Error('purge needs --domain, --vmta or --id');
+        return { purged: await engine.purge(sel) };
+      case 'message':
+        return engine.describe(args.id ?? '') ?? null;
+      default:
+        throw new Error(`unknown query ${query}`);
+    }
+  };
+
+  let stopping = false;
   const shutdown = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    clearInterval(timer);
     logger.info('worker stopping: closing listeners, finishing deliveries in flight');
     await Promise.all([...smtp.map((s) => s.close()), http.close()]);
-    toQueue({ type: 'shutdown' }); // the thread exits when done, and this process with it
+    await engine.stop();
+    clusterAuthority?.close();
+    await attemptLog.close();
+    await spool.close();
+    process.exit(0);
   };
 
   process.on('message', (m: ToWorker) => {
-    if (m.type === 'shutdown') return void shutdown();
-    // The queue thread holds the part that can refuse a config (DKIM keys): listeners take it once the thread has.
-    if (m.type === 'config') pendingConfig = m.config;
-    toQueue(m);
+    if (m.type === 'config') {
+      try {
+        engine.apply(m.config); // first: it is the part that can refuse (DKIM keys)
+      } catch (err) {
+        logger.error({ err }, 'config refresh refused by this worker; the running config stays');
+        return;
+      }
+      config = m.config;
+      intake.apply(config);
+      smtp.forEach((s) => s.apply(config));
+      http.apply(config);
+      router.apply(config.routes, config.resolver.servers);
+      send({ type: 'config-applied', worker: options.worker });
+    } else if (m.type === 'query') {
+      void answer(m.query, m.args ?? {}).then(
+        (data) => send({ type: 'reply', id: m.id, ok: true, data }),
+        (err: Error) => send({ type: 'reply', id: m.id, ok: false, error: err.message }),
+      );
+    } else if (m.type === 'throttle-reply') {
+      primaryAuthority?.onReply(m.id, m.value);
+    } else if (m.type === 'shutdown') {
+      void shutdown();
+    }
   });
   // The primary owns signals; a worker whose primary vanished stops cleanly.
   process.on('SIGINT', () => undefined);
   process.on('disconnect', () => void shutdown());
+  report();
+  // Ready means taking mail: the queue's timers are built (and the scan's
+  // garbage collected) right after, while intake already runs.
   send({ type: 'ready', worker: options.worker });
+  setImmediate(() => {
+    engine.start();
+    compactHeap();
+  });
 }

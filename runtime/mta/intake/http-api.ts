@@ -11,12 +11,11 @@ import { newMessageId } from '../message-id';
 import { checkBody } from './body-check';
 import { extractControlHeaders, receivedHeader } from './headers';
 import { metadataStrings, renderHttpMessage, validateHttpMessage, type FieldError, type HttpMessage } from './http-message';
-import { IntakeError, type IntakePort } from './intake';
-import { withHeader } from './intake-client';
+import { Intake, IntakeError } from './intake';
 
 export interface HttpApiOptions {
   config: VolleyConfig;
-  intake: IntakePort;
+  intake: Intake;
   tls?: TlsMaterial;
   logger: Logger;
   bind?: { address: string; port: number };
@@ -141,7 +140,7 @@ export class HttpApi {
         id,
         from: m.from,
         to: [...m.to, ...(m.cc ?? []), ...(m.bcc ?? [])],
-        message: withHeader(received, message),
+        message: Buffer.concat([Buffer.from(received, 'latin1'), message]),
         via: 'http',
         client: { ip: client },
         pool: m.pool ?? control.pool,

@@ -34,18 +34,12 @@ export class IntakeError extends VolleyError {
   }
 }
 
-/** What a listener needs of intake: the Intake itself, or its client in another thread. */
-export interface IntakePort {
-  /** Resolves once the message is durable; rejects with an IntakeError when refused. */
-  submit(sub: Submission): Promise<{ id: string }>;
-}
-
 /**
  * The one place where mail becomes accepted: SMTP, HTTP and the drain endpoint
  * all end here. It checks what can be checked without the network, writes the
  * message to this worker's home partition, and resolves only once it is durable.
  */
-export class Intake extends EventEmitter implements IntakePort {
+export class Intake extends EventEmitter {
   private config: VolleyConfig;
   private pools = new Set<string>();
   private vmtas = new Set<string>();

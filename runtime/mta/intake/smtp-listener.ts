@@ -12,15 +12,14 @@ import { checkBody } from './body-check';
 import { ClientLimits } from './client-limits';
 import { Credentials } from './credentials';
 import { extractControlHeaders, receivedHeader } from './headers';
-import { IntakeError, type IntakePort } from './intake';
-import { withHeader } from './intake-client';
+import { Intake, IntakeError } from './intake';
 import { reply, type Reply } from './smtp/reply';
 import { SmtpSession, type SessionHandlers, type SessionInfo } from './smtp/session';
 
 export interface SmtpListenerOptions {
   listener: SmtpListenerConfig;
   config: VolleyConfig;
-  intake: IntakePort;
+  intake: Intake;
   tls: TlsMaterial;
   logger: Logger;
   /** Overrides the configured address:port (node-specific, from flags). */
@@ -188,7 +187,7 @@ export class SmtpListener {
         id,
         from: s.mailFrom ?? '',
         to: s.rcptTo.slice(),
-        message: withHeader(received, message),
+        message: Buffer.concat([Buffer.from(received, 'latin1'), message]),
         via: 'smtp',
         client: { ip: s.remoteAddress, helo: s.helo, user: s.user },
         pool: control.pool,
