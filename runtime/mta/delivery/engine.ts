@@ -12,7 +12,7 @@ import { matches, summarise, type QueueSummary, type Selector } from './queue-co
 import type { Route, Router } from './router';
 import type { SmtpReply } from '../../shared/smtp/reply';
 import { LocalAuthority, type ThrottleAuthority } from './throttle-authority';
-import { Throttles } from './throttles';
+import { Throttles, type Limits } from './throttles';
 import { VmtaPicker } from './vmta-picker';
 
 export interface EngineOptions {
@@ -399,23 +399,7 @@ export class DeliveryEngine {
         if (pause > 0) dest.heldUntil = this.now() + pause;
         return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', ce.kind);
       }
-      for (let sent = 0; sent < MESSAGES_PER_CONNECTION && session.usable && !this.stopped; sent++) {
-        const job = dest.jobs.shift() ?? (await this.nextJob(dest));
-        if (!job) break;
-        const permit = await this.authority.tryMessage(key, limits);
-        if (!permit.ok) {
-          dest.jobs.unshift(job); // waiting, not failing
-          dest.heldUntil = this.now() + permit.waitMs;
-          break;
-        }
-        const results = await this.deliver(job, session, dest);
-        const temp = results.find((r) => r.outcome === 'deferred');
-        const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
-        if (pause > 0) {
-          dest.heldUntil = this.now() + pause;
-          break;
-        }
-      }
+      await this.transactions(dest, session, key, destination, limits);
     } catch (err) {
       this.options.logger.error({ err, destination: dest.key }, 'delivery: connection failed unexpectedly');
     } finally {
@@ -481,15 +465,78 @@ export class DeliveryEngine {
     throw last ?? new ConnectError('error', 'no host to connect to');
   }
 
-  private async deliver(job: Job, session: OutboundSession, dest: Destination): Promise<RecipientResult[]> {
+  /**
+   * The transactions of one connection. Where the session pipelines
+   * (RFC 2920), the next message is read from the spool while the current
+   * one is on the wire, and its envelope follows the current body at once:
+   * in steady state a message costs one round trip and one write instead of
+   * two. Without pipelining, one transaction at a time.
+   */
+  private async transactions(dest: Destination, session: OutboundSession, key: string, destination: string, limits: Limits): Promise<void> {
+    const overlap = session.pipelined === true;
+    const outstanding: Promise<void>[] = [];
+    let halted = false;
+    let ahead: { job: Job; message: Promise<Buffer | Error> } | undefined;
+    for (let sent = 0; sent < MESSAGES_PER_CONNECTION && session.usable && !this.stopped && !halted; sent++) {
+      const taken = ahead;
+      ahead = undefined;
+      const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
+      if (!job) break;
+      if (halted || !session.usable || this.stopped) {
+        dest.jobs.unshift(job);
+        break;
+      }
+      // Purged while it was read ahead: it is gone from the spool, as from the queue.
+      if (job.attempt.partition.get(job.attempt.entry.id) !== job.attempt.entry) continue;
+      const permit = await this.authority.tryMessage(key, limits);
+      if (!permit.ok) {
+        dest.jobs.unshift(job); // waiting, not failing
+        dest.heldUntil = this.now() + permit.waitMs;
+        break;
+      }
+      const message = taken?.message ?? this.prepare(job);
+      if (overlap && sent + 1 < MESSAGES_PER_CONNECTION) {
+        const next = dest.jobs.shift();
+        if (next) ahead = { job: next, message: this.prepare(next) };
+      }
+      let bodySent!: () => void;
+      const sentBody = new Promise<void>((resolve) => (bodySent = resolve));
+      const done = this.deliver(job, message, session, dest, overlap ? bodySent : undefined).then(async (results) => {
+        const temp = results.find((r) => r.outcome === 'deferred');
+        const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
+        if (pause > 0) {
+          dest.heldUntil = this.now() + pause;
+          halted = true;
+        }
+      });
+      outstanding.push(done);
+      // Pipelined: on to the next message once this body is out (or the transaction ended before it).
+      await (overlap ? Promise.race([sentBody, done]) : done);
+    }
+    if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
+    await Promise.all(outstanding);
+  }
+
+  /** Reads and signs a job's message; a failure is kept as the value, for deliver() to report. */
+  private prepare(job: Job): Promise<Buffer | Error> {
+    return job.attempt.partition.read(job.attempt.entry).then(
+      ({ envelope, body }) => {
+        job.attempt.envelope = envelope;
+        const signed = this.signer.sign(body);
+        job.attempt.dkimDomain = signed.domain;
+        return signed.message;
+      },
+      (err: Error) => err,
+    );
+  }
+
+  private async deliver(job: Job, prepared: Promise<Buffer | Error>, session: OutboundSession, dest: Destination, onBodySent?: () => void): Promise<RecipientResult[]> {
     const t0 = this.now();
     let results: RecipientResult[];
     try {
-      const { envelope, body } = await job.attempt.partition.read(job.attempt.entry);
-      job.attempt.envelope = envelope;
-      const signed = this.signer.sign(body);
-      job.attempt.dkimDomain = signed.domain;
-      const tx = await session.send(envelope.from, job.rcpts, signed.message);
+      const message = await prepared;
+      if (message instanceof Error) throw message;
+      const tx = await session.send(job.attempt.envelope!.from, job.rcpts, message, { onBodySent });
       results = tx.recipients;
     } catch (err) {
       const text = (err as Error).message;

@@ -45,11 +45,22 @@ export interface TransactionResult {
   dataMs: number;
 }
 
+export interface SendOptions {
+  /** Called once the body is written and its final reply awaited: a pipelined session takes the next send() from then on. */
+  onBodySent?: () => void;
+}
+
 export interface OutboundSession {
   readonly info: SessionInfo;
   /** False once the server closed or a transaction failed at the protocol level. */
   readonly usable: boolean;
-  send(from: string, to: string[], message: Buffer): Promise<TransactionResult>;
+  /**
+   * True when the session may take the next send() as soon as the previous
+   * one has sent its body (RFC 2920 pipelining across transactions): the
+   * next envelope then travels with this body instead of a round trip later.
+   */
+  readonly pipelined?: boolean;
+  send(from: string, to: string[], message: Buffer, options?: SendOptions): Promise<TransactionResult>;
   /** QUIT and close (or hand back to a pool, for the proxy path). */
   close(): void;
 }

@@ -5,9 +5,11 @@ import { parseConfig } from '../../../../runtime/shared/config/load';
 import type { Connector, OutboundSession, Source, Target } from '../../../../runtime/shared/smtp/connector';
 import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
 import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
+import { DirectConnector } from '../../../../runtime/mta/delivery/direct-connector';
 import { Router } from '../../../../runtime/mta/delivery/router';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import { deliveryConfigYaml } from '../../../helpers/config';
+import { pipeliningMx } from '../../../helpers/pipelining-mx';
 import { tempDir } from '../../../helpers/tmp';
 
 const dir = tempDir();
@@ -108,3 +110,40 @@ test('3,000 domains behind a global limit of 8 connections: every message goes, 
   expect(engine.status().destinations).toEqual([]);
   await partition.close();
 }, 90_000);
+
+test('a backlog on one connection goes pipelined across transactions; a hang-up mid-pipeline loses nothing', async () => {
+  // The sixth body is answered 421 and the server hangs up, with the next envelope already sent.
+  const mx = await pipeliningMx([...Array<string>(5).fill('250 2.0.0 ok'), 'close']);
+  const { engine, partition, attemptLog, events } = await engineWith('pipelined', `routes: [{ domain: "*", host: 127.0.0.1, port: ${mx.port} }]\nthrottles: [{ destination: "*", max_connections: 1 }]\n`, new DirectConnector());
+  try {
+    for (let i = 0; i < 20; i++) {
+      await partition.appendMessage({ id: `p${i}`, from: 'a@shop.test', to: [`r${i}@dest.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from(`Subject: p${i}\r\n\r\nx\r\n`));
+    }
+    engine.start();
+    type Ev = { status: string; message_id: string; smtp_code?: number; smtp_text?: string };
+    const waitFor = async (done: (ev: Ev[]) => boolean): Promise<Ev[]> => {
+      const until = Date.now() + 10_000;
+      while (!done(events() as Ev[]) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      return events() as Ev[];
+    };
+    const first = await waitFor((ev) => ev.filter((e) => e.status === 'deferred').length >= 2 && ev.length >= 7);
+    const deferred = first.filter((e) => e.status === 'deferred');
+    // The refused message, and the one pipelined behind it, which never got to send its body.
+    expect(deferred.map((e) => e.smtp_code).sort()).toEqual([421, 451]);
+    expect(deferred.find((e) => e.smtp_code === 451)!.smtp_text).toMatch(/connection lost/);
+    engine.retryNow({});
+    const all = await waitFor((ev) => new Set(ev.filter((e) => e.status === 'delivered').map((e) => e.message_id)).size === 20);
+    expect(new Set(all.filter((e) => e.status === 'delivered').map((e) => e.message_id)).size).toBe(20);
+    expect(partition.size).toBe(0);
+    // 21 bodies: 20 messages, one of them twice (refused, then retried); the hung-up pipelined one was never sent twice.
+    expect(mx.bodies).toHaveLength(21);
+    // Pipelined: most bodies arrived together with the next envelope, over very few connections.
+    expect(mx.chunks.filter((c) => c.includes('\r\n.\r\nMAIL FROM:')).length).toBeGreaterThanOrEqual(10);
+    expect(mx.connections).toBeLessThanOrEqual(3);
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+    mx.server.close();
+  }
+});

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:net';
 import { ConnectError } from '../../../../runtime/shared/smtp/connector';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, dotStuff } from '../../../../runtime/shared/smtp/client';
 import { getFreePort } from '../../../helpers/postfix-tools';
+import { pipeliningMx } from '../../../helpers/pipelining-mx';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 
 const source = { helo: 'client.test', ip: '127.0.0.1' };
@@ -130,5 +131,63 @@ test('each wait has its phase timeout: an idle session never times out, a silent
     expect(s.usable).toBe(false);
   } finally {
     mute.server.close();
+  }
+});
+
+/** Starts each send once the previous body is out, as the engine does on a pipelining session. */
+async function sendPipelined(s: SmtpClientSession, count: number) {
+  const results: Promise<Awaited<ReturnType<SmtpClientSession['send']>>>[] = [];
+  for (let i = 0; i < count; i++) {
+    let sent!: () => void;
+    const out = new Promise<void>((r) => (sent = r));
+    const tx = s.send('a@b.test', [`r${i}@c.test`], Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}\r\n`), { onBodySent: sent });
+    results.push(tx);
+    await Promise.race([out, tx.then(() => undefined, () => undefined)]);
+  }
+  return Promise.allSettled(results);
+}
+
+test('across transactions (RFC 2920): the next envelope leaves with the previous body, in one segment', async () => {
+  const mx = await pipeliningMx([]);
+  try {
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    expect(s.pipelined).toBe(true);
+    const results = await sendPipelined(s, 3);
+    expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].reply.code)).toEqual([250, 250, 250]);
+    expect(mx.bodies).toEqual(['Subject: m0\n\nbody 0', 'Subject: m1\n\nbody 1', 'Subject: m2\n\nbody 2']);
+    // The end of message 0 and the envelope of message 1 arrived in one read.
+    expect(mx.chunks.some((c) => c.includes('body 0\r\n.\r\nMAIL FROM:<a@b.test>') && c.includes('RCPT TO:<r1@c.test>\r\nDATA\r\n'))).toBe(true);
+    s.close();
+  } finally {
+    mx.server.close();
+  }
+});
+
+test('a refused body does not disturb the transaction pipelined behind it (no RSET in between)', async () => {
+  const mx = await pipeliningMx(['550 5.7.1 content rejected', '250 2.0.0 ok']);
+  try {
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const results = await sendPipelined(s, 2);
+    expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].outcome)).toEqual(['failed', 'delivered']);
+    expect(mx.chunks.join('')).not.toContain('RSET');
+    expect(mx.bodies).toHaveLength(2);
+    expect(s.usable).toBe(true);
+    s.close();
+  } finally {
+    mx.server.close();
+  }
+});
+
+test('a server that hangs up after a 421 fails the pipelined next transaction as not sent, not as delivered', async () => {
+  const mx = await pipeliningMx(['close']);
+  try {
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const [first, second] = await sendPipelined(s, 2);
+    expect(first.status === 'fulfilled' && first.value.recipients[0].reply.code).toBe(421);
+    expect(second.status).toBe('rejected'); // the engine records it deferred: "connection lost"
+    expect(mx.bodies).toHaveLength(1);
+    expect(s.usable).toBe(false);
+  } finally {
+    mx.server.close();
   }
 });

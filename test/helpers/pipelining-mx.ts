@@ -1,0 +1,75 @@
+import { createServer, type Server, type Socket } from 'node:net';
+
+export interface PipeliningMx {
+  server: Server;
+  port: number;
+  /** Every read, as it arrived: what the client wrote together shows up together. */
+  chunks: string[];
+  /** The messages, lines joined by \n. */
+  bodies: string[];
+  readonly connections: number;
+}
+
+function listen(onConn: (s: Socket) => void): Promise<Server> {
+  return new Promise((resolve) => {
+    const server = createServer(onConn);
+    server.listen(0, '127.0.0.1', () => resolve(server));
+  });
+}
+
+/**
+ * A raw pipelining MX: it answers every complete command of a chunk in one
+ * write, records the chunks as they arrived, and gives each message's final
+ * reply from `finals` in turn ('close' hangs up after a 421).
+ */
+export function pipeliningMx(finals: string[]): Promise<PipeliningMx> {
+  const chunks: string[] = [];
+  const bodies: string[] = [];
+  let connections = 0;
+  return listen((s) => {
+    connections++;
+    let rest = '';
+    let body: string[] | undefined;
+    s.write('220 mx.test ESMTP\r\n');
+    s.on('data', (d: Buffer) => {
+      chunks.push(d.toString('latin1'));
+      const lines = (rest + d.toString('latin1')).split('\r\n');
+      rest = lines.pop()!;
+      let out = '';
+      for (const line of lines) {
+        if (body) {
+          if (line !== '.') {
+            body.push(line);
+            continue;
+          }
+          bodies.push(body.join('\n'));
+          body = undefined;
+          const f = finals.shift() ?? '250 2.0.0 ok';
+          if (f === 'close') {
+            s.end(out + '421 4.3.2 shutting down\r\n');
+            return;
+          }
+          out += `${f}\r\n`;
+        } else if (/^EHLO/i.test(line)) out += '250-mx.test\r\n250 PIPELINING\r\n';
+        else if (/^DATA/i.test(line)) {
+          out += '354 go ahead\r\n';
+          body = [];
+        } else if (/^QUIT/i.test(line)) {
+          s.end(out + '221 bye\r\n');
+          return;
+        } else out += '250 2.1.0 ok\r\n';
+      }
+      if (out) s.write(out);
+    });
+    s.on('error', () => undefined);
+  }).then((server) => ({
+    server,
+    port: (server.address() as { port: number }).port,
+    chunks,
+    bodies,
+    get connections() {
+      return connections;
+    },
+  }));
+}
+
