@@ -2,6 +2,7 @@
 // Prints a readable report and ends with one `BENCH {json}` line.
 import { availableParallelism, cpus } from 'node:os';
 import { measureEndToEnd } from './e2e';
+import { measureNodeFloor, measureToolsCeiling } from './floor';
 import { measureFleet } from './fleet';
 import { measureThroughProxy } from './proxy';
 import { measureIntake, measureStartup } from './intake';
@@ -16,6 +17,12 @@ async function main(): Promise<void> {
   const line = (s: string): boolean => process.stdout.write(`${s}\n`);
   line(`Volley benchmark on ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}`);
   line(`load: ${LOAD.messages} messages of ${LOAD.sizeBytes} bytes, ${LOAD.sessions} concurrent sessions, a new connection per message (smtp-source)`);
+
+  // What this machine allows before any Volley code: the load tools alone, and a bare Node responder.
+  const tools = await measureToolsCeiling(LOAD);
+  line(`floor: smtp-source -> smtp-sink directly ${tools.msgsPerSec} msg/s (smtp-sink ${tools.cpuUsPerMsg} us CPU/msg)`);
+  const nodeFloor = await measureNodeFloor(LOAD);
+  line(`floor: smtp-source -> a bare Node SMTP responder (no spool, no checks) ${nodeFloor.msgsPerSec} msg/s, ${nodeFloor.cpuUsPerMsg} us CPU/msg`);
 
   const all = await measureIntake({ ...LOAD });
   line(`intake, default ${all.workers} worker(s): ${all.msgsPerSec} msg/s, end of DATA -> 250 p50 ${all.p50Ms} ms p99 ${all.p99Ms} ms, ${all.cpuUsPerMsg} us CPU/msg, RSS ${all.rssMb} MB`);
@@ -64,6 +71,9 @@ async function main(): Promise<void> {
 
   const bench = {
     cores,
+    tools_ceiling_msgs_per_s: tools.msgsPerSec,
+    node_floor_msgs_per_s: nodeFloor.msgsPerSec,
+    node_floor_cpu_us_per_msg: nodeFloor.cpuUsPerMsg,
     intake_msgs_per_s: all.msgsPerSec,
     intake_msgs_per_s_1w: one.msgsPerSec,
     intake_msgs_per_s_2w: two.msgsPerSec,

@@ -1,0 +1,60 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { getFreePort, runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
+import { processUsage } from './mta-metrics';
+
+export interface FloorResult {
+  msgsPerSec: number;
+  /** CPU of the receiving process per message (smtp-sink, or the bare Node responder). */
+  cpuUsPerMsg: number;
+}
+
+type Load = { messages: number; sessions: number; sizeBytes: number };
+
+/**
+ * smtp-source straight into smtp-sink: the load tools' own ceiling on this
+ * machine, with nothing of Volley's in between.
+ */
+export async function measureToolsCeiling(load: Load): Promise<FloorResult> {
+  const sink = await startSmtpSink({ maxConnections: 1024, backlog: 1024 });
+  try {
+    await runSmtpSource({ port: sink.port, messages: 500, sessions: load.sessions, sizeBytes: load.sizeBytes });
+    await sink.waitForMessages(500, 30_000);
+    const u0 = processUsage([sink.pid]);
+    const t0 = Date.now();
+    const r = await runSmtpSource({ port: sink.port, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: 300_000 });
+    if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
+    await sink.waitForMessages(500 + load.messages, 60_000);
+    const elapsed = Date.now() - t0;
+    const u1 = processUsage([sink.pid]);
+    return { msgsPerSec: Math.round((load.messages * 1000) / elapsed), cpuUsPerMsg: Math.round(((u1.cpuSeconds - u0.cpuSeconds) * 1e6) / load.messages) };
+  } finally {
+    await sink.stop();
+  }
+}
+
+/**
+ * smtp-source into a bare Node SMTP responder (bare-responder.ts): the
+ * per-connection cost of Node's sockets alone, the floor under the MTA's
+ * intake figure (which adds parsing, checks and the durable write).
+ */
+export async function measureNodeFloor(load: Load): Promise<FloorResult> {
+  const port = await getFreePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'bare-responder.ts'), String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.once('data', () => resolve());
+      child.once('exit', (code) => reject(new Error(`bare responder exited (${code})`)));
+    });
+    await runSmtpSource({ port, messages: 500, sessions: load.sessions, sizeBytes: load.sizeBytes });
+    const u0 = processUsage([child.pid!]);
+    const t0 = Date.now();
+    const r = await runSmtpSource({ port, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: 300_000 });
+    if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
+    const elapsed = Date.now() - t0;
+    const u1 = processUsage([child.pid!]);
+    return { msgsPerSec: Math.round((load.messages * 1000) / elapsed), cpuUsPerMsg: Math.round(((u1.cpuSeconds - u0.cpuSeconds) * 1e6) / load.messages) };
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
