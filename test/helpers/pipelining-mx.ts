@@ -20,9 +20,11 @@ function listen(onConn: (s: Socket) => void): Promise<Server> {
 /**
  * A raw pipelining MX: it answers every complete command of a chunk in one
  * write, records the chunks as they arrived, and gives each message's final
- * reply from `finals` in turn ('close' hangs up after a 421).
+ * reply from `finals` in turn ('close' hangs up after a 421). `holdFinalMs`
+ * holds a write that carries a final reply; `pipelining: false` leaves
+ * PIPELINING out of the EHLO answer.
  */
-export function pipeliningMx(finals: string[]): Promise<PipeliningMx> {
+export function pipeliningMx(finals: string[], options: { holdFinalMs?: number; pipelining?: boolean } = {}): Promise<PipeliningMx> {
   const chunks: string[] = [];
   const bodies: string[] = [];
   let connections = 0;
@@ -36,6 +38,7 @@ export function pipeliningMx(finals: string[]): Promise<PipeliningMx> {
       const lines = (rest + d.toString('latin1')).split('\r\n');
       rest = lines.pop()!;
       let out = '';
+      let held = false;
       for (const line of lines) {
         if (body) {
           if (line !== '.') {
@@ -50,7 +53,8 @@ export function pipeliningMx(finals: string[]): Promise<PipeliningMx> {
             return;
           }
           out += `${f}\r\n`;
-        } else if (/^EHLO/i.test(line)) out += '250-mx.test\r\n250 PIPELINING\r\n';
+          held = options.holdFinalMs !== undefined;
+        } else if (/^EHLO/i.test(line)) out += options.pipelining === false ? '250-mx.test\r\n250 8BITMIME\r\n' : '250-mx.test\r\n250 PIPELINING\r\n';
         else if (/^DATA/i.test(line)) {
           out += '354 go ahead\r\n';
           body = [];
@@ -59,7 +63,8 @@ export function pipeliningMx(finals: string[]): Promise<PipeliningMx> {
           return;
         } else out += '250 2.1.0 ok\r\n';
       }
-      if (out) s.write(out);
+      if (out && held) setTimeout(() => s.write(out), options.holdFinalMs);
+      else if (out) s.write(out);
     });
     s.on('error', () => undefined);
   }).then((server) => ({

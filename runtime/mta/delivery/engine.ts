@@ -486,12 +486,15 @@ export class DeliveryEngine {
         dest.jobs.unshift(job);
         break;
       }
-      // Purged while it was read ahead: it is gone from the spool, as from the queue.
-      if (job.attempt.partition.get(job.attempt.entry.id) !== job.attempt.entry) continue;
       const permit = await this.authority.tryMessage(key, limits);
       if (!permit.ok) {
         dest.jobs.unshift(job); // waiting, not failing
         dest.heldUntil = this.now() + permit.waitMs;
+        break;
+      }
+      // A backoff pause from the transaction before may have come in while the permit was asked for.
+      if (halted || !session.usable || this.stopped) {
+        dest.jobs.unshift(job);
         break;
       }
       const message = taken?.message ?? this.prepare(job);
@@ -519,12 +522,17 @@ export class DeliveryEngine {
 
   /** Reads and signs a job's message; a failure is kept as the value, for deliver() to report. */
   private prepare(job: Job): Promise<Buffer | Error> {
+    // Never rejects: a message read ahead and then put back is never awaited.
     return job.attempt.partition.read(job.attempt.entry).then(
       ({ envelope, body }) => {
         job.attempt.envelope = envelope;
-        const signed = this.signer.sign(body);
-        job.attempt.dkimDomain = signed.domain;
-        return signed.message;
+        try {
+          const signed = this.signer.sign(body);
+          job.attempt.dkimDomain = signed.domain;
+          return signed.message;
+        } catch (err) {
+          return err as Error;
+        }
       },
       (err: Error) => err,
     );

@@ -38,6 +38,8 @@ export interface OpenOptions {
 interface Waiter {
   resolve: (r: SmtpReply) => void;
   reject: (e: Error) => void;
+  /** This wait's phase timeout, counted from when it becomes the oldest one. */
+  timeoutMs: number;
 }
 
 /**
@@ -183,11 +185,14 @@ export class SmtpClientSession implements OutboundSession {
   }
 
   private settle(r: SmtpReply): void {
+    // 421: the server is closing the channel (RFC 5321 3.8); nothing more goes on this session.
+    if (r.code === 421) this.usable = false;
     const w = this.waiters.shift();
     if (!w) {
       this.replies.push(r);
       return;
     }
+    if (this.waiters.length > 0) this.arm(this.waiters[0].timeoutMs);
     w.resolve(r);
   }
 
@@ -203,15 +208,18 @@ export class SmtpClientSession implements OutboundSession {
     if (ready) return Promise.resolve(ready);
     if (this.closed) return Promise.reject(new Error('connection closed by the server'));
     return new Promise((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
-      this.arm(timeoutMs);
+      this.waiters.push({ resolve, reject, timeoutMs });
+      if (this.waiters.length === 1) this.arm(timeoutMs);
     });
   }
 
   /**
-   * One timer per session, restarted by each wait: a Timeout object per reply
-   * showed in the delivery profile. It fires only when the latest wait has
-   * lasted timeoutMs; firing with nothing awaited is ignored.
+   * One timer per session, restarted for each wait: a Timeout object per
+   * reply showed in the delivery profile. It runs for the oldest wait only,
+   * since replies come in order: with a transaction pipelined behind a body,
+   * the body's final-reply wait keeps its own (longer) timeout, and the next
+   * envelope's starts when that reply is in. Firing with nothing awaited is
+   * ignored.
    */
   private arm(timeoutMs: number): void {
     if (this.timer && this.timerMs === timeoutMs) {

@@ -131,6 +131,12 @@ test('a backlog on one connection goes pipelined across transactions; a hang-up 
     // The refused message, and the one pipelined behind it, which never got to send its body.
     expect(deferred.map((e) => e.smtp_code).sort()).toEqual([421, 451]);
     expect(deferred.find((e) => e.smtp_code === 451)!.smtp_text).toMatch(/connection lost/);
+    // Both attempts settled (spool updated, out of flight) before the operator's retry.
+    const settled = (): boolean => {
+      const ids = (events() as Ev[]).filter((e) => e.status === 'deferred').map((e) => e.message_id);
+      return ids.every((id) => (partition.get(id)?.attempts ?? 0) >= 1 && engine.describe(id)?.why !== 'being delivered now');
+    };
+    for (const until = Date.now() + 5000; !settled() && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
     engine.retryNow({});
     const all = await waitFor((ev) => new Set(ev.filter((e) => e.status === 'delivered').map((e) => e.message_id)).size === 20);
     expect(new Set(all.filter((e) => e.status === 'delivered').map((e) => e.message_id)).size).toBe(20);

@@ -191,3 +191,29 @@ test('a server that hangs up after a 421 fails the pipelined next transaction as
     mx.server.close();
   }
 });
+
+test('a pipelined next envelope does not cut short the final-reply wait before it', async () => {
+  // Final-dot timeout 1 s, command timeout 300 ms; the server answers the dot after 600 ms.
+  const mx = await pipeliningMx([], { holdFinalMs: 600 });
+  try {
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', { ...fast, commandMs: 300, finalDotMs: 1000 });
+    const results = await sendPipelined(s, 2);
+    expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].reply.code)).toEqual([250, 250]);
+    s.close();
+  } finally {
+    mx.server.close();
+  }
+});
+
+test('a 421 to the final dot ends the session at once, before the server has closed it', async () => {
+  const mx = await pipeliningMx(['421 4.3.2 closing soon'], { pipelining: false });
+  try {
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const tx = await s.send('a@b.test', ['r@c.test'], Buffer.from('x\r\n'));
+    expect(tx.recipients[0].reply.code).toBe(421);
+    expect(s.usable).toBe(false); // the engine takes no further job onto it
+    s.close();
+  } finally {
+    mx.server.close();
+  }
+});
