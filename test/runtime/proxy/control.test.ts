@@ -36,7 +36,9 @@ function mtas(endpoint: ProxyEndpoint): ProxyAuthority[] {
         fallback: new LocalAuthority(new Throttles({ throttles: [], backoff: [], rollups: [] })),
         secret,
         name: `mta-${i}`,
-        link: { backoffMinMs: 50, backoffMaxMs: 200, answerMs: 2_000 },
+        // A dial that lands in the stopping proxy's backlog hangs until the handshake timeout:
+        // short here, so the restart test measures reconnection rather than that timeout.
+        link: { backoffMinMs: 50, backoffMaxMs: 200, answerMs: 2_000, connectMs: 1_000, handshakeMs: 1_500 },
         logger: captureLogger().logger,
       }),
   );
@@ -104,7 +106,7 @@ test('a proxy restart: "not now" while it is down, then reconnect, reclaimed per
   expect(wait.ok).toBe(false);
   expect((wait as { waitMs: number }).waitMs).toBeGreaterThanOrEqual(1_000);
   const second = await proxy('average', first.endpoint.port);
-  await waitUntil(() => a.connected(key) === true && b.connected(key) === true && c.connected(key) === true, 5_000);
+  await waitUntil(() => a.connected(key) === true && b.connected(key) === true && c.connected(key) === true, 10_000);
   // a still holds its permit: it re-claimed it on the new proxy.
   await waitUntil(() => second.server.throttles.connections(key) === 1);
   expect(await b.tryConnection(key, oneConn)).toBe(false);
