@@ -1,6 +1,7 @@
 // `npm run bench`: the figures the issues set targets for, on this machine.
 // Prints a readable report and ends with one `BENCH {json}` line.
 import { availableParallelism, cpus } from 'node:os';
+import { measureBacklogDrain } from './backlog';
 import { measureEndToEnd } from './e2e';
 import { measureNodeFloor, measureToolsCeiling } from './floor';
 import { measureFleet } from './fleet';
@@ -58,6 +59,12 @@ async function main(): Promise<void> {
 
   line(`through one volley proxy: ${viaProxy.msgsPerSec} msg/s (median of ${proxyRuns.map((r) => r.msgsPerSec).join(', ')}) = ${(viaProxy.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of direct; transaction p50 ${viaProxy.txP50Ms} ms p99 ${viaProxy.txP99Ms} ms (direct ${e2e.txP50Ms} / ${e2e.txP99Ms} ms)`);
 
+  // One connection to a destination 20 ms away, with a backlog: pipelining across transactions at work.
+  const backlogLoad = { messages: 500, sizeBytes: LOAD.sizeBytes, oneWayMs: 10 };
+  const backlog = await measureBacklogDrain({ ...backlogLoad, pipelining: true });
+  const backlogNoPipe = await measureBacklogDrain({ ...backlogLoad, pipelining: false });
+  line(`backlog over one connection, 20 ms round trip: ${backlog.msgsPerSec} msg/s; to a server without PIPELINING ${backlogNoPipe.msgsPerSec} msg/s`);
+
   const fleet = await measureFleet({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`local fleet (smtp-source -> lb -> MTA x2 -> proxy x2 -> smtp-sink): ${fleet.msgsPerSec} msg/s (${fleet.elapsedMs} ms until the sink had all)`);
   line(`  CPU per message by part: ${Object.entries(fleet.cpuUsPerMsg).map(([k, v]) => `${k} ${v} us`).join(', ')} (single MTA end to end: ${e2e.cpuUsPerMsg} us)`);
@@ -92,6 +99,8 @@ async function main(): Promise<void> {
     postfix_relay_msgs_per_s: Math.round(relay.msgsPerSec),
     e2e_vs_postfix: Number((e2e.msgsPerSec / relay.msgsPerSec).toFixed(2)),
     deferred_1m_rss_mb: startup.rssMb,
+    backlog_1conn_rtt20_msgs_per_s: backlog.msgsPerSec,
+    backlog_1conn_rtt20_nopipelining_msgs_per_s: backlogNoPipe.msgsPerSec,
     fleet_msgs_per_s: fleet.msgsPerSec,
     fleet_cpu_us_per_msg: fleet.cpuUsPerMsg,
     e2e_cpu_us_per_msg: e2e.cpuUsPerMsg,

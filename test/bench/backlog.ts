@@ -1,0 +1,44 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeTestConfig } from '../helpers/config';
+import { startLatencyRelay } from '../helpers/latency-relay';
+import { startMta } from '../helpers/mta-process';
+import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
+
+export interface BacklogResult {
+  msgsPerSec: number;
+  elapsedMs: number;
+}
+
+/**
+ * A backlog to one destination over one connection (max_connections: 1),
+ * 2 × oneWayMs of round trip away: what a per-destination connection limit
+ * makes count. `pipelining: false` starts smtp-sink with -p (no PIPELINING
+ * offered), so each message costs two round trips instead of one.
+ */
+export async function measureBacklogDrain(opts: { messages: number; sizeBytes: number; oneWayMs: number; pipelining: boolean }): Promise<BacklogResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'volley-backlog-'));
+  const sink = await startSmtpSink({ maxConnections: 16, extraArgs: opts.pipelining ? [] : ['-p'] });
+  const relay = await startLatencyRelay({ host: '127.0.0.1', port: sink.port }, opts.oneWayMs);
+  try {
+    const config = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'], sinkPort: relay.port, extra: 'throttles:\n  - { destination: "*", max_connections: 1 }\n' });
+    const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
+    try {
+      await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
+      const r = await runSmtpSource({ port: mta.smtpPort, messages: opts.messages, sessions: 10, sizeBytes: opts.sizeBytes, to: 'rcpt@bench.example', timeoutMs: 300_000 });
+      if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
+      const t0 = Date.now();
+      await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST' });
+      await sink.waitForMessages(opts.messages, 600_000);
+      const elapsedMs = Date.now() - t0;
+      return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs };
+    } finally {
+      await mta.stop();
+    }
+  } finally {
+    await relay.close();
+    await sink.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
