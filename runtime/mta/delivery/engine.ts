@@ -477,12 +477,14 @@ export class DeliveryEngine {
     const outstanding: Promise<void>[] = [];
     let halted = false;
     let ahead: { job: Job; message: Promise<Buffer | Error> } | undefined;
-    for (let sent = 0; sent < MESSAGES_PER_CONNECTION && session.usable && !this.stopped && !halted; sent++) {
+    // Checked again after each wait: a pause, a closing server or a stop can come in meanwhile.
+    const over = (): boolean => halted || !session.usable || this.stopped;
+    for (let sent = 0; sent < MESSAGES_PER_CONNECTION && !over(); sent++) {
       const taken = ahead;
       ahead = undefined;
       const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
       if (!job) break;
-      if (halted || !session.usable || this.stopped) {
+      if (over()) {
         dest.jobs.unshift(job);
         break;
       }
@@ -492,8 +494,7 @@ export class DeliveryEngine {
         dest.heldUntil = this.now() + permit.waitMs;
         break;
       }
-      // A backoff pause from the transaction before may have come in while the permit was asked for.
-      if (halted || !session.usable || this.stopped) {
+      if (over()) {
         dest.jobs.unshift(job);
         break;
       }
