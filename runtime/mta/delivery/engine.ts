@@ -473,7 +473,7 @@ export class DeliveryEngine {
    * two. Without pipelining, one transaction at a time.
    */
   private async transactions(dest: Destination, session: OutboundSession, key: string, destination: string, limits: Limits): Promise<void> {
-    const overlap = session.pipelined === true;
+    const overlap = session.pipelined === true && this.config.delivery.pipelineTransactions;
     const outstanding: Promise<void>[] = [];
     let halted = false;
     let ahead: { job: Job; message: Promise<Buffer | Error> } | undefined;

@@ -146,7 +146,7 @@ interface Raw {
   routing?: { sender_domain: string; pool?: string; vmta?: string }[];
   routes?: { domain: string; host: string; port?: number }[];
   resolver?: { servers?: string[] };
-  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean };
+  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean; pipeline_transactions?: boolean };
   proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
   tls_policies?: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
   haproxy?: { mtas?: number; frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
@@ -247,6 +247,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       connectTimeoutMs: dur(raw.delivery?.connect_timeout, 30_000, ['delivery', 'connect_timeout']),
       greetingTimeoutMs: dur(raw.delivery?.greeting_timeout, 300_000, ['delivery', 'greeting_timeout']),
       dsn: raw.delivery?.dsn ?? false,
+      pipelineTransactions: raw.delivery?.pipeline_transactions ?? true,
     },
     proxies: raw.proxies && {
       secretFile: raw.proxies.secret_file,

@@ -162,6 +162,10 @@ export const configSchema = {
         connect_timeout: duration,
         greeting_timeout: { ...duration, description: "wait this long for an MX's 220 (RFC 5321: 5m)" },
         dsn: { type: 'boolean', description: 'send RFC 3464 bounces to the return path (ESPs usually read events instead)' },
+        pipeline_transactions: {
+          type: 'boolean',
+          description: 'with PIPELINING offered and mail queued, send the next envelope with the current body (RFC 2920); off for receivers that mishandle it',
+        },
       },
     },
     events: {

@@ -63,6 +63,8 @@ export interface DeliveryConfig {
   greetingTimeoutMs: number;
   /** Send RFC 3464 bounces to the return path. */
   dsn: boolean;
+  /** Pipeline across transactions on sessions that offer PIPELINING (RFC 2920). */
+  pipelineTransactions: boolean;
 }
 
 export type BounceCategoryName = 'bad-mailbox' | 'bad-domain' | 'policy' | 'quota' | 'inactive' | 'routing' | 'protocol' | 'content' | 'other';

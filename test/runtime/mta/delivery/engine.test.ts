@@ -153,3 +153,25 @@ test('a backlog on one connection goes pipelined across transactions; a hang-up 
     mx.server.close();
   }
 });
+
+test('delivery.pipeline_transactions: false keeps one transaction at a time, for receivers that mishandle it', async () => {
+  const mx = await pipeliningMx([]);
+  const { engine, partition, attemptLog, events } = await engineWith('unpipelined', `routes: [{ domain: "*", host: 127.0.0.1, port: ${mx.port} }]\nthrottles: [{ destination: "*", max_connections: 1 }]\ndelivery: { pipeline_transactions: false }\n`, new DirectConnector());
+  try {
+    for (let i = 0; i < 10; i++) {
+      await partition.appendMessage({ id: `u${i}`, from: 'a@shop.test', to: [`r${i}@dest.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from(`Subject: u${i}\r\n\r\nx\r\n`));
+    }
+    engine.start();
+    for (const until = Date.now() + 10_000; events().filter((e) => e.status === 'delivered').length < 10 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+    expect(events().filter((e) => e.status === 'delivered')).toHaveLength(10);
+    expect(mx.bodies).toHaveLength(10);
+    // Still PIPELINING within a transaction (MAIL, RCPT and DATA together), never a body followed by the next envelope.
+    expect(mx.chunks.some((c) => c.startsWith('MAIL FROM:') && c.includes('DATA\r\n'))).toBe(true);
+    expect(mx.chunks.filter((c) => c.includes('\r\n.\r\nMAIL FROM:'))).toHaveLength(0);
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+    mx.server.close();
+  }
+});
