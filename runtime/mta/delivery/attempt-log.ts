@@ -1,7 +1,8 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { durableFlags } from '../../shared/durable-file';
+import { durableFlags, writeFully } from '../../shared/durable-file';
+import { GroupCommit } from '../../shared/group-commit';
 
 /** One delivery attempt, as one JSON line. Field names are stable: dashboards depend on them. */
 export interface AttemptEvent {
@@ -55,13 +56,18 @@ export interface AttemptLogOptions {
  * The open file is `<name>.current.jsonl`; a full or old one is renamed to
  * `<name>.<start time>.jsonl`, closed and ready to ship.
  */
+/** One write() call's lines, waiting for the next group commit. */
+interface PendingLines {
+  line: string;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
 export class AttemptLog {
   private fh?: FileHandle;
   private size = 0;
   private openedAt = 0;
-  private pending: { line: string; resolve: () => void; reject: (e: Error) => void }[] = [];
-  private flushing = false;
-  private flushQueued = false;
+  private readonly commit = new GroupCommit<PendingLines>((batch) => this.writeBatch(batch));
 
   constructor(private readonly options: AttemptLogOptions) {
     mkdirSync(options.dir, { recursive: true });
@@ -84,52 +90,26 @@ export class AttemptLog {
     if (events.length === 0) return Promise.resolve();
     const line = events.map((e) => JSON.stringify(e)).join('\n') + '\n';
     return new Promise((resolve, reject) => {
-      this.pending.push({ line, resolve, reject });
-      if (!this.flushing && !this.flushQueued) this.queueFlush();
+      this.commit.add({ line, resolve, reject });
     });
   }
 
-  private queueFlush(): void {
-    this.flushQueued = true;
-    const start = (): void => {
-      this.flushQueued = false;
-      if (!this.flushing) void this.flush();
-    };
-    // One turn of the event loop first, as the spool does: the attempts finished
-    // by the same batch of replies share the write. No longer than that: every
-    // moment an outcome waits here widens what a crash would deliver twice.
-    setImmediate(start);
-  }
-
   async close(): Promise<void> {
-    while (this.flushing || this.flushQueued) await new Promise((r) => setTimeout(r, 5));
+    await this.commit.idle();
     await this.fh?.close();
     this.fh = undefined;
   }
 
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    const batch = this.pending;
-    this.pending = [];
+  private async writeBatch(batch: PendingLines[]): Promise<void> {
     try {
       await this.ensureOpen();
       const data = Buffer.from(batch.map((p) => p.line).join(''));
       // Opened with O_DSYNC (unless fsync is off): the write returns durable.
-      // A short write is how a filling disk shows first: write the rest, which
-      // then fails with the real error (ENOSPC) or completes.
-      let written = 0;
-      while (written < data.length) {
-        const { bytesWritten } = await this.fh!.write(data, written, data.length - written, this.size + written);
-        if (bytesWritten === 0) throw Object.assign(new Error(`attempt log: short write (${written} of ${data.length} bytes)`), { code: 'ENOSPC' });
-        written += bytesWritten;
-      }
+      await writeFully(this.fh!, [data], this.size);
       this.size += data.length;
       batch.forEach((p) => p.resolve());
     } catch (err) {
       batch.forEach((p) => p.reject(err as Error));
-    } finally {
-      this.flushing = false;
-      if (this.pending.length > 0) this.queueFlush();
     }
   }
 

@@ -7,7 +7,8 @@ import { HEADER_SIZE, RecordType, frame, messagePayload, splitMessagePayload, pa
 import { readSegment, readSegmentBatches, type RawRecord } from './segment-reader';
 import type { DoneRecord, Envelope, Position, SpoolEntry, StateChange } from './types';
 import { comparePositions } from './types';
-import { durableFlags } from '../../shared/durable-file';
+import { durableFlags, writeFully } from '../../shared/durable-file';
+import { GroupCommit } from '../../shared/group-commit';
 import { SegmentHandles } from './segment-handles';
 
 export interface PartitionOptions {
@@ -60,9 +61,7 @@ export class SpoolPartition extends EventEmitter {
   private fh?: FileHandle;
   private active = 0;
   private end = 0; // committed end of the active segment
-  private queue: Pending[] = [];
-  private flushing = false;
-  private flushQueued = false;
+  private readonly commit = new GroupCommit<Pending>((batch) => this.writeBatch(batch));
   private closed = false;
   private bytesTotal = 0;
   private commits = 0;
@@ -189,7 +188,7 @@ export class SpoolPartition extends EventEmitter {
 
   async close(): Promise<void> {
     this.closed = true;
-    while (this.flushing || this.flushQueued) await new Promise((resolve) => this.once('idle', resolve));
+    await this.commit.idle();
     await this.fh?.close();
     this.fh = undefined;
     this.readers.closeAll();
@@ -208,32 +207,8 @@ export class SpoolPartition extends EventEmitter {
     if (this.closed) return Promise.reject(new VolleyError('ECLOSED', 'spool partition is closed'));
     const buffers = frame(type, payload);
     return new Promise((resolve, reject) => {
-      this.queue.push({ type, buffers, length: this.recordLength(payload), resolve, reject });
-      if (!this.flushing && !this.flushQueued) this.queueFlush();
+      this.commit.add({ type, buffers, length: this.recordLength(payload), resolve, reject });
     });
-  }
-
-  private queueFlush(): void {
-    // One turn of the event loop first: the other sessions whose data ended
-    // in the same read batch join this commit instead of the next.
-    this.flushQueued = true;
-    setImmediate(() => {
-      this.flushQueued = false;
-      if (!this.flushing) void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    try {
-      const batch = this.queue;
-      this.queue = [];
-      await this.writeBatch(batch);
-    } finally {
-      this.flushing = false;
-      if (this.queue.length > 0) this.queueFlush();
-      else this.emit('idle');
-    }
   }
 
   private async writeBatch(batch: Pending[]): Promise<void> {
@@ -252,14 +227,7 @@ export class SpoolPartition extends EventEmitter {
       }
       // The segment is open with O_DSYNC (when fsync is on): the write returns durable.
       const t0 = process.hrtime.bigint();
-      const { bytesWritten } = await fh.writev(buffers, this.end);
-      if (bytesWritten !== total) {
-        // A short write is how a filling disk first shows; writing the rest
-        // turns it into the real error (ENOSPC, EDQUOT) or completes it.
-        const rest = Buffer.concat(buffers).subarray(bytesWritten);
-        const more = await fh.write(rest, 0, rest.length, this.end + bytesWritten);
-        if (more.bytesWritten !== rest.length) throw new VolleyError('ENOSPC', `short write: ${bytesWritten + more.bytesWritten} of ${total} bytes`);
-      }
+      await writeFully(fh, buffers, this.end);
       if (this.fsync) this.emit('fsync', Number(process.hrtime.bigint() - t0) / 1e9);
       this.end = offset;
       this.bytesTotal += total;

@@ -1,0 +1,52 @@
+/**
+ * Group commit for a durable log: one write at a time, and everything added
+ * meanwhile (or in the same turn of the event loop) goes in the next one, so
+ * concurrent callers share a sync. The spool and the attempt log both commit
+ * this way.
+ *
+ * `write` settles every item of its batch itself (resolve or reject each);
+ * it must not throw.
+ */
+export class GroupCommit<T> {
+  private queue: T[] = [];
+  private writing = false;
+  private scheduled = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly write: (batch: T[]) => Promise<void>) {}
+
+  add(item: T): void {
+    this.queue.push(item);
+    if (!this.writing && !this.scheduled) this.schedule();
+  }
+
+  /** Resolves once nothing is queued or being written. */
+  idle(): Promise<void> {
+    if (!this.writing && !this.scheduled) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private schedule(): void {
+    // One turn of the event loop first: the callers whose work ended in the
+    // same batch of I/O join this write. No longer than that: every moment an
+    // item waits here is latency, and for outcomes, what a crash repeats.
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (!this.writing) void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    this.writing = true;
+    const batch = this.queue;
+    this.queue = [];
+    try {
+      await this.write(batch);
+    } finally {
+      this.writing = false;
+      if (this.queue.length > 0) this.schedule();
+      else for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+}
