@@ -29,10 +29,6 @@ export class Destinations {
   /** Held by a throttle, a backoff pause or an operator: looked at again when that ends. */
   readonly held = new Set<Destination>();
 
-  get size(): number {
-    return this.all.size;
-  }
-
   values(): IterableIterator<Destination> {
     return this.all.values();
   }

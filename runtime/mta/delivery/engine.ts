@@ -176,8 +176,7 @@ export class DeliveryEngine {
         n++;
       }
     }
-    // Jobs of purged messages still sitting in destination queues are dropped.
-    for (const dest of this.destinations.values()) dest.jobs = dest.jobs.filter((j) => j.attempt.partition.get(j.attempt.entry.id) === j.attempt.entry);
+    // Nothing to drop from the destination queues: a queued job is an attempt in flight, which purge skips.
     return n;
   }
 
