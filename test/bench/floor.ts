@@ -18,16 +18,7 @@ type Load = { messages: number; sessions: number; sizeBytes: number };
 export async function measureToolsCeiling(load: Load): Promise<FloorResult> {
   const sink = await startSmtpSink({ maxConnections: 1024, backlog: 1024 });
   try {
-    await runSmtpSource({ port: sink.port, messages: 500, sessions: load.sessions, sizeBytes: load.sizeBytes });
-    await sink.waitForMessages(500, 30_000);
-    const u0 = processUsage([sink.pid]);
-    const t0 = Date.now();
-    const r = await runSmtpSource({ port: sink.port, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: 300_000 });
-    if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
-    await sink.waitForMessages(500 + load.messages, 60_000);
-    const elapsed = Date.now() - t0;
-    const u1 = processUsage([sink.pid]);
-    return { msgsPerSec: Math.round((load.messages * 1000) / elapsed), cpuUsPerMsg: Math.round(((u1.cpuSeconds - u0.cpuSeconds) * 1e6) / load.messages) };
+    return await timedLoad(sink.port, sink.pid, load, (total) => sink.waitForMessages(total, 60_000).then(() => undefined));
   } finally {
     await sink.stop();
   }
@@ -46,15 +37,25 @@ export async function measureNodeFloor(load: Load): Promise<FloorResult> {
       child.stdout.once('data', () => resolve());
       child.once('exit', (code) => reject(new Error(`bare responder exited (${code})`)));
     });
-    await runSmtpSource({ port, messages: 500, sessions: load.sessions, sizeBytes: load.sizeBytes });
-    const u0 = processUsage([child.pid!]);
-    const t0 = Date.now();
-    const r = await runSmtpSource({ port, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: 300_000 });
-    if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
-    const elapsed = Date.now() - t0;
-    const u1 = processUsage([child.pid!]);
-    return { msgsPerSec: Math.round((load.messages * 1000) / elapsed), cpuUsPerMsg: Math.round(((u1.cpuSeconds - u0.cpuSeconds) * 1e6) / load.messages) };
+    return await timedLoad(port, child.pid!, load);
   } finally {
     child.kill('SIGTERM');
   }
+}
+
+/**
+ * A warm-up of 500 messages, then the load, timed until the receiver has them
+ * all (`received(total)`, when it can tell), with its CPU per message.
+ */
+async function timedLoad(port: number, pid: number, load: Load, received?: (total: number) => Promise<void>): Promise<FloorResult> {
+  await runSmtpSource({ port, messages: 500, sessions: load.sessions, sizeBytes: load.sizeBytes });
+  await received?.(500);
+  const u0 = processUsage([pid]);
+  const t0 = Date.now();
+  const r = await runSmtpSource({ port, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: 300_000 });
+  if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
+  await received?.(500 + load.messages);
+  const elapsed = Date.now() - t0;
+  const u1 = processUsage([pid]);
+  return { msgsPerSec: Math.round((load.messages * 1000) / elapsed), cpuUsPerMsg: Math.round(((u1.cpuSeconds - u0.cpuSeconds) * 1e6) / load.messages) };
 }
