@@ -54,9 +54,13 @@ test('a hard failure sends an RFC 3464 DSN to the return path; a config rule cla
   expect(dsn.body).toMatch(/Content-Type: text\/rfc822-headers\r\n\r\n[^]*Subject: offer/);
 
   const logDir = join(dir, 'pp', 'log', 'attempts');
-  const events = readdirSync(logDir).flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+  const read = () => readdirSync(logDir).flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+  // The MX has the DSN before the MTA has its 250 and logged it: wait for that event.
+  const dsnDelivered = (e: { recipient?: string; status?: string; sender?: string }) => e.recipient === 'news@shop.example' && e.status === 'delivered' && e.sender === '';
+  for (const until = Date.now() + 5000; !read().some(dsnDelivered) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+  const events = read();
   const cat = Object.fromEntries(events.filter((e) => e.status === 'failed').map((e) => [e.recipient, e.bounce_category]));
   expect(cat).toEqual({ 'gone@fail.test': 'bad-mailbox', 'full@fail.test': 'inactive' });
   // The DSN itself was delivered like any message, from the null sender.
-  expect(events.some((e) => e.recipient === 'news@shop.example' && e.status === 'delivered' && e.sender === '')).toBe(true);
+  expect(events.some(dsnDelivered)).toBe(true);
 });
