@@ -16,7 +16,7 @@ export class SmtpDialog {
   private waiters: (() => void)[] = [];
   closed = false;
 
-  private constructor(private socket: Socket | TLSSocket) {
+  private constructor(public socket: Socket | TLSSocket) {
     this.attach();
   }
 

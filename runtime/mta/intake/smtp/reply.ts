@@ -9,9 +9,14 @@ export function reply(code: number, enhanced: string | undefined, text: string |
   return { code, enhanced, text };
 }
 
+// A reply line never carries a CR or LF of its own: texts may quote client input.
+const BREAKS = /[\r\n\0]/g;
+const clean = (line: string): string => (line.search(BREAKS) === -1 ? line : line.replace(BREAKS, ' '));
+
 export function formatReply(r: Reply): string {
-  const lines = Array.isArray(r.text) ? r.text : [r.text];
-  // A reply line never carries a CR or LF of its own: texts may quote client input.
   const prefix = r.enhanced ? `${r.enhanced} ` : '';
-  return lines.map((line, i) => `${r.code}${i < lines.length - 1 ? '-' : ' '}${prefix}${line.replace(/[\r\n\0]/g, ' ')}\r\n`).join('');
+  // One line is every reply but EHLO's, several a session: no array for it.
+  if (!Array.isArray(r.text)) return `${r.code} ${prefix}${clean(r.text)}\r\n`;
+  const lines = r.text;
+  return lines.map((line, i) => `${r.code}${i < lines.length - 1 ? '-' : ' '}${prefix}${clean(line)}\r\n`).join('');
 }

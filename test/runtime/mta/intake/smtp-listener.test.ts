@@ -41,6 +41,19 @@ describe('SMTP intake', () => {
     await s.quit();
   });
 
+  test('QUIT gets 221, then the server closes with a FIN, not a reset', async () => {
+    const s = await SmtpDialog.open(h.smtpPort);
+    expect((await s.reply()).code).toBe(220);
+    const end = new Promise<string>((resolve) => {
+      s.socket.once('end', () => resolve('fin'));
+      s.socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    });
+    s.send('QUIT\r\n');
+    expect(await s.reply()).toMatchObject({ code: 221 });
+    expect(await end).toBe('fin');
+    s.destroy();
+  });
+
   test('EHLO advertises the extensions injectors rely on', async () => {
     const s = await SmtpDialog.open(h.smtpPort);
     await s.reply();
