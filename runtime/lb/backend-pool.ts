@@ -1,5 +1,6 @@
 // The backends of one listener, their health (HAProxy-like fall/rise) and the
 // least-connections choice; and the health checker that probes them.
+import { endSocket } from '../shared/end-socket';
 import type { Logger } from '../shared/log';
 import { connectBackend, type BackendFailure } from './backend-connect';
 import { formatHostPort, type HealthOptions, type HostPort, type ListenerMode } from './options';
@@ -159,10 +160,9 @@ export class HealthChecker {
         const s = r.socket;
         s.on('error', () => undefined);
         if (this.mode === 'smtp') {
-          s.end('QUIT\r\n');
-          s.resume();
           // The 221 is not awaited; a backend that does not close is closed for it.
-          setTimeout(() => s.destroy(), 1000).unref();
+          endSocket(s, 1000, 'QUIT\r\n');
+          s.resume();
         } else {
           s.destroy();
         }

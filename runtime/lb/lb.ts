@@ -2,6 +2,7 @@
 // admin port, and the graceful stop (stop accepting, let sessions finish,
 // bounded by the drain timeout, then close what is left).
 import { createServer, type Server, type Socket } from 'node:net';
+import { endSocket } from '../shared/end-socket';
 import { VolleyError } from '../shared/errors';
 import type { Logger } from '../shared/log';
 import { LbAdminServer } from './admin-server';
@@ -99,8 +100,8 @@ export async function startLb(options: LbOptions, logger: Logger): Promise<Lb> {
     if (active >= options.maxConnections) {
       l.counters.rejectedMaxConnections++;
       metrics.rejected.inc({ listener: name, reason: 'max_connections' });
-      if (l.options.mode === 'smtp') client.end(TOO_MANY_REPLY);
-      setTimeout(() => client.destroy(), l.options.mode === 'smtp' ? 2000 : 0).unref();
+      if (l.options.mode === 'smtp') endSocket(client, 2000, TOO_MANY_REPLY);
+      else client.destroy();
       return;
     }
     active++;

@@ -2,6 +2,7 @@
 // greets with 220) while the client waits, trying the next one on any failure,
 // then pipe bytes both ways until either side is done.
 import type { Socket } from 'node:net';
+import { endSocket } from '../shared/end-socket';
 import type { Logger } from '../shared/log';
 import { connectBackend, proxyV1Header } from './backend-connect';
 import type { Backend, BackendPool } from './backend-pool';
@@ -89,8 +90,7 @@ export class Session {
         this.ctx.metrics.rejected.inc({ listener: this.ctx.listener.name, reason: 'no_backend' });
         this.ctx.logger.warn({ listener: this.ctx.listener.name, client: client.remoteAddress }, 'every backend failed; client turned away');
         if (this.ctx.listener.mode === 'smtp') {
-          client.end(NO_BACKEND_REPLY);
-          setTimeout(() => client.destroy(), CLOSE_LINGER_MS).unref();
+          endSocket(client, CLOSE_LINGER_MS, NO_BACKEND_REPLY);
         } else {
           client.destroy();
         }
@@ -176,9 +176,7 @@ export class Session {
 
   /** The other side closed: let this one finish writing, then close it. */
   private linger(s: Socket): void {
-    if (s.destroyed) return;
-    s.end();
-    setTimeout(() => s.destroy(), CLOSE_LINGER_MS).unref();
+    endSocket(s, CLOSE_LINGER_MS);
   }
 
   private maybeFinish(): void {

@@ -2,6 +2,7 @@ import { isAscii } from 'node:buffer';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { ConnectError, type ConnectFailure, type OutboundSession, type RecipientResult, type SendOptions, type SessionInfo, type Source, type Target, type TlsPolicy, type TransactionResult } from './connector';
+import { endSocket } from '../end-socket';
 import { outcomeOf, parseReply, type SmtpReply } from './reply';
 
 export interface ClientTimeouts {
@@ -364,11 +365,10 @@ export class SmtpClientSession implements OutboundSession {
     this.usable = false;
     try {
       this.write('QUIT\r\n');
-      this.socket.end();
     } catch {
       // already gone
     }
-    setTimeout(() => this.destroy(), 5000).unref();
+    endSocket(this.socket, 5000);
   }
 
   private destroy(): void {
