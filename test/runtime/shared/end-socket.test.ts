@@ -1,54 +1,43 @@
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { endSocket } from '../../../runtime/shared/end-socket';
 
-/** A server whose accepted sockets stay half-open (they never end their side). */
-async function holdingServer(): Promise<{ server: Server; port: number; accepted: Promise<Socket> }> {
+/** A connected pair: ours, and the server's side, which stays half-open (it never ends on its own). */
+async function pair(): Promise<{ ours: Socket; peer: Socket; close: () => void }> {
   const server = createServer({ allowHalfOpen: true });
   const accepted = once(server, 'connection').then(([s]) => s as Socket);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  return { server, port: (server.address() as { port: number }).port, accepted };
-}
-
-async function connected(port: number): Promise<Socket> {
-  const s = connect({ port, host: '127.0.0.1' });
-  await once(s, 'connect');
-  return s;
+  const ours = connect({ port: (server.address() as { port: number }).port, host: '127.0.0.1' });
+  await once(ours, 'connect');
+  const peer = await accepted;
+  return { ours, peer, close: () => (peer.destroy(), server.close()) };
 }
 
 describe('endSocket', () => {
   test('the peer gets the last data, then the FIN', async () => {
-    const { server, port, accepted } = await holdingServer();
-    const ours = await connected(port);
-    const peer = await accepted;
+    const { ours, peer, close } = await pair();
     let got = '';
     peer.on('data', (d: Buffer) => (got += d.toString()));
     const ended = once(peer, 'end');
     endSocket(ours, 5000, '221 bye\r\n');
     await ended;
     expect(got).toBe('221 bye\r\n');
-    peer.destroy();
-    server.close();
+    close();
   });
 
   test('a peer that never closes its side is cut off after the linger', async () => {
-    const { server, port, accepted } = await holdingServer();
-    const ours = await connected(port);
-    const peer = await accepted;
+    const { ours, peer, close } = await pair();
     peer.on('data', () => undefined);
     const t0 = Date.now();
     endSocket(ours, 300);
     await once(ours, 'close');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
-    peer.destroy();
-    server.close();
+    close();
   });
 
   test('a peer that closes at once releases the socket then, not at the end of the linger', async () => {
-    const { server, port, accepted } = await holdingServer();
-    const ours = await connected(port);
-    const peer = await accepted;
+    const { ours, peer, close } = await pair();
     peer.on('end', () => peer.end());
     const set = jest.spyOn(global, 'setTimeout');
     const clear = jest.spyOn(global, 'clearTimeout');
@@ -60,6 +49,6 @@ describe('endSocket', () => {
     expect(clear).toHaveBeenCalledWith(timer);
     set.mockRestore();
     clear.mockRestore();
-    server.close();
+    close();
   });
 });
