@@ -12,7 +12,6 @@ export function endSocket(socket: Socket, lingerMs: number, data?: string): void
   if (socket.destroyed) return;
   if (data === undefined) socket.end();
   else socket.end(data);
-  if (lingerMs <= 0) return void socket.destroy();
   const timer = setTimeout(() => socket.destroy(), lingerMs).unref();
   socket.once('close', () => clearTimeout(timer));
 }

@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { CidrList } from '../../shared/cidr';
+import { endSocket } from '../../shared/end-socket';
 import type { SmtpListenerConfig, VolleyConfig } from '../../shared/config/types';
 import { listen } from '../../shared/listen';
 import type { TlsMaterial } from '../../shared/tls-files';
@@ -71,8 +72,9 @@ export class SmtpListener {
       connections.inc();
       const smtp = this.config.smtp;
       if (this.sessions.size >= smtp.maxConnections) {
-        socket.end('421 4.7.0 too many connections, try again later\r\n');
         socket.on('error', () => undefined);
+        // A client that never closes its side must not keep the socket open.
+        endSocket(socket, 1000, '421 4.7.0 too many connections, try again later\r\n');
         return;
       }
       const remoteAddress = socket.remoteAddress ?? '';

@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { DataReader } from '../../../../runtime/mta/intake/smtp/data-reader';
 import { parseProxyHeader } from '../../../../runtime/mta/intake/smtp/proxy-header';
@@ -170,5 +172,37 @@ describe('PROXY protocol and per-client limits', () => {
     const again = await SmtpDialog.open(h2.smtpPort, '127.0.0.1', '127.0.0.5');
     expect((await again.reply()).code).toBe(220);
     await again.quit();
+  });
+});
+
+describe('the listener-wide connection limit', () => {
+  const dir3 = tempDir();
+  let h3: IntakeHarness;
+  beforeAll(async () => {
+    const config = testConfig();
+    config.smtp.maxConnections = 1;
+    h3 = await startIntake(config, dir3);
+  });
+  afterAll(() => h3.close());
+
+  test('past it a client gets 421, and one that never closes its side is closed for it', async () => {
+    const first = await SmtpDialog.open(h3.smtpPort);
+    expect((await first.reply()).code).toBe(220);
+    // Half-open on purpose: this client would keep the connection forever.
+    const over = connect({ port: h3.smtpPort, host: '127.0.0.1', allowHalfOpen: true });
+    let got = '';
+    over.on('data', (d: Buffer) => (got += d.toString()));
+    over.on('error', () => undefined);
+    await once(over, 'end');
+    expect(got).toBe('421 4.7.0 too many connections, try again later\r\n');
+    // Past the linger the server has let go of its socket: what the client
+    // sends now is answered with a reset, which its next write meets.
+    await new Promise((r) => setTimeout(r, 1500));
+    const closed = new Promise((r) => over.once('close', r));
+    over.write('NOOP\r\n');
+    await new Promise((r) => setTimeout(r, 200));
+    over.write('NOOP\r\n');
+    await closed;
+    await first.quit();
   });
 });
