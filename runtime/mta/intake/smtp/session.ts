@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
+import { endSocket } from '../../../shared/end-socket';
 import { DataReader } from './data-reader';
 import { parseProxyHeader } from './proxy-header';
 import { formatReply, reply, type Reply } from './reply';
@@ -69,7 +70,6 @@ export class SmtpSession {
   private unknown = 0;
   private esmtp = false;
   private authStep?: (line: string) => Promise<void> | void;
-  private closeTimer?: NodeJS.Timeout;
 
   constructor(
     socket: Socket,
@@ -90,7 +90,6 @@ export class SmtpSession {
     socket.on('timeout', () => this.close(reply(421, '4.4.2', `${this.options.hostname} timeout, closing connection`)));
     socket.on('error', () => this.socket.destroy());
     socket.on('close', () => {
-      clearTimeout(this.closeTimer);
       if (this.state !== 'closed') {
         this.state = 'closed';
         this.handlers.onClose(this.info);
@@ -186,11 +185,9 @@ export class SmtpSession {
     // the close_notify.
     const socket = this.socket;
     if (socket.writableLength === 0 && !(socket instanceof TLSSocket)) return void socket.destroy();
-    socket.end(() => socket.destroy());
-    // For a peer that never reads. Cleared at 'close': left running, it held
-    // every finished session for a second, long enough to be promoted into
-    // the old generation at thousands of sessions a second.
-    this.closeTimer = setTimeout(() => socket.destroy(), 1000).unref();
+    socket.once('finish', () => socket.destroy());
+    // The linger is for a peer that never reads.
+    endSocket(socket, 1000);
   }
 
   private resetTransaction(): void {
