@@ -483,17 +483,10 @@ export class DeliveryEngine {
       ahead = undefined;
       const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
       if (!job) break;
-      if (over()) {
-        dest.jobs.unshift(job);
-        break;
-      }
-      const permit = await this.authority.tryMessage(key, limits);
-      if (!permit.ok) {
-        dest.jobs.unshift(job); // waiting, not failing
-        dest.heldUntil = this.now() + permit.waitMs;
-        break;
-      }
-      if (over()) {
+      // No message permit is spent on a connection that is done already.
+      const permit = over() ? undefined : await this.authority.tryMessage(key, limits);
+      if (permit && !permit.ok) dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
+      if (!permit?.ok || over()) {
         dest.jobs.unshift(job);
         break;
       }
@@ -502,9 +495,9 @@ export class DeliveryEngine {
         const next = dest.jobs.shift();
         if (next) ahead = { job: next, message: this.prepare(next) };
       }
-      let bodySent!: () => void;
-      const sentBody = new Promise<void>((resolve) => (bodySent = resolve));
-      const done = this.deliver(job, message, session, dest, overlap ? bodySent : undefined).then(async (results) => {
+      let bodySent: (() => void) | undefined;
+      const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
+      const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
         const temp = results.find((r) => r.outcome === 'deferred');
         const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
         if (pause > 0) {
@@ -514,7 +507,7 @@ export class DeliveryEngine {
       });
       outstanding.push(done);
       // Pipelined: on to the next message once this body is out (or the transaction ended before it).
-      await (overlap ? Promise.race([sentBody, done]) : done);
+      await (sentBody ? Promise.race([sentBody, done]) : done);
     }
     if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
     await Promise.all(outstanding);
