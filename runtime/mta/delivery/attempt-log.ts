@@ -49,13 +49,6 @@ export interface AttemptLogOptions {
   fsync?: boolean;
 }
 
-/**
- * The delivery-attempt log: JSON lines under the persistent path, written with
- * group commit so an event is durable before the spool records the attempt's
- * result (at least once: a crash in between repeats the event, never loses it).
- * The open file is `<name>.current.jsonl`; a full or old one is renamed to
- * `<name>.<start time>.jsonl`, closed and ready to ship.
- */
 /** One write() call's lines, waiting for the next group commit. */
 interface PendingLines {
   line: string;
@@ -63,6 +56,13 @@ interface PendingLines {
   reject: (e: Error) => void;
 }
 
+/**
+ * The delivery-attempt log: JSON lines under the persistent path, written with
+ * group commit so an event is durable before the spool records the attempt's
+ * result (at least once: a crash in between repeats the event, never loses it).
+ * The open file is `<name>.current.jsonl`; a full or old one is renamed to
+ * `<name>.<start time>.jsonl`, closed and ready to ship.
+ */
 export class AttemptLog {
   private fh?: FileHandle;
   private size = 0;
