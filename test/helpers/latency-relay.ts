@@ -1,4 +1,5 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { listen } from '../../runtime/shared/listen';
 
 export interface LatencyRelay {
   port: number;
@@ -32,16 +33,12 @@ export function startLatencyRelay(target: { host: string; port: number }, oneWay
     delayed(client, upstream);
     delayed(upstream, client);
   });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () =>
-      resolve({
-        port: (server.address() as { port: number }).port,
-        close: () =>
-          new Promise<void>((done) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => done());
-          }),
+  return listen(server, 0, '127.0.0.1').then((port) => ({
+    port,
+    close: () =>
+      new Promise<void>((done) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => done());
       }),
-    );
-  });
+  }));
 }

@@ -1,4 +1,5 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server } from 'node:net';
+import { listen } from '../../runtime/shared/listen';
 
 export interface PipeliningMx {
   server: Server;
@@ -8,13 +9,6 @@ export interface PipeliningMx {
   /** The messages, lines joined by \n. */
   bodies: string[];
   readonly connections: number;
-}
-
-function listen(onConn: (s: Socket) => void): Promise<Server> {
-  return new Promise((resolve) => {
-    const server = createServer(onConn);
-    server.listen(0, '127.0.0.1', () => resolve(server));
-  });
 }
 
 /**
@@ -28,7 +22,7 @@ export function pipeliningMx(finals: string[], options: { holdFinalMs?: number; 
   const chunks: string[] = [];
   const bodies: string[] = [];
   let connections = 0;
-  return listen((s) => {
+  const server = createServer((s) => {
     connections++;
     let rest = '';
     let body: string[] | undefined;
@@ -67,9 +61,10 @@ export function pipeliningMx(finals: string[], options: { holdFinalMs?: number; 
       else if (out) s.write(out);
     });
     s.on('error', () => undefined);
-  }).then((server) => ({
+  });
+  return listen(server, 0, '127.0.0.1').then((port) => ({
     server,
-    port: (server.address() as { port: number }).port,
+    port,
     chunks,
     bodies,
     get connections() {

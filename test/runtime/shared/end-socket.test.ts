@@ -1,14 +1,13 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { endSocket } from '../../../runtime/shared/end-socket';
+import { listen } from '../../../runtime/shared/listen';
 
 /** A connected pair: ours, and the server's side, which stays half-open (it never ends on its own). */
 async function pair(): Promise<{ ours: Socket; peer: Socket; close: () => void }> {
   const server = createServer({ allowHalfOpen: true });
   const accepted = once(server, 'connection').then(([s]) => s as Socket);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const ours = connect({ port: (server.address() as { port: number }).port, host: '127.0.0.1' });
+  const ours = connect({ port: await listen(server, 0, '127.0.0.1'), host: '127.0.0.1' });
   await once(ours, 'connect');
   const peer = await accepted;
   return { ours, peer, close: () => (peer.destroy(), server.close()) };
