@@ -8,7 +8,7 @@ await build({
   outfile: 'dist/volley.js',
   bundle: true,
   platform: 'node',
-  target: 'node20',
+  target: 'node24',
   format: 'cjs',
   sourcemap: 'linked',
   banner: { js: '#!/usr/bin/env node' },

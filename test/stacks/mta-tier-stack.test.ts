@@ -33,6 +33,13 @@ describe.each([
     }
   });
 
+  test('the user data installs Node 24, the runtime the bundle is built for and measured on', () => {
+    for (const lt of Object.values(resources(t, 'AWS::EC2::LaunchTemplate'))) {
+      const userData = JSON.stringify((lt.Properties?.LaunchTemplateData as { UserData?: unknown }).UserData);
+      expect(userData).toContain('dnf install -y -q nodejs24 ');
+    }
+  });
+
   test('one retained, encrypted gp3 volume per slot, tagged with the slot, in the AZ of the slot\'s subnet', () => {
     expect(Object.keys(volumes)).toHaveLength(slots);
     const volumeAzBySlot = new Map<string, unknown>();

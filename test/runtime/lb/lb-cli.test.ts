@@ -23,7 +23,7 @@ function run(args: string[]): Promise<{ code: number | null; out: string }> {
 async function volleyScript(dir: string): Promise<string> {
   if (existsSync(DIST) && /--greeting-timeout/.test((await run([DIST, 'lb', '--help'])).out)) return DIST;
   const out = join(dir, 'volley-lb.js');
-  await build({ entryPoints: [join(__dirname, 'volley-lb-entry.ts')], outfile: out, bundle: true, platform: 'node', target: 'node20', format: 'cjs', external: ['aws-cdk-lib', 'constructs'], logLevel: 'warning' });
+  await build({ entryPoints: [join(__dirname, 'volley-lb-entry.ts')], outfile: out, bundle: true, platform: 'node', target: 'node24', format: 'cjs', external: ['aws-cdk-lib', 'constructs'], logLevel: 'warning' });
   return out;
 }
 
