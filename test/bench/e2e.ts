@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTestConfig } from '../helpers/config';
@@ -6,6 +6,7 @@ import { defaultWorkers } from '../../runtime/mta/primary';
 import { startMta } from '../helpers/mta-process';
 import { processTree, processUsage } from './mta-metrics';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
+import { readAttempts } from '../helpers/attempt-log';
 
 export interface E2eResult {
   msgsPerSec: number;
@@ -88,12 +89,8 @@ async function spoolCounts(adminUrl: string): Promise<{ records: number; commits
 
 function transactionTimes(logDir: string): number[] {
   const out: number[] = [];
-  for (const f of readdirSync(logDir)) {
-    for (const line of readFileSync(join(logDir, f), 'utf8').split('\n')) {
-      if (!line) continue;
-      const e = JSON.parse(line) as { status: string; transaction_ms?: number };
-      if (e.status === 'delivered' && e.transaction_ms !== undefined) out.push(e.transaction_ms);
-    }
+  for (const e of readAttempts<{ status: string; transaction_ms?: number }>(logDir)) {
+    if (e.status === 'delivered' && e.transaction_ms !== undefined) out.push(e.transaction_ms);
   }
   return out.sort((a, b) => a - b);
 }

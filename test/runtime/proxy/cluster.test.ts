@@ -9,6 +9,7 @@ import { newSecret, proxyTls } from '../../helpers/proxy-fixtures';
 import { ScriptedMx } from '../../helpers/scripted-mx';
 import { inject, message } from '../../helpers/smtp-dialog';
 import { tempDir } from '../../helpers/tmp';
+import { readAttempts } from '../../helpers/attempt-log';
 
 // The cluster as the seeds draw it, on loopback: 3 MTA processes, 2 proxy
 // processes holding the sending IPs 127.0.0.2-3 and 127.0.0.4-5, one MX.
@@ -107,8 +108,7 @@ test('every MTA sends from every IP through the proxy holding it, and the MX see
     const n = /t-\d-(\d)/.exec(msg.body)![1];
     expect([msg.clientIp, msg.helo]).toEqual([`127.0.0.${n}`, `ip${n}.mta.test`]);
   }
-  const logs = mtas.flatMap((m) => readdirSync(join(m.persistentPath, 'log', 'attempts')).map((f) => readFileSync(join(m.persistentPath, 'log', 'attempts', f), 'utf8')));
-  const vias = new Set(logs.join('').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { via: string }).via));
+  const vias = new Set(mtas.flatMap((m) => readAttempts<{ via: string }>(join(m.persistentPath, 'log', 'attempts'))).map((e) => e.via));
   expect(vias).toEqual(new Set(['proxy:proxy-a', 'proxy:proxy-b']));
 });
 

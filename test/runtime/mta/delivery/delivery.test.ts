@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deliveryConfigYaml } from '../../../helpers/config';
 import { dkimVerify } from '../../../helpers/dkim-verify';
@@ -7,6 +7,7 @@ import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { SmtpDialog, inject, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
+import { readAttempts } from '../../../helpers/attempt-log';
 
 // One MTA (two workers, so throttles are node-wide through the primary) and a
 // scripted MX per behaviour, each reached by a static route.
@@ -91,11 +92,7 @@ interface Event {
 }
 
 function events(): Event[] {
-  const logDir = join(dir, 'pp', 'log', 'attempts');
-  return readdirSync(logDir)
-    .flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n'))
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Event);
+  return readAttempts<Event>(join(dir, 'pp', 'log', 'attempts'));
 }
 
 async function eventually<T>(fn: () => T | undefined, timeoutMs = 15_000): Promise<T> {

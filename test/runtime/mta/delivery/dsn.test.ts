@@ -1,10 +1,11 @@
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deliveryConfigYaml } from '../../../helpers/config';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
+import { readAttempts } from '../../../helpers/attempt-log';
 
 const dir = tempDir();
 const failing = new ScriptedMx({
@@ -53,8 +54,7 @@ test('a hard failure sends an RFC 3464 DSN to the return path; a config rule cla
   expect(dsn.body).not.toMatch(/ok@fail\.test\r\nAction/);
   expect(dsn.body).toMatch(/Content-Type: text\/rfc822-headers\r\n\r\n[^]*Subject: offer/);
 
-  const logDir = join(dir, 'pp', 'log', 'attempts');
-  const read = () => readdirSync(logDir).flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+  const read = () => readAttempts<{ recipient?: string; status?: string; sender?: string; bounce_category?: string }>(join(dir, 'pp', 'log', 'attempts'));
   // The MX has the DSN before the MTA has its 250 and logged it: wait for that event.
   const dsnDelivered = (e: { recipient?: string; status?: string; sender?: string }) => e.recipient === 'news@shop.example' && e.status === 'delivered' && e.sender === '';
   for (const until = Date.now() + 5000; !read().some(dsnDelivered) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));

@@ -11,6 +11,7 @@ import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import { deliveryConfigYaml } from '../../../helpers/config';
 import { pipeliningMx } from '../../../helpers/pipelining-mx';
 import { tempDir } from '../../../helpers/tmp';
+import { readAttempts } from '../../../helpers/attempt-log';
 
 const dir = tempDir();
 
@@ -47,8 +48,7 @@ async function engineWith(name: string, rest: string, connector: Connector) {
   const partition = await SpoolPartition.open({ dir: join(dir, name, 'spool'), fsync: false });
   const attemptLog = new AttemptLog({ dir: join(dir, name, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
   const engine = new DeliveryEngine({ partitions: [partition], config, connector, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test' });
-  const events = (): { status: string; message_id: string }[] =>
-    readdirSync(join(dir, name, 'attempts')).flatMap((f) => readFileSync(join(dir, name, 'attempts', f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { status: string; message_id: string }));
+  const events = (): { status: string; message_id: string }[] => readAttempts(join(dir, name, 'attempts'));
   return { engine, partition, attemptLog, events };
 }
 

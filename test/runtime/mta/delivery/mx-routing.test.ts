@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deliveryConfigYaml } from '../../../helpers/config';
 import { rr, startDnsmasq, type Dnsmasq } from '../../../helpers/dnsmasq';
@@ -6,6 +6,7 @@ import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { inject, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
+import { readAttempts } from '../../../helpers/attempt-log';
 
 // Real MX lookups through a private dnsmasq on loopback. MX records cannot
 // carry a port, so the receiving servers listen on port 25 of their own
@@ -46,11 +47,7 @@ afterAll(async () => {
 const send = (to: string): Promise<string> => inject(mta.smtpPort, 'a@shop.example', [to], message('mx'));
 
 function eventsFor(id: string): { status: string; mx_host?: string; mx_ip?: string; smtp_code?: number; enhanced_code?: string }[] {
-  const logDir = join(dir, 'pp', 'log', 'attempts');
-  return readdirSync(logDir)
-    .flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n'))
-    .filter((l) => l.includes(id))
-    .map((l) => JSON.parse(l));
+  return readAttempts<{ message_id: string; status: string; mx_host?: string; mx_ip?: string; smtp_code?: number; enhanced_code?: string }>(join(dir, 'pp', 'log', 'attempts')).filter((e) => e.message_id === id);
 }
 
 async function finalEvent(id: string): Promise<ReturnType<typeof eventsFor>[number]> {
