@@ -108,7 +108,7 @@ test('kill -9 one MTA halfway through 10,000 messages: only its open sessions fa
     const duplicates = [...seen.values()].filter((copies) => copies.length > 1);
     // How long before the kill each duplicate's first copy reached the sink.
     const ages = duplicates.map((copies) => killTime - Math.min(...copies));
-    process.stdout.write(`fleet kill: ${tally.acked.length} acknowledged, ${tally.errors.length} client errors, ${duplicates.length} duplicates, first copies at most ${Math.max(0, ...ages).toFixed(0)} ms before the kill\n`);
+    process.stdout.write(`fleet kill: ${tally.acked.length} acknowledged, ${tally.errors.length} client errors, ${duplicates.length} duplicates; the oldest first copy reached the sink ${ages.length ? Math.max(...ages).toFixed(0) : '-'} ms before the kill (negative: after it, finishing a transaction the MTA had sent)\n`);
     // A duplicate is a transaction whose result the killed MTA had not yet made
     // durable: one open to a proxy, or answered and waiting for its group commit.
     // How many there are depends on the load at the kill instant, so the test
