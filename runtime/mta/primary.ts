@@ -73,7 +73,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
 
   // Workers accept on the shared sockets themselves: the primary does not
   // become a bottleneck handing every connection over IPC.
-  cluster.schedulingPolicy = process.env.VOLLEY_SCHED === "rr" ? cluster.SCHED_RR : cluster.SCHED_NONE;
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
   const fork = (index: number): void => {
     const env: WorkerEnv = { VOLLEY_WORKER: String(index), VOLLEY_WORKERS: String(count), VOLLEY_NODE_ID: nodeId };
     const w = cluster.fork(env);
