@@ -11,6 +11,8 @@ const secret = newSecret();
 let tls: ProxyTls;
 const servers: ProxyServer[] = [];
 const authorities: ProxyAuthority[] = [];
+/** What the MTAs of the current test logged, for a failure to show. */
+let mtaLogs: (() => string)[] = [];
 
 beforeAll(async () => {
   tls = await proxyTls(dir);
@@ -29,6 +31,8 @@ async function proxy(merge: 'average' | 'sum', port = 0): Promise<{ server: Prox
 
 /** Three MTAs: keys from 127.0.0.2 go to the proxy, any other key stays local. */
 function mtas(endpoint: ProxyEndpoint): ProxyAuthority[] {
+  const logs = [1, 2, 3].map(() => captureLogger());
+  mtaLogs = logs.map((l) => l.text);
   const three = [1, 2, 3].map(
     (i) =>
       new ProxyAuthority({
@@ -39,7 +43,7 @@ function mtas(endpoint: ProxyEndpoint): ProxyAuthority[] {
         // A dial that lands in the stopping proxy's backlog hangs until the handshake timeout:
         // short here, so the restart test measures reconnection rather than that timeout.
         link: { backoffMinMs: 50, backoffMaxMs: 200, answerMs: 2_000, connectMs: 1_000, handshakeMs: 1_500 },
-        logger: captureLogger().logger,
+        logger: logs[i - 1].logger,
       }),
   );
   authorities.push(...three);
@@ -106,9 +110,10 @@ test('a proxy restart: "not now" while it is down, then reconnect, reclaimed per
   expect(wait.ok).toBe(false);
   expect((wait as { waitMs: number }).waitMs).toBeGreaterThanOrEqual(1_000);
   const second = await proxy('average', first.endpoint.port);
-  await waitUntil(() => a.connected(key) === true && b.connected(key) === true && c.connected(key) === true, 10_000);
+  const seen = (): string => `proxy counts ${second.server.throttles.connections(key)} connection permits; MTA logs:\n${mtaLogs.map((t) => t()).join('')}`;
+  await waitUntil(() => a.connected(key) === true && b.connected(key) === true && c.connected(key) === true, 10_000, seen);
   // a still holds its permit: it re-claimed it on the new proxy.
-  await waitUntil(() => second.server.throttles.connections(key) === 1);
+  await waitUntil(() => second.server.throttles.connections(key) === 1, 10_000, seen);
   expect(await b.tryConnection(key, oneConn)).toBe(false);
   a.releaseConnection(key);
   await waitUntil(() => second.server.throttles.connections(key) === 0);
