@@ -109,6 +109,10 @@ export class AttemptLog {
       this.size += data.length;
       batch.forEach((p) => p.resolve());
     } catch (err) {
+      // A write that failed part-way (a full disk) leaves part of a line: cut
+      // it off, so the next batch starts a line and every line stays JSON.
+      // Its events are not lost: the attempt is not recorded, so it repeats.
+      await this.fh?.truncate(this.size).catch(() => undefined);
       batch.forEach((p) => p.reject(err as Error));
     }
   }
@@ -123,8 +127,29 @@ export class AttemptLog {
     }
     if (!this.fh) {
       this.fh = await open(this.currentPath, durableFlags('append', this.options.fsync !== false));
-      this.size = (await this.fh.stat()).size;
+      const { size } = await this.fh.stat();
+      this.size = await completeLinesEnd(this.fh, size);
+      if (this.size < size) await this.fh.truncate(this.size);
       this.openedAt = now;
     }
   }
+}
+
+/**
+ * Where the file's last complete line ends. A crash in the middle of a write
+ * leaves part of a line at the end; appending after it would put a broken
+ * line in the middle of the file, which a shipper reading JSON lines would
+ * stop at. That tail was never acknowledged (the attempt was not recorded,
+ * so it is tried and logged again), and is cut off.
+ */
+async function completeLinesEnd(fh: FileHandle, size: number): Promise<number> {
+  const chunk = Buffer.allocUnsafe(64 * 1024);
+  for (let end = size; end > 0; ) {
+    const start = Math.max(0, end - chunk.length);
+    const { bytesRead } = await fh.read(chunk, 0, end - start, start);
+    const nl = chunk.subarray(0, bytesRead).lastIndexOf(0x0a);
+    if (nl >= 0) return start + nl + 1;
+    end = start;
+  }
+  return 0;
 }

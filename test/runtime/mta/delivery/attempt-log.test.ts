@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { AttemptLog, type AttemptEvent } from '../../../../runtime/mta/delivery/attempt-log';
 import { tempDir } from '../../../helpers/tmp';
@@ -28,4 +29,48 @@ test('an old file is closed by age even when small', async () => {
   await log.write([event(2)]);
   await log.close();
   expect(log.closedFiles()).toHaveLength(1);
+});
+
+test('a line torn by a crash is cut off at the next open, so every line of the file stays JSON', async () => {
+  const sub = join(dir, 'torn');
+  mkdirSync(sub);
+  // What a kill in the middle of a write leaves: a complete line, then part of the next.
+  writeFileSync(join(sub, 'w2.current.jsonl'), `${JSON.stringify(event(1))}\n{"time":"1970-01-01T00:00:00.000Z","event":"deliv`);
+  const log = new AttemptLog({ dir: sub, name: 'w2', maxSize: 1 << 30, maxAgeMs: 3_600_000 });
+  await log.write([event(2)]);
+  await log.close();
+  const text = readFileSync(log.currentPath, 'utf8');
+  expect(text.endsWith('\n')).toBe(true);
+  expect(text.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as AttemptEvent).message_id)).toEqual(['m1', 'm2']);
+});
+
+// A real small filesystem (tmpfs) that fills: needs root, as CI and the dev machines run.
+test('a write the full disk cuts short fails, leaves no part of a line behind, and the log goes on when space returns', async () => {
+  const mnt = join(dir, 'mnt');
+  mkdirSync(mnt);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', mnt]);
+  try {
+    const log = new AttemptLog({ dir: join(mnt, 'attempts'), name: 'w3', maxSize: 1 << 30, maxAgeMs: 3_600_000 });
+    await log.write([event(1)]);
+    // Fill the disk: the log can still grow to the end of its last page (~3.9 KB), not by a batch of ~8 KB.
+    const filler = join(mnt, 'filler');
+    const fd = openSync(filler, 'w');
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(1024));
+    } catch (err) {
+      expect((err as { code?: string }).code).toBe('ENOSPC');
+    } finally {
+      closeSync(fd);
+    }
+    const big = Array.from({ length: 40 }, (_, i) => event(100 + i));
+    await expect(log.write(big)).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(readFileSync(log.currentPath, 'utf8')).toBe(`${JSON.stringify(event(1))}\n`);
+    rmSync(filler);
+    await log.write([event(2)]);
+    await log.close();
+    const ids = readFileSync(log.currentPath, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as AttemptEvent).message_id);
+    expect(ids).toEqual(['m1', 'm2']);
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
 });
