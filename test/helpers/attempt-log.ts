@@ -10,7 +10,14 @@ export function readAttempts<T = Record<string, unknown>>(dir: string): T[] {
   if (!existsSync(dir)) return [];
   const out: T[] = [];
   for (const f of readdirSync(dir).sort()) {
-    const text = readFileSync(join(dir, f), 'utf8');
+    let text: string;
+    try {
+      text = readFileSync(join(dir, f), 'utf8');
+    } catch (err) {
+      // Rotated away between the listing and the read: its lines are in the renamed file, read next time.
+      if ((err as { code?: string }).code === 'ENOENT') continue;
+      throw err;
+    }
     const complete = text.slice(0, text.lastIndexOf('\n') + 1);
     for (const line of complete.split('\n')) if (line) out.push(JSON.parse(line) as T);
   }

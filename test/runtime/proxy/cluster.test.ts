@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deliveryConfigYaml } from '../../helpers/config';
 import { VOLLEY, startMta, type MtaProcess } from '../../helpers/mta-process';
@@ -136,14 +136,7 @@ test('through the proxy, an MX that refuses, one that never answers and one that
   const ids: Record<string, string> = {};
   for (const d of ['refused', 'silent', 'closes']) ids[d] = await inject(mtas[0].smtpPort, 'a@shop.example', [`x@${d}.test`], viaVmta('ip-2', `e-${d}`));
   const dir0 = join(mtas[0].persistentPath, 'log', 'attempts');
-  const kindOf = (id: string): string | undefined => {
-    for (const f of readdirSync(dir0)) {
-      for (const l of readFileSync(join(dir0, f), 'utf8').split('\n')) {
-        if (l.includes(id)) return (JSON.parse(l) as { error_kind?: string }).error_kind;
-      }
-    }
-    return undefined;
-  };
+  const kindOf = (id: string): string | undefined => readAttempts<{ message_id: string; error_kind?: string }>(dir0).find((e) => e.message_id === id)?.error_kind;
   const until = Date.now() + 15_000;
   while (Object.values(ids).some((id) => kindOf(id) === undefined) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
   expect(Object.fromEntries(Object.entries(ids).map(([d, id]) => [d, kindOf(id)]))).toEqual({ refused: 'refused', silent: 'timeout', closes: 'closed-before-greeting' });
