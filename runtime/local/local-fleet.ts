@@ -141,7 +141,8 @@ function mtaArgs(m: (typeof LAYOUT.mtas)[number], config: string, data: string):
 
 function restartHint(options: LocalFleetOptions, name: string, config: string, data: string): string {
   const m = LAYOUT.mtas.find((x) => x.name === name);
-  return m ? `node ${options.volleyScript} ${mtaArgs(m, config, data).join(' ')}` : '(restart volley local)';
+  // The Node running this fleet (npm's pinned Node 24), not whichever `node` the operator's shell finds first.
+  return m ? `${process.execPath} ${options.volleyScript} ${mtaArgs(m, config, data).join(' ')}` : '(restart volley local)';
 }
 
 /** Writes the proxies' configs (TLS pair, shared secret) and the MTAs' config with the proxies' fingerprints. */
