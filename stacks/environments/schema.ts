@@ -23,7 +23,12 @@ export interface EnvironmentConfig {
   readonly region: string;
   /** Literal AZ names: looking them up would need credentials at synth. */
   readonly availabilityZones: readonly string[];
-  /** Pinned per environment so a new AMI release never replaces instances by surprise. */
+  /**
+   * Pinned per environment so a new AMI release never replaces instances by
+   * surprise. It must be an AL2023 release that packages `nodejs24`: the user
+   * data installs it, and dnf stays on the image's own release (check with
+   * `dnf list nodejs24` on the image before pinning a new id).
+   */
   readonly amiId: string;
   /** Repo-relative path of the Volley config published with the deploy. */
   readonly volleyConfigFile: string;

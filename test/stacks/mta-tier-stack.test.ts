@@ -34,7 +34,9 @@ describe.each([
   });
 
   test('the user data installs Node 24, the runtime the bundle is built for and measured on', () => {
-    for (const lt of Object.values(resources(t, 'AWS::EC2::LaunchTemplate'))) {
+    const templates = Object.values(resources(t, 'AWS::EC2::LaunchTemplate'));
+    expect(templates.length).toBeGreaterThan(0);
+    for (const lt of templates) {
       const userData = JSON.stringify((lt.Properties?.LaunchTemplateData as { UserData?: unknown }).UserData);
       expect(userData).toContain('dnf install -y -q nodejs24 ');
     }
