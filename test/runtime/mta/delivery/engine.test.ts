@@ -175,3 +175,91 @@ test('delivery.pipeline_transactions: false keeps one transaction at a time, for
     mx.server.close();
   }
 });
+
+/**
+ * A pipelining MX the test drives: each send() holds its body until the test
+ * lets it go (when `gated`), then answers after `finalMs`. Records which
+ * session carried which recipient.
+ */
+class GatedConnector implements Connector {
+  readonly sessions: string[][] = [];
+  readonly gates: (() => void)[] = [];
+  gated = false;
+  constructor(private readonly finalMs: number) {}
+  async open(target: Target, source: Source): Promise<OutboundSession> {
+    const sends: string[] = [];
+    this.sessions.push(sends);
+    return {
+      info: { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'test', connectMs: 0 },
+      usable: true,
+      pipelined: true,
+      send: async (_from, to, _message, options) => {
+        sends.push(to[0]);
+        if (this.gated) await new Promise<void>((r) => this.gates.push(r));
+        options?.onBodySent?.();
+        const t1 = Date.now();
+        await new Promise((r) => setTimeout(r, this.finalMs));
+        return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: Date.now() - t1 };
+      },
+      close: () => undefined,
+    };
+  }
+}
+
+async function until(check: () => boolean, ms = 5000): Promise<void> {
+  for (const end = Date.now() + ms; !check(); await new Promise((r) => setTimeout(r, 5))) if (Date.now() > end) throw new Error('condition not met in time');
+}
+
+describe.each([
+  ['answers fast: the new message rides with the body about to go, on the same connection', 0, true],
+  ['answers slowly: the new message takes the idle connection at once, not a place behind a slow transaction', 40, false],
+])('a destination that %s', (_what, finalMs, rides) => {
+  test('(two connections lingering, one about to write a body, a second message arrives)', async () => {
+    const connector = new GatedConnector(finalMs);
+    const { engine, partition, attemptLog } = await engineWith(`ride-${finalMs}`, `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector);
+    const append = (id: string) => partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@dest.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+    const add = async (id: string): Promise<void> => engine.schedule(await append(id));
+    engine.start();
+    try {
+      // Two messages due at once open two connections; both finish and linger for more.
+      connector.gated = true;
+      const [w1, w2] = [await append('w1'), await append('w2')];
+      engine.schedule(w1);
+      engine.schedule(w2);
+      await until(() => connector.gates.length === 2);
+      connector.gated = false;
+      connector.gates.splice(0).forEach((go) => go());
+      await until(() => engine.status().inflight === 0);
+      expect(connector.sessions).toHaveLength(2);
+      // The next message takes a lingering connection and holds before its body.
+      connector.gated = true;
+      await add('a');
+      await until(() => connector.gates.length === 1);
+      const carrier = connector.sessions.findIndex((s) => s.includes('a@dest.test'));
+      await add('b');
+      await new Promise((r) => setTimeout(r, 100));
+      const other = connector.sessions[1 - carrier];
+      if (rides) {
+        // Waiting for the body, not on the other connection.
+        expect(other.includes('b@dest.test')).toBe(false);
+        connector.gated = false;
+        connector.gates.splice(0).forEach((go) => go());
+        await until(() => engine.status().inflight === 0);
+        expect(connector.sessions[carrier].slice(-2)).toEqual(['a@dest.test', 'b@dest.test']);
+      } else {
+        expect(other.at(-1)).toBe('b@dest.test');
+        connector.gated = false;
+        connector.gates.splice(0).forEach((go) => go());
+        await until(() => engine.status().inflight === 0);
+      }
+      expect(connector.sessions).toHaveLength(2);
+    } finally {
+      // A failed expectation may leave a send held: let it go, or the stop waits for it.
+      connector.gated = false;
+      connector.gates.splice(0).forEach((go) => go());
+      await engine.stop();
+      await attemptLog.close();
+      await partition.close();
+    }
+  });
+});
