@@ -203,6 +203,10 @@ class ControlLink {
     // Keep the connection persistent: retry by itself, not only when a delivery asks.
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
+      // The wait is over. A timer may fire a millisecond before Date.now()
+      // reaches retryAt; connect() would then not dial, and nothing would
+      // retry until a delivery asked.
+      this.retryAt = 0;
       void this.connect();
     }, delay);
     this.retryTimer.unref();

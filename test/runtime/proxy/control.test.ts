@@ -122,6 +122,28 @@ test('a proxy restart: "not now" while it is down, then reconnect, reclaimed per
   expect((await c.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 10 })).ok).toBe(true);
 });
 
+test('a link that failed redials by itself when its backoff ends, even if the retry timer fires before Date.now() gets there', async () => {
+  // A free port for a proxy that is not up yet.
+  const probe = await proxy('average');
+  const port = probe.endpoint.port;
+  await probe.server.stop();
+  servers.splice(servers.indexOf(probe.server), 1);
+  const [m] = mtas(probe.endpoint);
+  const down = await m.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 10 });
+  expect(down.ok).toBe(false); // refused: the link waits out its backoff (50 ms here)
+  await proxy('average', port);
+  // From now on the wall clock reads 100 ms behind the timers, as it may by a
+  // millisecond or so: the retry timer fires "before" the backoff has ended.
+  const realNow = Date.now.bind(Date);
+  const clock = jest.spyOn(Date, 'now').mockImplementation(() => realNow() - 100);
+  try {
+    // No delivery asks: the link must come up on its own.
+    await waitUntil(() => m.connected(key) === true, 3_000, () => mtaLogs.map((t) => t()).join(''));
+  } finally {
+    clock.mockRestore();
+  }
+});
+
 test('an MTA whose control connection goes away frees its permits', async () => {
   const { server, endpoint } = await proxy('average');
   const [a, b] = mtas(endpoint);
