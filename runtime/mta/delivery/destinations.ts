@@ -22,18 +22,10 @@ export interface Destination {
   boarding: number;
   /** Recent time from a body sent to its final reply (ms, moving average): riding is only for fast answers. */
   finalMs: number;
-  /** Runs out RIDE_WAIT_MS after the first of the jobs waiting to ride. */
-  rideTimer?: NodeJS.Timeout;
 }
 
 /** Below this final-reply time a job rides with another's body rather than wake an idle connection. */
 export const RIDE_BELOW_MS = 10;
-/**
- * A job that rides normally leaves within a round trip. If the connection it
- * waits for stalls (a slow RCPT check, a dead link), it is handed to an idle
- * connection after this long instead of waiting out that connection's timeouts.
- */
-export const RIDE_WAIT_MS = 50;
 
 /**
  * Every destination queue, and which ones need looking at. The scheduler's
@@ -47,9 +39,6 @@ export class Destinations {
   readonly runnable = new Set<Destination>();
   /** Held by a throttle, a backoff pause or an operator: looked at again when that ends. */
   readonly held = new Set<Destination>();
-
-  /** `rideWaitOver`: jobs of this destination waited RIDE_WAIT_MS to ride; the scheduler decides where they go. */
-  constructor(private readonly rideWaitOver: (dest: Destination) => void = () => undefined) {}
 
   values(): IterableIterator<Destination> {
     return this.all.values();
@@ -66,28 +55,10 @@ export class Destinations {
     // new job for a fast destination goes out with it (one write, one read at
     // the server) instead of waking a second connection for a write of its own.
     const rides = dest.boarding > dest.jobs.length && dest.finalMs < RIDE_BELOW_MS;
-    if (rides) {
-      dest.jobs.push(job);
-      // Not runnable: it needs no connection of its own unless the wait runs out.
-      if (!dest.rideTimer) {
-        const d = dest;
-        d.rideTimer = setTimeout(() => {
-          d.rideTimer = undefined;
-          if (d.jobs.length > 0) this.rideWaitOver(d);
-        }, RIDE_WAIT_MS);
-        d.rideTimer.unref();
-      }
-      return;
-    }
-    const waiter = dest.idle.shift();
+    const waiter = rides ? undefined : dest.idle.shift();
     if (waiter) return waiter(job);
     dest.jobs.push(job);
     this.runnable.add(dest);
-  }
-
-  /** Queued jobs beyond the seats of boarding connections (all of them with `keep` 0) go to connections lingering idle. */
-  handToIdle(dest: Destination, keep = dest.boarding): void {
-    while (dest.jobs.length > keep && dest.idle.length > 0) dest.idle.shift()!(dest.jobs.shift());
   }
 
   /** Its state changed (a connection ended, a hold was lifted): look at it again. */

@@ -56,7 +56,7 @@ export class DeliveryEngine {
   private sweep?: NodeJS.Timeout;
   private wakeAt = Infinity;
   private readonly waiting = new MinHeap<SpoolEntry>();
-  private readonly destinations = new Destinations((dest) => this.rideWaitOver(dest));
+  private readonly destinations = new Destinations();
   private readonly inflight = new Set<string>();
   private active = 0;
   private timer?: NodeJS.Timeout;
@@ -289,18 +289,6 @@ export class DeliveryEngine {
     for (const [domain, rcpts] of byDomain) this.destinations.push(`${source.vmta ?? '-'}|${domain}`, domain, source, { attempt, domain, rcpts });
   }
 
-  /**
-   * Jobs waited RIDE_WAIT_MS for a boarding connection that did not take them
-   * (it stalled): idle connections take them now, unless the destination has
-   * been held meanwhile; the rest follow the pump's usual rule.
-   */
-  private rideWaitOver(dest: Destination): void {
-    if (this.stopped) return;
-    if (dest.heldUntil <= this.now() && !this.isHeldByOperator(dest)) this.destinations.handToIdle(dest, 0);
-    this.destinations.touch(dest);
-    this.pump();
-  }
-
   /** Opens connections for the destinations that may have work to start. */
   private pump(): void {
     if (this.stopped) return;
@@ -490,7 +478,6 @@ export class DeliveryEngine {
     let ahead: { job: Job; message: Promise<Buffer | Error> } | undefined;
     // Checked again after each wait: a pause, a closing server or a stop can come in meanwhile.
     const over = (): boolean => halted || !session.usable || this.stopped;
-    try {
     for (let sent = 0; sent < MESSAGES_PER_CONNECTION && !over(); sent++) {
       const taken = ahead;
       ahead = undefined;
@@ -510,9 +497,7 @@ export class DeliveryEngine {
       }
       let bodySent: (() => void) | undefined;
       const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
-      // A seat for one queued job, when this connection will take the next one after this body.
-      const seat = sentBody !== undefined && !ahead && sent + 1 < MESSAGES_PER_CONNECTION;
-      if (seat) dest.boarding++;
+      if (sentBody) dest.boarding++;
       const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
         const temp = results.find((r) => r.outcome === 'deferred');
         const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
@@ -526,16 +511,13 @@ export class DeliveryEngine {
       try {
         await (sentBody ? Promise.race([sentBody, done]) : done);
       } finally {
-        if (seat) dest.boarding--;
+        if (sentBody) dest.boarding--;
       }
     }
-    } finally {
-      if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
-      // Jobs that waited to ride with a body this connection will not send go to
-      // connections lingering idle, unless the destination is held (a backoff
-      // pause, a throttle, an operator); any left over are the pump's, as usual.
-      if (overlap && !halted && dest.heldUntil <= this.now() && !this.isHeldByOperator(dest)) this.destinations.handToIdle(dest);
-    }
+    if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
+    // Jobs that waited to ride with a body this connection will not send go to
+    // connections lingering idle; any left over are the pump's, as usual.
+    while (dest.jobs.length > dest.boarding && dest.idle.length > 0) dest.idle.shift()!(dest.jobs.shift());
     await Promise.all(outstanding);
   }
 
