@@ -14,18 +14,7 @@ export interface Destination {
   heldUntil: number;
   /** Waiting for a connection permit of this throttle key to be released. */
   heldOnKey?: string;
-  /**
-   * Pipelining connections whose envelope is out and whose body is not yet:
-   * each will send the next queued job's envelope with that body, in the same
-   * write, so a new job may wait for that instead of taking an idle connection.
-   */
-  boarding: number;
-  /** Recent time from a body sent to its final reply (ms, moving average): riding is only for fast answers. */
-  finalMs: number;
 }
-
-/** Below this final-reply time a job rides with another's body rather than wake an idle connection. */
-export const RIDE_BELOW_MS = 10;
 
 /**
  * Every destination queue, and which ones need looking at. The scheduler's
@@ -48,14 +37,10 @@ export class Destinations {
   push(key: string, domain: string, source: Destination['source'], job: Job): void {
     let dest = this.all.get(key);
     if (!dest) {
-      dest = { key, domain, source, jobs: [], active: 0, idle: [], heldUntil: 0, boarding: 0, finalMs: Infinity };
+      dest = { key, domain, source, jobs: [], active: 0, idle: [], heldUntil: 0 };
       this.all.set(key, dest);
     }
-    // Like Nagle's algorithm: while a connection is about to write a body, a
-    // new job for a fast destination goes out with it (one write, one read at
-    // the server) instead of waking a second connection for a write of its own.
-    const rides = dest.boarding > dest.jobs.length && dest.finalMs < RIDE_BELOW_MS;
-    const waiter = rides ? undefined : dest.idle.shift();
+    const waiter = dest.idle.shift();
     if (waiter) return waiter(job);
     dest.jobs.push(job);
     this.runnable.add(dest);

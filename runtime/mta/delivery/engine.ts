@@ -497,7 +497,6 @@ export class DeliveryEngine {
       }
       let bodySent: (() => void) | undefined;
       const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
-      if (sentBody) dest.boarding++;
       const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
         const temp = results.find((r) => r.outcome === 'deferred');
         const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
@@ -508,16 +507,9 @@ export class DeliveryEngine {
       });
       outstanding.push(done);
       // Pipelined: on to the next message once this body is out (or the transaction ended before it).
-      try {
-        await (sentBody ? Promise.race([sentBody, done]) : done);
-      } finally {
-        if (sentBody) dest.boarding--;
-      }
+      await (sentBody ? Promise.race([sentBody, done]) : done);
     }
     if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
-    // Jobs that waited to ride with a body this connection will not send go to
-    // connections lingering idle; any left over are the pump's, as usual.
-    while (dest.jobs.length > dest.boarding && dest.idle.length > 0) dest.idle.shift()!(dest.jobs.shift());
     await Promise.all(outstanding);
   }
 
@@ -545,15 +537,8 @@ export class DeliveryEngine {
     try {
       const message = await prepared;
       if (message instanceof Error) throw message;
-      let bodyOut = false;
-      const tx = await session.send(job.attempt.envelope!.from, job.rcpts, message, {
-        onBodySent: () => {
-          bodyOut = true;
-          onBodySent?.();
-        },
-      });
+      const tx = await session.send(job.attempt.envelope!.from, job.rcpts, message, { onBodySent });
       results = tx.recipients;
-      if (bodyOut) dest.finalMs = dest.finalMs === Infinity ? tx.dataMs : dest.finalMs * 0.9 + tx.dataMs * 0.1;
     } catch (err) {
       const text = (err as Error).message;
       const reply: SmtpReply = (err as { code?: string }).code === 'ECORRUPT' ? { code: 554, enhanced: '5.3.0', text } : { code: 451, enhanced: '4.4.2', text: `connection lost: ${text}` };
