@@ -4,6 +4,7 @@ import { Throttles } from '../../../runtime/mta/delivery/throttles';
 import type { ProxyServer } from '../../../runtime/proxy/server';
 import type { ProxyEndpoint } from '../../../runtime/shared/proxy-protocol';
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
+import { getFreePort } from '../../helpers/postfix-tools';
 import { tempDir } from '../../helpers/tmp';
 
 const dir = tempDir('volley-proxy-control-');
@@ -26,7 +27,12 @@ afterEach(async () => {
 async function proxy(merge: 'average' | 'sum', port = 0): Promise<{ server: ProxyServer; endpoint: ProxyEndpoint }> {
   const { server, port: p } = await startProxy({ name: 'proxy-c', tls, secret, sendingIps: ['127.0.0.2'], logger: captureLogger().logger, throttleMerge: merge, listen: { address: '127.0.0.1', port } });
   servers.push(server);
-  return { server, endpoint: { host: '127.0.0.1', port: p, fingerprint: tls.fingerprint, name: 'c' } };
+  return { server, endpoint: endpointAt(p) };
+}
+
+/** Where the MTAs look for the proxy on `port`, whether or not it is up. */
+function endpointAt(port: number): ProxyEndpoint {
+  return { host: '127.0.0.1', port, fingerprint: tls.fingerprint, name: 'c' };
 }
 
 /** Three MTAs: keys from 127.0.0.2 go to the proxy, any other key stays local. */
@@ -123,12 +129,9 @@ test('a proxy restart: "not now" while it is down, then reconnect, reclaimed per
 });
 
 test('a link that failed redials by itself when its backoff ends, even if the retry timer fires before Date.now() gets there', async () => {
-  // A free port for a proxy that is not up yet.
-  const probe = await proxy('average');
-  const port = probe.endpoint.port;
-  await probe.server.stop();
-  servers.splice(servers.indexOf(probe.server), 1);
-  const [m] = mtas(probe.endpoint);
+  // A proxy that is not up yet.
+  const port = await getFreePort();
+  const [m] = mtas(endpointAt(port));
   const down = await m.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 10 });
   expect(down.ok).toBe(false); // refused: the link waits out its backoff (50 ms here)
   await proxy('average', port);

@@ -1,4 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { parseConfig } from '../../../../runtime/shared/config/load';
@@ -101,8 +100,7 @@ test('3,000 domains behind a global limit of 8 connections: every message goes, 
   await attemptLog.close();
 
   expect([...partition.entries()]).toHaveLength(0);
-  const lines = readdirSync(join(dir, 'attempts')).flatMap((f) => readFileSync(join(dir, 'attempts', f), 'utf8').split('\n').filter(Boolean));
-  const delivered = new Set(lines.map((l) => JSON.parse(l) as { status: string; message_id: string }).filter((e) => e.status === 'delivered').map((e) => e.message_id));
+  const delivered = new Set(readAttempts<{ status: string; message_id: string }>(join(dir, 'attempts')).filter((e) => e.status === 'delivered').map((e) => e.message_id));
   expect(delivered.size).toBe(domains);
   expect(connector.maxOpen).toBe(8);
   expect(connector.opened).toBe(domains); // one connection per domain: each had one message
