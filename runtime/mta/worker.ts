@@ -73,6 +73,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     name: `w${options.worker}`,
     maxSize: config.events.attemptLog.maxSize,
     maxAgeMs: config.events.attemptLog.maxAgeMs,
+    commitIntervalMs: config.events.attemptLog.commitIntervalMs,
     fsync: config.spool.fsync,
   });
   // With several workers the primary holds the node's throttle counts.

@@ -1,3 +1,12 @@
+export interface GroupCommitOptions {
+  /**
+   * How long a batch collects after its first item (default 0: one turn of
+   * the event loop). For a log nobody's reply waits on, a few milliseconds
+   * turn many small synced writes into one.
+   */
+  intervalMs?: number;
+}
+
 /**
  * Group commit for a durable log: one write at a time, and everything added
  * meanwhile (or in the same turn of the event loop) goes in the next one, so
@@ -12,8 +21,14 @@ export class GroupCommit<T> {
   private writing = false;
   private scheduled = false;
   private idleWaiters: (() => void)[] = [];
+  private readonly intervalMs: number;
 
-  constructor(private readonly write: (batch: T[]) => Promise<void>) {}
+  constructor(
+    private readonly write: (batch: T[]) => Promise<void>,
+    options: GroupCommitOptions = {},
+  ) {
+    this.intervalMs = options.intervalMs ?? 0;
+  }
 
   add(item: T): void {
     this.queue.push(item);
@@ -28,13 +43,15 @@ export class GroupCommit<T> {
 
   private schedule(): void {
     // One turn of the event loop first: the callers whose work ended in the
-    // same batch of I/O join this write. No longer than that: every moment an
-    // item waits here is latency, and for outcomes, what a crash repeats.
+    // same batch of I/O join this write. By default no longer than that: for
+    // the spool, every moment an item waits here is a client waiting for 250.
     this.scheduled = true;
-    setImmediate(() => {
+    const go = (): void => {
       this.scheduled = false;
       if (!this.writing) void this.run();
-    });
+    };
+    if (this.intervalMs > 0) setTimeout(go, this.intervalMs);
+    else setImmediate(go);
   }
 
   private async run(): Promise<void> {

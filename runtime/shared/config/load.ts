@@ -151,7 +151,7 @@ interface Raw {
   tls_policies?: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
   haproxy?: { mtas?: number; frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
-  events?: { attempt_log?: { max_size?: Dur; max_age?: Dur } };
+  events?: { attempt_log?: { max_size?: Dur; max_age?: Dur; commit_interval?: Dur } };
   accept_drain_from?: string[];
   rollups?: { name: string; mx: string[] }[];
   throttles?: { vmta?: string; destination: string; max_connections?: number; max_messages_per_hour?: number }[];
@@ -173,6 +173,14 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       }
     });
     return list ?? [];
+  };
+  // Results wait this long before they are durable: beyond a second it only
+  // widens what a crash sends twice.
+  const commitInterval = (): number => {
+    const path: Path = ['events', 'attempt_log', 'commit_interval'];
+    const ms = dur(raw.events?.attempt_log?.commit_interval, 10, path);
+    if (ms > 1000) report(path, `${ms} ms is too long: at most 1s`);
+    return ms;
   };
   const smtp = raw.smtp ?? {};
   const http = raw.http ?? {};
@@ -285,6 +293,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       attemptLog: {
         maxSize: sz(raw.events?.attempt_log?.max_size, 100 * 1024 * 1024, ['events', 'attempt_log', 'max_size']),
         maxAgeMs: dur(raw.events?.attempt_log?.max_age, 3_600_000, ['events', 'attempt_log', 'max_age']),
+        commitIntervalMs: commitInterval(),
       },
     },
     acceptDrainFrom: cidrs(raw.accept_drain_from, ['accept_drain_from']),

@@ -175,7 +175,11 @@ export const configSchema = {
         attempt_log: {
           type: 'object',
           additionalProperties: false,
-          properties: { max_size: size, max_age: duration },
+          properties: {
+            max_size: size,
+            max_age: duration,
+            commit_interval: { ...duration, description: 'events collect this long before one synced write (default 10ms; 0 = at once)' },
+          },
         },
       },
     },

@@ -146,7 +146,7 @@ export interface VolleyConfig {
   routes: RouteConfig[];
   resolver: { servers: string[] };
   delivery: DeliveryConfig;
-  events: { attemptLog: { maxSize: number; maxAgeMs: number } };
+  events: { attemptLog: { maxSize: number; maxAgeMs: number; commitIntervalMs: number } };
   acceptDrainFrom: string[];
   dkim: DkimKeyConfig[];
   rollups: RollupConfig[];

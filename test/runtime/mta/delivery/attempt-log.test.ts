@@ -21,6 +21,30 @@ test('one JSON line per event; a full file is closed and renamed, the next one s
   expect(closed.every((f) => f.startsWith(join(dir, 'w0.')) && !f.endsWith('.current.jsonl'))).toBe(true);
 });
 
+test('events written within the commit interval go to the file in one write, and each write() resolves only once its lines are there', async () => {
+  const sub = join(dir, 'interval');
+  const log = new AttemptLog({ dir: sub, name: 'w3', maxSize: 1 << 30, maxAgeMs: 3_600_000, commitIntervalMs: 50 });
+  const writes: number[] = [];
+  const proto = Object.getPrototypeOf(log) as { writeBatch: (b: unknown[]) => Promise<void> };
+  const writeBatch = proto.writeBatch;
+  const spy = jest.spyOn(proto, 'writeBatch').mockImplementation(function (this: unknown, batch: unknown[]) {
+    writes.push(batch.length);
+    return writeBatch.call(this, batch);
+  });
+  try {
+    const acks = [1, 2, 3, 4, 5].map((i) => log.write([event(i)]));
+    const lines = (): number => readFileSync(log.currentPath, 'utf8').split('\n').filter(Boolean).length;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(writes).toEqual([]); // still collecting: nothing acknowledged, nothing written
+    await Promise.all(acks);
+    expect(writes).toEqual([5]);
+    expect(lines()).toBe(5);
+    await log.close();
+  } finally {
+    spy.mockRestore();
+  }
+});
+
 test('an old file is closed by age even when small', async () => {
   const sub = join(dir, 'age');
   const log = new AttemptLog({ dir: sub, name: 'w1', maxSize: 1 << 30, maxAgeMs: 50 });
