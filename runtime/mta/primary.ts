@@ -13,6 +13,7 @@ import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
 import { lockPersistentPath, nodeIdentity } from './node-identity';
 import type { Binds } from './worker';
 import { attemptHistory } from './admin/attempt-history';
+import { workerExecArgv } from './worker-flags';
 
 export interface MtaOptions {
   configPath: string;
@@ -74,6 +75,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   // Workers accept on the shared sockets themselves: the primary does not
   // become a bottleneck handing every connection over IPC.
   cluster.schedulingPolicy = cluster.SCHED_NONE;
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv) });
   const fork = (index: number): void => {
     const env: WorkerEnv = { VOLLEY_WORKER: String(index), VOLLEY_WORKERS: String(count), VOLLEY_NODE_ID: nodeId };
     const w = cluster.fork(env);
