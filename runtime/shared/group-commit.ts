@@ -1,8 +1,8 @@
 export interface GroupCommitOptions {
   /**
-   * How long a batch collects after its first item (default 0: one turn of
-   * the event loop). For a log nobody's reply waits on, a few milliseconds
-   * turn many small synced writes into one.
+   * How long a batch collects, counted from its first item (default 0: until
+   * the next turn of the event loop). For a log nobody's reply waits on, a
+   * few milliseconds turn many small synced writes into one.
    */
   intervalMs?: number;
 }
@@ -18,6 +18,8 @@ export interface GroupCommitOptions {
  */
 export class GroupCommit<T> {
   private queue: T[] = [];
+  /** When the first item of `queue` came. */
+  private firstAt = 0;
   private writing = false;
   private scheduled = false;
   private idleWaiters: (() => void)[] = [];
@@ -31,6 +33,7 @@ export class GroupCommit<T> {
   }
 
   add(item: T): void {
+    if (this.queue.length === 0) this.firstAt = Date.now();
     this.queue.push(item);
     if (!this.writing && !this.scheduled) this.schedule();
   }
@@ -42,15 +45,18 @@ export class GroupCommit<T> {
   }
 
   private schedule(): void {
-    // One turn of the event loop first: the callers whose work ended in the
-    // same batch of I/O join this write. By default no longer than that: for
-    // the spool, every moment an item waits here is a client waiting for 250.
+    // At least one turn of the event loop first: the callers whose work ended
+    // in the same batch of I/O join this write. With no interval no longer
+    // than that: for the spool, every moment an item waits here is a client
+    // waiting for its 250. With one, what is left of it since the first item
+    // came (items that waited through a write have had some of it already).
     this.scheduled = true;
     const go = (): void => {
       this.scheduled = false;
       if (!this.writing) void this.run();
     };
-    if (this.intervalMs > 0) setTimeout(go, this.intervalMs);
+    const wait = this.intervalMs - (Date.now() - this.firstAt);
+    if (wait > 0) setTimeout(go, wait);
     else setImmediate(go);
   }
 
