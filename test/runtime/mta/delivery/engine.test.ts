@@ -42,10 +42,10 @@ class CountingConnector implements Connector {
   }
 }
 
-async function engineWith(name: string, rest: string, connector: Connector) {
+async function engineWith(name: string, rest: string, connector: Connector, commitIntervalMs = 0) {
   const config = parseConfig(deliveryConfigYaml(rest));
   const partition = await SpoolPartition.open({ dir: join(dir, name, 'spool'), fsync: false });
-  const attemptLog = new AttemptLog({ dir: join(dir, name, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, name, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false, commitIntervalMs });
   const engine = new DeliveryEngine({ partitions: [partition], config, connector, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test' });
   const events = (): { status: string; message_id: string }[] => readAttempts(join(dir, name, 'attempts'));
   return { engine, partition, attemptLog, events };
@@ -172,4 +172,25 @@ test('delivery.pipeline_transactions: false keeps one transaction at a time, for
     await partition.close();
     mx.server.close();
   }
+});
+
+test('a purge of 1,500 messages shares the synced writes: it does not wait out the attempt log\'s commit interval once per message', async () => {
+  const connector = new CountingConnector(1);
+  // A 1 s interval: one message after another, this purge would take 25 minutes.
+  const { engine, partition, attemptLog, events } = await engineWith('purge', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector, 1000);
+  for (let i = 0; i < 1500; i++) {
+    await partition.appendMessage({ id: `p${i}`, from: 'a@shop.test', to: [`r${i}@gone.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  }
+  await partition.appendMessage({ id: 'keep', from: 'a@shop.test', to: ['r@kept.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  const t0 = Date.now();
+  expect(await engine.purge({ domain: 'gone.test' })).toBe(1500);
+  // Two batches, each one interval and its writes: well under the admin query's 5 s.
+  expect(Date.now() - t0).toBeLessThan(4500);
+  await attemptLog.close();
+  const ev = events() as { status: string; message_id: string; error_kind?: string }[];
+  expect(ev).toHaveLength(1500);
+  expect(ev.every((e) => e.status === 'failed' && e.error_kind === 'purged')).toBe(true);
+  expect([...partition.entries()].map((e) => e.id)).toEqual(['keep']);
+  await engine.stop();
+  await partition.close();
 });
