@@ -179,7 +179,8 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
   const commitInterval = (): number => {
     const path: Path = ['events', 'attempt_log', 'commit_interval'];
     const ms = dur(raw.events?.attempt_log?.commit_interval, 10, path);
-    if (ms > 1000) report(path, `${ms} ms is too long: at most 1s`);
+    if (ms < 0) report(path, 'must not be negative');
+    else if (ms > 1000) report(path, `${ms} ms is too long: at most 1s`);
     return ms;
   };
   const smtp = raw.smtp ?? {};

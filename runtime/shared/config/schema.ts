@@ -178,7 +178,7 @@ export const configSchema = {
           properties: {
             max_size: size,
             max_age: duration,
-            commit_interval: { ...duration, description: 'events collect this long before one synced write (default 10ms; 0 = at once)' },
+            commit_interval: { ...duration, description: 'events collect this long before one synced write (default 10ms, at most 1s; 0 = the next event-loop turn); read at start' },
           },
         },
       },

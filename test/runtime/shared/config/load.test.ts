@@ -60,12 +60,14 @@ describe('config', () => {
     ]);
   });
 
-  test('the attempt log commits every 10 ms unless told otherwise; 0 is at once, and more than a second is refused', () => {
+  test('the attempt log commits every 10 ms unless told otherwise; 0 is the next turn; a negative value or more than a second is refused', () => {
     const withInterval = (v?: string): string => `hostname: a.example\n${v === undefined ? '' : `events:\n  attempt_log:\n    commit_interval: ${v}\n`}`;
     expect(parseConfig(withInterval()).events.attemptLog.commitIntervalMs).toBe(10);
     expect(parseConfig(withInterval('0')).events.attemptLog.commitIntervalMs).toBe(0);
     expect(parseConfig(withInterval('250ms')).events.attemptLog.commitIntervalMs).toBe(250);
+    expect(parseConfig(withInterval('1s')).events.attemptLog.commitIntervalMs).toBe(1000);
     expect(issuesOf(withInterval('5s'))).toEqual([expect.objectContaining({ line: 4, field: 'events.attempt_log.commit_interval', message: '5000 ms is too long: at most 1s' })]);
+    expect(issuesOf(withInterval('-5'))).toEqual([expect.objectContaining({ line: 4, field: 'events.attempt_log.commit_interval', message: 'must not be negative' })]);
   });
 
   test('broken YAML is reported with its line', () => {
