@@ -33,7 +33,8 @@ export class GroupCommit<T> {
   }
 
   add(item: T): void {
-    if (this.queue.length === 0) this.firstAt = Date.now();
+    // The spool's commits (no interval) skip the clock: they go at the next turn.
+    if (this.intervalMs > 0 && this.queue.length === 0) this.firstAt = Date.now();
     this.queue.push(item);
     if (!this.writing && !this.scheduled) this.schedule();
   }
@@ -55,7 +56,7 @@ export class GroupCommit<T> {
       this.scheduled = false;
       if (!this.writing) void this.run();
     };
-    const wait = this.intervalMs - (Date.now() - this.firstAt);
+    const wait = this.intervalMs > 0 ? this.intervalMs - (Date.now() - this.firstAt) : 0;
     if (wait > 0) setTimeout(go, wait);
     else setImmediate(go);
   }
