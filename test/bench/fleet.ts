@@ -1,9 +1,9 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLocalFleet } from '../helpers/local-fleet';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
-import { childrenByParent } from '../helpers/procs';
+import { childrenByParent, commandLine } from '../helpers/procs';
 import { processUsage } from './mta-metrics';
 
 /**
@@ -53,7 +53,7 @@ function fleetParts(root: number): Map<string, number[]> {
   const visit = (pid: number): void => {
     let part = 'local';
     try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      const argv = commandLine(pid);
       part = argv[argv.findIndex((a) => a.endsWith('volley.js')) + 1] ?? 'local';
     } catch {
       // gone

@@ -15,3 +15,8 @@ export function childrenByParent(): Map<number, number[]> {
   }
   return children;
 }
+
+/** A process's argv, from /proc (throws if it is gone). */
+export function commandLine(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+}
