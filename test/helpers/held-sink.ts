@@ -1,0 +1,159 @@
+import { createServer, type Socket } from 'node:net';
+import { listen } from '../../runtime/shared/listen';
+
+/**
+ * A lean receiving SMTP server for the benchmarks that holds its reply to
+ * each end of data for `holdMs`: a slow MX. smtp-sink's own holds are whole
+ * seconds, and a relay in front of it costs as much CPU as a second sink on
+ * the same two cores (it relays every byte and both hops make system calls),
+ * which the held run then pays and the direct one does not. This answers
+ * every command itself: PIPELINING, replies in order, and everything a
+ * client pipelines behind a held body waits behind its reply. Holds on one
+ * connection run one after another, as at a server that handles one
+ * transaction at a time: two bodies pipelined back to back are answered
+ * one hold and two holds later, not both after one.
+ *
+ * A message counts once its 250 has been written (not when its final dot
+ * arrives, as smtp-sink counts): a held transaction is over when the client
+ * hears the reply.
+ */
+export interface HeldSinkOptions {
+  holdMs: number;
+  host?: string;
+  /** Concurrent connections accepted (default 1024, as the bench gives smtp-sink). */
+  maxConnections?: number;
+}
+
+export interface HeldSink {
+  port: number;
+  messages(): number;
+  waitForMessages(n: number, timeoutMs: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const EHLO = '250-held-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES\r\n';
+const END_OF_DATA = '\r\n.\r\n';
+
+export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink> {
+  const { holdMs } = options;
+  if (!Number.isInteger(holdMs) || holdMs < 0) throw new Error(`holdMs must be a non-negative integer: ${holdMs}`);
+  let count = 0;
+  const waiters = new Set<() => void>();
+  const sockets = new Set<Socket>();
+  const server = createServer({ noDelay: true }, (socket) => serve(socket));
+  server.maxConnections = options.maxConnections ?? 1024;
+
+  function serve(socket: Socket): void {
+    sockets.add(socket);
+    socket.setEncoding('latin1');
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      sockets.delete(socket);
+      clearTimeout(timer);
+    });
+    let input = '';
+    let inData = false;
+    // Replies due at a time, in order: once one is held, all after it wait too.
+    const queue: { at: number; text: string; delivered: boolean; quit: boolean }[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let holdUntil = 0;
+
+    const flush = (): void => {
+      timer = undefined;
+      const now = Date.now();
+      let out = '';
+      let delivered = 0;
+      let quit = false;
+      while (queue.length > 0 && queue[0].at <= now) {
+        const r = queue.shift()!;
+        out += r.text;
+        if (r.delivered) delivered++;
+        quit ||= r.quit;
+      }
+      if (out && !socket.destroyed) {
+        if (quit) socket.end(out);
+        else socket.write(out);
+      }
+      if (delivered > 0) counted(delivered);
+      if (queue.length > 0) timer = setTimeout(flush, queue[0].at - now);
+    };
+    const reply = (text: string, flags: { held?: boolean; quit?: boolean } = {}): void => {
+      if (flags.held) holdUntil = Math.max(Date.now(), holdUntil) + holdMs;
+      queue.push({ at: holdUntil, text, delivered: flags.held === true, quit: flags.quit === true });
+    };
+
+    const onCommand = (line: string): void => {
+      const verb = line.slice(0, 4).toUpperCase();
+      if (verb === 'EHLO') reply(EHLO);
+      else if (verb === 'HELO') reply('250 held-sink\r\n');
+      else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP') reply('250 2.0.0 Ok\r\n');
+      else if (verb === 'DATA') {
+        reply('354 End data with <CR><LF>.<CR><LF>\r\n');
+        inData = true;
+      } else if (verb === 'QUIT') reply('221 2.0.0 Bye\r\n', { quit: true });
+      else reply('502 5.5.2 Error: command not recognized\r\n');
+    };
+
+    socket.on('data', (chunk: string) => {
+      input += chunk;
+      for (;;) {
+        if (inData) {
+          const end = input.indexOf(END_OF_DATA);
+          if (end === -1) {
+            // Keep only what could be the start of a terminator split across reads.
+            if (input.length > END_OF_DATA.length) input = input.slice(-(END_OF_DATA.length - 1));
+            break;
+          }
+          input = input.slice(end + END_OF_DATA.length);
+          inData = false;
+          reply('250 2.0.0 Ok: queued\r\n', { held: true });
+          continue;
+        }
+        const nl = input.indexOf('\n');
+        if (nl === -1) break;
+        const line = input.slice(0, nl > 0 && input.charCodeAt(nl - 1) === 13 ? nl - 1 : nl);
+        input = input.slice(nl + 1);
+        onCommand(line);
+        // DATA's own line end starts the body: a "." line right after it ends an empty one.
+        if (inData) input = '\r\n' + input;
+      }
+      if (timer === undefined && queue.length > 0) flush();
+    });
+    reply('220 held-sink ESMTP\r\n');
+    flush();
+  }
+
+  function counted(n: number): void {
+    count += n;
+    for (const w of [...waiters]) w();
+  }
+
+  const port = await listen(server, 0, options.host ?? '127.0.0.1');
+  return {
+    port,
+    messages: () => count,
+    waitForMessages: (n, timeoutMs) =>
+      new Promise<void>((resolve, reject) => {
+        const check = (): void => {
+          if (count < n) return;
+          done();
+          resolve();
+        };
+        const timeout = setTimeout(() => {
+          done();
+          reject(new Error(`held sink: ${count} of ${n} messages in ${timeoutMs} ms`));
+        }, timeoutMs);
+        const done = (): void => {
+          clearTimeout(timeout);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
