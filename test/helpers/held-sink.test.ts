@@ -82,6 +82,7 @@ test('holds one after another on a connection: the second of two pipelined bodie
   expect(finals[0].at - t0).toBeLessThan(390);
   expect(finals[1].at - t0).toBeGreaterThanOrEqual(390);
   expect(sink.messages()).toBe(2);
+  expect(sink.connections()).toBe(1);
   c.socket.destroy();
 });
 

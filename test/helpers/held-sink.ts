@@ -27,6 +27,8 @@ export interface HeldSinkOptions {
 export interface HeldSink {
   port: number;
   messages(): number;
+  /** Connections accepted so far. */
+  connections(): number;
   waitForMessages(n: number, timeoutMs: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -38,6 +40,7 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
   const { holdMs } = options;
   if (!Number.isInteger(holdMs) || holdMs < 0) throw new Error(`holdMs must be a non-negative integer: ${holdMs}`);
   let count = 0;
+  let connections = 0;
   const waiters = new Set<() => void>();
   const sockets = new Set<Socket>();
   const server = createServer({ noDelay: true }, (socket) => serve(socket));
@@ -45,6 +48,7 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
 
   function serve(socket: Socket): void {
     sockets.add(socket);
+    connections++;
     socket.setEncoding('latin1');
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
@@ -132,6 +136,7 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
   return {
     port,
     messages: () => count,
+    connections: () => connections,
     waitForMessages: (n, timeoutMs) =>
       new Promise<void>((resolve, reject) => {
         const check = (): void => {

@@ -8,12 +8,28 @@ export interface Destination {
   source: Source & { pool?: string };
   jobs: Job[];
   active: number;
+  /**
+   * Connections with a transaction pipelined behind one still awaiting its
+   * final reply: they take no more work until that reply comes, so at a
+   * slow MX (a reply held for a content scan) they do not count as room for
+   * the queued mail.
+   */
+  stalled: number;
   /** Connections waiting briefly for more work before they QUIT. */
   idle: ((job: Job | undefined) => void)[];
   /** Held by a throttle or a backoff pause until then (ms since the epoch). */
   heldUntil: number;
   /** Waiting for a connection permit of this throttle key to be released. */
   heldOnKey?: string;
+}
+
+/**
+ * Another connection is wanted when more mail waits than the open
+ * connections will take next: each takes one more message once its body is
+ * out, except those stalled behind a final reply.
+ */
+export function wantsConnection(dest: Destination): boolean {
+  return dest.jobs.length > dest.active - dest.stalled;
 }
 
 /**
@@ -37,7 +53,7 @@ export class Destinations {
   push(key: string, domain: string, source: Destination['source'], job: Job): void {
     let dest = this.all.get(key);
     if (!dest) {
-      dest = { key, domain, source, jobs: [], active: 0, idle: [], heldUntil: 0 };
+      dest = { key, domain, source, jobs: [], active: 0, stalled: 0, idle: [], heldUntil: 0 };
       this.all.set(key, dest);
     }
     const waiter = dest.idle.shift();
@@ -53,7 +69,7 @@ export class Destinations {
       return;
     }
     this.held.delete(dest);
-    if (dest.jobs.length > dest.active) this.runnable.add(dest);
+    if (wantsConnection(dest)) this.runnable.add(dest);
   }
 
   hold(dest: Destination): void {

@@ -6,7 +6,7 @@ import type { AttemptLog } from './attempt-log';
 import { AttemptRecorder, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
-import { Destinations, type Destination } from './destinations';
+import { Destinations, wantsConnection, type Destination } from './destinations';
 import { MinHeap } from './heap';
 import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
 import type { Route, Router } from './router';
@@ -312,9 +312,9 @@ export class DeliveryEngine {
         this.reclaimLingering();
         break;
       }
-      // Another connection only when every open one already has a message waiting.
-      while (dest.jobs.length > dest.active && dest.active < DESTINATION_CONNECTION_CAP && this.active < limit) void this.runConnection(dest);
-      if (dest.jobs.length <= dest.active || dest.active >= DESTINATION_CONNECTION_CAP) {
+      // Another connection only when every open one that can take work already has a message waiting.
+      while (wantsConnection(dest) && dest.active < DESTINATION_CONNECTION_CAP && this.active < limit) void this.runConnection(dest);
+      if (!wantsConnection(dest) || dest.active >= DESTINATION_CONNECTION_CAP) {
         this.destinations.runnable.delete(dest);
         if (dest.jobs.length === 0 && dest.active === 0) this.destinations.remove(dest);
       }
@@ -485,39 +485,59 @@ export class DeliveryEngine {
     let ahead: { job: Job; message: Promise<Buffer | Error> } | undefined;
     // Checked again after each wait: a pause, a closing server or a stop can come in meanwhile.
     const over = (): boolean => halted || !session.usable || this.stopped;
-    for (let sent = 0; sent < MESSAGES_PER_CONNECTION && !over(); sent++) {
-      const taken = ahead;
-      ahead = undefined;
-      const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
-      if (!job) break;
-      // No message permit is spent on a connection that is done already.
-      const permit = over() ? undefined : await this.authority.tryMessage(key, limits);
-      if (permit && !permit.ok) dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
-      if (!permit?.ok || over()) {
-        dest.jobs.unshift(job);
-        break;
+    // Transactions sent and not yet answered. A second pipelined behind a
+    // first still awaiting its final reply stalls the connection: at a slow
+    // MX the queued mail is better off on a connection of its own.
+    let inFlight = 0;
+    let stalled = false;
+    const setStalled = (on: boolean): void => {
+      if (on === stalled) return;
+      stalled = on;
+      dest.stalled += on ? 1 : -1;
+      if (on && wantsConnection(dest)) {
+        this.destinations.touch(dest);
+        this.pump();
       }
-      const message = taken?.message ?? this.prepare(job);
-      if (overlap && sent + 1 < MESSAGES_PER_CONNECTION) {
-        const next = dest.jobs.shift();
-        if (next) ahead = { job: next, message: this.prepare(next) };
-      }
-      let bodySent: (() => void) | undefined;
-      const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
-      const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
-        const temp = results.find((r) => r.outcome === 'deferred');
-        const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
-        if (pause > 0) {
-          dest.heldUntil = this.now() + pause;
-          halted = true;
+    };
+    try {
+      for (let sent = 0; sent < MESSAGES_PER_CONNECTION && !over(); sent++) {
+        const taken = ahead;
+        ahead = undefined;
+        const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
+        if (!job) break;
+        // No message permit is spent on a connection that is done already.
+        const permit = over() ? undefined : await this.authority.tryMessage(key, limits);
+        if (permit && !permit.ok) dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
+        if (!permit?.ok || over()) {
+          dest.jobs.unshift(job);
+          break;
         }
-      });
-      outstanding.push(done);
-      // Pipelined: on to the next message once this body is out (or the transaction ended before it).
-      await (sentBody ? Promise.race([sentBody, done]) : done);
+        const message = taken?.message ?? this.prepare(job);
+        if (overlap && sent + 1 < MESSAGES_PER_CONNECTION) {
+          const next = dest.jobs.shift();
+          if (next) ahead = { job: next, message: this.prepare(next) };
+        }
+        let bodySent: (() => void) | undefined;
+        const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
+        setStalled(++inFlight >= 2);
+        const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
+          setStalled(--inFlight >= 2);
+          const temp = results.find((r) => r.outcome === 'deferred');
+          const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
+          if (pause > 0) {
+            dest.heldUntil = this.now() + pause;
+            halted = true;
+          }
+        });
+        outstanding.push(done);
+        // Pipelined: on to the next message once this body is out (or the transaction ended before it).
+        await (sentBody ? Promise.race([sentBody, done]) : done);
+      }
+      if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
+      await Promise.all(outstanding);
+    } finally {
+      setStalled(false);
     }
-    if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
-    await Promise.all(outstanding);
   }
 
   /** Reads and signs a job's message; a failure is kept as the value, for deliver() to report. */

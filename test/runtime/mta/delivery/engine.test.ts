@@ -9,6 +9,7 @@ import { Router } from '../../../../runtime/mta/delivery/router';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import { deliveryConfigYaml } from '../../../helpers/config';
 import { pipeliningMx } from '../../../helpers/pipelining-mx';
+import { startHeldSink } from '../../../helpers/held-sink';
 import { tempDir } from '../../../helpers/tmp';
 import { readAttempts } from '../../../helpers/attempt-log';
 
@@ -149,6 +150,33 @@ test('a backlog on one connection goes pipelined across transactions; a hang-up 
     await attemptLog.close();
     await partition.close();
     mx.server.close();
+  }
+});
+
+test('at a slow MX, mail that would wait behind two held transactions gets a connection of its own', async () => {
+  // Each final reply is held 300 ms, one transaction after another per connection.
+  const sink = await startHeldSink({ holdMs: 300 });
+  const { engine, partition, attemptLog } = await engineWith('stalled', `routes: [{ domain: "*", host: 127.0.0.1, port: ${sink.port} }]\n`, new DirectConnector());
+  const arrive = async (id: string): Promise<void> => {
+    engine.schedule(await partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@slow.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from(`Subject: ${id}\r\n\r\nx\r\n`)));
+  };
+  try {
+    engine.start();
+    await arrive('s1'); // a connection opens; its body is held until ~300 ms
+    await new Promise((r) => setTimeout(r, 100));
+    await arrive('s2'); // that connection takes it, pipelined behind s1's held reply: stalled
+    await new Promise((r) => setTimeout(r, 100));
+    const third = Date.now();
+    await arrive('s3');
+    await sink.waitForMessages(3, 5000);
+    // Behind s1 and s2 on the one connection it would be answered ~700 ms after it came.
+    expect(Date.now() - third).toBeLessThan(550);
+    expect(sink.connections()).toBe(2);
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+    await sink.stop();
   }
 });
 
