@@ -12,7 +12,7 @@ import { measureEndToEnd, type E2eResult } from './e2e';
  * `volley proxy` process: smtp-source -> MTA -> proxy -> smtp-sink.
  * The same VMTA (127.0.0.1) as the direct run, so the two compare.
  */
-export async function measureThroughProxy(opts: { messages: number; sessions: number; sizeBytes: number }): Promise<E2eResult> {
+export async function measureThroughProxy(opts: { messages: number; sessions: number; sizeBytes: number; warmupMessages?: number }): Promise<E2eResult> {
   let proxy: ChildProcess | undefined;
   try {
     return await measureEndToEnd({
