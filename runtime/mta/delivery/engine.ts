@@ -6,7 +6,7 @@ import type { AttemptLog } from './attempt-log';
 import { AttemptRecorder, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
-import { Destinations, wantsConnection, type Destination } from './destinations';
+import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
 import { MinHeap } from './heap';
 import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
 import type { Route, Router } from './router';
@@ -213,13 +213,13 @@ export class DeliveryEngine {
     this.arm();
   }
 
-  status(): { paused: boolean; waiting: number; inflight: number; connections: number; destinations: { key: string; queued: number; active: number }[] } {
+  status(): { paused: boolean; waiting: number; inflight: number; connections: number; destinations: { key: string; queued: number; active: number; stalled: number }[] } {
     return {
       paused: this.paused,
       waiting: this.waiting.size,
       inflight: this.inflight.size,
       connections: this.active,
-      destinations: [...this.destinations.values()].map((d) => ({ key: d.key, queued: d.jobs.length, active: d.active })),
+      destinations: [...this.destinations.values()].map((d) => ({ key: d.key, queued: d.jobs.length, active: d.active, stalled: d.stalled })),
     };
   }
 
@@ -405,6 +405,7 @@ export class DeliveryEngine {
         if (pause > 0) dest.heldUntil = this.now() + pause;
         return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', ce.kind);
       }
+      dest.setupMs = average(dest.setupMs, session.info.connectMs);
       await this.transactions(dest, session, key, destination, limits);
     } catch (err) {
       this.options.logger.error({ err, destination: dest.key }, 'delivery: connection failed unexpectedly');
@@ -490,8 +491,9 @@ export class DeliveryEngine {
     // MX the queued mail is better off on a connection of its own.
     let inFlight = 0;
     let stalled = false;
+    let ended = false;
     const setStalled = (on: boolean): void => {
-      if (on === stalled) return;
+      if (on === stalled || ended) return;
       stalled = on;
       dest.stalled += on ? 1 : -1;
       if (on && wantsConnection(dest)) {
@@ -513,7 +515,8 @@ export class DeliveryEngine {
           break;
         }
         const message = taken?.message ?? this.prepare(job);
-        if (overlap && sent + 1 < MESSAGES_PER_CONNECTION) {
+        // Not where this transaction will wait behind a held reply: the next message would wait two.
+        if (overlap && sent + 1 < MESSAGES_PER_CONNECTION && !(inFlight > 0 && answersSlowly(dest))) {
           const next = dest.jobs.shift();
           if (next) ahead = { job: next, message: this.prepare(next) };
         }
@@ -537,6 +540,7 @@ export class DeliveryEngine {
       await Promise.all(outstanding);
     } finally {
       setStalled(false);
+      ended = true;
     }
   }
 
@@ -566,6 +570,7 @@ export class DeliveryEngine {
       if (message instanceof Error) throw message;
       const tx = await session.send(job.attempt.envelope!.from, job.rcpts, message, { onBodySent });
       results = tx.recipients;
+      if (tx.dataMs > 0) dest.replyMs = average(dest.replyMs, tx.dataMs);
     } catch (err) {
       const text = (err as Error).message;
       const reply: SmtpReply = (err as { code?: string }).code === 'ECORRUPT' ? { code: 554, enhanced: '5.3.0', text } : { code: 451, enhanced: '4.4.2', text: `connection lost: ${text}` };
