@@ -15,7 +15,7 @@ const STARTUP_MESSAGES = Number(process.env.BENCH_STARTUP_MESSAGES ?? 1_000_000)
 // Messages through each end-to-end setup before its timed run. A fresh
 // MTA's V8 is still compiling its hot path for ~20 s (measured: the worker's
 // compiler threads used 570 ms of CPU in a 3 s window 6 s in, 139 ms 23 s
-// in), and runs timed from a cold start read 15-25 % slower than the same
+// in), and runs timed from a cold start read 10-28 % slower than the same
 // build warmed with 30,000. A server's throughput is its steady state, so
 // every setup, Postfix included, gets the same warm-up; the cold rate is
 // reported beside it.

@@ -1,5 +1,6 @@
 import { createServer, type Socket } from 'node:net';
 import { listen } from '../../runtime/shared/listen';
+import { HeldReplies } from './held-replies';
 
 /**
  * A lean receiving SMTP server for the benchmarks that holds its reply to
@@ -53,39 +54,16 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       sockets.delete(socket);
-      clearTimeout(timer);
+      replies.cancel();
     });
     let input = '';
     let inData = false;
     let quitting = false;
-    // Replies due at a time, in order: once one is held, all after it wait too.
-    const queue: { at: number; text: string; delivered: boolean; quit: boolean }[] = [];
-    let timer: NodeJS.Timeout | undefined;
+    const replies = new HeldReplies(socket, (n) => counted(n));
     let holdUntil = 0;
-
-    const flush = (): void => {
-      timer = undefined;
-      const now = Date.now();
-      let out = '';
-      let delivered = 0;
-      let quit = false;
-      while (queue.length > 0 && queue[0].at <= now) {
-        const r = queue.shift()!;
-        out += r.text;
-        if (r.delivered) delivered++;
-        quit ||= r.quit;
-      }
-      if (out && !socket.destroyed) {
-        if (quit) socket.end(out);
-        else socket.write(out);
-        // Counted once written: a reply to a client that has gone was never heard.
-        if (delivered > 0) counted(delivered);
-      }
-      if (queue.length > 0) timer = setTimeout(flush, queue[0].at - now);
-    };
     const reply = (text: string, flags: { held?: boolean; quit?: boolean } = {}): void => {
       if (flags.held) holdUntil = Math.max(Date.now(), holdUntil) + holdMs;
-      queue.push({ at: holdUntil, text, delivered: flags.held === true, quit: flags.quit === true });
+      replies.push(holdUntil, text, { counts: flags.held, end: flags.quit });
     };
 
     const onCommand = (line: string): void => {
@@ -127,10 +105,10 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
         // DATA's own line end starts the body: a "." line right after it ends an empty one.
         if (inData) input = '\r\n' + input;
       }
-      if (timer === undefined && queue.length > 0) flush();
+      replies.release();
     });
     reply('220 held-sink ESMTP\r\n');
-    flush();
+    replies.release();
   }
 
   function counted(n: number): void {

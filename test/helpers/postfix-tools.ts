@@ -44,6 +44,7 @@ import { closeSync, openSync, promises as fsp, readFileSync, readSync, readdirSy
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
+import { HeldReplies } from './held-replies';
 
 export const SMTP_SOURCE_BIN = '/usr/sbin/smtp-source';
 export const SMTP_SINK_BIN = '/usr/sbin/smtp-sink';
@@ -705,21 +706,7 @@ async function startHoldProxy(o: {
     let pending = '';
     let afterData = false;
     let holdUntil = 0;
-    const queue: { at: number; data: string }[] = [];
-    let timer: NodeJS.Timeout | null = null;
-    let upstreamEnded = false;
-    const pump = (): void => {
-      timer = null;
-      const now = Date.now();
-      // The lines due now leave in one write, as the sink sent them: a write per
-      // line would split pipelined replies into packets the client never sees
-      // from a real MX, and cost both sides a syscall each.
-      let out = '';
-      while (queue.length > 0 && queue[0]!.at <= now) out += queue.shift()!.data;
-      if (out) client.write(out, 'latin1');
-      if (queue.length > 0) timer = setTimeout(pump, queue[0]!.at - now);
-      else if (upstreamEnded) client.end();
-    };
+    const replies = new HeldReplies(client);
     upstream.on('data', (buf: Buffer) => {
       pending += buf.toString('latin1');
       let nl: number;
@@ -733,20 +720,19 @@ async function startHoldProxy(o: {
         } else if (isFinal && line.startsWith('354')) {
           afterData = true;
         }
-        queue.push({ at: holdUntil, data: line });
+        replies.push(holdUntil, line);
       }
-      if (timer === null) pump();
+      replies.release();
     });
     upstream.on('end', () => {
-      if (pending) queue.push({ at: holdUntil, data: pending });
+      replies.push(holdUntil, pending, { end: true });
       pending = '';
-      upstreamEnded = true;
-      if (timer === null) pump();
+      replies.release();
     });
     client.on('data', (buf: Buffer) => upstream.write(buf));
     client.on('end', () => upstream.end());
     const teardown = (): void => {
-      if (timer) clearTimeout(timer);
+      replies.cancel();
       client.destroy();
       upstream.destroy();
       sockets.delete(client);

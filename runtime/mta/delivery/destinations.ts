@@ -35,6 +35,7 @@ export function answersSlowly(dest: Destination): boolean {
   return dest.replyMs !== undefined && dest.setupMs !== undefined && dest.replyMs >= SLOW_REPLY_MS && dest.replyMs > 2 * dest.setupMs;
 }
 
+/** The destinations whose timings are kept once their queues empty. */
 const LEARNT_MAX = 10_000;
 
 /** A final reply quicker than this frees its connection soon enough whatever a new one would cost. */
