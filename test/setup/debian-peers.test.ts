@@ -1,0 +1,33 @@
+// `npm test` on a fresh machine: the peers script either installs what is
+// missing (as root) or stops at once naming the one command to run.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from '../helpers/tmp';
+
+const script = join(__dirname, 'debian-peers.sh');
+
+describe('test/setup/debian-peers.sh', () => {
+  const dir = tempDir('volley-peers-');
+
+  it('passes quietly when every peer is installed', () => {
+    const run = spawnSync('bash', [script], { encoding: 'utf8' });
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe('');
+  });
+
+  it('as a user who cannot install, fails at once naming the packages and the command', () => {
+    // A PATH with only what the script itself needs: every peer looks missing.
+    chmodSync(dir, 0o755); // the unprivileged user below must reach the links
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    for (const tool of ['bash', 'id', 'sort', 'printf', 'perl']) symlinkSync(spawnSync('which', [tool], { encoding: 'utf8' }).stdout.trim(), join(bin, tool));
+    const run = spawnSync(spawnSync('which', ['setpriv'], { encoding: 'utf8' }).stdout.trim(), ['--reuid=65534', '--regid=65534', '--clear-groups', join(bin, 'bash'), script], {
+      encoding: 'utf8',
+      env: { PATH: bin },
+    });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toContain('missing: ');
+    expect(run.stderr).toMatch(/Install them first \(as root\): +apt-get install -y --no-install-recommends .*haproxy.*postfix/);
+  });
+});
