@@ -15,6 +15,8 @@ export interface ConnectOptions {
   mode: ListenerMode;
   connectTimeoutMs: number;
   greetingTimeoutMs: number;
+  /** The local address to connect from (LbOptions.sourceAddress). */
+  localAddress?: string;
   /** The header to send first ("PROXY TCP4 …\r\n"), if any. */
   proxyHeader?: string;
   /** Aborting gives up the attempt (the client went away) and destroys the socket. */
@@ -26,7 +28,7 @@ const MAX_GREETING = 4096;
 
 export function connectBackend(o: ConnectOptions): Promise<ConnectResult> {
   return new Promise((resolve) => {
-    const socket = connect({ host: o.backend.host, port: o.backend.port, allowHalfOpen: true });
+    const socket = connect({ host: o.backend.host, port: o.backend.port, localAddress: o.localAddress, allowHalfOpen: true });
     let settled = false;
     let greeting = Buffer.alloc(0);
     let timer = setTimeout(() => fail('connect_timeout', `no connection in ${o.connectTimeoutMs} ms`), o.connectTimeoutMs);

@@ -121,6 +121,8 @@ export class HealthChecker {
     private readonly health: HealthOptions,
     private readonly proxyProtocol: boolean,
     private readonly events: BackendEvents,
+    /** Where checks connect from: the same address as sessions, so the MTA sees them as the lb's own. */
+    private readonly sourceAddress?: string,
   ) {}
 
   start(): void {
@@ -146,6 +148,7 @@ export class HealthChecker {
         mode: this.mode,
         connectTimeoutMs: this.health.timeoutMs,
         greetingTimeoutMs: this.health.timeoutMs,
+        localAddress: this.sourceAddress,
         // The MTA expects a header from us; UNKNOWN says "a check, no client behind it".
         proxyHeader: this.proxyProtocol ? 'PROXY UNKNOWN\r\n' : undefined,
         signal: this.abort.signal,

@@ -128,6 +128,7 @@ export class Session {
         mode: listener.mode,
         connectTimeoutMs: options.connectTimeoutMs,
         greetingTimeoutMs: options.greetingTimeoutMs,
+        localAddress: options.sourceAddress,
         proxyHeader: listener.proxyProtocol ? proxyV1Header(this.client) : undefined,
         signal: this.abort.signal,
       });

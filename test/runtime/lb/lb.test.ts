@@ -2,6 +2,7 @@ import { connect } from 'node:net';
 import { startLb, type Lb } from '../../../runtime/lb/lb';
 import { resolveOptions, type LbFlags } from '../../../runtime/lb/options';
 import { createLogger } from '../../../runtime/shared/log';
+import { waitUntil } from '../../helpers/proxy-fixtures';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { swaks } from '../../helpers/swaks';
 import { closedPort, startFakeMta, until, type FakeMta } from './fake-mta';
@@ -186,6 +187,15 @@ test('PROXY v1: the backend reads the real client address first', async () => {
   await c.quit();
   expect(a.proxyHeaders).toEqual([`PROXY TCP4 127.0.0.7 127.0.0.1 ${local} ${port}`]);
   expect(l.status().listeners[0].proxyProtocol).toBe(true);
+});
+
+test('--source-address: sessions and health checks reach the backend from that address', async () => {
+  const a = await mta('mta-a', { proxy: true });
+  await lb([a.port], { proxyProtocol: true, sourceAddress: '127.0.0.9', healthInterval: '50ms' });
+  await waitUntil(() => a.accepted >= 2, 5_000, () => `${a.accepted} connections`);
+  expect(new Set(a.peers)).toEqual(new Set(['127.0.0.9']));
+  // The checks name no client: the MTA must not count them against one.
+  expect(a.proxyHeaders[0]).toBe('PROXY UNKNOWN');
 });
 
 test('a flood of 500 clients that connect and vanish: no crash, no leaked session, a normal client still works', async () => {
