@@ -88,6 +88,18 @@ export class BackendPool {
     }
   }
 
+  /**
+   * A backend that answered a client's connection with a refusal (a 4xx/5xx
+   * greeting): recorded, but not counted towards fall. The MTA is alive and
+   * may be refusing this client only (its per-client limit); whether it
+   * refuses everyone is what its health checks, never limited per client, say.
+   */
+  reportRefusal(b: Backend, detail: string): void {
+    b.failures++;
+    b.lastFailure = { at: new Date().toISOString(), reason: 'bad_greeting', detail };
+    this.events.onFailure?.(b, 'bad_greeting');
+  }
+
   /** A passed check (fromCheck) or a served session; only checks bring a down backend back. */
   reportSuccess(b: Backend, fromCheck: boolean): void {
     if (b.up) {

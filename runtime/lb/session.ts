@@ -140,7 +140,8 @@ export class Session {
       b.active--;
       if (r.reason === 'aborted') return undefined;
       logger.warn({ listener: listener.name, backend: b.id, reason: r.reason, detail: r.detail }, 'backend failed; trying the next');
-      pool.reportFailure(b, r.reason, r.detail);
+      if (r.reason === 'bad_greeting') pool.reportRefusal(b, r.detail);
+      else pool.reportFailure(b, r.reason, r.detail);
     }
   }
 
