@@ -89,8 +89,8 @@ export class BackendPool {
   }
 
   /**
-   * A backend that answered a client's connection with a refusal (a 4xx/5xx
-   * greeting): recorded, but not counted towards fall. The MTA is alive and
+   * A backend that answered a client's connection with a refusal (a whole
+   * 4xx/5xx greeting reply): recorded, but not counted towards fall. The MTA is alive and
    * may be refusing this client only (its per-client limit); whether it
    * refuses everyone is what its health checks, never limited per client, say.
    */

@@ -221,9 +221,12 @@ test('Volley\'s MTA behind the lb: its per-client limit refuses the client the P
     const { lb: l, port } = await lb([h.smtpPort], { proxyProtocol: true, sourceAddress: '127.0.0.9', healthInterval: '50ms', fall: 1 });
     const held = [await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21'), await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21')];
     for (const c of held) expect((await c.reply()).code).toBe(220);
-    // The third from that client: the MTA refuses it, the lb has no other MTA.
+    // The third from that client: the MTA refuses it, the lb has no other MTA
+    // and passes the MTA's reason on rather than its own "no MTA available".
     const third = await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21');
-    expect((await third.reply()).code).toBe(421);
+    const refused = await third.reply();
+    expect(refused.code).toBe(421);
+    expect(refused.text).toMatch(/^4\.7\.0 too many connections from your address/);
     third.destroy();
     // Checks go on passing (the lb's own address is not limited), and the MTA stays up.
     const checksBefore = backendsOf(l)[0].lastCheck?.at;
