@@ -1,4 +1,8 @@
 import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import pino from 'pino';
+import { HttpApi } from '../../../../runtime/mta/intake/http-api';
+import { loadTls } from '../../../../runtime/shared/tls-files';
 import { TEST_TOKEN, testConfig } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { tempDir } from '../../../helpers/tmp';
@@ -163,6 +167,30 @@ describe('HTTP API behind a trusted proxy', () => {
     const r = await raw('127.0.0.7', [request]);
     expect(r).toMatch(/^HTTP\/1\.1 400 /);
     expect(r).toContain('"code":"bad_proxy_header"');
+  });
+
+  test('over TLS (http.tls): the PROXY header comes before the handshake, and the client it names is the one recorded', async () => {
+    const config = testConfig({ relayFrom: ['127.0.0.0/8'] });
+    config.smtp.trustedProxies = ['127.0.0.7/32'];
+    const tls = await loadTls(undefined, dir2, config.hostname);
+    const api = new HttpApi({ config, intake: h2.intake, tls, logger: pino({ level: 'silent' }), bind: { address: '127.0.0.1', port: 0 } });
+    await api.listen();
+    try {
+      const response = await new Promise<string>((resolve, reject) => {
+        const raw = connect({ host: '127.0.0.1', port: api.port, localAddress: '127.0.0.7' }, () => {
+          raw.write('PROXY TCP4 127.0.0.52 127.0.0.1 40000 8443\r\n');
+          const s = tlsConnect({ socket: raw, rejectUnauthorized: false }, () => s.write(request));
+          let out = '';
+          s.on('data', (d: Buffer) => (out += d.toString('latin1')));
+          s.on('close', () => resolve(out));
+          s.on('error', reject);
+        });
+        raw.on('error', reject);
+      });
+      expect(await storedReceived(response)).toMatch(/^Received: from \[127\.0\.0\.52\]/);
+    } finally {
+      await api.close();
+    }
   });
 
   test('anyone else is plain HTTP: the request is served, a PROXY header is a bad request', async () => {
