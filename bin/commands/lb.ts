@@ -20,7 +20,7 @@ export function registerLb(program: Command): void {
     .command('lb')
     .description('run the SMTP-aware TCP load balancer in front of MTAs (retries while the client waits, health checks, PROXY protocol)')
     .option('--config <file>', 'a YAML file (listeners, backends, health checks, timeouts); flags win over it')
-    .option('--listen <addr:port[=smtp|tcp]>', 'a front port; smtp (default) waits for the backend\'s 220, tcp is plain (the HTTP API); repeatable', (v: string) => {
+    .option('--listen <addr:port[=smtp|tcp][+proxy]>', 'a front port; smtp (default) waits for the backend\'s 220, tcp is plain (the HTTP API); +proxy sends the PROXY header on this one; repeatable', (v: string) => {
       listeners.push({ listen: v, backends: [] });
       return true;
     })
@@ -28,7 +28,8 @@ export function registerLb(program: Command): void {
       (listeners.at(-1)?.backends ?? orphans).push(v);
       return true;
     })
-    .option('--proxy-protocol', 'send a PROXY protocol v1 header with the client\'s address to the MTAs')
+    .option('--proxy-protocol', 'send a PROXY protocol v1 header with the client\'s address to the MTAs, on every listener')
+    .option('--source-address <ip>', 'connect to the MTAs (sessions and checks) from this local address')
     .option('--admin <addr:port>', `the admin port: /healthz /readyz /status /metrics (default ${DEFAULTS.adminAddress})`)
     .option('--no-admin', 'no admin port')
     .option('--health-interval <duration>', `time between health checks of a backend (default ${DEFAULTS.healthInterval})`)

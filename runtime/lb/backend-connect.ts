@@ -8,13 +8,15 @@ export type BackendFailure = 'refused' | 'connect_timeout' | 'greeting_timeout' 
 
 export type ConnectResult =
   | { ok: true; socket: Socket; greeting: Buffer }
-  | { ok: false; reason: BackendFailure; detail: string };
+  | { ok: false; reason: BackendFailure; detail: string; refusal?: string };
 
 export interface ConnectOptions {
   backend: HostPort;
   mode: ListenerMode;
   connectTimeoutMs: number;
   greetingTimeoutMs: number;
+  /** The local address to connect from (LbOptions.sourceAddress). */
+  localAddress?: string;
   /** The header to send first ("PROXY TCP4 …\r\n"), if any. */
   proxyHeader?: string;
   /** Aborting gives up the attempt (the client went away) and destroys the socket. */
@@ -26,7 +28,7 @@ const MAX_GREETING = 4096;
 
 export function connectBackend(o: ConnectOptions): Promise<ConnectResult> {
   return new Promise((resolve) => {
-    const socket = connect({ host: o.backend.host, port: o.backend.port, allowHalfOpen: true });
+    const socket = connect({ host: o.backend.host, port: o.backend.port, localAddress: o.localAddress, allowHalfOpen: true });
     let settled = false;
     let greeting = Buffer.alloc(0);
     let timer = setTimeout(() => fail('connect_timeout', `no connection in ${o.connectTimeoutMs} ms`), o.connectTimeoutMs);
@@ -44,13 +46,13 @@ export function connectBackend(o: ConnectOptions): Promise<ConnectResult> {
       socket.removeListener('connect', onConnect);
       socket.removeListener('error', onError);
     }
-    function fail(reason: BackendFailure, detail: string): void {
+    function fail(reason: BackendFailure, detail: string, refusal?: string): void {
       if (settled) return;
       settled = true;
       cleanup();
       socket.on('error', () => undefined);
       socket.destroy();
-      resolve({ ok: false, reason, detail });
+      resolve({ ok: false, reason, detail, ...(refusal ? { refusal } : {}) });
     }
     function succeed(): void {
       if (settled) return;
@@ -78,7 +80,8 @@ export function connectBackend(o: ConnectOptions): Promise<ConnectResult> {
       const last = /(?:^|\n)(\d{3})(?: [^\n]*)?\n/.exec(text.replace(/\r\n/g, '\n'));
       if (last) {
         if (last[1] === '220') return succeed();
-        return fail('bad_greeting', text.trim().slice(0, 200));
+        // A whole reply refusing the session (e.g. the MTA's per-client limit), kept to pass on.
+        return fail('bad_greeting', text.trim().slice(0, 200), text);
       }
       if (!/^\d{3}[- \r]/.test(text) && text.length >= 4) return fail('bad_greeting', text.trim().slice(0, 200));
       if (greeting.length > MAX_GREETING) fail('bad_greeting', 'greeting too long');

@@ -88,6 +88,18 @@ export class BackendPool {
     }
   }
 
+  /**
+   * A backend that answered a client's connection with a refusal (a whole
+   * 4xx/5xx greeting reply): recorded, but not counted towards fall. The MTA is alive and
+   * may be refusing this client only (its per-client limit); whether it
+   * refuses everyone is what its health checks, never limited per client, say.
+   */
+  reportRefusal(b: Backend, detail: string): void {
+    b.failures++;
+    b.lastFailure = { at: new Date().toISOString(), reason: 'bad_greeting', detail };
+    this.events.onFailure?.(b, 'bad_greeting');
+  }
+
   /** A passed check (fromCheck) or a served session; only checks bring a down backend back. */
   reportSuccess(b: Backend, fromCheck: boolean): void {
     if (b.up) {
@@ -121,6 +133,8 @@ export class HealthChecker {
     private readonly health: HealthOptions,
     private readonly proxyProtocol: boolean,
     private readonly events: BackendEvents,
+    /** Where checks connect from: the same address as sessions, so the MTA sees them as the lb's own. */
+    private readonly sourceAddress?: string,
   ) {}
 
   start(): void {
@@ -146,6 +160,7 @@ export class HealthChecker {
         mode: this.mode,
         connectTimeoutMs: this.health.timeoutMs,
         greetingTimeoutMs: this.health.timeoutMs,
+        localAddress: this.sourceAddress,
         // The MTA expects a header from us; UNKNOWN says "a check, no client behind it".
         proxyHeader: this.proxyProtocol ? 'PROXY UNKNOWN\r\n' : undefined,
         signal: this.abort.signal,

@@ -78,7 +78,7 @@ export async function startLb(options: LbOptions, logger: Logger): Promise<Lb> {
     const l: Listener = {
       options: lo,
       pool,
-      checker: new HealthChecker(pool, lo.mode, options.health, lo.proxyProtocol, events),
+      checker: new HealthChecker(pool, lo.mode, options.health, lo.proxyProtocol, events, options.sourceAddress),
       sessions: new Set(),
       counters: { connections: 0, retries: 0, rejectedMaxConnections: 0, noBackend: 0 },
       server: createServer({ allowHalfOpen: true, pauseOnConnect: false }),

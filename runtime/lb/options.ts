@@ -1,7 +1,7 @@
 // The lb's options: one object the daemon runs from, built from flags and an
 // optional YAML file (validated with ajv). Flags win over the file.
 import { readFileSync } from 'node:fs';
-import { isIPv6 } from 'node:net';
+import { isIP, isIPv6 } from 'node:net';
 import Ajv, { type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { VolleyError } from '../shared/errors';
@@ -22,7 +22,7 @@ export interface ListenerOptions {
   /** smtp: wait for the backend's 220 before the client sees anything; tcp: plain TCP (the HTTP API). */
   mode: ListenerMode;
   backends: HostPort[];
-  /** Send a PROXY protocol v1 header first on every backend connection. */
+  /** Send a PROXY protocol v1 header first on every backend connection of this listener. */
   proxyProtocol: boolean;
 }
 
@@ -49,6 +49,12 @@ export interface LbOptions {
   idleTimeoutMs: number;
   /** On SIGTERM/SIGINT: how long open sessions may run on before they are closed. */
   drainTimeoutMs: number;
+  /**
+   * The local address backend connections (sessions and checks) come from;
+   * undefined: the system's choice. Lets MTAs trust the lb's address alone
+   * while plain clients on the same host reach an MTA directly.
+   */
+  sourceAddress?: string;
 }
 
 export const DEFAULTS = {
@@ -79,13 +85,19 @@ export function formatHostPort(hp: HostPort): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
-/** "0.0.0.0:25=smtp", "0.0.0.0:8080=tcp" or "0.0.0.0:25" (smtp). */
-export function parseListen(value: string): { address: string; port: number; mode: ListenerMode } {
+/**
+ * "0.0.0.0:25=smtp", "0.0.0.0:8080=tcp" or "0.0.0.0:25" (smtp); "+proxy" after
+ * the mode ("0.0.0.0:8080=tcp+proxy") turns the PROXY header on for that
+ * listener alone (proxy: undefined when not said, so --proxy-protocol decides).
+ */
+export function parseListen(value: string): { address: string; port: number; mode: ListenerMode; proxy?: true } {
   const eq = value.lastIndexOf('=');
-  const mode = eq === -1 ? 'smtp' : value.slice(eq + 1).trim();
-  if (mode !== 'smtp' && mode !== 'tcp') throw new VolleyError('EBADFLAG', `"${value}": the mode after "=" is smtp or tcp`);
+  const after = eq === -1 ? 'smtp' : value.slice(eq + 1).trim();
+  const proxy = after.endsWith('+proxy');
+  const mode = proxy ? after.slice(0, -'+proxy'.length) : after;
+  if (mode !== 'smtp' && mode !== 'tcp') throw new VolleyError('EBADFLAG', `"${value}": after "=" comes smtp or tcp, optionally with +proxy (e.g. tcp+proxy)`);
   const hp = parseHostPort(eq === -1 ? value : value.slice(0, eq), '0.0.0.0');
-  return { address: hp.host, port: hp.port, mode };
+  return { address: hp.host, port: hp.port, mode, ...(proxy ? { proxy } : {}) };
 }
 
 /** What the YAML file may hold. Durations as "2s" strings or milliseconds. */
@@ -97,6 +109,7 @@ export interface LbFile {
   maxConnections?: number;
   idleTimeout?: string | number;
   drainTimeout?: string | number;
+  sourceAddress?: string;
   healthCheck?: { interval?: string | number; timeout?: string | number; fall?: number; rise?: number };
   listeners?: { name?: string; listen: string; mode?: ListenerMode; proxyProtocol?: boolean; backends: string[] }[];
 }
@@ -113,6 +126,7 @@ const FILE_SCHEMA = {
     maxConnections: { type: 'integer', minimum: 1 },
     idleTimeout: duration,
     drainTimeout: duration,
+    sourceAddress: { type: 'string' },
     healthCheck: {
       type: 'object',
       additionalProperties: false,
@@ -172,6 +186,7 @@ export interface LbFlags {
   maxConnections?: string | number;
   idleTimeout?: string;
   drainTimeout?: string;
+  sourceAddress?: string;
 }
 
 function positiveInt(value: string | number, what: string): number {
@@ -186,16 +201,16 @@ export function resolveOptions(flags: LbFlags, file: LbFile = {}): LbOptions {
   let listeners: ListenerOptions[];
   if (flags.listeners && flags.listeners.length > 0) {
     listeners = flags.listeners.map((l) => {
-      const p = parseListen(l.listen);
-      return { name: `${p.mode}-${p.port}`, ...p, proxyProtocol: fileProxy, backends: l.backends.map((b) => parseHostPort(b)) };
+      const { proxy, ...p } = parseListen(l.listen);
+      return { name: `${p.mode}-${p.port}`, ...p, proxyProtocol: proxy ?? fileProxy, backends: l.backends.map((b) => parseHostPort(b)) };
     });
   } else {
     listeners = (file.listeners ?? []).map((l) => {
-      const p = parseListen(l.mode ? `${l.listen}=${l.mode}` : l.listen);
+      const { proxy, ...p } = parseListen(l.mode ? `${l.listen}=${l.mode}` : l.listen);
       return {
         name: l.name ?? `${p.mode}-${p.port}`,
         ...p,
-        proxyProtocol: flags.proxyProtocol ?? l.proxyProtocol ?? file.proxyProtocol ?? false,
+        proxyProtocol: flags.proxyProtocol ?? proxy ?? l.proxyProtocol ?? file.proxyProtocol ?? false,
         backends: l.backends.map((b) => parseHostPort(b)),
       };
     });
@@ -209,6 +224,8 @@ export function resolveOptions(flags: LbFlags, file: LbFile = {}): LbOptions {
   }
   const adminText = flags.noAdmin ? null : flags.admin ?? (file.admin === undefined ? DEFAULTS.adminAddress : file.admin);
   const hc = file.healthCheck ?? {};
+  const sourceAddress = flags.sourceAddress ?? file.sourceAddress;
+  if (sourceAddress !== undefined && !isIP(sourceAddress)) throw new VolleyError('EBADCONFIG', `source address "${sourceAddress}" is not an IP address`);
   const opts: LbOptions = {
     listeners,
     admin: adminText ? parseHostPort(adminText) : undefined,
@@ -223,6 +240,7 @@ export function resolveOptions(flags: LbFlags, file: LbFile = {}): LbOptions {
     maxConnections: positiveInt(flags.maxConnections ?? file.maxConnections ?? DEFAULTS.maxConnections, 'max connections'),
     idleTimeoutMs: parseDuration(flags.idleTimeout ?? file.idleTimeout ?? DEFAULTS.idleTimeout),
     drainTimeoutMs: parseDuration(flags.drainTimeout ?? file.drainTimeout ?? DEFAULTS.drainTimeout),
+    sourceAddress,
   };
   for (const [what, ms] of [
     ['health interval', opts.health.intervalMs],

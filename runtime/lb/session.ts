@@ -45,6 +45,12 @@ export class Session {
   private clientClosed = false;
   private backendClosed = true;
   private finished = false;
+  /**
+   * The last 4xx greeting an MTA refused this client with. If no MTA takes the
+   * client, it gets this (e.g. "421 4.7.0 too many connections from your
+   * address") instead of the lb's own 421, which would blame the MTAs.
+   */
+  private refusal?: string;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -90,7 +96,7 @@ export class Session {
         this.ctx.metrics.rejected.inc({ listener: this.ctx.listener.name, reason: 'no_backend' });
         this.ctx.logger.warn({ listener: this.ctx.listener.name, client: client.remoteAddress }, 'every backend failed; client turned away');
         if (this.ctx.listener.mode === 'smtp') {
-          endSocket(client, CLOSE_LINGER_MS, NO_BACKEND_REPLY);
+          endSocket(client, CLOSE_LINGER_MS, this.refusal ?? NO_BACKEND_REPLY);
         } else {
           client.destroy();
         }
@@ -128,6 +134,7 @@ export class Session {
         mode: listener.mode,
         connectTimeoutMs: options.connectTimeoutMs,
         greetingTimeoutMs: options.greetingTimeoutMs,
+        localAddress: options.sourceAddress,
         proxyHeader: listener.proxyProtocol ? proxyV1Header(this.client) : undefined,
         signal: this.abort.signal,
       });
@@ -139,7 +146,12 @@ export class Session {
       b.active--;
       if (r.reason === 'aborted') return undefined;
       logger.warn({ listener: listener.name, backend: b.id, reason: r.reason, detail: r.detail }, 'backend failed; trying the next');
-      pool.reportFailure(b, r.reason, r.detail);
+      if (r.refusal) {
+        pool.reportRefusal(b, r.detail);
+        if (r.refusal.startsWith('4')) this.refusal = r.refusal.replace(/\r?\n/g, '\r\n');
+      } else {
+        pool.reportFailure(b, r.reason, r.detail);
+      }
     }
   }
 

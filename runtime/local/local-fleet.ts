@@ -17,13 +17,19 @@ export interface LocalFleetOptions {
   embeddedSink?: boolean;
   /** Deliver to real MX servers (DNS) instead of the sink; optional resolver ip[:port]. */
   realMx?: { resolver?: string };
-  /** Print a live status line (off when stdout is not a terminal). */
+  /**
+   * Stdout is a terminal: one status line rewritten in place every second.
+   * Otherwise (a pipe, a log file) a plain line whenever the numbers change,
+   * at most once a second.
+   */
   live?: boolean;
 }
 
-// The fleet's fixed loopback layout. The lb is the only injection point.
+// The fleet's fixed loopback layout. The lb is the main injection point; it
+// connects to the MTAs from its own address (source), the only one they read
+// a PROXY header from, so a plain client on 127.0.0.1 can use an MTA's own ports.
 export const LAYOUT = {
-  lb: { smtp: 2525, http: 8080, admin: 8026 },
+  lb: { smtp: 2525, http: 8080, admin: 8026, source: '127.0.0.9' },
   mtas: [
     { name: 'mta-1', smtp: 2601, http: 8081, admin: 8027 },
     { name: 'mta-2', smtp: 2602, http: 8082, admin: 8028 },
@@ -73,8 +79,10 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   for (const m of LAYOUT.mtas) {
     start(m.name, mtaArgs(m, mtaConfig, data));
   }
-  const lbArgs = ['lb', '--listen', `127.0.0.1:${LAYOUT.lb.smtp}=smtp`, ...LAYOUT.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.smtp}`]), '--proxy-protocol'];
-  lbArgs.push('--listen', `127.0.0.1:${LAYOUT.lb.http}=tcp`, ...LAYOUT.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.http}`]), '--admin', `127.0.0.1:${LAYOUT.lb.admin}`, '--health-interval', '1s');
+  // Both MTA ports read the PROXY header from the lb, so they see (and limit) the real client.
+  const lbArgs = ['lb', '--listen', `127.0.0.1:${LAYOUT.lb.smtp}=smtp+proxy`, ...LAYOUT.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.smtp}`])];
+  lbArgs.push('--listen', `127.0.0.1:${LAYOUT.lb.http}=tcp+proxy`, ...LAYOUT.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.http}`]));
+  lbArgs.push('--source-address', LAYOUT.lb.source, '--admin', `127.0.0.1:${LAYOUT.lb.admin}`, '--health-interval', '1s');
   start('lb', lbArgs);
 
   const ready = await Promise.all([...LAYOUT.mtas.map((m) => waitReady(`http://127.0.0.1:${m.admin}/readyz`, 60_000)), waitReady(`http://127.0.0.1:${LAYOUT.lb.admin}/readyz`, 60_000)]);
@@ -89,6 +97,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
       `  SMTP injection : 127.0.0.1:${LAYOUT.lb.smtp}   (via the lb; STARTTLS; AUTH user "volley" password "volley"; loopback may relay without AUTH)`,
       `  HTTP API       : http://127.0.0.1:${LAYOUT.lb.http}/v1/messages   (Authorization: Bearer local-token)`,
       `  lb status      : http://127.0.0.1:${LAYOUT.lb.admin}/status`,
+      ...LAYOUT.mtas.map((m) => `  ${`${m.name} direct`.padEnd(15)}: SMTP 127.0.0.1:${m.smtp}, HTTP http://127.0.0.1:${m.http}/v1/messages   (this MTA alone, not through the lb)`),
       ...LAYOUT.mtas.map((m) => `  ${`${m.name} admin`.padEnd(15)}: http://127.0.0.1:${m.admin}/queue   (volley queue --admin 127.0.0.1:${m.admin})`),
       ...LAYOUT.mtas.map((m) => `  ${`${m.name} attempts`.padEnd(15)}: ${join(data, m.name, 'log', 'attempts')}/*.jsonl`),
       sink
@@ -104,21 +113,26 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     ].join('\n'),
   );
 
-  let last = { accepted: 0, delivered: 0, at: Date.now() };
-  const timer = options.live
-    ? setInterval(() => {
-        void status(sink).then((s) => {
-          const dt = (Date.now() - last.at) / 1000;
-          process.stdout.write(`\r accepted ${Math.round((s.accepted - last.accepted) / dt)}/s  delivered ${Math.round((s.delivered - last.delivered) / dt)}/s  queued ${s.queued}  total delivered ${s.delivered}    `);
-          last = { ...s, at: Date.now() };
-        });
-      }, 1000)
-    : undefined;
+  if (!options.live) process.stdout.write('(stdout is not a terminal: a status line is printed whenever the numbers change)\n');
+  let last = { accepted: 0, delivered: 0, queued: 0, at: Date.now() };
+  const timer = setInterval(() => {
+    void status(sink).then((s) => {
+      if (stopping) return;
+      const dt = (Date.now() - last.at) / 1000;
+      if (options.live) {
+        process.stdout.write(`\r accepted ${Math.round((s.accepted - last.accepted) / dt)}/s  delivered ${Math.round((s.delivered - last.delivered) / dt)}/s  queued ${s.queued}  total delivered ${s.delivered}    `);
+      } else if (s.accepted !== last.accepted || s.delivered !== last.delivered || s.queued !== last.queued) {
+        // A log or a pipe gets whole lines, and none while nothing happens.
+        process.stdout.write(`${new Date().toISOString()} status: accepted ${s.accepted}  delivered ${s.delivered}  queued ${s.queued}\n`);
+      }
+      last = { ...s, at: Date.now() };
+    });
+  }, 1000);
 
   async function stop(code: number): Promise<void> {
     if (stopping) return;
     stopping = true;
-    if (timer) clearInterval(timer);
+    clearInterval(timer);
     // The lb first, so no new mail arrives while the MTAs finish.
     const order = [...children.filter((c) => c.name === 'lb'), ...children.filter((c) => c.name !== 'lb')];
     for (const c of order) {

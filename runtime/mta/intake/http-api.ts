@@ -1,10 +1,13 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { timingSafeEqual } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { CidrList } from '../../shared/cidr';
 import type { VolleyConfig } from '../../shared/config/types';
 import { listen } from '../../shared/listen';
 import { sha256Hex } from '../../shared/password';
+import { readProxyHeader } from '../../shared/proxy-header';
 import type { TlsMaterial } from '../../shared/tls-files';
 import { metrics } from '../metrics';
 import { newMessageId } from '../message-id';
@@ -22,6 +25,9 @@ export interface HttpApiOptions {
 }
 
 type Result = { index: number; id: string } | { index: number; error: { code: string; message: string; fields?: FieldError[] } };
+
+/** How long a trusted proxy may take to send its PROXY header (it sends it on connect). */
+const PROXY_HEADER_TIMEOUT_MS = 10_000;
 
 class HttpError extends Error {
   constructor(
@@ -42,6 +48,9 @@ export class HttpApi {
   private readonly server: Server;
   private config: VolleyConfig;
   private tokens: Buffer[] = [];
+  private trustedProxies = new CidrList([]);
+  /** The client a trusted proxy's PROXY header named, by the raw socket it came on. */
+  private readonly proxiedClient = new WeakMap<Socket, string>();
 
   constructor(private readonly options: HttpApiOptions) {
     this.config = options.config;
@@ -55,11 +64,55 @@ export class HttpApi {
     };
     this.server = options.tls ? createHttpsServer({ key: options.tls.key, cert: options.tls.cert }, handler) : createHttpServer(handler);
     this.server.keepAliveTimeout = 65_000;
+    this.readProxyHeaders();
   }
 
   apply(config: VolleyConfig): void {
     this.config = config;
     this.tokens = config.http.tokens.map((t) => Buffer.from(t.sha256, 'hex'));
+    // The same list as SMTP: one lb (or HAProxy, or NLB) fronts both ports.
+    this.trustedProxies = new CidrList(config.smtp.trustedProxies);
+  }
+
+  /**
+   * A connection from a trusted proxy starts with a PROXY v1/v2 header, which
+   * Node's HTTP parser would answer with an empty 400. The server's own
+   * 'connection' handlers (HTTP, or TLS then HTTP) are moved behind one that
+   * takes the header off first and remembers the client it names, so logs,
+   * Received headers and limits see the real client.
+   */
+  private readProxyHeaders(): void {
+    const server = this.server;
+    const handlers = server.listeners('connection') as ((socket: Socket) => void)[];
+    server.removeAllListeners('connection');
+    const handOn = (socket: Socket): void => {
+      for (const h of handlers) h.call(server, socket);
+    };
+    server.on('connection', (socket: Socket) => {
+      if (!this.trustedProxies.has(socket.remoteAddress ?? '')) return handOn(socket);
+      socket.on('error', () => socket.destroy());
+      readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS).then(
+        (info) => {
+          if (info.sourceAddress) this.proxiedClient.set(socket, info.sourceAddress);
+          handOn(socket);
+          // The reader paused the socket; the bytes after the header are waiting.
+          socket.resume();
+        },
+        (err: Error) => {
+          this.options.logger.warn({ err, peer: socket.remoteAddress }, 'http: bad PROXY header from a trusted proxy');
+          const text = JSON.stringify({ error: { code: 'bad_proxy_header', message: err.message } });
+          socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+          socket.destroySoon();
+        },
+      );
+    });
+  }
+
+  /** The client's address: the one a trusted proxy named, else the peer's. */
+  private clientOf(req: IncomingMessage): string | undefined {
+    const socket = req.socket as Socket & { _parent?: Socket };
+    // Over TLS, req.socket wraps the raw socket the header came on (_parent).
+    return this.proxiedClient.get(socket) ?? (socket._parent && this.proxiedClient.get(socket._parent)) ?? socket.remoteAddress;
   }
 
   async listen(): Promise<void> {
@@ -107,7 +160,7 @@ export class HttpApi {
     const items: unknown[] = batch ? (parsed as { messages: unknown[] }).messages : [parsed];
     if (items.length === 0) throw new HttpError(400, 'empty_batch', 'messages is empty');
     if (items.length > this.config.http.maxBatch) throw new HttpError(413, 'batch_too_large', `at most ${this.config.http.maxBatch} messages per request`);
-    const client = req.socket.remoteAddress;
+    const client = this.clientOf(req);
     const results = await Promise.all(items.map((item, index) => this.submitOne(item, index, client)));
     if (!batch) {
       const r = results[0];

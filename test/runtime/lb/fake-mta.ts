@@ -13,6 +13,8 @@ export interface FakeMta {
   open: number;
   /** The first line of each connection when it is a PROXY header. */
   proxyHeaders: string[];
+  /** The address each connection came from, in order. */
+  peers: string[];
   /** Messages taken (the 250 after DATA). */
   messages: number;
   /** Stops listening and closes the open connections (the port then refuses). */
@@ -40,6 +42,7 @@ export async function startFakeMta(name: string, o: FakeMtaOptions = {}): Promis
     accepted: 0,
     open: 0,
     proxyHeaders: [],
+    peers: [],
     messages: 0,
     async close() {
       await new Promise<void>((r) => {
@@ -55,6 +58,7 @@ export async function startFakeMta(name: string, o: FakeMtaOptions = {}): Promis
   function handle(s: Socket): void {
     mta.accepted++;
     mta.open++;
+    mta.peers.push(s.remoteAddress ?? '');
     sockets.add(s);
     s.on('error', () => undefined);
     s.on('close', () => {

@@ -2,6 +2,10 @@ import { connect } from 'node:net';
 import { startLb, type Lb } from '../../../runtime/lb/lb';
 import { resolveOptions, type LbFlags } from '../../../runtime/lb/options';
 import { createLogger } from '../../../runtime/shared/log';
+import { testConfig } from '../../helpers/config';
+import { startIntake } from '../../helpers/intake-harness';
+import { tempDir } from '../../helpers/tmp';
+import { waitUntil } from '../../helpers/proxy-fixtures';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { swaks } from '../../helpers/swaks';
 import { closedPort, startFakeMta, until, type FakeMta } from './fake-mta';
@@ -186,6 +190,55 @@ test('PROXY v1: the backend reads the real client address first', async () => {
   await c.quit();
   expect(a.proxyHeaders).toEqual([`PROXY TCP4 127.0.0.7 127.0.0.1 ${local} ${port}`]);
   expect(l.status().listeners[0].proxyProtocol).toBe(true);
+});
+
+test('--source-address: sessions and health checks reach the backend from that address', async () => {
+  const a = await mta('mta-a', { proxy: true });
+  await lb([a.port], { proxyProtocol: true, sourceAddress: '127.0.0.9', healthInterval: '50ms' });
+  await waitUntil(() => a.accepted >= 2, 5_000, () => `${a.accepted} connections`);
+  expect(new Set(a.peers)).toEqual(new Set(['127.0.0.9']));
+  // The checks name no client: the MTA must not count them against one.
+  expect(a.proxyHeaders[0]).toBe('PROXY UNKNOWN');
+});
+
+test('a backend that refuses one client in its greeting is skipped for that client but stays in the pool', async () => {
+  const r554 = await mta('mta-554', { behaviour: 'reject554' });
+  const good = await mta('mta-good');
+  const { lb: l, port } = await lb([r554.port, good.port], { fall: 1 });
+  for (let i = 0; i < 3; i++) expect((await session(port)).name).toBe('mta-good');
+  expect(r554.accepted).toBeGreaterThanOrEqual(1);
+  expect(backendsOf(l)[0]).toMatchObject({ up: true, consecutiveFailures: 0, lastFailure: { reason: 'bad_greeting' } });
+});
+
+const intakeDir = tempDir();
+
+test('Volley\'s MTA behind the lb: its per-client limit refuses the client the PROXY header names, and the lb keeps the MTA in its pool', async () => {
+  const config = testConfig({ relayFrom: ['127.0.0.0/8'] });
+  config.smtp.trustedProxies = ['127.0.0.9/32'];
+  config.smtp.maxConnectionsPerClient = 2;
+  const h = await startIntake(config, intakeDir);
+  try {
+    const { lb: l, port } = await lb([h.smtpPort], { proxyProtocol: true, sourceAddress: '127.0.0.9', healthInterval: '50ms', fall: 1 });
+    const held = [await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21'), await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21')];
+    for (const c of held) expect((await c.reply()).code).toBe(220);
+    // The third from that client: the MTA refuses it, the lb has no other MTA
+    // and passes the MTA's reason on rather than its own "no MTA available".
+    const third = await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21');
+    const refused = await third.reply();
+    expect(refused.code).toBe(421);
+    expect(refused.text).toMatch(/^4\.7\.0 too many connections from your address/);
+    third.destroy();
+    // Checks go on passing (the lb's own address is not limited), and the MTA stays up.
+    const checksBefore = backendsOf(l)[0].lastCheck?.at;
+    await waitUntil(() => backendsOf(l)[0].lastCheck?.at !== checksBefore && backendsOf(l)[0].lastCheck?.ok === true);
+    expect(backendsOf(l)[0].up).toBe(true);
+    // Another client is served.
+    const other = await SmtpDialog.open(port, '127.0.0.1', '127.0.0.22');
+    expect((await other.reply()).code).toBe(220);
+    for (const c of [...held, other]) await c.quit();
+  } finally {
+    await h.close();
+  }
 });
 
 test('a flood of 500 clients that connect and vanish: no crash, no leaked session, a normal client still works', async () => {

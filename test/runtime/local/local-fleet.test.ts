@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { startLocalFleet } from '../../helpers/local-fleet';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VOLLEY } from '../../helpers/mta-process';
+import { waitUntil } from '../../helpers/proxy-fixtures';
 import { swaks } from '../../helpers/swaks';
 import { childrenByParent } from '../../helpers/procs';
 import { smtpSourceWithAcks } from '../../helpers/smtp-source-acks';
@@ -34,6 +35,57 @@ test('volley local: swaks gets 250, the embedded sink receives the mail, Ctrl-C 
   expect(code).toBe(0);
   expect(fleet.output()).toContain('volley local: stopped');
 });
+
+/** Runs a command line through sh, as a user pastes it (no timeout: curl and swaks bound themselves). */
+function sh(command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('sh', ['-c', command], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+/** The README's HTTP example, exactly as written under "Trying it locally". */
+function readmeCurl(): string {
+  const readme = readFileSync(join(__dirname, '../../../README.md'), 'utf8');
+  const m = /# HTTP: one message[^\n]*\n(curl [\s\S]*?)\n\n/.exec(readme);
+  if (!m) throw new Error('README: no HTTP curl example under "Trying it locally"');
+  return m[1];
+}
+
+const endpointsData = tempDir();
+
+test('the printed endpoints work as written: the README\'s curl through the lb, a too-big body gets 413, swaks straight to an MTA, status lines without a terminal', async () => {
+  const fleet = await startLocalFleet(['--data', endpointsData]);
+  let code: number | null = -1;
+  try {
+    // Every MTA's own ports are printed, and why there is no live line here.
+    expect(fleet.output()).toContain('mta-1 direct   : SMTP 127.0.0.1:2601, HTTP http://127.0.0.1:8081/v1/messages');
+    expect(fleet.output()).toContain('mta-2 direct   : SMTP 127.0.0.1:2602, HTTP http://127.0.0.1:8082/v1/messages');
+    expect(fleet.output()).toContain('stdout is not a terminal');
+
+    // The README's curl, pasted as is: through the lb's :8080 to an MTA that reads the lb's PROXY header.
+    const curl = await sh(readmeCurl());
+    expect(curl.stderr).toBe('');
+    expect(JSON.parse(curl.stdout)).toEqual({ id: expect.stringMatching(/^[0-9A-Z]{26}$/) });
+
+    // Over http.max_body_size (50 MB by default) through the lb: a 413, not a reset.
+    const big = join(endpointsData, 'big.json');
+    writeFileSync(big, Buffer.alloc(50 * 1024 * 1024 + 1, 'x'));
+    const tooBig = await sh(`curl -sS -o ${join(endpointsData, 'big.out')} -w '%{http_code}' -H 'Authorization: Bearer local-token' --data-binary @${big} http://127.0.0.1:8080/v1/messages`);
+    expect(tooBig.stderr).toBe('');
+    expect(tooBig.stdout).toBe('413');
+    expect(readFileSync(join(endpointsData, 'big.out'), 'utf8')).toContain('"code":"too_large"');
+
+    // swaks straight to mta-1 from 127.0.0.1, no PROXY header: served, not left waiting.
+    const direct = await swaks(['--server', '127.0.0.1:2601', '--from', 'me@example.test', '--to', 'direct@example.test', '--header', 'Subject: straight to mta-1']);
+    expect(direct.output).toMatch(/250 2\.0\.0 Ok: queued as/);
+
+    // No terminal: plain status lines once mail moves (2 accepted, 2 delivered).
+    await waitUntil(() => /status: accepted 2 {2}delivered 2 /.test(fleet.output()), 30_000, () => fleet.output().slice(-500));
+  } finally {
+    code = await fleet.stop();
+  }
+  expect(code).toBe(0);
+}, 120_000);
 
 // The local fleet as `npm start` runs it (lb -> 2 MTAs -> 2 proxies -> sink);
 // 10,000 messages through the lb; one MTA SIGKILLed halfway and restarted.

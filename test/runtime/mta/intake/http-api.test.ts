@@ -1,3 +1,8 @@
+import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import pino from 'pino';
+import { HttpApi } from '../../../../runtime/mta/intake/http-api';
+import { loadTls } from '../../../../runtime/shared/tls-files';
 import { TEST_TOKEN, testConfig } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { tempDir } from '../../../helpers/tmp';
@@ -101,5 +106,95 @@ describe('HTTP submission API', () => {
   test('unknown paths are 404 and other methods 405', async () => {
     expect((await fetch(`${h.httpUrl}/nope`)).status).toBe(404);
     expect((await fetch(`${h.httpUrl}/v1/messages`)).status).toBe(405);
+  });
+});
+
+// The lb (or HAProxy) in front of the HTTP API sends a PROXY header first.
+describe('HTTP API behind a trusted proxy', () => {
+  const dir2 = tempDir();
+  let h2: IntakeHarness;
+  beforeAll(async () => {
+    const config = testConfig({ relayFrom: ['127.0.0.0/8'] });
+    config.smtp.trustedProxies = ['127.0.0.7/32'];
+    h2 = await startIntake(config, dir2);
+  });
+  afterAll(() => h2.close());
+
+  const body = JSON.stringify({ from: 'a@example.test', to: ['b@example.test'], subject: 's', text: 'via the lb' });
+  const request = `POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TEST_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+
+  /** Sends `chunks` in turn from `localAddress` and returns the whole response. */
+  function raw(localAddress: string, chunks: (string | Buffer)[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const port = Number(new URL(h2.httpUrl).port);
+      const s = connect({ host: '127.0.0.1', port, localAddress }, () => {
+        for (const c of chunks) s.write(c);
+      });
+      let out = '';
+      s.on('data', (d: Buffer) => (out += d.toString('latin1')));
+      s.on('close', () => resolve(out));
+      s.on('error', reject);
+    });
+  }
+
+  async function storedReceived(response: string): Promise<string> {
+    expect(response).toMatch(/^HTTP\/1\.1 200 /);
+    const id = (JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)) as { id: string }).id;
+    const { body: stored } = await h2.partition.read(h2.partition.get(id)!);
+    return stored.toString().split('\r\n')[0];
+  }
+
+  test('a PROXY v1 header and the request in one write: 200, and the Received header names the client', async () => {
+    const r = await raw('127.0.0.7', [`PROXY TCP4 127.0.0.50 127.0.0.1 40000 8080\r\n${request}`]);
+    expect(await storedReceived(r)).toMatch(/^Received: from \[127\.0\.0\.50\]/);
+  });
+
+  test('a PROXY v2 header, then the request in another write', async () => {
+    const v2 = Buffer.concat([
+      Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c]),
+      Buffer.from([127, 0, 0, 51, 127, 0, 0, 1, 0x9c, 0x40, 0x1f, 0x90]),
+    ]);
+    const r = await raw('127.0.0.7', [v2, request]);
+    expect(await storedReceived(r)).toMatch(/^Received: from \[127\.0\.0\.51\]/);
+  });
+
+  test('PROXY UNKNOWN (the proxy itself) is served as the proxy\'s own address', async () => {
+    const r = await raw('127.0.0.7', ['PROXY UNKNOWN\r\n', request]);
+    expect(await storedReceived(r)).toMatch(/^Received: from \[127\.0\.0\.7\]/);
+  });
+
+  test('a trusted proxy that sends no PROXY header gets a 400 naming the problem', async () => {
+    const r = await raw('127.0.0.7', [request]);
+    expect(r).toMatch(/^HTTP\/1\.1 400 /);
+    expect(r).toContain('"code":"bad_proxy_header"');
+  });
+
+  test('over TLS (http.tls): the PROXY header comes before the handshake, and the client it names is the one recorded', async () => {
+    const config = testConfig({ relayFrom: ['127.0.0.0/8'] });
+    config.smtp.trustedProxies = ['127.0.0.7/32'];
+    const tls = await loadTls(undefined, dir2, config.hostname);
+    const api = new HttpApi({ config, intake: h2.intake, tls, logger: pino({ level: 'silent' }), bind: { address: '127.0.0.1', port: 0 } });
+    await api.listen();
+    try {
+      const response = await new Promise<string>((resolve, reject) => {
+        const raw = connect({ host: '127.0.0.1', port: api.port, localAddress: '127.0.0.7' }, () => {
+          raw.write('PROXY TCP4 127.0.0.52 127.0.0.1 40000 8443\r\n');
+          const s = tlsConnect({ socket: raw, rejectUnauthorized: false }, () => s.write(request));
+          let out = '';
+          s.on('data', (d: Buffer) => (out += d.toString('latin1')));
+          s.on('close', () => resolve(out));
+          s.on('error', reject);
+        });
+        raw.on('error', reject);
+      });
+      expect(await storedReceived(response)).toMatch(/^Received: from \[127\.0\.0\.52\]/);
+    } finally {
+      await api.close();
+    }
+  });
+
+  test('anyone else is plain HTTP: the request is served, a PROXY header is a bad request', async () => {
+    expect(await storedReceived(await raw('127.0.0.8', [request]))).toMatch(/^Received: from \[127\.0\.0\.8\]/);
+    expect(await raw('127.0.0.8', [`PROXY TCP4 127.0.0.50 127.0.0.1 40000 8080\r\n${request}`])).toMatch(/^HTTP\/1\.1 400 /);
   });
 });

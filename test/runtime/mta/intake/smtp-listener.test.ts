@@ -197,3 +197,47 @@ describe('SMTP intake', () => {
     await s.quit();
   });
 });
+
+// Behind the lb: the limit is per client the PROXY header names; the lb's own
+// checks (PROXY UNKNOWN) are never refused by it.
+describe('per-client limits behind a trusted proxy', () => {
+  const dir2 = tempDir();
+  let h2: IntakeHarness;
+  beforeAll(async () => {
+    const config = testConfig();
+    config.smtp.trustedProxies = ['127.0.0.9/32'];
+    config.smtp.maxConnectionsPerClient = 2;
+    h2 = await startIntake(config, dir2);
+  });
+  afterAll(() => h2.close());
+
+  async function viaProxy(header: string | Buffer): Promise<{ s: SmtpDialog; code: number; text: string }> {
+    const s = await SmtpDialog.open(h2.smtpPort, '127.0.0.1', '127.0.0.9');
+    s.send(header);
+    const r = await s.reply();
+    return { s, code: r.code, text: r.text };
+  }
+
+  test('the limit counts the address the PROXY header names', async () => {
+    const open = [await viaProxy('PROXY TCP4 127.0.0.61 127.0.0.1 40000 25\r\n'), await viaProxy('PROXY TCP4 127.0.0.61 127.0.0.1 40001 25\r\n')];
+    for (const o of open) expect(o.code).toBe(220);
+    const third = await viaProxy('PROXY TCP4 127.0.0.61 127.0.0.1 40002 25\r\n');
+    expect(third.code).toBe(421);
+    expect(third.text).toMatch(/too many connections from your address/);
+    // Another client behind the same proxy is not affected.
+    const other = await viaProxy('PROXY TCP4 127.0.0.62 127.0.0.1 40003 25\r\n');
+    expect(other.code).toBe(220);
+    for (const o of [...open, other]) await o.s.quit();
+  });
+
+  test('the proxy\'s own connections (PROXY UNKNOWN, v2 LOCAL) are not counted: checks keep getting 220', async () => {
+    const v2Local = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00]);
+    const held = [];
+    for (let i = 0; i < 4; i++) {
+      const o = await viaProxy(i % 2 === 0 ? 'PROXY UNKNOWN\r\n' : v2Local);
+      expect(o.code).toBe(220);
+      held.push(o);
+    }
+    for (const o of held) await o.s.quit();
+  });
+});
