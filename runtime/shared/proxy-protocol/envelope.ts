@@ -8,8 +8,9 @@ import { DEFAULT_MAX_FRAME } from './codec';
 // no angle brackets, no control characters.
 export const SAFE_ARG = /^[^\s<>\x00-\x1f\x7f]*$/;
 
-// The header JSON of a transaction (sender and recipients) and the headers
-// the delivery adds (DKIM-Signature) must fit in the frame beside the body.
+// Room left in a frame for what the delivery adds to the stored message
+// (DKIM-Signature fields: a few hundred bytes each) and, for SIZE, a
+// typical envelope's header JSON.
 const FRAME_MARGIN = 64 * 1024;
 /** The largest message a transaction frame carries within the proxy's frame limit. */
 export const MAX_TRANSACTION_BODY = DEFAULT_MAX_FRAME - FRAME_MARGIN;
@@ -20,4 +21,10 @@ export function transactionProblem(from: unknown, to: unknown): string | undefin
   if (!Array.isArray(to) || to.length === 0) return 'no recipients';
   for (const r of to) if (typeof r !== 'string' || r.length === 0 || !SAFE_ARG.test(r)) return 'a recipient is empty or contains white space, <, > or a control character';
   return undefined;
+}
+
+/** True when the whole frame (length field, header JSON, message, and what delivery adds) would pass the proxy's frame limit. */
+export function transactionTooLarge(from: string, to: string[], bodyLength: number): boolean {
+  const header = Buffer.byteLength(JSON.stringify({ t: 'transaction', from, to }));
+  return 4 + header + bodyLength + FRAME_MARGIN > DEFAULT_MAX_FRAME;
 }

@@ -13,6 +13,12 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
+/** An intake whose configured size limit is above what the proxy link carries. */
+function bigIntake(): Intake {
+  const config = testConfig();
+  return new Intake(h.partition, { ...config, smtp: { ...config.smtp, maxMessageSize: 2 * MAX_TRANSACTION_BODY } });
+}
+
 const message = Buffer.from('Subject: t\r\n\r\nbody\r\n');
 
 async function refusal(p: Promise<unknown>): Promise<IntakeError> {
@@ -35,11 +41,15 @@ describe('Intake.submit', () => {
   });
 
   test('the proxy frame limit binds even when max_message_size is larger', async () => {
-    const config = testConfig();
-    const big = new Intake(h.partition, { ...config, smtp: { ...config.smtp, maxMessageSize: 2 * MAX_TRANSACTION_BODY } });
     // calloc'd and refused before any I/O: costs address space, not memory.
-    const err = await refusal(big.submit({ from: 'a@example.test', to: ['b@x.test'], message: Buffer.alloc(MAX_TRANSACTION_BODY + 1), via: 'http' }));
+    const err = await refusal(bigIntake().submit({ from: 'a@example.test', to: ['b@x.test'], message: Buffer.alloc(MAX_TRANSACTION_BODY + 1), via: 'http' }));
     expect(err).toMatchObject({ reason: 'oversize', smtpCode: 552 });
+  });
+
+  test('a message under the size limit whose recipients would overflow the proxy frame is refused', async () => {
+    const to = Array.from({ length: 5 }, (_, i) => `${'r'.repeat(60)}${i}@${'d'.repeat(60)}.${'e'.repeat(60)}.${'f'.repeat(40)}.test`);
+    const err = await refusal(bigIntake().submit({ from: 'a@example.test', to, message: Buffer.alloc(MAX_TRANSACTION_BODY - 1000), via: 'http' }));
+    expect(err).toMatchObject({ reason: 'oversize', smtpCode: 552, httpStatus: 413, message: 'the message and its recipients exceed what one proxy frame carries' });
   });
 
   test('the HTTP API goes through the same check: 422, nothing queued', async () => {
