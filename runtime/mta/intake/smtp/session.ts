@@ -64,6 +64,10 @@ export const MAX_COMMAND_LINE = 4096;
 // per-session limit of its own (operators add smtpd_client_auth_rate_limit
 // or fail2ban), so there is no Postfix number to match.
 const MAX_AUTH_FAILURES = 3;
+// While a handler runs (a password check, the end-of-DATA fsync) nothing is
+// parsed; past this much pipelined input the socket stops reading until it
+// is done, so a client cannot grow a session's buffer without bound.
+const MAX_BUFFERED_WHILE_BUSY = 1024 * 1024;
 const TOO_MANY_FROM_ADDRESS = reply(421, '4.7.0', 'too many authentication failures from your address, try again later');
 // Session ids only need to be unique within the process (logs join them with the pid).
 let nextSession = 0;
@@ -84,6 +88,7 @@ export class SmtpSession {
   private state: State;
   private buffer: Buffer = Buffer.alloc(0);
   private busy = false;
+  private pausedWhileBusy = false;
   private data?: DataReader;
   private out: string[] = [];
   private unknown = 0;
@@ -134,6 +139,10 @@ export class SmtpSession {
   private onBytes(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    if (this.busy && this.buffer.length > MAX_BUFFERED_WHILE_BUSY && !this.pausedWhileBusy) {
+      this.pausedWhileBusy = true;
+      this.socket.pause();
+    }
     this.pump();
   }
 
@@ -201,6 +210,10 @@ export class SmtpSession {
       () => this.send(reply(451, '4.3.0', 'local error in processing')),
     ).finally(() => {
       this.busy = false;
+      if (this.pausedWhileBusy) {
+        this.pausedWhileBusy = false;
+        this.socket.resume();
+      }
       this.pump();
     });
   }
@@ -365,6 +378,10 @@ export class SmtpSession {
     this.busy = true;
     secure.once('secure', () => {
       this.busy = false;
+      if (this.pausedWhileBusy) {
+        this.pausedWhileBusy = false;
+        secure.resume();
+      }
       this.info.secure = true;
       this.info.helo = undefined;
       this.resetTransaction();

@@ -67,10 +67,12 @@ describe('sessions with stub handlers', () => {
   let table: AuthFailures;
   let options: Partial<SessionOptions> = {};
   let serverSide: Socket | undefined;
+  let releaseAuth: (() => void) | undefined;
   const handlers: SessionHandlers = {
     onConnect: () => undefined,
     onAuth: async (_s, user, password) => {
       checks.push(`${user}:${password}`);
+      if (password === 'hold') await new Promise<void>((release) => (releaseAuth = release));
       return password === 'right' ? undefined : reply(535, '5.7.8', 'authentication failed');
     },
     onMailFrom: () => undefined,
@@ -111,6 +113,7 @@ describe('sessions with stub handlers', () => {
     now = 1_000_000;
     checks = [];
     options = {};
+    releaseAuth = undefined;
     table = new AuthFailures({ max: 5, leakMs: 60_000, maxAddresses: 100 }, () => now);
   });
 
@@ -165,6 +168,22 @@ describe('sessions with stub handlers', () => {
     serverSide!.emit('data', Buffer.from('MAIL FROM:<smuggled@example.test>\r\nRCPT TO:<b@example.test>\r\n'));
     expect(await s.reply()).toMatchObject({ code: 500, text: '5.5.2 line too long' });
     expect((await s.reply()).text).toBe('5.5.1 need MAIL command');
+    await s.quit();
+  });
+
+  test('while a handler runs, a client streaming input gets its socket paused instead of a growing buffer', async () => {
+    const s = await session();
+    s.send(plain('hold'));
+    await waitUntil(() => releaseAuth !== undefined);
+    const line = Buffer.alloc(8 * 1024 * 1024, 'z');
+    s.send(line);
+    s.send('\r\nNOOP\r\n');
+    await waitUntil(() => serverSide!.isPaused());
+    releaseAuth!();
+    expect((await s.reply()).code).toBe(535);
+    expect((await s.reply()).text).toBe('5.5.2 line too long');
+    expect((await s.reply()).text).toBe('2.0.0 Ok');
+    expect(serverSide!.isPaused()).toBe(false);
     await s.quit();
   });
 
