@@ -9,12 +9,17 @@
  * here (10 at once, then one a minute) stay clear of a real client with a
  * stale password retrying a few times.
  *
+ * An IPv6 client is counted by its /64 (one host usually holds a whole /64,
+ * so per address it could try forever) and an IPv4-mapped address as IPv4.
+ *
  * Per worker, in memory: with W workers an address gets up to W times the
  * allowance, and a restart forgets. Bounded: past `maxAddresses` the least
  * recently failing address is forgotten, so a spray from many addresses
  * cannot grow memory (it can only flush old entries, which needs that many
  * addresses).
  */
+import { isIPv4, isIPv6 } from 'node:net';
+
 export interface AuthFailureLimits {
   max: number;
   leakMs: number;
@@ -39,11 +44,12 @@ export class AuthFailures {
 
   /** True while the address has no AUTH attempt left: one more failure would overflow the bucket. */
   blocked(address: string): boolean {
-    return this.level(address) > this.limits.max - 1;
+    return this.level(clientKey(address)) > this.limits.max - 1;
   }
 
   /** Counts one failure; true when it used up the address's allowance. */
   record(address: string): boolean {
+    address = clientKey(address);
     const level = this.level(address) + 1;
     this.buckets.delete(address);
     this.buckets.set(address, { level, at: this.now() });
@@ -64,6 +70,22 @@ export class AuthFailures {
     this.buckets.delete(address);
     return 0;
   }
+}
+
+/** What one client is: an IPv4 address (mapped or not), or an IPv6 /64. */
+export function clientKey(address: string): string {
+  if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) return address.slice(7);
+  const plain = address.split('%')[0];
+  if (!isIPv6(plain)) return address;
+  const width = (parts: string[]): number => parts.reduce((n, p) => n + (p.includes('.') ? 2 : 1), 0);
+  const [head, tail] = plain.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - width(h) - width(t)).fill('0'), ...t];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
 }
 
 /** The worker's table, shared by every listener's sessions (a client is one client on any port). */
