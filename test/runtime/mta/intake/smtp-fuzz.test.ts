@@ -3,10 +3,13 @@
 // binary, invalid UTF-8, over-long, pipelined in random-sized writes) and
 // random bodies against the real listener. It checks that the intake
 // answers exactly one reply per command line, keeps running, and accepts no
-// message the proxy link would refuse: every accepted envelope passes the
+// message the spool or the proxy link would refuse: every accepted message
+// is read back from disk by a fresh partition, and its envelope passes the
 // proxy's own rule and round-trips through its frame encoder and decoder.
 // Replay a failure with VOLLEY_FUZZ_SEED=<the printed seed>.
+import { join } from 'node:path';
 import { MAX_COMMAND_LINE } from '../../../../runtime/mta/intake/smtp/session';
+import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import { DEFAULT_MAX_FRAME, encodeFrame, FrameDecoder } from '../../../../runtime/shared/proxy-protocol/codec';
 import { MAX_TRANSACTION_BODY, transactionProblem } from '../../../../runtime/shared/proxy-protocol/envelope';
 import { testConfig } from '../../../helpers/config';
@@ -139,10 +142,12 @@ function sendInPieces(r: Prng, s: SmtpDialog, data: Buffer): void {
 describe('SMTP intake fuzz', () => {
   const dir = tempDir();
   let h: IntakeHarness;
+  let open = false;
   beforeAll(async () => {
     h = await startIntake(testConfig(), dir);
+    open = true;
   });
-  afterAll(() => h.close());
+  afterAll(() => (open ? h.close() : undefined));
 
   test(`${SESSIONS} seeded sessions: one reply per line, no crash, nothing accepted the proxy would refuse`, async () => {
     const seed = fuzzSeed();
@@ -213,12 +218,14 @@ describe('SMTP intake fuzz', () => {
     queued.push(/queued as (\S+)/.exec(ok.text)![1]);
     await after.quit();
 
-    // Every accepted message is queued, and the proxy link would take it.
-    expect(h.partition.stats().entries).toBe(queued.length);
+    // Every accepted message is on disk (read back by a fresh partition, as
+    // after a restart: no copy from memory), and the proxy link would take it.
+    await h.close();
+    open = false;
+    const spool = await SpoolPartition.open({ dir: join(dir, 'spool'), recentBytes: 0 });
+    expect([...spool.entries()].map((e) => e.id).sort()).toEqual([...queued].sort());
     for (const id of queued) {
-      const entry = h.partition.get(id);
-      expect([id, entry !== undefined]).toEqual([id, true]);
-      const { envelope, body: message } = await h.partition.read(entry!);
+      const { envelope, body: message } = await spool.read(spool.get(id)!);
       expect([id, transactionProblem(envelope.from, envelope.to)]).toEqual([id, undefined]);
       expect(message.length).toBeLessThanOrEqual(MAX_TRANSACTION_BODY);
       const frames = new FrameDecoder(DEFAULT_MAX_FRAME).push(encodeFrame({ t: 'transaction', from: envelope.from, to: envelope.to }, message));
@@ -226,5 +233,6 @@ describe('SMTP intake fuzz', () => {
       expect(frames[0].header).toEqual({ t: 'transaction', from: envelope.from, to: envelope.to });
       expect(frames[0].body?.equals(message) ?? message.length === 0).toBe(true);
     }
+    await spool.close();
   });
 });
