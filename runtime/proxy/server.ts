@@ -3,7 +3,7 @@ import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { CidrList } from '../shared/cidr';
 import type { Logger } from '../shared/log';
 import { endChannel } from './close-channel';
-import { AuthError, FrameChannel, PROTOCOL_VERSION, ProtocolError, serverHandshake, type Frame } from '../shared/proxy-protocol';
+import { AuthError, FrameChannel, PROTOCOL_VERSION, ProtocolError, SAFE_ARG, serverHandshake, transactionProblem, type Frame } from '../shared/proxy-protocol';
 import type { ConnectFailed, Connected, ConnectRequest, TransactionFailed, TransactionReply } from '../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../shared/smtp/client';
 import { ConnectError, type TlsPolicy } from '../shared/smtp/connector';
@@ -46,8 +46,6 @@ export interface ProxyStats {
 }
 
 const TLS_POLICIES: readonly TlsPolicy[] = ['opportunistic', 'required', 'never'];
-// An SMTP argument must not smuggle a second command.
-const SAFE_ARG = /^[^\s<>\x00-\x1f\x7f]*$/;
 
 /**
  * `volley proxy`: holds sending IPs and opens MX sessions from them for
@@ -234,13 +232,13 @@ export class ProxyServer {
   /** Runs one transaction; false when the MX session is gone. */
   private async transaction(mx: MxSession, frame: Frame, channel: FrameChannel): Promise<boolean> {
     const { from, to } = frame.header as { from?: unknown; to?: unknown };
-    if (typeof from !== 'string' || !SAFE_ARG.test(from) || !Array.isArray(to) || to.length === 0 || !to.every((r) => typeof r === 'string' && r.length > 0 && SAFE_ARG.test(r))) {
-      throw new ProtocolError('bad transaction request');
-    }
+    // The MTA's intake refuses the same envelopes (shared rule), so this only trips on a broken peer.
+    const problem = transactionProblem(from, to);
+    if (problem) throw new ProtocolError(`bad transaction request: ${problem}`);
     mx.transactions++;
     this.counters.transactions++;
     try {
-      const tx = await mx.session.send(from, to as string[], frame.body ?? Buffer.alloc(0));
+      const tx = await mx.session.send(from as string, to as string[], frame.body ?? Buffer.alloc(0));
       const answer: TransactionReply = { t: 'result', recipients: tx.recipients, envelope_ms: tx.envelopeMs, data_ms: tx.dataMs, usable: mx.session.usable };
       channel.send(answer);
       return true;

@@ -3,11 +3,23 @@ import { createHash, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 // Format: scrypt$N$r$p$saltB64$hashB64 — self-describing so the cost can be
 // raised later without invalidating existing entries.
 const KEYLEN = 32;
+const DEFAULT_COST = { N: 16384, r: 8, p: 1 };
 
-export async function hashPassword(password: string, cost = { N: 16384, r: 8, p: 1 }): Promise<string> {
+export async function hashPassword(password: string, cost = DEFAULT_COST): Promise<string> {
   const salt = randomBytes(16);
   const hash = await scryptAsync(password, salt, cost);
   return `scrypt$${cost.N}$${cost.r}$${cost.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
+}
+
+/**
+ * A hash no password matches (random salt and key), with the cost of `like`
+ * (or the default): checking a password against it costs what checking it
+ * against `like` costs, which is what an unknown user must cost.
+ */
+export function unmatchableHash(like?: string): string {
+  const cost = like?.split('$').slice(1, 4).join('$');
+  const params = cost && /^\d+\$\d+\$\d+$/.test(cost) ? cost : `${DEFAULT_COST.N}$${DEFAULT_COST.r}$${DEFAULT_COST.p}`;
+  return `scrypt$${params}$${randomBytes(16).toString('base64')}$${randomBytes(KEYLEN).toString('base64')}`;
 }
 
 export function isPasswordHash(value: string): boolean {

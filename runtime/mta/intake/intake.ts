@@ -4,6 +4,7 @@ import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import type { Envelope, SpoolEntry } from '../spool/types';
 import { newMessageId } from '../message-id';
+import { MAX_TRANSACTION_BODY, transactionProblem, transactionTooLarge } from '../../shared/proxy-protocol/envelope';
 import { isValidMailbox } from './address';
 
 export interface Submission {
@@ -72,8 +73,15 @@ export class Intake extends EventEmitter {
       throw new IntakeError('too-many-recipients', 452, '4.5.3', 422, `too many recipients (at most ${this.config.smtp.maxRecipients})`);
     }
     for (const r of sub.to) if (!isValidMailbox(r)) throw new IntakeError('bad-recipient', 553, '5.1.3', 422, `invalid recipient address "${r}"`);
-    if (sub.message.length > this.config.smtp.maxMessageSize) {
-      throw new IntakeError('oversize', 552, '5.3.4', 413, `message exceeds the maximum size of ${this.config.smtp.maxMessageSize} bytes`);
+    // The proxy link's frame limit binds whatever the config says: a larger message could never leave.
+    const maxSize = Math.min(this.config.smtp.maxMessageSize, MAX_TRANSACTION_BODY);
+    if (sub.message.length > maxSize) throw new IntakeError('oversize', 552, '5.3.4', 413, `message exceeds the maximum size of ${maxSize} bytes`);
+    // The proxy's own rule, last: nothing accepted here can be refused on the way out
+    // (nor can a message near the limit whose many long recipients overflow one frame).
+    const problem = transactionProblem(sub.from, sub.to);
+    if (problem) throw new IntakeError('bad-recipient', 553, '5.1.3', 422, problem);
+    if (transactionTooLarge(sub.from, sub.to, sub.message.length)) {
+      throw new IntakeError('oversize', 552, '5.3.4', 413, 'the message and its recipients exceed what one proxy frame carries');
     }
     this.checkRouting(sub.pool, sub.vmta);
     const envelope: Envelope = {

@@ -9,8 +9,9 @@ export function reply(code: number, enhanced: string | undefined, text: string |
   return { code, enhanced, text };
 }
 
-// A reply line never carries a CR or LF of its own: texts may quote client input.
-const BREAKS = /[\r\n\0]/g;
+// A reply line never carries a control character of its own: texts may quote
+// client input (a CR or LF would forge a reply; an ESC would reach a terminal).
+const BREAKS = /[\x00-\x1f\x7f]/g;
 const clean = (line: string): string => (line.search(BREAKS) === -1 ? line : line.replace(BREAKS, ' '));
 
 export function formatReply(r: Reply): string {

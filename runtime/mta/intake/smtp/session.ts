@@ -1,6 +1,8 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import { endSocket } from '../../../shared/end-socket';
+import { MAX_TRANSACTION_BODY } from '../../../shared/proxy-protocol/envelope';
+import { workerAuthFailures, type AuthFailures } from './auth-failures';
 import { DataReader } from './data-reader';
 import { parseProxyHeader } from './proxy-header';
 import { formatReply, reply, type Reply } from './reply';
@@ -43,9 +45,30 @@ export interface SessionOptions {
   expectProxy: boolean;
   /** The peer address, read once: each socket.remoteAddress is a getpeername(2). */
   remoteAddress: string;
+  /** AUTH failures a session may make; the last one is answered 421 and closes (default 3). */
+  maxAuthFailures?: number;
+  /** AUTH failures per client address across sessions (default: the worker's table). */
+  authFailures?: AuthFailures;
 }
 
-const MAX_LINE = 4096;
+/**
+ * The longest command line, CRLF included. RFC 5321 4.5.3.1.4 says 512; SMTP
+ * AUTH responses and long quoted addresses need more, and anything this long
+ * is an attack or a broken client.
+ */
+export const MAX_COMMAND_LINE = 4096;
+// Three wrong passwords and the session ends, as Sun/Oracle Messaging Server
+// (disconnectbadauthlimit) and Stalwart (auth.max-failures) do by default: a
+// person mistyping retries once or twice; a guesser must reconnect, which the
+// per-address table and the connection limits then meter. Postfix has no
+// per-session limit of its own (operators add smtpd_client_auth_rate_limit
+// or fail2ban), so there is no Postfix number to match.
+const MAX_AUTH_FAILURES = 3;
+// While a handler runs (a password check, the end-of-DATA fsync) nothing is
+// parsed; past this much pipelined input the socket stops reading until it
+// is done, so a client cannot grow a session's buffer without bound.
+const MAX_BUFFERED_WHILE_BUSY = 1024 * 1024;
+const TOO_MANY_FROM_ADDRESS = reply(421, '4.7.0', 'too many authentication failures from your address, try again later');
 // Session ids only need to be unique within the process (logs join them with the pid).
 let nextSession = 0;
 const MAX_UNKNOWN = 10;
@@ -65,9 +88,15 @@ export class SmtpSession {
   private state: State;
   private buffer: Buffer = Buffer.alloc(0);
   private busy = false;
+  private pausedWhileBusy = false;
   private data?: DataReader;
   private out: string[] = [];
   private unknown = 0;
+  private authFailureCount = 0;
+  /** Inside an over-long command line: drop bytes up to its LF, then answer once. */
+  private discarding = false;
+  private readonly maxSize: number;
+  private readonly authFailures: AuthFailures;
   private esmtp = false;
   private authStep?: (line: string) => Promise<void> | void;
 
@@ -77,6 +106,9 @@ export class SmtpSession {
     private readonly handlers: SessionHandlers,
   ) {
     this.socket = socket;
+    // A message over the proxy link's frame limit could never leave: SIZE says so up front.
+    this.maxSize = Math.min(options.maxMessageSize, MAX_TRANSACTION_BODY);
+    this.authFailures = options.authFailures ?? workerAuthFailures;
     this.info = { id: (++nextSession).toString(36), remoteAddress: options.remoteAddress, secure: options.implicitTls, rcptTo: [] };
     this.state = options.expectProxy ? 'proxy' : 'command';
     this.attach(socket);
@@ -107,6 +139,10 @@ export class SmtpSession {
   private onBytes(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    if (this.busy && this.buffer.length > MAX_BUFFERED_WHILE_BUSY && !this.pausedWhileBusy) {
+      this.pausedWhileBusy = true;
+      this.socket.pause();
+    }
     this.pump();
   }
 
@@ -133,19 +169,37 @@ export class SmtpSession {
       }
       const nl = this.buffer.indexOf(10);
       if (nl === -1) {
-        if (this.buffer.length > MAX_LINE) {
+        // Never run the tail of an over-long line as a command of its own
+        // (it could be a smuggled MAIL FROM): drop everything up to its LF.
+        if (this.buffer.length >= MAX_COMMAND_LINE) {
+          this.discarding = true;
           this.buffer = Buffer.alloc(0);
-          this.send(reply(500, '5.5.2', 'line too long'));
         }
         break;
       }
+      if (this.discarding || nl + 1 > MAX_COMMAND_LINE) {
+        this.discarding = false;
+        this.buffer = this.buffer.subarray(nl + 1);
+        this.lineTooLong();
+        continue;
+      }
       const line = this.buffer.toString('utf8', 0, nl > 0 && this.buffer[nl - 1] === 13 ? nl - 1 : nl);
       this.buffer = this.buffer.subarray(nl + 1);
-      if (nl > MAX_LINE) this.send(reply(500, '5.5.2', 'line too long'));
-      else if (this.state === 'auth') this.runAsync(this.authStep!(line));
+      if (this.state === 'auth') this.runAsync(this.authStep!(line));
       else this.command(line);
     }
     this.flush();
+  }
+
+  /** One answer for one over-long line, however many reads it took. */
+  private lineTooLong(): void {
+    if (this.state === 'auth') {
+      // RFC 4954 4: the exchange is over, the session is not.
+      this.state = 'command';
+      return this.send(reply(500, '5.5.6', 'authentication exchange line is too long'));
+    }
+    if (++this.unknown >= MAX_UNKNOWN) return this.close(reply(421, '4.7.0', 'too many unrecognized commands'));
+    this.send(reply(500, '5.5.2', 'line too long'));
   }
 
   private runAsync(p: Promise<void> | void): void {
@@ -156,6 +210,10 @@ export class SmtpSession {
       () => this.send(reply(451, '4.3.0', 'local error in processing')),
     ).finally(() => {
       this.busy = false;
+      if (this.pausedWhileBusy) {
+        this.pausedWhileBusy = false;
+        this.socket.resume();
+      }
       this.pump();
     });
   }
@@ -236,7 +294,7 @@ export class SmtpSession {
     this.esmtp = verb === 'EHLO';
     this.resetTransaction();
     if (!this.esmtp) return this.send(reply(250, undefined, this.options.hostname));
-    const ext = [`${this.options.hostname} greets ${arg} [${this.info.remoteAddress}]`, 'PIPELINING', `SIZE ${this.options.maxMessageSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES'];
+    const ext = [`${this.options.hostname} greets ${arg} [${this.info.remoteAddress}]`, 'PIPELINING', `SIZE ${this.maxSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES'];
     if (this.options.allowStartTls && !this.info.secure) ext.push('STARTTLS');
     if (this.info.secure || this.options.allowInsecureAuth) ext.push('AUTH PLAIN LOGIN');
     this.send(reply(250, undefined, ext));
@@ -252,7 +310,7 @@ export class SmtpSession {
       const k = key.toUpperCase();
       if (k === 'SIZE') {
         if (!/^\d+$/.test(value ?? '')) return this.send(reply(501, '5.5.4', 'bad SIZE parameter'));
-        if (Number(value) > this.options.maxMessageSize) return this.send(reply(552, '5.3.4', 'message size exceeds fixed maximum message size'));
+        if (Number(value) > this.maxSize) return this.send(reply(552, '5.3.4', 'message size exceeds fixed maximum message size'));
       } else if (k === 'BODY') {
         if (!/^(7BIT|8BITMIME)$/i.test(value ?? '')) return this.send(reply(501, '5.5.4', 'bad BODY parameter'));
       } else if (k !== 'SMTPUTF8' && k !== 'AUTH') {
@@ -280,7 +338,7 @@ export class SmtpSession {
     if (this.info.mailFrom === undefined) return this.send(reply(503, '5.5.1', 'need MAIL command'));
     if (this.info.rcptTo.length === 0) return this.send(reply(503, '5.5.1', 'need RCPT command'));
     this.state = 'data';
-    this.data = new DataReader(this.options.maxMessageSize);
+    this.data = new DataReader(this.maxSize);
     this.send(reply(354, undefined, 'End data with <CR><LF>.<CR><LF>'));
   }
 
@@ -320,6 +378,10 @@ export class SmtpSession {
     this.busy = true;
     secure.once('secure', () => {
       this.busy = false;
+      if (this.pausedWhileBusy) {
+        this.pausedWhileBusy = false;
+        secure.resume();
+      }
       this.info.secure = true;
       this.info.helo = undefined;
       this.resetTransaction();
@@ -334,10 +396,13 @@ export class SmtpSession {
     if (this.info.user) return this.send(reply(503, '5.5.1', 'already authenticated'));
     if (this.info.mailFrom !== undefined) return this.send(reply(503, '5.5.1', 'AUTH not allowed during a mail transaction'));
     if (!this.info.secure && !this.options.allowInsecureAuth) return this.send(reply(538, '5.7.11', 'encryption required for requested authentication mechanism'));
+    // Refused before any password is read, so a blocked guesser costs no scrypt.
+    if (this.authFailures.blocked(this.info.remoteAddress)) return this.close(TOO_MANY_FROM_ADDRESS);
     const [mech, initial] = arg.split(/\s+/, 2);
     const finish = async (user: string, password: string): Promise<void> => {
       this.state = 'command';
       const refusal = await this.handlers.onAuth(this.info, user, password);
+      if (refusal && refusal.code === 535) return this.authFailed(refusal);
       if (refusal) return this.send(refusal);
       this.info.user = user;
       this.send(reply(235, '2.7.0', 'Authentication successful'));
@@ -392,5 +457,13 @@ export class SmtpSession {
       return this.send(reply(334, undefined, 'VXNlcm5hbWU6'));
     }
     this.send(reply(504, '5.5.4', 'unrecognized authentication mechanism'));
+  }
+
+  /** A wrong password: 535 while tries are left, else one 421 in its place and the session ends. */
+  private authFailed(refusal: Reply): void {
+    const addressSpent = this.authFailures.record(this.info.remoteAddress);
+    if (addressSpent) return this.close(TOO_MANY_FROM_ADDRESS);
+    if (++this.authFailureCount >= (this.options.maxAuthFailures ?? MAX_AUTH_FAILURES)) return this.close(reply(421, '4.7.0', 'too many authentication failures, closing connection'));
+    this.send(refusal);
   }
 }

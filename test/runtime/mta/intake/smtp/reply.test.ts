@@ -14,4 +14,8 @@ describe('formatReply', () => {
     expect(formatReply(reply(553, '5.1.7', 'invalid sender <a\r\n250 ok\0>'))).toBe('553 5.1.7 invalid sender <a  250 ok >\r\n');
     expect(formatReply(reply(250, undefined, ['x\ny', 'z\r']))).toBe('250-x y\r\n250 z \r\n');
   });
+
+  test('other control characters quoted from the client are blanked too', () => {
+    expect(formatReply(reply(553, '5.1.3', 'invalid recipient <"a\x1b[31m\x7f"@x>'))).toBe('553 5.1.3 invalid recipient <"a [31m "@x>\r\n');
+  });
 });
