@@ -1,5 +1,6 @@
 // `volley proxy` as a whole: the config file, the ProxyServer, its admin port
 // and metrics, and the reload that SIGHUP triggers (systemd's ExecReload).
+import { VolleyError } from '../shared/errors';
 import type { Logger } from '../shared/log';
 import { loadProxyConfig, proxyServerOptions, type ProxyConfig } from './config';
 import { ProxyAdminServer } from './admin-server';
@@ -41,7 +42,12 @@ export class ProxyDaemon {
   /** The admin port first, so that readiness answers 503 (not nothing) while the listener comes up. */
   async start(): Promise<{ port: number; adminPort: number }> {
     const { address, port } = this.config.adminListen;
-    const adminPort = await this.admin.listen(port, address);
+    let adminPort: number;
+    try {
+      adminPort = await this.admin.listen(port, address);
+    } catch (err) {
+      throw new VolleyError('EADMINLISTEN', `admin_listen ${address}:${port}: cannot listen: ${(err as Error).message} (another proxy on this host? give each its own admin_listen)`);
+    }
     this.log.info({ address, port: adminPort }, 'proxy: admin port listening (/healthz /readyz /metrics)');
     const listening = await this.server.start();
     return { port: listening.port, adminPort };
