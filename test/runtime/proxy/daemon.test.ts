@@ -122,16 +122,21 @@ test('a reload applies a changed file without closing MTA links or MX sessions; 
   expect(log.lines().find((l) => l.msg === 'proxy: config reloaded')).toMatchObject({ applied: expect.arrayContaining(['sending_ips', 'max_transactions_per_session', 'log_level']), needs_restart: ['listen'], retired_mx_sessions: 1 });
 });
 
-test('a sending IP removed while its session is in use: the transaction finishes, then the session is QUIT and not reused', async () => {
+test('a sending IP removed while its sessions are in use: a transaction finishes, then each session is QUIT and none is pooled', async () => {
   const file = join(dir, 'removed.yaml');
   const { daemon, port } = await startDaemon(file, { sendingIps: ['127.0.0.2', '127.0.0.3'] });
   const channel = await link(port);
   expect(await connect(channel, '127.0.0.3')).toMatchObject({ t: 'connected' });
+  const idle = await link(port);
+  expect(await connect(idle, '127.0.0.3')).toMatchObject({ t: 'connected' });
   const before = sink.counts();
   writeFileSync(file, configText({ sendingIps: ['127.0.0.2'] }));
   expect(await daemon.reload()).toBe(true);
   expect(await transaction(channel)).toMatchObject({ t: 'result', usable: false, recipients: [expect.objectContaining({ outcome: 'delivered' })] });
   await waitUntil(() => sink.quits() === before.quits + 1, 5_000, counts);
+  // The other session is handed back with reuse asked for: it is QUIT, not pooled.
+  idle.send({ t: 'release', reuse: true });
+  await waitUntil(() => sink.quits() === before.quits + 2, 5_000, counts);
   channel.send({ t: 'release', reuse: true });
   expect(await connect(channel, '127.0.0.3')).toMatchObject({ t: 'connect_failed', kind: 'ip-not-hosted' });
   expect(daemon.server.stats().mxIdle).toBe(0);
