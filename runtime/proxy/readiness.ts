@@ -1,7 +1,7 @@
 // When a proxy is ready to carry mail: its MTA listener is bound (so its TLS
 // pair and secret were loaded), and every configured sending IP can be bound
 // on this host (a missing address would fail deliveries, not the proxy).
-import { createServer } from 'node:net';
+import { createServer, isIP } from 'node:net';
 import { listen } from '../shared/listen';
 import type { ProxyServer } from './server';
 
@@ -10,6 +10,7 @@ export type BindProbe = (ip: string) => Promise<boolean>;
 
 /** Binds a TCP socket to the address on an ephemeral port and closes it. */
 export const bindProbe: BindProbe = async (ip) => {
+  if (isIP(ip) === 0) return false; // a name would be looked up; the config holds addresses only
   const server = createServer();
   try {
     await listen(server, 0, ip);
