@@ -26,14 +26,26 @@ export function registerProxy(program: Command): void {
       process.on('SIGHUP', () => void daemon.reload());
       let stopping = false;
       const stop = (signal: string): void => {
-        if (stopping) return;
-        stopping = true;
-        logger.info({ signal }, 'proxy: stopping');
-        void daemon.stop().then(() => {
-          logger.info('proxy: stopped');
+        if (stopping) {
+          // A second signal while transactions drain: stop now.
+          logger.warn({ signal }, 'proxy: stopping now, transactions in flight are cut');
           logger.flush();
-          process.exit(0);
-        });
+          process.exit(1);
+        }
+        stopping = true;
+        logger.info({ signal }, 'proxy: stopping (transactions in flight may finish; a second signal stops at once)');
+        daemon.stop().then(
+          () => {
+            logger.info('proxy: stopped');
+            logger.flush();
+            process.exit(0);
+          },
+          (err: Error) => {
+            logger.error({ err }, 'proxy: stop failed');
+            logger.flush();
+            process.exit(1);
+          },
+        );
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));

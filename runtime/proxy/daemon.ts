@@ -8,6 +8,13 @@ import { ProxyMetrics } from './metrics';
 import { bindProbe, proxyReadiness, type BindProbe } from './readiness';
 import { ProxyServer } from './server';
 
+/**
+ * How long SIGTERM waits for transactions in flight: well inside systemd's
+ * default 90 s TimeoutStopSec, and long enough for an MX's usual answer to
+ * the final dot (one slower than this is cut, and its MTA retries later).
+ */
+export const PROXY_STOP_GRACE_MS = 30_000;
+
 export interface ProxyDaemonOptions {
   configFile: string;
   /** --listen on the command line: wins over the file at start and on every reload. */
@@ -59,8 +66,10 @@ export class ProxyDaemon {
     return this.reloads;
   }
 
-  async stop(): Promise<void> {
-    await Promise.all([this.server.stop(), this.admin.close()]);
+  /** Graceful: transactions in flight get `graceMs` to finish (ProxyServer.stop); /readyz says 503 meanwhile. */
+  async stop(graceMs = PROXY_STOP_GRACE_MS): Promise<void> {
+    await this.server.stop(graceMs);
+    await this.admin.close();
   }
 
   private load(): ProxyConfig {

@@ -31,7 +31,8 @@ export interface Readiness {
 export async function proxyReadiness(server: ProxyServer, probe: BindProbe = bindProbe): Promise<Readiness> {
   const reasons: string[] = [];
   const { tls, secret, sendingIps } = server.settings;
-  if (!server.listening) reasons.push('the MTA listener is not bound yet');
+  if (server.draining) reasons.push('the proxy is stopping');
+  else if (!server.listening) reasons.push('the MTA listener is not bound yet');
   if (tls.key.length === 0 || tls.cert.length === 0) reasons.push('no TLS pair loaded');
   if (secret.length < 32) reasons.push('no secret loaded');
   const bindable = await Promise.all(sendingIps.map((ip) => probe(ip)));

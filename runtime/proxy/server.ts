@@ -65,6 +65,10 @@ const SAFE_ARG = /^[^\s<>\x00-\x1f\x7f]*$/;
 export class ProxyServer {
   private server?: Server;
   private readonly sockets = new Set<Socket>();
+  /** Authenticated-or-handshaking MTA links, and whether each is inside a transaction (stop lets those finish). */
+  private readonly links = new Map<TLSSocket, { busy: boolean; mx?: MxSession }>();
+  private stopping = false;
+  private linkClosed?: () => void;
   // The running settings; a reload replaces them (and allow/hosted) for what comes next.
   private options: ProxyServerOptions;
   private allow?: CidrList;
@@ -125,6 +129,11 @@ export class ProxyServer {
     return this.server?.listening === true;
   }
 
+  /** True once stop() began: transactions in flight may still be finishing. */
+  get draining(): boolean {
+    return this.stopping;
+  }
+
   /** The running settings (a reload replaces them). */
   get settings(): Readonly<ProxyServerOptions> {
     return this.options;
@@ -180,19 +189,53 @@ export class ProxyServer {
     return { clients: this.sockets.size, ...this.counters, mxReused: this.pool.reused, mxIdle: this.pool.size };
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops taking connections, QUITs idle MX sessions and closes every MTA
+   * link that is not inside a transaction. Transactions in flight get up to
+   * `graceMs` to finish (their MTA gets its answer, so a message the MX took
+   * is not sent twice); then everything left is cut.
+   */
+  async stop(graceMs = 0): Promise<void> {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
+    this.stopping = true;
     this.pool.stopped = true;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const s of this.sockets) s.destroy();
     this.pool.closeAll();
+    for (const [socket, link] of this.links) if (!link.busy) socket.destroy();
+    const busy = (): number => [...this.links.values()].filter((l) => l.busy).length;
+    if (busy() > 0 && graceMs > 0) {
+      this.log.info({ transactions: busy(), grace_ms: graceMs }, 'proxy: stopping: waiting for transactions in flight');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.linkClosed = () => {
+          if (busy() > 0) return;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.linkClosed = undefined;
+      if (busy() > 0) this.log.warn({ transactions: busy() }, 'proxy: stop grace over: transactions still in flight are cut');
+    }
+    // A transaction still waiting on its MX past the grace: end that MX session
+    // too, or it would hang on until its final-dot timeout.
+    for (const [socket, link] of this.links) {
+      link.mx?.session.close();
+      socket.destroy();
+    }
+    for (const s of this.sockets) s.destroy();
     await closed;
   }
 
   private async serve(socket: TLSSocket): Promise<void> {
     const remote = socket.remoteAddress;
+    const link: { busy: boolean; mx?: MxSession } = { busy: false };
+    this.links.set(socket, link);
+    socket.once('close', () => {
+      this.links.delete(socket);
+      this.linkClosed?.();
+    });
     const channel = new FrameChannel(socket);
     let mta: string | undefined;
     let kind = 'delivery';
@@ -209,6 +252,10 @@ export class ProxyServer {
       this.counters.refused++;
       const reason = err instanceof AuthError ? err.reason : 'protocol';
       this.log.warn({ remote, reason }, `proxy: MTA authentication failed, connection closed: ${(err as Error).message}`);
+      channel.close();
+      return;
+    }
+    if (this.stopping) {
       channel.close();
       return;
     }
@@ -230,7 +277,16 @@ export class ProxyServer {
             break;
           case 'transaction':
             if (!current) throw new ProtocolError('transaction without a session');
-            if (!(await this.transaction(current, frame, channel))) current = undefined;
+            link.busy = true;
+            link.mx = current;
+            try {
+              if (!(await this.transaction(current, frame, channel))) current = undefined;
+            } finally {
+              link.busy = false;
+              link.mx = undefined;
+            }
+            // Stopping: the MTA has its answer; the link ends here (the MX session is QUIT below).
+            if (this.stopping) throw new StoppingError();
             break;
           case 'release':
             if (current) this.pool.put(current, frame.header.reuse !== false && this.hosted.has(current.sendingIp));
@@ -241,7 +297,8 @@ export class ProxyServer {
         }
       }
     } catch (err) {
-      endChannel(channel, err, log, { idle: 'proxy: MTA connection idle, closed', closed: 'proxy: MTA closed the connection', protocol: 'proxy: protocol error, MTA connection closed' }, 'debug');
+      if (err instanceof StoppingError || this.stopping) log.info('proxy: stopping, MTA connection closed');
+      else endChannel(channel, err, log, { idle: 'proxy: MTA connection idle, closed', closed: 'proxy: MTA closed the connection', protocol: 'proxy: protocol error, MTA connection closed' }, 'debug');
       if (channel.open) channel.close();
       // Between transactions the MX session is clean: keep it for others.
       if (current) this.pool.put(current, this.hosted.has(current.sendingIp));
@@ -325,6 +382,9 @@ export class ProxyServer {
     }
   }
 }
+
+/** Ends a link's loop after its transaction once the proxy is stopping. */
+class StoppingError extends Error {}
 
 function allowList(cidrs: string[] | undefined): CidrList | undefined {
   return cidrs && cidrs.length > 0 ? new CidrList(cidrs) : undefined;

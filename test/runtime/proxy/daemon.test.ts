@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { ProxyDaemon } from '../../../runtime/proxy/daemon';
 import { dialProxy, type FrameChannel, type FrameHeader } from '../../../runtime/shared/proxy-protocol';
 import { startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
+import { ScriptedMx } from '../../helpers/scripted-mx';
 import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { tempDir } from '../../helpers/tmp';
 
@@ -69,8 +70,8 @@ async function link(port: number, fingerprint = tls.fingerprint): Promise<FrameC
   return channel;
 }
 
-async function connect(channel: FrameChannel, ip: string): Promise<FrameHeader> {
-  channel.send({ t: 'connect', sending_ip: ip, mx: { host: 'mx.test', ip: '127.0.0.1', port: sink.port }, helo: 'reload.test', tls: 'never' });
+async function connect(channel: FrameChannel, ip: string, mxPort = sink.port): Promise<FrameHeader> {
+  channel.send({ t: 'connect', sending_ip: ip, mx: { host: 'mx.test', ip: '127.0.0.1', port: mxPort }, helo: 'reload.test', tls: 'never' });
   return (await channel.next(10_000)).header;
 }
 
@@ -206,5 +207,56 @@ test('/readyz answers 503 naming what is missing until every sending IP can be b
   const metrics = (await get('/metrics')).body;
   for (const line of ['volley_proxy_clients 1', 'volley_proxy_authenticated_total 1', 'volley_proxy_mx_opened_total 1', 'volley_proxy_transactions_total 1', 'volley_proxy_mx_idle 0', 'volley_proxy_refused_total 0', 'volley_proxy_mx_reused_total 0', 'volley_proxy_reloads_total{result="ok"} 0']) {
     expect(metrics).toContain(`\n${line}\n`);
+  }
+});
+
+test('stop (SIGTERM) lets a transaction in flight finish and answer its MTA, closes idle links at once, refuses new ones and QUITs every MX session', async () => {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let held = 0;
+  const mx = new ScriptedMx({ holdUntil: () => (held++, released) });
+  await mx.listen();
+  try {
+    const { daemon, port, adminPort } = await startDaemon(join(dir, 'stop.yaml'), { sendingIps: ['127.0.0.2', '127.0.0.3'] });
+    const busy = await link(port);
+    expect(await connect(busy, '127.0.0.2', mx.port)).toMatchObject({ t: 'connected' });
+    const idle = await link(port);
+    expect(await connect(idle, '127.0.0.3', mx.port)).toMatchObject({ t: 'connected' });
+    // The MX holds the final dot: the transaction is in flight when the stop comes.
+    n++;
+    busy.send({ t: 'transaction', from: 'a@volley.test', to: [`r${n}@dest.test`] }, Buffer.from('Subject: in flight\r\n\r\nhi\r\n'));
+    const answer = busy.next(10_000);
+    await waitUntil(() => held === 1);
+    const stopped = daemon.stop(600_000);
+    await waitUntil(() => !idle.open);
+    expect(busy.open).toBe(true);
+    await expect(link(port)).rejects.toThrow();
+    const readyz = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
+    expect({ status: readyz.status, body: await readyz.json() }).toEqual({ status: 503, body: { ok: false, reasons: ['the proxy is stopping'] } });
+    release();
+    expect((await answer).header).toMatchObject({ t: 'result', recipients: [expect.objectContaining({ outcome: 'delivered' })] });
+    await stopped;
+    await waitUntil(() => !busy.open && mx.open === 0, 5_000, () => `busy link open: ${busy.open}, MX sessions open: ${mx.open}`);
+    expect(mx.messages.map((m) => m.clientIp)).toEqual(['127.0.0.2']);
+  } finally {
+    release();
+    await mx.close();
+  }
+});
+
+test('stop with no grace cuts a transaction in flight: its MTA gets no answer (and retries), the MX session is dropped', async () => {
+  const mx = new ScriptedMx({ holdUntil: () => new Promise<void>(() => undefined) });
+  await mx.listen();
+  try {
+    const { daemon, port } = await startDaemon(join(dir, 'cut.yaml'), { sendingIps: ['127.0.0.2'] });
+    const busy = await link(port);
+    expect(await connect(busy, '127.0.0.2', mx.port)).toMatchObject({ t: 'connected' });
+    busy.send({ t: 'transaction', from: 'a@volley.test', to: ['cut@dest.test'] }, Buffer.from('Subject: cut\r\n\r\nhi\r\n'));
+    await waitUntil(() => mx.open === 1 && mx.attempts.size === 1);
+    await daemon.stop(0);
+    await expect(busy.next(10_000)).rejects.toThrow();
+    await waitUntil(() => mx.open === 0);
+  } finally {
+    await mx.close();
   }
 });

@@ -17,7 +17,7 @@ test('not ready until the MTA listener is bound, then ready; not ready again onc
   } finally {
     await server.stop();
   }
-  expect((await proxyReadiness(server)).ok).toBe(false);
+  expect(await proxyReadiness(server)).toEqual({ ok: false, reasons: ['the proxy is stopping'] });
 });
 
 test('the bind probe binds loopback sending IPs, and says false for what is not an address', async () => {
