@@ -260,3 +260,24 @@ test('stop with no grace cuts a transaction in flight: its MTA gets no answer (a
     await mx.close();
   }
 });
+
+// pino children follow their parent's level, so this holds without the server
+// tracking its links' loggers; the test keeps it so.
+test('a reload\'s log_level reaches links opened before it (they live for hours): debug lines appear on an old link', async () => {
+  const file = join(dir, 'level.yaml');
+  writeFileSync(file, configText({ sendingIps: ['127.0.0.2'], logLevel: 'info' }));
+  const log = captureLogger();
+  // As the CLI does: the logger starts at the file's level.
+  const daemon = new ProxyDaemon({ configFile: file, logger: (c) => Object.assign(log.logger, { level: c.logLevel ?? 'info' }) });
+  daemons.push(daemon);
+  const { port } = await daemon.start();
+  const handedOut = () => log.lines().filter((l) => l.msg === 'proxy: session handed out');
+  const channel = await link(port);
+  expect(await connect(channel, '127.0.0.2')).toMatchObject({ t: 'connected' });
+  expect(handedOut()).toHaveLength(0);
+  channel.send({ t: 'release', reuse: true });
+  writeFileSync(file, configText({ sendingIps: ['127.0.0.2'], logLevel: 'debug' }));
+  expect(await daemon.reload()).toBe(true);
+  expect(await connect(channel, '127.0.0.2')).toMatchObject({ t: 'connected', reused: true });
+  expect(handedOut()).toEqual([expect.objectContaining({ level: 20, mta: 'mta-test', sending_ip: '127.0.0.2', reused: true })]);
+});
