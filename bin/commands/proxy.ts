@@ -26,14 +26,12 @@ export function registerProxy(program: Command): void {
       process.on('SIGHUP', () => void daemon.reload());
       let stopping = false;
       const stop = (signal: string): void => {
-        if (stopping) {
-          // A second signal while transactions drain: stop now.
-          logger.warn({ signal }, 'proxy: stopping now, transactions in flight are cut');
-          logger.flush();
-          process.exit(1);
-        }
+        // A second signal changes nothing, as for the MTA: Ctrl-C under `volley
+        // local` sends SIGINT from the terminal and SIGTERM from volley local,
+        // and the grace is bounded anyway (systemd SIGKILLs after TimeoutStopSec).
+        if (stopping) return void logger.info({ signal }, 'proxy: already stopping, transactions in flight still finish');
         stopping = true;
-        logger.info({ signal }, 'proxy: stopping (transactions in flight may finish; a second signal stops at once)');
+        logger.info({ signal }, 'proxy: stopping (transactions in flight may finish)');
         daemon.stop().then(
           () => {
             logger.info('proxy: stopped');
