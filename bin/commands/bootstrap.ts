@@ -77,9 +77,9 @@ export function registerBootstrap(program: Command): void {
     });
 
   withCommonFlags(bootstrap.command('proxy').description('attach the slot\'s sending ENI, wait for its addresses, then start the proxy'), PROXY_DEFAULTS)
-    .option('--ready-url <url>', 'readiness endpoint of the started proxy, if it has one')
+    .option('--ready-url <url>', 'readiness endpoint of the started proxy (its admin_listen)', PROXY_DEFAULTS.readyUrl)
     .option('--address-timeout <seconds>', 'how long the ENI\'s addresses may take to come up', seconds, sec(PROXY_DEFAULTS.addressTimeoutMs))
-    .action(async (flags: CommonFlags & { addressTimeout: number }) => {
+    .action(async (flags: CommonFlags & { addressTimeout: number; readyUrl: string }) => {
       await (await runtime()).bootstrapProxy(await deps(flags), {
         slot: flags.slot,
         unit: flags.unit,

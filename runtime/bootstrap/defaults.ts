@@ -15,6 +15,8 @@ export const MTA_DEFAULTS = {
 
 export const PROXY_DEFAULTS = {
   unit: 'volley-proxy.service',
+  // The proxy config's admin_listen default (runtime/proxy/config.ts PROXY_ADMIN_DEFAULT).
+  readyUrl: 'http://127.0.0.1:7626/readyz',
   releaseTimeoutMs: 15 * 60_000,
   attachTimeoutMs: 3 * 60_000,
   addressTimeoutMs: 3 * 60_000,

@@ -8,8 +8,8 @@ import type { BootstrapSystem } from './system';
 export interface ProxyBootstrapOptions {
   readonly slot: string;
   readonly unit: string;
-  /** Optional: the proxy has no HTTP readiness endpoint unless its config gives one. */
-  readonly readyUrl?: string;
+  /** The proxy's /readyz (its admin_listen); ready once it listens and can bind every sending IP. */
+  readonly readyUrl: string;
   readonly releaseTimeoutMs: number;
   readonly attachTimeoutMs: number;
   /** The OS (amazon-ec2-net-utils) configures the ENI's addresses after attach. */
@@ -28,7 +28,8 @@ async function waitForAddresses(system: BootstrapSystem, clock: Clock, addresses
 /**
  * Boot of a proxy slot: reattach the standalone ENI that carries the sending
  * IPs, wait until the host has every address (a proxy binding a missing IP
- * would fail its first delivery), start the proxy, tell CloudFormation.
+ * would fail its first delivery), start the proxy, wait for its /readyz,
+ * tell CloudFormation.
  */
 export async function bootstrapProxy(deps: BootstrapDeps, options: ProxyBootstrapOptions): Promise<void> {
   const { ec2, system, clock, log } = deps;
@@ -44,7 +45,8 @@ export async function bootstrapProxy(deps: BootstrapDeps, options: ProxyBootstra
     await waitForAddresses(system, clock, eni.addresses, options.addressTimeoutMs);
     log.info(`starting ${options.unit}`);
     await system.startUnit(options.unit);
-    if (options.readyUrl) await waitReady(clock, options.readyUrl, options.readyTimeoutMs);
+    log.info(`waiting for ${options.readyUrl}`);
+    await waitReady(clock, options.readyUrl, options.readyTimeoutMs);
     await system.signal(true, `slot ${options.slot} ready`);
   } catch (err) {
     await reportFailure(system, log, err as Error);

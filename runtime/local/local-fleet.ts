@@ -35,8 +35,9 @@ export const LAYOUT = {
     { name: 'mta-2', smtp: 2602, http: 8082, admin: 8028 },
   ],
   proxies: [
-    { name: 'proxy-a', port: 7025, ips: ['127.0.0.2', '127.0.0.3'] },
-    { name: 'proxy-b', port: 7026, ips: ['127.0.0.4', '127.0.0.5'] },
+    // admin: each proxy's admin_listen (/healthz /readyz /metrics); two on one host cannot share the default 7626.
+    { name: 'proxy-a', port: 7025, admin: 7027, ips: ['127.0.0.2', '127.0.0.3'] },
+    { name: 'proxy-b', port: 7026, admin: 7028, ips: ['127.0.0.4', '127.0.0.5'] },
   ],
 };
 
@@ -173,6 +174,7 @@ async function prepareConfigs(data: string, options: LocalFleetOptions): Promise
       [
         `name: ${p.name}`,
         `listen: 127.0.0.1:${p.port}`,
+        `admin_listen: 127.0.0.1:${p.admin}`,
         `tls: { cert: ${join(dir, 'tls', 'self-signed.crt')}, key: ${join(dir, 'tls', 'self-signed.key')} }`,
         `secret_file: ${secretFile}`,
         `sending_ips: [${p.ips.join(', ')}]`,

@@ -35,6 +35,11 @@ import type { ProxyServerOptions } from './server';
  *                                      # control channel: average (each MTA has the cluster
  *                                      # limit) or sum (each has its share); default average
  *   log_level: info                    # optional
+ *   admin_listen: 127.0.0.1:7626       # optional: /healthz, /readyz, /metrics (HTTP, read-only, no token)
+ *
+ * SIGHUP reloads this file (see ProxyServer.reload): everything applies live
+ * except listen, admin_listen and throttle_merge, which are kept (a warning
+ * names them) until a restart; a file that fails to load changes nothing.
  *
  * Relative paths are relative to the config file.
  */
@@ -52,11 +57,17 @@ export interface ProxyConfig {
   mxTimeouts: Partial<Record<'connectMs' | 'greetingMs' | 'commandMs' | 'dataInitMs' | 'dataBlockMs' | 'finalDotMs', number>>;
   throttleMerge: 'average' | 'sum';
   logLevel?: string;
+  /** The admin HTTP port (health, readiness, metrics). */
+  adminListen: { address: string; port: number };
 }
+
+/** The admin port's default: loopback, beside the MTA listener's 7625. Other parts of the fleet rely on it. */
+export const PROXY_ADMIN_DEFAULT = { address: '127.0.0.1', port: 7626 } as const;
 
 export const PROXY_SECRET_ENV = 'VOLLEY_PROXY_SECRET';
 
-const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'throttle_merge', 'log_level']);
+const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'throttle_merge', 'log_level', 'admin_listen']);
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MX_TIMEOUT_KEYS: Record<string, keyof ProxyConfig['mxTimeouts']> = {
   connect: 'connectMs',
   greeting: 'greetingMs',
@@ -106,10 +117,8 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
   };
   for (const k of Object.keys(c)) if (!KNOWN.has(k)) problems.push(`${k}: unknown setting`);
 
-  let listen = { address: '0.0.0.0', port: 0 };
-  const m = typeof c.listen === 'string' || typeof c.listen === 'number' ? /^(?:\[?([^\]]*)\]?:)?(\d{1,5})$/.exec(String(c.listen)) : null;
-  if (!m || Number(m[2]) > 65535) problems.push('listen: expected address:port, e.g. 10.0.0.7:7625');
-  else listen = { address: m[1] || '0.0.0.0', port: Number(m[2]) };
+  const listen = hostPort(c.listen, 'listen', '0.0.0.0', '10.0.0.7:7625', problems) ?? { address: '0.0.0.0', port: 0 };
+  const adminListen = c.admin_listen === undefined ? { ...PROXY_ADMIN_DEFAULT } : (hostPort(c.admin_listen, 'admin_listen', PROXY_ADMIN_DEFAULT.address, '127.0.0.1:7626', problems) ?? { ...PROXY_ADMIN_DEFAULT });
 
   const tlsRaw = c.tls as Record<string, unknown> | undefined;
   if (typeof tlsRaw !== 'object' || tlsRaw === null) problems.push('tls: cert and key files are required (the MTA↔proxy link is always TLS)');
@@ -142,6 +151,9 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
     }
   }
 
+  // Checked here so that a reload with a typo is refused instead of throwing inside the logger.
+  if (c.log_level !== undefined && (typeof c.log_level !== 'string' || !LOG_LEVELS.includes(c.log_level))) problems.push(`log_level: one of ${LOG_LEVELS.join(', ')}`);
+
   const merge = c.throttle_merge ?? 'average';
   if (merge !== 'average' && merge !== 'sum') problems.push('throttle_merge: average or sum');
 
@@ -159,9 +171,20 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
     mxTimeouts,
     throttleMerge: merge === 'sum' ? 'sum' : 'average',
     logLevel: typeof c.log_level === 'string' ? c.log_level : undefined,
+    adminListen,
   };
   if (problems.length > 0) throw new VolleyError('ECONFIG', problems.map((p) => `${file}: ${p}`).join('\n'));
   return config;
+}
+
+/** ADDR:PORT or PORT (the address then defaults); undefined after noting a problem. */
+function hostPort(v: unknown, field: string, defaultAddress: string, example: string, problems: string[]): { address: string; port: number } | undefined {
+  const m = typeof v === 'string' || typeof v === 'number' ? /^(?:\[?([^\]]*)\]?:)?(\d{1,5})$/.exec(String(v)) : null;
+  if (!m || Number(m[2]) > 65535) {
+    problems.push(`${field}: expected address:port, e.g. ${example}`);
+    return undefined;
+  }
+  return { address: m[1] || defaultAddress, port: Number(m[2]) };
 }
 
 function stringList(v: unknown, field: string, problems: string[]): string[] {

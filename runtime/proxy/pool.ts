@@ -5,6 +5,8 @@ import type { TlsPolicy } from '../shared/smtp/connector';
 export interface MxSession {
   session: SmtpClientSession;
   key: string;
+  /** The source address, so a reload that removes it can retire the session. */
+  sendingIp: string;
   transactions: number;
   capabilities: string[];
 }
@@ -29,9 +31,10 @@ export class MxPool {
   /** Once set (the proxy is stopping), sessions handed back are QUIT, not kept. */
   stopped = false;
 
+  // Not readonly: a config reload changes them for sessions handed back from then on.
   constructor(
-    private readonly idleMs: number,
-    private readonly maxTransactions: number,
+    public idleMs: number,
+    public maxTransactions: number,
   ) {}
 
   take(key: string): MxSession | undefined {
@@ -77,6 +80,23 @@ export class MxPool {
   get size(): number {
     let n = 0;
     for (const l of this.idle.values()) n += l.length;
+    return n;
+  }
+
+  /** QUITs the idle sessions `drop` picks (a reload removed their sending IP); returns how many. */
+  closeWhere(drop: (mx: MxSession) => boolean): number {
+    let n = 0;
+    for (const [key, list] of this.idle) {
+      const keep = list.filter((entry) => {
+        if (!drop(entry.mx)) return true;
+        clearTimeout(entry.timer);
+        entry.mx.session.close();
+        n++;
+        return false;
+      });
+      if (keep.length === 0) this.idle.delete(key);
+      else this.idle.set(key, keep);
+    }
     return n;
   }
 

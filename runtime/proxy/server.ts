@@ -1,5 +1,5 @@
 import { isIP, type Socket } from 'node:net';
-import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { createSecureContext, createServer, type Server, type TLSSocket } from 'node:tls';
 import { CidrList } from '../shared/cidr';
 import type { Logger } from '../shared/log';
 import { endChannel } from './close-channel';
@@ -45,6 +45,14 @@ export interface ProxyStats {
   transactions: number;
 }
 
+/** What a reload did: the settings applied, and those that need a restart and were kept. */
+export interface ReloadOutcome {
+  applied: string[];
+  kept: { setting: string; running: string; wanted: string }[];
+  /** Idle MX sessions QUIT because their sending IP was removed. */
+  retired: number;
+}
+
 const TLS_POLICIES: readonly TlsPolicy[] = ['opportunistic', 'required', 'never'];
 
 /**
@@ -55,16 +63,23 @@ const TLS_POLICIES: readonly TlsPolicy[] = ['opportunistic', 'required', 'never'
 export class ProxyServer {
   private server?: Server;
   private readonly sockets = new Set<Socket>();
-  private readonly allow?: CidrList;
-  private readonly hosted: Set<string>;
+  /** Authenticated-or-handshaking MTA links, and whether each is inside a transaction (stop lets those finish). */
+  private readonly links = new Map<TLSSocket, { busy: boolean; mx?: MxSession }>();
+  private stopping = false;
+  private linkClosed?: () => void;
+  // The running settings; a reload replaces them (and allow/hosted) for what comes next.
+  private options: ProxyServerOptions;
+  private allow?: CidrList;
+  private hosted: Set<string>;
   readonly pool: MxPool;
   /** Cluster-wide throttles for the MTAs on the control channel. */
   readonly throttles: ClusterThrottles;
   private readonly counters = { authenticated: 0, refused: 0, mxOpened: 0, transactions: 0 };
   private readonly log: Logger;
 
-  constructor(private readonly options: ProxyServerOptions) {
-    this.allow = options.allowFrom && options.allowFrom.length > 0 ? new CidrList(options.allowFrom) : undefined;
+  constructor(options: ProxyServerOptions) {
+    this.options = options;
+    this.allow = allowList(options.allowFrom);
     this.hosted = new Set(options.sendingIps);
     this.pool = new MxPool(options.idleTimeoutMs, options.maxTransactionsPerSession);
     this.log = options.logger;
@@ -72,7 +87,9 @@ export class ProxyServer {
   }
 
   async start(): Promise<{ address: string; port: number }> {
-    const server = createServer({ key: this.options.tls.key, cert: this.options.tls.cert, minVersion: 'TLSv1.2', handshakeTimeout: this.options.handshakeTimeoutMs ?? 10_000 });
+    // handshakeTimeout is node's cap on the TLS handshake, read once here; the
+    // authentication after it follows the live handshake_timeout.
+    const server = createServer({ ...secureContextOptions(this.options), handshakeTimeout: this.options.handshakeTimeoutMs ?? 10_000 });
     this.server = server;
     server.on('connection', (raw: Socket) => {
       if (this.allow && !this.allow.has(raw.remoteAddress)) {
@@ -105,23 +122,118 @@ export class ProxyServer {
     return { address: a.address, port: a.port };
   }
 
+  /** True while the MTA listener is bound. */
+  get listening(): boolean {
+    return this.server?.listening === true;
+  }
+
+  /** True once stop() began: transactions in flight may still be finishing. */
+  get draining(): boolean {
+    return this.stopping;
+  }
+
+  /** The running settings (a reload replaces them). */
+  get settings(): Readonly<ProxyServerOptions> {
+    return this.options;
+  }
+
+  /**
+   * Applies a new config without dropping anything open: MTA links, control
+   * channels and MX sessions stay. New connections get the new TLS pair,
+   * secret, allow_from and timeouts; a removed sending IP is refused to new
+   * connects, its idle MX sessions are QUIT and its sessions in use finish
+   * their transaction and are then closed instead of pooled. The listen
+   * address and throttle_merge need a restart: they are kept and reported.
+   * Throws (changing nothing) when the TLS pair is unusable.
+   */
+  reload(next: ProxyServerOptions): ReloadOutcome {
+    const old = this.options;
+    const kept: ReloadOutcome['kept'] = [];
+    const listenOf = (l: ProxyServerOptions['listen']): string => `${l.address}:${l.port}`;
+    if (listenOf(next.listen) !== listenOf(old.listen)) kept.push({ setting: 'listen', running: listenOf(old.listen), wanted: listenOf(next.listen) });
+    const oldMerge = old.throttleMerge ?? 'average';
+    const nextMerge = next.throttleMerge ?? 'average';
+    if (nextMerge !== oldMerge) kept.push({ setting: 'throttle_merge', running: oldMerge, wanted: nextMerge });
+    const tlsChanged = !next.tls.key.equals(old.tls.key) || !next.tls.cert.equals(old.tls.cert);
+    // First, as it is the one step that can fail: a bad pair leaves everything as it was.
+    if (tlsChanged) {
+      createSecureContext(secureContextOptions(next)); // throws on a bad or mismatched pair
+      this.server?.setSecureContext(secureContextOptions(next));
+    }
+    const applied: string[] = [];
+    const changed = (setting: string, a: unknown, b: unknown): void => {
+      if (JSON.stringify(a) !== JSON.stringify(b)) applied.push(setting);
+    };
+    if (tlsChanged) applied.push('tls');
+    if (!next.secret.equals(old.secret)) applied.push('secret');
+    changed('name', old.name, next.name);
+    changed('allow_from', old.allowFrom ?? [], next.allowFrom ?? []);
+    changed('sending_ips', old.sendingIps, next.sendingIps);
+    changed('idle_timeout', old.idleTimeoutMs, next.idleTimeoutMs);
+    changed('max_transactions_per_session', old.maxTransactionsPerSession, next.maxTransactionsPerSession);
+    changed('handshake_timeout', old.handshakeTimeoutMs, next.handshakeTimeoutMs);
+    changed('client_idle_timeout', old.clientIdleTimeoutMs, next.clientIdleTimeoutMs);
+    changed('mx_timeouts', old.mxTimeouts, next.mxTimeouts);
+    this.options = { ...next, listen: old.listen, throttleMerge: old.throttleMerge, logger: old.logger };
+    this.allow = allowList(next.allowFrom);
+    this.hosted = new Set(next.sendingIps);
+    this.pool.idleMs = next.idleTimeoutMs;
+    this.pool.maxTransactions = next.maxTransactionsPerSession;
+    const retired = this.pool.closeWhere((mx) => !this.hosted.has(mx.sendingIp));
+    return { applied, kept, retired };
+  }
+
   stats(): ProxyStats {
     return { clients: this.sockets.size, ...this.counters, mxReused: this.pool.reused, mxIdle: this.pool.size };
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops taking connections, QUITs idle MX sessions and closes every MTA
+   * link that is not inside a transaction. Transactions in flight get up to
+   * `graceMs` to finish (their MTA gets its answer, so a message the MX took
+   * is not sent twice); then everything left is cut.
+   */
+  async stop(graceMs = 0): Promise<void> {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
+    this.stopping = true;
     this.pool.stopped = true;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const s of this.sockets) s.destroy();
     this.pool.closeAll();
+    for (const [socket, link] of this.links) if (!link.busy) socket.destroy();
+    const busy = (): number => [...this.links.values()].filter((l) => l.busy).length;
+    if (busy() > 0 && graceMs > 0) {
+      this.log.info({ transactions: busy(), grace_ms: graceMs }, 'proxy: stopping: waiting for transactions in flight');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.linkClosed = () => {
+          if (busy() > 0) return;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.linkClosed = undefined;
+      if (busy() > 0) this.log.warn({ transactions: busy() }, 'proxy: stop grace over: transactions still in flight are cut');
+    }
+    // A transaction still waiting on its MX past the grace: end that MX session
+    // too, or it would hang on until its final-dot timeout.
+    for (const [socket, link] of this.links) {
+      link.mx?.session.close();
+      socket.destroy();
+    }
+    for (const s of this.sockets) s.destroy();
     await closed;
   }
 
   private async serve(socket: TLSSocket): Promise<void> {
     const remote = socket.remoteAddress;
+    const link: { busy: boolean; mx?: MxSession } = { busy: false };
+    this.links.set(socket, link);
+    socket.once('close', () => {
+      this.links.delete(socket);
+      this.linkClosed?.();
+    });
     const channel = new FrameChannel(socket);
     let mta: string | undefined;
     let kind = 'delivery';
@@ -138,6 +250,10 @@ export class ProxyServer {
       this.counters.refused++;
       const reason = err instanceof AuthError ? err.reason : 'protocol';
       this.log.warn({ remote, reason }, `proxy: MTA authentication failed, connection closed: ${(err as Error).message}`);
+      channel.close();
+      return;
+    }
+    if (this.stopping) {
       channel.close();
       return;
     }
@@ -159,10 +275,19 @@ export class ProxyServer {
             break;
           case 'transaction':
             if (!current) throw new ProtocolError('transaction without a session');
-            if (!(await this.transaction(current, frame, channel))) current = undefined;
+            link.busy = true;
+            link.mx = current;
+            try {
+              if (!(await this.transaction(current, frame, channel))) current = undefined;
+            } finally {
+              link.busy = false;
+              link.mx = undefined;
+            }
+            // Stopping: the MTA has its answer; the link ends here (the MX session is QUIT below).
+            if (this.stopping) throw new StoppingError();
             break;
           case 'release':
-            if (current) this.pool.put(current, frame.header.reuse !== false);
+            if (current) this.pool.put(current, frame.header.reuse !== false && this.hosted.has(current.sendingIp));
             current = undefined;
             break;
           default:
@@ -170,10 +295,11 @@ export class ProxyServer {
         }
       }
     } catch (err) {
-      endChannel(channel, err, log, { idle: 'proxy: MTA connection idle, closed', closed: 'proxy: MTA closed the connection', protocol: 'proxy: protocol error, MTA connection closed' }, 'debug');
+      if (err instanceof StoppingError || this.stopping) log.info('proxy: stopping, MTA connection closed');
+      else endChannel(channel, err, log, { idle: 'proxy: MTA connection idle, closed', closed: 'proxy: MTA closed the connection', protocol: 'proxy: protocol error, MTA connection closed' }, 'debug');
       if (channel.open) channel.close();
       // Between transactions the MX session is clean: keep it for others.
-      if (current) this.pool.put(current, true);
+      if (current) this.pool.put(current, this.hosted.has(current.sendingIp));
     }
   }
 
@@ -196,7 +322,7 @@ export class ProxyServer {
       try {
         const session = await SmtpClientSession.open(req.mx, { ip: req.sending_ip, helo: req.helo }, req.tls, timeouts);
         this.counters.mxOpened++;
-        mx = { session, key, transactions: 0, capabilities: session.capabilities };
+        mx = { session, key, sendingIp: req.sending_ip, transactions: 0, capabilities: session.capabilities };
       } catch (err) {
         if (err instanceof ConnectError) return fail(err.kind, err.message, err.reply);
         return fail('error', (err as Error).message);
@@ -239,9 +365,13 @@ export class ProxyServer {
     this.counters.transactions++;
     try {
       const tx = await mx.session.send(from as string, to as string[], frame.body ?? Buffer.alloc(0));
-      const answer: TransactionReply = { t: 'result', recipients: tx.recipients, envelope_ms: tx.envelopeMs, data_ms: tx.dataMs, usable: mx.session.usable };
+      // A reload removed this sending IP mid-transaction: the transaction
+      // finished; the session is told unusable and QUIT, never reused.
+      const hosted = this.hosted.has(mx.sendingIp);
+      const answer: TransactionReply = { t: 'result', recipients: tx.recipients, envelope_ms: tx.envelopeMs, data_ms: tx.dataMs, usable: hosted && mx.session.usable };
+      if (!hosted) mx.session.close();
       channel.send(answer);
-      return true;
+      return hosted;
     } catch (err) {
       mx.session.close();
       const answer: TransactionFailed = { t: 'transaction_failed', message: (err as Error).message, usable: false };
@@ -249,6 +379,17 @@ export class ProxyServer {
       return false;
     }
   }
+}
+
+/** Ends a link's loop after its transaction once the proxy is stopping. */
+class StoppingError extends Error {}
+
+function allowList(cidrs: string[] | undefined): CidrList | undefined {
+  return cidrs && cidrs.length > 0 ? new CidrList(cidrs) : undefined;
+}
+
+function secureContextOptions(options: ProxyServerOptions): { key: Buffer; cert: Buffer; minVersion: 'TLSv1.2' } {
+  return { key: options.tls.key, cert: options.tls.cert, minVersion: 'TLSv1.2' };
 }
 
 function validateConnect(req: ConnectRequest): string | undefined {

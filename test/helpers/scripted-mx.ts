@@ -17,6 +17,8 @@ export interface ScriptedMxOptions {
   data?: (message: ReceivedMessage, attempt: number) => [number, string] | undefined;
   /** Hold each transaction this long before answering the final dot. */
   holdMs?: number;
+  /** Or until this resolves (called at the final dot): a test decides when the reply goes. */
+  holdUntil?: () => Promise<void>;
   /** Answer the greeting with this instead of 220 (e.g. 421 busy). */
   greeting?: [number, string];
 }
@@ -78,7 +80,8 @@ export class ScriptedMx {
             this.messages.push(m);
             cb(null, 'Ok: received');
           };
-          if (options.holdMs) setTimeout(answer, options.holdMs);
+          if (options.holdUntil) void options.holdUntil().then(answer);
+          else if (options.holdMs) setTimeout(answer, options.holdMs);
           else answer();
         });
       },

@@ -59,7 +59,8 @@ beforeAll(async () => {
     const tls = await proxyTls(pdir);
     p.port = await getFreePort();
     p.config = join(pdir, 'proxy.yaml');
-    writeFileSync(p.config, `name: ${p.name}\nlisten: 127.0.0.1:${p.port}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\nsecret_file: ${secretFile}\nsending_ips: [${p.ips.join(', ')}]\nidle_timeout: 30s\n`);
+    // Each its own admin port: two proxies on one host cannot share the default 7626.
+    writeFileSync(p.config, `name: ${p.name}\nlisten: 127.0.0.1:${p.port}\nadmin_listen: 127.0.0.1:${await getFreePort()}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\nsecret_file: ${secretFile}\nsending_ips: [${p.ips.join(', ')}]\nidle_timeout: 30s\n`);
     await startProxy(p);
     servers.push(`    - { name: ${p.name}, address: "127.0.0.1:${p.port}", fingerprint: "${tls.fingerprint}", sending_ips: [${p.ips.join(', ')}] }`);
   }

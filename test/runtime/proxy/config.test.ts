@@ -25,7 +25,10 @@ test('a full config parses, with paths relative to the file and durations in ms'
     maxTransactionsPerSession: 50,
     handshakeTimeoutMs: 10_000,
     mxTimeouts: { connectMs: 5_000, greetingMs: 60_000 },
+    adminListen: { address: '127.0.0.1', port: 7626 }, // the default other parts of the fleet rely on
   });
+  expect(parseProxyConfig(`${good}admin_listen: 127.0.0.1:9626\n`).adminListen).toEqual({ address: '127.0.0.1', port: 9626 });
+  expect(parseProxyConfig(`${good}admin_listen: 9626\n`).adminListen).toEqual({ address: '127.0.0.1', port: 9626 }); // a bare port stays on loopback
 });
 
 test('every problem is reported at once', () => {
@@ -37,6 +40,8 @@ idle_timeout: soon
 max_transactions_per_session: 0
 mx_timeouts: { forever: 1s }
 colour: blue
+admin_listen: everywhere
+log_level: loud
 `;
   let message = '';
   try {
@@ -44,7 +49,7 @@ colour: blue
   } catch (err) {
     message = (err as Error).message;
   }
-  for (const field of ['listen:', 'tls:', 'sending_ips: "not-an-ip"', 'allow_from:', 'idle_timeout:', 'max_transactions_per_session:', 'mx_timeouts.forever:', 'colour: unknown']) {
+  for (const field of ['listen:', 'tls:', 'sending_ips: "not-an-ip"', 'allow_from:', 'idle_timeout:', 'max_transactions_per_session:', 'mx_timeouts.forever:', 'colour: unknown', 'admin_listen: expected address:port', 'log_level: one of']) {
     expect(message).toContain(`p.yaml: ${field}`);
   }
 });
