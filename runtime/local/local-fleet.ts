@@ -3,6 +3,7 @@ import { X509Certificate, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../shared/proxy-topology';
 import { loadTls } from '../shared/tls-files';
 import { SinkServer } from '../sink/sink-server';
 
@@ -149,26 +150,17 @@ function restartHint(options: LocalFleetOptions, name: string, config: string, d
 async function prepareConfigs(data: string, options: LocalFleetOptions): Promise<string> {
   const secretFile = join(data, 'proxy.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
-  const servers = [];
-  for (const p of LAYOUT.proxies) {
-    const dir = join(data, p.name);
-    const tls = await loadTls(undefined, dir, `${p.name}.volley.test`);
-    const fingerprint = new X509Certificate(tls.cert).fingerprint256;
-    writeFileSync(
-      join(data, `${p.name}.yaml`),
-      [
-        `name: ${p.name}`,
-        `listen: 127.0.0.1:${p.port}`,
-        `tls: { cert: ${join(dir, 'tls', 'self-signed.crt')}, key: ${join(dir, 'tls', 'self-signed.key')} }`,
-        `secret_file: ${secretFile}`,
-        `sending_ips: [${p.ips.join(', ')}]`,
-        '',
-      ].join('\n'),
-    );
-    servers.push({ name: p.name, address: `127.0.0.1:${p.port}`, fingerprint, sending_ips: p.ips });
+  const nodes: ProxyNode[] = LAYOUT.proxies.map((p) => ({ name: p.name, host: '127.0.0.1', port: p.port, sendingIps: p.ips }));
+  const fingerprints = new Map<string, string>();
+  for (const node of nodes) {
+    const dir = join(data, node.name);
+    const tls = await loadTls(undefined, dir, `${node.name}.volley.test`);
+    fingerprints.set(node.name, new X509Certificate(tls.cert).fingerprint256);
+    const files = { cert: join(dir, 'tls', 'self-signed.crt'), key: join(dir, 'tls', 'self-signed.key'), secretFile };
+    writeFileSync(join(data, `${node.name}.yaml`), proxyConfigYaml(node, files));
   }
   const doc = parseDocument(readFileSync(options.configPath, 'utf8'));
-  doc.set('proxies', { secret_file: secretFile, servers });
+  doc.set('proxies', mtaProxiesSection(nodes, secretFile, (node) => ({ fingerprint: fingerprints.get(node.name) as string })));
   if (options.realMx) {
     doc.delete('routes');
     if (options.realMx.resolver) doc.set('resolver', { servers: [options.realMx.resolver] });
