@@ -17,6 +17,8 @@ export interface RuntimeDistributionProps {
  */
 export interface PublishedConfig {
   readonly parameter: ssm.IStringParameter;
+  /** The parameter's name as written (not a token), for the instance's env file. */
+  readonly parameterName: string;
   readonly source: 's3-url' | 'inline';
   /** Where volley-config-sync installs it, the path the daemon's unit names. */
   readonly installPath: string;
@@ -32,7 +34,7 @@ export function publishConfigFile(scope: Construct, id: string, props: { file: s
     stringValue: asset.s3ObjectUrl,
     description: 'S3 URL of the Volley config; volley-config-sync.timer polls it and runs config refresh on change',
   });
-  return { parameter, source: 's3-url', installPath: props.installPath, asset };
+  return { parameter, parameterName: props.parameterName, source: 's3-url', installPath: props.installPath, asset };
 }
 
 /** SSM's standard tier holds at most 4 KB; a proxy's config is a few hundred bytes. */
@@ -48,7 +50,7 @@ export function publishConfigText(scope: Construct, id: string, props: { text: s
     stringValue: props.text,
     description: 'A Volley config; volley-config-sync.timer polls it and reloads the daemon on change',
   });
-  return { parameter, source: 'inline', installPath: props.installPath };
+  return { parameter, parameterName: props.parameterName, source: 'inline', installPath: props.installPath };
 }
 
 /** What an instance needs to know about itself, written to /etc/volley/instance.env. */
@@ -92,7 +94,7 @@ export class RuntimeDistribution extends Construct {
       VOLLEY_STACK: Aws.STACK_NAME,
       VOLLEY_SIGNAL_RESOURCE: settings.signalResource,
       VOLLEY_READY_TIMEOUT: String(settings.readyTimeoutSeconds),
-      VOLLEY_CONFIG_PARAMETER: settings.config.parameter.parameterName,
+      VOLLEY_CONFIG_PARAMETER: settings.config.parameterName,
       VOLLEY_CONFIG_SOURCE: settings.config.source,
       VOLLEY_CONFIG_FILE: settings.config.installPath,
       VOLLEY_PROXY_LINK_SECRET: settings.proxyLinkSecretArn,
