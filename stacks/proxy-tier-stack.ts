@@ -1,25 +1,29 @@
 import { CfnOutput, Duration } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
 import type { ProxyConfig } from './environments';
 import { pinnedImage } from './constructs/machine';
-import { RuntimeDistribution } from './constructs/runtime-distribution';
+import { PublishedConfig, publishConfigText, RuntimeDistribution } from './constructs/runtime-distribution';
 import { SendingInterface } from './constructs/sending-interface';
 import { SingleInstanceSlot } from './constructs/single-instance-slot';
 import { SlotNotifications } from './constructs/slot-notifications';
+import { INSTANCE_FILES, proxyConfigText } from './topology';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
 
 export interface ProxyTierStackProps extends VolleyStackProps {
   readonly vpc: ec2.IVpc;
   readonly securityGroup: ec2.ISecurityGroup;
   readonly packageDir: string;
-  readonly volleyConfigPath: string;
+  readonly proxyLinkSecret: secretsmanager.ISecret;
 }
 
 export interface ProxySlot {
   readonly config: ProxyConfig;
   readonly slot: SingleInstanceSlot;
   readonly sendingInterface: SendingInterface;
+  /** This proxy's own config, generated from the environment file. */
+  readonly publishedConfig: PublishedConfig;
 }
 
 export function proxySlotId(envName: string, proxyName: string): string {
@@ -38,11 +42,7 @@ export class ProxyTierStack extends VolleyStack {
     super(scope, id, props);
     const { proxy, rollout } = this.config;
     const notifications = new SlotNotifications(this, 'Notifications');
-    const distribution = new RuntimeDistribution(this, 'Distribution', {
-      packageDir: props.packageDir,
-      volleyConfigFile: props.volleyConfigPath,
-      configParameterName: `/volley/${this.config.name}/proxy/config-url`,
-    });
+    const distribution = new RuntimeDistribution(this, 'Distribution', { packageDir: props.packageDir });
 
     for (const proxyConfig of proxy.proxies) {
       const slotId = proxySlotId(this.config.name, proxyConfig.name);
@@ -55,6 +55,12 @@ export class ProxyTierStack extends VolleyStack {
         interfaceIp: proxyConfig.interfaceIp,
         sendingIps: proxyConfig.sendingIps,
       });
+      // Each proxy has its own config (name, listen address, sending IPs), small enough to live in the parameter itself.
+      const publishedConfig = publishConfigText(this, `${proxyConfig.name}-Config`, {
+        text: proxyConfigText(this.config, proxyConfig),
+        parameterName: `/volley/${this.config.name}/proxy/${proxyConfig.name}/config`,
+        installPath: INSTANCE_FILES.proxyConfig,
+      });
       const slot = new SingleInstanceSlot(this, proxyConfig.name, {
         slotId,
         role: 'proxy',
@@ -64,6 +70,8 @@ export class ProxyTierStack extends VolleyStack {
         machineImage: pinnedImage(this.config),
         instanceType: new ec2.InstanceType(proxy.instanceType),
         distribution,
+        config: publishedConfig,
+        proxyLinkSecret: props.proxyLinkSecret,
         readyTimeout: Duration.minutes(rollout.readyTimeoutMinutes),
         healthFromLoadBalancer: false,
         notifications: notifications.topic,
@@ -74,7 +82,7 @@ export class ProxyTierStack extends VolleyStack {
 
       const previous = this.slots[this.slots.length - 1];
       if (previous) slot.group.node.addDependency(previous.slot.group);
-      this.slots.push({ config: proxyConfig, slot, sendingInterface });
+      this.slots.push({ config: proxyConfig, slot, sendingInterface, publishedConfig });
 
       sendingInterface.elasticIps.forEach((eip, i) => {
         // Operators need the public sending IPs for SPF and reverse DNS.

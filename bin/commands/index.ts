@@ -7,6 +7,7 @@ import { registerLb } from './lb';
 import { registerLocal } from './local';
 import { registerMta } from './mta';
 import { registerProxy } from './proxy';
+import { registerProxyLink } from './proxy-link';
 import { registerQueue } from './queue';
 
 export function registerCommands(program: Command): void {
@@ -19,4 +20,5 @@ export function registerCommands(program: Command): void {
   registerLocal(program);
   registerBootstrap(program);
   registerDns(program);
+  registerProxyLink(program);
 }

@@ -3,6 +3,7 @@ import { X509Certificate, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../shared/proxy-topology';
 import { loadTls } from '../shared/tls-files';
 import { SinkServer } from '../sink/sink-server';
 
@@ -164,27 +165,19 @@ function restartHint(options: LocalFleetOptions, name: string, config: string, d
 async function prepareConfigs(data: string, options: LocalFleetOptions): Promise<string> {
   const secretFile = join(data, 'proxy.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
-  const servers = [];
+  const nodes: ProxyNode[] = [];
+  const fingerprints = new Map<string, string>();
   for (const p of LAYOUT.proxies) {
+    const node: ProxyNode = { name: p.name, host: '127.0.0.1', port: p.port, sendingIps: p.ips };
+    nodes.push(node);
     const dir = join(data, p.name);
     const tls = await loadTls(undefined, dir, `${p.name}.volley.test`);
-    const fingerprint = new X509Certificate(tls.cert).fingerprint256;
-    writeFileSync(
-      join(data, `${p.name}.yaml`),
-      [
-        `name: ${p.name}`,
-        `listen: 127.0.0.1:${p.port}`,
-        `admin_listen: 127.0.0.1:${p.admin}`,
-        `tls: { cert: ${join(dir, 'tls', 'self-signed.crt')}, key: ${join(dir, 'tls', 'self-signed.key')} }`,
-        `secret_file: ${secretFile}`,
-        `sending_ips: [${p.ips.join(', ')}]`,
-        '',
-      ].join('\n'),
-    );
-    servers.push({ name: p.name, address: `127.0.0.1:${p.port}`, fingerprint, sending_ips: p.ips });
+    fingerprints.set(p.name, new X509Certificate(tls.cert).fingerprint256);
+    const files = { cert: join(dir, 'tls', 'self-signed.crt'), key: join(dir, 'tls', 'self-signed.key'), secretFile, adminListen: `127.0.0.1:${p.admin}` };
+    writeFileSync(join(data, `${p.name}.yaml`), proxyConfigYaml(node, files));
   }
   const doc = parseDocument(readFileSync(options.configPath, 'utf8'));
-  doc.set('proxies', { secret_file: secretFile, servers });
+  doc.set('proxies', mtaProxiesSection(nodes, secretFile, (node) => ({ fingerprint: fingerprints.get(node.name) as string })));
   if (options.realMx) {
     doc.delete('routes');
     if (options.realMx.resolver) doc.set('resolver', { servers: [options.realMx.resolver] });

@@ -8,10 +8,49 @@ import { Construct } from 'constructs';
 export interface RuntimeDistributionProps {
   /** The packaged runtime directory (bin/package-asset.ts output): installed as /opt/volley. */
   readonly packageDir: string;
-  /** The Volley config file from git, published beside the runtime. */
-  readonly volleyConfigFile: string;
-  /** SSM parameter holding the config's S3 URL, e.g. /volley/prod/mta/config-url. */
-  readonly configParameterName: string;
+}
+
+/**
+ * A config published to a slot: an SSM parameter that either holds the S3
+ * URL of the file (the MTAs' shared config, too big for a parameter) or the
+ * file itself (a proxy's own small config). volley-config-sync installs it.
+ */
+export interface PublishedConfig {
+  readonly parameter: ssm.IStringParameter;
+  /** The parameter's name as written (not a token), for the instance's env file. */
+  readonly parameterName: string;
+  readonly source: 's3-url' | 'inline';
+  /** Where volley-config-sync installs it, the path the daemon's unit names. */
+  readonly installPath: string;
+  /** The S3 object of an `s3-url` config, read by the instance. */
+  readonly asset?: s3assets.Asset;
+}
+
+/** Publishes a config file as an S3 asset whose URL an SSM parameter names. */
+export function publishConfigFile(scope: Construct, id: string, props: { file: string; parameterName: string; installPath: string }): PublishedConfig {
+  const asset = new s3assets.Asset(scope, `${id}`, { path: props.file });
+  const parameter = new ssm.StringParameter(scope, `${id}Url`, {
+    parameterName: props.parameterName,
+    stringValue: asset.s3ObjectUrl,
+    description: 'S3 URL of the Volley config; volley-config-sync.timer polls it and runs config refresh on change',
+  });
+  return { parameter, parameterName: props.parameterName, source: 's3-url', installPath: props.installPath, asset };
+}
+
+/** SSM's standard tier holds at most 4 KB; a proxy's config is a few hundred bytes. */
+const STANDARD_PARAMETER_MAX = 4096;
+
+/** Publishes a small config's text as the value of an SSM parameter. */
+export function publishConfigText(scope: Construct, id: string, props: { text: string; parameterName: string; installPath: string }): PublishedConfig {
+  if (Buffer.byteLength(props.text) > STANDARD_PARAMETER_MAX) {
+    throw new Error(`${props.parameterName}: the config is ${Buffer.byteLength(props.text)} bytes, over the ${STANDARD_PARAMETER_MAX} of a standard SSM parameter`);
+  }
+  const parameter = new ssm.StringParameter(scope, id, {
+    parameterName: props.parameterName,
+    stringValue: props.text,
+    description: 'A Volley config; volley-config-sync.timer polls it and reloads the daemon on change',
+  });
+  return { parameter, parameterName: props.parameterName, source: 'inline', installPath: props.installPath };
 }
 
 /** What an instance needs to know about itself, written to /etc/volley/instance.env. */
@@ -21,34 +60,29 @@ export interface InstanceSettings {
   /** Logical id of the slot's Auto Scaling group: the resource cfn-signal reports to. */
   readonly signalResource: string;
   readonly readyTimeoutSeconds: number;
+  readonly config: PublishedConfig;
+  /** ARN of the environment's proxy-link secret (shared secret, proxy CA). */
+  readonly proxyLinkSecretArn: string;
 }
 
 /**
- * The runtime bundle and the Volley config as S3 assets. The runtime's hash is
- * in the launch template, so a new runtime rolls the instances; the config is
- * only reachable through an SSM parameter, so a new config changes the
- * parameter and reaches running nodes as a `config refresh` instead.
+ * The runtime bundle as an S3 asset. Its hash is in the launch template, so a
+ * new runtime rolls the instances; configs are only reachable through SSM
+ * parameters (PublishedConfig), so a new config changes a parameter and
+ * reaches running nodes as a reload instead.
  */
 export class RuntimeDistribution extends Construct {
   readonly runtime: s3assets.Asset;
-  readonly config: s3assets.Asset;
-  readonly configParameter: ssm.StringParameter;
 
   constructor(scope: Construct, id: string, props: RuntimeDistributionProps) {
     super(scope, id);
     this.runtime = new s3assets.Asset(this, 'Runtime', { path: props.packageDir });
-    this.config = new s3assets.Asset(this, 'Config', { path: props.volleyConfigFile });
-    this.configParameter = new ssm.StringParameter(this, 'ConfigUrl', {
-      parameterName: props.configParameterName,
-      stringValue: this.config.s3ObjectUrl,
-      description: 'S3 URL of the Volley config; volley-config-sync.timer polls it and runs config refresh on change',
-    });
   }
 
-  grantRead(role: iam.IRole): void {
+  grantRead(role: iam.IRole, config: PublishedConfig): void {
     this.runtime.grantRead(role);
-    this.config.grantRead(role);
-    this.configParameter.grantRead(role);
+    config.asset?.grantRead(role);
+    config.parameter.grantRead(role);
   }
 
   writeUserData(userData: ec2.UserData, settings: InstanceSettings): void {
@@ -60,7 +94,10 @@ export class RuntimeDistribution extends Construct {
       VOLLEY_STACK: Aws.STACK_NAME,
       VOLLEY_SIGNAL_RESOURCE: settings.signalResource,
       VOLLEY_READY_TIMEOUT: String(settings.readyTimeoutSeconds),
-      VOLLEY_CONFIG_PARAMETER: this.configParameter.parameterName,
+      VOLLEY_CONFIG_PARAMETER: settings.config.parameterName,
+      VOLLEY_CONFIG_SOURCE: settings.config.source,
+      VOLLEY_CONFIG_FILE: settings.config.installPath,
+      VOLLEY_PROXY_LINK_SECRET: settings.proxyLinkSecretArn,
     };
     userData.addCommands(
       'set -euo pipefail',

@@ -2,9 +2,10 @@ import { DefaultStackSynthesizer, Duration, Stack, Tags, Validations } from 'aws
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
-import type { RuntimeDistribution } from './runtime-distribution';
+import type { PublishedConfig, RuntimeDistribution } from './runtime-distribution';
 
 /** Tag that binds an instance, its volume or ENI, and its IAM grants to one slot. */
 export const SLOT_TAG = 'volley:slot';
@@ -18,6 +19,10 @@ export interface SingleInstanceSlotProps {
   readonly machineImage: ec2.IMachineImage;
   readonly instanceType: ec2.InstanceType;
   readonly distribution: RuntimeDistribution;
+  /** The config this slot's daemon runs with. */
+  readonly config: PublishedConfig;
+  /** The environment's proxy-link secret: readable by this slot, and by nothing wider. */
+  readonly proxyLinkSecret: secretsmanager.ISecret;
   /** Boot, attach and (for an MTA) spool recovery must finish within this, or the deploy rolls back. */
   readonly readyTimeout: Duration;
   /** Replace the instance when its load balancer targets stay unhealthy (MTAs), or only when EC2 says so. */
@@ -46,7 +51,9 @@ export class SingleInstanceSlot extends Construct {
       // Session Manager replaces SSH: no key pair, no port 22.
       managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore')],
     });
-    props.distribution.grantRead(this.role);
+    props.distribution.grantRead(this.role, props.config);
+    // GetSecretValue (and DescribeSecret) on this one secret's ARN only.
+    props.proxyLinkSecret.grantRead(this.role);
     acknowledgeSlotRole(this.role);
 
     const subnets = props.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, availabilityZones: [props.availabilityZone] });
@@ -100,6 +107,8 @@ export class SingleInstanceSlot extends Construct {
       slotId: props.slotId,
       signalResource: Stack.of(this).getLogicalId(cfnGroup),
       readyTimeoutSeconds: props.readyTimeout.toSeconds(),
+      config: props.config,
+      proxyLinkSecretArn: props.proxyLinkSecret.secretArn,
     });
   }
 

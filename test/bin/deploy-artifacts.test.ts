@@ -1,13 +1,19 @@
 // What leaves this repo for AWS: the packaged runtime and the synthesized
 // templates. Both run here exactly as they would for a deploy; one file so
 // the two never rebuild dist/volley.js at the same time.
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { packageRuntime } from '../../bin/package-asset';
+import { newProxyCa } from '../../runtime/bootstrap/proxy-link';
+import { loadEnvironment } from '../../stacks/environments';
+import { proxyConfigText } from '../../stacks/topology';
+import { waitUntil } from '../helpers/proxy-fixtures';
 
 const ROOT = resolve(__dirname, '../..');
 
@@ -65,6 +71,96 @@ describe('packaged runtime', () => {
     }
     // The config ships separately: inside the runtime asset it would roll instances on every config change.
     expect(files.filter((f) => f.endsWith('.yaml'))).toEqual([]);
+  });
+
+  test('the proxy unit starts the proxy with its own proxy.yaml, fetches the proxy-link files first, and reloads with SIGHUP (which the proxy handles)', () => {
+    const unit = unitSettings(readFileSync(join(assetDir, 'systemd/volley-proxy.service'), 'utf8'));
+    expect(unit.get('ExecStart')).toEqual(['/opt/volley/bin/volley proxy --config /etc/volley/proxy.yaml']);
+    // As root ("+"): it writes /etc/volley and hands the files to the volley user.
+    expect(unit.get('ExecStartPre')).toEqual(['+/opt/volley/bin/volley proxy-link fetch proxy --config /etc/volley/proxy.yaml']);
+    expect(unit.get('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
+    expect(unit.get('EnvironmentFile')).toEqual(['/etc/volley/instance.env']);
+    const mta = unitSettings(readFileSync(join(assetDir, 'systemd/volley-mta.service'), 'utf8'));
+    expect(mta.get('ExecStartPre')).toEqual(['+/opt/volley/bin/volley proxy-link fetch mta --config /etc/volley/volley.yaml']);
+  });
+
+  test('the packaged proxy unit, run as shipped against a stand-in Secrets Manager, serves a certificate for its listen IP from the environment CA', async () => {
+    const unit = unitSettings(readFileSync(join(assetDir, 'systemd/volley-proxy.service'), 'utf8'));
+    const root = mkdtempSync(join(tmpdir(), 'volley-proxy-instance-'));
+    const port = await freePort();
+    // The dev proxy's generated config (what the stack publishes), moved onto loopback: its listen IP, its sending IPs, /etc/volley.
+    const dev = loadEnvironment('dev', ROOT);
+    const proxy = dev.proxy.proxies[0] as (typeof dev.proxy.proxies)[number];
+    let config = proxyConfigText(dev, proxy).replace(`${proxy.interfaceIp}:${dev.proxy.port}`, `127.0.0.1:${port}`).replaceAll('/etc/volley/', `${root}/`);
+    proxy.sendingIps.forEach((ip, i) => (config = config.replace(ip, `127.0.0.${i + 2}`)));
+    const doc = parseDocument(config);
+    expect(doc.get('allow_from')).toBeDefined();
+    doc.set('allow_from', ['127.0.0.0/8']); // the MTA subnets, here
+    writeFileSync(join(root, 'proxy.yaml'), doc.toString());
+
+    // Secrets Manager's GetSecretValue, as the SDK speaks it, holding what init leaves: the generated secret and the CA.
+    const ca = await newProxyCa('dev');
+    const secretId = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:volley/dev/proxy-link-AbCdEf';
+    const asked: string[] = [];
+    const secretsManager: Server = createHttpServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        asked.push(`${String(req.headers['x-amz-target'])} ${(JSON.parse(body) as { SecretId: string }).SecretId}`);
+        res.setHeader('content-type', 'application/x-amz-json-1.1');
+        res.end(JSON.stringify({ ARN: secretId, Name: 'volley/dev/proxy-link', SecretString: JSON.stringify({ secret: 'S'.repeat(64), ca_cert: ca.cert, ca_key: ca.key }) }));
+      });
+    });
+    await new Promise<void>((r) => secretsManager.listen(0, '127.0.0.1', r));
+    try {
+      const env = {
+        ...process.env,
+        VOLLEY_PROXY_LINK_SECRET: secretId,
+        VOLLEY_REGION: 'eu-west-1',
+        AWS_ENDPOINT_URL_SECRETS_MANAGER: `http://127.0.0.1:${(secretsManager.address() as { port: number }).port}`,
+        AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+        AWS_SECRET_ACCESS_KEY: 'example',
+        AWS_EC2_METADATA_DISABLED: 'true',
+      };
+      const relocate = (arg: string): string => arg.replace(/^\+/, '').replace(/^\/opt\/volley/, assetDir).replace('/etc/volley/proxy.yaml', join(root, 'proxy.yaml'));
+      // The files go to the user running this test: no volley user here.
+      const [pre, ...preArgs] = (unit.get('ExecStartPre')?.[0] as string).split(/\s+/).map(relocate);
+      // Asynchronously: the stand-in Secrets Manager answers from this very process.
+      const user = execFileSync('id', ['-un'], { encoding: 'utf8' }).trim();
+      await new Promise<void>((resolvePre, rejectPre) =>
+        execFile(pre as string, [...preArgs, '--user', user], { env }, (err, _out, stderr) => (err ? rejectPre(new Error(`${err.message}\n${stderr}`)) : resolvePre())),
+      );
+      expect(asked).toEqual([`secretsmanager.GetSecretValue ${secretId}`]);
+      expect(readFileSync(join(root, 'proxy.secret'), 'utf8')).toBe('S'.repeat(64));
+
+      const [command, ...args] = (unit.get('ExecStart')?.[0] as string).split(/\s+/).map(relocate);
+      let output = '';
+      child = spawn(command as string, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+      child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+      // An MTA's check: dial the listen IP, trust only the environment's CA.
+      let verified: boolean | undefined;
+      let probing = false;
+      const probe = (): void => {
+        if (probing) return;
+        probing = true;
+        const socket = tlsConnect({ host: '127.0.0.1', port, ca: ca.cert, rejectUnauthorized: true });
+        socket.once('secureConnect', () => ((verified = socket.authorized), socket.destroy()));
+        socket.once('error', (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ECONNREFUSED') {
+            verified = false;
+            output += `\nprobe: ${err.code ?? err.message}`;
+          }
+          probing = false;
+        });
+        socket.once('close', () => (probing = false));
+      };
+      await waitUntil(() => (verified === undefined && child?.exitCode === null ? (probe(), false) : true), 30_000, () => output.slice(-3000));
+      expect({ verified, exit: child.exitCode, output: verified ? '' : output.slice(-2000) }).toEqual({ verified: true, exit: null, output: '' });
+    } finally {
+      secretsManager.closeAllConnections();
+      await new Promise((r) => secretsManager.close(r));
+    }
   });
 
   test('the bundled runtime starts from the asset layout with the shipped unit\'s command line and reports ready', async () => {
@@ -128,7 +224,7 @@ describe('cdk synth offline', () => {
       timeout: 120_000,
     });
     const templates = readdirSync(out).filter((f) => f.endsWith('.template.json')).sort();
-    expect(templates).toEqual(['Dns', 'Ingress', 'Mta', 'Network', 'Proxy', 'Storage'].map((s) => `Volley-${envName}-${s}.template.json`));
+    expect(templates).toEqual(['Dns', 'Ingress', 'Mta', 'Network', 'Proxy', 'Secrets', 'Storage'].map((s) => `Volley-${envName}-${s}.template.json`));
     // The runtime asset staged for upload is the packaged layout.
     const mtaAssets = JSON.parse(readFileSync(join(out, `Volley-${envName}-Mta.assets.json`), 'utf8')) as { files: Record<string, { source: { path: string; packaging?: string } }> };
     const zipped = Object.values(mtaAssets.files).filter((f) => f.source.packaging === 'zip');

@@ -1,0 +1,128 @@
+// What every instance of an environment receives, read back from the
+// synthesized artifacts and loaded by its own daemon's loader: an MTA's
+// config by runtime/shared/config/load.ts, each proxy's by
+// runtime/proxy/config.ts. So a config the daemon would refuse, or a topology
+// the environment file does not describe, cannot be deployed.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PROXY_DEFAULTS } from '../../runtime/bootstrap/defaults';
+import { parseProxyConfig } from '../../runtime/proxy/config';
+import { parseConfig } from '../../runtime/shared/config/load';
+import { loadEnvironment } from '../../stacks/environments';
+import { mtaConfigText } from '../../stacks/topology';
+import { build, REPO_ROOT, resources, template } from './helpers';
+
+/** The KEY=value lines user data writes to /etc/volley/instance.env. */
+function instanceEnv(launchTemplate: { Properties?: Record<string, unknown> }): Record<string, string> {
+  const userData = JSON.stringify((launchTemplate.Properties?.LaunchTemplateData as { UserData?: unknown }).UserData);
+  return Object.fromEntries([...userData.matchAll(/"?(VOLLEY_[A-Z_]+)=([^"\\]*)/g)].map((m) => [m[1] as string, m[2] as string]));
+}
+
+describe.each(['dev', 'staging', 'prod'])('%s', (envName) => {
+  const { app, config, stacks } = build(envName, { nag: false });
+  const assembly = app.synth();
+  const mta = template(stacks.mta);
+  const proxy = template(stacks.proxy);
+  const network = template(stacks.network);
+  const privateCidrs = Object.entries(resources(network, 'AWS::EC2::Subnet'))
+    .filter(([id]) => id.includes('private'))
+    .map(([, r]) => r.Properties?.CidrBlock as string)
+    .sort();
+
+  test('the MTAs\' published config loads in the MTA\'s loader and reaches every VMTA IP through the proxy holding it', () => {
+    const asset = stacks.mta.publishedConfig.asset;
+    expect(asset).toBeDefined();
+    const text = readFileSync(join(assembly.directory, asset?.assetPath as string), 'utf8');
+    const loaded = parseConfig(text, `${envName} MTA config`);
+    const servers = loaded.proxies?.servers ?? [];
+    expect(servers.map((s) => ({ name: s.name, host: s.host, port: s.port, sendingIps: s.sendingIps }))).toEqual(
+      config.proxy.proxies.map((p) => ({ name: p.name, host: p.interfaceIp, port: config.proxy.port, sendingIps: p.sendingIps })),
+    );
+    // Pinned by the environment's CA, which `volley proxy-link fetch mta` writes from the secret.
+    for (const s of servers) expect(s).toMatchObject({ caFile: '/etc/volley/proxy-ca.crt', fingerprint: undefined });
+    expect(loaded.proxies?.secretFile).toBe('/etc/volley/proxy.secret');
+    const held = new Set(servers.flatMap((s) => s.sendingIps));
+    expect(loaded.vmtas.length).toBeGreaterThan(0);
+    for (const v of loaded.vmtas) expect({ vmta: v.name, held: held.has(v.ip) }).toEqual({ vmta: v.name, held: true });
+  });
+
+  test('each proxy gets its own config, loaded by the proxy\'s loader: its name, listen IP, TLS files, the MTA subnets, its sending IPs', () => {
+    const parameters = resources(proxy, 'AWS::SSM::Parameter');
+    const templates = Object.values(resources(proxy, 'AWS::EC2::LaunchTemplate'));
+    expect(templates).toHaveLength(config.proxy.proxies.length);
+    for (const p of config.proxy.proxies) {
+      const name = `/volley/${envName}/proxy/${p.name}/config`;
+      const parameter = Object.values(parameters).find((r) => r.Properties?.Name === name);
+      const text = parameter?.Properties?.Value;
+      expect(typeof text).toBe('string');
+      const loaded = parseProxyConfig(text as string, name);
+      expect(loaded).toMatchObject({
+        name: p.name,
+        listen: { address: p.interfaceIp, port: config.proxy.port },
+        tls: { cert: '/etc/volley/proxy.crt', key: '/etc/volley/proxy.key' },
+        secretFile: '/etc/volley/proxy.secret',
+        sendingIps: p.sendingIps,
+      });
+      // The admin port the proxy bootstrap waits on for /readyz.
+      expect(`http://${loaded.adminListen.address}:${loaded.adminListen.port}/readyz`).toBe(PROXY_DEFAULTS.readyUrl);
+      // Only the MTAs' subnets, as the VPC really has them.
+      expect([...loaded.allowFrom].sort()).toEqual(privateCidrs);
+      // The proxy's instance syncs exactly this parameter to the file its unit starts the proxy with.
+      const own = templates.map(instanceEnv).filter((env) => env.VOLLEY_CONFIG_PARAMETER === name);
+      expect(own).toHaveLength(1);
+      expect(own[0]).toMatchObject({ VOLLEY_ROLE: 'proxy', VOLLEY_CONFIG_SOURCE: 'inline', VOLLEY_CONFIG_FILE: '/etc/volley/proxy.yaml' });
+    }
+    for (const lt of Object.values(resources(mta, 'AWS::EC2::LaunchTemplate'))) {
+      expect(instanceEnv(lt)).toMatchObject({ VOLLEY_ROLE: 'mta', VOLLEY_CONFIG_SOURCE: 's3-url', VOLLEY_CONFIG_FILE: '/etc/volley/volley.yaml' });
+    }
+  });
+
+  test('no secret value is in any template: Secrets Manager generates the shared secret, the CA is added after deploy', () => {
+    const secrets = resources(template(stacks.secrets), 'AWS::SecretsManager::Secret');
+    expect(Object.values(secrets)).toHaveLength(1);
+    const secret = Object.values(secrets)[0];
+    expect(secret?.Properties).toMatchObject({ Name: `volley/${envName}/proxy-link`, GenerateSecretString: { GenerateStringKey: 'secret', PasswordLength: 64 } });
+    expect(secret?.Properties?.SecretString).toBeUndefined();
+    for (const artifact of assembly.stacks) {
+      const text = JSON.stringify(artifact.template);
+      expect(text).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE|"SecretString"|"secret":/);
+    }
+  });
+
+  test('the secret is readable by every slot and only by its ARN: GetSecretValue and DescribeSecret, no wildcard', () => {
+    const roles = [...Object.keys(resources(mta, 'AWS::IAM::Role')), ...Object.keys(resources(proxy, 'AWS::IAM::Role'))];
+    const slots = config.availabilityZones.length * config.mta.slotsPerAz + config.proxy.proxies.length;
+    expect(roles).toHaveLength(slots);
+    let granted = 0;
+    for (const t of [mta, proxy]) {
+      for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
+        const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
+        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:'))) {
+          expect([s.Action].flat().sort()).toEqual(['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
+          // The Secrets stack's export of this environment's secret ARN, and nothing else.
+          expect(s.Resource).toEqual({ 'Fn::ImportValue': expect.stringMatching(new RegExp(`^Volley-${envName}-Secrets:ExportsOutputRefProxyLink`)) });
+          granted++;
+        }
+      }
+    }
+    expect(granted).toBe(slots);
+  });
+});
+
+describe('the environment file is the one source of the topology', () => {
+  const dev = loadEnvironment('dev', REPO_ROOT);
+  const base = readFileSync(join(REPO_ROOT, dev.volleyConfigFile), 'utf8');
+
+  test('a VMTA on an IP no proxy holds stops synth, naming it', () => {
+    const stray = base.replace('ip: 10.40.0.12', 'ip: 10.40.0.99');
+    expect(() => mtaConfigText(dev, stray)).toThrow(/VMTA ip2 \(10\.40\.0\.99\) not held by any proxy/);
+  });
+
+  test('a hand-written proxies: section in the git config stops synth', () => {
+    expect(() => mtaConfigText(dev, `${base}proxies: { servers: [] }\n`)).toThrow(/remove the proxies: section/);
+  });
+
+  test('a generated config the MTA\'s loader refuses stops synth with the loader\'s message', () => {
+    expect(() => mtaConfigText(dev, base.replace('default_pool: default', 'default_pool: nowhere'))).toThrow(/refused by the MTA's loader/);
+  });
+});
