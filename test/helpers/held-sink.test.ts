@@ -95,6 +95,11 @@ test('with no hold it answers at once; waitForMessages resolves on the count and
   await c.next(7);
   expect(c.lines.map((l) => l.text.slice(0, 3))).toEqual(['220', '250', '250', '250', '354', '250', '502']);
   await expect(sink.waitForMessages(2, 100)).rejects.toThrow('1 of 2 messages');
+  // A wait still pending when the sink stops ends with it, and leaves no timer behind.
+  const pending = sink.waitForMessages(2, 600_000);
+  await sink.stop();
+  sink = undefined;
+  await expect(pending).rejects.toThrow('held sink stopped with 1 of 2 messages');
   c.socket.destroy();
 });
 

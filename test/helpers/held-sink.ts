@@ -56,7 +56,8 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
   let count = 0;
   let connections = 0;
   let serving = 0;
-  const waiters = new Set<() => void>();
+  // Each pending waitForMessages: called on every count, and with `stopped` when the sink stops.
+  const waiters = new Set<(stopped?: boolean) => void>();
   const sockets = new Set<Socket>();
   // Accepted beyond the limit, in order of arrival: each is served when a served one closes.
   const queued: Socket[] = [];
@@ -155,7 +156,13 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
     waiting: () => queued.length,
     waitForMessages: (n, timeoutMs) =>
       new Promise<void>((resolve, reject) => {
-        const check = (): void => {
+        const check = (stopped = false): void => {
+          if (stopped) {
+            // A wait abandoned by its caller (a bench run that failed) ends with the sink, timer and all.
+            done();
+            reject(new Error(`held sink stopped with ${count} of ${n} messages`));
+            return;
+          }
           if (count < n) return;
           done();
           resolve();
@@ -173,6 +180,7 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
       }),
     stop: () =>
       new Promise<void>((resolve) => {
+        for (const w of [...waiters]) w(true);
         for (const s of sockets) s.destroy();
         server.close(() => resolve());
       }),
