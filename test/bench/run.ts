@@ -47,8 +47,8 @@ async function main(): Promise<void> {
   if (openFiles < MIN_OPEN_FILES) throw new Error(`the open-file limit is ${openFiles}, under the ${MIN_OPEN_FILES} the bench needs (the held sink alone holds 1,024 connections): raise it (ulimit -n ${MIN_OPEN_FILES * 4}) and run again`);
   // Every run has its own deadline; this one is for everything between them (a stop, a start-up).
   const allMs = 19 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000);
+  // Not unref'd: a wait that holds no handle would otherwise let the process end silently, with no FAILED line.
   const watchdog = setTimeout(() => fail(new Error(`the whole bench's deadline of ${Math.round(allMs / 60_000)} minutes hit`)), allMs);
-  watchdog.unref();
   line(`open files: ${openFiles}; each run fails at its deadline (a minute plus its messages at 100 msg/s) or at the first message its MTA defers`);
 
   // What this machine allows before any Volley code: the load tools alone, and a bare Node responder.
