@@ -5,6 +5,7 @@ import { writeTestConfig } from '../helpers/config';
 import { startLatencyRelay } from '../helpers/latency-relay';
 import { startMta } from '../helpers/mta-process';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
+import { AttemptWatch, guard, ownMta, runDeadlineMs } from './run-guard';
 
 export interface BacklogResult {
   msgsPerSec: number;
@@ -24,17 +25,21 @@ export async function measureBacklogDrain(opts: { messages: number; sizeBytes: n
   try {
     const config = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'], sinkPort: relay.port, extra: 'throttles:\n  - { destination: "*", max_connections: 1 }\n' });
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
+    const stopMta = ownMta(mta);
     try {
       await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
       const r = await runSmtpSource({ port: mta.smtpPort, messages: opts.messages, sessions: 10, sizeBytes: opts.sizeBytes, to: 'rcpt@bench.example', timeoutMs: 300_000 });
       if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
       const t0 = Date.now();
       await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST' });
-      await sink.waitForMessages(opts.messages, 600_000);
+      // One connection, one to four round trips of 20 ms a message: 12 msg/s at the slowest, so 4 msg/s is generous.
+      const deadlineMs = runDeadlineMs(opts.messages, 4);
+      const what = `backlog over one connection${opts.pipelining ? '' : ', no PIPELINING'}`;
+      await guard(what, sink.waitForMessages(opts.messages, 2 * deadlineMs), { deadlineMs, messages: opts.messages, watch: new AttemptWatch([join(dir, 'pp', 'log', 'attempts')]), progress: () => `the sink has ${sink.messages()} of ${opts.messages}` });
       const elapsedMs = Date.now() - t0;
       return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs };
     } finally {
-      await mta.stop();
+      await stopMta();
     }
   } finally {
     await relay.close();

@@ -8,6 +8,7 @@ import { processTree, processUsage } from './mta-metrics';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 import { startHeldSink } from '../helpers/held-sink';
 import { readAttempts } from '../helpers/attempt-log';
+import { AttemptWatch, guard, ownMta, runDeadlineMs } from './run-guard';
 
 export interface E2eResult {
   msgsPerSec: number;
@@ -47,6 +48,8 @@ export async function measureEndToEnd(opts: {
   warmupMessages?: number;
   /** More config (VMTAs, proxies) and a setup run before the MTA starts. */
   extraConfig?: (dir: string) => Promise<string>;
+  /** Names the setup in a failure's report (default "end to end"). */
+  label?: string;
 }): Promise<E2eResult> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-e2e-'));
   const sink = opts.heldSinkMs === undefined ? await startSmtpSink({ maxConnections: 1024, backlog: 1024 }) : await startHeldSink({ holdMs: opts.heldSinkMs, maxConnections: 1024 });
@@ -64,21 +67,33 @@ export async function measureEndToEnd(opts: {
     });
     const workers = opts.workers ?? defaultWorkers();
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
+    const stopMta = ownMta(mta);
+    // Every message must reach the sink: one the MTA defers comes back in an
+    // hour, so the run fails as soon as the attempt log shows one.
+    const watch = new AttemptWatch([join(dir, 'pp', 'log', 'attempts')]);
+    const what = opts.label ?? 'end to end';
     try {
       const warmup = opts.warmupMessages ?? 200;
       const w0 = Date.now();
-      await runSmtpSource({ port: mta.smtpPort, messages: warmup, sessions: opts.sessions, sizeBytes: opts.sizeBytes, to: 'warm@bench.example', timeoutMs: 600_000 });
-      await sink.waitForMessages(warmup, 600_000);
+      await guard(`${what}, warm-up`, (async () => {
+        const r = await runSmtpSource({ port: mta.smtpPort, messages: warmup, sessions: opts.sessions, sizeBytes: opts.sizeBytes, to: 'warm@bench.example', timeoutMs: runDeadlineMs(warmup) });
+        if (r.exitCode !== 0) throw new Error(`${what}, warm-up: smtp-source ${r.timedOut ? 'timed out' : `exited ${r.exitCode ?? r.signal}`}: ${r.stderr.slice(-2000)}`);
+        // The guard's deadline comes first; this one only ends the wait it abandons.
+        await sink.waitForMessages(warmup, 2 * runDeadlineMs(warmup));
+      })(), { deadlineMs: runDeadlineMs(warmup), messages: warmup, watch, progress: () => `the sink has ${sink.messages()} of ${warmup}` });
       const warmupMsgsPerSec = Math.round((warmup * 1000) / (Date.now() - w0));
       const base = sink.messages();
       const pids = processTree(mta.proc.pid!);
       const u0 = processUsage(pids);
       const m0 = await spoolCounts(mta.adminUrl);
       const t0 = Date.now();
-      const r = await runSmtpSource({ port: mta.smtpPort, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, to: 'rcpt@bench.example', timeoutMs: 600_000 });
-      if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
-      const intakeMs = Date.now() - t0;
-      await sink.waitForMessages(base + opts.messages, 600_000);
+      let intakeMs = 0;
+      await guard(`${what}, timed run`, (async () => {
+        const r = await runSmtpSource({ port: mta.smtpPort, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, to: 'rcpt@bench.example', timeoutMs: runDeadlineMs(opts.messages) });
+        if (r.exitCode !== 0) throw new Error(`${what}, timed run: smtp-source ${r.timedOut ? 'timed out' : `exited ${r.exitCode ?? r.signal}`}: ${r.stderr.slice(-2000)}`);
+        intakeMs = Date.now() - t0;
+        await sink.waitForMessages(base + opts.messages, 2 * runDeadlineMs(opts.messages));
+      })(), { deadlineMs: runDeadlineMs(opts.messages), messages: opts.messages, watch, progress: () => `the sink has ${sink.messages() - base} of ${opts.messages}` });
       const elapsedMs = Date.now() - t0;
       const u1 = processUsage(pids);
       const m1 = await spoolCounts(mta.adminUrl);
@@ -89,7 +104,7 @@ export async function measureEndToEnd(opts: {
         warmupMsgsPerSec,
       };
     } finally {
-      await mta.stop();
+      await stopMta();
     }
   } finally {
     await sink.stop();

@@ -5,6 +5,7 @@ import { startLocalFleet } from '../helpers/local-fleet';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 import { childrenByParent, commandLine } from '../helpers/procs';
 import { processUsage } from './mta-metrics';
+import { AttemptWatch, guard, runDeadlineMs } from './run-guard';
 
 /**
  * The whole local fleet path, as `npm start` runs it: smtp-source -> lb ->
@@ -23,16 +24,23 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
   let fleet: Awaited<ReturnType<typeof startLocalFleet>> | undefined;
   try {
     fleet = await startLocalFleet(['--data', data, '--no-sink', '--sink-port', String(sink.port)]);
-    await runSmtpSource({ port: 2525, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes });
-    await sink.waitForMessages(200, 60_000);
+    // The fleet's MTAs keep their attempt logs under the data folder (mta-1, mta-2).
+    const watch = new AttemptWatch(['mta-1', 'mta-2'].map((m) => join(data, m, 'log', 'attempts')));
+    await guard('local fleet, warm-up', (async () => {
+      const r = await runSmtpSource({ port: 2525, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(200) });
+      if (r.exitCode !== 0) throw new Error(`local fleet, warm-up: smtp-source failed (${r.exitCode}): ${r.stderr}`);
+      await sink.waitForMessages(200, 2 * runDeadlineMs(200));
+    })(), { deadlineMs: runDeadlineMs(200), messages: 200, watch, progress: () => `the sink has ${sink.messages()} of 200` });
     const base = sink.messages();
     const parts = fleetParts(fleet.pid);
     const before = new Map([...parts].map(([name, pids]) => [name, processUsage(pids).cpuSeconds]));
     const sinkBefore = processUsage([sink.pid]).cpuSeconds;
     const t0 = Date.now();
-    const r = await runSmtpSource({ port: 2525, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: 600_000 });
-    if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
-    await sink.waitForMessages(base + opts.messages, 600_000);
+    await guard('local fleet, timed run', (async () => {
+      const r = await runSmtpSource({ port: 2525, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(opts.messages) });
+      if (r.exitCode !== 0) throw new Error(`local fleet: smtp-source failed (${r.exitCode}): ${r.stderr}`);
+      await sink.waitForMessages(base + opts.messages, 2 * runDeadlineMs(opts.messages));
+    })(), { deadlineMs: runDeadlineMs(opts.messages), messages: opts.messages, watch, progress: () => `the sink has ${sink.messages() - base} of ${opts.messages}` });
     const elapsedMs = Date.now() - t0;
     const perMsg = (seconds: number): number => Math.round((seconds * 1e6) / opts.messages);
     const cpuUsPerMsg: Record<string, number> = {};

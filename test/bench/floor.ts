@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { getFreePort, runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 import { processUsage } from './mta-metrics';
+import { runDeadlineMs } from './run-guard';
 
 export interface FloorResult {
   msgsPerSec: number;
@@ -18,7 +19,7 @@ type Load = { messages: number; sessions: number; sizeBytes: number };
 export async function measureToolsCeiling(load: Load): Promise<FloorResult> {
   const sink = await startSmtpSink({ maxConnections: 1024, backlog: 1024 });
   try {
-    return await timedLoad(sink.port, sink.pid, load, (total) => sink.waitForMessages(total, 60_000).then(() => undefined));
+    return await timedLoad(sink.port, sink.pid, load, (total) => sink.waitForMessages(total, runDeadlineMs(load.messages)).then(() => undefined));
   } finally {
     await sink.stop();
   }
@@ -52,7 +53,7 @@ async function timedLoad(port: number, pid: number, load: Load, received?: (tota
   await received?.(500);
   const u0 = processUsage([pid]);
   const t0 = Date.now();
-  const r = await runSmtpSource({ port, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: 300_000 });
+  const r = await runSmtpSource({ port, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: runDeadlineMs(load.messages) });
   if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
   await received?.(500 + load.messages);
   const elapsed = Date.now() - t0;

@@ -9,6 +9,7 @@ import { defaultWorkers } from '../../runtime/mta/primary';
 import { startMta } from '../helpers/mta-process';
 import { runSmtpSource } from '../helpers/postfix-tools';
 import { histogramQuantile, processTree, processUsage } from './mta-metrics';
+import { ownMta, runDeadlineMs } from './run-guard';
 
 export interface IntakeResult {
   workers: number;
@@ -29,6 +30,7 @@ export async function measureIntake(opts: { workers?: number; messages: number; 
   const config = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'] });
   const workers = opts.workers ?? defaultWorkers();
   const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
+  const stopMta = ownMta(mta);
   try {
     await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
     // A short warm-up (JIT, page cache) that is not timed.
@@ -36,7 +38,7 @@ export async function measureIntake(opts: { workers?: number; messages: number; 
     const before = await (await fetch(`${mta.adminUrl}/metrics`)).text();
     const pids = processTree(mta.proc.pid!);
     const u0 = processUsage(pids);
-    const r = await runSmtpSource({ port: mta.smtpPort, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: 300_000 });
+    const r = await runSmtpSource({ port: mta.smtpPort, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(opts.messages) });
     if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
     const u1 = processUsage(pids);
     const after = await (await fetch(`${mta.adminUrl}/metrics`)).text();
@@ -52,7 +54,7 @@ export async function measureIntake(opts: { workers?: number; messages: number; 
       rssMb: Math.round(u1.rssBytes / 1024 / 1024),
     };
   } finally {
-    await mta.stop();
+    await stopMta();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -96,10 +98,16 @@ export async function measureStartup(count: number, workers = defaultWorkers()):
     const config = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'] });
     const t0 = Date.now();
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
+    const stopMta = ownMta(mta);
     const startupS = (Date.now() - t0) / 1000;
-    const q = (await (await fetch(`${mta.adminUrl}/queue`)).json()) as { workers: { queued: number }[] };
-    const rss = processUsage(processTree(mta.proc.pid!)).rssBytes;
-    await mta.stop();
+    let q: { workers: { queued: number }[] };
+    let rss: number;
+    try {
+      q = (await (await fetch(`${mta.adminUrl}/queue`)).json()) as { workers: { queued: number }[] };
+      rss = processUsage(processTree(mta.proc.pid!)).rssBytes;
+    } finally {
+      await stopMta();
+    }
     return { startupS: round2(startupS), rssMb: Math.round(rss / 1024 / 1024), queued: q.workers.reduce((n, w) => n + w.queued, 0) };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { VOLLEY } from '../helpers/mta-process';
-import { getFreePort } from '../helpers/postfix-tools';
+import { getFreePort, registerExitCleanup } from '../helpers/postfix-tools';
 import { newSecret, proxyTls } from '../helpers/proxy-fixtures';
 import { measureEndToEnd, type E2eResult } from './e2e';
 
@@ -14,9 +14,12 @@ import { measureEndToEnd, type E2eResult } from './e2e';
  */
 export async function measureThroughProxy(opts: { messages: number; sessions: number; sizeBytes: number; warmupMessages?: number }): Promise<E2eResult> {
   let proxy: ChildProcess | undefined;
+  // A failed run exits the bench mid-way: the proxy goes with it.
+  const unregister = registerExitCleanup(() => proxy?.kill('SIGKILL'));
   try {
     return await measureEndToEnd({
       ...opts,
+      label: 'through one proxy',
       extraConfig: async (dir) => {
         const tls = await proxyTls(dir);
         const secret = join(dir, 'proxy.secret');
@@ -40,5 +43,6 @@ export async function measureThroughProxy(opts: { messages: number; sessions: nu
     });
   } finally {
     proxy?.kill('SIGTERM');
+    unregister();
   }
 }

@@ -1,5 +1,8 @@
 // `npm run bench`: the figures the issues set targets for, on this machine.
-// Prints a readable report and ends with one `BENCH {json}` line.
+// Prints a readable report and ends with one `BENCH {json}` line; or, when a
+// run fails (mail deferred, a deadline hit), with `BENCH_PARTIAL {json}` of the
+// figures it has, a `FAILED ...` line, and a non-zero exit.
+import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { measureBacklogDrain } from './backlog';
 import { measureEndToEnd } from './e2e';
@@ -9,6 +12,7 @@ import { measureThroughProxy } from './proxy';
 import { measureIntake, measureStartup } from './intake';
 import { measurePostfixIntake, measurePostfixRelay } from './postfix';
 import { measureSpoolFormats } from './spool-formats';
+import { runDeadlineMs } from './run-guard';
 
 const LOAD = { messages: Number(process.env.BENCH_MESSAGES ?? 20_000), sessions: 20, sizeBytes: 2048 };
 const STARTUP_MESSAGES = Number(process.env.BENCH_STARTUP_MESSAGES ?? 1_000_000);
@@ -21,25 +25,55 @@ const STARTUP_MESSAGES = Number(process.env.BENCH_STARTUP_MESSAGES ?? 1_000_000)
 // reported beside it.
 const WARMUP_MESSAGES = Number(process.env.BENCH_WARMUP_MESSAGES ?? 30_000);
 
+/**
+ * Open files the bench needs at once: the held sink holds up to 1,024
+ * connections in this process, and with fewer descriptors than that its
+ * accepts fail and libuv closes the excess unanswered (closed before the
+ * greeting, to the MTA). Node raises its soft limit to the hard one at start.
+ */
+const MIN_OPEN_FILES = 4096;
+
+/** The figures measured so far: printed as BENCH_PARTIAL if a run fails. */
+const partial: Record<string, unknown> = {};
+/** The measurement under way, for the FAILED line. */
+let stage = 'start-up';
+const line = (s: string): boolean => process.stdout.write(`${s}\n`);
+
 async function main(): Promise<void> {
   const cores = availableParallelism();
-  const line = (s: string): boolean => process.stdout.write(`${s}\n`);
   line(`Volley benchmark on ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}`);
   line(`load: ${LOAD.messages} messages of ${LOAD.sizeBytes} bytes, ${LOAD.sessions} concurrent sessions, a new connection per message (smtp-source)`);
+  const openFiles = openFileLimit();
+  if (openFiles < MIN_OPEN_FILES) throw new Error(`the open-file limit is ${openFiles}, under the ${MIN_OPEN_FILES} the bench needs (the held sink alone holds 1,024 connections): raise it (ulimit -n ${MIN_OPEN_FILES * 4}) and run again`);
+  // Every run has its own deadline; this one is for everything between them (a stop, a start-up).
+  const allMs = 19 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000);
+  // Not unref'd: a wait that holds no handle would otherwise let the process end silently, with no FAILED line.
+  const watchdog = setTimeout(() => fail(new Error(`the whole bench's deadline of ${Math.round(allMs / 60_000)} minutes hit`)), allMs);
+  line(`open files: ${openFiles}; each run fails at its deadline (a minute plus its messages at 100 msg/s) or at the first message its MTA defers`);
 
   // What this machine allows before any Volley code: the load tools alone, and a bare Node responder.
+  stage = 'floor: smtp-source -> smtp-sink';
   const tools = await measureToolsCeiling(LOAD);
+  partial.tools_ceiling_msgs_per_s = tools.msgsPerSec;
   line(`floor: smtp-source -> smtp-sink directly ${tools.msgsPerSec} msg/s (smtp-sink ${tools.cpuUsPerMsg} us CPU/msg)`);
+  stage = 'floor: bare Node responder';
   const nodeFloor = await measureNodeFloor(LOAD);
+  partial.node_floor_msgs_per_s = nodeFloor.msgsPerSec;
   line(`floor: smtp-source -> a bare Node SMTP responder (no spool, no checks) ${nodeFloor.msgsPerSec} msg/s, ${nodeFloor.cpuUsPerMsg} us CPU/msg`);
 
+  stage = 'intake';
   const all = await measureIntake({ ...LOAD });
+  partial.intake_msgs_per_s = all.msgsPerSec;
   line(`intake, default ${all.workers} worker(s): ${all.msgsPerSec} msg/s, end of DATA -> 250 p50 ${all.p50Ms} ms p99 ${all.p99Ms} ms, ${all.cpuUsPerMsg} us CPU/msg, RSS ${all.rssMb} MB`);
   const one = all.workers === 1 ? all : await measureIntake({ ...LOAD, workers: 1 });
   line(`intake, 1 worker:  ${one.msgsPerSec} msg/s, p50 ${one.p50Ms} ms p99 ${one.p99Ms} ms, ${one.cpuUsPerMsg} us CPU/msg`);
   const two = all.workers === 2 ? all : await measureIntake({ ...LOAD, workers: 2 });
   line(`intake, 2 workers: ${two.msgsPerSec} msg/s, p50 ${two.p50Ms} ms p99 ${two.p99Ms} ms, ${two.cpuUsPerMsg} us CPU/msg`);
-  const postfix = await measurePostfixIntake({ ...LOAD });
+  partial.intake_msgs_per_s_1w = one.msgsPerSec;
+  partial.intake_msgs_per_s_2w = two.msgsPerSec;
+  stage = 'Postfix intake';
+  const postfix = await measurePostfixIntake({ ...LOAD, timeoutMs: runDeadlineMs(LOAD.messages) });
+  partial.postfix_intake_msgs_per_s = Math.round(postfix.msgsPerSec);
   line(`default Postfix intake, same load: ${Math.round(postfix.msgsPerSec)} msg/s -> Volley/Postfix ${(all.msgsPerSec / postfix.msgsPerSec).toFixed(2)}x`);
 
   // The end-to-end figures and their baselines are measured in alternation,
@@ -62,13 +96,30 @@ async function main(): Promise<void> {
   const slowRuns: Awaited<ReturnType<typeof measureEndToEnd>>[] = [];
   const held0Runs: Awaited<ReturnType<typeof measureEndToEnd>>[] = [];
   const postfixRelayRuns: Awaited<ReturnType<typeof measurePostfixRelay>>[] = [];
+  const rounds: Record<string, number>[] = [];
+  partial.e2e_rounds = rounds;
   for (let i = 0; i < 5; i++) {
-    directRuns.push(await measureEndToEnd(pairLoad));
+    const round: Record<string, number> = {};
+    rounds.push(round);
+    stage = `end to end, round ${i + 1}: direct`;
+    directRuns.push(await measureEndToEnd({ ...pairLoad, label: stage }));
+    round.direct = directRuns[i].msgsPerSec;
+    stage = `end to end, round ${i + 1}: through one proxy`;
     proxyRuns.push(await measureThroughProxy(pairLoad));
-    if (i % 2 === 1) continue;
-    slowRuns.push(await measureEndToEnd({ ...pairLoad, heldSinkMs: 300 }));
-    held0Runs.push(await measureEndToEnd({ ...pairLoad, heldSinkMs: 0 }));
-    postfixRelayRuns.push(await measurePostfixRelay({ ...pairLoad, timeoutMs: 600_000 }));
+    round.proxy = proxyRuns[i].msgsPerSec;
+    if (i % 2 === 0) {
+      stage = `end to end, round ${i + 1}: held sink, 300 ms hold`;
+      slowRuns.push(await measureEndToEnd({ ...pairLoad, heldSinkMs: 300, label: stage }));
+      round.held300 = slowRuns[slowRuns.length - 1].msgsPerSec;
+      stage = `end to end, round ${i + 1}: held sink, no hold`;
+      held0Runs.push(await measureEndToEnd({ ...pairLoad, heldSinkMs: 0, label: stage }));
+      round.held0 = held0Runs[held0Runs.length - 1].msgsPerSec;
+      stage = `end to end, round ${i + 1}: Postfix relaying`;
+      // The Postfix helper bounds its warm-up and its timed run each by this.
+      postfixRelayRuns.push(await measurePostfixRelay({ ...pairLoad, timeoutMs: runDeadlineMs(Math.max(pairLoad.warmupMessages, pairLoad.messages)) }));
+      round.postfix = Math.round(postfixRelayRuns[postfixRelayRuns.length - 1].msgsPerSec);
+    }
+    line(`  round ${i + 1} (msg/s): ${Object.entries(round).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
   const e2e = median(directRuns);
   const viaProxy = median(proxyRuns);
@@ -96,17 +147,24 @@ async function main(): Promise<void> {
 
   // One connection to a destination 20 ms away, with a backlog: pipelining across transactions at work.
   const backlogLoad = { messages: 500, sizeBytes: LOAD.sizeBytes, oneWayMs: 10 };
+  stage = 'backlog over one connection';
   const backlog = await measureBacklogDrain({ ...backlogLoad, pipelining: true });
+  partial.backlog_1conn_rtt20_msgs_per_s = backlog.msgsPerSec;
   const backlogNoPipe = await measureBacklogDrain({ ...backlogLoad, pipelining: false });
+  partial.backlog_1conn_rtt20_nopipelining_msgs_per_s = backlogNoPipe.msgsPerSec;
   line(`backlog over one connection, 20 ms round trip: ${backlog.msgsPerSec} msg/s; to a server without PIPELINING ${backlogNoPipe.msgsPerSec} msg/s`);
 
+  stage = 'local fleet';
   const fleet = await measureFleet({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`local fleet (smtp-source -> lb -> MTA x2 -> proxy x2 -> smtp-sink): ${fleet.msgsPerSec} msg/s (${fleet.elapsedMs} ms until the sink had all)`);
   line(`  CPU per message by part: ${Object.entries(fleet.cpuUsPerMsg).map(([k, v]) => `${k} ${v} us`).join(', ')} (single MTA end to end: ${e2e.cpuUsPerMsg} us)`);
 
+  partial.fleet_msgs_per_s = fleet.msgsPerSec;
+  stage = 'spool formats';
   const formats = await measureSpoolFormats();
   line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
 
+  stage = 'start-up with a full queue';
   const startup = await measureStartup(STARTUP_MESSAGES);
   line(`start-up with ${startup.queued} queued messages: ready in ${startup.startupS} s, RSS ${startup.rssMb} MB (all MTA processes)`);
   line('  (those messages are all deferred, next retry in a day: the same figure is the RSS of 1M deferred messages)');
@@ -151,6 +209,30 @@ async function main(): Promise<void> {
     startup_1m_rss_mb: startup.rssMb,
   };
   line(`BENCH ${JSON.stringify(bench)}`);
+  clearTimeout(watchdog);
+}
+
+/** The soft open-file limit of this process, from /proc (Infinity if unlimited or unreadable). */
+function openFileLimit(): number {
+  try {
+    const m = /^Max open files\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m && m[1] !== 'unlimited' ? Number(m[1]) : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
+/**
+ * A failed run ends the bench: what it has, a FAILED line, a non-zero exit.
+ * The exit kills the children left (smtp-source, sinks, MTAs: each is
+ * registered for it), so nothing waits on them.
+ */
+function fail(err: unknown): never {
+  const e = err as { code?: string; message?: string; stack?: string };
+  line(`BENCH_PARTIAL ${JSON.stringify(partial)}`);
+  line(`FAILED at ${stage}: ${e.code ? `[${e.code}] ` : ''}${e.message ?? String(err)}`);
+  process.stderr.write(`bench failed: ${e.stack ?? String(err)}\n`);
+  process.exit(1);
 }
 
 function medianOf(xs: number[]): number {
@@ -161,7 +243,7 @@ function median<T extends { msgsPerSec: number }>(runs: T[]): T {
   return [...runs].sort((a, b) => a.msgsPerSec - b.msgsPerSec)[Math.floor(runs.length / 2)];
 }
 
-main().catch((err) => {
-  process.stderr.write(`bench failed: ${(err as Error).stack}\n`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err: unknown) => fail(err),
+);

@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { startHeldSink, type HeldSink } from './held-sink';
+import { waitUntil } from './proxy-fixtures';
 
 /** A raw client: collects reply lines with the time each arrived. */
 function client(port: number): Promise<{ socket: Socket; lines: { at: number; text: string }[]; next: (n: number) => Promise<void> }> {
@@ -94,9 +95,72 @@ test('with no hold it answers at once; waitForMessages resolves on the count and
   await c.next(7);
   expect(c.lines.map((l) => l.text.slice(0, 3))).toEqual(['220', '250', '250', '250', '354', '250', '502']);
   await expect(sink.waitForMessages(2, 100)).rejects.toThrow('1 of 2 messages');
+  // A wait still pending when the sink stops ends with it, and leaves no timer behind.
+  const pending = sink.waitForMessages(2, 600_000);
+  await sink.stop();
+  sink = undefined;
+  await expect(pending).rejects.toThrow('held sink stopped with 1 of 2 messages');
   c.socket.destroy();
 });
 
-test('refuses a negative hold', async () => {
+test('refuses a negative hold and a connection limit under one', async () => {
   await expect(startHeldSink({ holdMs: -1 })).rejects.toThrow('non-negative');
+  await expect(startHeldSink({ holdMs: 0, maxConnections: 0 })).rejects.toThrow('positive integer');
+});
+
+// The bench's MTA opens up to 1,000 connections to the sink, by the hundred at
+// once, and frees a slot the moment it sends QUIT: the sink can see more than
+// its limit open while it has yet to read the old ones' ends.
+test('greets every connection of a burst past its limit: the excess waits for a slot, none is closed', async () => {
+  sink = await startHeldSink({ holdMs: 300 });
+  const burst = 1100; // the default limit is 1,024
+  const greeted: Socket[] = [];
+  let closedBeforeGreeting = 0;
+  const all: Socket[] = [];
+  for (let i = 0; i < burst; i++) {
+    const s = connect(sink.port, '127.0.0.1');
+    all.push(s);
+    let got = false;
+    s.setEncoding('latin1');
+    s.once('data', (d: string) => {
+      if (!d.startsWith('220 ')) return;
+      got = true;
+      greeted.push(s);
+    });
+    s.on('error', () => undefined); // counted at close
+    s.once('close', () => {
+      if (!got) closedBeforeGreeting++;
+    });
+  }
+  const state = (): string => `${greeted.length} greeted, ${closedBeforeGreeting} closed before a greeting`;
+  await waitUntil(() => greeted.length + closedBeforeGreeting >= 1024, 30_000, state);
+  expect(closedBeforeGreeting).toBe(0);
+  // 76 of the first QUIT: as many of the waiting are greeted.
+  for (const s of greeted.slice(0, burst - 1024)) s.write('QUIT\r\n');
+  await waitUntil(() => greeted.length + closedBeforeGreeting >= burst, 30_000, state);
+  expect(closedBeforeGreeting).toBe(0);
+  expect(greeted).toHaveLength(burst);
+  expect(sink.connections()).toBe(burst);
+  expect(sink.waiting()).toBe(0);
+  for (const s of all) s.destroy();
+});
+
+test('a connection waiting for a slot is served once one frees, with what it sent meanwhile; one that leaves while waiting gives up its place', async () => {
+  sink = await startHeldSink({ holdMs: 0, maxConnections: 1 });
+  const first = await client(sink.port);
+  await first.next(1);
+  const leaving = await client(sink.port);
+  const second = await client(sink.port);
+  await waitUntil(() => sink!.waiting() === 2);
+  leaving.socket.destroy();
+  await waitUntil(() => sink!.waiting() === 1);
+  // Pipelined before its greeting: answered once it is served, in order.
+  second.socket.write('HELO me\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nhi\r\n.\r\n');
+  first.socket.write('QUIT\r\n');
+  await second.next(6);
+  expect(second.lines.map((l) => l.text.slice(0, 3))).toEqual(['220', '250', '250', '250', '354', '250']);
+  expect(leaving.lines).toHaveLength(0);
+  expect(sink.messages()).toBe(1);
+  expect(sink.waiting()).toBe(0);
+  second.socket.destroy();
 });
