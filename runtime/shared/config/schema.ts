@@ -50,7 +50,6 @@ export const configSchema = {
         relay_from: cidrs,
         trusted_proxies: cidrs,
         socket_timeout: duration,
-        greeting_delay: { ...duration, description: 'hold the greeting to catch early talkers; 0 for injection listeners' },
       },
     },
     http: {
@@ -305,6 +304,5 @@ export const configSchema = {
         },
       },
     },
-    accept_drain_from: cidrs,
   },
 } as const;

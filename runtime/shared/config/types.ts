@@ -26,7 +26,6 @@ export interface SmtpConfig {
   relayFrom: string[];
   trustedProxies: string[];
   socketTimeoutMs: number;
-  greetingDelayMs: number;
 }
 
 export interface HttpConfig {
@@ -147,7 +146,6 @@ export interface VolleyConfig {
   resolver: { servers: string[] };
   delivery: DeliveryConfig;
   events: { attemptLog: { maxSize: number; maxAgeMs: number; commitIntervalMs: number } };
-  acceptDrainFrom: string[];
   dkim: DkimKeyConfig[];
   rollups: RollupConfig[];
   bounceRules: BounceRuleConfig[];
