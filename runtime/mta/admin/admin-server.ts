@@ -63,7 +63,14 @@ export class AdminServer {
       return json(res, r.queued || r.attempts.length > 0 ? 200 : 404, r);
     }
     const action = /^\/queue\/(pause|resume|retry|purge)$/.exec(path);
-    if (req.method === 'POST' && action) return json(res, 200, await this.handlers.queue(action[1] as QueueAction, args));
+    if (req.method === 'POST' && action) {
+      // Purge cannot be undone: a node-wide one is refused rather than taken
+      // from a forgotten flag (pause/resume/retry of everything are harmless).
+      if (action[1] === 'purge' && Object.keys(args).length === 0) {
+        return json(res, 400, { error: 'purge needs a selector: domain, vmta or id (volley queue purge --domain D | --vmta V | --id ID)', code: 'ENOSELECTOR' });
+      }
+      return json(res, 200, await this.handlers.queue(action[1] as QueueAction, args));
+    }
     if (req.method === 'POST' && path === '/config/refresh') {
       const r = await this.handlers.refresh();
       return json(res, r.ok ? 200 : 422, r);

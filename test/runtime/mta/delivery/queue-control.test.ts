@@ -90,3 +90,13 @@ test('retry now sends deferred mail at once; purge removes it with a final event
     expect((story.attempts as { status: string; error_kind?: string }[]).at(-1)).toMatchObject({ status: 'failed', error_kind: 'purged' });
   }
 });
+
+test('a purge with no selector is a clear 400 naming the selectors, and purges nothing', async () => {
+  const id = await send('nosel@held.test');
+  const res = await fetch(`${mta.adminUrl}/queue/purge`, { method: 'POST' });
+  expect(res.status).toBe(400);
+  expect(await res.json()).toMatchObject({ code: 'ENOSELECTOR', error: expect.stringMatching(/domain, vmta or id/) });
+  const cli = await run(process.execPath, [VOLLEY, 'queue', 'purge', '--admin', mta.adminAddress]).catch((e: { code: number; stdout: string }) => e);
+  expect(cli).toMatchObject({ code: 1, stdout: expect.stringMatching(/ENOSELECTOR/) });
+  expect((await admin(`/queue/messages/${id}`)).queued).toBe(true);
+});
