@@ -193,7 +193,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       return { node: nodeId, queued, workers: perWorker };
     },
     refresh: async () => refresh(),
-  });
+  }, { tokens: () => config.admin.tokens, logger });
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
@@ -219,4 +219,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   // Listening last: a stop (a signal, a worker's SIGTERM) may come while the admin port binds.
   const adminBind = options.admin ?? { address: config.admin.address, port: config.admin.port };
   await admin.listen(adminBind.port, adminBind.address);
+  // Health on its own address (admin.health_listen): the load balancers reach /readyz and nothing else.
+  const health = config.admin.healthListen;
+  if (health) await admin.listenHealth(health.port, health.address);
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { SpoolPartition } from '../../runtime/mta/spool/partition';
 import type { Envelope } from '../../runtime/mta/spool/types';
 import { newMessageId } from '../../runtime/mta/message-id';
-import { writeTestConfig } from '../helpers/config';
+import { ADMIN_AUTH, writeTestConfig } from '../helpers/config';
 import { defaultWorkers } from '../../runtime/mta/primary';
 import { startMta } from '../helpers/mta-process';
 import { runSmtpSource } from '../helpers/postfix-tools';
@@ -30,7 +30,7 @@ export async function measureIntake(opts: { workers?: number; messages: number; 
   const workers = opts.workers ?? defaultWorkers();
   const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
   try {
-    await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
+    await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST', headers: ADMIN_AUTH });
     // A short warm-up (JIT, page cache) that is not timed.
     await runSmtpSource({ port: mta.smtpPort, messages: 500, sessions: opts.sessions, sizeBytes: opts.sizeBytes });
     const before = await (await fetch(`${mta.adminUrl}/metrics`)).text();
@@ -97,7 +97,7 @@ export async function measureStartup(count: number, workers = defaultWorkers()):
     const t0 = Date.now();
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
     const startupS = (Date.now() - t0) / 1000;
-    const q = (await (await fetch(`${mta.adminUrl}/queue`)).json()) as { workers: { queued: number }[] };
+    const q = (await (await fetch(`${mta.adminUrl}/queue`, { headers: ADMIN_AUTH })).json()) as { workers: { queued: number }[] };
     const rss = processUsage(processTree(mta.proc.pid!)).rssBytes;
     await mta.stop();
     return { startupS: round2(startupS), rssMb: Math.round(rss / 1024 / 1024), queued: q.workers.reduce((n, w) => n + w.queued, 0) };

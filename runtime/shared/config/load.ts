@@ -142,7 +142,7 @@ interface Raw {
     socket_timeout?: Dur;
   };
   http?: { port?: number; address?: string; tls?: { cert: string; key: string }; max_body_size?: Dur; max_batch?: number; tokens?: { name: string; sha256: string }[] };
-  admin?: { port?: number; address?: string };
+  admin?: { port?: number; address?: string; tokens?: { name: string; sha256: string }[]; health_listen?: { port: number; address?: string } };
   users?: { name: string; password: string }[];
   spool?: { segment_size?: Dur; fsync?: boolean };
   vmtas?: { name: string; ip: string; helo: string }[];
@@ -238,7 +238,12 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       maxBatch: http.max_batch ?? 1000,
       tokens: http.tokens ?? [],
     },
-    admin: { port: raw.admin?.port ?? 8025, address: raw.admin?.address ?? '127.0.0.1' },
+    admin: {
+      port: raw.admin?.port ?? 8025,
+      address: raw.admin?.address ?? '127.0.0.1',
+      tokens: raw.admin?.tokens ?? [],
+      healthListen: raw.admin?.health_listen && { port: raw.admin.health_listen.port, address: raw.admin.health_listen.address ?? '0.0.0.0' },
+    },
     users: raw.users ?? [],
     spool: {
       segmentSize: sz(raw.spool?.segment_size, 64 * 1024 * 1024, ['spool', 'segment_size']),

@@ -135,7 +135,8 @@ export interface VolleyConfig {
   log: { level: string };
   smtp: SmtpConfig;
   http: HttpConfig;
-  admin: { port: number; address: string };
+  /** tokens: for everything but /healthz, /readyz, /metrics; healthListen: those three alone on another address. */
+  admin: { port: number; address: string; tokens: { name: string; sha256: string }[]; healthListen?: { port: number; address: string } };
   users: { name: string; password: string }[];
   spool: { segmentSize: number; fsync: boolean };
   vmtas: VmtaConfig[];
