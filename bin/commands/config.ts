@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../../runtime/shared/config/load';
 import { hashPassword, sha256Hex } from '../../runtime/shared/password';
+import { adminHeaders } from './admin-token';
 import { adminUrl } from './flags';
 
 async function readStdin(): Promise<string> {
@@ -30,10 +31,14 @@ export function registerConfig(program: Command): void {
     .command('refresh')
     .description('reload the config of a running MTA without dropping connections (same as SIGHUP)')
     .option('--admin <addr:port>', 'the MTA admin address', undefined)
-    .action(async (flags: { admin?: string }) => {
-      const res = await fetch(`${adminUrl(flags.admin)}/config/refresh`, { method: 'POST' });
-      const body = (await res.json()) as { ok: boolean; errors?: string[] };
-      if (body.ok) process.stdout.write('config refreshed\n');
+    .option('--token-file <file>', 'the admin token (default: VOLLEY_ADMIN_TOKEN)')
+    .action(async (flags: { admin?: string; tokenFile?: string }) => {
+      const res = await fetch(`${adminUrl(flags.admin)}/config/refresh`, { method: 'POST', headers: adminHeaders(flags.tokenFile) });
+      const body = (await res.json()) as { ok: boolean; errors?: string[]; error?: string };
+      if (res.status === 401) {
+        process.stderr.write(`refresh refused: ${body.error}\n`);
+        process.exitCode = 1;
+      } else if (body.ok) process.stdout.write('config refreshed\n');
       else {
         process.stderr.write(`refresh rejected, the running config stays:\n${(body.errors ?? []).join('\n')}\n`);
         process.exitCode = 1;
@@ -49,7 +54,7 @@ export function registerConfig(program: Command): void {
 
   config
     .command('hash-token')
-    .description('read an HTTP API token on stdin and print its SHA-256 for http.tokens[].sha256')
+    .description('read an HTTP API or admin token on stdin and print its SHA-256 for http.tokens[].sha256 or admin.tokens[].sha256')
     .action(async () => {
       process.stdout.write(`${sha256Hex(await readStdin())}\n`);
     });

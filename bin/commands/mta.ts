@@ -1,8 +1,7 @@
 import cluster from 'node:cluster';
 import type { Command } from 'commander';
 import { runPrimary } from '../../runtime/mta/primary';
-import { runWorker } from '../../runtime/mta/worker';
-import { loadConfig } from '../../runtime/shared/config/load';
+import { startWorker } from '../../runtime/mta/worker';
 import { createLogger } from '../../runtime/shared/log';
 import { collectNamed, parseHostPort } from './flags';
 
@@ -30,17 +29,15 @@ export function registerMta(program: Command): void {
     .action(async (flags: MtaFlags) => {
       const binds = { smtp: flags.smtpListen ?? {}, http: flags.httpListen ? parseHostPort(flags.httpListen, '0.0.0.0') : undefined };
       if (cluster.isWorker) {
-        const config = loadConfig(flags.config);
+        // The config comes from the primary, never the file: see startWorker.
         const worker = Number(process.env.VOLLEY_WORKER);
-        const logger = createLogger({ level: config.log.level, name: `mta-w${worker}` });
-        await runWorker({
-          config,
+        await startWorker({
           persistentPath: flags.persistentPath,
           nodeId: process.env.VOLLEY_NODE_ID ?? 'unknown',
           worker,
           workers: Number(process.env.VOLLEY_WORKERS),
           binds,
-          logger,
+          logger: (config) => createLogger({ level: config.log.level, name: `mta-w${worker}` }),
         });
         return;
       }

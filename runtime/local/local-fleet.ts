@@ -100,7 +100,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
       `  HTTP API       : http://127.0.0.1:${LAYOUT.lb.http}/v1/messages   (Authorization: Bearer local-token)`,
       `  lb status      : http://127.0.0.1:${LAYOUT.lb.admin}/status`,
       ...LAYOUT.mtas.map((m) => `  ${`${m.name} direct`.padEnd(15)}: SMTP 127.0.0.1:${m.smtp}, HTTP http://127.0.0.1:${m.http}/v1/messages   (this MTA alone, not through the lb)`),
-      ...LAYOUT.mtas.map((m) => `  ${`${m.name} admin`.padEnd(15)}: http://127.0.0.1:${m.admin}/queue   (volley queue --admin 127.0.0.1:${m.admin})`),
+      ...LAYOUT.mtas.map((m) => `  ${`${m.name} admin`.padEnd(15)}: http://127.0.0.1:${m.admin}/queue   (VOLLEY_ADMIN_TOKEN=local-admin volley queue --admin 127.0.0.1:${m.admin})`),
       ...LAYOUT.mtas.map((m) => `  ${`${m.name} attempts`.padEnd(15)}: ${join(data, m.name, 'log', 'attempts')}/*.jsonl`),
       sink
         ? `  sink MX        : 127.0.0.1:${options.sinkPort}, copies in ${join(data, 'sink')}`
@@ -196,7 +196,7 @@ async function status(sink: SinkServer | undefined): Promise<{ accepted: number;
     try {
       const metrics = await (await fetch(`http://127.0.0.1:${m.admin}/metrics`)).text();
       for (const line of metrics.split('\n')) if (line.startsWith('volley_intake_accepted_total')) accepted += Number(line.split(' ').pop());
-      queued += ((await (await fetch(`http://127.0.0.1:${m.admin}/queue`)).json()) as { queued: number }).queued;
+      queued += ((await (await fetch(`http://127.0.0.1:${m.admin}/queue`, { headers: { authorization: 'Bearer local-admin' } }) /* admin.tokens in local.yaml */).json()) as { queued: number }).queued;
     } catch {
       // that MTA is down (perhaps on purpose)
     }

@@ -14,12 +14,17 @@ export interface WorkerStats {
 }
 
 export type ToWorker =
+  /** The validated config: the answer to config-request, and every refresh. */
   | { type: 'config'; config: VolleyConfig }
   | { type: 'query'; id: number; query: string; args?: Record<string, string | undefined> }
   | { type: 'shutdown' }
   | { type: 'throttle-reply'; id: number; value: unknown };
 
 export type FromWorker =
+  /** A starting worker asks for the config the primary runs: it never reads the file itself. */
+  | { type: 'config-request'; worker: number }
+  /** The worker got SIGTERM and is stopping gracefully: the node is being stopped, do not restart it. */
+  | { type: 'stopping'; worker: number; signal: string }
   | { type: 'ready'; worker: number }
   | { type: 'stats'; stats: WorkerStats }
   | { type: 'reply'; id: number; ok: boolean; data?: unknown; error?: string }

@@ -69,6 +69,11 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const ready = new Set<number>();
   const workers = new Map<number, Worker>();
   let stopping = false;
+  /** Workers that stopped on a signal of their own: never restarted. */
+  const terminated = new Set<number>();
+  /** Bumped by every accepted refresh; which generation each worker was given. */
+  let generation = 0;
+  const given = new Map<number, number>();
   let queryId = 0;
   const pending = new Map<number, (m: { ok: boolean; data?: unknown; error?: string }) => void>();
 
@@ -82,7 +87,21 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     workers.set(index, w);
     w.on('message', (m: unknown) => {
       if (!isFromWorker(m)) return;
-      if (m.type === 'ready') {
+      if (m.type === 'config-request') {
+        given.set(index, generation);
+        w.send({ type: 'config', config } satisfies ToWorker);
+      } else if (m.type === 'stopping') {
+        // systemd signals every process of the unit; an operator may signal one
+        // worker. Either way the node stops as a whole: a node missing a worker
+        // would strand that worker's spool partitions and fail /readyz for good.
+        terminated.add(index);
+        stop(`${m.signal} to worker ${index}`);
+      } else if (m.type === 'ready') {
+        // A refresh that came while this worker was starting may have missed it.
+        if (given.get(index) !== generation) {
+          given.set(index, generation);
+          w.send({ type: 'config', config } satisfies ToWorker);
+        }
         ready.add(index);
         if (ready.size === count) logger.info({ nodeId, workers: count, persistentPath: options.persistentPath }, 'mta ready');
       } else if (m.type === 'stats') stats.set(index, m.stats);
@@ -102,9 +121,15 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       permits.delete(index);
       ready.delete(index);
       stats.delete(index);
-      if (stopping) return;
+      given.delete(index);
+      if (stopping || terminated.has(index)) return;
+      if (signal === 'SIGTERM') {
+        // Killed by a SIGTERM before it could handle one (still starting): the node is being stopped.
+        stop(`SIGTERM to worker ${index}`);
+        return;
+      }
       logger.error({ worker: index, code, signal }, 'worker died; restarting it');
-      setTimeout(() => fork(index), 500);
+      setTimeout(() => stopping || fork(index), 500);
     });
   };
   for (let i = 0; i < count; i++) fork(i);
@@ -136,7 +161,12 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       return { ok: false, errors };
     }
     throttles.apply(config);
-    for (const w of workers.values()) w.send({ type: 'config', config } satisfies ToWorker);
+    generation++;
+    for (const [index, w] of workers) {
+      if (!w.isConnected()) continue;
+      given.set(index, generation);
+      w.send({ type: 'config', config } satisfies ToWorker);
+    }
     logger.info('config refreshed');
     return { ok: true };
   };
@@ -163,10 +193,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       return { node: nodeId, queued, workers: perWorker };
     },
     refresh: async () => refresh(),
-  });
-  const adminBind = options.admin ?? { address: config.admin.address, port: config.admin.port };
-  await admin.listen(adminBind.port, adminBind.address);
-
+  }, { tokens: () => config.admin.tokens, logger });
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
@@ -189,4 +216,10 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => refresh());
+  // Listening last: a stop (a signal, a worker's SIGTERM) may come while the admin port binds.
+  const adminBind = options.admin ?? { address: config.admin.address, port: config.admin.port };
+  await admin.listen(adminBind.port, adminBind.address);
+  // Health on its own address (admin.health_listen): the load balancers reach /readyz and nothing else.
+  const health = config.admin.healthListen;
+  if (health) await admin.listenHealth(health.port, health.address);
 }

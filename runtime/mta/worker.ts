@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../shared/config/types';
+import { VolleyError } from '../shared/errors';
 import { loadTls } from '../shared/tls-files';
 import { AttemptLog } from './delivery/attempt-log';
 import { RoutingConnector } from './delivery/routing-connector';
@@ -37,6 +38,7 @@ export interface Binds {
 }
 
 export interface WorkerOptions {
+  /** The config the primary validated and runs (configFromPrimary); never read from the file here. */
   config: VolleyConfig;
   persistentPath: string;
   nodeId: string;
@@ -47,11 +49,56 @@ export interface WorkerOptions {
 }
 
 /**
+ * Asks the primary for the config it runs. A worker restarted after the file
+ * on disk was broken (or changed and not yet refreshed) must run what the
+ * primary validated, not crash-loop on the file or run a config the rest of
+ * the node does not.
+ */
+export function configFromPrimary(worker: number): Promise<VolleyConfig> {
+  return new Promise((resolve, reject) => {
+    if (!process.send) return reject(new VolleyError('EWORKER', 'an MTA worker must be started by its primary'));
+    const onMessage = (m: ToWorker): void => {
+      if (m.type !== 'config') return;
+      process.off('message', onMessage);
+      resolve(m.config);
+    };
+    process.on('message', onMessage);
+    process.send({ type: 'config-request', worker } satisfies FromWorker);
+  });
+}
+
+/**
+ * Stops on SIGTERM, which systemd sends to every process of the unit at once
+ * (KillMode=control-group), not just the primary: from the moment a worker
+ * starts, a SIGTERM means "stop gracefully", never an abrupt exit. Returns
+ * whether one has come, and lets the worker say what to do once it can.
+ */
+function onTerminate(worker: number): { requested: () => boolean; then: (stop: () => void) => void } {
+  let requested = false;
+  let stop: (() => void) | undefined;
+  process.on('SIGTERM', () => {
+    if (requested) return;
+    requested = true;
+    // Tell the primary first: a worker stopping on a signal must not be restarted.
+    process.send?.({ type: 'stopping', worker, signal: 'SIGTERM' } satisfies FromWorker);
+    stop?.();
+  });
+  return { requested: () => requested, then: (s) => (stop = s) };
+}
+
+/** A worker process: takes its config from the primary, then runs. */
+export async function startWorker(options: Omit<WorkerOptions, 'config' | 'logger'> & { logger: (config: VolleyConfig) => Logger }): Promise<void> {
+  const terminate = onTerminate(options.worker);
+  const config = await configFromPrimary(options.worker);
+  await runWorker({ ...options, config, logger: options.logger(config) }, terminate);
+}
+
+/**
  * One MTA worker: owns its spool partitions, serves the shared SMTP and HTTP
  * listeners (the kernel spreads connections over workers), and delivers what
  * its partitions hold. Talks to the primary only through `ipc.ts` messages.
  */
-export async function runWorker(options: WorkerOptions): Promise<void> {
+export async function runWorker(options: WorkerOptions, terminate = onTerminate(options.worker)): Promise<void> {
   const { logger } = options;
   let config = options.config;
   const spool = await Spool.open({
@@ -194,8 +241,11 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       void shutdown();
     }
   });
-  // The primary owns signals; a worker whose primary vanished stops cleanly.
+  // SIGINT (a terminal's Ctrl-C reaches the whole group) is the primary's to
+  // handle: it stops every worker. SIGTERM stops this one gracefully (above).
   process.on('SIGINT', () => undefined);
+  terminate.then(() => void shutdown());
+  if (terminate.requested()) return void shutdown();
   process.on('disconnect', () => void shutdown());
   report();
   // Ready means taking mail: the queue's timers are built (and the scan's

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeTestConfig } from '../helpers/config';
+import { ADMIN_AUTH, writeTestConfig } from '../helpers/config';
 import { startLatencyRelay } from '../helpers/latency-relay';
 import { startMta } from '../helpers/mta-process';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
@@ -27,11 +27,11 @@ export async function measureBacklogDrain(opts: { messages: number; sizeBytes: n
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
     const stopMta = ownMta(mta);
     try {
-      await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
+      await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST', headers: ADMIN_AUTH });
       const r = await runSmtpSource({ port: mta.smtpPort, messages: opts.messages, sessions: 10, sizeBytes: opts.sizeBytes, to: 'rcpt@bench.example', timeoutMs: 300_000 });
       if (r.exitCode !== 0) throw new Error(`smtp-source failed (${r.exitCode}): ${r.stderr}`);
       const t0 = Date.now();
-      await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST' });
+      await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST', headers: ADMIN_AUTH });
       // One connection, one to four round trips of 20 ms a message: 12 msg/s at the slowest, so 4 msg/s is generous.
       const deadlineMs = runDeadlineMs(opts.messages, 4);
       const what = `backlog over one connection${opts.pipelining ? '' : ', no PIPELINING'}`;

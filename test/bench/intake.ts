@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { SpoolPartition } from '../../runtime/mta/spool/partition';
 import type { Envelope } from '../../runtime/mta/spool/types';
 import { newMessageId } from '../../runtime/mta/message-id';
-import { writeTestConfig } from '../helpers/config';
+import { ADMIN_AUTH, writeTestConfig } from '../helpers/config';
 import { defaultWorkers } from '../../runtime/mta/primary';
 import { startMta } from '../helpers/mta-process';
 import { runSmtpSource } from '../helpers/postfix-tools';
@@ -32,7 +32,7 @@ export async function measureIntake(opts: { workers?: number; messages: number; 
   const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });
   const stopMta = ownMta(mta);
   try {
-    await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
+    await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST', headers: ADMIN_AUTH });
     // A short warm-up (JIT, page cache) that is not timed.
     await runSmtpSource({ port: mta.smtpPort, messages: 500, sessions: opts.sessions, sizeBytes: opts.sizeBytes });
     const before = await (await fetch(`${mta.adminUrl}/metrics`)).text();
@@ -103,7 +103,7 @@ export async function measureStartup(count: number, workers = defaultWorkers()):
     let q: { workers: { queued: number }[] };
     let rss: number;
     try {
-      q = (await (await fetch(`${mta.adminUrl}/queue`)).json()) as { workers: { queued: number }[] };
+      q = (await (await fetch(`${mta.adminUrl}/queue`, { headers: ADMIN_AUTH })).json()) as { workers: { queued: number }[] };
       rss = processUsage(processTree(mta.proc.pid!)).rssBytes;
     } finally {
       await stopMta();

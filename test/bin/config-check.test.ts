@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { testConfigYaml } from '../helpers/config';
 import { VOLLEY } from '../helpers/mta-process';
@@ -21,4 +21,21 @@ test('volley config check exits 1 naming the file, line and field', () => {
   const r = spawnSync(process.execPath, [VOLLEY, 'config', 'check', file], { encoding: 'utf8' });
   expect(r.status).toBe(1);
   expect(r.stderr).toContain(`${file}:4:21: smtp.listeners[0].port: must be <= 65535`);
+});
+
+test('volley config check refuses a field that is accepted but not implemented, naming it', () => {
+  const file = join(dir, 'unimplemented.yaml');
+  writeFileSync(file, testConfigYaml({ extra: 'accept_drain_from: [10.0.0.0/8]\n' }).replace('  max_recipients: 5\n', '  max_recipients: 5\n  greeting_delay: 2s\n'));
+  const r = spawnSync(process.execPath, [VOLLEY, 'config', 'check', file], { encoding: 'utf8' });
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/unimplemented\.yaml:\d+:3: smtp\.greeting_delay: "greeting_delay" is not implemented yet \(.+\): remove it/);
+  expect(r.stderr).toMatch(/unimplemented\.yaml:\d+:1: accept_drain_from: "accept_drain_from" is not implemented yet \(.+\): remove it/);
+});
+
+test('every config shipped in assets/config passes volley config check', () => {
+  const configs = join(__dirname, '..', '..', 'assets', 'config');
+  for (const f of readdirSync(configs).filter((n) => n.endsWith('.yaml'))) {
+    const r = spawnSync(process.execPath, [VOLLEY, 'config', 'check', join(configs, f)], { encoding: 'utf8' });
+    expect({ f, status: r.status, stderr: r.stderr }).toEqual({ f, status: 0, stderr: '' });
+  }
 });

@@ -7,6 +7,11 @@ import type { VolleyConfig } from '../../runtime/shared/config/types';
 export const ALICE_HASH = 'scrypt$1024$8$1$c2FsdHNhbHRzYWx0MTIzNA==$WY4v7FapwS6R53jzFQqvfm5Oo3BLTf/N7dRERbliMvA=';
 export const TEST_TOKEN = 'test-token';
 export const TEST_TOKEN_SHA256 = '4c5dc9b7708905f77f5e5d16316b5dfb425e68cb326dcd55a860e90a7707031e';
+/** The admin API's token in test configs ("ops"), and the header that carries it. */
+export const ADMIN_TOKEN = 'admin-token';
+export const ADMIN_TOKEN_SHA256 = '10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e52712292a';
+export const ADMIN_AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` };
+const ADMIN_YAML = `admin: { tokens: [{ name: ops, sha256: ${ADMIN_TOKEN_SHA256} }] }\n`;
 
 /** A small config for tests; `extra` is appended YAML. */
 export function testConfigYaml(options: { sinkPort?: number; extra?: string; relayFrom?: string[]; users?: string; concurrency?: number } = {}): string {
@@ -34,7 +39,7 @@ routes:
 delivery:
   retry: [1h]
   concurrency: ${options.concurrency ?? 500}
-${options.extra ?? ''}`;
+${ADMIN_YAML}${options.extra ?? ''}`;
 }
 
 export function testConfig(options: Parameters<typeof testConfigYaml>[0] = {}): VolleyConfig {
@@ -57,5 +62,5 @@ smtp:
   listeners: [{ name: smtp, port: 0, address: 127.0.0.1, tls: none }]
   relay_from: [127.0.0.0/8]
 users: [{ name: alice, password: "${ALICE_HASH}" }]
-${rest}`;
+${ADMIN_YAML}${rest}`;
 }

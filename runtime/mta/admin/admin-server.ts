@@ -1,4 +1,10 @@
+// The MTA's admin HTTP port. Health and metrics are open (load balancers and
+// Prometheus hold no secret); the queue and config API needs a bearer token
+// from admin.tokens, and every call that changes something is logged with
+// the token's name and the caller's address.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { bearerTokenName, type NamedToken } from '../../shared/bearer-token';
 import { listen } from '../../shared/listen';
 
 export type QueueAction = 'queue' | 'pause' | 'resume' | 'retry' | 'purge' | 'message';
@@ -12,17 +18,34 @@ export interface AdminHandlers {
   refresh(): Promise<{ ok: boolean; errors?: string[] }>;
 }
 
+export interface AdminAuth {
+  /** The tokens in force (admin.tokens of the running config: a refresh changes them). */
+  tokens(): readonly NamedToken[];
+  logger: Logger;
+}
+
 /**
  * The admin HTTP port: health for the NLB and Route 53 checks, Prometheus
- * metrics, queue status and config refresh. Bound to loopback by default: it
- * is for the node's operators and its health checkers, not the world.
+ * metrics, queue status and control, config refresh. Bound to loopback by
+ * default; the health endpoints may also get an address of their own
+ * (admin.health_listen) for load balancers that must not reach the rest.
  */
 export class AdminServer {
   private readonly server: Server;
+  /** admin.health_listen: the open endpoints alone, on an address of their own. */
+  private readonly health: Server;
 
-  constructor(private readonly handlers: AdminHandlers) {
+  constructor(
+    private readonly handlers: AdminHandlers,
+    private readonly auth: AdminAuth,
+  ) {
     this.server = createServer((req, res) => {
       this.route(req, res).catch((err: Error) => json(res, 500, { error: err.message }));
+    });
+    this.health = createServer((req, res) => {
+      this.routeOpen(req, res)
+        .then((served) => served || json(res, 404, { error: `no endpoint ${req.method} ${req.url} here: this address serves /healthz, /readyz and /metrics` }))
+        .catch((err: Error) => json(res, 500, { error: err.message }));
     });
   }
 
@@ -30,11 +53,58 @@ export class AdminServer {
     return { port: await listen(this.server, port, address) };
   }
 
+  async listenHealth(port: number, address: string): Promise<{ port: number }> {
+    return { port: await listen(this.health, port, address) };
+  }
+
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
+    const closing = (server: Server): Promise<void> =>
+      new Promise((resolve) => {
+        if (!server.listening) return resolve();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    return Promise.all([closing(this.server), closing(this.health)]).then(() => undefined);
+  }
+
+  /** /healthz, /readyz and /metrics, which need no token; false when the request is for something else. */
+  private async routeOpen(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const path = new URL(req.url ?? '/', 'http://admin').pathname;
+    if (req.method !== 'GET') return false;
+    if (path === '/healthz') {
+      json(res, 200, { ok: true });
+      return true;
+    }
+    if (path === '/readyz') {
+      const r = this.handlers.ready();
+      json(res, r.ok ? 200 : 503, r);
+      return true;
+    }
+    if (path === '/metrics') {
+      const m = await this.handlers.metrics();
+      res.writeHead(200, { 'content-type': m.contentType });
+      res.end(m.body);
+      return true;
+    }
+    return false;
+  }
+
+  /** The caller's token name, or undefined after answering 401. */
+  private authenticate(req: IncomingMessage, res: ServerResponse): string | undefined {
+    const tokens = this.auth.tokens();
+    const name = bearerTokenName(req, tokens);
+    if (name !== undefined) return name;
+    const from = req.socket.remoteAddress;
+    this.auth.logger.warn({ from, method: req.method, path: req.url }, 'admin: refused a call without a valid token');
+    res.setHeader('www-authenticate', 'Bearer');
+    json(res, 401, {
+      code: 'EUNAUTHORIZED',
+      error:
+        tokens.length === 0
+          ? 'no admin.tokens are configured: the admin API is closed (add one from `volley config hash-token`)'
+          : 'a valid admin token is required: Authorization: Bearer <token> (volley: VOLLEY_ADMIN_TOKEN or --token-file)',
     });
+    return undefined;
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -45,17 +115,11 @@ export class AdminServer {
       const v = url.searchParams.get(k);
       if (v) args[k] = v;
     }
-    if (req.method === 'GET' && path === '/healthz') return json(res, 200, { ok: true });
-    if (req.method === 'GET' && path === '/readyz') {
-      const r = this.handlers.ready();
-      return json(res, r.ok ? 200 : 503, r);
-    }
-    if (req.method === 'GET' && path === '/metrics') {
-      const m = await this.handlers.metrics();
-      res.writeHead(200, { 'content-type': m.contentType });
-      res.end(m.body);
-      return;
-    }
+    if (await this.routeOpen(req, res)) return;
+    const who = this.authenticate(req, res);
+    if (who === undefined) return;
+    // Who changed what: a purge or a refresh can be traced to a token and an address.
+    const audit = (what: string): void => this.auth.logger.info({ token: who, from: req.socket.remoteAddress, args }, `admin: ${what}`);
     if (req.method === 'GET' && path === '/queue') return json(res, 200, await this.handlers.queue('queue', args));
     const msg = /^\/queue\/messages\/([0-9A-Za-z]+)$/.exec(path);
     if (req.method === 'GET' && msg) {
@@ -63,8 +127,17 @@ export class AdminServer {
       return json(res, r.queued || r.attempts.length > 0 ? 200 : 404, r);
     }
     const action = /^\/queue\/(pause|resume|retry|purge)$/.exec(path);
-    if (req.method === 'POST' && action) return json(res, 200, await this.handlers.queue(action[1] as QueueAction, args));
+    if (req.method === 'POST' && action) {
+      // Purge cannot be undone: a node-wide one is refused rather than taken
+      // from a forgotten flag (pause/resume/retry of everything are harmless).
+      if (action[1] === 'purge' && Object.keys(args).length === 0) {
+        return json(res, 400, { error: 'purge needs a selector: domain, vmta or id (volley queue purge --domain D | --vmta V | --id ID)', code: 'ENOSELECTOR' });
+      }
+      audit(`queue ${action[1]}`);
+      return json(res, 200, await this.handlers.queue(action[1] as QueueAction, args));
+    }
     if (req.method === 'POST' && path === '/config/refresh') {
+      audit('config refresh');
       const r = await this.handlers.refresh();
       return json(res, r.ok ? 200 : 422, r);
     }

@@ -170,6 +170,7 @@ export class DeliveryEngine {
 
   /** Removes matching messages, each with a final "failed" event saying it was purged. */
   async purge(sel: Selector): Promise<number> {
+    const released = this.releaseQueued(sel);
     let n = 0;
     for (const p of this.options.partitions) {
       const chosen = [...p.entries()].filter((e) => matches(e, sel));
@@ -178,13 +179,38 @@ export class DeliveryEngine {
       // done records the spool's, so a large purge takes seconds, not an
       // interval per message. Checked again per batch: delivery goes on meanwhile.
       for (let i = 0; i < chosen.length; i += PURGE_BATCH) {
-        const batch = chosen.slice(i, i + PURGE_BATCH).filter((e) => !this.inflight.has(e.id) && p.get(e.id) === e);
+        const batch = chosen.slice(i, i + PURGE_BATCH).filter((e) => (released.has(e.id) || !this.inflight.has(e.id)) && p.get(e.id) === e);
         await Promise.all(batch.map((e) => this.recorder.purged(e, p)));
         n += batch.length;
       }
     }
-    // Nothing to drop from the destination queues: a queued job is an attempt in flight, which purge skips.
+    // Out of flight only now: until its done record is written, a stale timer must not start it again.
+    for (const id of released) this.inflight.delete(id);
+    if (released.size > 0 && this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
     return n;
+  }
+
+  /**
+   * Takes the matching attempts that wait in a destination queue (behind an
+   * operator's pause, a throttle or a busy slot) out of it, so a purge can
+   * remove them: they count as in flight, but nothing of them is on the wire.
+   * Only whole attempts with nothing recorded yet: one whose other domain is
+   * being delivered now is left to finish, as any attempt in flight.
+   */
+  private releaseQueued(sel: Selector): Set<string> {
+    const queued = new Map<Attempt, number>();
+    for (const dest of this.destinations.values()) {
+      for (const job of dest.jobs) if (matches(job.attempt.entry, sel)) queued.set(job.attempt, (queued.get(job.attempt) ?? 0) + 1);
+    }
+    const released = new Set<Attempt>([...queued].filter(([a, jobs]) => jobs === a.pending && a.events.length === 0).map(([a]) => a));
+    if (released.size === 0) return new Set();
+    for (const dest of [...this.destinations.values()]) {
+      const before = dest.jobs.length;
+      dest.jobs = dest.jobs.filter((j) => !released.has(j.attempt));
+      // An emptied queue is dropped; one that still holds mail keeps its hold as it was.
+      if (dest.jobs.length === 0 && before > 0) this.destinations.touch(dest);
+    }
+    return new Set([...released].map((a) => a.entry.id));
   }
 
   /** Where a message is and why it is still queued (its attempts are in the attempt log). */

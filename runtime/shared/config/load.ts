@@ -5,6 +5,7 @@ import { LineCounter, parseDocument, isMap, isSeq, type Node } from 'yaml';
 import { CidrList } from '../cidr';
 import { VolleyError } from '../errors';
 import { parseDuration, parseSize } from '../units';
+import { notImplemented } from './not-implemented';
 import { configSchema } from './schema';
 import type { BounceRuleConfig, TlsMode, VolleyConfig } from './types';
 
@@ -63,7 +64,12 @@ export function parseConfig(text: string, file = '<config>'): VolleyConfig {
   }
   const raw: unknown = doc.toJS() ?? {};
   if (!validate(raw)) {
-    throw new ConfigError((validate.errors ?? []).map((e) => at(errorPath(e), describe(e))));
+    throw new ConfigError(
+      (validate.errors ?? []).map((e) => {
+        const path = errorPath(e);
+        return at(path, (e.keyword === 'additionalProperties' && notImplemented(formatPath(path))) || describe(e));
+      }),
+    );
   }
   const issues: ConfigIssue[] = [];
   const config = normalise(raw as Raw, (path, message) => issues.push(at(path, message)));
@@ -134,10 +140,9 @@ interface Raw {
     relay_from?: string[];
     trusted_proxies?: string[];
     socket_timeout?: Dur;
-    greeting_delay?: Dur;
   };
   http?: { port?: number; address?: string; tls?: { cert: string; key: string }; max_body_size?: Dur; max_batch?: number; tokens?: { name: string; sha256: string }[] };
-  admin?: { port?: number; address?: string };
+  admin?: { port?: number; address?: string; tokens?: { name: string; sha256: string }[]; health_listen?: { port: number; address?: string } };
   users?: { name: string; password: string }[];
   spool?: { segment_size?: Dur; fsync?: boolean };
   vmtas?: { name: string; ip: string; helo: string }[];
@@ -152,7 +157,6 @@ interface Raw {
   haproxy?: { mtas?: number; frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
   events?: { attempt_log?: { max_size?: Dur; max_age?: Dur; commit_interval?: Dur } };
-  accept_drain_from?: string[];
   rollups?: { name: string; mx: string[] }[];
   throttles?: { vmta?: string; destination: string; max_connections?: number; max_messages_per_hour?: number }[];
   backoff?: { destination?: string; code?: number; text?: string; pause: Dur }[];
@@ -225,7 +229,6 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       relayFrom: cidrs(smtp.relay_from, ['smtp', 'relay_from']),
       trustedProxies: cidrs(smtp.trusted_proxies, ['smtp', 'trusted_proxies']),
       socketTimeoutMs: dur(smtp.socket_timeout, 300_000, ['smtp', 'socket_timeout']),
-      greetingDelayMs: dur(smtp.greeting_delay, 0, ['smtp', 'greeting_delay']),
     },
     http: {
       port: http.port ?? 8080,
@@ -235,7 +238,12 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       maxBatch: http.max_batch ?? 1000,
       tokens: http.tokens ?? [],
     },
-    admin: { port: raw.admin?.port ?? 8025, address: raw.admin?.address ?? '127.0.0.1' },
+    admin: {
+      port: raw.admin?.port ?? 8025,
+      address: raw.admin?.address ?? '127.0.0.1',
+      tokens: raw.admin?.tokens ?? [],
+      healthListen: raw.admin?.health_listen && { port: raw.admin.health_listen.port, address: raw.admin.health_listen.address ?? '0.0.0.0' },
+    },
     users: raw.users ?? [],
     spool: {
       segmentSize: sz(raw.spool?.segment_size, 64 * 1024 * 1024, ['spool', 'segment_size']),
@@ -297,7 +305,6 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
         commitIntervalMs: commitInterval(),
       },
     },
-    acceptDrainFrom: cidrs(raw.accept_drain_from, ['accept_drain_from']),
     rollups: (raw.rollups ?? []).map((r) => ({ name: r.name, mx: r.mx.map((m) => m.toLowerCase().replace(/^\*?\.?/, '')) })),
     throttles: (raw.throttles ?? []).map((t, i) => {
       if (t.vmta !== undefined && !vmtaNames.has(t.vmta)) report(['throttles', i, 'vmta'], `no VMTA named "${t.vmta}"`);

@@ -16,6 +16,17 @@ const tlsFiles = {
   properties: { cert: { type: 'string' }, key: { type: 'string' } },
 };
 
+/** { name, sha256 } pairs: the hash from `volley config hash-token`, so the file holds no secret. */
+const bearerTokens = {
+  type: 'array',
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'sha256'],
+    properties: { name, sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+  },
+};
+
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
@@ -50,7 +61,6 @@ export const configSchema = {
         relay_from: cidrs,
         trusted_proxies: cidrs,
         socket_timeout: duration,
-        greeting_delay: { ...duration, description: 'hold the greeting to catch early talkers; 0 for injection listeners' },
       },
     },
     http: {
@@ -62,21 +72,20 @@ export const configSchema = {
         tls: tlsFiles,
         max_body_size: size,
         max_batch: { type: 'integer', minimum: 1 },
-        tokens: {
-          type: 'array',
-          items: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['name', 'sha256'],
-            properties: { name, sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
-          },
-        },
+        tokens: bearerTokens,
       },
     },
     admin: {
       type: 'object',
       additionalProperties: false,
-      properties: { port, address: { type: 'string' } },
+      properties: {
+        port,
+        address: { type: 'string' },
+        /** Bearer tokens for everything but /healthz, /readyz and /metrics: as http.tokens. */
+        tokens: bearerTokens,
+        /** The open endpoints alone on an address of their own, for load balancers. */
+        health_listen: { type: 'object', additionalProperties: false, required: ['port'], properties: { port, address: { type: 'string' } } },
+      },
     },
     users: {
       type: 'array',
@@ -305,6 +314,5 @@ export const configSchema = {
         },
       },
     },
-    accept_drain_from: cidrs,
   },
 } as const;

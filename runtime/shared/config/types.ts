@@ -26,7 +26,6 @@ export interface SmtpConfig {
   relayFrom: string[];
   trustedProxies: string[];
   socketTimeoutMs: number;
-  greetingDelayMs: number;
 }
 
 export interface HttpConfig {
@@ -136,7 +135,8 @@ export interface VolleyConfig {
   log: { level: string };
   smtp: SmtpConfig;
   http: HttpConfig;
-  admin: { port: number; address: string };
+  /** tokens: for everything but /healthz, /readyz, /metrics; healthListen: those three alone on another address. */
+  admin: { port: number; address: string; tokens: { name: string; sha256: string }[]; healthListen?: { port: number; address: string } };
   users: { name: string; password: string }[];
   spool: { segmentSize: number; fsync: boolean };
   vmtas: VmtaConfig[];
@@ -147,7 +147,6 @@ export interface VolleyConfig {
   resolver: { servers: string[] };
   delivery: DeliveryConfig;
   events: { attemptLog: { maxSize: number; maxAgeMs: number; commitIntervalMs: number } };
-  acceptDrainFrom: string[];
   dkim: DkimKeyConfig[];
   rollups: RollupConfig[];
   bounceRules: BounceRuleConfig[];

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ALICE_HASH, testConfigYaml } from '../../helpers/config';
+import { ADMIN_AUTH, ADMIN_TOKEN, ALICE_HASH, testConfigYaml } from '../../helpers/config';
 import { VOLLEY, startMta, type MtaProcess } from '../../helpers/mta-process';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { childrenByParent, commandLine } from '../../helpers/procs';
@@ -36,7 +36,7 @@ async function authOk(user: string, password: string): Promise<boolean> {
 
 async function refresh(): Promise<{ code: number; out: string }> {
   try {
-    const r = await run(process.execPath, [VOLLEY, 'config', 'refresh', '--admin', mta.adminAddress]);
+    const r = await run(process.execPath, [VOLLEY, 'config', 'refresh', '--admin', mta.adminAddress], { env: { ...process.env, VOLLEY_ADMIN_TOKEN: ADMIN_TOKEN } });
     return { code: 0, out: r.stdout + r.stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -91,7 +91,7 @@ test('the admin port serves health, readiness, metrics and the queue', async () 
   expect(metrics).toMatch(/^volley_spool_messages \d+/m);
   expect(metrics).toMatch(/^volley_spool_records_written [1-9]/m);
   expect(metrics).toMatch(/^volley_intake_rejected_total\{reason="[a-z-]+"\} [1-9]/m);
-  const queue = (await (await fetch(`${mta.adminUrl}/queue`)).json()) as { workers: unknown[] };
+  const queue = (await (await fetch(`${mta.adminUrl}/queue`, { headers: ADMIN_AUTH })).json()) as { workers: unknown[] };
   expect(queue.workers).toHaveLength(2);
 });
 

@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SpoolPartition } from '../../../runtime/mta/spool/partition';
-import { TEST_TOKEN, writeTestConfig } from '../../helpers/config';
+import { ADMIN_AUTH, TEST_TOKEN, writeTestConfig } from '../../helpers/config';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { tempDir } from '../../helpers/tmp';
@@ -79,7 +79,7 @@ test('every acknowledged message survives repeated kill -9 of the whole MTA, int
 
   // And the MTA starts on that spool and reports it.
   const mta = await startMta({ configPath: config, persistentPath: pp, workers: 2 });
-  const q = (await (await fetch(`${mta.adminUrl}/queue`)).json()) as { workers: { queued: number }[] };
+  const q = (await (await fetch(`${mta.adminUrl}/queue`, { headers: ADMIN_AUTH })).json()) as { workers: { queued: number }[] };
   expect(q.workers.reduce((n, w) => n + w.queued, 0)).toBe(found.size);
   await mta.stop();
 }, 120_000);

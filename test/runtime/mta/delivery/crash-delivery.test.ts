@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deliveryConfigYaml } from '../../../helpers/config';
+import { ADMIN_AUTH, deliveryConfigYaml } from '../../../helpers/config';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
@@ -22,7 +22,7 @@ delivery: { retry: [1s] }
   );
   const pp = join(dir, 'pp');
   let mta: MtaProcess = await startMta({ configPath: config, persistentPath: pp, workers: 2 });
-  await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
+  await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST', headers: ADMIN_AUTH });
   const tokens: string[] = [];
   await Promise.all(
     Array.from({ length: 10 }, async (_, w) => {
@@ -39,7 +39,7 @@ delivery: { retry: [1s] }
   );
   expect(tokens).toHaveLength(800);
 
-  await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST' });
+  await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST', headers: ADMIN_AUTH });
   await mx.waitFor(300, 20_000); // heavy delivery under way
   await mta.crash();
   const atKill = mx.messages.length;

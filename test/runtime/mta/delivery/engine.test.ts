@@ -12,6 +12,7 @@ import { pipeliningMx } from '../../../helpers/pipelining-mx';
 import { startHeldSink } from '../../../helpers/held-sink';
 import { tempDir } from '../../../helpers/tmp';
 import { readAttempts } from '../../../helpers/attempt-log';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
 
 const dir = tempDir();
 
@@ -224,5 +225,35 @@ test('a purge of 1,500 messages shares the synced writes: it does not wait out t
   expect(ev.every((e) => e.status === 'failed' && e.error_kind === 'purged')).toBe(true);
   expect([...partition.entries()].map((e) => e.id)).toEqual(['keep']);
   await engine.stop();
+  await partition.close();
+});
+
+test('a purge of a paused destination removes its mail: queued behind the pause is not in flight', async () => {
+  const connector = new CountingConnector(1);
+  const { engine, partition, attemptLog, events } = await engineWith('purge-paused', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector);
+  engine.pauseDestination({ domain: 'paused.test' });
+  for (let i = 0; i < 5; i++) {
+    await partition.appendMessage({ id: `h${i}`, from: 'a@shop.test', to: [`r${i}@paused.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  }
+  engine.start();
+  // Every message is taken up and waits in the paused destination's queue.
+  const queued = (): number => engine.status().destinations.find((d) => d.key.endsWith('|paused.test'))?.queued ?? 0;
+  await waitUntil(() => queued() === 5, 5000, () => JSON.stringify(engine.status()));
+  expect(await engine.purge({ domain: 'paused.test' })).toBe(5);
+  expect([...partition.entries()]).toEqual([]);
+  expect(engine.status()).toMatchObject({ inflight: 0, destinations: [] });
+  // Resumed: nothing of it goes out; later mail does.
+  engine.resumeDestination({ domain: 'paused.test' });
+  await partition.appendMessage({ id: 'after', from: 'a@shop.test', to: ['r@paused.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.schedule([...partition.entries()][0]);
+  await waitUntil(() => events().some((e) => e.message_id === 'after'), 5000);
+  await engine.stop();
+  await attemptLog.close();
+  const ev = events() as { status: string; message_id: string; error_kind?: string }[];
+  expect(ev.map((e) => `${e.message_id}:${e.status}:${e.error_kind ?? ''}`).sort()).toEqual([
+    'after:delivered:',
+    ...[0, 1, 2, 3, 4].map((i) => `h${i}:failed:purged`),
+  ]);
+  expect(connector.opened).toBe(1);
   await partition.close();
 });

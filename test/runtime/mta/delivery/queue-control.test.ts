@@ -2,13 +2,15 @@ import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { deliveryConfigYaml } from '../../../helpers/config';
+import { ADMIN_AUTH, ADMIN_TOKEN, deliveryConfigYaml } from '../../../helpers/config';
 import { VOLLEY, startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { inject, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
 
-const run = promisify(execFile);
+const exec = promisify(execFile);
+/** The CLI with the admin token in its environment, as an operator runs it. */
+const run = (cmd: string, args: string[]) => exec(cmd, args, { env: { ...process.env, VOLLEY_ADMIN_TOKEN: ADMIN_TOKEN } });
 const dir = tempDir();
 const held = new ScriptedMx({ rcpt: () => [451, '4.3.0 try again later'] });
 const ok = new ScriptedMx();
@@ -38,7 +40,7 @@ afterAll(async () => {
 const send = (to: string): Promise<string> => inject(mta.smtpPort, 'a@shop.example', [to], message('q'));
 
 const admin = async (path: string, method = 'GET'): Promise<Record<string, unknown>> =>
-  (await (await fetch(`${mta.adminUrl}${path}`, { method })).json()) as Record<string, unknown>;
+  (await (await fetch(`${mta.adminUrl}${path}`, { method, headers: ADMIN_AUTH })).json()) as Record<string, unknown>;
 
 type Summary = { workers: { byDomain: Record<string, { queued: number; deferred: number }> }[] };
 const countFor = (q: Summary, domain: string): number => q.workers.reduce((n, w) => n + (w.byDomain[domain]?.queued ?? 0), 0);
@@ -64,7 +66,7 @@ test('counts per domain, a message\'s history and why it is still queued', async
   expect(story.attempts).toEqual([expect.objectContaining({ status: 'deferred', smtp_code: 451, attempt: 1 })]);
   const cli = await run(process.execPath, [VOLLEY, 'queue', 'show', '--id', ids[1], '--admin', mta.adminAddress]);
   expect(JSON.parse(cli.stdout)).toMatchObject({ id: ids[1], queued: true });
-  expect((await fetch(`${mta.adminUrl}/queue/messages/01NOSUCHMESSAGE0000000000`)).status).toBe(404);
+  expect((await fetch(`${mta.adminUrl}/queue/messages/01NOSUCHMESSAGE0000000000`, { headers: ADMIN_AUTH })).status).toBe(404);
 });
 
 test('pause and resume one domain: its mail waits, the rest flows', async () => {
@@ -89,4 +91,14 @@ test('retry now sends deferred mail at once; purge removes it with a final event
     expect(story.queued).toBe(false);
     expect((story.attempts as { status: string; error_kind?: string }[]).at(-1)).toMatchObject({ status: 'failed', error_kind: 'purged' });
   }
+});
+
+test('a purge with no selector is a clear 400 naming the selectors, and purges nothing', async () => {
+  const id = await send('nosel@held.test');
+  const res = await fetch(`${mta.adminUrl}/queue/purge`, { method: 'POST', headers: ADMIN_AUTH });
+  expect(res.status).toBe(400);
+  expect(await res.json()).toMatchObject({ code: 'ENOSELECTOR', error: expect.stringMatching(/domain, vmta or id/) });
+  const cli = await run(process.execPath, [VOLLEY, 'queue', 'purge', '--admin', mta.adminAddress]).catch((e: { code: number; stdout: string }) => e);
+  expect(cli).toMatchObject({ code: 1, stdout: expect.stringMatching(/ENOSELECTOR/) });
+  expect((await admin(`/queue/messages/${id}`)).queued).toBe(true);
 });

@@ -1,0 +1,47 @@
+// The MTA's primary process: what it gives the workers it (re)starts.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeTestConfig } from '../../helpers/config';
+import { startMta, type MtaProcess } from '../../helpers/mta-process';
+import { childrenByParent } from '../../helpers/procs';
+import { waitUntil } from '../../helpers/proxy-fixtures';
+import { SmtpDialog, message } from '../../helpers/smtp-dialog';
+import { tempDir } from '../../helpers/tmp';
+
+const dir = tempDir();
+let mta: MtaProcess | undefined;
+afterEach(async () => {
+  await mta?.stop();
+  mta = undefined;
+});
+
+const workerPids = (primary: number): number[] => childrenByParent().get(primary) ?? [];
+const count = (text: string, what: RegExp): number => text.match(new RegExp(what, 'g'))?.length ?? 0;
+
+test('a worker restarted while the config file is broken runs the config the primary validated', async () => {
+  const configPath = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'] });
+  mta = await startMta({ configPath, persistentPath: join(dir, 'pp'), workers: 2 });
+  const m = mta;
+  const before = workerPids(m.proc.pid!);
+  expect(before).toHaveLength(2);
+
+  writeFileSync(configPath, 'hostname: [this is not a hostname\n'); // not even YAML
+  process.kill(before[0], 'SIGKILL');
+
+  // Back once: a new worker, the node ready again ("mta ready" a second time).
+  await waitUntil(() => count(m.log(), /"msg":"mta ready"/) >= 2, 30_000, () => m.log().slice(-2000));
+  const after = workerPids(m.proc.pid!);
+  expect(after).toHaveLength(2);
+  expect(after).not.toContain(before[0]);
+  expect(count(m.log(), /worker died; restarting it/)).toBe(1); // no crash loop
+  expect((await fetch(`${m.adminUrl}/readyz`)).status).toBe(200);
+
+  // Every new connection may land on either worker: both take mail.
+  for (let i = 0; i < 8; i++) {
+    const s = await SmtpDialog.open(m.smtpPort);
+    await s.reply();
+    await s.command('EHLO c.test');
+    expect((await s.transaction('a@example.test', ['b@example.test'], message(`after restart ${i}`))).code).toBe(250);
+    await s.quit();
+  }
+});
