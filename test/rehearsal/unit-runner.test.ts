@@ -110,6 +110,19 @@ describe('stop', () => {
     process.kill(child, 'SIGKILL');
   });
 
+  it('a stop while a oneshot is still starting cancels the start and kills its process', async () => {
+    unit('slow.service', `[Service]\nType=oneshot\nExecStart=/bin/sh -c "echo $$ > ${work}/slow.pid; exec sleep 1000"\n`);
+    const outcome = runner.start('slow').then(
+      () => 'started',
+      (err: { code: string }) => err.code,
+    );
+    await waitUntil(() => read('slow.pid') !== '');
+    await runner.stop('slow');
+    expect(await outcome).toBe('EUNITCANCELLED');
+    expect(alive(Number(read('slow.pid')))).toBe(false);
+    expect(runner.status('slow').state).toBe('inactive');
+  });
+
   it('a process that exits on SIGTERM stops the unit cleanly, without waiting for the timeout', async () => {
     script('main.sh', 'exec sleep 1000');
     unit('quick.service', `[Service]\nExecStart=${work}/main.sh\nTimeoutStopSec=infinity\n`);
@@ -182,9 +195,10 @@ describe('Restart=', () => {
 });
 
 it('reload runs ExecReload= with $MAINPID of the running main process', async () => {
-  script('main.sh', `trap 'echo hup >> $WORK/hups' HUP\nwhile :; do sleep 1000 & wait $!; done`);
+  script('main.sh', `trap 'echo hup >> $WORK/hups' HUP\necho > $WORK/ready\nwhile :; do sleep 1000 & wait $!; done`);
   unit('reloadable.service', `[Service]\nExecStart=${work}/main.sh\nExecReload=/bin/kill -HUP $MAINPID\n`);
   await runner.start('reloadable');
+  await waitUntil(() => read('ready') !== ''); // a HUP before the trap is set would kill it
   const main = runner.status('reloadable').mainPid;
   await runner.reload('reloadable');
   await waitUntil(() => read('hups') === 'hup\n');
@@ -239,7 +253,7 @@ it('runs the instances\' volley-config-sync.timer: OnBootSec=2min once, then OnU
   await waitUntil(() => runs() === 1 && runner.status('volley-config-sync.service').state === 'inactive');
   expect(timers.waiting()).toEqual([60_000]);
   timers.advance(60_000);
-  await waitUntil(() => runs() === 2);
+  await waitUntil(() => runs() === 2 && runner.status('volley-config-sync.service').state === 'inactive');
   await runner.trigger('volley-config-sync.timer');
   expect(runs()).toBe(3);
   await runner.stop('volley-config-sync.timer');

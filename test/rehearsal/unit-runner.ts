@@ -71,6 +71,8 @@ interface Unit {
   mainPid?: number;
   /** Set while the runner itself stops the unit: a death it causes never triggers Restart= (systemd.service(5)). */
   stopping: boolean;
+  /** Set when a stop arrives while the unit is still starting: the start is abandoned, not failed. */
+  cancelled: boolean;
   restartHandle?: unknown;
   timerHandle?: unknown;
   firedBoot: boolean;
@@ -199,7 +201,7 @@ export class UnitRunner {
       this.timers.clearTimeout(u.restartHandle);
       u.restartHandle = undefined;
     }
-    if (u.starting) await u.starting.catch(() => undefined);
+    if (u.starting) await this.cancelStart(u, u.starting);
     u.stopping = true;
     try {
       u.state = 'deactivating';
@@ -211,6 +213,31 @@ export class UnitRunner {
       u.stopping = false;
       u.main = undefined;
       u.mainPid = undefined;
+    }
+  }
+
+  /**
+   * A stop while the unit is starting cancels the start job, as systemd
+   * does: the start's processes (ExecStartPre=, a oneshot's ExecStart=) get
+   * KillSignal=, then SIGKILL after TimeoutStopSec=.
+   */
+  private async cancelStart(u: Unit, starting: Promise<void>): Promise<void> {
+    const spec = this.serviceOf(u);
+    u.cancelled = true;
+    try {
+      const all = () => unitProcesses(u.mainPid ? [u.mainPid] : [], this.marker(u));
+      let settled = false;
+      const done = starting.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      signalAll(all(), spec.killSignal);
+      if (!(await this.gone(() => (settled ? [] : [0]), spec.timeoutStopMs))) {
+        signalAll(all(), 'SIGKILL');
+      }
+      await done;
+    } finally {
+      u.cancelled = false;
     }
   }
 
@@ -272,7 +299,7 @@ export class UnitRunner {
     let u = this.units.get(full);
     if (!u) {
       const file = readUnitFile(this.find(full));
-      u = { file, ...this.specs(file), state: 'inactive', result: 'success', restarts: 0, enabled: false, stopping: false, firedBoot: false, journal: [] };
+      u = { file, ...this.specs(file), state: 'inactive', result: 'success', restarts: 0, enabled: false, stopping: false, cancelled: false, firedBoot: false, journal: [] };
       this.units.set(full, u);
     }
     return u;
@@ -356,12 +383,14 @@ export class UnitRunner {
     this.rearmTimersFor(u.file.name);
     for (const command of spec.execStartPre) {
       const { code, signal } = await this.runControl(u, command, env);
+      this.abandonIfCancelled(u);
       if (!command.ignoreFailure && (code !== 0 || signal)) return this.failStart(u, code === 203 ? 'exec' : signal ? 'signal' : 'exit-code', code, signal);
     }
     if (spec.type === 'oneshot') {
       for (const command of spec.execStart) {
         const { code, signal } = await this.runControl(u, command, env);
         u.lastExit = { code, signal };
+        this.abandonIfCancelled(u);
         if (!command.ignoreFailure && exitCause(spec, code, signal) !== 'clean') return this.failStart(u, signal ? 'signal' : 'exit-code', code, signal);
       }
       u.result = 'success';
@@ -387,6 +416,12 @@ export class UnitRunner {
       resolve();
       if (!u.stopping && u.main === child) void this.mainDied(u, spec, code, signal);
     }));
+  }
+
+  private abandonIfCancelled(u: Unit): void {
+    if (!u.cancelled) return;
+    u.state = 'inactive';
+    throw new VolleyError('EUNITCANCELLED', `${u.file.name}: start cancelled by a stop`);
   }
 
   private async failStart(u: Unit, result: string, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
