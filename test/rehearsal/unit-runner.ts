@@ -269,12 +269,26 @@ export class UnitRunner {
     await this.start(u.timer.unit);
   }
 
-  /** Stops every unit and kills what is left of them; the runner is unusable afterwards. */
+  /**
+   * Powers off: SIGKILL to every process of every unit, no timers left. Used
+   * for clean-up, so it depends on nothing the units do (nor on a test's
+   * clock); the runner is unusable afterwards.
+   */
   async close(): Promise<void> {
     this.closed = true;
+    const everything = () => [...this.units.values()].flatMap((u) => unitProcesses(u.mainPid ? [u.mainPid] : [], this.marker(u)));
     for (const u of this.units.values()) {
-      await this.stop(u.file.name).catch(() => undefined);
-      signalAll(unitProcesses(u.mainPid ? [u.mainPid] : [], this.marker(u)), 'SIGKILL');
+      u.stopping = true;
+      for (const handle of [u.restartHandle, u.timerHandle]) if (handle !== undefined) this.timers.clearTimeout(handle);
+      u.restartHandle = undefined;
+      u.timerHandle = undefined;
+    }
+    signalAll(everything(), 'SIGKILL');
+    await this.gone(everything, undefined);
+    for (const u of this.units.values()) {
+      u.state = 'inactive';
+      u.main = undefined;
+      u.mainPid = undefined;
     }
   }
 
