@@ -1,0 +1,75 @@
+// A fake S3 (path-style: http://host:port/bucket/key, which the SDK and the
+// CLI use for an IP endpoint) holding objects in memory: PutObject, GetObject,
+// HeadObject. Bodies the SDK sends aws-chunked (with a trailing checksum) are
+// decoded, so what is stored is what the client meant.
+import { createHash } from 'node:crypto';
+import { type FakeRequest, type FakeResponse, type Handler, requireScope, xmlEscape } from './http';
+
+function s3Error(status: number, code: string, message: string, key = ''): FakeResponse {
+  return {
+    status,
+    headers: { 'content-type': 'application/xml' },
+    body: `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${xmlEscape(message)}</Message><Key>${xmlEscape(key)}</Key><RequestId>fake</RequestId></Error>`,
+  };
+}
+
+/** aws-chunked: "<hex size>[;chunk-signature=...]\r\n<data>\r\n" ... "0\r\n<trailers>\r\n\r\n". */
+export function decodeAwsChunked(body: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let at = 0;
+  for (;;) {
+    const eol = body.indexOf('\r\n', at);
+    if (eol < 0) throw new Error('aws-chunked body: missing chunk header');
+    const size = parseInt(body.subarray(at, eol).toString().split(';')[0], 16);
+    if (Number.isNaN(size)) throw new Error('aws-chunked body: bad chunk size');
+    if (size === 0) return Buffer.concat(parts);
+    parts.push(body.subarray(eol + 2, eol + 2 + size));
+    at = eol + 2 + size + 2;
+  }
+}
+
+export interface StoredObject {
+  readonly body: Buffer;
+  readonly contentType?: string;
+  readonly etag: string;
+}
+
+export class FakeS3 {
+  /** "bucket/key" -> object. */
+  readonly objects = new Map<string, StoredObject>();
+
+  put(bucket: string, key: string, body: string | Buffer): void {
+    const data = Buffer.from(body);
+    this.objects.set(`${bucket}/${key}`, { body: data, etag: `"${createHash('md5').update(data).digest('hex')}"` });
+  }
+
+  get(bucket: string, key: string): Buffer | undefined {
+    return this.objects.get(`${bucket}/${key}`)?.body;
+  }
+
+  readonly handler: Handler = (request: FakeRequest): FakeResponse => {
+    const refused = requireScope(request, 's3', (m) => s3Error(403, 'AccessDenied', m));
+    if (refused) return refused;
+    const m = /^\/([^/]+)\/(.+)$/.exec(request.path);
+    if (!m) return s3Error(400, 'NotImplemented', `fake S3 serves path-style object requests only, not ${request.method} ${request.path}`);
+    const [, bucket, key] = m;
+    const id = `${bucket}/${key}`;
+    if (request.method === 'PUT') {
+      const chunked = String(request.headers['content-encoding'] ?? '').includes('aws-chunked') || String(request.headers['x-amz-content-sha256'] ?? '').startsWith('STREAMING-');
+      const body = chunked ? decodeAwsChunked(request.body) : request.body;
+      const etag = `"${createHash('md5').update(body).digest('hex')}"`;
+      this.objects.set(id, { body, etag, contentType: request.headers['content-type'] });
+      return { status: 200, headers: { etag } };
+    }
+    if (request.method === 'GET' || request.method === 'HEAD') {
+      const object = this.objects.get(id);
+      if (!object) return request.method === 'HEAD' ? { status: 404 } : s3Error(404, 'NoSuchKey', 'The specified key does not exist.', key);
+      return {
+        status: 200,
+        headers: { etag: object.etag, 'content-length': String(object.body.length), 'content-type': object.contentType ?? 'binary/octet-stream', 'last-modified': new Date().toUTCString() },
+        body: request.method === 'GET' ? object.body : undefined,
+      };
+    }
+    return s3Error(405, 'MethodNotAllowed', `fake S3 does not implement ${request.method}`);
+  };
+}
