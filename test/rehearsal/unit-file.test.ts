@@ -20,7 +20,7 @@ it('reads the instances\' units with systemd\'s defaults filled in', () => {
     environmentFiles: [{ path: '/etc/volley/instance.env', optional: false }],
     environment: [['NODE_ENV', 'production']],
   });
-  expect(mta.execReload.map((c) => c.line)).toEqual(['/opt/volley/bin/volley config refresh']);
+  expect(mta.execReload.map((c) => c.line)).toEqual(['/bin/kill -HUP $MAINPID']);
   const bootstrap = serviceSpec(readUnitFile(join(ASSETS, 'volley-bootstrap.service')));
   expect(bootstrap).toMatchObject({ type: 'oneshot', remainAfterExit: true, restart: 'no', timeoutStopMs: 90_000 });
   expect(serviceSpec(readUnitFile(join(ASSETS, 'volley-proxy.service'))).execReload[0].line).toBe('/bin/kill -HUP $MAINPID');
