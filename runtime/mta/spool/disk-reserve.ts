@@ -37,6 +37,7 @@ export interface SpaceAccount {
 }
 
 const CHUNK = 1024 * 1024;
+const RECORDABLE = 64 * 1024;
 const ZEROS = Buffer.alloc(CHUNK);
 
 /**
@@ -102,9 +103,13 @@ export class DiskReserve implements SpaceAccount {
     return this.size;
   }
 
-  /** An outcome can be recorded: the reserve has room left, or the disk has. */
+  /**
+   * An outcome can be recorded: the reserve has room left, or the disk has
+   * room for a batch of records (~100 outcomes). Set low on purpose: below it
+   * deliveries wait for space, and only finished deliveries free space.
+   */
   get recordable(): boolean {
-    return this.size > 0 || this.free >= CHUNK;
+    return this.size > 0 || this.free >= RECORDABLE;
   }
 
   /** The error intake answers with while it refuses. */
