@@ -265,16 +265,20 @@ describe('an outcome that cannot be recorded (a full disk)', () => {
     const add = (id: string) => partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@x.test`], received: Date.now(), via: 'http', size: 8 }, Buffer.from(`id ${id}\r\n`));
     await add('m1');
     engine.start();
-    await waitUntil(() => engine.status().unrecorded === 1, 5_000, () => JSON.stringify(engine.status()));
-    // A message due now from the same partition waits: it is not sent while an outcome there is unrecorded.
-    engine.schedule(await add('m2'));
-    await waitUntil(() => engine.status().parked === 1, 5_000, () => JSON.stringify(engine.status()));
-    expect(engine.describe('m2')?.why).toMatch(/until an outcome is recorded/);
-    expect(sent).toEqual(['m1']);
-    full = false;
-    await waitUntil(() => partition.size === 0, 5_000, () => JSON.stringify({ sent, status: engine.status() }));
-    await engine.stop();
-    await attemptLog.close();
+    try {
+      await waitUntil(() => engine.status().unrecorded === 1, 5_000, () => JSON.stringify(engine.status()));
+      // A message due now from the same partition waits: it is not sent while an outcome there is unrecorded.
+      engine.schedule(await add('m2'));
+      await waitUntil(() => engine.status().parked === 1, 5_000, () => JSON.stringify(engine.status()));
+      expect(engine.describe('m2')?.why).toMatch(/until an outcome is recorded/);
+      expect(sent).toEqual(['m1']);
+      full = false;
+      await waitUntil(() => partition.size === 0, 5_000, () => JSON.stringify({ sent, status: engine.status() }));
+    } finally {
+      full = false;
+      await engine.stop();
+      await attemptLog.close();
+    }
     expect(sent.sort()).toEqual(['m1', 'm2']);
     const ev = readAttempts<{ message_id: string; status: string }>(join(dir, name, 'attempts'));
     expect(ev.map((e) => `${e.message_id}:${e.status}`).sort()).toEqual(['m1:delivered', 'm2:delivered']);
