@@ -18,7 +18,7 @@ export interface SpoolOptions {
 }
 
 const PARTITION_RE = /^p(\d{3})$/;
-const RESERVE_RE = /^reserve\.w(\d+)$/;
+const RESERVE_RE = /^w(\d+)$/;
 
 /**
  * The partitions one worker owns. New mail goes to the worker's home partition
@@ -40,16 +40,18 @@ export class Spool {
   static async open(options: SpoolOptions): Promise<Spool> {
     const base = join(options.root, 'spool');
     await mkdir(base, { recursive: true });
-    const names = await readdir(base);
-    const existing = names.map((n) => PARTITION_RE.exec(n)).filter((m) => m !== null).map((m) => Number(m[1]));
-    // One reserve file per worker; those of workers a smaller count no longer has go.
-    for (const n of names) {
+    const existing = (await readdir(base)).map((n) => PARTITION_RE.exec(n)).filter((m) => m !== null).map((m) => Number(m[1]));
+    // One reserve file per worker, beside the spool (whose directory holds only
+    // partitions); those of workers a smaller count no longer has go.
+    const reserveDir = join(options.root, 'reserve');
+    await mkdir(reserveDir, { recursive: true });
+    for (const n of await readdir(reserveDir)) {
       const m = RESERVE_RE.exec(n);
-      if (m && Number(m[1]) >= options.workers) await rm(join(base, n), { force: true });
+      if (m && Number(m[1]) >= options.workers) await rm(join(reserveDir, n), { force: true });
     }
     const reserve = options.space
       ? await DiskReserve.open({
-          file: join(base, `reserve.w${options.worker}`),
+          file: join(reserveDir, `w${options.worker}`),
           bytes: options.space.reserve,
           minFree: options.space.minFree,
           checkIntervalMs: options.space.checkIntervalMs,
