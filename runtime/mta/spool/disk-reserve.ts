@@ -80,11 +80,20 @@ export class DiskReserve implements SpaceAccount {
    */
   static async open(options: DiskReserveOptions): Promise<DiskReserve> {
     const r = new DiskReserve(options);
-    r.fh = await open(options.file, constants.O_RDWR | constants.O_CREAT);
-    r.size = (await r.fh.stat()).size;
-    if (r.size > options.bytes) {
-      await r.fh.truncate(options.bytes);
-      r.size = options.bytes;
+    try {
+      r.fh = await open(options.file, constants.O_RDWR | constants.O_CREAT);
+      r.size = (await r.fh.stat()).size;
+      if (r.size > options.bytes) {
+        await r.fh.truncate(options.bytes);
+        r.size = options.bytes;
+      }
+    } catch (err) {
+      // A start on a disk so full that not even the file can be made must
+      // still start (and deliver, which frees space): min_free holds without it.
+      options.logger?.error({ err, file: options.file }, 'spool: the reserve file cannot be opened; running without it');
+      await r.fh?.close().catch(() => undefined);
+      r.fh = undefined;
+      r.size = 0;
     }
     await r.readSpace(false);
     r.ready = r.check().catch((err) => options.logger?.error({ err }, 'spool: filling the reserve file failed'));

@@ -243,8 +243,10 @@ export class SpoolPartition extends EventEmitter {
     let items = batch;
     let err = await this.tryWrite(items);
     if (err?.code === 'ENOSPC' && this.reserve) {
-      // The disk is full: messages are refused, and the records that finish or
-      // reschedule queued mail take their room from the reserve.
+      // The disk is full: messages are refused (and intake stops trying once
+      // the free space is read again, now rather than at the next tick), and
+      // the records that finish or reschedule queued mail take their room from the reserve.
+      void this.reserve.check().catch(() => undefined);
       const records = items.filter((p) => p.type !== RecordType.Message);
       for (const p of items) if (p.type === RecordType.Message) p.reject(err);
       items = records;

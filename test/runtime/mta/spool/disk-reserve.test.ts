@@ -84,3 +84,16 @@ test('a reserve file larger than configured is cut to size at start', async () =
   await small.close();
   expect(statSync(file).size).toBe(MB);
 });
+
+test('a reserve file that cannot be made (a disk too full for a new file) does not stop the start: min_free still holds', async () => {
+  const statfs = async (): Promise<DiskSpace> => ({ bsize: 4096, blocks: 1000, bavail: 10 });
+  const r = await DiskReserve.open({ file: join(root, 'missing-dir', 'r4'), bytes: MB, minFree: { bytes: 64 * 1024 }, statfs, checkIntervalMs: 3_600_000 });
+  try {
+    await r.ready;
+    expect(r.reserved).toBe(0);
+    expect(r.intakeOpen).toBe(false); // 40 KB free, 64 KB wanted
+    expect(await r.release(100)).toBe(false);
+  } finally {
+    await r.close();
+  }
+});

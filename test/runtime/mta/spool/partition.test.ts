@@ -246,8 +246,11 @@ describe('the reserve on a full disk', () => {
       } finally {
         closeSync(fd);
       }
-      await reserve.check();
-      expect(reserve.intakeOpen).toBe(false);
+      // The first write that meets the full disk fails, and makes the free space be read at once (not at the next tick).
+      expect(reserve.intakeOpen).toBe(true);
+      await expect(p.appendMessage(env('too-big'), Buffer.alloc(16 * 1024, 72))).rejects.toMatchObject({ code: 'ENOSPC' });
+      await waitUntil(() => !reserve.intakeOpen);
+      expect(reserve.reserved).toBe(256 * 1024); // messages never take the reserve
       await expect(p.appendMessage(env('refused'), Buffer.alloc(200, 72))).rejects.toMatchObject({ code: 'ENOSPC' });
       expect(p.lastWriteError).toMatchObject({ code: 'ENOSPC' });
       await p.updateState({ id: 'f0', next: 5_000, attempts: 1, finished: ['a@x.test'] });
