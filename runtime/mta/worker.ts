@@ -108,6 +108,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     segmentSize: config.spool.segmentSize,
     fsync: config.spool.fsync,
     logger,
+    // Read at start: a refresh that changes min_free or the reserve takes a restart.
+    space: { minFree: config.spool.minFree, reserve: config.spool.reserve },
   });
   for (const p of spool.partitions) p.on('fsync', (s: number) => metrics.fsyncSeconds.observe(s));
   logger.info({ partitions: spool.partitions.map((p) => p.dir), queued: spool.size }, 'spool opened');
@@ -122,6 +124,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     maxAgeMs: config.events.attemptLog.maxAgeMs,
     commitIntervalMs: config.events.attemptLog.commitIntervalMs,
     fsync: config.spool.fsync,
+    reserve: spool.reserve,
   });
   // With several workers the primary holds the node's throttle counts.
   const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;

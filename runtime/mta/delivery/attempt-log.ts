@@ -3,6 +3,8 @@ import { open, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { durableFlags, writeFully } from '../../shared/durable-file';
 import { GroupCommit } from '../../shared/group-commit';
+import { errorCode } from '../../shared/errors';
+import type { SpaceAccount } from '../spool/disk-reserve';
 
 /** One delivery attempt, as one JSON line. Field names are stable: dashboards depend on them. */
 export interface AttemptEvent {
@@ -56,6 +58,12 @@ export interface AttemptLogOptions {
    * recorded, and so that much more mail a crash would send again.
    */
   commitIntervalMs?: number;
+  /**
+   * The worker's spool reserve: a write that meets a full disk takes its room
+   * from it (an attempt's events are written before its spool record, so a
+   * finished delivery needs both).
+   */
+  reserve?: SpaceAccount;
 }
 
 /** One write() call's lines, waiting for the next group commit. */
@@ -111,19 +119,26 @@ export class AttemptLog {
   }
 
   private async writeBatch(batch: PendingLines[]): Promise<void> {
-    try {
-      await this.ensureOpen();
-      const data = Buffer.from(batch.map((p) => p.line).join(''));
-      // Opened with O_DSYNC (unless fsync is off): the write returns durable.
-      await writeFully(this.fh!, [data], this.size);
-      this.size += data.length;
-      batch.forEach((p) => p.resolve());
-    } catch (err) {
-      // A write that failed part-way (a full disk) leaves part of a line: cut
-      // it off, so the next batch starts a line and every line stays JSON.
-      // Its events are not lost: the attempt is not recorded, so it repeats.
-      await this.fh?.truncate(this.size).catch(() => undefined);
-      batch.forEach((p) => p.reject(err as Error));
+    const data = Buffer.from(batch.map((p) => p.line).join(''));
+    for (;;) {
+      try {
+        await this.ensureOpen();
+        // Opened with O_DSYNC (unless fsync is off): the write returns durable.
+        await writeFully(this.fh!, [data], this.size);
+        this.size += data.length;
+        this.options.reserve?.noteWritten(data.length);
+        batch.forEach((p) => p.resolve());
+        return;
+      } catch (err) {
+        // A write that failed part-way (a full disk) leaves part of a line: cut
+        // it off, so the next batch starts a line and every line stays JSON.
+        await this.fh?.truncate(this.size).catch(() => undefined);
+        const full = errorCode(err) === 'ENOSPC' || errorCode(err) === 'EDQUOT';
+        if (full && this.options.reserve && (await this.options.reserve.release(data.length).catch(() => false))) continue;
+        // Its events are not lost: the attempt is not recorded, and the recorder holds it and tries again.
+        batch.forEach((p) => p.reject(err as Error));
+        return;
+      }
     }
   }
 

@@ -47,6 +47,14 @@ export interface RecorderOptions {
   bounce?: (dsn: { from: string; to: string[]; message: Buffer }) => Promise<unknown>;
   /** The attempt's outcome is durable: `next` is its retry time, undefined when the message is done. */
   settled: (entry: SpoolEntry, partition: SpoolPartition, next: number | undefined) => void;
+  /**
+   * An outcome of `partition` could not be recorded and is held in memory
+   * (`held` true), or has now been recorded (false). One call each way per
+   * attempt; the engine starts no delivery from a partition holding one.
+   */
+  unrecorded?: (partition: SpoolPartition, held: boolean) => void;
+  /** How long a held outcome waits before its record is written again (default 1 s). */
+  retryMs?: number;
 }
 
 /**
@@ -58,6 +66,9 @@ export interface RecorderOptions {
 export class AttemptRecorder {
   private config: VolleyConfig;
   private classifier: BounceClassifier;
+  private stopping = false;
+  /** Held outcomes waiting to try their write again; each function ends the wait now. */
+  private readonly waits = new Set<() => void>();
 
   constructor(private readonly options: RecorderOptions) {
     this.config = options.config;
@@ -119,9 +130,32 @@ export class AttemptRecorder {
     const a = job.attempt;
     (a.abandoned ??= []).push(...job.rcpts);
     if (--a.pending > 0) return;
-    // Nothing of this attempt was tried: nothing to write, the spool already says it all.
-    if (a.events.length === 0) this.options.settled(a.entry, a.partition, undefined);
+    // Nothing of this attempt was tried: nothing to write, the spool already
+    // says it all. It waits for its next turn as it was (due at once).
+    if (a.events.length === 0) this.options.settled(a.entry, a.partition, a.entry.next);
     else void this.complete(a);
+  }
+
+  /**
+   * The engine is stopping: held outcomes try their write once more, and
+   * what still cannot be written is given up (and logged by id): those
+   * messages stay queued and are sent again after the restart.
+   */
+  stop(): void {
+    this.stopping = true;
+    for (const wake of [...this.waits]) wake();
+  }
+
+  private wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.waits.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.waits.add(wake);
+    });
   }
 
   /** A message with no recipient left to try (nothing to deliver): done at once. */
@@ -177,24 +211,49 @@ export class AttemptRecorder {
     }
     // Recipients left untried by a stop keep the message queued, due at once.
     if (next === undefined && a.abandoned?.length) next = now;
-    try {
-      await this.options.attemptLog.write(a.events);
-      await this.sendDsn(a); // before the original leaves the spool: a crash repeats it, never loses it
-      if (next === undefined) {
-        const statuses = new Set(a.events.map((e) => e.status));
-        const reason = statuses.has('expired') ? 'expired' : statuses.has('delivered') ? 'delivered' : 'failed';
-        await partition.markDone({ id: entry.id, reason });
-      } else {
-        await partition.updateState({ id: entry.id, next, attempts, finished: a.finished });
+    // An outcome that cannot be written (a full disk) is held here, in
+    // memory, and written again until it is: the message stays "in flight",
+    // so it is never sent again while this process lives. Only a stop gives
+    // up on it, and then it is sent again after the restart (logged by id).
+    let eventsWritten = false;
+    let dsnQueued = false;
+    let held = false;
+    for (;;) {
+      try {
+        if (!eventsWritten) await this.options.attemptLog.write(a.events);
+        eventsWritten = true;
+        if (!dsnQueued) await this.sendDsn(a); // before the original leaves the spool: a crash repeats it, never loses it
+        dsnQueued = true;
+        if (next === undefined) {
+          const statuses = new Set(a.events.map((e) => e.status));
+          const reason = statuses.has('expired') ? 'expired' : statuses.has('delivered') ? 'delivered' : 'failed';
+          await partition.markDone({ id: entry.id, reason });
+        } else {
+          await partition.updateState({ id: entry.id, next, attempts, finished: a.finished });
+        }
+        break;
+      } catch (err) {
+        if (!held) {
+          held = true;
+          this.options.logger.error(
+            { err, id: entry.id, partition: partition.dir },
+            'delivery: could not record the attempt; its outcome is held in memory (sent, unrecorded) and written again until it is; the partition starts no delivery meanwhile',
+          );
+          this.options.unrecorded?.(partition, true);
+        }
+        if (this.stopping) {
+          this.options.logger.error({ id: entry.id, partition: partition.dir }, 'delivery: stopping with an attempt unrecorded: the message stays queued and is sent again after the restart');
+          next = entry.next;
+          break;
+        }
+        await this.wait(this.options.retryMs ?? 1000);
       }
-    } catch (err) {
-      // Not recorded: the message stays queued as it was and is tried again later.
-      this.options.logger.error({ err, id: entry.id }, 'delivery: could not record the attempt');
-      next = now + 60_000;
-      entry.next = next;
-    } finally {
-      this.options.settled(entry, partition, next);
     }
+    if (held) {
+      this.options.unrecorded?.(partition, false);
+      if (!this.stopping) this.options.logger.info({ id: entry.id, partition: partition.dir }, 'delivery: a held attempt is recorded');
+    }
+    this.options.settled(entry, partition, next);
   }
 
   /** A DSN to the return path for what finally failed (never for bounces themselves). */

@@ -30,6 +30,8 @@ export interface EngineOptions {
   authority?: ThrottleAuthority;
   /** Queues a bounce (DSN) like any other message; needed only with delivery.dsn. */
   bounce?: (dsn: { from: string; to: string[]; message: Buffer }) => Promise<unknown>;
+  /** How long an outcome that could not be recorded waits before it is written again (default 1 s). */
+  recordRetryMs?: number;
 }
 
 /** Connections one destination queue may open at most, whatever its throttle allows. */
@@ -39,6 +41,8 @@ const MESSAGES_PER_CONNECTION = 100;
 const IDLE_MS = 1000;
 /** Messages purged at once: enough to share synced writes, few enough to keep memory flat. */
 const PURGE_BATCH = 1000;
+/** How often mail parked behind an unrecordable partition looks again. */
+const PARK_CHECK_MS = 1000;
 
 /**
  * Delivers what this worker's partitions hold. Deferred mail waits in a
@@ -71,6 +75,11 @@ export class DeliveryEngine {
   private idleWaiters: (() => void)[] = [];
   /** Connections waiting for their destination's next message; each function makes one QUIT now. */
   private readonly lingering = new Set<() => void>();
+  /** Outcomes held in memory because they could not be recorded, per partition. */
+  private readonly unrecorded = new Map<SpoolPartition, number>();
+  /** Due mail of partitions that may not start deliveries now (see mayDeliver). */
+  private readonly parked = new Map<SpoolPartition, SpoolEntry[]>();
+  private parkTimer?: NodeJS.Timeout;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -87,6 +96,8 @@ export class DeliveryEngine {
       now: this.now,
       bounce: options.bounce,
       settled: (entry, partition, next) => this.settled(entry, partition, next),
+      unrecorded: (partition, held) => this.onUnrecorded(partition, held),
+      retryMs: options.recordRetryMs,
     });
   }
 
@@ -221,7 +232,8 @@ export class DeliveryEngine {
       const now = this.now();
       const held = [...this.destinations.values()].filter((d) => d.jobs.some((j) => j.attempt.entry.id === id));
       let why: string;
-      if (this.inflight.has(id) && held.length === 0) why = 'being delivered now';
+      if (this.parked.get(p)?.includes(e)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
+      else if (this.inflight.has(id) && held.length === 0) why = 'being delivered now';
       else if (held.some((d) => this.isHeldByOperator(d))) why = 'its destination is paused by an operator';
       else if (held.some((d) => d.heldUntil > now)) why = `held by a throttle or backoff until ${new Date(Math.max(...held.map((d) => d.heldUntil))).toISOString()}`;
       else if (held.length > 0) why = 'waiting for a connection to its destination';
@@ -239,11 +251,17 @@ export class DeliveryEngine {
     this.arm();
   }
 
-  status(): { paused: boolean; waiting: number; inflight: number; connections: number; destinations: { key: string; queued: number; active: number; stalled: number }[] } {
+  status(): { paused: boolean; waiting: number; inflight: number; unrecorded: number; parked: number; connections: number; destinations: { key: string; queued: number; active: number; stalled: number }[] } {
+    let unrecorded = 0;
+    for (const n of this.unrecorded.values()) unrecorded += n;
+    let parked = 0;
+    for (const list of this.parked.values()) parked += list.length;
     return {
       paused: this.paused,
       waiting: this.waiting.size,
       inflight: this.inflight.size,
+      unrecorded,
+      parked,
       connections: this.active,
       destinations: [...this.destinations.values()].map((d) => ({ key: d.key, queued: d.jobs.length, active: d.active, stalled: d.stalled })),
     };
@@ -255,8 +273,10 @@ export class DeliveryEngine {
     if (this.timer) clearTimeout(this.timer);
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     if (this.sweep) clearInterval(this.sweep);
+    if (this.parkTimer) clearTimeout(this.parkTimer);
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     this.abandonQueued();
+    this.recorder.stop();
     if (this.inflight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -297,12 +317,57 @@ export class DeliveryEngine {
       const partition = entry.owner as SpoolPartition;
       // A stale heap item: the message was finished or rescheduled since.
       if (partition.get(entry.id) !== entry || this.inflight.has(entry.id) || entry.next > now) continue;
-      this.begin(entry, partition);
+      if (this.mayDeliver(partition)) this.begin(entry, partition);
+      else this.park(entry, partition);
       n++;
     }
     if (n === 5000) setImmediate(() => this.fire());
     else this.arm();
     this.pump();
+  }
+
+  // --- outcomes that cannot be recorded ---------------------------------------
+
+  /**
+   * A delivery starts only where its outcome can be recorded: not from a
+   * partition that holds an outcome it could not write yet (it would only add
+   * to what a crash sends twice), and not while the disk and the spool's
+   * reserve are both out of room.
+   */
+  private mayDeliver(partition: SpoolPartition): boolean {
+    return (this.unrecorded.get(partition) ?? 0) === 0 && partition.recordable;
+  }
+
+  private park(entry: SpoolEntry, partition: SpoolPartition): void {
+    const list = this.parked.get(partition);
+    if (list) list.push(entry);
+    else this.parked.set(partition, [entry]);
+    this.armPark();
+  }
+
+  /** Room may come back without an event of ours (a segment deleted, an operator's rm): look now and then. */
+  private armPark(): void {
+    if (this.parkTimer || this.stopped || this.parked.size === 0) return;
+    this.parkTimer = setTimeout(() => {
+      this.parkTimer = undefined;
+      for (const partition of [...this.parked.keys()]) this.unpark(partition);
+      this.armPark();
+    }, PARK_CHECK_MS);
+  }
+
+  private unpark(partition: SpoolPartition): void {
+    if (!this.mayDeliver(partition)) return;
+    const list = this.parked.get(partition);
+    this.parked.delete(partition);
+    for (const e of list ?? []) if (partition.get(e.id) === e) this.waiting.push(e.next, e);
+    this.arm();
+  }
+
+  private onUnrecorded(partition: SpoolPartition, held: boolean): void {
+    const n = (this.unrecorded.get(partition) ?? 0) + (held ? 1 : -1);
+    if (n > 0) return void this.unrecorded.set(partition, n);
+    this.unrecorded.delete(partition);
+    this.unpark(partition);
   }
 
   // --- attempts --------------------------------------------------------------
@@ -533,6 +598,12 @@ export class DeliveryEngine {
         ahead = undefined;
         const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
         if (!job) break;
+        // Queued before its partition stopped starting deliveries: not sent now; it waits, parked, as it was.
+        if (!this.mayDeliver(job.attempt.partition)) {
+          this.recorder.abandon(job);
+          sent--;
+          continue;
+        }
         // No message permit is spent on a connection that is done already.
         const permit = over() ? undefined : await this.authority.tryMessage(key, limits);
         if (permit && !permit.ok) dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing

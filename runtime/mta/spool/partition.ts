@@ -10,6 +10,7 @@ import { comparePositions } from './types';
 import { durableFlags, writeFully } from '../../shared/durable-file';
 import { GroupCommit } from '../../shared/group-commit';
 import { SegmentHandles } from './segment-handles';
+import type { DiskReserve } from './disk-reserve';
 
 export interface PartitionOptions {
   dir: string;
@@ -19,6 +20,12 @@ export interface PartitionOptions {
   logger?: Logger;
   /** Bytes of recently accepted bodies kept in memory for delivery (0 turns it off). */
   recentBytes?: number;
+  /**
+   * The volume's free space and the reserve only state and done records may
+   * use: messages are refused below `spool.min_free`, and a state or done
+   * record that meets a full disk takes its room from the reserve file.
+   */
+  reserve?: DiskReserve;
 }
 
 export interface PartitionStats {
@@ -30,7 +37,8 @@ export interface PartitionStats {
 }
 
 interface Pending {
-  type: RecordType;
+  /** Absent for a request to roll a segment that holds nothing live (no record). */
+  type?: RecordType;
   buffers: Buffer[];
   length: number;
   resolve: (pos: Position) => void;
@@ -76,7 +84,12 @@ export class SpoolPartition extends EventEmitter {
   private readonly readers = new SegmentHandles((segment) => join(this.dir, segmentName(segment)));
   private readonly recentLimit: number;
   /** The last write error, cleared by the next successful write (disk full, read-only). */
-  lastWriteError?: Error;
+  private writeError?: Error;
+  private readonly reserve?: DiskReserve;
+  /** A roll of the active segment was asked for because nothing in it is live. */
+  private rollWanted = false;
+  /** The reclamation a roll of a dead active segment started (close waits for it). */
+  private reclaimRun?: Promise<void>;
 
   private constructor(options: PartitionOptions) {
     super();
@@ -85,6 +98,18 @@ export class SpoolPartition extends EventEmitter {
     this.fsync = options.fsync ?? true;
     this.log = options.logger;
     this.recentLimit = options.recentBytes ?? 32 * 1024 * 1024;
+    this.reserve = options.reserve;
+  }
+
+  /** Why intake is refused now: the last write error, or free space below `spool.min_free`. */
+  get lastWriteError(): Error | undefined {
+    if (this.writeError) return this.writeError;
+    return this.reserve && !this.reserve.intakeOpen ? this.reserve.refusal() : undefined;
+  }
+
+  /** A delivery's outcome could be recorded now (the reserve or the disk has room); true with no reserve. */
+  get recordable(): boolean {
+    return this.reserve?.recordable ?? true;
   }
 
   /** Opens (creating if needed) a partition and rebuilds its index from the log. */
@@ -117,6 +142,8 @@ export class SpoolPartition extends EventEmitter {
   /** Stores a message; resolves once it is durable, which is when it may be acknowledged. */
   async appendMessage(envelope: Envelope, body: Buffer): Promise<SpoolEntry> {
     if (this.index.has(envelope.id)) throw new VolleyError('EDUPLICATE', `message ${envelope.id} is already queued`);
+    // Below min_free the space left is for the records that finish queued mail.
+    if (this.reserve && !this.reserve.intakeOpen) throw this.reserve.refusal();
     const buffers = messagePayload(JSON.stringify(envelope), body);
     const pos = await this.enqueue(RecordType.Message, buffers);
     const entry = toEntry(envelope, pos, this.recordLength(buffers), this);
@@ -189,6 +216,7 @@ export class SpoolPartition extends EventEmitter {
   async close(): Promise<void> {
     this.closed = true;
     await this.commit.idle();
+    await this.reclaimRun;
     await this.fh?.close();
     this.fh = undefined;
     this.readers.closeAll();
@@ -212,10 +240,34 @@ export class SpoolPartition extends EventEmitter {
   }
 
   private async writeBatch(batch: Pending[]): Promise<void> {
+    let items = batch;
+    let err = await this.tryWrite(items);
+    if (err?.code === 'ENOSPC' && this.reserve) {
+      // The disk is full: messages are refused (and intake stops trying once
+      // the free space is read again, now rather than at the next tick), and
+      // the records that finish or reschedule queued mail take their room from the reserve.
+      void this.reserve.check().catch(() => undefined);
+      const records = items.filter((p) => p.type !== RecordType.Message);
+      for (const p of items) if (p.type === RecordType.Message) p.reject(err);
+      items = records;
+      while (err?.code === 'ENOSPC' && items.length > 0 && (await this.reserve.release(items.reduce((n, p) => n + p.length, 0)))) {
+        err = await this.tryWrite(items);
+      }
+    }
+    if (!err) return;
+    if (!this.writeError) this.log?.error({ err }, 'spool: write failed; intake refused until it succeeds');
+    this.writeError = err;
+    for (const p of items) p.reject(err);
+  }
+
+  /** One durable write of `batch`: resolves its items and returns undefined, or returns the error and settles none. */
+  private async tryWrite(batch: Pending[]): Promise<VolleyError | undefined> {
     try {
       let total = 0;
       for (const p of batch) total += p.length;
-      if (this.end > 0 && this.end + total > this.segmentSize) await this.roll();
+      const rolled = this.rollWanted && (this.liveBySegment.get(this.active) ?? 0) === 0 && this.end > 0;
+      this.rollWanted = false;
+      if (rolled || (this.end > 0 && this.end + total > this.segmentSize)) await this.roll();
       const fh = this.fh!;
       const buffers: Buffer[] = [];
       const positions: Position[] = [];
@@ -225,27 +277,29 @@ export class SpoolPartition extends EventEmitter {
         offset += p.length;
         for (const b of p.buffers) buffers.push(b);
       }
-      // The segment is open with O_DSYNC (when fsync is on): the write returns durable.
-      const t0 = process.hrtime.bigint();
-      await writeFully(fh, buffers, this.end);
-      if (this.fsync) this.emit('fsync', Number(process.hrtime.bigint() - t0) / 1e9);
+      if (total > 0) {
+        // The segment is open with O_DSYNC (when fsync is on): the write returns durable.
+        const t0 = process.hrtime.bigint();
+        await writeFully(fh, buffers, this.end);
+        if (this.fsync) this.emit('fsync', Number(process.hrtime.bigint() - t0) / 1e9);
+        this.reserve?.noteWritten(total);
+      }
       this.end = offset;
       this.bytesTotal += total;
       this.commits += 1;
       this.records += batch.length;
-      if (this.lastWriteError) this.log?.info('spool: writes succeed again');
-      this.lastWriteError = undefined;
+      if (this.writeError) this.log?.info('spool: writes succeed again');
+      this.writeError = undefined;
       batch.forEach((p, i) => p.resolve(positions[i]));
       this.emit('commit', this.head);
+      if (rolled) this.reclaimRun = this.reclaim().catch((e) => this.log?.error({ err: e }, 'spool: reclaiming segments failed'));
+      return undefined;
     } catch (err) {
       // Nothing in the batch is durable. Cut off whatever part reached the file so
       // the next write starts on a record boundary; a torn tail left by a crash is
       // found by the start-up scan instead.
       await this.fh?.truncate(this.end).catch(() => undefined);
-      const e = wrapWriteError(err);
-      if (!this.lastWriteError) this.log?.error({ err: e }, 'spool: write failed; intake refused until it succeeds');
-      this.lastWriteError = e;
-      for (const p of batch) p.reject(e);
+      return wrapWriteError(err);
     }
   }
 
@@ -283,6 +337,23 @@ export class SpoolPartition extends EventEmitter {
         this.liveBySegment.delete(seg);
         await rm(join(this.dir, segmentName(seg)), { force: true });
         this.readers.retire(seg);
+      }
+      // The active segment too, once nothing in it is live: the next write
+      // starts a new one and this one goes. Without it a queue that empties
+      // keeps up to a whole segment on disk for good, which a full disk cannot
+      // spare. Not after every message of a quiet queue (a roll is a file and
+      // a directory sync): once it holds a sixteenth of a segment, or at once
+      // while free space is short.
+      if (
+        this.segments.length === 1 &&
+        !this.closed &&
+        !this.rollWanted &&
+        this.end > 0 &&
+        (this.liveBySegment.get(this.active) ?? 0) === 0 &&
+        (this.end >= this.segmentSize / 16 || (this.reserve !== undefined && !this.reserve.intakeOpen))
+      ) {
+        this.rollWanted = true;
+        this.commit.add({ buffers: [], length: 0, resolve: () => undefined, reject: () => undefined });
       }
     } finally {
       this.reclaiming = false;

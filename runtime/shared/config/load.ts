@@ -144,7 +144,7 @@ interface Raw {
   http?: { port?: number; address?: string; tls?: { cert: string; key: string }; max_body_size?: Dur; max_batch?: number; tokens?: { name: string; sha256: string }[] };
   admin?: { port?: number; address?: string; tokens?: { name: string; sha256: string }[]; health_listen?: { port: number; address?: string } };
   users?: { name: string; password: string }[];
-  spool?: { segment_size?: Dur; fsync?: boolean };
+  spool?: { segment_size?: Dur; fsync?: boolean; min_free?: Dur; reserve?: Dur };
   vmtas?: { name: string; ip: string; helo: string }[];
   pools?: { name: string; vmtas: { name: string; weight?: number }[] }[];
   default_pool?: string;
@@ -248,6 +248,8 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
     spool: {
       segmentSize: sz(raw.spool?.segment_size, 64 * 1024 * 1024, ['spool', 'segment_size']),
       fsync: raw.spool?.fsync ?? true,
+      minFree: minFree(raw.spool?.min_free, ['spool', 'min_free'], report),
+      reserve: sz(raw.spool?.reserve, 64 * 1024 * 1024, ['spool', 'reserve']),
     },
     vmtas,
     pools,
@@ -328,6 +330,23 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       headers: k.headers,
     })),
   };
+}
+
+/**
+ * `spool.min_free`: a size, or a percentage of the volume. The default, 2 %,
+ * is Postfix's idea (queue_minfree) sized for volumes of tens to hundreds of
+ * GB: room for the records that finish what is queued, long before the last block.
+ */
+function minFree(v: Dur | undefined, path: Path, report: Report): { bytes: number } | { percent: number } {
+  if (v === undefined) return { percent: 2 };
+  const pct = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(v) : null;
+  if (pct) {
+    const percent = Number(pct[1]);
+    if (percent < 100) return { percent };
+    report(path, `"${v}" is not a percentage below 100`);
+    return { percent: 2 };
+  }
+  return { bytes: convert(v, 0, path, parseSize, report) };
 }
 
 function convert(v: Dur | undefined, dflt: number, path: Path, parse: (v: Dur) => number, report: Report): number {

@@ -105,6 +105,8 @@ export const configSchema = {
       properties: {
         segment_size: size,
         fsync: { type: 'boolean' },
+        min_free: { type: ['string', 'integer'], description: 'free space below which intake refuses: a size (e.g. 1GB) or a percentage of the volume (e.g. 2%)' },
+        reserve: size,
       },
     },
     vmtas: {

@@ -138,7 +138,14 @@ export interface VolleyConfig {
   /** tokens: for everything but /healthz, /readyz, /metrics; healthListen: those three alone on another address. */
   admin: { port: number; address: string; tokens: { name: string; sha256: string }[]; healthListen?: { port: number; address: string } };
   users: { name: string; password: string }[];
-  spool: { segmentSize: number; fsync: boolean };
+  spool: {
+    segmentSize: number;
+    fsync: boolean;
+    /** Intake refuses while the volume's free space is below this (bytes, or percent of the volume). */
+    minFree: { bytes: number } | { percent: number };
+    /** Bytes per worker preallocated for delivery records (state/done records, attempt log lines). */
+    reserve: number;
+  };
   vmtas: VmtaConfig[];
   pools: PoolConfig[];
   defaultPool?: string;

@@ -257,3 +257,62 @@ test('a purge of a paused destination removes its mail: queued behind the pause 
   expect(connector.opened).toBe(1);
   await partition.close();
 });
+
+describe('an outcome that cannot be recorded (a full disk)', () => {
+  /** A connector whose MX accepts everything and notes which message each transaction carried. */
+  function recordingConnector(sent: string[]): Connector {
+    return {
+      async open(target: Target, source: Source): Promise<OutboundSession> {
+        return {
+          info: { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'test', connectMs: 0 },
+          usable: true,
+          send: async (_from, to, message) => {
+            sent.push(/^id (\S+)/.exec(message.toString())![1]);
+            return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
+          },
+          close: () => undefined,
+        };
+      },
+    };
+  }
+
+  test.each(['attempt log', 'done record'])('when the %s cannot be written, the message is held as sent: never sent again, its partition starts nothing, and it is recorded once writes succeed', async (what) => {
+    const name = `unrecorded-${what.replace(' ', '-')}`;
+    const config = parseConfig(deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\ndelivery: { retry: [1s] }\n`));
+    const partition = await SpoolPartition.open({ dir: join(dir, name, 'spool'), fsync: false });
+    const attemptLog = new AttemptLog({ dir: join(dir, name, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+    const sent: string[] = [];
+    const engine = new DeliveryEngine({ partitions: [partition], config, connector: recordingConnector(sent), router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test', recordRetryMs: 20 });
+    let full = true;
+    const enospc = (): Promise<never> => Promise.reject(Object.assign(new Error('spool disk is full'), { code: 'ENOSPC' }));
+    if (what === 'attempt log') {
+      const write = attemptLog.write.bind(attemptLog);
+      attemptLog.write = (events) => (full ? enospc() : write(events));
+    } else {
+      const markDone = partition.markDone.bind(partition);
+      partition.markDone = (done) => (full ? enospc() : markDone(done));
+    }
+    const add = (id: string) => partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@x.test`], received: Date.now(), via: 'http', size: 8 }, Buffer.from(`id ${id}\r\n`));
+    await add('m1');
+    engine.start();
+    try {
+      await waitUntil(() => engine.status().unrecorded === 1, 5_000, () => JSON.stringify(engine.status()));
+      // A message due now from the same partition waits: it is not sent while an outcome there is unrecorded.
+      engine.schedule(await add('m2'));
+      await waitUntil(() => engine.status().parked === 1, 5_000, () => JSON.stringify(engine.status()));
+      expect(engine.describe('m2')?.why).toMatch(/until an outcome is recorded/);
+      expect(sent).toEqual(['m1']);
+      full = false;
+      await waitUntil(() => partition.size === 0, 5_000, () => JSON.stringify({ sent, status: engine.status() }));
+    } finally {
+      full = false;
+      await engine.stop();
+      await attemptLog.close();
+    }
+    expect(sent.sort()).toEqual(['m1', 'm2']);
+    const ev = readAttempts<{ message_id: string; status: string }>(join(dir, name, 'attempts'));
+    expect(ev.map((e) => `${e.message_id}:${e.status}`).sort()).toEqual(['m1:delivered', 'm2:delivered']);
+    expect(engine.status()).toMatchObject({ unrecorded: 0, parked: 0, inflight: 0 });
+    await partition.close();
+  });
+});

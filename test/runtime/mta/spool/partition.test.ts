@@ -1,9 +1,12 @@
-import { appendFileSync, readdirSync, statSync, truncateSync, openSync, writeSync, closeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, readdirSync, statSync, truncateSync, openSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
+import { DiskReserve } from '../../../../runtime/mta/spool/disk-reserve';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import type { Envelope } from '../../../../runtime/mta/spool/types';
 import { RecordType } from '../../../../runtime/mta/spool/record';
 import { tempDir } from '../../../helpers/tmp';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
 
 const root = tempDir();
 let n = 0;
@@ -180,6 +183,90 @@ describe('start-up scan of sealed segments', () => {
     closeSync(fd);
     const q = await SpoolPartition.open({ dir, recentBytes: 0 });
     await expect(q.read(q.get('b0')!)).rejects.toMatchObject({ code: 'ECORRUPT' });
+    await q.close();
+  });
+});
+
+describe('reclaiming the active segment', () => {
+  test('an active segment that holds nothing live is replaced by a new one and deleted', async () => {
+    const dir = join(root, 'active-reclaim');
+    // 64 KB segments: a dead active segment goes once it holds 4 KB.
+    const p = await SpoolPartition.open({ dir, segmentSize: 64 * 1024 });
+    for (let i = 0; i < 5; i++) await p.appendMessage(env(`a${i}`), Buffer.alloc(1500, 70));
+    const [first] = segFiles(dir);
+    for (let i = 0; i < 4; i++) await p.markDone({ id: `a${i}`, reason: 'delivered' });
+    expect(segFiles(dir)).toEqual([first]); // a4 still lives in it
+    await p.markDone({ id: 'a4', reason: 'delivered' });
+    await waitUntil(() => !segFiles(dir).includes(first), 5_000, () => segFiles(dir).join(' '));
+    expect(segFiles(dir)).toHaveLength(1);
+    expect(statSync(join(dir, segFiles(dir)[0])).size).toBe(0);
+    // Appends go on in the new segment, and a restart finds exactly what is queued.
+    await p.appendMessage(env('a5'), Buffer.from('after'));
+    await p.close();
+    const q = await SpoolPartition.open({ dir, segmentSize: 64 * 1024 });
+    expect([...q.entries()].map((e) => e.id)).toEqual(['a5']);
+    expect((await q.read(q.get('a5')!)).body.toString()).toBe('after');
+    await q.close();
+  });
+
+  test('a quiet queue keeps a small dead active segment (no roll per message)', async () => {
+    const dir = join(root, 'active-small');
+    const p = await SpoolPartition.open({ dir, segmentSize: 64 * 1024 });
+    await p.appendMessage(env('q1'), Buffer.from('x'));
+    await p.markDone({ id: 'q1', reason: 'delivered' });
+    await p.close();
+    expect(segFiles(dir)).toEqual(['000000000001.seg']);
+  });
+});
+
+// A real small filesystem (tmpfs) that fills to the last block: needs root, as CI and the dev machines run.
+describe('the reserve on a full disk', () => {
+  const mnt = join(root, 'full-mnt');
+  beforeAll(() => {
+    mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+  });
+  afterAll(() => execFileSync('umount', [mnt]));
+
+  test('messages are refused, state and done records are written from the reserve, and a small dead active segment goes at once', async () => {
+    const reserve = await DiskReserve.open({ file: join(mnt, 'reserve'), bytes: 256 * 1024, minFree: { bytes: 64 * 1024 }, checkIntervalMs: 3_600_000 });
+    const dir = join(mnt, 'p000');
+    const p = await SpoolPartition.open({ dir, segmentSize: 64 * 1024 * 1024, reserve });
+    try {
+      await reserve.ready;
+      expect(reserve.reserved).toBe(256 * 1024);
+      // Their done records (~14 KB) are more than the slack in the segment's last page.
+      await Promise.all(Array.from({ length: 200 }, (_, i) => p.appendMessage(env(`f${i}`, ['a@x.test', 'b@y.test']), Buffer.alloc(200, 71))));
+      // Something else takes every free block of the volume.
+      const fd = openSync(join(mnt, 'filler'), 'w');
+      try {
+        for (;;) writeSync(fd, Buffer.alloc(4096, 1));
+      } catch (err) {
+        expect((err as { code?: string }).code).toBe('ENOSPC');
+      } finally {
+        closeSync(fd);
+      }
+      // The first write that meets the full disk fails, and makes the free space be read at once (not at the next tick).
+      expect(reserve.intakeOpen).toBe(true);
+      await expect(p.appendMessage(env('too-big'), Buffer.alloc(16 * 1024, 72))).rejects.toMatchObject({ code: 'ENOSPC' });
+      await waitUntil(() => !reserve.intakeOpen);
+      expect(reserve.reserved).toBe(256 * 1024); // messages never take the reserve
+      await expect(p.appendMessage(env('refused'), Buffer.alloc(200, 72))).rejects.toMatchObject({ code: 'ENOSPC' });
+      expect(p.lastWriteError).toMatchObject({ code: 'ENOSPC' });
+      await p.updateState({ id: 'f0', next: 5_000, attempts: 1, finished: ['a@x.test'] });
+      await Promise.all(Array.from({ length: 199 }, (_, i) => p.markDone({ id: `f${i + 1}`, reason: 'delivered' })));
+      expect(reserve.reserved).toBeLessThan(256 * 1024);
+      expect(p.get('f0')).toMatchObject({ to: ['b@y.test'], attempts: 1 });
+      // Below min_free the last live message's done record frees its (small) segment at once.
+      const [seg] = segFiles(dir);
+      await p.markDone({ id: 'f0', reason: 'delivered' });
+      await waitUntil(() => !segFiles(dir).includes(seg), 5_000, () => segFiles(dir).join(' '));
+    } finally {
+      await p.close();
+      await reserve.close();
+    }
+    const q = await SpoolPartition.open({ dir });
+    expect(q.size).toBe(0);
     await q.close();
   });
 });

@@ -60,6 +60,18 @@ describe('config', () => {
     ]);
   });
 
+  test('spool.min_free is a size or a percentage of the volume (default 2%), spool.reserve a size (default 64MB)', () => {
+    const withSpool = (v?: string): string => `hostname: a.example\n${v === undefined ? '' : `spool:\n  ${v}\n`}`;
+    expect(parseConfig(withSpool()).spool).toMatchObject({ minFree: { percent: 2 }, reserve: 64 * 1024 * 1024 });
+    expect(parseConfig(withSpool('min_free: 5%')).spool.minFree).toEqual({ percent: 5 });
+    expect(parseConfig(withSpool('min_free: 0.5 %')).spool.minFree).toEqual({ percent: 0.5 });
+    expect(parseConfig(withSpool('min_free: 1GB')).spool.minFree).toEqual({ bytes: 1024 ** 3 });
+    expect(parseConfig(withSpool('min_free: 0')).spool.minFree).toEqual({ bytes: 0 });
+    expect(parseConfig(withSpool('reserve: 8MB')).spool.reserve).toBe(8 * 1024 * 1024);
+    expect(issuesOf(withSpool('min_free: 100%'))).toEqual([expect.objectContaining({ line: 3, field: 'spool.min_free', message: '"100%" is not a percentage below 100' })]);
+    expect(issuesOf(withSpool('min_free: lots'))).toEqual([expect.objectContaining({ line: 3, field: 'spool.min_free' })]);
+  });
+
   test('the attempt log commits every 10 ms unless told otherwise; 0 is the next turn; a negative value or more than a second is refused', () => {
     const withInterval = (v?: string): string => `hostname: a.example\n${v === undefined ? '' : `events:\n  attempt_log:\n    commit_interval: ${v}\n`}`;
     expect(parseConfig(withInterval()).events.attemptLog.commitIntervalMs).toBe(10);
