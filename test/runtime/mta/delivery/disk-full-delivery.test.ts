@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deliveryConfigYaml } from '../../../helpers/config';
+import { deliveryConfigYaml, ADMIN_AUTH } from '../../../helpers/config';
 import { readAttempts } from '../../../helpers/attempt-log';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { startSmtpSink, type SmtpSinkHandle } from '../../../helpers/postfix-tools';
@@ -92,7 +92,7 @@ spool: { segment_size: 256KB, min_free: 3MB, reserve: 512KB }
 `),
   );
   mta = await startMta({ configPath: config, persistentPath: pp, workers: 2 });
-  await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST' });
+  expect((await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST', headers: ADMIN_AUTH })).status).toBe(200);
 
   const sessions = await Promise.all(Array.from({ length: 4 }, (_, i) => injectUntilRefused(mta!.smtpPort, i)));
   const ids = new Map<string, string>(); // token -> queue id
@@ -108,7 +108,7 @@ spool: { segment_size: 256KB, min_free: 3MB, reserve: 512KB }
   // Intake stays refused while the volume is below min_free.
   expect((await probe(mta.smtpPort, 'probe-full')).code).toBe(452);
 
-  await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST' });
+  expect((await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST', headers: ADMIN_AUTH })).status).toBe(200);
   const attempts = join(pp, 'log', 'attempts');
   const delivered = (): Map<string, number> => {
     const n = new Map<string, number>();
