@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { CidrList } from '../shared/cidr';
 import { VolleyError } from '../shared/errors';
+import { readHostPort, type HostPort } from '../shared/host-port';
 import { loadPreviousSecret, loadSecret } from '../shared/proxy-protocol/handshake';
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { parseDuration } from '../shared/units';
@@ -184,14 +185,11 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
   return config;
 }
 
-/** ADDR:PORT or PORT (the address then defaults); undefined after noting a problem. */
-function hostPort(v: unknown, field: string, defaultAddress: string, example: string, problems: string[]): { address: string; port: number } | undefined {
-  const m = typeof v === 'string' || typeof v === 'number' ? /^(?:\[?([^\]]*)\]?:)?(\d{1,5})$/.exec(String(v)) : null;
-  if (!m || Number(m[2]) > 65535) {
-    problems.push(`${field}: expected address:port, e.g. ${example}`);
-    return undefined;
-  }
-  return { address: m[1] || defaultAddress, port: Number(m[2]) };
+/** readHostPort, noting a problem (with an example) when the value is not one. */
+function hostPort(v: unknown, field: string, defaultAddress: string, example: string, problems: string[]): HostPort | undefined {
+  const hp = readHostPort(v, defaultAddress);
+  if (!hp) problems.push(`${field}: expected address:port, e.g. ${example}`);
+  return hp;
 }
 
 function stringList(v: unknown, field: string, problems: string[]): string[] {
