@@ -136,7 +136,8 @@ export class ProxyServer {
     });
     server.on('error', (err) => this.log.error({ err }, 'proxy: listener error'));
     const a = server.address() as { address: string; port: number };
-    this.log.info({ address: a.address, port: a.port, sending_ips: this.options.sendingIps, name: this.options.name, version: PROTOCOL_VERSION }, 'proxy: listening');
+    // Whether a previous secret is taken too, so a rotation left unfinished shows in the log.
+    this.log.info({ address: a.address, port: a.port, sending_ips: this.options.sendingIps, name: this.options.name, version: PROTOCOL_VERSION, previous_secret: this.options.previousSecret !== undefined }, 'proxy: listening');
     return { address: a.address, port: a.port };
   }
 
