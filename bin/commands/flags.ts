@@ -1,11 +1,5 @@
 import { VolleyError } from '../../runtime/shared/errors';
-
-/** "127.0.0.1:2525" or ":2525" or "2525" → address and port. */
-export function parseHostPort(value: string, defaultAddress = '127.0.0.1'): { address: string; port: number } {
-  const m = /^(?:\[?([^\]]*)\]?:)?(\d{1,5})$/.exec(value.trim());
-  if (!m || Number(m[2]) > 65535) throw new VolleyError('EBADFLAG', `"${value}" is not [address:]port`);
-  return { address: m[1] || defaultAddress, port: Number(m[2]) };
-}
+import { parseHostPort } from '../../runtime/shared/host-port';
 
 /** Repeatable "name=address:port" flags. */
 export function collectNamed(value: string, previous: Record<string, { address: string; port: number }> = {}): Record<string, { address: string; port: number }> {

@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { runPrimary } from '../../runtime/mta/primary';
 import { startWorker } from '../../runtime/mta/worker';
 import { createLogger } from '../../runtime/shared/log';
-import { collectNamed, parseHostPort } from './flags';
+import { parseHostPort } from '../../runtime/shared/host-port';
+import { collectNamed } from './flags';
 
 interface MtaFlags {
   config: string;

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ProxyDaemon } from '../../runtime/proxy/daemon';
 import { createLogger } from '../../runtime/shared/log';
-import { parseHostPort } from './flags';
+import { parseHostPort } from '../../runtime/shared/host-port';
 
 interface ProxyFlags {
   config: string;

@@ -4,7 +4,8 @@ import { dirname, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { CidrList } from '../shared/cidr';
 import { VolleyError } from '../shared/errors';
-import { loadSecret } from '../shared/proxy-protocol/handshake';
+import { readHostPort, type HostPort } from '../shared/host-port';
+import { loadPreviousSecret, loadSecret } from '../shared/proxy-protocol/handshake';
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { parseDuration } from '../shared/units';
 import type { ProxyServerOptions } from './server';
@@ -18,6 +19,9 @@ import type { ProxyServerOptions } from './server';
  *     cert: /etc/volley/proxy.crt
  *     key: /etc/volley/proxy.key
  *   secret_file: /etc/volley/proxy.secret   # >= 32 bytes; or env VOLLEY_PROXY_SECRET
+ *   previous_secret_file: /etc/volley/proxy.secret.previous
+ *                                      # optional, during a rotation: MTAs may prove this one
+ *                                      # too; default: <secret_file>.previous if it exists
  *   allow_from: [10.0.0.0/16]          # optional source CIDRs; default: any (the HMAC still applies)
  *   sending_ips: [203.0.113.10, 203.0.113.11]
  *   idle_timeout: 30s                  # idle MX sessions kept this long for reuse (0: no reuse)
@@ -48,6 +52,8 @@ export interface ProxyConfig {
   listen: { address: string; port: number };
   tls: { cert: string; key: string };
   secretFile?: string;
+  /** The secret a rotation replaces; undefined: `<secretFile>.previous` when that file exists. */
+  previousSecretFile?: string;
   allowFrom: string[];
   sendingIps: string[];
   idleTimeoutMs: number;
@@ -66,7 +72,7 @@ export const PROXY_ADMIN_DEFAULT = { address: '127.0.0.1', port: 7626 } as const
 
 export const PROXY_SECRET_ENV = 'VOLLEY_PROXY_SECRET';
 
-const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'throttle_merge', 'log_level', 'admin_listen']);
+const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'previous_secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'throttle_merge', 'log_level', 'admin_listen']);
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MX_TIMEOUT_KEYS: Record<string, keyof ProxyConfig['mxTimeouts']> = {
   connect: 'connectMs',
@@ -125,6 +131,7 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
   const tls = { cert: tlsRaw ? path(tlsRaw.cert, 'tls.cert') : '', key: tlsRaw ? path(tlsRaw.key, 'tls.key') : '' };
 
   const secretFile = c.secret_file === undefined ? undefined : path(c.secret_file, 'secret_file');
+  const previousSecretFile = c.previous_secret_file === undefined ? undefined : path(c.previous_secret_file, 'previous_secret_file');
 
   const allowFrom = stringList(c.allow_from, 'allow_from', problems);
   try {
@@ -162,6 +169,7 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
     listen,
     tls,
     secretFile,
+    previousSecretFile,
     allowFrom,
     sendingIps,
     idleTimeoutMs: duration(c.idle_timeout, 'idle_timeout', 30_000),
@@ -177,14 +185,11 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
   return config;
 }
 
-/** ADDR:PORT or PORT (the address then defaults); undefined after noting a problem. */
-function hostPort(v: unknown, field: string, defaultAddress: string, example: string, problems: string[]): { address: string; port: number } | undefined {
-  const m = typeof v === 'string' || typeof v === 'number' ? /^(?:\[?([^\]]*)\]?:)?(\d{1,5})$/.exec(String(v)) : null;
-  if (!m || Number(m[2]) > 65535) {
-    problems.push(`${field}: expected address:port, e.g. ${example}`);
-    return undefined;
-  }
-  return { address: m[1] || defaultAddress, port: Number(m[2]) };
+/** readHostPort, noting a problem (with an example) when the value is not one. */
+function hostPort(v: unknown, field: string, defaultAddress: string, example: string, problems: string[]): HostPort | undefined {
+  const hp = readHostPort(v, defaultAddress);
+  if (!hp) problems.push(`${field}: expected address:port, e.g. ${example}`);
+  return hp;
 }
 
 function stringList(v: unknown, field: string, problems: string[]): string[] {
@@ -209,6 +214,7 @@ export function proxyServerOptions(config: ProxyConfig, logger: ProxyServerOptio
     listen: config.listen,
     tls,
     secret: loadSecret({ file: config.secretFile, env: PROXY_SECRET_ENV }),
+    previousSecret: loadPreviousSecret({ file: config.previousSecretFile, secretFile: config.secretFile }),
     allowFrom: config.allowFrom,
     sendingIps: config.sendingIps,
     idleTimeoutMs: config.idleTimeoutMs,

@@ -101,7 +101,7 @@ export class ProxyDaemon {
     this.config = { ...next, listen: this.config.listen, adminListen: this.config.adminListen, throttleMerge: this.config.throttleMerge };
     for (const k of kept) this.log.warn(k, `proxy: reload: ${k.setting} changes only on a restart; still ${k.running} (the file says ${k.wanted})`);
     this.metrics.reloads.inc({ result: 'ok' });
-    this.log.info({ file, applied: outcome.applied, needs_restart: kept.map((k) => k.setting), retired_mx_sessions: outcome.retired }, 'proxy: config reloaded');
+    this.log.info({ file, applied: outcome.applied, needs_restart: kept.map((k) => k.setting), retired_mx_sessions: outcome.retired, revoked_links: outcome.revoked }, 'proxy: config reloaded');
     return true;
   }
 }

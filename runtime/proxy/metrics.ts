@@ -9,6 +9,7 @@ type Totals = Exclude<keyof ProxyStats, 'clients' | 'mxIdle'>;
 
 const TOTALS: Record<Totals, { name: string; help: string }> = {
   authenticated: { name: 'volley_proxy_authenticated_total', help: 'MTA connections that passed the HMAC handshake' },
+  authenticatedPrevious: { name: 'volley_proxy_authenticated_previous_secret_total', help: 'Of those, the ones that proved the previous secret (a rotation not finished on every MTA)' },
   refused: { name: 'volley_proxy_refused_total', help: 'Connections refused: source not in allow_from, failed TLS or failed authentication' },
   mxOpened: { name: 'volley_proxy_mx_opened_total', help: 'MX sessions opened' },
   mxReused: { name: 'volley_proxy_mx_reused_total', help: 'MX sessions handed out again from the idle pool' },

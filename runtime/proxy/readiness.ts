@@ -2,6 +2,7 @@
 // pair and secret were loaded), and every configured sending IP can be bound
 // on this host (a missing address would fail deliveries, not the proxy).
 import { createServer, isIP } from 'node:net';
+import type { Readiness } from '../shared/admin-http';
 import { listen } from '../shared/listen';
 import type { ProxyServer } from './server';
 
@@ -21,12 +22,6 @@ export const bindProbe: BindProbe = async (ip) => {
     if (server.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 };
-
-export interface Readiness {
-  ok: boolean;
-  /** Why not, one line each; empty when ready. */
-  reasons: string[];
-}
 
 export async function proxyReadiness(server: ProxyServer, probe: BindProbe = bindProbe): Promise<Readiness> {
   const reasons: string[] = [];

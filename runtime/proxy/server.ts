@@ -18,6 +18,8 @@ export interface ProxyServerOptions {
   tls: { key: Buffer; cert: Buffer };
   /** The shared secret (>= 32 bytes). */
   secret: Buffer;
+  /** During a rotation, the secret being replaced (>= 32 bytes): MTAs may still prove it. */
+  previousSecret?: Buffer;
   /** Source CIDRs MTAs may connect from; empty or undefined: any. */
   allowFrom?: string[];
   /** The sending IPs this proxy holds (bound on this host). */
@@ -38,6 +40,8 @@ export interface ProxyServerOptions {
 export interface ProxyStats {
   clients: number;
   authenticated: number;
+  /** Of those, the links that proved the previous secret (a rotation not finished on the MTAs). */
+  authenticatedPrevious: number;
   refused: number;
   mxOpened: number;
   mxReused: number;
@@ -51,6 +55,20 @@ export interface ReloadOutcome {
   kept: { setting: string; running: string; wanted: string }[];
   /** Idle MX sessions QUIT because their sending IP was removed. */
   retired: number;
+  /** MTA links the new allow_from or secrets no longer admit: closed now, or after their transaction. */
+  revoked: { closed: number; afterTransaction: number };
+}
+
+/** An MTA link, from its TLS handshake on. */
+interface Link {
+  /** Inside a transaction (stop and revocation let it finish). */
+  busy: boolean;
+  mx?: MxSession;
+  remote?: string;
+  /** The secret it proved; undefined while it is still authenticating. */
+  secret?: Buffer;
+  /** A reload no longer admits it: it ends after the transaction in flight. */
+  revoked: boolean;
 }
 
 const TLS_POLICIES: readonly TlsPolicy[] = ['opportunistic', 'required', 'never'];
@@ -64,7 +82,7 @@ export class ProxyServer {
   private server?: Server;
   private readonly sockets = new Set<Socket>();
   /** Authenticated-or-handshaking MTA links, and whether each is inside a transaction (stop lets those finish). */
-  private readonly links = new Map<TLSSocket, { busy: boolean; mx?: MxSession }>();
+  private readonly links = new Map<TLSSocket, Link>();
   private stopping = false;
   private linkClosed?: () => void;
   // The running settings; a reload replaces them (and allow/hosted) for what comes next.
@@ -74,7 +92,7 @@ export class ProxyServer {
   readonly pool: MxPool;
   /** Cluster-wide throttles for the MTAs on the control channel. */
   readonly throttles: ClusterThrottles;
-  private readonly counters = { authenticated: 0, refused: 0, mxOpened: 0, transactions: 0 };
+  private readonly counters = { authenticated: 0, authenticatedPrevious: 0, refused: 0, mxOpened: 0, transactions: 0 };
   private readonly log: Logger;
 
   constructor(options: ProxyServerOptions) {
@@ -92,7 +110,7 @@ export class ProxyServer {
     const server = createServer({ ...secureContextOptions(this.options), handshakeTimeout: this.options.handshakeTimeoutMs ?? 10_000 });
     this.server = server;
     server.on('connection', (raw: Socket) => {
-      if (this.allow && !this.allow.has(raw.remoteAddress)) {
+      if (!this.allowed(raw.remoteAddress)) {
         this.counters.refused++;
         this.log.warn({ remote: raw.remoteAddress }, 'proxy: connection refused: source address not in allow_from');
         raw.destroy();
@@ -118,7 +136,8 @@ export class ProxyServer {
     });
     server.on('error', (err) => this.log.error({ err }, 'proxy: listener error'));
     const a = server.address() as { address: string; port: number };
-    this.log.info({ address: a.address, port: a.port, sending_ips: this.options.sendingIps, name: this.options.name, version: PROTOCOL_VERSION }, 'proxy: listening');
+    // Whether a previous secret is taken too, so a rotation left unfinished shows in the log.
+    this.log.info({ address: a.address, port: a.port, sending_ips: this.options.sendingIps, name: this.options.name, version: PROTOCOL_VERSION, previous_secret: this.options.previousSecret !== undefined }, 'proxy: listening');
     return { address: a.address, port: a.port };
   }
 
@@ -144,6 +163,10 @@ export class ProxyServer {
    * connects, its idle MX sessions are QUIT and its sessions in use finish
    * their transaction and are then closed instead of pooled. The listen
    * address and throttle_merge need a restart: they are kept and reported.
+   * A link the new allow_from or secrets no longer admit is cut: at once when
+   * idle (or still authenticating), after its transaction when one is in
+   * flight, as a removed sending IP's MX sessions are (so narrowing allow_from
+   * or ending a rotation shuts out a host that already had a link).
    * Throws (changing nothing) when the TLS pair is unusable.
    */
   reload(next: ProxyServerOptions): ReloadOutcome {
@@ -166,6 +189,7 @@ export class ProxyServer {
     };
     if (tlsChanged) applied.push('tls');
     if (!next.secret.equals(old.secret)) applied.push('secret');
+    if (!sameSecret(next.previousSecret, old.previousSecret)) applied.push('previous_secret');
     changed('name', old.name, next.name);
     changed('allow_from', old.allowFrom ?? [], next.allowFrom ?? []);
     changed('sending_ips', old.sendingIps, next.sendingIps);
@@ -180,7 +204,35 @@ export class ProxyServer {
     this.pool.idleMs = next.idleTimeoutMs;
     this.pool.maxTransactions = next.maxTransactionsPerSession;
     const retired = this.pool.closeWhere((mx) => !this.hosted.has(mx.sendingIp));
-    return { applied, kept, retired };
+    return { applied, kept, retired, revoked: this.revokeLinks() };
+  }
+
+  private allowed(remote: string | undefined): boolean {
+    return !this.allow || this.allow.has(remote);
+  }
+
+  /** Whether the running settings still admit a link from `remote` that proved `secret` (undefined: not yet proved). */
+  private admits(remote: string | undefined, secret: Buffer | undefined): boolean {
+    if (!this.allowed(remote)) return false;
+    return secret === undefined || secret.equals(this.options.secret) || (this.options.previousSecret !== undefined && secret.equals(this.options.previousSecret));
+  }
+
+  private revokeLinks(): ReloadOutcome['revoked'] {
+    const revoked = { closed: 0, afterTransaction: 0 };
+    for (const [socket, link] of this.links) {
+      if (link.revoked || this.admits(link.remote, link.secret)) continue;
+      link.revoked = true;
+      const why = this.allowed(link.remote) ? 'its secret is no longer accepted' : 'its address is no longer in allow_from';
+      if (link.busy) {
+        revoked.afterTransaction++;
+        this.log.warn({ remote: link.remote }, `proxy: reload: MTA link no longer admitted (${why}); closing it after its transaction`);
+      } else {
+        revoked.closed++;
+        this.log.warn({ remote: link.remote }, `proxy: reload: MTA link no longer admitted (${why}); closed`);
+        socket.destroy();
+      }
+    }
+    return revoked;
   }
 
   stats(): ProxyStats {
@@ -228,7 +280,7 @@ export class ProxyServer {
 
   private async serve(socket: TLSSocket): Promise<void> {
     const remote = socket.remoteAddress;
-    const link: { busy: boolean; mx?: MxSession } = { busy: false };
+    const link: Link = { busy: false, remote, revoked: false };
     this.links.set(socket, link);
     socket.once('close', () => {
       this.links.delete(socket);
@@ -237,8 +289,10 @@ export class ProxyServer {
     const channel = new FrameChannel(socket);
     let mta: string | undefined;
     let kind = 'delivery';
+    let previous = false;
     try {
-      const hello = await serverHandshake(channel, this.options.secret, {
+      const secrets = [this.options.secret, ...(this.options.previousSecret ? [this.options.previousSecret] : [])];
+      const hello = await serverHandshake(channel, secrets, {
         timeoutMs: this.options.handshakeTimeoutMs ?? 10_000,
         name: this.options.name,
         sendingIps: this.options.sendingIps,
@@ -246,6 +300,10 @@ export class ProxyServer {
       });
       mta = hello.name;
       kind = hello.channel;
+      link.secret = secrets[hello.secretIndex];
+      previous = hello.secretIndex > 0;
+      // A reload during the handshake (TLS or HMAC) may have shut this address or secret out.
+      if (link.revoked || !this.admits(remote, link.secret)) throw new AuthError('not-allowed', 'a reload no longer admits this address or secret');
     } catch (err) {
       this.counters.refused++;
       const reason = err instanceof AuthError ? err.reason : 'protocol';
@@ -258,8 +316,11 @@ export class ProxyServer {
       return;
     }
     this.counters.authenticated++;
+    if (previous) this.counters.authenticatedPrevious++;
     const log = this.log.child({ remote, mta });
-    log.info('proxy: MTA authenticated');
+    // The previous secret is named so the operator sees which MTAs still hold back a rotation.
+    if (previous) log.warn('proxy: MTA authenticated with the previous secret (a rotation is not finished on this MTA)');
+    else log.info('proxy: MTA authenticated');
     if (kind === 'control') return serveControl(channel, this.throttles, { mta, idleTimeoutMs: this.options.clientIdleTimeoutMs ?? 300_000, log });
     let current: MxSession | undefined;
     try {
@@ -285,6 +346,8 @@ export class ProxyServer {
             }
             // Stopping: the MTA has its answer; the link ends here (the MX session is QUIT below).
             if (this.stopping) throw new StoppingError();
+            // No longer admitted (a reload): the MTA has its answer; the link ends, the MX session is pooled below.
+            if (link.revoked) throw new RevokedError();
             break;
           case 'release':
             if (current) this.pool.put(current, frame.header.reuse !== false && this.hosted.has(current.sendingIp));
@@ -296,6 +359,7 @@ export class ProxyServer {
       }
     } catch (err) {
       if (err instanceof StoppingError || this.stopping) log.info('proxy: stopping, MTA connection closed');
+      else if (link.revoked) log.info('proxy: MTA link no longer admitted after a reload, closed');
       else endChannel(channel, err, log, { idle: 'proxy: MTA connection idle, closed', closed: 'proxy: MTA closed the connection', protocol: 'proxy: protocol error, MTA connection closed' }, 'debug');
       if (channel.open) channel.close();
       // Between transactions the MX session is clean: keep it for others.
@@ -383,6 +447,13 @@ export class ProxyServer {
 
 /** Ends a link's loop after its transaction once the proxy is stopping. */
 class StoppingError extends Error {}
+
+/** Ends a link's loop after its transaction once a reload no longer admits it. */
+class RevokedError extends Error {}
+
+function sameSecret(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : a.equals(b);
+}
 
 function allowList(cidrs: string[] | undefined): CidrList | undefined {
   return cidrs && cidrs.length > 0 ? new CidrList(cidrs) : undefined;

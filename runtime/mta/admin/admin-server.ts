@@ -2,8 +2,9 @@
 // Prometheus hold no secret); the queue and config API needs a bearer token
 // from admin.tokens, and every call that changes something is logged with
 // the token's name and the caller's address.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { adminHttpServer, closeHttpServer, sendJson as json, serveOpenEndpoint } from '../../shared/admin-http';
 import { bearerTokenName, type NamedToken } from '../../shared/bearer-token';
 import { listen } from '../../shared/listen';
 
@@ -39,13 +40,9 @@ export class AdminServer {
     private readonly handlers: AdminHandlers,
     private readonly auth: AdminAuth,
   ) {
-    this.server = createServer((req, res) => {
-      this.route(req, res).catch((err: Error) => json(res, 500, { error: err.message }));
-    });
-    this.health = createServer((req, res) => {
-      this.routeOpen(req, res)
-        .then((served) => served || json(res, 404, { error: `no endpoint ${req.method} ${req.url} here: this address serves /healthz, /readyz and /metrics` }))
-        .catch((err: Error) => json(res, 500, { error: err.message }));
+    this.server = adminHttpServer((req, res) => this.route(req, res));
+    this.health = adminHttpServer(async (req, res) => {
+      if (!(await this.routeOpen(req, res))) json(res, 404, { error: `no endpoint ${req.method} ${req.url} here: this address serves /healthz, /readyz and /metrics` });
     });
   }
 
@@ -58,35 +55,12 @@ export class AdminServer {
   }
 
   close(): Promise<void> {
-    const closing = (server: Server): Promise<void> =>
-      new Promise((resolve) => {
-        if (!server.listening) return resolve();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    return Promise.all([closing(this.server), closing(this.health)]).then(() => undefined);
+    return Promise.all([closeHttpServer(this.server), closeHttpServer(this.health)]).then(() => undefined);
   }
 
   /** /healthz, /readyz and /metrics, which need no token; false when the request is for something else. */
-  private async routeOpen(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const path = new URL(req.url ?? '/', 'http://admin').pathname;
-    if (req.method !== 'GET') return false;
-    if (path === '/healthz') {
-      json(res, 200, { ok: true });
-      return true;
-    }
-    if (path === '/readyz') {
-      const r = this.handlers.ready();
-      json(res, r.ok ? 200 : 503, r);
-      return true;
-    }
-    if (path === '/metrics') {
-      const m = await this.handlers.metrics();
-      res.writeHead(200, { 'content-type': m.contentType });
-      res.end(m.body);
-      return true;
-    }
-    return false;
+  private routeOpen(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    return serveOpenEndpoint(req, res, this.handlers);
   }
 
   /** The caller's token name, or undefined after answering 401. */
@@ -143,10 +117,4 @@ export class AdminServer {
     }
     json(res, 404, { error: `no endpoint ${req.method} ${path}` });
   }
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body, null, 2);
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(text + '\n');
 }

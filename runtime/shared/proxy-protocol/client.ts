@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { FrameChannel } from './channel';
-import { AuthError, clientHandshake, type Welcome } from './handshake';
+import { AuthError, checkSecret, clientHandshake, type Welcome } from './handshake';
 
 export interface ProxyEndpoint {
   host: string;
@@ -38,6 +38,8 @@ export class ProxyLinkError extends Error {
     readonly proxy: string,
     message: string,
     readonly code?: string,
+    /** The proxy closed the link after our proof: it does not hold the secret we proved. */
+    readonly refusedOurProof = false,
   ) {
     super(message);
     this.name = 'ProxyLinkError';
@@ -46,6 +48,13 @@ export class ProxyLinkError extends Error {
 
 export interface DialOptions {
   secret: Buffer;
+  /**
+   * During a rotation, the secret being replaced: tried once, on a new
+   * connection, only when the proxy refused our proof made with `secret`
+   * (a proxy that has not the new secret yet). Never when the proxy's own
+   * proof fails: that proxy holds neither, and gets nothing more from us.
+   */
+  previousSecret?: Buffer;
   connectTimeoutMs: number;
   handshakeTimeoutMs: number;
   /** This MTA's name, shown in the proxy's logs. */
@@ -54,8 +63,21 @@ export interface DialOptions {
   channel?: 'delivery' | 'control';
 }
 
-/** Opens TLS to a proxy, checks its certificate, and runs the mutual handshake. */
+/** Opens TLS to a proxy, checks its certificate, and runs the mutual handshake (with the previous secret too, see DialOptions). */
 export async function dialProxy(endpoint: ProxyEndpoint, options: DialOptions): Promise<{ channel: FrameChannel; welcome: Welcome }> {
+  // A short secret is a setup error (ESECRET), said before anything is sent.
+  checkSecret(options.secret);
+  if (options.previousSecret) checkSecret(options.previousSecret);
+  try {
+    return await dialOnce(endpoint, options, options.secret);
+  } catch (err) {
+    const previous = options.previousSecret;
+    if (!previous || previous.equals(options.secret) || !(err instanceof ProxyLinkError && err.refusedOurProof)) throw err;
+    return await dialOnce(endpoint, options, previous);
+  }
+}
+
+async function dialOnce(endpoint: ProxyEndpoint, options: DialOptions, secret: Buffer): Promise<{ channel: FrameChannel; welcome: Welcome }> {
   const proxy = endpointName(endpoint);
   if (!endpoint.fingerprint && !endpoint.ca) throw new ProxyLinkError('tls', proxy, `proxy ${proxy}: neither a fingerprint nor a CA to check its certificate`);
   const socket = await new Promise<TLSSocket>((resolve, reject) => {
@@ -92,11 +114,11 @@ export async function dialProxy(endpoint: ProxyEndpoint, options: DialOptions): 
   }
   const channel = new FrameChannel(socket);
   try {
-    const welcome = await clientHandshake(channel, options.secret, { timeoutMs: options.handshakeTimeoutMs, name: options.name, channel: options.channel });
+    const welcome = await clientHandshake(channel, secret, { timeoutMs: options.handshakeTimeoutMs, name: options.name, channel: options.channel });
     return { channel, welcome };
   } catch (err) {
     channel.close();
     const reason = err instanceof AuthError ? err.reason : 'protocol';
-    throw new ProxyLinkError('auth', proxy, `proxy ${proxy}: authentication failed (${reason}): ${(err as Error).message}`, reason);
+    throw new ProxyLinkError('auth', proxy, `proxy ${proxy}: authentication failed (${reason}): ${(err as Error).message}`, reason, err instanceof AuthError && err.refusedOurProof);
   }
 }

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import { VolleyError } from '../errors';
 import type { FrameChannel } from './channel';
@@ -19,6 +19,8 @@ export class AuthError extends VolleyError {
   constructor(
     readonly reason: AuthFailure,
     message: string,
+    /** The proxy closed the link after our proof (it did not take it), rather than failing its own. */
+    readonly refusedOurProof = false,
   ) {
     super('EPROXYAUTH', message);
     this.name = 'AuthError';
@@ -42,6 +44,19 @@ export function loadSecret(source: { file?: string; env?: string }): Buffer {
   }
   if (!raw) throw new VolleyError('ESECRET', `no proxy secret: set secret_file${source.env ? ` or ${source.env}` : ''}`);
   return checkSecret(trimEnd(raw));
+}
+
+/**
+ * The secret a rotation replaces, kept beside the current one so links keep
+ * authenticating until both ends hold the new one: `file` when given (it
+ * must then exist), else `<secretFile>.previous` when that file exists, else
+ * none. Held to the same 32-byte floor as the current secret.
+ */
+export function loadPreviousSecret(source: { file?: string; secretFile?: string }): Buffer | undefined {
+  if (source.file) return loadSecret({ file: source.file });
+  if (!source.secretFile) return undefined;
+  const beside = `${source.secretFile}.previous`;
+  return existsSync(beside) ? loadSecret({ file: beside }) : undefined;
 }
 
 export function checkSecret(secret: Buffer): Buffer {
@@ -98,14 +113,20 @@ export interface HelloInfo {
   version: number;
   channel: string;
   name?: string;
+  /** Which of the proxy's secrets the MTA proved: 0 the current one, 1 the previous one (a rotation in progress). */
+  secretIndex: number;
 }
 
 /**
  * The proxy's half. Resolves with what the MTA said in hello once the MTA has
  * proved it holds the secret and the proxy has proved it back; otherwise
  * throws AuthError (the caller logs and closes, telling the peer nothing).
+ * `secrets` is the current secret, then during a rotation the previous one:
+ * the MTA may prove either (the same HMAC construction for both, each >= 32
+ * bytes), and the proxy proves back with the one the MTA proved, the only one
+ * that MTA is sure to hold.
  */
-export async function serverHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name: string; sendingIps: string[]; channels?: readonly string[] }): Promise<HelloInfo> {
+export async function serverHandshake(channel: FrameChannel, secrets: Buffer | readonly Buffer[], options: { timeoutMs: number; name: string; sendingIps: string[]; channels?: readonly string[] }): Promise<HelloInfo> {
   const deadline = Date.now() + options.timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
   const hello = await expect(channel, 'hello', left());
@@ -124,12 +145,18 @@ export async function serverHandshake(channel: FrameChannel, secret: Buffer, opt
   const proxyNonce = randomBytes(NONCE_BYTES);
   channel.send({ t: 'challenge', version: PROTOCOL_VERSION, nonce: proxyNonce.toString('base64') });
   const auth = await expect(channel, 'auth', left());
-  if (!proofMatches(proof(secret, 'mta', binding, mtaNonce, proxyNonce), auth.header.proof)) {
+  const keys = (Buffer.isBuffer(secrets) ? [secrets] : secrets).map(checkSecret);
+  if (keys.length === 0) throw new VolleyError('ESECRET', 'no proxy secret to check the MTA\'s proof with');
+  // Every candidate is checked (no early exit), so the time taken does not say which one matched.
+  const matches = keys.map((k) => proofMatches(proof(k, 'mta', binding, mtaNonce, proxyNonce), auth.header.proof));
+  const secretIndex = matches.indexOf(true);
+  if (secretIndex < 0) {
     throw new AuthError('bad-proof', 'the MTA\'s proof does not match: wrong secret, or a handshake replayed from another connection');
   }
+  const secret = keys[secretIndex];
   channel.send({ t: 'welcome', proof: proof(secret, 'proxy', binding, mtaNonce, proxyNonce).toString('base64'), name: options.name, sending_ips: options.sendingIps });
   channel.maxFrame = DEFAULT_MAX_FRAME;
-  return { version: PROTOCOL_VERSION, channel: channelKind, name: typeof hello.header.name === 'string' ? hello.header.name.slice(0, 100) : undefined };
+  return { version: PROTOCOL_VERSION, channel: channelKind, name: typeof hello.header.name === 'string' ? hello.header.name.slice(0, 100) : undefined, secretIndex };
 }
 
 export interface Welcome {
@@ -155,7 +182,7 @@ export async function clientHandshake(channel: FrameChannel, secret: Buffer, opt
     welcome = await expect(channel, 'welcome', left());
   } catch (err) {
     if (err instanceof AuthError && err.reason === 'closed') {
-      throw new AuthError('bad-proof', 'the proxy closed the connection after our proof: wrong secret, or this address is not allowed');
+      throw new AuthError('bad-proof', 'the proxy closed the connection after our proof: wrong secret, or this address is not allowed', true);
     }
     throw err;
   }

@@ -31,6 +31,12 @@ test('a full config parses, with paths relative to the file and durations in ms'
   expect(parseProxyConfig(`${good}admin_listen: 9626\n`).adminListen).toEqual({ address: '127.0.0.1', port: 9626 }); // a bare port stays on loopback
 });
 
+test('previous_secret_file is optional (the default, <secret_file>.previous, is looked for when the secrets are loaded) and relative to the file', () => {
+  expect(parseProxyConfig(good, '/etc/volley/proxy.yaml').previousSecretFile).toBeUndefined();
+  expect(parseProxyConfig(`${good}previous_secret_file: old/proxy.secret\n`, '/etc/volley/proxy.yaml').previousSecretFile).toBe('/etc/volley/old/proxy.secret');
+  expect(() => parseProxyConfig(`${good}previous_secret_file: ""\n`, 'p.yaml')).toThrow('p.yaml: previous_secret_file: a file path is required');
+});
+
 test('every problem is reported at once', () => {
   const bad = `
 listen: nowhere

@@ -1,7 +1,7 @@
 // The proxy daemon's reload (what SIGHUP runs) against a real MTA-side link
 // (dialProxy + raw frames, so each MX session is seen as it is) and a real
 // smtp-sink as the MX; and its admin port's /readyz and /metrics.
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProxyDaemon } from '../../../runtime/proxy/daemon';
 import { dialProxy, type FrameChannel, type FrameHeader } from '../../../runtime/shared/proxy-protocol';
@@ -13,6 +13,8 @@ import { tempDir } from '../../helpers/tmp';
 const dir = tempDir('volley-proxy-daemon-');
 const otherDir = tempDir('volley-proxy-other-tls-');
 const rotatedDir = tempDir('volley-proxy-rotated-');
+// Secret files of their own for each rotation test.
+const rotationDirs = [tempDir('volley-proxy-rotation-'), tempDir('volley-proxy-previous-file-'), tempDir('volley-proxy-mta-previous-')];
 const secret = newSecret();
 let tls: ProxyTls;
 let sink: SmtpSinkHandle;
@@ -37,6 +39,9 @@ interface Settings {
   logLevel?: string;
   listen?: string;
   tls?: { cert: string; key: string };
+  allowFrom?: string;
+  secretFile?: string;
+  previousSecretFile?: string;
 }
 
 function configText(s: Settings): string {
@@ -45,8 +50,9 @@ function configText(s: Settings): string {
     `listen: ${s.listen ?? '127.0.0.1:0'}`,
     'admin_listen: 127.0.0.1:0',
     `tls: { cert: ${s.tls?.cert ?? 'proxy.crt'}, key: ${s.tls?.key ?? 'proxy.key'} }`,
-    'secret_file: proxy.secret',
-    'allow_from: [127.0.0.0/8]',
+    `secret_file: ${s.secretFile ?? 'proxy.secret'}`,
+    ...(s.previousSecretFile ? [`previous_secret_file: ${s.previousSecretFile}`] : []),
+    `allow_from: [${s.allowFrom ?? '127.0.0.0/8'}]`,
     `sending_ips: [${s.sendingIps.join(', ')}]`,
     'idle_timeout: 60s',
     `max_transactions_per_session: ${s.maxTx ?? 100}`,
@@ -64,8 +70,8 @@ async function startDaemon(file: string, s: Settings, probe?: (ip: string) => Pr
   return { daemon, log, ...ports };
 }
 
-async function link(port: number, fingerprint = tls.fingerprint): Promise<FrameChannel> {
-  const { channel } = await dialProxy({ host: '127.0.0.1', port, fingerprint }, { secret, connectTimeoutMs: 5_000, handshakeTimeoutMs: 5_000, name: 'mta-test' });
+async function link(port: number, fingerprint = tls.fingerprint, options: { secret?: Buffer; previousSecret?: Buffer; channel?: 'delivery' | 'control' } = {}): Promise<FrameChannel> {
+  const { channel } = await dialProxy({ host: '127.0.0.1', port, fingerprint }, { secret, connectTimeoutMs: 5_000, handshakeTimeoutMs: 5_000, name: 'mta-test', ...options });
   channels.push(channel);
   return channel;
 }
@@ -280,4 +286,105 @@ test('a reload\'s log_level reaches links opened before it (they live for hours)
   expect(await daemon.reload()).toBe(true);
   expect(await connect(channel, '127.0.0.2')).toMatchObject({ t: 'connected', reused: true });
   expect(handedOut()).toEqual([expect.objectContaining({ level: 20, mta: 'mta-test', sending_ip: '127.0.0.2', reused: true })]);
+});
+
+test('a reload that narrows allow_from cuts the links it no longer allows: idle and control links at once, a transaction in flight after its answer; new links are refused', async () => {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let held = 0;
+  const mx = new ScriptedMx({ holdUntil: () => (held++, released) });
+  await mx.listen();
+  try {
+    const file = join(dir, 'narrow.yaml');
+    const { daemon, log, port } = await startDaemon(file, { sendingIps: ['127.0.0.2', '127.0.0.3'] });
+    const busy = await link(port);
+    expect(await connect(busy, '127.0.0.2', mx.port)).toMatchObject({ t: 'connected' });
+    const idle = await link(port);
+    expect(await connect(idle, '127.0.0.3', mx.port)).toMatchObject({ t: 'connected' });
+    const control = await link(port, tls.fingerprint, { channel: 'control' });
+    n++;
+    busy.send({ t: 'transaction', from: 'a@volley.test', to: [`r${n}@dest.test`] }, Buffer.from('Subject: in flight\r\n\r\nhi\r\n'));
+    const answer = busy.next(10_000);
+    await waitUntil(() => held === 1);
+
+    // The links all come from 127.0.0.1, which the new list leaves out.
+    writeFileSync(file, configText({ sendingIps: ['127.0.0.2', '127.0.0.3'], allowFrom: '127.0.0.2/32' }));
+    expect(await daemon.reload()).toBe(true);
+    await waitUntil(() => !idle.open && !control.open, 5_000, () => `idle open: ${idle.open}, control open: ${control.open}`);
+    expect(busy.open).toBe(true);
+    await expect(link(port)).rejects.toThrow();
+    release();
+    // The MTA gets the answer for the message the MX took (so it is not sent twice), then the link ends.
+    expect((await answer).header).toMatchObject({ t: 'result', recipients: [expect.objectContaining({ outcome: 'delivered' })] });
+    await waitUntil(() => !busy.open);
+    expect(log.lines().find((l) => l.msg === 'proxy: config reloaded')).toMatchObject({ applied: expect.arrayContaining(['allow_from']), revoked_links: { closed: 2, afterTransaction: 1 } });
+    expect(mx.messages).toHaveLength(1);
+    // Its MX sessions are QUIT, so the MX below closes without waiting on them.
+    await daemon.stop(0);
+  } finally {
+    release();
+    await mx.close();
+  }
+});
+
+test('secret rotation: the proxy takes the current secret or <secret_file>.previous (proving back with the one the MTA proved); removing it and reloading cuts the links still on it', async () => {
+  const rotation = rotationDirs[0];
+  const current = newSecret();
+  const previous = newSecret();
+  writeFileSync(join(rotation, 'proxy.secret'), current, { mode: 0o600 });
+  writeFileSync(join(rotation, 'proxy.secret.previous'), previous, { mode: 0o600 });
+  const file = join(rotation, 'proxy.yaml');
+  const settings: Settings = { sendingIps: ['127.0.0.2'], tls: { cert: tls.certPath, key: tls.keyPath } };
+  const { daemon, log, port, adminPort } = await startDaemon(file, settings);
+  const onOld = await link(port, tls.fingerprint, { secret: previous });
+  const onNew = await link(port, tls.fingerprint, { secret: current });
+  expect(await connect(onOld, '127.0.0.2')).toMatchObject({ t: 'connected' });
+  expect(await transaction(onOld)).toMatchObject({ t: 'result', usable: true });
+  expect(log.lines().filter((l) => l.msg === 'proxy: MTA authenticated with the previous secret (a rotation is not finished on this MTA)')).toHaveLength(1);
+  const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  expect(metrics).toContain('volley_proxy_authenticated_previous_secret_total 1');
+  await expect(link(port, tls.fingerprint, { secret: newSecret() })).rejects.toMatchObject({ stage: 'auth' });
+
+  // The rotation ends: the previous secret is gone from the disk, and a reload shuts out what still holds it.
+  rmSync(join(rotation, 'proxy.secret.previous'));
+  expect(await daemon.reload()).toBe(true);
+  await waitUntil(() => !onOld.open);
+  expect(onNew.open).toBe(true);
+  await expect(link(port, tls.fingerprint, { secret: previous })).rejects.toMatchObject({ stage: 'auth' });
+  expect(log.lines().find((l) => l.msg === 'proxy: config reloaded')).toMatchObject({ applied: ['previous_secret'], revoked_links: { closed: 1, afterTransaction: 0 } });
+});
+
+test('previous_secret_file names the previous secret explicitly; one that is missing or under 32 bytes refuses the reload and keeps the running config', async () => {
+  const rotation = rotationDirs[1];
+  const previous = newSecret();
+  writeFileSync(join(rotation, 'proxy.secret'), newSecret(), { mode: 0o600 });
+  writeFileSync(join(rotation, 'old.secret'), previous, { mode: 0o600 });
+  writeFileSync(join(rotation, 'short.secret'), 'x'.repeat(31), { mode: 0o600 });
+  const file = join(rotation, 'proxy.yaml');
+  const base: Settings = { sendingIps: ['127.0.0.2'], tls: { cert: tls.certPath, key: tls.keyPath } };
+  const { daemon, log, port } = await startDaemon(file, { ...base, previousSecretFile: 'old.secret' });
+  const onOld = await link(port, tls.fingerprint, { secret: previous });
+  for (const bad of ['missing.secret', 'short.secret']) {
+    writeFileSync(file, configText({ ...base, previousSecretFile: bad }));
+    expect(await daemon.reload()).toBe(false);
+  }
+  const refused = log.lines().filter((l) => typeof l.msg === 'string' && l.msg.startsWith('proxy: reload refused'));
+  expect(refused).toEqual([expect.objectContaining({ code: 'ESECRET', problems: expect.stringContaining('missing.secret') }), expect.objectContaining({ code: 'ESECRET', problems: expect.stringContaining('needs at least 32') })]);
+  expect(onOld.open).toBe(true);
+  expect((await link(port, tls.fingerprint, { secret: previous })).open).toBe(true);
+});
+
+test('an MTA given the previous secret too tries it once when the proxy refuses the current one (a proxy not rotated yet)', async () => {
+  const rotation = rotationDirs[2];
+  const old = newSecret();
+  writeFileSync(join(rotation, 'proxy.secret'), old, { mode: 0o600 });
+  const file = join(rotation, 'proxy.yaml');
+  const { log, port } = await startDaemon(file, { sendingIps: ['127.0.0.2'], tls: { cert: tls.certPath, key: tls.keyPath } });
+  const channel = await link(port, tls.fingerprint, { secret: newSecret(), previousSecret: old });
+  expect(await connect(channel, '127.0.0.2')).toMatchObject({ t: 'connected' });
+  // One refusal (the current secret), one success: no more attempts than that.
+  expect(log.lines().filter((l) => l.reason === 'bad-proof')).toHaveLength(1);
+  expect(log.lines().filter((l) => l.msg === 'proxy: MTA authenticated')).toHaveLength(1);
+  // Without the previous secret, the same MTA is refused.
+  await expect(link(port, tls.fingerprint, { secret: newSecret() })).rejects.toMatchObject({ stage: 'auth', refusedOurProof: true });
 });

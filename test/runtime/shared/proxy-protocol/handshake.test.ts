@@ -112,6 +112,39 @@ test('an MTA refuses a proxy that cannot prove the secret', async () => {
   }
 });
 
+test('a previous secret is tried once, only after the proxy refused the current one: not when the proxy\'s own proof fails, never below 32 bytes', async () => {
+  // An impostor that takes any proof: the MTA must not hand it a second one made with the previous secret.
+  let auths = 0;
+  const impostor = createTlsServer({ key: tls.key, cert: tls.cert }, (s) => {
+    const d = new FrameDecoder();
+    s.on('data', (chunk: Buffer) => {
+      for (const f of d.push(chunk)) {
+        if (f.header.t === 'hello') s.write(encodeFrame({ t: 'challenge', version: 1, nonce: randomBytes(32).toString('base64') }));
+        if (f.header.t === 'auth') {
+          auths++;
+          s.write(encodeFrame({ t: 'welcome', proof: randomBytes(32).toString('base64'), name: 'evil', sending_ips: [] }));
+        }
+      }
+    });
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+  try {
+    const port = (impostor.address() as { port: number }).port;
+    const options = { secret: newSecret(), previousSecret: secret, connectTimeoutMs: 2_000, handshakeTimeoutMs: 2_000 };
+    await expect(dialProxy({ host: '127.0.0.1', port, fingerprint: tls.fingerprint }, options)).rejects.toThrow(/proxy's proof does not match/);
+    expect(auths).toBe(1);
+  } finally {
+    impostor.close();
+  }
+  // The real proxy refuses both wrong secrets: two attempts, no more.
+  const before = proxyLines('bad-proof').length;
+  await expect(dialProxy(endpoint, { secret: newSecret(), previousSecret: newSecret(), connectTimeoutMs: 2_000, handshakeTimeoutMs: 2_000 })).rejects.toMatchObject({ stage: 'auth', refusedOurProof: true });
+  await waitUntil(() => proxyLines('bad-proof').length === before + 2);
+  // A short previous secret is a setup error, said before any connection.
+  await expect(dialProxy(endpoint, { secret, previousSecret: Buffer.from('short'), connectTimeoutMs: 2_000, handshakeTimeoutMs: 2_000 })).rejects.toMatchObject({ code: 'ESECRET' });
+});
+
 test('a certificate that is not the pinned one is refused before any frame', async () => {
   const other = await proxyTls(otherDir);
   await expect(dial(secret, { ...endpoint, fingerprint: other.fingerprint })).rejects.toMatchObject({ stage: 'tls', message: expect.stringMatching(/not the pinned one/) });
