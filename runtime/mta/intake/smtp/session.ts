@@ -10,6 +10,11 @@ import { formatReply, reply, type Reply } from './reply';
 export interface SessionInfo {
   id: string;
   remoteAddress: string;
+  /**
+   * A trusted proxy's PROXY header named no client (v1 UNKNOWN, v2 LOCAL): the
+   * session is the proxy's own (a health check), not a client's.
+   */
+  proxyLocal: boolean;
   helo?: string;
   secure: boolean;
   user?: string;
@@ -109,7 +114,7 @@ export class SmtpSession {
     // A message over the proxy link's frame limit could never leave: SIZE says so up front.
     this.maxSize = Math.min(options.maxMessageSize, MAX_TRANSACTION_BODY);
     this.authFailures = options.authFailures ?? workerAuthFailures;
-    this.info = { id: (++nextSession).toString(36), remoteAddress: options.remoteAddress, secure: options.implicitTls, rcptTo: [] };
+    this.info = { id: (++nextSession).toString(36), remoteAddress: options.remoteAddress, proxyLocal: false, secure: options.implicitTls, rcptTo: [] };
     this.state = options.expectProxy ? 'proxy' : 'command';
     this.attach(socket);
     if (!options.expectProxy) this.greet();
@@ -154,6 +159,7 @@ export class SmtpSession {
         if (!p.done) break;
         if ('error' in p) return this.close(reply(421, '4.7.0', p.error));
         if (p.info.sourceAddress) this.info.remoteAddress = p.info.sourceAddress;
+        else this.info.proxyLocal = true;
         this.buffer = this.buffer.subarray(p.consumed);
         this.state = 'command';
         this.greet();
