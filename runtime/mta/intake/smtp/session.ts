@@ -407,7 +407,17 @@ export class SmtpSession {
     const [mech, initial] = arg.split(/\s+/, 2);
     const finish = async (user: string, password: string): Promise<void> => {
       this.state = 'command';
-      const refusal = await this.handlers.onAuth(this.info, user, password);
+      // The slot is taken before the check and counted only if it fails, so
+      // parallel sessions cannot have more guesses in flight than the address has left.
+      const address = this.info.remoteAddress;
+      if (!(await this.authFailures.acquire(address))) return this.closed ? undefined : this.close(TOO_MANY_FROM_ADDRESS);
+      let refusal: Reply | undefined;
+      try {
+        if (this.closed) return;
+        refusal = await this.handlers.onAuth(this.info, user, password);
+      } finally {
+        this.authFailures.settle(address, refusal?.code === 535);
+      }
       if (refusal && refusal.code === 535) return this.authFailed(refusal);
       if (refusal) return this.send(refusal);
       this.info.user = user;
@@ -465,10 +475,14 @@ export class SmtpSession {
     this.send(reply(504, '5.5.4', 'unrecognized authentication mechanism'));
   }
 
-  /** A wrong password: 535 while tries are left, else one 421 in its place and the session ends. */
+  /** The client went away (or was closed) while something was pending. */
+  private get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** A wrong password (already counted by settle): 535 while tries are left, else one 421 in its place and the session ends. */
   private authFailed(refusal: Reply): void {
-    const addressSpent = this.authFailures.record(this.info.remoteAddress);
-    if (addressSpent) return this.close(TOO_MANY_FROM_ADDRESS);
+    if (this.authFailures.blocked(this.info.remoteAddress)) return this.close(TOO_MANY_FROM_ADDRESS);
     if (++this.authFailureCount >= (this.options.maxAuthFailures ?? MAX_AUTH_FAILURES)) return this.close(reply(421, '4.7.0', 'too many authentication failures, closing connection'));
     this.send(refusal);
   }
