@@ -4,7 +4,7 @@ import { endSocket } from '../../../shared/end-socket';
 import { MAX_TRANSACTION_BODY } from '../../../shared/proxy-protocol/envelope';
 import { workerAuthFailures, type AuthFailures } from './auth-failures';
 import { DataReader } from './data-reader';
-import { parseProxyHeader } from './proxy-header';
+import { parseProxyHeader } from '../../../shared/proxy-header';
 import { formatReply, reply, type Reply } from './reply';
 
 export interface SessionInfo {
