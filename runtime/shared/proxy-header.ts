@@ -39,7 +39,14 @@ export function parseProxyHeader(buf: Buffer): ProxyParse {
  */
 function canonicalIPv6(text: string): string | undefined {
   if (!isIPv6(text)) return undefined;
-  const address = new SocketAddress({ address: text, family: 'ipv6' }).address;
+  let address: string;
+  try {
+    // inet_pton/inet_ntop underneath; a zone id (fe80::1%eth0) is dropped.
+    address = new SocketAddress({ address: text, family: 'ipv6' }).address;
+  } catch {
+    // The parser runs on a socket's data event: whatever this rejects is an answer, never a throw.
+    return undefined;
+  }
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
   return mapped ? mapped[1] : address;
 }
