@@ -2,7 +2,7 @@
 // AWS NLBs: the parser, and a reader that takes the header off a socket before
 // a server (the HTTP API) sees its bytes. Only read from peers listed in
 // smtp.trusted_proxies.
-import type { Socket } from 'node:net';
+import { isIPv4, isIPv6, SocketAddress, type Socket } from 'node:net';
 import { VolleyError } from './errors';
 
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -24,7 +24,31 @@ export function parseProxyHeader(buf: Buffer): ProxyParse {
   if (parts[0] !== 'PROXY') return { done: true, error: 'expected a PROXY protocol header' };
   if (parts[1] === 'UNKNOWN') return { done: true, info: {}, consumed: nl + 2 };
   if ((parts[1] !== 'TCP4' && parts[1] !== 'TCP6') || parts.length !== 6) return { done: true, error: 'malformed PROXY v1 header' };
-  return { done: true, info: { sourceAddress: parts[2], sourcePort: Number(parts[4]) }, consumed: nl + 2 };
+  const sourceAddress = parts[1] === 'TCP4' ? (isIPv4(parts[2]) ? parts[2] : undefined) : canonicalIPv6(parts[2]);
+  if (!sourceAddress) return { done: true, error: `PROXY v1 header: ${JSON.stringify(parts[2].slice(0, 45))} is not an ${parts[1] === 'TCP4' ? 'IPv4' : 'IPv6'} address` };
+  const sourcePort = /^\d{1,5}$/.test(parts[4]) ? Number(parts[4]) : NaN;
+  if (!(sourcePort <= 65535)) return { done: true, error: `PROXY v1 header: ${JSON.stringify(parts[4].slice(0, 10))} is not a port` };
+  return { done: true, info: { sourceAddress, sourcePort }, consumed: nl + 2 };
+}
+
+/**
+ * One spelling per address, because limits and the AUTH table key on the
+ * string: RFC 5952 form (lower case, longest zero run compressed), and an
+ * IPv4-mapped address as plain IPv4 (a v2 header from an NLB's dual-stack
+ * listener carries IPv4 clients that way). Undefined when not IPv6.
+ */
+function canonicalIPv6(text: string): string | undefined {
+  if (!isIPv6(text)) return undefined;
+  let address: string;
+  try {
+    // inet_pton/inet_ntop underneath; a zone id (fe80::1%eth0) is dropped.
+    address = new SocketAddress({ address: text, family: 'ipv6' }).address;
+  } catch {
+    // The parser runs on a socket's data event: whatever this rejects is an answer, never a throw.
+    return undefined;
+  }
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
+  return mapped ? mapped[1] : address;
 }
 
 function parseV2(buf: Buffer): ProxyParse {
@@ -36,15 +60,19 @@ function parseV2(buf: Buffer): ProxyParse {
   if (verCmd >> 4 !== 2) return { done: true, error: 'unsupported PROXY version' };
   const consumed = 16 + len;
   if ((verCmd & 0x0f) === 0) return { done: true, info: {}, consumed }; // LOCAL: health check from the proxy itself
-  if (fam >> 4 === 1 && len >= 12) {
+  if (fam >> 4 === 1) {
+    if (len < 12) return { done: true, error: 'PROXY v2 header: IPv4 address block too short' };
     const a = buf.subarray(16, 20);
     return { done: true, info: { sourceAddress: `${a[0]}.${a[1]}.${a[2]}.${a[3]}`, sourcePort: buf.readUInt16BE(24) }, consumed };
   }
-  if (fam >> 4 === 2 && len >= 36) {
+  if (fam >> 4 === 2) {
+    if (len < 36) return { done: true, error: 'PROXY v2 header: IPv6 address block too short' };
     const groups: string[] = [];
     for (let i = 0; i < 8; i++) groups.push(buf.readUInt16BE(16 + i * 2).toString(16));
-    return { done: true, info: { sourceAddress: groups.join(':'), sourcePort: buf.readUInt16BE(48) }, consumed };
+    return { done: true, info: { sourceAddress: canonicalIPv6(groups.join(':')), sourcePort: buf.readUInt16BE(48) }, consumed };
   }
+  // AF_UNSPEC or AF_UNIX: the spec says use the connection's own endpoints,
+  // i.e. the proxy's, as for LOCAL.
   return { done: true, info: {}, consumed };
 }
 

@@ -6,6 +6,8 @@ export interface ReceivedMessage {
   clientIp: string;
   helo: string;
   body: string;
+  /** The body's bytes as received (body is their UTF-8 reading, lossy for other bytes). */
+  raw: Buffer;
   at: number;
 }
 
@@ -71,6 +73,7 @@ export class ScriptedMx {
             to: session.envelope.rcptTo.map((r) => r.address),
             clientIp: session.remoteAddress.replace(/^::ffff:/, ''),
             helo: session.hostNameAppearsAs,
+            raw: Buffer.concat(chunks),
             body: Buffer.concat(chunks).toString('utf8'),
             at: Date.now(),
           };

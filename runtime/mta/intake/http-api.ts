@@ -1,12 +1,12 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
+import { bearerTokenName } from '../../shared/bearer-token';
 import { CidrList } from '../../shared/cidr';
 import type { VolleyConfig } from '../../shared/config/types';
 import { listen } from '../../shared/listen';
-import { sha256Hex } from '../../shared/password';
 import { readProxyHeader } from '../../shared/proxy-header';
 import type { TlsMaterial } from '../../shared/tls-files';
 import { metrics } from '../metrics';
@@ -47,10 +47,15 @@ class HttpError extends Error {
 export class HttpApi {
   private readonly server: Server;
   private config: VolleyConfig;
-  private tokens: Buffer[] = [];
   private trustedProxies = new CidrList([]);
-  /** The client a trusted proxy's PROXY header named, by the raw socket it came on. */
+  /** The client a trusted proxy's PROXY header named, by the socket requests arrive on (over TLS, the TLS socket). */
   private readonly proxiedClient = new WeakMap<Socket, string>();
+  /**
+   * Over TLS, the client named on a raw socket until its TLS socket is up,
+   * keyed by the peer's address and port (the TLS socket reports the same):
+   * Node's public API has no other link from a TLS socket to the raw one.
+   */
+  private readonly namedBeforeTls = new Map<string, string>();
 
   constructor(private readonly options: HttpApiOptions) {
     this.config = options.config;
@@ -69,7 +74,6 @@ export class HttpApi {
 
   apply(config: VolleyConfig): void {
     this.config = config;
-    this.tokens = config.http.tokens.map((t) => Buffer.from(t.sha256, 'hex'));
     // The same list as SMTP: one lb (or HAProxy, or NLB) fronts both ports.
     this.trustedProxies = new CidrList(config.smtp.trustedProxies);
   }
@@ -79,7 +83,8 @@ export class HttpApi {
    * Node's HTTP parser would answer with an empty 400. The server's own
    * 'connection' handlers (HTTP, or TLS then HTTP) are moved behind one that
    * takes the header off first and remembers the client it names, so logs,
-   * Received headers and limits see the real client.
+   * Received headers and limits see the real client. Over TLS requests come on
+   * the TLS socket, so a secureConnection hook carries the name over to it.
    */
   private readProxyHeaders(): void {
     const server = this.server;
@@ -88,12 +93,23 @@ export class HttpApi {
     const handOn = (socket: Socket): void => {
       for (const h of handlers) h.call(server, socket);
     };
+    server.prependListener('secureConnection', (tlsSocket: TLSSocket) => {
+      const key = peerKey(tlsSocket);
+      const client = this.namedBeforeTls.get(key);
+      if (client === undefined) return;
+      this.namedBeforeTls.delete(key);
+      this.proxiedClient.set(tlsSocket, client);
+    });
     server.on('connection', (socket: Socket) => {
       if (!this.trustedProxies.has(socket.remoteAddress ?? '')) return handOn(socket);
       socket.on('error', () => socket.destroy());
       readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS).then(
         (info) => {
-          if (info.sourceAddress) this.proxiedClient.set(socket, info.sourceAddress);
+          if (info.sourceAddress && this.options.tls) {
+            const key = peerKey(socket);
+            this.namedBeforeTls.set(key, info.sourceAddress);
+            socket.once('close', () => this.namedBeforeTls.delete(key));
+          } else if (info.sourceAddress) this.proxiedClient.set(socket, info.sourceAddress);
           handOn(socket);
           // The reader paused the socket; the bytes after the header are waiting.
           socket.resume();
@@ -110,9 +126,7 @@ export class HttpApi {
 
   /** The client's address: the one a trusted proxy named, else the peer's. */
   private clientOf(req: IncomingMessage): string | undefined {
-    const socket = req.socket as Socket & { _parent?: Socket };
-    // Over TLS, req.socket wraps the raw socket the header came on (_parent).
-    return this.proxiedClient.get(socket) ?? (socket._parent && this.proxiedClient.get(socket._parent)) ?? socket.remoteAddress;
+    return this.proxiedClient.get(req.socket) ?? req.socket.remoteAddress;
   }
 
   async listen(): Promise<void> {
@@ -132,18 +146,12 @@ export class HttpApi {
     });
   }
 
-  private authorised(req: IncomingMessage): boolean {
-    const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
-    if (!m) return false;
-    const digest = Buffer.from(sha256Hex(m[1]), 'hex');
-    return this.tokens.some((t) => t.length === digest.length && timingSafeEqual(t, digest));
-  }
-
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/v1/messages') throw new HttpError(404, 'not_found', `no endpoint ${path}`);
     if (req.method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'use POST');
-    if (!this.authorised(req)) {
+    const token = bearerTokenName(req, this.config.http.tokens);
+    if (token === undefined) {
       metrics.rejected.inc({ reason: 'bad-token' });
       res.setHeader('WWW-Authenticate', 'Bearer');
       throw new HttpError(401, 'unauthorized', 'missing or wrong bearer token');
@@ -160,7 +168,7 @@ export class HttpApi {
     const items: unknown[] = batch ? (parsed as { messages: unknown[] }).messages : [parsed];
     if (items.length === 0) throw new HttpError(400, 'empty_batch', 'messages is empty');
     if (items.length > this.config.http.maxBatch) throw new HttpError(413, 'batch_too_large', `at most ${this.config.http.maxBatch} messages per request`);
-    const client = this.clientOf(req);
+    const client = { ip: this.clientOf(req), user: token };
     const results = await Promise.all(items.map((item, index) => this.submitOne(item, index, client)));
     if (!batch) {
       const r = results[0];
@@ -171,7 +179,8 @@ export class HttpApi {
     send(res, allUnavailable ? 503 : 200, { accepted: results.filter((r) => 'id' in r).length, results });
   }
 
-  private async submitOne(item: unknown, index: number, client?: string): Promise<Result> {
+  /** `client.user` is the token's name: who submitted, as the AUTH user is for SMTP. */
+  private async submitOne(item: unknown, index: number, client: { ip?: string; user: string }): Promise<Result> {
     const fields = validateHttpMessage(item);
     if (fields.length > 0) {
       metrics.rejected.inc({ reason: 'bad-field' });
@@ -188,14 +197,14 @@ export class HttpApi {
       }
       const { control, message } = extractControlHeaders(rendered);
       const id = newMessageId();
-      const received = receivedHeader({ ip: client, by: this.config.hostname, protocol: 'HTTP', id });
+      const received = receivedHeader({ ip: client.ip, by: this.config.hostname, protocol: 'HTTP', id });
       const entry = await this.options.intake.submit({
         id,
         from: m.from,
         to: [...m.to, ...(m.cc ?? []), ...(m.bcc ?? [])],
         message: Buffer.concat([Buffer.from(received, 'latin1'), message]),
         via: 'http',
-        client: { ip: client },
+        client,
         pool: m.pool ?? control.pool,
         vmta: m.vmta ?? control.vmta,
         meta: { ...control.meta, ...metadataStrings(m.metadata) },
@@ -227,6 +236,11 @@ function statusOf(code: string): number {
   if (code === 'spool_full' || code === 'spool_readonly' || code === 'spool_error') return 503;
   if (code === 'oversize') return 413;
   return 422;
+}
+
+/** One live TCP connection's peer: unique among this server's connections. */
+function peerKey(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}`;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -141,11 +141,13 @@ export class SmtpListener {
   private makeHandlers(): SessionHandlers {
     return {
       onConnect: (s) => {
-        // A session whose address is still a trusted proxy's own (PROXY LOCAL /
-        // UNKNOWN: the lb's health checks) is the proxy, not a client: counting
-        // it would let the lb's clients on its own address get its checks
-        // refused, and the lb would take every MTA out of its pool.
-        if (this.trustedProxies.has(s.remoteAddress)) return undefined;
+        // A session whose PROXY header named no client (LOCAL / UNKNOWN: the
+        // lb's health checks) is the proxy, not a client: counting it would
+        // let the lb's clients on its own address get its checks refused, and
+        // the lb would take every MTA out of its pool. Only the header says so:
+        // a client it names inside the trusted CIDRs (an injector in the NLB's
+        // VPC) is a client like any other.
+        if (s.proxyLocal) return undefined;
         if (!this.limits.tryOpen(s.remoteAddress)) return this.refuse('too-many-connections', 421, '4.7.0', 'too many connections from your address, try again later');
         this.counted.add(s.id);
         return undefined;

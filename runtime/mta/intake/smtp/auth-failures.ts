@@ -12,6 +12,15 @@
  * An IPv6 client is counted by its /64 (one host usually holds a whole /64,
  * so per address it could try forever) and an IPv4-mapped address as IPv4.
  *
+ * Password checks in flight count too (acquire/settle): a check may start
+ * only while the bucket could take a failure for it and for every check
+ * already running from that address; otherwise it waits for one of them to
+ * end. Checking `blocked` at AUTH and counting the failure after the scrypt
+ * let N parallel sessions each have a guess in flight before the bucket
+ * filled. Waiting rather than refusing keeps an injector that opens many
+ * authenticated sessions at once working (its checks succeed and make room);
+ * a guesser gets at most `max` checks at a time, and 421 once they fail.
+ *
  * Per worker, in memory: with W workers an address gets up to W times the
  * allowance, and a restart forgets. Bounded: past `maxAddresses` the least
  * recently failing address is forgotten, so a spray from many addresses
@@ -33,9 +42,17 @@ interface Bucket {
   at: number;
 }
 
+interface InFlight {
+  checks: number;
+  waiting: ((go: boolean) => void)[];
+}
+
 export class AuthFailures {
   // Map order is recency: an address that fails again is moved to the end.
   private readonly buckets = new Map<string, Bucket>();
+  // Not bounded by maxAddresses: an entry lives only while a session holds or
+  // waits for a check, so open sessions bound it.
+  private readonly inFlight = new Map<string, InFlight>();
 
   constructor(
     private readonly limits: AuthFailureLimits = DEFAULT_AUTH_FAILURE_LIMITS,
@@ -55,6 +72,51 @@ export class AuthFailures {
     this.buckets.set(address, { level, at: this.now() });
     if (this.buckets.size > this.limits.maxAddresses) this.buckets.delete(this.buckets.keys().next().value!);
     return level >= this.limits.max;
+  }
+
+  /**
+   * Takes a password-check slot for the address: true once the check may run
+   * (call settle() when it ends, whatever happens), false when the address is
+   * blocked (no check, no settle). Waits while every slot is in flight.
+   */
+  acquire(address: string): Promise<boolean> {
+    const key = clientKey(address);
+    const f = this.inFlight.get(key) ?? { checks: 0, waiting: [] };
+    this.inFlight.set(key, f);
+    return new Promise((resolve) => {
+      f.waiting.push(resolve);
+      this.admit(key, f);
+    });
+  }
+
+  /** A check acquire() allowed has ended; `failed` counts it as a failure. */
+  settle(address: string, failed: boolean): void {
+    const key = clientKey(address);
+    const f = this.inFlight.get(key);
+    if (!f || f.checks === 0) throw new Error(`AuthFailures.settle(${key}) without acquire`);
+    f.checks--;
+    if (failed) this.record(key);
+    this.admit(key, f);
+  }
+
+  /** Checks in flight for the address (for tests). */
+  checking(address: string): number {
+    return this.inFlight.get(clientKey(address))?.checks ?? 0;
+  }
+
+  /** Lets waiting checks start while the bucket has room for all of them failing. */
+  private admit(key: string, f: InFlight): void {
+    while (f.waiting.length > 0) {
+      const level = this.level(key);
+      if (level > this.limits.max - 1) {
+        for (const w of f.waiting.splice(0)) w(false);
+        break;
+      }
+      if (level + f.checks > this.limits.max - 1) break;
+      f.checks++;
+      f.waiting.shift()!(true);
+    }
+    if (f.checks === 0 && f.waiting.length === 0) this.inFlight.delete(key);
   }
 
   /** Addresses remembered (for tests and metrics). */

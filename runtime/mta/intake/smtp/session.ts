@@ -4,12 +4,17 @@ import { endSocket } from '../../../shared/end-socket';
 import { MAX_TRANSACTION_BODY } from '../../../shared/proxy-protocol/envelope';
 import { workerAuthFailures, type AuthFailures } from './auth-failures';
 import { DataReader } from './data-reader';
-import { parseProxyHeader } from './proxy-header';
+import { parseProxyHeader } from '../../../shared/proxy-header';
 import { formatReply, reply, type Reply } from './reply';
 
 export interface SessionInfo {
   id: string;
   remoteAddress: string;
+  /**
+   * A trusted proxy's PROXY header named no client (v1 UNKNOWN, v2 LOCAL): the
+   * session is the proxy's own (a health check), not a client's.
+   */
+  proxyLocal: boolean;
   helo?: string;
   secure: boolean;
   user?: string;
@@ -109,7 +114,7 @@ export class SmtpSession {
     // A message over the proxy link's frame limit could never leave: SIZE says so up front.
     this.maxSize = Math.min(options.maxMessageSize, MAX_TRANSACTION_BODY);
     this.authFailures = options.authFailures ?? workerAuthFailures;
-    this.info = { id: (++nextSession).toString(36), remoteAddress: options.remoteAddress, secure: options.implicitTls, rcptTo: [] };
+    this.info = { id: (++nextSession).toString(36), remoteAddress: options.remoteAddress, proxyLocal: false, secure: options.implicitTls, rcptTo: [] };
     this.state = options.expectProxy ? 'proxy' : 'command';
     this.attach(socket);
     if (!options.expectProxy) this.greet();
@@ -154,6 +159,7 @@ export class SmtpSession {
         if (!p.done) break;
         if ('error' in p) return this.close(reply(421, '4.7.0', p.error));
         if (p.info.sourceAddress) this.info.remoteAddress = p.info.sourceAddress;
+        else this.info.proxyLocal = true;
         this.buffer = this.buffer.subarray(p.consumed);
         this.state = 'command';
         this.greet();
@@ -401,7 +407,17 @@ export class SmtpSession {
     const [mech, initial] = arg.split(/\s+/, 2);
     const finish = async (user: string, password: string): Promise<void> => {
       this.state = 'command';
-      const refusal = await this.handlers.onAuth(this.info, user, password);
+      // The slot is taken before the check and counted only if it fails, so
+      // parallel sessions cannot have more guesses in flight than the address has left.
+      const address = this.info.remoteAddress;
+      if (!(await this.authFailures.acquire(address))) return this.closed ? undefined : this.close(TOO_MANY_FROM_ADDRESS);
+      let refusal: Reply | undefined;
+      try {
+        if (this.closed) return;
+        refusal = await this.handlers.onAuth(this.info, user, password);
+      } finally {
+        this.authFailures.settle(address, refusal?.code === 535);
+      }
       if (refusal && refusal.code === 535) return this.authFailed(refusal);
       if (refusal) return this.send(refusal);
       this.info.user = user;
@@ -459,10 +475,14 @@ export class SmtpSession {
     this.send(reply(504, '5.5.4', 'unrecognized authentication mechanism'));
   }
 
-  /** A wrong password: 535 while tries are left, else one 421 in its place and the session ends. */
+  /** The client went away (or was closed) while something was pending. */
+  private get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** A wrong password (already counted by settle): 535 while tries are left, else one 421 in its place and the session ends. */
   private authFailed(refusal: Reply): void {
-    const addressSpent = this.authFailures.record(this.info.remoteAddress);
-    if (addressSpent) return this.close(TOO_MANY_FROM_ADDRESS);
+    if (this.authFailures.blocked(this.info.remoteAddress)) return this.close(TOO_MANY_FROM_ADDRESS);
     if (++this.authFailureCount >= (this.options.maxAuthFailures ?? MAX_AUTH_FAILURES)) return this.close(reply(421, '4.7.0', 'too many authentication failures, closing connection'));
     this.send(refusal);
   }

@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import { registerHaproxyConfig } from '../../../../bin/commands/haproxy-config';
 import { haproxyConfig } from '../../../../runtime/mta/delivery/haproxy-config';
 import { HaproxyConnector, proxyHeaderV1, proxyHeaderV2 } from '../../../../runtime/mta/delivery/haproxy-connector';
-import { parseProxyHeader } from '../../../../runtime/mta/intake/smtp/proxy-header';
+import { parseProxyHeader } from '../../../../runtime/shared/proxy-header';
 import { loadConfig } from '../../../../runtime/shared/config/load';
 import type { VolleyConfig } from '../../../../runtime/shared/config/types';
 import { RFC5321_CLIENT_TIMEOUTS } from '../../../../runtime/shared/smtp/client';

@@ -40,6 +40,8 @@ describe('HTTP submission API', () => {
     expect(r.status).toBe(200);
     const { envelope, body } = await h.partition.read(h.partition.get(r.json.id as string)!);
     expect(envelope).toMatchObject({ from: 'news@shop.example', to: ['x@example.test', 'y@example.test', 'z@example.test'], via: 'http', pool: 'p1', meta: { tenant: 't1', campaign: 'bf', weight: '3' } });
+    // Who submitted: the client's address and the name of the token it used (config: "test").
+    expect(envelope.client).toEqual({ ip: '127.0.0.1', user: 'test' });
     const text = body.toString();
     expect(text).toMatch(/^Received: from \[127\.0\.0\.1\]/);
     expect(text).toContain('Subject: Black Friday');
@@ -137,11 +139,14 @@ describe('HTTP API behind a trusted proxy', () => {
     });
   }
 
+  /** The stored message's Received line, after checking that the envelope names the same client. */
   async function storedReceived(response: string): Promise<string> {
     expect(response).toMatch(/^HTTP\/1\.1 200 /);
     const id = (JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)) as { id: string }).id;
-    const { body: stored } = await h2.partition.read(h2.partition.get(id)!);
-    return stored.toString().split('\r\n')[0];
+    const { envelope, body: stored } = await h2.partition.read(h2.partition.get(id)!);
+    const received = stored.toString().split('\r\n')[0];
+    expect(received).toContain(`from [${envelope.client?.ip}]`);
+    return received;
   }
 
   test('a PROXY v1 header and the request in one write: 200, and the Received header names the client', async () => {

@@ -4,18 +4,21 @@
 // random bodies against the real listener. It checks that the intake
 // answers exactly one reply per command line, keeps running, and accepts no
 // message the spool or the proxy link would refuse: every accepted message
-// is read back from disk by a fresh partition, and its envelope passes the
-// proxy's own rule and round-trips through its frame encoder and decoder.
+// is read back from disk by a fresh partition and replayed through a real
+// proxy (authenticated link, the proxy's own SMTP client) to a scripted MX,
+// which must receive exactly that envelope and those bytes. (Checking the
+// envelope with transactionProblem alone could not fail: intake and the
+// proxy call that same function.)
 // Replay a failure with VOLLEY_FUZZ_SEED=<the printed seed>.
 import { join } from 'node:path';
 import { MAX_COMMAND_LINE } from '../../../../runtime/mta/intake/smtp/session';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
-import { DEFAULT_MAX_FRAME, encodeFrame, FrameDecoder } from '../../../../runtime/shared/proxy-protocol/codec';
-import { MAX_TRANSACTION_BODY, transactionProblem } from '../../../../runtime/shared/proxy-protocol/envelope';
+import { ProxyConnector } from '../../../../runtime/mta/delivery/proxy-connector';
 import { testConfig } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { fuzzSeed, Prng } from '../../../helpers/prng';
-import { waitUntil } from '../../../helpers/proxy-fixtures';
+import { captureLogger, newSecret, proxyTls, startProxy, waitUntil } from '../../../helpers/proxy-fixtures';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { SmtpDialog } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
 
@@ -141,6 +144,7 @@ function sendInPieces(r: Prng, s: SmtpDialog, data: Buffer): void {
 
 describe('SMTP intake fuzz', () => {
   const dir = tempDir();
+  const proxyDir = tempDir('volley-fuzz-proxy-');
   let h: IntakeHarness;
   let open = false;
   beforeAll(async () => {
@@ -219,20 +223,88 @@ describe('SMTP intake fuzz', () => {
     await after.quit();
 
     // Every accepted message is on disk (read back by a fresh partition, as
-    // after a restart: no copy from memory), and the proxy link would take it.
+    // after a restart: no copy from memory), and goes out through the proxy.
     await h.close();
     open = false;
     const spool = await SpoolPartition.open({ dir: join(dir, 'spool'), recentBytes: 0 });
-    expect([...spool.entries()].map((e) => e.id).sort()).toEqual([...queued].sort());
-    for (const id of queued) {
-      const { envelope, body: message } = await spool.read(spool.get(id)!);
-      expect([id, transactionProblem(envelope.from, envelope.to)]).toEqual([id, undefined]);
-      expect(message.length).toBeLessThanOrEqual(MAX_TRANSACTION_BODY);
-      const frames = new FrameDecoder(DEFAULT_MAX_FRAME).push(encodeFrame({ t: 'transaction', from: envelope.from, to: envelope.to }, message));
-      expect(frames).toHaveLength(1);
-      expect(frames[0].header).toEqual({ t: 'transaction', from: envelope.from, to: envelope.to });
-      expect(frames[0].body?.equals(message) ?? message.length === 0).toBe(true);
+    try {
+      expect([...spool.entries()].map((e) => e.id).sort()).toEqual([...queued].sort());
+      const envelopes = await Promise.all(queued.map(async (id) => ({ id, ...(await spool.read(spool.get(id)!)) })));
+      const carried = await replayThroughProxy(proxyDir, envelopes.map((e) => ({ id: e.id, from: e.envelope.from, to: e.envelope.to, message: e.body })));
+      expect(carried.refused).toEqual([]);
+      // What the MX received is each envelope and its bytes, in order (the
+      // proxy's client ends a body without a final CRLF with one).
+      expect(carried.received.map((m) => [m.from, m.to])).toEqual(envelopes.map((e) => [e.envelope.from, asMxRecords(e.envelope.to)]));
+      carried.received.forEach((m, i) => {
+        const sent = envelopes[i].body;
+        const expected = sent.length === 0 || sent.subarray(-2).equals(Buffer.from('\r\n')) ? sent : Buffer.concat([sent, Buffer.from('\r\n')]);
+        expect([envelopes[i].id, m.raw.equals(expected)]).toEqual([envelopes[i].id, true]);
+      });
+    } finally {
+      await spool.close();
     }
-    await spool.close();
   });
 });
+
+/**
+ * The recipients as smtp-server (the ScriptedMx) records them: a repeated
+ * address (the fuzz repeats RCPTs, and intake takes them) keeps its first
+ * place and its last spelling, compared without case.
+ */
+function asMxRecords(to: string[]): string[] {
+  const out: string[] = [];
+  const at = new Map<string, number>();
+  for (const rcpt of to) {
+    const i = at.get(rcpt.toLowerCase());
+    if (i === undefined) at.set(rcpt.toLowerCase(), out.push(rcpt) - 1);
+    else out[i] = rcpt;
+  }
+  return out;
+}
+
+interface Outgoing {
+  id: string;
+  from: string;
+  to: string[];
+  message: Buffer;
+}
+
+/**
+ * Sends each message through a real ProxyServer (over its authenticated
+ * link, by its own SMTP client) to a ScriptedMx that takes everything, and
+ * returns what the MX received and every recipient or message the way out refused.
+ */
+async function replayThroughProxy(dir: string, messages: Outgoing[]): Promise<{ received: ScriptedMx['messages']; refused: string[] }> {
+  const tls = await proxyTls(dir);
+  const secret = newSecret();
+  const mx = new ScriptedMx();
+  await mx.listen();
+  const proxy = await startProxy({ name: 'proxy-fuzz', tls, secret, sendingIps: ['127.0.0.2'], logger: captureLogger().logger });
+  const connector = new ProxyConnector({
+    proxies: { '127.0.0.2': [{ host: '127.0.0.1', port: proxy.port, fingerprint: tls.fingerprint, name: 'fuzz' }] },
+    secret,
+    timeouts: { connectMs: 2_000, greetingMs: 2_000, commandMs: 5_000, dataInitMs: 5_000, dataBlockMs: 5_000, finalDotMs: 5_000 },
+    logger: captureLogger().logger,
+  });
+  const refused: string[] = [];
+  try {
+    for (const m of messages) {
+      try {
+        const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.2', helo: 'fuzz.test' }, 'opportunistic');
+        try {
+          const tx = await session.send(m.from, m.to, m.message);
+          for (const r of tx.recipients) if (r.outcome !== 'delivered') refused.push(`${m.id} <${r.rcpt}>: ${r.outcome} ${r.reply.code} ${r.reply.text}`);
+        } finally {
+          session.close();
+        }
+      } catch (err) {
+        refused.push(`${m.id}: ${(err as Error).message}`);
+      }
+    }
+    return { received: mx.messages.slice(), refused };
+  } finally {
+    connector.close();
+    await proxy.server.stop();
+    await mx.close();
+  }
+}

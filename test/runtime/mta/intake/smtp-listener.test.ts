@@ -199,13 +199,14 @@ describe('SMTP intake', () => {
 });
 
 // Behind the lb: the limit is per client the PROXY header names; the lb's own
-// checks (PROXY UNKNOWN) are never refused by it.
+// checks (PROXY UNKNOWN) are never refused by it. trusted_proxies is a CIDR
+// (on AWS the NLB subnets or the VPC), so clients can live inside it too.
 describe('per-client limits behind a trusted proxy', () => {
   const dir2 = tempDir();
   let h2: IntakeHarness;
   beforeAll(async () => {
     const config = testConfig();
-    config.smtp.trustedProxies = ['127.0.0.9/32'];
+    config.smtp.trustedProxies = ['127.0.0.8/29'];
     config.smtp.maxConnectionsPerClient = 2;
     h2 = await startIntake(config, dir2);
   });
@@ -228,6 +229,16 @@ describe('per-client limits behind a trusted proxy', () => {
     const other = await viaProxy('PROXY TCP4 127.0.0.62 127.0.0.1 40003 25\r\n');
     expect(other.code).toBe(220);
     for (const o of [...open, other]) await o.s.quit();
+  });
+
+  test('a client the header names inside the trusted CIDRs is limited like any other', async () => {
+    const header = (port: number): string => `PROXY TCP4 127.0.0.12 127.0.0.1 ${port} 25\r\n`;
+    const open = [await viaProxy(header(41000)), await viaProxy(header(41001))];
+    for (const o of open) expect(o.code).toBe(220);
+    const third = await viaProxy(header(41002));
+    expect(third.code).toBe(421);
+    expect(third.text).toMatch(/too many connections from your address/);
+    for (const o of open) await o.s.quit();
   });
 
   test('the proxy\'s own connections (PROXY UNKNOWN, v2 LOCAL) are not counted: checks keep getting 220', async () => {

@@ -2,7 +2,6 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { DataReader } from '../../../../runtime/mta/intake/smtp/data-reader';
-import { parseProxyHeader } from '../../../../runtime/mta/intake/smtp/proxy-header';
 import { testConfig } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { SmtpDialog } from '../../../helpers/smtp-dialog';
@@ -43,19 +42,6 @@ describe('DataReader', () => {
     expect(r.push(Buffer.from('0123456789abcdef\r\n'))).toBeUndefined();
     expect(r.push(Buffer.from('.\r\nRSET\r\n'))?.toString()).toBe('RSET\r\n');
     expect(r.oversize).toBe(true);
-  });
-});
-
-describe('PROXY header', () => {
-  test('v1 and v2 give the client address; garbage is an error', () => {
-    expect(parseProxyHeader(Buffer.from('PROXY TCP4 203.0.113.9 10.0.0.1 5555 25\r\nEHLO'))).toEqual({ done: true, info: { sourceAddress: '203.0.113.9', sourcePort: 5555 }, consumed: 41 });
-    expect(parseProxyHeader(Buffer.from('PROXY TCP4 1.2'))).toEqual({ done: false });
-    const v2 = Buffer.concat([
-      Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c]),
-      Buffer.from([198, 51, 100, 7, 10, 0, 0, 1, 0x30, 0x39, 0x00, 0x19]),
-    ]);
-    expect(parseProxyHeader(v2)).toEqual({ done: true, info: { sourceAddress: '198.51.100.7', sourcePort: 12345 }, consumed: 28 });
-    expect(parseProxyHeader(Buffer.from('EHLO me\r\n'))).toEqual({ done: true, error: 'expected a PROXY protocol header' });
   });
 });
 

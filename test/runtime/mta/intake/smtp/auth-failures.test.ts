@@ -64,4 +64,27 @@ describe('AuthFailures', () => {
     t.record('192.0.2.1');
     expect(t.record('::ffff:192.0.2.1')).toBe(true);
   });
+
+  test('checks in flight hold slots: past the allowance a check waits; a success makes room, failures that fill the bucket refuse the waiters', async () => {
+    const t = table(2);
+    const outcome: boolean[] = [];
+    const ask = (): void => void t.acquire('10.0.0.1').then((go) => outcome.push(go));
+    ask();
+    ask();
+    ask();
+    await Promise.resolve();
+    expect(outcome).toEqual([true, true]);
+    expect(t.checking('10.0.0.1')).toBe(2);
+    t.settle('10.0.0.1', false);
+    await Promise.resolve();
+    expect(outcome).toEqual([true, true, true]);
+    ask();
+    t.settle('10.0.0.1', true);
+    t.settle('10.0.0.1', true);
+    await Promise.resolve();
+    expect(outcome).toEqual([true, true, true, false]);
+    expect(t.checking('10.0.0.1')).toBe(0);
+    expect(t.blocked('10.0.0.1')).toBe(true);
+    expect(() => t.settle('10.0.0.1', false)).toThrow(/without acquire/);
+  });
 });

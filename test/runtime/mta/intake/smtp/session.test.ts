@@ -68,12 +68,16 @@ describe('sessions with stub handlers', () => {
   let options: Partial<SessionOptions> = {};
   let serverSide: Socket | undefined;
   let releaseAuth: (() => void) | undefined;
+  // Checks whose password starts with "held" wait for the gate.
+  let openGate: () => void = () => undefined;
+  let gate: Promise<void> = Promise.resolve();
   const handlers: SessionHandlers = {
     onConnect: () => undefined,
     onAuth: async (_s, user, password) => {
       checks.push(`${user}:${password}`);
       if (password === 'hold') await new Promise<void>((release) => (releaseAuth = release));
-      return password === 'right' ? undefined : reply(535, '5.7.8', 'authentication failed');
+      if (password.startsWith('held')) await gate;
+      return password === 'right' || password === 'held-right' ? undefined : reply(535, '5.7.8', 'authentication failed');
     },
     onMailFrom: () => undefined,
     onRcptTo: () => undefined,
@@ -114,6 +118,7 @@ describe('sessions with stub handlers', () => {
     checks = [];
     options = {};
     releaseAuth = undefined;
+    gate = new Promise<void>((open) => (openGate = open));
     table = new AuthFailures({ max: 5, leakMs: 60_000, maxAddresses: 100 }, () => now);
   });
 
@@ -159,6 +164,47 @@ describe('sessions with stub handlers', () => {
     expect((await d.command(plain('right').trim())).code).toBe(235);
     expect(checks).toHaveLength(6);
     await d.quit();
+  });
+
+  /** 20 sessions from one address send AUTH at once; resolves once every one has asked for a check slot. */
+  async function twentyAtOnce(password: string): Promise<{ sessions: SmtpDialog[]; asked: () => number }> {
+    const sessions: SmtpDialog[] = [];
+    for (let i = 0; i < 20; i++) sessions.push(await session());
+    let asked = 0;
+    const acquire = table.acquire.bind(table);
+    table.acquire = (address) => {
+      asked++;
+      return acquire(address);
+    };
+    for (const s of sessions) s.send(plain(password));
+    await waitUntil(() => asked === 20, 5_000, () => `${asked} sessions asked for a slot, ${checks.length} passwords checked`);
+    return { sessions, asked: () => asked };
+  }
+
+  test('20 parallel sessions from one address get no more guesses in flight than the address has left (5), then 421', async () => {
+    const { sessions } = await twentyAtOnce('held-wrong');
+    expect(checks).toHaveLength(5);
+    expect(table.checking('192.0.2.7')).toBe(5);
+    openGate();
+    const replies = await Promise.all(sessions.map((s) => s.reply()));
+    // As one session's five failures would: four 535s, the fifth spends the allowance; the fifteen that waited never get a check.
+    const count = (text: string): number => replies.filter((r) => r.text === text).length;
+    expect([count('5.7.8 authentication failed'), count('4.7.0 too many authentication failures from your address, try again later')]).toEqual([4, 16]);
+    expect(checks).toHaveLength(5);
+    expect(table.checking('192.0.2.7')).toBe(0);
+    expect(table.blocked('192.0.2.7')).toBe(true);
+    for (const s of sessions) s.destroy();
+  });
+
+  test('20 parallel sessions from one address with the right password all get in: checks past the allowance wait, they are not refused', async () => {
+    const { sessions } = await twentyAtOnce('held-right');
+    expect(checks).toHaveLength(5);
+    openGate();
+    for (const s of sessions) expect((await s.reply()).code).toBe(235);
+    expect(checks).toHaveLength(20);
+    expect(table.blocked('192.0.2.7')).toBe(false);
+    expect(table.checking('192.0.2.7')).toBe(0);
+    for (const s of sessions) await s.quit();
   });
 
   test('the tail of a 5 KB line split over two reads is not run as a command: one 500, no MAIL smuggled', async () => {
