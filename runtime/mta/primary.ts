@@ -219,7 +219,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => refresh());
-  // Listening last: a stop (a signal, a worker's SIGTERM) may come while the admin port binds.
+  // Listening last: a stop (SIGTERM, SIGINT) may come while the admin port binds.
   const adminBind = options.admin ?? { address: config.admin.address, port: config.admin.port };
   await admin.listen(adminBind.port, adminBind.address);
   // Health on its own address (admin.health_listen): the load balancers reach /readyz and nothing else.
