@@ -6,6 +6,7 @@ import { parseDocument } from 'yaml';
 import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../shared/proxy-topology';
 import { loadTls } from '../shared/tls-files';
 import { SinkServer } from '../sink/sink-server';
+import { DEFAULT_LAYOUT, type FleetLayout } from './fleet-layout';
 
 export interface LocalFleetOptions {
   /** The `volley` entry point to run children with (this very script). */
@@ -24,23 +25,9 @@ export interface LocalFleetOptions {
    * at most once a second.
    */
   live?: boolean;
+  /** The fleet's loopback ports (fleet-layout.ts); default the README's fixed ones. */
+  layout?: FleetLayout;
 }
-
-// The fleet's fixed loopback layout. The lb is the main injection point; it
-// connects to the MTAs from its own address (source), the only one they read
-// a PROXY header from, so a plain client on 127.0.0.1 can use an MTA's own ports.
-export const LAYOUT = {
-  lb: { smtp: 2525, http: 8080, admin: 8026, source: '127.0.0.9' },
-  mtas: [
-    { name: 'mta-1', smtp: 2601, http: 8081, admin: 8027 },
-    { name: 'mta-2', smtp: 2602, http: 8082, admin: 8028 },
-  ],
-  proxies: [
-    // admin: each proxy's admin_listen (/healthz /readyz /metrics); two on one host cannot share the default 7626.
-    { name: 'proxy-a', port: 7025, admin: 7027, ips: ['127.0.0.2', '127.0.0.3'] },
-    { name: 'proxy-b', port: 7026, admin: 7028, ips: ['127.0.0.4', '127.0.0.5'] },
-  ],
-};
 
 interface Child {
   name: string;
@@ -57,11 +44,12 @@ interface Child {
  */
 export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   const data = resolve(options.dataDir);
+  const layout = options.layout ?? DEFAULT_LAYOUT;
   mkdirSync(data, { recursive: true });
   const sink = options.realMx || options.embeddedSink === false ? undefined : new SinkServer({ port: options.sinkPort, dir: join(data, 'sink') });
   await sink?.listen();
 
-  const mtaConfig = await prepareConfigs(data, options);
+  const mtaConfig = await prepareConfigs(data, options, layout);
   const children: Child[] = [];
   let stopping = false;
   const start = (name: string, args: string[]): void => {
@@ -73,21 +61,21 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     proc.on('exit', (code, signal) => {
       if (stopping) return;
       // An MTA may be killed on purpose (to watch the lb carry on): say so and keep going.
-      process.stderr.write(`\nvolley local: ${name} exited (${signal ?? code}); see ${log}. Restart it with: ${restartHint(options, name, mtaConfig, data)}\n`);
+      process.stderr.write(`\nvolley local: ${name} exited (${signal ?? code}); see ${log}. Restart it with: ${restartHint(options, layout, name, mtaConfig, data)}\n`);
     });
   };
 
-  for (const p of LAYOUT.proxies) start(p.name, ['proxy', '--config', join(data, `${p.name}.yaml`)]);
-  for (const m of LAYOUT.mtas) {
+  for (const p of layout.proxies) start(p.name, ['proxy', '--config', join(data, `${p.name}.yaml`)]);
+  for (const m of layout.mtas) {
     start(m.name, mtaArgs(m, mtaConfig, data));
   }
   // Both MTA ports read the PROXY header from the lb, so they see (and limit) the real client.
-  const lbArgs = ['lb', '--listen', `127.0.0.1:${LAYOUT.lb.smtp}=smtp+proxy`, ...LAYOUT.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.smtp}`])];
-  lbArgs.push('--listen', `127.0.0.1:${LAYOUT.lb.http}=tcp+proxy`, ...LAYOUT.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.http}`]));
-  lbArgs.push('--source-address', LAYOUT.lb.source, '--admin', `127.0.0.1:${LAYOUT.lb.admin}`, '--health-interval', '1s');
+  const lbArgs = ['lb', '--listen', `127.0.0.1:${layout.lb.smtp}=smtp+proxy`, ...layout.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.smtp}`])];
+  lbArgs.push('--listen', `127.0.0.1:${layout.lb.http}=tcp+proxy`, ...layout.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.http}`]));
+  lbArgs.push('--source-address', layout.lb.source, '--admin', `127.0.0.1:${layout.lb.admin}`, '--health-interval', '1s');
   start('lb', lbArgs);
 
-  const ready = await Promise.all([...LAYOUT.mtas.map((m) => waitReady(`http://127.0.0.1:${m.admin}/readyz`, 60_000)), waitReady(`http://127.0.0.1:${LAYOUT.lb.admin}/readyz`, 60_000)]);
+  const ready = await Promise.all([...layout.mtas.map((m) => waitReady(`http://127.0.0.1:${m.admin}/readyz`, 60_000)), waitReady(`http://127.0.0.1:${layout.lb.admin}/readyz`, 60_000)]);
   if (ready.some((r) => !r)) {
     process.stderr.write(`volley local: not every part became ready; see the logs in ${data}\n`);
     return stop(1);
@@ -96,12 +84,12 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     [
       '',
       'Volley local fleet is running: lb -> 2 MTAs -> 2 proxies (sending IPs 127.0.0.2-5) -> ' + (options.realMx ? 'real MX servers' : 'sink MX'),
-      `  SMTP injection : 127.0.0.1:${LAYOUT.lb.smtp}   (via the lb; STARTTLS; AUTH user "volley" password "volley"; loopback may relay without AUTH)`,
-      `  HTTP API       : http://127.0.0.1:${LAYOUT.lb.http}/v1/messages   (Authorization: Bearer local-token)`,
-      `  lb status      : http://127.0.0.1:${LAYOUT.lb.admin}/status`,
-      ...LAYOUT.mtas.map((m) => `  ${`${m.name} direct`.padEnd(15)}: SMTP 127.0.0.1:${m.smtp}, HTTP http://127.0.0.1:${m.http}/v1/messages   (this MTA alone, not through the lb)`),
-      ...LAYOUT.mtas.map((m) => `  ${`${m.name} admin`.padEnd(15)}: http://127.0.0.1:${m.admin}/queue   (VOLLEY_ADMIN_TOKEN=local-admin volley queue --admin 127.0.0.1:${m.admin})`),
-      ...LAYOUT.mtas.map((m) => `  ${`${m.name} attempts`.padEnd(15)}: ${join(data, m.name, 'log', 'attempts')}/*.jsonl`),
+      `  SMTP injection : 127.0.0.1:${layout.lb.smtp}   (via the lb; STARTTLS; AUTH user "volley" password "volley"; loopback may relay without AUTH)`,
+      `  HTTP API       : http://127.0.0.1:${layout.lb.http}/v1/messages   (Authorization: Bearer local-token)`,
+      `  lb status      : http://127.0.0.1:${layout.lb.admin}/status`,
+      ...layout.mtas.map((m) => `  ${`${m.name} direct`.padEnd(15)}: SMTP 127.0.0.1:${m.smtp}, HTTP http://127.0.0.1:${m.http}/v1/messages   (this MTA alone, not through the lb)`),
+      ...layout.mtas.map((m) => `  ${`${m.name} admin`.padEnd(15)}: http://127.0.0.1:${m.admin}/queue   (VOLLEY_ADMIN_TOKEN=local-admin volley queue --admin 127.0.0.1:${m.admin})`),
+      ...layout.mtas.map((m) => `  ${`${m.name} attempts`.padEnd(15)}: ${join(data, m.name, 'log', 'attempts')}/*.jsonl`),
       sink
         ? `  sink MX        : 127.0.0.1:${options.sinkPort}, copies in ${join(data, 'sink')}`
         : options.realMx
@@ -109,7 +97,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
           : `  delivery       : the sink you run on 127.0.0.1:${options.sinkPort}`,
       `  process logs   : ${data}/*.log`,
       '',
-      `  try: swaks --server 127.0.0.1:${LAYOUT.lb.smtp} --auth-user volley --auth-password volley --tls --to someone@example.test`,
+      `  try: swaks --server 127.0.0.1:${layout.lb.smtp} --auth-user volley --auth-password volley --tls --to someone@example.test`,
       'Ctrl-C stops everything.',
       '',
     ].join('\n'),
@@ -118,7 +106,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   if (!options.live) process.stdout.write('(stdout is not a terminal: a status line is printed whenever the numbers change)\n');
   let last = { accepted: 0, delivered: 0, queued: 0, at: Date.now() };
   const timer = setInterval(() => {
-    void status(sink).then((s) => {
+    void status(sink, layout).then((s) => {
       if (stopping) return;
       const dt = (Date.now() - last.at) / 1000;
       if (options.live) {
@@ -151,23 +139,23 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   process.on('SIGTERM', () => void stop(0));
 }
 
-function mtaArgs(m: (typeof LAYOUT.mtas)[number], config: string, data: string): string[] {
+function mtaArgs(m: FleetLayout['mtas'][number], config: string, data: string): string[] {
   return ['mta', '--config', config, '--persistent-path', join(data, m.name), '--node-id', m.name, '--workers', '1', '--smtp-listen', `smtp=127.0.0.1:${m.smtp}`, '--http-listen', `127.0.0.1:${m.http}`, '--admin-listen', `127.0.0.1:${m.admin}`];
 }
 
-function restartHint(options: LocalFleetOptions, name: string, config: string, data: string): string {
-  const m = LAYOUT.mtas.find((x) => x.name === name);
+function restartHint(options: LocalFleetOptions, layout: FleetLayout, name: string, config: string, data: string): string {
+  const m = layout.mtas.find((x) => x.name === name);
   // The Node running this fleet (npm's pinned Node 24), not whichever `node` the operator's shell finds first.
   return m ? `${process.execPath} ${options.volleyScript} ${mtaArgs(m, config, data).join(' ')}` : '(restart volley local)';
 }
 
 /** Writes the proxies' configs (TLS pair, shared secret) and the MTAs' config with the proxies' fingerprints. */
-async function prepareConfigs(data: string, options: LocalFleetOptions): Promise<string> {
+async function prepareConfigs(data: string, options: LocalFleetOptions, layout: FleetLayout): Promise<string> {
   const secretFile = join(data, 'proxy.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
   const nodes: ProxyNode[] = [];
   const fingerprints = new Map<string, string>();
-  for (const p of LAYOUT.proxies) {
+  for (const p of layout.proxies) {
     const node: ProxyNode = { name: p.name, host: '127.0.0.1', port: p.port, sendingIps: p.ips };
     nodes.push(node);
     const dir = join(data, p.name);
@@ -189,10 +177,10 @@ async function prepareConfigs(data: string, options: LocalFleetOptions): Promise
   return out;
 }
 
-async function status(sink: SinkServer | undefined): Promise<{ accepted: number; delivered: number; queued: number }> {
+async function status(sink: SinkServer | undefined, layout: FleetLayout): Promise<{ accepted: number; delivered: number; queued: number }> {
   let accepted = 0;
   let queued = 0;
-  for (const m of LAYOUT.mtas) {
+  for (const m of layout.mtas) {
     try {
       const metrics = await (await fetch(`http://127.0.0.1:${m.admin}/metrics`)).text();
       for (const line of metrics.split('\n')) if (line.startsWith('volley_intake_accepted_total')) accepted += Number(line.split(' ').pop());

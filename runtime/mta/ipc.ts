@@ -23,7 +23,7 @@ export type ToWorker =
 export type FromWorker =
   /** A starting worker asks for the config the primary runs: it never reads the file itself. */
   | { type: 'config-request'; worker: number }
-  /** The worker got SIGTERM and is stopping gracefully: the node is being stopped, do not restart it. */
+  /** The worker got SIGTERM and is stopping gracefully: the primary restarts it once gone, unless the node itself is stopping. */
   | { type: 'stopping'; worker: number; signal: string }
   | { type: 'ready'; worker: number }
   | { type: 'stats'; stats: WorkerStats }

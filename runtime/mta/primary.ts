@@ -69,8 +69,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const ready = new Set<number>();
   const workers = new Map<number, Worker>();
   let stopping = false;
-  /** Workers that stopped on a signal of their own: never restarted. */
-  const terminated = new Set<number>();
+  /** Workers that said they are stopping on a signal of their own: restarted once gone, unless the node stops. */
+  const signalled = new Map<number, string>();
   /** Bumped by every accepted refresh; which generation each worker was given. */
   let generation = 0;
   const given = new Map<number, number>();
@@ -91,11 +91,12 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         given.set(index, generation);
         w.send({ type: 'config', config } satisfies ToWorker);
       } else if (m.type === 'stopping') {
-        // systemd signals every process of the unit; an operator may signal one
-        // worker. Either way the node stops as a whole: a node missing a worker
-        // would strand that worker's spool partitions and fail /readyz for good.
-        terminated.add(index);
-        stop(`${m.signal} to worker ${index}`);
+        // Only the primary's own signal stops the node: systemd's stop signals
+        // every process of the unit, the primary included. A worker that alone
+        // got SIGTERM (a stray kill) finishes gracefully and is restarted below:
+        // exiting 0 here would leave the node down for good under
+        // Restart=on-failure, and a node missing a worker strands its partitions.
+        signalled.set(index, m.signal);
       } else if (m.type === 'ready') {
         // A refresh that came while this worker was starting may have missed it.
         if (given.get(index) !== generation) {
@@ -122,13 +123,15 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       ready.delete(index);
       stats.delete(index);
       given.delete(index);
-      if (stopping || terminated.has(index)) return;
-      if (signal === 'SIGTERM') {
-        // Killed by a SIGTERM before it could handle one (still starting): the node is being stopped.
-        stop(`SIGTERM to worker ${index}`);
-        return;
-      }
-      logger.error({ worker: index, code, signal }, 'worker died; restarting it');
+      const own = signalled.get(index);
+      signalled.delete(index);
+      if (stopping) return;
+      // A worker killed by SIGTERM before it could handle one (still starting) counts as signalled too.
+      const bySignal = own ?? (signal === 'SIGTERM' ? signal : undefined);
+      if (bySignal) logger.warn({ worker: index, signal: bySignal }, 'worker stopped on a signal of its own; restarting it');
+      else logger.error({ worker: index, code, signal }, 'worker died; restarting it');
+      // The delay also lets a node stop win: when systemd signals the whole
+      // unit, the primary's SIGTERM (sent with the worker's) sets `stopping` first.
       setTimeout(() => stopping || fork(index), 500);
     });
   };
@@ -216,7 +219,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => refresh());
-  // Listening last: a stop (a signal, a worker's SIGTERM) may come while the admin port binds.
+  // Listening last: a stop (SIGTERM, SIGINT) may come while the admin port binds.
   const adminBind = options.admin ?? { address: config.admin.address, port: config.admin.port };
   await admin.listen(adminBind.port, adminBind.address);
   // Health on its own address (admin.health_listen): the load balancers reach /readyz and nothing else.

@@ -79,7 +79,7 @@ function onTerminate(worker: number): { requested: () => boolean; then: (stop: (
   process.on('SIGTERM', () => {
     if (requested) return;
     requested = true;
-    // Tell the primary first: a worker stopping on a signal must not be restarted.
+    // Tell the primary first, so its log says why this worker went (it restarts it unless the node stops).
     process.send?.({ type: 'stopping', worker, signal: 'SIGTERM' } satisfies FromWorker);
     stop?.();
   });

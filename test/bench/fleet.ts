@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startLocalFleet } from '../helpers/local-fleet';
+import { fleetEndpoints, startLocalFleet } from '../helpers/local-fleet';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 import { childrenByParent, commandLine } from '../helpers/procs';
 import { processUsage } from './mta-metrics';
@@ -23,11 +23,13 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
   const sink = await startSmtpSink({ maxConnections: 1024, backlog: 1024 });
   let fleet: Awaited<ReturnType<typeof startLocalFleet>> | undefined;
   try {
-    fleet = await startLocalFleet(['--data', data, '--no-sink', '--sink-port', String(sink.port)]);
+    // Free ports, read back from what it prints: never the README's, which a developer's `volley local` may hold.
+    fleet = await startLocalFleet(['--data', data, '--port-base', 'auto', '--no-sink', '--sink-port', String(sink.port)]);
+    const port = fleetEndpoints(fleet.output()).smtp;
     // The fleet's MTAs keep their attempt logs under the data folder (mta-1, mta-2).
     const watch = new AttemptWatch(['mta-1', 'mta-2'].map((m) => join(data, m, 'log', 'attempts')));
     await guard('local fleet, warm-up', (async () => {
-      const r = await runSmtpSource({ port: 2525, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(200) });
+      const r = await runSmtpSource({ port, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(200) });
       if (r.exitCode !== 0) throw new Error(`local fleet, warm-up: smtp-source failed (${r.exitCode}): ${r.stderr}`);
       await sink.waitForMessages(200, 2 * runDeadlineMs(200));
     })(), { deadlineMs: runDeadlineMs(200), messages: 200, watch, progress: () => `the sink has ${sink.messages()} of 200` });
@@ -37,7 +39,7 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
     const sinkBefore = processUsage([sink.pid]).cpuSeconds;
     const t0 = Date.now();
     await guard('local fleet, timed run', (async () => {
-      const r = await runSmtpSource({ port: 2525, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(opts.messages) });
+      const r = await runSmtpSource({ port, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(opts.messages) });
       if (r.exitCode !== 0) throw new Error(`local fleet: smtp-source failed (${r.exitCode}): ${r.stderr}`);
       await sink.waitForMessages(base + opts.messages, 2 * runDeadlineMs(opts.messages));
     })(), { deadlineMs: runDeadlineMs(opts.messages), messages: opts.messages, watch, progress: () => `the sink has ${sink.messages() - base} of ${opts.messages}` });

@@ -1,6 +1,33 @@
 import { spawn } from 'node:child_process';
 import { VOLLEY } from './mta-process';
 
+/** The endpoints `volley local` prints, read back from its output (so a test runs on whatever ports it was given). */
+export interface FleetEndpoints {
+  /** The lb's SMTP port on 127.0.0.1. */
+  smtp: number;
+  /** The lb's HTTP API, host:port. */
+  http: string;
+  mtas: Record<string, { smtp: number; http: string; admin: string }>;
+}
+
+export function fleetEndpoints(output: string): FleetEndpoints {
+  const need = (re: RegExp): RegExpExecArray => {
+    const m = re.exec(output);
+    if (!m) throw new Error(`volley local printed no ${re.source}:\n${output}`);
+    return m;
+  };
+  const mtas: FleetEndpoints['mtas'] = {};
+  for (const m of output.matchAll(/^ {2}(\S+) direct +: SMTP 127\.0\.0\.1:(\d+), HTTP http:\/\/(127\.0\.0\.1:\d+)\/v1\/messages/gm)) {
+    const admin = need(new RegExp(`^ {2}${m[1]} admin +: http://(127\\.0\\.0\\.1:\\d+)/queue`, 'm'))[1];
+    mtas[m[1]] = { smtp: Number(m[2]), http: m[3], admin };
+  }
+  return {
+    smtp: Number(need(/SMTP injection : 127\.0\.0\.1:(\d+)/)[1]),
+    http: need(/HTTP API +: http:\/\/(127\.0\.0\.1:\d+)\/v1\/messages/)[1],
+    mtas,
+  };
+}
+
 export interface RunningFleet {
   /** The `volley local` process. */
   pid: number;

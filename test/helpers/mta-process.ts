@@ -15,8 +15,16 @@ export interface MtaProcess {
   log: () => string;
   /** SIGKILL the whole process group: primary and workers at once, like a power cut. */
   crash(): Promise<void>;
-  stop(): Promise<void>;
+  /**
+   * SIGTERM to the primary (a graceful stop), then waits for its exit; past
+   * `deadlineMs` (default STOP_DEADLINE_MS) it SIGKILLs the whole process
+   * group and rejects, so a hung MTA fails its test instead of hanging the run.
+   */
+  stop(options?: { deadlineMs?: number }): Promise<void>;
 }
+
+/** Longer than the primary's own 30 s deadline for its workers: a stop that needs more is hung. */
+export const STOP_DEADLINE_MS = 45_000;
 
 export interface MtaProcessOptions {
   configPath: string;
@@ -80,9 +88,22 @@ export async function startMta(options: MtaProcessOptions): Promise<MtaProcess> 
       // Workers are in the same group; give the kernel a moment to reap them and free the ports.
       await new Promise((r) => setTimeout(r, 200));
     },
-    async stop() {
-      if (proc.exitCode === null) proc.kill('SIGTERM');
+    async stop({ deadlineMs = STOP_DEADLINE_MS } = {}) {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
+      const outcome = await Promise.race([exited.then(() => 'exited' as const), late]);
+      clearTimeout(timer);
+      if (outcome === 'exited') return;
+      // Still running, so the group (led by the primary, detached above) is this helper's own.
+      try {
+        process.kill(-proc.pid!, 'SIGKILL');
+      } catch {
+        // it went in between
+      }
       await exited;
+      throw new Error(`mta did not stop within ${deadlineMs} ms of SIGTERM; its process group was killed:\n${log.slice(-2000)}`);
     },
   };
 }

@@ -5,6 +5,8 @@
 # test fails later for a missing tool: as root with apt-get it installs what
 # is missing and says so; otherwise it stops at once with the one command to
 # run. .ci/run calls it too. Only checks when everything is there (~50 ms).
+# It also stops a run that is not root: some tests mount a tmpfs, attach loop
+# devices or create network namespaces, and would otherwise fail late.
 set -euo pipefail
 
 # command:package pairs; a package is wanted when its command is missing.
@@ -16,7 +18,11 @@ for pair in "${peers[@]}"; do
 done
 # swaks only recommends the Perl modules it needs for --tls and IPv6 sockets.
 perl -MNet::SSLeay -MIO::Socket::INET6 -e1 2>/dev/null || need+=(libnet-ssleay-perl libio-socket-inet6-perl)
-[ ${#need[@]} -eq 0 ] && exit 0
+if [ ${#need[@]} -eq 0 ]; then
+  [ "$(id -u)" -eq 0 ] && exit 0
+  echo "npm test: some tests mount a tmpfs, attach loop devices or create network namespaces, which needs root: run it as root (sudo npm test)" >&2
+  exit 1
+fi
 
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 cmd="apt-get install -y --no-install-recommends ${need[*]}"

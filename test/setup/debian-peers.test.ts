@@ -1,5 +1,6 @@
 // `npm test` on a fresh machine: the peers script either installs what is
-// missing (as root) or stops at once naming the one command to run.
+// missing (as root) or stops at once naming the one command to run; run by a
+// user who is not root, it stops at once saying to run as root.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,6 +15,15 @@ describe('test/setup/debian-peers.sh', () => {
     const run = spawnSync('bash', [script], { encoding: 'utf8' });
     expect(run.status).toBe(0);
     expect(run.stderr).toBe('');
+  });
+
+  it('as a user who is not root, with every peer installed, fails at once with the one-line remedy', () => {
+    const run = spawnSync(spawnSync('which', ['setpriv'], { encoding: 'utf8' }).stdout.trim(), ['--reuid=65534', '--regid=65534', '--clear-groups', 'bash', script], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH },
+    });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toBe('npm test: some tests mount a tmpfs, attach loop devices or create network namespaces, which needs root: run it as root (sudo npm test)\n');
   });
 
   it('as a user who cannot install, fails at once naming the packages and the command', () => {

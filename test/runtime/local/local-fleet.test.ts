@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { startLocalFleet } from '../../helpers/local-fleet';
+import { fleetEndpoints, startLocalFleet } from '../../helpers/local-fleet';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VOLLEY } from '../../helpers/mta-process';
@@ -9,18 +9,20 @@ import { childrenByParent } from '../../helpers/procs';
 import { smtpSourceWithAcks } from '../../helpers/smtp-source-acks';
 import { tempDir } from '../../helpers/tmp';
 
-// Both tests run the fleet on its fixed ports, so they live in one file (run in turn).
+// Each fleet runs on free ports (--port-base auto) and the tests read the
+// printed endpoints, so they never collide with a developer's `volley local`
+// or the bench's fleet on the README's fixed ports.
 
 // What a new user does after `npm install && npm start`: the same command,
 // then swaks with the printed user, then Ctrl-C.
 const data = tempDir();
 
 test('volley local: swaks gets 250, the embedded sink receives the mail, Ctrl-C stops everything', async () => {
-  const fleet = await startLocalFleet(['--data', data]);
+  const fleet = await startLocalFleet(['--data', data, '--port-base', 'auto']);
   let code: number | null = -1;
   try {
-    expect(fleet.output()).toContain('SMTP injection : 127.0.0.1:2525');
-    const r = await swaks(['--server', '127.0.0.1:2525', '--tls', '--auth-user', 'volley', '--auth-password', 'volley', '--from', 'me@example.test', '--to', 'someone@example.test', '--header', 'Subject: hello from the test']);
+    const ep = fleetEndpoints(fleet.output());
+    const r = await swaks(['--server', `127.0.0.1:${ep.smtp}`, '--tls', '--auth-user', 'volley', '--auth-password', 'volley', '--from', 'me@example.test', '--to', 'someone@example.test', '--header', 'Subject: hello from the test']);
     expect(r.output).toMatch(/250 2\.0\.0 Ok: queued as/);
     const sink = join(data, 'sink');
     const end = Date.now() + 10_000;
@@ -54,29 +56,31 @@ function readmeCurl(): string {
 const endpointsData = tempDir();
 
 test('the printed endpoints work as written: the README\'s curl through the lb, a too-big body gets 413, swaks straight to an MTA, status lines without a terminal', async () => {
-  const fleet = await startLocalFleet(['--data', endpointsData]);
+  const fleet = await startLocalFleet(['--data', endpointsData, '--port-base', 'auto']);
   let code: number | null = -1;
   try {
-    // Every MTA's own ports are printed, and why there is no live line here.
-    expect(fleet.output()).toContain('mta-1 direct   : SMTP 127.0.0.1:2601, HTTP http://127.0.0.1:8081/v1/messages');
-    expect(fleet.output()).toContain('mta-2 direct   : SMTP 127.0.0.1:2602, HTTP http://127.0.0.1:8082/v1/messages');
+    // Every MTA's own ports are printed (the free ones asked for, not the README's), and why there is no live line here.
+    const ep = fleetEndpoints(fleet.output());
+    expect(Object.keys(ep.mtas)).toEqual(['mta-1', 'mta-2']);
+    expect([ep.smtp, ...Object.values(ep.mtas).map((m) => m.smtp)]).not.toContain(2525);
     expect(fleet.output()).toContain('stdout is not a terminal');
 
-    // The README's curl, pasted as is: through the lb's :8080 to an MTA that reads the lb's PROXY header.
-    const curl = await sh(readmeCurl());
+    // The README's curl, pasted as is but for the lb's port: through the lb to an MTA that reads the lb's PROXY header.
+    expect(readmeCurl()).toContain('http://127.0.0.1:8080/v1/messages');
+    const curl = await sh(readmeCurl().replaceAll('127.0.0.1:8080', ep.http));
     expect(curl.stderr).toBe('');
     expect(JSON.parse(curl.stdout)).toEqual({ id: expect.stringMatching(/^[0-9A-Z]{26}$/) });
 
     // Over http.max_body_size (50 MB by default) through the lb: a 413, not a reset.
     const big = join(endpointsData, 'big.json');
     writeFileSync(big, Buffer.alloc(50 * 1024 * 1024 + 1, 'x'));
-    const tooBig = await sh(`curl -sS -o ${join(endpointsData, 'big.out')} -w '%{http_code}' -H 'Authorization: Bearer local-token' --data-binary @${big} http://127.0.0.1:8080/v1/messages`);
+    const tooBig = await sh(`curl -sS -o ${join(endpointsData, 'big.out')} -w '%{http_code}' -H 'Authorization: Bearer local-token' --data-binary @${big} http://${ep.http}/v1/messages`);
     expect(tooBig.stderr).toBe('');
     expect(tooBig.stdout).toBe('413');
     expect(readFileSync(join(endpointsData, 'big.out'), 'utf8')).toContain('"code":"too_large"');
 
     // swaks straight to mta-1 from 127.0.0.1, no PROXY header: served, not left waiting.
-    const direct = await swaks(['--server', '127.0.0.1:2601', '--from', 'me@example.test', '--to', 'direct@example.test', '--header', 'Subject: straight to mta-1']);
+    const direct = await swaks(['--server', `127.0.0.1:${ep.mtas['mta-1'].smtp}`, '--from', 'me@example.test', '--to', 'direct@example.test', '--header', 'Subject: straight to mta-1']);
     expect(direct.output).toMatch(/250 2\.0\.0 Ok: queued as/);
 
     // No terminal: plain status lines once mail moves (2 accepted, 2 delivered).
@@ -104,8 +108,9 @@ function killTree(pid: number): void {
 const RECENT_MS = 2000;
 
 test('kill -9 one MTA in the middle of 10,000 messages: only its open sessions fail, every acknowledged message arrives', async () => {
-  const fleet = await startLocalFleet(['--data', fleetData]);
+  const fleet = await startLocalFleet(['--data', fleetData, '--port-base', 'auto']);
   try {
+    const ep = fleetEndpoints(fleet.output());
     let killedAt = -1;
     let killTime = 0;
     let firstAckTime = 0;
@@ -113,7 +118,7 @@ test('kill -9 one MTA in the middle of 10,000 messages: only its open sessions f
     // Postfix's smtp-source is the load (one per session, see the helper for how
     // it reports what was acknowledged and why a run that dies starts again).
     const tally = await smtpSourceWithAcks({
-      port: 2525,
+      port: ep.smtp,
       sessions: 20,
       messages: 10_000,
       domain: 'sink.test',

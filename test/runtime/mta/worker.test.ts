@@ -1,30 +1,36 @@
-// MTA workers and signals: systemd stops volley-mta.service by sending SIGTERM
-// to every process of the unit at once (KillMode=control-group), not only the
-// primary; a worker that gets SIGTERM stops gracefully and is not restarted.
-import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+// MTA workers and signals. systemd stops volley-mta.service by sending
+// SIGTERM to every process of the unit at once (KillMode=control-group), the
+// primary included: the node stops gracefully. A worker that alone gets
+// SIGTERM (a stray kill) stops gracefully and the primary restarts it.
+// The stop is run through the rehearsal's UnitRunner from the shipped unit file.
+import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADMIN_AUTH, testConfigYaml } from '../../helpers/config';
-import { startMta, type MtaProcess } from '../../helpers/mta-process';
+import { UnitRunner, type UnitStatus } from '../../rehearsal/unit-runner';
+import { ADMIN_AUTH, ADMIN_TOKEN_SHA256, testConfigYaml } from '../../helpers/config';
+import { startMta, VOLLEY, type MtaProcess } from '../../helpers/mta-process';
 import { getFreePort, startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
 import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
+import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { smtpSourceWithAcks } from '../../helpers/smtp-source-acks';
 import { tempDir } from '../../helpers/tmp';
 
 const dir = tempDir();
-const UNIT = join(__dirname, '..', '..', '..', 'assets', 'systemd', 'volley-mta.service');
-const timeoutStopSec = Number(/^TimeoutStopSec=(\d+)$/m.exec(readFileSync(UNIT, 'utf8'))![1]);
+const SHIPPED_UNIT = join(__dirname, '..', '..', '..', 'assets', 'systemd', 'volley-mta.service');
+const UNIT = 'volley-mta.service';
 
 let sink: SmtpSinkHandle | undefined;
 let mta: MtaProcess | undefined;
+let runner: UnitRunner | undefined;
 /** The stop and restart under way; waited for before cleaning up, so a failed test leaves no MTA behind. */
 let restarting: Promise<unknown> | undefined;
 afterEach(async () => {
   await restarting?.catch(() => undefined);
   restarting = undefined;
+  await runner?.close(); // SIGKILL to whatever the unit still runs
   await mta?.stop();
   await sink?.stop();
-  mta = sink = undefined;
+  mta = sink = runner = undefined;
 });
 
 const alive = (pid: number): boolean => {
@@ -36,14 +42,49 @@ const alive = (pid: number): boolean => {
   }
 };
 
-/** Sends SIGTERM to the MTA's whole process group (the primary and every worker), as systemd does; resolves with the primary's exit. */
-async function systemdStop(m: MtaProcess): Promise<{ code: number | null; ms: number; workers: number[] }> {
-  const workers = childrenByParent().get(m.proc.pid!) ?? [];
-  const exited = new Promise<number | null>((r) => m.proc.once('exit', (code) => r(code)));
-  const t0 = Date.now();
-  process.kill(-m.proc.pid!, 'SIGTERM');
-  const code = await exited;
-  return { code, ms: Date.now() - t0, workers };
+/**
+ * The shipped unit, runnable here: `/opt/volley/bin/volley` becomes a wrapper
+ * that runs this build (dist/volley.js), the config, persistent path and
+ * instance.env paths become the test's. Everything else (ExecStartPre=,
+ * KillMode, TimeoutStopSec=, Restart=) is the file's own. Dropped:
+ * AssertPathIsMountPoint= (the persistent path here is a plain directory).
+ * The ExecStartPre= proxy-link fetch runs for real: the test config has no
+ * proxies section, so it needs no Secrets Manager.
+ */
+function installUnit(root: string, paths: { config: string; persistentPath: string; env: string }): string {
+  const units = join(root, 'units');
+  mkdirSync(units, { recursive: true });
+  const wrapper = join(root, 'volley');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ${process.execPath} ${VOLLEY} "$@"\n`, { mode: 0o755 });
+  const text = readFileSync(SHIPPED_UNIT, 'utf8')
+    .replace(/^AssertPathIsMountPoint=.*\n/m, '')
+    .replaceAll('/opt/volley/bin/volley', wrapper)
+    .replaceAll('/etc/volley/volley.yaml', paths.config)
+    .replaceAll('/etc/volley/instance.env', paths.env)
+    .replaceAll('/var/lib/volley', paths.persistentPath);
+  writeFileSync(join(units, UNIT), text);
+  return units;
+}
+
+/** The test config on fixed loopback ports: the unit's ExecStart names none, so they come from the file. */
+function unitConfigYaml(sinkPort: number, ports: { smtp: number; http: number; admin: number }): string {
+  const yaml = testConfigYaml({ sinkPort, relayFrom: ['127.0.0.0/8'] })
+    .replace('{ name: smtp, port: 0,', `{ name: smtp, port: ${ports.smtp},`)
+    .replace('http:\n  port: 0', `http:\n  port: ${ports.http}`)
+    .replace(`admin: { tokens: [{ name: ops, sha256: ${ADMIN_TOKEN_SHA256} }] }`, `admin: { address: 127.0.0.1, port: ${ports.admin}, tokens: [{ name: ops, sha256: ${ADMIN_TOKEN_SHA256} }] }`);
+  if (/port: 0\b/.test(yaml)) throw new Error(`a port was left to the kernel:\n${yaml}`);
+  return yaml;
+}
+
+/** Polls /readyz until it answers 200 (the unit's start returns once the main process is spawned, as Type=simple does). */
+async function ready(adminUrl: string, state: () => string): Promise<void> {
+  let ok = false;
+  const poll = setInterval(() => void fetch(`${adminUrl}/readyz`).then((r) => (ok = r.ok), () => undefined), 100);
+  try {
+    await waitUntil(() => ok, 60_000, state);
+  } finally {
+    clearInterval(poll);
+  }
 }
 
 /** Copies per recipient in the sink's dumps: smtp-source's -N makes each message's recipient unique, and the MTA names it in Received. */
@@ -56,19 +97,26 @@ function copies(dumpDir: string): Map<string, number> {
   return seen;
 }
 
-test('SIGTERM to every process at once under load: each acknowledged message is delivered exactly once after the restart', async () => {
+test('systemctl stop under load, through the unit runner: processes gone within TimeoutStopSec, each acknowledged message delivered exactly once after the start', async () => {
   const dumpDir = join(dir, 'sink');
   chmodSync(dir, 0o755); // smtp-sink writes its dumps as nobody
   // The sink holds each end-of-data reply a second, so deliveries are always in flight when the signal comes.
   // (Through the hold proxy: smtp-sink's own -W .:1 left pipelined final replies unanswered, and the stop waited for them.)
   sink = await startSmtpSink({ holdMs: 1000, holdVia: 'proxy', dumpDir, maxConnections: 1000 });
-  const configPath = join(dir, 'volley.yaml');
-  writeFileSync(configPath, testConfigYaml({ sinkPort: sink.port, relayFrom: ['127.0.0.0/8'] }));
   const ports = { smtp: await getFreePort(), http: await getFreePort(), admin: await getFreePort() };
-  const pp = join(dir, 'pp');
-  mta = await startMta({ configPath, persistentPath: pp, workers: 2, ports });
+  const configPath = join(dir, 'volley.yaml');
+  writeFileSync(configPath, unitConfigYaml(sink.port, ports));
+  const env = join(dir, 'instance.env');
+  writeFileSync(env, 'VOLLEY_NODE_ID=mta-unit-test\nVOLLEY_WORKERS=2\n');
+  const units = installUnit(dir, { config: configPath, persistentPath: join(dir, 'pp'), env });
+  const r = new UnitRunner({ unitDirs: [units], id: `worker-test-${process.pid}` });
+  runner = r;
+  const adminUrl = `http://127.0.0.1:${ports.admin}`;
+  const journal = (): string => r.journal(UNIT).slice(-2000);
+  await r.start(UNIT);
+  await ready(adminUrl, journal);
 
-  let stopped: Promise<{ code: number | null; ms: number; workers: number[] }> | undefined;
+  let stopped: Promise<{ pids: number[]; status: UnitStatus; left: number[] }> | undefined;
   const tally = await smtpSourceWithAcks({
     port: ports.smtp,
     sessions: 8,
@@ -76,28 +124,33 @@ test('SIGTERM to every process at once under load: each acknowledged message is 
     domain: 'sink.test',
     onAck: (n) => {
       if (n !== 200) return;
-      const m = mta!;
       stopped = (async () => {
-        const r = await systemdStop(m);
-        // Back up on the same ports, as systemd's next start would be; the load retries meanwhile.
-        mta = await startMta({ configPath, persistentPath: pp, workers: 2, ports });
-        return r;
+        const pids = r.processes(UNIT); // the primary and its two workers
+        await r.stop(UNIT); // KillSignal= to every process, SIGKILL only once TimeoutStopSec= runs out
+        // The runner's stop returns once no live process is left; the main process (this test's child) is a zombie until Node reaps it and records its exit.
+        await waitUntil(() => r.status(UNIT).lastExit !== undefined, 10_000, journal);
+        const left = pids.filter(alive);
+        const status = r.status(UNIT);
+        // Started again, as the next boot would; the load retries meanwhile.
+        await r.start(UNIT);
+        await ready(adminUrl, journal);
+        return { pids, status, left };
       })();
       restarting = stopped;
     },
   });
   const stop = await stopped!;
-  expect(stop.code).toBe(0);
-  expect(stop.ms).toBeLessThan(timeoutStopSec * 1000);
-  expect(stop.workers).toHaveLength(2);
-  expect(stop.workers.filter(alive)).toEqual([]);
+  expect(stop.pids).toHaveLength(3);
+  // Result=success, not timeout: every process went before TimeoutStopSec= and none needed SIGKILL.
+  expect(stop.status).toMatchObject({ state: 'inactive', result: 'success', lastExit: { code: 0, signal: null } });
+  expect(stop.left).toEqual([]);
+  expect(journal()).not.toMatch(/restarting it/); // the unit's stop is the node's stop: no worker came back
 
-  const m = mta!;
-  await waitUntil(() => tally.acked.every((r) => copies(dumpDir).has(r)), 150_000, () => `${tally.acked.filter((r) => !copies(dumpDir).has(r)).length} of ${tally.acked.length} acknowledged not delivered`);
+  await waitUntil(() => tally.acked.every((rcpt) => copies(dumpDir).has(rcpt)), 150_000, () => `${tally.acked.filter((rcpt) => !copies(dumpDir).has(rcpt)).length} of ${tally.acked.length} acknowledged not delivered`);
   // Nothing left queued that could still arrive as a second copy.
   let queued = -1;
   const poll = setInterval(() => {
-    void fetch(`${m.adminUrl}/queue`, { headers: ADMIN_AUTH }).then(async (r) => (queued = ((await r.json()) as { queued: number }).queued), () => undefined);
+    void fetch(`${adminUrl}/queue`, { headers: ADMIN_AUTH }).then(async (res) => (queued = ((await res.json()) as { queued: number }).queued), () => undefined);
   }, 200);
   try {
     await waitUntil(() => queued === 0, 60_000, () => `${queued} still queued`);
@@ -106,22 +159,39 @@ test('SIGTERM to every process at once under load: each acknowledged message is 
   }
   const seen = copies(dumpDir);
   expect(tally.acked.length).toBeGreaterThan(400);
-  expect(tally.acked.filter((r) => seen.get(r) !== 1)).toEqual([]);
+  expect(tally.acked.filter((rcpt) => seen.get(rcpt) !== 1)).toEqual([]);
   expect([...seen.values()].filter((n) => n > 1)).toEqual([]); // nothing twice, acknowledged or not
 }, 400_000);
 
-test('a worker that gets SIGTERM is not restarted: the node stops gracefully', async () => {
+test('a worker that alone gets SIGTERM stops gracefully and is restarted: the node stays up and takes mail', async () => {
   const configPath = join(dir, 'one.yaml');
   writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.0/8'] }));
   mta = await startMta({ configPath, persistentPath: join(dir, 'pp-one'), workers: 2 });
   const m = mta;
-  const workers = childrenByParent().get(m.proc.pid!) ?? [];
-  expect(workers).toHaveLength(2);
-  process.kill(workers[0], 'SIGTERM');
-  // Either the node stops, or the primary restarts the worker (the bug): whichever comes first.
-  await waitUntil(() => m.proc.exitCode !== null || /restarting it/.test(m.log()), 30_000, () => m.log().slice(-2000));
-  expect(m.log()).not.toMatch(/restarting it/);
-  expect(m.proc.exitCode).toBe(0);
-  expect(m.log()).toMatch(/"signal":"SIGTERM to worker 0"/);
-  expect(workers.filter(alive)).toEqual([]);
+  const before = childrenByParent().get(m.proc.pid!) ?? [];
+  expect(before).toHaveLength(2);
+  process.kill(before[0], 'SIGTERM');
+  // Either a new worker is ready ("mta ready" a second time), or the node stops (the bug): whichever comes first.
+  const readyCount = (): number => m.log().match(/"msg":"mta ready"/g)?.length ?? 0;
+  await waitUntil(() => m.proc.exitCode !== null || readyCount() >= 2, 30_000, () => m.log().slice(-2000));
+  expect(m.proc.exitCode).toBeNull();
+  expect(m.log()).toMatch(/"signal":"SIGTERM".*worker stopped on a signal of its own; restarting it/);
+  expect(alive(before[0])).toBe(false);
+  const after = childrenByParent().get(m.proc.pid!) ?? [];
+  expect(after).toHaveLength(2);
+  expect(after).not.toContain(before[0]);
+  expect((await fetch(`${m.adminUrl}/readyz`)).status).toBe(200);
+  // Every new connection may land on either worker: both take mail.
+  for (let i = 0; i < 8; i++) {
+    const s = await SmtpDialog.open(m.smtpPort);
+    await s.reply();
+    await s.command('EHLO c.test');
+    expect((await s.transaction('a@example.test', ['b@example.test'], message(`after the stray SIGTERM ${i}`))).code).toBe(250);
+    await s.quit();
+  }
+  // The primary's own SIGTERM still stops the node, cleanly.
+  const exited = new Promise<number | null>((res) => m.proc.once('exit', (code) => res(code)));
+  process.kill(m.proc.pid!, 'SIGTERM');
+  expect(await exited).toBe(0);
+  expect(after.filter(alive)).toEqual([]);
 });

@@ -5,9 +5,7 @@
 // below spool.min_free, and takes mail again by itself once the delivered
 // mail's segments are freed.
 // Mounts a tmpfs: needs root, as CI and the dev machines run.
-import { execFileSync } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { deliveryConfigYaml, ADMIN_AUTH } from '../../../helpers/config';
 import { readAttempts } from '../../../helpers/attempt-log';
@@ -15,27 +13,26 @@ import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { startSmtpSink, type SmtpSinkHandle } from '../../../helpers/postfix-tools';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { mountTmpfs } from '../../../helpers/tmpfs';
 
 // Not tempDir(): its clean-up would run before the unmount below.
-const dir = mkdtempSync(join(tmpdir(), 'volley-diskfull-delivery-'));
+const fs = mountTmpfs('volley-diskfull-delivery-', '8m');
+const { dir, mnt } = fs;
 chmodSync(dir, 0o755); // smtp-sink runs as nobody and writes its dumps under it
-const mnt = join(dir, 'mnt');
 const pp = join(mnt, 'pp');
 const filler = join(mnt, 'filler');
 let sink: SmtpSinkHandle | undefined;
 let mta: MtaProcess | undefined;
 
-beforeAll(() => {
-  mkdirSync(mnt);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]);
-});
-afterAll(async () => {
-  await mta?.stop().catch(() => undefined);
-  if (process.env.DISKFULL_LOG) writeFileSync(process.env.DISKFULL_LOG, mta?.log() ?? '');
-  await sink?.stop().catch(() => undefined);
-  execFileSync('umount', [mnt]);
-  rmSync(dir, { recursive: true, force: true });
-});
+// The MTA's whole process group goes first (stop() SIGKILLs it if the graceful
+// stop hangs), then the tmpfs is unmounted, even when a stop throws.
+afterAll(() =>
+  fs.release(
+    () => mta?.stop(),
+    () => process.env.DISKFULL_LOG && writeFileSync(process.env.DISKFULL_LOG, mta?.log() ?? ''),
+    () => sink?.stop(),
+  ),
+);
 
 /** Takes every free block of the volume, as another writer on a shared disk would. */
 function fillToTheLastBlock(): void {

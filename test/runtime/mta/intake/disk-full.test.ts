@@ -1,29 +1,23 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, writeSync, closeSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { openSync, writeSync, closeSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import { TEST_TOKEN, testConfig } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
+import { mountTmpfs } from '../../../helpers/tmpfs';
 
 // A real small filesystem (tmpfs, 1 MiB) under the spool: the disk really
 // fills. Needs root, as CI and the dev machines run.
-const dir = mkdtempSync(join(tmpdir(), 'volley-diskfull-'));
-const mnt = join(dir, 'mnt');
+const fs = mountTmpfs('volley-diskfull-', '1m');
+const { dir, mnt } = fs;
 const spoolDir = join(mnt, 'spool');
 let h: IntakeHarness;
 
 beforeAll(async () => {
-  mkdirSync(mnt);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
   h = await startIntake(testConfig(), dir, spoolDir);
 });
-afterAll(async () => {
-  await h?.close();
-  execFileSync('umount', [mnt]);
-  rmSync(dir, { recursive: true, force: true });
-});
+// Unmounts even when the intake's close throws (a failed run left the tmpfs mounted).
+afterAll(() => fs.release(() => h?.close()));
 
 function fill(): string {
   const file = join(mnt, 'filler');
