@@ -27,8 +27,7 @@ const warn = (message: string): void => void process.stderr.write(`volley proxy-
 
 async function client(flags: AwsFlags): Promise<{ client: import('@aws-sdk/client-secrets-manager').SecretsManagerClient; secretId: string }> {
   if (!flags.secretId) throw new VolleyError('EUSAGE', 'no secret: pass --secret-id or set VOLLEY_PROXY_LINK_SECRET');
-  const { SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
-  return { client: new SecretsManagerClient(flags.region ? { region: flags.region } : {}), secretId: flags.secretId };
+  return { client: (await runtime()).secretsManagerClient(flags.region ? { region: flags.region } : {}), secretId: flags.secretId };
 }
 
 function owner(user: string): { uid: number; gid: number } {

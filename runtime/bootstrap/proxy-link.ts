@@ -9,7 +9,7 @@
 // `volley proxy-link init` puts the CA into the secrets once; every file is
 // written 0600 for the daemon's user and replaced atomically, so a daemon
 // never reads half of one.
-import { GetSecretValueCommand, PutSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { GetSecretValueCommand, PutSecretValueCommand, SecretsManagerClient, type SecretsManagerClientConfig } from '@aws-sdk/client-secrets-manager';
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { chown, open, readFile, rename, rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
@@ -55,6 +55,17 @@ function pem(value: unknown, field: string, secretId: string): string | undefine
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || !value.includes('-----BEGIN ')) fail(`secret ${secretId}: ${field} is not a PEM text`);
   return value;
+}
+
+/**
+ * Limits on one Secrets Manager call. Without them the SDK waits forever on an
+ * endpoint that accepts and never answers, and the unit's start hangs instead
+ * of falling back to the files on disk (the SDK tries 3 times: ~35 s at most).
+ */
+export const SECRETS_MANAGER_TIMEOUTS = { connectionTimeout: 5_000, requestTimeout: 10_000 };
+
+export function secretsManagerClient(config: SecretsManagerClientConfig = {}, timeouts = SECRETS_MANAGER_TIMEOUTS): SecretsManagerClient {
+  return new SecretsManagerClient({ ...config, requestHandler: { ...timeouts, throwOnRequestTimeout: true } });
 }
 
 /** Parses and checks the stored JSON; the message never contains a value. */

@@ -9,6 +9,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import {
   fetchMtaLinkFiles,
@@ -23,6 +24,7 @@ import {
   parseProxyLinkSecret,
   readProxyCaSecret,
   readProxyLinkSecret,
+  secretsManagerClient,
   type ProxyLinkSecret,
 } from '../../../runtime/bootstrap/proxy-link';
 
@@ -33,8 +35,9 @@ const IDS = { secretId: ID, caSecretId: CA_ID };
 const GENERATED = JSON.stringify({ secret: 'Q'.repeat(64) });
 const GENERATED_CA = JSON.stringify({ placeholder: 'x'.repeat(16) });
 
-const sm = mockClient(SecretsManagerClient);
 const client = new SecretsManagerClient({ region: 'eu-west-1' });
+// This client only: the timeout test below talks to a real (silent) endpoint with another one.
+const sm = mockClient(client);
 const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
 
 /** The environment's two secrets, as Secrets Manager keeps them; value() is the link secret's, caValue() the CA key secret's. */
@@ -210,6 +213,11 @@ test('a CA key secret holding a CA the MTAs do not trust stops a proxy\'s fetch,
 });
 
 describe('fetch when Secrets Manager cannot be reached', () => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+
   /** Every GetSecretValue fails as the SDK fails when nothing answers. */
   function unreachable(): void {
     sm.reset();
@@ -257,6 +265,32 @@ describe('fetch when Secrets Manager cannot be reached', () => {
       code: 'EPROXYLINK',
       message: expect.stringContaining('ENOENT'),
     });
+  });
+
+  test('an endpoint that accepts and never answers is an outage too: the client gives up and the files on disk are kept', async () => {
+    const { mta, snapshot } = await installed();
+    const before = snapshot();
+    const sockets = new Set<Socket>();
+    const silent = createTcpServer((socket) => sockets.add(socket));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    // Also when the fetch never returns (no timeouts): jest's timeout fails the test, and this lets the run end.
+    cleanups.push(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((r) => silent.close(r));
+    });
+    const real = secretsManagerClient(
+      { region: 'eu-west-1', endpoint: `http://127.0.0.1:${(silent.address() as { port: number }).port}`, credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'example' }, maxAttempts: 1 },
+      { connectionTimeout: 200, requestTimeout: 200 },
+    );
+    try {
+      const warnings: string[] = [];
+      expect(await fetchMtaLinkFiles(real, ID, mta, me, (m) => warnings.push(m))).toBe('kept');
+      expect(sockets.size).toBe(1);
+      expect(warnings).toEqual([expect.stringContaining('files already on disk')]);
+      expect(snapshot()).toEqual(before);
+    } finally {
+      real.destroy();
+    }
   });
 
   test('an answer that refuses (no such secret) is not an outage: the start fails even with files on disk', async () => {
