@@ -117,7 +117,7 @@ export function formatProxyCaSecret(ca: ProxyCa): string {
   return JSON.stringify({ ca_cert: ca.cert, ca_key: ca.key });
 }
 
-/** The secret's string value; an error says whether AWS could not be reached (see fetchFailureIsUnreachable). */
+/** The secret's string value; an error says whether AWS could not be reached (see unreachable below). */
 async function readSecretString(client: SecretsManagerClient, secretId: string): Promise<string> {
   let text: string | undefined;
   try {
