@@ -16,6 +16,7 @@ export interface ProxyTierStackProps extends VolleyStackProps {
   readonly securityGroup: ec2.ISecurityGroup;
   readonly packageDir: string;
   readonly proxyLinkSecret: secretsmanager.ISecret;
+  readonly proxyCaKeySecret: secretsmanager.ISecret;
 }
 
 export interface ProxySlot {
@@ -72,6 +73,7 @@ export class ProxyTierStack extends VolleyStack {
         distribution,
         config: publishedConfig,
         proxyLinkSecret: props.proxyLinkSecret,
+        proxyCaKeySecret: props.proxyCaKeySecret,
         readyTimeout: Duration.minutes(rollout.readyTimeoutMinutes),
         healthFromLoadBalancer: false,
         notifications: notifications.topic,

@@ -1,7 +1,10 @@
-// The environment's proxy-link secret in AWS Secrets Manager: the MTA↔proxy
-// shared HMAC secret and the proxy CA that MTAs pin. No value of it is ever
-// in a template: CloudFormation generates the shared secret inside Secrets
-// Manager, and `volley proxy-link init` adds the CA once (see the README).
+// The environment's proxy-link secrets in AWS Secrets Manager: the link
+// secret (the MTA↔proxy shared HMAC secret and the proxy CA's certificate
+// that MTAs pin), read by every slot, and the CA key secret (the CA's
+// certificate and private key), read by proxy slots only, so that no MTA can
+// mint a proxy certificate. No value is ever in a template: CloudFormation
+// generates the shared secret inside Secrets Manager, and `volley proxy-link
+// init` adds the CA once (see the README).
 import { RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
@@ -12,6 +15,14 @@ export function proxyLinkSecretName(envName: string): string {
   return `volley/${envName}/proxy-link`;
 }
 
+/** The CA key secret's name: beside the link secret, where `volley proxy-link init` finds it by default. */
+export function proxyCaKeySecretName(envName: string): string {
+  return `volley/${envName}/proxy-ca-key`;
+}
+
+const NO_ROTATION_LAMBDA =
+  'Both ends of every MTA-proxy link must switch together, which a rotation Lambda cannot coordinate; rotation is the documented `volley proxy-link init --rotate-…` procedure (README, Deploying to AWS).';
+
 /**
  * Deployed before the tiers, which read the secret at every daemon start.
  * Retained: deleting it would cut every MTA from every proxy at their next
@@ -19,19 +30,26 @@ export function proxyLinkSecretName(envName: string): string {
  */
 export class SecretsStack extends VolleyStack {
   readonly proxyLink: secretsmanager.Secret;
+  /** Readable by proxy slots only. */
+  readonly proxyCaKey: secretsmanager.Secret;
 
   constructor(scope: Construct, id: string, props: VolleyStackProps) {
     super(scope, id, props);
     this.proxyLink = new secretsmanager.Secret(this, 'ProxyLink', {
       secretName: proxyLinkSecretName(this.config.name),
-      description: `Volley ${this.config.name}: MTA-proxy shared secret ("secret", generated here) and proxy CA ("ca_cert", "ca_key", added by volley proxy-link init)`,
+      description: `Volley ${this.config.name}: MTA-proxy shared secret ("secret", generated here; "previous_secret" during a rotation) and the proxy CA's certificate ("ca_cert", added by volley proxy-link init)`,
       // 64 letters and digits (>= 32 bytes, what both loaders require), made by Secrets Manager itself.
       generateSecretString: { secretStringTemplate: '{}', generateStringKey: 'secret', passwordLength: 64, excludePunctuation: true },
       removalPolicy: RemovalPolicy.RETAIN,
     });
-    Validations.of(this.proxyLink).acknowledge({
-      id: 'AwsSolutions-SMG4',
-      reason: 'Both ends of every MTA-proxy link must switch together, which a rotation Lambda cannot coordinate; rotation is the documented `volley proxy-link init --rotate-…` procedure (README, Deploying to AWS).',
+    Validations.of(this.proxyLink).acknowledge({ id: 'AwsSolutions-SMG4', reason: NO_ROTATION_LAMBDA });
+    this.proxyCaKey = new secretsmanager.Secret(this, 'ProxyCaKey', {
+      secretName: proxyCaKeySecretName(this.config.name),
+      description: `Volley ${this.config.name}: the proxy CA ("ca_cert", "ca_key", added by volley proxy-link init), read by proxies only`,
+      // A JSON object without a CA until init runs: the placeholder only keeps CloudFormation from storing a bare password.
+      generateSecretString: { secretStringTemplate: '{}', generateStringKey: 'placeholder', passwordLength: 16, excludePunctuation: true },
+      removalPolicy: RemovalPolicy.RETAIN,
     });
+    Validations.of(this.proxyCaKey).acknowledge({ id: 'AwsSolutions-SMG4', reason: NO_ROTATION_LAMBDA });
   }
 }

@@ -64,6 +64,7 @@ export function addVolleyEnvironment(app: App, options: VolleyEnvironmentOptions
     securityGroup: network.proxySecurityGroup,
     packageDir: options.packageDir,
     proxyLinkSecret: secrets.proxyLink,
+    proxyCaKeySecret: secrets.proxyCaKey,
   });
   const dns = new DnsStack(app, `${prefix}-Dns`, { config, endpoints: ingress.endpoints });
   return { network, storage, secrets, ingress, mta, proxy, dns };

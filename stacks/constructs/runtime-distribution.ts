@@ -63,6 +63,8 @@ export interface InstanceSettings {
   readonly config: PublishedConfig;
   /** ARN of the environment's proxy-link secret (shared secret, proxy CA). */
   readonly proxyLinkSecretArn: string;
+  /** ARN of the proxy CA key secret: proxies only. */
+  readonly proxyCaKeySecretArn?: string;
 }
 
 /**
@@ -98,6 +100,7 @@ export class RuntimeDistribution extends Construct {
       VOLLEY_CONFIG_SOURCE: settings.config.source,
       VOLLEY_CONFIG_FILE: settings.config.installPath,
       VOLLEY_PROXY_LINK_SECRET: settings.proxyLinkSecretArn,
+      ...(settings.proxyCaKeySecretArn ? { VOLLEY_PROXY_CA_KEY_SECRET: settings.proxyCaKeySecretArn } : {}),
     };
     userData.addCommands(
       'set -euo pipefail',

@@ -23,6 +23,8 @@ export interface SingleInstanceSlotProps {
   readonly config: PublishedConfig;
   /** The environment's proxy-link secret: readable by this slot, and by nothing wider. */
   readonly proxyLinkSecret: secretsmanager.ISecret;
+  /** The proxy CA key secret: given to proxy slots only (an MTA holding it could mint a certificate for any proxy address). */
+  readonly proxyCaKeySecret?: secretsmanager.ISecret;
   /** Boot, attach and (for an MTA) spool recovery must finish within this, or the deploy rolls back. */
   readonly readyTimeout: Duration;
   /** Replace the instance when its load balancer targets stay unhealthy (MTAs), or only when EC2 says so. */
@@ -54,6 +56,10 @@ export class SingleInstanceSlot extends Construct {
     props.distribution.grantRead(this.role, props.config);
     // GetSecretValue (and DescribeSecret) on this one secret's ARN only.
     props.proxyLinkSecret.grantRead(this.role);
+    if (props.proxyCaKeySecret) {
+      if (props.role !== 'proxy') throw new Error(`slot ${props.slotId}: only a proxy slot may read the proxy CA key`);
+      props.proxyCaKeySecret.grantRead(this.role);
+    }
     acknowledgeSlotRole(this.role);
 
     const subnets = props.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, availabilityZones: [props.availabilityZone] });
@@ -109,6 +115,7 @@ export class SingleInstanceSlot extends Construct {
       readyTimeoutSeconds: props.readyTimeout.toSeconds(),
       config: props.config,
       proxyLinkSecretArn: props.proxyLinkSecret.secretArn,
+      proxyCaKeySecretArn: props.proxyCaKeySecret?.secretArn,
     });
   }
 

@@ -71,16 +71,21 @@ describe.each(['dev', 'staging', 'prod'])('%s', (envName) => {
       const own = templates.map(instanceEnv).filter((env) => env.VOLLEY_CONFIG_PARAMETER === name);
       expect(own).toHaveLength(1);
       expect(own[0]).toMatchObject({ VOLLEY_ROLE: 'proxy', VOLLEY_CONFIG_SOURCE: 'inline', VOLLEY_CONFIG_FILE: '/etc/volley/proxy.yaml' });
+      // Where `volley proxy-link fetch proxy` finds the CA it issues the proxy's certificate from.
+      expect(JSON.stringify(templates.find((lt) => instanceEnv(lt).VOLLEY_CONFIG_PARAMETER === name)?.Properties)).toContain('VOLLEY_PROXY_CA_KEY_SECRET=');
     }
     for (const lt of Object.values(resources(mta, 'AWS::EC2::LaunchTemplate'))) {
       expect(instanceEnv(lt)).toMatchObject({ VOLLEY_ROLE: 'mta', VOLLEY_CONFIG_SOURCE: 's3-url', VOLLEY_CONFIG_FILE: '/etc/volley/volley.yaml' });
+      // MTAs are not told where the CA key is (nor may they read it).
+      expect(JSON.stringify(lt.Properties)).not.toContain('VOLLEY_PROXY_CA_KEY_SECRET');
     }
   });
 
   test('no secret value is in any template: Secrets Manager generates the shared secret, the CA is added after deploy', () => {
     const secrets = resources(template(stacks.secrets), 'AWS::SecretsManager::Secret');
-    expect(Object.values(secrets)).toHaveLength(1);
-    const secret = Object.values(secrets)[0];
+    // The link secret and the CA key secret (test/stacks/secrets-stack.test.ts: who reads which).
+    expect(Object.values(secrets)).toHaveLength(2);
+    const secret = Object.values(secrets).find((r) => r.Properties?.Name === `volley/${envName}/proxy-link`);
     expect(secret?.Properties).toMatchObject({ Name: `volley/${envName}/proxy-link`, GenerateSecretString: { GenerateStringKey: 'secret', PasswordLength: 64 } });
     expect(secret?.Properties?.SecretString).toBeUndefined();
     for (const artifact of assembly.stacks) {
@@ -89,7 +94,7 @@ describe.each(['dev', 'staging', 'prod'])('%s', (envName) => {
     }
   });
 
-  test('the secret is readable by every slot and only by its ARN: GetSecretValue and DescribeSecret, no wildcard', () => {
+  test('the link secret is readable by every slot and only by its ARN: GetSecretValue and DescribeSecret, no wildcard', () => {
     const roles = [...Object.keys(resources(mta, 'AWS::IAM::Role')), ...Object.keys(resources(proxy, 'AWS::IAM::Role'))];
     const slots = config.availabilityZones.length * config.mta.slotsPerAz + config.proxy.proxies.length;
     expect(roles).toHaveLength(slots);
@@ -97,7 +102,8 @@ describe.each(['dev', 'staging', 'prod'])('%s', (envName) => {
     for (const t of [mta, proxy]) {
       for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
         const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
-        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:'))) {
+        // The CA key secret's grants (proxies only) are checked in secrets-stack.test.ts.
+        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:') && !JSON.stringify(st.Resource).includes('ProxyCaKey'))) {
           expect([s.Action].flat().sort()).toEqual(['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
           // The Secrets stack's export of this environment's secret ARN, and nothing else.
           expect(s.Resource).toEqual({ 'Fn::ImportValue': expect.stringMatching(new RegExp(`^Volley-${envName}-Secrets:ExportsOutputRefProxyLink`)) });
