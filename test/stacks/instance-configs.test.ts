@@ -18,7 +18,7 @@ function instanceEnv(launchTemplate: { Properties?: Record<string, unknown> }): 
   return Object.fromEntries([...userData.matchAll(/"?(VOLLEY_[A-Z_]+)=([^"\\]*)/g)].map((m) => [m[1] as string, m[2] as string]));
 }
 
-describe.each(['dev', 'staging', 'prod'])('%s', (envName) => {
+describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
   const { app, config, stacks } = build(envName, { nag: false });
   const assembly = app.synth();
   const mta = template(stacks.mta);
