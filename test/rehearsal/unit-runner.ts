@@ -246,6 +246,17 @@ export class UnitRunner {
     await this.start(name);
   }
 
+  /**
+   * `systemctl reload-or-restart`: a reload when the unit runs and has
+   * ExecReload=, else a restart (which starts a unit that is not running), as
+   * systemctl(1) documents. volley config sync reloads the daemon with it.
+   */
+  async reloadOrRestart(name: string): Promise<void> {
+    const u = this.unit(name);
+    if (u.state === 'active' && this.serviceOf(u).execReload.length > 0) await this.reload(name);
+    else await this.restart(name);
+  }
+
   /** Runs ExecReload= with $MAINPID set; the unit must be active (`systemctl reload`). */
   async reload(name: string): Promise<void> {
     const u = this.unit(name);
