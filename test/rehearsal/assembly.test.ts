@@ -73,3 +73,10 @@ test('a template construct the rehearsal cannot resolve stops it with a coded er
   } as unknown as Parameters<typeof readAssembly>[0];
   expect(() => readAssembly(fake, built.env, packageDir)).toThrow(expect.objectContaining({ code: 'EREHEARSALASSEMBLY', message: 'S: Fn::GetAtt is not resolved by the rehearsal' }));
 });
+
+test('each MTA slot has one volume in its AZ, tagged with its slot, as the bootstrap looks for it', () => {
+  const mtas = built.instances.filter((i) => i.role === 'mta');
+  expect(built.volumes.map((v) => ({ slot: v.slot, az: v.availabilityZone })).sort((a, b) => a.slot.localeCompare(b.slot))).toEqual(
+    mtas.map((i) => ({ slot: i.slot, az: `eu-west-1${i.slot.includes('1a') ? 'a' : 'b'}` })).sort((a, b) => a.slot.localeCompare(b.slot)),
+  );
+});

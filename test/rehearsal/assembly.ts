@@ -39,6 +39,14 @@ export interface S3Object {
   readonly body: () => Buffer;
 }
 
+/** An MTA slot's EBS volume as the Storage/Mta stack declares it: the bootstrap finds it by its slot tag. */
+export interface VolumeSpec {
+  readonly logicalId: string;
+  readonly slot: string;
+  readonly availabilityZone: string;
+  readonly sizeGiB: number;
+}
+
 export interface RehearsalAssembly {
   readonly env: EnvironmentConfig;
   readonly directory: string;
@@ -49,6 +57,7 @@ export interface RehearsalAssembly {
   readonly objects: readonly S3Object[];
   /** Secrets Manager secrets the stacks create: name -> ARN the templates resolve to. */
   readonly secrets: ReadonlyMap<string, string>;
+  readonly volumes: readonly VolumeSpec[];
 }
 
 /** The ARN a secret of this name resolves to in the rehearsal (as the fake Secrets Manager names it). */
@@ -131,8 +140,15 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
 
   const instances: InstanceSpec[] = [];
   const parameters = new Map<string, string>();
+  const volumes: VolumeSpec[] = [];
   for (const [stack, template] of templates) {
     for (const [id, r] of Object.entries(template.Resources ?? {})) {
+      if (r.Type === 'AWS::EC2::Volume') {
+        const tags = (r.Properties?.Tags ?? []) as { Key: string; Value: string }[];
+        const slot = tags.find((t) => t.Key === 'volley:slot')?.Value;
+        if (!slot) throw new AssemblyError(`${stack}/${id}: a volume without a volley:slot tag`);
+        volumes.push({ logicalId: id, slot, availabilityZone: String(resolveIn(stack, template, r.Properties?.AvailabilityZone)), sizeGiB: Number(r.Properties?.Size) });
+      }
       if (r.Type === 'AWS::EC2::LaunchTemplate') {
         const data = r.Properties?.LaunchTemplateData as { UserData?: unknown } | undefined;
         const userData = resolveIn(stack, template, data?.UserData);
@@ -148,7 +164,7 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
       }
     }
   }
-  return { env, directory: assembly.directory, packageDir, instances, parameters, objects: assetObjects(assembly.directory, env), secrets };
+  return { env, directory: assembly.directory, packageDir, instances, parameters, objects: assetObjects(assembly.directory, env), secrets, volumes };
 }
 
 /** The lines between `cat > /etc/volley/instance.env <<'VOLLEY_ENV'` and `VOLLEY_ENV`. */
