@@ -47,6 +47,14 @@ export interface VolumeSpec {
   readonly sizeGiB: number;
 }
 
+/** A proxy slot's sending ENI: its primary IP (the one MTAs dial) first, then the sending IPs. */
+export interface InterfaceSpec {
+  readonly logicalId: string;
+  readonly slot: string;
+  readonly availabilityZone: string;
+  readonly privateIpAddresses: readonly string[];
+}
+
 export interface RehearsalAssembly {
   readonly env: EnvironmentConfig;
   readonly directory: string;
@@ -58,6 +66,7 @@ export interface RehearsalAssembly {
   /** Secrets Manager secrets the stacks create: name -> ARN the templates resolve to. */
   readonly secrets: ReadonlyMap<string, string>;
   readonly volumes: readonly VolumeSpec[];
+  readonly interfaces: readonly InterfaceSpec[];
 }
 
 /** The ARN a secret of this name resolves to in the rehearsal (as the fake Secrets Manager names it). */
@@ -141,8 +150,20 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
   const instances: InstanceSpec[] = [];
   const parameters = new Map<string, string>();
   const volumes: VolumeSpec[] = [];
+  const interfaces: InterfaceSpec[] = [];
   for (const [stack, template] of templates) {
     for (const [id, r] of Object.entries(template.Resources ?? {})) {
+      if (r.Type === 'AWS::EC2::NetworkInterface') {
+        const tags = (r.Properties?.Tags ?? []) as { Key: string; Value: string }[];
+        const slot = tags.find((t) => t.Key === 'volley:slot')?.Value;
+        if (!slot) throw new AssemblyError(`${stack}/${id}: an interface without a volley:slot tag`);
+        const ips = (r.Properties?.PrivateIpAddresses ?? []) as { PrivateIpAddress: string; Primary: boolean }[];
+        const ordered = [...ips.filter((i) => i.Primary), ...ips.filter((i) => !i.Primary)].map((i) => i.PrivateIpAddress);
+        // The subnet is a token; the environment file says which AZ holds this primary IP.
+        const az = env.proxy.proxies.find((p) => p.interfaceIp === ordered[0])?.availabilityZone;
+        if (!az) throw new AssemblyError(`${stack}/${id}: no proxy of the environment has the primary IP ${ordered[0]}`);
+        interfaces.push({ logicalId: id, slot, availabilityZone: az, privateIpAddresses: ordered });
+      }
       if (r.Type === 'AWS::EC2::Volume') {
         const tags = (r.Properties?.Tags ?? []) as { Key: string; Value: string }[];
         const slot = tags.find((t) => t.Key === 'volley:slot')?.Value;
@@ -164,7 +185,7 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
       }
     }
   }
-  return { env, directory: assembly.directory, packageDir, instances, parameters, objects: assetObjects(assembly.directory, env), secrets, volumes };
+  return { env, directory: assembly.directory, packageDir, instances, parameters, objects: assetObjects(assembly.directory, env), secrets, volumes, interfaces };
 }
 
 /** The lines between `cat > /etc/volley/instance.env <<'VOLLEY_ENV'` and `VOLLEY_ENV`. */

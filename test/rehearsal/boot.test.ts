@@ -1,11 +1,14 @@
-// An MTA slot booted from what `cdk deploy` ships: its launch template's user
-// data runs (runtime zip from the fake S3, install.sh, config sync from the
-// fake SSM/S3, `systemctl start --no-block volley-bootstrap`), the bootstrap
-// finds the slot's volume by tag, attaches it (a loop device), formats and
-// mounts it, starts volley-mta.service (proxy-link files from the fake
-// Secrets Manager first), waits for /readyz and signals the fake
-// CloudFormation, all inside the instance's own mount namespace.
+// The rehearsal fleet booted from what `cdk deploy` ships, each instance from
+// its own launch template's user data (runtime zip from the fake S3,
+// install.sh, config sync from the fake SSM/S3, `systemctl start --no-block
+// volley-bootstrap`): an MTA slot finds its volume by tag, attaches it (a loop
+// device), formats and mounts it inside its own mount namespace, starts
+// volley-mta.service (proxy-link files from the fake Secrets Manager first);
+// a proxy slot attaches its sending ENI (its addresses arrive on its
+// namespace) and starts volley-proxy.service; each waits for /readyz and
+// signals SUCCESS to the fake CloudFormation.
 import { waitUntil } from '../helpers/proxy-fixtures';
+import type { Instance } from './instance';
 import { type Rehearsal, startRehearsal } from './rehearsal';
 
 let rehearsal: Rehearsal;
@@ -14,20 +17,42 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(() => rehearsal?.close());
 
-it('boots an MTA slot from its user data to /readyz and a SUCCESS signal, the volume mounted only inside the instance', async () => {
-  const spec = rehearsal.assembly.instances.find((i) => i.role === 'mta');
-  if (!spec) throw new Error('no MTA launch template');
-  const instance = await rehearsal.boot(spec);
-  expect(instance.userData).toMatchObject({ code: 0 });
-  const signalled = () => rehearsal.aws.cloudFormation.signals.length > 0;
-  const state = () => `signals ${JSON.stringify(rehearsal.aws.cloudFormation.signals)}\nbootstrap: ${instance.runner.status('volley-bootstrap.service').state}\n${instance.runner.journal('volley-bootstrap.service')}\nmta: ${instance.runner.journal('volley-mta.service')}`;
-  await waitUntil(signalled, 110_000, state);
-  if (rehearsal.aws.cloudFormation.signals[0]?.status !== 'SUCCESS') throw new Error(`the bootstrap signalled failure:\n${state()}`);
-  expect(rehearsal.aws.cloudFormation.signals).toEqual([{ stack: spec.stack, resource: spec.instanceEnv.VOLLEY_SIGNAL_RESOURCE, uniqueId: rehearsal.aws.imds.metadata.instanceId, status: 'SUCCESS' }]);
-  expect(instance.runner.status('volley-mta.service').state).toBe('active');
-  // Mounted in the instance, not on the host.
-  expect((await instance.exec(['mountpoint', '-q', '/var/lib/volley'])).code).toBe(0);
-  expect((await rehearsal.netns.exec(['mountpoint', '-q', '/var/lib/volley'])).code).not.toBe(0);
-  const ready = await instance.exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:8025/readyz']);
-  expect(ready.stdout).toBe('200');
-}, 180_000);
+type Booted = Awaited<ReturnType<Rehearsal['boot']>>;
+
+function state(instances: readonly (Instance & { instanceId: string })[]): string {
+  const units = ['volley-bootstrap.service', 'volley-mta.service', 'volley-proxy.service'];
+  return [
+    `signals ${JSON.stringify(rehearsal.aws.cloudFormation.signals)}`,
+    ...instances.flatMap((i) => [`== ${i.name} (user data ${i.userData.code}: ${i.userData.stderr.slice(-500)})`, ...units.map((u) => `-- ${u}: ${i.runner.status(u).state}\n${i.runner.journal(u).slice(-1500)}`)]),
+  ].join('\n');
+}
+
+it('boots both MTA slots and both proxies to /readyz and a SUCCESS signal each; volumes and sending IPs land on their own instance only', async () => {
+  const booted: Booted[] = [];
+  // Proxies first, as the Proxy stack deploys after the Mta stack but the MTAs must reach them to deliver.
+  for (const spec of [...rehearsal.assembly.instances].sort((a, b) => (a.role === b.role ? a.slot.localeCompare(b.slot) : a.role === 'proxy' ? -1 : 1))) {
+    booted.push(await rehearsal.boot(spec));
+  }
+  for (const i of booted) expect({ name: i.name, userData: i.userData.code }).toEqual({ name: i.name, userData: 0 });
+  await waitUntil(() => rehearsal.aws.cloudFormation.signals.length === booted.length, 150_000, () => state(booted));
+  const signals = rehearsal.aws.cloudFormation.signals;
+  if (signals.some((s) => s.status !== 'SUCCESS')) throw new Error(`a bootstrap signalled failure:\n${state(booted)}`);
+  expect(signals.map((s) => s.uniqueId).sort()).toEqual(booted.map((i) => i.instanceId).sort());
+
+  for (const i of booted) {
+    if (i.spec.role === 'mta') {
+      expect(i.runner.status('volley-mta.service').state).toBe('active');
+      expect((await i.exec(['mountpoint', '-q', '/var/lib/volley'])).code).toBe(0);
+      const ready = await i.exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:8025/readyz']);
+      expect(ready.stdout).toBe('200');
+    } else {
+      expect(i.runner.status('volley-proxy.service').state).toBe('active');
+      const eni = rehearsal.assembly.interfaces.find((e) => e.slot === i.spec.slot);
+      expect(i.netns.addresses().length).toBeGreaterThanOrEqual(0);
+      const own = (await i.exec(['ip', '-4', '-o', 'address', 'show', 'dev', 'eth0'])).stdout;
+      for (const ip of eni?.privateIpAddresses ?? ['missing']) expect(own).toContain(`inet ${ip}/32`);
+    }
+  }
+  // The host never mounted a volume.
+  expect((await rehearsal.vpc.hub.exec(['mountpoint', '-q', '/var/lib/volley'])).code).not.toBe(0);
+}, 300_000);

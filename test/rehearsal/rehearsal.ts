@@ -4,7 +4,7 @@
 // volumes as loop devices, the proxy-link secret) and bridged into the
 // namespace at their loopback addresses, and instances booted from their own
 // launch templates' user data. close() removes everything, also after a failure.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,22 +13,30 @@ import { packageRuntime } from '../../bin/package-asset';
 import { type InstanceSpec, type RehearsalAssembly, REPO_ROOT, synthRehearsal } from './assembly';
 import { INSTANCE_LIKE_CREDENTIALS } from './fake-aws/env-for-test';
 import { type FakeAws, startFakeAws } from './fake-aws/index';
+import { planSubnets } from '../../stacks/environments/layout';
+import { serve } from './fake-aws/http';
+import { FakeImds } from './fake-aws/imds';
 import { bootInstance, type Instance } from './instance';
-import { createLoopDevice, createNetns, type LoopDevice, type Netns } from './netns';
-import { bridgePorts, type PortBridge } from './port-bridge';
+import { createLoopDevice, type LoopDevice, type Netns } from './netns';
+import { bridgePorts } from './port-bridge';
+import { createVpc, type Vpc } from './vpc';
+
+/** "The internet" in the hub namespace: the sink MX and the DNS server the rehearsal config names (TEST-NET-1). */
+export const SINK_MX_IP = '192.0.2.25';
+export const DNS_IP = '192.0.2.53';
 
 export interface Rehearsal {
   readonly assembly: RehearsalAssembly;
   readonly aws: FakeAws;
-  readonly netns: Netns;
+  readonly vpc: Vpc;
   readonly dir: string;
-  /** Boots the instance of this launch template as EC2 would start a new one for its slot. */
-  boot(spec: InstanceSpec): Promise<Instance>;
+  /** Boots the instance of this launch template as EC2 would start a new one for its slot, in its own namespace on the VPC. */
+  boot(spec: InstanceSpec): Promise<Instance & { readonly netns: Netns; readonly instanceId: string; readonly privateIp: string }>;
   close(): Promise<void>;
 }
 
 /** EC2-like ids from a logical id: stable per run, distinct per resource. */
-const hexId = (prefix: string, seed: string, n: number): string => `${prefix}-0${Buffer.from(seed).toString('hex').slice(-16).padStart(16, '0')}${n}`.slice(0, prefix.length + 18);
+const hexId = (prefix: string, seed: string, n: number): string => `${prefix}-0${createHash('sha256').update(`${seed}/${n}`).digest('hex').slice(0, 16)}`;
 
 export async function startRehearsal(options: { volumeMiB?: number } = {}): Promise<Rehearsal> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-rehearsal-'));
@@ -49,15 +57,25 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
     const env = assembly.env;
     const byIdDir = join(dir, 'by-id');
     mkdirSync(byIdDir);
-    const first = assembly.instances[0] as InstanceSpec;
+    const namespaces = new Map<string, Netns>(); // instance id -> its namespace
+    let vpc: Vpc | undefined;
     const aws = await startFakeAws({
       byIdDir,
       account: env.account,
-      instance: { instanceId: 'i-0000000000000000', availabilityZone: env.availabilityZones[0] as string, region: env.region, localIpv4: '0.0.0.0', roleName: `volley-${first.role}` },
+      // Each instance has its own IMDS (below); this one answers nothing an instance asks.
+      instance: { instanceId: 'i-00000000000000000', availabilityZone: env.availabilityZones[0] as string, region: env.region, localIpv4: '0.0.0.0', roleName: 'none' },
+      // The ENI's addresses come up on the instance it is attached to, as its secondary IPs would.
+      onAttachInterface: (eni) => {
+        const ns = eni.attachment && namespaces.get(eni.attachment.instanceId);
+        if (ns && vpc) for (const a of eni.privateIpAddresses) vpc.addAddress(ns, a);
+      },
     });
     cleanups.push(() => aws.close());
     for (const [name, value] of assembly.parameters) aws.ssm.put(name, value);
     for (const o of assembly.objects) aws.s3.put(o.bucket, o.key, o.body());
+    for (const [i, e] of assembly.interfaces.entries()) {
+      aws.ec2.addInterface({ networkInterfaceId: hexId('eni', e.logicalId, i), availabilityZone: e.availabilityZone, status: 'available', privateIpAddresses: [...e.privateIpAddresses], tags: { 'volley:slot': e.slot } });
+    }
     // What Secrets Manager generates (64 letters and digits) plus what `volley proxy-link init` adds (the proxy CA).
     const ca = await newProxyCa(`volley ${env.name} proxy CA`);
     for (const name of assembly.secrets.keys()) {
@@ -70,30 +88,45 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
       loops.push(loop);
       aws.ec2.addVolume({ volumeId: hexId('vol', v.logicalId, i), availabilityZone: v.availabilityZone, sizeGiB: v.sizeGiB, state: 'available', tags: { 'volley:slot': v.slot }, loopDevice: loop.device });
     }
-    const netns = createNetns();
-    cleanups.push(() => netns.close());
+    const theVpc = createVpc([SINK_MX_IP, DNS_IP]);
+    vpc = theVpc;
+    cleanups.push(() => theVpc.close());
     const endpoints = Object.entries(aws.env)
       .filter(([k, v]) => k.startsWith('AWS_ENDPOINT_URL_') || (k === 'AWS_EC2_METADATA_SERVICE_ENDPOINT' && v.startsWith('http')))
-      .map(([, v]) => new URL(v));
-    const bridge: PortBridge = await bridgePorts(
-      netns,
-      dir,
-      endpoints.map((u) => ({ host: u.hostname, port: Number(u.port), target: { host: u.hostname, port: Number(u.port) } })),
-    );
-    cleanups.push(() => bridge.close());
+      .map(([k, v]) => ({ imds: k === 'AWS_EC2_METADATA_SERVICE_ENDPOINT', url: new URL(v) }));
     const awsEnv = Object.fromEntries(Object.entries({ ...INSTANCE_LIKE_CREDENTIALS, ...aws.env }).filter((e): e is [string, string] => e[1] !== undefined));
+    const subnets = planSubnets(env.network.vpcCidr, env.availabilityZones);
 
     let booted = 0;
-    const boot = async (spec: InstanceSpec): Promise<Instance> => {
+    const boot: Rehearsal['boot'] = async (spec) => {
       const n = ++booted;
-      const az = (env.availabilityZones.find((a) => spec.slot.includes(a)) ?? env.proxy.proxies.find((p) => p.name === spec.slot.split('-').slice(-2).join('-'))?.availabilityZone ?? env.availabilityZones[0]) as string;
-      // The instance being started is the one the (single) fake IMDS describes.
-      aws.imds.metadata = { instanceId: hexId('i', `${spec.slot}-${n}`, n), availabilityZone: az, region: env.region, localIpv4: '0.0.0.0', roleName: `volley-${spec.role}` };
-      const instance = await bootInstance({ name: `${spec.slot}-${n}`, spec, dir: join(dir, `instance-${n}`), netns, awsEnv, byIdDir });
+      const az = spec.role === 'mta'
+        ? (env.availabilityZones.find((a) => spec.slot.includes(a)) as string)
+        : (assembly.interfaces.find((e) => e.slot === spec.slot)?.availabilityZone as string);
+      const subnet = subnets.find((p) => p.availabilityZone === az);
+      if (!subnet) throw new Error(`${spec.slot}: no private subnet in ${az}`);
+      // A fresh private IP in the slot's private subnet, as EC2 gives each new instance.
+      const base = subnet.privateCidr.split('/')[0]?.split('.').map(Number) as number[];
+      const privateIp = [base[0], base[1], base[2], (base[3] as number) + 10 + n].join('.');
+      const instanceId = hexId('i', `${spec.slot}-${n}`, n);
+      const netns = theVpc.join([privateIp]);
+      namespaces.set(instanceId, netns);
+      // Its own IMDS, reached inside its namespace where the SDK's variable points.
+      const imds = await serve(new FakeImds({ instanceId, availabilityZone: az, region: env.region, localIpv4: privateIp, roleName: `volley-${spec.role}` }).handler);
+      cleanups.push(() => imds.close());
+      const instanceDir = join(dir, `instance-${n}`);
+      mkdirSync(instanceDir);
+      const bridge = await bridgePorts(
+        netns,
+        instanceDir,
+        endpoints.map(({ imds: isImds, url }) => ({ host: url.hostname, port: Number(url.port), target: { host: url.hostname, port: isImds ? imds.port : Number(url.port) } })),
+      );
+      cleanups.push(() => bridge.close());
+      const instance = await bootInstance({ name: `${spec.slot}-${n}`, spec, dir: join(instanceDir, 'root'), netns, awsEnv, byIdDir });
       cleanups.push(() => instance.close());
-      return instance;
+      return Object.assign(instance, { netns, instanceId, privateIp });
     };
-    return { assembly, aws, netns, dir, boot, close };
+    return { assembly, aws, vpc: theVpc, dir, boot, close };
   } catch (err) {
     await close();
     throw err;
