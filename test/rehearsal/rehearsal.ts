@@ -20,15 +20,21 @@ import { bootInstance, type Instance } from './instance';
 import { createLoopDevice, type LoopDevice, type Netns } from './netns';
 import { bridgePorts } from './port-bridge';
 import { createVpc, type Vpc } from './vpc';
+import { startWorld, type World } from './world';
 
 /** "The internet" in the hub namespace: the sink MX and the DNS server the rehearsal config names (TEST-NET-1). */
 export const SINK_MX_IP = '192.0.2.25';
+/** throttled.rehearsal.test's own MX, so a session's address says which domain it served. */
+export const THROTTLED_MX_IP = '192.0.2.26';
 export const DNS_IP = '192.0.2.53';
+/** The NLB's address in the first public subnet: the lb and the injecting clients (inside relay_from, 10.0.0.0/8). */
+export const INGRESS_IP = '10.60.0.250';
 
 export interface Rehearsal {
   readonly assembly: RehearsalAssembly;
   readonly aws: FakeAws;
   readonly vpc: Vpc;
+  readonly world: World;
   readonly dir: string;
   /** Boots the instance of this launch template as EC2 would start a new one for its slot, in its own namespace on the VPC. */
   boot(spec: InstanceSpec): Promise<Instance & { readonly netns: Netns; readonly instanceId: string; readonly privateIp: string }>;
@@ -88,7 +94,7 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
       loops.push(loop);
       aws.ec2.addVolume({ volumeId: hexId('vol', v.logicalId, i), availabilityZone: v.availabilityZone, sizeGiB: v.sizeGiB, state: 'available', tags: { 'volley:slot': v.slot }, loopDevice: loop.device });
     }
-    const theVpc = createVpc([SINK_MX_IP, DNS_IP]);
+    const theVpc = createVpc([SINK_MX_IP, THROTTLED_MX_IP, DNS_IP, INGRESS_IP]);
     vpc = theVpc;
     cleanups.push(() => theVpc.close());
     const endpoints = Object.entries(aws.env)
@@ -126,7 +132,9 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
       cleanups.push(() => instance.close());
       return Object.assign(instance, { netns, instanceId, privateIp });
     };
-    return { assembly, aws, vpc: theVpc, dir, boot, close };
+    const world = await startWorld(theVpc.hub, dir, { sinkIps: [SINK_MX_IP, THROTTLED_MX_IP], dnsIp: DNS_IP, volleyJs: join(packageDir, 'lib/volley.js') });
+    cleanups.push(() => world.close());
+    return { assembly, aws, vpc: theVpc, world, dir, boot, close };
   } catch (err) {
     await close();
     throw err;

@@ -9,9 +9,11 @@
 // signals SUCCESS to the fake CloudFormation.
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
-import { type Rehearsal, startRehearsal } from './rehearsal';
+import { INGRESS_IP, type Rehearsal, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
+import type { SinkSession } from './world';
 
 let rehearsal: Rehearsal;
+const booted: Booted[] = [];
 beforeAll(async () => {
   rehearsal = await startRehearsal();
 }, 120_000);
@@ -28,7 +30,6 @@ function state(instances: readonly (Instance & { instanceId: string })[]): strin
 }
 
 it('boots both MTA slots and both proxies to /readyz and a SUCCESS signal each; volumes and sending IPs land on their own instance only', async () => {
-  const booted: Booted[] = [];
   // Proxies first, as the Proxy stack deploys after the Mta stack but the MTAs must reach them to deliver.
   for (const spec of [...rehearsal.assembly.instances].sort((a, b) => (a.role === b.role ? a.slot.localeCompare(b.slot) : a.role === 'proxy' ? -1 : 1))) {
     booted.push(await rehearsal.boot(spec));
@@ -56,3 +57,36 @@ it('boots both MTA slots and both proxies to /readyz and a SUCCESS signal each; 
   // The host never mounted a volume.
   expect((await rehearsal.vpc.hub.exec(['mountpoint', '-q', '/var/lib/volley'])).code).not.toBe(0);
 }, 300_000);
+
+/** The most sessions from one source address open at once, among these. */
+function maxOverlapPerSource(sessions: readonly SinkSession[]): number {
+  let max = 0;
+  for (const remote of new Set(sessions.map((s) => s.remote))) {
+    const mine = sessions.filter((s) => s.remote === remote);
+    for (const s of mine) max = Math.max(max, mine.filter((o) => o.openedAt <= s.openedAt && (o.closedAt ?? Infinity) > s.openedAt).length);
+  }
+  return max;
+}
+
+it('mail injected at the ingress reaches the sink MX from the configured sending IPs, through the proxies, the throttle holding across both MTAs', async () => {
+  const mtas = booted.filter((i) => i.spec.role === 'mta');
+  expect(mtas).toHaveLength(2);
+  await rehearsal.world.startLb(INGRESS_IP, mtas.map((m) => m.privateIp));
+  const sendingIps = rehearsal.assembly.env.proxy.proxies.flatMap((p) => p.sendingIps);
+  const started = Date.now();
+  // A burst at once to each domain, so that without the throttle the MTAs would open several sessions per sending IP.
+  const [inbox, throttledSent] = await Promise.all([
+    rehearsal.world.send(INGRESS_IP, 'someone@inbox.rehearsal.test', 20, 4),
+    rehearsal.world.send(INGRESS_IP, 'someone@throttled.rehearsal.test', 20, 4),
+  ]);
+  expect({ inbox, throttledSent }).toEqual({ inbox: 20, throttledSent: 20 });
+  await waitUntil(() => rehearsal.world.delivered() === 40, 120_000, () => JSON.stringify(rehearsal.world.sessions()));
+  process.stdout.write(`rehearsal: 40 messages through the ingress delivered in ${Date.now() - started} ms\n`);
+  const sessions = rehearsal.world.sessions().filter((s) => s.messages > 0);
+  // Only from sending IPs the config names: every delivery went through a proxy.
+  for (const s of sessions) expect(sendingIps).toContain(s.remote);
+  const throttled = sessions.filter((s) => s.local === THROTTLED_MX_IP);
+  expect(throttled.flatMap((s) => s.recipients).every((r) => r.endsWith('@throttled.rehearsal.test'))).toBe(true);
+  expect(throttled.reduce((n, s) => n + s.messages, 0)).toBe(20);
+  expect(maxOverlapPerSource(throttled)).toBe(1);
+}, 240_000);
