@@ -9,7 +9,7 @@
 // signals SUCCESS to the fake CloudFormation.
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
-import { INGRESS_IP, type Rehearsal, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
+import { HELD_MX_IP, INGRESS_IP, type Rehearsal, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
 import type { SinkSession } from './world';
 
 let rehearsal: Rehearsal;
@@ -81,7 +81,8 @@ it('mail injected at the ingress reaches the sink MX from the configured sending
   ]);
   expect({ inbox, throttledSent }).toEqual({ inbox: 20, throttledSent: 20 });
   await waitUntil(() => rehearsal.world.delivered() === 40, 120_000, () => JSON.stringify(rehearsal.world.sessions()));
-  process.stdout.write(`rehearsal: 40 messages through the ingress delivered in ${Date.now() - started} ms\n`);
+  const ms = Date.now() - started;
+  process.stdout.write(`rehearsal: 40 messages injected at the ingress and delivered in ${ms} ms: ${(40 / (ms / 1000)).toFixed(1)} messages/s\n`);
   const sessions = rehearsal.world.sessions().filter((s) => s.messages > 0);
   // Only from sending IPs the config names: every delivery went through a proxy.
   for (const s of sessions) expect(sendingIps).toContain(s.remote);
@@ -90,3 +91,27 @@ it('mail injected at the ingress reaches the sink MX from the configured sending
   expect(throttled.reduce((n, s) => n + s.messages, 0)).toBe(20);
   expect(maxOverlapPerSource(throttled)).toBe(1);
 }, 240_000);
+
+it('a rolling replacement of an MTA slot: the new instance finds the volume by tag, attaches, mounts, and delivers the queue it held, losing nothing', async () => {
+  const old = booted.find((i) => i.spec.role === 'mta');
+  if (!old) throw new Error('no MTA booted');
+  const heldDelivered = () => rehearsal.world.sessions().filter((s) => s.local === HELD_MX_IP).reduce((n, s) => n + s.messages, 0);
+  // Queued on this slot's volume: each 250 means on disk; the held MX is down, so they wait for a retry.
+  expect(await rehearsal.world.send(old.privateIp, 'someone@held.rehearsal.test', 10, 2)).toBe(10);
+  expect(heldDelivered()).toBe(0);
+
+  const stoppedAt = Date.now();
+  await rehearsal.terminate(old);
+  const fresh = await rehearsal.boot(old.spec);
+  expect(fresh.userData.code).toBe(0);
+  const signalled = () => rehearsal.aws.cloudFormation.signals.find((s) => s.uniqueId === fresh.instanceId);
+  await waitUntil(() => signalled() !== undefined, 150_000, () => state([fresh]));
+  expect(signalled()?.status).toBe('SUCCESS');
+  process.stdout.write(`rehearsal: MTA slot ${old.spec.slot} replaced in ${Date.now() - stoppedAt} ms from its unit's stop to the new instance's /readyz\n`);
+  // The same volume, found by its tag and mounted again: no new filesystem.
+  expect(fresh.runner.journal('volley-bootstrap.service')).not.toContain('making an ext4 filesystem');
+
+  await rehearsal.world.openHeldMx();
+  await waitUntil(() => heldDelivered() >= 10, 120_000, () => `${heldDelivered()} delivered\n${fresh.runner.journal('volley-mta.service').slice(-2000)}`);
+  expect(heldDelivered()).toBe(10);
+}, 300_000);

@@ -26,9 +26,13 @@ import { startWorld, type World } from './world';
 export const SINK_MX_IP = '192.0.2.25';
 /** throttled.rehearsal.test's own MX, so a session's address says which domain it served. */
 export const THROTTLED_MX_IP = '192.0.2.26';
+/** held.rehearsal.test's MX: down until the test opens it, so its mail stays queued. */
+export const HELD_MX_IP = '192.0.2.27';
 export const DNS_IP = '192.0.2.53';
 /** The NLB's address in the first public subnet: the lb and the injecting clients (inside relay_from, 10.0.0.0/8). */
 export const INGRESS_IP = '10.60.0.250';
+
+export type Booted = Instance & { readonly netns: Netns; readonly instanceId: string; readonly privateIp: string };
 
 export interface Rehearsal {
   readonly assembly: RehearsalAssembly;
@@ -37,7 +41,13 @@ export interface Rehearsal {
   readonly world: World;
   readonly dir: string;
   /** Boots the instance of this launch template as EC2 would start a new one for its slot, in its own namespace on the VPC. */
-  boot(spec: InstanceSpec): Promise<Instance & { readonly netns: Netns; readonly instanceId: string; readonly privateIp: string }>;
+  boot(spec: InstanceSpec): Promise<Booted>;
+  /**
+   * Terminates an instance as a rolling update does: its daemon stopped as
+   * systemd stops it at shutdown (KillMode, TimeoutStopSec), then the instance
+   * gone, and EC2 detaching its volume or ENI.
+   */
+  terminate(instance: Booted): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -94,7 +104,7 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
       loops.push(loop);
       aws.ec2.addVolume({ volumeId: hexId('vol', v.logicalId, i), availabilityZone: v.availabilityZone, sizeGiB: v.sizeGiB, state: 'available', tags: { 'volley:slot': v.slot }, loopDevice: loop.device });
     }
-    const theVpc = createVpc([SINK_MX_IP, THROTTLED_MX_IP, DNS_IP, INGRESS_IP]);
+    const theVpc = createVpc([SINK_MX_IP, THROTTLED_MX_IP, HELD_MX_IP, DNS_IP, INGRESS_IP]);
     vpc = theVpc;
     cleanups.push(() => theVpc.close());
     const endpoints = Object.entries(aws.env)
@@ -130,11 +140,33 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
       cleanups.push(() => bridge.close());
       const instance = await bootInstance({ name: `${spec.slot}-${n}`, spec, dir: join(instanceDir, 'root'), netns, awsEnv, byIdDir });
       cleanups.push(() => instance.close());
-      return Object.assign(instance, { netns, instanceId, privateIp });
+      const result: Booted = Object.assign(instance, { netns, instanceId, privateIp });
+      closers.set(result, async () => {
+        await instance.close();
+        await bridge.close();
+        await imds.close();
+        netns.close();
+        namespaces.delete(instanceId);
+      });
+      return result;
     };
-    const world = await startWorld(theVpc.hub, dir, { sinkIps: [SINK_MX_IP, THROTTLED_MX_IP], dnsIp: DNS_IP, volleyJs: join(packageDir, 'lib/volley.js') });
+    const closers = new Map<Booted, () => Promise<void>>();
+    const terminate: Rehearsal['terminate'] = async (instance) => {
+      const daemon = `volley-${instance.spec.role}.service`;
+      if (instance.runner.status(daemon).state === 'active') await instance.runner.stop(daemon);
+      await closers.get(instance)?.();
+      closers.delete(instance);
+      for (const v of aws.ec2.volumes.values()) if (v.attachment?.instanceId === instance.instanceId) aws.ec2.release(v.volumeId);
+      for (const e of aws.ec2.interfaces.values()) {
+        if (e.attachment?.instanceId === instance.instanceId) {
+          e.attachment = undefined;
+          e.status = 'available';
+        }
+      }
+    };
+    const world = await startWorld(theVpc.hub, dir, { sinkIps: [SINK_MX_IP, THROTTLED_MX_IP, HELD_MX_IP], dnsIp: DNS_IP, clientIp: INGRESS_IP, volleyJs: join(packageDir, 'lib/volley.js') });
     cleanups.push(() => world.close());
-    return { assembly, aws, vpc: theVpc, world, dir, boot, close };
+    return { assembly, aws, vpc: theVpc, world, dir, boot, terminate, close };
   } catch (err) {
     await close();
     throw err;

@@ -12,7 +12,7 @@ import { registerExitCleanup } from '../helpers/postfix-tools';
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Netns } from './netns';
 
-export const TEST_DOMAINS = ['inbox.rehearsal.test', 'throttled.rehearsal.test'] as const;
+export const TEST_DOMAINS = ['inbox.rehearsal.test', 'throttled.rehearsal.test', 'held.rehearsal.test'] as const;
 
 /** One session at the sink MX, as it saw it. */
 export interface SinkSession {
@@ -34,7 +34,7 @@ const log = (e) => fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify({ ..
 let ids = 0;
 const options = {
   authOptional: true, disabledCommands: ['STARTTLS', 'AUTH'], banner: 'rehearsal sink MX', size: 64 * 1024 * 1024,
-  onConnect(session, cb) { session.rid = ++ids; log({ e: 'open', id: session.rid, remote: session.remoteAddress.replace(/^::ffff:/, ''), local: session.localAddress.replace(/^::ffff:/, '') }); cb(); },
+  onConnect(session, cb) { session.rid = process.pid * 100000 + ++ids; log({ e: 'open', id: session.rid, remote: session.remoteAddress.replace(/^::ffff:/, ''), local: session.localAddress.replace(/^::ffff:/, '') }); cb(); },
   onClose(session) { log({ e: 'close', id: session.rid }); },
   onRcptTo(a, session, cb) { log({ e: 'rcpt', id: session.rid, to: a.address }); cb(); },
   onData(stream, session, cb) { stream.resume(); stream.on('end', () => setTimeout(() => { log({ e: 'message', id: session.rid }); cb(); }, ${holdMs})); },
@@ -49,9 +49,11 @@ export interface World {
   sessions(): SinkSession[];
   /** Messages the sink accepted. */
   delivered(): number;
+  /** Starts the held domain's MX (a second sink process logging to the same file): its deferred mail can now be delivered. */
+  openHeldMx(): Promise<void>;
   /** Starts `volley lb` on `address`:25 in front of these MTAs (SMTP checks on their port 25). */
   startLb(address: string, backends: readonly string[]): Promise<void>;
-  /** Sends `count` messages with swaks from the hub through the lb, `parallel` at a time; resolves with how many were accepted. */
+  /** Sends `count` messages with swaks from the hub's client address to `lbAddress` (the lb, or an MTA), `parallel` at a time; resolves with how many were accepted. */
   send(lbAddress: string, to: string, count: number, parallel?: number): Promise<number>;
   close(): Promise<void>;
 }
@@ -87,8 +89,12 @@ async function stop(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-/** inbox.rehearsal.test's MX is on sinkIps[0], throttled.rehearsal.test's on sinkIps[1]: a session's MX address says which domain it carried. */
-export async function startWorld(hub: Netns, dir: string, options: { sinkIps: readonly [string, string]; dnsIp: string; volleyJs: string; holdMs?: number }): Promise<World> {
+/**
+ * inbox.rehearsal.test's MX is on sinkIps[0], throttled.rehearsal.test's on
+ * sinkIps[1] (a session's MX address says which domain it carried),
+ * held.rehearsal.test's on sinkIps[2], where nothing answers until openHeldMx().
+ */
+export async function startWorld(hub: Netns, dir: string, options: { sinkIps: readonly [string, string, string]; dnsIp: string; volleyJs: string; clientIp: string; holdMs?: number }): Promise<World> {
   const children: ChildProcess[] = [];
   const close = async () => void (await Promise.all(children.splice(0).map(stop)));
   try {
@@ -96,7 +102,7 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
     writeFileSync(log, '');
     const sinkJs = join(dir, 'sink-mx.js');
     writeFileSync(sinkJs, SINK(require.resolve('smtp-server', { paths: [resolve(__dirname, '../..')] }), log, options.holdMs ?? 150));
-    children.push(await startReady(hub, [process.execPath, sinkJs, ...options.sinkIps], 'sink MX'));
+    children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[0], options.sinkIps[1]], 'sink MX'));
     const dnsmasq = hub.spawn(
       [
         'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${options.dnsIp}`,
@@ -125,6 +131,9 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
     };
     return {
       sessions,
+      async openHeldMx() {
+        children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[2]], 'held MX'));
+      },
       delivered: () => sessions().reduce((n, s) => n + s.messages, 0),
       async startLb(address, backends) {
         const argv = [process.execPath, options.volleyJs, 'lb', '--listen', `${address}:25`, ...backends.flatMap((b) => ['--backend', `${b}:25`]), '--source-address', address, '--no-admin'];
@@ -139,7 +148,7 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
         const worker = async (): Promise<void> => {
           while (next < count) {
             const i = next++;
-            const r = await hub.exec(['swaks', '--server', `${lbAddress}:25`, '--from', 'news@sender.rehearsal.test', '--to', to, '--header', `Subject: rehearsal ${i}`, '--silent', '2']);
+            const r = await hub.exec(['swaks', '--server', `${lbAddress}:25`, '--local-interface', options.clientIp, '--from', 'news@sender.rehearsal.test', '--to', to, '--header', `Subject: rehearsal ${i}`, '--silent', '2']);
             if (r.code === 0) ok++;
           }
         };
