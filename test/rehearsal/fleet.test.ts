@@ -7,6 +7,8 @@
 // a proxy slot attaches its sending ENI (its addresses arrive on its
 // namespace) and starts volley-proxy.service; each waits for /readyz and
 // signals SUCCESS to the fake CloudFormation.
+import { readFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
 import { HELD_MX_IP, INGRESS_IP, type Rehearsal, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
@@ -14,6 +16,7 @@ import type { SinkSession } from './world';
 
 let rehearsal: Rehearsal;
 const booted: Booted[] = [];
+const replacements: Booted[] = [];
 beforeAll(async () => {
   rehearsal = await startRehearsal();
 }, 120_000);
@@ -102,7 +105,9 @@ it('a rolling replacement of an MTA slot: the new instance finds the volume by t
 
   const stoppedAt = Date.now();
   await rehearsal.terminate(old);
+  booted.splice(booted.indexOf(old), 1);
   const fresh = await rehearsal.boot(old.spec);
+  replacements.push(fresh);
   expect(fresh.userData.code).toBe(0);
   const signalled = () => rehearsal.aws.cloudFormation.signals.find((s) => s.uniqueId === fresh.instanceId);
   await waitUntil(() => signalled() !== undefined, 150_000, () => state([fresh]));
@@ -115,3 +120,44 @@ it('a rolling replacement of an MTA slot: the new instance finds the volume by t
   await waitUntil(() => heldDelivered() >= 10, 120_000, () => `${heldDelivered()} delivered\n${fresh.runner.journal('volley-mta.service').slice(-2000)}`);
   expect(heldDelivered()).toBe(10);
 }, 300_000);
+
+it('a config change published as a deploy publishes it reaches every node on its next config-sync tick and is applied without dropping a session, proxies included', async () => {
+  // The fleet as it runs now (the replaced slot's old instance is gone).
+  const current = [...booted, ...replacements];
+  const mta = current.find((i) => i.spec.role === 'mta');
+  if (!mta) throw new Error('no running MTA');
+  const held = await rehearsal.world.holdSession(mta.privateIp);
+  const pids = new Map(current.map((i) => [i.name, i.runner.status(`volley-${i.spec.role}.service`).mainPid]));
+
+  // The deploy: a new MTA config object and its URL in the parameter; each proxy's parameter changed.
+  const mtaParam = '/volley/rehearsal/mta/config-url';
+  const url = /^s3:\/\/([^/]+)\/(.+)$/.exec(rehearsal.aws.ssm.parameters.get(mtaParam)?.value ?? '');
+  if (!url) throw new Error('no MTA config URL');
+  const text = (rehearsal.aws.s3.get(url[1] as string, url[2] as string) ?? Buffer.alloc(0)).toString('utf8');
+  const doc = parseDocument(text);
+  doc.setIn(['smtp', 'max_recipients'], 77);
+  rehearsal.aws.s3.put(url[1] as string, 'next-deploy.yaml', doc.toString());
+  rehearsal.aws.ssm.put(mtaParam, `s3://${url[1]}/next-deploy.yaml`);
+  for (const p of rehearsal.assembly.env.proxy.proxies) {
+    const name = `/volley/rehearsal/proxy/${p.name}/config`;
+    rehearsal.aws.ssm.put(name, `${rehearsal.aws.ssm.parameters.get(name)?.value.trimEnd()}\nlog_level: debug\n`);
+  }
+
+  // The next tick of every node's volley-config-sync.timer.
+  for (const i of current) {
+    await i.runner.trigger('volley-config-sync.timer');
+    await waitUntil(() => i.runner.status('volley-config-sync.service').state === 'inactive', 30_000);
+  }
+  for (const i of current) {
+    const file = i.hostPath(i.spec.role === 'mta' ? '/etc/volley/volley.yaml' : '/etc/volley/proxy.yaml');
+    expect({ node: i.name, changed: readFileSync(file, 'utf8').includes(i.spec.role === 'mta' ? 'max_recipients: 77' : 'log_level: debug') }).toEqual({ node: i.name, changed: true });
+    const unit = `volley-${i.spec.role}.service`;
+    await waitUntil(() => /config refreshed|proxy: config reloaded/.test(i.runner.journal(unit)), 30_000, () => i.runner.journal(unit).slice(-1500));
+    // Reloaded in place: the same main process.
+    expect({ node: i.name, pid: i.runner.status(unit).mainPid }).toEqual({ node: i.name, pid: pids.get(i.name) });
+  }
+  // The session opened before the change is still usable, and its mail is delivered through the reloaded proxies.
+  const before = rehearsal.world.delivered();
+  expect(await held.send('after-reload@inbox.rehearsal.test')).toMatch(/^250 /);
+  await waitUntil(() => rehearsal.world.delivered() === before + 1, 60_000);
+}, 240_000);

@@ -44,11 +44,42 @@ let pending = servers.length;
 process.argv.slice(2).forEach((address, i) => servers[i].listen(25, address, () => --pending === 0 && process.stdout.write('ready\\n')));
 `;
 
+/** An SMTP session held open from the hub: greeted and EHLO done; send() completes one message on it later. */
+export interface HeldSession {
+  /** MAIL, RCPT, DATA, QUIT on the open session; resolves with the reply to the end of DATA. */
+  send(to: string): Promise<string>;
+}
+
+// Inside the hub: opens a session to argv[2]:25 from argv[3], says EHLO, prints "ready", then on a stdin
+// line "send TO" runs one transaction and prints the reply to the end of DATA.
+const CLIENT = `const net = require('node:net');
+const [host, local] = process.argv.slice(2);
+const s = net.connect({ host, port: 25, localAddress: local });
+let buf = '';
+const waiters = [];
+s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\r\\n')) >= 0) { const line = buf.slice(0, i); buf = buf.slice(i + 2); if (line[3] === ' ' && waiters.length) waiters.shift()(line); } });
+s.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+s.on('close', () => { console.log('closed'); process.exit(0); });
+const reply = () => new Promise((r) => waiters.push(r));
+const cmd = (c) => { s.write(c + '\\r\\n'); return reply(); };
+(async () => {
+  await reply(); await cmd('EHLO held.rehearsal.client');
+  console.log('ready');
+  require('node:readline').createInterface({ input: process.stdin }).on('line', async (line) => {
+    const to = line.split(' ')[1];
+    await cmd('MAIL FROM:<news@sender.rehearsal.test>'); await cmd('RCPT TO:<' + to + '>'); await cmd('DATA');
+    console.log('data ' + await cmd('Subject: held session\\r\\n\\r\\nsent after a config change\\r\\n.'));
+  });
+})();
+`;
+
 export interface World {
   /** Sessions the sink MX saw, by id. */
   sessions(): SinkSession[];
   /** Messages the sink accepted. */
   delivered(): number;
+  /** Opens an SMTP session to `host`:25 that stays open until send(). */
+  holdSession(host: string): Promise<HeldSession>;
   /** Starts the held domain's MX (a second sink process logging to the same file): its deferred mail can now be delivered. */
   openHeldMx(): Promise<void>;
   /** Starts `volley lb` on `address`:25 in front of these MTAs (SMTP checks on their port 25). */
@@ -131,6 +162,25 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
     };
     return {
       sessions,
+      async holdSession(host) {
+        const js = join(dir, 'held-client.js');
+        writeFileSync(js, CLIENT);
+        const child = hub.spawn([process.execPath, js, host, options.clientIp], { stdio: ['pipe', 'pipe', 'pipe'] });
+        registerExitCleanup(() => void child.kill('SIGKILL'));
+        children.push(child);
+        let out = '';
+        child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+        await waitUntil(() => out.includes('ready') || out.includes('error') || child.exitCode !== null, 30_000);
+        if (!out.includes('ready')) throw new VolleyError('EWORLD', `held session to ${host}: ${out.trim()}`);
+        return {
+          async send(to) {
+            const before = out.length;
+            child.stdin?.write(`send ${to}\n`);
+            await waitUntil(() => /\n(data .*|closed|error .*)\n/.test(out.slice(before - 1)), 30_000);
+            return (/\n(data .*|closed|error .*)\n/.exec(out.slice(before - 1))?.[1] ?? '').replace(/^data /, '');
+          },
+        };
+      },
       async openHeldMx() {
         children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[2]], 'held MX'));
       },
