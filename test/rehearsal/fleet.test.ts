@@ -161,3 +161,30 @@ it('a config change published as a deploy publishes it reaches every node on its
   expect(await held.send('after-reload@inbox.rehearsal.test')).toMatch(/^250 /);
   await waitUntil(() => rehearsal.world.delivered() === before + 1, 60_000);
 }, 240_000);
+
+it('a proxy replacement keeps its sending IPs (the ENI moves to the new instance) and the MTAs reconnect and deliver from them', async () => {
+  const old = booted.find((i) => i.spec.role === 'proxy');
+  if (!old) throw new Error('no proxy booted');
+  const eni = rehearsal.assembly.interfaces.find((e) => e.slot === old.spec.slot);
+  if (!eni) throw new Error(`no ENI for ${old.spec.slot}`);
+  await rehearsal.terminate(old);
+  booted.splice(booted.indexOf(old), 1);
+  const fresh = await rehearsal.boot(old.spec);
+  replacements.push(fresh);
+  expect(fresh.userData.code).toBe(0);
+  await waitUntil(() => rehearsal.aws.cloudFormation.signals.some((s) => s.uniqueId === fresh.instanceId), 150_000, () => state([fresh]));
+  expect(rehearsal.aws.cloudFormation.signals.find((s) => s.uniqueId === fresh.instanceId)?.status).toBe('SUCCESS');
+  const own = (await fresh.exec(['ip', '-4', '-o', 'address', 'show', 'dev', 'eth0'])).stdout;
+  for (const ip of eni.privateIpAddresses) expect(own).toContain(`inet ${ip}/32`);
+
+  // Mail through the ingress again: every sending IP, the moved ones included, is used by some session after the move.
+  // The proxies keep MX sessions open and reuse them: count what each session delivered since now.
+  const before = new Map(rehearsal.world.sessions().map((s) => [s.id, s.messages]));
+  const sent = await rehearsal.world.send(INGRESS_IP, 'again@inbox.rehearsal.test', 40, 4);
+  expect(sent).toBe(40);
+  const after = () => rehearsal.world.sessions().filter((s) => s.messages > (before.get(s.id) ?? 0));
+  const deliveredSince = () => after().reduce((n, s) => n + s.messages - (before.get(s.id) ?? 0), 0);
+  await waitUntil(() => deliveredSince() === 40, 120_000, () => JSON.stringify(after()));
+  const sources = new Set(after().map((s) => s.remote));
+  for (const ip of eni.privateIpAddresses.slice(1)) expect({ ip, used: sources.has(ip) }).toEqual({ ip, used: true });
+}, 300_000);
