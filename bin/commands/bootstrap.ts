@@ -34,7 +34,7 @@ function withCommonFlags(command: Command, defaults: { unit: string; readyTimeou
     .option('--ready-timeout <seconds>', 'how long the daemon may take to become ready', seconds, sec(defaults.readyTimeoutMs))
     .option('--release-timeout <seconds>', 'how long the previous instance may keep the resource', seconds, sec(defaults.releaseTimeoutMs))
     .option('--attach-timeout <seconds>', 'how long an attach may take', seconds, sec(defaults.attachTimeoutMs))
-    .option('--signal-stack <name>', 'CloudFormation stack to cfn-signal (omit outside CloudFormation)')
+    .option('--signal-stack <name>', 'CloudFormation stack to signal when ready or failed (omit outside CloudFormation)')
     .option('--signal-resource <logicalId>', 'the slot group\'s logical id in that stack');
 }
 
@@ -43,7 +43,7 @@ async function deps(flags: CommonFlags) {
   const { LinuxSystem, readInstanceIdentity, realClock, stderrLog } = await runtime();
   const identity = await readInstanceIdentity();
   const region = flags.region ?? identity.region;
-  const signal = flags.signalStack && flags.signalResource ? { stack: flags.signalStack, resource: flags.signalResource, region } : undefined;
+  const signal = flags.signalStack && flags.signalResource ? { stack: flags.signalStack, resource: flags.signalResource, region, instanceId: identity.instanceId } : undefined;
   return {
     ec2: new EC2Client({ region }),
     system: new LinuxSystem({ signal }),

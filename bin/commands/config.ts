@@ -46,6 +46,25 @@ export function registerConfig(program: Command): void {
     });
 
   config
+    .command('sync')
+    .description('on an instance: install the config published with the last deploy (SSM, S3) when it changed, and reload the daemon')
+    .option('--etc <dir>', 'the instance\'s /etc/volley (holds instance.env)', process.env.VOLLEY_ETC ?? '/etc/volley')
+    .action(async (flags: { etc: string }) => {
+      // Loaded here, not when any volley command starts: the daemons never need the SDK clients.
+      const { parseInstanceEnv, runSystemctl, syncConfig, syncSettings } = await import('../../runtime/instance/config-sync');
+      const { SSMClient } = await import('@aws-sdk/client-ssm');
+      const { S3Client } = await import('@aws-sdk/client-s3');
+      const { readFileSync } = await import('node:fs');
+      const settings = syncSettings(parseInstanceEnv(readFileSync(`${flags.etc}/instance.env`, 'utf8')), flags.etc);
+      await syncConfig(settings, {
+        ssm: new SSMClient({ region: settings.region }),
+        s3: new S3Client({ region: settings.region }),
+        systemctl: runSystemctl,
+        log: (line) => process.stdout.write(`${line}\n`),
+      });
+    });
+
+  config
     .command('hash-password')
     .description('read a password on stdin and print the scrypt hash for users[].password')
     .action(async () => {

@@ -10,7 +10,8 @@ export type BootstrapErrorCode =
   | 'EFILESYSTEM'
   | 'EMOUNT'
   | 'ENOTREADY'
-  | 'EMETADATA';
+  | 'EMETADATA'
+  | 'ESIGNAL';
 
 export class BootstrapError extends Error {
   constructor(

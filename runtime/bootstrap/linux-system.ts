@@ -1,3 +1,4 @@
+import { CloudFormationClient, SignalResourceCommand } from '@aws-sdk/client-cloudformation';
 import { execFile } from 'node:child_process';
 import { access, mkdir, realpath } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
@@ -32,15 +33,24 @@ export interface SignalTarget {
   readonly stack: string;
   readonly resource: string;
   readonly region: string;
+  /** This instance's id: the signal's UniqueId, as CloudFormation asks for an Auto Scaling group. */
+  readonly instanceId: string;
 }
+
+/** The one CloudFormation call the bootstrap makes (a client, or a mock of one in tests). */
+export type SignalClient = Pick<CloudFormationClient, 'send'>;
 
 export interface LinuxSystemOptions {
-  /** cfn-signal target; without it the bootstrap runs outside CloudFormation (by hand, in tests). */
+  /** Where to signal; without it the bootstrap runs outside CloudFormation (by hand, in tests). */
   readonly signal?: SignalTarget;
-  readonly cfnSignal?: string;
+  readonly cloudFormation?: SignalClient;
 }
 
-/** The real host: blkid, mkfs.ext4, findmnt, mount, systemctl, cfn-signal. */
+/**
+ * The real host: blkid, mkfs.ext4, findmnt, mount, systemctl, and
+ * CloudFormation's SignalResource through the SDK (not cfn-signal, which
+ * ignores AWS_ENDPOINT_URL_CLOUDFORMATION and needs aws-cfn-bootstrap on the image).
+ */
 export class LinuxSystem implements BootstrapSystem {
   constructor(private readonly options: LinuxSystemOptions = {}) {}
 
@@ -96,13 +106,17 @@ export class LinuxSystem implements BootstrapSystem {
       .map((address) => address.address);
   }
 
-  async signal(success: boolean, reason: string): Promise<void> {
+  /** SignalResource carries no reason (cfn-signal's --reason only reaches wait conditions): the bootstrap logs it. */
+  async signal(success: boolean, _reason: string): Promise<void> {
     const target = this.options.signal;
     if (!target) return;
-    await runOk(
-      this.options.cfnSignal ?? '/opt/aws/bin/cfn-signal',
-      ['--success', String(success), '--reason', reason.slice(0, 250), '--stack', target.stack, '--resource', target.resource, '--region', target.region],
-      'EBADSTATE',
-    );
+    const client = this.options.cloudFormation ?? new CloudFormationClient({ region: target.region });
+    try {
+      await client.send(
+        new SignalResourceCommand({ StackName: target.stack, LogicalResourceId: target.resource, UniqueId: target.instanceId, Status: success ? 'SUCCESS' : 'FAILURE' }),
+      );
+    } catch (err) {
+      throw new BootstrapError('ESIGNAL', `cannot signal ${target.stack}/${target.resource}: ${(err as Error).message}`);
+    }
   }
 }

@@ -6,10 +6,18 @@ export interface InstanceIdentity {
   readonly region: string;
 }
 
-const IMDS = 'http://169.254.169.254/latest';
+/**
+ * IMDS's base URL: the SDK's own AWS_EC2_METADATA_SERVICE_ENDPOINT when set
+ * (the SDK reads credentials there, so the bootstrap must read the identity of
+ * the same instance), else the link-local address every instance has.
+ */
+export function imdsBase(env: NodeJS.ProcessEnv = process.env): string {
+  const endpoint = env.AWS_EC2_METADATA_SERVICE_ENDPOINT?.trim() || 'http://169.254.169.254';
+  return `${endpoint.replace(/\/+$/, '')}/latest`;
+}
 
 /** Reads the instance's id, AZ and region from IMDSv2 (the launch template requires v2). */
-export async function readInstanceIdentity(base = IMDS): Promise<InstanceIdentity> {
+export async function readInstanceIdentity(base = imdsBase()): Promise<InstanceIdentity> {
   try {
     const tokenResponse = await fetch(`${base}/api/token`, {
       method: 'PUT',

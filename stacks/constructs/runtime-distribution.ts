@@ -107,7 +107,7 @@ export class RuntimeDistribution extends Construct {
       // Any failure before the bootstrap runs: power off, which terminates the
       // instance (shutdown behaviour) so the group starts a fresh one.
       "trap 'echo \"volley user data failed at line $LINENO\" >&2; systemctl poweroff' ERR",
-      'dnf install -y -q nodejs24 aws-cfn-bootstrap unzip',
+      'dnf install -y -q nodejs24 unzip',
       'mkdir -p /opt/volley /etc/volley',
       'cat > /etc/volley/instance.env <<\'VOLLEY_ENV\'',
       ...Object.entries(env).map(([key, value]) => `${key}=${value}`),

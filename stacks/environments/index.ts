@@ -1,5 +1,6 @@
 import { dev } from './dev';
 import { prod } from './prod';
+import { rehearsal } from './rehearsal';
 import { staging } from './staging';
 import type { EnvironmentConfig } from './schema';
 import { validateEnvironment } from './validate';
@@ -9,7 +10,7 @@ export { EnvironmentConfigError, validateEnvironment } from './validate';
 
 // Raw objects stay untyped on purpose: the validator, not the compiler, is
 // what guards them, and its messages name the field.
-const RAW: Readonly<Record<string, unknown>> = { dev, staging, prod };
+const RAW: Readonly<Record<string, unknown>> = { dev, staging, prod, rehearsal };
 
 export function environmentNames(): string[] {
   return Object.keys(RAW);

@@ -2,7 +2,7 @@
 // volley-config-sync drive systemctl: exit statuses, --quiet, --no-block,
 // reload reaching the main process, show -p MainPID.
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { waitUntil } from '../helpers/proxy-fixtures';
@@ -77,4 +77,20 @@ it('start --no-block returns before the unit is up, as the bootstrap start in in
   expect(stdout).toBe('activating\n');
   writeFileSync(join(dir, 'go'), '');
   await waitUntil(() => runner.status('slow.service').state === 'active');
+});
+
+it('reload-or-restart reloads a running unit in place and starts a stopped one, as volley config sync relies on', async () => {
+  writeFileSync(join(dir, 'hups'), '');
+  rmSync(join(dir, 'ready'), { force: true }); // a HUP before the daemon's trap is set would kill it
+  await runner.start('demo.service');
+  await waitUntil(() => existsSync(join(dir, 'ready')));
+  const pid = runner.status('demo.service').mainPid;
+  await script('systemctl reload-or-restart demo.service');
+  await waitUntil(() => readFileSync(join(dir, 'hups'), 'utf8') === 'hup\n');
+  expect(runner.status('demo.service')).toMatchObject({ state: 'active', mainPid: pid });
+  await runner.stop('demo.service');
+  await script('systemctl reload-or-restart demo.service');
+  expect(runner.status('demo.service').state).toBe('active');
+  expect(runner.status('demo.service').mainPid).not.toBe(pid);
+  await runner.stop('demo.service');
 });

@@ -16,7 +16,7 @@ export interface SystemctlResult {
   readonly stderr: string;
 }
 
-const VERBS_ON_UNITS = ['start', 'stop', 'restart', 'reload', 'is-active', 'is-failed', 'is-enabled', 'enable', 'disable', 'status', 'show'];
+const VERBS_ON_UNITS = ['start', 'stop', 'restart', 'reload', 'reload-or-restart', 'is-active', 'is-failed', 'is-enabled', 'enable', 'disable', 'status', 'show'];
 
 /** One systemctl invocation against the runner. */
 export async function systemctl(runner: UnitRunner, argv: readonly string[]): Promise<SystemctlResult> {
@@ -59,6 +59,9 @@ export async function systemctl(runner: UnitRunner, argv: readonly string[]): Pr
           break;
         case 'reload':
           await runner.reload(unit);
+          break;
+        case 'reload-or-restart':
+          await runner.reloadOrRestart(unit);
           break;
         case 'is-active':
         case 'is-failed': {

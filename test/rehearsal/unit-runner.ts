@@ -49,6 +49,12 @@ export interface UnitRunnerOptions {
   readonly timers?: Timers;
   /** Tells apart the processes of two runners on one host (part of the marker variable). */
   readonly id?: string;
+  /**
+   * The host path of a path as the instance sees it (its own mount namespace
+   * binds other directories over /etc, /opt...): where EnvironmentFile= is
+   * read. Assertions run through `wrap`, inside the instance's view.
+   */
+  readonly hostPath?: (path: string) => string;
 }
 
 const CLEAN_SIGNALS: NodeJS.Signals[] = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGPIPE'];
@@ -246,6 +252,17 @@ export class UnitRunner {
     await this.start(name);
   }
 
+  /**
+   * `systemctl reload-or-restart`: a reload when the unit runs and has
+   * ExecReload=, else a restart (which starts a unit that is not running), as
+   * systemctl(1) documents. volley config sync reloads the daemon with it.
+   */
+  async reloadOrRestart(name: string): Promise<void> {
+    const u = this.unit(name);
+    if (u.state === 'active' && this.serviceOf(u).execReload.length > 0) await this.reload(name);
+    else await this.restart(name);
+  }
+
   /** Runs ExecReload= with $MAINPID set; the unit must be active (`systemctl reload`). */
   async reload(name: string): Promise<void> {
     const u = this.unit(name);
@@ -333,11 +350,12 @@ export class UnitRunner {
     const env: Record<string, string> = { PATH: DEFAULT_PATH, ...this.options.environment };
     for (const [k, v] of spec.environment) env[k] = v;
     for (const file of spec.environmentFiles) {
-      if (!existsSync(file.path)) {
+      const onHost = this.options.hostPath?.(file.path) ?? file.path;
+      if (!existsSync(onHost)) {
         if (file.optional) continue;
         throw new VolleyError('EUNITENVFILE', `${u.file.name}: EnvironmentFile=${file.path} does not exist`);
       }
-      for (const [k, v] of parseEnvironmentFile(readFileSync(file.path, 'utf8'), file.path)) env[k] = v;
+      for (const [k, v] of parseEnvironmentFile(readFileSync(onHost, 'utf8'), file.path)) env[k] = v;
     }
     const [k, v] = this.marker(u).split('=');
     env[k] = v;
@@ -375,7 +393,9 @@ export class UnitRunner {
       const target = negate ? path.slice(1) : path;
       let mounted: boolean;
       try {
-        execFileSync('mountpoint', ['-q', target], { stdio: 'ignore' });
+        const wrap = this.options.wrap ?? [];
+        const [file, ...args] = [...wrap, 'mountpoint', '-q', target];
+        execFileSync(file as string, args, { stdio: 'ignore' });
         mounted = true;
       } catch {
         mounted = false;

@@ -18,7 +18,7 @@ function instanceEnv(launchTemplate: { Properties?: Record<string, unknown> }): 
   return Object.fromEntries([...userData.matchAll(/"?(VOLLEY_[A-Z_]+)=([^"\\]*)/g)].map((m) => [m[1] as string, m[2] as string]));
 }
 
-describe.each(['dev', 'staging', 'prod'])('%s', (envName) => {
+describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
   const { app, config, stacks } = build(envName, { nag: false });
   const assembly = app.synth();
   const mta = template(stacks.mta);
@@ -112,6 +112,22 @@ describe.each(['dev', 'staging', 'prod'])('%s', (envName) => {
       }
     }
     expect(granted).toBe(slots);
+  });
+
+  // Granted by CDK's own Auto Scaling group (it has signals): the bootstrap's SDK
+  // SignalResource is signed with the role, unlike cfn-signal's anonymous call.
+  test('every slot may signal CloudFormation (the bootstrap\'s SDK SignalResource), on its own stack only', () => {
+    let granted = 0;
+    for (const t of [mta, proxy]) {
+      for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
+        const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
+        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('cloudformation:'))) {
+          expect({ action: s.Action, resource: s.Resource }).toEqual({ action: 'cloudformation:SignalResource', resource: { Ref: 'AWS::StackId' } });
+        }
+        if (statements.some((st) => st.Action === 'cloudformation:SignalResource')) granted++;
+      }
+    }
+    expect(granted).toBe(config.availabilityZones.length * config.mta.slotsPerAz + config.proxy.proxies.length);
   });
 });
 

@@ -15,6 +15,8 @@ export interface FakeAwsOptions extends FakeEc2Options {
   readonly instance: InstanceMetadata;
   /** Loopback address to listen on (127.0.0.1 unless a namespace has another). */
   readonly host?: string;
+  /** The account in the ARNs the fakes return (an environment's own, so its templates' ARNs match). */
+  readonly account?: string;
 }
 
 export interface FakeAws {
@@ -36,8 +38,8 @@ export async function startFakeAws(options: FakeAwsOptions): Promise<FakeAws> {
     imds: new FakeImds(options.instance),
     ec2: new FakeEc2(options),
     s3: new FakeS3(),
-    ssm: new FakeSsm(region),
-    secretsManager: new FakeSecretsManager(region),
+    ssm: new FakeSsm(region, options.account),
+    secretsManager: new FakeSecretsManager(region, options.account),
     cloudFormation: new FakeCloudFormation(),
   };
   const endpoints: Endpoint[] = [];

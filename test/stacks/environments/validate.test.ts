@@ -24,7 +24,7 @@ function expectFieldError(mutate: (raw: Mutable) => void, field: string, base: o
 const at = (raw: Mutable, path: string): Mutable => path.split('.').reduce((o, k) => o[k] as Mutable, raw);
 
 test('dev, staging and prod are valid', () => {
-  expect(environmentNames()).toEqual(['dev', 'staging', 'prod']);
+  expect(environmentNames()).toEqual(['dev', 'staging', 'prod', 'rehearsal']);
   for (const name of environmentNames()) expect(loadEnvironment(name, REPO_ROOT).name).toBe(name);
 });
 

@@ -1,0 +1,149 @@
+// `volley config sync`: what volley-config-sync.timer runs on every instance
+// (and install.sh once at boot). It fetches the config published with the last
+// deploy (an SSM parameter holding either the S3 URL of the MTAs' shared file
+// or a proxy's own file), and when it differs from the installed one installs
+// it atomically and reloads the role's unit. In TypeScript with SDK v3 rather
+// than the `aws` CLI: it honours AWS_ENDPOINT_URL_* on any image (Debian's
+// awscli 2.9 does not), and needs nothing on the image but Node.
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetParameterCommand, type SSMClient } from '@aws-sdk/client-ssm';
+import { spawn } from 'node:child_process';
+import { chmod, open, readFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { VolleyError } from '../shared/errors';
+
+export interface ConfigSyncSettings {
+  readonly role: 'mta' | 'proxy';
+  readonly region: string;
+  readonly parameter: string;
+  /** s3-url: the parameter holds the S3 URL of the file; inline: the file itself. */
+  readonly source: 's3-url' | 'inline';
+  /** Where the config is installed (the path the role's unit starts the daemon with). */
+  readonly target: string;
+}
+
+/** The KEY=value lines of /etc/volley/instance.env (user data writes them, unquoted). */
+export function parseInstanceEnv(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.indexOf('=');
+    if (at <= 0) throw new VolleyError('EINSTANCEENV', `instance.env: not KEY=value: "${line}"`);
+    env[line.slice(0, at)] = line.slice(at + 1);
+  }
+  return env;
+}
+
+/**
+ * What to sync, from instance.env. `etc` roots /etc/volley elsewhere, as
+ * VOLLEY_ETC did for the shell script (tests, the rehearsal's instances).
+ */
+export function syncSettings(env: Record<string, string | undefined>, etc = '/etc/volley'): ConfigSyncSettings {
+  const need = (key: string): string => {
+    const value = env[key];
+    if (!value) throw new VolleyError('EINSTANCEENV', `instance.env: ${key} is missing`);
+    return value;
+  };
+  const role = need('VOLLEY_ROLE');
+  if (role !== 'mta' && role !== 'proxy') throw new VolleyError('EINSTANCEENV', `instance.env: VOLLEY_ROLE must be mta or proxy (got "${role}")`);
+  const source = env.VOLLEY_CONFIG_SOURCE || 's3-url';
+  if (source !== 's3-url' && source !== 'inline') throw new VolleyError('EINSTANCEENV', `instance.env: VOLLEY_CONFIG_SOURCE must be s3-url or inline (got "${source}")`);
+  const file = env.VOLLEY_CONFIG_FILE || '/etc/volley/volley.yaml';
+  const target = join(etc, file.startsWith('/etc/volley/') ? file.slice('/etc/volley/'.length) : basename(file));
+  return { role, region: need('VOLLEY_REGION'), parameter: need('VOLLEY_CONFIG_PARAMETER'), source, target };
+}
+
+export interface ConfigSyncDeps {
+  readonly ssm: Pick<SSMClient, 'send'>;
+  readonly s3: Pick<S3Client, 'send'>;
+  /** Runs `systemctl ARGS...`, resolving to its exit status. */
+  readonly systemctl: (args: readonly string[]) => Promise<number>;
+  readonly log: (line: string) => void;
+}
+
+export interface SyncResult {
+  readonly installed: boolean;
+  readonly reloaded: boolean;
+  readonly from: string;
+}
+
+function parseS3Url(url: string): { bucket: string; key: string } {
+  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(url.trim());
+  if (!m) throw new VolleyError('ECONFIGSYNC', `the parameter does not hold an s3:// URL (got "${url.slice(0, 200)}")`);
+  return { bucket: m[1] as string, key: m[2] as string };
+}
+
+async function fetchConfig(settings: ConfigSyncSettings, deps: ConfigSyncDeps): Promise<{ body: Buffer; from: string }> {
+  const out = await deps.ssm.send(new GetParameterCommand({ Name: settings.parameter }));
+  const value = out.Parameter?.Value;
+  if (value === undefined) throw new VolleyError('ECONFIGSYNC', `SSM parameter ${settings.parameter} has no value`);
+  if (settings.source === 'inline') {
+    // As `aws ssm get-parameter --output text > file` wrote it: the value and one newline.
+    return { body: Buffer.from(value.endsWith('\n') ? value : `${value}\n`), from: settings.parameter };
+  }
+  const { bucket, key } = parseS3Url(value);
+  const object = await deps.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  if (!object.Body) throw new VolleyError('ECONFIGSYNC', `${value}: empty response`);
+  return { body: Buffer.from(await object.Body.transformToByteArray()), from: value };
+}
+
+async function readIfExists(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Written beside the target, synced, then renamed over it: a reader sees the old file or the new, never half. */
+async function installAtomically(target: string, body: Buffer): Promise<void> {
+  const partial = join(dirname(target), `.${basename(target)}.${process.pid}.partial`);
+  try {
+    const fh = await open(partial, 'w', 0o644);
+    try {
+      await fh.writeFile(body);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await chmod(partial, 0o644); // not narrowed by the umask: the daemon's user reads it
+    await rename(partial, target);
+  } catch (err) {
+    await rm(partial, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * One sync. A fetch failure changes nothing; an unchanged config does
+ * nothing; a changed one is installed and the unit reloaded if it runs (the
+ * MTA and the proxy reload in place, and one that refuses the file keeps its
+ * running config; the file stays so the next deploy's fix is picked up).
+ */
+export async function syncConfig(settings: ConfigSyncSettings, deps: ConfigSyncDeps): Promise<SyncResult> {
+  const { body, from } = await fetchConfig(settings, deps);
+  const current = await readIfExists(settings.target);
+  if (current?.equals(body)) return { installed: false, reloaded: false, from };
+  await installAtomically(settings.target, body);
+  deps.log(`volley config sync: installed ${settings.target} from ${from}`);
+  const unit = `volley-${settings.role}.service`;
+  if ((await deps.systemctl(['is-active', '--quiet', unit])) !== 0) return { installed: true, reloaded: false, from };
+  const status = await deps.systemctl(['reload-or-restart', unit]);
+  if (status !== 0) throw new VolleyError('ECONFIGSYNC', `systemctl reload-or-restart ${unit} failed (${status}); ${settings.target} is installed`);
+  deps.log(`volley config sync: reloaded ${unit}`);
+  return { installed: true, reloaded: true, from };
+}
+
+/**
+ * `systemctl` from PATH (systemd's, or the rehearsal's shim), resolving to its
+ * exit status; its own messages go to our stderr (the unit's journal).
+ */
+export function runSystemctl(args: readonly string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('systemctl', [...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+    child.once('error', (err) => reject(new VolleyError('ECONFIGSYNC', `systemctl: ${err.message}`)));
+    child.once('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  });
+}

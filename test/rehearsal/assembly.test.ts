@@ -1,0 +1,82 @@
+// The rehearsal environment, synthesised offline with this checkout's packaged
+// runtime: what each of its instances receives is read back from the cloud
+// assembly (user data, parameters, asset objects) and is what a deploy would
+// ship: four instances, configs their own daemons load, a runtime zip holding
+// install.sh, the units and the CLI.
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { App } from 'aws-cdk-lib';
+import { packageRuntime } from '../../bin/package-asset';
+import { parseProxyConfig } from '../../runtime/proxy/config';
+import { parseConfig } from '../../runtime/shared/config/load';
+import { tempDir } from '../helpers/tmp';
+import { readAssembly, REPO_ROOT, type RehearsalAssembly, secretArn, synthRehearsal } from './assembly';
+
+const dir = tempDir('volley-rehearsal-assembly-');
+// dist/volley.js is built by `npm test`'s pretest; packaged aside so dist/asset is not raced.
+const packageDir = packageRuntime({ repoRoot: REPO_ROOT, build: false, outDir: join(dir, 'asset') });
+let built: RehearsalAssembly;
+beforeAll(() => {
+  built = synthRehearsal({ packageDir });
+});
+
+function object(url: string): Buffer {
+  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(url);
+  const found = built.objects.find((o) => o.bucket === m?.[1] && o.key === m?.[2]);
+  if (!found) throw new Error(`no asset object at ${url}`);
+  return found.body();
+}
+
+test('two MTA slots in two AZs and two proxies, each with its own slot and its own config parameter', () => {
+  const byRole = (role: string) => built.instances.filter((i) => i.role === role);
+  expect(byRole('mta').map((i) => i.slot).sort()).toEqual(['rehearsal-mta-eu-west-1a-1', 'rehearsal-mta-eu-west-1b-1']);
+  expect(byRole('proxy')).toHaveLength(2);
+  for (const i of built.instances) {
+    expect(built.parameters.has(i.instanceEnv.VOLLEY_CONFIG_PARAMETER as string)).toBe(true);
+    expect(i.instanceEnv).toMatchObject({ VOLLEY_REGION: 'eu-west-1', VOLLEY_STACK: i.stack, VOLLEY_PROXY_LINK_SECRET: secretArn(built.env, 'volley/rehearsal/proxy-link') });
+    // Resolved throughout: nothing of CloudFormation's syntax is left for bash to see.
+    expect(i.userData).not.toMatch(/Fn::|"Ref"|\$\{Token/);
+  }
+  expect([...built.secrets.keys()]).toEqual(['volley/rehearsal/proxy-link']);
+});
+
+test('the MTAs\' config is an S3 object named by their parameter, loaded by the MTA\'s loader with the rehearsal\'s throttle', () => {
+  const url = built.parameters.get('/volley/rehearsal/mta/config-url') as string;
+  const config = parseConfig(object(url).toString('utf8'), url);
+  expect(config.proxies?.servers.map((s) => s.host).sort()).toEqual(['10.60.0.10', '10.60.1.10']);
+  expect(JSON.stringify(config.throttles)).toContain('throttled.rehearsal.test');
+});
+
+test('each proxy\'s config parameter loads in the proxy\'s loader, listening on its ENI\'s primary IP', () => {
+  for (const p of built.env.proxy.proxies) {
+    const text = built.parameters.get(`/volley/rehearsal/proxy/${p.name}/config`) as string;
+    expect(parseProxyConfig(text, p.name)).toMatchObject({ listen: { address: p.interfaceIp }, sendingIps: p.sendingIps });
+  }
+});
+
+test('the runtime zip the user data downloads holds install.sh, the CLI and the units', () => {
+  const urls = new Set(built.instances.map((i) => /aws s3 cp '(s3:\/\/[^']+\.zip)'/.exec(i.userData)?.[1]));
+  expect(urls.size).toBe(1);
+  const zip = join(dir, 'runtime.zip');
+  writeFileSync(zip, object([...urls][0] as string));
+  const listing = execFileSync('unzip', ['-Z1', zip], { encoding: 'utf8' }).split('\n');
+  expect(listing).toEqual(expect.arrayContaining(['install.sh', 'bin/volley', 'lib/volley.js', 'systemd/volley-mta.service', 'systemd/volley-config-sync.timer']));
+});
+
+test('a template construct the rehearsal cannot resolve stops it with a coded error, never a guess', () => {
+  const app = new App();
+  const assembly = app.synth();
+  const fake = {
+    directory: assembly.directory,
+    stacks: [{ stackName: 'S', template: { Resources: { T: { Type: 'AWS::EC2::LaunchTemplate', Properties: { LaunchTemplateData: { UserData: { 'Fn::GetAtt': ['X', 'Y'] } } } } } } }],
+  } as unknown as Parameters<typeof readAssembly>[0];
+  expect(() => readAssembly(fake, built.env, packageDir)).toThrow(expect.objectContaining({ code: 'EREHEARSALASSEMBLY', message: 'S: Fn::GetAtt is not resolved by the rehearsal' }));
+});
+
+test('each MTA slot has one volume in its AZ, tagged with its slot, as the bootstrap looks for it', () => {
+  const mtas = built.instances.filter((i) => i.role === 'mta');
+  expect(built.volumes.map((v) => ({ slot: v.slot, az: v.availabilityZone })).sort((a, b) => a.slot.localeCompare(b.slot))).toEqual(
+    mtas.map((i) => ({ slot: i.slot, az: `eu-west-1${i.slot.includes('1a') ? 'a' : 'b'}` })).sort((a, b) => a.slot.localeCompare(b.slot)),
+  );
+});

@@ -1,0 +1,192 @@
+// `npm run rehearsal` (not part of `npm test`: about 1-3 minutes on a 2-core
+// machine, most of it retries and reconnections after the replacements).
+// The rehearsal fleet booted from what `cdk deploy` ships, each instance from
+// its own launch template's user data (runtime zip from the fake S3,
+// install.sh, config sync from the fake SSM/S3, `systemctl start --no-block
+// volley-bootstrap`): an MTA slot finds its volume by tag, attaches it (a loop
+// device), formats and mounts it inside its own mount namespace, starts
+// volley-mta.service (proxy-link files from the fake Secrets Manager first);
+// a proxy slot attaches its sending ENI (its addresses arrive on its
+// namespace) and starts volley-proxy.service; each waits for /readyz and
+// signals SUCCESS to the fake CloudFormation.
+import { readFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
+import { waitUntil } from '../helpers/proxy-fixtures';
+import type { Instance } from './instance';
+import { HELD_MX_IP, INGRESS_IP, type Rehearsal, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
+import type { SinkSession } from './world';
+
+let rehearsal: Rehearsal;
+const booted: Booted[] = [];
+const replacements: Booted[] = [];
+beforeAll(async () => {
+  rehearsal = await startRehearsal();
+}, 120_000);
+afterAll(() => rehearsal?.close());
+
+type Booted = Awaited<ReturnType<Rehearsal['boot']>>;
+
+function state(instances: readonly (Instance & { instanceId: string })[]): string {
+  const units = ['volley-bootstrap.service', 'volley-mta.service', 'volley-proxy.service'];
+  return [
+    `signals ${JSON.stringify(rehearsal.aws.cloudFormation.signals)}`,
+    ...instances.flatMap((i) => [`== ${i.name} (user data ${i.userData.code}: ${i.userData.stderr.slice(-500)})`, ...units.map((u) => `-- ${u}: ${i.runner.status(u).state}\n${i.runner.journal(u).slice(-1500)}`)]),
+  ].join('\n');
+}
+
+it('boots both MTA slots and both proxies to /readyz and a SUCCESS signal each; volumes and sending IPs land on their own instance only', async () => {
+  // Proxies first, as the Proxy stack deploys after the Mta stack but the MTAs must reach them to deliver.
+  for (const spec of [...rehearsal.assembly.instances].sort((a, b) => (a.role === b.role ? a.slot.localeCompare(b.slot) : a.role === 'proxy' ? -1 : 1))) {
+    booted.push(await rehearsal.boot(spec));
+  }
+  for (const i of booted) expect({ name: i.name, userData: i.userData.code }).toEqual({ name: i.name, userData: 0 });
+  await waitUntil(() => rehearsal.aws.cloudFormation.signals.length === booted.length, 150_000, () => state(booted));
+  const signals = rehearsal.aws.cloudFormation.signals;
+  if (signals.some((s) => s.status !== 'SUCCESS')) throw new Error(`a bootstrap signalled failure:\n${state(booted)}`);
+  expect(signals.map((s) => s.uniqueId).sort()).toEqual(booted.map((i) => i.instanceId).sort());
+
+  for (const i of booted) {
+    if (i.spec.role === 'mta') {
+      expect(i.runner.status('volley-mta.service').state).toBe('active');
+      expect((await i.exec(['mountpoint', '-q', '/var/lib/volley'])).code).toBe(0);
+      const ready = await i.exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:8025/readyz']);
+      expect(ready.stdout).toBe('200');
+    } else {
+      expect(i.runner.status('volley-proxy.service').state).toBe('active');
+      const eni = rehearsal.assembly.interfaces.find((e) => e.slot === i.spec.slot);
+      expect(i.netns.addresses().length).toBeGreaterThanOrEqual(0);
+      const own = (await i.exec(['ip', '-4', '-o', 'address', 'show', 'dev', 'eth0'])).stdout;
+      for (const ip of eni?.privateIpAddresses ?? ['missing']) expect(own).toContain(`inet ${ip}/32`);
+    }
+  }
+  // The host never mounted a volume.
+  expect((await rehearsal.vpc.hub.exec(['mountpoint', '-q', '/var/lib/volley'])).code).not.toBe(0);
+}, 300_000);
+
+/** The most sessions from one source address open at once, among these. */
+function maxOverlapPerSource(sessions: readonly SinkSession[]): number {
+  let max = 0;
+  for (const remote of new Set(sessions.map((s) => s.remote))) {
+    const mine = sessions.filter((s) => s.remote === remote);
+    for (const s of mine) max = Math.max(max, mine.filter((o) => o.openedAt <= s.openedAt && (o.closedAt ?? Infinity) > s.openedAt).length);
+  }
+  return max;
+}
+
+it('mail injected at the ingress reaches the sink MX from the configured sending IPs, through the proxies, the throttle holding across both MTAs', async () => {
+  const mtas = booted.filter((i) => i.spec.role === 'mta');
+  expect(mtas).toHaveLength(2);
+  await rehearsal.world.startLb(INGRESS_IP, mtas.map((m) => m.privateIp));
+  const sendingIps = rehearsal.assembly.env.proxy.proxies.flatMap((p) => p.sendingIps);
+  const started = Date.now();
+  // A burst at once to each domain, so that without the throttle the MTAs would open several sessions per sending IP.
+  const [inbox, throttledSent] = await Promise.all([
+    rehearsal.world.send(INGRESS_IP, 'someone@inbox.rehearsal.test', 20, 4),
+    rehearsal.world.send(INGRESS_IP, 'someone@throttled.rehearsal.test', 20, 4),
+  ]);
+  expect({ inbox, throttledSent }).toEqual({ inbox: 20, throttledSent: 20 });
+  await waitUntil(() => rehearsal.world.delivered() === 40, 120_000, () => JSON.stringify(rehearsal.world.sessions()));
+  const ms = Date.now() - started;
+  process.stdout.write(`rehearsal: 40 messages injected at the ingress and delivered in ${ms} ms: ${(40 / (ms / 1000)).toFixed(1)} messages/s\n`);
+  const sessions = rehearsal.world.sessions().filter((s) => s.messages > 0);
+  // Only from sending IPs the config names: every delivery went through a proxy.
+  for (const s of sessions) expect(sendingIps).toContain(s.remote);
+  const throttled = sessions.filter((s) => s.local === THROTTLED_MX_IP);
+  expect(throttled.flatMap((s) => s.recipients).every((r) => r.endsWith('@throttled.rehearsal.test'))).toBe(true);
+  expect(throttled.reduce((n, s) => n + s.messages, 0)).toBe(20);
+  expect(maxOverlapPerSource(throttled)).toBe(1);
+}, 240_000);
+
+it('a rolling replacement of an MTA slot: the new instance finds the volume by tag, attaches, mounts, and delivers the queue it held, losing nothing', async () => {
+  const old = booted.find((i) => i.spec.role === 'mta');
+  if (!old) throw new Error('no MTA booted');
+  const heldDelivered = () => rehearsal.world.sessions().filter((s) => s.local === HELD_MX_IP).reduce((n, s) => n + s.messages, 0);
+  // Queued on this slot's volume: each 250 means on disk; the held MX is down, so they wait for a retry.
+  expect(await rehearsal.world.send(old.privateIp, 'someone@held.rehearsal.test', 10, 2)).toBe(10);
+  expect(heldDelivered()).toBe(0);
+
+  const stoppedAt = Date.now();
+  await rehearsal.terminate(old);
+  booted.splice(booted.indexOf(old), 1);
+  const fresh = await rehearsal.boot(old.spec);
+  replacements.push(fresh);
+  expect(fresh.userData.code).toBe(0);
+  const signalled = () => rehearsal.aws.cloudFormation.signals.find((s) => s.uniqueId === fresh.instanceId);
+  await waitUntil(() => signalled() !== undefined, 150_000, () => state([fresh]));
+  expect(signalled()?.status).toBe('SUCCESS');
+  process.stdout.write(`rehearsal: MTA slot ${old.spec.slot} replaced in ${Date.now() - stoppedAt} ms from its unit's stop to the new instance's /readyz\n`);
+  // The same volume, found by its tag and mounted again: no new filesystem.
+  expect(fresh.runner.journal('volley-bootstrap.service')).not.toContain('making an ext4 filesystem');
+
+  await rehearsal.world.openHeldMx();
+  await waitUntil(() => heldDelivered() >= 10, 120_000, () => `${heldDelivered()} delivered\n${fresh.runner.journal('volley-mta.service').slice(-2000)}`);
+  expect(heldDelivered()).toBe(10);
+}, 300_000);
+
+it('a config change published as a deploy publishes it reaches every node on its next config-sync tick and is applied without dropping a session, proxies included', async () => {
+  // The fleet as it runs now (the replaced slot's old instance is gone).
+  const current = [...booted, ...replacements];
+  const mta = current.find((i) => i.spec.role === 'mta');
+  if (!mta) throw new Error('no running MTA');
+  const held = await rehearsal.world.holdSession(mta.privateIp);
+  const pids = new Map(current.map((i) => [i.name, i.runner.status(`volley-${i.spec.role}.service`).mainPid]));
+
+  // The deploy: a new MTA config object and its URL in the parameter; each proxy's parameter changed.
+  const mtaParam = '/volley/rehearsal/mta/config-url';
+  const url = /^s3:\/\/([^/]+)\/(.+)$/.exec(rehearsal.aws.ssm.parameters.get(mtaParam)?.value ?? '');
+  if (!url) throw new Error('no MTA config URL');
+  const text = (rehearsal.aws.s3.get(url[1] as string, url[2] as string) ?? Buffer.alloc(0)).toString('utf8');
+  const doc = parseDocument(text);
+  doc.setIn(['smtp', 'max_recipients'], 77);
+  rehearsal.aws.s3.put(url[1] as string, 'next-deploy.yaml', doc.toString());
+  rehearsal.aws.ssm.put(mtaParam, `s3://${url[1]}/next-deploy.yaml`);
+  for (const p of rehearsal.assembly.env.proxy.proxies) {
+    const name = `/volley/rehearsal/proxy/${p.name}/config`;
+    rehearsal.aws.ssm.put(name, `${rehearsal.aws.ssm.parameters.get(name)?.value.trimEnd()}\nlog_level: debug\n`);
+  }
+
+  // The next tick of every node's volley-config-sync.timer.
+  for (const i of current) {
+    await i.runner.trigger('volley-config-sync.timer');
+    await waitUntil(() => i.runner.status('volley-config-sync.service').state === 'inactive', 30_000);
+  }
+  for (const i of current) {
+    const file = i.hostPath(i.spec.role === 'mta' ? '/etc/volley/volley.yaml' : '/etc/volley/proxy.yaml');
+    expect({ node: i.name, changed: readFileSync(file, 'utf8').includes(i.spec.role === 'mta' ? 'max_recipients: 77' : 'log_level: debug') }).toEqual({ node: i.name, changed: true });
+    const unit = `volley-${i.spec.role}.service`;
+    await waitUntil(() => /config refreshed|proxy: config reloaded/.test(i.runner.journal(unit)), 30_000, () => i.runner.journal(unit).slice(-1500));
+    // Reloaded in place: the same main process.
+    expect({ node: i.name, pid: i.runner.status(unit).mainPid }).toEqual({ node: i.name, pid: pids.get(i.name) });
+  }
+  // The session opened before the change is still usable, and its mail is delivered through the reloaded proxies.
+  const before = rehearsal.world.delivered();
+  expect(await held.send('after-reload@inbox.rehearsal.test')).toMatch(/^250 /);
+  await waitUntil(() => rehearsal.world.delivered() === before + 1, 60_000);
+}, 240_000);
+
+it('a proxy replacement keeps its sending IPs (the ENI moves to the new instance) and the MTAs reconnect and deliver from them', async () => {
+  const old = booted.find((i) => i.spec.role === 'proxy');
+  if (!old) throw new Error('no proxy booted');
+  const eni = rehearsal.assembly.interfaces.find((e) => e.slot === old.spec.slot);
+  if (!eni) throw new Error(`no ENI for ${old.spec.slot}`);
+  await rehearsal.terminate(old);
+  booted.splice(booted.indexOf(old), 1);
+  const fresh = await rehearsal.boot(old.spec);
+  replacements.push(fresh);
+  expect(fresh.userData.code).toBe(0);
+  await waitUntil(() => rehearsal.aws.cloudFormation.signals.some((s) => s.uniqueId === fresh.instanceId), 150_000, () => state([fresh]));
+  expect(rehearsal.aws.cloudFormation.signals.find((s) => s.uniqueId === fresh.instanceId)?.status).toBe('SUCCESS');
+  const own = (await fresh.exec(['ip', '-4', '-o', 'address', 'show', 'dev', 'eth0'])).stdout;
+  for (const ip of eni.privateIpAddresses) expect(own).toContain(`inet ${ip}/32`);
+
+  // Mail through the ingress again: every sending IP, the moved ones included, is used by some session after the move.
+  // The proxies keep MX sessions open and reuse them: count what each session delivered since now.
+  const before = new Map(rehearsal.world.sessions().map((s) => [s.id, s.messages]));
+  const sent = await rehearsal.world.send(INGRESS_IP, 'again@inbox.rehearsal.test', 40, 4);
+  expect(sent).toBe(40);
+  const after = () => rehearsal.world.sessions().filter((s) => s.messages > (before.get(s.id) ?? 0));
+  const deliveredSince = () => after().reduce((n, s) => n + s.messages - (before.get(s.id) ?? 0), 0);
+  await waitUntil(() => deliveredSince() === 40, 120_000, () => JSON.stringify(after()));
+  const sources = new Set(after().map((s) => s.remote));
+  for (const ip of eni.privateIpAddresses.slice(1)) expect({ ip, used: sources.has(ip) }).toEqual({ ip, used: true });
+}, 300_000);

@@ -1,0 +1,214 @@
+// "The internet" and the ingress of the rehearsal, in the VPC's hub
+// namespace: a sink MX on 192.0.2.25 and .26 that records, per session, the source
+// address (a sending IP) and when it opened and closed; dnsmasq on 192.0.2.53
+// answering MX records for the *.rehearsal.test domains; and `volley lb` (the
+// packaged one) on the NLB's address standing in for the NLB, in front of the
+// MTAs' private addresses.
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { VolleyError } from '../../runtime/shared/errors';
+import { registerExitCleanup } from '../helpers/postfix-tools';
+import { waitUntil } from '../helpers/proxy-fixtures';
+import type { Netns } from './netns';
+
+export const TEST_DOMAINS = ['inbox.rehearsal.test', 'throttled.rehearsal.test', 'held.rehearsal.test'] as const;
+
+/** One session at the sink MX, as it saw it. */
+export interface SinkSession {
+  readonly id: number;
+  readonly remote: string;
+  /** The MX address it reached (each test domain has its own). */
+  readonly local: string;
+  readonly openedAt: number;
+  closedAt?: number;
+  readonly recipients: string[];
+  messages: number;
+}
+
+// The sink MX: smtp-server from this checkout, one JSON line per event. DATA
+// is held a little so that sessions overlap if a throttle lets them.
+const SINK = (smtpServer: string, log: string, holdMs: number) => `const { SMTPServer } = require(${JSON.stringify(smtpServer)});
+const fs = require('node:fs');
+const log = (e) => fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify({ ...e, t: Date.now() }) + '\\n');
+let ids = 0;
+const options = {
+  authOptional: true, disabledCommands: ['STARTTLS', 'AUTH'], banner: 'rehearsal sink MX', size: 64 * 1024 * 1024,
+  onConnect(session, cb) { session.rid = process.pid * 100000 + ++ids; log({ e: 'open', id: session.rid, remote: session.remoteAddress.replace(/^::ffff:/, ''), local: session.localAddress.replace(/^::ffff:/, '') }); cb(); },
+  onClose(session) { log({ e: 'close', id: session.rid }); },
+  onRcptTo(a, session, cb) { log({ e: 'rcpt', id: session.rid, to: a.address }); cb(); },
+  onData(stream, session, cb) { stream.resume(); stream.on('end', () => setTimeout(() => { log({ e: 'message', id: session.rid }); cb(); }, ${holdMs})); },
+};
+const servers = process.argv.slice(2).map(() => new SMTPServer(options));
+let pending = servers.length;
+process.argv.slice(2).forEach((address, i) => servers[i].listen(25, address, () => --pending === 0 && process.stdout.write('ready\\n')));
+`;
+
+/** An SMTP session held open from the hub: greeted and EHLO done; send() completes one message on it later. */
+export interface HeldSession {
+  /** MAIL, RCPT, DATA, QUIT on the open session; resolves with the reply to the end of DATA. */
+  send(to: string): Promise<string>;
+}
+
+// Inside the hub: opens a session to argv[2]:25 from argv[3], says EHLO, prints "ready", then on a stdin
+// line "send TO" runs one transaction and prints the reply to the end of DATA.
+const CLIENT = `const net = require('node:net');
+const [host, local] = process.argv.slice(2);
+const s = net.connect({ host, port: 25, localAddress: local });
+let buf = '';
+const waiters = [];
+s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\r\\n')) >= 0) { const line = buf.slice(0, i); buf = buf.slice(i + 2); if (line[3] === ' ' && waiters.length) waiters.shift()(line); } });
+s.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+s.on('close', () => { console.log('closed'); process.exit(0); });
+const reply = () => new Promise((r) => waiters.push(r));
+const cmd = (c) => { s.write(c + '\\r\\n'); return reply(); };
+(async () => {
+  await reply(); await cmd('EHLO held.rehearsal.client');
+  console.log('ready');
+  require('node:readline').createInterface({ input: process.stdin }).on('line', async (line) => {
+    const to = line.split(' ')[1];
+    await cmd('MAIL FROM:<news@sender.rehearsal.test>'); await cmd('RCPT TO:<' + to + '>'); await cmd('DATA');
+    console.log('data ' + await cmd('Subject: held session\\r\\n\\r\\nsent after a config change\\r\\n.'));
+  });
+})();
+`;
+
+export interface World {
+  /** Sessions the sink MX saw, by id. */
+  sessions(): SinkSession[];
+  /** Messages the sink accepted. */
+  delivered(): number;
+  /** Opens an SMTP session to `host`:25 that stays open until send(). */
+  holdSession(host: string): Promise<HeldSession>;
+  /** Starts the held domain's MX (a second sink process logging to the same file): its deferred mail can now be delivered. */
+  openHeldMx(): Promise<void>;
+  /** Starts `volley lb` on `address`:25 in front of these MTAs (SMTP checks on their port 25). */
+  startLb(address: string, backends: readonly string[]): Promise<void>;
+  /** Sends `count` messages with swaks from the hub's client address to `lbAddress` (the lb, or an MTA), `parallel` at a time; resolves with how many were accepted. */
+  send(lbAddress: string, to: string, count: number, parallel?: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+function startReady(ns: Netns, argv: string[], name: string): Promise<ChildProcess> {
+  const child = ns.spawn(argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  registerExitCleanup(() => void child.kill('SIGKILL'));
+  let output = '';
+  child.stderr?.on('data', (c: Buffer) => (output += c.toString()));
+  return new Promise((resolvePromise, reject) => {
+    child.stdout?.on('data', (c: Buffer) => {
+      output += c.toString();
+      if (output.includes('ready')) resolvePromise(child);
+    });
+    child.once('exit', (code) => reject(new VolleyError('EWORLD', `${name} exited (${code}): ${output.trim().slice(-1000)}`)));
+  });
+}
+
+/** True when the command exits 0 inside the namespace (a readiness probe for waitUntil). */
+function succeeds(ns: Netns, argv: string[]): boolean {
+  try {
+    execFileSync(ns.wrap[0] as string, [...ns.wrap.slice(1), ...argv], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((done) => child.once('exit', done));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/**
+ * inbox.rehearsal.test's MX is on sinkIps[0], throttled.rehearsal.test's on
+ * sinkIps[1] (a session's MX address says which domain it carried),
+ * held.rehearsal.test's on sinkIps[2], where nothing answers until openHeldMx().
+ */
+export async function startWorld(hub: Netns, dir: string, options: { sinkIps: readonly [string, string, string]; dnsIp: string; volleyJs: string; clientIp: string; holdMs?: number }): Promise<World> {
+  const children: ChildProcess[] = [];
+  const close = async () => void (await Promise.all(children.splice(0).map(stop)));
+  try {
+    const log = join(dir, 'sink.jsonl');
+    writeFileSync(log, '');
+    const sinkJs = join(dir, 'sink-mx.js');
+    writeFileSync(sinkJs, SINK(require.resolve('smtp-server', { paths: [resolve(__dirname, '../..')] }), log, options.holdMs ?? 150));
+    children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[0], options.sinkIps[1]], 'sink MX'));
+    const dnsmasq = hub.spawn(
+      [
+        'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${options.dnsIp}`,
+        '--port=53', '--user=root', '--pid-file=', '--local=/rehearsal.test/',
+        ...TEST_DOMAINS.flatMap((d, i) => [`--mx-host=${d},mx${i + 1}.rehearsal.test,10`, `--host-record=mx${i + 1}.rehearsal.test,${options.sinkIps[i]}`]),
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    registerExitCleanup(() => void dnsmasq.kill('SIGKILL'));
+    children.push(dnsmasq);
+    await waitUntil(() => succeeds(hub, ['swaks', '--server', `${options.sinkIps[1]}:25`, '--quit-after', 'HELO', '--silent', '2']) && succeeds(hub, [process.execPath, '-e', `const r = new (require('node:dns').promises.Resolver)(); r.setServers(['${options.dnsIp}']); r.resolveMx('${TEST_DOMAINS[0]}').then((a) => process.exit(a.length ? 0 : 1), () => process.exit(1))`]), 10_000);
+
+    const sessions = (): SinkSession[] => {
+      const byId = new Map<number, SinkSession>();
+      if (!existsSync(log)) return [];
+      for (const line of readFileSync(log, 'utf8').split('\n').filter(Boolean)) {
+        const e = JSON.parse(line) as { e: string; id: number; remote?: string; local?: string; to?: string; t: number };
+        if (e.e === 'open') byId.set(e.id, { id: e.id, remote: e.remote ?? '', local: e.local ?? '', openedAt: e.t, recipients: [], messages: 0 });
+        const s = byId.get(e.id);
+        if (!s) continue;
+        if (e.e === 'close') s.closedAt = e.t;
+        if (e.e === 'rcpt' && e.to) s.recipients.push(e.to);
+        if (e.e === 'message') s.messages++;
+      }
+      return [...byId.values()];
+    };
+    return {
+      sessions,
+      async holdSession(host) {
+        const js = join(dir, 'held-client.js');
+        writeFileSync(js, CLIENT);
+        const child = hub.spawn([process.execPath, js, host, options.clientIp], { stdio: ['pipe', 'pipe', 'pipe'] });
+        registerExitCleanup(() => void child.kill('SIGKILL'));
+        children.push(child);
+        let out = '';
+        child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+        await waitUntil(() => out.includes('ready') || out.includes('error') || child.exitCode !== null, 30_000);
+        if (!out.includes('ready')) throw new VolleyError('EWORLD', `held session to ${host}: ${out.trim()}`);
+        return {
+          async send(to) {
+            const before = out.length;
+            child.stdin?.write(`send ${to}\n`);
+            await waitUntil(() => /\n(data .*|closed|error .*)\n/.test(out.slice(before - 1)), 30_000);
+            return (/\n(data .*|closed|error .*)\n/.exec(out.slice(before - 1))?.[1] ?? '').replace(/^data /, '');
+          },
+        };
+      },
+      async openHeldMx() {
+        children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[2]], 'held MX'));
+      },
+      delivered: () => sessions().reduce((n, s) => n + s.messages, 0),
+      async startLb(address, backends) {
+        const argv = [process.execPath, options.volleyJs, 'lb', '--listen', `${address}:25`, ...backends.flatMap((b) => ['--backend', `${b}:25`]), '--source-address', address, '--no-admin'];
+        const lb = hub.spawn(argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+        registerExitCleanup(() => void lb.kill('SIGKILL'));
+        children.push(lb);
+        await waitUntil(() => succeeds(hub, ['swaks', '--server', `${address}:25`, '--quit-after', 'EHLO', '--silent', '2']), 30_000);
+      },
+      async send(lbAddress, to, count, parallel = 1) {
+        let ok = 0;
+        let next = 0;
+        const worker = async (): Promise<void> => {
+          while (next < count) {
+            const i = next++;
+            const r = await hub.exec(['swaks', '--server', `${lbAddress}:25`, '--local-interface', options.clientIp, '--from', 'news@sender.rehearsal.test', '--to', to, '--header', `Subject: rehearsal ${i}`, '--silent', '2']);
+            if (r.code === 0) ok++;
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(parallel, count) }, worker));
+        return ok;
+      },
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

@@ -1,0 +1,53 @@
+// LinuxSystem.signal: the bootstrap reports to CloudFormation with the SDK's
+// SignalResource (this instance's id as UniqueId), so it goes wherever the
+// SDK is pointed (AWS_ENDPOINT_URL_CLOUDFORMATION: the rehearsal's fake), with
+// the role's credentials from instance metadata, and needs no cfn-signal.
+import { CloudFormationClient, SignalResourceCommand } from '@aws-sdk/client-cloudformation';
+import { mockClient } from 'aws-sdk-client-mock';
+import { LinuxSystem } from '../../../runtime/bootstrap/linux-system';
+import { INSTANCE_LIKE_CREDENTIALS, useEnv } from '../../rehearsal/fake-aws/env-for-test';
+import { type FakeAws, startFakeAws } from '../../rehearsal/fake-aws/index';
+
+const target = { stack: 'Volley-dev-Mta', resource: 'Sloteuwest1a1GroupASG362E5EEC', region: 'eu-west-1', instanceId: 'i-0signal000000001' };
+
+describe('with a mocked client', () => {
+  const cfn = mockClient(CloudFormationClient);
+  afterEach(() => cfn.reset());
+  afterAll(() => cfn.restore());
+
+  it('sends SUCCESS or FAILURE for its own instance to the slot group', async () => {
+    cfn.on(SignalResourceCommand).resolves({});
+    const system = new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }) });
+    await system.signal(true, 'ready');
+    await system.signal(false, 'volume never appeared');
+    expect(cfn.commandCalls(SignalResourceCommand).map((c) => c.args[0].input)).toEqual([
+      { StackName: 'Volley-dev-Mta', LogicalResourceId: 'Sloteuwest1a1GroupASG362E5EEC', UniqueId: 'i-0signal000000001', Status: 'SUCCESS' },
+      { StackName: 'Volley-dev-Mta', LogicalResourceId: 'Sloteuwest1a1GroupASG362E5EEC', UniqueId: 'i-0signal000000001', Status: 'FAILURE' },
+    ]);
+  });
+
+  it('a refused signal is an ESIGNAL error naming the stack and resource', async () => {
+    cfn.on(SignalResourceCommand).rejects(new Error('Signal already received'));
+    const system = new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }) });
+    await expect(system.signal(true, 'ready')).rejects.toMatchObject({ code: 'ESIGNAL', message: expect.stringContaining('Volley-dev-Mta/Sloteuwest1a1GroupASG362E5EEC: Signal already received') });
+  });
+
+  it('outside CloudFormation (no target) it sends nothing', async () => {
+    await new LinuxSystem({ cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }) }).signal(true, 'ready');
+    expect(cfn.calls()).toHaveLength(0);
+  });
+});
+
+describe('against the rehearsal\'s fake CloudFormation', () => {
+  let aws: FakeAws;
+  beforeAll(async () => {
+    aws = await startFakeAws({ byIdDir: '/nonexistent/volley-signal-test/by-id', instance: { instanceId: target.instanceId, availabilityZone: 'eu-west-1a', region: 'eu-west-1', localIpv4: '10.0.1.10', roleName: 'volley-mta' } });
+  });
+  useEnv(() => ({ ...INSTANCE_LIKE_CREDENTIALS, ...aws.env }));
+  afterAll(() => aws?.close());
+
+  it('reaches AWS_ENDPOINT_URL_CLOUDFORMATION with the instance role\'s credentials', async () => {
+    await new LinuxSystem({ signal: target }).signal(true, 'ready');
+    expect(aws.cloudFormation.signals).toEqual([{ stack: target.stack, resource: target.resource, uniqueId: target.instanceId, status: 'SUCCESS' }]);
+  });
+});

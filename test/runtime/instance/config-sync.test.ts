@@ -1,0 +1,99 @@
+// volley config sync, with the SDK clients mocked: the MTAs' config through
+// the S3 URL their parameter holds, a proxy's inline, installed atomically
+// only when it changed, the role's unit reloaded only when it runs; bad
+// instance.env and failed fetches change nothing and say why.
+import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { mockClient } from 'aws-sdk-client-mock';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type ConfigSyncDeps, parseInstanceEnv, syncConfig, syncSettings } from '../../../runtime/instance/config-sync';
+import { tempDir } from '../../helpers/tmp';
+
+const ssm = mockClient(SSMClient);
+const s3 = mockClient(S3Client);
+afterEach(() => {
+  ssm.reset();
+  s3.reset();
+});
+afterAll(() => {
+  ssm.restore();
+  s3.restore();
+});
+
+const etc = tempDir('volley-config-sync-');
+// The part of the SDK's streaming body the sync reads.
+const body = (text: string) => ({ transformToByteArray: async () => new Uint8Array(Buffer.from(text)) }) as never;
+
+function deps(active: boolean, reloadStatus = 0): ConfigSyncDeps & { calls: string[]; lines: string[] } {
+  const calls: string[] = [];
+  const lines: string[] = [];
+  return {
+    ssm: new SSMClient({ region: 'eu-west-1' }),
+    s3: new S3Client({ region: 'eu-west-1' }),
+    systemctl: async (args) => {
+      calls.push(args.join(' '));
+      if (args[0] === 'is-active') return active ? 0 : 3;
+      return reloadStatus;
+    },
+    log: (l) => lines.push(l),
+    calls,
+    lines,
+  };
+}
+
+const MTA_ENV = 'VOLLEY_ROLE=mta\nVOLLEY_REGION=eu-west-1\nVOLLEY_CONFIG_PARAMETER=/volley/dev/mta/config-url\nVOLLEY_CONFIG_SOURCE=s3-url\nVOLLEY_CONFIG_FILE=/etc/volley/volley.yaml\n';
+const PROXY_ENV = 'VOLLEY_ROLE=proxy\nVOLLEY_REGION=eu-west-1\nVOLLEY_CONFIG_PARAMETER=/volley/dev/proxy/proxy-a1/config\nVOLLEY_CONFIG_SOURCE=inline\nVOLLEY_CONFIG_FILE=/etc/volley/proxy.yaml\n';
+
+test('MTA: fetches the S3 object the parameter names, installs it 0644 and reloads the running unit; the same config again does nothing', async () => {
+  const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+  expect(settings.target).toBe(join(etc, 'volley.yaml'));
+  ssm.on(GetParameterCommand, { Name: '/volley/dev/mta/config-url' }).resolves({ Parameter: { Value: 's3://cdk-assets-1/abc.yaml' } });
+  s3.on(GetObjectCommand, { Bucket: 'cdk-assets-1', Key: 'abc.yaml' }).callsFake(() => ({ Body: body('hostname: a\n') }));
+  const d = deps(true);
+  await expect(syncConfig(settings, d)).resolves.toEqual({ installed: true, reloaded: true, from: 's3://cdk-assets-1/abc.yaml' });
+  expect(readFileSync(settings.target, 'utf8')).toBe('hostname: a\n');
+  expect(statSync(settings.target).mode & 0o777).toBe(0o644);
+  expect(d.calls).toEqual(['is-active --quiet volley-mta.service', 'reload-or-restart volley-mta.service']);
+  expect(readdirSync(etc).filter((n) => n.includes('partial'))).toEqual([]);
+
+  const again = deps(true);
+  await expect(syncConfig(settings, again)).resolves.toMatchObject({ installed: false, reloaded: false });
+  expect(again.calls).toEqual([]);
+});
+
+test('proxy: the parameter is the file (one trailing newline, as `aws ... --output text` wrote it); a unit not running is left alone', async () => {
+  const settings = syncSettings(parseInstanceEnv(PROXY_ENV), etc);
+  ssm.on(GetParameterCommand).resolves({ Parameter: { Value: 'name: proxy-a1' } });
+  const d = deps(false);
+  await expect(syncConfig(settings, d)).resolves.toEqual({ installed: true, reloaded: false, from: '/volley/dev/proxy/proxy-a1/config' });
+  expect(readFileSync(join(etc, 'proxy.yaml'), 'utf8')).toBe('name: proxy-a1\n');
+  expect(d.calls).toEqual(['is-active --quiet volley-proxy.service']);
+});
+
+test('a failed fetch or a parameter that is not an S3 URL leaves the installed config as it was, and reloads nothing', async () => {
+  const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+  writeFileSync(settings.target, 'hostname: kept\n');
+  ssm.on(GetParameterCommand).rejects(new Error('AccessDeniedException'));
+  const d = deps(true);
+  await expect(syncConfig(settings, d)).rejects.toThrow('AccessDeniedException');
+  ssm.reset();
+  ssm.on(GetParameterCommand).resolves({ Parameter: { Value: 'https://example.com/x.yaml' } });
+  await expect(syncConfig(settings, d)).rejects.toMatchObject({ code: 'ECONFIGSYNC', message: expect.stringContaining('s3:// URL') });
+  expect(readFileSync(settings.target, 'utf8')).toBe('hostname: kept\n');
+  expect(d.calls).toEqual([]);
+});
+
+test('a failed reload is an error naming the unit; the new file stays installed for the next try', async () => {
+  const settings = syncSettings(parseInstanceEnv(PROXY_ENV), etc);
+  ssm.on(GetParameterCommand).resolves({ Parameter: { Value: 'name: proxy-a1\nchanged: yes' } });
+  await expect(syncConfig(settings, deps(true, 1))).rejects.toMatchObject({ code: 'ECONFIGSYNC', message: expect.stringContaining('reload-or-restart volley-proxy.service failed (1)') });
+  expect(readFileSync(settings.target, 'utf8')).toBe('name: proxy-a1\nchanged: yes\n');
+});
+
+test('instance.env problems are refused by name', () => {
+  expect(() => parseInstanceEnv('VOLLEY_ROLE=mta\nnot a line\n')).toThrow(expect.objectContaining({ code: 'EINSTANCEENV', message: 'instance.env: not KEY=value: "not a line"' }));
+  expect(() => syncSettings(parseInstanceEnv('VOLLEY_ROLE=mta\nVOLLEY_REGION=eu-west-1\n'), etc)).toThrow('instance.env: VOLLEY_CONFIG_PARAMETER is missing');
+  expect(() => syncSettings(parseInstanceEnv(MTA_ENV.replace('VOLLEY_ROLE=mta', 'VOLLEY_ROLE=lb')), etc)).toThrow('VOLLEY_ROLE must be mta or proxy (got "lb")');
+  expect(() => syncSettings(parseInstanceEnv(MTA_ENV.replace('s3-url', 'http')), etc)).toThrow('VOLLEY_CONFIG_SOURCE must be s3-url or inline (got "http")');
+});
