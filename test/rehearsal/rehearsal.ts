@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatProxyLinkSecret, newProxyCa } from '../../runtime/bootstrap/proxy-link';
+import { formatProxyCaSecret, formatProxyLinkSecret, newProxyCa } from '../../runtime/bootstrap/proxy-link';
 import { packageRuntime } from '../../bin/package-asset';
 import { type InstanceSpec, type RehearsalAssembly, REPO_ROOT, synthRehearsal } from './assembly';
 import { INSTANCE_LIKE_CREDENTIALS } from './fake-aws/env-for-test';
@@ -92,10 +92,12 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
     for (const [i, e] of assembly.interfaces.entries()) {
       aws.ec2.addInterface({ networkInterfaceId: hexId('eni', e.logicalId, i), availabilityZone: e.availabilityZone, status: 'available', privateIpAddresses: [...e.privateIpAddresses], tags: { 'volley:slot': e.slot } });
     }
-    // What Secrets Manager generates (64 letters and digits) plus what `volley proxy-link init` adds (the proxy CA).
+    // What Secrets Manager generates (64 letters and digits) plus what `volley proxy-link init` adds: the
+    // proxy CA's certificate in the link secret every slot reads, its key in the one only proxies read.
     const ca = await newProxyCa(`volley ${env.name} proxy CA`);
+    const secret = randomBytes(48).toString('base64url').slice(0, 64);
     for (const name of assembly.secrets.keys()) {
-      aws.secretsManager.put(name, formatProxyLinkSecret({ secret: randomBytes(48).toString('base64url').slice(0, 64), caCert: ca.cert, caKey: ca.key }));
+      aws.secretsManager.put(name, name.endsWith('/proxy-ca-key') ? formatProxyCaSecret(ca) : formatProxyLinkSecret({ secret, caCert: ca.cert }));
     }
     const loops: LoopDevice[] = [];
     cleanups.push(() => loops.forEach((l) => l.detach()));
