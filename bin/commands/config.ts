@@ -51,7 +51,7 @@ export function registerConfig(program: Command): void {
     .option('--etc <dir>', 'the instance\'s /etc/volley (holds instance.env)', process.env.VOLLEY_ETC ?? '/etc/volley')
     .action(async (flags: { etc: string }) => {
       // Loaded here, not when any volley command starts: the daemons never need the SDK clients.
-      const { parseInstanceEnv, runSystemctl, syncConfig, syncSettings } = await import('../../runtime/instance/config-sync');
+      const { parseInstanceEnv, roleCheck, runSystemctl, syncConfig, syncSettings } = await import('../../runtime/instance/config-sync');
       const { SSMClient } = await import('@aws-sdk/client-ssm');
       const { S3Client } = await import('@aws-sdk/client-s3');
       const { readFileSync } = await import('node:fs');
@@ -61,6 +61,7 @@ export function registerConfig(program: Command): void {
         s3: new S3Client({ region: settings.region }),
         systemctl: runSystemctl,
         log: (line) => process.stdout.write(`${line}\n`),
+        check: roleCheck(settings.role),
       });
     });
 

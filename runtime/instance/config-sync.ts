@@ -10,6 +10,8 @@ import { GetParameterCommand, type SSMClient } from '@aws-sdk/client-ssm';
 import { spawn } from 'node:child_process';
 import { chmod, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { parseProxyConfig } from '../proxy/config';
+import { parseConfig } from '../shared/config/load';
 import { VolleyError } from '../shared/errors';
 
 export interface ConfigSyncSettings {
@@ -60,6 +62,17 @@ export interface ConfigSyncDeps {
   /** Runs `systemctl ARGS...`, resolving to its exit status. */
   readonly systemctl: (args: readonly string[]) => Promise<number>;
   readonly log: (line: string) => void;
+  /** The role's own loader: throws, naming what is wrong, on a file the daemon would refuse. */
+  readonly check: (text: string, file: string) => void;
+}
+
+/**
+ * The check a role's daemon applies to its config file. Run before the file is
+ * installed: a reload that refuses it would keep the running config but report
+ * nothing to the sync, which would then see "no change" and never try again.
+ */
+export function roleCheck(role: ConfigSyncSettings['role']): ConfigSyncDeps['check'] {
+  return role === 'mta' ? (text, file) => void parseConfig(text, file) : (text, file) => void parseProxyConfig(text, file);
 }
 
 export interface SyncResult {
@@ -126,6 +139,14 @@ export async function syncConfig(settings: ConfigSyncSettings, deps: ConfigSyncD
   const { body, from } = await fetchConfig(settings, deps);
   const current = await readIfExists(settings.target);
   if (current?.equals(body)) return { installed: false, reloaded: false, from };
+  try {
+    deps.check(body.toString('utf8'), settings.target);
+  } catch (err) {
+    // Not installed: the running config and file stay, this sync fails (the
+    // timer's unit shows failed, the journal says why), and the next tick
+    // tries again, so the deploy that fixes the file is picked up.
+    throw new VolleyError('ECONFIGSYNC', `the config from ${from} is refused by the ${settings.role}'s loader; ${settings.target} and the running config are unchanged:\n${(err as Error).message}`);
+  }
   await installAtomically(settings.target, body);
   deps.log(`volley config sync: installed ${settings.target} from ${from}`);
   const unit = `volley-${settings.role}.service`;

@@ -7,7 +7,8 @@ import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type ConfigSyncDeps, parseInstanceEnv, syncConfig, syncSettings } from '../../../runtime/instance/config-sync';
+import { type ConfigSyncDeps, parseInstanceEnv, roleCheck, syncConfig, syncSettings } from '../../../runtime/instance/config-sync';
+import { testConfigYaml } from '../../helpers/config';
 import { tempDir } from '../../helpers/tmp';
 
 const ssm = mockClient(SSMClient);
@@ -25,7 +26,8 @@ const etc = tempDir('volley-config-sync-');
 // The part of the SDK's streaming body the sync reads.
 const body = (text: string) => ({ transformToByteArray: async () => new Uint8Array(Buffer.from(text)) }) as never;
 
-function deps(active: boolean, reloadStatus = 0): ConfigSyncDeps & { calls: string[]; lines: string[] } {
+/** The unit tests' files are fragments; `roleCheck` is tested on its own below. */
+function deps(active: boolean, reloadStatus = 0, check: ConfigSyncDeps['check'] = () => undefined): ConfigSyncDeps & { calls: string[]; lines: string[] } {
   const calls: string[] = [];
   const lines: string[] = [];
   return {
@@ -37,6 +39,7 @@ function deps(active: boolean, reloadStatus = 0): ConfigSyncDeps & { calls: stri
       return reloadStatus;
     },
     log: (l) => lines.push(l),
+    check,
     calls,
     lines,
   };
@@ -96,4 +99,26 @@ test('instance.env problems are refused by name', () => {
   expect(() => syncSettings(parseInstanceEnv('VOLLEY_ROLE=mta\nVOLLEY_REGION=eu-west-1\n'), etc)).toThrow('instance.env: VOLLEY_CONFIG_PARAMETER is missing');
   expect(() => syncSettings(parseInstanceEnv(MTA_ENV.replace('VOLLEY_ROLE=mta', 'VOLLEY_ROLE=lb')), etc)).toThrow('VOLLEY_ROLE must be mta or proxy (got "lb")');
   expect(() => syncSettings(parseInstanceEnv(MTA_ENV.replace('s3-url', 'http')), etc)).toThrow('VOLLEY_CONFIG_SOURCE must be s3-url or inline (got "http")');
+});
+
+test('a config its daemon would refuse is not installed: the sync fails saying why, nothing is reloaded, and the next tick tries again', async () => {
+  const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+  writeFileSync(settings.target, 'hostname: running\n');
+  ssm.on(GetParameterCommand).resolves({ Parameter: { Value: 's3://cdk-assets-1/bad.yaml' } });
+  s3.on(GetObjectCommand).callsFake(() => ({ Body: body('hostname: a\nsmtp: { max_recipients: many }\n') }));
+  const d = deps(true, 0, roleCheck('mta'));
+  await expect(syncConfig(settings, d)).rejects.toMatchObject({ code: 'ECONFIGSYNC', message: expect.stringMatching(/refused by the mta's loader[\s\S]*max_recipients/) });
+  expect(readFileSync(settings.target, 'utf8')).toBe('hostname: running\n');
+  expect(d.calls).toEqual([]);
+  // The same file again is still new to the sync (not installed), so it is checked and refused again.
+  await expect(syncConfig(settings, d)).rejects.toMatchObject({ code: 'ECONFIGSYNC' });
+});
+
+test("roleCheck is each daemon's own loader: an MTA config passes the MTA's and fails the proxy's, and the other way round", () => {
+  const mta = testConfigYaml();
+  const proxy = 'name: proxy-a1\nlisten: 10.0.0.7:7625\ntls: { cert: /etc/volley/proxy.crt, key: /etc/volley/proxy.key }\nsecret_file: /etc/volley/proxy.secret\nsending_ips: [203.0.113.10]\n';
+  expect(() => roleCheck('mta')(mta, 'volley.yaml')).not.toThrow();
+  expect(() => roleCheck('proxy')(proxy, 'proxy.yaml')).not.toThrow();
+  expect(() => roleCheck('proxy')(mta, 'proxy.yaml')).toThrow();
+  expect(() => roleCheck('mta')(proxy, 'volley.yaml')).toThrow();
 });
