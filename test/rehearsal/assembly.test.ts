@@ -38,7 +38,8 @@ test('two MTA slots in two AZs and two proxies, each with its own slot and its o
     // Resolved throughout: nothing of CloudFormation's syntax is left for bash to see.
     expect(i.userData).not.toMatch(/Fn::|"Ref"|\$\{Token/);
   }
-  expect([...built.secrets.keys()]).toEqual(['volley/rehearsal/proxy-link']);
+  // The link secret every slot reads, and the CA key only proxies read.
+  expect([...built.secrets.keys()].sort()).toEqual(['volley/rehearsal/proxy-ca-key', 'volley/rehearsal/proxy-link']);
 });
 
 test('the MTAs\' config is an S3 object named by their parameter, loaded by the MTA\'s loader with the rehearsal\'s throttle', () => {
