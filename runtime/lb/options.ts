@@ -1,10 +1,11 @@
 // The lb's options: one object the daemon runs from, built from flags and an
 // optional YAML file (validated with ajv). Flags win over the file.
 import { readFileSync } from 'node:fs';
-import { isIP, isIPv6 } from 'node:net';
+import { isIP } from 'node:net';
 import Ajv, { type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { VolleyError } from '../shared/errors';
+import { readHostPort } from '../shared/host-port';
 import { parseDuration } from '../shared/units';
 
 export type ListenerMode = 'smtp' | 'tcp';
@@ -70,15 +71,15 @@ export const DEFAULTS = {
   drainTimeout: '30s',
 };
 
-/** "10.0.0.1:25", "[::1]:25", ":25" or "25" (the address then defaults). */
+/**
+ * "10.0.0.1:25", "[::1]:25", ":25" or "25" (the address then defaults): the
+ * one reading of runtime/shared/host-port.ts, as the lb's {host, port}; port 0
+ * is refused here (an lb target or listener always names its port).
+ */
 export function parseHostPort(value: string, defaultHost = '127.0.0.1'): HostPort {
-  const m = /^(?:(\[[^\]]+\]|[^:\s]*):)?(\d{1,5})$/.exec(value.trim());
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new VolleyError('EBADADDRESS', `"${value}" is not [host:]port`);
-  let host = m[1] ?? '';
-  if (host.startsWith('[')) host = host.slice(1, -1);
-  if (host.startsWith('[') || (host.includes(':') && !isIPv6(host))) throw new VolleyError('EBADADDRESS', `"${value}" is not [host:]port`);
-  return { host: host || defaultHost, port };
+  const hp = readHostPort(value, defaultHost);
+  if (!hp || hp.port < 1) throw new VolleyError('EBADADDRESS', `"${value}" is not [host:]port`);
+  return { host: hp.address, port: hp.port };
 }
 
 export function formatHostPort(hp: HostPort): string {
