@@ -5,6 +5,7 @@ import { LineCounter, parseDocument, isMap, isSeq, type Node } from 'yaml';
 import { CidrList } from '../cidr';
 import { VolleyError } from '../errors';
 import { parseDuration, parseSize } from '../units';
+import { normaliseEvents, normaliseInbound, type RawEvents, type RawInbound } from './events';
 import { notImplemented } from './not-implemented';
 import { configSchema } from './schema';
 import type { BounceRuleConfig, TlsMode, VolleyConfig } from './types';
@@ -156,7 +157,8 @@ interface Raw {
   tls_policies?: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
   haproxy?: { mtas?: number; frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
-  events?: { attempt_log?: { max_size?: Dur; max_age?: Dur; commit_interval?: Dur } };
+  events?: RawEvents;
+  inbound?: RawInbound;
   rollups?: { name: string; mx: string[] }[];
   throttles?: { vmta?: string; destination: string; max_connections?: number; max_messages_per_hour?: number }[];
   backoff?: { destination?: string; code?: number; text?: string; pause: Dur }[];
@@ -177,15 +179,6 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       }
     });
     return list ?? [];
-  };
-  // Results wait this long before they are durable: beyond a second it only
-  // widens what a crash sends twice.
-  const commitInterval = (): number => {
-    const path: Path = ['events', 'attempt_log', 'commit_interval'];
-    const ms = dur(raw.events?.attempt_log?.commit_interval, 10, path);
-    if (ms < 0) report(path, 'must not be negative');
-    else if (ms > 1000) report(path, `${ms} ms is too long: at most 1s`);
-    return ms;
   };
   const smtp = raw.smtp ?? {};
   const http = raw.http ?? {};
@@ -300,13 +293,8 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       }
       return { category: r.category, code: r.code, enhanced: r.enhanced, text: r.text };
     }),
-    events: {
-      attemptLog: {
-        maxSize: sz(raw.events?.attempt_log?.max_size, 100 * 1024 * 1024, ['events', 'attempt_log', 'max_size']),
-        maxAgeMs: dur(raw.events?.attempt_log?.max_age, 3_600_000, ['events', 'attempt_log', 'max_age']),
-        commitIntervalMs: commitInterval(),
-      },
-    },
+    events: normaliseEvents(raw.events, report),
+    inbound: normaliseInbound(raw.inbound, poolNames, report),
     rollups: (raw.rollups ?? []).map((r) => ({ name: r.name, mx: r.mx.map((m) => m.toLowerCase().replace(/^\*?\.?/, '')) })),
     throttles: (raw.throttles ?? []).map((t, i) => {
       if (t.vmta !== undefined && !vmtaNames.has(t.vmta)) report(['throttles', i, 'vmta'], `no VMTA named "${t.vmta}"`);

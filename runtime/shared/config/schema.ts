@@ -2,6 +2,8 @@
 // identical on every node; node-specific values (node id, persistent path,
 // listen addresses) come from flags or the environment, never from here.
 
+import { eventsSchema, inboundSchema } from './events';
+
 const duration = { type: ['string', 'integer'], description: 'e.g. 250ms, 30s, 5m, 2h, 4d' };
 const size = { type: ['string', 'integer'], description: 'e.g. 512KB, 25MB' };
 const port = { type: 'integer', minimum: 0, maximum: 65535 };
@@ -179,21 +181,8 @@ export const configSchema = {
         },
       },
     },
-    events: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        attempt_log: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            max_size: size,
-            max_age: duration,
-            commit_interval: { ...duration, description: 'events collect this long before one synced write (default 10ms, at most 1s; 0 = the next event-loop turn); read at start' },
-          },
-        },
-      },
-    },
+    events: eventsSchema,
+    inbound: inboundSchema,
     proxies: {
       type: 'object',
       additionalProperties: false,

@@ -1,6 +1,10 @@
 // The config after validation and normalisation: durations in ms, sizes in
 // bytes, defaults filled in. Plain data only, so it can cross the cluster IPC.
 
+import type { EventsConfig, InboundConfig } from './events';
+
+export type { EventsConfig, InboundConfig, SinkConfig, WebhookSinkConfig, SqliteSinkConfig, S3SinkConfig, FilterConfig } from './events';
+
 export type TlsMode = 'starttls' | 'implicit' | 'none';
 
 export interface TlsFiles {
@@ -153,7 +157,9 @@ export interface VolleyConfig {
   routes: RouteConfig[];
   resolver: { servers: string[] };
   delivery: DeliveryConfig;
-  events: { attemptLog: { maxSize: number; maxAgeMs: number; commitIntervalMs: number } };
+  events: EventsConfig;
+  /** The listener for DSNs and ARF reports; none when absent. */
+  inbound?: InboundConfig;
   dkim: DkimKeyConfig[];
   rollups: RollupConfig[];
   bounceRules: BounceRuleConfig[];
