@@ -157,3 +157,33 @@ export interface EventSink {
   close(): Promise<void>;
   stats(): SinkStats;
 }
+
+/** What every sink is given besides its own config. */
+export interface SinkDeps {
+  /** The node's persistent path: dead-letter files and default directories live under it. */
+  persistentPath: string;
+  nodeId: string;
+  logger: import('pino').Logger;
+  /** Injected for tests (fake timers); default Date.now. */
+  now?: () => number;
+}
+
+/**
+ * Closed files offered to the S3 shipper: the event log's, and each SQLite
+ * sink's. A source keeps a file until it says it can go: the shipper calls
+ * `shipped` once S3 confirmed it, and the source deletes it when nothing else
+ * still needs it (unless the s3 sink's keep_local says to keep it).
+ */
+export interface ShipSource {
+  /** The `<kind>` in `s3://bucket/prefix/<env>/<node>/<kind>/yyyy/mm/dd/<file>`: `events` or `sqlite`. */
+  readonly kind: 'events' | 'sqlite';
+  /** Closed files (absolute paths) not yet shipped, oldest first: never written again. */
+  closedFiles(): Promise<string[]>;
+  /** S3 holds `file` (checksum verified). */
+  shipped(file: string, keepLocal: boolean): Promise<void>;
+}
+
+/** Writes events to the node's event log; resolves once they are durable. */
+export interface EventWriter {
+  write(events: readonly NewEvent[]): Promise<void>;
+}
