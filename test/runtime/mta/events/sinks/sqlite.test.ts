@@ -244,6 +244,9 @@ test('a reopened crash file waits for the resend, then closes on age', async () 
   await second.deliver(sampleBatch(0, 5)); // resent: lands in the same file, adds nothing
   expect(closed(dir)).toHaveLength(1); // and the batch found it old
   expect(query(closed(dir)[0], 'SELECT count(*) AS n FROM events')).toEqual([{ n: 5 }]);
+  // Rotated after the resent batch went in, not before: no second file holds it again.
+  await second.close();
+  expect(readdirSync(dir)).toEqual([closed(dir)[0].slice(dir.length + 1)]);
 
   // Without a resend the grace runs out and the timer closes it.
   const third = setup({ maxAgeMs: 60_000 });
@@ -251,7 +254,7 @@ test('a reopened crash file waits for the resend, then closes on age', async () 
   const idle = createSqliteSink(third.config, third.deps);
   jest.advanceTimersByTime(RECOVERY_GRACE_MS);
   expect(closed(third.dir)).toHaveLength(1);
-  await Promise.all([second.close(), idle.close()]);
+  await idle.close();
 });
 
 test('leftovers at start: an older .open is closed, an unreadable one is moved aside and never shipped', async () => {
