@@ -272,9 +272,13 @@ export function createSqliteSink(config: SqliteSinkConfig, deps: SinkDeps): Even
     concurrency: SQLITE_CONCURRENCY,
 
     async deliver(batch: SinkBatch): Promise<void> {
+      // A malformed batch is the dispatcher's bug: refuse it whole and loudly,
+      // rather than retry forever something that can never be written.
       if (batch.events.length !== batch.lines.length) {
         throw new VolleyError('SINK_BAD_BATCH', `batch has ${batch.events.length} events but ${batch.lines.length} lines`);
       }
+      const bad = batch.events.findIndex((e, i) => typeof e !== 'object' || e === null || typeof batch.lines[i] !== 'string');
+      if (bad >= 0) throw new VolleyError('SINK_BAD_BATCH', `batch entry ${bad} is not an event object with its line`);
       let delay = RETRY_MIN_MS;
       for (;;) {
         if (closed) throw closedError();

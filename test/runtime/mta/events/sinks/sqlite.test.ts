@@ -5,13 +5,14 @@
 
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createSqliteSink, RECOVERY_GRACE_MS } from '../../../../../runtime/mta/events/sinks/sqlite';
 import type { SqliteSinkConfig } from '../../../../../runtime/shared/config/events';
 import type { SinkBatch, SinkDeps, VolleyEvent } from '../../../../../runtime/mta/events/types';
-import { waitUntil } from '../../../../helpers/proxy-fixtures';
+import { captureLogger, waitUntil } from '../../../../helpers/proxy-fixtures';
+import { mountTmpfs } from '../../../../helpers/tmpfs';
 import { sampleBatch } from '../../../../helpers/sqlite-events';
 import { tempDir } from '../../../../helpers/tmp';
 
@@ -311,11 +312,14 @@ test('shipSource offers closed files oldest first, deletes a shipped one or keep
   await sink.close();
 });
 
-test('close() rejects later batches; a batch whose lines do not match its events is refused whole', async () => {
+test('a batch whose lines do not match its events is refused whole, not retried forever; close() rejects later batches', async () => {
   const { config, deps } = setup();
   const sink = createSqliteSink(config, deps);
   const b = sampleBatch(0, 3);
   await expect(sink.deliver({ events: b.events, lines: b.lines.slice(1) })).rejects.toMatchObject({ code: 'SINK_BAD_BATCH' });
+  await expect(sink.deliver({ events: b.events, lines: [b.lines[0], undefined as unknown as string, b.lines[2]] })).rejects.toMatchObject({ code: 'SINK_BAD_BATCH' });
+  await sink.deliver(b); // the sink is still usable
+  expect(sink.stats()).toMatchObject({ delivered: 1, retries: 0 });
   await sink.close();
   await expect(sink.deliver(b)).rejects.toMatchObject({ code: 'SINK_CLOSED' });
 });
@@ -335,3 +339,58 @@ test('node:sqlite loads without an ExperimentalWarning on the Node we pin (it wo
   expect(result.status).toBe(0);
   expect(result.stderr).toBe('');
 });
+
+test('a full disk: the batch is retried until there is room, none of it lost or doubled; close() ends a retry with a rejection', async () => {
+  const fs = mountTmpfs('volley-sqlite-full-', '2m');
+  try {
+    const dir = join(fs.mnt, 'acct');
+    const log = captureLogger();
+    const sink = createSqliteSink({ type: 'sqlite', name: 'acct', dir, maxSize: 1024 ** 3, maxAgeMs: 3_600_000 }, { persistentPath: fs.mnt, nodeId: 'n1', logger: log.logger });
+    await sink.deliver(sampleBatch(0, 10));
+    const filler = join(fs.mnt, 'filler');
+    fillDisk(filler);
+    let resolved = false;
+    const pending = sink.deliver(sampleBatch(1, 500)).then(() => (resolved = true));
+    await waitUntil(() => sink.stats().retries >= 2, 10_000, () => JSON.stringify(sink.stats()));
+    expect(resolved).toBe(false);
+    expect(sink.stats().lastError).toMatch(/full/i);
+    expect(log.text()).toMatch(/writing a batch failed; retrying/);
+    rmSync(filler);
+    await pending;
+    await sink.close();
+    const rows = query(closed(dir)[0], 'SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events');
+    expect(rows).toEqual([{ n: 510, d: 510 }]);
+
+    // Full again, and the sink is closed while it waits to retry.
+    const again = createSqliteSink({ type: 'sqlite', name: 'acct', dir, maxSize: 1024 ** 3, maxAgeMs: 3_600_000 }, { persistentPath: fs.mnt, nodeId: 'n1', logger: log.logger });
+    fillDisk(filler);
+    const stuck = again.deliver(sampleBatch(2, 500));
+    await waitUntil(() => again.stats().retries >= 1, 10_000);
+    await again.close();
+    await expect(stuck).rejects.toMatchObject({ code: 'SINK_CLOSED' });
+  } finally {
+    await fs.release();
+  }
+});
+
+/** Writes `file` until the filesystem has no room left. */
+function fillDisk(file: string): void {
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  const fd = openSync(file, 'w');
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    closeSync(fd);
+  }
+  // The last bytes: a smaller write may still fit.
+  const fd2 = openSync(file, 'a');
+  try {
+    for (;;) writeSync(fd2, Buffer.alloc(512, 1));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    closeSync(fd2);
+  }
+}
