@@ -394,3 +394,14 @@ function fillDisk(file: string): void {
     closeSync(fd2);
   }
 }
+
+test('files started in the same millisecond get distinct names, offered in the order they were written', async () => {
+  fakeClock(Date.UTC(2026, 11, 5, 4, 0, 0));
+  const { dir, config, deps } = setup({ maxSize: 1 }); // every batch fills a file
+  const sink = createSqliteSink(config, deps);
+  for (let n = 0; n < 12; n++) await sink.deliver(sampleBatch(n, 1));
+  await sink.close();
+  const files = await sink.shipSource().closedFiles();
+  expect(files.map((f) => f.slice(dir.length + 1))).toEqual(['acct.20261205T040000000Z.sqlite', ...Array.from({ length: 11 }, (_, i) => `acct.20261205T040000000Z-${i + 1}.sqlite`)]);
+  expect(files.map((f) => query(f, 'SELECT event_id FROM events')[0].event_id)).toEqual(Array.from({ length: 12 }, (_, n) => `b${n}-0`));
+});
