@@ -1,5 +1,16 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import pino from 'pino';
+import { parseConfig } from '../../../../runtime/shared/config/load';
+import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
+import { DirectConnector } from '../../../../runtime/mta/delivery/direct-connector';
+import { buildDsn } from '../../../../runtime/mta/delivery/dsn';
+import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
+import { Router } from '../../../../runtime/mta/delivery/router';
+import { newMessageId } from '../../../../runtime/mta/message-id';
+import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
+import { deliveryConfigYaml } from '../../../helpers/config';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { inboundMetrics } from '../../../../runtime/mta/inbound/inbound-metrics';
 import { startInboundListener, type InboundListener } from '../../../../runtime/mta/inbound/inbound-listener';
 import type { EventWriter, NewEvent } from '../../../../runtime/mta/events/types';
@@ -147,4 +158,45 @@ test('garbage, a plain reply and a forged bounce are answered 250, kept in unmat
   const lines = log.lines().filter((l) => l.msg === 'inbound: message not mapped to any sent message: kept in inbound/unmatched/');
   expect(lines.map((l) => l.reason)).toEqual(['unparseable', 'not-a-report', 'forged-token']);
   expect(lines.map((l) => l.file).sort()).toEqual(files);
+});
+
+test('round trip: the engine sends a VERP\'d message over SMTP, the MX accepts it, its later DSN to that return path becomes a bounce for that message and recipient', async () => {
+  const keyFile = join(dir, 'verp.key');
+  writeFileSync(keyFile, KEY);
+  const mx = new ScriptedMx();
+  await mx.listen();
+  const config = parseConfig(
+    deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: ${mx.port} }]
+inbound: { domains: [bounces.shop.example], verp: { domain: bounces.shop.example, secret_file: ${keyFile} } }
+`),
+  );
+  const partition = await SpoolPartition.open({ dir: join(dir, 'rt', 'spool'), fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, 'rt', 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  const engine = new DeliveryEngine({ partitions: [partition], config, connector: new DirectConnector(), router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'node-a' });
+  const id = newMessageId();
+  const original = Buffer.from(`Received: from [127.0.0.1]\r\n\tby mta.test.example (Volley) with HTTP id ${id};\r\n\tTue, 01 Dec 2026 09:00:00 +0000\r\nX-Volley-Id: ${id}\r\nFrom: news@shop.example\r\nTo: later-gone@example.org\r\nSubject: hi\r\n\r\nbody\r\n`);
+  await partition.appendMessage({ id, from: 'news@shop.example', to: ['later-gone@example.org', 'fine@example.org'], received: Date.now(), via: 'http', size: original.length }, original);
+  engine.start();
+  try {
+    await mx.waitFor(2);
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+    await mx.close();
+  }
+  const sent = mx.messages.find((m) => m.to[0] === 'later-gone@example.org')!;
+  expect(sent.to).toEqual(['later-gone@example.org']);
+  expect(sent.from).toMatch(/^bounce\+[0-9a-z]+@bounces\.shop\.example$/);
+
+  // Days later the receiving side gives up on that mailbox and sends a DSN to the return path.
+  const dsn = buildDsn({ reportingMta: 'mx.example.org', originalFrom: sent.from, messageId: 'Q1234', originalMessage: sent.raw, failures: [{ rcpt: 'later-gone@example.org', reply: { code: 550, enhanced: '5.2.1', text: 'mailbox disabled' }, expired: false }], arrival: new Date() });
+  const before = writer.written.length;
+  const s = await session();
+  const r = await s.transaction('', [sent.from], dsn.toString('latin1').replace(/^\./gm, '..'));
+  expect(r.code).toBe(250);
+  await s.quit();
+  expect(writer.written.slice(before)).toEqual([
+    expect.objectContaining({ event: 'bounce', status: 'failed', message_id: id, recipient: 'later-gone@example.org', matched_by: 'verp', enhanced_code: '5.2.1', bounce_category: 'inactive', reporting_mta: 'mx.example.org' }),
+  ]);
 });
