@@ -7,6 +7,7 @@ import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
 import { AdminServer } from './admin/admin-server';
 import { DkimSigner } from './delivery/dkim';
+import { verpFromConfig } from './delivery/verp';
 import { answerThrottle } from './delivery/throttle-authority';
 import { Throttles } from './delivery/throttles';
 import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
@@ -62,6 +63,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const nodeId = nodeIdentity(options.persistentPath, options.nodeId);
   await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
   new DkimSigner(config.dkim); // a key that cannot load stops the start here, with its name
+  verpFromConfig(config.inbound); // so does a VERP key (inbound.verp.secret_file) that is missing or short
   const count = options.workers ?? defaultWorkers();
   const throttles = new Throttles(config);
   const permits = new Map<number, Map<string, number>>();
@@ -157,6 +159,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     try {
       const next = loadConfig(options.configPath);
       new DkimSigner(next.dkim); // every key must load before any worker sees the new config
+      verpFromConfig(next.inbound);
       config = next;
     } catch (err) {
       const errors = err instanceof ConfigError ? err.issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.field}: ${i.message}`) : [(err as Error).message];

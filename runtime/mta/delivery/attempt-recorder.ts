@@ -27,6 +27,8 @@ export interface Job {
   attempt: Attempt;
   domain: string;
   rcpts: string[];
+  /** The MAIL FROM when it is not the message's sender: a VERP return path (then `rcpts` is one recipient). */
+  mailFrom?: string;
 }
 
 /** What the recorder needs to know of the connection a job went over. */

@@ -14,6 +14,7 @@ import type { SmtpReply } from '../../shared/smtp/reply';
 import { LocalAuthority, type ThrottleAuthority } from './throttle-authority';
 import { Throttles, type Limits } from './throttles';
 import { VmtaPicker } from './vmta-picker';
+import { verpFromConfig, type Verp } from './verp';
 
 export interface EngineOptions {
   partitions: SpoolPartition[];
@@ -57,6 +58,7 @@ export class DeliveryEngine {
   readonly throttles: Throttles;
   private readonly authority: ThrottleAuthority;
   private signer: DkimSigner;
+  private verp?: Verp;
   private readonly recorder: AttemptRecorder;
   private wakeTimer?: NodeJS.Timeout;
   private sweep?: NodeJS.Timeout;
@@ -88,6 +90,7 @@ export class DeliveryEngine {
     this.throttles = options.throttles ?? new Throttles(options.config, this.now);
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
     this.signer = new DkimSigner(options.config.dkim);
+    this.verp = verpFromConfig(options.config.inbound);
     this.recorder = new AttemptRecorder({
       config: options.config,
       attemptLog: options.attemptLog,
@@ -109,9 +112,11 @@ export class DeliveryEngine {
     this.arm();
   }
 
-  /** Throws (keeping the old config) when a DKIM key of the new one cannot be loaded. */
+  /** Throws (keeping the old config) when a DKIM key or the VERP key of the new one cannot be loaded. */
   apply(config: VolleyConfig): void {
-    this.signer = new DkimSigner(config.dkim);
+    const signer = new DkimSigner(config.dkim);
+    this.verp = verpFromConfig(config.inbound);
+    this.signer = signer;
     this.recorder.apply(config);
     this.config = config;
     this.picker.apply(config);
@@ -384,6 +389,18 @@ export class DeliveryEngine {
     const attempt: Attempt = { entry, partition, pending: byDomain.size, finished: [], deferred: [], events: [] };
     if (byDomain.size === 0) return this.recorder.completeEmpty(attempt);
     const source = this.picker.pick(entry);
+    // VERP names one recipient per return path, so each recipient is a
+    // transaction of its own: N recipients at one domain cost N transactions
+    // (N message permits of the throttle, N bodies on the wire) instead of
+    // one. Never for the null sender: a bounce must not be bounced.
+    const verp = this.verp;
+    if (verp && entry.from !== '' && verp.covers(source.pool ?? entry.pool) && verp.names(entry.id)) {
+      attempt.pending = entry.to.length;
+      for (const [domain, rcpts] of byDomain) {
+        for (const rcpt of rcpts) this.destinations.push(`${source.vmta ?? '-'}|${domain}`, domain, source, { attempt, domain, rcpts: [rcpt], mailFrom: verp.address(entry.id, rcpt) });
+      }
+      return;
+    }
     for (const [domain, rcpts] of byDomain) this.destinations.push(`${source.vmta ?? '-'}|${domain}`, domain, source, { attempt, domain, rcpts });
   }
 
@@ -665,7 +682,7 @@ export class DeliveryEngine {
     try {
       const message = await prepared;
       if (message instanceof Error) throw message;
-      const tx = await session.send(job.attempt.envelope!.from, job.rcpts, message, { onBodySent });
+      const tx = await session.send(job.mailFrom ?? job.attempt.envelope!.from, job.rcpts, message, { onBodySent });
       results = tx.recipients;
       if (tx.dataMs > 0) dest.replyMs = average(dest.replyMs, tx.dataMs);
     } catch (err) {

@@ -56,6 +56,16 @@ function rfc5322Now(): string {
   return dateText;
 }
 
+/**
+ * Names the Volley message id in the message itself, so a bounce or a
+ * complaint that quotes the original headers can be matched without VERP.
+ * Any X-Volley-* field a client sent is removed before this one is added,
+ * so there is exactly one and it is ours.
+ */
+export function volleyIdHeader(id: string): string {
+  return `X-Volley-Id: ${id}\r\n`;
+}
+
 export function receivedHeader(opts: { helo?: string; ip?: string; by: string; protocol: string; id: string; rcpt?: string; date?: Date }): string {
   const from = opts.helo ? `from ${opts.helo} ([${opts.ip ?? 'unknown'}])` : `from [${opts.ip ?? 'unknown'}]`;
   const forPart = opts.rcpt ? `\r\n\tfor <${opts.rcpt}>` : '';

@@ -12,7 +12,7 @@ import type { TlsMaterial } from '../../shared/tls-files';
 import { metrics } from '../metrics';
 import { newMessageId } from '../message-id';
 import { checkBody } from './body-check';
-import { extractControlHeaders, receivedHeader } from './headers';
+import { extractControlHeaders, receivedHeader, volleyIdHeader } from './headers';
 import { metadataStrings, renderHttpMessage, validateHttpMessage, type FieldError, type HttpMessage } from './http-message';
 import { Intake, IntakeError } from './intake';
 
@@ -202,7 +202,7 @@ export class HttpApi {
         id,
         from: m.from,
         to: [...m.to, ...(m.cc ?? []), ...(m.bcc ?? [])],
-        message: Buffer.concat([Buffer.from(received, 'latin1'), message]),
+        message: Buffer.concat([Buffer.from(received + volleyIdHeader(id), 'latin1'), message]),
         via: 'http',
         client,
         pool: m.pool ?? control.pool,

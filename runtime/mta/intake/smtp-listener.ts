@@ -12,7 +12,7 @@ import { isValidMailbox } from './address';
 import { checkBody } from './body-check';
 import { ClientLimits } from './client-limits';
 import { Credentials } from './credentials';
-import { extractControlHeaders, receivedHeader } from './headers';
+import { extractControlHeaders, receivedHeader, volleyIdHeader } from './headers';
 import { Intake, IntakeError } from './intake';
 import { reply, type Reply } from './smtp/reply';
 import { SmtpSession, type SessionHandlers, type SessionInfo } from './smtp/session';
@@ -196,7 +196,7 @@ export class SmtpListener {
         id,
         from: s.mailFrom ?? '',
         to: s.rcptTo.slice(),
-        message: Buffer.concat([Buffer.from(received, 'latin1'), message]),
+        message: Buffer.concat([Buffer.from(received + volleyIdHeader(id), 'latin1'), message]),
         via: 'smtp',
         client: { ip: s.remoteAddress, helo: s.helo, user: s.user },
         pool: control.pool,

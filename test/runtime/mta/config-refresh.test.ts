@@ -71,6 +71,20 @@ test('a broken config is rejected with its line and field, and the running confi
   expect((await fetch(`${mta.adminUrl}/readyz`)).status).toBe(200);
 });
 
+test('a refresh whose VERP key cannot be used is rejected, naming the file, and the running config stays', async () => {
+  const key = join(dir, 'verp.key');
+  writeFileSync(key, 'too short\n');
+  const verp = `inbound: { domains: [bounces.test.example], verp: { domain: bounces.test.example, secret_file: ${key} } }\n`;
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'], users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}`, extra: verp }));
+  const r = await refresh();
+  expect(r.code).toBe(1);
+  expect(r.out).toContain(`inbound.verp.secret_file ${key}: 9 bytes, a VERP key needs at least 32`);
+  expect((await fetch(`${mta.adminUrl}/readyz`)).status).toBe(200);
+  // A good key: accepted.
+  writeFileSync(key, 'a-verp-key-of-thirty-two-bytes!!');
+  expect(await refresh()).toMatchObject({ code: 0 });
+});
+
 test('SIGHUP refreshes too', async () => {
   writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'] })); // bob removed again
   mta.proc.kill('SIGHUP');

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { parseConfig } from '../../../../runtime/shared/config/load';
@@ -6,6 +7,8 @@ import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
 import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
 import { DirectConnector } from '../../../../runtime/mta/delivery/direct-connector';
 import { Router } from '../../../../runtime/mta/delivery/router';
+import { loadVerpSecret, Verp } from '../../../../runtime/mta/delivery/verp';
+import { newMessageId } from '../../../../runtime/mta/message-id';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import { deliveryConfigYaml } from '../../../helpers/config';
 import { pipeliningMx } from '../../../helpers/pipelining-mx';
@@ -315,4 +318,58 @@ describe('an outcome that cannot be recorded (a full disk)', () => {
     expect(engine.status()).toMatchObject({ unrecorded: 0, parked: 0, inflight: 0 });
     await partition.close();
   });
+});
+
+/** A connector that answers 250 and keeps each transaction's envelope. */
+class EnvelopeRecorder implements Connector {
+  readonly transactions: { from: string; to: string[] }[] = [];
+  async open(target: Target, source: Source): Promise<OutboundSession> {
+    let usable = true;
+    return {
+      info: { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'test', connectMs: 0 },
+      get usable() {
+        return usable;
+      },
+      send: async (from, to) => {
+        this.transactions.push({ from, to: [...to] });
+        return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
+      },
+      close: () => {
+        usable = false;
+      },
+    };
+  }
+}
+
+test('VERP: a message of a VERP pool goes one recipient per transaction, each from its own signed return path; other pools and the null sender keep theirs', async () => {
+  const keyFile = join(dir, 'verp.key');
+  writeFileSync(keyFile, 'a-verp-key-of-thirty-two-bytes!!');
+  const rest = `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]
+vmtas: [{ name: v1, ip: 127.0.0.1, helo: v1.test }]
+pools: [{ name: bulk, vmtas: [{ name: v1 }] }, { name: tx, vmtas: [{ name: v1 }] }]
+inbound: { domains: [bounces.shop.test], verp: { domain: bounces.shop.test, secret_file: ${keyFile}, pools: [bulk] } }
+`;
+  const connector = new EnvelopeRecorder();
+  const { engine, partition, attemptLog, events } = await engineWith('verp', rest, connector);
+  const [a, b, c] = [newMessageId(), newMessageId(), newMessageId()];
+  const add = (id: string, from: string, to: string[], pool: string) => partition.appendMessage({ id, from, to, pool, received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  await add(a, 'news@shop.test', ['r1@d1.test', 'r2@d1.test', 'r3@d2.test'], 'bulk');
+  await add(b, 'news@shop.test', ['s1@d1.test', 's2@d1.test'], 'tx');
+  await add(c, '', ['t1@d1.test', 't2@d1.test'], 'bulk');
+  engine.start();
+  await waitUntil(() => events().length === 7, 10_000, () => JSON.stringify(events()));
+  await engine.stop();
+  await attemptLog.close();
+  await partition.close();
+
+  const verp = new Verp({ domain: 'bounces.shop.test', prefix: 'bounce', secretFile: keyFile }, loadVerpSecret(keyFile));
+  const ofA = connector.transactions.filter((t) => t.from.startsWith('bounce+'));
+  expect(ofA.map((t) => t.to)).toEqual(expect.arrayContaining([['r1@d1.test'], ['r2@d1.test'], ['r3@d2.test']]));
+  expect(ofA).toHaveLength(3);
+  for (const t of ofA) expect(verp.read(t.from)).toEqual({ ok: true, messageId: a, recipient: t.to[0] });
+  // Not in verp.pools: one transaction for the domain, the sender as given; the null sender is never VERP'd.
+  expect(connector.transactions).toEqual(expect.arrayContaining([{ from: 'news@shop.test', to: ['s1@d1.test', 's2@d1.test'] }, { from: '', to: ['t1@d1.test', 't2@d1.test'] }]));
+  expect(connector.transactions).toHaveLength(5);
+  // The events keep the original sender.
+  expect(events().filter((e) => e.message_id === a).map((e) => (e as unknown as { sender: string }).sender)).toEqual(['news@shop.test', 'news@shop.test', 'news@shop.test']);
 });

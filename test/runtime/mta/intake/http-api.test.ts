@@ -44,6 +44,8 @@ describe('HTTP submission API', () => {
     expect(envelope.client).toEqual({ ip: '127.0.0.1', user: 'test' });
     const text = body.toString();
     expect(text).toMatch(/^Received: from \[127\.0\.0\.1\]/);
+    // Named in the message, so a bounce quoting its headers can be matched without VERP.
+    expect(text.split('\r\n\r\n')[0].match(/^x-volley-id:.*$/gim)).toEqual([`X-Volley-Id: ${r.json.id as string}`]);
     expect(text).toContain('Subject: Black Friday');
     expect(text).toContain('multipart/mixed');
     expect(text).not.toMatch(/^Bcc:/m);

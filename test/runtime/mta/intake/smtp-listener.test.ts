@@ -182,6 +182,19 @@ describe('SMTP intake', () => {
     await s.quit();
   });
 
+  test('every message names its Volley id in an X-Volley-Id header; one a client sent is replaced', async () => {
+    const s = await session();
+    const r = await s.transaction('a@example.test', ['b@example.test'], message('id', 'x', 'X-Volley-Id: 01FORGED000000000000000000\r\n'));
+    expect(r.code).toBe(250);
+    const id = /queued as (\S+)/.exec(r.text)![1];
+    const { body } = await h.partition.read(h.partition.get(id)!);
+    const head = body.toString().split('\r\n\r\n')[0];
+    expect(head.match(/^x-volley-id:.*$/gim)).toEqual([`X-Volley-Id: ${id}`]);
+    // Below the trace field, as a header of the message (a DSN quoting its headers carries it).
+    expect(head).toMatch(/^Received: [\s\S]*\r\nX-Volley-Id: /);
+    await s.quit();
+  });
+
   test('X-Volley control headers choose the pool, carry metadata, and are removed', async () => {
     const s = await session();
     const r = await s.transaction('a@example.test', ['b@example.test'], message('ctl', 'x', 'X-Volley-Pool: p1\r\nX-Volley-Meta-Campaign: bf-2026\r\n'));
@@ -189,7 +202,9 @@ describe('SMTP intake', () => {
     const { envelope, body } = await h.partition.read(h.partition.get(/queued as (\S+)/.exec(r.text)![1])!);
     expect(envelope.pool).toBe('p1');
     expect(envelope.meta).toEqual({ campaign: 'bf-2026' });
-    expect(body.toString()).not.toMatch(/x-volley/i);
+    // The control headers are gone; the one X-Volley field left is ours, naming the message.
+    expect(body.toString()).not.toMatch(/x-volley-(pool|meta)/i);
+    expect(body.toString().match(/^x-volley-[^\r]*/gim)).toEqual([`X-Volley-Id: ${envelope.id}`]);
     const unknown = await s.transaction('a@example.test', ['b@example.test'], message('ctl', 'x', 'X-Volley-VMTA: nope\r\n'));
     expect(unknown.code).toBe(550);
     expect(unknown.text).toMatch(/^5\.7\.1 unknown virtual MTA "nope"/);

@@ -1,0 +1,39 @@
+// RFC 5965 abuse reporting format: the machine-readable
+// message/feedback-report part of a feedback-loop report. Microsoft's JMRP
+// fills in little more than Feedback-Type; the rest is read from the
+// embedded original message (report.ts).
+
+import { bareAddress, parseFieldGroups } from './fields';
+
+export interface FeedbackReport {
+  /** abuse, fraud, virus, other, unsubscribe, not-spam, auth-failure ... (lower case). */
+  feedbackType: string;
+  userAgent?: string;
+  version?: string;
+  originalMailFrom?: string;
+  originalRcptTo: string[];
+  sourceIp?: string;
+  reportedDomain: string[];
+  reportingMta?: string;
+  /** Arrival-Date, or Received-Date as early drafts (and Yahoo, AOL) call it. */
+  arrivalDate?: string;
+}
+
+/** Undefined when there is no Feedback-Type: not a feedback report. */
+export function parseFeedbackReport(text: string): FeedbackReport | undefined {
+  const g = parseFieldGroups(text)[0];
+  const type = g?.get('feedback-type')?.trim().toLowerCase();
+  if (!g || !type) return undefined;
+  const reportingMta = g.get('reporting-mta');
+  return {
+    feedbackType: type,
+    userAgent: g.get('user-agent'),
+    version: g.get('version'),
+    originalMailFrom: bareAddress(g.get('original-mail-from')),
+    originalRcptTo: g.all('original-rcpt-to').map(bareAddress).filter((a): a is string => a !== undefined),
+    sourceIp: g.get('source-ip'),
+    reportedDomain: g.all('reported-domain'),
+    reportingMta: reportingMta && reportingMta.replace(/^[^;]*;\s*/, ''),
+    arrivalDate: g.get('arrival-date') ?? g.get('received-date'),
+  };
+}

@@ -1,0 +1,87 @@
+// RFC 822-style field blocks as reports carry them: the groups of a
+// message/delivery-status part, a message/feedback-report part, and the
+// header block of an embedded original message. Small enough to parse here;
+// mailparser splits the MIME, this reads what is inside a part.
+
+/** One block of fields; names are case-insensitive, a field may repeat. */
+export class FieldGroup {
+  private readonly fields = new Map<string, string[]>();
+
+  add(name: string, value: string): void {
+    const key = name.toLowerCase();
+    const list = this.fields.get(key);
+    if (list) list.push(value);
+    else this.fields.set(key, [value]);
+  }
+
+  get(name: string): string | undefined {
+    return this.fields.get(name.toLowerCase())?.[0];
+  }
+
+  all(name: string): string[] {
+    return this.fields.get(name.toLowerCase()) ?? [];
+  }
+
+  get size(): number {
+    return this.fields.size;
+  }
+}
+
+/**
+ * Splits text into blank-line separated groups of fields, unfolding
+ * continuation lines. A line that is neither a field nor a continuation is
+ * skipped rather than fatal: receivers write loose reports.
+ */
+export function parseFieldGroups(text: string): FieldGroup[] {
+  const groups: FieldGroup[] = [];
+  let group: FieldGroup | undefined;
+  let name: string | undefined;
+  let value = '';
+  const flush = (): void => {
+    if (name !== undefined) group!.add(name, value.trim());
+    name = undefined;
+  };
+  for (const line of text.split(/\r?\n/)) {
+    if (line.trim() === '') {
+      flush();
+      if (group && group.size > 0) groups.push(group);
+      group = undefined;
+      continue;
+    }
+    if ((line[0] === ' ' || line[0] === '\t') && name !== undefined) {
+      value += ` ${line.trim()}`;
+      continue;
+    }
+    flush();
+    const m = /^([!-9;-~]+):(.*)$/.exec(line);
+    if (!m) continue;
+    group ??= new FieldGroup();
+    name = m[1];
+    value = m[2];
+  }
+  flush();
+  if (group && group.size > 0) groups.push(group);
+  return groups;
+}
+
+/** The header block of a message (or of text/rfc822-headers): the fields before the first blank line. */
+export function parseHeaderBlock(text: string): FieldGroup {
+  const end = /\r?\n\r?\n/.exec(text);
+  return parseFieldGroups(end ? text.slice(0, end.index) : text)[0] ?? new FieldGroup();
+}
+
+/** `rfc822; <a@b>` (an address-type field, RFC 3464 2.1.2) -> `a@b`; undefined when empty. */
+export function typedValue(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const semi = value.indexOf(';');
+  const rest = (semi === -1 ? value : value.slice(semi + 1)).trim();
+  return rest === '' ? undefined : rest;
+}
+
+/** The address in `<a@b>`, `a@b` or `Name <a@b>`; undefined when there is none. */
+export function bareAddress(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const angle = /<([^<>\s]*)>/.exec(value);
+  const address = (angle ? angle[1] : value.trim().split(/\s+/)[0] ?? '').trim();
+  return /^[^@\s]+@[^@\s]+$/.test(address) ? address : undefined;
+}

@@ -1,0 +1,163 @@
+// The inbound SMTP listener for bounces and feedback-loop reports, run by
+// the MTA primary: it takes mail only for inbound.domains (never relays),
+// reads each message as a DSN or an ARF report, writes the events it makes
+// durably and only then answers 250. What it cannot map is kept in
+// <persistent>/inbound/unmatched/ and still answered 250: a report is taken
+// once, never bounced back to a mailer daemon that cannot read a bounce.
+
+import { createServer, type Server, type Socket } from 'node:net';
+import { hostname as osHostname } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { BounceRuleConfig, InboundConfig } from '../../shared/config/types';
+import { endSocket } from '../../shared/end-socket';
+import { listen } from '../../shared/listen';
+import { BounceClassifier } from '../delivery/bounce-category';
+import { Verp } from '../delivery/verp';
+import type { EventWriter } from '../events/types';
+import { isValidMailbox } from '../intake/address';
+import { receivedHeader } from '../intake/headers';
+import { reply, type Reply } from '../intake/smtp/reply';
+import { SmtpSession, type SessionHandlers, type SessionInfo } from '../intake/smtp/session';
+import { inboundMetrics } from './inbound-metrics';
+import { parseReport } from './report';
+import { matchReport, type MatchResult } from './report-matcher';
+import { UnmatchedStore } from './unmatched-store';
+
+export interface InboundDeps {
+  events: EventWriter;
+  persistentPath: string;
+  logger: Logger;
+  /** The VERP key (inbound.verp.secret_file, read by the primary); without it VERP tokens are not read. */
+  verpSecret?: Buffer;
+  nodeId: string;
+  /** The greeting's name (default: the OS host name). */
+  hostname?: string;
+  /** The operator's bounce rules, so a DSN is classified as a synchronous failure would be. */
+  bounceRules?: BounceRuleConfig[];
+  now?: () => number;
+}
+
+export interface InboundListener {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Sessions at once: reports come from a few mailer daemons, not a crowd. */
+const MAX_CONNECTIONS = 200;
+const MAX_RECIPIENTS = 100;
+const SOCKET_TIMEOUT_MS = 5 * 60_000;
+
+export async function startInboundListener(config: InboundConfig, deps: InboundDeps): Promise<InboundListener> {
+  const logger = deps.logger.child({ component: 'inbound' });
+  const now = deps.now ?? Date.now;
+  const verp = config.verp && deps.verpSecret ? new Verp(config.verp, deps.verpSecret) : undefined;
+  if (config.verp && !deps.verpSecret) logger.warn('inbound: inbound.verp is set but no VERP key was given: VERP tokens are not read, reports match by header only');
+  const classifier = new BounceClassifier(deps.bounceRules ?? []);
+  const unmatched = new UnmatchedStore(join(deps.persistentPath, 'inbound', 'unmatched'), config.unmatchedMax, logger, now);
+  await unmatched.init();
+  const domains = new Set(config.domains);
+  const hostname = deps.hostname ?? osHostname();
+  const sessions = new Set<Socket>();
+
+  const take = async (s: SessionInfo, raw: Buffer): Promise<Reply> => {
+    let result: MatchResult;
+    try {
+      result = matchReport(await parseReport(raw), { envelopeRecipients: s.rcptTo, verp, nodeId: deps.nodeId, now, classify: (r) => classifier.classify(r) });
+    } catch (err) {
+      // A parser bug must cost one message its mapping, never the listener.
+      result = { ok: false, reason: 'unparseable', detail: `parsing failed: ${(err as Error).message}` };
+    }
+    if (result.ok) {
+      try {
+        if (result.events.length > 0) await deps.events.write(result.events);
+      } catch (err) {
+        inboundMetrics.refused.inc({ reason: 'write-failed' });
+        logger.error({ err, message_id: result.messageId }, 'inbound: could not write the report\'s events; the sender will retry');
+        return reply(451, '4.3.0', 'local error in processing, try again later');
+      }
+      for (const e of result.events) inboundMetrics.reports.inc({ result: e.event });
+      if (result.events.length === 0) inboundMetrics.reports.inc({ result: 'no-event' });
+      logger.info({ message_id: result.messageId, matched_by: result.matchedBy, events: result.events.map((e) => `${e.event}:${e.recipient}`), from: s.mailFrom, client: s.remoteAddress }, 'inbound: report mapped');
+      return reply(250, '2.0.0', `Ok: ${result.events.length} event(s) for ${result.messageId}`);
+    }
+    let file: string;
+    try {
+      // The envelope, which the message itself does not carry, goes in a trace field on top.
+      const trace = receivedHeader({ helo: s.helo, ip: s.remoteAddress, by: hostname, protocol: 'ESMTP', id: 'inbound', rcpt: s.rcptTo.join('>, <') });
+      file = await unmatched.store(Buffer.concat([Buffer.from(`Return-Path: <${s.mailFrom ?? ''}>\r\n${trace}`, 'latin1'), raw]));
+    } catch (err) {
+      inboundMetrics.refused.inc({ reason: 'write-failed' });
+      logger.error({ err, reason: result.reason }, 'inbound: could not keep an unmatched message; the sender will retry');
+      return reply(451, '4.3.0', 'local error in processing, try again later');
+    }
+    inboundMetrics.reports.inc({ result: 'unmatched' });
+    inboundMetrics.unmatched.inc({ reason: result.reason });
+    logger.warn({ reason: result.reason, detail: result.detail, file, from: s.mailFrom, to: s.rcptTo, client: s.remoteAddress, size: raw.length }, 'inbound: message not mapped to any sent message: kept in inbound/unmatched/');
+    return reply(250, '2.0.0', 'Ok: kept');
+  };
+
+  const handlers: SessionHandlers = {
+    onConnect: () => undefined,
+    onClose: () => undefined,
+    // Never advertised (no TLS, no insecure AUTH); answered all the same.
+    onAuth: () => Promise.resolve(reply(503, '5.5.1', 'no authentication here')),
+    // Mailer daemons send from <>; feedback loops from anywhere.
+    onMailFrom: (_s, address) => (address === '' || isValidMailbox(address) ? undefined : reply(553, '5.1.7', `invalid sender address <${address}>`)),
+    onRcptTo: (_s, address) => {
+      const at = address.lastIndexOf('@');
+      if (at < 1 || !domains.has(address.slice(at + 1).toLowerCase())) {
+        inboundMetrics.refused.inc({ reason: 'relay' });
+        return reply(550, '5.7.1', `<${address}>: relay access denied`);
+      }
+      return undefined;
+    },
+    onOversize: () => inboundMetrics.refused.inc({ reason: 'oversize' }),
+    onData: (s, raw) => take(s, raw),
+  };
+
+  const server: Server = createServer((socket) => {
+    if (sessions.size >= MAX_CONNECTIONS) {
+      socket.on('error', () => undefined);
+      endSocket(socket, 1000, '421 4.7.0 too many connections, try again later\r\n');
+      return;
+    }
+    sessions.add(socket);
+    socket.once('close', () => sessions.delete(socket));
+    new SmtpSession(
+      socket,
+      {
+        hostname,
+        banner: 'Volley inbound',
+        maxMessageSize: config.maxMessageSize,
+        maxRecipients: MAX_RECIPIENTS,
+        socketTimeoutMs: SOCKET_TIMEOUT_MS,
+        implicitTls: false,
+        allowStartTls: false,
+        allowInsecureAuth: false,
+        expectProxy: false,
+        remoteAddress: socket.remoteAddress ?? '',
+      },
+      handlers,
+    );
+  });
+  server.on('error', (err) => logger.warn({ err }, 'inbound: listener error'));
+  await listen(server, config.port, config.address);
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  logger.info({ address: config.address, port, domains: config.domains, verp: verp !== undefined }, 'inbound: listening for bounces and feedback reports');
+
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // A session mid-report has a moment to finish; its sender retries what it did not hear 250 for.
+        const timer = setTimeout(() => {
+          for (const s of sessions) s.destroy();
+        }, 5_000);
+        timer.unref();
+        if (sessions.size === 0) clearTimeout(timer);
+      }),
+  };
+}

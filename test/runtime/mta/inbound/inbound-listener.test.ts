@@ -1,0 +1,202 @@
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { parseConfig } from '../../../../runtime/shared/config/load';
+import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
+import { DirectConnector } from '../../../../runtime/mta/delivery/direct-connector';
+import { buildDsn } from '../../../../runtime/mta/delivery/dsn';
+import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
+import { Router } from '../../../../runtime/mta/delivery/router';
+import { newMessageId } from '../../../../runtime/mta/message-id';
+import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
+import { deliveryConfigYaml } from '../../../helpers/config';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { inboundMetrics } from '../../../../runtime/mta/inbound/inbound-metrics';
+import { startInboundListener, type InboundListener } from '../../../../runtime/mta/inbound/inbound-listener';
+import type { EventWriter, NewEvent } from '../../../../runtime/mta/events/types';
+import { captureLogger, waitUntil } from '../../../helpers/proxy-fixtures';
+import { SmtpDialog } from '../../../helpers/smtp-dialog';
+import { swaks } from '../../../helpers/swaks';
+import { tempDir } from '../../../helpers/tmp';
+
+const KEY = Buffer.from('volley-fixture-verp-key-32-bytes');
+const dir = tempDir();
+const unmatchedDir = join(dir, 'inbound', 'unmatched');
+const POSTFIX_RCPT = 'bounce+01m8rdaberfsbsjvjm2crmgmxkdsqjwwvncdm2wxbkcns40sbrc5pq0v355sq6ax0rsynq3ze4wksb6be@bounces.shop.example';
+
+/** An EventWriter that records, and whose next write can be held or made to fail. */
+class RecordingWriter implements EventWriter {
+  readonly written: NewEvent[] = [];
+  calls = 0;
+  next?: { hold?: Promise<void>; fail?: Error };
+  async write(events: readonly NewEvent[]): Promise<void> {
+    this.calls++;
+    const plan = this.next;
+    this.next = undefined;
+    if (plan?.hold) await plan.hold;
+    if (plan?.fail) throw plan.fail;
+    this.written.push(...events);
+  }
+}
+
+const writer = new RecordingWriter();
+const log = captureLogger();
+let listener: InboundListener;
+
+beforeAll(async () => {
+  listener = await startInboundListener(
+    { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024, verp: { domain: 'bounces.shop.example', prefix: 'bounce', secretFile: '-' } },
+    { events: writer, persistentPath: dir, logger: log.logger, verpSecret: KEY, nodeId: 'node-a', hostname: 'inbound.test' },
+  );
+});
+afterAll(() => listener.close());
+
+function fixture(name: string): string {
+  // As SMTP carries it: CRLF line ends, leading dots doubled.
+  return readFileSync(join(__dirname, '../../../fixtures/reports', name), 'latin1').replace(/\r?\n/g, '\r\n').replace(/^\./gm, '..');
+}
+
+async function session(): Promise<SmtpDialog> {
+  const s = await SmtpDialog.open(listener.port);
+  expect((await s.reply()).code).toBe(220);
+  expect((await s.command('EHLO mail.example.net')).code).toBe(250);
+  return s;
+}
+
+const unmatchedFiles = (): string[] => readdirSync(unmatchedDir).filter((f) => f.endsWith('.eml'));
+
+test('mail for another domain is refused 550 5.7.1 (swaks): no relay', async () => {
+  const r = await swaks(['--server', '127.0.0.1', '--port', String(listener.port), '--from', 'someone@example.net', '--to', 'victim@elsewhere.example', '--quit-after', 'RCPT']);
+  expect(r.output).toMatch(/<\*\* +550 5\.7\.1 <victim@elsewhere\.example>: relay access denied/);
+});
+
+test('no AUTH is offered, and AUTH is refused', async () => {
+  const s = await SmtpDialog.open(listener.port);
+  await s.reply();
+  const ehlo = await s.command('EHLO client.test');
+  expect(ehlo.text).not.toMatch(/AUTH/);
+  expect((await s.command('AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=')).code).toBeGreaterThanOrEqual(500);
+  await s.quit();
+});
+
+test('oversize mail gets 552, by SIZE= and by what arrives; the session goes on', async () => {
+  const s = await session();
+  const bySize = await s.command('MAIL FROM:<> SIZE=999999');
+  expect(bySize.code).toBe(552);
+  const big = `Subject: big\r\n\r\n${'x'.repeat(1000)}\r\n`.repeat(20);
+  const r = await s.transaction('', ['postmaster@bounces.shop.example'], big);
+  expect(r.code).toBe(552);
+  expect(r.text).toMatch(/^5\.3\.4/);
+  expect(writer.calls).toBe(0);
+  expect((await s.command('MAIL FROM:<>')).code).toBe(250);
+  await s.quit();
+});
+
+test('a DSN over SMTP: its events are written before the 250, and only then answered', async () => {
+  let release!: () => void;
+  writer.next = { hold: new Promise<void>((r) => (release = r)) };
+  const s = await session();
+  expect((await s.command('MAIL FROM:<>')).code).toBe(250);
+  expect((await s.command(`RCPT TO:<${POSTFIX_RCPT}>`)).code).toBe(250);
+  expect((await s.command('DATA')).code).toBe(354);
+  s.send(fixture('postfix-dsn.eml'));
+  s.send('\r\n.\r\n');
+  const order: string[] = [];
+  const answered = s.reply().then((r) => {
+    order.push('reply');
+    return r;
+  });
+  await waitUntil(() => writer.calls === 1);
+  order.push('durable');
+  release();
+  const r = await answered;
+  expect(r.code).toBe(250);
+  // (The 451 test below shows the answer is the write's outcome, not sent beside it.)
+  expect(order).toEqual(['durable', 'reply']);
+  expect(writer.written).toEqual([
+    expect.objectContaining({ event: 'bounce', status: 'failed', message_id: '01M8RDABERFSBSJVJM2CRMGMXK', recipient: 'no.such.user@example.net', matched_by: 'verp', node: 'node-a', bounce_category: 'bad-mailbox' }),
+  ]);
+  await s.quit();
+});
+
+test('when the events cannot be written the answer is 451 (the sender retries), and nothing is kept as unmatched', async () => {
+  writer.next = { fail: Object.assign(new Error('disk full'), { code: 'ENOSPC' }) };
+  const before = writer.written.length;
+  const s = await session();
+  const r = await s.transaction('', ['bounces@bounces.shop.example'], fixture('multi-recipient-dsn.eml'));
+  expect(r.code).toBe(451);
+  expect(writer.written).toHaveLength(before);
+  // The retry goes through.
+  const again = await s.transaction('', ['bounces@bounces.shop.example'], fixture('multi-recipient-dsn.eml'));
+  expect(again.code).toBe(250);
+  expect(writer.written.slice(before).map((e) => `${e.event}:${(e as { status?: string }).status}:${e.recipient}`)).toEqual(['bounce:failed:alice@example.com', 'bounce:delayed:bob@example.com']);
+  expect(unmatchedFiles()).toEqual([]);
+  await s.quit();
+});
+
+test('garbage, a plain reply and a forged bounce are answered 250, kept in unmatched/ with a log line and a count, and the listener stays up', async () => {
+  const counted = async (reason: string): Promise<number> => (await inboundMetrics.unmatched.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+  const before = writer.written.length;
+  const s = await session();
+  expect((await s.transaction('', ['bounces@bounces.shop.example'], fixture('garbage.eml'))).code).toBe(250);
+  expect((await s.transaction('jane@example.com', ['bounces@bounces.shop.example'], fixture('plain-mail.eml'))).code).toBe(250);
+  const forgedTo = /^To: (\S+)/m.exec(fixture('forged-verp-dsn.eml'))![1];
+  expect((await s.transaction('', [forgedTo], fixture('forged-verp-dsn.eml'))).code).toBe(250);
+  // Still serving, on the same session: a real complaint maps.
+  expect((await s.transaction('staff@hotmail.com', ['fbl@bounces.shop.example'], fixture('jmrp-arf.eml'))).code).toBe(250);
+  await s.quit();
+
+  expect(writer.written.slice(before)).toEqual([expect.objectContaining({ event: 'complaint', message_id: '01M8RDA8H0MHNEGJ7530SMX9WX', recipient: 'reader@outlook.com' })]);
+  const files = unmatchedFiles().sort();
+  expect(files).toHaveLength(3);
+  for (const f of files) expect(f).toMatch(/^\d{8}T\d{9}Z-[0-9a-f]{12}\.eml$/);
+  // Kept whole, with the envelope on top.
+  const forged = files.map((f) => readFileSync(join(unmatchedDir, f), 'latin1')).find((text) => text.includes('4Yab2c3D4eF'))!;
+  expect(forged).toMatch(new RegExp(`^Return-Path: <>\\r\\nReceived: from mail\\.example\\.net [\\s\\S]*for <${forgedTo.replace(/[+.]/g, '\\$&')}>`));
+  expect(forged).toContain(fixture('forged-verp-dsn.eml'));
+  expect([await counted('unparseable'), await counted('not-a-report'), await counted('forged-token')]).toEqual([1, 1, 1]);
+  const lines = log.lines().filter((l) => l.msg === 'inbound: message not mapped to any sent message: kept in inbound/unmatched/');
+  expect(lines.map((l) => l.reason)).toEqual(['unparseable', 'not-a-report', 'forged-token']);
+  expect(lines.map((l) => l.file).sort()).toEqual(files);
+});
+
+test('round trip: the engine sends a VERP\'d message over SMTP, the MX accepts it, its later DSN to that return path becomes a bounce for that message and recipient', async () => {
+  const keyFile = join(dir, 'verp.key');
+  writeFileSync(keyFile, KEY);
+  const mx = new ScriptedMx();
+  await mx.listen();
+  const config = parseConfig(
+    deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: ${mx.port} }]
+inbound: { domains: [bounces.shop.example], verp: { domain: bounces.shop.example, secret_file: ${keyFile} } }
+`),
+  );
+  const partition = await SpoolPartition.open({ dir: join(dir, 'rt', 'spool'), fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, 'rt', 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  const engine = new DeliveryEngine({ partitions: [partition], config, connector: new DirectConnector(), router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'node-a' });
+  const id = newMessageId();
+  const original = Buffer.from(`Received: from [127.0.0.1]\r\n\tby mta.test.example (Volley) with HTTP id ${id};\r\n\tTue, 01 Dec 2026 09:00:00 +0000\r\nX-Volley-Id: ${id}\r\nFrom: news@shop.example\r\nTo: later-gone@example.org\r\nSubject: hi\r\n\r\nbody\r\n`);
+  await partition.appendMessage({ id, from: 'news@shop.example', to: ['later-gone@example.org', 'fine@example.org'], received: Date.now(), via: 'http', size: original.length }, original);
+  engine.start();
+  try {
+    await mx.waitFor(2);
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+    await mx.close();
+  }
+  const sent = mx.messages.find((m) => m.to[0] === 'later-gone@example.org')!;
+  expect(sent.to).toEqual(['later-gone@example.org']);
+  expect(sent.from).toMatch(/^bounce\+[0-9a-z]+@bounces\.shop\.example$/);
+
+  // Days later the receiving side gives up on that mailbox and sends a DSN to the return path.
+  const dsn = buildDsn({ reportingMta: 'mx.example.org', originalFrom: sent.from, messageId: 'Q1234', originalMessage: sent.raw, failures: [{ rcpt: 'later-gone@example.org', reply: { code: 550, enhanced: '5.2.1', text: 'mailbox disabled' }, expired: false }], arrival: new Date() });
+  const before = writer.written.length;
+  const s = await session();
+  const r = await s.transaction('', [sent.from], dsn.toString('latin1').replace(/^\./gm, '..'));
+  expect(r.code).toBe(250);
+  await s.quit();
+  expect(writer.written.slice(before)).toEqual([
+    expect.objectContaining({ event: 'bounce', status: 'failed', message_id: id, recipient: 'later-gone@example.org', matched_by: 'verp', enhanced_code: '5.2.1', bounce_category: 'inactive', reporting_mta: 'mx.example.org' }),
+  ]);
+});
