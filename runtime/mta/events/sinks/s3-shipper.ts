@@ -123,6 +123,16 @@ class Hasher extends Transform {
   }
 }
 
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+}
+
 function discard(): Writable {
   return new Writable({ write: (_c, _e, done) => done() });
 }
@@ -152,7 +162,7 @@ export function createS3Shipper(config: S3SinkConfig, deps: S3ShipperDeps): S3Sh
   let round: Promise<void> | undefined;
   let closed = false;
   let started = false;
-  let abort = new AbortController();
+  const abort = new AbortController();
 
   async function prepare(file: string): Promise<Prepared> {
     const source = new Hasher();
@@ -230,6 +240,12 @@ export function createS3Shipper(config: S3SinkConfig, deps: S3ShipperDeps): S3Sh
     const keys = new Map<string, string>();
     for (const { source, file } of offered) {
       if (closed) return;
+      if (!(await exists(file))) {
+        // Gone between the listing and now (its source removed it): nothing to ship, nothing lost here.
+        log.warn({ file }, 'offered file vanished before shipping');
+        stats.filesWaiting = Math.max(0, stats.filesWaiting - 1);
+        continue;
+      }
       const key = await keyFor(source, file);
       const other = keys.get(key);
       if (other !== undefined && other !== file) throw new VolleyError('ES3KEY', `${file} and ${other} would both be s3://${config.bucket}/${key}; ${file} stays on disk`);
@@ -291,7 +307,6 @@ export function createS3Shipper(config: S3SinkConfig, deps: S3ShipperDeps): S3Sh
       cancelTimer = undefined;
       abort.abort();
       await round?.catch(() => undefined);
-      abort = new AbortController();
       client.destroy();
     },
     stats: () => ({ ...stats }),

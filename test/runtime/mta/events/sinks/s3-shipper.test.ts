@@ -294,3 +294,17 @@ test('a node without an environment name, or without a region, is refused at cre
   expect(() => createS3Shipper(config({ region: undefined }), deps([], { processEnv: {} }))).toThrow(expect.objectContaining({ code: 'ES3REGION' }));
   expect(() => createS3Shipper(config({ region: undefined }), deps([], { processEnv: { VOLLEY_REGION: 'eu-west-1' } })).close()).not.toThrow();
 });
+
+test('a file its source removed after listing it is skipped; the others still ship', async () => {
+  const dir = join(root, 'events-vanished');
+  const name = 'w0.2026-12-05T06-00-00-000Z.jsonl';
+  const source = dirSource('events', dir, (f) => `logs/prod/prod-mta-us-east-1a-1/events/2026/12/05/${f.split('/').pop()}.gz`);
+  writeFileSync(join(dir, name), '{"event":"delivery"}\n');
+  const listed = source.closedFiles;
+  source.closedFiles = async () => [join(dir, 'w0.2026-12-05T05-30-00-000Z.jsonl'), ...(await listed())];
+  const shipper = createS3Shipper(config(), deps([source]));
+  await shipper.shipNow();
+  expect(source.calls).toEqual([{ file: join(dir, name), keepLocal: false, objectWasThere: true }]);
+  expect(shipper.stats()).toMatchObject({ filesShipped: 1, filesWaiting: 0, failures: 0 });
+  await shipper.close();
+});
