@@ -159,7 +159,9 @@ export class S3Server {
   private readonly now: () => number;
   private server?: Server;
   private readonly sockets = new Set<Socket>();
-  private mode: 'up' | 'unavailable' | 'refusing' = 'up';
+  private mode: 'up' | 'unavailable' | 'refusing' | 'hanging' = 'up';
+  /** Requests held unanswered while hanging. */
+  readonly held: ServerResponse[] = [];
   private boundPort = 0;
 
   private constructor(options: S3ServerOptions) {
@@ -189,19 +191,23 @@ export class S3Server {
   /**
    * An outage until `restore()`: `unavailable` answers every request 503
    * ServiceUnavailable (S3 under load or a regional event); `refusing`
-   * closes the port, so connections are refused (no route to S3).
+   * closes the port, so connections are refused (no route to S3);
+   * `hanging` takes requests and never answers (a black hole: only the
+   * client's timeout or abort ends them).
    */
-  async outage(kind: 'unavailable' | 'refusing'): Promise<void> {
+  async outage(kind: 'unavailable' | 'refusing' | 'hanging'): Promise<void> {
     this.mode = kind;
     if (kind === 'refusing') await this.closeListener();
   }
 
   async restore(): Promise<void> {
     if (this.mode === 'refusing') await this.listen(this.boundPort);
+    for (const res of this.held.splice(0)) res.socket?.destroy();
     this.mode = 'up';
   }
 
   async close(): Promise<void> {
+    this.held.splice(0);
     await this.closeListener();
   }
 
@@ -230,6 +236,10 @@ export class S3Server {
   }
 
   private receive(req: IncomingMessage, res: ServerResponse): void {
+    if (this.mode === 'hanging') {
+      this.held.push(res);
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {

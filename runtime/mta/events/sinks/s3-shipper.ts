@@ -149,6 +149,9 @@ export function createS3Shipper(config: S3SinkConfig, deps: S3ShipperDeps): S3Sh
   const client = new S3Client({
     region,
     ...(config.endpoint ? { endpoint: config.endpoint, forcePathStyle: true } : {}),
+    // The SDK waits forever by default: an S3 that takes a connection and never answers would stall every later file.
+    // requestTimeout is the socket's idle time, not the whole upload's.
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: 60_000 },
     ...deps.client,
   });
   // A bad environment or node id is a configuration error: refused now, not at every round.

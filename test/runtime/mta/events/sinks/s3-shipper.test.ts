@@ -308,3 +308,25 @@ test('a file its source removed after listing it is skipped; the others still sh
   expect(shipper.stats()).toMatchObject({ filesShipped: 1, filesWaiting: 0, failures: 0 });
   await shipper.close();
 });
+
+test('close() while S3 holds a request unanswered ends the round at once; the file stays and nothing is left staged', async () => {
+  const dir = join(root, 'events-hang');
+  const name = 'w0.2026-12-05T07-00-00-000Z.jsonl';
+  const source = dirSource('events', dir, () => '');
+  writeFileSync(join(dir, name), '{"event":"delivery"}\n');
+  const d = deps([source]);
+  const shipper = createS3Shipper(config(), d);
+  await s3.outage('hanging');
+  try {
+    const round = shipper.shipNow();
+    await waitUntil(() => s3.held.length === 1);
+    await shipper.close();
+    await round;
+  } finally {
+    await s3.restore();
+  }
+  expect(source.calls).toEqual([]);
+  expect(existsSync(join(dir, name))).toBe(true);
+  expect(readdirSync(join(d.persistentPath, 'events', 's3-staging'))).toEqual([]);
+  expect(shipper.stats()).toMatchObject({ filesShipped: 0, filesWaiting: 1 });
+});
