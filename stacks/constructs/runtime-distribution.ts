@@ -92,7 +92,8 @@ export class RuntimeDistribution extends Construct {
   writeUserData(userData: ec2.UserData, settings: InstanceSettings): void {
     const env = {
       VOLLEY_ROLE: settings.role,
-      VOLLEY_ENVIRONMENT: settings.environment,
+      // The <env> of the S3 shipper's keys. (`VOLLEY_ENV=…` does not end the heredoc below: only a line that is exactly VOLLEY_ENV does.)
+      VOLLEY_ENV: settings.environment,
       VOLLEY_SLOT: settings.slotId,
       VOLLEY_NODE_ID: settings.slotId,
       VOLLEY_REGION: Aws.REGION,

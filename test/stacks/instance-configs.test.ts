@@ -52,13 +52,13 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     expect(sinks).toEqual([
       { type: 's3', name: 's3', bucket: stacks.storage.bucketName, prefix: 'mta', region: config.region, endpoint: undefined, gzip: true, keepLocal: false, ship: ['events', 'sqlite'], intervalMs: 30_000 },
     ]);
-    // <env> of the shipper's keys: VOLLEY_ENVIRONMENT in instance.env, beside VOLLEY_NODE_ID (the slot id the role's prefix names).
+    // <env> of the shipper's keys: VOLLEY_ENV in instance.env, beside VOLLEY_NODE_ID (the slot id the role's prefix names).
     for (const lt of Object.values(resources(mta, 'AWS::EC2::LaunchTemplate'))) {
       const env = instanceEnv(lt);
-      expect(env.VOLLEY_ENVIRONMENT).toBe(envName);
+      expect(env.VOLLEY_ENV).toBe(envName);
       expect(stacks.mta.slots.map((s) => s.slot.slotId)).toContain(env.VOLLEY_NODE_ID);
     }
-    for (const lt of Object.values(resources(proxy, 'AWS::EC2::LaunchTemplate'))) expect(instanceEnv(lt).VOLLEY_ENVIRONMENT).toBe(envName);
+    for (const lt of Object.values(resources(proxy, 'AWS::EC2::LaunchTemplate'))) expect(instanceEnv(lt).VOLLEY_ENV).toBe(envName);
   });
 
   test('each proxy gets its own config, loaded by the proxy\'s loader: its name, listen IP, TLS files, the MTA subnets, its sending IPs', () => {

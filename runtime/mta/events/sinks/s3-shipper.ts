@@ -47,7 +47,7 @@ export interface ShipperStats {
 }
 
 export interface S3ShipperDeps extends SinkDeps {
-  /** The deployment environment (dev, staging, prod): `VOLLEY_ENVIRONMENT` in /etc/volley/instance.env on an instance. */
+  /** The deployment environment (dev, staging, prod): `VOLLEY_ENV` in /etc/volley/instance.env on an instance. */
   env: string;
   sources: ShipSource[];
   /** Merged into the S3 client's config. Absent in production: credentials come from the default provider chain (the instance role). */

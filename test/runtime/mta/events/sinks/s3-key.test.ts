@@ -4,6 +4,9 @@ import { objectKey, startFromName } from '../../../../../runtime/mta/events/sink
 test('the start time is read from the event log\'s rotated names and compact stamps; anything else is undefined', () => {
   expect(startFromName('/p/log/events/w0.2026-12-05T03-45-00-123Z.jsonl')).toEqual(new Date(Date.UTC(2026, 11, 5, 3, 45)));
   expect(startFromName('archive.20261231T235959Z.sqlite')).toEqual(new Date(Date.UTC(2026, 11, 31, 23, 59)));
+  // The event log's `<producer>.<UTC stamp>-<seq>.jsonl` and the SQLite sink's `<name>.<UTC stamp>.sqlite`.
+  expect(startFromName('/p/log/events/primary.20261205T034319123Z-000042.jsonl')).toEqual(new Date(Date.UTC(2026, 11, 5, 3, 43)));
+  expect(startFromName('/p/events/sqlite/acct/acct.20261205T000001000Z.sqlite')).toEqual(new Date(Date.UTC(2026, 11, 5, 0, 0)));
   expect(startFromName('primary.log')).toBeUndefined();
   expect(startFromName('w0.2026-02-31T00-00-00-000Z.jsonl')).toBeUndefined();
   expect(startFromName('w0.2026-13-01T00-00-00-000Z.jsonl')).toBeUndefined();
