@@ -188,8 +188,7 @@ export function createS3Shipper(config: S3SinkConfig, deps: S3ShipperDeps): S3Sh
     return { path: staged, size: body.size, sha256: b.sha256, composite: b.composite, sourceSha256: s.hex, sourceSize: source.size, staged: true };
   }
 
-  async function shipOne(source: ShipSource, file: string, key: string): Promise<void> {
-    const prepared = await prepare(file);
+  async function shipOne(source: ShipSource, file: string, key: string, prepared: Prepared): Promise<void> {
     try {
       const upload = new Upload({
         client,
@@ -239,8 +238,13 @@ export function createS3Shipper(config: S3SinkConfig, deps: S3ShipperDeps): S3Sh
     const offered: { source: ShipSource; file: string }[] = [];
     for (const source of sources) for (const file of await source.closedFiles()) offered.push({ source, file });
     stats.filesWaiting = offered.length;
-    // Two files that would land on one key (two sources naming files alike): the second stays on disk, loudly, rather than overwrite the first.
     const keys = new Map<string, string>();
+    // A file that cannot be shipped for a reason of its own (unreadable, or its key taken) stays on disk, loudly, and the
+    // files after it still go; an error of S3's (upload, HEAD) ends the round: the next file would meet the same S3.
+    const skip = (file: string, err: unknown) => {
+      stats.lastError = `${new Date(now()).toISOString()} ${(err as Error).message}`;
+      log.error({ err, code: errorCode(err), file }, 'file not shipped; it stays on disk and is tried again next round');
+    };
     for (const { source, file } of offered) {
       if (closed) return;
       if (!(await exists(file))) {
@@ -251,9 +255,21 @@ export function createS3Shipper(config: S3SinkConfig, deps: S3ShipperDeps): S3Sh
       }
       const key = await keyFor(source, file);
       const other = keys.get(key);
-      if (other !== undefined && other !== file) throw new VolleyError('ES3KEY', `${file} and ${other} would both be s3://${config.bucket}/${key}; ${file} stays on disk`);
+      if (other !== undefined && other !== file) {
+        // Two sources naming files alike: the second must not overwrite the first.
+        skip(file, new VolleyError('ES3KEY', `${file} and ${other} would both be s3://${config.bucket}/${key}`));
+        continue;
+      }
       keys.set(key, file);
-      await shipOne(source, file, key);
+      let prepared: Prepared;
+      try {
+        prepared = await prepare(file);
+      } catch (err) {
+        if (closed) return;
+        skip(file, err);
+        continue;
+      }
+      await shipOne(source, file, key, prepared);
     }
   }
 

@@ -201,19 +201,25 @@ test('keep_local is passed to the source; ship: [events] leaves SQLite files alo
   await shipper.close();
 });
 
-test('two files that would land on one key: the second is not uploaded over the first and stays on disk', async () => {
+test('a file that cannot be shipped for a reason of its own (its key taken, unreadable) stays on disk and the files after it still go', async () => {
   const name = 'a.2026-12-05T04-00-00-000Z.sqlite';
-  const key = `logs/prod/prod-mta-us-east-1a-1/sqlite/2026/12/05/${name}.gz`;
-  const one = dirSource('sqlite', join(root, 'dup-1'), () => key);
-  const two = dirSource('sqlite', join(root, 'dup-2'), () => key);
+  const keyOf = (f: string) => `logs/prod/prod-mta-us-east-1a-1/sqlite/2026/12/05/${f.split('/').pop()}.gz`;
+  const one = dirSource('sqlite', join(root, 'dup-1'), keyOf);
+  const two = dirSource('sqlite', join(root, 'dup-2'), keyOf);
   writeFileSync(join(root, 'dup-1', name), 'first');
   writeFileSync(join(root, 'dup-2', name), 'second');
-  const shipper = createS3Shipper(config(), deps([one, two]));
+  // A directory where a file was offered: reading it fails (EISDIR), as an unreadable file would.
+  mkdirSync(join(root, 'dup-2', 'b.2026-12-05T04-30-00-000Z.sqlite'));
+  writeFileSync(join(root, 'dup-2', 'c.2026-12-05T05-00-00-000Z.sqlite'), 'third');
+  const d = deps([one, two]);
+  const shipper = createS3Shipper(config(), d);
   await shipper.shipNow();
-  expect(gunzipSync(s3.object(BUCKET, key)!.body).toString()).toBe('first');
-  expect(two.calls).toEqual([]);
+  expect(gunzipSync(s3.object(BUCKET, keyOf(name))!.body).toString()).toBe('first');
+  expect(two.calls.map((c) => c.file)).toEqual([join(root, 'dup-2', 'c.2026-12-05T05-00-00-000Z.sqlite')]);
   expect(existsSync(join(root, 'dup-2', name))).toBe(true);
-  expect(shipper.stats().lastError).toContain('would both be');
+  expect(shipper.stats()).toMatchObject({ filesShipped: 2, failures: 0 });
+  expect(shipper.stats().lastError).toContain('EISDIR');
+  expect(d.logs.text()).toContain('would both be');
   await shipper.close();
 });
 
