@@ -336,3 +336,19 @@ test('close() while S3 holds a request unanswered ends the round at once; the fi
   expect(readdirSync(join(d.persistentPath, 'events', 's3-staging'))).toEqual([]);
   expect(shipper.stats()).toMatchObject({ filesShipped: 0, filesWaiting: 1 });
 });
+
+test('edge sizes ship and verify: exactly one part, and an empty file (gzip off)', async () => {
+  const dir = join(root, 'edges');
+  const keyOf = (f: string) => `logs/prod/prod-mta-us-east-1a-1/events/2026/12/05/${f.split('/').pop()}`;
+  const source = dirSource('events', dir, keyOf);
+  const exact = randomBytes(PART_SIZE);
+  writeFileSync(join(dir, 'w0.2026-12-05T08-00-00-000Z.jsonl'), exact);
+  writeFileSync(join(dir, 'w1.2026-12-05T08-00-00-000Z.jsonl'), '');
+  const shipper = createS3Shipper(config({ gzip: false }), deps([source]));
+  await shipper.shipNow();
+  expect(shipper.stats()).toMatchObject({ filesShipped: 2, failures: 0 });
+  expect(s3.object(BUCKET, keyOf('w0.2026-12-05T08-00-00-000Z.jsonl'))?.body.equals(exact)).toBe(true);
+  expect(s3.object(BUCKET, keyOf('w1.2026-12-05T08-00-00-000Z.jsonl'))?.body.length).toBe(0);
+  expect(source.calls.map((c) => c.objectWasThere)).toEqual([true, true]);
+  await shipper.close();
+});
