@@ -92,7 +92,8 @@ export class MtaTierStack extends VolleyStack {
         });
         slot.grantAttach('ec2:AttachVolume', this.formatArn({ service: 'ec2', resource: 'volume', resourceName: volume.volumeId }));
         slot.grantDescribe('ec2:DescribeVolumes');
-        props.storage.grantWritePrefix(slot.role, `mta/${slotId}`);
+        // The node id is the slot id (VOLLEY_NODE_ID in instance.env): the prefix its S3 shipper writes under.
+        props.storage.grantShipping(slot.role, slotId);
         for (const targetGroup of props.targetGroups) slot.group.attachToNetworkTargetGroup(targetGroup);
 
         // One slot at a time: CloudFormation updates a group only after the one it depends on is done.

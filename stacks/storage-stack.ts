@@ -2,6 +2,7 @@ import { Aws, Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
+import { eventsBucketName, shippingPrefix } from './event-shipping';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
 
 /** Where delivery logs and accounting files are shipped. Retained: they are records. */
@@ -29,7 +30,7 @@ export class StorageStack extends VolleyStack {
       reason: 'This bucket is the server access log target; logging it into itself would loop.',
     });
 
-    this.bucketName = `volley-${this.config.name}-events-${this.config.account}-${this.config.region}`;
+    this.bucketName = eventsBucketName(this.config);
     this.bucket = new s3.Bucket(this, 'Events', {
       bucketName: this.bucketName,
       encryption: s3.BucketEncryption.S3_MANAGED,
@@ -62,21 +63,28 @@ export class StorageStack extends VolleyStack {
   }
 
   /**
-   * Lets one instance role write under its own prefix and nowhere else. Object
+   * What the S3 shipper of node `nodeId` needs, on its own prefix
+   * (`mta/<env>/<node>/*`) and nowhere else: s3:PutObject (PutObject, and
+   * CreateMultipartUpload, UploadPart, CompleteMultipartUpload of a large
+   * file), s3:AbortMultipartUpload (a failed multipart upload is cleaned up),
+   * s3:GetObject (the HeadObject that checks size and checksum before the
+   * local file is deleted). No ListBucket, no DeleteObject: a node cannot
+   * see or remove what it shipped, nor touch another node's files. Object
    * names are chosen at run time (rotated files), so the prefix ends in a
    * wildcard; the acknowledgement names exactly that resource.
    */
-  grantWritePrefix(role: iam.Role, prefix: string): void {
+  grantShipping(role: iam.Role, nodeId: string): void {
+    const prefix = shippingPrefix(this.config.name, nodeId);
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({
-        sid: 'WriteOwnPrefix',
-        actions: ['s3:PutObject', 's3:AbortMultipartUpload'],
+        sid: 'ShipToOwnPrefix',
+        actions: ['s3:PutObject', 's3:AbortMultipartUpload', 's3:GetObject'],
         resources: [this.prefixArn(prefix)],
       }),
     );
     Validations.of(role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${this.bucketName}/${prefix}/*]`,
-      reason: 'Write access is limited to this instance\'s own prefix of the events bucket; file names under it are created at run time.',
+      reason: 'The S3 shipper writes (and HEADs to verify) only under this node\'s own prefix of the events bucket; file names under it are created at run time.',
     });
   }
 }

@@ -8,6 +8,7 @@ import { parseProxyConfig } from '../runtime/proxy/config';
 import { parseConfig } from '../runtime/shared/config/load';
 import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../runtime/shared/proxy-topology';
 import type { EnvironmentConfig, ProxyConfig } from './environments';
+import { addS3Sink } from './event-shipping';
 import { planSubnets } from './environments/layout';
 
 /**
@@ -67,7 +68,9 @@ export function proxyConfigText(env: EnvironmentConfig, proxy: ProxyConfig): str
 /**
  * The MTAs' config: the environment's Volley config from git plus the
  * `proxies:` section generated from the environment file. Every VMTA IP must
- * be a proxy's sending IP: an MTA holds no sending address of its own.
+ * be a proxy's sending IP: an MTA holds no sending address of its own. The
+ * `s3` events sink is added (or checked) too: its bucket is the storage
+ * stack's, a name known at synth (stacks/event-shipping.ts).
  */
 export function mtaConfigText(env: EnvironmentConfig, baseText: string): string {
   const file = env.volleyConfigFile;
@@ -77,6 +80,8 @@ export function mtaConfigText(env: EnvironmentConfig, baseText: string): string 
   }
   const nodes = env.proxy.proxies.map((p) => proxyNode(env, p));
   doc.set('proxies', mtaProxiesSection(nodes, INSTANCE_FILES.secret, () => ({ caFile: INSTANCE_FILES.proxyCa })));
+  const sinkError = addS3Sink(doc, env);
+  if (sinkError) throw new TopologyError(`${file}: ${sinkError}`);
   const text = doc.toString();
 
   let vmtas;

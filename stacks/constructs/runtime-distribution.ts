@@ -56,6 +56,8 @@ export function publishConfigText(scope: Construct, id: string, props: { text: s
 /** What an instance needs to know about itself, written to /etc/volley/instance.env. */
 export interface InstanceSettings {
   readonly role: 'mta' | 'proxy';
+  /** The environment's name (dev, staging, prod): the `<env>` of the S3 shipper's keys. */
+  readonly environment: string;
   readonly slotId: string;
   /** Logical id of the slot's Auto Scaling group: the resource cfn-signal reports to. */
   readonly signalResource: string;
@@ -90,6 +92,8 @@ export class RuntimeDistribution extends Construct {
   writeUserData(userData: ec2.UserData, settings: InstanceSettings): void {
     const env = {
       VOLLEY_ROLE: settings.role,
+      // The <env> of the S3 shipper's keys. (`VOLLEY_ENV=…` does not end the heredoc below: only a line that is exactly VOLLEY_ENV does.)
+      VOLLEY_ENV: settings.environment,
       VOLLEY_SLOT: settings.slotId,
       VOLLEY_NODE_ID: settings.slotId,
       VOLLEY_REGION: Aws.REGION,

@@ -6,6 +6,7 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import type { PublishedConfig, RuntimeDistribution } from './runtime-distribution';
+import { VolleyStack } from '../volley-stack';
 
 /** Tag that binds an instance, its volume or ENI, and its IAM grants to one slot. */
 export const SLOT_TAG = 'volley:slot';
@@ -108,8 +109,11 @@ export class SingleInstanceSlot extends Construct {
     Tags.of(this.group).add('volley:role', props.role);
 
     const cfnGroup = this.group.node.defaultChild as autoscaling.CfnAutoScalingGroup;
+    const stack = Stack.of(this);
+    if (!(stack instanceof VolleyStack)) throw new Error(`slot ${props.slotId}: must be inside a VolleyStack (its environment names the instance)`);
     props.distribution.writeUserData(userData, {
       role: props.role,
+      environment: stack.config.name,
       slotId: props.slotId,
       signalResource: Stack.of(this).getLogicalId(cfnGroup),
       readyTimeoutSeconds: props.readyTimeout.toSeconds(),

@@ -46,6 +46,21 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     for (const v of loaded.vmtas) expect({ vmta: v.name, held: held.has(v.ip) }).toEqual({ vmta: v.name, held: true });
   });
 
+  test('the MTAs ship closed event files to the storage stack\'s bucket, under the prefix their roles may write; each instance knows its environment', () => {
+    const text = readFileSync(join(assembly.directory, stacks.mta.publishedConfig.asset?.assetPath as string), 'utf8');
+    const sinks = parseConfig(text, `${envName} MTA config`).events.sinks.filter((s) => s.type === 's3');
+    expect(sinks).toEqual([
+      { type: 's3', name: 's3', bucket: stacks.storage.bucketName, prefix: 'mta', region: config.region, endpoint: undefined, gzip: true, keepLocal: false, ship: ['events', 'sqlite'], intervalMs: 30_000 },
+    ]);
+    // <env> of the shipper's keys: VOLLEY_ENV in instance.env, beside VOLLEY_NODE_ID (the slot id the role's prefix names).
+    for (const lt of Object.values(resources(mta, 'AWS::EC2::LaunchTemplate'))) {
+      const env = instanceEnv(lt);
+      expect(env.VOLLEY_ENV).toBe(envName);
+      expect(stacks.mta.slots.map((s) => s.slot.slotId)).toContain(env.VOLLEY_NODE_ID);
+    }
+    for (const lt of Object.values(resources(proxy, 'AWS::EC2::LaunchTemplate'))) expect(instanceEnv(lt).VOLLEY_ENV).toBe(envName);
+  });
+
   test('each proxy gets its own config, loaded by the proxy\'s loader: its name, listen IP, TLS files, the MTA subnets, its sending IPs', () => {
     const parameters = resources(proxy, 'AWS::SSM::Parameter');
     const templates = Object.values(resources(proxy, 'AWS::EC2::LaunchTemplate'));
@@ -142,6 +157,19 @@ describe('the environment file is the one source of the topology', () => {
 
   test('a hand-written proxies: section in the git config stops synth', () => {
     expect(() => mtaConfigText(dev, `${base}proxies: { servers: [] }\n`)).toThrow(/remove the proxies: section/);
+  });
+
+  test('an s3 sink in the git config keeps its own settings but must name the environment\'s bucket, prefix and region', () => {
+    const bucket = `volley-dev-events-${dev.account}-${dev.region}`;
+    const own = (sink: string) => `${base}events:\n  sinks:\n    - { name: hooks, type: sqlite }\n    - ${sink}\n`;
+    const loaded = parseConfig(mtaConfigText(dev, own(`{ name: archive, type: s3, bucket: ${bucket}, prefix: mta, keep_local: true, ship: [sqlite] }`)), 'dev');
+    expect(loaded.events.sinks.map((s) => s.name)).toEqual(['hooks', 'archive']);
+    expect(loaded.events.sinks[1]).toMatchObject({ bucket, prefix: 'mta', region: dev.region, keepLocal: true, ship: ['sqlite'] });
+    // Other sinks are kept, and the generated one joins them.
+    expect(parseConfig(mtaConfigText(dev, `${base}events:\n  sinks:\n    - { name: hooks, type: sqlite }\n`), 'dev').events.sinks.map((s) => `${s.name}:${s.type}`)).toEqual(['hooks:sqlite', 's3:s3']);
+    expect(() => mtaConfigText(dev, own('{ name: archive, type: s3, bucket: somewhere-else, prefix: mta }'))).toThrow(/bucket must be volley-dev-events-/);
+    expect(() => mtaConfigText(dev, own(`{ name: archive, type: s3, bucket: ${bucket} }`))).toThrow(/prefix must be "mta"/);
+    expect(() => mtaConfigText(dev, own(`{ name: archive, type: s3, bucket: ${bucket}, prefix: mta, endpoint: "http://127.0.0.1:9000" }`))).toThrow(/endpoint must not be set/);
   });
 
   test('a generated config the MTA\'s loader refuses stops synth with the loader\'s message', () => {

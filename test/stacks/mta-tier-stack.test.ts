@@ -110,7 +110,7 @@ describe.each([
       // Writes to S3 only under this slot's prefix.
       const writes = statements.filter((s) => JSON.stringify(s.Action).includes('s3:Put'));
       expect(writes).toHaveLength(1);
-      expect(JSON.stringify(writes[0]?.Resource)).toContain(`/mta/${slotTags[0]}/*`);
+      expect(JSON.stringify(writes[0]?.Resource)).toContain(`/mta/${envName}/${slotTags[0]}/*`);
       expect(statements.filter((s) => s.Resource === '*').map((s) => s.Action)).toEqual(['ec2:DescribeVolumes']);
     }
   });

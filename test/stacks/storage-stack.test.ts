@@ -1,3 +1,4 @@
+import { objectKey } from '../../runtime/mta/events/sinks/s3-key';
 import { build, resources, template } from './helpers';
 
 const { config, stacks } = build('prod');
@@ -50,11 +51,34 @@ test('bucket policies refuse any request that is not TLS', () => {
 test('no instance can write outside its own prefix: MTA roles each get exactly one prefix, proxies none', () => {
   const mtaPolicies = Object.values(resources(template(stacks.mta), 'AWS::IAM::Policy'));
   const prefixes = mtaPolicies.flatMap((p) =>
-    (p.Properties?.PolicyDocument as { Statement: { Sid?: string; Resource: unknown }[] }).Statement.filter((s) => s.Sid === 'WriteOwnPrefix').map((s) => JSON.stringify(s.Resource)),
+    (p.Properties?.PolicyDocument as { Statement: { Sid?: string; Resource: unknown }[] }).Statement.filter((s) => s.Sid === 'ShipToOwnPrefix').map((s) => JSON.stringify(s.Resource)),
   );
   expect(prefixes).toHaveLength(stacks.mta.slots.length);
   expect(new Set(prefixes).size).toBe(prefixes.length);
-  for (const [i, { slot }] of stacks.mta.slots.entries()) expect(prefixes[i]).toContain(`${events?.Properties?.BucketName}/mta/${slot.slotId}/*`);
+  for (const [i, { slot }] of stacks.mta.slots.entries()) expect(prefixes[i]).toContain(`${events?.Properties?.BucketName}/mta/prod/${slot.slotId}/*`);
   const proxyPolicies = JSON.stringify(resources(template(stacks.proxy), 'AWS::IAM::Policy'));
   expect(proxyPolicies).not.toContain('s3:PutObject');
+});
+
+test('an MTA role may do exactly what the S3 shipper does (put, multipart, abort, HEAD) on its own node\'s prefix, and nothing else on the events bucket', () => {
+  const mta = template(stacks.mta);
+  for (const { slot } of stacks.mta.slots) {
+    const roleId = mta.getResourceId('AWS::IAM::Role', { Properties: { Description: `Volley mta slot ${slot.slotId}` } });
+    const policies = Object.values(resources(mta, 'AWS::IAM::Policy')).filter((p) => JSON.stringify(p.Properties?.Roles) === JSON.stringify([{ Ref: roleId }]));
+    const statements = policies.flatMap((p) => (p.Properties?.PolicyDocument as { Statement: { Sid?: string; Action: unknown; Resource: unknown; Effect: string }[] }).Statement);
+    const onEvents = statements.filter((s) => JSON.stringify(s.Resource).includes(stacks.storage.bucketName));
+    expect(onEvents).toEqual([
+      {
+        Sid: 'ShipToOwnPrefix',
+        Effect: 'Allow',
+        Action: ['s3:PutObject', 's3:AbortMultipartUpload', 's3:GetObject'],
+        Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${stacks.storage.bucketName}/mta/prod/${slot.slotId}/*`]] },
+      },
+    ]);
+    // Every key the node's shipper writes is inside that resource.
+    for (const kind of ['events', 'sqlite'] as const) {
+      const key = objectKey({ prefix: 'mta', env: config.name, node: slot.slotId, kind, file: 'w0.2026-12-05T00-00-00-000Z.jsonl', start: new Date(), gzip: true });
+      expect(key.startsWith(`mta/prod/${slot.slotId}/`)).toBe(true);
+    }
+  }
 });

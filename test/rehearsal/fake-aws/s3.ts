@@ -32,6 +32,8 @@ export interface StoredObject {
   readonly body: Buffer;
   readonly contentType?: string;
   readonly etag: string;
+  /** base64 SHA-256 of the body, when the client sent one (x-amz-checksum-sha256): HEAD/GET report it with x-amz-checksum-mode: ENABLED, as S3 does. */
+  readonly sha256?: string;
 }
 
 export class FakeS3 {
@@ -58,15 +60,25 @@ export class FakeS3 {
       const chunked = String(request.headers['content-encoding'] ?? '').includes('aws-chunked') || String(request.headers['x-amz-content-sha256'] ?? '').startsWith('STREAMING-');
       const body = chunked ? decodeAwsChunked(request.body) : request.body;
       const etag = `"${createHash('md5').update(body).digest('hex')}"`;
-      this.objects.set(id, { body, etag, contentType: request.headers['content-type'] });
-      return { status: 200, headers: { etag } };
+      const sha256 = createHash('sha256').update(body).digest('base64');
+      const sent = request.headers['x-amz-checksum-sha256'];
+      // The volley S3 shipper HEADs its upload and compares this checksum before it deletes the local file.
+      if (sent !== undefined && sent !== sha256) return s3Error(400, 'BadDigest', 'The SHA256 you specified did not match the calculated checksum.', key);
+      this.objects.set(id, { body, etag, contentType: request.headers['content-type'], sha256: sent === undefined ? undefined : sha256 });
+      return { status: 200, headers: { etag, ...(sent === undefined ? {} : { 'x-amz-checksum-sha256': sha256 }) } };
     }
     if (request.method === 'GET' || request.method === 'HEAD') {
       const object = this.objects.get(id);
       if (!object) return request.method === 'HEAD' ? { status: 404 } : s3Error(404, 'NoSuchKey', 'The specified key does not exist.', key);
       return {
         status: 200,
-        headers: { etag: object.etag, 'content-length': String(object.body.length), 'content-type': object.contentType ?? 'binary/octet-stream', 'last-modified': new Date().toUTCString() },
+        headers: {
+          etag: object.etag,
+          'content-length': String(object.body.length),
+          'content-type': object.contentType ?? 'binary/octet-stream',
+          'last-modified': new Date().toUTCString(),
+          ...(object.sha256 && String(request.headers['x-amz-checksum-mode'] ?? '').toUpperCase() === 'ENABLED' ? { 'x-amz-checksum-sha256': object.sha256, 'x-amz-checksum-type': 'FULL_OBJECT' } : {}),
+        },
         body: request.method === 'GET' ? object.body : undefined,
       };
     }
