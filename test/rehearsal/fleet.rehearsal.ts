@@ -161,7 +161,7 @@ it('a config change published as a deploy publishes it reaches every node on its
   // The session opened before the change is still usable, and its mail is delivered through the reloaded proxies.
   const before = rehearsal.world.delivered();
   expect(await held.send('after-reload@inbox.rehearsal.test')).toMatch(/^250 /);
-  await waitUntil(() => rehearsal.world.delivered() === before + 1, 60_000);
+  await waitUntil(() => rehearsal.world.delivered() === before + 1, 60_000, () => state(current));
 }, 240_000);
 
 it('a proxy replacement keeps its sending IPs (the ENI moves to the new instance) and the MTAs reconnect and deliver from them', async () => {
