@@ -1,5 +1,5 @@
-// `npm run rehearsal` (not part of `npm test`: about 1-3 minutes on a 2-core
-// machine, most of it retries and reconnections after the replacements).
+// `npm run rehearsal` (not part of `npm test`: about 40 s on a 2-core
+// machine, most of it booting instances).
 // The rehearsal fleet booted from what `cdk deploy` ships, each instance from
 // its own launch template's user data (runtime zip from the fake S3,
 // install.sh, config sync from the fake SSM/S3, `systemctl start --no-block
