@@ -15,7 +15,8 @@ import type { Limits } from './throttles';
  *   fallback   decides keys with no proxy, and always the backoff pauses.
  *   secret     the proxies' shared secret (>= 32 bytes).
  *   link       dial timeouts, how long to wait for a grant, keep-alive ping
- *              interval, reconnect backoff (doubling from minMs to maxMs).
+ *              interval, reconnect backoff (doubling from minMs, default
+ *              500 ms, to maxMs, default CONTROL_BACKOFF_MAX_MS).
  */
 export interface ProxyAuthorityOptions {
   proxyFor: (key: string) => ProxyEndpoint | undefined;
@@ -36,6 +37,17 @@ interface Pending {
 
 /** While a proxy cannot be asked, deliveries through it wait at least this long before asking again. */
 const NOT_NOW_MIN_MS = 1_000;
+
+/**
+ * The longest wait between two dials of a proxy that is away. Its sending
+ * IPs deliver nothing until the link is back, so once the proxy listens
+ * again (a restart, or a replacement that took minutes) its mail waits up to
+ * this long plus one dial. It was 30 s: the mail of a replaced proxy waited
+ * up to half a minute after the new one was ready. The cost while a proxy
+ * is away: one dial per MTA worker per 5 s (a SYN answered by a reset, or a
+ * socket held for connectMs when the address is gone), and one warning.
+ */
+export const CONTROL_BACKOFF_MAX_MS = 5_000;
 
 /** One persistent control connection to one proxy, re-dialled with backoff whenever it breaks. */
 class ControlLink {
@@ -196,7 +208,7 @@ class ControlLink {
 
   private scheduleRetry(): void {
     this.retryAt = Date.now() + this.backoffMs;
-    const max = this.options.link?.backoffMaxMs ?? 30_000;
+    const max = this.options.link?.backoffMaxMs ?? CONTROL_BACKOFF_MAX_MS;
     const delay = this.backoffMs;
     this.backoffMs = Math.min(max, this.backoffMs * 2);
     if (this.retryTimer) clearTimeout(this.retryTimer);

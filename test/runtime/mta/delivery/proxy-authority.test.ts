@@ -1,0 +1,77 @@
+// The MTA's control link to a proxy (runtime/mta/delivery/proxy-authority.ts)
+// after a long outage: its redials stay at most 5 s apart (its backoff's
+// ceiling), so a proxy back after minutes (a replacement) is used within seconds, not
+// after the half minute the backoff used to reach. Fake timers stand in for
+// the ten minutes; the dials are real (refused, then accepted, on loopback).
+import { ProxyAuthority } from '../../../../runtime/mta/delivery/proxy-authority';
+import { LocalAuthority } from '../../../../runtime/mta/delivery/throttle-authority';
+import { Throttles } from '../../../../runtime/mta/delivery/throttles';
+import type { ProxyServer } from '../../../../runtime/proxy/server';
+import { captureLogger, newSecret, proxyTls, startProxy } from '../../../helpers/proxy-fixtures';
+import { getFreePort } from '../../../helpers/postfix-tools';
+import { tempDir } from '../../../helpers/tmp';
+
+const dir = tempDir('volley-proxy-authority-');
+const secret = newSecret();
+const key = '127.0.0.2|example.test';
+const hourly = { maxConnections: 1, maxMessagesPerHour: 10 };
+/** The longest a proxy's mail may wait for the link once the proxy is back (runtime: CONTROL_BACKOFF_MAX_MS). */
+const CEILING_MS = 5_000;
+let authority: ProxyAuthority | undefined;
+let server: ProxyServer | undefined;
+
+afterEach(async () => {
+  authority?.close();
+  await server?.stop();
+  jest.useRealTimers();
+});
+
+/**
+ * Lets real I/O (a dial refused or accepted on loopback) run while the timers
+ * are fake: waitUntil sleeps on a timer, which would not fire here. Event-loop
+ * turns only, no clock: true once `check` holds, false if it never does.
+ */
+async function settles(check: () => boolean): Promise<boolean> {
+  for (let turn = 0; turn < 20_000; turn++) {
+    if (check()) return true;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return check();
+}
+
+test('after ten minutes without its proxy, the link redials at most 5 s apart and is up that soon after the proxy is back', async () => {
+  const tls = await proxyTls(dir);
+  const port = await getFreePort();
+  jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+  const log = captureLogger();
+  authority = new ProxyAuthority({
+    proxyFor: () => ({ host: '127.0.0.1', port, fingerprint: tls.fingerprint, name: 'p' }),
+    fallback: new LocalAuthority(new Throttles({ throttles: [], backoff: [], rollups: [] })),
+    secret,
+    name: 'mta',
+    logger: log.logger,
+  });
+  const failures = (): number[] => log.lines().filter((l) => String(l.msg).startsWith('throttles: control channel to proxy failed')).map((l) => Number(l.retry_ms));
+  // The proxy is away: the first ask is refused and waits ("not now").
+  expect((await authority.tryMessage(key, hourly)).ok).toBe(false);
+  expect(failures()).toHaveLength(1);
+
+  // Ten minutes away: each retry timer fires, its dial is refused, the next wait is logged.
+  let away = 0;
+  while (away < 600_000) {
+    const waits = failures();
+    const wait = waits[waits.length - 1] as number;
+    await jest.advanceTimersByTimeAsync(wait);
+    away += wait;
+    expect(await settles(() => failures().length > waits.length)).toBe(true);
+  }
+  // Doubling from 500 ms up to the ceiling, and there since.
+  expect(failures().slice(0, 5)).toEqual([500, 1_000, 2_000, 4_000, CEILING_MS]);
+  expect(Math.max(...failures())).toBe(CEILING_MS);
+
+  // Back (a replacement on the same address): up by the next redial, at most the ceiling later.
+  ({ server } = await startProxy({ name: 'p', tls, secret, sendingIps: ['127.0.0.2'], logger: captureLogger().logger, listen: { address: '127.0.0.1', port } }));
+  await jest.advanceTimersByTimeAsync(CEILING_MS);
+  expect(await settles(() => authority?.connected(key) === true)).toBe(true);
+  expect((await authority.tryMessage(key, hourly)).ok).toBe(true);
+});
