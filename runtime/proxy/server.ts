@@ -3,7 +3,7 @@ import { createSecureContext, createServer, type Server, type TLSSocket } from '
 import { CidrList } from '../shared/cidr';
 import type { Logger } from '../shared/log';
 import { endChannel } from './close-channel';
-import { AuthError, FrameChannel, PROTOCOL_VERSION, ProtocolError, SAFE_ARG, serverHandshake, transactionProblem, type Frame } from '../shared/proxy-protocol';
+import { AuthError, FrameChannel, MIN_PING_MS, PROTOCOL_VERSION, PROXY_SIDE_MISSES, ProtocolError, SAFE_ARG, keepAlive, serverHandshake, transactionProblem, type Frame } from '../shared/proxy-protocol';
 import type { ConnectFailed, Connected, ConnectRequest, TransactionFailed, TransactionReply } from '../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../shared/smtp/client';
 import { ConnectError, type TlsPolicy } from '../shared/smtp/connector';
@@ -290,6 +290,7 @@ export class ProxyServer {
     let mta: string | undefined;
     let kind = 'delivery';
     let previous = false;
+    let pingMs: number | undefined;
     try {
       const secrets = [this.options.secret, ...(this.options.previousSecret ? [this.options.previousSecret] : [])];
       const hello = await serverHandshake(channel, secrets, {
@@ -297,11 +298,13 @@ export class ProxyServer {
         name: this.options.name,
         sendingIps: this.options.sendingIps,
         channels: ['delivery', 'control'],
+        keepalive: true,
       });
       mta = hello.name;
       kind = hello.channel;
       link.secret = secrets[hello.secretIndex];
       previous = hello.secretIndex > 0;
+      pingMs = hello.pingMs;
       // A reload during the handshake (TLS or HMAC) may have shut this address or secret out.
       if (link.revoked || !this.admits(remote, link.secret)) throw new AuthError('not-allowed', 'a reload no longer admits this address or secret');
     } catch (err) {
@@ -321,6 +324,18 @@ export class ProxyServer {
     // The previous secret is named so the operator sees which MTAs still hold back a rotation.
     if (previous) log.warn('proxy: MTA authenticated with the previous secret (a rotation is not finished on this MTA)');
     else log.info('proxy: MTA authenticated');
+    // An MTA that announced its ping interval is watched at that pace: one
+    // gone silent (a dead host) is closed within 3-4 intervals, freeing its
+    // permits and links, not after client_idle_timeout; and it gets a pong
+    // each interval, which its own uploads never hold up (see heartbeat.ts).
+    if (pingMs !== undefined) keepAlive(channel, { intervalMs: Math.min(Math.max(pingMs, MIN_PING_MS), this.options.clientIdleTimeoutMs ?? 300_000), misses: PROXY_SIDE_MISSES, ping: false, beacon: true });
+    // Pings are answered at once, even while a connect or a transaction is
+    // under way: the MTA's liveness check counts on the pong.
+    channel.onUnsolicited = (f) => {
+      if (f.header.t !== 'ping') return false;
+      if (channel.open) channel.send({ t: 'pong' });
+      return true;
+    };
     if (kind === 'control') return serveControl(channel, this.throttles, { mta, idleTimeoutMs: this.options.clientIdleTimeoutMs ?? 300_000, log });
     let current: MxSession | undefined;
     try {

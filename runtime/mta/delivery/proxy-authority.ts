@@ -15,7 +15,8 @@ import type { Limits } from './throttles';
  *   fallback   decides keys with no proxy, and always the backoff pauses.
  *   secret     the proxies' shared secret (>= 32 bytes).
  *   link       dial timeouts, how long to wait for a grant, keep-alive ping
- *              interval, reconnect backoff (doubling from minMs, default
+ *              interval (default LINK_PING_MS: a proxy silent for 2 of
+ *              them is taken for dead, see heartbeat.ts), reconnect backoff (doubling from minMs, default
  *              500 ms, to maxMs, default CONTROL_BACKOFF_MAX_MS).
  */
 export interface ProxyAuthorityOptions {
@@ -55,7 +56,6 @@ class ControlLink {
   private dialing?: Promise<void>;
   private retryAt = 0;
   private retryTimer?: NodeJS.Timeout;
-  private pingTimer?: NodeJS.Timeout;
   private backoffMs: number;
   private nextId = 0;
   private readonly pending = new Map<number, Pending>();
@@ -142,6 +142,8 @@ class ControlLink {
         handshakeTimeoutMs: this.options.link?.handshakeMs ?? 5_000,
         name: this.options.name,
         channel: 'control',
+        // dialProxy watches the link: a proxy silent for 2 pings is closed (onClose fails the pending asks and redials).
+        pingMs: this.options.link?.pingMs,
       }));
     } catch (err) {
       log?.warn({ proxy: endpointName(this.endpoint), retry_ms: this.backoffMs }, `throttles: control channel to proxy failed: ${(err as Error).message}`);
@@ -161,11 +163,6 @@ class ControlLink {
       return true;
     };
     channel.onClose((reason) => this.onClose(channel, reason));
-    const pingMs = this.options.link?.pingMs ?? 30_000;
-    this.pingTimer = setInterval(() => {
-      if (channel.open) channel.send({ t: 'ping' });
-    }, pingMs);
-    this.pingTimer.unref();
     // Re-establish our state: the permits we still hold, under the limits we took them with.
     for (const [key, h] of this.held) {
       for (let i = 0; i < h.n; i++) channel.send({ t: 'acquire', id: ++this.nextId, kind: 'connection', key, limits: h.limits, reclaim: true } satisfies Acquire);
@@ -193,7 +190,6 @@ class ControlLink {
   private onClose(channel: FrameChannel, reason: Error): void {
     if (this.channel !== channel) return;
     this.channel = undefined;
-    if (this.pingTimer) clearInterval(this.pingTimer);
     this.lateIds.clear();
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
@@ -227,7 +223,6 @@ class ControlLink {
   close(): void {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    if (this.pingTimer) clearInterval(this.pingTimer);
     this.channel?.close();
     this.channel = undefined;
   }

@@ -1,5 +1,6 @@
 import type { Logger } from '../../shared/log';
-import { ProtocolError, dialProxy, endpointName, ProxyLinkError, type Frame, type FrameChannel, type ProxyEndpoint } from '../../shared/proxy-protocol';
+import { VolleyError } from '../../shared/errors';
+import { LINK_PING_MS, ProtocolError, dialProxy, endpointName, ProxyLinkError, type Frame, type FrameChannel, type ProxyEndpoint } from '../../shared/proxy-protocol';
 import { CONNECT_FAILURES, type ConnectRequest, type WireSession } from '../../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, type ClientTimeouts } from '../../shared/smtp/client';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type SessionInfo, type Source, type Target, type TlsPolicy, type TransactionResult } from '../../shared/smtp/connector';
@@ -33,6 +34,8 @@ export interface ProxyConnectorOptions {
     marginMs?: number;
     maxIdlePerProxy?: number;
     idleMs?: number;
+    /** Keep-alive ping interval (default LINK_PING_MS); a proxy silent for 2 of them is taken for dead (heartbeat.ts). */
+    pingMs?: number;
   };
   name?: string;
   logger: Logger;
@@ -44,8 +47,16 @@ interface Link {
   idleTimer?: NodeJS.Timeout;
 }
 
+/**
+ * The code of every failure of the MTA<->proxy link itself (not an answer
+ * about the MX): the engine records such deferrals with error_kind
+ * "proxy-link" and retries them soon (attempt-recorder.ts).
+ */
+export const PROXY_LINK_CODE = 'EPROXYLINK';
+
 /** A ConnectError raised by the proxy link rather than the MX: kind 'error', with the stage and proxy. */
 export class ProxyConnectError extends ConnectError {
+  readonly code = PROXY_LINK_CODE;
   constructor(
     readonly proxy: string,
     readonly stage: 'connect' | 'tls' | 'auth' | 'protocol',
@@ -72,7 +83,7 @@ export class ProxyConnector implements Connector {
 
   constructor(private readonly options: ProxyConnectorOptions) {
     this.timeouts = { ...RFC5321_CLIENT_TIMEOUTS, ...options.timeouts };
-    this.link = { connectMs: 10_000, handshakeMs: 10_000, marginMs: 5_000, maxIdlePerProxy: 8, idleMs: 60_000, ...options.link };
+    this.link = { connectMs: 10_000, handshakeMs: 10_000, marginMs: 5_000, maxIdlePerProxy: 8, idleMs: 60_000, pingMs: LINK_PING_MS, ...options.link };
   }
 
   private endpointsFor(ip: string): ProxyEndpoint[] {
@@ -120,7 +131,10 @@ export class ProxyConnector implements Connector {
         answer = await link.channel.next(this.connectBudget());
       } catch (err) {
         link.channel.close();
-        if (!fresh && (err as { code?: string }).code !== 'ETIMEDOUT') continue;
+        // A pooled link the proxy closed (a restart): the next one may do. One
+        // that went silent: the proxy is likely dead, try the next proxy.
+        const code = (err as { code?: string }).code;
+        if (!fresh && code !== 'ETIMEDOUT' && code !== 'ELINKDEAD') continue;
         throw new ProxyConnectError(proxy, 'protocol', `proxy ${proxy}: link lost during connect: ${(err as Error).message}`);
       }
       const h = answer.header;
@@ -163,9 +177,13 @@ export class ProxyConnector implements Connector {
         connectTimeoutMs: this.link.connectMs,
         handshakeTimeoutMs: this.link.handshakeMs,
         name: this.options.name,
+        pingMs: this.link.pingMs,
       });
       this.linksOpened++;
-      channel.onUnsolicited = (f) => f.header.t === 'pong';
+      // One link found dead: its idle siblings to the same proxy most likely are too; none is handed out.
+      channel.onClose((reason) => {
+        if ((reason as { code?: string }).code === 'ELINKDEAD') this.dropIdle(proxy, reason);
+      });
       this.options.logger.debug({ proxy, proxy_name: welcome.name }, 'proxy connector: link authenticated');
       return { link: { channel, proxy }, fresh: true };
     } catch (err) {
@@ -199,6 +217,17 @@ export class ProxyConnector implements Connector {
     }, this.link.idleMs);
     link.idleTimer.unref();
     list.push(link);
+  }
+
+  private dropIdle(proxy: string, reason: Error): void {
+    const list = this.idle.get(proxy);
+    if (!list || list.length === 0) return;
+    this.idle.delete(proxy);
+    this.options.logger.warn({ proxy, links: list.length, err: reason.message }, 'proxy connector: proxy silent; its idle links are dropped');
+    for (const link of list) {
+      clearTimeout(link.idleTimer);
+      link.channel.close(reason);
+    }
   }
 
   /** Idle links per proxy, for tests and metrics. */
@@ -269,7 +298,8 @@ class ProxySession implements OutboundSession {
     } catch (err) {
       this.usable = false;
       if (!(err instanceof Error && err.message.startsWith('via proxy'))) this.link.channel.close();
-      throw err instanceof ProtocolError || (err as { code?: string }).code === 'ETIMEDOUT' ? new Error(`proxy ${proxy} link lost: ${(err as Error).message}`) : err;
+      const code = (err as { code?: string }).code;
+      throw err instanceof ProtocolError || code === 'ETIMEDOUT' || code === 'ELINKDEAD' ? new VolleyError(PROXY_LINK_CODE, `proxy ${proxy} link lost: ${(err as Error).message}`) : err;
     } finally {
       this.busy = false;
     }

@@ -20,6 +20,13 @@ export class FrameChannel {
   /** Called for frames nobody waits for (e.g. a ping); unset: they queue. */
   onUnsolicited?: (f: Frame) => boolean;
   private readonly closeListeners: ((reason: Error) => void)[] = [];
+  /** Bytes received so far (whole frames or not): the liveness check's sign of life. */
+  bytesIn = 0;
+  /**
+   * Set by keepAlive: pongs are taken off the stream before anyone waiting
+   * for an answer sees them (a pong can arrive while a connect is pending).
+   */
+  swallowPongs = false;
 
   constructor(readonly socket: TLSSocket, maxFrame?: number) {
     this.decoder = new FrameDecoder(maxFrame);
@@ -79,6 +86,7 @@ export class FrameChannel {
 
   private onData(chunk: Buffer): void {
     if (!this.open) return;
+    this.bytesIn += chunk.length;
     let frames: Frame[];
     try {
       frames = this.decoder.push(chunk);
@@ -87,6 +95,7 @@ export class FrameChannel {
       return;
     }
     for (const f of frames) {
+      if (this.swallowPongs && f.header.t === 'pong') continue;
       const w = this.waiters.shift();
       if (w) {
         if (w.timer) clearTimeout(w.timer);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { FrameChannel } from './channel';
+import { LINK_PING_MS, keepAlive } from './heartbeat';
 import { AuthError, checkSecret, clientHandshake, type Welcome } from './handshake';
 
 export interface ProxyEndpoint {
@@ -61,6 +62,8 @@ export interface DialOptions {
   name?: string;
   /** "delivery" (default) or "control" (cluster-wide throttles). */
   channel?: 'delivery' | 'control';
+  /** Ping interval of the link's keep-alive (default LINK_PING_MS), announced in the hello so the proxy watches at the same pace. */
+  pingMs?: number;
 }
 
 /** Opens TLS to a proxy, checks its certificate, and runs the mutual handshake (with the previous secret too, see DialOptions). */
@@ -114,7 +117,12 @@ async function dialOnce(endpoint: ProxyEndpoint, options: DialOptions, secret: B
   }
   const channel = new FrameChannel(socket);
   try {
-    const welcome = await clientHandshake(channel, secret, { timeoutMs: options.handshakeTimeoutMs, name: options.name, channel: options.channel });
+    const pingMs = options.pingMs ?? LINK_PING_MS;
+    const welcome = await clientHandshake(channel, secret, { timeoutMs: options.handshakeTimeoutMs, name: options.name, channel: options.channel, pingMs });
+    // Every authenticated link is pinged from here on, idle or busy, and
+    // closed when the proxy goes silent; behind a proxy of an earlier
+    // release only control links are (see heartbeat.ts).
+    keepAlive(channel, { intervalMs: pingMs, enforce: welcome.keepalive === true || options.channel === 'control' });
     return { channel, welcome };
   } catch (err) {
     channel.close();

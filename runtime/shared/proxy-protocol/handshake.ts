@@ -115,6 +115,8 @@ export interface HelloInfo {
   name?: string;
   /** Which of the proxy's secrets the MTA proved: 0 the current one, 1 the previous one (a rotation in progress). */
   secretIndex: number;
+  /** The MTA's ping interval, when its hello announced one (earlier MTAs did not): the proxy's liveness check follows it. */
+  pingMs?: number;
 }
 
 /**
@@ -126,7 +128,7 @@ export interface HelloInfo {
  * bytes), and the proxy proves back with the one the MTA proved, the only one
  * that MTA is sure to hold.
  */
-export async function serverHandshake(channel: FrameChannel, secrets: Buffer | readonly Buffer[], options: { timeoutMs: number; name: string; sendingIps: string[]; channels?: readonly string[] }): Promise<HelloInfo> {
+export async function serverHandshake(channel: FrameChannel, secrets: Buffer | readonly Buffer[], options: { timeoutMs: number; name: string; sendingIps: string[]; channels?: readonly string[]; keepalive?: boolean }): Promise<HelloInfo> {
   const deadline = Date.now() + options.timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
   const hello = await expect(channel, 'hello', left());
@@ -154,22 +156,31 @@ export async function serverHandshake(channel: FrameChannel, secrets: Buffer | r
     throw new AuthError('bad-proof', 'the MTA\'s proof does not match: wrong secret, or a handshake replayed from another connection');
   }
   const secret = keys[secretIndex];
-  channel.send({ t: 'welcome', proof: proof(secret, 'proxy', binding, mtaNonce, proxyNonce).toString('base64'), name: options.name, sending_ips: options.sendingIps });
+  channel.send({ t: 'welcome', proof: proof(secret, 'proxy', binding, mtaNonce, proxyNonce).toString('base64'), name: options.name, sending_ips: options.sendingIps, ...(options.keepalive ? { keepalive: true } : {}) });
   channel.maxFrame = DEFAULT_MAX_FRAME;
-  return { version: PROTOCOL_VERSION, channel: channelKind, name: typeof hello.header.name === 'string' ? hello.header.name.slice(0, 100) : undefined, secretIndex };
+  const pingMs = hello.header.ping_ms;
+  return {
+    version: PROTOCOL_VERSION,
+    channel: channelKind,
+    name: typeof hello.header.name === 'string' ? hello.header.name.slice(0, 100) : undefined,
+    secretIndex,
+    ...(typeof pingMs === 'number' && Number.isFinite(pingMs) && pingMs > 0 ? { pingMs } : {}),
+  };
 }
 
 export interface Welcome {
   name: string;
   sendingIps: string[];
+  /** The proxy answers pings at once and beacons (heartbeat.ts): the MTA may take its silence for death on any link. */
+  keepalive?: boolean;
 }
 
 /** The MTA's half: proves itself, then checks the proxy's proof. */
-export async function clientHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name?: string; channel?: 'delivery' | 'control' }): Promise<Welcome> {
+export async function clientHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name?: string; channel?: 'delivery' | 'control'; pingMs?: number }): Promise<Welcome> {
   const deadline = Date.now() + options.timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
   const mtaNonce = randomBytes(NONCE_BYTES);
-  channel.send({ t: 'hello', version: PROTOCOL_VERSION, nonce: mtaNonce.toString('base64'), channel: options.channel ?? 'delivery', ...(options.name ? { name: options.name } : {}) });
+  channel.send({ t: 'hello', version: PROTOCOL_VERSION, nonce: mtaNonce.toString('base64'), channel: options.channel ?? 'delivery', ...(options.name ? { name: options.name } : {}), ...(options.pingMs ? { ping_ms: options.pingMs } : {}) });
   const challenge = await expect(channel, 'challenge', left());
   const proxyNonce = nonceOf(challenge);
   if (!proxyNonce) throw new AuthError('protocol', 'challenge without a 32-byte nonce');
@@ -191,5 +202,5 @@ export async function clientHandshake(channel: FrameChannel, secret: Buffer, opt
   }
   channel.maxFrame = DEFAULT_MAX_FRAME;
   const ips = Array.isArray(welcome.header.sending_ips) ? welcome.header.sending_ips.filter((x): x is string => typeof x === 'string') : [];
-  return { name: typeof welcome.header.name === 'string' ? welcome.header.name : '', sendingIps: ips };
+  return { name: typeof welcome.header.name === 'string' ? welcome.header.name : '', sendingIps: ips, ...(welcome.header.keepalive === true ? { keepalive: true } : {}) };
 }

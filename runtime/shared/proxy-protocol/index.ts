@@ -5,3 +5,4 @@ export * from './messages';
 export * from './envelope';
 export * from './client';
 export * from './control-messages';
+export * from './heartbeat';
