@@ -6,6 +6,8 @@ import type { Envelope, SpoolEntry } from '../spool/types';
 import type { AttemptEvent, AttemptLog } from './attempt-log';
 import { BounceClassifier } from './bounce-category';
 import { buildDsn } from './dsn';
+import { errorCode } from '../../shared/errors';
+import { PROXY_LINK_CODE } from './proxy-connector';
 
 /** One message's current attempt: its recipients split into per-domain jobs. */
 export interface Attempt {
@@ -57,6 +59,27 @@ export interface RecorderOptions {
   unrecorded?: (partition: SpoolPartition, held: boolean) => void;
   /** How long a held outcome waits before its record is written again (default 1 s). */
   retryMs?: number;
+  /** How soon an attempt deferred only by the proxy link is retried (default PROXY_LINK_RETRY_MS). */
+  proxyLinkRetryMs?: number;
+}
+
+/** error_kind of a deferral whose cause was the MTA<->proxy link, not an answer about the MX. */
+export const PROXY_LINK_ERROR_KIND = 'proxy-link';
+
+/**
+ * How soon an attempt deferred only because the link to its proxy failed is
+ * tried again, instead of delivery.retry's slot (minutes): the MX said
+ * nothing, so there is nothing to back off from. 5 s is the control link's
+ * redial ceiling (CONTROL_BACKOFF_MAX_MS): a proxy back, or another proxy
+ * holding the IP, is used by then. While the proxy stays away this does not
+ * spin: its throttle keys answer "not now" once its control link is found
+ * dead (10-15 s, heartbeat.ts), and the mail waits in memory, unrecorded.
+ */
+export const PROXY_LINK_RETRY_MS = 5_000;
+
+/** "proxy-link" when `err` is a failure of the proxy link itself (ProxyConnectError, a link lost mid-transaction). */
+export function linkErrorKind(err: unknown): string | undefined {
+  return errorCode(err) === PROXY_LINK_CODE ? PROXY_LINK_ERROR_KIND : undefined;
 }
 
 /**
@@ -199,7 +222,10 @@ export class AttemptRecorder {
     let next: number | undefined;
     if (a.deferred.length > 0) {
       const schedule = this.config.delivery.retryMs;
-      next = now + schedule[Math.min(attempts - 1, schedule.length - 1)];
+      const wait = schedule[Math.min(attempts - 1, schedule.length - 1)];
+      // Deferred by the proxy link alone (every deferral of this attempt): retried soon.
+      const linkOnly = a.events.every((e) => e.status !== 'deferred' || e.error_kind === PROXY_LINK_ERROR_KIND);
+      next = now + (linkOnly ? Math.min(wait, this.options.proxyLinkRetryMs ?? PROXY_LINK_RETRY_MS) : wait);
       if (next > entry.received + this.config.delivery.maxLifetimeMs) {
         // Past its lifetime: the deferral becomes the final, expired, result.
         next = undefined;

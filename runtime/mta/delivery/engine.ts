@@ -3,7 +3,7 @@ import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import type { SpoolEntry } from '../spool/types';
 import type { AttemptLog } from './attempt-log';
-import { AttemptRecorder, type Attempt, type Job } from './attempt-recorder';
+import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
@@ -33,6 +33,8 @@ export interface EngineOptions {
   bounce?: (dsn: { from: string; to: string[]; message: Buffer }) => Promise<unknown>;
   /** How long an outcome that could not be recorded waits before it is written again (default 1 s). */
   recordRetryMs?: number;
+  /** How soon a deferral caused only by the proxy link is retried (default PROXY_LINK_RETRY_MS). */
+  proxyLinkRetryMs?: number;
 }
 
 /** Connections one destination queue may open at most, whatever its throttle allows. */
@@ -101,6 +103,7 @@ export class DeliveryEngine {
       settled: (entry, partition, next) => this.settled(entry, partition, next),
       unrecorded: (partition, held) => this.onUnrecorded(partition, held),
       retryMs: options.recordRetryMs,
+      proxyLinkRetryMs: options.proxyLinkRetryMs,
     });
   }
 
@@ -511,7 +514,7 @@ export class DeliveryEngine {
         const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
         const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, reply);
         if (pause > 0) dest.heldUntil = this.now() + pause;
-        return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', ce.kind);
+        return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', linkErrorKind(err) ?? ce.kind);
       }
       dest.setupMs = average(dest.setupMs, session.info.connectMs);
       await this.transactions(dest, session, key, destination, limits);
@@ -679,6 +682,7 @@ export class DeliveryEngine {
   private async deliver(job: Job, prepared: Promise<Buffer | Error>, session: OutboundSession, dest: Destination, onBodySent?: () => void): Promise<RecipientResult[]> {
     const t0 = this.now();
     let results: RecipientResult[];
+    let errorKind: string | undefined;
     try {
       const message = await prepared;
       if (message instanceof Error) throw message;
@@ -689,8 +693,9 @@ export class DeliveryEngine {
       const text = (err as Error).message;
       const reply: SmtpReply = (err as { code?: string }).code === 'ECORRUPT' ? { code: 554, enhanced: '5.3.0', text } : { code: 451, enhanced: '4.4.2', text: `connection lost: ${text}` };
       results = job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: reply.code >= 500 ? 'failed' : 'deferred' }));
+      errorKind = linkErrorKind(err);
     }
-    this.recorder.record(job, results, { source: dest.source, session, transactionMs: this.now() - t0 });
+    this.recorder.record(job, results, { source: dest.source, session, transactionMs: this.now() - t0, errorKind });
     return results;
   }
 

@@ -6,6 +6,8 @@ import type { Connector, OutboundSession, Source, Target } from '../../../../run
 import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
 import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
 import { DirectConnector } from '../../../../runtime/mta/delivery/direct-connector';
+import { PROXY_LINK_CODE, ProxyConnectError } from '../../../../runtime/mta/delivery/proxy-connector';
+import { VolleyError } from '../../../../runtime/shared/errors';
 import { Router } from '../../../../runtime/mta/delivery/router';
 import { loadVerpSecret, Verp } from '../../../../runtime/mta/delivery/verp';
 import { newMessageId } from '../../../../runtime/mta/message-id';
@@ -372,4 +374,52 @@ inbound: { domains: [bounces.shop.test], verp: { domain: bounces.shop.test, secr
   expect(connector.transactions).toHaveLength(5);
   // The events keep the original sender.
   expect(events().filter((e) => e.message_id === a).map((e) => (e as unknown as { sender: string }).sender)).toEqual(['news@shop.test', 'news@shop.test', 'news@shop.test']);
+});
+
+test('a deferral caused only by the proxy link is retried within seconds, not after delivery.retry (1 h), and says error_kind proxy-link', async () => {
+  // The link fails at connect (the proxy could not be reached), then mid-transaction (it went silent), then holds.
+  let opened = 0;
+  const connector: Connector = {
+    open: async (target: Target, source: Source): Promise<OutboundSession> => {
+      opened++;
+      if (opened === 1) throw new ProxyConnectError('a', 'connect', 'proxy a: cannot connect: ECONNREFUSED');
+      const info = { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'proxy:a', connectMs: 0 };
+      const lost = opened === 2;
+      let usable = true;
+      return {
+        info,
+        get usable() {
+          return usable;
+        },
+        send: async (_from, to) => {
+          // As ProxySession: a lost link leaves the session unusable.
+          if (lost) {
+            usable = false;
+            throw new VolleyError(PROXY_LINK_CODE, 'proxy a link lost: nothing from the peer in 2 intervals');
+          }
+          return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
+        },
+        close: () => undefined,
+      };
+    },
+  };
+  const config = parseConfig(deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\ndelivery: { retry: [1h] }\n`));
+  const partition = await SpoolPartition.open({ dir: join(dir, 'link', 'spool'), fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, 'link', 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false, commitIntervalMs: 0 });
+  const engine = new DeliveryEngine({ partitions: [partition], config, connector, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test', proxyLinkRetryMs: 50 });
+  const events = (): { status: string; error_kind?: string; next_retry?: string; time: string }[] => readAttempts(join(dir, 'link', 'attempts'));
+  await partition.appendMessage({ id: 'l1', from: 'a@shop.test', to: ['b@dest.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.start();
+  try {
+    await waitUntil(() => events().some((e) => e.status === 'delivered'), 10_000, () => JSON.stringify(events()));
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+  }
+  const ev = events();
+  // Both deferrals are written (honest), each naming the link; each retry was due within the link delay, not the hour.
+  expect(ev.map((e) => `${e.status}:${e.error_kind ?? ''}`)).toEqual(['deferred:proxy-link', 'deferred:proxy-link', 'delivered:']);
+  for (const e of ev.slice(0, 2)) expect(Date.parse(e.next_retry!) - Date.parse(e.time)).toBeLessThan(60_000);
+  expect(opened).toBe(3);
 });
