@@ -4,7 +4,10 @@
 // out, a transaction in flight fails as "link lost" within it instead of
 // waiting out its minutes-long budget, and the next session goes through the
 // other proxy holding the sending IP. A busy proxy (a slow MX greeting) is
-// not taken for dead. The interval is injected small (link.pingMs).
+// not taken for dead. With the engine: the message whose transaction was in
+// flight is deferred (error_kind proxy-link) and delivered through the other
+// proxy within seconds, though delivery.retry says an hour. The interval is
+// injected small (link.pingMs).
 import { ProxyConnector, type ProxyConnectorOptions, type ProxyEndpoint } from '../../../../runtime/mta/delivery/proxy-connector';
 import type { ProxyServer } from '../../../../runtime/proxy/server';
 import { ConnectError, type Source } from '../../../../runtime/shared/smtp/connector';
@@ -12,6 +15,15 @@ import { startFreezableRelay, type FreezableRelay } from '../../../helpers/freez
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil } from '../../../helpers/proxy-fixtures';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { tempDir } from '../../../helpers/tmp';
+import { join } from 'node:path';
+import pino from 'pino';
+import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
+import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
+import { Router } from '../../../../runtime/mta/delivery/router';
+import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
+import { parseConfig } from '../../../../runtime/shared/config/load';
+import { deliveryConfigYaml } from '../../../helpers/config';
+import { readAttempts } from '../../../helpers/attempt-log';
 
 const dir = tempDir('volley-proxy-connector-');
 const secret = newSecret();
@@ -123,4 +135,34 @@ test('a proxy busy with a slow MX (no greeting for 20 intervals) keeps its link:
   } finally {
     silentMx.close();
   }
+});
+
+test('with the engine: the message in flight when its proxy goes silent is deferred as proxy-link and delivered through the other proxy, not an hour later', async () => {
+  const c = connector();
+  held = true;
+  const config = parseConfig(
+    deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: ${mx.port} }]
+vmtas: [{ name: v2, ip: 127.0.0.2, helo: vmta-2.test }]
+pools: [{ name: p, vmtas: [{ name: v2 }] }]
+delivery: { retry: [1h] }
+`),
+  );
+  const partition = await SpoolPartition.open({ dir: join(dir, 'engine', 'spool'), fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, 'engine', 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false, commitIntervalMs: 0 });
+  const engine = new DeliveryEngine({ partitions: [partition], config, connector: c, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test', proxyLinkRetryMs: 50 });
+  const events = (): { status: string; error_kind?: string; via?: string }[] => readAttempts(join(dir, 'engine', 'attempts'));
+  await partition.appendMessage({ id: 'e1', from: 's@volley.test', to: ['in-flight@dest.test'], pool: 'p', received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.start();
+  try {
+    // On the wire through proxy a, its final dot held by the MX: then the proxy goes silent.
+    await waitUntil(() => release !== undefined, 10_000, () => 'the MX never saw the final dot');
+    held = false;
+    relay.freeze();
+    await waitUntil(() => events().some((e) => e.status === 'delivered'), 10_000, () => JSON.stringify(events()));
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+  }
+  expect(events().map((e) => `${e.status}:${e.error_kind ?? ''}:${e.via}`)).toEqual(['deferred:proxy-link:proxy:a', 'delivered::proxy:b']);
 });
