@@ -27,13 +27,14 @@
  *   which is the same on both ends of one TLS connection and different on any
  *   other, so a proof recorded on one connection is worthless on the next.
  *   1. MTA -> proxy  hello     { t, version: 1, nonce: b64(32 random bytes),
- *                                channel: "delivery", name? }
+ *                                channel: "delivery", name?, ping_ms? }
  *        version: the highest the MTA speaks; a proxy that does not speak it
  *        answers { t: "error", code: "version", versions: [1] } and closes.
  *        channel: "delivery" (the DELIVERY frames below) or "control" (the
  *        CONTROL frames below); the default is "delivery". A proxy that does
  *        not serve the channel answers { t: "error", code: "channel" } and
  *        closes.
+ *        ping_ms: the MTA's keep-alive interval (see KEEP-ALIVE below).
  *   2. proxy -> MTA  challenge { t, version: 1, nonce: b64(32 random bytes) }
  *   3. MTA -> proxy  auth      { t, proof: b64(HMAC-SHA256(secret,
  *                                "volley-proxy/1 mta" || ekm || nonce_mta || nonce_proxy)) }
@@ -42,7 +43,9 @@
  *        closes, sending nothing.
  *   4. proxy -> MTA  welcome   { t, proof: b64(HMAC-SHA256(secret,
  *                                "volley-proxy/1 proxy" || ekm || nonce_mta || nonce_proxy)),
- *                                name, sending_ips: [..] }
+ *                                name, sending_ips: [..], keepalive? }
+ *        keepalive: true: this proxy answers pings at once and beacons
+ *        (KEEP-ALIVE below).
  *        The MTA checks the proof the same way and closes on a mismatch, so
  *        it never hands mail to a proxy that does not hold the secret.
  *        Both proofs cover both nonces; each side's label differs, so one
@@ -80,7 +83,7 @@
  *     for idle_timeout for the next connect from any MTA; otherwise QUIT.
  *     The same MTA connection may then send connect again: connections are
  *     reused across deliveries.
- *   ping / pong  either way, any time after welcome: keep-alive.
+ *   ping / pong  either way, any time after welcome: keep-alive (below).
  *   error        proxy -> MTA { t, code, message }: a request the proxy could
  *     not take (e.g. transaction without a session); the proxy then closes.
  *
@@ -103,11 +106,23 @@
  *     ok: false with wait_ms: when the hourly window frees a message.
  *   release  MTA -> proxy { t, key }
  *     Gives back one connection permit; no answer. Unknown keys are ignored.
- *   ping / pong as on the delivery channel (the MTA pings while idle).
+ *   ping / pong as on the delivery channel.
  *   When the connection closes, the proxy forgets the MTA: its limits and
  *   the connection permits it held. The MTA reconnects with backoff, and
  *   until then answers "not now" to its own deliveries through that proxy.
  *   A malformed frame closes the connection (error code "protocol").
+ *
+ * KEEP-ALIVE (heartbeat.ts has the arithmetic)
+ *   The MTA pings every ping_ms (5 s) on every link, idle or busy, and
+ *   takes a proxy that sent no byte for 2 intervals for dead: it closes the
+ *   link, what waited on it fails, and it redials. A proxy answers a ping at
+ *   once, even mid-connect or mid-transaction; to an MTA that sent ping_ms
+ *   it also sends an unasked pong every ping_ms (a beacon: the answer to a
+ *   ping can queue behind a long upload of the MTA's, the beacon cannot),
+ *   and closes the link after 3 silent intervals (the MTA's host is gone),
+ *   freeing its permits. The MTA takes pongs off the stream: one is never
+ *   an answer. Without keepalive in the welcome (an earlier proxy) the MTA
+ *   enforces the bound on control links only.
  *
  * VERSIONING
  *   "hello.version" picks the version. A later version adds frame families
