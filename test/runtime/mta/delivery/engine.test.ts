@@ -423,3 +423,36 @@ test('a deferral caused only by the proxy link is retried within seconds, not af
   for (const e of ev.slice(0, 2)) expect(Date.parse(e.next_retry!) - Date.parse(e.time)).toBeLessThan(60_000);
   expect(opened).toBe(3);
 });
+
+test('an attempt deferred by the proxy link for one domain and by the MX for another waits delivery.retry: the MX asked for it', async () => {
+  const connector: Connector = {
+    open: async (target: Target, source: Source): Promise<OutboundSession> => {
+      if (target.ip === '127.0.0.1') throw new ProxyConnectError('a', 'connect', 'proxy a: cannot connect: ECONNREFUSED');
+      return {
+        info: { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'proxy:a', connectMs: 0 },
+        usable: true,
+        send: async (_from, to) => ({ recipients: to.map((rcpt) => ({ rcpt, reply: { code: 451, enhanced: '4.7.1', text: 'greylisted' }, outcome: 'deferred' as const })), envelopeMs: 0, dataMs: 0 }),
+        close: () => undefined,
+      };
+    },
+  };
+  const rest = `routes: [{ domain: link.test, host: 127.0.0.1, port: 25 }, { domain: "*", host: 127.0.0.3, port: 25 }]\ndelivery: { retry: [1h] }\n`;
+  const config = parseConfig(deliveryConfigYaml(rest));
+  const partition = await SpoolPartition.open({ dir: join(dir, 'mixed', 'spool'), fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, 'mixed', 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false, commitIntervalMs: 0 });
+  const engine = new DeliveryEngine({ partitions: [partition], config, connector, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test', proxyLinkRetryMs: 50 });
+  const events = (): { status: string; error_kind?: string; next_retry?: string; time: string }[] => readAttempts(join(dir, 'mixed', 'attempts'));
+  await partition.appendMessage({ id: 'm1', from: 'a@shop.test', to: ['b@link.test', 'c@grey.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.start();
+  try {
+    await waitUntil(() => events().length === 2, 10_000, () => JSON.stringify(events()));
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+  }
+  const ev = events();
+  expect(ev.map((e) => e.error_kind ?? '').sort()).toEqual(['', 'proxy-link']);
+  // The hour (less the few ms between an event's time and the attempt's end), not the link's 50 ms.
+  for (const e of ev) expect(Date.parse(e.next_retry!) - Date.parse(e.time)).toBeGreaterThan(3_590_000);
+});
