@@ -54,6 +54,9 @@ interface Link {
  */
 export const PROXY_LINK_CODE = 'EPROXYLINK';
 
+/** How long a proxy whose link failed is tried after the others (the control link's redial ceiling). */
+export const PROXY_DOWN_MS = 5_000;
+
 /** A ConnectError raised by the proxy link rather than the MX: kind 'error', with the stage and proxy. */
 export class ProxyConnectError extends ConnectError {
   readonly code = PROXY_LINK_CODE;
@@ -75,6 +78,8 @@ export class ProxyConnectError extends ConnectError {
  */
 export class ProxyConnector implements Connector {
   private readonly idle = new Map<string, Link[]>();
+  /** Proxies whose link failed lately, until when they are tried last. */
+  private readonly downUntil = new Map<string, number>();
   private readonly timeouts: ClientTimeouts;
   private readonly link: Required<NonNullable<ProxyConnectorOptions['link']>>;
   private closed = false;
@@ -96,18 +101,32 @@ export class ProxyConnector implements Connector {
     const endpoints = this.endpointsFor(source.ip);
     if (endpoints.length === 0) throw new ConnectError('ip-not-hosted', `no proxy is configured for ${source.ip}`);
     let last: ConnectError | undefined;
-    for (const endpoint of endpoints) {
+    // A proxy whose link just failed is tried last for a while: each session
+    // would otherwise pay a dial into a dead host (connectMs) before reaching
+    // the proxy that works. Still tried when nothing else is left.
+    const now = Date.now();
+    const ordered = [...endpoints.filter((e) => !this.isDown(e, now)), ...endpoints.filter((e) => this.isDown(e, now))];
+    for (const endpoint of ordered) {
       try {
         return await this.openVia(endpoint, target, source, tls);
       } catch (err) {
         if (!(err instanceof ConnectError)) throw err;
         last = err;
+        if (err instanceof ProxyConnectError) this.downUntil.set(endpointName(endpoint), Date.now() + PROXY_DOWN_MS);
         // An answer about the MX is final; a proxy that cannot help is not.
         if (!(err instanceof ProxyConnectError) && err.kind !== 'ip-not-hosted') throw err;
         this.options.logger.warn({ proxy: endpointName(endpoint), sending_ip: source.ip, kind: err.kind }, `proxy connector: ${err.message}; trying the next proxy`);
       }
     }
     throw last!;
+  }
+
+  private isDown(endpoint: ProxyEndpoint, now: number): boolean {
+    const until = this.downUntil.get(endpointName(endpoint));
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.downUntil.delete(endpointName(endpoint));
+    return false;
   }
 
   private async openVia(endpoint: ProxyEndpoint, target: Target, source: Source, tls: TlsPolicy): Promise<OutboundSession> {
@@ -182,7 +201,9 @@ export class ProxyConnector implements Connector {
       this.linksOpened++;
       // One link found dead: its idle siblings to the same proxy most likely are too; none is handed out.
       channel.onClose((reason) => {
-        if ((reason as { code?: string }).code === 'ELINKDEAD') this.dropIdle(proxy, reason);
+        if ((reason as { code?: string }).code !== 'ELINKDEAD') return;
+        this.downUntil.set(proxy, Date.now() + PROXY_DOWN_MS);
+        this.dropIdle(proxy, reason);
       });
       this.options.logger.debug({ proxy, proxy_name: welcome.name }, 'proxy connector: link authenticated');
       return { link: { channel, proxy }, fresh: true };

@@ -3,7 +3,7 @@
 // pooled links are dropped within the liveness bound instead of being handed
 // out, a transaction in flight fails as "link lost" within it instead of
 // waiting out its minutes-long budget, and the next session goes through the
-// other proxy holding the sending IP. A busy proxy (a slow MX greeting) is
+// other proxy holding the sending IP (without a dial into the silent one). A busy proxy (a slow MX greeting) is
 // not taken for dead. With the engine: the message whose transaction was in
 // flight is deferred (error_kind proxy-link) and delivered through the other
 // proxy within seconds, though delivery.retry says an hour. The interval is
@@ -90,8 +90,11 @@ test('an idle pooled link to a proxy gone silent is dropped, never handed out; t
   relay.freeze();
   // 2 silent intervals, 2-3 pings: dropped, long before the pool's own idle time (60 s).
   await waitUntil(() => c.idleLinks() === 0, 5_000, () => `idle links: ${c.idleLinks()}`);
+  // Straight to the other proxy: the silent one is tried last for a while, so no dial into it first.
+  const dials = relay.accepted();
   const next = await c.open(target(), source, 'opportunistic');
   expect(next.info.via).toBe('proxy:b');
+  expect(relay.accepted()).toBe(dials);
   await next.send('s@volley.test', ['two@dest.test'], message('two'));
   next.close();
   await mx.waitFor(2);
@@ -112,10 +115,12 @@ test('a transaction in flight when its proxy goes silent fails as "link lost" wi
   await waitUntil(() => outcome !== undefined, 5_000, () => 'send still waiting');
   expect(outcome).toMatch(/^EPROXYLINK: proxy a link lost: nothing from the peer/);
   s.close();
-  // Retried at once: the dead proxy's dial goes unanswered, the other one delivers.
+  // Retried at once, through the other proxy, with no dial into the silent one first.
   held = false;
+  const dials = relay.accepted();
   const again = await c.open(target(), source, 'opportunistic');
   expect(again.info.via).toBe('proxy:b');
+  expect(relay.accepted()).toBe(dials);
   await again.send('s@volley.test', ['held@dest.test'], message('again'));
   again.close();
 });
