@@ -13,6 +13,7 @@ import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
 import { lockPersistentPath, nodeIdentity } from './node-identity';
 import type { Binds } from './worker';
 import { attemptHistory } from './admin/attempt-history';
+import { EventService } from './events/event-service';
 import { workerExecArgv } from './worker-flags';
 
 export interface MtaOptions {
@@ -62,6 +63,9 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const nodeId = nodeIdentity(options.persistentPath, options.nodeId);
   await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
   new DkimSigner(config.dkim); // a key that cannot load stops the start here, with its name
+  // Before the workers start writing: a sink that never ran starts at the log's end as it is now.
+  const events = new EventService({ config, persistentPath: options.persistentPath, nodeId, logger });
+  events.start();
   const count = options.workers ?? defaultWorkers();
   const throttles = new Throttles(config);
   const permits = new Map<number, Map<string, number>>();
@@ -176,16 +180,18 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
 
   const aggregator = new AggregatorRegistry();
   const admin = new AdminServer({
-    ready: () => {
+    ready: async () => {
       const reasons: string[] = [];
       if (ready.size < count) reasons.push(`${count - ready.size} of ${count} workers not ready`);
       for (const s of stats.values()) if (s.writeError) reasons.push(`worker ${s.worker}: ${s.writeError}`);
-      return { ok: reasons.length === 0, reasons };
+      // Sinks are detail, never a reason: a webhook that is down must not take the node out of the load balancer.
+      return { ok: reasons.length === 0, reasons, events: await events.readiness() };
     },
     metrics: async () => {
       const registry = await aggregator.clusterMetrics();
-      return { contentType: aggregator.contentType, body: registry };
+      return { contentType: aggregator.contentType, body: `${registry}\n${await events.registry.metrics()}` };
     },
+    events: { status: () => events.status(), replay: (sink, from) => events.replay(sink, from) },
     queue: async (action, args) => {
       const perWorker = await Promise.all([...workers.values()].map((w) => ask(w, action, args)));
       if (action === 'message') {
@@ -209,7 +215,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     const check = setInterval(() => {
       if ([...workers.values()].every((w) => w.isDead())) {
         clearInterval(check);
-        void admin.close().then(() => {
+        void Promise.all([admin.close(), events.close().catch((err: unknown) => logger.error({ err }, 'events: close failed'))]).then(() => {
           unlock();
           process.exit(0);
         });
