@@ -101,7 +101,9 @@ export class EventService {
       let position = cursors.load(sink.name);
       if (!position) {
         position = endCursor(this.dir);
-        void cursors.save(sink.name, position);
+        const name = sink.name;
+        // Not fatal if it fails: the dispatcher saves it again with its first batch.
+        cursors.save(name, position).catch((err: unknown) => logger.error({ err, sink: name }, 'events: could not save a new sink cursor'));
       }
       const dispatcher = new Dispatcher({
         sink,
