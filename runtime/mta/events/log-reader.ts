@@ -216,8 +216,12 @@ export class LogReader {
         return 'moved';
       }
     }
-    const chunk = Buffer.allocUnsafe(CHUNK);
-    const { bytesRead } = await s.fh!.read(chunk, 0, CHUNK, s.pos.offset + s.buf.length);
+    // Sized by what is there: an idle poll allocates nothing.
+    const at = s.pos.offset + s.buf.length;
+    const want = Math.min(CHUNK, (await s.fh!.stat()).size - at);
+    if (want <= 0) return 'eof';
+    const chunk = Buffer.allocUnsafe(want);
+    const { bytesRead } = await s.fh!.read(chunk, 0, want, at);
     if (bytesRead === 0) return 'eof';
     s.buf = s.buf.length ? Buffer.concat([s.buf, chunk.subarray(0, bytesRead)]) : chunk.subarray(0, bytesRead);
     return 'data';
