@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { registerBootstrap } from './bootstrap';
 import { registerConfig } from './config';
 import { registerDns } from './dns';
+import { registerEvents } from './events';
 import { registerHaproxyConfig } from './haproxy-config';
 import { registerLb } from './lb';
 import { registerLocal } from './local';
@@ -14,6 +15,7 @@ export function registerCommands(program: Command): void {
   registerMta(program);
   registerConfig(program);
   registerQueue(program);
+  registerEvents(program);
   registerLb(program);
   registerProxy(program);
   registerHaproxyConfig(program);

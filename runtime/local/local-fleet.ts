@@ -89,7 +89,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
       `  lb status      : http://127.0.0.1:${layout.lb.admin}/status`,
       ...layout.mtas.map((m) => `  ${`${m.name} direct`.padEnd(15)}: SMTP 127.0.0.1:${m.smtp}, HTTP http://127.0.0.1:${m.http}/v1/messages   (this MTA alone, not through the lb)`),
       ...layout.mtas.map((m) => `  ${`${m.name} admin`.padEnd(15)}: http://127.0.0.1:${m.admin}/queue   (VOLLEY_ADMIN_TOKEN=local-admin volley queue --admin 127.0.0.1:${m.admin})`),
-      ...layout.mtas.map((m) => `  ${`${m.name} attempts`.padEnd(15)}: ${join(data, m.name, 'log', 'attempts')}/*.jsonl`),
+      ...layout.mtas.map((m) => `  ${`${m.name} events`.padEnd(15)}: ${join(data, m.name, 'log', 'events')}/*.jsonl`),
       sink
         ? `  sink MX        : 127.0.0.1:${options.sinkPort}, copies in ${join(data, 'sink')}`
         : options.realMx

@@ -7,13 +7,16 @@ import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
 import { AdminServer } from './admin/admin-server';
 import { DkimSigner } from './delivery/dkim';
-import { verpFromConfig } from './delivery/verp';
+import { loadVerpSecret, verpFromConfig } from './delivery/verp';
+import { startInboundListener } from './inbound/inbound-listener';
+import { inboundRegistry } from './inbound/inbound-metrics';
 import { answerThrottle } from './delivery/throttle-authority';
 import { Throttles } from './delivery/throttles';
 import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
 import { lockPersistentPath, nodeIdentity } from './node-identity';
 import type { Binds } from './worker';
 import { attemptHistory } from './admin/attempt-history';
+import { EventService } from './events/event-service';
 import { workerExecArgv } from './worker-flags';
 
 export interface MtaOptions {
@@ -64,6 +67,22 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
   new DkimSigner(config.dkim); // a key that cannot load stops the start here, with its name
   verpFromConfig(config.inbound); // so does a VERP key (inbound.verp.secret_file) that is missing or short
+  // Before the workers start writing: a sink that never ran starts at the log's end as it is now.
+  const events = new EventService({ config, persistentPath: options.persistentPath, nodeId, logger });
+  events.start();
+  // Reports (DSNs, ARF) come to the primary: they write to its own producer of the event log.
+  const inbound = config.inbound
+    ? await startInboundListener(config.inbound, {
+        events: events.writer,
+        persistentPath: options.persistentPath,
+        logger,
+        verpSecret: config.inbound.verp && loadVerpSecret(config.inbound.verp.secretFile),
+        nodeId,
+        hostname: config.hostname,
+        bounceRules: config.bounceRules,
+      })
+    : undefined;
+  if (inbound) logger.info({ port: inbound.port, domains: config.inbound?.domains }, 'inbound: listening for DSNs and ARF reports');
   const count = options.workers ?? defaultWorkers();
   const throttles = new Throttles(config);
   const permits = new Map<number, Map<string, number>>();
@@ -179,16 +198,18 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
 
   const aggregator = new AggregatorRegistry();
   const admin = new AdminServer({
-    ready: () => {
+    ready: async () => {
       const reasons: string[] = [];
       if (ready.size < count) reasons.push(`${count - ready.size} of ${count} workers not ready`);
       for (const s of stats.values()) if (s.writeError) reasons.push(`worker ${s.worker}: ${s.writeError}`);
-      return { ok: reasons.length === 0, reasons };
+      // Sinks are detail, never a reason: a webhook that is down must not take the node out of the load balancer.
+      return { ok: reasons.length === 0, reasons, events: await events.readiness() };
     },
     metrics: async () => {
       const registry = await aggregator.clusterMetrics();
-      return { contentType: aggregator.contentType, body: registry };
+      return { contentType: aggregator.contentType, body: `${registry}\n${await events.registry.metrics()}\n${await inboundRegistry.metrics()}` };
     },
+    events: { status: () => events.status(), replay: (sink, from) => events.replay(sink, from) },
     queue: async (action, args) => {
       const perWorker = await Promise.all([...workers.values()].map((w) => ask(w, action, args)));
       if (action === 'message') {
@@ -212,7 +233,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     const check = setInterval(() => {
       if ([...workers.values()].every((w) => w.isDead())) {
         clearInterval(check);
-        void admin.close().then(() => {
+        void Promise.all([admin.close(), inbound?.close(), events.close().catch((err: unknown) => logger.error({ err }, 'events: close failed'))]).then(() => {
           unlock();
           process.exit(0);
         });

@@ -1,11 +1,10 @@
-import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../shared/config/types';
 import { VolleyError } from '../shared/errors';
 import { loadTls } from '../shared/tls-files';
-import { AttemptLog } from './delivery/attempt-log';
+import { EventLog, eventsDir } from './events/event-log';
 import { RoutingConnector } from './delivery/routing-connector';
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { DeliveryEngine } from './delivery/engine';
@@ -117,9 +116,10 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
   const intake = new Intake(spool.home, config);
   const tls = await loadTls(config.smtp.tls, options.persistentPath, config.hostname);
   const router = new Router({ routes: config.routes, servers: config.resolver.servers });
-  const attemptLog = new AttemptLog({
-    dir: join(options.persistentPath, 'log', 'attempts'),
+  const attemptLog = new EventLog({
+    dir: eventsDir(options.persistentPath),
     name: `w${options.worker}`,
+    node: options.nodeId,
     maxSize: config.events.attemptLog.maxSize,
     maxAgeMs: config.events.attemptLog.maxAgeMs,
     commitIntervalMs: config.events.attemptLog.commitIntervalMs,

@@ -35,7 +35,7 @@ export async function measureBacklogDrain(opts: { messages: number; sizeBytes: n
       // One connection, one to four round trips of 20 ms a message: 12 msg/s at the slowest, so 4 msg/s is generous.
       const deadlineMs = runDeadlineMs(opts.messages, 4);
       const what = `backlog over one connection${opts.pipelining ? '' : ', no PIPELINING'}`;
-      await guard(what, sink.waitForMessages(opts.messages, 2 * deadlineMs), { deadlineMs, messages: opts.messages, watch: new AttemptWatch([join(dir, 'pp', 'log', 'attempts')]), progress: () => `the sink has ${sink.messages()} of ${opts.messages}` });
+      await guard(what, sink.waitForMessages(opts.messages, 2 * deadlineMs), { deadlineMs, messages: opts.messages, watch: new AttemptWatch([join(dir, 'pp', 'log', 'events')]), progress: () => `the sink has ${sink.messages()} of ${opts.messages}` });
       const elapsedMs = Date.now() - t0;
       return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs };
     } finally {

@@ -70,7 +70,7 @@ export async function measureEndToEnd(opts: {
     const stopMta = ownMta(mta);
     // Every message must reach the sink: one the MTA defers comes back in an
     // hour, so the run fails as soon as the attempt log shows one.
-    const watch = new AttemptWatch([join(dir, 'pp', 'log', 'attempts')]);
+    const watch = new AttemptWatch([join(dir, 'pp', 'log', 'events')]);
     const what = opts.label ?? 'end to end';
     try {
       const warmup = opts.warmupMessages ?? 200;
@@ -98,7 +98,7 @@ export async function measureEndToEnd(opts: {
       const u1 = processUsage(pids);
       const m1 = await spoolCounts(mta.adminUrl);
       await new Promise((r) => setTimeout(r, 300)); // the last attempt lines
-      const tx = transactionTimes(join(dir, 'pp', 'log', 'attempts'));
+      const tx = transactionTimes(join(dir, 'pp', 'log', 'events'));
       return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, intakeMs, txP50Ms: percentile(tx, 0.5), txP99Ms: percentile(tx, 0.99), cpuUsPerMsg: Math.round(((u1.cpuSeconds - u0.cpuSeconds) * 1e6) / opts.messages),
         recordsPerCommit: Number(((m1.records - m0.records) / Math.max(1, m1.commits - m0.commits)).toFixed(2)),
         warmupMsgsPerSec,

@@ -27,7 +27,7 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
     fleet = await startLocalFleet(['--data', data, '--port-base', 'auto', '--no-sink', '--sink-port', String(sink.port)]);
     const port = fleetEndpoints(fleet.output()).smtp;
     // The fleet's MTAs keep their attempt logs under the data folder (mta-1, mta-2).
-    const watch = new AttemptWatch(['mta-1', 'mta-2'].map((m) => join(data, m, 'log', 'attempts')));
+    const watch = new AttemptWatch(['mta-1', 'mta-2'].map((m) => join(data, m, 'log', 'events')));
     await guard('local fleet, warm-up', (async () => {
       const r = await runSmtpSource({ port, messages: 200, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(200) });
       if (r.exitCode !== 0) throw new Error(`local fleet, warm-up: smtp-source failed (${r.exitCode}): ${r.stderr}`);

@@ -4,19 +4,25 @@
 // the token's name and the caller's address.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { adminHttpServer, closeHttpServer, sendJson as json, serveOpenEndpoint } from '../../shared/admin-http';
+import { adminHttpServer, closeHttpServer, sendJson as json, serveOpenEndpoint, type Readiness } from '../../shared/admin-http';
 import { bearerTokenName, type NamedToken } from '../../shared/bearer-token';
+import { errorCode } from '../../shared/errors';
 import { listen } from '../../shared/listen';
 
 export type QueueAction = 'queue' | 'pause' | 'resume' | 'retry' | 'purge' | 'message';
 
 export interface AdminHandlers {
-  /** Ready for traffic: spool writable, config loaded, every worker up. */
-  ready(): { ok: boolean; reasons: string[] };
+  /** Ready for traffic: spool writable, config loaded, every worker up (plus detail, such as the event sinks'). */
+  ready(): Readiness | Promise<Readiness>;
   metrics(): Promise<{ contentType: string; body: string }>;
   /** Queue status, control (pause, resume, retry, purge) and one message's story. */
   queue(action: QueueAction, args: Record<string, string>): Promise<unknown>;
   refresh(): Promise<{ ok: boolean; errors?: string[] }>;
+  /** The event queue: per-sink status, and a replay of a window to one sink. */
+  events?: {
+    status(): Promise<unknown>;
+    replay(sink: string, from: string): unknown;
+  };
 }
 
 export interface AdminAuth {
@@ -110,6 +116,20 @@ export class AdminServer {
       audit(`queue ${action[1]}`);
       return json(res, 200, await this.handlers.queue(action[1] as QueueAction, args));
     }
+    if (path === '/events/status' && req.method === 'GET' && this.handlers.events) return json(res, 200, await this.handlers.events.status());
+    if (path === '/events/replay' && req.method === 'POST' && this.handlers.events) {
+      const body = await readJson(req).catch((err: Error) => err);
+      if (body instanceof Error) return json(res, 400, { error: body.message, code: 'EBADBODY' });
+      const { sink, from } = body as { sink?: unknown; from?: unknown };
+      if (typeof sink !== 'string' || typeof from !== 'string') return json(res, 400, { error: 'replay needs {"sink": NAME, "from": TIME} (an ISO time, or a duration ago such as 2h)', code: 'EBADBODY' });
+      audit(`events replay of ${sink} from ${from}`);
+      try {
+        return json(res, 202, this.handlers.events.replay(sink, from));
+      } catch (err) {
+        const code = errorCode(err);
+        return json(res, code === 'ENOSINK' ? 404 : code === 'EREPLAYING' ? 409 : code === 'EBADTIME' ? 400 : 500, { error: (err as Error).message, code });
+      }
+    }
     if (req.method === 'POST' && path === '/config/refresh') {
       audit('config refresh');
       const r = await this.handlers.refresh();
@@ -117,4 +137,27 @@ export class AdminServer {
     }
     json(res, 404, { error: `no endpoint ${req.method} ${path}` });
   }
+}
+
+/** A small JSON request body (64 KB at most). */
+function readJson(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > 65536) {
+        reject(new Error('the request body is over 64 KB'));
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}'));
+      } catch {
+        reject(new Error('the request body is not JSON'));
+      }
+    });
+    req.on('error', reject);
+  });
 }

@@ -1,17 +1,18 @@
 import { createReadStream, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { eventsDir, parseEventFile } from '../events/event-log';
 import { createInterface } from 'node:readline';
 
 /**
- * Every attempt-log line of one message, oldest first, from the files still
+ * Every event-log line of one message (its attempts, bounces, purge...), oldest first, from the files still
  * under the persistent path (shipped and deleted files are in the archive).
  * An admin lookup, not a hot path: it reads the files line by line.
  */
 export async function attemptHistory(persistentPath: string, id: string): Promise<unknown[]> {
-  const dir = join(persistentPath, 'log', 'attempts');
+  const dir = eventsDir(persistentPath);
   if (!id || !existsSync(dir)) return [];
   const found: { time: string }[] = [];
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.jsonl'))) {
+  for (const f of readdirSync(dir).filter((n) => parseEventFile(n))) {
     const lines = createInterface({ input: createReadStream(join(dir, f), 'utf8'), crlfDelay: Infinity });
     for await (const line of lines) {
       if (!line.includes(id)) continue;

@@ -3,11 +3,15 @@ import type { VolleyConfig } from '../../shared/config/types';
 import type { RecipientResult, SessionInfo, Source } from '../../shared/smtp/connector';
 import type { SpoolPartition } from '../spool/partition';
 import type { Envelope, SpoolEntry } from '../spool/types';
-import type { AttemptEvent, AttemptLog } from './attempt-log';
+import type { EventLog } from '../events/event-log';
+import type { NewEvent } from '../events/types';
 import { BounceClassifier } from './bounce-category';
 import { buildDsn } from './dsn';
 import { errorCode } from '../../shared/errors';
 import { PROXY_LINK_CODE } from './proxy-connector';
+
+/** A delivery event before the log gives it its id. */
+type NewDeliveryEvent = Extract<NewEvent, { event: 'delivery' }>;
 
 /** One message's current attempt: its recipients split into per-domain jobs. */
 export interface Attempt {
@@ -19,7 +23,7 @@ export interface Attempt {
   deferred: string[];
   /** Recipients not tried because the engine stopped: no event, still pending in the spool. */
   abandoned?: string[];
-  events: AttemptEvent[];
+  events: NewDeliveryEvent[];
   envelope?: Envelope;
   dkimDomain?: string;
 }
@@ -43,7 +47,7 @@ export interface JobContext {
 
 export interface RecorderOptions {
   config: VolleyConfig;
-  attemptLog: AttemptLog;
+  attemptLog: EventLog;
   logger: Logger;
   nodeId: string;
   now: () => number;
@@ -188,26 +192,23 @@ export class AttemptRecorder {
     void this.complete(a);
   }
 
-  /** An operator's purge: a final "failed" event per recipient, then the message leaves the spool. */
+  /**
+   * An operator's purge: a `purged` event per recipient, then the message
+   * leaves the spool. A `purged` event and not a "failed" delivery: nothing
+   * was tried, so counting it as a failed attempt would skew bounce rates and
+   * make a sink that takes failures see the operator's act as the receiver's.
+   */
   async purged(entry: SpoolEntry, partition: SpoolPartition): Promise<void> {
-    const now = this.options.now();
+    const time = new Date(this.options.now()).toISOString();
     await this.options.attemptLog.write(
       entry.to.map((rcpt) => ({
-        time: new Date(now).toISOString(),
-        event: 'delivery' as const,
-        status: 'failed' as const,
+        time,
+        event: 'purged' as const,
         message_id: entry.id,
-        attempt: entry.attempts,
-        sender: entry.from,
         recipient: rcpt,
         domain: rcpt.slice(rcpt.lastIndexOf('@') + 1).toLowerCase(),
-        vmta: entry.vmta,
-        pool: entry.pool,
-        smtp_text: 'purged by an operator',
-        error_kind: 'purged',
-        bounce_category: 'other',
-        time_in_queue_ms: now - entry.received,
-        size: entry.size,
+        sender: entry.from,
+        attempt: entry.attempts,
         node: this.options.nodeId,
       })),
     );

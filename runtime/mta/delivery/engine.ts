@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import type { SpoolEntry } from '../spool/types';
-import type { AttemptLog } from './attempt-log';
+import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
@@ -21,7 +21,7 @@ export interface EngineOptions {
   config: VolleyConfig;
   connector: Connector;
   router: Router;
-  attemptLog: AttemptLog;
+  attemptLog: EventLog;
   logger: Logger;
   nodeId: string;
   now?: () => number;
@@ -187,7 +187,7 @@ export class DeliveryEngine {
     return n;
   }
 
-  /** Removes matching messages, each with a final "failed" event saying it was purged. */
+  /** Removes matching messages, each with a `purged` event per recipient. */
   async purge(sel: Selector): Promise<number> {
     const released = this.releaseQueued(sel);
     let n = 0;

@@ -109,7 +109,7 @@ test('every MTA sends from every IP through the proxy holding it, and the MX see
     const n = /t-\d-(\d)/.exec(msg.body)![1];
     expect([msg.clientIp, msg.helo]).toEqual([`127.0.0.${n}`, `ip${n}.mta.test`]);
   }
-  const vias = new Set(mtas.flatMap((m) => readAttempts<{ via: string }>(join(m.persistentPath, 'log', 'attempts'))).map((e) => e.via));
+  const vias = new Set(mtas.flatMap((m) => readAttempts<{ via: string }>(join(m.persistentPath, 'log', 'events'))).map((e) => e.via));
   expect(vias).toEqual(new Set(['proxy:proxy-a', 'proxy:proxy-b']));
 });
 
@@ -136,7 +136,7 @@ test('a cluster limit of 1 connection holds across 3 MTAs with mail, and none is
 test('through the proxy, an MX that refuses, one that never answers and one that closes before the greeting are told apart in the attempt log', async () => {
   const ids: Record<string, string> = {};
   for (const d of ['refused', 'silent', 'closes']) ids[d] = await inject(mtas[0].smtpPort, 'a@shop.example', [`x@${d}.test`], viaVmta('ip-2', `e-${d}`));
-  const dir0 = join(mtas[0].persistentPath, 'log', 'attempts');
+  const dir0 = join(mtas[0].persistentPath, 'log', 'events');
   const kindOf = (id: string): string | undefined => readAttempts<{ message_id: string; error_kind?: string }>(dir0).find((e) => e.message_id === id)?.error_kind;
   const until = Date.now() + 15_000;
   while (Object.values(ids).some((id) => kindOf(id) === undefined) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));

@@ -82,3 +82,15 @@ test('a config with no admin.tokens closes the API and says so', async () => {
     await closed.stop();
   }
 });
+
+test('the event queue in the primary: /events/status and /events/replay need the token; /readyz and /metrics carry the events detail', async () => {
+  expect((await fetch(`${mta.adminUrl}/events/status`)).status).toBe(401);
+  expect((await fetch(`${mta.adminUrl}/events/replay`, { method: 'POST', body: '{}' })).status).toBe(401);
+  const cli = await run(process.execPath, [VOLLEY, 'events', 'status', '--json', '--admin', mta.adminAddress], { env: { ...process.env, VOLLEY_ADMIN_TOKEN: ADMIN_TOKEN } });
+  expect(JSON.parse(cli.stdout)).toMatchObject({ node: expect.any(String), sinks: [] });
+  const replay = await fetch(`${mta.adminUrl}/events/replay`, { method: 'POST', headers: ADMIN_AUTH, body: JSON.stringify({ sink: 'hook', from: '1h' }) });
+  expect(replay.status).toBe(404);
+  expect(await replay.json()).toMatchObject({ code: 'ENOSINK' });
+  expect(await (await fetch(`${mta.adminUrl}/readyz`)).json()).toMatchObject({ ok: true, events: { sinks: {} } });
+  expect(await (await fetch(`${mta.adminUrl}/metrics`)).text()).toMatch(/# TYPE volley_events_skipped_total counter/);
+});

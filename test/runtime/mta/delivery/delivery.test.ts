@@ -92,7 +92,7 @@ interface Event {
 }
 
 function events(): Event[] {
-  return readAttempts<Event>(join(dir, 'pp', 'log', 'attempts'));
+  return readAttempts<Event>(join(dir, 'pp', 'log', 'events'));
 }
 
 async function eventually<T>(fn: () => T | undefined, timeoutMs = 15_000): Promise<T> {

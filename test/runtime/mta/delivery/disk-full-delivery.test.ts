@@ -106,7 +106,7 @@ spool: { segment_size: 256KB, min_free: 3MB, reserve: 512KB }
   expect((await probe(mta.smtpPort, 'probe-full')).code).toBe(452);
 
   expect((await fetch(`${mta.adminUrl}/queue/resume`, { method: 'POST', headers: ADMIN_AUTH })).status).toBe(200);
-  const attempts = join(pp, 'log', 'attempts');
+  const attempts = join(pp, 'log', 'events');
   const delivered = (): Map<string, number> => {
     const n = new Map<string, number>();
     for (const e of readAttempts<{ message_id: string; status: string }>(attempts)) if (e.status === 'delivered') n.set(e.message_id, (n.get(e.message_id) ?? 0) + 1);

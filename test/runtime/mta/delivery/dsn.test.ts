@@ -54,7 +54,7 @@ test('a hard failure sends an RFC 3464 DSN to the return path; a config rule cla
   expect(dsn.body).not.toMatch(/ok@fail\.test\r\nAction/);
   expect(dsn.body).toMatch(/Content-Type: text\/rfc822-headers\r\n\r\n[^]*Subject: offer/);
 
-  const read = () => readAttempts<{ recipient?: string; status?: string; sender?: string; bounce_category?: string }>(join(dir, 'pp', 'log', 'attempts'));
+  const read = () => readAttempts<{ recipient?: string; status?: string; sender?: string; bounce_category?: string }>(join(dir, 'pp', 'log', 'events'));
   // The MX has the DSN before the MTA has its 250 and logged it: wait for that event.
   const dsnDelivered = (e: { recipient?: string; status?: string; sender?: string }) => e.recipient === 'news@shop.example' && e.status === 'delivered' && e.sender === '';
   for (const until = Date.now() + 5000; !read().some(dsnDelivered) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));

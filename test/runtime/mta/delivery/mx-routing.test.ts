@@ -47,7 +47,7 @@ afterAll(async () => {
 const send = (to: string): Promise<string> => inject(mta.smtpPort, 'a@shop.example', [to], message('mx'));
 
 function eventsFor(id: string): { status: string; mx_host?: string; mx_ip?: string; smtp_code?: number; enhanced_code?: string }[] {
-  return readAttempts<{ message_id: string; status: string; mx_host?: string; mx_ip?: string; smtp_code?: number; enhanced_code?: string }>(join(dir, 'pp', 'log', 'attempts')).filter((e) => e.message_id === id);
+  return readAttempts<{ message_id: string; status: string; mx_host?: string; mx_ip?: string; smtp_code?: number; enhanced_code?: string }>(join(dir, 'pp', 'log', 'events')).filter((e) => e.message_id === id);
 }
 
 async function finalEvent(id: string): Promise<ReturnType<typeof eventsFor>[number]> {

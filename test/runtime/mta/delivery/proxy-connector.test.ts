@@ -17,7 +17,7 @@ import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { tempDir } from '../../../helpers/tmp';
 import { join } from 'node:path';
 import pino from 'pino';
-import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
+import { EventLog as AttemptLog } from '../../../../runtime/mta/events/event-log';
 import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
 import { Router } from '../../../../runtime/mta/delivery/router';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { parseConfig } from '../../../../runtime/shared/config/load';
-import { AttemptLog } from '../../../../runtime/mta/delivery/attempt-log';
+import { EventLog as AttemptLog } from '../../../../runtime/mta/events/event-log';
 import { DirectConnector } from '../../../../runtime/mta/delivery/direct-connector';
 import { buildDsn } from '../../../../runtime/mta/delivery/dsn';
 import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';

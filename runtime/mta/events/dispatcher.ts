@@ -1,0 +1,376 @@
+// One batch sink's dispatcher, in the MTA primary: reads the event log from
+// the sink's cursor, keeps the events its filter takes, cuts batches of at
+// most batchSize and hands up to `concurrency` of them to the sink at once.
+// What is ready is sent at once (a batch is not held to fill up), and the
+// cursor moves past a batch only when it and every batch before it are
+// acknowledged, so a restart repeats at most what was in flight. Each sink
+// has its own dispatcher and reader: a slow or dead sink holds up no other
+// sink, and no mail (the writers never wait on a reader).
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { FilterConfig } from '../../shared/config/events';
+import { matchesFilter } from './filter';
+import { compareFiles, copyCursor, LogReader, type Cursor, type UnreadSpan } from './log-reader';
+import type { EventSink, VolleyEvent } from './types';
+
+/** What the bound skipped for a sink: one line of `<events>/skipped.jsonl`. */
+export interface SkipRecord {
+  time: string;
+  sink: string;
+  /** Lines of the log skipped (before the sink's filter: counting them costs no parse). */
+  events: number;
+  bytes: number;
+  first_time?: string;
+  last_time?: string;
+  files: { file: string; from: number; to: number }[];
+}
+
+export interface DispatcherOptions {
+  sink: EventSink;
+  /** The event-log directory. */
+  dir: string;
+  filter?: FilterConfig;
+  /** Where reading starts (the sink's durable cursor). */
+  position: Cursor;
+  /** Makes a committed position durable (the cursor store); a replay has none. */
+  commit?: (c: Cursor) => Promise<void>;
+  /** Unread bytes past which the oldest closed files are skipped (events.max_queue); none for a replay. */
+  maxQueue?: number;
+  /** Records a skip durably (skipped.jsonl); called before the reader moves past. */
+  onSkip?: (r: SkipRecord) => Promise<void>;
+  logger: Logger;
+  now?: () => number;
+  /** How often an idle dispatcher looks for new lines (default 50 ms: the lag budget is 1 s at p99). */
+  pollMs?: number;
+  /** How often the bound is checked (default 1 s). */
+  boundEveryMs?: number;
+  /** A replay: only events at or after this time (ms)... */
+  from?: number;
+  /** ...and no further than this position. */
+  until?: Cursor;
+}
+
+export interface DispatcherStatus {
+  sink: string;
+  /** Events read and not yet acknowledged, plus the unread bytes' worth at the average line size seen. */
+  waitingEvents: number;
+  waitingBytes: number;
+  inFlightBatches: number;
+  /** Age of the oldest event not yet acknowledged (seconds); 0 when nothing waits. */
+  oldestAgeSeconds: number;
+  skippedEvents: number;
+  lastSkip?: SkipRecord;
+  corruptLines: number;
+}
+
+interface Pending {
+  done: boolean;
+  /** The reader's position after this batch (or after a run of lines the filter left out). */
+  position: Cursor;
+  events: number;
+  firstTime?: string;
+}
+
+export class Dispatcher {
+  private readonly reader: LogReader;
+  private readonly now: () => number;
+  private readonly pollMs: number;
+  private committed: Cursor;
+  /** Batches in log order, acknowledged or not; the done head moves the cursor. */
+  private readonly order: Pending[] = [];
+  private inFlight = 0;
+  private lines: string[] = [];
+  private events: VolleyEvent[] = [];
+  private firstAt = 0;
+  private closed = false;
+  private wakeUp?: () => void;
+  private loop?: Promise<void>;
+  private saving?: Promise<void>;
+  private dirty = false;
+  private lastBound = -Infinity;
+  private readBytes = 0;
+  private readLines = 0;
+  private skipped = 0;
+  private lastSkip?: SkipRecord;
+  private corrupt = 0;
+  private finish?: () => void;
+  /** A replay: resolves when every event up to `until` is acknowledged. */
+  readonly finished: Promise<void>;
+
+  constructor(private readonly options: DispatcherOptions) {
+    this.now = options.now ?? Date.now;
+    this.pollMs = options.pollMs ?? 50;
+    this.committed = copyCursor(options.position);
+    this.reader = new LogReader(options.dir, options.position, options.until);
+    this.finished = new Promise((resolve) => (this.finish = resolve));
+  }
+
+  get name(): string {
+    return this.options.sink.name;
+  }
+
+  /** The position every batch before it is acknowledged at: what retention may delete behind. */
+  position(): Cursor {
+    return copyCursor(this.committed);
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Stops reading and sending; what is in flight is read again after a restart. Waits for the cursor's last write. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.wakeUp?.();
+    await this.loop;
+    await this.saving;
+    await this.reader.close();
+  }
+
+  async status(): Promise<DispatcherStatus> {
+    const spans = this.reader.unread();
+    const bytes = spans.reduce((n, s) => n + s.to - s.from, 0);
+    const avg = this.readLines > 0 ? this.readBytes / this.readLines : 500;
+    const inFlight = this.order.reduce((n, p) => n + (p.done ? 0 : p.events), 0) + this.events.length;
+    const oldest = this.order.find((p) => !p.done && p.firstTime)?.firstTime ?? this.events[0]?.time ?? (await firstTime(this.options.dir, spans));
+    return {
+      sink: this.name,
+      waitingEvents: inFlight + Math.round(bytes / avg),
+      waitingBytes: bytes,
+      inFlightBatches: this.inFlight,
+      oldestAgeSeconds: oldest ? Math.max(0, (this.now() - Date.parse(oldest)) / 1000) : 0,
+      skippedEvents: this.skipped,
+      lastSkip: this.lastSkip,
+      corruptLines: this.corrupt,
+    };
+  }
+
+  private async run(): Promise<void> {
+    while (!this.closed) {
+      try {
+        if (await this.step()) continue;
+      } catch (err) {
+        this.options.logger.error({ err, sink: this.name }, 'events: the dispatcher could not read the event log; trying again');
+      }
+      await this.sleep(this.pollMs);
+    }
+  }
+
+  /** One round; true when there is more to read at once. */
+  private async step(): Promise<boolean> {
+    const { sink } = this.options;
+    if (this.options.maxQueue !== undefined && this.now() - this.lastBound >= (this.options.boundEveryMs ?? 1000)) {
+      this.lastBound = this.now();
+      await this.bound(this.options.maxQueue);
+    }
+    if (this.inFlight >= sink.concurrency) return false;
+    const { lines, more } = await this.reader.read(sink.batchSize - this.lines.length);
+    for (const line of lines) {
+      this.readBytes += line.length + 1;
+      this.readLines++;
+      let event: VolleyEvent;
+      try {
+        event = JSON.parse(line) as VolleyEvent;
+      } catch (err) {
+        // Never written by the log (it writes whole lines): a damaged disk or a hand edit. Said, counted, passed.
+        this.corrupt++;
+        this.options.logger.error({ err, sink: this.name, line: line.slice(0, 200) }, 'events: a line of the event log is not JSON; it is passed over');
+        continue;
+      }
+      if (!matchesFilter(this.options.filter, event)) continue;
+      if (this.options.from !== undefined && !(Date.parse(event.time) >= this.options.from)) continue;
+      if (this.lines.length === 0) this.firstAt = this.now();
+      this.lines.push(line);
+      this.events.push(event);
+    }
+    const ready = this.lines.length >= sink.batchSize || (this.lines.length > 0 && (!more || this.now() - this.firstAt >= sink.maxWaitMs));
+    if (ready) this.send();
+    else if (this.lines.length === 0) this.progress();
+    if (!more && this.options.until && this.lines.length === 0 && this.inFlight === 0 && this.order.every((p) => p.done)) this.finish?.();
+    return more;
+  }
+
+  /** The reader moved over lines the filter left out: the cursor may follow once the batches before are done. */
+  private progress(): void {
+    const pos = this.reader.position();
+    const last = this.order.at(-1)?.position ?? this.committed;
+    if (samePosition(pos, last)) return;
+    this.order.push({ done: true, position: pos, events: 0 });
+    this.advance();
+  }
+
+  private send(): void {
+    const batch = { events: this.events, lines: this.lines };
+    this.lines = [];
+    this.events = [];
+    const entry: Pending = { done: false, position: this.reader.position(), events: batch.events.length, firstTime: batch.events[0]?.time };
+    this.order.push(entry);
+    this.inFlight++;
+    this.deliver(entry, batch);
+  }
+
+  private deliver(entry: Pending, batch: { events: VolleyEvent[]; lines: string[] }): void {
+    this.options.sink.deliver(batch).then(
+      () => {
+        entry.done = true;
+        this.inFlight--;
+        this.advance();
+        this.wakeUp?.();
+      },
+      (err: unknown) => {
+        if (this.closed) {
+          this.inFlight--; // read again after the restart: the cursor never passed it
+          return;
+        }
+        // A sink rejects only when closed; anything else is a bug in it. The
+        // batch is not dropped: it is offered again.
+        this.options.logger.error({ err, sink: this.name, events: entry.events }, 'events: the sink failed a batch without closing; offering it again in 1 s');
+        setTimeout(() => (this.closed ? this.inFlight-- : this.deliver(entry, batch)), 1000).unref();
+      },
+    );
+  }
+
+  /** Moves the committed cursor over the acknowledged head of the order, and saves it. */
+  private advance(): void {
+    let moved = false;
+    while (this.order[0]?.done) {
+      this.committed = this.order.shift()!.position;
+      moved = true;
+    }
+    if (moved && this.options.commit) this.save();
+  }
+
+  /** One cursor write at a time; the latest position wins. */
+  private save(): void {
+    if (this.saving) {
+      this.dirty = true;
+      return;
+    }
+    const commit = this.options.commit!;
+    this.saving = (async () => {
+      do {
+        this.dirty = false;
+        try {
+          await commit(copyCursor(this.committed));
+        } catch (err) {
+          // Not fatal: the cursor on disk is older, so a restart repeats more. Tried again with the next batch.
+          this.options.logger.error({ err, sink: this.name }, 'events: could not save the sink cursor');
+        }
+      } while (this.dirty);
+      this.saving = undefined;
+    })();
+  }
+
+  /**
+   * The bound (events.max_queue). A sink that leaves more than this unread
+   * has its oldest closed files skipped, so the log's disk use stays bounded
+   * and mail keeps flowing: the writers never wait on a sink. Nothing is
+   * skipped silently: an error log with the range, a counter, a durable line
+   * in skipped.jsonl (what a replay or the S3 archive can still serve) and
+   * the /readyz detail.
+   */
+  private async bound(maxQueue: number): Promise<void> {
+    const spans = this.reader.unread();
+    let total = spans.reduce((n, s) => n + s.to - s.from, 0);
+    if (total <= maxQueue) return;
+    const closed = spans.filter((s) => s.closed).sort((a, b) => a.file.slice(a.producer.length).localeCompare(b.file.slice(b.producer.length)) || compareFiles(a.file, b.file));
+    const skip: UnreadSpan[] = [];
+    for (const s of closed) {
+      if (total <= maxQueue) break;
+      skip.push(s);
+      total -= s.to - s.from;
+    }
+    if (skip.length === 0) return; // only files still being written are unread: nothing closed to skip
+    const record = { time: new Date(this.now()).toISOString(), sink: this.name, ...(await describe(this.options.dir, skip)) };
+    await this.options.onSkip?.(record);
+    this.options.logger.error(record, `events: sink "${this.name}" is ${total + record.bytes} bytes behind, past events.max_queue (${maxQueue}): skipped ${record.events} events of its oldest files (${record.first_time} .. ${record.last_time}); recorded in skipped.jsonl; replay them from the archive if needed`);
+    this.skipped += record.events;
+    this.lastSkip = record;
+    // Each producer's skipped files are its oldest unread ones: move past the last of them.
+    const lastOf = new Map<string, string>();
+    for (const s of skip) if (!lastOf.has(s.producer) || compareFiles(s.file, lastOf.get(s.producer)!) > 0) lastOf.set(s.producer, s.file);
+    for (const [producer, file] of lastOf) await this.reader.skipPast(producer, file);
+    if (this.lines.length === 0) this.progress();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakeUp = done;
+    });
+  }
+}
+
+function samePosition(a: Cursor, b: Cursor): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => b[k] && a[k].file === b[k].file && a[k].offset === b[k].offset);
+}
+
+/** Counts the lines of the spans and finds their first and last times: one sequential read. */
+async function describe(dir: string, spans: UnreadSpan[]): Promise<Omit<SkipRecord, 'time' | 'sink'>> {
+  let events = 0;
+  let bytes = 0;
+  let first: string | undefined;
+  let last: string | undefined;
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  for (const s of spans) {
+    bytes += s.to - s.from;
+    const fh = await open(join(dir, s.file), 'r').catch(() => undefined);
+    if (!fh) continue;
+    try {
+      let tail = Buffer.alloc(0);
+      for (let at = s.from; at < s.to; ) {
+        const { bytesRead } = await fh.read(chunk, 0, Math.min(chunk.length, s.to - at), at);
+        if (bytesRead === 0) break;
+        const data = Buffer.concat([tail, chunk.subarray(0, bytesRead)]);
+        let start = 0;
+        for (let nl = data.indexOf(0x0a); nl >= 0; nl = data.indexOf(0x0a, start)) {
+          events++;
+          const t = timeOf(data.toString('utf8', start, nl));
+          if (t && (!first || t < first)) first = t;
+          if (t && (!last || t > last)) last = t;
+          start = nl + 1;
+        }
+        tail = Buffer.from(data.subarray(start));
+        at += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  return { events, bytes, first_time: first, last_time: last, files: spans.map((s) => ({ file: s.file, from: s.from, to: s.to })) };
+}
+
+/** The `time` of a line without parsing all of it (the writer puts it first or near it). */
+function timeOf(line: string): string | undefined {
+  const m = /"time":"([^"]+)"/.exec(line);
+  return m?.[1];
+}
+
+/** The time of the first unread event of each producer, the oldest of them. */
+async function firstTime(dir: string, spans: UnreadSpan[]): Promise<string | undefined> {
+  let oldest: string | undefined;
+  const seen = new Set<string>();
+  for (const s of spans) {
+    if (seen.has(s.producer)) continue;
+    seen.add(s.producer);
+    const fh = await open(join(dir, s.file), 'r').catch(() => undefined);
+    if (!fh) continue;
+    try {
+      const buf = Buffer.alloc(Math.min(64 * 1024, s.to - s.from));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, s.from);
+      const t = timeOf(buf.toString('utf8', 0, bytesRead));
+      if (t && (!oldest || t < oldest)) oldest = t;
+    } finally {
+      await fh.close();
+    }
+  }
+  return oldest;
+}

@@ -1,0 +1,138 @@
+import { join } from 'node:path';
+import pino from 'pino';
+import { CursorStore } from '../../../../runtime/mta/events/cursor-store';
+import { Dispatcher } from '../../../../runtime/mta/events/dispatcher';
+import { EventLog } from '../../../../runtime/mta/events/event-log';
+import { endCursor, type Cursor } from '../../../../runtime/mta/events/log-reader';
+import type { NewEvent } from '../../../../runtime/mta/events/types';
+import { MemorySink } from '../../../helpers/event-sink';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
+import { tempDir } from '../../../helpers/tmp';
+
+const root = tempDir();
+const logger = pino({ level: 'silent' });
+const event = (n: number, extra: Partial<NewEvent> = {}): NewEvent =>
+  ({
+    time: new Date(1_700_000_000_000 + n).toISOString(), event: 'delivery', status: 'delivered', message_id: `m${n}`, attempt: 1,
+    sender: 's@x.example', recipient: `r${n}@y.example`, domain: 'y.example', time_in_queue_ms: 5, size: 100, ...extra,
+  }) as NewEvent;
+const range = (from: number, to: number): NewEvent[] => Array.from({ length: to - from }, (_, i) => event(from + i));
+const msgIds = (sink: MemorySink): string[] => sink.events().map((e) => e.message_id!);
+const writer = (dir: string, name = 'w0', maxSize = 1 << 30): EventLog => new EventLog({ dir, name, maxSize, maxAgeMs: 3_600_000, fsync: false });
+
+function dispatcher(dir: string, sink: MemorySink, extra: Partial<ConstructorParameters<typeof Dispatcher>[0]> = {}): Dispatcher {
+  return new Dispatcher({ sink, dir, position: {}, logger, pollMs: 10, ...extra });
+}
+
+test('the cursor survives a restart: after it, the sink gets what came since and nothing it acknowledged', async () => {
+  const dir = join(root, 'restart');
+  const log = writer(dir);
+  const store = new CursorStore(dir);
+  const sink = new MemorySink('hook', 'ack', 10);
+  const d1 = dispatcher(dir, sink, { position: store.load('hook') ?? {}, commit: (c) => store.save('hook', c) });
+  d1.start();
+  await log.write(range(0, 25));
+  await waitUntil(() => sink.events().length === 25);
+  await d1.close();
+  // Events written while the primary is down.
+  await log.write(range(25, 30));
+  const saved = store.load('hook');
+  expect(saved).toEqual(d1.position());
+  const again = new MemorySink('hook', 'ack', 10);
+  const d2 = dispatcher(dir, again, { position: store.load('hook')!, commit: (c) => store.save('hook', c) });
+  d2.start();
+  await waitUntil(() => again.events().length >= 5);
+  await log.write(range(30, 32));
+  await waitUntil(() => again.events().length >= 7);
+  await d2.close();
+  expect(msgIds(again)).toEqual(range(25, 32).map((e) => e.message_id));
+  await log.close();
+});
+
+test('what is ready is sent at once, not held until the batch fills or max_wait passes', async () => {
+  const dir = join(root, 'ready');
+  const log = writer(dir);
+  const sink = new MemorySink('hook', 'ack', 500, 1, 3_600_000);
+  const d = dispatcher(dir, sink);
+  d.start();
+  await log.write(range(0, 3));
+  await waitUntil(() => sink.acked.length === 1);
+  expect(sink.acked[0].events).toHaveLength(3);
+  // The line handed over is the log's own, byte for byte.
+  expect(JSON.parse(sink.acked[0].lines[0])).toEqual(sink.acked[0].events[0]);
+  await d.close();
+  await log.close();
+});
+
+test('batches in flight up to concurrency; the cursor moves in log order even when a later batch is acknowledged first', async () => {
+  const dir = join(root, 'order');
+  const log = writer(dir);
+  const saved: Cursor[] = [];
+  const sink = new MemorySink('hook', 'hold', 2, 3);
+  const start = endCursor(dir);
+  const d = dispatcher(dir, sink, { commit: async (c) => void saved.push(c) });
+  await log.write(range(0, 8));
+  d.start();
+  await waitUntil(() => sink.held.length === 3);
+  // Never more than `concurrency` in flight.
+  expect(sink.offered).toHaveLength(3);
+  expect(d.position()).toEqual(start);
+  // The third is acknowledged first: the cursor may not pass the first two.
+  sink.release(2);
+  await new Promise((r) => setImmediate(r));
+  expect(d.position()).toEqual(start);
+  expect(saved).toEqual([]);
+  await waitUntil(() => sink.offered.length === 4); // its slot went to the fourth batch
+  sink.release(0); // the first: the cursor moves past it alone
+  await waitUntil(() => saved.length >= 1);
+  const afterFirst = d.position().w0.offset;
+  expect(afterFirst).toBeGreaterThan(0);
+  sink.release(0); // the second: now past the third as well
+  await waitUntil(() => d.position().w0.offset > afterFirst);
+  sink.release(0); // the fourth
+  await waitUntil(() => sink.held.length === 0 && sink.acked.length === 4);
+  await waitUntil(() => saved.at(-1)?.w0.offset === endCursor(dir).w0.offset);
+  expect(msgIds(sink).sort()).toEqual(range(0, 8).map((e) => e.message_id).sort());
+  await d.close();
+  await log.close();
+});
+
+test("a sink's filter: kinds, statuses and metadata all must match; what it leaves out still moves its cursor", async () => {
+  const dir = join(root, 'filter');
+  const log = writer(dir);
+  const sink = new MemorySink('tenant-a-bounces', 'ack', 100);
+  const d = dispatcher(dir, sink, { filter: { kinds: ['delivery', 'bounce', 'purged'], statuses: ['failed'], metadata: { tenant: ['a', 'b'] } } });
+  d.start();
+  await log.write([
+    event(1, { status: 'failed', metadata: { tenant: 'a' } }), // in
+    event(2, { status: 'delivered', metadata: { tenant: 'a' } }), // status
+    event(3, { status: 'failed', metadata: { tenant: 'c' } }), // tenant
+    event(4, { status: 'failed' }), // no metadata
+    { time: new Date().toISOString(), event: 'complaint', message_id: 'm5', recipient: 'r@y.example', matched_by: 'verp', feedback_type: 'abuse', metadata: { tenant: 'a' } }, // kind
+    { time: new Date().toISOString(), event: 'purged', message_id: 'm6', recipient: 'r@y.example', metadata: { tenant: 'b' } }, // in: no status to filter on
+    event(7, { status: 'failed', metadata: { tenant: 'b', campaign: 'x' } }), // in
+  ]);
+  await waitUntil(() => sink.events().length === 3);
+  await waitUntil(() => d.position().w0?.offset === endCursor(dir).w0.offset);
+  expect(msgIds(sink)).toEqual(['m1', 'm6', 'm7']);
+  await d.close();
+  await log.close();
+});
+
+test('a dead sink does not slow a live one: the live one gets every event while the dead one holds only its own slots', async () => {
+  const dir = join(root, 'dead');
+  const logs = [writer(dir, 'w0'), writer(dir, 'w1')];
+  const live = new MemorySink('live', 'ack', 50, 2);
+  const dead = new MemorySink('dead', 'dead', 50, 2);
+  const dl = dispatcher(dir, live);
+  const dd = dispatcher(dir, dead);
+  dl.start();
+  dd.start();
+  for (let i = 0; i < 20; i++) await Promise.all(logs.map((l, k) => l.write(range(k * 10_000 + i * 100, k * 10_000 + i * 100 + 100))));
+  await waitUntil(() => live.events().length === 4000, 10_000, () => `${live.events().length} of 4000`);
+  expect(new Set(live.events().map((e) => e.event_id)).size).toBe(4000);
+  // The dead sink was offered its two slots and no more: nothing of it held up the other.
+  expect(dead.offered).toHaveLength(2);
+  expect(dead.acked).toHaveLength(0);
+  await Promise.all([dl.close(), dd.close(), dead.close(), ...logs.map((l) => l.close())]);
+});
