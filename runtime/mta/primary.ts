@@ -14,6 +14,8 @@ import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
 import { lockPersistentPath, nodeIdentity } from './node-identity';
 import type { Binds } from './worker';
 import { attemptHistory } from './admin/attempt-history';
+import { PrimaryDrain } from './drain/primary-side';
+import { loadDrainSecrets } from './drain/secrets';
 import { workerExecArgv } from './worker-flags';
 
 export interface MtaOptions {
@@ -64,6 +66,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
   new DkimSigner(config.dkim); // a key that cannot load stops the start here, with its name
   verpFromConfig(config.inbound); // so does a VERP key (inbound.verp.secret_file) that is missing or short
+  if (config.drain) loadDrainSecrets(config.drain); // and a drain secret
   const count = options.workers ?? defaultWorkers();
   const throttles = new Throttles(config);
   const permits = new Map<number, Map<string, number>>();
@@ -82,7 +85,9 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   // Workers accept on the shared sockets themselves: the primary does not
   // become a bottleneck handing every connection over IPC.
   cluster.schedulingPolicy = cluster.SCHED_NONE;
-  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv) });
+  // 'advanced': drained message bodies go to their worker as Buffers, not JSON arrays of bytes.
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv), serialization: 'advanced' });
+  let drain: PrimaryDrain | undefined;
   const fork = (index: number): void => {
     const env: WorkerEnv = { VOLLEY_WORKER: String(index), VOLLEY_WORKERS: String(count), VOLLEY_NODE_ID: nodeId };
     const w = cluster.fork(env);
@@ -109,6 +114,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         if (ready.size === count) logger.info({ nodeId, workers: count, persistentPath: options.persistentPath }, 'mta ready');
       } else if (m.type === 'stats') stats.set(index, m.stats);
       else if (m.type === 'reply') pending.get(m.id)?.(m);
+      else if (m.type === 'drain-stored') drain?.onStored(m.id, m.outcomes);
       else if (m.type === 'throttle') {
         const value = answerThrottle(throttles, m.q);
         // Remember whose connection permits these are: a worker that dies cannot release them.
@@ -122,6 +128,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     w.on('exit', (code, signal) => {
       for (const [key, n] of permits.get(index) ?? []) for (let i = 0; i < n; i++) throttles.releaseConnection(key);
       permits.delete(index);
+      drain?.onWorkerExit(index);
       ready.delete(index);
       stats.delete(index);
       given.delete(index);
@@ -167,6 +174,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       return { ok: false, errors };
     }
     throttles.apply(config);
+    drain?.apply(config);
     generation++;
     for (const [index, w] of workers) {
       if (!w.isConnected()) continue;
@@ -212,7 +220,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     const check = setInterval(() => {
       if ([...workers.values()].every((w) => w.isDead())) {
         clearInterval(check);
-        void admin.close().then(() => {
+        void Promise.all([admin.close(), drain?.close()]).then(() => {
           unlock();
           process.exit(0);
         });
@@ -228,4 +236,14 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   // Health on its own address (admin.health_listen): the load balancers reach /readyz and nothing else.
   const health = config.admin.healthListen;
   if (health) await admin.listenHealth(health.port, health.address);
+  // The drain endpoint (drain section): 503 until every worker is ready, and once the node stops.
+  drain = await PrimaryDrain.start({
+    config,
+    persistentPath: options.persistentPath,
+    nodeId,
+    workerCount: count,
+    workers,
+    unavailable: () => (stopping ? 'this node is stopping' : ready.size < count ? `${count - ready.size} of ${count} workers not ready` : undefined),
+    logger,
+  });
 }

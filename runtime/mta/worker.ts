@@ -16,6 +16,7 @@ import { Router } from './delivery/router';
 import { HttpApi } from './intake/http-api';
 import { Intake } from './intake/intake';
 import { SmtpListener } from './intake/smtp-listener';
+import { storeDrained } from './drain/store';
 import type { FromWorker, ToWorker, WorkerStats } from './ipc';
 import { metrics } from './metrics';
 import { Spool } from './spool/spool';
@@ -238,6 +239,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         (data) => send({ type: 'reply', id: m.id, ok: true, data }),
         (err: Error) => send({ type: 'reply', id: m.id, ok: false, error: err.message }),
       );
+    } else if (m.type === 'drain-store') {
+      void storeDrained(spool, intake, (entry) => engine.schedule(entry), m.records).then((outcomes) => send({ type: 'drain-stored', id: m.id, outcomes }));
     } else if (m.type === 'throttle-reply') {
       primaryAuthority?.onReply(m.id, m.value);
     } else if (m.type === 'shutdown') {

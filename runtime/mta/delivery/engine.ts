@@ -245,7 +245,7 @@ export class DeliveryEngine {
       else if (this.paused) why = 'delivery is paused on this node';
       else if (e.next > now) why = `waiting for its next retry at ${new Date(e.next).toISOString()}`;
       else why = 'due now';
-      return { id, from: e.from, pending_recipients: e.to, attempts: e.attempts, received: new Date(e.received).toISOString(), next_retry: new Date(e.next).toISOString(), vmta: e.vmta, pool: e.pool, size: e.size, why };
+      return { id, from: e.from, pending_recipients: e.to, attempts: e.attempts, received: new Date(e.received).toISOString(), expires: new Date(expiresAt(e, this.config.delivery.maxLifetimeMs)).toISOString(), next_retry: new Date(e.next).toISOString(), vmta: e.vmta, pool: e.pool, size: e.size, why };
     }
     return undefined;
   }
