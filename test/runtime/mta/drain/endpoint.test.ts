@@ -82,6 +82,8 @@ async function message(id: string): Promise<{ queued: boolean; state: Record<str
 }
 
 const batch = Array.from({ length: 20 }, () => record());
+/** Drained, then purged here: only the dedupe store remembers it. */
+let purgedId = '';
 
 test('a signed batch lands with the state the source gave it, and the future retry waits', async () => {
   const before = await queued();
@@ -113,6 +115,17 @@ test('the same batch again is answered duplicate and not queued twice; /have nam
   const unknown = newMessageId();
   const have = await post('/drain/v1/have', Buffer.from(JSON.stringify({ ids: [batch[3].header.id, unknown] })));
   expect(have).toEqual({ status: 200, body: { have: [batch[3].header.id] } });
+});
+
+test('an id received by drain and since gone from the queue (delivered, purged) is still a duplicate within dedupe_retention', async () => {
+  const one = record();
+  expect((await post('/drain/v1/messages', encodeBatch([one]))).body.results).toEqual([{ id: one.header.id, status: 'queued' }]);
+  const purged = await fetch(`${mta.adminUrl}/queue/purge?id=${one.header.id}`, { method: 'POST', headers: ADMIN_AUTH });
+  expect(purged.status).toBe(200);
+  expect((await message(one.header.id)).queued).toBe(false);
+  expect((await post('/drain/v1/messages', encodeBatch([one]))).body.results).toEqual([{ id: one.header.id, status: 'duplicate' }]);
+  expect((await message(one.header.id)).queued).toBe(false);
+  purgedId = one.header.id;
 });
 
 test('one id twice in a batch is queued once', async () => {
@@ -199,5 +212,7 @@ test('after a restart the destination still answers duplicate, and the drained s
   const before = await queued();
   const r = await post('/drain/v1/messages', encodeBatch(batch));
   expect(r.body.results).toEqual(batch.map((b) => ({ id: b.header.id, status: 'duplicate' })));
+  const gone = batch[0].header;
+  expect((await post('/drain/v1/messages', encodeBatch([{ header: { ...gone, id: purgedId }, body: batch[0].body }]))).body.results).toEqual([{ id: purgedId, status: 'duplicate' }]);
   expect(await queued()).toBe(before);
 }, 60_000);
