@@ -7,6 +7,11 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { newMessageId } from '../../../../runtime/mta/message-id';
 import { encodeBatch, signRequest, type DrainMessageHeader, type DrainRecord } from '../../../../runtime/mta/drain/protocol';
+import pino from 'pino';
+import { DrainEndpoint, type StoreOutcome } from '../../../../runtime/mta/drain/endpoint';
+import { SeenIds } from '../../../../runtime/mta/drain/seen-ids';
+import { parseConfig } from '../../../../runtime/shared/config/load';
+import { loadTls } from '../../../../runtime/shared/tls-files';
 import { ADMIN_AUTH, testConfigYaml } from '../../../helpers/config';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { getFreePort } from '../../../helpers/postfix-tools';
@@ -39,13 +44,13 @@ interface Reply {
   body: { results?: { id: string; status: string; reason?: string }[]; have?: string[]; error?: { code: string; message: string } };
 }
 
-function post(path: string, body: Buffer, options: { from?: string; headers?: Record<string, string>; secret?: Buffer; node?: string; now?: number } = {}): Promise<Reply> {
+function post(path: string, body: Buffer, options: { from?: string; headers?: Record<string, string>; secret?: Buffer; node?: string; now?: number; port?: number } = {}): Promise<Reply> {
   const signed = signRequest(options.secret ?? SECRET, options.node ?? SOURCE, body, options.now);
   return new Promise((resolve, reject) => {
     const req = request(
       {
         host: '127.0.0.1',
-        port: drainPort,
+        port: options.port ?? drainPort,
         path,
         method: 'POST',
         localAddress: options.from ?? '127.0.0.2',
@@ -216,3 +221,60 @@ test('after a restart the destination still answers duplicate, and the drained s
   expect((await post('/drain/v1/messages', encodeBatch([{ header: { ...gone, id: purgedId }, body: batch[0].body }]))).body.results).toEqual([{ id: purgedId, status: 'duplicate' }]);
   expect(await queued()).toBe(before);
 }, 60_000);
+
+describe('in process: when the node cannot take a batch now', () => {
+  let endpoint: DrainEndpoint;
+  let seen: SeenIds;
+  let down: string | undefined;
+  let outcome: (i: number) => StoreOutcome;
+  const stored: string[] = [];
+
+  beforeAll(async () => {
+    const config = parseConfig(`${testConfigYaml()}drain: { accept_from: [127.0.0.2/32] }\n`).drain!;
+    seen = await SeenIds.open(join(dir, 'unit', 'seen.log'), config.dedupeRetentionMs, { fsync: false });
+    endpoint = new DrainEndpoint({
+      config,
+      nodeId: 'destination',
+      secrets: [SECRET],
+      tls: await loadTls(undefined, join(dir, 'unit'), 'localhost'),
+      seen,
+      store: async (records) => records.map((r, i) => (stored.push(r.header.id), outcome(i))),
+      unavailable: () => down,
+      logger: pino({ level: 'silent' }),
+    });
+    await endpoint.listen({ address: '127.0.0.1', port: 0 });
+  });
+  afterAll(async () => {
+    await endpoint.close();
+    await seen.close();
+  });
+
+  test('stopping or draining itself: 503, and nothing reaches the spool', async () => {
+    down = 'this node is stopping';
+    outcome = () => ({ status: 'queued' });
+    const r = await post('/drain/v1/messages', encodeBatch([record()]), { port: endpoint.port });
+    expect(r).toMatchObject({ status: 503, body: { error: { code: 'unavailable', message: 'this node is stopping' } } });
+    expect(stored).toEqual([]);
+    down = undefined;
+  });
+
+  test('spool full for the whole batch: 503 (nothing held here, the source may go elsewhere)', async () => {
+    outcome = () => ({ status: 'unavailable', reason: 'spool disk is full' });
+    const a = record();
+    const r = await post('/drain/v1/messages', encodeBatch([a]), { port: endpoint.port });
+    expect(r).toMatchObject({ status: 503 });
+    expect(seen.has(a.header.id)).toBe(false);
+  });
+
+  test('spool full for part of a batch: the stored part is queued and remembered, the rest refused with the reason', async () => {
+    outcome = (i) => (i === 0 ? { status: 'queued' } : { status: 'unavailable', reason: 'spool disk is full' });
+    const a = record();
+    const b = record();
+    const r = await post('/drain/v1/messages', encodeBatch([a, b]), { port: endpoint.port });
+    expect(r.body.results).toEqual([
+      { id: a.header.id, status: 'queued' },
+      { id: b.header.id, status: 'refused', reason: 'unavailable: spool disk is full' },
+    ]);
+    expect([seen.has(a.header.id), seen.has(b.header.id)]).toEqual([true, false]);
+  });
+});
