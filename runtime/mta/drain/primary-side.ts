@@ -4,7 +4,6 @@
 // place. Buffers cross the cluster IPC with 'advanced' serialization (set in
 // primary.ts): measured on the 2-core box, 20,000 2 KB records in ~0.4 s.
 import type { Worker } from 'node:cluster';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
 import { loadTls } from '../../shared/tls-files';
@@ -12,7 +11,7 @@ import type { ToWorker } from '../ipc';
 import { DrainEndpoint, type StoreOutcome } from './endpoint';
 import type { DrainRecord } from './protocol';
 import { loadDrainSecrets } from './secrets';
-import { SeenIds } from './seen-ids';
+import { SeenIds, seenIdsPath } from './seen-ids';
 
 /** How long a worker may take to make its share of a batch durable before the primary gives up on it (answered as not stored now). */
 const STORE_TIMEOUT_MS = 60_000;
@@ -50,7 +49,7 @@ export class PrimaryDrain {
     if (!drain) return undefined;
     const secrets = loadDrainSecrets(drain);
     const tls = await loadTls(drain.tls ?? options.config.http.tls, options.persistentPath, options.config.hostname);
-    const seen = await SeenIds.open(join(options.persistentPath, 'drain', 'seen.log'), drain.dedupeRetentionMs, { fsync: options.config.spool.fsync });
+    const seen = await SeenIds.open(seenIdsPath(options.persistentPath), drain.dedupeRetentionMs, { fsync: options.config.spool.fsync });
     let self: PrimaryDrain | undefined;
     const endpoint = new DrainEndpoint({
       config: drain,

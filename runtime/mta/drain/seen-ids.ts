@@ -15,6 +15,11 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/** Where a node keeps the ids it received by drain. */
+export function seenIdsPath(persistentPath: string): string {
+  return join(persistentPath, 'drain', 'seen.log');
+}
+
 export class SeenIds {
   private readonly seen = new Map<string, number>();
   private position = 0;
@@ -49,8 +54,10 @@ export class SeenIds {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     for (const line of text.split('\n')) {
-      const m = /^(\S+) (\d+)$/.exec(line);
-      if (m && Number(m[2]) >= cutoff) kept.set(m[1], Number(m[2]));
+      const m = /^(\S+) (\d+|-)$/.exec(line);
+      if (!m) continue;
+      if (m[2] === '-') kept.delete(m[1]);
+      else if (Number(m[2]) >= cutoff) kept.set(m[1], Number(m[2]));
     }
     const compacted = Buffer.from([...kept].map(([id, at]) => `${id} ${at}\n`).join(''), 'latin1');
     const tmp = join(dirname(file), `.${Date.now()}.seen.tmp`);
@@ -82,6 +89,29 @@ export class SeenIds {
         data,
         resolve: () => {
           for (const id of ids) this.seen.set(id, at);
+          resolve();
+        },
+        reject,
+      });
+    });
+  }
+
+  /**
+   * Forgets ids this node no longer holds because it drained them away to
+   * another node: were that node later drained back here, `duplicate` would
+   * make both sides drop the message. `volley drain` calls this for what a
+   * destination acknowledged (it holds the persistent path's lock then, so it
+   * is the file's only writer). Resolves once durable.
+   */
+  forget(ids: readonly string[]): Promise<void> {
+    const known = ids.filter((id) => this.seen.has(id));
+    if (known.length === 0) return Promise.resolve();
+    const data = Buffer.from(known.map((id) => `${id} -\n`).join(''), 'latin1');
+    return new Promise<void>((resolve, reject) => {
+      this.commit.add({
+        data,
+        resolve: () => {
+          for (const id of known) this.seen.delete(id);
           resolve();
         },
         reject,

@@ -45,3 +45,16 @@ test('a torn last line is dropped; appends go on after what is kept', async () =
   await again.close();
   expect(readFileSync(file, 'latin1')).toBe(`KEPT ${T}\nNEXT ${T}\n`);
 });
+
+test('an id drained away again is forgotten, durably: a later drain back here is queued, not dropped as a duplicate', async () => {
+  const file = join(dir, 'd', 'seen.log');
+  const s = await SeenIds.open(file, 7 * DAY, { now: T });
+  await s.add(['MOVED', 'STAYS'], T);
+  await s.forget(['MOVED', 'NEVER-SEEN']);
+  expect([s.has('MOVED'), s.has('STAYS')]).toEqual([false, true]);
+  await s.close();
+  const again = await SeenIds.open(file, 7 * DAY, { now: T });
+  expect([again.has('MOVED'), again.has('STAYS')]).toEqual([false, true]);
+  await again.close();
+  expect(readFileSync(file, 'latin1')).toBe(`STAYS ${T}\n`);
+});
