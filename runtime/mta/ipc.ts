@@ -23,7 +23,8 @@ export type ToWorker =
   | { type: 'shutdown' }
   | { type: 'throttle-reply'; id: number; value: unknown }
   /** Drained messages this worker owns (hash of the id): make them durable and schedule them. */
-  | { type: 'drain-store'; id: number; records: DrainStoreRecord[] };
+  | { type: 'drain-store'; id: number; records: DrainStoreRecord[] }
+  | { type: 'drain-held-ack' };
 
 export type FromWorker =
   /** A starting worker asks for the config the primary runs: it never reads the file itself. */
@@ -35,7 +36,9 @@ export type FromWorker =
   | { type: 'reply'; id: number; ok: boolean; data?: unknown; error?: string }
   | { type: 'config-applied'; worker: number }
   | { type: 'throttle'; id: number; q: ThrottleOp }
-  | { type: 'drain-stored'; id: number; outcomes: StoreOutcome[] };
+  | { type: 'drain-stored'; id: number; outcomes: StoreOutcome[] }
+  /** A starting worker's queued drained messages: the primary records them as seen before the worker delivers any. */
+  | { type: 'drain-held'; worker: number; ids: string[] };
 
 export function isFromWorker(m: unknown): m is FromWorker {
   return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string';

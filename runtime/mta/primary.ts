@@ -87,7 +87,16 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   // 'advanced': drained message bodies go to their worker as Buffers, not JSON arrays of bytes.
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv), serialization: 'advanced' });
-  let drain: PrimaryDrain | undefined;
+  // Drain (drain section): the dedupe store opens before the workers, which report their drained messages to it.
+  const drain = await PrimaryDrain.open({
+    config,
+    persistentPath: options.persistentPath,
+    nodeId,
+    workerCount: count,
+    workers,
+    unavailable: () => (stopping ? 'this node is stopping' : ready.size < count ? `${count - ready.size} of ${count} workers not ready` : undefined),
+    logger,
+  });
   const fork = (index: number): void => {
     const env: WorkerEnv = { VOLLEY_WORKER: String(index), VOLLEY_WORKERS: String(count), VOLLEY_NODE_ID: nodeId };
     const w = cluster.fork(env);
@@ -115,6 +124,12 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       } else if (m.type === 'stats') stats.set(index, m.stats);
       else if (m.type === 'reply') pending.get(m.id)?.(m);
       else if (m.type === 'drain-stored') drain?.onStored(m.id, m.outcomes);
+      else if (m.type === 'drain-held') {
+        // The worker delivers nothing until this is recorded (or has failed, logged: a broken disk must not keep the node down).
+        void (drain?.onHeld(m.ids) ?? Promise.resolve())
+          .catch((err: unknown) => logger.error({ err }, 'drain: recording held ids failed'))
+          .then(() => w.send({ type: 'drain-held-ack' } satisfies ToWorker));
+      }
       else if (m.type === 'throttle') {
         const value = answerThrottle(throttles, m.q);
         // Remember whose connection permits these are: a worker that dies cannot release them.
@@ -237,13 +252,5 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const health = config.admin.healthListen;
   if (health) await admin.listenHealth(health.port, health.address);
   // The drain endpoint (drain section): 503 until every worker is ready, and once the node stops.
-  drain = await PrimaryDrain.start({
-    config,
-    persistentPath: options.persistentPath,
-    nodeId,
-    workerCount: count,
-    workers,
-    unavailable: () => (stopping ? 'this node is stopping' : ready.size < count ? `${count - ready.size} of ${count} workers not ready` : undefined),
-    logger,
-  });
+  await drain?.listen();
 }

@@ -16,7 +16,7 @@ import { Router } from './delivery/router';
 import { HttpApi } from './intake/http-api';
 import { Intake } from './intake/intake';
 import { SmtpListener } from './intake/smtp-listener';
-import { storeDrained } from './drain/store';
+import { reportDrainHeld, storeDrained } from './drain/store';
 import type { FromWorker, ToWorker, WorkerStats } from './ipc';
 import { metrics } from './metrics';
 import { Spool } from './spool/spool';
@@ -254,6 +254,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
   if (terminate.requested()) return void shutdown();
   process.on('disconnect', () => void shutdown());
   report();
+  await reportDrainHeld(spool, options.worker);
   // Ready means taking mail: the queue's timers are built (and the scan's
   // garbage collected) right after, while intake already runs.
   send({ type: 'ready', worker: options.worker });

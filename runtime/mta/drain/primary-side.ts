@@ -43,8 +43,12 @@ export class PrimaryDrain {
     private readonly options: PrimaryDrainOptions,
   ) {}
 
-  /** Starts the endpoint when the config has a drain section; undefined otherwise. Throws (start fails) on a missing secret. */
-  static async start(options: PrimaryDrainOptions): Promise<PrimaryDrain | undefined> {
+  /**
+   * Opens the dedupe store and readies the endpoint when the config has a
+   * drain section (undefined otherwise); before the workers fork, so their
+   * drain-held reports find it. Throws (the start fails) on a missing secret.
+   */
+  static async open(options: PrimaryDrainOptions): Promise<PrimaryDrain | undefined> {
     const drain = options.config.drain;
     if (!drain) return undefined;
     const secrets = loadDrainSecrets(drain);
@@ -62,9 +66,26 @@ export class PrimaryDrain {
       logger: options.logger,
     });
     self = new PrimaryDrain(endpoint, seen, options);
-    const port = await endpoint.listen();
-    options.logger.info({ address: drain.listen.address, port, remembered: seen.size }, 'drain endpoint listening');
     return self;
+  }
+
+  async listen(): Promise<void> {
+    const port = await this.endpoint.listen();
+    this.options.logger.info({ address: this.options.config.drain?.listen.address, port, remembered: this.seen.size }, 'drain endpoint listening');
+  }
+
+  /**
+   * A starting worker's queued drained messages (drain-held), before it
+   * delivers anything: a crash between a batch's spool write and its seen-ids
+   * write leaves messages queued but unrecorded, and once delivered they would
+   * be taken again from a source that never got its answer. Recorded now,
+   * they stay `duplicate` for dedupe_retention.
+   */
+  async onHeld(ids: readonly string[]): Promise<void> {
+    const missing = ids.filter((id) => !this.seen.has(id));
+    if (missing.length === 0) return;
+    await this.seen.add(missing);
+    this.options.logger.warn({ ids: missing.length }, 'drain: queued drained messages missing from the dedupe store (a crash mid-batch) recorded now');
   }
 
   apply(config: VolleyConfig): void {

@@ -9,6 +9,7 @@ import type { Intake } from '../intake/intake';
 import type { Spool } from '../spool/spool';
 import type { Envelope, SpoolEntry } from '../spool/types';
 import type { StoreOutcome } from './endpoint';
+import type { FromWorker, ToWorker } from '../ipc';
 import type { DrainMessageHeader } from './protocol';
 
 export interface DrainStoreRecord {
@@ -58,4 +59,24 @@ export async function storeDrained(spool: Spool, intake: Intake, schedule: (entr
       }
     }),
   );
+}
+
+/**
+ * Before a starting worker delivers anything, the primary records its queued
+ * drained messages (only those carry `expires`) in the node's dedupe store:
+ * after a crash between a batch's spool write and its seen-ids write, they
+ * would otherwise be taken again once delivered. Resolves on the primary's ack.
+ */
+export function reportDrainHeld(spool: Spool, worker: number): Promise<void> {
+  const ids = spool.partitions.flatMap((p) => [...p.entries()].filter((e) => e.expires !== undefined).map((e) => e.id));
+  if (ids.length === 0 || !process.send) return Promise.resolve();
+  return new Promise((resolve) => {
+    const onMessage = (m: ToWorker): void => {
+      if (m.type !== 'drain-held-ack') return;
+      process.off('message', onMessage);
+      resolve();
+    };
+    process.on('message', onMessage);
+    process.send!({ type: 'drain-held', worker, ids } satisfies FromWorker);
+  });
 }

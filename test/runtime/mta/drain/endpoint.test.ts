@@ -2,7 +2,7 @@
 // loopback: a signed batch lands in the spool with the source's state, a
 // second copy (also after a restart) is answered `duplicate`, and every
 // whole-request refusal (401, 403, 409, 400, 413) leaves the queue untouched.
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { newMessageId } from '../../../../runtime/mta/message-id';
@@ -220,6 +220,17 @@ test('after a restart the destination still answers duplicate, and the drained s
   const gone = batch[0].header;
   expect((await post('/drain/v1/messages', encodeBatch([{ header: { ...gone, id: purgedId }, body: batch[0].body }]))).body.results).toEqual([{ id: purgedId, status: 'duplicate' }]);
   expect(await queued()).toBe(before);
+}, 60_000);
+
+test('messages queued but not recorded as seen (a crash between the two writes) are duplicates even once gone from the queue', async () => {
+  await mta.stop();
+  rmSync(join(dir, 'pp', 'drain', 'seen.log')); // what a crash right after the spool write leaves
+  mta = await start();
+  const h = batch[7].header;
+  expect((await fetch(`${mta.adminUrl}/queue/purge?id=${h.id}`, { method: 'POST', headers: ADMIN_AUTH })).status).toBe(200);
+  expect((await message(h.id)).queued).toBe(false);
+  expect((await post('/drain/v1/messages', encodeBatch([batch[7]]))).body.results).toEqual([{ id: h.id, status: 'duplicate' }]);
+  expect((await message(h.id)).queued).toBe(false);
 }, 60_000);
 
 describe('in process: when the node cannot take a batch now', () => {
