@@ -210,10 +210,12 @@ export class DrainEndpoint {
       try {
         await this.options.seen.add(queuedIds, now);
       } catch (err) {
-        // The messages are durable in the spool; the owning worker still
-        // answers `duplicate` for them while they are queued.
-        this.options.logger.error({ err, ids: queuedIds.length }, 'drain: recording seen ids failed');
-        throw new DrainHttpError(DRAIN_HTTP_STATUS.unavailable, 'dedupe_write_failed', `recording the received ids failed: ${(err as Error).message}`);
+        // The messages are durable in the spool, so the answer stays `queued`:
+        // a 503 would send them to another destination too. Remembered in
+        // memory meanwhile; after a restart the workers' drain-held reports
+        // record them before any is delivered.
+        this.options.seen.remember(queuedIds, now);
+        this.options.logger.error({ err, ids: queuedIds.length }, 'drain: recording seen ids failed; kept in memory until the next start');
       }
     } finally {
       for (const f of fresh) if (this.inflight.get(f.record.header.id) === settled) this.inflight.delete(f.record.header.id);

@@ -80,6 +80,11 @@ export class SeenIds {
     return this.seen.size;
   }
 
+  /** In memory only: for ids whose durable write failed (their spool records stand in until the next start). */
+  remember(ids: readonly string[], at = Date.now()): void {
+    for (const id of ids) this.seen.set(id, at);
+  }
+
   /** Records ids as seen at `at`; resolves once durable. Everything added in one turn shares one write. */
   add(ids: readonly string[], at = Date.now()): Promise<void> {
     if (ids.length === 0) return Promise.resolve();

@@ -288,4 +288,28 @@ describe('in process: when the node cannot take a batch now', () => {
     ]);
     expect([seen.has(a.header.id), seen.has(b.header.id)]).toEqual([true, false]);
   });
+
+  test('a failed write of the seen ids still answers queued (the spool holds them; a 503 would send them elsewhere too), and dedupes from memory', async () => {
+    const broken = await SeenIds.open(join(dir, 'unit-broken', 'seen.log'), 86_400_000, { fsync: false });
+    await broken.close(); // its file handle is gone: every write fails
+    const config = parseConfig(`${testConfigYaml()}drain: { accept_from: [127.0.0.2/32] }\n`).drain!;
+    const other = new DrainEndpoint({
+      config,
+      nodeId: 'destination',
+      secrets: [SECRET],
+      tls: await loadTls(undefined, join(dir, 'unit'), 'localhost'),
+      seen: broken,
+      store: async (records) => records.map(() => ({ status: 'queued' as const })),
+      unavailable: () => undefined,
+      logger: pino({ level: 'silent' }),
+    });
+    await other.listen({ address: '127.0.0.1', port: 0 });
+    try {
+      const a = record();
+      expect((await post('/drain/v1/messages', encodeBatch([a]), { port: other.port })).body.results).toEqual([{ id: a.header.id, status: 'queued' }]);
+      expect((await post('/drain/v1/messages', encodeBatch([a]), { port: other.port })).body.results).toEqual([{ id: a.header.id, status: 'duplicate' }]);
+    } finally {
+      await other.close();
+    }
+  });
 });
