@@ -17,6 +17,8 @@ import { lockPersistentPath, nodeIdentity } from './node-identity';
 import type { Binds } from './worker';
 import { attemptHistory } from './admin/attempt-history';
 import { EventService } from './events/event-service';
+import { PrimaryDrain } from './drain/primary-side';
+import { loadDrainSecrets } from './drain/secrets';
 import { workerExecArgv } from './worker-flags';
 
 export interface MtaOptions {
@@ -83,6 +85,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       })
     : undefined;
   if (inbound) logger.info({ port: inbound.port, domains: config.inbound?.domains }, 'inbound: listening for DSNs and ARF reports');
+  if (config.drain) loadDrainSecrets(config.drain); // and a drain secret
   const count = options.workers ?? defaultWorkers();
   const throttles = new Throttles(config);
   const permits = new Map<number, Map<string, number>>();
@@ -101,7 +104,18 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   // Workers accept on the shared sockets themselves: the primary does not
   // become a bottleneck handing every connection over IPC.
   cluster.schedulingPolicy = cluster.SCHED_NONE;
-  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv) });
+  // 'advanced': drained message bodies go to their worker as Buffers, not JSON arrays of bytes.
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv), serialization: 'advanced' });
+  // Drain (drain section): the dedupe store opens before the workers, which report their drained messages to it.
+  const drain = await PrimaryDrain.open({
+    config,
+    persistentPath: options.persistentPath,
+    nodeId,
+    workerCount: count,
+    workers,
+    unavailable: () => (stopping ? 'this node is stopping' : ready.size < count ? `${count - ready.size} of ${count} workers not ready` : undefined),
+    logger,
+  });
   const fork = (index: number): void => {
     const env: WorkerEnv = { VOLLEY_WORKER: String(index), VOLLEY_WORKERS: String(count), VOLLEY_NODE_ID: nodeId };
     const w = cluster.fork(env);
@@ -128,6 +142,13 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         if (ready.size === count) logger.info({ nodeId, workers: count, persistentPath: options.persistentPath }, 'mta ready');
       } else if (m.type === 'stats') stats.set(index, m.stats);
       else if (m.type === 'reply') pending.get(m.id)?.(m);
+      else if (m.type === 'drain-stored') drain?.onStored(m.id, m.outcomes);
+      else if (m.type === 'drain-held') {
+        // The worker delivers nothing until this is recorded (or has failed, logged: a broken disk must not keep the node down).
+        void (drain?.onHeld(m.ids) ?? Promise.resolve())
+          .catch((err: unknown) => logger.error({ err }, 'drain: recording held ids failed'))
+          .then(() => w.send({ type: 'drain-held-ack' } satisfies ToWorker));
+      }
       else if (m.type === 'throttle') {
         const value = answerThrottle(throttles, m.q);
         // Remember whose connection permits these are: a worker that dies cannot release them.
@@ -141,6 +162,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     w.on('exit', (code, signal) => {
       for (const [key, n] of permits.get(index) ?? []) for (let i = 0; i < n; i++) throttles.releaseConnection(key);
       permits.delete(index);
+      drain?.onWorkerExit(index);
       ready.delete(index);
       stats.delete(index);
       given.delete(index);
@@ -186,6 +208,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       return { ok: false, errors };
     }
     throttles.apply(config);
+    drain?.apply(config);
     generation++;
     for (const [index, w] of workers) {
       if (!w.isConnected()) continue;
@@ -233,7 +256,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     const check = setInterval(() => {
       if ([...workers.values()].every((w) => w.isDead())) {
         clearInterval(check);
-        void Promise.all([admin.close(), inbound?.close(), events.close().catch((err: unknown) => logger.error({ err }, 'events: close failed'))]).then(() => {
+        void Promise.all([admin.close(), drain?.close(), inbound?.close(), events.close().catch((err: unknown) => logger.error({ err }, 'events: close failed'))]).then(() => {
           unlock();
           process.exit(0);
         });
@@ -249,4 +272,6 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   // Health on its own address (admin.health_listen): the load balancers reach /readyz and nothing else.
   const health = config.admin.healthListen;
   if (health) await admin.listenHealth(health.port, health.address);
+  // The drain endpoint (drain section): 503 until every worker is ready, and once the node stops.
+  await drain?.listen();
 }

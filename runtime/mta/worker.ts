@@ -15,6 +15,7 @@ import { Router } from './delivery/router';
 import { HttpApi } from './intake/http-api';
 import { Intake } from './intake/intake';
 import { SmtpListener } from './intake/smtp-listener';
+import { reportDrainHeld, storeDrained } from './drain/store';
 import type { FromWorker, ToWorker, WorkerStats } from './ipc';
 import { metrics } from './metrics';
 import { Spool } from './spool/spool';
@@ -238,6 +239,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         (data) => send({ type: 'reply', id: m.id, ok: true, data }),
         (err: Error) => send({ type: 'reply', id: m.id, ok: false, error: err.message }),
       );
+    } else if (m.type === 'drain-store') {
+      void storeDrained(spool, intake, (entry) => engine.schedule(entry), m.records).then((outcomes) => send({ type: 'drain-stored', id: m.id, outcomes }));
     } else if (m.type === 'throttle-reply') {
       primaryAuthority?.onReply(m.id, m.value);
     } else if (m.type === 'shutdown') {
@@ -251,6 +254,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
   if (terminate.requested()) return void shutdown();
   process.on('disconnect', () => void shutdown());
   report();
+  await reportDrainHeld(spool, options.worker);
   // Ready means taking mail: the queue's timers are built (and the scan's
   // garbage collected) right after, while intake already runs.
   send({ type: 'ready', worker: options.worker });

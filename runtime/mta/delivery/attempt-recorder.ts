@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { RecipientResult, SessionInfo, Source } from '../../shared/smtp/connector';
 import type { SpoolPartition } from '../spool/partition';
-import type { Envelope, SpoolEntry } from '../spool/types';
+import { expiresAt, type Envelope, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
 import type { NewEvent } from '../events/types';
 import { BounceClassifier } from './bounce-category';
@@ -227,7 +227,7 @@ export class AttemptRecorder {
       // Deferred by the proxy link alone (every deferral of this attempt): retried soon.
       const linkOnly = a.events.every((e) => e.status !== 'deferred' || e.error_kind === PROXY_LINK_ERROR_KIND);
       next = now + (linkOnly ? Math.min(wait, this.options.proxyLinkRetryMs ?? PROXY_LINK_RETRY_MS) : wait);
-      if (next > entry.received + this.config.delivery.maxLifetimeMs) {
+      if (next > expiresAt(entry, this.config.delivery.maxLifetimeMs)) {
         // Past its lifetime: the deferral becomes the final, expired, result.
         next = undefined;
         for (const e of a.events) if (e.status === 'deferred') e.status = 'expired';

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
-import type { SpoolEntry } from '../spool/types';
+import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
@@ -248,7 +248,7 @@ export class DeliveryEngine {
       else if (this.paused) why = 'delivery is paused on this node';
       else if (e.next > now) why = `waiting for its next retry at ${new Date(e.next).toISOString()}`;
       else why = 'due now';
-      return { id, from: e.from, pending_recipients: e.to, attempts: e.attempts, received: new Date(e.received).toISOString(), next_retry: new Date(e.next).toISOString(), vmta: e.vmta, pool: e.pool, size: e.size, why };
+      return { id, from: e.from, pending_recipients: e.to, attempts: e.attempts, received: new Date(e.received).toISOString(), expires: new Date(expiresAt(e, this.config.delivery.maxLifetimeMs)).toISOString(), next_retry: new Date(e.next).toISOString(), vmta: e.vmta, pool: e.pool, size: e.size, why };
     }
     return undefined;
   }
@@ -461,7 +461,7 @@ export class DeliveryEngine {
       if (dest.heldUntil <= now && !this.isHeldByOperator(dest)) continue;
       const keep: Job[] = [];
       for (const job of dest.jobs) {
-        if (now > job.attempt.entry.received + this.config.delivery.maxLifetimeMs) {
+        if (now > expiresAt(job.attempt.entry, this.config.delivery.maxLifetimeMs)) {
           this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' as const })), { source: dest.source, transactionMs: 0, errorKind: 'throttled' });
         } else keep.push(job);
       }

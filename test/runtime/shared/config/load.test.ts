@@ -21,6 +21,7 @@ describe('config', () => {
     expect(local.delivery.maxLifetimeMs).toBe(2 * 86_400_000);
     const example = parseConfig(readFileSync(join(__dirname, '../../../../assets/config/example.yaml'), 'utf8'));
     expect(example.pools[0].vmtas).toEqual([{ name: 'ip-a', weight: 2 }, { name: 'ip-b', weight: 1 }]);
+    expect(example.drain).toMatchObject({ listen: { port: 8443 }, acceptFrom: ['10.0.0.0/16'], dedupeRetentionMs: 7 * 86_400_000 });
     const t = parseConfig(testConfigYaml());
     expect(t.smtp.maxMessageSize).toBe(64 * 1024);
     expect(t.spool.fsync).toBe(true);
