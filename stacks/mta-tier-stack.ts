@@ -1,13 +1,15 @@
-import { Duration, RemovalPolicy, Size, Tags } from 'aws-cdk-lib';
+import { Annotations, Duration, RemovalPolicy, Size, Tags } from 'aws-cdk-lib';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import type { Construct } from 'constructs';
+import { DrainDocument } from './constructs/drain-document';
 import { pinnedImage } from './constructs/machine';
 import { PublishedConfig, publishConfigFile, RuntimeDistribution } from './constructs/runtime-distribution';
 import { acknowledgeLiteralAz } from './constructs/literal-az';
 import { SingleInstanceSlot, SLOT_TAG } from './constructs/single-instance-slot';
 import { SlotNotifications } from './constructs/slot-notifications';
+import { mtaSlotId, mtaSlotIds } from './environments/layout';
 import type { StorageStack } from './storage-stack';
 import { INSTANCE_FILES } from './topology';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
@@ -30,10 +32,10 @@ export interface MtaSlot {
   readonly availabilityZone: string;
 }
 
-/** Slot ids name the environment, tier, AZ and position: prod-mta-us-east-1a-1. */
-export function mtaSlotId(envName: string, availabilityZone: string, index: number): string {
-  return `${envName}-mta-${availabilityZone}-${index}`;
-}
+export { mtaSlotId };
+
+/** The id of the synth warning for a removed slot whose volume is still retained. */
+export const RETAINED_VOLUME_WARNING = 'volley:retained-volume';
 
 /**
  * The MTA tier: per slot, a persistent-path volume and a group of one
@@ -43,6 +45,7 @@ export function mtaSlotId(envName: string, availabilityZone: string, index: numb
 export class MtaTierStack extends VolleyStack {
   readonly slots: MtaSlot[] = [];
   readonly publishedConfig: PublishedConfig;
+  readonly drainDocument: DrainDocument;
 
   constructor(scope: Construct, id: string, props: MtaTierStackProps) {
     super(scope, id, props);
@@ -101,6 +104,27 @@ export class MtaTierStack extends VolleyStack {
         if (previous) slot.group.node.addDependency(previous.slot.group);
         this.slots.push({ slot, volume, availabilityZone });
       }
+    }
+
+    this.drainDocument = new DrainDocument(this, 'Drain', { envName: this.config.name, drainPort: mta.drainPort });
+    this.warnRetainedVolumes();
+  }
+
+  /**
+   * CloudFormation keeps a removed slot's volume (RETAIN), and whatever queue
+   * it holds stays on it, delivered by no one. The environment file's
+   * mta.volumeSlots records every slot whose volume exists, so synth (and
+   * so `cdk diff` and `cdk deploy`) can name each one no longer in the tier.
+   */
+  private warnRetainedVolumes(): void {
+    const current = new Set(mtaSlotIds(this.config.name, this.config.availabilityZones, this.config.mta.slotsPerAz));
+    for (const slot of this.config.mta.volumeSlots.filter((s) => !current.has(s))) {
+      Annotations.of(this).addWarningV2(
+        `${RETAINED_VOLUME_WARNING}:${slot}`,
+        `MTA slot ${slot} is not in the tier any more, but its volume (tag ${SLOT_TAG}=${slot}) is retained with any queue still on it, ` +
+          `which nothing delivers. Drain the slot before removing it (README: "Scaling the MTA tier in"); once it is drained, delete the volume ` +
+          `(aws ec2 delete-volume) and remove '${slot}' from mta.volumeSlots in stacks/environments/${this.config.name}.ts.`,
+      );
     }
   }
 }
