@@ -24,6 +24,8 @@ export const INSTANCE_FILES = {
   proxyKey: '/etc/volley/proxy.key',
   /** The environment's proxy CA (and, during a rotation, the previous one): how MTAs pin the proxies. */
   proxyCa: '/etc/volley/proxy-ca.crt',
+  /** The drain's HMAC secret (drain.secret_file), written by `volley drain-secret fetch` (volley-mta.service). */
+  drainSecret: '/etc/volley/drain.secret',
 } as const;
 
 /** A generated config that its daemon refuses, or a hand-written section the environment file owns. */

@@ -12,7 +12,7 @@ import { parseDocument } from 'yaml';
 import { packageRuntime } from '../../bin/package-asset';
 import { newProxyCa } from '../../runtime/bootstrap/proxy-link';
 import { loadEnvironment } from '../../stacks/environments';
-import { proxyConfigText } from '../../stacks/topology';
+import { INSTANCE_FILES, proxyConfigText } from '../../stacks/topology';
 import { waitUntil } from '../helpers/proxy-fixtures';
 
 const ROOT = resolve(__dirname, '../..');
@@ -81,7 +81,11 @@ describe('packaged runtime', () => {
     expect(unit.get('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
     expect(unit.get('EnvironmentFile')).toEqual(['/etc/volley/instance.env']);
     const mta = unitSettings(readFileSync(join(assetDir, 'systemd/volley-mta.service'), 'utf8'));
-    expect(mta.get('ExecStartPre')).toEqual(['+/opt/volley/bin/volley proxy-link fetch mta --config /etc/volley/volley.yaml']);
+    // Then the drain secret, to the file the generated config's drain.secret_file names.
+    expect(mta.get('ExecStartPre')).toEqual([
+      '+/opt/volley/bin/volley proxy-link fetch mta --config /etc/volley/volley.yaml',
+      `+/opt/volley/bin/volley drain-secret fetch --file ${INSTANCE_FILES.drainSecret}`,
+    ]);
   });
 
   test('the packaged proxy unit, run as shipped against a stand-in Secrets Manager, serves a certificate for its listen IP from the environment CA', async () => {

@@ -96,8 +96,11 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
     // proxy CA's certificate in the link secret every slot reads, its key in the one only proxies read.
     const ca = await newProxyCa(`volley ${env.name} proxy CA`);
     const secret = randomBytes(48).toString('base64url').slice(0, 64);
+    // And the drain secret, as CloudFormation generates it: read by MTAs only, at each start (volley drain-secret fetch).
+    const drainSecret = JSON.stringify({ secret: randomBytes(48).toString('base64url').slice(0, 64) });
     for (const name of assembly.secrets.keys()) {
-      aws.secretsManager.put(name, name.endsWith('/proxy-ca-key') ? formatProxyCaSecret(ca) : formatProxyLinkSecret({ secret, caCert: ca.cert }));
+      const value = name.endsWith('/proxy-ca-key') ? formatProxyCaSecret(ca) : name.endsWith('/drain') ? drainSecret : formatProxyLinkSecret({ secret, caCert: ca.cert });
+      aws.secretsManager.put(name, value);
     }
     const loops: LoopDevice[] = [];
     cleanups.push(() => loops.forEach((l) => l.detach()));

@@ -93,13 +93,17 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
       expect(instanceEnv(lt)).toMatchObject({ VOLLEY_ROLE: 'mta', VOLLEY_CONFIG_SOURCE: 's3-url', VOLLEY_CONFIG_FILE: '/etc/volley/volley.yaml' });
       // MTAs are not told where the CA key is (nor may they read it).
       expect(JSON.stringify(lt.Properties)).not.toContain('VOLLEY_PROXY_CA_KEY_SECRET');
+      // Where `volley drain-secret fetch` (volley-mta.service) finds the drain secret.
+      expect(JSON.stringify(lt.Properties)).toContain('VOLLEY_DRAIN_SECRET_ID=');
     }
+    // Proxies have no queue to drain: they are not told where the drain secret is.
+    for (const lt of templates) expect(JSON.stringify(lt.Properties)).not.toContain('VOLLEY_DRAIN_SECRET_ID');
   });
 
   test('no secret value is in any template: Secrets Manager generates the shared secret, the CA is added after deploy', () => {
     const secrets = resources(template(stacks.secrets), 'AWS::SecretsManager::Secret');
-    // The link secret and the CA key secret (test/stacks/secrets-stack.test.ts: who reads which).
-    expect(Object.values(secrets)).toHaveLength(2);
+    // The link secret, the CA key secret and the drain secret (test/stacks/secrets-stack.test.ts: who reads which).
+    expect(Object.values(secrets)).toHaveLength(3);
     const secret = Object.values(secrets).find((r) => r.Properties?.Name === `volley/${envName}/proxy-link`);
     expect(secret?.Properties).toMatchObject({ Name: `volley/${envName}/proxy-link`, GenerateSecretString: { GenerateStringKey: 'secret', PasswordLength: 64 } });
     expect(secret?.Properties?.SecretString).toBeUndefined();
@@ -117,8 +121,8 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     for (const t of [mta, proxy]) {
       for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
         const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
-        // The CA key secret's grants (proxies only) are checked in secrets-stack.test.ts.
-        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:') && !JSON.stringify(st.Resource).includes('ProxyCaKey'))) {
+        // The CA key secret's grants (proxies only) and the drain secret's (MTAs only) are checked in secrets-stack.test.ts.
+        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:') && !/ProxyCaKey|ExportsOutputRefDrain/.test(JSON.stringify(st.Resource)))) {
           expect([s.Action].flat().sort()).toEqual(['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
           // The Secrets stack's export of this environment's secret ARN, and nothing else.
           expect(s.Resource).toEqual({ 'Fn::ImportValue': expect.stringMatching(new RegExp(`^Volley-${envName}-Secrets:ExportsOutputRefProxyLink`)) });
