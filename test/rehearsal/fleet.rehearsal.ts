@@ -51,6 +51,9 @@ it('boots both MTA slots and both proxies to /readyz and a SUCCESS signal each; 
       expect((await i.exec(['mountpoint', '-q', '/var/lib/volley'])).code).toBe(0);
       const ready = await i.exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:8025/readyz']);
       expect(ready.stdout).toBe('200');
+      // The drain secret, fetched from Secrets Manager before the MTA started, where the generated config's drain.secret_file points.
+      const drain = JSON.parse(rehearsal.aws.secretsManager.secrets.get('volley/rehearsal/drain')?.value ?? '{}') as { secret?: string };
+      expect({ node: i.name, drainSecret: readFileSync(i.hostPath('/etc/volley/drain.secret'), 'utf8') }).toEqual({ node: i.name, drainSecret: drain.secret });
     } else {
       expect(i.runner.status('volley-proxy.service').state).toBe('active');
       const eni = rehearsal.assembly.interfaces.find((e) => e.slot === i.spec.slot);
