@@ -27,6 +27,11 @@ export const INSTANCE_FILES = {
   proxyCa: '/etc/volley/proxy-ca.crt',
   /** The drain's HMAC secret (drain.secret_file), written by `volley drain-secret fetch` (volley-mta.service). */
   drainSecret: '/etc/volley/drain.secret',
+  /** The drain CA: what `volley drain --ca-file` trusts (the SSM document passes it). */
+  drainCa: '/etc/volley/drain-ca.crt',
+  /** This instance's drain certificate for its private IP, issued by the drain CA at each start (drain.tls). */
+  drainCert: '/etc/volley/drain.crt',
+  drainKey: '/etc/volley/drain.key',
 } as const;
 
 /** A generated config that its daemon refuses, or a hand-written section the environment file owns. */
@@ -109,14 +114,14 @@ export function mtaConfigText(env: EnvironmentConfig, baseText: string): string 
 }
 
 /** The drain fields the environment file owns: a hand-written value would disagree with the security group or the secret's path. */
-const GENERATED_DRAIN_FIELDS = ['listen', 'secret_file', 'previous_secret_file', 'accept_from'] as const;
+const GENERATED_DRAIN_FIELDS = ['listen', 'tls', 'secret_file', 'previous_secret_file', 'accept_from'] as const;
 
 /**
  * Sets the MTAs' drain endpoint: on every address at mta.drainPort (the only
- * port the security group opens between MTAs), the secret `volley
- * drain-secret fetch` writes, and the MTA subnets as the only sources. A
+ * port the security group opens between MTAs), the secret and the
+ * certificate `volley drain-secret fetch` writes, and the MTA subnets as the only sources. A
  * git config may add the other drain fields (dedupe_retention,
- * max_batch_bytes, tls, trusted_proxies). Returns an error message, or undefined.
+ * max_batch_bytes, trusted_proxies). Returns an error message, or undefined.
  */
 function addDrain(doc: Document, env: EnvironmentConfig): string | undefined {
   const own = (doc.get('drain') as { toJSON(): unknown } | undefined)?.toJSON();
@@ -124,6 +129,8 @@ function addDrain(doc: Document, env: EnvironmentConfig): string | undefined {
   const clash = GENERATED_DRAIN_FIELDS.filter((f) => hand[f] !== undefined);
   if (clash.length > 0) return `remove drain.${clash.join(', drain.')}: generated from stacks/environments/${env.name}.ts (mta.drainPort, the MTA subnets, ${INSTANCE_FILES.drainSecret})`;
   const generated = drainSection({ address: '0.0.0.0', port: env.mta.drainPort, secretFile: INSTANCE_FILES.drainSecret, acceptFrom: mtaSourceCidrs(env) });
-  doc.set('drain', doc.createNode({ ...hand, ...generated }));
+  // The certificate `volley drain-secret fetch` issues from the drain CA, which sources verify it against.
+  const tls = { cert: INSTANCE_FILES.drainCert, key: INSTANCE_FILES.drainKey };
+  doc.set('drain', doc.createNode({ ...hand, ...generated, tls }));
   return undefined;
 }

@@ -1,16 +1,24 @@
-// The drain secret on an MTA instance: the HMAC secret `volley drain` signs
-// its batches with and every drain endpoint checks, kept in the environment's
-// `volley/<env>/drain` Secrets Manager secret (stacks/secrets-stack.ts) and
-// written to the file the generated config's drain.secret_file names before
-// each MTA start (volley-mta.service), so a rotation reaches a node at its
-// next restart. Read only by MTA slots: a proxy has no queue to drain and no
-// business signing one. Written 0600 for the daemon's user, atomically, and,
-// when AWS cannot be reached, the file already on disk is kept (with a
-// warning), as the proxy link's are.
-import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { rm } from 'node:fs/promises';
+// The drain's secrets on an MTA instance, from the environment's
+// `volley/<env>/drain` Secrets Manager secret (stacks/secrets-stack.ts): the
+// HMAC secret `volley drain` signs its batches with and every drain endpoint
+// checks, and the drain CA. Before each MTA start (volley-mta.service) `volley
+// drain-secret fetch` writes the secret where the generated config's
+// drain.secret_file points, the CA certificate that `volley drain --ca-file`
+// verifies destinations with, and a fresh certificate for this instance's
+// private IP (drain.tls), issued by that CA: so a source knows that the
+// endpoint answering "queued" (after which it deletes its copy) is another
+// MTA of the environment, not whoever sits on the address. `volley
+// drain-secret init` adds the CA once after the first deploy, as `volley
+// proxy-link init` does for the proxies. Read only by MTA slots: a proxy
+// has no queue to drain. Files are 0600 for the daemon's user, replaced
+// atomically; when AWS cannot be reached, whole files on disk are kept (with
+// a warning), as the proxy link's are.
+import { PutSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { VolleyError } from '../shared/errors';
-import { checkSecretFile, previousSecretFile, readSecretString, withFallback, writePrivateFile, type FileOwner } from './proxy-link';
+import { checkSecretFile, issueProxyCertificate, newProxyCa, previousSecretFile, readSecretString, withFallback, writePrivateFile, type FileOwner } from './proxy-link';
 
 /** What the secret holds (JSON, snake_case as stored). */
 export interface DrainSecret {
@@ -18,12 +26,31 @@ export interface DrainSecret {
   readonly secret: string;
   /** The secret before a rotation: destinations keep accepting it until every MTA has restarted. */
   readonly previousSecret?: string;
+  /** The drain CA (added by init): every MTA's drain certificate is issued from it, and sources trust only it. */
+  readonly caCert?: string;
+  readonly caKey?: string;
+}
+
+/** Where an MTA keeps the drain's files (the generated config and the SSM document name the same paths). */
+export interface DrainFiles {
+  readonly secretFile: string;
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** The instance's private IP: the drain certificate is issued for it. */
+  readonly ip: string;
 }
 
 const MIN_SECRET_BYTES = 32;
 
 function fail(message: string): never {
   throw new VolleyError('EDRAINSECRET', message);
+}
+
+function pem(value: unknown, field: string, secretId: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !value.includes('-----BEGIN ')) fail(`secret ${secretId}: ${field} is not a PEM text`);
+  return value;
 }
 
 /** Parses and checks the stored JSON; the message never contains a value. */
@@ -41,30 +68,66 @@ export function parseDrainSecret(text: string, secretId: string): DrainSecret {
     if (value === undefined && key === 'previous_secret') continue;
     if (typeof value !== 'string' || Buffer.byteLength(value) < MIN_SECRET_BYTES) fail(`secret ${secretId}: "${key}" must be a string of at least ${MIN_SECRET_BYTES} bytes`);
   }
-  return { secret: d.secret as string, previousSecret: d.previous_secret as string | undefined };
+  const caCert = pem(d.ca_cert, 'ca_cert', secretId);
+  const caKey = pem(d.ca_key, 'ca_key', secretId);
+  if ((caCert === undefined) !== (caKey === undefined)) fail(`secret ${secretId}: ca_cert and ca_key go together`);
+  return { secret: d.secret as string, previousSecret: d.previous_secret as string | undefined, caCert, caKey };
 }
 
-/** Writes the secret file (and `<file>.previous` during a rotation, removed otherwise). */
-export async function installDrainSecret(s: DrainSecret, secretFile: string, owner?: FileOwner): Promise<void> {
+export function formatDrainSecret(s: DrainSecret): string {
+  return JSON.stringify({ secret: s.secret, previous_secret: s.previousSecret, ca_cert: s.caCert, ca_key: s.caKey });
+}
+
+/**
+ * `volley drain-secret init`: adds the drain CA to the secret, once; the
+ * shared secret (generated by CloudFormation) is kept. Returns what changed
+ * and the CA's fingerprint, nothing secret.
+ */
+export async function initDrainSecret(client: SecretsManagerClient, secretId: string, label: string): Promise<{ changed: string[]; caFingerprint: string }> {
+  const current = parseDrainSecret(await readSecretString(client, secretId), secretId);
+  if (current.caCert) return { changed: [], caFingerprint: new X509Certificate(current.caCert).fingerprint256 };
+  const ca = await newProxyCa(`drain ${label}`);
+  await client.send(new PutSecretValueCommand({ SecretId: secretId, SecretString: formatDrainSecret({ ...current, caCert: ca.cert, caKey: ca.key }) }));
+  return { changed: ['ca'], caFingerprint: new X509Certificate(ca.cert).fingerprint256 };
+}
+
+/** Writes the secret (and `<file>.previous` during a rotation, removed otherwise), the CA, and a certificate for `files.ip`. */
+export async function installDrainFiles(s: DrainSecret, secretId: string, files: DrainFiles, owner?: FileOwner): Promise<void> {
+  if (!s.caCert || !s.caKey) fail(`secret ${secretId} has no drain CA yet: run \`volley drain-secret init --secret-id ${secretId}\` once`);
+  if (isIP(files.ip) === 0 || files.ip === '0.0.0.0') fail(`"${files.ip}" is not this instance's IP: the drain certificate is issued for the address other MTAs dial`);
   // The previous one first: a start between the writes accepts both, never only the new one while sources still sign with the old.
-  if (s.previousSecret) await writePrivateFile(previousSecretFile(secretFile), s.previousSecret, owner);
-  await writePrivateFile(secretFile, s.secret, owner);
-  if (!s.previousSecret) await rm(previousSecretFile(secretFile), { force: true });
+  if (s.previousSecret) await writePrivateFile(previousSecretFile(files.secretFile), s.previousSecret, owner);
+  await writePrivateFile(files.secretFile, s.secret, owner);
+  if (!s.previousSecret) await rm(previousSecretFile(files.secretFile), { force: true });
+  const pair = await issueProxyCertificate({ cert: s.caCert, key: s.caKey }, { name: `volley drain ${files.ip}`, ip: files.ip });
+  await writePrivateFile(files.caFile, s.caCert, owner);
+  // The key first: a start between the two renames finds a key that matches no certificate and fails loudly, never the reverse.
+  await writePrivateFile(files.keyFile, pair.key, owner);
+  await writePrivateFile(files.certFile, pair.cert, owner);
 }
 
-/** `volley drain-secret fetch`: the file from the secret, or the one on disk when AWS is unreachable. */
-export async function fetchDrainSecret(
+/** Whether the files on disk can serve a start while AWS is unreachable. */
+async function checkDrainFiles(files: DrainFiles): Promise<void> {
+  await checkSecretFile(files.secretFile);
+  const cert = new X509Certificate(await readFile(files.certFile));
+  if (Date.parse(cert.validTo) <= Date.now()) throw new Error(`${files.certFile} expired on ${cert.validTo}`);
+  if (!cert.checkPrivateKey(createPrivateKey(await readFile(files.keyFile)))) throw new Error(`${files.keyFile} is not the key of ${files.certFile}`);
+  new X509Certificate(await readFile(files.caFile));
+}
+
+/** `volley drain-secret fetch`: the files from the secret, or the ones on disk when AWS is unreachable. */
+export async function fetchDrainFiles(
   client: SecretsManagerClient,
   secretId: string,
-  secretFile: string,
+  files: DrainFiles,
   owner: FileOwner | undefined,
   warn: (message: string) => void,
 ): Promise<'written' | 'kept'> {
   return withFallback(
     // readSecretString fails with the proxy link's "unreachable" code when AWS does not answer: the fallback keys on it.
-    async () => installDrainSecret(parseDrainSecret(await readSecretString(client, secretId), secretId), secretFile, owner),
-    () => checkSecretFile(secretFile),
-    [secretFile],
+    async () => installDrainFiles(parseDrainSecret(await readSecretString(client, secretId), secretId), secretId, files, owner),
+    () => checkDrainFiles(files),
+    [files.secretFile, files.caFile, files.certFile, files.keyFile],
     warn,
   );
 }

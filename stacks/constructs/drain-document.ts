@@ -85,7 +85,8 @@ export function drainScript(props: DrainDocumentProps): string[] {
     // Only an MTA slot has a queue to drain.
     '. /etc/volley/instance.env',
     'if [ "${VOLLEY_ROLE:-}" != mta ]; then echo "this instance is not a Volley MTA (VOLLEY_ROLE=${VOLLEY_ROLE:-unset}): nothing to drain" >&2; exit 2; fi',
-    'args=(--json --config ' + INSTANCE_FILES.mtaConfig + ')',
+    // Destinations are verified against the drain CA: a source deletes its copy only on an answer from another MTA of the environment.
+    `args=(--json --config ${INSTANCE_FILES.mtaConfig} --ca-file ${INSTANCE_FILES.drainCa})`,
     "concurrency='{{ Concurrency }}'",
     "max_event_wait='{{ MaxEventWait }}'",
     'if [ -n "$concurrency" ]; then args+=(--concurrency "$concurrency"); fi',

@@ -50,6 +50,8 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     const text = readFileSync(join(assembly.directory, stacks.mta.publishedConfig.asset?.assetPath as string), 'utf8');
     const drain = parseConfig(text, `${envName} MTA config`).drain;
     expect(drain).toMatchObject({ listen: { address: '0.0.0.0', port: config.mta.drainPort }, secretFile: INSTANCE_FILES.drainSecret, trustedProxies: [] });
+    // The certificate issued from the drain CA at each start, which `volley drain --ca-file` verifies.
+    expect(drain?.tls).toEqual({ cert: INSTANCE_FILES.drainCert, key: INSTANCE_FILES.drainKey });
     expect([...(drain?.acceptFrom ?? [])].sort()).toEqual(privateCidrs);
   });
 

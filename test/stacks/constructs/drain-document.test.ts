@@ -88,10 +88,10 @@ describe('the script, run as SSM runs it', () => {
     };
   }
 
-  test('runs volley drain --json with the config and every destination, adding the drain port where none is given', () => {
+  test('runs volley drain --json with the config, the drain CA and every destination, adding the drain port where none is given', () => {
     const r = run({ Destinations: '10.40.1.7 10.40.17.9:9443' });
     expect(r.status).toBe(0);
-    expect(r.args).toEqual(['drain', '--json', '--config', '/etc/volley/volley.yaml', `10.40.1.7:${config.mta.drainPort}`, '10.40.17.9:9443']);
+    expect(r.args).toEqual(['drain', '--json', '--config', '/etc/volley/volley.yaml', '--ca-file', '/etc/volley/drain-ca.crt', `10.40.1.7:${config.mta.drainPort}`, '10.40.17.9:9443']);
     // The whole progress is kept on the instance too (SSM keeps only the first 24,000 characters).
     expect(r.log).toContain('arg:10.40.17.9:9443');
     expect(r.log).toContain('progress');
@@ -99,7 +99,7 @@ describe('the script, run as SSM runs it', () => {
 
   test('passes --concurrency, --max-event-wait and --no-wait-on-events when asked', () => {
     const r = run({ Destinations: '10.40.1.7', Concurrency: '32', MaxEventWait: '30m', WaitOnEvents: 'no' });
-    expect(r.args).toEqual(['drain', '--json', '--config', '/etc/volley/volley.yaml', '--concurrency', '32', '--max-event-wait', '30m', '--no-wait-on-events', `10.40.1.7:${config.mta.drainPort}`]);
+    expect(r.args).toEqual(['drain', '--json', '--config', '/etc/volley/volley.yaml', '--ca-file', '/etc/volley/drain-ca.crt', '--concurrency', '32', '--max-event-wait', '30m', '--no-wait-on-events', `10.40.1.7:${config.mta.drainPort}`]);
   });
 
   test('the command\'s status is the drain\'s exit code, not tee\'s', () => {
