@@ -25,6 +25,9 @@ const DESTINATIONS = '^[A-Za-z0-9.:-]+( [A-Za-z0-9.:-]+)*$';
 const CONCURRENCY = '^(|[1-9][0-9]?)$';
 const DURATION = '^(|[0-9]+(ms|s|m|h|d))$';
 
+/** Where an operator puts an admin token (one of the config's admin.tokens) on an MTA for the drain to use. */
+export const ADMIN_TOKEN_FILE = '/etc/volley/admin.token';
+
 /** The document's content (schema 2.2), exported for the tests that read the script. */
 export function drainDocumentContent(props: DrainDocumentProps): Record<string, unknown> {
   return {
@@ -92,6 +95,8 @@ export function drainScript(props: DrainDocumentProps): string[] {
     'if [ -n "$concurrency" ]; then args+=(--concurrency "$concurrency"); fi',
     'if [ -n "$max_event_wait" ]; then args+=(--max-event-wait "$max_event_wait"); fi',
     "if [ '{{ WaitOnEvents }}' = no ]; then args+=(--no-wait-on-events); fi",
+    // The drain stops and reads its own MTA through the admin API, which needs one of admin.tokens (README: drain on AWS).
+    `if [ -r ${ADMIN_TOKEN_FILE} ]; then args+=(--token-file ${ADMIN_TOKEN_FILE}); fi`,
     // SSM keeps only the first 24,000 characters of the output: the whole progress is kept on the volume's host too.
     'mkdir -p /var/log/volley',
     'log=/var/log/volley/drain-$(date -u +%Y%m%dT%H%M%SZ).jsonl',

@@ -77,7 +77,8 @@ describe('the script, run as SSM runs it', () => {
       .replace(/\{\{ (\w+) \}\}/g, (_, name: string) => all[name] ?? '')
       .replaceAll('/etc/volley/instance.env', join(dir, 'instance.env'))
       .replaceAll('/opt/volley/bin/volley', fake)
-      .replaceAll('/var/log/volley', join(dir, 'log'));
+      .replaceAll('/var/log/volley', join(dir, 'log'))
+      .replaceAll('/etc/volley/admin.token', join(dir, 'admin.token'));
     const result = spawnSync('bash', ['-c', script], { encoding: 'utf8' });
     const logs = role === 'mta' ? readdirSync(join(dir, 'log')) : [];
     return {
@@ -100,6 +101,13 @@ describe('the script, run as SSM runs it', () => {
   test('passes --concurrency, --max-event-wait and --no-wait-on-events when asked', () => {
     const r = run({ Destinations: '10.40.1.7', Concurrency: '32', MaxEventWait: '30m', WaitOnEvents: 'no' });
     expect(r.args).toEqual(['drain', '--json', '--config', '/etc/volley/volley.yaml', '--ca-file', '/etc/volley/drain-ca.crt', '--concurrency', '32', '--max-event-wait', '30m', '--no-wait-on-events', `10.40.1.7:${config.mta.drainPort}`]);
+  });
+
+  test('an admin token put on the instance is passed as --token-file; none, none passed', () => {
+    writeFileSync(join(dir, 'admin.token'), 'operator-token');
+    expect(run({ Destinations: '10.40.1.7' }).args).toEqual(expect.arrayContaining(['--token-file', join(dir, 'admin.token')]));
+    rmSync(join(dir, 'admin.token'));
+    expect(run({ Destinations: '10.40.1.7' }).args).not.toContain('--token-file');
   });
 
   test('the command\'s status is the drain\'s exit code, not tee\'s', () => {
