@@ -99,7 +99,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
       `  process logs   : ${data}/*.log`,
       '',
       `  try: swaks --server 127.0.0.1:${layout.lb.smtp} --auth-user volley --auth-password volley --tls --to someone@example.test`,
-      ...drainHint(layout, mtaConfigs, options.volleyScript),
+      ...drainHint(layout, mtaConfigs, options.volleyScript, data),
       'Ctrl-C stops everything.',
       '',
     ].join('\n'),
@@ -157,10 +157,10 @@ function restartHint(options: LocalFleetOptions, layout: FleetLayout, name: stri
  * endpoint as the destination. mta-1 stops at the end; the exit notice above
  * prints the command that starts it again, empty.
  */
-export function drainHint(layout: FleetLayout, configs: ReadonlyMap<string, string>, volleyScript: string): string[] {
+export function drainHint(layout: FleetLayout, configs: ReadonlyMap<string, string>, volleyScript: string, data: string): string[] {
   const [from, to] = layout.mtas;
   if (!from || !to) return [];
-  const command = `VOLLEY_ADMIN_TOKEN=local-admin ${process.execPath} ${volleyScript} drain --config ${configs.get(from.name) as string} --admin 127.0.0.1:${from.admin} 127.0.0.1:${to.drain}`;
+  const command = `VOLLEY_ADMIN_TOKEN=local-admin ${process.execPath} ${volleyScript} drain --config ${configs.get(from.name) as string} --admin 127.0.0.1:${from.admin} --ca-file ${drainCaFile(data)} 127.0.0.1:${to.drain}`;
   return [`  drain ${from.name} into ${to.name} (moves its queue over HTTPS, then stops ${from.name}):`, `    ${command}`];
 }
 
@@ -175,6 +175,7 @@ async function prepareConfigs(data: string, options: LocalFleetOptions, layout: 
   // One drain secret for the fleet: a source signs with the one every destination checks.
   const drainSecretFile = join(data, 'drain.secret');
   if (!existsSync(drainSecretFile)) writeFileSync(drainSecretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const drainTls = await drainCertificates(data, layout);
   const nodes: ProxyNode[] = [];
   const fingerprints = new Map<string, string>();
   for (const p of layout.proxies) {
@@ -194,13 +195,54 @@ async function prepareConfigs(data: string, options: LocalFleetOptions, layout: 
   } else {
     doc.set('routes', [{ domain: '*', host: '127.0.0.1', port: options.sinkPort }]);
   }
-  return new Map(layout.mtas.map((m) => [m.name, writeMtaConfig(data, doc, m, drainSecretFile)]));
+  return new Map(layout.mtas.map((m) => [m.name, writeMtaConfig(data, doc, m, drainSecretFile, drainTls.get(m.name) as DrainTls)]));
+}
+
+/** Where one MTA's drain certificate is, issued by the fleet's drain CA. */
+export interface DrainTls {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** The fleet's drain CA file: what `volley drain --ca-file` trusts, as on AWS. */
+export function drainCaFile(data: string): string {
+  return join(data, 'drain-ca.crt');
+}
+
+/**
+ * A drain CA for the fleet and a certificate for 127.0.0.1 per MTA, made at
+ * the first start and kept: the source verifies each destination against the
+ * CA, as it does on AWS (runtime/bootstrap/drain-secret.ts).
+ */
+export async function drainCertificates(data: string, layout: FleetLayout): Promise<Map<string, DrainTls>> {
+  const { issueProxyCertificate, newProxyCa } = await import('../bootstrap/proxy-link');
+  const caFile = drainCaFile(data);
+  const caKeyFile = join(data, 'drain-ca.key');
+  if (!existsSync(caFile) || !existsSync(caKeyFile)) {
+    const ca = await newProxyCa('local drain');
+    writeFileSync(caKeyFile, ca.key, { mode: 0o600 });
+    writeFileSync(caFile, ca.cert);
+  }
+  const ca = { cert: readFileSync(caFile, 'utf8'), key: readFileSync(caKeyFile, 'utf8') };
+  const out = new Map<string, DrainTls>();
+  for (const m of layout.mtas) {
+    const files = { cert: join(data, m.name, 'drain.crt'), key: join(data, m.name, 'drain.key') };
+    if (!existsSync(files.cert) || !existsSync(files.key)) {
+      mkdirSync(join(data, m.name), { recursive: true });
+      const pair = await issueProxyCertificate(ca, { name: `volley drain ${m.name}`, ip: '127.0.0.1' });
+      writeFileSync(files.key, pair.key, { mode: 0o600 });
+      writeFileSync(files.cert, pair.cert);
+    }
+    out.set(m.name, files);
+  }
+  return out;
 }
 
 /** One MTA's config: the fleet's document with its own drain endpoint, on loopback, admitting only loopback. */
-export function writeMtaConfig(data: string, doc: Document, m: FleetLayout['mtas'][number], drainSecretFile: string): string {
+export function writeMtaConfig(data: string, doc: Document, m: FleetLayout['mtas'][number], drainSecretFile: string, tls: DrainTls): string {
   const own = doc.clone();
-  own.set('drain', own.createNode(drainSection({ address: '127.0.0.1', port: m.drain, secretFile: drainSecretFile, acceptFrom: ['127.0.0.0/8'] })));
+  const section = drainSection({ address: '127.0.0.1', port: m.drain, secretFile: drainSecretFile, acceptFrom: ['127.0.0.0/8'] });
+  own.set('drain', own.createNode({ ...section, tls: { cert: tls.cert, key: tls.key } }));
   const out = join(data, `volley-${m.name}.yaml`);
   writeFileSync(out, own.toString());
   return out;
