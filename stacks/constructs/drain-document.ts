@@ -85,9 +85,10 @@ export function drainDocumentContent(props: DrainDocumentProps): Record<string, 
 export function drainScript(props: DrainDocumentProps): string[] {
   return [
     'set -euo pipefail',
-    // Only an MTA slot has a queue to drain.
-    '. /etc/volley/instance.env',
-    'if [ "${VOLLEY_ROLE:-}" != mta ]; then echo "this instance is not a Volley MTA (VOLLEY_ROLE=${VOLLEY_ROLE:-unset}): nothing to drain" >&2; exit 2; fi',
+    // Only an MTA slot has a queue to drain. Read, not sourced: the file is data written by user data, not a script.
+    "role=$(sed -n 's/^VOLLEY_ROLE=//p' /etc/volley/instance.env 2>/dev/null || true)",
+    "slot=$(sed -n 's/^VOLLEY_SLOT=//p' /etc/volley/instance.env 2>/dev/null || true)",
+    'if [ "$role" != mta ]; then echo "this instance is not a Volley MTA (VOLLEY_ROLE=${role:-unset}): nothing to drain" >&2; exit 2; fi',
     // Destinations are verified against the drain CA: a source deletes its copy only on an answer from another MTA of the environment.
     `args=(--json --config ${INSTANCE_FILES.mtaConfig} --ca-file ${INSTANCE_FILES.drainCa})`,
     "concurrency='{{ Concurrency }}'",
@@ -100,7 +101,7 @@ export function drainScript(props: DrainDocumentProps): string[] {
     // SSM keeps only the first 24,000 characters of the output: the whole progress is kept on the volume's host too.
     'mkdir -p /var/log/volley',
     'log=/var/log/volley/drain-$(date -u +%Y%m%dT%H%M%SZ).jsonl',
-    'echo "volley drain of $VOLLEY_SLOT: progress in $log" >&2',
+    'echo "volley drain of $slot: progress in $log" >&2',
     // Word splitting of the destinations is wanted: the pattern admits only host[:port] words and single spaces.
     'dests=()',
     `for d in {{ Destinations }}; do case "$d" in *:*) dests+=("$d") ;; *) dests+=("$d:${props.drainPort}") ;; esac; done`,

@@ -93,6 +93,7 @@ describe('the script, run as SSM runs it', () => {
     const r = run({ Destinations: '10.40.1.7 10.40.17.9:9443' });
     expect(r.status).toBe(0);
     expect(r.args).toEqual(['drain', '--json', '--config', '/etc/volley/volley.yaml', '--ca-file', '/etc/volley/drain-ca.crt', `10.40.1.7:${config.mta.drainPort}`, '10.40.17.9:9443']);
+    expect(r.output).toContain('volley drain of dev-mta-eu-west-1a-1');
     // The whole progress is kept on the instance too (SSM keeps only the first 24,000 characters).
     expect(r.log).toContain('arg:10.40.17.9:9443');
     expect(r.log).toContain('progress');
