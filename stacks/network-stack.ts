@@ -68,8 +68,8 @@ export class NetworkStack extends VolleyStack {
       this.mtaSecurityGroup.addIngressRule(this.loadBalancerSecurityGroup, port, 'load balancer traffic and /readyz health checks');
       this.loadBalancerSecurityGroup.addEgressRule(this.mtaSecurityGroup, port, 'to the MTAs');
     }
-    // `volley drain` moves a node's queue to other MTAs over their HTTPS API.
-    this.mtaSecurityGroup.addIngressRule(this.mtaSecurityGroup, ec2.Port.tcp(mta.apiPort), 'drain between MTAs');
+    // `volley drain` moves a node's queue to the other MTAs' drain endpoint (drain.listen), and only there.
+    this.mtaSecurityGroup.addIngressRule(this.mtaSecurityGroup, ec2.Port.tcp(mta.drainPort), 'volley drain between MTAs');
     this.proxySecurityGroup.addIngressRule(this.mtaSecurityGroup, ec2.Port.tcp(proxy.port), 'MTAs to proxies (data and control)');
   }
 }

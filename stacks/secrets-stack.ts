@@ -15,6 +15,11 @@ export function proxyLinkSecretName(envName: string): string {
   return `volley/${envName}/proxy-link`;
 }
 
+/** The drain secret's name: read by MTA slots only (runtime/bootstrap/drain-secret.ts). */
+export function drainSecretName(envName: string): string {
+  return `volley/${envName}/drain`;
+}
+
 /** The CA key secret's name: beside the link secret, where `volley proxy-link init` finds it by default. */
 export function proxyCaKeySecretName(envName: string): string {
   return `volley/${envName}/proxy-ca-key`;
@@ -32,6 +37,8 @@ export class SecretsStack extends VolleyStack {
   readonly proxyLink: secretsmanager.Secret;
   /** Readable by proxy slots only. */
   readonly proxyCaKey: secretsmanager.Secret;
+  /** The drain's HMAC secret: readable by MTA slots only. */
+  readonly drain: secretsmanager.Secret;
 
   constructor(scope: Construct, id: string, props: VolleyStackProps) {
     super(scope, id, props);
@@ -51,5 +58,16 @@ export class SecretsStack extends VolleyStack {
       removalPolicy: RemovalPolicy.RETAIN,
     });
     Validations.of(this.proxyCaKey).acknowledge({ id: 'AwsSolutions-SMG4', reason: NO_ROTATION_LAMBDA });
+    this.drain = new secretsmanager.Secret(this, 'Drain', {
+      secretName: drainSecretName(this.config.name),
+      description: `Volley ${this.config.name}: the HMAC secret volley drain signs batches with and every MTA's drain endpoint checks ("secret", generated here; "previous_secret" during a rotation)`,
+      generateSecretString: { secretStringTemplate: '{}', generateStringKey: 'secret', passwordLength: 64, excludePunctuation: true },
+      // Deleting it would stop every drain at the MTAs' next restart, when the queue most needs to move.
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    Validations.of(this.drain).acknowledge({
+      id: 'AwsSolutions-SMG4',
+      reason: 'Every MTA must hold the new secret (and accept the previous one) before any signs with it, which a rotation Lambda cannot coordinate; rotation is the documented procedure (README, drain on AWS).',
+    });
   }
 }

@@ -3,9 +3,10 @@
 // topology: the MTAs' `proxies:` section and each proxy's own config. Every
 // generated config is checked here by its own daemon's loader, so `cdk synth`
 // stops before a config the daemon would refuse can be deployed.
-import { parseDocument } from 'yaml';
+import { parseDocument, type Document } from 'yaml';
 import { parseProxyConfig } from '../runtime/proxy/config';
 import { parseConfig } from '../runtime/shared/config/load';
+import { drainSection } from '../runtime/shared/drain-topology';
 import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../runtime/shared/proxy-topology';
 import type { EnvironmentConfig, ProxyConfig } from './environments';
 import { addS3Sink } from './event-shipping';
@@ -24,6 +25,13 @@ export const INSTANCE_FILES = {
   proxyKey: '/etc/volley/proxy.key',
   /** The environment's proxy CA (and, during a rotation, the previous one): how MTAs pin the proxies. */
   proxyCa: '/etc/volley/proxy-ca.crt',
+  /** The drain's HMAC secret (drain.secret_file), written by `volley drain-secret fetch` (volley-mta.service). */
+  drainSecret: '/etc/volley/drain.secret',
+  /** The drain CA: what `volley drain --ca-file` trusts (the SSM document passes it). */
+  drainCa: '/etc/volley/drain-ca.crt',
+  /** This instance's drain certificate for its private IP, issued by the drain CA at each start (drain.tls). */
+  drainCert: '/etc/volley/drain.crt',
+  drainKey: '/etc/volley/drain.key',
 } as const;
 
 /** A generated config that its daemon refuses, or a hand-written section the environment file owns. */
@@ -69,6 +77,8 @@ export function proxyConfigText(env: EnvironmentConfig, proxy: ProxyConfig): str
  * The MTAs' config: the environment's Volley config from git plus the
  * `proxies:` section generated from the environment file. Every VMTA IP must
  * be a proxy's sending IP: an MTA holds no sending address of its own. The
+ * `drain:` endpoint's listen port, secret file and admitted sources (the MTA
+ * subnets) come from the environment file too (addDrain below). The
  * `s3` events sink is added (or checked) too: its bucket is the storage
  * stack's, a name known at synth (stacks/event-shipping.ts).
  */
@@ -80,6 +90,8 @@ export function mtaConfigText(env: EnvironmentConfig, baseText: string): string 
   }
   const nodes = env.proxy.proxies.map((p) => proxyNode(env, p));
   doc.set('proxies', mtaProxiesSection(nodes, INSTANCE_FILES.secret, () => ({ caFile: INSTANCE_FILES.proxyCa })));
+  const drainError = addDrain(doc, env);
+  if (drainError) throw new TopologyError(`${file}: ${drainError}`);
   const sinkError = addS3Sink(doc, env);
   if (sinkError) throw new TopologyError(`${file}: ${sinkError}`);
   const text = doc.toString();
@@ -99,4 +111,26 @@ export function mtaConfigText(env: EnvironmentConfig, baseText: string): string 
     );
   }
   return text;
+}
+
+/** The drain fields the environment file owns: a hand-written value would disagree with the security group or the secret's path. */
+const GENERATED_DRAIN_FIELDS = ['listen', 'tls', 'secret_file', 'previous_secret_file', 'accept_from'] as const;
+
+/**
+ * Sets the MTAs' drain endpoint: on every address at mta.drainPort (the only
+ * port the security group opens between MTAs), the secret and the
+ * certificate `volley drain-secret fetch` writes, and the MTA subnets as the only sources. A
+ * git config may add the other drain fields (dedupe_retention,
+ * max_batch_bytes, trusted_proxies). Returns an error message, or undefined.
+ */
+function addDrain(doc: Document, env: EnvironmentConfig): string | undefined {
+  const own = (doc.get('drain') as { toJSON(): unknown } | undefined)?.toJSON();
+  const hand = own && typeof own === 'object' ? (own as Record<string, unknown>) : {};
+  const clash = GENERATED_DRAIN_FIELDS.filter((f) => hand[f] !== undefined);
+  if (clash.length > 0) return `remove drain.${clash.join(', drain.')}: generated from stacks/environments/${env.name}.ts (mta.drainPort, the MTA subnets, ${INSTANCE_FILES.drainSecret})`;
+  const generated = drainSection({ address: '0.0.0.0', port: env.mta.drainPort, secretFile: INSTANCE_FILES.drainSecret, acceptFrom: mtaSourceCidrs(env) });
+  // The certificate `volley drain-secret fetch` issues from the drain CA, which sources verify it against.
+  const tls = { cert: INSTANCE_FILES.drainCert, key: INSTANCE_FILES.drainKey };
+  doc.set('drain', doc.createNode({ ...hand, ...generated, tls }));
+  return undefined;
 }

@@ -57,6 +57,7 @@ export function addVolleyEnvironment(app: App, options: VolleyEnvironmentOptions
     packageDir: options.packageDir,
     mtaConfigFile,
     proxyLinkSecret: secrets.proxyLink,
+    drainSecret: secrets.drain,
   });
   const proxy = new ProxyTierStack(app, `${prefix}-Proxy`, {
     config,

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { registerBootstrap } from './bootstrap';
 import { registerConfig } from './config';
 import { registerDns } from './dns';
+import { registerDrainSecret } from './drain-secret';
 import { registerEvents } from './events';
 import { registerHaproxyConfig } from './haproxy-config';
 import { registerLb } from './lb';
@@ -23,4 +24,5 @@ export function registerCommands(program: Command): void {
   registerBootstrap(program);
   registerDns(program);
   registerProxyLink(program);
+  registerDrainSecret(program);
 }

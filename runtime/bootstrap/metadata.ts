@@ -18,6 +18,17 @@ export function imdsBase(env: NodeJS.ProcessEnv = process.env): string {
 
 /** Reads the instance's id, AZ and region from IMDSv2 (the launch template requires v2). */
 export async function readInstanceIdentity(base = imdsBase()): Promise<InstanceIdentity> {
+  const [instanceId, availabilityZone, region] = await readMetadata(base, ['instance-id', 'placement/availability-zone', 'placement/region']);
+  return { instanceId, availabilityZone, region } as InstanceIdentity;
+}
+
+/** The instance's primary private IPv4 address: what the other MTAs dial its drain endpoint on. */
+export async function readPrivateIp(base = imdsBase()): Promise<string> {
+  return (await readMetadata(base, ['local-ipv4']))[0] as string;
+}
+
+/** meta-data/<path> for each path, with one IMDSv2 token. */
+async function readMetadata(base: string, paths: readonly string[]): Promise<string[]> {
   try {
     const tokenResponse = await fetch(`${base}/api/token`, {
       method: 'PUT',
@@ -31,8 +42,7 @@ export async function readInstanceIdentity(base = imdsBase()): Promise<InstanceI
       if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
       return (await response.text()).trim();
     };
-    const [instanceId, availabilityZone, region] = await Promise.all([get('instance-id'), get('placement/availability-zone'), get('placement/region')]);
-    return { instanceId, availabilityZone, region };
+    return await Promise.all(paths.map(get));
   } catch (err) {
     throw new BootstrapError('EMETADATA', `cannot read instance metadata: ${(err as Error).message}`);
   }

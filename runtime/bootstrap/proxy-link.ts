@@ -118,7 +118,7 @@ export function formatProxyCaSecret(ca: ProxyCa): string {
 }
 
 /** The secret's string value; an error says whether AWS could not be reached (see unreachable below). */
-async function readSecretString(client: SecretsManagerClient, secretId: string): Promise<string> {
+export async function readSecretString(client: SecretsManagerClient, secretId: string): Promise<string> {
   let text: string | undefined;
   try {
     text = (await client.send(new GetSecretValueCommand({ SecretId: secretId }))).SecretString;
@@ -337,7 +337,7 @@ async function filesProblem(check: () => Promise<void>): Promise<string | undefi
   }
 }
 
-async function checkSecretFile(path: string): Promise<void> {
+export async function checkSecretFile(path: string): Promise<void> {
   if (Buffer.byteLength((await readFile(path, 'utf8')).trim()) < MIN_SECRET_BYTES) throw new Error(`${path} holds less than ${MIN_SECRET_BYTES} bytes`);
 }
 
@@ -351,7 +351,7 @@ function checkCurrent(cert: X509Certificate, path: string): void {
  * must not take a daemon down), warning so. Any other failure, or unusable
  * files, stops the start.
  */
-async function withFallback(write: () => Promise<void>, check: () => Promise<void>, paths: readonly string[], warn: (message: string) => void): Promise<'written' | 'kept'> {
+export async function withFallback(write: () => Promise<void>, check: () => Promise<void>, paths: readonly string[], warn: (message: string) => void): Promise<'written' | 'kept'> {
   try {
     await write();
     return 'written';

@@ -8,7 +8,8 @@ import { VolleyError } from '../shared/errors';
 export interface FleetLayout {
   /** The lb connects to the MTAs from `source`, the only address they read a PROXY header from. */
   lb: { smtp: number; http: number; admin: number; source: string };
-  mtas: { name: string; smtp: number; http: number; admin: number }[];
+  /** drain: each MTA's drain endpoint (drain.listen), what `volley drain` on the other one sends to. */
+  mtas: { name: string; smtp: number; http: number; admin: number; drain: number }[];
   /** admin: each proxy's admin_listen (/healthz /readyz /metrics); two on one host cannot share the default 7626. */
   proxies: { name: string; port: number; admin: number; ips: string[] }[];
   /** The embedded sink MX (or where the fleet delivers with --no-sink). */
@@ -19,8 +20,8 @@ export interface FleetLayout {
 export const DEFAULT_LAYOUT: FleetLayout = {
   lb: { smtp: 2525, http: 8080, admin: 8026, source: '127.0.0.9' },
   mtas: [
-    { name: 'mta-1', smtp: 2601, http: 8081, admin: 8027 },
-    { name: 'mta-2', smtp: 2602, http: 8082, admin: 8028 },
+    { name: 'mta-1', smtp: 2601, http: 8081, admin: 8027, drain: 8443 },
+    { name: 'mta-2', smtp: 2602, http: 8082, admin: 8028, drain: 8444 },
   ],
   proxies: [
     { name: 'proxy-a', port: 7025, admin: 7027, ips: ['127.0.0.2', '127.0.0.3'] },
@@ -29,15 +30,15 @@ export const DEFAULT_LAYOUT: FleetLayout = {
   sink: 2526,
 };
 
-/** How many ports a layout uses: lb 3, each MTA 3, each proxy 2, the sink 1. */
-export const PORTS_USED = 3 + DEFAULT_LAYOUT.mtas.length * 3 + DEFAULT_LAYOUT.proxies.length * 2 + 1;
+/** How many ports a layout uses: lb 3, each MTA 4, each proxy 2, the sink 1. */
+export const PORTS_USED = 3 + DEFAULT_LAYOUT.mtas.length * 4 + DEFAULT_LAYOUT.proxies.length * 2 + 1;
 
 /** The default layout with its ports replaced, in order, by `ports` (lb, MTAs, proxies, sink). */
 function withPorts(ports: number[]): FleetLayout {
   const next = (): number => ports.shift() as number;
   return {
     lb: { ...DEFAULT_LAYOUT.lb, smtp: next(), http: next(), admin: next() },
-    mtas: DEFAULT_LAYOUT.mtas.map((m) => ({ name: m.name, smtp: next(), http: next(), admin: next() })),
+    mtas: DEFAULT_LAYOUT.mtas.map((m) => ({ name: m.name, smtp: next(), http: next(), admin: next(), drain: next() })),
     proxies: DEFAULT_LAYOUT.proxies.map((p) => ({ name: p.name, port: next(), admin: next(), ips: p.ips })),
     sink: next(),
   };
@@ -45,7 +46,7 @@ function withPorts(ports: number[]): FleetLayout {
 
 /**
  * `--port-base`: undefined keeps the README's ports; a number N lays out
- * N, N+1, … (lb SMTP, HTTP, admin; each MTA's SMTP, HTTP, admin; each
+ * N, N+1, … (lb SMTP, HTTP, admin; each MTA's SMTP, HTTP, admin, drain; each
  * proxy's port and admin; the sink); `auto` takes ports the kernel reports free.
  */
 export async function fleetLayout(portBase: string | undefined): Promise<FleetLayout> {

@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
+import { parseDocument, type Document } from 'yaml';
+import { drainSection } from '../shared/drain-topology';
 import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../shared/proxy-topology';
 import { loadTls } from '../shared/tls-files';
 import { SinkServer } from '../sink/sink-server';
@@ -49,7 +50,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   const sink = options.realMx || options.embeddedSink === false ? undefined : new SinkServer({ port: options.sinkPort, dir: join(data, 'sink') });
   await sink?.listen();
 
-  const mtaConfig = await prepareConfigs(data, options, layout);
+  const mtaConfigs = await prepareConfigs(data, options, layout);
   const children: Child[] = [];
   let stopping = false;
   const start = (name: string, args: string[]): void => {
@@ -61,13 +62,13 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     proc.on('exit', (code, signal) => {
       if (stopping) return;
       // An MTA may be killed on purpose (to watch the lb carry on): say so and keep going.
-      process.stderr.write(`\nvolley local: ${name} exited (${signal ?? code}); see ${log}. Restart it with: ${restartHint(options, layout, name, mtaConfig, data)}\n`);
+      process.stderr.write(`\nvolley local: ${name} exited (${signal ?? code}); see ${log}. Restart it with: ${restartHint(options, layout, name, mtaConfigs, data)}\n`);
     });
   };
 
   for (const p of layout.proxies) start(p.name, ['proxy', '--config', join(data, `${p.name}.yaml`)]);
   for (const m of layout.mtas) {
-    start(m.name, mtaArgs(m, mtaConfig, data));
+    start(m.name, mtaArgs(m, mtaConfigs.get(m.name) as string, data));
   }
   // Both MTA ports read the PROXY header from the lb, so they see (and limit) the real client.
   const lbArgs = ['lb', '--listen', `127.0.0.1:${layout.lb.smtp}=smtp+proxy`, ...layout.mtas.flatMap((m) => ['--backend', `127.0.0.1:${m.smtp}`])];
@@ -98,6 +99,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
       `  process logs   : ${data}/*.log`,
       '',
       `  try: swaks --server 127.0.0.1:${layout.lb.smtp} --auth-user volley --auth-password volley --tls --to someone@example.test`,
+      ...drainHint(layout, mtaConfigs, options.volleyScript, data),
       'Ctrl-C stops everything.',
       '',
     ].join('\n'),
@@ -143,16 +145,37 @@ function mtaArgs(m: FleetLayout['mtas'][number], config: string, data: string): 
   return ['mta', '--config', config, '--persistent-path', join(data, m.name), '--node-id', m.name, '--workers', '1', '--smtp-listen', `smtp=127.0.0.1:${m.smtp}`, '--http-listen', `127.0.0.1:${m.http}`, '--admin-listen', `127.0.0.1:${m.admin}`];
 }
 
-function restartHint(options: LocalFleetOptions, layout: FleetLayout, name: string, config: string, data: string): string {
+function restartHint(options: LocalFleetOptions, layout: FleetLayout, name: string, configs: ReadonlyMap<string, string>, data: string): string {
   const m = layout.mtas.find((x) => x.name === name);
   // The Node running this fleet (npm's pinned Node 24), not whichever `node` the operator's shell finds first.
-  return m ? `${process.execPath} ${options.volleyScript} ${mtaArgs(m, config, data).join(' ')}` : '(restart volley local)';
+  return m ? `${process.execPath} ${options.volleyScript} ${mtaArgs(m, configs.get(m.name) as string, data).join(' ')}` : '(restart volley local)';
 }
 
-/** Writes the proxies' configs (TLS pair, shared secret) and the MTAs' config with the proxies' fingerprints. */
-async function prepareConfigs(data: string, options: LocalFleetOptions, layout: FleetLayout): Promise<string> {
+/**
+ * The lines that show a new user how to drain the first MTA into the second:
+ * run on mta-1's "node" (its config, its admin API), with mta-2's drain
+ * endpoint as the destination. mta-1 stops at the end; the exit notice above
+ * prints the command that starts it again, empty.
+ */
+export function drainHint(layout: FleetLayout, configs: ReadonlyMap<string, string>, volleyScript: string, data: string): string[] {
+  const [from, to] = layout.mtas;
+  if (!from || !to) return [];
+  const command = `VOLLEY_ADMIN_TOKEN=local-admin ${process.execPath} ${volleyScript} drain --config ${configs.get(from.name) as string} --admin 127.0.0.1:${from.admin} --ca-file ${drainCaFile(data)} 127.0.0.1:${to.drain}`;
+  return [`  drain ${from.name} into ${to.name} (moves its queue over HTTPS, then stops ${from.name}):`, `    ${command}`];
+}
+
+/**
+ * Writes the proxies' configs (TLS pair, shared secret) and each MTA's config:
+ * the same file but for its own drain endpoint (drain.listen), all with the
+ * proxies' fingerprints and one drain secret. Returns MTA name -> config path.
+ */
+async function prepareConfigs(data: string, options: LocalFleetOptions, layout: FleetLayout): Promise<Map<string, string>> {
   const secretFile = join(data, 'proxy.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  // One drain secret for the fleet: a source signs with the one every destination checks.
+  const drainSecretFile = join(data, 'drain.secret');
+  if (!existsSync(drainSecretFile)) writeFileSync(drainSecretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const drainTls = await drainCertificates(data, layout);
   const nodes: ProxyNode[] = [];
   const fingerprints = new Map<string, string>();
   for (const p of layout.proxies) {
@@ -172,8 +195,56 @@ async function prepareConfigs(data: string, options: LocalFleetOptions, layout: 
   } else {
     doc.set('routes', [{ domain: '*', host: '127.0.0.1', port: options.sinkPort }]);
   }
-  const out = join(data, 'volley.yaml');
-  writeFileSync(out, doc.toString());
+  return new Map(layout.mtas.map((m) => [m.name, writeMtaConfig(data, doc, m, drainSecretFile, drainTls.get(m.name) as DrainTls)]));
+}
+
+/** Where one MTA's drain certificate is, issued by the fleet's drain CA. */
+export interface DrainTls {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** The fleet's drain CA file: what `volley drain --ca-file` trusts, as on AWS. */
+export function drainCaFile(data: string): string {
+  return join(data, 'drain-ca.crt');
+}
+
+/**
+ * A drain CA for the fleet and a certificate for 127.0.0.1 per MTA, made at
+ * the first start and kept: the source verifies each destination against the
+ * CA, as it does on AWS (runtime/bootstrap/drain-secret.ts).
+ */
+export async function drainCertificates(data: string, layout: FleetLayout): Promise<Map<string, DrainTls>> {
+  const { issueProxyCertificate, newProxyCa } = await import('../bootstrap/proxy-link');
+  const caFile = drainCaFile(data);
+  const caKeyFile = join(data, 'drain-ca.key');
+  if (!existsSync(caFile) || !existsSync(caKeyFile)) {
+    const ca = await newProxyCa('local drain');
+    writeFileSync(caKeyFile, ca.key, { mode: 0o600 });
+    writeFileSync(caFile, ca.cert);
+  }
+  const ca = { cert: readFileSync(caFile, 'utf8'), key: readFileSync(caKeyFile, 'utf8') };
+  const out = new Map<string, DrainTls>();
+  for (const m of layout.mtas) {
+    const files = { cert: join(data, m.name, 'drain.crt'), key: join(data, m.name, 'drain.key') };
+    if (!existsSync(files.cert) || !existsSync(files.key)) {
+      mkdirSync(join(data, m.name), { recursive: true });
+      const pair = await issueProxyCertificate(ca, { name: `volley drain ${m.name}`, ip: '127.0.0.1' });
+      writeFileSync(files.key, pair.key, { mode: 0o600 });
+      writeFileSync(files.cert, pair.cert);
+    }
+    out.set(m.name, files);
+  }
+  return out;
+}
+
+/** One MTA's config: the fleet's document with its own drain endpoint, on loopback, admitting only loopback. */
+export function writeMtaConfig(data: string, doc: Document, m: FleetLayout['mtas'][number], drainSecretFile: string, tls: DrainTls): string {
+  const own = doc.clone();
+  const section = drainSection({ address: '127.0.0.1', port: m.drain, secretFile: drainSecretFile, acceptFrom: ['127.0.0.0/8'] });
+  own.set('drain', own.createNode({ ...section, tls: { cert: tls.cert, key: tls.key } }));
+  const out = join(data, `volley-${m.name}.yaml`);
+  writeFileSync(out, own.toString());
   return out;
 }
 

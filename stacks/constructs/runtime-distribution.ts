@@ -67,6 +67,8 @@ export interface InstanceSettings {
   readonly proxyLinkSecretArn: string;
   /** ARN of the proxy CA key secret: proxies only. */
   readonly proxyCaKeySecretArn?: string;
+  /** ARN of the drain secret: MTAs only (`volley drain-secret fetch` reads VOLLEY_DRAIN_SECRET_ID). */
+  readonly drainSecretArn?: string;
 }
 
 /**
@@ -105,6 +107,8 @@ export class RuntimeDistribution extends Construct {
       VOLLEY_CONFIG_FILE: settings.config.installPath,
       VOLLEY_PROXY_LINK_SECRET: settings.proxyLinkSecretArn,
       ...(settings.proxyCaKeySecretArn ? { VOLLEY_PROXY_CA_KEY_SECRET: settings.proxyCaKeySecretArn } : {}),
+      // Not VOLLEY_DRAIN_SECRET: that variable holds a secret's value for the daemon, this names where it is kept.
+      ...(settings.drainSecretArn ? { VOLLEY_DRAIN_SECRET_ID: settings.drainSecretArn } : {}),
     };
     userData.addCommands(
       'set -euo pipefail',

@@ -24,6 +24,8 @@ export interface SingleInstanceSlotProps {
   readonly config: PublishedConfig;
   /** The environment's proxy-link secret: readable by this slot, and by nothing wider. */
   readonly proxyLinkSecret: secretsmanager.ISecret;
+  /** The drain secret: given to MTA slots only (a proxy has no queue to drain). */
+  readonly drainSecret?: secretsmanager.ISecret;
   /** The proxy CA key secret: given to proxy slots only (an MTA holding it could mint a certificate for any proxy address). */
   readonly proxyCaKeySecret?: secretsmanager.ISecret;
   /** Boot, attach and (for an MTA) spool recovery must finish within this, or the deploy rolls back. */
@@ -60,6 +62,10 @@ export class SingleInstanceSlot extends Construct {
     if (props.proxyCaKeySecret) {
       if (props.role !== 'proxy') throw new Error(`slot ${props.slotId}: only a proxy slot may read the proxy CA key`);
       props.proxyCaKeySecret.grantRead(this.role);
+    }
+    if (props.drainSecret) {
+      if (props.role !== 'mta') throw new Error(`slot ${props.slotId}: only an MTA slot may read the drain secret`);
+      props.drainSecret.grantRead(this.role);
     }
     acknowledgeSlotRole(this.role);
 
@@ -120,6 +126,7 @@ export class SingleInstanceSlot extends Construct {
       config: props.config,
       proxyLinkSecretArn: props.proxyLinkSecret.secretArn,
       proxyCaKeySecretArn: props.proxyCaKeySecret?.secretArn,
+      drainSecretArn: props.drainSecret?.secretArn,
     });
   }
 

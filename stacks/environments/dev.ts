@@ -12,10 +12,14 @@ export const dev = {
   mta: {
     instanceType: 'c6in.large',
     slotsPerAz: 1,
+    // Every slot whose retained volume exists: remove one only after draining it and deleting its volume (README, scaling in).
+    volumeSlots: ['dev-mta-eu-west-1a-1', 'dev-mta-eu-west-1b-1'],
     volume: { sizeGiB: 50, iops: 3000, throughputMiBps: 125 },
     smtpPorts: [25, 587],
     apiPort: 8080,
     adminPort: 8025,
+    // drain.listen of the generated MTA config: only the other MTAs reach it.
+    drainPort: 8443,
   },
   proxy: {
     instanceType: 'c6in.large',

@@ -35,3 +35,13 @@ export function planSubnets(vpcCidr: string, availabilityZones: readonly string[
     privateCidr: formatCidr(privates[i] as Cidr),
   }));
 }
+
+/** Slot ids name the environment, tier, AZ and position: prod-mta-us-east-1a-1. */
+export function mtaSlotId(envName: string, availabilityZone: string, index: number): string {
+  return `${envName}-mta-${availabilityZone}-${index}`;
+}
+
+/** The MTA slots an environment runs now, in the order the tier creates them. */
+export function mtaSlotIds(envName: string, availabilityZones: readonly string[], slotsPerAz: number): string[] {
+  return availabilityZones.flatMap((az) => Array.from({ length: slotsPerAz }, (_, i) => mtaSlotId(envName, az, i + 1)));
+}

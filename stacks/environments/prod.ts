@@ -11,10 +11,21 @@ export const prod = {
   mta: {
     instanceType: 'c6in.32xlarge',
     slotsPerAz: 2,
+    // Every slot whose retained volume exists: remove one only after draining it and deleting its volume (README, scaling in).
+    volumeSlots: [
+      'prod-mta-us-east-1a-1',
+      'prod-mta-us-east-1a-2',
+      'prod-mta-us-east-1b-1',
+      'prod-mta-us-east-1b-2',
+      'prod-mta-us-east-1c-1',
+      'prod-mta-us-east-1c-2',
+    ],
     volume: { sizeGiB: 2000, iops: 16000, throughputMiBps: 1000 },
     smtpPorts: [25, 587],
     apiPort: 8080,
     adminPort: 8025,
+    // drain.listen of the generated MTA config: only the other MTAs reach it.
+    drainPort: 8443,
   },
   proxy: {
     instanceType: 'c6in.8xlarge',

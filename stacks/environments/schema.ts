@@ -41,6 +41,15 @@ export interface EnvironmentConfig {
   readonly mta: {
     readonly instanceType: string;
     readonly slotsPerAz: number;
+    /**
+     * Every MTA slot whose retained volume exists, current or removed. A slot
+     * removed from the tier (slotsPerAz lowered, an AZ dropped) keeps its
+     * volume, and with it any queue it still holds: `cdk synth` warns for
+     * each one listed here but no longer in the tier, until its volume is
+     * deleted and the slot taken off this list (README, scaling in). Every
+     * current slot must be listed, so a removal cannot go unnoticed.
+     */
+    readonly volumeSlots: readonly string[];
     readonly volume: {
       readonly sizeGiB: number;
       readonly iops: number;
@@ -50,6 +59,8 @@ export interface EnvironmentConfig {
     readonly apiPort: number;
     /** Serves GET /readyz for the load balancers' health checks. */
     readonly adminPort: number;
+    /** The drain endpoint (the config's drain.listen): MTAs reach each other here, nothing else does. */
+    readonly drainPort: number;
   };
   readonly proxy: {
     readonly instanceType: string;

@@ -11,10 +11,14 @@ export const staging = {
   mta: {
     instanceType: 'c6in.4xlarge',
     slotsPerAz: 1,
+    // Every slot whose retained volume exists: remove one only after draining it and deleting its volume (README, scaling in).
+    volumeSlots: ['staging-mta-eu-west-1a-1', 'staging-mta-eu-west-1b-1'],
     volume: { sizeGiB: 200, iops: 6000, throughputMiBps: 250 },
     smtpPorts: [25, 587],
     apiPort: 8080,
     adminPort: 8025,
+    // drain.listen of the generated MTA config: only the other MTAs reach it.
+    drainPort: 8443,
   },
   proxy: {
     instanceType: 'c6in.2xlarge',

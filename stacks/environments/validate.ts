@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { IPV4_PER_ENI, knownInstanceTypes } from './instance-types';
 import { cidrContains, parseCidr, parseIpv4 } from './ip';
-import { planSubnets } from './layout';
+import { mtaSlotIds, planSubnets } from './layout';
 import type { EnvironmentConfig } from './schema';
 
 /** A bad environment config: `field` is the dotted path, e.g. `proxy.proxies[1].sendingIps[0]`. */
@@ -65,6 +65,7 @@ class Reader {
 }
 
 const NAME = /^[a-z][a-z0-9-]{0,30}$/;
+const NAME_LONG = /^[a-z][a-z0-9-]{0,127}$/;
 const PORT_MAX = 65535;
 
 /**
@@ -117,7 +118,12 @@ export function validateEnvironment(raw: unknown, repoRoot: string): Environment
   // mta
   const mtaType = r.string(raw, 'mta.instanceType');
   if (!(mtaType in IPV4_PER_ENI)) fail('mta.instanceType', `must be one of ${knownInstanceTypes().join(', ')} (got "${mtaType}")`);
-  r.integer(raw, 'mta.slotsPerAz', 1, 20);
+  const slotsPerAz = r.integer(raw, 'mta.slotsPerAz', 1, 20);
+  const volumeSlots = r.array(raw, 'mta.volumeSlots', 1).map((_, i) => r.string(raw, `mta.volumeSlots.${i}`, NAME_LONG, 'a slot id such as <env>-mta-<az>-<n>'));
+  if (new Set(volumeSlots).size !== volumeSlots.length) fail('mta.volumeSlots', 'must not repeat a slot');
+  // A slot missing here would have no record of its volume, and its later removal would go unwarned.
+  const unlisted = mtaSlotIds(envName, azNames, slotsPerAz).filter((slot) => !volumeSlots.includes(slot));
+  if (unlisted.length > 0) fail('mta.volumeSlots', `must list every MTA slot the tier runs (its volume is retained): add ${unlisted.map((s) => `'${s}'`).join(', ')}`);
   const size = r.integer(raw, 'mta.volume.sizeGiB', 1, 65536);
   const iops = r.integer(raw, 'mta.volume.iops', 3000, 80000);
   if (iops > size * 500) fail('mta.volume.iops', `must be at most 500 per GiB for gp3 (${size * 500} for ${size} GiB, got ${iops})`);
@@ -126,8 +132,9 @@ export function validateEnvironment(raw: unknown, repoRoot: string): Environment
   const smtpPorts = r.array(raw, 'mta.smtpPorts', 1).map((_, i) => r.integer(raw, `mta.smtpPorts.${i}`, 1, PORT_MAX));
   const apiPort = r.integer(raw, 'mta.apiPort', 1, PORT_MAX);
   const adminPort = r.integer(raw, 'mta.adminPort', 1, PORT_MAX);
-  const mtaPorts = [...smtpPorts, apiPort, adminPort];
-  if (new Set(mtaPorts).size !== mtaPorts.length) fail('mta', 'smtpPorts, apiPort and adminPort must all differ');
+  const drainPort = r.integer(raw, 'mta.drainPort', 1, PORT_MAX);
+  const mtaPorts = [...smtpPorts, apiPort, adminPort, drainPort];
+  if (new Set(mtaPorts).size !== mtaPorts.length) fail('mta', 'smtpPorts, apiPort, adminPort and drainPort must all differ');
 
   // proxy
   const proxyType = r.string(raw, 'proxy.instanceType');

@@ -9,10 +9,11 @@ import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import { DRAIN_FILE_DEFAULTS } from '../../bin/commands/drain-secret';
 import { packageRuntime } from '../../bin/package-asset';
 import { newProxyCa } from '../../runtime/bootstrap/proxy-link';
 import { loadEnvironment } from '../../stacks/environments';
-import { proxyConfigText } from '../../stacks/topology';
+import { INSTANCE_FILES, proxyConfigText } from '../../stacks/topology';
 import { waitUntil } from '../helpers/proxy-fixtures';
 
 const ROOT = resolve(__dirname, '../..');
@@ -81,7 +82,13 @@ describe('packaged runtime', () => {
     expect(unit.get('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
     expect(unit.get('EnvironmentFile')).toEqual(['/etc/volley/instance.env']);
     const mta = unitSettings(readFileSync(join(assetDir, 'systemd/volley-mta.service'), 'utf8'));
-    expect(mta.get('ExecStartPre')).toEqual(['+/opt/volley/bin/volley proxy-link fetch mta --config /etc/volley/volley.yaml']);
+    // Then the drain's secret, CA and certificate, to the files the generated config's drain section names.
+    expect(mta.get('ExecStartPre')).toEqual([
+      '+/opt/volley/bin/volley proxy-link fetch mta --config /etc/volley/volley.yaml',
+      '+/opt/volley/bin/volley drain-secret fetch',
+    ]);
+    // Its default paths are the ones the generated config and the SSM document name.
+    expect(DRAIN_FILE_DEFAULTS).toEqual({ secretFile: INSTANCE_FILES.drainSecret, caFile: INSTANCE_FILES.drainCa, certFile: INSTANCE_FILES.drainCert, keyFile: INSTANCE_FILES.drainKey });
   });
 
   test('the packaged proxy unit, run as shipped against a stand-in Secrets Manager, serves a certificate for its listen IP from the environment CA', async () => {

@@ -35,11 +35,13 @@ test('two MTA slots in two AZs and two proxies, each with its own slot and its o
   for (const i of built.instances) {
     expect(built.parameters.has(i.instanceEnv.VOLLEY_CONFIG_PARAMETER as string)).toBe(true);
     expect(i.instanceEnv).toMatchObject({ VOLLEY_REGION: 'eu-west-1', VOLLEY_STACK: i.stack, VOLLEY_PROXY_LINK_SECRET: secretArn(built.env, 'volley/rehearsal/proxy-link') });
+    // Where an MTA's start fetches the drain secret from (the rehearsal's fake Secrets Manager holds it); proxies are not told.
+    expect(i.instanceEnv.VOLLEY_DRAIN_SECRET_ID).toBe(i.role === 'mta' ? secretArn(built.env, 'volley/rehearsal/drain') : undefined);
     // Resolved throughout: nothing of CloudFormation's syntax is left for bash to see.
     expect(i.userData).not.toMatch(/Fn::|"Ref"|\$\{Token/);
   }
-  // The link secret every slot reads, and the CA key only proxies read.
-  expect([...built.secrets.keys()].sort()).toEqual(['volley/rehearsal/proxy-ca-key', 'volley/rehearsal/proxy-link']);
+  // The link secret every slot reads, the CA key only proxies read, and the drain secret only MTAs read.
+  expect([...built.secrets.keys()].sort()).toEqual(['volley/rehearsal/drain', 'volley/rehearsal/proxy-ca-key', 'volley/rehearsal/proxy-link']);
 });
 
 test('the MTAs\' config is an S3 object named by their parameter, loaded by the MTA\'s loader with the rehearsal\'s throttle', () => {

@@ -9,6 +9,7 @@
 // a proxy slot attaches its sending ENI (its addresses arrive on its
 // namespace) and starts volley-proxy.service; each waits for /readyz and
 // signals SUCCESS to the fake CloudFormation.
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { waitUntil } from '../helpers/proxy-fixtures';
@@ -51,6 +52,16 @@ it('boots both MTA slots and both proxies to /readyz and a SUCCESS signal each; 
       expect((await i.exec(['mountpoint', '-q', '/var/lib/volley'])).code).toBe(0);
       const ready = await i.exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:8025/readyz']);
       expect(ready.stdout).toBe('200');
+      // The drain secret and a certificate for the instance's private IP from the drain CA, fetched before the MTA started,
+      // where the generated config's drain section points.
+      const drain = JSON.parse(rehearsal.aws.secretsManager.secrets.get('volley/rehearsal/drain')?.value ?? '{}') as { secret?: string; ca_cert?: string };
+      const cert = new X509Certificate(readFileSync(i.hostPath('/etc/volley/drain.crt')));
+      expect({
+        node: i.name,
+        drainSecret: readFileSync(i.hostPath('/etc/volley/drain.secret'), 'utf8'),
+        certFor: cert.checkIP(i.privateIp),
+        issuedByDrainCa: cert.verify(new X509Certificate(drain.ca_cert ?? '').publicKey),
+      }).toEqual({ node: i.name, drainSecret: drain.secret, certFor: i.privateIp, issuedByDrainCa: true });
     } else {
       expect(i.runner.status('volley-proxy.service').state).toBe('active');
       const eni = rehearsal.assembly.interfaces.find((e) => e.slot === i.spec.slot);

@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { formatDrainSecret } from '../../runtime/bootstrap/drain-secret';
 import { formatProxyCaSecret, formatProxyLinkSecret, newProxyCa } from '../../runtime/bootstrap/proxy-link';
 import { packageRuntime } from '../../bin/package-asset';
 import { type InstanceSpec, type RehearsalAssembly, REPO_ROOT, synthRehearsal } from './assembly';
@@ -96,8 +97,12 @@ export async function startRehearsal(options: { volumeMiB?: number } = {}): Prom
     // proxy CA's certificate in the link secret every slot reads, its key in the one only proxies read.
     const ca = await newProxyCa(`volley ${env.name} proxy CA`);
     const secret = randomBytes(48).toString('base64url').slice(0, 64);
+    // And the drain secret as CloudFormation generates it plus the CA `volley drain-secret init` adds: read by MTAs only, at each start.
+    const drainCa = await newProxyCa(`volley ${env.name} drain CA`);
+    const drainSecret = formatDrainSecret({ secret: randomBytes(48).toString('base64url').slice(0, 64), caCert: drainCa.cert, caKey: drainCa.key });
     for (const name of assembly.secrets.keys()) {
-      aws.secretsManager.put(name, name.endsWith('/proxy-ca-key') ? formatProxyCaSecret(ca) : formatProxyLinkSecret({ secret, caCert: ca.cert }));
+      const value = name.endsWith('/proxy-ca-key') ? formatProxyCaSecret(ca) : name.endsWith('/drain') ? drainSecret : formatProxyLinkSecret({ secret, caCert: ca.cert });
+      aws.secretsManager.put(name, value);
     }
     const loops: LoopDevice[] = [];
     cleanups.push(() => loops.forEach((l) => l.detach()));

@@ -9,7 +9,7 @@ import { PROXY_DEFAULTS } from '../../runtime/bootstrap/defaults';
 import { parseProxyConfig } from '../../runtime/proxy/config';
 import { parseConfig } from '../../runtime/shared/config/load';
 import { loadEnvironment } from '../../stacks/environments';
-import { mtaConfigText } from '../../stacks/topology';
+import { INSTANCE_FILES, mtaConfigText } from '../../stacks/topology';
 import { build, REPO_ROOT, resources, template } from './helpers';
 
 /** The KEY=value lines user data writes to /etc/volley/instance.env. */
@@ -44,6 +44,15 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     const held = new Set(servers.flatMap((s) => s.sendingIps));
     expect(loaded.vmtas.length).toBeGreaterThan(0);
     for (const v of loaded.vmtas) expect({ vmta: v.name, held: held.has(v.ip) }).toEqual({ vmta: v.name, held: true });
+  });
+
+  test('the MTAs\' drain endpoint: the environment\'s drain port (the one the security group opens between MTAs), the fetched secret, only the MTA subnets', () => {
+    const text = readFileSync(join(assembly.directory, stacks.mta.publishedConfig.asset?.assetPath as string), 'utf8');
+    const drain = parseConfig(text, `${envName} MTA config`).drain;
+    expect(drain).toMatchObject({ listen: { address: '0.0.0.0', port: config.mta.drainPort }, secretFile: INSTANCE_FILES.drainSecret, trustedProxies: [] });
+    // The certificate issued from the drain CA at each start, which `volley drain --ca-file` verifies.
+    expect(drain?.tls).toEqual({ cert: INSTANCE_FILES.drainCert, key: INSTANCE_FILES.drainKey });
+    expect([...(drain?.acceptFrom ?? [])].sort()).toEqual(privateCidrs);
   });
 
   test('the MTAs ship closed event files to the storage stack\'s bucket, under the prefix their roles may write; each instance knows its environment', () => {
@@ -93,13 +102,17 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
       expect(instanceEnv(lt)).toMatchObject({ VOLLEY_ROLE: 'mta', VOLLEY_CONFIG_SOURCE: 's3-url', VOLLEY_CONFIG_FILE: '/etc/volley/volley.yaml' });
       // MTAs are not told where the CA key is (nor may they read it).
       expect(JSON.stringify(lt.Properties)).not.toContain('VOLLEY_PROXY_CA_KEY_SECRET');
+      // Where `volley drain-secret fetch` (volley-mta.service) finds the drain secret.
+      expect(JSON.stringify(lt.Properties)).toContain('VOLLEY_DRAIN_SECRET_ID=');
     }
+    // Proxies have no queue to drain: they are not told where the drain secret is.
+    for (const lt of templates) expect(JSON.stringify(lt.Properties)).not.toContain('VOLLEY_DRAIN_SECRET_ID');
   });
 
   test('no secret value is in any template: Secrets Manager generates the shared secret, the CA is added after deploy', () => {
     const secrets = resources(template(stacks.secrets), 'AWS::SecretsManager::Secret');
-    // The link secret and the CA key secret (test/stacks/secrets-stack.test.ts: who reads which).
-    expect(Object.values(secrets)).toHaveLength(2);
+    // The link secret, the CA key secret and the drain secret (test/stacks/secrets-stack.test.ts: who reads which).
+    expect(Object.values(secrets)).toHaveLength(3);
     const secret = Object.values(secrets).find((r) => r.Properties?.Name === `volley/${envName}/proxy-link`);
     expect(secret?.Properties).toMatchObject({ Name: `volley/${envName}/proxy-link`, GenerateSecretString: { GenerateStringKey: 'secret', PasswordLength: 64 } });
     expect(secret?.Properties?.SecretString).toBeUndefined();
@@ -117,8 +130,8 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     for (const t of [mta, proxy]) {
       for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
         const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
-        // The CA key secret's grants (proxies only) are checked in secrets-stack.test.ts.
-        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:') && !JSON.stringify(st.Resource).includes('ProxyCaKey'))) {
+        // The CA key secret's grants (proxies only) and the drain secret's (MTAs only) are checked in secrets-stack.test.ts.
+        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:') && !/ProxyCaKey|ExportsOutputRefDrain/.test(JSON.stringify(st.Resource)))) {
           expect([s.Action].flat().sort()).toEqual(['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
           // The Secrets stack's export of this environment's secret ARN, and nothing else.
           expect(s.Resource).toEqual({ 'Fn::ImportValue': expect.stringMatching(new RegExp(`^Volley-${envName}-Secrets:ExportsOutputRefProxyLink`)) });
@@ -170,6 +183,13 @@ describe('the environment file is the one source of the topology', () => {
     expect(() => mtaConfigText(dev, own('{ name: archive, type: s3, bucket: somewhere-else, prefix: mta }'))).toThrow(/bucket must be volley-dev-events-/);
     expect(() => mtaConfigText(dev, own(`{ name: archive, type: s3, bucket: ${bucket} }`))).toThrow(/prefix must be "mta"/);
     expect(() => mtaConfigText(dev, own(`{ name: archive, type: s3, bucket: ${bucket}, prefix: mta, endpoint: "http://127.0.0.1:9000" }`))).toThrow(/endpoint must not be set/);
+  });
+
+  test('a drain section in the git config keeps its own tuning; its listen, secret and sources come from the environment file', () => {
+    const loaded = parseConfig(mtaConfigText(dev, `${base}drain:\n  dedupe_retention: 2d\n  max_batch_bytes: 8MB\n`), 'dev').drain;
+    expect(loaded).toMatchObject({ dedupeRetentionMs: 2 * 86_400_000, maxBatchBytes: 8 * 1024 * 1024, listen: { port: dev.mta.drainPort }, secretFile: INSTANCE_FILES.drainSecret });
+    expect(() => mtaConfigText(dev, `${base}drain:\n  listen: { port: 9443 }\n`)).toThrow(/remove drain\.listen: generated from stacks\/environments\/dev\.ts/);
+    expect(() => mtaConfigText(dev, `${base}drain:\n  accept_from: [0.0.0.0/0]\n  secret_file: /tmp/s\n`)).toThrow(/remove drain\.secret_file, drain\.accept_from/);
   });
 
   test('a generated config the MTA\'s loader refuses stops synth with the loader\'s message', () => {

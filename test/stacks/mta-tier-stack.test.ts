@@ -1,6 +1,7 @@
-import { Match } from 'aws-cdk-lib/assertions';
+import { Annotations, Match } from 'aws-cdk-lib/assertions';
+import { loadEnvironment } from '../../stacks/environments';
 import { mtaSlotId } from '../../stacks/mta-tier-stack';
-import { build, resources, template } from './helpers';
+import { build, REPO_ROOT, resources, template } from './helpers';
 
 describe.each([
   ['dev', 'c6in.large', 2],
@@ -123,5 +124,34 @@ describe.each([
     }
     t.hasResourceProperties('AWS::SSM::Parameter', { Name: `/volley/${config.name}/mta/config-url` });
     t.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', { NotificationConfigurations: Match.arrayWith([Match.objectLike({ TopicARN: Match.anyValue() })]) });
+  });
+});
+
+describe('a removed slot whose volume is retained', () => {
+  const warnings = (envName: string, mutate: (config: { mta: { slotsPerAz: number; volumeSlots: readonly string[] } }) => void) => {
+    const base = loadEnvironment(envName, REPO_ROOT);
+    const config = JSON.parse(JSON.stringify(base)) as typeof base;
+    mutate(config as unknown as { mta: { slotsPerAz: number; volumeSlots: readonly string[] } });
+    const { stacks } = build(envName, { config, nag: false });
+    return Annotations.fromStack(stacks.mta).findWarning('*', Match.stringLikeRegexp('retained'));
+  };
+
+  test('synth warns, naming each removed slot\'s volume and the runbook, when slotsPerAz is lowered', () => {
+    const found = warnings('prod', (c) => (c.mta.slotsPerAz = 1));
+    const text = found.map((w) => String(w.entry.data));
+    expect(text).toHaveLength(3);
+    for (const slot of ['prod-mta-us-east-1a-2', 'prod-mta-us-east-1b-2', 'prod-mta-us-east-1c-2']) {
+      expect(text.filter((t) => t.includes(`volley:slot=${slot}`))).toHaveLength(1);
+    }
+    expect(text[0]).toContain('Scaling the MTA tier in');
+    expect(text[0]).toContain('aws ec2 delete-volume');
+  });
+
+  test('no warning while every listed slot is in the tier, nor once a deleted volume\'s slot is taken off the list', () => {
+    expect(warnings('prod', () => undefined)).toEqual([]);
+    expect(warnings('prod', (c) => {
+      c.mta.slotsPerAz = 1;
+      c.mta.volumeSlots = c.mta.volumeSlots.filter((s) => s.endsWith('-1'));
+    })).toEqual([]);
   });
 });

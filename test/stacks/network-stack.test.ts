@@ -37,6 +37,14 @@ describe.each(['dev', 'prod'])('%s network', (envName) => {
     expect(mtaIn.filter((r) => r.FromPort === config.mta.adminPort).map((r) => JSON.stringify(r.SourceSecurityGroupId))).toEqual([JSON.stringify(ref('LoadBalancers'))]);
   });
 
+  test('MTAs reach each other on the drain port, and on nothing else', () => {
+    const mtaIn = ingress.filter((r) => JSON.stringify(r.GroupId) === JSON.stringify(ref('Mtas')));
+    const fromMtas = mtaIn.filter((r) => JSON.stringify(r.SourceSecurityGroupId) === JSON.stringify(ref('Mtas')));
+    expect(fromMtas).toEqual([expect.objectContaining({ FromPort: config.mta.drainPort, ToPort: config.mta.drainPort, IpProtocol: 'tcp' })]);
+    // Nobody else reaches the drain endpoint: not the load balancers, not the injector networks.
+    expect(mtaIn.filter((r) => r.FromPort === config.mta.drainPort)).toHaveLength(1);
+  });
+
   test('nothing is open to the whole internet', () => {
     const inline = Object.values(groups).flatMap((g) => (g.Properties?.SecurityGroupIngress as { CidrIp?: string }[]) ?? []);
     for (const rule of [...ingress, ...inline]) expect((rule as { CidrIp?: string }).CidrIp).not.toBe('0.0.0.0/0');

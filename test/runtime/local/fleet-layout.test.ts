@@ -2,12 +2,12 @@
 import { createServer } from 'node:net';
 import { DEFAULT_LAYOUT, fleetLayout, PORTS_USED, type FleetLayout } from '../../../runtime/local/fleet-layout';
 
-const ports = (l: FleetLayout): number[] => [l.lb.smtp, l.lb.http, l.lb.admin, ...l.mtas.flatMap((m) => [m.smtp, m.http, m.admin]), ...l.proxies.flatMap((p) => [p.port, p.admin]), l.sink];
+const ports = (l: FleetLayout): number[] => [l.lb.smtp, l.lb.http, l.lb.admin, ...l.mtas.flatMap((m) => [m.smtp, m.http, m.admin, m.drain]), ...l.proxies.flatMap((p) => [p.port, p.admin]), l.sink];
 
 test('without --port-base: the fixed ports the README documents', async () => {
   const l = await fleetLayout(undefined);
   expect(l).toBe(DEFAULT_LAYOUT);
-  expect(ports(l)).toEqual([2525, 8080, 8026, 2601, 8081, 8027, 2602, 8082, 8028, 7025, 7027, 7026, 7028, 2526]);
+  expect(ports(l)).toEqual([2525, 8080, 8026, 2601, 8081, 8027, 8443, 2602, 8082, 8028, 8444, 7025, 7027, 7026, 7028, 2526]);
   expect(l.lb.source).toBe('127.0.0.9');
 });
 

@@ -8,6 +8,10 @@ import { swaks } from '../../helpers/swaks';
 import { childrenByParent } from '../../helpers/procs';
 import { smtpSourceWithAcks } from '../../helpers/smtp-source-acks';
 import { tempDir } from '../../helpers/tmp';
+import { parseDocument } from 'yaml';
+import { DEFAULT_LAYOUT } from '../../../runtime/local/fleet-layout';
+import { X509Certificate } from 'node:crypto';
+import { drainCaFile, drainCertificates, drainHint, writeMtaConfig } from '../../../runtime/local/local-fleet';
 
 // Each fleet runs on free ports (--port-base auto) and the tests read the
 // printed endpoints, so they never collide with a developer's `volley local`
@@ -201,3 +205,43 @@ test('kill -9 one MTA in the middle of 10,000 messages: only its open sessions f
     }
   }
 }, 240_000);
+
+describe('drain, locally: each MTA its own drain endpoint, and the command that drains mta-1 into mta-2', () => {
+  const configs = new Map([
+    ['mta-1', '/data/volley-mta-1.yaml'],
+    ['mta-2', '/data/volley-mta-2.yaml'],
+  ]);
+
+  test('the printed command runs on mta-1 (its config and admin API) and sends to mta-2\'s drain port', () => {
+    const lines = drainHint(DEFAULT_LAYOUT, configs, '/opt/x/volley.js', '/data');
+    expect(lines[0]).toContain('drain mta-1 into mta-2');
+    expect(lines[1]?.trim()).toBe(`VOLLEY_ADMIN_TOKEN=local-admin ${process.execPath} /opt/x/volley.js drain --config /data/volley-mta-1.yaml --admin 127.0.0.1:8027 --ca-file /data/drain-ca.crt 127.0.0.1:8444`);
+  });
+
+  const dir = tempDir();
+  test('each MTA\'s config is the fleet\'s plus its own drain listener on loopback, one secret, loopback admitted', () => {
+    const doc = parseDocument('hostname: mta.volley.test\nsmtp:\n  relay_from: [127.0.0.0/8]\n');
+    const secret = join(dir, 'drain.secret');
+    const tls = (name: string) => ({ cert: `/data/${name}/drain.crt`, key: `/data/${name}/drain.key` });
+    const written = DEFAULT_LAYOUT.mtas.map((m) => parseDocument(readFileSync(writeMtaConfig(dir, doc, m, secret, tls(m.name)), 'utf8')).toJSON() as Record<string, unknown>);
+    expect(written.map((c) => c.drain)).toEqual(
+      DEFAULT_LAYOUT.mtas.map((m) => ({ listen: { address: '127.0.0.1', port: m.drain }, secret_file: secret, accept_from: ['127.0.0.0/8'], tls: tls(m.name) })),
+    );
+    expect(new Set(DEFAULT_LAYOUT.mtas.map((m) => m.drain)).size).toBe(DEFAULT_LAYOUT.mtas.length);
+    for (const c of written) expect({ ...c, drain: undefined }).toEqual({ hostname: 'mta.volley.test', smtp: { relay_from: ['127.0.0.0/8'] }, drain: undefined });
+    // The fleet's document itself is left as it was (each MTA got a copy).
+    expect(doc.has('drain')).toBe(false);
+  });
+
+  test('each MTA\'s drain certificate is for 127.0.0.1 and issued by the fleet\'s drain CA (what --ca-file trusts), made once and kept', async () => {
+    const certs = await drainCertificates(dir, DEFAULT_LAYOUT);
+    const ca = new X509Certificate(readFileSync(drainCaFile(dir)));
+    for (const m of DEFAULT_LAYOUT.mtas) {
+      const cert = new X509Certificate(readFileSync(certs.get(m.name)?.cert as string));
+      expect({ mta: m.name, ip: cert.checkIP('127.0.0.1'), byCa: cert.verify(ca.publicKey) }).toEqual({ mta: m.name, ip: '127.0.0.1', byCa: true });
+    }
+    const first = readFileSync(certs.get('mta-1')?.cert as string, 'utf8');
+    await drainCertificates(dir, DEFAULT_LAYOUT);
+    expect(readFileSync(certs.get('mta-1')?.cert as string, 'utf8')).toBe(first);
+  });
+});

@@ -46,6 +46,10 @@ test.each([
   ['network.allowedCidrs[0]', (r: Mutable) => (at(r, 'network').allowedCidrs = ['0.0.0.0/0'])],
   ['mta.instanceType', (r: Mutable) => (at(r, 'mta').instanceType = 'c6in.33xlarge')],
   ['mta.slotsPerAz', (r: Mutable) => delete at(r, 'mta').slotsPerAz],
+  ['mta.volumeSlots', (r: Mutable) => (at(r, 'mta').slotsPerAz = 3)], // the new third slot of each AZ is not listed
+  ['mta.volumeSlots', (r: Mutable) => (at(r, 'mta').volumeSlots = ['prod-mta-us-east-1a-1', 'prod-mta-us-east-1a-1'])],
+  ['mta.drainPort', (r: Mutable) => delete at(r, 'mta').drainPort],
+  ['mta', (r: Mutable) => (at(r, 'mta').drainPort = 8080)], // the API's port
   ['mta.volume.iops', (r: Mutable) => (at(r, 'mta.volume').sizeGiB = 20)], // 16000 IOPS > 500 × 20 GiB
   ['mta.volume.throughputMiBps', (r: Mutable) => (at(r, 'mta.volume').throughputMiBps = 5000)],
   ['proxy.proxies[1].sendingIps[2]', (r: Mutable) => ((at(r, 'proxy.proxies.1').sendingIps as string[])[2] = '10.60.0.20')],
@@ -72,4 +76,16 @@ test('the subnet plan places public /24s first, then aligned private /20s', () =
     { availabilityZone: 'b', publicCidr: '10.60.1.0/24', privateCidr: '10.60.32.0/20' },
     { availabilityZone: 'c', publicCidr: '10.60.2.0/24', privateCidr: '10.60.48.0/20' },
   ]);
+});
+
+test('a slot missing from mta.volumeSlots is named, with what to add', () => {
+  const raw = clone(prod);
+  at(raw, 'mta').slotsPerAz = 3;
+  expect(() => validateEnvironment(raw, REPO_ROOT)).toThrow("add 'prod-mta-us-east-1a-3', 'prod-mta-us-east-1b-3', 'prod-mta-us-east-1c-3'");
+});
+
+test('a removed slot still in mta.volumeSlots is valid: synth warns about its volume instead (mta-tier-stack.test.ts)', () => {
+  const raw = clone(prod);
+  at(raw, 'mta').slotsPerAz = 1;
+  expect(validateEnvironment(raw, REPO_ROOT).mta.volumeSlots).toHaveLength(6);
 });
