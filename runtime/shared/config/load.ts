@@ -5,6 +5,7 @@ import { LineCounter, parseDocument, isMap, isSeq, type Node } from 'yaml';
 import { CidrList } from '../cidr';
 import { VolleyError } from '../errors';
 import { parseDuration, parseSize } from '../units';
+import { normaliseDrain, type RawDrain } from './drain';
 import { normaliseEvents, normaliseInbound, type RawEvents, type RawInbound } from './events';
 import { notImplemented } from './not-implemented';
 import { configSchema } from './schema';
@@ -159,6 +160,7 @@ interface Raw {
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
   events?: RawEvents;
   inbound?: RawInbound;
+  drain?: RawDrain;
   rollups?: { name: string; mx: string[] }[];
   throttles?: { vmta?: string; destination: string; max_connections?: number; max_messages_per_hour?: number }[];
   backoff?: { destination?: string; code?: number; text?: string; pause: Dur }[];
@@ -295,6 +297,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
     }),
     events: normaliseEvents(raw.events, report),
     inbound: normaliseInbound(raw.inbound, poolNames, report),
+    drain: normaliseDrain(raw.drain, report),
     rollups: (raw.rollups ?? []).map((r) => ({ name: r.name, mx: r.mx.map((m) => m.toLowerCase().replace(/^\*?\.?/, '')) })),
     throttles: (raw.throttles ?? []).map((t, i) => {
       if (t.vmta !== undefined && !vmtaNames.has(t.vmta)) report(['throttles', i, 'vmta'], `no VMTA named "${t.vmta}"`);

@@ -6,7 +6,6 @@
 /** Dotted field path -> what is missing. */
 export const NOT_IMPLEMENTED: Readonly<Record<string, string>> = {
   'smtp.greeting_delay': 'the early-talker greeting hold is not built',
-  accept_drain_from: 'drain (moving a queue between nodes) is not built',
 };
 
 /** The message for a refused field, or undefined when the field is simply unknown. */

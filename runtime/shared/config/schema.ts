@@ -2,6 +2,7 @@
 // identical on every node; node-specific values (node id, persistent path,
 // listen addresses) come from flags or the environment, never from here.
 
+import { drainSchema } from './drain';
 import { eventsSchema, inboundSchema } from './events';
 
 const duration = { type: ['string', 'integer'], description: 'e.g. 250ms, 30s, 5m, 2h, 4d' };
@@ -183,6 +184,7 @@ export const configSchema = {
     },
     events: eventsSchema,
     inbound: inboundSchema,
+    drain: drainSchema,
     proxies: {
       type: 'object',
       additionalProperties: false,

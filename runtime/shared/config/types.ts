@@ -1,7 +1,10 @@
 // The config after validation and normalisation: durations in ms, sizes in
 // bytes, defaults filled in. Plain data only, so it can cross the cluster IPC.
 
+import type { DrainConfig } from './drain';
 import type { EventsConfig, InboundConfig } from './events';
+
+export type { DrainConfig } from './drain';
 
 export type { EventsConfig, InboundConfig, SinkConfig, WebhookSinkConfig, SqliteSinkConfig, S3SinkConfig, FilterConfig } from './events';
 
@@ -160,6 +163,8 @@ export interface VolleyConfig {
   events: EventsConfig;
   /** The listener for DSNs and ARF reports; none when absent. */
   inbound?: InboundConfig;
+  /** The drain endpoint (issue 17); none when absent. */
+  drain?: DrainConfig;
   dkim: DkimKeyConfig[];
   rollups: RollupConfig[];
   bounceRules: BounceRuleConfig[];
