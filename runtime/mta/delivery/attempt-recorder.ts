@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { RecipientResult, SessionInfo, Source } from '../../shared/smtp/connector';
 import type { SpoolPartition } from '../spool/partition';
-import type { Envelope, SpoolEntry } from '../spool/types';
+import { expiresAt, type Envelope, type SpoolEntry } from '../spool/types';
 import type { AttemptEvent, AttemptLog } from './attempt-log';
 import { BounceClassifier } from './bounce-category';
 import { buildDsn } from './dsn';
@@ -200,7 +200,7 @@ export class AttemptRecorder {
     if (a.deferred.length > 0) {
       const schedule = this.config.delivery.retryMs;
       next = now + schedule[Math.min(attempts - 1, schedule.length - 1)];
-      if (next > entry.received + this.config.delivery.maxLifetimeMs) {
+      if (next > expiresAt(entry, this.config.delivery.maxLifetimeMs)) {
         // Past its lifetime: the deferral becomes the final, expired, result.
         next = undefined;
         for (const e of a.events) if (e.status === 'deferred') e.status = 'expired';

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
-import type { SpoolEntry } from '../spool/types';
+import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { AttemptLog } from './attempt-log';
 import { AttemptRecorder, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
@@ -458,7 +458,7 @@ export class DeliveryEngine {
       if (dest.heldUntil <= now && !this.isHeldByOperator(dest)) continue;
       const keep: Job[] = [];
       for (const job of dest.jobs) {
-        if (now > job.attempt.entry.received + this.config.delivery.maxLifetimeMs) {
+        if (now > expiresAt(job.attempt.entry, this.config.delivery.maxLifetimeMs)) {
           this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' as const })), { source: dest.source, transactionMs: 0, errorKind: 'throttled' });
         } else keep.push(job);
       }

@@ -476,6 +476,7 @@ function toEntry(env: Envelope, pos: Position, length: number, owner: SpoolParti
     from: intern(env.from),
     to: env.to,
     received: env.received,
+    ...(env.expires !== undefined && { expires: env.expires }),
     next: env.next ?? env.received,
     attempts: env.attempts ?? 0,
     size: env.size,

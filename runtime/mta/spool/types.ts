@@ -8,6 +8,12 @@ export interface Envelope {
   to: string[];
   /** Time the message was accepted (ms since the epoch). */
   received: number;
+  /**
+   * When it expires (ms). Set only on a message drained from another node:
+   * its source's received + max_lifetime, so a drain never resets the expiry.
+   * Absent, received + this node's delivery.max_lifetime (older records too).
+   */
+  expires?: number;
   /** How it came in: smtp or http (or drain, from another node). */
   via: 'smtp' | 'http' | 'drain';
   client?: { ip?: string; helo?: string; user?: string };
@@ -61,9 +67,16 @@ export interface SpoolEntry {
   from: string;
   to: string[];
   received: number;
+  /** Explicit expiry (drained messages); see Envelope.expires and expiresAt. */
+  expires?: number;
   next: number;
   attempts: number;
   size: number;
   pool?: string;
   vmta?: string;
+}
+
+/** When a queued message expires: its own expiry if it carries one (drained), else received + max_lifetime. */
+export function expiresAt(entry: { received: number; expires?: number }, maxLifetimeMs: number): number {
+  return entry.expires ?? entry.received + maxLifetimeMs;
 }

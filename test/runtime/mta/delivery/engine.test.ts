@@ -373,3 +373,30 @@ inbound: { domains: [bounces.shop.test], verp: { domain: bounces.shop.test, secr
   // The events keep the original sender.
   expect(events().filter((e) => e.message_id === a).map((e) => (e as unknown as { sender: string }).sender)).toEqual(['news@shop.test', 'news@shop.test', 'news@shop.test']);
 });
+
+/** A connector whose MX defers every recipient. */
+class DeferringConnector implements Connector {
+  async open(target: Target, source: Source): Promise<OutboundSession> {
+    const info = { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'test', connectMs: 0 };
+    return {
+      info,
+      usable: true,
+      send: async (_from, to) => ({ recipients: to.map((rcpt) => ({ rcpt, reply: { code: 451, text: 'later' }, outcome: 'deferred' as const })), envelopeMs: 0, dataMs: 0 }),
+      close: () => undefined,
+    };
+  }
+}
+
+test("a drained message expires at its source's expiry, not at received + this node's max_lifetime", async () => {
+  const { engine, partition, attemptLog, events } = await engineWith('drained-expiry', 'routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n', new DeferringConnector());
+  const now = Date.now();
+  // Both received now; this node's lifetime is days, the drained one's own expiry is in 30 s (before the 1-minute retry).
+  await partition.appendMessage({ id: 'drained', from: 'a@shop.test', to: ['b@x.test'], received: now, expires: now + 30_000, via: 'drain', size: 3 }, Buffer.from('x\r\n'));
+  await partition.appendMessage({ id: 'local', from: 'a@shop.test', to: ['b@x.test'], received: now, via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.start();
+  await waitUntil(() => events().length >= 2);
+  await engine.stop();
+  await attemptLog.close();
+  expect(events().map((e) => `${e.message_id}:${e.status}`).sort()).toEqual(['drained:expired', 'local:deferred']);
+  await partition.close();
+});
