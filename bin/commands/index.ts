@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { registerBootstrap } from './bootstrap';
 import { registerConfig } from './config';
 import { registerDns } from './dns';
+import { registerDrain } from './drain';
 import { registerHaproxyConfig } from './haproxy-config';
 import { registerLb } from './lb';
 import { registerLocal } from './local';
@@ -21,4 +22,5 @@ export function registerCommands(program: Command): void {
   registerBootstrap(program);
   registerDns(program);
   registerProxyLink(program);
+  registerDrain(program);
 }

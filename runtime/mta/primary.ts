@@ -71,6 +71,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const ready = new Set<number>();
   const workers = new Map<number, Worker>();
   let stopping = false;
+  /** `volley drain` stopped intake: /readyz says 503 so the NLB and the lb send nothing more here. */
+  let draining = false;
   /** Workers that said they are stopping on a signal of their own: restarted once gone, unless the node stops. */
   const signalled = new Map<number, string>();
   /** Bumped by every accepted refresh; which generation each worker was given. */
@@ -181,6 +183,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const admin = new AdminServer({
     ready: () => {
       const reasons: string[] = [];
+      if (draining) reasons.push('draining: this node takes no more mail');
       if (ready.size < count) reasons.push(`${count - ready.size} of ${count} workers not ready`);
       for (const s of stats.values()) if (s.writeError) reasons.push(`worker ${s.worker}: ${s.writeError}`);
       return { ok: reasons.length === 0, reasons };
@@ -199,6 +202,18 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       return { node: nodeId, queued, workers: perWorker };
     },
     refresh: async () => refresh(),
+    drain: async (action) => {
+      draining = action === 'stop';
+      const perWorker = (await Promise.all([...workers.values()].map((w) => ask(w, `drain-${action}`)))) as { queued: number; inflight?: number }[];
+      // A worker restarted meanwhile starts taking mail again; the drain asks until every worker answers draining.
+      const missing = count - perWorker.length;
+      return {
+        draining,
+        queued: perWorker.reduce((n, w) => n + w.queued, 0),
+        inflight: perWorker.reduce((n, w) => n + (w.inflight ?? 0), 0) + (draining ? missing : 0),
+      };
+    },
+    shutdown: (reason) => stop(reason),
   }, { tokens: () => config.admin.tokens, logger });
   const stop = (signal: string): void => {
     if (stopping) return;

@@ -200,6 +200,19 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         return { purged: await engine.purge(sel) };
       case 'message':
         return engine.describe(args.id ?? '') ?? null;
+      case 'drain-stop': {
+        // `volley drain`: no more mail in, nothing new out. The attempts in flight finish and are
+        // recorded (their events too); the drain asks again until none is left (the answer says how many).
+        intake.draining = true;
+        engine.pause();
+        const { inflight, unrecorded } = engine.status();
+        return { draining: true, queued: spool.size, inflight: inflight + unrecorded };
+      }
+      case 'drain-resume':
+        // The drain gave up before anything moved (event wait ran out, or it was stopped): the node works again.
+        intake.draining = false;
+        engine.resume();
+        return { draining: false, queued: spool.size };
       default:
         throw new Error(`unknown query ${query}`);
     }

@@ -17,6 +17,10 @@ export interface AdminHandlers {
   /** Queue status, control (pause, resume, retry, purge) and one message's story. */
   queue(action: QueueAction, args: Record<string, string>): Promise<unknown>;
   refresh(): Promise<{ ok: boolean; errors?: string[] }>;
+  /** `volley drain`: stop intake and delivery on every worker (their attempts in flight counted), or undo it. */
+  drain?(action: 'stop' | 'resume'): Promise<{ draining: boolean; queued: number; inflight: number }>;
+  /** Stops the node as SIGTERM does (`volley drain`, once the events are out, where no systemd runs it). */
+  shutdown?(reason: string): void;
 }
 
 export interface AdminAuth {
@@ -109,6 +113,16 @@ export class AdminServer {
       }
       audit(`queue ${action[1]}`);
       return json(res, 200, await this.handlers.queue(action[1] as QueueAction, args));
+    }
+    const drain = /^\/drain\/(stop|resume)$/.exec(path);
+    if (req.method === 'POST' && drain && this.handlers.drain) {
+      audit(`drain ${drain[1]}`);
+      return json(res, 200, await this.handlers.drain(drain[1] as 'stop' | 'resume'));
+    }
+    if (req.method === 'POST' && path === '/node/stop' && this.handlers.shutdown) {
+      audit('node stop');
+      json(res, 202, { stopping: true });
+      return this.handlers.shutdown('admin');
     }
     if (req.method === 'POST' && path === '/config/refresh') {
       audit('config refresh');

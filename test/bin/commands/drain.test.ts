@@ -1,0 +1,272 @@
+// `volley drain` with real processes on 127.0.0.1: a source MTA (the bundled
+// `volley mta`) with deferred and partly delivered mail, drained by the
+// bundled `volley drain` into test destinations (test/helpers/
+// drain-destination.ts, on the shared protocol.ts). Checked by id at the
+// destinations: every message once, with its remaining recipients, retry
+// time, attempts and expiry; round-robin; failover; a SIGKILL mid-batch and
+// a rerun (0 lost, 0 duplicates); SIGTERM (exit 42, the rest still queued,
+// and a restarted MTA has it); a destination that refuses for good (exit 12).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SpoolPartition } from '../../../runtime/mta/spool/partition';
+import { ADMIN_TOKEN, deliveryConfigYaml } from '../../helpers/config';
+import { startDrainDestination, type TestDestination } from '../../helpers/drain-destination';
+import { startMta, VOLLEY, type MtaProcess } from '../../helpers/mta-process';
+import { getFreePort, startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
+import { newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
+import { inject, message } from '../../helpers/smtp-dialog';
+import { tempDir } from '../../helpers/tmp';
+
+const HOUR = 3_600_000;
+const root = tempDir();
+let runs = 0;
+let tls: ProxyTls;
+let secret: Buffer;
+let secretFile: string;
+let sink: SmtpSinkHandle;
+const running: ChildProcess[] = [];
+const mtas: MtaProcess[] = [];
+const dests: TestDestination[] = [];
+
+beforeAll(async () => {
+  const dir = root;
+  tls = await proxyTls(dir);
+  secret = newSecret();
+  secretFile = join(dir, 'drain.secret');
+  writeFileSync(secretFile, secret);
+  sink = await startSmtpSink();
+});
+
+afterEach(async () => {
+  for (const p of running.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  for (const m of mtas.splice(0)) await m.crash();
+  for (const d of dests.splice(0)) await d.close();
+});
+
+afterAll(async () => {
+  await sink.stop();
+});
+
+/** A source MTA: ok.test is delivered to the sink; down.test goes to a closed port and waits an hour. */
+async function sourceMta(): Promise<{ mta: MtaProcess; config: string; pp: string }> {
+  const dir = join(root, `src-${++runs}`);
+  mkdirSync(dir);
+  const config = join(dir, 'volley.yaml');
+  writeFileSync(
+    config,
+    deliveryConfigYaml(`routes:
+  - { domain: ok.test, host: 127.0.0.1, port: ${sink.port} }
+  - { domain: "*", host: 127.0.0.1, port: 9 }
+delivery:
+  retry: [1h]
+  max_lifetime: 2d
+`),
+  );
+  const pp = join(dir, 'pp');
+  const mta = await startMta({ configPath: config, persistentPath: pp, workers: 2 });
+  mtas.push(mta);
+  return { mta, config, pp };
+}
+
+let deferred = 0;
+async function pollDeferred(mta: MtaProcess, n: number): Promise<void> {
+  const until = Date.now() + 30_000;
+  while (Date.now() < until) {
+    const q = (await (await fetch(`${mta.adminUrl}/queue`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { workers: { byDomain?: Record<string, { deferred: number }> }[] };
+    deferred = q.workers.reduce((s, w) => s + (w.byDomain?.['down.test']?.deferred ?? 0), 0);
+    if (deferred >= n) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** `n` messages: every third also to a recipient delivered at once; all wait an hour for down.test after one attempt. */
+async function queued(mta: MtaProcess, n: number): Promise<string[]> {
+  deferred = 0;
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const to = i % 3 === 0 ? [`r${i}@down.test`, `d${i}@ok.test`] : [`r${i}@down.test`];
+    ids.push(await inject(mta.smtpPort, 'a@example.test', to, message(`m${i}`, `body ${i}`)));
+  }
+  await pollDeferred(mta, n);
+  expect(deferred).toBe(n);
+  return ids;
+}
+
+async function destination(): Promise<TestDestination> {
+  const d = await startDrainDestination({ key: tls.key, cert: tls.cert, secret });
+  dests.push(d);
+  return d;
+}
+
+interface DrainRun {
+  proc: ChildProcess;
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+}
+
+function drain(src: { mta: MtaProcess; config: string; pp: string }, targets: string[], extra: string[] = []): DrainRun {
+  const proc = spawn(
+    process.execPath,
+    [VOLLEY, 'drain', ...targets, '--config', src.config, '--persistent-path', src.pp, '--admin', src.mta.adminAddress, '--secret-file', secretFile,
+      '--insecure-tls', '--json', '--batch-size', '10', '--concurrency', '2', '--retry-delay', '100ms', '--request-timeout', '2s', ...extra],
+    { env: { ...process.env, VOLLEY_ADMIN_TOKEN: ADMIN_TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  running.push(proc);
+  let stdout = '';
+  let stderr = '';
+  proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return { proc, done };
+}
+
+/** What is still queued in a (stopped) node's spool, by id. */
+async function spoolIds(pp: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (const p of ['p000', 'p001']) {
+    const dir = join(pp, 'spool', p);
+    if (!existsSync(dir)) continue;
+    const part = await SpoolPartition.open({ dir });
+    ids.push(...[...part.entries()].map((e) => e.id));
+    await part.close();
+  }
+  return ids;
+}
+
+function resultLine(stdout: string): Record<string, unknown> {
+  const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return lines.filter((l) => l.type === 'result').pop()!;
+}
+
+test('drains every queued message once into two destinations round-robin, with its remaining recipients, retry time, attempts and expiry; the MTA is left stopped', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 40);
+  const a = await destination();
+  const b = await destination();
+  const before = Date.now();
+  const r = await drain(src, [a.label, b.label]).done;
+  expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
+  // Every id at exactly one destination, none twice.
+  const atA = [...a.queued.keys()];
+  const atB = [...b.queued.keys()];
+  expect([...atA, ...atB].sort()).toEqual([...ids].sort());
+  expect(atA.filter((id) => b.queued.has(id))).toEqual([]);
+  // Round-robin: 4 batches of 10, two each.
+  expect(atA.length).toBe(20);
+  expect(atB.length).toBe(20);
+  ids.forEach((id, i) => {
+    const m = (a.queued.get(id) ?? b.queued.get(id))!;
+    expect(m.header.to).toEqual([`r${i}@down.test`]); // the ok.test recipient was delivered: it does not move
+    expect(m.header.attempts).toBe(1);
+    expect(m.header.next).toBeGreaterThan(before + HOUR / 2);
+    expect(m.header.expires).toBe(m.header.received + 2 * 24 * HOUR);
+    expect(m.header.via_original).toBe('smtp');
+    expect(m.body.toString('latin1')).toContain(`body ${i}`);
+  });
+  // The drain stopped the MTA and left nothing queued; its journal is settled.
+  await waitUntil(() => src.mta.proc.exitCode !== null, 10_000);
+  expect(await spoolIds(src.pp)).toEqual([]);
+  expect(existsSync(join(src.pp, 'drain', 'journal.jsonl'))).toBe(false);
+  expect(resultLine(r.stdout)).toMatchObject({ exit: 0, moved: { [a.label]: 20, [b.label]: 20 } });
+}, 120_000);
+
+test('a destination that is down gets no message: its batches go to the next one; one that times out mid-batch gets that batch again on its next turn, and nothing arrives twice', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 30);
+  const downPort = await getFreePort(); // nothing listens there
+  const slow = await destination();
+  const ok = await destination();
+  slow.mode = 'hang';
+  let seen = 0;
+  slow.onBatch = () => {
+    if (++seen === 1) setTimeout(() => (slow.mode = 'ok'), 2500); // after the source's 2 s timeout
+  };
+  const r = await drain(src, [`127.0.0.1:${downPort}`, slow.label, ok.label]).done;
+  expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
+  const all = [...slow.queued.keys(), ...ok.queued.keys()].sort();
+  expect(all).toEqual([...ids].sort());
+  expect([...slow.queued.keys()].filter((id) => ok.queued.has(id))).toEqual([]);
+  expect(slow.queued.size).toBeGreaterThan(0);
+  expect(r.stderr).toContain(`127.0.0.1:${downPort}`);
+  expect(await spoolIds(src.pp)).toEqual([]);
+}, 120_000);
+
+test('a destination that takes a batch and loses the connection before answering gets that batch again (it answers duplicate), never another destination', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 30);
+  const cut = await destination();
+  const other = await destination();
+  cut.mode = 'commit-then-cut';
+  cut.onBatch = () => {
+    // Only the first batch: committed, the answer lost; then it behaves.
+    setImmediate(() => (cut.mode = 'ok'));
+    cut.onBatch = undefined;
+  };
+  const r = await drain(src, [cut.label, other.label]).done;
+  expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
+  const all = [...cut.queued.keys(), ...other.queued.keys()];
+  expect(all.sort()).toEqual([...ids].sort());
+  expect(new Set(all).size).toBe(ids.length);
+  expect(cut.duplicatesAnswered.length).toBe(10); // the lost batch came back to it, whole
+  expect(await spoolIds(src.pp)).toEqual([]);
+}, 120_000);
+
+test('SIGKILL of the drain mid-batch, then a rerun: 0 lost, 0 duplicates (the interrupted batch goes back to the same destination only)', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 50);
+  const a = await destination();
+  const b = await destination();
+  const first = drain(src, [a.label, b.label]);
+  let batches = 0;
+  // The second batch to reach A is committed there, and the drain dies before it hears the answer.
+  a.onBatch = () => {
+    if (++batches === 2) first.proc.kill('SIGKILL');
+  };
+  const r1 = await first.done;
+  expect(r1.signal).toBe('SIGKILL');
+  a.onBatch = undefined;
+  const left = await spoolIds(src.pp);
+  expect(left.length).toBeGreaterThan(0);
+  const r2 = await drain(src, [b.label, a.label]).done; // another order: the journal, not the order, decides
+  expect({ code: r2.code, stderr: r2.code === 0 ? '' : r2.stderr }).toEqual({ code: 0, stderr: '' });
+  const all = [...a.queued.keys(), ...b.queued.keys()];
+  expect(all.sort()).toEqual([...ids].sort()); // none lost, none at both
+  expect(new Set(all).size).toBe(ids.length);
+  expect(a.duplicatesAnswered.length).toBeGreaterThan(0); // the killed batch was sent to A again, and A said duplicate
+  expect(await spoolIds(src.pp)).toEqual([]);
+}, 120_000);
+
+test('SIGTERM mid-drain: a clean stop with exit 42, what was acknowledged is removed, the rest is still queued and a restarted MTA has it', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 50);
+  const a = await destination();
+  const run = drain(src, [a.label]);
+  let batches = 0;
+  a.onBatch = () => {
+    if (++batches === 2) run.proc.kill('SIGTERM');
+  };
+  const r = await run.done;
+  expect({ code: r.code, stderr: r.code === 42 ? '' : r.stderr }).toEqual({ code: 42, stderr: '' });
+  const left = await spoolIds(src.pp);
+  expect(left.length).toBe(ids.length - a.queued.size);
+  expect(left.filter((id) => a.queued.has(id))).toEqual([]);
+  expect(a.queued.size).toBeGreaterThanOrEqual(20); // the batch in flight at the signal finished too
+  // The operator starts the MTA again instead: it has the rest.
+  const again = await startMta({ configPath: src.config, persistentPath: src.pp, workers: 2 });
+  mtas.push(again);
+  const q = (await (await fetch(`${again.adminUrl}/queue`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { queued: number };
+  expect(q.queued).toBe(left.length);
+}, 120_000);
+
+test('a destination that refuses for good (wrong secret): exit 12 with the reason, nothing removed', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 12);
+  const a = await destination();
+  a.mode = 'unauthorized';
+  const r = await drain(src, [a.label]).done;
+  expect(r.code).toBe(12);
+  expect(r.stderr).toContain('HTTP 401');
+  expect((await spoolIds(src.pp)).sort()).toEqual([...ids].sort());
+}, 120_000);
