@@ -2,6 +2,7 @@
 // other MTAs' drain endpoints and leaves it stopped (runtime/mta/drain/source/).
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig } from '../../runtime/shared/config/load';
 import { DRAIN_SECRET_ENV } from '../../runtime/shared/config/drain';
@@ -139,7 +140,8 @@ export function registerDrain(program: Command): void {
       let code: number;
       try {
         const config = loadConfig(flags.config);
-        const secret = drainSecret(flags.secretFile ?? config.drain?.secretFile);
+        const secretFile = flags.secretFile ?? config.drain?.secretFile;
+        const secret = drainSecret(secretFile);
         code = await runDrain(
           {
             destinations: dests,
@@ -148,6 +150,7 @@ export function registerDrain(program: Command): void {
             adminUrl: adminUrl(flags.admin ?? process.env.VOLLEY_ADMIN ?? `${config.admin.address}:${config.admin.port}`),
             adminHeaders: adminHeaders(flags.tokenFile),
             secret,
+            secretFile: secretFile && resolve(secretFile),
             bindIp: flags.bindIp,
             ca: flags.caFile ? readFileSync(flags.caFile) : undefined,
             insecure: flags.insecureTls === true,

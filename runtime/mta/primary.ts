@@ -15,6 +15,9 @@ import { lockPersistentPath, nodeIdentity } from './node-identity';
 import type { Binds } from './worker';
 import { attemptHistory } from './admin/attempt-history';
 import { workerExecArgv } from './worker-flags';
+import { reconcileAtStart } from './drain/source/reconcile';
+import { DRAIN_SECRET_ENV } from '../shared/config/drain';
+import { loadSecret } from '../shared/proxy-protocol/handshake';
 
 export interface MtaOptions {
   configPath: string;
@@ -71,6 +74,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const ready = new Set<number>();
   const workers = new Map<number, Worker>();
   let stopping = false;
+  /** An interrupted drain's journal is being settled (once per start, when every worker is up). */
+  let reconciling = false;
   /** `volley drain` stopped intake: /readyz says 503 so the NLB and the lb send nothing more here. */
   let draining = false;
   /** Workers that said they are stopping on a signal of their own: restarted once gone, unless the node stops. */
@@ -109,6 +114,24 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         }
         ready.add(index);
         if (ready.size === count) logger.info({ nodeId, workers: count, persistentPath: options.persistentPath }, 'mta ready');
+        if (ready.size === count && !reconciling) {
+          reconciling = true;
+          void reconcileAtStart({
+            persistentPath: options.persistentPath,
+            nodeId,
+            logger,
+            secret: (file) => {
+              try {
+                return loadSecret({ file: file ?? config.drain?.secretFile, env: DRAIN_SECRET_ENV });
+              } catch {
+                return undefined;
+              }
+            },
+            settle: async (remove, release) => {
+              await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: remove.join(','), release: release.join(',') })));
+            },
+          }).catch((err: unknown) => logger.error({ err }, 'settling an interrupted drain failed; its messages stay held until the next start or `volley drain`'));
+        }
       } else if (m.type === 'stats') stats.set(index, m.stats);
       else if (m.type === 'reply') pending.get(m.id)?.(m);
       else if (m.type === 'throttle') {

@@ -240,6 +240,35 @@ test('SIGKILL of the drain mid-batch, then a rerun: 0 lost, 0 duplicates (the in
   expect(await spoolIds(src.pp)).toEqual([]);
 }, 120_000);
 
+test('SIGKILL of the drain mid-batch, then the MTA started instead of a rerun: what the killed batch left at the destination is held, then removed once the destination says it has it; the rest is queued as before', async () => {
+  const src = await sourceMta();
+  await queued(src.mta, 30);
+  const a = await destination();
+  const first = drain(src, [a.label]);
+  a.onBatch = () => first.proc.kill('SIGKILL'); // the first batch is committed at A, unheard
+  expect((await first.done).signal).toBe('SIGKILL');
+  a.onBatch = undefined;
+  const atA = [...a.queued.keys()];
+  expect(atA.length).toBeGreaterThan(0);
+  const left = await spoolIds(src.pp);
+  expect(left.filter((id) => a.queued.has(id)).length).toBe(atA.length); // still here too: the drain never heard
+  const again = await startMta({ configPath: src.config, persistentPath: src.pp, workers: 2 });
+  mtas.push(again);
+  const count = async (): Promise<number> =>
+    ((await (await fetch(`${again.adminUrl}/queue`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { queued: number }).queued;
+  let n = -1;
+  const until = Date.now() + 30_000;
+  while (n !== left.length - atA.length && Date.now() < until) {
+    n = await count();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(n).toBe(left.length - atA.length);
+  await again.stop();
+  const after = await spoolIds(src.pp);
+  expect(after.filter((id) => a.queued.has(id))).toEqual([]);
+  expect(existsSync(join(src.pp, 'drain', 'journal.jsonl'))).toBe(false);
+}, 120_000);
+
 test('SIGTERM mid-drain: a clean stop with exit 42, what was acknowledged is removed, the rest is still queued and a restarted MTA has it', async () => {
   const src = await sourceMta();
   const ids = await queued(src.mta, 50);

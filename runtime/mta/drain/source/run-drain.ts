@@ -18,6 +18,7 @@ import { Distributor, type Batch, type DistributionResult } from './distributor'
 import { Journal, journalPath, readJournal, unsettled } from './journal';
 import { LocalSpool } from './local-spool';
 import { MtaControl, sleep } from './mta-control';
+import { writeClientSettings } from './reconcile';
 
 /** The seed's exit codes. There is no 40/41: see README (Drain) and `volley drain --help`. */
 export const EXIT = { ok: 0, other: 1, eventWait: 10, unreadable: 11, undistributed: 12, terminated: 42 } as const;
@@ -33,6 +34,8 @@ export interface DrainOptions {
   adminUrl: string;
   adminHeaders: Record<string, string>;
   secret: Buffer;
+  /** Where the secret came from (recorded for reconcile.ts; never the secret itself). */
+  secretFile?: string;
   bindIp?: string;
   ca?: Buffer;
   insecure?: boolean;
@@ -127,6 +130,8 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
   const file = journalPath(o.persistentPath);
   const open = unsettled(readJournal(file));
   const journal = new Journal(file);
+  // So an MTA started instead of a rerun can ask the same destinations the same way (reconcile.ts).
+  writeClientSettings(o.persistentPath, { secretFile: o.secretFile, ca: o.ca?.toString(), insecure: o.insecure, bindIp: o.bindIp });
   const clientOptions = { secret: o.secret, node, ca: o.ca, insecure: o.insecure, localAddress: o.bindIp, timeoutMs: o.requestTimeoutMs, maxSockets: o.concurrency };
   const clients = addresses.map((a) => new DestinationClient(a, clientOptions));
   const unreadable: { id: string; error: string }[] = [];
