@@ -102,6 +102,7 @@ export async function runDrain(o: DrainOptions, signal: StopSignal): Promise<num
 
 /** undefined once the events are out (or not waited for); otherwise the exit code to stop with. */
 async function waitForEvents(o: DrainOptions, control: MtaControl, signal: StopSignal): Promise<number | undefined> {
+  if (signal.stopped) return EXIT.terminated;
   if (!o.waitOnEvents) {
     o.report.phase('not waiting for events (--no-wait-on-events)');
     return undefined;
@@ -175,6 +176,7 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
       onProgress: () => undefined,
     });
     signal.on(() => distributor.stop());
+    if (signal.stopped) distributor.stop(); // the signal came while the MTA was stopping
     const started = Date.now();
     const tick = setInterval(() => o.report.progress(progressOf(distributor, total, started)), 1000);
     let result: DistributionResult;
