@@ -8,7 +8,7 @@
 // and a restarted MTA has it); a destination that refuses for good (exit 12).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { SpoolPartition } from '../../../runtime/mta/spool/partition';
 import { ADMIN_TOKEN, deliveryConfigYaml, writeTestConfig } from '../../helpers/config';
@@ -289,6 +289,35 @@ test('SIGTERM mid-drain: a clean stop with exit 42, what was acknowledged is rem
   mtas.push(again);
   const q = (await (await fetch(`${again.adminUrl}/queue`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { queued: number };
   expect(q.queued).toBe(left.length);
+}, 120_000);
+
+test('a message that cannot be read here: every other one moves, the drain names it and exits 11', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 6);
+  await src.mta.stop();
+  // The last message the drain will read (partition order), and where its record lies.
+  let victim: { id: string; file: string; at: number } | undefined;
+  for (const p of ['p000', 'p001']) {
+    const dir = join(src.pp, 'spool', p);
+    if (!existsSync(dir)) continue;
+    const part = await SpoolPartition.open({ dir });
+    const last = [...part.entries()].pop();
+    if (last) victim = { id: last.id, file: join(dir, `${String(last.segment).padStart(12, '0')}.seg`), at: last.offset + last.length - 4 };
+    await part.close();
+  }
+  const a = await destination();
+  // Once the drain has opened the spool (its first batch is here), the victim's bytes go bad on disk.
+  a.onBatch = () => {
+    const fd = openSync(victim!.file, 'r+');
+    writeSync(fd, Buffer.from('XXXX'), 0, 4, victim!.at);
+    closeSync(fd);
+    a.onBatch = undefined;
+  };
+  const r = await drain(src, [a.label], ['--batch-size', '1', '--concurrency', '1']).done;
+  expect({ code: r.code, stderr: r.code === 11 ? '' : r.stderr }).toEqual({ code: 11, stderr: '' });
+  expect([...a.queued.keys()].sort()).toEqual(ids.filter((id) => id !== victim!.id).sort());
+  expect(r.stderr).toContain(`message ${victim!.id} cannot be read`);
+  expect(resultLine(r.stdout)).toMatchObject({ exit: 11, unreadable: [{ id: victim!.id }] });
 }, 120_000);
 
 test('a destination that refuses for good (wrong secret): exit 12 with the reason, nothing removed', async () => {
