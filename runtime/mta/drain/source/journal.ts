@@ -6,7 +6,7 @@
 // answers `duplicate` or takes them), never to another, and an MTA that
 // starts with such a journal holds them back from delivery. That is how a
 // SIGKILL at any moment never leads to a message delivered twice.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VolleyError } from '../../../shared/errors';
 
@@ -57,10 +57,13 @@ export class Journal {
 
   constructor(readonly file: string) {
     mkdirSync(dirname(file), { recursive: true });
-    // A torn last line (no newline) would glue onto the next one: end it first.
-    const needsNewline = existsSync(file) && !readFileSync(file, 'utf8').endsWith('\n') && readFileSync(file, 'utf8').length > 0;
+    // A torn last line (no newline: the crash came mid-append, so its batch never left)
+    // would glue onto the next one: cut it off.
+    if (existsSync(file)) {
+      const text = readFileSync(file);
+      if (text.length > 0 && text[text.length - 1] !== 0x0a) truncateSync(file, text.lastIndexOf(0x0a) + 1);
+    }
     this.fd = openSync(file, 'a');
-    if (needsNewline) writeSync(this.fd, '\n');
   }
 
   append(line: JournalLine): void {
