@@ -240,6 +240,24 @@ test('SIGKILL of the drain mid-batch, then a rerun: 0 lost, 0 duplicates (the in
   expect(await spoolIds(src.pp)).toEqual([]);
 }, 120_000);
 
+test('a rerun whose journal destination now refuses for good: everything else moves, the drain ends with exit 12, and what the journal holds for it stays queued here', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 30);
+  const a = await destination();
+  const b = await destination();
+  const first = drain(src, [a.label], ['--concurrency', '1']);
+  a.onBatch = () => first.proc.kill('SIGKILL'); // the first batch: committed at A, unheard
+  expect((await first.done).signal).toBe('SIGKILL');
+  a.onBatch = undefined;
+  a.mode = 'unauthorized';
+  const r = await drain(src, [a.label, b.label]).done;
+  expect({ code: r.code, stderr: r.code === 12 ? '' : r.stderr }).toEqual({ code: 12, stderr: '' });
+  expect(r.stderr).toContain('HTTP 401');
+  const left = await spoolIds(src.pp);
+  expect(left.sort()).toEqual([...a.queued.keys()].sort()); // only what may be at A: never sent to B
+  expect([...b.queued.keys()].sort()).toEqual(ids.filter((id) => !a.queued.has(id)).sort());
+}, 120_000);
+
 test('SIGKILL of the drain mid-batch, then the MTA started instead of a rerun: what the killed batch left at the destination is held, then removed once the destination says it has it; the rest is queued as before', async () => {
   const src = await sourceMta();
   await queued(src.mta, 30);

@@ -52,6 +52,8 @@ export interface DistributionResult {
 export class Distributor {
   private readonly held: Map<string, Batch[]>;
   private readonly free: Batch[] = [];
+  /** Held for a destination that then refused for good: they can go nowhere else, and stay queued here. */
+  private readonly stuck: Batch[] = [];
   private readonly never = new Map<string, string>();
   private readonly moved: Record<string, number> = {};
   private readonly refused: DistributionResult['refused'] = [];
@@ -80,7 +82,7 @@ export class Distributor {
 
   async run(): Promise<DistributionResult> {
     await Promise.all(Array.from({ length: this.o.concurrency }, () => this.sender()));
-    const left = [...this.free, ...[...this.held.values()].flat()].flatMap((b) => b.ids);
+    const left = [...this.free, ...this.stuck, ...[...this.held.values()].flat()].flatMap((b) => b.ids);
     return { moved: this.moved, refused: this.refused, never: Object.fromEntries(this.never), left, stopped: this.stopping };
   }
 
@@ -115,6 +117,7 @@ export class Distributor {
       let batch: Batch | undefined;
       let target = dest;
       if (dest) batch = this.held.get(dest.address.label)?.shift();
+      const sticky = batch !== undefined;
       if (!batch) {
         batch = this.free.shift();
         if (!batch && !this.exhausted) {
@@ -135,15 +138,20 @@ export class Distributor {
       }
       this.inflight++;
       try {
-        await this.deliver(batch, target);
+        await this.deliver(batch, target, sticky);
       } finally {
         this.inflight--;
       }
     }
   }
 
-  /** Sends a batch to `first`, then on to the next destinations while it certainly was not taken. */
-  private async deliver(batch: Batch, first: DestinationClient): Promise<void> {
+  /**
+   * Sends a batch to `first`, then on to the next destinations while it
+   * certainly was not taken. A `sticky` batch (held: an earlier request with
+   * it may have been taken by `first`) never goes anywhere else, whatever this
+   * request's answer: that earlier one may still be there.
+   */
+  private async deliver(batch: Batch, first: DestinationClient, sticky: boolean): Promise<void> {
     let dest = first;
     const body = encodeBatch(batch.records);
     for (let tried = 0; ; tried++) {
@@ -159,10 +167,13 @@ export class Distributor {
         if (!this.never.has(label)) this.o.onProblem?.({ dest: label, reason: outcome.reason, kind: 'never' });
         this.never.set(label, outcome.reason);
         // What the journal held for it can go nowhere else now: it stays queued here (exit 12).
-        const stuck = this.held.get(label) ?? [];
+        this.stuck.push(...(this.held.get(label) ?? []));
         this.held.delete(label);
-        if (stuck.length) this.held.set(`never:${label}`, stuck);
-      } else if (!outcome.untaken) {
+        if (sticky) {
+          this.stuck.push(batch);
+          return;
+        }
+      } else if (sticky || !outcome.untaken) {
         // It may be there: only this destination may get it, on its next turn.
         this.o.onProblem?.({ dest: label, reason: outcome.reason, kind: 'held' });
         const list = this.held.get(label) ?? [];
