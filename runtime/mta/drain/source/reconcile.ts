@@ -42,6 +42,13 @@ export function heldAtStart(persistentPath: string): Set<string> {
   }
 }
 
+/**
+ * A destination may still be committing the last request of a drain killed a
+ * moment ago: its "I do not have it" is only trusted for what was sent this
+ * long ago. (What it says it has is removed at once.)
+ */
+export const RELEASE_AFTER_MS = 2 * 60_000;
+
 export interface ReconcileOptions {
   persistentPath: string;
   nodeId: string;
@@ -51,14 +58,18 @@ export interface ReconcileOptions {
   settle: (remove: string[], release: string[]) => Promise<void>;
   logger: Logger;
   retryMs?: number;
+  now?: () => number;
 }
 
 /** Runs until every id the journal left open is settled; resolves at once when there is none. */
 export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
   const file = journalPath(o.persistentPath);
   let open: Map<string, string>;
+  const lastSent = new Map<string, number>();
   try {
-    open = unsettled(readJournal(file));
+    const lines = readJournal(file);
+    open = unsettled(lines);
+    for (const l of lines) if ('ids' in l) lastSent.set(l.dest, Math.max(lastSent.get(l.dest) ?? 0, l.at));
   } catch (err) {
     o.logger.error({ err, file }, 'drain journal unreadable: its messages are delivered as usual (rerun `volley drain` to settle them)');
     return;
@@ -95,15 +106,18 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
           continue;
         }
         const remove = ids.filter((id) => have.has(id));
-        const release = ids.filter((id) => !have.has(id));
+        const settled = (o.now ?? Date.now)() - (lastSent.get(dest) ?? 0) >= RELEASE_AFTER_MS;
+        const release = settled ? ids.filter((id) => !have.has(id)) : [];
         await o.settle(remove, release);
         if (remove.length) journal.append({ removed: remove, at: Date.now() });
         if (release.length) journal.append({ released: release, dest, at: Date.now() });
         o.logger.info({ dest, removed: remove.length, released: release.length }, 'held drain messages settled');
-        byDest.delete(dest);
+        const rest = settled ? [] : ids.filter((id) => !have.has(id));
+        if (rest.length) byDest.set(dest, rest); // asked again once the last request to it is old enough
+        else byDest.delete(dest);
       }
       if (byDest.size === 0) break;
-      await new Promise((r) => setTimeout(r, o.retryMs ?? 30_000).unref());
+      await new Promise((r) => setTimeout(r, o.retryMs ?? 30_000).unref()); // unref: a stopping node does not wait for it
     }
     if (unsettled(readJournal(file)).size === 0) journal.retire();
   } finally {
