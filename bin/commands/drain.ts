@@ -77,8 +77,8 @@ interface DrainFlags {
   caFile?: string;
   insecureTls?: boolean;
   batchSize: number;
-  requestTimeout: number;
-  retryDelay: number;
+  requestTimeout?: number;
+  retryDelay?: number;
 }
 
 function reporter(json: boolean): Reporter {
@@ -125,8 +125,8 @@ export function registerDrain(program: Command): void {
     .option('--ca-file <pem>', 'certificates to trust for the destinations (a self-signed fleet)')
     .option('--insecure-tls', 'do not verify the destinations\' certificates (labs only: the HMAC still authenticates the request, not the answer)')
     .option('--batch-size <n>', 'messages per request', int(1, 10_000), 200)
-    .option('--request-timeout <duration>', 'a destination silent this long is failed for this batch', duration, 60_000)
-    .option('--retry-delay <duration>', 'pause after every destination failed a batch (grows to 16x)', duration, 1000)
+    .option('--request-timeout <duration>', 'no answer this long: the batch waits for that destination\'s next turn (default 60s)', duration)
+    .option('--retry-delay <duration>', 'pause after a destination failed a batch it may hold, or all failed it (grows to 16x; default 1s)', duration)
     .addHelpText('after', EXIT_HELP)
     .action(async (dests: string[], flags: DrainFlags) => {
       const report = reporter(flags.json === true);
@@ -158,8 +158,8 @@ export function registerDrain(program: Command): void {
             maxEventWaitMs: flags.maxEventWait,
             concurrency: flags.concurrency ?? defaultConcurrency(),
             batchSize: flags.batchSize,
-            requestTimeoutMs: flags.requestTimeout,
-            retryDelayMs: flags.retryDelay,
+            requestTimeoutMs: flags.requestTimeout ?? 60_000,
+            retryDelayMs: flags.retryDelay ?? 1000,
             report,
           },
           signal,

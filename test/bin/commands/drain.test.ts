@@ -376,11 +376,11 @@ async function adminWithStuckEvents(): Promise<{ server: Server; address: string
   return { server, address: `127.0.0.1:${a.port}`, calls };
 }
 
-function drainAgainst(admin: string, pp: string, extra: string[]): DrainRun['done'] {
+function drainAgainst(admin: string, pp: string, extra: string[], dest = '127.0.0.1:2999'): DrainRun['done'] {
   const config = writeTestConfig(mkdirp(join(root, `cfg-${++runs}`)));
   const proc = spawn(
     process.execPath,
-    [VOLLEY, 'drain', '127.0.0.1:1', '--config', config, '--persistent-path', pp, '--admin', admin, '--secret-file', secretFile, '--insecure-tls', ...extra],
+    [VOLLEY, 'drain', dest, '--config', config, '--persistent-path', pp, '--admin', admin, '--secret-file', secretFile, '--insecure-tls', ...extra],
     { env: { ...process.env, VOLLEY_ADMIN_TOKEN: ADMIN_TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   running.push(proc);
@@ -417,6 +417,18 @@ test('--no-wait-on-events: the drain does not ask about events and goes on (stop
     expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
     expect(admin.calls).not.toContain('GET /events/status');
     expect(admin.calls).toContain('POST /node/stop');
+  } finally {
+    admin.server.close();
+  }
+}, 60_000);
+
+test('a destination that is not host[:port]: exit 1 with a clear error before the node is touched', async () => {
+  const admin = await adminWithStuckEvents();
+  try {
+    const r = await drainAgainst(admin.address, mkdirp(join(root, `pp-bad-${++runs}`)), [], 'mta-2:eighty');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('destination "mta-2:eighty" is not host[:port]');
+    expect(admin.calls.filter((c) => c.startsWith('POST'))).toEqual([]);
   } finally {
     admin.server.close();
   }
