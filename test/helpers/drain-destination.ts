@@ -22,6 +22,8 @@ export interface TestDestination {
   duplicatesAnswered: string[];
   /** Batches it answered (any status). */
   requests: number;
+  /** The source addresses requests came from (--bind-ip). */
+  peers: Set<string>;
   mode: DestinationMode;
   /** Answer these ids `refused` (a per-message refusal). */
   refuse: Set<string>;
@@ -38,6 +40,7 @@ export async function startDrainDestination(options: { key: Buffer; cert: Buffer
     queued: new Map(),
     duplicatesAnswered: [],
     requests: 0,
+    peers: new Set(),
     mode: 'ok',
     refuse: new Set(),
     close: () => new Promise((resolve) => {
@@ -46,6 +49,7 @@ export async function startDrainDestination(options: { key: Buffer; cert: Buffer
     }),
   };
   const server: Server = createServer({ key: options.key, cert: options.cert }, (req, res) => {
+    dest.peers.add(req.socket.remoteAddress ?? '');
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {

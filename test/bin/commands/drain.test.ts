@@ -147,7 +147,7 @@ test('drains every queued message once into two destinations round-robin, with i
   const a = await destination();
   const b = await destination();
   const before = Date.now();
-  const r = await drain(src, [a.label, b.label]).done;
+  const r = await drain(src, [a.label, b.label], ['--bind-ip', '127.0.0.2']).done;
   expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
   // Every id at exactly one destination, none twice.
   const atA = [...a.queued.keys()];
@@ -171,6 +171,7 @@ test('drains every queued message once into two destinations round-robin, with i
   expect(await spoolIds(src.pp)).toEqual([]);
   expect(existsSync(join(src.pp, 'drain', 'journal.jsonl'))).toBe(false);
   expect(resultLine(r.stdout)).toMatchObject({ exit: 0, moved: { [a.label]: 20, [b.label]: 20 } });
+  expect([...a.peers, ...b.peers]).toEqual(['127.0.0.2', '127.0.0.2']); // --bind-ip
 }, 120_000);
 
 test('a destination that is down gets no message: its batches go to the next one; one that times out mid-batch gets that batch again on its next turn, and nothing arrives twice', async () => {
