@@ -200,7 +200,8 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
     // Everything settled: a new drain starts with a clean journal.
     if (unsettled(readJournal(file)).size === 0) journal.retire();
     let code: number = EXIT.ok;
-    if (result.stopped) code = EXIT.terminated;
+    // A signal that came as the last batch was answered left nothing behind: that is a finished drain.
+    if (result.stopped && spool.size > 0) code = EXIT.terminated;
     else if (result.left.length > 0 || result.refused.length > 0) code = EXIT.undistributed;
     else if (unreadable.length > 0) code = EXIT.unreadable;
     o.report.result(code, detail);
