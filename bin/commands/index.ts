@@ -4,6 +4,7 @@ import { registerConfig } from './config';
 import { registerDns } from './dns';
 import { registerDrainSecret } from './drain-secret';
 import { registerEvents } from './events';
+import { registerDrain } from './drain';
 import { registerHaproxyConfig } from './haproxy-config';
 import { registerLb } from './lb';
 import { registerLocal } from './local';
@@ -25,4 +26,5 @@ export function registerCommands(program: Command): void {
   registerDns(program);
   registerProxyLink(program);
   registerDrainSecret(program);
+  registerDrain(program);
 }

@@ -20,6 +20,9 @@ import { EventService } from './events/event-service';
 import { PrimaryDrain } from './drain/primary-side';
 import { loadDrainSecrets } from './drain/secrets';
 import { workerExecArgv } from './worker-flags';
+import { reconcileAtStart } from './drain/source/reconcile';
+import { DRAIN_SECRET_ENV } from '../shared/config/drain';
+import { loadSecret } from '../shared/proxy-protocol/handshake';
 
 export interface MtaOptions {
   configPath: string;
@@ -93,6 +96,10 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const ready = new Set<number>();
   const workers = new Map<number, Worker>();
   let stopping = false;
+  /** An interrupted drain's journal is being settled (once per start, when every worker is up). */
+  let reconciling = false;
+  /** `volley drain` stopped intake: /readyz says 503 so the NLB and the lb send nothing more here. */
+  let draining = false;
   /** Workers that said they are stopping on a signal of their own: restarted once gone, unless the node stops. */
   const signalled = new Map<number, string>();
   /** Bumped by every accepted refresh; which generation each worker was given. */
@@ -113,7 +120,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     nodeId,
     workerCount: count,
     workers,
-    unavailable: () => (stopping ? 'this node is stopping' : ready.size < count ? `${count - ready.size} of ${count} workers not ready` : undefined),
+    unavailable: () => (stopping ? 'this node is stopping' : draining ? 'this node is draining itself' : ready.size < count ? `${count - ready.size} of ${count} workers not ready` : undefined),
     logger,
   });
   const fork = (index: number): void => {
@@ -140,6 +147,24 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         }
         ready.add(index);
         if (ready.size === count) logger.info({ nodeId, workers: count, persistentPath: options.persistentPath }, 'mta ready');
+        if (ready.size === count && !reconciling) {
+          reconciling = true;
+          void reconcileAtStart({
+            persistentPath: options.persistentPath,
+            nodeId,
+            logger,
+            secret: (file) => {
+              try {
+                return loadSecret({ file: file ?? config.drain?.secretFile, env: DRAIN_SECRET_ENV });
+              } catch {
+                return undefined;
+              }
+            },
+            settle: async (remove, release) => {
+              await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: remove.join(','), release: release.join(',') })));
+            },
+          }).catch((err: unknown) => logger.error({ err }, 'settling an interrupted drain failed; its messages stay held until the next start or `volley drain`'));
+        }
       } else if (m.type === 'stats') stats.set(index, m.stats);
       else if (m.type === 'reply') pending.get(m.id)?.(m);
       else if (m.type === 'drain-stored') drain?.onStored(m.id, m.outcomes);
@@ -223,6 +248,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const admin = new AdminServer({
     ready: async () => {
       const reasons: string[] = [];
+      if (draining) reasons.push('draining: this node takes no more mail');
       if (ready.size < count) reasons.push(`${count - ready.size} of ${count} workers not ready`);
       for (const s of stats.values()) if (s.writeError) reasons.push(`worker ${s.worker}: ${s.writeError}`);
       // Sinks are detail, never a reason: a webhook that is down must not take the node out of the load balancer.
@@ -243,6 +269,18 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       return { node: nodeId, queued, workers: perWorker };
     },
     refresh: async () => refresh(),
+    drain: async (action) => {
+      draining = action === 'stop';
+      const perWorker = (await Promise.all([...workers.values()].map((w) => ask(w, `drain-${action}`)))) as { queued: number; inflight?: number }[];
+      // A worker restarted meanwhile starts taking mail again; the drain asks until every worker answers draining.
+      const missing = count - perWorker.length;
+      return {
+        draining,
+        queued: perWorker.reduce((n, w) => n + w.queued, 0),
+        inflight: perWorker.reduce((n, w) => n + (w.inflight ?? 0), 0) + (draining ? missing : 0),
+      };
+    },
+    shutdown: (reason) => stop(reason),
   }, { tokens: () => config.admin.tokens, logger });
   const stop = (signal: string): void => {
     if (stopping) return;

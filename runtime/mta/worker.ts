@@ -19,6 +19,7 @@ import { reportDrainHeld, storeDrained } from './drain/store';
 import type { FromWorker, ToWorker, WorkerStats } from './ipc';
 import { metrics } from './metrics';
 import { Spool } from './spool/spool';
+import { heldAtStart } from './drain/source/reconcile';
 import type { SpoolEntry } from './spool/types';
 
 /**
@@ -201,6 +202,40 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         return { purged: await engine.purge(sel) };
       case 'message':
         return engine.describe(args.id ?? '') ?? null;
+      case 'drain-stop': {
+        // `volley drain`: no more mail in, nothing new out. The attempts in flight finish and are
+        // recorded (their events too); the drain asks again until none is left (the answer says how many).
+        intake.draining = true;
+        engine.pause();
+        const { inflight, unrecorded } = engine.status();
+        return { draining: true, queued: spool.size, inflight: inflight + unrecorded };
+      }
+      case 'drain-settle': {
+        // Held at start for an interrupted drain (reconcile.ts): the destination has `remove`, not `release`.
+        const list = (v: string | undefined): string[] => (v ? v.split(',') : []);
+        let removed = 0;
+        for (const id of list(args.remove)) {
+          const p = spool.partitions.find((x) => x.get(id));
+          if (p) {
+            await p.markDone({ id, reason: 'drained' });
+            removed++;
+          }
+        }
+        let released = 0;
+        for (const id of list(args.release)) {
+          const entry = spool.partitions.map((x) => x.get(id)).find((e) => e !== undefined);
+          if (entry) {
+            engine.schedule(entry);
+            released++;
+          }
+        }
+        return { removed, released };
+      }
+      case 'drain-resume':
+        // The drain gave up before anything moved (event wait ran out, or it was stopped): the node works again.
+        intake.draining = false;
+        engine.resume();
+        return { draining: false, queued: spool.size };
       default:
         throw new Error(`unknown query ${query}`);
     }
@@ -259,7 +294,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
   // garbage collected) right after, while intake already runs.
   send({ type: 'ready', worker: options.worker });
   setImmediate(() => {
-    engine.start();
+    engine.start(heldAtStart(options.persistentPath));
     compactHeap();
   });
 }

@@ -23,6 +23,10 @@ export interface AdminHandlers {
     status(): Promise<unknown>;
     replay(sink: string, from: string): unknown;
   };
+  /** `volley drain`: stop intake and delivery on every worker (their attempts in flight counted), or undo it. */
+  drain?(action: 'stop' | 'resume'): Promise<{ draining: boolean; queued: number; inflight: number }>;
+  /** Stops the node as SIGTERM does (`volley drain`, once the events are out, where no systemd runs it). */
+  shutdown?(reason: string): void;
 }
 
 export interface AdminAuth {
@@ -129,6 +133,16 @@ export class AdminServer {
         const code = errorCode(err);
         return json(res, code === 'ENOSINK' ? 404 : code === 'EREPLAYING' ? 409 : code === 'EBADTIME' ? 400 : 500, { error: (err as Error).message, code });
       }
+    }
+    const drain = /^\/drain\/(stop|resume)$/.exec(path);
+    if (req.method === 'POST' && drain && this.handlers.drain) {
+      audit(`drain ${drain[1]}`);
+      return json(res, 200, await this.handlers.drain(drain[1] as 'stop' | 'resume'));
+    }
+    if (req.method === 'POST' && path === '/node/stop' && this.handlers.shutdown) {
+      audit('node stop');
+      json(res, 202, { stopping: true });
+      return this.handlers.shutdown('admin');
     }
     if (req.method === 'POST' && path === '/config/refresh') {
       audit('config refresh');

@@ -107,11 +107,19 @@ export class DeliveryEngine {
     });
   }
 
-  start(): void {
+  /**
+   * `held`: ids an interrupted drain may have handed to another node (its
+   * journal says so); they are not scheduled until `schedule` is called for
+   * them, once that node said whether it has them (drain/source/reconcile.ts).
+   */
+  start(held?: ReadonlySet<string>): void {
     // Mail held by an operator's pause has no timer of its own; it still expires on time.
     this.sweep = setInterval(() => this.wake(), 60_000);
     this.sweep.unref();
-    for (const partition of this.options.partitions) this.waiting.pushAll(partition.entries(), (e) => e.next);
+    for (const partition of this.options.partitions) {
+      const entries = held && held.size > 0 ? [...partition.entries()].filter((e) => !held.has(e.id)) : partition.entries();
+      this.waiting.pushAll(entries, (e) => e.next);
+    }
     this.arm();
   }
 

@@ -20,7 +20,7 @@ export interface Submission {
   meta?: Record<string, string>;
 }
 
-export type RejectReason = 'bad-sender' | 'bad-recipient' | 'no-recipients' | 'too-many-recipients' | 'unknown-pool' | 'unknown-vmta' | 'oversize' | 'spool-full' | 'spool-readonly' | 'spool-error';
+export type RejectReason = 'bad-sender' | 'bad-recipient' | 'no-recipients' | 'too-many-recipients' | 'unknown-pool' | 'unknown-vmta' | 'oversize' | 'spool-full' | 'spool-readonly' | 'spool-error' | 'draining';
 
 /** A refusal with everything a listener needs to answer: an SMTP code, an enhanced code, an HTTP status. */
 export class IntakeError extends VolleyError {
@@ -44,6 +44,8 @@ export class Intake extends EventEmitter {
   private config: VolleyConfig;
   private pools = new Set<string>();
   private vmtas = new Set<string>();
+  /** Set by `volley drain`: this node takes no more mail (SMTP 421 4.3.2, HTTP 503) while its queue moves elsewhere. */
+  draining = false;
 
   constructor(
     private readonly partition: SpoolPartition,
@@ -67,6 +69,7 @@ export class Intake extends EventEmitter {
   }
 
   async submit(sub: Submission): Promise<SpoolEntry> {
+    if (this.draining) throw DRAINING;
     if (sub.from !== '' && !isValidMailbox(sub.from)) throw new IntakeError('bad-sender', 553, '5.1.7', 422, `invalid sender address "${sub.from}"`);
     if (sub.to.length === 0) throw new IntakeError('no-recipients', 554, '5.5.1', 422, 'no valid recipients');
     if (sub.to.length > this.config.smtp.maxRecipients) {
@@ -106,6 +109,9 @@ export class Intake extends EventEmitter {
     return entry;
   }
 }
+
+/** The answer to everything offered to a node being drained: try another node (the lb and the NLB have moved away already). */
+export const DRAINING = new IntakeError('draining', 421, '4.3.2', 503, 'this node is being drained and takes no more mail; try another node');
 
 function spoolRefusal(err: unknown): IntakeError {
   const code = (err as { code?: string }).code;

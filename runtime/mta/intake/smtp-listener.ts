@@ -13,7 +13,7 @@ import { checkBody } from './body-check';
 import { ClientLimits } from './client-limits';
 import { Credentials } from './credentials';
 import { extractControlHeaders, receivedHeader, volleyIdHeader } from './headers';
-import { Intake, IntakeError } from './intake';
+import { DRAINING, Intake, IntakeError } from './intake';
 import { reply, type Reply } from './smtp/reply';
 import { SmtpSession, type SessionHandlers, type SessionInfo } from './smtp/session';
 
@@ -44,6 +44,8 @@ const BODY_PROBLEMS = {
  * spool work (stream objects, a random id and a 100 ms greeting hold per
  * connection), below the 3,000/s the MTA must take with fsync on.
  */
+/** What a node being drained says to a new session and, in an open one, to the next command. */
+const DRAINING_REPLY = reply(DRAINING.smtpCode, DRAINING.enhanced, DRAINING.message);
 const acceptedSmtp = metrics.accepted.labels({ via: 'smtp' });
 
 export class SmtpListener {
@@ -147,6 +149,7 @@ export class SmtpListener {
         // the lb would take every MTA out of its pool. Only the header says so:
         // a client it names inside the trusted CIDRs (an injector in the NLB's
         // VPC) is a client like any other.
+        if (this.options.intake.draining) return DRAINING_REPLY;
         if (s.proxyLocal) return undefined;
         if (!this.limits.tryOpen(s.remoteAddress)) return this.refuse('too-many-connections', 421, '4.7.0', 'too many connections from your address, try again later');
         this.counted.add(s.id);
@@ -172,6 +175,7 @@ export class SmtpListener {
         if (!isValidMailbox(address)) return this.refuse('bad-recipient', 553, '5.1.3', `invalid recipient address <${address}>`);
         return undefined;
       },
+      onCommand: () => (this.options.intake.draining ? DRAINING_REPLY : undefined),
       onOversize: () => metrics.rejected.inc({ reason: 'oversize' }),
       onData: (s, raw) => this.onData(s, raw),
     };

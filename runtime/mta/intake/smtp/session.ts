@@ -33,6 +33,8 @@ export interface SessionHandlers {
   /** The message went over the size limit and was not kept. */
   onOversize(s: SessionInfo): void;
   onClose(s: SessionInfo): void;
+  /** Before each command: a reply here ends the session (a node being drained answers 421 at the next command). */
+  onCommand?(s: SessionInfo): Reply | undefined;
 }
 
 export interface SessionOptions {
@@ -260,6 +262,8 @@ export class SmtpSession {
   }
 
   private command(line: string): void {
+    const closing = this.handlers.onCommand?.(this.info);
+    if (closing) return this.close(closing);
     const sp = line.indexOf(' ');
     const verb = (sp === -1 ? line : line.slice(0, sp)).toUpperCase();
     const arg = sp === -1 ? '' : line.slice(sp + 1).trim();

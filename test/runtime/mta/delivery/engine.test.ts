@@ -484,3 +484,20 @@ test("a drained message expires at its source's expiry, not at received + this n
   expect(events().map((e) => `${e.message_id}:${e.status}`).sort()).toEqual(['drained:expired', 'local:deferred']);
   await partition.close();
 });
+
+test('a message an interrupted drain may have handed over is held at start: not delivered until it is scheduled again (its destination said it does not have it)', async () => {
+  const connector = new CountingConnector(1);
+  const { engine, partition, attemptLog, events } = await engineWith('held', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector);
+  for (const id of ['free', 'held']) await partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@x.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.start(new Set(['held']));
+  await waitUntil(() => events().length >= 1);
+  expect(events().map((e) => e.message_id)).toEqual(['free']);
+  expect([...partition.entries()].map((e) => e.id)).toEqual(['held']);
+  expect(engine.status().waiting).toBe(0); // nothing else is due: held is not merely behind
+  engine.schedule(partition.get('held')!);
+  await waitUntil(() => events().length >= 2);
+  expect(events().map((e) => e.message_id).sort()).toEqual(['free', 'held']);
+  await engine.stop();
+  await attemptLog.close();
+  await partition.close();
+});

@@ -1,0 +1,85 @@
+// The drain's durable journal, <persistent>/drain/journal.jsonl: before a
+// batch leaves, the line {dest, ids} is on disk; once the destination's
+// answer is recorded in the spool, {removed: ids}. What the journal sends to
+// a destination without a later `removed` is "maybe there": a rerun sends
+// those ids to that same destination only (it deduplicates by id, so it
+// answers `duplicate` or takes them), never to another, and an MTA that
+// starts with such a journal holds them back from delivery. That is how a
+// SIGKILL at any moment never leads to a message delivered twice.
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { VolleyError } from '../../../shared/errors';
+
+export type JournalLine =
+  /** These ids are about to be sent to `dest` (host:port as given to the drain). */
+  | { dest: string; ids: string[]; at: number }
+  /** These ids are settled: removed locally after an acknowledgement, or known not to be held by `dest` (released). */
+  | { removed: string[]; at: number }
+  | { released: string[]; dest: string; at: number };
+
+export function journalPath(persistentPath: string): string {
+  return join(persistentPath, 'drain', 'journal.jsonl');
+}
+
+/** Ids sent and not yet settled, by the destination they were sent to. */
+export function unsettled(lines: readonly JournalLine[]): Map<string, string> {
+  const open = new Map<string, string>();
+  for (const l of lines) {
+    if ('ids' in l) for (const id of l.ids) open.set(id, l.dest);
+    else if ('removed' in l) for (const id of l.removed) open.delete(id);
+    else for (const id of l.released) if (open.get(id) === l.dest) open.delete(id);
+  }
+  return open;
+}
+
+/** Reads a journal; a torn last line (the crash came mid-write) is ignored: its batch never left. */
+export function readJournal(file: string): JournalLine[] {
+  if (!existsSync(file)) return [];
+  const text = readFileSync(file, 'utf8');
+  const lines = text.split('\n');
+  const out: JournalLine[] = [];
+  lines.forEach((line, i) => {
+    if (line === '') return;
+    try {
+      out.push(JSON.parse(line) as JournalLine);
+    } catch (err) {
+      // Only the last line can be torn (we append and fsync one line at a time); anything else is damage.
+      if (i === lines.length - 1) return;
+      throw new VolleyError('EJOURNAL', `drain journal ${file}: line ${i + 1} is not JSON: ${(err as Error).message}`);
+    }
+  });
+  return out;
+}
+
+/** Appends with an fsync per line: a line that returned is on disk before the batch it names is sent. */
+export class Journal {
+  private fd: number;
+
+  constructor(readonly file: string) {
+    mkdirSync(dirname(file), { recursive: true });
+    // A torn last line (no newline: the crash came mid-append, so its batch never left)
+    // would glue onto the next one: cut it off.
+    if (existsSync(file)) {
+      const text = readFileSync(file);
+      if (text.length > 0 && text[text.length - 1] !== 0x0a) truncateSync(file, text.lastIndexOf(0x0a) + 1);
+    }
+    this.fd = openSync(file, 'a');
+  }
+
+  append(line: JournalLine): void {
+    writeSync(this.fd, `${JSON.stringify(line)}\n`);
+    fsyncSync(this.fd);
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  /** Nothing is unsettled: keep the journal as the last drain's record under another name (a new drain starts clean). */
+  retire(): void {
+    this.close();
+    if (existsSync(this.file)) renameSync(this.file, `${this.file}.done`);
+  }
+}

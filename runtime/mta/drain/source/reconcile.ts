@@ -1,0 +1,126 @@
+// An MTA that starts where a drain was killed (SIGKILL, a power cut) and
+// not rerun: the drain's journal names messages it sent to a destination
+// without hearing the answer. They may be queued there already, so this node
+// must not deliver them until that destination says: the workers hold them
+// back from delivery (heldAtStart), and the primary asks the destination
+// (POST /drain/v1/have) until it answers; what it has is removed here
+// (reason `drained`), the rest released to delivery, and the journal settled.
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import type { Logger } from 'pino';
+import { DestinationClient, parseDestination } from './destination-client';
+import { Journal, journalPath, readJournal, unsettled } from './journal';
+
+/** How the drain reached its destinations (no secret in it: the secret file's path), for the MTA's own questions later. */
+export interface DrainClientSettings {
+  secretFile?: string;
+  ca?: string;
+  insecure?: boolean;
+  bindIp?: string;
+}
+
+export function clientSettingsPath(persistentPath: string): string {
+  return join(dirname(journalPath(persistentPath)), 'client.json');
+}
+
+export function writeClientSettings(persistentPath: string, s: DrainClientSettings): void {
+  writeFileSync(clientSettingsPath(persistentPath), `${JSON.stringify(s)}\n`, { mode: 0o600 });
+}
+
+function readClientSettings(persistentPath: string): DrainClientSettings {
+  const file = clientSettingsPath(persistentPath);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as DrainClientSettings) : {};
+}
+
+/** The ids a worker must not deliver yet: what the journal sent somewhere and never settled. */
+export function heldAtStart(persistentPath: string): Set<string> {
+  try {
+    return new Set(unsettled(readJournal(journalPath(persistentPath))).keys());
+  } catch {
+    // A journal that cannot be read holds nothing back here; the primary says why (reconcile below).
+    return new Set();
+  }
+}
+
+/**
+ * A destination may still be committing the last request of a drain killed a
+ * moment ago: its "I do not have it" is only trusted for what was sent this
+ * long ago. (What it says it has is removed at once.)
+ */
+export const RELEASE_AFTER_MS = 2 * 60_000;
+
+export interface ReconcileOptions {
+  persistentPath: string;
+  nodeId: string;
+  /** The drain secret (the drain's --secret-file, else drain.secret_file / VOLLEY_DRAIN_SECRET); undefined: none. */
+  secret: (secretFile: string | undefined) => Buffer | undefined;
+  /** Every worker removes `remove` (done, `drained`) and delivers `release` from now on. */
+  settle: (remove: string[], release: string[]) => Promise<void>;
+  logger: Logger;
+  retryMs?: number;
+  now?: () => number;
+}
+
+/** Runs until every id the journal left open is settled; resolves at once when there is none. */
+export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
+  const file = journalPath(o.persistentPath);
+  let open: Map<string, string>;
+  const lastSent = new Map<string, number>();
+  try {
+    const lines = readJournal(file);
+    open = unsettled(lines);
+    for (const l of lines) if ('ids' in l) lastSent.set(l.dest, Math.max(lastSent.get(l.dest) ?? 0, l.at));
+  } catch (err) {
+    o.logger.error({ err, file }, 'drain journal unreadable: its messages are delivered as usual (rerun `volley drain` to settle them)');
+    return;
+  }
+  if (open.size === 0) return;
+  const settings = readClientSettings(o.persistentPath);
+  const secret = o.secret(settings.secretFile);
+  o.logger.warn({ messages: open.size, destinations: [...new Set(open.values())] }, 'an interrupted drain sent these messages without hearing back: held from delivery until their destination says whether it has them');
+  if (!secret) {
+    o.logger.error('no drain secret to ask with: the held messages stay held; run `volley drain` (it settles them) or set drain.secret_file');
+    return;
+  }
+  const byDest = new Map<string, string[]>();
+  for (const [id, dest] of open) byDest.set(dest, [...(byDest.get(dest) ?? []), id]);
+  const journal = new Journal(file);
+  try {
+    for (;;) {
+      for (const [dest, ids] of [...byDest]) {
+        const client = new DestinationClient(parseDestination(dest), {
+          secret,
+          node: o.nodeId,
+          ca: settings.ca ? Buffer.from(settings.ca) : undefined,
+          insecure: settings.insecure,
+          localAddress: settings.bindIp,
+          timeoutMs: 30_000,
+          maxSockets: 1,
+        });
+        const have = await client.have(ids);
+        client.close();
+        if (have === undefined) continue; // asked again below
+        if (!(have instanceof Set)) {
+          o.logger.error({ dest, reason: have.never }, 'a drain destination will not answer about held messages: they stay held; run `volley drain`');
+          byDest.delete(dest);
+          continue;
+        }
+        const remove = ids.filter((id) => have.has(id));
+        const settled = (o.now ?? Date.now)() - (lastSent.get(dest) ?? 0) >= RELEASE_AFTER_MS;
+        const release = settled ? ids.filter((id) => !have.has(id)) : [];
+        await o.settle(remove, release);
+        if (remove.length) journal.append({ removed: remove, at: Date.now() });
+        if (release.length) journal.append({ released: release, dest, at: Date.now() });
+        o.logger.info({ dest, removed: remove.length, released: release.length }, 'held drain messages settled');
+        const rest = settled ? [] : ids.filter((id) => !have.has(id));
+        if (rest.length) byDest.set(dest, rest); // asked again once the last request to it is old enough
+        else byDest.delete(dest);
+      }
+      if (byDest.size === 0) break;
+      await new Promise((r) => setTimeout(r, o.retryMs ?? 30_000).unref()); // unref: a stopping node does not wait for it
+    }
+    if (unsettled(readJournal(file)).size === 0) journal.retire();
+  } finally {
+    journal.close();
+  }
+}

@@ -1,0 +1,46 @@
+// The drain journal: what it says is still open after a crash at any point.
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Journal, journalPath, readJournal, unsettled } from '../../../../../runtime/mta/drain/source/journal';
+import { tempDir } from '../../../../helpers/tmp';
+
+const dir = tempDir();
+
+test('sent and not removed is open, to the destination it was sent to; removed or released settles it; a later send supersedes', () => {
+  const open = unsettled([
+    { dest: 'a:1', ids: ['m1', 'm2', 'm3'], at: 1 },
+    { removed: ['m1'], at: 2 },
+    { released: ['m2'], dest: 'a:1', at: 3 },
+    { dest: 'b:1', ids: ['m2'], at: 4 },
+    { released: ['m3'], dest: 'b:1', at: 5 }, // released by another destination: still open at a
+  ]);
+  expect([...open]).toEqual([
+    ['m3', 'a:1'],
+    ['m2', 'b:1'],
+  ]);
+});
+
+test('a torn last line (a crash mid-append) is ignored and the next append starts on a line of its own; damage before the end is an error', () => {
+  const file = journalPath(join(dir, 'pp1'));
+  const j = new Journal(file);
+  j.append({ dest: 'a:1', ids: ['m1'], at: 1 });
+  j.close();
+  appendFileSync(file, '{"dest":"a:1","ids":["m2"');
+  expect(unsettled(readJournal(file)).size).toBe(1);
+  const again = new Journal(file);
+  again.append({ removed: ['m1'], at: 2 });
+  again.close();
+  expect(unsettled(readJournal(file)).size).toBe(0);
+  writeFileSync(file, 'not json\n{"removed":[],"at":1}\n');
+  expect(() => readJournal(file)).toThrow(/line 1 is not JSON/);
+});
+
+test('retire keeps the settled journal beside, so the next drain starts clean', () => {
+  const file = journalPath(join(dir, 'pp2'));
+  const j = new Journal(file);
+  j.append({ dest: 'a:1', ids: ['m1'], at: 1 });
+  j.append({ removed: ['m1'], at: 2 });
+  j.retire();
+  expect(existsSync(file)).toBe(false);
+  expect(readFileSync(`${file}.done`, 'utf8').split('\n').filter(Boolean)).toHaveLength(2);
+});
