@@ -275,13 +275,14 @@ test('SIGKILL of the drain mid-batch, then the MTA started instead of a rerun: w
   mtas.push(again);
   const count = async (): Promise<number> =>
     ((await (await fetch(`${again.adminUrl}/queue`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { queued: number }).queued;
+  // Settled: what A has is removed here, and the journal retired (its last step, after the removal).
   let n = -1;
-  const until = Date.now() + 30_000;
-  while (n !== left.length - atA.length && Date.now() < until) {
-    n = await count();
-    await new Promise((r) => setTimeout(r, 100));
+  const poll = setInterval(() => void count().then((c) => (n = c), () => undefined), 100);
+  try {
+    await waitUntil(() => n === left.length - atA.length && !existsSync(join(src.pp, 'drain', 'journal.jsonl')), 30_000, () => `queued ${n}, journal ${existsSync(join(src.pp, 'drain', 'journal.jsonl'))}`);
+  } finally {
+    clearInterval(poll);
   }
-  expect(n).toBe(left.length - atA.length);
   await again.stop();
   const after = await spoolIds(src.pp);
   expect(after.filter((id) => a.queued.has(id))).toEqual([]);
