@@ -63,7 +63,14 @@ export function registerDrainSecret(program: Command): void {
     .option('--key-file <path>', 'its key (drain.tls.key)', DRAIN_FILE_DEFAULTS.keyFile)
     .option('--ip <address>', 'the address the certificate is for (default: this instance\'s private IP, from instance metadata)')
     .option('--user <name>', 'who owns the files (the daemon\'s user)', 'volley')
-    .action(async (flags: AwsFlags & { file: string; caFile: string; certFile: string; keyFile: string; ip?: string; user: string }) => {
+    .option('--config <file>', 'the MTA config: without a drain section there is nothing to fetch', '/etc/volley/volley.yaml')
+    .action(async (flags: AwsFlags & { file: string; caFile: string; certFile: string; keyFile: string; ip?: string; user: string; config: string }) => {
+      // As proxy-link fetch: a node whose config takes no drains (a hand-made or older config) needs no drain files.
+      const { loadConfig } = await import('../../runtime/shared/config/load');
+      if (!loadConfig(flags.config).drain) {
+        process.stderr.write(`volley drain-secret: ${flags.config} has no drain section; nothing to fetch\n`);
+        return;
+      }
       const { client: sm, secretId } = await client(flags);
       const ip = flags.ip ?? (await (await import('../../runtime/bootstrap/metadata')).readPrivateIp());
       const warn = (message: string): void => void process.stderr.write(`volley drain-secret: warning: ${message}\n`);

@@ -85,7 +85,7 @@ describe('packaged runtime', () => {
     // Then the drain's secret, CA and certificate, to the files the generated config's drain section names.
     expect(mta.get('ExecStartPre')).toEqual([
       '+/opt/volley/bin/volley proxy-link fetch mta --config /etc/volley/volley.yaml',
-      '+/opt/volley/bin/volley drain-secret fetch',
+      '+/opt/volley/bin/volley drain-secret fetch --config /etc/volley/volley.yaml',
     ]);
     // Its default paths are the ones the generated config and the SSM document name.
     expect(DRAIN_FILE_DEFAULTS).toEqual({ secretFile: INSTANCE_FILES.drainSecret, caFile: INSTANCE_FILES.drainCa, certFile: INSTANCE_FILES.drainCert, keyFile: INSTANCE_FILES.drainKey });

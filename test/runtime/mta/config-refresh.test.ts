@@ -97,7 +97,8 @@ test('the admin port serves health, readiness, metrics and the queue', async () 
   expect((await fetch(`${mta.adminUrl}/healthz`)).status).toBe(200);
   const ready = await fetch(`${mta.adminUrl}/readyz`);
   expect(ready.status).toBe(200);
-  expect(await ready.json()).toEqual({ ok: true, reasons: [] });
+  // No sinks configured: the events detail is there, empty (a sink's state is detail, never a reason).
+  expect(await ready.json()).toEqual({ ok: true, reasons: [], events: { sinks: {} } });
   const metrics = await (await fetch(`${mta.adminUrl}/metrics`)).text();
   expect(metrics).toMatch(/^volley_intake_accepted_total\{via="smtp"\} [1-9]/m);
   expect(metrics).toMatch(/^volley_spool_fsync_seconds_bucket/m);
