@@ -383,7 +383,14 @@ export class UnitRunner {
         u.journal.push(`${command.line}: ${err.message}\n`);
         resolve({ code: 203, signal: null }); // systemd's EXIT_EXEC
       });
-      child.once('exit', (code, signal) => resolve({ code, signal }));
+      // 'exit' can come before the last of its output is read (a loaded machine
+      // showed an empty journal for a printf): wait for its pipes to close too,
+      // but not for ever, since a child it left behind may hold them open.
+      child.once('exit', (code, signal) => {
+        const done = (): void => resolve({ code, signal });
+        const late = setTimeout(done, 1000);
+        child.once('close', () => (clearTimeout(late), done()));
+      });
     });
   }
 
