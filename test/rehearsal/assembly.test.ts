@@ -49,6 +49,9 @@ test('the MTAs\' config is an S3 object named by their parameter, loaded by the 
   const config = parseConfig(object(url).toString('utf8'), url);
   expect(config.proxies?.servers.map((s) => s.host).sort()).toEqual(['10.60.0.10', '10.60.1.10']);
   expect(JSON.stringify(config.throttles)).toContain('throttled.rehearsal.test');
+  // Event-log files close within the run and the environment's s3 sink looks for them often, so the rehearsal sees them shipped.
+  expect(config.events.attemptLog.maxAgeMs).toBe(5_000);
+  expect(config.events.sinks).toEqual([expect.objectContaining({ type: 's3', bucket: 'volley-rehearsal-events-333333333333-eu-west-1', prefix: 'mta', region: 'eu-west-1', intervalMs: 2_000 })]);
 });
 
 test('each proxy\'s config parameter loads in the proxy\'s loader, listening on its ENI\'s primary IP', () => {
@@ -82,4 +85,16 @@ test('each MTA slot has one volume in its AZ, tagged with its slot, as the boots
   expect(built.volumes.map((v) => ({ slot: v.slot, az: v.availabilityZone })).sort((a, b) => a.slot.localeCompare(b.slot))).toEqual(
     mtas.map((i) => ({ slot: i.slot, az: `eu-west-1${i.slot.includes('1a') ? 'a' : 'b'}` })).sort((a, b) => a.slot.localeCompare(b.slot)),
   );
+});
+
+test('each instance carries its own role\'s S3 statements, resolved: an MTA slot may write the events bucket under its own prefix only', () => {
+  const mtas = built.instances.filter((i) => i.role === 'mta');
+  expect(new Set(built.instances.map((i) => i.iamRole.name)).size).toBe(built.instances.length);
+  for (const i of mtas) {
+    const writes = i.iamRole.s3.filter((g) => g.actions.includes('s3:PutObject'));
+    expect(writes.flatMap((g) => g.resources)).toEqual([`arn:aws:s3:::volley-rehearsal-events-333333333333-eu-west-1/mta/rehearsal/${i.instanceEnv.VOLLEY_NODE_ID}/*`]);
+    expect(i.instanceEnv.VOLLEY_NODE_ID).toBe(i.slot);
+    // And reads the assets (the runtime zip, the config) as the user data and config sync do.
+    expect(i.iamRole.s3.flatMap((g) => g.resources)).toContain('arn:aws:s3:::cdk-hnb659fds-assets-333333333333-eu-west-1/*');
+  }
 });

@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { packageRuntime } from '../../bin/package-asset';
+import type { S3Grant } from './fake-aws/s3';
 import { type EnvironmentConfig, loadEnvironment } from '../../stacks/environments';
 import { addVolleyEnvironment, VOLLEY_APP_CONTEXT } from '../../stacks/volley-app';
 
@@ -30,6 +31,8 @@ export interface InstanceSpec {
   readonly instanceEnv: Readonly<Record<string, string>>;
   readonly role: 'mta' | 'proxy';
   readonly slot: string;
+  /** The IAM role of its instance profile: its logical id (the name the rehearsal's IMDS serves) and its S3 statements, ARNs resolved (what the fake S3 enforces). */
+  readonly iamRole: { readonly name: string; readonly s3: readonly S3Grant[] };
 }
 
 export interface S3Object {
@@ -147,6 +150,34 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
     return walk(value);
   }
 
+  /**
+   * The launch template's instance profile -> its role -> the S3 statements of
+   * the role's policies. Only S3 statements are resolved (others name
+   * resources the rehearsal has no value for, e.g. a volume's id); an S3 one
+   * that does not resolve throws: the fake must enforce the real grant, not a guess.
+   */
+  function instanceRole(stack: string, template: Template, id: string, profile: unknown): InstanceSpec['iamRole'] {
+    const getAtt = (profile as { Arn?: { 'Fn::GetAtt'?: [string, string] } } | undefined)?.Arn?.['Fn::GetAtt'];
+    const roles = getAtt ? (template.Resources?.[getAtt[0]]?.Properties?.Roles as { Ref?: string }[] | undefined) : undefined;
+    const name = roles?.length === 1 ? roles[0]?.Ref : undefined;
+    if (!name || template.Resources?.[name]?.Type !== 'AWS::IAM::Role') throw new AssemblyError(`${stack}/${id}: no instance profile with one role of this stack`);
+    type Statement = { Effect?: string; Action?: string | string[]; Resource?: unknown };
+    const documents: { PolicyDocument?: { Statement?: Statement[] } }[] = [
+      ...((template.Resources?.[name]?.Properties?.Policies ?? []) as { PolicyDocument?: { Statement?: Statement[] } }[]),
+      ...Object.values(template.Resources ?? {})
+        .filter((r) => r.Type === 'AWS::IAM::Policy' && ((r.Properties?.Roles ?? []) as { Ref?: string }[]).some((x) => x.Ref === name))
+        .map((r) => r.Properties as { PolicyDocument?: { Statement?: Statement[] } }),
+    ];
+    const s3: S3Grant[] = [];
+    for (const statement of documents.flatMap((d) => d.PolicyDocument?.Statement ?? [])) {
+      const actions = [statement.Action ?? []].flat();
+      if (statement.Effect !== 'Allow' || !actions.some((a) => a.startsWith('s3:') || a === '*')) continue;
+      const resources = [resolveIn(stack, template, statement.Resource)].flat().map(String);
+      s3.push({ actions, resources });
+    }
+    return { name, s3 };
+  }
+
   const instances: InstanceSpec[] = [];
   const parameters = new Map<string, string>();
   const volumes: VolumeSpec[] = [];
@@ -177,7 +208,8 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
         const instanceEnv = instanceEnvOf(userData);
         const role = instanceEnv.VOLLEY_ROLE;
         if (role !== 'mta' && role !== 'proxy') throw new AssemblyError(`${stack}/${id}: VOLLEY_ROLE is ${role ?? 'missing'}`);
-        instances.push({ stack, launchTemplate: id, userData, instanceEnv, role, slot: instanceEnv.VOLLEY_SLOT ?? '' });
+        const iamRole = instanceRole(stack, template, id, (data as { IamInstanceProfile?: unknown } | undefined)?.IamInstanceProfile);
+        instances.push({ stack, launchTemplate: id, userData, instanceEnv, role, slot: instanceEnv.VOLLEY_SLOT ?? '', iamRole });
       }
       if (r.Type === 'AWS::SSM::Parameter') {
         const value = resolveIn(stack, template, r.Properties?.Value);

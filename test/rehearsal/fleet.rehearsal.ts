@@ -10,8 +10,10 @@
 // namespace) and starts volley-proxy.service; each waits for /readyz and
 // signals SUCCESS to the fake CloudFormation.
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { parseDocument } from 'yaml';
+import { eventsBucketName } from '../../stacks/event-shipping';
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
 import { HELD_MX_IP, INGRESS_IP, type Rehearsal, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
@@ -107,6 +109,66 @@ it('mail injected at the ingress reaches the sink MX from the configured sending
   expect(throttled.reduce((n, s) => n + s.messages, 0)).toBe(20);
   expect(maxOverlapPerSource(throttled)).toBe(1);
 }, 240_000);
+
+/** One event line of a shipped file, with where it was found. */
+interface ShippedEvent {
+  readonly key: string;
+  readonly event: string;
+  readonly status?: string;
+  readonly message_id?: string;
+  readonly recipient?: string;
+  readonly node?: string;
+}
+
+it('the events of the delivered mail reach the events bucket: closed event-log files from each MTA, gzipped, under its own slot\'s prefix, written with its own role', async () => {
+  const mtas = booted.filter((i) => i.spec.role === 'mta');
+  const bucket = eventsBucketName(rehearsal.assembly.env);
+  const shipped = (): ShippedEvent[] =>
+    [...rehearsal.aws.s3.objects.entries()]
+      .filter(([id]) => id.startsWith(`${bucket}/`))
+      .flatMap(([id, o]) => {
+        const key = id.slice(bucket.length + 1);
+        const lines = gunzipSync(o.body).toString('utf8').split('\n').filter(Boolean);
+        return lines.map((l) => ({ key, ...(JSON.parse(l) as Omit<ShippedEvent, 'key'>) }));
+      });
+  const delivered = (): ShippedEvent[] => shipped().filter((e) => e.event === 'delivery' && e.status === 'delivered');
+  const journals = (): string => mtas.map((m) => `== ${m.name}\n${m.runner.journal('volley-mta.service').slice(-1500)}`).join('\n');
+  // Files close 5 s after their first event (events.attempt_log.max_age) and are looked for every 2 s.
+  await waitUntil(() => new Set(delivered().map((e) => e.message_id)).size === 40, 60_000, () => `${[...rehearsal.aws.s3.objects.keys()].filter((k) => k.startsWith(bucket)).join('\n')}\n${journals()}`);
+  // Every message of the mail test once, each by its recipient's domain.
+  const events = delivered();
+  expect(events).toHaveLength(40);
+  expect(events.filter((e) => e.recipient?.endsWith('@inbox.rehearsal.test'))).toHaveLength(20);
+  expect(events.filter((e) => e.recipient?.endsWith('@throttled.rehearsal.test'))).toHaveLength(20);
+
+  const keys = [...new Set(shipped().map((e) => e.key))];
+  const slots = mtas.map((m) => m.spec.instanceEnv.VOLLEY_NODE_ID);
+  for (const key of keys) {
+    // mta/<env>/<node>/events/yyyy/mm/dd/<file>.gz, dated by the file's start (its name).
+    const m = /^mta\/rehearsal\/([^/]+)\/events\/(\d{4})\/(\d{2})\/(\d{2})\/[A-Za-z0-9_-]+\.(\d{8})T\d{9}Z-\d{6}\.jsonl\.gz$/.exec(key);
+    expect({ key, scheme: m !== null }).toEqual({ key, scheme: true });
+    if (!m) continue;
+    expect(slots).toContain(m[1]);
+    expect(m[2] + m[3] + m[4]).toBe(m[5]);
+    // A node ships its own events only.
+    expect(shipped().filter((e) => e.key === key && e.node !== m[1])).toEqual([]);
+  }
+  // From each MTA, both having taken mail from the lb.
+  for (const slot of slots) expect({ slot, files: keys.some((k) => k.startsWith(`mta/rehearsal/${slot}/`)) }).toEqual({ slot, files: true });
+  // Each wrote with its own role's credentials, which the fake S3 holds to that role's statements: nothing refused.
+  expect(rehearsal.aws.s3.denied).toEqual([]);
+  // Shipped, then removed from the node (keep_local is off) once S3 confirmed it: the volume keeps no file S3 holds.
+  // Read through the daemon's /proc root: the volume is mounted in the instance's own mount namespace only.
+  for (const m of mtas) {
+    const volume = `/proc/${m.runner.status('volley-mta.service').mainPid}/root/var/lib/volley`;
+    const mine = keys.filter((k) => k.startsWith(`mta/rehearsal/${m.spec.instanceEnv.VOLLEY_NODE_ID}/`)).map((k) => k.split('/').at(-1)?.replace(/\.gz$/, ''));
+    const kept = (): string[] => {
+      const local = new Set((readdirSync(volume, { recursive: true }) as string[]).map((f) => f.split('/').at(-1)));
+      return mine.filter((f): f is string => f !== undefined && local.has(f));
+    };
+    await waitUntil(() => kept().length === 0, 30_000, () => `${m.name} keeps ${kept().join(', ')}`);
+  }
+}, 120_000);
 
 it('a rolling replacement of an MTA slot: the new instance finds the volume by tag, attaches, mounts, and delivers the queue it held, losing nothing', async () => {
   const old = booted.find((i) => i.spec.role === 'mta');

@@ -108,10 +108,22 @@ export class EventLog implements EventWriter {
   private size = 0;
   private openedAt = 0;
   private readonly commit: GroupCommit<PendingLines>;
+  private readonly ageTimer: NodeJS.Timeout;
 
   constructor(private readonly options: EventLogOptions) {
     mkdirSync(options.dir, { recursive: true });
     this.commit = new GroupCommit((batch) => this.writeBatch(batch), { intervalMs: options.commitIntervalMs });
+    // A file is closed by age even when no event comes after it: a node gone
+    // quiet after a burst would otherwise keep its last events in an open
+    // file, which no file sink (S3) ever takes, until the next event.
+    this.ageTimer = setInterval(() => this.closeIfOld(), Math.min(Math.max(options.maxAgeMs, 100), 1000));
+    this.ageTimer.unref();
+  }
+
+  /** Closes the current file if max_age has passed, through the commit queue so no write races it. */
+  private closeIfOld(): void {
+    if (!this.fh || this.size === 0 || Date.now() - this.openedAt < this.options.maxAgeMs) return;
+    this.commit.add({ line: '', resolve: () => undefined, reject: () => undefined });
   }
 
   /** The file being written, once the first write opened it. */
@@ -145,6 +157,7 @@ export class EventLog implements EventWriter {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.ageTimer);
     await this.commit.idle();
     await this.fh?.close();
     this.fh = undefined;
@@ -154,7 +167,10 @@ export class EventLog implements EventWriter {
     const data = Buffer.from(batch.map((p) => p.line).join(''));
     for (;;) {
       try {
+        // Only the age check's empty batch (closeIfOld) finds the file closed: it must not open one.
+        if (data.length === 0 && !this.fh) return batch.forEach((p) => p.resolve());
         await this.ensureOpen();
+        if (data.length === 0) return batch.forEach((p) => p.resolve());
         // Opened with O_DSYNC (unless fsync is off): the write returns durable.
         await writeFully(this.fh!, [data], this.size);
         this.size += data.length;

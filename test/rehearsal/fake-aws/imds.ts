@@ -12,6 +12,8 @@ export interface InstanceMetadata {
   region: string;
   localIpv4: string;
   roleName: string;
+  /** The role credentials' access key id (default one for every role): the fake S3 tells roles apart by it. */
+  accessKeyId?: string;
 }
 
 export class FakeImds {
@@ -38,7 +40,7 @@ export class FakeImds {
     const credentials = JSON.stringify({
       Code: 'Success',
       Type: 'AWS-HMAC',
-      AccessKeyId: 'ASIAFAKEREHEARSAL000',
+      AccessKeyId: m.accessKeyId ?? 'ASIAFAKEREHEARSAL000',
       SecretAccessKey: 'fake-secret',
       Token: 'fake-session-token',
       LastUpdated: new Date().toISOString(),

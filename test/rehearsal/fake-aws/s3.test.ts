@@ -37,3 +37,28 @@ it('reports the SHA-256 a PutObject carried on a HEAD with ChecksumMode ENABLED 
     client.send(new PutObjectCommand({ Bucket: 'volley-events', Key: 'bad', Body: Buffer.from('gz'), ChecksumSHA256: Buffer.alloc(32).toString('base64') })),
   ).rejects.toMatchObject({ name: 'BadDigest' });
 });
+
+it('holds an access key that has grants to them, as IAM holds a role to its S3 statements; keys without grants are not checked', async () => {
+  // What the storage stack grants one MTA slot (grantShipping), and the assets bucket's read grant.
+  s3.grant('ASIASLOTA', [
+    { actions: ['s3:PutObject', 's3:AbortMultipartUpload', 's3:GetObject'], resources: ['arn:aws:s3:::volley-events/mta/rehearsal/slot-a/*'] },
+    { actions: ['s3:GetObject*', 's3:List*'], resources: ['arn:aws:s3:::assets', 'arn:aws:s3:::assets/*'] },
+  ]);
+  const slotA = new S3Client({ region: 'eu-west-1', credentials: { accessKeyId: 'ASIASLOTA', secretAccessKey: 'fake', sessionToken: 'token' } });
+  await slotA.send(new PutObjectCommand({ Bucket: 'volley-events', Key: 'mta/rehearsal/slot-a/events/2026/12/05/w0.jsonl.gz', Body: Buffer.from('a') }));
+  expect(s3.get('volley-events', 'mta/rehearsal/slot-a/events/2026/12/05/w0.jsonl.gz')?.toString()).toBe('a');
+  await expect(slotA.send(new HeadObjectCommand({ Bucket: 'volley-events', Key: 'mta/rehearsal/slot-a/events/2026/12/05/w0.jsonl.gz' }))).resolves.toMatchObject({ ContentLength: 1 });
+  // Another slot's prefix, the prefix itself without its slash, and a write to the assets bucket: refused, nothing stored.
+  for (const [Bucket, Key] of [['volley-events', 'mta/rehearsal/slot-b/events/x.gz'], ['volley-events', 'mta/rehearsal/slot-ab/x.gz'], ['assets', 'runtime.zip']]) {
+    await expect(slotA.send(new PutObjectCommand({ Bucket, Key, Body: Buffer.from('x') }))).rejects.toMatchObject({ name: 'AccessDenied' });
+    expect(s3.get(Bucket, Key)).toBeUndefined();
+  }
+  s3.put('assets', 'runtime.zip', 'zip');
+  const got = await slotA.send(new GetObjectCommand({ Bucket: 'assets', Key: 'runtime.zip' }));
+  expect(await got.Body?.transformToString()).toBe('zip');
+  await expect(slotA.send(new GetObjectCommand({ Bucket: 'volley-config', Key: 'dev/volley.yaml' }))).rejects.toMatchObject({ name: 'AccessDenied' });
+  expect(s3.denied).toHaveLength(4);
+  // The key of the tests above has no grants: unchecked.
+  await new S3Client({ region: 'eu-west-1' }).send(new PutObjectCommand({ Bucket: 'anywhere', Key: 'x', Body: Buffer.from('y') }));
+  expect(s3.get('anywhere', 'x')?.toString()).toBe('y');
+});

@@ -1,7 +1,9 @@
 // A fake S3 (path-style: http://host:port/bucket/key, which the SDK and the
 // CLI use for an IP endpoint) holding objects in memory: PutObject, GetObject,
 // HeadObject. Bodies the SDK sends aws-chunked (with a trailing checksum) are
-// decoded, so what is stored is what the client meant.
+// decoded, so what is stored is what the client meant. Requests signed with an
+// access key that has grants (an instance role's, see grant()) are checked
+// against them as IAM would check that role's S3 statements.
 import { createHash } from 'node:crypto';
 import { type FakeRequest, type FakeResponse, type Handler, requireScope, xmlEscape } from './http';
 
@@ -36,9 +38,38 @@ export interface StoredObject {
   readonly sha256?: string;
 }
 
+/** One Allow statement: IAM actions (`s3:GetObject*`) and resource ARNs (`arn:aws:s3:::bucket/prefix/*`), `*` and `?` as IAM reads them. */
+export interface S3Grant {
+  readonly actions: readonly string[];
+  readonly resources: readonly string[];
+}
+
+function iamMatch(pattern: string, value: string): boolean {
+  const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${re}$`).test(value);
+}
+
 export class FakeS3 {
   /** "bucket/key" -> object. */
   readonly objects = new Map<string, StoredObject>();
+  private readonly grants = new Map<string, readonly S3Grant[]>();
+  /** Requests refused for want of a grant, as "<access key> <action> <arn>". */
+  readonly denied: string[] = [];
+
+  /**
+   * From now on, requests signed with `accessKeyId` are allowed only what
+   * `grants` allow (an instance role's S3 statements). Access keys never
+   * granted are not checked: the test's own seeding, and fakes used alone.
+   */
+  grant(accessKeyId: string, grants: readonly S3Grant[]): void {
+    this.grants.set(accessKeyId, grants);
+  }
+
+  private allowed(accessKeyId: string, action: string, arn: string): boolean {
+    const grants = this.grants.get(accessKeyId);
+    if (!grants) return true;
+    return grants.some((g) => g.actions.some((a) => iamMatch(a, action)) && g.resources.some((r) => iamMatch(r, arn)));
+  }
 
   put(bucket: string, key: string, body: string | Buffer): void {
     const data = Buffer.from(body);
@@ -56,6 +87,12 @@ export class FakeS3 {
     if (!m) return s3Error(400, 'NotImplemented', `fake S3 serves path-style object requests only, not ${request.method} ${request.path}`);
     const [, bucket, key] = m;
     const id = `${bucket}/${key}`;
+    const action = request.method === 'PUT' ? 's3:PutObject' : 's3:GetObject'; // HEAD is authorised as GetObject
+    const accessKeyId = request.scope?.accessKeyId ?? '';
+    if (!this.allowed(accessKeyId, action, `arn:aws:s3:::${id}`)) {
+      this.denied.push(`${accessKeyId} ${action} arn:aws:s3:::${id}`);
+      return s3Error(403, 'AccessDenied', `${accessKeyId} is not authorized to perform ${action} on arn:aws:s3:::${id}`, key);
+    }
     if (request.method === 'PUT') {
       const chunked = String(request.headers['content-encoding'] ?? '').includes('aws-chunked') || String(request.headers['x-amz-content-sha256'] ?? '').startsWith('STREAMING-');
       const body = chunked ? decodeAwsChunked(request.body) : request.body;

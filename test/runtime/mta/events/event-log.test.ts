@@ -117,3 +117,29 @@ test('every event gets an id and the node when written; a write repeated with th
   expect(ids[2]).toBe('given');
   expect(lines.map((e) => e.node)).toEqual(['node-a', 'node-a', 'other', 'node-a', 'node-a', 'other']);
 });
+
+test('an old file is closed by age when no event follows it, so a quiet node\'s last events reach the file sinks', async () => {
+  // Real I/O needs setImmediate; the clock and the age check's interval are the fake ones.
+  jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+  try {
+    const sub = join(dir, 'idle-age');
+    const log = new EventLog({ dir: sub, name: 'w5', maxSize: 1 << 30, maxAgeMs: 5_000 });
+    await log.write([event(1)]);
+    const first = log.currentPath!;
+    jest.advanceTimersByTime(4_000);
+    await log.close().then(() => undefined); // nothing queued: still open, and close() stops the age check
+    expect(log.closedFiles()).toEqual([]);
+
+    const again = new EventLog({ dir: sub, name: 'w5', maxSize: 1 << 30, maxAgeMs: 5_000 });
+    await again.write([event(2)]); // goes on in the same file, its age counted from this open
+    expect(again.currentPath).toBe(first);
+    jest.advanceTimersByTime(6_000);
+    await again.close();
+    expect(again.closedFiles()).toEqual([first]);
+    expect(readFileSync(first, 'utf8').split('\n').filter(Boolean)).toHaveLength(2);
+    // Only one file follows it, empty: an empty file is never closed by age.
+    expect(listEventFiles(sub).get('w5')!.map((f) => f.seq)).toEqual([1, 2]);
+  } finally {
+    jest.useRealTimers();
+  }
+});
