@@ -8,12 +8,14 @@
 // file's bytes; without keep_local the local copy goes only once S3 holds it;
 // an outage (503, then a refused port) delays and loses nothing; a wrong
 // secret key deletes nothing and says why in GET /events/status.
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
-import { ADMIN_AUTH, deliveryConfigYaml } from '../../../helpers/config';
+import { ADMIN_AUTH, ADMIN_TOKEN, deliveryConfigYaml } from '../../../helpers/config';
 import { addLine, completeLines, eventLines, sha256, sha256File, sinkCaughtUp, sqliteRows } from '../../../helpers/events-e2e';
-import { startMta, type MtaProcess } from '../../../helpers/mta-process';
+import { startMta, VOLLEY, type MtaProcess } from '../../../helpers/mta-process';
 import { getFreePort, runSmtpSource, startSmtpSink, type SmtpSinkHandle } from '../../../helpers/postfix-tools';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
 import { S3Server } from '../../../helpers/s3-server';
@@ -24,6 +26,7 @@ const BUCKET = 'volley-archive';
 const KEY_ID = 'AKIAVOLLEYACCEPT';
 const SECRET = 'acceptance-secret-key';
 const ENV = 'acceptance';
+const exec = promisify(execFile);
 const dir = tempDir('volley-s3-e2e-');
 let s3: S3Server;
 let accept: SmtpSinkHandle;
@@ -285,6 +288,12 @@ test('a wrong secret key: nothing is deleted, and GET /events/status says why; w
   expect(st.shipper!.failures).toBeGreaterThanOrEqual(1);
   expect(st.shipper!.lastError).toMatch(/signature/i);
   expect(st.shipper!.filesWaiting).toBeGreaterThanOrEqual(held.size);
+  // The same in /metrics, and in what an operator runs.
+  const metrics = await (await fetch(`${m.adminUrl}/metrics`)).text();
+  expect(metrics).toMatch(/\nvolley_events_s3_failed_rounds\{sink="archive"\} [1-9]\d*\n/);
+  expect(metrics).toMatch(/\nvolley_events_s3_files_shipped_total\{sink="archive"\} 0\n/);
+  const cli = await exec(process.execPath, [VOLLEY, 'events', 'status', '--admin', m.adminAddress], { env: { ...process.env, VOLLEY_ADMIN_TOKEN: ADMIN_TOKEN } });
+  expect(cli.stdout).toMatch(/^archive \(s3\): 0 files shipped \(0 bytes\), \d+ waiting, [1-9]\d* failed rounds in a row; last success never; last error: .*signature/im);
 
   await m.stop();
   m = await start(n);
