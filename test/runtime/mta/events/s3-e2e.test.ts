@@ -143,6 +143,11 @@ function objectFor(nodeId: string, kind: 'events' | 'sqlite', file: string): Buf
   return objects(nodeId).find((o) => o.kind === kind && o.file === basename(file))?.body;
 }
 
+/** Whether S3 holds an object of this node and kind (by key only: cheap enough to poll). */
+function holds(nodeId: string, kind: 'events' | 'sqlite'): boolean {
+  return [...s3.objects.keys()].some((id) => id.startsWith(`${BUCKET}/volley/${ENV}/${nodeId}/${kind}/`));
+}
+
 function has(nodeId: string, kind: 'events' | 'sqlite', file: string): boolean {
   for (const id of s3.objects.keys()) if (id.startsWith(`${BUCKET}/volley/${ENV}/${nodeId}/${kind}/`) && id.endsWith(`/${basename(file)}.gz`)) return true;
   return false;
@@ -223,7 +228,7 @@ test('without keep_local: a file leaves the node only once S3 holds it; an outag
   const nodeId = (await status()).node;
   await send(80);
   // Shipping works: files arrive and their local copies go.
-  await waitUntil(() => objects(nodeId).some((o) => o.kind === 'events') && objects(nodeId).some((o) => o.kind === 'sqlite'), 30_000, () => `objects ${s3.objects.size}`);
+  await waitUntil(() => holds(nodeId, 'events') && holds(nodeId, 'sqlite'), 30_000, () => `objects ${s3.objects.size}`);
 
   await s3.outage('unavailable');
   const failedBefore = failedRounds(m);
@@ -297,6 +302,6 @@ test('a wrong secret key: nothing is deleted, and GET /events/status says why; w
 
   await m.stop();
   m = await start(n);
-  await waitUntil(() => [...held.keys()].every((f) => has(nodeId, f.endsWith('.sqlite') ? 'sqlite' : 'events', f)), 30_000, () => `objects ${objects(nodeId).length}`);
+  await waitUntil(() => [...held.keys()].every((f) => has(nodeId, f.endsWith('.sqlite') ? 'sqlite' : 'events', f)), 30_000, () => `objects ${s3.objects.size}`);
   for (const [f, sha] of held) expect({ f, sha: sha256(objectFor(nodeId, f.endsWith('.sqlite') ? 'sqlite' : 'events', f)!) }).toEqual({ f, sha });
 });
