@@ -19,6 +19,17 @@ interface SinkLine {
   replay?: { from: string };
 }
 
+/** The s3 sink's shipper (GET /events/status `shipper`). */
+interface ShipperLine {
+  sink: string;
+  filesShipped: number;
+  bytesShipped: number;
+  filesWaiting: number;
+  failures: number;
+  lastSuccess?: string;
+  lastError?: string;
+}
+
 export function registerEvents(program: Command): void {
   const events = program.command('events').description('the event queue: per-sink status, and replays');
   events
@@ -29,17 +40,25 @@ export function registerEvents(program: Command): void {
     .option('--json', 'the whole answer, as JSON')
     .action(async (flags: { admin?: string; tokenFile?: string; json?: boolean }) => {
       const res = await fetch(`${adminUrl(flags.admin)}/events/status`, { headers: adminHeaders(flags.tokenFile) });
-      const body = (await res.json()) as { sinks?: SinkLine[]; error?: string };
+      const body = (await res.json()) as { sinks?: SinkLine[]; shipper?: ShipperLine; error?: string };
       if (!res.ok) process.exitCode = 1;
       if (flags.json || !res.ok || !body.sinks) {
         process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
         return;
       }
-      if (body.sinks.length === 0) process.stdout.write('no batch sinks configured (events.sinks)\n');
+      if (body.sinks.length === 0 && !body.shipper) process.stdout.write('no sinks configured (events.sinks)\n');
       for (const s of body.sinks) {
         process.stdout.write(
           `${s.sink} (${s.type}): ${s.waitingEvents} waiting, oldest ${Math.round(s.oldestAgeSeconds)}s; ${s.deliveredEvents} delivered, ${s.retries} retries, ${s.deadLettered} dead-lettered, ${s.skippedEvents} skipped` +
             `; last success ${s.lastSuccess ?? 'never'}${s.lastError ? `; last error: ${s.lastError}` : ''}${s.replay ? `; replaying from ${s.replay.from}` : ''}\n`,
+        );
+      }
+      const sh = body.shipper;
+      // The s3 sink ships closed files, not events: its own line, with the error an operator needs when files pile up.
+      if (sh) {
+        process.stdout.write(
+          `${sh.sink} (s3): ${sh.filesShipped} files shipped (${sh.bytesShipped} bytes), ${sh.filesWaiting} waiting, ${sh.failures} failed rounds in a row` +
+            `; last success ${sh.lastSuccess ?? 'never'}${sh.lastError ? `; last error: ${sh.lastError}` : ''}\n`,
         );
       }
     });

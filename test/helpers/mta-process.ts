@@ -31,6 +31,8 @@ export interface MtaProcessOptions {
   persistentPath: string;
   workers?: number;
   ports?: { smtp: number; http: number; admin: number };
+  /** Added to the test's own environment (credentials, VOLLEY_ENV): what systemd's EnvironmentFile gives an instance. */
+  env?: Record<string, string>;
 }
 
 /** Runs the bundled `volley mta` as production runs it, on free loopback ports. */
@@ -49,7 +51,7 @@ export async function startMta(options: MtaProcessOptions): Promise<MtaProcess> 
       '--http-listen', `127.0.0.1:${ports.http}`,
       '--admin-listen', `127.0.0.1:${ports.admin}`,
     ],
-    { detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+    { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
   );
   let log = '';
   proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));

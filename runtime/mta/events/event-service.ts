@@ -16,6 +16,7 @@ import { EventLog, eventsDir, listEventFiles } from './event-log';
 import { endCursor, type Cursor } from './log-reader';
 import { Retention } from './retention';
 import { createSinks, type BuiltSinks, type RegistryDeps } from './sinks';
+import type { ShipperStats } from './sinks/s3-shipper';
 import type { SinkStats } from './types';
 
 export interface EventServiceOptions {
@@ -45,10 +46,15 @@ export interface SinkStatus extends DispatcherStatus {
   replay?: { from: string; started: string };
 }
 
+/** The s3 sink's shipper, by its sink name: what it shipped, what waits, and why it last failed. */
+export interface ShipperStatus extends ShipperStats {
+  sink: string;
+}
+
 export interface EventsStatus {
   node: string;
   sinks: SinkStatus[];
-  shipper?: unknown;
+  shipper?: ShipperStatus;
 }
 
 interface Running {
@@ -151,7 +157,12 @@ export class EventService {
         replay: r.replay && { from: r.replay.from, started: r.replay.started },
       });
     }
-    return { node: this.options.nodeId, sinks, shipper: this.built.shipper?.stats() };
+    return { node: this.options.nodeId, sinks, shipper: this.shipperStatus() };
+  }
+
+  private shipperStatus(): ShipperStatus | undefined {
+    const s3 = this.options.config.events.sinks.find((s) => s.type === 's3');
+    return this.built.shipper && s3 ? { sink: s3.name, ...this.built.shipper.stats() } : undefined;
   }
 
   /** For /readyz: detail only. A sink behind never makes the node unready: mail keeps flowing. */
@@ -257,6 +268,34 @@ export class EventService {
     counter('volley_events_retries_total', 'Batch retries', (s) => s.retries);
     counter('volley_events_dead_lettered_total', 'Batches given up on and written to the dead-letter file', (s) => s.deadLettered);
     counter('volley_events_skipped_total', 'Events skipped because the sink fell behind past events.max_queue', (s) => s.skippedEvents);
+    // The s3 sink ships files, not events: series of its own, read from the shipper's in-memory stats at each scrape.
+    const read = () => this.shipperStatus();
+    const shipperGauge = (name: string, help: string, pick: (s: ShipperStatus) => number | undefined): void => {
+      new Gauge({
+        name, help, labelNames: ['sink'], registers: [this.registry],
+        collect() {
+          this.reset();
+          const st = read();
+          const v = st && pick(st);
+          if (st && v !== undefined) this.set({ sink: st.sink }, v);
+        },
+      });
+    };
+    const shipperCounter = (name: string, help: string, pick: (s: ShipperStatus) => number): void => {
+      new Counter({
+        name, help, labelNames: ['sink'], registers: [this.registry],
+        collect() {
+          this.reset();
+          const st = read();
+          if (st) this.inc({ sink: st.sink }, pick(st));
+        },
+      });
+    };
+    shipperCounter('volley_events_s3_files_shipped_total', 'Closed files S3 confirmed (checksum verified) since the start', (s) => s.filesShipped);
+    shipperCounter('volley_events_s3_bytes_shipped_total', 'Bytes uploaded for them (gzipped when gzip is on)', (s) => s.bytesShipped);
+    shipperGauge('volley_events_s3_files_waiting', 'Closed files offered at the last round and not shipped yet', (s) => s.filesWaiting);
+    shipperGauge('volley_events_s3_failed_rounds', 'Shipping rounds failed in a row (0 once one succeeds); the error is in GET /events/status', (s) => s.failures);
+    shipperGauge('volley_events_s3_last_success_timestamp_seconds', 'When S3 last confirmed a file', (s) => (s.lastSuccess ? Date.parse(s.lastSuccess) / 1000 : undefined));
   }
 }
 

@@ -3,7 +3,7 @@
 // closed files of the event log and of every sqlite sink as its sources.
 import type { FilterConfig, SinkConfig } from '../../../shared/config/events';
 import type { EventSink, ShipSource, SinkDeps } from '../types';
-import { createS3Shipper } from './s3-shipper';
+import { createS3Shipper, type ShipperStats } from './s3-shipper';
 import { createSqliteSink } from './sqlite';
 import { createWebhookSink } from './webhook';
 
@@ -16,7 +16,7 @@ export interface BatchSinkEntry {
 export interface Shipper {
   start(): void;
   close(): Promise<void>;
-  stats(): unknown;
+  stats(): ShipperStats;
 }
 
 export interface BuiltSinks {

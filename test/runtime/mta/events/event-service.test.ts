@@ -13,6 +13,7 @@ import { parseConfig } from '../../../../runtime/shared/config/load';
 import type { SinkConfig, VolleyConfig } from '../../../../runtime/shared/config/types';
 import { ADMIN_AUTH, ADMIN_TOKEN, testConfigYaml } from '../../../helpers/config';
 import { MemorySink } from '../../../helpers/event-sink';
+import { sinkCaughtUp } from '../../../helpers/events-e2e';
 import { VOLLEY } from '../../../helpers/mta-process';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
 import { tempDir } from '../../../helpers/tmp';
@@ -55,7 +56,7 @@ function setup(name: string, sinks: MemorySink[], options: { s3?: boolean; maxQu
   const out: Partial<Setup> = { sinks: byName, dir: eventsDir(persistentPath) };
   const createSinks = (_c: unknown, deps: RegistryDeps): BuiltSinks => {
     out.eventsSource = deps.eventsSource;
-    return { batch: sinks.map((sink) => ({ sink, type: 'memory' })), shipper: options.s3 ? { start() {}, close: async () => {}, stats: () => ({ shipped: 0 }) } : undefined };
+    return { batch: sinks.map((sink) => ({ sink, type: 'memory' })), shipper: options.s3 ? { start() {}, close: async () => {}, stats: () => ({ filesShipped: 3, bytesShipped: 4096, filesWaiting: 2, failures: 1, lastSuccess: '2026-12-05T04:00:00.000Z', lastError: 'S3 said no' }) } : undefined };
   };
   out.service = new EventService({ config, persistentPath, nodeId: 'node-1', logger: options.logger ?? pino({ level: 'silent' }), createSinks, pollMs: 10, retentionMs: 3_600_000 });
   out.writer = new EventLog({ dir: eventsDir(persistentPath), name: 'w0', node: 'node-1', maxSize: options.maxSize ?? 1 << 30, maxAgeMs: 3_600_000, fsync: false });
@@ -145,6 +146,45 @@ test('retention: with no sink at all, closed files stay as the attempt log alway
   await s.writer.close();
 });
 
+test('the s3 shipper: its stats under its sink name in status, its own series in /metrics, and a line of `volley events status`', async () => {
+  const s = setup('shipper-stats', [], { s3: true });
+  const stats = { filesShipped: 3, bytesShipped: 4096, filesWaiting: 2, failures: 1, lastSuccess: '2026-12-05T04:00:00.000Z', lastError: 'S3 said no' };
+  expect((await s.service.status()).shipper).toEqual({ sink: 'archive', ...stats });
+  const metrics = await s.service.registry.metrics();
+  expect(metrics).toMatch(/volley_events_s3_files_shipped_total\{sink="archive"\} 3\n/);
+  expect(metrics).toMatch(/volley_events_s3_bytes_shipped_total\{sink="archive"\} 4096\n/);
+  expect(metrics).toMatch(/volley_events_s3_files_waiting\{sink="archive"\} 2\n/);
+  expect(metrics).toMatch(/volley_events_s3_failed_rounds\{sink="archive"\} 1\n/);
+  expect(metrics).toMatch(new RegExp(`volley_events_s3_last_success_timestamp_seconds\\{sink="archive"\\} ${Date.parse(stats.lastSuccess) / 1000}\n`));
+  const admin = new AdminServer(
+    {
+      ready: async () => ({ ok: true, reasons: [] }),
+      metrics: async () => ({ contentType: 'text/plain', body: '' }),
+      queue: async () => ({}),
+      refresh: async () => ({ ok: true }),
+      events: { status: () => s.service.status(), replay: (name, from) => s.service.replay(name, from) },
+    },
+    { tokens: () => [{ name: 'ops', sha256: '10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e52712292a' }], logger: pino({ level: 'silent' }) },
+  );
+  const { port } = await admin.listen(0, '127.0.0.1');
+  try {
+    const cli = await exec(process.execPath, [VOLLEY, 'events', 'status', '--admin', `127.0.0.1:${port}`], { env: { ...process.env, VOLLEY_ADMIN_TOKEN: ADMIN_TOKEN } });
+    expect(cli.stdout).toBe('archive (s3): 3 files shipped (4096 bytes), 2 waiting, 1 failed rounds in a row; last success 2026-12-05T04:00:00.000Z; last error: S3 said no\n');
+  } finally {
+    await admin.close();
+    await s.service.close();
+    await s.writer.close();
+  }
+});
+
+test('without an s3 sink: no shipper in status, no s3 series', async () => {
+  const s = setup('no-shipper', [new MemorySink('a', 'ack', 10)]);
+  expect((await s.service.status()).shipper).toBeUndefined();
+  expect(await s.service.registry.metrics()).not.toMatch(/volley_events_s3_\w+\{/);
+  await s.service.close();
+  await s.writer.close();
+});
+
 test('status and replay through the admin API and the CLI: a replay resends a window without moving the sink cursor', async () => {
   const sink = new MemorySink('hook', 'ack', 3);
   const s = setup('admin', [sink]);
@@ -152,7 +192,8 @@ test('status and replay through the admin API and the CLI: a replay resends a wi
   for (let i = 0; i < 10; i++) await s.writer.write([event(i)]);
   await waitUntil(() => sink.events().length === 10);
   const cursorFile = join(s.dir, 'cursors', 'hook.json');
-  await waitUntil(() => existsSync(cursorFile) && (JSON.parse(readFileSync(cursorFile, 'utf8')) as { producers: { w0?: unknown } }).producers.w0 !== undefined);
+  // The cursor is saved after the acks, asynchronously: wait for it to stand at the end of the log, not just to exist.
+  await waitUntil(() => sinkCaughtUp(s.dir, 'hook'));
   const cursorBefore = (JSON.parse(readFileSync(cursorFile, 'utf8')) as { producers: unknown }).producers;
   const admin = new AdminServer(
     {
