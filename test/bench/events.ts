@@ -86,6 +86,8 @@ export interface WebhookRateResult {
   fromStartMs: number;
   /** The MTA's CPU (primary and worker) per event over the whole run, µs. */
   cpuUsPerEvent: number;
+  /** The bench process's CPU per event while it waited: the receiver's (TLS, JSON), µs. */
+  receiverCpuUsPerEvent: number;
   batches: number;
 }
 
@@ -125,12 +127,14 @@ export async function measureWebhookRate(opts: { events: number; batchSize?: num
     const stop = ownMta(mta);
     try {
       const pids = processTree(mta.proc.pid!);
+      const own = process.cpuUsage();
       await guard('webhook delivery rate', waitFor(() => received >= opts.events), {
         deadlineMs: runDeadlineMs(opts.events, 1000),
         messages: opts.events,
         progress: () => `the receiver has ${received} of ${opts.events} events`,
       });
       const cpu = processUsage(pids).cpuSeconds;
+      const ownUs = process.cpuUsage(own);
       const unique = receiver.acceptedCounts();
       if (unique.size !== opts.events || received !== opts.events) throw new Error(`webhook delivery rate: ${received} events received, ${unique.size} distinct, of ${opts.events} written`);
       const firstBatch = Math.min(opts.batchSize ?? WEBHOOK_BATCH, opts.events);
@@ -139,6 +143,7 @@ export async function measureWebhookRate(opts: { events: number; batchSize?: num
         eventsPerSec: Math.round(((opts.events - firstBatch) * 1000) / Math.max(1, last - first)),
         fromStartMs: last - started,
         cpuUsPerEvent: Math.round((cpu * 1e6) / opts.events),
+        receiverCpuUsPerEvent: Math.round((ownUs.user + ownUs.system) / opts.events),
         batches,
       };
     } finally {
@@ -219,7 +224,8 @@ export function eventsFigures(direct: E2eResult[], events: EventsE2eResult[], we
   if (webhook) {
     figures.events_webhook_per_s = webhook.eventsPerSec;
     figures.events_webhook_cpu_us_per_event = webhook.cpuUsPerEvent;
-    lines.push(`webhook delivery to a local receiver, batches of ${WEBHOOK_BATCH}: ${webhook.eventsPerSec} events/s (${webhook.events} events in ${webhook.batches} batches; ${webhook.fromStartMs} ms from the MTA's start; MTA CPU ${webhook.cpuUsPerEvent} us/event)`);
+    figures.events_webhook_receiver_cpu_us_per_event = webhook.receiverCpuUsPerEvent;
+    lines.push(`webhook delivery to a local receiver, batches of ${WEBHOOK_BATCH}: ${webhook.eventsPerSec} events/s (${webhook.events} events in ${webhook.batches} batches; ${webhook.fromStartMs} ms from the MTA's start; MTA CPU ${webhook.cpuUsPerEvent} us/event, the receiver's ${webhook.receiverCpuUsPerEvent})`);
   }
   return { figures, lines };
 }
