@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTestConfig } from '../helpers/config';
 import { defaultWorkers } from '../../runtime/mta/primary';
-import { startMta } from '../helpers/mta-process';
+import { startMta, type MtaProcess } from '../helpers/mta-process';
 import { processTree, processUsage } from './mta-metrics';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 import { startHeldSink } from '../helpers/held-sink';
@@ -48,6 +48,12 @@ export async function measureEndToEnd(opts: {
   warmupMessages?: number;
   /** More config (VMTAs, proxies) and a setup run before the MTA starts. */
   extraConfig?: (dir: string) => Promise<string>;
+  /**
+   * Run after the timed run, before the MTA stops (untimed): the events bench
+   * waits here for its webhook receiver to have the timed run's events, and
+   * reads the MTA's sink status.
+   */
+  afterRun?: (mta: MtaProcess) => Promise<void>;
   /** Names the setup in a failure's report (default "end to end"). */
   label?: string;
 }): Promise<E2eResult> {
@@ -98,6 +104,7 @@ export async function measureEndToEnd(opts: {
       const u1 = processUsage(pids);
       const m1 = await spoolCounts(mta.adminUrl);
       await new Promise((r) => setTimeout(r, 300)); // the last attempt lines
+      await opts.afterRun?.(mta);
       const tx = transactionTimes(join(dir, 'pp', 'log', 'events'));
       return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, intakeMs, txP50Ms: percentile(tx, 0.5), txP99Ms: percentile(tx, 0.99), cpuUsPerMsg: Math.round(((u1.cpuSeconds - u0.cpuSeconds) * 1e6) / opts.messages),
         recordsPerCommit: Number(((m1.records - m0.records) / Math.max(1, m1.commits - m0.commits)).toFixed(2)),

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { measureBacklogDrain } from './backlog';
 import { measureEndToEnd } from './e2e';
+import { eventsFigures, measureEndToEndWithEvents, measureWebhookRate, type EventsE2eResult, type WebhookRateResult } from './events';
 import { measureNodeFloor, measureToolsCeiling } from './floor';
 import { measureFleet } from './fleet';
 import { measureThroughProxy } from './proxy';
@@ -24,6 +25,8 @@ const STARTUP_MESSAGES = Number(process.env.BENCH_STARTUP_MESSAGES ?? 1_000_000)
 // every setup, Postfix included, gets the same warm-up; the cold rate is
 // reported beside it.
 const WARMUP_MESSAGES = Number(process.env.BENCH_WARMUP_MESSAGES ?? 30_000);
+/** Events pre-written for the webhook delivery rate (issue 16: at least 200,000). */
+const WEBHOOK_EVENTS = Number(process.env.BENCH_WEBHOOK_EVENTS ?? 200_000);
 
 /**
  * Open files the bench needs at once: the held sink holds up to 1,024
@@ -46,7 +49,7 @@ async function main(): Promise<void> {
   const openFiles = openFileLimit();
   if (openFiles < MIN_OPEN_FILES) throw new Error(`the open-file limit is ${openFiles}, under the ${MIN_OPEN_FILES} the bench needs (the held sink alone holds 1,024 connections): raise it (ulimit -n ${MIN_OPEN_FILES * 4}) and run again`);
   // Every run has its own deadline; this one is for everything between them (a stop, a start-up).
-  const allMs = 19 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000);
+  const allMs = 22 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000) + runDeadlineMs(WEBHOOK_EVENTS, 1000);
   // Not unref'd: a wait that holds no handle would otherwise let the process end silently, with no FAILED line.
   const watchdog = setTimeout(() => fail(new Error(`the whole bench's deadline of ${Math.round(allMs / 60_000)} minutes hit`)), allMs);
   line(`open files: ${openFiles}; each run fails at its deadline (a minute plus its messages at 100 msg/s) or at the first message its MTA defers`);
@@ -81,7 +84,8 @@ async function main(): Promise<void> {
   // runs vary by up to 50 %, and the machine's speed drifts over minutes, so
   // a ratio is only sound between runs taken side by side. Direct and through
   // the proxy run in all five rounds; the 300 ms hold, the same sink with no
-  // hold, and Postfix relaying the same load in three of them.
+  // hold, and Postfix relaying the same load in three of them; so does the
+  // direct load with a webhook and an SQLite sink enabled (test/bench/events.ts).
   // smtp-sink's holds are whole seconds, so the 300 ms hold is the bench's
   // own held sink (test/helpers/held-sink.ts), which answers one transaction
   // at a time per connection: the same sink with no hold is the like-for-like
@@ -96,6 +100,9 @@ async function main(): Promise<void> {
   const slowRuns: Awaited<ReturnType<typeof measureEndToEnd>>[] = [];
   const held0Runs: Awaited<ReturnType<typeof measureEndToEnd>>[] = [];
   const postfixRelayRuns: Awaited<ReturnType<typeof measurePostfixRelay>>[] = [];
+  const eventsRuns: EventsE2eResult[] = [];
+  /** The direct run of each events run's round, for the paired ratio. */
+  const eventsDirect: typeof directRuns = [];
   const rounds: Record<string, number>[] = [];
   partial.e2e_rounds = rounds;
   for (let i = 0; i < 5; i++) {
@@ -104,6 +111,14 @@ async function main(): Promise<void> {
     stage = `end to end, round ${i + 1}: direct`;
     directRuns.push(await measureEndToEnd({ ...pairLoad, label: stage }));
     round.direct = directRuns[i].msgsPerSec;
+    if (i % 2 === 0) {
+      // Right after direct: the closest pair this machine's drift allows.
+      stage = `end to end, round ${i + 1}: with a webhook and an SQLite sink`;
+      eventsRuns.push(await measureEndToEndWithEvents({ ...pairLoad, label: stage }));
+      eventsDirect.push(directRuns[i]);
+      round.events = eventsRuns[eventsRuns.length - 1].msgsPerSec;
+      Object.assign(partial, eventsFigures(eventsDirect, eventsRuns).figures);
+    }
     stage = `end to end, round ${i + 1}: through one proxy`;
     proxyRuns.push(await measureThroughProxy(pairLoad));
     round.proxy = proxyRuns[i].msgsPerSec;
@@ -153,6 +168,13 @@ async function main(): Promise<void> {
   const backlogNoPipe = await measureBacklogDrain({ ...backlogLoad, pipelining: false });
   partial.backlog_1conn_rtt20_nopipelining_msgs_per_s = backlogNoPipe.msgsPerSec;
   line(`backlog over one connection, 20 ms round trip: ${backlog.msgsPerSec} msg/s; to a server without PIPELINING ${backlogNoPipe.msgsPerSec} msg/s`);
+
+  // The webhook sink alone, from a pre-written log, with batches of 500.
+  stage = 'webhook delivery rate';
+  const webhook: WebhookRateResult = await measureWebhookRate({ events: WEBHOOK_EVENTS });
+  const events = eventsFigures(eventsDirect, eventsRuns, webhook);
+  Object.assign(partial, events.figures);
+  for (const l of events.lines) line(l);
 
   stage = 'local fleet';
   const fleet = await measureFleet({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
@@ -207,6 +229,7 @@ async function main(): Promise<void> {
     spool_files_writes_per_s: formats.filesMsgsPerSec,
     startup_1m_s: startup.startupS,
     startup_1m_rss_mb: startup.rssMb,
+    ...events.figures,
   };
   line(`BENCH ${JSON.stringify(bench)}`);
   clearTimeout(watchdog);

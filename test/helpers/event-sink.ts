@@ -19,6 +19,8 @@ export class MemorySink implements EventSink {
   readonly acked: SinkBatch[] = [];
   readonly held: Held[] = [];
   private closed = false;
+  /** The dispatcher holds what is ready up to maxWaitMs to fill a batch (as the SQLite sink asks). */
+  fillBatches = false;
 
   constructor(
     readonly name: string,

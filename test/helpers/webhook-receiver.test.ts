@@ -39,4 +39,19 @@ describe('webhook receiver (test helper)', () => {
       await receiver.close();
     }
   });
+
+  it('with bodies and signature checks off (the bench), still counts events and hands accepted ones to onAccepted', async () => {
+    const seen: { ids: unknown[]; at: number }[] = [];
+    const receiver = await startWebhookReceiver({ dir, verify: false, keepBodies: false, script: [{ status: 500 }], onAccepted: (events, at) => seen.push({ ids: events.map((e) => e.event_id), at }) });
+    try {
+      const ca = readFileSync(receiver.caFile);
+      const body = Buffer.from('[{"event_id":"a"},{"event_id":"b"}]');
+      expect(await post(receiver.url, ca, {}, body)).toEqual({ status: 500 });
+      expect(await post(receiver.url, ca, {}, body)).toEqual({ status: 200 });
+      expect(receiver.requests.map((r) => [r.eventCount, r.body, r.events, r.verified])).toEqual([[2, '', [], []], [2, '', [], []]]);
+      expect(seen).toEqual([{ ids: ['a', 'b'], at: receiver.requests[1].receivedAt }]);
+    } finally {
+      await receiver.close();
+    }
+  });
 });

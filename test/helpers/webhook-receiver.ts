@@ -31,9 +31,11 @@ export interface ReceivedRequest {
   timestamp: number;
   signature: string;
   gzip: boolean;
-  /** The JSON as the receiver parsed it (after content-encoding). */
+  /** The JSON as the receiver parsed it (after content-encoding); empty with keepBodies off. */
   body: string;
   events: Record<string, unknown>[];
+  /** How many events the body held, kept or not. */
+  eventCount: number;
   /** Per secret, in the order given: did `Webhook.verify` accept the request with it. */
   verified: boolean[];
   /** The first verification error, if any secret failed. */
@@ -60,6 +62,12 @@ export interface WebhookReceiverOptions {
   plain?: boolean;
   /** Called for every request after it was recorded. */
   onRequest?: (r: ReceivedRequest) => void;
+  /**
+   * Called for every accepted (2xx) request with its parsed events, kept or
+   * not: the bench reads each event's `time` against `receivedAt` (the lag)
+   * without holding tens of thousands of bodies.
+   */
+  onAccepted?: (events: Record<string, unknown>[], receivedAt: number) => void;
 }
 
 export interface WebhookReceiver {
@@ -119,7 +127,7 @@ export async function startWebhookReceiver(options: WebhookReceiverOptions): Pro
       } catch (err) {
         // A body that does not decode is the sender's bug: recorded and refused, the script left as it was.
         body = raw.toString('latin1');
-        requests.push({ receivedAt: Date.now(), headers: req.headers, id: String(req.headers['webhook-id']), timestamp: Number(req.headers['webhook-timestamp']), signature: String(req.headers['webhook-signature']), gzip: gz, body, events: [], verified: [], parseError: (err as Error).message, action: { status: 400 } });
+        requests.push({ receivedAt: Date.now(), headers: req.headers, id: String(req.headers['webhook-id']), timestamp: Number(req.headers['webhook-timestamp']), signature: String(req.headers['webhook-signature']), gzip: gz, body, events: [], eventCount: 0, verified: [], parseError: (err as Error).message, action: { status: 400 } });
         res.writeHead(400).end('body does not decode');
         return;
       }
@@ -153,6 +161,7 @@ export async function startWebhookReceiver(options: WebhookReceiverOptions): Pro
         gzip: gz,
         body: keepBodies ? body : '',
         events: keepBodies ? events : [],
+        eventCount: events.length,
         verified,
         verifyError,
         parseError,
@@ -161,6 +170,7 @@ export async function startWebhookReceiver(options: WebhookReceiverOptions): Pro
       requests.push(r);
       if (typeof action === 'object' && action.status >= 200 && action.status < 300) {
         for (const e of events) counts.set(String(e.event_id), (counts.get(String(e.event_id)) ?? 0) + 1);
+        options.onAccepted?.(events, r.receivedAt);
       }
       options.onRequest?.(r);
       if (action === 'hang') {

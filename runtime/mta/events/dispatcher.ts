@@ -184,7 +184,8 @@ export class Dispatcher {
       this.lines.push(line);
       this.events.push(event);
     }
-    const ready = this.lines.length >= sink.batchSize || (this.lines.length > 0 && (!more || this.now() - this.firstAt >= sink.maxWaitMs));
+    const waited = this.now() - this.firstAt >= sink.maxWaitMs;
+    const ready = this.lines.length >= sink.batchSize || (this.lines.length > 0 && (waited || (!more && !sink.fillBatches)));
     if (ready) this.send();
     else if (this.lines.length === 0) this.progress();
     if (!more && this.options.until && this.lines.length === 0 && this.inFlight === 0 && this.order.every((p) => p.done)) this.finish?.();

@@ -148,6 +148,13 @@ export interface EventSink {
   readonly maxWaitMs: number;
   readonly concurrency: number;
   /**
+   * Hold what is ready up to maxWaitMs for the batch to fill (a local file
+   * sink: each batch is a commit and an fsync, and nobody reads its rows
+   * before the file rotates). Absent or false: what is ready is sent at once
+   * (the webhook's rule: a receiver waits for no batch to fill).
+   */
+  readonly fillBatches?: boolean;
+  /**
    * Resolves when the batch is acknowledged by the receiver, or dead-lettered
    * (never silently dropped). Retries internally until then. Rejects only when
    * the sink is closed: the batch is then read again after a restart.

@@ -64,6 +64,38 @@ test('what is ready is sent at once, not held until the batch fills or max_wait 
   await log.close();
 });
 
+test('a sink that asks for full batches gets what is ready only when the batch fills or max_wait has passed', async () => {
+  const dir = join(root, 'fill');
+  const log = writer(dir);
+  const sink = new MemorySink('acct', 'ack', 10, 1, 200);
+  sink.fillBatches = true;
+  let now = 1_000_000;
+  const d = dispatcher(dir, sink, { now: () => now });
+  // Read (nothing unread) and waiting: the status is async, waitUntil's check is not.
+  const readAndWaiting = (n: number): (() => boolean) => {
+    let st: { waitingEvents: number; waitingBytes: number } | undefined;
+    return () => {
+      void d.status().then((s) => (st = s));
+      return st?.waitingEvents === n && st.waitingBytes === 0;
+    };
+  };
+  d.start();
+  await log.write(range(0, 3));
+  await waitUntil(readAndWaiting(3));
+  await log.write(range(3, 5));
+  await waitUntil(readAndWaiting(5));
+  expect(sink.offered).toHaveLength(0);
+  now += 200; // max_wait since the first of them was read
+  await waitUntil(() => sink.acked.length === 1);
+  expect(msgIds(sink)).toEqual(range(0, 5).map((e) => e.message_id));
+  // Full before max_wait: sent at once.
+  await log.write(range(5, 15));
+  await waitUntil(() => sink.acked.length === 2);
+  expect(sink.acked[1].events).toHaveLength(10);
+  await d.close();
+  await log.close();
+});
+
 test('batches in flight up to concurrency; the cursor moves in log order even when a later batch is acknowledged first', async () => {
   const dir = join(root, 'order');
   const log = writer(dir);

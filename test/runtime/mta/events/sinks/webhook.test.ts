@@ -6,6 +6,7 @@
 // test waits for a real backoff.
 
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import { join } from 'node:path';
 import { Webhook } from 'standardwebhooks';
@@ -218,6 +219,24 @@ describe('webhook sink', () => {
     expect(r.body).toBe(`[${batch.lines.join(',')}]`);
     expect(r.verified).toEqual([true]);
     expect(r.headers.authorization).toBe('Bearer t0k3n');
+  });
+
+  it('keys its connection pool without the CA bundle, and still verifies the receiver by its ca_file', async () => {
+    // The agent rebuilds its pool key for every request; with the CAs handed
+    // as `ca` that key held every system CA (~200 KB a request, the primary's
+    // biggest cost after SQLite in the events bench).
+    const { dir, receiver, log } = await setup();
+    const getName = jest.spyOn(https.Agent.prototype, 'getName');
+    try {
+      const sink = track(createWebhookSink(sinkConfig(receiver, { concurrency: 1 }), { persistentPath: dir, nodeId: 'n1', logger: log.logger }));
+      for (let i = 0; i < 3; i++) await sink.deliver(batchOf(events(2)));
+      const names = getName.mock.results.map((r) => String(r.value));
+      expect(names.length).toBeGreaterThanOrEqual(3);
+      expect(Math.max(...names.map((n) => n.length))).toBeLessThan(1024);
+    } finally {
+      getName.mockRestore();
+    }
+    expect(receiver.requests.map((r) => r.verified)).toEqual([[true], [true], [true]]);
   });
 
   it('signs with every secret while one rotates: two signatures, each verifying with its own secret', async () => {
