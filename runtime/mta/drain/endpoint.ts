@@ -26,6 +26,7 @@ import {
   type HaveResponse,
 } from './protocol';
 import type { SeenIds } from './seen-ids';
+import { readBody, sendJson } from '../../shared/http-body';
 
 /** What storing one record came to: durable now, already held, never acceptable, or not now (spool full, worker gone). */
 export type StoreOutcome = { status: 'queued' } | { status: 'duplicate' } | { status: 'refused'; reason: string } | { status: 'unavailable'; reason: string };
@@ -130,7 +131,7 @@ export class DrainEndpoint {
       req.resume();
       throw new DrainHttpError(DRAIN_HTTP_STATUS.forbidden, 'not_allowed', `${client ?? 'unknown address'} is not in drain.accept_from`);
     }
-    const body = await readBody(req, this.config.maxBatchBytes);
+    const body = await readBatch(req, this.config.maxBatchBytes);
     const now = this.options.now?.() ?? Date.now();
     const verified = verifyRequest(req.headers, body, this.options.secrets, now);
     if (!verified.ok) {
@@ -226,33 +227,8 @@ export class DrainEndpoint {
   }
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const tooLarge = (): DrainHttpError => new DrainHttpError(DRAIN_HTTP_STATUS.tooLarge, 'too_large', `the batch exceeds drain.max_batch_bytes (${limit} bytes): send smaller batches`);
-    if (Number(req.headers['content-length'] ?? 0) > limit) {
-      req.resume();
-      return reject(tooLarge());
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(tooLarge());
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+function readBatch(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return readBody(req, limit, () => new DrainHttpError(DRAIN_HTTP_STATUS.tooLarge, 'too_large', `the batch exceeds drain.max_batch_bytes (${limit} bytes): send smaller batches`));
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent) return;
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
+const send = sendJson;

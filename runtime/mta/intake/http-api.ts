@@ -15,6 +15,7 @@ import { checkBody } from './body-check';
 import { extractControlHeaders, receivedHeader, volleyIdHeader } from './headers';
 import { metadataStrings, renderHttpMessage, validateHttpMessage, type FieldError, type HttpMessage } from './http-message';
 import { Intake, IntakeError } from './intake';
+import { readBody, sendJson } from '../../shared/http-body';
 
 export interface HttpApiOptions {
   config: VolleyConfig;
@@ -156,7 +157,7 @@ export class HttpApi {
       res.setHeader('WWW-Authenticate', 'Bearer');
       throw new HttpError(401, 'unauthorized', 'missing or wrong bearer token');
     }
-    const body = await readBody(req, this.config.http.maxBodySize);
+    const body = await readRequest(req, this.config.http.maxBodySize);
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
@@ -247,33 +248,8 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > limit) {
-      req.resume();
-      return reject(new HttpError(413, 'too_large', `request body exceeds ${limit} bytes`));
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new HttpError(413, 'too_large', `request body exceeds ${limit} bytes`));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+function readRequest(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return readBody(req, limit, () => new HttpError(413, 'too_large', `request body exceeds ${limit} bytes`));
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent) return;
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
+const send = sendJson;

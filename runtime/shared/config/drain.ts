@@ -6,6 +6,7 @@
 
 import { CidrList } from '../cidr';
 import { parseDuration, parseSize } from '../units';
+import { converter } from './events';
 import type { TlsFiles } from './types';
 
 type Dur = string | number;
@@ -71,15 +72,7 @@ export const DEFAULT_DRAIN_PORT = 8443;
 /** The section with its defaults; absent means this node runs no drain endpoint. */
 export function normaliseDrain(raw: RawDrain | undefined, report: Report): DrainConfig | undefined {
   if (!raw) return undefined;
-  const convert = (v: Dur | undefined, dflt: number, path: Path, parse: (v: Dur) => number): number => {
-    if (v === undefined) return dflt;
-    try {
-      return parse(v);
-    } catch (err) {
-      report(path, (err as Error).message);
-      return dflt;
-    }
-  };
+  const convert = (v: Dur | undefined, dflt: number, path: Path, parse: (v: Dur) => number): number => converter(report, parse)(v, dflt, path);
   const list = (entries: string[] | undefined, field: string): string[] => {
     (entries ?? []).forEach((entry, i) => {
       try {

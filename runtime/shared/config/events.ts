@@ -216,7 +216,8 @@ export interface RawInbound {
   verp?: { domain: string; prefix?: string; secret_file: string; pools?: string[] };
 }
 
-function converter(report: Report, parse: (v: Dur) => number) {
+/** A size or duration reader that reports a bad value at its path and falls back to the default. */
+export function converter(report: Report, parse: (v: Dur) => number) {
   return (v: Dur | undefined, dflt: number, path: Path): number => {
     if (v === undefined) return dflt;
     try {
