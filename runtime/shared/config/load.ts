@@ -6,7 +6,7 @@ import { CidrList } from '../cidr';
 import { VolleyError } from '../errors';
 import { parseDuration, parseSize } from '../units';
 import { normaliseDrain, type RawDrain } from './drain';
-import { normaliseEvents, normaliseInbound, type RawEvents, type RawInbound } from './events';
+import { converter, normaliseEvents, normaliseInbound, type RawEvents, type RawInbound } from './events';
 import { notImplemented } from './not-implemented';
 import { configSchema } from './schema';
 import type { BounceRuleConfig, TlsMode, VolleyConfig } from './types';
@@ -341,13 +341,7 @@ function minFree(v: Dur | undefined, path: Path, report: Report): { bytes: numbe
 }
 
 function convert(v: Dur | undefined, dflt: number, path: Path, parse: (v: Dur) => number, report: Report): number {
-  if (v === undefined) return dflt;
-  try {
-    return parse(v);
-  } catch (err) {
-    report(path, (err as Error).message);
-    return dflt;
-  }
+  return converter(report, parse)(v, dflt, path);
 }
 
 function unique(names: string[], path: Path, what: string, report: Report): void {
