@@ -7,6 +7,7 @@ import { registerEvents } from './events';
 import { registerHaproxyConfig } from './haproxy-config';
 import { registerLb } from './lb';
 import { registerLocal } from './local';
+import { registerMirror } from './mirror';
 import { registerMta } from './mta';
 import { registerProxy } from './proxy';
 import { registerProxyLink } from './proxy-link';
@@ -25,4 +26,5 @@ export function registerCommands(program: Command): void {
   registerDns(program);
   registerProxyLink(program);
   registerDrainSecret(program);
+  registerMirror(program);
 }
