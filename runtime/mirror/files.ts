@@ -6,7 +6,9 @@
 // diverged. Every other file is small and rewritten whole (cursors, node-id,
 // drain/seen.log, shipped.json, tls/...): compared and shipped whole.
 // Never replicated: the mirror's own folder (each node's role and epoch are
-// its own), the MTA's lock (it names a local pid) and temporary files.
+// its own), the MTA's lock (it names a local pid), the spool's disk reserve
+// (`reserve/w<N>`: preallocated free space each node's MTA makes for itself)
+// and temporary files.
 import { createHash } from 'node:crypto';
 import { open, readdir, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
@@ -31,7 +33,7 @@ const APPEND_RE = /\.(seg|jsonl)$/;
 /** How `rel` is replicated; undefined: not at all. */
 export function classify(rel: string): FileKind | undefined {
   const parts = rel.split('/');
-  if (parts[0] === 'mirror' || rel === 'mta.lock') return undefined;
+  if (parts[0] === 'mirror' || parts[0] === 'reserve' || rel === 'mta.lock') return undefined;
   const name = parts[parts.length - 1];
   if (name.startsWith('.') || name.endsWith('.tmp')) return undefined;
   return APPEND_RE.test(name) ? 'append' : 'whole';
@@ -62,7 +64,7 @@ export async function scanTree(root: string): Promise<Map<string, LocalFile>> {
     for (const e of entries) {
       const rel = prefix ? `${prefix}/${e.name}` : e.name;
       if (e.isDirectory()) {
-        if (rel !== 'mirror') await walk(join(dir, e.name), rel);
+        if (rel !== 'mirror' && rel !== 'reserve') await walk(join(dir, e.name), rel);
         continue;
       }
       if (!e.isFile()) continue;

@@ -1,0 +1,160 @@
+// The HA mirror with real processes on loopback: an MTA taking mail from
+// smtp-source on the primary's persistent path, a second persistent path for
+// the secondary, two `volley mirror` daemons between them. Checks that every
+// replicated file is byte-identical once the primary reports no lag, that a
+// secondary that was down (and whose copy diverged or lost a file) catches
+// up byte-identical, and an unplanned failover: SIGKILL the primary's MTA
+// and mirror, promote the secondary, start an MTA on its path and see every
+// acknowledged message delivered from there exactly once.
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { classify } from '../../../runtime/mirror/files';
+import { ADMIN_AUTH, testConfigYaml } from '../../helpers/config';
+import { mirrorCli, startMirror, type MirrorProcess } from '../../helpers/mirror-process';
+import { startMta, type MtaProcess } from '../../helpers/mta-process';
+import { getFreePort, startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
+import { newSecret, proxyTls, waitUntil } from '../../helpers/proxy-fixtures';
+import { smtpSourceWithAcks } from '../../helpers/smtp-source-acks';
+import { tempDir } from '../../helpers/tmp';
+
+const dir = tempDir('volley-mirror-pair-');
+const mtas: MtaProcess[] = [];
+const mirrors: MirrorProcess[] = [];
+let sink: SmtpSinkHandle | undefined;
+
+afterAll(async () => {
+  for (const m of mtas) await m.crash();
+  for (const m of mirrors) await m.crash();
+  await sink?.stop();
+});
+
+/** sha256 of every file the mirror replicates under root. */
+function sums(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string, prefix: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const rel = prefix ? `${prefix}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(join(d, e.name), rel);
+      else if (classify(rel)) out[rel] = createHash('sha256').update(readFileSync(join(d, e.name))).digest('hex');
+    }
+  };
+  walk(root, '');
+  return out;
+}
+
+async function status(admin: string): Promise<Record<string, unknown>> {
+  const r = await mirrorCli(['status', '--json', '--admin', admin]);
+  if (r.code !== 0) throw new Error(r.stderr);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+/** Polls both daemons' status until `check` holds. */
+async function until(check: (p: Record<string, unknown>, s: Record<string, unknown>) => boolean, a: string, b: string, what: string): Promise<void> {
+  let last: [Record<string, unknown>, Record<string, unknown>] | undefined;
+  let ok = false;
+  const poll = setInterval(() => void Promise.all([status(a), status(b)]).then((r) => {
+    last = r;
+    ok = check(r[0], r[1]);
+  }, () => undefined), 150);
+  try {
+    await waitUntil(() => ok, 60_000, () => `${what}: ${JSON.stringify(last)}\n${mirrors.map((m) => m.log().slice(-3000)).join('\n---\n')}`);
+  } finally {
+    clearInterval(poll);
+  }
+}
+
+function copies(dumpDir: string): Map<string, number> {
+  const seen = new Map<string, number>();
+  for (const f of readdirSync(dumpDir)) {
+    const rcpt = /\tfor <([^>]+)>/.exec(readFileSync(join(dumpDir, f), 'latin1'))?.[1];
+    if (rcpt) seen.set(rcpt, (seen.get(rcpt) ?? 0) + 1);
+  }
+  return seen;
+}
+
+test('a mirrored pair: byte-identical copies, catch-up after an outage with a diverged and a missing file, and an unplanned failover that delivers every acknowledged message', async () => {
+  const tls = await proxyTls(dir);
+  writeFileSync(join(dir, 'mirror.secret'), newSecret());
+  const ppA = join(dir, 'node-a');
+  const ppB = join(dir, 'node-b');
+  mkdirSync(ppA);
+  mkdirSync(ppB);
+  const port = { a: await getFreePort(), b: await getFreePort(), adminA: await getFreePort(), adminB: await getFreePort() };
+  const adminA = `127.0.0.1:${port.adminA}`;
+  const adminB = `127.0.0.1:${port.adminB}`;
+  const mirrorYaml = (pp: string, self: number, peer: number, admin: string): string => {
+    const file = join(dir, `${pp.split('/').pop()}-mirror.yaml`);
+    writeFileSync(file, `persistent_path: ${pp}\nlisten: 127.0.0.1:${self}\npeer: 127.0.0.1:${peer}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: "${tls.fingerprint}"\nsecret_file: mirror.secret\nadmin_listen: ${admin}\npoll_interval: 20ms\nreconnect_interval: 100ms\nresync_rate: 20MB\n`);
+    return file;
+  };
+  const cfgA = mirrorYaml(ppA, port.a, port.b, adminA);
+  const cfgB = mirrorYaml(ppB, port.b, port.a, adminB);
+
+  // The primary's MTA routes to a port nobody listens on: every delivery defers, so the queue is what fails over.
+  const deadPort = await getFreePort();
+  writeFileSync(join(dir, 'mta-a.yaml'), testConfigYaml({ sinkPort: deadPort, relayFrom: ['127.0.0.0/8'] }));
+  const mtaA = await startMta({ configPath: join(dir, 'mta-a.yaml'), persistentPath: ppA, workers: 2 });
+  mtas.push(mtaA);
+
+  // Node A becomes the primary the way an operator makes one: a forced promotion of a lone node.
+  const mirrorA = await startMirror(cfgA, adminA);
+  mirrors.push(mirrorA);
+  expect((await mirrorCli(['promote', '--admin', adminA])).code).toBe(1); // not caught up with anyone: refused
+  const forced = await mirrorCli(['promote', '--force', '--admin', adminA]);
+  expect(forced.stdout).toContain('primary of epoch 1');
+  let mirrorB = await startMirror(cfgB, adminB);
+  mirrors.push(mirrorB);
+
+  const first = await smtpSourceWithAcks({ port: mtaA.smtpPort, sessions: 4, messages: 150, domain: 'one.test' });
+  await until((p, s) => p.lag_bytes === 0 && p.caught_up === true && s.caught_up === true, adminA, adminB, 'first catch-up');
+  expect(sums(ppB)).toEqual(sums(ppA));
+  const segments = Object.keys(sums(ppA)).filter((f) => f.endsWith('.seg'));
+  const eventFiles = Object.keys(sums(ppA)).filter((f) => f.startsWith('log/events/') && f.endsWith('.jsonl'));
+  expect(segments.length).toBeGreaterThan(0);
+  expect(eventFiles.length).toBeGreaterThan(0);
+  expect((await fetch(`http://${adminB}/readyz`)).status).toBe(503);
+  expect((await fetch(`http://${adminA}/readyz`)).status).toBe(200);
+
+  // The secondary goes down; mail keeps coming; its copy loses a file and one segment's last block diverges.
+  await mirrorB.stop();
+  const second = await smtpSourceWithAcks({ port: mtaA.smtpPort, sessions: 4, messages: 100, domain: 'two.test' }); // its own domain: smtp-source's recipient numbers start again
+  const victim = join(ppB, segments[0]);
+  const bytes = readFileSync(victim);
+  bytes[bytes.length - 10] ^= 0xff;
+  writeFileSync(victim, bytes);
+  rmSync(join(ppB, eventFiles[0]));
+  mirrorB = await startMirror(cfgB, adminB);
+  mirrors.push(mirrorB);
+  await until((p, s) => p.lag_bytes === 0 && p.caught_up === true && s.caught_up === true && s.peer_connected === true, adminA, adminB, 'catch-up after the outage');
+  expect(sums(ppB)).toEqual(sums(ppA));
+  expect(Number((await status(adminA)).full_resyncs)).toBeGreaterThanOrEqual(1);
+
+  // Unplanned failover: the primary's MTA and mirror die at once, after the last durable ack.
+  const acked = [...first.acked, ...second.acked];
+  expect(acked.length).toBe(250);
+  await mtaA.crash();
+  await mirrorA.crash();
+  const promoted = await mirrorCli(['promote', '--admin', adminB]);
+  expect(promoted).toMatchObject({ code: 0 });
+  expect(promoted.stdout).toContain('primary of epoch 2');
+  expect((await fetch(`http://${adminB}/readyz`)).status).toBe(200);
+
+  const dumpDir = join(dir, 'sink');
+  chmodSync(dir, 0o755); // smtp-sink writes its dumps as nobody
+  sink = await startSmtpSink({ dumpDir, maxConnections: 100 });
+  writeFileSync(join(dir, 'mta-b.yaml'), testConfigYaml({ sinkPort: sink.port, relayFrom: ['127.0.0.0/8'] }));
+  expect(existsSync(join(ppB, 'mta.lock'))).toBe(false);
+  const mtaB = await startMta({ configPath: join(dir, 'mta-b.yaml'), persistentPath: ppB, workers: 2 });
+  mtas.push(mtaB);
+  // The same node: the mirrored identity.
+  expect(readFileSync(join(ppB, 'node-id'), 'utf8')).toBe(readFileSync(join(ppA, 'node-id'), 'utf8'));
+  // The queue's retries were set on node A (an hour away): the operator retries them now.
+  expect((await fetch(`${mtaB.adminUrl}/queue/retry`, { method: 'POST', headers: ADMIN_AUTH })).status).toBe(200);
+  await waitUntil(() => acked.every((r) => copies(dumpDir).has(r)), 120_000, () => `${acked.filter((r) => !copies(dumpDir).has(r)).length} of ${acked.length} acknowledged messages not delivered from node B`);
+  const seen = copies(dumpDir);
+  expect(new Set(acked).size).toBe(acked.length);
+  expect(acked.filter((r) => seen.get(r) !== 1)).toEqual([]);
+  expect(seen.size).toBe(acked.length);
+  expect(statSync(join(ppB, 'mirror', 'state.json')).isFile()).toBe(true);
+}, 300_000);
