@@ -184,15 +184,33 @@ export class MirrorDaemon {
     this.fenceMta();
   }
 
+  /** The pid in the MTA's lock on this persistent path, when there is one (alive or not). */
+  private lockPid(): number | undefined {
+    try {
+      const pid = Number(readFileSync(`${this.config.persistentPath}/mta.lock`, 'utf8').trim());
+      return Number.isSafeInteger(pid) && pid > 1 ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The pid of an MTA running on this persistent path (a stale lock after kill -9 names a dead pid: none). */
+  private liveMtaPid(): number | undefined {
+    const pid = this.lockPid();
+    if (pid === undefined) return undefined;
+    try {
+      process.kill(pid, 0);
+      return pid;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+    }
+  }
+
   private fenceMta(): void {
     if (this.config.fence === 'none') return;
-    let pid = 0;
-    try {
-      pid = Number(readFileSync(`${this.config.persistentPath}/mta.lock`, 'utf8').trim());
-    } catch {
-      return this.logger.info('mirror: no MTA holds the persistent path: nothing to fence');
-    }
-    if (!Number.isSafeInteger(pid) || pid <= 1 || pid === process.pid) return;
+    const pid = this.lockPid();
+    if (pid === undefined) return this.logger.info('mirror: no MTA holds the persistent path: nothing to fence');
+    if (pid === process.pid) return;
     try {
       if (this.hooks.fence) this.hooks.fence(pid);
       else process.kill(pid, 'SIGTERM');
@@ -224,6 +242,13 @@ export class MirrorDaemon {
         return channel.end();
       }
       if (epoch > this.state.epoch || this.state.role === 'primary') this.demote(epoch, 'a primary of a higher epoch dialed in');
+      const mta = this.liveMtaPid();
+      if (mta !== undefined) {
+        // Writing under a running MTA would corrupt its spool: the operator stops it (or this node was just fenced and it is stopping).
+        channel.send({ t: 'error', code: 'mta-running', message: `an MTA (pid ${mta}) is running on the secondary's persistent path: stop it before this node can mirror` });
+        this.logger.error({ pid: mta }, 'mirror: an MTA is running on this secondary\'s persistent path: refusing to replicate into it');
+        return channel.end();
+      }
       this.inbound?.close();
       this.inbound = channel;
       this.lastContact = this.now();

@@ -1,7 +1,7 @@
 // Two mirror daemons in this process on loopback, over the real TLS + HMAC
 // link: replication and catch-up status, /readyz by role, promotion refused
 // when not caught up, and a higher epoch demoting (and fencing) a primary.
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startMirrorAdmin } from '../../../runtime/mirror/admin';
 import { parseMirrorConfig, type MirrorConfig } from '../../../runtime/mirror/config';
@@ -122,5 +122,20 @@ describe('MirrorDaemon pair', () => {
     await waitUntil(() => a.daemon.state.role === 'secondary', 10_000, () => a.log());
     expect(readState(a.root)).toMatchObject({ role: 'secondary', epoch: 5 });
     expect(b.daemon.state).toMatchObject({ role: 'primary', epoch: 5 });
+  });
+
+  it('a secondary refuses to mirror into a persistent path an MTA is running on, until it stops', async () => {
+    const label = 'busy';
+    mkdirSync(join(base, `${label}-b`), { recursive: true });
+    // This test's own pid: a live process holding the secondary's lock, as a running MTA would.
+    writeFileSync(join(base, `${label}-b`, 'mta.lock'), `${process.pid}\n`);
+    const { a, b } = await pair(label);
+    writeFileSync(join(a.root, 'node-id'), 'node-a\n');
+    await waitUntil(() => /an MTA is running on this secondary/.test(b.log()), 10_000, () => b.log());
+    expect(existsSync(join(b.root, 'node-id'))).toBe(false);
+    expect(b.daemon.status().caught_up).toBe(false);
+    rmSync(join(b.root, 'mta.lock'));
+    await waitUntil(() => b.daemon.status().caught_up, 10_000, () => b.log());
+    expect(readFileSync(join(b.root, 'node-id'), 'utf8')).toBe('node-a\n');
   });
 });
