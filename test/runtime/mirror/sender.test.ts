@@ -85,6 +85,8 @@ describe('Sender + applyBatch', () => {
     truncateSync(join(primary, 'spool/p0/000000000001.seg'), 'record-1\n'.length);
     await drain(sender, secondary);
     expect(statSync(join(secondary, 'spool/p0/000000000001.seg')).size).toBe('record-1\n'.length);
+    // Followed as a truncation, not by copying the file again.
+    expect(sender.stats().fullResyncs).toBe(0);
 
     // A cursor rewritten by rename, a new segment, a deleted event file.
     put(primary, 'log/events/.cursor.tmp', '{"file":"x","offset":9}');
