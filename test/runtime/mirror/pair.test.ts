@@ -5,9 +5,11 @@
 // secondary that was down (and whose copy diverged or lost a file) catches
 // up byte-identical, and an unplanned failover: SIGKILL the primary's MTA
 // and mirror, promote the secondary, start an MTA on its path and see every
-// acknowledged message delivered from there exactly once.
+// acknowledged message delivered from there exactly once; then the old
+// primary returns, is demoted by the higher epoch (its MTA stopped) and
+// catches up as the new secondary.
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { classify } from '../../../runtime/mirror/files';
 import { ADMIN_AUTH, testConfigYaml } from '../../helpers/config';
@@ -156,5 +158,22 @@ test('a mirrored pair: byte-identical copies, catch-up after an outage with a di
   expect(new Set(acked).size).toBe(acked.length);
   expect(acked.filter((r) => seen.get(r) !== 1)).toEqual([]);
   expect(seen.size).toBe(acked.length);
-  expect(statSync(join(ppB, 'mirror', 'state.json')).isFile()).toBe(true);
+
+  // The old primary comes back: its MTA starts on its own (stale) path, then its
+  // mirror, which still believes it is the primary of epoch 1. Node B's epoch 2
+  // demotes it at once; it stops its MTA and becomes B's secondary.
+  const mtaA2 = await startMta({ configPath: join(dir, 'mta-a.yaml'), persistentPath: ppA, workers: 2 });
+  mtas.push(mtaA2);
+  const a2Exit = new Promise<number | null>((r) => mtaA2.proc.once('exit', (code) => r(code)));
+  const mirrorA2 = await startMirror(cfgA, adminA);
+  mirrors.push(mirrorA2);
+  expect(await a2Exit).toBe(0); // a graceful stop (SIGTERM), intake and delivery with it
+  await until((p, s) => p.role === 'primary' && s.role === 'secondary' && s.epoch === 2 && s.caught_up === true && p.lag_bytes === 0, adminB, adminA, 'the old primary demoted and caught up');
+  expect((await fetch(`http://${adminA}/readyz`)).status).toBe(503);
+  const human = await mirrorCli(['status', '--admin', adminA]);
+  expect(human.stdout).toMatch(/^role\s+secondary$/m);
+  expect(human.stdout).toMatch(/^epoch\s+2$/m);
+  // Byte-identical to the new primary (whose MTA is idle now: everything delivered).
+  await until((p) => p.lag_bytes === 0, adminB, adminA, 'no lag');
+  expect(sums(ppA)).toEqual(sums(ppB));
 }, 300_000);
