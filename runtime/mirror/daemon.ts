@@ -312,12 +312,17 @@ export class MirrorDaemon {
   private async dialLoop(): Promise<void> {
     if (this.dialing) return;
     this.dialing = true;
+    let failure = '';
     try {
       while (!this.stopped && this.state.role === 'primary') {
         try {
           await this.replicate();
+          failure = '';
         } catch (err) {
-          if (!this.stopped) this.logger.warn({ err: (err as Error).message, peer: this.peerName() }, 'mirror: link to the secondary failed; retrying');
+          // One warning per kind of failure, not one per retry: a peer down for an hour is one line, not thousands.
+          const message = (err as Error).message;
+          if (!this.stopped) this.logger[message === failure ? 'debug' : 'warn']({ err: message, peer: this.peerName() }, 'mirror: link to the secondary failed; retrying');
+          failure = message;
         }
         this.sender = undefined;
         this.outbound?.close();
@@ -357,8 +362,16 @@ export class MirrorDaemon {
     this.logger.info({ peer: this.peerName(), epoch: this.state.epoch }, 'mirror: secondary connected, catching it up');
     let seq = 0;
     let syncedSent = false;
+    let reported = '';
     while (channel.open && !this.stopped && this.state.role === 'primary') {
       const batch = await sender.next();
+      // The secondary shows the lag the primary measured: told whenever it changes, idle or not.
+      const { lagBytes, lagSeconds } = sender.stats();
+      const report = `${lagBytes} ${lagBytes === 0 ? 0 : lagSeconds.toFixed(1)}`;
+      if (report !== reported) {
+        channel.send({ t: 'status', epoch: this.state.epoch, lag_bytes: lagBytes, lag_seconds: lagSeconds });
+        reported = report;
+      }
       if (!batch) {
         const s = sender.stats();
         if (s.caughtUp && !syncedSent) {
@@ -370,8 +383,6 @@ export class MirrorDaemon {
         continue;
       }
       await this.sendBatch(channel, sender, batch, ++seq);
-      const s = sender.stats();
-      channel.send({ t: 'status', epoch: this.state.epoch, lag_bytes: s.lagBytes, lag_seconds: s.lagSeconds });
     }
   }
 

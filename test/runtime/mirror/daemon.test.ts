@@ -72,6 +72,8 @@ describe('MirrorDaemon pair', () => {
     appendFileSync(join(a.root, 'spool/p0/000000000001.seg'), 'second record\n');
     await waitUntil(() => { try { return readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8').endsWith('second record\n'); } catch { return false; } }, 10_000);
     await waitUntil(() => a.daemon.status().lag_bytes === 0, 10_000);
+    // The secondary shows the lag the primary measured, down to 0 once idle.
+    await waitUntil(() => b.daemon.status().lag_bytes === 0 && b.daemon.status().lag_seconds === 0, 10_000, () => JSON.stringify(b.daemon.status()));
 
     expect((await fetch(`${a.admin}/readyz`)).status).toBe(200);
     expect((await fetch(`${b.admin}/readyz`)).status).toBe(503);
