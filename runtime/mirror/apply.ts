@@ -49,7 +49,7 @@ export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Bu
     let fh = handles.get(rel);
     if (fh) return fh;
     const file = absolute(root, rel);
-    await mkdir(dirname(file), { recursive: true });
+    await makeDirs(dirname(file));
     // 'a+' would ignore positions on Linux: open for read-write, creating it first if needed.
     fh = await open(file, 'r+').catch(async (err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
@@ -58,6 +58,13 @@ export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Bu
     });
     handles.set(rel, fh);
     return fh;
+  };
+  // A directory created here is an entry in its parent: that parent is fsynced with the batch too.
+  const makeDirs = async (dir: string): Promise<void> => {
+    const first = await mkdir(dir, { recursive: true });
+    if (first === undefined) return;
+    dirs.add(dirname(first));
+    for (let d = dir; d.length >= first.length; d = dirname(d)) dirs.add(d);
   };
   const closeAll = async (): Promise<void> => {
     for (const fh of handles.values()) await fh.close().catch(() => undefined);
@@ -81,7 +88,7 @@ export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Bu
             handles.delete(op.path);
           }
           const file = absolute(root, op.path);
-          await mkdir(dirname(file), { recursive: true });
+          await makeDirs(dirname(file));
           const tmp = `${file}.mirror.tmp`;
           const fh = await open(tmp, 'w');
           try {
