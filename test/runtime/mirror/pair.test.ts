@@ -51,18 +51,24 @@ async function status(admin: string): Promise<Record<string, unknown>> {
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
 
-/** Polls both daemons' status until `check` holds. */
+/** Polls both daemons' /status (one request at a time each, over HTTP: cheaper than a CLI process per poll) until `check` holds. */
 async function until(check: (p: Record<string, unknown>, s: Record<string, unknown>) => boolean, a: string, b: string, what: string): Promise<void> {
+  const get = async (admin: string): Promise<Record<string, unknown>> => (await (await fetch(`http://${admin}/status`)).json()) as Record<string, unknown>;
   let last: [Record<string, unknown>, Record<string, unknown>] | undefined;
   let ok = false;
-  const poll = setInterval(() => void Promise.all([status(a), status(b)]).then((r) => {
-    last = r;
-    ok = check(r[0], r[1]);
-  }, () => undefined), 150);
+  let done = false;
+  const loop = (async () => {
+    while (!done && !ok) {
+      last = await Promise.all([get(a), get(b)]).catch(() => last);
+      if (last) ok = check(last[0], last[1]);
+      if (!ok) await new Promise((r) => setTimeout(r, 150));
+    }
+  })();
   try {
     await waitUntil(() => ok, 60_000, () => `${what}: ${JSON.stringify(last)}\n${mirrors.map((m) => m.log().slice(-3000)).join('\n---\n')}`);
   } finally {
-    clearInterval(poll);
+    done = true;
+    await loop;
   }
 }
 
