@@ -41,6 +41,8 @@ export interface MirrorStatus {
   lag_bytes: number;
   lag_seconds: number;
   last_contact?: string;
+  /** The primary's files as they were at this time are all durable on the secondary (primary only). */
+  durable_through?: string;
   full_resyncs: number;
   bytes_sent: number;
   bytes_received: number;
@@ -133,6 +135,7 @@ export class MirrorDaemon {
       lag_bytes: primary ? (s?.lagBytes ?? 0) : this.peerLag.bytes,
       lag_seconds: primary ? (s?.lagSeconds ?? 0) : this.peerLag.seconds,
       ...(this.lastContact ? { last_contact: new Date(this.lastContact).toISOString() } : {}),
+      ...(primary && s?.durableThrough !== undefined ? { durable_through: new Date(s.durableThrough).toISOString() } : {}),
       full_resyncs: s?.fullResyncs ?? 0,
       bytes_sent: s?.bytesSent ?? 0,
       bytes_received: this.bytesReceived,

@@ -46,6 +46,9 @@ export interface Batch {
   body: Buffer;
   /** Positions the batch moves, applied when its durable ack comes back. */
   moves: { path: string; sent: number; sentSum?: string; deleted?: boolean }[];
+  /** When the files were looked at, and whether the batch carries every change seen then (no size or rate limit held any back). */
+  scannedAt: number;
+  complete: boolean;
 }
 
 export interface SenderStats {
@@ -55,6 +58,11 @@ export interface SenderStats {
   fullResyncs: number;
   bytesSent: number;
   files: number;
+  /**
+   * Everything the primary's files held at this time is durable on the
+   * secondary: a message whose 250 came before it survives a failover.
+   */
+  durableThrough?: number;
 }
 
 export class Sender {
@@ -67,6 +75,7 @@ export class Sender {
   private oldestUnacked?: number;
   private lastLag = 0;
   private scanned = false;
+  private durableThrough?: number;
   fullResyncs = 0;
   bytesSent = 0;
 
@@ -100,8 +109,9 @@ export class Sender {
   /** The next batch to send, or undefined when the secondary holds everything the primary has. */
   async next(): Promise<Batch | undefined> {
     this.refill();
+    const scannedAt = this.now();
     const local = await scanTree(this.options.root);
-    const batch: Batch = { ops: [], body: Buffer.alloc(0), moves: [] };
+    const batch: Batch = { ops: [], body: Buffer.alloc(0), moves: [], scannedAt, complete: true };
     const bodies: Buffer[] = [];
     let room = this.options.batchMaxBytes;
     for (const path of this.orphans) {
@@ -116,7 +126,10 @@ export class Sender {
       this.files.delete(path);
     }
     for (const f of local.values()) {
-      if (room <= 0) break;
+      if (room <= 0) {
+        batch.complete = false;
+        break;
+      }
       let t = this.files.get(f.path);
       if (!t) {
         t = { kind: f.kind, sent: 0, acked: 0, mtimeMs: -1, ino: f.ino, full: false, truncate: f.kind === 'append' };
@@ -127,7 +140,10 @@ export class Sender {
         const data = await readRange(this.abs(f.path), 0, f.size).catch(() => undefined);
         if (!data) continue;
         const sum = sha256(data);
-        if (sum !== t.sentSum && data.length > room && batch.ops.length > 0) break;
+        if (sum !== t.sentSum && data.length > room && batch.ops.length > 0) {
+          batch.complete = false;
+          break;
+        }
         t.mtimeMs = f.mtimeMs;
         t.ino = f.ino;
         if (sum === t.sentSum) continue;
@@ -164,6 +180,7 @@ export class Sender {
       }
       let want = Math.min(f.size - t.sent, room);
       if (t.full) want = Math.min(want, Math.floor(this.budget));
+      if (want < f.size - t.sent) batch.complete = false;
       if (want <= 0) continue;
       const data = await readRange(this.abs(f.path), t.sent, want).catch(() => undefined);
       if (!data || data.length === 0) continue;
@@ -178,7 +195,10 @@ export class Sender {
     }
     this.scanned = true;
     this.measure(local);
-    if (batch.ops.length === 0) return undefined;
+    if (batch.ops.length === 0) {
+      if (this.lastLag === 0) this.durableThrough = scannedAt;
+      return undefined;
+    }
     batch.body = Buffer.concat(bodies);
     this.bytesSent += batch.body.length;
     return batch;
@@ -188,6 +208,7 @@ export class Sender {
   acked(batch: Batch): void {
     // What is still unacked was seen at the next scan at the earliest: lag seconds restart from there.
     this.oldestUnacked = undefined;
+    if (batch.complete) this.durableThrough = Math.max(this.durableThrough ?? 0, batch.scannedAt);
     for (const m of batch.moves) {
       if (m.deleted) continue;
       const t = this.files.get(m.path);
@@ -206,6 +227,7 @@ export class Sender {
       fullResyncs: this.fullResyncs,
       bytesSent: this.bytesSent,
       files: this.files.size,
+      ...(this.durableThrough !== undefined ? { durableThrough: this.durableThrough } : {}),
     };
   }
 

@@ -185,6 +185,29 @@ describe('Sender + applyBatch', () => {
     expect(await sender.next()).toBeUndefined();
     expect(sender.stats()).toMatchObject({ lagBytes: 0, lagSeconds: 0, caughtUp: true });
   });
+
+  it('moves durableThrough to a scan\'s time only once every change seen then is acknowledged durable', async () => {
+    const { primary, secondary } = pair();
+    let clock = 10_000;
+    const sender = await connect(primary, secondary, { batchMaxBytes: 1_000, now: () => clock });
+    expect(await sender.next()).toBeUndefined();
+    expect(sender.stats().durableThrough).toBe(10_000);
+    clock = 20_000;
+    put(primary, 'spool/p0/000000000001.seg', Buffer.alloc(1_500, 1));
+    const partial = (await sender.next())!;
+    expect(partial.complete).toBe(false); // 1,000 of 1,500 bytes: the batch limit held some back
+    clock = 21_000;
+    await applyBatch(secondary, partial.ops, partial.body);
+    sender.acked(partial);
+    expect(sender.stats().durableThrough).toBe(10_000);
+    const rest = (await sender.next())!;
+    expect(rest.complete).toBe(true);
+    clock = 22_000;
+    expect(sender.stats().durableThrough).toBe(10_000); // sent, not yet durable
+    await applyBatch(secondary, rest.ops, rest.body);
+    sender.acked(rest);
+    expect(sender.stats().durableThrough).toBe(21_000);
+  });
 });
 
 describe('applyBatch', () => {
