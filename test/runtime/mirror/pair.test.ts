@@ -27,12 +27,12 @@ import { tempDir } from '../../helpers/tmp';
 const dir = tempDir('volley-mirror-pair-');
 const mtas: MtaProcess[] = [];
 const mirrors: MirrorProcess[] = [];
-let sink: SmtpSinkHandle | undefined;
+const sinks: SmtpSinkHandle[] = [];
 
 afterAll(async () => {
   for (const m of mtas) await m.crash();
   for (const m of mirrors) await m.crash();
-  await sink?.stop();
+  for (const s of sinks) await s.stop();
 });
 
 /** sha256 of every file the mirror replicates under root. */
@@ -154,7 +154,8 @@ test('a mirrored pair: byte-identical copies, catch-up after an outage with a di
 
   const dumpDir = join(dir, 'sink');
   chmodSync(dir, 0o755); // smtp-sink writes its dumps as nobody
-  sink = await startSmtpSink({ dumpDir, maxConnections: 100 });
+  const sink = await startSmtpSink({ dumpDir, maxConnections: 100 });
+  sinks.push(sink);
   writeFileSync(join(dir, 'mta-b.yaml'), testConfigYaml({ sinkPort: sink.port, relayFrom: ['127.0.0.0/8'] }));
   expect(existsSync(join(ppB, 'mta.lock'))).toBe(false);
   const mtaB = await startMta({ configPath: join(dir, 'mta-b.yaml'), persistentPath: ppB, workers: 2 });
@@ -269,7 +270,8 @@ test('async drill: SIGKILL the primary\'s MTA and mirror under load; every messa
   expect(promoted).toMatchObject({ code: 0 });
   const dumpDir = join(dir, 'drill-sink');
   chmodSync(dir, 0o755);
-  sink = await startSmtpSink({ dumpDir, maxConnections: 100 });
+  const sink = await startSmtpSink({ dumpDir, maxConnections: 100 });
+  sinks.push(sink);
   writeFileSync(join(dir, 'drill-mta-b.yaml'), testConfigYaml({ sinkPort: sink.port, relayFrom: ['127.0.0.0/8'] }));
   const mtaB = await startMta({ configPath: join(dir, 'drill-mta-b.yaml'), persistentPath: ppB, workers: 2 });
   mtas.push(mtaB);
