@@ -82,7 +82,12 @@ export class MirrorDaemon {
     private readonly hooks: { now?: () => number; fence?: (pid: number) => void } = {},
   ) {
     this.state = readState(config.persistentPath);
-    this.secret = loadSecret({ file: config.secretFile, env: MIRROR_SECRET_ENV });
+    try {
+      this.secret = loadSecret({ file: config.secretFile, env: MIRROR_SECRET_ENV });
+    } catch (err) {
+      // The loader is the proxy link's: say which secret this is.
+      throw new VolleyError('ESECRET', `mirror secret_file (or ${MIRROR_SECRET_ENV}): ${(err as Error).message.replace(/proxy secret/g, 'secret')}`);
+    }
   }
 
   private now(): number {

@@ -140,4 +140,10 @@ describe('MirrorDaemon pair', () => {
     await waitUntil(() => b.daemon.status().caught_up, 10_000, () => b.log());
     expect(readFileSync(join(b.root, 'node-id'), 'utf8')).toBe('node-a\n');
   });
+
+  it('names the mirror\'s secret when it is missing or short', () => {
+    const config = parseMirrorConfig(`persistent_path: ${base}/nosecret\npeer: 127.0.0.1:1\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: AA\nsecret_file: short.secret\n`, join(base, 'nosecret.yaml'));
+    writeFileSync(join(base, 'short.secret'), 'too short');
+    expect(() => new MirrorDaemon(config, captureLogger().logger)).toThrow(/^mirror secret_file \(or VOLLEY_MIRROR_SECRET\): the secret has 9 bytes; it needs at least 32$/);
+  });
 });
