@@ -8,6 +8,7 @@ import { registerDrain } from './drain';
 import { registerHaproxyConfig } from './haproxy-config';
 import { registerLb } from './lb';
 import { registerLocal } from './local';
+import { registerMirror } from './mirror';
 import { registerMta } from './mta';
 import { registerProxy } from './proxy';
 import { registerProxyLink } from './proxy-link';
@@ -27,4 +28,5 @@ export function registerCommands(program: Command): void {
   registerProxyLink(program);
   registerDrainSecret(program);
   registerDrain(program);
+  registerMirror(program);
 }

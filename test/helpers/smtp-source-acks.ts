@@ -28,8 +28,10 @@ export async function smtpSourceWithAcks(opts: {
   sizeBytes?: number;
   domain?: string;
   onAck?: (n: number) => void;
+  /** Filled as the run goes (a caller whose MTA dies mid-run still knows what was acknowledged when this throws). */
+  tally?: SourceTally;
 }): Promise<SourceTally> {
-  const tally: SourceTally = { acked: [], errors: [], restarts: 0 };
+  const tally: SourceTally = opts.tally ?? { acked: [], errors: [], restarts: 0 };
   const share = (i: number): number => Math.floor(opts.messages / opts.sessions) + (i < opts.messages % opts.sessions ? 1 : 0);
   await Promise.all(
     Array.from({ length: opts.sessions }, async (_, session) => {

@@ -60,8 +60,8 @@ export interface DialOptions {
   handshakeTimeoutMs: number;
   /** This MTA's name, shown in the proxy's logs. */
   name?: string;
-  /** "delivery" (default) or "control" (cluster-wide throttles). */
-  channel?: 'delivery' | 'control';
+  /** "delivery" (default), "control" (cluster-wide throttles) or "mirror" (the HA mirror's link, runtime/mirror). */
+  channel?: 'delivery' | 'control' | 'mirror';
   /** Ping interval of the link's keep-alive (default LINK_PING_MS), announced in the hello so the proxy watches at the same pace. */
   pingMs?: number;
 }

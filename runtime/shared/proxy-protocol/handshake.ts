@@ -176,7 +176,7 @@ export interface Welcome {
 }
 
 /** The MTA's half: proves itself, then checks the proxy's proof. */
-export async function clientHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name?: string; channel?: 'delivery' | 'control'; pingMs?: number }): Promise<Welcome> {
+export async function clientHandshake(channel: FrameChannel, secret: Buffer, options: { timeoutMs: number; name?: string; channel?: 'delivery' | 'control' | 'mirror'; pingMs?: number }): Promise<Welcome> {
   const deadline = Date.now() + options.timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
   const mtaNonce = randomBytes(NONCE_BYTES);

@@ -1,0 +1,62 @@
+// The mirror's admin port: the open endpoints every daemon has (/healthz;
+// /readyz 200 on the primary and 503 on the secondary, so an NLB or the `lb`
+// only sends mail to the primary; /metrics for Prometheus), GET /status
+// (what `volley mirror status` prints) and POST /promote[?force=1] (what
+// `volley mirror promote` calls), the latter only from loopback: promotion
+// is an operator's act on the node itself.
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { Gauge, Registry } from 'prom-client';
+import { adminHttpServer, closeHttpServer, pathOf, sendJson, serveOpenEndpoint } from '../shared/admin-http';
+import { errorCode } from '../shared/errors';
+import { listen } from '../shared/listen';
+import type { MirrorDaemon } from './daemon';
+
+export function mirrorMetrics(daemon: MirrorDaemon): Registry {
+  const registry = new Registry();
+  const gauge = (name: string, help: string, value: () => number): void => {
+    new Gauge({ name, help, registers: [registry], collect() { this.set(value()); } });
+  };
+  gauge('volley_mirror_primary', '1 when this node is the primary of its pair, 0 when secondary', () => (daemon.state.role === 'primary' ? 1 : 0));
+  gauge('volley_mirror_epoch', 'the epoch this node holds', () => daemon.state.epoch);
+  gauge('volley_mirror_peer_connected', '1 while the replication link is up', () => (daemon.status().peer_connected ? 1 : 0));
+  gauge('volley_mirror_caught_up', '1 when the secondary holds everything the primary had at their last exchange', () => (daemon.status().caught_up ? 1 : 0));
+  gauge('volley_mirror_lag_bytes', 'bytes the primary holds that the secondary does not hold durably yet', () => daemon.status().lag_bytes);
+  gauge('volley_mirror_lag_seconds', 'age of the oldest change the secondary does not hold durably yet', () => daemon.status().lag_seconds);
+  gauge('volley_mirror_full_resyncs', 'files copied whole in this session (diverged or unknown history)', () => daemon.status().full_resyncs);
+  gauge('volley_mirror_bytes_sent', 'file bytes sent to the secondary in this session', () => daemon.status().bytes_sent);
+  gauge('volley_mirror_bytes_received', 'file bytes received from the primary since start', () => daemon.status().bytes_received);
+  gauge('volley_mirror_batches', 'replication batches made durable since start', () => daemon.status().batches);
+  gauge('volley_mirror_demotions', 'times this node stepped down on seeing a higher epoch', () => daemon.status().demotions);
+  return registry;
+}
+
+function loopback(req: IncomingMessage): boolean {
+  const a = req.socket.remoteAddress ?? '';
+  return a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
+}
+
+export async function startMirrorAdmin(daemon: MirrorDaemon): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
+  const registry = mirrorMetrics(daemon);
+  const server = adminHttpServer(async (req: IncomingMessage, res: ServerResponse) => {
+    const served = await serveOpenEndpoint(req, res, {
+      ready: () => (daemon.state.role === 'primary' ? { ok: true, reasons: [] } : { ok: false, reasons: [`this node is the secondary of its pair (epoch ${daemon.state.epoch}): mail goes to the primary`] }),
+      metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+    });
+    if (served) return;
+    const path = pathOf(req);
+    if (req.method === 'GET' && path === '/status') return sendJson(res, 200, daemon.status());
+    if (req.method === 'POST' && path === '/promote') {
+      if (!loopback(req)) return sendJson(res, 403, { error: 'promotion is only taken from this node itself (loopback)', code: 'EFORBIDDEN' });
+      const force = new URL(req.url ?? '/', 'http://admin').searchParams.get('force') === '1';
+      try {
+        const s = daemon.promote(force);
+        return sendJson(res, 200, { role: s.role, epoch: s.epoch });
+      } catch (err) {
+        return sendJson(res, 409, { error: (err as Error).message, code: errorCode(err) });
+      }
+    }
+    sendJson(res, 404, { error: `no endpoint ${req.method} ${path}: this address serves /healthz, /readyz, /metrics, /status and POST /promote` });
+  });
+  const port = await listen(server, daemon.config.adminListen.port, daemon.config.adminListen.address);
+  return { server, port, close: () => closeHttpServer(server) };
+}

@@ -1,0 +1,120 @@
+// The secondary's half of a replication batch: checks each operation, writes
+// the bytes at the same offsets the primary holds them, then makes the whole
+// batch durable with one fsync per touched file and per touched directory
+// before the batch is acknowledged as durable. A write whose checksum does
+// not match its bytes refuses the batch (nothing is acknowledged, the link
+// is dropped and the primary re-sends from the last durable position).
+import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { VolleyError } from '../shared/errors';
+import { writeFully } from '../shared/durable-file';
+import { absolute, checkPeerPath, sha256 } from './files';
+import { fsyncDir } from './state';
+
+export type BatchOp =
+  | { op: 'write'; path: string; offset: number; len: number; sha256: string }
+  | { op: 'truncate'; path: string; size: number }
+  | { op: 'replace'; path: string; len: number; sha256: string }
+  | { op: 'delete'; path: string };
+
+/** Checks a batch's header ops against its body: every field typed, lengths adding up to the body. */
+export function parseOps(raw: unknown, bodyLength: number): BatchOp[] {
+  if (!Array.isArray(raw)) throw new VolleyError('EMIRRORBATCH', 'batch without ops');
+  let total = 0;
+  const nat = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+  const ops = raw.map((o: Record<string, unknown>): BatchOp => {
+    const path = checkPeerPath(o?.path);
+    if (o.op === 'write' && nat(o.offset) && nat(o.len) && typeof o.sha256 === 'string') {
+      total += o.len;
+      return { op: 'write', path, offset: o.offset, len: o.len, sha256: o.sha256 };
+    }
+    if (o.op === 'replace' && nat(o.len) && typeof o.sha256 === 'string') {
+      total += o.len;
+      return { op: 'replace', path, len: o.len, sha256: o.sha256 };
+    }
+    if (o.op === 'truncate' && nat(o.size)) return { op: 'truncate', path, size: o.size };
+    if (o.op === 'delete') return { op: 'delete', path };
+    throw new VolleyError('EMIRRORBATCH', `bad batch op ${JSON.stringify(o).slice(0, 80)}`);
+  });
+  if (total !== bodyLength) throw new VolleyError('EMIRRORBATCH', `batch ops carry ${total} bytes, the body has ${bodyLength}`);
+  return ops;
+}
+
+/** Applies `ops` under `root` and makes them durable; resolves once everything is on disk. */
+export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Buffer.alloc(0)): Promise<void> {
+  const handles = new Map<string, FileHandle>();
+  const dirs = new Set<string>();
+  let at = 0;
+  const handle = async (rel: string): Promise<FileHandle> => {
+    let fh = handles.get(rel);
+    if (fh) return fh;
+    const file = absolute(root, rel);
+    await makeDirs(dirname(file));
+    // 'a+' would ignore positions on Linux: open for read-write, creating it first if needed.
+    fh = await open(file, 'r+').catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      dirs.add(dirname(file));
+      return open(file, 'w+');
+    });
+    handles.set(rel, fh);
+    return fh;
+  };
+  // A directory created here is an entry in its parent: that parent is fsynced with the batch too.
+  const makeDirs = async (dir: string): Promise<void> => {
+    const first = await mkdir(dir, { recursive: true });
+    if (first === undefined) return;
+    dirs.add(dirname(first));
+    for (let d = dir; d.length >= first.length; d = dirname(d)) dirs.add(d);
+  };
+  const closeAll = async (): Promise<void> => {
+    for (const fh of handles.values()) await fh.close().catch(() => undefined);
+    handles.clear();
+  };
+  try {
+    for (const op of ops) {
+      if (op.op === 'write' || op.op === 'replace') {
+        const data = body.subarray(at, at + op.len);
+        at += op.len;
+        if (sha256(data) !== op.sha256) throw new VolleyError('EMIRRORSUM', `checksum mismatch for ${op.path}: the batch is refused`);
+        if (op.op === 'write') {
+          if (data.length > 0) await writeFully(await handle(op.path), [data], op.offset);
+          else await handle(op.path);
+        } else {
+          // Whole files are swapped in by rename, so the MTA started here later sees the old or the new, never half.
+          const old = handles.get(op.path);
+          if (old) {
+            await old.sync();
+            await old.close();
+            handles.delete(op.path);
+          }
+          const file = absolute(root, op.path);
+          await makeDirs(dirname(file));
+          const tmp = `${file}.mirror.tmp`;
+          const fh = await open(tmp, 'w');
+          try {
+            await writeFully(fh, [data], 0);
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+          await rename(tmp, file);
+          dirs.add(dirname(file));
+        }
+      } else if (op.op === 'truncate') {
+        await (await handle(op.path)).truncate(op.size);
+      } else {
+        const old = handles.get(op.path);
+        if (old) {
+          await old.close();
+          handles.delete(op.path);
+        }
+        await rm(absolute(root, op.path), { force: true });
+        dirs.add(dirname(absolute(root, op.path)));
+      }
+    }
+    for (const fh of handles.values()) await fh.sync();
+  } finally {
+    await closeAll();
+  }
+  for (const d of dirs) fsyncDir(d);
+}

@@ -1,0 +1,183 @@
+// The mirror daemon's own config (YAML): one table of settings (MIRROR_SETTINGS)
+// gives each field's default and reader, so the type, the defaults and the
+// checks cannot drift apart. Example:
+//
+//   persistent_path: /var/lib/volley     # the MTA's persistent path this node holds (required)
+//   listen: 0.0.0.0:7627                 # where the peer's mirror dials in
+//   peer: 10.0.1.8:7627                  # the other node's mirror (required)
+//   tls: { cert: mirror.crt, key: mirror.key }
+//   peer_fingerprint: AB:CD:...          # SHA-256 of the peer's certificate, or:
+//   peer_ca: ca.pem                      # a CA the peer's certificate chains to
+//   secret_file: mirror.secret           # >= 32 bytes, the same on both nodes (the proxy protocol's HMAC)
+//   mode: async                          # only async is built (sync is refused by name)
+//   admin_listen: 127.0.0.1:7628         # /healthz /readyz /metrics /status, POST /promote
+//   resync_rate: 50MB                    # bytes per second for full copies of diverged files
+//   poll_interval: 50ms                  # how often the primary looks for new bytes
+//   batch_max: 4MB                       # bytes of file data per replication batch
+//   fence: stop-mta                      # on demotion: SIGTERM the MTA holding the path (or none)
+//
+// Relative paths are relative to the config file.
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parse } from 'yaml';
+import { VolleyError } from '../shared/errors';
+import { readHostPort, type HostPort } from '../shared/host-port';
+import { parseDuration, parseSize } from '../shared/units';
+
+export type MirrorMode = 'async';
+export type FenceAction = 'stop-mta' | 'none';
+
+export interface MirrorConfig {
+  name: string;
+  persistentPath: string;
+  listen: HostPort;
+  peer: HostPort;
+  tls: { cert: string; key: string };
+  peerFingerprint?: string;
+  peerCa?: string;
+  secretFile?: string;
+  mode: MirrorMode;
+  adminListen: HostPort;
+  resyncRateBytes: number;
+  pollIntervalMs: number;
+  batchMaxBytes: number;
+  handshakeTimeoutMs: number;
+  reconnectIntervalMs: number;
+  fence: FenceAction;
+  logLevel?: string;
+}
+
+export const MIRROR_SECRET_ENV = 'VOLLEY_MIRROR_SECRET';
+export const MIRROR_ADMIN_DEFAULT: HostPort = { address: '127.0.0.1', port: 7628 };
+
+/**
+ * Settings an operator may expect from the design (issue 18) that this slice
+ * does not build: refused by name, never accepted and ignored.
+ */
+export const MIRROR_NOT_IMPLEMENTED: Readonly<Record<string, string>> = {
+  sync_timeout: 'sync mode is not built yet',
+  sync_policy: 'sync mode (block/degrade) is not built yet',
+  arbiter: 'automatic failover with an arbiter lease is not built yet',
+};
+
+interface Ctx {
+  base: string;
+  problems: string[];
+}
+
+type Reader<T> = (v: unknown, field: string, ctx: Ctx) => T;
+
+const path: Reader<string> = (v, field, ctx) => {
+  if (typeof v !== 'string' || v.length === 0) {
+    ctx.problems.push(`${field}: a file path is required`);
+    return '';
+  }
+  return resolve(ctx.base, v);
+};
+const optionalPath: Reader<string | undefined> = (v, field, ctx) => (v === undefined ? undefined : path(v, field, ctx));
+const hostPort = (defaultAddress: string, example: string): Reader<HostPort> => (v, field, ctx) => {
+  const hp = readHostPort(v, defaultAddress);
+  if (!hp) ctx.problems.push(`${field}: expected address:port, e.g. ${example}`);
+  return hp ?? { address: defaultAddress, port: 0 };
+};
+const duration: Reader<number> = (v, field, ctx) => {
+  try {
+    const ms = parseDuration(v as string | number);
+    if (ms <= 0) ctx.problems.push(`${field}: must be more than 0`);
+    return ms;
+  } catch (err) {
+    ctx.problems.push(`${field}: ${(err as Error).message}`);
+    return 1;
+  }
+};
+const size: Reader<number> = (v, field, ctx) => {
+  try {
+    const n = parseSize(v as string | number);
+    if (n <= 0) ctx.problems.push(`${field}: must be more than 0`);
+    return n;
+  } catch (err) {
+    ctx.problems.push(`${field}: ${(err as Error).message}`);
+    return 1;
+  }
+};
+const optionalString: Reader<string | undefined> = (v, field, ctx) => {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !v) ctx.problems.push(`${field}: expected a string`);
+  return typeof v === 'string' ? v : undefined;
+};
+const oneOf = <T extends string>(values: readonly T[], refused: Record<string, string> = {}): Reader<T> => (v, field, ctx) => {
+  if (typeof v === 'string' && refused[v]) ctx.problems.push(`${field}: "${v}" is not implemented yet (${refused[v]})`);
+  else if (!values.includes(v as T)) ctx.problems.push(`${field}: one of ${values.join(', ')}`);
+  return values.includes(v as T) ? (v as T) : values[0];
+};
+
+/** YAML key -> [config field, default (undefined: required or optional), reader]. */
+const MIRROR_SETTINGS = {
+  name: ['name', () => process.env.HOSTNAME ?? 'mirror', optionalString],
+  persistent_path: ['persistentPath', undefined, path],
+  listen: ['listen', () => '0.0.0.0:7627', hostPort('0.0.0.0', '0.0.0.0:7627')],
+  peer: ['peer', undefined, hostPort('127.0.0.1', '10.0.1.8:7627')],
+  tls: ['tls', undefined, ((v, field, ctx) => {
+    if (typeof v !== 'object' || v === null) {
+      ctx.problems.push(`${field}: cert and key files are required (the mirror link is always TLS)`);
+      return { cert: '', key: '' };
+    }
+    const t = v as Record<string, unknown>;
+    return { cert: path(t.cert, `${field}.cert`, ctx), key: path(t.key, `${field}.key`, ctx) };
+  }) as Reader<{ cert: string; key: string }>],
+  peer_fingerprint: ['peerFingerprint', undefined, optionalString],
+  peer_ca: ['peerCa', undefined, optionalPath],
+  secret_file: ['secretFile', undefined, optionalPath],
+  mode: ['mode', () => 'async', oneOf(['async'] as const, { sync: 'sync mode (the 250 after the secondary holds the message, block/degrade) is the next slice' })],
+  admin_listen: ['adminListen', () => `${MIRROR_ADMIN_DEFAULT.address}:${MIRROR_ADMIN_DEFAULT.port}`, hostPort('127.0.0.1', '127.0.0.1:7628')],
+  resync_rate: ['resyncRateBytes', () => '50MB', size],
+  poll_interval: ['pollIntervalMs', () => '50ms', duration],
+  batch_max: ['batchMaxBytes', () => '4MB', size],
+  handshake_timeout: ['handshakeTimeoutMs', () => '10s', duration],
+  reconnect_interval: ['reconnectIntervalMs', () => '1s', duration],
+  fence: ['fence', () => 'stop-mta', oneOf(['stop-mta', 'none'] as const)],
+  log_level: ['logLevel', undefined, oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const)],
+} as const satisfies Record<string, readonly [keyof MirrorConfig, (() => unknown) | undefined, Reader<unknown>]>;
+
+const REQUIRED = new Set(['persistent_path', 'peer', 'tls']);
+
+export function loadMirrorConfig(file: string): MirrorConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new VolleyError('ECONFIG', `${file}: cannot read: ${(err as Error).message}`);
+  }
+  return parseMirrorConfig(text, file);
+}
+
+/** Parses and checks the mirror config; every problem is reported at once. */
+export function parseMirrorConfig(text: string, file = '<mirror config>'): MirrorConfig {
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (err) {
+    throw new VolleyError('ECONFIG', `${file}: YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new VolleyError('ECONFIG', `${file}: expected a mapping`);
+  const raw = doc as Record<string, unknown>;
+  const ctx: Ctx = { base: dirname(resolve(file)), problems: [] };
+  for (const k of Object.keys(raw)) {
+    if (MIRROR_NOT_IMPLEMENTED[k]) ctx.problems.push(`${k}: "${k}" is not implemented yet (${MIRROR_NOT_IMPLEMENTED[k]}): remove it`);
+    else if (!(k in MIRROR_SETTINGS)) ctx.problems.push(`${k}: unknown setting`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, [field, fallback, read]] of Object.entries(MIRROR_SETTINGS)) {
+    const given = raw[key];
+    if (given === undefined && REQUIRED.has(key)) {
+      ctx.problems.push(`${key}: required`);
+      continue;
+    }
+    const v = given === undefined ? fallback?.() : given;
+    if (v !== undefined) out[field] = (read as Reader<unknown>)(v, key, ctx);
+  }
+  const config = out as unknown as MirrorConfig;
+  if (!config.peerFingerprint && !config.peerCa) ctx.problems.push('peer_fingerprint or peer_ca: one is required to check the peer\'s certificate');
+  if (ctx.problems.length > 0) throw new VolleyError('ECONFIG', ctx.problems.map((p) => `${file}: ${p}`).join('\n'));
+  return config;
+}

@@ -1,0 +1,424 @@
+// `volley mirror`: one per node of an HA pair. Both nodes listen; the node
+// whose durable state says primary dials its peer and replicates its
+// persistent path over the proxy protocol's TLS + HMAC link (channel
+// "mirror"), the other receives and writes the same bytes at the same
+// offsets. Every frame carries the sender's epoch: a frame with a higher
+// epoch than this node's makes it a secondary at once, and a primary that
+// is demoted fences its MTA (SIGTERM to the pid holding the persistent
+// path's lock: the MTA's admin API can pause delivery but has no way to stop
+// intake, and a stopped process does neither).
+import { readFileSync } from 'node:fs';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import type { Logger } from '../shared/log';
+import { VolleyError } from '../shared/errors';
+import { listen } from '../shared/listen';
+import {
+  FrameChannel,
+  LINK_PING_MS,
+  MIN_PING_MS,
+  PROXY_SIDE_MISSES,
+  dialProxy,
+  keepAlive,
+  loadSecret,
+  serverHandshake,
+  type Frame,
+} from '../shared/proxy-protocol';
+import { applyBatch, parseOps } from './apply';
+import type { MirrorConfig } from './config';
+import { MIRROR_SECRET_ENV } from './config';
+import { inventory, type Inventory } from './files';
+import { Sender, type Batch } from './sender';
+import { readState, writeState, type MirrorState } from './state';
+
+export interface MirrorStatus {
+  name: string;
+  role: MirrorState['role'];
+  epoch: number;
+  mode: MirrorConfig['mode'];
+  peer: string;
+  peer_connected: boolean;
+  caught_up: boolean;
+  lag_bytes: number;
+  lag_seconds: number;
+  last_contact?: string;
+  /** The primary's files as they were at this time are all durable on the secondary (primary only). */
+  durable_through?: string;
+  full_resyncs: number;
+  bytes_sent: number;
+  bytes_received: number;
+  batches: number;
+  demotions: number;
+}
+
+/** A frame's epoch; a frame without one is a protocol error on this channel. */
+function epochOf(f: Frame): number {
+  const e = f.header.epoch;
+  if (!Number.isSafeInteger(e) || (e as number) < 0) throw new VolleyError('EMIRRORPROTO', `frame ${f.header.t} without an epoch`);
+  return e as number;
+}
+
+export class MirrorDaemon {
+  state: MirrorState;
+  private server?: Server;
+  private readonly secret: Buffer;
+  private inbound?: FrameChannel;
+  private outbound?: FrameChannel;
+  private sender?: Sender;
+  private dialing = false;
+  private stopped = false;
+  private lastContact?: number;
+  /** The lag the primary last reported (what a secondary shows in its status). */
+  private peerLag = { bytes: 0, seconds: 0 };
+  private bytesReceived = 0;
+  private batches = 0;
+  private demotions = 0;
+  private wake?: () => void;
+  private readonly sockets = new Set<import('node:net').Socket>();
+  port = 0;
+
+  constructor(
+    readonly config: MirrorConfig,
+    readonly logger: Logger,
+    private readonly hooks: { now?: () => number; fence?: (pid: number) => void } = {},
+  ) {
+    this.state = readState(config.persistentPath);
+    try {
+      this.secret = loadSecret({ file: config.secretFile, env: MIRROR_SECRET_ENV });
+    } catch (err) {
+      // The loader is the proxy link's: say which secret this is.
+      throw new VolleyError('ESECRET', `mirror secret_file (or ${MIRROR_SECRET_ENV}): ${(err as Error).message.replace(/proxy secret/g, 'secret')}`);
+    }
+  }
+
+  private now(): number {
+    return (this.hooks.now ?? Date.now)();
+  }
+
+  async start(): Promise<void> {
+    let tls: { key: Buffer; cert: Buffer };
+    try {
+      tls = { key: readFileSync(this.config.tls.key), cert: readFileSync(this.config.tls.cert) };
+    } catch (err) {
+      throw new VolleyError('ETLSFILES', `cannot read the mirror's TLS files: ${(err as Error).message}`);
+    }
+    this.server = createServer({ ...tls, minVersion: 'TLSv1.2', handshakeTimeout: this.config.handshakeTimeoutMs });
+    this.server.on('connection', (socket: import('node:net').Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+    this.server.on('secureConnection', (socket: TLSSocket) => void this.accept(socket));
+    this.server.on('tlsClientError', (err) => this.logger.warn({ err: err.message }, 'mirror: TLS handshake failed'));
+    this.port = await listen(this.server as unknown as import('node:net').Server, this.config.listen.port, this.config.listen.address);
+    this.logger.info({ role: this.state.role, epoch: this.state.epoch, listen: `${this.config.listen.address}:${this.port}`, peer: this.peerName() }, 'mirror started');
+    if (this.state.role === 'primary') void this.dialLoop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    this.inbound?.close();
+    this.outbound?.close();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => (this.server?.listening ? this.server.close(() => r()) : r()));
+  }
+
+  peerName(): string {
+    return `${this.config.peer.address}:${this.config.peer.port}`;
+  }
+
+  status(): MirrorStatus {
+    const primary = this.state.role === 'primary';
+    const s = this.sender?.stats();
+    return {
+      name: this.config.name,
+      role: this.state.role,
+      epoch: this.state.epoch,
+      mode: this.config.mode,
+      peer: this.peerName(),
+      peer_connected: primary ? this.outbound?.open === true && this.sender !== undefined : this.inbound?.open === true,
+      caught_up: primary ? s?.caughtUp === true && this.outbound?.open === true : this.state.caughtUp,
+      lag_bytes: primary ? (s?.lagBytes ?? 0) : this.peerLag.bytes,
+      lag_seconds: primary ? (s?.lagSeconds ?? 0) : this.peerLag.seconds,
+      ...(this.lastContact ? { last_contact: new Date(this.lastContact).toISOString() } : {}),
+      ...(primary && s?.durableThrough !== undefined ? { durable_through: new Date(s.durableThrough).toISOString() } : {}),
+      full_resyncs: s?.fullResyncs ?? 0,
+      bytes_sent: s?.bytesSent ?? 0,
+      bytes_received: this.bytesReceived,
+      batches: this.batches,
+      demotions: this.demotions,
+    };
+  }
+
+  /**
+   * Manual promotion: this secondary becomes the primary of epoch + 1. Refused
+   * on a node that is not caught up (it would serve an older queue) unless
+   * `force`; the old primary, if it is still connected, is told the new epoch
+   * (it fences itself), and is fenced too whenever it reconnects.
+   */
+  promote(force: boolean): MirrorState {
+    if (this.state.role === 'primary') throw new VolleyError('EALREADYPRIMARY', `this node is already the primary (epoch ${this.state.epoch})`);
+    if (!this.state.caughtUp && !force) {
+      throw new VolleyError('ENOTCAUGHTUP', 'this secondary is not caught up with the primary: promoting it would lose mail the primary holds; use --force to promote anyway');
+    }
+    this.setState({ role: 'primary', epoch: this.state.epoch + 1, caughtUp: this.state.caughtUp });
+    this.logger.warn({ epoch: this.state.epoch, force }, 'mirror: promoted to primary');
+    const old = this.inbound;
+    if (old?.open) {
+      try {
+        old.send({ t: 'fence', epoch: this.state.epoch });
+      } catch {
+        // closed meanwhile: it is fenced when it reconnects
+      }
+      old.end();
+    }
+    void this.dialLoop();
+    return this.state;
+  }
+
+  private setState(s: MirrorState): void {
+    writeState(this.config.persistentPath, s);
+    this.state = s;
+  }
+
+  /** A higher epoch was seen: become (or stay) a secondary of that epoch, fencing the MTA if this node was primary. */
+  private demote(epoch: number, why: string): void {
+    const wasPrimary = this.state.role === 'primary';
+    this.setState({ role: 'secondary', epoch: Math.max(epoch, this.state.epoch), caughtUp: false });
+    if (!wasPrimary) return;
+    this.demotions++;
+    this.logger.error({ epoch, why }, 'mirror: a peer holds a higher epoch: this node is a secondary now');
+    this.sender = undefined;
+    this.outbound?.close();
+    this.fenceMta();
+  }
+
+  /** The pid in the MTA's lock on this persistent path, when there is one (alive or not). */
+  private lockPid(): number | undefined {
+    try {
+      const pid = Number(readFileSync(`${this.config.persistentPath}/mta.lock`, 'utf8').trim());
+      return Number.isSafeInteger(pid) && pid > 1 ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The pid of an MTA running on this persistent path (a stale lock after kill -9 names a dead pid: none). */
+  private liveMtaPid(): number | undefined {
+    const pid = this.lockPid();
+    if (pid === undefined) return undefined;
+    try {
+      process.kill(pid, 0);
+      return pid;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+    }
+  }
+
+  private fenceMta(): void {
+    if (this.config.fence === 'none') return;
+    const pid = this.lockPid();
+    if (pid === undefined) return this.logger.info('mirror: no MTA holds the persistent path: nothing to fence');
+    if (pid === process.pid) return;
+    try {
+      if (this.hooks.fence) this.hooks.fence(pid);
+      else process.kill(pid, 'SIGTERM');
+      this.logger.warn({ pid }, 'mirror: fenced the MTA (SIGTERM): it stops intake and delivery');
+    } catch (err) {
+      this.logger.info({ pid, err: (err as Error).message }, 'mirror: the MTA named by the lock is not running');
+    }
+  }
+
+  // ---- the secondary's side: a primary dials in ----
+
+  private async accept(socket: TLSSocket): Promise<void> {
+    const channel = new FrameChannel(socket);
+    try {
+      const hello = await serverHandshake(channel, this.secret, { timeoutMs: this.config.handshakeTimeoutMs, name: this.config.name, sendingIps: [], channels: ['mirror'], keepalive: true });
+      keepAlive(channel, { intervalMs: Math.max(hello.pingMs ?? LINK_PING_MS, MIN_PING_MS), misses: PROXY_SIDE_MISSES, ping: false, beacon: true });
+      const open = await channel.next(this.config.handshakeTimeoutMs);
+      if (open.header.t !== 'mirror_open') throw new VolleyError('EMIRRORPROTO', `expected mirror_open, got ${String(open.header.t).slice(0, 40)}`);
+      const epoch = epochOf(open);
+      if (epoch < this.state.epoch) {
+        // A primary of an older epoch (one this node or another replaced): it must stop.
+        channel.send({ t: 'fence', epoch: this.state.epoch });
+        this.logger.warn({ peerEpoch: epoch, epoch: this.state.epoch }, 'mirror: fenced a peer of an older epoch');
+        return channel.end();
+      }
+      if (this.state.role === 'primary' && epoch === this.state.epoch) {
+        channel.send({ t: 'error', code: 'split', message: `both nodes are primary of epoch ${epoch}: promote one with --force to break the tie` });
+        this.logger.error({ epoch }, 'mirror: both nodes claim to be primary of the same epoch: refusing to replicate');
+        return channel.end();
+      }
+      if (epoch > this.state.epoch || this.state.role === 'primary') this.demote(epoch, 'a primary of a higher epoch dialed in');
+      const mta = this.liveMtaPid();
+      if (mta !== undefined) {
+        // Writing under a running MTA would corrupt its spool: the operator stops it (or this node was just fenced and it is stopping).
+        channel.send({ t: 'error', code: 'mta-running', message: `an MTA (pid ${mta}) is running on the secondary's persistent path: stop it before this node can mirror` });
+        this.logger.error({ pid: mta }, 'mirror: an MTA is running on this secondary\'s persistent path: refusing to replicate into it');
+        return channel.end();
+      }
+      this.inbound?.close();
+      this.inbound = channel;
+      this.lastContact = this.now();
+      this.logger.info({ peer: hello.name, epoch }, 'mirror: primary connected');
+      await this.receive(channel);
+    } catch (err) {
+      if (channel.open) this.logger.warn({ err: (err as Error).message }, 'mirror: inbound link failed');
+      channel.close();
+    }
+  }
+
+  private async receive(channel: FrameChannel): Promise<void> {
+    const files: Inventory = await inventory(this.config.persistentPath);
+    channel.send({ t: 'inventory', epoch: this.state.epoch, files });
+    let synced = false;
+    while (channel.open && !this.stopped) {
+      let f: Frame;
+      try {
+        f = await channel.next();
+      } catch {
+        break;
+      }
+      if (f.header.t === 'ping') {
+        channel.send({ t: 'pong' });
+        continue;
+      }
+      this.lastContact = this.now();
+      const epoch = epochOf(f);
+      if (epoch < this.state.epoch || this.state.role === 'primary') {
+        channel.send({ t: 'fence', epoch: this.state.epoch });
+        return channel.end();
+      }
+      if (epoch > this.state.epoch) this.setState({ ...this.state, epoch });
+      if (f.header.t === 'batch') {
+        const seq = f.header.seq;
+        const body = f.body ?? Buffer.alloc(0);
+        channel.send({ t: 'received', epoch: this.state.epoch, seq });
+        const ops = parseOps(f.header.ops, body.length);
+        // Bytes of a catch-up are landing: until the primary says it is done, this node is not promotable.
+        if (!synced && this.state.caughtUp) this.setState({ ...this.state, caughtUp: false });
+        await applyBatch(this.config.persistentPath, ops, body);
+        this.bytesReceived += body.length;
+        this.batches++;
+        channel.send({ t: 'ack', epoch: this.state.epoch, seq, durable: true });
+      } else if (f.header.t === 'synced') {
+        synced = true;
+        if (!this.state.caughtUp) this.setState({ ...this.state, caughtUp: true });
+        this.logger.info({ epoch }, 'mirror: caught up with the primary');
+      } else if (f.header.t === 'status') {
+        const b = f.header.lag_bytes;
+        const s = f.header.lag_seconds;
+        this.peerLag = { bytes: typeof b === 'number' ? b : 0, seconds: typeof s === 'number' ? s : 0 };
+      } else {
+        throw new VolleyError('EMIRRORPROTO', `unexpected frame ${String(f.header.t).slice(0, 40)}`);
+      }
+    }
+  }
+
+  // ---- the primary's side: dial the peer and replicate ----
+
+  private async dialLoop(): Promise<void> {
+    if (this.dialing) return;
+    this.dialing = true;
+    let failure = '';
+    try {
+      while (!this.stopped && this.state.role === 'primary') {
+        try {
+          await this.replicate();
+          failure = '';
+        } catch (err) {
+          // One warning per kind of failure, not one per retry: a peer down for an hour is one line, not thousands.
+          const message = (err as Error).message;
+          if (!this.stopped) this.logger[message === failure ? 'debug' : 'warn']({ err: message, peer: this.peerName() }, 'mirror: link to the secondary failed; retrying');
+          failure = message;
+        }
+        this.sender = undefined;
+        this.outbound?.close();
+        if (this.stopped || this.state.role !== 'primary') break;
+        await this.sleep(this.config.reconnectIntervalMs);
+      }
+    } finally {
+      this.dialing = false;
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  private async replicate(): Promise<void> {
+    const { channel } = await dialProxy(
+      { host: this.config.peer.address, port: this.config.peer.port, fingerprint: this.config.peerFingerprint, ca: this.config.peerCa ? readFileSync(this.config.peerCa) : undefined, name: this.peerName() },
+      { secret: this.secret, connectTimeoutMs: this.config.handshakeTimeoutMs, handshakeTimeoutMs: this.config.handshakeTimeoutMs, name: this.config.name, channel: 'mirror' },
+    );
+    this.outbound = channel;
+    channel.send({ t: 'mirror_open', epoch: this.state.epoch, role: 'primary', name: this.config.name });
+    const first = await this.expect(channel, this.config.handshakeTimeoutMs);
+    if (first.header.t === 'error') throw new VolleyError('EMIRRORPEER', `the peer refused: ${String(first.header.message ?? first.header.code)}`);
+    if (first.header.t !== 'inventory' || typeof first.header.files !== 'object' || first.header.files === null) throw new VolleyError('EMIRRORPROTO', `expected inventory, got ${String(first.header.t).slice(0, 40)}`);
+    const sender = new Sender({ root: this.config.persistentPath, batchMaxBytes: this.config.batchMaxBytes, resyncRateBytes: this.config.resyncRateBytes, now: this.hooks.now });
+    await sender.start(first.header.files as Inventory);
+    this.sender = sender;
+    this.lastContact = this.now();
+    this.logger.info({ peer: this.peerName(), epoch: this.state.epoch }, 'mirror: secondary connected, catching it up');
+    let seq = 0;
+    let syncedSent = false;
+    let reported = '';
+    while (channel.open && !this.stopped && this.state.role === 'primary') {
+      const batch = await sender.next();
+      // The secondary shows the lag the primary measured: told whenever it changes, idle or not.
+      const { lagBytes, lagSeconds } = sender.stats();
+      const report = `${lagBytes} ${lagBytes === 0 ? 0 : lagSeconds.toFixed(1)}`;
+      if (report !== reported) {
+        channel.send({ t: 'status', epoch: this.state.epoch, lag_bytes: lagBytes, lag_seconds: lagSeconds });
+        reported = report;
+      }
+      if (!batch) {
+        const s = sender.stats();
+        if (s.caughtUp && !syncedSent) {
+          channel.send({ t: 'synced', epoch: this.state.epoch });
+          syncedSent = true;
+          this.logger.info({ epoch: this.state.epoch }, 'mirror: the secondary is caught up');
+        }
+        await this.sleep(this.config.pollIntervalMs);
+        continue;
+      }
+      await this.sendBatch(channel, sender, batch, ++seq);
+    }
+  }
+
+  /** Sends one batch and waits for its durable ack. */
+  private async sendBatch(channel: FrameChannel, sender: Sender, batch: Batch, seq: number): Promise<void> {
+    channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops }, batch.body);
+    for (;;) {
+      const f = await this.expect(channel);
+      if (f.header.t === 'received') continue;
+      if (f.header.t === 'ack' && f.header.seq === seq) {
+        this.lastContact = this.now();
+        this.batches++;
+        sender.acked(batch);
+        return;
+      }
+      throw new VolleyError('EMIRRORPROTO', `expected ack ${seq}, got ${String(f.header.t).slice(0, 40)}`);
+    }
+  }
+
+  /** The next frame from the secondary, after the epoch check every frame gets. */
+  private async expect(channel: FrameChannel, timeoutMs?: number): Promise<Frame> {
+    const f = await channel.next(timeoutMs);
+    if (f.header.t === 'error') return f;
+    const epoch = epochOf(f);
+    if (f.header.t === 'fence' || epoch > this.state.epoch) {
+      if (epoch > this.state.epoch) this.demote(epoch, `the peer answered with epoch ${epoch}`);
+      throw new VolleyError('EFENCED', `fenced by the peer (epoch ${epoch})`);
+    }
+    return f;
+  }
+}

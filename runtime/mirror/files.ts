@@ -1,0 +1,137 @@
+// What the mirror replicates under a persistent path, and how each file is
+// compared. Append-only files (spool segments `*.seg`, event-log and attempt
+// files `*.jsonl`) are shipped as (offset, bytes) and compared by size plus a
+// checksum of their last block: a prefix the MTA never rewrites only grows,
+// so equal last blocks at equal sizes mean equal files unless a history
+// diverged. Every other file is small and rewritten whole (cursors, node-id,
+// drain/seen.log, shipped.json, tls/...): compared and shipped whole.
+// Never replicated: the mirror's own folder (each node's role and epoch are
+// its own), the MTA's lock (it names a local pid), the spool's disk reserve
+// (`reserve/w<N>`: preallocated free space each node's MTA makes for itself)
+// and temporary files.
+import { createHash } from 'node:crypto';
+import { open, readdir, stat } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { VolleyError } from '../shared/errors';
+
+export type FileKind = 'append' | 'whole';
+
+/** The last block's length for append files: small enough to read on every change, large enough to span a record or two. */
+export const TAIL_BLOCK = 4096;
+
+export interface LocalFile {
+  /** Relative to the persistent path, '/'-separated. */
+  path: string;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  kind: FileKind;
+}
+
+const APPEND_RE = /\.(seg|jsonl)$/;
+
+/** How `rel` is replicated; undefined: not at all. */
+export function classify(rel: string): FileKind | undefined {
+  const parts = rel.split('/');
+  if (parts[0] === 'mirror' || parts[0] === 'reserve' || rel === 'mta.lock') return undefined;
+  const name = parts[parts.length - 1];
+  if (name.startsWith('.') || name.endsWith('.tmp')) return undefined;
+  return APPEND_RE.test(name) ? 'append' : 'whole';
+}
+
+/**
+ * A path a peer sent, checked before this node writes anything there: relative,
+ * normalised, inside the persistent path and one the mirror replicates.
+ */
+export function checkPeerPath(rel: unknown): string {
+  if (typeof rel !== 'string' || rel.length === 0 || rel.length > 1024 || rel.includes('\0') || rel.includes('\\')) throw new VolleyError('EMIRRORPATH', `bad path from the peer: ${JSON.stringify(rel).slice(0, 80)}`);
+  if (rel.startsWith('/') || posix.normalize(rel) !== rel || rel.split('/').includes('..')) throw new VolleyError('EMIRRORPATH', `path from the peer is not inside the persistent path: ${rel.slice(0, 80)}`);
+  if (!classify(rel)) throw new VolleyError('EMIRRORPATH', `path from the peer is not one the mirror replicates: ${rel.slice(0, 80)}`);
+  return rel;
+}
+
+/** Every replicated regular file under `root`, by relative path. A file that vanishes mid-scan is simply not there. */
+export async function scanTree(root: string): Promise<Map<string, LocalFile>> {
+  const out = new Map<string, LocalFile>();
+  const walk = async (dir: string, prefix: string): Promise<void> => {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const e of entries) {
+      const rel = prefix ? `${prefix}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        if (rel !== 'mirror' && rel !== 'reserve') await walk(join(dir, e.name), rel);
+        continue;
+      }
+      if (!e.isFile()) continue;
+      const kind = classify(rel);
+      if (!kind) continue;
+      try {
+        const s = await stat(join(dir, e.name));
+        out.set(rel, { path: rel, size: s.size, mtimeMs: s.mtimeMs, ino: s.ino, kind });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+  };
+  await walk(root, '');
+  return out;
+}
+
+export function absolute(root: string, rel: string): string {
+  return join(root, ...rel.split('/'));
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Reads `length` bytes at `offset` (fewer if the file is shorter now). */
+export async function readRange(file: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(length);
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The checksum two nodes compare for a file at `size`: the last block before
+ * `size` for an append file, the whole content for a whole file. Undefined
+ * when the file is shorter than `size` now.
+ */
+export async function fileChecksum(file: string, kind: FileKind, size: number): Promise<string | undefined> {
+  const start = kind === 'append' ? Math.max(0, size - TAIL_BLOCK) : 0;
+  let data: Buffer;
+  try {
+    data = await readRange(file, start, size - start);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  return data.length === size - start ? sha256(data) : undefined;
+}
+
+/** What one node holds, as the other compares it: path -> size and checksum. */
+export type Inventory = Record<string, { size: number; sum: string }>;
+
+export async function inventory(root: string): Promise<Inventory> {
+  const out: Inventory = {};
+  for (const f of (await scanTree(root)).values()) {
+    const sum = await fileChecksum(absolute(root, f.path), f.kind, f.size);
+    if (sum !== undefined) out[f.path] = { size: f.size, sum };
+  }
+  return out;
+}

@@ -1,0 +1,267 @@
+// The primary's half of one replication session. It compares the
+// secondary's inventory with the local files once (catch-up: resume each
+// file from the secondary's own size when their last blocks agree, a full
+// copy when they do not or when the secondary holds more than the primary),
+// then tails the persistent path: new bytes of append-only files as
+// (file, offset, bytes), small files whole when they change, truncations and
+// deletions as they happen. One batch is in flight at a time; the secondary
+// answers it with a durable ack after its fsync, which moves the acked
+// positions that lag and caught-up are measured against.
+//
+// The primary reads up to each file's current size: bytes the MTA has
+// written; the spool's group commit makes them durable within milliseconds,
+// and a torn tail the MTA later cuts on restart arrives here as a truncation
+// the secondary follows.
+import { VolleyError } from '../shared/errors';
+import type { BatchOp } from './apply';
+import { TAIL_BLOCK, absolute, fileChecksum, readRange, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
+
+interface Tracked {
+  kind: FileKind;
+  /** Bytes sent (append) / the content's checksum sent (whole). */
+  sent: number;
+  sentSum?: string;
+  /** Bytes the secondary holds durably (append); whole: the checksum it holds. */
+  acked: number;
+  ackedSum?: string;
+  /** Checksum of the last block before `sent`, as sent: a different one on disk means the history changed. */
+  tail?: string;
+  mtimeMs: number;
+  ino: number;
+  /** A full copy in progress: its bytes go at `resync_rate`. */
+  full: boolean;
+  /** The secondary's copy must be emptied first (a new file, or a full copy over a diverged one). */
+  truncate?: boolean;
+}
+
+export interface SenderOptions {
+  root: string;
+  batchMaxBytes: number;
+  resyncRateBytes: number;
+  now?: () => number;
+}
+
+export interface Batch {
+  ops: BatchOp[];
+  body: Buffer;
+  /** Positions the batch moves, applied when its durable ack comes back. */
+  moves: { path: string; sent: number; sentSum?: string; deleted?: boolean }[];
+  /** When the files were looked at, and whether the batch carries every change seen then (no size or rate limit held any back). */
+  scannedAt: number;
+  complete: boolean;
+}
+
+export interface SenderStats {
+  lagBytes: number;
+  lagSeconds: number;
+  caughtUp: boolean;
+  fullResyncs: number;
+  bytesSent: number;
+  files: number;
+  /**
+   * Everything the primary's files held at this time is durable on the
+   * secondary: a message whose 250 came before it survives a failover.
+   */
+  durableThrough?: number;
+}
+
+export class Sender {
+  private readonly files = new Map<string, Tracked>();
+  /** Files the secondary has that the primary does not: deleted in the first batches. */
+  private readonly orphans = new Set<string>();
+  private budget: number;
+  private lastRefill: number;
+  private readonly now: () => number;
+  private oldestUnacked?: number;
+  private lastLag = 0;
+  private scanned = false;
+  private durableThrough?: number;
+  fullResyncs = 0;
+  bytesSent = 0;
+
+  constructor(private readonly options: SenderOptions) {
+    this.now = options.now ?? Date.now;
+    this.lastRefill = this.now();
+    this.budget = options.resyncRateBytes;
+  }
+
+  /** The catch-up plan: what the secondary already holds, file by file. */
+  async start(peer: Inventory): Promise<void> {
+    const local = await scanTree(this.options.root);
+    for (const [path, theirs] of Object.entries(peer)) {
+      const mine = local.get(path);
+      if (!mine) {
+        this.orphans.add(path);
+        continue;
+      }
+      const ours = theirs.size <= mine.size ? await fileChecksum(this.abs(path), mine.kind, theirs.size) : undefined;
+      const same = ours === theirs.sum;
+      if (mine.kind === 'append') {
+        if (same) this.files.set(path, { kind: 'append', sent: theirs.size, acked: theirs.size, tail: ours, mtimeMs: -1, ino: mine.ino, full: false });
+        else this.startFull(path, mine);
+      } else {
+        // A whole file the secondary holds already is not sent again.
+        this.files.set(path, { kind: 'whole', sent: 0, acked: 0, sentSum: same ? theirs.sum : undefined, ackedSum: same ? theirs.sum : undefined, mtimeMs: -1, ino: mine.ino, full: false });
+      }
+    }
+  }
+
+  /** The next batch to send, or undefined when the secondary holds everything the primary has. */
+  async next(): Promise<Batch | undefined> {
+    this.refill();
+    const scannedAt = this.now();
+    const local = await scanTree(this.options.root);
+    const batch: Batch = { ops: [], body: Buffer.alloc(0), moves: [], scannedAt, complete: true };
+    const bodies: Buffer[] = [];
+    let room = this.options.batchMaxBytes;
+    for (const path of this.orphans) {
+      batch.ops.push({ op: 'delete', path });
+      batch.moves.push({ path, sent: 0, deleted: true });
+    }
+    this.orphans.clear();
+    for (const path of this.files.keys()) {
+      if (local.has(path)) continue;
+      batch.ops.push({ op: 'delete', path });
+      batch.moves.push({ path, sent: 0, deleted: true });
+      this.files.delete(path);
+    }
+    for (const f of local.values()) {
+      if (room <= 0) {
+        batch.complete = false;
+        break;
+      }
+      let t = this.files.get(f.path);
+      if (!t) {
+        t = { kind: f.kind, sent: 0, acked: 0, mtimeMs: -1, ino: f.ino, full: false, truncate: f.kind === 'append' };
+        this.files.set(f.path, t);
+      }
+      if (t.kind === 'whole') {
+        if (t.mtimeMs === f.mtimeMs && t.ino === f.ino && t.sentSum !== undefined) continue;
+        const data = await readRange(this.abs(f.path), 0, f.size).catch(() => undefined);
+        if (!data) continue;
+        const sum = sha256(data);
+        if (sum !== t.sentSum && data.length > room && batch.ops.length > 0) {
+          batch.complete = false;
+          break;
+        }
+        t.mtimeMs = f.mtimeMs;
+        t.ino = f.ino;
+        if (sum === t.sentSum) continue;
+        batch.ops.push({ op: 'replace', path: f.path, len: data.length, sha256: sum });
+        bodies.push(data);
+        batch.moves.push({ path: f.path, sent: data.length, sentSum: sum });
+        t.sentSum = sum;
+        room -= data.length;
+        continue;
+      }
+      if (f.size < t.sent) {
+        // The MTA cut a torn tail (or the file was rewritten): the secondary follows the truncation.
+        batch.ops.push({ op: 'truncate', path: f.path, size: f.size });
+        t.sent = f.size;
+        t.tail = await fileChecksum(this.abs(f.path), 'append', f.size);
+        batch.moves.push({ path: f.path, sent: f.size });
+      } else if ((f.size > t.sent || f.mtimeMs !== t.mtimeMs || f.ino !== t.ino) && t.sent > 0 && !t.full) {
+        const tail = await fileChecksum(this.abs(f.path), 'append', t.sent);
+        if (tail !== t.tail) {
+          // Bytes already sent changed under us: this file's history diverged.
+          t = this.startFull(f.path, f);
+        }
+      }
+      if (t.truncate) {
+        batch.ops.push({ op: 'truncate', path: f.path, size: 0 });
+        batch.moves.push({ path: f.path, sent: 0 });
+        t.truncate = false;
+      }
+      t.mtimeMs = f.mtimeMs;
+      t.ino = f.ino;
+      if (f.size <= t.sent) {
+        if (t.full) t.full = false;
+        continue;
+      }
+      let want = Math.min(f.size - t.sent, room);
+      if (t.full) want = Math.min(want, Math.floor(this.budget));
+      if (want < f.size - t.sent) batch.complete = false;
+      if (want <= 0) continue;
+      const data = await readRange(this.abs(f.path), t.sent, want).catch(() => undefined);
+      if (!data || data.length === 0) continue;
+      batch.ops.push({ op: 'write', path: f.path, offset: t.sent, len: data.length, sha256: sha256(data) });
+      bodies.push(data);
+      if (t.full) this.budget -= data.length;
+      t.sent += data.length;
+      t.tail = data.length >= TAIL_BLOCK ? sha256(data.subarray(data.length - TAIL_BLOCK)) : await fileChecksum(this.abs(f.path), 'append', t.sent);
+      if (t.full && t.sent >= f.size) t.full = false;
+      batch.moves.push({ path: f.path, sent: t.sent });
+      room -= data.length;
+    }
+    this.scanned = true;
+    this.measure(local);
+    if (batch.ops.length === 0) {
+      if (this.lastLag === 0) this.durableThrough = scannedAt;
+      return undefined;
+    }
+    batch.body = Buffer.concat(bodies);
+    this.bytesSent += batch.body.length;
+    return batch;
+  }
+
+  /** The secondary holds `batch` durably. */
+  acked(batch: Batch): void {
+    // What is still unacked was seen at the next scan at the earliest: lag seconds restart from there.
+    this.oldestUnacked = undefined;
+    if (batch.complete) this.durableThrough = Math.max(this.durableThrough ?? 0, batch.scannedAt);
+    for (const m of batch.moves) {
+      if (m.deleted) continue;
+      const t = this.files.get(m.path);
+      if (!t) continue;
+      if (t.kind === 'append') t.acked = Math.min(m.sent, t.sent);
+      else t.ackedSum = m.sentSum;
+    }
+  }
+
+  stats(): SenderStats {
+    const full = [...this.files.values()].some((t) => t.full);
+    return {
+      lagBytes: this.lastLag,
+      lagSeconds: this.oldestUnacked === undefined ? 0 : Math.max(0, (this.now() - this.oldestUnacked) / 1000),
+      caughtUp: this.scanned && this.lastLag === 0 && !full && this.orphans.size === 0,
+      fullResyncs: this.fullResyncs,
+      bytesSent: this.bytesSent,
+      files: this.files.size,
+      ...(this.durableThrough !== undefined ? { durableThrough: this.durableThrough } : {}),
+    };
+  }
+
+  /** Bytes on this node the secondary does not hold durably yet, and since when there have been some. */
+  private measure(local: Map<string, LocalFile>): void {
+    let lag = 0;
+    for (const f of local.values()) {
+      const t = this.files.get(f.path);
+      if (!t) lag += f.size;
+      else if (t.kind === 'append') lag += Math.max(0, f.size - t.acked);
+      else if (t.ackedSum === undefined || t.ackedSum !== t.sentSum) lag += f.size;
+    }
+    this.lastLag = lag;
+    if (lag === 0) this.oldestUnacked = undefined;
+    else this.oldestUnacked ??= this.now();
+  }
+
+  private startFull(path: string, f: LocalFile): Tracked {
+    this.fullResyncs++;
+    const t: Tracked = { kind: 'append', sent: 0, acked: 0, mtimeMs: f.mtimeMs, ino: f.ino, full: true, truncate: true };
+    this.files.set(path, t);
+    return t;
+  }
+
+  private refill(): void {
+    const now = this.now();
+    const rate = this.options.resyncRateBytes;
+    // At most one second's worth banked, so a pause does not become a burst.
+    this.budget = Math.min(rate, this.budget + ((now - this.lastRefill) / 1000) * rate);
+    this.lastRefill = now;
+  }
+
+  private abs(path: string): string {
+    if (!path) throw new VolleyError('EMIRRORPATH', 'empty path');
+    return absolute(this.options.root, path);
+  }
+}

@@ -1,0 +1,149 @@
+// Two mirror daemons in this process on loopback, over the real TLS + HMAC
+// link: replication and catch-up status, /readyz by role, promotion refused
+// when not caught up, and a higher epoch demoting (and fencing) a primary.
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startMirrorAdmin } from '../../../runtime/mirror/admin';
+import { parseMirrorConfig, type MirrorConfig } from '../../../runtime/mirror/config';
+import { MirrorDaemon } from '../../../runtime/mirror/daemon';
+import { readState, writeState } from '../../../runtime/mirror/state';
+import { getFreePort } from '../../helpers/postfix-tools';
+import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
+import { tempDir } from '../../helpers/tmp';
+
+const base = tempDir('volley-mirror-daemon-');
+let tls: ProxyTls;
+let secretFile: string;
+const running: { stop(): Promise<void> }[] = [];
+
+beforeAll(async () => {
+  tls = await proxyTls(base);
+  secretFile = join(base, 'mirror.secret');
+  writeFileSync(secretFile, newSecret());
+});
+
+afterEach(async () => {
+  for (const r of running.splice(0)) await r.stop();
+});
+
+interface Node {
+  daemon: MirrorDaemon;
+  root: string;
+  admin: string;
+  fenced: number[];
+  log: () => string;
+}
+
+async function node(name: string, ports: { self: number; peer: number }, extra = ''): Promise<Node> {
+  const root = join(base, name);
+  mkdirSync(root, { recursive: true });
+  const config: MirrorConfig = parseMirrorConfig(
+    `persistent_path: ${root}\nlisten: 127.0.0.1:${ports.self}\npeer: 127.0.0.1:${ports.peer}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: "${tls.fingerprint}"\nsecret_file: ${secretFile}\nadmin_listen: 127.0.0.1:0\npoll_interval: 20ms\nreconnect_interval: 50ms\n${extra}`,
+    join(base, `${name}.yaml`),
+  );
+  const fenced: number[] = [];
+  const { logger, text } = captureLogger();
+  const daemon = new MirrorDaemon(config, logger, { fence: (pid) => fenced.push(pid) });
+  await daemon.start();
+  const admin = await startMirrorAdmin(daemon);
+  running.push({ stop: async () => void (await Promise.all([daemon.stop(), admin.close()])) });
+  return { daemon, root, admin: `http://127.0.0.1:${admin.port}`, fenced, log: text };
+}
+
+async function pair(label: string): Promise<{ a: Node; b: Node }> {
+  const pa = await getFreePort();
+  const pb = await getFreePort();
+  writeState(join(base, `${label}-a`), { role: 'primary', epoch: 1, caughtUp: false });
+  const b = await node(`${label}-b`, { self: pb, peer: pa });
+  const a = await node(`${label}-a`, { self: pa, peer: pb });
+  return { a, b };
+}
+
+describe('MirrorDaemon pair', () => {
+  it('replicates the primary\'s path, reports caught up on both ends, and answers /readyz by role', async () => {
+    const { a, b } = await pair('rep');
+    mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(a.root, 'spool/p0/000000000001.seg'), 'first record\n');
+    writeFileSync(join(a.root, 'node-id'), 'node-a\n');
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    expect(readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8')).toBe('first record\n');
+    expect(readState(b.root)).toEqual({ role: 'secondary', epoch: 1, caughtUp: true });
+
+    appendFileSync(join(a.root, 'spool/p0/000000000001.seg'), 'second record\n');
+    await waitUntil(() => { try { return readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8').endsWith('second record\n'); } catch { return false; } }, 10_000);
+    await waitUntil(() => a.daemon.status().lag_bytes === 0, 10_000);
+    // The secondary shows the lag the primary measured, down to 0 once idle.
+    await waitUntil(() => b.daemon.status().lag_bytes === 0 && b.daemon.status().lag_seconds === 0, 10_000, () => JSON.stringify(b.daemon.status()));
+
+    expect((await fetch(`${a.admin}/readyz`)).status).toBe(200);
+    expect((await fetch(`${b.admin}/readyz`)).status).toBe(503);
+    const metrics = await (await fetch(`${a.admin}/metrics`)).text();
+    expect(metrics).toMatch(/volley_mirror_primary 1/);
+    expect(metrics).toMatch(/volley_mirror_lag_bytes 0/);
+    const status = (await (await fetch(`${b.admin}/status`)).json()) as Record<string, unknown>;
+    expect(status).toMatchObject({ role: 'secondary', epoch: 1, peer_connected: true, caught_up: true, mode: 'async' });
+  });
+
+  it('refuses to promote a secondary that never caught up, unless forced', async () => {
+    const lone = await node('lone', { self: await getFreePort(), peer: await getFreePort() });
+    const refused = await fetch(`${lone.admin}/promote`, { method: 'POST' });
+    expect(refused.status).toBe(409);
+    expect(await refused.json()).toMatchObject({ code: 'ENOTCAUGHTUP' });
+    expect(readState(lone.root).role).toBe('secondary');
+    const forced = await fetch(`${lone.admin}/promote?force=1`, { method: 'POST' });
+    expect(await forced.json()).toEqual({ role: 'primary', epoch: 1 });
+    expect(readState(lone.root)).toMatchObject({ role: 'primary', epoch: 1 });
+    expect((await fetch(`${lone.admin}/readyz`)).status).toBe(200);
+  });
+
+  it('a promoted secondary\'s higher epoch demotes the old primary at once, fences its MTA, and replication turns around', async () => {
+    const { a, b } = await pair('epoch');
+    writeFileSync(join(a.root, 'mta.lock'), '424242\n');
+    writeFileSync(join(a.root, 'node-id'), 'node-a\n');
+    await waitUntil(() => b.daemon.status().caught_up, 10_000, () => JSON.stringify(b.daemon.status()));
+    expect((await fetch(`${b.admin}/promote`, { method: 'POST' })).status).toBe(200);
+    await waitUntil(() => a.daemon.state.role === 'secondary', 10_000, () => a.log());
+    expect(readState(a.root)).toMatchObject({ role: 'secondary', epoch: 2 });
+    expect(a.fenced).toEqual([424242]);
+    expect((await fetch(`${a.admin}/readyz`)).status).toBe(503);
+    // The new primary's changes now flow to the old one.
+    writeFileSync(join(b.root, 'node-id'), 'node-b-after-promotion\n');
+    await waitUntil(() => { try { return readFileSync(join(a.root, 'node-id'), 'utf8') === 'node-b-after-promotion\n'; } catch { return false; } }, 10_000, () => a.log());
+    expect(b.daemon.state).toMatchObject({ role: 'primary', epoch: 2 });
+  });
+
+  it('a primary that finds a peer of a higher epoch steps down before sending anything', async () => {
+    const pa = await getFreePort();
+    const pb = await getFreePort();
+    writeState(join(base, 'stale-a'), { role: 'primary', epoch: 3, caughtUp: false });
+    writeState(join(base, 'stale-b'), { role: 'primary', epoch: 5, caughtUp: true });
+    mkdirSync(join(base, 'stale-a', 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(base, 'stale-a', 'spool/p0/000000000001.seg'), 'only the stale primary has this');
+    const b = await node('stale-b', { self: pb, peer: pa });
+    const a = await node('stale-a', { self: pa, peer: pb });
+    await waitUntil(() => a.daemon.state.role === 'secondary', 10_000, () => a.log());
+    expect(readState(a.root)).toMatchObject({ role: 'secondary', epoch: 5 });
+    expect(b.daemon.state).toMatchObject({ role: 'primary', epoch: 5 });
+  });
+
+  it('a secondary refuses to mirror into a persistent path an MTA is running on, until it stops', async () => {
+    const label = 'busy';
+    mkdirSync(join(base, `${label}-b`), { recursive: true });
+    // This test's own pid: a live process holding the secondary's lock, as a running MTA would.
+    writeFileSync(join(base, `${label}-b`, 'mta.lock'), `${process.pid}\n`);
+    const { a, b } = await pair(label);
+    writeFileSync(join(a.root, 'node-id'), 'node-a\n');
+    await waitUntil(() => /an MTA is running on this secondary/.test(b.log()), 10_000, () => b.log());
+    expect(existsSync(join(b.root, 'node-id'))).toBe(false);
+    expect(b.daemon.status().caught_up).toBe(false);
+    rmSync(join(b.root, 'mta.lock'));
+    await waitUntil(() => b.daemon.status().caught_up, 10_000, () => b.log());
+    expect(readFileSync(join(b.root, 'node-id'), 'utf8')).toBe('node-a\n');
+  });
+
+  it('names the mirror\'s secret when it is missing or short', () => {
+    const config = parseMirrorConfig(`persistent_path: ${base}/nosecret\npeer: 127.0.0.1:1\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: AA\nsecret_file: short.secret\n`, join(base, 'nosecret.yaml'));
+    writeFileSync(join(base, 'short.secret'), 'too short');
+    expect(() => new MirrorDaemon(config, captureLogger().logger)).toThrow(/^mirror secret_file \(or VOLLEY_MIRROR_SECRET\): the secret has 9 bytes; it needs at least 32$/);
+  });
+});

@@ -1,0 +1,223 @@
+// The replication engine without the network: a Sender on one directory, its
+// batches applied by applyBatch to another, as the two daemons do over the
+// link. Checks the catch-up plan, tailing, truncations, deletions, whole
+// files, a diverged history's full copy and the resync rate.
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { applyBatch, parseOps } from '../../../runtime/mirror/apply';
+import { inventory } from '../../../runtime/mirror/files';
+import { Sender } from '../../../runtime/mirror/sender';
+import { tempDir } from '../../helpers/tmp';
+
+const base = tempDir('volley-mirror-sender-');
+let n = 0;
+function pair(): { primary: string; secondary: string } {
+  n++;
+  const primary = join(base, `p${n}`);
+  const secondary = join(base, `s${n}`);
+  mkdirSync(join(primary, 'spool', 'p0'), { recursive: true });
+  mkdirSync(secondary, { recursive: true });
+  return { primary, secondary };
+}
+
+function put(root: string, rel: string, data: string | Buffer): void {
+  mkdirSync(join(root, rel, '..'), { recursive: true });
+  writeFileSync(join(root, rel), data);
+}
+
+/** Every replicated file's sha256 under root. */
+function sums(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (dir: string, prefix: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const rel = prefix ? `${prefix}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        if (rel !== 'mirror') walk(join(dir, e.name), rel);
+      } else if (rel !== 'mta.lock') out[rel] = createHash('sha256').update(readFileSync(join(dir, e.name))).digest('hex');
+    }
+  };
+  walk(root, '');
+  return out;
+}
+
+/** Runs the sender until it has nothing more, applying each batch; returns the bytes it shipped. */
+async function drain(sender: Sender, secondary: string): Promise<number> {
+  let bytes = 0;
+  for (let i = 0; i < 1000; i++) {
+    const batch = await sender.next();
+    if (!batch) return bytes;
+    await applyBatch(secondary, parseOps(JSON.parse(JSON.stringify(batch.ops)), batch.body.length), batch.body);
+    bytes += batch.body.length;
+    sender.acked(batch);
+  }
+  throw new Error('the sender never ran out of batches');
+}
+
+async function connect(primary: string, secondary: string, opts: { batchMaxBytes?: number; resyncRateBytes?: number; now?: () => number } = {}): Promise<Sender> {
+  const sender = new Sender({ root: primary, batchMaxBytes: opts.batchMaxBytes ?? 1 << 20, resyncRateBytes: opts.resyncRateBytes ?? 1 << 30, now: opts.now });
+  await sender.start(await inventory(secondary));
+  return sender;
+}
+
+describe('Sender + applyBatch', () => {
+  it('copies a persistent path byte for byte, then tails appends, truncations, rewrites and deletions', async () => {
+    const { primary, secondary } = pair();
+    put(primary, 'spool/p0/000000000001.seg', 'record-1\n');
+    put(primary, 'log/events/w0.20261205T000000000Z-000001.jsonl', '{"a":1}\n');
+    put(primary, 'node-id', 'node-a\n');
+    put(primary, 'mta.lock', '12345\n');
+    put(primary, 'mirror/state.json', '{"role":"primary","epoch":3}');
+    const sender = await connect(primary, secondary, { batchMaxBytes: 5 });
+    await drain(sender, secondary);
+    expect(sums(secondary)).toEqual(sums(primary));
+    // Never replicated: the lock names a local pid, the state is this node's own.
+    expect(existsSync(join(secondary, 'mta.lock'))).toBe(false);
+    expect(existsSync(join(secondary, 'mirror'))).toBe(false);
+    expect(sender.stats()).toMatchObject({ caughtUp: true, lagBytes: 0 });
+
+    appendFileSync(join(primary, 'spool/p0/000000000001.seg'), 'record-2\n');
+    const shipped = await drain(sender, secondary);
+    expect(shipped).toBe('record-2\n'.length);
+    expect(sums(secondary)).toEqual(sums(primary));
+
+    // A torn tail cut by the spool on restart: the secondary follows.
+    truncateSync(join(primary, 'spool/p0/000000000001.seg'), 'record-1\n'.length);
+    await drain(sender, secondary);
+    expect(statSync(join(secondary, 'spool/p0/000000000001.seg')).size).toBe('record-1\n'.length);
+    // Followed as a truncation, not by copying the file again.
+    expect(sender.stats().fullResyncs).toBe(0);
+
+    // A cursor rewritten by rename, a new segment, a deleted event file.
+    put(primary, 'log/events/.cursor.tmp', '{"file":"x","offset":9}');
+    renameSync(join(primary, 'log/events/.cursor.tmp'), join(primary, 'log/events/cursor.json'));
+    put(primary, 'spool/p0/000000000002.seg', Buffer.alloc(1_000, 7));
+    await drain(sender, secondary);
+    expect(sums(secondary)).toEqual(sums(primary));
+    const cursorWas = readFileSync(join(secondary, 'log/events/cursor.json'), 'utf8');
+    put(primary, 'log/events/.cursor.tmp', '{"file":"y","offset":1}');
+    renameSync(join(primary, 'log/events/.cursor.tmp'), join(primary, 'log/events/cursor.json'));
+    await drain(sender, secondary);
+    expect(readFileSync(join(secondary, 'log/events/cursor.json'), 'utf8')).not.toBe(cursorWas);
+    expect(sums(secondary)).toEqual(sums(primary));
+
+    truncateSync(join(primary, 'log/events/w0.20261205T000000000Z-000001.jsonl'), 0);
+    const { rmSync } = await import('node:fs');
+    rmSync(join(primary, 'log/events/w0.20261205T000000000Z-000001.jsonl'));
+    await drain(sender, secondary);
+    expect(existsSync(join(secondary, 'log/events/w0.20261205T000000000Z-000001.jsonl'))).toBe(false);
+    expect(sums(secondary)).toEqual(sums(primary));
+  });
+
+  it('resumes a returning secondary from its own sizes: only the missing bytes travel', async () => {
+    const { primary, secondary } = pair();
+    const seg = 'spool/p0/000000000001.seg';
+    put(primary, seg, Buffer.alloc(50_000, 1));
+    await drain(await connect(primary, secondary), secondary);
+    // The secondary is away while the primary takes more mail.
+    appendFileSync(join(primary, seg), Buffer.alloc(3_000, 2));
+    put(primary, 'spool/p0/000000000002.seg', Buffer.alloc(2_000, 3));
+    const sender = await connect(primary, secondary);
+    expect(await drain(sender, secondary)).toBe(5_000);
+    expect(sums(secondary)).toEqual(sums(primary));
+    expect(sender.stats().fullResyncs).toBe(0);
+  });
+
+  it('copies a diverged file whole (and a file the secondary holds more of), deletes what the primary no longer has', async () => {
+    const { primary, secondary } = pair();
+    const seg = 'spool/p0/000000000001.seg';
+    put(primary, seg, Buffer.alloc(20_000, 1));
+    put(primary, 'spool/p0/000000000002.seg', Buffer.alloc(100, 4));
+    await drain(await connect(primary, secondary), secondary);
+    // The secondary's copy diverged in its last block; it also holds a longer
+    // second segment and a file the primary deleted meanwhile.
+    const diverged = readFileSync(join(secondary, seg));
+    diverged[19_999] = 9;
+    writeFileSync(join(secondary, seg), diverged);
+    appendFileSync(join(secondary, 'spool/p0/000000000002.seg'), 'tail only the secondary has');
+    put(secondary, 'spool/p0/000000000000.seg', 'compacted away on the primary');
+    const sender = await connect(primary, secondary);
+    await drain(sender, secondary);
+    expect(sums(secondary)).toEqual(sums(primary));
+    expect(sender.stats().fullResyncs).toBe(2);
+
+    // A history rewritten on the primary after it was sent (same size): found by the last block's checksum.
+    const now = readFileSync(join(primary, seg));
+    now[19_000] = 5;
+    writeFileSync(join(primary, seg), now);
+    await drain(sender, secondary);
+    expect(sums(secondary)).toEqual(sums(primary));
+    expect(sender.stats().fullResyncs).toBe(3);
+  });
+
+  it('holds full copies to resync_rate (bytes per second of the injected clock)', async () => {
+    const { primary, secondary } = pair();
+    put(primary, 'spool/p0/000000000001.seg', Buffer.alloc(10_000, 1));
+    put(secondary, 'spool/p0/000000000001.seg', Buffer.alloc(10_000, 2));
+    let clock = 1_000_000;
+    const sender = await connect(primary, secondary, { resyncRateBytes: 4_000, now: () => clock });
+    const sizes: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const batch = await sender.next();
+      if (!batch) break;
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+      sizes.push(batch.body.length);
+      clock += 500; // half a second between batches: 2,000 bytes of allowance each
+    }
+    expect(sizes).toEqual([4_000, 2_000, 2_000, 2_000]);
+    expect(sums(secondary)).toEqual(sums(primary));
+    expect(sender.stats()).toMatchObject({ caughtUp: true, lagBytes: 0 });
+  });
+
+  it('measures lag in bytes and seconds until the durable ack', async () => {
+    const { primary, secondary } = pair();
+    let clock = 5_000;
+    const sender = await connect(primary, secondary, { now: () => clock });
+    expect(await sender.next()).toBeUndefined();
+    expect(sender.stats()).toMatchObject({ lagBytes: 0, lagSeconds: 0, caughtUp: true });
+    put(primary, 'spool/p0/000000000001.seg', Buffer.alloc(1_234, 1));
+    const batch = (await sender.next())!;
+    clock += 1_500;
+    expect(sender.stats()).toMatchObject({ lagBytes: 1_234, lagSeconds: 1.5, caughtUp: false });
+    await applyBatch(secondary, batch.ops, batch.body);
+    sender.acked(batch);
+    expect(await sender.next()).toBeUndefined();
+    expect(sender.stats()).toMatchObject({ lagBytes: 0, lagSeconds: 0, caughtUp: true });
+  });
+
+  it('moves durableThrough to a scan\'s time only once every change seen then is acknowledged durable', async () => {
+    const { primary, secondary } = pair();
+    let clock = 10_000;
+    const sender = await connect(primary, secondary, { batchMaxBytes: 1_000, now: () => clock });
+    expect(await sender.next()).toBeUndefined();
+    expect(sender.stats().durableThrough).toBe(10_000);
+    clock = 20_000;
+    put(primary, 'spool/p0/000000000001.seg', Buffer.alloc(1_500, 1));
+    const partial = (await sender.next())!;
+    expect(partial.complete).toBe(false); // 1,000 of 1,500 bytes: the batch limit held some back
+    clock = 21_000;
+    await applyBatch(secondary, partial.ops, partial.body);
+    sender.acked(partial);
+    expect(sender.stats().durableThrough).toBe(10_000);
+    const rest = (await sender.next())!;
+    expect(rest.complete).toBe(true);
+    clock = 22_000;
+    expect(sender.stats().durableThrough).toBe(10_000); // sent, not yet durable
+    await applyBatch(secondary, rest.ops, rest.body);
+    sender.acked(rest);
+    expect(sender.stats().durableThrough).toBe(21_000);
+  });
+});
+
+describe('applyBatch', () => {
+  it('refuses a batch whose bytes do not match their checksum, and paths outside the persistent path', async () => {
+    const { secondary } = pair();
+    const body = Buffer.from('abc');
+    await expect(applyBatch(secondary, [{ op: 'write', path: 'spool/p0/000000000001.seg', offset: 0, len: 3, sha256: 'f'.repeat(64) }], body)).rejects.toMatchObject({ code: 'EMIRRORSUM' });
+    expect(() => parseOps([{ op: 'write', path: '../etc/passwd', offset: 0, len: 3, sha256: 'x' }], 3)).toThrow(expect.objectContaining({ code: 'EMIRRORPATH' }));
+    expect(() => parseOps([{ op: 'delete', path: 'mirror/state.json' }], 0)).toThrow(expect.objectContaining({ code: 'EMIRRORPATH' }));
+    expect(() => parseOps([{ op: 'delete', path: '/abs' }], 0)).toThrow(expect.objectContaining({ code: 'EMIRRORPATH' }));
+    expect(() => parseOps([{ op: 'write', path: 'a.seg', offset: 0, len: 5, sha256: 'x' }], 3)).toThrow(expect.objectContaining({ code: 'EMIRRORBATCH' }));
+  });
+});
