@@ -7,6 +7,7 @@ import pino from 'pino';
 import { AdminServer } from '../../../../runtime/mta/admin/admin-server';
 import { EventLog, eventsDir, listEventFiles } from '../../../../runtime/mta/events/event-log';
 import { EventService, type EventsStatus } from '../../../../runtime/mta/events/event-service';
+import { endCursor } from '../../../../runtime/mta/events/log-reader';
 import type { BuiltSinks, RegistryDeps } from '../../../../runtime/mta/events/sinks';
 import type { NewEvent, ShipSource } from '../../../../runtime/mta/events/types';
 import { parseConfig } from '../../../../runtime/shared/config/load';
@@ -72,7 +73,8 @@ test('a sink past events.max_queue has its oldest files skipped, loudly: error l
   service.start();
   for (let i = 0; i < 30; i++) await writer.write([event(i)]); // never waits on a sink
   await waitUntil(() => fast.events().length === 30);
-  await waitUntil(() => existsSync(join(dir, 'skipped.jsonl')), 5000);
+  // The durable record is written before the error line: wait for both.
+  await waitUntil(() => existsSync(join(dir, 'skipped.jsonl')) && lines.some((l) => l.level === 50 && String(l.msg).includes('max_queue')), 5000);
   const record = JSON.parse(readFileSync(join(dir, 'skipped.jsonl'), 'utf8').split('\n')[0]) as { sink: string; events: number; first_time: string; last_time: string; files: { file: string; from: number; to: number }[] };
   expect(record.sink).toBe('slow');
   // The record counts exactly the lines of the ranges it names.
@@ -152,7 +154,8 @@ test('status and replay through the admin API and the CLI: a replay resends a wi
   for (let i = 0; i < 10; i++) await s.writer.write([event(i)]);
   await waitUntil(() => sink.events().length === 10);
   const cursorFile = join(s.dir, 'cursors', 'hook.json');
-  await waitUntil(() => existsSync(cursorFile) && (JSON.parse(readFileSync(cursorFile, 'utf8')) as { producers: { w0?: unknown } }).producers.w0 !== undefined);
+  // The cursor past all ten (batches of 3 move it four times): only then does it stand still.
+  await waitUntil(() => existsSync(cursorFile) && (JSON.parse(readFileSync(cursorFile, 'utf8')) as { producers: { w0?: { offset: number } } }).producers.w0?.offset === endCursor(s.dir).w0.offset);
   const cursorBefore = (JSON.parse(readFileSync(cursorFile, 'utf8')) as { producers: unknown }).producers;
   const admin = new AdminServer(
     {
