@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { errorCode, VolleyError } from '../../shared/errors';
+import type { AckedAhead } from './dispatcher';
 import type { Cursor } from './log-reader';
 
 /** Writes `body` to `path` so that a crash leaves the old content or the new. */
@@ -63,7 +64,25 @@ export class CursorStore {
     }
   }
 
-  async save(sink: string, cursor: Cursor): Promise<void> {
-    await writeFileDurably(this.path(sink), `${JSON.stringify({ sink, updated: new Date().toISOString(), producers: cursor })}\n`);
+  /** What the sink acknowledged ahead of its cursor when it was saved (none: undefined). */
+  loadAcked(sink: string): AckedAhead | undefined {
+    let body: { acked?: AckedAhead };
+    try {
+      body = JSON.parse(readFileSync(this.path(sink), 'utf8')) as { acked?: AckedAhead };
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return undefined;
+      throw new VolleyError('ECURSOR', `the cursor of event sink "${sink}" (${this.path(sink)}) is unreadable: ${(err as Error).message}`, { cause: err });
+    }
+    const a = body.acked;
+    if (a === undefined) return undefined;
+    if (!Array.isArray(a.ids) || !a.ids.every((id) => typeof id === 'string') || !a.until || typeof a.until !== 'object') {
+      throw new VolleyError('ECURSOR', `the cursor of event sink "${sink}" (${this.path(sink)}) has an unreadable "acked"; remove it to start the sink at the end of the log (and replay what it missed)`);
+    }
+    return a;
+  }
+
+  /** The cursor, and the events acknowledged ahead of it (batches acknowledged out of order): a restart sends neither again. */
+  async save(sink: string, cursor: Cursor, acked?: AckedAhead): Promise<void> {
+    await writeFileDurably(this.path(sink), `${JSON.stringify({ sink, updated: new Date().toISOString(), producers: cursor, ...(acked ? { acked } : {}) })}\n`);
   }
 }

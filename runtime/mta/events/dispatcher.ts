@@ -3,7 +3,9 @@
 // most batchSize and hands up to `concurrency` of them to the sink at once.
 // What is ready is sent at once (a batch is not held to fill up), and the
 // cursor moves past a batch only when it and every batch before it are
-// acknowledged, so a restart repeats at most what was in flight. Each sink
+// acknowledged; batches acknowledged out of order ahead of it are saved with
+// the cursor by their event ids and passed over after a restart, so a restart
+// repeats only what was in flight (never acknowledged). Each sink
 // has its own dispatcher and reader: a slow or dead sink holds up no other
 // sink, and no mail (the writers never wait on a reader).
 import { open } from 'node:fs/promises';
@@ -13,6 +15,17 @@ import type { FilterConfig } from '../../shared/config/events';
 import { matchesFilter } from './filter';
 import { compareFiles, copyCursor, LogReader, type Cursor, type UnreadSpan } from './log-reader';
 import type { EventSink, VolleyEvent } from './types';
+
+/**
+ * Batches acknowledged ahead of the cursor (a batch before them still in
+ * flight), saved with it: a restart passes these events over instead of
+ * sending them again. `until` is the furthest position they came from: once
+ * the cursor is past it, none of them can be read again.
+ */
+export interface AckedAhead {
+  ids: string[];
+  until: Cursor;
+}
 
 /** What the bound skipped for a sink: one line of `<events>/skipped.jsonl`. */
 export interface SkipRecord {
@@ -33,8 +46,10 @@ export interface DispatcherOptions {
   filter?: FilterConfig;
   /** Where reading starts (the sink's durable cursor). */
   position: Cursor;
-  /** Makes a committed position durable (the cursor store); a replay has none. */
-  commit?: (c: Cursor) => Promise<void>;
+  /** Makes a committed position durable (the cursor store), with what was acknowledged ahead of it; a replay has none. */
+  commit?: (c: Cursor, acked?: AckedAhead) => Promise<void>;
+  /** What the last run had acknowledged ahead of its cursor (saved by commit): not sent again. */
+  acked?: AckedAhead;
   /** Unread bytes past which the oldest closed files are skipped (events.max_queue); none for a replay. */
   maxQueue?: number;
   /** Records a skip durably (skipped.jsonl); called before the reader moves past. */
@@ -66,6 +81,10 @@ export interface DispatcherStatus {
 
 interface Pending {
   done: boolean;
+  /** A batch's event ids: saved while it is acknowledged ahead of the cursor. */
+  ids?: string[];
+  /** Events the last run had acknowledged, passed over among this entry's lines: forgotten once the cursor passes it. */
+  passed?: string[];
   /** The reader's position after this batch (or after a run of lines the filter left out). */
   position: Cursor;
   events: number;
@@ -94,6 +113,11 @@ export class Dispatcher {
   private skipped = 0;
   private lastSkip?: SkipRecord;
   private corrupt = 0;
+  /** The last run's acknowledged-ahead ids not yet passed by the cursor, and how far they reach. */
+  private readonly carried: Set<string>;
+  private carriedUntil: Cursor;
+  /** Carried ids read since the last entry was cut: they belong to the next one. */
+  private passing: string[] = [];
   private finish?: () => void;
   /** A replay: resolves when every event up to `until` is acknowledged. */
   readonly finished: Promise<void>;
@@ -102,6 +126,8 @@ export class Dispatcher {
     this.now = options.now ?? Date.now;
     this.pollMs = options.pollMs ?? 50;
     this.committed = copyCursor(options.position);
+    this.carried = new Set(options.acked?.ids ?? []);
+    this.carriedUntil = copyCursor(options.acked?.until ?? {});
     this.reader = new LogReader(options.dir, options.position, options.until);
     this.finished = new Promise((resolve) => (this.finish = resolve));
   }
@@ -165,6 +191,9 @@ export class Dispatcher {
       await this.bound(this.options.maxQueue);
     }
     if (this.inFlight >= sink.concurrency) return false;
+    // Read-ahead past a batch still in flight is bounded: what is acknowledged
+    // ahead of the cursor is saved with it, id by id, and must stay small.
+    if (this.order.some((p) => !p.done) && this.ackedAheadEvents() >= sink.batchSize * sink.concurrency * AHEAD_BATCHES) return false;
     const { lines, more } = await this.reader.read(sink.batchSize - this.lines.length);
     for (const line of lines) {
       this.readBytes += line.length + 1;
@@ -179,6 +208,11 @@ export class Dispatcher {
         continue;
       }
       if (!matchesFilter(this.options.filter, event)) continue;
+      if (this.carried.has(event.event_id)) {
+        // Acknowledged before the last restart, ahead of the cursor it saved: not sent again.
+        this.passing.push(event.event_id);
+        continue;
+      }
       if (this.options.from !== undefined && !(Date.parse(event.time) >= this.options.from)) continue;
       if (this.lines.length === 0) this.firstAt = this.now();
       this.lines.push(line);
@@ -197,7 +231,7 @@ export class Dispatcher {
     const pos = this.reader.position();
     const last = this.order.at(-1)?.position ?? this.committed;
     if (samePosition(pos, last)) return;
-    this.order.push({ done: true, position: pos, events: 0 });
+    this.order.push({ done: true, position: pos, events: 0, passed: this.takePassing() });
     this.advance();
   }
 
@@ -205,7 +239,7 @@ export class Dispatcher {
     const batch = { events: this.events, lines: this.lines };
     this.lines = [];
     this.events = [];
-    const entry: Pending = { done: false, position: this.reader.position(), events: batch.events.length, firstTime: batch.events[0]?.time };
+    const entry: Pending = { done: false, position: this.reader.position(), events: batch.events.length, firstTime: batch.events[0]?.time, ids: batch.events.map((e) => e.event_id), passed: this.takePassing() };
     this.order.push(entry);
     this.inFlight++;
     this.deliver(entry, batch);
@@ -216,7 +250,8 @@ export class Dispatcher {
       () => {
         entry.done = true;
         this.inFlight--;
-        this.advance();
+        // Acknowledged ahead of one still in flight: saved too, so a restart does not send it again.
+        this.advance(this.order[0] !== undefined && !this.order[0].done);
         this.wakeUp?.();
       },
       (err: unknown) => {
@@ -232,14 +267,41 @@ export class Dispatcher {
     );
   }
 
-  /** Moves the committed cursor over the acknowledged head of the order, and saves it. */
-  private advance(): void {
+  /** Moves the committed cursor over the acknowledged head of the order, and saves it (also when `force`: what is acknowledged ahead changed). */
+  private advance(force = false): void {
     let moved = false;
     while (this.order[0]?.done) {
-      this.committed = this.order.shift()!.position;
+      const head = this.order.shift()!;
+      this.committed = head.position;
+      for (const id of head.passed ?? []) this.carried.delete(id);
       moved = true;
     }
-    if (moved && this.options.commit) this.save();
+    // Past where the last run's ids came from: none of them can be read again (a file removed under us, the bound).
+    if (this.carried.size > 0 && covers(this.committed, this.carriedUntil)) this.carried.clear();
+    if ((moved || force) && this.options.commit) this.save();
+  }
+
+  private takePassing(): string[] | undefined {
+    if (this.passing.length === 0) return undefined;
+    const p = this.passing;
+    this.passing = [];
+    return p;
+  }
+
+  private ackedAheadEvents(): number {
+    return this.order.reduce((n, p) => n + (p.done ? p.events : 0), 0);
+  }
+
+  /** What is acknowledged ahead of the committed cursor: done batches behind one in flight, and the last run's not yet passed. */
+  private ackedAhead(): AckedAhead | undefined {
+    const ids = [...this.carried];
+    let until = this.carried.size > 0 ? copyCursor(this.carriedUntil) : {};
+    for (const p of this.order) {
+      if (!p.done || !p.ids) continue;
+      ids.push(...p.ids);
+      until = furthest(until, p.position);
+    }
+    return ids.length > 0 ? { ids, until } : undefined;
   }
 
   /** One cursor write at a time; the latest position wins. */
@@ -253,7 +315,7 @@ export class Dispatcher {
       do {
         this.dirty = false;
         try {
-          await commit(copyCursor(this.committed));
+          await commit(copyCursor(this.committed), this.ackedAhead());
         } catch (err) {
           // Not fatal: the cursor on disk is older, so a restart repeats more. Tried again with the next batch.
           this.options.logger.error({ err, sink: this.name }, 'events: could not save the sink cursor');
@@ -306,6 +368,25 @@ export class Dispatcher {
       this.wakeUp = done;
     });
   }
+}
+
+/** Batches' worth (of batch_size x concurrency) read and acknowledged past one still in flight before reading stops. */
+const AHEAD_BATCHES = 4;
+
+function comparePositions(a: { file: string; offset: number }, b: { file: string; offset: number }): number {
+  return compareFiles(a.file, b.file) || a.offset - b.offset;
+}
+
+/** `a` is at or past `b` for every producer `b` names. */
+function covers(a: Cursor, b: Cursor): boolean {
+  return Object.entries(b).every(([p, pos]) => a[p] !== undefined && comparePositions(a[p], pos) >= 0);
+}
+
+/** Per producer, the further of the two positions. */
+function furthest(a: Cursor, b: Cursor): Cursor {
+  const out = copyCursor(a);
+  for (const [p, pos] of Object.entries(b)) if (!out[p] || comparePositions(pos, out[p]) > 0) out[p] = { file: pos.file, offset: pos.offset };
+  return out;
 }
 
 function samePosition(a: Cursor, b: Cursor): boolean {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import pino from 'pino';
 import { CursorStore } from '../../../../runtime/mta/events/cursor-store';
-import { Dispatcher } from '../../../../runtime/mta/events/dispatcher';
+import { Dispatcher, type AckedAhead } from '../../../../runtime/mta/events/dispatcher';
 import { EventLog } from '../../../../runtime/mta/events/event-log';
 import { endCursor, type Cursor } from '../../../../runtime/mta/events/log-reader';
 import type { NewEvent } from '../../../../runtime/mta/events/types';
@@ -46,6 +46,43 @@ test('the cursor survives a restart: after it, the sink gets what came since and
   await waitUntil(() => again.events().length >= 7);
   await d2.close();
   expect(msgIds(again)).toEqual(range(25, 32).map((e) => e.message_id));
+  await log.close();
+});
+
+test('batches acknowledged ahead of one still in flight are not sent again after a restart, nor after a second one before the cursor passes them', async () => {
+  const dir = join(root, 'ahead');
+  const log = writer(dir);
+  const store = new CursorStore(dir);
+  const persist = { commit: (c: Cursor, a?: AckedAhead) => store.save('hook', c, a) };
+  await log.write(range(0, 8));
+  const sink = new MemorySink('hook', 'hold', 2, 3);
+  const d1 = dispatcher(dir, sink, { ...persist });
+  d1.start();
+  await waitUntil(() => sink.held.length === 3);
+  // The second and third are acknowledged, the first never is: the cursor stays before all three.
+  sink.release(1);
+  sink.release(1);
+  await waitUntil(() => store.loadAcked('hook')?.ids.length === 4);
+  const acked = sink.events().map((e) => e.message_id);
+  await d1.close();
+
+  // A restart: the first batch is sent again, the two acknowledged ones are not; then it stops again before acknowledging anything.
+  const again = new MemorySink('hook', 'hold', 2, 1);
+  const d2 = dispatcher(dir, again, { ...persist, position: store.load('hook')!, acked: store.loadAcked('hook') });
+  d2.start();
+  await waitUntil(() => again.held.length === 1);
+  expect(again.held[0].batch.events.map((e) => e.message_id)).toEqual(['m0', 'm1']);
+  await d2.close();
+
+  const last = new MemorySink('hook', 'ack', 2, 1);
+  const d3 = dispatcher(dir, last, { ...persist, position: store.load('hook')!, acked: store.loadAcked('hook') });
+  d3.start();
+  await waitUntil(() => msgIds(last).length === 4);
+  expect(msgIds(last)).toEqual(['m0', 'm1', 'm6', 'm7']);
+  expect(msgIds(last).filter((m) => acked.includes(m))).toEqual([]);
+  // Once the cursor is past them, nothing acknowledged ahead is kept.
+  await waitUntil(() => store.loadAcked('hook') === undefined);
+  await d3.close();
   await log.close();
 });
 
@@ -100,9 +137,10 @@ test('batches in flight up to concurrency; the cursor moves in log order even wh
   const dir = join(root, 'order');
   const log = writer(dir);
   const saved: Cursor[] = [];
+  const ahead: (AckedAhead | undefined)[] = [];
   const sink = new MemorySink('hook', 'hold', 2, 3);
   const start = endCursor(dir);
-  const d = dispatcher(dir, sink, { commit: async (c) => void saved.push(c) });
+  const d = dispatcher(dir, sink, { commit: async (c, acked) => void (saved.push(c), ahead.push(acked)) });
   await log.write(range(0, 8));
   d.start();
   await waitUntil(() => sink.held.length === 3);
@@ -110,13 +148,17 @@ test('batches in flight up to concurrency; the cursor moves in log order even wh
   expect(sink.offered).toHaveLength(3);
   expect(d.position()).toEqual(start);
   // The third is acknowledged first: the cursor may not pass the first two.
+  // It is saved beside the unmoved cursor by its event ids, so a restart does not send it again.
+  const third = sink.held[2].batch.events.map((e) => e.event_id);
   sink.release(2);
-  await new Promise((r) => setImmediate(r));
-  expect(d.position()).toEqual(start);
-  expect(saved).toEqual([]);
-  await waitUntil(() => sink.offered.length === 4); // its slot went to the fourth batch
-  sink.release(0); // the first: the cursor moves past it alone
   await waitUntil(() => saved.length >= 1);
+  expect(d.position()).toEqual(start);
+  expect(saved[0]).toEqual(start);
+  expect(ahead[0]?.ids).toEqual(third);
+  await waitUntil(() => sink.offered.length === 4); // its slot went to the fourth batch
+  const before = saved.length;
+  sink.release(0); // the first: the cursor moves past it alone
+  await waitUntil(() => saved.length > before && saved.at(-1)!.w0 !== undefined);
   const afterFirst = d.position().w0.offset;
   expect(afterFirst).toBeGreaterThan(0);
   sink.release(0); // the second: now past the third as well

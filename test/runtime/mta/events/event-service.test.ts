@@ -73,7 +73,8 @@ test('a sink past events.max_queue has its oldest files skipped, loudly: error l
   service.start();
   for (let i = 0; i < 30; i++) await writer.write([event(i)]); // never waits on a sink
   await waitUntil(() => fast.events().length === 30);
-  await waitUntil(() => existsSync(join(dir, 'skipped.jsonl')), 5000);
+  // The durable record is written before the error line: wait for both.
+  await waitUntil(() => existsSync(join(dir, 'skipped.jsonl')) && lines.some((l) => l.level === 50 && String(l.msg).includes('max_queue')), 5000);
   const record = JSON.parse(readFileSync(join(dir, 'skipped.jsonl'), 'utf8').split('\n')[0]) as { sink: string; events: number; first_time: string; last_time: string; files: { file: string; from: number; to: number }[] };
   expect(record.sink).toBe('slow');
   // The record counts exactly the lines of the ranges it names.
