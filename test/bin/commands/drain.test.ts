@@ -275,18 +275,20 @@ test('SIGKILL of the drain mid-batch, then the MTA started instead of a rerun: w
   mtas.push(again);
   const count = async (): Promise<number> =>
     ((await (await fetch(`${again.adminUrl}/queue`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { queued: number }).queued;
-  // Settled: what A has is removed here, and the journal retired (its last step, after the removal).
+  // Settled for what A has: removed here. (Other batches the killed drain had
+  // journaled but A never committed stay held, journal and all, until their last
+  // request is two minutes old: how many there are depends on timing, so the
+  // journal itself may or may not be retired by now.)
   let n = -1;
   const poll = setInterval(() => void count().then((c) => (n = c), () => undefined), 100);
   try {
-    await waitUntil(() => n === left.length - atA.length && !existsSync(join(src.pp, 'drain', 'journal.jsonl')), 30_000, () => `queued ${n}, journal ${existsSync(join(src.pp, 'drain', 'journal.jsonl'))}`);
+    await waitUntil(() => n === left.length - atA.length, 30_000, () => `queued ${n}`);
   } finally {
     clearInterval(poll);
   }
   await again.stop();
   const after = await spoolIds(src.pp);
   expect(after.filter((id) => a.queued.has(id))).toEqual([]);
-  expect(existsSync(join(src.pp, 'drain', 'journal.jsonl'))).toBe(false);
 }, 120_000);
 
 test('SIGTERM mid-drain: a clean stop with exit 42, what was acknowledged is removed, the rest is still queued and a restarted MTA has it', async () => {
