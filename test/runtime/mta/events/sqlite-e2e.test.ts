@@ -54,8 +54,8 @@ routes:
 delivery: { retry: [1h] }
 events:
   sinks:
-    # Small files: the schema alone is ~70KB (a page per index), so a file holds a few dozen rows; idle ones close after 2 s.
-    - { name: acct, type: sqlite, max_size: 96KB, max_age: 2s }
+    # Small files: an open file's schema is a few pages (its readers' indexes come at the close), so a file holds a few dozen rows; idle ones close after 2 s.
+    - { name: acct, type: sqlite, max_size: 16KB, max_age: 2s }
 `),
   );
   mta = await startMta({ configPath: config, persistentPath: persistent, workers: 2 });
