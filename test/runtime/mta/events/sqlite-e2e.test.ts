@@ -104,7 +104,14 @@ function expectRowsEqualLines(lines: Map<string, string>): void {
 const hashes = new Map<string, string>();
 
 test('a run of delivered, failed and deferred mail: every event-log line is one row of the accounting files, and every row a line', async () => {
-  await Promise.all([send(150, 'ok.test'), send(60, 'bad.test'), send(60, 'down.test')]);
+  // One run at a time, each taken by the sink before the next: at least a
+  // batch each, so at least three rotations by size however fast the
+  // machine is (sent at once, the sink's 200 ms batches could take them all in two).
+  await send(150, 'ok.test');
+  await settle(150);
+  await send(60, 'bad.test');
+  await settle(210);
+  await send(60, 'down.test');
   const lines = await settle(270);
   const parsed = [...lines.values()].map((l) => JSON.parse(l) as { status: string; recipient: string });
   const count = (status: string, domain: string) => parsed.filter((e) => e.status === status && e.recipient.endsWith(`@${domain}`)).length;
@@ -126,7 +133,9 @@ test('a run of delivered, failed and deferred mail: every event-log line is one 
 
 test('a closed file is never written again: the same sha256 after a further run with more rotations', async () => {
   const before = files(CLOSED_RE).length;
-  await Promise.all([send(120, 'ok.test'), send(30, 'bad.test')]);
+  await send(120, 'ok.test');
+  await settle(390);
+  await send(30, 'bad.test');
   const lines = await settle(420);
   // Let the idle file pass its age so the run's last rows are in a closed file too.
   await waitUntil(() => files(OPEN_RE).length === 0, 20_000, () => `open: ${files(OPEN_RE).join(', ')}`);
