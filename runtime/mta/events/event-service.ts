@@ -92,7 +92,7 @@ export class EventService {
     this.retention = new Retention({
       dir: this.dir,
       logger,
-      positions: () => [...this.running.values()].flatMap((r) => [r.dispatcher.position(), ...(r.replay ? [r.replay.dispatcher.position()] : [])]),
+      positions: () => [...this.running.values()].flatMap((r) => [r.dispatcher.durablePosition(), ...(r.replay ? [r.replay.dispatcher.durablePosition()] : [])]),
       hasBatchSinks: config.events.sinks.some((s) => s.type !== 's3'),
       shipsEvents: s3?.ship.includes('events') ?? false,
       keepLocal: s3?.keepLocal ?? false,

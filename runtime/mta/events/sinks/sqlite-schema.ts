@@ -49,9 +49,19 @@ CREATE TABLE IF NOT EXISTS events (
   metadata TEXT,
   json TEXT NOT NULL
 );
-${INDEXED.map((c) => `CREATE INDEX IF NOT EXISTS events_${c} ON events(${c});`).join('\n')}
 PRAGMA user_version = ${SCHEMA_VERSION};
 `;
+
+/**
+ * The reader's indexes, created when a file is closed, not when it is opened:
+ * an open file carries only the UNIQUE event_id index INSERT OR IGNORE needs,
+ * because 14 more indexes cost each row ~14 B-tree inserts on the primary's
+ * event loop (~30 µs a row, the events' largest cost per message). Built at
+ * the close, each index is one sort of the file's rows. Only closed files are
+ * read (a sidecar, the S3 shipper), and every closed file has them all.
+ * IF NOT EXISTS: a file written by an older build already has them.
+ */
+export const INDEX_SQL = INDEXED.map((c) => `CREATE INDEX IF NOT EXISTS events_${c} ON events(${c});`).join('\n');
 
 /**
  * INSERT OR IGNORE: a batch delivered again (the sink crashed after its commit

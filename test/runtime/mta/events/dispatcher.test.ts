@@ -86,6 +86,33 @@ test('batches acknowledged ahead of one still in flight are not sent again after
   await log.close();
 });
 
+test('cursor writes are coalesced: many batches acknowledged within one window make one write, and close() writes the last position', async () => {
+  const dir = join(root, 'coalesce');
+  const log = writer(dir);
+  const saved: Cursor[] = [];
+  // One event a batch, one at a time: 40 acknowledgements, each moving the cursor.
+  const sink = new MemorySink('hook', 'ack', 1, 1);
+  const now = 1_000_000; // a clock that never reaches the window's end: only close() may write again
+  const d = dispatcher(dir, sink, { now: () => now, saveEveryMs: 60_000, commit: async (c) => void saved.push(c) });
+  await log.write(range(0, 40));
+  d.start();
+  try {
+    await waitUntil(() => sink.acked.length === 40 && d.position().w0?.offset === endCursor(dir).w0.offset);
+    await new Promise((r) => setImmediate(r));
+    // The first acknowledgement is written at once; the 39 after it wait for the window.
+    expect(saved).toHaveLength(1);
+    expect(saved[0].w0.offset).toBeLessThan(endCursor(dir).w0.offset);
+    // Retention deletes only behind what a restart would start from.
+    expect(d.durablePosition()).toEqual(saved[0]);
+  } finally {
+    await d.close();
+  }
+  expect(saved).toHaveLength(2);
+  expect(saved[1]).toEqual(endCursor(dir));
+  expect(d.durablePosition()).toEqual(endCursor(dir));
+  await log.close();
+});
+
 test('what is ready is sent at once, not held until the batch fills or max_wait passes', async () => {
   const dir = join(root, 'ready');
   const log = writer(dir);

@@ -127,6 +127,30 @@ test('a batch delivered twice adds no rows', async () => {
   expect(query(closed(dir)[0], 'SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events')).toEqual([{ n: 40, d: 40 }]);
 });
 
+/** What sqlite3's `.indexes` lists for a file, sorted. */
+function indexes(file: string): string[] {
+  return execFileSync('sqlite3', ['-readonly', file, '.indexes'], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).sort();
+}
+
+const READER_INDEXES = ['bounce_category', 'campaign', 'domain', 'enhanced_code', 'kind', 'message_id', 'mx_host', 'recipient', 'sending_ip', 'smtp_code', 'status', 'tenant', 'time', 'vmta'].map((c) => `events_${c}`);
+
+test('an open file carries only the unique event_id index; the file is closed with every index, built then', async () => {
+  const { dir, config, deps } = setup();
+  const sink = createSqliteSink(config, deps);
+  await sink.deliver(sampleBatch(0, 50));
+  const [open] = readdirSync(dir).filter((f) => f.endsWith('.open.sqlite')).map((f) => join(dir, f));
+  // What writing needs: the UNIQUE(event_id) index INSERT OR IGNORE relies on, nothing per reader column.
+  expect(indexes(open)).toEqual(['sqlite_autoindex_events_1']);
+  await sink.deliver(sampleBatch(1, 50));
+  await sink.close();
+  const [file] = closed(dir);
+  expect(indexes(file)).toEqual([...READER_INDEXES, 'sqlite_autoindex_events_1'].sort());
+  // Built over every row, not only those written after it: the planner uses it and finds them all.
+  expect(execFileSync('sqlite3', ['-readonly', file, "EXPLAIN QUERY PLAN SELECT count(*) FROM events WHERE domain = 'gmail.com'"], { encoding: 'utf8' })).toContain('USING COVERING INDEX events_domain');
+  expect(query(file, "SELECT count(*) AS n FROM events INDEXED BY events_kind WHERE kind = 'delivery'")).toEqual(query(file, "SELECT count(*) AS n FROM events NOT INDEXED WHERE kind = 'delivery'"));
+  expect(query(file, 'PRAGMA integrity_check')).toEqual([{ integrity_check: 'ok' }]);
+});
+
 test('a closed file never changes: same sha256 after more writes, rotations and a reader', async () => {
   const { dir, config, deps } = setup({ maxSize: 64 * 1024 });
   const sink = createSqliteSink(config, deps);
@@ -276,6 +300,8 @@ test('leftovers at start: an older .open is closed, an unreadable one is moved a
   const names = readdirSync(dir).sort();
   expect(names).toEqual(['acct.20200101T000000000Z.broken.sqlite', 'acct.20261205T040000000Z.sqlite', 'acct.20261205T040000001Z.open.sqlite', 'acct.20261205T040000001Z.open.sqlite-wal', 'acct.20261205T040000001Z.open.sqlite-shm'].sort());
   expect(query(join(dir, 'acct.20261205T040000000Z.sqlite'), 'SELECT event_id FROM events ORDER BY id')).toEqual(['b0-0', 'b0-1', 'b0-2'].map((event_id) => ({ event_id })));
+  // Closed at start is closed all the same: with the readers' indexes.
+  expect(indexes(join(dir, 'acct.20261205T040000000Z.sqlite'))).toEqual([...READER_INDEXES, 'sqlite_autoindex_events_1'].sort());
   const source = restarted.shipSource();
   expect(await source.closedFiles()).toEqual([join(dir, 'acct.20261205T040000000Z.sqlite')]);
   await restarted.deliver(sampleBatch(2, 3));
