@@ -206,7 +206,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         // `volley drain`: no more mail in, nothing new out. The attempts in flight finish and are
         // recorded (their events too); the drain asks again until none is left (the answer says how many).
         intake.draining = true;
-        engine.pause();
+        engine.pauseForDrain();
         const { inflight, unrecorded } = engine.status();
         return { draining: true, queued: spool.size, inflight: inflight + unrecorded };
       }

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { measureBacklogDrain } from './backlog';
+import { measureDrain } from './drain';
 import { measureEndToEnd } from './e2e';
 import { eventsFigures, measureEndToEndWithEvents, measureWebhookRate, type EventsE2eResult, type WebhookRateResult } from './events';
 import { measureNodeFloor, measureToolsCeiling } from './floor';
@@ -231,6 +232,12 @@ async function main(): Promise<void> {
     startup_1m_rss_mb: startup.rssMb,
     ...events.figures,
   };
+  // The drain (issue 17): 20,000 2 KB messages, one MTA to one destination MTA's drain endpoint.
+  stage = 'drain';
+  const drained = await measureDrain({ messages: LOAD.messages, sizeBytes: LOAD.sizeBytes });
+  partial.drain_msgs_per_s = drained.msgsPerSec;
+  line(`drain of ${LOAD.messages} 2 KB messages, one MTA to one destination MTA over HTTPS: ${drained.msgsPerSec} msg/s (move ${drained.moveMs} ms; whole command ${drained.commandMs} ms)`);
+  Object.assign(bench, { drain_msgs_per_s: drained.msgsPerSec });
   line(`BENCH ${JSON.stringify(bench)}`);
   clearTimeout(watchdog);
 }

@@ -4,7 +4,10 @@
 // a peer whose host died or whose cable was pulled (what SIGSTOP does to a
 // process, without a stopped process left to resume). thaw() lets new
 // connections through again ("the network is back"); the frozen ones stay
-// silent, as a connection through a dead host does.
+// silent, as a connection through a dead host does. `onData` sees every
+// chunk before it is forwarded (which way it goes, and the bytes), so a test
+// can act at a chosen moment of a conversation: freeze as an answer comes
+// back, or kill a client while its request is on the way.
 import { connect, createServer, type Socket } from 'node:net';
 import { listen } from '../../runtime/shared/listen';
 
@@ -17,14 +20,20 @@ export interface FreezableRelay {
   close(): Promise<void>;
 }
 
-export async function startFreezableRelay(target: { host: string; port: number }): Promise<FreezableRelay> {
+export type RelayDirection = 'up' | 'down';
+
+export async function startFreezableRelay(
+  target: { host: string; port: number },
+  onData?: (direction: RelayDirection, chunk: Buffer, connection: number) => void,
+): Promise<FreezableRelay> {
   const sockets = new Set<Socket>();
   let frozen = false;
   let accepted = 0;
   // Pairs frozen for good: a frozen connection never speaks again.
   const dead = new WeakSet<Socket>();
-  const pipe = (from: Socket, to: Socket): void => {
+  const pipe = (from: Socket, to: Socket, direction: RelayDirection, connection: number): void => {
     from.on('data', (chunk: Buffer) => {
+      if (!dead.has(from)) onData?.(direction, chunk, connection);
       if (frozen) dead.add(from).add(to);
       if (!dead.has(from) && !to.destroyed) to.write(chunk);
     });
@@ -43,8 +52,8 @@ export async function startFreezableRelay(target: { host: string; port: number }
       s.once('close', () => sockets.delete(s));
       if (frozen) dead.add(s);
     }
-    pipe(client, upstream);
-    pipe(upstream, client);
+    pipe(client, upstream, 'up', accepted);
+    pipe(upstream, client, 'down', accepted);
   });
   const port = await listen(server, 0, '127.0.0.1');
   return {

@@ -142,6 +142,18 @@ export class DeliveryEngine {
     this.timerAt = Infinity;
   }
 
+  /**
+   * `volley drain`: holds all delivery and gives back the jobs that wait for
+   * a slot, a throttle or an operator's pause (abandoned as on a stop: their
+   * messages wait for their turn as they were). Such a job never starts while
+   * paused, so counted in flight it would make the drain wait for it forever;
+   * only transactions under way finish.
+   */
+  pauseForDrain(): void {
+    this.pause();
+    this.abandonQueued();
+  }
+
   resume(): void {
     this.paused = false;
     this.arm();

@@ -263,7 +263,9 @@ test('SIGKILL of the drain mid-batch, then the MTA started instead of a rerun: w
   const src = await sourceMta();
   await queued(src.mta, 30);
   const a = await destination();
-  const first = drain(src, [a.label]);
+  // One batch in flight: with two, the second may be journaled and never reach A, and what A lacks is
+  // released only once the drain's last request is 2 minutes old (reconcile.ts), past this test's wait.
+  const first = drain(src, [a.label], ['--concurrency', '1']);
   a.onBatch = () => first.proc.kill('SIGKILL'); // the first batch is committed at A, unheard
   expect((await first.done).signal).toBe('SIGKILL');
   a.onBatch = undefined;
@@ -354,10 +356,9 @@ test('a destination that refuses for good (wrong secret): exit 12 with the reaso
 }, 120_000);
 
 /**
- * The MTA's admin API as far as the event wait uses it, with an event sink
- * that never gets its 5 events out. A stand-in until GET /events/status (the
- * event queue, merged separately) is in this branch: the lead runs these two
- * against the real one (a webhook sink on a closed port) after the merge.
+ * The MTA's admin API as far as `volley drain` uses it (it records the calls),
+ * for a test that must show the node is not touched. The event wait against a
+ * real event sink that is down is in drain-real.test.ts.
  */
 async function adminWithStuckEvents(): Promise<{ server: Server; address: string; calls: string[] }> {
   const calls: string[] = [];
@@ -399,32 +400,6 @@ function mkdirp(dir: string): string {
   mkdirSync(dir, { recursive: true });
   return dir;
 }
-
-test('events that do not get out: the drain waits, then exits 10 at --max-event-wait and gives the node back (intake and delivery resumed, the MTA not stopped)', async () => {
-  const admin = await adminWithStuckEvents();
-  try {
-    const r = await drainAgainst(admin.address, mkdirp(join(root, `pp-ev-${++runs}`)), ['--max-event-wait', '1s']);
-    expect({ code: r.code, stderr: r.code === 10 ? '' : r.stderr }).toEqual({ code: 10, stderr: '' });
-    expect(r.stderr).toContain('hook');
-    expect(admin.calls).toContain('POST /drain/stop');
-    expect(admin.calls).toContain('POST /drain/resume');
-    expect(admin.calls).not.toContain('POST /node/stop');
-  } finally {
-    admin.server.close();
-  }
-}, 60_000);
-
-test('--no-wait-on-events: the drain does not ask about events and goes on (stops the MTA, moves its queue: empty here)', async () => {
-  const admin = await adminWithStuckEvents();
-  try {
-    const r = await drainAgainst(admin.address, mkdirp(join(root, `pp-ev-${++runs}`)), ['--no-wait-on-events', '--max-event-wait', '1s']);
-    expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
-    expect(admin.calls).not.toContain('GET /events/status');
-    expect(admin.calls).toContain('POST /node/stop');
-  } finally {
-    admin.server.close();
-  }
-}, 60_000);
 
 test('a destination that is not host[:port]: exit 1 with a clear error before the node is touched', async () => {
   const admin = await adminWithStuckEvents();
