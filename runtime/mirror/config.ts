@@ -17,12 +17,11 @@
 //   fence: stop-mta                      # on demotion: SIGTERM the MTA holding the path (or none)
 //
 // Relative paths are relative to the config file.
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parse } from 'yaml';
 import { VolleyError } from '../shared/errors';
 import { readHostPort, type HostPort } from '../shared/host-port';
 import { parseDuration, parseSize } from '../shared/units';
+import { parseYamlMapping, readConfigFile } from '../shared/config/yaml-mapping';
 
 export type MirrorMode = 'async';
 export type FenceAction = 'stop-mta' | 'none';
@@ -142,25 +141,12 @@ const MIRROR_SETTINGS = {
 const REQUIRED = new Set(['persistent_path', 'peer', 'tls']);
 
 export function loadMirrorConfig(file: string): MirrorConfig {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new VolleyError('ECONFIG', `${file}: cannot read: ${(err as Error).message}`);
-  }
-  return parseMirrorConfig(text, file);
+  return parseMirrorConfig(readConfigFile(file), file);
 }
 
 /** Parses and checks the mirror config; every problem is reported at once. */
 export function parseMirrorConfig(text: string, file = '<mirror config>'): MirrorConfig {
-  let doc: unknown;
-  try {
-    doc = parse(text);
-  } catch (err) {
-    throw new VolleyError('ECONFIG', `${file}: YAML: ${(err as Error).message.split('\n')[0]}`);
-  }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new VolleyError('ECONFIG', `${file}: expected a mapping`);
-  const raw = doc as Record<string, unknown>;
+  const raw = parseYamlMapping(text, file);
   const ctx: Ctx = { base: dirname(resolve(file)), problems: [] };
   for (const k of Object.keys(raw)) {
     if (MIRROR_NOT_IMPLEMENTED[k]) ctx.problems.push(`${k}: "${k}" is not implemented yet (${MIRROR_NOT_IMPLEMENTED[k]}): remove it`);

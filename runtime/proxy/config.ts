@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
-import { parse } from 'yaml';
 import { CidrList } from '../shared/cidr';
 import { VolleyError } from '../shared/errors';
 import { readHostPort, type HostPort } from '../shared/host-port';
@@ -9,6 +8,7 @@ import { loadPreviousSecret, loadSecret } from '../shared/proxy-protocol/handsha
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { parseDuration } from '../shared/units';
 import type { ProxyServerOptions } from './server';
+import { parseYamlMapping, readConfigFile } from '../shared/config/yaml-mapping';
 
 /**
  * The proxy's own small config (YAML). Example:
@@ -84,25 +84,12 @@ const MX_TIMEOUT_KEYS: Record<string, keyof ProxyConfig['mxTimeouts']> = {
 };
 
 export function loadProxyConfig(file: string): ProxyConfig {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new VolleyError('ECONFIG', `${file}: cannot read: ${(err as Error).message}`);
-  }
-  return parseProxyConfig(text, file);
+  return parseProxyConfig(readConfigFile(file), file);
 }
 
 /** Parses and checks the proxy config; every problem is reported at once. */
 export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyConfig {
-  let doc: unknown;
-  try {
-    doc = parse(text);
-  } catch (err) {
-    throw new VolleyError('ECONFIG', `${file}: YAML: ${(err as Error).message.split('\n')[0]}`);
-  }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new VolleyError('ECONFIG', `${file}: expected a mapping`);
-  const c = doc as Record<string, unknown>;
+  const c = parseYamlMapping(text, file);
   const problems: string[] = [];
   const base = dirname(resolve(file));
   const path = (p: unknown, field: string): string => {
