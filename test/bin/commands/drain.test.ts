@@ -154,9 +154,11 @@ test('drains every queued message once into two destinations round-robin, with i
   const atB = [...b.queued.keys()];
   expect([...atA, ...atB].sort()).toEqual([...ids].sort());
   expect(atA.filter((id) => b.queued.has(id))).toEqual([]);
-  // Round-robin: 4 batches of 10, two each.
-  expect(atA.length).toBe(20);
-  expect(atB.length).toBe(20);
+  // Round-robin over batches of at most 10: batches are cut per spool partition, and
+  // how 40 messages split over the two workers' partitions varies (21/19 makes five
+  // batches), so the destinations differ by at most one batch.
+  expect(Math.abs(atA.length - atB.length)).toBeLessThanOrEqual(10);
+  expect(Math.min(atA.length, atB.length)).toBeGreaterThanOrEqual(10);
   ids.forEach((id, i) => {
     const m = (a.queued.get(id) ?? b.queued.get(id))!;
     expect(m.header.to).toEqual([`r${i}@down.test`]); // the ok.test recipient was delivered: it does not move
