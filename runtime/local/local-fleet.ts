@@ -160,7 +160,7 @@ function restartHint(options: LocalFleetOptions, layout: FleetLayout, name: stri
 export function drainHint(layout: FleetLayout, configs: ReadonlyMap<string, string>, volleyScript: string, data: string): string[] {
   const [from, to] = layout.mtas;
   if (!from || !to) return [];
-  const command = `VOLLEY_ADMIN_TOKEN=local-admin ${process.execPath} ${volleyScript} drain --config ${configs.get(from.name) as string} --admin 127.0.0.1:${from.admin} --ca-file ${drainCaFile(data)} 127.0.0.1:${to.drain}`;
+  const command = `VOLLEY_ADMIN_TOKEN=local-admin ${process.execPath} ${volleyScript} drain --config ${configs.get(from.name) as string} --persistent-path ${join(data, from.name)} --admin 127.0.0.1:${from.admin} --ca-file ${drainCaFile(data)} 127.0.0.1:${to.drain}`;
   return [`  drain ${from.name} into ${to.name} (moves its queue over HTTPS, then stops ${from.name}):`, `    ${command}`];
 }
 

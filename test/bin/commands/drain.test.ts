@@ -414,3 +414,23 @@ test('a destination that is not host[:port]: exit 1 with a clear error before th
     admin.server.close();
   }
 }, 60_000);
+
+test('a --persistent-path that is not the running MTA\'s: exit 1 naming both, before the node is touched (its queue stays, intake stays open)', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 5);
+  const a = await destination();
+  // An empty directory, and another MTA's persistent path (its own node-id).
+  const empty = mkdirp(join(root, `pp-empty-${++runs}`));
+  const other = mkdirp(join(root, `pp-other-${++runs}`));
+  writeFileSync(join(other, 'node-id'), 'mta-elsewhere\n');
+  for (const [pp, said] of [[empty, 'holds no MTA'], [other, 'belongs to node "mta-elsewhere"']] as const) {
+    const r = await drain(src, [a.label], ['--persistent-path', pp]).done;
+    const said_ = `${r.stdout}${r.stderr}`;
+    expect({ code: r.code, named: said_.includes(said) && said_.includes(src.pp === pp ? '' : 'give the drained MTA\'s own persistent path') }).toEqual({ code: 1, named: true });
+  }
+  expect(a.queued.size).toBe(0);
+  // Untouched: still queued there, and still taking mail.
+  await inject(src.mta.smtpPort, 'a@example.test', ['late@down.test'], message('late', 'body'));
+  const q = (await (await fetch(`${src.mta.adminUrl}/queue`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { queued: number };
+  expect(q.queued).toBe(ids.length + 1);
+}, 120_000);

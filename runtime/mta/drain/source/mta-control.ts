@@ -51,6 +51,14 @@ export class MtaControl {
     }
   }
 
+  /** The running MTA's node id (GET /queue). */
+  async nodeId(): Promise<string> {
+    const r = await this.call('GET', '/queue');
+    const node = (r.body as { node?: unknown } | undefined)?.node;
+    if (r.status !== 200 || typeof node !== 'string') throw new VolleyError('EADMIN', `GET /queue answered ${r.status} without a node id: ${describe(r.body)}`);
+    return node;
+  }
+
   /** Stops intake and delivery; resolves once every worker says so and no attempt is in flight. */
   async stopIntakeAndDelivery(stopped: () => boolean): Promise<{ queued: number }> {
     for (;;) {

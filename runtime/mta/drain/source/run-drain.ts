@@ -10,6 +10,9 @@
 // The MTA is left stopped at the end; it is stopped, not drained, only when
 // the drain gave up before moving anything (exit 10, or a stop signal during
 // the event wait): then intake and delivery are resumed as they were.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { VolleyError } from '../../../shared/errors';
 import { nodeIdentity } from '../../node-identity';
 import type { DrainRecord } from '../protocol';
 import type { SpoolEntry } from '../../spool/types';
@@ -71,11 +74,31 @@ export class StopSignal {
   }
 }
 
+/** The node id stored at a persistent path, without creating one (nodeIdentity would). */
+function storedNodeId(persistentPath: string): string | undefined {
+  try {
+    return readFileSync(join(persistentPath, 'node-id'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function runDrain(o: DrainOptions, signal: StopSignal): Promise<number> {
   const addresses = o.destinations.map(parseDestination);
   const control = new MtaControl({ adminUrl: o.adminUrl, headers: o.adminHeaders, persistentPath: o.persistentPath, pollMs: o.pollMs });
   let unlock: () => void;
-  if (await control.running()) {
+  const running = await control.running();
+  // The spool the drain reads must be the stopped MTA's: a wrong --persistent-path
+  // would "drain" an empty or foreign spool, exit 0, and leave the real queue behind.
+  const here = storedNodeId(o.persistentPath);
+  const expected = running ? await control.nodeId() : here;
+  if (!here || here !== expected) {
+    throw new VolleyError(
+      'EDRAINPATH',
+      `--persistent-path ${o.persistentPath} ${here ? `belongs to node "${here}"` : 'holds no MTA (no node-id file)'}${running ? `, but the MTA at ${o.adminUrl} is node "${expected}"` : ''}: give the drained MTA's own persistent path`,
+    );
+  }
+  if (running) {
     const { queued } = await control.stopIntakeAndDelivery(() => signal.stopped);
     o.report.phase('intake and delivery stopped', { queued });
     const waited = await waitForEvents(o, control, signal);
