@@ -212,10 +212,10 @@ describe('drain, locally: each MTA its own drain endpoint, and the command that 
     ['mta-2', '/data/volley-mta-2.yaml'],
   ]);
 
-  test('the printed command runs on mta-1 (its config and admin API) and sends to mta-2\'s drain port', () => {
+  test('the printed command runs on mta-1 (its config, its persistent path and admin API) and sends to mta-2\'s drain port', () => {
     const lines = drainHint(DEFAULT_LAYOUT, configs, '/opt/x/volley.js', '/data');
     expect(lines[0]).toContain('drain mta-1 into mta-2');
-    expect(lines[1]?.trim()).toBe(`VOLLEY_ADMIN_TOKEN=local-admin ${process.execPath} /opt/x/volley.js drain --config /data/volley-mta-1.yaml --admin 127.0.0.1:8027 --ca-file /data/drain-ca.crt 127.0.0.1:8444`);
+    expect(lines[1]?.trim()).toBe(`VOLLEY_ADMIN_TOKEN=local-admin ${process.execPath} /opt/x/volley.js drain --config /data/volley-mta-1.yaml --persistent-path /data/mta-1 --admin 127.0.0.1:8027 --ca-file /data/drain-ca.crt 127.0.0.1:8444`);
   });
 
   const dir = tempDir();
