@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import { adminHeaders } from './admin-token';
 import { adminUrl } from './flags';
+import type { ShipperStats } from '../../runtime/mta/events/sinks/s3-shipper';
 
 interface SinkLine {
   sink: string;
@@ -19,16 +20,8 @@ interface SinkLine {
   replay?: { from: string };
 }
 
-/** The s3 sink's shipper (GET /events/status `shipper`). */
-interface ShipperLine {
-  sink: string;
-  filesShipped: number;
-  bytesShipped: number;
-  filesWaiting: number;
-  failures: number;
-  lastSuccess?: string;
-  lastError?: string;
-}
+/** The s3 sink's shipper (GET /events/status `shipper`): its stats, under its sink's name. */
+type ShipperLine = ShipperStats & { sink: string };
 
 export function registerEvents(program: Command): void {
   const events = program.command('events').description('the event queue: per-sink status, and replays');

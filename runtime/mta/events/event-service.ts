@@ -34,14 +34,8 @@ export interface EventServiceOptions {
   retentionMs?: number;
 }
 
-export interface SinkStatus extends DispatcherStatus {
+export interface SinkStatus extends DispatcherStatus, SinkStats {
   type: string;
-  delivered: number;
-  deliveredEvents: number;
-  retries: number;
-  deadLettered: number;
-  lastSuccess?: string;
-  lastError?: string;
   /** A replay running for this sink. */
   replay?: { from: string; started: string };
 }
