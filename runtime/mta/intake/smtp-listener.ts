@@ -34,6 +34,10 @@ const BODY_PROBLEMS = {
   'long-line': 'message has a line longer than 998 characters (RFC 5322 2.1.1)',
 } as const;
 
+/** What a node being drained says to a new session and, in an open one, to the next command. */
+const DRAINING_REPLY = reply(DRAINING.smtpCode, DRAINING.enhanced, DRAINING.message);
+const acceptedSmtp = metrics.accepted.labels({ via: 'smtp' });
+
 /**
  * One SMTP injection listener. Answers 250 only once the message is durable;
  * everything it refuses gets a reply code, an enhanced code and a plain reason.
@@ -44,10 +48,6 @@ const BODY_PROBLEMS = {
  * spool work (stream objects, a random id and a 100 ms greeting hold per
  * connection), below the 3,000/s the MTA must take with fsync on.
  */
-/** What a node being drained says to a new session and, in an open one, to the next command. */
-const DRAINING_REPLY = reply(DRAINING.smtpCode, DRAINING.enhanced, DRAINING.message);
-const acceptedSmtp = metrics.accepted.labels({ via: 'smtp' });
-
 export class SmtpListener {
   private readonly server: Server;
   private config: VolleyConfig;
