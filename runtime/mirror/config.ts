@@ -9,7 +9,13 @@
 //   peer_fingerprint: AB:CD:...          # SHA-256 of the peer's certificate, or:
 //   peer_ca: ca.pem                      # a CA the peer's certificate chains to
 //   secret_file: mirror.secret           # >= 32 bytes, the same on both nodes (the proxy protocol's HMAC)
-//   mode: async                          # only async is built (sync is refused by name)
+//   mode: async                          # or sync: the 250 only once the secondary holds the message
+//   sync_timeout: 2s                     # sync: how long intake waits for the secondary's ack
+//   sync_policy: block                   # sync, secondary silent past sync_timeout: block (451) or degrade (go async, mark it outdated)
+//   sync_socket: <persistent>/mirror/sync.sock   # where the local MTA asks for sync barriers
+//   arbiter: { file: /shared/lease.json }         # or { s3: { bucket, key, region?, endpoint? } }: automatic failover
+//   lease_ttl: 10s                       # the arbiter lease's lifetime; renewed every third of it
+//   promote_command: [systemctl, start, volley-mta]   # run (argv, no shell) after this node becomes primary
 //   admin_listen: 127.0.0.1:7628         # /healthz /readyz /metrics /status, POST /promote
 //   resync_rate: 50MB                    # bytes per second for full copies of diverged files
 //   poll_interval: 50ms                  # how often the primary looks for new bytes
@@ -23,8 +29,13 @@ import { readHostPort, type HostPort } from '../shared/host-port';
 import { parseDuration, parseSize } from '../shared/units';
 import { parseYamlMapping, readConfigFile } from '../shared/config/yaml-mapping';
 
-export type MirrorMode = 'async';
+export type MirrorMode = 'async' | 'sync';
+export type SyncPolicy = 'block' | 'degrade';
 export type FenceAction = 'stop-mta' | 'none';
+/** Where the lease for automatic failover lives: an object with conditional writes. */
+export type ArbiterConfig =
+  | { kind: 'file'; path: string }
+  | { kind: 's3'; bucket: string; key: string; region?: string; endpoint?: string };
 
 export interface MirrorConfig {
   name: string;
@@ -36,6 +47,15 @@ export interface MirrorConfig {
   peerCa?: string;
   secretFile?: string;
   mode: MirrorMode;
+  /** sync: how long intake waits for the secondary before `syncPolicy` applies. */
+  syncTimeoutMs: number;
+  syncPolicy: SyncPolicy;
+  /** The Unix socket the local MTA asks for sync barriers on (in the mirror's own, never replicated, folder). */
+  syncSocket: string;
+  arbiter?: ArbiterConfig;
+  leaseTtlMs: number;
+  /** argv run after this node becomes the primary (e.g. start the MTA unit); none: the operator starts the MTA. */
+  promoteCommand?: string[];
   adminListen: HostPort;
   resyncRateBytes: number;
   pollIntervalMs: number;
@@ -53,11 +73,7 @@ export const MIRROR_ADMIN_DEFAULT: HostPort = { address: '127.0.0.1', port: 7628
  * Settings an operator may expect from the design (issue 18) that this slice
  * does not build: refused by name, never accepted and ignored.
  */
-export const MIRROR_NOT_IMPLEMENTED: Readonly<Record<string, string>> = {
-  sync_timeout: 'sync mode is not built yet',
-  sync_policy: 'sync mode (block/degrade) is not built yet',
-  arbiter: 'automatic failover with an arbiter lease is not built yet',
-};
+export const MIRROR_NOT_IMPLEMENTED: Readonly<Record<string, string>> = {};
 
 interface Ctx {
   base: string;
@@ -110,6 +126,22 @@ const oneOf = <T extends string>(values: readonly T[], refused: Record<string, s
   return values.includes(v as T) ? (v as T) : values[0];
 };
 
+const readArbiter: Reader<ArbiterConfig | undefined> = (v, field, ctx) => {
+  const a = (typeof v === 'object' && v !== null ? v : {}) as Record<string, unknown>;
+  if (typeof a.file === 'string' && a.s3 === undefined) return { kind: 'file', path: path(a.file, `${field}.file`, ctx) };
+  if (typeof a.s3 === 'object' && a.s3 !== null && a.file === undefined) {
+    const s3 = a.s3 as Record<string, unknown>;
+    for (const k of Object.keys(s3)) if (!['bucket', 'key', 'region', 'endpoint'].includes(k)) ctx.problems.push(`${field}.s3.${k}: unknown setting`);
+    if (typeof s3.bucket !== 'string' || !s3.bucket || typeof s3.key !== 'string' || !s3.key) {
+      ctx.problems.push(`${field}.s3: bucket and key are required`);
+      return undefined;
+    }
+    return { kind: 's3', bucket: s3.bucket, key: s3.key, region: optionalString(s3.region, `${field}.s3.region`, ctx), endpoint: optionalString(s3.endpoint, `${field}.s3.endpoint`, ctx) };
+  }
+  ctx.problems.push(`${field}: one of { file: <path> } or { s3: { bucket, key } }`);
+  return undefined;
+};
+
 /** YAML key -> [config field, default (undefined: required or optional), reader]. */
 const MIRROR_SETTINGS = {
   name: ['name', () => process.env.HOSTNAME ?? 'mirror', optionalString],
@@ -127,7 +159,19 @@ const MIRROR_SETTINGS = {
   peer_fingerprint: ['peerFingerprint', undefined, optionalString],
   peer_ca: ['peerCa', undefined, optionalPath],
   secret_file: ['secretFile', undefined, optionalPath],
-  mode: ['mode', () => 'async', oneOf(['async'] as const, { sync: 'sync mode (the 250 after the secondary holds the message, block/degrade) is the next slice' })],
+  mode: ['mode', () => 'async', oneOf(['async', 'sync'] as const)],
+  sync_timeout: ['syncTimeoutMs', () => '2s', duration],
+  sync_policy: ['syncPolicy', () => 'block', oneOf(['block', 'degrade'] as const)],
+  sync_socket: ['syncSocket', undefined, path],
+  arbiter: ['arbiter', undefined, ((v, field, ctx) => readArbiter(v, field, ctx)) as Reader<ArbiterConfig | undefined>],
+  lease_ttl: ['leaseTtlMs', () => '10s', duration],
+  promote_command: ['promoteCommand', undefined, ((v, field, ctx) => {
+    if (!Array.isArray(v) || v.length === 0 || !v.every((a) => typeof a === 'string' && a.length > 0)) {
+      ctx.problems.push(`${field}: a list of strings (argv, run without a shell), e.g. [systemctl, start, volley-mta]`);
+      return undefined;
+    }
+    return v as string[];
+  }) as Reader<string[] | undefined>],
   admin_listen: ['adminListen', () => `${MIRROR_ADMIN_DEFAULT.address}:${MIRROR_ADMIN_DEFAULT.port}`, hostPort('127.0.0.1', '127.0.0.1:7628')],
   resync_rate: ['resyncRateBytes', () => '50MB', size],
   poll_interval: ['pollIntervalMs', () => '50ms', duration],
@@ -163,6 +207,7 @@ export function parseMirrorConfig(text: string, file = '<mirror config>'): Mirro
     if (v !== undefined) out[field] = (read as Reader<unknown>)(v, key, ctx);
   }
   const config = out as unknown as MirrorConfig;
+  config.syncSocket ??= resolve(config.persistentPath ?? '/', 'mirror', 'sync.sock');
   if (!config.peerFingerprint && !config.peerCa) ctx.problems.push('peer_fingerprint or peer_ca: one is required to check the peer\'s certificate');
   if (ctx.problems.length > 0) throw new VolleyError('ECONFIG', ctx.problems.map((p) => `${file}: ${p}`).join('\n'));
   return config;

@@ -1,5 +1,5 @@
 // A node's durable place in the pair: `<persistent>/mirror/state.json` holds
-// {role, epoch, caught_up}. Written whole to a temporary file, fsynced,
+// {role, epoch, caught_up, outdated, peer_outdated}. Written whole to a temporary file, fsynced,
 // renamed over the old one and the directory fsynced, so a power cut leaves
 // either the old state or the new one, never a mix: a node must never come
 // back believing it is a primary of an epoch it already gave up.
@@ -14,6 +14,14 @@ export interface MirrorState {
   epoch: number;
   /** The secondary holds everything the primary had when it last said so; false while a catch-up runs. */
   caughtUp: boolean;
+  /**
+   * This node may lack mail its primary acknowledged (a sync secondary cut off
+   * while the pair's policy is degrade): never promoted automatically, and
+   * manually only with --force. Cleared once it is caught up again.
+   */
+  outdated?: boolean;
+  /** Primary side: it acknowledged mail without the secondary (degraded); the arbiter lease carries this. */
+  peerOutdated?: boolean;
 }
 
 /** The folder the mirror keeps for itself under the persistent path; never replicated. */
@@ -41,11 +49,11 @@ export function readState(persistentPath: string): MirrorState {
   } catch {
     throw new VolleyError('EMIRRORSTATE', `${file} is not JSON: fix or remove it (a removed file makes this node a secondary of epoch 0)`);
   }
-  const s = v as { role?: unknown; epoch?: unknown; caught_up?: unknown };
+  const s = v as { role?: unknown; epoch?: unknown; caught_up?: unknown; outdated?: unknown; peer_outdated?: unknown };
   if ((s.role !== 'primary' && s.role !== 'secondary') || !Number.isSafeInteger(s.epoch) || (s.epoch as number) < 0) {
     throw new VolleyError('EMIRRORSTATE', `${file}: expected {"role": "primary"|"secondary", "epoch": N}`);
   }
-  return { role: s.role, epoch: s.epoch as number, caughtUp: s.caught_up === true };
+  return { role: s.role, epoch: s.epoch as number, caughtUp: s.caught_up === true, outdated: s.outdated === true, peerOutdated: s.peer_outdated === true };
 }
 
 export function writeState(persistentPath: string, state: MirrorState): void {
@@ -55,7 +63,7 @@ export function writeState(persistentPath: string, state: MirrorState): void {
   const tmp = `${file}.${process.pid}.tmp`;
   const fd = openSync(tmp, 'w', 0o644);
   try {
-    writeSync(fd, `${JSON.stringify({ role: state.role, epoch: state.epoch, caught_up: state.caughtUp })}\n`);
+    writeSync(fd, `${JSON.stringify({ role: state.role, epoch: state.epoch, caught_up: state.caughtUp, outdated: state.outdated === true, peer_outdated: state.peerOutdated === true })}\n`);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

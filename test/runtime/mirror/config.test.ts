@@ -1,5 +1,5 @@
 // The mirror's config: defaults from the one settings table, every problem at
-// once, and settings of the unbuilt parts (sync mode, arbiter) refused by name.
+// once, sync mode's and the arbiter's settings read and checked.
 import { parseMirrorConfig } from '../../../runtime/mirror/config';
 
 const MINIMAL = `
@@ -24,7 +24,20 @@ describe('parseMirrorConfig', () => {
       batchMaxBytes: 4 * 1024 * 1024,
       fence: 'stop-mta',
       secretFile: '/etc/volley/mirror.secret',
+      syncTimeoutMs: 2000,
+      syncPolicy: 'block',
+      syncSocket: '/var/lib/volley/mirror/sync.sock',
+      leaseTtlMs: 10000,
     });
+    expect(c.arbiter).toBeUndefined();
+    expect(c.promoteCommand).toBeUndefined();
+  });
+
+  it('reads sync mode, both arbiters and the promote command', () => {
+    const c = parseMirrorConfig(`${MINIMAL}mode: sync\nsync_policy: degrade\nsync_timeout: 500ms\narbiter: { file: lease.json }\npromote_command: [systemctl, start, volley-mta]\n`, '/srv/pair/m.yaml');
+    expect(c).toMatchObject({ mode: 'sync', syncPolicy: 'degrade', syncTimeoutMs: 500, arbiter: { kind: 'file', path: '/srv/pair/lease.json' }, promoteCommand: ['systemctl', 'start', 'volley-mta'] });
+    const s3 = parseMirrorConfig(`${MINIMAL}arbiter: { s3: { bucket: b, key: ha/prod-mta-a-1.json, region: eu-west-1 } }\n`, 'm.yaml');
+    expect(s3.arbiter).toEqual({ kind: 's3', bucket: 'b', key: 'ha/prod-mta-a-1.json', region: 'eu-west-1', endpoint: undefined });
   });
 
   it('resolves relative paths against the config file', () => {
@@ -32,8 +45,8 @@ describe('parseMirrorConfig', () => {
     expect(c.secretFile).toBe('/srv/pair/mirror.secret');
   });
 
-  it('refuses sync mode and the arbiter by name, and reports every problem at once', () => {
-    const text = `${MINIMAL}mode: sync\nsync_timeout: 2s\narbiter: { file: /x }\nresync_rate: fast\nbogus: 1\n`;
+  it('reports every problem at once', () => {
+    const text = `${MINIMAL}mode: mirrored\nsync_policy: wait\narbiter: { s3: { bucket: b } }\npromote_command: systemctl start\nresync_rate: fast\nbogus: 1\n`;
     let message = '';
     try {
       parseMirrorConfig(text, 'm.yaml');
@@ -41,9 +54,10 @@ describe('parseMirrorConfig', () => {
       expect((err as { code?: string }).code).toBe('ECONFIG');
       message = (err as Error).message;
     }
-    expect(message).toContain('mode: "sync" is not implemented yet');
-    expect(message).toContain('sync_timeout: "sync_timeout" is not implemented yet');
-    expect(message).toContain('arbiter: "arbiter" is not implemented yet');
+    expect(message).toContain('mode: one of async, sync');
+    expect(message).toContain('sync_policy: one of block, degrade');
+    expect(message).toContain('arbiter.s3: bucket and key are required');
+    expect(message).toContain('promote_command: a list of strings');
     expect(message).toContain('resync_rate:');
     expect(message).toContain('bogus: unknown setting');
   });

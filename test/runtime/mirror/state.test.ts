@@ -10,8 +10,10 @@ describe('mirror state', () => {
 
   it('starts as a secondary of epoch 0 and keeps what was written', () => {
     expect(readState(root)).toEqual({ role: 'secondary', epoch: 0, caughtUp: false });
-    writeState(root, { role: 'primary', epoch: 7, caughtUp: true });
-    expect(readState(root)).toEqual({ role: 'primary', epoch: 7, caughtUp: true });
+    writeState(root, { role: 'primary', epoch: 7, caughtUp: true, peerOutdated: true });
+    expect(readState(root)).toEqual({ role: 'primary', epoch: 7, caughtUp: true, outdated: false, peerOutdated: true });
+    writeState(root, { role: 'secondary', epoch: 7, caughtUp: false, outdated: true });
+    expect(readState(root)).toMatchObject({ role: 'secondary', outdated: true, peerOutdated: false });
     // Written through a temporary file renamed into place: none is left behind.
     expect(readdirSync(join(root, 'mirror'))).toEqual(['state.json']);
   });
