@@ -6,6 +6,55 @@ import type { SmtpReply, Outcome } from './reply';
 
 export type TlsPolicy = 'opportunistic' | 'required' | 'never';
 
+/*
+ * Issue 19's TLS ladder (the contract its pieces are built against; TlsPolicy
+ * above is what it replaces). The MTA decides per destination and MX host what
+ * a session must reach (DANE from DNSSEC-validated TLSA records, MTA-STS from
+ * the domain's policy, or configuration) and hands the result to whichever hop
+ * opens the session (direct, proxy, HAProxy), which enforces it.
+ *   none    no STARTTLS
+ *   may     STARTTLS when offered, no verification; a failed handshake is
+ *           retried in clear (RFC 7435)
+ *   encrypt STARTTLS required, no verification (the old `required`)
+ *   verify  STARTTLS required, certificate chain valid and issued for one of
+ *           `names` (MTA-STS enforce: the MX host matched the policy)
+ *   dane    STARTTLS required, the chain matches one of `tlsa` (RFC 7672:
+ *           DANE-EE 3 x x against the leaf, DANE-TA 2 x x against an issuer
+ *           plus a name check against `names`)
+ */
+export type TlsMode = 'none' | 'may' | 'encrypt' | 'verify' | 'dane';
+
+/** Which rule decided the mode, for the attempt log's `tls_policy`. */
+export type TlsPolicySource = 'dane' | 'mta-sts' | 'verify' | 'encrypt' | 'may' | 'none';
+
+/** One TLSA record (RFC 6698): certificate usage, selector, matching type, association data in hex. */
+export interface TlsaRecord {
+  usage: number;
+  selector: number;
+  matchingType: number;
+  data: string;
+}
+
+export interface TlsRequirement {
+  mode: TlsMode;
+  policy: TlsPolicySource;
+  /** verify/dane: the names the certificate may be issued for (the MX host; DANE-TA also the TLSA base domain). */
+  names?: string[];
+  /** dane: the usable TLSA records of the MX host (never empty in dane mode). */
+  tlsa?: TlsaRecord[];
+  /** MTA-STS `testing`: a failed check is logged (tls_failure) and the session carries on as `may`. */
+  testing?: boolean;
+}
+
+/** What the session reached, for the attempt log (tls_policy, tls_verified, tls_failure). */
+export interface TlsOutcome {
+  policy: TlsPolicySource;
+  /** True when the policy's check passed (verify: chain and name; dane: a TLSA match). */
+  verified: boolean;
+  /** Why a check failed (kept even when `testing` let the session go on), RFC 8460 result-type words where one fits. */
+  failure?: string;
+}
+
 export interface Target {
   /** The MX host name (for TLS SNI and the log) and the address to connect to. */
   host: string;
