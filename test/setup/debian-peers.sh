@@ -4,14 +4,16 @@
 # Perl modules swaks needs for --tls). `npm test` runs this first, so that no
 # test fails later for a missing tool: as root with apt-get it installs what
 # is missing and says so; otherwise it stops at once with the one command to
-# run. .ci/run calls it too. (sqlite3 reads the accounting files the SQLite sink writes.) Only checks when everything is there (~50 ms).
+# run. .ci/run calls it too. (sqlite3 reads the accounting files the SQLite sink writes; bind9, its
+# dnssec-signzone and unbound are the DNSSEC world of the DANE tests.) Only checks when everything is there (~50 ms).
 # It also stops a run that is not root: some tests mount a tmpfs, attach loop
 # devices or create network namespaces, and would otherwise fail late.
 set -euo pipefail
 
 # command:package pairs; a package is wanted when its command is missing.
 peers=(smtp-source:postfix smtp-sink:postfix swaks:swaks haproxy:haproxy dnsmasq:dnsmasq-base
-       dkimverify:python3-dkim opendkim-genkey:opendkim-tools ip:iproute2 losetup:mount mkfs.ext4:e2fsprogs curl:curl sqlite3:sqlite3)
+       dkimverify:python3-dkim opendkim-genkey:opendkim-tools ip:iproute2 losetup:mount mkfs.ext4:e2fsprogs curl:curl sqlite3:sqlite3
+       named:bind9 dnssec-signzone:bind9-utils unbound:unbound)
 need=()
 for pair in "${peers[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
@@ -37,3 +39,11 @@ export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# bind9 and unbound are packaged as services on port 53 (unbound's may even rewrite resolv.conf);
+# the tests want only their programs and run private instances on high ports: stop and disable
+# the services this install just started, never ones that were there before.
+if [ -d /run/systemd/system ]; then
+  for pair in bind9:named bind9:named-resolvconf unbound:unbound unbound:unbound-resolvconf; do
+    if printf '%s\n' "${need[@]}" | grep -qx "${pair%%:*}"; then systemctl disable --now "${pair##*:}" >/dev/null 2>&1 || true; fi
+  done
+fi

@@ -39,5 +39,7 @@ describe('test/setup/debian-peers.sh', () => {
     expect(run.status).toBe(1);
     expect(run.stderr).toContain('missing: ');
     expect(run.stderr).toMatch(/Install them first \(as root\): +apt-get install -y --no-install-recommends .*haproxy.*postfix/);
+    // the DANE tests' DNSSEC world: bind9 signs and serves, unbound validates
+    expect(run.stderr).toMatch(/--no-install-recommends bind9 bind9-utils .*unbound/);
   });
 });
