@@ -4,14 +4,17 @@ import { isIP, connect } from 'node:net';
 import { domainToASCII } from 'node:url';
 
 /*
- * A minimal stub-resolver query for one MX question, over UDP (TCP when the
- * answer is truncated).
+ * A minimal stub-resolver query for one question (MX for routing; TLSA, A and
+ * AAAA with DNSSEC for DANE), over UDP (TCP when the answer is truncated).
  *
  * Why our own: node's `Resolver.resolveMx()` returns no TTL (only resolve4/6 take
  * `{ ttl: true }`), and it hides the SOA of a negative answer, so a cache built
- * on it can only guess how long an MX answer stays valid. One question, no
- * recursion on our side (the configured server recurses: RD is set), and only
- * the record types we need (MX, CNAME, SOA) keep this to a small parser.
+ * on it can only guess how long an MX answer stays valid; and node's resolver
+ * neither sets the DO bit nor shows the AD flag, which DANE (RFC 7672) rests
+ * on. One question, no recursion and no validation on our side (the configured
+ * server recurses and, for DNSSEC questions, validates: RD is set, and DO asks
+ * it to report the result in AD), and only the record types we need (MX,
+ * CNAME, SOA, TLSA, A, AAAA) keep this to a small parser.
  */
 
 export interface MxRecord {
@@ -38,6 +41,8 @@ export class DnsQueryError extends Error {
   constructor(
     readonly code: 'ETIMEOUT' | 'ECONNREFUSED' | 'ESERVFAIL' | 'EREFUSED' | 'ENOTIMP' | 'EFORMERR' | 'EBADRESP' | 'EBADNAME' | 'ECONNECTION',
     message: string,
+    /** The server's RFC 8914 Extended DNS Error, when it sent one (a validating resolver says why it answered SERVFAIL: 6 = DNSSEC Bogus). */
+    readonly extendedError?: { infoCode: number; text: string },
   ) {
     super(message);
   }
@@ -50,16 +55,65 @@ export interface QueryOptions {
   tries: number;
 }
 
+export const TYPE_A = 1;
 const TYPE_CNAME = 5;
 const TYPE_SOA = 6;
-const TYPE_MX = 15;
+export const TYPE_MX = 15;
+export const TYPE_AAAA = 28;
 const TYPE_OPT = 41;
+export const TYPE_TLSA = 52;
 const CLASS_IN = 1;
 const EDNS_UDP_SIZE = 1232;
+/** EDNS option code of an Extended DNS Error (RFC 8914). */
+const OPTION_EDE = 15;
 
 /** Asks the servers in turn ("ip", "ip:port", "[v6]:port"), each round `tries` times, for the MX records of `name`. */
 export async function queryMx(name: string, servers: string[], options: QueryOptions): Promise<MxAnswer> {
   const qname = normalizeName(name);
+  return ask(qname, TYPE_MX, false, servers, options, (msg) => parseMxResponse(msg, qname));
+}
+
+/** One record of the asked type at the end of the answer's CNAME chain. */
+export interface DnsRecord {
+  /** Seconds. */
+  ttl: number;
+  /** The RDATA as sent: for types without names in them (A, AAAA, TLSA); MX has queryMx (its names may be compressed). */
+  data: Buffer;
+}
+
+export interface DnsAnswer {
+  /** NOERROR (possibly with no record: NODATA) or NXDOMAIN; other rcodes throw. */
+  rcode: 'NOERROR' | 'NXDOMAIN';
+  /**
+   * The AD flag: the resolver validated the whole answer (CNAMEs, records or
+   * the proof that there are none) with DNSSEC. Only a validating resolver that
+   * was asked with DO sets it; false means insecure, never bogus (a bogus
+   * answer is a SERVFAIL, thrown as ESERVFAIL).
+   */
+  authenticated: boolean;
+  /** The name the records belong to: `name` after following the CNAMEs in the answer. */
+  canonicalName: string;
+  records: DnsRecord[];
+  /** Minimum TTL of the records and CNAMEs used, seconds; undefined when there are none. */
+  ttl?: number;
+}
+
+/**
+ * Asks for the records of one type, with the DO bit when `dnssec` (so that a
+ * validating resolver reports in AD whether it validated the answer). CNAMEs
+ * in the answer are followed (up to 16); a CNAME whose target the answer does
+ * not include gives no records, as the resolver recursed for us already.
+ */
+export async function queryDns(name: string, type: number, servers: string[], options: QueryOptions & { dnssec: boolean }): Promise<DnsAnswer> {
+  const qname = normalizeName(name);
+  return ask(qname, type, options.dnssec, servers, options, (msg) => {
+    const { rcode, authenticated, canonicalName, records, ttl } = parseAnswer(msg, qname, type);
+    return { rcode, authenticated, canonicalName, ttl, records: records.map((r) => ({ ttl: r.ttl, data: Buffer.from(msg.subarray(r.rdata, r.rdata + r.rdlength)) })) };
+  });
+}
+
+/** The loop shared by every question: servers in turn, `tries` rounds, a malformed or failed answer moves to the next server. */
+async function ask<T>(qname: string, qtype: number, dnssec: boolean, servers: string[], options: QueryOptions, parse: (msg: Buffer) => T): Promise<T> {
   if (servers.length === 0) throw new DnsQueryError('ECONNECTION', 'no DNS server configured');
   let last: DnsQueryError | undefined;
   for (let round = 0; round < Math.max(1, options.tries); round++) {
@@ -68,17 +122,17 @@ export async function queryMx(name: string, servers: string[], options: QueryOpt
       try {
         let response: Buffer;
         try {
-          response = await exchange(host, port, qname, true, options.timeoutMs);
+          response = await exchange(host, port, qname, qtype, true, dnssec, options.timeoutMs);
         } catch (err) {
           // A server that does not speak EDNS may answer FORMERR: ask it again plainly.
-          if (err instanceof DnsQueryError && err.code === 'EFORMERR') response = await exchange(host, port, qname, false, options.timeoutMs);
+          if (err instanceof DnsQueryError && err.code === 'EFORMERR') response = await exchange(host, port, qname, qtype, false, dnssec, options.timeoutMs);
           else throw err;
         }
         try {
-          return parseMxResponse(response, qname);
+          return parse(response);
         } catch (err) {
           // A malformed answer (reads past the buffer): try the next server as for any bad answer.
-          throw err instanceof DnsQueryError ? err : new DnsQueryError('EBADRESP', `${server}: malformed answer for MX ${qname}: ${(err as Error).message}`);
+          throw err instanceof DnsQueryError ? err : new DnsQueryError('EBADRESP', `${server}: malformed answer for ${typeName(qtype)} ${qname}: ${(err as Error).message}`);
         }
       } catch (err) {
         if (!(err instanceof DnsQueryError)) throw err;
@@ -88,6 +142,11 @@ export async function queryMx(name: string, servers: string[], options: QueryOpt
     }
   }
   throw last ?? new DnsQueryError('ECONNECTION', 'no answer');
+}
+
+function typeName(type: number): string {
+  const names: Record<number, string> = { [TYPE_A]: 'A', [TYPE_MX]: 'MX', [TYPE_AAAA]: 'AAAA', [TYPE_TLSA]: 'TLSA' };
+  return names[type] ?? `TYPE${type}`;
 }
 
 function normalizeName(name: string): string {
@@ -107,12 +166,13 @@ export function parseServer(server: string): { host: string; port: number } {
   throw new DnsQueryError('ECONNECTION', `bad DNS server "${server}"`);
 }
 
-function buildQuery(id: number, qname: string, edns: boolean): Buffer {
+export function buildQuery(id: number, qname: string, qtype: number, edns: boolean, dnssec: boolean): Buffer {
   const labels = qname.split('.').map((l) => Buffer.from(l, 'ascii'));
   const nameLen = labels.reduce((n, l) => n + 1 + l.length, 1);
   const buf = Buffer.alloc(12 + nameLen + 4 + (edns ? 11 : 0));
   buf.writeUInt16BE(id, 0);
-  buf.writeUInt16BE(0x0100, 2); // standard query, RD
+  // Standard query, RD. Without EDNS there is no DO bit: AD in the query asks for AD in the answer instead (RFC 6840 5.7).
+  buf.writeUInt16BE(0x0100 | (dnssec && !edns ? 0x0020 : 0), 2);
   buf.writeUInt16BE(1, 4); // QDCOUNT
   buf.writeUInt16BE(edns ? 1 : 0, 10); // ARCOUNT
   let o = 12;
@@ -122,43 +182,69 @@ function buildQuery(id: number, qname: string, edns: boolean): Buffer {
     o += l.length;
   }
   buf[o++] = 0;
-  buf.writeUInt16BE(TYPE_MX, o);
+  buf.writeUInt16BE(qtype, o);
   buf.writeUInt16BE(CLASS_IN, o + 2);
   o += 4;
   if (edns) {
-    // OPT pseudo-RR: root name, type 41, class = UDP payload size, TTL 0, no options.
+    // OPT pseudo-RR: root name, type 41, class = UDP payload size, TTL = extended rcode, version 0 and flags (DO is the top flag bit), no options.
     buf[o++] = 0;
     buf.writeUInt16BE(TYPE_OPT, o);
     buf.writeUInt16BE(EDNS_UDP_SIZE, o + 2);
+    if (dnssec) buf.writeUInt32BE(0x00008000, o + 4);
   }
   return buf;
 }
 
 /** One query to one server: UDP, then TCP if the UDP answer is truncated. Returns a response with rcode NOERROR or NXDOMAIN. */
-async function exchange(host: string, port: number, qname: string, edns: boolean, timeoutMs: number): Promise<Buffer> {
+async function exchange(host: string, port: number, qname: string, qtype: number, edns: boolean, dnssec: boolean, timeoutMs: number): Promise<Buffer> {
   const id = randomInt(0, 0x10000);
-  const query = buildQuery(id, qname, edns);
-  let response = await udpExchange(host, port, query, qname, timeoutMs);
-  if (response.readUInt16BE(2) & 0x0200) response = await tcpExchange(host, port, query, qname, timeoutMs);
+  const query = buildQuery(id, qname, qtype, edns, dnssec);
+  let response = await udpExchange(host, port, query, qname, qtype, timeoutMs);
+  if (response.readUInt16BE(2) & 0x0200) response = await tcpExchange(host, port, query, qname, qtype, timeoutMs);
   const rcode = response.readUInt16BE(2) & 0x000f;
   const codes: Record<number, DnsQueryError['code']> = { 1: 'EFORMERR', 2: 'ESERVFAIL', 4: 'ENOTIMP', 5: 'EREFUSED' };
-  if (rcode !== 0 && rcode !== 3) throw new DnsQueryError(codes[rcode] ?? 'EBADRESP', `${host}:${port} answered rcode ${rcode} for MX ${qname}`);
+  if (rcode !== 0 && rcode !== 3) {
+    const ede = extendedError(response);
+    const why = ede ? ` (extended error ${ede.infoCode}${ede.text ? `: ${ede.text}` : ''})` : '';
+    throw new DnsQueryError(codes[rcode] ?? 'EBADRESP', `${host}:${port} answered rcode ${rcode} for ${typeName(qtype)} ${qname}${why}`, ede);
+  }
   return response;
 }
 
+/** The first Extended DNS Error (RFC 8914) in the OPT record of `msg`, if any; undefined for anything unreadable (it only explains an error). */
+export function extendedError(msg: Buffer): { infoCode: number; text: string } | undefined {
+  try {
+    let o = readName(msg, 12).end + 4;
+    const rrs: Rr[] = [];
+    o = readRrs(msg, o, msg.readUInt16BE(6) + msg.readUInt16BE(8), []);
+    readRrs(msg, o, msg.readUInt16BE(10), rrs);
+    const opt = rrs.find((r) => r.type === TYPE_OPT);
+    if (!opt) return undefined;
+    for (let p = opt.rdata; p + 4 <= opt.rdata + opt.rdlength; ) {
+      const code = msg.readUInt16BE(p);
+      const len = msg.readUInt16BE(p + 2);
+      if (code === OPTION_EDE && len >= 2 && p + 4 + len <= msg.length) return { infoCode: msg.readUInt16BE(p + 4), text: msg.toString('utf8', p + 6, p + 4 + len) };
+      p += 4 + len;
+    }
+  } catch {
+    // unreadable: no extended error to report
+  }
+  return undefined;
+}
+
 /** Whether `msg` answers our query: same id, QR set, the same single question. */
-function matches(msg: Buffer, query: Buffer, qname: string): boolean {
+function matches(msg: Buffer, query: Buffer, qname: string, qtype: number): boolean {
   if (msg.length < 12 || msg.readUInt16BE(0) !== query.readUInt16BE(0) || !(msg.readUInt16BE(2) & 0x8000)) return false;
   if (msg.readUInt16BE(4) !== 1) return false;
   try {
     const q = readName(msg, 12);
-    return q.name === qname && msg.readUInt16BE(q.end) === TYPE_MX && msg.readUInt16BE(q.end + 2) === CLASS_IN;
+    return q.name === qname && msg.readUInt16BE(q.end) === qtype && msg.readUInt16BE(q.end + 2) === CLASS_IN;
   } catch {
     return false;
   }
 }
 
-function udpExchange(host: string, port: number, query: Buffer, qname: string, timeoutMs: number): Promise<Buffer> {
+function udpExchange(host: string, port: number, query: Buffer, qname: string, qtype: number, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     // Connected, so only the server's datagrams reach us and an ICMP port-unreachable surfaces as ECONNREFUSED.
     const sock = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
@@ -176,14 +262,14 @@ function udpExchange(host: string, port: number, query: Buffer, qname: string, t
       finish(new DnsQueryError(err.code === 'ECONNREFUSED' ? 'ECONNREFUSED' : 'ECONNECTION', `${host}:${port}: ${err.message}`)),
     );
     sock.on('message', (msg) => {
-      if (matches(msg, query, qname)) finish(undefined, msg);
+      if (matches(msg, query, qname, qtype)) finish(undefined, msg);
       // else: a stray or spoofed datagram; keep waiting for ours.
     });
     sock.connect(port, host, () => sock.send(query));
   });
 }
 
-function tcpExchange(host: string, port: number, query: Buffer, qname: string, timeoutMs: number): Promise<Buffer> {
+function tcpExchange(host: string, port: number, query: Buffer, qname: string, qtype: number, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const sock = connect({ host, port });
     let data = Buffer.alloc(0);
@@ -209,7 +295,7 @@ function tcpExchange(host: string, port: number, query: Buffer, qname: string, t
       data = Buffer.concat([data, chunk]);
       if (data.length >= 2 && data.length >= 2 + data.readUInt16BE(0)) {
         const msg = data.subarray(2, 2 + data.readUInt16BE(0));
-        finish(matches(msg, query, qname) ? undefined : new DnsQueryError('EBADRESP', `${host}:${port} (tcp): answer does not match the query`), msg);
+        finish(matches(msg, query, qname, qtype) ? undefined : new DnsQueryError('EBADRESP', `${host}:${port} (tcp): answer does not match the query`), msg);
       }
     });
     sock.on('end', () => finish(new DnsQueryError('ECONNECTION', `${host}:${port} (tcp): closed before answering`)));
@@ -266,7 +352,15 @@ function readRrs(msg: Buffer, offset: number, count: number, out: Rr[]): number 
   return o;
 }
 
-export function parseMxResponse(msg: Buffer, qname: string): MxAnswer {
+/** The records of `qtype` at the end of the answer's CNAME chain, the AD flag, and the authority section (for a negative answer's SOA). */
+interface ParsedAnswer extends Omit<DnsAnswer, 'records'> {
+  records: Rr[];
+  authority: Rr[];
+  /** Minimum TTL of the CNAMEs followed. */
+  cnameTtl?: number;
+}
+
+function parseAnswer(msg: Buffer, qname: string, qtype: number): ParsedAnswer {
   const rcode = msg.readUInt16BE(2) & 0x000f;
   const an = msg.readUInt16BE(6);
   const ns = msg.readUInt16BE(8);
@@ -285,17 +379,32 @@ export function parseMxResponse(msg: Buffer, qname: string): MxAnswer {
     ttl = Math.min(ttl ?? Infinity, cname.ttl);
     current = readName(msg, cname.rdata).name;
   }
-  const mx: MxRecord[] = [];
+  const cnameTtl = ttl;
+  const records: Rr[] = [];
   for (const r of answers) {
-    if (r.type !== TYPE_MX || r.name !== current || r.rdlength < 3) continue;
+    if (r.type !== qtype || r.name !== current) continue;
+    records.push(r);
+    ttl = Math.min(ttl ?? Infinity, r.ttl);
+  }
+  const authenticated = (msg.readUInt16BE(2) & 0x0020) !== 0;
+  return { rcode: rcode === 3 ? 'NXDOMAIN' : 'NOERROR', authenticated, canonicalName: current, records, ttl, authority, cnameTtl };
+}
+
+export function parseMxResponse(msg: Buffer, qname: string): MxAnswer {
+  const answer = parseAnswer(msg, qname, TYPE_MX);
+  const mx: MxRecord[] = [];
+  // The CNAMEs' TTLs and those of the MX records kept (one too short to be an MX does not count).
+  let ttl = answer.cnameTtl;
+  for (const r of answer.records) {
+    if (r.rdlength < 3) continue;
     mx.push({ preference: msg.readUInt16BE(r.rdata), exchange: readName(msg, r.rdata + 2).name, ttl: r.ttl });
     ttl = Math.min(ttl ?? Infinity, r.ttl);
   }
   let negativeTtl: number | undefined;
-  const soa = authority.find((r) => r.type === TYPE_SOA);
+  const soa = answer.authority.find((r) => r.type === TYPE_SOA);
   if (soa && mx.length === 0) {
     const names = readName(msg, readName(msg, soa.rdata).end).end; // skip MNAME, RNAME
     if (names + 20 <= soa.rdata + soa.rdlength) negativeTtl = Math.min(soa.ttl, msg.readUInt32BE(names + 16));
   }
-  return { rcode: rcode === 3 ? 'NXDOMAIN' : 'NOERROR', mx, ttl, negativeTtl };
+  return { rcode: answer.rcode, mx, ttl, negativeTtl };
 }
