@@ -1,0 +1,140 @@
+// The TLSA lookup over DNS (RFC 7672 2.2): asks the configured resolver, with
+// the DO bit, for the MX host's addresses and then its TLSA records, and
+// trusts an answer only when the resolver set AD (it validated it). The
+// resolver must be a DNSSEC-validating one the MTA trusts (on loopback or
+// over a trusted link): AD from anyone else means nothing.
+import { isIP } from 'node:net';
+import type { TlsaRecord } from '../../../shared/smtp/connector';
+import { VolleyError } from '../../../shared/errors';
+import { DnsQueryError, queryDns, TYPE_A, TYPE_AAAA, TYPE_TLSA, type DnsAnswer } from '../dns-query';
+import type { TlsaLookup, TlsaLookupResult } from './tlsa-lookup';
+
+export interface DnsTlsaLookupOptions {
+  /** The validating resolver(s): "ip", "ip:port" or "[v6]:port". */
+  servers: string[];
+  /** Per-try timeout of one query, ms (default 5000). */
+  timeoutMs?: number;
+  /** Tries per server (default 2). */
+  tries?: number;
+}
+
+export interface DnsTlsaResult extends TlsaLookupResult {
+  /**
+   * The name the records were found at (the TLSA base domain, RFC 7672
+   * 2.2.3): the MX host, or its CNAME-expanded name. DANE-TA checks the
+   * certificate's names against it and the MX host.
+   */
+  baseDomain?: string;
+  /** How long the answer holds: minimum TTL of the address, CNAME and TLSA records used, seconds (undefined for a secure "none"). */
+  ttl?: number;
+}
+
+/**
+ * Why no answer can be trusted either way; the policy defers on it, never
+ * falls back to clear text. EDNSSECBOGUS: the resolver said (RFC 8914 extended
+ * error) that DNSSEC validation failed. ETLSALOOKUP: any other failure
+ * (SERVFAIL without that explanation, timeout, refused, unreachable).
+ */
+export class TlsaLookupError extends VolleyError {
+  constructor(
+    code: 'EDNSSECBOGUS' | 'ETLSALOOKUP',
+    message: string,
+    /** The DNS error under it (ESERVFAIL, ETIMEOUT, …). */
+    readonly dnsCode: string,
+    cause?: unknown,
+  ) {
+    super(code, message, { cause });
+    this.name = 'TlsaLookupError';
+  }
+}
+
+/** RFC 8914 info codes that name a DNSSEC failure (1-2, 5-12: unsupported algorithm or digest, indeterminate, bogus, expired, not yet valid, DNSKEY/RRSIG/NSEC missing, no zone key bit). */
+const DNSSEC_EDE = new Set([1, 2, 5, 6, 7, 8, 9, 10, 11, 12]);
+
+export class DnsTlsaLookup implements TlsaLookup {
+  private readonly servers: string[];
+  private readonly timeoutMs: number;
+  private readonly tries: number;
+
+  constructor(options: DnsTlsaLookupOptions) {
+    this.servers = options.servers;
+    this.timeoutMs = options.timeoutMs ?? 5000;
+    this.tries = options.tries ?? 2;
+  }
+
+  /**
+   * 1. The host's A and AAAA: both must be secure for DANE to apply (RFC 7672
+   *    2.2.2: an attacker who can forge the address can forge the rest).
+   * 2. `_<port>._tcp.<name>` TLSA, first at the host's CNAME-expanded name
+   *    (the resolver's CNAME chain in the A answer, secure as a whole) and, if
+   *    none is there, at the host name itself (RFC 7672 2.2.3). The first
+   *    secure non-empty RRset wins; CNAMEs in the TLSA answer are followed.
+   * 3. Securely no TLSA anywhere: secure and empty. Any insecure step: not DANE.
+   */
+  async lookup(host: string, port: number): Promise<DnsTlsaResult> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new TlsaLookupError('ETLSALOOKUP', `bad port ${port} for the TLSA lookup of ${host}`, 'EBADNAME');
+    const name = host.trim().toLowerCase().replace(/\.$/, '');
+    // An address literal has no name to hang TLSA records on.
+    if (isIP(name) || name.startsWith('[')) return { secure: false, records: [] };
+
+    const [a, aaaa] = await Promise.all([this.ask(name, TYPE_A), this.ask(name, TYPE_AAAA)]);
+    if (!a.authenticated || !aaaa.authenticated) return { secure: false, records: [] };
+    let ttl = minTtl(a.ttl, aaaa.ttl);
+
+    const bases = a.canonicalName === name ? [name] : [a.canonicalName, name];
+    let allSecure = true;
+    for (const base of bases) {
+      const tlsa = await this.ask(`_${port}._tcp.${base}`, TYPE_TLSA);
+      if (!tlsa.authenticated) {
+        allSecure = false;
+        continue;
+      }
+      if (tlsa.records.length > 0) {
+        ttl = minTtl(ttl, tlsa.ttl);
+        return { secure: true, records: tlsa.records.map((r) => parseTlsa(r.data)), baseDomain: base, ttl };
+      }
+    }
+    return allSecure ? { secure: true, records: [] } : { secure: false, records: [] };
+  }
+
+  private async ask(name: string, type: number): Promise<DnsAnswer> {
+    const what = `${type === TYPE_TLSA ? 'TLSA' : type === TYPE_A ? 'A' : 'AAAA'} ${name}`;
+    try {
+      return await queryDns(name, type, this.servers, { timeoutMs: this.timeoutMs, tries: this.tries, dnssec: true });
+    } catch (err) {
+      if (!(err instanceof DnsQueryError)) throw err;
+      const bogus = err.code === 'ESERVFAIL' && err.extendedError !== undefined && DNSSEC_EDE.has(err.extendedError.infoCode);
+      throw new TlsaLookupError(bogus ? 'EDNSSECBOGUS' : 'ETLSALOOKUP', `${bogus ? 'DNSSEC validation failed' : 'lookup failed'} for ${what}: ${err.message}`, err.code, err);
+    }
+  }
+}
+
+function minTtl(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.min(a, b);
+}
+
+/**
+ * TLSA RDATA: usage, selector, matching type, association data. A record too
+ * short to hold them is kept as an unusable one (usage 255), so that a
+ * malformed RRset reads as "TLSA present, none usable" (encrypt without
+ * authentication, RFC 7672 2.2) rather than as no TLSA at all.
+ */
+export function parseTlsa(data: Buffer): TlsaRecord {
+  if (data.length < 3) return { usage: 255, selector: 255, matchingType: 255, data: '' };
+  return { usage: data[0], selector: data[1], matchingType: data[2], data: data.subarray(3).toString('hex') };
+}
+
+/**
+ * The records SMTP can use (RFC 7672 3.1): DANE-TA(2) and DANE-EE(3) usages
+ * (PKIX-TA/EE, 0 and 1, are not for SMTP), selector Cert(0) or SPKI(1), and
+ * matching Full(0) or a SHA-256(1)/SHA-512(2) digest of the right length.
+ */
+export function usableTlsa(records: TlsaRecord[]): TlsaRecord[] {
+  const digestHex: Record<number, number> = { 1: 64, 2: 128 };
+  return records.filter(
+    (r) =>
+      (r.usage === 2 || r.usage === 3) &&
+      (r.selector === 0 || r.selector === 1) &&
+      (r.matchingType === 0 ? r.data.length > 0 : r.data.length === digestHex[r.matchingType]),
+  );
+}
