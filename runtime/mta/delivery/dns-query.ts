@@ -56,7 +56,7 @@ export interface QueryOptions {
 }
 
 export const TYPE_A = 1;
-const TYPE_CNAME = 5;
+export const TYPE_CNAME = 5;
 const TYPE_SOA = 6;
 export const TYPE_MX = 15;
 export const TYPE_AAAA = 28;
@@ -96,6 +96,8 @@ export interface DnsAnswer {
   records: DnsRecord[];
   /** Minimum TTL of the records and CNAMEs used, seconds; undefined when there are none. */
   ttl?: number;
+  /** For an answer without records, min(SOA TTL, SOA minimum) from the authority section (RFC 2308), seconds. */
+  negativeTtl?: number;
 }
 
 /**
@@ -107,8 +109,9 @@ export interface DnsAnswer {
 export async function queryDns(name: string, type: number, servers: string[], options: QueryOptions & { dnssec: boolean }): Promise<DnsAnswer> {
   const qname = normalizeName(name);
   return ask(qname, type, options.dnssec, servers, options, (msg) => {
-    const { rcode, authenticated, canonicalName, records, ttl } = parseAnswer(msg, qname, type);
-    return { rcode, authenticated, canonicalName, ttl, records: records.map((r) => ({ ttl: r.ttl, data: Buffer.from(msg.subarray(r.rdata, r.rdata + r.rdlength)) })) };
+    const { rcode, authenticated, canonicalName, records, ttl, authority } = parseAnswer(msg, qname, type);
+    const negativeTtl = records.length === 0 ? soaNegativeTtl(msg, authority) : undefined;
+    return { rcode, authenticated, canonicalName, ttl, negativeTtl, records: records.map((r) => ({ ttl: r.ttl, data: Buffer.from(msg.subarray(r.rdata, r.rdata + r.rdlength)) })) };
   });
 }
 
@@ -373,7 +376,8 @@ function parseAnswer(msg: Buffer, qname: string, qtype: number): ParsedAnswer {
   // Follow a CNAME chain inside the answer; its TTLs bound the answer's lifetime.
   let current = qname;
   let ttl: number | undefined;
-  for (let hops = 0; hops < 16; hops++) {
+  // (A CNAME question asks for the first link itself.)
+  for (let hops = 0; hops < 16 && qtype !== TYPE_CNAME; hops++) {
     const cname = answers.find((r) => r.type === TYPE_CNAME && r.name === current);
     if (!cname) break;
     ttl = Math.min(ttl ?? Infinity, cname.ttl);
@@ -400,11 +404,14 @@ export function parseMxResponse(msg: Buffer, qname: string): MxAnswer {
     mx.push({ preference: msg.readUInt16BE(r.rdata), exchange: readName(msg, r.rdata + 2).name, ttl: r.ttl });
     ttl = Math.min(ttl ?? Infinity, r.ttl);
   }
-  let negativeTtl: number | undefined;
-  const soa = answer.authority.find((r) => r.type === TYPE_SOA);
-  if (soa && mx.length === 0) {
-    const names = readName(msg, readName(msg, soa.rdata).end).end; // skip MNAME, RNAME
-    if (names + 20 <= soa.rdata + soa.rdlength) negativeTtl = Math.min(soa.ttl, msg.readUInt32BE(names + 16));
-  }
+  const negativeTtl = mx.length === 0 ? soaNegativeTtl(msg, answer.authority) : undefined;
   return { rcode: answer.rcode, mx, ttl, negativeTtl };
+}
+
+/** How long a negative answer holds: min(SOA TTL, SOA minimum) of the authority section's SOA (RFC 2308 5), seconds; undefined without one. */
+function soaNegativeTtl(msg: Buffer, authority: Rr[]): number | undefined {
+  const soa = authority.find((r) => r.type === TYPE_SOA);
+  if (!soa) return undefined;
+  const names = readName(msg, readName(msg, soa.rdata).end).end; // skip MNAME, RNAME
+  return names + 20 <= soa.rdata + soa.rdlength ? Math.min(soa.ttl, msg.readUInt32BE(names + 16)) : undefined;
 }

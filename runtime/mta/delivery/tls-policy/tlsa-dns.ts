@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import type { TlsaRecord } from '../../../shared/smtp/connector';
 import { VolleyError } from '../../../shared/errors';
-import { DnsQueryError, queryDns, TYPE_A, TYPE_AAAA, TYPE_TLSA, type DnsAnswer } from '../dns-query';
+import { DnsQueryError, queryDns, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TLSA, type DnsAnswer } from '../dns-query';
 import type { TlsaLookup, TlsaLookupResult } from './tlsa-lookup';
 
 export interface DnsTlsaLookupOptions {
@@ -25,7 +25,7 @@ export interface DnsTlsaResult extends TlsaLookupResult {
    * certificate's names against it and the MX host.
    */
   baseDomain?: string;
-  /** How long the answer holds: minimum TTL of the address, CNAME and TLSA records used, seconds (undefined for a secure "none"). */
+  /** How long a secure answer holds, seconds: minimum TTL of the address, CNAME and TLSA records used, negative answers by their SOA (RFC 2308). */
   ttl?: number;
 }
 
@@ -63,13 +63,17 @@ export class DnsTlsaLookup implements TlsaLookup {
   }
 
   /**
-   * 1. The host's A and AAAA: both must be secure for DANE to apply (RFC 7672
-   *    2.2.2: an attacker who can forge the address can forge the rest).
-   * 2. `_<port>._tcp.<name>` TLSA, first at the host's CNAME-expanded name
-   *    (the resolver's CNAME chain in the A answer, secure as a whole) and, if
-   *    none is there, at the host name itself (RFC 7672 2.2.3). The first
-   *    secure non-empty RRset wins; CNAMEs in the TLSA answer are followed.
-   * 3. Securely no TLSA anywhere: secure and empty. Any insecure step: not DANE.
+   * 1. The host's A and AAAA (RFC 7672 2.2.2): DANE applies when the host is
+   *    in a signed zone, i.e. its address answer is secure, or it is a CNAME
+   *    chain whose first link is secure (the rest may lead into an unsigned
+   *    zone; then only the host's own name can carry TLSA records).
+   * 2. `_<port>._tcp.<name>` TLSA: with a chain secure end to end, first at
+   *    the CNAME-expanded name, then, if none is there, at the host name; else
+   *    at the host name only (RFC 7672 2.2.3). The first secure non-empty
+   *    RRset wins; CNAMEs in the TLSA answer itself are followed (the
+   *    resolver's chain, secure as a whole or not at all).
+   * 3. Securely no TLSA at any candidate: secure and empty. An insecure
+   *    answer anywhere (and nothing secure found): not DANE.
    */
   async lookup(host: string, port: number): Promise<DnsTlsaResult> {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new TlsaLookupError('ETLSALOOKUP', `bad port ${port} for the TLSA lookup of ${host}`, 'EBADNAME');
@@ -78,10 +82,17 @@ export class DnsTlsaLookup implements TlsaLookup {
     if (isIP(name) || name.startsWith('[')) return { secure: false, records: [] };
 
     const [a, aaaa] = await Promise.all([this.ask(name, TYPE_A), this.ask(name, TYPE_AAAA)]);
-    if (!a.authenticated || !aaaa.authenticated) return { secure: false, records: [] };
-    let ttl = minTtl(a.ttl, aaaa.ttl);
+    let bases: string[];
+    if (a.authenticated && aaaa.authenticated) {
+      bases = a.canonicalName === name ? [name] : [a.canonicalName, name];
+    } else {
+      if (a.canonicalName === name && aaaa.canonicalName === name) return { secure: false, records: [] };
+      const first = await this.ask(name, TYPE_CNAME);
+      if (!first.authenticated || first.records.length === 0) return { secure: false, records: [] };
+      bases = [name];
+    }
+    let ttl = minTtl(a.ttl ?? a.negativeTtl, aaaa.ttl ?? aaaa.negativeTtl);
 
-    const bases = a.canonicalName === name ? [name] : [a.canonicalName, name];
     let allSecure = true;
     for (const base of bases) {
       const tlsa = await this.ask(`_${port}._tcp.${base}`, TYPE_TLSA);
@@ -89,16 +100,14 @@ export class DnsTlsaLookup implements TlsaLookup {
         allSecure = false;
         continue;
       }
-      if (tlsa.records.length > 0) {
-        ttl = minTtl(ttl, tlsa.ttl);
-        return { secure: true, records: tlsa.records.map((r) => parseTlsa(r.data)), baseDomain: base, ttl };
-      }
+      if (tlsa.records.length > 0) return { secure: true, records: tlsa.records.map((r) => parseTlsa(r.data)), baseDomain: base, ttl: minTtl(ttl, tlsa.ttl) };
+      ttl = minTtl(ttl, tlsa.negativeTtl);
     }
-    return allSecure ? { secure: true, records: [] } : { secure: false, records: [] };
+    return allSecure ? { secure: true, records: [], ttl } : { secure: false, records: [] };
   }
 
   private async ask(name: string, type: number): Promise<DnsAnswer> {
-    const what = `${type === TYPE_TLSA ? 'TLSA' : type === TYPE_A ? 'A' : 'AAAA'} ${name}`;
+    const what = `${({ [TYPE_TLSA]: 'TLSA', [TYPE_A]: 'A', [TYPE_AAAA]: 'AAAA', [TYPE_CNAME]: 'CNAME' } as Record<number, string>)[type]} ${name}`;
     try {
       return await queryDns(name, type, this.servers, { timeoutMs: this.timeoutMs, tries: this.tries, dnssec: true });
     } catch (err) {

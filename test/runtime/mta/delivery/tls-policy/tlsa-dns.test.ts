@@ -16,6 +16,7 @@ beforeAll(async () => {
   world = await startDnssec({
     signed: [
       'mx1 A 127.0.0.1',
+      'mx1 AAAA ::1',
       `_25._tcp.mx1 TLSA 3 1 1 ${hash('mx1-ee')}`,
       `_25._tcp.mx1 TLSA 2 0 1 ${hash('mx1-ta')}`,
       // no TLSA name at all (NXDOMAIN), and a TLSA name with other data only (NODATA)
@@ -31,8 +32,13 @@ beforeAll(async () => {
       // a TLSA name that is an alias of another host's records
       'shared A 127.0.0.1',
       '_25._tcp.shared CNAME _25._tcp.mx1',
-      // a signed alias of a host in the unsigned child
+      // a signed alias of a host in the unsigned child: the host is in a signed zone, its own name carries TLSA
       'ins-alias CNAME mx.insecure.dane.test.',
+      `_25._tcp.ins-alias TLSA 3 1 1 ${hash('ins-alias')}`,
+      'ins-alias-none CNAME mx.insecure.dane.test.',
+      // more TLSA records than fit a 1232-byte UDP answer: it comes over TCP
+      'big A 127.0.0.1',
+      ...Array.from({ length: 24 }, (_, i) => `_25._tcp.big TLSA 3 1 2 ${createHash('sha512').update(`big${i}`).digest('hex')}`),
       'v6only AAAA ::1',
       // hosts of the bogus records below: a good address, and TLSA records that must never be read
       'bogus-tlsa A 127.0.0.1',
@@ -43,7 +49,12 @@ beforeAll(async () => {
       { signed: `_25._tcp.bogus-tlsa TLSA 3 1 1 ${hash('signed')}`, served: `_25._tcp.bogus-tlsa TLSA 3 1 1 ${hash('forged')}` },
       { signed: 'bogus-addr A 127.0.0.1', served: 'bogus-addr A 127.0.0.66' },
     ],
-    insecure: ['mx A 127.0.0.1', `_25._tcp.mx TLSA 3 1 1 ${hash('insecure')}`],
+    insecure: [
+      'mx A 127.0.0.1',
+      `_25._tcp.mx TLSA 3 1 1 ${hash('insecure')}`,
+      // an unsigned alias of a signed host: the chain's first link is insecure
+      'to-signed CNAME mx1.dane.test.',
+    ],
   });
   lookup = new DnsTlsaLookup({ servers: [world.resolver], timeoutMs: 2000, tries: 1 });
 });
@@ -60,7 +71,9 @@ describe('DnsTlsaLookup through a validating resolver', () => {
       ]),
     );
     expect(r.records).toHaveLength(2);
-    expect(r.ttl).toBe(300);
+    // the records' TTL (300 s, A, AAAA and TLSA alike; a resolver's cache counts it down)
+    expect(r.ttl).toBeGreaterThan(60);
+    expect(r.ttl).toBeLessThanOrEqual(300);
   });
 
   it('accepts the host name in any case and with a trailing dot', async () => {
@@ -84,24 +97,40 @@ describe('DnsTlsaLookup through a validating resolver', () => {
     await expect(lookup.lookup('bogus-addr.dane.test', 25)).rejects.toMatchObject({ code: 'EDNSSECBOGUS', message: expect.stringMatching(/ bogus-addr\.dane\.test/) });
   });
 
-  it('reports securely no TLSA (NXDOMAIN) as secure and empty', async () => {
-    expect(await lookup.lookup('notlsa.dane.test', 25)).toEqual({ secure: true, records: [] });
+  it('reports securely no TLSA (NXDOMAIN) as secure and empty, for as long as the SOA says a negative answer holds', async () => {
+    const r = await lookup.lookup('notlsa.dane.test', 25);
+    expect(r).toEqual({ secure: true, records: [], ttl: expect.any(Number) });
+    // the zone's SOA minimum is 60 s, its records' TTL 300 s
+    expect(r.ttl).toBeGreaterThan(0);
+    expect(r.ttl).toBeLessThanOrEqual(60);
   });
 
   it('reports securely no TLSA (NODATA: the name has other records) as secure and empty', async () => {
-    expect(await lookup.lookup('nodata.dane.test', 25)).toEqual({ secure: true, records: [] });
+    expect(await lookup.lookup('nodata.dane.test', 25)).toMatchObject({ secure: true, records: [] });
   });
 
   it('asks for the given port: _465._tcp of a host with only _25 records is securely none', async () => {
-    expect(await lookup.lookup('mx1.dane.test', 465)).toEqual({ secure: true, records: [] });
+    expect(await lookup.lookup('mx1.dane.test', 465)).toMatchObject({ secure: true, records: [] });
+  });
+
+  it('reads a TLSA RRset too large for UDP over TCP, still validated', async () => {
+    const r = await lookup.lookup('big.dane.test', 25);
+    expect(r.secure).toBe(true);
+    expect(r.records).toHaveLength(24);
+    expect(r.records).toContainEqual({ usage: 3, selector: 1, matchingType: 2, data: createHash('sha512').update('big7').digest('hex') });
   });
 
   it('reports a host in an unsigned zone as insecure, though it publishes TLSA records', async () => {
     expect(await lookup.lookup('mx.insecure.dane.test', 25)).toEqual({ secure: false, records: [] });
   });
 
-  it('reports a signed alias of an unsigned host as insecure (the address chain must be secure as a whole)', async () => {
-    expect(await lookup.lookup('ins-alias.dane.test', 25)).toEqual({ secure: false, records: [] });
+  it('takes the TLSA records of a signed alias of an unsigned host at the alias, never at the unsigned target', async () => {
+    expect(await lookup.lookup('ins-alias.dane.test', 25)).toMatchObject({ secure: true, baseDomain: 'ins-alias.dane.test', records: [{ data: hash('ins-alias') }] });
+    expect(await lookup.lookup('ins-alias-none.dane.test', 25)).toMatchObject({ secure: true, records: [] });
+  });
+
+  it('reports an unsigned alias of a signed host as insecure (the chain starts outside DNSSEC)', async () => {
+    expect(await lookup.lookup('to-signed.insecure.dane.test', 25)).toEqual({ secure: false, records: [] });
   });
 
   it('follows a secure CNAME host: the TLSA records of the expanded name come first', async () => {
