@@ -34,6 +34,8 @@ export interface MxAnswer {
   ttl?: number;
   /** For a negative answer, min(SOA TTL, SOA minimum) from the authority section (RFC 2308), seconds. */
   negativeTtl?: number;
+  /** The resolver's AD flag (asked with `dnssec`): the MX RRset, or its absence, is DNSSEC-validated (RFC 7672 2.2.1). */
+  authenticated: boolean;
 }
 
 /** Codes match node's dns error codes so callers can treat both alike. */
@@ -68,9 +70,9 @@ const EDNS_UDP_SIZE = 1232;
 const OPTION_EDE = 15;
 
 /** Asks the servers in turn ("ip", "ip:port", "[v6]:port"), each round `tries` times, for the MX records of `name`. */
-export async function queryMx(name: string, servers: string[], options: QueryOptions): Promise<MxAnswer> {
+export async function queryMx(name: string, servers: string[], options: QueryOptions & { dnssec?: boolean }): Promise<MxAnswer> {
   const qname = normalizeName(name);
-  return ask(qname, TYPE_MX, false, servers, options, (msg) => parseMxResponse(msg, qname));
+  return ask(qname, TYPE_MX, options.dnssec ?? false, servers, options, (msg) => parseMxResponse(msg, qname));
 }
 
 /** One record of the asked type at the end of the answer's CNAME chain. */
@@ -405,7 +407,7 @@ export function parseMxResponse(msg: Buffer, qname: string): MxAnswer {
     ttl = Math.min(ttl ?? Infinity, r.ttl);
   }
   const negativeTtl = mx.length === 0 ? soaNegativeTtl(msg, answer.authority) : undefined;
-  return { rcode: answer.rcode, mx, ttl, negativeTtl };
+  return { rcode: answer.rcode, mx, ttl, negativeTtl, authenticated: answer.authenticated };
 }
 
 /** How long a negative answer holds: min(SOA TTL, SOA minimum) of the authority section's SOA (RFC 2308 5), seconds; undefined without one. */

@@ -2,7 +2,7 @@
 // RFC 8914 extended errors read back, against a real validating resolver
 // (unbound in front of bind9, test/helpers/dnssec.ts). MX routing through it
 // is covered by router.test.ts.
-import { buildQuery, extendedError, queryDns, TYPE_A, TYPE_MX, TYPE_TLSA } from '../../../../runtime/mta/delivery/dns-query';
+import { buildQuery, extendedError, queryDns, queryMx, TYPE_A, TYPE_MX, TYPE_TLSA } from '../../../../runtime/mta/delivery/dns-query';
 import { startDnssec, type DnssecWorld } from '../../../helpers/dnssec';
 
 /** The OPT record's TTL field (extended rcode, version, flags) at the end of a query built with EDNS. */
@@ -48,9 +48,9 @@ describe('queryDns through a validating resolver', () => {
   let world: DnssecWorld;
   beforeAll(async () => {
     world = await startDnssec({
-      signed: ['mx1 A 127.0.0.1', 'www CNAME mx1'],
+      signed: ['mx1 A 127.0.0.1', 'www CNAME mx1', '@ MX 10 mx1'],
       bogus: [{ signed: 'forged A 127.0.0.1', served: 'forged A 127.0.0.2' }],
-      insecure: ['mx A 127.0.0.3'],
+      insecure: ['mx A 127.0.0.3', '@ MX 10 mx'],
     });
   });
   const ask = (server: string, name: string, dnssec = true) => queryDns(name, TYPE_A, [server], { timeoutMs: 2000, tries: 1, dnssec });
@@ -65,6 +65,13 @@ describe('queryDns through a validating resolver', () => {
     expect((await ask(world.resolver, 'mx1.dane.test', false)).authenticated).toBe(false);
     expect(await ask(world.resolver, 'mx.insecure.dane.test')).toMatchObject({ authenticated: false, records: [{ data: Buffer.from([127, 0, 0, 3]) }] });
     expect((await ask(world.authority, 'mx1.dane.test')).authenticated).toBe(false);
+  });
+
+  it('tells a signed MX RRset from an unsigned one when asked with DNSSEC (RFC 7672 2.2.1), and asks plainly otherwise', async () => {
+    const options = { timeoutMs: 2000, tries: 1 };
+    expect(await queryMx('dane.test', [world.resolver], { ...options, dnssec: true })).toMatchObject({ authenticated: true, mx: [{ exchange: 'mx1.dane.test', preference: 10 }] });
+    expect(await queryMx('insecure.dane.test', [world.resolver], { ...options, dnssec: true })).toMatchObject({ authenticated: false, mx: [{ exchange: 'mx.insecure.dane.test' }] });
+    expect((await queryMx('dane.test', [world.resolver], options)).authenticated).toBe(false);
   });
 
   it('reports a validated NXDOMAIN with AD', async () => {
