@@ -40,6 +40,6 @@ describe('test/setup/debian-peers.sh', () => {
     expect(run.stderr).toContain('missing: ');
     expect(run.stderr).toMatch(/Install them first \(as root\): +apt-get install -y --no-install-recommends .*haproxy.*postfix/);
     // the DANE tests' DNSSEC world: bind9 signs and serves, unbound validates
-    expect(run.stderr).toMatch(/--no-install-recommends bind9 bind9-utils .*unbound/);
+    expect(run.stderr).toMatch(/--no-install-recommends bind9 bind9-dnsutils bind9-utils .*unbound/);
   });
 });
