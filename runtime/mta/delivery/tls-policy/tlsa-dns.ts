@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import type { TlsaRecord } from '../../../shared/smtp/connector';
 import { VolleyError } from '../../../shared/errors';
 import { DnsQueryError, queryDns, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TLSA, type DnsAnswer } from '../dns-query';
-import type { TlsaLookup, TlsaLookupResult } from './tlsa-lookup';
+import type { TlsaAnswer, TlsaLookup } from './tlsa-lookup';
 
 export interface DnsTlsaLookupOptions {
   /** The validating resolver(s): "ip", "ip:port" or "[v6]:port". */
@@ -18,7 +18,7 @@ export interface DnsTlsaLookupOptions {
   tries?: number;
 }
 
-export interface DnsTlsaResult extends TlsaLookupResult {
+export interface DnsTlsaResult extends TlsaAnswer {
   /**
    * The name the records were found at (the TLSA base domain, RFC 7672
    * 2.2.3): the MX host, or its CNAME-expanded name. DANE-TA checks the
@@ -79,31 +79,32 @@ export class DnsTlsaLookup implements TlsaLookup {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new TlsaLookupError('ETLSALOOKUP', `bad port ${port} for the TLSA lookup of ${host}`, 'EBADNAME');
     const name = host.trim().toLowerCase().replace(/\.$/, '');
     // An address literal has no name to hang TLSA records on.
-    if (isIP(name) || name.startsWith('[')) return { secure: false, records: [] };
+    if (isIP(name) || name.startsWith('[')) return insecure(`${host} is an address literal`);
 
     const [a, aaaa] = await Promise.all([this.ask(name, TYPE_A), this.ask(name, TYPE_AAAA)]);
     let bases: string[];
     if (a.authenticated && aaaa.authenticated) {
       bases = a.canonicalName === name ? [name] : [a.canonicalName, name];
     } else {
-      if (a.canonicalName === name && aaaa.canonicalName === name) return { secure: false, records: [] };
+      const why = `the addresses of ${name} are not DNSSEC-validated`;
+      if (a.canonicalName === name && aaaa.canonicalName === name) return insecure(why);
       const first = await this.ask(name, TYPE_CNAME);
-      if (!first.authenticated || first.records.length === 0) return { secure: false, records: [] };
+      if (!first.authenticated || first.records.length === 0) return insecure(`${why} (its CNAME is not signed)`);
       bases = [name];
     }
     let ttl = minTtl(a.ttl ?? a.negativeTtl, aaaa.ttl ?? aaaa.negativeTtl);
 
-    let allSecure = true;
+    let unsigned: string | undefined;
     for (const base of bases) {
       const tlsa = await this.ask(`_${port}._tcp.${base}`, TYPE_TLSA);
       if (!tlsa.authenticated) {
-        allSecure = false;
+        unsigned ??= `the TLSA answer for _${port}._tcp.${base} is not DNSSEC-validated`;
         continue;
       }
       if (tlsa.records.length > 0) return { secure: true, records: tlsa.records.map((r) => parseTlsa(r.data)), baseDomain: base, ttl: minTtl(ttl, tlsa.ttl) };
       ttl = minTtl(ttl, tlsa.negativeTtl);
     }
-    return allSecure ? { secure: true, records: [], ttl } : { secure: false, records: [] };
+    return unsigned ? insecure(unsigned) : { secure: true, records: [], ttl };
   }
 
   private async ask(name: string, type: number): Promise<DnsAnswer> {
@@ -116,6 +117,11 @@ export class DnsTlsaLookup implements TlsaLookup {
       throw new TlsaLookupError(bogus ? 'EDNSSECBOGUS' : 'ETLSALOOKUP', `${bogus ? 'DNSSEC validation failed' : 'lookup failed'} for ${what}: ${err.message}`, err.code, err);
     }
   }
+}
+
+/** Not DANE, and why (for the logs). */
+function insecure(reason: string): DnsTlsaResult {
+  return { secure: false, records: [], reason };
 }
 
 function minTtl(a: number | undefined, b: number | undefined): number | undefined {

@@ -36,6 +36,9 @@ beforeAll(async () => {
       'ins-alias CNAME mx.insecure.dane.test.',
       `_25._tcp.ins-alias TLSA 3 1 1 ${hash('ins-alias')}`,
       'ins-alias-none CNAME mx.insecure.dane.test.',
+      // a signed host whose TLSA name is an alias into the unsigned child
+      'tlsa-to-insecure A 127.0.0.1',
+      '_25._tcp.tlsa-to-insecure CNAME _25._tcp.mx.insecure.dane.test.',
       // more TLSA records than fit a 1232-byte UDP answer: it comes over TCP
       'big A 127.0.0.1',
       ...Array.from({ length: 24 }, (_, i) => `_25._tcp.big TLSA 3 1 2 ${createHash('sha512').update(`big${i}`).digest('hex')}`),
@@ -121,7 +124,7 @@ describe('DnsTlsaLookup through a validating resolver', () => {
   });
 
   it('reports a host in an unsigned zone as insecure, though it publishes TLSA records', async () => {
-    expect(await lookup.lookup('mx.insecure.dane.test', 25)).toEqual({ secure: false, records: [] });
+    expect(await lookup.lookup('mx.insecure.dane.test', 25)).toEqual({ secure: false, records: [], reason: 'the addresses of mx.insecure.dane.test are not DNSSEC-validated' });
   });
 
   it('takes the TLSA records of a signed alias of an unsigned host at the alias, never at the unsigned target', async () => {
@@ -130,7 +133,19 @@ describe('DnsTlsaLookup through a validating resolver', () => {
   });
 
   it('reports an unsigned alias of a signed host as insecure (the chain starts outside DNSSEC)', async () => {
-    expect(await lookup.lookup('to-signed.insecure.dane.test', 25)).toEqual({ secure: false, records: [] });
+    expect(await lookup.lookup('to-signed.insecure.dane.test', 25)).toEqual({
+      secure: false,
+      records: [],
+      reason: 'the addresses of to-signed.insecure.dane.test are not DNSSEC-validated (its CNAME is not signed)',
+    });
+  });
+
+  it('reports a signed host whose TLSA name leads into an unsigned zone as insecure', async () => {
+    expect(await lookup.lookup('tlsa-to-insecure.dane.test', 25)).toEqual({
+      secure: false,
+      records: [],
+      reason: 'the TLSA answer for _25._tcp.tlsa-to-insecure.dane.test is not DNSSEC-validated',
+    });
   });
 
   it('follows a secure CNAME host: the TLSA records of the expanded name come first', async () => {
@@ -155,8 +170,8 @@ describe('DnsTlsaLookup through a validating resolver', () => {
   });
 
   it('never applies DANE to an address literal', async () => {
-    expect(await lookup.lookup('127.0.0.1', 25)).toEqual({ secure: false, records: [] });
-    expect(await lookup.lookup('[127.0.0.1]', 25)).toEqual({ secure: false, records: [] });
+    expect(await lookup.lookup('127.0.0.1', 25)).toEqual({ secure: false, records: [], reason: '127.0.0.1 is an address literal' });
+    expect(await lookup.lookup('[127.0.0.1]', 25)).toMatchObject({ secure: false, records: [] });
   });
 });
 
@@ -164,7 +179,7 @@ describe('DnsTlsaLookup without a validating resolver', () => {
   it('does not trust signed records from a server that does not validate (no AD): insecure', async () => {
     // bind9 itself: authoritative, sends the records and their RRSIGs, but validates nothing.
     const direct = new DnsTlsaLookup({ servers: [world.authority], timeoutMs: 2000, tries: 1 });
-    expect(await direct.lookup('mx1.dane.test', 25)).toEqual({ secure: false, records: [] });
+    expect(await direct.lookup('mx1.dane.test', 25)).toMatchObject({ secure: false, records: [] });
   });
 
   it('rejects with ETLSALOOKUP when the resolver cannot be reached', async () => {
