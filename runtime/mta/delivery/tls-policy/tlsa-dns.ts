@@ -16,6 +16,14 @@ export interface DnsTlsaLookupOptions {
   timeoutMs?: number;
   /** Tries per server (default 2). */
   tries?: number;
+  /**
+   * Answers are reused for their DNS TTL, clamped to [minCacheTtlMs,
+   * cacheTtlMs] (defaults 5 s and 1 h, as the MX cache); failures are not
+   * kept (the policy defers, and the retry asks again).
+   */
+  cacheTtlMs?: number;
+  minCacheTtlMs?: number;
+  now?: () => number;
 }
 
 export interface DnsTlsaResult extends TlsaAnswer {
@@ -25,7 +33,7 @@ export interface DnsTlsaResult extends TlsaAnswer {
    * certificate's names against it and the MX host.
    */
   baseDomain?: string;
-  /** How long a secure answer holds, seconds: minimum TTL of the address, CNAME and TLSA records used, negative answers by their SOA (RFC 2308). */
+  /** How long the answer holds, seconds: minimum TTL of the address, CNAME and TLSA records used, negative answers by their SOA (RFC 2308). */
   ttl?: number;
 }
 
@@ -51,15 +59,62 @@ export class TlsaLookupError extends VolleyError {
 /** RFC 8914 info codes that name a DNSSEC failure (1-2, 5-12: unsupported algorithm or digest, indeterminate, bogus, expired, not yet valid, DNSKEY/RRSIG/NSEC missing, no zone key bit). */
 const DNSSEC_EDE = new Set([1, 2, 5, 6, 7, 8, 9, 10, 11, 12]);
 
+const MAX_CACHE_ENTRIES = 10_000;
+
 export class DnsTlsaLookup implements TlsaLookup {
   private readonly servers: string[];
   private readonly timeoutMs: number;
   private readonly tries: number;
+  private readonly maxMs: number;
+  private readonly minMs: number;
+  private readonly now: () => number;
+  private readonly cache = new Map<string, { result: DnsTlsaResult; expires: number }>();
+  /** Concurrent lookups of one host and port share one set of queries. */
+  private readonly inflight = new Map<string, Promise<DnsTlsaResult>>();
 
   constructor(options: DnsTlsaLookupOptions) {
     this.servers = options.servers;
     this.timeoutMs = options.timeoutMs ?? 5000;
     this.tries = options.tries ?? 2;
+    this.maxMs = options.cacheTtlMs ?? 3_600_000;
+    this.minMs = Math.min(options.minCacheTtlMs ?? 5_000, this.maxMs);
+    this.now = options.now ?? Date.now;
+  }
+
+  /** The TLSA answer for `host` (how: resolve() below), reused while its TTL lasts. */
+  async lookup(host: string, port: number): Promise<DnsTlsaResult> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new TlsaLookupError('ETLSALOOKUP', `bad port ${port} for the TLSA lookup of ${host}`, 'EBADNAME');
+    const name = host.trim().toLowerCase().replace(/\.$/, '');
+    // An address literal has no name to hang TLSA records on.
+    if (isIP(name) || name.startsWith('[')) return insecure(`${host} is an address literal`);
+    const key = `${port} ${name}`;
+    const cached = this.cache.get(key);
+    if (cached && cached.expires > this.now()) return cached.result;
+    const pending = this.inflight.get(key);
+    if (pending) return pending;
+    const p = this.resolve(name, port)
+      .then((result) => {
+        this.store(key, result);
+        return result;
+      })
+      .finally(() => this.inflight.delete(key));
+    this.inflight.set(key, p);
+    return p;
+  }
+
+  private store(key: string, result: DnsTlsaResult): void {
+    const now = this.now();
+    const ms = Math.min(this.maxMs, Math.max(this.minMs, (result.ttl ?? 0) * 1000));
+    if (this.cache.size >= MAX_CACHE_ENTRIES) {
+      for (const [k, v] of this.cache) if (v.expires <= now) this.cache.delete(k);
+      // Still full: drop the oldest insertions.
+      for (const k of this.cache.keys()) {
+        if (this.cache.size < MAX_CACHE_ENTRIES) break;
+        this.cache.delete(k);
+      }
+    }
+    this.cache.delete(key);
+    this.cache.set(key, { result, expires: now + ms });
   }
 
   /**
@@ -75,36 +130,32 @@ export class DnsTlsaLookup implements TlsaLookup {
    * 3. Securely no TLSA at any candidate: secure and empty. An insecure
    *    answer anywhere (and nothing secure found): not DANE.
    */
-  async lookup(host: string, port: number): Promise<DnsTlsaResult> {
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new TlsaLookupError('ETLSALOOKUP', `bad port ${port} for the TLSA lookup of ${host}`, 'EBADNAME');
-    const name = host.trim().toLowerCase().replace(/\.$/, '');
-    // An address literal has no name to hang TLSA records on.
-    if (isIP(name) || name.startsWith('[')) return insecure(`${host} is an address literal`);
-
+  private async resolve(name: string, port: number): Promise<DnsTlsaResult> {
     const [a, aaaa] = await Promise.all([this.ask(name, TYPE_A), this.ask(name, TYPE_AAAA)]);
+    let ttl = minTtl(a.ttl ?? a.negativeTtl, aaaa.ttl ?? aaaa.negativeTtl);
     let bases: string[];
     if (a.authenticated && aaaa.authenticated) {
       bases = a.canonicalName === name ? [name] : [a.canonicalName, name];
     } else {
       const why = `the addresses of ${name} are not DNSSEC-validated`;
-      if (a.canonicalName === name && aaaa.canonicalName === name) return insecure(why);
+      if (a.canonicalName === name && aaaa.canonicalName === name) return insecure(why, ttl);
       const first = await this.ask(name, TYPE_CNAME);
-      if (!first.authenticated || first.records.length === 0) return insecure(`${why} (its CNAME is not signed)`);
+      if (!first.authenticated || first.records.length === 0) return insecure(`${why} (its CNAME is not signed)`, ttl);
       bases = [name];
     }
-    let ttl = minTtl(a.ttl ?? a.negativeTtl, aaaa.ttl ?? aaaa.negativeTtl);
 
     let unsigned: string | undefined;
     for (const base of bases) {
       const tlsa = await this.ask(`_${port}._tcp.${base}`, TYPE_TLSA);
       if (!tlsa.authenticated) {
         unsigned ??= `the TLSA answer for _${port}._tcp.${base} is not DNSSEC-validated`;
+        ttl = minTtl(ttl, tlsa.ttl ?? tlsa.negativeTtl);
         continue;
       }
       if (tlsa.records.length > 0) return { secure: true, records: tlsa.records.map((r) => parseTlsa(r.data)), baseDomain: base, ttl: minTtl(ttl, tlsa.ttl) };
       ttl = minTtl(ttl, tlsa.negativeTtl);
     }
-    return unsigned ? insecure(unsigned) : { secure: true, records: [], ttl };
+    return unsigned ? insecure(unsigned, ttl) : { secure: true, records: [], ttl };
   }
 
   private async ask(name: string, type: number): Promise<DnsAnswer> {
@@ -120,8 +171,8 @@ export class DnsTlsaLookup implements TlsaLookup {
 }
 
 /** Not DANE, and why (for the logs). */
-function insecure(reason: string): DnsTlsaResult {
-  return { secure: false, records: [], reason };
+function insecure(reason: string, ttl?: number): DnsTlsaResult {
+  return ttl === undefined ? { secure: false, records: [], reason } : { secure: false, records: [], reason, ttl };
 }
 
 function minTtl(a: number | undefined, b: number | undefined): number | undefined {

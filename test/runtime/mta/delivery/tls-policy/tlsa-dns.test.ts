@@ -124,7 +124,7 @@ describe('DnsTlsaLookup through a validating resolver', () => {
   });
 
   it('reports a host in an unsigned zone as insecure, though it publishes TLSA records', async () => {
-    expect(await lookup.lookup('mx.insecure.dane.test', 25)).toEqual({ secure: false, records: [], reason: 'the addresses of mx.insecure.dane.test are not DNSSEC-validated' });
+    expect(await lookup.lookup('mx.insecure.dane.test', 25)).toMatchObject({ secure: false, records: [], reason: 'the addresses of mx.insecure.dane.test are not DNSSEC-validated' });
   });
 
   it('takes the TLSA records of a signed alias of an unsigned host at the alias, never at the unsigned target', async () => {
@@ -133,7 +133,7 @@ describe('DnsTlsaLookup through a validating resolver', () => {
   });
 
   it('reports an unsigned alias of a signed host as insecure (the chain starts outside DNSSEC)', async () => {
-    expect(await lookup.lookup('to-signed.insecure.dane.test', 25)).toEqual({
+    expect(await lookup.lookup('to-signed.insecure.dane.test', 25)).toMatchObject({
       secure: false,
       records: [],
       reason: 'the addresses of to-signed.insecure.dane.test are not DNSSEC-validated (its CNAME is not signed)',
@@ -141,7 +141,7 @@ describe('DnsTlsaLookup through a validating resolver', () => {
   });
 
   it('reports a signed host whose TLSA name leads into an unsigned zone as insecure', async () => {
-    expect(await lookup.lookup('tlsa-to-insecure.dane.test', 25)).toEqual({
+    expect(await lookup.lookup('tlsa-to-insecure.dane.test', 25)).toMatchObject({
       secure: false,
       records: [],
       reason: 'the TLSA answer for _25._tcp.tlsa-to-insecure.dane.test is not DNSSEC-validated',
@@ -189,6 +189,35 @@ describe('DnsTlsaLookup without a validating resolver', () => {
 
   it('rejects a port that is not one', async () => {
     await expect(lookup.lookup('mx1.dane.test', 0)).rejects.toMatchObject({ code: 'ETLSALOOKUP' });
+  });
+});
+
+describe('DnsTlsaLookup cache', () => {
+  // A world of its own, stopped halfway: what is answered after that came from the cache.
+  it('reuses an answer for its TTL (clamped), shares concurrent lookups, and asks again once it expired', async () => {
+    const own = await startDnssec({ signed: ['mx A 127.0.0.1', 'mx AAAA ::1', `_25._tcp.mx TLSA 3 1 1 ${hash('own')}`, 'none A 127.0.0.1'] });
+    let now = 1_000_000;
+    const cached = new DnsTlsaLookup({ servers: [own.resolver], timeoutMs: 2000, tries: 1, now: () => now, cacheTtlMs: 120_000 });
+    const [first, again] = await Promise.all([cached.lookup('mx.dane.test', 25), cached.lookup('MX.dane.test.', 25)]);
+    expect(again).toBe(first);
+    expect(first).toMatchObject({ secure: true, records: [{ data: hash('own') }] });
+    const none = await cached.lookup('none.dane.test', 25);
+    expect(none).toMatchObject({ secure: true, records: [] });
+    await own.stop();
+
+    // mx: TTL 300 s (A, AAAA, TLSA), clamped to the 120 s maximum; "none" lasts the SOA's negative 60 s
+    // (a resolver's cache counts TTLs down: check well inside them, then just past them)
+    now += 50_000;
+    expect(await cached.lookup('mx.dane.test', 25)).toBe(first);
+    expect(await cached.lookup('none.dane.test', 25)).toBe(none);
+    // another port is another question
+    await expect(cached.lookup('mx.dane.test', 465)).rejects.toMatchObject({ code: 'ETLSALOOKUP' });
+    now += 11_000;
+    await expect(cached.lookup('none.dane.test', 25)).rejects.toMatchObject({ code: 'ETLSALOOKUP' });
+    now += 119_000 - 61_000;
+    expect(await cached.lookup('mx.dane.test', 25)).toBe(first);
+    now += 2_000;
+    await expect(cached.lookup('mx.dane.test', 25)).rejects.toMatchObject({ code: 'ETLSALOOKUP', dnsCode: 'ECONNREFUSED' });
   });
 });
 
