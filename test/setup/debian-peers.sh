@@ -40,10 +40,15 @@ echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-se
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # bind9 and unbound are packaged as services on port 53 (unbound's may even rewrite resolv.conf);
-# the tests want only their programs and run private instances on high ports: stop and disable
-# the services this install just started, never ones that were there before.
-if [ -d /run/systemd/system ]; then
-  for pair in bind9:named bind9:named-resolvconf unbound:unbound unbound:unbound-resolvconf; do
-    if printf '%s\n' "${need[@]}" | grep -qx "${pair%%:*}"; then systemctl disable --now "${pair##*:}" >/dev/null 2>&1 || true; fi
-  done
-fi
+# the tests want only their programs and run private instances on high ports: stop (and, under
+# systemd, disable) the services this install just started, never ones that were there before.
+# (In a container whose policy-rc.d forbids starting services, none was started.)
+for pair in bind9:named bind9:named-resolvconf unbound:unbound unbound:unbound-resolvconf; do
+  printf '%s\n' "${need[@]}" | grep -qx "${pair%%:*}" || continue
+  svc=${pair##*:}
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  elif [ -x "/etc/init.d/$svc" ]; then
+    "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+  fi
+done
