@@ -149,8 +149,9 @@ async function ask<T>(qname: string, qtype: number, dnssec: boolean, servers: st
   throw last ?? new DnsQueryError('ECONNECTION', 'no answer');
 }
 
-function typeName(type: number): string {
-  const names: Record<number, string> = { [TYPE_A]: 'A', [TYPE_MX]: 'MX', [TYPE_AAAA]: 'AAAA', [TYPE_TLSA]: 'TLSA' };
+/** A record type's mnemonic, for messages. */
+export function typeName(type: number): string {
+  const names: Record<number, string> = { [TYPE_A]: 'A', [TYPE_CNAME]: 'CNAME', [TYPE_MX]: 'MX', [TYPE_AAAA]: 'AAAA', [TYPE_TLSA]: 'TLSA' };
   return names[type] ?? `TYPE${type}`;
 }
 

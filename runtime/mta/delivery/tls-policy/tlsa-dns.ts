@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import type { TlsaRecord } from '../../../shared/smtp/connector';
 import { VolleyError } from '../../../shared/errors';
-import { DnsQueryError, queryDns, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TLSA, type DnsAnswer } from '../dns-query';
+import { DnsQueryError, queryDns, typeName, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TLSA, type DnsAnswer } from '../dns-query';
 import type { TlsaAnswer, TlsaLookup } from './tlsa-lookup';
 
 export interface DnsTlsaLookupOptions {
@@ -159,7 +159,7 @@ export class DnsTlsaLookup implements TlsaLookup {
   }
 
   private async ask(name: string, type: number): Promise<DnsAnswer> {
-    const what = `${({ [TYPE_TLSA]: 'TLSA', [TYPE_A]: 'A', [TYPE_AAAA]: 'AAAA', [TYPE_CNAME]: 'CNAME' } as Record<number, string>)[type]} ${name}`;
+    const what = `${typeName(type)} ${name}`;
     try {
       return await queryDns(name, type, this.servers, { timeoutMs: this.timeoutMs, tries: this.tries, dnssec: true });
     } catch (err) {
