@@ -147,7 +147,11 @@ export class MirrorDaemon {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    // A primary that keeps a lease and stops renewing it hands the slot to its peer
+    // within lease_ttl: its MTA must not outlive that (the fence timer dies with this process).
+    const handing = this.lease !== undefined && this.state.role === 'primary' && this.lease.status().held_until !== undefined;
     await this.lease?.stop();
+    if (handing) await this.fenceMta('the mirror is stopping: its lease will lapse and the peer may take over');
     this.handover?.reject(new VolleyError('ESTOPPING', 'the mirror is stopping'));
     this.wake?.();
     this.inbound?.close();
@@ -318,14 +322,14 @@ export class MirrorDaemon {
     this.logger.error({ epoch, why }, 'mirror: this node is a secondary now');
     this.sender = undefined;
     this.outbound?.close();
-    this.fenceMta(why);
+    void this.fenceMta(why);
   }
 
-  private fenceMta(why: string): void {
+  private async fenceMta(why: string): Promise<void> {
     if (this.config.fence === 'none') return;
     // With a lease the whole fence must fit in its safety margin: the admin call gets an eighth of the ttl at most.
     const intakeTimeoutMs = this.lease ? Math.min(1_000, this.config.leaseTtlMs / 8) : undefined;
-    void fenceMta({ persistentPath: this.config.persistentPath, mtaAdmin: this.config.mtaAdmin, tokenFile: this.config.mtaAdminTokenFile, logger: this.logger, kill: this.hooks.fence, intakeTimeoutMs }, why);
+    await fenceMta({ persistentPath: this.config.persistentPath, mtaAdmin: this.config.mtaAdmin, tokenFile: this.config.mtaAdminTokenFile, logger: this.logger, kill: this.hooks.fence, intakeTimeoutMs }, why);
   }
 
   // ---- the secondary's side: a primary dials in ----

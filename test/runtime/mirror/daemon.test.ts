@@ -147,3 +147,22 @@ describe('MirrorDaemon pair', () => {
     expect(() => new MirrorDaemon(config, captureLogger().logger)).toThrow(/^mirror secret_file \(or VOLLEY_MIRROR_SECRET\): the secret has 9 bytes; it needs at least 32$/);
   });
 });
+
+describe('MirrorDaemon with an arbiter', () => {
+  it('a primary holding the lease fences its MTA when its mirror stops (the lease will lapse); without a lease it does not', async () => {
+    const arbiter = join(base, 'stop-arbiter');
+    mkdirSync(arbiter);
+    const withLease = await node('stop-lease', { self: await getFreePort(), peer: await getFreePort() }, `name: stop-lease\narbiter: { file: ${join(arbiter, 'lease.json')} }\nlease_ttl: 30s\n`);
+    writeFileSync(join(withLease.root, 'mta.lock'), '434343\n');
+    expect((await fetch(`${withLease.admin}/promote?force=1`, { method: 'POST' })).status).toBe(200);
+    await waitUntil(() => withLease.daemon.status().lease?.held_until !== undefined, 10_000, () => JSON.stringify(withLease.daemon.status()));
+    await withLease.daemon.stop();
+    expect(withLease.fenced).toEqual([434343]);
+
+    const noLease = await node('stop-nolease', { self: await getFreePort(), peer: await getFreePort() });
+    writeFileSync(join(noLease.root, 'mta.lock'), '434344\n');
+    expect((await fetch(`${noLease.admin}/promote?force=1`, { method: 'POST' })).status).toBe(200);
+    await noLease.daemon.stop();
+    expect(noLease.fenced).toEqual([]);
+  });
+});
