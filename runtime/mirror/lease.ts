@@ -80,7 +80,10 @@ export class LeaseKeeper {
     this.stopped = true;
     clearTimeout(this.timer);
     this.disarm();
-    await this.running;
+    // A round stuck on an arbiter that does not answer must not hold the daemon's stop for ever.
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise<void>((r) => (bound = setTimeout(r, this.o.ttlMs)))]);
+    clearTimeout(bound);
   }
 
   status(): LeaseStatus {
@@ -133,6 +136,7 @@ export class LeaseKeeper {
   }
 
   private async round(): Promise<void> {
+    if (this.stopped) return;
     const ttl = this.o.ttlMs;
     let next = this.o.host.state().role === 'primary' ? ttl / 3 : ttl / 5;
     try {

@@ -13,7 +13,7 @@
 //      runs its promote_command.
 // A failure before step 3 gives intake back (POST /drain/resume) and leaves
 // the pair as it was.
-import { VolleyError } from '../shared/errors';
+import { VolleyError, errorCode } from '../shared/errors';
 import type { Logger } from '../shared/log';
 import type { MirrorConfig } from './config';
 import type { MirrorStatus } from './daemon';
@@ -99,7 +99,11 @@ export async function runSwitchover(h: SwitchoverHost, timeoutMs: number): Promi
   }
   await durableAfter(h.now(), 'everything the MTA wrote');
   step('the secondary holds everything durably');
-  const epoch = await h.requestHandover(Math.max(1_000, deadline - h.now()));
+  const epoch = await h.requestHandover(Math.max(1_000, deadline - h.now())).catch((err: Error) => {
+    // Still the primary (nothing was handed over), but its MTA is stopped now.
+    if (h.status().role === 'primary') throw new VolleyError(errorCode(err) ?? 'ESWITCHOVER', `${err.message}; this node is still the primary and its MTA is stopped: start it again, or run the switchover again once the secondary is connected`);
+    throw err;
+  });
   step(`the peer took over as the primary of epoch ${epoch}; this node is its secondary`);
   return { epoch, steps };
 }

@@ -166,3 +166,21 @@ describe('MirrorDaemon with an arbiter', () => {
     expect(noLease.fenced).toEqual([]);
   });
 });
+
+describe('MirrorDaemon switchover', () => {
+  it('is refused on a primary whose secondary is not connected, and on a secondary; nothing is stopped', async () => {
+    const lone = await node('sw-lone', { self: await getFreePort(), peer: await getFreePort() });
+    writeFileSync(join(lone.root, 'mta.lock'), '454545\n');
+    const onSecondary = await fetch(`${lone.admin}/switchover`, { method: 'POST' });
+    expect(onSecondary.status).toBe(409);
+    expect(await onSecondary.json()).toMatchObject({ code: 'ENOTPRIMARY' });
+    expect((await fetch(`${lone.admin}/promote?force=1`, { method: 'POST' })).status).toBe(200);
+    const alone = await fetch(`${lone.admin}/switchover`, { method: 'POST' });
+    expect(alone.status).toBe(409);
+    expect(await alone.json()).toMatchObject({ code: 'ENOTCAUGHTUP', error: expect.stringContaining('not connected') });
+    expect(lone.fenced).toEqual([]);
+    expect(readState(lone.root)).toMatchObject({ role: 'primary', epoch: 1 });
+    const bad = await fetch(`${lone.admin}/switchover?timeout=soon`, { method: 'POST' });
+    expect(bad.status).toBe(400);
+  });
+});

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, 
 import { join } from 'node:path';
 import { ADMIN_TOKEN, testConfigYaml } from '../../helpers/config';
 import { startFreezableRelay, type FreezableRelay } from '../../helpers/freezable-relay';
-import { startMirror, type MirrorProcess } from '../../helpers/mirror-process';
+import { mirrorCli, startMirror, type MirrorProcess } from '../../helpers/mirror-process';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { newSecret, proxyTls, waitUntil } from '../../helpers/proxy-fixtures';
@@ -193,4 +193,7 @@ test('automatic failover: a link cut alone promotes nothing; a primary cut off f
   expect(metrics).toMatch(/^volley_mirror_arbiter_errors [1-9]/m);
   expect(metrics).toMatch(/^volley_mirror_lease_held 0$/m);
   expect(await (await fetch(`http://${adminB}/metrics`)).text()).toMatch(/^volley_mirror_lease_held 1$/m);
+  const human = await mirrorCli(['status', '--admin', adminB]);
+  expect(human.stdout).toMatch(/^lease\s+b \(epoch 2\) until \S+, held by this node$/m);
+  expect((await mirrorCli(['status', '--admin', adminA])).stdout).toMatch(/^arbiter\s+[1-9][0-9]* errors, last: /m);
 }, 300_000);
