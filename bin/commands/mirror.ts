@@ -1,6 +1,6 @@
 // `volley mirror`: runs the HA mirror daemon (runtime/mirror), and the
-// operator's verbs on it: `status` and `promote`, which talk to the local
-// daemon's admin port.
+// operator's verbs on it: `status`, `promote` and `switchover`, which talk
+// to the local daemon's admin port.
 import type { Command } from 'commander';
 import { startMirrorAdmin } from '../../runtime/mirror/admin';
 import { loadMirrorConfig, MIRROR_ADMIN_DEFAULT } from '../../runtime/mirror/config';
@@ -40,13 +40,18 @@ function printStatus(s: MirrorStatus): void {
     ['lag', `${s.lag_bytes} bytes, ${s.lag_seconds.toFixed(3)} s`],
     ['last contact', s.last_contact ?? 'never'],
   ];
+  if (s.lease) {
+    const l = s.lease;
+    lines.push(['lease', l.holder ? `${l.holder} (epoch ${String(l.epoch)}) until ${String(l.expires_at)}${l.held_until ? ', held by this node' : ''}` : `none yet (${l.arbiter})`]);
+    if (l.errors > 0) lines.push(['arbiter', `${l.errors} errors${l.last_error ? `, last: ${l.last_error}` : ''}`]);
+  }
   for (const [k, v] of lines) process.stdout.write(`${k.padEnd(13)}${v}\n`);
 }
 
 export function registerMirror(program: Command): void {
   const mirror = program
     .command('mirror')
-    .description('run the HA mirror daemon of one node of a pair (subcommands: status, promote)')
+    .description('run the HA mirror daemon of one node of a pair (subcommands: status, promote, switchover)')
     .option('--config <file>', 'the mirror config file', process.env.VOLLEY_MIRROR_CONFIG ?? '/etc/volley/mirror.yaml')
     .action(async (flags: { config: string }) => {
       const config = loadMirrorConfig(flags.config);
@@ -94,6 +99,23 @@ export function registerMirror(program: Command): void {
         process.exitCode = 1;
         return;
       }
-      process.stdout.write(`promoted: primary of epoch ${String(body.epoch)}; start the MTA on this node's persistent path now\n`);
+      process.stdout.write(`promoted: primary of epoch ${String(body.epoch)}; start the MTA on this node's persistent path now (promote_command does it, when configured)\n`);
+    });
+
+  mirror
+    .command('switchover')
+    .description('planned: on the primary, stop intake, wait until the secondary holds everything, stop the MTA and hand the primary role to the peer (no loss)')
+    .option('--config <file>', 'the mirror config file (for its admin_listen)')
+    .option('--admin <addr:port>', 'the daemon\'s admin address')
+    .option('--timeout <duration>', 'give up (and resume intake, when the MTA is still running) after this long', '60s')
+    .action(async (flags: AdminFlags & { timeout: string }) => {
+      const { status, body } = await call(`${adminUrl(flags)}/switchover?timeout=${encodeURIComponent(flags.timeout)}`, 'POST');
+      if (status !== 200) {
+        process.stderr.write(`volley mirror switchover: ${String(body.error)}${body.code ? ` (${String(body.code)})` : ''}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      for (const step of (body.steps as string[] | undefined) ?? []) process.stdout.write(`${step}\n`);
+      process.stdout.write(`switched over: the peer is the primary of epoch ${String(body.epoch)}; this node is its secondary\n`);
     });
 }

@@ -1,14 +1,16 @@
 // The mirror's admin port: the open endpoints every daemon has (/healthz;
 // /readyz 200 on the primary and 503 on the secondary, so an NLB or the `lb`
 // only sends mail to the primary; /metrics for Prometheus), GET /status
-// (what `volley mirror status` prints) and POST /promote[?force=1] (what
-// `volley mirror promote` calls), the latter only from loopback: promotion
-// is an operator's act on the node itself.
+// (what `volley mirror status` prints), POST /promote[?force=1] (what
+// `volley mirror promote` calls) and POST /switchover[?timeout=60s], the
+// latter two only from loopback: promotion is an operator's act on the node
+// itself.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { Gauge, Registry } from 'prom-client';
 import { adminHttpServer, closeHttpServer, pathOf, sendJson, serveOpenEndpoint } from '../shared/admin-http';
 import { errorCode } from '../shared/errors';
 import { listen } from '../shared/listen';
+import { parseDuration } from '../shared/units';
 import type { MirrorDaemon } from './daemon';
 
 export function mirrorMetrics(daemon: MirrorDaemon): Registry {
@@ -26,7 +28,13 @@ export function mirrorMetrics(daemon: MirrorDaemon): Registry {
   gauge('volley_mirror_bytes_sent', 'file bytes sent to the secondary in this session', () => daemon.status().bytes_sent);
   gauge('volley_mirror_bytes_received', 'file bytes received from the primary since start', () => daemon.status().bytes_received);
   gauge('volley_mirror_batches', 'replication batches made durable since start', () => daemon.status().batches);
-  gauge('volley_mirror_demotions', 'times this node stepped down on seeing a higher epoch', () => daemon.status().demotions);
+  gauge('volley_mirror_demotions', 'times this node stepped down (a higher epoch, or a lease it could not renew)', () => daemon.status().demotions);
+  if (daemon.lease) {
+    const lease = daemon.lease;
+    gauge('volley_mirror_lease_held', '1 while this node holds the arbiter lease (as far as it can be sure)', () => (lease.status().held_until !== undefined ? 1 : 0));
+    gauge('volley_mirror_lease_expires_seconds', 'seconds until the arbiter lease last seen expires (negative: expired; NaN: never read)', () => lease.expiresInSeconds() ?? NaN);
+    gauge('volley_mirror_arbiter_errors', 'arbiter reads or writes that failed since start', () => lease.errors);
+  }
   return registry;
 }
 
@@ -49,13 +57,27 @@ export async function startMirrorAdmin(daemon: MirrorDaemon): Promise<{ server: 
       if (!loopback(req)) return sendJson(res, 403, { error: 'promotion is only taken from this node itself (loopback)', code: 'EFORBIDDEN' });
       const force = new URL(req.url ?? '/', 'http://admin').searchParams.get('force') === '1';
       try {
-        const s = daemon.promote(force);
+        const s = await daemon.promote(force);
         return sendJson(res, 200, { role: s.role, epoch: s.epoch });
       } catch (err) {
         return sendJson(res, 409, { error: (err as Error).message, code: errorCode(err) });
       }
     }
-    sendJson(res, 404, { error: `no endpoint ${req.method} ${path}: this address serves /healthz, /readyz, /metrics, /status and POST /promote` });
+    if (req.method === 'POST' && path === '/switchover') {
+      if (!loopback(req)) return sendJson(res, 403, { error: 'a switchover is only taken from this node itself (loopback)', code: 'EFORBIDDEN' });
+      let timeoutMs: number;
+      try {
+        timeoutMs = parseDuration(new URL(req.url ?? '/', 'http://admin').searchParams.get('timeout') ?? '60s');
+      } catch (err) {
+        return sendJson(res, 400, { error: (err as Error).message, code: 'EBADTIMEOUT' });
+      }
+      try {
+        return sendJson(res, 200, await daemon.switchover(timeoutMs));
+      } catch (err) {
+        return sendJson(res, 409, { error: (err as Error).message, code: errorCode(err) });
+      }
+    }
+    sendJson(res, 404, { error: `no endpoint ${req.method} ${path}: this address serves /healthz, /readyz, /metrics, /status, POST /promote and POST /switchover` });
   });
   const port = await listen(server, daemon.config.adminListen.port, daemon.config.adminListen.address);
   return { server, port, close: () => closeHttpServer(server) };

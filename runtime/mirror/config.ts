@@ -20,7 +20,9 @@
 //   resync_rate: 50MB                    # bytes per second for full copies of diverged files
 //   poll_interval: 50ms                  # how often the primary looks for new bytes
 //   batch_max: 4MB                       # bytes of file data per replication batch
-//   fence: stop-mta                      # on demotion: SIGTERM the MTA holding the path (or none)
+//   fence: stop-mta                      # on demotion: stop intake (POST /drain/stop) and SIGTERM the MTA holding the path (or none)
+//   mta_admin: 127.0.0.1:8025            # the local MTA's admin API (drain/stop when fencing, switchover)
+//   mta_admin_token_file: admin.token    # its bearer token (else VOLLEY_ADMIN_TOKEN; none: fence by SIGTERM alone)
 //
 // Relative paths are relative to the config file.
 import { dirname, resolve } from 'node:path';
@@ -63,6 +65,9 @@ export interface MirrorConfig {
   handshakeTimeoutMs: number;
   reconnectIntervalMs: number;
   fence: FenceAction;
+  /** The local MTA's admin API: where intake is stopped (fencing, switchover). */
+  mtaAdmin: HostPort;
+  mtaAdminTokenFile?: string;
   logLevel?: string;
 }
 
@@ -179,6 +184,8 @@ const MIRROR_SETTINGS = {
   handshake_timeout: ['handshakeTimeoutMs', () => '10s', duration],
   reconnect_interval: ['reconnectIntervalMs', () => '1s', duration],
   fence: ['fence', () => 'stop-mta', oneOf(['stop-mta', 'none'] as const)],
+  mta_admin: ['mtaAdmin', () => '127.0.0.1:8025', hostPort('127.0.0.1', '127.0.0.1:8025')],
+  mta_admin_token_file: ['mtaAdminTokenFile', undefined, optionalPath],
   log_level: ['logLevel', undefined, oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const)],
 } as const satisfies Record<string, readonly [keyof MirrorConfig, (() => unknown) | undefined, Reader<unknown>]>;
 

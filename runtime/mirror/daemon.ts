@@ -4,13 +4,14 @@
 // "mirror"), the other receives and writes the same bytes at the same
 // offsets. Every frame carries the sender's epoch: a frame with a higher
 // epoch than this node's makes it a secondary at once, and a primary that
-// is demoted fences its MTA (SIGTERM to the pid holding the persistent
-// path's lock: the MTA's admin API can pause delivery but has no way to stop
-// intake, and a stopped process does neither).
+// is demoted fences its MTA (mta-fence.ts: intake stopped over the MTA's
+// admin API, then SIGTERM to the pid holding the persistent path's lock).
+// With an arbiter, lease.ts keeps the lease (automatic failover) and
+// switchover.ts hands the primary role over without loss.
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Logger } from '../shared/log';
-import { VolleyError } from '../shared/errors';
+import { VolleyError, errorCode } from '../shared/errors';
 import { listen } from '../shared/listen';
 import {
   FrameChannel,
@@ -24,9 +25,15 @@ import {
   type Frame,
 } from '../shared/proxy-protocol';
 import { applyBatch, parseOps } from './apply';
+import type { Lease } from './arbiter';
+import { openArbiter } from './arbiters';
 import type { MirrorConfig } from './config';
 import { MIRROR_SECRET_ENV } from './config';
 import { inventory, type Inventory } from './files';
+import { LeaseKeeper, type LeaseStatus } from './lease';
+import { fenceMta, liveMtaPid } from './mta-fence';
+import { runPromoteCommand } from './promote-command';
+import { runSwitchover, type SwitchoverResult } from './switchover';
 import { Sender, type Batch } from './sender';
 import { readState, writeState, type MirrorState } from './state';
 
@@ -48,6 +55,9 @@ export interface MirrorStatus {
   bytes_received: number;
   batches: number;
   demotions: number;
+  /** The arbiter lease as this node last saw it (automatic failover configured). */
+  lease?: LeaseStatus;
+  promote_command?: { epoch: number; exit?: number | null; error?: string };
 }
 
 /** A frame's epoch; a frame without one is a protocol error on this channel. */
@@ -74,6 +84,11 @@ export class MirrorDaemon {
   private demotions = 0;
   private wake?: () => void;
   private readonly sockets = new Set<import('node:net').Socket>();
+  /** Automatic failover: the arbiter lease (undefined without an arbiter). */
+  readonly lease?: LeaseKeeper;
+  /** A switchover waiting for the replication loop to hand the role over at the head. */
+  private handover?: { resolve: (epoch: number) => void; reject: (err: Error) => void };
+  private lastPromoteRun?: MirrorStatus['promote_command'];
   port = 0;
 
   constructor(
@@ -87,6 +102,22 @@ export class MirrorDaemon {
     } catch (err) {
       // The loader is the proxy link's: say which secret this is.
       throw new VolleyError('ESECRET', `mirror secret_file (or ${MIRROR_SECRET_ENV}): ${(err as Error).message.replace(/proxy secret/g, 'secret')}`);
+    }
+    if (config.arbiter) {
+      this.lease = new LeaseKeeper({
+        arbiter: openArbiter(config.arbiter, config.leaseTtlMs),
+        name: config.name,
+        ttlMs: config.leaseTtlMs,
+        logger,
+        now: hooks.now,
+        host: {
+          state: () => this.state,
+          selfFence: (why) => this.demote(this.state.epoch, why),
+          superseded: (l: Lease) => this.demote(l.epoch, `the arbiter lease names ${l.holder} as the primary of epoch ${l.epoch}`),
+          cannotTakeOver: (l: Lease) => this.cannotTakeOver(l),
+          tookOver: (epoch) => this.becomePrimary(epoch, 'the primary\'s arbiter lease expired'),
+        },
+      });
     }
   }
 
@@ -111,10 +142,17 @@ export class MirrorDaemon {
     this.port = await listen(this.server as unknown as import('node:net').Server, this.config.listen.port, this.config.listen.address);
     this.logger.info({ role: this.state.role, epoch: this.state.epoch, listen: `${this.config.listen.address}:${this.port}`, peer: this.peerName() }, 'mirror started');
     if (this.state.role === 'primary') void this.dialLoop();
+    this.lease?.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    // A primary that keeps a lease and stops renewing it hands the slot to its peer
+    // within lease_ttl: its MTA must not outlive that (the fence timer dies with this process).
+    const handing = this.lease !== undefined && this.state.role === 'primary' && this.lease.status().held_until !== undefined;
+    await this.lease?.stop();
+    if (handing) await this.fenceMta('the mirror is stopping: its lease will lapse and the peer may take over');
+    this.handover?.reject(new VolleyError('ESTOPPING', 'the mirror is stopping'));
     this.wake?.();
     this.inbound?.close();
     this.outbound?.close();
@@ -146,6 +184,8 @@ export class MirrorDaemon {
       bytes_received: this.bytesReceived,
       batches: this.batches,
       demotions: this.demotions,
+      ...(this.lease ? { lease: this.lease.status() } : {}),
+      ...(this.lastPromoteRun ? { promote_command: this.lastPromoteRun } : {}),
     };
   }
 
@@ -155,13 +195,101 @@ export class MirrorDaemon {
    * `force`; the old primary, if it is still connected, is told the new epoch
    * (it fences itself), and is fenced too whenever it reconnects.
    */
-  promote(force: boolean): MirrorState {
+  async promote(force: boolean): Promise<MirrorState> {
     if (this.state.role === 'primary') throw new VolleyError('EALREADYPRIMARY', `this node is already the primary (epoch ${this.state.epoch})`);
     if (!this.state.caughtUp && !force) {
       throw new VolleyError('ENOTCAUGHTUP', 'this secondary is not caught up with the primary: promoting it would lose mail the primary holds; use --force to promote anyway');
     }
-    this.setState({ role: 'primary', epoch: this.state.epoch + 1, caughtUp: this.state.caughtUp });
-    this.logger.warn({ epoch: this.state.epoch, force }, 'mirror: promoted to primary');
+    // With an arbiter the lease comes first: refused while the primary holds it (unless forced).
+    await this.lease?.acquire(this.state.epoch + 1, { force });
+    this.becomePrimary(this.state.epoch + 1, force ? 'promoted by hand (--force)' : 'promoted by hand');
+    return this.state;
+  }
+
+  /** A planned switchover (switchover.ts), run on the primary. */
+  switchover(timeoutMs: number): Promise<SwitchoverResult> {
+    return runSwitchover(
+      {
+        config: this.config,
+        logger: this.logger,
+        status: () => this.status(),
+        requestHandover: (ms) => this.requestHandover(ms),
+        kill: (pid) => (this.hooks.fence ? this.hooks.fence(pid) : process.kill(pid, 'SIGTERM')),
+        now: () => this.now(),
+      },
+      timeoutMs,
+    );
+  }
+
+  private requestHandover(timeoutMs: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const request = { resolve, reject };
+      this.handover = request;
+      setTimeout(() => {
+        if (this.handover !== request) return;
+        this.handover = undefined;
+        reject(new VolleyError('ETIMEDOUT', 'the replication loop did not reach the head in time: nothing was handed over'));
+      }, timeoutMs);
+      this.wake?.();
+    });
+  }
+
+  /** Switchover, primary side, at the head: step down durably, then tell the peer to take over. */
+  private async handOver(channel: FrameChannel, request: NonNullable<MirrorDaemon['handover']>): Promise<void> {
+    this.handover = undefined;
+    const from = this.state.epoch;
+    const to = from + 1;
+    this.lease?.released();
+    // Durable before the peer hears of it: this node never serves epoch `from` again, whatever happens next.
+    this.setState({ role: 'secondary', epoch: to, caughtUp: true });
+    this.sender = undefined;
+    try {
+      channel.send({ t: 'takeover', epoch: from, promote_to: to, holder: this.config.name });
+      const f = await channel.next(this.config.handshakeTimeoutMs);
+      if (f.header.t !== 'took_over') throw new VolleyError('ESWITCHOVER', `the peer did not take over: ${String(f.header.message ?? f.header.t).slice(0, 300)}`);
+      request.resolve(to);
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'mirror: switchover: the peer did not confirm it took over; this node stays a secondary (promote one of the two by hand)');
+      request.reject(new VolleyError(errorCode(err) ?? 'ESWITCHOVER', `${(err as Error).message}; this node is a secondary of epoch ${to} now: promote the node that should serve (volley mirror promote)`));
+    } finally {
+      channel.end();
+    }
+  }
+
+  /** Switchover, secondary side: take the lease handed over, become the primary, confirm. */
+  private async takeOver(channel: FrameChannel, f: Frame, synced: boolean): Promise<void> {
+    const from = epochOf(f);
+    const to = f.header.promote_to;
+    const holder = f.header.holder;
+    if (to !== from + 1 || typeof holder !== 'string') throw new VolleyError('EMIRRORPROTO', 'takeover without promote_to = epoch + 1 and a holder');
+    try {
+      if (!synced || !this.state.caughtUp) throw new VolleyError('ENOTCAUGHTUP', 'this secondary is not caught up');
+      await this.lease?.acquire(to, { from: { holder, epoch: from } });
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'mirror: switchover: refused to take over');
+      channel.send({ t: 'error', code: errorCode(err) ?? 'ESWITCHOVER', message: (err as Error).message });
+      return channel.end();
+    }
+    channel.send({ t: 'took_over', epoch: to });
+    this.inbound = undefined;
+    channel.end();
+    this.becomePrimary(to, 'planned switchover');
+  }
+
+  /** Why this secondary may not take the expired lease `l` automatically (undefined: it may). */
+  private cannotTakeOver(l: Lease): string | undefined {
+    if (this.state.role === 'primary') return 'this node is the primary';
+    if (!this.state.caughtUp) return 'this node is not caught up with the primary';
+    if (this.state.outdated) return 'this node is outdated (its primary acknowledged mail without it)';
+    if (l.peer_outdated) return 'the primary\'s lease says its secondary is outdated';
+    if (l.epoch > this.state.epoch) return `the lease names epoch ${l.epoch}, newer than this node's ${this.state.epoch}`;
+    return undefined;
+  }
+
+  /** This node is the primary of `epoch` from now on: durable first, then the old primary told, then promote_command. */
+  private becomePrimary(epoch: number, why: string): void {
+    this.setState({ role: 'primary', epoch, caughtUp: this.state.caughtUp });
+    this.logger.warn({ epoch, why }, 'mirror: promoted to primary');
     const old = this.inbound;
     if (old?.open) {
       try {
@@ -172,7 +300,11 @@ export class MirrorDaemon {
       old.end();
     }
     void this.dialLoop();
-    return this.state;
+    const argv = this.config.promoteCommand;
+    if (argv) {
+      this.lastPromoteRun = { epoch };
+      void runPromoteCommand(argv, epoch, this.logger).then((r) => (this.lastPromoteRun = { epoch, exit: r.exit, ...(r.error ? { error: r.error } : {}) }));
+    }
   }
 
   private setState(s: MirrorState): void {
@@ -185,47 +317,19 @@ export class MirrorDaemon {
     const wasPrimary = this.state.role === 'primary';
     this.setState({ role: 'secondary', epoch: Math.max(epoch, this.state.epoch), caughtUp: false });
     if (!wasPrimary) return;
+    this.lease?.released();
     this.demotions++;
-    this.logger.error({ epoch, why }, 'mirror: a peer holds a higher epoch: this node is a secondary now');
+    this.logger.error({ epoch, why }, 'mirror: this node is a secondary now');
     this.sender = undefined;
     this.outbound?.close();
-    this.fenceMta();
+    void this.fenceMta(why);
   }
 
-  /** The pid in the MTA's lock on this persistent path, when there is one (alive or not). */
-  private lockPid(): number | undefined {
-    try {
-      const pid = Number(readFileSync(`${this.config.persistentPath}/mta.lock`, 'utf8').trim());
-      return Number.isSafeInteger(pid) && pid > 1 ? pid : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** The pid of an MTA running on this persistent path (a stale lock after kill -9 names a dead pid: none). */
-  private liveMtaPid(): number | undefined {
-    const pid = this.lockPid();
-    if (pid === undefined) return undefined;
-    try {
-      process.kill(pid, 0);
-      return pid;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
-    }
-  }
-
-  private fenceMta(): void {
+  private async fenceMta(why: string): Promise<void> {
     if (this.config.fence === 'none') return;
-    const pid = this.lockPid();
-    if (pid === undefined) return this.logger.info('mirror: no MTA holds the persistent path: nothing to fence');
-    if (pid === process.pid) return;
-    try {
-      if (this.hooks.fence) this.hooks.fence(pid);
-      else process.kill(pid, 'SIGTERM');
-      this.logger.warn({ pid }, 'mirror: fenced the MTA (SIGTERM): it stops intake and delivery');
-    } catch (err) {
-      this.logger.info({ pid, err: (err as Error).message }, 'mirror: the MTA named by the lock is not running');
-    }
+    // With a lease the whole fence must fit in its safety margin: the admin call gets an eighth of the ttl at most.
+    const intakeTimeoutMs = this.lease ? Math.min(1_000, this.config.leaseTtlMs / 8) : undefined;
+    await fenceMta({ persistentPath: this.config.persistentPath, mtaAdmin: this.config.mtaAdmin, tokenFile: this.config.mtaAdminTokenFile, logger: this.logger, kill: this.hooks.fence, intakeTimeoutMs }, why);
   }
 
   // ---- the secondary's side: a primary dials in ----
@@ -250,7 +354,7 @@ export class MirrorDaemon {
         return channel.end();
       }
       if (epoch > this.state.epoch || this.state.role === 'primary') this.demote(epoch, 'a primary of a higher epoch dialed in');
-      const mta = this.liveMtaPid();
+      const mta = liveMtaPid(this.config.persistentPath);
       if (mta !== undefined) {
         // Writing under a running MTA would corrupt its spool: the operator stops it (or this node was just fenced and it is stopping).
         channel.send({ t: 'error', code: 'mta-running', message: `an MTA (pid ${mta}) is running on the secondary's persistent path: stop it before this node can mirror` });
@@ -305,6 +409,9 @@ export class MirrorDaemon {
         synced = true;
         if (!this.state.caughtUp) this.setState({ ...this.state, caughtUp: true });
         this.logger.info({ epoch }, 'mirror: caught up with the primary');
+      } else if (f.header.t === 'takeover') {
+        // A planned switchover: the primary stopped its MTA, made sure this node holds everything, and stepped down.
+        return this.takeOver(channel, f, synced);
       } else if (f.header.t === 'status') {
         const b = f.header.lag_bytes;
         const s = f.header.lag_seconds;
@@ -387,6 +494,7 @@ export class MirrorDaemon {
           syncedSent = true;
           this.logger.info({ epoch: this.state.epoch }, 'mirror: the secondary is caught up');
         }
+        if (this.handover && s.caughtUp && syncedSent) return this.handOver(channel, this.handover);
         await this.sleep(this.config.pollIntervalMs);
         continue;
       }

@@ -2,7 +2,8 @@
 // for the AWS SDK (no S3 implementation ships in Debian here). It speaks the
 // REST subset the SDK and lib-storage use — PutObject, CreateMultipartUpload,
 // UploadPart, CompleteMultipartUpload, AbortMultipartUpload, HeadObject,
-// GetObject, ListObjectsV2 — path-style (http://127.0.0.1:port/bucket/key),
+// GetObject, ListObjectsV2 (PutObject also conditional: If-Match, If-None-Match: *)
+// — path-style (http://127.0.0.1:port/bucket/key),
 // keeps objects in memory, and refuses what S3 refuses: every request's SigV4
 // signature is verified (test/helpers/sigv4.ts), bodies are checked against
 // x-amz-content-sha256, Content-MD5 and the x-amz-checksum-* headers or
@@ -334,6 +335,13 @@ export class S3Server {
     const metadata = Object.fromEntries(Object.entries(req.headers).filter(([h]) => h.startsWith('x-amz-meta-')).map(([h, v]) => [h.slice('x-amz-meta-'.length), String(v)]));
     switch (operation) {
       case 'PutObject': {
+        // Conditional writes, as S3 has them since 2024: If-None-Match: * creates only; If-Match names the ETag to replace.
+        const existing = this.objects.get(id);
+        const ifNoneMatch = single(req.headers, 'if-none-match');
+        const ifMatch = single(req.headers, 'if-match');
+        if ((ifNoneMatch === '*' && existing) || (ifMatch !== undefined && existing?.etag !== ifMatch)) {
+          throw new S3Failure(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
+        }
         const algorithm =
           parseAlgorithm(single(req.headers, 'x-amz-sdk-checksum-algorithm')) ??
           ALGORITHMS.find((a) => req.headers[`x-amz-checksum-${a}`] !== undefined || String(req.headers['x-amz-trailer'] ?? '').includes(`x-amz-checksum-${a}`));

@@ -40,6 +40,15 @@ describe('parseMirrorConfig', () => {
     expect(s3.arbiter).toEqual({ kind: 's3', bucket: 'b', key: 'ha/prod-mta-a-1.json', region: 'eu-west-1', endpoint: undefined });
   });
 
+  it('reads where the local MTA\'s admin API is and its token file (fencing, switchover)', () => {
+    const defaults = parseMirrorConfig(MINIMAL, '/etc/volley/mirror.yaml');
+    expect(defaults.mtaAdmin).toEqual({ address: '127.0.0.1', port: 8025 });
+    expect(defaults.mtaAdminTokenFile).toBeUndefined();
+    const c = parseMirrorConfig(`${MINIMAL}mta_admin: 127.0.0.1:9025\nmta_admin_token_file: admin.token\n`, '/srv/pair/m.yaml');
+    expect(c).toMatchObject({ mtaAdmin: { address: '127.0.0.1', port: 9025 }, mtaAdminTokenFile: '/srv/pair/admin.token' });
+    expect(() => parseMirrorConfig(`${MINIMAL}mta_admin: here\n`, 'm.yaml')).toThrow(/mta_admin: expected address:port/);
+  });
+
   it('resolves relative paths against the config file', () => {
     const c = parseMirrorConfig(MINIMAL.replace('/etc/volley/mirror.secret', 'mirror.secret'), '/srv/pair/mirror.yaml');
     expect(c.secretFile).toBe('/srv/pair/mirror.secret');

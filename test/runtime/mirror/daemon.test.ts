@@ -67,7 +67,7 @@ describe('MirrorDaemon pair', () => {
     writeFileSync(join(a.root, 'node-id'), 'node-a\n');
     await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
     expect(readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8')).toBe('first record\n');
-    expect(readState(b.root)).toEqual({ role: 'secondary', epoch: 1, caughtUp: true });
+    expect(readState(b.root)).toMatchObject({ role: 'secondary', epoch: 1, caughtUp: true });
 
     appendFileSync(join(a.root, 'spool/p0/000000000001.seg'), 'second record\n');
     await waitUntil(() => { try { return readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8').endsWith('second record\n'); } catch { return false; } }, 10_000);
@@ -145,5 +145,42 @@ describe('MirrorDaemon pair', () => {
     const config = parseMirrorConfig(`persistent_path: ${base}/nosecret\npeer: 127.0.0.1:1\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: AA\nsecret_file: short.secret\n`, join(base, 'nosecret.yaml'));
     writeFileSync(join(base, 'short.secret'), 'too short');
     expect(() => new MirrorDaemon(config, captureLogger().logger)).toThrow(/^mirror secret_file \(or VOLLEY_MIRROR_SECRET\): the secret has 9 bytes; it needs at least 32$/);
+  });
+});
+
+describe('MirrorDaemon with an arbiter', () => {
+  it('a primary holding the lease fences its MTA when its mirror stops (the lease will lapse); without a lease it does not', async () => {
+    const arbiter = join(base, 'stop-arbiter');
+    mkdirSync(arbiter);
+    const withLease = await node('stop-lease', { self: await getFreePort(), peer: await getFreePort() }, `name: stop-lease\narbiter: { file: ${join(arbiter, 'lease.json')} }\nlease_ttl: 30s\n`);
+    writeFileSync(join(withLease.root, 'mta.lock'), '434343\n');
+    expect((await fetch(`${withLease.admin}/promote?force=1`, { method: 'POST' })).status).toBe(200);
+    await waitUntil(() => withLease.daemon.status().lease?.held_until !== undefined, 10_000, () => JSON.stringify(withLease.daemon.status()));
+    await withLease.daemon.stop();
+    expect(withLease.fenced).toEqual([434343]);
+
+    const noLease = await node('stop-nolease', { self: await getFreePort(), peer: await getFreePort() });
+    writeFileSync(join(noLease.root, 'mta.lock'), '434344\n');
+    expect((await fetch(`${noLease.admin}/promote?force=1`, { method: 'POST' })).status).toBe(200);
+    await noLease.daemon.stop();
+    expect(noLease.fenced).toEqual([]);
+  });
+});
+
+describe('MirrorDaemon switchover', () => {
+  it('is refused on a primary whose secondary is not connected, and on a secondary; nothing is stopped', async () => {
+    const lone = await node('sw-lone', { self: await getFreePort(), peer: await getFreePort() });
+    writeFileSync(join(lone.root, 'mta.lock'), '454545\n');
+    const onSecondary = await fetch(`${lone.admin}/switchover`, { method: 'POST' });
+    expect(onSecondary.status).toBe(409);
+    expect(await onSecondary.json()).toMatchObject({ code: 'ENOTPRIMARY' });
+    expect((await fetch(`${lone.admin}/promote?force=1`, { method: 'POST' })).status).toBe(200);
+    const alone = await fetch(`${lone.admin}/switchover`, { method: 'POST' });
+    expect(alone.status).toBe(409);
+    expect(await alone.json()).toMatchObject({ code: 'ENOTCAUGHTUP', error: expect.stringContaining('not connected') });
+    expect(lone.fenced).toEqual([]);
+    expect(readState(lone.root)).toMatchObject({ role: 'primary', epoch: 1 });
+    const bad = await fetch(`${lone.admin}/switchover?timeout=soon`, { method: 'POST' });
+    expect(bad.status).toBe(400);
   });
 });

@@ -1,0 +1,180 @@
+// The lease keeper on a fake clock (jest's fake timers) over an in-memory
+// arbiter: the primary renews every ttl/3 and, once it cannot, fences itself
+// FENCE_MARGIN before its lease expires (never after, never while renewals
+// succeed); a secondary takes an expired lease only when it may (caught up,
+// not outdated, the holder not saying its peer is outdated), with epoch + 1,
+// and of two takers one wins; a manual promotion's acquire is refused while
+// another node's lease is live, unless forced or handed over.
+import pino from 'pino';
+import type { Arbiter, Lease, LeaseRead } from '../../../runtime/mirror/arbiter';
+import { leaseConflict } from '../../../runtime/mirror/arbiter';
+import { FENCE_MARGIN, LeaseKeeper, type LeaseHost } from '../../../runtime/mirror/lease';
+import type { MirrorState } from '../../../runtime/mirror/state';
+
+const TTL = 9_000;
+const logger = pino({ level: 'silent' });
+
+/** An arbiter in memory with a switch that makes every call fail (the arbiter unreachable for this node). */
+class MemoryArbiter implements Arbiter {
+  readonly where = 'memory';
+  version = 0;
+  lease?: Lease;
+  down = false;
+  writes: Lease[] = [];
+  async read(): Promise<LeaseRead> {
+    if (this.down) throw Object.assign(new Error('unreachable'), { code: 'EARBITER' });
+    return this.lease ? { lease: { ...this.lease }, etag: String(this.version) } : {};
+  }
+  async write(lease: Lease, ifMatch: string | undefined): Promise<string> {
+    if (this.down) throw Object.assign(new Error('unreachable'), { code: 'EARBITER' });
+    if (ifMatch === undefined ? this.lease !== undefined : ifMatch !== String(this.version)) throw leaseConflict(this.where);
+    this.lease = { ...lease };
+    this.writes.push(this.lease);
+    return String(++this.version);
+  }
+}
+
+interface Host extends LeaseHost {
+  s: MirrorState;
+  fenced: { at: number; why: string }[];
+  took: number[];
+  lostTo: Lease[];
+}
+
+function host(s: MirrorState): Host {
+  const h: Host = {
+    s,
+    fenced: [],
+    took: [],
+    lostTo: [],
+    state: () => h.s,
+    selfFence: (why) => {
+      h.fenced.push({ at: Date.now(), why });
+      h.s = { ...h.s, role: 'secondary', caughtUp: false };
+    },
+    superseded: (l) => h.lostTo.push(l),
+    cannotTakeOver: (l) => (!h.s.caughtUp ? 'not caught up' : h.s.outdated ? 'outdated' : l.peer_outdated ? 'peer outdated' : undefined),
+    tookOver: (epoch) => {
+      h.took.push(epoch);
+      h.s = { ...h.s, role: 'primary', epoch };
+    },
+  } as Host;
+  return h;
+}
+
+const keepers: LeaseKeeper[] = [];
+function keeper(arbiter: Arbiter, name: string, h: Host): LeaseKeeper {
+  const k = new LeaseKeeper({ arbiter, name, ttlMs: TTL, host: h, logger });
+  keepers.push(k);
+  k.start();
+  return k;
+}
+
+beforeEach(() => jest.useFakeTimers({ now: 1_000_000 }));
+afterEach(async () => {
+  for (const k of keepers.splice(0)) {
+    const stopping = k.stop();
+    await jest.runOnlyPendingTimersAsync();
+    await stopping;
+  }
+  jest.useRealTimers();
+});
+
+test('the primary creates the lease and renews it every ttl/3; it never fences while renewals succeed', async () => {
+  const arbiter = new MemoryArbiter();
+  const a = host({ role: 'primary', epoch: 4, caughtUp: true });
+  keeper(arbiter, 'a', a);
+  await jest.advanceTimersByTimeAsync(0);
+  expect(arbiter.lease).toEqual({ holder: 'a', epoch: 4, expires_at: 1_000_000 + TTL });
+  await jest.advanceTimersByTimeAsync(10 * TTL);
+  expect(arbiter.writes.length).toBeGreaterThanOrEqual(30);
+  expect(a.fenced).toEqual([]);
+  expect(arbiter.lease!.expires_at).toBeGreaterThan(Date.now());
+});
+
+test('a primary that loses the arbiter fences itself FENCE_MARGIN before its lease expires, and the peer takes it only after', async () => {
+  const arbiter = new MemoryArbiter();
+  const a = host({ role: 'primary', epoch: 1, caughtUp: true });
+  const b = host({ role: 'secondary', epoch: 1, caughtUp: true });
+  // b's view of the arbiter works; a's goes down.
+  let cutA = false;
+  const aView: Arbiter = { where: 'a-view', read: () => (cutA ? Promise.reject(new Error('cut')) : arbiter.read()), write: (l, m) => (cutA ? Promise.reject(new Error('cut')) : arbiter.write(l, m)) };
+  keeper(aView, 'a', a);
+  keeper(arbiter, 'b', b);
+  await jest.advanceTimersByTimeAsync(TTL);
+  expect(b.took).toEqual([]); // a renews: b waits
+  const held = arbiter.lease!.expires_at;
+  cutA = true;
+  await jest.advanceTimersByTimeAsync(2 * TTL);
+  expect(a.fenced).toHaveLength(1);
+  expect(a.fenced[0].at).toBeLessThanOrEqual(held - TTL * FENCE_MARGIN);
+  expect(b.took).toEqual([2]);
+  expect(arbiter.lease).toMatchObject({ holder: 'b', epoch: 2 });
+  // b took it after a's expiry, and a had fenced before that.
+  expect(arbiter.writes.find((l) => l.holder === 'b')!.expires_at - TTL).toBeGreaterThanOrEqual(held);
+  expect(a.fenced[0].at).toBeLessThan(held);
+});
+
+test('a secondary that is not caught up, outdated, or whose primary says it is outdated never takes the lease', async () => {
+  for (const [state, peerOutdated] of [
+    [{ role: 'secondary', epoch: 1, caughtUp: false }, false],
+    [{ role: 'secondary', epoch: 1, caughtUp: true, outdated: true }, false],
+    [{ role: 'secondary', epoch: 1, caughtUp: true }, true],
+  ] as const) {
+    const arbiter = new MemoryArbiter();
+    arbiter.lease = { holder: 'a', epoch: 1, expires_at: Date.now() + TTL, ...(peerOutdated ? { peer_outdated: true } : {}) };
+    const b = host({ ...state });
+    keeper(arbiter, 'b', b);
+    await jest.advanceTimersByTimeAsync(5 * TTL);
+    expect(b.took).toEqual([]);
+    expect(arbiter.lease.holder).toBe('a');
+  }
+});
+
+test('the primary carries peer_outdated into the lease', async () => {
+  const arbiter = new MemoryArbiter();
+  keeper(arbiter, 'a', host({ role: 'primary', epoch: 1, caughtUp: true, peerOutdated: true }));
+  await jest.advanceTimersByTimeAsync(0);
+  expect(arbiter.lease).toMatchObject({ peer_outdated: true });
+});
+
+test('two secondaries racing for an expired lease: exactly one takes it', async () => {
+  const arbiter = new MemoryArbiter();
+  arbiter.lease = { holder: 'a', epoch: 3, expires_at: Date.now() - 1 };
+  arbiter.version = 7;
+  const b = host({ role: 'secondary', epoch: 3, caughtUp: true });
+  const c = host({ role: 'secondary', epoch: 3, caughtUp: true });
+  keeper(arbiter, 'b', b);
+  keeper(arbiter, 'c', c);
+  await jest.advanceTimersByTimeAsync(TTL);
+  expect([...b.took, ...c.took]).toEqual([4]);
+});
+
+test('a primary that finds a higher epoch in the lease steps down to it', async () => {
+  const arbiter = new MemoryArbiter();
+  arbiter.lease = { holder: 'b', epoch: 5, expires_at: Date.now() + TTL };
+  const a = host({ role: 'primary', epoch: 4, caughtUp: true });
+  keeper(arbiter, 'a', a);
+  await jest.advanceTimersByTimeAsync(0);
+  expect(a.lostTo).toEqual([arbiter.lease]);
+  expect(arbiter.lease.holder).toBe('b');
+});
+
+test('acquire (manual promotion): refused while another node\'s lease is live, unless forced or handed over by that holder', async () => {
+  const arbiter = new MemoryArbiter();
+  arbiter.lease = { holder: 'a', epoch: 1, expires_at: Date.now() + TTL };
+  const b = host({ role: 'secondary', epoch: 1, caughtUp: true });
+  const k = new LeaseKeeper({ arbiter, name: 'b', ttlMs: TTL, host: b, logger });
+  await expect(k.acquire(2)).rejects.toMatchObject({ code: 'ELEASEHELD' });
+  await expect(k.acquire(2, { from: { holder: 'a', epoch: 0 } })).rejects.toMatchObject({ code: 'ELEASEHELD' });
+  await k.acquire(2, { from: { holder: 'a', epoch: 1 } });
+  expect(arbiter.lease).toMatchObject({ holder: 'b', epoch: 2 });
+  arbiter.lease = { holder: 'a', epoch: 1, expires_at: Date.now() + TTL };
+  await k.acquire(2, { force: true });
+  expect(arbiter.lease).toMatchObject({ holder: 'b', epoch: 2 });
+  // An expired lease is free without force.
+  arbiter.lease = { holder: 'a', epoch: 1, expires_at: Date.now() - 1 };
+  await k.acquire(2);
+  expect(arbiter.lease).toMatchObject({ holder: 'b', epoch: 2 });
+  await k.stop();
+});

@@ -1,0 +1,32 @@
+// promote_command runs as an argv without a shell (a value with shell syntax
+// is one literal argument), gets the new epoch in its environment, and its
+// exit is reported and logged, failure and a missing program included.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runPromoteCommand } from '../../../runtime/mirror/promote-command';
+import { captureLogger } from '../../helpers/proxy-fixtures';
+import { tempDir } from '../../helpers/tmp';
+
+const dir = tempDir('volley-promote-command-');
+
+test('argv without a shell: shell syntax arrives as one literal argument; the epoch is in VOLLEY_MIRROR_EPOCH', async () => {
+  const { logger, lines } = captureLogger();
+  const out = join(dir, 'args');
+  // sh -c here is the test's own program, not the daemon's: it writes its arguments and the epoch so they can be read back.
+  const pwned = join(dir, 'pwned');
+  const literal = `$(touch ${pwned}); touch ${pwned}`;
+  const r = await runPromoteCommand(['/bin/sh', '-c', 'printf "%s|%s" "$1" "$VOLLEY_MIRROR_EPOCH" > "$2"', 'sh', literal, out], 7, logger);
+  expect(r).toMatchObject({ exit: 0 });
+  expect(readFileSync(out, 'utf8')).toBe(`${literal}|7`);
+  expect(existsSync(pwned)).toBe(false);
+  expect(lines().find((l) => l.msg === 'mirror: promote_command finished')).toMatchObject({ exit: 0 });
+});
+
+test('a failing command and a missing program are reported and logged as errors', async () => {
+  const { logger, lines } = captureLogger();
+  expect(await runPromoteCommand(['/bin/false'], 2, logger)).toMatchObject({ exit: 1 });
+  expect(lines().find((l) => l.msg === 'mirror: promote_command failed: start the MTA by hand')).toMatchObject({ exit: 1, level: 50 });
+  const missing = await runPromoteCommand([join(dir, 'no-such-program')], 2, logger);
+  expect(missing.error).toContain('ENOENT');
+  expect(lines().some((l) => l.msg === 'mirror: promote_command could not start')).toBe(true);
+});
