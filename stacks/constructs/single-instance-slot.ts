@@ -34,6 +34,14 @@ export interface SingleInstanceSlotProps {
   readonly healthFromLoadBalancer: boolean;
   /** Where launches, terminations and failures of this slot are announced. */
   readonly notifications: sns.ITopic;
+  /** The node id the daemon runs as (VOLLEY_NODE_ID); the slot id when absent. Both nodes of an HA pair run as their pair's slot. */
+  readonly nodeId?: string;
+  /** A node of an HA pair: its mirror's config, the mirror secret, and the node's own mirror group (on the instance too: its peer admits that group). */
+  readonly mirror?: {
+    readonly config: PublishedConfig;
+    readonly secret: secretsmanager.ISecret;
+    readonly securityGroup: ec2.ISecurityGroup;
+  };
 }
 
 /**
@@ -67,6 +75,11 @@ export class SingleInstanceSlot extends Construct {
       if (props.role !== 'mta') throw new Error(`slot ${props.slotId}: only an MTA slot may read the drain secret`);
       props.drainSecret.grantRead(this.role);
     }
+    if (props.mirror) {
+      if (props.role !== 'mta') throw new Error(`slot ${props.slotId}: only an MTA slot can be a node of an HA pair`);
+      props.mirror.config.parameter.grantRead(this.role);
+      props.mirror.secret.grantRead(this.role);
+    }
     acknowledgeSlotRole(this.role);
 
     const subnets = props.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, availabilityZones: [props.availabilityZone] });
@@ -86,6 +99,7 @@ export class SingleInstanceSlot extends Construct {
       ],
       userData,
     });
+    if (props.mirror) launchTemplate.addSecurityGroup(props.mirror.securityGroup);
 
     this.group = new autoscaling.AutoScalingGroup(this, 'Group', {
       vpc: props.vpc,
@@ -121,12 +135,14 @@ export class SingleInstanceSlot extends Construct {
       role: props.role,
       environment: stack.config.name,
       slotId: props.slotId,
+      nodeId: props.nodeId ?? props.slotId,
       signalResource: Stack.of(this).getLogicalId(cfnGroup),
       readyTimeoutSeconds: props.readyTimeout.toSeconds(),
       config: props.config,
       proxyLinkSecretArn: props.proxyLinkSecret.secretArn,
       proxyCaKeySecretArn: props.proxyCaKeySecret?.secretArn,
       drainSecretArn: props.drainSecret?.secretArn,
+      mirror: props.mirror ? { config: props.mirror.config, secretArn: props.mirror.secret.secretArn } : undefined,
     });
   }
 
