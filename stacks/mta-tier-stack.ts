@@ -111,8 +111,8 @@ export class MtaTierStack extends VolleyStack {
       slot.grantAttach('ec2:AttachVolume', this.formatArn({ service: 'ec2', resource: 'volume', resourceName: volume.volumeId }));
       slot.grantDescribe('ec2:DescribeVolumes');
       if (mirror && options.mirror) {
-        slot.grantAttach('ec2:AttachNetworkInterface', this.formatArn({ service: 'ec2', resource: 'network-interface', resourceName: mirror.networkInterface.networkInterface.ref }));
-        slot.grantDescribe('ec2:DescribeNetworkInterfaces');
+        slot.grantAttach('ec2:AttachNetworkInterface', this.formatArn({ service: 'ec2', resource: 'network-interface', resourceName: mirror.networkInterface.networkInterface.ref }), 'MirrorInterface');
+        slot.grantDescribe('ec2:DescribeNetworkInterfaces', 'MirrorInterface');
         props.storage.grantArbiter(slot.role, options.mirror.pair.slotId);
       }
       // The node id is the slot id (VOLLEY_NODE_ID in instance.env): the prefix its S3 shipper writes under.
@@ -151,6 +151,10 @@ export class MtaTierStack extends VolleyStack {
         }
       }
     }
+
+    // Every mirror interface before any instance: a new instance could otherwise take a fixed mirror IP first.
+    const interfaces = this.slots.flatMap((s) => (s.pairMember ? [s.pairMember.mirrorInterface] : []));
+    for (const { slot } of this.slots) for (const i of interfaces) slot.group.node.addDependency(i);
 
     this.drainDocument = new DrainDocument(this, 'Drain', { envName: this.config.name, drainPort: mta.drainPort });
     this.warnRetainedVolumes();

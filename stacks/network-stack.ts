@@ -3,7 +3,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { acknowledgeLiteralAz } from './constructs/literal-az';
-import { mirrorReservation, mtaPairs, PRIVATE_SUBNET_MASK, PUBLIC_SUBNET_MASK } from './environments/layout';
+import { mtaPairs, PRIVATE_SUBNET_MASK, PUBLIC_SUBNET_MASK } from './environments/layout';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
 
 /**
@@ -87,26 +87,16 @@ export class NetworkStack extends VolleyStack {
    * is on its instance too, because the peer dials from its instance's own
    * address (the kernel's route to another AZ's subnet leaves by the
    * primary interface) and lands on the fixed IP of this node's mirror
-   * interface. Those fixed IPs come from a block at the start of each
-   * private subnet that AWS never assigns by itself (an explicit CIDR
-   * reservation), so no instance launched meanwhile can hold one.
+   * interface (layout.ts mtaPairs).
    */
   private addMirrorLinks(): void {
     const { mta } = this.config;
     const port = ec2.Port.tcp(mta.mirrorPort as number);
-    this.vpc.privateSubnets.forEach((subnet, i) => {
-      new ec2.CfnSubnetCidrReservation(this, `MirrorAddresses${i + 1}`, {
-        subnetId: subnet.subnetId,
-        cidr: mirrorReservation(subnet.ipv4CidrBlock),
-        reservationType: 'explicit',
-        description: 'Volley HA pairs: the fixed IPs of the mirror interfaces',
-      });
-    });
     for (const pair of mtaPairs(this.config.name, this.config.network.vpcCidr, this.config.availabilityZones, mta.slotsPerAz)) {
       const [a, b] = [pair.a, pair.b].map((member) => {
         const group = new ec2.SecurityGroup(this, `Mirror-${member.memberId}`, {
           vpc: this.vpc,
-          description: `Volley mirror of ${member.memberId}: its pair's other node in, on the mirror port only`,
+          description: `Volley mirror of ${member.memberId}: the other node of its pair in, on the mirror port only`,
           // Outbound is the MTA group's (all); this group only names the node for its peer's rule.
           allowAllOutbound: false,
         });

@@ -55,7 +55,7 @@ export class StorageStack extends VolleyStack {
         },
         // An HA pair's arbiter lease is rewritten every few seconds: on this versioned bucket each renewal
         // leaves a version, which is worth nothing after the next one (the shorter expiry of the two rules applies).
-        { id: 'arbiter-lease-versions', prefix: `${ARBITER_PREFIX}/`, noncurrentVersionExpiration: Duration.days(1) },
+        ...(this.config.mta.ha ? [{ id: 'arbiter-lease-versions', prefix: `${ARBITER_PREFIX}/`, noncurrentVersionExpiration: Duration.days(1) }] : []),
       ],
     });
   }

@@ -152,11 +152,14 @@ export class SingleInstanceSlot extends Construct {
     return stack.formatArn({ service: 'ec2', resource: 'instance', resourceName: '*' });
   }
 
-  /** Allows `action` on `resourceArn` and on this slot's instance, both only when tagged with this slot. */
-  grantAttach(action: string, resourceArn: string): void {
+  /**
+   * Allows `action` on `resourceArn` and on this slot's instance, both only when tagged with this slot.
+   * `sidSuffix` tells a second grant's statements apart (IAM refuses a policy with two equal Sids).
+   */
+  grantAttach(action: string, resourceArn: string, sidSuffix = ''): void {
     const tagged = { StringEquals: { [`aws:ResourceTag/${SLOT_TAG}`]: this.slotId } };
-    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'AttachOwnResource', actions: [action], resources: [resourceArn], conditions: tagged }));
-    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'AttachToOwnInstance', actions: [action], resources: [this.instanceArnPattern()], conditions: tagged }));
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: `AttachOwnResource${sidSuffix}`, actions: [action], resources: [resourceArn], conditions: tagged }));
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: `AttachToOwnInstance${sidSuffix}`, actions: [action], resources: [this.instanceArnPattern()], conditions: tagged }));
     const stack = Stack.of(this);
     Validations.of(this.role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:${stack.region}:${stack.account}:instance/*]`,
@@ -165,8 +168,8 @@ export class SingleInstanceSlot extends Construct {
   }
 
   /** Describe calls cannot be scoped to a resource in IAM. */
-  grantDescribe(action: string): void {
-    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'FindOwnResource', actions: [action], resources: ['*'] }));
+  grantDescribe(action: string, sidSuffix = ''): void {
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: `FindOwnResource${sidSuffix}`, actions: [action], resources: ['*'] }));
     Validations.of(this.role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason: `${action} supports no resource-level permissions; it is read-only and the bootstrap needs it to find the slot's resource by tag.`,

@@ -72,27 +72,29 @@ export interface MtaPair {
 }
 
 /**
- * The block at the start of each private subnet that AWS never hands out by
- * itself (an explicit subnet CIDR reservation): the mirror interfaces take
- * their fixed IPs from it, so an instance launched meanwhile cannot hold one.
- * A /26 holds 60 usable addresses: two per slot of an AZ, 20 slots at most.
+ * The mirror interfaces' fixed IPs are taken from the first /26 of each
+ * private subnet (60 usable addresses: two per slot of an AZ, 20 slots at
+ * most). Nothing reserves them from AWS's own assignment (a subnet CIDR
+ * reservation is not a CloudFormation type in every region): the Mta stack
+ * creates the interfaces before any group launches an instance, and an
+ * address some instance already holds fails that deploy, naming it.
  */
-export const MIRROR_RESERVATION_MASK = 26;
+export const MIRROR_BLOCK_MASK = 26;
 
 /** The member's id: node "a" is the slot itself (its volume predates the pair), node "b" is `<slot>-b`. */
 export function pairMemberId(slotId: string, member: PairMemberName): string {
   return member === 'a' ? slotId : `${slotId}-b`;
 }
 
-/** The reserved block of one private subnet (its first /26). */
-export function mirrorReservation(privateCidr: string): string {
+/** The block of one private subnet the mirror IPs come from (its first /26). */
+export function mirrorBlock(privateCidr: string): string {
   const cidr = parseCidr(privateCidr);
   if (!cidr) throw new Error(`not a CIDR: ${privateCidr}`);
-  return formatCidr({ base: cidr.base, prefix: MIRROR_RESERVATION_MASK });
+  return formatCidr({ base: cidr.base, prefix: MIRROR_BLOCK_MASK });
 }
 
 /**
- * The pairs of an environment whose slots are pairs. In the reserved block
+ * The pairs of an environment whose slots are pairs. In the mirror block
  * of each AZ's private subnet (AWS keeps its first four addresses), the
  * "a" nodes of that AZ's slots take the even offsets 4, 6, ... and the "b"
  * nodes of the previous AZ's slots the odd ones 5, 7, ...: no two nodes share
