@@ -313,6 +313,17 @@ describe('MTA slots as HA pairs (mta.ha)', () => {
     }
   });
 
+  test('no retained-volume warning while both nodes of every pair are in the tier; turning ha off again warns about every "b" volume still listed', () => {
+    expect(Annotations.fromStack(stacks.mta).findWarning('*', Match.stringLikeRegexp('retained'))).toEqual([]);
+    const off = JSON.parse(JSON.stringify(config)) as { mta: Record<string, unknown> };
+    delete off.mta.ha;
+    delete off.mta.mirrorPort;
+    const { stacks: single } = build('prod', { config: validateEnvironment(off, REPO_ROOT), nag: false });
+    const text = Annotations.fromStack(single.mta).findWarning('*', Match.stringLikeRegexp('retained')).map((w) => String(w.entry.data));
+    expect(text).toHaveLength(6);
+    for (const p of pairs) expect(text.filter((t) => t.includes(`volley:slot=${p.b.memberId}`))).toHaveLength(1);
+  });
+
   test('volumeSlots must list both nodes\' volumes: a missing "-b" stops synth, naming it', () => {
     const raw = JSON.parse(JSON.stringify(config)) as { mta: { volumeSlots: string[] } };
     raw.mta.volumeSlots = raw.mta.volumeSlots.filter((s) => s !== 'prod-mta-us-east-1b-2-b');
