@@ -86,7 +86,7 @@ export class SecretsStack extends VolleyStack {
       });
       Validations.of(this.mirror).acknowledge({
         id: 'AwsSolutions-SMG4',
-        reason: 'Both nodes of every pair must hold the new secret before either proves it, which a rotation Lambda cannot coordinate; rotation is the documented procedure (README, HA pairs on AWS).',
+        reason: 'Both nodes of every pair must hold the new secret before either proves it, which a rotation Lambda cannot coordinate; rotation is the documented procedure (README, MTA slots as HA pairs).',
       });
     }
   }

@@ -62,7 +62,7 @@ export interface EnvironmentConfig {
     /** The drain endpoint (the config's drain.listen): MTAs reach each other here, nothing else does. */
     readonly drainPort: number;
     /**
-     * HA pairs (README, "An MTA slot as an HA pair"): `true` makes every slot
+     * HA pairs (README, "MTA slots as HA pairs"): `true` makes every slot
      * two nodes in two AZs, each with its own volume, group and mirror
      * interface, kept byte-identical by `volley mirror`; only the primary
      * runs the MTA. Off when absent. volumeSlots then lists both nodes'
