@@ -21,6 +21,14 @@ export function shippingPrefix(envName: string, nodeId: string): string {
   return `${EVENTS_PREFIX}/${envName}/${nodeId}`;
 }
 
+/** Where HA pairs keep their arbiter leases in the events bucket (never under the shippers' prefix). */
+export const ARBITER_PREFIX = 'mirror';
+
+/** One pair's lease object: `mirror/<env>/<slot>/lease.json`; the pair's two nodes, and nothing else, may read and write it. */
+export function arbiterKey(envName: string, slotId: string): string {
+  return `${ARBITER_PREFIX}/${envName}/${slotId}/lease.json`;
+}
+
 interface RawS3Sink {
   type?: unknown;
   name?: unknown;

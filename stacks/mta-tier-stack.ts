@@ -5,11 +5,13 @@ import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import type { Construct } from 'constructs';
 import { DrainDocument } from './constructs/drain-document';
 import { pinnedImage } from './constructs/machine';
-import { PublishedConfig, publishConfigFile, RuntimeDistribution } from './constructs/runtime-distribution';
+import { MirrorInterface } from './constructs/mirror-interface';
+import { PublishedConfig, publishConfigFile, publishConfigText, RuntimeDistribution } from './constructs/runtime-distribution';
 import { acknowledgeLiteralAz } from './constructs/literal-az';
 import { SingleInstanceSlot, SLOT_TAG } from './constructs/single-instance-slot';
 import { SlotNotifications } from './constructs/slot-notifications';
-import { mtaSlotId, mtaSlotIds } from './environments/layout';
+import { mtaPairs, mtaSlotId, mtaVolumeIds, type MtaPair, type PairMember } from './environments/layout';
+import { mirrorConfigText } from './mirror-topology';
 import type { StorageStack } from './storage-stack';
 import { INSTANCE_FILES } from './topology';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
@@ -26,12 +28,19 @@ export interface MtaTierStackProps extends VolleyStackProps {
   readonly proxyLinkSecret: secretsmanager.ISecret;
   /** Fetched into drain.secret_file before each MTA start. */
   readonly drainSecret: secretsmanager.ISecret;
+  /** With mta.ha: the mirror secret, each node's mirror group (by member id), and the bucket the arbiter leases live in. */
+  readonly mirror?: {
+    readonly secret: secretsmanager.ISecret;
+    readonly securityGroups: ReadonlyMap<string, ec2.ISecurityGroup>;
+  };
 }
 
 export interface MtaSlot {
   readonly slot: SingleInstanceSlot;
   readonly volume: ec2.Volume;
   readonly availabilityZone: string;
+  /** A node of an HA pair: which one, and its mirror interface. */
+  readonly pairMember?: PairMember & { readonly slotId: string; readonly mirrorInterface: MirrorInterface; readonly mirrorConfig: PublishedConfig };
 }
 
 export { mtaSlotId };
@@ -62,55 +71,109 @@ export class MtaTierStack extends VolleyStack {
       installPath: INSTANCE_FILES.mtaConfig,
     });
 
-    for (const availabilityZone of this.config.availabilityZones) {
-      for (let index = 1; index <= mta.slotsPerAz; index++) {
-        const slotId = mtaSlotId(this.config.name, availabilityZone, index);
-        const scope = `Slot-${availabilityZone}-${index}`;
-        const volume = new ec2.Volume(this, `${scope}-Volume`, {
-          // A literal AZ: deriving it from the instance would make a dependency cycle with the attach grant.
-          availabilityZone,
-          size: Size.gibibytes(mta.volume.sizeGiB),
-          volumeType: ec2.EbsDeviceVolumeType.GP3,
-          iops: mta.volume.iops,
-          throughput: mta.volume.throughputMiBps,
-          encrypted: true,
-          // The spool outlives every instance and every stack update.
-          removalPolicy: RemovalPolicy.RETAIN,
-        });
-        Tags.of(volume).add(SLOT_TAG, slotId);
-        acknowledgeLiteralAz(volume);
+    const node = (options: { scope: string; memberId: string; nodeId: string; availabilityZone: string; mirror?: { pair: MtaPair; member: PairMember } }): MtaSlot => {
+      const { scope, memberId, availabilityZone } = options;
+      const volume = new ec2.Volume(this, `${scope}-Volume`, {
+        // A literal AZ: deriving it from the instance would make a dependency cycle with the attach grant.
+        availabilityZone,
+        size: Size.gibibytes(mta.volume.sizeGiB),
+        volumeType: ec2.EbsDeviceVolumeType.GP3,
+        iops: mta.volume.iops,
+        throughput: mta.volume.throughputMiBps,
+        encrypted: true,
+        // The spool outlives every instance and every stack update.
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+      Tags.of(volume).add(SLOT_TAG, memberId);
+      acknowledgeLiteralAz(volume);
 
-        const slot = new SingleInstanceSlot(this, scope, {
-          slotId,
-          role: 'mta',
-          vpc: props.vpc,
-          availabilityZone,
-          securityGroup: props.securityGroup,
-          machineImage: pinnedImage(this.config),
-          instanceType: new ec2.InstanceType(mta.instanceType),
-          distribution,
-          config: this.publishedConfig,
-          proxyLinkSecret: props.proxyLinkSecret,
-          drainSecret: props.drainSecret,
-          readyTimeout: Duration.minutes(rollout.readyTimeoutMinutes),
-          healthFromLoadBalancer: true,
-          notifications: notifications.topic,
-        });
-        slot.grantAttach('ec2:AttachVolume', this.formatArn({ service: 'ec2', resource: 'volume', resourceName: volume.volumeId }));
-        slot.grantDescribe('ec2:DescribeVolumes');
-        // The node id is the slot id (VOLLEY_NODE_ID in instance.env): the prefix its S3 shipper writes under.
-        props.storage.grantShipping(slot.role, slotId);
-        for (const targetGroup of props.targetGroups) slot.group.attachToNetworkTargetGroup(targetGroup);
+      const mirror = options.mirror ? this.mirrorOf(scope, options.mirror.pair, options.mirror.member, props) : undefined;
+      const slot = new SingleInstanceSlot(this, scope, {
+        slotId: memberId,
+        nodeId: options.nodeId,
+        role: 'mta',
+        vpc: props.vpc,
+        availabilityZone,
+        securityGroup: props.securityGroup,
+        machineImage: pinnedImage(this.config),
+        instanceType: new ec2.InstanceType(mta.instanceType),
+        distribution,
+        config: this.publishedConfig,
+        proxyLinkSecret: props.proxyLinkSecret,
+        drainSecret: props.drainSecret,
+        readyTimeout: Duration.minutes(rollout.readyTimeoutMinutes),
+        // A pair's secondary fails the load balancers' check by design (no MTA runs there): replacing it for that
+        // would replace it for ever. Its instance is replaced when EC2 says it is broken.
+        healthFromLoadBalancer: !mirror,
+        notifications: notifications.topic,
+        mirror: mirror ? { config: mirror.config, secret: mirror.secret, securityGroup: mirror.securityGroup } : undefined,
+      });
+      slot.grantAttach('ec2:AttachVolume', this.formatArn({ service: 'ec2', resource: 'volume', resourceName: volume.volumeId }));
+      slot.grantDescribe('ec2:DescribeVolumes');
+      if (mirror && options.mirror) {
+        slot.grantAttach('ec2:AttachNetworkInterface', this.formatArn({ service: 'ec2', resource: 'network-interface', resourceName: mirror.networkInterface.networkInterface.ref }), 'MirrorInterface');
+        slot.grantDescribe('ec2:DescribeNetworkInterfaces', 'MirrorInterface');
+        props.storage.grantArbiter(slot.role, options.mirror.pair.slotId);
+      }
+      // The node id is the slot id (VOLLEY_NODE_ID in instance.env): the prefix its S3 shipper writes under.
+      props.storage.grantShipping(slot.role, options.nodeId);
+      // Both nodes of a pair are targets: the check (the MTA's /readyz) passes only where the MTA runs, on the primary.
+      for (const targetGroup of props.targetGroups) slot.group.attachToNetworkTargetGroup(targetGroup);
 
-        // One slot at a time: CloudFormation updates a group only after the one it depends on is done.
-        const previous = this.slots[this.slots.length - 1];
-        if (previous) slot.group.node.addDependency(previous.slot.group);
-        this.slots.push({ slot, volume, availabilityZone });
+      // One slot at a time: CloudFormation updates a group only after the one it depends on is done.
+      const previous = this.slots[this.slots.length - 1];
+      if (previous) slot.group.node.addDependency(previous.slot.group);
+      const entry: MtaSlot = {
+        slot,
+        volume,
+        availabilityZone,
+        pairMember: mirror && options.mirror ? { ...options.mirror.member, slotId: options.mirror.pair.slotId, mirrorInterface: mirror.networkInterface, mirrorConfig: mirror.config } : undefined,
+      };
+      this.slots.push(entry);
+      return entry;
+    };
+
+    if (mta.ha) {
+      const index = new Map(this.config.availabilityZones.map((az) => [az, 0]));
+      for (const pair of mtaPairs(this.config.name, this.config.network.vpcCidr, this.config.availabilityZones, mta.slotsPerAz)) {
+        const n = (index.get(pair.a.availabilityZone) ?? 0) + 1;
+        index.set(pair.a.availabilityZone, n);
+        // Node "a" keeps the single slot's construct ids: its volume (and queue) and group are the slot's own, updated in place.
+        const scope = `Slot-${pair.a.availabilityZone}-${n}`;
+        node({ scope, memberId: pair.a.memberId, nodeId: pair.slotId, availabilityZone: pair.a.availabilityZone, mirror: { pair, member: pair.a } });
+        node({ scope: `${scope}-b`, memberId: pair.b.memberId, nodeId: pair.slotId, availabilityZone: pair.b.availabilityZone, mirror: { pair, member: pair.b } });
+      }
+    } else {
+      for (const availabilityZone of this.config.availabilityZones) {
+        for (let index = 1; index <= mta.slotsPerAz; index++) {
+          const slotId = mtaSlotId(this.config.name, availabilityZone, index);
+          node({ scope: `Slot-${availabilityZone}-${index}`, memberId: slotId, nodeId: slotId, availabilityZone });
+        }
       }
     }
 
+    // Every mirror interface before any instance: a new instance could otherwise take a fixed mirror IP first.
+    const interfaces = this.slots.flatMap((s) => (s.pairMember ? [s.pairMember.mirrorInterface] : []));
+    for (const { slot } of this.slots) for (const i of interfaces) slot.group.node.addDependency(i);
+
     this.drainDocument = new DrainDocument(this, 'Drain', { envName: this.config.name, drainPort: mta.drainPort });
     this.warnRetainedVolumes();
+  }
+
+  /** A pair node's mirror: its config (an SSM parameter volley config sync installs), its group and its mirror interface. */
+  private mirrorOf(scope: string, pair: MtaPair, member: PairMember, props: MtaTierStackProps) {
+    if (!props.mirror) throw new Error(`${this.config.name}: mta.ha is on but the Mta stack was given no mirror secret and groups`);
+    const securityGroup = props.mirror.securityGroups.get(member.memberId);
+    if (!securityGroup) throw new Error(`${this.config.name}: no mirror security group for ${member.memberId}`);
+    const subnet = props.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, availabilityZones: [member.availabilityZone] }).subnets[0];
+    if (!subnet) throw new Error(`${this.config.name}: no private subnet in ${member.availabilityZone} for ${member.memberId}`);
+    const config = publishConfigText(this, `${scope}-MirrorConfig`, {
+      text: mirrorConfigText(this.config, pair, member),
+      parameterName: `/volley/${this.config.name}/mirror/${member.memberId}/config`,
+      installPath: INSTANCE_FILES.mirrorConfig,
+    });
+    const networkInterface = new MirrorInterface(this, `${scope}-Mirror`, { memberId: member.memberId, subnet, securityGroup, ip: member.mirrorIp });
+    return { config, secret: props.mirror.secret, securityGroup, networkInterface };
   }
 
   /**
@@ -120,7 +183,7 @@ export class MtaTierStack extends VolleyStack {
    * so `cdk diff` and `cdk deploy`) can name each one no longer in the tier.
    */
   private warnRetainedVolumes(): void {
-    const current = new Set(mtaSlotIds(this.config.name, this.config.availabilityZones, this.config.mta.slotsPerAz));
+    const current = new Set(mtaVolumeIds(this.config.name, this.config.availabilityZones, this.config.mta.slotsPerAz, this.config.mta.ha === true));
     for (const slot of this.config.mta.volumeSlots.filter((s) => !current.has(s))) {
       Annotations.of(this).addWarningV2(
         `${RETAINED_VOLUME_WARNING}:${slot}`,

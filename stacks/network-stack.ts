@@ -3,7 +3,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { acknowledgeLiteralAz } from './constructs/literal-az';
-import { PRIVATE_SUBNET_MASK, PUBLIC_SUBNET_MASK } from './environments/layout';
+import { mtaPairs, PRIVATE_SUBNET_MASK, PUBLIC_SUBNET_MASK } from './environments/layout';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
 
 /**
@@ -15,6 +15,13 @@ export class NetworkStack extends VolleyStack {
   readonly loadBalancerSecurityGroup: ec2.SecurityGroup;
   readonly mtaSecurityGroup: ec2.SecurityGroup;
   readonly proxySecurityGroup: ec2.SecurityGroup;
+  /**
+   * With mta.ha: one security group per node of a pair, by its member id
+   * (layout.ts pairMemberId), on its instance and on its mirror interface.
+   * The two of a pair admit each other on the mirror port and nothing else
+   * admits anyone on it.
+   */
+  readonly mirrorSecurityGroups = new Map<string, ec2.SecurityGroup>();
 
   constructor(scope: Construct, id: string, props: VolleyStackProps) {
     super(scope, id, props);
@@ -71,5 +78,33 @@ export class NetworkStack extends VolleyStack {
     // `volley drain` moves a node's queue to the other MTAs' drain endpoint (drain.listen), and only there.
     this.mtaSecurityGroup.addIngressRule(this.mtaSecurityGroup, ec2.Port.tcp(mta.drainPort), 'volley drain between MTAs');
     this.proxySecurityGroup.addIngressRule(this.mtaSecurityGroup, ec2.Port.tcp(proxy.port), 'MTAs to proxies (data and control)');
+    if (mta.ha) this.addMirrorLinks();
+  }
+
+  /**
+   * HA pairs: a security group per node, each admitting only its peer's on
+   * the mirror port (rules that name groups, not addresses). A node's group
+   * is on its instance too, because the peer dials from its instance's own
+   * address (the kernel's route to another AZ's subnet leaves by the
+   * primary interface) and lands on the fixed IP of this node's mirror
+   * interface (layout.ts mtaPairs).
+   */
+  private addMirrorLinks(): void {
+    const { mta } = this.config;
+    const port = ec2.Port.tcp(mta.mirrorPort as number);
+    for (const pair of mtaPairs(this.config.name, this.config.network.vpcCidr, this.config.availabilityZones, mta.slotsPerAz)) {
+      const [a, b] = [pair.a, pair.b].map((member) => {
+        const group = new ec2.SecurityGroup(this, `Mirror-${member.memberId}`, {
+          vpc: this.vpc,
+          description: `Volley mirror of ${member.memberId}: the other node of its pair in, on the mirror port only`,
+          // Outbound is the MTA group's (all); this group only names the node for its peer's rule.
+          allowAllOutbound: false,
+        });
+        this.mirrorSecurityGroups.set(member.memberId, group);
+        return group;
+      }) as [ec2.SecurityGroup, ec2.SecurityGroup];
+      a.addIngressRule(b, port, `volley mirror from ${pair.b.memberId}`);
+      b.addIngressRule(a, port, `volley mirror from ${pair.a.memberId}`);
+    }
   }
 }

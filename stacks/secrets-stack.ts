@@ -20,6 +20,11 @@ export function drainSecretName(envName: string): string {
   return `volley/${envName}/drain`;
 }
 
+/** The HA mirror's secret's name: read by the nodes of MTA pairs only (runtime/bootstrap/mirror-secret.ts). */
+export function mirrorSecretName(envName: string): string {
+  return `volley/${envName}/mirror`;
+}
+
 /** The CA key secret's name: beside the link secret, where `volley proxy-link init` finds it by default. */
 export function proxyCaKeySecretName(envName: string): string {
   return `volley/${envName}/proxy-ca-key`;
@@ -39,6 +44,8 @@ export class SecretsStack extends VolleyStack {
   readonly proxyCaKey: secretsmanager.Secret;
   /** The drain's HMAC secret: readable by MTA slots only. */
   readonly drain: secretsmanager.Secret;
+  /** The mirror link's HMAC secret and CA: only when the MTA slots are pairs (mta.ha), readable by their nodes only. */
+  readonly mirror?: secretsmanager.Secret;
 
   constructor(scope: Construct, id: string, props: VolleyStackProps) {
     super(scope, id, props);
@@ -69,5 +76,18 @@ export class SecretsStack extends VolleyStack {
       id: 'AwsSolutions-SMG4',
       reason: 'Every MTA must hold the new secret (and accept the previous one) before any signs with it, which a rotation Lambda cannot coordinate; rotation is the documented procedure (README, drain on AWS).',
     });
+    if (this.config.mta.ha) {
+      this.mirror = new secretsmanager.Secret(this, 'Mirror', {
+        secretName: mirrorSecretName(this.config.name),
+        description: `Volley ${this.config.name}: the HA mirror link's HMAC secret ("secret", generated here; "previous_secret" during a rotation) and the mirror CA ("ca_cert", "ca_key", added by volley mirror-secret init)`,
+        generateSecretString: { secretStringTemplate: '{}', generateStringKey: 'secret', passwordLength: 64, excludePunctuation: true },
+        // Deleting it would cut every pair's link at the nodes' next restart, and with it the copy of every queue.
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+      Validations.of(this.mirror).acknowledge({
+        id: 'AwsSolutions-SMG4',
+        reason: 'Both nodes of every pair must hold the new secret before either proves it, which a rotation Lambda cannot coordinate; rotation is the documented procedure (README, MTA slots as HA pairs).',
+      });
+    }
   }
 }

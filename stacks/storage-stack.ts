@@ -2,7 +2,7 @@ import { Aws, Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
-import { eventsBucketName, shippingPrefix } from './event-shipping';
+import { arbiterKey, ARBITER_PREFIX, eventsBucketName, shippingPrefix } from './event-shipping';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
 
 /** Where delivery logs and accounting files are shipped. Retained: they are records. */
@@ -53,6 +53,9 @@ export class StorageStack extends VolleyStack {
           noncurrentVersionExpiration: Duration.days(30),
           abortIncompleteMultipartUploadAfter: Duration.days(7),
         },
+        // An HA pair's arbiter lease is rewritten every few seconds: on this versioned bucket each renewal
+        // leaves a version, which is worth nothing after the next one (the shorter expiry of the two rules applies).
+        ...(this.config.mta.ha ? [{ id: 'arbiter-lease-versions', prefix: `${ARBITER_PREFIX}/`, noncurrentVersionExpiration: Duration.days(1) }] : []),
       ],
     });
   }
@@ -60,6 +63,24 @@ export class StorageStack extends VolleyStack {
   /** ARN of the objects under `prefix`. */
   prefixArn(prefix: string): string {
     return `arn:${Aws.PARTITION}:s3:::${this.bucketName}/${prefix}/*`;
+  }
+
+  /**
+   * What an HA pair's mirror needs for its arbiter lease (the mirror config's
+   * `arbiter.s3`): s3:GetObject and s3:PutObject (conditional, If-Match /
+   * If-None-Match) on that one object and nothing else, so a node can neither
+   * read nor take another pair's lease. No ListBucket: a GET of a lease that
+   * does not exist yet answers 403, not 404 (the lease is created with
+   * If-None-Match: *, whose 412 says it exists).
+   */
+  grantArbiter(role: iam.Role, slotId: string): void {
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'OwnArbiterLease',
+        actions: ['s3:GetObject', 's3:PutObject'],
+        resources: [`arn:${Aws.PARTITION}:s3:::${this.bucketName}/${arbiterKey(this.config.name, slotId)}`],
+      }),
+    );
   }
 
   /**

@@ -32,6 +32,14 @@ export const INSTANCE_FILES = {
   /** This instance's drain certificate for its private IP, issued by the drain CA at each start (drain.tls). */
   drainCert: '/etc/volley/drain.crt',
   drainKey: '/etc/volley/drain.key',
+  /** HA pairs: the mirror's config (stacks/mirror-topology.ts), and what `volley mirror-secret fetch` writes before each mirror start. */
+  mirrorConfig: '/etc/volley/mirror.yaml',
+  mirrorSecret: '/etc/volley/mirror.secret',
+  /** The mirror CA: each node checks its peer's certificate against it (peer_ca). */
+  mirrorCa: '/etc/volley/mirror-ca.crt',
+  /** This node's certificate for its mirror interface's IP, issued by the mirror CA at each start. */
+  mirrorCert: '/etc/volley/mirror.crt',
+  mirrorKey: '/etc/volley/mirror.key',
 } as const;
 
 /** A generated config that its daemon refuses, or a hand-written section the environment file owns. */

@@ -58,6 +58,7 @@ export function addVolleyEnvironment(app: App, options: VolleyEnvironmentOptions
     mtaConfigFile,
     proxyLinkSecret: secrets.proxyLink,
     drainSecret: secrets.drain,
+    mirror: secrets.mirror ? { secret: secrets.mirror, securityGroups: network.mirrorSecurityGroups } : undefined,
   });
   const proxy = new ProxyTierStack(app, `${prefix}-Proxy`, {
     config,

@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { MTA_DEFAULTS, PROXY_DEFAULTS } from '../../runtime/bootstrap/defaults';
+import { VolleyError } from '../../runtime/shared/errors';
+import { MTA_DEFAULTS, PAIR_DEFAULTS, PROXY_DEFAULTS } from '../../runtime/bootstrap/defaults';
 
 // The bootstrap code and the EC2 client load when a bootstrap command runs, not
 // when any volley command starts: every daemon goes through this CLI.
@@ -62,8 +63,9 @@ export function registerBootstrap(program: Command): void {
     .option('--persistent-path <dir>', 'where the volume is mounted', MTA_DEFAULTS.persistentPath)
     .option('--ready-url <url>', 'readiness endpoint of the started MTA', MTA_DEFAULTS.readyUrl)
     .option('--device-timeout <seconds>', 'how long the attached volume may take to appear as a device', seconds, sec(MTA_DEFAULTS.deviceTimeoutMs))
-    .action(async (flags: CommonFlags & { persistentPath: string; readyUrl: string; deviceTimeout: number }) => {
-      await (await runtime()).bootstrapMta(await deps(flags), {
+    .option('--mirror-config <file>', 'a node of an HA pair: its mirror config (attach the mirror interface, start the mirror, and the MTA only on the primary)', process.env.VOLLEY_MIRROR_CONFIG)
+    .action(async (flags: CommonFlags & { persistentPath: string; readyUrl: string; deviceTimeout: number; mirrorConfig?: string }) => {
+      const options = {
         slot: flags.slot,
         persistentPath: flags.persistentPath,
         unit: flags.unit,
@@ -73,7 +75,31 @@ export function registerBootstrap(program: Command): void {
         deviceTimeoutMs: ms(flags.deviceTimeout),
         readyTimeoutMs: ms(flags.readyTimeout),
         byIdDir: MTA_DEFAULTS.byIdDir,
+      };
+      if (!flags.mirrorConfig) return (await runtime()).bootstrapMta(await deps(flags), options);
+      const { loadMirrorConfig } = await import('../../runtime/mirror/config');
+      const admin = loadMirrorConfig(flags.mirrorConfig).adminListen;
+      await (await runtime()).bootstrapMtaPair(await deps(flags), {
+        ...options,
+        ...PAIR_DEFAULTS,
+        mirrorAdminUrl: `http://${admin.address === '0.0.0.0' ? '127.0.0.1' : admin.address}:${admin.port}`,
       });
+    });
+
+  bootstrap
+    .command('require-primary')
+    .description('before each MTA start (volley-mta.service): on a node of an HA pair, refuse unless its mirror state says primary; elsewhere do nothing')
+    .option('--mirror-config <file>', 'the node\'s mirror config (none: not a node of a pair)', process.env.VOLLEY_MIRROR_CONFIG)
+    .action(async (flags: { mirrorConfig?: string }) => {
+      if (!flags.mirrorConfig) return;
+      const { loadMirrorConfig } = await import('../../runtime/mirror/config');
+      const { readState } = await import('../../runtime/mirror/state');
+      const config = loadMirrorConfig(flags.mirrorConfig);
+      const state = readState(config.persistentPath);
+      if (state.role !== 'primary') {
+        // An MTA on a secondary's path would take mail the pair never replicates, and the mirror refuses to write under it.
+        throw new VolleyError('ENOTPRIMARY', `this node is the secondary of its pair (epoch ${state.epoch}, ${config.persistentPath}/mirror/state.json): the MTA runs on the primary only; \`volley mirror promote\` makes this node the primary and starts it`);
+      }
     });
 
   withCommonFlags(bootstrap.command('proxy').description('attach the slot\'s sending ENI, wait for its addresses, then start the proxy'), PROXY_DEFAULTS)

@@ -51,18 +51,21 @@ export function registerConfig(program: Command): void {
     .option('--etc <dir>', 'the instance\'s /etc/volley (holds instance.env)', process.env.VOLLEY_ETC ?? '/etc/volley')
     .action(async (flags: { etc: string }) => {
       // Loaded here, not when any volley command starts: the daemons never need the SDK clients.
-      const { parseInstanceEnv, roleCheck, runSystemctl, syncConfig, syncSettings } = await import('../../runtime/instance/config-sync');
+      const { mirrorSyncSettings, parseInstanceEnv, roleCheck, runSystemctl, syncConfig, syncSettings } = await import('../../runtime/instance/config-sync');
       const { SSMClient } = await import('@aws-sdk/client-ssm');
       const { S3Client } = await import('@aws-sdk/client-s3');
       const { readFileSync } = await import('node:fs');
-      const settings = syncSettings(parseInstanceEnv(readFileSync(`${flags.etc}/instance.env`, 'utf8')), flags.etc);
-      await syncConfig(settings, {
-        ssm: new SSMClient({ region: settings.region }),
-        s3: new S3Client({ region: settings.region }),
-        systemctl: runSystemctl,
-        log: (line) => process.stdout.write(`${line}\n`),
-        check: roleCheck(settings.role),
-      });
+      const env = parseInstanceEnv(readFileSync(`${flags.etc}/instance.env`, 'utf8'));
+      const settings = syncSettings(env, flags.etc);
+      const ssm = new SSMClient({ region: settings.region });
+      const s3 = new S3Client({ region: settings.region });
+      const log = (line: string): void => void process.stdout.write(`${line}\n`);
+      // A node of an HA pair has its mirror's config too: each is synced even when the other fails, and the first failure is the exit.
+      const failures: unknown[] = [];
+      for (const s of [settings, mirrorSyncSettings(env, flags.etc)]) {
+        if (s) await syncConfig(s, { ssm, s3, systemctl: runSystemctl, log, check: roleCheck(s.role) }).catch((err: unknown) => void failures.push(err));
+      }
+      if (failures.length > 0) throw failures[0];
     });
 
   config

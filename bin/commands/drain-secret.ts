@@ -24,7 +24,8 @@ interface AwsFlags {
   region?: string;
 }
 
-function owner(user: string): { uid: number; gid: number } {
+/** The uid and gid of `user`, who will own the fetched files (the mirror's fetch uses it too). */
+export function owner(user: string): { uid: number; gid: number } {
   const id = (flag: string): number => {
     try {
       return Number(execFileSync('id', [flag, user], { encoding: 'utf8' }).trim());

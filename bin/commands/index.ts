@@ -9,6 +9,7 @@ import { registerHaproxyConfig } from './haproxy-config';
 import { registerLb } from './lb';
 import { registerLocal } from './local';
 import { registerMirror } from './mirror';
+import { registerMirrorSecret } from './mirror-secret';
 import { registerMta } from './mta';
 import { registerProxy } from './proxy';
 import { registerProxyLink } from './proxy-link';
@@ -29,4 +30,5 @@ export function registerCommands(program: Command): void {
   registerDrainSecret(program);
   registerDrain(program);
   registerMirror(program);
+  registerMirrorSecret(program);
 }

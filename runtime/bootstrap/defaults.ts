@@ -22,3 +22,12 @@ export const PROXY_DEFAULTS = {
   addressTimeoutMs: 3 * 60_000,
   readyTimeoutMs: 10 * 60_000,
 } as const;
+
+/** A node of an HA pair (mta.ha): MTA_DEFAULTS, plus its mirror. */
+export const PAIR_DEFAULTS = {
+  mirrorUnit: 'volley-mirror.service',
+  // The generated mirror config's admin_listen (stacks/mirror-topology.ts MIRROR_ADMIN).
+  mirrorAdminUrl: 'http://127.0.0.1:7628',
+  addressTimeoutMs: 3 * 60_000,
+  mirrorTimeoutMs: 5 * 60_000,
+} as const;

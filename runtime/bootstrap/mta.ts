@@ -36,18 +36,11 @@ export interface BootstrapDeps {
  * and rethrown, so the process exits non-zero and the slot is replaced.
  */
 export async function bootstrapMta(deps: BootstrapDeps, options: MtaBootstrapOptions): Promise<void> {
-  const { ec2, system, clock, log } = deps;
+  const { system, clock, log } = deps;
   try {
     const self = await deps.identity();
     log.info(`slot ${options.slot} on ${self.instanceId} in ${self.availabilityZone}`);
-    const volumeId = await findSlotVolume(ec2, options.slot, self.availabilityZone);
-    const state = await waitAttachable(ec2, clock, log, volumeId, self.instanceId, options.releaseTimeoutMs);
-    if (state === 'available') {
-      log.info(`attaching ${volumeId}`);
-      await attachVolume(ec2, clock, volumeId, self.instanceId, options.attachTimeoutMs);
-    }
-    const device = await waitForDevice(system, clock, nvmeDevicePath(volumeId, options.byIdDir), options.deviceTimeoutMs);
-    await mountPersistentPath(system, log, device, options.persistentPath);
+    await mountSlotVolume(deps, options, self);
     log.info(`starting ${options.unit}`);
     await system.startUnit(options.unit);
     await waitReady(clock, options.readyUrl, options.readyTimeoutMs);
@@ -57,6 +50,19 @@ export async function bootstrapMta(deps: BootstrapDeps, options: MtaBootstrapOpt
     await reportFailure(system, log, err as Error);
     throw err;
   }
+}
+
+/** Finds the slot's volume, waits for the previous instance to let go of it, attaches and mounts it (formatting only a blank one). */
+export async function mountSlotVolume(deps: BootstrapDeps, options: MtaBootstrapOptions, self: InstanceIdentity): Promise<void> {
+  const { ec2, system, clock, log } = deps;
+  const volumeId = await findSlotVolume(ec2, options.slot, self.availabilityZone);
+  const state = await waitAttachable(ec2, clock, log, volumeId, self.instanceId, options.releaseTimeoutMs);
+  if (state === 'available') {
+    log.info(`attaching ${volumeId}`);
+    await attachVolume(ec2, clock, volumeId, self.instanceId, options.attachTimeoutMs);
+  }
+  const device = await waitForDevice(system, clock, nvmeDevicePath(volumeId, options.byIdDir), options.deviceTimeoutMs);
+  await mountPersistentPath(system, log, device, options.persistentPath);
 }
 
 export async function reportFailure(system: BootstrapSystem, log: Log, err: Error): Promise<void> {

@@ -18,7 +18,8 @@ export interface ProxyBootstrapOptions {
 }
 
 
-async function waitForAddresses(system: BootstrapSystem, clock: Clock, addresses: readonly string[], timeoutMs: number): Promise<void> {
+/** Waits until the host has every one of `addresses` (the OS configures an attached ENI's addresses on its own). */
+export async function waitForAddresses(system: BootstrapSystem, clock: Clock, addresses: readonly string[], timeoutMs: number): Promise<void> {
   await pollUntil(clock, { timeoutMs, intervalMs: 1000, what: `addresses ${addresses.join(', ')} to be configured on this host` }, async () => {
     const local = new Set(await system.localAddresses());
     return addresses.every((a) => local.has(a)) ? true : undefined;

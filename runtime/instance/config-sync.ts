@@ -10,12 +10,14 @@ import { GetParameterCommand, type SSMClient } from '@aws-sdk/client-ssm';
 import { spawn } from 'node:child_process';
 import { chmod, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { parseMirrorConfig } from '../mirror/config';
 import { parseProxyConfig } from '../proxy/config';
 import { parseConfig } from '../shared/config/load';
 import { VolleyError } from '../shared/errors';
 
 export interface ConfigSyncSettings {
-  readonly role: 'mta' | 'proxy';
+  /** Whose config: the instance's daemon, or (a node of an HA pair) its mirror's, volley-mirror.service. */
+  readonly role: 'mta' | 'proxy' | 'mirror';
   readonly region: string;
   readonly parameter: string;
   /** s3-url: the parameter holds the S3 URL of the file; inline: the file itself. */
@@ -56,6 +58,21 @@ export function syncSettings(env: Record<string, string | undefined>, etc = '/et
   return { role, region: need('VOLLEY_REGION'), parameter: need('VOLLEY_CONFIG_PARAMETER'), source, target };
 }
 
+/**
+ * A node of an HA pair has a second config, its mirror's, published inline
+ * per node (VOLLEY_MIRROR_CONFIG_PARAMETER) and installed where
+ * VOLLEY_MIRROR_CONFIG says; undefined on any other instance.
+ */
+export function mirrorSyncSettings(env: Record<string, string | undefined>, etc = '/etc/volley'): ConfigSyncSettings | undefined {
+  const parameter = env.VOLLEY_MIRROR_CONFIG_PARAMETER;
+  if (!parameter) return undefined;
+  const region = env.VOLLEY_REGION;
+  if (!region) throw new VolleyError('EINSTANCEENV', 'instance.env: VOLLEY_REGION is missing');
+  const file = env.VOLLEY_MIRROR_CONFIG || '/etc/volley/mirror.yaml';
+  const target = join(etc, file.startsWith('/etc/volley/') ? file.slice('/etc/volley/'.length) : basename(file));
+  return { role: 'mirror', region, parameter, source: 'inline', target };
+}
+
 export interface ConfigSyncDeps {
   readonly ssm: Pick<SSMClient, 'send'>;
   readonly s3: Pick<S3Client, 'send'>;
@@ -72,6 +89,7 @@ export interface ConfigSyncDeps {
  * nothing to the sync, which would then see "no change" and never try again.
  */
 export function roleCheck(role: ConfigSyncSettings['role']): ConfigSyncDeps['check'] {
+  if (role === 'mirror') return (text, file) => void parseMirrorConfig(text, file);
   return role === 'mta' ? (text, file) => void parseConfig(text, file) : (text, file) => void parseProxyConfig(text, file);
 }
 

@@ -59,6 +59,8 @@ export interface InstanceSettings {
   /** The environment's name (dev, staging, prod): the `<env>` of the S3 shipper's keys. */
   readonly environment: string;
   readonly slotId: string;
+  /** VOLLEY_NODE_ID: the slot id, or for a node of an HA pair its pair's slot id (the node it becomes when primary). */
+  readonly nodeId: string;
   /** Logical id of the slot's Auto Scaling group: the resource cfn-signal reports to. */
   readonly signalResource: string;
   readonly readyTimeoutSeconds: number;
@@ -69,6 +71,8 @@ export interface InstanceSettings {
   readonly proxyCaKeySecretArn?: string;
   /** ARN of the drain secret: MTAs only (`volley drain-secret fetch` reads VOLLEY_DRAIN_SECRET_ID). */
   readonly drainSecretArn?: string;
+  /** A node of an HA pair: its mirror's published config and the mirror secret's ARN. */
+  readonly mirror?: { readonly config: PublishedConfig; readonly secretArn: string };
 }
 
 /**
@@ -97,7 +101,7 @@ export class RuntimeDistribution extends Construct {
       // The <env> of the S3 shipper's keys. (`VOLLEY_ENV=…` does not end the heredoc below: only a line that is exactly VOLLEY_ENV does.)
       VOLLEY_ENV: settings.environment,
       VOLLEY_SLOT: settings.slotId,
-      VOLLEY_NODE_ID: settings.slotId,
+      VOLLEY_NODE_ID: settings.nodeId,
       VOLLEY_REGION: Aws.REGION,
       VOLLEY_STACK: Aws.STACK_NAME,
       VOLLEY_SIGNAL_RESOURCE: settings.signalResource,
@@ -109,6 +113,15 @@ export class RuntimeDistribution extends Construct {
       ...(settings.proxyCaKeySecretArn ? { VOLLEY_PROXY_CA_KEY_SECRET: settings.proxyCaKeySecretArn } : {}),
       // Not VOLLEY_DRAIN_SECRET: that variable holds a secret's value for the daemon, this names where it is kept.
       ...(settings.drainSecretArn ? { VOLLEY_DRAIN_SECRET_ID: settings.drainSecretArn } : {}),
+      // A node of an HA pair: `volley bootstrap mta` starts the mirror (and the MTA only if it is the primary),
+      // `volley config sync` keeps VOLLEY_MIRROR_CONFIG installed, `volley mirror-secret fetch` reads VOLLEY_MIRROR_SECRET_ID.
+      ...(settings.mirror
+        ? {
+            VOLLEY_MIRROR_CONFIG: settings.mirror.config.installPath,
+            VOLLEY_MIRROR_CONFIG_PARAMETER: settings.mirror.config.parameterName,
+            VOLLEY_MIRROR_SECRET_ID: settings.mirror.secretArn,
+          }
+        : {}),
     };
     userData.addCommands(
       'set -euo pipefail',

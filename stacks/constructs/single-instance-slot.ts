@@ -34,6 +34,14 @@ export interface SingleInstanceSlotProps {
   readonly healthFromLoadBalancer: boolean;
   /** Where launches, terminations and failures of this slot are announced. */
   readonly notifications: sns.ITopic;
+  /** The node id the daemon runs as (VOLLEY_NODE_ID); the slot id when absent. Both nodes of an HA pair run as their pair's slot. */
+  readonly nodeId?: string;
+  /** A node of an HA pair: its mirror's config, the mirror secret, and the node's own mirror group (on the instance too: its peer admits that group). */
+  readonly mirror?: {
+    readonly config: PublishedConfig;
+    readonly secret: secretsmanager.ISecret;
+    readonly securityGroup: ec2.ISecurityGroup;
+  };
 }
 
 /**
@@ -67,6 +75,11 @@ export class SingleInstanceSlot extends Construct {
       if (props.role !== 'mta') throw new Error(`slot ${props.slotId}: only an MTA slot may read the drain secret`);
       props.drainSecret.grantRead(this.role);
     }
+    if (props.mirror) {
+      if (props.role !== 'mta') throw new Error(`slot ${props.slotId}: only an MTA slot can be a node of an HA pair`);
+      props.mirror.config.parameter.grantRead(this.role);
+      props.mirror.secret.grantRead(this.role);
+    }
     acknowledgeSlotRole(this.role);
 
     const subnets = props.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, availabilityZones: [props.availabilityZone] });
@@ -86,6 +99,7 @@ export class SingleInstanceSlot extends Construct {
       ],
       userData,
     });
+    if (props.mirror) launchTemplate.addSecurityGroup(props.mirror.securityGroup);
 
     this.group = new autoscaling.AutoScalingGroup(this, 'Group', {
       vpc: props.vpc,
@@ -121,12 +135,14 @@ export class SingleInstanceSlot extends Construct {
       role: props.role,
       environment: stack.config.name,
       slotId: props.slotId,
+      nodeId: props.nodeId ?? props.slotId,
       signalResource: Stack.of(this).getLogicalId(cfnGroup),
       readyTimeoutSeconds: props.readyTimeout.toSeconds(),
       config: props.config,
       proxyLinkSecretArn: props.proxyLinkSecret.secretArn,
       proxyCaKeySecretArn: props.proxyCaKeySecret?.secretArn,
       drainSecretArn: props.drainSecret?.secretArn,
+      mirror: props.mirror ? { config: props.mirror.config, secretArn: props.mirror.secret.secretArn } : undefined,
     });
   }
 
@@ -136,11 +152,14 @@ export class SingleInstanceSlot extends Construct {
     return stack.formatArn({ service: 'ec2', resource: 'instance', resourceName: '*' });
   }
 
-  /** Allows `action` on `resourceArn` and on this slot's instance, both only when tagged with this slot. */
-  grantAttach(action: string, resourceArn: string): void {
+  /**
+   * Allows `action` on `resourceArn` and on this slot's instance, both only when tagged with this slot.
+   * `sidSuffix` tells a second grant's statements apart (IAM refuses a policy with two equal Sids).
+   */
+  grantAttach(action: string, resourceArn: string, sidSuffix = ''): void {
     const tagged = { StringEquals: { [`aws:ResourceTag/${SLOT_TAG}`]: this.slotId } };
-    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'AttachOwnResource', actions: [action], resources: [resourceArn], conditions: tagged }));
-    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'AttachToOwnInstance', actions: [action], resources: [this.instanceArnPattern()], conditions: tagged }));
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: `AttachOwnResource${sidSuffix}`, actions: [action], resources: [resourceArn], conditions: tagged }));
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: `AttachToOwnInstance${sidSuffix}`, actions: [action], resources: [this.instanceArnPattern()], conditions: tagged }));
     const stack = Stack.of(this);
     Validations.of(this.role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:${stack.region}:${stack.account}:instance/*]`,
@@ -149,8 +168,8 @@ export class SingleInstanceSlot extends Construct {
   }
 
   /** Describe calls cannot be scoped to a resource in IAM. */
-  grantDescribe(action: string): void {
-    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'FindOwnResource', actions: [action], resources: ['*'] }));
+  grantDescribe(action: string, sidSuffix = ''): void {
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: `FindOwnResource${sidSuffix}`, actions: [action], resources: ['*'] }));
     Validations.of(this.role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason: `${action} supports no resource-level permissions; it is read-only and the bootstrap needs it to find the slot's resource by tag.`,

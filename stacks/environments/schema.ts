@@ -61,6 +61,18 @@ export interface EnvironmentConfig {
     readonly adminPort: number;
     /** The drain endpoint (the config's drain.listen): MTAs reach each other here, nothing else does. */
     readonly drainPort: number;
+    /**
+     * HA pairs (README, "MTA slots as HA pairs"): `true` makes every slot
+     * two nodes in two AZs, each with its own volume, group and mirror
+     * interface, kept byte-identical by `volley mirror`; only the primary
+     * runs the MTA. Off when absent. volumeSlots then lists both nodes'
+     * volumes (`<slot>` and `<slot>-b`).
+     */
+    readonly ha?: boolean;
+    /** With ha: the mirror link's port, open only between the two nodes of a pair. */
+    readonly mirrorPort?: number;
+    /** With ha: the mirror's mode (its config's `mode`); async when absent. */
+    readonly mirrorMode?: 'async' | 'sync';
   };
   readonly proxy: {
     readonly instanceType: string;

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { IPV4_PER_ENI, knownInstanceTypes } from './instance-types';
 import { cidrContains, parseCidr, parseIpv4 } from './ip';
-import { mtaSlotIds, planSubnets } from './layout';
+import { mtaVolumeIds, planSubnets } from './layout';
 import type { EnvironmentConfig } from './schema';
 
 /** A bad environment config: `field` is the dotted path, e.g. `proxy.proxies[1].sendingIps[0]`. */
@@ -122,7 +122,8 @@ export function validateEnvironment(raw: unknown, repoRoot: string): Environment
   const volumeSlots = r.array(raw, 'mta.volumeSlots', 1).map((_, i) => r.string(raw, `mta.volumeSlots.${i}`, NAME_LONG, 'a slot id such as <env>-mta-<az>-<n>'));
   if (new Set(volumeSlots).size !== volumeSlots.length) fail('mta.volumeSlots', 'must not repeat a slot');
   // A slot missing here would have no record of its volume, and its later removal would go unwarned.
-  const unlisted = mtaSlotIds(envName, azNames, slotsPerAz).filter((slot) => !volumeSlots.includes(slot));
+  const ha = r.at(raw, 'mta.ha') === undefined ? false : r.boolean(raw, 'mta.ha');
+  const unlisted = mtaVolumeIds(envName, azNames, slotsPerAz, ha).filter((slot) => !volumeSlots.includes(slot));
   if (unlisted.length > 0) fail('mta.volumeSlots', `must list every MTA slot the tier runs (its volume is retained): add ${unlisted.map((s) => `'${s}'`).join(', ')}`);
   const size = r.integer(raw, 'mta.volume.sizeGiB', 1, 65536);
   const iops = r.integer(raw, 'mta.volume.iops', 3000, 80000);
@@ -134,7 +135,15 @@ export function validateEnvironment(raw: unknown, repoRoot: string): Environment
   const adminPort = r.integer(raw, 'mta.adminPort', 1, PORT_MAX);
   const drainPort = r.integer(raw, 'mta.drainPort', 1, PORT_MAX);
   const mtaPorts = [...smtpPorts, apiPort, adminPort, drainPort];
-  if (new Set(mtaPorts).size !== mtaPorts.length) fail('mta', 'smtpPorts, apiPort, adminPort and drainPort must all differ');
+  if (ha) {
+    mtaPorts.push(r.integer(raw, 'mta.mirrorPort', 1, PORT_MAX));
+    const mode = r.at(raw, 'mta.mirrorMode');
+    if (mode !== undefined && mode !== 'async' && mode !== 'sync') fail('mta.mirrorMode', `must be async or sync (got ${JSON.stringify(mode)})`);
+  } else {
+    // A mirror setting without pairs would be silently ignored: say so instead.
+    for (const key of ['mirrorPort', 'mirrorMode']) if (r.at(raw, `mta.${key}`) !== undefined) fail(`mta.${key}`, 'is only read with mta.ha: true');
+  }
+  if (new Set(mtaPorts).size !== mtaPorts.length) fail('mta', `smtpPorts, apiPort, adminPort, drainPort${ha ? ' and mirrorPort' : ''} must all differ`);
 
   // proxy
   const proxyType = r.string(raw, 'proxy.instanceType');

@@ -13,6 +13,7 @@ import { DRAIN_FILE_DEFAULTS } from '../../bin/commands/drain-secret';
 import { packageRuntime } from '../../bin/package-asset';
 import { newProxyCa } from '../../runtime/bootstrap/proxy-link';
 import { loadEnvironment } from '../../stacks/environments';
+import { PROMOTE_COMMAND } from '../../stacks/mirror-topology';
 import { INSTANCE_FILES, proxyConfigText } from '../../stacks/topology';
 import { waitUntil } from '../helpers/proxy-fixtures';
 
@@ -67,7 +68,7 @@ describe('packaged runtime', () => {
 
   test('has the layout install.sh and the units expect, and no Volley config inside', () => {
     const files = readdirSync(assetDir, { recursive: true }).map(String).sort();
-    for (const f of ['install.sh', 'bin/volley', 'bin/volley-config-sync', 'lib/volley.js', 'systemd/volley-bootstrap.service', 'systemd/volley-mta.service', 'systemd/volley-proxy.service', 'systemd/volley-config-sync.timer']) {
+    for (const f of ['install.sh', 'bin/volley', 'bin/volley-config-sync', 'lib/volley.js', 'systemd/volley-bootstrap.service', 'systemd/volley-mta.service', 'systemd/volley-proxy.service', 'systemd/volley-mirror.service', 'systemd/volley-config-sync.timer']) {
       expect(files).toContain(f);
     }
     // The config ships separately: inside the runtime asset it would roll instances on every config change.
@@ -83,12 +84,30 @@ describe('packaged runtime', () => {
     expect(unit.get('EnvironmentFile')).toEqual(['/etc/volley/instance.env']);
     const mta = unitSettings(readFileSync(join(assetDir, 'systemd/volley-mta.service'), 'utf8'));
     // Then the drain's secret, CA and certificate, to the files the generated config's drain section names.
+    // First, as the daemon's user: on a node of an HA pair, refuse unless the mirror says primary (a no-op elsewhere).
     expect(mta.get('ExecStartPre')).toEqual([
+      '/opt/volley/bin/volley bootstrap require-primary',
       '+/opt/volley/bin/volley proxy-link fetch mta --config /etc/volley/volley.yaml',
       '+/opt/volley/bin/volley drain-secret fetch --config /etc/volley/volley.yaml',
     ]);
     // Its default paths are the ones the generated config and the SSM document name.
     expect(DRAIN_FILE_DEFAULTS).toEqual({ secretFile: INSTANCE_FILES.drainSecret, caFile: INSTANCE_FILES.drainCa, certFile: INSTANCE_FILES.drainCert, keyFile: INSTANCE_FILES.drainKey });
+  });
+
+  test('a node of an HA pair: the mirror unit fetches its secrets as root then runs as the MTA\'s user; install.sh lets it start the MTA with exactly its promote_command', () => {
+    const unit = unitSettings(readFileSync(join(assetDir, 'systemd/volley-mirror.service'), 'utf8'));
+    expect(unit.get('ExecStartPre')).toEqual([`+/opt/volley/bin/volley mirror-secret fetch --config ${INSTANCE_FILES.mirrorConfig}`]);
+    expect(unit.get('ExecStart')).toEqual([`/opt/volley/bin/volley mirror --config ${INSTANCE_FILES.mirrorConfig}`]);
+    expect(unit.get('User')).toEqual(['volley']);
+    expect(unit.get('AssertPathIsMountPoint')).toEqual(['/var/lib/volley']);
+    // sudo is setuid: with NoNewPrivileges the promotion could not start the MTA.
+    expect(unit.get('NoNewPrivileges')).toBeUndefined();
+    const install = readFileSync(join(assetDir, 'install.sh'), 'utf8');
+    const rule = /^volley ALL=\(root\) NOPASSWD: (.+)$/m.exec(install)?.[1];
+    expect(rule).toBe(PROMOTE_COMMAND.slice(2).join(' '));
+    expect(PROMOTE_COMMAND.slice(0, 2)).toEqual(['/usr/bin/sudo', '-n']);
+    // Only on a node of a pair: the rule is written when instance.env names a mirror config.
+    expect(install).toMatch(/if grep -q '\^VOLLEY_MIRROR_CONFIG=' \/etc\/volley\/instance.env; then\n[\s\S]*volley ALL=\(root\)[\s\S]*\nfi\n/);
   });
 
   test('the packaged proxy unit, run as shipped against a stand-in Secrets Manager, serves a certificate for its listen IP from the environment CA', async () => {

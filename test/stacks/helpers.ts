@@ -2,7 +2,7 @@ import { App, Validations } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { join, resolve } from 'node:path';
-import { EnvironmentConfig, loadEnvironment } from '../../stacks/environments';
+import { EnvironmentConfig, loadEnvironment, validateEnvironment } from '../../stacks/environments';
 import { addVolleyEnvironment, VOLLEY_APP_CONTEXT, VolleyStacks } from '../../stacks/volley-app';
 
 export const REPO_ROOT = resolve(__dirname, '../..');
@@ -31,4 +31,16 @@ type Resources = Record<string, { Type: string; Properties?: Record<string, unkn
 
 export function resources(t: Template, type: string): Resources {
   return t.findResources(type) as Resources;
+}
+
+/**
+ * An environment's file with its MTA slots declared as HA pairs (mta.ha), as
+ * an operator would write it: mirrorPort set and volumeSlots listing both
+ * nodes' volumes (`<slot>` and `<slot>-b`). Validated like a real file.
+ */
+export function haEnvironment(envName: string, extra: Record<string, unknown> = {}): EnvironmentConfig {
+  const raw = JSON.parse(JSON.stringify(loadEnvironment(envName, REPO_ROOT))) as { mta: Record<string, unknown> };
+  const slots = raw.mta.volumeSlots as string[];
+  raw.mta = { ...raw.mta, ha: true, mirrorPort: 7627, volumeSlots: [...slots, ...slots.map((s) => `${s}-b`)], ...extra };
+  return validateEnvironment(raw, REPO_ROOT);
 }

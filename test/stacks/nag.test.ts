@@ -1,6 +1,6 @@
 import { Validations } from 'aws-cdk-lib';
 import * as s3 from 'aws-cdk-lib/aws-s3';
-import { build } from './helpers';
+import { build, haEnvironment } from './helpers';
 
 test.each(['dev', 'staging', 'prod'])('%s passes cdk-nag AwsSolutions with every acknowledgement giving a reason', (envName) => {
   const { app } = build(envName);
@@ -15,6 +15,17 @@ test.each(['dev', 'staging', 'prod'])('%s passes cdk-nag AwsSolutions with every
     expect(reason.length).toBeGreaterThan(30);
     // No blanket IAM5: every wildcard is acknowledged by its exact finding.
     expect(id).not.toMatch(/IAM5$/);
+  }
+});
+
+test.each(['staging', 'prod'])('%s with its MTA slots as HA pairs passes cdk-nag AwsSolutions, and no template repeats a policy Sid', (envName) => {
+  const { app } = build(envName, { config: haEnvironment(envName) });
+  const assembly = app.synth();
+  for (const stack of assembly.stacks) {
+    for (const r of Object.values(stack.template.Resources as Record<string, { Type: string; Properties?: { PolicyDocument?: { Statement: { Sid?: string }[] } } }>)) {
+      const sids = (r.Properties?.PolicyDocument?.Statement ?? []).map((s) => s.Sid).filter((sid) => sid !== undefined);
+      expect(new Set(sids).size).toBe(sids.length);
+    }
   }
 });
 

@@ -1,5 +1,6 @@
-import { planSubnets } from '../../stacks/environments/layout';
-import { build, resources, template } from './helpers';
+import { cidrContains, parseCidr, parseIpv4 } from '../../stacks/environments/ip';
+import { mirrorBlock, mtaPairs, planSubnets } from '../../stacks/environments/layout';
+import { build, haEnvironment, resources, template } from './helpers';
 
 describe.each(['dev', 'prod'])('%s network', (envName) => {
   const { config, stacks } = build(envName);
@@ -49,4 +50,56 @@ describe.each(['dev', 'prod'])('%s network', (envName) => {
     const inline = Object.values(groups).flatMap((g) => (g.Properties?.SecurityGroupIngress as { CidrIp?: string }[]) ?? []);
     for (const rule of [...ingress, ...inline]) expect((rule as { CidrIp?: string }).CidrIp).not.toBe('0.0.0.0/0');
   });
+});
+
+describe('HA pairs (mta.ha): the mirror port', () => {
+  const config = haEnvironment('prod');
+  const { stacks } = build('prod', { config, nag: false });
+  const t = template(stacks.network);
+  const ingress = Object.values(resources(t, 'AWS::EC2::SecurityGroupIngress')).map((r) => r.Properties ?? {});
+  const groups = resources(t, 'AWS::EC2::SecurityGroup');
+  const pairs = mtaPairs(config.name, config.network.vpcCidr, config.availabilityZones, config.mta.slotsPerAz);
+  const groupOf = (memberId: string): string => Object.entries(groups).find(([, g]) => String(g.Properties?.GroupDescription).startsWith(`Volley mirror of ${memberId}:`))?.[0] as string;
+  const ref = (id: string) => JSON.stringify({ 'Fn::GetAtt': [id, 'GroupId'] });
+
+  test('each node\'s mirror group admits its peer\'s group, on the mirror port, and nothing else; no address range anywhere', () => {
+    for (const pair of pairs) {
+      for (const [self, peer] of [[pair.a, pair.b], [pair.b, pair.a]] as const) {
+        const own = ingress.filter((r) => JSON.stringify(r.GroupId) === ref(groupOf(self.memberId)));
+        expect(own).toEqual([expect.objectContaining({ SourceSecurityGroupId: JSON.parse(ref(groupOf(peer.memberId))), FromPort: 7627, ToPort: 7627, IpProtocol: 'tcp' })]);
+        expect(groups[groupOf(self.memberId)]?.Properties?.SecurityGroupIngress).toBeUndefined();
+      }
+    }
+    // The shared MTA group does not open the mirror port: one node can reach only its own peer's mirror.
+    expect(ingress.filter((r) => r.FromPort === 7627)).toHaveLength(pairs.length * 2);
+    expect(ingress.filter((r) => r.FromPort === 7627 && r.CidrIp !== undefined)).toEqual([]);
+  });
+
+  test('the mirror IPs sit in the mirror block at the start of their AZ\'s private subnet, past the four addresses AWS keeps, none twice', () => {
+    const plan = planSubnets(config.network.vpcCidr, config.availabilityZones);
+    const ips = pairs.flatMap((p) => [p.a, p.b]);
+    expect(new Set(ips.map((m) => m.mirrorIp)).size).toBe(ips.length);
+    for (const m of ips) {
+      const block = parseCidr(mirrorBlock(plan.find((p) => p.availabilityZone === m.availabilityZone)?.privateCidr as string));
+      expect(block && cidrContains(block, parseIpv4(m.mirrorIp) as number)).toBe(true);
+      expect((parseIpv4(m.mirrorIp) as number) - (block?.base ?? 0)).toBeGreaterThanOrEqual(4);
+    }
+  });
+
+  test('an environment without pairs has no mirror group', () => {
+    const single = template(build('prod', { nag: false }).stacks.network);
+    expect(Object.values(resources(single, 'AWS::EC2::SecurityGroup')).filter((g) => String(g.Properties?.GroupDescription).startsWith('Volley mirror'))).toEqual([]);
+  });
+});
+
+test('the largest tier (20 slots per AZ) fits every pair\'s two mirror IPs in the mirror blocks, none twice', () => {
+  const azs = ['us-east-1a', 'us-east-1b', 'us-east-1c'];
+  const pairs = mtaPairs('prod', '10.60.0.0/16', azs, 20);
+  const plan = planSubnets('10.60.0.0/16', azs);
+  const ips = pairs.flatMap((p) => [p.a, p.b]);
+  expect(new Set(ips.map((m) => m.mirrorIp)).size).toBe(120);
+  for (const m of ips) {
+    const block = parseCidr(mirrorBlock(plan.find((p) => p.availabilityZone === m.availabilityZone)?.privateCidr as string)) as { base: number; prefix: number };
+    expect(cidrContains(block, parseIpv4(m.mirrorIp) as number)).toBe(true);
+  }
 });

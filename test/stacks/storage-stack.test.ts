@@ -1,5 +1,6 @@
 import { objectKey } from '../../runtime/mta/events/sinks/s3-key';
-import { build, resources, template } from './helpers';
+import { arbiterKey } from '../../stacks/event-shipping';
+import { build, haEnvironment, resources, template } from './helpers';
 
 const { config, stacks } = build('prod');
 const t = template(stacks.storage);
@@ -81,4 +82,30 @@ test('an MTA role may do exactly what the S3 shipper does (put, multipart, abort
       expect(key.startsWith(`mta/prod/${slot.slotId}/`)).toBe(true);
     }
   }
+});
+
+describe('HA pairs (mta.ha): the arbiter leases', () => {
+  const paired = build('prod', { config: haEnvironment('prod'), nag: false });
+  const bucket = Object.entries(resources(template(paired.stacks.storage), 'AWS::S3::Bucket')).find(([id]) => id.startsWith('Events'))?.[1];
+
+  test('a lease\'s superseded versions (one per renewal) expire after a day; the rule of the logs is unchanged', () => {
+    const rules = (bucket?.Properties?.LifecycleConfiguration as { Rules: Record<string, unknown>[] }).Rules;
+    expect(rules).toContainEqual({ Id: 'arbiter-lease-versions', Status: 'Enabled', Prefix: 'mirror/', NoncurrentVersionExpiration: { NoncurrentDays: 1 } });
+    expect(rules.find((r) => r.Id === 'age-out-logs')).toMatchObject({ NoncurrentVersionExpiration: { NoncurrentDays: 30 } });
+  });
+
+  test('every node may read and write its pair\'s lease object and no other, beside shipping under its pair\'s prefix', () => {
+    const mta = template(paired.stacks.mta);
+    for (const { slot, pairMember } of paired.stacks.mta.slots) {
+      const roleId = mta.getResourceId('AWS::IAM::Role', { Properties: { Description: `Volley mta slot ${slot.slotId}` } });
+      const statements = Object.values(resources(mta, 'AWS::IAM::Policy'))
+        .filter((p) => JSON.stringify(p.Properties?.Roles) === JSON.stringify([{ Ref: roleId }]))
+        .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: { Sid?: string; Resource: unknown }[] }).Statement);
+      const onEvents = statements.filter((s) => JSON.stringify(s.Resource).includes(paired.stacks.storage.bucketName));
+      expect(onEvents.map((s) => s.Sid).sort()).toEqual(['OwnArbiterLease', 'ShipToOwnPrefix']);
+      const lease = JSON.stringify(onEvents.find((s) => s.Sid === 'OwnArbiterLease')?.Resource);
+      expect(lease).toContain(`/${arbiterKey('prod', pairMember?.slotId as string)}"`);
+      expect(lease).not.toContain('*');
+    }
+  });
 });

@@ -7,7 +7,7 @@ import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type ConfigSyncDeps, parseInstanceEnv, roleCheck, syncConfig, syncSettings } from '../../../runtime/instance/config-sync';
+import { type ConfigSyncDeps, mirrorSyncSettings, parseInstanceEnv, roleCheck, syncConfig, syncSettings } from '../../../runtime/instance/config-sync';
 import { testConfigYaml } from '../../helpers/config';
 import { tempDir } from '../../helpers/tmp';
 
@@ -121,4 +121,34 @@ test("roleCheck is each daemon's own loader: an MTA config passes the MTA's and 
   expect(() => roleCheck('proxy')(proxy, 'proxy.yaml')).not.toThrow();
   expect(() => roleCheck('proxy')(mta, 'proxy.yaml')).toThrow();
   expect(() => roleCheck('mta')(proxy, 'volley.yaml')).toThrow();
+});
+
+describe('a node of an HA pair: its mirror config too', () => {
+  const PAIR_ENV = `${MTA_ENV}VOLLEY_MIRROR_CONFIG=/etc/volley/mirror.yaml\nVOLLEY_MIRROR_CONFIG_PARAMETER=/volley/staging/mirror/staging-mta-eu-west-1a-1-b/config\n`;
+  const MIRROR = 'persistent_path: /var/lib/volley\nlisten: 10.50.32.5:7627\npeer: 10.50.16.4:7627\ntls: { cert: /etc/volley/mirror.crt, key: /etc/volley/mirror.key }\npeer_ca: /etc/volley/mirror-ca.crt\nsecret_file: /etc/volley/mirror.secret\n';
+
+  test('is read from its own parameter (inline), installed as mirror.yaml, and the running mirror is restarted on a change', async () => {
+    const settings = mirrorSyncSettings(parseInstanceEnv(PAIR_ENV), etc);
+    expect(settings).toEqual({ role: 'mirror', region: 'eu-west-1', parameter: '/volley/staging/mirror/staging-mta-eu-west-1a-1-b/config', source: 'inline', target: join(etc, 'mirror.yaml') });
+    ssm.on(GetParameterCommand, { Name: '/volley/staging/mirror/staging-mta-eu-west-1a-1-b/config' }).resolves({ Parameter: { Value: MIRROR } });
+    const d = deps(true, 0, roleCheck('mirror'));
+    await expect(syncConfig(settings as NonNullable<typeof settings>, d)).resolves.toMatchObject({ installed: true, reloaded: true });
+    expect(readFileSync(join(etc, 'mirror.yaml'), 'utf8')).toBe(MIRROR);
+    expect(d.calls).toEqual(['is-active --quiet volley-mirror.service', 'reload-or-restart volley-mirror.service']);
+  });
+
+  test('is checked by the mirror\'s loader: a config it refuses is not installed', async () => {
+    const settings = mirrorSyncSettings(parseInstanceEnv(PAIR_ENV), etc) as NonNullable<ReturnType<typeof mirrorSyncSettings>>;
+    writeFileSync(settings.target, MIRROR);
+    ssm.on(GetParameterCommand).resolves({ Parameter: { Value: `${MIRROR}mode: semi-sync\n` } });
+    const d = deps(true, 0, roleCheck('mirror'));
+    await expect(syncConfig(settings, d)).rejects.toMatchObject({ code: 'ECONFIGSYNC', message: expect.stringMatching(/refused by the mirror's loader[\s\S]*mode/) });
+    expect(readFileSync(settings.target, 'utf8')).toBe(MIRROR);
+    expect(d.calls).toEqual([]);
+  });
+
+  test('an instance that is not a node of a pair has no mirror config to sync', () => {
+    expect(mirrorSyncSettings(parseInstanceEnv(MTA_ENV), etc)).toBeUndefined();
+    expect(mirrorSyncSettings(parseInstanceEnv(PROXY_ENV), etc)).toBeUndefined();
+  });
 });

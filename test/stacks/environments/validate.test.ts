@@ -89,3 +89,39 @@ test('a removed slot still in mta.volumeSlots is valid: synth warns about its vo
   at(raw, 'mta').slotsPerAz = 1;
   expect(validateEnvironment(raw, REPO_ROOT).mta.volumeSlots).toHaveLength(6);
 });
+
+describe('mta.ha: slots as HA pairs', () => {
+  // prod as an operator turns pairs on: ha, the mirror port, and both nodes' volumes listed.
+  const paired = (): Mutable => {
+    const raw = clone(prod);
+    const mta = at(raw, 'mta');
+    const slots = mta.volumeSlots as string[];
+    Object.assign(mta, { ha: true, mirrorPort: 7627, volumeSlots: [...slots, ...slots.map((s) => `${s}-b`)] });
+    return raw;
+  };
+
+  test('a paired prod is valid and keeps its fields', () => {
+    expect(validateEnvironment(paired(), REPO_ROOT).mta).toMatchObject({ ha: true, mirrorPort: 7627 });
+  });
+
+  test.each([
+    ['mta.ha', (r: Mutable) => (at(r, 'mta').ha = 'yes')],
+    ['mta.mirrorPort', (r: Mutable) => delete at(r, 'mta').mirrorPort],
+    ['mta', (r: Mutable) => (at(r, 'mta').mirrorPort = 8443)], // the drain port
+    ['mta.mirrorMode', (r: Mutable) => (at(r, 'mta').mirrorMode = 'semi-sync')],
+    ['mta.volumeSlots', (r: Mutable) => (at(r, 'mta').volumeSlots = (at(r, 'mta').volumeSlots as string[]).filter((s) => !s.endsWith('-b')))],
+  ])('a bad %s is refused, naming the field', (field, mutate) => {
+    expectFieldError(mutate, field, paired());
+  });
+
+  test('mirror settings without ha are refused rather than ignored', () => {
+    expectFieldError((r) => (at(r, 'mta').mirrorPort = 7627), 'mta.mirrorPort');
+    expectFieldError((r) => (at(r, 'mta').mirrorMode = 'sync'), 'mta.mirrorMode');
+  });
+
+  test('the missing second volumes are named, with what to add', () => {
+    const raw = paired();
+    at(raw, 'mta').volumeSlots = (at(raw, 'mta').volumeSlots as string[]).filter((s) => s !== 'prod-mta-us-east-1a-1-b');
+    expect(() => validateEnvironment(raw, REPO_ROOT)).toThrow("add 'prod-mta-us-east-1a-1-b'");
+  });
+});
