@@ -69,16 +69,27 @@ export class StorageStack extends VolleyStack {
    * What an HA pair's mirror needs for its arbiter lease (the mirror config's
    * `arbiter.s3`): s3:GetObject and s3:PutObject (conditional, If-Match /
    * If-None-Match) on that one object and nothing else, so a node can neither
-   * read nor take another pair's lease. No ListBucket: a GET of a lease that
-   * does not exist yet answers 403, not 404 (the lease is created with
-   * If-None-Match: *, whose 412 says it exists).
+   * read nor take another pair's lease. Plus s3:ListBucket limited by an
+   * `s3:prefix` condition to exactly that key: without ListBucket, S3 answers
+   * a GET of a lease that does not exist yet (a pair's first promotion) with
+   * 403, which the arbiter must treat as an error (it cannot tell "absent"
+   * from "denied"), so the first `volley mirror promote` would fail.
    */
   grantArbiter(role: iam.Role, slotId: string): void {
+    const key = arbiterKey(this.config.name, slotId);
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'OwnArbiterLease',
         actions: ['s3:GetObject', 's3:PutObject'],
-        resources: [`arn:${Aws.PARTITION}:s3:::${this.bucketName}/${arbiterKey(this.config.name, slotId)}`],
+        resources: [`arn:${Aws.PARTITION}:s3:::${this.bucketName}/${key}`],
+      }),
+    );
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'OwnArbiterLeaseAbsent',
+        actions: ['s3:ListBucket'],
+        resources: [`arn:${Aws.PARTITION}:s3:::${this.bucketName}`],
+        conditions: { StringEquals: { 's3:prefix': key } },
       }),
     );
   }

@@ -100,9 +100,11 @@ describe('HA pairs (mta.ha): the arbiter leases', () => {
       const roleId = mta.getResourceId('AWS::IAM::Role', { Properties: { Description: `Volley mta slot ${slot.slotId}` } });
       const statements = Object.values(resources(mta, 'AWS::IAM::Policy'))
         .filter((p) => JSON.stringify(p.Properties?.Roles) === JSON.stringify([{ Ref: roleId }]))
-        .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: { Sid?: string; Resource: unknown }[] }).Statement);
+        .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: { Sid?: string; Resource: unknown; Condition?: unknown }[] }).Statement);
       const onEvents = statements.filter((s) => JSON.stringify(s.Resource).includes(paired.stacks.storage.bucketName));
-      expect(onEvents.map((s) => s.Sid).sort()).toEqual(['OwnArbiterLease', 'ShipToOwnPrefix']);
+      expect(onEvents.map((s) => s.Sid).sort()).toEqual(['OwnArbiterLease', 'OwnArbiterLeaseAbsent', 'ShipToOwnPrefix']);
+      // ListBucket only for the lease's own key, so a lease not yet created reads as 404 (absent), not 403.
+      expect(onEvents.find((s) => s.Sid === 'OwnArbiterLeaseAbsent')?.Condition).toEqual({ StringEquals: { 's3:prefix': arbiterKey('prod', pairMember?.slotId as string) } });
       const lease = JSON.stringify(onEvents.find((s) => s.Sid === 'OwnArbiterLease')?.Resource);
       expect(lease).toContain(`/${arbiterKey('prod', pairMember?.slotId as string)}"`);
       expect(lease).not.toContain('*');
