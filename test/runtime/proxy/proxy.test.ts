@@ -53,7 +53,7 @@ const message = (subject: string) => Buffer.from(`Subject: ${subject}\r\n\r\nbod
 
 async function kindOf(c: ProxyConnector, port: number, ip = '127.0.0.2'): Promise<string> {
   try {
-    const s = await c.open({ host: 'mx.test', ip: '127.0.0.1', port }, source(ip), 'opportunistic');
+    const s = await c.open({ host: 'mx.test', ip: '127.0.0.1', port }, source(ip), { mode: 'may', policy: 'may' });
     s.close();
     return 'connected';
   } catch (err) {
@@ -80,7 +80,7 @@ test('every message arrives from the sending IP it asked for, through the proxy 
   const ips = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
   const before = mx.messages.length;
   for (const ip of ips) {
-    const s = await c.open(target(), source(ip), 'opportunistic');
+    const s = await c.open(target(), source(ip), { mode: 'may', policy: 'may' });
     expect(s.info).toMatchObject({ localIp: ip, mxIp: '127.0.0.1', via: ip <= '127.0.0.3' ? 'proxy:a' : 'proxy:b', helo: source(ip).helo });
     expect(s.info.greeting).toMatch(/mx\.test/);
     const tx = await s.send('sender@volley.test', [`rcpt-${ip}@dest.test`, `nobody@dest.test`], message(ip));
@@ -101,14 +101,14 @@ test('every message arrives from the sending IP it asked for, through the proxy 
 
 test('ip-not-hosted when asking the wrong proxy; the next proxy in the list is tried', async () => {
   const wrong = connector({ proxies: { '127.0.0.4': [endpointA] } });
-  const err = await wrong.open(target(), source('127.0.0.4'), 'opportunistic').catch((e: unknown) => e);
+  const err = await wrong.open(target(), source('127.0.0.4'), { mode: 'may', policy: 'may' }).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(ConnectError);
   expect(err).toMatchObject({ kind: 'ip-not-hosted', message: expect.stringContaining('not hosted by proxy proxy-a') });
   // Not configured at all on the MTA side: the same kind, no network.
   expect(await kindOf(wrong, mx.port, '127.0.0.9')).toBe('ip-not-hosted');
 
   const fallback = connector({ proxies: () => [endpointA, endpointB] });
-  const s = await fallback.open(target(), source('127.0.0.4'), 'opportunistic');
+  const s = await fallback.open(target(), source('127.0.0.4'), { mode: 'may', policy: 'may' });
   expect(s.info.via).toBe('proxy:b');
   s.close();
 });
@@ -121,11 +121,11 @@ test('refused, never answers, closes before the greeting and a 554 greeting are 
   expect(await kindOf(c, await getFreePort())).toBe('refused');
   expect(await kindOf(c, silent)).toBe('timeout');
   expect(await kindOf(c, closer)).toBe('closed-before-greeting');
-  const err = await c.open({ host: 'mx.test', ip: '127.0.0.1', port: grumpy }, source('127.0.0.2'), 'opportunistic').catch((e: unknown) => e);
+  const err = await c.open({ host: 'mx.test', ip: '127.0.0.1', port: grumpy }, source('127.0.0.2'), { mode: 'may', policy: 'may' }).catch((e: unknown) => e);
   expect(err).toMatchObject({ kind: 'greeting-rejected', reply: { code: 554, enhanced: '5.7.1' } });
   // A proxy that cannot be reached is not an MX failure: kind 'error', stage 'connect'.
   const down = connector({ proxies: { '127.0.0.2': [{ ...endpointA, port: await getFreePort() }] } });
-  expect(await down.open(target(), source('127.0.0.2'), 'opportunistic').catch((e: unknown) => e)).toMatchObject({ kind: 'error', stage: 'connect' });
+  expect(await down.open(target(), source('127.0.0.2'), { mode: 'may', policy: 'may' }).catch((e: unknown) => e)).toMatchObject({ kind: 'error', stage: 'connect' });
   // All of those failures left the link usable: still one link.
   expect(c.linksOpened).toBe(1);
 });
@@ -137,12 +137,12 @@ test('reuse: two MTAs\' transactions to one MX travel over one MX connection', a
     const mta1 = connector({ name: 'mta-1' });
     const mta2 = connector({ name: 'mta-2' });
     const t = { host: 'mx.test', ip: '127.0.0.1', port: reuseMx.port };
-    const s1 = await mta1.open(t, source('127.0.0.3'), 'opportunistic');
+    const s1 = await mta1.open(t, source('127.0.0.3'), { mode: 'may', policy: 'may' });
     expect((s1 as unknown as { reused: boolean }).reused).toBe(false);
     await s1.send('a@volley.test', ['one@dest.test'], message('from mta-1'));
     s1.close();
     await waitUntil(() => a.server.stats().mxIdle > 0);
-    const s2 = await mta2.open(t, source('127.0.0.3'), 'opportunistic');
+    const s2 = await mta2.open(t, source('127.0.0.3'), { mode: 'may', policy: 'may' });
     expect((s2 as unknown as { reused: boolean }).reused).toBe(true);
     expect(s2.info.localIp).toBe('127.0.0.3');
     await s2.send('b@volley.test', ['two@dest.test'], message('from mta-2'));
@@ -154,7 +154,7 @@ test('reuse: two MTAs\' transactions to one MX travel over one MX connection', a
       ['b@volley.test', '127.0.0.3'],
     ]);
     // A different HELO is a different key: a new MX connection.
-    const s3 = await mta2.open(t, source('127.0.0.3', 'other.test'), 'opportunistic');
+    const s3 = await mta2.open(t, source('127.0.0.3', 'other.test'), { mode: 'may', policy: 'may' });
     s3.close();
     expect(reuseMx.connections).toBe(2);
   } finally {
@@ -171,7 +171,7 @@ test('max_transactions_per_session and idle_timeout retire pooled MX sessions', 
     const c = connector({ proxies: { '127.0.0.2': [{ host: '127.0.0.1', port: p.port, fingerprint: tls.fingerprint }] } });
     const t = { host: 'mx.test', ip: '127.0.0.1', port: sink.port };
     for (let i = 0; i < 3; i++) {
-      const s = await c.open(t, source('127.0.0.2'), 'opportunistic');
+      const s = await c.open(t, source('127.0.0.2'), { mode: 'may', policy: 'may' });
       await s.send('a@volley.test', [`n${i}@dest.test`], message(`n${i}`));
       s.close();
       await new Promise((r) => setTimeout(r, 30));
@@ -181,7 +181,7 @@ test('max_transactions_per_session and idle_timeout retire pooled MX sessions', 
     await waitUntil(() => p.server.stats().mxIdle === 1);
     // Idle longer than idle_timeout: closed by the proxy, the next connect is fresh.
     await waitUntil(() => p.server.stats().mxIdle === 0 && sink.open === 0, 3_000);
-    const s = await c.open(t, source('127.0.0.2'), 'opportunistic');
+    const s = await c.open(t, source('127.0.0.2'), { mode: 'may', policy: 'may' });
     expect((s as unknown as { reused: boolean }).reused).toBe(false);
     s.close();
     expect(sink.connections).toBe(3);
@@ -201,7 +201,7 @@ test('parallel sessions from one MTA use parallel links; a proxy restart is surv
   try {
     const c = connector({ proxies: { '127.0.0.2': [{ host: '127.0.0.1', port, fingerprint: tls.fingerprint }] } });
     const t = { host: 'mx.test', ip: '127.0.0.1', port: sink.port };
-    const sessions = await Promise.all([0, 1, 2].map(() => c.open(t, source('127.0.0.2'), 'opportunistic')));
+    const sessions = await Promise.all([0, 1, 2].map(() => c.open(t, source('127.0.0.2'), { mode: 'may', policy: 'may' })));
     await Promise.all(sessions.map((s, i) => s.send('a@volley.test', [`p${i}@dest.test`], message(`p${i}`))));
     for (const s of sessions) s.close();
     expect(c.linksOpened).toBe(3);
@@ -209,7 +209,7 @@ test('parallel sessions from one MTA use parallel links; a proxy restart is surv
     // Restart: the idle links are dead; the next open notices and dials again.
     await p.server.stop();
     p = await start();
-    const s = await c.open(t, source('127.0.0.2'), 'opportunistic');
+    const s = await c.open(t, source('127.0.0.2'), { mode: 'may', policy: 'may' });
     await s.send('a@volley.test', ['after@dest.test'], message('after restart'));
     s.close();
     await sink.waitFor(4);
@@ -231,11 +231,11 @@ test('a session lost mid-transaction rejects send (connection lost), and the lin
     });
   });
   const c = connector();
-  const s = await c.open({ host: 'flaky.test', ip: '127.0.0.1', port }, source('127.0.0.2'), 'opportunistic');
+  const s = await c.open({ host: 'flaky.test', ip: '127.0.0.1', port }, source('127.0.0.2'), { mode: 'may', policy: 'may' });
   await expect(s.send('a@volley.test', ['x@dest.test'], message('x'))).rejects.toThrow(/via proxy a/);
   expect(s.usable).toBe(false);
   s.close();
-  const ok = await c.open(target(), source('127.0.0.2'), 'opportunistic');
+  const ok = await c.open(target(), source('127.0.0.2'), { mode: 'may', policy: 'may' });
   ok.close();
   expect(c.linksOpened).toBe(1);
 });

@@ -10,7 +10,7 @@ const fast = { ...RFC5321_CLIENT_TIMEOUTS, connectMs: 2000, greetingMs: 500 };
 
 async function kindOf(port: number): Promise<string> {
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
     s.close();
     return 'connected';
   } catch (err) {
@@ -49,7 +49,7 @@ test('a pipelined transaction gets one result per recipient, and the session sta
   const mx = new ScriptedMx({ rcpt: (r) => (r.startsWith('no@') ? [550, '5.1.1 no such user'] : undefined) });
   const port = await mx.listen();
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
     const tx = await s.send('a@b.test', ['yes@c.test', 'no@c.test'], Buffer.from('Subject: x\r\n\r\n.dot line\r\n'));
     expect(tx.recipients.map((r) => [r.rcpt, r.reply.code, r.outcome])).toEqual([
       ['yes@c.test', 250, 'delivered'],
@@ -78,7 +78,7 @@ test('EHLO keywords are read: against a server offering them, the client pipelin
   const dir = mkdtempSync(join(tmpdir(), 'volley-client-'));
   const h = await startIntake(testConfig({ relayFrom: ['127.0.0.0/8'] }), dir);
   try {
-    const s = await SmtpClientSession.open({ host: 'localhost', ip: '127.0.0.1', port: h.smtpPort }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'localhost', ip: '127.0.0.1', port: h.smtpPort }, source, { mode: 'may', policy: 'may' }, fast);
     expect(s.capabilities).toEqual(expect.arrayContaining(['PIPELINING', 'SIZE', '8BITMIME', 'SMTPUTF8']));
     expect(s.capabilities).not.toContain('STARTTLS'); // the second EHLO, inside TLS
     expect(s.info.tls).toMatchObject({ version: expect.stringMatching(/^TLSv1\.[23]$/), verified: false });
@@ -96,7 +96,7 @@ test('TLS "required" against a server without STARTTLS is refused as tls-require
   const mx = new ScriptedMx();
   const port = await mx.listen();
   try {
-    await expect(SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'required', fast)).rejects.toMatchObject({ kind: 'tls-required' });
+    await expect(SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'encrypt', policy: 'encrypt' }, fast)).rejects.toMatchObject({ kind: 'tls-required' });
   } finally {
     await mx.close();
   }
@@ -120,7 +120,7 @@ test('each wait has its phase timeout: an idle session never times out, a silent
   });
   const timeouts = { ...fast, commandMs: 150, dataInitMs: 150, finalDotMs: 400 };
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mute.port }, source, 'opportunistic', timeouts);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mute.port }, source, { mode: 'may', policy: 'may' }, timeouts);
     // Idle for longer than the command timeout with nothing awaited: still usable.
     await new Promise((r) => setTimeout(r, 300));
     expect(s.usable).toBe(true);
@@ -150,7 +150,7 @@ async function sendPipelined(s: SmtpClientSession, count: number) {
 test('across transactions (RFC 2920): the next envelope leaves with the previous body, in one segment', async () => {
   const mx = await pipeliningMx([]);
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
     expect(s.pipelined).toBe(true);
     const results = await sendPipelined(s, 3);
     expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].reply.code)).toEqual([250, 250, 250]);
@@ -166,7 +166,7 @@ test('across transactions (RFC 2920): the next envelope leaves with the previous
 test('a refused body does not disturb the transaction pipelined behind it (no RSET in between)', async () => {
   const mx = await pipeliningMx(['550 5.7.1 content rejected', '250 2.0.0 ok']);
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
     const results = await sendPipelined(s, 2);
     expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].outcome)).toEqual(['failed', 'delivered']);
     expect(mx.chunks.join('')).not.toContain('RSET');
@@ -181,7 +181,7 @@ test('a refused body does not disturb the transaction pipelined behind it (no RS
 test('a server that hangs up after a 421 fails the pipelined next transaction as not sent, not as delivered', async () => {
   const mx = await pipeliningMx(['close']);
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
     const [first, second] = await sendPipelined(s, 2);
     expect(first.status === 'fulfilled' && first.value.recipients[0].reply.code).toBe(421);
     expect(second.status).toBe('rejected'); // the engine records it deferred: "connection lost"
@@ -196,7 +196,7 @@ test('a pipelined next envelope does not cut short the final-reply wait before i
   // Final-dot timeout 1 s, command timeout 300 ms; the server answers the dot after 600 ms.
   const mx = await pipeliningMx([], { holdFinalMs: 600 });
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', { ...fast, commandMs: 300, finalDotMs: 1000 });
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, { ...fast, commandMs: 300, finalDotMs: 1000 });
     const results = await sendPipelined(s, 2);
     expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].reply.code)).toEqual([250, 250]);
     s.close();
@@ -208,7 +208,7 @@ test('a pipelined next envelope does not cut short the final-reply wait before i
 test('a 421 to the final dot ends the session at once, before the server has closed it', async () => {
   const mx = await pipeliningMx(['421 4.3.2 closing soon'], { pipelining: false });
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
     const tx = await s.send('a@b.test', ['r@c.test'], Buffer.from('x\r\n'));
     expect(tx.recipients[0].reply.code).toBe(421);
     expect(s.usable).toBe(false); // the engine takes no further job onto it
