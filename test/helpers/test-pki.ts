@@ -57,8 +57,8 @@ export function makeLeaf(dir: string, name: string, names: string[], options: { 
 
 /** The TLSA association data openssl computes for a certificate: selector 0 full cert, 1 SPKI; matching 0, 1 (SHA-256), 2 (SHA-512). */
 export function tlsaData(cert: TestCert, selector: 0 | 1, matchingType: 0 | 1 | 2): string {
-  const spki = (): Buffer => execFileSync('openssl', ['x509', '-in', cert.certPath, '-noout', '-pubkey']).toString().replace(/-----(BEGIN|END) PUBLIC KEY-----/g, '').replace(/\s+/g, '');
-  const selected = selector === 0 ? cert.der : Buffer.from(spki().toString(), 'base64');
+  const spkiBase64 = (): string => execFileSync('openssl', ['x509', '-in', cert.certPath, '-noout', '-pubkey']).toString().replace(/-----(BEGIN|END) PUBLIC KEY-----/g, '').replace(/\s+/g, '');
+  const selected = selector === 0 ? cert.der : Buffer.from(spkiBase64(), 'base64');
   if (matchingType === 0) return selected.toString('hex');
   const dgst = execFileSync('openssl', ['dgst', matchingType === 1 ? '-sha256' : '-sha512', '-r'], { input: selected }).toString();
   return dgst.split(' ')[0].trim();

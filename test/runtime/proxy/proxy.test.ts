@@ -1,10 +1,11 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { ProxyConnector, type ProxyConnectorOptions, type ProxyEndpoint } from '../../../runtime/mta/delivery/proxy-connector';
 import type { ProxyServer } from '../../../runtime/proxy/server';
-import { ConnectError, type Source } from '../../../runtime/shared/smtp/connector';
+import { ConnectError, type Source, type TlsRequirement } from '../../../runtime/shared/smtp/connector';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { ScriptedMx } from '../../helpers/scripted-mx';
+import { startTlsMx } from '../../helpers/starttls-mx';
 import { tempDir } from '../../helpers/tmp';
 
 const dir = tempDir('volley-proxy-e2e-');
@@ -238,4 +239,75 @@ test('a session lost mid-transaction rejects send (connection lost), and the lin
   const ok = await c.open(target(), source('127.0.0.2'), { mode: 'may', policy: 'may' });
   ok.close();
   expect(c.linksOpened).toBe(1);
+});
+
+test('a TLS requirement the proxy could not enforce is refused as a clear protocol error; the old policy names still work', async () => {
+  const c = connector();
+  const bad = [
+    [{ mode: 'verify', policy: 'mta-sts' }, 'tls.mode verify needs tls.names'],
+    [{ mode: 'dane', policy: 'dane', names: ['mx.test'], tlsa: [] }, 'tls.mode dane needs tls.tlsa'],
+    [{ mode: 'dane', policy: 'dane', tlsa: [{ usage: 3, selector: 1, matchingType: 1, data: 'zz' }] }, 'tls.tlsa data is not hex'],
+    [{ mode: 'strict', policy: 'may' }, 'tls.mode is not one of none, may, encrypt, verify, dane'],
+    ['sometimes', 'tls is not a TLS requirement object'],
+  ] as const;
+  for (const [tls, why] of bad) {
+    const err = await c.open(target(), source('127.0.0.2'), tls as unknown as TlsRequirement).catch((e: unknown) => e);
+    expect(err).toMatchObject({ kind: 'error', message: `via proxy a: bad connect request: ${why}` });
+  }
+  // An MTA from before the ladder: "required" is encrypt, refused for an MX without STARTTLS, with the outcome.
+  const old = await c.open(target(), source('127.0.0.2'), 'required' as unknown as TlsRequirement).catch((e: unknown) => e);
+  expect(old).toMatchObject({ kind: 'tls-required', tls: { policy: 'encrypt', verified: false, failure: 'starttls-not-supported' } });
+  const s = await c.open(target(), source('127.0.0.2'), 'opportunistic' as unknown as TlsRequirement);
+  expect(s.info.tls).toEqual({ policy: 'may', verified: false });
+  s.close();
+  await settle(a.server);
+});
+
+test('pooled MX sessions are shared only between identical TLS requirements', async () => {
+  const poolMx = new ScriptedMx();
+  await poolMx.listen();
+  try {
+    const c = connector();
+    const t = { host: 'mx.test', ip: '127.0.0.1', port: poolMx.port };
+    // Each session goes back to the pool before the next open: `idle` is how many the pool then holds.
+    const open = async (tls: TlsRequirement, idle: number): Promise<boolean> => {
+      const s = await c.open(t, source('127.0.0.3'), tls);
+      const reused = (s as unknown as { reused: boolean }).reused;
+      s.close();
+      await waitUntil(() => a.server.stats().mxIdle === idle);
+      return reused;
+    };
+    expect(await open({ mode: 'may', policy: 'may' }, 1)).toBe(false);
+    expect(await open({ mode: 'may', policy: 'may' }, 1)).toBe(true);
+    // The same mode from another rule, MTA-STS testing, or other names: each its own session.
+    expect(await open({ mode: 'may', policy: 'mta-sts', testing: true, names: ['mx.test'] }, 2)).toBe(false);
+    expect(await open({ mode: 'may', policy: 'mta-sts', testing: true, names: ['other.test'] }, 3)).toBe(false);
+    expect(await open({ mode: 'none', policy: 'none' }, 4)).toBe(false);
+    expect(await open({ mode: 'may', policy: 'mta-sts', testing: true, names: ['MX.test'] }, 4)).toBe(true);
+    expect(poolMx.connections).toBe(4);
+  } finally {
+    await settle(a.server);
+    await poolMx.close();
+  }
+});
+
+test('through the proxy, STARTTLS refused under encrypt fails with the TLS outcome, and a failed opportunistic handshake is retried in clear', async () => {
+  const refusing = await startTlsMx({ starttls: [454, '4.7.0 TLS not available'] });
+  const broken = await startTlsMx({ starttls: 'garbage' });
+  try {
+    const c = connector();
+    const err = await c.open({ host: 'mx.test', ip: '127.0.0.1', port: refusing.port }, source('127.0.0.2'), { mode: 'encrypt', policy: 'encrypt' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ kind: 'tls-required', tls: { policy: 'encrypt', verified: false, failure: 'starttls-not-supported' } });
+    expect(refusing.messages).toHaveLength(0);
+    const s = await c.open({ host: 'mx.test', ip: '127.0.0.1', port: broken.port }, source('127.0.0.2'), { mode: 'may', policy: 'may' });
+    expect(s.info.tls).toEqual({ policy: 'may', verified: false, failure: 'validation-failure' });
+    await s.send('a@volley.test', ['x@dest.test'], message('in clear'));
+    s.close();
+    expect(broken.messages).toEqual([expect.objectContaining({ tls: false })]);
+    expect(broken.connections).toHaveLength(2);
+  } finally {
+    await settle(a.server);
+    await refusing.close();
+    await broken.close();
+  }
 });
