@@ -13,6 +13,7 @@ import { RFC5321_CLIENT_TIMEOUTS } from '../../../../runtime/shared/smtp/client'
 import { ConnectError } from '../../../../runtime/shared/smtp/connector';
 import { testConfigYaml } from '../../../helpers/config';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { startTlsMx } from '../../../helpers/starttls-mx';
 import { tempDir } from '../../../helpers/tmp';
 
 // HAProxy mode against the real HAProxy 2.6 (Debian's /usr/sbin/haproxy),
@@ -177,6 +178,21 @@ describe('HAProxy mode against a real HAProxy', () => {
     session.close();
     await mx.waitFor(before + 3);
     expect(mx.messages.slice(before).every((m) => m.clientIp === '127.0.0.3')).toBe(true);
+  });
+
+  it('under may, a failed handshake is retried in clear through the frontend, with a new PROXY header', async () => {
+    const broken = await startTlsMx({ starttls: 'garbage' });
+    try {
+      const connector = new HaproxyConnector(config.haproxy!.frontends, timeouts);
+      const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: broken.port }, { ip: '127.0.0.4', helo: 'four.test.example' }, { mode: 'may', policy: 'may' });
+      expect(session.info).toMatchObject({ via: expect.stringMatching(/^haproxy:/), tls: { policy: 'may', verified: false, failure: 'validation-failure' } });
+      expect((await session.send('a@example.com', ['clear@example.net'], message('clear'))).recipients[0].outcome).toBe('delivered');
+      session.close();
+      expect(broken.connections).toHaveLength(2);
+      expect(broken.messages).toEqual([expect.objectContaining({ tls: false })]);
+    } finally {
+      await broken.close();
+    }
   });
 
   it('a frontend that is down is refused; a sending IP without a frontend is not hosted', async () => {
