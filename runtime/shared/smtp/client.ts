@@ -4,6 +4,7 @@ import { checkServerIdentity, connect as tlsConnect, type DetailedPeerCertificat
 import { ConnectError, type ConnectFailure, type OutboundSession, type RecipientResult, type SendOptions, type SessionInfo, type SessionTls, type Source, type Target, type TlsaRecord, type TlsOutcome, type TlsRequirement, type TransactionResult } from './connector';
 import { daneVerify, usableTlsa } from './dane';
 import { endSocket } from '../end-socket';
+import { VolleyError } from '../errors';
 import { outcomeOf, parseReply, type SmtpReply } from './reply';
 
 export interface ClientTimeouts {
@@ -50,13 +51,13 @@ export interface OpenOptions {
   ca?: string | Buffer | (string | Buffer)[];
 }
 
-/** A lenient requirement's handshake failed: open() retries the MX in clear. */
-class HandshakeFailed extends Error {
+/** A lenient requirement's handshake failed: open() catches it and retries the MX in clear. */
+class HandshakeFailed extends VolleyError {
   constructor(
     message: string,
     readonly tls: TlsOutcome,
   ) {
-    super(message);
+    super('ETLSHANDSHAKE', message);
   }
 }
 
@@ -195,7 +196,7 @@ export class SmtpClientSession implements OutboundSession {
       throw new ConnectError('tls-required', message, undefined, outcome(failure));
     };
     if (!this.ext.has('STARTTLS')) {
-      if (lenient) return outcome(mode === 'may' ? noted : 'starttls-not-supported');
+      if (lenient) return outcome(mode === 'may' ? undefined : 'starttls-not-supported');
       return refuse('starttls-not-supported', `${target.host} does not offer STARTTLS and TLS is required (${tls.policy})`);
     }
     this.write('STARTTLS\r\n');
