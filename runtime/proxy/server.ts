@@ -7,7 +7,7 @@ import { AuthError, FrameChannel, MIN_PING_MS, PROTOCOL_VERSION, PROXY_SIDE_MISS
 import type { ConnectFailed, Connected, ConnectRequest, TransactionFailed, TransactionReply } from '../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../shared/smtp/client';
 import { ConnectError } from '../shared/smtp/connector';
-import { requirementOf, requirementProblem } from '../shared/smtp/tls-requirement';
+import { isLegacyTlsPolicy, requirementOf, requirementProblem } from '../shared/smtp/tls-requirement';
 import { ClusterThrottles, type MergeMode } from '../shared/throttle/cluster-throttles';
 import { serveControl } from './control';
 import { MxPool, poolKey, type MxSession } from './pool';
@@ -390,7 +390,7 @@ export class ProxyServer {
       return undefined;
     };
     // An MTA from before the TLS ladder sends the old policy names: mapped, so proxies can be upgraded first.
-    if (req.tls === ('opportunistic' as unknown) || req.tls === ('required' as unknown) || req.tls === ('never' as unknown)) req.tls = requirementOf(req.tls as unknown as 'opportunistic');
+    if (isLegacyTlsPolicy(req.tls)) req.tls = requirementOf(req.tls);
     const bad = validateConnect(req);
     if (bad) return fail('error', `bad connect request: ${bad}`);
     if (!this.hosted.has(req.sending_ip)) return fail('ip-not-hosted', `${req.sending_ip} is not hosted by proxy ${this.options.name}`);

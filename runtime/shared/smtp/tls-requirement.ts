@@ -10,6 +10,10 @@ const SOURCES: readonly string[] = ['dane', 'mta-sts', 'verify', 'encrypt', 'may
 export type LegacyTlsPolicy = 'opportunistic' | 'required' | 'never';
 const LEGACY: Record<LegacyTlsPolicy, 'may' | 'encrypt' | 'none'> = { opportunistic: 'may', required: 'encrypt', never: 'none' };
 
+export function isLegacyTlsPolicy(x: unknown): x is LegacyTlsPolicy {
+  return typeof x === 'string' && Object.hasOwn(LEGACY, x);
+}
+
 /** A requirement decided by configuration alone (no names, no TLSA records to carry). */
 export function configuredRequirement(mode: 'none' | 'may' | 'encrypt'): TlsRequirement {
   return { mode, policy: mode };
