@@ -35,6 +35,7 @@ import { parseYamlMapping, readConfigFile } from '../shared/config/yaml-mapping'
  *     data_init: 2m
  *     data_block: 3m
  *     final_dot: 10m
+ *     tls: 30s                         # the TLS handshake after STARTTLS
  *   throttle_merge: average            # optional: how MTAs' throttle limits combine on the
  *                                      # control channel: average (each MTA has the cluster
  *                                      # limit) or sum (each has its share); default average
@@ -60,7 +61,7 @@ export interface ProxyConfig {
   maxTransactionsPerSession: number;
   handshakeTimeoutMs: number;
   clientIdleTimeoutMs: number;
-  mxTimeouts: Partial<Record<'connectMs' | 'greetingMs' | 'commandMs' | 'dataInitMs' | 'dataBlockMs' | 'finalDotMs', number>>;
+  mxTimeouts: Partial<Record<'connectMs' | 'greetingMs' | 'commandMs' | 'dataInitMs' | 'dataBlockMs' | 'finalDotMs' | 'tlsMs', number>>;
   throttleMerge: 'average' | 'sum';
   logLevel?: string;
   /** The admin HTTP port (health, readiness, metrics). */
@@ -81,6 +82,7 @@ const MX_TIMEOUT_KEYS: Record<string, keyof ProxyConfig['mxTimeouts']> = {
   data_init: 'dataInitMs',
   data_block: 'dataBlockMs',
   final_dot: 'finalDotMs',
+  tls: 'tlsMs',
 };
 
 export function loadProxyConfig(file: string): ProxyConfig {

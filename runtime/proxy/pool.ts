@@ -1,5 +1,5 @@
 import type { SmtpClientSession } from '../shared/smtp/client';
-import type { TlsPolicy } from '../shared/smtp/connector';
+import type { TlsRequirement } from '../shared/smtp/connector';
 
 /** An MX session the proxy owns, and how many transactions it has carried. */
 export interface MxSession {
@@ -11,8 +11,16 @@ export interface MxSession {
   capabilities: string[];
 }
 
-export function poolKey(sendingIp: string, mxIp: string, port: number, helo: string, tls: TlsPolicy): string {
-  return `${sendingIp}|${mxIp}:${port}|${helo.toLowerCase()}|${tls}`;
+/**
+ * Sessions are shared only between identical requirements: a session opened
+ * under `may` (perhaps in clear after a failed handshake) must never be
+ * handed to a connect that asks for `verify` or `dane`, nor one verified for
+ * some names to a connect that names others.
+ */
+export function poolKey(sendingIp: string, mxIp: string, port: number, helo: string, tls: TlsRequirement): string {
+  const tlsa = (tls.tlsa ?? []).map((r) => `${r.usage} ${r.selector} ${r.matchingType} ${r.data.toLowerCase()}`).sort();
+  const requirement = JSON.stringify([tls.mode, tls.policy, tls.testing === true, (tls.names ?? []).map((n) => n.toLowerCase()).sort(), tlsa]);
+  return `${sendingIp}|${mxIp}:${port}|${helo.toLowerCase()}|${requirement}`;
 }
 
 interface Idle {
@@ -21,7 +29,7 @@ interface Idle {
 }
 
 /**
- * Idle MX sessions, keyed by (sending IP, MX ip:port, HELO, TLS policy), for
+ * Idle MX sessions, keyed by (sending IP, MX ip:port, HELO, TLS requirement), for
  * the next connect from any MTA. A session leaves after `idleMs` unused, when
  * it has carried `maxTransactions`, or when the MX has closed it.
  */

@@ -6,7 +6,8 @@ import { endChannel } from './close-channel';
 import { AuthError, FrameChannel, MIN_PING_MS, PROTOCOL_VERSION, PROXY_SIDE_MISSES, ProtocolError, SAFE_ARG, keepAlive, serverHandshake, transactionProblem, type Frame } from '../shared/proxy-protocol';
 import type { ConnectFailed, Connected, ConnectRequest, TransactionFailed, TransactionReply } from '../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../shared/smtp/client';
-import { ConnectError, type TlsPolicy } from '../shared/smtp/connector';
+import { ConnectError } from '../shared/smtp/connector';
+import { isLegacyTlsPolicy, requirementOf, requirementProblem } from '../shared/smtp/tls-requirement';
 import { ClusterThrottles, type MergeMode } from '../shared/throttle/cluster-throttles';
 import { serveControl } from './control';
 import { MxPool, poolKey, type MxSession } from './pool';
@@ -70,8 +71,6 @@ interface Link {
   /** A reload no longer admits it: it ends after the transaction in flight. */
   revoked: boolean;
 }
-
-const TLS_POLICIES: readonly TlsPolicy[] = ['opportunistic', 'required', 'never'];
 
 /**
  * `volley proxy`: holds sending IPs and opens MX sessions from them for
@@ -384,12 +383,14 @@ export class ProxyServer {
 
   private async connect(frame: Frame, channel: FrameChannel, log: Logger): Promise<MxSession | undefined> {
     const req = frame.header as unknown as ConnectRequest;
-    const fail = (kind: ConnectFailed['kind'], message: string, reply?: ConnectFailed['reply']): undefined => {
-      const answer: ConnectFailed = { t: 'connect_failed', kind, message, ...(reply ? { reply } : {}) };
+    const fail = (kind: ConnectFailed['kind'], message: string, reply?: ConnectFailed['reply'], tls?: ConnectFailed['tls']): undefined => {
+      const answer: ConnectFailed = { t: 'connect_failed', kind, message, ...(reply ? { reply } : {}), ...(tls ? { tls } : {}) };
       channel.send(answer);
       log.info({ sending_ip: req.sending_ip, mx: req.mx, kind }, `proxy: connect failed: ${message}`);
       return undefined;
     };
+    // An MTA from before the TLS ladder sends the old policy names: mapped, so proxies can be upgraded first.
+    if (isLegacyTlsPolicy(req.tls)) req.tls = requirementOf(req.tls);
     const bad = validateConnect(req);
     if (bad) return fail('error', `bad connect request: ${bad}`);
     if (!this.hosted.has(req.sending_ip)) return fail('ip-not-hosted', `${req.sending_ip} is not hosted by proxy ${this.options.name}`);
@@ -403,7 +404,7 @@ export class ProxyServer {
         this.counters.mxOpened++;
         mx = { session, key, sendingIp: req.sending_ip, transactions: 0, capabilities: session.capabilities };
       } catch (err) {
-        if (err instanceof ConnectError) return fail(err.kind, err.message, err.reply);
+        if (err instanceof ConnectError) return fail(err.kind, err.message, err.reply, err.tls);
         return fail('error', (err as Error).message);
       }
     }
@@ -485,14 +486,15 @@ function validateConnect(req: ConnectRequest): string | undefined {
   if (typeof req.mx.host !== 'string' || req.mx.host.length > 255) return 'mx.host missing';
   if (!Number.isInteger(req.mx.port) || req.mx.port < 1 || req.mx.port > 65535) return 'mx.port out of range';
   if (typeof req.helo !== 'string' || req.helo.length === 0 || req.helo.length > 255 || !SAFE_ARG.test(req.helo)) return 'helo is not a host name';
-  if (!TLS_POLICIES.includes(req.tls)) return 'tls is not opportunistic, required or never';
+  const tls = requirementProblem(req.tls);
+  if (tls) return tls;
   return undefined;
 }
 
 function pickTimeouts(t: unknown): Partial<ClientTimeouts> {
   if (typeof t !== 'object' || t === null) return {};
   const out: Partial<ClientTimeouts> = {};
-  for (const k of ['connectMs', 'greetingMs', 'commandMs', 'dataInitMs', 'dataBlockMs', 'finalDotMs'] as const) {
+  for (const k of ['connectMs', 'greetingMs', 'commandMs', 'dataInitMs', 'dataBlockMs', 'finalDotMs', 'tlsMs'] as const) {
     const v = (t as Record<string, unknown>)[k];
     if (typeof v === 'number' && v > 0 && v <= 3_600_000) out[k] = v;
   }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
-import type { RecipientResult, SessionInfo, Source } from '../../shared/smtp/connector';
+import type { RecipientResult, SessionInfo, Source, TlsOutcome } from '../../shared/smtp/connector';
 import type { SpoolPartition } from '../spool/partition';
 import { expiresAt, type Envelope, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
@@ -43,6 +43,8 @@ export interface JobContext {
   session?: { info: SessionInfo };
   transactionMs: number;
   errorKind?: string;
+  /** A session that could not be opened for its TLS requirement: what it reached (SessionInfo.tls otherwise). */
+  tls?: TlsOutcome;
 }
 
 export interface RecorderOptions {
@@ -141,7 +143,9 @@ export class AttemptRecorder {
         bounce_category: r.outcome === 'delivered' ? undefined : this.classifier.classify(r.reply),
         tls_version: info?.tls?.version,
         tls_cipher: info?.tls?.cipher,
-        tls_verified: info?.tls?.verified,
+        tls_policy: (info?.tls ?? ctx.tls)?.policy,
+        tls_verified: (info?.tls ?? ctx.tls)?.verified,
+        tls_failure: (info?.tls ?? ctx.tls)?.failure,
         time_in_queue_ms: now - a.entry.received,
         connect_ms: info?.connectMs,
         transaction_ms: ctx.transactionMs,

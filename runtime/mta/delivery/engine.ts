@@ -5,7 +5,8 @@ import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
+import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type TlsOutcome } from '../../shared/smtp/connector';
+import { requirementOf } from '../../shared/smtp/tls-requirement';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
 import { MinHeap } from './heap';
 import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
@@ -534,7 +535,7 @@ export class DeliveryEngine {
         const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
         const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, reply);
         if (pause > 0) dest.heldUntil = this.now() + pause;
-        return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', linkErrorKind(err) ?? ce.kind);
+        return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', linkErrorKind(err) ?? ce.kind, ce.tls);
       }
       dest.setupMs = average(dest.setupMs, session.info.connectMs);
       await this.transactions(dest, session, key, destination, limits);
@@ -587,7 +588,7 @@ export class DeliveryEngine {
   }
 
   private async open(route: Extract<Route, { kind: 'hosts' }>, source: Source, domain: string): Promise<OutboundSession> {
-    const tls = this.config.tlsPolicies.find((p) => p.domain === domain)?.policy ?? 'opportunistic';
+    const tls = requirementOf(this.config.tlsPolicies.find((p) => p.domain === domain)?.policy ?? 'may');
     let last: unknown;
     for (const host of route.hosts) {
       for (const ip of host.ips) {
@@ -719,9 +720,9 @@ export class DeliveryEngine {
     return results;
   }
 
-  private failQueued(dest: Destination, reply: SmtpReply, outcome: 'deferred' | 'failed', kind: string): void {
+  private failQueued(dest: Destination, reply: SmtpReply, outcome: 'deferred' | 'failed', kind: string, tls?: TlsOutcome): void {
     const jobs = dest.jobs.splice(0);
-    for (const job of jobs) this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome })), { source: dest.source, transactionMs: 0, errorKind: kind });
+    for (const job of jobs) this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome })), { source: dest.source, transactionMs: 0, errorKind: kind, tls });
   }
 
   /** An attempt's outcome is durable: the message is no longer in flight, and waits for its retry if it has one. */

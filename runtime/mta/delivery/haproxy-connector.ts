@@ -1,7 +1,7 @@
 import { isIPv4, isIPv6, connect as netConnect, type Socket } from 'node:net';
 import type { HaproxyFrontend } from '../../shared/config/types';
-import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, connectFailure, type ClientTimeouts } from '../../shared/smtp/client';
-import { ConnectError, type Connector, type OutboundSession, type Source, type Target, type TlsPolicy } from '../../shared/smtp/connector';
+import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, connectFailure, type ClientTimeouts, type OpenOptions } from '../../shared/smtp/client';
+import { ConnectError, type Connector, type OutboundSession, type Source, type Target, type TlsRequirement } from '../../shared/smtp/connector';
 
 // HAProxy mode: the sending IPs live on HAProxy servers. For each one the MTA
 // connects to that IP's frontend (bound with `accept-proxy`), writes a PROXY
@@ -76,6 +76,8 @@ export class HaproxyConnector implements Connector {
   constructor(
     frontends: HaproxyFrontend[],
     private readonly timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS,
+    /** CAs for `verify` sessions instead of node's store (OpenOptions.ca). */
+    private readonly ca?: OpenOptions['ca'],
   ) {
     for (const f of frontends) this.bySendingIp.set(f.sendingIp, f);
   }
@@ -85,24 +87,31 @@ export class HaproxyConnector implements Connector {
     return sendingIp === undefined ? undefined : this.bySendingIp.get(sendingIp);
   }
 
-  async open(target: Target, source: Source, tls: TlsPolicy): Promise<OutboundSession> {
+  async open(target: Target, source: Source, tls: TlsRequirement): Promise<OutboundSession> {
     const frontend = this.frontendFor(source.ip);
     if (!frontend || !source.ip) throw new ConnectError('ip-not-hosted', `no HAProxy frontend holds sending IP ${source.ip ?? '(none)'}`);
     const started = Date.now();
-    const socket = await this.connect(frontend);
-    let header: Buffer;
-    try {
-      const endpoints = { srcIp: source.ip, srcPort: socket.localPort ?? 0, dstIp: target.ip, dstPort: target.port };
-      header = frontend.proxyProtocol === 'v2' ? proxyHeaderV2(endpoints) : proxyHeaderV1(endpoints);
-    } catch (err) {
-      socket.destroy();
-      throw new ConnectError('error', `cannot build a PROXY header: ${(err as Error).message}`);
-    }
-    socket.write(header);
-    return SmtpClientSession.openOn(socket, target, source, tls, this.timeouts, {
+    const endpoints = { srcIp: source.ip, dstIp: target.ip, dstPort: target.port };
+    // Each connection carries its own PROXY header; the clear-text retry of `may` needs a second one.
+    const dial = async (): Promise<Socket> => {
+      const socket = await this.connect(frontend);
+      let header: Buffer;
+      try {
+        const e = { ...endpoints, srcPort: socket.localPort ?? 0 };
+        header = frontend.proxyProtocol === 'v2' ? proxyHeaderV2(e) : proxyHeaderV1(e);
+      } catch (err) {
+        socket.destroy();
+        throw new ConnectError('error', `cannot build a PROXY header: ${(err as Error).message}`);
+      }
+      socket.write(header);
+      return socket;
+    };
+    return SmtpClientSession.openOn(await dial(), target, source, tls, this.timeouts, {
       via: `haproxy:${frontend.host}:${frontend.port}`,
       localIp: source.ip,
       startedAt: started,
+      reconnect: dial,
+      ca: this.ca,
     });
   }
 

@@ -3,7 +3,7 @@ import { VolleyError } from '../../shared/errors';
 import { LINK_PING_MS, ProtocolError, dialProxy, endpointName, ProxyLinkError, type Frame, type FrameChannel, type ProxyEndpoint } from '../../shared/proxy-protocol';
 import { CONNECT_FAILURES, type ConnectRequest, type WireSession } from '../../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, type ClientTimeouts } from '../../shared/smtp/client';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type SessionInfo, type Source, type Target, type TlsPolicy, type TransactionResult } from '../../shared/smtp/connector';
+import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type SessionInfo, type Source, type Target, type TlsOutcome, type TlsRequirement, type TransactionResult } from '../../shared/smtp/connector';
 import type { SmtpReply } from '../../shared/smtp/reply';
 
 export type { ProxyEndpoint } from '../../shared/proxy-protocol';
@@ -96,7 +96,7 @@ export class ProxyConnector implements Connector {
     return (typeof p === 'function' ? p(ip) : p[ip]) ?? [];
   }
 
-  async open(target: Target, source: Source, tls: TlsPolicy): Promise<OutboundSession> {
+  async open(target: Target, source: Source, tls: TlsRequirement): Promise<OutboundSession> {
     if (!source.ip) throw new ConnectError('ip-not-hosted', 'delivery through the proxy tier needs a sending IP');
     const endpoints = this.endpointsFor(source.ip);
     if (endpoints.length === 0) throw new ConnectError('ip-not-hosted', `no proxy is configured for ${source.ip}`);
@@ -129,7 +129,7 @@ export class ProxyConnector implements Connector {
     return false;
   }
 
-  private async openVia(endpoint: ProxyEndpoint, target: Target, source: Source, tls: TlsPolicy): Promise<OutboundSession> {
+  private async openVia(endpoint: ProxyEndpoint, target: Target, source: Source, tls: TlsRequirement): Promise<OutboundSession> {
     const proxy = endpointName(endpoint);
     const started = Date.now();
     // A pooled link may have died while idle (a proxy restart): the first
@@ -164,7 +164,7 @@ export class ProxyConnector implements Connector {
       if (h.t === 'connect_failed') {
         this.release(link);
         const kind = CONNECT_FAILURES.includes(h.kind as never) ? (h.kind as ConnectError['kind']) : 'error';
-        throw new ConnectError(kind, `via proxy ${proxy}: ${String(h.message)}`, h.reply as SmtpReply | undefined);
+        throw new ConnectError(kind, `via proxy ${proxy}: ${String(h.message)}`, h.reply as SmtpReply | undefined, h.tls as TlsOutcome | undefined);
       }
       link.channel.close();
       throw new ProxyConnectError(proxy, 'protocol', `proxy ${proxy}: unexpected answer ${JSON.stringify(h.t).slice(0, 40)} to connect`);
@@ -173,8 +173,9 @@ export class ProxyConnector implements Connector {
 
   private connectBudget(): number {
     const t = this.timeouts;
-    // connect, greeting, EHLO, STARTTLS, EHLO again.
-    return t.connectMs + t.greetingMs + 3 * t.commandMs + this.link.marginMs;
+    // connect, greeting, EHLO, STARTTLS, the handshake, EHLO again; under
+    // `may` a failed handshake then costs a second connect, greeting and EHLO.
+    return 2 * (t.connectMs + t.greetingMs) + 4 * t.commandMs + t.tlsMs + this.link.marginMs;
   }
 
   transactionBudget(recipients: number): number {

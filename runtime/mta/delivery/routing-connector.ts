@@ -4,7 +4,7 @@ import type { HaproxyFrontend, ProxiesConfig } from '../../shared/config/types';
 import { loadSecret } from '../../shared/proxy-protocol/handshake';
 import type { ProxyEndpoint } from '../../shared/proxy-protocol/client';
 import type { ClientTimeouts } from '../../shared/smtp/client';
-import type { Connector, OutboundSession, Source, Target, TlsPolicy } from '../../shared/smtp/connector';
+import type { Connector, OutboundSession, Source, Target, TlsRequirement } from '../../shared/smtp/connector';
 import { DirectConnector } from './direct-connector';
 import { HaproxyConnector } from './haproxy-connector';
 import { ProxyConnector } from './proxy-connector';
@@ -37,7 +37,7 @@ export class RoutingConnector implements Connector {
     });
   }
 
-  open(target: Target, source: Source, tls: TlsPolicy): Promise<OutboundSession> {
+  open(target: Target, source: Source, tls: TlsRequirement): Promise<OutboundSession> {
     if (this.proxy && source.ip && this.byIp.has(source.ip)) return this.proxy.open(target, source, tls);
     if (this.haproxy && source.ip && this.haproxy.frontendFor(source.ip)) return this.haproxy.open(target, source, tls);
     return this.direct.open(target, source, tls);

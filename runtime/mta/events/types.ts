@@ -44,7 +44,10 @@ export interface DeliveryEvent extends EventCommon {
   bounce_category?: string;
   tls_version?: string;
   tls_cipher?: string;
+  /** Which rule decided the TLS requirement (TlsPolicySource), whether its check passed, and why not (RFC 8460 result type). */
+  tls_policy?: string;
   tls_verified?: boolean;
+  tls_failure?: string;
   time_in_queue_ms: number;
   connect_ms?: number;
   transaction_ms?: number;

@@ -56,16 +56,22 @@
  *
  * DELIVERY (after welcome; one request at a time, answers in order)
  *   connect      MTA -> proxy { t, sending_ip, mx: { host, ip, port }, helo,
- *                               tls: "opportunistic" | "required" | "never",
+ *                               tls: TlsRequirement { mode, policy, names?,
+                               tlsa?, testing? } (smtp/connector.ts; the
+                               old strings opportunistic|required|never are
+                               still taken as may|encrypt|none),
  *                               timeouts?: ClientTimeouts (MX leg, ms) }
  *     The proxy takes an idle MX session from its pool for the key
- *     (sending_ip, mx ip:port, helo, tls), or opens one from sending_ip: the
- *     greeting, EHLO and STARTTLS are the proxy's.
+ *     (sending_ip, mx ip:port, helo, tls requirement), or opens one from
+ *     sending_ip: the greeting, EHLO and STARTTLS are the proxy's, and so is
+ *     enforcing the requirement (a malformed one is connect_failed "error").
  *   connected    proxy -> MTA { t, reused: bool, session: { mx_host, mx_ip,
  *                               port, local_ip, helo, greeting,
- *                               capabilities: [..], tls?: { version, cipher,
- *                               verified }, connect_ms, transactions } }
- *   connect_failed proxy -> MTA { t, kind, message, reply?: SmtpReply }
+ *                               capabilities: [..], tls?: { policy, verified,
+ *                               failure?, version?, cipher? }, connect_ms,
+ *                               transactions } }
+ *   connect_failed proxy -> MTA { t, kind, message, reply?: SmtpReply,
+ *                               tls?: { policy, verified, failure } }
  *     kind: refused | timeout | unreachable (could not connect),
  *           closed-before-greeting (connected, closed before a 220),
  *           greeting-rejected (reply is the greeting or EHLO answer),

@@ -1,5 +1,5 @@
 import type { ClientTimeouts } from '../smtp/client';
-import type { ConnectFailure, RecipientResult, TlsPolicy } from '../smtp/connector';
+import type { ConnectFailure, RecipientResult, SessionTls, TlsOutcome, TlsRequirement } from '../smtp/connector';
 import type { SmtpReply } from '../smtp/reply';
 
 // The delivery frames' headers, as codec.ts describes them.
@@ -9,7 +9,8 @@ export interface ConnectRequest {
   sending_ip: string;
   mx: { host: string; ip: string; port: number };
   helo: string;
-  tls: TlsPolicy;
+  /** What the MX session must reach; the proxy enforces it (a malformed one is refused, never weakened). */
+  tls: TlsRequirement;
   timeouts?: Partial<ClientTimeouts>;
 }
 
@@ -21,7 +22,7 @@ export interface WireSession {
   helo: string;
   greeting?: string;
   capabilities: string[];
-  tls?: { version: string; cipher: string; verified: boolean };
+  tls?: SessionTls;
   connect_ms: number;
   /** Transactions this MX session carried before this connect. */
   transactions: number;
@@ -38,6 +39,8 @@ export interface ConnectFailed {
   kind: ConnectFailure;
   message: string;
   reply?: SmtpReply;
+  /** When the TLS requirement is why the MX session failed: what was reached, for the MTA's attempt log. */
+  tls?: TlsOutcome;
 }
 
 export interface TransactionRequest {

@@ -1,8 +1,10 @@
 import { isAscii } from 'node:buffer';
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { ConnectError, type ConnectFailure, type OutboundSession, type RecipientResult, type SendOptions, type SessionInfo, type Source, type Target, type TlsPolicy, type TransactionResult } from './connector';
+import { checkServerIdentity, connect as tlsConnect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
+import { ConnectError, type ConnectFailure, type OutboundSession, type RecipientResult, type SendOptions, type SessionInfo, type SessionTls, type Source, type Target, type TlsaRecord, type TlsOutcome, type TlsRequirement, type TransactionResult } from './connector';
+import { daneVerify, usableTlsa } from './dane';
 import { endSocket } from '../end-socket';
+import { VolleyError } from '../errors';
 import { outcomeOf, parseReply, type SmtpReply } from './reply';
 
 export interface ClientTimeouts {
@@ -13,6 +15,14 @@ export interface ClientTimeouts {
   dataInitMs: number;
   dataBlockMs: number;
   finalDotMs: number;
+  /**
+   * The TLS handshake after a 220 to STARTTLS. 30 s: a handshake is two round
+   * trips and a few kilobytes, done in well under a second on any working
+   * path; Postfix's smtp_starttls_timeout (300 s) is a per-read bound that a
+   * trickling peer can stretch, and a stuck handshake holds a connection slot
+   * and a throttle permit all that time.
+   */
+  tlsMs: number;
 }
 
 export const RFC5321_CLIENT_TIMEOUTS: ClientTimeouts = {
@@ -22,6 +32,7 @@ export const RFC5321_CLIENT_TIMEOUTS: ClientTimeouts = {
   dataInitMs: 120_000,
   dataBlockMs: 180_000,
   finalDotMs: 600_000,
+  tlsMs: 30_000,
 };
 
 /** For sessions whose TCP connection was made by someone else (HAProxy mode). */
@@ -34,6 +45,20 @@ export interface OpenOptions {
   localIp?: string;
   /** When the connect began, for SessionInfo.connectMs (default: now). */
   startedAt?: number;
+  /** A new connection like `socket`, for the clear-text retry after a failed opportunistic handshake. */
+  reconnect?: () => Promise<Socket>;
+  /** The CAs a `verify` session trusts instead of node's store (tests, private PKI). */
+  ca?: string | Buffer | (string | Buffer)[];
+}
+
+/** A lenient requirement's handshake failed: open() catches it and retries the MX in clear. */
+class HandshakeFailed extends VolleyError {
+  constructor(
+    message: string,
+    readonly tls: TlsOutcome,
+  ) {
+    super('ETLSHANDSHAKE', message);
+  }
 }
 
 interface Waiter {
@@ -76,27 +101,50 @@ export class SmtpClientSession implements OutboundSession {
     return [...this.ext];
   }
 
-  static async open(target: Target, source: Source, tls: TlsPolicy, timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS, options: OpenOptions = {}): Promise<SmtpClientSession> {
-    const c = new SmtpClientSession(timeouts);
+  /**
+   * Opens a session that meets `tls` (see TlsMode in connector.ts). Under
+   * `may`, and under MTA-STS `testing`, a TLS handshake that fails is not the
+   * end: the MX is tried again in clear on a new connection (RFC 7435), here
+   * rather than in the engine so that every path (direct, HAProxy, the proxy
+   * daemon) falls back the same way.
+   */
+  static async open(target: Target, source: Source, tls: TlsRequirement, timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS, options: OpenOptions = {}): Promise<SmtpClientSession> {
     const started = options.startedAt ?? Date.now();
-    if (options.socket) {
-      options.socket.setNoDelay(true);
-      c.attach(options.socket);
-      if (options.socket.destroyed) c.fail(new Error('connection closed by the server'));
-    } else await c.connect(target, source);
-    return c.establish(target, source, tls, started, options);
+    try {
+      return await SmtpClientSession.attempt(target, source, tls, timeouts, options, started);
+    } catch (err) {
+      if (!(err instanceof HandshakeFailed)) throw err;
+      let socket: Socket | undefined;
+      if (options.socket) {
+        if (!options.reconnect) throw new ConnectError('tls-required', `${err.message}; no new connection can be made to retry in clear`, undefined, err.tls);
+        socket = await options.reconnect();
+      }
+      return SmtpClientSession.attempt(target, source, tls, timeouts, { ...options, socket }, started, err.tls);
+    }
   }
 
   /**
    * Runs the session over a socket that is already connected (and, for the
    * HAProxy path, has already carried the PROXY header): greeting, EHLO,
-   * STARTTLS and the rest as in open().
+   * STARTTLS and the rest as in open(). `options.reconnect` gives it a new
+   * one for the clear-text retry of `may`.
    */
-  static openOn(socket: Socket, target: Target, source: Source, tls: TlsPolicy, timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS, options: Omit<OpenOptions, 'socket'> = {}): Promise<SmtpClientSession> {
+  static openOn(socket: Socket, target: Target, source: Source, tls: TlsRequirement, timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS, options: Omit<OpenOptions, 'socket'> = {}): Promise<SmtpClientSession> {
     return SmtpClientSession.open(target, source, tls, timeouts, { ...options, socket });
   }
 
-  private async establish(target: Target, source: Source, tls: TlsPolicy, started: number, options: OpenOptions): Promise<SmtpClientSession> {
+  /** One connection: `inClear` is set for the retry after a failed handshake, with what the failure was. */
+  private static async attempt(target: Target, source: Source, tls: TlsRequirement, timeouts: ClientTimeouts, options: OpenOptions, started: number, inClear?: TlsOutcome): Promise<SmtpClientSession> {
+    const c = new SmtpClientSession(timeouts);
+    if (options.socket) {
+      options.socket.setNoDelay(true);
+      c.attach(options.socket);
+      if (options.socket.destroyed) c.fail(new Error('connection closed by the server'));
+    } else await c.connect(target, source);
+    return c.establish(target, source, tls, started, options, inClear);
+  }
+
+  private async establish(target: Target, source: Source, tls: TlsRequirement, started: number, options: OpenOptions, inClear?: TlsOutcome): Promise<SmtpClientSession> {
     let greeting: SmtpReply;
     try {
       greeting = await this.reply(this.timeouts.greetingMs);
@@ -111,14 +159,7 @@ export class SmtpClientSession implements OutboundSession {
       throw new ConnectError('greeting-rejected', `greeting ${greeting.code} ${greeting.text}`, greeting);
     }
     await this.hello(source.helo);
-    let tlsInfo: SessionInfo['tls'];
-    if (tls !== 'never' && this.ext.has('STARTTLS')) {
-      tlsInfo = await this.startTls(target.host);
-      await this.hello(source.helo);
-    } else if (tls === 'required') {
-      this.close();
-      throw new ConnectError('tls-required', `${target.host} does not offer STARTTLS and TLS is required`);
-    }
+    const tlsInfo = inClear ?? (await this.secure(target, source, tls, options));
     this.info = {
       mxHost: target.host,
       mxIp: target.ip,
@@ -131,6 +172,85 @@ export class SmtpClientSession implements OutboundSession {
       connectMs: Date.now() - started,
     };
     return this;
+  }
+
+  /**
+   * STARTTLS as the requirement says, and the EHLO after it. Returns what the
+   * session reached; throws a ConnectError (kind tls-required, or timeout for
+   * a handshake that never ends) carrying the outcome when a requirement that
+   * must be met is not, and HandshakeFailed when a lenient one (may, testing)
+   * needs the clear-text retry.
+   */
+  private async secure(target: Target, source: Source, tls: TlsRequirement, options: OpenOptions): Promise<SessionTls> {
+    const outcome = (failure?: string): SessionTls => (failure ? { policy: tls.policy, verified: false, failure } : { policy: tls.policy, verified: false });
+    if (tls.mode === 'none') return outcome();
+    // RFC 7672 2.2: TLSA records that are all unusable leave mandatory but unauthenticated TLS.
+    const tlsa = tls.mode === 'dane' ? usableTlsa(tls.tlsa ?? []) : [];
+    const mode = tls.mode === 'dane' && tlsa.length === 0 ? 'encrypt' : tls.mode;
+    const noted = tls.mode === 'dane' && tlsa.length === 0 ? 'tlsa-invalid' : undefined;
+    // A failure here is recorded and the session goes on in clear: opportunistic TLS, or MTA-STS testing.
+    const lenient = mode === 'may' || tls.testing === true;
+    // No reply on the error: a 5xx to STARTTLS says nothing about the message, which is deferred, not failed.
+    const refuse = (failure: string, message: string): never => {
+      this.close();
+      throw new ConnectError('tls-required', message, undefined, outcome(failure));
+    };
+    if (!this.ext.has('STARTTLS')) {
+      if (lenient) return outcome(mode === 'may' ? undefined : 'starttls-not-supported');
+      return refuse('starttls-not-supported', `${target.host} does not offer STARTTLS and TLS is required (${tls.policy})`);
+    }
+    this.write('STARTTLS\r\n');
+    const r = await this.reply(this.timeouts.commandMs);
+    if (r.code !== 220) {
+      // The session is still in clear and in the state the EHLO left (RFC 3207 4.1).
+      if (lenient) return outcome('starttls-not-supported');
+      return refuse('starttls-not-supported', `${target.host} answered STARTTLS with ${r.code} ${r.text} and TLS is required (${tls.policy})`);
+    }
+    const secure = await this.handshake(target, tls, options, lenient, outcome);
+    const check = mode === 'verify' ? verifyCheck(secure, tls.names ?? []) : mode === 'dane' ? daneCheck(secure, tlsa, tls.names ?? [target.host]) : undefined;
+    if (check?.failure && !tls.testing) refuse(check.failure, `${target.host}: ${check.detail} (TLS policy ${tls.policy})`);
+    await this.hello(source.helo);
+    const reached = check ? (check.failure ? outcome(check.failure) : { policy: tls.policy, verified: true }) : outcome(noted);
+    return { ...reached, version: secure.getProtocol() ?? 'unknown', cipher: secure.getCipher().name };
+  }
+
+  /** The TLS handshake over the plain socket, bounded by tlsMs: a peer that says 220 and then nothing must not hold the slot. */
+  private async handshake(target: Target, tls: TlsRequirement, options: OpenOptions, lenient: boolean, outcome: (failure?: string) => SessionTls): Promise<TLSSocket> {
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    plain.removeAllListeners('error');
+    const servername = isIpLiteral(target.host) ? undefined : target.host;
+    try {
+      const secure = await new Promise<TLSSocket>((resolve, reject) => {
+        // Never rejected by node itself: whether the chain must verify is the
+        // requirement's call (may and encrypt do not verify, RFC 7435), checked
+        // after the handshake, before a single command is sent inside it.
+        const s = tlsConnect({ socket: plain, servername, rejectUnauthorized: false, ...(options.ca ? { ca: options.ca } : {}) }, () => {
+          clearTimeout(timer);
+          resolve(s);
+        });
+        const timer = setTimeout(() => {
+          s.destroy();
+          reject(Object.assign(new Error(`no TLS handshake in ${this.timeouts.tlsMs} ms`), { code: 'ETIMEDOUT' }));
+        }, this.timeouts.tlsMs);
+        s.once('error', (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      });
+      this.attach(secure);
+      return secure;
+    } catch (err) {
+      this.usable = false;
+      this.closed = true;
+      plain.destroy();
+      const timedOut = (err as { code?: string }).code === 'ETIMEDOUT';
+      const message = timedOut ? `${target.host}: ${(err as Error).message}` : `${target.host}: TLS handshake failed: ${(err as Error).message}`;
+      const failed = outcome('validation-failure');
+      if (lenient) throw new HandshakeFailed(message, failed);
+      throw new ConnectError(timedOut ? 'timeout' : 'tls-required', `${message} (TLS policy ${tls.policy})`, undefined, failed);
+    }
   }
 
   private connect(target: Target, source: Source): Promise<void> {
@@ -274,24 +394,6 @@ export class SmtpClientSession implements OutboundSession {
     if (r.code !== 250) throw new ConnectError('greeting-rejected', `EHLO/HELO refused: ${r.code} ${r.text}`, r);
   }
 
-  private async startTls(servername: string): Promise<SessionInfo['tls']> {
-    this.write('STARTTLS\r\n');
-    const r = await this.reply(this.timeouts.commandMs);
-    if (r.code !== 220) return undefined;
-    const plain = this.socket;
-    plain.removeAllListeners('data');
-    plain.removeAllListeners('close');
-    plain.removeAllListeners('error');
-    const secure = await new Promise<TLSSocket>((resolve, reject) => {
-      // Opportunistic TLS does not verify (RFC 7435): an MX with a bad
-      // certificate still gets encrypted mail rather than plain text.
-      const s = tlsConnect({ socket: plain, servername: isIpLiteral(servername) ? undefined : servername, rejectUnauthorized: false }, () => resolve(s));
-      s.once('error', (err) => reject(new ConnectError('tls-required', `TLS handshake failed: ${err.message}`)));
-    });
-    this.attach(secure);
-    return { version: secure.getProtocol() ?? 'unknown', cipher: secure.getCipher().name, verified: secure.authorized === true };
-  }
-
   /**
    * One transaction. With PIPELINING the envelope and DATA go in one write,
    * and the caller may start the next transaction once `onBodySent` fires:
@@ -385,6 +487,50 @@ export function connectFailure(code: string | undefined): ConnectFailure {
   if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL') return 'unreachable';
   if (code === 'ECONNRESET') return 'closed-before-greeting';
   return 'error';
+}
+
+interface Check {
+  failure?: string;
+  detail: string;
+}
+
+/** verify: the chain is valid (node's store or options.ca) and the leaf is issued for one of the names. */
+function verifyCheck(secure: TLSSocket, names: string[]): Check {
+  if (!secure.authorized) {
+    const reason = String(secure.authorizationError ?? 'unverified');
+    return { failure: authorizationFailure(reason), detail: `certificate not verified: ${reason}` };
+  }
+  const cert = secure.getPeerCertificate();
+  if (!names.some((n) => checkServerIdentity(n, cert) === undefined)) return { failure: 'certificate-host-mismatch', detail: `certificate not issued for ${names.join(' or ') || '(no name)'}` };
+  return { detail: 'verified' };
+}
+
+/** dane: the presented chain against the usable TLSA records (dane.ts). */
+function daneCheck(secure: TLSSocket, tlsa: TlsaRecord[], names: string[]): Check {
+  const result = daneVerify(peerChain(secure), tlsa, names);
+  return { failure: result.failure, detail: result.detail };
+}
+
+/** The chain as presented, leaf first, in DER. */
+function peerChain(secure: TLSSocket): Buffer[] {
+  const chain: Buffer[] = [];
+  let cert: DetailedPeerCertificate | undefined = secure.getPeerCertificate(true);
+  const seen = new Set<DetailedPeerCertificate>();
+  while (cert && cert.raw && !seen.has(cert)) {
+    seen.add(cert);
+    chain.push(cert.raw);
+    // A self-signed root is its own issuer.
+    cert = cert.issuerCertificate && cert.issuerCertificate !== cert ? cert.issuerCertificate : undefined;
+  }
+  return chain;
+}
+
+/** OpenSSL's verify error, in RFC 8460's result types. */
+export function authorizationFailure(code: string): string {
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return 'certificate-expired';
+  if (/SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY_LEAF|CERT_UNTRUSTED|CERT_REJECTED|INVALID_CA/.test(code)) return 'certificate-not-trusted';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return 'certificate-host-mismatch';
+  return 'validation-failure';
 }
 
 function isIpLiteral(host: string): boolean {

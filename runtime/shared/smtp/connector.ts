@@ -4,11 +4,8 @@ import type { SmtpReply, Outcome } from './reply';
 // implements it here; the proxy tier and HAProxy mode implement it beside it,
 // so the scheduler never knows which path a session took.
 
-export type TlsPolicy = 'opportunistic' | 'required' | 'never';
-
 /*
- * Issue 19's TLS ladder (the contract its pieces are built against; TlsPolicy
- * above is what it replaces). The MTA decides per destination and MX host what
+ * Issue 19's TLS ladder (the contract its pieces are built against). The MTA decides per destination and MX host what
  * a session must reach (DANE from DNSSEC-validated TLSA records, MTA-STS from
  * the domain's policy, or configuration) and hands the result to whichever hop
  * opens the session (direct, proxy, HAProxy), which enforces it.
@@ -55,6 +52,12 @@ export interface TlsOutcome {
   failure?: string;
 }
 
+/** What a session reports of its TLS: the outcome, and the protocol and cipher once encrypted. */
+export interface SessionTls extends TlsOutcome {
+  version?: string;
+  cipher?: string;
+}
+
 export interface Target {
   /** The MX host name (for TLS SNI and the log) and the address to connect to. */
   host: string;
@@ -76,7 +79,8 @@ export interface SessionInfo {
   localIp?: string;
   helo: string;
   greeting?: string;
-  tls?: { version: string; cipher: string; verified: boolean };
+  /** The requirement's outcome; version and cipher when the session runs inside TLS. */
+  tls?: SessionTls;
   /** Which path carried the session: direct, proxy:<name>, haproxy:<frontend>. */
   via: string;
   connectMs: number;
@@ -122,6 +126,8 @@ export class ConnectError extends Error {
     readonly kind: ConnectFailure,
     message: string,
     readonly reply?: SmtpReply,
+    /** Set when the TLS requirement is why the session could not be opened (for tls_policy/tls_failure). */
+    readonly tls?: TlsOutcome,
   ) {
     super(message);
     this.name = 'ConnectError';
@@ -129,5 +135,5 @@ export class ConnectError extends Error {
 }
 
 export interface Connector {
-  open(target: Target, source: Source, tls: TlsPolicy): Promise<OutboundSession>;
+  open(target: Target, source: Source, tls: TlsRequirement): Promise<OutboundSession>;
 }

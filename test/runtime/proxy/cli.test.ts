@@ -51,7 +51,7 @@ test('`volley proxy --config` serves authenticated MTAs from its sending IPs, an
     // Until bin/commands/index.ts registers the verb, the bundle says "unknown command 'proxy'".
     if (proc.exitCode !== null) throw new Error(`volley proxy exited ${proc.exitCode}:\n${log}`);
     for (const ip of ['127.0.0.4', '127.0.0.5', '127.0.0.4']) {
-      const s = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip, helo: 'cli.test' }, 'opportunistic');
+      const s = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip, helo: 'cli.test' }, { mode: 'may', policy: 'may' });
       const tx = await s.send('a@volley.test', [`to-${ip}@dest.test`], Buffer.from(`Subject: ${ip}\r\n\r\nhi\r\n`));
       expect(tx.recipients[0].outcome).toBe('delivered');
       s.close();
@@ -61,7 +61,7 @@ test('`volley proxy --config` serves authenticated MTAs from its sending IPs, an
     expect(mx.connections).toBe(2); // the third rode the first one's MX session
     // A wrong secret: refused, logged, and the daemon stays up.
     const intruder = new ProxyConnector({ proxies: () => [{ host: '127.0.0.1', port, fingerprint: tls.fingerprint }], secret: newSecret(), logger: captureLogger().logger });
-    await expect(intruder.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.4', helo: 'x.test' }, 'opportunistic')).rejects.toMatchObject({ stage: 'auth' });
+    await expect(intruder.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.4', helo: 'x.test' }, { mode: 'may', policy: 'may' })).rejects.toMatchObject({ stage: 'auth' });
     await waitUntil(() => log.includes('authentication failed'));
     expect(proc.exitCode).toBeNull();
     expect(log).not.toContain(secret.toString());
@@ -117,7 +117,7 @@ test('SIGHUP reloads a running `volley proxy` (systemd\'s ExecReload) instead of
   try {
     await waitUntil(() => log.includes('proxy: listening') || proc.exitCode !== null, 15_000, () => log);
     expect(await readyz()).toBe(200);
-    const before = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.2', helo: 'hup.test' }, 'opportunistic');
+    const before = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.2', helo: 'hup.test' }, { mode: 'may', policy: 'may' });
     writeFileSync(configPath, config('127.0.0.2, 127.0.0.3'));
     proc.kill('SIGHUP');
     // A process killed by a signal has signalCode set and exitCode null.
@@ -126,7 +126,7 @@ test('SIGHUP reloads a running `volley proxy` (systemd\'s ExecReload) instead of
     // The session opened before the signal still delivers, and the added IP serves.
     expect((await before.send('a@volley.test', ['b@dest.test'], Buffer.from('Subject: before\r\n\r\nhi\r\n'))).recipients[0].outcome).toBe('delivered');
     before.close();
-    const added = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.3', helo: 'hup.test' }, 'opportunistic');
+    const added = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.3', helo: 'hup.test' }, { mode: 'may', policy: 'may' });
     expect((await added.send('a@volley.test', ['c@dest.test'], Buffer.from('Subject: added\r\n\r\nhi\r\n'))).recipients[0].outcome).toBe('delivered');
     added.close();
     expect(mx.messages.map((m) => m.clientIp)).toEqual(['127.0.0.2', '127.0.0.3']);
@@ -167,7 +167,7 @@ test('SIGINT then SIGTERM while a transaction is in flight: `volley proxy` waits
   });
   try {
     await waitUntil(() => log.includes('proxy: listening') || !running(), 15_000, () => log);
-    const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.2', helo: 'drain.test' }, 'opportunistic');
+    const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.2', helo: 'drain.test' }, { mode: 'may', policy: 'may' });
     const sent = session.send('a@volley.test', ['b@dest.test'], Buffer.from('Subject: in flight\r\n\r\nhi\r\n'));
     await waitUntil(() => held === 1);
     proc.kill('SIGINT');

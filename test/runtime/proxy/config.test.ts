@@ -9,7 +9,7 @@ allow_from: [10.0.0.0/8, 127.0.0.1]
 sending_ips: [127.0.0.2, 127.0.0.3]
 idle_timeout: 45s
 max_transactions_per_session: 50
-mx_timeouts: { connect: 5s, greeting: 1m }
+mx_timeouts: { connect: 5s, greeting: 1m, tls: 20s }
 `;
 
 test('a full config parses, with paths relative to the file and durations in ms', () => {
@@ -24,7 +24,7 @@ test('a full config parses, with paths relative to the file and durations in ms'
     idleTimeoutMs: 45_000,
     maxTransactionsPerSession: 50,
     handshakeTimeoutMs: 10_000,
-    mxTimeouts: { connectMs: 5_000, greetingMs: 60_000 },
+    mxTimeouts: { connectMs: 5_000, greetingMs: 60_000, tlsMs: 20_000 },
     adminListen: { address: '127.0.0.1', port: 7626 }, // the default other parts of the fleet rely on
   });
   expect(parseProxyConfig(`${good}admin_listen: 127.0.0.1:9626\n`).adminListen).toEqual({ address: '127.0.0.1', port: 9626 });

@@ -79,7 +79,7 @@ test('SIGSTOP a proxy: within the bound the MTA answers "not now", drops its lin
   const source = { ip: '127.0.0.2', helo: 'vmta-2.test' };
 
   expect((await authority.tryMessage(key, hourly)).ok).toBe(true);
-  const first = await connector.open(target, source, 'opportunistic');
+  const first = await connector.open(target, source, { mode: 'may', policy: 'may' });
   expect(first.info.via).toBe('proxy:stopped');
   await first.send('s@volley.test', ['one@dest.test'], Buffer.from('Subject: one\r\n\r\nx\r\n'));
   first.close();
@@ -91,7 +91,7 @@ test('SIGSTOP a proxy: within the bound the MTA answers "not now", drops its lin
   await waitUntil(() => answer !== undefined && connector!.idleLinks() === 0, 10_000, () => `answer ${String(answer)}, idle links ${connector!.idleLinks()}`);
   expect(answer).toBe(false);
   expect(authority.connected(key)).toBe(false);
-  const next = await connector.open(target, source, 'opportunistic');
+  const next = await connector.open(target, source, { mode: 'may', policy: 'may' });
   expect(next.info.via).toBe('proxy:other');
   await next.send('s@volley.test', ['two@dest.test'], Buffer.from('Subject: two\r\n\r\nx\r\n'));
   next.close();

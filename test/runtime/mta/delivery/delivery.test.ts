@@ -223,6 +223,11 @@ test('mail from a domain with keys is signed rsa-sha256 and ed25519-sha256, and 
 test('a domain whose TLS policy is "required" is not sent to in the clear', async () => {
   const id = await send(['secret@tls.test']);
   const ev = await eventually(() => events().find((e) => e.message_id === id));
-  expect(ev).toMatchObject({ status: 'deferred', error_kind: 'tls-required' });
+  // "required" is the ladder's encrypt; the attempt log says which rule applied and why it was not met (RFC 8460 words).
+  expect(ev).toMatchObject({ status: 'deferred', error_kind: 'tls-required', tls_policy: 'encrypt', tls_verified: false, tls_failure: 'starttls-not-supported' });
   expect(mx.tls.messages).toHaveLength(0);
+  // Elsewhere the default is opportunistic: delivered in clear to an MX without STARTTLS, with the policy logged.
+  const delivered = await eventually(() => events().find((e) => e.recipient.endsWith('@ip.test') && e.status === 'delivered'));
+  expect(delivered).toMatchObject({ tls_policy: 'may', tls_verified: false });
+  expect((delivered as { tls_failure?: string }).tls_failure).toBeUndefined();
 });

@@ -13,6 +13,7 @@ import { RFC5321_CLIENT_TIMEOUTS } from '../../../../runtime/shared/smtp/client'
 import { ConnectError } from '../../../../runtime/shared/smtp/connector';
 import { testConfigYaml } from '../../../helpers/config';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { startTlsMx } from '../../../helpers/starttls-mx';
 import { tempDir } from '../../../helpers/tmp';
 
 // HAProxy mode against the real HAProxy 2.6 (Debian's /usr/sbin/haproxy),
@@ -151,7 +152,7 @@ describe('HAProxy mode against a real HAProxy', () => {
     ];
     for (const c of cases) {
       expect(connector.frontendFor(c.ip)?.proxyProtocol).toBe(c.proto);
-      const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { ip: c.ip, helo: c.helo }, 'opportunistic');
+      const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { ip: c.ip, helo: c.helo }, { mode: 'may', policy: 'may' });
       expect(session.info.via).toBe(`haproxy:127.0.0.1:${c.port}`);
       expect(session.info.localIp).toBe(c.ip);
       expect(session.info.mxIp).toBe('127.0.0.1');
@@ -172,25 +173,40 @@ describe('HAProxy mode against a real HAProxy', () => {
   it('carries several transactions over one session', async () => {
     const connector = new HaproxyConnector(config.haproxy!.frontends, timeouts);
     const before = mx.messages.length;
-    const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { ip: '127.0.0.3', helo: 'three.test.example' }, 'never');
+    const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { ip: '127.0.0.3', helo: 'three.test.example' }, { mode: 'none', policy: 'none' });
     for (let i = 0; i < 3; i++) expect((await session.send('a@example.com', [`multi${i}@example.net`], message(`m${i}`))).recipients[0].outcome).toBe('delivered');
     session.close();
     await mx.waitFor(before + 3);
     expect(mx.messages.slice(before).every((m) => m.clientIp === '127.0.0.3')).toBe(true);
   });
 
+  it('under may, a failed handshake is retried in clear through the frontend, with a new PROXY header', async () => {
+    const broken = await startTlsMx({ starttls: 'garbage' });
+    try {
+      const connector = new HaproxyConnector(config.haproxy!.frontends, timeouts);
+      const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: broken.port }, { ip: '127.0.0.4', helo: 'four.test.example' }, { mode: 'may', policy: 'may' });
+      expect(session.info).toMatchObject({ via: expect.stringMatching(/^haproxy:/), tls: { policy: 'may', verified: false, failure: 'validation-failure' } });
+      expect((await session.send('a@example.com', ['clear@example.net'], message('clear'))).recipients[0].outcome).toBe('delivered');
+      session.close();
+      expect(broken.connections).toHaveLength(2);
+      expect(broken.messages).toEqual([expect.objectContaining({ tls: false })]);
+    } finally {
+      await broken.close();
+    }
+  });
+
   it('a frontend that is down is refused; a sending IP without a frontend is not hosted', async () => {
     const connector = new HaproxyConnector([{ sendingIp: '127.0.0.9', host: '127.0.0.1', port: downPort, proxyProtocol: 'v1' }, ...config.haproxy!.frontends], timeouts);
-    await expect(connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { ip: '127.0.0.9', helo: 'x' }, 'never')).rejects.toMatchObject({ kind: 'refused' });
-    await expect(connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { ip: '127.0.0.7', helo: 'x' }, 'never')).rejects.toMatchObject({ kind: 'ip-not-hosted' });
-    await expect(connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { helo: 'x' }, 'never')).rejects.toMatchObject({ kind: 'ip-not-hosted' });
+    await expect(connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { ip: '127.0.0.9', helo: 'x' }, { mode: 'none', policy: 'none' })).rejects.toMatchObject({ kind: 'refused' });
+    await expect(connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { ip: '127.0.0.7', helo: 'x' }, { mode: 'none', policy: 'none' })).rejects.toMatchObject({ kind: 'ip-not-hosted' });
+    await expect(connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mxPort }, { helo: 'x' }, { mode: 'none', policy: 'none' })).rejects.toMatchObject({ kind: 'ip-not-hosted' });
   });
 
   it('an MX that refuses the connection: HAProxy closes without a greeting (closed-before-greeting), and HAProxy stays up', async () => {
     const connector = new HaproxyConnector(config.haproxy!.frontends, timeouts);
     for (const ip of ['127.0.0.2', '127.0.0.4']) {
       const t0 = Date.now();
-      const err = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: closedPort }, { ip, helo: 'x' }, 'never').catch((e: unknown) => e);
+      const err = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: closedPort }, { ip, helo: 'x' }, { mode: 'none', policy: 'none' }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ConnectError);
       expect((err as ConnectError).kind).toBe('closed-before-greeting');
       expect(Date.now() - t0).toBeLessThan(3000);
@@ -200,7 +216,7 @@ describe('HAProxy mode against a real HAProxy', () => {
 
   it('an MX that answers the greeting with 554 is greeting-rejected, as on the direct path', async () => {
     const connector = new HaproxyConnector(config.haproxy!.frontends, timeouts);
-    const err = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: rejectingPort }, { ip: '127.0.0.5', helo: 'x' }, 'never').catch((e: unknown) => e);
+    const err = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: rejectingPort }, { ip: '127.0.0.5', helo: 'x' }, { mode: 'none', policy: 'none' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).kind).toBe('greeting-rejected');
     expect((err as ConnectError).reply?.code).toBe(554);

@@ -82,7 +82,7 @@ const message = (subject: string) => Buffer.from(`Subject: ${subject}\r\n\r\nbod
 
 test('an idle pooled link to a proxy gone silent is dropped, never handed out; the next session goes through the other proxy', async () => {
   const c = connector();
-  const first = await c.open(target(), source, 'opportunistic');
+  const first = await c.open(target(), source, { mode: 'may', policy: 'may' });
   expect(first.info.via).toBe('proxy:a');
   await first.send('s@volley.test', ['one@dest.test'], message('one'));
   first.close();
@@ -92,7 +92,7 @@ test('an idle pooled link to a proxy gone silent is dropped, never handed out; t
   await waitUntil(() => c.idleLinks() === 0, 5_000, () => `idle links: ${c.idleLinks()}`);
   // Straight to the other proxy: the silent one is tried last for a while, so no dial into it first.
   const dials = relay.accepted();
-  const next = await c.open(target(), source, 'opportunistic');
+  const next = await c.open(target(), source, { mode: 'may', policy: 'may' });
   expect(next.info.via).toBe('proxy:b');
   expect(relay.accepted()).toBe(dials);
   await next.send('s@volley.test', ['two@dest.test'], message('two'));
@@ -103,7 +103,7 @@ test('an idle pooled link to a proxy gone silent is dropped, never handed out; t
 test('a transaction in flight when its proxy goes silent fails as "link lost" within the bound, not after its hour-long budget', async () => {
   const c = connector();
   held = true;
-  const s = await c.open(target(), source, 'opportunistic');
+  const s = await c.open(target(), source, { mode: 'may', policy: 'may' });
   expect(s.info.via).toBe('proxy:a');
   let outcome: string | undefined;
   void s.send('s@volley.test', ['held@dest.test'], message('held')).then(
@@ -118,7 +118,7 @@ test('a transaction in flight when its proxy goes silent fails as "link lost" wi
   // Retried at once, through the other proxy, with no dial into the silent one first.
   held = false;
   const dials = relay.accepted();
-  const again = await c.open(target(), source, 'opportunistic');
+  const again = await c.open(target(), source, { mode: 'may', policy: 'may' });
   expect(again.info.via).toBe('proxy:b');
   expect(relay.accepted()).toBe(dials);
   await again.send('s@volley.test', ['held@dest.test'], message('again'));
@@ -133,7 +133,7 @@ test('a proxy busy with a slow MX (no greeting for 20 intervals) keeps its link:
   const port = await new Promise<number>((r) => silentMx.listen(0, '127.0.0.1', () => r((silentMx.address() as { port: number }).port)));
   try {
     // The greeting timeout is the proxy's answer about the MX, not a dead link.
-    const err = await c.open({ host: 'mx.test', ip: '127.0.0.1', port }, { ...source }, 'opportunistic').catch((e: unknown) => e);
+    const err = await c.open({ host: 'mx.test', ip: '127.0.0.1', port }, { ...source }, { mode: 'may', policy: 'may' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).kind).toBe('timeout');
     expect((err as Error).message).toMatch(/via proxy a/);

@@ -290,7 +290,7 @@ async function replayThroughProxy(dir: string, messages: Outgoing[]): Promise<{ 
   try {
     for (const m of messages) {
       try {
-        const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.2', helo: 'fuzz.test' }, 'opportunistic');
+        const session = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.2', helo: 'fuzz.test' }, { mode: 'may', policy: 'may' });
         try {
           const tx = await session.send(m.from, m.to, m.message);
           for (const r of tx.recipients) if (r.outcome !== 'delivered') refused.push(`${m.id} <${r.rcpt}>: ${r.outcome} ${r.reply.code} ${r.reply.text}`);

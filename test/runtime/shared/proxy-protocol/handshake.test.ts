@@ -88,7 +88,7 @@ test('a wrong secret is refused, with a clear log line on both ends', async () =
   // Through the connector: a ConnectError (kind 'error') naming the proxy stage, and an error log line.
   const mtaLog = captureLogger();
   const connector = new ProxyConnector({ proxies: { '127.0.0.2': [endpoint] }, secret: newSecret(), logger: mtaLog.logger });
-  const err = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: 25 }, { ip: '127.0.0.2', helo: 'mta.test' }, 'opportunistic').catch((e: unknown) => e);
+  const err = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: 25 }, { ip: '127.0.0.2', helo: 'mta.test' }, { mode: 'may', policy: 'may' }).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(ProxyConnectError);
   expect(err).toMatchObject({ kind: 'error', stage: 'auth' });
   expect(mtaLog.lines().some((l) => l.level === 50 && String(l.msg).includes('authentication failed'))).toBe(true);

@@ -1,6 +1,10 @@
-import { createServer, type Server } from 'node:net';
-import { ConnectError } from '../../../../runtime/shared/smtp/connector';
-import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, dotStuff } from '../../../../runtime/shared/smtp/client';
+import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { ConnectError, type TlsaRecord, type TlsRequirement } from '../../../../runtime/shared/smtp/connector';
+import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, dotStuff, type OpenOptions } from '../../../../runtime/shared/smtp/client';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
+import { startTlsMx, type StartTlsMx } from '../../../helpers/starttls-mx';
+import { makeCa, makeLeaf, tlsaData, type TestCert } from '../../../helpers/test-pki';
+import { tempDir } from '../../../helpers/tmp';
 import { getFreePort } from '../../../helpers/postfix-tools';
 import { pipeliningMx } from '../../../helpers/pipelining-mx';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
@@ -10,7 +14,7 @@ const fast = { ...RFC5321_CLIENT_TIMEOUTS, connectMs: 2000, greetingMs: 500 };
 
 async function kindOf(port: number): Promise<string> {
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
     s.close();
     return 'connected';
   } catch (err) {
@@ -49,7 +53,7 @@ test('a pipelined transaction gets one result per recipient, and the session sta
   const mx = new ScriptedMx({ rcpt: (r) => (r.startsWith('no@') ? [550, '5.1.1 no such user'] : undefined) });
   const port = await mx.listen();
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
     const tx = await s.send('a@b.test', ['yes@c.test', 'no@c.test'], Buffer.from('Subject: x\r\n\r\n.dot line\r\n'));
     expect(tx.recipients.map((r) => [r.rcpt, r.reply.code, r.outcome])).toEqual([
       ['yes@c.test', 250, 'delivered'],
@@ -78,7 +82,7 @@ test('EHLO keywords are read: against a server offering them, the client pipelin
   const dir = mkdtempSync(join(tmpdir(), 'volley-client-'));
   const h = await startIntake(testConfig({ relayFrom: ['127.0.0.0/8'] }), dir);
   try {
-    const s = await SmtpClientSession.open({ host: 'localhost', ip: '127.0.0.1', port: h.smtpPort }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'localhost', ip: '127.0.0.1', port: h.smtpPort }, source, { mode: 'may', policy: 'may' }, fast);
     expect(s.capabilities).toEqual(expect.arrayContaining(['PIPELINING', 'SIZE', '8BITMIME', 'SMTPUTF8']));
     expect(s.capabilities).not.toContain('STARTTLS'); // the second EHLO, inside TLS
     expect(s.info.tls).toMatchObject({ version: expect.stringMatching(/^TLSv1\.[23]$/), verified: false });
@@ -96,7 +100,7 @@ test('TLS "required" against a server without STARTTLS is refused as tls-require
   const mx = new ScriptedMx();
   const port = await mx.listen();
   try {
-    await expect(SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, 'required', fast)).rejects.toMatchObject({ kind: 'tls-required' });
+    await expect(SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'encrypt', policy: 'encrypt' }, fast)).rejects.toMatchObject({ kind: 'tls-required' });
   } finally {
     await mx.close();
   }
@@ -120,7 +124,7 @@ test('each wait has its phase timeout: an idle session never times out, a silent
   });
   const timeouts = { ...fast, commandMs: 150, dataInitMs: 150, finalDotMs: 400 };
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mute.port }, source, 'opportunistic', timeouts);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mute.port }, source, { mode: 'may', policy: 'may' }, timeouts);
     // Idle for longer than the command timeout with nothing awaited: still usable.
     await new Promise((r) => setTimeout(r, 300));
     expect(s.usable).toBe(true);
@@ -150,7 +154,7 @@ async function sendPipelined(s: SmtpClientSession, count: number) {
 test('across transactions (RFC 2920): the next envelope leaves with the previous body, in one segment', async () => {
   const mx = await pipeliningMx([]);
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
     expect(s.pipelined).toBe(true);
     const results = await sendPipelined(s, 3);
     expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].reply.code)).toEqual([250, 250, 250]);
@@ -166,7 +170,7 @@ test('across transactions (RFC 2920): the next envelope leaves with the previous
 test('a refused body does not disturb the transaction pipelined behind it (no RSET in between)', async () => {
   const mx = await pipeliningMx(['550 5.7.1 content rejected', '250 2.0.0 ok']);
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
     const results = await sendPipelined(s, 2);
     expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].outcome)).toEqual(['failed', 'delivered']);
     expect(mx.chunks.join('')).not.toContain('RSET');
@@ -181,7 +185,7 @@ test('a refused body does not disturb the transaction pipelined behind it (no RS
 test('a server that hangs up after a 421 fails the pipelined next transaction as not sent, not as delivered', async () => {
   const mx = await pipeliningMx(['close']);
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
     const [first, second] = await sendPipelined(s, 2);
     expect(first.status === 'fulfilled' && first.value.recipients[0].reply.code).toBe(421);
     expect(second.status).toBe('rejected'); // the engine records it deferred: "connection lost"
@@ -196,7 +200,7 @@ test('a pipelined next envelope does not cut short the final-reply wait before i
   // Final-dot timeout 1 s, command timeout 300 ms; the server answers the dot after 600 ms.
   const mx = await pipeliningMx([], { holdFinalMs: 600 });
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', { ...fast, commandMs: 300, finalDotMs: 1000 });
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, { ...fast, commandMs: 300, finalDotMs: 1000 });
     const results = await sendPipelined(s, 2);
     expect(results.map((r) => r.status === 'fulfilled' && r.value.recipients[0].reply.code)).toEqual([250, 250]);
     s.close();
@@ -208,7 +212,7 @@ test('a pipelined next envelope does not cut short the final-reply wait before i
 test('a 421 to the final dot ends the session at once, before the server has closed it', async () => {
   const mx = await pipeliningMx(['421 4.3.2 closing soon'], { pipelining: false });
   try {
-    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', fast);
+    const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
     const tx = await s.send('a@b.test', ['r@c.test'], Buffer.from('x\r\n'));
     expect(tx.recipients[0].reply.code).toBe(421);
     expect(s.usable).toBe(false); // the engine takes no further job onto it
@@ -216,4 +220,238 @@ test('a 421 to the final dot ends the session at once, before the server has clo
   } finally {
     mx.server.close();
   }
+});
+
+describe('TLS requirements (issue 19)', () => {
+  const dir = tempDir('volley-client-tls-');
+  let ca: TestCert;
+  let good: TestCert;
+  let wrongName: TestCert;
+  let selfSigned: TestCert;
+  let expired: TestCert;
+  beforeAll(() => {
+    ca = makeCa(dir);
+    good = makeLeaf(dir, 'good', ['mx.test'], { ca });
+    wrongName = makeLeaf(dir, 'wrong', ['elsewhere.test'], { ca });
+    selfSigned = makeLeaf(dir, 'self', ['mx.test']);
+    expired = makeLeaf(dir, 'expired', ['mx.test'], { ca, days: -1 });
+  });
+  const chain = (leaf: TestCert): { key: Buffer; cert: Buffer } => ({ key: leaf.key, cert: Buffer.concat([leaf.cert, ca.cert]) });
+  const target = (port: number) => ({ host: 'mx.test', ip: '127.0.0.1', port });
+  const short = { ...fast, tlsMs: 200 };
+  const MAY: TlsRequirement = { mode: 'may', policy: 'may' };
+  const ENCRYPT: TlsRequirement = { mode: 'encrypt', policy: 'encrypt' };
+  const verify = (extra: Partial<TlsRequirement> = {}): TlsRequirement => ({ mode: 'verify', policy: 'mta-sts', names: ['mx.test'], ...extra });
+  const dane = (tlsa: TlsaRecord[]): TlsRequirement => ({ mode: 'dane', policy: 'dane', names: ['mx.test'], tlsa });
+
+  async function refusal(mx: StartTlsMx, tls: TlsRequirement, options: OpenOptions = {}): Promise<ConnectError> {
+    const err = await SmtpClientSession.open(target(mx.port), source, tls, short, options).then(
+      (s) => {
+        s.close();
+        throw new Error(`opened a session (tls ${JSON.stringify(s.info.tls)})`);
+      },
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ConnectError);
+    return err as ConnectError;
+  }
+
+  async function deliver(s: SmtpClientSession, mx: StartTlsMx): Promise<{ tls: boolean; body: string }> {
+    const tx = await s.send('a@b.test', ['c@mx.test'], Buffer.from('Subject: t\r\n\r\nhello\r\n'));
+    expect(tx.recipients[0].outcome).toBe('delivered');
+    s.close();
+    return mx.messages[mx.messages.length - 1];
+  }
+
+  test('STARTTLS answered 454 under a requirement to encrypt does not go on in clear: the session is refused as tls-required', async () => {
+    const mx = await startTlsMx({ starttls: [454, '4.7.0 TLS not available'] });
+    try {
+      for (const tls of [ENCRYPT, verify(), dane([{ usage: 3, selector: 1, matchingType: 1, data: '00'.repeat(32) }])]) {
+        const err = await refusal(mx, tls);
+        expect([tls.mode, err.kind, err.tls]).toEqual([tls.mode, 'tls-required', { policy: tls.policy, verified: false, failure: 'starttls-not-supported' }]);
+        // A 5xx there says nothing of the message: no reply on the error, so the engine defers.
+        expect(err.reply).toBeUndefined();
+      }
+      expect(mx.messages).toHaveLength(0);
+      await waitUntil(() => mx.connections.every((c) => c.closed));
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('STARTTLS answered 454 under may goes on in clear on the same connection, and says so', async () => {
+    const mx = await startTlsMx({ starttls: [454, '4.7.0 TLS not available'] });
+    try {
+      const s = await SmtpClientSession.open(target(mx.port), source, MAY, short);
+      expect(s.info.tls).toEqual({ policy: 'may', verified: false, failure: 'starttls-not-supported' });
+      expect(await deliver(s, mx)).toMatchObject({ tls: false });
+      expect(mx.connections).toHaveLength(1);
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('a handshake that never completes frees the connection within tlsMs', async () => {
+    const mx = await startTlsMx({ starttls: 'silent' });
+    try {
+      const err = await refusal(mx, ENCRYPT);
+      expect(err).toMatchObject({ kind: 'timeout', message: expect.stringContaining('no TLS handshake in 200 ms'), tls: { policy: 'encrypt', verified: false, failure: 'validation-failure' } });
+      await waitUntil(() => mx.connections[0]?.closed === true);
+      expect(mx.messages).toHaveLength(0);
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('under may, a failed or stuck handshake is retried in clear on a new connection to the same MX (RFC 7435)', async () => {
+    for (const starttls of ['garbage', 'silent'] as const) {
+      const mx = await startTlsMx({ starttls });
+      try {
+        const s = await SmtpClientSession.open(target(mx.port), source, MAY, short);
+        expect([starttls, s.info.tls]).toEqual([starttls, { policy: 'may', verified: false, failure: 'validation-failure' }]);
+        expect(await deliver(s, mx)).toMatchObject({ tls: false });
+        expect(mx.connections).toHaveLength(2);
+        await waitUntil(() => mx.connections[0].closed);
+      } finally {
+        await mx.close();
+      }
+    }
+  });
+
+  test('under encrypt a failed handshake is not retried in clear', async () => {
+    const mx = await startTlsMx({ starttls: 'garbage' });
+    try {
+      expect(await refusal(mx, ENCRYPT)).toMatchObject({ kind: 'tls-required', tls: { failure: 'validation-failure' } });
+      expect(mx.connections).toHaveLength(1);
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('on a socket made by someone else (HAProxy), the clear retry takes a new one from reconnect, and without it the session is refused', async () => {
+    const mx = await startTlsMx({ starttls: 'garbage' });
+    const dial = (): Promise<Socket> =>
+      new Promise((resolve, reject) => {
+        const s = netConnect({ host: '127.0.0.1', port: mx.port }, () => resolve(s));
+        s.once('error', reject);
+      });
+    try {
+      let reconnects = 0;
+      const s = await SmtpClientSession.openOn(await dial(), target(mx.port), source, MAY, short, { reconnect: () => (reconnects++, dial()) });
+      expect(reconnects).toBe(1);
+      expect(s.info.tls).toMatchObject({ failure: 'validation-failure' });
+      expect(await deliver(s, mx)).toMatchObject({ tls: false });
+      await expect(SmtpClientSession.openOn(await dial(), target(mx.port), source, MAY, short)).rejects.toMatchObject({ kind: 'tls-required', message: expect.stringContaining('retry in clear') });
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('none never sends STARTTLS; may and encrypt encrypt without verifying', async () => {
+    const mx = await startTlsMx(chain(selfSigned));
+    try {
+      const none = await SmtpClientSession.open(target(mx.port), source, { mode: 'none', policy: 'none' }, short);
+      expect(none.info.tls).toEqual({ policy: 'none', verified: false });
+      expect(await deliver(none, mx)).toMatchObject({ tls: false });
+      for (const tls of [MAY, ENCRYPT]) {
+        const s = await SmtpClientSession.open(target(mx.port), source, tls, short);
+        expect(s.info.tls).toEqual({ policy: tls.policy, verified: false, version: expect.stringMatching(/^TLSv1\.[23]$/), cipher: expect.any(String) });
+        expect(await deliver(s, mx)).toMatchObject({ tls: true });
+      }
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('verify: a chain to a trusted CA issued for the MX delivers inside TLS; otherwise the session is refused with the RFC 8460 reason', async () => {
+    const cases: [TestCert, string | undefined][] = [
+      [good, undefined],
+      [wrongName, 'certificate-host-mismatch'],
+      [selfSigned, 'certificate-not-trusted'],
+      [expired, 'certificate-expired'],
+    ];
+    for (const [leaf, failure] of cases) {
+      const mx = await startTlsMx(chain(leaf));
+      try {
+        if (!failure) {
+          const s = await SmtpClientSession.open(target(mx.port), source, verify(), short, { ca: ca.cert });
+          expect(s.info.tls).toMatchObject({ policy: 'mta-sts', verified: true });
+          expect(s.info.tls?.failure).toBeUndefined();
+          expect(await deliver(s, mx)).toMatchObject({ tls: true });
+        } else {
+          const err = await refusal(mx, verify(), { ca: ca.cert });
+          expect([leaf.name, err.kind, err.tls]).toEqual([leaf.name, 'tls-required', { policy: 'mta-sts', verified: false, failure }]);
+          expect(mx.messages).toHaveLength(0);
+        }
+      } finally {
+        await mx.close();
+      }
+    }
+  });
+
+  test('verify without the CA configured trusts only the system store: a private CA is not trusted', async () => {
+    const mx = await startTlsMx(chain(good));
+    try {
+      expect((await refusal(mx, verify())).tls).toMatchObject({ failure: 'certificate-not-trusted' });
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('MTA-STS testing: a failed check is recorded and the session goes on', async () => {
+    const mx = await startTlsMx(chain(wrongName));
+    try {
+      const s = await SmtpClientSession.open(target(mx.port), source, verify({ testing: true }), short, { ca: ca.cert });
+      expect(s.info.tls).toMatchObject({ policy: 'mta-sts', verified: false, failure: 'certificate-host-mismatch' });
+      expect(await deliver(s, mx)).toMatchObject({ tls: true });
+    } finally {
+      await mx.close();
+    }
+    const plain = await startTlsMx({ offer: false });
+    try {
+      const s = await SmtpClientSession.open(target(plain.port), source, verify({ testing: true }), short);
+      expect(s.info.tls).toEqual({ policy: 'mta-sts', verified: false, failure: 'starttls-not-supported' });
+      s.close();
+    } finally {
+      await plain.close();
+    }
+  });
+
+  test('dane: a matching DANE-EE or DANE-TA record delivers; a mismatch is refused, never retried in clear', async () => {
+    const mx = await startTlsMx(chain(good));
+    const ee: TlsaRecord = { usage: 3, selector: 1, matchingType: 1, data: tlsaData(good, 1, 1) };
+    const ta: TlsaRecord = { usage: 2, selector: 0, matchingType: 2, data: tlsaData(ca, 0, 2) };
+    const wrong: TlsaRecord = { usage: 3, selector: 0, matchingType: 1, data: tlsaData(selfSigned, 0, 1) };
+    try {
+      for (const rec of [ee, ta]) {
+        const s = await SmtpClientSession.open(target(mx.port), source, dane([wrong, rec]), short);
+        expect([rec.usage, s.info.tls]).toEqual([rec.usage, expect.objectContaining({ policy: 'dane', verified: true })]);
+        expect(await deliver(s, mx)).toMatchObject({ tls: true });
+      }
+      const before = mx.connections.length;
+      expect(await refusal(mx, dane([wrong]))).toMatchObject({ kind: 'tls-required', tls: { policy: 'dane', verified: false, failure: 'tlsa-invalid' } });
+      expect(mx.connections.length - before).toBe(1);
+      // DANE-TA checks the name too.
+      const elsewhere = { ...dane([ta]), names: ['elsewhere.test'] };
+      expect((await refusal(mx, elsewhere)).tls).toMatchObject({ failure: 'certificate-host-mismatch' });
+      expect(mx.messages).toHaveLength(2);
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('dane with only unusable records (PKIX usages) still requires TLS, unauthenticated, and says tlsa-invalid', async () => {
+    const mx = await startTlsMx(chain(selfSigned));
+    const plain = await startTlsMx({ offer: false });
+    const pkixOnly = dane([{ usage: 1, selector: 1, matchingType: 1, data: tlsaData(selfSigned, 1, 1) }]);
+    try {
+      const s = await SmtpClientSession.open(target(mx.port), source, pkixOnly, short);
+      expect(s.info.tls).toMatchObject({ policy: 'dane', verified: false, failure: 'tlsa-invalid' });
+      expect(await deliver(s, mx)).toMatchObject({ tls: true });
+      expect(await refusal(plain, pkixOnly)).toMatchObject({ kind: 'tls-required', tls: { failure: 'starttls-not-supported' } });
+    } finally {
+      await mx.close();
+      await plain.close();
+    }
+  });
 });
