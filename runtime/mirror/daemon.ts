@@ -27,6 +27,7 @@ import { applyBatch, parseOps } from './apply';
 import type { MirrorConfig } from './config';
 import { MIRROR_SECRET_ENV } from './config';
 import { inventory, type Inventory } from './files';
+import { guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
 import { Sender, type Batch } from './sender';
 import { readState, writeState, type MirrorState } from './state';
 
@@ -48,6 +49,8 @@ export interface MirrorStatus {
   bytes_received: number;
   batches: number;
   demotions: number;
+  /** Bytes set aside from this node's own history (a returning primary's unreplicated tail), and whether a catch-up still has to file them. */
+  quarantine: QuarantineSummary;
 }
 
 /** A frame's epoch; a frame without one is a protocol error on this channel. */
@@ -72,6 +75,7 @@ export class MirrorDaemon {
   private bytesReceived = 0;
   private batches = 0;
   private demotions = 0;
+  private quarantine: QuarantineSummary = { pending: false, reports: [], messages: 0 };
   private wake?: () => void;
   private readonly sockets = new Set<import('node:net').Socket>();
   port = 0;
@@ -108,6 +112,7 @@ export class MirrorDaemon {
     });
     this.server.on('secureConnection', (socket: TLSSocket) => void this.accept(socket));
     this.server.on('tlsClientError', (err) => this.logger.warn({ err: err.message }, 'mirror: TLS handshake failed'));
+    this.quarantine = await quarantineSummary(this.config.persistentPath);
     this.port = await listen(this.server as unknown as import('node:net').Server, this.config.listen.port, this.config.listen.address);
     this.logger.info({ role: this.state.role, epoch: this.state.epoch, listen: `${this.config.listen.address}:${this.port}`, peer: this.peerName() }, 'mirror started');
     if (this.state.role === 'primary') void this.dialLoop();
@@ -146,6 +151,7 @@ export class MirrorDaemon {
       bytes_received: this.bytesReceived,
       batches: this.batches,
       demotions: this.demotions,
+      quarantine: this.quarantine,
     };
   }
 
@@ -183,6 +189,11 @@ export class MirrorDaemon {
   /** A higher epoch was seen: become (or stay) a secondary of that epoch, fencing the MTA if this node was primary. */
   private demote(epoch: number, why: string): void {
     const wasPrimary = this.state.role === 'primary';
+    // Before the role changes: what this primary accepted that the new one never got must be set aside, not overwritten.
+    if (wasPrimary) {
+      markForQuarantine(this.config.persistentPath, this.state.epoch, `was primary of epoch ${this.state.epoch}; demoted: ${why}`, this.now());
+      this.quarantine = { ...this.quarantine, pending: true };
+    }
     this.setState({ role: 'secondary', epoch: Math.max(epoch, this.state.epoch), caughtUp: false });
     if (!wasPrimary) return;
     this.demotions++;
@@ -269,6 +280,8 @@ export class MirrorDaemon {
   }
 
   private async receive(channel: FrameChannel): Promise<void> {
+    const guard = guardCatchUp(this.config.persistentPath, this.state.epoch, this.lockPid(), this.logger, this.now());
+    if (guard) this.quarantine = { ...this.quarantine, pending: true };
     const files: Inventory = await inventory(this.config.persistentPath);
     channel.send({ t: 'inventory', epoch: this.state.epoch, files });
     let synced = false;
@@ -297,12 +310,17 @@ export class MirrorDaemon {
         const ops = parseOps(f.header.ops, body.length);
         // Bytes of a catch-up are landing: until the primary says it is done, this node is not promotable.
         if (!synced && this.state.caughtUp) this.setState({ ...this.state, caughtUp: false });
+        await guard?.protect(ops);
         await applyBatch(this.config.persistentPath, ops, body);
         this.bytesReceived += body.length;
         this.batches++;
         channel.send({ t: 'ack', epoch: this.state.epoch, seq, durable: true });
       } else if (f.header.t === 'synced') {
         synced = true;
+        if (guard) {
+          await guard.finish(epoch, this.now());
+          this.quarantine = await quarantineSummary(this.config.persistentPath);
+        }
         if (!this.state.caughtUp) this.setState({ ...this.state, caughtUp: true });
         this.logger.info({ epoch }, 'mirror: caught up with the primary');
       } else if (f.header.t === 'status') {
