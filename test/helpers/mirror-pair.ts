@@ -25,7 +25,7 @@ export function replicatedSums(root: string): Record<string, string> {
 export type StatusJson = Record<string, unknown>;
 
 /** Polls both daemons' /status (one request at a time each, over HTTP: cheaper than a CLI process per poll) until `check` holds. */
-export async function untilStatus(check: (p: StatusJson, s: StatusJson) => boolean, a: string, b: string, what: string, mirrors: MirrorProcess[]): Promise<[StatusJson, StatusJson]> {
+export async function untilStatus(check: (p: StatusJson, s: StatusJson) => boolean, a: string, b: string, what: string, mirrors: MirrorProcess[], timeoutMs = 60_000): Promise<[StatusJson, StatusJson]> {
   const get = async (admin: string): Promise<StatusJson> => (await (await fetch(`http://${admin}/status`)).json()) as StatusJson;
   let last: [StatusJson, StatusJson] | undefined;
   let ok = false;
@@ -38,7 +38,7 @@ export async function untilStatus(check: (p: StatusJson, s: StatusJson) => boole
     }
   })();
   try {
-    await waitUntil(() => ok, 60_000, () => `${what}: ${JSON.stringify(last)}\n${mirrors.map((m) => m.log().slice(-3000)).join('\n---\n')}`);
+    await waitUntil(() => ok, timeoutMs, () => `${what}: ${JSON.stringify(last)}\n${mirrors.map((m) => m.log().slice(-3000)).join('\n---\n')}`);
   } finally {
     done = true;
     await loop;
