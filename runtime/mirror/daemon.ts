@@ -27,7 +27,7 @@ import { applyBatch, parseOps } from './apply';
 import type { MirrorConfig } from './config';
 import { MIRROR_SECRET_ENV } from './config';
 import { inventory, type Inventory } from './files';
-import { guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
+import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
 import { Sender, type Batch } from './sender';
 import { readState, writeState, type MirrorState } from './state';
 
@@ -168,6 +168,10 @@ export class MirrorDaemon {
     }
     this.setState({ role: 'primary', epoch: this.state.epoch + 1, caughtUp: this.state.caughtUp });
     this.logger.warn({ epoch: this.state.epoch, force }, 'mirror: promoted to primary');
+    // Promoted mid-catch-up: what it set aside so far is filed now, against what it serves from here on.
+    void fileOnPromotion(this.config.persistentPath, this.state.epoch, this.logger, this.now())
+      .then(async () => (this.quarantine = await quarantineSummary(this.config.persistentPath)))
+      .catch((err: Error) => this.logger.error({ err: err.message }, 'mirror: filing the quarantine at promotion failed; the originals stay in mirror/quarantine/pending'));
     const old = this.inbound;
     if (old?.open) {
       try {

@@ -267,6 +267,17 @@ export class QuarantineGuard {
   }
 }
 
+/**
+ * A node promoted while still marked (its catch-up did not finish): it now
+ * serves what it holds, so the originals already set aside are compared with
+ * that and filed at once, and the mark goes (its own files are live again).
+ */
+export async function fileOnPromotion(root: string, epoch: number, logger: Logger, now: number): Promise<QuarantineReport | undefined> {
+  const marker = readMarker(root);
+  if (!marker) return undefined;
+  return new QuarantineGuard(root, marker, logger).finish(epoch, now);
+}
+
 /** Where the bytes only `original` holds begin: the start of the record (spool) or line (logs) that holds the first difference. */
 function uniqueFrom(rel: string, original: Buffer, current: Buffer): number {
   const n = Math.min(original.length, current.length);

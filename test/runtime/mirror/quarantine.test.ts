@@ -9,7 +9,7 @@
 // messages it acknowledged after the cut.
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { guardCatchUp, markForQuarantine, quarantineDir, quarantineSummary, readMarker, type QuarantineReport } from '../../../runtime/mirror/quarantine';
+import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineDir, quarantineSummary, readMarker, type QuarantineReport } from '../../../runtime/mirror/quarantine';
 import { createLogger } from '../../../runtime/shared/log';
 import { RecordType, frame, messagePayload } from '../../../runtime/shared/spool-record';
 import { testConfigYaml } from '../../helpers/config';
@@ -108,6 +108,20 @@ describe('the guard', () => {
     expect(await guard.finish(2, 0)).toBeUndefined();
     expect(readMarker(root)).toBeUndefined();
     expect(readdirSync(quarantineDir(root))).toEqual([]);
+  });
+
+  test('a node promoted before its catch-up finished files what it set aside so far, and is unmarked', async () => {
+    const root = join(dir, 'promoted-mid-catch-up');
+    const seg = 'spool/p000/000000000001.seg';
+    put(root, seg, Buffer.concat([message('m1', 'r1@x.test'), message('m2', 'r2@x.test')]));
+    markForQuarantine(root, 1, 'test', 0);
+    const guard = guardCatchUp(root, 2, undefined, logger, 0)!;
+    await guard.protect([{ op: 'truncate', path: seg, size: 0 }]);
+    put(root, seg, message('m1', 'r1@x.test')); // the catch-up got this far
+    const report = (await fileOnPromotion(root, 3, logger, 0))!;
+    expect(report).toMatchObject({ epoch: 1, primary_epoch: 3, messages: ['m2'] });
+    expect(readMarker(root)).toBeUndefined();
+    expect(await fileOnPromotion(root, 3, logger, 0)).toBeUndefined();
   });
 
   test('an MTA\'s lock left on a secondary marks it (that MTA may have accepted mail), once', () => {
