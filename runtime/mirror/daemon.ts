@@ -77,6 +77,8 @@ export class MirrorDaemon {
   private demotions = 0;
   private quarantine: QuarantineSummary = { pending: false, reports: [], messages: 0 };
   private wake?: () => void;
+  /** The secondary's receive loop while one runs: a promotion files the quarantine only after it stopped writing. */
+  private receiving?: Promise<void>;
   private readonly sockets = new Set<import('node:net').Socket>();
   port = 0;
 
@@ -168,8 +170,10 @@ export class MirrorDaemon {
     }
     this.setState({ role: 'primary', epoch: this.state.epoch + 1, caughtUp: this.state.caughtUp });
     this.logger.warn({ epoch: this.state.epoch, force }, 'mirror: promoted to primary');
-    // Promoted mid-catch-up: what it set aside so far is filed now, against what it serves from here on.
-    void fileOnPromotion(this.config.persistentPath, this.state.epoch, this.logger, this.now())
+    // Promoted mid-catch-up: what it set aside so far is filed now (once the receive loop has let go), against what it serves from here on.
+    const epoch = this.state.epoch;
+    void (this.receiving ?? Promise.resolve())
+      .then(() => fileOnPromotion(this.config.persistentPath, epoch, this.logger, this.now()))
       .then(async () => (this.quarantine = await quarantineSummary(this.config.persistentPath)))
       .catch((err: Error) => this.logger.error({ err: err.message }, 'mirror: filing the quarantine at promotion failed; the originals stay in mirror/quarantine/pending'));
     const old = this.inbound;
@@ -276,7 +280,9 @@ export class MirrorDaemon {
       this.inbound = channel;
       this.lastContact = this.now();
       this.logger.info({ peer: hello.name, epoch }, 'mirror: primary connected');
-      await this.receive(channel);
+      const run = this.receive(channel);
+      this.receiving = run.catch(() => undefined);
+      await run;
     } catch (err) {
       if (channel.open) this.logger.warn({ err: (err as Error).message }, 'mirror: inbound link failed');
       channel.close();
