@@ -27,6 +27,8 @@ export function mirrorMetrics(daemon: MirrorDaemon): Registry {
   gauge('volley_mirror_bytes_received', 'file bytes received from the primary since start', () => daemon.status().bytes_received);
   gauge('volley_mirror_batches', 'replication batches made durable since start', () => daemon.status().batches);
   gauge('volley_mirror_demotions', 'times this node stepped down on seeing a higher epoch', () => daemon.status().demotions);
+  gauge('volley_mirror_quarantine_pending', '1 while this node may hold mail its primary never received and its catch-up has not filed it yet', () => (daemon.status().quarantine.pending ? 1 : 0));
+  gauge('volley_mirror_quarantined_messages', 'messages in this node\'s quarantine reports: accepted here, never received by the primary, not delivered', () => daemon.status().quarantine.messages);
   return registry;
 }
 

@@ -141,9 +141,13 @@ describe('MirrorDaemon pair', () => {
     await guardCatchUp(root, 1, undefined, captureLogger().logger, 0)!.protect([{ op: 'truncate', path: 'spool/p0/000000000001.seg', size: 0 }]);
     const lone = await node('midway', { self: await getFreePort(), peer: await getFreePort() });
     expect(lone.daemon.status().quarantine.pending).toBe(true);
+    expect(await (await fetch(`${lone.admin}/metrics`)).text()).toMatch(/^volley_mirror_quarantine_pending 1$/m);
     lone.daemon.promote(true);
     await waitUntil(() => lone.daemon.status().quarantine.reports.length === 1, 10_000, () => lone.log());
     expect(lone.daemon.status().quarantine).toMatchObject({ pending: false, reports: [{ bytes: 'its own tail'.length }] });
+    const metrics = await (await fetch(`${lone.admin}/metrics`)).text();
+    expect(metrics).toMatch(/^volley_mirror_quarantine_pending 0$/m);
+    expect(metrics).toMatch(/^volley_mirror_quarantined_messages 0$/m); // its own tail was no spool record: bytes, no message id
   });
 
   it('a secondary refuses to mirror into a persistent path an MTA is running on, until it stops', async () => {

@@ -221,6 +221,7 @@ test('the old primary returns after a forced promotion: demoted, caught up byte-
   const human = await mirrorCli(['status', '--admin', adminA]);
   expect(human.stdout).toMatch(/^quarantine\s+40 messages never received by the primary, in 1 report\(s\); last: .*quarantine\.json$/m);
   expect(mirrorA.log()).toContain('quarantined what this node alone held');
+  expect(await (await fetch(`http://${adminA}/metrics`)).text()).toMatch(/^volley_mirror_quarantined_messages 40$/m);
   // The new primary (never a primary before it was promoted) set nothing aside.
   expect(existsSync(quarantineDir(ppB))).toBe(false);
 }, 300_000);
