@@ -30,6 +30,14 @@ async function call(url: string, method: 'GET' | 'POST'): Promise<{ status: numb
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
+/** What this node set aside of its own history: where, and how many messages the primary never received. */
+function quarantineLine(q: MirrorStatus['quarantine'] | undefined): string {
+  if (!q) return 'none';
+  const last = q.reports[q.reports.length - 1];
+  const filed = last ? `${q.messages} messages never received by the primary, in ${q.reports.length} report(s); last: ${last.dir}/quarantine.json` : 'none';
+  return q.pending ? `${filed === 'none' ? '' : `${filed}; `}pending (this node's catch-up sets aside what only it holds)` : filed;
+}
+
 function printStatus(s: MirrorStatus): void {
   const lines: [string, string][] = [
     ['role', s.role],
@@ -39,6 +47,7 @@ function printStatus(s: MirrorStatus): void {
     ['caught up', s.caught_up ? 'yes' : 'no'],
     ['lag', `${s.lag_bytes} bytes, ${s.lag_seconds.toFixed(3)} s`],
     ['last contact', s.last_contact ?? 'never'],
+    ['quarantine', quarantineLine(s.quarantine)],
   ];
   if (s.lease) {
     const l = s.lease;

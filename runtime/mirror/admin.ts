@@ -35,6 +35,8 @@ export function mirrorMetrics(daemon: MirrorDaemon): Registry {
     gauge('volley_mirror_lease_expires_seconds', 'seconds until the arbiter lease last seen expires (negative: expired; NaN: never read)', () => lease.expiresInSeconds() ?? NaN);
     gauge('volley_mirror_arbiter_errors', 'arbiter reads or writes that failed since start', () => lease.errors);
   }
+  gauge('volley_mirror_quarantine_pending', '1 while this node may hold mail its primary never received and its catch-up has not filed it yet', () => (daemon.status().quarantine.pending ? 1 : 0));
+  gauge('volley_mirror_quarantined_messages', 'messages in this node\'s quarantine reports: accepted here, never received by the primary, not delivered', () => daemon.status().quarantine.messages);
   return registry;
 }
 

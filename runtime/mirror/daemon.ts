@@ -31,9 +31,10 @@ import type { MirrorConfig } from './config';
 import { MIRROR_SECRET_ENV } from './config';
 import { inventory, type Inventory } from './files';
 import { LeaseKeeper, type LeaseStatus } from './lease';
-import { fenceMta, liveMtaPid } from './mta-fence';
+import { fenceMta, liveMtaPid, lockPid } from './mta-fence';
 import { runPromoteCommand } from './promote-command';
 import { runSwitchover, type SwitchoverResult } from './switchover';
+import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
 import { Sender, type Batch } from './sender';
 import { readState, writeState, type MirrorState } from './state';
 
@@ -58,6 +59,8 @@ export interface MirrorStatus {
   /** The arbiter lease as this node last saw it (automatic failover configured). */
   lease?: LeaseStatus;
   promote_command?: { epoch: number; exit?: number | null; error?: string };
+  /** Bytes set aside from this node's own history (a returning primary's unreplicated tail), and whether a catch-up still has to file them. */
+  quarantine: QuarantineSummary;
 }
 
 /** A frame's epoch; a frame without one is a protocol error on this channel. */
@@ -82,7 +85,10 @@ export class MirrorDaemon {
   private bytesReceived = 0;
   private batches = 0;
   private demotions = 0;
+  private quarantine: QuarantineSummary = { pending: false, reports: [], messages: 0 };
   private wake?: () => void;
+  /** The secondary's receive loop while one runs: a promotion files the quarantine only after it stopped writing. */
+  private receiving?: Promise<void>;
   private readonly sockets = new Set<import('node:net').Socket>();
   /** Automatic failover: the arbiter lease (undefined without an arbiter). */
   readonly lease?: LeaseKeeper;
@@ -139,6 +145,7 @@ export class MirrorDaemon {
     });
     this.server.on('secureConnection', (socket: TLSSocket) => void this.accept(socket));
     this.server.on('tlsClientError', (err) => this.logger.warn({ err: err.message }, 'mirror: TLS handshake failed'));
+    this.quarantine = await quarantineSummary(this.config.persistentPath);
     this.port = await listen(this.server as unknown as import('node:net').Server, this.config.listen.port, this.config.listen.address);
     this.logger.info({ role: this.state.role, epoch: this.state.epoch, listen: `${this.config.listen.address}:${this.port}`, peer: this.peerName() }, 'mirror started');
     if (this.state.role === 'primary') void this.dialLoop();
@@ -186,6 +193,7 @@ export class MirrorDaemon {
       demotions: this.demotions,
       ...(this.lease ? { lease: this.lease.status() } : {}),
       ...(this.lastPromoteRun ? { promote_command: this.lastPromoteRun } : {}),
+      quarantine: this.quarantine,
     };
   }
 
@@ -290,6 +298,11 @@ export class MirrorDaemon {
   private becomePrimary(epoch: number, why: string): void {
     this.setState({ role: 'primary', epoch, caughtUp: this.state.caughtUp });
     this.logger.warn({ epoch, why }, 'mirror: promoted to primary');
+    // Promoted mid-catch-up: what it set aside so far is filed now (once the receive loop has let go), against what it serves from here on.
+    void (this.receiving ?? Promise.resolve())
+      .then(() => fileOnPromotion(this.config.persistentPath, epoch, this.logger, this.now()))
+      .then(async () => (this.quarantine = await quarantineSummary(this.config.persistentPath)))
+      .catch((err: Error) => this.logger.error({ err: err.message }, 'mirror: filing the quarantine at promotion failed; the originals stay in mirror/quarantine/pending'));
     const old = this.inbound;
     if (old?.open) {
       try {
@@ -315,6 +328,11 @@ export class MirrorDaemon {
   /** A higher epoch was seen: become (or stay) a secondary of that epoch, fencing the MTA if this node was primary. */
   private demote(epoch: number, why: string): void {
     const wasPrimary = this.state.role === 'primary';
+    // Before the role changes: what this primary accepted that the new one never got must be set aside, not overwritten.
+    if (wasPrimary) {
+      markForQuarantine(this.config.persistentPath, this.state.epoch, `was primary of epoch ${this.state.epoch}; demoted: ${why}`, this.now());
+      this.quarantine = { ...this.quarantine, pending: true };
+    }
     this.setState({ role: 'secondary', epoch: Math.max(epoch, this.state.epoch), caughtUp: false });
     if (!wasPrimary) return;
     this.lease?.released();
@@ -365,7 +383,9 @@ export class MirrorDaemon {
       this.inbound = channel;
       this.lastContact = this.now();
       this.logger.info({ peer: hello.name, epoch }, 'mirror: primary connected');
-      await this.receive(channel);
+      const run = this.receive(channel);
+      this.receiving = run.catch(() => undefined);
+      await run;
     } catch (err) {
       if (channel.open) this.logger.warn({ err: (err as Error).message }, 'mirror: inbound link failed');
       channel.close();
@@ -373,6 +393,8 @@ export class MirrorDaemon {
   }
 
   private async receive(channel: FrameChannel): Promise<void> {
+    const guard = guardCatchUp(this.config.persistentPath, this.state.epoch, lockPid(this.config.persistentPath), this.logger, this.now());
+    if (guard) this.quarantine = { ...this.quarantine, pending: true };
     const files: Inventory = await inventory(this.config.persistentPath);
     channel.send({ t: 'inventory', epoch: this.state.epoch, files });
     let synced = false;
@@ -401,12 +423,17 @@ export class MirrorDaemon {
         const ops = parseOps(f.header.ops, body.length);
         // Bytes of a catch-up are landing: until the primary says it is done, this node is not promotable.
         if (!synced && this.state.caughtUp) this.setState({ ...this.state, caughtUp: false });
+        await guard?.protect(ops);
         await applyBatch(this.config.persistentPath, ops, body);
         this.bytesReceived += body.length;
         this.batches++;
         channel.send({ t: 'ack', epoch: this.state.epoch, seq, durable: true });
       } else if (f.header.t === 'synced') {
         synced = true;
+        if (guard) {
+          await guard.finish(epoch, this.now());
+          this.quarantine = await quarantineSummary(this.config.persistentPath);
+        }
         if (!this.state.caughtUp) this.setState({ ...this.state, caughtUp: true });
         this.logger.info({ epoch }, 'mirror: caught up with the primary');
       } else if (f.header.t === 'takeover') {

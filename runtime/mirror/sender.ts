@@ -14,7 +14,7 @@
 // the secondary follows.
 import { VolleyError } from '../shared/errors';
 import type { BatchOp } from './apply';
-import { TAIL_BLOCK, absolute, fileChecksum, readRange, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
+import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
 
 interface Tracked {
   kind: FileKind;
@@ -102,6 +102,12 @@ export class Sender {
       } else {
         // A whole file the secondary holds already is not sent again.
         this.files.set(path, { kind: 'whole', sent: 0, acked: 0, sentSum: same ? theirs.sum : undefined, ackedSum: same ? theirs.sum : undefined, mtimeMs: -1, ino: mine.ino, full: false });
+      }
+    }
+    for (const dir of lostPositions(peer, local)) {
+      // The secondary's position in this log is gone (its last file rotated away here): every live file it lacks is a full copy, at resync_rate.
+      for (const mine of local.values()) {
+        if (mine.kind === 'append' && !(mine.path in peer) && parentOf(mine.path) === dir) this.startFull(mine.path, mine);
       }
     }
   }
@@ -264,4 +270,23 @@ export class Sender {
     if (!path) throw new VolleyError('EMIRRORPATH', 'empty path');
     return absolute(this.options.root, path);
   }
+}
+
+function parentOf(path: string): string {
+  return path.slice(0, Math.max(0, path.lastIndexOf('/')));
+}
+
+/**
+ * Folders of append files (a spool partition, an event log) where the
+ * secondary's last file is one the primary no longer has: where it stopped
+ * was deleted (the segments rotated away), so it cannot resume there.
+ */
+function lostPositions(peer: Inventory, local: Map<string, LocalFile>): Set<string> {
+  const last = new Map<string, string>();
+  for (const path of Object.keys(peer)) {
+    if (classify(path) !== 'append') continue;
+    const dir = parentOf(path);
+    if ((last.get(dir) ?? '') < path) last.set(dir, path);
+  }
+  return new Set([...last].filter(([, path]) => !local.has(path)).map(([dir]) => dir));
 }

@@ -1,15 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SpoolPartition } from '../../runtime/mta/spool/partition';
-import type { Envelope } from '../../runtime/mta/spool/types';
-import { newMessageId } from '../../runtime/mta/message-id';
 import { ADMIN_AUTH, writeTestConfig } from '../helpers/config';
 import { defaultWorkers } from '../../runtime/mta/primary';
 import { startMta } from '../helpers/mta-process';
 import { runSmtpSource } from '../helpers/postfix-tools';
 import { histogramQuantile, processTree, processUsage } from './mta-metrics';
 import { ownMta, runDeadlineMs } from './run-guard';
+import { fillSpool } from './spool-fill';
 
 export interface IntakeResult {
   workers: number;
@@ -80,21 +78,7 @@ function subtractHistogram(after: string, before: string, name: string): string 
 export async function measureStartup(count: number, workers = defaultWorkers()): Promise<{ startupS: number; rssMb: number; queued: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-bench-1m-'));
   try {
-    const body = Buffer.alloc(2048, 'x');
-    const parts = await Promise.all(
-      Array.from({ length: workers }, (_, w) => SpoolPartition.open({ dir: join(dir, 'pp', 'spool', `p${String(w).padStart(3, '0')}`), fsync: false })),
-    );
-    const now = Date.now();
-    for (let i = 0; i < count; i += 1000) {
-      await Promise.all(
-        Array.from({ length: Math.min(1000, count - i) }, (_, k) => {
-          const n = i + k;
-          const env: Envelope = { id: newMessageId(), from: 'bulk@bench.example', to: [`r${n}@d${n % 1000}.example`], received: now, via: 'smtp', next: now + 86_400_000, size: body.length };
-          return parts[n % workers].appendMessage(env, body);
-        }),
-      );
-    }
-    await Promise.all(parts.map((p) => p.close()));
+    await fillSpool(join(dir, 'pp'), count, workers);
     const config = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'] });
     const t0 = Date.now();
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });

@@ -12,6 +12,7 @@ import { measureNodeFloor, measureToolsCeiling } from './floor';
 import { measureFleet } from './fleet';
 import { measureThroughProxy } from './proxy';
 import { measureIntake, measureStartup } from './intake';
+import { mirrorFigures } from './mirror-figures';
 import { measurePostfixIntake, measurePostfixRelay } from './postfix';
 import { measureSpoolFormats } from './spool-formats';
 import { runDeadlineMs } from './run-guard';
@@ -26,6 +27,9 @@ const STARTUP_MESSAGES = Number(process.env.BENCH_STARTUP_MESSAGES ?? 1_000_000)
 // every setup, Postfix included, gets the same warm-up; the cold rate is
 // reported beside it.
 const WARMUP_MESSAGES = Number(process.env.BENCH_WARMUP_MESSAGES ?? 30_000);
+/** The mirror's promotion is timed with this many messages queued (issue 18: 1,000,000), and its full resync copies this many MB. */
+const MIRROR_PROMOTE_MESSAGES = Number(process.env.BENCH_MIRROR_PROMOTE_MESSAGES ?? 1_000_000);
+const MIRROR_RESYNC_MB = Number(process.env.BENCH_MIRROR_RESYNC_MB ?? 512);
 /** Events pre-written for the webhook delivery rate (issue 16: at least 200,000). */
 const WEBHOOK_EVENTS = Number(process.env.BENCH_WEBHOOK_EVENTS ?? 200_000);
 
@@ -50,7 +54,7 @@ async function main(): Promise<void> {
   const openFiles = openFileLimit();
   if (openFiles < MIN_OPEN_FILES) throw new Error(`the open-file limit is ${openFiles}, under the ${MIN_OPEN_FILES} the bench needs (the held sink alone holds 1,024 connections): raise it (ulimit -n ${MIN_OPEN_FILES * 4}) and run again`);
   // Every run has its own deadline; this one is for everything between them (a stop, a start-up).
-  const allMs = 22 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000) + runDeadlineMs(WEBHOOK_EVENTS, 1000);
+  const allMs = 22 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000) + runDeadlineMs(MIRROR_PROMOTE_MESSAGES, 2_000) + runDeadlineMs(LOAD.messages) + runDeadlineMs(0) + runDeadlineMs(WEBHOOK_EVENTS, 1000);
   // Not unref'd: a wait that holds no handle would otherwise let the process end silently, with no FAILED line.
   const watchdog = setTimeout(() => fail(new Error(`the whole bench's deadline of ${Math.round(allMs / 60_000)} minutes hit`)), allMs);
   line(`open files: ${openFiles}; each run fails at its deadline (a minute plus its messages at 100 msg/s) or at the first message its MTA defers`);
@@ -238,6 +242,9 @@ async function main(): Promise<void> {
   partial.drain_msgs_per_s = drained.msgsPerSec;
   line(`drain of ${LOAD.messages} 2 KB messages, one MTA to one destination MTA over HTTPS: ${drained.msgsPerSec} msg/s (move ${drained.moveMs} ms; whole command ${drained.commandMs} ms)`);
   Object.assign(bench, { drain_msgs_per_s: drained.msgsPerSec });
+  // The HA mirror (issue 18): async lag at intake load, a full resync, a promotion with a full queue.
+  stage = 'mirror';
+  Object.assign(bench, await mirrorFigures({ load: LOAD, resyncMb: MIRROR_RESYNC_MB, promoteMessages: MIRROR_PROMOTE_MESSAGES }, partial, line));
   line(`BENCH ${JSON.stringify(bench)}`);
   clearTimeout(watchdog);
 }

@@ -8,6 +8,8 @@ export interface SourceTally {
   errors: string[];
   /** smtp-source runs that died on an error and were started again for the rest of their share. */
   restarts: number;
+  /** Recipient -> the message id the 250 named ("queued as <id>"), when it named one. */
+  queuedAs?: Map<string, string>;
 }
 
 /**
@@ -76,6 +78,8 @@ function runOne(o: { port: number; count: number; to: string; sizeBytes?: number
           finished++;
           if (said.startsWith('<<< 250')) {
             tally.acked.push(rcpt!);
+            const id = /queued as (\S+)/.exec(said)?.[1];
+            if (id) (tally.queuedAs ??= new Map()).set(rcpt!, id);
             o.onAck?.(tally.acked.length);
           } else {
             // smtp-source stops at a refusal: the fatal line that follows is this same error.

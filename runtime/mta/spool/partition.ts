@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { VolleyError, errorCode } from '../../shared/errors';
-import { HEADER_SIZE, RecordType, frame, messagePayload, splitMessagePayload, parseHeader, checksumOk } from './record';
+import { HEADER_SIZE, RecordType, frame, messagePayload, splitMessagePayload, parseHeader, checksumOk } from '../../shared/spool-record';
 import { readSegment, readSegmentBatches, type RawRecord } from './segment-reader';
 import type { DoneRecord, Envelope, Position, SpoolEntry, StateChange } from './types';
 import { comparePositions } from './types';

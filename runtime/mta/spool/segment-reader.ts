@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { HEADER_SIZE, MAGIC, checksumOk, parseHeader, type RecordType } from './record';
+import { HEADER_SIZE, MAGIC, checksumOk, parseHeader, type RecordType } from '../../shared/spool-record';
 
 /**
  * One record as read: where it lies in the read buffer rather than copies or

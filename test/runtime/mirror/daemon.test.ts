@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { startMirrorAdmin } from '../../../runtime/mirror/admin';
 import { parseMirrorConfig, type MirrorConfig } from '../../../runtime/mirror/config';
 import { MirrorDaemon } from '../../../runtime/mirror/daemon';
+import { guardCatchUp, markForQuarantine } from '../../../runtime/mirror/quarantine';
 import { readState, writeState } from '../../../runtime/mirror/state';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
@@ -67,7 +68,7 @@ describe('MirrorDaemon pair', () => {
     writeFileSync(join(a.root, 'node-id'), 'node-a\n');
     await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
     expect(readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8')).toBe('first record\n');
-    expect(readState(b.root)).toMatchObject({ role: 'secondary', epoch: 1, caughtUp: true });
+    expect(readState(b.root)).toEqual({ role: 'secondary', epoch: 1, caughtUp: true, outdated: false, peerOutdated: false });
 
     appendFileSync(join(a.root, 'spool/p0/000000000001.seg'), 'second record\n');
     await waitUntil(() => { try { return readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8').endsWith('second record\n'); } catch { return false; } }, 10_000);
@@ -124,6 +125,29 @@ describe('MirrorDaemon pair', () => {
     await waitUntil(() => a.daemon.state.role === 'secondary', 10_000, () => a.log());
     expect(readState(a.root)).toMatchObject({ role: 'secondary', epoch: 5 });
     expect(b.daemon.state).toMatchObject({ role: 'primary', epoch: 5 });
+    // What only the stale primary had is not simply deleted by its catch-up: it is set aside and reported.
+    await waitUntil(() => a.daemon.status().quarantine.reports.length === 1 && !a.daemon.status().quarantine.pending, 10_000, () => a.log());
+    expect(existsSync(join(a.root, 'spool/p0/000000000001.seg'))).toBe(false);
+    const [report] = a.daemon.status().quarantine.reports;
+    expect(report.dir).toMatch(/\/mirror\/quarantine\/3-\d{8}T\d{6}Z$/);
+    expect(readFileSync(join(report.dir, 'spool/p0/000000000001.seg'), 'utf8')).toBe('only the stale primary has this');
+  });
+
+  it('a node promoted before its catch-up finished files what it had set aside so far', async () => {
+    const root = join(base, 'midway');
+    mkdirSync(join(root, 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(root, 'spool/p0/000000000001.seg'), 'its own tail');
+    markForQuarantine(root, 1, 'test', 0);
+    await guardCatchUp(root, 1, undefined, captureLogger().logger, 0)!.protect([{ op: 'truncate', path: 'spool/p0/000000000001.seg', size: 0 }]);
+    const lone = await node('midway', { self: await getFreePort(), peer: await getFreePort() });
+    expect(lone.daemon.status().quarantine.pending).toBe(true);
+    expect(await (await fetch(`${lone.admin}/metrics`)).text()).toMatch(/^volley_mirror_quarantine_pending 1$/m);
+    lone.daemon.promote(true);
+    await waitUntil(() => lone.daemon.status().quarantine.reports.length === 1, 10_000, () => lone.log());
+    expect(lone.daemon.status().quarantine).toMatchObject({ pending: false, reports: [{ bytes: 'its own tail'.length }] });
+    const metrics = await (await fetch(`${lone.admin}/metrics`)).text();
+    expect(metrics).toMatch(/^volley_mirror_quarantine_pending 0$/m);
+    expect(metrics).toMatch(/^volley_mirror_quarantined_messages 0$/m); // its own tail was no spool record: bytes, no message id
   });
 
   it('a secondary refuses to mirror into a persistent path an MTA is running on, until it stops', async () => {

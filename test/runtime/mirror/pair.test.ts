@@ -11,11 +11,10 @@
 // primary's daemons killed under load, what async promises (every message
 // acknowledged before the primary's last published durable position) checked
 // and what it does not (the rest) counted.
-import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { classify } from '../../../runtime/mirror/files';
 import { ADMIN_AUTH, testConfigYaml } from '../../helpers/config';
+import { replicatedSums, untilStatus, type StatusJson } from '../../helpers/mirror-pair';
 import { mirrorCli, startMirror, type MirrorProcess } from '../../helpers/mirror-process';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { getFreePort, SMTP_SOURCE_BIN, startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
@@ -35,19 +34,7 @@ afterAll(async () => {
   for (const s of sinks) await s.stop();
 });
 
-/** sha256 of every file the mirror replicates under root. */
-function sums(root: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string, prefix: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const rel = prefix ? `${prefix}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(join(d, e.name), rel);
-      else if (classify(rel)) out[rel] = createHash('sha256').update(readFileSync(join(d, e.name))).digest('hex');
-    }
-  };
-  walk(root, '');
-  return out;
-}
+const sums = replicatedSums;
 
 async function status(admin: string): Promise<Record<string, unknown>> {
   const r = await mirrorCli(['status', '--json', '--admin', admin]);
@@ -55,25 +42,8 @@ async function status(admin: string): Promise<Record<string, unknown>> {
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
 
-/** Polls both daemons' /status (one request at a time each, over HTTP: cheaper than a CLI process per poll) until `check` holds. */
-async function until(check: (p: Record<string, unknown>, s: Record<string, unknown>) => boolean, a: string, b: string, what: string): Promise<void> {
-  const get = async (admin: string): Promise<Record<string, unknown>> => (await (await fetch(`http://${admin}/status`)).json()) as Record<string, unknown>;
-  let last: [Record<string, unknown>, Record<string, unknown>] | undefined;
-  let ok = false;
-  let done = false;
-  const loop = (async () => {
-    while (!done && !ok) {
-      last = await Promise.all([get(a), get(b)]).catch(() => last);
-      if (last) ok = check(last[0], last[1]);
-      if (!ok) await new Promise((r) => setTimeout(r, 150));
-    }
-  })();
-  try {
-    await waitUntil(() => ok, 60_000, () => `${what}: ${JSON.stringify(last)}\n${mirrors.map((m) => m.log().slice(-3000)).join('\n---\n')}`);
-  } finally {
-    done = true;
-    await loop;
-  }
+async function until(check: (p: StatusJson, s: StatusJson) => boolean, a: string, b: string, what: string): Promise<void> {
+  await untilStatus(check, a, b, what, mirrors);
 }
 
 function copies(dumpDir: string): Map<string, number> {

@@ -170,6 +170,35 @@ describe('Sender + applyBatch', () => {
     expect(sender.stats()).toMatchObject({ caughtUp: true, lagBytes: 0 });
   });
 
+  it('a secondary whose position was deleted (its last segment rotated away) gets a full copy of the live segments, at resync_rate', async () => {
+    const { primary, secondary } = pair();
+    put(primary, 'spool/p0/000000000001.seg', Buffer.alloc(3_000, 1));
+    await drain(await connect(primary, secondary), secondary);
+    // Away: the primary's segments roll on and the one the secondary stopped in is reclaimed.
+    const { rmSync } = await import('node:fs');
+    rmSync(join(primary, 'spool/p0/000000000001.seg'));
+    put(primary, 'spool/p0/000000000002.seg', Buffer.alloc(6_000, 2));
+    put(primary, 'spool/p0/000000000003.seg', Buffer.alloc(2_000, 3));
+    // Another partition that only grew: resumed, not copied.
+    put(primary, 'spool/p1/000000000001.seg', Buffer.alloc(1_000, 4));
+    put(secondary, 'spool/p1/000000000001.seg', Buffer.alloc(500, 4));
+    let clock = 1_000_000;
+    const sender = await connect(primary, secondary, { resyncRateBytes: 4_000, now: () => clock });
+    const sizes: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const batch = await sender.next();
+      if (!batch) break;
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+      sizes.push(batch.body.length);
+      clock += 1_000;
+    }
+    expect(sums(secondary)).toEqual(sums(primary));
+    expect(sender.stats().fullResyncs).toBe(2);
+    // 8,000 bytes of full copy at 4,000 a second (the other partition's 500 new bytes unthrottled in the first batch).
+    expect(sizes).toEqual([4_500, 4_000]);
+  });
+
   it('measures lag in bytes and seconds until the durable ack', async () => {
     const { primary, secondary } = pair();
     let clock = 5_000;

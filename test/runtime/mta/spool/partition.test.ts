@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { DiskReserve } from '../../../../runtime/mta/spool/disk-reserve';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import type { Envelope } from '../../../../runtime/mta/spool/types';
-import { RecordType } from '../../../../runtime/mta/spool/record';
+import { RecordType } from '../../../../runtime/shared/spool-record';
 import { tempDir } from '../../../helpers/tmp';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
 

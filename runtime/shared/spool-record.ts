@@ -1,3 +1,6 @@
+// The spool's record framing, shared by the MTA (which writes and scans its
+// segments) and the HA mirror (which reads the records of bytes it must set
+// aside): the two daemons share code only through runtime/shared.
 import { crc32 } from 'node:zlib';
 
 // On-disk record framing of the spool log (little-endian):
@@ -70,4 +73,45 @@ export function messagePayload(envelopeJson: string, body: Buffer): Buffer[] {
 export function splitMessagePayload(payload: Buffer): { envelope: string; body: Buffer } {
   const envLen = payload.readUInt32LE(0);
   return { envelope: payload.toString('utf8', 4, 4 + envLen), body: payload.subarray(4 + envLen) };
+}
+
+/** The magic as it lies on disk, to search for. */
+const MAGIC_BYTES = (() => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(MAGIC, 0);
+  return b;
+})();
+
+/** One record found in a buffer by `decodeRecords`. */
+export interface DecodedRecord {
+  type: RecordType;
+  /** Offset of the record's header in the buffer. */
+  offset: number;
+  payload: Buffer;
+}
+
+/**
+ * Every valid record in `buf` (a segment or a piece of one that starts on a
+ * record), in order. Bytes that are not a valid record are skipped to the
+ * next magic that starts one, so one bad stretch hides nothing after it; they
+ * and a torn last record are counted in `skipped`.
+ */
+export function decodeRecords(buf: Buffer): { records: DecodedRecord[]; skipped: number } {
+  const records: DecodedRecord[] = [];
+  let skipped = 0;
+  let at = 0;
+  while (at + HEADER_SIZE <= buf.length) {
+    const h = parseHeader(buf, at);
+    if (h && at + HEADER_SIZE + h.length <= buf.length && checksumOk(buf, at, h)) {
+      records.push({ type: h.type, offset: at, payload: buf.subarray(at + HEADER_SIZE, at + HEADER_SIZE + h.length) });
+      at += HEADER_SIZE + h.length;
+      continue;
+    }
+    const next = buf.indexOf(MAGIC_BYTES, at + 1);
+    const to = next < 0 ? buf.length : next;
+    skipped += to - at;
+    at = to;
+  }
+  skipped += buf.length - at;
+  return { records, skipped };
 }
