@@ -5,7 +5,7 @@ import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
+import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type Target } from '../../shared/smtp/connector';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
 import { MinHeap } from './heap';
 import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
@@ -527,17 +527,39 @@ export class DeliveryEngine {
         return;
       }
       permitKey = key;
+      const targets = mxTargets(route, this.config.delivery.mxAddressLimit);
+      let opened: { session: OutboundSession; index: number };
       try {
-        session = await this.open(route, dest.source, dest.domain);
+        opened = await this.open(targets, 0, dest.source, dest.domain);
       } catch (err) {
         const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
         const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
         const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, reply);
         if (pause > 0) dest.heldUntil = this.now() + pause;
-        return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', linkErrorKind(err) ?? ce.kind);
+        // Every MX refused to talk (a 5xx greeting or EHLO included): a fault
+        // of the site, not an answer about this mail, so it is retried
+        // (Postfix's smtp_skip_5xx_greeting).
+        return this.failQueued(dest, reply, 'deferred', linkErrorKind(err) ?? ce.kind);
       }
-      dest.setupMs = average(dest.setupMs, session.info.connectMs);
-      await this.transactions(dest, session, key, destination, limits);
+      const sessionLimit = this.config.delivery.mxSessionLimit;
+      for (let sessions = 1; ; sessions++) {
+        session = opened.session;
+        dest.setupMs = average(dest.setupMs, session.info.connectMs);
+        const paused = await this.transactions(dest, session, key, destination, limits);
+        // A session the server ended early (a 421, a hang-up) with mail still
+        // queued: the rest goes to the next MX address in this delivery, as
+        // Postfix does, up to mx_session_limit sessions; past it, or when no
+        // address is left, the queue waits for the next connection.
+        const failover = !session.usable && !paused && !this.stopped && dest.jobs.length > 0 && !this.isHeldByOperator(dest);
+        if (!failover || (sessionLimit > 0 && sessions >= sessionLimit) || opened.index + 1 >= targets.length) break;
+        session.close();
+        session = undefined;
+        try {
+          opened = await this.open(targets, opened.index + 1, dest.source, dest.domain);
+        } catch {
+          break; // the addresses after it failed too: the queue waits for the next connection, which starts again from the first MX
+        }
+      }
     } catch (err) {
       this.options.logger.error({ err, destination: dest.key }, 'delivery: connection failed unexpectedly');
     } finally {
@@ -586,18 +608,21 @@ export class DeliveryEngine {
     }
   }
 
-  private async open(route: Extract<Route, { kind: 'hosts' }>, source: Source, domain: string): Promise<OutboundSession> {
+  /**
+   * A session with the first of `targets` from `from` on that completes the
+   * handshake. Whatever stops one (no connection, a 4xx/5xx greeting, EHLO
+   * and HELO refused, TLS) moves on to the next address, as Postfix does:
+   * one MX that will not talk says nothing about the others. Throws the last
+   * failure when none is left.
+   */
+  private async open(targets: Target[], from: number, source: Source, domain: string): Promise<{ session: OutboundSession; index: number }> {
     const tls = this.config.tlsPolicies.find((p) => p.domain === domain)?.policy ?? 'opportunistic';
     let last: unknown;
-    for (const host of route.hosts) {
-      for (const ip of host.ips) {
-        try {
-          return await this.options.connector.open({ host: host.host, ip, port: host.port }, source, tls);
-        } catch (err) {
-          last = err;
-          // A 5xx greeting is an answer, not an outage: do not try further MXes for it.
-          if (err instanceof ConnectError && err.kind === 'greeting-rejected' && (err.reply?.code ?? 0) >= 500) throw err;
-        }
+    for (let index = from; index < targets.length; index++) {
+      try {
+        return { session: await this.options.connector.open(targets[index], source, tls), index };
+      } catch (err) {
+        last = err;
       }
     }
     throw last ?? new ConnectError('error', 'no host to connect to');
@@ -608,9 +633,10 @@ export class DeliveryEngine {
    * (RFC 2920), the next message is read from the spool while the current
    * one is on the wire, and its envelope follows the current body at once:
    * in steady state a message costs one round trip and one write instead of
-   * two. Without pipelining, one transaction at a time.
+   * two. Without pipelining, one transaction at a time. True when a
+   * throttle or a backoff rule paused the destination.
    */
-  private async transactions(dest: Destination, session: OutboundSession, key: string, destination: string, limits: Limits): Promise<void> {
+  private async transactions(dest: Destination, session: OutboundSession, key: string, destination: string, limits: Limits): Promise<boolean> {
     const overlap = session.pipelined === true && this.config.delivery.pipelineTransactions;
     const outstanding: Promise<void>[] = [];
     let halted = false;
@@ -646,7 +672,10 @@ export class DeliveryEngine {
         }
         // No message permit is spent on a connection that is done already.
         const permit = over() ? undefined : await this.authority.tryMessage(key, limits);
-        if (permit && !permit.ok) dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
+        if (permit && !permit.ok) {
+          dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
+          halted = true;
+        }
         if (!permit?.ok || over()) {
           dest.jobs.unshift(job);
           break;
@@ -675,6 +704,7 @@ export class DeliveryEngine {
       }
       if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
       await Promise.all(outstanding);
+      return halted;
     } finally {
       setStalled(false);
       ended = true;
@@ -730,6 +760,12 @@ export class DeliveryEngine {
     if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
     if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
   }
+}
+
+/** The addresses a delivery tries, MX hosts in preference order, at most `limit` of them (0: all; Postfix's smtp_mx_address_limit). */
+export function mxTargets(route: Extract<Route, { kind: 'hosts' }>, limit: number): Target[] {
+  const all = route.hosts.flatMap((h) => h.ips.map((ip) => ({ host: h.host, ip, port: h.port })));
+  return limit > 0 ? all.slice(0, limit) : all;
 }
 
 function routeReply(route: Route): SmtpReply {

@@ -110,7 +110,13 @@ export class SmtpClientSession implements OutboundSession {
       this.destroy();
       throw new ConnectError('greeting-rejected', `greeting ${greeting.code} ${greeting.text}`, greeting);
     }
-    await this.hello(source.helo);
+    try {
+      await this.hello(source.helo);
+    } catch (err) {
+      // EHLO and HELO refused: QUIT rather than leave the connection open (the engine moves on to the next MX).
+      this.close();
+      throw err;
+    }
     let tlsInfo: SessionInfo['tls'];
     if (tls !== 'never' && this.ext.has('STARTTLS')) {
       tlsInfo = await this.startTls(target.host);
