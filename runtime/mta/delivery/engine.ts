@@ -5,6 +5,7 @@ import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
+import { hasEightBit, toSevenBit } from '../../shared/smtp/seven-bit';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type Target } from '../../shared/smtp/connector';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
 import { MinHeap } from './heap';
@@ -680,11 +681,11 @@ export class DeliveryEngine {
           dest.jobs.unshift(job);
           break;
         }
-        const message = taken?.message ?? this.prepare(job);
+        const message = taken?.message ?? this.prepare(job, session);
         // Not where this transaction will wait behind a held reply: the next message would wait two.
         if (overlap && sent + 1 < MESSAGES_PER_CONNECTION && !(inFlight > 0 && answersSlowly(dest))) {
           const next = dest.jobs.shift();
-          if (next) ahead = { job: next, message: this.prepare(next) };
+          if (next) ahead = { job: next, message: this.prepare(next, session) };
         }
         let bodySent: (() => void) | undefined;
         const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
@@ -711,14 +712,14 @@ export class DeliveryEngine {
     }
   }
 
-  /** Reads and signs a job's message; a failure is kept as the value, for deliver() to report. */
-  private prepare(job: Job): Promise<Buffer | Error> {
+  /** Reads, converts for the peer (forPeer) and signs a job's message; a failure is kept as the value, for deliver() to report. */
+  private prepare(job: Job, session: OutboundSession): Promise<Buffer | Error> {
     // Never rejects: a message read ahead and then put back is never awaited.
     return job.attempt.partition.read(job.attempt.entry).then(
       ({ envelope, body }) => {
         job.attempt.envelope = envelope;
         try {
-          const signed = this.signer.sign(body);
+          const signed = this.signer.sign(forPeer(body, session));
           job.attempt.dkimDomain = signed.domain;
           return signed.message;
         } catch (err) {
@@ -759,6 +760,21 @@ export class DeliveryEngine {
     this.inflight.delete(entry.id);
     if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
     if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
+  }
+}
+
+/**
+ * RFC 6152: for a peer without 8BITMIME, 8-bit mail is converted to 7 bit
+ * here, before DKIM signs it, so the signature covers the bytes sent (a
+ * conversion after signing would break its body hash). Mail that cannot be
+ * converted goes on as it is, and the session's send() fails it (5.6.3).
+ */
+function forPeer(body: Buffer, session: OutboundSession): Buffer {
+  if (!session.capabilities || session.capabilities.includes('8BITMIME') || !hasEightBit(body)) return body;
+  try {
+    return toSevenBit(body);
+  } catch {
+    return body;
   }
 }
 
