@@ -115,7 +115,10 @@ export class SmtpClientSession implements OutboundSession {
     } catch (err) {
       // EHLO and HELO refused: QUIT rather than leave the connection open (the engine moves on to the next MX).
       this.close();
-      throw err;
+      if (err instanceof ConnectError) throw err;
+      // No answer to EHLO within its timeout (or the server gone): a connect failure of its own kind, as a silent greeting is.
+      const timedOut = (err as { code?: string }).code === 'ETIMEDOUT';
+      throw new ConnectError(timedOut ? 'timeout' : 'closed-before-greeting', `EHLO: ${(err as Error).message}`);
     }
     let tlsInfo: SessionInfo['tls'];
     if (tls !== 'never' && this.ext.has('STARTTLS')) {

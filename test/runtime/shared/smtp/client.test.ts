@@ -277,3 +277,48 @@ describe('a server without 8BITMIME or SMTPUTF8', () => {
     }
   });
 });
+
+describe('every phase has its timeout: a server that falls silent at one command', () => {
+  /** Answers in turn, without PIPELINING (each command awaited on its own), and says nothing from `silentAt` on. */
+  const fallsSilent = (silentAt: string) =>
+    rawServer((s) => {
+      s.write('220 quiet.test ESMTP\r\n');
+      let silent = false;
+      s.on('data', (d: Buffer) => {
+        for (const line of d.toString('latin1').split('\r\n').filter(Boolean)) {
+          if (silent || line.toUpperCase().startsWith(silentAt)) {
+            silent = true;
+            continue;
+          }
+          if (/^EHLO/i.test(line)) s.write('250-quiet.test\r\n250 8BITMIME\r\n');
+          else if (/^DATA/i.test(line)) s.write('354 go on\r\n');
+          else s.write('250 2.0.0 ok\r\n');
+        }
+      });
+      s.on('error', () => undefined);
+    });
+  const timeouts = { ...fast, greetingMs: 150, commandMs: 150, dataInitMs: 150, finalDotMs: 150 };
+
+  test('EHLO: the open fails as a timeout (a ConnectError, as a silent greeting is)', async () => {
+    const mx = await fallsSilent('EHLO');
+    try {
+      const err = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', timeouts).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).kind).toBe('timeout');
+    } finally {
+      mx.server.close();
+    }
+  });
+
+  test.each(['MAIL', 'RCPT', 'DATA'])('%s: the transaction fails with ETIMEDOUT and the session is done', async (command) => {
+    const mx = await fallsSilent(command);
+    try {
+      const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, 'opportunistic', timeouts);
+      await expect(s.send('a@b.test', ['c@d.test'], Buffer.from('x\r\n'))).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+      expect(s.usable).toBe(false);
+      s.close();
+    } finally {
+      mx.server.close();
+    }
+  });
+});
