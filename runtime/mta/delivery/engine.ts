@@ -779,7 +779,7 @@ function forPeer(body: Buffer, session: OutboundSession): Buffer {
 }
 
 /** The addresses a delivery tries, MX hosts in preference order, at most `limit` of them (0: all; Postfix's smtp_mx_address_limit). */
-export function mxTargets(route: Extract<Route, { kind: 'hosts' }>, limit: number): Target[] {
+function mxTargets(route: Extract<Route, { kind: 'hosts' }>, limit: number): Target[] {
   const all = route.hosts.flatMap((h) => h.ips.map((ip) => ({ host: h.host, ip, port: h.port })));
   return limit > 0 ? all.slice(0, limit) : all;
 }
