@@ -23,6 +23,9 @@ export interface ScriptedMxOptions {
   holdUntil?: () => Promise<void>;
   /** Answer the greeting with this instead of 220 (e.g. 421 busy). */
   greeting?: [number, string];
+  /** Leave 8BITMIME / SMTPUTF8 out of the EHLO answer (an old or strict receiver). */
+  no8BitMime?: boolean;
+  noSmtpUtf8?: boolean;
 }
 
 /**
@@ -46,6 +49,8 @@ export class ScriptedMx {
       disabledCommands: ['AUTH', 'STARTTLS'],
       disableReverseLookup: true,
       hideENHANCEDSTATUSCODES: false,
+      hide8BITMIME: options.no8BitMime === true,
+      hideSMTPUTF8: options.noSmtpUtf8 === true,
       logger: false,
       onConnect: (_session, cb) => {
         this.connections++;

@@ -72,6 +72,9 @@ export interface RecorderOptions {
 /** error_kind of a deferral whose cause was the MTA<->proxy link, not an answer about the MX. */
 export const PROXY_LINK_ERROR_KIND = 'proxy-link';
 
+/** error_kind of a failure kept queued because its DSN could not be queued. */
+export const DSN_UNQUEUED_ERROR_KIND = 'dsn-unqueued';
+
 /**
  * How soon an attempt deferred only because the link to its proxy failed is
  * tried again, instead of delivery.retry's slot (minutes): the MX said
@@ -226,8 +229,7 @@ export class AttemptRecorder {
     const attempts = entry.attempts + 1;
     let next: number | undefined;
     if (a.deferred.length > 0) {
-      const schedule = this.config.delivery.retryMs;
-      const wait = schedule[Math.min(attempts - 1, schedule.length - 1)];
+      const wait = this.retryWait(attempts);
       // Deferred by the proxy link alone (every deferral of this attempt): retried soon.
       const linkOnly = a.events.every((e) => e.status !== 'deferred' || e.error_kind === PROXY_LINK_ERROR_KIND);
       next = now + (linkOnly ? Math.min(wait, this.options.proxyLinkRetryMs ?? PROXY_LINK_RETRY_MS) : wait);
@@ -242,6 +244,26 @@ export class AttemptRecorder {
         for (const e of a.events) if (e.status === 'deferred') e.next_retry = at;
       }
     }
+    // The DSN is queued before anything of this attempt is recorded, and the
+    // original leaves the spool (or loses its failed recipients) only once the
+    // DSN is durable. When it cannot be queued (a full disk), the failures
+    // stay pending: the message is kept, deferred, and the retry makes the
+    // DSN again. A crash after the DSN and before the records repeats the
+    // attempt and may send a second DSN, never none.
+    if ((await this.sendDsn(a)) === 'unqueued') {
+      const bounced = new Set<string>();
+      next = now + this.retryWait(attempts);
+      const at = new Date(next).toISOString();
+      for (const e of a.events) {
+        if (e.status !== 'failed' && e.status !== 'expired') continue;
+        bounced.add(e.recipient);
+        e.status = 'deferred';
+        e.error_kind = DSN_UNQUEUED_ERROR_KIND;
+      }
+      a.finished = a.finished.filter((r) => !bounced.has(r));
+      a.deferred.push(...bounced);
+      for (const e of a.events) if (e.status === 'deferred') e.next_retry = at;
+    }
     // Recipients left untried by a stop keep the message queued, due at once.
     if (next === undefined && a.abandoned?.length) next = now;
     // An outcome that cannot be written (a full disk) is held here, in
@@ -249,14 +271,11 @@ export class AttemptRecorder {
     // so it is never sent again while this process lives. Only a stop gives
     // up on it, and then it is sent again after the restart (logged by id).
     let eventsWritten = false;
-    let dsnQueued = false;
     let held = false;
     for (;;) {
       try {
         if (!eventsWritten) await this.options.attemptLog.write(a.events);
         eventsWritten = true;
-        if (!dsnQueued) await this.sendDsn(a); // before the original leaves the spool: a crash repeats it, never loses it
-        dsnQueued = true;
         if (next === undefined) {
           const statuses = new Set(a.events.map((e) => e.status));
           const reason = statuses.has('expired') ? 'expired' : statuses.has('delivered') ? 'delivered' : 'failed';
@@ -289,14 +308,26 @@ export class AttemptRecorder {
     this.options.settled(entry, partition, next);
   }
 
-  /** A DSN to the return path for what finally failed (never for bounces themselves). */
-  private async sendDsn(a: Attempt): Promise<void> {
-    if (!this.config.delivery.dsn || !this.options.bounce || a.entry.from === '') return;
+  /** How long the `attempts`-th attempt's deferral waits (delivery.retry, its last step repeated). */
+  private retryWait(attempts: number): number {
+    const schedule = this.config.delivery.retryMs;
+    return schedule[Math.min(attempts - 1, schedule.length - 1)];
+  }
+
+  /**
+   * A DSN to the return path for what finally failed (never for bounces
+   * themselves). 'unqueued' when the bounce queue refused it: the caller keeps
+   * the original. A DSN that cannot be built (a bug, not a full disk) is
+   * logged and not owed: retrying would fail the same way forever.
+   */
+  private async sendDsn(a: Attempt): Promise<'none' | 'queued' | 'unqueued'> {
+    if (!this.config.delivery.dsn || !this.options.bounce || a.entry.from === '') return 'none';
     const finals = a.events.filter((e) => e.status === 'failed' || e.status === 'expired');
-    if (finals.length === 0) return;
+    if (finals.length === 0) return 'none';
+    let message: Buffer;
     try {
       const original = a.envelope ? await a.partition.read(a.entry).then((m) => m.body, () => Buffer.alloc(0)) : Buffer.alloc(0);
-      const message = buildDsn({
+      message = buildDsn({
         reportingMta: this.config.hostname,
         originalFrom: a.entry.from,
         messageId: a.entry.id,
@@ -308,9 +339,16 @@ export class AttemptRecorder {
           expired: e.status === 'expired',
         })),
       });
-      await this.options.bounce({ from: '', to: [a.entry.from], message });
     } catch (err) {
-      this.options.logger.error({ err, id: a.entry.id }, 'delivery: could not queue a DSN');
+      this.options.logger.error({ err, id: a.entry.id }, 'delivery: could not build a DSN; none is sent');
+      return 'none';
+    }
+    try {
+      await this.options.bounce({ from: '', to: [a.entry.from], message });
+      return 'queued';
+    } catch (err) {
+      this.options.logger.error({ err, id: a.entry.id }, 'delivery: could not queue a DSN; the message stays queued, deferred, and its failures are retried with their DSN');
+      return 'unqueued';
     }
   }
 }

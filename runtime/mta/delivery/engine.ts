@@ -5,7 +5,8 @@ import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type TlsOutcome } from '../../shared/smtp/connector';
+import { hasEightBit, toSevenBit } from '../../shared/smtp/seven-bit';
+import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type Target, type TlsOutcome } from '../../shared/smtp/connector';
 import { requirementOf } from '../../shared/smtp/tls-requirement';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
 import { MinHeap } from './heap';
@@ -528,17 +529,39 @@ export class DeliveryEngine {
         return;
       }
       permitKey = key;
+      const targets = mxTargets(route, this.config.delivery.mxAddressLimit);
+      let opened: { session: OutboundSession; index: number };
       try {
-        session = await this.open(route, dest.source, dest.domain);
+        opened = await this.open(targets, 0, dest.source, dest.domain);
       } catch (err) {
         const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
         const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
         const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, reply);
         if (pause > 0) dest.heldUntil = this.now() + pause;
-        return this.failQueued(dest, reply, ce.reply && ce.reply.code >= 500 ? 'failed' : 'deferred', linkErrorKind(err) ?? ce.kind, ce.tls);
+        // Every MX refused to talk (a 5xx greeting or EHLO included): a fault
+        // of the site, not an answer about this mail, so it is retried
+        // (Postfix's smtp_skip_5xx_greeting).
+        return this.failQueued(dest, reply, 'deferred', linkErrorKind(err) ?? ce.kind, ce.tls);
       }
-      dest.setupMs = average(dest.setupMs, session.info.connectMs);
-      await this.transactions(dest, session, key, destination, limits);
+      const sessionLimit = this.config.delivery.mxSessionLimit;
+      for (let sessions = 1; ; sessions++) {
+        session = opened.session;
+        dest.setupMs = average(dest.setupMs, session.info.connectMs);
+        const paused = await this.transactions(dest, session, key, destination, limits);
+        // A session the server ended early (a 421, a hang-up) with mail still
+        // queued: the rest goes to the next MX address in this delivery, as
+        // Postfix does, up to mx_session_limit sessions; past it, or when no
+        // address is left, the queue waits for the next connection.
+        const failover = !session.usable && !paused && !this.stopped && dest.jobs.length > 0 && !this.isHeldByOperator(dest);
+        if (!failover || (sessionLimit > 0 && sessions >= sessionLimit) || opened.index + 1 >= targets.length) break;
+        session.close();
+        session = undefined;
+        try {
+          opened = await this.open(targets, opened.index + 1, dest.source, dest.domain);
+        } catch {
+          break; // the addresses after it failed too: the queue waits for the next connection, which starts again from the first MX
+        }
+      }
     } catch (err) {
       this.options.logger.error({ err, destination: dest.key }, 'delivery: connection failed unexpectedly');
     } finally {
@@ -587,18 +610,21 @@ export class DeliveryEngine {
     }
   }
 
-  private async open(route: Extract<Route, { kind: 'hosts' }>, source: Source, domain: string): Promise<OutboundSession> {
+  /**
+   * A session with the first of `targets` from `from` on that completes the
+   * handshake. Whatever stops one (no connection, a 4xx/5xx greeting, EHLO
+   * and HELO refused, TLS) moves on to the next address, as Postfix does:
+   * one MX that will not talk says nothing about the others. Throws the last
+   * failure when none is left.
+   */
+  private async open(targets: Target[], from: number, source: Source, domain: string): Promise<{ session: OutboundSession; index: number }> {
     const tls = requirementOf(this.config.tlsPolicies.find((p) => p.domain === domain)?.policy ?? 'may');
     let last: unknown;
-    for (const host of route.hosts) {
-      for (const ip of host.ips) {
-        try {
-          return await this.options.connector.open({ host: host.host, ip, port: host.port }, source, tls);
-        } catch (err) {
-          last = err;
-          // A 5xx greeting is an answer, not an outage: do not try further MXes for it.
-          if (err instanceof ConnectError && err.kind === 'greeting-rejected' && (err.reply?.code ?? 0) >= 500) throw err;
-        }
+    for (let index = from; index < targets.length; index++) {
+      try {
+        return { session: await this.options.connector.open(targets[index], source, tls), index };
+      } catch (err) {
+        last = err;
       }
     }
     throw last ?? new ConnectError('error', 'no host to connect to');
@@ -609,9 +635,10 @@ export class DeliveryEngine {
    * (RFC 2920), the next message is read from the spool while the current
    * one is on the wire, and its envelope follows the current body at once:
    * in steady state a message costs one round trip and one write instead of
-   * two. Without pipelining, one transaction at a time.
+   * two. Without pipelining, one transaction at a time. True when a
+   * throttle or a backoff rule paused the destination.
    */
-  private async transactions(dest: Destination, session: OutboundSession, key: string, destination: string, limits: Limits): Promise<void> {
+  private async transactions(dest: Destination, session: OutboundSession, key: string, destination: string, limits: Limits): Promise<boolean> {
     const overlap = session.pipelined === true && this.config.delivery.pipelineTransactions;
     const outstanding: Promise<void>[] = [];
     let halted = false;
@@ -647,16 +674,19 @@ export class DeliveryEngine {
         }
         // No message permit is spent on a connection that is done already.
         const permit = over() ? undefined : await this.authority.tryMessage(key, limits);
-        if (permit && !permit.ok) dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
+        if (permit && !permit.ok) {
+          dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
+          halted = true;
+        }
         if (!permit?.ok || over()) {
           dest.jobs.unshift(job);
           break;
         }
-        const message = taken?.message ?? this.prepare(job);
+        const message = taken?.message ?? this.prepare(job, session);
         // Not where this transaction will wait behind a held reply: the next message would wait two.
         if (overlap && sent + 1 < MESSAGES_PER_CONNECTION && !(inFlight > 0 && answersSlowly(dest))) {
           const next = dest.jobs.shift();
-          if (next) ahead = { job: next, message: this.prepare(next) };
+          if (next) ahead = { job: next, message: this.prepare(next, session) };
         }
         let bodySent: (() => void) | undefined;
         const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
@@ -676,20 +706,21 @@ export class DeliveryEngine {
       }
       if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
       await Promise.all(outstanding);
+      return halted;
     } finally {
       setStalled(false);
       ended = true;
     }
   }
 
-  /** Reads and signs a job's message; a failure is kept as the value, for deliver() to report. */
-  private prepare(job: Job): Promise<Buffer | Error> {
+  /** Reads, converts for the peer (forPeer) and signs a job's message; a failure is kept as the value, for deliver() to report. */
+  private prepare(job: Job, session: OutboundSession): Promise<Buffer | Error> {
     // Never rejects: a message read ahead and then put back is never awaited.
     return job.attempt.partition.read(job.attempt.entry).then(
       ({ envelope, body }) => {
         job.attempt.envelope = envelope;
         try {
-          const signed = this.signer.sign(body);
+          const signed = this.signer.sign(forPeer(body, session));
           job.attempt.dkimDomain = signed.domain;
           return signed.message;
         } catch (err) {
@@ -731,6 +762,27 @@ export class DeliveryEngine {
     if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
     if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
   }
+}
+
+/**
+ * RFC 6152: for a peer without 8BITMIME, 8-bit mail is converted to 7 bit
+ * here, before DKIM signs it, so the signature covers the bytes sent (a
+ * conversion after signing would break its body hash). Mail that cannot be
+ * converted goes on as it is, and the session's send() fails it (5.6.3).
+ */
+function forPeer(body: Buffer, session: OutboundSession): Buffer {
+  if (!session.capabilities || session.capabilities.includes('8BITMIME') || !hasEightBit(body)) return body;
+  try {
+    return toSevenBit(body);
+  } catch {
+    return body;
+  }
+}
+
+/** The addresses a delivery tries, MX hosts in preference order, at most `limit` of them (0: all; Postfix's smtp_mx_address_limit). */
+function mxTargets(route: Extract<Route, { kind: 'hosts' }>, limit: number): Target[] {
+  const all = route.hosts.flatMap((h) => h.ips.map((ip) => ({ host: h.host, ip, port: h.port })));
+  return limit > 0 ? all.slice(0, limit) : all;
 }
 
 function routeReply(route: Route): SmtpReply {

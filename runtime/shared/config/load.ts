@@ -153,7 +153,7 @@ interface Raw {
   routing?: { sender_domain: string; pool?: string; vmta?: string }[];
   routes?: { domain: string; host: string; port?: number }[];
   resolver?: { servers?: string[] };
-  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean; pipeline_transactions?: boolean };
+  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean; pipeline_transactions?: boolean; mx_address_limit?: number; mx_session_limit?: number };
   proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
   tls_policies?: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
   haproxy?: { mtas?: number; frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
@@ -262,6 +262,8 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       greetingTimeoutMs: dur(raw.delivery?.greeting_timeout, 300_000, ['delivery', 'greeting_timeout']),
       dsn: raw.delivery?.dsn ?? false,
       pipelineTransactions: raw.delivery?.pipeline_transactions ?? true,
+      mxAddressLimit: raw.delivery?.mx_address_limit ?? 5,
+      mxSessionLimit: raw.delivery?.mx_session_limit ?? 2,
     },
     proxies: raw.proxies && {
       secretFile: raw.proxies.secret_file,

@@ -180,6 +180,12 @@ export const configSchema = {
           type: 'boolean',
           description: 'with PIPELINING offered and mail queued, send the next envelope with the current body (RFC 2920); off for receivers that mishandle it',
         },
+        mx_address_limit: { type: 'integer', minimum: 0, description: "MX addresses one delivery tries at most, in preference order (Postfix's smtp_mx_address_limit: 5); 0: no limit" },
+        mx_session_limit: {
+          type: 'integer',
+          minimum: 0,
+          description: "sessions (greeting and EHLO done) one delivery opens at most, moving to the next MX after one that ended early (Postfix's smtp_mx_session_limit: 2); 0: no limit",
+        },
       },
     },
     events: eventsSchema,

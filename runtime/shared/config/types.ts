@@ -71,6 +71,10 @@ export interface DeliveryConfig {
   dsn: boolean;
   /** Pipeline across transactions on sessions that offer PIPELINING (RFC 2920). */
   pipelineTransactions: boolean;
+  /** MX addresses one delivery tries at most (Postfix smtp_mx_address_limit); 0: no limit. */
+  mxAddressLimit: number;
+  /** Sessions that got through greeting and EHLO one delivery opens at most (Postfix smtp_mx_session_limit); 0: no limit. */
+  mxSessionLimit: number;
 }
 
 export type BounceCategoryName = 'bad-mailbox' | 'bad-domain' | 'policy' | 'quota' | 'inactive' | 'routing' | 'protocol' | 'content' | 'other';

@@ -1,4 +1,3 @@
-import { isAscii } from 'node:buffer';
 import { connect as netConnect, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
 import { ConnectError, type ConnectFailure, type OutboundSession, type RecipientResult, type SendOptions, type SessionInfo, type SessionTls, type Source, type Target, type TlsaRecord, type TlsOutcome, type TlsRequirement, type TransactionResult } from './connector';
@@ -6,6 +5,7 @@ import { daneVerify, usableTlsa } from './dane';
 import { endSocket } from '../end-socket';
 import { VolleyError } from '../errors';
 import { outcomeOf, parseReply, type SmtpReply } from './reply';
+import { hasEightBit, toSevenBit } from './seven-bit';
 
 export interface ClientTimeouts {
   connectMs: number;
@@ -158,7 +158,16 @@ export class SmtpClientSession implements OutboundSession {
       this.destroy();
       throw new ConnectError('greeting-rejected', `greeting ${greeting.code} ${greeting.text}`, greeting);
     }
-    await this.hello(source.helo);
+    try {
+      await this.hello(source.helo);
+    } catch (err) {
+      // EHLO and HELO refused: QUIT rather than leave the connection open (the engine moves on to the next MX).
+      this.close();
+      if (err instanceof ConnectError) throw err;
+      // No answer to EHLO within its timeout (or the server gone): a connect failure of its own kind, as a silent greeting is.
+      const timedOut = (err as { code?: string }).code === 'ETIMEDOUT';
+      throw new ConnectError(timedOut ? 'timeout' : 'closed-before-greeting', `EHLO: ${(err as Error).message}`);
+    }
     const tlsInfo = inClear ?? (await this.secure(target, source, tls, options));
     this.info = {
       mxHost: target.host,
@@ -402,8 +411,19 @@ export class SmtpClientSession implements OutboundSession {
    */
   async send(from: string, to: string[], message: Buffer, options: SendOptions = {}): Promise<TransactionResult> {
     const t0 = Date.now();
-    const eightBit = hasEightBit(message);
+    let eightBit = hasEightBit(message);
     const utf8 = [from, ...to].some((a) => /[^\x00-\x7f]/.test(a));
+    // Nothing goes on the wire for mail this server cannot take: the session stays usable for the next.
+    if (utf8 && !this.ext.has('SMTPUTF8')) return refused(to, { code: 550, enhanced: '5.6.7', text: `SMTPUTF8 is required (non-ASCII address), but was not offered by ${this.info.mxHost}` });
+    if (eightBit && !this.ext.has('8BITMIME')) {
+      // RFC 6152: converted to 7 bit (the engine does it before DKIM signing; this covers every other caller).
+      try {
+        message = toSevenBit(message);
+        eightBit = false;
+      } catch (err) {
+        return refused(to, { code: 554, enhanced: '5.6.3', text: `8-bit mail that cannot be converted to 7 bit (${(err as Error).message}), and ${this.info.mxHost} does not offer 8BITMIME` });
+      }
+    }
     let params = '';
     if (this.ext.has('SIZE')) params += ` SIZE=${message.length}`;
     if (eightBit && this.ext.has('8BITMIME')) params += ' BODY=8BITMIME';
@@ -537,8 +557,9 @@ function isIpLiteral(host: string): boolean {
   return /^[\d.]+$/.test(host) || host.includes(':');
 }
 
-function hasEightBit(b: Buffer): boolean {
-  return !isAscii(b);
+/** Every recipient failed with `reply`, nothing sent. */
+function refused(to: string[], reply: SmtpReply): TransactionResult {
+  return { recipients: to.map((rcpt) => ({ rcpt, reply, outcome: 'failed' })), envelopeMs: 0, dataMs: 0 };
 }
 
 /** Dot-stuffs (RFC 5321 4.5.2), makes sure the message ends in CRLF, and appends the terminator. */

@@ -113,6 +113,12 @@ export interface OutboundSession {
    * next envelope then travels with this body instead of a round trip later.
    */
   readonly pipelined?: boolean;
+  /**
+   * The MX's EHLO keywords, where the session knows them: the engine converts
+   * 8-bit mail to 7 bit before DKIM signing for a peer without 8BITMIME
+   * (RFC 6152), so the signature covers what is sent.
+   */
+  readonly capabilities?: readonly string[];
   send(from: string, to: string[], message: Buffer, options?: SendOptions): Promise<TransactionResult>;
   /** QUIT and close (or hand back to a pool, for the proxy path). */
   close(): void;

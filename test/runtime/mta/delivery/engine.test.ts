@@ -1,3 +1,5 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { isAscii } from 'node:buffer';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -18,6 +20,8 @@ import { startHeldSink } from '../../../helpers/held-sink';
 import { tempDir } from '../../../helpers/tmp';
 import { readAttempts } from '../../../helpers/attempt-log';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
+import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { dkimVerify } from '../../../helpers/dkim-verify';
 
 const dir = tempDir();
 
@@ -500,4 +504,34 @@ test('a message an interrupted drain may have handed over is held at start: not 
   await engine.stop();
   await attemptLog.close();
   await partition.close();
+});
+
+test('8-bit mail to an MX without 8BITMIME is converted to 7 bit before DKIM signs it: it arrives quoted-printable and its signature verifies', async () => {
+  const mx = new ScriptedMx({ no8BitMime: true });
+  await mx.listen();
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  writeFileSync(join(dir, 'eight-bit-rsa.pem'), rsa.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  const records = { 'r1._domainkey.signed.example': `v=DKIM1; k=rsa; p=${rsa.publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}` };
+  const { engine, partition, attemptLog, events } = await engineWith(
+    'eight-bit',
+    `routes: [{ domain: "*", host: 127.0.0.1, port: ${mx.port} }]\ndkim:\n  - { domain: signed.example, selector: r1, algorithm: rsa-sha256, private_key_file: ${join(dir, 'eight-bit-rsa.pem')} }\n`,
+    new DirectConnector(),
+  );
+  const body = Buffer.from('From: News <news@signed.example>\r\nTo: v@dest.test\r\nSubject: deals\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln\r\n', 'utf8');
+  await partition.appendMessage({ id: 'eb1', from: 'news@signed.example', to: ['v@dest.test'], received: Date.now(), via: 'http', size: body.length }, body);
+  try {
+    engine.start();
+    await waitUntil(() => events().some((e) => e.message_id === 'eb1'), 10_000, () => JSON.stringify(events()));
+    expect(events()).toEqual([expect.objectContaining({ message_id: 'eb1', status: 'delivered' })]);
+    const raw = mx.messages[0].raw;
+    expect(isAscii(raw)).toBe(true);
+    expect(raw.toString()).toMatch(/Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe aus K=C3=B6ln\r\n/);
+    const out = await dkimVerify(dir, [raw], records);
+    expect(out.results[0].signatures.map((x) => [x.a, x.ok])).toEqual([['rsa-sha256', true]]);
+  } finally {
+    await engine.stop();
+    await attemptLog.close();
+    await partition.close();
+    await mx.close();
+  }
 });

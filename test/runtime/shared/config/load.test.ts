@@ -83,6 +83,14 @@ describe('config', () => {
     expect(issuesOf(withInterval('-5'))).toEqual([expect.objectContaining({ line: 4, field: 'events.attempt_log.commit_interval', message: 'must not be negative' })]);
   });
 
+  test("MX limits per delivery default to Postfix's (5 addresses, 2 sessions); 0 lifts them; a negative one is refused", () => {
+    const withDelivery = (v?: string): string => `hostname: a.example\n${v === undefined ? '' : `delivery:\n  ${v}\n`}`;
+    expect(parseConfig(withDelivery()).delivery).toMatchObject({ mxAddressLimit: 5, mxSessionLimit: 2 });
+    expect(parseConfig(withDelivery('mx_address_limit: 0')).delivery).toMatchObject({ mxAddressLimit: 0, mxSessionLimit: 2 });
+    expect(parseConfig(withDelivery('mx_session_limit: 3')).delivery).toMatchObject({ mxAddressLimit: 5, mxSessionLimit: 3 });
+    expect(issuesOf(withDelivery('mx_session_limit: -1'))).toEqual([expect.objectContaining({ line: 3, field: 'delivery.mx_session_limit' })]);
+  });
+
   test('broken YAML is reported with its line', () => {
     const [issue] = issuesOf('hostname: a.example\nsmtp: [unclosed\n');
     expect(issue.line).toBeGreaterThanOrEqual(2);

@@ -1,4 +1,6 @@
+import { isAscii } from 'node:buffer';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { simpleParser } from 'mailparser';
 import { ConnectError, type TlsaRecord, type TlsRequirement } from '../../../../runtime/shared/smtp/connector';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, dotStuff, type OpenOptions } from '../../../../runtime/shared/smtp/client';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
@@ -452,6 +454,109 @@ describe('TLS requirements (issue 19)', () => {
     } finally {
       await mx.close();
       await plain.close();
+    }
+  });
+});
+
+describe('a server without 8BITMIME or SMTPUTF8', () => {
+  const eightBit = Buffer.from('Subject: hi\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße, naïve café\r\n', 'utf8');
+
+  test('8-bit mail arrives converted to 7 bit (RFC 6152: quoted-printable), the text unchanged', async () => {
+    const mx = new ScriptedMx({ no8BitMime: true });
+    const port = await mx.listen();
+    try {
+      const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
+      expect(s.capabilities).not.toContain('8BITMIME');
+      const tx = await s.send('a@b.test', ['r@c.test'], eightBit);
+      expect(tx.recipients[0]).toMatchObject({ outcome: 'delivered' });
+      s.close();
+      const raw = mx.messages[0].raw;
+      expect(isAscii(raw)).toBe(true);
+      expect(raw.toString()).toMatch(/Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe, na=C3=AFve caf=C3=A9\r\n/);
+      expect((await simpleParser(raw)).text).toBe((await simpleParser(eightBit)).text);
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('8-bit mail that cannot be converted (raw 8-bit header) fails with 5.6.3 and is not sent; the session goes on', async () => {
+    const mx = new ScriptedMx({ no8BitMime: true });
+    const port = await mx.listen();
+    try {
+      const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
+      const tx = await s.send('a@b.test', ['r@c.test'], Buffer.from('Subject: Grüße\r\n\r\nx\r\n', 'utf8'));
+      expect(tx.recipients[0]).toMatchObject({ outcome: 'failed', reply: { code: 554, enhanced: '5.6.3' } });
+      expect(mx.attempts.size).toBe(0); // no RCPT: nothing of it went on the wire
+      expect(s.usable).toBe(true);
+      expect((await s.send('a@b.test', ['r@c.test'], Buffer.from('Subject: ok\r\n\r\nx\r\n'))).recipients[0].outcome).toBe('delivered');
+      s.close();
+      expect(mx.messages).toHaveLength(1);
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('a non-ASCII address to a server without SMTPUTF8 fails with 5.6.7 (RFC 6531), nothing sent', async () => {
+    const mx = new ScriptedMx({ noSmtpUtf8: true });
+    const port = await mx.listen();
+    try {
+      const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
+      const tx = await s.send('a@b.test', ['jörg@c.test', 'r@c.test'], Buffer.from('Subject: x\r\n\r\nx\r\n'));
+      expect(tx.recipients.map((r) => [r.rcpt, r.outcome, r.reply.enhanced])).toEqual([
+        ['jörg@c.test', 'failed', '5.6.7'],
+        ['r@c.test', 'failed', '5.6.7'],
+      ]);
+      expect(mx.attempts.size).toBe(0);
+      expect(mx.messages).toHaveLength(0);
+      expect(s.usable).toBe(true);
+      s.close();
+    } finally {
+      await mx.close();
+    }
+  });
+});
+
+describe('every phase has its timeout: a server that falls silent at one command', () => {
+  /** Answers in turn, without PIPELINING (each command awaited on its own), and says nothing from `silentAt` on. */
+  const fallsSilent = (silentAt: string) =>
+    rawServer((s) => {
+      s.write('220 quiet.test ESMTP\r\n');
+      let silent = false;
+      s.on('data', (d: Buffer) => {
+        for (const line of d.toString('latin1').split('\r\n').filter(Boolean)) {
+          if (silent || line.toUpperCase().startsWith(silentAt)) {
+            silent = true;
+            continue;
+          }
+          if (/^EHLO/i.test(line)) s.write('250-quiet.test\r\n250 8BITMIME\r\n');
+          else if (/^DATA/i.test(line)) s.write('354 go on\r\n');
+          else s.write('250 2.0.0 ok\r\n');
+        }
+      });
+      s.on('error', () => undefined);
+    });
+  const timeouts = { ...fast, greetingMs: 150, commandMs: 150, dataInitMs: 150, finalDotMs: 150 };
+
+  test('EHLO: the open fails as a timeout (a ConnectError, as a silent greeting is)', async () => {
+    const mx = await fallsSilent('EHLO');
+    try {
+      const err = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, timeouts).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).kind).toBe('timeout');
+    } finally {
+      mx.server.close();
+    }
+  });
+
+  test.each(['MAIL', 'RCPT', 'DATA'])('%s: the transaction fails with ETIMEDOUT and the session is done', async (command) => {
+    const mx = await fallsSilent(command);
+    try {
+      const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, timeouts);
+      await expect(s.send('a@b.test', ['c@d.test'], Buffer.from('x\r\n'))).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+      expect(s.usable).toBe(false);
+      s.close();
+    } finally {
+      mx.server.close();
     }
   });
 });
