@@ -4,6 +4,7 @@
 
 import { drainSchema } from './drain';
 import { eventsSchema, inboundSchema } from './events';
+import { mtaStsSchema, tlsPoliciesSchema, tlsPolicyField, tlsRptSchema } from './tls';
 
 const duration = { type: ['string', 'integer'], description: 'e.g. 250ms, 30s, 5m, 2h, 4d' };
 const size = { type: ['string', 'integer'], description: 'e.g. 512KB, 25MB' };
@@ -180,6 +181,7 @@ export const configSchema = {
           type: 'boolean',
           description: 'with PIPELINING offered and mail queued, send the next envelope with the current body (RFC 2920); off for receivers that mishandle it',
         },
+        tls_policy: tlsPolicyField,
       },
     },
     events: eventsSchema,
@@ -209,16 +211,9 @@ export const configSchema = {
         },
       },
     },
-    tls_policies: {
-      type: 'array',
-      description: 'per-domain STARTTLS policy; every other domain is opportunistic',
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['domain', 'policy'],
-        properties: { domain: { type: 'string', minLength: 1 }, policy: { enum: ['opportunistic', 'required', 'never'] } },
-      },
-    },
+    tls_policies: tlsPoliciesSchema,
+    mta_sts: mtaStsSchema,
+    tls_rpt: tlsRptSchema,
     haproxy: {
       type: 'object',
       additionalProperties: false,

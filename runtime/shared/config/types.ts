@@ -3,6 +3,9 @@
 
 import type { DrainConfig } from './drain';
 import type { EventsConfig, InboundConfig } from './events';
+import type { MtaStsConfig, TlsDomainPolicy, TlsPolicyName, TlsRptConfig } from './tls';
+
+export type { MtaStsConfig, TlsDomainPolicy, TlsPolicyName, TlsRptConfig } from './tls';
 
 export type { DrainConfig } from './drain';
 
@@ -71,6 +74,8 @@ export interface DeliveryConfig {
   dsn: boolean;
   /** Pipeline across transactions on sessions that offer PIPELINING (RFC 2920). */
   pipelineTransactions: boolean;
+  /** The TLS policy of every destination `tls_policies` does not name (old names already mapped). */
+  tlsPolicy: TlsPolicyName;
 }
 
 export type BounceCategoryName = 'bad-mailbox' | 'bad-domain' | 'policy' | 'quota' | 'inactive' | 'routing' | 'protocol' | 'content' | 'other';
@@ -171,7 +176,9 @@ export interface VolleyConfig {
   proxies?: ProxiesConfig;
   /** `mtas`: how many MTAs send through these frontends; each enforces 1/N of a throttle. */
   haproxy?: { frontends: HaproxyFrontend[]; mtas: number };
-  tlsPolicies: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
+  tlsPolicies: TlsDomainPolicy[];
+  mtaSts: MtaStsConfig;
+  tlsRpt: TlsRptConfig;
   throttles: ThrottleRule[];
   backoff: BackoffRule[];
 }
