@@ -23,6 +23,8 @@ export interface ScriptedMxOptions {
   holdUntil?: () => Promise<void>;
   /** Answer the greeting with this instead of 220 (e.g. 421 busy). */
   greeting?: [number, string];
+  /** Offer STARTTLS with this key and certificate (none offered without). */
+  tls?: { key: string; cert: string };
 }
 
 /**
@@ -34,6 +36,8 @@ export class ScriptedMx {
   readonly messages: ReceivedMessage[] = [];
   readonly attempts = new Map<string, number>();
   connections = 0;
+  /** Sessions that completed STARTTLS. */
+  secured = 0;
   open = 0;
   maxOpen = 0;
   private readonly server: SMTPServer;
@@ -43,10 +47,15 @@ export class ScriptedMx {
     this.server = new SMTPServer({
       name: 'mx.test',
       authOptional: true,
-      disabledCommands: ['AUTH', 'STARTTLS'],
+      disabledCommands: options.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+      ...(options.tls ? { key: options.tls.key, cert: options.tls.cert } : {}),
       disableReverseLookup: true,
       hideENHANCEDSTATUSCODES: false,
       logger: false,
+      onSecure: (_socket, _session, cb) => {
+        this.secured++;
+        cb();
+      },
       onConnect: (_session, cb) => {
         this.connections++;
         this.open++;

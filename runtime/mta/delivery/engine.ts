@@ -15,6 +15,9 @@ import { LocalAuthority, type ThrottleAuthority } from './throttle-authority';
 import { Throttles, type Limits } from './throttles';
 import { VmtaPicker } from './vmta-picker';
 import { verpFromConfig, type Verp } from './verp';
+import { TlsPolicyResolver } from './tls-policy/resolver';
+import { SessionResults, legacyPolicy } from './tls-policy/session-results';
+import type { TlsRptStore } from './tls-policy/tls-rpt-store';
 
 export interface EngineOptions {
   partitions: SpoolPartition[];
@@ -35,6 +38,10 @@ export interface EngineOptions {
   recordRetryMs?: number;
   /** How soon a deferral caused only by the proxy link is retried (default PROXY_LINK_RETRY_MS). */
   proxyLinkRetryMs?: number;
+  /** The per-MX TLS decision (DANE, MTA-STS, config); made from the config when absent. */
+  tlsPolicy?: TlsPolicyResolver;
+  /** Where each session's TLS result is counted for TLS-RPT; none when absent. */
+  tlsReport?: TlsRptStore;
 }
 
 /** Connections one destination queue may open at most, whatever its throttle allows. */
@@ -84,6 +91,8 @@ export class DeliveryEngine {
   /** Due mail of partitions that may not start deliveries now (see mayDeliver). */
   private readonly parked = new Map<SpoolPartition, SpoolEntry[]>();
   private parkTimer?: NodeJS.Timeout;
+  private readonly tlsPolicy: TlsPolicyResolver;
+  private readonly tlsResults: SessionResults;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -93,6 +102,8 @@ export class DeliveryEngine {
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
     this.signer = new DkimSigner(options.config.dkim);
     this.verp = verpFromConfig(options.config.inbound);
+    this.tlsPolicy = options.tlsPolicy ?? new TlsPolicyResolver({ config: options.config, logger: options.logger, now: this.now });
+    this.tlsResults = new SessionResults(options.logger, options.tlsReport);
     this.recorder = new AttemptRecorder({
       config: options.config,
       attemptLog: options.attemptLog,
@@ -131,6 +142,7 @@ export class DeliveryEngine {
     this.recorder.apply(config);
     this.config = config;
     this.picker.apply(config);
+    this.tlsPolicy.apply(config);
     this.throttles.apply(config);
   }
 
@@ -587,14 +599,24 @@ export class DeliveryEngine {
   }
 
   private async open(route: Extract<Route, { kind: 'hosts' }>, source: Source, domain: string): Promise<OutboundSession> {
-    const tls = this.config.tlsPolicies.find((p) => p.domain === domain)?.policy ?? 'opportunistic';
+    // Per MX host: what TLS the session must reach, or that the domain's policy forbids the host.
+    const decisions = await this.tlsPolicy.forHosts(domain, route.hosts, route.source);
     let last: unknown;
-    for (const host of route.hosts) {
+    for (const [i, host] of route.hosts.entries()) {
+      const tls = decisions[i];
+      if (!tls.use) {
+        this.tlsResults.refused(domain, tls, source.ip);
+        last = new ConnectError('tls-required', tls.reason, { code: 451, enhanced: '4.7.5', text: `TLS policy: ${tls.reason}` });
+        continue;
+      }
       for (const ip of host.ips) {
         try {
-          return await this.options.connector.open({ host: host.host, ip, port: host.port }, source, tls);
+          const session = await this.options.connector.open({ host: host.host, ip, port: host.port }, source, legacyPolicy(tls.requirement));
+          this.tlsResults.opened(domain, tls, session, source.ip);
+          return session;
         } catch (err) {
           last = err;
+          this.tlsResults.failed(domain, tls, ip, err, source.ip);
           // A 5xx greeting is an answer, not an outage: do not try further MXes for it.
           if (err instanceof ConnectError && err.kind === 'greeting-rejected' && (err.reply?.code ?? 0) >= 500) throw err;
         }

@@ -4,7 +4,6 @@ import type { TlsaLookup } from '../../../../../runtime/mta/delivery/tls-policy/
 import { deliveryConfigYaml } from '../../../../helpers/config';
 import { rr, startDnsmasq, type Dnsmasq } from '../../../../helpers/dnsmasq';
 import { HttpsPeer } from '../../../../helpers/https-peer';
-import { waitUntil } from '../../../../helpers/proxy-fixtures';
 import { createTestCa } from '../../../../helpers/test-ca';
 import { tempDir } from '../../../../helpers/tmp';
 
