@@ -32,9 +32,14 @@ export function legacyPolicy(r: TlsRequirement): TlsPolicy {
   return 'required';
 }
 
-/** A session's TLS outcome when the connector reports one (engineer A's SessionInfo.tlsOutcome / ConnectError.tls). */
-function outcomeOf(x: unknown): TlsOutcome | undefined {
-  return (x as { tlsOutcome?: TlsOutcome; tls?: TlsOutcome } | undefined)?.tlsOutcome ?? ((x as { tls?: { policy?: unknown } }).tls?.policy ? (x as { tls: TlsOutcome }).tls : undefined);
+/**
+ * A session's TLS as the connector reports it. Engineer A's connectors put a
+ * TlsOutcome (policy, verified, failure) into SessionInfo.tls and ConnectError.tls;
+ * today's report only { version, cipher, verified } once encrypted. Both read here.
+ */
+function sessionTls(info: OutboundSession['info']): { encrypted: boolean; outcome?: TlsOutcome } {
+  const tls = info.tls as (Partial<TlsOutcome> & { version?: string }) | undefined;
+  return { encrypted: tls?.version !== undefined, outcome: typeof tls?.policy === 'string' ? (tls as TlsOutcome) : undefined };
 }
 
 export class SessionResults {
@@ -52,23 +57,32 @@ export class SessionResults {
   /** A session is open under `mx`'s requirement. */
   opened(domain: string, mx: Extract<MxTls, { use: true }>, session: OutboundSession, sendingIp?: string): void {
     const { requirement } = mx;
-    const outcome = outcomeOf(session.info);
-    // A policy-less session counts as a success (RFC 8460 4.4: no-policy-found); a policy one needs TLS (and the check, where the connector reports it).
-    const demanded = requirement.mode !== 'none' && requirement.mode !== 'may';
-    const tlsMet = !demanded || (session.info.tls !== undefined && (outcome ? outcome.verified : true));
+    const { encrypted, outcome } = sessionTls(session.info);
     const failure = mx.failure ?? (outcome?.failure ? { resultType: resultType(outcome.failure), reason: outcome.failure } : undefined);
     if (failure) this.logger.warn({ domain, mx_host: mx.host, tls_policy: requirement.policy, tls_failure: failure.resultType, testing: requirement.testing === true }, `TLS policy: ${failure.reason}`);
-    const ok = tlsMet && !failure;
+    // Plain opportunistic sessions succeed by definition (RFC 8460's no-policy-found counts sessions);
+    // a policy's session needs TLS, and the certificate check where one was asked for (verify, dane, MTA-STS testing).
+    const checked = requirement.mode === 'verify' || requirement.mode === 'dane' || requirement.testing === true;
+    const plain = (requirement.mode === 'may' || requirement.mode === 'none') && requirement.testing !== true;
+    const ok = !failure && (plain || (encrypted && (!checked || !outcome || outcome.verified)));
     this.store?.add({
       policy: mx.report,
       ok,
-      failure: ok ? undefined : { resultType: failure?.resultType ?? 'validation-failure', mxHost: mx.host, receivingIp: session.info.mxIp, sendingIp: session.info.localIp ?? sendingIp, reasonCode: failure?.reason },
+      failure: ok
+        ? undefined
+        : {
+            resultType: failure?.resultType ?? (encrypted ? 'validation-failure' : 'starttls-not-supported'),
+            mxHost: mx.host,
+            receivingIp: session.info.mxIp,
+            sendingIp: session.info.localIp ?? sendingIp,
+            reasonCode: failure?.reason,
+          },
     });
   }
 
   /** The connection failed; counted only when TLS was why (the connector says tls-required, or reports an outcome). */
   failed(domain: string, mx: Extract<MxTls, { use: true }>, ip: string, err: unknown, sendingIp?: string): void {
-    const outcome = outcomeOf(err);
+    const outcome = err instanceof ConnectError ? (err as ConnectError & { tls?: TlsOutcome }).tls : undefined;
     if (!(err instanceof ConnectError && err.kind === 'tls-required') && !outcome?.failure) return;
     const reason = outcome?.failure ?? (err as Error).message;
     const type = outcome?.failure ? resultType(outcome.failure) : /STARTTLS/i.test(reason) && /not (offered|supported)|does not offer/i.test(reason) ? 'starttls-not-supported' : 'validation-failure';
