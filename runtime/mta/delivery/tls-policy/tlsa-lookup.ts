@@ -1,29 +1,30 @@
-// The seam between the MTA's TLS policy and DNSSEC: TLSA records of one MX
-// host, and whether a validating resolver vouched for them. Without a
-// DNSSEC-validating resolver configured nothing is ever secure, so DANE never
-// applies (the default below); tlsa-dns.ts asks the configured resolver.
+// The seam between the TLS policy resolver and a DNSSEC-validating TLSA
+// lookup (RFC 7672). Engineer D's real lookup (a validating resolver, the AD
+// bit) implements this interface; until one is configured, the default below
+// answers "not secure", so `auto` and `dane` never pick DANE on data nobody
+// validated.
+
 import type { TlsaRecord } from '../../../shared/smtp/connector';
 
-export interface TlsaLookupResult {
-  /**
-   * True when the resolver validated the answer (AD): `records` is then the
-   * MX host's TLSA RRset (empty: securely none). False: DANE does not apply
-   * to this host (RFC 7672 2.2: an insecure answer is as good as none).
-   */
+export interface TlsaAnswer {
+  /** True only when the validating resolver set AD on the answer (or on its denial of existence). */
   secure: boolean;
+  /** The TLSA records of _<port>._tcp.<host>; empty when there are none. */
   records: TlsaRecord[];
+  /** Why the answer cannot be used for DANE, for the logs (e.g. no validating resolver). */
+  reason?: string;
 }
 
 export interface TlsaLookup {
   /**
-   * The TLSA records of `_<port>._tcp.<host>`. Rejects when the answer cannot
-   * be trusted either way (a bogus signature, a resolver that fails): the
-   * policy defers the message then, it never falls back to clear text.
+   * TLSA records of `_<port>._tcp.<host>`. Throws when the lookup fails
+   * (SERVFAIL, bogus signatures, timeout): DANE then cannot say the MX is
+   * safe to skip, so the resolver defers rather than fall back (RFC 7672 2.2).
    */
-  lookup(host: string, port: number): Promise<TlsaLookupResult>;
+  lookup(host: string, port: number): Promise<TlsaAnswer>;
 }
 
-/** No DNSSEC resolver configured: every host is insecure, DANE never applies. */
+/** The lookup the MTA uses until a DNSSEC resolver is configured: never secure, so never DANE. */
 export const noDnssecResolver: TlsaLookup = {
-  lookup: async () => ({ secure: false, records: [] }),
+  lookup: () => Promise.resolve({ secure: false, records: [], reason: 'no DNSSEC resolver configured' }),
 };
