@@ -13,6 +13,7 @@ import { LocalAuthority, PrimaryAuthority, type ThrottleAuthority } from './deli
 import { Throttles } from './delivery/throttles';
 import { Router } from './delivery/router';
 import { startTlsRpt } from './delivery/tls-policy/tls-rpt-service';
+import { TlsPolicyResolver, stsCacheFile } from './delivery/tls-policy/resolver';
 import { HttpApi } from './intake/http-api';
 import { Intake } from './intake/intake';
 import { SmtpListener } from './intake/smtp-listener';
@@ -152,6 +153,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     authority,
     bounce: (dsn) => intake.submit({ ...dsn, via: 'smtp', client: { helo: 'dsn' } }),
     tlsReport: tlsRpt?.store,
+    // MTA-STS policies survive a restart (a blocked fetch after one must not mean clear text).
+    tlsPolicy: new TlsPolicyResolver({ config, logger, stsFile: stsCacheFile(options.persistentPath, options.worker) }),
   });
   intake.on('accepted', (entry: SpoolEntry) => engine.schedule(entry));
 

@@ -13,12 +13,15 @@
 // MX (and implicit-MX) routes only: a static route (smarthost) gets the
 // configured fixed modes, and may for the DNS-based ones.
 
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { TlsPolicyName, VolleyConfig } from '../../../shared/config/types';
 import type { TlsaRecord, TlsRequirement } from '../../../shared/smtp/connector';
 import { DnsTxt } from './dns-txt';
 import { StsCache, type StsLookup } from './sts-cache';
 import { mxMatches } from './sts-policy';
+import { cachedTlsa } from './tlsa-cache';
 import { noDnssecResolver, type TlsaLookup } from './tlsa-lookup';
 
 /** The policy a session was held to, as TLS-RPT (RFC 8460 4.4) names it. */
@@ -57,6 +60,15 @@ export interface ResolverOptions {
   now?: () => number;
   /** MTA-STS policy hosts' port (443; tests serve on another). */
   stsPort?: number;
+  /** Where MTA-STS policies are kept across restarts; memory only when absent. */
+  stsFile?: string;
+}
+
+/** Each worker's MTA-STS policies, under the persistent path (the directory is made here). */
+export function stsCacheFile(persistentPath: string, worker: number): string {
+  const dir = join(persistentPath, 'mta-sts');
+  mkdirSync(dir, { recursive: true });
+  return join(dir, `w${worker}.json`);
 }
 
 const FIXED: Readonly<Record<string, TlsRequirement['mode']>> = { verify: 'verify', encrypt: 'encrypt', may: 'may', none: 'none' };
@@ -69,7 +81,7 @@ export class TlsPolicyResolver {
 
   constructor(private readonly options: ResolverOptions) {
     this.config = options.config;
-    this.tlsa = options.tlsa ?? noDnssecResolver;
+    this.tlsa = cachedTlsa(options.tlsa ?? noDnssecResolver, options.now);
     this.sts = this.makeSts(options.config);
     this.apply(options.config);
   }
@@ -140,7 +152,7 @@ export class TlsPolicyResolver {
   }
 
   private makeSts(config: VolleyConfig): StsCache {
-    return new StsCache({ dns: new DnsTxt(config.resolver.servers), config: config.mtaSts, logger: this.options.logger, now: this.options.now, policyPort: this.options.stsPort });
+    return new StsCache({ dns: new DnsTxt(config.resolver.servers), config: config.mtaSts, logger: this.options.logger, now: this.options.now, policyPort: this.options.stsPort, file: this.options.stsFile });
   }
 }
 

@@ -5,7 +5,13 @@
 // due does not wait. Only a domain with nothing usable cached waits for DNS
 // and HTTPS. Time comes from an injected clock, so tests step through
 // max_age without sleeping.
+//
+// With a `file`, the policies (not the "no policy" answers, which are cheap to
+// ask again) are also written there whenever one is fetched, and read back at
+// start: a restart must not open the window MTA-STS closes, where an attacker
+// who blocks the policy fetch gets a domain delivered as `may` (RFC 8461, security considerations).
 
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { MtaStsConfig } from '../../../shared/config/types';
 import { errorCode } from '../../../shared/errors';
@@ -29,6 +35,8 @@ export interface StsCacheOptions {
   now?: () => number;
   /** Port of the policy hosts (443; tests serve on another). */
   policyPort?: number;
+  /** Where the policies are kept across restarts (JSON); memory only when absent. */
+  file?: string;
 }
 
 interface Entry {
@@ -49,6 +57,8 @@ const FAILED_TTL_MS = 300_000;
 const TXT_CHECK_MS = 3_600_000;
 /** A failed background check is tried again this much later. */
 const RETRY_MS = 300_000;
+/** Domains remembered at most (a sender reaches millions): expired entries go first, then the oldest. */
+const MAX_ENTRIES = 100_000;
 const CERT_ERRORS = /CERT|SELF_SIGNED|ALTNAME|UNABLE_TO|SIGNATURE|HOSTNAME|EXPIRED/;
 
 export class StsCache {
@@ -58,6 +68,7 @@ export class StsCache {
 
   constructor(private readonly options: StsCacheOptions) {
     this.now = options.now ?? Date.now;
+    if (options.file) this.load(options.file);
   }
 
   /** The domain's policy as cached, without waiting; starts a background check when one is due. Undefined: nothing usable cached. */
@@ -118,7 +129,7 @@ export class StsCache {
       const policy = await this.fetch(domain);
       const maxAgeMs = policy.maxAge * 1000;
       const result: StsLookup = { kind: 'policy', policy, id };
-      this.entries.set(domain, {
+      this.put(domain, {
         result,
         expiresAt: now + maxAgeMs,
         checkAt: now + Math.min(TXT_CHECK_MS, maxAgeMs / 2),
@@ -126,6 +137,7 @@ export class StsCache {
         refetchAt: now + Math.max(maxAgeMs / 2, maxAgeMs - 86_400_000),
       });
       this.options.logger?.debug({ domain, mode: policy.mode, mx: policy.mx, max_age: policy.maxAge, id }, 'MTA-STS policy fetched');
+      this.save();
       return result;
     } catch (err) {
       const reason = (err as Error).message;
@@ -142,8 +154,62 @@ export class StsCache {
 
   private store(domain: string, result: StsLookup, expiresAt: number, why?: string): StsLookup {
     if (why) this.options.logger?.warn({ domain, err: why }, 'MTA-STS TXT lookup failed');
-    this.entries.set(domain, { result, expiresAt, checkAt: expiresAt, refetchAt: expiresAt });
+    this.put(domain, { result, expiresAt, checkAt: expiresAt, refetchAt: expiresAt });
     return result;
+  }
+
+  private put(domain: string, entry: Entry): void {
+    if (this.entries.size >= MAX_ENTRIES && !this.entries.has(domain)) {
+      const now = this.now();
+      for (const [k, v] of this.entries) if (v.expiresAt <= now) this.entries.delete(k);
+      for (const k of this.entries.keys()) {
+        if (this.entries.size < MAX_ENTRIES) break;
+        this.entries.delete(k);
+      }
+    }
+    // Re-inserted, so Map order is the order of last fetch (oldest first for eviction).
+    this.entries.delete(domain);
+    this.entries.set(domain, entry);
+  }
+
+  /** Writes the unexpired policies (whole file, renamed into place: never half a file). */
+  private save(): void {
+    const file = this.options.file;
+    if (!file) return;
+    const now = this.now();
+    const saved: SavedPolicy[] = [];
+    for (const [domain, e] of this.entries) {
+      if (e.result.kind === 'policy' && e.expiresAt > now) saved.push({ domain, id: e.result.id, lines: e.result.policy.lines, expiresAt: e.expiresAt, refetchAt: e.refetchAt });
+    }
+    try {
+      writeFileSync(`${file}.tmp`, JSON.stringify(saved));
+      renameSync(`${file}.tmp`, file);
+    } catch (err) {
+      // Memory still has them: enforcement goes on, only a restart would forget.
+      this.options.logger?.warn({ err, file }, 'MTA-STS: could not save the policy cache');
+    }
+  }
+
+  /** Reads what save() wrote; a policy past its max_age, or a file that does not parse, is left out. */
+  private load(file: string): void {
+    let saved: SavedPolicy[];
+    try {
+      saved = JSON.parse(readFileSync(file, 'utf8')) as SavedPolicy[];
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENOENT') this.options.logger?.warn({ err, file }, 'MTA-STS: policy cache unreadable; policies are fetched again');
+      return;
+    }
+    const now = this.now();
+    for (const p of Array.isArray(saved) ? saved : []) {
+      if (!(p.expiresAt > now)) continue;
+      try {
+        const policy = parseStsPolicy(p.lines.join('\n'));
+        // Checked (id, refresh) at first use, in the background: a restart does not hold deliveries up.
+        this.entries.set(p.domain, { result: { kind: 'policy', policy, id: p.id }, expiresAt: p.expiresAt, checkAt: now, refetchAt: p.refetchAt });
+      } catch {
+        // A policy that no longer parses is not enforced from a file: it is fetched again.
+      }
+    }
   }
 
   private async fetch(domain: string): Promise<StsPolicy> {
@@ -160,6 +226,14 @@ export class StsCache {
     if (!/^text\/plain\s*(;|$)/i.test(answer.contentType)) throw Object.assign(new Error(`policy served as "${answer.contentType}", not text/plain`), { code: 'ESTSPOLICY' });
     return parseStsPolicy(answer.body.toString('utf8'));
   }
+}
+
+interface SavedPolicy {
+  domain: string;
+  id: string;
+  lines: string[];
+  expiresAt: number;
+  refetchAt: number;
 }
 
 function failureType(err: unknown): StsFetchFailure {

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { parseConfig } from '../../../../../runtime/shared/config/load';
 import { TlsPolicyResolver, type MxTls } from '../../../../../runtime/mta/delivery/tls-policy/resolver';
 import type { TlsaLookup } from '../../../../../runtime/mta/delivery/tls-policy/tlsa-lookup';
@@ -53,9 +54,10 @@ afterAll(async () => {
   await untrusted.close();
 });
 
+const configWith = (extra = ''): ReturnType<typeof parseConfig> =>
+  parseConfig(deliveryConfigYaml(`resolver: { servers: ["${dns.server}"] }\nmta_sts: { ca_file: "${ca.caFile}" }\n${extra}`));
 function resolver(extra = '', tlsa?: TlsaLookup): TlsPolicyResolver {
-  const config = parseConfig(deliveryConfigYaml(`resolver: { servers: ["${dns.server}"] }\nmta_sts: { ca_file: "${ca.caFile}" }\n${extra}`));
-  return new TlsPolicyResolver({ config, now: () => clock, stsPort: peer.port, tlsa });
+  return new TlsPolicyResolver({ config: configWith(extra), now: () => clock, stsPort: peer.port, tlsa });
 }
 const mx = (...hosts: string[]): { host: string; port: number }[] => hosts.map((host) => ({ host, port: 25 }));
 const fetches = (domain: string): number => peer.to(`mta-sts.${domain}`, POLICY).length;
@@ -199,4 +201,26 @@ describe('the ladder', () => {
     expect((await r.forHosts('enforce.test', mx('mx1.enforce.test'), 'mx'))[0]).toMatchObject({ requirement: { mode: 'verify' } });
     expect(asked).toEqual(['mx1.auto.test']);
   });
+});
+
+test('with a file, policies survive a restart: the new resolver enforces before it can fetch anything; expired ones are not kept', async () => {
+  clock = Date.parse('2026-12-07T10:00:00Z');
+  const file = join(dir, 'sts-cache.json');
+  const first = new TlsPolicyResolver({ config: configWith(), now: () => clock, stsPort: peer.port, stsFile: file });
+  expect((await first.forHosts('enforce.test', mx('mx9.enforce.test'), 'mx'))[0]).toMatchObject({ use: false });
+  expect((await first.forHosts('gone.test', mx('mx9.gone.test'), 'mx'))[0]).toMatchObject({ use: false }); // max_age 1 h
+
+  // After the restart the policy host is unreachable (an attacker blocks it) and an hour and a half has passed.
+  const saved = peer.answers.get(`mta-sts.enforce.test${POLICY}`)!;
+  peer.answers.set(`mta-sts.enforce.test${POLICY}`, { status: 503 });
+  clock += 5_400_000;
+  const fetched = fetches('enforce.test');
+  const second = new TlsPolicyResolver({ config: configWith(), now: () => clock, stsPort: peer.port, stsFile: file });
+  expect(second.cachedSts('enforce.test')).toMatchObject({ kind: 'policy', policy: { mode: 'enforce' } });
+  expect((await second.forHosts('enforce.test', mx('mx9.enforce.test', 'mx1.enforce.test'), 'mx')).map((d) => d.use)).toEqual([false, true]);
+  await second.stsIdle(); // its background check ran into the blocked host, and the saved policy stands
+  expect(fetches('enforce.test')).toBeGreaterThanOrEqual(fetched);
+  expect((await second.forHosts('enforce.test', mx('mx9.enforce.test'), 'mx'))[0]).toMatchObject({ use: false });
+  expect(second.cachedSts('gone.test')).toBeUndefined(); // its max_age ran out while we were down
+  peer.answers.set(`mta-sts.enforce.test${POLICY}`, saved);
 });
