@@ -5,7 +5,7 @@ import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
 import { DkimSigner } from './dkim';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source } from '../../shared/smtp/connector';
+import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type TlsOutcome } from '../../shared/smtp/connector';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
 import { MinHeap } from './heap';
 import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
@@ -606,7 +606,10 @@ export class DeliveryEngine {
       const tls = decisions[i];
       if (!tls.use) {
         this.tlsResults.refused(domain, tls, source.ip);
-        last = new ConnectError('tls-required', tls.reason, { code: 451, enhanced: '4.7.5', text: `TLS policy: ${tls.reason}` });
+        // `tls` is the TlsOutcome the attempt log reads from a ConnectError once the connectors report one (engineer A).
+        last = Object.assign(new ConnectError('tls-required', tls.reason, { code: 451, enhanced: '4.7.5', text: `TLS policy: ${tls.reason}` }), {
+          tls: { policy: tls.report.type === 'tlsa' ? 'dane' : 'mta-sts', verified: false, failure: tls.resultType } satisfies TlsOutcome,
+        });
         continue;
       }
       for (const ip of host.ips) {

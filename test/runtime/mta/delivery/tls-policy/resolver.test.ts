@@ -189,6 +189,10 @@ describe('the ladder', () => {
     expect((await r.forHosts('off.test', mx('a'), 'mx'))[0]).toMatchObject({ requirement: { mode: 'none', policy: 'none' } });
     expect((await r.forHosts('v.test', mx('mx.v.test'), 'mx'))[0]).toMatchObject({ requirement: { mode: 'verify', policy: 'verify', names: ['mx.v.test'] } });
     expect((await r.forHosts('auto.test', mx('smarthost.example'), 'static'))[0]).toMatchObject({ use: true, requirement: { mode: 'may' } });
+    // A config refresh changes them.
+    r.apply(configWith('tls_policies:\n  - { domain: enc.test, policy: none }\n'));
+    expect(r.policyOf('enc.test')).toBe('none');
+    expect(r.policyOf('other.test')).toBe('auto');
   });
 
   test('mta-sts alone does not look up TLSA; dane alone does not fetch MTA-STS', async () => {
