@@ -96,11 +96,6 @@ export class StsCache {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()]);
   }
 
-  /** Forgets everything (a config refresh may change the CA or limits). */
-  clear(): void {
-    this.entries.clear();
-  }
-
   private refresh(domain: string, entry: Entry): Promise<StsLookup> {
     const p = this.lookup(domain, entry).finally(() => this.inflight.delete(domain));
     this.inflight.set(domain, p);

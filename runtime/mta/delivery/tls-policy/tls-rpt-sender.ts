@@ -43,14 +43,18 @@ export class TlsRptSender {
   private config: VolleyConfig;
   private readonly now: () => number;
   private running?: Promise<Delivery[]>;
+  private dns: DnsTxt;
 
   constructor(private readonly options: SenderOptions) {
     this.config = options.config;
+    this.dns = options.dns;
     this.now = options.now ?? Date.now;
   }
 
-  apply(config: VolleyConfig): void {
+  /** A refresh: the next run reports with the new settings (and asks the new resolvers, when given). */
+  apply(config: VolleyConfig, dns?: DnsTxt): void {
     this.config = config;
+    if (dns) this.dns = dns;
   }
 
   /** Sends what finished days owe; one run at a time. */
@@ -86,7 +90,7 @@ export class TlsRptSender {
       if (sent.has(domain)) continue;
       let uris: string[];
       try {
-        uris = parseTlsRptTxt(await this.options.dns.txt(`_smtp._tls.${domain}`));
+        uris = parseTlsRptTxt(await this.dns.txt(`_smtp._tls.${domain}`));
       } catch (err) {
         logger?.warn({ domain, day, err: (err as Error).message }, 'TLS-RPT: _smtp._tls lookup failed; tried again later');
         unfinished = true;
@@ -109,7 +113,7 @@ export class TlsRptSender {
               caFile: this.config.tlsRpt.caFile,
               timeoutMs: this.config.tlsRpt.postTimeoutMs,
               maxBytes: 64 * 1024,
-              dns: this.options.dns,
+              dns: this.dns,
             });
             if (answer.status < 200 || answer.status > 299) throw new Error(`HTTP ${answer.status}`);
           }

@@ -39,7 +39,7 @@ export function startTlsRpt(options: {
   if (sender) setImmediate(run);
   return {
     store,
-    apply: (config) => sender?.apply(config),
+    apply: (config) => sender?.apply(config, new DnsTxt(config.resolver.servers)),
     close: async () => {
       clearInterval(timer);
       await store.close();
