@@ -2,7 +2,7 @@
 // route, the TlsRequirement the session must reach, or a refusal when the
 // domain's policy forbids that host. The ladder, strongest first:
 //   dane     usable TLSA records, DNSSEC-validated (through TlsaLookup)
-//   mta-sts  the domain's MTA-STS policy (enforce: verify the MX name; testing: may, failures logged)
+//   mta-sts  the domain's MTA-STS policy (enforce: verify the MX name; testing: the same check, failures logged, delivered as may)
 //   verify   certificate valid for the MX name
 //   encrypt  TLS, no verification (the old `required`)
 //   may      opportunistic, clear text after a failed handshake (the old `opportunistic`)
@@ -171,8 +171,9 @@ function fromSts(domain: string, host: string, sts: StsLookup): MxTls {
     if (!matched) return { use: false, host, resultType: 'sts-policy-invalid', reason, report };
     return { use: true, host, requirement: { mode: 'verify', policy: 'mta-sts', names: [host] }, report };
   }
-  // testing: deliver as may; what enforce would have refused is logged and reported.
-  const requirement: TlsRequirement = { mode: 'may', policy: 'mta-sts', names: [host], testing: true };
+  // testing: checked as verify, but a failure is logged and the session carries on as may (the
+  // contract's `testing`); an MX enforce would have refused is used, its failure logged and reported.
+  const requirement: TlsRequirement = { mode: 'verify', policy: 'mta-sts', names: [host], testing: true };
   return matched ? { use: true, host, requirement, report } : { use: true, host, requirement, report, failure: { resultType: 'sts-policy-invalid', reason } };
 }
 

@@ -28,7 +28,8 @@ const RESULT_TYPES = new Set([
 /** The pre-#19 connector argument for a requirement (to go when connectors take TlsRequirement). */
 export function legacyPolicy(r: TlsRequirement): TlsPolicy {
   if (r.mode === 'none') return 'never';
-  if (r.mode === 'may') return 'opportunistic';
+  // MTA-STS testing never holds mail back: whatever its check finds, the session goes on as may.
+  if (r.mode === 'may' || r.testing === true) return 'opportunistic';
   return 'required';
 }
 

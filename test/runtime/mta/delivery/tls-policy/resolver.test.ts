@@ -72,11 +72,11 @@ test('enforce: an MX in the policy (exactly or by wildcard) must verify its name
   expect(deeper).toMatchObject({ use: false, resultType: 'sts-policy-invalid' });
 });
 
-test('testing: every MX is used as may, with the names to check; one outside the patterns carries the failure to log and report', async () => {
+test('testing: every MX is used, checked as verify but never held back by it (testing); one outside the patterns carries the failure to log and report', async () => {
   const [inside, outside] = await resolver().forHosts('testing.test', mx('mx1.testing.test', 'mx2.testing.test'), 'mx');
-  expect(inside).toEqual(expect.objectContaining({ use: true, requirement: { mode: 'may', policy: 'mta-sts', names: ['mx1.testing.test'], testing: true } }));
+  expect(inside).toEqual(expect.objectContaining({ use: true, requirement: { mode: 'verify', policy: 'mta-sts', names: ['mx1.testing.test'], testing: true } }));
   expect(inside).not.toHaveProperty('failure');
-  expect(outside).toMatchObject({ use: true, requirement: { mode: 'may', testing: true }, failure: { resultType: 'sts-policy-invalid' } });
+  expect(outside).toMatchObject({ use: true, requirement: { mode: 'verify', names: ['mx2.testing.test'], testing: true }, failure: { resultType: 'sts-policy-invalid' } });
 });
 
 test('mode none, and a domain without the TXT record, are delivered as may; no TXT means no HTTPS request', async () => {

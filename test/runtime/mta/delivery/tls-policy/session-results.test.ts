@@ -26,9 +26,9 @@ test('successes and failures per policy, with the RFC 8460 result type', async (
   const verify = { mode: 'verify' as const, policy: 'mta-sts' as const, names: ['mx.a.test'] };
   results.opened('a.test', use(verify), session({ version: 'TLSv1.3', cipher: 'x', verified: true })); // today's shape: encrypted
   results.opened('a.test', use(verify), session({ policy: 'mta-sts', verified: true, version: 'TLSv1.3' })); // A's shape, check passed
-  results.opened('a.test', use({ mode: 'may', policy: 'mta-sts', names: ['mx.a.test'], testing: true }), session({ policy: 'mta-sts', verified: false, failure: 'certificate-host-mismatch', version: 'TLSv1.3' }));
-  results.opened('a.test', use({ mode: 'may', policy: 'mta-sts', names: ['mx.a.test'], testing: true }), session(undefined)); // testing, no TLS at all
-  results.opened('a.test', use({ mode: 'may', policy: 'mta-sts', testing: true }, sts, { resultType: 'sts-policy-invalid', reason: 'not in policy' }), session({ version: 'TLSv1.3', cipher: 'x', verified: false }));
+  results.opened('a.test', use({ mode: 'verify', policy: 'mta-sts', names: ['mx.a.test'], testing: true }), session({ policy: 'mta-sts', verified: false, failure: 'certificate-host-mismatch', version: 'TLSv1.3' }));
+  results.opened('a.test', use({ mode: 'verify', policy: 'mta-sts', names: ['mx.a.test'], testing: true }), session(undefined)); // testing, no TLS at all
+  results.opened('a.test', use({ mode: 'verify', policy: 'mta-sts', names: ['mx.a.test'], testing: true }, sts, { resultType: 'sts-policy-invalid', reason: 'not in policy' }), session({ version: 'TLSv1.3', cipher: 'x', verified: false }));
   results.failed('a.test', use(verify), '127.0.0.9', new ConnectError('tls-required', 'certificate not valid for mx.a.test'));
   results.failed('a.test', use(verify), '127.0.0.9', new ConnectError('refused', 'connection refused')); // not a TLS matter: not counted
   results.refused('a.test', { use: false, host: 'mx9.a.test', resultType: 'sts-policy-invalid', reason: 'MX mx9.a.test is not in the MTA-STS policy', report: sts });
@@ -50,7 +50,8 @@ test('successes and failures per policy, with the RFC 8460 result type', async (
 
 test("until the connectors take a TlsRequirement, the requirement becomes today's policy name", () => {
   expect(legacyPolicy({ mode: 'none', policy: 'none' })).toBe('never');
-  expect(legacyPolicy({ mode: 'may', policy: 'mta-sts', testing: true })).toBe('opportunistic');
+  expect(legacyPolicy({ mode: 'may', policy: 'may' })).toBe('opportunistic');
+  expect(legacyPolicy({ mode: 'verify', policy: 'mta-sts', names: ['a'], testing: true })).toBe('opportunistic'); // MTA-STS testing never holds mail
   expect(legacyPolicy({ mode: 'encrypt', policy: 'encrypt' })).toBe('required');
   expect(legacyPolicy({ mode: 'verify', policy: 'mta-sts', names: ['a'] })).toBe('required');
 });
