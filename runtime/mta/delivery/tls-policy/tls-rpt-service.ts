@@ -1,11 +1,13 @@
-// TLS-RPT in a running worker: every worker counts its own sessions
-// (TlsRptStore, one file per worker); one worker (the first) sends the
-// reports of finished days, reading every worker's files, soon after start
-// and then every few minutes. Enabling or disabling `tls_rpt` takes a restart.
+// TLS-RPT in a running worker: every worker counts its own sessions to the
+// domains that ask for reports (TlsRptStore, one file per worker); one worker
+// (the first) sends the reports of finished days, reading every worker's
+// files, soon after start and then every few minutes. Enabling or disabling
+// `tls_rpt` takes a restart.
 
 import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../../shared/config/types';
 import { DnsTxt } from './dns-txt';
+import { ReportInterest } from './tls-rpt-interest';
 import { TlsRptSender } from './tls-rpt-sender';
 import { TlsRptStore, tlsRptDir } from './tls-rpt-store';
 
@@ -28,7 +30,8 @@ export function startTlsRpt(options: {
 }): TlsRptService | undefined {
   if (!options.config.tlsRpt.enabled) return undefined;
   const dir = tlsRptDir(options.persistentPath);
-  const store = new TlsRptStore({ dir, worker: `w${options.worker}`, logger: options.logger });
+  const interest = new ReportInterest(new DnsTxt(options.config.resolver.servers));
+  const store = new TlsRptStore({ dir, worker: `w${options.worker}`, logger: options.logger, interest });
   const sender =
     options.worker === 0
       ? new TlsRptSender({ dir, config: options.config, nodeId: options.nodeId, dns: new DnsTxt(options.config.resolver.servers), submit: options.submit, logger: options.logger })
@@ -39,7 +42,11 @@ export function startTlsRpt(options: {
   if (sender) setImmediate(run);
   return {
     store,
-    apply: (config) => sender?.apply(config, new DnsTxt(config.resolver.servers)),
+    apply: (config) => {
+      const dns = new DnsTxt(config.resolver.servers);
+      interest.setDns(dns);
+      sender?.apply(config, dns);
+    },
     close: async () => {
       clearInterval(timer);
       await store.close();

@@ -5,12 +5,15 @@
 // (tls-rpt/<worker>-<YYYY-MM-DD>.jsonl) every few seconds and at stop: a
 // restart keeps the day's counts, a kill -9 loses at most the last interval's.
 // Lines are increments, so reading a day sums every line of every worker.
+// With an `interest`, only domains that publish a `_smtp._tls` record are
+// counted (a session waits in memory for that answer, then counts or not).
 
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ReportedPolicy } from './resolver';
+import type { ReportInterest } from './tls-rpt-interest';
 
 export interface FailureDetail {
   /** RFC 8460 4.3 result type (sts-policy-invalid, certificate-host-mismatch, ...). */
@@ -60,7 +63,7 @@ export class TlsRptStore {
   private writing: Promise<void> = Promise.resolve();
   private readonly now: () => number;
 
-  constructor(private readonly options: { dir: string; worker: string; now?: () => number; flushMs?: number; logger?: Logger }) {
+  constructor(private readonly options: { dir: string; worker: string; now?: () => number; flushMs?: number; logger?: Logger; interest?: ReportInterest }) {
     this.now = options.now ?? Date.now;
     mkdirSync(options.dir, { recursive: true });
     if (options.flushMs !== 0) {
@@ -71,6 +74,13 @@ export class TlsRptStore {
 
   add(result: SessionResult): void {
     const day = utcDay(this.now());
+    const { interest } = this.options;
+    // Unknown yet: counted (or not) when the answer comes.
+    const wants = interest ? interest.wants(result.policy.domain, (yes) => yes && this.count(day, result)) : true;
+    if (wants === true) this.count(day, result);
+  }
+
+  private count(day: string, result: SessionResult): void {
     let byPolicy = this.pending.get(day);
     if (!byPolicy) this.pending.set(day, (byPolicy = new Map()));
     addTo(byPolicy, result.policy, result.ok ? 1 : 0, result.ok ? 0 : 1, result.failure ? [{ ...result.failure, count: 1 }] : []);

@@ -16,7 +16,8 @@ import { tempDir } from '../../../../helpers/tmp';
 // from an HTTPS host on 127.0.19.1:443 (certificate from a test CA the config
 // trusts) and delivers to MXes on port 25 of their own loopback addresses.
 // An MX outside an enforced policy is never connected to; in testing it is
-// used, and the failure logged; every session is counted for TLS-RPT.
+// used, and the failure logged; every session to a domain that publishes
+// _smtp._tls is counted for TLS-RPT.
 
 const dir = tempDir();
 const ca = createTestCa(dir);
@@ -35,7 +36,12 @@ beforeAll(async () => {
   policyHost.answers.set(`mta-sts.tst.test${POLICY}`, { body: 'version: STSv1\nmode: testing\nmx: *.elsewhere.test\nmax_age: 86400\n' });
   const dns = await startDnsmasq([
     '--local=/test/',
-    ...['enf.test', 'onlybad.test', 'tst.test'].flatMap((d) => [rr.txt(`_mta-sts.${d}`, 'v=STSv1; id=1'), rr.host(`mta-sts.${d}`, '127.0.19.1')]),
+    ...['enf.test', 'onlybad.test', 'tst.test'].flatMap((d) => [
+      rr.txt(`_mta-sts.${d}`, 'v=STSv1; id=1'),
+      rr.host(`mta-sts.${d}`, '127.0.19.1'),
+      rr.txt(`_smtp._tls.${d}`, 'v=TLSRPTv1; rua=mailto:tlsrpt@reports.test'),
+    ]),
+    rr.mx('quiet.test', 'mx2.enf.test', 10), // no MTA-STS, no _smtp._tls: delivered, not counted
     rr.mx('enf.test', 'mx1.enf.test', 10), // preferred, but outside the policy
     rr.mx('enf.test', 'mx2.enf.test', 20),
     rr.host('mx1.enf.test', '127.0.19.2'),
@@ -80,6 +86,11 @@ async function finalEvent(id: string): Promise<Attempt> {
 const logLines = (): { msg?: string; mx_host?: string; tls_failure?: string; tls_policy?: string; testing?: boolean }[] =>
   mta.log().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string });
 
+test('a domain without a policy is delivered as may', async () => {
+  const id = await inject(mta.smtpPort, 'a@shop.example', ['user@quiet.test'], message('plain'));
+  expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'mx2.enf.test' });
+});
+
 test('enforce: the preferred MX outside the policy is skipped without a connection; the one inside gets the mail over TLS', async () => {
   const id = await inject(mta.smtpPort, 'a@shop.example', ['user@enf.test'], message('sts'));
   expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'mx2.enf.test' });
@@ -101,7 +112,7 @@ test('testing with the MX outside the policy: delivered, and the failure logged'
   expect(logLines()).toContainEqual(expect.objectContaining({ mx_host: 'mx.tst.test', tls_policy: 'mta-sts', tls_failure: 'sts-policy-invalid', testing: true }));
 });
 
-test("each session's result is counted per policy domain for TLS-RPT, on disk", async () => {
+test("each session's result is counted per policy domain for TLS-RPT, on disk, for the domains that ask for reports", async () => {
   const rptDir = join(dir, 'pp', 'tls-rpt');
   const lines = (): { policy: { domain: string; type: string }; ok: number; failed: number; failures: { resultType: string; mxHost?: string }[] }[] =>
     readdirSync(rptDir)
@@ -113,4 +124,5 @@ test("each session's result is counted per policy domain for TLS-RPT, on disk", 
   expect(sum('enf.test', 'failed')).toBeGreaterThanOrEqual(1); // mx1, refused
   expect(sum('onlybad.test', 'ok')).toBe(0);
   expect(lines().find((l) => l.policy.domain === 'tst.test')).toMatchObject({ policy: { type: 'sts' }, failures: [{ resultType: 'sts-policy-invalid', mxHost: 'mx.tst.test' }] });
+  expect(lines().filter((l) => l.policy.domain === 'quiet.test')).toEqual([]); // its session came first: it would be on disk by now
 });
