@@ -12,6 +12,8 @@ import { clusterThrottleAuthority } from './delivery/cluster-authority';
 import { LocalAuthority, PrimaryAuthority, type ThrottleAuthority } from './delivery/throttle-authority';
 import { Throttles } from './delivery/throttles';
 import { Router } from './delivery/router';
+import { startTlsRpt } from './delivery/tls-policy/tls-rpt-service';
+import { TlsPolicyResolver, stsCacheFile } from './delivery/tls-policy/resolver';
 import { HttpApi } from './intake/http-api';
 import { Intake } from './intake/intake';
 import { SmtpListener } from './intake/smtp-listener';
@@ -136,6 +138,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
   // ...and cluster-wide ones for sending IPs held by proxies, which decide for every MTA at once.
   const clusterAuthority = clusterThrottleAuthority(config, nodeAuthority, `${options.nodeId}/w${options.worker}`, logger);
   const authority = clusterAuthority ?? nodeAuthority;
+  // TLS-RPT (RFC 8460): counts per session; mailto: reports are queued like DSNs.
+  const tlsRpt = startTlsRpt({ config, persistentPath: options.persistentPath, worker: options.worker, nodeId: options.nodeId, logger, submit: (mail) => intake.submit({ ...mail, via: 'smtp', client: { helo: 'tls-rpt' } }) });
   const engine = new DeliveryEngine({
     partitions: spool.partitions,
     config,
@@ -148,6 +152,9 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     throttles,
     authority,
     bounce: (dsn) => intake.submit({ ...dsn, via: 'smtp', client: { helo: 'dsn' } }),
+    tlsReport: tlsRpt?.store,
+    // MTA-STS policies survive a restart (a blocked fetch after one must not mean clear text).
+    tlsPolicy: new TlsPolicyResolver({ config, logger, stsFile: stsCacheFile(options.persistentPath, options.worker) }),
   });
   intake.on('accepted', (entry: SpoolEntry) => engine.schedule(entry));
 
@@ -250,6 +257,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     await Promise.all([...smtp.map((s) => s.close()), http.close()]);
     await engine.stop();
     clusterAuthority?.close();
+    await tlsRpt?.close();
     await attemptLog.close();
     await spool.close();
     process.exit(0);
@@ -268,6 +276,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
       smtp.forEach((s) => s.apply(config));
       http.apply(config);
       router.apply(config.routes, config.resolver.servers);
+      tlsRpt?.apply(config);
       send({ type: 'config-applied', worker: options.worker });
     } else if (m.type === 'query') {
       void answer(m.query, m.args ?? {}).then(

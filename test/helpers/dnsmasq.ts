@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -15,6 +15,17 @@ export const rr = {
   txt: (name: string, text: string): string => `--txt-record=${name},${text}`,
   cname: (alias: string, target: string): string => `--cname=${alias},${target}`,
 };
+
+/**
+ * TXT records whose text holds commas (a TLS-RPT rua list): dnsmasq's command
+ * line splits a --txt-record at every comma into separate strings, its config
+ * file keeps a quoted one whole. Writes them to a file in `dir`; returns the flag.
+ */
+export function txtConf(dir: string, records: Record<string, string>): string {
+  const file = join(dir, `txt-${Object.keys(records).join('_').slice(0, 60)}.conf`);
+  writeFileSync(file, Object.entries(records).map(([name, text]) => `txt-record=${name},"${text.replace(/["\\]/g, '\\$&')}"\n`).join(''));
+  return `--conf-file=${file}`;
+}
 
 const READY_NAME = 'ready.dnsmasq.invalid';
 

@@ -26,6 +26,8 @@ export interface ScriptedMxOptions {
   /** Leave 8BITMIME / SMTPUTF8 out of the EHLO answer (an old or strict receiver). */
   no8BitMime?: boolean;
   noSmtpUtf8?: boolean;
+  /** Offer STARTTLS with this key and certificate (none offered without). */
+  tls?: { key: string; cert: string };
 }
 
 /**
@@ -37,6 +39,8 @@ export class ScriptedMx {
   readonly messages: ReceivedMessage[] = [];
   readonly attempts = new Map<string, number>();
   connections = 0;
+  /** Sessions that completed STARTTLS. */
+  secured = 0;
   open = 0;
   maxOpen = 0;
   private readonly server: SMTPServer;
@@ -46,12 +50,17 @@ export class ScriptedMx {
     this.server = new SMTPServer({
       name: 'mx.test',
       authOptional: true,
-      disabledCommands: ['AUTH', 'STARTTLS'],
+      disabledCommands: options.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+      ...(options.tls ? { key: options.tls.key, cert: options.tls.cert } : {}),
       disableReverseLookup: true,
       hideENHANCEDSTATUSCODES: false,
       hide8BITMIME: options.no8BitMime === true,
       hideSMTPUTF8: options.noSmtpUtf8 === true,
       logger: false,
+      onSecure: (_socket, _session, cb) => {
+        this.secured++;
+        cb();
+      },
       onConnect: (_session, cb) => {
         this.connections++;
         this.open++;

@@ -7,7 +7,6 @@ import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attemp
 import { DkimSigner } from './dkim';
 import { hasEightBit, toSevenBit } from '../../shared/smtp/seven-bit';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type Target, type TlsOutcome } from '../../shared/smtp/connector';
-import { requirementOf } from '../../shared/smtp/tls-requirement';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
 import { MinHeap } from './heap';
 import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
@@ -17,6 +16,9 @@ import { LocalAuthority, type ThrottleAuthority } from './throttle-authority';
 import { Throttles, type Limits } from './throttles';
 import { VmtaPicker } from './vmta-picker';
 import { verpFromConfig, type Verp } from './verp';
+import { TlsPolicyResolver } from './tls-policy/resolver';
+import { SessionResults } from './tls-policy/session-results';
+import type { TlsRptStore } from './tls-policy/tls-rpt-store';
 
 export interface EngineOptions {
   partitions: SpoolPartition[];
@@ -37,6 +39,10 @@ export interface EngineOptions {
   recordRetryMs?: number;
   /** How soon a deferral caused only by the proxy link is retried (default PROXY_LINK_RETRY_MS). */
   proxyLinkRetryMs?: number;
+  /** The per-MX TLS decision (DANE, MTA-STS, config); made from the config when absent. */
+  tlsPolicy?: TlsPolicyResolver;
+  /** Where each session's TLS result is counted for TLS-RPT; none when absent. */
+  tlsReport?: TlsRptStore;
 }
 
 /** Connections one destination queue may open at most, whatever its throttle allows. */
@@ -86,6 +92,8 @@ export class DeliveryEngine {
   /** Due mail of partitions that may not start deliveries now (see mayDeliver). */
   private readonly parked = new Map<SpoolPartition, SpoolEntry[]>();
   private parkTimer?: NodeJS.Timeout;
+  private readonly tlsPolicy: TlsPolicyResolver;
+  private readonly tlsResults: SessionResults;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -95,6 +103,8 @@ export class DeliveryEngine {
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
     this.signer = new DkimSigner(options.config.dkim);
     this.verp = verpFromConfig(options.config.inbound);
+    this.tlsPolicy = options.tlsPolicy ?? new TlsPolicyResolver({ config: options.config, logger: options.logger, now: this.now });
+    this.tlsResults = new SessionResults(options.logger, options.tlsReport);
     this.recorder = new AttemptRecorder({
       config: options.config,
       attemptLog: options.attemptLog,
@@ -133,6 +143,7 @@ export class DeliveryEngine {
     this.recorder.apply(config);
     this.config = config;
     this.picker.apply(config);
+    this.tlsPolicy.apply(config);
     this.throttles.apply(config);
   }
 
@@ -532,7 +543,7 @@ export class DeliveryEngine {
       const targets = mxTargets(route, this.config.delivery.mxAddressLimit);
       let opened: { session: OutboundSession; index: number };
       try {
-        opened = await this.open(targets, 0, dest.source, dest.domain);
+        opened = await this.open(route, targets, 0, dest.source, dest.domain);
       } catch (err) {
         const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
         const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
@@ -557,7 +568,7 @@ export class DeliveryEngine {
         session.close();
         session = undefined;
         try {
-          opened = await this.open(targets, opened.index + 1, dest.source, dest.domain);
+          opened = await this.open(route, targets, opened.index + 1, dest.source, dest.domain);
         } catch {
           break; // the addresses after it failed too: the queue waits for the next connection, which starts again from the first MX
         }
@@ -614,17 +625,37 @@ export class DeliveryEngine {
    * A session with the first of `targets` from `from` on that completes the
    * handshake. Whatever stops one (no connection, a 4xx/5xx greeting, EHLO
    * and HELO refused, TLS) moves on to the next address, as Postfix does:
-   * one MX that will not talk says nothing about the others. Throws the last
-   * failure when none is left.
+   * one MX that will not talk says nothing about the others. An MX host the
+   * domain's TLS policy forbids (MTA-STS enforce, not in its patterns) is
+   * skipped without a connection. Throws the last failure when none is left.
    */
-  private async open(targets: Target[], from: number, source: Source, domain: string): Promise<{ session: OutboundSession; index: number }> {
-    const tls = requirementOf(this.config.tlsPolicies.find((p) => p.domain === domain)?.policy ?? 'may');
+  private async open(route: Extract<Route, { kind: 'hosts' }>, targets: Target[], from: number, source: Source, domain: string): Promise<{ session: OutboundSession; index: number }> {
+    // Per MX host: what TLS the session must reach, or that the domain's policy forbids the host (cached in the resolver).
+    const decisions = await this.tlsPolicy.forHosts(domain, route.hosts, route.source);
+    const byHost = new Map(route.hosts.map((h, i) => [h.host, decisions[i]]));
+    const refused = new Set<string>();
     let last: unknown;
     for (let index = from; index < targets.length; index++) {
+      const target = targets[index];
+      const tls = byHost.get(target.host);
+      if (!tls) continue;
+      if (!tls.use) {
+        if (!refused.has(target.host)) this.tlsResults.refused(domain, tls, source.ip);
+        refused.add(target.host);
+        last = new ConnectError('tls-required', tls.reason, { code: 451, enhanced: '4.7.5', text: `TLS policy: ${tls.reason}` }, {
+          policy: tls.report.type === 'tlsa' ? 'dane' : 'mta-sts',
+          verified: false,
+          failure: tls.resultType,
+        } satisfies TlsOutcome);
+        continue;
+      }
       try {
-        return { session: await this.options.connector.open(targets[index], source, tls), index };
+        const session = await this.options.connector.open(target, source, tls.requirement);
+        this.tlsResults.opened(domain, tls, session, source.ip);
+        return { session, index };
       } catch (err) {
         last = err;
+        this.tlsResults.failed(domain, tls, target.ip, err, source.ip);
       }
     }
     throw last ?? new ConnectError('error', 'no host to connect to');

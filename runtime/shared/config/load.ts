@@ -8,6 +8,7 @@ import { parseDuration, parseSize } from '../units';
 import { normaliseDrain, type RawDrain } from './drain';
 import { converter, normaliseEvents, normaliseInbound, type RawEvents, type RawInbound } from './events';
 import { notImplemented } from './not-implemented';
+import { canonicalPolicy, normaliseMtaSts, normaliseTlsPolicies, normaliseTlsRpt, type RawMtaSts, type RawTlsRpt } from './tls';
 import { configSchema } from './schema';
 import type { BounceRuleConfig, TlsMode, VolleyConfig } from './types';
 
@@ -153,9 +154,11 @@ interface Raw {
   routing?: { sender_domain: string; pool?: string; vmta?: string }[];
   routes?: { domain: string; host: string; port?: number }[];
   resolver?: { servers?: string[] };
-  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean; pipeline_transactions?: boolean; mx_address_limit?: number; mx_session_limit?: number };
+  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean; pipeline_transactions?: boolean; mx_address_limit?: number; mx_session_limit?: number; tls_policy?: string };
   proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
-  tls_policies?: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
+  tls_policies?: { domain: string; policy: string }[];
+  mta_sts?: RawMtaSts;
+  tls_rpt?: RawTlsRpt;
   haproxy?: { mtas?: number; frontends: { sending_ip: string; address: string; proxy_protocol?: 'v1' | 'v2' }[] };
   bounce_rules?: { category: BounceRuleConfig['category']; code?: number; enhanced?: string; text?: string }[];
   events?: RawEvents;
@@ -264,6 +267,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       pipelineTransactions: raw.delivery?.pipeline_transactions ?? true,
       mxAddressLimit: raw.delivery?.mx_address_limit ?? 5,
       mxSessionLimit: raw.delivery?.mx_session_limit ?? 2,
+      tlsPolicy: canonicalPolicy(raw.delivery?.tls_policy ?? 'auto'),
     },
     proxies: raw.proxies && {
       secretFile: raw.proxies.secret_file,
@@ -275,7 +279,9 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
         return { name: p.name, host: m?.[1] ?? p.address, port: Number(m?.[2] ?? 0), fingerprint: p.fingerprint, caFile: p.ca_file, sendingIps: p.sending_ips };
       }),
     },
-    tlsPolicies: (raw.tls_policies ?? []).map((t) => ({ domain: t.domain.toLowerCase(), policy: t.policy })),
+    tlsPolicies: normaliseTlsPolicies(raw.tls_policies),
+    mtaSts: normaliseMtaSts(raw.mta_sts, report),
+    tlsRpt: normaliseTlsRpt(raw.tls_rpt, raw.hostname, report),
     haproxy: raw.haproxy && {
       mtas: raw.haproxy.mtas ?? 1,
       frontends: raw.haproxy.frontends.map((f, i) => {

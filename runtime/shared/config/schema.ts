@@ -4,6 +4,7 @@
 
 import { drainSchema } from './drain';
 import { eventsSchema, inboundSchema } from './events';
+import { mtaStsSchema, tlsPoliciesSchema, tlsPolicyField, tlsRptSchema } from './tls';
 
 const duration = { type: ['string', 'integer'], description: 'e.g. 250ms, 30s, 5m, 2h, 4d' };
 const size = { type: ['string', 'integer'], description: 'e.g. 512KB, 25MB' };
@@ -186,6 +187,7 @@ export const configSchema = {
           minimum: 0,
           description: "sessions (greeting and EHLO done) one delivery opens at most, moving to the next MX after one that ended early (Postfix's smtp_mx_session_limit: 2); 0: no limit",
         },
+        tls_policy: tlsPolicyField,
       },
     },
     events: eventsSchema,
@@ -215,16 +217,9 @@ export const configSchema = {
         },
       },
     },
-    tls_policies: {
-      type: 'array',
-      description: 'per-domain STARTTLS policy; every other domain is opportunistic',
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['domain', 'policy'],
-        properties: { domain: { type: 'string', minLength: 1 }, policy: { enum: ['opportunistic', 'required', 'never'] } },
-      },
-    },
+    tls_policies: tlsPoliciesSchema,
+    mta_sts: mtaStsSchema,
+    tls_rpt: tlsRptSchema,
     haproxy: {
       type: 'object',
       additionalProperties: false,

@@ -3,6 +3,9 @@
 
 import type { DrainConfig } from './drain';
 import type { EventsConfig, InboundConfig } from './events';
+import type { MtaStsConfig, TlsDomainPolicy, TlsPolicyName, TlsRptConfig } from './tls';
+
+export type { MtaStsConfig, TlsDomainPolicy, TlsPolicyName, TlsRptConfig } from './tls';
 
 export type { DrainConfig } from './drain';
 
@@ -75,6 +78,8 @@ export interface DeliveryConfig {
   mxAddressLimit: number;
   /** Sessions that got through greeting and EHLO one delivery opens at most (Postfix smtp_mx_session_limit); 0: no limit. */
   mxSessionLimit: number;
+  /** The TLS policy of every destination `tls_policies` does not name (old names already mapped). */
+  tlsPolicy: TlsPolicyName;
 }
 
 export type BounceCategoryName = 'bad-mailbox' | 'bad-domain' | 'policy' | 'quota' | 'inactive' | 'routing' | 'protocol' | 'content' | 'other';
@@ -175,7 +180,9 @@ export interface VolleyConfig {
   proxies?: ProxiesConfig;
   /** `mtas`: how many MTAs send through these frontends; each enforces 1/N of a throttle. */
   haproxy?: { frontends: HaproxyFrontend[]; mtas: number };
-  tlsPolicies: { domain: string; policy: 'opportunistic' | 'required' | 'never' }[];
+  tlsPolicies: TlsDomainPolicy[];
+  mtaSts: MtaStsConfig;
+  tlsRpt: TlsRptConfig;
   throttles: ThrottleRule[];
   backoff: BackoffRule[];
 }

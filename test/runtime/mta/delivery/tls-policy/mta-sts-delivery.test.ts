@@ -1,0 +1,128 @@
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { deliveryConfigYaml } from '../../../../helpers/config';
+import { readAttempts } from '../../../../helpers/attempt-log';
+import { rr, startDnsmasq } from '../../../../helpers/dnsmasq';
+import { HttpsPeer } from '../../../../helpers/https-peer';
+import { startMta, type MtaProcess } from '../../../../helpers/mta-process';
+import { waitUntil } from '../../../../helpers/proxy-fixtures';
+import { ScriptedMx } from '../../../../helpers/scripted-mx';
+import { inject, message } from '../../../../helpers/smtp-dialog';
+import { createTestCa } from '../../../../helpers/test-ca';
+import { tempDir } from '../../../../helpers/tmp';
+
+// The engine under MTA-STS, end to end: a real MTA process resolves MX records
+// and _mta-sts TXT records through a private dnsmasq, fetches the policies
+// from an HTTPS host on 127.0.19.1:443 (certificate from a test CA the config
+// trusts) and delivers to MXes on port 25 of their own loopback addresses.
+// An MX outside an enforced policy is never connected to; in testing it is
+// used, and the failure logged; every session to a domain that publishes
+// _smtp._tls is counted for TLS-RPT.
+
+const dir = tempDir();
+const ca = createTestCa(dir);
+const POLICY = '/.well-known/mta-sts.txt';
+const policyHost = new HttpsPeer(ca.issue(['mta-sts.enf.test', 'mta-sts.onlybad.test', 'mta-sts.tst.test']));
+const outside = new ScriptedMx({ address: '127.0.19.2' }); // never in any policy
+const inside = new ScriptedMx({ address: '127.0.19.3', tls: ca.issue(['mx2.enf.test']) });
+let mta: MtaProcess;
+
+beforeAll(async () => {
+  await policyHost.listen('127.0.19.1', 443);
+  await outside.listen(25);
+  await inside.listen(25);
+  policyHost.answers.set(`mta-sts.enf.test${POLICY}`, { body: 'version: STSv1\nmode: enforce\nmx: mx2.enf.test\nmax_age: 86400\n' });
+  policyHost.answers.set(`mta-sts.onlybad.test${POLICY}`, { body: 'version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n' });
+  policyHost.answers.set(`mta-sts.tst.test${POLICY}`, { body: 'version: STSv1\nmode: testing\nmx: *.elsewhere.test\nmax_age: 86400\n' });
+  const dns = await startDnsmasq([
+    '--local=/test/',
+    ...['enf.test', 'onlybad.test', 'tst.test'].flatMap((d) => [
+      rr.txt(`_mta-sts.${d}`, 'v=STSv1; id=1'),
+      rr.host(`mta-sts.${d}`, '127.0.19.1'),
+      rr.txt(`_smtp._tls.${d}`, 'v=TLSRPTv1; rua=mailto:tlsrpt@reports.test'),
+    ]),
+    rr.mx('quiet.test', 'mx2.enf.test', 10), // no MTA-STS, no _smtp._tls: delivered, not counted
+    rr.mx('enf.test', 'mx1.enf.test', 10), // preferred, but outside the policy
+    rr.mx('enf.test', 'mx2.enf.test', 20),
+    rr.host('mx1.enf.test', '127.0.19.2'),
+    rr.host('mx2.enf.test', '127.0.19.3'),
+    rr.mx('onlybad.test', 'mx.onlybad.test', 10),
+    rr.host('mx.onlybad.test', '127.0.19.2'),
+    rr.mx('tst.test', 'mx.tst.test', 10),
+    rr.host('mx.tst.test', '127.0.19.2'),
+  ]);
+  const config = join(dir, 'volley.yaml');
+  writeFileSync(
+    config,
+    deliveryConfigYaml(`resolver: { servers: ["${dns.server}"] }
+delivery: { retry: [1h] }
+mta_sts: { ca_file: "${ca.caFile}" }
+tls_rpt: { enabled: true, organization_name: Volley Test, contact_info: tls-reports@mta.test.example }
+`),
+  );
+  mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
+});
+afterAll(async () => {
+  await mta?.stop();
+  await outside.close();
+  await inside.close();
+  await policyHost.close();
+});
+
+interface Attempt {
+  message_id: string;
+  status: string;
+  mx_host?: string;
+  smtp_code?: number;
+  enhanced_code?: string;
+  smtp_text?: string;
+  error_kind?: string;
+}
+async function finalEvent(id: string): Promise<Attempt> {
+  const events = (): Attempt[] => readAttempts<Attempt>(join(dir, 'pp', 'log', 'events')).filter((e) => e.message_id === id);
+  await waitUntil(() => events().length > 0, 15_000);
+  return events()[events().length - 1];
+}
+const logLines = (): { msg?: string; mx_host?: string; tls_failure?: string; tls_policy?: string; testing?: boolean }[] =>
+  mta.log().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string });
+
+test('a domain without a policy is delivered as may', async () => {
+  const id = await inject(mta.smtpPort, 'a@shop.example', ['user@quiet.test'], message('plain'));
+  expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'mx2.enf.test' });
+});
+
+test('enforce: the preferred MX outside the policy is skipped without a connection; the one inside gets the mail over TLS', async () => {
+  const id = await inject(mta.smtpPort, 'a@shop.example', ['user@enf.test'], message('sts'));
+  expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'mx2.enf.test' });
+  expect(outside.connections).toBe(0);
+  expect(inside.secured).toBeGreaterThanOrEqual(1);
+  expect(logLines()).toContainEqual(expect.objectContaining({ mx_host: 'mx1.enf.test', tls_policy: 'mta-sts', tls_failure: 'sts-policy-invalid' }));
+});
+
+test('enforce with no MX in the policy: deferred (451 4.7.5, tls-required), no connection made', async () => {
+  const before = outside.connections;
+  const id = await inject(mta.smtpPort, 'a@shop.example', ['user@onlybad.test'], message('sts'));
+  expect(await finalEvent(id)).toMatchObject({ status: 'deferred', smtp_code: 451, enhanced_code: '4.7.5', error_kind: 'tls-required', smtp_text: expect.stringContaining('mx.onlybad.test is not in the MTA-STS policy of onlybad.test') as string });
+  expect(outside.connections).toBe(before);
+});
+
+test('testing with the MX outside the policy: delivered, and the failure logged', async () => {
+  const id = await inject(mta.smtpPort, 'a@shop.example', ['user@tst.test'], message('sts'));
+  expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'mx.tst.test' });
+  expect(logLines()).toContainEqual(expect.objectContaining({ mx_host: 'mx.tst.test', tls_policy: 'mta-sts', tls_failure: 'sts-policy-invalid', testing: true }));
+});
+
+test("each session's result is counted per policy domain for TLS-RPT, on disk, for the domains that ask for reports", async () => {
+  const rptDir = join(dir, 'pp', 'tls-rpt');
+  const lines = (): { policy: { domain: string; type: string }; ok: number; failed: number; failures: { resultType: string; mxHost?: string }[] }[] =>
+    readdirSync(rptDir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .flatMap((f) => readFileSync(join(rptDir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ReturnType<typeof lines>[number]));
+  await waitUntil(() => ['enf.test', 'onlybad.test', 'tst.test'].every((d) => lines().some((l) => l.policy.domain === d)), 15_000);
+  const sum = (d: string, k: 'ok' | 'failed'): number => lines().filter((l) => l.policy.domain === d).reduce((n, l) => n + l[k], 0);
+  expect(sum('enf.test', 'ok')).toBeGreaterThanOrEqual(1); // mx2, over TLS
+  expect(sum('enf.test', 'failed')).toBeGreaterThanOrEqual(1); // mx1, refused
+  expect(sum('onlybad.test', 'ok')).toBe(0);
+  expect(lines().find((l) => l.policy.domain === 'tst.test')).toMatchObject({ policy: { type: 'sts' }, failures: [{ resultType: 'sts-policy-invalid', mxHost: 'mx.tst.test' }] });
+  expect(lines().filter((l) => l.policy.domain === 'quiet.test')).toEqual([]); // its session came first: it would be on disk by now
+});
