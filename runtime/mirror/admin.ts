@@ -27,6 +27,7 @@ export function mirrorMetrics(daemon: MirrorDaemon): Registry {
   gauge('volley_mirror_bytes_received', 'file bytes received from the primary since start', () => daemon.status().bytes_received);
   gauge('volley_mirror_batches', 'replication batches made durable since start', () => daemon.status().batches);
   gauge('volley_mirror_demotions', 'times this node stepped down on seeing a higher epoch', () => daemon.status().demotions);
+  daemon.sync?.register(registry);
   return registry;
 }
 

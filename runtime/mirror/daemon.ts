@@ -29,6 +29,7 @@ import { MIRROR_SECRET_ENV } from './config';
 import { inventory, type Inventory } from './files';
 import { Sender, type Batch } from './sender';
 import { readState, writeState, type MirrorState } from './state';
+import { SyncMode, syncPingMs, type SyncStatus } from './sync-mode';
 
 export interface MirrorStatus {
   name: string;
@@ -48,6 +49,8 @@ export interface MirrorStatus {
   bytes_received: number;
   batches: number;
   demotions: number;
+  /** Mode sync only: the barriers' state and the outdated flags. */
+  sync?: SyncStatus;
 }
 
 /** A frame's epoch; a frame without one is a protocol error on this channel. */
@@ -74,6 +77,8 @@ export class MirrorDaemon {
   private demotions = 0;
   private wake?: () => void;
   private readonly sockets = new Set<import('node:net').Socket>();
+  /** Mode sync: the MTA's barriers and the sync_timeout policies (sync-mode.ts). */
+  readonly sync?: SyncMode;
   port = 0;
 
   constructor(
@@ -87,6 +92,21 @@ export class MirrorDaemon {
     } catch (err) {
       // The loader is the proxy link's: say which secret this is.
       throw new VolleyError('ESECRET', `mirror secret_file (or ${MIRROR_SECRET_ENV}): ${(err as Error).message.replace(/proxy secret/g, 'secret')}`);
+    }
+    if (config.mode === 'sync') {
+      const daemon = this;
+      this.sync = new SyncMode({
+        config,
+        logger,
+        get state() {
+          return daemon.state;
+        },
+        saveState: (s) => this.setState(s),
+        // Only while the link is up: a barrier must not turn the reconnect wait into a dial per message.
+        kick: () => this.sender !== undefined && this.wake?.(),
+        lastContact: () => this.lastContact,
+        now: () => this.now(),
+      });
     }
   }
 
@@ -109,7 +129,8 @@ export class MirrorDaemon {
     this.server.on('secureConnection', (socket: TLSSocket) => void this.accept(socket));
     this.server.on('tlsClientError', (err) => this.logger.warn({ err: err.message }, 'mirror: TLS handshake failed'));
     this.port = await listen(this.server as unknown as import('node:net').Server, this.config.listen.port, this.config.listen.address);
-    this.logger.info({ role: this.state.role, epoch: this.state.epoch, listen: `${this.config.listen.address}:${this.port}`, peer: this.peerName() }, 'mirror started');
+    await this.sync?.start();
+    this.logger.info({ role: this.state.role, epoch: this.state.epoch, mode: this.config.mode, listen: `${this.config.listen.address}:${this.port}`, peer: this.peerName() }, 'mirror started');
     if (this.state.role === 'primary') void this.dialLoop();
   }
 
@@ -119,6 +140,7 @@ export class MirrorDaemon {
     this.inbound?.close();
     this.outbound?.close();
     for (const s of this.sockets) s.destroy();
+    await this.sync?.stop();
     await new Promise<void>((r) => (this.server?.listening ? this.server.close(() => r()) : r()));
   }
 
@@ -146,6 +168,7 @@ export class MirrorDaemon {
       bytes_received: this.bytesReceived,
       batches: this.batches,
       demotions: this.demotions,
+      ...(this.sync ? { sync: this.sync.status() } : {}),
     };
   }
 
@@ -157,10 +180,14 @@ export class MirrorDaemon {
    */
   promote(force: boolean): MirrorState {
     if (this.state.role === 'primary') throw new VolleyError('EALREADYPRIMARY', `this node is already the primary (epoch ${this.state.epoch})`);
+    if (this.state.outdated && !force) {
+      throw new VolleyError('EOUTDATED', 'this secondary is outdated: it lost contact with its sync primary for longer than sync_timeout under policy degrade, and the primary may have acknowledged mail it does not hold; use --force to promote anyway');
+    }
     if (!this.state.caughtUp && !force) {
       throw new VolleyError('ENOTCAUGHTUP', 'this secondary is not caught up with the primary: promoting it would lose mail the primary holds; use --force to promote anyway');
     }
-    this.setState({ role: 'primary', epoch: this.state.epoch + 1, caughtUp: this.state.caughtUp });
+    // Its own data is the truth from now on: neither it nor a peer it has not met yet is behind.
+    this.setState({ role: 'primary', epoch: this.state.epoch + 1, caughtUp: this.state.caughtUp, outdated: false, peerOutdated: false });
     this.logger.warn({ epoch: this.state.epoch, force }, 'mirror: promoted to primary');
     const old = this.inbound;
     if (old?.open) {
@@ -186,6 +213,7 @@ export class MirrorDaemon {
     this.setState({ role: 'secondary', epoch: Math.max(epoch, this.state.epoch), caughtUp: false });
     if (!wasPrimary) return;
     this.demotions++;
+    this.sync?.demoted();
     this.logger.error({ epoch, why }, 'mirror: a peer holds a higher epoch: this node is a secondary now');
     this.sender = undefined;
     this.outbound?.close();
@@ -279,11 +307,12 @@ export class MirrorDaemon {
       } catch {
         break;
       }
+      // A ping is word from the primary too: an idle sync primary is not a silent one.
+      this.lastContact = this.now();
       if (f.header.t === 'ping') {
         channel.send({ t: 'pong' });
         continue;
       }
-      this.lastContact = this.now();
       const epoch = epochOf(f);
       if (epoch < this.state.epoch || this.state.role === 'primary') {
         channel.send({ t: 'fence', epoch: this.state.epoch });
@@ -304,6 +333,7 @@ export class MirrorDaemon {
       } else if (f.header.t === 'synced') {
         synced = true;
         if (!this.state.caughtUp) this.setState({ ...this.state, caughtUp: true });
+        this.sync?.secondaryCaughtUp();
         this.logger.info({ epoch }, 'mirror: caught up with the primary');
       } else if (f.header.t === 'status') {
         const b = f.header.lag_bytes;
@@ -356,7 +386,7 @@ export class MirrorDaemon {
   private async replicate(): Promise<void> {
     const { channel } = await dialProxy(
       { host: this.config.peer.address, port: this.config.peer.port, fingerprint: this.config.peerFingerprint, ca: this.config.peerCa ? readFileSync(this.config.peerCa) : undefined, name: this.peerName() },
-      { secret: this.secret, connectTimeoutMs: this.config.handshakeTimeoutMs, handshakeTimeoutMs: this.config.handshakeTimeoutMs, name: this.config.name, channel: 'mirror' },
+      { secret: this.secret, connectTimeoutMs: this.config.handshakeTimeoutMs, handshakeTimeoutMs: this.config.handshakeTimeoutMs, name: this.config.name, channel: 'mirror', ...(this.sync ? { pingMs: syncPingMs(this.config.syncTimeoutMs, LINK_PING_MS) } : {}) },
     );
     this.outbound = channel;
     channel.send({ t: 'mirror_open', epoch: this.state.epoch, role: 'primary', name: this.config.name });
@@ -372,6 +402,7 @@ export class MirrorDaemon {
     let syncedSent = false;
     let reported = '';
     while (channel.open && !this.stopped && this.state.role === 'primary') {
+      const scan = this.sync?.barriers.scanStarted();
       const batch = await sender.next();
       // The secondary shows the lag the primary measured: told whenever it changes, idle or not.
       const { lagBytes, lagSeconds } = sender.stats();
@@ -382,7 +413,8 @@ export class MirrorDaemon {
       }
       if (!batch) {
         const s = sender.stats();
-        if (s.caughtUp && !syncedSent) {
+        if (scan !== undefined && s.lagBytes === 0) this.sync!.barriers.durable(scan);
+        if (s.caughtUp && !syncedSent && (this.sync?.peerCaughtUp() ?? true)) {
           channel.send({ t: 'synced', epoch: this.state.epoch });
           syncedSent = true;
           this.logger.info({ epoch: this.state.epoch }, 'mirror: the secondary is caught up');
@@ -391,6 +423,7 @@ export class MirrorDaemon {
         continue;
       }
       await this.sendBatch(channel, sender, batch, ++seq);
+      if (scan !== undefined && batch.complete) this.sync!.barriers.durable(scan);
     }
   }
 

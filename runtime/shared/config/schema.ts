@@ -3,6 +3,7 @@
 // listen addresses) come from flags or the environment, never from here.
 
 import { drainSchema } from './drain';
+import { mirrorSchema } from './mirror';
 import { eventsSchema, inboundSchema } from './events';
 
 const duration = { type: ['string', 'integer'], description: 'e.g. 250ms, 30s, 5m, 2h, 4d' };
@@ -185,6 +186,7 @@ export const configSchema = {
     events: eventsSchema,
     inbound: inboundSchema,
     drain: drainSchema,
+    mirror: mirrorSchema,
     proxies: {
       type: 'object',
       additionalProperties: false,
