@@ -67,7 +67,7 @@ describe('MirrorDaemon pair', () => {
     writeFileSync(join(a.root, 'node-id'), 'node-a\n');
     await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
     expect(readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8')).toBe('first record\n');
-    expect(readState(b.root)).toEqual({ role: 'secondary', epoch: 1, caughtUp: true });
+    expect(readState(b.root)).toEqual({ role: 'secondary', epoch: 1, caughtUp: true, outdated: false, peerOutdated: false });
 
     appendFileSync(join(a.root, 'spool/p0/000000000001.seg'), 'second record\n');
     await waitUntil(() => { try { return readFileSync(join(b.root, 'spool/p0/000000000001.seg'), 'utf8').endsWith('second record\n'); } catch { return false; } }, 10_000);
