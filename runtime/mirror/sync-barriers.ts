@@ -79,6 +79,12 @@ export class SyncBarriers {
     });
   }
 
+  /** A barrier waits for a scan that has not started yet: the replication loop must not sleep. */
+  needsScan(): boolean {
+    for (const w of this.waiters) if (w.need > this.started) return true;
+    return false;
+  }
+
   /** A replication scan begins; returns its number (for `durable`). */
   scanStarted(): number {
     return ++this.started;

@@ -1,15 +1,16 @@
 // The MTA's side of the sync-barrier protocol (protocol.ts): after a spool
 // write is durable locally, intake calls `barrier()` and gives its 250 only
-// once it resolves. Barriers are group-committed like the spool itself: the
-// callers of one turn (one spool group commit) share one request, and those
-// that come while it is in flight share the next, so a group commit on the
-// primary costs one replication batch, not one per message.
+// once it resolves. The callers of one turn of the event loop (the messages
+// of one spool group commit) share one request. Requests do not wait for one
+// another: each covers what was written before it was sent, and the sooner it
+// reaches the mirror the likelier it joins the replication scan about to
+// start (the mirror coalesces all barriers that arrived before a scan into
+// it), so a group commit on the primary costs one replication batch.
 //
 // A missing or dead mirror daemon, a refusal, or no answer within
 // `timeoutMs` rejects (EMIRRORSYNC): the caller must not acknowledge.
 import { connect, type Socket } from 'node:net';
 import { VolleyError } from '../errors';
-import { GroupCommit } from '../group-commit';
 import { SYNC_GREETING, SYNC_PROTOCOL_VERSION, barrierLine, lineSplitter, parseSyncLine, type BarrierAnswer } from './protocol';
 
 export interface SyncClientOptions {
@@ -28,7 +29,8 @@ export class MirrorSyncClient {
   private conn?: Promise<Socket>;
   private next = 0;
   private readonly pending = new Map<number, (a: BarrierAnswer | Error) => void>();
-  private readonly commit = new GroupCommit<Waiter>((batch) => this.request(batch));
+  /** Callers of this turn, sent as one BARRIER at the next. */
+  private gathering: Waiter[] = [];
   private closed = false;
   /** Barriers answered and failed (the worker's metrics read them). */
   answered = 0;
@@ -39,7 +41,15 @@ export class MirrorSyncClient {
   /** Resolves with the mirror's state once everything written before the call is durable on the secondary (or the policy degraded). */
   barrier(): Promise<'sync' | 'degraded'> {
     if (this.closed) return Promise.reject(new VolleyError('EMIRRORSYNC', 'the mirror sync client is closed'));
-    return new Promise((resolve, reject) => this.commit.add({ resolve, reject }));
+    return new Promise((resolve, reject) => {
+      this.gathering.push({ resolve, reject });
+      if (this.gathering.length > 1) return;
+      setImmediate(() => {
+        const batch = this.gathering;
+        this.gathering = [];
+        void this.request(batch);
+      });
+    });
   }
 
   close(): void {

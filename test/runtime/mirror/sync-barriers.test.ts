@@ -126,3 +126,22 @@ test('a secondary refuses barriers at once; a demoted primary fails those waitin
   expect(waiting.answer).toEqual({ ok: false, reason: 'error', message: 'demoted' });
   expect(jest.getTimerCount()).toBe(0);
 });
+
+test('a barrier that arrives during a scan asks for the next one (the loop must not sleep through its poll interval); none left once it started', async () => {
+  const { b } = barriers('block');
+  expect(b.needsScan()).toBe(false);
+  ask(b); // arrives while the link idles: the kick wakes the loop
+  expect(b.needsScan()).toBe(true);
+  const scan1 = b.scanStarted();
+  expect(b.needsScan()).toBe(false);
+  const during = ask(b); // arrives while scan 1 runs: its kick finds no sleep to cut
+  expect(b.needsScan()).toBe(true);
+  b.durable(scan1); // scan 1 found nothing new: the loop would sleep now
+  await flush();
+  expect(during.answer).toBeUndefined();
+  expect(b.needsScan()).toBe(true); // ...but must scan again at once
+  b.durable(b.scanStarted());
+  await flush();
+  expect(during.answer).toEqual({ ok: true, state: 'sync' });
+  expect(b.needsScan()).toBe(false);
+});
