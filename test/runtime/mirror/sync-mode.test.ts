@@ -5,6 +5,7 @@
 // promotion (EOUTDATED) unless forced, and status shows the sync fields.
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { mirrorMetrics } from '../../../runtime/mirror/admin';
 import { parseMirrorConfig } from '../../../runtime/mirror/config';
 import { MirrorDaemon } from '../../../runtime/mirror/daemon';
 import { readState, writeState } from '../../../runtime/mirror/state';
@@ -57,6 +58,11 @@ test('a barrier resolves once what was written before it is on the secondary (no
     expect(readFileSync(join(b.root, seg), 'utf8')).toBe(readFileSync(join(a.root, seg), 'utf8'));
   }
   expect(a.daemon.status().sync).toMatchObject({ sync_state: 'sync', barriers_answered: 5, barrier_timeouts: 0, outdated: false, peer_outdated: false });
+  const metrics = await mirrorMetrics(a.daemon).metrics();
+  expect(metrics).toMatch(/^volley_mirror_sync_state\{state="sync"\} 1$/m);
+  expect(metrics).toMatch(/^volley_mirror_sync_state\{state="degraded"\} 0$/m);
+  expect(metrics).toMatch(/^volley_mirror_barrier_seconds_count 5$/m);
+  expect(metrics).toMatch(/^volley_mirror_peer_outdated 0$/m);
   const onSecondary = new MirrorSyncClient({ socket: join(b.root, 'mirror', 'sync.sock'), timeoutMs: 5000 });
   closing.push(() => onSecondary.close());
   await expect(onSecondary.barrier()).rejects.toThrow(/not-primary/);

@@ -205,6 +205,10 @@ test('partition under sync + degrade: 250 after sync_timeout, primary peer_outda
     await until((p, s) => p.sync?.sync_state === 'degraded' && p.sync?.peer_outdated === true && s.sync?.outdated === true, pair.adminA, pair.adminB, 'degraded: primary ahead, secondary outdated');
   };
   await cutOff('alone-1@degrade.test');
+  // The alert: Prometheus sees the primary degraded and its peer outdated.
+  const metrics = await (await fetch(`http://${pair.adminA}/metrics`)).text();
+  expect(metrics).toMatch(/^volley_mirror_sync_state\{state="degraded"\} 1$/m);
+  expect(metrics).toMatch(/^volley_mirror_peer_outdated 1$/m);
   const human = await mirrorCli(['status', '--admin', pair.adminB]);
   expect(human.stdout).toMatch(/^outdated\s+yes/m);
   // The link back: the secondary catches up, both flags clear, barriers wait for it again.
