@@ -54,7 +54,14 @@ function printStatus(s: MirrorStatus): void {
     lines.push(['lease', l.holder ? `${l.holder} (epoch ${String(l.epoch)}) until ${String(l.expires_at)}${l.held_until ? ', held by this node' : ''}` : `none yet (${l.arbiter})`]);
     if (l.errors > 0) lines.push(['arbiter', `${l.errors} errors${l.last_error ? `, last: ${l.last_error}` : ''}`]);
   }
-  for (const [k, v] of lines) process.stdout.write(`${k.padEnd(13)}${v}\n`);
+  if (s.sync) {
+    const y = s.sync;
+    lines.push(['sync', `${y.sync_state} (policy ${y.sync_policy}, timeout ${y.sync_timeout_ms} ms)`]);
+    lines.push(['barriers', `${y.barriers_answered} answered, ${y.barriers_waiting} waiting, ${y.barrier_timeouts} timed out${y.barrier_last_ms !== undefined ? `, last ${y.barrier_last_ms} ms` : ''}`]);
+    if (y.outdated) lines.push(['outdated', 'yes: may lack mail the primary acknowledged (promote needs --force)']);
+    if (y.peer_outdated) lines.push(['peer outdated', 'yes: mail was acknowledged without it (degraded)']);
+  }
+  for (const [k, v] of lines) process.stdout.write(`${k.padEnd(14)}${v}\n`);
 }
 
 export function registerMirror(program: Command): void {
@@ -97,10 +104,10 @@ export function registerMirror(program: Command): void {
 
   mirror
     .command('promote')
-    .description('make this secondary the primary (epoch + 1); refused when it is not caught up unless --force')
+    .description('make this secondary the primary (epoch + 1); refused when it is not caught up or is outdated unless --force')
     .option('--config <file>', 'the mirror config file (for its admin_listen)')
     .option('--admin <addr:port>', 'the daemon\'s admin address')
-    .option('--force', 'promote even though this node is not caught up (mail the old primary held may be lost)')
+    .option('--force', 'promote even though this node is not caught up or is outdated (mail the old primary held may be lost)')
     .action(async (flags: AdminFlags & { force?: boolean }) => {
       const { status, body } = await call(`${adminUrl(flags)}/promote${flags.force ? '?force=1' : ''}`, 'POST');
       if (status !== 200) {

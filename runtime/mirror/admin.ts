@@ -37,6 +37,7 @@ export function mirrorMetrics(daemon: MirrorDaemon): Registry {
   }
   gauge('volley_mirror_quarantine_pending', '1 while this node may hold mail its primary never received and its catch-up has not filed it yet', () => (daemon.status().quarantine.pending ? 1 : 0));
   gauge('volley_mirror_quarantined_messages', 'messages in this node\'s quarantine reports: accepted here, never received by the primary, not delivered', () => daemon.status().quarantine.messages);
+  daemon.sync?.register(registry);
   return registry;
 }
 

@@ -37,6 +37,7 @@ import { runSwitchover, type SwitchoverResult } from './switchover';
 import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
 import { Sender, type Batch } from './sender';
 import { readState, writeState, type MirrorState } from './state';
+import { SyncMode, syncPingMs, type SyncStatus } from './sync-mode';
 
 export interface MirrorStatus {
   name: string;
@@ -61,6 +62,8 @@ export interface MirrorStatus {
   promote_command?: { epoch: number; exit?: number | null; error?: string };
   /** Bytes set aside from this node's own history (a returning primary's unreplicated tail), and whether a catch-up still has to file them. */
   quarantine: QuarantineSummary;
+  /** Mode sync only: the barriers' state and the outdated flags. */
+  sync?: SyncStatus;
 }
 
 /** A frame's epoch; a frame without one is a protocol error on this channel. */
@@ -95,6 +98,8 @@ export class MirrorDaemon {
   /** A switchover waiting for the replication loop to hand the role over at the head. */
   private handover?: { resolve: (epoch: number) => void; reject: (err: Error) => void };
   private lastPromoteRun?: MirrorStatus['promote_command'];
+  /** Mode sync: the MTA's barriers and the sync_timeout policies (sync-mode.ts). */
+  readonly sync?: SyncMode;
   port = 0;
 
   constructor(
@@ -125,6 +130,21 @@ export class MirrorDaemon {
         },
       });
     }
+    if (config.mode === 'sync') {
+      const daemon = this;
+      this.sync = new SyncMode({
+        config,
+        logger,
+        get state() {
+          return daemon.state;
+        },
+        saveState: (s) => this.setState(s),
+        // Only while the link is up: a barrier must not turn the reconnect wait into a dial per message.
+        kick: () => this.sender !== undefined && this.wake?.(),
+        lastContact: () => this.lastContact,
+        now: () => this.now(),
+      });
+    }
   }
 
   private now(): number {
@@ -140,6 +160,9 @@ export class MirrorDaemon {
     }
     this.server = createServer({ ...tls, minVersion: 'TLSv1.2', handshakeTimeout: this.config.handshakeTimeoutMs });
     this.server.on('connection', (socket: import('node:net').Socket) => {
+      // The secondary answers each batch with two small frames (received, ack): with Nagle on, the
+      // second waits for the primary's delayed ACK of the first, ~40 ms per batch (every sync barrier).
+      socket.setNoDelay(true);
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
     });
@@ -147,7 +170,8 @@ export class MirrorDaemon {
     this.server.on('tlsClientError', (err) => this.logger.warn({ err: err.message }, 'mirror: TLS handshake failed'));
     this.quarantine = await quarantineSummary(this.config.persistentPath);
     this.port = await listen(this.server as unknown as import('node:net').Server, this.config.listen.port, this.config.listen.address);
-    this.logger.info({ role: this.state.role, epoch: this.state.epoch, listen: `${this.config.listen.address}:${this.port}`, peer: this.peerName() }, 'mirror started');
+    await this.sync?.start();
+    this.logger.info({ role: this.state.role, epoch: this.state.epoch, mode: this.config.mode, listen: `${this.config.listen.address}:${this.port}`, peer: this.peerName() }, 'mirror started');
     if (this.state.role === 'primary') void this.dialLoop();
     this.lease?.start();
   }
@@ -164,6 +188,7 @@ export class MirrorDaemon {
     this.inbound?.close();
     this.outbound?.close();
     for (const s of this.sockets) s.destroy();
+    await this.sync?.stop();
     await new Promise<void>((r) => (this.server?.listening ? this.server.close(() => r()) : r()));
   }
 
@@ -194,6 +219,7 @@ export class MirrorDaemon {
       ...(this.lease ? { lease: this.lease.status() } : {}),
       ...(this.lastPromoteRun ? { promote_command: this.lastPromoteRun } : {}),
       quarantine: this.quarantine,
+      ...(this.sync ? { sync: this.sync.status() } : {}),
     };
   }
 
@@ -205,6 +231,9 @@ export class MirrorDaemon {
    */
   async promote(force: boolean): Promise<MirrorState> {
     if (this.state.role === 'primary') throw new VolleyError('EALREADYPRIMARY', `this node is already the primary (epoch ${this.state.epoch})`);
+    if (this.state.outdated && !force) {
+      throw new VolleyError('EOUTDATED', 'this secondary is outdated: it lost contact with its sync primary for longer than sync_timeout under policy degrade, and the primary may have acknowledged mail it does not hold; use --force to promote anyway');
+    }
     if (!this.state.caughtUp && !force) {
       throw new VolleyError('ENOTCAUGHTUP', 'this secondary is not caught up with the primary: promoting it would lose mail the primary holds; use --force to promote anyway');
     }
@@ -296,7 +325,8 @@ export class MirrorDaemon {
 
   /** This node is the primary of `epoch` from now on: durable first, then the old primary told, then promote_command. */
   private becomePrimary(epoch: number, why: string): void {
-    this.setState({ role: 'primary', epoch, caughtUp: this.state.caughtUp });
+    // Its own data is the truth from now on: neither it nor a peer it has not met yet is behind.
+    this.setState({ role: 'primary', epoch, caughtUp: this.state.caughtUp, outdated: false, peerOutdated: false });
     this.logger.warn({ epoch, why }, 'mirror: promoted to primary');
     // Promoted mid-catch-up: what it set aside so far is filed now (once the receive loop has let go), against what it serves from here on.
     void (this.receiving ?? Promise.resolve())
@@ -337,6 +367,7 @@ export class MirrorDaemon {
     if (!wasPrimary) return;
     this.lease?.released();
     this.demotions++;
+    this.sync?.demoted();
     this.logger.error({ epoch, why }, 'mirror: this node is a secondary now');
     this.sender = undefined;
     this.outbound?.close();
@@ -405,11 +436,12 @@ export class MirrorDaemon {
       } catch {
         break;
       }
+      // A ping is word from the primary too: an idle sync primary is not a silent one.
+      this.lastContact = this.now();
       if (f.header.t === 'ping') {
         channel.send({ t: 'pong' });
         continue;
       }
-      this.lastContact = this.now();
       const epoch = epochOf(f);
       if (epoch < this.state.epoch || this.state.role === 'primary') {
         channel.send({ t: 'fence', epoch: this.state.epoch });
@@ -435,6 +467,7 @@ export class MirrorDaemon {
           this.quarantine = await quarantineSummary(this.config.persistentPath);
         }
         if (!this.state.caughtUp) this.setState({ ...this.state, caughtUp: true });
+        this.sync?.secondaryCaughtUp();
         this.logger.info({ epoch }, 'mirror: caught up with the primary');
       } else if (f.header.t === 'takeover') {
         // A planned switchover: the primary stopped its MTA, made sure this node holds everything, and stepped down.
@@ -490,7 +523,7 @@ export class MirrorDaemon {
   private async replicate(): Promise<void> {
     const { channel } = await dialProxy(
       { host: this.config.peer.address, port: this.config.peer.port, fingerprint: this.config.peerFingerprint, ca: this.config.peerCa ? readFileSync(this.config.peerCa) : undefined, name: this.peerName() },
-      { secret: this.secret, connectTimeoutMs: this.config.handshakeTimeoutMs, handshakeTimeoutMs: this.config.handshakeTimeoutMs, name: this.config.name, channel: 'mirror' },
+      { secret: this.secret, connectTimeoutMs: this.config.handshakeTimeoutMs, handshakeTimeoutMs: this.config.handshakeTimeoutMs, name: this.config.name, channel: 'mirror', ...(this.sync ? { pingMs: syncPingMs(this.config.syncTimeoutMs, LINK_PING_MS) } : {}) },
     );
     this.outbound = channel;
     channel.send({ t: 'mirror_open', epoch: this.state.epoch, role: 'primary', name: this.config.name });
@@ -506,6 +539,7 @@ export class MirrorDaemon {
     let syncedSent = false;
     let reported = '';
     while (channel.open && !this.stopped && this.state.role === 'primary') {
+      const scan = this.sync?.barriers.scanStarted();
       const batch = await sender.next();
       // The secondary shows the lag the primary measured: told whenever it changes, idle or not.
       const { lagBytes, lagSeconds } = sender.stats();
@@ -516,16 +550,20 @@ export class MirrorDaemon {
       }
       if (!batch) {
         const s = sender.stats();
-        if (s.caughtUp && !syncedSent) {
+        if (scan !== undefined && s.lagBytes === 0) this.sync!.barriers.durable(scan);
+        if (s.caughtUp && !syncedSent && (this.sync?.peerCaughtUp() ?? true)) {
           channel.send({ t: 'synced', epoch: this.state.epoch });
           syncedSent = true;
           this.logger.info({ epoch: this.state.epoch }, 'mirror: the secondary is caught up');
         }
         if (this.handover && s.caughtUp && syncedSent) return this.handOver(channel, this.handover);
+        // A barrier that came during this scan (its wake-up found no sleep to cut) needs the next one now.
+        if (this.sync?.barriers.needsScan()) continue;
         await this.sleep(this.config.pollIntervalMs);
         continue;
       }
       await this.sendBatch(channel, sender, batch, ++seq);
+      if (scan !== undefined && batch.complete) this.sync!.barriers.durable(scan);
     }
   }
 

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Logger } from 'pino';
@@ -16,6 +17,7 @@ import { startTlsRpt } from './delivery/tls-policy/tls-rpt-service';
 import { TlsPolicyResolver, stsCacheFile } from './delivery/tls-policy/resolver';
 import { HttpApi } from './intake/http-api';
 import { Intake } from './intake/intake';
+import { MirrorSyncClient } from '../shared/mirror-sync/client';
 import { SmtpListener } from './intake/smtp-listener';
 import { reportDrainHeld, storeDrained } from './drain/store';
 import type { FromWorker, ToWorker, WorkerStats } from './ipc';
@@ -117,7 +119,19 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
   for (const p of spool.partitions) p.on('fsync', (s: number) => metrics.fsyncSeconds.observe(s));
   logger.info({ partitions: spool.partitions.map((p) => p.dir), queued: spool.size }, 'spool opened');
 
-  const intake = new Intake(spool.home, config);
+  // Under a sync HA mirror no message is acknowledged before the secondary holds it (read at start: a change takes a restart).
+  const mirrorSync = config.mirror?.mode === 'sync' ? new MirrorSyncClient({ socket: config.mirror.syncSocket ?? join(options.persistentPath, 'mirror', 'sync.sock'), timeoutMs: config.mirror.timeoutMs }) : undefined;
+  const intake = new Intake(spool.home, config, mirrorSync);
+  let withdrawnLogged = 0;
+  let withdrawnQuiet = 0;
+  intake.on('withdrawn', (id: string, why: string, failed?: Error) => {
+    // Refused and withdrawn is the policy working: one line a second at most. A withdrawal that failed always says so.
+    if (failed) return logger.error({ id, why, err: failed }, 'mirror sync: a message the mirror could not confirm was refused (451) but could NOT be withdrawn: it stays queued here');
+    if (Date.now() - withdrawnLogged < 1000) return void withdrawnQuiet++;
+    logger.warn({ id, why, alsoSinceLastLine: withdrawnQuiet }, 'mirror sync: the mirror could not confirm a second copy: refused (451 / 503) and withdrawn');
+    withdrawnLogged = Date.now();
+    withdrawnQuiet = 0;
+  });
   const tls = await loadTls(config.smtp.tls, options.persistentPath, config.hostname);
   const router = new Router({ routes: config.routes, servers: config.resolver.servers });
   const attemptLog = new EventLog({
@@ -256,6 +270,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     logger.info('worker stopping: closing listeners, finishing deliveries in flight');
     await Promise.all([...smtp.map((s) => s.close()), http.close()]);
     await engine.stop();
+    mirrorSync?.close();
     clusterAuthority?.close();
     await tlsRpt?.close();
     await attemptLog.close();

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultWorkers } from '../../runtime/mta/primary';
 import { ADMIN_AUTH, writeTestConfig } from '../helpers/config';
-import { replicatedSums, untilStatus, writeMirrorYaml } from '../helpers/mirror-pair';
+import { sums, untilBoth, writeMirrorYaml } from '../helpers/mirror-pair';
 import { startMirror, type MirrorProcess } from '../helpers/mirror-process';
 import { startMta } from '../helpers/mta-process';
 import { getFreePort, runSmtpSource } from '../helpers/postfix-tools';
@@ -42,8 +42,8 @@ async function startPair(dir: string, extra = ''): Promise<BenchPair> {
   const port = { a: await getFreePort(), b: await getFreePort(), adminA: await getFreePort(), adminB: await getFreePort() };
   const adminA = `127.0.0.1:${port.adminA}`;
   const adminB = `127.0.0.1:${port.adminB}`;
-  const cfgA = writeMirrorYaml(dir, 'a', { persistentPath: a, listen: port.a, peer: port.b, admin: adminA, tls, extra });
-  const cfgB = writeMirrorYaml(dir, 'b', { persistentPath: b, listen: port.b, peer: port.a, admin: adminB, tls, extra });
+  const cfgA = writeMirrorYaml(dir, 'a', { pp: a, self: port.a, peer: port.b, admin: adminA, tls, extra });
+  const cfgB = writeMirrorYaml(dir, 'b', { pp: b, self: port.b, peer: port.a, admin: adminB, tls, extra });
   const mirrors: MirrorProcess[] = [await startMirror(cfgA, adminA)];
   const promoted = await fetch(`http://${adminA}/promote?force=1`, { method: 'POST' });
   if (!promoted.ok) throw new Error(`cannot make node A the primary: ${await promoted.text()}`);
@@ -69,7 +69,7 @@ async function status(admin: string): Promise<Status> {
 
 /** Polls both nodes until the primary says the secondary holds everything (caught up, no lag) and the secondary agrees; the primary's status then. */
 async function untilCaughtUp(pair: BenchPair, timeoutMs: number, what: string): Promise<Status> {
-  const [primary] = await untilStatus((p, s) => p.caught_up === true && p.lag_bytes === 0 && p.peer_connected === true && s.caught_up === true, pair.adminA, pair.adminB, what, pair.mirrors, timeoutMs);
+  const [primary] = await untilBoth(pair.mirrors, (p, s) => p.caught_up === true && p.lag_bytes === 0 && p.peer_connected === true && s.caught_up === true, pair.adminA, pair.adminB, what, timeoutMs);
   return primary;
 }
 
@@ -165,7 +165,7 @@ export async function measureMirrorResync(opts: { mb: number }): Promise<ResyncR
     const workers = defaultWorkers();
     await fillSpool(pair.a, Math.ceil((opts.mb * 1024 * 1024) / 2150), workers);
     cpSync(join(pair.a, 'spool'), join(pair.b, 'spool'), { recursive: true });
-    const segments = Object.keys(replicatedSums(pair.b)).filter((f) => f.endsWith('.seg'));
+    const segments = Object.keys(sums(pair.b)).filter((f) => f.endsWith('.seg'));
     for (const f of segments) flipLastByte(join(pair.b, f));
     const bytes = segments.reduce((n, f) => n + statSync(join(pair.a, f)).size, 0);
     // The set-up left a GB of dirty pages (the spool written without fsync, then copied): flushed first, or the run times their writeback.

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { measureBacklogDrain } from './backlog';
 import { measureDrain } from './drain';
+import { measureMirrorSyncIntake } from './mirror-sync';
 import { measureEndToEnd } from './e2e';
 import { eventsFigures, measureEndToEndWithEvents, measureWebhookRate, type EventsE2eResult, type WebhookRateResult } from './events';
 import { measureNodeFloor, measureToolsCeiling } from './floor';
@@ -30,6 +31,8 @@ const WARMUP_MESSAGES = Number(process.env.BENCH_WARMUP_MESSAGES ?? 30_000);
 /** The mirror's promotion is timed with this many messages queued (issue 18: 1,000,000), and its full resync copies this many MB. */
 const MIRROR_PROMOTE_MESSAGES = Number(process.env.BENCH_MIRROR_PROMOTE_MESSAGES ?? 1_000_000);
 const MIRROR_RESYNC_MB = Number(process.env.BENCH_MIRROR_RESYNC_MB ?? 512);
+/** Rounds of intake with no mirror and with a sync mirror pair, side by side (issue 18). */
+const MIRROR_SYNC_ROUNDS = Number(process.env.BENCH_MIRROR_SYNC_ROUNDS ?? 3);
 /** Events pre-written for the webhook delivery rate (issue 16: at least 200,000). */
 const WEBHOOK_EVENTS = Number(process.env.BENCH_WEBHOOK_EVENTS ?? 200_000);
 
@@ -54,7 +57,7 @@ async function main(): Promise<void> {
   const openFiles = openFileLimit();
   if (openFiles < MIN_OPEN_FILES) throw new Error(`the open-file limit is ${openFiles}, under the ${MIN_OPEN_FILES} the bench needs (the held sink alone holds 1,024 connections): raise it (ulimit -n ${MIN_OPEN_FILES * 4}) and run again`);
   // Every run has its own deadline; this one is for everything between them (a stop, a start-up).
-  const allMs = 22 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000) + runDeadlineMs(MIRROR_PROMOTE_MESSAGES, 2_000) + runDeadlineMs(LOAD.messages) + runDeadlineMs(0) + runDeadlineMs(WEBHOOK_EVENTS, 1000);
+  const allMs = 22 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + MIRROR_SYNC_ROUNDS * 2 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000) + runDeadlineMs(MIRROR_PROMOTE_MESSAGES, 2_000) + runDeadlineMs(LOAD.messages) + runDeadlineMs(0) + runDeadlineMs(WEBHOOK_EVENTS, 1000);
   // Not unref'd: a wait that holds no handle would otherwise let the process end silently, with no FAILED line.
   const watchdog = setTimeout(() => fail(new Error(`the whole bench's deadline of ${Math.round(allMs / 60_000)} minutes hit`)), allMs);
   line(`open files: ${openFiles}; each run fails at its deadline (a minute plus its messages at 100 msg/s) or at the first message its MTA defers`);
@@ -245,6 +248,12 @@ async function main(): Promise<void> {
   // The HA mirror (issue 18): async lag at intake load, a full resync, a promotion with a full queue.
   stage = 'mirror';
   Object.assign(bench, await mirrorFigures({ load: LOAD, resyncMb: MIRROR_RESYNC_MB, promoteMessages: MIRROR_PROMOTE_MESSAGES }, partial, line));
+  // The HA mirror in mode sync (issue 18): intake waits for the secondary's durable ack; against no mirror, round by round.
+  stage = 'intake with a sync mirror';
+  const mirrorSync = await measureMirrorSyncIntake({ ...LOAD, rounds: MIRROR_SYNC_ROUNDS }, (i, r) => line(`  mirror sync round ${i + 1} (msg/s): none ${r.none}, sync ${r.sync}`));
+  partial.mirror_sync_intake_ratio = mirrorSync.ratio;
+  line(`intake with a sync mirror (both nodes on this machine) against none: ${mirrorSync.ratio} round by round (target >= 0.8); barrier latency at the end of each sync run ${mirrorSync.barrierLastMs.join(', ')} ms`);
+  Object.assign(bench, { mirror_sync_intake_ratio: mirrorSync.ratio });
   line(`BENCH ${JSON.stringify(bench)}`);
   clearTimeout(watchdog);
 }

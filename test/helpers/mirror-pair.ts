@@ -1,15 +1,25 @@
-// Fixtures for tests that run a mirrored pair with real processes: the
-// replicated files' checksums, a status poll of both daemons, and a node's
-// mirror config.
+// Fixtures for HA mirror pairs run as real processes on loopback
+// (test/runtime/mirror/ and the mirror benches): each node's mirror
+// config, checksums of what the mirror replicates, polling both daemons'
+// /status, and counting what a smtp-sink received per recipient.
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { classify } from '../../runtime/mirror/files';
 import type { MirrorProcess } from './mirror-process';
-import { waitUntil } from './proxy-fixtures';
+import { SMTP_SOURCE_BIN } from './postfix-tools';
+import { childrenByParent, commandLine } from './procs';
+import { waitUntil, type ProxyTls } from './proxy-fixtures';
+
+/** Writes `<dir>/<name>-mirror.yaml` for one node of a pair (the secret at `<dir>/mirror.secret`); `extra` is appended YAML. */
+export function writeMirrorYaml(dir: string, name: string, o: { pp: string; self: number; peer: number; admin: string; tls: ProxyTls; extra?: string }): string {
+  const file = join(dir, `${name}-mirror.yaml`);
+  writeFileSync(file, `persistent_path: ${o.pp}\nlisten: 127.0.0.1:${o.self}\npeer: 127.0.0.1:${o.peer}\ntls: { cert: ${o.tls.certPath}, key: ${o.tls.keyPath} }\npeer_fingerprint: "${o.tls.fingerprint}"\nsecret_file: mirror.secret\nadmin_listen: ${o.admin}\npoll_interval: 20ms\nreconnect_interval: 100ms\n${o.extra ?? ''}`);
+  return file;
+}
 
 /** sha256 of every file the mirror replicates under root. */
-export function replicatedSums(root: string): Record<string, string> {
+export function sums(root: string): Record<string, string> {
   const out: Record<string, string> = {};
   const walk = (d: string, prefix: string): void => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
@@ -22,17 +32,25 @@ export function replicatedSums(root: string): Record<string, string> {
   return out;
 }
 
-export type StatusJson = Record<string, unknown>;
+export type MirrorStatusJson = Record<string, unknown> & { sync?: Record<string, unknown> };
 
-/** Polls both daemons' /status (one request at a time each, over HTTP: cheaper than a CLI process per poll) until `check` holds. */
-export async function untilStatus(check: (p: StatusJson, s: StatusJson) => boolean, a: string, b: string, what: string, mirrors: MirrorProcess[], timeoutMs = 60_000): Promise<[StatusJson, StatusJson]> {
-  const get = async (admin: string): Promise<StatusJson> => (await (await fetch(`http://${admin}/status`)).json()) as StatusJson;
-  let last: [StatusJson, StatusJson] | undefined;
+/** One daemon's /status over HTTP. */
+export async function mirrorStatus(admin: string): Promise<MirrorStatusJson> {
+  return (await (await fetch(`http://${admin}/status`)).json()) as MirrorStatusJson;
+}
+
+/**
+ * Polls both daemons' /status (one request at a time each, over HTTP: cheaper
+ * than a CLI process per poll) until `check` holds; the failure names the last
+ * statuses and the tail of `mirrors`' logs.
+ */
+export async function untilBoth(mirrors: MirrorProcess[], check: (p: MirrorStatusJson, s: MirrorStatusJson) => boolean, a: string, b: string, what: string, timeoutMs = 60_000): Promise<[MirrorStatusJson, MirrorStatusJson]> {
+  let last: [MirrorStatusJson, MirrorStatusJson] | undefined;
   let ok = false;
   let done = false;
   const loop = (async () => {
     while (!done && !ok) {
-      last = await Promise.all([get(a), get(b)]).catch(() => last);
+      last = await Promise.all([mirrorStatus(a), mirrorStatus(b)]).catch(() => last);
       if (last) ok = check(last[0], last[1]);
       if (!ok) await new Promise((r) => setTimeout(r, 150));
     }
@@ -46,12 +64,23 @@ export async function untilStatus(check: (p: StatusJson, s: StatusJson) => boole
   return last!;
 }
 
-/** A node's mirror config file in `dir` (the secret file `mirror.secret` beside it). */
-export function writeMirrorYaml(dir: string, name: string, o: { persistentPath: string; listen: number; peer: number; admin: string; tls: { certPath: string; keyPath: string; fingerprint: string }; extra?: string }): string {
-  const file = join(dir, `${name}-mirror.yaml`);
-  writeFileSync(
-    file,
-    `persistent_path: ${o.persistentPath}\nlisten: 127.0.0.1:${o.listen}\npeer: 127.0.0.1:${o.peer}\ntls: { cert: ${o.tls.certPath}, key: ${o.tls.keyPath} }\npeer_fingerprint: "${o.tls.fingerprint}"\nsecret_file: mirror.secret\nadmin_listen: ${o.admin}\npoll_interval: 20ms\nreconnect_interval: 100ms\n${o.extra ?? ''}`,
-  );
-  return file;
+/** Copies a smtp-sink dump dir holds, per recipient (the MTA names the one recipient in its Received header). */
+export function copies(dumpDir: string): Map<string, number> {
+  const seen = new Map<string, number>();
+  for (const f of readdirSync(dumpDir)) {
+    const rcpt = /\tfor <([^>]+)>/.exec(readFileSync(join(dumpDir, f), 'latin1'))?.[1];
+    if (rcpt) seen.set(rcpt, (seen.get(rcpt) ?? 0) + 1);
+  }
+  return seen;
+}
+
+/** This process's smtp-source children still running. */
+export function smtpSources(): number[] {
+  return (childrenByParent().get(process.pid) ?? []).filter((pid) => {
+    try {
+      return commandLine(pid)[0] === SMTP_SOURCE_BIN;
+    } catch {
+      return false;
+    }
+  });
 }

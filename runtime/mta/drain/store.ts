@@ -50,11 +50,14 @@ export async function storeDrained(spool: Spool, intake: Intake, schedule: (entr
       const body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength);
       try {
         const entry = await spool.home.appendMessage(drainedEnvelope(h), body);
+        // Under a sync mirror the source may delete its copy only once the secondary holds this one.
+        await intake.confirmMirrored(entry);
         schedule(entry);
         return { status: 'queued' };
       } catch (err) {
         const code = errorCode(err);
         if (code === 'EDUPLICATE') return { status: 'duplicate' };
+        if (code === 'EMIRRORUNAVAILABLE') return { status: 'unavailable', reason: (err as Error).message };
         return { status: 'unavailable', reason: code === 'ENOSPC' ? 'spool disk is full' : code === 'EROFS' ? 'spool is read-only' : `spool write failed: ${(err as Error).message}` };
       }
     }),

@@ -234,7 +234,7 @@ const FIELD_OF: Record<string, string | undefined> = {
 };
 
 function statusOf(code: string): number {
-  if (code === 'spool_full' || code === 'spool_readonly' || code === 'spool_error' || code === 'draining') return 503;
+  if (code === 'spool_full' || code === 'spool_readonly' || code === 'spool_error' || code === 'draining' || code === 'mirror_unavailable') return 503;
   if (code === 'oversize') return 413;
   return 422;
 }

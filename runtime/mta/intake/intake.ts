@@ -20,7 +20,12 @@ export interface Submission {
   meta?: Record<string, string>;
 }
 
-export type RejectReason = 'bad-sender' | 'bad-recipient' | 'no-recipients' | 'too-many-recipients' | 'unknown-pool' | 'unknown-vmta' | 'oversize' | 'spool-full' | 'spool-readonly' | 'spool-error' | 'draining';
+export type RejectReason = 'bad-sender' | 'bad-recipient' | 'no-recipients' | 'too-many-recipients' | 'unknown-pool' | 'unknown-vmta' | 'oversize' | 'spool-full' | 'spool-readonly' | 'spool-error' | 'draining' | 'mirror-unavailable';
+
+/** What intake asks of a sync HA mirror (runtime/shared/mirror-sync/client.ts): resolves once the secondary holds everything written so far. */
+export interface MirrorBarrier {
+  barrier(): Promise<unknown>;
+}
 
 /** A refusal with everything a listener needs to answer: an SMTP code, an enhanced code, an HTTP status. */
 export class IntakeError extends VolleyError {
@@ -38,7 +43,14 @@ export class IntakeError extends VolleyError {
 /**
  * The one place where mail becomes accepted: SMTP, HTTP and the drain endpoint
  * all end here. It checks what can be checked without the network, writes the
- * message to this worker's home partition, and resolves only once it is durable.
+ * message to this worker's home partition, and resolves only once it is durable
+ * (under a sync HA mirror: durable on the secondary too).
+ *
+ * Events: 'accepted' (entry, partition) once the message may be acknowledged;
+ * 'withdrawn' (id, why, error?) for a message written here that the mirror
+ * could not confirm: its record is marked done again (the client is told to
+ * retry, maybe elsewhere, so this copy must never be delivered), and `error`
+ * is set when even that failed.
  */
 export class Intake extends EventEmitter {
   private config: VolleyConfig;
@@ -50,6 +62,7 @@ export class Intake extends EventEmitter {
   constructor(
     private readonly partition: SpoolPartition,
     config: VolleyConfig,
+    private readonly mirror?: MirrorBarrier,
   ) {
     super();
     this.config = config;
@@ -105,13 +118,36 @@ export class Intake extends EventEmitter {
     } catch (err) {
       throw spoolRefusal(err);
     }
+    await this.confirmMirrored(entry);
     this.emit('accepted', entry, this.partition);
     return entry;
+  }
+
+  /**
+   * Under a sync mirror, waits until the secondary holds `entry` (just written
+   * to this intake's partition) before it may be acknowledged; when the mirror
+   * cannot confirm it, withdraws it and throws MIRROR_UNAVAILABLE. Without a
+   * sync mirror, returns at once.
+   */
+  async confirmMirrored(entry: SpoolEntry): Promise<void> {
+    if (!this.mirror) return;
+    try {
+      await this.mirror.barrier();
+    } catch (err) {
+      // Not acknowledged: the client retries, perhaps on another MTA. This copy
+      // is withdrawn durably before the answer, so it is never delivered too.
+      const withdrawn = await this.partition.markDone({ id: entry.id, reason: 'withdrawn' }).then(() => undefined, (e: Error) => e);
+      this.emit('withdrawn', entry.id, (err as Error).message, withdrawn);
+      throw MIRROR_UNAVAILABLE;
+    }
   }
 }
 
 /** The answer to everything offered to a node being drained: try another node (the lb and the NLB have moved away already). */
 export const DRAINING = new IntakeError('draining', 421, '4.3.2', 503, 'this node is being drained and takes no more mail; try another node');
+
+/** Under a sync mirror whose secondary could not confirm the message in time (policy block), or whose daemon is gone: try again, maybe elsewhere. */
+export const MIRROR_UNAVAILABLE = new IntakeError('mirror-unavailable', 451, '4.3.0', 503, 'the HA mirror could not confirm a second copy of this message: not accepted, try again later or another MTA');
 
 function spoolRefusal(err: unknown): IntakeError {
   const code = (err as { code?: string }).code;

@@ -38,7 +38,8 @@ export interface StateChange {
 
 export interface DoneRecord {
   id: string;
-  reason: 'delivered' | 'failed' | 'expired' | 'purged' | 'drained';
+  /** withdrawn: written, then not acknowledged because a sync mirror could not confirm it (intake.ts). */
+  reason: 'delivered' | 'failed' | 'expired' | 'purged' | 'drained' | 'withdrawn';
 }
 
 /** What an entry knows of its partition; the class itself lives in partition.ts. */

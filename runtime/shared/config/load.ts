@@ -6,6 +6,7 @@ import { CidrList } from '../cidr';
 import { VolleyError } from '../errors';
 import { parseDuration, parseSize } from '../units';
 import { normaliseDrain, type RawDrain } from './drain';
+import { normaliseMirror, type RawMirror } from './mirror';
 import { converter, normaliseEvents, normaliseInbound, type RawEvents, type RawInbound } from './events';
 import { notImplemented } from './not-implemented';
 import { canonicalPolicy, normaliseMtaSts, normaliseTlsPolicies, normaliseTlsRpt, type RawMtaSts, type RawTlsRpt } from './tls';
@@ -164,6 +165,7 @@ interface Raw {
   events?: RawEvents;
   inbound?: RawInbound;
   drain?: RawDrain;
+  mirror?: RawMirror;
   rollups?: { name: string; mx: string[] }[];
   throttles?: { vmta?: string; destination: string; max_connections?: number; max_messages_per_hour?: number }[];
   backoff?: { destination?: string; code?: number; text?: string; pause: Dur }[];
@@ -306,6 +308,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
     events: normaliseEvents(raw.events, report),
     inbound: normaliseInbound(raw.inbound, poolNames, report),
     drain: normaliseDrain(raw.drain, report),
+    mirror: normaliseMirror(raw.mirror, report),
     rollups: (raw.rollups ?? []).map((r) => ({ name: r.name, mx: r.mx.map((m) => m.toLowerCase().replace(/^\*?\.?/, '')) })),
     throttles: (raw.throttles ?? []).map((t, i) => {
       if (t.vmta !== undefined && !vmtaNames.has(t.vmta)) report(['throttles', i, 'vmta'], `no VMTA named "${t.vmta}"`);

@@ -3,6 +3,7 @@
 // listen addresses) come from flags or the environment, never from here.
 
 import { drainSchema } from './drain';
+import { mirrorSchema } from './mirror';
 import { eventsSchema, inboundSchema } from './events';
 import { mtaStsSchema, tlsPoliciesSchema, tlsPolicyField, tlsRptSchema } from './tls';
 
@@ -193,6 +194,7 @@ export const configSchema = {
     events: eventsSchema,
     inbound: inboundSchema,
     drain: drainSchema,
+    mirror: mirrorSchema,
     proxies: {
       type: 'object',
       additionalProperties: false,

@@ -6,8 +6,10 @@ import type { EventsConfig, InboundConfig } from './events';
 import type { MtaStsConfig, TlsDomainPolicy, TlsPolicyName, TlsRptConfig } from './tls';
 
 export type { MtaStsConfig, TlsDomainPolicy, TlsPolicyName, TlsRptConfig } from './tls';
+import type { MtaMirrorConfig } from './mirror';
 
 export type { DrainConfig } from './drain';
+export type { MtaMirrorConfig } from './mirror';
 
 export type { EventsConfig, InboundConfig, SinkConfig, WebhookSinkConfig, SqliteSinkConfig, S3SinkConfig, FilterConfig } from './events';
 
@@ -174,6 +176,8 @@ export interface VolleyConfig {
   inbound?: InboundConfig;
   /** The drain endpoint (issue 17); none when absent. */
   drain?: DrainConfig;
+  /** This node is one of an HA mirror pair; mode sync: a barrier before every acknowledgement (absent: not mirrored, or async). */
+  mirror?: MtaMirrorConfig;
   dkim: DkimKeyConfig[];
   rollups: RollupConfig[];
   bounceRules: BounceRuleConfig[];

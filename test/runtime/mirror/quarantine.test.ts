@@ -13,7 +13,7 @@ import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineDir, quaran
 import { createLogger } from '../../../runtime/shared/log';
 import { RecordType, frame, messagePayload } from '../../../runtime/shared/spool-record';
 import { testConfigYaml } from '../../helpers/config';
-import { replicatedSums, untilStatus, writeMirrorYaml } from '../../helpers/mirror-pair';
+import { sums, untilBoth, writeMirrorYaml } from '../../helpers/mirror-pair';
 import { mirrorCli, startMirror, type MirrorProcess } from '../../helpers/mirror-process';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { getFreePort } from '../../helpers/postfix-tools';
@@ -158,8 +158,8 @@ test('the old primary returns after a forced promotion: demoted, caught up byte-
   const toB = await startFreezableRelay({ host: '127.0.0.1', port: port.b });
   const toA = await startFreezableRelay({ host: '127.0.0.1', port: port.a });
   relays.push(toB, toA);
-  const cfgA = writeMirrorYaml(dir, 'a', { persistentPath: ppA, listen: port.a, peer: toB.port, admin: adminA, tls });
-  const cfgB = writeMirrorYaml(dir, 'b', { persistentPath: ppB, listen: port.b, peer: toA.port, admin: adminB, tls });
+  const cfgA = writeMirrorYaml(dir, 'a', { pp: ppA, self: port.a, peer: toB.port, admin: adminA, tls });
+  const cfgB = writeMirrorYaml(dir, 'b', { pp: ppB, self: port.b, peer: toA.port, admin: adminB, tls });
   const mtaYaml = join(dir, 'mta.yaml');
   writeFileSync(mtaYaml, testConfigYaml({ sinkPort: await getFreePort(), relayFrom: ['127.0.0.0/8'] })); // deliveries defer: the queue stays
 
@@ -172,7 +172,7 @@ test('the old primary returns after a forced promotion: demoted, caught up byte-
   mirrors.push(mirrorB);
 
   const before = await smtpSourceWithAcks({ port: mtaA.smtpPort, sessions: 4, messages: 60, domain: 'before.test' });
-  await untilStatus((p, s) => p.lag_bytes === 0 && p.caught_up === true && s.caught_up === true, adminA, adminB, 'caught up before the cut', mirrors);
+  await untilBoth(mirrors, (p, s) => p.lag_bytes === 0 && p.caught_up === true && s.caught_up === true, adminA, adminB, 'caught up before the cut');
   // A fresh secondary's first catch-up sets nothing aside.
   expect(existsSync(quarantineDir(ppB))).toBe(false);
 
@@ -193,14 +193,14 @@ test('the old primary returns after a forced promotion: demoted, caught up byte-
   toB.thaw();
   toA.thaw();
   expect(await aExit).toBe(0);
-  const [, a] = await untilStatus(
+  const [, a] = await untilBoth(
+    mirrors,
     (p, s) => p.role === 'primary' && s.role === 'secondary' && s.epoch === 2 && s.caught_up === true && p.lag_bytes === 0 && (s.quarantine as { pending?: boolean } | undefined)?.pending !== true,
     adminB,
     adminA,
     'the old primary demoted, caught up and its quarantine filed',
-    mirrors,
   );
-  expect(replicatedSums(ppA)).toEqual(replicatedSums(ppB));
+  expect(sums(ppA)).toEqual(sums(ppB));
 
   const reports = readdirSync(quarantineDir(ppA));
   expect(reports).toHaveLength(1);

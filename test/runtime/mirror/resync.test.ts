@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { testConfigYaml } from '../../helpers/config';
-import { replicatedSums, untilStatus, writeMirrorYaml, type StatusJson } from '../../helpers/mirror-pair';
+import { sums, untilBoth, writeMirrorYaml, type MirrorStatusJson } from '../../helpers/mirror-pair';
 import { mirrorCli, startMirror, type MirrorProcess } from '../../helpers/mirror-process';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { getFreePort, startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
@@ -28,12 +28,12 @@ afterAll(async () => {
 
 /** Replicated file -> size under root. */
 function sizes(root: string): Map<string, number> {
-  return new Map(Object.keys(replicatedSums(root)).map((f) => [f, statSync(join(root, f)).size]));
+  return new Map(Object.keys(sums(root)).map((f) => [f, statSync(join(root, f)).size]));
 }
 
 /** The spool segments of root with their sha256. */
 function segmentSums(root: string): Record<string, string> {
-  return Object.fromEntries(Object.entries(replicatedSums(root)).filter(([f]) => f.endsWith('.seg')));
+  return Object.fromEntries(Object.entries(sums(root)).filter(([f]) => f.endsWith('.seg')));
 }
 
 interface Pair {
@@ -56,8 +56,8 @@ async function startPair(name: string, mtaYaml: string): Promise<Pair> {
   const port = { a: await getFreePort(), b: await getFreePort(), adminA: await getFreePort(), adminB: await getFreePort() };
   const adminA = `127.0.0.1:${port.adminA}`;
   const adminB = `127.0.0.1:${port.adminB}`;
-  const cfgA = writeMirrorYaml(dir, `${name}-a`, { persistentPath: a, listen: port.a, peer: port.b, admin: adminA, tls, extra: 'resync_rate: 50MB\n' });
-  const cfgB = writeMirrorYaml(dir, `${name}-b`, { persistentPath: b, listen: port.b, peer: port.a, admin: adminB, tls });
+  const cfgA = writeMirrorYaml(dir, `${name}-a`, { pp: a, self: port.a, peer: port.b, admin: adminA, tls, extra: 'resync_rate: 50MB\n' });
+  const cfgB = writeMirrorYaml(dir, `${name}-b`, { pp: b, self: port.b, peer: port.a, admin: adminB, tls });
   writeFileSync(join(dir, `${name}-mta.yaml`), mtaYaml);
   const mta = await startMta({ configPath: join(dir, `${name}-mta.yaml`), persistentPath: a, workers: 1 });
   mtas.push(mta);
@@ -69,8 +69,8 @@ async function startPair(name: string, mtaYaml: string): Promise<Pair> {
   return { a, b, adminA, adminB, mta, cfgB, mirrorB };
 }
 
-async function caughtUp(p: Pair, what: string): Promise<StatusJson> {
-  const [primary] = await untilStatus((x, s) => x.lag_bytes === 0 && x.caught_up === true && s.caught_up === true && s.peer_connected === true, p.adminA, p.adminB, what, mirrors);
+async function caughtUp(p: Pair, what: string): Promise<MirrorStatusJson> {
+  const [primary] = await untilBoth(mirrors, (x, s) => x.lag_bytes === 0 && x.caught_up === true && s.caught_up === true && s.peer_connected === true, p.adminA, p.adminB, what);
   return primary;
 }
 
@@ -81,7 +81,7 @@ test('a secondary down for a while catches up from its last durable position: on
   await caughtUp(p, 'first catch-up');
   await p.mirrorB.stop();
   const held = sizes(p.b);
-  const heldSums = replicatedSums(p.b);
+  const heldSums = sums(p.b);
 
   const more = await smtpSourceWithAcks({ port: p.mta.smtpPort, sessions: 4, messages: 40, domain: 'two.test' });
   expect(more.acked.length).toBe(40);
@@ -92,7 +92,7 @@ test('a secondary down for a while catches up from its last durable position: on
   let appended = 0;
   let whole = 0;
   let total = 0;
-  const now = replicatedSums(p.b);
+  const now = sums(p.b);
   for (const [f, size] of sizes(p.b)) {
     total += size;
     if (/\.(seg|jsonl)$/.test(f)) appended += size - (held.get(f) ?? 0);
@@ -101,7 +101,7 @@ test('a secondary down for a while catches up from its last durable position: on
   expect(appended).toBeGreaterThan(40 * 2048);
   // Not a full copy: what was sent is the new data (and small files rewritten since), a fraction of everything the primary holds.
   // (Read after the files: everything they hold beyond what was held came through this session's bytes_sent.)
-  const primary = (await (await fetch(`http://${p.adminA}/status`)).json()) as StatusJson;
+  const primary = (await (await fetch(`http://${p.adminA}/status`)).json()) as MirrorStatusJson;
   const sent = Number(primary.bytes_sent);
   expect(sent).toBeGreaterThanOrEqual(appended);
   expect(sent).toBeLessThanOrEqual(appended + whole + 64 * 1024);
@@ -109,7 +109,7 @@ test('a secondary down for a while catches up from its last durable position: on
   expect(primary.full_resyncs).toBe(0);
   expect(Object.keys(segmentSums(p.a)).length).toBeGreaterThan(0);
   expect(segmentSums(p.b)).toEqual(segmentSums(p.a));
-  expect(replicatedSums(p.b)).toEqual(replicatedSums(p.a));
+  expect(sums(p.b)).toEqual(sums(p.a));
 }, 300_000);
 
 test('a secondary whose position was deleted (the primary\'s segments rolled and were reclaimed) gets a full resync, and ends byte-identical', async () => {
@@ -150,5 +150,5 @@ test('a secondary whose position was deleted (the primary\'s segments rolled and
   // Its old segments (the primary reclaimed them) are gone; the rest is byte-identical.
   expect(existsSync(join(p.b, segDir, position))).toBe(false);
   expect(segmentSums(p.b)).toEqual(segmentSums(p.a));
-  expect(replicatedSums(p.b)).toEqual(replicatedSums(p.a));
+  expect(sums(p.b)).toEqual(sums(p.a));
 }, 300_000);
