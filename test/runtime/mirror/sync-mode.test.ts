@@ -73,9 +73,9 @@ test('an outdated secondary refuses promotion with EOUTDATED unless forced; forc
   const pb = await getFreePort();
   writeState(join(base, 'out-b'), { role: 'secondary', epoch: 3, caughtUp: true, outdated: true });
   const b = await node('out-b', { self: pb, peer: pa }, 'sync_policy: degrade\n');
-  expect(() => b.daemon.promote(false)).toThrow(expect.objectContaining({ code: 'EOUTDATED', message: expect.stringContaining('--force') }));
+  await expect(b.daemon.promote(false)).rejects.toMatchObject({ code: 'EOUTDATED', message: expect.stringContaining('--force') });
   expect(b.daemon.status().sync).toMatchObject({ outdated: true });
-  const s = b.daemon.promote(true);
+  const s = await b.daemon.promote(true);
   expect(s).toMatchObject({ role: 'primary', epoch: 4, outdated: false });
   expect(readState(b.root)).toMatchObject({ role: 'primary', epoch: 4, outdated: false, peerOutdated: false });
 });
