@@ -351,10 +351,13 @@ export class ProxyServer {
     const drained = (): void => {
       link.busy = false;
       link.mx = undefined;
-      // Stopping, or no longer admitted (a reload): the MTA has every answer; the link ends here.
-      if (this.stopping) channel.close(new StoppingError());
-      else if (link.revoked) channel.close(new RevokedError());
-      else if (waiting) armIdle();
+      // Stopping, or no longer admitted (a reload): the MTA has every answer;
+      // the link ends here, politely, so the last answers written are not
+      // lost to a reset (the loop's wait fails and the catch below logs why).
+      if (this.stopping || link.revoked) {
+        channel.end();
+        setTimeout(() => socket.destroy(), 1000).unref();
+      } else if (waiting) armIdle();
     };
     const hooks = { hosted: (ip: string) => this.hosted.has(ip), counted: () => void this.counters.transactions++, drained };
     try {
@@ -402,7 +405,7 @@ export class ProxyServer {
         }
       }
     } catch (err) {
-      if (err instanceof StoppingError || this.stopping) log.info('proxy: stopping, MTA connection closed');
+      if (this.stopping) log.info('proxy: stopping, MTA connection closed');
       else if (link.revoked) log.info('proxy: MTA link no longer admitted after a reload, closed');
       else endChannel(channel, err, log, { idle: 'proxy: MTA connection idle, closed', closed: 'proxy: MTA closed the connection', protocol: 'proxy: protocol error, MTA connection closed' }, 'debug');
       if (channel.open) channel.close();
@@ -468,12 +471,6 @@ export class ProxyServer {
     return mx;
   }
 }
-
-/** Ends a link's loop after its transaction once the proxy is stopping. */
-class StoppingError extends Error {}
-
-/** Ends a link's loop after its transaction once a reload no longer admits it. */
-class RevokedError extends Error {}
 
 function sameSecret(a: Buffer | undefined, b: Buffer | undefined): boolean {
   return a === undefined || b === undefined ? a === b : a.equals(b);

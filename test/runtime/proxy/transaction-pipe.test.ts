@@ -7,13 +7,16 @@
 // recipients are, or a body gets a 4xx, in the middle of a pipelined run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADMIN_AUTH, deliveryConfigYaml } from '../../helpers/config';
 import { VOLLEY, startMta, type MtaProcess } from '../../helpers/mta-process';
 import { pipeliningMx, type PipeliningMx } from '../../helpers/pipelining-mx';
 import { getFreePort } from '../../helpers/postfix-tools';
-import { newSecret, proxyTls, waitUntil } from '../../helpers/proxy-fixtures';
+import { captureLogger, newSecret, proxyTls, startProxy, waitUntil } from '../../helpers/proxy-fixtures';
+import { ProxyConnector } from '../../../runtime/mta/delivery/proxy-connector';
+import { FrameChannel, clientHandshake } from '../../../runtime/shared/proxy-protocol';
 import { inject, message } from '../../helpers/smtp-dialog';
 import { readAttempts } from '../../helpers/attempt-log';
 import { tempDir } from '../../helpers/tmp';
@@ -132,3 +135,68 @@ test('replies stay matched to their transactions when a RCPT, a whole envelope a
   expect(mixedMx.mailsBeforeFinal).toBeGreaterThanOrEqual(4);
   expect(mixedMx.connections).toBe(1);
 }, 60_000);
+
+// The proxy's side in process (ProxyServer, ProxyConnector), where the test holds both ends.
+describe('the proxy reading on while transactions are in flight', () => {
+  const secret = newSecret();
+  const source = { ip: '127.0.0.2', helo: 'vmta-2.test' };
+  const may = { mode: 'may', policy: 'may' } as const;
+  const body = (subject: string): Buffer => Buffer.from(`Subject: ${subject}\r\n\r\nbody\r\n`);
+  const started: { stop: () => unknown }[] = [];
+  afterEach(async () => {
+    for (const s of started.splice(0).reverse()) await s.stop();
+  });
+
+  async function setup(mx: PipeliningMx, proxyOptions: { clientIdleTimeoutMs?: number } = {}) {
+    const tls = await proxyTls(dir);
+    const log = captureLogger();
+    const p = await startProxy({ name: 'p', tls, secret, sendingIps: ['127.0.0.2'], logger: log.logger, ...proxyOptions });
+    const connector = new ProxyConnector({ proxies: { '127.0.0.2': [{ host: '127.0.0.1', port: p.port, fingerprint: tls.fingerprint, name: 'p' }] }, secret, logger: captureLogger().logger });
+    started.push({ stop: () => mx.server.close() }, { stop: () => p.server.stop() }, { stop: () => connector.close() });
+    return { server: p.server, port: p.port, proxyTls: tls, log, connector, target: { host: 'mx.test', ip: '127.0.0.1', port: mx.port } };
+  }
+
+  test('the idle bound does not cut a link whose transactions wait on their MX longer than it; once they are answered it applies again', async () => {
+    const mx = await pipeliningMx([], { holdFinalMs: 600 });
+    const { port, proxyTls: ptls, log, target } = await setup(mx, { clientIdleTimeoutMs: 150 });
+    // An MTA of an earlier release (no ping_ms in its hello): only the idle bound watches its link, not the liveness check.
+    const socket = await new Promise<TLSSocket>((resolve, reject) => {
+      const t = tlsConnect({ host: '127.0.0.1', port, ca: ptls.cert, checkServerIdentity: () => undefined }, () => resolve(t));
+      t.once('error', reject);
+    });
+    const channel = new FrameChannel(socket);
+    started.push({ stop: () => channel.close() });
+    await clientHandshake(channel, secret, { timeoutMs: 5_000 });
+    channel.send({ t: 'connect', sending_ip: source.ip, mx: target, helo: source.helo, tls: may });
+    expect((await channel.next()).header.t).toBe('connected');
+    channel.send({ t: 'transaction', from: 's@volley.test', to: ['one@dest.test'] }, body('one'));
+    channel.send({ t: 'transaction', from: 's@volley.test', to: ['two@dest.test'] }, body('two'));
+    // Each final reply is held four times the idle bound; both answers come all the same.
+    expect((await channel.next()).header).toMatchObject({ t: 'result', recipients: [{ rcpt: 'one@dest.test', outcome: 'delivered' }] });
+    expect((await channel.next()).header).toMatchObject({ t: 'result', recipients: [{ rcpt: 'two@dest.test', outcome: 'delivered' }] });
+    expect(mx.mailsBeforeFinal).toBe(1);
+    // Nothing in flight now: the link is closed as idle.
+    await waitUntil(() => !channel.open, 5_000, () => 'the link is still open');
+    expect(log.text()).toMatch(/proxy: MTA connection idle, closed/);
+  });
+
+  test('a proxy told to stop answers the transactions already pipelined to the MX, and refuses one that comes after without sending it', async () => {
+    const mx = await pipeliningMx([], { holdFinalMs: 300 });
+    const { server, connector, target } = await setup(mx);
+    const s = await connector.open(target, source, may);
+    const first = s.send('s@volley.test', ['one@dest.test'], body('one'), { onBodySent: () => undefined });
+    const second = s.send('s@volley.test', ['two@dest.test'], body('two'), { onBodySent: () => undefined });
+    // The first body is at the MX and its final reply held; the second envelope went with it.
+    await waitUntil(() => mx.bodies.length === 1 && mx.mailsBeforeFinal === 1, 5_000, () => `bodies ${mx.bodies.length}, pipelined ${mx.mailsBeforeFinal}`);
+    const stopped = server.stop(10_000);
+    const third = s.send('s@volley.test', ['three@dest.test'], body('three')).catch((e: Error) => e);
+    expect((await first).recipients[0].outcome).toBe('delivered');
+    expect((await second).recipients[0].outcome).toBe('delivered');
+    const refused = await third;
+    expect(refused).toBeInstanceOf(Error);
+    expect((refused as Error).message).toMatch(/via proxy p: the proxy is stopping/);
+    await stopped;
+    expect(mx.bodies.map((b) => b.split('\n')[0])).toEqual(['Subject: one', 'Subject: two']);
+    s.close();
+  });
+});
