@@ -18,7 +18,7 @@ export interface TransactionPipeHooks {
 }
 
 /** What became of a transaction at the MX, before its answer goes out. */
-type Outcome = { tx: TransactionResult } | { failed: string; lost: boolean };
+type Outcome = { tx: TransactionResult } | { failed: string; lost: boolean; proxyLink?: true };
 
 export class TransactionPipe {
   /** Transactions taken and not yet answered. */
@@ -80,7 +80,7 @@ export class TransactionPipe {
 
   /** Answers a transaction frame transaction_failed without sending it to the MX (the proxy stopping, a revoked link). */
   refuse(message: string): void {
-    this.answer(Promise.resolve({ failed: message, lost: false }));
+    this.answer(Promise.resolve({ failed: message, lost: false, proxyLink: true }));
   }
 
   /** Resolves once every transaction taken so far is answered. */
@@ -113,7 +113,7 @@ export class TransactionPipe {
         mx.session.close();
         this.mx = undefined;
       }
-      const answer: TransactionFailed = { t: 'transaction_failed', message: o.failed, usable: false };
+      const answer: TransactionFailed = { t: 'transaction_failed', message: o.failed, usable: false, ...(o.proxyLink ? { proxy_link: true as const } : {}) };
       if (this.channel.open) this.channel.send(answer);
       return;
     }

@@ -349,6 +349,8 @@ class ProxySession implements OutboundSession {
         return { recipients: h.recipients as RecipientResult[], envelopeMs: Number(h.envelope_ms) || 0, dataMs: Number(h.data_ms) || 0 };
       }
       this.usable = false;
+      // Refused by the proxy itself (stopping, a revoked link): retried soon, as a lost link is, not after delivery.retry.
+      if (h.t === 'transaction_failed' && h.proxy_link === true) throw new VolleyError(PROXY_LINK_CODE, `via proxy ${proxy}: ${String(h.message)}`);
       if (h.t === 'transaction_failed') throw new Error(`via proxy ${proxy}: ${String(h.message)}`);
       throw new ProtocolError(`proxy ${proxy}: unexpected answer ${JSON.stringify(h.t).slice(0, 40)} to a transaction`);
     } catch (err) {

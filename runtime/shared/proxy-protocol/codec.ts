@@ -84,8 +84,11 @@
  *     (not dot-stuffed; the proxy does that). Only while connected.
  *   result       proxy -> MTA { t, recipients: [{ rcpt, reply, outcome }],
  *                               envelope_ms, data_ms, usable }
- *   transaction_failed proxy -> MTA { t, message, usable: false }
+ *   transaction_failed proxy -> MTA { t, message, usable: false, proxy_link? }
  *     The MX connection broke mid-transaction; the proxy has dropped it.
+ *     proxy_link: true: the transaction never reached the MX because of the
+ *     proxy itself (stopping, or a reload no longer admits the link): the
+ *     MTA retries it as it retries a lost link.
  *   release      MTA -> proxy { t, reuse: bool }
  *     Ends the MTA's use of the session; no answer. With reuse and a usable
  *     session under max_transactions_per_session, the proxy keeps it idle

@@ -195,6 +195,8 @@ describe('the proxy reading on while transactions are in flight', () => {
     const refused = await third;
     expect(refused).toBeInstanceOf(Error);
     expect((refused as Error).message).toMatch(/via proxy p: the proxy is stopping/);
+    // Retried soon through any proxy (error_kind proxy-link), as a lost link is: it never reached the MX.
+    expect((refused as { code?: string }).code).toBe('EPROXYLINK');
     await stopped;
     expect(mx.bodies.map((b) => b.split('\n')[0])).toEqual(['Subject: one', 'Subject: two']);
     s.close();
