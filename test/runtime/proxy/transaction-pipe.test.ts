@@ -201,4 +201,22 @@ describe('the proxy reading on while transactions are in flight', () => {
     expect(mx.bodies.map((b) => b.split('\n')[0])).toEqual(['Subject: one', 'Subject: two']);
     s.close();
   });
+
+  test('a reload that removes the sending IP mid-run: what is pipelined to the MX is answered, then the session is QUIT, never pooled', async () => {
+    const mx = await pipeliningMx([], { holdFinalMs: 300 });
+    const { server, connector, target } = await setup(mx);
+    const s = await connector.open(target, source, may);
+    const first = s.send('s@volley.test', ['one@dest.test'], body('one'), { onBodySent: () => undefined });
+    const second = s.send('s@volley.test', ['two@dest.test'], body('two'), { onBodySent: () => undefined });
+    await waitUntil(() => mx.bodies.length === 1 && mx.mailsBeforeFinal === 1, 5_000, () => `bodies ${mx.bodies.length}, pipelined ${mx.mailsBeforeFinal}`);
+    server.reload({ ...server.settings, sendingIps: ['127.0.0.3'] });
+    expect((await first).recipients[0].outcome).toBe('delivered');
+    expect((await second).recipients[0].outcome).toBe('delivered');
+    expect(s.usable).toBe(false);
+    s.close();
+    expect(mx.bodies).toHaveLength(2);
+    await waitUntil(() => mx.chunks.some((c) => c.includes('QUIT')), 5_000, () => 'no QUIT at the MX');
+    expect(server.stats().mxIdle).toBe(0);
+    expect(connector.idleLinks()).toBe(1);
+  });
 });
