@@ -175,7 +175,10 @@ async function main(): Promise<void> {
   partial.backlog_1conn_rtt20_msgs_per_s = backlog.msgsPerSec;
   const backlogNoPipe = await measureBacklogDrain({ ...backlogLoad, pipelining: false });
   partial.backlog_1conn_rtt20_nopipelining_msgs_per_s = backlogNoPipe.msgsPerSec;
-  line(`backlog over one connection, 20 ms round trip: ${backlog.msgsPerSec} msg/s; to a server without PIPELINING ${backlogNoPipe.msgsPerSec} msg/s`);
+  // The same backlog with the MX leg held by a volley proxy: the link pipelines transactions too (issue 20).
+  const backlogProxy = await measureBacklogDrain({ ...backlogLoad, pipelining: true, viaProxy: true });
+  partial.backlog_1conn_rtt20_proxy_msgs_per_s = backlogProxy.msgsPerSec;
+  line(`backlog over one connection, 20 ms round trip: ${backlog.msgsPerSec} msg/s; to a server without PIPELINING ${backlogNoPipe.msgsPerSec} msg/s; through one proxy ${backlogProxy.msgsPerSec} msg/s (${(backlogProxy.msgsPerSec / backlog.msgsPerSec).toFixed(2)} of direct)`);
 
   // The webhook sink alone, from a pre-written log, with batches of 500.
   stage = 'webhook delivery rate';
@@ -226,6 +229,8 @@ async function main(): Promise<void> {
     deferred_1m_rss_mb: startup.rssMb,
     backlog_1conn_rtt20_msgs_per_s: backlog.msgsPerSec,
     backlog_1conn_rtt20_nopipelining_msgs_per_s: backlogNoPipe.msgsPerSec,
+    backlog_1conn_rtt20_proxy_msgs_per_s: backlogProxy.msgsPerSec,
+    backlog_1conn_rtt20_proxy_ratio: Number((backlogProxy.msgsPerSec / backlog.msgsPerSec).toFixed(2)),
     fleet_msgs_per_s: fleet.msgsPerSec,
     fleet_cpu_us_per_msg: fleet.cpuUsPerMsg,
     e2e_cpu_us_per_msg: e2e.cpuUsPerMsg,
