@@ -78,6 +78,8 @@ interface Attempt {
   message_id: string;
   status: string;
   mx_host?: string;
+  smtp_code?: number;
+  enhanced_code?: string;
   error_kind?: string;
   tls_policy?: string;
   tls_verified?: boolean;
@@ -108,7 +110,7 @@ test('a TLSA record that matches nothing the MX presents: deferred after the han
 
 test('a TLSA record whose signature fails validation: deferred, the MX never connected to', async () => {
   const id = await inject(mta.smtpPort, 'a@shop.example', ['user@bogus.dane.test'], message('dane'));
-  expect(await finalEvent(id)).toMatchObject({ status: 'deferred', error_kind: 'tls-required' });
+  expect(await finalEvent(id)).toMatchObject({ status: 'deferred', error_kind: 'tls-required', smtp_code: 451, enhanced_code: '4.7.5', tls_policy: 'dane', tls_verified: false, tls_failure: 'dnssec-invalid' });
   expect(bogus.connections).toBe(0);
   expect(mta.log()).toMatch(/"mx_host":"mx\.bogus\.dane\.test".*"tls_failure":"dnssec-invalid"/);
 });
