@@ -162,7 +162,7 @@ export class TlsPolicyResolver {
     // TLSA records exist but none is usable (PKIX usages 0/1 only): mandatory TLS, unauthenticated (RFC 7672 2.2).
     if (usable.length === 0) return { use: true, host, requirement: { mode: 'encrypt', policy: 'dane' }, report };
     // DANE-TA checks the certificate's names against the TLSA base domain (a CNAME-expanded name) and the MX host (RFC 7672 3.2.2).
-    const base = (answer as { baseDomain?: string }).baseDomain;
+    const base = answer.baseDomain;
     const names = base && base !== host.toLowerCase() ? [base, host] : [host];
     return { use: true, host, requirement: { mode: 'dane', policy: 'dane', names, tlsa: usable }, report };
   }

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { parseConfig } from '../../../../../runtime/shared/config/load';
 import { TlsPolicyResolver, type MxTls } from '../../../../../runtime/mta/delivery/tls-policy/resolver';
-import type { TlsaAnswer, TlsaLookup } from '../../../../../runtime/mta/delivery/tls-policy/tlsa-lookup';
+import type { TlsaLookup } from '../../../../../runtime/mta/delivery/tls-policy/tlsa-lookup';
 import { deliveryConfigYaml } from '../../../../helpers/config';
 import { rr, startDnsmasq, type Dnsmasq } from '../../../../helpers/dnsmasq';
 import { HttpsPeer } from '../../../../helpers/https-peer';
@@ -196,7 +196,7 @@ describe('the ladder', () => {
   });
 
   test('TLSA found at the CNAME-expanded name: DANE-TA checks the certificate against that base domain and the MX host (RFC 7672 3.2.2)', async () => {
-    const viaCname: TlsaLookup = { lookup: () => Promise.resolve({ secure: true, records: [{ usage: 2, selector: 1, matchingType: 1, data: 'ab'.repeat(32) }], baseDomain: 'mx.hosting.example' } as TlsaAnswer) };
+    const viaCname: TlsaLookup = { lookup: () => Promise.resolve({ secure: true, records: [{ usage: 2, selector: 1, matchingType: 1, data: 'ab'.repeat(32) }], baseDomain: 'mx.hosting.example' }) };
     const [d] = await resolver('', viaCname).forHosts('auto.test', mx('mx1.auto.test'), 'mx');
     expect(d).toMatchObject({ use: true, requirement: { mode: 'dane', names: ['mx.hosting.example', 'mx1.auto.test'] } });
   });
