@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { ConfigError, loadConfig } from '../shared/config/load';
 import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
+import { mxTrust } from '../shared/smtp/mx-trust';
 import { AdminServer } from './admin/admin-server';
 import { DkimSigner } from './delivery/dkim';
 import { loadVerpSecret, verpFromConfig } from './delivery/verp';
@@ -71,6 +72,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const nodeId = nodeIdentity(options.persistentPath, options.nodeId);
   await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
   new DkimSigner(config.dkim); // a key that cannot load stops the start here, with its name
+  if (config.delivery.tlsCaFile) mxTrust(config.delivery.tlsCaFile, 'delivery.tls_ca_file'); // as does a CA file for MX certificates (not a worker crash loop)
   verpFromConfig(config.inbound); // so does a VERP key (inbound.verp.secret_file) that is missing or short
   // Before the workers start writing: a sink that never ran starts at the log's end as it is now.
   const events = new EventService({ config, persistentPath: options.persistentPath, nodeId, logger });
@@ -226,6 +228,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       const next = loadConfig(options.configPath);
       new DkimSigner(next.dkim); // every key must load before any worker sees the new config
       verpFromConfig(next.inbound);
+      // Workers read it only at start, but one restarted later gets this config: it must load too.
+      if (next.delivery.tlsCaFile) mxTrust(next.delivery.tlsCaFile, 'delivery.tls_ca_file');
       config = next;
     } catch (err) {
       const errors = err instanceof ConfigError ? err.issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.field}: ${i.message}`) : [(err as Error).message];

@@ -7,6 +7,7 @@ import { VolleyError } from '../shared/errors';
 import { loadTls } from '../shared/tls-files';
 import { EventLog, eventsDir } from './events/event-log';
 import { RoutingConnector } from './delivery/routing-connector';
+import { mxTrust } from '../shared/smtp/mx-trust';
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { DeliveryEngine } from './delivery/engine';
 import { clusterThrottleAuthority } from './delivery/cluster-authority';
@@ -158,7 +159,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     partitions: spool.partitions,
     config,
     // Proxies are read at start: a change of the proxy list takes a restart (rolling), not a refresh.
-    connector: new RoutingConnector({ proxies: config.proxies, haproxy: config.haproxy, timeouts: { ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs, greetingMs: config.delivery.greetingTimeoutMs }, logger, name: `${options.nodeId}/w${options.worker}` }),
+    // Like the proxies, delivery.tls_ca_file is read at start (a change takes a restart).
+    connector: new RoutingConnector({ proxies: config.proxies, haproxy: config.haproxy, timeouts: { ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs, greetingMs: config.delivery.greetingTimeoutMs }, logger, name: `${options.nodeId}/w${options.worker}`, trust: config.delivery.tlsCaFile ? mxTrust(config.delivery.tlsCaFile, 'delivery.tls_ca_file') : undefined }),
     router,
     attemptLog,
     logger,

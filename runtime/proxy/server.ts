@@ -1,5 +1,5 @@
 import { isIP, type Socket } from 'node:net';
-import { createSecureContext, createServer, type Server, type TLSSocket } from 'node:tls';
+import { createSecureContext, createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
 import { CidrList } from '../shared/cidr';
 import type { Logger } from '../shared/log';
 import { endChannel } from './close-channel';
@@ -34,6 +34,8 @@ export interface ProxyServerOptions {
   clientIdleTimeoutMs?: number;
   /** MX-leg timeouts unless a connect request names its own. */
   mxTimeouts?: ClientTimeouts;
+  /** mx_tls_ca_file: the file, and the trust store built from it (mx-trust.ts) that `verify` sessions to MXes check against; node's store when absent. */
+  mxTrust?: { file: string; context: SecureContext };
   /** How the control channel merges the MTAs' throttle limits; default average. */
   throttleMerge?: MergeMode;
   logger: Logger;
@@ -198,6 +200,8 @@ export class ProxyServer {
     changed('handshake_timeout', old.handshakeTimeoutMs, next.handshakeTimeoutMs);
     changed('client_idle_timeout', old.clientIdleTimeoutMs, next.clientIdleTimeoutMs);
     changed('mx_timeouts', old.mxTimeouts, next.mxTimeouts);
+    // The file is read again on every reload; a changed content under the same name applies without being listed.
+    changed('mx_tls_ca_file', old.mxTrust?.file, next.mxTrust?.file);
     this.options = { ...next, listen: old.listen, throttleMerge: old.throttleMerge, logger: old.logger };
     this.allow = allowList(next.allowFrom);
     this.hosted = new Set(next.sendingIps);
@@ -436,7 +440,8 @@ export class ProxyServer {
     if (!mx) {
       const timeouts = { ...(this.options.mxTimeouts ?? RFC5321_CLIENT_TIMEOUTS), ...pickTimeouts(req.timeouts) };
       try {
-        const session = await SmtpClientSession.open(req.mx, { ip: req.sending_ip, helo: req.helo }, req.tls, timeouts);
+        const trust = this.options.mxTrust ? { secureContext: this.options.mxTrust.context } : {};
+        const session = await SmtpClientSession.open(req.mx, { ip: req.sending_ip, helo: req.helo }, req.tls, timeouts, trust);
         this.counters.mxOpened++;
         mx = { session, key, sendingIp: req.sending_ip, transactions: 0, capabilities: session.capabilities };
       } catch (err) {
