@@ -129,7 +129,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     reserve: spool.reserve,
   });
   // With several workers the primary holds the node's throttle counts.
-  const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
+  const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m), { sent: (op) => metrics.throttleIpc.inc({ op }) }) : undefined;
   // Node-wide decisions (the primary's, or this worker's own when it is alone)...
   const throttles = new Throttles(config); // rules for the engine, counts when this worker is alone
   const nodeAuthority: ThrottleAuthority = primaryAuthority ?? new LocalAuthority(throttles);
@@ -249,6 +249,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     logger.info('worker stopping: closing listeners, finishing deliveries in flight');
     await Promise.all([...smtp.map((s) => s.close()), http.close()]);
     await engine.stop();
+    primaryAuthority?.leases.returnAll(); // nothing more is sent: the rest of the hour is the other workers'
     clusterAuthority?.close();
     await attemptLog.close();
     await spool.close();
@@ -264,6 +265,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         return;
       }
       config = m.config;
+      primaryAuthority?.leases.returnAll(); // blocks taken under the old limits go back
       intake.apply(config);
       smtp.forEach((s) => s.apply(config));
       http.apply(config);
@@ -278,6 +280,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
       void storeDrained(spool, intake, (entry) => engine.schedule(entry), m.records).then((outcomes) => send({ type: 'drain-stored', id: m.id, outcomes }));
     } else if (m.type === 'throttle-reply') {
       primaryAuthority?.onReply(m.id, m.value);
+    } else if (m.type === 'throttle-recall') {
+      primaryAuthority?.onRecall(m.key);
     } else if (m.type === 'shutdown') {
       void shutdown();
     }
