@@ -46,8 +46,7 @@ async function counters(adminUrl: string, name: string): Promise<Map<string, num
   const text = await (await fetch(`${adminUrl}/metrics`)).text();
   const out = new Map<string, number>();
   for (const m of text.matchAll(new RegExp(`^${name}\\{op="([^"]+)"\\} (\\S+)$`, 'gm'))) out.set(m[1], Number(m[2]));
-  if (out.size === 0) throw new Error(`${name} is not in /metrics`);
-  return out;
+  return out; // empty until a worker has sent one
 }
 
 describe.each([2, 4])('an MTA with %i workers', (workers) => {
@@ -108,6 +107,7 @@ throttles:
     await injectMany(mta.smtpPort, 'bulk.test', n, 20);
     await bulk.waitForMessages(n, 60_000);
     const after = await counters(mta.adminUrl, 'volley_mta_throttle_ipc_total');
+    expect(after.size).toBeGreaterThan(0); // the connections' asks at least
     const delta = (op?: string): number => [...after].filter(([k]) => op === undefined || k === op).reduce((sum, [k, v]) => sum + v - (before.get(k) ?? 0), 0);
     // Before leases: one round trip per message for its permit, plus each connection's (pause, permit, release).
     // Now a block of permits per ask (at most 1/8 of the hour's million here, so 64), and the connections'.
