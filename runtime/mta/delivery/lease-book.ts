@@ -47,7 +47,8 @@ export class LeaseBook {
   grant(worker: number, key: string, limits: Limits, want: number): LeaseGrant {
     const byWorker = this.held.get(key) ?? new Map<number, Held>();
     byWorker.delete(worker); // spent: the worker asks only when it has none left
-    const r = this.throttles.leaseMessages(key, limits, Math.max(1, Math.floor(want)), 1 / (2 * Math.max(1, this.workers())));
+    const block = Number.isFinite(want) ? Math.max(1, Math.floor(want)) : 1;
+    const r = this.throttles.leaseMessages(key, limits, block, 1 / (2 * Math.max(1, this.workers())));
     if (r.n > 0) {
       const lease = ++this.nextLease;
       byWorker.set(worker, { lease, n: r.n, minute: r.minute, recalled: false });
