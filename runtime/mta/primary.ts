@@ -11,7 +11,8 @@ import { DkimSigner } from './delivery/dkim';
 import { loadVerpSecret, verpFromConfig } from './delivery/verp';
 import { startInboundListener } from './inbound/inbound-listener';
 import { inboundRegistry } from './inbound/inbound-metrics';
-import { answerThrottle } from './delivery/throttle-authority';
+import { answerThrottle, revive } from './delivery/throttle-authority';
+import { LeaseBook } from './delivery/lease-book';
 import { Throttles } from './delivery/throttles';
 import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
 import { lockPersistentPath, nodeIdentity } from './node-identity';
@@ -94,6 +95,11 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const count = options.workers ?? defaultWorkers();
   const throttles = new Throttles(config);
   const permits = new Map<number, Map<string, number>>();
+  // Message permits go to workers in blocks (lease-book.ts): one ask per block, not per message.
+  const leases = new LeaseBook(throttles, () => count, (worker, key) => {
+    const w = workers.get(worker);
+    if (w?.isConnected()) w.send({ type: 'throttle-recall', key } satisfies ToWorker);
+  });
   const stats = new Map<number, WorkerStats>();
   const ready = new Set<number>();
   const workers = new Map<number, Worker>();
@@ -177,18 +183,25 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
           .then(() => w.send({ type: 'drain-held-ack' } satisfies ToWorker));
       }
       else if (m.type === 'throttle') {
-        const value = answerThrottle(throttles, m.q);
+        const q = m.q;
         // Remember whose connection permits these are: a worker that dies cannot release them.
         const held = permits.get(index) ?? new Map<string, number>();
         permits.set(index, held);
-        if (m.q.op === 'connect' && value === true) held.set(m.q.key, (held.get(m.q.key) ?? 0) + 1);
-        if (m.q.op === 'release') held.set(m.q.key, Math.max(0, (held.get(m.q.key) ?? 0) - 1));
+        if (q.op === 'release') {
+          throttles.releaseConnection(q.key);
+          held.set(q.key, Math.max(0, (held.get(q.key) ?? 0) - 1));
+          return; // told, not asked: no answer
+        }
+        if (q.op === 'return') return leases.giveBack(index, q.key, q.lease, q.unspent);
+        const value = q.op === 'lease' ? leases.grant(index, q.key, revive(q.limits), q.want) : answerThrottle(throttles, q);
+        if (q.op === 'connect' && value === true) held.set(q.key, (held.get(q.key) ?? 0) + 1);
         w.send({ type: 'throttle-reply', id: m.id, value } satisfies ToWorker);
       }
     });
     w.on('exit', (code, signal) => {
       for (const [key, n] of permits.get(index) ?? []) for (let i = 0; i < n; i++) throttles.releaseConnection(key);
       permits.delete(index);
+      leases.forget(index);
       drain?.onWorkerExit(index);
       ready.delete(index);
       stats.delete(index);
