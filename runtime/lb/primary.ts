@@ -50,7 +50,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
   let stopping = false;
   let signals = 0;
   let queryId = 0;
-  const pending = new Map<number, (data: unknown) => void>();
+  const pending = new Map<number, { worker: number; answer: (data: unknown) => void; gone: () => void }>();
 
   const pools = new Map<string, Pool>();
   const broadcast = (m: ToLbWorker): void => {
@@ -84,6 +84,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ execArgv: workerExecArgv(LB_WORKER_V8_FLAGS, process.execArgv) });
   let failedStart: ((err: Error) => void) | undefined;
+  let onAllReady: (() => void) | undefined;
   const fork = (index: number): void => {
     const w = cluster.fork({ VOLLEY_LB_WORKER: String(index), [LB_OPTIONS_ENV]: JSON.stringify(options) });
     workers.set(index, w);
@@ -96,17 +97,21 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
         wasReady = true;
         ready.add(index);
         w.send({ type: 'lb-up', states: states() } satisfies ToLbWorker);
-        if (ready.size === count) logger.info({ workers: count }, 'lb ready');
+        if (ready.size === count) {
+          logger.info({ workers: count }, 'lb ready');
+          onAllReady?.();
+        }
       } else if (m.type === 'lb-failure') {
         if (b) pool!.reportFailure(b, m.reason, m.detail);
       } else if (m.type === 'lb-refusal') {
         if (b) pool!.reportRefusal(b, m.detail);
       } else if (m.type === 'lb-success') {
         if (b) pool!.reportSuccess(b, false);
-      } else if (m.type === 'lb-reply') pending.get(m.id)?.(m.data);
+      } else if (m.type === 'lb-reply') pending.get(m.id)?.answer(m.data);
     });
     w.on('exit', (code, signal) => {
       ready.delete(index);
+      for (const p of [...pending.values()]) if (p.worker === index) p.gone();
       if (workers.get(index) === w) workers.delete(index);
       if (stopping) return;
       if (!wasReady) {
@@ -120,24 +125,31 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
     });
   };
 
-  const ask = (w: Worker, what: 'status' | 'metrics'): Promise<unknown> =>
+  const ask = (index: number, w: Worker, what: 'status' | 'metrics'): Promise<unknown> =>
     new Promise((resolve, reject) => {
       const id = ++queryId;
-      const timer = setTimeout(() => {
-        pending.delete(id);
-        reject(new VolleyError('EWORKER', `an lb worker did not answer ${what}`));
-      }, 5000);
-      pending.set(id, (data) => {
+      const settle = (): void => {
         clearTimeout(timer);
         pending.delete(id);
-        resolve(data);
+      };
+      const timer = setTimeout(() => {
+        settle();
+        reject(new VolleyError('EWORKER', `lb worker ${index} did not answer ${what}`));
+      }, 5000);
+      pending.set(id, {
+        worker: index,
+        answer: (data) => (settle(), resolve(data)),
+        gone: () => (settle(), reject(new VolleyError('EWORKER', `lb worker ${index} exited before answering ${what}`))),
       });
       w.send({ type: 'lb-query', id, what } satisfies ToLbWorker);
     });
   const live = (): [number, Worker][] => [...workers].filter(([i, w]) => ready.has(i) && w.isConnected());
+  /** What the live workers answer; one that dies meanwhile (a restart under way) is left out, not an error for the whole page. */
+  const answers = async <T>(f: (w: [number, Worker]) => Promise<T>): Promise<T[]> =>
+    (await Promise.allSettled(live().map(f))).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
 
   const status = async (): Promise<unknown> => {
-    const each = await Promise.all(live().map(async ([i, w]) => ({ worker: i, pid: w.process.pid, status: (await ask(w, 'status')) as LbStatus })));
+    const each = await answers(async ([i, w]) => ({ worker: i, pid: w.process.pid, status: (await ask(i, w, 'status')) as LbStatus }));
     const sum = (f: (s: LbStatus) => number): number => each.reduce((n, e) => n + f(e.status), 0);
     return {
       draining: stopping,
@@ -190,7 +202,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
         status,
         metrics: async () => {
           // Health metrics are the primary's, connection metrics the workers': summed, one page for the node.
-          const each = (await Promise.all(live().map(([, w]) => ask(w, 'metrics')))) as object[][];
+          const each = (await answers(([i, w]) => ask(i, w, 'metrics'))) as object[][];
           const own = (await metrics.registry.getMetricsAsJSON()) as object[];
           const all = AggregatorRegistry.aggregate([own, ...each]);
           return { contentType: all.contentType, body: await all.metrics() };
@@ -253,18 +265,20 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
   process.on('SIGINT', () => stop('SIGINT'));
 
   makePools();
-  if (admin && options.admin) {
-    try {
-      const { port } = await admin.listen(options.admin.port, options.admin.host);
-      logger.info({ admin: `${options.admin.host}:${port}` }, 'admin listening');
-    } catch (err) {
-      for (const p of pools.values()) p.checker.stop();
-      throw new VolleyError('ELISTEN', `cannot listen on the admin port: ${(err as Error).message}`, { cause: err });
-    }
-  }
   const startFailure = new Promise<never>((_, reject) => (failedStart = reject));
+  const allReady = new Promise<void>((r) => (onAllReady = r));
   for (let i = 0; i < count; i++) fork(i);
   try {
+    await Promise.race([allReady, stopped, startFailure]);
+    // The admin port last: /healthz answering means the listeners accept (what NLB and Route 53 checks rely on).
+    if (admin && options.admin && !stopping) {
+      try {
+        const { port } = await admin.listen(options.admin.port, options.admin.host);
+        logger.info({ admin: `${options.admin.host}:${port}` }, 'admin listening');
+      } catch (err) {
+        throw new VolleyError('ELISTEN', `cannot listen on the admin port: ${(err as Error).message}`, { cause: err });
+      }
+    }
     await Promise.race([stopped, startFailure]);
   } catch (err) {
     stopping = true;

@@ -330,3 +330,23 @@ test('a real SMTP server behind the lb: STARTTLS passes end to end and the PROXY
     await new Promise<void>((r) => server.close(() => r()));
   }
 });
+
+test('apply (a reload): new backends take new sessions, backends still listed keep their counters; changing the listeners is refused', async () => {
+  const [a, b] = [await mta('mta-a'), await mta('mta-b')];
+  const { lb: l, port } = await lb([a.port]);
+  expect((await session(port)).name).toBe('mta-a');
+  const options = resolveOptions({ listeners: [{ listen: '127.0.0.1:1=smtp', backends: [`127.0.0.1:${b.port}`, `127.0.0.1:${a.port}`] }], admin: '127.0.0.1:1', healthInterval: '60s' });
+  options.listeners[0].port = 0;
+  options.listeners[0].name = 'front';
+  options.admin!.port = 0;
+  l.apply(options);
+  expect(backendsOf(l).map((x) => [x.address, x.served])).toEqual([
+    [`127.0.0.1:${b.port}`, 0],
+    [`127.0.0.1:${a.port}`, 1],
+  ]);
+  // Least connections with a tie: both new sessions land, one on each.
+  const names = [(await session(port)).name, (await session(port)).name].sort();
+  expect(names).toEqual(['mta-a', 'mta-b']);
+  const moved = { ...options, listeners: [{ ...options.listeners[0], port: 2 }] };
+  expect(() => l.apply(moved)).toThrow(expect.objectContaining({ code: 'EBADCONFIG', message: expect.stringMatching(/listeners changed/) }));
+});
