@@ -219,6 +219,17 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
     logger.info({ admin: `${options.admin.host}:${adminPort}` }, 'admin listening');
   }
   for (const l of listeners) l.checker?.start();
+  // One sweep for every session's idle timeout: a timer per socket is refreshed by Node on every read and write.
+  const sweepMs = (): number => Math.max(10, Math.min(1000, Math.floor(options.idleTimeoutMs / 4)));
+  let sweeper: NodeJS.Timeout | undefined;
+  const startSweep = (): void => {
+    clearInterval(sweeper);
+    sweeper = setInterval(() => {
+      const now = Date.now();
+      for (const l of listeners) for (const s of l.sessions) if (s.idleFor(now) >= options.idleTimeoutMs) s.closeIdle();
+    }, sweepMs()).unref();
+  };
+  startSweep();
 
   let stopping: Promise<void> | undefined;
   async function stop(drainMs = options.drainTimeoutMs): Promise<void> {
@@ -226,6 +237,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
       draining = true;
       for (const l of listeners) l.checker?.stop();
       await Promise.all(listeners.map((l) => new Promise<void>((r) => l.server.close(() => r()))).concat(drained(drainMs)));
+      clearInterval(sweeper);
       await admin?.close();
       logger.info('lb stopped');
     })();
@@ -271,6 +283,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
         if (!draining) l.checker.start();
       }
     }
+    startSweep();
     logger.info({ listeners: next.listeners.map((l) => ({ name: l.name, backends: l.backends.map((b) => `${b.host}:${b.port}`) })) }, 'options reloaded');
   }
 
