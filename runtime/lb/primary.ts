@@ -35,6 +35,15 @@ export interface LbPrimaryOptions {
   logger: Logger;
 }
 
+/**
+ * A worker's options: --max-connections is the lb's, so each worker takes
+ * its share (rounded up). The kernel spreads connections over the workers
+ * about evenly, and a busy worker accepts less often.
+ */
+export function workerShare(options: LbOptions, workers: number): LbOptions {
+  return { ...options, maxConnections: Math.ceil(options.maxConnections / workers) };
+}
+
 interface Pool {
   pool: BackendPool;
   checker: HealthChecker;
@@ -78,6 +87,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
       p.checker.start();
     }
   };
+  const share = (o: LbOptions): LbOptions => workerShare(o, count);
   const states = (): { listener: string; backend: string; up: boolean }[] =>
     [...pools].flatMap(([listener, p]) => p.pool.backends.map((b) => ({ listener, backend: b.id, up: b.up })));
 
@@ -86,7 +96,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
   let failedStart: ((err: Error) => void) | undefined;
   let onAllReady: (() => void) | undefined;
   const fork = (index: number): void => {
-    const w = cluster.fork({ VOLLEY_LB_WORKER: String(index), [LB_OPTIONS_ENV]: JSON.stringify(options) });
+    const w = cluster.fork({ VOLLEY_LB_WORKER: String(index), [LB_OPTIONS_ENV]: JSON.stringify(share(options)) });
     workers.set(index, w);
     let wasReady = false;
     w.on('message', (m: unknown) => {
@@ -222,7 +232,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
     }
     options = next;
     makePools();
-    broadcast({ type: 'lb-options', options });
+    broadcast({ type: 'lb-options', options: share(options) });
     broadcast({ type: 'lb-up', states: states() });
     logger.info({ listeners: options.listeners.map((l) => ({ name: l.name, backends: l.backends.map((b) => `${b.host}:${b.port}`) })) }, 'options reloaded');
   };

@@ -7,6 +7,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { workerShare } from '../../../runtime/lb/primary';
+import { resolveOptions } from '../../../runtime/lb/options';
 import { runSmtpSource, startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
 import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
@@ -177,3 +179,11 @@ test("health is the node's: a dead backend goes down in every worker; a worker t
   const counters = (await lb.status()).listeners[0].counters;
   expect({ retries: counters.retries, noBackend: counters.noBackend }).toEqual({ retries: 0, noBackend: 0 });
 }, 90_000);
+
+test("--max-connections is the lb's: each worker takes its share, rounded up", () => {
+  const options = resolveOptions({ listeners: [{ listen: '127.0.0.1:2525', backends: ['127.0.0.1:25'] }], maxConnections: 10 });
+  expect(workerShare(options, 4).maxConnections).toBe(3);
+  expect(workerShare(options, 1).maxConnections).toBe(10);
+  expect(workerShare(options, 32).maxConnections).toBe(1);
+  expect(options.maxConnections).toBe(10);
+});
