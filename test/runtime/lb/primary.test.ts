@@ -187,3 +187,27 @@ test("--max-connections is the lb's: each worker takes its share, rounded up", (
   expect(workerShare(options, 32).maxConnections).toBe(1);
   expect(options.maxConnections).toBe(10);
 });
+
+test('a worker that cannot start (its port taken) stops the lb with ELISTEN, leaving no process, instead of being restarted in a loop', async () => {
+  const taken = await sink();
+  const adminPort = await closedPort();
+  const proc = spawn(process.execPath, [DIST, 'lb', '--listen', `127.0.0.1:${taken.port}=smtp`, '--backend', `127.0.0.1:${await closedPort()}`, '--admin', `127.0.0.1:${adminPort}`, '--workers', '2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const seen = new Set<number>();
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  running.push({ proc, admin: '', log: () => log, exited, status: () => Promise.reject(new Error('no admin port')) });
+  // Every worker the lb ever forks, while it runs: a restart loop would show as more than two.
+  const watch = setInterval(() => workerPids(proc.pid!).forEach((p) => seen.add(p)), 20);
+  try {
+    await waitUntil(() => proc.exitCode !== null || seen.size > 2, 30_000, () => log);
+  } finally {
+    clearInterval(watch);
+  }
+  expect(seen.size).toBeLessThanOrEqual(2);
+  expect(await exited).toBe(1);
+  expect(log).toMatch(/cannot listen: bind EADDRINUSE/);
+  expect(log).toMatch(/exited before it was ready \(code 1, signal null\).*\(ELISTEN\)/);
+  await waitUntil(() => ![...seen].some(alive), 10_000, () => `still alive: ${[...seen].filter(alive).join(' ')}`);
+}, 60_000);
