@@ -58,10 +58,10 @@ export async function startProxy(options: Omit<ProxyServerOptions, 'listen' | 'i
   return { server, port };
 }
 
-/** Polls `check`; on timeout the error carries `state()`, so a failure says what was seen instead. */
-export async function waitUntil(check: () => boolean, timeoutMs = 5_000, state?: () => string): Promise<void> {
+/** Polls `check` (which may ask over the network: async); on timeout the error carries `state()`, so a failure says what was seen instead. */
+export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs = 5_000, state?: () => string): Promise<void> {
   const until = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > until) throw new Error(`condition not met in time${state ? `: ${state()}` : ''}`);
     await new Promise((r) => setTimeout(r, 20));
   }
