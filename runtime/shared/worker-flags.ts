@@ -1,6 +1,8 @@
 /**
- * V8 flags for the MTA's workers.
+ * V8 flags for the worker processes of the MTA and the proxy (node:cluster
+ * workers; shared here so neither daemon imports the other).
  *
+ * Why the MTA's workers take them:
  * A worker allocates ~50 KB per message. The objects of the messages in
  * flight when a scavenge runs are promoted, and die in old space soon after.
  * With V8's defaults the old generation's limit follows its small live size
@@ -24,8 +26,8 @@ export const WORKER_V8_FLAGS = ['--min-semi-space-size=64', '--max-semi-space-si
  * VOLLEY_WORKER_V8_FLAGS (space-separated; empty for V8's defaults), then the
  * primary's. NODE_OPTIONS cannot carry heap-sizing flags, hence the variable.
  */
-export function workerExecArgv(parent: readonly string[], env: NodeJS.ProcessEnv = process.env): string[] {
+export function workerExecArgv(parent: readonly string[], env: NodeJS.ProcessEnv = process.env, defaults: readonly string[] = WORKER_V8_FLAGS): string[] {
   const own = env.VOLLEY_WORKER_V8_FLAGS;
-  const flags = own === undefined ? WORKER_V8_FLAGS : own.split(/\s+/).filter(Boolean);
+  const flags = own === undefined ? defaults : own.split(/\s+/).filter(Boolean);
   return [...flags, ...parent];
 }

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { WORKER_V8_FLAGS, workerExecArgv } from '../../../runtime/mta/worker-flags';
+import { WORKER_V8_FLAGS, workerExecArgv } from '../../../runtime/shared/worker-flags';
 
 test("the workers' flags come before the primary's own", () => {
   expect(workerExecArgv(['--enable-source-maps'], {})).toEqual([...WORKER_V8_FLAGS, '--enable-source-maps']);
