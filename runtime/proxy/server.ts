@@ -11,6 +11,7 @@ import { isLegacyTlsPolicy, requirementOf, requirementProblem } from '../shared/
 import { ClusterThrottles, type MergeMode } from '../shared/throttle/cluster-throttles';
 import { serveControl } from './control';
 import { MxPool, poolKey, type MxSession } from './pool';
+import type { ThrottleAuthority } from './throttle-authority';
 
 export interface ProxyServerOptions {
   /** This proxy's name, in logs and in the welcome frame. */
@@ -93,14 +94,17 @@ export class ProxyServer {
   readonly throttles: ClusterThrottles;
   private readonly counters = { authenticated: 0, authenticatedPrevious: 0, refused: 0, mxOpened: 0, transactions: 0 };
   private readonly log: Logger;
+  /** Who decides control-channel acquires: `throttles`, or the node's primary when this is one worker of several. */
+  private readonly authority: ThrottleAuthority;
 
-  constructor(options: ProxyServerOptions) {
+  constructor(options: ProxyServerOptions, authority?: ThrottleAuthority) {
     this.options = options;
     this.allow = allowList(options.allowFrom);
     this.hosted = new Set(options.sendingIps);
     this.pool = new MxPool(options.idleTimeoutMs, options.maxTransactionsPerSession);
     this.log = options.logger;
     this.throttles = new ClusterThrottles(options.throttleMerge ?? 'average');
+    this.authority = authority ?? this.throttles;
   }
 
   async start(): Promise<{ address: string; port: number }> {
@@ -335,7 +339,7 @@ export class ProxyServer {
       if (channel.open) channel.send({ t: 'pong' });
       return true;
     };
-    if (kind === 'control') return serveControl(channel, this.throttles, { mta, idleTimeoutMs: this.options.clientIdleTimeoutMs ?? 300_000, log });
+    if (kind === 'control') return serveControl(channel, this.authority, { mta, idleTimeoutMs: this.options.clientIdleTimeoutMs ?? 300_000, log });
     let current: MxSession | undefined;
     try {
       for (;;) {
