@@ -108,6 +108,22 @@ export class MxPool {
     return n;
   }
 
+  /**
+   * QUITs the idle sessions kept under `key` and resolves once each is closed
+   * at both ends: another worker of this node is about to open one to the same
+   * MX, and the MX must not see this one still open then (its connection limit).
+   */
+  async evict(key: string): Promise<number> {
+    const list = this.idle.get(key) ?? [];
+    this.idle.delete(key);
+    for (const { timer, mx } of list) {
+      clearTimeout(timer);
+      mx.session.close();
+    }
+    await Promise.all(list.map(({ mx }) => mx.session.whenClosed()));
+    return list.length;
+  }
+
   closeAll(): void {
     for (const list of this.idle.values()) {
       for (const { mx, timer } of list) {

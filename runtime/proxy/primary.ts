@@ -47,6 +47,8 @@ export interface ProxyPrimaryOptions {
 const RESTART_DELAY_MS = 500;
 /** How long a scrape waits for a worker's counters; one that does not answer is left out of that scrape. */
 const STATS_WAIT_MS = 2_000;
+/** How long an open waits for the other workers to QUIT their idle sessions to that MX (a QUIT's round trip, normally). */
+const EVICT_WAIT_MS = 2_000;
 /** How long a reload waits for every worker to say it runs the new config. */
 const RELOAD_WAIT_MS = 5_000;
 
@@ -121,6 +123,12 @@ export async function runProxyPrimary(options: ProxyPrimaryOptions): Promise<voi
       } else if (m.type === 'throttle') {
         const value = answer(index, m.q);
         if (m.id !== 0 && value !== undefined) w.send({ type: 'throttle-reply', id: m.id, value } satisfies ToProxyWorker);
+      } else if (m.type === 'opening') {
+        void evictElsewhere(index, m.key).then(() => {
+          if (w.isConnected()) w.send({ type: 'open-ok', id: m.id } satisfies ToProxyWorker);
+        });
+      } else if (m.type === 'evicted') {
+        evictWaiters.get(m.id)?.(m.worker);
       } else if (m.type === 'stats') {
         lastStats.set(index, m.stats);
         statsWaiters.get(m.id)?.(index, m.stats);
@@ -144,6 +152,33 @@ export async function runProxyPrimary(options: ProxyPrimaryOptions): Promise<voi
       log.error({ worker: index, code, signal }, 'proxy: worker died; restarting it');
       setTimeout(() => stopping || fork(index), RESTART_DELAY_MS);
     });
+  };
+
+  const evictWaiters = new Map<number, (worker: number) => void>();
+  let nextEvict = 0;
+  /**
+   * Before `opener` opens an MX session for `key`, every other worker QUITs its
+   * idle ones for that key and says so: a worker's pool serves only the links
+   * it accepted, so without this each worker would keep its own idle session
+   * to the MX and a limit of 1 connection would meet N at the MX. A worker that
+   * does not answer in EVICT_WAIT_MS (stopped, dying) is not waited for longer.
+   */
+  const evictElsewhere = async (opener: number, key: string): Promise<void> => {
+    const others = [...workers.entries()].filter(([i, w]) => i !== opener && w.isConnected());
+    if (others.length === 0) return;
+    const id = ++nextEvict;
+    const waiting = new Set(others.map(([i]) => i));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, EVICT_WAIT_MS);
+      evictWaiters.set(id, (worker) => {
+        waiting.delete(worker);
+        if (waiting.size > 0) return;
+        clearTimeout(timer);
+        resolve();
+      });
+      for (const [, w] of others) w.send({ type: 'evict', id, key } satisfies ToProxyWorker);
+    });
+    evictWaiters.delete(id);
   };
 
   /** Every live worker's counters, summed with those of workers gone. */

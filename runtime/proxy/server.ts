@@ -96,15 +96,18 @@ export class ProxyServer {
   private readonly log: Logger;
   /** Who decides control-channel acquires: `throttles`, or the node's primary when this is one worker of several. */
   private readonly authority: ThrottleAuthority;
+  /** Under --workers: before opening an MX session, the node's other workers QUIT their idle ones for that key. */
+  private readonly beforeOpen?: (key: string) => Promise<void>;
 
-  constructor(options: ProxyServerOptions, authority?: ThrottleAuthority) {
+  constructor(options: ProxyServerOptions, node?: { authority: ThrottleAuthority; beforeOpen: (key: string) => Promise<void> }) {
     this.options = options;
     this.allow = allowList(options.allowFrom);
     this.hosted = new Set(options.sendingIps);
     this.pool = new MxPool(options.idleTimeoutMs, options.maxTransactionsPerSession);
     this.log = options.logger;
     this.throttles = new ClusterThrottles(options.throttleMerge ?? 'average');
-    this.authority = authority ?? this.throttles;
+    this.authority = node?.authority ?? this.throttles;
+    this.beforeOpen = node?.beforeOpen;
   }
 
   async start(): Promise<{ address: string; port: number }> {
@@ -402,6 +405,7 @@ export class ProxyServer {
     let mx = this.pool.take(key);
     const reused = mx !== undefined;
     if (!mx) {
+      await this.beforeOpen?.(key);
       const timeouts = { ...(this.options.mxTimeouts ?? RFC5321_CLIENT_TIMEOUTS), ...pickTimeouts(req.timeouts) };
       try {
         const session = await SmtpClientSession.open(req.mx, { ip: req.sending_ip, helo: req.helo }, req.tls, timeouts);

@@ -1,7 +1,9 @@
 // One worker of `volley proxy`: a ProxyServer on the node's shared listening
 // socket (node:cluster), running the config its primary sends and asking the
 // primary's throttle authority for control-channel decisions. It answers the
-// primary's stats queries (for /metrics), applies reloads, and stops when the
+// primary's stats queries (for /metrics), applies reloads, QUITs its idle MX
+// sessions for a key another worker is about to open (so an MX never sees more
+// of this node's connections than one process would keep), and stops when the
 // primary says so, on its own SIGTERM/SIGINT, or when the primary is gone.
 import type { Logger } from '../shared/log';
 import type { ProxyConfig, ProxyMaterial } from './config';
@@ -25,6 +27,15 @@ export function runProxyWorker(options: ProxyWorkerOptions): void {
   let server: ProxyServer | undefined;
   let log: Logger | undefined;
   let stopping = false;
+  // Opens waiting for the other workers to evict their idle sessions for the same key.
+  const opening = new Map<number, () => void>();
+  let nextOpen = 0;
+  const beforeOpen = (key: string): Promise<void> =>
+    new Promise((resolve) => {
+      const id = ++nextOpen;
+      opening.set(id, resolve);
+      send({ type: 'opening', id, key });
+    });
 
   const stop = (why: string, graceMs: number): void => {
     if (stopping) return;
@@ -42,7 +53,7 @@ export function runProxyWorker(options: ProxyWorkerOptions): void {
     else log.level = config.logLevel ?? process.env.VOLLEY_LOG_LEVEL ?? 'info';
     const next = proxyServerOptions(config, log, material);
     if (!server) {
-      server = new ProxyServer(next, throttles);
+      server = new ProxyServer(next, { authority: throttles, beforeOpen });
       const s = server;
       void s.start().then(
         () => {
@@ -75,6 +86,11 @@ export function runProxyWorker(options: ProxyWorkerOptions): void {
     } else if (m.type === 'throttle-reply') throttles.answer(m.id, m.value);
     else if (m.type === 'stats-query') {
       if (server) send({ type: 'stats', id: m.id, stats: server.stats() });
+    } else if (m.type === 'evict') {
+      void (server?.pool.evict(m.key) ?? Promise.resolve(0)).then(() => send({ type: 'evicted', id: m.id, worker }));
+    } else if (m.type === 'open-ok') {
+      opening.get(m.id)?.();
+      opening.delete(m.id);
     } else if (m.type === 'stop') stop('the node is stopping', m.graceMs);
   });
   // systemd signals every process of the unit: each worker lets its own transactions finish.
@@ -83,6 +99,11 @@ export function runProxyWorker(options: ProxyWorkerOptions): void {
   // Reloads come from the primary; a SIGHUP sent to the whole unit must not kill a worker (its default action).
   process.on('SIGHUP', () => log?.debug('proxy worker: SIGHUP ignored (the primary reloads and tells every worker)'));
   // The primary is gone (killed): no one answers throttle questions or restarts us; stop serving.
-  process.on('disconnect', () => stop('the primary is gone', PROXY_STOP_GRACE_MS));
+  process.on('disconnect', () => {
+    // Opens still waiting on the primary go ahead: nobody will answer them now.
+    for (const resolve of opening.values()) resolve();
+    opening.clear();
+    stop('the primary is gone', PROXY_STOP_GRACE_MS);
+  });
   send({ type: 'config-request', worker });
 }
