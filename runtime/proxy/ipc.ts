@@ -18,7 +18,7 @@ export type ToProxyWorker =
   | { type: 'config'; generation: number; config: ProxyConfig; material: ProxyMaterial }
   | { type: 'stats-query'; id: number }
   | { type: 'throttle-reply'; id: number; value: boolean | MessagePermit }
-  /** Another worker opens an MX session for this pool key: QUIT the idle ones kept for it, then say evicted. */
+  /** Another worker opens an MX session for this pool key: QUIT one idle session kept for it (if any), then say how many. */
   | { type: 'evict'; id: number; key: string }
   /** The other workers have evicted (or did not answer in time): open now. */
   | { type: 'open-ok'; id: number }
@@ -31,9 +31,9 @@ export type FromProxyWorker =
   /** A config (by generation) is running on this worker: ok false when its server refused it. */
   | { type: 'applied'; worker: number; generation: number; ok: boolean }
   | { type: 'stats'; id: number; stats: ProxyStats }
-  /** About to open an MX session for this pool key: the primary has the others evict theirs first. */
+  /** About to open an MX session for this pool key: the primary has another worker QUIT one idle session for it first. */
   | { type: 'opening'; id: number; key: string }
-  | { type: 'evicted'; id: number; worker: number }
+  | { type: 'evicted'; id: number; worker: number; closed: number }
   /** id 0: no answer wanted (release, forget). */
   | { type: 'throttle'; id: number; q: ThrottleOp };
 

@@ -109,19 +109,20 @@ export class MxPool {
   }
 
   /**
-   * QUITs the idle sessions kept under `key` and resolves once each is closed
-   * at both ends: another worker of this node is about to open one to the same
-   * MX, and the MX must not see this one still open then (its connection limit).
+   * QUITs one idle session kept under `key` (the longest idle) and resolves
+   * once it is closed at both ends, with how many it closed (0 or 1): another
+   * worker of this node opens a session to the same MX instead of reusing
+   * this one, and the MX must not see both open (its connection limit).
    */
-  async evict(key: string): Promise<number> {
-    const list = this.idle.get(key) ?? [];
-    this.idle.delete(key);
-    for (const { timer, mx } of list) {
-      clearTimeout(timer);
-      mx.session.close();
-    }
-    await Promise.all(list.map(({ mx }) => mx.session.whenClosed()));
-    return list.length;
+  async evictOne(key: string): Promise<number> {
+    const list = this.idle.get(key);
+    const entry = list?.shift();
+    if (!list || !entry) return 0;
+    if (list.length === 0) this.idle.delete(key);
+    clearTimeout(entry.timer);
+    entry.mx.session.close();
+    await entry.mx.session.whenClosed();
+    return 1;
   }
 
   closeAll(): void {

@@ -47,7 +47,7 @@ export interface ProxyPrimaryOptions {
 const RESTART_DELAY_MS = 500;
 /** How long a scrape waits for a worker's counters; one that does not answer is left out of that scrape. */
 const STATS_WAIT_MS = 2_000;
-/** How long an open waits for the other workers to QUIT their idle sessions to that MX (a QUIT's round trip, normally). */
+/** How long an open waits for a worker to QUIT its idle session to that MX (a QUIT's round trip, normally). */
 const EVICT_WAIT_MS = 2_000;
 /** How long a reload waits for every worker to say it runs the new config. */
 const RELOAD_WAIT_MS = 5_000;
@@ -128,7 +128,7 @@ export async function runProxyPrimary(options: ProxyPrimaryOptions): Promise<voi
           if (w.isConnected()) w.send({ type: 'open-ok', id: m.id } satisfies ToProxyWorker);
         });
       } else if (m.type === 'evicted') {
-        evictWaiters.get(m.id)?.(m.worker);
+        evictWaiters.get(m.id)?.(m.closed);
       } else if (m.type === 'stats') {
         lastStats.set(index, m.stats);
         statsWaiters.get(m.id)?.(index, m.stats);
@@ -154,31 +154,36 @@ export async function runProxyPrimary(options: ProxyPrimaryOptions): Promise<voi
     });
   };
 
-  const evictWaiters = new Map<number, (worker: number) => void>();
+  const evictWaiters = new Map<number, (closed: number) => void>();
   let nextEvict = 0;
+  /** Asks one worker to QUIT one idle session for `key`; 0 when it had none or did not answer in EVICT_WAIT_MS (stopped, dying). */
+  const evictOneOn = (w: Worker, key: string): Promise<number> =>
+    new Promise((resolve) => {
+      const id = ++nextEvict;
+      const timer = setTimeout(() => {
+        evictWaiters.delete(id);
+        resolve(0);
+      }, EVICT_WAIT_MS);
+      evictWaiters.set(id, (closed) => {
+        clearTimeout(timer);
+        evictWaiters.delete(id);
+        resolve(closed);
+      });
+      w.send({ type: 'evict', id, key } satisfies ToProxyWorker);
+    });
   /**
-   * Before `opener` opens an MX session for `key`, every other worker QUITs its
-   * idle ones for that key and says so: a worker's pool serves only the links
-   * it accepted, so without this each worker would keep its own idle session
-   * to the MX and a limit of 1 connection would meet N at the MX. A worker that
-   * does not answer in EVICT_WAIT_MS (stopped, dying) is not waited for longer.
+   * Before `opener` opens an MX session for `key` (its own pool had none),
+   * one other worker that keeps an idle session for that key QUITs it: in one
+   * process that connect would have reused it, so the MX sees as many of this
+   * node's connections as one process would keep, and a limit of 1 connection
+   * stays 1 at the MX. One, not all: the others' idle sessions still serve
+   * their own links. Workers are asked in turn until one had a session.
    */
   const evictElsewhere = async (opener: number, key: string): Promise<void> => {
-    const others = [...workers.entries()].filter(([i, w]) => i !== opener && w.isConnected());
-    if (others.length === 0) return;
-    const id = ++nextEvict;
-    const waiting = new Set(others.map(([i]) => i));
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, EVICT_WAIT_MS);
-      evictWaiters.set(id, (worker) => {
-        waiting.delete(worker);
-        if (waiting.size > 0) return;
-        clearTimeout(timer);
-        resolve();
-      });
-      for (const [, w] of others) w.send({ type: 'evict', id, key } satisfies ToProxyWorker);
-    });
-    evictWaiters.delete(id);
+    for (const [i, w] of [...workers.entries()]) {
+      if (i === opener || !w.isConnected()) continue;
+      if ((await evictOneOn(w, key)) > 0) return;
+    }
   };
 
   /** Every live worker's counters, summed with those of workers gone. */

@@ -1,8 +1,8 @@
 // One worker of `volley proxy`: a ProxyServer on the node's shared listening
 // socket (node:cluster), running the config its primary sends and asking the
 // primary's throttle authority for control-channel decisions. It answers the
-// primary's stats queries (for /metrics), applies reloads, QUITs its idle MX
-// sessions for a key another worker is about to open (so an MX never sees more
+// primary's stats queries (for /metrics), applies reloads, QUITs an idle MX
+// session for a key another worker is about to open (so an MX never sees more
 // of this node's connections than one process would keep), and stops when the
 // primary says so, on its own SIGTERM/SIGINT, or when the primary is gone.
 import type { Logger } from '../shared/log';
@@ -87,7 +87,7 @@ export function runProxyWorker(options: ProxyWorkerOptions): void {
     else if (m.type === 'stats-query') {
       if (server) send({ type: 'stats', id: m.id, stats: server.stats() });
     } else if (m.type === 'evict') {
-      void (server?.pool.evict(m.key) ?? Promise.resolve(0)).then(() => send({ type: 'evicted', id: m.id, worker }));
+      void (server?.pool.evictOne(m.key) ?? Promise.resolve(0)).then((closed) => send({ type: 'evicted', id: m.id, worker, closed }));
     } else if (m.type === 'open-ok') {
       opening.get(m.id)?.();
       opening.delete(m.id);

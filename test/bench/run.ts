@@ -183,6 +183,7 @@ async function main(): Promise<void> {
   line(`  CPU per message by part: ${Object.entries(fleet.cpuUsPerMsg).map(([k, v]) => `${k} ${v} us`).join(', ')} (single MTA end to end: ${e2e.cpuUsPerMsg} us)`);
 
   partial.fleet_msgs_per_s = fleet.msgsPerSec;
+  partial.proxy_cpu_us_per_msg = fleet.cpuUsPerMsg.proxy;
   stage = 'spool formats';
   const formats = await measureSpoolFormats();
   line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
@@ -221,6 +222,8 @@ async function main(): Promise<void> {
     backlog_1conn_rtt20_nopipelining_msgs_per_s: backlogNoPipe.msgsPerSec,
     fleet_msgs_per_s: fleet.msgsPerSec,
     fleet_cpu_us_per_msg: fleet.cpuUsPerMsg,
+    // The proxies' CPU per message on the fleet path (primaries and workers; each message crosses one proxy): issue 20's ≤ 150.
+    proxy_cpu_us_per_msg: fleet.cpuUsPerMsg.proxy,
     e2e_cpu_us_per_msg: e2e.cpuUsPerMsg,
     proxy_msgs_per_s: viaProxy.msgsPerSec,
     proxy_ratio: Number(proxyRatio.toFixed(2)),
