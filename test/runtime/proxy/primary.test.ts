@@ -172,3 +172,33 @@ test('a primary that hangs while its workers still answer pings: an acquire is r
     authority.close();
   }
 }, 60_000);
+
+test('the control tests\' limits at --workers 2, with the MTAs\' control links on different workers: 1 connection across three MTAs, and an hourly limit of 5', async () => {
+  const { node, port } = await proxyNode('limits');
+  const [wa, wb] = node.workerPids();
+  const endpoint = { host: '127.0.0.1', port, fingerprint: tls.fingerprint, name: 'limits' };
+  const [a, b, c] = [1, 2, 3].map(
+    (i) =>
+      new ProxyAuthority({
+        proxyFor: () => endpoint,
+        fallback: new LocalAuthority(new Throttles({ throttles: [], backoff: [], rollups: [] })),
+        secret,
+        name: `mta-${i}`,
+        logger: captureLogger().logger,
+      }),
+  );
+  const key = '127.0.0.2|gmail';
+  const hourly = { maxConnections: 1, maxMessagesPerHour: 5 };
+  try {
+    // A first ask dials each MTA's control link (it stays up): a's on one worker, b's on the other.
+    expect((await node.onlyWorker(wa, () => a.tryMessage(key, hourly))).ok).toBe(true);
+    expect((await node.onlyWorker(wb, () => b.tryMessage(key, hourly))).ok).toBe(true);
+    const rest = [];
+    for (const m of [c, a, b, c, a]) rest.push((await m.tryMessage(key, hourly)).ok);
+    expect(rest).toEqual([true, true, true, false, false]);
+    const first = await Promise.all([a, b, c].map((m) => m.tryConnection(key, hourly)));
+    expect(first.filter(Boolean)).toHaveLength(1);
+  } finally {
+    for (const m of [a, b, c]) m.close();
+  }
+}, 60_000);
