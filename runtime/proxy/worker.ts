@@ -4,7 +4,7 @@
 // primary's stats queries (for /metrics), applies reloads, QUITs an idle MX
 // session for a key another worker is about to open (so an MX never sees more
 // of this node's connections than one process would keep), and stops when the
-// primary says so, on its own SIGTERM/SIGINT, or when the primary is gone.
+// primary says so or on its own SIGTERM/SIGINT.
 import type { Logger } from '../shared/log';
 import type { ProxyConfig, ProxyMaterial } from './config';
 import { proxyServerOptions } from './config';
@@ -98,12 +98,9 @@ export function runProxyWorker(options: ProxyWorkerOptions): void {
   process.on('SIGINT', () => stop('SIGINT', PROXY_STOP_GRACE_MS));
   // Reloads come from the primary; a SIGHUP sent to the whole unit must not kill a worker (its default action).
   process.on('SIGHUP', () => log?.debug('proxy worker: SIGHUP ignored (the primary reloads and tells every worker)'));
-  // The primary is gone (killed): no one answers throttle questions or restarts us; stop serving.
-  process.on('disconnect', () => {
-    // Opens still waiting on the primary go ahead: nobody will answer them now.
-    for (const resolve of opening.values()) resolve();
-    opening.clear();
-    stop('the primary is gone', PROXY_STOP_GRACE_MS);
-  });
+  // The primary gone (killed): node:cluster exits a worker at once when its
+  // IPC channel drops unexpectedly, so no orphan keeps the shared port or
+  // answers pings with nobody deciding its throttle asks; its transactions in
+  // flight are cut, as a killed single process's would be (the MTAs retry).
   send({ type: 'config-request', worker });
 }

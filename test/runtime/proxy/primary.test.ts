@@ -202,3 +202,20 @@ test('the control tests\' limits at --workers 2, with the MTAs\' control links o
     for (const m of [a, b, c]) m.close();
   }
 }, 60_000);
+
+// node:cluster's own behaviour (a worker exits when its IPC channel drops), kept here: an orphan would hold the port.
+test('a primary killed -9: its workers stop by themselves (no one would answer their throttle asks or restart them)', async () => {
+  const { node } = await proxyNode('orphans');
+  const workers = node.workerPids();
+  process.kill(node.proc.pid!, 'SIGKILL');
+  await node.exited;
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  await waitUntil(() => workers.every((w) => !alive(w)), 15_000, () => `still alive: ${workers.filter(alive).join(', ')}`);
+}, 60_000);
