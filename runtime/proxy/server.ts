@@ -96,7 +96,7 @@ export class ProxyServer {
   private readonly log: Logger;
   /** Who decides control-channel acquires: `throttles`, or the node's primary when this is one worker of several. */
   private readonly authority: ThrottleAuthority;
-  /** Under --workers: before opening an MX session, the node's other workers QUIT their idle ones for that key. */
+  /** Under --workers: before opening an MX session, one other worker of the node QUITs an idle one for that key. */
   private readonly beforeOpen?: (key: string) => Promise<void>;
 
   constructor(options: ProxyServerOptions, node?: { authority: ThrottleAuthority; beforeOpen: (key: string) => Promise<void> }) {
