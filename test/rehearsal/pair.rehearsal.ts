@@ -42,7 +42,7 @@ function state(instances: readonly Booted[]): string {
   ].join('\n');
 }
 
-type MirrorStatus = { role?: string; epoch?: number; caught_up?: boolean; durable_through?: string };
+type MirrorStatus = { role?: string; epoch?: number; caught_up?: boolean; durable_through?: string; promote_command?: { epoch: number; exit?: number | null; error?: string } };
 
 /**
  * What a node says now, read inside it every 250 ms (its mirror's /status, as
@@ -137,7 +137,7 @@ it('the runbook\'s first promotion of "a" starts its MTA through sudo and takes 
   const lease = () => JSON.parse(rehearsal.aws.s3.get(...leaseAt)?.toString('utf8') ?? '{}') as { holder?: string; epoch?: number };
   expect(lease()).toMatchObject({ holder: pair.a.memberId });
   expect(rehearsal.aws.s3.denied).toEqual([]);
-  expect(aNow.mirror.role).toBe('primary');
+  expect(aNow.mirror).toMatchObject({ role: 'primary', epoch: 1, promote_command: { epoch: 1, exit: 0 } });
 
   // Queued on a: held.rehearsal.test's MX is down, so the mail stays in a's spool, which the mirror copies to b.
   expect(await rehearsal.world.send(a.privateIp, 'someone@held.rehearsal.test', 10, 2)).toBe(10);
@@ -157,6 +157,7 @@ it('a\'s instance lost: b takes the expired lease, its promote_command starts it
   process.stdout.write(`rehearsal: pair ${pair.slotId}: b serving ${Date.now() - lostAt} ms after a's instance was lost (lease_ttl 10 s)\n`);
   const leaseAt = [eventsBucketName(rehearsal.assembly.env), arbiterKey('rehearsal', pair.slotId)] as const;
   expect(JSON.parse(rehearsal.aws.s3.get(...leaseAt)?.toString('utf8') ?? '{}')).toMatchObject({ holder: pair.b.memberId, epoch: 2 });
+  expect(bNow.mirror).toMatchObject({ epoch: 2, promote_command: { epoch: 2, exit: 0 } });
 
   // What a acknowledged, delivered from b's copy of the spool (a is gone).
   await rehearsal.world.openHeldMx();
