@@ -2,14 +2,18 @@
 // MTA slots as pairs (mta.ha), synthesised and booted from what `cdk deploy`
 // ships for them (user data, install.sh and its sudoers rule, the mirror's
 // unit and config, the mirror secret, the arbiter lease in the events
-// bucket). Only what the check needs is booted: one pair and the proxies.
+// bucket). Only what the check needs is booted: one pair and the proxies
+// (the rehearsal config's pool spans both).
 // The runbook (README "MTA slots as HA pairs"): both nodes come up
 // secondaries, node "a" is promoted by hand (`volley mirror promote --force`
 // in a session on it) and its mirror's promote_command starts the MTA
 // through sudo; mail sent to a is replicated to b; a's instance is lost (every
 // process SIGKILLed, as with a host or AZ failure); b takes the expired
 // arbiter lease in the fake S3 (conditional PUTs), its promote_command starts
-// its MTA, and b delivers the mail a had acknowledged and takes new mail.
+// its MTA, and b delivers the mail a had acknowledged. The pair runs mode
+// sync (the MTA config's `mirror: { mode: sync }`): alone, b refuses new mail
+// (sync_policy block) until a's slot is replaced; the new instance comes back
+// as b's secondary and b takes new mail again.
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
@@ -25,7 +29,8 @@ const MTA_UNIT = 'volley-mta.service';
 let rehearsal: Rehearsal;
 const booted: Booted[] = [];
 beforeAll(async () => {
-  rehearsal = await startRehearsal({ env: haEnvironment('rehearsal') });
+  // Mode sync: the mirror configs say it, and the one MTA config gives every MTA `mirror: { mode: sync }` (stacks/topology.ts).
+  rehearsal = await startRehearsal({ env: haEnvironment('rehearsal', { mirrorMode: 'sync' }) });
 }, 120_000);
 afterAll(async () => {
   await Promise.all(probes.splice(0).map((p) => p.stop()));
@@ -42,7 +47,7 @@ function state(instances: readonly Booted[]): string {
   ].join('\n');
 }
 
-type MirrorStatus = { role?: string; epoch?: number; caught_up?: boolean; durable_through?: string; promote_command?: { epoch: number; exit?: number | null; error?: string } };
+type MirrorStatus = { role?: string; epoch?: number; caught_up?: boolean; peer_connected?: boolean; durable_through?: string; sync?: { sync_state?: string }; promote_command?: { epoch: number; exit?: number | null; error?: string } };
 
 /**
  * What a node says now, read inside it every 250 ms (its mirror's /status, as
@@ -139,15 +144,16 @@ it('the runbook\'s first promotion of "a" starts its MTA through sudo and takes 
   expect(rehearsal.aws.s3.denied).toEqual([]);
   expect(aNow.mirror).toMatchObject({ role: 'primary', epoch: 1, promote_command: { epoch: 1, exit: 0 } });
 
-  // Queued on a: held.rehearsal.test's MX is down, so the mail stays in a's spool, which the mirror copies to b.
+  // The MTA runs the generated config's mirror section: each 250 only once b holds the message.
+  expect(parseDocument(readFileSync(a.hostPath('/etc/volley/volley.yaml'), 'utf8')).toJS().mirror).toEqual({ mode: 'sync' });
+  await waitUntil(() => aNow.mirror.peer_connected === true && aNow.mirror.caught_up === true, 30_000, () => JSON.stringify(aNow.mirror));
+  // Queued on a: held.rehearsal.test's MX is down, so the mail stays in a's spool, held by b too before each 250.
   expect(await rehearsal.world.send(a.privateIp, 'someone@held.rehearsal.test', 10, 2)).toBe(10);
-  const acknowledgedAt = Date.now();
   expect(heldDelivered()).toBe(0);
-  // Async mirror: replicated once a's files as they were after the last 250 are durable on b.
-  await waitUntil(() => Date.parse(aNow.mirror.durable_through ?? '') > acknowledgedAt && aNow.mirror.caught_up === true, 30_000, () => JSON.stringify(aNow.mirror));
+  expect(aNow.mirror.sync?.sync_state).toBe('sync');
 }, 120_000);
 
-it('a\'s instance lost: b takes the expired lease, its promote_command starts its MTA, and b delivers what a acknowledged and takes new mail', async () => {
+it('a\'s instance lost: b takes the expired lease, its promote_command starts its MTA, and b delivers what a acknowledged; alone, b takes no new mail (sync_policy block)', async () => {
   const { pair } = pairOf();
   const lostAt = Date.now();
   await aNow.stop();
@@ -163,10 +169,25 @@ it('a\'s instance lost: b takes the expired lease, its promote_command starts it
   await rehearsal.world.openHeldMx();
   await waitUntil(() => heldDelivered() >= 10, 60_000, () => `${heldDelivered()} delivered\n${b.runner.journal(MTA_UNIT).slice(-2000)}`);
   expect(heldDelivered()).toBe(10);
-  // New mail: b takes it and delivers it.
+  // With no secondary, a barrier cannot be answered: the message is refused (451), never acknowledged by b alone.
+  expect(await rehearsal.world.send(b.privateIp, 'while-alone@inbox.rehearsal.test', 1)).toBe(0);
+}, 120_000);
+
+it('a\'s slot replaced (its group starts a new instance): it finds a\'s volume and mirror interface, comes back as b\'s secondary (the lease is b\'s, epoch 2) without starting its MTA, and catches up', async () => {
+  const { a: aSpec } = pairOf();
+  const fresh = await rehearsal.boot(aSpec);
+  booted.push(fresh);
+  const freshNow = probe(fresh);
+  await waitUntil(() => rehearsal.aws.cloudFormation.signals.some((s) => s.uniqueId === fresh.instanceId), 150_000, () => state([fresh]));
+  expect(rehearsal.aws.cloudFormation.signals.find((s) => s.uniqueId === fresh.instanceId)?.status).toBe('SUCCESS');
+  // a's durable state said primary (epoch 1): the lease of epoch 2 demoted it before the bootstrap asked, so no MTA started here.
+  expect(fresh.runner.journal('volley-bootstrap.service')).not.toContain('making an ext4 filesystem');
+  expect(fresh.runner.journal('volley-bootstrap.service')).toContain('the mirror says this node is the secondary');
+  expect(fresh.runner.status(MTA_UNIT).state).toBe('inactive');
+  await waitUntil(() => freshNow.mirror.role === 'secondary' && freshNow.mirror.epoch === 2 && bNow.mirror.caught_up === true, 60_000, () => `${JSON.stringify(bNow.mirror)}\n${JSON.stringify(freshNow.mirror)}`);
+  expect(fresh.runner.status(MTA_UNIT).state).toBe('inactive');
+  // A secondary again: b takes new mail (each held by the new a first) and delivers it.
   const before = rehearsal.world.delivered();
   expect(await rehearsal.world.send(b.privateIp, 'after-failover@inbox.rehearsal.test', 5, 2)).toBe(5);
   await waitUntil(() => rehearsal.world.delivered() === before + 5, 60_000, () => state([b]));
-  // The MTA config every pair node runs (one for the environment), as installed on b.
-  expect(parseDocument(readFileSync(b.hostPath('/etc/volley/volley.yaml'), 'utf8')).get('mirror')).toBeUndefined();
-}, 120_000);
+}, 240_000);
