@@ -590,6 +590,7 @@ export class MirrorDaemon {
       entry = await Promise.race([flight.acked(), new Promise<undefined>((resolve) => (this.wake = () => resolve(undefined)))]);
       if (!entry) return;
     }
+    flight.landed(entry);
     this.lastContact = this.now();
     this.batches++;
     sender.acked(entry.batch);

@@ -18,7 +18,12 @@ export interface FlightEntry {
 
 export class InFlight {
   private readonly queue: FlightEntry[] = [];
-  /** The read of the oldest batch's ack: kept across a wait a barrier cut short, so no frame is read twice or lost. */
+  /**
+   * The read of the oldest batch's ack: kept across a wait a barrier cut
+   * short, and kept once it resolved until `landed` says the ack was
+   * recorded, so no frame is read twice and no ack that came while nobody
+   * waited is lost (its barriers would wait for sync_timeout).
+   */
   private reading?: Promise<FlightEntry>;
 
   constructor(
@@ -43,7 +48,10 @@ export class InFlight {
     this.queue.push(entry);
   }
 
-  /** Resolves with the oldest batch once its durable ack came; any other frame than `received` or that ack is EMIRRORPROTO. */
+  /**
+   * Resolves with the oldest batch once its durable ack came (again, until
+   * `landed`); any other frame than `received` or that ack is EMIRRORPROTO.
+   */
   acked(): Promise<FlightEntry> {
     if (this.queue.length === 0) return Promise.reject(new VolleyError('EMIRRORPROTO', 'no batch in flight to wait for'));
     if (!this.reading) {
@@ -55,19 +63,19 @@ export class InFlight {
     return this.reading;
   }
 
+  /** The caller recorded the oldest batch's ack: the next wait is for the batch after it. */
+  landed(entry: FlightEntry): void {
+    if (this.queue[0] !== entry) throw new VolleyError('EMIRRORPROTO', `batch ${entry.seq} landed out of order`);
+    this.queue.shift();
+    this.reading = undefined;
+  }
+
   private async read(oldest: FlightEntry): Promise<FlightEntry> {
-    try {
-      for (;;) {
-        const f = await this.next();
-        if (f.header.t === 'received') continue;
-        if (f.header.t === 'ack' && f.header.seq === oldest.seq) {
-          this.queue.shift();
-          return oldest;
-        }
-        throw new VolleyError('EMIRRORPROTO', `expected ack ${oldest.seq}, got ${String(f.header.t).slice(0, 40)}${f.header.t === 'ack' ? ` ${String(f.header.seq)}` : ''}`);
-      }
-    } finally {
-      this.reading = undefined;
+    for (;;) {
+      const f = await this.next();
+      if (f.header.t === 'received') continue;
+      if (f.header.t === 'ack' && f.header.seq === oldest.seq) return oldest;
+      throw new VolleyError('EMIRRORPROTO', `expected ack ${oldest.seq}, got ${String(f.header.t).slice(0, 40)}${f.header.t === 'ack' ? ` ${String(f.header.seq)}` : ''}`);
     }
   }
 }

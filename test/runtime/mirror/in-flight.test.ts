@@ -40,9 +40,13 @@ test('acks settle the batches oldest first, skipping received frames', async () 
   link.push({ t: 'ack', seq: 1 });
   link.push({ t: 'received', seq: 2 });
   link.push({ t: 'ack', seq: 2 });
-  expect((await flight.acked()).seq).toBe(1);
+  const first = await flight.acked();
+  expect(first.seq).toBe(1);
+  flight.landed(first);
   expect(flight.size).toBe(1);
-  expect((await flight.acked()).scan).toBe(2);
+  const second = await flight.acked();
+  expect(second.scan).toBe(2);
+  flight.landed(second);
   expect(flight.size).toBe(0);
   await expect(flight.acked()).rejects.toMatchObject({ code: 'EMIRRORPROTO' });
 });
@@ -58,7 +62,24 @@ test('a wait taken up again continues the same read: one frame, one ack', async 
   expect(link.reads()).toBe(1);
   link.push({ t: 'ack', seq: 7 });
   expect((await again).seq).toBe(7);
-  expect(flight.size).toBe(0);
+  expect(flight.size).toBe(1);
+});
+
+test('an ack that came while nobody waited is handed out again until it is recorded, not lost', async () => {
+  const link = frames();
+  const flight = new InFlight(2, link.next);
+  const entry = { seq: 3, batch: batch(), scan: 5 };
+  flight.add(entry);
+  // The daemon's wait was cut short by a barrier; the ack lands while it scans.
+  const abandoned = flight.acked();
+  link.push({ t: 'ack', seq: 3 });
+  await abandoned;
+  flight.add({ seq: 4, batch: batch(), scan: 6 });
+  // Its next wait gets that ack (its barriers are answered), not a wait for batch 4.
+  await expect(flight.acked()).resolves.toBe(entry);
+  flight.landed(entry);
+  expect(flight.size).toBe(1);
+  expect(() => flight.landed(entry)).toThrow(/out of order/);
 });
 
 test('an ack out of order or another frame is EMIRRORPROTO', async () => {
