@@ -176,10 +176,10 @@ export class Sender {
         const upTo = f.size > t.sent ? Math.min(f.size, t.sent + Math.max(0, room)) : t.sent;
         const read = await readRange(this.abs(f.path), start, upTo - start).catch(ignoreMissing);
         const tail = read && read.length >= t.sent - start ? sha256(read.subarray(0, t.sent - start)) : undefined;
-        if (tail !== t.tail) {
-          // Bytes already sent changed under us: this file's history diverged.
+        if (!read || tail !== t.tail) {
+          // Bytes already sent changed under us (or the file went): this file's history diverged.
           t = this.startFull(f.path, f);
-        } else ahead = { start, data: read! };
+        } else ahead = { start, data: read };
       }
       if (t.truncate) {
         batch.ops.push({ op: 'truncate', path: f.path, size: 0 });
