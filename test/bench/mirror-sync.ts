@@ -52,6 +52,7 @@ async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: numbe
   const ppA = join(dir, 'a');
   mkdirSync(ppA);
   let adminA = '';
+  let mtaLog = (): string => '';
   try {
     if (sync) {
       const ppB = join(dir, 'b');
@@ -76,6 +77,7 @@ async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: numbe
     writeFileSync(config, testConfigYaml({ relayFrom: ['127.0.0.0/8'], extra: sync ? 'mirror: { mode: sync, timeout: 20s }\n' : '' }));
     const mta = await startMta({ configPath: config, persistentPath: ppA, workers: load.workers ?? 2 });
     const stopMta = ownMta(mta);
+    mtaLog = () => mta.log();
     try {
       await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST', headers: ADMIN_AUTH });
       await runSmtpSource({ port: mta.smtpPort, messages: Math.min(500, load.messages), sessions: load.sessions, sizeBytes: load.sizeBytes });
@@ -89,6 +91,13 @@ async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: numbe
     } finally {
       await stopMta();
     }
+  } catch (err) {
+    // What the mirrors logged at warn and above: a refused 250 is theirs to explain.
+    const logs = mirrors.map((m, i) => `mirror ${i === 0 ? 'A' : 'B'}: ${m.log().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-10).join('\n')}`);
+    const mtaWarnings = mtaLog().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-5);
+    const status = adminA ? await mirrorStatus(adminA).then((st) => JSON.stringify(st), (e: Error) => e.message) : '';
+    if (sync) (err as Error).message += `\n${logs.join('\n')}\nmta: ${mtaWarnings.join('\n')}\nprimary mirror status: ${status}`;
+    throw err;
   } finally {
     for (const m of mirrors) await m.stop();
     rmSync(dir, { recursive: true, force: true });
