@@ -1,6 +1,6 @@
-import { ProxyAuthority } from '../../../runtime/mta/delivery/proxy-authority';
-import { LocalAuthority } from '../../../runtime/mta/delivery/throttle-authority';
-import { Throttles } from '../../../runtime/mta/delivery/throttles';
+import { ProxyAuthority } from '../../../runtime/mta/delivery/throttle/proxy-authority';
+import { LocalAuthority } from '../../../runtime/mta/delivery/throttle/throttle-authority';
+import { Throttles } from '../../../runtime/mta/delivery/throttle/throttles';
 import type { ProxyServer } from '../../../runtime/proxy/server';
 import type { ProxyEndpoint } from '../../../runtime/shared/proxy-protocol';
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';

@@ -9,10 +9,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProxyAuthority } from '../../../runtime/mta/delivery/proxy-authority';
-import { ProxyConnector, type ProxyEndpoint } from '../../../runtime/mta/delivery/proxy-connector';
-import { LocalAuthority } from '../../../runtime/mta/delivery/throttle-authority';
-import { Throttles } from '../../../runtime/mta/delivery/throttles';
+import { ProxyAuthority } from '../../../runtime/mta/delivery/throttle/proxy-authority';
+import { ProxyConnector, type ProxyEndpoint } from '../../../runtime/mta/delivery/connect/proxy-connector';
+import { LocalAuthority } from '../../../runtime/mta/delivery/throttle/throttle-authority';
+import { Throttles } from '../../../runtime/mta/delivery/throttle/throttles';
 import type { ProxyServer } from '../../../runtime/proxy/server';
 import { VOLLEY } from '../../helpers/mta-process';
 import { getFreePort } from '../../helpers/postfix-tools';
