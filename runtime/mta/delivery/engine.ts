@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { systemClock, type Clock, type TimerHandle } from '../../shared/clock';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import { expiresAt, type SpoolEntry } from '../spool/types';
@@ -28,7 +29,8 @@ export interface EngineOptions {
   attemptLog: EventLog;
   logger: Logger;
   nodeId: string;
-  now?: () => number;
+  /** Time and timers (the system's when absent): tests drive the engine on jest's fake timers through it. */
+  clock?: Clock;
   /** The throttle rules (and, with no authority, the counts); made from the config when absent. */
   throttles?: Throttles;
   /** Where throttle permits come from; `throttles` when absent. */
@@ -70,19 +72,20 @@ export class DeliveryEngine {
   private signer: DkimSigner;
   private verp?: Verp;
   private readonly recorder: AttemptRecorder;
-  private wakeTimer?: NodeJS.Timeout;
-  private sweep?: NodeJS.Timeout;
+  private wakeTimer?: TimerHandle;
+  private sweep?: TimerHandle;
   private wakeAt = Infinity;
   private readonly waiting = new MinHeap<SpoolEntry>();
   private readonly destinations = new Destinations();
   private readonly inflight = new Set<string>();
   private active = 0;
-  private timer?: NodeJS.Timeout;
+  private timer?: TimerHandle;
   private timerAt = Infinity;
   private stopped = false;
   private paused = false;
   /** Destinations an operator paused: (VMTA or "*") | domain. */
   private readonly pausedDestinations = new Set<string>();
+  private readonly clock: Clock;
   private readonly now: () => number;
   private idleWaiters: (() => void)[] = [];
   /** Connections waiting for their destination's next message; each function makes one QUIT now. */
@@ -91,14 +94,15 @@ export class DeliveryEngine {
   private readonly unrecorded = new Map<SpoolPartition, number>();
   /** Due mail of partitions that may not start deliveries now (see mayDeliver). */
   private readonly parked = new Map<SpoolPartition, SpoolEntry[]>();
-  private parkTimer?: NodeJS.Timeout;
+  private parkTimer?: TimerHandle;
   private readonly tlsPolicy: TlsPolicyResolver;
   private readonly tlsResults: SessionResults;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
     this.picker = new VmtaPicker(options.config);
-    this.now = options.now ?? Date.now;
+    this.clock = options.clock ?? systemClock;
+    this.now = () => this.clock.now();
     this.throttles = options.throttles ?? new Throttles(options.config, this.now);
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
     this.signer = new DkimSigner(options.config.dkim);
@@ -110,7 +114,7 @@ export class DeliveryEngine {
       attemptLog: options.attemptLog,
       logger: options.logger,
       nodeId: options.nodeId,
-      now: this.now,
+      clock: this.clock,
       bounce: options.bounce,
       settled: (entry, partition, next) => this.settled(entry, partition, next),
       unrecorded: (partition, held) => this.onUnrecorded(partition, held),
@@ -126,7 +130,7 @@ export class DeliveryEngine {
    */
   start(held?: ReadonlySet<string>): void {
     // Mail held by an operator's pause has no timer of its own; it still expires on time.
-    this.sweep = setInterval(() => this.wake(), 60_000);
+    this.sweep = this.clock.setInterval(() => this.wake(), 60_000);
     this.sweep.unref();
     for (const partition of this.options.partitions) {
       const entries = held && held.size > 0 ? [...partition.entries()].filter((e) => !held.has(e.id)) : partition.entries();
@@ -150,7 +154,7 @@ export class DeliveryEngine {
   /** Holds all delivery (new attempts wait; attempts in flight finish). */
   pause(): void {
     this.paused = true;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = Infinity;
   }
@@ -311,10 +315,10 @@ export class DeliveryEngine {
   /** Stops starting new work and resolves when the work in flight has finished. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    if (this.sweep) clearInterval(this.sweep);
-    if (this.parkTimer) clearTimeout(this.parkTimer);
+    if (this.timer) this.clock.clearTimeout(this.timer);
+    if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
+    if (this.sweep) this.clock.clearInterval(this.sweep);
+    if (this.parkTimer) this.clock.clearTimeout(this.parkTimer);
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     this.abandonQueued();
     this.recorder.stop();
@@ -342,9 +346,9 @@ export class DeliveryEngine {
     const at = this.waiting.peekKey();
     if (at === undefined) return;
     if (at >= this.timerAt && this.timer) return;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) this.clock.clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => this.fire(), Math.max(0, Math.min(at - this.now(), 2 ** 31 - 1)));
+    this.timer = this.clock.setTimeout(() => this.fire(), Math.max(0, Math.min(at - this.now(), 2 ** 31 - 1)));
   }
 
   private fire(): void {
@@ -389,7 +393,7 @@ export class DeliveryEngine {
   /** Room may come back without an event of ours (a segment deleted, an operator's rm): look now and then. */
   private armPark(): void {
     if (this.parkTimer || this.stopped || this.parked.size === 0) return;
-    this.parkTimer = setTimeout(() => {
+    this.parkTimer = this.clock.setTimeout(() => {
       this.parkTimer = undefined;
       for (const partition of [...this.parked.keys()]) this.unpark(partition);
       this.armPark();
@@ -469,8 +473,8 @@ export class DeliveryEngine {
   /** Wakes the pump when the earliest held destination may go again. */
   private armWake(): void {
     if (this.wakeAt === Infinity || this.stopped) return;
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    this.wakeTimer = setTimeout(() => {
+    if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
+    this.wakeTimer = this.clock.setTimeout(() => {
       this.wakeTimer = undefined;
       this.wakeAt = Infinity;
       this.wake();
@@ -599,14 +603,14 @@ export class DeliveryEngine {
     if (this.active >= this.config.delivery.concurrency && this.destinations.runnable.size > 0) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const done = (job: Job | undefined): void => {
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         this.lingering.delete(giveUp);
         const i = dest.idle.indexOf(done);
         if (i >= 0) dest.idle.splice(i, 1);
         resolve(job);
       };
       const giveUp = (): void => done(undefined);
-      const timer = setTimeout(giveUp, IDLE_MS);
+      const timer = this.clock.setTimeout(giveUp, IDLE_MS);
       dest.idle.push(done);
       this.lingering.add(giveUp);
     });

@@ -8,6 +8,7 @@ import type { NewEvent } from '../../events/types';
 import { BounceClassifier } from './bounce-category';
 import { buildDsn } from './dsn';
 import { errorCode } from '../../../shared/errors';
+import type { Clock } from '../../../shared/clock';
 import { PROXY_LINK_CODE } from '../connect/proxy-connector';
 
 /** A delivery event before the log gives it its id. */
@@ -52,7 +53,8 @@ export interface RecorderOptions {
   attemptLog: EventLog;
   logger: Logger;
   nodeId: string;
-  now: () => number;
+  /** Event times, retry times and the wait before an unrecorded outcome is written again. */
+  clock: Clock;
   /** Queues a bounce (DSN) like any other message; needed only with delivery.dsn. */
   bounce?: (dsn: { from: string; to: string[]; message: Buffer }) => Promise<unknown>;
   /** The attempt's outcome is durable: `next` is its retry time, undefined when the message is done. */
@@ -117,7 +119,7 @@ export class AttemptRecorder {
   /** One job's results; the attempt completes when its last job is recorded. */
   record(job: Job, results: RecipientResult[], ctx: JobContext): void {
     const a = job.attempt;
-    const now = this.options.now();
+    const now = this.options.clock.now();
     const time = new Date(now).toISOString();
     const info = ctx.session?.info;
     for (const r of results) {
@@ -185,11 +187,11 @@ export class AttemptRecorder {
   private wait(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const wake = (): void => {
-        clearTimeout(timer);
+        this.options.clock.clearTimeout(timer);
         this.waits.delete(wake);
         resolve();
       };
-      const timer = setTimeout(wake, ms);
+      const timer = this.options.clock.setTimeout(wake, ms);
       this.waits.add(wake);
     });
   }
@@ -206,7 +208,7 @@ export class AttemptRecorder {
    * make a sink that takes failures see the operator's act as the receiver's.
    */
   async purged(entry: SpoolEntry, partition: SpoolPartition): Promise<void> {
-    const time = new Date(this.options.now()).toISOString();
+    const time = new Date(this.options.clock.now()).toISOString();
     await this.options.attemptLog.write(
       entry.to.map((rcpt) => ({
         time,
@@ -225,7 +227,7 @@ export class AttemptRecorder {
   /** Makes the attempt's result durable: events first, then the spool record. */
   private async complete(a: Attempt): Promise<void> {
     const { entry, partition } = a;
-    const now = this.options.now();
+    const now = this.options.clock.now();
     const attempts = entry.attempts + 1;
     let next: number | undefined;
     if (a.deferred.length > 0) {
