@@ -6,12 +6,14 @@ import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './records/attempt-recorder';
 import { DkimSigner } from './dkim/dkim';
-import { hasEightBit, toSevenBit } from '../../shared/smtp/seven-bit';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type Target, type TlsOutcome } from '../../shared/smtp/connector';
+import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type TlsOutcome } from '../../shared/smtp/connector';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './queues/destinations';
-import { MinHeap } from './scheduler/heap';
+import { RetryTimer } from './scheduler/retry-timer';
+import { mxTargets, routeReply } from './routing/mx-targets';
+import { openSession, type SessionOpener } from './connect/open-session';
+import { prepareMessage } from './dkim/prepare';
 import { matches, summarise, type QueueSummary, type Selector } from './scheduler/queue-control';
-import type { Route, Router } from './routing/router';
+import type { Router } from './routing/router';
 import type { SmtpReply } from '../../shared/smtp/reply';
 import { LocalAuthority, type ThrottleAuthority } from './throttle/throttle-authority';
 import { Throttles, type Limits } from './throttle/throttles';
@@ -75,12 +77,10 @@ export class DeliveryEngine {
   private wakeTimer?: TimerHandle;
   private sweep?: TimerHandle;
   private wakeAt = Infinity;
-  private readonly waiting = new MinHeap<SpoolEntry>();
+  private readonly retries: RetryTimer;
   private readonly destinations = new Destinations();
   private readonly inflight = new Set<string>();
   private active = 0;
-  private timer?: TimerHandle;
-  private timerAt = Infinity;
   private stopped = false;
   private paused = false;
   /** Destinations an operator paused: (VMTA or "*") | domain. */
@@ -97,6 +97,7 @@ export class DeliveryEngine {
   private parkTimer?: TimerHandle;
   private readonly tlsPolicy: TlsPolicyResolver;
   private readonly tlsResults: SessionResults;
+  private readonly opener: SessionOpener;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -109,6 +110,8 @@ export class DeliveryEngine {
     this.verp = verpFromConfig(options.config.inbound);
     this.tlsPolicy = options.tlsPolicy ?? new TlsPolicyResolver({ config: options.config, logger: options.logger, now: this.now });
     this.tlsResults = new SessionResults(options.logger, options.tlsReport);
+    this.opener = { connector: options.connector, tlsPolicy: this.tlsPolicy, tlsResults: this.tlsResults };
+    this.retries = new RetryTimer(this.clock, () => !this.stopped && !this.paused, (entry, now) => this.due(entry, now), () => this.pump());
     this.recorder = new AttemptRecorder({
       config: options.config,
       attemptLog: options.attemptLog,
@@ -134,7 +137,7 @@ export class DeliveryEngine {
     this.sweep.unref();
     for (const partition of this.options.partitions) {
       const entries = held && held.size > 0 ? [...partition.entries()].filter((e) => !held.has(e.id)) : partition.entries();
-      this.waiting.pushAll(entries, (e) => e.next);
+      this.retries.pushAll(entries);
     }
     this.arm();
   }
@@ -154,9 +157,7 @@ export class DeliveryEngine {
   /** Holds all delivery (new attempts wait; attempts in flight finish). */
   pause(): void {
     this.paused = true;
-    if (this.timer) this.clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
+    this.retries.disarm();
   }
 
   /**
@@ -210,7 +211,7 @@ export class DeliveryEngine {
       for (const e of p.entries()) {
         if (!matches(e, sel) || this.inflight.has(e.id)) continue;
         e.next = now;
-        this.waiting.push(now, e);
+        this.retries.push(now, e);
         n++;
       }
     }
@@ -292,7 +293,7 @@ export class DeliveryEngine {
 
   /** A newly accepted message: try it at once. */
   schedule(entry: SpoolEntry): void {
-    this.waiting.push(entry.next, entry);
+    this.retries.push(entry.next, entry);
     this.arm();
   }
 
@@ -303,7 +304,7 @@ export class DeliveryEngine {
     for (const list of this.parked.values()) parked += list.length;
     return {
       paused: this.paused,
-      waiting: this.waiting.size,
+      waiting: this.retries.size,
       inflight: this.inflight.size,
       unrecorded,
       parked,
@@ -315,7 +316,7 @@ export class DeliveryEngine {
   /** Stops starting new work and resolves when the work in flight has finished. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) this.clock.clearTimeout(this.timer);
+    this.retries.disarm();
     if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
     if (this.sweep) this.clock.clearInterval(this.sweep);
     if (this.parkTimer) this.clock.clearTimeout(this.parkTimer);
@@ -342,33 +343,17 @@ export class DeliveryEngine {
   // --- timing ----------------------------------------------------------------
 
   private arm(): void {
-    if (this.stopped || this.paused) return;
-    const at = this.waiting.peekKey();
-    if (at === undefined) return;
-    if (at >= this.timerAt && this.timer) return;
-    if (this.timer) this.clock.clearTimeout(this.timer);
-    this.timerAt = at;
-    this.timer = this.clock.setTimeout(() => this.fire(), Math.max(0, Math.min(at - this.now(), 2 ** 31 - 1)));
+    this.retries.arm();
   }
 
-  private fire(): void {
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    if (this.stopped || this.paused) return; // a batch continued by setImmediate may outlive a stop
-    const now = this.now();
-    let n = 0;
-    while (n < 5000 && (this.waiting.peekKey() ?? Infinity) <= now) {
-      const entry = this.waiting.pop()!;
-      const partition = entry.owner as SpoolPartition;
-      // A stale heap item: the message was finished or rescheduled since.
-      if (partition.get(entry.id) !== entry || this.inflight.has(entry.id) || entry.next > now) continue;
-      if (this.mayDeliver(partition)) this.begin(entry, partition);
-      else this.park(entry, partition);
-      n++;
-    }
-    if (n === 5000) setImmediate(() => this.fire());
-    else this.arm();
-    this.pump();
+  /** A message whose retry time has come: an attempt begins, or waits parked behind its partition. */
+  private due(entry: SpoolEntry, now: number): boolean {
+    const partition = entry.owner as SpoolPartition;
+    // A stale heap item: the message was finished or rescheduled since.
+    if (partition.get(entry.id) !== entry || this.inflight.has(entry.id) || entry.next > now) return false;
+    if (this.mayDeliver(partition)) this.begin(entry, partition);
+    else this.park(entry, partition);
+    return true;
   }
 
   // --- outcomes that cannot be recorded ---------------------------------------
@@ -404,7 +389,7 @@ export class DeliveryEngine {
     if (!this.mayDeliver(partition)) return;
     const list = this.parked.get(partition);
     this.parked.delete(partition);
-    for (const e of list ?? []) if (partition.get(e.id) === e) this.waiting.push(e.next, e);
+    for (const e of list ?? []) if (partition.get(e.id) === e) this.retries.push(e.next, e);
     this.arm();
   }
 
@@ -547,7 +532,7 @@ export class DeliveryEngine {
       const targets = mxTargets(route, this.config.delivery.mxAddressLimit);
       let opened: { session: OutboundSession; index: number };
       try {
-        opened = await this.open(route, targets, 0, dest.source, dest.domain);
+        opened = await openSession(this.opener, route, targets, 0, dest.source, dest.domain);
       } catch (err) {
         const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
         const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
@@ -572,7 +557,7 @@ export class DeliveryEngine {
         session.close();
         session = undefined;
         try {
-          opened = await this.open(route, targets, opened.index + 1, dest.source, dest.domain);
+          opened = await openSession(this.opener, route, targets, opened.index + 1, dest.source, dest.domain);
         } catch {
           break; // the addresses after it failed too: the queue waits for the next connection, which starts again from the first MX
         }
@@ -623,46 +608,6 @@ export class DeliveryEngine {
       if (wanted-- <= 0) break;
       giveUp();
     }
-  }
-
-  /**
-   * A session with the first of `targets` from `from` on that completes the
-   * handshake. Whatever stops one (no connection, a 4xx/5xx greeting, EHLO
-   * and HELO refused, TLS) moves on to the next address, as Postfix does:
-   * one MX that will not talk says nothing about the others. An MX host the
-   * domain's TLS policy forbids (MTA-STS enforce, not in its patterns) is
-   * skipped without a connection. Throws the last failure when none is left.
-   */
-  private async open(route: Extract<Route, { kind: 'hosts' }>, targets: Target[], from: number, source: Source, domain: string): Promise<{ session: OutboundSession; index: number }> {
-    // Per MX host: what TLS the session must reach, or that the domain's policy forbids the host (cached in the resolver).
-    const decisions = await this.tlsPolicy.forHosts(domain, route.hosts, route.source);
-    const byHost = new Map(route.hosts.map((h, i) => [h.host, decisions[i]]));
-    const refused = new Set<string>();
-    let last: unknown;
-    for (let index = from; index < targets.length; index++) {
-      const target = targets[index];
-      const tls = byHost.get(target.host);
-      if (!tls) continue;
-      if (!tls.use) {
-        if (!refused.has(target.host)) this.tlsResults.refused(domain, tls, source.ip);
-        refused.add(target.host);
-        last = new ConnectError('tls-required', tls.reason, { code: 451, enhanced: '4.7.5', text: `TLS policy: ${tls.reason}` }, {
-          policy: tls.report.type === 'tlsa' ? 'dane' : 'mta-sts',
-          verified: false,
-          failure: tls.resultType,
-        } satisfies TlsOutcome);
-        continue;
-      }
-      try {
-        const session = await this.options.connector.open(target, source, tls.requirement);
-        this.tlsResults.opened(domain, tls, session, source.ip);
-        return { session, index };
-      } catch (err) {
-        last = err;
-        this.tlsResults.failed(domain, tls, target.ip, err, source.ip);
-      }
-    }
-    throw last ?? new ConnectError('error', 'no host to connect to');
   }
 
   /**
@@ -717,11 +662,11 @@ export class DeliveryEngine {
           dest.jobs.unshift(job);
           break;
         }
-        const message = taken?.message ?? this.prepare(job, session);
+        const message = taken?.message ?? prepareMessage(job, session, this.signer);
         // Not where this transaction will wait behind a held reply: the next message would wait two.
         if (overlap && sent + 1 < MESSAGES_PER_CONNECTION && !(inFlight > 0 && answersSlowly(dest))) {
           const next = dest.jobs.shift();
-          if (next) ahead = { job: next, message: this.prepare(next, session) };
+          if (next) ahead = { job: next, message: prepareMessage(next, session, this.signer) };
         }
         let bodySent: (() => void) | undefined;
         const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
@@ -746,24 +691,6 @@ export class DeliveryEngine {
       setStalled(false);
       ended = true;
     }
-  }
-
-  /** Reads, converts for the peer (forPeer) and signs a job's message; a failure is kept as the value, for deliver() to report. */
-  private prepare(job: Job, session: OutboundSession): Promise<Buffer | Error> {
-    // Never rejects: a message read ahead and then put back is never awaited.
-    return job.attempt.partition.read(job.attempt.entry).then(
-      ({ envelope, body }) => {
-        job.attempt.envelope = envelope;
-        try {
-          const signed = this.signer.sign(forPeer(body, session));
-          job.attempt.dkimDomain = signed.domain;
-          return signed.message;
-        } catch (err) {
-          return err as Error;
-        }
-      },
-      (err: Error) => err,
-    );
   }
 
   private async deliver(job: Job, prepared: Promise<Buffer | Error>, session: OutboundSession, dest: Destination, onBodySent?: () => void): Promise<RecipientResult[]> {
@@ -797,31 +724,4 @@ export class DeliveryEngine {
     if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
     if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
   }
-}
-
-/**
- * RFC 6152: for a peer without 8BITMIME, 8-bit mail is converted to 7 bit
- * here, before DKIM signs it, so the signature covers the bytes sent (a
- * conversion after signing would break its body hash). Mail that cannot be
- * converted goes on as it is, and the session's send() fails it (5.6.3).
- */
-function forPeer(body: Buffer, session: OutboundSession): Buffer {
-  if (!session.capabilities || session.capabilities.includes('8BITMIME') || !hasEightBit(body)) return body;
-  try {
-    return toSevenBit(body);
-  } catch {
-    return body;
-  }
-}
-
-/** The addresses a delivery tries, MX hosts in preference order, at most `limit` of them (0: all; Postfix's smtp_mx_address_limit). */
-function mxTargets(route: Extract<Route, { kind: 'hosts' }>, limit: number): Target[] {
-  const all = route.hosts.flatMap((h) => h.ips.map((ip) => ({ host: h.host, ip, port: h.port })));
-  return limit > 0 ? all.slice(0, limit) : all;
-}
-
-function routeReply(route: Route): SmtpReply {
-  if (route.kind === 'null-mx') return { code: 556, enhanced: '5.1.10', text: 'recipient domain does not accept mail (null MX)' };
-  if (route.kind === 'no-route') return route.temporary ? { code: 451, enhanced: '4.4.3', text: route.reason } : { code: 550, enhanced: '5.1.2', text: route.reason };
-  return { code: 0, text: '' };
 }
