@@ -9,6 +9,8 @@ import { DkimSigner } from './dkim/dkim';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type TlsOutcome } from '../../shared/smtp/connector';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './queues/destinations';
 import { RetryTimer } from './scheduler/retry-timer';
+import { Parking } from './scheduler/parking';
+import { OperatorHolds } from './scheduler/operator-holds';
 import { mxTargets, routeReply } from './routing/mx-targets';
 import { openSession, type SessionOpener } from './connect/open-session';
 import { prepareMessage } from './dkim/prepare';
@@ -56,8 +58,6 @@ const MESSAGES_PER_CONNECTION = 100;
 const IDLE_MS = 1000;
 /** Messages purged at once: enough to share synced writes, few enough to keep memory flat. */
 const PURGE_BATCH = 1000;
-/** How often mail parked behind an unrecordable partition looks again. */
-const PARK_CHECK_MS = 1000;
 
 /**
  * Delivers what this worker's partitions hold. Deferred mail waits in a
@@ -83,18 +83,14 @@ export class DeliveryEngine {
   private active = 0;
   private stopped = false;
   private paused = false;
-  /** Destinations an operator paused: (VMTA or "*") | domain. */
-  private readonly pausedDestinations = new Set<string>();
+  private readonly holds = new OperatorHolds();
   private readonly clock: Clock;
   private readonly now: () => number;
   private idleWaiters: (() => void)[] = [];
   /** Connections waiting for their destination's next message; each function makes one QUIT now. */
   private readonly lingering = new Set<() => void>();
-  /** Outcomes held in memory because they could not be recorded, per partition. */
-  private readonly unrecorded = new Map<SpoolPartition, number>();
-  /** Due mail of partitions that may not start deliveries now (see mayDeliver). */
-  private readonly parked = new Map<SpoolPartition, SpoolEntry[]>();
-  private parkTimer?: TimerHandle;
+  /** Mail behind outcomes that could not be recorded (a full disk). */
+  private readonly parking: Parking;
   private readonly tlsPolicy: TlsPolicyResolver;
   private readonly tlsResults: SessionResults;
   private readonly opener: SessionOpener;
@@ -110,6 +106,10 @@ export class DeliveryEngine {
     this.verp = verpFromConfig(options.config.inbound);
     this.tlsPolicy = options.tlsPolicy ?? new TlsPolicyResolver({ config: options.config, logger: options.logger, now: this.now });
     this.tlsResults = new SessionResults(options.logger, options.tlsReport);
+    this.parking = new Parking(this.clock, (entries) => {
+      for (const e of entries) this.retries.push(e.next, e);
+      this.arm();
+    });
     this.opener = { connector: options.connector, tlsPolicy: this.tlsPolicy, tlsResults: this.tlsResults };
     this.retries = new RetryTimer(this.clock, () => !this.stopped && !this.paused, (entry, now) => this.due(entry, now), () => this.pump());
     this.recorder = new AttemptRecorder({
@@ -120,7 +120,7 @@ export class DeliveryEngine {
       clock: this.clock,
       bounce: options.bounce,
       settled: (entry, partition, next) => this.settled(entry, partition, next),
-      unrecorded: (partition, held) => this.onUnrecorded(partition, held),
+      unrecorded: (partition, held) => this.parking.onUnrecorded(partition, held),
       retryMs: options.recordRetryMs,
       proxyLinkRetryMs: options.proxyLinkRetryMs,
     });
@@ -183,24 +183,18 @@ export class DeliveryEngine {
 
   /** Holds one domain and/or VMTA; its mail waits in its queue. */
   pauseDestination(sel: Selector): void {
-    this.pausedDestinations.add(`${sel.vmta ?? '*'}|${sel.domain?.toLowerCase() ?? '*'}`);
+    this.holds.pause(sel);
   }
 
   resumeDestination(sel: Selector): void {
-    this.pausedDestinations.delete(`${sel.vmta ?? '*'}|${sel.domain?.toLowerCase() ?? '*'}`);
+    this.holds.resume(sel);
     this.destinations.release(this.now());
     this.pump();
   }
 
-  private isHeldByOperator(dest: Destination): boolean {
-    if (this.pausedDestinations.size === 0) return false;
-    const v = dest.source.vmta ?? '-';
-    return ['*|*', `${v}|*`, `*|${dest.domain}`, `${v}|${dest.domain}`].some((k) => this.pausedDestinations.has(k));
-  }
-
   summary(): QueueSummary & { pausedDestinations: string[] } {
     const all = this.options.partitions.flatMap((p) => [...p.entries()]);
-    return { ...summarise(all, this.now()), pausedDestinations: [...this.pausedDestinations] };
+    return { ...summarise(all, this.now()), pausedDestinations: this.holds.list() };
   }
 
   /** Makes matching messages due now (throttles still apply). */
@@ -278,9 +272,9 @@ export class DeliveryEngine {
       const now = this.now();
       const held = [...this.destinations.values()].filter((d) => d.jobs.some((j) => j.attempt.entry.id === id));
       let why: string;
-      if (this.parked.get(p)?.includes(e)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
+      if (this.parking.isParked(e, p)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
       else if (this.inflight.has(id) && held.length === 0) why = 'being delivered now';
-      else if (held.some((d) => this.isHeldByOperator(d))) why = 'its destination is paused by an operator';
+      else if (held.some((d) => this.holds.holds(d))) why = 'its destination is paused by an operator';
       else if (held.some((d) => d.heldUntil > now)) why = `held by a throttle or backoff until ${new Date(Math.max(...held.map((d) => d.heldUntil))).toISOString()}`;
       else if (held.length > 0) why = 'waiting for a connection to its destination';
       else if (this.paused) why = 'delivery is paused on this node';
@@ -298,10 +292,7 @@ export class DeliveryEngine {
   }
 
   status(): { paused: boolean; waiting: number; inflight: number; unrecorded: number; parked: number; connections: number; destinations: { key: string; queued: number; active: number; stalled: number }[] } {
-    let unrecorded = 0;
-    for (const n of this.unrecorded.values()) unrecorded += n;
-    let parked = 0;
-    for (const list of this.parked.values()) parked += list.length;
+    const { unrecorded, parked } = this.parking.counts();
     return {
       paused: this.paused,
       waiting: this.retries.size,
@@ -319,7 +310,7 @@ export class DeliveryEngine {
     this.retries.disarm();
     if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
     if (this.sweep) this.clock.clearInterval(this.sweep);
-    if (this.parkTimer) this.clock.clearTimeout(this.parkTimer);
+    this.parking.stop();
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     this.abandonQueued();
     this.recorder.stop();
@@ -351,53 +342,9 @@ export class DeliveryEngine {
     const partition = entry.owner as SpoolPartition;
     // A stale heap item: the message was finished or rescheduled since.
     if (partition.get(entry.id) !== entry || this.inflight.has(entry.id) || entry.next > now) return false;
-    if (this.mayDeliver(partition)) this.begin(entry, partition);
-    else this.park(entry, partition);
+    if (this.parking.mayDeliver(partition)) this.begin(entry, partition);
+    else this.parking.park(entry, partition);
     return true;
-  }
-
-  // --- outcomes that cannot be recorded ---------------------------------------
-
-  /**
-   * A delivery starts only where its outcome can be recorded: not from a
-   * partition that holds an outcome it could not write yet (it would only add
-   * to what a crash sends twice), and not while the disk and the spool's
-   * reserve are both out of room.
-   */
-  private mayDeliver(partition: SpoolPartition): boolean {
-    return (this.unrecorded.get(partition) ?? 0) === 0 && partition.recordable;
-  }
-
-  private park(entry: SpoolEntry, partition: SpoolPartition): void {
-    const list = this.parked.get(partition);
-    if (list) list.push(entry);
-    else this.parked.set(partition, [entry]);
-    this.armPark();
-  }
-
-  /** Room may come back without an event of ours (a segment deleted, an operator's rm): look now and then. */
-  private armPark(): void {
-    if (this.parkTimer || this.stopped || this.parked.size === 0) return;
-    this.parkTimer = this.clock.setTimeout(() => {
-      this.parkTimer = undefined;
-      for (const partition of [...this.parked.keys()]) this.unpark(partition);
-      this.armPark();
-    }, PARK_CHECK_MS);
-  }
-
-  private unpark(partition: SpoolPartition): void {
-    if (!this.mayDeliver(partition)) return;
-    const list = this.parked.get(partition);
-    this.parked.delete(partition);
-    for (const e of list ?? []) if (partition.get(e.id) === e) this.retries.push(e.next, e);
-    this.arm();
-  }
-
-  private onUnrecorded(partition: SpoolPartition, held: boolean): void {
-    const n = (this.unrecorded.get(partition) ?? 0) + (held ? 1 : -1);
-    if (n > 0) return void this.unrecorded.set(partition, n);
-    this.unrecorded.delete(partition);
-    this.unpark(partition);
   }
 
   // --- attempts --------------------------------------------------------------
@@ -435,7 +382,7 @@ export class DeliveryEngine {
     const now = this.now();
     const limit = this.config.delivery.concurrency;
     for (const dest of this.destinations.runnable) {
-      if (dest.heldUntil > now || this.isHeldByOperator(dest)) {
+      if (dest.heldUntil > now || this.holds.holds(dest)) {
         this.destinations.hold(dest);
         if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
         continue;
@@ -480,7 +427,7 @@ export class DeliveryEngine {
     const reply = { code: 451, enhanced: '4.4.7', text: 'held by a throttle past the maximum queue lifetime' };
     for (const dest of this.destinations.held) {
       // A hold that has just ended gives its mail one more try first.
-      if (dest.heldUntil <= now && !this.isHeldByOperator(dest)) continue;
+      if (dest.heldUntil <= now && !this.holds.holds(dest)) continue;
       const keep: Job[] = [];
       for (const job of dest.jobs) {
         if (now > expiresAt(job.attempt.entry, this.config.delivery.maxLifetimeMs)) {
@@ -552,7 +499,7 @@ export class DeliveryEngine {
         // queued: the rest goes to the next MX address in this delivery, as
         // Postfix does, up to mx_session_limit sessions; past it, or when no
         // address is left, the queue waits for the next connection.
-        const failover = !session.usable && !paused && !this.stopped && dest.jobs.length > 0 && !this.isHeldByOperator(dest);
+        const failover = !session.usable && !paused && !this.stopped && dest.jobs.length > 0 && !this.holds.holds(dest);
         if (!failover || (sessionLimit > 0 && sessions >= sessionLimit) || opened.index + 1 >= targets.length) break;
         session.close();
         session = undefined;
@@ -647,7 +594,7 @@ export class DeliveryEngine {
         const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
         if (!job) break;
         // Queued before its partition stopped starting deliveries: not sent now; it waits, parked, as it was.
-        if (!this.mayDeliver(job.attempt.partition)) {
+        if (!this.parking.mayDeliver(job.attempt.partition)) {
           this.recorder.abandon(job);
           sent--;
           continue;
