@@ -4,19 +4,19 @@ import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
-import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './records/attempt-recorder';
+import { AttemptRecorder, type Attempt, type Job } from './records/attempt-recorder';
 import { DkimSigner } from './dkim/dkim';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type TlsOutcome } from '../../shared/smtp/connector';
+import type { Connector, OutboundSession, RecipientResult } from '../../shared/smtp/connector';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './queues/destinations';
 import { RetryTimer } from './scheduler/retry-timer';
 import { Parking } from './scheduler/parking';
 import { OperatorHolds } from './scheduler/operator-holds';
-import { mxTargets, routeReply } from './routing/mx-targets';
+import { mxTargets } from './routing/mx-targets';
+import { HeldPastLifetime, NoRoute, SessionNotOpened, transactionFailure, type DeliveryFailure } from './records/outcomes';
 import { openSession, type SessionOpener } from './connect/open-session';
 import { prepareMessage } from './dkim/prepare';
 import { matches, summarise, type QueueSummary, type Selector } from './scheduler/queue-control';
 import type { Router } from './routing/router';
-import type { SmtpReply } from '../../shared/smtp/reply';
 import { LocalAuthority, type ThrottleAuthority } from './throttle/throttle-authority';
 import { Throttles, type Limits } from './throttle/throttles';
 import { VmtaPicker } from './routing/vmta-picker';
@@ -424,14 +424,14 @@ export class DeliveryEngine {
 
   /** A message waiting behind a throttle or an operator's pause still expires on time. */
   private expireHeld(now: number): void {
-    const reply = { code: 451, enhanced: '4.4.7', text: 'held by a throttle past the maximum queue lifetime' };
+    const held = new HeldPastLifetime();
     for (const dest of this.destinations.held) {
       // A hold that has just ended gives its mail one more try first.
       if (dest.heldUntil <= now && !this.holds.holds(dest)) continue;
       const keep: Job[] = [];
       for (const job of dest.jobs) {
         if (now > expiresAt(job.attempt.entry, this.config.delivery.maxLifetimeMs)) {
-          this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' as const })), { source: dest.source, transactionMs: 0, errorKind: 'throttled' });
+          this.recordFailure(job, dest, held);
         } else keep.push(job);
       }
       dest.jobs = keep;
@@ -457,7 +457,7 @@ export class DeliveryEngine {
     let permitKey: string | undefined;
     try {
       const route = await this.options.router.resolve(dest.domain);
-      if (route.kind !== 'hosts') return this.failQueued(dest, routeReply(route), route.kind === 'no-route' && route.temporary ? 'deferred' : 'failed', 'routing');
+      if (route.kind !== 'hosts') return this.failQueued(dest, new NoRoute(route));
       const destination = this.throttles.destinationOf(dest.domain, route.hosts.map((h) => h.host));
       const key = `${dest.source.vmta ?? dest.source.ip ?? '-'}|${destination}`;
       const haproxy = this.config.haproxy;
@@ -481,14 +481,11 @@ export class DeliveryEngine {
       try {
         opened = await openSession(this.opener, route, targets, 0, dest.source, dest.domain);
       } catch (err) {
-        const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
-        const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
-        const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, reply);
+        const failure = new SessionNotOpened(err);
+        const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, failure.reply);
         if (pause > 0) dest.heldUntil = this.now() + pause;
-        // Every MX refused to talk (a 5xx greeting or EHLO included): a fault
-        // of the site, not an answer about this mail, so it is retried
-        // (Postfix's smtp_skip_5xx_greeting).
-        return this.failQueued(dest, reply, 'deferred', linkErrorKind(err) ?? ce.kind, ce.tls);
+        // Every MX refused to talk (a 5xx greeting or EHLO included): deferred, see SessionNotOpened.
+        return this.failQueued(dest, failure);
       }
       const sessionLimit = this.config.delivery.mxSessionLimit;
       for (let sessions = 1; ; sessions++) {
@@ -651,18 +648,22 @@ export class DeliveryEngine {
       results = tx.recipients;
       if (tx.dataMs > 0) dest.replyMs = average(dest.replyMs, tx.dataMs);
     } catch (err) {
-      const text = (err as Error).message;
-      const reply: SmtpReply = (err as { code?: string }).code === 'ECORRUPT' ? { code: 554, enhanced: '5.3.0', text } : { code: 451, enhanced: '4.4.2', text: `connection lost: ${text}` };
-      results = job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: reply.code >= 500 ? 'failed' : 'deferred' }));
-      errorKind = linkErrorKind(err);
+      const failure = transactionFailure(err);
+      results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
+      errorKind = failure.errorKind;
     }
     this.recorder.record(job, results, { source: dest.source, session, transactionMs: this.now() - t0, errorKind });
     return results;
   }
 
-  private failQueued(dest: Destination, reply: SmtpReply, outcome: 'deferred' | 'failed', kind: string, tls?: TlsOutcome): void {
-    const jobs = dest.jobs.splice(0);
-    for (const job of jobs) this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome })), { source: dest.source, transactionMs: 0, errorKind: kind, tls });
+  /** Every job queued for `dest` gets `failure` as its outcome. */
+  private failQueued(dest: Destination, failure: DeliveryFailure): void {
+    for (const job of dest.jobs.splice(0)) this.recordFailure(job, dest, failure);
+  }
+
+  private recordFailure(job: Job, dest: Destination, failure: DeliveryFailure): void {
+    const results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
+    this.recorder.record(job, results, { source: dest.source, transactionMs: 0, errorKind: failure.errorKind, tls: failure.tls });
   }
 
   /** An attempt's outcome is durable: the message is no longer in flight, and waits for its retry if it has one. */
