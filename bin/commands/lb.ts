@@ -1,6 +1,8 @@
+import cluster from 'node:cluster';
 import type { Command } from 'commander';
-import { runLb } from '../../runtime/lb/lb';
 import { DEFAULTS, readLbFile, resolveOptions, type LbFlags } from '../../runtime/lb/options';
+import { defaultLbWorkers, runLbPrimary } from '../../runtime/lb/primary';
+import { runLbWorker } from '../../runtime/lb/worker';
 import { VolleyError } from '../../runtime/shared/errors';
 import { createLogger } from '../../runtime/shared/log';
 
@@ -10,6 +12,7 @@ interface LbCliFlags extends Omit<LbFlags, 'listeners' | 'noAdmin' | 'admin'> {
   backend?: true;
   admin?: string | false;
   logLevel?: string;
+  workers?: string;
 }
 
 export function registerLb(program: Command): void {
@@ -41,22 +44,31 @@ export function registerLb(program: Command): void {
     .option('--max-connections <n>', `client connections at once (default ${DEFAULTS.maxConnections})`)
     .option('--idle-timeout <duration>', `close a session with no traffic for this long (default ${DEFAULTS.idleTimeout})`)
     .option('--drain-timeout <duration>', `on SIGTERM/SIGINT, how long open sessions may finish (default ${DEFAULTS.drainTimeout})`)
+    .option('--workers <n>', 'worker processes accepting on the shared ports (default: one per core)')
     .option('--log-level <level>', 'pino level (default: VOLLEY_LOG_LEVEL or info)')
     .action(async (flags: LbCliFlags) => {
+      if (cluster.isWorker && process.env.VOLLEY_LB_WORKER !== undefined) {
+        // The options come from the primary (its last reload), never from the flags and file again.
+        await runLbWorker(createLogger({ name: `lb-w${process.env.VOLLEY_LB_WORKER}`, level: flags.logLevel }));
+        return;
+      }
       if (orphans.length > 0) {
         if (listeners.length === 0) throw new VolleyError('EBADFLAG', '--backend belongs to a --listen: give --listen first');
         listeners[0].backends.unshift(...orphans);
       }
-      const file = flags.config ? readLbFile(flags.config) : undefined;
-      const options = resolveOptions(
-        {
-          ...flags,
-          listeners,
-          admin: typeof flags.admin === 'string' ? flags.admin : undefined,
-          noAdmin: flags.admin === false,
-        },
-        file,
-      );
-      await runLb(options, createLogger({ name: 'lb', level: flags.logLevel }));
+      const workers = flags.workers === undefined ? defaultLbWorkers() : Number(flags.workers);
+      if (!Number.isInteger(workers) || workers < 1) throw new VolleyError('EBADFLAG', `--workers: "${flags.workers}" is not a whole number ≥ 1`);
+      // What SIGHUP runs again: the file re-read, the same flags over it.
+      const load = (): ReturnType<typeof resolveOptions> =>
+        resolveOptions(
+          {
+            ...flags,
+            listeners,
+            admin: typeof flags.admin === 'string' ? flags.admin : undefined,
+            noAdmin: flags.admin === false,
+          },
+          flags.config ? readLbFile(flags.config) : undefined,
+        );
+      await runLbPrimary(load(), { workers, load, logger: createLogger({ name: 'lb', level: flags.logLevel }) });
     });
 }

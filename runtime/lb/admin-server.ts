@@ -8,7 +8,7 @@ import { listen } from '../shared/listen';
 export interface LbAdminHandlers {
   draining(): boolean;
   ready(): { ok: boolean; reasons: string[] };
-  status(): unknown;
+  status(): unknown | Promise<unknown>;
   metrics(): Promise<{ contentType: string; body: string }>;
 }
 
@@ -33,7 +33,7 @@ export class LbAdminServer {
     if (await serveOpenEndpoint(req, res, open)) return;
     if (req.method !== 'GET') return sendJson(res, 405, { error: `${req.method} not allowed` });
     const path = pathOf(req);
-    if (path === '/status') return sendJson(res, 200, h.status());
+    if (path === '/status') return sendJson(res, 200, await h.status());
     sendJson(res, 404, { error: `no endpoint ${path}` });
   }
 }

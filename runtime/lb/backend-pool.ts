@@ -12,9 +12,24 @@ export interface BackendEvents {
   onCheck?(backend: Backend, ok: boolean): void;
 }
 
+/**
+ * Where a worker's pool sends what real traffic saw: the node's one health
+ * state lives in the lb's primary (runtime/lb/primary.ts), which runs the
+ * checks, counts fall and rise, and tells every worker when a backend goes
+ * up or down.
+ */
+export interface HealthAuthority {
+  failure(listener: string, backend: string, reason: BackendFailure, detail: string): void;
+  refusal(listener: string, backend: string, detail: string): void;
+  /** A session served after failures were reported: the consecutive count starts again. */
+  success(listener: string, backend: string): void;
+}
+
 export class Backend {
   readonly id: string;
   up = true;
+  /** A failure was sent to the HealthAuthority and no success since (so a success is sent once, not per message). */
+  reported = false;
   /** Sessions proxied to it now, and connection attempts under way. */
   active = 0;
   /** Sessions it has served. */
@@ -35,18 +50,40 @@ export class Backend {
 }
 
 export class BackendPool {
-  readonly backends: Backend[];
+  backends: Backend[];
   /** Rotates among equally loaded backends so ties do not all land on the first. */
   private turn = 0;
 
   constructor(
     readonly listener: string,
     addresses: HostPort[],
-    private readonly health: HealthOptions,
+    /** fall and rise; replaced by a reload. */
+    public health: HealthOptions,
     private readonly events: BackendEvents,
     private readonly logger: Logger,
+    /** Set in an lb worker: health is the primary's to decide, this pool only reports. */
+    private readonly authority?: HealthAuthority,
   ) {
     this.backends = addresses.map((a, i) => new Backend(listener, a, i));
+  }
+
+  /**
+   * A reload's backend list: backends still listed keep their state and
+   * counters (sessions in flight hold their Backend), new ones start up.
+   */
+  setBackends(addresses: HostPort[]): void {
+    const old = new Map(this.backends.map((b) => [b.id, b]));
+    this.backends = addresses.map((a, i) => old.get(formatHostPort(a)) ?? new Backend(this.listener, a, i));
+  }
+
+  byId(id: string): Backend | undefined {
+    return this.backends.find((b) => b.id === id);
+  }
+
+  /** The primary's word on a backend (a worker's pool). */
+  setUp(id: string, up: boolean): void {
+    const b = this.byId(id);
+    if (b) b.up = up;
   }
 
   /**
@@ -76,6 +113,13 @@ export class BackendPool {
   /** A failed check or a failure on real traffic. */
   reportFailure(b: Backend, reason: BackendFailure, detail: string): void {
     if (reason === 'aborted') return;
+    if (this.authority) {
+      b.failures++;
+      b.lastFailure = { at: new Date().toISOString(), reason, detail };
+      b.reported = true;
+      this.authority.failure(this.listener, b.id, reason, detail);
+      return;
+    }
     b.failures++;
     b.consecutiveFailures++;
     b.consecutiveSuccesses = 0;
@@ -97,11 +141,19 @@ export class BackendPool {
   reportRefusal(b: Backend, detail: string): void {
     b.failures++;
     b.lastFailure = { at: new Date().toISOString(), reason: 'bad_greeting', detail };
+    if (this.authority) return this.authority.refusal(this.listener, b.id, detail);
     this.events.onFailure?.(b, 'bad_greeting');
   }
 
   /** A passed check (fromCheck) or a served session; only checks bring a down backend back. */
   reportSuccess(b: Backend, fromCheck: boolean): void {
+    if (this.authority) {
+      if (b.reported) {
+        b.reported = false;
+        this.authority.success(this.listener, b.id);
+      }
+      return;
+    }
     if (b.up) {
       b.consecutiveFailures = 0;
       return;

@@ -6,7 +6,7 @@ import { endSocket } from '../shared/end-socket';
 import { VolleyError } from '../shared/errors';
 import type { Logger } from '../shared/log';
 import { LbAdminServer } from './admin-server';
-import { BackendPool, HealthChecker, type BackendEvents } from './backend-pool';
+import { BackendPool, HealthChecker, type BackendEvents, type HealthAuthority } from './backend-pool';
 import { LbMetrics } from './metrics';
 import type { LbOptions, ListenerOptions } from './options';
 import { Session, type ListenerCounters } from './session';
@@ -17,7 +17,8 @@ interface Listener {
   options: ListenerOptions;
   server: Server;
   pool: BackendPool;
-  checker: HealthChecker;
+  /** None in a worker: the primary checks for the node. */
+  checker?: HealthChecker;
   sessions: Set<Session>;
   counters: ListenerCounters;
   port?: number;
@@ -33,6 +34,30 @@ export interface Lb {
   /** Closes every open session now (a stop under way then completes at once). */
   closeSessions(): void;
   metrics: LbMetrics;
+  /**
+   * A reload (SIGHUP): new backend lists (state kept for backends still
+   * listed), health and timeout settings. The listeners themselves (names,
+   * addresses, modes) cannot change without a restart: EBADCONFIG.
+   */
+  apply(next: LbOptions): void;
+  /** The primary's word on a backend (a worker). */
+  setUp(listener: string, backend: string, up: boolean): void;
+  /** The registry's metrics with the gauges brought up to date (for /metrics, and the primary's sum over workers). */
+  metricsJson(): Promise<object[]>;
+}
+
+/** Running as one of the node's workers: health is the primary's (runtime/lb/primary.ts). */
+export interface WorkerRole {
+  authority: HealthAuthority;
+}
+
+/** Why `next` cannot be applied to a running lb without a restart, if it cannot. */
+export function reloadRefusal(current: LbOptions, next: LbOptions): string | undefined {
+  const shape = (o: LbOptions): string => o.listeners.map((l) => `${l.name} ${l.address}:${l.port} ${l.mode} proxy=${l.proxyProtocol}`).join(', ');
+  if (shape(current) !== shape(next)) return `the listeners changed (${shape(current)} -> ${shape(next)}): restart the lb to apply`;
+  const admin = (o: LbOptions): string => (o.admin ? `${o.admin.host}:${o.admin.port}` : 'none');
+  if (admin(current) !== admin(next)) return `the admin address changed (${admin(current)} -> ${admin(next)}): restart the lb to apply`;
+  return undefined;
 }
 
 export interface LbStatus {
@@ -61,24 +86,22 @@ export interface LbStatus {
   }[];
 }
 
-export async function startLb(options: LbOptions, logger: Logger): Promise<Lb> {
+export async function startLb(initial: LbOptions, logger: Logger, worker?: WorkerRole): Promise<Lb> {
+  let options = initial;
   const metrics = new LbMetrics();
   let draining = false;
   let active = 0;
   const listeners: Listener[] = [];
 
   for (const lo of options.listeners) {
-    const events: BackendEvents = {
-      onStateChange: (b, up) => metrics.backendUp.set({ listener: lo.name, backend: b.id }, up ? 1 : 0),
-      onFailure: (b, reason) => metrics.backendFailures.inc({ listener: lo.name, backend: b.id, reason }),
-      onCheck: (b, ok) => metrics.checks.inc({ listener: lo.name, backend: b.id, result: ok ? 'ok' : 'failed' }),
-    };
-    const pool = new BackendPool(lo.name, lo.backends, options.health, events, logger);
-    for (const b of pool.backends) metrics.backendUp.set({ listener: lo.name, backend: b.id }, 1);
+    // In a worker the primary counts health (its metrics): a worker's would add up N times over.
+    const events: BackendEvents = worker ? {} : healthEvents(metrics, lo.name);
+    const pool = new BackendPool(lo.name, lo.backends, options.health, events, logger, worker?.authority);
+    if (!worker) for (const b of pool.backends) metrics.backendUp.set({ listener: lo.name, backend: b.id }, 1);
     const l: Listener = {
       options: lo,
       pool,
-      checker: new HealthChecker(pool, lo.mode, options.health, lo.proxyProtocol, events, options.sourceAddress),
+      checker: worker ? undefined : new HealthChecker(pool, lo.mode, options.health, lo.proxyProtocol, events, options.sourceAddress),
       sessions: new Set(),
       counters: { connections: 0, retries: 0, rejectedMaxConnections: 0, noBackend: 0 },
       server: createServer({ allowHalfOpen: true, pauseOnConnect: false }),
@@ -144,6 +167,13 @@ export async function startLb(options: LbOptions, logger: Logger): Promise<Lb> {
     };
   }
 
+  function updateGauges(): void {
+    for (const l of listeners) {
+      metrics.active.set({ listener: l.options.name }, l.sessions.size);
+      for (const b of l.pool.backends) metrics.backendActive.set({ listener: l.options.name, backend: b.id }, b.active);
+    }
+  }
+
   const admin = options.admin
     ? new LbAdminServer({
         draining: () => draining,
@@ -154,10 +184,7 @@ export async function startLb(options: LbOptions, logger: Logger): Promise<Lb> {
         },
         status,
         metrics: async () => {
-          for (const l of listeners) {
-            metrics.active.set({ listener: l.options.name }, l.sessions.size);
-            for (const b of l.pool.backends) metrics.backendActive.set({ listener: l.options.name, backend: b.id }, b.active);
-          }
+          updateGauges();
           return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
         },
       })
@@ -191,14 +218,26 @@ export async function startLb(options: LbOptions, logger: Logger): Promise<Lb> {
     }
     logger.info({ admin: `${options.admin.host}:${adminPort}` }, 'admin listening');
   }
-  for (const l of listeners) l.checker.start();
+  for (const l of listeners) l.checker?.start();
+  // One sweep for every session's idle timeout: a timer per socket is refreshed by Node on every read and write.
+  const sweepMs = (): number => Math.max(10, Math.min(1000, Math.floor(options.idleTimeoutMs / 4)));
+  let sweeper: NodeJS.Timeout | undefined;
+  const startSweep = (): void => {
+    clearInterval(sweeper);
+    sweeper = setInterval(() => {
+      const now = Date.now();
+      for (const l of listeners) for (const s of l.sessions) if (s.idleFor(now) >= options.idleTimeoutMs) s.closeIdle();
+    }, sweepMs()).unref();
+  };
+  startSweep();
 
   let stopping: Promise<void> | undefined;
   async function stop(drainMs = options.drainTimeoutMs): Promise<void> {
     stopping ??= (async () => {
       draining = true;
-      for (const l of listeners) l.checker.stop();
+      for (const l of listeners) l.checker?.stop();
       await Promise.all(listeners.map((l) => new Promise<void>((r) => l.server.close(() => r()))).concat(drained(drainMs)));
+      clearInterval(sweeper);
       await admin?.close();
       logger.info('lb stopped');
     })();
@@ -228,21 +267,43 @@ export async function startLb(options: LbOptions, logger: Logger): Promise<Lb> {
     for (const l of listeners) for (const s of l.sessions) s.destroy();
   }
 
-  return { ports, adminPort, status, stop, closeSessions, metrics };
+  function apply(next: LbOptions): void {
+    const why = reloadRefusal(options, next);
+    if (why) throw new VolleyError('EBADCONFIG', why);
+    options = next;
+    for (const [i, l] of listeners.entries()) {
+      const lo = next.listeners[i];
+      l.options = lo;
+      l.pool.setBackends(lo.backends);
+      l.pool.health = next.health;
+      if (!worker) {
+        for (const b of l.pool.backends) metrics.backendUp.set({ listener: lo.name, backend: b.id }, b.up ? 1 : 0);
+        l.checker?.stop();
+        l.checker = new HealthChecker(l.pool, lo.mode, next.health, lo.proxyProtocol, healthEvents(metrics, lo.name), next.sourceAddress);
+        if (!draining) l.checker.start();
+      }
+    }
+    startSweep();
+    logger.info({ listeners: next.listeners.map((l) => ({ name: l.name, backends: l.backends.map((b) => `${b.host}:${b.port}`) })) }, 'options reloaded');
+  }
+
+  function setUp(listener: string, backend: string, up: boolean): void {
+    listeners.find((l) => l.options.name === listener)?.pool.setUp(backend, up);
+  }
+
+  async function metricsJson(): Promise<object[]> {
+    updateGauges();
+    return (await metrics.registry.getMetricsAsJSON()) as object[];
+  }
+
+  return { ports, adminPort, status, stop, closeSessions, metrics, apply, setUp, metricsJson };
 }
 
-/** Runs until SIGTERM or SIGINT, then stops gracefully; a second signal closes everything at once. */
-export async function runLb(options: LbOptions, logger: Logger): Promise<void> {
-  const lb = await startLb(options, logger);
-  await new Promise<void>((resolve) => {
-    let signals = 0;
-    const onSignal = (sig: NodeJS.Signals): void => {
-      signals++;
-      logger.info({ signal: sig }, signals === 1 ? 'stopping: no new connections, draining sessions' : 'second signal: closing now');
-      if (signals > 1) lb.closeSessions();
-      void lb.stop().then(resolve);
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+/** A standalone lb's (or the primary's) health metrics for one listener. */
+export function healthEvents(metrics: LbMetrics, listener: string): BackendEvents {
+  return {
+    onStateChange: (b, up) => metrics.backendUp.set({ listener, backend: b.id }, up ? 1 : 0),
+    onFailure: (b, reason) => metrics.backendFailures.inc({ listener, backend: b.id, reason }),
+    onCheck: (b, ok) => metrics.checks.inc({ listener, backend: b.id, result: ok ? 'ok' : 'failed' }),
+  };
 }

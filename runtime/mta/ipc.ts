@@ -22,6 +22,8 @@ export type ToWorker =
   | { type: 'query'; id: number; query: string; args?: Record<string, string | undefined> }
   | { type: 'shutdown' }
   | { type: 'throttle-reply'; id: number; value: unknown }
+  /** Another worker ran short on `key`: give back the unspent permits leased for it. */
+  | { type: 'throttle-recall'; key: string }
   /** Drained messages this worker owns (hash of the id): make them durable and schedule them. */
   | { type: 'drain-store'; id: number; records: DrainStoreRecord[] }
   | { type: 'drain-held-ack' };

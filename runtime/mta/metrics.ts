@@ -19,6 +19,10 @@ export const metrics = {
     help: 'Latency of spool group commits: the durable (O_DSYNC) write of a batch',
     buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
   }),
+  // A debug counter: how often workers ask the primary about throttles, per
+  // op. Message permits come in leased blocks, so per delivered message this
+  // stays far below 1 (one round trip per message before leases).
+  throttleIpc: new Counter({ name: 'volley_mta_throttle_ipc_total', help: 'Throttle messages a worker sent its primary, by op', labelNames: ['op'] }),
   spoolMessages: new Gauge({ name: 'volley_spool_messages', help: 'Messages queued in the spool', aggregator: 'sum' }),
   spoolBytes: new Gauge({ name: 'volley_spool_bytes', help: 'Bytes in live spool segments', aggregator: 'sum' }),
   spoolRecords: new Gauge({ name: 'volley_spool_records_written', help: 'Records written to the spool since the worker started', aggregator: 'sum' }),

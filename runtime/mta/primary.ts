@@ -5,12 +5,14 @@ import type { Logger } from 'pino';
 import { ConfigError, loadConfig } from '../shared/config/load';
 import type { VolleyConfig } from '../shared/config/types';
 import { loadTls } from '../shared/tls-files';
+import { mxTrust } from '../shared/smtp/mx-trust';
 import { AdminServer } from './admin/admin-server';
 import { DkimSigner } from './delivery/dkim/dkim';
 import { loadVerpSecret, verpFromConfig } from './delivery/records/verp';
 import { startInboundListener } from './inbound/inbound-listener';
 import { inboundRegistry } from './inbound/inbound-metrics';
-import { answerThrottle } from './delivery/throttle/throttle-authority';
+import { answerThrottle, revive } from './delivery/throttle/throttle-authority';
+import { LeaseBook } from './delivery/throttle/lease-book';
 import { Throttles } from './delivery/throttle/throttles';
 import { isFromWorker, type ToWorker, type WorkerStats } from './ipc';
 import { lockPersistentPath, nodeIdentity } from './node-identity';
@@ -71,6 +73,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const nodeId = nodeIdentity(options.persistentPath, options.nodeId);
   await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
   new DkimSigner(config.dkim); // a key that cannot load stops the start here, with its name
+  if (config.delivery.tlsCaFile) mxTrust(config.delivery.tlsCaFile, 'delivery.tls_ca_file'); // as does a CA file for MX certificates (not a worker crash loop)
   verpFromConfig(config.inbound); // so does a VERP key (inbound.verp.secret_file) that is missing or short
   // Before the workers start writing: a sink that never ran starts at the log's end as it is now.
   const events = new EventService({ config, persistentPath: options.persistentPath, nodeId, logger });
@@ -92,6 +95,11 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const count = options.workers ?? defaultWorkers();
   const throttles = new Throttles(config);
   const permits = new Map<number, Map<string, number>>();
+  // Message permits go to workers in blocks (lease-book.ts): one ask per block, not per message.
+  const leases = new LeaseBook(throttles, () => count, (worker, key) => {
+    const w = workers.get(worker);
+    if (w?.isConnected()) w.send({ type: 'throttle-recall', key } satisfies ToWorker);
+  });
   const stats = new Map<number, WorkerStats>();
   const ready = new Set<number>();
   const workers = new Map<number, Worker>();
@@ -175,18 +183,25 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
           .then(() => w.send({ type: 'drain-held-ack' } satisfies ToWorker));
       }
       else if (m.type === 'throttle') {
-        const value = answerThrottle(throttles, m.q);
+        const q = m.q;
         // Remember whose connection permits these are: a worker that dies cannot release them.
         const held = permits.get(index) ?? new Map<string, number>();
         permits.set(index, held);
-        if (m.q.op === 'connect' && value === true) held.set(m.q.key, (held.get(m.q.key) ?? 0) + 1);
-        if (m.q.op === 'release') held.set(m.q.key, Math.max(0, (held.get(m.q.key) ?? 0) - 1));
+        if (q.op === 'release') {
+          throttles.releaseConnection(q.key);
+          held.set(q.key, Math.max(0, (held.get(q.key) ?? 0) - 1));
+          return; // told, not asked: no answer
+        }
+        if (q.op === 'return') return leases.giveBack(index, q.key, q.lease, q.unspent);
+        const value = q.op === 'lease' ? leases.grant(index, q.key, revive(q.limits), q.want) : answerThrottle(throttles, q);
+        if (q.op === 'connect' && value === true) held.set(q.key, (held.get(q.key) ?? 0) + 1);
         w.send({ type: 'throttle-reply', id: m.id, value } satisfies ToWorker);
       }
     });
     w.on('exit', (code, signal) => {
       for (const [key, n] of permits.get(index) ?? []) for (let i = 0; i < n; i++) throttles.releaseConnection(key);
       permits.delete(index);
+      leases.forget(index);
       drain?.onWorkerExit(index);
       ready.delete(index);
       stats.delete(index);
@@ -226,6 +241,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       const next = loadConfig(options.configPath);
       new DkimSigner(next.dkim); // every key must load before any worker sees the new config
       verpFromConfig(next.inbound);
+      // Workers read it only at start, but one restarted later gets this config: it must load too.
+      if (next.delivery.tlsCaFile) mxTrust(next.delivery.tlsCaFile, 'delivery.tls_ca_file');
       config = next;
     } catch (err) {
       const errors = err instanceof ConfigError ? err.issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.field}: ${i.message}`) : [(err as Error).message];

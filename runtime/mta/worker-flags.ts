@@ -1,3 +1,6 @@
+// The MTA workers' V8 flags, and their execArgv built from them.
+import { workerExecArgv as sharedWorkerExecArgv } from '../shared/worker-flags';
+
 /**
  * V8 flags for the MTA's workers.
  *
@@ -19,13 +22,7 @@
  */
 export const WORKER_V8_FLAGS = ['--min-semi-space-size=64', '--max-semi-space-size=64', '--initial-old-space-size=256'];
 
-/**
- * The workers' execArgv: these flags, or the operator's own from
- * VOLLEY_WORKER_V8_FLAGS (space-separated; empty for V8's defaults), then the
- * primary's. NODE_OPTIONS cannot carry heap-sizing flags, hence the variable.
- */
+/** The MTA workers' execArgv: these flags (or VOLLEY_WORKER_V8_FLAGS), then the primary's (runtime/shared/worker-flags.ts). */
 export function workerExecArgv(parent: readonly string[], env: NodeJS.ProcessEnv = process.env): string[] {
-  const own = env.VOLLEY_WORKER_V8_FLAGS;
-  const flags = own === undefined ? WORKER_V8_FLAGS : own.split(/\s+/).filter(Boolean);
-  return [...flags, ...parent];
+  return sharedWorkerExecArgv(WORKER_V8_FLAGS, parent, env);
 }

@@ -7,6 +7,7 @@ import { VolleyError } from '../shared/errors';
 import { loadTls } from '../shared/tls-files';
 import { EventLog, eventsDir } from './events/event-log';
 import { RoutingConnector } from './delivery/connect/routing-connector';
+import { mxTrust } from '../shared/smtp/mx-trust';
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
 import { DeliveryEngine } from './delivery/engine';
 import { clusterThrottleAuthority } from './delivery/throttle/cluster-authority';
@@ -145,7 +146,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     reserve: spool.reserve,
   });
   // With several workers the primary holds the node's throttle counts.
-  const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m)) : undefined;
+  const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m), { sent: (op) => metrics.throttleIpc.inc({ op }) }) : undefined;
   // Node-wide decisions (the primary's, or this worker's own when it is alone)...
   const throttles = new Throttles(config); // rules for the engine, counts when this worker is alone
   const nodeAuthority: ThrottleAuthority = primaryAuthority ?? new LocalAuthority(throttles);
@@ -158,7 +159,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     partitions: spool.partitions,
     config,
     // Proxies are read at start: a change of the proxy list takes a restart (rolling), not a refresh.
-    connector: new RoutingConnector({ proxies: config.proxies, haproxy: config.haproxy, timeouts: { ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs, greetingMs: config.delivery.greetingTimeoutMs }, logger, name: `${options.nodeId}/w${options.worker}` }),
+    // Like the proxies, delivery.tls_ca_file is read at start (a change takes a restart).
+    connector: new RoutingConnector({ proxies: config.proxies, haproxy: config.haproxy, timeouts: { ...RFC5321_CLIENT_TIMEOUTS, connectMs: config.delivery.connectTimeoutMs, greetingMs: config.delivery.greetingTimeoutMs }, logger, name: `${options.nodeId}/w${options.worker}`, trust: config.delivery.tlsCaFile ? mxTrust(config.delivery.tlsCaFile, 'delivery.tls_ca_file') : undefined }),
     router,
     attemptLog,
     logger,
@@ -271,6 +273,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     await Promise.all([...smtp.map((s) => s.close()), http.close()]);
     await engine.stop();
     mirrorSync?.close();
+    primaryAuthority?.leases.returnAll(); // nothing more is sent: the rest of the hour is the other workers'
     clusterAuthority?.close();
     await tlsRpt?.close();
     await attemptLog.close();
@@ -287,6 +290,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         return;
       }
       config = m.config;
+      primaryAuthority?.leases.returnAll(); // blocks taken under the old limits go back
       intake.apply(config);
       smtp.forEach((s) => s.apply(config));
       http.apply(config);
@@ -302,6 +306,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
       void storeDrained(spool, intake, (entry) => engine.schedule(entry), m.records).then((outcomes) => send({ type: 'drain-stored', id: m.id, outcomes }));
     } else if (m.type === 'throttle-reply') {
       primaryAuthority?.onReply(m.id, m.value);
+    } else if (m.type === 'throttle-recall') {
+      primaryAuthority?.onRecall(m.key);
     } else if (m.type === 'shutdown') {
       void shutdown();
     }

@@ -6,6 +6,7 @@ import { VolleyError } from '../shared/errors';
 import { readHostPort, type HostPort } from '../shared/host-port';
 import { loadPreviousSecret, loadSecret } from '../shared/proxy-protocol/handshake';
 import { RFC5321_CLIENT_TIMEOUTS } from '../shared/smtp/client';
+import { mxTrust } from '../shared/smtp/mx-trust';
 import { parseDuration } from '../shared/units';
 import type { ProxyServerOptions } from './server';
 import { parseYamlMapping, readConfigFile } from '../shared/config/yaml-mapping';
@@ -36,6 +37,10 @@ import { parseYamlMapping, readConfigFile } from '../shared/config/yaml-mapping'
  *     data_block: 3m
  *     final_dot: 10m
  *     tls: 30s                         # the TLS handshake after STARTTLS
+ *   mx_tls_ca_file: /etc/volley/mx-ca.pem
+ *                                      # optional: PEM CAs trusted for MX certificates (verify,
+ *                                      # mta-sts) in addition to Node's store; the MTA's
+ *                                      # delivery.tls_ca_file for sessions this proxy opens
  *   throttle_merge: average            # optional: how MTAs' throttle limits combine on the
  *                                      # control channel: average (each MTA has the cluster
  *                                      # limit) or sum (each has its share); default average
@@ -62,6 +67,8 @@ export interface ProxyConfig {
   handshakeTimeoutMs: number;
   clientIdleTimeoutMs: number;
   mxTimeouts: Partial<Record<'connectMs' | 'greetingMs' | 'commandMs' | 'dataInitMs' | 'dataBlockMs' | 'finalDotMs' | 'tlsMs', number>>;
+  /** PEM CAs added to Node's store for MX certificates. */
+  mxTlsCaFile?: string;
   throttleMerge: 'average' | 'sum';
   logLevel?: string;
   /** The admin HTTP port (health, readiness, metrics). */
@@ -73,7 +80,7 @@ export const PROXY_ADMIN_DEFAULT = { address: '127.0.0.1', port: 7626 } as const
 
 export const PROXY_SECRET_ENV = 'VOLLEY_PROXY_SECRET';
 
-const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'previous_secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'throttle_merge', 'log_level', 'admin_listen']);
+const KNOWN = new Set(['name', 'listen', 'tls', 'secret_file', 'previous_secret_file', 'allow_from', 'sending_ips', 'idle_timeout', 'max_transactions_per_session', 'handshake_timeout', 'client_idle_timeout', 'mx_timeouts', 'mx_tls_ca_file', 'throttle_merge', 'log_level', 'admin_listen']);
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MX_TIMEOUT_KEYS: Record<string, keyof ProxyConfig['mxTimeouts']> = {
   connect: 'connectMs',
@@ -121,6 +128,7 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
 
   const secretFile = c.secret_file === undefined ? undefined : path(c.secret_file, 'secret_file');
   const previousSecretFile = c.previous_secret_file === undefined ? undefined : path(c.previous_secret_file, 'previous_secret_file');
+  const mxTlsCaFile = c.mx_tls_ca_file === undefined ? undefined : path(c.mx_tls_ca_file, 'mx_tls_ca_file');
 
   const allowFrom = stringList(c.allow_from, 'allow_from', problems);
   try {
@@ -166,6 +174,7 @@ export function parseProxyConfig(text: string, file = '<proxy config>'): ProxyCo
     handshakeTimeoutMs: duration(c.handshake_timeout, 'handshake_timeout', 10_000),
     clientIdleTimeoutMs: duration(c.client_idle_timeout, 'client_idle_timeout', 300_000),
     mxTimeouts,
+    mxTlsCaFile,
     throttleMerge: merge === 'sum' ? 'sum' : 'average',
     logLevel: typeof c.log_level === 'string' ? c.log_level : undefined,
     adminListen,
@@ -211,6 +220,7 @@ export function proxyServerOptions(config: ProxyConfig, logger: ProxyServerOptio
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     clientIdleTimeoutMs: config.clientIdleTimeoutMs,
     mxTimeouts: { ...RFC5321_CLIENT_TIMEOUTS, ...config.mxTimeouts },
+    mxTrust: config.mxTlsCaFile ? { file: config.mxTlsCaFile, context: mxTrust(config.mxTlsCaFile, 'mx_tls_ca_file') } : undefined,
     throttleMerge: config.throttleMerge,
     logger,
   };

@@ -1,16 +1,17 @@
 import { isIP, type Socket } from 'node:net';
-import { createSecureContext, createServer, type Server, type TLSSocket } from 'node:tls';
+import { createSecureContext, createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
 import { CidrList } from '../shared/cidr';
 import type { Logger } from '../shared/log';
 import { endChannel } from './close-channel';
-import { AuthError, FrameChannel, MIN_PING_MS, PROTOCOL_VERSION, PROXY_SIDE_MISSES, ProtocolError, SAFE_ARG, keepAlive, serverHandshake, transactionProblem, type Frame } from '../shared/proxy-protocol';
-import type { ConnectFailed, Connected, ConnectRequest, TransactionFailed, TransactionReply } from '../shared/proxy-protocol/messages';
+import { AuthError, FrameChannel, MIN_PING_MS, PROTOCOL_VERSION, PROXY_SIDE_MISSES, ProtocolError, SAFE_ARG, keepAlive, serverHandshake, type Frame } from '../shared/proxy-protocol';
+import type { ConnectFailed, Connected, ConnectRequest } from '../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts } from '../shared/smtp/client';
 import { ConnectError } from '../shared/smtp/connector';
 import { isLegacyTlsPolicy, requirementOf, requirementProblem } from '../shared/smtp/tls-requirement';
 import { ClusterThrottles, type MergeMode } from '../shared/throttle/cluster-throttles';
 import { serveControl } from './control';
 import { MxPool, poolKey, type MxSession } from './pool';
+import { TransactionPipe } from './transaction-pipe';
 
 export interface ProxyServerOptions {
   /** This proxy's name, in logs and in the welcome frame. */
@@ -33,6 +34,8 @@ export interface ProxyServerOptions {
   clientIdleTimeoutMs?: number;
   /** MX-leg timeouts unless a connect request names its own. */
   mxTimeouts?: ClientTimeouts;
+  /** mx_tls_ca_file: the file, and the trust store built from it (mx-trust.ts) that `verify` sessions to MXes check against; node's store when absent. */
+  mxTrust?: { file: string; context: SecureContext };
   /** How the control channel merges the MTAs' throttle limits; default average. */
   throttleMerge?: MergeMode;
   logger: Logger;
@@ -197,6 +200,8 @@ export class ProxyServer {
     changed('handshake_timeout', old.handshakeTimeoutMs, next.handshakeTimeoutMs);
     changed('client_idle_timeout', old.clientIdleTimeoutMs, next.clientIdleTimeoutMs);
     changed('mx_timeouts', old.mxTimeouts, next.mxTimeouts);
+    // The file is read again on every reload; a changed content under the same name applies without being listed.
+    changed('mx_tls_ca_file', old.mxTrust?.file, next.mxTrust?.file);
     this.options = { ...next, listen: old.listen, throttleMerge: old.throttleMerge, logger: old.logger };
     this.allow = allowList(next.allowFrom);
     this.hosted = new Set(next.sendingIps);
@@ -298,6 +303,7 @@ export class ProxyServer {
         sendingIps: this.options.sendingIps,
         channels: ['delivery', 'control'],
         keepalive: true,
+        pipelining: true,
       });
       mta = hello.name;
       kind = hello.channel;
@@ -336,48 +342,82 @@ export class ProxyServer {
       return true;
     };
     if (kind === 'control') return serveControl(channel, this.throttles, { mta, idleTimeoutMs: this.options.clientIdleTimeoutMs ?? 300_000, log });
-    let current: MxSession | undefined;
+    let pipe: TransactionPipe | undefined;
+    const idleMs = this.options.clientIdleTimeoutMs ?? 300_000;
+    let idleTimer: NodeJS.Timeout | undefined;
+    let waiting = false;
+    // The idle bound runs only while the loop waits with nothing in flight:
+    // a transaction waits on its MX as long as its own timeouts allow.
+    const armIdle = (): void => {
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => channel.close(Object.assign(new ProtocolError(`no frame from the peer in ${idleMs} ms`), { code: 'ETIMEDOUT' })), idleMs);
+    };
+    const drained = (): void => {
+      link.busy = false;
+      link.mx = undefined;
+      // Stopping, or no longer admitted (a reload): the MTA has every answer;
+      // the link ends here, politely, so the last answers written are not
+      // lost to a reset (the loop's wait fails and the catch below logs why).
+      if (this.stopping || link.revoked) {
+        channel.end();
+        setTimeout(() => socket.destroy(), 1000).unref();
+      } else if (waiting) armIdle();
+    };
+    const hooks = { hosted: (ip: string) => this.hosted.has(ip), counted: () => void this.counters.transactions++, drained };
     try {
       for (;;) {
-        const frame = await channel.next(this.options.clientIdleTimeoutMs ?? 300_000);
+        if (!pipe || pipe.inFlight === 0) armIdle();
+        waiting = true;
+        let frame: Frame;
+        try {
+          // Read on while transactions are in flight: the next one may be pipelined behind them (transaction-pipe.ts).
+          frame = await channel.next();
+        } finally {
+          waiting = false;
+          clearTimeout(idleTimer);
+        }
         switch (frame.header.t) {
           case 'ping':
             channel.send({ t: 'pong' });
             break;
-          case 'connect':
-            if (current) throw new ProtocolError('connect while a session is open');
-            current = await this.connect(frame, channel, log);
+          case 'connect': {
+            if (pipe?.open) throw new ProtocolError('connect while a session is open');
+            if (pipe) await pipe.drain();
+            pipe = undefined;
+            const mx = await this.connect(frame, channel, log);
+            if (mx) pipe = new TransactionPipe(mx, channel, hooks);
             break;
+          }
           case 'transaction':
-            if (!current) throw new ProtocolError('transaction without a session');
+            if (!pipe) throw new ProtocolError('transaction without a session');
+            // Pipelined behind one in flight as the proxy began to stop or the link was revoked: never sent, the MTA retries it.
+            if (this.stopping) pipe.refuse('the proxy is stopping');
+            else if (link.revoked) pipe.refuse('this MTA link is no longer admitted');
+            else pipe.take(frame);
             link.busy = true;
-            link.mx = current;
-            try {
-              if (!(await this.transaction(current, frame, channel))) current = undefined;
-            } finally {
-              link.busy = false;
-              link.mx = undefined;
-            }
-            // Stopping: the MTA has its answer; the link ends here (the MX session is QUIT below).
-            if (this.stopping) throw new StoppingError();
-            // No longer admitted (a reload): the MTA has its answer; the link ends, the MX session is pooled below.
-            if (link.revoked) throw new RevokedError();
+            link.mx = pipe.mx;
             break;
           case 'release':
-            if (current) this.pool.put(current, frame.header.reuse !== false && this.hosted.has(current.sendingIp));
-            current = undefined;
+            if (pipe) {
+              await pipe.drain();
+              if (pipe.mx) this.pool.put(pipe.mx, frame.header.reuse !== false && this.hosted.has(pipe.mx.sendingIp));
+            }
+            pipe = undefined;
             break;
           default:
             throw new ProtocolError(`unexpected frame type ${JSON.stringify(frame.header.t).slice(0, 40)}`);
         }
       }
     } catch (err) {
-      if (err instanceof StoppingError || this.stopping) log.info('proxy: stopping, MTA connection closed');
+      if (this.stopping) log.info('proxy: stopping, MTA connection closed');
       else if (link.revoked) log.info('proxy: MTA link no longer admitted after a reload, closed');
       else endChannel(channel, err, log, { idle: 'proxy: MTA connection idle, closed', closed: 'proxy: MTA closed the connection', protocol: 'proxy: protocol error, MTA connection closed' }, 'debug');
       if (channel.open) channel.close();
-      // Between transactions the MX session is clean: keep it for others.
-      if (current) this.pool.put(current, this.hosted.has(current.sendingIp));
+      // Once its transactions are over the MX session is clean: keep it for
+      // others (one whose answer could not reach the MTA was QUIT instead).
+      const last = pipe;
+      if (last) await last.drain();
+      if (last?.mx) this.pool.put(last.mx, this.hosted.has(last.mx.sendingIp));
     }
   }
 
@@ -400,7 +440,8 @@ export class ProxyServer {
     if (!mx) {
       const timeouts = { ...(this.options.mxTimeouts ?? RFC5321_CLIENT_TIMEOUTS), ...pickTimeouts(req.timeouts) };
       try {
-        const session = await SmtpClientSession.open(req.mx, { ip: req.sending_ip, helo: req.helo }, req.tls, timeouts);
+        const trust = this.options.mxTrust ? { secureContext: this.options.mxTrust.context } : {};
+        const session = await SmtpClientSession.open(req.mx, { ip: req.sending_ip, helo: req.helo }, req.tls, timeouts, trust);
         this.counters.mxOpened++;
         mx = { session, key, sendingIp: req.sending_ip, transactions: 0, capabilities: session.capabilities };
       } catch (err) {
@@ -434,38 +475,7 @@ export class ProxyServer {
     log.debug({ sending_ip: req.sending_ip, mx: `${req.mx.ip}:${req.mx.port}`, reused }, 'proxy: session handed out');
     return mx;
   }
-
-  /** Runs one transaction; false when the MX session is gone. */
-  private async transaction(mx: MxSession, frame: Frame, channel: FrameChannel): Promise<boolean> {
-    const { from, to } = frame.header as { from?: unknown; to?: unknown };
-    // The MTA's intake refuses the same envelopes (shared rule), so this only trips on a broken peer.
-    const problem = transactionProblem(from, to);
-    if (problem) throw new ProtocolError(`bad transaction request: ${problem}`);
-    mx.transactions++;
-    this.counters.transactions++;
-    try {
-      const tx = await mx.session.send(from as string, to as string[], frame.body ?? Buffer.alloc(0));
-      // A reload removed this sending IP mid-transaction: the transaction
-      // finished; the session is told unusable and QUIT, never reused.
-      const hosted = this.hosted.has(mx.sendingIp);
-      const answer: TransactionReply = { t: 'result', recipients: tx.recipients, envelope_ms: tx.envelopeMs, data_ms: tx.dataMs, usable: hosted && mx.session.usable };
-      if (!hosted) mx.session.close();
-      channel.send(answer);
-      return hosted;
-    } catch (err) {
-      mx.session.close();
-      const answer: TransactionFailed = { t: 'transaction_failed', message: (err as Error).message, usable: false };
-      if (channel.open) channel.send(answer);
-      return false;
-    }
-  }
 }
-
-/** Ends a link's loop after its transaction once the proxy is stopping. */
-class StoppingError extends Error {}
-
-/** Ends a link's loop after its transaction once a reload no longer admits it. */
-class RevokedError extends Error {}
 
 function sameSecret(a: Buffer | undefined, b: Buffer | undefined): boolean {
   return a === undefined || b === undefined ? a === b : a.equals(b);

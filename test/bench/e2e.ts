@@ -56,6 +56,12 @@ export async function measureEndToEnd(opts: {
   afterRun?: (mta: MtaProcess) => Promise<void>;
   /** Names the setup in a failure's report (default "end to end"). */
   label?: string;
+  /**
+   * An hourly message rate on every destination, set far above the load so
+   * it never holds mail: every message then takes a permit from the node's
+   * throttles (leased from the primary with several workers).
+   */
+  messagesPerHour?: number;
 }): Promise<E2eResult> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-e2e-'));
   const sink = opts.heldSinkMs === undefined ? await startSmtpSink({ maxConnections: 1024, backlog: 1024 }) : await startHeldSink({ holdMs: opts.heldSinkMs, maxConnections: 1024 });
@@ -69,7 +75,7 @@ export async function measureEndToEnd(opts: {
       relayFrom: ['127.0.0.0/8'],
       sinkPort: sink.port,
       concurrency: 1000,
-      extra: 'throttles:\n  - { destination: "*", max_connections: 1000 }\n' + (opts.extraConfig ? await opts.extraConfig(dir) : ''),
+      extra: `throttles:\n  - { destination: "*", max_connections: 1000${opts.messagesPerHour ? `, max_messages_per_hour: ${opts.messagesPerHour}` : ''} }\n` + (opts.extraConfig ? await opts.extraConfig(dir) : ''),
     });
     const workers = opts.workers ?? defaultWorkers();
     const mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers });

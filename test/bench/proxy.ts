@@ -13,36 +13,58 @@ import { measureEndToEnd, type E2eResult } from './e2e';
  * The same VMTA (127.0.0.1) as the direct run, so the two compare.
  */
 export async function measureThroughProxy(opts: { messages: number; sessions: number; sizeBytes: number; warmupMessages?: number }): Promise<E2eResult> {
-  let proxy: ChildProcess | undefined;
-  // A failed run exits the bench mid-way: the proxy goes with it.
-  const unregister = registerExitCleanup(() => proxy?.kill('SIGKILL'));
+  let proxy: BenchProxy | undefined;
   try {
     return await measureEndToEnd({
       ...opts,
       label: 'through one proxy',
       extraConfig: async (dir) => {
-        const tls = await proxyTls(dir);
-        const secret = join(dir, 'proxy.secret');
-        writeFileSync(secret, newSecret(), { mode: 0o600 });
-        const port = await getFreePort();
-        const config = join(dir, 'proxy.yaml');
-        writeFileSync(config, `name: bench-proxy\nlisten: 127.0.0.1:${port}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\nsecret_file: ${secret}\nsending_ips: [127.0.0.1]\n`);
-        proxy = spawn(process.execPath, [VOLLEY, 'proxy', '--config', config], { stdio: 'ignore' });
-        for (let i = 0; i < 100; i++) {
-          const up = await new Promise<boolean>((r) => {
-            const s = connect(port, '127.0.0.1');
-            s.once('connect', () => (s.destroy(), r(true)));
-            s.once('error', () => r(false));
-          });
-          if (up) break;
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        proxy = await startBenchProxy(dir);
         // The test config's one VMTA (127.0.0.1) is now held by the proxy, so the run compares with the direct one.
-        return `proxies:\n  secret_file: ${secret}\n  servers: [{ name: bench-proxy, address: "127.0.0.1:${port}", fingerprint: "${tls.fingerprint}", sending_ips: [127.0.0.1] }]\n`;
+        return proxy.mtaConfig;
       },
     });
   } finally {
-    proxy?.kill('SIGTERM');
-    unregister();
+    proxy?.stop();
   }
+}
+
+export interface BenchProxy {
+  /** The MTA's `proxies:` section for this proxy. */
+  mtaConfig: string;
+  stop(): void;
+}
+
+/** A `volley proxy` process holding 127.0.0.1 (the test config's one VMTA), its files under `dir`; up when this resolves. */
+export async function startBenchProxy(dir: string): Promise<BenchProxy> {
+  const tls = await proxyTls(dir);
+  const secret = join(dir, 'proxy.secret');
+  writeFileSync(secret, newSecret(), { mode: 0o600 });
+  const port = await getFreePort();
+  const config = join(dir, 'proxy.yaml');
+  writeFileSync(config, `name: bench-proxy\nlisten: 127.0.0.1:${port}\nadmin_listen: 127.0.0.1:${await getFreePort()}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\nsecret_file: ${secret}\nsending_ips: [127.0.0.1]\n`);
+  const proxy: ChildProcess = spawn(process.execPath, [VOLLEY, 'proxy', '--config', config], { stdio: 'ignore' });
+  // A failed run exits the bench mid-way: the proxy goes with it.
+  const unregister = registerExitCleanup(() => proxy.kill('SIGKILL'));
+  const stop = (): void => {
+    proxy.kill('SIGTERM');
+    unregister();
+  };
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((r) => {
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => (s.destroy(), r(true)));
+      s.once('error', () => r(false));
+    });
+    if (up) break;
+    if (i >= 100 || proxy.exitCode !== null) {
+      stop();
+      throw new Error('the bench proxy did not start listening');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    mtaConfig: `proxies:\n  secret_file: ${secret}\n  servers: [{ name: bench-proxy, address: "127.0.0.1:${port}", fingerprint: "${tls.fingerprint}", sending_ips: [127.0.0.1] }]\n`,
+    stop,
+  };
 }

@@ -17,6 +17,7 @@ import { mirrorFigures } from './mirror-figures';
 import { measurePostfixIntake, measurePostfixRelay } from './postfix';
 import { measureSpoolFormats } from './spool-formats';
 import { runDeadlineMs } from './run-guard';
+import { measureWithWorkers, workersCpuFigures, type WorkersRun } from './workers-cpu';
 
 const LOAD = { messages: Number(process.env.BENCH_MESSAGES ?? 20_000), sessions: 20, sizeBytes: 2048 };
 const STARTUP_MESSAGES = Number(process.env.BENCH_STARTUP_MESSAGES ?? 1_000_000);
@@ -57,7 +58,7 @@ async function main(): Promise<void> {
   const openFiles = openFileLimit();
   if (openFiles < MIN_OPEN_FILES) throw new Error(`the open-file limit is ${openFiles}, under the ${MIN_OPEN_FILES} the bench needs (the held sink alone holds 1,024 connections): raise it (ulimit -n ${MIN_OPEN_FILES * 4}) and run again`);
   // Every run has its own deadline; this one is for everything between them (a stop, a start-up).
-  const allMs = 22 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + MIRROR_SYNC_ROUNDS * 2 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000) + runDeadlineMs(MIRROR_PROMOTE_MESSAGES, 2_000) + runDeadlineMs(LOAD.messages) + runDeadlineMs(0) + runDeadlineMs(WEBHOOK_EVENTS, 1000);
+  const allMs = 28 * (runDeadlineMs(WARMUP_MESSAGES) + runDeadlineMs(LOAD.messages)) + 8 * runDeadlineMs(LOAD.messages) + MIRROR_SYNC_ROUNDS * 2 * runDeadlineMs(LOAD.messages) + runDeadlineMs(STARTUP_MESSAGES, 10_000) + runDeadlineMs(MIRROR_PROMOTE_MESSAGES, 2_000) + runDeadlineMs(LOAD.messages) + runDeadlineMs(0) + runDeadlineMs(WEBHOOK_EVENTS, 1000);
   // Not unref'd: a wait that holds no handle would otherwise let the process end silently, with no FAILED line.
   const watchdog = setTimeout(() => fail(new Error(`the whole bench's deadline of ${Math.round(allMs / 60_000)} minutes hit`)), allMs);
   line(`open files: ${openFiles}; each run fails at its deadline (a minute plus its messages at 100 msg/s) or at the first message its MTA defers`);
@@ -109,6 +110,9 @@ async function main(): Promise<void> {
   const held0Runs: Awaited<ReturnType<typeof measureEndToEnd>>[] = [];
   const postfixRelayRuns: Awaited<ReturnType<typeof measurePostfixRelay>>[] = [];
   const eventsRuns: EventsE2eResult[] = [];
+  /** The same load with 1 worker and with 4 (every message under an hourly rate), rounds 1, 3 and 5. */
+  const oneWorkerRuns: WorkersRun[] = [];
+  const fourWorkerRuns: WorkersRun[] = [];
   /** The direct run of each events run's round, for the paired ratio. */
   const eventsDirect: typeof directRuns = [];
   const rounds: Record<string, number>[] = [];
@@ -141,6 +145,13 @@ async function main(): Promise<void> {
       // The Postfix helper bounds its warm-up and its timed run each by this.
       postfixRelayRuns.push(await measurePostfixRelay({ ...pairLoad, timeoutMs: runDeadlineMs(Math.max(pairLoad.warmupMessages, pairLoad.messages)) }));
       round.postfix = Math.round(postfixRelayRuns[postfixRelayRuns.length - 1].msgsPerSec);
+      for (const workers of [1, 4]) {
+        stage = `end to end, round ${i + 1}: ${workers} MTA worker(s), every message under an hourly rate`;
+        const r = await measureWithWorkers({ ...pairLoad, workers, label: stage });
+        (workers === 1 ? oneWorkerRuns : fourWorkerRuns).push(r);
+        round[`cpu_us_${workers}w`] = r.cpuUsPerMsg;
+      }
+      Object.assign(partial, workersCpuFigures(oneWorkerRuns, fourWorkerRuns).figures);
     }
     line(`  round ${i + 1} (msg/s): ${Object.entries(round).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
@@ -168,6 +179,9 @@ async function main(): Promise<void> {
 
   line(`through one volley proxy: ${viaProxy.msgsPerSec} msg/s (${runs(proxyRuns)}) = ${proxyRatio.toFixed(2)} of direct round by round (${(viaProxy.msgsPerSec / e2e.msgsPerSec).toFixed(2)} of the medians); transaction p50 ${viaProxy.txP50Ms} ms p99 ${viaProxy.txP99Ms} ms (direct ${e2e.txP50Ms} / ${e2e.txP99Ms} ms)`);
 
+  const workersCpu = workersCpuFigures(oneWorkerRuns, fourWorkerRuns);
+  for (const l of workersCpu.lines) line(l);
+
   // One connection to a destination 20 ms away, with a backlog: pipelining across transactions at work.
   const backlogLoad = { messages: 500, sizeBytes: LOAD.sizeBytes, oneWayMs: 10 };
   stage = 'backlog over one connection';
@@ -175,7 +189,10 @@ async function main(): Promise<void> {
   partial.backlog_1conn_rtt20_msgs_per_s = backlog.msgsPerSec;
   const backlogNoPipe = await measureBacklogDrain({ ...backlogLoad, pipelining: false });
   partial.backlog_1conn_rtt20_nopipelining_msgs_per_s = backlogNoPipe.msgsPerSec;
-  line(`backlog over one connection, 20 ms round trip: ${backlog.msgsPerSec} msg/s; to a server without PIPELINING ${backlogNoPipe.msgsPerSec} msg/s`);
+  // The same backlog with the MX leg held by a volley proxy: the link pipelines transactions too (issue 20).
+  const backlogProxy = await measureBacklogDrain({ ...backlogLoad, pipelining: true, viaProxy: true });
+  partial.backlog_1conn_rtt20_proxy_msgs_per_s = backlogProxy.msgsPerSec;
+  line(`backlog over one connection, 20 ms round trip: ${backlog.msgsPerSec} msg/s; to a server without PIPELINING ${backlogNoPipe.msgsPerSec} msg/s; through one proxy ${backlogProxy.msgsPerSec} msg/s (${(backlogProxy.msgsPerSec / backlog.msgsPerSec).toFixed(2)} of direct)`);
 
   // The webhook sink alone, from a pre-written log, with batches of 500.
   stage = 'webhook delivery rate';
@@ -190,6 +207,7 @@ async function main(): Promise<void> {
   line(`  CPU per message by part: ${Object.entries(fleet.cpuUsPerMsg).map(([k, v]) => `${k} ${v} us`).join(', ')} (single MTA end to end: ${e2e.cpuUsPerMsg} us)`);
 
   partial.fleet_msgs_per_s = fleet.msgsPerSec;
+  partial.lb_cpu_us_per_msg = fleet.cpuUsPerMsg.lb;
   stage = 'spool formats';
   const formats = await measureSpoolFormats();
   line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
@@ -226,8 +244,12 @@ async function main(): Promise<void> {
     deferred_1m_rss_mb: startup.rssMb,
     backlog_1conn_rtt20_msgs_per_s: backlog.msgsPerSec,
     backlog_1conn_rtt20_nopipelining_msgs_per_s: backlogNoPipe.msgsPerSec,
+    backlog_1conn_rtt20_proxy_msgs_per_s: backlogProxy.msgsPerSec,
+    backlog_1conn_rtt20_proxy_ratio: Number((backlogProxy.msgsPerSec / backlog.msgsPerSec).toFixed(2)),
     fleet_msgs_per_s: fleet.msgsPerSec,
     fleet_cpu_us_per_msg: fleet.cpuUsPerMsg,
+    // The lb's own figure (every process of it), the one issue 20 sets a bound on.
+    lb_cpu_us_per_msg: fleet.cpuUsPerMsg.lb,
     e2e_cpu_us_per_msg: e2e.cpuUsPerMsg,
     proxy_msgs_per_s: viaProxy.msgsPerSec,
     proxy_ratio: Number(proxyRatio.toFixed(2)),
@@ -238,6 +260,7 @@ async function main(): Promise<void> {
     startup_1m_s: startup.startupS,
     startup_1m_rss_mb: startup.rssMb,
     ...events.figures,
+    ...workersCpu.figures,
   };
   // The drain (issue 17): 20,000 2 KB messages, one MTA to one destination MTA's drain endpoint.
   stage = 'drain';

@@ -9,6 +9,21 @@ export interface PipeliningMx {
   /** The messages, lines joined by \n. */
   bodies: string[];
   readonly connections: number;
+  /**
+   * MAIL commands that arrived while the final reply to an earlier body on
+   * their connection was still unwritten: envelopes pipelined behind a body
+   * (RFC 2920), each a round trip saved.
+   */
+  readonly mailsBeforeFinal: number;
+}
+
+export interface PipeliningMxOptions {
+  holdFinalMs?: number;
+  pipelining?: boolean;
+  /** The reply line to a RCPT (e.g. "550 5.1.1 no such user"); undefined: 250. */
+  rcpt?: (address: string) => string | undefined;
+  /** The final reply to a body, before `finals` is consulted; undefined: the next of `finals`. */
+  final?: (body: string) => string | undefined;
 }
 
 /**
@@ -16,16 +31,23 @@ export interface PipeliningMx {
  * write, records the chunks as they arrived, and gives each message's final
  * reply from `finals` in turn ('close' hangs up after a 421). `holdFinalMs`
  * holds a write that carries a final reply; `pipelining: false` leaves
- * PIPELINING out of the EHLO answer.
+ * PIPELINING out of the EHLO answer. `rcpt` and `final` choose replies by
+ * recipient and by body; DATA after no accepted recipient gets 554, as at a
+ * real server.
  */
-export function pipeliningMx(finals: string[], options: { holdFinalMs?: number; pipelining?: boolean } = {}): Promise<PipeliningMx> {
+export function pipeliningMx(finals: string[], options: PipeliningMxOptions = {}): Promise<PipeliningMx> {
   const chunks: string[] = [];
   const bodies: string[] = [];
   let connections = 0;
+  let mailsBeforeFinal = 0;
   const server = createServer((s) => {
     connections++;
     let rest = '';
     let body: string[] | undefined;
+    let accepted = 0;
+    // Final replies decided and not yet written (held, or in this read's answer).
+    let finalsUnsent = 0;
+    let replies = Promise.resolve();
     s.write('220 mx.test ESMTP\r\n');
     s.on('data', (d: Buffer) => {
       chunks.push(d.toString('latin1'));
@@ -33,6 +55,7 @@ export function pipeliningMx(finals: string[], options: { holdFinalMs?: number; 
       rest = lines.pop()!;
       let out = '';
       let held = false;
+      let finalsInOut = 0;
       for (const line of lines) {
         if (body) {
           if (line !== '.') {
@@ -41,24 +64,46 @@ export function pipeliningMx(finals: string[], options: { holdFinalMs?: number; 
           }
           bodies.push(body.join('\n'));
           body = undefined;
-          const f = finals.shift() ?? '250 2.0.0 ok';
+          const f = options.final?.(bodies[bodies.length - 1]) ?? finals.shift() ?? '250 2.0.0 ok';
           if (f === 'close') {
             s.end(out + '421 4.3.2 shutting down\r\n');
             return;
           }
           out += `${f}\r\n`;
+          finalsInOut++;
+          finalsUnsent++;
           held = options.holdFinalMs !== undefined;
         } else if (/^EHLO/i.test(line)) out += options.pipelining === false ? '250-mx.test\r\n250 8BITMIME\r\n' : '250-mx.test\r\n250 PIPELINING\r\n';
         else if (/^DATA/i.test(line)) {
-          out += '354 go ahead\r\n';
-          body = [];
+          if (accepted === 0) out += '554 5.5.1 no valid recipients\r\n';
+          else {
+            out += '354 go ahead\r\n';
+            body = [];
+          }
+          accepted = 0;
         } else if (/^QUIT/i.test(line)) {
           s.end(out + '221 bye\r\n');
           return;
-        } else out += '250 2.1.0 ok\r\n';
+        } else if (/^RCPT TO:/i.test(line)) {
+          const r = options.rcpt?.(/<([^>]*)>/.exec(line)?.[1] ?? '');
+          if (r === undefined) accepted++;
+          out += `${r ?? '250 2.1.5 ok'}\r\n`;
+        } else {
+          if (/^MAIL FROM:/i.test(line) && finalsUnsent > 0) mailsBeforeFinal++;
+          if (/^(MAIL|RSET)/i.test(line)) accepted = 0;
+          out += '250 2.1.0 ok\r\n';
+        }
       }
-      if (out && held) setTimeout(() => s.write(out), options.holdFinalMs);
-      else if (out) s.write(out);
+      if (!out) return;
+      const written = finalsInOut;
+      const at = held ? Date.now() + options.holdFinalMs! : 0;
+      // Replies leave in order: a read's answer waits behind a held one before it.
+      replies = replies.then(async () => {
+        const wait = at - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        finalsUnsent -= written;
+        if (!s.destroyed) s.write(out);
+      });
     });
     s.on('error', () => undefined);
   });
@@ -69,6 +114,9 @@ export function pipeliningMx(finals: string[], options: { holdFinalMs?: number; 
     bodies,
     get connections() {
       return connections;
+    },
+    get mailsBeforeFinal() {
+      return mailsBeforeFinal;
     },
   }));
 }

@@ -60,15 +60,16 @@ export async function startProxy(options: Omit<ProxyServerOptions, 'listen' | 'i
 }
 
 /**
- * Polls `check`; on timeout the error carries `state()`, so a failure says what was seen instead.
- * Each poll sleeps on node:timers, which jest's fake timers leave alone, and the timeout counts
- * polls rather than reading Date.now (faked too). Under fake timers, each poll first runs the
- * timers already due: what is due happens by itself, and time moves only when the test advances it.
+ * Polls `check` (which may ask over the network: async); on timeout the error carries `state()`,
+ * so a failure says what was seen instead. Each poll sleeps on node:timers, which jest's fake
+ * timers leave alone, and the timeout counts polls rather than reading Date.now (faked too).
+ * Under fake timers, each poll first runs the timers already due: what is due happens by itself,
+ * and time moves only when the test advances it.
  */
-export async function waitUntil(check: () => boolean, timeoutMs = 5_000, state?: () => string): Promise<void> {
+export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs = 5_000, state?: () => string): Promise<void> {
   for (let waited = 0; ; waited += POLL_MS) {
     runDueFakeTimers();
-    if (check()) return;
+    if (await check()) return;
     if (waited >= timeoutMs) throw new Error(`condition not met in time${state ? `: ${state()}` : ''}`);
     await sleep(POLL_MS);
   }

@@ -9,7 +9,7 @@ import { normaliseDrain, type RawDrain } from './drain';
 import { normaliseMirror, type RawMirror } from './mirror';
 import { converter, normaliseEvents, normaliseInbound, type RawEvents, type RawInbound } from './events';
 import { notImplemented } from './not-implemented';
-import { canonicalPolicy, normaliseMtaSts, normaliseTlsPolicies, normaliseTlsRpt, type RawMtaSts, type RawTlsRpt } from './tls';
+import { canonicalPolicy, normaliseMtaSts, normaliseResolver, normaliseTlsPolicies, normaliseTlsRpt, type RawMtaSts, type RawTlsRpt } from './tls';
 import { configSchema } from './schema';
 import type { BounceRuleConfig, TlsMode, VolleyConfig } from './types';
 
@@ -154,8 +154,8 @@ interface Raw {
   default_pool?: string;
   routing?: { sender_domain: string; pool?: string; vmta?: string }[];
   routes?: { domain: string; host: string; port?: number }[];
-  resolver?: { servers?: string[] };
-  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean; pipeline_transactions?: boolean; mx_address_limit?: number; mx_session_limit?: number; tls_policy?: string };
+  resolver?: { servers?: string[]; dnssec?: boolean };
+  delivery?: { retry?: Dur[]; max_lifetime?: Dur; concurrency?: number; connect_timeout?: Dur; greeting_timeout?: Dur; dsn?: boolean; pipeline_transactions?: boolean; mx_address_limit?: number; mx_session_limit?: number; tls_policy?: string; tls_ca_file?: string };
   proxies?: { secret_file?: string; servers: { name: string; address: string; fingerprint?: string; ca_file?: string; sending_ips: string[] }[] };
   tls_policies?: { domain: string; policy: string }[];
   mta_sts?: RawMtaSts;
@@ -256,7 +256,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
     defaultPool: raw.default_pool,
     routing: (raw.routing ?? []).map((r) => ({ senderDomain: r.sender_domain.toLowerCase(), pool: r.pool, vmta: r.vmta })),
     routes: (raw.routes ?? []).map((r) => ({ domain: r.domain.toLowerCase(), host: r.host, port: r.port ?? 25 })),
-    resolver: { servers: raw.resolver?.servers ?? [] },
+    resolver: normaliseResolver(raw.resolver, report),
     delivery: {
       retryMs: (raw.delivery?.retry ?? ['1m', '5m', '15m', '30m', '1h', '2h', '4h']).map((d, i) =>
         dur(d, 60_000, ['delivery', 'retry', i]),
@@ -270,6 +270,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       mxAddressLimit: raw.delivery?.mx_address_limit ?? 5,
       mxSessionLimit: raw.delivery?.mx_session_limit ?? 2,
       tlsPolicy: canonicalPolicy(raw.delivery?.tls_policy ?? 'auto'),
+      tlsCaFile: raw.delivery?.tls_ca_file,
     },
     proxies: raw.proxies && {
       secretFile: raw.proxies.secret_file,

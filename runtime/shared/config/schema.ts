@@ -5,7 +5,7 @@
 import { drainSchema } from './drain';
 import { mirrorSchema } from './mirror';
 import { eventsSchema, inboundSchema } from './events';
-import { mtaStsSchema, tlsPoliciesSchema, tlsPolicyField, tlsRptSchema } from './tls';
+import { mtaStsSchema, resolverDnssecField, tlsCaFileField, tlsPoliciesSchema, tlsPolicyField, tlsRptSchema } from './tls';
 
 const duration = { type: ['string', 'integer'], description: 'e.g. 250ms, 30s, 5m, 2h, 4d' };
 const size = { type: ['string', 'integer'], description: 'e.g. 512KB, 25MB' };
@@ -166,7 +166,7 @@ export const configSchema = {
     resolver: {
       type: 'object',
       additionalProperties: false,
-      properties: { servers: { type: 'array', items: { type: 'string' } } },
+      properties: { servers: { type: 'array', items: { type: 'string' } }, dnssec: resolverDnssecField },
     },
     delivery: {
       type: 'object',
@@ -189,6 +189,7 @@ export const configSchema = {
           description: "sessions (greeting and EHLO done) one delivery opens at most, moving to the next MX after one that ended early (Postfix's smtp_mx_session_limit: 2); 0: no limit",
         },
         tls_policy: tlsPolicyField,
+        tls_ca_file: tlsCaFileField,
       },
     },
     events: eventsSchema,

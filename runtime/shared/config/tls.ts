@@ -25,6 +25,17 @@ const policyEnum = { enum: [...TLS_POLICY_NAMES, ...Object.keys(TLS_POLICY_ALIAS
 
 export const tlsPolicyField = { ...policyEnum, description: 'default TLS policy for every destination (auto: dane, else mta-sts, else may)' };
 
+export const tlsCaFileField = {
+  type: 'string',
+  minLength: 1,
+  description: "PEM CAs trusted for MX certificates (verify, mta-sts) in addition to Node's store (Postfix's smtp_tls_CAfile); read at start",
+};
+
+export const resolverDnssecField = {
+  type: 'boolean',
+  description: "the resolver.servers validate DNSSEC and are trusted (loopback or a trusted link): their AD bit enables DANE; default false",
+};
+
 export const tlsPoliciesSchema = {
   type: 'array',
   description: 'per-domain TLS policy; every other domain gets delivery.tls_policy',
@@ -103,6 +114,18 @@ export function canonicalPolicy(name: string): TlsPolicyName {
 
 export function normaliseTlsPolicies(raw: { domain: string; policy: string }[] | undefined): TlsDomainPolicy[] {
   return (raw ?? []).map((t) => ({ domain: t.domain.toLowerCase(), policy: canonicalPolicy(t.policy) }));
+}
+
+/**
+ * resolver.dnssec: DANE trusts the resolver's AD bit, so it must be a
+ * validating resolver the MTA asks directly; the system's (no servers listed)
+ * is not one the config can vouch for.
+ */
+export function normaliseResolver(raw: { servers?: string[]; dnssec?: boolean } | undefined, report: Report): { servers: string[]; dnssec: boolean } {
+  const servers = raw?.servers ?? [];
+  const dnssec = raw?.dnssec ?? false;
+  if (dnssec && servers.length === 0) report(['resolver', 'dnssec'], 'needs resolver.servers: the validating resolver whose AD bit DANE trusts');
+  return { servers, dnssec };
 }
 
 export function normaliseMtaSts(raw: RawMtaSts | undefined, report: Report): MtaStsConfig {

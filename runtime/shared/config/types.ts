@@ -82,6 +82,8 @@ export interface DeliveryConfig {
   mxSessionLimit: number;
   /** The TLS policy of every destination `tls_policies` does not name (old names already mapped). */
   tlsPolicy: TlsPolicyName;
+  /** PEM CAs added to Node's store for MX certificates (verify, mta-sts); read at start. */
+  tlsCaFile?: string;
 }
 
 export type BounceCategoryName = 'bad-mailbox' | 'bad-domain' | 'policy' | 'quota' | 'inactive' | 'routing' | 'protocol' | 'content' | 'other';
@@ -169,7 +171,8 @@ export interface VolleyConfig {
   defaultPool?: string;
   routing: { senderDomain: string; pool?: string; vmta?: string }[];
   routes: RouteConfig[];
-  resolver: { servers: string[] };
+  /** dnssec: the servers validate DNSSEC and their AD bit is trusted (DANE). */
+  resolver: { servers: string[]; dnssec: boolean };
   delivery: DeliveryConfig;
   events: EventsConfig;
   /** The listener for DSNs and ARF reports; none when absent. */

@@ -46,6 +46,8 @@
  *                                name, sending_ips: [..], keepalive? }
  *        keepalive: true: this proxy answers pings at once and beacons
  *        (KEEP-ALIVE below).
+ *        pipelining: true: this proxy takes a transaction before it has
+ *        answered the previous one (PIPELINING below).
  *        The MTA checks the proof the same way and closes on a mismatch, so
  *        it never hands mail to a proxy that does not hold the secret.
  *        Both proofs cover both nonces; each side's label differs, so one
@@ -54,7 +56,8 @@
  *   its allow list, if the handshake is not done within its timeout, or on
  *   any frame out of order.
  *
- * DELIVERY (after welcome; one request at a time, answers in order)
+ * DELIVERY (after welcome; one request at a time, answers in order, except
+ * for transactions pipelined as PIPELINING below allows)
  *   connect      MTA -> proxy { t, sending_ip, mx: { host, ip, port }, helo,
  *                               tls: TlsRequirement { mode, policy, names?,
                                tlsa?, testing? } (smtp/connector.ts; the
@@ -81,8 +84,11 @@
  *     (not dot-stuffed; the proxy does that). Only while connected.
  *   result       proxy -> MTA { t, recipients: [{ rcpt, reply, outcome }],
  *                               envelope_ms, data_ms, usable }
- *   transaction_failed proxy -> MTA { t, message, usable: false }
+ *   transaction_failed proxy -> MTA { t, message, usable: false, proxy_link? }
  *     The MX connection broke mid-transaction; the proxy has dropped it.
+ *     proxy_link: true: the transaction never reached the MX because of the
+ *     proxy itself (stopping, or a reload no longer admits the link): the
+ *     MTA retries it as it retries a lost link.
  *   release      MTA -> proxy { t, reuse: bool }
  *     Ends the MTA's use of the session; no answer. With reuse and a usable
  *     session under max_transactions_per_session, the proxy keeps it idle
@@ -90,6 +96,23 @@
  *     The same MTA connection may then send connect again: connections are
  *     reused across deliveries.
  *   ping / pong  either way, any time after welcome: keep-alive (below).
+ *
+ * PIPELINING (RFC 2920 across transactions, carried over the link)
+ *   A proxy whose welcome says pipelining: true takes the next transaction
+ *   frame of a session before it has sent the previous one's answer, and
+ *   the MTA sends one when the session's MX offered PIPELINING (in
+ *   connected.session.capabilities). The proxy writes the next envelope to
+ *   the MX right behind the current body, so a backlog costs one MX round
+ *   trip a message instead of two. Every transaction frame still gets exactly
+ *   one answer (result or transaction_failed), in the order sent. One that
+ *   follows a transaction which lost the MX session (or arrives while the
+ *   proxy stops, or after a reload stopped admitting the link) is answered
+ *   transaction_failed without reaching the MX. The MTA keeps at most two
+ *   transactions unanswered behind the one awaiting its final reply, and
+ *   sends release only once every transaction is answered. An MTA of an
+ *   earlier release never pipelines; a proxy of an earlier release does not
+ *   announce it and is sent one transaction at a time (it would take a
+ *   second frame after a lost session for a protocol error).
  *   error        proxy -> MTA { t, code, message }: a request the proxy could
  *     not take (e.g. transaction without a session); the proxy then closes.
  *

@@ -128,7 +128,7 @@ export interface HelloInfo {
  * bytes), and the proxy proves back with the one the MTA proved, the only one
  * that MTA is sure to hold.
  */
-export async function serverHandshake(channel: FrameChannel, secrets: Buffer | readonly Buffer[], options: { timeoutMs: number; name: string; sendingIps: string[]; channels?: readonly string[]; keepalive?: boolean }): Promise<HelloInfo> {
+export async function serverHandshake(channel: FrameChannel, secrets: Buffer | readonly Buffer[], options: { timeoutMs: number; name: string; sendingIps: string[]; channels?: readonly string[]; keepalive?: boolean; pipelining?: boolean }): Promise<HelloInfo> {
   const deadline = Date.now() + options.timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
   const hello = await expect(channel, 'hello', left());
@@ -156,7 +156,7 @@ export async function serverHandshake(channel: FrameChannel, secrets: Buffer | r
     throw new AuthError('bad-proof', 'the MTA\'s proof does not match: wrong secret, or a handshake replayed from another connection');
   }
   const secret = keys[secretIndex];
-  channel.send({ t: 'welcome', proof: proof(secret, 'proxy', binding, mtaNonce, proxyNonce).toString('base64'), name: options.name, sending_ips: options.sendingIps, ...(options.keepalive ? { keepalive: true } : {}) });
+  channel.send({ t: 'welcome', proof: proof(secret, 'proxy', binding, mtaNonce, proxyNonce).toString('base64'), name: options.name, sending_ips: options.sendingIps, ...(options.keepalive ? { keepalive: true } : {}), ...(options.pipelining ? { pipelining: true } : {}) });
   channel.maxFrame = DEFAULT_MAX_FRAME;
   const pingMs = hello.header.ping_ms;
   return {
@@ -173,6 +173,12 @@ export interface Welcome {
   sendingIps: string[];
   /** The proxy answers pings at once and beacons (heartbeat.ts): the MTA may take its silence for death on any link. */
   keepalive?: boolean;
+  /**
+   * The proxy takes a delivery link's next transaction before it has answered
+   * the previous one (codec.ts, PIPELINING): without it (an earlier proxy) the
+   * MTA sends one transaction at a time.
+   */
+  pipelining?: boolean;
 }
 
 /** The MTA's half: proves itself, then checks the proxy's proof. */
@@ -202,5 +208,5 @@ export async function clientHandshake(channel: FrameChannel, secret: Buffer, opt
   }
   channel.maxFrame = DEFAULT_MAX_FRAME;
   const ips = Array.isArray(welcome.header.sending_ips) ? welcome.header.sending_ips.filter((x): x is string => typeof x === 'string') : [];
-  return { name: typeof welcome.header.name === 'string' ? welcome.header.name : '', sendingIps: ips, ...(welcome.header.keepalive === true ? { keepalive: true } : {}) };
+  return { name: typeof welcome.header.name === 'string' ? welcome.header.name : '', sendingIps: ips, ...(welcome.header.keepalive === true ? { keepalive: true } : {}), ...(welcome.header.pipelining === true ? { pipelining: true } : {}) };
 }

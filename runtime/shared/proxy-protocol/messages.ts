@@ -61,6 +61,8 @@ export interface TransactionFailed {
   t: 'transaction_failed';
   message: string;
   usable: false;
+  /** The proxy, not the MX, is why (it is stopping, or no longer admits the link): never sent, to be retried soon through any proxy. */
+  proxy_link?: true;
 }
 
 export interface Release {

@@ -1,5 +1,5 @@
 import { connect as netConnect, type Socket } from 'node:net';
-import { checkServerIdentity, connect as tlsConnect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
+import { checkServerIdentity, connect as tlsConnect, type DetailedPeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { ConnectError, type ConnectFailure, type OutboundSession, type RecipientResult, type SendOptions, type SessionInfo, type SessionTls, type Source, type Target, type TlsaRecord, type TlsOutcome, type TlsRequirement, type TransactionResult } from './connector';
 import { daneVerify, usableTlsa } from './dane';
 import { endSocket } from '../end-socket';
@@ -49,6 +49,8 @@ export interface OpenOptions {
   reconnect?: () => Promise<Socket>;
   /** The CAs a `verify` session trusts instead of node's store (tests, private PKI). */
   ca?: string | Buffer | (string | Buffer)[];
+  /** The trust store a `verify` session checks against, built once (mx-trust.ts); wins over `ca`. */
+  secureContext?: SecureContext;
 }
 
 /** A lenient requirement's handshake failed: open() catches it and retries the MX in clear. */
@@ -235,7 +237,7 @@ export class SmtpClientSession implements OutboundSession {
         // Never rejected by node itself: whether the chain must verify is the
         // requirement's call (may and encrypt do not verify, RFC 7435), checked
         // after the handshake, before a single command is sent inside it.
-        const s = tlsConnect({ socket: plain, servername, rejectUnauthorized: false, ...(options.ca ? { ca: options.ca } : {}) }, () => {
+        const s = tlsConnect({ socket: plain, servername, rejectUnauthorized: false, ...(options.secureContext ? { secureContext: options.secureContext } : options.ca ? { ca: options.ca } : {}) }, () => {
           clearTimeout(timer);
           resolve(s);
         });

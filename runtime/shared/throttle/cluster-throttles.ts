@@ -34,6 +34,16 @@ interface KeyState {
   sent: HourWindow;
 }
 
+/**
+ * The MTA node a control connection belongs to. The proxy names each
+ * connection `<name the MTA sent>#<n>`, and an MTA worker sends
+ * `<node id>/w<worker>` (runtime/mta/worker.ts): the workers of one node are
+ * one MTA to the merge. Any other name is its own MTA.
+ */
+export function nodeOf(mta: string): string {
+  return /^(.+)\/w\d+#\d+$/.exec(mta)?.[1] ?? mta;
+}
+
 export class ClusterThrottles {
   private readonly keys = new Map<string, KeyState>();
   /** The keys each MTA touched, so forgetting it is cheap. */
@@ -57,7 +67,11 @@ export class ClusterThrottles {
   limitsFor(key: string): ClusterLimits | undefined {
     const s = this.keys.get(key);
     if (!s || s.limits.size === 0) return undefined;
-    const all = [...s.limits.values()];
+    // One value per MTA node: its workers each keep a control connection and
+    // register the same limits, and under `sum` each would add the node's share again.
+    const byNode = new Map<string, ClusterLimits>();
+    for (const [mta, l] of s.limits) byNode.set(nodeOf(mta), l);
+    const all = [...byNode.values()];
     const conns = all.map((l) => l.maxConnections);
     const hourly = all.map((l) => l.maxMessagesPerHour);
     return { maxConnections: this.combine(conns), maxMessagesPerHour: hourly.some((h) => h === null) ? null : this.combine(hourly as number[]) };

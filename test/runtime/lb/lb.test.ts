@@ -330,3 +330,65 @@ test('a real SMTP server behind the lb: STARTTLS passes end to end and the PROXY
     await new Promise<void>((r) => server.close(() => r()));
   }
 });
+
+test('apply (a reload): new backends take new sessions, backends still listed keep their counters; changing the listeners is refused', async () => {
+  const [a, b] = [await mta('mta-a'), await mta('mta-b')];
+  const { lb: l, port } = await lb([a.port]);
+  expect((await session(port)).name).toBe('mta-a');
+  const options = resolveOptions({ listeners: [{ listen: '127.0.0.1:1=smtp', backends: [`127.0.0.1:${b.port}`, `127.0.0.1:${a.port}`] }], admin: '127.0.0.1:1', healthInterval: '60s' });
+  options.listeners[0].port = 0;
+  options.listeners[0].name = 'front';
+  options.admin!.port = 0;
+  l.apply(options);
+  expect(backendsOf(l).map((x) => [x.address, x.served])).toEqual([
+    [`127.0.0.1:${b.port}`, 0],
+    [`127.0.0.1:${a.port}`, 1],
+  ]);
+  // Least connections with a tie: both new sessions land, one on each.
+  const names = [(await session(port)).name, (await session(port)).name].sort();
+  expect(names).toEqual(['mta-a', 'mta-b']);
+  const moved = { ...options, listeners: [{ ...options.listeners[0], port: 2 }] };
+  expect(() => l.apply(moved)).toThrow(expect.objectContaining({ code: 'EBADCONFIG', message: expect.stringMatching(/listeners changed/) }));
+});
+
+test('SMTP: once the MTA has closed (after its 221), the lb closes the session on both sides at once, without waiting for the client to close its own', async () => {
+  // A client that quits without reading the 221 (Postfix's default) resets
+  // the connection; an lb that half-closed it and reads on turns that reset
+  // into an error object per message. This client never closes its side:
+  // the session must end all the same.
+  const a = await mta('mta-a');
+  const { lb: l, port } = await lb([a.port]);
+  const c = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  let text = '';
+  let ended = false;
+  c.on('data', (d: Buffer) => (text += d.toString()));
+  c.on('end', () => (ended = true));
+  c.on('error', () => undefined);
+  await waitUntil(() => text.includes('220 '), 5_000, () => text);
+  c.write('QUIT\r\n');
+  await waitUntil(() => ended, 5_000, () => text);
+  expect(text).toMatch(/221 2\.0\.0 mta-a bye/);
+  await waitUntil(() => l.status().active === 0 && a.open === 0, 5_000, () => `lb sessions ${l.status().active}, MTA connections ${a.open}`);
+  expect(c.destroyed).toBe(false);
+  c.destroy();
+});
+
+test('a session with no byte either way for the idle timeout is closed by the sweep; one moving bytes is not', async () => {
+  const a = await mta('mta-a');
+  const { lb: l, port } = await lb([a.port], { idleTimeout: '400ms' });
+  const quiet = await SmtpDialog.open(port);
+  expect((await quiet.reply()).code).toBe(220);
+  const busy = await SmtpDialog.open(port);
+  expect((await busy.reply()).code).toBe(220);
+  // NOOPs keep `busy` moving until `quiet` has been closed for being idle.
+  let moving = true;
+  const keepBusy = (async () => {
+    while (moving) expect((await busy.command('NOOP')).code).toBe(250);
+  })();
+  await waitUntil(() => quiet.closed, 10_000, () => `active sessions ${l.status().active}`);
+  moving = false;
+  await keepBusy;
+  expect(busy.closed).toBe(false);
+  expect(l.status().active).toBe(1);
+  await busy.quit();
+});

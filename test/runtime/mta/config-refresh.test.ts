@@ -85,6 +85,15 @@ test('a refresh whose VERP key cannot be used is rejected, naming the file, and 
   expect(await refresh()).toMatchObject({ code: 0 });
 });
 
+test('a refresh whose delivery.tls_ca_file cannot be read is rejected, naming the file, and the running config stays', async () => {
+  const ca = join(dir, 'mx-ca.pem');
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'], users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}` }).replace('delivery:\n', `delivery:\n  tls_ca_file: ${ca}\n`));
+  const r = await refresh();
+  expect(r.code).toBe(1);
+  expect(r.out).toContain(`delivery.tls_ca_file: cannot read ${ca}`);
+  expect((await fetch(`${mta.adminUrl}/readyz`)).status).toBe(200);
+});
+
 test('SIGHUP refreshes too', async () => {
   writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'] })); // bob removed again
   mta.proc.kill('SIGHUP');

@@ -1,7 +1,7 @@
 // The MTA's primary process: what it gives the workers it (re)starts.
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeTestConfig } from '../../helpers/config';
+import { deliveryConfigYaml, writeTestConfig } from '../../helpers/config';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
@@ -44,4 +44,19 @@ test('a worker restarted while the config file is broken runs the config the pri
     expect((await s.transaction('a@example.test', ['b@example.test'], message(`after restart ${i}`))).code).toBe(250);
     await s.quit();
   }
+});
+
+test('a delivery.tls_ca_file that cannot be read stops the start with ETLSCAFILE, before any worker (no crash loop)', async () => {
+  const caDir = join(dir, 'bad-ca');
+  mkdirSync(caDir);
+  const configPath = join(caDir, 'volley.yaml');
+  writeFileSync(configPath, deliveryConfigYaml(`delivery: { tls_ca_file: ${join(caDir, 'missing.pem')} }\n`));
+  const err = await startMta({ configPath, persistentPath: join(caDir, 'pp'), workers: 1 }).then(
+    (m) => ((mta = m), undefined),
+    (e: unknown) => e as Error,
+  );
+  expect(err?.message).toMatch(/^mta exited 1:/);
+  expect(err?.message).toContain(`delivery.tls_ca_file: cannot read ${join(caDir, 'missing.pem')}`);
+  expect(err?.message).toContain('ETLSCAFILE');
+  expect(err?.message).not.toMatch(/worker died/);
 });

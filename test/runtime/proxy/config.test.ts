@@ -59,3 +59,9 @@ log_level: loud
     expect(message).toContain(`p.yaml: ${field}`);
   }
 });
+
+test('mx_tls_ca_file: absent by default (Node store only), relative to the file when given', () => {
+  expect(parseProxyConfig(good, '/etc/volley/proxy.yaml').mxTlsCaFile).toBeUndefined();
+  expect(parseProxyConfig(`${good}mx_tls_ca_file: mx-ca.pem\n`, '/etc/volley/proxy.yaml').mxTlsCaFile).toBe('/etc/volley/mx-ca.pem');
+  expect(() => parseProxyConfig(`${good}mx_tls_ca_file: ""\n`, '/etc/volley/proxy.yaml')).toThrow(/mx_tls_ca_file: a file path is required/);
+});

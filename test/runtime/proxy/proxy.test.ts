@@ -2,9 +2,11 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { ProxyConnector, type ProxyConnectorOptions, type ProxyEndpoint } from '../../../runtime/mta/delivery/connect/proxy-connector';
 import type { ProxyServer } from '../../../runtime/proxy/server';
 import { ConnectError, type Source, type TlsRequirement } from '../../../runtime/shared/smtp/connector';
+import { mxTrust } from '../../../runtime/shared/smtp/mx-trust';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { ScriptedMx } from '../../helpers/scripted-mx';
+import { createTestCa } from '../../helpers/test-ca';
 import { startTlsMx } from '../../helpers/starttls-mx';
 import { tempDir } from '../../helpers/tmp';
 
@@ -309,5 +311,26 @@ test('through the proxy, STARTTLS refused under encrypt fails with the TLS outco
     await settle(a.server);
     await refusing.close();
     await broken.close();
+  }
+});
+
+test('a verify session through the proxy checks the MX certificate against the proxy\'s mx_tls_ca_file trust (mxTrust), and fails as not trusted without it', async () => {
+  const ca = createTestCa(dir, 'MX CA');
+  const tlsMx = new ScriptedMx({ tls: ca.issue(['mx.trust.test']) });
+  await tlsMx.listen();
+  const c = await startProxy({ name: 'proxy-c', tls, secret, sendingIps: ['127.0.0.6'], logger: captureLogger().logger, mxTrust: { file: ca.caFile, context: mxTrust(ca.caFile, 'mx_tls_ca_file') } });
+  try {
+    const endpointC = { host: '127.0.0.1', port: c.port, fingerprint: tls.fingerprint, name: 'c' };
+    const t = { host: 'mx.trust.test', ip: '127.0.0.1', port: tlsMx.port };
+    const verify: TlsRequirement = { mode: 'verify', policy: 'verify', names: ['mx.trust.test'] };
+    const untrusting = await connector().open(t, source('127.0.0.2'), verify).catch((e: unknown) => e);
+    expect(untrusting).toMatchObject({ kind: 'tls-required', tls: { policy: 'verify', verified: false, failure: 'certificate-not-trusted' } });
+    const s = await connector({ proxies: { '127.0.0.6': [endpointC] } }).open(t, source('127.0.0.6'), verify);
+    expect(s.info.tls).toMatchObject({ policy: 'verify', verified: true });
+    s.close();
+  } finally {
+    await settle(a.server);
+    await c.server.stop();
+    await tlsMx.close();
   }
 });

@@ -5,11 +5,11 @@ import { RFC5321_CLIENT_TIMEOUTS, SmtpClientSession, type ClientTimeouts, type O
 export class DirectConnector implements Connector {
   constructor(
     private readonly timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS,
-    /** CAs for `verify` sessions instead of node's store (OpenOptions.ca). */
-    private readonly ca?: OpenOptions['ca'],
+    /** The trust store of `verify` sessions (delivery.tls_ca_file, mx-trust.ts); node's store when absent. */
+    private readonly trust?: OpenOptions['secureContext'],
   ) {}
 
   open(target: Target, source: Source, tls: TlsRequirement): Promise<OutboundSession> {
-    return SmtpClientSession.open(target, source, tls, this.timeouts, this.ca ? { ca: this.ca } : {});
+    return SmtpClientSession.open(target, source, tls, this.timeouts, this.trust ? { secureContext: this.trust } : {});
   }
 }

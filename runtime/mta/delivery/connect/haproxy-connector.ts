@@ -76,8 +76,8 @@ export class HaproxyConnector implements Connector {
   constructor(
     frontends: HaproxyFrontend[],
     private readonly timeouts: ClientTimeouts = RFC5321_CLIENT_TIMEOUTS,
-    /** CAs for `verify` sessions instead of node's store (OpenOptions.ca). */
-    private readonly ca?: OpenOptions['ca'],
+    /** The trust store of `verify` sessions (delivery.tls_ca_file, mx-trust.ts); node's store when absent. */
+    private readonly trust?: OpenOptions['secureContext'],
   ) {
     for (const f of frontends) this.bySendingIp.set(f.sendingIp, f);
   }
@@ -111,7 +111,7 @@ export class HaproxyConnector implements Connector {
       localIp: source.ip,
       startedAt: started,
       reconnect: dial,
-      ca: this.ca,
+      secureContext: this.trust,
     });
   }
 

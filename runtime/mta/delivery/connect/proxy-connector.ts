@@ -1,12 +1,12 @@
 import type { Logger } from '../../../shared/log';
 import { VolleyError } from '../../../shared/errors';
-import { LINK_PING_MS, ProtocolError, dialProxy, endpointName, ProxyLinkError, type Frame, type FrameChannel, type ProxyEndpoint } from '../../../shared/proxy-protocol';
+import { LINK_PING_MS, ProtocolError, dialProxy, endpointName, ProxyLinkError, type Frame, type FrameChannel, type ProxyEndpoint } from '../../../shared/proxy-protocol/index';
 import { CONNECT_FAILURES, type ConnectRequest, type WireSession } from '../../../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, type ClientTimeouts } from '../../../shared/smtp/client';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type SessionInfo, type Source, type Target, type TlsOutcome, type TlsRequirement, type TransactionResult } from '../../../shared/smtp/connector';
+import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type SendOptions, type SessionInfo, type Source, type Target, type TlsOutcome, type TlsRequirement, type TransactionResult } from '../../../shared/smtp/connector';
 import type { SmtpReply } from '../../../shared/smtp/reply';
 
-export type { ProxyEndpoint } from '../../../shared/proxy-protocol';
+export type { ProxyEndpoint } from '../../../shared/proxy-protocol/index';
 
 /**
  * Options of the MTA's connector to the proxy tier.
@@ -44,6 +44,8 @@ export interface ProxyConnectorOptions {
 interface Link {
   channel: FrameChannel;
   proxy: string;
+  /** The proxy's welcome said it takes a transaction before answering the previous one (codec.ts, PIPELINING). */
+  pipelining: boolean;
   idleTimer?: NodeJS.Timeout;
 }
 
@@ -178,6 +180,7 @@ export class ProxyConnector implements Connector {
     return 2 * (t.connectMs + t.greetingMs) + 4 * t.commandMs + t.tlsMs + this.link.marginMs;
   }
 
+  /** How long a transaction's answer may take once sent: its MX exchanges and the link's margin. */
   transactionBudget(recipients: number): number {
     const t = this.timeouts;
     return (recipients + 2) * t.commandMs + t.dataInitMs + t.finalDotMs + this.link.marginMs;
@@ -207,7 +210,7 @@ export class ProxyConnector implements Connector {
         this.dropIdle(proxy, reason);
       });
       this.options.logger.debug({ proxy, proxy_name: welcome.name }, 'proxy connector: link authenticated');
-      return { link: { channel, proxy }, fresh: true };
+      return { link: { channel, proxy, pipelining: welcome.pipelining === true }, fresh: true };
     } catch (err) {
       if (err instanceof ProxyLinkError) {
         const level = err.stage === 'auth' ? 'error' : 'warn';
@@ -286,11 +289,20 @@ function sessionInfo(w: WireSession, proxy: string, source: Source, connectMs: n
   };
 }
 
+/**
+ * Transactions a session keeps unanswered ahead of the one being sent before
+ * the engine may send another: the one awaiting its final reply, and the one
+ * whose envelope the proxy writes right behind that body. One more would only
+ * queue at the proxy (and be deferred with the rest if the link broke).
+ */
+const PIPELINE_AHEAD = 1;
+
 /** An MX session held by a proxy, driven over one link. */
 class ProxySession implements OutboundSession {
   usable = true;
-  private busy = false;
   private done = false;
+  /** Each transaction sent and not yet answered, oldest first: settles (never rejects) with its answer. */
+  private readonly unanswered: Promise<void>[] = [];
 
   constructor(
     private readonly connector: ProxyConnector,
@@ -301,20 +313,44 @@ class ProxySession implements OutboundSession {
     readonly capabilities: string[],
   ) {}
 
-  async send(from: string, to: string[], message: Buffer): Promise<TransactionResult> {
+  /**
+   * RFC 2920 across transactions, as on the direct path: the proxy takes the
+   * next transaction before answering this one, and its MX pipelines, so
+   * the next envelope leaves with this body.
+   */
+  get pipelined(): boolean {
+    return this.link.pipelining && this.capabilities.includes('PIPELINING');
+  }
+
+  async send(from: string, to: string[], message: Buffer, options: SendOptions = {}): Promise<TransactionResult> {
     if (!this.usable || this.done) throw new Error('session is no longer usable');
-    if (this.busy) throw new Error('one transaction at a time');
-    this.busy = true;
+    const ahead = this.unanswered.slice();
+    if (ahead.length > 0 && !this.pipelined) throw new Error('one transaction at a time');
     const proxy = this.link.proxy;
+    let answered!: () => void;
+    const settled = new Promise<void>((resolve) => (answered = resolve));
+    this.unanswered.push(settled);
     try {
       this.link.channel.send({ t: 'transaction', from, to }, message);
-      const answer = await this.link.channel.next(this.connector.transactionBudget(to.length));
+      // Asked for now, so answers are matched in the order the frames left;
+      // those ahead are answered first, within their own budgets.
+      const next = this.link.channel.next(this.connector.transactionBudget(to.length) * (ahead.length + 1));
+      if (options.onBodySent && this.pipelined) {
+        // The body is the proxy's from here; the engine's next send() goes
+        // once at most PIPELINE_AHEAD transactions before this one remain unanswered.
+        const wait = ahead.length > PIPELINE_AHEAD ? ahead[ahead.length - 1 - PIPELINE_AHEAD] : undefined;
+        if (wait) void wait.then(options.onBodySent);
+        else options.onBodySent();
+      }
+      const answer = await next;
       const h = answer.header;
       if (h.t === 'result') {
-        this.usable = h.usable !== false;
+        if (h.usable === false) this.usable = false;
         return { recipients: h.recipients as RecipientResult[], envelopeMs: Number(h.envelope_ms) || 0, dataMs: Number(h.data_ms) || 0 };
       }
       this.usable = false;
+      // Refused by the proxy itself (stopping, a revoked link): retried soon, as a lost link is, not after delivery.retry.
+      if (h.t === 'transaction_failed' && h.proxy_link === true) throw new VolleyError(PROXY_LINK_CODE, `via proxy ${proxy}: ${String(h.message)}`);
       if (h.t === 'transaction_failed') throw new Error(`via proxy ${proxy}: ${String(h.message)}`);
       throw new ProtocolError(`proxy ${proxy}: unexpected answer ${JSON.stringify(h.t).slice(0, 40)} to a transaction`);
     } catch (err) {
@@ -323,7 +359,8 @@ class ProxySession implements OutboundSession {
       const code = (err as { code?: string }).code;
       throw err instanceof ProtocolError || code === 'ETIMEDOUT' || code === 'ELINKDEAD' ? new VolleyError(PROXY_LINK_CODE, `proxy ${proxy} link lost: ${(err as Error).message}`) : err;
     } finally {
-      this.busy = false;
+      this.unanswered.splice(this.unanswered.indexOf(settled), 1);
+      answered();
     }
   }
 
@@ -332,7 +369,7 @@ class ProxySession implements OutboundSession {
     this.done = true;
     this.usable = false;
     if (!this.link.channel.open) return;
-    if (this.busy) {
+    if (this.unanswered.length > 0) {
       // Closed mid-transaction: the link's state is unknown, drop it.
       this.link.channel.close();
       return;

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { HaproxyFrontend, ProxiesConfig } from '../../../shared/config/types';
 import { loadSecret } from '../../../shared/proxy-protocol/handshake';
@@ -20,9 +21,10 @@ export class RoutingConnector implements Connector {
   private readonly byIp = new Map<string, ProxyEndpoint[]>();
   private readonly haproxy?: HaproxyConnector;
 
-  constructor(options: { proxies?: ProxiesConfig; haproxy?: { frontends: HaproxyFrontend[] }; timeouts: ClientTimeouts; logger: Logger; name: string }) {
-    this.direct = new DirectConnector(options.timeouts);
-    if (options.haproxy && options.haproxy.frontends.length > 0) this.haproxy = new HaproxyConnector(options.haproxy.frontends, options.timeouts);
+  /** `trust`: the CAs of `verify` sessions opened here (delivery.tls_ca_file); sessions through a proxy use the proxy's own (mx_tls_ca_file). */
+  constructor(options: { proxies?: ProxiesConfig; haproxy?: { frontends: HaproxyFrontend[] }; timeouts: ClientTimeouts; logger: Logger; name: string; trust?: SecureContext }) {
+    this.direct = new DirectConnector(options.timeouts, options.trust);
+    if (options.haproxy && options.haproxy.frontends.length > 0) this.haproxy = new HaproxyConnector(options.haproxy.frontends, options.timeouts, options.trust);
     if (!options.proxies || options.proxies.servers.length === 0) return;
     for (const s of options.proxies.servers) {
       const endpoint: ProxyEndpoint = { host: s.host, port: s.port, name: s.name, fingerprint: s.fingerprint, ca: s.caFile ? readFileSync(s.caFile) : undefined };

@@ -89,6 +89,24 @@ export class Throttles {
     return this.get(key).sent.take(limits.maxMessagesPerHour);
   }
 
+  /**
+   * Counts up to `want` message permits at once for a worker's lease: how
+   * many (0 when the hour's limit is reached), the minute they were counted
+   * in (where unspent ones go back), and how long until the window frees one.
+   */
+  leaseMessages(key: string, limits: Limits, want: number, share = 1): { n: number; minute: number; waitMs: number } {
+    const sent = this.get(key).sent;
+    const max = limits.maxMessagesPerHour;
+    // At most `share` of what the hour has left (at least one), so one worker's lease never leaves the others nothing.
+    const n = max === Infinity ? want : sent.takeUpTo(max, Math.min(want, Math.max(1, Math.floor((max - sent.used) * share))));
+    return { n, minute: HourWindow.minuteOf(this.now()), waitMs: n > 0 ? 0 : sent.waitMs };
+  }
+
+  /** Unspent permits of a lease come back: they no longer count against the hour. */
+  returnMessages(key: string, n: number, minute: number): void {
+    this.state.get(key)?.sent.giveBack(n, minute);
+  }
+
   /** Applies the first backoff rule that matches a temporary failure; returns the pause, if any. */
   onTemporaryFailure(key: string, destination: string, domain: string, reply: SmtpReply): number {
     if (reply.code < 400 || reply.code >= 500) return 0;

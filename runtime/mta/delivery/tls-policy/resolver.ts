@@ -22,6 +22,7 @@ import { DnsTxt } from './dns-txt';
 import { StsCache, type StsLookup } from './sts-cache';
 import { mxMatches } from './sts-policy';
 import { cachedTlsa } from './tlsa-cache';
+import { DnsTlsaLookup } from './tlsa-dns';
 import { noDnssecResolver, type TlsaLookup } from './tlsa-lookup';
 
 /** The policy a session was held to, as TLS-RPT (RFC 8460 4.4) names it. */
@@ -54,7 +55,7 @@ export type MxTls =
 
 export interface ResolverOptions {
   config: VolleyConfig;
-  /** The DNSSEC-validating TLSA lookup; none configured means no DANE. */
+  /** The TLSA lookup (tests); absent: tlsaFor(config), i.e. DNS when resolver.dnssec, else none and no DANE. */
   tlsa?: TlsaLookup;
   logger?: Logger;
   now?: () => number;
@@ -71,17 +72,26 @@ export function stsCacheFile(persistentPath: string, worker: number): string {
   return join(dir, `w${worker}.json`);
 }
 
+/**
+ * The TLSA lookup the config asks for: DNS through resolver.servers when
+ * resolver.dnssec says they validate (their AD bit is then trusted), else
+ * none, so `auto` and `dane` never pick DANE on data nobody validated.
+ */
+export function tlsaFor(config: VolleyConfig): TlsaLookup {
+  return config.resolver.dnssec ? new DnsTlsaLookup({ servers: config.resolver.servers }) : noDnssecResolver;
+}
+
 const FIXED: Readonly<Record<string, TlsRequirement['mode']>> = { verify: 'verify', encrypt: 'encrypt', may: 'may', none: 'none' };
 
 export class TlsPolicyResolver {
   private config: VolleyConfig;
   private perDomain = new Map<string, TlsPolicyName>();
   private sts: StsCache;
-  private readonly tlsa: TlsaLookup;
+  private tlsa: TlsaLookup;
 
   constructor(private readonly options: ResolverOptions) {
     this.config = options.config;
-    this.tlsa = cachedTlsa(options.tlsa ?? noDnssecResolver, options.now);
+    this.tlsa = this.makeTlsa(options.config);
     this.sts = this.makeSts(options.config);
     this.apply(options.config);
   }
@@ -90,7 +100,10 @@ export class TlsPolicyResolver {
     const resolverChanged = JSON.stringify([config.resolver, config.mtaSts]) !== JSON.stringify([this.config.resolver, this.config.mtaSts]);
     this.config = config;
     this.perDomain = new Map(config.tlsPolicies.map((p) => [p.domain, p.policy]));
-    if (resolverChanged) this.sts = this.makeSts(config);
+    if (resolverChanged) {
+      this.sts = this.makeSts(config);
+      this.tlsa = this.makeTlsa(config);
+    }
   }
 
   /** The configured policy of a domain (its own entry, else the default). */
@@ -148,7 +161,14 @@ export class TlsPolicyResolver {
     const usable = answer.records.filter((r) => r.usage === 2 || r.usage === 3);
     // TLSA records exist but none is usable (PKIX usages 0/1 only): mandatory TLS, unauthenticated (RFC 7672 2.2).
     if (usable.length === 0) return { use: true, host, requirement: { mode: 'encrypt', policy: 'dane' }, report };
-    return { use: true, host, requirement: { mode: 'dane', policy: 'dane', names: [host], tlsa: usable }, report };
+    // DANE-TA checks the certificate's names against the TLSA base domain (a CNAME-expanded name) and the MX host (RFC 7672 3.2.2).
+    const base = answer.baseDomain;
+    const names = base && base !== host.toLowerCase() ? [base, host] : [host];
+    return { use: true, host, requirement: { mode: 'dane', policy: 'dane', names, tlsa: usable }, report };
+  }
+
+  private makeTlsa(config: VolleyConfig): TlsaLookup {
+    return cachedTlsa(this.options.tlsa ?? tlsaFor(config), this.options.now);
   }
 
   private makeSts(config: VolleyConfig): StsCache {

@@ -13,6 +13,8 @@ export interface TlsaAnswer {
   records: TlsaRecord[];
   /** Why the answer cannot be used for DANE, for the logs (e.g. no validating resolver). */
   reason?: string;
+  /** Where the records were found when that is not the host itself (a CNAME-expanded name, RFC 7672 2.2.3): DANE-TA accepts a certificate for it too. */
+  baseDomain?: string;
 }
 
 export interface TlsaLookup {

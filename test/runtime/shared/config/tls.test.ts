@@ -48,3 +48,22 @@ test('TLS-RPT enabled needs who we are; sizes and durations are checked', () => 
   expect(ok.tlsRpt).toMatchObject({ enabled: true, organizationName: 'Example ESP', contactInfo: 'tls@esp.example', from: 'rpt@esp.example' });
   expect(ok.mtaSts).toMatchObject({ maxPolicySize: 16_384, caFile: '/etc/volley/ca.pem' });
 });
+
+test('delivery.tls_ca_file: absent by default (Node store only), a path when given', () => {
+  expect(parse('').delivery.tlsCaFile).toBeUndefined();
+  expect(parse('delivery: { tls_ca_file: /etc/volley/mx-ca.pem }\n').delivery.tlsCaFile).toBe('/etc/volley/mx-ca.pem');
+  expect(() => parse('delivery: { tls_ca_file: "" }\n')).toThrow(/delivery\.tls_ca_file/);
+});
+
+test('resolver.dnssec: off by default; on, it needs the validating resolver named in resolver.servers', () => {
+  expect(parse('').resolver).toEqual({ servers: [], dnssec: false });
+  expect(parse('resolver: { servers: ["127.0.0.1:5353"], dnssec: true }\n').resolver).toEqual({ servers: ['127.0.0.1:5353'], dnssec: true });
+  let err: unknown;
+  try {
+    parse('resolver: { dnssec: true }\n');
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(ConfigError);
+  expect((err as ConfigError).issues.map((i) => `${i.field}: ${i.message}`)).toEqual(['resolver.dnssec: needs resolver.servers: the validating resolver whose AD bit DANE trusts']);
+});

@@ -69,8 +69,8 @@ test('the secret must be at least 32 bytes, from a file or the environment', () 
 
 test('handshake: both sides prove the secret, the MTA learns the proxy\'s name and IPs', async () => {
   const { channel, welcome } = await dial(secret);
-  // keepalive: this proxy answers pings at once and beacons (heartbeat.ts).
-  expect(welcome).toEqual({ name: 'proxy-auth', sendingIps: ['127.0.0.2'], keepalive: true });
+  // keepalive: this proxy answers pings at once and beacons (heartbeat.ts); pipelining: it takes a session's next transaction before answering the last (codec.ts).
+  expect(welcome).toEqual({ name: 'proxy-auth', sendingIps: ['127.0.0.2'], keepalive: true, pipelining: true });
   // The link's keep-alive takes pongs off the stream; here the answer itself is looked at.
   channel.swallowPongs = false;
   channel.send({ t: 'ping' });

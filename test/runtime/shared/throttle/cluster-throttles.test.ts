@@ -1,4 +1,4 @@
-import { ClusterThrottles } from '../../../../runtime/shared/throttle/cluster-throttles';
+import { ClusterThrottles, nodeOf } from '../../../../runtime/shared/throttle/cluster-throttles';
 
 const key = '203.0.113.10|gmail';
 const one = { maxConnections: 1, maxMessagesPerHour: null };
@@ -95,4 +95,22 @@ test('a reclaimed permit is granted even over the limit', () => {
   expect(t.tryConnection('c', key, one)).toBe(false);
   t.releaseConnection('b', key);
   expect(t.tryConnection('c', key, one)).toBe(true);
+});
+
+test('the workers of one MTA node are one MTA to the merge: with sum, a node of 4 workers adds its share once', () => {
+  const t = new ClusterThrottles('sum');
+  const five = { maxConnections: 5, maxMessagesPerHour: 50 };
+  // As the proxy names control connections: `<name the MTA sent>#<n>`, an MTA worker sending `<node>/w<i>`.
+  for (const [i, mta] of ['mta-1/w0#1', 'mta-1/w1#2', 'mta-1/w2#3', 'mta-1/w3#4', 'mta-2/w0#5'].entries()) t.register(mta, key, i === 4 ? { maxConnections: 3, maxMessagesPerHour: 30 } : five);
+  expect(t.limitsFor(key)).toEqual({ maxConnections: 8, maxMessagesPerHour: 80 });
+  const avg = new ClusterThrottles('average');
+  for (const mta of ['mta-1/w0#1', 'mta-1/w1#2', 'mta-1/w2#3', 'mta-2/w0#4']) avg.register(mta, key, mta.startsWith('mta-1') ? { maxConnections: 2, maxMessagesPerHour: null } : { maxConnections: 4, maxMessagesPerHour: null });
+  expect(avg.limitsFor(key)?.maxConnections).toBe(3); // the mean of two nodes, not of four connections
+  // Names that are not a worker's stay one MTA per connection.
+  expect([nodeOf('mta#1'), nodeOf('mta#2'), nodeOf('a'), nodeOf('x/w1#7'), nodeOf('x/w#7')]).toEqual(['mta#1', 'mta#2', 'a', 'x', 'x/w#7']);
+  // A node's last worker gone: its share goes with it.
+  for (const mta of ['mta-1/w0#1', 'mta-1/w1#2', 'mta-1/w2#3']) t.forget(mta);
+  expect(t.limitsFor(key)).toEqual({ maxConnections: 8, maxMessagesPerHour: 80 });
+  t.forget('mta-1/w3#4');
+  expect(t.limitsFor(key)).toEqual({ maxConnections: 3, maxMessagesPerHour: 30 });
 });

@@ -2,6 +2,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
+import type { SecureContext } from 'node:tls';
+import pino from 'pino';
 import { Command } from 'commander';
 import { registerHaproxyConfig } from '../../../../../bin/commands/haproxy-config';
 import { haproxyConfig } from '../../../../../runtime/mta/delivery/connect/haproxy-config';
@@ -10,7 +12,10 @@ import { parseProxyHeader } from '../../../../../runtime/shared/proxy-header';
 import { loadConfig } from '../../../../../runtime/shared/config/load';
 import type { VolleyConfig } from '../../../../../runtime/shared/config/types';
 import { RFC5321_CLIENT_TIMEOUTS } from '../../../../../runtime/shared/smtp/client';
-import { ConnectError } from '../../../../../runtime/shared/smtp/connector';
+import { ConnectError, type TlsRequirement } from '../../../../../runtime/shared/smtp/connector';
+import { mxTrust } from '../../../../../runtime/shared/smtp/mx-trust';
+import { RoutingConnector } from '../../../../../runtime/mta/delivery/connect/routing-connector';
+import { createTestCa } from '../../../../helpers/test-ca';
 import { testConfigYaml } from '../../../../helpers/config';
 import { ScriptedMx } from '../../../../helpers/scripted-mx';
 import { startTlsMx } from '../../../../helpers/starttls-mx';
@@ -21,6 +26,7 @@ import { tempDir } from '../../../../helpers/tmp';
 // `volley haproxy-config` generates.
 
 const HAPROXY = '/usr/sbin/haproxy';
+const caDir = tempDir('volley-haproxy-ca-');
 const timeouts = { ...RFC5321_CLIENT_TIMEOUTS, connectMs: 3000, greetingMs: 5000, commandMs: 5000 };
 
 function freePort(): Promise<number> {
@@ -222,6 +228,23 @@ describe('HAProxy mode against a real HAProxy', () => {
     expect((err as ConnectError).reply?.code).toBe(554);
     // The connection did reach the MX from the sending IP.
     expect(rejectingMx.connections).toBe(1);
+  });
+
+  it('a verify session through a frontend trusts delivery.tls_ca_file (the RoutingConnector hands it on), and fails as not trusted without it', async () => {
+    const ca = createTestCa(caDir, 'MX CA');
+    const tlsMx = new ScriptedMx({ tls: ca.issue(['mx.trust.test']) });
+    await tlsMx.listen();
+    try {
+      const routing = (trust?: SecureContext): RoutingConnector => new RoutingConnector({ haproxy: config.haproxy, timeouts, logger: pino({ level: 'silent' }), name: 'test', trust });
+      const t = { host: 'mx.trust.test', ip: '127.0.0.1', port: tlsMx.port };
+      const verify: TlsRequirement = { mode: 'verify', policy: 'verify', names: ['mx.trust.test'] };
+      await expect(routing().open(t, { ip: '127.0.0.2', helo: 'two.test.example' }, verify)).rejects.toMatchObject({ kind: 'tls-required', tls: { verified: false, failure: 'certificate-not-trusted' } });
+      const session = await routing(mxTrust(ca.caFile, 'delivery.tls_ca_file')).open(t, { ip: '127.0.0.2', helo: 'two.test.example' }, verify);
+      expect(session.info).toMatchObject({ via: expect.stringMatching(/^haproxy:/), tls: { policy: 'verify', verified: true } });
+      session.close();
+    } finally {
+      await tlsMx.close();
+    }
   });
 
   it('HAProxy logged nothing alarming', () => {

@@ -16,24 +16,29 @@ import { tempDir } from '../../../../helpers/tmp';
 // from an HTTPS host on 127.0.19.1:443 (certificate from a test CA the config
 // trusts) and delivers to MXes on port 25 of their own loopback addresses.
 // An MX outside an enforced policy is never connected to; in testing it is
-// used, and the failure logged; every session to a domain that publishes
-// _smtp._tls is counted for TLS-RPT.
+// used, and the failure logged. The same for an MX inside the policy whose
+// certificate (from the trusted CA, delivery.tls_ca_file) is issued for another
+// name. Every session to a domain that publishes _smtp._tls is counted for TLS-RPT.
 
 const dir = tempDir();
 const ca = createTestCa(dir);
 const POLICY = '/.well-known/mta-sts.txt';
-const policyHost = new HttpsPeer(ca.issue(['mta-sts.enf.test', 'mta-sts.onlybad.test', 'mta-sts.tst.test']));
+const policyHost = new HttpsPeer(ca.issue(['mta-sts.enf.test', 'mta-sts.onlybad.test', 'mta-sts.tst.test', 'mta-sts.mism.test', 'mta-sts.mismt.test']));
 const outside = new ScriptedMx({ address: '127.0.19.2' }); // never in any policy
 const inside = new ScriptedMx({ address: '127.0.19.3', tls: ca.issue(['mx2.enf.test']) });
+const misnamed = new ScriptedMx({ address: '127.0.19.4', tls: ca.issue(['someone-else.test']) }); // in its policies, but its certificate is not for its name
 let mta: MtaProcess;
 
 beforeAll(async () => {
   await policyHost.listen('127.0.19.1', 443);
   await outside.listen(25);
   await inside.listen(25);
+  await misnamed.listen(25);
   policyHost.answers.set(`mta-sts.enf.test${POLICY}`, { body: 'version: STSv1\nmode: enforce\nmx: mx2.enf.test\nmax_age: 86400\n' });
   policyHost.answers.set(`mta-sts.onlybad.test${POLICY}`, { body: 'version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n' });
   policyHost.answers.set(`mta-sts.tst.test${POLICY}`, { body: 'version: STSv1\nmode: testing\nmx: *.elsewhere.test\nmax_age: 86400\n' });
+  policyHost.answers.set(`mta-sts.mism.test${POLICY}`, { body: 'version: STSv1\nmode: enforce\nmx: mx.mism.test\nmax_age: 86400\n' });
+  policyHost.answers.set(`mta-sts.mismt.test${POLICY}`, { body: 'version: STSv1\nmode: testing\nmx: mx.mismt.test\nmax_age: 86400\n' });
   const dns = await startDnsmasq([
     '--local=/test/',
     ...['enf.test', 'onlybad.test', 'tst.test'].flatMap((d) => [
@@ -50,12 +55,13 @@ beforeAll(async () => {
     rr.host('mx.onlybad.test', '127.0.19.2'),
     rr.mx('tst.test', 'mx.tst.test', 10),
     rr.host('mx.tst.test', '127.0.19.2'),
+    ...['mism.test', 'mismt.test'].flatMap((d) => [rr.txt(`_mta-sts.${d}`, 'v=STSv1; id=1'), rr.host(`mta-sts.${d}`, '127.0.19.1'), rr.mx(d, `mx.${d}`, 10), rr.host(`mx.${d}`, '127.0.19.4')]),
   ]);
   const config = join(dir, 'volley.yaml');
   writeFileSync(
     config,
     deliveryConfigYaml(`resolver: { servers: ["${dns.server}"] }
-delivery: { retry: [1h] }
+delivery: { retry: [1h], tls_ca_file: "${ca.caFile}" }
 mta_sts: { ca_file: "${ca.caFile}" }
 tls_rpt: { enabled: true, organization_name: Volley Test, contact_info: tls-reports@mta.test.example }
 `),
@@ -66,6 +72,7 @@ afterAll(async () => {
   await mta?.stop();
   await outside.close();
   await inside.close();
+  await misnamed.close();
   await policyHost.close();
 });
 
@@ -77,6 +84,9 @@ interface Attempt {
   enhanced_code?: string;
   smtp_text?: string;
   error_kind?: string;
+  tls_policy?: string;
+  tls_verified?: boolean;
+  tls_failure?: string;
 }
 async function finalEvent(id: string): Promise<Attempt> {
   const events = (): Attempt[] => readAttempts<Attempt>(join(dir, 'pp', 'log', 'events')).filter((e) => e.message_id === id);
@@ -110,6 +120,19 @@ test('testing with the MX outside the policy: delivered, and the failure logged'
   const id = await inject(mta.smtpPort, 'a@shop.example', ['user@tst.test'], message('sts'));
   expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'mx.tst.test' });
   expect(logLines()).toContainEqual(expect.objectContaining({ mx_host: 'mx.tst.test', tls_policy: 'mta-sts', tls_failure: 'sts-policy-invalid', testing: true }));
+});
+
+test('enforce with a certificate not valid for the MX name: deferred (tls-required, certificate-host-mismatch) after the handshake, nothing sent', async () => {
+  const id = await inject(mta.smtpPort, 'a@shop.example', ['user@mism.test'], message('sts'));
+  expect(await finalEvent(id)).toMatchObject({ status: 'deferred', error_kind: 'tls-required', tls_policy: 'mta-sts', tls_verified: false, tls_failure: 'certificate-host-mismatch' });
+  expect(misnamed.secured).toBeGreaterThanOrEqual(1); // refused for its certificate, not for want of a session
+  expect(misnamed.messages.filter((m) => m.to.includes('user@mism.test'))).toEqual([]);
+});
+
+test('testing with a certificate not valid for the MX name: delivered over TLS, the failure in the attempt log', async () => {
+  const id = await inject(mta.smtpPort, 'a@shop.example', ['user@mismt.test'], message('sts'));
+  expect(await finalEvent(id)).toMatchObject({ status: 'delivered', mx_host: 'mx.mismt.test', tls_policy: 'mta-sts', tls_verified: false, tls_failure: 'certificate-host-mismatch' });
+  expect(misnamed.messages.filter((m) => m.to.includes('user@mismt.test'))).toHaveLength(1);
 });
 
 test("each session's result is counted per policy domain for TLS-RPT, on disk, for the domains that ask for reports", async () => {

@@ -195,6 +195,12 @@ describe('the ladder', () => {
     expect(r.policyOf('other.test')).toBe('auto');
   });
 
+  test('TLSA found at the CNAME-expanded name: DANE-TA checks the certificate against that base domain and the MX host (RFC 7672 3.2.2)', async () => {
+    const viaCname: TlsaLookup = { lookup: () => Promise.resolve({ secure: true, records: [{ usage: 2, selector: 1, matchingType: 1, data: 'ab'.repeat(32) }], baseDomain: 'mx.hosting.example' }) };
+    const [d] = await resolver('', viaCname).forHosts('auto.test', mx('mx1.auto.test'), 'mx');
+    expect(d).toMatchObject({ use: true, requirement: { mode: 'dane', names: ['mx.hosting.example', 'mx1.auto.test'] } });
+  });
+
   test('mta-sts alone does not look up TLSA; dane alone does not fetch MTA-STS', async () => {
     const asked: string[] = [];
     const tlsa: TlsaLookup = { lookup: (host) => (asked.push(host), secure.lookup(host, 25)) };

@@ -1,0 +1,49 @@
+// `npm run bench:workers`: `mta_cpu_4w_vs_1w` alone, with smaller counts than
+// `npm run bench`, for checking a change to the workers' throttle path
+// without the whole bench. Rounds of the end-to-end load through an MTA with
+// 1 worker and with 4, side by side. Ends with `BENCH {json}`, or
+// `BENCH_PARTIAL {json}`, a `FAILED ...` line and a non-zero exit.
+// BENCH_MESSAGES (timed, default 10,000), BENCH_WARMUP_MESSAGES (10,000),
+// BENCH_ROUNDS (3).
+import { availableParallelism, cpus } from 'node:os';
+import { measureWithWorkers, workersCpuFigures, type WorkersRun } from './workers-cpu';
+
+const LOAD = { messages: Number(process.env.BENCH_MESSAGES ?? 10_000), sessions: 20, sizeBytes: 2048 };
+const WARMUP = Number(process.env.BENCH_WARMUP_MESSAGES ?? 10_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+
+const partial: Record<string, unknown> = {};
+let stage = 'start-up';
+const line = (s: string): boolean => process.stdout.write(`${s}\n`);
+
+async function main(): Promise<void> {
+  line(`Volley MTA workers benchmark on ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}`);
+  line(`load: ${LOAD.messages} timed messages after ${WARMUP} warm-up, ${LOAD.sizeBytes} bytes, ${LOAD.sessions} sessions; ${ROUNDS} rounds of 1 worker and 4`);
+  const one: WorkersRun[] = [];
+  const four: WorkersRun[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    for (const workers of [1, 4]) {
+      stage = `round ${i + 1}: ${workers} worker(s)`;
+      const r = await measureWithWorkers({ ...LOAD, warmupMessages: WARMUP, workers, label: stage });
+      (workers === 1 ? one : four).push(r);
+      line(`  ${stage}: ${r.msgsPerSec} msg/s, MTA CPU ${r.cpuUsPerMsg} us/msg, throttle messages to the primary ${r.throttleIpcPerMsg}/msg`);
+    }
+    Object.assign(partial, workersCpuFigures(one, four).figures);
+  }
+  const { figures, lines } = workersCpuFigures(one, four);
+  for (const l of lines) line(l);
+  line(`BENCH ${JSON.stringify({ cores: availableParallelism(), e2e_timed_messages: LOAD.messages, e2e_warmup_messages: WARMUP, ...figures })}`);
+}
+
+function fail(err: unknown): never {
+  const e = err as { code?: string; message?: string; stack?: string };
+  line(`BENCH_PARTIAL ${JSON.stringify(partial)}`);
+  line(`FAILED at ${stage}: ${e.code ? `[${e.code}] ` : ''}${e.message ?? String(err)}`);
+  process.stderr.write(`bench failed: ${e.stack ?? String(err)}\n`);
+  process.exit(1);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => fail(err),
+);
