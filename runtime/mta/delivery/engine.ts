@@ -19,6 +19,7 @@ import { matches, summarise, type QueueSummary, type Selector } from './schedule
 import type { Router } from './routing/router';
 import { LocalAuthority, type ThrottleAuthority } from './throttle/throttle-authority';
 import { Throttles, type Limits } from './throttle/throttles';
+import { throttleKey, type ThrottleKey } from './throttle/throttle-key';
 import { VmtaPicker } from './routing/vmta-picker';
 import { verpFromConfig, type Verp } from './records/verp';
 import { TlsPolicyResolver } from './tls-policy/resolver';
@@ -438,11 +439,11 @@ export class DeliveryEngine {
     }
   }
 
-  /** A connection permit of `key` came free: the destinations waiting on it may try again. */
-  private released(key: string): void {
+  /** A connection permit of the key `id` came free: the destinations waiting on it may try again. */
+  private released(id: string): void {
     for (const set of [this.destinations.held, this.destinations.runnable]) {
       for (const dest of set) {
-        if (dest.heldOnKey !== key) continue;
+        if (dest.heldOnKey !== id) continue;
         dest.heldOnKey = undefined;
         dest.heldUntil = 0;
         this.destinations.touch(dest);
@@ -454,12 +455,12 @@ export class DeliveryEngine {
     dest.active++;
     this.active++;
     let session: OutboundSession | undefined;
-    let permitKey: string | undefined;
+    let permitKey: ThrottleKey | undefined;
     try {
       const route = await this.options.router.resolve(dest.domain);
       if (route.kind !== 'hosts') return this.failQueued(dest, new NoRoute(route));
       const destination = this.throttles.destinationOf(dest.domain, route.hosts.map((h) => h.host));
-      const key = `${dest.source.vmta ?? dest.source.ip ?? '-'}|${destination}`;
+      const key = throttleKey(dest.source.vmta ?? dest.source.ip ?? '-', destination);
       const haproxy = this.config.haproxy;
       const share = haproxy && dest.source.ip && haproxy.frontends.some((f) => f.sendingIp === dest.source.ip) ? 1 / haproxy.mtas : 1;
       const limits = this.throttles.limitsFor(dest.source.vmta, destination, dest.domain, share);
@@ -471,7 +472,7 @@ export class DeliveryEngine {
       if (!(await this.authority.tryConnection(key, limits))) {
         // The permit may be held by another worker, whose release this worker
         // never sees: ask again shortly, or at once when a local one frees up.
-        dest.heldOnKey = key;
+        dest.heldOnKey = key.id;
         dest.heldUntil = this.now() + 200;
         return;
       }
@@ -482,7 +483,7 @@ export class DeliveryEngine {
         opened = await openSession(this.opener, route, targets, 0, dest.source, dest.domain);
       } catch (err) {
         const failure = new SessionNotOpened(err);
-        const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, failure.reply);
+        const pause = await this.authority.onTemporaryFailure(key, dest.domain, failure.reply);
         if (pause > 0) dest.heldUntil = this.now() + pause;
         // Every MX refused to talk (a 5xx greeting or EHLO included): deferred, see SessionNotOpened.
         return this.failQueued(dest, failure);
@@ -491,7 +492,7 @@ export class DeliveryEngine {
       for (let sessions = 1; ; sessions++) {
         session = opened.session;
         dest.setupMs = average(dest.setupMs, session.info.connectMs);
-        const paused = await this.transactions(dest, session, key, destination, limits);
+        const paused = await this.transactions(dest, session, key, limits);
         // A session the server ended early (a 421, a hang-up) with mail still
         // queued: the rest goes to the next MX address in this delivery, as
         // Postfix does, up to mx_session_limit sessions; past it, or when no
@@ -512,7 +513,7 @@ export class DeliveryEngine {
       session?.close();
       if (permitKey) {
         this.authority.releaseConnection(permitKey);
-        this.released(permitKey);
+        this.released(permitKey.id);
       }
       dest.active--;
       this.active--;
@@ -562,7 +563,7 @@ export class DeliveryEngine {
    * two. Without pipelining, one transaction at a time. True when a
    * throttle or a backoff rule paused the destination.
    */
-  private async transactions(dest: Destination, session: OutboundSession, key: string, destination: string, limits: Limits): Promise<boolean> {
+  private async transactions(dest: Destination, session: OutboundSession, key: ThrottleKey, limits: Limits): Promise<boolean> {
     const overlap = session.pipelined === true && this.config.delivery.pipelineTransactions;
     const outstanding: Promise<void>[] = [];
     let halted = false;
@@ -618,7 +619,7 @@ export class DeliveryEngine {
         const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
           setStalled(--inFlight >= 2);
           const temp = results.find((r) => r.outcome === 'deferred');
-          const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
+          const pause = temp ? await this.authority.onTemporaryFailure(key, dest.domain, temp.reply) : 0;
           if (pause > 0) {
             dest.heldUntil = this.now() + pause;
             halted = true;

@@ -19,10 +19,11 @@ import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil } from '../../helpers/proxy-fixtures';
 import { ScriptedMx } from '../../helpers/scripted-mx';
 import { tempDir } from '../../helpers/tmp';
+import { throttleKey } from '../../../runtime/mta/delivery/throttle/throttle-key';
 
 const dir = tempDir('volley-stopped-proxy-');
 const PING_MS = 100;
-const key = '127.0.0.2|dest.test';
+const key = throttleKey('127.0.0.2', 'dest.test');
 const hourly = { maxConnections: 10, maxMessagesPerHour: 100 };
 const mx = new ScriptedMx();
 let child: ChildProcess | undefined;

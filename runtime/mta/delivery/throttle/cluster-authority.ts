@@ -9,7 +9,7 @@ import type { ThrottleAuthority } from './throttle-authority';
 /**
  * With proxies configured, throttle permits for the sending IPs they hold come
  * from the proxy holding each IP (cluster-wide); everything else, and backoff
- * pauses, from `node`. Throttle keys are "<VMTA name or IP>|<destination>".
+ * pauses, from `node`. A key's source is a VMTA name or a sending IP.
  */
 export function clusterThrottleAuthority(config: VolleyConfig, node: ThrottleAuthority, name: string, logger: Logger): ProxyAuthority | undefined {
   if (!config.proxies || config.proxies.servers.length === 0) return undefined;
@@ -22,10 +22,7 @@ export function clusterThrottleAuthority(config: VolleyConfig, node: ThrottleAut
   }
   const vmtaIp = new Map(config.vmtas.map((v) => [v.name, v.ip]));
   return new ProxyAuthority({
-    proxyFor: (key) => {
-      const source = key.slice(0, key.indexOf('|'));
-      return byIp.get(vmtaIp.get(source) ?? source);
-    },
+    proxyFor: (key) => byIp.get(vmtaIp.get(key.source) ?? key.source),
     fallback: node,
     secret: loadSecret({ file: config.proxies.secretFile, env: 'VOLLEY_PROXY_SECRET' }),
     name,

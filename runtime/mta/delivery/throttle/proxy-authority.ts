@@ -3,14 +3,14 @@ import { dialProxy, endpointName, type FrameChannel, type ProxyEndpoint } from '
 import type { Acquire, ControlLimits, PermitKind } from '../../../shared/proxy-protocol/control-messages';
 import type { SmtpReply } from '../../../shared/smtp/reply';
 import type { ThrottleAuthority } from './throttle-authority';
+import type { ThrottleKey } from './throttle-key';
 import type { Limits } from './throttles';
 
 /**
  * Options of the cluster-wide throttle authority.
  *
- *   proxyFor   the proxy that decides a throttle key (`<vmta or sending
- *              ip>|<destination>`), i.e. the proxy holding the key's sending
- *              IP; undefined: the key is not sent through a proxy, and the
+ *   proxyFor   the proxy that decides a throttle key, i.e. the proxy
+ *              holding the sending IP of the key's source; undefined: the key is not sent through a proxy, and the
  *              fallback decides.
  *   fallback   decides keys with no proxy, and always the backoff pauses.
  *   secret     the proxies' shared secret (>= 32 bytes).
@@ -20,7 +20,7 @@ import type { Limits } from './throttles';
  *              500 ms, to maxMs, default CONTROL_BACKOFF_MAX_MS).
  */
 export interface ProxyAuthorityOptions {
-  proxyFor: (key: string) => ProxyEndpoint | undefined;
+  proxyFor: (key: ThrottleKey) => ProxyEndpoint | undefined;
   fallback: ThrottleAuthority;
   secret: Buffer;
   name?: string;
@@ -249,7 +249,7 @@ export class ProxyAuthority implements ThrottleAuthority {
 
   constructor(private readonly options: ProxyAuthorityOptions) {}
 
-  private linkFor(key: string): ControlLink | undefined {
+  private linkFor(key: ThrottleKey): ControlLink | undefined {
     const endpoint = this.options.proxyFor(key);
     if (!endpoint) return undefined;
     const name = `${endpoint.host}:${endpoint.port}`;
@@ -259,37 +259,37 @@ export class ProxyAuthority implements ThrottleAuthority {
   }
 
   /** Whether the control connection to the proxy deciding `key` is up (undefined: no proxy decides it). */
-  connected(key: string): boolean | undefined {
+  connected(key: ThrottleKey): boolean | undefined {
     return this.linkFor(key)?.up;
   }
 
-  pausedFor(key: string): Promise<number> {
+  pausedFor(key: ThrottleKey): Promise<number> {
     return this.options.fallback.pausedFor(key);
   }
 
-  async tryConnection(key: string, limits: Limits): Promise<boolean> {
+  async tryConnection(key: ThrottleKey, limits: Limits): Promise<boolean> {
     const link = this.linkFor(key);
     if (!link) return this.options.fallback.tryConnection(key, limits);
-    return (await link.acquire('connection', key, wire(limits))).ok;
+    return (await link.acquire('connection', key.id, wire(limits))).ok;
   }
 
-  releaseConnection(key: string): void {
+  releaseConnection(key: ThrottleKey): void {
     const link = this.linkFor(key);
     if (!link) this.options.fallback.releaseConnection(key);
-    else link.release(key);
+    else link.release(key.id);
   }
 
-  async tryMessage(key: string, limits: Limits): Promise<{ ok: true } | { ok: false; waitMs: number }> {
+  async tryMessage(key: ThrottleKey, limits: Limits): Promise<{ ok: true } | { ok: false; waitMs: number }> {
     const link = this.linkFor(key);
     if (!link) return this.options.fallback.tryMessage(key, limits);
     // No hourly cap here: nothing to count (the connection permit still gates delivery).
     if (!Number.isFinite(limits.maxMessagesPerHour)) return { ok: true };
-    const a = await link.acquire('message', key, wire(limits));
+    const a = await link.acquire('message', key.id, wire(limits));
     return a.ok ? { ok: true } : { ok: false, waitMs: a.waitMs ?? NOT_NOW_MIN_MS };
   }
 
-  onTemporaryFailure(key: string, destination: string, domain: string, reply: SmtpReply): Promise<number> {
-    return this.options.fallback.onTemporaryFailure(key, destination, domain, reply);
+  onTemporaryFailure(key: ThrottleKey, domain: string, reply: SmtpReply): Promise<number> {
+    return this.options.fallback.onTemporaryFailure(key, domain, reply);
   }
 
   /** Closes every control connection (the proxies forget this MTA's permits). */

@@ -2,6 +2,7 @@ import type { Limits, Throttles } from './throttles';
 import type { SmtpReply } from '../../../shared/smtp/reply';
 import type { LeaseGrant } from './lease-book';
 import { MessageLeases } from './message-leases';
+import type { ThrottleKey } from './throttle-key';
 
 /**
  * Who decides throttles. A worker never decides alone when there are several:
@@ -10,30 +11,30 @@ import { MessageLeases } from './message-leases';
  * node, not 2 per worker.
  */
 export interface ThrottleAuthority {
-  pausedFor(key: string): Promise<number>;
-  tryConnection(key: string, limits: Limits): Promise<boolean>;
-  releaseConnection(key: string): void;
-  tryMessage(key: string, limits: Limits): Promise<{ ok: true } | { ok: false; waitMs: number }>;
-  onTemporaryFailure(key: string, destination: string, domain: string, reply: SmtpReply): Promise<number>;
+  pausedFor(key: ThrottleKey): Promise<number>;
+  tryConnection(key: ThrottleKey, limits: Limits): Promise<boolean>;
+  releaseConnection(key: ThrottleKey): void;
+  tryMessage(key: ThrottleKey, limits: Limits): Promise<{ ok: true } | { ok: false; waitMs: number }>;
+  onTemporaryFailure(key: ThrottleKey, domain: string, reply: SmtpReply): Promise<number>;
 }
 
 /** The authority is this process's own Throttles (one worker, or the primary itself). */
 export class LocalAuthority implements ThrottleAuthority {
   constructor(private readonly throttles: Throttles) {}
-  pausedFor(key: string): Promise<number> {
-    return Promise.resolve(this.throttles.pausedFor(key));
+  pausedFor(key: ThrottleKey): Promise<number> {
+    return Promise.resolve(this.throttles.pausedFor(key.id));
   }
-  tryConnection(key: string, limits: Limits): Promise<boolean> {
-    return Promise.resolve(this.throttles.tryConnection(key, limits));
+  tryConnection(key: ThrottleKey, limits: Limits): Promise<boolean> {
+    return Promise.resolve(this.throttles.tryConnection(key.id, limits));
   }
-  releaseConnection(key: string): void {
-    this.throttles.releaseConnection(key);
+  releaseConnection(key: ThrottleKey): void {
+    this.throttles.releaseConnection(key.id);
   }
-  tryMessage(key: string, limits: Limits): Promise<{ ok: true } | { ok: false; waitMs: number }> {
-    return Promise.resolve(this.throttles.tryMessage(key, limits));
+  tryMessage(key: ThrottleKey, limits: Limits): Promise<{ ok: true } | { ok: false; waitMs: number }> {
+    return Promise.resolve(this.throttles.tryMessage(key.id, limits));
   }
-  onTemporaryFailure(key: string, destination: string, domain: string, reply: SmtpReply): Promise<number> {
-    return Promise.resolve(this.throttles.onTemporaryFailure(key, destination, domain, reply));
+  onTemporaryFailure(key: ThrottleKey, domain: string, reply: SmtpReply): Promise<number> {
+    return Promise.resolve(this.throttles.onTemporaryFailure(key.id, key.destination, domain, reply));
   }
 }
 
@@ -139,11 +140,11 @@ export class PrimaryAuthority implements ThrottleAuthority {
    * A delivery pump starts many connection attempts to a destination at once
    * (as many as it has mail for): they share one question.
    */
-  pausedFor(key: string): Promise<number> {
-    let ask = this.pausing.get(key);
+  pausedFor(key: ThrottleKey): Promise<number> {
+    let ask = this.pausing.get(key.id);
     if (!ask) {
-      ask = this.ask<number>({ op: 'paused', key }).finally(() => this.pausing.delete(key));
-      this.pausing.set(key, ask);
+      ask = this.ask<number>({ op: 'paused', key: key.id }).finally(() => this.pausing.delete(key.id));
+      this.pausing.set(key.id, ask);
     }
     return ask;
   }
@@ -154,21 +155,21 @@ export class PrimaryAuthority implements ThrottleAuthority {
    * cost one round trip per queued attempt each time the pump ran (measured:
    * ~5 asks a delivered message at a limit of 20 connections, 2 workers).
    */
-  async tryConnection(key: string, limits: Limits): Promise<boolean> {
-    for (let ahead = this.connecting.get(key); ahead; ahead = this.connecting.get(key)) {
+  async tryConnection(key: ThrottleKey, limits: Limits): Promise<boolean> {
+    for (let ahead = this.connecting.get(key.id); ahead; ahead = this.connecting.get(key.id)) {
       if (!(await ahead)) return false;
     }
-    const ask = this.ask<boolean>({ op: 'connect', key, limits: wireLimits(limits) }).finally(() => this.connecting.delete(key));
-    this.connecting.set(key, ask);
+    const ask = this.ask<boolean>({ op: 'connect', key: key.id, limits: wireLimits(limits) }).finally(() => this.connecting.delete(key.id));
+    this.connecting.set(key.id, ask);
     return ask;
   }
-  releaseConnection(key: string): void {
-    this.tell({ op: 'release', key });
+  releaseConnection(key: ThrottleKey): void {
+    this.tell({ op: 'release', key: key.id });
   }
-  tryMessage(key: string, limits: Limits): Promise<{ ok: true } | { ok: false; waitMs: number }> {
-    return this.leases.take(key, limits);
+  tryMessage(key: ThrottleKey, limits: Limits): Promise<{ ok: true } | { ok: false; waitMs: number }> {
+    return this.leases.take(key.id, limits);
   }
-  onTemporaryFailure(key: string, destination: string, domain: string, reply: SmtpReply): Promise<number> {
-    return this.ask({ op: 'failure', key, destination, domain, reply });
+  onTemporaryFailure(key: ThrottleKey, domain: string, reply: SmtpReply): Promise<number> {
+    return this.ask({ op: 'failure', key: key.id, destination: key.destination, domain, reply });
   }
 }

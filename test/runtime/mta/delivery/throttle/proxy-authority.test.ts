@@ -13,10 +13,13 @@ import { startFreezableRelay, type FreezableRelay } from '../../../../helpers/fr
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil } from '../../../../helpers/proxy-fixtures';
 import { getFreePort } from '../../../../helpers/postfix-tools';
 import { tempDir } from '../../../../helpers/tmp';
+import { throttleKey } from '../../../../../runtime/mta/delivery/throttle/throttle-key';
 
 const dir = tempDir('volley-proxy-authority-');
 const secret = newSecret();
 const key = '127.0.0.2|example.test';
+/** The same key as the MTA's authority takes it (typed; `key` is its id, as the proxy counts it). */
+const tkey = throttleKey('127.0.0.2', 'example.test');
 const hourly = { maxConnections: 1, maxMessagesPerHour: 10 };
 /** The longest a proxy's mail may wait for the link once the proxy is back (runtime: CONTROL_BACKOFF_MAX_MS). */
 const CEILING_MS = 5_000;
@@ -56,7 +59,7 @@ test('after ten minutes without its proxy, the link redials at most 5 s apart an
   });
   const failures = (): number[] => log.lines().filter((l) => String(l.msg).startsWith('throttles: control channel to proxy failed')).map((l) => Number(l.retry_ms));
   // The proxy is away: the first ask is refused and waits ("not now").
-  expect((await authority.tryMessage(key, hourly)).ok).toBe(false);
+  expect((await authority.tryMessage(tkey, hourly)).ok).toBe(false);
   expect(failures()).toHaveLength(1);
 
   // Ten minutes away: each retry timer fires, its dial is refused, the next wait is logged.
@@ -75,8 +78,8 @@ test('after ten minutes without its proxy, the link redials at most 5 s apart an
   // Back (a replacement on the same address): up by the next redial, at most the ceiling later.
   ({ server } = await startProxy({ name: 'p', tls, secret, sendingIps: ['127.0.0.2'], logger: captureLogger().logger, listen: { address: '127.0.0.1', port } }));
   await jest.advanceTimersByTimeAsync(CEILING_MS);
-  expect(await settles(() => authority?.connected(key) === true)).toBe(true);
-  expect((await authority.tryMessage(key, hourly)).ok).toBe(true);
+  expect(await settles(() => authority?.connected(tkey) === true)).toBe(true);
+  expect((await authority.tryMessage(tkey, hourly)).ok).toBe(true);
 });
 
 // A proxy, or an MTA, that dies without closing the control connection (a
@@ -123,29 +126,29 @@ describe('a control link whose other end goes silent', () => {
   test('the MTA takes a silent proxy for dead within the bound: its pending ask is answered "not now", and the link redials once the network is back', async () => {
     const { endpoint } = await throughRelay();
     const a = authorityFor(endpoint);
-    expect((await a.tryMessage(key, hourly)).ok).toBe(true);
+    expect((await a.tryMessage(tkey, hourly)).ok).toBe(true);
     relay!.freeze();
     // Asked while the proxy is silent: the acquire goes out and is never answered.
     let answer: boolean | undefined;
-    void a.tryMessage(key, hourly).then((r) => (answer = r.ok));
-    await waitUntil(() => answer !== undefined, 5_000, () => `connected: ${String(a.connected(key))}`);
+    void a.tryMessage(tkey, hourly).then((r) => (answer = r.ok));
+    await waitUntil(() => answer !== undefined, 5_000, () => `connected: ${String(a.connected(tkey))}`);
     expect(answer).toBe(false);
-    expect(a.connected(key)).toBe(false);
+    expect(a.connected(tkey)).toBe(false);
     relay!.thaw();
-    await waitUntil(() => a.connected(key) === true, 5_000, () => `relay connections: ${relay!.accepted()}`);
-    expect((await a.tryMessage(key, hourly)).ok).toBe(true);
+    await waitUntil(() => a.connected(tkey) === true, 5_000, () => `relay connections: ${relay!.accepted()}`);
+    expect((await a.tryMessage(tkey, hourly)).ok).toBe(true);
   });
 
   test('the proxy takes a silent MTA for dead within the bound and frees its connection permits for the others', async () => {
     const { endpoint, direct } = await throughRelay();
     const gone = authorityFor(endpoint);
     const other = authorityFor(direct);
-    expect(await gone.tryConnection(key, permit)).toBe(true);
-    expect(await other.tryConnection(key, permit)).toBe(false);
+    expect(await gone.tryConnection(tkey, permit)).toBe(true);
+    expect(await other.tryConnection(tkey, permit)).toBe(false);
     // The first MTA's host dies: nothing more from it, not even a close.
     relay!.freeze();
     // 3 silent intervals on the proxy's side, not client_idle_timeout (5 min): the permit is free again.
     await waitUntil(() => server!.throttles.connections(key) === 0, 5_000, () => `permits held: ${server!.throttles.connections(key)}`);
-    expect(await other.tryConnection(key, permit)).toBe(true);
+    expect(await other.tryConnection(tkey, permit)).toBe(true);
   });
 });
