@@ -1,3 +1,8 @@
+// The delivery coordinator: takes due mail from the scheduler, splits it into
+// per-destination jobs (queues/), asks the throttle authority for permits,
+// opens sessions through connect/ and runs their transactions, and hands each
+// result to records/. The folders beside it own those parts; each says in its
+// README.md what it owns and what it may not touch.
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type TimerHandle } from '../../shared/clock';
 import type { VolleyConfig } from '../../shared/config/types';
