@@ -102,6 +102,8 @@ export function mtaConfigText(env: EnvironmentConfig, baseText: string): string 
   if (drainError) throw new TopologyError(`${file}: ${drainError}`);
   const sinkError = addS3Sink(doc, env);
   if (sinkError) throw new TopologyError(`${file}: ${sinkError}`);
+  const mirrorError = addMirror(doc, env);
+  if (mirrorError) throw new TopologyError(`${file}: ${mirrorError}`);
   const text = doc.toString();
 
   let vmtas;
@@ -140,5 +142,33 @@ function addDrain(doc: Document, env: EnvironmentConfig): string | undefined {
   // The certificate `volley drain-secret fetch` issues from the drain CA, which sources verify it against.
   const tls = { cert: INSTANCE_FILES.drainCert, key: INSTANCE_FILES.drainKey };
   doc.set('drain', doc.createNode({ ...hand, ...generated, tls }));
+  return undefined;
+}
+
+/** The mirror fields the environment file owns: the mode must be the mirror daemons' (stacks/mirror-topology.ts), the socket their default. */
+const GENERATED_MIRROR_FIELDS = ['mode', 'sync_socket'] as const;
+
+/**
+ * The MTA side of the mirror's mode (runtime/shared/config/mirror.ts). One
+ * config file serves every MTA node of the environment, and that is right:
+ * with mta.ha every MTA slot is a pair (stacks/mta-tier-stack.ts), without it
+ * none is. So `mirror: { mode: sync }` goes to every MTA exactly when every
+ * mirror daemon runs mode sync: on an MTA with no mirror daemon in sync mode
+ * it would refuse all intake (no barrier, no 250). The sync socket is left to
+ * its default (<persistent path>/mirror/sync.sock), where the daemon's
+ * generated config also listens. A git config may add mirror.timeout.
+ * Returns an error message, or undefined.
+ */
+function addMirror(doc: Document, env: EnvironmentConfig): string | undefined {
+  const own = (doc.get('mirror') as { toJSON(): unknown } | undefined)?.toJSON();
+  const hand = own && typeof own === 'object' ? (own as Record<string, unknown>) : {};
+  const clash = GENERATED_MIRROR_FIELDS.filter((f) => hand[f] !== undefined);
+  if (clash.length > 0) return `remove mirror.${clash.join(', mirror.')}: generated from stacks/environments/${env.name}.ts (mta.ha, mta.mirrorMode)`;
+  const sync = env.mta.ha === true && env.mta.mirrorMode === 'sync';
+  if (!sync) {
+    if (own !== undefined) return `remove the mirror: section: stacks/environments/${env.name}.ts runs no sync mirror (mta.ha with mta.mirrorMode: sync)`;
+    return undefined;
+  }
+  doc.set('mirror', doc.createNode({ ...hand, mode: 'sync' }));
   return undefined;
 }

@@ -44,7 +44,17 @@ export interface LinuxSystemOptions {
   /** Where to signal; without it the bootstrap runs outside CloudFormation (by hand, in tests). */
   readonly signal?: SignalTarget;
   readonly cloudFormation?: SignalClient;
+  /** Waits between signal attempts whose credentials could not be loaded (tests pass one that does not wait). */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
+
+/**
+ * The waits before the 2nd and 3rd signal attempt when the role's credentials
+ * could not be loaded: instance metadata can be throttled or slow to answer
+ * (the SDK waits 1 s for it, once), and a signal given up on powers a healthy
+ * instance off. A refusal from CloudFormation itself is not retried.
+ */
+export const SIGNAL_CREDENTIAL_RETRIES_MS = [2_000, 5_000] as const;
 
 /**
  * The real host: blkid, mkfs.ext4, findmnt, mount, systemctl, and
@@ -110,13 +120,23 @@ export class LinuxSystem implements BootstrapSystem {
   async signal(success: boolean, _reason: string): Promise<void> {
     const target = this.options.signal;
     if (!target) return;
-    const client = this.options.cloudFormation ?? new CloudFormationClient({ region: target.region });
-    try {
-      await client.send(
-        new SignalResourceCommand({ StackName: target.stack, LogicalResourceId: target.resource, UniqueId: target.instanceId, Status: success ? 'SUCCESS' : 'FAILURE' }),
-      );
-    } catch (err) {
-      throw new BootstrapError('ESIGNAL', `cannot signal ${target.stack}/${target.resource}: ${(err as Error).message}`);
+    const sleep = this.options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+    for (let attempt = 0; ; attempt++) {
+      // A new client each attempt: its credential provider tries instance metadata again.
+      const client = this.options.cloudFormation ?? new CloudFormationClient({ region: target.region });
+      try {
+        await client.send(
+          new SignalResourceCommand({ StackName: target.stack, LogicalResourceId: target.resource, UniqueId: target.instanceId, Status: success ? 'SUCCESS' : 'FAILURE' }),
+        );
+        return;
+      } catch (err) {
+        const wait = SIGNAL_CREDENTIAL_RETRIES_MS[attempt];
+        if ((err as Error).name === 'CredentialsProviderError' && wait !== undefined) {
+          await sleep(wait);
+          continue;
+        }
+        throw new BootstrapError('ESIGNAL', `cannot signal ${target.stack}/${target.resource}: ${(err as Error).message}`);
+      }
     }
   }
 }

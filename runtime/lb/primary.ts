@@ -92,7 +92,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
     [...pools].flatMap(([listener, p]) => p.pool.backends.map((b) => ({ listener, backend: b.id, up: b.up })));
 
   cluster.schedulingPolicy = cluster.SCHED_NONE;
-  cluster.setupPrimary({ execArgv: workerExecArgv(LB_WORKER_V8_FLAGS, process.execArgv) });
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env, LB_WORKER_V8_FLAGS) });
   let failedStart: ((err: Error) => void) | undefined;
   let onAllReady: (() => void) | undefined;
   const fork = (index: number): void => {

@@ -66,7 +66,9 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     });
   };
 
-  for (const p of layout.proxies) start(p.name, ['proxy', '--config', join(data, `${p.name}.yaml`)]);
+  // One worker each, as the MTAs: the whole fleet shares this host's cores, and on the 2-core bench a
+  // second worker per proxy cost 40-70 % more proxy CPU per message (test/bench/README.md, issue 20).
+  for (const p of layout.proxies) start(p.name, ['proxy', '--config', join(data, `${p.name}.yaml`), '--workers', '1']);
   for (const m of layout.mtas) {
     start(m.name, mtaArgs(m, mtaConfigs.get(m.name) as string, data));
   }

@@ -21,7 +21,7 @@ import { attemptHistory } from './admin/attempt-history';
 import { EventService } from './events/event-service';
 import { PrimaryDrain } from './drain/primary-side';
 import { loadDrainSecrets } from './drain/secrets';
-import { workerExecArgv } from './worker-flags';
+import { workerExecArgv } from '../shared/worker-flags';
 import { reconcileAtStart } from './drain/source/reconcile';
 import { DRAIN_SECRET_ENV } from '../shared/config/drain';
 import { loadSecret } from '../shared/proxy-protocol/handshake';

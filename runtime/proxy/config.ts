@@ -200,19 +200,35 @@ function stringList(v: unknown, field: string, problems: string[]): string[] {
 }
 
 /** Reads the files the config names and builds the server's options. */
-export function proxyServerOptions(config: ProxyConfig, logger: ProxyServerOptions['logger']): ProxyServerOptions {
-  let tls: ProxyServerOptions['tls'];
+/** What a config's files hold, read: the TLS pair and the secrets (the primary reads them once and hands them to its workers). */
+export interface ProxyMaterial {
+  tls: { key: Buffer; cert: Buffer };
+  secret: Buffer;
+  previousSecret?: Buffer;
+}
+
+/** Reads the files the config names; throws (ETLSFILES, or the secret's own error) when one is missing or bad. */
+export function loadProxyMaterial(config: ProxyConfig): ProxyMaterial {
+  let tls: ProxyMaterial['tls'];
   try {
     tls = { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) };
   } catch (err) {
     throw new VolleyError('ETLSFILES', `cannot read the proxy's TLS files: ${(err as Error).message}`);
   }
   return {
-    name: config.name,
-    listen: config.listen,
     tls,
     secret: loadSecret({ file: config.secretFile, env: PROXY_SECRET_ENV }),
     previousSecret: loadPreviousSecret({ file: config.previousSecretFile, secretFile: config.secretFile }),
+  };
+}
+
+export function proxyServerOptions(config: ProxyConfig, logger: ProxyServerOptions['logger'], material: ProxyMaterial = loadProxyMaterial(config)): ProxyServerOptions {
+  return {
+    name: config.name,
+    listen: config.listen,
+    tls: material.tls,
+    secret: material.secret,
+    previousSecret: material.previousSecret,
     allowFrom: config.allowFrom,
     sendingIps: config.sendingIps,
     idleTimeoutMs: config.idleTimeoutMs,

@@ -2,18 +2,20 @@ import type { Logger } from '../shared/log';
 import { endChannel } from './close-channel';
 import { ProtocolError, type FrameChannel } from '../shared/proxy-protocol';
 import { MAX_KEY_LENGTH, type Acquire, type ControlLimits, type Grant } from '../shared/proxy-protocol/control-messages';
-import type { ClusterLimits, ClusterThrottles } from '../shared/throttle/cluster-throttles';
+import type { ClusterLimits } from '../shared/throttle/cluster-throttles';
+import type { ThrottleAuthority } from './throttle-authority';
 
 let nextConnection = 0;
 
 /**
  * Serves one MTA's control connection (after the handshake, channel
- * "control"): answers acquire with grant from the proxy's ClusterThrottles,
+ * "control"): answers acquire with grant from the proxy node's throttle
+ * authority (in-process, or the primary's over IPC),
  * takes releases, and when the connection ends for any reason forgets the
  * MTA, freeing the connection permits it held. Each connection is its own
  * MTA to the throttles, so a reconnect never inherits stale permits.
  */
-export async function serveControl(channel: FrameChannel, throttles: ClusterThrottles, options: { mta?: string; idleTimeoutMs: number; log: Logger }): Promise<void> {
+export async function serveControl(channel: FrameChannel, throttles: ThrottleAuthority, options: { mta?: string; idleTimeoutMs: number; log: Logger }): Promise<void> {
   const id = `${options.mta ?? 'mta'}#${++nextConnection}`;
   const log = options.log;
   log.info('proxy: control channel open');
@@ -30,9 +32,9 @@ export async function serveControl(channel: FrameChannel, throttles: ClusterThro
           const limits = clusterLimits(req.limits);
           let grant: Grant;
           if (req.kind === 'connection') {
-            grant = { t: 'grant', id: req.id, ok: throttles.tryConnection(id, req.key, limits, req.reclaim === true) };
+            grant = { t: 'grant', id: req.id, ok: await throttles.tryConnection(id, req.key, limits, req.reclaim === true) };
           } else {
-            const r = throttles.tryMessage(id, req.key, limits);
+            const r = await throttles.tryMessage(id, req.key, limits);
             grant = r.ok ? { t: 'grant', id: req.id, ok: true } : { t: 'grant', id: req.id, ok: false, wait_ms: r.waitMs };
           }
           channel.send(grant);

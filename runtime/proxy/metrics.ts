@@ -1,7 +1,8 @@
 // The proxy's Prometheus metrics, in a registry of its own (one per daemon, so
 // tests can run several in one process). The traffic counters live in
-// ProxyServer.stats() and are read when /metrics is scraped; reloads are
-// counted here as they happen.
+// ProxyServer.stats() (under --workers: summed over the workers by the
+// primary) and are read when /metrics is scraped; reloads are counted here as
+// they happen.
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { ProxyStats } from './server';
 
@@ -20,10 +21,12 @@ export class ProxyMetrics {
   readonly registry = new Registry();
   readonly reloads = new Counter({ name: 'volley_proxy_reloads_total', help: 'Config reloads (SIGHUP) by result: ok, or failed (the running config was kept)', labelNames: ['result'], registers: [this.registry] });
 
-  constructor(stats: () => ProxyStats) {
+  /** `workers`: under `--workers`, how many are listening now (the gauge is left out in one process). */
+  constructor(stats: () => ProxyStats, workers?: () => number) {
     // Both results exist from the start, so a dashboard sees 0 rather than nothing.
     this.reloads.inc({ result: 'ok' }, 0);
     this.reloads.inc({ result: 'failed' }, 0);
+    if (workers) new Gauge({ name: 'volley_proxy_workers', help: 'Worker processes listening now', registers: [this.registry], collect() { this.set(workers()); } });
     new Gauge({ name: 'volley_proxy_clients', help: 'MTA connections open now', registers: [this.registry], collect() { this.set(stats().clients); } });
     new Gauge({ name: 'volley_proxy_mx_idle', help: 'Idle MX sessions kept for reuse now', registers: [this.registry], collect() { this.set(stats().mxIdle); } });
     for (const [field, { name, help }] of Object.entries(TOTALS) as [Totals, { name: string; help: string }][]) {

@@ -108,6 +108,23 @@ export class MxPool {
     return n;
   }
 
+  /**
+   * QUITs one idle session kept under `key` (the longest idle) and resolves
+   * once it is closed at both ends, with how many it closed (0 or 1): another
+   * worker of this node opens a session to the same MX instead of reusing
+   * this one, and the MX must not see both open (its connection limit).
+   */
+  async evictOne(key: string): Promise<number> {
+    const list = this.idle.get(key);
+    const entry = list?.shift();
+    if (!list || !entry) return 0;
+    if (list.length === 0) this.idle.delete(key);
+    clearTimeout(entry.timer);
+    entry.mx.session.close();
+    await entry.mx.session.whenClosed();
+    return 1;
+  }
+
   closeAll(): void {
     for (const list of this.idle.values()) {
       for (const { mx, timer } of list) {

@@ -23,7 +23,14 @@ export const bindProbe: BindProbe = async (ip) => {
   }
 };
 
-export async function proxyReadiness(server: ProxyServer, probe: BindProbe = bindProbe): Promise<Readiness> {
+/** What readiness looks at: a ProxyServer, or the primary's view of its workers. */
+export interface ReadinessView {
+  draining: boolean;
+  listening: boolean;
+  settings: Pick<ProxyServer['settings'], 'tls' | 'secret' | 'sendingIps'>;
+}
+
+export async function proxyReadiness(server: ReadinessView, probe: BindProbe = bindProbe): Promise<Readiness> {
   const reasons: string[] = [];
   const { tls, secret, sendingIps } = server.settings;
   if (server.draining) reasons.push('the proxy is stopping');

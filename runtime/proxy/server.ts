@@ -11,6 +11,7 @@ import { isLegacyTlsPolicy, requirementOf, requirementProblem } from '../shared/
 import { ClusterThrottles, type MergeMode } from '../shared/throttle/cluster-throttles';
 import { serveControl } from './control';
 import { MxPool, poolKey, type MxSession } from './pool';
+import type { ThrottleAuthority } from './throttle-authority';
 import { TransactionPipe } from './transaction-pipe';
 
 export interface ProxyServerOptions {
@@ -96,14 +97,20 @@ export class ProxyServer {
   readonly throttles: ClusterThrottles;
   private readonly counters = { authenticated: 0, authenticatedPrevious: 0, refused: 0, mxOpened: 0, transactions: 0 };
   private readonly log: Logger;
+  /** Who decides control-channel acquires: `throttles`, or the node's primary when this is one worker of several. */
+  private readonly authority: ThrottleAuthority;
+  /** Under --workers: before opening an MX session, one other worker of the node QUITs an idle one for that key. */
+  private readonly beforeOpen?: (key: string) => Promise<void>;
 
-  constructor(options: ProxyServerOptions) {
+  constructor(options: ProxyServerOptions, node?: { authority: ThrottleAuthority; beforeOpen: (key: string) => Promise<void> }) {
     this.options = options;
     this.allow = allowList(options.allowFrom);
     this.hosted = new Set(options.sendingIps);
     this.pool = new MxPool(options.idleTimeoutMs, options.maxTransactionsPerSession);
     this.log = options.logger;
     this.throttles = new ClusterThrottles(options.throttleMerge ?? 'average');
+    this.authority = node?.authority ?? this.throttles;
+    this.beforeOpen = node?.beforeOpen;
   }
 
   async start(): Promise<{ address: string; port: number }> {
@@ -341,7 +348,7 @@ export class ProxyServer {
       if (channel.open) channel.send({ t: 'pong' });
       return true;
     };
-    if (kind === 'control') return serveControl(channel, this.throttles, { mta, idleTimeoutMs: this.options.clientIdleTimeoutMs ?? 300_000, log });
+    if (kind === 'control') return serveControl(channel, this.authority, { mta, idleTimeoutMs: this.options.clientIdleTimeoutMs ?? 300_000, log });
     let pipe: TransactionPipe | undefined;
     const idleMs = this.options.clientIdleTimeoutMs ?? 300_000;
     let idleTimer: NodeJS.Timeout | undefined;
@@ -438,6 +445,7 @@ export class ProxyServer {
     let mx = this.pool.take(key);
     const reused = mx !== undefined;
     if (!mx) {
+      await this.beforeOpen?.(key);
       const timeouts = { ...(this.options.mxTimeouts ?? RFC5321_CLIENT_TIMEOUTS), ...pickTimeouts(req.timeouts) };
       try {
         const trust = this.options.mxTrust ? { secureContext: this.options.mxTrust.context } : {};

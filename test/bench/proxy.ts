@@ -43,7 +43,8 @@ export async function startBenchProxy(dir: string): Promise<BenchProxy> {
   const port = await getFreePort();
   const config = join(dir, 'proxy.yaml');
   writeFileSync(config, `name: bench-proxy\nlisten: 127.0.0.1:${port}\nadmin_listen: 127.0.0.1:${await getFreePort()}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\nsecret_file: ${secret}\nsending_ips: [127.0.0.1]\n`);
-  const proxy: ChildProcess = spawn(process.execPath, [VOLLEY, 'proxy', '--config', config], { stdio: 'ignore' });
+  // One worker, as the MTA it shares the two cores with: a second costs CPU per message here (test/bench/README.md, issue 20).
+  const proxy: ChildProcess = spawn(process.execPath, [VOLLEY, 'proxy', '--config', config, '--workers', '1'], { stdio: 'ignore' });
   // A failed run exits the bench mid-way: the proxy goes with it.
   const unregister = registerExitCleanup(() => proxy.kill('SIGKILL'));
   const stop = (): void => {

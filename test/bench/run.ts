@@ -208,6 +208,7 @@ async function main(): Promise<void> {
 
   partial.fleet_msgs_per_s = fleet.msgsPerSec;
   partial.lb_cpu_us_per_msg = fleet.cpuUsPerMsg.lb;
+  partial.proxy_cpu_us_per_msg = fleet.cpuUsPerMsg.proxy;
   stage = 'spool formats';
   const formats = await measureSpoolFormats();
   line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
@@ -250,6 +251,8 @@ async function main(): Promise<void> {
     fleet_cpu_us_per_msg: fleet.cpuUsPerMsg,
     // The lb's own figure (every process of it), the one issue 20 sets a bound on.
     lb_cpu_us_per_msg: fleet.cpuUsPerMsg.lb,
+    // The proxies' CPU per message on the fleet path (primaries and workers; each message crosses one proxy): issue 20's ≤ 150.
+    proxy_cpu_us_per_msg: fleet.cpuUsPerMsg.proxy,
     e2e_cpu_us_per_msg: e2e.cpuUsPerMsg,
     proxy_msgs_per_s: viaProxy.msgsPerSec,
     proxy_ratio: Number(proxyRatio.toFixed(2)),

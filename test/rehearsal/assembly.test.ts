@@ -11,7 +11,9 @@ import { packageRuntime } from '../../bin/package-asset';
 import { parseProxyConfig } from '../../runtime/proxy/config';
 import { parseConfig } from '../../runtime/shared/config/load';
 import { tempDir } from '../helpers/tmp';
-import { readAssembly, REPO_ROOT, type RehearsalAssembly, secretArn, synthRehearsal } from './assembly';
+import { mtaPairs } from '../../stacks/environments/layout';
+import { haEnvironment } from '../stacks/helpers';
+import { pairMember, readAssembly, REPO_ROOT, type RehearsalAssembly, secretArn, synthRehearsal } from './assembly';
 
 const dir = tempDir('volley-rehearsal-assembly-');
 // dist/volley.js is built by `npm test`'s pretest; packaged aside so dist/asset is not raced.
@@ -97,4 +99,15 @@ test('each instance carries its own role\'s S3 statements, resolved: an MTA slot
     // And reads the assets (the runtime zip, the config) as the user data and config sync do.
     expect(i.iamRole.s3.flatMap((g) => g.resources)).toContain('arn:aws:s3:::cdk-hnb659fds-assets-333333333333-eu-west-1/*');
   }
+});
+
+test('with mta.ha: four pair nodes, each pair node\'s mirror interface at its fixed IP in its own AZ (a mirror ENI names its one IP as PrivateIpAddress), and the mirror secret', () => {
+  const ha = synthRehearsal({ packageDir, env: haEnvironment('rehearsal') });
+  const nodes = mtaPairs('rehearsal', ha.env.network.vpcCidr, ha.env.availabilityZones, ha.env.mta.slotsPerAz).flatMap((p) => [p.a, p.b]);
+  expect(ha.instances.filter((i) => i.role === 'mta').map((i) => i.slot).sort()).toEqual(nodes.map((n) => n.memberId).sort());
+  for (const n of nodes) {
+    expect(ha.interfaces.filter((e) => e.slot === n.memberId)).toEqual([expect.objectContaining({ availabilityZone: n.availabilityZone, privateIpAddresses: [n.mirrorIp] })]);
+    expect(pairMember(ha.env, n.memberId)?.availabilityZone).toBe(n.availabilityZone);
+  }
+  expect(ha.secrets.has('volley/rehearsal/mirror')).toBe(true);
 });

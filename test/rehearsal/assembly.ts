@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import { packageRuntime } from '../../bin/package-asset';
 import type { S3Grant } from './fake-aws/s3';
 import { type EnvironmentConfig, loadEnvironment } from '../../stacks/environments';
+import { mtaPairs } from '../../stacks/environments/layout';
 import { addVolleyEnvironment, VOLLEY_APP_CONTEXT } from '../../stacks/volley-app';
 
 export const REPO_ROOT = resolve(__dirname, '../..');
@@ -87,8 +88,9 @@ export class AssemblyError extends Error {
  * env=rehearsal` does (the runtime is packaged from this checkout unless
  * packageDir names one already built).
  */
-export function synthRehearsal(options: { packageDir?: string } = {}): RehearsalAssembly {
-  const env = loadEnvironment(REHEARSAL_ENV, REPO_ROOT);
+export function synthRehearsal(options: { packageDir?: string; env?: EnvironmentConfig } = {}): RehearsalAssembly {
+  // A variant of the rehearsal environment (the HA pair check's mta.ha), validated as a file is.
+  const env = options.env ?? loadEnvironment(REHEARSAL_ENV, REPO_ROOT);
   const packageDir = options.packageDir ?? packageRuntime({ repoRoot: REPO_ROOT });
   const app = new App({ context: VOLLEY_APP_CONTEXT });
   addVolleyEnvironment(app, { config: env, repoRoot: REPO_ROOT, packageDir });
@@ -188,11 +190,14 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
         const tags = (r.Properties?.Tags ?? []) as { Key: string; Value: string }[];
         const slot = tags.find((t) => t.Key === 'volley:slot')?.Value;
         if (!slot) throw new AssemblyError(`${stack}/${id}: an interface without a volley:slot tag`);
-        const ips = (r.Properties?.PrivateIpAddresses ?? []) as { PrivateIpAddress: string; Primary: boolean }[];
+        // A sending ENI lists its addresses; a mirror ENI names its one fixed IP (PrivateIpAddress), which EC2 lists as its primary.
+        const single = r.Properties?.PrivateIpAddress;
+        const ips = (r.Properties?.PrivateIpAddresses ?? (typeof single === 'string' ? [{ PrivateIpAddress: single, Primary: true }] : [])) as { PrivateIpAddress: string; Primary: boolean }[];
+        if (ips.length === 0) throw new AssemblyError(`${stack}/${id}: an interface with no private IP the rehearsal can give it`);
         const ordered = [...ips.filter((i) => i.Primary), ...ips.filter((i) => !i.Primary)].map((i) => i.PrivateIpAddress);
-        // The subnet is a token; the environment file says which AZ holds this primary IP.
-        const az = env.proxy.proxies.find((p) => p.interfaceIp === ordered[0])?.availabilityZone;
-        if (!az) throw new AssemblyError(`${stack}/${id}: no proxy of the environment has the primary IP ${ordered[0]}`);
+        // The subnet is a token; the environment file says which AZ holds this primary IP (a proxy's, or a pair node's mirror IP).
+        const az = env.proxy.proxies.find((p) => p.interfaceIp === ordered[0])?.availabilityZone ?? pairMember(env, slot)?.availabilityZone;
+        if (!az) throw new AssemblyError(`${stack}/${id}: no proxy or pair node of the environment has the primary IP ${ordered[0]}`);
         interfaces.push({ logicalId: id, slot, availabilityZone: az, privateIpAddresses: ordered });
       }
       if (r.Type === 'AWS::EC2::Volume') {
@@ -218,6 +223,15 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
     }
   }
   return { env, directory: assembly.directory, packageDir, instances, parameters, objects: assetObjects(assembly.directory, env), secrets, volumes, interfaces };
+}
+
+/** The node of an HA pair (mta.ha) whose volley:slot tag this is, if any. */
+export function pairMember(env: EnvironmentConfig, memberId: string): (ReturnType<typeof mtaPairs>[number]['a'] & { pair: ReturnType<typeof mtaPairs>[number] }) | undefined {
+  if (!env.mta.ha) return undefined;
+  for (const pair of mtaPairs(env.name, env.network.vpcCidr, env.availabilityZones, env.mta.slotsPerAz)) {
+    for (const m of [pair.a, pair.b]) if (m.memberId === memberId) return { ...m, pair };
+  }
+  return undefined;
 }
 
 /** The lines between `cat > /etc/volley/instance.env <<'VOLLEY_ENV'` and `VOLLEY_ENV`. */

@@ -5,12 +5,13 @@
 // root). What install.sh, the units and the bootstrap write stays inside it;
 // the host's /etc, /opt and /var/lib are never written.
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VolleyError } from '../../runtime/shared/errors';
 import { registerExitCleanup } from '../helpers/postfix-tools';
 import { REPO_ROOT, type InstanceSpec } from './assembly';
 import type { Netns } from './netns';
+import { writeSudoTools } from './sudo';
 import { startSystemctl, type SystemctlShim } from './systemctl';
 import { UnitRunner } from './unit-runner';
 
@@ -22,6 +23,10 @@ const BINDS: readonly [string, string][] = [
 ];
 // /var/lib/volley is not bound: the host's empty directory is the mount point
 // the bootstrap mounts the slot's volume on, inside the instance's namespace only.
+// /usr/bin is the host's with an overlay (inside the namespace only) adding what the
+// image has and this machine lacks or has dead: sudo and visudo (test/rehearsal/sudo.ts),
+// and /usr/bin/systemctl as the runner's systemctl (the host's talks to no systemd):
+// an HA pair's promote_command names both by absolute path.
 
 export interface InstanceOptions {
   readonly name: string;
@@ -112,6 +117,8 @@ export async function bootInstance(options: InstanceOptions): Promise<Instance> 
     for (const [, sub] of BINDS) mkdirSync(join(dir, sub), { recursive: true });
     cpSync('/etc', join(dir, 'etc'), { recursive: true, verbatimSymlinks: true });
     mkdirSync(join(dir, 'etc/systemd/system'), { recursive: true });
+    // What the image's sudo package holds and this machine (no sudo) lacks: the drop-in directory install.sh writes to.
+    mkdirSync(join(dir, 'etc/sudoers.d'), { recursive: true, mode: 0o750 });
     // Mount points on the host: empty directories, only ever mounted over inside instances.
     for (const point of ['/var/lib/volley', '/dev/disk/by-id']) mkdirSync(point, { recursive: true });
     mkdirSync(options.byIdDir, { recursive: true });
@@ -119,13 +126,23 @@ export async function bootInstance(options: InstanceOptions): Promise<Instance> 
     sh(['mount', '--bind', ns, ns]);
     sh(['mount', '--make-private', ns]);
     writeFileSync(mnt, '');
-    const binds = [...BINDS.map(([target, sub]) => `mount --bind ${join(dir, sub)} ${target}`), `mount --bind ${options.byIdDir} /dev/disk/by-id`];
+    const shimDir = join(dir, 'shim');
+    const usrBin = join(dir, 'usr-bin');
+    mkdirSync(join(usrBin, 'upper'), { recursive: true });
+    mkdirSync(join(usrBin, 'work'), { recursive: true });
+    writeSudoTools(join(usrBin, 'upper'));
+    // The shim is written below, once its socket listens: the link waits for it.
+    symlinkSync(join(shimDir, 'bin', 'systemctl'), join(usrBin, 'upper', 'systemctl'));
+    const binds = [
+      ...BINDS.map(([target, sub]) => `mount --bind ${join(dir, sub)} ${target}`),
+      `mount --bind ${options.byIdDir} /dev/disk/by-id`,
+      `mount -t overlay overlay -o lowerdir=/usr/bin,upperdir=${join(usrBin, 'upper')},workdir=${join(usrBin, 'work')} /usr/bin`,
+    ];
     sh(['unshare', `--mount=${mnt}`, '--propagation', 'private', 'sh', '-ec', binds.join('\n')]);
 
     const wrap = ['nsenter', `--mount=${mnt}`, `--net=/run/netns/${netns.name}`, '--'];
     const tools = join(dir, 'image-bin');
     writeImageTools(tools);
-    const shimDir = join(dir, 'shim');
     const hostPath = (path: string): string => {
       const bind = BINDS.find(([target]) => path === target || path.startsWith(`${target}/`));
       return bind ? join(dir, bind[1], path.slice(bind[0].length)) : path;

@@ -10,7 +10,7 @@ import { parseProxyConfig } from '../../runtime/proxy/config';
 import { parseConfig } from '../../runtime/shared/config/load';
 import { loadEnvironment } from '../../stacks/environments';
 import { INSTANCE_FILES, mtaConfigText } from '../../stacks/topology';
-import { build, REPO_ROOT, resources, template } from './helpers';
+import { build, haEnvironment, REPO_ROOT, resources, template } from './helpers';
 
 /** The KEY=value lines user data writes to /etc/volley/instance.env. */
 function instanceEnv(launchTemplate: { Properties?: Record<string, unknown> }): Record<string, string> {
@@ -195,5 +195,37 @@ describe('the environment file is the one source of the topology', () => {
 
   test('a generated config the MTA\'s loader refuses stops synth with the loader\'s message', () => {
     expect(() => mtaConfigText(dev, base.replace('default_pool: default', 'default_pool: nowhere'))).toThrow(/refused by the MTA's loader/);
+  });
+});
+
+describe('the MTA side of the mirror mode (mta.ha, mta.mirrorMode)', () => {
+  const published = (config: ReturnType<typeof haEnvironment>): { text: string; slots: { member: string | undefined; parameter: string | undefined }[] } => {
+    const { app, stacks } = build(config.name, { config, nag: false });
+    const assembly = app.synth();
+    const text = readFileSync(join(assembly.directory, stacks.mta.publishedConfig.asset?.assetPath as string), 'utf8');
+    const parameters = Object.values(resources(template(stacks.mta), 'AWS::EC2::LaunchTemplate')).map((lt) => instanceEnv(lt).VOLLEY_CONFIG_PARAMETER);
+    return { text, slots: stacks.mta.slots.map((s, i) => ({ member: s.pairMember?.memberId, parameter: parameters[i] })) };
+  };
+
+  test('a sync pair environment: every MTA asks its mirror for a barrier (mirror.mode sync at the daemon\'s default socket), and every MTA node is a pair node, so the one published config is right for all', () => {
+    const { text, slots } = published(haEnvironment('rehearsal', { mirrorMode: 'sync' }));
+    expect(parseConfig(text, 'rehearsal MTA config').mirror).toEqual({ mode: 'sync', syncSocket: undefined, timeoutMs: 5000 });
+    // No MTA node without a mirror daemon (which would refuse all intake in sync mode), and all read the one parameter.
+    expect(slots.length).toBe(4);
+    for (const s of slots) expect(s).toEqual({ member: expect.any(String), parameter: '/volley/rehearsal/mta/config-url' });
+  });
+
+  test('async pairs and single slots: no mirror section (intake acknowledges on its own fsync)', () => {
+    expect(parseConfig(published(haEnvironment('rehearsal', { mirrorMode: 'async' })).text, 'async').mirror).toBeUndefined();
+    expect(parseConfig(published(haEnvironment('rehearsal')).text, 'default').mirror).toBeUndefined();
+    expect(parseConfig(mtaConfigText(loadEnvironment('rehearsal', REPO_ROOT), readFileSync(join(REPO_ROOT, 'assets/config/volley.rehearsal.yaml'), 'utf8')), 'single').mirror).toBeUndefined();
+  });
+
+  test('the git config may tune mirror.timeout of a sync environment; its mode and socket, or any mirror section where no sync mirror runs, stop synth', () => {
+    const base = readFileSync(join(REPO_ROOT, 'assets/config/volley.rehearsal.yaml'), 'utf8');
+    const sync = haEnvironment('rehearsal', { mirrorMode: 'sync' });
+    expect(parseConfig(mtaConfigText(sync, `${base}mirror:\n  timeout: 8s\n`), 'sync').mirror).toEqual({ mode: 'sync', syncSocket: undefined, timeoutMs: 8000 });
+    expect(() => mtaConfigText(sync, `${base}mirror:\n  mode: async\n  sync_socket: /tmp/s\n`)).toThrow(/remove mirror\.mode, mirror\.sync_socket: generated from stacks\/environments\/rehearsal\.ts/);
+    expect(() => mtaConfigText(loadEnvironment('rehearsal', REPO_ROOT), `${base}mirror:\n  timeout: 8s\n`)).toThrow(/remove the mirror: section: .* runs no sync mirror/);
   });
 });

@@ -484,6 +484,13 @@ export class SmtpClientSession implements OutboundSession {
     if (!r || r.code !== 250) this.usable = false;
   }
 
+  /** Resolves once the connection is gone on both sides (after close(), or the server's close). */
+  whenClosed(): Promise<void> {
+    const socket = this.socket;
+    if (!socket || socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
   close(): void {
     if (this.closed) return;
     this.usable = false;

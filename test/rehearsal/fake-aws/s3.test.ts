@@ -62,3 +62,16 @@ it('holds an access key that has grants to them, as IAM holds a role to its S3 s
   await new S3Client({ region: 'eu-west-1' }).send(new PutObjectCommand({ Bucket: 'anywhere', Key: 'x', Body: Buffer.from('y') }));
   expect(s3.get('anywhere', 'x')?.toString()).toBe('y');
 });
+
+it('writes conditionally as S3 does (the mirror arbiter\'s lease): If-None-Match: * only creates, If-Match replaces only the ETag named; a lost race is 412', async () => {
+  const client = new S3Client({ region: 'eu-west-1' });
+  const at = { Bucket: 'volley-events', Key: 'mirror/rehearsal/slot/lease.json' };
+  const created = await client.send(new PutObjectCommand({ ...at, Body: 'v1', IfNoneMatch: '*' }));
+  await expect(client.send(new PutObjectCommand({ ...at, Body: 'other', IfNoneMatch: '*' }))).rejects.toMatchObject({ name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 } });
+  const replaced = await client.send(new PutObjectCommand({ ...at, Body: 'v2', IfMatch: created.ETag }));
+  // The ETag read before the replacement no longer matches.
+  await expect(client.send(new PutObjectCommand({ ...at, Body: 'stale', IfMatch: created.ETag }))).rejects.toMatchObject({ name: 'PreconditionFailed' });
+  await expect(client.send(new PutObjectCommand({ Bucket: 'volley-events', Key: 'absent', Body: 'x', IfMatch: replaced.ETag }))).rejects.toMatchObject({ name: 'PreconditionFailed' });
+  expect(s3.get(at.Bucket, at.Key)?.toString()).toBe('v2');
+  expect(s3.get('volley-events', 'absent')).toBeUndefined();
+});

@@ -1,6 +1,7 @@
 // A fake S3 (path-style: http://host:port/bucket/key, which the SDK and the
-// CLI use for an IP endpoint) holding objects in memory: PutObject, GetObject,
-// HeadObject. Bodies the SDK sends aws-chunked (with a trailing checksum) are
+// CLI use for an IP endpoint) holding objects in memory: PutObject (also
+// conditional, If-None-Match: * and If-Match, as the mirror's S3 arbiter
+// writes its lease), GetObject, HeadObject. Bodies the SDK sends aws-chunked (with a trailing checksum) are
 // decoded, so what is stored is what the client meant. Requests signed with an
 // access key that has grants (an instance role's, see grant()) are checked
 // against them as IAM would check that role's S3 statements.
@@ -94,6 +95,13 @@ export class FakeS3 {
       return s3Error(403, 'AccessDenied', `${accessKeyId} is not authorized to perform ${action} on arn:aws:s3:::${id}`, key);
     }
     if (request.method === 'PUT') {
+      // Conditional writes, as S3 has them since 2024: If-None-Match: * creates only; If-Match names the ETag to replace.
+      const existing = this.objects.get(id);
+      const ifNoneMatch = request.headers['if-none-match'];
+      const ifMatch = request.headers['if-match'];
+      if ((ifNoneMatch === '*' && existing) || (ifMatch !== undefined && existing?.etag !== ifMatch)) {
+        return s3Error(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', key);
+      }
       const chunked = String(request.headers['content-encoding'] ?? '').includes('aws-chunked') || String(request.headers['x-amz-content-sha256'] ?? '').startsWith('STREAMING-');
       const body = chunked ? decodeAwsChunked(request.body) : request.body;
       const etag = `"${createHash('md5').update(body).digest('hex')}"`;

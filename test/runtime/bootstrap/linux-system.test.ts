@@ -32,6 +32,20 @@ describe('with a mocked client', () => {
     await expect(system.signal(true, 'ready')).rejects.toMatchObject({ code: 'ESIGNAL', message: expect.stringContaining('Volley-dev-Mta/Sloteuwest1a1GroupASG362E5EEC: Signal already received') });
   });
 
+  it('credentials that could not be loaded (instance metadata slow or throttled) are tried again twice, 2 s then 5 s later; a third failure is ESIGNAL', async () => {
+    const noCredentials = Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' });
+    cfn.on(SignalResourceCommand).rejectsOnce(noCredentials).rejectsOnce(noCredentials).resolves({});
+    const waits: number[] = [];
+    const sleep = async (ms: number) => void waits.push(ms);
+    await new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), sleep }).signal(true, 'ready');
+    expect({ calls: cfn.commandCalls(SignalResourceCommand).length, waits }).toEqual({ calls: 3, waits: [2000, 5000] });
+
+    cfn.reset();
+    cfn.on(SignalResourceCommand).rejects(noCredentials);
+    await expect(new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), sleep }).signal(true, 'ready')).rejects.toMatchObject({ code: 'ESIGNAL' });
+    expect(cfn.commandCalls(SignalResourceCommand)).toHaveLength(3);
+  });
+
   it('outside CloudFormation (no target) it sends nothing', async () => {
     await new LinuxSystem({ cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }) }).signal(true, 'ready');
     expect(cfn.calls()).toHaveLength(0);

@@ -7,7 +7,7 @@ import { VOLLEY, startMta, type MtaProcess } from '../../helpers/mta-process';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { childrenByParent, commandLine } from '../../helpers/procs';
 import { tempDir } from '../../helpers/tmp';
-import { WORKER_V8_FLAGS } from '../../../runtime/mta/worker-flags';
+import { WORKER_V8_FLAGS } from '../../../runtime/shared/worker-flags';
 
 const run = promisify(execFile);
 const dir = tempDir();

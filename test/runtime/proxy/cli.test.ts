@@ -115,7 +115,8 @@ test('SIGHUP reloads a running `volley proxy` (systemd\'s ExecReload) instead of
     }
   };
   try {
-    await waitUntil(() => log.includes('proxy: listening') || proc.exitCode !== null, 15_000, () => log);
+    // Ready once every worker listens (the default: one per core).
+    await waitUntil(() => log.includes('proxy: every worker listening') || proc.exitCode !== null, 15_000, () => log);
     expect(await readyz()).toBe(200);
     const before = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, { ip: '127.0.0.2', helo: 'hup.test' }, { mode: 'may', policy: 'may' });
     writeFileSync(configPath, config('127.0.0.2, 127.0.0.3'));

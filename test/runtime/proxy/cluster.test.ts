@@ -29,7 +29,8 @@ const listenRaw = (srv: Server): Promise<number> => new Promise((r) => srv.liste
 let refusedPort = 0;
 
 async function startProxy(p: (typeof proxies)[number]): Promise<void> {
-  p.proc = spawn(process.execPath, [VOLLEY, 'proxy', '--config', p.config], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  // One worker: the reuse test needs the one pool of one process (cluster-workers.test.ts runs the limit at --workers 2).
+  p.proc = spawn(process.execPath, [VOLLEY, 'proxy', '--config', p.config, '--workers', '1'], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   const until = Date.now() + 20_000;
   for (;;) {
     const up = await new Promise<boolean>((resolve) => {

@@ -4,8 +4,9 @@
 // proxy for dead within the bound (a pending ask is answered "not now", not
 // after an hour), its pooled delivery links to it are dropped, and the next
 // session goes through the other proxy holding the sending IP. Once the
-// process resumes, the control link is back. The child is resumed and
-// killed at the end, by the pid this test holds.
+// process resumes, the control link is back. The proxy is a primary and its
+// workers: the whole node (its process group, which this test created) is
+// stopped and resumed, as a hung host would be, and killed at the end.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -36,8 +37,8 @@ afterAll(async () => {
   connector?.close();
   // Ours, by the pid we hold, only while it still runs: resumed first so it can die.
   if (child?.pid && child.exitCode === null && child.signalCode === null) {
-    child.kill('SIGCONT');
-    child.kill('SIGKILL');
+    process.kill(-child.pid, 'SIGCONT');
+    process.kill(-child.pid, 'SIGKILL');
     await new Promise((r) => child!.once('exit', r));
   }
   await other?.server.stop();
@@ -54,10 +55,10 @@ test('SIGSTOP a proxy: within the bound the MTA answers "not now", drops its lin
   const config = join(dir, 'proxy.yaml');
   writeFileSync(config, `name: stopped\nlisten: 127.0.0.1:${port}\nadmin_listen: 127.0.0.1:${await getFreePort()}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\nsecret_file: ${secretFile}\nsending_ips: [127.0.0.2]\n`);
   let output = '';
-  child = spawn(process.execPath, [VOLLEY, 'proxy', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child = spawn(process.execPath, [VOLLEY, 'proxy', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  await waitUntil(() => output.includes('proxy: listening'), 20_000, () => output);
+  await waitUntil(() => output.includes('proxy: every worker listening'), 20_000, () => output);
   other = await startProxy({ name: 'other', tls, secret, sendingIps: ['127.0.0.2'], logger: captureLogger().logger });
   const stopped: ProxyEndpoint = { host: '127.0.0.1', port, fingerprint: tls.fingerprint, name: 'stopped' };
   const healthy: ProxyEndpoint = { host: '127.0.0.1', port: other.port, fingerprint: tls.fingerprint, name: 'other' };
@@ -86,7 +87,7 @@ test('SIGSTOP a proxy: within the bound the MTA answers "not now", drops its lin
   first.close();
   expect(connector.idleLinks()).toBe(1);
 
-  child.kill('SIGSTOP');
+  process.kill(-child.pid!, 'SIGSTOP');
   let answer: boolean | undefined;
   void authority.tryMessage(key, hourly).then((r) => (answer = r.ok));
   await waitUntil(() => answer !== undefined && connector!.idleLinks() === 0, 10_000, () => `answer ${String(answer)}, idle links ${connector!.idleLinks()}`);
@@ -98,7 +99,7 @@ test('SIGSTOP a proxy: within the bound the MTA answers "not now", drops its lin
   next.close();
   await mx.waitFor(2);
 
-  child.kill('SIGCONT');
+  process.kill(-child.pid!, 'SIGCONT');
   await waitUntil(() => authority!.connected(key) === true, 10_000, () => output.slice(-2000));
   expect((await authority.tryMessage(key, hourly)).ok).toBe(true);
 });
