@@ -49,10 +49,12 @@ export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Bu
     let fh = handles.get(rel);
     if (fh) return fh;
     const file = absolute(root, rel);
-    await makeDirs(dirname(file));
-    // 'a+' would ignore positions on Linux: open for read-write, creating it first if needed.
+    // 'a+' would ignore positions on Linux: open for read-write, creating it
+    // (and its folders) first if needed. Folders only then: a file that exists
+    // (nearly every write) costs no mkdir, a thread-pool trip in every sync barrier.
     fh = await open(file, 'r+').catch(async (err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
+      await makeDirs(dirname(file));
       dirs.add(dirname(file));
       return open(file, 'w+');
     });

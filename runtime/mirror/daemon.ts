@@ -35,7 +35,8 @@ import { fenceMta, liveMtaPid, lockPid } from './mta-fence';
 import { runPromoteCommand } from './promote-command';
 import { runSwitchover, type SwitchoverResult } from './switchover';
 import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
-import { Sender, type Batch } from './sender';
+import { InFlight, type FlightEntry } from './in-flight';
+import { Sender } from './sender';
 import { readState, writeState, type MirrorState } from './state';
 import { SyncMode, syncPingMs, type SyncStatus } from './sync-mode';
 
@@ -105,7 +106,8 @@ export class MirrorDaemon {
   constructor(
     readonly config: MirrorConfig,
     readonly logger: Logger,
-    private readonly hooks: { now?: () => number; fence?: (pid: number) => void } = {},
+    /** Tests: the clock, the MTA fence, and the secondary's batch writer (held to see what the primary does meanwhile). */
+    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch } = {},
   ) {
     this.state = readState(config.persistentPath);
     try {
@@ -456,7 +458,7 @@ export class MirrorDaemon {
         // Bytes of a catch-up are landing: until the primary says it is done, this node is not promotable.
         if (!synced && this.state.caughtUp) this.setState({ ...this.state, caughtUp: false });
         await guard?.protect(ops);
-        await applyBatch(this.config.persistentPath, ops, body);
+        await (this.hooks.apply ?? applyBatch)(this.config.persistentPath, ops, body);
         this.bytesReceived += body.length;
         this.batches++;
         channel.send({ t: 'ack', epoch: this.state.epoch, seq, durable: true });
@@ -538,6 +540,7 @@ export class MirrorDaemon {
     let seq = 0;
     let syncedSent = false;
     let reported = '';
+    const flight = new InFlight(this.sync ? 2 : 1, () => this.expect(channel));
     while (channel.open && !this.stopped && this.state.role === 'primary') {
       const scan = this.sync?.barriers.scanStarted();
       const batch = await sender.next();
@@ -549,6 +552,11 @@ export class MirrorDaemon {
         reported = report;
       }
       if (!batch) {
+        // Batches still out: their acks first (lag and caught-up count what they carry).
+        if (flight.size > 0) {
+          await this.land(flight, sender);
+          continue;
+        }
         const s = sender.stats();
         if (scan !== undefined && s.lagBytes === 0) this.sync!.barriers.durable(scan);
         if (s.caughtUp && !syncedSent && (this.sync?.peerCaughtUp() ?? true)) {
@@ -562,25 +570,31 @@ export class MirrorDaemon {
         await this.sleep(this.config.pollIntervalMs);
         continue;
       }
-      await this.sendBatch(channel, sender, batch, ++seq);
-      if (scan !== undefined && batch.complete) this.sync!.barriers.durable(scan);
+      flight.add({ seq: ++seq, batch, ...(scan !== undefined ? { scan } : {}) });
+      channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops }, batch.body);
+      await this.land(flight, sender);
     }
   }
 
-  /** Sends one batch and waits for its durable ack. */
-  private async sendBatch(channel: FrameChannel, sender: Sender, batch: Batch, seq: number): Promise<void> {
-    channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops }, batch.body);
-    for (;;) {
-      const f = await this.expect(channel);
-      if (f.header.t === 'received') continue;
-      if (f.header.t === 'ack' && f.header.seq === seq) {
-        this.lastContact = this.now();
-        this.batches++;
-        sender.acked(batch);
-        return;
-      }
-      throw new VolleyError('EMIRRORPROTO', `expected ack ${seq}, got ${String(f.header.t).slice(0, 40)}`);
+  /**
+   * Waits for the oldest batch's durable ack and records it (answering the
+   * barriers its scan covers). With room for another batch, a barrier that
+   * needs a newer scan cuts the wait short: its batch goes out now, behind
+   * the one in flight (in-flight.ts).
+   */
+  private async land(flight: InFlight, sender: Sender): Promise<void> {
+    let entry: FlightEntry | undefined;
+    if (flight.full || !this.sync) entry = await flight.acked();
+    else {
+      if (this.sync.barriers.needsScan()) return;
+      entry = await Promise.race([flight.acked(), new Promise<undefined>((resolve) => (this.wake = () => resolve(undefined)))]);
+      if (!entry) return;
     }
+    flight.landed(entry);
+    this.lastContact = this.now();
+    this.batches++;
+    sender.acked(entry.batch);
+    if (entry.scan !== undefined && entry.batch.complete) this.sync!.barriers.durable(entry.scan);
   }
 
   /** The next frame from the secondary, after the epoch check every frame gets. */

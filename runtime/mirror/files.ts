@@ -53,7 +53,7 @@ export function checkPeerPath(rel: unknown): string {
 /** Every replicated regular file under `root`, by relative path. A file that vanishes mid-scan is simply not there. */
 export async function scanTree(root: string): Promise<Map<string, LocalFile>> {
   const out = new Map<string, LocalFile>();
-  const walk = async (dir: string, prefix: string): Promise<void> => {
+  const walk = async (dir: string, prefix: string, into: Map<string, LocalFile>): Promise<void> => {
     let entries;
     try {
       entries = await readdir(dir, { withFileTypes: true });
@@ -61,24 +61,36 @@ export async function scanTree(root: string): Promise<Map<string, LocalFile>> {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw err;
     }
-    for (const e of entries) {
-      const rel = prefix ? `${prefix}/${e.name}` : e.name;
-      if (e.isDirectory()) {
-        if (rel !== 'mirror' && rel !== 'reserve') await walk(join(dir, e.name), rel);
-        continue;
-      }
-      if (!e.isFile()) continue;
-      const kind = classify(rel);
-      if (!kind) continue;
-      try {
-        const s = await stat(join(dir, e.name));
-        out.set(rel, { path: rel, size: s.size, mtimeMs: s.mtimeMs, ino: s.ino, kind });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
+    // The stats of one folder side by side, not one thread-pool trip after the
+    // other: a sync barrier waits for this scan. Kept in readdir order, so a
+    // batch that fills up takes files in the same order as before.
+    const found: (LocalFile | Map<string, LocalFile> | undefined)[] = await Promise.all(
+      entries.map(async (e) => {
+        const rel = prefix ? `${prefix}/${e.name}` : e.name;
+        if (e.isDirectory()) {
+          if (rel === 'mirror' || rel === 'reserve') return undefined;
+          const sub = new Map<string, LocalFile>();
+          await walk(join(dir, e.name), rel, sub);
+          return sub;
+        }
+        if (!e.isFile()) return undefined;
+        const kind = classify(rel);
+        if (!kind) return undefined;
+        try {
+          const s = await stat(join(dir, e.name));
+          return { path: rel, size: s.size, mtimeMs: s.mtimeMs, ino: s.ino, kind };
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          return undefined;
+        }
+      }),
+    );
+    for (const f of found) {
+      if (f instanceof Map) for (const [k, v] of f) into.set(k, v);
+      else if (f) into.set(f.path, f);
     }
   };
-  await walk(root, '');
+  await walk(root, '', out);
   return out;
 }
 

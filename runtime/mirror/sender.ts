@@ -141,6 +141,8 @@ export class Sender {
         t = { kind: f.kind, sent: 0, acked: 0, mtimeMs: -1, ino: f.ino, full: false, truncate: f.kind === 'append' };
         this.files.set(f.path, t);
       }
+      /** The file's bytes from `start`, read once above for the tail check (append files). */
+      let ahead: { start: number; data: Buffer } | undefined;
       if (t.kind === 'whole') {
         if (t.mtimeMs === f.mtimeMs && t.ino === f.ino && t.sentSum !== undefined) continue;
         const data = await readRange(this.abs(f.path), 0, f.size).catch(() => undefined);
@@ -167,11 +169,17 @@ export class Sender {
         t.tail = await fileChecksum(this.abs(f.path), 'append', f.size);
         batch.moves.push({ path: f.path, sent: f.size });
       } else if ((f.size > t.sent || f.mtimeMs !== t.mtimeMs || f.ino !== t.ino) && t.sent > 0 && !t.full) {
-        const tail = await fileChecksum(this.abs(f.path), 'append', t.sent);
-        if (tail !== t.tail) {
-          // Bytes already sent changed under us: this file's history diverged.
+        // One read for the check of the last block sent and the new bytes
+        // after it: a sync barrier waits for this scan, and each open, read
+        // and close is a thread-pool trip.
+        const start = Math.max(0, t.sent - TAIL_BLOCK);
+        const upTo = f.size > t.sent ? Math.min(f.size, t.sent + Math.max(0, room)) : t.sent;
+        const read = await readRange(this.abs(f.path), start, upTo - start).catch(ignoreMissing);
+        const tail = read && read.length >= t.sent - start ? sha256(read.subarray(0, t.sent - start)) : undefined;
+        if (!read || tail !== t.tail) {
+          // Bytes already sent changed under us (or the file went): this file's history diverged.
           t = this.startFull(f.path, f);
-        }
+        } else ahead = { start, data: read };
       }
       if (t.truncate) {
         batch.ops.push({ op: 'truncate', path: f.path, size: 0 });
@@ -188,13 +196,18 @@ export class Sender {
       if (t.full) want = Math.min(want, Math.floor(this.budget));
       if (want < f.size - t.sent) batch.complete = false;
       if (want <= 0) continue;
-      const data = await readRange(this.abs(f.path), t.sent, want).catch(() => undefined);
+      const from = t.sent;
+      const data = ahead && !t.full ? ahead.data.subarray(from - ahead.start, from - ahead.start + want) : await readRange(this.abs(f.path), from, want).catch(() => undefined);
       if (!data || data.length === 0) continue;
       batch.ops.push({ op: 'write', path: f.path, offset: t.sent, len: data.length, sha256: sha256(data) });
       bodies.push(data);
       if (t.full) this.budget -= data.length;
       t.sent += data.length;
-      t.tail = data.length >= TAIL_BLOCK ? sha256(data.subarray(data.length - TAIL_BLOCK)) : await fileChecksum(this.abs(f.path), 'append', t.sent);
+      // The last block before the new end, from bytes already in memory when they cover it.
+      const blockAt = Math.max(0, t.sent - TAIL_BLOCK);
+      if (ahead && !t.full) t.tail = sha256(ahead.data.subarray(blockAt - ahead.start, t.sent - ahead.start));
+      else if (blockAt >= from) t.tail = sha256(data.subarray(blockAt - from));
+      else t.tail = await fileChecksum(this.abs(f.path), 'append', t.sent);
       if (t.full && t.sent >= f.size) t.full = false;
       batch.moves.push({ path: f.path, sent: t.sent });
       room -= data.length;
@@ -270,6 +283,12 @@ export class Sender {
     if (!path) throw new VolleyError('EMIRRORPATH', 'empty path');
     return absolute(this.options.root, path);
   }
+}
+
+/** A file gone meanwhile reads as nothing (the next scan sees it deleted); any other error stands. */
+function ignoreMissing(err: NodeJS.ErrnoException): undefined {
+  if (err.code === 'ENOENT') return undefined;
+  throw err;
 }
 
 function parentOf(path: string): string {

@@ -113,6 +113,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     workers: options.workers,
     segmentSize: config.spool.segmentSize,
     fsync: config.spool.fsync,
+    // Under a sync mirror the barrier is asked once a group commit is in the file, and the local fsync runs alongside it.
+    syncAfterWrite: config.mirror?.mode === 'sync',
     logger,
     // Read at start: a refresh that changes min_free or the reserve takes a restart.
     space: { minFree: config.spool.minFree, reserve: config.spool.reserve },

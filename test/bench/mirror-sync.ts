@@ -25,6 +25,9 @@ export interface MirrorSyncIntakeResult {
   rounds: { none: number; sync: number }[];
   /** The primary's last barrier latency of each sync run, ms. */
   barrierLastMs: number[];
+  /** Each sync run's mean barrier latency (warm-up included) and barriers answered, from the primary mirror's histogram. */
+  barrierMeanMs: number[];
+  barriers: number[];
 }
 
 interface Load {
@@ -35,12 +38,21 @@ interface Load {
 }
 
 /** One timed intake run (after a short warm-up) on a fresh persistent path; `sync`: the MTA runs under a sync mirror pair. */
-async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: number; barrierLastMs?: number }> {
+/** The primary mirror's barrier histogram: its mean in ms and its count. */
+async function barrierMean(admin: string): Promise<{ meanMs: number; count: number }> {
+  const text = await (await fetch(`http://${admin}/metrics`)).text();
+  const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const count = value('volley_mirror_barrier_seconds_count');
+  return { meanMs: Number(((value('volley_mirror_barrier_seconds_sum') * 1000) / count).toFixed(2)), count };
+}
+
+async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: number; barrierLastMs?: number; barrierMeanMs?: number; barriers?: number }> {
   const dir = mkdtempSync(join(tmpdir(), `volley-bench-mirror-${sync ? 'sync' : 'none'}-`));
   const mirrors: MirrorProcess[] = [];
   const ppA = join(dir, 'a');
   mkdirSync(ppA);
   let adminA = '';
+  let mtaLog = (): string => '';
   try {
     if (sync) {
       const ppB = join(dir, 'b');
@@ -65,16 +77,27 @@ async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: numbe
     writeFileSync(config, testConfigYaml({ relayFrom: ['127.0.0.0/8'], extra: sync ? 'mirror: { mode: sync, timeout: 20s }\n' : '' }));
     const mta = await startMta({ configPath: config, persistentPath: ppA, workers: load.workers ?? 2 });
     const stopMta = ownMta(mta);
+    mtaLog = () => mta.log();
     try {
       await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST', headers: ADMIN_AUTH });
       await runSmtpSource({ port: mta.smtpPort, messages: Math.min(500, load.messages), sessions: load.sessions, sizeBytes: load.sizeBytes });
       const r = await runSmtpSource({ port: mta.smtpPort, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: runDeadlineMs(load.messages) });
       if (r.exitCode !== 0) throw new VolleyError('BENCH_MIRROR', `smtp-source failed (${r.exitCode}): ${r.stderr.slice(-1000)}`);
-      const barrierLastMs = sync ? Number((await mirrorStatus(adminA)).sync?.barrier_last_ms) : undefined;
-      return { msgsPerSec: Math.round((load.messages * 1000) / r.elapsedMs), ...(barrierLastMs !== undefined ? { barrierLastMs } : {}) };
+      const msgsPerSec = Math.round((load.messages * 1000) / r.elapsedMs);
+      if (!sync) return { msgsPerSec };
+      const barrierLastMs = Number((await mirrorStatus(adminA)).sync?.barrier_last_ms);
+      const mean = await barrierMean(adminA);
+      return { msgsPerSec, barrierLastMs, barrierMeanMs: mean.meanMs, barriers: mean.count };
     } finally {
       await stopMta();
     }
+  } catch (err) {
+    // What the mirrors logged at warn and above: a refused 250 is theirs to explain.
+    const logs = mirrors.map((m, i) => `mirror ${i === 0 ? 'A' : 'B'}: ${m.log().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-10).join('\n')}`);
+    const mtaWarnings = mtaLog().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-5);
+    const status = adminA ? await mirrorStatus(adminA).then((st) => JSON.stringify(st), (e: Error) => e.message) : '';
+    if (sync) (err as Error).message += `\n${logs.join('\n')}\nmta: ${mtaWarnings.join('\n')}\nprimary mirror status: ${status}`;
+    throw err;
   } finally {
     for (const m of mirrors) await m.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -84,23 +107,27 @@ async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: numbe
 export async function measureMirrorSyncIntake(load: Load & { rounds: number }, onRound?: (i: number, r: { none: number; sync: number }) => void): Promise<MirrorSyncIntakeResult> {
   const rounds: { none: number; sync: number }[] = [];
   const barrierLastMs: number[] = [];
+  const barrierMeanMs: number[] = [];
+  const barriers: number[] = [];
   for (let i = 0; i < load.rounds; i++) {
     const none = await intakeRun(load, false);
     const sync = await intakeRun(load, true);
     rounds.push({ none: none.msgsPerSec, sync: sync.msgsPerSec });
     if (sync.barrierLastMs !== undefined) barrierLastMs.push(sync.barrierLastMs);
+    if (sync.barrierMeanMs !== undefined) barrierMeanMs.push(sync.barrierMeanMs);
+    if (sync.barriers !== undefined) barriers.push(sync.barriers);
     onRound?.(i, rounds[i]);
   }
   const ratios = rounds.map((r) => r.sync / r.none).sort((a, b) => a - b);
   const mid = Math.floor(ratios.length / 2);
   const ratio = ratios.length % 2 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2;
-  return { ratio: Number(ratio.toFixed(2)), rounds, barrierLastMs };
+  return { ratio: Number(ratio.toFixed(2)), rounds, barrierLastMs, barrierMeanMs, barriers };
 }
 
 if (require.main === module) {
   const load = { messages: Number(process.env.BENCH_MESSAGES ?? 20_000), sessions: 20, sizeBytes: 2048, rounds: Number(process.env.BENCH_ROUNDS ?? 3) };
   measureMirrorSyncIntake(load, (i, r) => console.log(`round ${i + 1}: no mirror ${r.none} msg/s, sync mirror ${r.sync} msg/s`)).then(
-    (r) => console.log(`intake with a sync mirror against none, ${load.messages} 2 KB messages, ${load.rounds} rounds: mirror_sync_intake_ratio ${r.ratio} (barrier latency at the end of each sync run: ${r.barrierLastMs.join(', ')} ms)`),
+    (r) => console.log(`intake with a sync mirror against none, ${load.messages} 2 KB messages, ${load.rounds} rounds: mirror_sync_intake_ratio ${r.ratio} (barrier latency at the end of each sync run: ${r.barrierLastMs.join(', ')} ms; mean per run: ${r.barrierMeanMs.join(', ')} ms over ${r.barriers.join(', ')} barriers)`),
     (err: Error) => {
       console.error(err.message);
       process.exitCode = 1;

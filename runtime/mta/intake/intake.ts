@@ -113,12 +113,18 @@ export class Intake extends EventEmitter {
       size: sub.message.length,
     };
     let entry: SpoolEntry;
+    // Under a sync mirror the barrier is asked as soon as the record is in the
+    // file (the mirror replicates what the files hold), not once it is durable
+    // here: the secondary's fsync then runs alongside the local one. The 250
+    // still waits for both: the append resolving (local) and the barrier (secondary).
+    let asked: Promise<unknown> | undefined;
+    const written = this.mirror ? (): void => void (asked = quiet(this.mirror!.barrier())) : undefined;
     try {
-      entry = await this.partition.appendMessage(envelope, sub.message);
+      entry = await this.partition.appendMessage(envelope, sub.message, written);
     } catch (err) {
       throw spoolRefusal(err);
     }
-    await this.confirmMirrored(entry);
+    await this.confirmMirrored(entry, asked);
     this.emit('accepted', entry, this.partition);
     return entry;
   }
@@ -127,12 +133,13 @@ export class Intake extends EventEmitter {
    * Under a sync mirror, waits until the secondary holds `entry` (just written
    * to this intake's partition) before it may be acknowledged; when the mirror
    * cannot confirm it, withdraws it and throws MIRROR_UNAVAILABLE. Without a
-   * sync mirror, returns at once.
+   * sync mirror, returns at once. `asked`: the barrier already requested once
+   * the record was in the file (it covers `entry`); without it one is asked now.
    */
-  async confirmMirrored(entry: SpoolEntry): Promise<void> {
+  async confirmMirrored(entry: SpoolEntry, asked?: Promise<unknown>): Promise<void> {
     if (!this.mirror) return;
     try {
-      await this.mirror.barrier();
+      await (asked ?? this.mirror.barrier());
     } catch (err) {
       // Not acknowledged: the client retries, perhaps on another MTA. This copy
       // is withdrawn durably before the answer, so it is never delivered too.
@@ -148,6 +155,16 @@ export const DRAINING = new IntakeError('draining', 421, '4.3.2', 503, 'this nod
 
 /** Under a sync mirror whose secondary could not confirm the message in time (policy block), or whose daemon is gone: try again, maybe elsewhere. */
 export const MIRROR_UNAVAILABLE = new IntakeError('mirror-unavailable', 451, '4.3.0', 503, 'the HA mirror could not confirm a second copy of this message: not accepted, try again later or another MTA');
+
+/**
+ * A barrier asked before the local write is known to be durable: if that
+ * write fails nobody awaits it, and its rejection must not be unhandled. The
+ * returned promise still rejects for whoever does await it.
+ */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
 
 function spoolRefusal(err: unknown): IntakeError {
   const code = (err as { code?: string }).code;

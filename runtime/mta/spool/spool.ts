@@ -12,6 +12,8 @@ export interface SpoolOptions {
   workers: number;
   segmentSize?: number;
   fsync?: boolean;
+  /** Write, then fdatasync (partition.ts): under a sync HA mirror, so its barrier overlaps the local sync. */
+  syncAfterWrite?: boolean;
   logger?: Logger;
   /** `spool.min_free` and `spool.reserve`; absent, no reserve (tests of other things). */
   space?: { minFree: MinFree; reserve: number; checkIntervalMs?: number };
@@ -67,6 +69,7 @@ export class Spool {
           dir: join(base, `p${String(n).padStart(3, '0')}`),
           segmentSize: options.segmentSize,
           fsync: options.fsync,
+          syncAfterWrite: options.syncAfterWrite,
           logger: options.logger,
           reserve,
         }),

@@ -27,18 +27,20 @@ import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { smtpSourceWithAcks, type SourceTally } from '../../helpers/smtp-source-acks';
 import { tempDir } from '../../helpers/tmp';
 
-const dir = tempDir('volley-mirror-sync-pair-');
 const mtas: MtaProcess[] = [];
 const mirrors: MirrorProcess[] = [];
 const sinks: SmtpSinkHandle[] = [];
 const relays: FreezableRelay[] = [];
 
+// Declared before tempDir's own afterAll: Jest runs them in that order, and a
+// process still writing into the folder makes its removal fail (ENOTEMPTY).
 afterAll(async () => {
   for (const m of mtas) await m.crash();
   for (const m of mirrors) await m.crash();
   for (const s of sinks) await s.stop();
   for (const r of relays) await r.close();
 });
+const dir = tempDir('volley-mirror-sync-pair-');
 
 const until = (check: (p: MirrorStatusJson, s: MirrorStatusJson) => boolean, a: string, b: string, what: string): Promise<unknown> => untilBoth(mirrors, check, a, b, what);
 

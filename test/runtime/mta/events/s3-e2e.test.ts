@@ -181,7 +181,9 @@ test('keep_local: closed event-log and SQLite files arrive under <prefix>/<env>/
   for (const f of events) expect({ f, sha: sha256(objectFor(nodeId, 'events', f) ?? '') }).toEqual({ f, sha: sha256File(f) });
   for (const f of sqlite) expect({ f, sha: sha256(objectFor(nodeId, 'sqlite', f) ?? '') }).toEqual({ f, sha: sha256File(f) });
   expect(objects(nodeId).map((o) => `${o.kind}/${o.file}`).sort()).toEqual([...events.map((f) => `events/${basename(f)}`), ...sqlite.map((f) => `sqlite/${basename(f)}`)].sort());
-  const st = await status();
+  // The object is visible once its PUT completes; the shipper counts a file only after its HEAD check, a moment later.
+  let st = await status();
+  await waitUntil(async () => ((st = await status()).shipper?.filesShipped ?? 0) >= events.length + sqlite.length, 10_000, () => JSON.stringify(st.shipper));
   expect(st.shipper).toMatchObject({ failures: 0, filesShipped: events.length + sqlite.length });
   await m.stop();
   mta = undefined;

@@ -4,12 +4,14 @@
 // the message already written is withdrawn durably (a reopened spool does
 // not hold it), so it is never delivered while the client retries elsewhere.
 import { join } from 'node:path';
+import { Intake } from '../../../../runtime/mta/intake/intake';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import type { SpoolEntry } from '../../../../runtime/mta/spool/types';
 import { TEST_TOKEN, testConfig } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
 
 const dir = tempDir('volley-intake-mirror-');
 /** What the fake mirror answers next: resolve, or reject with this error. */
@@ -74,4 +76,87 @@ test('a barrier that fails: SMTP 451 4.3.0 and HTTP 503 (JSON), the written mess
   } finally {
     await again.close();
   }
+});
+
+// The order under overlap: the partition writes, then syncs (syncAfterWrite),
+// and the barrier is asked between the two; the acknowledgement (submit
+// resolving) needs both the local sync and the secondary's ack, whichever
+// comes last. Both are held by hand here.
+describe('the barrier alongside the local sync', () => {
+  type Held = { release: (err?: Error) => void };
+  const syncs: Held[] = [];
+  const barriers: Held[] = [];
+  const events: string[] = [];
+  let partition: SpoolPartition;
+  let intake: Intake;
+  const held = (list: Held[], name: string) => (): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      events.push(`${name} asked`);
+      list.push({ release: (err) => (events.push(`${name} ${err ? 'failed' : 'done'}`), err ? reject(err) : resolve()) });
+    });
+  const submit = (to: string): Promise<string> =>
+    intake.submit({ from: 'a@example.test', to: [to], message: Buffer.from('Subject: x\r\n\r\ny\r\n'), via: 'smtp' }).then(
+      () => (events.push('250'), '250'),
+      (err: { reason?: string }) => (events.push(`refused ${err.reason}`), `refused ${err.reason}`),
+    );
+
+  beforeAll(async () => {
+    partition = await SpoolPartition.open({ dir: join(dir, 'overlap'), syncAfterWrite: true, sync: held(syncs, 'local sync') });
+    intake = new Intake(partition, testConfig({ relayFrom: ['127.0.0.0/8'] }), { barrier: held(barriers, 'barrier') });
+  });
+  afterAll(async () => {
+    for (const s of [...syncs, ...barriers]) s.release();
+    await partition?.close();
+  });
+  beforeEach(() => {
+    syncs.length = 0;
+    barriers.length = 0;
+    events.length = 0;
+  });
+
+  test('the barrier is asked before the local sync is done; a fast secondary still waits for the local sync', async () => {
+    const result = submit('fast-secondary@x.test');
+    await waitUntil(() => barriers.length === 1 && syncs.length === 1, 5_000, () => events.join(', '));
+    expect(events).toEqual(['barrier asked', 'local sync asked']);
+    barriers[0].release();
+    await new Promise((r) => setImmediate(r));
+    expect(events).not.toContain('250');
+    syncs[0].release();
+    expect(await result).toBe('250');
+    expect(events).toEqual(['barrier asked', 'local sync asked', 'barrier done', 'local sync done', '250']);
+  });
+
+  test('a slow secondary: the local sync done is not enough', async () => {
+    const result = submit('slow-secondary@x.test');
+    await waitUntil(() => barriers.length === 1 && syncs.length === 1, 5_000, () => events.join(', '));
+    syncs[0].release();
+    await new Promise((r) => setImmediate(r));
+    expect(events).not.toContain('250');
+    barriers[0].release();
+    expect(await result).toBe('250');
+    expect(events.slice(-2)).toEqual(['barrier done', '250']);
+  });
+
+  test('a barrier that fails during the local sync: refused once the write settled, and the message withdrawn', async () => {
+    const before = partition.size;
+    const result = submit('no-secondary@x.test');
+    await waitUntil(() => barriers.length === 1 && syncs.length === 1, 5_000, () => events.join(', '));
+    barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
+    syncs[0].release();
+    // The withdrawal is a done record: one more local sync.
+    await waitUntil(() => syncs.length === 2, 5_000, () => events.join(', '));
+    syncs[1].release();
+    expect(await result).toBe('refused mirror-unavailable');
+    expect(partition.size).toBe(before);
+  });
+
+  test('a local sync that fails after the barrier was asked: refused as a spool error, the barrier\'s failure handled', async () => {
+    const result = submit('local-fails@x.test');
+    await waitUntil(() => barriers.length === 1 && syncs.length === 1, 5_000, () => events.join(', '));
+    syncs[0].release(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    expect(await result).toBe('refused spool-error');
+    // Nobody awaits this barrier any more: its rejection must not surface as unhandled.
+    barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
+    await new Promise((r) => setImmediate(r));
+  });
 });

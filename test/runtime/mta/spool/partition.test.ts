@@ -270,3 +270,57 @@ describe('the reserve on a full disk', () => {
     await q.close();
   });
 });
+
+describe('syncAfterWrite (under a sync HA mirror)', () => {
+  /** A sync the test releases by hand: what the partition awaits after a write. */
+  function heldSyncs(): { sync: (fh: import('node:fs/promises').FileHandle) => Promise<void>; pending: { fh: import('node:fs/promises').FileHandle; release: (err?: Error) => void }[] } {
+    const pending: { fh: import('node:fs/promises').FileHandle; release: (err?: Error) => void }[] = [];
+    return {
+      pending,
+      sync: (fh) => new Promise<void>((resolve, reject) => pending.push({ fh, release: (err) => (err ? reject(err) : resolve()) })),
+    };
+  }
+
+  test('written is called once the record is in the file, before the sync; the append resolves only after the sync', async () => {
+    const dir = join(root, 'after-write');
+    const held = heldSyncs();
+    const p = await SpoolPartition.open({ dir, syncAfterWrite: true, sync: held.sync });
+    const order: string[] = [];
+    let sizeAtWritten = -1;
+    const appended = p.appendMessage(env('w1'), Buffer.from('early'), () => {
+      order.push('written');
+      sizeAtWritten = statSync(join(dir, segFiles(dir)[0])).size;
+    });
+    void appended.then(() => order.push('resolved'));
+    await waitUntil(() => held.pending.length === 1, 5_000, () => 'the partition never synced');
+    expect(order).toEqual(['written']);
+    // The bytes are readable (the mirror's scan sees them) while the local sync is still running.
+    expect(sizeAtWritten).toBeGreaterThan(5);
+    expect(p.get('w1')).toBeUndefined();
+    held.pending[0].release();
+    await appended;
+    expect(order).toEqual(['written', 'resolved']);
+    expect(p.get('w1')).toBeDefined();
+    await p.close();
+  });
+
+  test('a sync that fails rejects the append (after written was called) and cuts its record off', async () => {
+    const dir = join(root, 'after-write-fails');
+    const held = heldSyncs();
+    const p = await SpoolPartition.open({ dir, syncAfterWrite: true, sync: held.sync });
+    const first = p.appendMessage(env('ok1'), Buffer.from('kept'));
+    await waitUntil(() => held.pending.length === 1, 5_000, () => 'the partition never synced');
+    held.pending[0].release();
+    await first;
+    const kept = statSync(join(dir, segFiles(dir)[0])).size;
+    let written = false;
+    const failing = p.appendMessage(env('bad1'), Buffer.from('lost'), () => (written = true));
+    await waitUntil(() => held.pending.length === 2, 5_000, () => 'the partition never synced');
+    held.pending[1].release(Object.assign(new Error('EIO: sync failed'), { code: 'EIO' }));
+    await expect(failing).rejects.toMatchObject({ code: 'EIO' });
+    expect(written).toBe(true);
+    expect(p.get('bad1')).toBeUndefined();
+    expect(statSync(join(dir, segFiles(dir)[0])).size).toBe(kept);
+    await p.close();
+  });
+});
