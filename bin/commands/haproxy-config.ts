@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { haproxyConfig } from '../../runtime/mta/delivery/haproxy-config';
+import { haproxyConfig } from '../../runtime/mta/delivery/connect/haproxy-config';
 import { ConfigError, loadConfig } from '../../runtime/shared/config/load';
 
 export function registerHaproxyConfig(program: Command): void {

@@ -1,5 +1,5 @@
 import type { VolleyConfig } from '../shared/config/types';
-import type { ThrottleOp } from './delivery/throttle-authority';
+import type { ThrottleOp } from './delivery/throttle/throttle-authority';
 import type { StoreOutcome } from './drain/endpoint';
 import type { DrainStoreRecord } from './drain/store';
 

@@ -1,3 +1,5 @@
+import { systemClock, type Clock } from './clock';
+
 export interface GroupCommitOptions {
   /**
    * How long a batch collects, counted from its first item (default 0: until
@@ -5,6 +7,8 @@ export interface GroupCommitOptions {
    * few milliseconds turn many small synced writes into one.
    */
   intervalMs?: number;
+  /** What the interval is counted on (the system's when absent); a test's fake clock makes it instant. */
+  clock?: Clock;
 }
 
 /**
@@ -24,17 +28,19 @@ export class GroupCommit<T> {
   private scheduled = false;
   private idleWaiters: (() => void)[] = [];
   private readonly intervalMs: number;
+  private readonly clock: Clock;
 
   constructor(
     private readonly write: (batch: T[]) => Promise<void>,
     options: GroupCommitOptions = {},
   ) {
     this.intervalMs = options.intervalMs ?? 0;
+    this.clock = options.clock ?? systemClock;
   }
 
   add(item: T): void {
     // The spool's commits (no interval) skip the clock: they go at the next turn.
-    if (this.intervalMs > 0 && this.queue.length === 0) this.firstAt = Date.now();
+    if (this.intervalMs > 0 && this.queue.length === 0) this.firstAt = this.clock.now();
     this.queue.push(item);
     if (!this.writing && !this.scheduled) this.schedule();
   }
@@ -56,8 +62,8 @@ export class GroupCommit<T> {
       this.scheduled = false;
       if (!this.writing) void this.run();
     };
-    const wait = this.intervalMs > 0 ? this.intervalMs - (Date.now() - this.firstAt) : 0;
-    if (wait > 0) setTimeout(go, wait);
+    const wait = this.intervalMs > 0 ? this.intervalMs - (this.clock.now() - this.firstAt) : 0;
+    if (wait > 0) this.clock.setTimeout(go, wait);
     else setImmediate(go);
   }
 

@@ -37,6 +37,8 @@ export interface HeldSinkOptions {
 export interface HeldSink {
   port: number;
   messages(): number;
+  /** Message bodies received so far, answered or still held. */
+  bodies(): number;
   /** Connections accepted so far. */
   connections(): number;
   /** Connections accepted and waiting for a slot, not yet greeted. */
@@ -54,6 +56,7 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
   const limit = options.maxConnections ?? 1024;
   if (!Number.isInteger(limit) || limit < 1) throw new Error(`maxConnections must be a positive integer: ${limit}`);
   let count = 0;
+  let bodies = 0;
   let connections = 0;
   let serving = 0;
   // Each pending waitForMessages: called on every count, and with `stopped` when the sink stops.
@@ -124,6 +127,7 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
           }
           input = input.slice(end + END_OF_DATA.length);
           inData = false;
+          bodies++;
           reply('250 2.0.0 Ok: queued\r\n', { held: true });
           continue;
         }
@@ -152,6 +156,7 @@ export async function startHeldSink(options: HeldSinkOptions): Promise<HeldSink>
   return {
     port,
     messages: () => count,
+    bodies: () => bodies,
     connections: () => connections,
     waiting: () => queued.length,
     waitForMessages: (n, timeoutMs) =>

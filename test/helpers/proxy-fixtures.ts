@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import type { Logger } from '../../runtime/shared/log';
 import { ProxyServer, type ProxyServerOptions } from '../../runtime/proxy/server';
@@ -58,11 +59,25 @@ export async function startProxy(options: Omit<ProxyServerOptions, 'listen' | 'i
   return { server, port };
 }
 
-/** Polls `check` (which may ask over the network: async); on timeout the error carries `state()`, so a failure says what was seen instead. */
+/**
+ * Polls `check` (which may ask over the network: async); on timeout the error carries `state()`,
+ * so a failure says what was seen instead. Each poll sleeps on node:timers, which jest's fake
+ * timers leave alone, and the timeout counts polls rather than reading Date.now (faked too).
+ * Under fake timers, each poll first runs the timers already due: what is due happens by itself,
+ * and time moves only when the test advances it.
+ */
 export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs = 5_000, state?: () => string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`condition not met in time${state ? `: ${state()}` : ''}`);
-    await new Promise((r) => setTimeout(r, 20));
+  for (let waited = 0; ; waited += POLL_MS) {
+    runDueFakeTimers();
+    if (await check()) return;
+    if (waited >= timeoutMs) throw new Error(`condition not met in time${state ? `: ${state()}` : ''}`);
+    await sleep(POLL_MS);
   }
+}
+
+const POLL_MS = 20;
+
+/** Under jest's fake timers (they mark the setTimeout they install with its clock), runs those due now. */
+export function runDueFakeTimers(): void {
+  if (typeof jest !== 'undefined' && typeof (setTimeout as unknown as { clock?: unknown }).clock === 'object') jest.advanceTimersByTime(0);
 }

@@ -1,21 +1,32 @@
+// The delivery coordinator: takes due mail from the scheduler, splits it into
+// per-destination jobs (queues/), asks the throttle authority for permits,
+// opens sessions through connect/ and runs their transactions, and hands each
+// result to records/. The folders beside it own those parts; each says in its
+// README.md what it owns and what it may not touch.
 import type { Logger } from 'pino';
+import { systemClock, type Clock, type TimerHandle } from '../../shared/clock';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
-import { AttemptRecorder, linkErrorKind, type Attempt, type Job } from './attempt-recorder';
-import { DkimSigner } from './dkim';
-import { hasEightBit, toSevenBit } from '../../shared/smtp/seven-bit';
-import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type Source, type Target, type TlsOutcome } from '../../shared/smtp/connector';
-import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './destinations';
-import { MinHeap } from './heap';
-import { matches, summarise, type QueueSummary, type Selector } from './queue-control';
-import type { Route, Router } from './router';
-import type { SmtpReply } from '../../shared/smtp/reply';
-import { LocalAuthority, type ThrottleAuthority } from './throttle-authority';
-import { Throttles, type Limits } from './throttles';
-import { VmtaPicker } from './vmta-picker';
-import { verpFromConfig, type Verp } from './verp';
+import { AttemptRecorder, type Attempt, type Job } from './records/attempt-recorder';
+import { DkimSigner } from './dkim/dkim';
+import type { Connector, OutboundSession, RecipientResult } from '../../shared/smtp/connector';
+import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './queues/destinations';
+import { RetryTimer } from './scheduler/retry-timer';
+import { Parking } from './scheduler/parking';
+import { OperatorHolds } from './scheduler/operator-holds';
+import { mxTargets } from './routing/mx-targets';
+import { HeldPastLifetime, NoRoute, SessionNotOpened, transactionFailure, type DeliveryFailure } from './records/outcomes';
+import { openSession, type SessionOpener } from './connect/open-session';
+import { prepareMessage } from './dkim/prepare';
+import { matches, summarise, type QueueSummary, type Selector } from './scheduler/queue-control';
+import type { Router } from './routing/router';
+import { LocalAuthority, type ThrottleAuthority } from './throttle/throttle-authority';
+import { Throttles, type Limits } from './throttle/throttles';
+import { throttleKey, type ThrottleKey } from './throttle/throttle-key';
+import { VmtaPicker } from './routing/vmta-picker';
+import { verpFromConfig, type Verp } from './records/verp';
 import { TlsPolicyResolver } from './tls-policy/resolver';
 import { SessionResults } from './tls-policy/session-results';
 import type { TlsRptStore } from './tls-policy/tls-rpt-store';
@@ -28,7 +39,8 @@ export interface EngineOptions {
   attemptLog: EventLog;
   logger: Logger;
   nodeId: string;
-  now?: () => number;
+  /** Time and timers (the system's when absent): tests drive the engine on jest's fake timers through it. */
+  clock?: Clock;
   /** The throttle rules (and, with no authority, the counts); made from the config when absent. */
   throttles?: Throttles;
   /** Where throttle permits come from; `throttles` when absent. */
@@ -52,8 +64,6 @@ const MESSAGES_PER_CONNECTION = 100;
 const IDLE_MS = 1000;
 /** Messages purged at once: enough to share synced writes, few enough to keep memory flat. */
 const PURGE_BATCH = 1000;
-/** How often mail parked behind an unrecordable partition looks again. */
-const PARK_CHECK_MS = 1000;
 
 /**
  * Delivers what this worker's partitions hold. Deferred mail waits in a
@@ -70,50 +80,53 @@ export class DeliveryEngine {
   private signer: DkimSigner;
   private verp?: Verp;
   private readonly recorder: AttemptRecorder;
-  private wakeTimer?: NodeJS.Timeout;
-  private sweep?: NodeJS.Timeout;
+  private wakeTimer?: TimerHandle;
+  private sweep?: TimerHandle;
   private wakeAt = Infinity;
-  private readonly waiting = new MinHeap<SpoolEntry>();
+  private readonly retries: RetryTimer;
   private readonly destinations = new Destinations();
   private readonly inflight = new Set<string>();
   private active = 0;
-  private timer?: NodeJS.Timeout;
-  private timerAt = Infinity;
   private stopped = false;
   private paused = false;
-  /** Destinations an operator paused: (VMTA or "*") | domain. */
-  private readonly pausedDestinations = new Set<string>();
+  private readonly holds = new OperatorHolds();
+  private readonly clock: Clock;
   private readonly now: () => number;
   private idleWaiters: (() => void)[] = [];
   /** Connections waiting for their destination's next message; each function makes one QUIT now. */
   private readonly lingering = new Set<() => void>();
-  /** Outcomes held in memory because they could not be recorded, per partition. */
-  private readonly unrecorded = new Map<SpoolPartition, number>();
-  /** Due mail of partitions that may not start deliveries now (see mayDeliver). */
-  private readonly parked = new Map<SpoolPartition, SpoolEntry[]>();
-  private parkTimer?: NodeJS.Timeout;
+  /** Mail behind outcomes that could not be recorded (a full disk). */
+  private readonly parking: Parking;
   private readonly tlsPolicy: TlsPolicyResolver;
   private readonly tlsResults: SessionResults;
+  private readonly opener: SessionOpener;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
     this.picker = new VmtaPicker(options.config);
-    this.now = options.now ?? Date.now;
+    this.clock = options.clock ?? systemClock;
+    this.now = () => this.clock.now();
     this.throttles = options.throttles ?? new Throttles(options.config, this.now);
     this.authority = options.authority ?? new LocalAuthority(this.throttles);
     this.signer = new DkimSigner(options.config.dkim);
     this.verp = verpFromConfig(options.config.inbound);
     this.tlsPolicy = options.tlsPolicy ?? new TlsPolicyResolver({ config: options.config, logger: options.logger, now: this.now });
     this.tlsResults = new SessionResults(options.logger, options.tlsReport);
+    this.parking = new Parking(this.clock, (entries) => {
+      for (const e of entries) this.retries.push(e.next, e);
+      this.arm();
+    });
+    this.opener = { connector: options.connector, tlsPolicy: this.tlsPolicy, tlsResults: this.tlsResults };
+    this.retries = new RetryTimer(this.clock, () => !this.stopped && !this.paused, (entry, now) => this.due(entry, now), () => this.pump());
     this.recorder = new AttemptRecorder({
       config: options.config,
       attemptLog: options.attemptLog,
       logger: options.logger,
       nodeId: options.nodeId,
-      now: this.now,
+      clock: this.clock,
       bounce: options.bounce,
       settled: (entry, partition, next) => this.settled(entry, partition, next),
-      unrecorded: (partition, held) => this.onUnrecorded(partition, held),
+      unrecorded: (partition, held) => this.parking.onUnrecorded(partition, held),
       retryMs: options.recordRetryMs,
       proxyLinkRetryMs: options.proxyLinkRetryMs,
     });
@@ -126,11 +139,11 @@ export class DeliveryEngine {
    */
   start(held?: ReadonlySet<string>): void {
     // Mail held by an operator's pause has no timer of its own; it still expires on time.
-    this.sweep = setInterval(() => this.wake(), 60_000);
+    this.sweep = this.clock.setInterval(() => this.wake(), 60_000);
     this.sweep.unref();
     for (const partition of this.options.partitions) {
       const entries = held && held.size > 0 ? [...partition.entries()].filter((e) => !held.has(e.id)) : partition.entries();
-      this.waiting.pushAll(entries, (e) => e.next);
+      this.retries.pushAll(entries);
     }
     this.arm();
   }
@@ -150,9 +163,7 @@ export class DeliveryEngine {
   /** Holds all delivery (new attempts wait; attempts in flight finish). */
   pause(): void {
     this.paused = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
+    this.retries.disarm();
   }
 
   /**
@@ -178,24 +189,18 @@ export class DeliveryEngine {
 
   /** Holds one domain and/or VMTA; its mail waits in its queue. */
   pauseDestination(sel: Selector): void {
-    this.pausedDestinations.add(`${sel.vmta ?? '*'}|${sel.domain?.toLowerCase() ?? '*'}`);
+    this.holds.pause(sel);
   }
 
   resumeDestination(sel: Selector): void {
-    this.pausedDestinations.delete(`${sel.vmta ?? '*'}|${sel.domain?.toLowerCase() ?? '*'}`);
+    this.holds.resume(sel);
     this.destinations.release(this.now());
     this.pump();
   }
 
-  private isHeldByOperator(dest: Destination): boolean {
-    if (this.pausedDestinations.size === 0) return false;
-    const v = dest.source.vmta ?? '-';
-    return ['*|*', `${v}|*`, `*|${dest.domain}`, `${v}|${dest.domain}`].some((k) => this.pausedDestinations.has(k));
-  }
-
   summary(): QueueSummary & { pausedDestinations: string[] } {
     const all = this.options.partitions.flatMap((p) => [...p.entries()]);
-    return { ...summarise(all, this.now()), pausedDestinations: [...this.pausedDestinations] };
+    return { ...summarise(all, this.now()), pausedDestinations: this.holds.list() };
   }
 
   /** Makes matching messages due now (throttles still apply). */
@@ -206,7 +211,7 @@ export class DeliveryEngine {
       for (const e of p.entries()) {
         if (!matches(e, sel) || this.inflight.has(e.id)) continue;
         e.next = now;
-        this.waiting.push(now, e);
+        this.retries.push(now, e);
         n++;
       }
     }
@@ -273,9 +278,9 @@ export class DeliveryEngine {
       const now = this.now();
       const held = [...this.destinations.values()].filter((d) => d.jobs.some((j) => j.attempt.entry.id === id));
       let why: string;
-      if (this.parked.get(p)?.includes(e)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
+      if (this.parking.isParked(e, p)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
       else if (this.inflight.has(id) && held.length === 0) why = 'being delivered now';
-      else if (held.some((d) => this.isHeldByOperator(d))) why = 'its destination is paused by an operator';
+      else if (held.some((d) => this.holds.holds(d))) why = 'its destination is paused by an operator';
       else if (held.some((d) => d.heldUntil > now)) why = `held by a throttle or backoff until ${new Date(Math.max(...held.map((d) => d.heldUntil))).toISOString()}`;
       else if (held.length > 0) why = 'waiting for a connection to its destination';
       else if (this.paused) why = 'delivery is paused on this node';
@@ -288,18 +293,15 @@ export class DeliveryEngine {
 
   /** A newly accepted message: try it at once. */
   schedule(entry: SpoolEntry): void {
-    this.waiting.push(entry.next, entry);
+    this.retries.push(entry.next, entry);
     this.arm();
   }
 
   status(): { paused: boolean; waiting: number; inflight: number; unrecorded: number; parked: number; connections: number; destinations: { key: string; queued: number; active: number; stalled: number }[] } {
-    let unrecorded = 0;
-    for (const n of this.unrecorded.values()) unrecorded += n;
-    let parked = 0;
-    for (const list of this.parked.values()) parked += list.length;
+    const { unrecorded, parked } = this.parking.counts();
     return {
       paused: this.paused,
-      waiting: this.waiting.size,
+      waiting: this.retries.size,
       inflight: this.inflight.size,
       unrecorded,
       parked,
@@ -311,10 +313,10 @@ export class DeliveryEngine {
   /** Stops starting new work and resolves when the work in flight has finished. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    if (this.sweep) clearInterval(this.sweep);
-    if (this.parkTimer) clearTimeout(this.parkTimer);
+    this.retries.disarm();
+    if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
+    if (this.sweep) this.clock.clearInterval(this.sweep);
+    this.parking.stop();
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     this.abandonQueued();
     this.recorder.stop();
@@ -338,77 +340,17 @@ export class DeliveryEngine {
   // --- timing ----------------------------------------------------------------
 
   private arm(): void {
-    if (this.stopped || this.paused) return;
-    const at = this.waiting.peekKey();
-    if (at === undefined) return;
-    if (at >= this.timerAt && this.timer) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timerAt = at;
-    this.timer = setTimeout(() => this.fire(), Math.max(0, Math.min(at - this.now(), 2 ** 31 - 1)));
+    this.retries.arm();
   }
 
-  private fire(): void {
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    if (this.stopped || this.paused) return; // a batch continued by setImmediate may outlive a stop
-    const now = this.now();
-    let n = 0;
-    while (n < 5000 && (this.waiting.peekKey() ?? Infinity) <= now) {
-      const entry = this.waiting.pop()!;
-      const partition = entry.owner as SpoolPartition;
-      // A stale heap item: the message was finished or rescheduled since.
-      if (partition.get(entry.id) !== entry || this.inflight.has(entry.id) || entry.next > now) continue;
-      if (this.mayDeliver(partition)) this.begin(entry, partition);
-      else this.park(entry, partition);
-      n++;
-    }
-    if (n === 5000) setImmediate(() => this.fire());
-    else this.arm();
-    this.pump();
-  }
-
-  // --- outcomes that cannot be recorded ---------------------------------------
-
-  /**
-   * A delivery starts only where its outcome can be recorded: not from a
-   * partition that holds an outcome it could not write yet (it would only add
-   * to what a crash sends twice), and not while the disk and the spool's
-   * reserve are both out of room.
-   */
-  private mayDeliver(partition: SpoolPartition): boolean {
-    return (this.unrecorded.get(partition) ?? 0) === 0 && partition.recordable;
-  }
-
-  private park(entry: SpoolEntry, partition: SpoolPartition): void {
-    const list = this.parked.get(partition);
-    if (list) list.push(entry);
-    else this.parked.set(partition, [entry]);
-    this.armPark();
-  }
-
-  /** Room may come back without an event of ours (a segment deleted, an operator's rm): look now and then. */
-  private armPark(): void {
-    if (this.parkTimer || this.stopped || this.parked.size === 0) return;
-    this.parkTimer = setTimeout(() => {
-      this.parkTimer = undefined;
-      for (const partition of [...this.parked.keys()]) this.unpark(partition);
-      this.armPark();
-    }, PARK_CHECK_MS);
-  }
-
-  private unpark(partition: SpoolPartition): void {
-    if (!this.mayDeliver(partition)) return;
-    const list = this.parked.get(partition);
-    this.parked.delete(partition);
-    for (const e of list ?? []) if (partition.get(e.id) === e) this.waiting.push(e.next, e);
-    this.arm();
-  }
-
-  private onUnrecorded(partition: SpoolPartition, held: boolean): void {
-    const n = (this.unrecorded.get(partition) ?? 0) + (held ? 1 : -1);
-    if (n > 0) return void this.unrecorded.set(partition, n);
-    this.unrecorded.delete(partition);
-    this.unpark(partition);
+  /** A message whose retry time has come: an attempt begins, or waits parked behind its partition. */
+  private due(entry: SpoolEntry, now: number): boolean {
+    const partition = entry.owner as SpoolPartition;
+    // A stale heap item: the message was finished or rescheduled since.
+    if (partition.get(entry.id) !== entry || this.inflight.has(entry.id) || entry.next > now) return false;
+    if (this.parking.mayDeliver(partition)) this.begin(entry, partition);
+    else this.parking.park(entry, partition);
+    return true;
   }
 
   // --- attempts --------------------------------------------------------------
@@ -446,7 +388,7 @@ export class DeliveryEngine {
     const now = this.now();
     const limit = this.config.delivery.concurrency;
     for (const dest of this.destinations.runnable) {
-      if (dest.heldUntil > now || this.isHeldByOperator(dest)) {
+      if (dest.heldUntil > now || this.holds.holds(dest)) {
         this.destinations.hold(dest);
         if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
         continue;
@@ -469,8 +411,8 @@ export class DeliveryEngine {
   /** Wakes the pump when the earliest held destination may go again. */
   private armWake(): void {
     if (this.wakeAt === Infinity || this.stopped) return;
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    this.wakeTimer = setTimeout(() => {
+    if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
+    this.wakeTimer = this.clock.setTimeout(() => {
       this.wakeTimer = undefined;
       this.wakeAt = Infinity;
       this.wake();
@@ -488,25 +430,25 @@ export class DeliveryEngine {
 
   /** A message waiting behind a throttle or an operator's pause still expires on time. */
   private expireHeld(now: number): void {
-    const reply = { code: 451, enhanced: '4.4.7', text: 'held by a throttle past the maximum queue lifetime' };
+    const held = new HeldPastLifetime();
     for (const dest of this.destinations.held) {
       // A hold that has just ended gives its mail one more try first.
-      if (dest.heldUntil <= now && !this.isHeldByOperator(dest)) continue;
+      if (dest.heldUntil <= now && !this.holds.holds(dest)) continue;
       const keep: Job[] = [];
       for (const job of dest.jobs) {
         if (now > expiresAt(job.attempt.entry, this.config.delivery.maxLifetimeMs)) {
-          this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' as const })), { source: dest.source, transactionMs: 0, errorKind: 'throttled' });
+          this.recordFailure(job, dest, held);
         } else keep.push(job);
       }
       dest.jobs = keep;
     }
   }
 
-  /** A connection permit of `key` came free: the destinations waiting on it may try again. */
-  private released(key: string): void {
+  /** A connection permit of the key `id` came free: the destinations waiting on it may try again. */
+  private released(id: string): void {
     for (const set of [this.destinations.held, this.destinations.runnable]) {
       for (const dest of set) {
-        if (dest.heldOnKey !== key) continue;
+        if (dest.heldOnKey !== id) continue;
         dest.heldOnKey = undefined;
         dest.heldUntil = 0;
         this.destinations.touch(dest);
@@ -518,12 +460,12 @@ export class DeliveryEngine {
     dest.active++;
     this.active++;
     let session: OutboundSession | undefined;
-    let permitKey: string | undefined;
+    let permitKey: ThrottleKey | undefined;
     try {
       const route = await this.options.router.resolve(dest.domain);
-      if (route.kind !== 'hosts') return this.failQueued(dest, routeReply(route), route.kind === 'no-route' && route.temporary ? 'deferred' : 'failed', 'routing');
+      if (route.kind !== 'hosts') return this.failQueued(dest, new NoRoute(route));
       const destination = this.throttles.destinationOf(dest.domain, route.hosts.map((h) => h.host));
-      const key = `${dest.source.vmta ?? dest.source.ip ?? '-'}|${destination}`;
+      const key = throttleKey(dest.source.vmta ?? dest.source.ip ?? '-', destination);
       const haproxy = this.config.haproxy;
       const share = haproxy && dest.source.ip && haproxy.frontends.some((f) => f.sendingIp === dest.source.ip) ? 1 / haproxy.mtas : 1;
       const limits = this.throttles.limitsFor(dest.source.vmta, destination, dest.domain, share);
@@ -535,7 +477,7 @@ export class DeliveryEngine {
       if (!(await this.authority.tryConnection(key, limits))) {
         // The permit may be held by another worker, whose release this worker
         // never sees: ask again shortly, or at once when a local one frees up.
-        dest.heldOnKey = key;
+        dest.heldOnKey = key.id;
         dest.heldUntil = this.now() + 200;
         return;
       }
@@ -543,32 +485,29 @@ export class DeliveryEngine {
       const targets = mxTargets(route, this.config.delivery.mxAddressLimit);
       let opened: { session: OutboundSession; index: number };
       try {
-        opened = await this.open(route, targets, 0, dest.source, dest.domain);
+        opened = await openSession(this.opener, route, targets, 0, dest.source, dest.domain);
       } catch (err) {
-        const ce = err instanceof ConnectError ? err : new ConnectError('error', (err as Error).message);
-        const reply = ce.reply ?? { code: 451, enhanced: '4.4.1', text: `${ce.kind}: ${ce.message}` };
-        const pause = await this.authority.onTemporaryFailure(key, destination, dest.domain, reply);
+        const failure = new SessionNotOpened(err);
+        const pause = await this.authority.onTemporaryFailure(key, dest.domain, failure.reply);
         if (pause > 0) dest.heldUntil = this.now() + pause;
-        // Every MX refused to talk (a 5xx greeting or EHLO included): a fault
-        // of the site, not an answer about this mail, so it is retried
-        // (Postfix's smtp_skip_5xx_greeting).
-        return this.failQueued(dest, reply, 'deferred', linkErrorKind(err) ?? ce.kind, ce.tls);
+        // Every MX refused to talk (a 5xx greeting or EHLO included): deferred, see SessionNotOpened.
+        return this.failQueued(dest, failure);
       }
       const sessionLimit = this.config.delivery.mxSessionLimit;
       for (let sessions = 1; ; sessions++) {
         session = opened.session;
         dest.setupMs = average(dest.setupMs, session.info.connectMs);
-        const paused = await this.transactions(dest, session, key, destination, limits);
+        const paused = await this.transactions(dest, session, key, limits);
         // A session the server ended early (a 421, a hang-up) with mail still
         // queued: the rest goes to the next MX address in this delivery, as
         // Postfix does, up to mx_session_limit sessions; past it, or when no
         // address is left, the queue waits for the next connection.
-        const failover = !session.usable && !paused && !this.stopped && dest.jobs.length > 0 && !this.isHeldByOperator(dest);
+        const failover = !session.usable && !paused && !this.stopped && dest.jobs.length > 0 && !this.holds.holds(dest);
         if (!failover || (sessionLimit > 0 && sessions >= sessionLimit) || opened.index + 1 >= targets.length) break;
         session.close();
         session = undefined;
         try {
-          opened = await this.open(route, targets, opened.index + 1, dest.source, dest.domain);
+          opened = await openSession(this.opener, route, targets, opened.index + 1, dest.source, dest.domain);
         } catch {
           break; // the addresses after it failed too: the queue waits for the next connection, which starts again from the first MX
         }
@@ -579,7 +518,7 @@ export class DeliveryEngine {
       session?.close();
       if (permitKey) {
         this.authority.releaseConnection(permitKey);
-        this.released(permitKey);
+        this.released(permitKey.id);
       }
       dest.active--;
       this.active--;
@@ -599,14 +538,14 @@ export class DeliveryEngine {
     if (this.active >= this.config.delivery.concurrency && this.destinations.runnable.size > 0) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const done = (job: Job | undefined): void => {
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         this.lingering.delete(giveUp);
         const i = dest.idle.indexOf(done);
         if (i >= 0) dest.idle.splice(i, 1);
         resolve(job);
       };
       const giveUp = (): void => done(undefined);
-      const timer = setTimeout(giveUp, IDLE_MS);
+      const timer = this.clock.setTimeout(giveUp, IDLE_MS);
       dest.idle.push(done);
       this.lingering.add(giveUp);
     });
@@ -622,46 +561,6 @@ export class DeliveryEngine {
   }
 
   /**
-   * A session with the first of `targets` from `from` on that completes the
-   * handshake. Whatever stops one (no connection, a 4xx/5xx greeting, EHLO
-   * and HELO refused, TLS) moves on to the next address, as Postfix does:
-   * one MX that will not talk says nothing about the others. An MX host the
-   * domain's TLS policy forbids (MTA-STS enforce, not in its patterns) is
-   * skipped without a connection. Throws the last failure when none is left.
-   */
-  private async open(route: Extract<Route, { kind: 'hosts' }>, targets: Target[], from: number, source: Source, domain: string): Promise<{ session: OutboundSession; index: number }> {
-    // Per MX host: what TLS the session must reach, or that the domain's policy forbids the host (cached in the resolver).
-    const decisions = await this.tlsPolicy.forHosts(domain, route.hosts, route.source);
-    const byHost = new Map(route.hosts.map((h, i) => [h.host, decisions[i]]));
-    const refused = new Set<string>();
-    let last: unknown;
-    for (let index = from; index < targets.length; index++) {
-      const target = targets[index];
-      const tls = byHost.get(target.host);
-      if (!tls) continue;
-      if (!tls.use) {
-        if (!refused.has(target.host)) this.tlsResults.refused(domain, tls, source.ip);
-        refused.add(target.host);
-        last = new ConnectError('tls-required', tls.reason, { code: 451, enhanced: '4.7.5', text: `TLS policy: ${tls.reason}` }, {
-          policy: tls.report.type === 'tlsa' ? 'dane' : 'mta-sts',
-          verified: false,
-          failure: tls.resultType,
-        } satisfies TlsOutcome);
-        continue;
-      }
-      try {
-        const session = await this.options.connector.open(target, source, tls.requirement);
-        this.tlsResults.opened(domain, tls, session, source.ip);
-        return { session, index };
-      } catch (err) {
-        last = err;
-        this.tlsResults.failed(domain, tls, target.ip, err, source.ip);
-      }
-    }
-    throw last ?? new ConnectError('error', 'no host to connect to');
-  }
-
-  /**
    * The transactions of one connection. Where the session pipelines
    * (RFC 2920), the next message is read from the spool while the current
    * one is on the wire, and its envelope follows the current body at once:
@@ -669,7 +568,7 @@ export class DeliveryEngine {
    * two. Without pipelining, one transaction at a time. True when a
    * throttle or a backoff rule paused the destination.
    */
-  private async transactions(dest: Destination, session: OutboundSession, key: string, destination: string, limits: Limits): Promise<boolean> {
+  private async transactions(dest: Destination, session: OutboundSession, key: ThrottleKey, limits: Limits): Promise<boolean> {
     const overlap = session.pipelined === true && this.config.delivery.pipelineTransactions;
     const outstanding: Promise<void>[] = [];
     let halted = false;
@@ -698,7 +597,7 @@ export class DeliveryEngine {
         const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
         if (!job) break;
         // Queued before its partition stopped starting deliveries: not sent now; it waits, parked, as it was.
-        if (!this.mayDeliver(job.attempt.partition)) {
+        if (!this.parking.mayDeliver(job.attempt.partition)) {
           this.recorder.abandon(job);
           sent--;
           continue;
@@ -713,11 +612,11 @@ export class DeliveryEngine {
           dest.jobs.unshift(job);
           break;
         }
-        const message = taken?.message ?? this.prepare(job, session);
+        const message = taken?.message ?? prepareMessage(job, session, this.signer);
         // Not where this transaction will wait behind a held reply: the next message would wait two.
         if (overlap && sent + 1 < MESSAGES_PER_CONNECTION && !(inFlight > 0 && answersSlowly(dest))) {
           const next = dest.jobs.shift();
-          if (next) ahead = { job: next, message: this.prepare(next, session) };
+          if (next) ahead = { job: next, message: prepareMessage(next, session, this.signer) };
         }
         let bodySent: (() => void) | undefined;
         const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
@@ -725,7 +624,7 @@ export class DeliveryEngine {
         const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
           setStalled(--inFlight >= 2);
           const temp = results.find((r) => r.outcome === 'deferred');
-          const pause = temp ? await this.authority.onTemporaryFailure(key, destination, dest.domain, temp.reply) : 0;
+          const pause = temp ? await this.authority.onTemporaryFailure(key, dest.domain, temp.reply) : 0;
           if (pause > 0) {
             dest.heldUntil = this.now() + pause;
             halted = true;
@@ -744,24 +643,6 @@ export class DeliveryEngine {
     }
   }
 
-  /** Reads, converts for the peer (forPeer) and signs a job's message; a failure is kept as the value, for deliver() to report. */
-  private prepare(job: Job, session: OutboundSession): Promise<Buffer | Error> {
-    // Never rejects: a message read ahead and then put back is never awaited.
-    return job.attempt.partition.read(job.attempt.entry).then(
-      ({ envelope, body }) => {
-        job.attempt.envelope = envelope;
-        try {
-          const signed = this.signer.sign(forPeer(body, session));
-          job.attempt.dkimDomain = signed.domain;
-          return signed.message;
-        } catch (err) {
-          return err as Error;
-        }
-      },
-      (err: Error) => err,
-    );
-  }
-
   private async deliver(job: Job, prepared: Promise<Buffer | Error>, session: OutboundSession, dest: Destination, onBodySent?: () => void): Promise<RecipientResult[]> {
     const t0 = this.now();
     let results: RecipientResult[];
@@ -773,18 +654,22 @@ export class DeliveryEngine {
       results = tx.recipients;
       if (tx.dataMs > 0) dest.replyMs = average(dest.replyMs, tx.dataMs);
     } catch (err) {
-      const text = (err as Error).message;
-      const reply: SmtpReply = (err as { code?: string }).code === 'ECORRUPT' ? { code: 554, enhanced: '5.3.0', text } : { code: 451, enhanced: '4.4.2', text: `connection lost: ${text}` };
-      results = job.rcpts.map((rcpt) => ({ rcpt, reply, outcome: reply.code >= 500 ? 'failed' : 'deferred' }));
-      errorKind = linkErrorKind(err);
+      const failure = transactionFailure(err);
+      results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
+      errorKind = failure.errorKind;
     }
     this.recorder.record(job, results, { source: dest.source, session, transactionMs: this.now() - t0, errorKind });
     return results;
   }
 
-  private failQueued(dest: Destination, reply: SmtpReply, outcome: 'deferred' | 'failed', kind: string, tls?: TlsOutcome): void {
-    const jobs = dest.jobs.splice(0);
-    for (const job of jobs) this.recorder.record(job, job.rcpts.map((rcpt) => ({ rcpt, reply, outcome })), { source: dest.source, transactionMs: 0, errorKind: kind, tls });
+  /** Every job queued for `dest` gets `failure` as its outcome. */
+  private failQueued(dest: Destination, failure: DeliveryFailure): void {
+    for (const job of dest.jobs.splice(0)) this.recordFailure(job, dest, failure);
+  }
+
+  private recordFailure(job: Job, dest: Destination, failure: DeliveryFailure): void {
+    const results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
+    this.recorder.record(job, results, { source: dest.source, transactionMs: 0, errorKind: failure.errorKind, tls: failure.tls });
   }
 
   /** An attempt's outcome is durable: the message is no longer in flight, and waits for its retry if it has one. */
@@ -793,31 +678,4 @@ export class DeliveryEngine {
     if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
     if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
   }
-}
-
-/**
- * RFC 6152: for a peer without 8BITMIME, 8-bit mail is converted to 7 bit
- * here, before DKIM signs it, so the signature covers the bytes sent (a
- * conversion after signing would break its body hash). Mail that cannot be
- * converted goes on as it is, and the session's send() fails it (5.6.3).
- */
-function forPeer(body: Buffer, session: OutboundSession): Buffer {
-  if (!session.capabilities || session.capabilities.includes('8BITMIME') || !hasEightBit(body)) return body;
-  try {
-    return toSevenBit(body);
-  } catch {
-    return body;
-  }
-}
-
-/** The addresses a delivery tries, MX hosts in preference order, at most `limit` of them (0: all; Postfix's smtp_mx_address_limit). */
-function mxTargets(route: Extract<Route, { kind: 'hosts' }>, limit: number): Target[] {
-  const all = route.hosts.flatMap((h) => h.ips.map((ip) => ({ host: h.host, ip, port: h.port })));
-  return limit > 0 ? all.slice(0, limit) : all;
-}
-
-function routeReply(route: Route): SmtpReply {
-  if (route.kind === 'null-mx') return { code: 556, enhanced: '5.1.10', text: 'recipient domain does not accept mail (null MX)' };
-  if (route.kind === 'no-route') return route.temporary ? { code: 451, enhanced: '4.4.3', text: route.reason } : { code: 550, enhanced: '5.1.2', text: route.reason };
-  return { code: 0, text: '' };
 }

@@ -10,6 +10,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { durableFlags, writeFully } from '../../shared/durable-file';
 import { GroupCommit } from '../../shared/group-commit';
+import { systemClock, type Clock, type TimerHandle } from '../../shared/clock';
 import { errorCode } from '../../shared/errors';
 import type { SpaceAccount } from '../spool/disk-reserve';
 import type { EventWriter, NewEvent } from './types';
@@ -80,6 +81,8 @@ export interface EventLogOptions {
    * recorded, and so that much more mail a crash would send again.
    */
   commitIntervalMs?: number;
+  /** File ages and the commit interval are counted on it (the system's when absent). */
+  clock?: Clock;
   /**
    * The worker's spool reserve: a write that meets a full disk takes its room
    * from it (an attempt's events are written before its spool record, so a
@@ -108,21 +111,23 @@ export class EventLog implements EventWriter {
   private size = 0;
   private openedAt = 0;
   private readonly commit: GroupCommit<PendingLines>;
-  private readonly ageTimer: NodeJS.Timeout;
+  private readonly ageTimer: TimerHandle;
+  private readonly clock: Clock;
 
   constructor(private readonly options: EventLogOptions) {
     mkdirSync(options.dir, { recursive: true });
-    this.commit = new GroupCommit((batch) => this.writeBatch(batch), { intervalMs: options.commitIntervalMs });
+    this.clock = options.clock ?? systemClock;
+    this.commit = new GroupCommit((batch) => this.writeBatch(batch), { intervalMs: options.commitIntervalMs, clock: this.clock });
     // A file is closed by age even when no event comes after it: a node gone
     // quiet after a burst would otherwise keep its last events in an open
     // file, which no file sink (S3) ever takes, until the next event.
-    this.ageTimer = setInterval(() => this.closeIfOld(), Math.min(Math.max(options.maxAgeMs, 100), 1000));
+    this.ageTimer = this.clock.setInterval(() => this.closeIfOld(), Math.min(Math.max(options.maxAgeMs, 100), 1000));
     this.ageTimer.unref();
   }
 
   /** Closes the current file if max_age has passed, through the commit queue so no write races it. */
   private closeIfOld(): void {
-    if (!this.fh || this.size === 0 || Date.now() - this.openedAt < this.options.maxAgeMs) return;
+    if (!this.fh || this.size === 0 || this.clock.now() - this.openedAt < this.options.maxAgeMs) return;
     this.commit.add({ line: '', resolve: () => undefined, reject: () => undefined });
   }
 
@@ -157,7 +162,7 @@ export class EventLog implements EventWriter {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.ageTimer);
+    this.clock.clearInterval(this.ageTimer);
     await this.commit.idle();
     await this.fh?.close();
     this.fh = undefined;
@@ -191,7 +196,7 @@ export class EventLog implements EventWriter {
   }
 
   private async ensureOpen(): Promise<void> {
-    const now = Date.now();
+    const now = this.clock.now();
     if (this.fh && (this.size >= this.options.maxSize || (this.size > 0 && now - this.openedAt >= this.options.maxAgeMs))) {
       // Closed for good: the next file's existence is what tells readers so.
       await this.fh.close();

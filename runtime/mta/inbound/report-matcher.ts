@@ -16,8 +16,8 @@
 // The quoted To: header is not used for a recipient: it is display text (a
 // list, a Bcc, or AOL's "redacted").
 
-import type { BounceCategory } from '../delivery/bounce-category';
-import type { Verp } from '../delivery/verp';
+import type { BounceCategory } from '../delivery/records/bounce-category';
+import type { Verp } from '../delivery/records/verp';
 import type { MatchedBy, NewEvent } from '../events/types';
 import type { SmtpReply } from '../../shared/smtp/reply';
 import { diagnosticReply, type DsnRecipient } from './dsn';

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProxyConnector } from '../../../runtime/mta/delivery/proxy-connector';
+import { ProxyConnector } from '../../../runtime/mta/delivery/connect/proxy-connector';
 import { VOLLEY } from '../../helpers/mta-process';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, waitUntil } from '../../helpers/proxy-fixtures';

@@ -1,11 +1,12 @@
-import { ProxyAuthority } from '../../../runtime/mta/delivery/proxy-authority';
-import { LocalAuthority } from '../../../runtime/mta/delivery/throttle-authority';
-import { Throttles } from '../../../runtime/mta/delivery/throttles';
+import { ProxyAuthority } from '../../../runtime/mta/delivery/throttle/proxy-authority';
+import { LocalAuthority } from '../../../runtime/mta/delivery/throttle/throttle-authority';
+import { Throttles } from '../../../runtime/mta/delivery/throttle/throttles';
 import type { ProxyServer } from '../../../runtime/proxy/server';
 import type { ProxyEndpoint } from '../../../runtime/shared/proxy-protocol';
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { tempDir } from '../../helpers/tmp';
+import { throttleKey } from '../../../runtime/mta/delivery/throttle/throttle-key';
 
 const dir = tempDir('volley-proxy-control-');
 const secret = newSecret();
@@ -42,7 +43,7 @@ function mtas(endpoint: ProxyEndpoint): ProxyAuthority[] {
   const three = [1, 2, 3].map(
     (i) =>
       new ProxyAuthority({
-        proxyFor: (key) => (key.split('|')[0] === '127.0.0.2' ? endpoint : undefined),
+        proxyFor: (key) => (key.source === '127.0.0.2' ? endpoint : undefined),
         fallback: new LocalAuthority(new Throttles({ throttles: [], backoff: [], rollups: [] })),
         secret,
         name: `mta-${i}`,
@@ -57,21 +58,23 @@ function mtas(endpoint: ProxyEndpoint): ProxyAuthority[] {
 }
 
 const key = '127.0.0.2|gmail';
+/** The same key as the MTA's authority takes it (typed; `key` is its id, as the proxy counts it). */
+const tkey = throttleKey('127.0.0.2', 'gmail');
 const oneConn = { maxConnections: 1, maxMessagesPerHour: Infinity };
 
 test('a cluster limit of 1 connection: one MTA of three holds it; after its release another gets it', async () => {
   const { server, endpoint } = await proxy('average');
   const [a, b, c] = mtas(endpoint);
-  const first = await Promise.all([a, b, c].map((m) => m.tryConnection(key, oneConn)));
+  const first = await Promise.all([a, b, c].map((m) => m.tryConnection(tkey, oneConn)));
   expect(first.filter(Boolean)).toHaveLength(1);
   const holder = [a, b, c][first.indexOf(true)];
   const others = [a, b, c].filter((m) => m !== holder);
-  expect(await others[0].tryConnection(key, oneConn)).toBe(false);
-  expect(await holder.tryConnection(key, oneConn)).toBe(false);
-  holder.releaseConnection(key);
+  expect(await others[0].tryConnection(tkey, oneConn)).toBe(false);
+  expect(await holder.tryConnection(tkey, oneConn)).toBe(false);
+  holder.releaseConnection(tkey);
   await waitUntil(() => server.throttles.connections(key) === 0);
-  expect(await others[1].tryConnection(key, oneConn)).toBe(true);
-  expect(await others[0].tryConnection(key, oneConn)).toBe(false);
+  expect(await others[1].tryConnection(tkey, oneConn)).toBe(true);
+  expect(await others[0].tryConnection(tkey, oneConn)).toBe(false);
   // Each MTA has one control connection, whatever it asked.
   expect(server.stats().authenticated).toBe(3);
 });
@@ -80,11 +83,11 @@ test('with sum, limits 1+1+1 give three connections at once', async () => {
   const { server, endpoint } = await proxy('sum');
   const [a, b, c] = mtas(endpoint);
   // Each MTA registers its limit with a first ask (one of them gets the permit)...
-  const first = await Promise.all([a, b, c].map((m) => m.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 1000 })));
+  const first = await Promise.all([a, b, c].map((m) => m.tryMessage(tkey, { maxConnections: 1, maxMessagesPerHour: 1000 })));
   expect(first.every((r) => r.ok)).toBe(true);
   expect(server.throttles.limitsFor(key)?.maxConnections).toBe(3);
-  expect(await Promise.all([a, b, c].map((m) => m.tryConnection(key, oneConn)))).toEqual([true, true, true]);
-  expect(await a.tryConnection(key, oneConn)).toBe(false);
+  expect(await Promise.all([a, b, c].map((m) => m.tryConnection(tkey, oneConn)))).toEqual([true, true, true]);
+  expect(await a.tryConnection(tkey, oneConn)).toBe(false);
 });
 
 test('an hourly limit of 5 holds across the three MTAs', async () => {
@@ -92,47 +95,47 @@ test('an hourly limit of 5 holds across the three MTAs', async () => {
   const [a, b, c] = mtas(endpoint);
   const hourly = { maxConnections: 10, maxMessagesPerHour: 5 };
   const results = [];
-  for (const m of [a, b, c, a, b, c, a]) results.push(await m.tryMessage(key, hourly));
+  for (const m of [a, b, c, a, b, c, a]) results.push(await m.tryMessage(tkey, hourly));
   expect(results.map((r) => r.ok)).toEqual([true, true, true, true, true, false, false]);
   const denied = results[5] as { ok: false; waitMs: number };
   expect(denied.waitMs).toBeGreaterThan(1_000);
   // Keys no proxy decides stay local: MTA a's own limit, untouched by the others.
-  for (let i = 0; i < 5; i++) expect((await a.tryMessage('127.0.0.9|gmail', hourly)).ok).toBe(true);
-  expect((await a.tryMessage('127.0.0.9|gmail', hourly)).ok).toBe(false);
-  expect((await b.tryMessage('127.0.0.9|gmail', hourly)).ok).toBe(true);
+  for (let i = 0; i < 5; i++) expect((await a.tryMessage(throttleKey('127.0.0.9', 'gmail'), hourly)).ok).toBe(true);
+  expect((await a.tryMessage(throttleKey('127.0.0.9', 'gmail'), hourly)).ok).toBe(false);
+  expect((await b.tryMessage(throttleKey('127.0.0.9', 'gmail'), hourly)).ok).toBe(true);
 });
 
 test('a proxy restart: "not now" while it is down, then reconnect, reclaimed permits, and permits work again', async () => {
   const first = await proxy('average');
   const [a, b, c] = mtas(first.endpoint);
-  expect(await a.tryConnection(key, oneConn)).toBe(true);
-  expect(await b.tryConnection(key, oneConn)).toBe(false);
+  expect(await a.tryConnection(tkey, oneConn)).toBe(true);
+  expect(await b.tryConnection(tkey, oneConn)).toBe(false);
   await first.server.stop();
   servers.splice(servers.indexOf(first.server), 1);
-  await waitUntil(() => !a.connected(key) && !b.connected(key) && !c.connected(key));
+  await waitUntil(() => !a.connected(tkey) && !b.connected(tkey) && !c.connected(tkey));
   // Down: deliveries through the proxy wait.
-  expect(await b.tryConnection(key, oneConn)).toBe(false);
-  const wait = await c.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 10 });
+  expect(await b.tryConnection(tkey, oneConn)).toBe(false);
+  const wait = await c.tryMessage(tkey, { maxConnections: 1, maxMessagesPerHour: 10 });
   expect(wait.ok).toBe(false);
   expect((wait as { waitMs: number }).waitMs).toBeGreaterThanOrEqual(1_000);
   const second = await proxy('average', first.endpoint.port);
   const seen = (): string => `proxy counts ${second.server.throttles.connections(key)} connection permits; MTA logs:\n${mtaLogs.map((t) => t()).join('')}`;
-  await waitUntil(() => a.connected(key) === true && b.connected(key) === true && c.connected(key) === true, 10_000, seen);
+  await waitUntil(() => a.connected(tkey) === true && b.connected(tkey) === true && c.connected(tkey) === true, 10_000, seen);
   // a still holds its permit: it re-claimed it on the new proxy.
   await waitUntil(() => second.server.throttles.connections(key) === 1, 10_000, seen);
-  expect(await b.tryConnection(key, oneConn)).toBe(false);
-  a.releaseConnection(key);
+  expect(await b.tryConnection(tkey, oneConn)).toBe(false);
+  a.releaseConnection(tkey);
   await waitUntil(() => second.server.throttles.connections(key) === 0);
-  expect(await b.tryConnection(key, oneConn)).toBe(true);
-  expect(await c.tryConnection(key, oneConn)).toBe(false);
-  expect((await c.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 10 })).ok).toBe(true);
+  expect(await b.tryConnection(tkey, oneConn)).toBe(true);
+  expect(await c.tryConnection(tkey, oneConn)).toBe(false);
+  expect((await c.tryMessage(tkey, { maxConnections: 1, maxMessagesPerHour: 10 })).ok).toBe(true);
 });
 
 test('a link that failed redials by itself when its backoff ends, even if the retry timer fires before Date.now() gets there', async () => {
   // A proxy that is not up yet.
   const port = await getFreePort();
   const [m] = mtas(endpointAt(port));
-  const down = await m.tryMessage(key, { maxConnections: 1, maxMessagesPerHour: 10 });
+  const down = await m.tryMessage(tkey, { maxConnections: 1, maxMessagesPerHour: 10 });
   expect(down.ok).toBe(false); // refused: the link waits out its backoff (50 ms here)
   await proxy('average', port);
   // From now on the wall clock reads 100 ms behind the timers, as it may by a
@@ -141,7 +144,7 @@ test('a link that failed redials by itself when its backoff ends, even if the re
   const clock = jest.spyOn(Date, 'now').mockImplementation(() => realNow() - 100);
   try {
     // No delivery asks: the link must come up on its own.
-    await waitUntil(() => m.connected(key) === true, 3_000, () => mtaLogs.map((t) => t()).join(''));
+    await waitUntil(() => m.connected(tkey) === true, 3_000, () => mtaLogs.map((t) => t()).join(''));
   } finally {
     clock.mockRestore();
   }
@@ -150,9 +153,9 @@ test('a link that failed redials by itself when its backoff ends, even if the re
 test('an MTA whose control connection goes away frees its permits', async () => {
   const { server, endpoint } = await proxy('average');
   const [a, b] = mtas(endpoint);
-  expect(await a.tryConnection(key, oneConn)).toBe(true);
-  expect(await b.tryConnection(key, oneConn)).toBe(false);
+  expect(await a.tryConnection(tkey, oneConn)).toBe(true);
+  expect(await b.tryConnection(tkey, oneConn)).toBe(false);
   a.close();
   await waitUntil(() => server.throttles.connections(key) === 0);
-  expect(await b.tryConnection(key, oneConn)).toBe(true);
+  expect(await b.tryConnection(tkey, oneConn)).toBe(true);
 });

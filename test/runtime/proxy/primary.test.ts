@@ -4,10 +4,11 @@
 // the other (see test/helpers/proxy-process.ts).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProxyAuthority } from '../../../runtime/mta/delivery/proxy-authority';
-import { ProxyConnector } from '../../../runtime/mta/delivery/proxy-connector';
-import { LocalAuthority } from '../../../runtime/mta/delivery/throttle-authority';
-import { Throttles } from '../../../runtime/mta/delivery/throttles';
+import { ProxyAuthority } from '../../../runtime/mta/delivery/throttle/proxy-authority';
+import { ProxyConnector } from '../../../runtime/mta/delivery/connect/proxy-connector';
+import { LocalAuthority } from '../../../runtime/mta/delivery/throttle/throttle-authority';
+import { Throttles } from '../../../runtime/mta/delivery/throttle/throttles';
+import { throttleKey } from '../../../runtime/mta/delivery/throttle/throttle-key';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { startProxyProcess, type ProxyProcess } from '../../helpers/proxy-process';
@@ -150,7 +151,7 @@ test('a primary that hangs while its workers still answer pings: an acquire is r
     link: { answerMs: 3_600_000 },
     logger: captureLogger().logger,
   });
-  const key = '127.0.0.2|dest.test';
+  const key = throttleKey('127.0.0.2', 'dest.test');
   const oneConn = { maxConnections: 1, maxMessagesPerHour: 100 };
   try {
     expect((await authority.tryMessage(key, oneConn)).ok).toBe(true);
@@ -187,7 +188,7 @@ test('the control tests\' limits at --workers 2, with the MTAs\' control links o
         logger: captureLogger().logger,
       }),
   );
-  const key = '127.0.0.2|gmail';
+  const key = throttleKey('127.0.0.2', 'gmail');
   const hourly = { maxConnections: 1, maxMessagesPerHour: 5 };
   try {
     // A first ask dials each MTA's control link (it stays up): a's on one worker, b's on the other.

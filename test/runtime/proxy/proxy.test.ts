@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { ProxyConnector, type ProxyConnectorOptions, type ProxyEndpoint } from '../../../runtime/mta/delivery/proxy-connector';
+import { ProxyConnector, type ProxyConnectorOptions, type ProxyEndpoint } from '../../../runtime/mta/delivery/connect/proxy-connector';
 import type { ProxyServer } from '../../../runtime/proxy/server';
 import { ConnectError, type Source, type TlsRequirement } from '../../../runtime/shared/smtp/connector';
 import { mxTrust } from '../../../runtime/shared/smtp/mx-trust';

@@ -10,20 +10,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProxyAuthority } from '../../../runtime/mta/delivery/proxy-authority';
-import { ProxyConnector, type ProxyEndpoint } from '../../../runtime/mta/delivery/proxy-connector';
-import { LocalAuthority } from '../../../runtime/mta/delivery/throttle-authority';
-import { Throttles } from '../../../runtime/mta/delivery/throttles';
+import { ProxyAuthority } from '../../../runtime/mta/delivery/throttle/proxy-authority';
+import { ProxyConnector, type ProxyEndpoint } from '../../../runtime/mta/delivery/connect/proxy-connector';
+import { LocalAuthority } from '../../../runtime/mta/delivery/throttle/throttle-authority';
+import { Throttles } from '../../../runtime/mta/delivery/throttle/throttles';
 import type { ProxyServer } from '../../../runtime/proxy/server';
 import { VOLLEY } from '../../helpers/mta-process';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil } from '../../helpers/proxy-fixtures';
 import { ScriptedMx } from '../../helpers/scripted-mx';
 import { tempDir } from '../../helpers/tmp';
+import { throttleKey } from '../../../runtime/mta/delivery/throttle/throttle-key';
 
 const dir = tempDir('volley-stopped-proxy-');
 const PING_MS = 100;
-const key = '127.0.0.2|dest.test';
+const key = throttleKey('127.0.0.2', 'dest.test');
 const hourly = { maxConnections: 10, maxMessagesPerHour: 100 };
 const mx = new ScriptedMx();
 let child: ChildProcess | undefined;

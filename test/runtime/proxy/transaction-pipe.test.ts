@@ -15,7 +15,7 @@ import { VOLLEY, startMta, type MtaProcess } from '../../helpers/mta-process';
 import { pipeliningMx, type PipeliningMx } from '../../helpers/pipelining-mx';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, startProxy, waitUntil } from '../../helpers/proxy-fixtures';
-import { ProxyConnector } from '../../../runtime/mta/delivery/proxy-connector';
+import { ProxyConnector } from '../../../runtime/mta/delivery/connect/proxy-connector';
 import { FrameChannel, clientHandshake } from '../../../runtime/shared/proxy-protocol';
 import { inject, message } from '../../helpers/smtp-dialog';
 import { readAttempts } from '../../helpers/attempt-log';

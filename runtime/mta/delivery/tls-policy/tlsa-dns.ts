@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import type { TlsaRecord } from '../../../shared/smtp/connector';
 import { VolleyError } from '../../../shared/errors';
-import { DnsQueryError, queryDns, typeName, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TLSA, type DnsAnswer } from '../dns-query';
+import { DnsQueryError, queryDns, typeName, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TLSA, type DnsAnswer } from '../routing/dns-query';
 import type { TlsaAnswer, TlsaLookup } from './tlsa-lookup';
 
 export interface DnsTlsaLookupOptions {

@@ -7,11 +7,11 @@ import { parseConfig } from '../../../../runtime/shared/config/load';
 import type { Connector, OutboundSession, Source, Target } from '../../../../runtime/shared/smtp/connector';
 import { EventLog as AttemptLog } from '../../../../runtime/mta/events/event-log';
 import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
-import { DirectConnector } from '../../../../runtime/mta/delivery/direct-connector';
-import { PROXY_LINK_CODE, ProxyConnectError } from '../../../../runtime/mta/delivery/proxy-connector';
+import { DirectConnector } from '../../../../runtime/mta/delivery/connect/direct-connector';
+import { PROXY_LINK_CODE, ProxyConnectError } from '../../../../runtime/mta/delivery/connect/proxy-connector';
 import { VolleyError } from '../../../../runtime/shared/errors';
-import { Router } from '../../../../runtime/mta/delivery/router';
-import { loadVerpSecret, Verp } from '../../../../runtime/mta/delivery/verp';
+import { Router } from '../../../../runtime/mta/delivery/routing/router';
+import { loadVerpSecret, Verp } from '../../../../runtime/mta/delivery/records/verp';
 import { newMessageId } from '../../../../runtime/mta/message-id';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import { deliveryConfigYaml } from '../../../helpers/config';
@@ -20,17 +20,21 @@ import { startHeldSink } from '../../../helpers/held-sink';
 import { tempDir } from '../../../helpers/tmp';
 import { readAttempts } from '../../../helpers/attempt-log';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
+import { advanceUntil, useFakeTime } from '../../../helpers/fake-time';
+import { systemClock, type Clock, type TimerHandle } from '../../../../runtime/shared/clock';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { dkimVerify } from '../../../helpers/dkim-verify';
 
 const dir = tempDir();
+// The engine's time is jest's: nothing here sleeps to wait for it (test/helpers/fake-time.ts).
+useFakeTime();
 
-/** A connector whose MX answers 250 to everything after `delayMs`, counting sessions in flight. */
+/** A connector whose MX answers 250 to everything a turn of the event loop later, counting sessions in flight. */
 class CountingConnector implements Connector {
   open_ = 0;
   maxOpen = 0;
   opened = 0;
-  constructor(private readonly delayMs: number) {}
+  sent = 0;
   async open(target: Target, source: Source): Promise<OutboundSession> {
     this.opened++;
     this.maxOpen = Math.max(this.maxOpen, ++this.open_);
@@ -42,7 +46,8 @@ class CountingConnector implements Connector {
         return usable;
       },
       send: async (_from, to) => {
-        await new Promise((r) => setTimeout(r, this.delayMs));
+        await new Promise((r) => setImmediate(r));
+        this.sent++;
         return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
       },
       close: () => {
@@ -53,28 +58,30 @@ class CountingConnector implements Connector {
   }
 }
 
-async function engineWith(name: string, rest: string, connector: Connector, commitIntervalMs = 0) {
+async function engineWith(name: string, rest: string, connector: Connector, commitIntervalMs = 0, logClock?: Clock) {
   const config = parseConfig(deliveryConfigYaml(rest));
   const partition = await SpoolPartition.open({ dir: join(dir, name, 'spool'), fsync: false });
-  const attemptLog = new AttemptLog({ dir: join(dir, name, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false, commitIntervalMs });
+  const attemptLog = new AttemptLog({ dir: join(dir, name, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false, commitIntervalMs, clock: logClock });
   const engine = new DeliveryEngine({ partitions: [partition], config, connector, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test' });
   const events = (): { status: string; message_id: string }[] => readAttempts(join(dir, name, 'attempts'));
   return { engine, partition, attemptLog, events };
 }
 
 test('stopping with mail held by a throttle: the stop is prompt, the held mail stays queued with no event', async () => {
-  const connector = new CountingConnector(1);
+  const connector = new CountingConnector();
   const { engine, partition, attemptLog, events } = await engineWith('stop', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\nthrottles: [{ destination: "*", max_messages_per_hour: 1 }]\n`, connector);
   for (const [id, rcpts] of [['s1', ['a@held.test']], ['s2', ['b@held.test']], ['s3', ['c@held.test', 'd@other.test']]] as const) {
     await partition.appendMessage({ id, from: 'a@shop.test', to: [...rcpts], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
   }
   engine.start();
-  const until = Date.now() + 10_000;
-  // s1 done, and s3's other.test part delivered (its attempt waits for its held.test part).
-  while ((events().length < 1 || connector.opened < 2 || connector.open_ > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  // s1 done, and s3's other.test part delivered (its attempt waits for its held.test part); that connection lingers for more.
+  await waitUntil(() => events().length >= 1 && connector.sent === 2, 10_000, () => JSON.stringify(engine.status()));
+  // Prompt: the stop ends with no time passing, not when the hour's throttle or the lingering connection's timer would.
   const t0 = Date.now();
-  await engine.stop();
-  expect(Date.now() - t0).toBeLessThan(2000);
+  let stopped = false;
+  void engine.stop().then(() => (stopped = true));
+  await waitUntil(() => stopped, 5_000, () => JSON.stringify(engine.status()));
+  expect(Date.now()).toBe(t0);
   await attemptLog.close();
   // One message per domain an hour: s1 went, held.test's next waits; other.test's went.
   const ev = events();
@@ -90,7 +97,7 @@ test('3,000 domains behind a global limit of 8 connections: every message goes, 
   const config = parseConfig(deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\ndelivery: { concurrency: 8 }\n`));
   const partition = await SpoolPartition.open({ dir: join(dir, 'spool'), fsync: false });
   const attemptLog = new AttemptLog({ dir: join(dir, 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
-  const connector = new CountingConnector(1);
+  const connector = new CountingConnector();
   const engine = new DeliveryEngine({
     partitions: [partition],
     config,
@@ -105,8 +112,7 @@ test('3,000 domains behind a global limit of 8 connections: every message goes, 
     await partition.appendMessage({ id: `m${i}`, from: 'a@shop.test', to: [`r@d${i}.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
   }
   engine.start();
-  const until = Date.now() + 60_000;
-  while (partition.entries().next().done !== true && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => partition.entries().next().done === true, 60_000, () => JSON.stringify(engine.status().inflight));
   await engine.stop();
   await attemptLog.close();
 
@@ -131,8 +137,7 @@ test('a backlog on one connection goes pipelined across transactions; a hang-up 
     engine.start();
     type Ev = { status: string; message_id: string; smtp_code?: number; smtp_text?: string };
     const waitFor = async (done: (ev: Ev[]) => boolean): Promise<Ev[]> => {
-      const until = Date.now() + 10_000;
-      while (!done(events() as Ev[]) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      await waitUntil(() => done(events() as Ev[]), 10_000, () => JSON.stringify(events()));
       return events() as Ev[];
     };
     const first = await waitFor((ev) => ev.filter((e) => e.status === 'deferred').length >= 2 && ev.length >= 7);
@@ -145,7 +150,7 @@ test('a backlog on one connection goes pipelined across transactions; a hang-up 
       const ids = (events() as Ev[]).filter((e) => e.status === 'deferred').map((e) => e.message_id);
       return ids.every((id) => (partition.get(id)?.attempts ?? 0) >= 1 && engine.describe(id)?.why !== 'being delivered now');
     };
-    for (const until = Date.now() + 5000; !settled() && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+    await waitUntil(settled, 5000, () => JSON.stringify(engine.status()));
     engine.retryNow({});
     const all = await waitFor((ev) => new Set(ev.filter((e) => e.status === 'delivered').map((e) => e.message_id)).size === 20);
     expect(new Set(all.filter((e) => e.status === 'delivered').map((e) => e.message_id)).size).toBe(20);
@@ -164,33 +169,36 @@ test('a backlog on one connection goes pipelined across transactions; a hang-up 
 });
 
 test('at a slow MX, mail that would wait behind two held transactions gets a connection of its own', async () => {
-  // Each final reply is held a second, one transaction after another per connection.
+  // Each final reply is held a second (of fake time), one transaction after another per connection.
   const sink = await startHeldSink({ holdMs: 1000 });
   const { engine, partition, attemptLog, events } = await engineWith('stalled', `routes: [{ domain: "*", host: 127.0.0.1, port: ${sink.port} }]\n`, new DirectConnector());
   const arrive = async (id: string): Promise<void> => {
     engine.schedule(await partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@slow.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from(`Subject: ${id}\r\n\r\nx\r\n`)));
   };
   try {
+    const delivered = (id: string): boolean => events().some((e) => e.message_id === id && e.status === 'delivered');
+    const stalled = (): number => engine.status().destinations.reduce((n, d) => n + d.stalled, 0);
     engine.start();
     await arrive('s0'); // the engine learns how slowly the destination answers
-    await sink.waitForMessages(1, 5000);
+    await advanceUntil(() => delivered('s0'), 1000, 5);
     await arrive('s1'); // its body is held a second
-    await new Promise((r) => setTimeout(r, 100));
+    await waitUntil(() => sink.bodies() === 2, 5000, () => JSON.stringify(engine.status()));
     await arrive('s2'); // pipelined behind s1's held reply: that connection is stalled
-    await new Promise((r) => setTimeout(r, 100));
-    const third = Date.now();
+    await waitUntil(() => stalled() === 1, 5000, () => JSON.stringify(engine.status()));
     await arrive('s3');
-    const delivered = (id: string): boolean => events().some((e) => e.message_id === id && e.status === 'delivered');
-    for (const until = third + 10_000; !delivered('s3') && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
-    // Behind s1 and s2 on one connection it would be answered ~2.8 s after it came; on its own, after one hold.
-    expect(Date.now() - third).toBeLessThan(1800);
-    await sink.waitForMessages(4, 10_000);
+    // Behind s1 and s2 on one connection it would be answered after three holds; on its own, after one.
+    await waitUntil(() => sink.bodies() === 3, 5000, () => JSON.stringify(engine.status())); // s0, s1 and s3: s2's waits behind s1's reply
+    await jest.advanceTimersByTimeAsync(1000);
+    await waitUntil(() => delivered('s3'), 5000, () => JSON.stringify(events()));
+    expect(delivered('s2')).toBe(false);
+    await advanceUntil(() => sink.messages() === 4, 1000, 5);
     expect(engine.status().destinations.every((d) => d.stalled === 0)).toBe(true);
   } finally {
+    // The sink first: its held replies wait on fake time, and the engine's stop waits for the transactions they hold.
+    await sink.stop();
     await engine.stop();
     await attemptLog.close();
     await partition.close();
-    await sink.stop();
   }
 });
 
@@ -202,7 +210,7 @@ test('delivery.pipeline_transactions: false keeps one transaction at a time, for
       await partition.appendMessage({ id: `u${i}`, from: 'a@shop.test', to: [`r${i}@dest.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from(`Subject: u${i}\r\n\r\nx\r\n`));
     }
     engine.start();
-    for (const until = Date.now() + 10_000; events().filter((e) => e.status === 'delivered').length < 10 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+    await waitUntil(() => events().filter((e) => e.status === 'delivered').length === 10, 10_000, () => JSON.stringify(events()));
     expect(events().filter((e) => e.status === 'delivered')).toHaveLength(10);
     expect(mx.bodies).toHaveLength(10);
     // Still PIPELINING within a transaction (MAIL, RCPT and DATA together), never a body followed by the next envelope.
@@ -217,17 +225,38 @@ test('delivery.pipeline_transactions: false keeps one transaction at a time, for
 });
 
 test('a purge of 1,500 messages shares the synced writes: it does not wait out the attempt log\'s commit interval once per message', async () => {
-  const connector = new CountingConnector(1);
-  // A 1 s interval: one message after another, this purge would take 25 minutes.
-  const { engine, partition, attemptLog, events } = await engineWith('purge', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector, 1000);
+  const connector = new CountingConnector();
+  // The log's clock (jest's, through systemClock) also notes each commit that waits out its interval.
+  const waiting = new Set<TimerHandle>();
+  const logClock: Clock = {
+    ...systemClock,
+    setTimeout: (fn, ms) => {
+      const timer = systemClock.setTimeout(() => {
+        waiting.delete(timer);
+        fn();
+      }, ms);
+      waiting.add(timer);
+      return timer;
+    },
+  };
+  // A 1 s interval: one message after another, this purge would wait it out 1,500 times (25 minutes).
+  const { engine, partition, attemptLog, events } = await engineWith('purge', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector, 1000, logClock);
   for (let i = 0; i < 1500; i++) {
     await partition.appendMessage({ id: `p${i}`, from: 'a@shop.test', to: [`r${i}@gone.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
   }
   await partition.appendMessage({ id: 'keep', from: 'a@shop.test', to: ['r@kept.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
-  const t0 = Date.now();
-  expect(await engine.purge({ domain: 'gone.test' })).toBe(1500);
-  // Two batches, each one interval and its writes: well under the admin query's 5 s.
-  expect(Date.now() - t0).toBeLessThan(4500);
+  let purged: number | undefined;
+  void engine.purge({ domain: 'gone.test' }).then((n) => (purged = n));
+  // Time moves only when a commit waits out its interval, a second at a time; two batches wait it twice.
+  let intervals = 0;
+  while (purged === undefined && intervals <= 2) {
+    await waitUntil(() => purged !== undefined || waiting.size > 0, 10_000, () => JSON.stringify({ intervals, events: events().length }));
+    if (purged !== undefined) break;
+    await jest.advanceTimersByTimeAsync(1000);
+    intervals++;
+  }
+  expect(purged).toBe(1500);
+  expect(intervals).toBe(2);
   await attemptLog.close();
   const ev = events() as { event: string; status?: string; message_id: string; event_id: string }[];
   expect(ev).toHaveLength(1500);
@@ -239,7 +268,7 @@ test('a purge of 1,500 messages shares the synced writes: it does not wait out t
 });
 
 test('a purge of a paused destination removes its mail: queued behind the pause is not in flight', async () => {
-  const connector = new CountingConnector(1);
+  const connector = new CountingConnector();
   const { engine, partition, attemptLog, events } = await engineWith('purge-paused', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector);
   engine.pauseDestination({ domain: 'paused.test' });
   for (let i = 0; i < 5; i++) {
@@ -313,7 +342,8 @@ describe('an outcome that cannot be recorded (a full disk)', () => {
       expect(engine.describe('m2')?.why).toMatch(/until an outcome is recorded/);
       expect(sent).toEqual(['m1']);
       full = false;
-      await waitUntil(() => partition.size === 0, 5_000, () => JSON.stringify({ sent, status: engine.status() }));
+      // The outcome is written again after recordRetryMs, and the parked message looks again after a second.
+      await advanceUntil(() => partition.size === 0, 100, 100, () => JSON.stringify({ sent, status: engine.status() }));
     } finally {
       full = false;
       await engine.stop();
@@ -416,7 +446,8 @@ test('a deferral caused only by the proxy link is retried within seconds, not af
   await partition.appendMessage({ id: 'l1', from: 'a@shop.test', to: ['b@dest.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
   engine.start();
   try {
-    await waitUntil(() => events().some((e) => e.status === 'delivered'), 10_000, () => JSON.stringify(events()));
+    // Each deferral is retried after the link's 50 ms (fake time), not the hour.
+    await advanceUntil(() => events().some((e) => e.status === 'delivered'), 50, 100, () => JSON.stringify(events()));
   } finally {
     await engine.stop();
     await attemptLog.close();
@@ -490,7 +521,7 @@ test("a drained message expires at its source's expiry, not at received + this n
 });
 
 test('a message an interrupted drain may have handed over is held at start: not delivered until it is scheduled again (its destination said it does not have it)', async () => {
-  const connector = new CountingConnector(1);
+  const connector = new CountingConnector();
   const { engine, partition, attemptLog, events } = await engineWith('held', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector);
   for (const id of ['free', 'held']) await partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@x.test`], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
   engine.start(new Set(['held']));
@@ -507,6 +538,8 @@ test('a message an interrupted drain may have handed over is held at start: not 
 });
 
 test('8-bit mail to an MX without 8BITMIME is converted to 7 bit before DKIM signs it: it arrives quoted-printable and its signature verifies', async () => {
+  // Not a question of time, and dkimverify runs as a real process: real timers.
+  jest.useRealTimers();
   const mx = new ScriptedMx({ no8BitMime: true });
   await mx.listen();
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { classify } from '../../../../runtime/mta/delivery/bounce-category';
-import { buildDsn } from '../../../../runtime/mta/delivery/dsn';
-import { Verp } from '../../../../runtime/mta/delivery/verp';
+import { classify } from '../../../../runtime/mta/delivery/records/bounce-category';
+import { buildDsn } from '../../../../runtime/mta/delivery/records/dsn';
+import { Verp } from '../../../../runtime/mta/delivery/records/verp';
 import { parseReport } from '../../../../runtime/mta/inbound/report';
 import { matchReport, type MatchResult } from '../../../../runtime/mta/inbound/report-matcher';
 

@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { MAX_COMMAND_LINE } from '../../../../runtime/mta/intake/smtp/session';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
-import { ProxyConnector } from '../../../../runtime/mta/delivery/proxy-connector';
+import { ProxyConnector } from '../../../../runtime/mta/delivery/connect/proxy-connector';
 import { testConfig } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { fuzzSeed, Prng } from '../../../helpers/prng';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { ProxyConnector, ProxyConnectError } from '../../../../runtime/mta/delivery/proxy-connector';
+import { ProxyConnector, ProxyConnectError } from '../../../../runtime/mta/delivery/connect/proxy-connector';
 import type { ProxyServer } from '../../../../runtime/proxy/server';
 import { FrameChannel } from '../../../../runtime/shared/proxy-protocol/channel';
 import { encodeFrame, FrameDecoder } from '../../../../runtime/shared/proxy-protocol/codec';

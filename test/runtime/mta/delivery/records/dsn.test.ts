@@ -1,0 +1,66 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { deliveryConfigYaml } from '../../../../helpers/config';
+import { startMta, type MtaProcess } from '../../../../helpers/mta-process';
+import { ScriptedMx } from '../../../../helpers/scripted-mx';
+import { SmtpDialog, message } from '../../../../helpers/smtp-dialog';
+import { tempDir } from '../../../../helpers/tmp';
+import { readAttempts } from '../../../../helpers/attempt-log';
+
+const dir = tempDir();
+const failing = new ScriptedMx({
+  rcpt: (r) => (r.startsWith('gone@') ? [550, '5.1.1 user unknown'] : r.startsWith('full@') ? [552, '5.2.2 over your storage plan'] : undefined),
+});
+const senders = new ScriptedMx();
+let mta: MtaProcess;
+
+beforeAll(async () => {
+  await failing.listen();
+  await senders.listen();
+  const config = join(dir, 'volley.yaml');
+  writeFileSync(
+    config,
+    deliveryConfigYaml(`routes:
+  - { domain: fail.test, host: 127.0.0.1, port: ${failing.port} }
+  - { domain: shop.example, host: 127.0.0.1, port: ${senders.port} }
+bounce_rules:
+  - { category: inactive, enhanced: "5\\\\.2\\\\.2", text: "storage plan" }
+delivery: { retry: [1h], dsn: true }
+`),
+  );
+  mta = await startMta({ configPath: config, persistentPath: join(dir, 'pp'), workers: 1 });
+});
+afterAll(async () => {
+  await mta?.stop();
+  await failing.close();
+  await senders.close();
+});
+
+test('a hard failure sends an RFC 3464 DSN to the return path; a config rule classifies it first', async () => {
+  const s = await SmtpDialog.open(mta.smtpPort);
+  await s.reply();
+  await s.command('EHLO i.test');
+  const r = await s.transaction('news@shop.example', ['gone@fail.test', 'full@fail.test', 'ok@fail.test'], message('offer', 'buy now'));
+  expect(r.code).toBe(250);
+  await s.quit();
+  await senders.waitFor(1);
+  const dsn = senders.messages[0];
+  expect(dsn.from).toBe('');
+  expect(dsn.to).toEqual(['news@shop.example']);
+  expect(dsn.body).toMatch(/Content-Type: multipart\/report; report-type=delivery-status/);
+  expect(dsn.body).toMatch(/Reporting-MTA: dns; mta\.test\.example/);
+  expect(dsn.body).toMatch(/Final-Recipient: rfc822; gone@fail\.test\r\nAction: failed\r\nStatus: 5\.1\.1/);
+  expect(dsn.body).toMatch(/Final-Recipient: rfc822; full@fail\.test\r\nAction: failed\r\nStatus: 5\.2\.2/);
+  expect(dsn.body).not.toMatch(/ok@fail\.test\r\nAction/);
+  expect(dsn.body).toMatch(/Content-Type: text\/rfc822-headers\r\n\r\n[^]*Subject: offer/);
+
+  const read = () => readAttempts<{ recipient?: string; status?: string; sender?: string; bounce_category?: string }>(join(dir, 'pp', 'log', 'events'));
+  // The MX has the DSN before the MTA has its 250 and logged it: wait for that event.
+  const dsnDelivered = (e: { recipient?: string; status?: string; sender?: string }) => e.recipient === 'news@shop.example' && e.status === 'delivered' && e.sender === '';
+  for (const until = Date.now() + 5000; !read().some(dsnDelivered) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+  const events = read();
+  const cat = Object.fromEntries(events.filter((e) => e.status === 'failed').map((e) => [e.recipient, e.bounce_category]));
+  expect(cat).toEqual({ 'gone@fail.test': 'bad-mailbox', 'full@fail.test': 'inactive' });
+  // The DSN itself was delivered like any message, from the null sender.
+  expect(events.some(dsnDelivered)).toBe(true);
+});

@@ -1,0 +1,63 @@
+// A worker's throttle authority (PrimaryAuthority) against a scripted
+// primary: which questions cross IPC, and how many, when a delivery pump
+// starts many connection attempts to one destination at once.
+import { PrimaryAuthority, type ThrottleOp } from '../../../../../runtime/mta/delivery/throttle/throttle-authority';
+import { throttleKey } from '../../../../../runtime/mta/delivery/throttle/throttle-key';
+
+const vd = throttleKey('v', 'd');
+
+const limits = { maxConnections: 2, maxMessagesPerHour: Infinity };
+
+/** An authority whose messages to the primary are kept for the test to answer. */
+function scripted() {
+  const sent: { id: number; q: ThrottleOp }[] = [];
+  const authority = new PrimaryAuthority((m) => sent.push({ id: m.id, q: m.q }));
+  const answer = (op: ThrottleOp['op'], value: unknown): void => {
+    for (const m of sent.filter((x) => x.q.op === op)) authority.onReply(m.id, value);
+  };
+  return { sent, authority, answer };
+}
+
+const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test('ten attempts at a destination at its limit: one connection ask, and its refusal answers all ten', async () => {
+  const { sent, authority, answer } = scripted();
+  const attempts = Array.from({ length: 10 }, () => authority.tryConnection(vd, limits));
+  await flush();
+  expect(sent.filter((m) => m.q.op === 'connect')).toHaveLength(1);
+  answer('connect', false);
+  expect(await Promise.all(attempts)).toEqual(new Array(10).fill(false));
+  expect(sent).toHaveLength(1);
+});
+
+test('a granted permit does not stand for the others: the next attempt asks for its own, one at a time', async () => {
+  const { sent, authority } = scripted();
+  const a = authority.tryConnection(vd, limits);
+  const b = authority.tryConnection(vd, limits);
+  await flush();
+  expect(sent).toHaveLength(1);
+  authority.onReply(sent[0].id, true);
+  expect(await a).toBe(true);
+  await flush();
+  expect(sent).toHaveLength(2);
+  authority.onReply(sent[1].id, true);
+  expect(await b).toBe(true);
+  // Another key is never held up by this one's asks.
+  void authority.tryConnection(throttleKey('v', 'other'), limits);
+  await flush();
+  expect(sent).toHaveLength(3);
+});
+
+test('pause questions asked together cross once; a release is told, never answered', async () => {
+  const { sent, authority, answer } = scripted();
+  const paused = Array.from({ length: 5 }, () => authority.pausedFor(vd));
+  await flush();
+  expect(sent.map((m) => m.q.op)).toEqual(['paused']);
+  answer('paused', 3000);
+  expect(await Promise.all(paused)).toEqual(new Array(5).fill(3000));
+  // Asked again later: a fresh answer.
+  void authority.pausedFor(vd);
+  authority.releaseConnection(vd);
+  expect(sent.map((m) => m.q.op)).toEqual(['paused', 'paused', 'release']);
+  expect(sent[2].id).toBe(0);
+});
