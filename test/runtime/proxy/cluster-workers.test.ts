@@ -42,18 +42,18 @@ describe.each([1, 2])('MTAs at --workers %i', (mtaWorkers) => {
     writeFileSync(
       config,
       deliveryConfigYaml(`vmtas:
-    - { name: ip-4, ip: 127.0.0.4, helo: ip4.mta.test }
-  routes:
-    - { domain: one.test, host: 127.0.0.1, port: ${slowMx.port} }
-    - { domain: "*", host: 127.0.0.1, port: ${pinMx.port} }
-  proxies:
-    secret_file: ${secretFile}
-    servers:
-      - { name: proxy-w, address: "127.0.0.1:${port}", fingerprint: "${tls.fingerprint}", sending_ips: [127.0.0.4] }
-  throttles:
-    - { destination: one.test, max_connections: 1 }
-  delivery: { retry: [1s], greeting_timeout: 1s }
-  `),
+  - { name: ip-4, ip: 127.0.0.4, helo: ip4.mta.test }
+routes:
+  - { domain: one.test, host: 127.0.0.1, port: ${slowMx.port} }
+  - { domain: "*", host: 127.0.0.1, port: ${pinMx.port} }
+proxies:
+  secret_file: ${secretFile}
+  servers:
+    - { name: proxy-w, address: "127.0.0.1:${port}", fingerprint: "${tls.fingerprint}", sending_ips: [127.0.0.4] }
+throttles:
+  - { destination: one.test, max_connections: 1 }
+delivery: { retry: [1s], greeting_timeout: 1s }
+`),
     );
     for (let i = 0; i < 3; i++) mtas.push(await startMta({ configPath: config, persistentPath: join(dir, `mta-${mtaWorkers}-${i}`), workers: mtaWorkers }));
   }, 90_000);
