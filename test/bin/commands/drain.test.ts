@@ -172,7 +172,8 @@ test('drains every queued message once into two destinations round-robin, with i
   await waitUntil(() => src.mta.proc.exitCode !== null, 10_000);
   expect(await spoolIds(src.pp)).toEqual([]);
   expect(existsSync(join(src.pp, 'drain', 'journal.jsonl'))).toBe(false);
-  expect(resultLine(r.stdout)).toMatchObject({ exit: 0, moved: { [a.label]: 20, [b.label]: 20 } });
+  // The result line counts what each destination acknowledged (the split itself varies, above).
+  expect(resultLine(r.stdout)).toMatchObject({ exit: 0, moved: { [a.label]: atA.length, [b.label]: atB.length } });
   expect([...a.peers, ...b.peers]).toEqual(['127.0.0.2', '127.0.0.2']); // --bind-ip
 }, 120_000);
 
