@@ -206,3 +206,21 @@ export function ownMta(mta: MtaProcess, withinMs = 30_000): () => Promise<void> 
     unregister();
   };
 }
+
+/**
+ * How a bench runner on its own (`npm run bench:events`, `:workers`,
+ * `:mirror`, `:e2e`) ends: exit 0 after `main`, or `BENCH_PARTIAL {json}`
+ * of what it had, a `FAILED at <stage>` line and exit 1.
+ */
+export function runStandalone(main: () => Promise<void>, partial: Record<string, unknown>, stage: () => string): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      const e = err as { code?: string; message?: string; stack?: string };
+      process.stdout.write(`BENCH_PARTIAL ${JSON.stringify(partial)}\n`);
+      process.stdout.write(`FAILED at ${stage()}: ${e.code ? `[${e.code}] ` : ''}${e.message ?? String(err)}\n`);
+      process.stderr.write(`bench failed: ${e.stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -7,6 +7,7 @@
 // (512), BENCH_MIRROR_PROMOTE_MESSAGES (1,000,000).
 import { availableParallelism, cpus } from 'node:os';
 import { mirrorFigures } from './mirror-figures';
+import { runStandalone } from './run-guard';
 
 const partial: Record<string, unknown> = {};
 const line = (s: string): boolean => process.stdout.write(`${s}\n`);
@@ -25,13 +26,4 @@ async function main(): Promise<void> {
   line(`BENCH ${JSON.stringify({ cores: availableParallelism(), ...figures })}`);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    const e = err as { code?: string; message?: string; stack?: string };
-    line(`BENCH_PARTIAL ${JSON.stringify(partial)}`);
-    line(`FAILED at ${String(partial.stage ?? 'start-up')}: ${e.code ? `[${e.code}] ` : ''}${e.message ?? String(err)}`);
-    process.stderr.write(`bench failed: ${e.stack ?? String(err)}\n`);
-    process.exit(1);
-  },
-);
+runStandalone(main, partial, () => String(partial.stage ?? 'start-up'));

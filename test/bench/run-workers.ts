@@ -6,6 +6,7 @@
 // BENCH_MESSAGES (timed, default 10,000), BENCH_WARMUP_MESSAGES (10,000),
 // BENCH_ROUNDS (3).
 import { availableParallelism, cpus } from 'node:os';
+import { runStandalone } from './run-guard';
 import { measureWithWorkers, workersCpuFigures, type WorkersRun } from './workers-cpu';
 
 const LOAD = { messages: Number(process.env.BENCH_MESSAGES ?? 10_000), sessions: 20, sizeBytes: 2048 };
@@ -35,15 +36,4 @@ async function main(): Promise<void> {
   line(`BENCH ${JSON.stringify({ cores: availableParallelism(), e2e_timed_messages: LOAD.messages, e2e_warmup_messages: WARMUP, ...figures })}`);
 }
 
-function fail(err: unknown): never {
-  const e = err as { code?: string; message?: string; stack?: string };
-  line(`BENCH_PARTIAL ${JSON.stringify(partial)}`);
-  line(`FAILED at ${stage}: ${e.code ? `[${e.code}] ` : ''}${e.message ?? String(err)}`);
-  process.stderr.write(`bench failed: ${e.stack ?? String(err)}\n`);
-  process.exit(1);
-}
-
-main().then(
-  () => process.exit(0),
-  (err: unknown) => fail(err),
-);
+runStandalone(main, partial, () => stage);
