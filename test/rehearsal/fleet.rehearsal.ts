@@ -16,7 +16,7 @@ import { parseDocument } from 'yaml';
 import { eventsBucketName } from '../../stacks/event-shipping';
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
-import { HELD_MX_IP, INGRESS_IP, type Rehearsal, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
+import { HELD_MX_IP, INGRESS_IP, type Rehearsal, SINK_MX_IP, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
 import type { SinkSession } from './world';
 
 let rehearsal: Rehearsal;
@@ -108,6 +108,10 @@ it('mail injected at the ingress reaches the sink MX from the configured sending
   expect(throttled.flatMap((s) => s.recipients).every((r) => r.endsWith('@throttled.rehearsal.test'))).toBe(true);
   expect(throttled.reduce((n, s) => n + s.messages, 0)).toBe(20);
   expect(maxOverlapPerSource(throttled)).toBe(1);
+  // Delivery TLS as deployed: the inbox MX offers STARTTLS and got every message encrypted; the throttled MX does
+  // not, and got its mail in clear (the default policy is opportunistic, RFC 7435), never refused for it.
+  const byMx = (ip: string) => sessions.filter((s) => s.local === ip).reduce((n, s) => ({ messages: n.messages + s.messages, secure: n.secure + s.secureMessages }), { messages: 0, secure: 0 });
+  expect({ inbox: byMx(SINK_MX_IP), throttled: byMx(THROTTLED_MX_IP) }).toEqual({ inbox: { messages: 20, secure: 20 }, throttled: { messages: 20, secure: 0 } });
 }, 240_000);
 
 /** One event line of a shipped file, with where it was found. */
@@ -118,6 +122,8 @@ interface ShippedEvent {
   readonly message_id?: string;
   readonly recipient?: string;
   readonly node?: string;
+  readonly tls_policy?: string;
+  readonly tls_version?: string;
 }
 
 it('the events of the delivered mail reach the events bucket: closed event-log files from each MTA, gzipped, under its own slot\'s prefix, written with its own role', async () => {
@@ -140,6 +146,9 @@ it('the events of the delivered mail reach the events bucket: closed event-log f
   expect(events).toHaveLength(40);
   expect(events.filter((e) => e.recipient?.endsWith('@inbox.rehearsal.test'))).toHaveLength(20);
   expect(events.filter((e) => e.recipient?.endsWith('@throttled.rehearsal.test'))).toHaveLength(20);
+  // Each says how it went: opportunistic TLS (policy may), encrypted to the MX that offered STARTTLS, in clear to the other.
+  const tls = (domain: string) => [...new Set(events.filter((e) => e.recipient?.endsWith(domain)).map((e) => `${e.tls_policy} ${e.tls_version ?? 'clear'}`))];
+  expect({ inbox: tls('@inbox.rehearsal.test'), throttled: tls('@throttled.rehearsal.test') }).toEqual({ inbox: [expect.stringMatching(/^may TLSv1\.[23]$/)], throttled: ['may clear'] });
 
   const keys = [...new Set(shipped().map((e) => e.key))];
   const slots = mtas.map((m) => m.spec.instanceEnv.VOLLEY_NODE_ID);

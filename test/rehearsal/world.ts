@@ -24,22 +24,28 @@ export interface SinkSession {
   closedAt?: number;
   readonly recipients: string[];
   messages: number;
+  /** Messages that came over TLS (STARTTLS). */
+  secureMessages: number;
 }
 
 // The sink MX: smtp-server from this checkout, one JSON line per event. DATA
-// is held a little so that sessions overlap if a throttle lets them.
+// is held a little so that sessions overlap if a throttle lets them. The first
+// address (inbox.rehearsal.test's MX) offers STARTTLS with smtp-server's own
+// self-signed certificate, the second does not: the deployed MTAs' default TLS
+// policy (auto, which is `may` without MTA-STS or DANE) must encrypt to the one
+// and go on in clear to the other, through the proxies.
 const SINK = (smtpServer: string, log: string, holdMs: number) => `const { SMTPServer } = require(${JSON.stringify(smtpServer)});
 const fs = require('node:fs');
 const log = (e) => fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify({ ...e, t: Date.now() }) + '\\n');
 let ids = 0;
 const options = {
-  authOptional: true, disabledCommands: ['STARTTLS', 'AUTH'], banner: 'rehearsal sink MX', size: 64 * 1024 * 1024,
+  authOptional: true, banner: 'rehearsal sink MX', size: 64 * 1024 * 1024,
   onConnect(session, cb) { session.rid = process.pid * 100000 + ++ids; log({ e: 'open', id: session.rid, remote: session.remoteAddress.replace(/^::ffff:/, ''), local: session.localAddress.replace(/^::ffff:/, '') }); cb(); },
   onClose(session) { log({ e: 'close', id: session.rid }); },
   onRcptTo(a, session, cb) { log({ e: 'rcpt', id: session.rid, to: a.address }); cb(); },
-  onData(stream, session, cb) { stream.resume(); stream.on('end', () => setTimeout(() => { log({ e: 'message', id: session.rid }); cb(); }, ${holdMs})); },
+  onData(stream, session, cb) { stream.resume(); stream.on('end', () => setTimeout(() => { log({ e: 'message', id: session.rid, secure: session.secure === true }); cb(); }, ${holdMs})); },
 };
-const servers = process.argv.slice(2).map(() => new SMTPServer(options));
+const servers = process.argv.slice(2).map((_, i) => new SMTPServer({ ...options, disabledCommands: i === 0 ? ['AUTH'] : ['STARTTLS', 'AUTH'] }));
 let pending = servers.length;
 process.argv.slice(2).forEach((address, i) => servers[i].listen(25, address, () => --pending === 0 && process.stdout.write('ready\\n')));
 `;
@@ -150,13 +156,14 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
       const byId = new Map<number, SinkSession>();
       if (!existsSync(log)) return [];
       for (const line of readFileSync(log, 'utf8').split('\n').filter(Boolean)) {
-        const e = JSON.parse(line) as { e: string; id: number; remote?: string; local?: string; to?: string; t: number };
-        if (e.e === 'open') byId.set(e.id, { id: e.id, remote: e.remote ?? '', local: e.local ?? '', openedAt: e.t, recipients: [], messages: 0 });
+        const e = JSON.parse(line) as { e: string; id: number; remote?: string; local?: string; to?: string; secure?: boolean; t: number };
+        if (e.e === 'open') byId.set(e.id, { id: e.id, remote: e.remote ?? '', local: e.local ?? '', openedAt: e.t, recipients: [], messages: 0, secureMessages: 0 });
         const s = byId.get(e.id);
         if (!s) continue;
         if (e.e === 'close') s.closedAt = e.t;
         if (e.e === 'rcpt' && e.to) s.recipients.push(e.to);
         if (e.e === 'message') s.messages++;
+        if (e.e === 'message' && e.secure === true) s.secureMessages++;
       }
       return [...byId.values()];
     };
