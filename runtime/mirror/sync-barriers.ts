@@ -129,6 +129,8 @@ export class SyncBarriers {
 
   private expire(w: Waiter): void {
     if (!this.waiters.has(w)) return;
+    // No longer the primary (a switchover or demotion that did not fail it): no policy of a primary applies here.
+    if (!this.options.primary()) return this.settle(w, { ok: false, reason: 'not-primary', message: 'this node stopped being the primary: no mail may be acknowledged here' });
     this.timeouts++;
     const waited = this.now() - w.arrived;
     if (this.options.policy === 'block') {

@@ -194,3 +194,15 @@ test('a change of role ends a degraded state: reset puts the barriers back in sy
   await flush();
   expect(next.answer).toEqual({ ok: true, state: 'sync' });
 });
+
+test('a barrier that times out after its node stopped being the primary is refused: no policy runs, nothing is recorded', async () => {
+  let primary = true;
+  const { b, degraded } = barriers('degrade', { primary: () => primary });
+  const waiting = ask(b);
+  primary = false; // e.g. a switchover handed the role over while it waited
+  jest.advanceTimersByTime(1000);
+  await flush();
+  expect(waiting.answer).toMatchObject({ ok: false, reason: 'not-primary' });
+  expect(degraded).toEqual([]);
+  expect(b.state).toBe('sync');
+});
