@@ -6,7 +6,7 @@
 // primary. Checked with the mirror's own loader, so `cdk synth` stops before
 // a config `volley mirror` would refuse is deployed.
 import { stringify } from 'yaml';
-import { parseMirrorConfig } from '../runtime/mirror/config';
+import { MIRROR_SYNC_DEFAULTS, parseMirrorConfig } from '../runtime/mirror/config';
 import type { EnvironmentConfig } from './environments';
 import type { MtaPair, PairMember } from './environments/layout';
 import { arbiterKey, eventsBucketName } from './event-shipping';
@@ -41,6 +41,8 @@ export function mirrorConfigText(env: EnvironmentConfig, pair: MtaPair, member: 
     peer_ca: INSTANCE_FILES.mirrorCa,
     secret_file: INSTANCE_FILES.mirrorSecret,
     mode: env.mta.mirrorMode ?? 'async',
+    // Written out even at their defaults: the file on the instance says what a silent secondary does to intake.
+    ...(env.mta.mirrorMode === 'sync' ? { sync_timeout: env.mta.mirrorSyncTimeout ?? MIRROR_SYNC_DEFAULTS.syncTimeout, sync_policy: env.mta.mirrorSyncPolicy ?? MIRROR_SYNC_DEFAULTS.syncPolicy } : {}),
     // One lease per pair (the logical slot): both nodes contend for the same object.
     arbiter: { s3: { bucket: eventsBucketName(env), key: arbiterKey(env.name, pair.slotId), region: env.region } },
     promote_command: [...PROMOTE_COMMAND],

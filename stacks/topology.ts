@@ -5,7 +5,10 @@
 // stops before a config the daemon would refuse can be deployed.
 import { parseDocument, type Document } from 'yaml';
 import { parseProxyConfig } from '../runtime/proxy/config';
+import { MIRROR_SYNC_DEFAULTS } from '../runtime/mirror/config';
 import { parseConfig } from '../runtime/shared/config/load';
+import { MIRROR_TIMEOUT_DEFAULT_MS } from '../runtime/shared/config/mirror';
+import { parseDuration } from '../runtime/shared/units';
 import { drainSection } from '../runtime/shared/drain-topology';
 import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../runtime/shared/proxy-topology';
 import type { EnvironmentConfig, ProxyConfig } from './environments';
@@ -145,6 +148,13 @@ function addDrain(doc: Document, env: EnvironmentConfig): string | undefined {
   return undefined;
 }
 
+/**
+ * How much longer than the mirror's sync_timeout the MTA waits for a barrier's
+ * answer: the daemon's policy must answer first (block's refusal, or
+ * degrade's durable record and arbiter lease write), not the MTA's own timeout.
+ */
+export const MTA_MIRROR_MARGIN_MS = 3000;
+
 /** The mirror fields the environment file owns: the mode must be the mirror daemons' (stacks/mirror-topology.ts), the socket their default. */
 const GENERATED_MIRROR_FIELDS = ['mode', 'sync_socket'] as const;
 
@@ -156,7 +166,9 @@ const GENERATED_MIRROR_FIELDS = ['mode', 'sync_socket'] as const;
  * mirror daemon runs mode sync: on an MTA with no mirror daemon in sync mode
  * it would refuse all intake (no barrier, no 250). The sync socket is left to
  * its default (<persistent path>/mirror/sync.sock), where the daemon's
- * generated config also listens. A git config may add mirror.timeout.
+ * generated config also listens. A git config may add mirror.timeout (at
+ * least sync_timeout + MTA_MIRROR_MARGIN_MS); without one, a sync_timeout too
+ * long for the MTA's default wait gets a generated one.
  * Returns an error message, or undefined.
  */
 function addMirror(doc: Document, env: EnvironmentConfig): string | undefined {
@@ -169,6 +181,17 @@ function addMirror(doc: Document, env: EnvironmentConfig): string | undefined {
     if (own !== undefined) return `remove the mirror: section: stacks/environments/${env.name}.ts runs no sync mirror (mta.ha with mta.mirrorMode: sync)`;
     return undefined;
   }
-  doc.set('mirror', doc.createNode({ ...hand, mode: 'sync' }));
+  const needMs = parseDuration(env.mta.mirrorSyncTimeout ?? MIRROR_SYNC_DEFAULTS.syncTimeout) + MTA_MIRROR_MARGIN_MS;
+  let timeout: string | number | undefined;
+  if (hand.timeout !== undefined) {
+    let givenMs: number | undefined;
+    try {
+      givenMs = parseDuration(hand.timeout as string | number);
+    } catch {
+      // Not a duration: the MTA's loader says so below.
+    }
+    if (givenMs !== undefined && givenMs < needMs) return `mirror.timeout (${String(hand.timeout)}) must be at least mta.mirrorSyncTimeout + ${MTA_MIRROR_MARGIN_MS / 1000}s (${needMs} ms): the mirror's sync_policy must answer before the MTA gives up on its own`;
+  } else if (needMs > MIRROR_TIMEOUT_DEFAULT_MS) timeout = `${needMs}ms`;
+  doc.set('mirror', doc.createNode({ ...hand, mode: 'sync', ...(timeout !== undefined ? { timeout } : {}) }));
   return undefined;
 }

@@ -147,6 +147,9 @@ const readArbiter: Reader<ArbiterConfig | undefined> = (v, field, ctx) => {
   return undefined;
 };
 
+/** Mode sync's defaults, also what an AWS environment's pair gets when it names none (stacks/mirror-topology.ts). */
+export const MIRROR_SYNC_DEFAULTS = { syncTimeout: '2s', syncPolicy: 'block' } as const;
+
 /** YAML key -> [config field, default (undefined: required or optional), reader]. */
 const MIRROR_SETTINGS = {
   name: ['name', () => process.env.HOSTNAME ?? 'mirror', optionalString],
@@ -165,8 +168,8 @@ const MIRROR_SETTINGS = {
   peer_ca: ['peerCa', undefined, optionalPath],
   secret_file: ['secretFile', undefined, optionalPath],
   mode: ['mode', () => 'async', oneOf(['async', 'sync'] as const)],
-  sync_timeout: ['syncTimeoutMs', () => '2s', duration],
-  sync_policy: ['syncPolicy', () => 'block', oneOf(['block', 'degrade'] as const)],
+  sync_timeout: ['syncTimeoutMs', () => MIRROR_SYNC_DEFAULTS.syncTimeout, duration],
+  sync_policy: ['syncPolicy', () => MIRROR_SYNC_DEFAULTS.syncPolicy, oneOf(['block', 'degrade'] as const)],
   sync_socket: ['syncSocket', undefined, path],
   arbiter: ['arbiter', undefined, ((v, field, ctx) => readArbiter(v, field, ctx)) as Reader<ArbiterConfig | undefined>],
   lease_ttl: ['leaseTtlMs', () => '10s', duration],

@@ -106,8 +106,8 @@ export class MirrorDaemon {
   constructor(
     readonly config: MirrorConfig,
     readonly logger: Logger,
-    /** Tests: the clock, the MTA fence, and the secondary's batch writer (held to see what the primary does meanwhile). */
-    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch } = {},
+    /** Tests: the clock, the MTA fence, the secondary's batch writer (held to see what the primary does meanwhile), the promote_command runner. */
+    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch; promoteCommand?: typeof runPromoteCommand } = {},
   ) {
     this.state = readState(config.persistentPath);
     try {
@@ -143,6 +143,7 @@ export class MirrorDaemon {
         saveState: (s) => this.setState(s),
         // Only while the link is up: a barrier must not turn the reconnect wait into a dial per message.
         kick: () => this.sender !== undefined && this.wake?.(),
+        ...(this.lease ? { writeLease: () => this.lease!.renewNow() } : {}),
         lastContact: () => this.lastContact,
         now: () => this.now(),
       });
@@ -281,6 +282,7 @@ export class MirrorDaemon {
     this.lease?.released();
     // Durable before the peer hears of it: this node never serves epoch `from` again, whatever happens next.
     this.setState({ role: 'secondary', epoch: to, caughtUp: true });
+    this.sync?.demoted();
     this.sender = undefined;
     try {
       channel.send({ t: 'takeover', epoch: from, promote_to: to, holder: this.config.name });
@@ -329,11 +331,12 @@ export class MirrorDaemon {
   private becomePrimary(epoch: number, why: string): void {
     // Its own data is the truth from now on: neither it nor a peer it has not met yet is behind.
     this.setState({ role: 'primary', epoch, caughtUp: this.state.caughtUp, outdated: false, peerOutdated: false });
+    this.sync?.promoted();
     this.logger.warn({ epoch, why }, 'mirror: promoted to primary');
     // Promoted mid-catch-up: what it set aside so far is filed now (once the receive loop has let go), against what it serves from here on.
-    void (this.receiving ?? Promise.resolve())
+    const filed = (this.receiving ?? Promise.resolve())
       .then(() => fileOnPromotion(this.config.persistentPath, epoch, this.logger, this.now()))
-      .then(async () => (this.quarantine = await quarantineSummary(this.config.persistentPath)))
+      .then(async () => void (this.quarantine = await quarantineSummary(this.config.persistentPath)))
       .catch((err: Error) => this.logger.error({ err: err.message }, 'mirror: filing the quarantine at promotion failed; the originals stay in mirror/quarantine/pending'));
     const old = this.inbound;
     if (old?.open) {
@@ -348,7 +351,8 @@ export class MirrorDaemon {
     const argv = this.config.promoteCommand;
     if (argv) {
       this.lastPromoteRun = { epoch };
-      void runPromoteCommand(argv, epoch, this.logger).then((r) => (this.lastPromoteRun = { epoch, exit: r.exit, ...(r.error ? { error: r.error } : {}) }));
+      // Not before the receive loop let go of the spool (and the quarantine is filed): the MTA it starts would share the files with it.
+      void filed.then(() => (this.hooks.promoteCommand ?? runPromoteCommand)(argv, epoch, this.logger)).then((r) => (this.lastPromoteRun = { epoch, exit: r.exit, ...(r.error ? { error: r.error } : {}) }));
     }
   }
 
@@ -426,7 +430,7 @@ export class MirrorDaemon {
   }
 
   private async receive(channel: FrameChannel): Promise<void> {
-    const guard = guardCatchUp(this.config.persistentPath, this.state.epoch, lockPid(this.config.persistentPath), this.logger, this.now());
+    let guard = guardCatchUp(this.config.persistentPath, this.state.epoch, lockPid(this.config.persistentPath), this.logger, this.now());
     if (guard) this.quarantine = { ...this.quarantine, pending: true };
     const files: Inventory = await inventory(this.config.persistentPath);
     channel.send({ t: 'inventory', epoch: this.state.epoch, files });
@@ -466,6 +470,8 @@ export class MirrorDaemon {
         synced = true;
         if (guard) {
           await guard.finish(epoch, this.now());
+          // Filed once: a later `synced` (after a degrade on this link) finds nothing of this node's own left.
+          guard = undefined;
           this.quarantine = await quarantineSummary(this.config.persistentPath);
         }
         if (!this.state.caughtUp) this.setState({ ...this.state, caughtUp: true });
@@ -559,7 +565,8 @@ export class MirrorDaemon {
         }
         const s = sender.stats();
         if (scan !== undefined && s.lagBytes === 0) this.sync!.barriers.durable(scan);
-        if (s.caughtUp && !syncedSent && (this.sync?.peerCaughtUp() ?? true)) {
+        // Again after a degrade on this very link: the secondary caught up once more (and peer_outdated clears).
+        if (s.caughtUp && (!syncedSent || this.sync?.behind === true) && (this.sync?.peerCaughtUp() ?? true)) {
           channel.send({ t: 'synced', epoch: this.state.epoch });
           syncedSent = true;
           this.logger.info({ epoch: this.state.epoch }, 'mirror: the secondary is caught up');

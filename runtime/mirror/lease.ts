@@ -127,6 +127,36 @@ export class LeaseKeeper {
     await this.writeOwn(epoch, start, r.etag);
   }
 
+  /**
+   * The primary writes its lease now instead of at the next renewal (it
+   * carries peer_outdated as the state says): after a sync degrade the
+   * arbiter must know the secondary is outdated before any mail is
+   * acknowledged without it. Waits for a round under way (one write at a
+   * time: each names the version the last one left); rejects when the write
+   * fails, and the next round comes soon as after any failed renewal.
+   */
+  async renewNow(): Promise<void> {
+    while (this.running) await this.running;
+    if (this.stopped) throw new VolleyError('ESTOPPING', 'the arbiter lease is no longer kept (the mirror is stopping)');
+    clearTimeout(this.timer);
+    const run = this.renew();
+    this.running = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    try {
+      await run;
+    } catch (err) {
+      this.errors++;
+      this.lastError = (err as Error).message;
+      this.schedule(this.o.ttlMs / 10);
+      throw err;
+    } finally {
+      this.running = undefined;
+    }
+    this.schedule(this.o.ttlMs / 3);
+  }
+
   private schedule(ms: number): void {
     if (this.stopped) return;
     clearTimeout(this.timer);

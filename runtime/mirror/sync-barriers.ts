@@ -8,8 +8,10 @@
 // When no such acknowledgement comes within sync_timeout the policy
 // decides: `block` fails the barrier (the MTA answers 451 and drops the
 // message), `degrade` answers it (and every later one) at once, after
-// `onDegrade` has recorded durably that the secondary is outdated; a
-// secondary caught up again (`caughtUp`) puts the pair back in sync.
+// `onDegrade` has recorded durably that the secondary is outdated (and told
+// the arbiter, which may take a moment: the barriers wait for it); a
+// secondary caught up again (`caughtUp`) puts the pair back in sync, and so
+// does a change of role (`reset`: a new primary starts in sync).
 import type { BarrierAnswer } from '../shared/mirror-sync/protocol';
 import type { SyncPolicy } from './config';
 
@@ -22,8 +24,8 @@ export interface SyncBarriersOptions {
   primary: () => boolean;
   /** Start a replication scan soon (the link is idle in its poll wait). */
   kick: () => void;
-  /** The secondary missed sync_timeout under policy degrade: record it durably before any barrier is answered. */
-  onDegrade: (waitedMs: number) => void;
+  /** The secondary missed sync_timeout under policy degrade: record it durably (and tell the arbiter) before any barrier is answered; a throw or rejection refuses the barriers that timed out. */
+  onDegrade: (waitedMs: number) => void | Promise<void>;
   now?: () => number;
 }
 
@@ -31,6 +33,8 @@ interface Waiter {
   /** The first scan that covers this barrier. */
   need: number;
   arrived: number;
+  /** Its sync_timeout passed (policy degrade: it waits for the outdated flag to be recorded). */
+  expired?: boolean;
   timer: ReturnType<typeof setTimeout>;
   answer: (a: BarrierAnswer) => void;
 }
@@ -49,6 +53,8 @@ export class SyncBarriers {
   private readonly waiters = new Set<Waiter>();
   private syncState: SyncState = 'sync';
   private readonly now: () => number;
+  /** An onDegrade under way: barriers timing out meanwhile wait for its outcome. */
+  private degrading = false;
   answered = 0;
   timeouts = 0;
   lastLatencyMs?: number;
@@ -107,6 +113,11 @@ export class SyncBarriers {
     if (this.syncState === 'degraded') this.syncState = 'sync';
   }
 
+  /** The role changed (this node became the primary, or stopped being it): whatever the old pair's state was, the new one starts in sync. */
+  reset(): void {
+    this.syncState = 'sync';
+  }
+
   /** No more barriers are answered by acks (the node stopped or was demoted): fail what waits. */
   failAll(message: string): void {
     for (const w of this.waiters) this.settle(w, { ok: false, reason: 'error', message });
@@ -118,19 +129,38 @@ export class SyncBarriers {
 
   private expire(w: Waiter): void {
     if (!this.waiters.has(w)) return;
+    // No longer the primary (a switchover or demotion that did not fail it): no policy of a primary applies here.
+    if (!this.options.primary()) return this.settle(w, { ok: false, reason: 'not-primary', message: 'this node stopped being the primary: no mail may be acknowledged here' });
     this.timeouts++;
     const waited = this.now() - w.arrived;
     if (this.options.policy === 'block') {
       this.syncState = 'blocked';
       return this.settle(w, { ok: false, reason: 'timeout', message: `the secondary did not acknowledge within sync_timeout (${this.options.timeoutMs} ms): not accepted here, try another MTA` });
     }
-    // Degrade: the flag is durable before the first message is acknowledged without the secondary.
+    w.expired = true;
+    void this.degrade(waited);
+  }
+
+  /** Degrade: the flag is durable (and the arbiter knows) before the first message is acknowledged without the secondary. */
+  private async degrade(waited: number): Promise<void> {
+    // One at a time: the one under way answers (or refuses) every barrier that timed out meanwhile.
+    if (this.degrading) return;
+    this.degrading = true;
+    let failed: Error | undefined;
     try {
-      this.options.onDegrade(waited);
+      await this.options.onDegrade(waited);
     } catch (err) {
-      // Not recorded: acknowledging now could lose mail nobody knows is at risk.
-      return this.settle(w, { ok: false, reason: 'error', message: `cannot record the secondary as outdated: ${(err as Error).message}` });
+      failed = err as Error;
+    } finally {
+      this.degrading = false;
     }
+    if (failed) {
+      // Not recorded: acknowledging now could lose mail nobody knows is at risk. Those not timed out yet may still get their ack.
+      for (const x of this.waiters) if (x.expired) this.settle(x, { ok: false, reason: 'error', message: `cannot record the secondary as outdated: ${failed.message}` });
+      return;
+    }
+    // Demoted meanwhile: what waited was failed with it, and the new role starts in sync.
+    if (!this.options.primary()) return;
     this.syncState = 'degraded';
     for (const x of this.waiters) this.settle(x, { ok: true, state: 'degraded' });
   }

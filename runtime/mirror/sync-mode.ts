@@ -2,7 +2,8 @@
 // points (start/stop, each replication scan, the secondary caught up, a
 // frame heard from the primary) that owns the rest: the sync socket the MTA
 // asks barriers on, the barriers and their sync_timeout policy (block: fail,
-// degrade: record peer_outdated durably and answer at once), the
+// degrade: record peer_outdated durably, write it into the arbiter lease,
+// then answer at once), the
 // secondary's outdated watch, the barrier latency histogram and the status
 // fields. Kept out of daemon.ts so the daemon stays about replication.
 import { Gauge, Histogram, type Registry } from 'prom-client';
@@ -21,6 +22,8 @@ export interface SyncModeHost {
   saveState(s: MirrorState): void;
   /** Starts a replication scan now if the link is up and idle. */
   kick(): void;
+  /** Writes the arbiter lease now (it carries peer_outdated from the state); absent without an arbiter. */
+  writeLease?(): Promise<void>;
   /** When the primary was last heard from (secondary side). */
   lastContact(): number | undefined;
   now(): number;
@@ -60,8 +63,16 @@ export class SyncMode {
       policy: c.syncPolicy,
       primary: () => host.state.role === 'primary',
       kick: () => host.kick(),
-      onDegrade: (waited) => {
+      onDegrade: async (waited) => {
         if (!host.state.peerOutdated) host.saveState({ ...host.state, peerOutdated: true });
+        // The arbiter too, before the first answer: until the next renewal (lease_ttl/3) it would still let
+        // the outdated secondary take over. Not written: the barriers stay refused (the next timeout tries again).
+        try {
+          await host.writeLease?.();
+        } catch (err) {
+          host.logger.error({ err: (err as Error).message }, 'mirror: the secondary missed sync_timeout under policy degrade, but the arbiter lease could not be marked peer_outdated: mail is refused until it can');
+          throw err;
+        }
         host.logger.error({ waitedMs: waited, syncTimeoutMs: c.syncTimeoutMs }, 'mirror: the secondary did not acknowledge within sync_timeout: policy degrade, mail is acknowledged without it (async) and it is recorded as outdated until it catches up');
       },
       now: () => host.now(),
@@ -92,9 +103,20 @@ export class SyncMode {
     await this.server?.close();
   }
 
-  /** This node stopped being the primary: nothing it waits for will be acknowledged by it. */
+  /** This node stopped being the primary: nothing it waits for will be acknowledged by it, and its old pair state ends with the role. */
   demoted(): void {
     this.barriers.failAll('this node was demoted to secondary');
+    this.barriers.reset();
+  }
+
+  /** This node became the primary: its barriers wait for its new secondary (peer_outdated was cleared with the promotion). */
+  promoted(): void {
+    this.barriers.reset();
+  }
+
+  /** The pair is behind what mode sync promises (degraded, or peer_outdated still recorded): a caught-up secondary must be told again. */
+  get behind(): boolean {
+    return this.barriers.state === 'degraded' || this.host.state.peerOutdated === true;
   }
 
   /**

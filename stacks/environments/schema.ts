@@ -73,6 +73,16 @@ export interface EnvironmentConfig {
     readonly mirrorPort?: number;
     /** With ha: the mirror's mode (its config's `mode`); async when absent. */
     readonly mirrorMode?: 'async' | 'sync';
+    /**
+     * With mirrorMode sync: what happens when the secondary has not
+     * acknowledged for mirrorSyncTimeout (the mirror's `sync_policy`; block
+     * when absent). block: intake answers 451 4.3.0, so with one node of the
+     * pair down the slot takes no mail at all; degrade: the primary goes on
+     * alone and marks its secondary outdated (no automatic failover to it).
+     */
+    readonly mirrorSyncPolicy?: 'block' | 'degrade';
+    /** With mirrorMode sync: how long a message waits for the secondary's ack before the policy applies (the mirror's `sync_timeout`, e.g. '2s'; 2s when absent). */
+    readonly mirrorSyncTimeout?: string;
   };
   readonly proxy: {
     readonly instanceType: string;

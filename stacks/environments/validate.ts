@@ -4,6 +4,7 @@ import { IPV4_PER_ENI, knownInstanceTypes } from './instance-types';
 import { cidrContains, parseCidr, parseIpv4 } from './ip';
 import { mtaVolumeIds, planSubnets } from './layout';
 import type { EnvironmentConfig } from './schema';
+import { parseDuration } from '../../runtime/shared/units';
 
 /** A bad environment config: `field` is the dotted path, e.g. `proxy.proxies[1].sendingIps[0]`. */
 export class EnvironmentConfigError extends Error {
@@ -139,9 +140,24 @@ export function validateEnvironment(raw: unknown, repoRoot: string): Environment
     mtaPorts.push(r.integer(raw, 'mta.mirrorPort', 1, PORT_MAX));
     const mode = r.at(raw, 'mta.mirrorMode');
     if (mode !== undefined && mode !== 'async' && mode !== 'sync') fail('mta.mirrorMode', `must be async or sync (got ${JSON.stringify(mode)})`);
+    const policy = r.at(raw, 'mta.mirrorSyncPolicy');
+    const timeout = r.at(raw, 'mta.mirrorSyncTimeout');
+    if (mode !== 'sync') {
+      for (const key of ['mirrorSyncPolicy', 'mirrorSyncTimeout']) if (r.at(raw, `mta.${key}`) !== undefined) fail(`mta.${key}`, 'is only read with mta.mirrorMode: sync');
+    }
+    if (policy !== undefined && policy !== 'block' && policy !== 'degrade') fail('mta.mirrorSyncPolicy', `must be block or degrade (got ${JSON.stringify(policy)})`);
+    if (timeout !== undefined) {
+      let ms = NaN;
+      try {
+        ms = typeof timeout === 'string' ? parseDuration(timeout) : NaN;
+      } catch {
+        // reported below
+      }
+      if (!(ms > 0)) fail('mta.mirrorSyncTimeout', `must be a duration such as '2s' or '500ms' (got ${JSON.stringify(timeout)})`);
+    }
   } else {
     // A mirror setting without pairs would be silently ignored: say so instead.
-    for (const key of ['mirrorPort', 'mirrorMode']) if (r.at(raw, `mta.${key}`) !== undefined) fail(`mta.${key}`, 'is only read with mta.ha: true');
+    for (const key of ['mirrorPort', 'mirrorMode', 'mirrorSyncPolicy', 'mirrorSyncTimeout']) if (r.at(raw, `mta.${key}`) !== undefined) fail(`mta.${key}`, 'is only read with mta.ha: true');
   }
   if (new Set(mtaPorts).size !== mtaPorts.length) fail('mta', `smtpPorts, apiPort, adminPort, drainPort${ha ? ' and mirrorPort' : ''} must all differ`);
 

@@ -228,4 +228,14 @@ describe('the MTA side of the mirror mode (mta.ha, mta.mirrorMode)', () => {
     expect(() => mtaConfigText(sync, `${base}mirror:\n  mode: async\n  sync_socket: /tmp/s\n`)).toThrow(/remove mirror\.mode, mirror\.sync_socket: generated from stacks\/environments\/rehearsal\.ts/);
     expect(() => mtaConfigText(loadEnvironment('rehearsal', REPO_ROOT), `${base}mirror:\n  timeout: 8s\n`)).toThrow(/remove the mirror: section: .* runs no sync mirror/);
   });
+
+  test('the MTA waits longer than the mirror\'s sync_timeout (its policy answers first): generated for a long one, and a git timeout too short for it stops synth', () => {
+    const base = readFileSync(join(REPO_ROOT, 'assets/config/volley.rehearsal.yaml'), 'utf8');
+    const long = haEnvironment('rehearsal', { mirrorMode: 'sync', mirrorSyncTimeout: '4s' });
+    expect(parseConfig(mtaConfigText(long, base), 'long').mirror).toEqual({ mode: 'sync', syncSocket: undefined, timeoutMs: 7000 });
+    expect(() => mtaConfigText(long, `${base}mirror:\n  timeout: 5s\n`)).toThrow(/mirror\.timeout \(5s\) must be at least mta\.mirrorSyncTimeout \+ 3s \(7000 ms\)/);
+    expect(parseConfig(mtaConfigText(long, `${base}mirror:\n  timeout: 9s\n`), 'tuned').mirror?.timeoutMs).toBe(9000);
+    // The default sync_timeout (2s) fits the MTA's default wait: nothing generated.
+    expect(parseConfig(mtaConfigText(haEnvironment('rehearsal', { mirrorMode: 'sync', mirrorSyncPolicy: 'degrade' }), base), 'short').mirror?.timeoutMs).toBe(5000);
+  });
 });

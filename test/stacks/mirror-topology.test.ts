@@ -76,6 +76,26 @@ test('the two nodes\' generated configs link up: the primary replicates its pers
   expect(daemons.b.daemon.status().peer).toBe(`127.0.0.1:${port}`);
 });
 
+test('a sync pair\'s configs carry its sync_policy and sync_timeout (the mirror\'s defaults when the environment names none); an async pair\'s carry neither', () => {
+  const config = (extra: Record<string, unknown>): ReturnType<typeof parseMirrorConfig> => {
+    const env = haEnvironment('staging', extra);
+    const pair = mtaPairs(env.name, env.network.vpcCidr, env.availabilityZones, env.mta.slotsPerAz)[0] as MtaPair;
+    const text = mirrorConfigText(env, pair, pair.b);
+    return parseMirrorConfig(text, 'mirror.yaml');
+  };
+  const text = (extra: Record<string, unknown>): string => {
+    const env = haEnvironment('staging', extra);
+    const pair = mtaPairs(env.name, env.network.vpcCidr, env.availabilityZones, env.mta.slotsPerAz)[0] as MtaPair;
+    return mirrorConfigText(env, pair, pair.a);
+  };
+  expect(config({ mirrorMode: 'sync', mirrorSyncPolicy: 'degrade', mirrorSyncTimeout: '750ms' })).toMatchObject({ mode: 'sync', syncPolicy: 'degrade', syncTimeoutMs: 750 });
+  // Defaults written out: the file on the instance says that a silent secondary stops intake.
+  expect(text({ mirrorMode: 'sync' })).toMatch(/^sync_timeout: 2s\nsync_policy: block$/m);
+  expect(config({ mirrorMode: 'sync' })).toMatchObject({ mode: 'sync', syncPolicy: 'block', syncTimeoutMs: 2000 });
+  expect(text({ mirrorMode: 'async' })).not.toMatch(/sync_(policy|timeout)/);
+  expect(text({})).not.toMatch(/sync_(policy|timeout)/);
+});
+
 test('a config for a node of an environment without pairs is a topology error', () => {
   const env = haEnvironment('staging');
   const pair = mtaPairs(env.name, env.network.vpcCidr, env.availabilityZones, 1)[0] as MtaPair;

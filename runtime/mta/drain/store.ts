@@ -49,7 +49,7 @@ export async function storeDrained(spool: Spool, intake: Intake, schedule: (entr
       }
       const body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength);
       try {
-        const entry = await spool.home.appendMessage(drainedEnvelope(h), body);
+        const entry = await spool.home.appendMessage(drainedEnvelope(h), body, undefined, { unconfirmed: intake.mirrored });
         // Under a sync mirror the source may delete its copy only once the secondary holds this one.
         await intake.confirmMirrored(entry);
         schedule(entry);

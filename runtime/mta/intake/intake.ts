@@ -69,6 +69,11 @@ export class Intake extends EventEmitter {
     this.apply(config);
   }
 
+  /** Under a sync mirror: appends are made `unconfirmed` (partition.ts) until `confirmMirrored` says they may be delivered. */
+  get mirrored(): boolean {
+    return this.mirror !== undefined;
+  }
+
   apply(config: VolleyConfig): void {
     this.config = config;
     this.pools = new Set(config.pools.map((p) => p.name));
@@ -120,7 +125,8 @@ export class Intake extends EventEmitter {
     let asked: Promise<unknown> | undefined;
     const written = this.mirror ? (): void => void (asked = quiet(this.mirror!.barrier())) : undefined;
     try {
-      entry = await this.partition.appendMessage(envelope, sub.message, written);
+      // Out of delivery's sight until the barrier answers: a refused message must never have been sent.
+      entry = await this.partition.appendMessage(envelope, sub.message, written, { unconfirmed: this.mirrored });
     } catch (err) {
       throw spoolRefusal(err);
     }
@@ -131,7 +137,8 @@ export class Intake extends EventEmitter {
 
   /**
    * Under a sync mirror, waits until the secondary holds `entry` (just written
-   * to this intake's partition) before it may be acknowledged; when the mirror
+   * to this intake's partition, `unconfirmed`) before it may be acknowledged
+   * and delivered (then it is confirmed in the partition); when the mirror
    * cannot confirm it, withdraws it and throws MIRROR_UNAVAILABLE. Without a
    * sync mirror, returns at once. `asked`: the barrier already requested once
    * the record was in the file (it covers `entry`); without it one is asked now.
@@ -140,6 +147,7 @@ export class Intake extends EventEmitter {
     if (!this.mirror) return;
     try {
       await (asked ?? this.mirror.barrier());
+      this.partition.confirm(entry.id);
     } catch (err) {
       // Not acknowledged: the client retries, perhaps on another MTA. This copy
       // is withdrawn durably before the answer, so it is never delivered too.

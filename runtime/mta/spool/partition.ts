@@ -80,6 +80,13 @@ export class SpoolPartition extends EventEmitter {
   private readonly syncFile: (fh: FileHandle) => Promise<void>;
   private readonly log?: Logger;
   private readonly index = new Map<string, SpoolEntry>();
+  /**
+   * Messages written but not confirmed yet (a sync HA mirror's barrier still
+   * pending): indexed, so their segment stays live and a withdrawal finds
+   * them, but not in `entries()`, so no scan (due, retry-now, drain) delivers
+   * a message that may still be withdrawn and resent by its client.
+   */
+  private readonly unconfirmed = new Set<string>();
   private readonly liveBySegment = new Map<number, number>();
   private segments: number[] = [];
   private fh?: FileHandle;
@@ -150,8 +157,15 @@ export class SpoolPartition extends EventEmitter {
     return this.index.get(id);
   }
 
+  /** The queued messages delivery may take: every indexed one but those still awaiting `confirm`. */
   entries(): IterableIterator<SpoolEntry> {
-    return this.index.values();
+    if (this.unconfirmed.size === 0) return this.index.values();
+    return confirmedOnly(this.index.values(), this.unconfirmed);
+  }
+
+  /** An `unconfirmed` append may be delivered now (its sync mirror barrier answered). */
+  confirm(id: string): void {
+    this.unconfirmed.delete(id);
   }
 
   stats(): PartitionStats {
@@ -162,15 +176,18 @@ export class SpoolPartition extends EventEmitter {
    * Stores a message; resolves once it is durable, which is when it may be
    * acknowledged. `written` is called once its record is in the file, before
    * (with `syncAfterWrite`) or as (without) it becomes durable; not at all if
-   * the write fails.
+   * the write fails. `unconfirmed`: it stays out of `entries()` until
+   * `confirm(id)` or its withdrawal (markDone), so nothing delivers it while
+   * a sync mirror's barrier may still refuse it.
    */
-  async appendMessage(envelope: Envelope, body: Buffer, written?: () => void): Promise<SpoolEntry> {
+  async appendMessage(envelope: Envelope, body: Buffer, written?: () => void, opts: { unconfirmed?: boolean } = {}): Promise<SpoolEntry> {
     if (this.index.has(envelope.id)) throw new VolleyError('EDUPLICATE', `message ${envelope.id} is already queued`);
     // Below min_free the space left is for the records that finish queued mail.
     if (this.reserve && !this.reserve.intakeOpen) throw this.reserve.refusal();
     const buffers = messagePayload(JSON.stringify(envelope), body);
     const pos = await this.enqueue(RecordType.Message, buffers, written);
     const entry = toEntry(envelope, pos, this.recordLength(buffers), this);
+    if (opts.unconfirmed) this.unconfirmed.add(entry.id);
     this.addEntry(entry);
     this.remember(entry.id, envelope, body);
     return entry;
@@ -412,6 +429,8 @@ export class SpoolPartition extends EventEmitter {
       this.recentBytes -= cached.body.length;
     }
     this.index.delete(entry.id);
+    // Withdrawn before it was confirmed: if the withdrawal fails it is queued again as any message.
+    this.unconfirmed.delete(entry.id);
     this.liveBySegment.set(entry.segment, (this.liveBySegment.get(entry.segment) ?? 1) - 1);
   }
 
@@ -527,6 +546,10 @@ function applyState(entry: SpoolEntry, change: StateChange): void {
     const finished = new Set(change.finished);
     entry.to = entry.to.filter((r) => !finished.has(r));
   }
+}
+
+function* confirmedOnly(all: IterableIterator<SpoolEntry>, unconfirmed: ReadonlySet<string>): IterableIterator<SpoolEntry> {
+  for (const e of all) if (!unconfirmed.has(e.id)) yield e;
 }
 
 /** A `written` callback must not break the write it reports on: its error is logged, the batch goes on. */

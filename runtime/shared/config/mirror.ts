@@ -22,6 +22,9 @@ export const mirrorSchema = {
   },
 };
 
+/** How long intake waits for the mirror daemon's answer when `mirror.timeout` is not set. */
+export const MIRROR_TIMEOUT_DEFAULT_MS = 5000;
+
 export interface RawMirror {
   mode?: 'async' | 'sync';
   sync_socket?: string;
@@ -37,7 +40,7 @@ export interface MtaMirrorConfig {
 
 export function normaliseMirror(raw: RawMirror | undefined, report: Report): MtaMirrorConfig | undefined {
   if (!raw) return undefined;
-  const timeoutMs = converter(report, parseDuration)(raw.timeout, 5000, ['mirror', 'timeout']);
+  const timeoutMs = converter(report, parseDuration)(raw.timeout, MIRROR_TIMEOUT_DEFAULT_MS, ['mirror', 'timeout']);
   if (timeoutMs <= 0) report(['mirror', 'timeout'], 'must be more than 0');
   return { mode: raw.mode ?? 'async', syncSocket: raw.sync_socket, timeoutMs };
 }

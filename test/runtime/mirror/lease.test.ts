@@ -138,6 +138,39 @@ test('the primary carries peer_outdated into the lease', async () => {
   expect(arbiter.lease).toMatchObject({ peer_outdated: true });
 });
 
+test('renewNow: the primary writes at once (peer_outdated as the state says now), after a round under way, and the next renewal is ttl/3 later; a failed write rejects and is retried soon', async () => {
+  const arbiter = new MemoryArbiter();
+  const a = host({ role: 'primary', epoch: 1, caughtUp: true });
+  const k = keeper(arbiter, 'a', a);
+  await jest.advanceTimersByTimeAsync(0);
+  expect(arbiter.writes).toHaveLength(1);
+  // Slow arbiter: the round due at ttl/3 is under way when the degrade asks for a write.
+  const slowWrite = arbiter.write.bind(arbiter);
+  let release!: () => void;
+  arbiter.write = (l, m) => new Promise<void>((r) => (release = r)).then(() => slowWrite(l, m));
+  await jest.advanceTimersByTimeAsync(TTL / 3);
+  a.s = { ...a.s, peerOutdated: true };
+  let done = false;
+  const now = k.renewNow().then(() => (done = true));
+  release();
+  await jest.advanceTimersByTimeAsync(0);
+  release(); // renewNow's own write, conditioned on the version the round left
+  await now;
+  expect(done).toBe(true);
+  expect(arbiter.writes.map((l) => l.peer_outdated === true)).toEqual([false, false, true]);
+  arbiter.write = slowWrite;
+  await jest.advanceTimersByTimeAsync(TTL / 3 - 1);
+  expect(arbiter.writes).toHaveLength(3);
+  await jest.advanceTimersByTimeAsync(1);
+  expect(arbiter.writes).toHaveLength(4);
+  arbiter.down = true;
+  await expect(k.renewNow()).rejects.toThrow(/unreachable/);
+  arbiter.down = false;
+  await jest.advanceTimersByTimeAsync(TTL / 10);
+  expect(arbiter.writes).toHaveLength(5);
+  expect(a.fenced).toEqual([]);
+});
+
 test('two secondaries racing for an expired lease: exactly one takes it', async () => {
   const arbiter = new MemoryArbiter();
   arbiter.lease = { holder: 'a', epoch: 3, expires_at: Date.now() - 1 };

@@ -145,3 +145,64 @@ test('a barrier that arrives during a scan asks for the next one (the loop must 
   expect(during.answer).toEqual({ ok: true, state: 'sync' });
   expect(b.needsScan()).toBe(false);
 });
+
+test('degrade: barriers wait for an onDegrade that takes a while (the arbiter being told); one that fails refuses those that timed out, and the next timeout tries again', async () => {
+  const pending: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  const b = new SyncBarriers({
+    timeoutMs: 1000,
+    policy: 'degrade',
+    primary: () => true,
+    kick: () => undefined,
+    onDegrade: () => new Promise<void>((resolve, reject) => pending.push({ resolve, reject })),
+    now: () => Date.now(),
+  });
+  const one = ask(b);
+  jest.advanceTimersByTime(1000);
+  await flush();
+  expect(pending).toHaveLength(1);
+  expect(one.answer).toBeUndefined(); // not before the record is made
+  const young = ask(b); // its own sync_timeout has not passed: an ack may still answer it
+  pending[0].reject(new Error('arbiter unreachable'));
+  await flush();
+  expect(one.answer).toMatchObject({ ok: false, reason: 'error', message: expect.stringContaining('arbiter unreachable') });
+  expect(young.answer).toBeUndefined();
+  expect(b.state).toBe('sync');
+  jest.advanceTimersByTime(1000);
+  await flush();
+  expect(pending).toHaveLength(2);
+  const meanwhile = ask(b); // arrives while the second record is being made: answered with it
+  pending[1].resolve();
+  await flush();
+  expect(young.answer).toEqual({ ok: true, state: 'degraded' });
+  expect(meanwhile.answer).toEqual({ ok: true, state: 'degraded' });
+  expect(b.state).toBe('degraded');
+  expect(pending).toHaveLength(2);
+});
+
+test('a change of role ends a degraded state: reset puts the barriers back in sync (they wait for the secondary again)', async () => {
+  const { b } = barriers('degrade');
+  ask(b);
+  jest.advanceTimersByTime(1000);
+  await flush();
+  expect(b.state).toBe('degraded');
+  b.reset();
+  expect(b.state).toBe('sync');
+  const next = ask(b);
+  await flush();
+  expect(next.answer).toBeUndefined();
+  b.durable(b.scanStarted());
+  await flush();
+  expect(next.answer).toEqual({ ok: true, state: 'sync' });
+});
+
+test('a barrier that times out after its node stopped being the primary is refused: no policy runs, nothing is recorded', async () => {
+  let primary = true;
+  const { b, degraded } = barriers('degrade', { primary: () => primary });
+  const waiting = ask(b);
+  primary = false; // e.g. a switchover handed the role over while it waited
+  jest.advanceTimersByTime(1000);
+  await flush();
+  expect(waiting.answer).toMatchObject({ ok: false, reason: 'not-primary' });
+  expect(degraded).toEqual([]);
+  expect(b.state).toBe('sync');
+});

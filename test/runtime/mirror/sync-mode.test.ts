@@ -2,14 +2,21 @@
 // the MTA's barrier client on the primary's sync socket: a barrier resolves
 // only once the bytes written before it are on the secondary's disk; a
 // secondary answers barriers with a refusal; an outdated secondary refuses
-// promotion (EOUTDATED) unless forced, and status shows the sync fields.
+// promotion (EOUTDATED) unless forced, and status shows the sync fields;
+// a degrade on a live link ends once the secondary holds everything again; a
+// change of role ends a degraded state; with an arbiter the lease says
+// peer_outdated before a barrier is answered alone; promote_command waits
+// for the receive loop to let go of the spool.
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mirrorMetrics } from '../../../runtime/mirror/admin';
 import { applyBatch } from '../../../runtime/mirror/apply';
-import { parseMirrorConfig } from '../../../runtime/mirror/config';
+import { openArbiter } from '../../../runtime/mirror/arbiters';
+import { parseMirrorConfig, type MirrorConfig } from '../../../runtime/mirror/config';
 import { MirrorDaemon } from '../../../runtime/mirror/daemon';
-import { readState, writeState } from '../../../runtime/mirror/state';
+import type { runPromoteCommand } from '../../../runtime/mirror/promote-command';
+import { readState, writeState, type MirrorState } from '../../../runtime/mirror/state';
+import { SyncMode } from '../../../runtime/mirror/sync-mode';
 import { MirrorSyncClient } from '../../../runtime/shared/mirror-sync/client';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
@@ -120,4 +127,187 @@ test('a barrier that arrives while a batch is out gets its batch sent at once, b
   await second;
   expect(answered).toEqual(['first', 'second']);
   expect(readFileSync(join(b.root, seg), 'utf8')).toBe('first\nsecond\n');
+});
+
+test('a degrade on a live link (the secondary slow past sync_timeout after it was caught up) ends once it holds everything again: back in sync, both outdated flags cleared', async () => {
+  const pa = await getFreePort();
+  const pb = await getFreePort();
+  writeState(join(base, 'live-a'), { role: 'primary', epoch: 1, caughtUp: false });
+  let hold = false;
+  const held: (() => void)[] = [];
+  const apply: typeof applyBatch = async (root, ops, body) => {
+    if (hold) await new Promise<void>((resolve) => held.push(resolve));
+    await applyBatch(root, ops, body);
+  };
+  const extra = 'sync_timeout: 300ms\nsync_policy: degrade\nfence: none\n';
+  const b = await node('live-b', { self: pb, peer: pa }, extra, { apply });
+  const a = await node('live-a', { self: pa, peer: pb }, extra);
+  closing.push(() => held.splice(0).forEach((r) => r()));
+  await waitUntil(() => a.daemon.status().caught_up && b.daemon.status().caught_up, 20_000);
+  const client = new MirrorSyncClient({ socket: join(a.root, 'mirror', 'sync.sock'), timeoutMs: 40_000 });
+  closing.push(() => client.close());
+  const seg = join('spool', 'p000', '000000000001.seg');
+  // The link stays up; the secondary's write hangs past sync_timeout ('synced' was sent long before).
+  hold = true;
+  appendFileSync(join(a.root, seg), 'slow\n');
+  await expect(client.barrier()).resolves.toBe('degraded');
+  expect(a.daemon.status().sync).toMatchObject({ sync_state: 'degraded', peer_outdated: true });
+  await waitUntil(() => b.daemon.status().sync?.outdated === true, 20_000, () => JSON.stringify(b.daemon.status().sync));
+  hold = false;
+  held.splice(0).forEach((r) => r());
+  // Caught up again on the same link: barriers wait for the secondary once more, and a full durable scan clears the flags.
+  await waitUntil(() => a.daemon.status().sync?.sync_state === 'sync', 20_000, () => JSON.stringify(a.daemon.status().sync));
+  appendFileSync(join(a.root, seg), 'synced again\n');
+  await expect(client.barrier()).resolves.toBe('sync');
+  expect(readFileSync(join(b.root, seg), 'utf8')).toBe(readFileSync(join(a.root, seg), 'utf8'));
+  await waitUntil(() => a.daemon.status().sync?.peer_outdated === false && b.daemon.status().sync?.outdated === false, 20_000, () => `${JSON.stringify(a.daemon.status().sync)} ${JSON.stringify(b.daemon.status().sync)}`);
+  expect(readState(a.root).peerOutdated).toBe(false);
+  expect(readState(b.root).outdated).toBe(false);
+});
+
+test('a degraded primary demoted by a higher epoch leaves the degraded state behind: promoted again, its barriers wait for its new secondary', async () => {
+  const pa = await getFreePort();
+  const pb = await getFreePort();
+  writeState(join(base, 'role-a'), { role: 'primary', epoch: 1, caughtUp: true });
+  const extra = 'sync_timeout: 300ms\nsync_policy: degrade\nfence: none\n';
+  // Alone: its secondary is not there, so the first barrier degrades the pair.
+  const a = await node('role-a', { self: pa, peer: pb }, extra);
+  const client = new MirrorSyncClient({ socket: join(a.root, 'mirror', 'sync.sock'), timeoutMs: 40_000 });
+  closing.push(() => client.close());
+  const seg = join('spool', 'p000', '000000000001.seg');
+  appendFileSync(join(a.root, seg), 'alone\n');
+  await expect(client.barrier()).resolves.toBe('degraded');
+  // The peer comes back as the primary of a higher epoch: A steps down.
+  writeState(join(base, 'role-b'), { role: 'primary', epoch: 2, caughtUp: true });
+  const b = await node('role-b', { self: pb, peer: pa }, extra);
+  await waitUntil(() => a.daemon.status().role === 'secondary' && a.daemon.status().caught_up, 20_000, () => JSON.stringify(a.daemon.status()));
+  expect(a.daemon.status().sync?.sync_state).toBe('sync');
+  // Promoted again (B is demoted when A dials it): acknowledged only once B holds it.
+  await a.daemon.promote(true);
+  await waitUntil(() => b.daemon.status().role === 'secondary', 20_000, () => JSON.stringify(b.daemon.status()));
+  appendFileSync(join(a.root, seg), 'after the promotion\n');
+  await expect(client.barrier()).resolves.toBe('sync');
+  expect(readFileSync(join(b.root, seg), 'utf8')).toBe(readFileSync(join(a.root, seg), 'utf8'));
+  expect(a.daemon.status().sync).toMatchObject({ sync_state: 'sync', peer_outdated: false });
+});
+
+test('degrade with an arbiter: the lease says peer_outdated before the first barrier is answered without the secondary', async () => {
+  const pa = await getFreePort();
+  const pb = await getFreePort();
+  const leaseFile = join(base, 'lease-arbiter', 'lease.json');
+  mkdirSync(join(base, 'lease-arbiter'), { recursive: true });
+  writeState(join(base, 'lease-a'), { role: 'primary', epoch: 1, caughtUp: true });
+  // lease_ttl 60s: the next renewal is 20 s away, long after the answer below.
+  const a = await node('lease-a', { self: pa, peer: pb }, `sync_timeout: 300ms\nsync_policy: degrade\nfence: none\narbiter: { file: ${leaseFile} }\nlease_ttl: 60s\n`);
+  await waitUntil(() => a.daemon.status().lease?.held_until !== undefined, 20_000, () => JSON.stringify(a.daemon.status().lease));
+  const arbiter = openArbiter({ kind: 'file', path: leaseFile }, 60_000);
+  expect((await arbiter.read()).lease).not.toHaveProperty('peer_outdated');
+  const client = new MirrorSyncClient({ socket: join(a.root, 'mirror', 'sync.sock'), timeoutMs: 40_000 });
+  closing.push(() => client.close());
+  appendFileSync(join(a.root, 'spool', 'p000', '000000000001.seg'), 'alone\n');
+  await expect(client.barrier()).resolves.toBe('degraded');
+  expect((await arbiter.read()).lease).toMatchObject({ epoch: 1, peer_outdated: true });
+});
+
+test('promote_command runs only once the receive loop has let go of the spool (its batch written), not while it still writes', async () => {
+  const pa = await getFreePort();
+  const pb = await getFreePort();
+  writeState(join(base, 'cmd-a'), { role: 'primary', epoch: 1, caughtUp: false });
+  const events: string[] = [];
+  let hold = false;
+  const held: (() => void)[] = [];
+  const apply: typeof applyBatch = async (root, ops, body) => {
+    if (hold) {
+      events.push('batch held');
+      await new Promise<void>((resolve) => held.push(resolve));
+    }
+    await applyBatch(root, ops, body);
+    if (hold) events.push('batch written');
+  };
+  const promoteCommand: typeof runPromoteCommand = async (argv, epoch) => {
+    events.push(`promote_command ${argv.join(' ')} epoch ${epoch}`);
+    return { argv, exit: 0 };
+  };
+  const b = await node('cmd-b', { self: pb, peer: pa }, 'fence: none\npromote_command: [start-mta]\n', { apply, promoteCommand });
+  const a = await node('cmd-a', { self: pa, peer: pb }, 'fence: none\n', { fence: () => undefined });
+  closing.push(() => held.splice(0).forEach((r) => r()));
+  await waitUntil(() => a.daemon.status().caught_up && b.daemon.status().caught_up, 20_000);
+  hold = true;
+  appendFileSync(join(a.root, 'spool', 'p000', '000000000001.seg'), 'in the middle of a batch\n');
+  // A barrier sends the batch now instead of at the next poll (10 s); the promotion below fails it on A (demoted).
+  const client = new MirrorSyncClient({ socket: join(a.root, 'mirror', 'sync.sock'), timeoutMs: 40_000 });
+  closing.push(() => client.close());
+  const kick = client.barrier().catch((err: Error) => err.message);
+  await waitUntil(() => held.length === 1, 20_000, () => 'the batch never reached the secondary');
+  await b.daemon.promote(true);
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  expect(events).toEqual(['batch held']);
+  held[0]();
+  await waitUntil(() => events.length === 3, 20_000, () => events.join(', '));
+  expect(events).toEqual(['batch held', 'batch written', 'promote_command start-mta epoch 2']);
+  await waitUntil(() => b.daemon.status().promote_command?.exit === 0, 20_000);
+  expect(await kick).toMatch(/demoted|not-primary|stopping/);
+});
+
+// SyncMode alone with a fake host and jest's fake timers: what a degrade
+// writes, in which order, and what a change of role does to the pair state.
+describe('SyncMode with a fake host', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+  const flush = async (): Promise<void> => {
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+  };
+
+  function mode(writeLease?: (s: MirrorState) => Promise<void>) {
+    const order: string[] = [];
+    const host = {
+      config: { syncTimeoutMs: 1000, syncPolicy: 'degrade' } as MirrorConfig,
+      logger: captureLogger().logger,
+      state: { role: 'primary', epoch: 1, caughtUp: true } as MirrorState,
+      saveState(s: MirrorState) {
+        order.push(`saved peerOutdated=${s.peerOutdated === true}`);
+        host.state = s;
+      },
+      kick: () => undefined,
+      lastContact: () => undefined,
+      now: () => Date.now(),
+      ...(writeLease ? { writeLease: () => (order.push(`lease written peerOutdated=${host.state.peerOutdated === true}`), writeLease(host.state)) } : {}),
+    };
+    return { sync: new SyncMode(host), order, host };
+  }
+
+  test('degrade: peer_outdated is saved, then written into the arbiter lease, and only then is a barrier answered', async () => {
+    let written!: () => void;
+    const { sync, order } = mode(() => new Promise<void>((resolve) => (written = resolve)));
+    const answer = sync.barriers.request().then((a) => order.push(`answered ${JSON.stringify(a)}`));
+    jest.advanceTimersByTime(1000);
+    await flush();
+    expect(order).toEqual(['saved peerOutdated=true', 'lease written peerOutdated=true']);
+    written();
+    await answer;
+    expect(order).toEqual(['saved peerOutdated=true', 'lease written peerOutdated=true', 'answered {"ok":true,"state":"degraded"}']);
+  });
+
+  test('degrade: a lease that cannot be written keeps the barriers refused (and the state not degraded)', async () => {
+    const { sync, host } = mode(() => Promise.reject(Object.assign(new Error('arbiter unreachable'), { code: 'EARBITER' })));
+    const answer = sync.barriers.request();
+    jest.advanceTimersByTime(1000);
+    await flush();
+    await expect(answer).resolves.toMatchObject({ ok: false, reason: 'error', message: expect.stringContaining('arbiter unreachable') });
+    expect(sync.status()).toMatchObject({ sync_state: 'sync', peer_outdated: true });
+    expect(host.state.peerOutdated).toBe(true);
+  });
+
+  test('a degraded primary that is demoted, or becomes the primary again, starts in sync', async () => {
+    const { sync } = mode();
+    void sync.barriers.request();
+    jest.advanceTimersByTime(1000);
+    await flush();
+    expect(sync.status().sync_state).toBe('degraded');
+    sync.demoted();
+    expect(sync.status().sync_state).toBe('sync');
+    sync.barriers.startDegraded();
+    sync.promoted();
+    expect(sync.status().sync_state).toBe('sync');
+  });
 });

@@ -109,6 +109,10 @@ describe('mta.ha: slots as HA pairs', () => {
     ['mta.mirrorPort', (r: Mutable) => delete at(r, 'mta').mirrorPort],
     ['mta', (r: Mutable) => (at(r, 'mta').mirrorPort = 8443)], // the drain port
     ['mta.mirrorMode', (r: Mutable) => (at(r, 'mta').mirrorMode = 'semi-sync')],
+    ['mta.mirrorSyncPolicy', (r: Mutable) => Object.assign(at(r, 'mta'), { mirrorMode: 'sync', mirrorSyncPolicy: 'wait' })],
+    ['mta.mirrorSyncTimeout', (r: Mutable) => Object.assign(at(r, 'mta'), { mirrorMode: 'sync', mirrorSyncTimeout: '2 seconds' })],
+    ['mta.mirrorSyncTimeout', (r: Mutable) => Object.assign(at(r, 'mta'), { mirrorMode: 'sync', mirrorSyncTimeout: 2000 })],
+    ['mta.mirrorSyncTimeout', (r: Mutable) => Object.assign(at(r, 'mta'), { mirrorMode: 'sync', mirrorSyncTimeout: '0s' })],
     ['mta.volumeSlots', (r: Mutable) => (at(r, 'mta').volumeSlots = (at(r, 'mta').volumeSlots as string[]).filter((s) => !s.endsWith('-b')))],
   ])('a bad %s is refused, naming the field', (field, mutate) => {
     expectFieldError(mutate, field, paired());
@@ -117,6 +121,17 @@ describe('mta.ha: slots as HA pairs', () => {
   test('mirror settings without ha are refused rather than ignored', () => {
     expectFieldError((r) => (at(r, 'mta').mirrorPort = 7627), 'mta.mirrorPort');
     expectFieldError((r) => (at(r, 'mta').mirrorMode = 'sync'), 'mta.mirrorMode');
+    expectFieldError((r) => (at(r, 'mta').mirrorSyncPolicy = 'degrade'), 'mta.mirrorSyncPolicy');
+    expectFieldError((r) => (at(r, 'mta').mirrorSyncTimeout = '2s'), 'mta.mirrorSyncTimeout');
+  });
+
+  test('the sync policy and timeout are read with mirrorMode sync only, and kept', () => {
+    const raw = paired();
+    Object.assign(at(raw, 'mta'), { mirrorMode: 'sync', mirrorSyncPolicy: 'degrade', mirrorSyncTimeout: '750ms' });
+    expect(validateEnvironment(raw, REPO_ROOT).mta).toMatchObject({ mirrorMode: 'sync', mirrorSyncPolicy: 'degrade', mirrorSyncTimeout: '750ms' });
+    // An async pair never waits for its secondary: a policy for that wait would be silently ignored.
+    expectFieldError((r) => Object.assign(at(r, 'mta'), { mirrorSyncPolicy: 'degrade' }), 'mta.mirrorSyncPolicy', paired());
+    expectFieldError((r) => Object.assign(at(r, 'mta'), { mirrorMode: 'async', mirrorSyncTimeout: '2s' }), 'mta.mirrorSyncTimeout', paired());
   });
 
   test('the missing second volumes are named, with what to add', () => {

@@ -4,10 +4,16 @@
 // the message already written is withdrawn durably (a reopened spool does
 // not hold it), so it is never delivered while the client retries elsewhere.
 import { join } from 'node:path';
+import pino from 'pino';
+import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
+import { Router } from '../../../../runtime/mta/delivery/routing/router';
+import { EventLog as AttemptLog } from '../../../../runtime/mta/events/event-log';
 import { Intake } from '../../../../runtime/mta/intake/intake';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import type { SpoolEntry } from '../../../../runtime/mta/spool/types';
-import { TEST_TOKEN, testConfig } from '../../../helpers/config';
+import { parseConfig } from '../../../../runtime/shared/config/load';
+import type { Connector } from '../../../../runtime/shared/smtp/connector';
+import { TEST_TOKEN, deliveryConfigYaml, testConfig } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
@@ -158,5 +164,79 @@ describe('the barrier alongside the local sync', () => {
     // Nobody awaits this barrier any more: its rejection must not surface as unhandled.
     barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
     await new Promise((r) => setImmediate(r));
+  });
+});
+
+// Between the local write and the barrier's answer the message is in the
+// partition's index (its segment stays live, a withdrawal finds it) but not in
+// what delivery walks: an operator's retry-now (or a due scan, or a drain)
+// must not send a message whose barrier may still fail; the client, answered
+// 451, sends it again, so it would be delivered twice.
+describe('a message whose barrier has not answered is not deliverable yet', () => {
+  /** Records each attempt the engine starts; the MX answers 250. */
+  const sent: string[] = [];
+  const connector: Connector = {
+    async open(target) {
+      const info = { mxHost: target.host, mxIp: target.ip, port: target.port, helo: 'mta.test.example', via: 'test', connectMs: 0 };
+      let usable = true;
+      return {
+        info,
+        get usable() {
+          return usable;
+        },
+        send: async (_from, to) => {
+          sent.push(...to);
+          return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
+        },
+        close: () => void (usable = false),
+      };
+    },
+  };
+  let partition: SpoolPartition;
+  let engine: DeliveryEngine;
+  let attemptLog: AttemptLog;
+  let intake: Intake;
+  const barriers: { release: (err?: Error) => void }[] = [];
+  const submit = (to: string): Promise<string> =>
+    intake.submit({ from: 'a@example.test', to: [to], message: Buffer.from('Subject: x\r\n\r\ny\r\n'), via: 'smtp' }).then(
+      () => '250',
+      (err: { reason?: string }) => `refused ${err.reason}`,
+    );
+
+  beforeAll(async () => {
+    const config = parseConfig(deliveryConfigYaml('routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n'));
+    partition = await SpoolPartition.open({ dir: join(dir, 'unconfirmed', 'spool'), fsync: false });
+    attemptLog = new AttemptLog({ dir: join(dir, 'unconfirmed', 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+    engine = new DeliveryEngine({ partitions: [partition], config, connector, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test' });
+    engine.start();
+    intake = new Intake(partition, config, { barrier: () => new Promise<string>((resolve, reject) => barriers.push({ release: (err) => (err ? reject(err) : resolve('sync')) })) });
+  });
+  afterAll(async () => {
+    for (const b of barriers) b.release();
+    await engine?.stop();
+    await attemptLog?.close();
+    await partition?.close();
+  });
+
+  test('retry-now skips it while its barrier waits; refused, it is withdrawn and never sent; confirmed, it is', async () => {
+    const refused = submit('refused@x.test');
+    // Written (the barrier is asked once the record is in the file) and indexed (size counts it): the append has resolved.
+    await waitUntil(() => barriers.length === 1 && partition.size === 1, 5_000);
+    expect(engine.retryNow({})).toBe(0);
+    expect([...partition.entries()]).toEqual([]);
+    barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
+    expect(await refused).toBe('refused mirror-unavailable');
+    expect(partition.size).toBe(0);
+
+    const confirmed = submit('confirmed@x.test');
+    await waitUntil(() => barriers.length === 2 && partition.size === 1, 5_000);
+    expect(engine.retryNow({})).toBe(0);
+    barriers[1].release();
+    expect(await confirmed).toBe('250');
+    expect([...partition.entries()].map((e) => e.to)).toEqual([['confirmed@x.test']]);
+    expect(engine.retryNow({})).toBe(1);
+    await waitUntil(() => partition.size === 0, 10_000, () => `sent: ${sent.join(' ')}`);
+    // Only the confirmed message ever reached an MX.
+    expect(sent).toEqual(['confirmed@x.test']);
   });
 });
