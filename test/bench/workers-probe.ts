@@ -4,7 +4,13 @@
 // disk bytes, write calls per message). PROBE_STRACE=<dir> also counts the
 // workers' system calls over the timed run (`strace -c -f`, one file a
 // worker; strace slows the run, so its CPU figures are not comparable).
-// Prints one `PROBE {json}` line. Alternate builds from a shell loop.
+// PROBE_SESSIONS (default 20), PROBE_EXTRA_CONFIG (YAML appended to the
+// MTA's config), PROBE_PIN_WORKERS / PROBE_MTA_CPUS (taskset for the timed
+// run), BENCH_MESSAGES / BENCH_WARMUP_MESSAGES (5,000 each). With
+// BENCH_NODE_ARGS="--cpu-prof ..." it prints `WINDOW <start> <end>`, the
+// timed run on the profiles' clock (µs). Prints one `PROBE {json}` line.
+// Alternate builds and settings from a shell loop (test/bench/README.md,
+// session 11, has the runs).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
