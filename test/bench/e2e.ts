@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { writeTestConfig } from '../helpers/config';
 import { defaultWorkers } from '../../runtime/mta/primary';
 import { startMta, type MtaProcess } from '../helpers/mta-process';
-import { processTree, processUsage } from './mta-metrics';
+import { countersPer, processCounters, processTree, processUsage, type ProcessCounters } from './mta-metrics';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 import { startHeldSink } from '../helpers/held-sink';
 import { readAttempts } from '../helpers/attempt-log';
@@ -23,6 +23,8 @@ export interface E2eResult {
   recordsPerCommit: number;
   /** The warm-up's own rate: the first messages after the MTA started, JIT still compiling. */
   warmupMsgsPerSec: number;
+  /** Each MTA process's counters over the timed run, per timed message (the primary first). */
+  processes: { pid: number; role: 'primary' | 'worker'; perMsg: ProcessCounters }[];
 }
 
 /**
@@ -62,6 +64,11 @@ export async function measureEndToEnd(opts: {
    * throttles (leased from the primary with several workers).
    */
   messagesPerHour?: number;
+  /**
+   * Called with the MTA's pids as the timed run starts; what it returns is
+   * awaited as it ends (a diagnostic attaching strace or perf to the workers).
+   */
+  duringTimedRun?: (pids: number[]) => () => Promise<void>;
 }): Promise<E2eResult> {
   const dir = mkdtempSync(join(tmpdir(), 'volley-e2e-'));
   const sink = opts.heldSinkMs === undefined ? await startSmtpSink({ maxConnections: 1024, backlog: 1024 }) : await startHeldSink({ holdMs: opts.heldSinkMs, maxConnections: 1024 });
@@ -97,7 +104,9 @@ export async function measureEndToEnd(opts: {
       const base = sink.messages();
       const pids = processTree(mta.proc.pid!);
       const u0 = processUsage(pids);
+      const c0 = pids.map(processCounters);
       const m0 = await spoolCounts(mta.adminUrl);
+      const endDiagnostic = opts.duringTimedRun?.(pids);
       const t0 = Date.now();
       let intakeMs = 0;
       await guard(`${what}, timed run`, (async () => {
@@ -108,6 +117,8 @@ export async function measureEndToEnd(opts: {
       })(), { deadlineMs: runDeadlineMs(opts.messages), messages: opts.messages, watch, progress: () => `the sink has ${sink.messages() - base} of ${opts.messages}` });
       const elapsedMs = Date.now() - t0;
       const u1 = processUsage(pids);
+      const c1 = pids.map(processCounters);
+      await endDiagnostic?.();
       const m1 = await spoolCounts(mta.adminUrl);
       await new Promise((r) => setTimeout(r, 300)); // the last attempt lines
       await opts.afterRun?.(mta);
@@ -115,6 +126,10 @@ export async function measureEndToEnd(opts: {
       return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, intakeMs, txP50Ms: percentile(tx, 0.5), txP99Ms: percentile(tx, 0.99), cpuUsPerMsg: Math.round(((u1.cpuSeconds - u0.cpuSeconds) * 1e6) / opts.messages),
         recordsPerCommit: Number(((m1.records - m0.records) / Math.max(1, m1.commits - m0.commits)).toFixed(2)),
         warmupMsgsPerSec,
+        processes: pids.flatMap((pid, i) => {
+          const [before, after] = [c0[i], c1[i]];
+          return before && after ? [{ pid, role: i === 0 ? ('primary' as const) : ('worker' as const), perMsg: countersPer(before, after, opts.messages) }] : [];
+        }),
       };
     } finally {
       await stopMta();

@@ -45,3 +45,45 @@ export function processUsage(pids: number[]): { cpuSeconds: number; rssBytes: nu
 export function processTree(rootPid: number): number[] {
   return [rootPid, ...(childrenByParent().get(rootPid) ?? [])];
 }
+
+/** One process's counters from /proc: what a per-process breakdown of a run subtracts. */
+export interface ProcessCounters {
+  userSeconds: number;
+  sysSeconds: number;
+  voluntarySwitches: number;
+  involuntarySwitches: number;
+  /** Context switches are the main thread's (/proc/<pid>/status). Bytes this process caused to be sent to the disk (`write_bytes` of /proc/<pid>/io). */
+  diskWriteBytes: number;
+  writeCalls: number;
+  readCalls: number;
+}
+
+/** The counters of one process, or undefined once it is gone. */
+export function processCounters(pid: number): ProcessCounters | undefined {
+  const { readFileSync } = require('node:fs') as typeof import('node:fs');
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const num = (text: string, key: string): number => Number(new RegExp(`^${key}:\\s*(\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+    return {
+      userSeconds: Number(fields[11]) / 100,
+      sysSeconds: Number(fields[12]) / 100,
+      voluntarySwitches: num(status, 'voluntary_ctxt_switches'),
+      involuntarySwitches: num(status, 'nonvoluntary_ctxt_switches'),
+      diskWriteBytes: num(io, 'write_bytes'),
+      writeCalls: num(io, 'syscw'),
+      readCalls: num(io, 'syscr'),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** `after - before` per counter, divided by `per` (e.g. the run's messages). */
+export function countersPer(before: ProcessCounters, after: ProcessCounters, per: number): ProcessCounters {
+  const out = {} as ProcessCounters;
+  for (const k of Object.keys(before) as (keyof ProcessCounters)[]) out[k] = (after[k] - before[k]) / per;
+  return out;
+}
