@@ -47,6 +47,14 @@ export interface CpuArithmetic {
    * cores were the bound (syncBusy near 1); an estimate, not a measurement.
    */
   ratioSecondaryElsewhere: number;
+  /**
+   * The ratio when both runs are bound by the cores (a quiet machine at full
+   * load: the rate is cores / CPU per message), whatever this run's load:
+   * noneUs / syncUs here, and noneUs / (syncUs - secondary's) with the
+   * secondary on its own machine. A ceiling: latency can only lower it.
+   */
+  cpuBoundRatio: number;
+  cpuBoundRatioSecondaryElsewhere: number;
 }
 
 /**
@@ -75,5 +83,7 @@ export function cpuArithmetic(round: { none: { msgsPerSec: number; cpuUs: Record
     noneBusy: r2(busy(noneUs, round.none.msgsPerSec)),
     syncBusy: r2(syncBusy),
     ratioSecondaryElsewhere: r2(scaled / round.none.msgsPerSec),
+    cpuBoundRatio: r2(noneUs / syncUs),
+    cpuBoundRatioSecondaryElsewhere: r2(noneUs / (syncUs - secondaryUs)),
   };
 }

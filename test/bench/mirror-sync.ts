@@ -156,7 +156,7 @@ export function mirrorSyncCpuLines(r: MirrorSyncIntakeResult): string[] {
   const parts = (c: Record<string, number>): string => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ');
   return r.cpu.flatMap((c, i) => [
     `  round ${i + 1} CPU us/msg: none ${c.arithmetic.noneUs} (${parts(c.none)}); sync ${c.arithmetic.syncUs} (${parts(c.sync)})`,
-    `  round ${i + 1}: cores busy none ${c.arithmetic.noneBusy}, sync ${c.arithmetic.syncBusy}; the mirrors' share of the sync run's CPU ${c.arithmetic.mirrorShare} (secondary ${c.arithmetic.secondaryShare}); ratio with the secondary on its own machine (estimate, CPU-bound runs only) ${c.arithmetic.ratioSecondaryElsewhere}`,
+    `  round ${i + 1}: cores busy none ${c.arithmetic.noneBusy}, sync ${c.arithmetic.syncBusy}; the mirrors' share of the sync run's CPU ${c.arithmetic.mirrorShare} (secondary ${c.arithmetic.secondaryShare}); ratio with the secondary on its own machine (estimate, CPU-bound runs only) ${c.arithmetic.ratioSecondaryElsewhere}; ceiling when the cores bound both runs ${c.arithmetic.cpuBoundRatio}, ${c.arithmetic.cpuBoundRatioSecondaryElsewhere} with the secondary elsewhere`,
   ]);
 }
 
