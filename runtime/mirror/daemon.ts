@@ -36,6 +36,7 @@ import { runPromoteCommand } from './promote-command';
 import { runSwitchover, type SwitchoverResult } from './switchover';
 import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
 import { InFlight, type FlightEntry } from './in-flight';
+import { LagReport, lagOf } from './lag-report';
 import { Sender } from './sender';
 import { readState, writeState, type MirrorState } from './state';
 import { SyncMode, syncPingMs, type SyncStatus } from './sync-mode';
@@ -455,6 +456,7 @@ export class MirrorDaemon {
       }
       if (epoch > this.state.epoch) this.setState({ ...this.state, epoch });
       if (f.header.t === 'batch') {
+        this.peerLag = lagOf(f.header) ?? this.peerLag;
         const seq = f.header.seq;
         const body = f.body ?? Buffer.alloc(0);
         channel.send({ t: 'received', epoch: this.state.epoch, seq });
@@ -481,9 +483,7 @@ export class MirrorDaemon {
         // A planned switchover: the primary stopped its MTA, made sure this node holds everything, and stepped down.
         return this.takeOver(channel, f, synced);
       } else if (f.header.t === 'status') {
-        const b = f.header.lag_bytes;
-        const s = f.header.lag_seconds;
-        this.peerLag = { bytes: typeof b === 'number' ? b : 0, seconds: typeof s === 'number' ? s : 0 };
+        this.peerLag = lagOf(f.header) ?? { bytes: 0, seconds: 0 };
       } else {
         throw new VolleyError('EMIRRORPROTO', `unexpected frame ${String(f.header.t).slice(0, 40)}`);
       }
@@ -545,18 +545,15 @@ export class MirrorDaemon {
     this.logger.info({ peer: this.peerName(), epoch: this.state.epoch }, 'mirror: secondary connected, catching it up');
     let seq = 0;
     let syncedSent = false;
-    let reported = '';
+    const lag = new LagReport();
     const flight = new InFlight(this.sync ? 2 : 1, () => this.expect(channel));
     while (channel.open && !this.stopped && this.state.role === 'primary') {
       const scan = this.sync?.barriers.scanStarted();
       const batch = await sender.next();
-      // The secondary shows the lag the primary measured: told whenever it changes, idle or not.
+      // The secondary shows the lag the primary measured: told whenever it changes, in the batch's header when one goes out (lag-report.ts).
       const { lagBytes, lagSeconds } = sender.stats();
-      const report = `${lagBytes} ${lagBytes === 0 ? 0 : lagSeconds.toFixed(1)}`;
-      if (report !== reported) {
-        channel.send({ t: 'status', epoch: this.state.epoch, lag_bytes: lagBytes, lag_seconds: lagSeconds });
-        reported = report;
-      }
+      const idle = batch ? undefined : lag.forIdle(lagBytes, lagSeconds);
+      if (idle) channel.send({ t: 'status', epoch: this.state.epoch, ...idle });
       if (!batch) {
         // Batches still out: their acks first (lag and caught-up count what they carry).
         if (flight.size > 0) {
@@ -578,7 +575,7 @@ export class MirrorDaemon {
         continue;
       }
       flight.add({ seq: ++seq, batch, ...(scan !== undefined ? { scan } : {}) });
-      channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops }, batch.body);
+      channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops, ...lag.forBatch(lagBytes, lagSeconds) }, batch.body);
       await this.land(flight, sender);
     }
   }

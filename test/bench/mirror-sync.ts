@@ -6,8 +6,10 @@
 // secondary on a second one), in alternation, round by round: a ratio is only
 // sound between runs taken side by side on a shared machine. Every 250 of the
 // sync runs came after the secondary's durable ack for it. Run alone:
-// `npx tsx test/bench/mirror-sync.ts` (BENCH_MESSAGES, BENCH_ROUNDS).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// `npx tsx test/bench/mirror-sync.ts` (BENCH_MESSAGES, BENCH_ROUNDS,
+// BENCH_SESSIONS). Each run also reports the CPU per message of every
+// process (cpu-split.ts): on 2 cores the mirrors' CPU is the MTA's loss.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VolleyError } from '../../runtime/shared/errors';
@@ -18,16 +20,21 @@ import { startMta } from '../helpers/mta-process';
 import { getFreePort, runSmtpSource } from '../helpers/postfix-tools';
 import { newSecret, proxyTls, waitUntil } from '../helpers/proxy-fixtures';
 import { ownMta, runDeadlineMs } from './run-guard';
+import { cpuArithmetic, cpuPerMessage, cpuSnapshot, type CpuArithmetic } from './cpu-split';
+import { processTree } from './mta-metrics';
 
 export interface MirrorSyncIntakeResult {
   /** Median of the per-round ratios sync / none. */
   ratio: number;
   rounds: { none: number; sync: number }[];
+  /** Each round's CPU µs per message, part by part (mta = primary + workers), and the 2-core arithmetic from it. */
+  cpu: { none: Record<string, number>; sync: Record<string, number>; arithmetic: CpuArithmetic }[];
   /** The primary's last barrier latency of each sync run, ms. */
   barrierLastMs: number[];
   /** Each sync run's mean barrier latency (warm-up included) and barriers answered, from the primary mirror's histogram. */
   barrierMeanMs: number[];
   barriers: number[];
+  batches: number[];
 }
 
 interface Load {
@@ -37,7 +44,6 @@ interface Load {
   workers?: number;
 }
 
-/** One timed intake run (after a short warm-up) on a fresh persistent path; `sync`: the MTA runs under a sync mirror pair. */
 /** The primary mirror's barrier histogram: its mean in ms and its count. */
 async function barrierMean(admin: string): Promise<{ meanMs: number; count: number }> {
   const text = await (await fetch(`http://${admin}/metrics`)).text();
@@ -46,7 +52,19 @@ async function barrierMean(admin: string): Promise<{ meanMs: number; count: numb
   return { meanMs: Number(((value('volley_mirror_barrier_seconds_sum') * 1000) / count).toFixed(2)), count };
 }
 
-async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: number; barrierLastMs?: number; barrierMeanMs?: number; barriers?: number }> {
+interface RunResult {
+  msgsPerSec: number;
+  /** CPU µs per message of the timed part: mta (primary + workers), smtp-source, and in a sync run mirror-primary, mirror-secondary. */
+  cpuUs: Record<string, number>;
+  barrierLastMs?: number;
+  barrierMeanMs?: number;
+  barriers?: number;
+  /** Replication batches the primary had acknowledged (warm-up included): one fsync round on the secondary each. */
+  batches?: number;
+}
+
+/** One timed intake run (after a short warm-up) on a fresh persistent path; `sync`: the MTA runs under a sync mirror pair. */
+async function intakeRun(load: Load, sync: boolean): Promise<RunResult> {
   const dir = mkdtempSync(join(tmpdir(), `volley-bench-mirror-${sync ? 'sync' : 'none'}-`));
   const mirrors: MirrorProcess[] = [];
   const ppA = join(dir, 'a');
@@ -81,13 +99,18 @@ async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: numbe
     try {
       await fetch(`${mta.adminUrl}/queue/pause`, { method: 'POST', headers: ADMIN_AUTH });
       await runSmtpSource({ port: mta.smtpPort, messages: Math.min(500, load.messages), sessions: load.sessions, sizeBytes: load.sizeBytes });
+      const parts: Record<string, number[]> = { mta: processTree(mta.proc.pid!) };
+      if (sync) Object.assign(parts, { 'mirror-primary': [mirrors[0].proc.pid!], 'mirror-secondary': [mirrors[1].proc.pid!] });
+      const cpu0 = cpuSnapshot(parts);
       const r = await runSmtpSource({ port: mta.smtpPort, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: runDeadlineMs(load.messages) });
+      const cpuUs = cpuPerMessage(cpu0, cpuSnapshot(parts), load.messages);
       if (r.exitCode !== 0) throw new VolleyError('BENCH_MIRROR', `smtp-source failed (${r.exitCode}): ${r.stderr.slice(-1000)}`);
       const msgsPerSec = Math.round((load.messages * 1000) / r.elapsedMs);
-      if (!sync) return { msgsPerSec };
-      const barrierLastMs = Number((await mirrorStatus(adminA)).sync?.barrier_last_ms);
+      if (!sync) return { msgsPerSec, cpuUs };
+      const st = await mirrorStatus(adminA);
+      const barrierLastMs = Number(st.sync?.barrier_last_ms);
       const mean = await barrierMean(adminA);
-      return { msgsPerSec, barrierLastMs, barrierMeanMs: mean.meanMs, barriers: mean.count };
+      return { msgsPerSec, cpuUs, barrierLastMs, barrierMeanMs: mean.meanMs, barriers: mean.count, batches: Number(st.batches) };
     } finally {
       await stopMta();
     }
@@ -106,28 +129,46 @@ async function intakeRun(load: Load, sync: boolean): Promise<{ msgsPerSec: numbe
 
 export async function measureMirrorSyncIntake(load: Load & { rounds: number }, onRound?: (i: number, r: { none: number; sync: number }) => void): Promise<MirrorSyncIntakeResult> {
   const rounds: { none: number; sync: number }[] = [];
+  const cpu: MirrorSyncIntakeResult['cpu'] = [];
   const barrierLastMs: number[] = [];
   const barrierMeanMs: number[] = [];
   const barriers: number[] = [];
+  const batches: number[] = [];
   for (let i = 0; i < load.rounds; i++) {
     const none = await intakeRun(load, false);
     const sync = await intakeRun(load, true);
     rounds.push({ none: none.msgsPerSec, sync: sync.msgsPerSec });
+    cpu.push({ none: none.cpuUs, sync: sync.cpuUs, arithmetic: cpuArithmetic({ none, sync: { msgsPerSec: sync.msgsPerSec, cpuUs: sync.cpuUs } }) });
     if (sync.barrierLastMs !== undefined) barrierLastMs.push(sync.barrierLastMs);
     if (sync.barrierMeanMs !== undefined) barrierMeanMs.push(sync.barrierMeanMs);
     if (sync.barriers !== undefined) barriers.push(sync.barriers);
+    if (sync.batches !== undefined) batches.push(sync.batches);
     onRound?.(i, rounds[i]);
   }
   const ratios = rounds.map((r) => r.sync / r.none).sort((a, b) => a - b);
   const mid = Math.floor(ratios.length / 2);
   const ratio = ratios.length % 2 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2;
-  return { ratio: Number(ratio.toFixed(2)), rounds, barrierLastMs, barrierMeanMs, barriers };
+  return { ratio: Number(ratio.toFixed(2)), rounds, cpu, barrierLastMs, barrierMeanMs, barriers, batches };
+}
+
+/** The CPU lines of a result: per round, part by part, and the 2-core arithmetic. */
+export function mirrorSyncCpuLines(r: MirrorSyncIntakeResult): string[] {
+  const parts = (c: Record<string, number>): string => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ');
+  return r.cpu.flatMap((c, i) => [
+    `  round ${i + 1} CPU us/msg: none ${c.arithmetic.noneUs} (${parts(c.none)}); sync ${c.arithmetic.syncUs} (${parts(c.sync)})`,
+    `  round ${i + 1}: cores busy none ${c.arithmetic.noneBusy}, sync ${c.arithmetic.syncBusy}; the mirrors' share of the sync run's CPU ${c.arithmetic.mirrorShare} (secondary ${c.arithmetic.secondaryShare}); ratio with the secondary on its own machine (estimate, CPU-bound runs only) ${c.arithmetic.ratioSecondaryElsewhere}; ceiling when the cores bound both runs ${c.arithmetic.cpuBoundRatio}, ${c.arithmetic.cpuBoundRatioSecondaryElsewhere} with the secondary elsewhere`,
+  ]);
 }
 
 if (require.main === module) {
-  const load = { messages: Number(process.env.BENCH_MESSAGES ?? 20_000), sessions: 20, sizeBytes: 2048, rounds: Number(process.env.BENCH_ROUNDS ?? 3) };
-  measureMirrorSyncIntake(load, (i, r) => console.log(`round ${i + 1}: no mirror ${r.none} msg/s, sync mirror ${r.sync} msg/s`)).then(
-    (r) => console.log(`intake with a sync mirror against none, ${load.messages} 2 KB messages, ${load.rounds} rounds: mirror_sync_intake_ratio ${r.ratio} (barrier latency at the end of each sync run: ${r.barrierLastMs.join(', ')} ms; mean per run: ${r.barrierMeanMs.join(', ')} ms over ${r.barriers.join(', ')} barriers)`),
+  const load = { messages: Number(process.env.BENCH_MESSAGES ?? 20_000), sessions: Number(process.env.BENCH_SESSIONS ?? 20), sizeBytes: 2048, rounds: Number(process.env.BENCH_ROUNDS ?? 3) };
+  const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  console.log(`load average at the start: ${loadavg()}`);
+  measureMirrorSyncIntake(load, (i, r) => console.log(`round ${i + 1}: no mirror ${r.none} msg/s, sync mirror ${r.sync} msg/s (load average ${loadavg()})`)).then(
+    (r) => {
+      for (const l of mirrorSyncCpuLines(r)) console.log(l);
+      console.log(`intake with a sync mirror against none, ${load.messages} 2 KB messages, ${load.sessions} sessions, ${load.rounds} rounds: mirror_sync_intake_ratio ${r.ratio} (barrier latency at the end of each sync run: ${r.barrierLastMs.join(', ')} ms; mean per run: ${r.barrierMeanMs.join(', ')} ms over ${r.barriers.join(', ')} barriers; ${r.batches.join(', ')} replication batches)`);
+    },
     (err: Error) => {
       console.error(err.message);
       process.exitCode = 1;

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { measureBacklogDrain } from './backlog';
 import { measureDrain } from './drain';
-import { measureMirrorSyncIntake } from './mirror-sync';
+import { measureMirrorSyncIntake, mirrorSyncCpuLines } from './mirror-sync';
 import { measureEndToEnd } from './e2e';
 import { eventsFigures, measureEndToEndWithEvents, measureWebhookRate, type EventsE2eResult, type WebhookRateResult } from './events';
 import { measureNodeFloor, measureToolsCeiling } from './floor';
@@ -290,6 +290,7 @@ async function main(): Promise<void> {
   const mirrorSync = await measureMirrorSyncIntake({ ...LOAD, rounds: MIRROR_SYNC_ROUNDS }, (i, r) => line(`  mirror sync round ${i + 1} (msg/s): none ${r.none}, sync ${r.sync}`));
   partial.mirror_sync_intake_ratio = mirrorSync.ratio;
   line(`intake with a sync mirror (both nodes on this machine) against none: ${mirrorSync.ratio} round by round (target >= 0.8); barrier latency at the end of each sync run ${mirrorSync.barrierLastMs.join(', ')} ms`);
+  for (const l of mirrorSyncCpuLines(mirrorSync)) line(l);
   Object.assign(bench, { mirror_sync_intake_ratio: mirrorSync.ratio });
   line(`BENCH ${JSON.stringify(bench)}`);
   clearTimeout(watchdog);

@@ -1,11 +1,15 @@
 // The MTA's side of the sync-barrier protocol (protocol.ts): after a spool
 // write is durable locally, intake calls `barrier()` and gives its 250 only
 // once it resolves. The callers of one turn of the event loop (the messages
-// of one spool group commit) share one request. Requests do not wait for one
-// another: each covers what was written before it was sent, and the sooner it
-// reaches the mirror the likelier it joins the replication scan about to
-// start (the mirror coalesces all barriers that arrived before a scan into
-// it), so a group commit on the primary costs one replication batch.
+// of one spool group commit) share one request, sent at once, alongside
+// those still out: each covers what was written before it was sent, and the
+// sooner it reaches the mirror the likelier it joins the replication scan
+// about to start (the mirror coalesces all barriers that arrived before a
+// scan into it). With `coalesce`, the callers that come while a request is
+// out wait for its answer and then share the next one: one request out at a
+// time, each covering every record written before it was sent. Either way a
+// caller is answered only by a request sent after it called, never by one
+// already out: that one may be answered by a scan that did not see its record.
 //
 // A missing or dead mirror daemon, a refusal, or no answer within
 // `timeoutMs` rejects (EMIRRORSYNC): the caller must not acknowledge.
@@ -18,6 +22,15 @@ export interface SyncClientOptions {
   socket: string;
   /** How long one barrier may wait for the mirror's answer; more than the mirror's sync_timeout, so its policy answers first. */
   timeoutMs: number;
+  /**
+   * One request out at a time, the callers meanwhile gathered into the next
+   * (default false): fewer, larger requests, at up to one more round trip for
+   * a caller that just missed one. Off by default: measured on the 2-core
+   * bench (test/bench/README.md, session 11) it cut requests by a quarter but
+   * not replication batches (the mirror already puts every barrier that came
+   * before a scan into it), and sync intake fell by about a third.
+   */
+  coalesce?: boolean;
 }
 
 interface Waiter {
@@ -29,8 +42,12 @@ export class MirrorSyncClient {
   private conn?: Promise<Socket>;
   private next = 0;
   private readonly pending = new Map<number, (a: BarrierAnswer | Error) => void>();
-  /** Callers of this turn, sent as one BARRIER at the next. */
+  /** Callers not sent yet: as one BARRIER at the next turn, or (coalesce) once the request out is answered. */
   private gathering: Waiter[] = [];
+  /** A send of `gathering` is scheduled for the next turn. */
+  private scheduled = false;
+  /** Requests sent and not answered yet. */
+  private outstanding = 0;
   private closed = false;
   /** Barriers answered and failed (the worker's metrics read them). */
   answered = 0;
@@ -43,23 +60,40 @@ export class MirrorSyncClient {
     if (this.closed) return Promise.reject(new VolleyError('EMIRRORSYNC', 'the mirror sync client is closed'));
     return new Promise((resolve, reject) => {
       this.gathering.push({ resolve, reject });
-      if (this.gathering.length > 1) return;
+      if (this.scheduled || (this.coalescing && this.outstanding > 0)) return;
+      this.scheduled = true;
       setImmediate(() => {
-        const batch = this.gathering;
-        this.gathering = [];
-        void this.request(batch);
+        this.scheduled = false;
+        this.flush();
       });
     });
   }
 
+  private get coalescing(): boolean {
+    return this.options.coalesce === true;
+  }
+
+  /** Sends what was gathered as one request. */
+  private flush(): void {
+    if (this.gathering.length === 0) return;
+    const batch = this.gathering;
+    this.gathering = [];
+    void this.request(batch);
+  }
+
   close(): void {
     this.closed = true;
+    // Callers still gathered are never sent now: refused, not left waiting.
+    const gathered = this.gathering;
+    this.gathering = [];
+    for (const w of gathered) w.reject(new VolleyError('EMIRRORSYNC', 'the mirror sync client is closed'));
     void this.conn?.then((s) => s.destroy(), () => undefined);
     this.conn = undefined;
   }
 
   /** One BARRIER for the whole batch of callers. */
   private async request(batch: Waiter[]): Promise<void> {
+    this.outstanding++;
     let outcome: BarrierAnswer | Error;
     try {
       const socket = await this.connection();
@@ -79,14 +113,19 @@ export class MirrorSyncClient {
     } catch (err) {
       outcome = err as Error;
     }
+    this.outstanding--;
     if (outcome instanceof Error || !outcome.ok) {
       const err = outcome instanceof Error ? outcome : new VolleyError('EMIRRORSYNC', `the mirror refused the sync barrier (${outcome.reason}): ${outcome.message}`);
       this.failed += batch.length;
       for (const w of batch) w.reject(err);
-      return;
+    } else {
+      this.answered += batch.length;
+      for (const w of batch) w.resolve((outcome as { state: 'sync' | 'degraded' }).state);
     }
-    this.answered += batch.length;
-    for (const w of batch) w.resolve((outcome as { state: 'sync' | 'degraded' }).state);
+    // Those who came while this was out: their records were written after it
+    // was sent, so its answer does not cover them; they share the next request,
+    // whatever this one's outcome (a refusal of this one says nothing of theirs).
+    if (this.coalescing && !this.scheduled && this.outstanding === 0 && !this.closed) this.flush();
   }
 
   /** The open connection, dialled (and greeted) on first use and again after it broke. */

@@ -1,7 +1,8 @@
 // The sync-barrier protocol end to end over a real Unix socket: the MTA's
 // client (runtime/shared/mirror-sync/client.ts) against the mirror's server
 // (runtime/mirror/sync-server.ts). Callers of one turn share one BARRIER
-// (the spool's group commit becomes one replication request); an answer
+// (the spool's group commit becomes one replication request), and with
+// coalesce those who come while one is out share the next; an answer
 // resolves or rejects them all; a missing daemon, a refusal, a silent one
 // and a peer speaking something else all reject, never resolve.
 import { createServer, type Server } from 'node:net';
@@ -27,16 +28,16 @@ async function server(name: string): Promise<{ path: string; asked: ((a: Barrier
   return { path, asked, srv };
 }
 
-function client(path: string, timeoutMs = 5000): MirrorSyncClient {
-  const c = new MirrorSyncClient({ socket: path, timeoutMs });
+function client(path: string, timeoutMs = 5000, coalesce?: boolean): MirrorSyncClient {
+  const c = new MirrorSyncClient({ socket: path, timeoutMs, ...(coalesce !== undefined ? { coalesce } : {}) });
   closing.push(() => c.close());
   return c;
 }
 
 const settled = <T>(p: Promise<T>): Promise<{ ok: true; v: T } | { ok: false; err: Error }> => p.then((v) => ({ ok: true as const, v }), (err: Error) => ({ ok: false as const, err }));
 
-test('the barriers of one turn share one request; those of a later turn go at once, without waiting for the first answer', async () => {
-  const { path, asked } = await server('coalesce');
+test('the barriers of one turn share one request; those of a later turn go at once, without waiting for the first answer (coalesce off, the default)', async () => {
+  const { path, asked } = await server('pipelined');
   const c = client(path);
   const first = [c.barrier(), c.barrier(), c.barrier()];
   await waitUntil(() => asked.length > 0);
@@ -51,6 +52,51 @@ test('the barriers of one turn share one request; those of a later turn go at on
   asked[0]({ ok: true, state: 'sync' });
   await expect(Promise.all(first)).resolves.toEqual(['sync', 'sync', 'sync']);
   expect(c.answered).toBe(5);
+});
+
+test('coalesce: callers that come while a request is out share the next one, sent once that answer came; the first answer never settles them', async () => {
+  const { path, asked } = await server('coalesce');
+  const c = client(path, 5000, true);
+  const first = [c.barrier(), c.barrier()];
+  await waitUntil(() => asked.length > 0);
+  // Records written after the first request was sent: its answer may come from a scan that never saw them.
+  const later = [0, 1, 2].map(() => {
+    const b = { done: false, p: c.barrier() };
+    void b.p.then(() => (b.done = true), () => (b.done = true));
+    return b;
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  expect(asked).toHaveLength(1); // held while the first is out
+  asked[0]({ ok: true, state: 'sync' });
+  await expect(Promise.all(first)).resolves.toEqual(['sync', 'sync']);
+  await waitUntil(() => asked.length > 1);
+  expect(later.map((b) => b.done)).toEqual([false, false, false]); // not answered by the first request's ack
+  await new Promise((r) => setTimeout(r, 50));
+  expect(asked).toHaveLength(2); // all three in one request
+  expect(later.map((b) => b.done)).toEqual([false, false, false]);
+  asked[1]({ ok: true, state: 'sync' });
+  await expect(Promise.all(later.map((b) => b.p))).resolves.toEqual(['sync', 'sync', 'sync']);
+  expect(c.answered).toBe(5);
+});
+
+test('coalesce: a refused request refuses only its own callers; those gathered meanwhile are sent on and answered by their own request; close refuses what is still gathered', async () => {
+  const { path, asked } = await server('coalesce-refused');
+  const c = client(path, 5000, true);
+  const first = settled(c.barrier());
+  await waitUntil(() => asked.length > 0);
+  const second = settled(c.barrier());
+  asked[0]({ ok: false, reason: 'timeout', message: 'the secondary did not acknowledge' });
+  expect(await first).toMatchObject({ ok: false, err: { code: 'EMIRRORSYNC' } });
+  await waitUntil(() => asked.length > 1);
+  asked[1]({ ok: true, state: 'sync' });
+  expect(await second).toEqual({ ok: true, v: 'sync' });
+  const third = settled(c.barrier());
+  await waitUntil(() => asked.length > 2);
+  const gathered = settled(c.barrier());
+  c.close();
+  expect(await gathered).toMatchObject({ ok: false, err: { code: 'EMIRRORSYNC', message: expect.stringContaining('closed') } });
+  expect(await third).toMatchObject({ ok: false });
+  expect(asked).toHaveLength(3);
 });
 
 test('a refusal (policy block) rejects every caller of the request', async () => {
