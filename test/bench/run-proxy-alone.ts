@@ -2,9 +2,10 @@
 // `npm run build && npx tsx test/bench/run-proxy-alone.ts` in each tree in
 // turn. BENCH_MESSAGES (5,000), BENCH_WARMUP_MESSAGES (2,000), BENCH_SESSIONS
 // (20), BENCH_RATE (msg/s in all; 0: as fast as answers come; default 250,
-// a fleet proxy's load), BENCH_ROUNDS (1). Ends with `BENCH {json}`.
+// a fleet proxy's load), BENCH_ROUNDS (1), BENCH_BARE=1 for the bare relay
+// (bare-relay.ts, the floor) instead of `volley proxy`. Ends with `BENCH {json}`.
 import { availableParallelism, loadavg } from 'node:os';
-import { measureProxyAlone } from './proxy-alone';
+import { measureBareRelay, measureProxyAlone } from './proxy-alone';
 
 async function main(): Promise<void> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 1);
@@ -18,7 +19,8 @@ async function main(): Promise<void> {
   };
   const runs = [];
   for (let i = 0; i < rounds; i++) {
-    const r = await measureProxyAlone(load);
+    // BENCH_BARE=1: the bare relay instead, the floor under the proxy's figure.
+    const r = process.env.BENCH_BARE === '1' ? await measureBareRelay(load) : await measureProxyAlone(load);
     const load1 = loadavg()[0].toFixed(1);
     process.stdout.write(`round ${i + 1}: ${r.msgsPerSec} msg/s, proxy ${r.cpuUsPerMsg} µs CPU a message (primary ${r.primaryUsPerMsg}), load ${load1}\n`);
     runs.push({ msgs_per_s: r.msgsPerSec, proxy_cpu_us_per_msg: r.cpuUsPerMsg, primary_cpu_us_per_msg: r.primaryUsPerMsg, load1 });
