@@ -352,13 +352,21 @@ export class ProxyServer {
     let pipe: TransactionPipe | undefined;
     const idleMs = this.options.clientIdleTimeoutMs ?? 300_000;
     let idleTimer: NodeJS.Timeout | undefined;
+    let idleArmed = false;
     let waiting = false;
     // The idle bound runs only while the loop waits with nothing in flight:
-    // a transaction waits on its MX as long as its own timeouts allow.
+    // a transaction waits on its MX as long as its own timeouts allow. One
+    // timer per link, restarted (refresh) rather than made anew per frame,
+    // and left running while disarmed: firing then does nothing.
     const armIdle = (): void => {
-      clearTimeout(idleTimer);
-      idleTimer = setTimeout(() => channel.close(Object.assign(new ProtocolError(`no frame from the peer in ${idleMs} ms`), { code: 'ETIMEDOUT' })), idleMs);
+      idleArmed = true;
+      if (idleTimer) idleTimer.refresh();
+      else
+        idleTimer = setTimeout(() => {
+          if (idleArmed) channel.close(Object.assign(new ProtocolError(`no frame from the peer in ${idleMs} ms`), { code: 'ETIMEDOUT' }));
+        }, idleMs);
     };
+    channel.onClose(() => clearTimeout(idleTimer));
     const drained = (): void => {
       link.busy = false;
       link.mx = undefined;
@@ -381,7 +389,7 @@ export class ProxyServer {
           frame = await channel.next();
         } finally {
           waiting = false;
-          clearTimeout(idleTimer);
+          idleArmed = false;
         }
         switch (frame.header.t) {
           case 'ping':

@@ -20,13 +20,24 @@ export interface TransactionPipeHooks {
 /** What became of a transaction at the MX, before its answer goes out. */
 type Outcome = { tx: TransactionResult } | { failed: string; lost: boolean; proxyLink?: true };
 
+/** One transaction taken: its outcome once the MX has answered (or it never reached the MX). */
+interface Slot {
+  outcome?: Outcome;
+}
+
+// Plain callbacks rather than an async function and two promise chains per
+// transaction: on the fleet path a proxy handles each message in its own
+// turns of the event loop, and every promise hop is paid per message
+// (test/bench/README.md, issue 20: proxy_cpu_us_per_msg).
 export class TransactionPipe {
   /** Transactions taken and not yet answered. */
   inFlight = 0;
-  /** Settles when the MX session may take the next transaction: the previous body is written, or it ended. */
-  private bodyWritten: Promise<void> = Promise.resolve();
-  /** Settles when the previous transaction's answer has gone out. */
-  private answered: Promise<void> = Promise.resolve();
+  /** Answers still owed, in the order the frames came; the head's goes out first. */
+  private readonly slots: Slot[] = [];
+  /** A transaction is at the MX and its body is not written yet: the next one waits (RFC 2920 lets it go only behind a body). */
+  private bodyBusy = false;
+  /** Transactions waiting for the body ahead of them to be written, oldest first. */
+  private readonly waitingBody: (() => void)[] = [];
   /** A reload removed the sending IP: the session is QUIT once the transactions already at the MX are answered. */
   private retiring = false;
   private readonly waiters: (() => void)[] = [];
@@ -53,34 +64,17 @@ export class TransactionPipe {
     // The MTA's intake refuses the same envelopes (shared rule), so this only trips on a broken peer.
     const problem = transactionProblem(from, to);
     if (problem) throw new ProtocolError(`bad transaction request: ${problem}`);
-    const previousBody = this.bodyWritten;
-    let bodyDone!: () => void;
-    this.bodyWritten = new Promise<void>((resolve) => (bodyDone = resolve));
-    const outcome = (async (): Promise<Outcome> => {
-      try {
-        await previousBody;
-        const mx = this.mx;
-        // An earlier transaction lost the session (or a 421 ended it): this one never reached the MX.
-        if (!mx || this.retiring || !mx.session.usable) return { failed: 'the MX session ended before this transaction', lost: false };
-        mx.transactions++;
-        this.hooks.counted();
-        // Only a session that pipelines takes the next envelope before this final reply (RFC 2920).
-        const onBodySent = mx.session.pipelined ? bodyDone : undefined;
-        try {
-          return { tx: await mx.session.send(from as string, to as string[], frame.body ?? Buffer.alloc(0), { onBodySent }) };
-        } catch (err) {
-          return { failed: (err as Error).message, lost: true };
-        }
-      } finally {
-        bodyDone();
-      }
-    })();
-    this.answer(outcome);
+    const slot = this.owe();
+    const start = (): void => this.start(slot, from as string, to as string[], frame.body ?? Buffer.alloc(0));
+    if (this.bodyBusy) this.waitingBody.push(start);
+    else start();
   }
 
   /** Answers a transaction frame transaction_failed without sending it to the MX (the proxy stopping, a revoked link). */
   refuse(message: string): void {
-    this.answer(Promise.resolve({ failed: message, lost: false, proxyLink: true }));
+    const slot = this.owe();
+    // Answered after the caller's bookkeeping for this frame, as any other answer is.
+    queueMicrotask(() => this.settle(slot, { failed: message, lost: false, proxyLink: true }));
   }
 
   /** Resolves once every transaction taken so far is answered. */
@@ -89,21 +83,60 @@ export class TransactionPipe {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
-  private answer(outcome: Promise<Outcome>): void {
+  private owe(): Slot {
+    const slot: Slot = {};
+    this.slots.push(slot);
     this.inFlight++;
-    const previous = this.answered;
-    this.answered = (async () => {
-      const o = await outcome;
-      await previous;
-      this.send(o);
-      if (--this.inFlight > 0) return;
+    return slot;
+  }
+
+  /** Sends one transaction to the MX; the next waiting one starts once this body is written (or this one is over). */
+  private start(slot: Slot, from: string, to: string[], body: Buffer): void {
+    this.bodyBusy = true;
+    let written = false;
+    const bodyDone = (): void => {
+      if (written) return;
+      written = true;
+      const next = this.waitingBody.shift();
+      if (next) next();
+      else this.bodyBusy = false;
+    };
+    const mx = this.mx;
+    // An earlier transaction lost the session (or a 421 ended it): this one never reached the MX.
+    if (!mx || this.retiring || !mx.session.usable) {
+      bodyDone();
+      queueMicrotask(() => this.settle(slot, { failed: 'the MX session ended before this transaction', lost: false }));
+      return;
+    }
+    mx.transactions++;
+    this.hooks.counted();
+    // Only a session that pipelines takes the next envelope before this final reply (RFC 2920).
+    const onBodySent = mx.session.pipelined ? bodyDone : undefined;
+    mx.session.send(from, to, body, { onBodySent }).then(
+      (tx) => {
+        bodyDone();
+        this.settle(slot, { tx });
+      },
+      (err: Error) => {
+        bodyDone();
+        this.settle(slot, { failed: err.message, lost: true });
+      },
+    );
+  }
+
+  /** Records a transaction's outcome and sends every answer now due, in order. */
+  private settle(slot: Slot, outcome: Outcome): void {
+    slot.outcome = outcome;
+    while (this.slots.length > 0 && this.slots[0].outcome !== undefined) {
+      this.send(this.slots.shift()!.outcome!);
+      if (--this.inFlight > 0) continue;
       if (this.retiring && this.mx) {
         this.mx.session.close();
         this.mx = undefined;
       }
       for (const w of this.waiters.splice(0)) w();
       this.hooks.drained();
-    })();
+    }
   }
 
   private send(o: Outcome): void {

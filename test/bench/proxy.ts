@@ -32,6 +32,11 @@ export async function measureThroughProxy(opts: { messages: number; sessions: nu
 export interface BenchProxy {
   /** The MTA's `proxies:` section for this proxy. */
   mtaConfig: string;
+  /** The proxy's primary (its worker is a child of it), for CPU readings. */
+  pid: number;
+  /** What an in-process ProxyConnector needs to reach it. */
+  endpoint: { host: string; port: number; fingerprint: string };
+  secret: Buffer;
   stop(): void;
 }
 
@@ -39,7 +44,8 @@ export interface BenchProxy {
 export async function startBenchProxy(dir: string): Promise<BenchProxy> {
   const tls = await proxyTls(dir);
   const secret = join(dir, 'proxy.secret');
-  writeFileSync(secret, newSecret(), { mode: 0o600 });
+  const secretBytes = newSecret();
+  writeFileSync(secret, secretBytes, { mode: 0o600 });
   const port = await getFreePort();
   const config = join(dir, 'proxy.yaml');
   writeFileSync(config, `name: bench-proxy\nlisten: 127.0.0.1:${port}\nadmin_listen: 127.0.0.1:${await getFreePort()}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\nsecret_file: ${secret}\nsending_ips: [127.0.0.1]\n`);
@@ -66,6 +72,9 @@ export async function startBenchProxy(dir: string): Promise<BenchProxy> {
   }
   return {
     mtaConfig: `proxies:\n  secret_file: ${secret}\n  servers: [{ name: bench-proxy, address: "127.0.0.1:${port}", fingerprint: "${tls.fingerprint}", sending_ips: [127.0.0.1] }]\n`,
+    pid: proxy.pid!,
+    endpoint: { host: '127.0.0.1', port, fingerprint: tls.fingerprint },
+    secret: secretBytes,
     stop,
   };
 }

@@ -10,6 +10,21 @@ test('a frame with a header and a binary body round-trips', () => {
   expect(frames[0].body).toEqual(body);
 });
 
+test('a header with non-ASCII text (SMTPUTF8 addresses, a reply in UTF-8) is length-prefixed in bytes, not characters', () => {
+  // encodeFrame writes the header into one buffer it sized itself: a length
+  // counted in UTF-16 units would cut the header and shift the body.
+  const header = { t: 'transaction', from: 'josé@exämple.test', to: ['日本@例え.test'] };
+  const body = Buffer.from('Subject: ü\r\n\r\nbody\r\n');
+  const wire = encodeFrame(header, body);
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  expect(wire.readUInt32BE(4)).toBe(json.length);
+  expect(wire.readUInt32BE(0)).toBe(4 + json.length + body.length);
+  const [frame] = new FrameDecoder(DEFAULT_MAX_FRAME).push(wire);
+  expect(frame.header).toEqual(header);
+  expect(frame.body).toEqual(body);
+  expect(new FrameDecoder().push(encodeFrame({ t: 'result', text: 'ok ✓' }))[0]).toEqual({ header: { t: 'result', text: 'ok ✓' } });
+});
+
 test('frames split byte by byte, and several in one chunk, decode in order', () => {
   const wire = Buffer.concat([encodeFrame({ t: 'ping' }), encodeFrame({ t: 'hello', version: 1, nonce: 'x' }), encodeFrame({ t: 'x' }, Buffer.from('body'))]);
   const d = new FrameDecoder();
