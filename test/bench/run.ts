@@ -11,6 +11,7 @@ import { measureEndToEnd } from './e2e';
 import { eventsFigures, measureEndToEndWithEvents, measureWebhookRate, type EventsE2eResult, type WebhookRateResult } from './events';
 import { measureNodeFloor, measureToolsCeiling } from './floor';
 import { measureFleet } from './fleet';
+import { measureProxyAlone } from './proxy-alone';
 import { measureThroughProxy } from './proxy';
 import { measureIntake, measureStartup } from './intake';
 import { mirrorFigures } from './mirror-figures';
@@ -218,6 +219,12 @@ async function main(): Promise<void> {
   partial.fleet_ratio_cpu_bound = Number(fleetRatioCpuBound.toFixed(2));
   partial.lb_cpu_us_per_msg = fleet.cpuUsPerMsg.lb;
   partial.proxy_cpu_us_per_msg = fleet.cpuUsPerMsg.proxy;
+  // The proxy's cost depends on how busy it is (the notebook's curve: ~180 µs a message at the ~250 msg/s a fleet
+  // proxy carries on this box, ~50 flat out): the fleet figure above is the first, its capacity is the second.
+  stage = 'one proxy alone, flat out';
+  const proxyAlone = await measureProxyAlone({ messages: 5_000, warmupMessages: 2_000, sessions: 20, sizeBytes: LOAD.sizeBytes });
+  line(`one proxy alone (1 worker, 20 MTA links, as fast as answers come): ${proxyAlone.msgsPerSec} msg/s, ${proxyAlone.cpuUsPerMsg} us CPU a message`);
+  partial.proxy_cpu_us_per_msg_flat_out = proxyAlone.cpuUsPerMsg;
   stage = 'spool formats';
   const formats = await measureSpoolFormats();
   line(`spool formats, 2 KB durable writes, 20 writers: segmented log with group commit ${formats.logMsgsPerSec}/s, file per message ${formats.filesMsgsPerSec}/s`);
@@ -264,6 +271,7 @@ async function main(): Promise<void> {
     lb_cpu_us_per_msg: fleet.cpuUsPerMsg.lb,
     // The proxies' CPU per message on the fleet path (primaries and workers; each message crosses one proxy): issue 20's ≤ 150.
     proxy_cpu_us_per_msg: fleet.cpuUsPerMsg.proxy,
+    proxy_cpu_us_per_msg_flat_out: proxyAlone.cpuUsPerMsg,
     e2e_cpu_us_per_msg: e2e.cpuUsPerMsg,
     proxy_msgs_per_s: viaProxy.msgsPerSec,
     proxy_ratio: Number(proxyRatio.toFixed(2)),
