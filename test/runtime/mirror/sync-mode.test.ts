@@ -298,6 +298,51 @@ describe('SyncMode with a fake host', () => {
     expect(host.state.peerOutdated).toBe(true);
   });
 
+  test('a scan that finds the secondary caught up while a degrade writes the lease clears nothing: the degrade still answers with peer_outdated recorded', async () => {
+    let written!: () => void;
+    const { sync, host } = mode(() => new Promise<void>((resolve) => (written = resolve)));
+    const answer = sync.barriers.request();
+    jest.advanceTimersByTime(1000);
+    await flush();
+    expect(host.state.peerOutdated).toBe(true);
+    // The replication loop's scan lands now (the secondary caught up): it must not send synced nor clear the flag.
+    expect(sync.peerCaughtUp()).toBe(false);
+    expect(host.state.peerOutdated).toBe(true);
+    written();
+    await expect(answer).resolves.toEqual({ ok: true, state: 'degraded' });
+    expect(sync.status()).toMatchObject({ sync_state: 'degraded', peer_outdated: true });
+    // Afterwards the usual way back: one scan ends the degraded state, a later full one clears the flag.
+    expect(sync.peerCaughtUp()).toBe(false);
+    expect(sync.peerCaughtUp()).toBe(true);
+    expect(host.state.peerOutdated).toBe(false);
+  });
+
+  test('a degrade started by one primary term that finishes in the next (demoted and promoted during the lease write) is refused: the new term stays in sync', async () => {
+    let written!: () => void;
+    const { sync, host } = mode(() => new Promise<void>((resolve) => (written = resolve)));
+    const old = sync.barriers.request();
+    jest.advanceTimersByTime(1000);
+    await flush();
+    sync.demoted();
+    await expect(old).resolves.toMatchObject({ ok: false });
+    // Promoted again: becomePrimary cleared peer_outdated; a barrier of the new term waits for its secondary.
+    host.state = { role: 'primary', epoch: 3, caughtUp: true, peerOutdated: false };
+    sync.promoted();
+    let fresh: unknown;
+    void sync.barriers.request().then((a) => (fresh = a));
+    written();
+    await flush();
+    expect(sync.status()).toMatchObject({ sync_state: 'sync', peer_outdated: false });
+    expect(fresh).toBeUndefined();
+    // Its own timeout degrades it properly (recorded again, then answered).
+    jest.advanceTimersByTime(1000);
+    await flush();
+    expect(host.state.peerOutdated).toBe(true);
+    written();
+    await flush();
+    expect(fresh).toEqual({ ok: true, state: 'degraded' });
+  });
+
   test('a degraded primary that is demoted, or becomes the primary again, starts in sync', async () => {
     const { sync } = mode();
     void sync.barriers.request();
