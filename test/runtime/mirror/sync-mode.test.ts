@@ -249,6 +249,52 @@ test('promote_command runs only once the receive loop has let go of the spool (i
   expect(await kick).toMatch(/demoted|not-primary|stopping/);
 });
 
+test('promote_command waits for every receive loop, not only the latest: a link replaced while its loop was stuck in a write still holds it back', async () => {
+  const pa = await getFreePort();
+  const pb = await getFreePort();
+  writeState(join(base, 'loops-a'), { role: 'primary', epoch: 1, caughtUp: false });
+  const events: string[] = [];
+  let hold = false;
+  const held: (() => void)[] = [];
+  const apply: typeof applyBatch = async (root, ops, body) => {
+    // Only the first write once `hold` is set hangs (a hung disk under the first link's loop); the next link's go through.
+    if (hold) {
+      hold = false;
+      events.push('first loop held');
+      await new Promise<void>((resolve) => held.push(resolve));
+      await applyBatch(root, ops, body);
+      return void events.push('first loop written');
+    }
+    await applyBatch(root, ops, body);
+  };
+  const promoteCommand: typeof runPromoteCommand = async (argv, epoch) => {
+    events.push(`promote_command epoch ${epoch}`);
+    return { argv, exit: 0 };
+  };
+  const b = await node('loops-b', { self: pb, peer: pa }, 'fence: none\nsync_timeout: 30s\npromote_command: [start-mta]\n', { apply, promoteCommand });
+  const a = await node('loops-a', { self: pa, peer: pb }, 'fence: none\nsync_timeout: 30s\n', { fence: () => undefined });
+  closing.push(() => held.splice(0).forEach((r) => r()));
+  await waitUntil(() => a.daemon.status().caught_up && b.daemon.status().caught_up, 20_000);
+  hold = true;
+  const seg = join('spool', 'p000', '000000000001.seg');
+  appendFileSync(join(a.root, seg), 'written by the second link\n');
+  const client = new MirrorSyncClient({ socket: join(a.root, 'mirror', 'sync.sock'), timeoutMs: 40_000 });
+  closing.push(() => client.close());
+  const barrier = client.barrier();
+  await waitUntil(() => held.length === 1, 20_000, () => 'the batch never reached the secondary');
+  // The link drops while the first loop is stuck; the primary reconnects and the second loop writes the batch (the barrier's answer).
+  (b.daemon as unknown as { inbound?: { close(): void } }).inbound?.close();
+  await expect(barrier).resolves.toBe('sync');
+  expect(readFileSync(join(b.root, seg), 'utf8')).toBe(readFileSync(join(a.root, seg), 'utf8'));
+  await b.daemon.promote(true);
+  // The new primary has replicated to A since (the second link's loop ended long before): the first loop still writes.
+  await waitUntil(() => a.daemon.status().role === 'secondary' && a.daemon.status().caught_up, 20_000, () => `${events.join(', ')} ${JSON.stringify(a.daemon.status())}`);
+  expect(events).toEqual(['first loop held']);
+  held[0]();
+  await waitUntil(() => events.length === 3, 20_000, () => events.join(', '));
+  expect(events).toEqual(['first loop held', 'first loop written', 'promote_command epoch 2']);
+});
+
 // SyncMode alone with a fake host and jest's fake timers: what a degrade
 // writes, in which order, and what a change of role does to the pair state.
 describe('SyncMode with a fake host', () => {
