@@ -156,6 +156,27 @@ describe('the barrier alongside the local sync', () => {
     expect(partition.size).toBe(before);
   });
 
+  test('a withdrawal whose done record cannot be written: still refused, and the message stays out of delivery\'s sight (the client\'s retry is the copy that counts)', async () => {
+    const withdrawn: { id: string; failed?: Error }[] = [];
+    const onWithdrawn = (id: string, _why: string, failed?: Error): number => withdrawn.push({ id, failed });
+    intake.on('withdrawn', onWithdrawn);
+    try {
+      const result = submit('withdraw-fails@x.test');
+      await waitUntil(() => barriers.length === 1 && syncs.length === 1, 5_000, () => events.join(', '));
+      barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
+      syncs[0].release();
+      await waitUntil(() => syncs.length === 2, 5_000, () => events.join(', '));
+      // The done record's sync fails (a disk error): the withdrawal is not durable.
+      syncs[1].release(Object.assign(new Error('EIO'), { code: 'EIO' }));
+      expect(await result).toBe('refused mirror-unavailable');
+      expect(withdrawn).toEqual([{ id: expect.any(String), failed: expect.objectContaining({ code: 'EIO' }) }]);
+      // Still queued here (indexed), but never handed to delivery: it was refused.
+      expect([...partition.entries()].map((e) => e.to)).not.toContainEqual(['withdraw-fails@x.test']);
+    } finally {
+      intake.off('withdrawn', onWithdrawn);
+    }
+  });
+
   test('a local sync that fails after the barrier was asked: refused as a spool error, the barrier\'s failure handled', async () => {
     const result = submit('local-fails@x.test');
     await waitUntil(() => barriers.length === 1 && syncs.length === 1, 5_000, () => events.join(', '));
