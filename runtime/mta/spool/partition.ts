@@ -163,6 +163,16 @@ export class SpoolPartition extends EventEmitter {
     return confirmedOnly(this.index.values(), this.unconfirmed);
   }
 
+  /** Written but awaiting `confirm` (a sync mirror's barrier): indexed and counted in `size`, not deliverable (admin views say so). */
+  awaitsConfirm(id: string): boolean {
+    return this.unconfirmed.has(id);
+  }
+
+  /** How many of `size` await `confirm`: `size` minus what `entries()` yields. */
+  get unconfirmedCount(): number {
+    return this.unconfirmed.size;
+  }
+
   /** An `unconfirmed` append may be delivered now (its sync mirror barrier answered). */
   confirm(id: string): void {
     this.unconfirmed.delete(id);

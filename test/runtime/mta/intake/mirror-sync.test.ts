@@ -240,11 +240,17 @@ describe('a message whose barrier has not answered is not deliverable yet', () =
   });
 
   test('retry-now skips it while its barrier waits; refused, it is withdrawn and never sent; confirmed, it is', async () => {
+    const appended = jest.spyOn(partition, 'appendMessage');
     const refused = submit('refused@x.test');
     // Written (the barrier is asked once the record is in the file) and indexed (size counts it): the append has resolved.
     await waitUntil(() => barriers.length === 1 && partition.size === 1, 5_000);
     expect(engine.retryNow({})).toBe(0);
     expect([...partition.entries()]).toEqual([]);
+    // The admin views agree: described as awaiting the mirror (not "due now"), and the summary accounts for what size counts.
+    const waiting = await (appended.mock.results[0].value as Promise<SpoolEntry>);
+    appended.mockRestore();
+    expect(engine.describe(waiting.id)?.why).toMatch(/awaiting the HA mirror/);
+    expect(engine.summary()).toMatchObject({ messages: 0, awaitingMirror: 1 });
     barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
     expect(await refused).toBe('refused mirror-unavailable');
     expect(partition.size).toBe(0);
