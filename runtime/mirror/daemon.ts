@@ -25,7 +25,7 @@ import {
   type Frame,
 } from '../shared/proxy-protocol';
 import { applyBatch, parseOps } from './apply';
-import type { Lease } from './arbiter';
+import type { Arbiter, Lease } from './arbiter';
 import { openArbiter } from './arbiters';
 import type { MirrorConfig } from './config';
 import { MIRROR_SECRET_ENV } from './config';
@@ -108,8 +108,8 @@ export class MirrorDaemon {
   constructor(
     readonly config: MirrorConfig,
     readonly logger: Logger,
-    /** Tests: the clock, the MTA fence, the secondary's batch writer (held to see what the primary does meanwhile), the promote_command runner. */
-    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch; promoteCommand?: typeof runPromoteCommand } = {},
+    /** Tests: the clock, the MTA fence, the secondary's batch writer (held to see what the primary does meanwhile), the promote_command runner, a wrapper around the arbiter (to hold its writes). */
+    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch; promoteCommand?: typeof runPromoteCommand; arbiter?: (a: Arbiter) => Arbiter } = {},
   ) {
     this.state = readState(config.persistentPath);
     try {
@@ -120,7 +120,7 @@ export class MirrorDaemon {
     }
     if (config.arbiter) {
       this.lease = new LeaseKeeper({
-        arbiter: openArbiter(config.arbiter, config.leaseTtlMs),
+        arbiter: (hooks.arbiter ?? ((a: Arbiter) => a))(openArbiter(config.arbiter, config.leaseTtlMs)),
         name: config.name,
         ttlMs: config.leaseTtlMs,
         logger,
