@@ -6,6 +6,7 @@
 import { parseDocument, type Document } from 'yaml';
 import { parseProxyConfig } from '../runtime/proxy/config';
 import { MIRROR_SYNC_DEFAULTS } from '../runtime/mirror/config';
+import { RENEW_NOW_DEADLINE_MS } from '../runtime/mirror/lease';
 import { parseConfig } from '../runtime/shared/config/load';
 import { MIRROR_TIMEOUT_DEFAULT_MS } from '../runtime/shared/config/mirror';
 import { parseDuration } from '../runtime/shared/units';
@@ -152,8 +153,10 @@ function addDrain(doc: Document, env: EnvironmentConfig): string | undefined {
  * How much longer than the mirror's sync_timeout the MTA waits for a barrier's
  * answer: the daemon's policy must answer first (block's refusal, or
  * degrade's durable record and arbiter lease write), not the MTA's own timeout.
+ * The lease write is bounded by RENEW_NOW_DEADLINE_MS (an S3 arbiter can take
+ * several seconds otherwise); a second more covers the state write and the answer.
  */
-export const MTA_MIRROR_MARGIN_MS = 3000;
+export const MTA_MIRROR_MARGIN_MS = RENEW_NOW_DEADLINE_MS + 1000;
 
 /** The mirror fields the environment file owns: the mode must be the mirror daemons' (stacks/mirror-topology.ts), the socket their default. */
 const GENERATED_MIRROR_FIELDS = ['mode', 'sync_socket'] as const;

@@ -25,7 +25,7 @@ import {
   type Frame,
 } from '../shared/proxy-protocol';
 import { applyBatch, parseOps } from './apply';
-import type { Lease } from './arbiter';
+import type { Arbiter, Lease } from './arbiter';
 import { openArbiter } from './arbiters';
 import type { MirrorConfig } from './config';
 import { MIRROR_SECRET_ENV } from './config';
@@ -37,6 +37,7 @@ import { runSwitchover, type SwitchoverResult } from './switchover';
 import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
 import { InFlight, type FlightEntry } from './in-flight';
 import { LagReport, lagOf } from './lag-report';
+import { receiveLoopsDone } from './receive-loops';
 import { Sender } from './sender';
 import { readState, writeState, type MirrorState } from './state';
 import { SyncMode, syncPingMs, type SyncStatus } from './sync-mode';
@@ -61,7 +62,8 @@ export interface MirrorStatus {
   demotions: number;
   /** The arbiter lease as this node last saw it (automatic failover configured). */
   lease?: LeaseStatus;
-  promote_command?: { epoch: number; exit?: number | null; error?: string };
+  /** waiting: why it has not run yet (the old link's receive loops still writing). */
+  promote_command?: { epoch: number; exit?: number | null; error?: string; waiting?: string };
   /** Bytes set aside from this node's own history (a returning primary's unreplicated tail), and whether a catch-up still has to file them. */
   quarantine: QuarantineSummary;
   /** Mode sync only: the barriers' state and the outdated flags. */
@@ -92,8 +94,8 @@ export class MirrorDaemon {
   private demotions = 0;
   private quarantine: QuarantineSummary = { pending: false, reports: [], messages: 0 };
   private wake?: () => void;
-  /** The secondary's receive loop while one runs: a promotion files the quarantine only after it stopped writing. */
-  private receiving?: Promise<void>;
+  /** The secondary's receive loops still running (an old link's may outlive its replacement): a promotion files the quarantine only after all stopped writing. */
+  private readonly receiving = new Set<Promise<void>>();
   private readonly sockets = new Set<import('node:net').Socket>();
   /** Automatic failover: the arbiter lease (undefined without an arbiter). */
   readonly lease?: LeaseKeeper;
@@ -107,8 +109,8 @@ export class MirrorDaemon {
   constructor(
     readonly config: MirrorConfig,
     readonly logger: Logger,
-    /** Tests: the clock, the MTA fence, the secondary's batch writer (held to see what the primary does meanwhile), the promote_command runner. */
-    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch; promoteCommand?: typeof runPromoteCommand } = {},
+    /** Tests: the clock, the MTA fence, the secondary's batch writer (held to see what the primary does meanwhile), the promote_command runner, a wrapper around the arbiter (to hold its writes). */
+    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch; promoteCommand?: typeof runPromoteCommand; arbiter?: (a: Arbiter) => Arbiter } = {},
   ) {
     this.state = readState(config.persistentPath);
     try {
@@ -119,7 +121,7 @@ export class MirrorDaemon {
     }
     if (config.arbiter) {
       this.lease = new LeaseKeeper({
-        arbiter: openArbiter(config.arbiter, config.leaseTtlMs),
+        arbiter: (hooks.arbiter ?? ((a: Arbiter) => a))(openArbiter(config.arbiter, config.leaseTtlMs)),
         name: config.name,
         ttlMs: config.leaseTtlMs,
         logger,
@@ -335,7 +337,9 @@ export class MirrorDaemon {
     this.sync?.promoted();
     this.logger.warn({ epoch, why }, 'mirror: promoted to primary');
     // Promoted mid-catch-up: what it set aside so far is filed now (once the receive loop has let go), against what it serves from here on.
-    const filed = (this.receiving ?? Promise.resolve())
+    const filed = receiveLoopsDone(this.receiving, this.logger, (waiting) => {
+      if (this.lastPromoteRun?.epoch === epoch && this.lastPromoteRun.exit === undefined && this.lastPromoteRun.error === undefined) this.lastPromoteRun = { epoch, waiting };
+    })
       .then(() => fileOnPromotion(this.config.persistentPath, epoch, this.logger, this.now()))
       .then(async () => void (this.quarantine = await quarantineSummary(this.config.persistentPath)))
       .catch((err: Error) => this.logger.error({ err: err.message }, 'mirror: filing the quarantine at promotion failed; the originals stay in mirror/quarantine/pending'));
@@ -422,7 +426,9 @@ export class MirrorDaemon {
       this.lastContact = this.now();
       this.logger.info({ peer: hello.name, epoch }, 'mirror: primary connected');
       const run = this.receive(channel);
-      this.receiving = run.catch(() => undefined);
+      const loop = run.catch(() => undefined);
+      this.receiving.add(loop);
+      void loop.then(() => this.receiving.delete(loop));
       await run;
     } catch (err) {
       if (channel.open) this.logger.warn({ err: (err as Error).message }, 'mirror: inbound link failed');

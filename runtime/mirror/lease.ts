@@ -23,6 +23,16 @@ import type { MirrorState } from './state';
 /** Fraction of the ttl before the expiry at which a primary that could not renew fences itself. */
 export const FENCE_MARGIN = 1 / 4;
 
+/**
+ * The longest a primary's renewNow (a sync degrade's lease write) may take in
+ * all: a round under way, its own write, a conflict's read and write can take
+ * several seconds on a slow S3 arbiter (each call up to lease_ttl/6). The MTA
+ * waits sync_timeout + MTA_MIRROR_MARGIN_MS (stacks/topology.ts) for a
+ * barrier's answer; that margin is this plus a second, so the daemon's
+ * refusal or answer always comes first.
+ */
+export const RENEW_NOW_DEADLINE_MS = 2000;
+
 export interface LeaseHost {
   state(): MirrorState;
   /** The primary can no longer be sure it holds the lease: stop intake and the MTA, step down. */
@@ -133,11 +143,37 @@ export class LeaseKeeper {
    * arbiter must know the secondary is outdated before any mail is
    * acknowledged without it. Waits for a round under way (one write at a
    * time: each names the version the last one left); rejects when the write
-   * fails, and the next round comes soon as after any failed renewal.
+   * fails, when the round it waited for left this node no longer the primary
+   * (it must not write as a secondary), or after RENEW_NOW_DEADLINE_MS in all
+   * (the MTA's own wait ends soon after: refused then, the next degrade tries
+   * again); the next round comes soon as after any failed renewal.
    */
   async renewNow(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = { passed: false };
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        late.passed = true;
+        reject(new VolleyError('ELEASETIMEOUT', `the arbiter lease could not be written within ${RENEW_NOW_DEADLINE_MS} ms (${this.o.arbiter.where})`));
+      }, RENEW_NOW_DEADLINE_MS);
+    });
+    const work = this.renewNowUnbounded(late);
+    // Past the deadline nobody awaits it: its failure is counted inside, not thrown at no one.
+    work.catch(() => undefined);
+    try {
+      await Promise.race([work, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async renewNowUnbounded(late: { passed: boolean }): Promise<void> {
     while (this.running) await this.running;
     if (this.stopped) throw new VolleyError('ESTOPPING', 'the arbiter lease is no longer kept (the mirror is stopping)');
+    // The round it waited for may have found a higher epoch (superseded) or fenced this node: a secondary writes no primary's lease.
+    if (this.o.host.state().role !== 'primary') throw new VolleyError('ENOTPRIMARY', 'this node is no longer the primary: its arbiter lease is not written');
+    // Given up on already (the caller refused its barriers): the regular round writes the same state soon enough.
+    if (late.passed) return;
     clearTimeout(this.timer);
     const run = this.renew();
     this.running = run.then(

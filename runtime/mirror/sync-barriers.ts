@@ -54,7 +54,9 @@ export class SyncBarriers {
   private syncState: SyncState = 'sync';
   private readonly now: () => number;
   /** An onDegrade under way: barriers timing out meanwhile wait for its outcome. */
-  private degrading = false;
+  private degradingNow = false;
+  /** Bumped by each change of role (`reset`): a degrade started under one primary term must not finish in the next. */
+  private term = 0;
   answered = 0;
   timeouts = 0;
   lastLatencyMs?: number;
@@ -67,6 +69,11 @@ export class SyncBarriers {
 
   get state(): SyncState {
     return this.syncState;
+  }
+
+  /** A degrade is recording the secondary as outdated: until it is done, nothing may say the secondary caught up. */
+  get degrading(): boolean {
+    return this.degradingNow;
   }
 
   /** A degraded pair that restarts is still degraded until its secondary catches up (the durable flag says so). */
@@ -115,6 +122,7 @@ export class SyncBarriers {
 
   /** The role changed (this node became the primary, or stopped being it): whatever the old pair's state was, the new one starts in sync. */
   reset(): void {
+    this.term++;
     this.syncState = 'sync';
   }
 
@@ -144,16 +152,20 @@ export class SyncBarriers {
   /** Degrade: the flag is durable (and the arbiter knows) before the first message is acknowledged without the secondary. */
   private async degrade(waited: number): Promise<void> {
     // One at a time: the one under way answers (or refuses) every barrier that timed out meanwhile.
-    if (this.degrading) return;
-    this.degrading = true;
+    if (this.degradingNow) return;
+    this.degradingNow = true;
+    const term = this.term;
     let failed: Error | undefined;
     try {
       await this.options.onDegrade(waited);
     } catch (err) {
       failed = err as Error;
     } finally {
-      this.degrading = false;
+      this.degradingNow = false;
     }
+    // Demoted and promoted again while the record was written: the new term reset peer_outdated and starts in sync, so
+    // this degrade's record is gone; answering on it would acknowledge mail alone with nothing saying so. Refuse instead.
+    if (!failed && term !== this.term) failed = new Error('the role changed while the secondary was being recorded as outdated');
     if (failed) {
       // Not recorded: acknowledging now could lose mail nobody knows is at risk. Those not timed out yet may still get their ack.
       for (const x of this.waiters) if (x.expired) this.settle(x, { ok: false, reason: 'error', message: `cannot record the secondary as outdated: ${failed.message}` });

@@ -126,6 +126,9 @@ export class SyncMode {
    * caller then tells the secondary, and peer_outdated is cleared).
    */
   peerCaughtUp(): boolean {
+    // A degrade is writing peer_outdated (state, then the lease): clearing it now would leave that degrade answering
+    // barriers alone with nothing recording the secondary is behind. The next scan after it looks again.
+    if (this.barriers.degrading) return false;
     if (this.barriers.state === 'degraded') {
       this.barriers.caughtUp();
       return false;

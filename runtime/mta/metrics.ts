@@ -6,6 +6,8 @@ import { AggregatorRegistry, Counter, Gauge, Histogram, register } from 'prom-cl
 export const metrics = {
   accepted: new Counter({ name: 'volley_intake_accepted_total', help: 'Messages accepted (durable) by intake path', labelNames: ['via'] }),
   rejected: new Counter({ name: 'volley_intake_rejected_total', help: 'Refused submissions by reason', labelNames: ['reason'] }),
+  // A refused (451) message whose withdrawal the sync mirror did not confirm in time: delivered twice only if the primary dies before its next scan.
+  withdrawalsUnmirrored: new Counter({ name: 'volley_intake_withdrawals_unmirrored_total', help: 'Sync mirror refusals (451) answered before the secondary confirmed the withdrawal\'s done record' }),
   connections: new Counter({ name: 'volley_smtp_connections_total', help: 'SMTP connections accepted', labelNames: ['listener'] }),
   // A histogram, not a summary: buckets add up exactly across workers, and the
   // benchmark reads its percentiles from them.

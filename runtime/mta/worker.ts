@@ -127,9 +127,10 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
   const intake = new Intake(spool.home, config, mirrorSync);
   let withdrawnLogged = 0;
   let withdrawnQuiet = 0;
-  intake.on('withdrawn', (id: string, why: string, failed?: Error) => {
+  intake.on('withdrawn', (id: string, why: string, failed?: Error, unmirrored?: Error) => {
     // Refused and withdrawn is the policy working: one line a second at most. A withdrawal that failed always says so.
-    if (failed) return logger.error({ id, why, err: failed }, 'mirror sync: a message the mirror could not confirm was refused (451) but could NOT be withdrawn: it stays queued here');
+    if (failed) return logger.error({ id, why, err: failed }, 'mirror sync: a message the mirror could not confirm was refused (451) but could NOT be withdrawn: it stays queued here, held from delivery until a restart');
+    if (unmirrored) metrics.withdrawalsUnmirrored.inc();
     if (Date.now() - withdrawnLogged < 1000) return void withdrawnQuiet++;
     logger.warn({ id, why, alsoSinceLastLine: withdrawnQuiet }, 'mirror sync: the mirror could not confirm a second copy: refused (451 / 503) and withdrawn');
     withdrawnLogged = Date.now();

@@ -198,9 +198,9 @@ export class DeliveryEngine {
     this.pump();
   }
 
-  summary(): QueueSummary & { pausedDestinations: string[] } {
+  summary(): QueueSummary & { awaitingMirror: number; pausedDestinations: string[] } {
     const all = this.options.partitions.flatMap((p) => [...p.entries()]);
-    return { ...summarise(all, this.now()), pausedDestinations: this.holds.list() };
+    return { ...summarise(all, this.now()), awaitingMirror: this.options.partitions.reduce((n, p) => n + p.unconfirmedCount, 0), pausedDestinations: this.holds.list() };
   }
 
   /** Makes matching messages due now (throttles still apply). */
@@ -278,7 +278,8 @@ export class DeliveryEngine {
       const now = this.now();
       const held = [...this.destinations.values()].filter((d) => d.jobs.some((j) => j.attempt.entry.id === id));
       let why: string;
-      if (this.parking.isParked(e, p)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
+      if (p.awaitsConfirm(id)) why = 'written here, awaiting the HA mirror\'s confirmation (sync barrier): not deliverable until it answers';
+      else if (this.parking.isParked(e, p)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
       else if (this.inflight.has(id) && held.length === 0) why = 'being delivered now';
       else if (held.some((d) => this.holds.holds(d))) why = 'its destination is paused by an operator';
       else if (held.some((d) => d.heldUntil > now)) why = `held by a throttle or backoff until ${new Date(Math.max(...held.map((d) => d.heldUntil))).toISOString()}`;

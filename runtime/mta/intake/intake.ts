@@ -47,10 +47,11 @@ export class IntakeError extends VolleyError {
  * (under a sync HA mirror: durable on the secondary too).
  *
  * Events: 'accepted' (entry, partition) once the message may be acknowledged;
- * 'withdrawn' (id, why, error?) for a message written here that the mirror
- * could not confirm: its record is marked done again (the client is told to
- * retry, maybe elsewhere, so this copy must never be delivered), and `error`
- * is set when even that failed.
+ * 'withdrawn' (id, why, error?, unmirrored?) for a message written here that
+ * the mirror could not confirm: its record is marked done again (the client
+ * is told to retry, maybe elsewhere, so this copy must never be delivered),
+ * `error` is set when even that failed, and `unmirrored` when the mirror did
+ * not confirm the done record before the refusal (WITHDRAWAL_BARRIER_MS).
  */
 export class Intake extends EventEmitter {
   private config: VolleyConfig;
@@ -152,9 +153,40 @@ export class Intake extends EventEmitter {
       // Not acknowledged: the client retries, perhaps on another MTA. This copy
       // is withdrawn durably before the answer, so it is never delivered too.
       const withdrawn = await this.partition.markDone({ id: entry.id, reason: 'withdrawn' }).then(() => undefined, (e: Error) => e);
-      this.emit('withdrawn', entry.id, (err as Error).message, withdrawn);
+      // The done record reaches the secondary like any write, but only with the next scan: a primary that dies before
+      // it would leave the promoted secondary delivering this copy besides the client's retry. A short barrier covers it.
+      const unmirrored = withdrawn ? undefined : await mirrorWithdrawal(this.mirror);
+      this.emit('withdrawn', entry.id, (err as Error).message, withdrawn, unmirrored);
       throw MIRROR_UNAVAILABLE;
     }
+  }
+}
+
+/**
+ * How long a refusal (451) waits for the mirror to confirm the withdrawal's
+ * done record. Bounded: the secondary just missed a barrier, so it may well
+ * miss this one; then the 451 goes out anyway and the message is counted as a
+ * withdrawal the secondary may not know of (a possible duplicate only if this
+ * primary dies before its next scan reaches the secondary).
+ */
+export const WITHDRAWAL_BARRIER_MS = 1000;
+
+/** Asks a barrier for a withdrawal's done record: undefined once the secondary holds it, else why not (failed, or not within WITHDRAWAL_BARRIER_MS). */
+async function mirrorWithdrawal(mirror: MirrorBarrier): Promise<Error | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<Error>((resolve) => {
+    timer = setTimeout(() => resolve(new VolleyError('EMIRRORSYNC', `the mirror did not confirm the withdrawal within ${WITHDRAWAL_BARRIER_MS} ms`)), WITHDRAWAL_BARRIER_MS);
+  });
+  try {
+    return await Promise.race([
+      quiet(mirror.barrier()).then(
+        () => undefined,
+        (e: Error) => e,
+      ),
+      bound,
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -163,6 +163,16 @@ export class SpoolPartition extends EventEmitter {
     return confirmedOnly(this.index.values(), this.unconfirmed);
   }
 
+  /** Written but awaiting `confirm` (a sync mirror's barrier): indexed and counted in `size`, not deliverable (admin views say so). */
+  awaitsConfirm(id: string): boolean {
+    return this.unconfirmed.has(id);
+  }
+
+  /** How many of `size` await `confirm`: `size` minus what `entries()` yields. */
+  get unconfirmedCount(): number {
+    return this.unconfirmed.size;
+  }
+
   /** An `unconfirmed` append may be delivered now (its sync mirror barrier answered). */
   confirm(id: string): void {
     this.unconfirmed.delete(id);
@@ -205,11 +215,14 @@ export class SpoolPartition extends EventEmitter {
   async markDone(done: DoneRecord): Promise<void> {
     const entry = this.index.get(done.id);
     if (!entry) throw new VolleyError('ENOTQUEUED', `message ${done.id} is not queued here`);
+    const hidden = this.unconfirmed.has(entry.id);
     this.removeEntry(entry);
     try {
       await this.enqueue(RecordType.Done, [Buffer.from(JSON.stringify(done))]);
     } catch (err) {
       this.addEntry(entry); // not durable: it is still queued
+      // A withdrawal (its client was refused) that failed: delivering it now would duplicate the client's retry.
+      if (hidden) this.unconfirmed.add(entry.id);
       throw err;
     }
     await this.reclaim().catch((err) => this.log?.error({ err }, 'spool: reclaiming segments failed'));
@@ -429,7 +442,7 @@ export class SpoolPartition extends EventEmitter {
       this.recentBytes -= cached.body.length;
     }
     this.index.delete(entry.id);
-    // Withdrawn before it was confirmed: if the withdrawal fails it is queued again as any message.
+    // Withdrawn before it was confirmed (markDone puts it back hidden if the withdrawal fails).
     this.unconfirmed.delete(entry.id);
     this.liveBySegment.set(entry.segment, (this.liveBySegment.get(entry.segment) ?? 1) - 1);
   }

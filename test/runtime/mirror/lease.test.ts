@@ -8,7 +8,8 @@
 import pino from 'pino';
 import type { Arbiter, Lease, LeaseRead } from '../../../runtime/mirror/arbiter';
 import { leaseConflict } from '../../../runtime/mirror/arbiter';
-import { FENCE_MARGIN, LeaseKeeper, type LeaseHost } from '../../../runtime/mirror/lease';
+import { FENCE_MARGIN, LeaseKeeper, RENEW_NOW_DEADLINE_MS, type LeaseHost } from '../../../runtime/mirror/lease';
+import { MTA_MIRROR_MARGIN_MS } from '../../../stacks/topology';
 import type { MirrorState } from '../../../runtime/mirror/state';
 
 const TTL = 9_000;
@@ -169,6 +170,60 @@ test('renewNow: the primary writes at once (peer_outdated as the state says now)
   await jest.advanceTimersByTimeAsync(TTL / 10);
   expect(arbiter.writes).toHaveLength(5);
   expect(a.fenced).toEqual([]);
+});
+
+test('renewNow after a round that made this node a secondary (a higher epoch in the lease) rejects and writes nothing', async () => {
+  const arbiter = new MemoryArbiter();
+  const a = host({ role: 'primary', epoch: 1, caughtUp: true });
+  // As the daemon's demote does: the node becomes the secondary of the lease's epoch.
+  a.superseded = (l) => (a.lostTo.push(l), (a.s = { ...a.s, role: 'secondary', epoch: l.epoch, caughtUp: false }));
+  const k = keeper(arbiter, 'a', a);
+  await jest.advanceTimersByTimeAsync(0);
+  // Another node took the lease with epoch 2; the round due at ttl/3 is held until renewNow waits for it.
+  arbiter.lease = { holder: 'b', epoch: 2, expires_at: Date.now() + TTL };
+  arbiter.version++;
+  const slowRead = arbiter.read.bind(arbiter);
+  let release!: () => void;
+  arbiter.read = () => new Promise<void>((r) => (release = r)).then(() => slowRead());
+  await jest.advanceTimersByTimeAsync(TTL / 3);
+  const now = k.renewNow().catch((err: { code?: string }) => err);
+  arbiter.read = slowRead;
+  release();
+  await expect(now).resolves.toMatchObject({ code: 'ENOTPRIMARY' });
+  expect(a.lostTo).toHaveLength(1);
+  expect(a.fenced).toEqual([]);
+  expect(arbiter.lease).toMatchObject({ holder: 'b', epoch: 2 });
+  expect(arbiter.writes).toHaveLength(1);
+});
+
+test('renewNow gives up after RENEW_NOW_DEADLINE_MS on an arbiter that does not answer, well inside the MTA\'s margin over sync_timeout', async () => {
+  expect(RENEW_NOW_DEADLINE_MS).toBeLessThanOrEqual(MTA_MIRROR_MARGIN_MS - 1000);
+  const arbiter = new MemoryArbiter();
+  const a = host({ role: 'primary', epoch: 1, caughtUp: true });
+  const k = keeper(arbiter, 'a', a);
+  await jest.advanceTimersByTimeAsync(0);
+  // A slow S3 arbiter: the round under way hangs, and so would renewNow's own write behind it.
+  const slowWrite = arbiter.write.bind(arbiter);
+  const held: (() => void)[] = [];
+  arbiter.write = (l, m) => new Promise<void>((r) => held.push(r)).then(() => slowWrite(l, m));
+  await jest.advanceTimersByTimeAsync(TTL / 3);
+  a.s = { ...a.s, peerOutdated: true };
+  let result: unknown;
+  void k.renewNow().then(
+    () => (result = 'written'),
+    (err: unknown) => (result = err),
+  );
+  await jest.advanceTimersByTimeAsync(RENEW_NOW_DEADLINE_MS - 1);
+  expect(result).toBeUndefined();
+  await jest.advanceTimersByTimeAsync(1);
+  expect(result).toMatchObject({ code: 'ELEASETIMEOUT' });
+  // Given up: when the round finally ends, renewNow does not write behind the caller's back; the regular rounds carry the flag.
+  arbiter.write = slowWrite;
+  held.splice(0).forEach((r) => r());
+  await jest.advanceTimersByTimeAsync(0);
+  expect(arbiter.writes.map((l) => l.peer_outdated === true)).toEqual([false, false]);
+  await jest.advanceTimersByTimeAsync(TTL / 3);
+  expect(arbiter.writes.map((l) => l.peer_outdated === true)).toEqual([false, false, true]);
 });
 
 test('two secondaries racing for an expired lease: exactly one takes it', async () => {

@@ -177,6 +177,9 @@ test('partition under sync + block: intake answers 451 4.3.0 (the policy, not th
   const r = await send(pair.mtaA.smtpPort, 'cut@block.test');
   expect(r.code).toBe(451);
   expect(r.text).toMatch(/^4\.3\.0 /);
+  // The link is frozen: the withdrawal's own barrier could not reach the secondary either, and that is counted.
+  const mtaMetrics = await (await fetch(`${pair.mtaA.adminUrl}/metrics`, { headers: ADMIN_AUTH })).text();
+  expect(mtaMetrics).toMatch(/^volley_intake_withdrawals_unmirrored_total 1$/m);
   const a = await mirrorStatus(pair.adminA);
   expect(a.sync).toMatchObject({ sync_state: 'blocked', sync_policy: 'block' });
   expect(Number(a.sync!.barrier_timeouts)).toBeGreaterThanOrEqual(1);

@@ -8,7 +8,7 @@ import pino from 'pino';
 import { DeliveryEngine } from '../../../../runtime/mta/delivery/engine';
 import { Router } from '../../../../runtime/mta/delivery/routing/router';
 import { EventLog as AttemptLog } from '../../../../runtime/mta/events/event-log';
-import { Intake } from '../../../../runtime/mta/intake/intake';
+import { Intake, WITHDRAWAL_BARRIER_MS } from '../../../../runtime/mta/intake/intake';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
 import type { SpoolEntry } from '../../../../runtime/mta/spool/types';
 import { parseConfig } from '../../../../runtime/shared/config/load';
@@ -152,8 +152,64 @@ describe('the barrier alongside the local sync', () => {
     // The withdrawal is a done record: one more local sync.
     await waitUntil(() => syncs.length === 2, 5_000, () => events.join(', '));
     syncs[1].release();
+    // Then a barrier for that done record, before the refusal goes out: a promoted secondary must know it was withdrawn.
+    await waitUntil(() => barriers.length === 2, 5_000, () => events.join(', '));
+    await new Promise((r) => setImmediate(r));
+    expect(events).not.toContain('refused mirror-unavailable');
+    barriers[1].release();
     expect(await result).toBe('refused mirror-unavailable');
+    expect(events).toEqual(['barrier asked', 'local sync asked', 'barrier failed', 'local sync done', 'local sync asked', 'local sync done', 'barrier asked', 'barrier done', 'refused mirror-unavailable']);
     expect(partition.size).toBe(before);
+  });
+
+  test('a withdrawal the mirror does not confirm in time: refused anyway after WITHDRAWAL_BARRIER_MS, and reported as unmirrored', async () => {
+    const reports: (Error | undefined)[] = [];
+    const onWithdrawn = (_id: string, _why: string, _failed?: Error, unmirrored?: Error): number => reports.push(unmirrored);
+    intake.on('withdrawn', onWithdrawn);
+    try {
+      const result = submit('withdrawal-unconfirmed@x.test');
+      await waitUntil(() => barriers.length === 1 && syncs.length === 1, 5_000, () => events.join(', '));
+      barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
+      syncs[0].release();
+      await waitUntil(() => syncs.length === 2, 5_000, () => events.join(', '));
+      // Only the bound's timer is faked: the spool's I/O runs as usual.
+      jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+      try {
+        syncs[1].release();
+        await waitUntil(() => barriers.length === 2, 5_000, () => events.join(', '));
+        jest.advanceTimersByTime(WITHDRAWAL_BARRIER_MS - 1);
+        await new Promise((r) => setImmediate(r));
+        expect(events).not.toContain('refused mirror-unavailable');
+        jest.advanceTimersByTime(1);
+        expect(await result).toBe('refused mirror-unavailable');
+      } finally {
+        jest.useRealTimers();
+      }
+      expect(reports).toEqual([expect.objectContaining({ code: 'EMIRRORSYNC', message: expect.stringContaining('withdrawal') })]);
+    } finally {
+      intake.off('withdrawn', onWithdrawn);
+    }
+  });
+
+  test('a withdrawal whose done record cannot be written: still refused, and the message stays out of delivery\'s sight (the client\'s retry is the copy that counts)', async () => {
+    const withdrawn: { id: string; failed?: Error }[] = [];
+    const onWithdrawn = (id: string, _why: string, failed?: Error): number => withdrawn.push({ id, failed });
+    intake.on('withdrawn', onWithdrawn);
+    try {
+      const result = submit('withdraw-fails@x.test');
+      await waitUntil(() => barriers.length === 1 && syncs.length === 1, 5_000, () => events.join(', '));
+      barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
+      syncs[0].release();
+      await waitUntil(() => syncs.length === 2, 5_000, () => events.join(', '));
+      // The done record's sync fails (a disk error): the withdrawal is not durable.
+      syncs[1].release(Object.assign(new Error('EIO'), { code: 'EIO' }));
+      expect(await result).toBe('refused mirror-unavailable');
+      expect(withdrawn).toEqual([{ id: expect.any(String), failed: expect.objectContaining({ code: 'EIO' }) }]);
+      // Still queued here (indexed), but never handed to delivery: it was refused.
+      expect([...partition.entries()].map((e) => e.to)).not.toContainEqual(['withdraw-fails@x.test']);
+    } finally {
+      intake.off('withdrawn', onWithdrawn);
+    }
   });
 
   test('a local sync that fails after the barrier was asked: refused as a spool error, the barrier\'s failure handled', async () => {
@@ -219,19 +275,28 @@ describe('a message whose barrier has not answered is not deliverable yet', () =
   });
 
   test('retry-now skips it while its barrier waits; refused, it is withdrawn and never sent; confirmed, it is', async () => {
+    const appended = jest.spyOn(partition, 'appendMessage');
     const refused = submit('refused@x.test');
     // Written (the barrier is asked once the record is in the file) and indexed (size counts it): the append has resolved.
     await waitUntil(() => barriers.length === 1 && partition.size === 1, 5_000);
     expect(engine.retryNow({})).toBe(0);
     expect([...partition.entries()]).toEqual([]);
+    // The admin views agree: described as awaiting the mirror (not "due now"), and the summary accounts for what size counts.
+    const waiting = await (appended.mock.results[0].value as Promise<SpoolEntry>);
+    appended.mockRestore();
+    expect(engine.describe(waiting.id)?.why).toMatch(/awaiting the HA mirror/);
+    expect(engine.summary()).toMatchObject({ messages: 0, awaitingMirror: 1 });
     barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
+    // The withdrawal's own barrier (its done record on the secondary), then the refusal.
+    await waitUntil(() => barriers.length === 2, 5_000);
+    barriers[1].release();
     expect(await refused).toBe('refused mirror-unavailable');
     expect(partition.size).toBe(0);
 
     const confirmed = submit('confirmed@x.test');
-    await waitUntil(() => barriers.length === 2 && partition.size === 1, 5_000);
+    await waitUntil(() => barriers.length === 3 && partition.size === 1, 5_000);
     expect(engine.retryNow({})).toBe(0);
-    barriers[1].release();
+    barriers[2].release();
     expect(await confirmed).toBe('250');
     expect([...partition.entries()].map((e) => e.to)).toEqual([['confirmed@x.test']]);
     expect(engine.retryNow({})).toBe(1);
