@@ -30,14 +30,17 @@ test('under a sync mirror a drained message waits out of delivery\'s sight for i
     await waitUntil(() => barriers.length === 1 && spool.home.size === 1, 5_000);
     expect([...spool.home.entries()]).toEqual([]);
     barriers[0].release(Object.assign(new Error('sync_timeout'), { code: 'EMIRRORSYNC' }));
+    // Before the refusal goes out, intake asks one more barrier: for the withdrawal's done record.
+    await waitUntil(() => barriers.length === 2, 5_000);
+    barriers[1].release();
     const [out] = (await refused) as StoreOutcome[];
     expect(out.status).toBe('unavailable');
     expect(spool.home.size).toBe(0);
 
     const queued = storeDrained(spool, intake, (e) => scheduled.push(e), [record('kept')]);
-    await waitUntil(() => barriers.length === 2 && spool.home.size === 1, 5_000);
+    await waitUntil(() => barriers.length === 3 && spool.home.size === 1, 5_000);
     expect([...spool.home.entries()]).toEqual([]);
-    barriers[1].release();
+    barriers[2].release();
     expect(await queued).toEqual([{ status: 'queued' }]);
     expect([...spool.home.entries()].map((e) => e.id)).toEqual(['kept']);
     expect(scheduled.map((e) => e.id)).toEqual(['kept']);
