@@ -9,7 +9,7 @@ import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
-import { AttemptRecorder, type Attempt, type Job } from './records/attempt-recorder';
+import { AttemptRecorder, type Attempt, type Job, type JobContext } from './records/attempt-recorder';
 import { DkimSigner } from './dkim/dkim';
 import type { Connector, OutboundSession, RecipientResult } from '../../shared/smtp/connector';
 import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './queues/destinations';
@@ -621,10 +621,18 @@ export class DeliveryEngine {
         let bodySent: (() => void) | undefined;
         const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
         setStalled(++inFlight >= 2);
-        const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
+        const done = this.deliver(job, message, session, dest, bodySent).then(async (tx) => {
           setStalled(--inFlight >= 2);
-          const temp = results.find((r) => r.outcome === 'deferred');
-          const pause = temp ? await this.authority.onTemporaryFailure(key, dest.domain, temp.reply) : 0;
+          // A deferral that matches a backoff rule pauses the destination
+          // before the attempt is logged: once its line is in the attempt log,
+          // no worker starts another delivery there (they ask the same authority).
+          let pause = 0;
+          try {
+            const temp = tx.results.find((r) => r.outcome === 'deferred');
+            if (temp) pause = await this.authority.onTemporaryFailure(key, dest.domain, temp.reply);
+          } finally {
+            this.recorder.record(job, tx.results, tx.context);
+          }
           if (pause > 0) {
             dest.heldUntil = this.now() + pause;
             halted = true;
@@ -643,7 +651,8 @@ export class DeliveryEngine {
     }
   }
 
-  private async deliver(job: Job, prepared: Promise<Buffer | Error>, session: OutboundSession, dest: Destination, onBodySent?: () => void): Promise<RecipientResult[]> {
+  /** One transaction on the wire: its results and what the attempt log says of it (recorded by the caller). */
+  private async deliver(job: Job, prepared: Promise<Buffer | Error>, session: OutboundSession, dest: Destination, onBodySent?: () => void): Promise<{ results: RecipientResult[]; context: JobContext }> {
     const t0 = this.now();
     let results: RecipientResult[];
     let errorKind: string | undefined;
@@ -658,8 +667,7 @@ export class DeliveryEngine {
       results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
       errorKind = failure.errorKind;
     }
-    this.recorder.record(job, results, { source: dest.source, session, transactionMs: this.now() - t0, errorKind });
-    return results;
+    return { results, context: { source: dest.source, session, transactionMs: this.now() - t0, errorKind } };
   }
 
   /** Every job queued for `dest` gets `failure` as its outcome. */
