@@ -191,7 +191,7 @@ test('a limit of 2 connections: the MX never sees a third, and everything arrive
 });
 
 test('60 messages an hour: the 61st waits, neither sent nor failed', async () => {
-  const ids = [];
+  const ids: string[] = [];
   for (let i = 0; i < 61; i++) ids.push(await send([`h${i}@hour.test`]));
   await mx.hour.waitFor(60, 15_000);
   const tried = (): string[] => ids.filter((id) => events().some((e) => e.message_id === id));
