@@ -20,7 +20,9 @@ import { mxTargets } from './routing/mx-targets';
 import { HeldPastLifetime, NoRoute, SessionNotOpened, transactionFailure, type DeliveryFailure } from './records/outcomes';
 import { openSession, type SessionOpener } from './connect/open-session';
 import { prepareMessage } from './dkim/prepare';
-import { matches, summarise, type QueueSummary, type Selector } from './scheduler/queue-control';
+import type { QueueSummary, Selector } from './scheduler/queue-control';
+import { QueueCommands } from './scheduler/queue-commands';
+import { InFlight } from './records/in-flight';
 import type { Router } from './routing/router';
 import { LocalAuthority, type ThrottleAuthority } from './throttle/throttle-authority';
 import { Throttles, type Limits } from './throttle/throttles';
@@ -62,8 +64,6 @@ const DESTINATION_CONNECTION_CAP = 1000;
 const MESSAGES_PER_CONNECTION = 100;
 /** How long an open connection waits for the next message before it QUITs. */
 const IDLE_MS = 1000;
-/** Messages purged at once: enough to share synced writes, few enough to keep memory flat. */
-const PURGE_BATCH = 1000;
 
 /**
  * Delivers what this worker's partitions hold. Deferred mail waits in a
@@ -85,14 +85,13 @@ export class DeliveryEngine {
   private wakeAt = Infinity;
   private readonly retries: RetryTimer;
   private readonly destinations = new Destinations();
-  private readonly inflight = new Set<string>();
+  private readonly inflight = new InFlight();
   private active = 0;
   private stopped = false;
   private paused = false;
   private readonly holds = new OperatorHolds();
   private readonly clock: Clock;
   private readonly now: () => number;
-  private idleWaiters: (() => void)[] = [];
   /** Connections waiting for their destination's next message; each function makes one QUIT now. */
   private readonly lingering = new Set<() => void>();
   /** Mail behind outcomes that could not be recorded (a full disk). */
@@ -100,6 +99,7 @@ export class DeliveryEngine {
   private readonly tlsPolicy: TlsPolicyResolver;
   private readonly tlsResults: SessionResults;
   private readonly opener: SessionOpener;
+  private readonly commands: QueueCommands;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -129,6 +129,22 @@ export class DeliveryEngine {
       unrecorded: (partition, held) => this.parking.onUnrecorded(partition, held),
       retryMs: options.recordRetryMs,
       proxyLinkRetryMs: options.proxyLinkRetryMs,
+    });
+    this.commands = new QueueCommands({
+      partitions: options.partitions,
+      destinations: this.destinations,
+      inflight: this.inflight,
+      holds: this.holds,
+      parking: this.parking,
+      retries: this.retries,
+      recorder: this.recorder,
+      now: this.now,
+      config: () => this.config,
+      paused: () => this.paused,
+      kick: () => {
+        this.arm();
+        this.pump();
+      },
     });
   }
 
@@ -199,96 +215,22 @@ export class DeliveryEngine {
   }
 
   summary(): QueueSummary & { pausedDestinations: string[] } {
-    const all = this.options.partitions.flatMap((p) => [...p.entries()]);
-    return { ...summarise(all, this.now()), pausedDestinations: this.holds.list() };
+    return this.commands.summary();
   }
 
   /** Makes matching messages due now (throttles still apply). */
   retryNow(sel: Selector): number {
-    const now = this.now();
-    let n = 0;
-    for (const p of this.options.partitions) {
-      for (const e of p.entries()) {
-        if (!matches(e, sel) || this.inflight.has(e.id)) continue;
-        e.next = now;
-        this.retries.push(now, e);
-        n++;
-      }
-    }
-    for (const dest of [...this.destinations.values()]) {
-      if (sel.domain !== undefined && dest.domain !== sel.domain) continue;
-      dest.heldUntil = 0;
-      this.destinations.touch(dest);
-    }
-    this.arm();
-    this.pump();
-    return n;
+    return this.commands.retryNow(sel);
   }
 
   /** Removes matching messages, each with a `purged` event per recipient. */
-  async purge(sel: Selector): Promise<number> {
-    const released = this.releaseQueued(sel);
-    let n = 0;
-    for (const p of this.options.partitions) {
-      const chosen = [...p.entries()].filter((e) => matches(e, sel));
-      // Side by side, not one after another: their events share the attempt
-      // log's synced writes (which wait out its commit interval) and their
-      // done records the spool's, so a large purge takes seconds, not an
-      // interval per message. Checked again per batch: delivery goes on meanwhile.
-      for (let i = 0; i < chosen.length; i += PURGE_BATCH) {
-        const batch = chosen.slice(i, i + PURGE_BATCH).filter((e) => (released.has(e.id) || !this.inflight.has(e.id)) && p.get(e.id) === e);
-        await Promise.all(batch.map((e) => this.recorder.purged(e, p)));
-        n += batch.length;
-      }
-    }
-    // Out of flight only now: until its done record is written, a stale timer must not start it again.
-    for (const id of released) this.inflight.delete(id);
-    if (released.size > 0 && this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
-    return n;
-  }
-
-  /**
-   * Takes the matching attempts that wait in a destination queue (behind an
-   * operator's pause, a throttle or a busy slot) out of it, so a purge can
-   * remove them: they count as in flight, but nothing of them is on the wire.
-   * Only whole attempts with nothing recorded yet: one whose other domain is
-   * being delivered now is left to finish, as any attempt in flight.
-   */
-  private releaseQueued(sel: Selector): Set<string> {
-    const queued = new Map<Attempt, number>();
-    for (const dest of this.destinations.values()) {
-      for (const job of dest.jobs) if (matches(job.attempt.entry, sel)) queued.set(job.attempt, (queued.get(job.attempt) ?? 0) + 1);
-    }
-    const released = new Set<Attempt>([...queued].filter(([a, jobs]) => jobs === a.pending && a.events.length === 0).map(([a]) => a));
-    if (released.size === 0) return new Set();
-    for (const dest of [...this.destinations.values()]) {
-      const before = dest.jobs.length;
-      dest.jobs = dest.jobs.filter((j) => !released.has(j.attempt));
-      // An emptied queue is dropped; one that still holds mail keeps its hold as it was.
-      if (dest.jobs.length === 0 && before > 0) this.destinations.touch(dest);
-    }
-    return new Set([...released].map((a) => a.entry.id));
+  purge(sel: Selector): Promise<number> {
+    return this.commands.purge(sel);
   }
 
   /** Where a message is and why it is still queued (its attempts are in the attempt log). */
   describe(id: string): Record<string, unknown> | undefined {
-    for (const p of this.options.partitions) {
-      const e = p.get(id);
-      if (!e) continue;
-      const now = this.now();
-      const held = [...this.destinations.values()].filter((d) => d.jobs.some((j) => j.attempt.entry.id === id));
-      let why: string;
-      if (this.parking.isParked(e, p)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
-      else if (this.inflight.has(id) && held.length === 0) why = 'being delivered now';
-      else if (held.some((d) => this.holds.holds(d))) why = 'its destination is paused by an operator';
-      else if (held.some((d) => d.heldUntil > now)) why = `held by a throttle or backoff until ${new Date(Math.max(...held.map((d) => d.heldUntil))).toISOString()}`;
-      else if (held.length > 0) why = 'waiting for a connection to its destination';
-      else if (this.paused) why = 'delivery is paused on this node';
-      else if (e.next > now) why = `waiting for its next retry at ${new Date(e.next).toISOString()}`;
-      else why = 'due now';
-      return { id, from: e.from, pending_recipients: e.to, attempts: e.attempts, received: new Date(e.received).toISOString(), expires: new Date(expiresAt(e, this.config.delivery.maxLifetimeMs)).toISOString(), next_retry: new Date(e.next).toISOString(), vmta: e.vmta, pool: e.pool, size: e.size, why };
-    }
-    return undefined;
+    return this.commands.describe(id);
   }
 
   /** A newly accepted message: try it at once. */
@@ -320,7 +262,7 @@ export class DeliveryEngine {
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     this.abandonQueued();
     this.recorder.stop();
-    if (this.inflight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await this.inflight.empty();
   }
 
   /**
@@ -684,6 +626,5 @@ export class DeliveryEngine {
   private settled(entry: SpoolEntry, partition: SpoolPartition, next: number | undefined): void {
     this.inflight.delete(entry.id);
     if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
-    if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
   }
 }
