@@ -9,23 +9,24 @@ import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
 import { expiresAt, type SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
-import { AttemptRecorder, type Attempt, type Job, type JobContext } from './records/attempt-recorder';
+import { AttemptRecorder, type Job } from './records/attempt-recorder';
+import { beginAttempt } from './records/attempt-jobs';
+import { Transactions } from './records/transactions';
 import { DkimSigner } from './dkim/dkim';
-import type { Connector, OutboundSession, RecipientResult } from '../../shared/smtp/connector';
-import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './queues/destinations';
+import type { Connector, OutboundSession } from '../../shared/smtp/connector';
+import { Destinations, average, wantsConnection, type Destination } from './queues/destinations';
 import { RetryTimer } from './scheduler/retry-timer';
 import { Parking } from './scheduler/parking';
 import { OperatorHolds } from './scheduler/operator-holds';
 import { mxTargets } from './routing/mx-targets';
-import { HeldPastLifetime, NoRoute, SessionNotOpened, transactionFailure, type DeliveryFailure } from './records/outcomes';
+import { HeldPastLifetime, NoRoute, SessionNotOpened } from './records/outcomes';
 import { openSession, type SessionOpener } from './connect/open-session';
-import { prepareMessage } from './dkim/prepare';
 import type { QueueSummary, Selector } from './scheduler/queue-control';
 import { QueueCommands } from './scheduler/queue-commands';
 import { InFlight } from './records/in-flight';
 import type { Router } from './routing/router';
 import { LocalAuthority, type ThrottleAuthority } from './throttle/throttle-authority';
-import { Throttles, type Limits } from './throttle/throttles';
+import { Throttles } from './throttle/throttles';
 import { throttleKey, type ThrottleKey } from './throttle/throttle-key';
 import { VmtaPicker } from './routing/vmta-picker';
 import { verpFromConfig, type Verp } from './records/verp';
@@ -61,7 +62,6 @@ export interface EngineOptions {
 
 /** Connections one destination queue may open at most, whatever its throttle allows. */
 const DESTINATION_CONNECTION_CAP = 1000;
-const MESSAGES_PER_CONNECTION = 100;
 /** How long an open connection waits for the next message before it QUITs. */
 const IDLE_MS = 1000;
 
@@ -100,6 +100,7 @@ export class DeliveryEngine {
   private readonly tlsResults: SessionResults;
   private readonly opener: SessionOpener;
   private readonly commands: QueueCommands;
+  private readonly transactions: Transactions;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -129,6 +130,18 @@ export class DeliveryEngine {
       unrecorded: (partition, held) => this.parking.onUnrecorded(partition, held),
       retryMs: options.recordRetryMs,
       proxyLinkRetryMs: options.proxyLinkRetryMs,
+    });
+    this.transactions = new Transactions({
+      config: () => this.config,
+      signer: () => this.signer,
+      now: this.now,
+      authority: this.authority,
+      recorder: this.recorder,
+      parking: this.parking,
+      destinations: this.destinations,
+      stopped: () => this.stopped,
+      pump: () => this.pump(),
+      nextJob: (dest) => this.nextJob(dest),
     });
     this.commands = new QueueCommands({
       partitions: options.partitions,
@@ -299,29 +312,7 @@ export class DeliveryEngine {
 
   private begin(entry: SpoolEntry, partition: SpoolPartition): void {
     this.inflight.add(entry.id);
-    const byDomain = new Map<string, string[]>();
-    for (const rcpt of entry.to) {
-      const d = rcpt.slice(rcpt.lastIndexOf('@') + 1).toLowerCase();
-      const list = byDomain.get(d);
-      if (list) list.push(rcpt);
-      else byDomain.set(d, [rcpt]);
-    }
-    const attempt: Attempt = { entry, partition, pending: byDomain.size, finished: [], deferred: [], events: [] };
-    if (byDomain.size === 0) return this.recorder.completeEmpty(attempt);
-    const source = this.picker.pick(entry);
-    // VERP names one recipient per return path, so each recipient is a
-    // transaction of its own: N recipients at one domain cost N transactions
-    // (N message permits of the throttle, N bodies on the wire) instead of
-    // one. Never for the null sender: a bounce must not be bounced.
-    const verp = this.verp;
-    if (verp && entry.from !== '' && verp.covers(source.pool ?? entry.pool) && verp.names(entry.id)) {
-      attempt.pending = entry.to.length;
-      for (const [domain, rcpts] of byDomain) {
-        for (const rcpt of rcpts) this.destinations.push(`${source.vmta ?? '-'}|${domain}`, domain, source, { attempt, domain, rcpts: [rcpt], mailFrom: verp.address(entry.id, rcpt) });
-      }
-      return;
-    }
-    for (const [domain, rcpts] of byDomain) this.destinations.push(`${source.vmta ?? '-'}|${domain}`, domain, source, { attempt, domain, rcpts });
+    beginAttempt(entry, partition, { picker: this.picker, verp: this.verp, destinations: this.destinations, recorder: this.recorder });
   }
 
   /** Opens connections for the destinations that may have work to start. */
@@ -379,7 +370,7 @@ export class DeliveryEngine {
       const keep: Job[] = [];
       for (const job of dest.jobs) {
         if (now > expiresAt(job.attempt.entry, this.config.delivery.maxLifetimeMs)) {
-          this.recordFailure(job, dest, held);
+          this.transactions.recordFailure(job, dest, held);
         } else keep.push(job);
       }
       dest.jobs = keep;
@@ -405,7 +396,7 @@ export class DeliveryEngine {
     let permitKey: ThrottleKey | undefined;
     try {
       const route = await this.options.router.resolve(dest.domain);
-      if (route.kind !== 'hosts') return this.failQueued(dest, new NoRoute(route));
+      if (route.kind !== 'hosts') return this.transactions.failQueued(dest, new NoRoute(route));
       const destination = this.throttles.destinationOf(dest.domain, route.hosts.map((h) => h.host));
       const key = throttleKey(dest.source.vmta ?? dest.source.ip ?? '-', destination);
       const haproxy = this.config.haproxy;
@@ -433,13 +424,13 @@ export class DeliveryEngine {
         const pause = await this.authority.onTemporaryFailure(key, dest.domain, failure.reply);
         if (pause > 0) dest.heldUntil = this.now() + pause;
         // Every MX refused to talk (a 5xx greeting or EHLO included): deferred, see SessionNotOpened.
-        return this.failQueued(dest, failure);
+        return this.transactions.failQueued(dest, failure);
       }
       const sessionLimit = this.config.delivery.mxSessionLimit;
       for (let sessions = 1; ; sessions++) {
         session = opened.session;
         dest.setupMs = average(dest.setupMs, session.info.connectMs);
-        const paused = await this.transactions(dest, session, key, limits);
+        const paused = await this.transactions.run(dest, session, key, limits);
         // A session the server ended early (a 421, a hang-up) with mail still
         // queued: the rest goes to the next MX address in this delivery, as
         // Postfix does, up to mx_session_limit sessions; past it, or when no
@@ -500,126 +491,6 @@ export class DeliveryEngine {
       if (wanted-- <= 0) break;
       giveUp();
     }
-  }
-
-  /**
-   * The transactions of one connection. Where the session pipelines
-   * (RFC 2920), the next message is read from the spool while the current
-   * one is on the wire, and its envelope follows the current body at once:
-   * in steady state a message costs one round trip and one write instead of
-   * two. Without pipelining, one transaction at a time. True when a
-   * throttle or a backoff rule paused the destination.
-   */
-  private async transactions(dest: Destination, session: OutboundSession, key: ThrottleKey, limits: Limits): Promise<boolean> {
-    const overlap = session.pipelined === true && this.config.delivery.pipelineTransactions;
-    const outstanding: Promise<void>[] = [];
-    let halted = false;
-    let ahead: { job: Job; message: Promise<Buffer | Error> } | undefined;
-    // Checked again after each wait: a pause, a closing server or a stop can come in meanwhile.
-    const over = (): boolean => halted || !session.usable || this.stopped;
-    // Transactions sent and not yet answered. A second pipelined behind a
-    // first still awaiting its final reply stalls the connection: at a slow
-    // MX the queued mail is better off on a connection of its own.
-    let inFlight = 0;
-    let stalled = false;
-    let ended = false;
-    const setStalled = (on: boolean): void => {
-      if (on === stalled || ended) return;
-      stalled = on;
-      dest.stalled += on ? 1 : -1;
-      if (on && wantsConnection(dest)) {
-        this.destinations.touch(dest);
-        this.pump();
-      }
-    };
-    try {
-      for (let sent = 0; sent < MESSAGES_PER_CONNECTION && !over(); sent++) {
-        const taken = ahead;
-        ahead = undefined;
-        const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
-        if (!job) break;
-        // Queued before its partition stopped starting deliveries: not sent now; it waits, parked, as it was.
-        if (!this.parking.mayDeliver(job.attempt.partition)) {
-          this.recorder.abandon(job);
-          sent--;
-          continue;
-        }
-        // No message permit is spent on a connection that is done already.
-        const permit = over() ? undefined : await this.authority.tryMessage(key, limits);
-        if (permit && !permit.ok) {
-          dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
-          halted = true;
-        }
-        if (!permit?.ok || over()) {
-          dest.jobs.unshift(job);
-          break;
-        }
-        const message = taken?.message ?? prepareMessage(job, session, this.signer);
-        // Not where this transaction will wait behind a held reply: the next message would wait two.
-        if (overlap && sent + 1 < MESSAGES_PER_CONNECTION && !(inFlight > 0 && answersSlowly(dest))) {
-          const next = dest.jobs.shift();
-          if (next) ahead = { job: next, message: prepareMessage(next, session, this.signer) };
-        }
-        let bodySent: (() => void) | undefined;
-        const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
-        setStalled(++inFlight >= 2);
-        const done = this.deliver(job, message, session, dest, bodySent).then(async (tx) => {
-          setStalled(--inFlight >= 2);
-          // A deferral that matches a backoff rule pauses the destination
-          // before the attempt is logged: once its line is in the attempt log,
-          // no worker starts another delivery there (they ask the same authority).
-          let pause = 0;
-          try {
-            const temp = tx.results.find((r) => r.outcome === 'deferred');
-            if (temp) pause = await this.authority.onTemporaryFailure(key, dest.domain, temp.reply);
-          } finally {
-            this.recorder.record(job, tx.results, tx.context);
-          }
-          if (pause > 0) {
-            dest.heldUntil = this.now() + pause;
-            halted = true;
-          }
-        });
-        outstanding.push(done);
-        // Pipelined: on to the next message once this body is out (or the transaction ended before it).
-        await (sentBody ? Promise.race([sentBody, done]) : done);
-      }
-      if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
-      await Promise.all(outstanding);
-      return halted;
-    } finally {
-      setStalled(false);
-      ended = true;
-    }
-  }
-
-  /** One transaction on the wire: its results and what the attempt log says of it (recorded by the caller). */
-  private async deliver(job: Job, prepared: Promise<Buffer | Error>, session: OutboundSession, dest: Destination, onBodySent?: () => void): Promise<{ results: RecipientResult[]; context: JobContext }> {
-    const t0 = this.now();
-    let results: RecipientResult[];
-    let errorKind: string | undefined;
-    try {
-      const message = await prepared;
-      if (message instanceof Error) throw message;
-      const tx = await session.send(job.mailFrom ?? job.attempt.envelope!.from, job.rcpts, message, { onBodySent });
-      results = tx.recipients;
-      if (tx.dataMs > 0) dest.replyMs = average(dest.replyMs, tx.dataMs);
-    } catch (err) {
-      const failure = transactionFailure(err);
-      results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
-      errorKind = failure.errorKind;
-    }
-    return { results, context: { source: dest.source, session, transactionMs: this.now() - t0, errorKind } };
-  }
-
-  /** Every job queued for `dest` gets `failure` as its outcome. */
-  private failQueued(dest: Destination, failure: DeliveryFailure): void {
-    for (const job of dest.jobs.splice(0)) this.recordFailure(job, dest, failure);
-  }
-
-  private recordFailure(job: Job, dest: Destination, failure: DeliveryFailure): void {
-    const results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
-    this.recorder.record(job, results, { source: dest.source, transactionMs: 0, errorKind: failure.errorKind, tls: failure.tls });
   }
 
   /** An attempt's outcome is durable: the message is no longer in flight, and waits for its retry if it has one. */
