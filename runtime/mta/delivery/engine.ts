@@ -12,22 +12,20 @@ import type { EventLog } from '../events/event-log';
 import { AttemptRecorder, type Job } from './records/attempt-recorder';
 import { beginAttempt } from './records/attempt-jobs';
 import { Transactions } from './records/transactions';
+import { Connections } from './connect/connection';
 import { DkimSigner } from './dkim/dkim';
-import type { Connector, OutboundSession } from '../../shared/smtp/connector';
-import { Destinations, average, wantsConnection, type Destination } from './queues/destinations';
+import type { Connector } from '../../shared/smtp/connector';
+import { Destinations, wantsConnection, type Destination } from './queues/destinations';
 import { RetryTimer } from './scheduler/retry-timer';
 import { Parking } from './scheduler/parking';
 import { OperatorHolds } from './scheduler/operator-holds';
-import { mxTargets } from './routing/mx-targets';
-import { HeldPastLifetime, NoRoute, SessionNotOpened } from './records/outcomes';
-import { openSession, type SessionOpener } from './connect/open-session';
+import { HeldPastLifetime } from './records/outcomes';
 import type { QueueSummary, Selector } from './scheduler/queue-control';
 import { QueueCommands } from './scheduler/queue-commands';
 import { InFlight } from './records/in-flight';
 import type { Router } from './routing/router';
 import { LocalAuthority, type ThrottleAuthority } from './throttle/throttle-authority';
 import { Throttles } from './throttle/throttles';
-import { throttleKey, type ThrottleKey } from './throttle/throttle-key';
 import { VmtaPicker } from './routing/vmta-picker';
 import { verpFromConfig, type Verp } from './records/verp';
 import { TlsPolicyResolver } from './tls-policy/resolver';
@@ -62,8 +60,6 @@ export interface EngineOptions {
 
 /** Connections one destination queue may open at most, whatever its throttle allows. */
 const DESTINATION_CONNECTION_CAP = 1000;
-/** How long an open connection waits for the next message before it QUITs. */
-const IDLE_MS = 1000;
 
 /**
  * Delivers what this worker's partitions hold. Deferred mail waits in a
@@ -86,21 +82,18 @@ export class DeliveryEngine {
   private readonly retries: RetryTimer;
   private readonly destinations = new Destinations();
   private readonly inflight = new InFlight();
-  private active = 0;
   private stopped = false;
   private paused = false;
   private readonly holds = new OperatorHolds();
   private readonly clock: Clock;
   private readonly now: () => number;
-  /** Connections waiting for their destination's next message; each function makes one QUIT now. */
-  private readonly lingering = new Set<() => void>();
   /** Mail behind outcomes that could not be recorded (a full disk). */
   private readonly parking: Parking;
   private readonly tlsPolicy: TlsPolicyResolver;
   private readonly tlsResults: SessionResults;
-  private readonly opener: SessionOpener;
   private readonly commands: QueueCommands;
   private readonly transactions: Transactions;
+  private readonly connections: Connections;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -117,7 +110,6 @@ export class DeliveryEngine {
       for (const e of entries) this.retries.push(e.next, e);
       this.arm();
     });
-    this.opener = { connector: options.connector, tlsPolicy: this.tlsPolicy, tlsResults: this.tlsResults };
     this.retries = new RetryTimer(this.clock, () => !this.stopped && !this.paused, (entry, now) => this.due(entry, now), () => this.pump());
     this.recorder = new AttemptRecorder({
       config: options.config,
@@ -141,7 +133,22 @@ export class DeliveryEngine {
       destinations: this.destinations,
       stopped: () => this.stopped,
       pump: () => this.pump(),
-      nextJob: (dest) => this.nextJob(dest),
+      nextJob: (dest) => this.connections.nextJob(dest),
+    });
+    this.connections = new Connections({
+      config: () => this.config,
+      clock: this.clock,
+      logger: options.logger,
+      router: options.router,
+      throttles: this.throttles,
+      authority: this.authority,
+      opener: { connector: options.connector, tlsPolicy: this.tlsPolicy, tlsResults: this.tlsResults },
+      destinations: this.destinations,
+      holds: this.holds,
+      transactions: () => this.transactions,
+      stopped: () => this.stopped,
+      abandon: (dest) => this.abandon(dest),
+      pump: () => this.pump(),
     });
     this.commands = new QueueCommands({
       partitions: options.partitions,
@@ -260,7 +267,7 @@ export class DeliveryEngine {
       inflight: this.inflight.size,
       unrecorded,
       parked,
-      connections: this.active,
+      connections: this.connections.active,
       destinations: [...this.destinations.values()].map((d) => ({ key: d.key, queued: d.jobs.length, active: d.active, stalled: d.stalled })),
     };
   }
@@ -327,12 +334,12 @@ export class DeliveryEngine {
         continue;
       }
       // The rest stay runnable: the next connection to end pumps again.
-      if (this.active >= limit) {
-        this.reclaimLingering();
+      if (this.connections.active >= limit) {
+        this.connections.reclaimLingering();
         break;
       }
       // Another connection only when every open one that can take work already has a message waiting.
-      while (wantsConnection(dest) && dest.active < DESTINATION_CONNECTION_CAP && this.active < limit) void this.runConnection(dest);
+      while (wantsConnection(dest) && dest.active < DESTINATION_CONNECTION_CAP && this.connections.active < limit) void this.connections.run(dest);
       if (!wantsConnection(dest) || dest.active >= DESTINATION_CONNECTION_CAP) {
         this.destinations.runnable.delete(dest);
         if (dest.jobs.length === 0 && dest.active === 0) this.destinations.remove(dest);
@@ -374,122 +381,6 @@ export class DeliveryEngine {
         } else keep.push(job);
       }
       dest.jobs = keep;
-    }
-  }
-
-  /** A connection permit of the key `id` came free: the destinations waiting on it may try again. */
-  private released(id: string): void {
-    for (const set of [this.destinations.held, this.destinations.runnable]) {
-      for (const dest of set) {
-        if (dest.heldOnKey !== id) continue;
-        dest.heldOnKey = undefined;
-        dest.heldUntil = 0;
-        this.destinations.touch(dest);
-      }
-    }
-  }
-
-  private async runConnection(dest: Destination): Promise<void> {
-    dest.active++;
-    this.active++;
-    let session: OutboundSession | undefined;
-    let permitKey: ThrottleKey | undefined;
-    try {
-      const route = await this.options.router.resolve(dest.domain);
-      if (route.kind !== 'hosts') return this.transactions.failQueued(dest, new NoRoute(route));
-      const destination = this.throttles.destinationOf(dest.domain, route.hosts.map((h) => h.host));
-      const key = throttleKey(dest.source.vmta ?? dest.source.ip ?? '-', destination);
-      const haproxy = this.config.haproxy;
-      const share = haproxy && dest.source.ip && haproxy.frontends.some((f) => f.sendingIp === dest.source.ip) ? 1 / haproxy.mtas : 1;
-      const limits = this.throttles.limitsFor(dest.source.vmta, destination, dest.domain, share);
-      const paused = await this.authority.pausedFor(key);
-      if (paused > 0) {
-        dest.heldUntil = this.now() + paused;
-        return;
-      }
-      if (!(await this.authority.tryConnection(key, limits))) {
-        // The permit may be held by another worker, whose release this worker
-        // never sees: ask again shortly, or at once when a local one frees up.
-        dest.heldOnKey = key.id;
-        dest.heldUntil = this.now() + 200;
-        return;
-      }
-      permitKey = key;
-      const targets = mxTargets(route, this.config.delivery.mxAddressLimit);
-      let opened: { session: OutboundSession; index: number };
-      try {
-        opened = await openSession(this.opener, route, targets, 0, dest.source, dest.domain);
-      } catch (err) {
-        const failure = new SessionNotOpened(err);
-        const pause = await this.authority.onTemporaryFailure(key, dest.domain, failure.reply);
-        if (pause > 0) dest.heldUntil = this.now() + pause;
-        // Every MX refused to talk (a 5xx greeting or EHLO included): deferred, see SessionNotOpened.
-        return this.transactions.failQueued(dest, failure);
-      }
-      const sessionLimit = this.config.delivery.mxSessionLimit;
-      for (let sessions = 1; ; sessions++) {
-        session = opened.session;
-        dest.setupMs = average(dest.setupMs, session.info.connectMs);
-        const paused = await this.transactions.run(dest, session, key, limits);
-        // A session the server ended early (a 421, a hang-up) with mail still
-        // queued: the rest goes to the next MX address in this delivery, as
-        // Postfix does, up to mx_session_limit sessions; past it, or when no
-        // address is left, the queue waits for the next connection.
-        const failover = !session.usable && !paused && !this.stopped && dest.jobs.length > 0 && !this.holds.holds(dest);
-        if (!failover || (sessionLimit > 0 && sessions >= sessionLimit) || opened.index + 1 >= targets.length) break;
-        session.close();
-        session = undefined;
-        try {
-          opened = await openSession(this.opener, route, targets, opened.index + 1, dest.source, dest.domain);
-        } catch {
-          break; // the addresses after it failed too: the queue waits for the next connection, which starts again from the first MX
-        }
-      }
-    } catch (err) {
-      this.options.logger.error({ err, destination: dest.key }, 'delivery: connection failed unexpectedly');
-    } finally {
-      session?.close();
-      if (permitKey) {
-        this.authority.releaseConnection(permitKey);
-        this.released(permitKey.id);
-      }
-      dest.active--;
-      this.active--;
-      // Stopping: a throttle wait may have put a job back on this queue since stop() emptied them all.
-      if (this.stopped) this.abandon(dest);
-      else this.destinations.touch(dest);
-      this.pump();
-    }
-  }
-
-  /**
-   * Lingers briefly for the destination's next message before the connection
-   * QUITs, but never while other destinations wait for a connection slot: an
-   * idle connection to one domain must not keep mail for the others waiting.
-   */
-  private nextJob(dest: Destination): Promise<Job | undefined> {
-    if (this.active >= this.config.delivery.concurrency && this.destinations.runnable.size > 0) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      const done = (job: Job | undefined): void => {
-        this.clock.clearTimeout(timer);
-        this.lingering.delete(giveUp);
-        const i = dest.idle.indexOf(done);
-        if (i >= 0) dest.idle.splice(i, 1);
-        resolve(job);
-      };
-      const giveUp = (): void => done(undefined);
-      const timer = this.clock.setTimeout(giveUp, IDLE_MS);
-      dest.idle.push(done);
-      this.lingering.add(giveUp);
-    });
-  }
-
-  /** Slots are all taken and mail waits: the connections lingering for more work give theirs up. */
-  private reclaimLingering(): void {
-    let wanted = this.destinations.runnable.size;
-    for (const giveUp of this.lingering) {
-      if (wanted-- <= 0) break;
-      giveUp();
     }
   }
 
