@@ -1,15 +1,18 @@
-// The delivery coordinator: takes due mail from the scheduler, splits it into
-// per-destination jobs (queues/), asks the throttle authority for permits,
-// opens sessions through connect/ and runs their transactions, and hands each
-// result to records/. The folders beside it own those parts; each says in its
-// README.md what it owns and what it may not touch.
+// The delivery coordinator: wires the parts and runs the pump. Due mail from
+// the retry heap (scheduler/) becomes an attempt and its jobs (records/
+// attempt-jobs.ts) in per-destination queues (queues/); the pump gives the
+// destinations that want work a connection (connect/connection.ts) within the
+// node's concurrency, holds those behind a throttle or an operator's pause and
+// wakes them when that ends (scheduler/held-mail.ts); each transaction's
+// result goes to records/. Each folder's README.md says what it owns and what
+// it may not touch; this file owns start, stop, pause and the config's apply.
 import type { Logger } from 'pino';
-import { systemClock, type Clock, type TimerHandle } from '../../shared/clock';
+import { systemClock, type Clock } from '../../shared/clock';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
-import { expiresAt, type SpoolEntry } from '../spool/types';
+import type { SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
-import { AttemptRecorder, type Job } from './records/attempt-recorder';
+import { AttemptRecorder } from './records/attempt-recorder';
 import { beginAttempt } from './records/attempt-jobs';
 import { Transactions } from './records/transactions';
 import { Connections } from './connect/connection';
@@ -17,9 +20,9 @@ import { DkimSigner } from './dkim/dkim';
 import type { Connector } from '../../shared/smtp/connector';
 import { Destinations, wantsConnection, type Destination } from './queues/destinations';
 import { RetryTimer } from './scheduler/retry-timer';
+import { HoldWake, expireHeld } from './scheduler/held-mail';
 import { Parking } from './scheduler/parking';
 import { OperatorHolds } from './scheduler/operator-holds';
-import { HeldPastLifetime } from './records/outcomes';
 import type { QueueSummary, Selector } from './scheduler/queue-control';
 import { QueueCommands } from './scheduler/queue-commands';
 import { InFlight } from './records/in-flight';
@@ -76,9 +79,7 @@ export class DeliveryEngine {
   private signer: DkimSigner;
   private verp?: Verp;
   private readonly recorder: AttemptRecorder;
-  private wakeTimer?: TimerHandle;
-  private sweep?: TimerHandle;
-  private wakeAt = Infinity;
+  private readonly holdWake: HoldWake;
   private readonly retries: RetryTimer;
   private readonly destinations = new Destinations();
   private readonly inflight = new InFlight();
@@ -110,6 +111,7 @@ export class DeliveryEngine {
       for (const e of entries) this.retries.push(e.next, e);
       this.arm();
     });
+    this.holdWake = new HoldWake(this.clock, () => this.wake());
     this.retries = new RetryTimer(this.clock, () => !this.stopped && !this.paused, (entry, now) => this.due(entry, now), () => this.pump());
     this.recorder = new AttemptRecorder({
       config: options.config,
@@ -174,9 +176,7 @@ export class DeliveryEngine {
    * them, once that node said whether it has them (drain/source/reconcile.ts).
    */
   start(held?: ReadonlySet<string>): void {
-    // Mail held by an operator's pause has no timer of its own; it still expires on time.
-    this.sweep = this.clock.setInterval(() => this.wake(), 60_000);
-    this.sweep.unref();
+    this.holdWake.start();
     for (const partition of this.options.partitions) {
       const entries = held && held.size > 0 ? [...partition.entries()].filter((e) => !held.has(e.id)) : partition.entries();
       this.retries.pushAll(entries);
@@ -276,8 +276,7 @@ export class DeliveryEngine {
   async stop(): Promise<void> {
     this.stopped = true;
     this.retries.disarm();
-    if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
-    if (this.sweep) this.clock.clearInterval(this.sweep);
+    this.holdWake.stop();
     this.parking.stop();
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     this.abandonQueued();
@@ -330,7 +329,7 @@ export class DeliveryEngine {
     for (const dest of this.destinations.runnable) {
       if (dest.heldUntil > now || this.holds.holds(dest)) {
         this.destinations.hold(dest);
-        if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
+        if (dest.heldUntil > now) this.holdWake.note(dest.heldUntil);
         continue;
       }
       // The rest stay runnable: the next connection to end pumps again.
@@ -345,43 +344,16 @@ export class DeliveryEngine {
         if (dest.jobs.length === 0 && dest.active === 0) this.destinations.remove(dest);
       }
     }
-    this.armWake();
-  }
-
-  /** Wakes the pump when the earliest held destination may go again. */
-  private armWake(): void {
-    if (this.wakeAt === Infinity || this.stopped) return;
-    if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
-    this.wakeTimer = this.clock.setTimeout(() => {
-      this.wakeTimer = undefined;
-      this.wakeAt = Infinity;
-      this.wake();
-    }, Math.max(10, this.wakeAt - this.now()));
+    this.holdWake.arm();
   }
 
   /** Expires what waited too long behind a hold, lifts the holds that ended, and pumps. */
   private wake(): void {
     const now = this.now();
-    this.expireHeld(now);
+    expireHeld(this.destinations, this.holds, now, this.config.delivery.maxLifetimeMs, (job, dest, failure) => this.transactions.recordFailure(job, dest, failure));
     this.destinations.release(now);
-    for (const dest of this.destinations.held) if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
+    for (const dest of this.destinations.held) if (dest.heldUntil > now) this.holdWake.note(dest.heldUntil);
     this.pump();
-  }
-
-  /** A message waiting behind a throttle or an operator's pause still expires on time. */
-  private expireHeld(now: number): void {
-    const held = new HeldPastLifetime();
-    for (const dest of this.destinations.held) {
-      // A hold that has just ended gives its mail one more try first.
-      if (dest.heldUntil <= now && !this.holds.holds(dest)) continue;
-      const keep: Job[] = [];
-      for (const job of dest.jobs) {
-        if (now > expiresAt(job.attempt.entry, this.config.delivery.maxLifetimeMs)) {
-          this.transactions.recordFailure(job, dest, held);
-        } else keep.push(job);
-      }
-      dest.jobs = keep;
-    }
   }
 
   /** An attempt's outcome is durable: the message is no longer in flight, and waits for its retry if it has one. */
