@@ -1,30 +1,34 @@
-// The delivery coordinator: takes due mail from the scheduler, splits it into
-// per-destination jobs (queues/), asks the throttle authority for permits,
-// opens sessions through connect/ and runs their transactions, and hands each
-// result to records/. The folders beside it own those parts; each says in its
-// README.md what it owns and what it may not touch.
+// The delivery coordinator: wires the parts and runs the pump. Due mail from
+// the retry heap (scheduler/) becomes an attempt and its jobs (records/
+// attempt-jobs.ts) in per-destination queues (queues/); the pump gives the
+// destinations that want work a connection (connect/connection.ts) within the
+// node's concurrency, holds those behind a throttle or an operator's pause and
+// wakes them when that ends (scheduler/held-mail.ts); each transaction's
+// result goes to records/. Each folder's README.md says what it owns and what
+// it may not touch; this file owns start, stop, pause and the config's apply.
 import type { Logger } from 'pino';
-import { systemClock, type Clock, type TimerHandle } from '../../shared/clock';
+import { systemClock, type Clock } from '../../shared/clock';
 import type { VolleyConfig } from '../../shared/config/types';
 import type { SpoolPartition } from '../spool/partition';
-import { expiresAt, type SpoolEntry } from '../spool/types';
+import type { SpoolEntry } from '../spool/types';
 import type { EventLog } from '../events/event-log';
-import { AttemptRecorder, type Attempt, type Job } from './records/attempt-recorder';
+import { AttemptRecorder } from './records/attempt-recorder';
+import { beginAttempt } from './records/attempt-jobs';
+import { Transactions } from './records/transactions';
+import { Connections } from './connect/connection';
 import { DkimSigner } from './dkim/dkim';
-import type { Connector, OutboundSession, RecipientResult } from '../../shared/smtp/connector';
-import { Destinations, answersSlowly, average, wantsConnection, type Destination } from './queues/destinations';
+import type { Connector } from '../../shared/smtp/connector';
+import { Destinations, wantsConnection, type Destination } from './queues/destinations';
 import { RetryTimer } from './scheduler/retry-timer';
+import { HoldWake, expireHeld } from './scheduler/held-mail';
 import { Parking } from './scheduler/parking';
 import { OperatorHolds } from './scheduler/operator-holds';
-import { mxTargets } from './routing/mx-targets';
-import { HeldPastLifetime, NoRoute, SessionNotOpened, transactionFailure, type DeliveryFailure } from './records/outcomes';
-import { openSession, type SessionOpener } from './connect/open-session';
-import { prepareMessage } from './dkim/prepare';
-import { matches, summarise, type QueueSummary, type Selector } from './scheduler/queue-control';
+import type { QueueSummary, Selector } from './scheduler/queue-control';
+import { QueueCommands } from './scheduler/queue-commands';
+import { InFlight } from './records/in-flight';
 import type { Router } from './routing/router';
 import { LocalAuthority, type ThrottleAuthority } from './throttle/throttle-authority';
-import { Throttles, type Limits } from './throttle/throttles';
-import { throttleKey, type ThrottleKey } from './throttle/throttle-key';
+import { Throttles } from './throttle/throttles';
 import { VmtaPicker } from './routing/vmta-picker';
 import { verpFromConfig, type Verp } from './records/verp';
 import { TlsPolicyResolver } from './tls-policy/resolver';
@@ -59,11 +63,6 @@ export interface EngineOptions {
 
 /** Connections one destination queue may open at most, whatever its throttle allows. */
 const DESTINATION_CONNECTION_CAP = 1000;
-const MESSAGES_PER_CONNECTION = 100;
-/** How long an open connection waits for the next message before it QUITs. */
-const IDLE_MS = 1000;
-/** Messages purged at once: enough to share synced writes, few enough to keep memory flat. */
-const PURGE_BATCH = 1000;
 
 /**
  * Delivers what this worker's partitions hold. Deferred mail waits in a
@@ -80,26 +79,22 @@ export class DeliveryEngine {
   private signer: DkimSigner;
   private verp?: Verp;
   private readonly recorder: AttemptRecorder;
-  private wakeTimer?: TimerHandle;
-  private sweep?: TimerHandle;
-  private wakeAt = Infinity;
+  private readonly holdWake: HoldWake;
   private readonly retries: RetryTimer;
   private readonly destinations = new Destinations();
-  private readonly inflight = new Set<string>();
-  private active = 0;
+  private readonly inflight = new InFlight();
   private stopped = false;
   private paused = false;
   private readonly holds = new OperatorHolds();
   private readonly clock: Clock;
   private readonly now: () => number;
-  private idleWaiters: (() => void)[] = [];
-  /** Connections waiting for their destination's next message; each function makes one QUIT now. */
-  private readonly lingering = new Set<() => void>();
   /** Mail behind outcomes that could not be recorded (a full disk). */
   private readonly parking: Parking;
   private readonly tlsPolicy: TlsPolicyResolver;
   private readonly tlsResults: SessionResults;
-  private readonly opener: SessionOpener;
+  private readonly commands: QueueCommands;
+  private readonly transactions: Transactions;
+  private readonly connections: Connections;
 
   constructor(private readonly options: EngineOptions) {
     this.config = options.config;
@@ -116,7 +111,7 @@ export class DeliveryEngine {
       for (const e of entries) this.retries.push(e.next, e);
       this.arm();
     });
-    this.opener = { connector: options.connector, tlsPolicy: this.tlsPolicy, tlsResults: this.tlsResults };
+    this.holdWake = new HoldWake(this.clock, () => this.wake());
     this.retries = new RetryTimer(this.clock, () => !this.stopped && !this.paused, (entry, now) => this.due(entry, now), () => this.pump());
     this.recorder = new AttemptRecorder({
       config: options.config,
@@ -130,6 +125,49 @@ export class DeliveryEngine {
       retryMs: options.recordRetryMs,
       proxyLinkRetryMs: options.proxyLinkRetryMs,
     });
+    this.transactions = new Transactions({
+      config: () => this.config,
+      signer: () => this.signer,
+      now: this.now,
+      authority: this.authority,
+      recorder: this.recorder,
+      parking: this.parking,
+      destinations: this.destinations,
+      stopped: () => this.stopped,
+      pump: () => this.pump(),
+      nextJob: (dest) => this.connections.nextJob(dest),
+    });
+    this.connections = new Connections({
+      config: () => this.config,
+      clock: this.clock,
+      logger: options.logger,
+      router: options.router,
+      throttles: this.throttles,
+      authority: this.authority,
+      opener: { connector: options.connector, tlsPolicy: this.tlsPolicy, tlsResults: this.tlsResults },
+      destinations: this.destinations,
+      holds: this.holds,
+      transactions: () => this.transactions,
+      stopped: () => this.stopped,
+      abandon: (dest) => this.abandon(dest),
+      pump: () => this.pump(),
+    });
+    this.commands = new QueueCommands({
+      partitions: options.partitions,
+      destinations: this.destinations,
+      inflight: this.inflight,
+      holds: this.holds,
+      parking: this.parking,
+      retries: this.retries,
+      recorder: this.recorder,
+      now: this.now,
+      config: () => this.config,
+      paused: () => this.paused,
+      kick: () => {
+        this.arm();
+        this.pump();
+      },
+    });
   }
 
   /**
@@ -138,9 +176,7 @@ export class DeliveryEngine {
    * them, once that node said whether it has them (drain/source/reconcile.ts).
    */
   start(held?: ReadonlySet<string>): void {
-    // Mail held by an operator's pause has no timer of its own; it still expires on time.
-    this.sweep = this.clock.setInterval(() => this.wake(), 60_000);
-    this.sweep.unref();
+    this.holdWake.start();
     for (const partition of this.options.partitions) {
       const entries = held && held.size > 0 ? [...partition.entries()].filter((e) => !held.has(e.id)) : partition.entries();
       this.retries.pushAll(entries);
@@ -199,97 +235,22 @@ export class DeliveryEngine {
   }
 
   summary(): QueueSummary & { awaitingMirror: number; pausedDestinations: string[] } {
-    const all = this.options.partitions.flatMap((p) => [...p.entries()]);
-    return { ...summarise(all, this.now()), awaitingMirror: this.options.partitions.reduce((n, p) => n + p.unconfirmedCount, 0), pausedDestinations: this.holds.list() };
+    return this.commands.summary();
   }
 
   /** Makes matching messages due now (throttles still apply). */
   retryNow(sel: Selector): number {
-    const now = this.now();
-    let n = 0;
-    for (const p of this.options.partitions) {
-      for (const e of p.entries()) {
-        if (!matches(e, sel) || this.inflight.has(e.id)) continue;
-        e.next = now;
-        this.retries.push(now, e);
-        n++;
-      }
-    }
-    for (const dest of [...this.destinations.values()]) {
-      if (sel.domain !== undefined && dest.domain !== sel.domain) continue;
-      dest.heldUntil = 0;
-      this.destinations.touch(dest);
-    }
-    this.arm();
-    this.pump();
-    return n;
+    return this.commands.retryNow(sel);
   }
 
   /** Removes matching messages, each with a `purged` event per recipient. */
-  async purge(sel: Selector): Promise<number> {
-    const released = this.releaseQueued(sel);
-    let n = 0;
-    for (const p of this.options.partitions) {
-      const chosen = [...p.entries()].filter((e) => matches(e, sel));
-      // Side by side, not one after another: their events share the attempt
-      // log's synced writes (which wait out its commit interval) and their
-      // done records the spool's, so a large purge takes seconds, not an
-      // interval per message. Checked again per batch: delivery goes on meanwhile.
-      for (let i = 0; i < chosen.length; i += PURGE_BATCH) {
-        const batch = chosen.slice(i, i + PURGE_BATCH).filter((e) => (released.has(e.id) || !this.inflight.has(e.id)) && p.get(e.id) === e);
-        await Promise.all(batch.map((e) => this.recorder.purged(e, p)));
-        n += batch.length;
-      }
-    }
-    // Out of flight only now: until its done record is written, a stale timer must not start it again.
-    for (const id of released) this.inflight.delete(id);
-    if (released.size > 0 && this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
-    return n;
-  }
-
-  /**
-   * Takes the matching attempts that wait in a destination queue (behind an
-   * operator's pause, a throttle or a busy slot) out of it, so a purge can
-   * remove them: they count as in flight, but nothing of them is on the wire.
-   * Only whole attempts with nothing recorded yet: one whose other domain is
-   * being delivered now is left to finish, as any attempt in flight.
-   */
-  private releaseQueued(sel: Selector): Set<string> {
-    const queued = new Map<Attempt, number>();
-    for (const dest of this.destinations.values()) {
-      for (const job of dest.jobs) if (matches(job.attempt.entry, sel)) queued.set(job.attempt, (queued.get(job.attempt) ?? 0) + 1);
-    }
-    const released = new Set<Attempt>([...queued].filter(([a, jobs]) => jobs === a.pending && a.events.length === 0).map(([a]) => a));
-    if (released.size === 0) return new Set();
-    for (const dest of [...this.destinations.values()]) {
-      const before = dest.jobs.length;
-      dest.jobs = dest.jobs.filter((j) => !released.has(j.attempt));
-      // An emptied queue is dropped; one that still holds mail keeps its hold as it was.
-      if (dest.jobs.length === 0 && before > 0) this.destinations.touch(dest);
-    }
-    return new Set([...released].map((a) => a.entry.id));
+  purge(sel: Selector): Promise<number> {
+    return this.commands.purge(sel);
   }
 
   /** Where a message is and why it is still queued (its attempts are in the attempt log). */
   describe(id: string): Record<string, unknown> | undefined {
-    for (const p of this.options.partitions) {
-      const e = p.get(id);
-      if (!e) continue;
-      const now = this.now();
-      const held = [...this.destinations.values()].filter((d) => d.jobs.some((j) => j.attempt.entry.id === id));
-      let why: string;
-      if (p.awaitsConfirm(id)) why = 'written here, awaiting the HA mirror\'s confirmation (sync barrier): not deliverable until it answers';
-      else if (this.parking.isParked(e, p)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
-      else if (this.inflight.has(id) && held.length === 0) why = 'being delivered now';
-      else if (held.some((d) => this.holds.holds(d))) why = 'its destination is paused by an operator';
-      else if (held.some((d) => d.heldUntil > now)) why = `held by a throttle or backoff until ${new Date(Math.max(...held.map((d) => d.heldUntil))).toISOString()}`;
-      else if (held.length > 0) why = 'waiting for a connection to its destination';
-      else if (this.paused) why = 'delivery is paused on this node';
-      else if (e.next > now) why = `waiting for its next retry at ${new Date(e.next).toISOString()}`;
-      else why = 'due now';
-      return { id, from: e.from, pending_recipients: e.to, attempts: e.attempts, received: new Date(e.received).toISOString(), expires: new Date(expiresAt(e, this.config.delivery.maxLifetimeMs)).toISOString(), next_retry: new Date(e.next).toISOString(), vmta: e.vmta, pool: e.pool, size: e.size, why };
-    }
-    return undefined;
+    return this.commands.describe(id);
   }
 
   /** A newly accepted message: try it at once. */
@@ -306,7 +267,7 @@ export class DeliveryEngine {
       inflight: this.inflight.size,
       unrecorded,
       parked,
-      connections: this.active,
+      connections: this.connections.active,
       destinations: [...this.destinations.values()].map((d) => ({ key: d.key, queued: d.jobs.length, active: d.active, stalled: d.stalled })),
     };
   }
@@ -315,13 +276,12 @@ export class DeliveryEngine {
   async stop(): Promise<void> {
     this.stopped = true;
     this.retries.disarm();
-    if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
-    if (this.sweep) this.clock.clearInterval(this.sweep);
+    this.holdWake.stop();
     this.parking.stop();
     for (const dest of this.destinations.values()) dest.idle.splice(0).forEach((wake) => wake(undefined));
     this.abandonQueued();
     this.recorder.stop();
-    if (this.inflight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await this.inflight.empty();
   }
 
   /**
@@ -358,29 +318,7 @@ export class DeliveryEngine {
 
   private begin(entry: SpoolEntry, partition: SpoolPartition): void {
     this.inflight.add(entry.id);
-    const byDomain = new Map<string, string[]>();
-    for (const rcpt of entry.to) {
-      const d = rcpt.slice(rcpt.lastIndexOf('@') + 1).toLowerCase();
-      const list = byDomain.get(d);
-      if (list) list.push(rcpt);
-      else byDomain.set(d, [rcpt]);
-    }
-    const attempt: Attempt = { entry, partition, pending: byDomain.size, finished: [], deferred: [], events: [] };
-    if (byDomain.size === 0) return this.recorder.completeEmpty(attempt);
-    const source = this.picker.pick(entry);
-    // VERP names one recipient per return path, so each recipient is a
-    // transaction of its own: N recipients at one domain cost N transactions
-    // (N message permits of the throttle, N bodies on the wire) instead of
-    // one. Never for the null sender: a bounce must not be bounced.
-    const verp = this.verp;
-    if (verp && entry.from !== '' && verp.covers(source.pool ?? entry.pool) && verp.names(entry.id)) {
-      attempt.pending = entry.to.length;
-      for (const [domain, rcpts] of byDomain) {
-        for (const rcpt of rcpts) this.destinations.push(`${source.vmta ?? '-'}|${domain}`, domain, source, { attempt, domain, rcpts: [rcpt], mailFrom: verp.address(entry.id, rcpt) });
-      }
-      return;
-    }
-    for (const [domain, rcpts] of byDomain) this.destinations.push(`${source.vmta ?? '-'}|${domain}`, domain, source, { attempt, domain, rcpts });
+    beginAttempt(entry, partition, { picker: this.picker, verp: this.verp, destinations: this.destinations, recorder: this.recorder });
   }
 
   /** Opens connections for the destinations that may have work to start. */
@@ -391,292 +329,36 @@ export class DeliveryEngine {
     for (const dest of this.destinations.runnable) {
       if (dest.heldUntil > now || this.holds.holds(dest)) {
         this.destinations.hold(dest);
-        if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
+        if (dest.heldUntil > now) this.holdWake.note(dest.heldUntil);
         continue;
       }
       // The rest stay runnable: the next connection to end pumps again.
-      if (this.active >= limit) {
-        this.reclaimLingering();
+      if (this.connections.active >= limit) {
+        this.connections.reclaimLingering();
         break;
       }
       // Another connection only when every open one that can take work already has a message waiting.
-      while (wantsConnection(dest) && dest.active < DESTINATION_CONNECTION_CAP && this.active < limit) void this.runConnection(dest);
+      while (wantsConnection(dest) && dest.active < DESTINATION_CONNECTION_CAP && this.connections.active < limit) void this.connections.run(dest);
       if (!wantsConnection(dest) || dest.active >= DESTINATION_CONNECTION_CAP) {
         this.destinations.runnable.delete(dest);
         if (dest.jobs.length === 0 && dest.active === 0) this.destinations.remove(dest);
       }
     }
-    this.armWake();
-  }
-
-  /** Wakes the pump when the earliest held destination may go again. */
-  private armWake(): void {
-    if (this.wakeAt === Infinity || this.stopped) return;
-    if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer);
-    this.wakeTimer = this.clock.setTimeout(() => {
-      this.wakeTimer = undefined;
-      this.wakeAt = Infinity;
-      this.wake();
-    }, Math.max(10, this.wakeAt - this.now()));
+    this.holdWake.arm();
   }
 
   /** Expires what waited too long behind a hold, lifts the holds that ended, and pumps. */
   private wake(): void {
     const now = this.now();
-    this.expireHeld(now);
+    expireHeld(this.destinations, this.holds, now, this.config.delivery.maxLifetimeMs, (job, dest, failure) => this.transactions.recordFailure(job, dest, failure));
     this.destinations.release(now);
-    for (const dest of this.destinations.held) if (dest.heldUntil > now) this.wakeAt = Math.min(this.wakeAt, dest.heldUntil);
+    for (const dest of this.destinations.held) if (dest.heldUntil > now) this.holdWake.note(dest.heldUntil);
     this.pump();
-  }
-
-  /** A message waiting behind a throttle or an operator's pause still expires on time. */
-  private expireHeld(now: number): void {
-    const held = new HeldPastLifetime();
-    for (const dest of this.destinations.held) {
-      // A hold that has just ended gives its mail one more try first.
-      if (dest.heldUntil <= now && !this.holds.holds(dest)) continue;
-      const keep: Job[] = [];
-      for (const job of dest.jobs) {
-        if (now > expiresAt(job.attempt.entry, this.config.delivery.maxLifetimeMs)) {
-          this.recordFailure(job, dest, held);
-        } else keep.push(job);
-      }
-      dest.jobs = keep;
-    }
-  }
-
-  /** A connection permit of the key `id` came free: the destinations waiting on it may try again. */
-  private released(id: string): void {
-    for (const set of [this.destinations.held, this.destinations.runnable]) {
-      for (const dest of set) {
-        if (dest.heldOnKey !== id) continue;
-        dest.heldOnKey = undefined;
-        dest.heldUntil = 0;
-        this.destinations.touch(dest);
-      }
-    }
-  }
-
-  private async runConnection(dest: Destination): Promise<void> {
-    dest.active++;
-    this.active++;
-    let session: OutboundSession | undefined;
-    let permitKey: ThrottleKey | undefined;
-    try {
-      const route = await this.options.router.resolve(dest.domain);
-      if (route.kind !== 'hosts') return this.failQueued(dest, new NoRoute(route));
-      const destination = this.throttles.destinationOf(dest.domain, route.hosts.map((h) => h.host));
-      const key = throttleKey(dest.source.vmta ?? dest.source.ip ?? '-', destination);
-      const haproxy = this.config.haproxy;
-      const share = haproxy && dest.source.ip && haproxy.frontends.some((f) => f.sendingIp === dest.source.ip) ? 1 / haproxy.mtas : 1;
-      const limits = this.throttles.limitsFor(dest.source.vmta, destination, dest.domain, share);
-      const paused = await this.authority.pausedFor(key);
-      if (paused > 0) {
-        dest.heldUntil = this.now() + paused;
-        return;
-      }
-      if (!(await this.authority.tryConnection(key, limits))) {
-        // The permit may be held by another worker, whose release this worker
-        // never sees: ask again shortly, or at once when a local one frees up.
-        dest.heldOnKey = key.id;
-        dest.heldUntil = this.now() + 200;
-        return;
-      }
-      permitKey = key;
-      const targets = mxTargets(route, this.config.delivery.mxAddressLimit);
-      let opened: { session: OutboundSession; index: number };
-      try {
-        opened = await openSession(this.opener, route, targets, 0, dest.source, dest.domain);
-      } catch (err) {
-        const failure = new SessionNotOpened(err);
-        const pause = await this.authority.onTemporaryFailure(key, dest.domain, failure.reply);
-        if (pause > 0) dest.heldUntil = this.now() + pause;
-        // Every MX refused to talk (a 5xx greeting or EHLO included): deferred, see SessionNotOpened.
-        return this.failQueued(dest, failure);
-      }
-      const sessionLimit = this.config.delivery.mxSessionLimit;
-      for (let sessions = 1; ; sessions++) {
-        session = opened.session;
-        dest.setupMs = average(dest.setupMs, session.info.connectMs);
-        const paused = await this.transactions(dest, session, key, limits);
-        // A session the server ended early (a 421, a hang-up) with mail still
-        // queued: the rest goes to the next MX address in this delivery, as
-        // Postfix does, up to mx_session_limit sessions; past it, or when no
-        // address is left, the queue waits for the next connection.
-        const failover = !session.usable && !paused && !this.stopped && dest.jobs.length > 0 && !this.holds.holds(dest);
-        if (!failover || (sessionLimit > 0 && sessions >= sessionLimit) || opened.index + 1 >= targets.length) break;
-        session.close();
-        session = undefined;
-        try {
-          opened = await openSession(this.opener, route, targets, opened.index + 1, dest.source, dest.domain);
-        } catch {
-          break; // the addresses after it failed too: the queue waits for the next connection, which starts again from the first MX
-        }
-      }
-    } catch (err) {
-      this.options.logger.error({ err, destination: dest.key }, 'delivery: connection failed unexpectedly');
-    } finally {
-      session?.close();
-      if (permitKey) {
-        this.authority.releaseConnection(permitKey);
-        this.released(permitKey.id);
-      }
-      dest.active--;
-      this.active--;
-      // Stopping: a throttle wait may have put a job back on this queue since stop() emptied them all.
-      if (this.stopped) this.abandon(dest);
-      else this.destinations.touch(dest);
-      this.pump();
-    }
-  }
-
-  /**
-   * Lingers briefly for the destination's next message before the connection
-   * QUITs, but never while other destinations wait for a connection slot: an
-   * idle connection to one domain must not keep mail for the others waiting.
-   */
-  private nextJob(dest: Destination): Promise<Job | undefined> {
-    if (this.active >= this.config.delivery.concurrency && this.destinations.runnable.size > 0) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      const done = (job: Job | undefined): void => {
-        this.clock.clearTimeout(timer);
-        this.lingering.delete(giveUp);
-        const i = dest.idle.indexOf(done);
-        if (i >= 0) dest.idle.splice(i, 1);
-        resolve(job);
-      };
-      const giveUp = (): void => done(undefined);
-      const timer = this.clock.setTimeout(giveUp, IDLE_MS);
-      dest.idle.push(done);
-      this.lingering.add(giveUp);
-    });
-  }
-
-  /** Slots are all taken and mail waits: the connections lingering for more work give theirs up. */
-  private reclaimLingering(): void {
-    let wanted = this.destinations.runnable.size;
-    for (const giveUp of this.lingering) {
-      if (wanted-- <= 0) break;
-      giveUp();
-    }
-  }
-
-  /**
-   * The transactions of one connection. Where the session pipelines
-   * (RFC 2920), the next message is read from the spool while the current
-   * one is on the wire, and its envelope follows the current body at once:
-   * in steady state a message costs one round trip and one write instead of
-   * two. Without pipelining, one transaction at a time. True when a
-   * throttle or a backoff rule paused the destination.
-   */
-  private async transactions(dest: Destination, session: OutboundSession, key: ThrottleKey, limits: Limits): Promise<boolean> {
-    const overlap = session.pipelined === true && this.config.delivery.pipelineTransactions;
-    const outstanding: Promise<void>[] = [];
-    let halted = false;
-    let ahead: { job: Job; message: Promise<Buffer | Error> } | undefined;
-    // Checked again after each wait: a pause, a closing server or a stop can come in meanwhile.
-    const over = (): boolean => halted || !session.usable || this.stopped;
-    // Transactions sent and not yet answered. A second pipelined behind a
-    // first still awaiting its final reply stalls the connection: at a slow
-    // MX the queued mail is better off on a connection of its own.
-    let inFlight = 0;
-    let stalled = false;
-    let ended = false;
-    const setStalled = (on: boolean): void => {
-      if (on === stalled || ended) return;
-      stalled = on;
-      dest.stalled += on ? 1 : -1;
-      if (on && wantsConnection(dest)) {
-        this.destinations.touch(dest);
-        this.pump();
-      }
-    };
-    try {
-      for (let sent = 0; sent < MESSAGES_PER_CONNECTION && !over(); sent++) {
-        const taken = ahead;
-        ahead = undefined;
-        const job = taken?.job ?? dest.jobs.shift() ?? (await this.nextJob(dest));
-        if (!job) break;
-        // Queued before its partition stopped starting deliveries: not sent now; it waits, parked, as it was.
-        if (!this.parking.mayDeliver(job.attempt.partition)) {
-          this.recorder.abandon(job);
-          sent--;
-          continue;
-        }
-        // No message permit is spent on a connection that is done already.
-        const permit = over() ? undefined : await this.authority.tryMessage(key, limits);
-        if (permit && !permit.ok) {
-          dest.heldUntil = this.now() + permit.waitMs; // waiting, not failing
-          halted = true;
-        }
-        if (!permit?.ok || over()) {
-          dest.jobs.unshift(job);
-          break;
-        }
-        const message = taken?.message ?? prepareMessage(job, session, this.signer);
-        // Not where this transaction will wait behind a held reply: the next message would wait two.
-        if (overlap && sent + 1 < MESSAGES_PER_CONNECTION && !(inFlight > 0 && answersSlowly(dest))) {
-          const next = dest.jobs.shift();
-          if (next) ahead = { job: next, message: prepareMessage(next, session, this.signer) };
-        }
-        let bodySent: (() => void) | undefined;
-        const sentBody = overlap ? new Promise<void>((resolve) => (bodySent = resolve)) : undefined;
-        setStalled(++inFlight >= 2);
-        const done = this.deliver(job, message, session, dest, bodySent).then(async (results) => {
-          setStalled(--inFlight >= 2);
-          const temp = results.find((r) => r.outcome === 'deferred');
-          const pause = temp ? await this.authority.onTemporaryFailure(key, dest.domain, temp.reply) : 0;
-          if (pause > 0) {
-            dest.heldUntil = this.now() + pause;
-            halted = true;
-          }
-        });
-        outstanding.push(done);
-        // Pipelined: on to the next message once this body is out (or the transaction ended before it).
-        await (sentBody ? Promise.race([sentBody, done]) : done);
-      }
-      if (ahead) dest.jobs.unshift(ahead.job); // read ahead but not sent: it waits for the next connection
-      await Promise.all(outstanding);
-      return halted;
-    } finally {
-      setStalled(false);
-      ended = true;
-    }
-  }
-
-  private async deliver(job: Job, prepared: Promise<Buffer | Error>, session: OutboundSession, dest: Destination, onBodySent?: () => void): Promise<RecipientResult[]> {
-    const t0 = this.now();
-    let results: RecipientResult[];
-    let errorKind: string | undefined;
-    try {
-      const message = await prepared;
-      if (message instanceof Error) throw message;
-      const tx = await session.send(job.mailFrom ?? job.attempt.envelope!.from, job.rcpts, message, { onBodySent });
-      results = tx.recipients;
-      if (tx.dataMs > 0) dest.replyMs = average(dest.replyMs, tx.dataMs);
-    } catch (err) {
-      const failure = transactionFailure(err);
-      results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
-      errorKind = failure.errorKind;
-    }
-    this.recorder.record(job, results, { source: dest.source, session, transactionMs: this.now() - t0, errorKind });
-    return results;
-  }
-
-  /** Every job queued for `dest` gets `failure` as its outcome. */
-  private failQueued(dest: Destination, failure: DeliveryFailure): void {
-    for (const job of dest.jobs.splice(0)) this.recordFailure(job, dest, failure);
-  }
-
-  private recordFailure(job: Job, dest: Destination, failure: DeliveryFailure): void {
-    const results = job.rcpts.map((rcpt) => ({ rcpt, reply: failure.reply, outcome: failure.outcome }));
-    this.recorder.record(job, results, { source: dest.source, transactionMs: 0, errorKind: failure.errorKind, tls: failure.tls });
   }
 
   /** An attempt's outcome is durable: the message is no longer in flight, and waits for its retry if it has one. */
   private settled(entry: SpoolEntry, partition: SpoolPartition, next: number | undefined): void {
     this.inflight.delete(entry.id);
     if (next !== undefined && partition.get(entry.id) === entry) this.schedule(entry);
-    if (this.inflight.size === 0) this.idleWaiters.splice(0).forEach((w) => w());
   }
 }

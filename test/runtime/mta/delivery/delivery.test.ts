@@ -1,13 +1,14 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deliveryConfigYaml } from '../../../helpers/config';
+import { ADMIN_AUTH, deliveryConfigYaml } from '../../../helpers/config';
 import { dkimVerify } from '../../../helpers/dkim-verify';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { SmtpDialog, inject, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
 import { readAttempts } from '../../../helpers/attempt-log';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
 
 // One MTA (two workers, so throttles are node-wide through the primary) and a
 // scripted MX per behaviour, each reached by a static route.
@@ -18,7 +19,7 @@ const mx = {
     rcpt: (r) => (r.startsWith('bad@') ? [550, '5.1.1 user unknown'] : r.startsWith('later@') ? [451, '4.2.0 mailbox busy, try later'] : undefined),
   }),
   grey: new ScriptedMx({ rcpt: (_r, attempt) => (attempt === 1 ? [451, '4.7.1 greylisted, come back later'] : undefined) }),
-  slow: new ScriptedMx({ holdMs: 4000 }),
+  slow: new ScriptedMx({ holdUntil: () => tarpit.hold() }),
   fast: new ScriptedMx(),
   conn: new ScriptedMx({ holdMs: 150 }),
   hour: new ScriptedMx(),
@@ -26,6 +27,17 @@ const mx = {
   dead: new ScriptedMx({ rcpt: () => [450, '4.2.1 mailbox temporarily unavailable'] }),
   dkim: new ScriptedMx(),
   tls: new ScriptedMx(), // offers no STARTTLS
+};
+/** The tarpit's replies: each final dot waits until the test opens it. */
+const tarpit = {
+  held: 0,
+  open: (): void => undefined,
+  gate: undefined as Promise<void> | undefined,
+  hold(): Promise<void> {
+    this.held++;
+    this.gate ??= new Promise<void>((resolve) => (this.open = () => resolve()));
+    return this.gate;
+  },
 };
 // DKIM keys for signed.example: one RSA, one Ed25519 (dual signing).
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -95,14 +107,26 @@ function events(): Event[] {
   return readAttempts<Event>(join(dir, 'pp', 'log', 'events'));
 }
 
+/** What `fn` returns once it returns something (polled by the shared waitUntil). */
 async function eventually<T>(fn: () => T | undefined, timeoutMs = 15_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  let v: T | undefined;
+  await waitUntil(() => {
+    v = fn();
+    return v !== undefined && v !== false;
+  }, timeoutMs);
+  return v as T;
+}
+
+/** Why the MTA says a message is still queued (GET /queue/messages/:id): the engine's own account. */
+async function why(id: string): Promise<string | undefined> {
+  const res = await fetch(`${mta.adminUrl}/queue/messages/${id}`, { headers: ADMIN_AUTH });
+  return res.ok ? ((await res.json()) as { state?: { why?: string } }).state?.why : undefined;
+}
+
+/** Held behind a throttle or a backoff pause for at least `minMs` more: a decision the engine took, with its time. */
+async function heldFor(id: string, minMs: number): Promise<boolean> {
+  const m = /^held by a throttle or backoff until (\S+)$/.exec((await why(id)) ?? '');
+  return m !== null && Date.parse(m[1]) - Date.now() >= minMs;
 }
 
 test('each VMTA sends from its own IP with its own HELO', async () => {
@@ -149,12 +173,13 @@ test('greylisted mail arrives on the retry, at the scheduled time', async () => 
 });
 
 test('a tarpit domain does not slow the others', async () => {
-  const t0 = Date.now();
   await Promise.all([...Array.from({ length: 4 }, (_, i) => send([`t${i}@slow.test`])), ...Array.from({ length: 20 }, (_, i) => send([`f${i}@fast.test`]))]);
+  // All 20 arrive while the tarpit holds the replies of the transactions it has (one per connection
+  // to it; the rest of its mail waits behind them), and it holds them until the test lets go: nothing waited for it.
   await mx.fast.waitFor(20, 10_000);
-  const fastDone = Date.now() - t0;
-  expect(mx.slow.messages.length).toBe(0); // still held at the tarpit
-  expect(fastDone).toBeLessThan(3000);
+  await waitUntil(() => tarpit.held > 0, 10_000, () => 'nothing held at the tarpit');
+  expect(mx.slow.messages.length).toBe(0);
+  tarpit.open();
   await mx.slow.waitFor(4, 15_000);
 });
 
@@ -166,24 +191,26 @@ test('a limit of 2 connections: the MX never sees a third, and everything arrive
 });
 
 test('60 messages an hour: the 61st waits, neither sent nor failed', async () => {
-  const ids = [];
+  const ids: string[] = [];
   for (let i = 0; i < 61; i++) ids.push(await send([`h${i}@hour.test`]));
   await mx.hour.waitFor(60, 15_000);
-  await new Promise((r) => setTimeout(r, 1500));
-  expect(mx.hour.messages).toHaveLength(60);
-  const waiting = ids.filter((id) => !events().some((e) => e.message_id === id));
+  const tried = (): string[] => ids.filter((id) => events().some((e) => e.message_id === id));
+  await waitUntil(() => tried().length >= 60, 10_000, () => `${tried().length} logged`);
+  const waiting = ids.filter((id) => !tried().includes(id));
   expect(waiting).toHaveLength(1);
+  // Not a pause to see whether it goes: the engine says it holds it behind the hour's limit, most of an hour ahead.
+  await waitUntil(() => heldFor(waiting[0], 30 * 60_000), 10_000, () => `${waiting[0]}: not held by the hour's limit`);
+  expect(mx.hour.messages).toHaveLength(60);
+  expect(tried()).toHaveLength(60);
 });
 
 test('a 421 matching a backoff rule pauses the destination', async () => {
   await send(['x1@busy.test']);
+  // The pause is registered with the node's throttle authority before the attempt is logged.
   await eventually(() => events().find((e) => e.recipient === 'x1@busy.test'));
-  // The pause is registered with the node's throttle authority just after the
-  // attempt is logged; mail injected in that instant may still go out.
-  await new Promise((r) => setTimeout(r, 300));
-  await send(['x2@busy.test']);
-  await send(['x3@busy.test']);
-  await new Promise((r) => setTimeout(r, 1500));
+  const later = [await send(['x2@busy.test']), await send(['x3@busy.test'])];
+  // Each waits behind the hour's pause: the engine's decision, not a silence that lasted a while.
+  for (const id of later) await waitUntil(() => heldFor(id, 30 * 60_000), 10_000, () => `${id}: not held by the backoff pause`);
   expect(mx.busy.attempts.get('x1@busy.test')).toBe(1);
   expect(mx.busy.attempts.has('x2@busy.test')).toBe(false);
   expect(mx.busy.attempts.has('x3@busy.test')).toBe(false);

@@ -128,13 +128,7 @@ spool: { segment_size: 256KB, min_free: 3MB, reserve: 512KB }
 
   // Nothing else was freed (the filler stays), but the delivered mail's
   // segments were: intake resumes by itself, /readyz with it, and new mail goes once.
-  let ready = false;
-  const poll = setInterval(() => void fetch(`${mta!.adminUrl}/readyz`).then((r) => (ready = r.ok), () => undefined), 100);
-  try {
-    await waitUntil(() => ready, 15_000);
-  } finally {
-    clearInterval(poll);
-  }
+  await waitUntil(() => fetch(`${mta!.adminUrl}/readyz`).then((r) => r.ok, () => false), 15_000, () => 'not ready');
   const again = await probe(mta.smtpPort, 'probe-after');
   expect(again.code).toBe(250);
   await waitUntil(() => sink!.messages() === ids.size + 1, 15_000, () => `sink ${sink!.messages()}`);

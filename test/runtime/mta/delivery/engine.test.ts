@@ -11,6 +11,11 @@ import { DirectConnector } from '../../../../runtime/mta/delivery/connect/direct
 import { PROXY_LINK_CODE, ProxyConnectError } from '../../../../runtime/mta/delivery/connect/proxy-connector';
 import { VolleyError } from '../../../../runtime/shared/errors';
 import { Router } from '../../../../runtime/mta/delivery/routing/router';
+import { LocalAuthority } from '../../../../runtime/mta/delivery/throttle/throttle-authority';
+import type { ThrottleKey } from '../../../../runtime/mta/delivery/throttle/throttle-key';
+import { Throttles } from '../../../../runtime/mta/delivery/throttle/throttles';
+import type { SmtpReply } from '../../../../runtime/shared/smtp/reply';
+import type { NewEvent } from '../../../../runtime/mta/events/types';
 import { loadVerpSecret, Verp } from '../../../../runtime/mta/delivery/records/verp';
 import { newMessageId } from '../../../../runtime/mta/message-id';
 import { SpoolPartition } from '../../../../runtime/mta/spool/partition';
@@ -505,6 +510,38 @@ class DeferringConnector implements Connector {
     };
   }
 }
+
+test('a deferral that pauses its destination is registered with the throttle authority before its attempt is logged', async () => {
+  const order: string[] = [];
+  /** A worker's authority: the pause holds only after a round trip (to the node's primary). */
+  class RoundTripAuthority extends LocalAuthority {
+    override async onTemporaryFailure(key: ThrottleKey, domain: string, reply: SmtpReply): Promise<number> {
+      await new Promise((r) => setImmediate(r));
+      const pause = await super.onTemporaryFailure(key, domain, reply);
+      order.push(`paused ${pause} ms`);
+      return pause;
+    }
+  }
+  const config = parseConfig(deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\nbackoff: [{ destination: "*", code: 451, pause: 1h }]\ndelivery: { retry: [1h] }\n`));
+  const throttles = new Throttles(config, () => Date.now());
+  const partition = await SpoolPartition.open({ dir: join(dir, 'pause-first', 'spool'), fsync: false });
+  const attemptLog = new AttemptLog({ dir: join(dir, 'pause-first', 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false, commitIntervalMs: 0 });
+  const write = attemptLog.write.bind(attemptLog);
+  jest.spyOn(attemptLog, 'write').mockImplementation((events: readonly NewEvent[]) => {
+    order.push(`logged ${events.map((e) => ('status' in e ? e.status : e.event)).join(',')}`);
+    return write(events);
+  });
+  const connector = new DeferringConnector();
+  const engine = new DeliveryEngine({ partitions: [partition], config, connector, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test', throttles, authority: new RoundTripAuthority(throttles) });
+  await partition.appendMessage({ id: 'b1', from: 'a@shop.test', to: ['r@busy.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.start();
+  await waitUntil(() => order.length === 2, 5000, () => JSON.stringify(order));
+  // Once the 4xx is in the attempt log, no worker starts another delivery to the destination: the pause holds already.
+  expect(order).toEqual(['paused 3600000 ms', 'logged deferred']);
+  await engine.stop();
+  await attemptLog.close();
+  await partition.close();
+});
 
 test("a drained message expires at its source's expiry, not at received + this node's max_lifetime", async () => {
   const { engine, partition, attemptLog, events } = await engineWith('drained-expiry', 'routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n', new DeferringConnector());

@@ -20,6 +20,7 @@ import { testConfigYaml } from '../../../../helpers/config';
 import { ScriptedMx } from '../../../../helpers/scripted-mx';
 import { startTlsMx } from '../../../../helpers/starttls-mx';
 import { tempDir } from '../../../../helpers/tmp';
+import { waitUntil } from '../../../../helpers/proxy-fixtures';
 
 // HAProxy mode against the real HAProxy 2.6 (Debian's /usr/sbin/haproxy),
 // started here in the foreground on high loopback ports with the config
@@ -41,24 +42,22 @@ function freePort(): Promise<number> {
   });
 }
 
-function waitForPort(port: number, timeoutMs = 5000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = (): void => {
-      const s = connect({ host: '127.0.0.1', port });
-      s.once('connect', () => {
-        s.destroy();
-        resolve();
-      });
-      s.once('error', () => {
-        s.destroy();
-        if (Date.now() > until) reject(new Error(`nothing listens on ${port}`));
-        else setTimeout(attempt, 50);
-      });
-    };
-    attempt();
+/** True when something accepts a connection on `port` now. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => {
+      s.destroy();
+      resolve(false);
+    });
   });
 }
+
+const waitForPort = (port: number, timeoutMs = 5000): Promise<void> => waitUntil(() => listening(port), timeoutMs, () => `nothing listens on ${port}`);
 
 const message = (subject: string): Buffer => Buffer.from(`From: a@example.com\r\nTo: b@example.net\r\nSubject: ${subject}\r\n\r\nhello\r\n`);
 

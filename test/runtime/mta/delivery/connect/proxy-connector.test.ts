@@ -154,8 +154,9 @@ delivery: { retry: [1h] }
   );
   const partition = await SpoolPartition.open({ dir: join(dir, 'engine', 'spool'), fsync: false });
   const attemptLog = new AttemptLog({ dir: join(dir, 'engine', 'attempts'), name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false, commitIntervalMs: 0 });
-  const engine = new DeliveryEngine({ partitions: [partition], config, connector: c, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test', proxyLinkRetryMs: 50 });
+  const engine = new DeliveryEngine({ partitions: [partition], config, connector: c, router: new Router({ routes: config.routes, servers: [] }), attemptLog, logger: pino({ level: 'silent' }), nodeId: 'test', proxyLinkRetryMs: 0 });
   const events = (): { status: string; error_kind?: string; via?: string }[] => readAttempts(join(dir, 'engine', 'attempts'));
+  // proxyLinkRetryMs 0: the link-only deferral is due again at once (delivery.retry would say an hour), so nothing here waits on a timer.
   await partition.appendMessage({ id: 'e1', from: 's@volley.test', to: ['in-flight@dest.test'], pool: 'p', received: Date.now(), via: 'http', size: 3 }, Buffer.from('x\r\n'));
   engine.start();
   try {

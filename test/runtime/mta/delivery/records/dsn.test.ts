@@ -6,6 +6,7 @@ import { ScriptedMx } from '../../../../helpers/scripted-mx';
 import { SmtpDialog, message } from '../../../../helpers/smtp-dialog';
 import { tempDir } from '../../../../helpers/tmp';
 import { readAttempts } from '../../../../helpers/attempt-log';
+import { waitUntil } from '../../../../helpers/proxy-fixtures';
 
 const dir = tempDir();
 const failing = new ScriptedMx({
@@ -57,7 +58,7 @@ test('a hard failure sends an RFC 3464 DSN to the return path; a config rule cla
   const read = () => readAttempts<{ recipient?: string; status?: string; sender?: string; bounce_category?: string }>(join(dir, 'pp', 'log', 'events'));
   // The MX has the DSN before the MTA has its 250 and logged it: wait for that event.
   const dsnDelivered = (e: { recipient?: string; status?: string; sender?: string }) => e.recipient === 'news@shop.example' && e.status === 'delivered' && e.sender === '';
-  for (const until = Date.now() + 5000; !read().some(dsnDelivered) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+  await waitUntil(() => read().some(dsnDelivered), 5000, () => 'the DSN\'s delivery is not logged');
   const events = read();
   const cat = Object.fromEntries(events.filter((e) => e.status === 'failed').map((e) => [e.recipient, e.bounce_category]));
   expect(cat).toEqual({ 'gone@fail.test': 'bad-mailbox', 'full@fail.test': 'inactive' });

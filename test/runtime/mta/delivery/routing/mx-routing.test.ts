@@ -7,6 +7,7 @@ import { ScriptedMx } from '../../../../helpers/scripted-mx';
 import { inject, message } from '../../../../helpers/smtp-dialog';
 import { tempDir } from '../../../../helpers/tmp';
 import { readAttempts } from '../../../../helpers/attempt-log';
+import { waitUntil } from '../../../../helpers/proxy-fixtures';
 
 // Real MX lookups through a private dnsmasq on loopback. MX records cannot
 // carry a port, so the receiving servers listen on port 25 of their own
@@ -51,13 +52,8 @@ function eventsFor(id: string): { status: string; mx_host?: string; mx_ip?: stri
 }
 
 async function finalEvent(id: string): Promise<ReturnType<typeof eventsFor>[number]> {
-  const end = Date.now() + 10_000;
-  for (;;) {
-    const e = eventsFor(id);
-    if (e.length > 0) return e[e.length - 1];
-    if (Date.now() > end) throw new Error(`no event for ${id}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitUntil(() => eventsFor(id).length > 0, 10_000, () => `no event for ${id}`);
+  return eventsFor(id).at(-1)!;
 }
 
 test('the first MX refuses connections: the mail goes to the second', async () => {

@@ -7,6 +7,7 @@ import { VOLLEY, startMta, type MtaProcess } from '../../../../helpers/mta-proce
 import { ScriptedMx } from '../../../../helpers/scripted-mx';
 import { inject, message } from '../../../../helpers/smtp-dialog';
 import { tempDir } from '../../../../helpers/tmp';
+import { waitUntil } from '../../../../helpers/proxy-fixtures';
 
 const exec = promisify(execFile);
 /** The CLI with the admin token in its environment, as an operator runs it. */
@@ -45,13 +46,8 @@ const admin = async (path: string, method = 'GET'): Promise<Record<string, unkno
 type Summary = { workers: { byDomain: Record<string, { queued: number; deferred: number }> }[] };
 const countFor = (q: Summary, domain: string): number => q.workers.reduce((n, w) => n + (w.byDomain[domain]?.queued ?? 0), 0);
 
-async function until(cond: () => Promise<boolean> | boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = (cond: () => Promise<boolean> | boolean, ms = 10_000): Promise<void> => waitUntil(cond, ms);
+const why = async (id: string): Promise<string | undefined> => ((await admin(`/queue/messages/${id}`)).state as { why?: string } | undefined)?.why;
 
 test('counts per domain, a message\'s history and why it is still queued', async () => {
   const ids = [await send('a@held.test'), await send('b@held.test'), await send('c@held.test')];
@@ -72,9 +68,9 @@ test('counts per domain, a message\'s history and why it is still queued', async
 test('pause and resume one domain: its mail waits, the rest flows', async () => {
   await admin('/queue/pause?domain=ok.test', 'POST');
   const id = await send('x@ok.test');
-  await new Promise((r) => setTimeout(r, 800));
+  // Queued for its destination and held there by the pause: the engine decided not to send it, not merely had not yet.
+  await until(async () => (await why(id)) === 'its destination is paused by an operator');
   expect(ok.messages).toHaveLength(0);
-  expect(((await admin(`/queue/messages/${id}`)).state as { why: string }).why).toBe('its destination is paused by an operator');
   await admin('/queue/resume?domain=ok.test', 'POST');
   await ok.waitFor(1, 5000);
 });

@@ -5,7 +5,7 @@
 // far fewer than the messages delivered.
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deliveryConfigYaml } from '../../../../helpers/config';
+import { ADMIN_AUTH, deliveryConfigYaml } from '../../../../helpers/config';
 import { readAttempts } from '../../../../helpers/attempt-log';
 import { startMta, type MtaProcess } from '../../../../helpers/mta-process';
 import { startSmtpSink, type SmtpSinkHandle } from '../../../../helpers/postfix-tools';
@@ -16,17 +16,27 @@ import { tempDir } from '../../../../helpers/tmp';
 
 const RATE = 50;
 
-/** Injects `n` messages to `domain`, `sessions` at a time, each over a fresh session. */
-async function injectMany(port: number, domain: string, n: number, sessions = 10): Promise<void> {
+/** Injects `n` messages to `domain`, `sessions` at a time, each over a fresh session; their ids by recipient. */
+async function injectMany(port: number, domain: string, n: number, sessions = 10): Promise<Map<string, string>> {
   let next = 0;
+  const ids = new Map<string, string>();
   await Promise.all(
     Array.from({ length: sessions }, async () => {
       while (next < n) {
         const i = next++;
-        await inject(port, 'sender@shop.example', [`r${i}@${domain}`], message(`m${i}`));
+        ids.set(`r${i}@${domain}`, await inject(port, 'sender@shop.example', [`r${i}@${domain}`], message(`m${i}`)));
       }
     }),
   );
+  return ids;
+}
+
+/** The message is held behind a throttle for at least `minMs` more, as the MTA itself says (GET /queue/messages/:id). */
+async function heldFor(adminUrl: string, id: string, minMs: number): Promise<boolean> {
+  const res = await fetch(`${adminUrl}/queue/messages/${id}`, { headers: ADMIN_AUTH });
+  const why = res.ok ? ((await res.json()) as { state?: { why?: string } }).state?.why : undefined;
+  const m = /^held by a throttle or backoff until (\S+)$/.exec(why ?? '');
+  return m !== null && Date.parse(m[1]) - Date.now() >= minMs;
 }
 
 /** The workers (w0, w1, ...) whose attempt log has a delivery to `domain`: the limit was shared, not held by one. */
@@ -91,13 +101,17 @@ throttles:
   });
 
   test(`${RATE} messages an hour is ${RATE} for the node: exactly that many arrive, the rest wait`, async () => {
-    await injectMany(mta.smtpPort, 'rate.test', RATE + 20);
+    const ids = await injectMany(mta.smtpPort, 'rate.test', RATE + 20);
     await sink.waitForMessages(RATE, 30_000);
-    // Nothing more goes while the hour is full; a moment to let any extra one show up at the sink.
-    await new Promise((r) => setTimeout(r, 1500));
+    const tried = (): Set<string> => new Set(readAttempts<{ recipient: string }>(eventsDir).filter((e) => e.recipient.endsWith('@rate.test')).map((e) => e.recipient));
+    await waitUntil(() => tried().size >= RATE, 10_000, () => `${tried().size} logged`);
+    // The others wait, neither sent nor failed: each is held by the hour's limit, most of an hour
+    // ahead, as its worker says. Proof that nothing more goes, where a pause would only show nothing went yet.
+    const waiting = [...ids].filter(([rcpt]) => !tried().has(rcpt)).map(([, id]) => id);
+    expect(waiting).toHaveLength(20);
+    for (const id of waiting) await waitUntil(() => heldFor(mta.adminUrl, id, 30 * 60_000), 10_000, () => `${id}: not held by the hour's limit`);
     expect(sink.messages()).toBe(RATE);
-    const tried = new Set(readAttempts<{ recipient: string }>(eventsDir).filter((e) => e.recipient.endsWith('@rate.test')).map((e) => e.recipient));
-    expect(tried.size).toBe(RATE); // the others were neither sent nor failed: they wait
+    expect(tried().size).toBe(RATE);
     expect(deliveringWorkers(eventsDir, 'rate.test').length).toBeGreaterThan(1);
   });
 
