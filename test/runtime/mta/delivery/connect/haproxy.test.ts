@@ -210,11 +210,10 @@ describe('HAProxy mode against a real HAProxy', () => {
   it('an MX that refuses the connection: HAProxy closes without a greeting (closed-before-greeting), and HAProxy stays up', async () => {
     const connector = new HaproxyConnector(config.haproxy!.frontends, timeouts);
     for (const ip of ['127.0.0.2', '127.0.0.4']) {
-      const t0 = Date.now();
+      // Not a wait for a timeout: that would be greeting-timeout, not closed-before-greeting.
       const err = await connector.open({ host: 'mx.test', ip: '127.0.0.1', port: closedPort }, { ip, helo: 'x' }, { mode: 'none', policy: 'none' }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ConnectError);
       expect((err as ConnectError).kind).toBe('closed-before-greeting');
-      expect(Date.now() - t0).toBeLessThan(3000);
     }
     expect(haproxy!.exitCode).toBeNull();
   });

@@ -2,6 +2,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { Router, type Route } from '../../../../../runtime/mta/delivery/routing/router';
 import { parseServer, queryMx } from '../../../../../runtime/mta/delivery/routing/dns-query';
 import { freeUdpPort, rr, startDnsmasq, type Dnsmasq } from '../../../../helpers/dnsmasq';
+import { waitUntil } from '../../../../helpers/proxy-fixtures';
 
 // Every test talks to a private dnsmasq on 127.0.0.1 that knows only these records.
 // `--local=/test/` makes it answer NXDOMAIN / NODATA for the rest of .test
@@ -109,21 +110,23 @@ describe('Router against dnsmasq', () => {
 
   it('a resolver port where nothing listens is a temporary no-route, quickly', async () => {
     const port = await freeUdpPort();
-    const t0 = Date.now();
-    const route = await new Router({ routes: [], servers: [`127.0.0.1:${port}`], timeoutMs: 300, tries: 1 }).resolve('pref.test');
-    expect(route).toMatchObject({ kind: 'no-route', temporary: true });
-    expect(Date.now() - t0).toBeLessThan(2000);
+    // Quickly: the port-unreachable answers (ECONNREFUSED), not the timeout, which is set past the test's own.
+    const route = await new Router({ routes: [], servers: [`127.0.0.1:${port}`], timeoutMs: 3_600_000, tries: 1 }).resolve('pref.test');
+    expect(route).toMatchObject({ kind: 'no-route', temporary: true, reason: expect.stringMatching(/ECONNREFUSED/) });
   });
 
   it('a resolver that never answers times out into a temporary no-route', async () => {
     const silent: Socket = createSocket('udp4');
     await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
+    let asked = 0;
+    silent.on('message', () => asked++);
     try {
       const t0 = Date.now();
       const route = await new Router({ routes: [], servers: [`127.0.0.1:${silent.address().port}`], timeoutMs: 200, tries: 2 }).resolve('pref.test');
       expect(route).toMatchObject({ kind: 'no-route', temporary: true, reason: expect.stringContaining('no answer') });
+      // Both tries, each waited out (a lower bound only: load can make it later, never sooner).
       expect(Date.now() - t0).toBeGreaterThanOrEqual(390);
-      expect(Date.now() - t0).toBeLessThan(2000);
+      await waitUntil(() => asked >= 2, 10_000, () => `${asked} queries reached the silent resolver`);
     } finally {
       silent.close();
     }
