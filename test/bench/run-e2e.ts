@@ -6,11 +6,14 @@
 // Ends with `BENCH {json}`: each round's msg/s and MTA CPU µs a message.
 import { availableParallelism } from 'node:os';
 import { measureEndToEnd } from './e2e';
+import { runStandalone } from './run-guard';
+
+const partial = { runs: [] as Record<string, unknown>[] };
 
 async function main(): Promise<void> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 1);
   const load = { messages: Number(process.env.BENCH_MESSAGES ?? 10_000), sessions: 20, sizeBytes: 2048, warmupMessages: Number(process.env.BENCH_WARMUP_MESSAGES ?? 10_000) };
-  const runs = [];
+  const runs = partial.runs;
   for (let i = 0; i < rounds; i++) {
     const r = await measureEndToEnd({ ...load, label: `end to end, round ${i + 1}` });
     process.stdout.write(`round ${i + 1}: ${r.msgsPerSec} msg/s, ${r.cpuUsPerMsg} µs CPU a message, transaction p50 ${r.txP50Ms} ms\n`);
@@ -19,10 +22,5 @@ async function main(): Promise<void> {
   process.stdout.write(`BENCH ${JSON.stringify({ cores: availableParallelism(), runs })}\n`);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(1);
-  },
-);
+// The rounds done so far, printed as BENCH_PARTIAL if one fails.
+runStandalone(main, partial, () => `round ${partial.runs.length + 1}`);

@@ -6,11 +6,14 @@
 // round's msg/s and CPU µs a message by part (proxy, lb, mta, ...).
 import { availableParallelism, loadavg } from 'node:os';
 import { measureFleet } from './fleet';
+import { runStandalone } from './run-guard';
+
+const partial = { runs: [] as Record<string, unknown>[] };
 
 async function main(): Promise<void> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 1);
   const load = { messages: Number(process.env.BENCH_MESSAGES ?? 3_000), sessions: 20, sizeBytes: 2048 };
-  const runs = [];
+  const runs = partial.runs;
   for (let i = 0; i < rounds; i++) {
     const r = await measureFleet(load);
     const load1 = loadavg()[0].toFixed(1);
@@ -20,10 +23,5 @@ async function main(): Promise<void> {
   process.stdout.write(`BENCH ${JSON.stringify({ cores: availableParallelism(), runs })}\n`);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(1);
-  },
-);
+// The rounds done so far, printed as BENCH_PARTIAL if one fails.
+runStandalone(main, partial, () => `round ${partial.runs.length + 1}`);

@@ -6,6 +6,9 @@
 // (bare-relay.ts, the floor) instead of `volley proxy`. Ends with `BENCH {json}`.
 import { availableParallelism, loadavg } from 'node:os';
 import { measureBareRelay, measureProxyAlone } from './proxy-alone';
+import { runStandalone } from './run-guard';
+
+const partial = { runs: [] as Record<string, unknown>[] };
 
 async function main(): Promise<void> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 1);
@@ -17,7 +20,7 @@ async function main(): Promise<void> {
     sizeBytes: 2048,
     ...(rate > 0 ? { ratePerSec: rate } : {}),
   };
-  const runs = [];
+  const runs = partial.runs;
   for (let i = 0; i < rounds; i++) {
     // BENCH_BARE=1: the bare relay instead, the floor under the proxy's figure.
     const r = process.env.BENCH_BARE === '1' ? await measureBareRelay(load) : await measureProxyAlone(load);
@@ -28,10 +31,5 @@ async function main(): Promise<void> {
   process.stdout.write(`BENCH ${JSON.stringify({ cores: availableParallelism(), rate, runs })}\n`);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(1);
-  },
-);
+// The rounds done so far, printed as BENCH_PARTIAL if one fails.
+runStandalone(main, partial, () => `round ${partial.runs.length + 1}`);

@@ -28,6 +28,7 @@ import { waitUntil } from '../../../helpers/proxy-fixtures';
 import { advanceUntil, useFakeTime } from '../../../helpers/fake-time';
 import { systemClock, type Clock, type TimerHandle } from '../../../../runtime/shared/clock';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
+import { acceptingSession } from '../../../helpers/accepting-session';
 import { dkimVerify } from '../../../helpers/dkim-verify';
 
 const dir = tempDir();
@@ -43,23 +44,15 @@ class CountingConnector implements Connector {
   async open(target: Target, source: Source): Promise<OutboundSession> {
     this.opened++;
     this.maxOpen = Math.max(this.maxOpen, ++this.open_);
-    const info = { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'test', connectMs: 0 };
-    let usable = true;
-    return {
-      info,
-      get usable() {
-        return usable;
-      },
-      send: async (_from, to) => {
+    return acceptingSession(target, source.helo, {
+      onSend: async () => {
         await new Promise((r) => setImmediate(r));
         this.sent++;
-        return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
       },
-      close: () => {
-        if (usable) this.open_--;
-        usable = false;
+      onClose: (wasUsable) => {
+        if (wasUsable) this.open_--;
       },
-    };
+    });
   }
 }
 

@@ -14,6 +14,7 @@ import type { SpoolEntry } from '../../../../runtime/mta/spool/types';
 import { parseConfig } from '../../../../runtime/shared/config/load';
 import type { Connector } from '../../../../runtime/shared/smtp/connector';
 import { TEST_TOKEN, deliveryConfigYaml, testConfig } from '../../../helpers/config';
+import { acceptingSession } from '../../../helpers/accepting-session';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
 import { tempDir } from '../../../helpers/tmp';
@@ -233,19 +234,7 @@ describe('a message whose barrier has not answered is not deliverable yet', () =
   const sent: string[] = [];
   const connector: Connector = {
     async open(target) {
-      const info = { mxHost: target.host, mxIp: target.ip, port: target.port, helo: 'mta.test.example', via: 'test', connectMs: 0 };
-      let usable = true;
-      return {
-        info,
-        get usable() {
-          return usable;
-        },
-        send: async (_from, to) => {
-          sent.push(...to);
-          return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
-        },
-        close: () => void (usable = false),
-      };
+      return acceptingSession(target, 'mta.test.example', { onSend: (to) => sent.push(...to) });
     },
   };
   let partition: SpoolPartition;
