@@ -416,24 +416,14 @@ test('a deferral caused only by the proxy link is retried within seconds, not af
     open: async (target: Target, source: Source): Promise<OutboundSession> => {
       opened++;
       if (opened === 1) throw new ProxyConnectError('a', 'connect', 'proxy a: cannot connect: ECONNREFUSED');
-      const info = { mxHost: target.host, mxIp: target.ip, port: target.port, helo: source.helo, via: 'proxy:a', connectMs: 0 };
       const lost = opened === 2;
-      let usable = true;
-      return {
-        info,
-        get usable() {
-          return usable;
+      return acceptingSession(target, source.helo, {
+        via: 'proxy:a',
+        onSend: () => {
+          // As ProxySession: a lost link leaves the session unusable (the helper marks it so when the send throws).
+          if (lost) throw new VolleyError(PROXY_LINK_CODE, 'proxy a link lost: nothing from the peer in 2 intervals');
         },
-        send: async (_from, to) => {
-          // As ProxySession: a lost link leaves the session unusable.
-          if (lost) {
-            usable = false;
-            throw new VolleyError(PROXY_LINK_CODE, 'proxy a link lost: nothing from the peer in 2 intervals');
-          }
-          return { recipients: to.map((rcpt) => ({ rcpt, reply: { code: 250, text: 'ok' }, outcome: 'delivered' as const })), envelopeMs: 0, dataMs: 0 };
-        },
-        close: () => undefined,
-      };
+      });
     },
   };
   const config = parseConfig(deliveryConfigYaml(`routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\ndelivery: { retry: [1h] }\n`));
