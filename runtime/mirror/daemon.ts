@@ -24,7 +24,7 @@ import {
   serverHandshake,
   type Frame,
 } from '../shared/proxy-protocol';
-import { applyBatch, parseOps } from './apply';
+import { applyBatch } from './apply';
 import type { Lease } from './arbiter';
 import { openArbiter } from './arbiters';
 import type { MirrorConfig } from './config';
@@ -36,6 +36,7 @@ import { runPromoteCommand } from './promote-command';
 import { runSwitchover, type SwitchoverResult } from './switchover';
 import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineSummary, type QuarantineSummary } from './quarantine';
 import { InFlight, type FlightEntry } from './in-flight';
+import { gatherBatches } from './batch-group';
 import { LagReport, lagOf } from './lag-report';
 import { Sender } from './sender';
 import { readState, writeState, type MirrorState } from './state';
@@ -164,7 +165,7 @@ export class MirrorDaemon {
     }
     this.server = createServer({ ...tls, minVersion: 'TLSv1.2', handshakeTimeout: this.config.handshakeTimeoutMs });
     this.server.on('connection', (socket: import('node:net').Socket) => {
-      // The secondary answers each batch with two small frames (received, ack): with Nagle on, the
+      // The secondary answers batches with small frames (acks) back to back: with Nagle on, the
       // second waits for the primary's delayed ACK of the first, ~40 ms per batch (every sync barrier).
       socket.setNoDelay(true);
       this.sockets.add(socket);
@@ -456,18 +457,18 @@ export class MirrorDaemon {
       }
       if (epoch > this.state.epoch) this.setState({ ...this.state, epoch });
       if (f.header.t === 'batch') {
-        this.peerLag = lagOf(f.header) ?? this.peerLag;
-        const seq = f.header.seq;
-        const body = f.body ?? Buffer.alloc(0);
-        channel.send({ t: 'received', epoch: this.state.epoch, seq });
-        const ops = parseOps(f.header.ops, body.length);
+        // Batches already queued behind this one (they came while the last fdatasync ran) are applied
+        // with it: one write pass, one fdatasync per file for all, then each acked in order (batch-group.ts).
+        const group = gatherBatches(channel, f);
+        this.peerLag = lagOf(group.last.header) ?? this.peerLag;
         // Bytes of a catch-up are landing: until the primary says it is done, this node is not promotable.
         if (!synced && this.state.caughtUp) this.setState({ ...this.state, caughtUp: false });
-        await guard?.protect(ops);
-        await (this.hooks.apply ?? applyBatch)(this.config.persistentPath, ops, body);
-        this.bytesReceived += body.length;
-        this.batches++;
-        channel.send({ t: 'ack', epoch: this.state.epoch, seq, durable: true });
+        await guard?.protect(group.ops);
+        await (this.hooks.apply ?? applyBatch)(this.config.persistentPath, group.ops, group.body);
+        this.bytesReceived += group.body.length;
+        this.batches += group.seqs.length;
+        // Only now: an ack says the bytes of its batch are durable here.
+        for (const seq of group.seqs) channel.send({ t: 'ack', epoch: this.state.epoch, seq, durable: true });
       } else if (f.header.t === 'synced') {
         synced = true;
         if (guard) {

@@ -73,6 +73,7 @@ export class InFlight {
   private async read(oldest: FlightEntry): Promise<FlightEntry> {
     for (;;) {
       const f = await this.next();
+      // A secondary of an earlier release sends `received` before each ack (nothing read it): skipped.
       if (f.header.t === 'received') continue;
       if (f.header.t === 'ack' && f.header.seq === oldest.seq) return oldest;
       throw new VolleyError('EMIRRORPROTO', `expected ack ${oldest.seq}, got ${String(f.header.t).slice(0, 40)}${f.header.t === 'ack' ? ` ${String(f.header.seq)}` : ''}`);
