@@ -53,11 +53,6 @@ export class FrameChannel {
     this.socket.write(encodeFrame(header, body));
   }
 
-  /** The frame `next` would hand out at once, if one is already here (the mirror's secondary gathers batches queued behind one another). */
-  peek(): Frame | undefined {
-    return this.queue[0];
-  }
-
   next(timeoutMs?: number): Promise<Frame> {
     const ready = this.queue.shift();
     if (ready) return Promise.resolve(ready);
