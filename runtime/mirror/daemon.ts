@@ -550,7 +550,7 @@ export class MirrorDaemon {
     // One batch on the link, in mode sync too: the barriers that come while it is out share the next
     // scan, after its ack and the pace's gap, instead of a second batch each (scan-pace.ts). Measured
     // against two on the link: fewer batches a message and less CPU on both mirrors, the mean barrier
-    // latency no worse (test/bench/README.md).
+    // latency no worse; the pace's gap costs ~1-2 ms of it for half the batches again (test/bench/README.md).
     const flight = new InFlight(1, () => this.expect(channel));
     const pace = this.sync ? new ScanPace(SYNC_SCAN_GAP_MS, () => this.now()) : undefined;
     while (channel.open && !this.stopped && this.state.role === 'primary') {
