@@ -1,10 +1,11 @@
 // The primary's replication batches on the link, in order: up to `depth` sent
 // and not yet acknowledged. The secondary applies frames one after the other
 // and acknowledges each batch durable in the same order, so the oldest batch
-// in flight is always the next one acknowledged. Under mode sync the window
-// is two: a barrier that arrives while a batch is out gets its own batch sent
-// at once, queued behind that one on the link, instead of waiting for its ack
-// and a round trip more.
+// in flight is always the next one acknowledged. The daemon keeps one batch
+// out (depth 1), in mode sync too: a window of two (a barrier arriving while
+// a batch was out got its own batch at once, behind it) made more, smaller
+// batches and cost both mirrors more CPU a message (test/bench/README.md);
+// the window stays general.
 import { VolleyError } from '../shared/errors';
 import type { Frame } from '../shared/proxy-protocol';
 import type { Batch } from './sender';
@@ -73,6 +74,7 @@ export class InFlight {
   private async read(oldest: FlightEntry): Promise<FlightEntry> {
     for (;;) {
       const f = await this.next();
+      // A secondary of an earlier release sends `received` before each ack (nothing read it): skipped.
       if (f.header.t === 'received') continue;
       if (f.header.t === 'ack' && f.header.seq === oldest.seq) return oldest;
       throw new VolleyError('EMIRRORPROTO', `expected ack ${oldest.seq}, got ${String(f.header.t).slice(0, 40)}${f.header.t === 'ack' ? ` ${String(f.header.seq)}` : ''}`);

@@ -1,0 +1,117 @@
+// The sync primary's scan pace: the first scan at once, the next no sooner
+// than the gap after the one before it (an injected clock); and two daemons
+// over the real link with the pace's wait held by hand: barriers that come
+// meanwhile share the one scan after it, and none is answered before the
+// secondary's ack of the batch that covers it.
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseMirrorConfig } from '../../../runtime/mirror/config';
+import { MirrorDaemon } from '../../../runtime/mirror/daemon';
+import { ScanPace, pause } from '../../../runtime/mirror/scan-pace';
+import { writeState } from '../../../runtime/mirror/state';
+import { MirrorSyncClient } from '../../../runtime/shared/mirror-sync/client';
+import { getFreePort } from '../../helpers/postfix-tools';
+import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
+import { tempDir } from '../../helpers/tmp';
+
+test('the first scan starts at once; the next waits out the rest of the gap, and none once it has passed', () => {
+  let t = 1_000;
+  const pace = new ScanPace(3, () => t);
+  expect(pace.delay()).toBe(0);
+  pace.started();
+  expect(pace.delay()).toBe(3);
+  t += 2;
+  expect(pace.delay()).toBe(1);
+  t += 1;
+  expect(pace.delay()).toBe(0);
+  pace.started();
+  t += 10;
+  expect(pace.delay()).toBe(0);
+});
+
+test('pause resolves on its timer only', async () => {
+  jest.useFakeTimers();
+  try {
+    let done = false;
+    const p = pause(3).then(() => (done = true));
+    jest.advanceTimersByTime(2);
+    await Promise.resolve();
+    expect(done).toBe(false);
+    jest.advanceTimersByTime(1);
+    await p;
+    expect(done).toBe(true);
+  } finally {
+    jest.useRealTimers();
+  }
+});
+
+describe('a sync primary pacing its scans', () => {
+  const base = tempDir('volley-mirror-pace-');
+  let tls: ProxyTls;
+  let secretFile: string;
+  const closing: (() => unknown)[] = [];
+
+  beforeAll(async () => {
+    tls = await proxyTls(base);
+    secretFile = join(base, 'mirror.secret');
+    writeFileSync(secretFile, newSecret());
+  });
+  afterEach(async () => {
+    for (const c of closing.splice(0).reverse()) await c();
+  });
+
+  async function node(name: string, ports: { self: number; peer: number }, hooks: ConstructorParameters<typeof MirrorDaemon>[2] = {}): Promise<{ daemon: MirrorDaemon; root: string }> {
+    const root = join(base, name);
+    mkdirSync(join(root, 'spool', 'p000'), { recursive: true });
+    const config = parseMirrorConfig(
+      `persistent_path: ${root}\nlisten: 127.0.0.1:${ports.self}\npeer: 127.0.0.1:${ports.peer}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: "${tls.fingerprint}"\nsecret_file: ${secretFile}\npoll_interval: 10s\nreconnect_interval: 50ms\nmode: sync\nsync_timeout: 30s\n`,
+      join(base, `${name}.yaml`),
+    );
+    const daemon = new MirrorDaemon(config, captureLogger().logger, hooks);
+    await daemon.start();
+    closing.push(() => daemon.stop());
+    return { daemon, root };
+  }
+
+  test('barriers that come while the next scan waits for the pace share that scan and its batch, each answered only after its ack', async () => {
+    const pa = await getFreePort();
+    const pb = await getFreePort();
+    writeState(join(base, 'a'), { role: 'primary', epoch: 1, caughtUp: false });
+    // A clock that stands still: once a scan has run, every next one waits for the pace, here held by hand.
+    let hold = false;
+    const held: (() => void)[] = [];
+    const hooks = { now: () => 1_000_000, pause: () => (hold ? new Promise<void>((resolve) => held.push(resolve)) : Promise.resolve()) };
+    const b = await node('b', { self: pb, peer: pa });
+    const a = await node('a', { self: pa, peer: pb }, hooks);
+    closing.push(() => held.splice(0).forEach((r) => r()));
+    await waitUntil(() => a.daemon.status().caught_up, 20_000);
+    // One client each, as the MTA's workers are: concurrent barriers from different group commits.
+    const client = (): MirrorSyncClient => {
+      const c = new MirrorSyncClient({ socket: join(a.root, 'mirror', 'sync.sock'), timeoutMs: 40_000 });
+      closing.push(() => c.close());
+      return c;
+    };
+    const seg = join('spool', 'p000', '000000000001.seg');
+    const answered: string[] = [];
+    hold = true;
+    appendFileSync(join(a.root, seg), 'one\n');
+    const one = client().barrier().then(() => answered.push('one'));
+    await waitUntil(() => held.length === 1, 10_000, () => 'the scan for the barrier did not wait for the pace');
+    const batches = a.daemon.status().batches;
+    appendFileSync(join(a.root, seg), 'two\n');
+    const two = client().barrier().then(() => answered.push('two'));
+    appendFileSync(join(a.root, seg), 'three\n');
+    const three = client().barrier().then(() => answered.push('three'));
+    await waitUntil(() => a.daemon.status().sync?.barriers_waiting === 3, 10_000, () => `${a.daemon.status().sync?.barriers_waiting} barriers waiting`);
+    // Nothing was scanned meanwhile: nothing is on the secondary, nothing answered.
+    expect(answered).toEqual([]);
+    expect(readFileSync(join(b.root, seg), { flag: 'a+' }).toString()).toBe('');
+    hold = false;
+    held[0]();
+    await Promise.all([one, two, three]);
+    expect(answered.sort()).toEqual(['one', 'three', 'two']);
+    expect(readFileSync(join(b.root, seg), 'utf8')).toBe('one\ntwo\nthree\n');
+    // One batch (and one ack) answered all three.
+    expect(a.daemon.status().batches).toBe(batches + 1);
+  });
+});
