@@ -1,9 +1,10 @@
 // A worker's throttle authority (PrimaryAuthority) against a scripted
 // primary: which questions cross IPC, and how many, when a delivery pump
-// starts many connection attempts to one destination at once.
+// starts many connection attempts to one destination at once, and what
+// waiting asks get when the primary goes away.
+import { EventEmitter } from 'node:events';
 import { PrimaryAuthority, type ThrottleOp } from '../../../../../runtime/mta/delivery/throttle/throttle-authority';
 import { throttleKey } from '../../../../../runtime/mta/delivery/throttle/throttle-key';
-import { EventEmitter } from 'node:events';
 
 const vd = throttleKey('v', 'd');
 
