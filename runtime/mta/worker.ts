@@ -149,7 +149,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
     reserve: spool.reserve,
   });
   // With several workers the primary holds the node's throttle counts.
-  const primaryAuthority = options.workers > 1 && process.send ? new PrimaryAuthority((m) => process.send!(m), { sent: (op) => metrics.throttleIpc.inc({ op }) }) : undefined;
+  const primaryAuthority = options.workers > 1 && process.send ? PrimaryAuthority.overChannel(process, { sent: (op) => metrics.throttleIpc.inc({ op }) }) : undefined;
   // Node-wide decisions (the primary's, or this worker's own when it is alone)...
   const throttles = new Throttles(config); // rules for the engine, counts when this worker is alone
   const nodeAuthority: ThrottleAuthority = primaryAuthority ?? new LocalAuthority(throttles);

@@ -112,14 +112,17 @@ export class TransactionPipe {
     this.hooks.counted();
     // Only a session that pipelines takes the next envelope before this final reply (RFC 2920).
     const onBodySent = mx.session.pipelined ? bodyDone : undefined;
+    // Answered before the next waiting transaction starts: the answer is what
+    // marks the session lost (or retiring, its IP removed), and the next one
+    // must see that rather than go to the MX on the session.
     mx.session.send(from, to, body, { onBodySent }).then(
       (tx) => {
-        bodyDone();
         this.settle(slot, { tx });
+        bodyDone();
       },
       (err: Error) => {
-        bodyDone();
         this.settle(slot, { failed: err.message, lost: true });
+        bodyDone();
       },
     );
   }

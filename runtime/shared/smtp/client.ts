@@ -468,6 +468,8 @@ export class SmtpClientSession implements OutboundSession {
     }
     const t1 = Date.now();
     this.write(dotStuff(message));
+    // Awaited before onBodySent runs: a caller may start the next send() inside
+    // it (the proxy's transaction pipe does), whose replies must queue behind this one.
     const finalReply = this.reply(this.timeouts.finalDotMs);
     options.onBodySent?.();
     // No RSET after a refused body: the final reply ends the transaction

@@ -106,16 +106,17 @@ export class Transactions {
           // A deferral that matches a backoff rule pauses the destination
           // before the attempt is logged: once its line is in the attempt log,
           // no worker starts another delivery there (they ask the same authority).
-          let pause = 0;
+          // The pause holds here before the record too: a record that throws
+          // must not leave this connection sending to a paused destination.
           try {
             const temp = tx.results.find((r) => r.outcome === 'deferred');
-            if (temp) pause = await authority.onTemporaryFailure(key, dest.domain, temp.reply);
+            const pause = temp ? await authority.onTemporaryFailure(key, dest.domain, temp.reply) : 0;
+            if (pause > 0) {
+              dest.heldUntil = this.o.now() + pause;
+              halted = true;
+            }
           } finally {
             recorder.record(job, tx.results, tx.context);
-          }
-          if (pause > 0) {
-            dest.heldUntil = this.o.now() + pause;
-            halted = true;
           }
         });
         outstanding.push(done);

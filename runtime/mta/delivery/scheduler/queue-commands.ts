@@ -66,21 +66,45 @@ export class QueueCommands {
   async purge(sel: Selector): Promise<number> {
     const released = this.releaseQueued(sel);
     let n = 0;
+    try {
+      for (const p of this.o.partitions) {
+        const chosen = [...p.entries()].filter((e) => matches(e, sel));
+        // Side by side, not one after another: their events share the attempt
+        // log's synced writes (which wait out its commit interval) and their
+        // done records the spool's, so a large purge takes seconds, not an
+        // interval per message. Checked again per batch: delivery goes on meanwhile.
+        for (let i = 0; i < chosen.length; i += PURGE_BATCH) {
+          const batch = chosen.slice(i, i + PURGE_BATCH).filter((e) => (released.has(e.id) || !this.o.inflight.has(e.id)) && p.get(e.id) === e);
+          // Every write of the batch ends before a failure is told: none is still being purged once it is out of flight.
+          const failed = (await Promise.allSettled(batch.map((e) => this.o.recorder.purged(e, p)))).find((r) => r.status === 'rejected');
+          if (failed) throw failed.reason;
+          n += batch.length;
+        }
+      }
+    } finally {
+      // Out of flight only now: until its done record is written, a stale timer must not start it again.
+      this.o.inflight.deleteAll(released);
+      this.rescheduleUnpurged(released);
+    }
+    return n;
+  }
+
+  /**
+   * Released messages a failed purge left in the spool (the attempt log out
+   * of room) go back to wait for their time, as any message not in flight:
+   * otherwise nothing would ever start them again.
+   */
+  private rescheduleUnpurged(released: Set<string>): void {
+    let any = false;
     for (const p of this.o.partitions) {
-      const chosen = [...p.entries()].filter((e) => matches(e, sel));
-      // Side by side, not one after another: their events share the attempt
-      // log's synced writes (which wait out its commit interval) and their
-      // done records the spool's, so a large purge takes seconds, not an
-      // interval per message. Checked again per batch: delivery goes on meanwhile.
-      for (let i = 0; i < chosen.length; i += PURGE_BATCH) {
-        const batch = chosen.slice(i, i + PURGE_BATCH).filter((e) => (released.has(e.id) || !this.o.inflight.has(e.id)) && p.get(e.id) === e);
-        await Promise.all(batch.map((e) => this.o.recorder.purged(e, p)));
-        n += batch.length;
+      for (const id of released) {
+        const e = p.get(id);
+        if (!e) continue;
+        this.o.retries.push(e.next, e);
+        any = true;
       }
     }
-    // Out of flight only now: until its done record is written, a stale timer must not start it again.
-    this.o.inflight.deleteAll(released);
-    return n;
+    if (any) this.o.kick();
   }
 
   /**

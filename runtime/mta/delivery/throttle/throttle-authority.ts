@@ -76,6 +76,33 @@ export function revive(l: WireLimits): Limits {
   return { maxConnections: l.maxConnections, maxMessagesPerHour: l.maxMessagesPerHour ?? Infinity };
 }
 
+export interface PrimaryAuthorityOptions {
+  sent?: (op: ThrottleOp['op']) => void;
+  now?: () => number;
+  block?: number;
+}
+
+/** A worker's IPC channel to its primary, as the worker process is one. */
+export interface IpcChannel {
+  send?: (m: { type: 'throttle'; id: number; q: ThrottleOp }) => unknown;
+  on(event: 'disconnect', listener: () => void): unknown;
+}
+
+/** How long a stopping worker's refused block of message permits says to wait (its connection ends at once). */
+const CLOSED_LEASE_WAIT_MS = 1_000;
+
+/** The answer to an ask the primary can no longer answer: nothing more is sent. */
+function unanswered(op: ThrottleOp['op']): unknown {
+  switch (op) {
+    case 'connect':
+      return false;
+    case 'lease':
+      return { lease: 0, n: 0, waitMs: CLOSED_LEASE_WAIT_MS } satisfies LeaseGrant;
+    default:
+      return 0; // 'paused', 'failure': no pause
+  }
+}
+
 /**
  * A worker's view: connection permits, pauses and failures are asked of the
  * primary (a round trip each: connections are rare next to messages);
@@ -85,13 +112,27 @@ export function revive(l: WireLimits): Limits {
  */
 export class PrimaryAuthority implements ThrottleAuthority {
   private nextId = 0;
-  private readonly pending = new Map<number, (v: unknown) => void>();
+  private readonly pending = new Map<number, { op: ThrottleOp['op']; resolve: (v: unknown) => void }>();
+  /** The channel to the primary closed: nothing more is sent, every ask is answered here. */
+  private closed = false;
   readonly leases: MessageLeases;
+
+  /**
+   * An authority over a worker's IPC channel to its primary (the worker
+   * process itself): sends there, and answers every waiting ask when the
+   * channel closes (the primary went away), since no reply can come any more
+   * and a stopping engine waits for the transactions that wait for them.
+   */
+  static overChannel(channel: IpcChannel, options: PrimaryAuthorityOptions = {}): PrimaryAuthority {
+    const authority = new PrimaryAuthority((m) => channel.send?.(m), options);
+    channel.on('disconnect', () => authority.disconnected());
+    return authority;
+  }
 
   /** `sent` counts every throttle message to the primary (the worker's /metrics). */
   constructor(
     private readonly send: (m: { type: 'throttle'; id: number; q: ThrottleOp }) => void,
-    options: { sent?: (op: ThrottleOp['op']) => void; now?: () => number; block?: number } = {},
+    options: PrimaryAuthorityOptions = {},
   ) {
     this.sent = options.sent ?? (() => undefined);
     this.leases = new MessageLeases(
@@ -108,8 +149,22 @@ export class PrimaryAuthority implements ThrottleAuthority {
 
   /** Feed replies from the primary here. */
   onReply(id: number, value: unknown): void {
-    this.pending.get(id)?.(value);
+    this.pending.get(id)?.resolve(value);
     this.pending.delete(id);
+  }
+
+  /**
+   * The channel to the primary closed. Every waiting ask gets the answer that
+   * sends nothing more (no pause, no connection, no permits) and so do the
+   * asks after it: a deferral waiting for its backoff pause is recorded, and
+   * a stopping engine's in-flight work ends instead of waiting forever.
+   */
+  disconnected(): void {
+    this.closed = true;
+    for (const [id, ask] of [...this.pending]) {
+      this.pending.delete(id);
+      ask.resolve(unanswered(ask.op));
+    }
   }
 
   /** The primary recalls this worker's unspent permits for a key. */
@@ -118,15 +173,17 @@ export class PrimaryAuthority implements ThrottleAuthority {
   }
 
   private ask<T>(q: ThrottleOp): Promise<T> {
+    if (this.closed) return Promise.resolve(unanswered(q.op) as T);
     return new Promise((resolve) => {
       const id = ++this.nextId;
-      this.pending.set(id, resolve as (v: unknown) => void);
+      this.pending.set(id, { op: q.op, resolve: resolve as (v: unknown) => void });
       this.sent(q.op);
       this.send({ type: 'throttle', id, q });
     });
   }
 
   private tell(q: ThrottleOp): void {
+    if (this.closed) return; // a send on a closed channel only emits an error
     this.sent(q.op);
     this.send({ type: 'throttle', id: 0, q });
   }

@@ -169,6 +169,28 @@ test('across transactions (RFC 2920): the next envelope leaves with the previous
   }
 });
 
+test("the next send started inside onBodySent (as the proxy's transaction pipe does) waits behind the final reply already awaited: each gets its own", async () => {
+  // The final-reply wait is registered before onBodySent is called: were it
+  // registered after, the next envelope's MAIL wait would take this body's reply.
+  const mx = await pipeliningMx(['550 5.7.1 content rejected', '250 2.0.0 ok']);
+  let s: SmtpClientSession | undefined;
+  try {
+    s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, fast);
+    const session = s;
+    let second: ReturnType<SmtpClientSession['send']> | undefined;
+    const first = session.send('a@b.test', ['r0@c.test'], Buffer.from('Subject: m0\r\n\r\nbody 0\r\n'), {
+      onBodySent: () => (second = session.send('a@b.test', ['r1@c.test'], Buffer.from('Subject: m1\r\n\r\nbody 1\r\n'))),
+    });
+    // The first answer alone first: in the wrong order it is the next MAIL's 250, and the rest never comes.
+    expect((await first).recipients[0].reply).toMatchObject({ code: 550, text: expect.stringContaining('content rejected') });
+    expect((await second!).recipients[0].reply).toMatchObject({ code: 250, text: expect.stringContaining('ok') });
+    expect(mx.bodies).toHaveLength(2);
+  } finally {
+    s?.close();
+    mx.server.close();
+  }
+});
+
 test('a refused body does not disturb the transaction pipelined behind it (no RSET in between)', async () => {
   const mx = await pipeliningMx(['550 5.7.1 content rejected', '250 2.0.0 ok']);
   try {

@@ -1,6 +1,8 @@
 // A worker's throttle authority (PrimaryAuthority) against a scripted
 // primary: which questions cross IPC, and how many, when a delivery pump
-// starts many connection attempts to one destination at once.
+// starts many connection attempts to one destination at once, and what
+// waiting asks get when the primary goes away.
+import { EventEmitter } from 'node:events';
 import { PrimaryAuthority, type ThrottleOp } from '../../../../../runtime/mta/delivery/throttle/throttle-authority';
 import { throttleKey } from '../../../../../runtime/mta/delivery/throttle/throttle-key';
 
@@ -60,4 +62,40 @@ test('pause questions asked together cross once; a release is told, never answer
   authority.releaseConnection(vd);
   expect(sent.map((m) => m.q.op)).toEqual(['paused', 'paused', 'release']);
   expect(sent[2].id).toBe(0);
+});
+
+/** A worker's IPC channel to its primary that the test closes, as a crashed primary's does. */
+function channel() {
+  const emitter = new EventEmitter();
+  const sent: { id: number; q: ThrottleOp }[] = [];
+  return { sent, emitter, on: emitter.on.bind(emitter), send: (m: { id: number; q: ThrottleOp }) => sent.push({ id: m.id, q: m.q }) };
+}
+
+/** Whether `p` settled once pending callbacks ran (an unsettled ask stays a mark). */
+async function settled<T>(p: Promise<T>): Promise<T | 'pending'> {
+  return Promise.race([p, flush().then(() => 'pending' as const)]);
+}
+
+test('the primary goes away with asks in flight: each is answered with nothing more sent (no pause, no connection, no permits), and so is every later ask', async () => {
+  const ch = channel();
+  const authority = PrimaryAuthority.overChannel(ch);
+  const reply = { code: 421, text: '4.7.0 try later' };
+  const limited = { maxConnections: 2, maxMessagesPerHour: 100 };
+  const failure = authority.onTemporaryFailure(vd, 'd', reply);
+  const paused = authority.pausedFor(vd);
+  const connection = authority.tryConnection(vd, limits);
+  const message = authority.tryMessage(vd, limited);
+  await flush();
+  expect(ch.sent.map((m) => m.q.op).sort()).toEqual(['connect', 'failure', 'lease', 'paused']);
+  expect(await settled(failure)).toBe('pending');
+  ch.emitter.emit('disconnect');
+  expect(await settled(failure)).toBe(0);
+  expect(await settled(paused)).toBe(0);
+  expect(await settled(connection)).toBe(false);
+  expect(await settled(message)).toEqual({ ok: false, waitMs: expect.any(Number) });
+  // Asked after: answered at once, and nothing is written to the closed channel.
+  expect(await settled(authority.onTemporaryFailure(vd, 'd', reply))).toBe(0);
+  expect(await settled(authority.tryConnection(vd, limits))).toBe(false);
+  authority.releaseConnection(vd);
+  expect(ch.sent).toHaveLength(4);
 });
