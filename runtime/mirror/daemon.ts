@@ -560,10 +560,12 @@ export class MirrorDaemon {
     const flight = new InFlight(1, () => this.expect(channel));
     const pace = this.sync ? new ScanPace(SYNC_SCAN_GAP_MS, () => this.now()) : undefined;
     while (channel.open && !this.stopped && this.state.role === 'primary') {
-      const wait = pace?.delay() ?? 0;
+      // Paced only when barriers wait for this scan: the idle poll and catch-up neither wait nor set the pace.
+      const forBarriers = pace !== undefined && this.sync!.barriers.needsScan();
+      const wait = forBarriers ? pace.delay() : 0;
       if (wait > 0) await (this.hooks.pause ?? pause)(wait);
       if (!channel.open || this.stopped || this.state.role !== 'primary') break;
-      pace?.started();
+      if (forBarriers) pace.started();
       const scan = this.sync?.barriers.scanStarted();
       const batch = await sender.next();
       // The secondary shows the lag the primary measured: told whenever it changes, in the batch's header when one goes out (lag-report.ts).

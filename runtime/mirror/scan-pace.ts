@@ -12,7 +12,9 @@
 // alongside the MTA's own fsync (the 250 waits for both), so part of the
 // gap is hidden behind it; the rest is latency a fixed number of sessions
 // pays. A scan after a quiet spell (the last one longer than the gap ago)
-// starts at once.
+// starts at once, and only scans that answer barriers are paced (the idle
+// poll and catch-up batches are not: a lone barrier after an idle scan, or
+// a secondary catching up, must not wait for the gap).
 export const SYNC_SCAN_GAP_MS = 6;
 
 export class ScanPace {
@@ -23,10 +25,11 @@ export class ScanPace {
     private readonly now: () => number,
   ) {}
 
-  /** How long the next scan must wait, in ms (0: it may start now). */
+  /** How long the next scan must wait, in ms (0: it may start now); never more than the gap, whatever the clock did. */
   delay(): number {
     if (this.last === undefined) return 0;
-    return Math.max(0, this.last + this.gapMs - this.now());
+    // Clamped: a clock stepped back (NTP) must not hold every barrier for the size of the step.
+    return Math.min(this.gapMs, Math.max(0, this.last + this.gapMs - this.now()));
   }
 
   /** A scan starts now. */

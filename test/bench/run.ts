@@ -207,16 +207,17 @@ async function main(): Promise<void> {
   line(`local fleet (smtp-source -> lb -> MTA x2 -> proxy x2 -> smtp-sink): ${fleet.msgsPerSec} msg/s (${fleet.elapsedMs} ms until the sink had all)`);
   line(`  CPU per message by part: ${Object.entries(fleet.cpuUsPerMsg).map(([k, v]) => `${k} ${v} us`).join(', ')} (single MTA end to end: ${e2e.cpuUsPerMsg} us)`);
 
-  // Issue 20 asks fleet >= 0.6 x e2e. On one machine every hop's CPU comes out of the same two cores, so when both
-  // runs are CPU-bound the ratio cannot exceed what the end-to-end run spends a message (the MTA and the sink) over
-  // what the fleet spends (lb, MTAs, proxies, sink); smtp-source, the same in both, is left out of both sides.
+  // Issue 20 asks fleet >= 0.6 x e2e. On one machine every hop's CPU comes out of the same two cores: were both runs
+  // bound by the cores, the ratio would be what the end-to-end run spends a message (the MTA and the sink) over what
+  // the fleet spends (lb, MTAs, proxies, sink); smtp-source, the same in both, is left out of both sides. Neither run
+  // keeps both cores busy (the e2e run less so), which is why the measured ratio can sit above this figure.
   const fleetCpu = Object.values(fleet.cpuUsPerMsg).reduce((n, v) => n + v, 0);
   const fleetRatio = fleet.msgsPerSec / e2e.msgsPerSec;
-  const fleetRatioCpuBound = (e2e.cpuUsPerMsg + (fleet.cpuUsPerMsg['smtp-sink'] ?? 0)) / fleetCpu;
-  line(`  fleet / end to end ${fleetRatio.toFixed(2)}; what the two cores allow: (${e2e.cpuUsPerMsg} + sink) / ${fleetCpu} us = ${fleetRatioCpuBound.toFixed(2)}`);
+  const fleetCpuRatio = (e2e.cpuUsPerMsg + (fleet.cpuUsPerMsg['smtp-sink'] ?? 0)) / fleetCpu;
+  line(`  fleet / end to end ${fleetRatio.toFixed(2)}; CPU a message, end to end over fleet: (${e2e.cpuUsPerMsg} + sink) / ${fleetCpu} us = ${fleetCpuRatio.toFixed(2)}`);
   partial.fleet_msgs_per_s = fleet.msgsPerSec;
   partial.fleet_ratio = Number(fleetRatio.toFixed(2));
-  partial.fleet_ratio_cpu_bound = Number(fleetRatioCpuBound.toFixed(2));
+  partial.fleet_cpu_ratio = Number(fleetCpuRatio.toFixed(2));
   partial.lb_cpu_us_per_msg = fleet.cpuUsPerMsg.lb;
   partial.proxy_cpu_us_per_msg = fleet.cpuUsPerMsg.proxy;
   // The proxy's cost depends on how busy it is (the notebook's curve: ~180 µs a message at the ~250 msg/s a fleet
@@ -266,7 +267,7 @@ async function main(): Promise<void> {
     fleet_msgs_per_s: fleet.msgsPerSec,
     fleet_cpu_us_per_msg: fleet.cpuUsPerMsg,
     fleet_ratio: Number(fleetRatio.toFixed(2)),
-    fleet_ratio_cpu_bound: Number(fleetRatioCpuBound.toFixed(2)),
+    fleet_cpu_ratio: Number(fleetCpuRatio.toFixed(2)),
     // The lb's own figure (every process of it), the one issue 20 sets a bound on.
     lb_cpu_us_per_msg: fleet.cpuUsPerMsg.lb,
     // The proxies' CPU per message on the fleet path (primaries and workers; each message crosses one proxy): issue 20's ≤ 150.

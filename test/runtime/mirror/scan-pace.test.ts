@@ -29,6 +29,14 @@ test('the first scan starts at once; the next waits out the rest of the gap, and
   expect(pace.delay()).toBe(0);
 });
 
+test('a clock stepped back does not stretch the wait past the gap', () => {
+  let t = 1_000_000;
+  const pace = new ScanPace(6, () => t);
+  pace.started();
+  t -= 60_000; // NTP stepped the clock back a minute
+  expect(pace.delay()).toBe(6);
+});
+
 test('pause resolves on its timer only', async () => {
   jest.useFakeTimers();
   try {
@@ -93,6 +101,10 @@ describe('a sync primary pacing its scans', () => {
     };
     const seg = join('spool', 'p000', '000000000001.seg');
     const answered: string[] = [];
+    // The first barrier after the catch-up is not paced (nor was the catch-up): it sets the pace for the next.
+    appendFileSync(join(a.root, seg), 'zero\n');
+    await client().barrier();
+    expect(held).toEqual([]);
     hold = true;
     appendFileSync(join(a.root, seg), 'one\n');
     const one = client().barrier().then(() => answered.push('one'));
@@ -103,15 +115,38 @@ describe('a sync primary pacing its scans', () => {
     appendFileSync(join(a.root, seg), 'three\n');
     const three = client().barrier().then(() => answered.push('three'));
     await waitUntil(() => a.daemon.status().sync?.barriers_waiting === 3, 10_000, () => `${a.daemon.status().sync?.barriers_waiting} barriers waiting`);
-    // Nothing was scanned meanwhile: nothing is on the secondary, nothing answered.
+    // Nothing was scanned meanwhile: nothing new is on the secondary, nothing answered.
     expect(answered).toEqual([]);
-    expect(readFileSync(join(b.root, seg), { flag: 'a+' }).toString()).toBe('');
+    expect(readFileSync(join(b.root, seg), 'utf8')).toBe('zero\n');
     hold = false;
     held[0]();
     await Promise.all([one, two, three]);
     expect(answered.sort()).toEqual(['one', 'three', 'two']);
-    expect(readFileSync(join(b.root, seg), 'utf8')).toBe('one\ntwo\nthree\n');
+    expect(readFileSync(join(b.root, seg), 'utf8')).toBe('zero\none\ntwo\nthree\n');
     // One batch (and one ack) answered all three.
     expect(a.daemon.status().batches).toBe(batches + 1);
+  });
+
+  test('a barrier after idle scans and a catch-up is not paced: only scans that answer barriers set the pace', async () => {
+    const pa = await getFreePort();
+    const pb = await getFreePort();
+    writeState(join(base, 'c'), { role: 'primary', epoch: 1, caughtUp: false });
+    // The same standing clock: had the catch-up's or an idle poll's scan set the pace, this barrier would wait for it.
+    const held: (() => void)[] = [];
+    const hooks = { now: () => 1_000_000, pause: () => new Promise<void>((resolve) => held.push(resolve)) };
+    const d = await node('d', { self: pb, peer: pa });
+    const c = await node('c', { self: pa, peer: pb }, hooks);
+    closing.push(() => held.splice(0).forEach((r) => r()));
+    await waitUntil(() => c.daemon.status().caught_up, 20_000);
+    const seg = join('spool', 'p000', '000000000001.seg');
+    appendFileSync(join(c.root, seg), 'lone\n');
+    const client = new MirrorSyncClient({ socket: join(c.root, 'mirror', 'sync.sock'), timeoutMs: 40_000 });
+    closing.push(() => client.close());
+    let answered = false;
+    const barrier = client.barrier().then(() => (answered = true));
+    await waitUntil(() => answered || held.length > 0, 10_000);
+    expect({ answered, paced: held.length }).toEqual({ answered: true, paced: 0 });
+    await barrier;
+    expect(readFileSync(join(d.root, seg), 'utf8')).toBe('lone\n');
   });
 });
