@@ -108,11 +108,12 @@ describe('Router against dnsmasq', () => {
     expect(await router().resolve('example.example')).toMatchObject({ kind: 'no-route', temporary: true, reason: expect.stringContaining('EREFUSED') });
   });
 
-  it('a resolver port where nothing listens is a temporary no-route, quickly', async () => {
+  it('a resolver port where nothing listens is a temporary no-route', async () => {
     const port = await freeUdpPort();
-    // Quickly: the port-unreachable answers (ECONNREFUSED), not the timeout, which is set past the test's own.
-    const route = await new Router({ routes: [], servers: [`127.0.0.1:${port}`], timeoutMs: 3_600_000, tries: 1 }).resolve('pref.test');
-    expect(route).toMatchObject({ kind: 'no-route', temporary: true, reason: expect.stringMatching(/ECONNREFUSED/) });
+    // Usually the port-unreachable answers (ECONNREFUSED) at once; the kernel rate-limits those ICMP messages, so
+    // under a burst of other DNS tests it may be the timeout that answers. Either way: temporary, never permanent.
+    const route = await new Router({ routes: [], servers: [`127.0.0.1:${port}`], timeoutMs: 300, tries: 1 }).resolve('pref.test');
+    expect(route).toMatchObject({ kind: 'no-route', temporary: true, reason: expect.stringMatching(/ECONNREFUSED|no answer/) });
   });
 
   it('a resolver that never answers times out into a temporary no-route', async () => {
