@@ -2,17 +2,15 @@
 // real TLS + HMAC link: one ack per batch, in order, each only after the
 // apply that made the batch durable (fdatasync) returned, and no other frame
 // (a `received` frame went before each ack and nobody read it).
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { applyBatch } from '../../../runtime/mirror/apply';
-import { parseMirrorConfig } from '../../../runtime/mirror/config';
-import { MirrorDaemon } from '../../../runtime/mirror/daemon';
 import { sha256 } from '../../../runtime/mirror/files';
 import { writeState } from '../../../runtime/mirror/state';
 import { dialProxy, loadSecret, type FrameChannel, type Frame } from '../../../runtime/shared/proxy-protocol';
 import { getFreePort } from '../../helpers/postfix-tools';
-import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
-import { tempDir } from '../../helpers/tmp';
+import { waitUntil } from '../../helpers/proxy-fixtures';
+import { inProcessMirrors } from '../../helpers/mirror-daemons';
 
 const SEG = join('spool', 'p000', '000000000001.seg');
 
@@ -23,30 +21,13 @@ function batch(seq: number, offset: number, text: string, epoch = 1): Frame {
 }
 
 describe('a secondary answering batches', () => {
-  const base = tempDir('volley-mirror-group-');
-  let tls: ProxyTls;
-  let secretFile: string;
-  const closing: (() => unknown)[] = [];
-
-  beforeAll(async () => {
-    tls = await proxyTls(base);
-    secretFile = join(base, 'mirror.secret');
-    writeFileSync(secretFile, newSecret());
-  });
-
-  afterEach(async () => {
-    for (const c of closing.splice(0).reverse()) await c();
-  });
+  const mirrors = inProcessMirrors('volley-mirror-group-');
+  const closing = mirrors.closing;
 
   test('acks each batch, in order, only after its apply made it durable, and sends nothing else', async () => {
-    const root = join(base, 'b');
-    mkdirSync(root, { recursive: true });
-    writeState(root, { role: 'secondary', epoch: 1, caughtUp: false });
+    mkdirSync(join(mirrors.base, 'b'), { recursive: true });
+    writeState(join(mirrors.base, 'b'), { role: 'secondary', epoch: 1, caughtUp: false });
     const port = await getFreePort();
-    const config = parseMirrorConfig(
-      `persistent_path: ${root}\nlisten: 127.0.0.1:${port}\npeer: 127.0.0.1:${await getFreePort()}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: "${tls.fingerprint}"\nsecret_file: ${secretFile}\nreconnect_interval: 50ms\n`,
-      join(base, 'b.yaml'),
-    );
     // What happened, in order: each apply (with its batches' byte count) and when it was durable, each ack the primary got.
     const events: string[] = [];
     const held: (() => void)[] = [];
@@ -57,15 +38,12 @@ describe('a secondary answering batches', () => {
       await applyBatch(dir, ops, body);
       events.push('durable');
     };
-    const { logger } = captureLogger();
-    const daemon = new MirrorDaemon(config, logger, { apply });
-    await daemon.start();
-    closing.push(() => daemon.stop());
+    const { root, daemon } = await mirrors.node('b', { self: port, peer: await getFreePort() }, '', { apply });
     closing.push(() => held.splice(0).forEach((r) => r()));
 
     const { channel } = await dialProxy(
-      { host: '127.0.0.1', port, fingerprint: tls.fingerprint, name: 'secondary' },
-      { secret: loadSecret({ file: secretFile }), connectTimeoutMs: 5_000, handshakeTimeoutMs: 5_000, name: 'hand-made-primary', channel: 'mirror' },
+      { host: '127.0.0.1', port, fingerprint: mirrors.tls().fingerprint, name: 'secondary' },
+      { secret: loadSecret({ file: mirrors.secretFile() }), connectTimeoutMs: 5_000, handshakeTimeoutMs: 5_000, name: 'hand-made-primary', channel: 'mirror' },
     );
     closing.push(() => channel.close());
     channel.send({ t: 'mirror_open', epoch: 1, role: 'primary', name: 'hand-made-primary' });

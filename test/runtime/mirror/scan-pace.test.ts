@@ -3,16 +3,15 @@
 // over the real link with the pace's wait held by hand: barriers that come
 // meanwhile share the one scan after it, and none is answered before the
 // secondary's ack of the batch that covers it.
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseMirrorConfig } from '../../../runtime/mirror/config';
 import { MirrorDaemon } from '../../../runtime/mirror/daemon';
 import { ScanPace, pause } from '../../../runtime/mirror/scan-pace';
 import { writeState } from '../../../runtime/mirror/state';
 import { MirrorSyncClient } from '../../../runtime/shared/mirror-sync/client';
 import { getFreePort } from '../../helpers/postfix-tools';
-import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
-import { tempDir } from '../../helpers/tmp';
+import { waitUntil } from '../../helpers/proxy-fixtures';
+import { inProcessMirrors, type MirrorHooks } from '../../helpers/mirror-daemons';
 
 test('the first scan starts at once; the next waits out the rest of the gap, and none once it has passed', () => {
   let t = 1_000;
@@ -54,31 +53,12 @@ test('pause resolves on its timer only', async () => {
 });
 
 describe('a sync primary pacing its scans', () => {
-  const base = tempDir('volley-mirror-pace-');
-  let tls: ProxyTls;
-  let secretFile: string;
-  const closing: (() => unknown)[] = [];
+  const mirrors = inProcessMirrors('volley-mirror-pace-');
+  const base = mirrors.base;
+  const closing = mirrors.closing;
 
-  beforeAll(async () => {
-    tls = await proxyTls(base);
-    secretFile = join(base, 'mirror.secret');
-    writeFileSync(secretFile, newSecret());
-  });
-  afterEach(async () => {
-    for (const c of closing.splice(0).reverse()) await c();
-  });
-
-  async function node(name: string, ports: { self: number; peer: number }, hooks: ConstructorParameters<typeof MirrorDaemon>[2] = {}): Promise<{ daemon: MirrorDaemon; root: string }> {
-    const root = join(base, name);
-    mkdirSync(join(root, 'spool', 'p000'), { recursive: true });
-    const config = parseMirrorConfig(
-      `persistent_path: ${root}\nlisten: 127.0.0.1:${ports.self}\npeer: 127.0.0.1:${ports.peer}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: "${tls.fingerprint}"\nsecret_file: ${secretFile}\npoll_interval: 10s\nreconnect_interval: 50ms\nmode: sync\nsync_timeout: 30s\n`,
-      join(base, `${name}.yaml`),
-    );
-    const daemon = new MirrorDaemon(config, captureLogger().logger, hooks);
-    await daemon.start();
-    closing.push(() => daemon.stop());
-    return { daemon, root };
+  function node(name: string, ports: { self: number; peer: number }, hooks: MirrorHooks = {}): Promise<{ daemon: MirrorDaemon; root: string }> {
+    return mirrors.node(name, ports, 'poll_interval: 10s\nmode: sync\nsync_timeout: 30s\n', hooks);
   }
 
   test('barriers that come while the next scan waits for the pace share that scan and its batch, each answered only after its ack', async () => {

@@ -7,47 +7,29 @@
 // change of role ends a degraded state; with an arbiter the lease says
 // peer_outdated before a barrier is answered alone; promote_command waits
 // for the receive loop to let go of the spool.
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mirrorMetrics } from '../../../runtime/mirror/admin';
 import { applyBatch } from '../../../runtime/mirror/apply';
 import type { Arbiter } from '../../../runtime/mirror/arbiter';
 import { openArbiter } from '../../../runtime/mirror/arbiters';
-import { parseMirrorConfig, type MirrorConfig } from '../../../runtime/mirror/config';
+import type { MirrorConfig } from '../../../runtime/mirror/config';
 import { MirrorDaemon } from '../../../runtime/mirror/daemon';
 import type { runPromoteCommand } from '../../../runtime/mirror/promote-command';
 import { readState, writeState, type MirrorState } from '../../../runtime/mirror/state';
 import { SyncMode } from '../../../runtime/mirror/sync-mode';
 import { MirrorSyncClient } from '../../../runtime/shared/mirror-sync/client';
 import { getFreePort } from '../../helpers/postfix-tools';
-import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
-import { tempDir } from '../../helpers/tmp';
+import { captureLogger, waitUntil } from '../../helpers/proxy-fixtures';
+import { inProcessMirrors, type MirrorHooks } from '../../helpers/mirror-daemons';
 
-const base = tempDir('volley-mirror-sync-mode-');
-let tls: ProxyTls;
-let secretFile: string;
-const closing: (() => unknown)[] = [];
+const mirrors = inProcessMirrors('volley-mirror-sync-mode-');
+const base = mirrors.base;
+const closing = mirrors.closing;
 
-beforeAll(async () => {
-  tls = await proxyTls(base);
-  secretFile = join(base, 'mirror.secret');
-  writeFileSync(secretFile, newSecret());
-});
-afterEach(async () => {
-  for (const c of closing.splice(0)) await c();
-});
-
-async function node(name: string, ports: { self: number; peer: number }, extra: string, hooks: ConstructorParameters<typeof MirrorDaemon>[2] = {}): Promise<{ daemon: MirrorDaemon; root: string }> {
-  const root = join(base, name);
-  mkdirSync(join(root, 'spool', 'p000'), { recursive: true });
-  const config = parseMirrorConfig(
-    `persistent_path: ${root}\nlisten: 127.0.0.1:${ports.self}\npeer: 127.0.0.1:${ports.peer}\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: "${tls.fingerprint}"\nsecret_file: ${secretFile}\nadmin_listen: 127.0.0.1:0\npoll_interval: 10s\nreconnect_interval: 50ms\nmode: sync\n${extra}`,
-    join(base, `${name}.yaml`),
-  );
-  const daemon = new MirrorDaemon(config, captureLogger().logger, hooks);
-  await daemon.start();
-  closing.push(() => daemon.stop());
-  return { daemon, root };
+/** Both sides run mode sync (the secondary ignores it) with an admin port and a slow idle poll: barriers kick the scans. */
+function node(name: string, ports: { self: number; peer: number }, extra: string, hooks: MirrorHooks = {}): Promise<{ daemon: MirrorDaemon; root: string }> {
+  return mirrors.node(name, ports, `admin_listen: 127.0.0.1:0\npoll_interval: 10s\nmode: sync\n${extra}`, hooks);
 }
 
 /**
