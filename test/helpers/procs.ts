@@ -20,3 +20,13 @@ export function childrenByParent(): Map<number, number[]> {
 export function commandLine(pid: number): string[] {
   return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
 }
+
+/** Whether a process runs: signal 0 reaches it and it is not a zombie waiting to be reaped (that one has stopped). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}

@@ -9,6 +9,7 @@ import { tempDir } from '../helpers/tmp';
 import { ManualTimers } from './timers';
 import { exitCause, restartsAfter, UnitRunner } from './unit-runner';
 import { serviceSpec, parseUnitFile } from './unit-file';
+import { pidAlive } from '../helpers/procs';
 
 const ASSETS = join(__dirname, '..', '..', 'assets', 'systemd');
 const dir = tempDir('volley-units-');
@@ -40,14 +41,6 @@ function unit(name: string, text: string): void {
 }
 
 const read = (file: string): string => (existsSync(join(work, file)) ? readFileSync(join(work, file), 'utf8') : '');
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
-  } catch {
-    return false;
-  }
-};
 
 /** A main process and an orphaned, setsid()ed grandchild; both log SIGTERM and keep running. */
 function stubbornService(killMode: string): void {
@@ -73,11 +66,11 @@ describe('stop', () => {
 
     const stopped = runner.stop('stubborn.service');
     await waitUntil(() => read('terms').includes('main-term') && read('terms').includes('child-term'), 5000, () => read('terms'));
-    expect(alive(main) && alive(child)).toBe(true); // both ignore SIGTERM: no SIGKILL before the timeout
+    expect(pidAlive(main) && pidAlive(child)).toBe(true); // both ignore SIGTERM: no SIGKILL before the timeout
     expect(timers.waiting()).toEqual([5000]);
     timers.advance(5000);
     await stopped;
-    expect(alive(main) || alive(child)).toBe(false);
+    expect(pidAlive(main) || pidAlive(child)).toBe(false);
     expect(runner.status('stubborn.service')).toMatchObject({ state: 'failed', result: 'timeout' });
   });
 
@@ -90,7 +83,7 @@ describe('stop', () => {
     await waitUntil(() => read('terms').includes('main-term'));
     timers.advance(5000);
     await stopped;
-    expect(alive(child)).toBe(false);
+    expect(pidAlive(child)).toBe(false);
     expect(read('terms')).not.toContain('child-term');
   });
 
@@ -104,8 +97,8 @@ describe('stop', () => {
     await waitUntil(() => read('terms').includes('main-term'));
     timers.advance(5000);
     await stopped;
-    expect(alive(main)).toBe(false);
-    expect(alive(child)).toBe(true);
+    expect(pidAlive(main)).toBe(false);
+    expect(pidAlive(child)).toBe(true);
     expect(read('terms')).not.toContain('child-term');
     process.kill(child, 'SIGKILL');
   });
@@ -119,7 +112,7 @@ describe('stop', () => {
     await waitUntil(() => read('slow.pid') !== '');
     await runner.stop('slow');
     expect(await outcome).toBe('EUNITCANCELLED');
-    expect(alive(Number(read('slow.pid')))).toBe(false);
+    expect(pidAlive(Number(read('slow.pid')))).toBe(false);
     expect(runner.status('slow').state).toBe('inactive');
   });
 

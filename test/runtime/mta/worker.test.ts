@@ -9,7 +9,7 @@ import { UnitRunner, type UnitStatus } from '../../rehearsal/unit-runner';
 import { ADMIN_AUTH, ADMIN_TOKEN_SHA256, testConfigYaml } from '../../helpers/config';
 import { startMta, VOLLEY, type MtaProcess } from '../../helpers/mta-process';
 import { getFreePort, startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
-import { childrenByParent } from '../../helpers/procs';
+import { childrenByParent, pidAlive } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { smtpSourceWithAcks } from '../../helpers/smtp-source-acks';
@@ -33,14 +33,6 @@ afterEach(async () => {
   mta = sink = runner = undefined;
 });
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /**
  * The shipped unit, runnable here: `/opt/volley/bin/volley` becomes a wrapper
@@ -129,7 +121,7 @@ test('systemctl stop under load, through the unit runner: processes gone within 
         await r.stop(UNIT); // KillSignal= to every process, SIGKILL only once TimeoutStopSec= runs out
         // The runner's stop returns once no live process is left; the main process (this test's child) is a zombie until Node reaps it and records its exit.
         await waitUntil(() => r.status(UNIT).lastExit !== undefined, 10_000, journal);
-        const left = pids.filter(alive);
+        const left = pids.filter(pidAlive);
         const status = r.status(UNIT);
         // Started again, as the next boot would; the load retries meanwhile.
         await r.start(UNIT);
@@ -176,7 +168,7 @@ test('a worker that alone gets SIGTERM stops gracefully and is restarted: the no
   await waitUntil(() => m.proc.exitCode !== null || readyCount() >= 2, 30_000, () => m.log().slice(-2000));
   expect(m.proc.exitCode).toBeNull();
   expect(m.log()).toMatch(/"signal":"SIGTERM".*worker stopped on a signal of its own; restarting it/);
-  expect(alive(before[0])).toBe(false);
+  expect(pidAlive(before[0])).toBe(false);
   const after = childrenByParent().get(m.proc.pid!) ?? [];
   expect(after).toHaveLength(2);
   expect(after).not.toContain(before[0]);
@@ -193,5 +185,5 @@ test('a worker that alone gets SIGTERM stops gracefully and is restarted: the no
   const exited = new Promise<number | null>((res) => m.proc.once('exit', (code) => res(code)));
   process.kill(m.proc.pid!, 'SIGTERM');
   expect(await exited).toBe(0);
-  expect(after.filter(alive)).toEqual([]);
+  expect(after.filter(pidAlive)).toEqual([]);
 });

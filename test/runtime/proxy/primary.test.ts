@@ -14,6 +14,7 @@ import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '..
 import { startProxyProcess, type ProxyProcess } from '../../helpers/proxy-process';
 import { ScriptedMx } from '../../helpers/scripted-mx';
 import { tempDir } from '../../helpers/tmp';
+import { pidAlive } from '../../helpers/procs';
 
 const dir = tempDir('volley-proxy-primary-');
 const mx = new ScriptedMx();
@@ -123,16 +124,8 @@ test('SIGTERM to the primary stops every process of the node and exits 0', async
   const workers = node.workerPids();
   node.proc.kill('SIGTERM');
   expect(await node.exited).toEqual({ code: 0, signal: null });
-  const alive = (pid: number): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   // The workers were the primary's children: once it has exited they are reaped by init, or gone.
-  await waitUntil(() => workers.every((w) => !alive(w)), 10_000, () => `still alive: ${workers.filter(alive).join(', ')}`);
+  await waitUntil(() => workers.every((w) => !pidAlive(w)), 10_000, () => `still alive: ${workers.filter(pidAlive).join(', ')}`);
   expect(node.log()).toContain('proxy: stopped');
 }, 60_000);
 
@@ -210,13 +203,5 @@ test('a primary killed -9: its workers stop by themselves (no one would answer t
   const workers = node.workerPids();
   process.kill(node.proc.pid!, 'SIGKILL');
   await node.exited;
-  const alive = (pid: number): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  await waitUntil(() => workers.every((w) => !alive(w)), 15_000, () => `still alive: ${workers.filter(alive).join(', ')}`);
+  await waitUntil(() => workers.every((w) => !pidAlive(w)), 15_000, () => `still alive: ${workers.filter(pidAlive).join(', ')}`);
 }, 60_000);
