@@ -180,14 +180,19 @@ describe('the proxy reading on while transactions are in flight', () => {
     expect(log.text()).toMatch(/proxy: MTA connection idle, closed/);
   });
 
-  test('a proxy told to stop answers the transactions already pipelined to the MX, and refuses one that comes after without sending it', async () => {
+  /** Two transactions pipelined over the proxy to an MX that holds its final replies: the first body is at the MX, the second envelope went with it. */
+  async function twoPipelinedHeld() {
     const mx = await pipeliningMx([], { holdFinalMs: 300 });
     const { server, connector, target } = await setup(mx);
     const s = await connector.open(target, source, may);
     const first = s.send('s@volley.test', ['one@dest.test'], body('one'), { onBodySent: () => undefined });
     const second = s.send('s@volley.test', ['two@dest.test'], body('two'), { onBodySent: () => undefined });
-    // The first body is at the MX and its final reply held; the second envelope went with it.
     await waitUntil(() => mx.bodies.length === 1 && mx.mailsBeforeFinal === 1, 5_000, () => `bodies ${mx.bodies.length}, pipelined ${mx.mailsBeforeFinal}`);
+    return { mx, server, connector, s, first, second };
+  }
+
+  test('a proxy told to stop answers the transactions already pipelined to the MX, and refuses one that comes after without sending it', async () => {
+    const { mx, server, s, first, second } = await twoPipelinedHeld();
     const stopped = server.stop(10_000);
     const third = s.send('s@volley.test', ['three@dest.test'], body('three')).catch((e: Error) => e);
     expect((await first).recipients[0].outcome).toBe('delivered');
@@ -203,12 +208,7 @@ describe('the proxy reading on while transactions are in flight', () => {
   });
 
   test('a reload that removes the sending IP mid-run: what is pipelined to the MX is answered, then the session is QUIT, never pooled', async () => {
-    const mx = await pipeliningMx([], { holdFinalMs: 300 });
-    const { server, connector, target } = await setup(mx);
-    const s = await connector.open(target, source, may);
-    const first = s.send('s@volley.test', ['one@dest.test'], body('one'), { onBodySent: () => undefined });
-    const second = s.send('s@volley.test', ['two@dest.test'], body('two'), { onBodySent: () => undefined });
-    await waitUntil(() => mx.bodies.length === 1 && mx.mailsBeforeFinal === 1, 5_000, () => `bodies ${mx.bodies.length}, pipelined ${mx.mailsBeforeFinal}`);
+    const { mx, server, connector, s, first, second } = await twoPipelinedHeld();
     server.reload({ ...server.settings, sendingIps: ['127.0.0.3'] });
     expect((await first).recipients[0].outcome).toBe('delivered');
     expect((await second).recipients[0].outcome).toBe('delivered');

@@ -10,6 +10,7 @@ import { ScriptedMx } from '../../../../helpers/scripted-mx';
 import { inject, message } from '../../../../helpers/smtp-dialog';
 import { createTestCa } from '../../../../helpers/test-ca';
 import { tempDir } from '../../../../helpers/tmp';
+import type { DeliveryEvent } from '../../../../../runtime/mta/events/types';
 
 // DANE (RFC 7672) end to end: a real MTA process with the default policy
 // (auto) and resolver.dnssec on, whose only resolver is unbound validating a
@@ -74,17 +75,8 @@ afterAll(async () => {
   await policyHost.close();
 });
 
-interface Attempt {
-  message_id: string;
-  status: string;
-  mx_host?: string;
-  smtp_code?: number;
-  enhanced_code?: string;
-  error_kind?: string;
-  tls_policy?: string;
-  tls_verified?: boolean;
-  tls_failure?: string;
-}
+/** The attempts these tests read back: the event log's delivery events. */
+type Attempt = DeliveryEvent;
 async function finalEvent(id: string): Promise<Attempt> {
   const events = (): Attempt[] => readAttempts<Attempt>(join(dir, 'pp', 'log', 'events')).filter((e) => e.message_id === id);
   await waitUntil(() => events().length > 0, 15_000);

@@ -10,6 +10,7 @@ import { ScriptedMx } from '../../../../helpers/scripted-mx';
 import { inject, message } from '../../../../helpers/smtp-dialog';
 import { createTestCa } from '../../../../helpers/test-ca';
 import { tempDir } from '../../../../helpers/tmp';
+import type { DeliveryEvent } from '../../../../../runtime/mta/events/types';
 
 // The engine under MTA-STS, end to end: a real MTA process resolves MX records
 // and _mta-sts TXT records through a private dnsmasq, fetches the policies
@@ -76,18 +77,8 @@ afterAll(async () => {
   await policyHost.close();
 });
 
-interface Attempt {
-  message_id: string;
-  status: string;
-  mx_host?: string;
-  smtp_code?: number;
-  enhanced_code?: string;
-  smtp_text?: string;
-  error_kind?: string;
-  tls_policy?: string;
-  tls_verified?: boolean;
-  tls_failure?: string;
-}
+/** The attempts these tests read back: the event log's delivery events. */
+type Attempt = DeliveryEvent;
 async function finalEvent(id: string): Promise<Attempt> {
   const events = (): Attempt[] => readAttempts<Attempt>(join(dir, 'pp', 'log', 'events')).filter((e) => e.message_id === id);
   await waitUntil(() => events().length > 0, 15_000);
