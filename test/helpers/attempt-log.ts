@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseEventFile } from '../../runtime/mta/events/event-log';
+import { waitUntil } from './proxy-fixtures';
 
 /**
  * Every complete line of the event-log files in `dir` (not the cursors or the
@@ -24,4 +25,14 @@ export function readAttempts<T = Record<string, unknown>>(dir: string): T[] {
     for (const line of complete.split('\n')) if (line) out.push(JSON.parse(line) as T);
   }
   return out;
+}
+
+/**
+ * The events logged in `dir` for message `id`, once there is at least one
+ * (waited for with the shared poll, up to `timeoutMs`), oldest first.
+ */
+export async function attemptsFor<T extends { message_id: string }>(dir: string, id: string, timeoutMs = 15_000): Promise<T[]> {
+  const events = (): T[] => readAttempts<T>(dir).filter((e) => e.message_id === id);
+  await waitUntil(() => events().length > 0, timeoutMs, () => `no attempt logged for ${id} in ${dir}`);
+  return events();
 }

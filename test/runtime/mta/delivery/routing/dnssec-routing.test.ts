@@ -10,11 +10,10 @@ import { join } from 'node:path';
 import { deliveryConfigYaml } from '../../../../helpers/config';
 import { startDnssec, type DnssecWorld } from '../../../../helpers/dnssec';
 import { startMta, type MtaProcess } from '../../../../helpers/mta-process';
-import { waitUntil } from '../../../../helpers/proxy-fixtures';
 import { ScriptedMx } from '../../../../helpers/scripted-mx';
 import { inject, message } from '../../../../helpers/smtp-dialog';
 import { tempDir } from '../../../../helpers/tmp';
-import { readAttempts } from '../../../../helpers/attempt-log';
+import { attemptsFor } from '../../../../helpers/attempt-log';
 
 const dir = tempDir();
 const signedMx = new ScriptedMx({ address: '127.0.19.1' });
@@ -50,9 +49,8 @@ interface Attempt {
 }
 
 async function finalEvent(id: string): Promise<Attempt> {
-  const events = (): Attempt[] => readAttempts<Attempt>(join(dir, 'pp', 'log', 'events')).filter((e) => e.message_id === id);
-  await waitUntil(() => events().length > 0, 20_000, () => `no attempt logged for ${id}`);
-  return events()[0];
+  const events = await attemptsFor<Attempt>(join(dir, 'pp', 'log', 'events'), id, 20_000);
+  return events[0];
 }
 
 const send = (to: string): Promise<string> => inject(mta.smtpPort, 'a@shop.example', [to], message('dnssec'));

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deliveryConfigYaml } from '../../../../helpers/config';
-import { readAttempts } from '../../../../helpers/attempt-log';
+import { attemptsFor } from '../../../../helpers/attempt-log';
 import { rr, startDnsmasq } from '../../../../helpers/dnsmasq';
 import { HttpsPeer } from '../../../../helpers/https-peer';
 import { startMta, type MtaProcess } from '../../../../helpers/mta-process';
@@ -80,9 +80,8 @@ afterAll(async () => {
 /** The attempts these tests read back: the event log's delivery events. */
 type Attempt = DeliveryEvent;
 async function finalEvent(id: string): Promise<Attempt> {
-  const events = (): Attempt[] => readAttempts<Attempt>(join(dir, 'pp', 'log', 'events')).filter((e) => e.message_id === id);
-  await waitUntil(() => events().length > 0, 15_000);
-  return events()[events().length - 1];
+  const events = await attemptsFor<Attempt>(join(dir, 'pp', 'log', 'events'), id);
+  return events[events.length - 1];
 }
 const logLines = (): { msg?: string; mx_host?: string; tls_failure?: string; tls_policy?: string; testing?: boolean }[] =>
   mta.log().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string });
