@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fleetEndpoints, startLocalFleet } from '../helpers/local-fleet';
 import { runSmtpSource, startSmtpSink } from '../helpers/postfix-tools';
 import { childrenByParent, commandLine } from '../helpers/procs';
-import { processUsage } from './mta-metrics';
+import { processUsage, wakeups } from './mta-metrics';
 import { AttemptWatch, guard, runDeadlineMs } from './run-guard';
 
 /**
@@ -16,6 +16,8 @@ export interface FleetResult {
   elapsedMs: number;
   /** CPU per message of each part of the fleet (µs): where the two cores go. */
   cpuUsPerMsg: Record<string, number>;
+  /** Wake-ups of each part's main threads a message (mta-metrics.ts `wakeups`; not the sink, which is not Node). */
+  wakeupsPerMsg: Record<string, number>;
 }
 
 export async function measureFleet(opts: { messages: number; sessions: number; sizeBytes: number }): Promise<FleetResult> {
@@ -37,6 +39,7 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
     const parts = fleetParts(fleet.pid);
     const before = new Map([...parts].map(([name, pids]) => [name, processUsage(pids).cpuSeconds]));
     const sinkBefore = processUsage([sink.pid]).cpuSeconds;
+    const wakeupsBefore = new Map([...parts].map(([name, pids]) => [name, wakeups(pids)]));
     const t0 = Date.now();
     await guard('local fleet, timed run', (async () => {
       const r = await runSmtpSource({ port, messages: opts.messages, sessions: opts.sessions, sizeBytes: opts.sizeBytes, timeoutMs: runDeadlineMs(opts.messages) });
@@ -48,7 +51,9 @@ export async function measureFleet(opts: { messages: number; sessions: number; s
     const cpuUsPerMsg: Record<string, number> = {};
     for (const [name, pids] of parts) cpuUsPerMsg[name] = perMsg(processUsage(pids).cpuSeconds - before.get(name)!);
     cpuUsPerMsg['smtp-sink'] = perMsg(processUsage([sink.pid]).cpuSeconds - sinkBefore);
-    return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, cpuUsPerMsg };
+    const wakeupsPerMsg: Record<string, number> = {};
+    for (const [name, pids] of parts) wakeupsPerMsg[name] = Number(((wakeups(pids) - wakeupsBefore.get(name)!) / opts.messages).toFixed(2));
+    return { msgsPerSec: Math.round((opts.messages * 1000) / elapsedMs), elapsedMs, cpuUsPerMsg, wakeupsPerMsg };
   } finally {
     await fleet?.stop();
     await sink.stop();

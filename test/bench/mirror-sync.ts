@@ -21,7 +21,7 @@ import { getFreePort, runSmtpSource } from '../helpers/postfix-tools';
 import { newSecret, proxyTls, waitUntil } from '../helpers/proxy-fixtures';
 import { ownMta, runDeadlineMs } from './run-guard';
 import { cpuArithmetic, cpuPerMessage, cpuSnapshot, type CpuArithmetic } from './cpu-split';
-import { processTree } from './mta-metrics';
+import { processTree, wakeups } from './mta-metrics';
 
 export interface MirrorSyncIntakeResult {
   /** Median of the per-round ratios sync / none. */
@@ -29,6 +29,8 @@ export interface MirrorSyncIntakeResult {
   rounds: { none: number; sync: number }[];
   /** Each round's CPU µs per message, part by part (mta = primary + workers), and the 2-core arithmetic from it. */
   cpu: { none: Record<string, number>; sync: Record<string, number>; arithmetic: CpuArithmetic }[];
+  /** Each round's wake-ups a message, part by part (main threads: mta-metrics.ts `wakeups`). */
+  wakeups: { none: Record<string, number>; sync: Record<string, number> }[];
   /** The primary's last barrier latency of each sync run, ms. */
   barrierLastMs: number[];
   /** Each sync run's mean barrier latency (warm-up included) and barriers answered, from the primary mirror's histogram. */
@@ -56,6 +58,8 @@ interface RunResult {
   msgsPerSec: number;
   /** CPU µs per message of the timed part: mta (primary + workers), smtp-source, and in a sync run mirror-primary, mirror-secondary. */
   cpuUs: Record<string, number>;
+  /** Wake-ups a message of the same parts but smtp-source (not Node). */
+  wakeupsPerMsg: Record<string, number>;
   barrierLastMs?: number;
   barrierMeanMs?: number;
   barriers?: number;
@@ -102,15 +106,17 @@ async function intakeRun(load: Load, sync: boolean): Promise<RunResult> {
       const parts: Record<string, number[]> = { mta: processTree(mta.proc.pid!) };
       if (sync) Object.assign(parts, { 'mirror-primary': [mirrors[0].proc.pid!], 'mirror-secondary': [mirrors[1].proc.pid!] });
       const cpu0 = cpuSnapshot(parts);
+      const woken0 = Object.fromEntries(Object.entries(parts).map(([k, pids]) => [k, wakeups(pids)]));
       const r = await runSmtpSource({ port: mta.smtpPort, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: runDeadlineMs(load.messages) });
       const cpuUs = cpuPerMessage(cpu0, cpuSnapshot(parts), load.messages);
+      const wakeupsPerMsg = Object.fromEntries(Object.entries(parts).map(([k, pids]) => [k, Number(((wakeups(pids) - woken0[k]) / load.messages).toFixed(2))]));
       if (r.exitCode !== 0) throw new VolleyError('BENCH_MIRROR', `smtp-source failed (${r.exitCode}): ${r.stderr.slice(-1000)}`);
       const msgsPerSec = Math.round((load.messages * 1000) / r.elapsedMs);
-      if (!sync) return { msgsPerSec, cpuUs };
+      if (!sync) return { msgsPerSec, cpuUs, wakeupsPerMsg };
       const st = await mirrorStatus(adminA);
       const barrierLastMs = Number(st.sync?.barrier_last_ms);
       const mean = await barrierMean(adminA);
-      return { msgsPerSec, cpuUs, barrierLastMs, barrierMeanMs: mean.meanMs, barriers: mean.count, batches: Number(st.batches) };
+      return { msgsPerSec, cpuUs, wakeupsPerMsg, barrierLastMs, barrierMeanMs: mean.meanMs, barriers: mean.count, batches: Number(st.batches) };
     } finally {
       await stopMta();
     }
@@ -130,6 +136,7 @@ async function intakeRun(load: Load, sync: boolean): Promise<RunResult> {
 export async function measureMirrorSyncIntake(load: Load & { rounds: number }, onRound?: (i: number, r: { none: number; sync: number }) => void): Promise<MirrorSyncIntakeResult> {
   const rounds: { none: number; sync: number }[] = [];
   const cpu: MirrorSyncIntakeResult['cpu'] = [];
+  const woken: MirrorSyncIntakeResult['wakeups'] = [];
   const barrierLastMs: number[] = [];
   const barrierMeanMs: number[] = [];
   const barriers: number[] = [];
@@ -138,6 +145,7 @@ export async function measureMirrorSyncIntake(load: Load & { rounds: number }, o
     const none = await intakeRun(load, false);
     const sync = await intakeRun(load, true);
     rounds.push({ none: none.msgsPerSec, sync: sync.msgsPerSec });
+    woken.push({ none: none.wakeupsPerMsg, sync: sync.wakeupsPerMsg });
     cpu.push({ none: none.cpuUs, sync: sync.cpuUs, arithmetic: cpuArithmetic({ none, sync: { msgsPerSec: sync.msgsPerSec, cpuUs: sync.cpuUs } }) });
     if (sync.barrierLastMs !== undefined) barrierLastMs.push(sync.barrierLastMs);
     if (sync.barrierMeanMs !== undefined) barrierMeanMs.push(sync.barrierMeanMs);
@@ -148,14 +156,14 @@ export async function measureMirrorSyncIntake(load: Load & { rounds: number }, o
   const ratios = rounds.map((r) => r.sync / r.none).sort((a, b) => a - b);
   const mid = Math.floor(ratios.length / 2);
   const ratio = ratios.length % 2 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2;
-  return { ratio: Number(ratio.toFixed(2)), rounds, cpu, barrierLastMs, barrierMeanMs, barriers, batches };
+  return { ratio: Number(ratio.toFixed(2)), rounds, cpu, wakeups: woken, barrierLastMs, barrierMeanMs, barriers, batches };
 }
 
 /** The CPU lines of a result: per round, part by part, and the 2-core arithmetic. */
 export function mirrorSyncCpuLines(r: MirrorSyncIntakeResult): string[] {
   const parts = (c: Record<string, number>): string => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ');
   return r.cpu.flatMap((c, i) => [
-    `  round ${i + 1} CPU us/msg: none ${c.arithmetic.noneUs} (${parts(c.none)}); sync ${c.arithmetic.syncUs} (${parts(c.sync)})`,
+    `  round ${i + 1} CPU us/msg: none ${c.arithmetic.noneUs} (${parts(c.none)}); sync ${c.arithmetic.syncUs} (${parts(c.sync)}); wake-ups a message: none ${parts(r.wakeups[i].none)}; sync ${parts(r.wakeups[i].sync)}`,
     `  round ${i + 1}: cores busy none ${c.arithmetic.noneBusy}, sync ${c.arithmetic.syncBusy}; the mirrors' share of the sync run's CPU ${c.arithmetic.mirrorShare} (secondary ${c.arithmetic.secondaryShare}); ratio with the secondary on its own machine (estimate, CPU-bound runs only) ${c.arithmetic.ratioSecondaryElsewhere}; ceiling when the cores bound both runs ${c.arithmetic.cpuBoundRatio}, ${c.arithmetic.cpuBoundRatioSecondaryElsewhere} with the secondary elsewhere`,
   ]);
 }

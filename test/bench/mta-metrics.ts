@@ -41,6 +41,18 @@ export function processUsage(pids: number[]): { cpuSeconds: number; rssBytes: nu
   return { cpuSeconds: ticks / 100, rssBytes: rss };
 }
 
+/**
+ * Times the main threads of `pids` went to sleep and were woken again
+ * (voluntary context switches): a process's wake-ups. On a VM each costs tens
+ * of µs of CPU whatever the code it runs (hop-cost.ts), so wake-ups a
+ * message put a floor under a hop's CPU a message.
+ */
+export function wakeups(pids: number[]): number {
+  let n = 0;
+  for (const pid of pids) n += processCounters(pid)?.voluntarySwitches ?? 0;
+  return n;
+}
+
 /** The MTA's processes: the primary and its workers. */
 export function processTree(rootPid: number): number[] {
   return [rootPid, ...(childrenByParent().get(rootPid) ?? [])];

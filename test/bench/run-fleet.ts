@@ -17,8 +17,8 @@ async function main(): Promise<void> {
   for (let i = 0; i < rounds; i++) {
     const r = await measureFleet(load);
     const load1 = loadavg()[0].toFixed(1);
-    process.stdout.write(`round ${i + 1}: ${r.msgsPerSec} msg/s, CPU µs a message ${JSON.stringify(r.cpuUsPerMsg)}, load ${load1}\n`);
-    runs.push({ fleet_msgs_per_s: r.msgsPerSec, cpu_us_per_msg: r.cpuUsPerMsg, load1 });
+    process.stdout.write(`round ${i + 1}: ${r.msgsPerSec} msg/s, CPU µs a message ${JSON.stringify(r.cpuUsPerMsg)}, wake-ups a message ${JSON.stringify(r.wakeupsPerMsg)}, load ${load1}\n`);
+    runs.push({ fleet_msgs_per_s: r.msgsPerSec, cpu_us_per_msg: r.cpuUsPerMsg, wakeups_per_msg: r.wakeupsPerMsg, load1 });
   }
   process.stdout.write(`BENCH ${JSON.stringify({ cores: availableParallelism(), runs })}\n`);
 }

@@ -1,6 +1,6 @@
 // The workers bench's figures: the ratio at the same load per worker pairs
 // each round's runs, and a run's CPU split adds up the primary and workers.
-import { countersPer, processCounters, type ProcessCounters } from './mta-metrics';
+import { countersPer, processCounters, wakeups, type ProcessCounters } from './mta-metrics';
 import { cpuSplit, sameLoadPerWorkerFigures, workersCpuFigures, type WorkersRun } from './workers-cpu';
 
 const counters = (cpu: number, wakeups = 0): ProcessCounters => ({ userSeconds: cpu / 2, sysSeconds: cpu / 2, voluntarySwitches: wakeups, involuntarySwitches: 0, diskWriteBytes: 0, writeCalls: 0, readCalls: 0 });
@@ -37,4 +37,14 @@ test('counters per message subtract before from after and divide; a process that
   const own = processCounters(process.pid);
   expect(own && Object.values(own).every(Number.isFinite)).toBe(true);
   expect(processCounters(2 ** 22 + 1)).toBeUndefined(); // above pid_max: never a process
+});
+
+test("wake-ups count each time a process's main thread slept and was woken again; a gone process counts none", () => {
+  const before = wakeups([process.pid]);
+  // Each wait blocks the main thread on a futex until its timeout: it sleeps every time (a timer in the event
+  // loop need not: one that is already due when the loop looks runs without a sleep).
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 5; i++) Atomics.wait(cell, 0, 0, 2);
+  expect(wakeups([process.pid]) - before).toBeGreaterThanOrEqual(5);
+  expect(wakeups([2 ** 22 + 1])).toBe(0);
 });
