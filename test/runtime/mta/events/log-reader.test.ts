@@ -69,3 +69,17 @@ test('a new sink starts at the end of the log; a bounded reader stops at its end
   expect((await bounded.read(100)).lines).toEqual([]);
   await Promise.all([fresh.close(), bounded.close(), w0.close()]);
 });
+
+test('a sink that starts while a producer\'s file ends in a line torn by a crash gets the first event the producer writes after its restart', async () => {
+  const dir = join(root, 'torn-end');
+  mkdirSync(dir);
+  const file = join(dir, eventFileName('w0', 0, 1));
+  // The node crashed mid-write; the primary builds a new sink's cursor before the worker restarts and cuts the tail.
+  writeFileSync(file, `${JSON.stringify(event(1))}\n{"message_id":"torn","recipient":"x@y.example","st`);
+  const end = endCursor(dir);
+  const w0 = new EventLog({ dir, name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  await w0.write([event(2), event(3)]);
+  const fresh = new LogReader(dir, end);
+  expect(ids((await fresh.read(100)).lines)).toEqual(['m2', 'm3']);
+  await Promise.all([fresh.close(), w0.close()]);
+});
