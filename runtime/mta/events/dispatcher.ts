@@ -213,7 +213,7 @@ export class Dispatcher {
   /** One round; true when there is more to read at once. */
   private async step(): Promise<boolean> {
     const { sink } = this.options;
-    if (this.options.maxQueue !== undefined && this.now() - this.lastBound >= (this.options.boundEveryMs ?? 1000)) {
+    if (this.options.maxQueue !== undefined && this.elapsed(this.lastBound) >= (this.options.boundEveryMs ?? 1000)) {
       this.lastBound = this.now();
       await this.bound(this.options.maxQueue);
     }
@@ -245,7 +245,7 @@ export class Dispatcher {
       this.lines.push(line);
       this.events.push(event);
     }
-    const waited = this.now() - this.firstAt >= sink.maxWaitMs;
+    const waited = this.elapsed(this.firstAt) >= sink.maxWaitMs;
     const ready = this.lines.length >= sink.batchSize || (this.lines.length > 0 && (waited || (!more && !sink.fillBatches)));
     if (ready) this.send();
     else if (this.lines.length === 0) this.progress();
@@ -335,7 +335,7 @@ export class Dispatcher {
   private save(): void {
     this.dirty = true;
     if (this.saving || this.saveTimer || this.closed) return; // close() writes the last one
-    const wait = this.lastSaveAt + (this.options.saveEveryMs ?? 0) - this.now();
+    const wait = (this.options.saveEveryMs ?? 0) - this.elapsed(this.lastSaveAt);
     if (wait <= 0) return this.flush();
     this.saveTimer = setTimeout(() => {
       this.saveTimer = undefined;
@@ -396,6 +396,17 @@ export class Dispatcher {
     for (const s of skip) if (!lastOf.has(s.producer) || compareFiles(s.file, lastOf.get(s.producer)!) > 0) lastOf.set(s.producer, s.file);
     for (const [producer, file] of lastOf) await this.reader.skipPast(producer, file);
     if (this.lines.length === 0) this.progress();
+  }
+
+  /**
+   * Milliseconds since `since` on the wall clock; a clock stepped back (NTP)
+   * counts as the interval over. Waiting for the clock to come back would
+   * hold every cursor write (a crash then resends all that was acknowledged
+   * meanwhile) and a batch waiting to fill, for as long as the step.
+   */
+  private elapsed(since: number): number {
+    const d = this.now() - since;
+    return d < 0 ? Infinity : d;
   }
 
   private sleep(ms: number): Promise<void> {

@@ -237,3 +237,50 @@ test('a dead sink does not slow a live one: the live one gets every event while 
   expect(dead.acked).toHaveLength(0);
   await Promise.all([dl.close(), dd.close(), dead.close(), ...logs.map((l) => l.close())]);
 });
+
+test('a clock stepped back does not stop the cursor being saved: a restart after it resends only what was in flight', async () => {
+  const dir = join(root, 'clock-back-save');
+  const log = writer(dir);
+  const saved: Cursor[] = [];
+  const sink = new MemorySink('hook', 'ack', 10, 1);
+  let now = 1_000_000_000;
+  const d = dispatcher(dir, sink, { now: () => now, commit: async (c) => void saved.push(c) });
+  d.start();
+  try {
+    await log.write(range(0, 5));
+    await waitUntil(() => saved.at(-1)?.w0?.offset === endCursor(dir).w0.offset);
+    // NTP steps the wall clock back an hour; acknowledgements go on.
+    now -= 3_600_000;
+    await log.write(range(5, 10));
+    await waitUntil(() => sink.acked.length === 2);
+    await waitUntil(() => saved.at(-1)?.w0?.offset === endCursor(dir).w0.offset, 5_000, () => `saved ${JSON.stringify(saved.at(-1))}, end ${JSON.stringify(endCursor(dir))}`);
+    expect(d.durablePosition()).toEqual(endCursor(dir));
+  } finally {
+    await d.close();
+    await log.close();
+  }
+});
+
+test('a clock stepped back does not hold a batch that waits to fill for as long as the step', async () => {
+  const dir = join(root, 'clock-back-fill');
+  const log = writer(dir);
+  const sink = new MemorySink('acct', 'ack', 10, 1, 200);
+  sink.fillBatches = true;
+  let now = 1_000_000_000;
+  const d = dispatcher(dir, sink, { now: () => now });
+  d.start();
+  try {
+    await log.write(range(0, 3));
+    await waitUntil(async () => {
+      const st = await d.status();
+      return st.waitingEvents === 3 && st.waitingBytes === 0;
+    });
+    expect(sink.offered).toHaveLength(0);
+    now -= 3_600_000;
+    await waitUntil(() => sink.acked.length === 1);
+    expect(msgIds(sink)).toEqual(range(0, 3).map((e) => e.message_id));
+  } finally {
+    await d.close();
+    await log.close();
+  }
+});
