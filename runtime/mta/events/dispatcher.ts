@@ -378,10 +378,20 @@ export class Dispatcher {
     const spans = this.reader.unread();
     let total = spans.reduce((n, s) => n + s.to - s.from, 0);
     if (total <= maxQueue) return;
-    const closed = spans.filter((s) => s.closed).sort((a, b) => a.file.slice(a.producer.length).localeCompare(b.file.slice(b.producer.length)) || compareFiles(a.file, b.file));
+    // Oldest first across producers by the start time in the names, but each
+    // producer's files strictly in their own order (sequence): after a clock
+    // stepped back a later file has an older stamp, and skipping it first
+    // would move the reader past earlier files that no record names.
+    const queues = new Map<string, UnreadSpan[]>();
+    for (const s of spans.filter((x) => x.closed)) queues.set(s.producer, [...(queues.get(s.producer) ?? []), s]);
+    for (const q of queues.values()) q.sort((a, b) => compareFiles(a.file, b.file));
+    const stamp = (s: UnreadSpan): string => s.file.slice(s.producer.length);
     const skip: UnreadSpan[] = [];
-    for (const s of closed) {
-      if (total <= maxQueue) break;
+    while (total > maxQueue) {
+      let pick: UnreadSpan[] | undefined;
+      for (const q of queues.values()) if (q.length > 0 && (!pick || stamp(q[0]) < stamp(pick[0]))) pick = q;
+      if (!pick) break;
+      const s = pick.shift()!;
       skip.push(s);
       total -= s.to - s.from;
     }

@@ -1,8 +1,9 @@
 import { join } from 'node:path';
 import pino from 'pino';
 import { CursorStore } from '../../../../runtime/mta/events/cursor-store';
-import { Dispatcher, type AckedAhead } from '../../../../runtime/mta/events/dispatcher';
-import { EventLog } from '../../../../runtime/mta/events/event-log';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Dispatcher, type AckedAhead, type SkipRecord } from '../../../../runtime/mta/events/dispatcher';
+import { EventLog, eventFileName } from '../../../../runtime/mta/events/event-log';
 import { endCursor, type Cursor } from '../../../../runtime/mta/events/log-reader';
 import type { NewEvent } from '../../../../runtime/mta/events/types';
 import { MemorySink } from '../../../helpers/event-sink';
@@ -282,5 +283,31 @@ test('a clock stepped back does not hold a batch that waits to fill for as long 
   } finally {
     await d.close();
     await log.close();
+  }
+});
+
+test('the bound skips each producer\'s files oldest first even when the clock stepped back between them: nothing is passed over without a record', async () => {
+  const dir = join(root, 'bound-clock-back');
+  mkdirSync(dir, { recursive: true });
+  const lines = (from: number, to: number): string => range(from, to).map((e, i) => `${JSON.stringify({ ...e, event_id: `e${from + i}` })}\n`).join('');
+  const hour = 3_600_000;
+  const t = Date.UTC(2026, 11, 5, 10);
+  // w0's second file was started after the clock was stepped back an hour: its stamp is older than the first's.
+  writeFileSync(join(dir, eventFileName('w0', t, 1)), lines(0, 5));
+  writeFileSync(join(dir, eventFileName('w0', t - hour, 2)), lines(5, 10));
+  writeFileSync(join(dir, eventFileName('w0', t - hour + 60_000, 3)), lines(10, 15));
+  const fileSize = lines(0, 5).length;
+  const skips: SkipRecord[] = [];
+  const sink = new MemorySink('hook', 'ack', 100, 1);
+  // Past the bound by one file.
+  const d = dispatcher(dir, sink, { maxQueue: 2 * fileSize + 100, onSkip: async (r) => void skips.push(r) });
+  d.start();
+  try {
+    await waitUntil(() => skips.length === 1 && sink.events().length === 10, 5_000, () => `skipped ${JSON.stringify(skips.map((r) => r.files))}, sent ${msgIds(sink).join(' ')}`);
+    expect(skips[0].files.map((f) => f.file)).toEqual([eventFileName('w0', t, 1)]);
+    expect(skips[0].events).toBe(5);
+    expect(msgIds(sink)).toEqual(range(5, 15).map((e) => e.message_id));
+  } finally {
+    await d.close();
   }
 });
