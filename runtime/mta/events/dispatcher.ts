@@ -228,6 +228,9 @@ export class Dispatcher {
       let event: VolleyEvent;
       try {
         event = JSON.parse(line) as VolleyEvent;
+        // JSON but no event (`null`, a number): reading its fields would throw
+        // out of this loop and drop the lines after it, read but never sent.
+        if (typeof event !== 'object' || event === null || Array.isArray(event)) throw new Error('not a JSON object');
       } catch (err) {
         // Never written by the log (it writes whole lines): a damaged disk or a hand edit. Said, counted, passed.
         this.corrupt++;

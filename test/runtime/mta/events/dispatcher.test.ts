@@ -311,3 +311,20 @@ test('the bound skips each producer\'s files oldest first even when the clock st
     await d.close();
   }
 });
+
+test('a damaged line that is JSON but not an event is passed over like any unreadable one, and the lines after it are still sent', async () => {
+  const dir = join(root, 'not-an-event');
+  mkdirSync(dir, { recursive: true });
+  const line = (n: number): string => `${JSON.stringify({ ...event(n), event_id: `e${n}` })}\n`;
+  writeFileSync(join(dir, eventFileName('w0', Date.UTC(2026, 11, 5), 1)), `${line(0)}null\n${line(1)}42\n${line(2)}`);
+  const sink = new MemorySink('hook', 'ack', 100, 1);
+  const d = dispatcher(dir, sink);
+  d.start();
+  try {
+    await waitUntil(() => sink.events().length === 3, 5_000, () => `sent ${msgIds(sink).join(' ')}`);
+    expect(msgIds(sink)).toEqual(['m0', 'm1', 'm2']);
+    expect((await d.status()).corruptLines).toBe(2);
+  } finally {
+    await d.close();
+  }
+});
