@@ -148,7 +148,16 @@ export class LogReader {
         more = true;
         break;
       }
-      if (await this.readProducer(producer, files.get(producer) ?? [], maxLines - lines.length, lines)) more = true;
+      try {
+        if (await this.readProducer(producer, files.get(producer) ?? [], maxLines - lines.length, lines)) more = true;
+      } catch (err) {
+        // Lines already taken have moved their producers' positions: thrown
+        // away with the error, they would never be read again. They are
+        // returned; the failing file is tried again at the next call.
+        if (lines.length === 0) throw err;
+        more = true;
+        break;
+      }
     }
     this.turn++;
     return { lines, more };

@@ -83,3 +83,16 @@ test('a sink that starts while a producer\'s file ends in a line torn by a crash
   expect(ids((await fresh.read(100)).lines)).toEqual(['m2', 'm3']);
   await Promise.all([fresh.close(), w0.close()]);
 });
+
+test('a file one producer cannot read does not cost the lines already read from another in the same call', async () => {
+  const dir = join(root, 'one-fails');
+  const w0 = new EventLog({ dir, name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  await w0.write([event(1), event(2)]);
+  // w1's file cannot be read (here a directory in its place: EISDIR; in life EMFILE, EIO).
+  mkdirSync(join(dir, eventFileName('w1', 0, 1)));
+  const reader = new LogReader(dir, {});
+  const got: string[] = [];
+  for (let i = 0; i < 2; i++) got.push(...(await reader.read(100).then((r) => r.lines, () => [])));
+  expect(ids(got)).toEqual(['m1', 'm2']);
+  await Promise.all([reader.close(), w0.close()]);
+});
