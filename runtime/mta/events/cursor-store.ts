@@ -10,9 +10,18 @@ import { errorCode, VolleyError } from '../../shared/errors';
 import type { AckedAhead } from './dispatcher';
 import type { Cursor } from './log-reader';
 
-/** Writes `body` to `path` so that a crash leaves the old content or the new. */
+/** Numbers the temporary files of this process: two writes of one path at once must not share one. */
+let tmpSeq = 0;
+
+/**
+ * Writes `body` to `path` so that a crash leaves the old content or the new.
+ * Two writes may overlap (a new sink's first cursor and its first
+ * acknowledgement; retention's sweep and a file shipped): each has a
+ * temporary file of its own, or one would truncate the file the other is
+ * about to rename into place.
+ */
 export async function writeFileDurably(path: string, body: string): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}-${++tmpSeq}.tmp`);
   try {
     const fh = await open(tmp, 'w', 0o644);
     try {

@@ -213,7 +213,7 @@ export class Dispatcher {
   /** One round; true when there is more to read at once. */
   private async step(): Promise<boolean> {
     const { sink } = this.options;
-    if (this.options.maxQueue !== undefined && this.now() - this.lastBound >= (this.options.boundEveryMs ?? 1000)) {
+    if (this.options.maxQueue !== undefined && this.elapsed(this.lastBound) >= (this.options.boundEveryMs ?? 1000)) {
       this.lastBound = this.now();
       await this.bound(this.options.maxQueue);
     }
@@ -228,6 +228,9 @@ export class Dispatcher {
       let event: VolleyEvent;
       try {
         event = JSON.parse(line) as VolleyEvent;
+        // JSON but no event (`null`, a number): reading its fields would throw
+        // out of this loop and drop the lines after it, read but never sent.
+        if (typeof event !== 'object' || event === null || Array.isArray(event)) throw new Error('not a JSON object');
       } catch (err) {
         // Never written by the log (it writes whole lines): a damaged disk or a hand edit. Said, counted, passed.
         this.corrupt++;
@@ -245,7 +248,7 @@ export class Dispatcher {
       this.lines.push(line);
       this.events.push(event);
     }
-    const waited = this.now() - this.firstAt >= sink.maxWaitMs;
+    const waited = this.elapsed(this.firstAt) >= sink.maxWaitMs;
     const ready = this.lines.length >= sink.batchSize || (this.lines.length > 0 && (waited || (!more && !sink.fillBatches)));
     if (ready) this.send();
     else if (this.lines.length === 0) this.progress();
@@ -335,7 +338,7 @@ export class Dispatcher {
   private save(): void {
     this.dirty = true;
     if (this.saving || this.saveTimer || this.closed) return; // close() writes the last one
-    const wait = this.lastSaveAt + (this.options.saveEveryMs ?? 0) - this.now();
+    const wait = (this.options.saveEveryMs ?? 0) - this.elapsed(this.lastSaveAt);
     if (wait <= 0) return this.flush();
     this.saveTimer = setTimeout(() => {
       this.saveTimer = undefined;
@@ -378,10 +381,20 @@ export class Dispatcher {
     const spans = this.reader.unread();
     let total = spans.reduce((n, s) => n + s.to - s.from, 0);
     if (total <= maxQueue) return;
-    const closed = spans.filter((s) => s.closed).sort((a, b) => a.file.slice(a.producer.length).localeCompare(b.file.slice(b.producer.length)) || compareFiles(a.file, b.file));
+    // Oldest first across producers by the start time in the names, but each
+    // producer's files strictly in their own order (sequence): after a clock
+    // stepped back a later file has an older stamp, and skipping it first
+    // would move the reader past earlier files that no record names.
+    const queues = new Map<string, UnreadSpan[]>();
+    for (const s of spans.filter((x) => x.closed)) queues.set(s.producer, [...(queues.get(s.producer) ?? []), s]);
+    for (const q of queues.values()) q.sort((a, b) => compareFiles(a.file, b.file));
+    const stamp = (s: UnreadSpan): string => s.file.slice(s.producer.length);
     const skip: UnreadSpan[] = [];
-    for (const s of closed) {
-      if (total <= maxQueue) break;
+    while (total > maxQueue) {
+      let pick: UnreadSpan[] | undefined;
+      for (const q of queues.values()) if (q.length > 0 && (!pick || stamp(q[0]) < stamp(pick[0]))) pick = q;
+      if (!pick) break;
+      const s = pick.shift()!;
       skip.push(s);
       total -= s.to - s.from;
     }
@@ -396,6 +409,17 @@ export class Dispatcher {
     for (const s of skip) if (!lastOf.has(s.producer) || compareFiles(s.file, lastOf.get(s.producer)!) > 0) lastOf.set(s.producer, s.file);
     for (const [producer, file] of lastOf) await this.reader.skipPast(producer, file);
     if (this.lines.length === 0) this.progress();
+  }
+
+  /**
+   * Milliseconds since `since` on the wall clock; a clock stepped back (NTP)
+   * counts as the interval over. Waiting for the clock to come back would
+   * hold every cursor write (a crash then resends all that was acknowledged
+   * meanwhile) and a batch waiting to fill, for as long as the step.
+   */
+  private elapsed(since: number): number {
+    const d = this.now() - since;
+    return d < 0 ? Infinity : d;
   }
 
   private sleep(ms: number): Promise<void> {

@@ -3,7 +3,7 @@
 // the producer's next one once that exists (a closed file is never written
 // again). A partial last line is being written, or was torn by a crash and is
 // cut at the producer's restart: it is never returned.
-import { statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorCode } from '../../shared/errors';
@@ -54,9 +54,39 @@ export function endCursor(dir: string): Cursor {
   const out: Cursor = {};
   for (const [producer, files] of listEventFiles(dir)) {
     const last = files.at(-1)!;
-    out[producer] = { file: last.name, offset: completeSize(join(dir, last.name)) };
+    out[producer] = { file: last.name, offset: completeLinesEnd(join(dir, last.name)) };
   }
   return out;
+}
+
+/**
+ * Where a file's last complete line ends. The newest file of a producer
+ * that crashed mid-write ends in part of a line, which its restart cuts off
+ * and writes over: a cursor past the last newline would land inside the
+ * producer's next line, and that event would be read as a broken line and
+ * passed over.
+ */
+function completeLinesEnd(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return 0;
+    throw err;
+  }
+  try {
+    const chunk = Buffer.allocUnsafe(64 * 1024);
+    for (let end = fstatSync(fd).size; end > 0; ) {
+      const start = Math.max(0, end - chunk.length);
+      const got = readSync(fd, chunk, 0, end - start, start);
+      const nl = chunk.subarray(0, got).lastIndexOf(0x0a);
+      if (nl >= 0) return start + nl + 1;
+      end = start;
+    }
+    return 0;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** The start of every file still present: where a replay begins. */
@@ -66,7 +96,7 @@ export function startCursor(dir: string): Cursor {
   return out;
 }
 
-/** A file's size; a producer's newest file may end in a partial line, which is not counted by readers (see read). */
+/** A file's size; a producer's newest file may end in a partial line, which readers do not return (see read). */
 function completeSize(path: string): number {
   try {
     return statSync(path).size;
@@ -118,7 +148,16 @@ export class LogReader {
         more = true;
         break;
       }
-      if (await this.readProducer(producer, files.get(producer) ?? [], maxLines - lines.length, lines)) more = true;
+      try {
+        if (await this.readProducer(producer, files.get(producer) ?? [], maxLines - lines.length, lines)) more = true;
+      } catch (err) {
+        // Lines already taken have moved their producers' positions: thrown
+        // away with the error, they would never be read again. They are
+        // returned; the failing file is tried again at the next call.
+        if (lines.length === 0) throw err;
+        more = true;
+        break;
+      }
     }
     this.turn++;
     return { lines, more };

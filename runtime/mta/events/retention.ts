@@ -69,12 +69,13 @@ export class Retention implements ShipSource {
   private async deleteUnneeded(): Promise<void> {
     const { hasBatchSinks, shipsEvents, keepLocal } = this.options;
     if (!hasBatchSinks && !shipsEvents) return;
-    const positions = this.options.positions();
     const files = listEventFiles(this.options.dir);
     let removed = 0;
     for (const [producer, list] of files) {
       for (const f of list.slice(0, -1)) {
-        const read = positions.every((p) => p[producer] && compareFiles(p[producer].file, f.name) > 0);
+        // Looked at again before each file: a replay started while an earlier
+        // deletion was awaited reads from files this sweep would otherwise take.
+        const read = this.options.positions().every((p) => p[producer] && compareFiles(p[producer].file, f.name) > 0);
         if (!read) break; // later files of the producer are not read either
         if (shipsEvents && (keepLocal || !this.inS3.has(f.name))) continue;
         try {

@@ -5,6 +5,7 @@
 // <persistent>/inbound/unmatched/ and still answered 250: a report is taken
 // once, never bounced back to a mailer daemon that cannot read a bounce.
 
+import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { endSocket } from '../../shared/end-socket';
 import { listen } from '../../shared/listen';
 import { BounceClassifier } from '../delivery/records/bounce-category';
 import { Verp } from '../delivery/records/verp';
-import type { EventWriter } from '../events/types';
+import type { EventWriter, NewEvent } from '../events/types';
 import { isValidMailbox } from '../intake/address';
 import { receivedHeader } from '../intake/headers';
 import { reply, type Reply } from '../intake/smtp/reply';
@@ -69,6 +70,7 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
       result = { ok: false, reason: 'unparseable', detail: `parsing failed: ${(err as Error).message}` };
     }
     if (result.ok) {
+      setReportEventIds(raw, result.events);
       try {
         if (result.events.length > 0) await deps.events.write(result.events);
       } catch (err) {
@@ -160,4 +162,23 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
         if (sessions.size === 0) clearTimeout(timer);
       }),
   };
+}
+
+/**
+ * Names each event of a report by the report itself: a SHA-256 of its bytes
+ * and of what the event says, as a UUID (version 8). A sender that did not
+ * hear our 250 (a connection cut, a node killed after the write) sends the
+ * same bytes again, perhaps to another node of the fleet; random ids would
+ * make that a second bounce or complaint no sink could tell apart, these make
+ * it the same event_id, which every receiver deduplicates on.
+ */
+export function setReportEventIds(raw: Buffer, events: NewEvent[]): void {
+  const report = createHash('sha256').update(raw).digest('hex');
+  events.forEach((e, i) => {
+    const h = createHash('sha256').update(`volley-inbound-report-1\0${report}\0${i}\0${e.event}\0${e.message_id ?? ''}\0${e.recipient ?? ''}`).digest();
+    h[6] = (h[6] & 0x0f) | 0x80;
+    h[8] = (h[8] & 0x3f) | 0x80;
+    const x = h.toString('hex', 0, 16);
+    e.event_id = `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+  });
 }

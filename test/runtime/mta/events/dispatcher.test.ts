@@ -1,8 +1,9 @@
 import { join } from 'node:path';
 import pino from 'pino';
 import { CursorStore } from '../../../../runtime/mta/events/cursor-store';
-import { Dispatcher, type AckedAhead } from '../../../../runtime/mta/events/dispatcher';
-import { EventLog } from '../../../../runtime/mta/events/event-log';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Dispatcher, type AckedAhead, type SkipRecord } from '../../../../runtime/mta/events/dispatcher';
+import { EventLog, eventFileName } from '../../../../runtime/mta/events/event-log';
 import { endCursor, type Cursor } from '../../../../runtime/mta/events/log-reader';
 import type { NewEvent } from '../../../../runtime/mta/events/types';
 import { MemorySink } from '../../../helpers/event-sink';
@@ -236,4 +237,94 @@ test('a dead sink does not slow a live one: the live one gets every event while 
   expect(dead.offered).toHaveLength(2);
   expect(dead.acked).toHaveLength(0);
   await Promise.all([dl.close(), dd.close(), dead.close(), ...logs.map((l) => l.close())]);
+});
+
+test('a clock stepped back does not stop the cursor being saved: a restart after it resends only what was in flight', async () => {
+  const dir = join(root, 'clock-back-save');
+  const log = writer(dir);
+  const saved: Cursor[] = [];
+  const sink = new MemorySink('hook', 'ack', 10, 1);
+  let now = 1_000_000_000;
+  const d = dispatcher(dir, sink, { now: () => now, commit: async (c) => void saved.push(c) });
+  d.start();
+  try {
+    await log.write(range(0, 5));
+    await waitUntil(() => saved.at(-1)?.w0?.offset === endCursor(dir).w0.offset);
+    // NTP steps the wall clock back an hour; acknowledgements go on.
+    now -= 3_600_000;
+    await log.write(range(5, 10));
+    await waitUntil(() => sink.acked.length === 2);
+    await waitUntil(() => saved.at(-1)?.w0?.offset === endCursor(dir).w0.offset, 5_000, () => `saved ${JSON.stringify(saved.at(-1))}, end ${JSON.stringify(endCursor(dir))}`);
+    expect(d.durablePosition()).toEqual(endCursor(dir));
+  } finally {
+    await d.close();
+    await log.close();
+  }
+});
+
+test('a clock stepped back does not hold a batch that waits to fill for as long as the step', async () => {
+  const dir = join(root, 'clock-back-fill');
+  const log = writer(dir);
+  const sink = new MemorySink('acct', 'ack', 10, 1, 200);
+  sink.fillBatches = true;
+  let now = 1_000_000_000;
+  const d = dispatcher(dir, sink, { now: () => now });
+  d.start();
+  try {
+    await log.write(range(0, 3));
+    await waitUntil(async () => {
+      const st = await d.status();
+      return st.waitingEvents === 3 && st.waitingBytes === 0;
+    });
+    expect(sink.offered).toHaveLength(0);
+    now -= 3_600_000;
+    await waitUntil(() => sink.acked.length === 1);
+    expect(msgIds(sink)).toEqual(range(0, 3).map((e) => e.message_id));
+  } finally {
+    await d.close();
+    await log.close();
+  }
+});
+
+test('the bound skips each producer\'s files oldest first even when the clock stepped back between them: nothing is passed over without a record', async () => {
+  const dir = join(root, 'bound-clock-back');
+  mkdirSync(dir, { recursive: true });
+  const lines = (from: number, to: number): string => range(from, to).map((e, i) => `${JSON.stringify({ ...e, event_id: `e${from + i}` })}\n`).join('');
+  const hour = 3_600_000;
+  const t = Date.UTC(2026, 11, 5, 10);
+  // w0's second file was started after the clock was stepped back an hour: its stamp is older than the first's.
+  writeFileSync(join(dir, eventFileName('w0', t, 1)), lines(0, 5));
+  writeFileSync(join(dir, eventFileName('w0', t - hour, 2)), lines(5, 10));
+  writeFileSync(join(dir, eventFileName('w0', t - hour + 60_000, 3)), lines(10, 15));
+  const fileSize = lines(0, 5).length;
+  const skips: SkipRecord[] = [];
+  const sink = new MemorySink('hook', 'ack', 100, 1);
+  // Past the bound by one file.
+  const d = dispatcher(dir, sink, { maxQueue: 2 * fileSize + 100, onSkip: async (r) => void skips.push(r) });
+  d.start();
+  try {
+    await waitUntil(() => skips.length === 1 && sink.events().length === 10, 5_000, () => `skipped ${JSON.stringify(skips.map((r) => r.files))}, sent ${msgIds(sink).join(' ')}`);
+    expect(skips[0].files.map((f) => f.file)).toEqual([eventFileName('w0', t, 1)]);
+    expect(skips[0].events).toBe(5);
+    expect(msgIds(sink)).toEqual(range(5, 15).map((e) => e.message_id));
+  } finally {
+    await d.close();
+  }
+});
+
+test('a damaged line that is JSON but not an event is passed over like any unreadable one, and the lines after it are still sent', async () => {
+  const dir = join(root, 'not-an-event');
+  mkdirSync(dir, { recursive: true });
+  const line = (n: number): string => `${JSON.stringify({ ...event(n), event_id: `e${n}` })}\n`;
+  writeFileSync(join(dir, eventFileName('w0', Date.UTC(2026, 11, 5), 1)), `${line(0)}null\n${line(1)}42\n${line(2)}`);
+  const sink = new MemorySink('hook', 'ack', 100, 1);
+  const d = dispatcher(dir, sink);
+  d.start();
+  try {
+    await waitUntil(() => sink.events().length === 3, 5_000, () => `sent ${msgIds(sink).join(' ')}`);
+    expect(msgIds(sink)).toEqual(['m0', 'm1', 'm2']);
+    expect((await d.status()).corruptLines).toBe(2);
+  } finally {
+    await d.close();
+  }
 });

@@ -69,3 +69,30 @@ test('a new sink starts at the end of the log; a bounded reader stops at its end
   expect((await bounded.read(100)).lines).toEqual([]);
   await Promise.all([fresh.close(), bounded.close(), w0.close()]);
 });
+
+test('a sink that starts while a producer\'s file ends in a line torn by a crash gets the first event the producer writes after its restart', async () => {
+  const dir = join(root, 'torn-end');
+  mkdirSync(dir);
+  const file = join(dir, eventFileName('w0', 0, 1));
+  // The node crashed mid-write; the primary builds a new sink's cursor before the worker restarts and cuts the tail.
+  writeFileSync(file, `${JSON.stringify(event(1))}\n{"message_id":"torn","recipient":"x@y.example","st`);
+  const end = endCursor(dir);
+  const w0 = new EventLog({ dir, name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  await w0.write([event(2), event(3)]);
+  const fresh = new LogReader(dir, end);
+  expect(ids((await fresh.read(100)).lines)).toEqual(['m2', 'm3']);
+  await Promise.all([fresh.close(), w0.close()]);
+});
+
+test('a file one producer cannot read does not cost the lines already read from another in the same call', async () => {
+  const dir = join(root, 'one-fails');
+  const w0 = new EventLog({ dir, name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  await w0.write([event(1), event(2)]);
+  // w1's file cannot be read (here a directory in its place: EISDIR; in life EMFILE, EIO).
+  mkdirSync(join(dir, eventFileName('w1', 0, 1)));
+  const reader = new LogReader(dir, {});
+  const got: string[] = [];
+  for (let i = 0; i < 2; i++) got.push(...(await reader.read(100).then((r) => r.lines, () => [])));
+  expect(ids(got)).toEqual(['m1', 'm2']);
+  await Promise.all([reader.close(), w0.close()]);
+});

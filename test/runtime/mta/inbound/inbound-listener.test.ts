@@ -200,3 +200,30 @@ inbound: { domains: [bounces.shop.example], verp: { domain: bounces.shop.example
     expect.objectContaining({ event: 'bounce', status: 'failed', message_id: id, recipient: 'later-gone@example.org', matched_by: 'verp', enhanced_code: '5.2.1', bounce_category: 'inactive', reporting_mta: 'mx.example.org' }),
   ]);
 });
+
+test('a report sent again (our 250 was lost, the sender retries) makes events with the same event_ids, so every sink deduplicates them', async () => {
+  const logDir = join(dir, 'retried', 'events');
+  const eventLog = new AttemptLog({ dir: logDir, name: 'primary', node: 'node-a', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  const second = await startInboundListener(
+    { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024 },
+    { events: eventLog, persistentPath: join(dir, 'retried'), logger: pino({ level: 'silent' }), nodeId: 'node-a', hostname: 'inbound.test' },
+  );
+  try {
+    // The retry may come in another connection, even to another node of the fleet: nothing of the session goes into the ids.
+    for (let i = 0; i < 2; i++) {
+      const s = await SmtpDialog.open(second.port);
+      expect((await s.reply()).code).toBe(220);
+      expect((await s.command('EHLO mail.example.net')).code).toBe(250);
+      expect((await s.transaction('', ['bounces@bounces.shop.example'], fixture('multi-recipient-dsn.eml'))).code).toBe(250);
+      await s.quit();
+    }
+  } finally {
+    await second.close();
+    await eventLog.close();
+  }
+  const lines = readdirSync(logDir).flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n').filter(Boolean)).map((l) => JSON.parse(l) as NewEvent);
+  expect(lines.map((e) => `${e.event}:${e.recipient}`)).toEqual(['bounce:alice@example.com', 'bounce:bob@example.com', 'bounce:alice@example.com', 'bounce:bob@example.com']);
+  expect(lines[2].event_id).toBe(lines[0].event_id);
+  expect(lines[3].event_id).toBe(lines[1].event_id);
+  expect(lines[0].event_id).not.toBe(lines[1].event_id);
+});
