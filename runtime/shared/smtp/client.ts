@@ -446,8 +446,15 @@ export class SmtpClientSession implements OutboundSession {
     }
     const mail = replies[0];
     const rcptReplies = replies.slice(1);
-    const accepted = to.filter((_, i) => rcptReplies[i]?.code === 250 || rcptReplies[i]?.code === 251);
+    // A positive reply no command could have meant (a 220 to MAIL, a 252 to
+    // RCPT): the MX is out of step with the commands, or lying, and a later
+    // 2xx may be an earlier command's answer. Nothing it said is taken for acceptance.
     const envelopeMs = Date.now() - t0;
+    // (A line that is no reply at all has a NaN code: out of step too.)
+    if (!(mail.code >= 400) && mail.code !== 250) return this.outOfStep(to, 'MAIL', mail, envelopeMs);
+    const strayRcpt = rcptReplies.find((r) => !(r.code >= 400) && r.code !== 250 && r.code !== 251);
+    if (strayRcpt) return this.outOfStep(to, 'RCPT', strayRcpt, envelopeMs);
+    const accepted = to.filter((_, i) => rcptReplies[i]?.code === 250 || rcptReplies[i]?.code === 251);
     const resultFor = (rcpt: string, i: number, final?: SmtpReply): RecipientResult => {
       const r = mail.code !== 250 ? mail : (rcptReplies[i]?.code ?? 0) >= 300 ? rcptReplies[i] : final!;
       return { rcpt, reply: r, outcome: outcomeOf(r.code) };
@@ -462,6 +469,8 @@ export class SmtpClientSession implements OutboundSession {
     }
     if (!pipelining) this.write('DATA\r\n');
     const dataReply = await this.reply(this.timeouts.dataInitMs);
+    // Only a 354 lets the body go: a 2xx here is no acceptance of a body never sent.
+    if (dataReply.code !== 354 && !(dataReply.code >= 400)) return this.outOfStep(to, 'DATA', dataReply, envelopeMs);
     if (dataReply.code !== 354) {
       await this.reset();
       return { recipients: to.map((r, i) => resultFor(r, i, dataReply)), envelopeMs, dataMs: 0 };
@@ -477,6 +486,18 @@ export class SmtpClientSession implements OutboundSession {
     // already be on the wire behind it.
     const final = await finalReply;
     return { recipients: to.map((r, i) => resultFor(r, i, final)), envelopeMs, dataMs: Date.now() - t1 };
+  }
+
+  /**
+   * The MX answered `command` with a reply that cannot be its answer: every
+   * recipient is deferred (never delivered on a reply out of place) and the
+   * connection is cut without QUIT, so an MX already in its DATA phase drops
+   * the transaction rather than take whatever came next as the message.
+   */
+  private outOfStep(to: string[], command: string, r: SmtpReply, envelopeMs: number): TransactionResult {
+    this.destroy();
+    const reply: SmtpReply = { code: 451, enhanced: '4.5.0', text: `${command} answered ${r.code} ${r.text}: the MX is out of step with the commands; not sent` };
+    return { recipients: to.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' })), envelopeMs, dataMs: 0 };
   }
 
   private async reset(): Promise<void> {

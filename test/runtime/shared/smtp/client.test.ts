@@ -582,3 +582,81 @@ describe('every phase has its timeout: a server that falls silent at one command
     }
   });
 });
+
+describe('an MX whose replies do not match the commands: never "delivered" for a body it did not take', () => {
+  /**
+   * Answers each command line with `answer(line)` (a reply, or several; the
+   * default 250, 354 to DATA), takes a body after a 354 it gave, and records
+   * the bodies it finished, so a test can tell "delivered" from "received".
+   */
+  const lyingMx = (answer: (line: string, n: number) => string | undefined, options: { pipelining?: boolean } = {}) => {
+    const bodies: string[] = [];
+    const sockets: Socket[] = [];
+    return rawServer((s) => {
+      sockets.push(s);
+      s.write('220 liar.test ESMTP\r\n');
+      let rest = '';
+      let inBody = false;
+      let body: string[] = [];
+      let n = 0;
+      s.on('data', (d: Buffer) => {
+        const lines = (rest + d.toString('latin1')).split('\r\n');
+        rest = lines.pop()!;
+        for (const line of lines) {
+          if (inBody) {
+            if (line === '.') {
+              inBody = false;
+              bodies.push(body.join('\n'));
+              body = [];
+              s.write(answer('.', n++) ?? '250 2.0.0 queued\r\n');
+            } else body.push(line);
+            continue;
+          }
+          if (/^EHLO/i.test(line)) {
+            s.write(options.pipelining === false ? '250-liar.test\r\n250 8BITMIME\r\n' : '250-liar.test\r\n250 PIPELINING\r\n');
+            continue;
+          }
+          const reply = answer(line, n++) ?? (/^DATA/i.test(line) ? '354 go on\r\n' : '250 2.0.0 ok\r\n');
+          if (reply.startsWith('354')) inBody = true;
+          s.write(reply);
+        }
+      });
+      s.on('error', () => undefined);
+    }).then((r) => ({ ...r, bodies, close: () => { for (const s of sockets) s.destroy(); r.server.close(); } }));
+  };
+  const open = (port: number) => SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
+
+  test.each([true, false])('DATA answered 250 instead of 354 (pipelining %s): deferred, not delivered, and the session is done', async (pipelining) => {
+    const mx = await lyingMx((line) => (/^DATA/i.test(line) ? '250 2.0.0 ok, I guess\r\n' : undefined), { pipelining });
+    try {
+      const s = await open(mx.port);
+      const tx = await s.send('a@b.test', ['r@c.test'], Buffer.from('Subject: x\r\n\r\nbody\r\n'));
+      expect(mx.bodies).toEqual([]);
+      expect(tx.recipients[0].outcome).toBe('deferred');
+      expect(tx.recipients[0].reply.code).toBeGreaterThanOrEqual(400);
+      expect(s.usable).toBe(false);
+      s.close();
+    } finally {
+      mx.close();
+    }
+  });
+
+  test.each([
+    ['MAIL', '220 2.0.0 hello again', false],
+    ['MAIL', '220 2.0.0 hello again', true],
+    ['RCPT', '252 2.1.5 cannot verify', false],
+    ['RCPT', 'hello there', true],
+  ])('%s answered "%s" (pipelining %s): deferred, not delivered, and the body never sent', async (command, reply, pipelining) => {
+    const mx = await lyingMx((line) => (line.toUpperCase().startsWith(command) ? `${reply}\r\n` : undefined), { pipelining });
+    try {
+      const s = await open(mx.port);
+      const tx = await s.send('a@b.test', ['r@c.test'], Buffer.from('Subject: x\r\n\r\nbody\r\n'));
+      expect(tx.recipients[0].outcome).toBe('deferred');
+      expect(s.usable).toBe(false);
+      s.close();
+      expect(mx.bodies).toEqual([]);
+    } finally {
+      mx.close();
+    }
+  });
+});
