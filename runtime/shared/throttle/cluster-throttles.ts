@@ -112,8 +112,7 @@ export class ClusterThrottles {
 
   /** The MTA is gone (its control connection closed): its limits and held permits go with it. */
   forget(mta: string): void {
-    const touched = this.byMta.get(mta);
-    if (!touched) return;
+    const touched = this.byMta.get(mta) ?? new Set<string>();
     this.byMta.delete(mta);
     for (const key of touched) {
       const s = this.keys.get(key);
@@ -121,9 +120,24 @@ export class ClusterThrottles {
       s.connections -= s.held.get(mta) ?? 0;
       s.held.delete(mta);
       s.limits.delete(mta);
-      // The hourly count stays while anyone still uses the key: messages sent are sent.
-      if (s.limits.size === 0) this.keys.delete(key);
     }
+    this.prune();
+  }
+
+  /**
+   * Drops the keys no MTA uses any more whose hour has nothing counted. A key
+   * whose last MTA left keeps its hourly count until the window empties:
+   * messages sent are sent, and a control link that breaks and comes back
+   * (a missed beacon, an MTA restart) is a new MTA here, which must not get
+   * a fresh hour. Run on forget, which is rare (a control connection closing).
+   */
+  private prune(): void {
+    for (const [key, s] of this.keys) if (s.limits.size === 0 && s.sent.used === 0) this.keys.delete(key);
+  }
+
+  /** Keys with state: limits registered, or messages still counted in the hour. */
+  get tracked(): number {
+    return this.keys.size;
   }
 
   /** Connection permits held on a key (all MTAs, or one). */

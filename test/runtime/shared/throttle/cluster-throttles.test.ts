@@ -114,3 +114,20 @@ test('the workers of one MTA node are one MTA to the merge: with sum, a node of 
   t.forget('mta-1/w3#4');
   expect(t.limitsFor(key)).toEqual({ maxConnections: 3, maxMessagesPerHour: 30 });
 });
+
+test('the hourly count outlives the control connections: the only MTA on a key reconnecting does not start a new hour', () => {
+  let now = 1_000_000_000_000;
+  const t = new ClusterThrottles('average', () => now);
+  const l = { maxConnections: 10, maxMessagesPerHour: 3 };
+  expect([1, 2, 3, 4].map(() => t.tryMessage('mta-1/w0#1', key, l).ok)).toEqual([true, true, true, false]);
+  // The control link breaks (a missed beacon, the MTA restarted) and comes back as a new connection.
+  t.forget('mta-1/w0#1');
+  expect(t.tryMessage('mta-1/w0#2', key, l).ok).toBe(false);
+  expect(t.messages(key)).toBe(3);
+  // Gone from the window, the key is forgotten with the last MTA on it.
+  t.forget('mta-1/w0#2');
+  now += 3_600_000 + 60_000;
+  t.forget('nobody');
+  expect(t.tracked).toBe(0);
+  expect(t.tryMessage('mta-1/w0#3', key, l).ok).toBe(true);
+});
