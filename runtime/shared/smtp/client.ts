@@ -413,6 +413,11 @@ export class SmtpClientSession implements OutboundSession {
    */
   async send(from: string, to: string[], message: Buffer, options: SendOptions = {}): Promise<TransactionResult> {
     const t0 = Date.now();
+    // A reply already waiting, before any command of this transaction is
+    // written, answers nothing (an MX that answered twice, a reply during an
+    // idle spell): every reply after it would be read one command late.
+    const unasked = this.replies[0];
+    if (unasked) return this.outOfStep(to, `a reply nobody asked for (${unasked.code} ${unasked.text})`, 0);
     let eightBit = hasEightBit(message);
     const utf8 = [from, ...to].some((a) => /[^\x00-\x7f]/.test(a));
     // Nothing goes on the wire for mail this server cannot take: the session stays usable for the next.
@@ -451,9 +456,9 @@ export class SmtpClientSession implements OutboundSession {
     // 2xx may be an earlier command's answer. Nothing it said is taken for acceptance.
     const envelopeMs = Date.now() - t0;
     // (A line that is no reply at all has a NaN code: out of step too.)
-    if (!(mail.code >= 400) && mail.code !== 250) return this.outOfStep(to, 'MAIL', mail, envelopeMs);
+    if (!(mail.code >= 400) && mail.code !== 250) return this.outOfStep(to, `MAIL answered ${mail.code} ${mail.text}`, envelopeMs);
     const strayRcpt = rcptReplies.find((r) => !(r.code >= 400) && r.code !== 250 && r.code !== 251);
-    if (strayRcpt) return this.outOfStep(to, 'RCPT', strayRcpt, envelopeMs);
+    if (strayRcpt) return this.outOfStep(to, `RCPT answered ${strayRcpt.code} ${strayRcpt.text}`, envelopeMs);
     const accepted = to.filter((_, i) => rcptReplies[i]?.code === 250 || rcptReplies[i]?.code === 251);
     const resultFor = (rcpt: string, i: number, final?: SmtpReply): RecipientResult => {
       const r = mail.code !== 250 ? mail : (rcptReplies[i]?.code ?? 0) >= 300 ? rcptReplies[i] : final!;
@@ -470,7 +475,7 @@ export class SmtpClientSession implements OutboundSession {
     if (!pipelining) this.write('DATA\r\n');
     const dataReply = await this.reply(this.timeouts.dataInitMs);
     // Only a 354 lets the body go: a 2xx here is no acceptance of a body never sent.
-    if (dataReply.code !== 354 && !(dataReply.code >= 400)) return this.outOfStep(to, 'DATA', dataReply, envelopeMs);
+    if (dataReply.code !== 354 && !(dataReply.code >= 400)) return this.outOfStep(to, `DATA answered ${dataReply.code} ${dataReply.text}`, envelopeMs);
     if (dataReply.code !== 354) {
       await this.reset();
       return { recipients: to.map((r, i) => resultFor(r, i, dataReply)), envelopeMs, dataMs: 0 };
@@ -489,14 +494,14 @@ export class SmtpClientSession implements OutboundSession {
   }
 
   /**
-   * The MX answered `command` with a reply that cannot be its answer: every
+   * The MX gave a reply that cannot answer what was sent (`what`): every
    * recipient is deferred (never delivered on a reply out of place) and the
    * connection is cut without QUIT, so an MX already in its DATA phase drops
    * the transaction rather than take whatever came next as the message.
    */
-  private outOfStep(to: string[], command: string, r: SmtpReply, envelopeMs: number): TransactionResult {
+  private outOfStep(to: string[], what: string, envelopeMs: number): TransactionResult {
     this.destroy();
-    const reply: SmtpReply = { code: 451, enhanced: '4.5.0', text: `${command} answered ${r.code} ${r.text}: the MX is out of step with the commands; not sent` };
+    const reply: SmtpReply = { code: 451, enhanced: '4.5.0', text: `${what.slice(0, 200)}: the MX is out of step with the commands; not sent` };
     return { recipients: to.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' })), envelopeMs, dataMs: 0 };
   }
 

@@ -659,4 +659,28 @@ describe('an MX whose replies do not match the commands: never "delivered" for a
       mx.close();
     }
   });
+
+  test('a reply nobody asked for (the final dot answered twice) ends the session: the next transaction is deferred, no recipient bounced on a reply not its own', async () => {
+    let finals = 0;
+    const mx = await lyingMx(
+      (line) => {
+        if (line === '.') return ++finals === 1 ? '250 2.0.0 queued\r\n250 2.0.0 queued, really\r\n' : undefined;
+        if (/^RCPT TO:<no@/i.test(line)) return '550 5.1.1 no such user\r\n';
+        return undefined;
+      },
+      { pipelining: false },
+    );
+    try {
+      const s = await open(mx.port);
+      const first = await s.send('a@b.test', ['r@c.test'], Buffer.from('Subject: 1\r\n\r\none\r\n'));
+      expect(first.recipients[0].outcome).toBe('delivered');
+      // Off by one from here: yes@ would get no@'s 550 and bounce, though the MX took it.
+      const second = await s.send('a@b.test', ['yes@c.test', 'no@c.test'], Buffer.from('Subject: 2\r\n\r\ntwo\r\n'));
+      expect(second.recipients.map((r) => r.outcome)).toEqual(['deferred', 'deferred']);
+      expect(s.usable).toBe(false);
+      s.close();
+    } finally {
+      mx.close();
+    }
+  });
 });
