@@ -38,10 +38,22 @@ interface KeyState {
  * The MTA node a control connection belongs to. The proxy names each
  * connection `<name the MTA sent>#<n>`, and an MTA worker sends
  * `<node id>/w<worker>` (runtime/mta/worker.ts): the workers of one node are
- * one MTA to the merge. Any other name is its own MTA.
+ * one MTA to the merge. A worker of a proxy run with --workers adds its own
+ * scope after that (workerScoped), which changes nothing here: the MTA
+ * node's control links may land on any of the proxy's workers. Any other
+ * name is its own MTA.
  */
 export function nodeOf(mta: string): string {
-  return /^(.+)\/w\d+#\d+$/.exec(mta)?.[1] ?? mta;
+  return /^(.+)\/w\d+#\d+(?:@[^@/]+)?$/.exec(mta)?.[1] ?? mta;
+}
+
+/**
+ * A control connection's id as one worker of a proxy node gives it to the
+ * node's one ClusterThrottles: unique to that worker (`scope`: its index and
+ * pid), with the MTA's own name first, so nodeOf still reads the MTA node.
+ */
+export function workerScoped(mta: string, scope: string): string {
+  return `${mta}@${scope}`;
 }
 
 export class ClusterThrottles {

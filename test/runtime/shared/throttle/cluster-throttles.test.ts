@@ -1,4 +1,4 @@
-import { ClusterThrottles, nodeOf } from '../../../../runtime/shared/throttle/cluster-throttles';
+import { ClusterThrottles, nodeOf, workerScoped } from '../../../../runtime/shared/throttle/cluster-throttles';
 
 const key = '203.0.113.10|gmail';
 const one = { maxConnections: 1, maxMessagesPerHour: null };
@@ -108,6 +108,8 @@ test('the workers of one MTA node are one MTA to the merge: with sum, a node of 
   expect(avg.limitsFor(key)?.maxConnections).toBe(3); // the mean of two nodes, not of four connections
   // Names that are not a worker's stay one MTA per connection.
   expect([nodeOf('mta#1'), nodeOf('mta#2'), nodeOf('a'), nodeOf('x/w1#7'), nodeOf('x/w#7')]).toEqual(['mta#1', 'mta#2', 'a', 'x', 'x/w#7']);
+  // Scoped by a worker of a proxy run with --workers: still the MTA's node.
+  expect([nodeOf(workerScoped('x/w1#7', 'w0.123')), nodeOf(workerScoped('mta#1', 'w1.124'))]).toEqual(['x', 'mta#1@w1.124']);
   // A node's last worker gone: its share goes with it.
   for (const mta of ['mta-1/w0#1', 'mta-1/w1#2', 'mta-1/w2#3']) t.forget(mta);
   expect(t.limitsFor(key)).toEqual({ maxConnections: 8, maxMessagesPerHour: 80 });
