@@ -25,6 +25,15 @@ export interface ClientTimeouts {
   tlsMs: number;
 }
 
+/**
+ * The most a server's reply may take, its lines together (RFC 5321
+ * 4.5.3.1.5 allows 512 octets a line; EHLO answers and long 5xx texts run to
+ * a few KB). A peer past it, one line that never ends or continuation lines
+ * without end, is not an SMTP server: the session fails at once, saying so,
+ * instead of buffering until the reply's timeout (minutes, gigabytes).
+ */
+export const MAX_REPLY_BYTES = 64 * 1024;
+
 export const RFC5321_CLIENT_TIMEOUTS: ClientTimeouts = {
   connectMs: 30_000,
   greetingMs: 300_000,
@@ -84,6 +93,8 @@ export class SmtpClientSession implements OutboundSession {
   private socket!: Socket | TLSSocket;
   private buffer = '';
   private lines: string[] = [];
+  /** The bytes of `lines` (a multi-line reply so far). */
+  private linesBytes = 0;
   private waiters: Waiter[] = [];
   private replies: SmtpReply[] = [];
   private ext = new Set<string>();
@@ -153,8 +164,9 @@ export class SmtpClientSession implements OutboundSession {
     } catch (err) {
       this.destroy();
       if (err instanceof ConnectError) throw err;
-      const timedOut = (err as { code?: string }).code === 'ETIMEDOUT';
-      throw new ConnectError(timedOut ? 'timeout' : 'closed-before-greeting', timedOut ? `no greeting: ${(err as Error).message}` : (err as Error).message);
+      const code = (err as { code?: string }).code;
+      const timedOut = code === 'ETIMEDOUT';
+      throw new ConnectError(timedOut ? 'timeout' : code === 'EREPLYTOOLONG' ? 'error' : 'closed-before-greeting', timedOut ? `no greeting: ${(err as Error).message}` : (err as Error).message);
     }
     if (greeting.code !== 220) {
       this.destroy();
@@ -300,10 +312,23 @@ export class SmtpClientSession implements OutboundSession {
       const line = buf.slice(start, nl > start && buf.charCodeAt(nl - 1) === 13 ? nl - 1 : nl);
       start = nl + 1;
       // "250-..." continues a multi-line reply; "250 ..." (or a bare "250") ends it.
-      if (line.charCodeAt(3) === 45) this.lines.push(line);
-      else this.settle(this.toReply(line));
+      if (line.charCodeAt(3) === 45) {
+        this.lines.push(line);
+        this.linesBytes += line.length;
+        if (this.linesBytes > MAX_REPLY_BYTES) return this.replyTooLong();
+      } else this.settle(this.toReply(line));
     }
     this.buffer = start === buf.length ? '' : buf.slice(start);
+    if (this.buffer.length > MAX_REPLY_BYTES) this.replyTooLong();
+  }
+
+  /** The server's reply passed MAX_REPLY_BYTES: the session fails now, with the reason, and the connection goes. */
+  private replyTooLong(): void {
+    this.buffer = '';
+    this.lines = [];
+    this.linesBytes = 0;
+    this.fail(Object.assign(new Error(`the server sent a reply over ${MAX_REPLY_BYTES} bytes: not an SMTP server`), { code: 'EREPLYTOOLONG' }));
+    this.socket.destroy();
   }
 
   private toReply(last: string): SmtpReply {
@@ -313,6 +338,7 @@ export class SmtpClientSession implements OutboundSession {
     this.lines.push(last);
     const lines = this.lines.map((l) => l.slice(4));
     this.lines = [];
+    this.linesBytes = 0;
     return Object.assign(parseReply(`${last.slice(0, 3)} ${lines.join(' ')}`, code), { lines });
   }
 

@@ -684,3 +684,48 @@ describe('an MX whose replies do not match the commands: never "delivered" for a
     }
   });
 });
+
+describe('an MX that never ends its reply: a clear error, not a buffer without end', () => {
+  /** Greets (or not), then answers the first command after the greeting with `flood` and stays open: nothing ends that reply. */
+  const flooding = (where: 'greeting' | 'MAIL', flood: string) =>
+    rawServer((s) => {
+      s.on('error', () => undefined);
+      const pour = (): void => {
+        // 2 MB, far past any SMTP reply (RFC 5321 4.5.3.1.5: 512 octets a line).
+        for (let i = 0; i < 32; i++) s.write(flood.repeat(Math.ceil(65_536 / flood.length)));
+      };
+      if (where === 'greeting') return pour();
+      s.write('220 flood.test ESMTP\r\n');
+      s.on('data', (d: Buffer) => {
+        const text = d.toString('latin1');
+        if (/^EHLO/im.test(text)) s.write('250-flood.test\r\n250 8BITMIME\r\n');
+        if (/^MAIL/im.test(text)) pour();
+      });
+    });
+  // The RFC's timeouts: only the bound on a reply's size can end these waits.
+  const patient = RFC5321_CLIENT_TIMEOUTS;
+
+  test('a greeting line that never ends fails the open as an error saying so', async () => {
+    const mx = await flooding('greeting', 'x');
+    try {
+      const err = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, patient).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).kind).toBe('error');
+      expect((err as Error).message).toMatch(/reply over \d+ bytes/);
+    } finally {
+      mx.server.close();
+    }
+  });
+
+  test('a multi-line reply to MAIL that never ends fails the transaction, and the session is done', async () => {
+    const mx = await flooding('MAIL', '250-more\r\n');
+    try {
+      const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, patient);
+      await expect(s.send('a@b.test', ['c@d.test'], Buffer.from('x\r\n'))).rejects.toThrow(/reply over \d+ bytes/);
+      expect(s.usable).toBe(false);
+      s.close();
+    } finally {
+      mx.server.close();
+    }
+  });
+});
