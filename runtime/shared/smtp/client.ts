@@ -477,11 +477,11 @@ export class SmtpClientSession implements OutboundSession {
     }
     const mail = replies[0];
     const rcptReplies = replies.slice(1);
-    // A positive reply no command could have meant (a 220 to MAIL, a 252 to
-    // RCPT): the MX is out of step with the commands, or lying, and a later
-    // 2xx may be an earlier command's answer. Nothing it said is taken for acceptance.
     const envelopeMs = Date.now() - t0;
-    // (A line that is no reply at all has a NaN code: out of step too.)
+    // A positive reply no command could have meant (a 220 to MAIL, a 252 to
+    // RCPT; a line that is no reply at all has a NaN code): the MX is out of
+    // step with the commands, or lying, and a later 2xx may be an earlier
+    // command's answer. Nothing it said is taken for acceptance.
     if (!(mail.code >= 400) && mail.code !== 250) return this.outOfStep(to, `MAIL answered ${mail.code} ${mail.text}`, envelopeMs);
     const strayRcpt = rcptReplies.find((r) => !(r.code >= 400) && r.code !== 250 && r.code !== 251);
     if (strayRcpt) return this.outOfStep(to, `RCPT answered ${strayRcpt.code} ${strayRcpt.text}`, envelopeMs);
