@@ -42,6 +42,7 @@ export function registerLb(program: Command): void {
     .option('--connect-timeout <duration>', `bound on connecting to a backend (default ${DEFAULTS.connectTimeout})`)
     .option('--greeting-timeout <duration>', `bound on a backend's 220 after connecting (default ${DEFAULTS.greetingTimeout})`)
     .option('--max-connections <n>', `client connections at once (default ${DEFAULTS.maxConnections})`)
+    .option('--max-connections-per-client <n>', `of those, from one client address (default ${DEFAULTS.maxConnectionsPerClient})`)
     .option('--idle-timeout <duration>', `close a session with no traffic for this long (default ${DEFAULTS.idleTimeout})`)
     .option('--drain-timeout <duration>', `on SIGTERM/SIGINT, how long open sessions may finish (default ${DEFAULTS.drainTimeout})`)
     .option('--workers <n>', 'worker processes accepting on the shared ports (default: one per core)')

@@ -2,6 +2,7 @@
 // admin port, and the graceful stop (stop accepting, let sessions finish,
 // bounded by the drain timeout, then close what is left).
 import { createServer, type Server, type Socket } from 'node:net';
+import { ClientLimits } from '../shared/client-limits';
 import { endSocket } from '../shared/end-socket';
 import { VolleyError } from '../shared/errors';
 import type { Logger } from '../shared/log';
@@ -12,6 +13,7 @@ import type { LbOptions, ListenerOptions } from './options';
 import { Session, type ListenerCounters } from './session';
 
 const TOO_MANY_REPLY = '421 4.7.0 too many connections, try again later\r\n';
+const TOO_MANY_FROM_CLIENT_REPLY = '421 4.7.0 too many connections from your address, try again later\r\n';
 
 interface Listener {
   options: ListenerOptions;
@@ -91,6 +93,8 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
   const metrics = new LbMetrics();
   let draining = false;
   let active = 0;
+  /** Open sessions per client address, over every listener. */
+  const perClient = new ClientLimits(options.maxConnectionsPerClient);
   const listeners: Listener[] = [];
 
   for (const lo of options.listeners) {
@@ -103,7 +107,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
       pool,
       checker: worker ? undefined : new HealthChecker(pool, lo.mode, options.health, lo.proxyProtocol, events, options.sourceAddress),
       sessions: new Set(),
-      counters: { connections: 0, retries: 0, rejectedMaxConnections: 0, noBackend: 0 },
+      counters: { connections: 0, retries: 0, rejectedMaxConnections: 0, rejectedPerClient: 0, noBackend: 0 },
       server: createServer({ allowHalfOpen: true, pauseOnConnect: false }),
     };
     l.server.on('connection', (client: Socket) => accept(l, client));
@@ -127,6 +131,15 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
       else client.destroy();
       return;
     }
+    // The address as the MTAs' limits see it (the PROXY header's): IPv4 clients of a dual-stack listener unmapped.
+    const address = clientAddress(client.remoteAddress);
+    if (!perClient.tryOpen(address)) {
+      l.counters.rejectedPerClient++;
+      metrics.rejected.inc({ listener: name, reason: 'max_connections_per_client' });
+      if (l.options.mode === 'smtp') endSocket(client, 2000, TOO_MANY_FROM_CLIENT_REPLY);
+      else client.destroy();
+      return;
+    }
     active++;
     l.counters.connections++;
     metrics.connections.inc({ listener: name });
@@ -134,6 +147,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
     l.sessions.add(session);
     void session.done.then(() => {
       active--;
+      perClient.close(address);
       l.sessions.delete(session);
     });
     void session.run();
@@ -271,6 +285,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
     const why = reloadRefusal(options, next);
     if (why) throw new VolleyError('EBADCONFIG', why);
     options = next;
+    perClient.setLimit(next.maxConnectionsPerClient);
     for (const [i, l] of listeners.entries()) {
       const lo = next.listeners[i];
       l.options = lo;
@@ -297,6 +312,11 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
   }
 
   return { ports, adminPort, status, stop, closeSessions, metrics, apply, setUp, metricsJson };
+}
+
+function clientAddress(remote: string | undefined): string {
+  if (!remote) return '';
+  return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
 }
 
 /** A standalone lb's (or the primary's) health metrics for one listener. */

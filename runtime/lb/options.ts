@@ -46,6 +46,12 @@ export interface LbOptions {
   greetingTimeoutMs: number;
   /** Client connections at once over all listeners; beyond it SMTP clients get a 421, TCP clients a close. */
   maxConnections: number;
+  /**
+   * Of those, from one client address: one client (a flood, a slowloris)
+   * cannot take every slot while the MTAs' own per-client limits, summed
+   * over their workers, exceed the lb's total. Beyond it as maxConnections.
+   */
+  maxConnectionsPerClient: number;
   /** A proxied session with no byte either way for this long is closed. */
   idleTimeoutMs: number;
   /** On SIGTERM/SIGINT: how long open sessions may run on before they are closed. */
@@ -67,6 +73,7 @@ export const DEFAULTS = {
   connectTimeout: '5s',
   greetingTimeout: '10s',
   maxConnections: 10_000,
+  maxConnectionsPerClient: 1_000,
   idleTimeout: '10m',
   drainTimeout: '30s',
 };
@@ -108,6 +115,7 @@ export interface LbFile {
   connectTimeout?: string | number;
   greetingTimeout?: string | number;
   maxConnections?: number;
+  maxConnectionsPerClient?: number;
   idleTimeout?: string | number;
   drainTimeout?: string | number;
   sourceAddress?: string;
@@ -125,6 +133,7 @@ const FILE_SCHEMA = {
     connectTimeout: duration,
     greetingTimeout: duration,
     maxConnections: { type: 'integer', minimum: 1 },
+    maxConnectionsPerClient: { type: 'integer', minimum: 1 },
     idleTimeout: duration,
     drainTimeout: duration,
     sourceAddress: { type: 'string' },
@@ -185,6 +194,7 @@ export interface LbFlags {
   connectTimeout?: string;
   greetingTimeout?: string;
   maxConnections?: string | number;
+  maxConnectionsPerClient?: string | number;
   idleTimeout?: string;
   drainTimeout?: string;
   sourceAddress?: string;
@@ -239,6 +249,7 @@ export function resolveOptions(flags: LbFlags, file: LbFile = {}): LbOptions {
     connectTimeoutMs: parseDuration(flags.connectTimeout ?? file.connectTimeout ?? DEFAULTS.connectTimeout),
     greetingTimeoutMs: parseDuration(flags.greetingTimeout ?? file.greetingTimeout ?? DEFAULTS.greetingTimeout),
     maxConnections: positiveInt(flags.maxConnections ?? file.maxConnections ?? DEFAULTS.maxConnections, 'max connections'),
+    maxConnectionsPerClient: positiveInt(flags.maxConnectionsPerClient ?? file.maxConnectionsPerClient ?? DEFAULTS.maxConnectionsPerClient, 'max connections per client'),
     idleTimeoutMs: parseDuration(flags.idleTimeout ?? file.idleTimeout ?? DEFAULTS.idleTimeout),
     drainTimeoutMs: parseDuration(flags.drainTimeout ?? file.drainTimeout ?? DEFAULTS.drainTimeout),
     sourceAddress,

@@ -41,7 +41,7 @@ export interface LbPrimaryOptions {
  * about evenly, and a busy worker accepts less often.
  */
 export function workerShare(options: LbOptions, workers: number): LbOptions {
-  return { ...options, maxConnections: Math.ceil(options.maxConnections / workers) };
+  return { ...options, maxConnections: Math.ceil(options.maxConnections / workers), maxConnectionsPerClient: Math.ceil(options.maxConnectionsPerClient / workers) };
 }
 
 interface Pool {
@@ -183,7 +183,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
           proxyProtocol: lo.proxyProtocol,
           active: theirs.reduce((n, l) => n + (l?.active ?? 0), 0),
           healthyBackends: pool.healthyCount(),
-          counters: { connections: counter('connections'), retries: counter('retries'), rejectedMaxConnections: counter('rejectedMaxConnections'), noBackend: counter('noBackend') },
+          counters: { connections: counter('connections'), retries: counter('retries'), rejectedMaxConnections: counter('rejectedMaxConnections'), rejectedPerClient: counter('rejectedPerClient'), noBackend: counter('noBackend') },
           backends: pool.backends.map((b) => ({
             address: b.id,
             up: b.up,

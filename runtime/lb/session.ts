@@ -25,6 +25,8 @@ export interface ListenerCounters {
   connections: number;
   retries: number;
   rejectedMaxConnections: number;
+  /** Turned away because their address had maxConnectionsPerClient open. */
+  rejectedPerClient: number;
   noBackend: number;
 }
 

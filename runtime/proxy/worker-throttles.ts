@@ -1,14 +1,16 @@
 // A proxy worker's ThrottleAuthority: every decision is the primary's (one
 // ClusterThrottles per node), asked over the cluster IPC channel. MTA ids are
-// prefixed with this worker's index and pid, so ids from two workers, or from
-// a worker and the one that replaced it, never meet in the primary's counts.
+// scoped with this worker's index and pid (workerScoped), so ids from two
+// workers, or from a worker and the one that replaced it, never meet in the
+// primary's counts, while the MTA node they belong to stays readable: an MTA
+// node's control links on two workers are still one MTA to the merge.
 //
 // A primary that does not answer (hung, or stopped while its workers run)
 // must not hold every acquire for the MTA's own answer timeout while this
 // worker still answers its pings: past ASK_MS the acquire is refused ("not
 // now", the MTA tries again later), and a connection permit the primary
 // grants after that is given straight back, so none leaks.
-import type { ClusterLimits, MessagePermit } from '../shared/throttle/cluster-throttles';
+import { workerScoped, type ClusterLimits, type MessagePermit } from '../shared/throttle/cluster-throttles';
 import type { FromProxyWorker, ThrottleOp } from './ipc';
 import type { ThrottleAuthority } from './throttle-authority';
 
@@ -22,13 +24,13 @@ export class WorkerThrottles implements ThrottleAuthority {
   private readonly pending = new Map<number, (value: boolean | MessagePermit) => void>();
   /** Connection asks given up on: a late grant is released. */
   private readonly abandoned = new Map<number, { mta: string; key: string }>();
-  private readonly prefix: string;
+  private readonly scope: string;
 
   constructor(
     worker: number,
     private readonly send: (m: FromProxyWorker) => void,
   ) {
-    this.prefix = `w${worker}.${process.pid}/`;
+    this.scope = `w${worker}.${process.pid}`;
   }
 
   /** The primary's answer to one of our questions. */
@@ -45,20 +47,20 @@ export class WorkerThrottles implements ThrottleAuthority {
   }
 
   tryConnection(mta: string, key: string, limits: ClusterLimits, reclaim = false): Promise<boolean> {
-    return this.ask({ op: 'connection', mta: this.prefix + mta, key, limits, reclaim }, false) as Promise<boolean>;
+    return this.ask({ op: 'connection', mta: workerScoped(mta, this.scope), key, limits, reclaim }, false) as Promise<boolean>;
   }
 
   tryMessage(mta: string, key: string, limits: ClusterLimits): Promise<MessagePermit> {
-    return this.ask({ op: 'message', mta: this.prefix + mta, key, limits }, NOT_NOW) as Promise<MessagePermit>;
+    return this.ask({ op: 'message', mta: workerScoped(mta, this.scope), key, limits }, NOT_NOW) as Promise<MessagePermit>;
   }
 
   // No answer wanted: the IPC channel keeps order, so a later acquire sees the release done.
   releaseConnection(mta: string, key: string): void {
-    this.send({ type: 'throttle', id: 0, q: { op: 'release', mta: this.prefix + mta, key } });
+    this.send({ type: 'throttle', id: 0, q: { op: 'release', mta: workerScoped(mta, this.scope), key } });
   }
 
   forget(mta: string): void {
-    this.send({ type: 'throttle', id: 0, q: { op: 'forget', mta: this.prefix + mta } });
+    this.send({ type: 'throttle', id: 0, q: { op: 'forget', mta: workerScoped(mta, this.scope) } });
   }
 
   private ask(q: ThrottleOp, refused: boolean | MessagePermit): Promise<boolean | MessagePermit> {

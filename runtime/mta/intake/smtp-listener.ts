@@ -10,7 +10,7 @@ import { metrics } from '../metrics';
 import { newMessageId } from '../message-id';
 import { isValidMailbox } from './address';
 import { checkBody } from './body-check';
-import { ClientLimits } from './client-limits';
+import { ClientLimits } from '../../shared/client-limits';
 import { Credentials } from './credentials';
 import { extractControlHeaders, receivedHeader, volleyIdHeader } from './headers';
 import { DRAINING, Intake, IntakeError } from './intake';

@@ -84,6 +84,10 @@
  *     (not dot-stuffed; the proxy does that). Only while connected.
  *   result       proxy -> MTA { t, recipients: [{ rcpt, reply, outcome }],
  *                               envelope_ms, data_ms, usable }
+ *     recipients: one per recipient of the transaction, in its order; outcome
+ *     "delivered" only on a 2xx reply, "failed" only on a 5xx. The MTA takes
+ *     any other result for a broken link (envelope.ts, resultProblem): the
+ *     transaction is deferred, never recorded from an answer not its own.
  *   transaction_failed proxy -> MTA { t, message, usable: false, proxy_link? }
  *     The MX connection broke mid-transaction; the proxy has dropped it.
  *     proxy_link: true: the transaction never reached the MX because of the

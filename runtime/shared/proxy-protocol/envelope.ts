@@ -28,3 +28,26 @@ export function transactionTooLarge(from: string, to: string[], bodyLength: numb
   const header = Buffer.byteLength(JSON.stringify({ t: 'transaction', from, to }));
   return 4 + header + bodyLength + FRAME_MARGIN > DEFAULT_MAX_FRAME;
 }
+
+/**
+ * Why a result frame's recipients are not the answer to a transaction sent
+ * to `to`, or undefined when they are: one entry per recipient, in the order
+ * sent (the proxy answers from the MX's replies in that order), each with a
+ * reply, and "delivered" only on a 2xx, "failed" only on a 5xx. Anything else
+ * (another transaction's answer, a recipient left out) would have the MTA
+ * record as done recipients the MX was never asked about.
+ */
+export function resultProblem(recipients: unknown, to: readonly string[]): string | undefined {
+  if (!Array.isArray(recipients)) return 'recipients is not a list';
+  if (recipients.length !== to.length) return `${recipients.length} results for ${to.length} recipients`;
+  for (const [i, r] of recipients.entries()) {
+    const entry = r as { rcpt?: unknown; reply?: { code?: unknown; text?: unknown } | null; outcome?: unknown } | null;
+    if (typeof entry !== 'object' || entry === null || entry.rcpt !== to[i]) return `result ${i + 1} is not for ${to[i]}`;
+    if (typeof entry.reply !== 'object' || entry.reply === null || typeof entry.reply.text !== 'string') return `result ${i + 1} has no SMTP reply`;
+    // A code the MX got wrong (a line that was no reply) may stand behind a deferral, never behind a final outcome.
+    const code = typeof entry.reply.code === 'number' ? entry.reply.code : NaN;
+    const backed = entry.outcome === 'deferred' || (entry.outcome === 'delivered' && code >= 200 && code < 300) || (entry.outcome === 'failed' && code >= 500 && code < 600);
+    if (!backed) return `result ${i + 1} says ${JSON.stringify(entry.outcome).slice(0, 20)} on a reply ${String(entry.reply.code).slice(0, 10)}`;
+  }
+  return undefined;
+}

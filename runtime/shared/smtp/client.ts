@@ -25,6 +25,15 @@ export interface ClientTimeouts {
   tlsMs: number;
 }
 
+/**
+ * The most a server's reply may take, its lines together (RFC 5321
+ * 4.5.3.1.5 allows 512 octets a line; EHLO answers and long 5xx texts run to
+ * a few KB). A peer past it, one line that never ends or continuation lines
+ * without end, is not an SMTP server: the session fails at once, saying so,
+ * instead of buffering until the reply's timeout (minutes, gigabytes).
+ */
+export const MAX_REPLY_BYTES = 64 * 1024;
+
 export const RFC5321_CLIENT_TIMEOUTS: ClientTimeouts = {
   connectMs: 30_000,
   greetingMs: 300_000,
@@ -84,6 +93,8 @@ export class SmtpClientSession implements OutboundSession {
   private socket!: Socket | TLSSocket;
   private buffer = '';
   private lines: string[] = [];
+  /** The bytes of `lines` (a multi-line reply so far). */
+  private linesBytes = 0;
   private waiters: Waiter[] = [];
   private replies: SmtpReply[] = [];
   private ext = new Set<string>();
@@ -153,8 +164,9 @@ export class SmtpClientSession implements OutboundSession {
     } catch (err) {
       this.destroy();
       if (err instanceof ConnectError) throw err;
-      const timedOut = (err as { code?: string }).code === 'ETIMEDOUT';
-      throw new ConnectError(timedOut ? 'timeout' : 'closed-before-greeting', timedOut ? `no greeting: ${(err as Error).message}` : (err as Error).message);
+      const code = (err as { code?: string }).code;
+      const timedOut = code === 'ETIMEDOUT';
+      throw new ConnectError(timedOut ? 'timeout' : code === 'EREPLYTOOLONG' ? 'error' : 'closed-before-greeting', timedOut ? `no greeting: ${(err as Error).message}` : (err as Error).message);
     }
     if (greeting.code !== 220) {
       this.destroy();
@@ -300,10 +312,23 @@ export class SmtpClientSession implements OutboundSession {
       const line = buf.slice(start, nl > start && buf.charCodeAt(nl - 1) === 13 ? nl - 1 : nl);
       start = nl + 1;
       // "250-..." continues a multi-line reply; "250 ..." (or a bare "250") ends it.
-      if (line.charCodeAt(3) === 45) this.lines.push(line);
-      else this.settle(this.toReply(line));
+      if (line.charCodeAt(3) === 45) {
+        this.lines.push(line);
+        this.linesBytes += line.length;
+        if (this.linesBytes > MAX_REPLY_BYTES) return this.replyTooLong();
+      } else this.settle(this.toReply(line));
     }
     this.buffer = start === buf.length ? '' : buf.slice(start);
+    if (this.buffer.length > MAX_REPLY_BYTES) this.replyTooLong();
+  }
+
+  /** The server's reply passed MAX_REPLY_BYTES: the session fails now, with the reason, and the connection goes. */
+  private replyTooLong(): void {
+    this.buffer = '';
+    this.lines = [];
+    this.linesBytes = 0;
+    this.fail(Object.assign(new Error(`the server sent a reply over ${MAX_REPLY_BYTES} bytes: not an SMTP server`), { code: 'EREPLYTOOLONG' }));
+    this.socket.destroy();
   }
 
   private toReply(last: string): SmtpReply {
@@ -313,6 +338,7 @@ export class SmtpClientSession implements OutboundSession {
     this.lines.push(last);
     const lines = this.lines.map((l) => l.slice(4));
     this.lines = [];
+    this.linesBytes = 0;
     return Object.assign(parseReply(`${last.slice(0, 3)} ${lines.join(' ')}`, code), { lines });
   }
 
@@ -413,6 +439,11 @@ export class SmtpClientSession implements OutboundSession {
    */
   async send(from: string, to: string[], message: Buffer, options: SendOptions = {}): Promise<TransactionResult> {
     const t0 = Date.now();
+    // A reply already waiting, before any command of this transaction is
+    // written, answers nothing (an MX that answered twice, a reply during an
+    // idle spell): every reply after it would be read one command late.
+    const unasked = this.replies[0];
+    if (unasked) return this.outOfStep(to, `a reply nobody asked for (${unasked.code} ${unasked.text})`, 0);
     let eightBit = hasEightBit(message);
     const utf8 = [from, ...to].some((a) => /[^\x00-\x7f]/.test(a));
     // Nothing goes on the wire for mail this server cannot take: the session stays usable for the next.
@@ -446,8 +477,15 @@ export class SmtpClientSession implements OutboundSession {
     }
     const mail = replies[0];
     const rcptReplies = replies.slice(1);
-    const accepted = to.filter((_, i) => rcptReplies[i]?.code === 250 || rcptReplies[i]?.code === 251);
     const envelopeMs = Date.now() - t0;
+    // A positive reply no command could have meant (a 220 to MAIL, a 252 to
+    // RCPT; a line that is no reply at all has a NaN code): the MX is out of
+    // step with the commands, or lying, and a later 2xx may be an earlier
+    // command's answer. Nothing it said is taken for acceptance.
+    if (!(mail.code >= 400) && mail.code !== 250) return this.outOfStep(to, `MAIL answered ${mail.code} ${mail.text}`, envelopeMs);
+    const strayRcpt = rcptReplies.find((r) => !(r.code >= 400) && r.code !== 250 && r.code !== 251);
+    if (strayRcpt) return this.outOfStep(to, `RCPT answered ${strayRcpt.code} ${strayRcpt.text}`, envelopeMs);
+    const accepted = to.filter((_, i) => rcptReplies[i]?.code === 250 || rcptReplies[i]?.code === 251);
     const resultFor = (rcpt: string, i: number, final?: SmtpReply): RecipientResult => {
       const r = mail.code !== 250 ? mail : (rcptReplies[i]?.code ?? 0) >= 300 ? rcptReplies[i] : final!;
       return { rcpt, reply: r, outcome: outcomeOf(r.code) };
@@ -462,6 +500,8 @@ export class SmtpClientSession implements OutboundSession {
     }
     if (!pipelining) this.write('DATA\r\n');
     const dataReply = await this.reply(this.timeouts.dataInitMs);
+    // Only a 354 lets the body go: a 2xx here is no acceptance of a body never sent.
+    if (dataReply.code !== 354 && !(dataReply.code >= 400)) return this.outOfStep(to, `DATA answered ${dataReply.code} ${dataReply.text}`, envelopeMs);
     if (dataReply.code !== 354) {
       await this.reset();
       return { recipients: to.map((r, i) => resultFor(r, i, dataReply)), envelopeMs, dataMs: 0 };
@@ -477,6 +517,18 @@ export class SmtpClientSession implements OutboundSession {
     // already be on the wire behind it.
     const final = await finalReply;
     return { recipients: to.map((r, i) => resultFor(r, i, final)), envelopeMs, dataMs: Date.now() - t1 };
+  }
+
+  /**
+   * The MX gave a reply that cannot answer what was sent (`what`): every
+   * recipient is deferred (never delivered on a reply out of place) and the
+   * connection is cut without QUIT, so an MX already in its DATA phase drops
+   * the transaction rather than take whatever came next as the message.
+   */
+  private outOfStep(to: string[], what: string, envelopeMs: number): TransactionResult {
+    this.destroy();
+    const reply: SmtpReply = { code: 451, enhanced: '4.5.0', text: `${what.slice(0, 200)}: the MX is out of step with the commands; not sent` };
+    return { recipients: to.map((rcpt) => ({ rcpt, reply, outcome: 'deferred' })), envelopeMs, dataMs: 0 };
   }
 
   private async reset(): Promise<void> {

@@ -38,10 +38,22 @@ interface KeyState {
  * The MTA node a control connection belongs to. The proxy names each
  * connection `<name the MTA sent>#<n>`, and an MTA worker sends
  * `<node id>/w<worker>` (runtime/mta/worker.ts): the workers of one node are
- * one MTA to the merge. Any other name is its own MTA.
+ * one MTA to the merge. A worker of a proxy run with --workers adds its own
+ * scope after that (workerScoped), which changes nothing here: the MTA
+ * node's control links may land on any of the proxy's workers. Any other
+ * name is its own MTA.
  */
 export function nodeOf(mta: string): string {
-  return /^(.+)\/w\d+#\d+$/.exec(mta)?.[1] ?? mta;
+  return /^(.+)\/w\d+#\d+(?:@[^@/]+)?$/.exec(mta)?.[1] ?? mta;
+}
+
+/**
+ * A control connection's id as one worker of a proxy node gives it to the
+ * node's one ClusterThrottles: unique to that worker (`scope`: its index and
+ * pid), with the MTA's own name first, so nodeOf still reads the MTA node.
+ */
+export function workerScoped(mta: string, scope: string): string {
+  return `${mta}@${scope}`;
 }
 
 export class ClusterThrottles {
@@ -112,8 +124,7 @@ export class ClusterThrottles {
 
   /** The MTA is gone (its control connection closed): its limits and held permits go with it. */
   forget(mta: string): void {
-    const touched = this.byMta.get(mta);
-    if (!touched) return;
+    const touched = this.byMta.get(mta) ?? new Set<string>();
     this.byMta.delete(mta);
     for (const key of touched) {
       const s = this.keys.get(key);
@@ -121,9 +132,24 @@ export class ClusterThrottles {
       s.connections -= s.held.get(mta) ?? 0;
       s.held.delete(mta);
       s.limits.delete(mta);
-      // The hourly count stays while anyone still uses the key: messages sent are sent.
-      if (s.limits.size === 0) this.keys.delete(key);
     }
+    this.prune();
+  }
+
+  /**
+   * Drops the keys no MTA uses any more whose hour has nothing counted. A key
+   * whose last MTA left keeps its hourly count until the window empties:
+   * messages sent are sent, and a control link that breaks and comes back
+   * (a missed beacon, an MTA restart) is a new MTA here, which must not get
+   * a fresh hour. Run on forget, which is rare (a control connection closing).
+   */
+  private prune(): void {
+    for (const [key, s] of this.keys) if (s.limits.size === 0 && s.sent.used === 0) this.keys.delete(key);
+  }
+
+  /** Keys with state: limits registered, or messages still counted in the hour. */
+  get tracked(): number {
+    return this.keys.size;
   }
 
   /** Connection permits held on a key (all MTAs, or one). */

@@ -280,6 +280,28 @@ test('max connections: one over the limit gets 421 and the rest carry on', async
   expect((await session(port)).final).toBe(250);
 });
 
+test('max connections per client: one client holding connections cannot take every slot; past its share it gets 421, another client is served', async () => {
+  // An MTA fleet whose own per-client limits add up past the lb's total (many
+  // workers, many MTAs): only the lb can keep one address from taking it all.
+  const a = await mta('mta-a');
+  const { lb: l, port } = await lb([a.port], { maxConnections: 4, maxConnectionsPerClient: 2 });
+  const held = [await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21'), await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21')];
+  for (const h of held) expect((await h.reply()).code).toBe(220);
+  const over = await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21');
+  const refused = await over.reply();
+  expect(refused.code).toBe(421);
+  expect(refused.text).toMatch(/^4\.7\.0 too many connections from your address/);
+  over.destroy();
+  expect(l.status().listeners[0].counters.rejectedPerClient).toBe(1);
+  expect((await session(port, '127.0.0.22')).final).toBe(250);
+  // Its slots come back as its sessions end.
+  await held[0].quit();
+  await until('a slot back', () => l.status().active === 1);
+  const again = await SmtpDialog.open(port, '127.0.0.1', '127.0.0.21');
+  expect((await again.reply()).code).toBe(220);
+  for (const h of [held[1], again]) await h.quit();
+});
+
 test('tcp mode: no greeting wait, retries a refused backend', async () => {
   const echo = await mta('mta-a'); // speaks first; in tcp mode the lb passes it straight through
   const options = resolveOptions({ listeners: [{ listen: '127.0.0.1:1=tcp', backends: [`127.0.0.1:${await closedPort()}`, `127.0.0.1:${echo.port}`] }], noAdmin: true, healthInterval: '60s' });

@@ -1,6 +1,6 @@
 import type { Logger } from '../../../shared/log';
 import { VolleyError } from '../../../shared/errors';
-import { LINK_PING_MS, ProtocolError, dialProxy, endpointName, ProxyLinkError, type Frame, type FrameChannel, type ProxyEndpoint } from '../../../shared/proxy-protocol/index';
+import { LINK_PING_MS, ProtocolError, dialProxy, resultProblem, endpointName, ProxyLinkError, type Frame, type FrameChannel, type ProxyEndpoint } from '../../../shared/proxy-protocol/index';
 import { CONNECT_FAILURES, type ConnectRequest, type WireSession } from '../../../shared/proxy-protocol/messages';
 import { RFC5321_CLIENT_TIMEOUTS, type ClientTimeouts } from '../../../shared/smtp/client';
 import { ConnectError, type Connector, type OutboundSession, type RecipientResult, type SendOptions, type SessionInfo, type Source, type Target, type TlsOutcome, type TlsRequirement, type TransactionResult } from '../../../shared/smtp/connector';
@@ -345,6 +345,9 @@ class ProxySession implements OutboundSession {
       const answer = await next;
       const h = answer.header;
       if (h.t === 'result') {
+        // Taken only as this transaction's answer: one, in order, per recipient sent.
+        const wrong = resultProblem(h.recipients, to);
+        if (wrong) throw new ProtocolError(`proxy ${proxy}: a result that does not answer this transaction: ${wrong}`);
         if (h.usable === false) this.usable = false;
         return { recipients: h.recipients as RecipientResult[], envelopeMs: Number(h.envelope_ms) || 0, dataMs: Number(h.data_ms) || 0 };
       }

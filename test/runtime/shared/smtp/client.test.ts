@@ -582,3 +582,150 @@ describe('every phase has its timeout: a server that falls silent at one command
     }
   });
 });
+
+describe('an MX whose replies do not match the commands: never "delivered" for a body it did not take', () => {
+  /**
+   * Answers each command line with `answer(line)` (a reply, or several; the
+   * default 250, 354 to DATA), takes a body after a 354 it gave, and records
+   * the bodies it finished, so a test can tell "delivered" from "received".
+   */
+  const lyingMx = (answer: (line: string, n: number) => string | undefined, options: { pipelining?: boolean } = {}) => {
+    const bodies: string[] = [];
+    const sockets: Socket[] = [];
+    return rawServer((s) => {
+      sockets.push(s);
+      s.write('220 liar.test ESMTP\r\n');
+      let rest = '';
+      let inBody = false;
+      let body: string[] = [];
+      let n = 0;
+      s.on('data', (d: Buffer) => {
+        const lines = (rest + d.toString('latin1')).split('\r\n');
+        rest = lines.pop()!;
+        for (const line of lines) {
+          if (inBody) {
+            if (line === '.') {
+              inBody = false;
+              bodies.push(body.join('\n'));
+              body = [];
+              s.write(answer('.', n++) ?? '250 2.0.0 queued\r\n');
+            } else body.push(line);
+            continue;
+          }
+          if (/^EHLO/i.test(line)) {
+            s.write(options.pipelining === false ? '250-liar.test\r\n250 8BITMIME\r\n' : '250-liar.test\r\n250 PIPELINING\r\n');
+            continue;
+          }
+          const reply = answer(line, n++) ?? (/^DATA/i.test(line) ? '354 go on\r\n' : '250 2.0.0 ok\r\n');
+          if (reply.startsWith('354')) inBody = true;
+          s.write(reply);
+        }
+      });
+      s.on('error', () => undefined);
+    }).then((r) => ({ ...r, bodies, close: () => { for (const s of sockets) s.destroy(); r.server.close(); } }));
+  };
+  const open = (port: number) => SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port }, source, { mode: 'may', policy: 'may' }, fast);
+
+  test.each([true, false])('DATA answered 250 instead of 354 (pipelining %s): deferred, not delivered, and the session is done', async (pipelining) => {
+    const mx = await lyingMx((line) => (/^DATA/i.test(line) ? '250 2.0.0 ok, I guess\r\n' : undefined), { pipelining });
+    try {
+      const s = await open(mx.port);
+      const tx = await s.send('a@b.test', ['r@c.test'], Buffer.from('Subject: x\r\n\r\nbody\r\n'));
+      expect(mx.bodies).toEqual([]);
+      expect(tx.recipients[0].outcome).toBe('deferred');
+      expect(tx.recipients[0].reply.code).toBeGreaterThanOrEqual(400);
+      expect(s.usable).toBe(false);
+      s.close();
+    } finally {
+      mx.close();
+    }
+  });
+
+  test.each([
+    ['MAIL', '220 2.0.0 hello again', false],
+    ['MAIL', '220 2.0.0 hello again', true],
+    ['RCPT', '252 2.1.5 cannot verify', false],
+    ['RCPT', 'hello there', true],
+  ])('%s answered "%s" (pipelining %s): deferred, not delivered, and the body never sent', async (command, reply, pipelining) => {
+    const mx = await lyingMx((line) => (line.toUpperCase().startsWith(command) ? `${reply}\r\n` : undefined), { pipelining });
+    try {
+      const s = await open(mx.port);
+      const tx = await s.send('a@b.test', ['r@c.test'], Buffer.from('Subject: x\r\n\r\nbody\r\n'));
+      expect(tx.recipients[0].outcome).toBe('deferred');
+      expect(s.usable).toBe(false);
+      s.close();
+      expect(mx.bodies).toEqual([]);
+    } finally {
+      mx.close();
+    }
+  });
+
+  test('a reply nobody asked for (the final dot answered twice) ends the session: the next transaction is deferred, no recipient bounced on a reply not its own', async () => {
+    let finals = 0;
+    const mx = await lyingMx(
+      (line) => {
+        if (line === '.') return ++finals === 1 ? '250 2.0.0 queued\r\n250 2.0.0 queued, really\r\n' : undefined;
+        if (/^RCPT TO:<no@/i.test(line)) return '550 5.1.1 no such user\r\n';
+        return undefined;
+      },
+      { pipelining: false },
+    );
+    try {
+      const s = await open(mx.port);
+      const first = await s.send('a@b.test', ['r@c.test'], Buffer.from('Subject: 1\r\n\r\none\r\n'));
+      expect(first.recipients[0].outcome).toBe('delivered');
+      // Off by one from here: yes@ would get no@'s 550 and bounce, though the MX took it.
+      const second = await s.send('a@b.test', ['yes@c.test', 'no@c.test'], Buffer.from('Subject: 2\r\n\r\ntwo\r\n'));
+      expect(second.recipients.map((r) => r.outcome)).toEqual(['deferred', 'deferred']);
+      expect(s.usable).toBe(false);
+      s.close();
+    } finally {
+      mx.close();
+    }
+  });
+});
+
+describe('an MX that never ends its reply: a clear error, not a buffer without end', () => {
+  /** Greets (or not), then answers the first command after the greeting with `flood` and stays open: nothing ends that reply. */
+  const flooding = (where: 'greeting' | 'MAIL', flood: string) =>
+    rawServer((s) => {
+      s.on('error', () => undefined);
+      const pour = (): void => {
+        // 2 MB, far past any SMTP reply (RFC 5321 4.5.3.1.5: 512 octets a line).
+        for (let i = 0; i < 32; i++) s.write(flood.repeat(Math.ceil(65_536 / flood.length)));
+      };
+      if (where === 'greeting') return pour();
+      s.write('220 flood.test ESMTP\r\n');
+      s.on('data', (d: Buffer) => {
+        const text = d.toString('latin1');
+        if (/^EHLO/im.test(text)) s.write('250-flood.test\r\n250 8BITMIME\r\n');
+        if (/^MAIL/im.test(text)) pour();
+      });
+    });
+  // The RFC's timeouts: only the bound on a reply's size can end these waits.
+  const patient = RFC5321_CLIENT_TIMEOUTS;
+
+  test('a greeting line that never ends fails the open as an error saying so', async () => {
+    const mx = await flooding('greeting', 'x');
+    try {
+      const err = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, patient).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).kind).toBe('error');
+      expect((err as Error).message).toMatch(/reply over \d+ bytes/);
+    } finally {
+      mx.server.close();
+    }
+  });
+
+  test('a multi-line reply to MAIL that never ends fails the transaction, and the session is done', async () => {
+    const mx = await flooding('MAIL', '250-more\r\n');
+    try {
+      const s = await SmtpClientSession.open({ host: 'mx.test', ip: '127.0.0.1', port: mx.port }, source, { mode: 'may', policy: 'may' }, patient);
+      await expect(s.send('a@b.test', ['c@d.test'], Buffer.from('x\r\n'))).rejects.toThrow(/reply over \d+ bytes/);
+      expect(s.usable).toBe(false);
+      s.close();
+    } finally {
+      mx.server.close();
+    }
+  });
+});

@@ -1,4 +1,4 @@
-import { ClusterThrottles, nodeOf } from '../../../../runtime/shared/throttle/cluster-throttles';
+import { ClusterThrottles, nodeOf, workerScoped } from '../../../../runtime/shared/throttle/cluster-throttles';
 
 const key = '203.0.113.10|gmail';
 const one = { maxConnections: 1, maxMessagesPerHour: null };
@@ -108,9 +108,28 @@ test('the workers of one MTA node are one MTA to the merge: with sum, a node of 
   expect(avg.limitsFor(key)?.maxConnections).toBe(3); // the mean of two nodes, not of four connections
   // Names that are not a worker's stay one MTA per connection.
   expect([nodeOf('mta#1'), nodeOf('mta#2'), nodeOf('a'), nodeOf('x/w1#7'), nodeOf('x/w#7')]).toEqual(['mta#1', 'mta#2', 'a', 'x', 'x/w#7']);
+  // Scoped by a worker of a proxy run with --workers: still the MTA's node.
+  expect([nodeOf(workerScoped('x/w1#7', 'w0.123')), nodeOf(workerScoped('mta#1', 'w1.124'))]).toEqual(['x', 'mta#1@w1.124']);
   // A node's last worker gone: its share goes with it.
   for (const mta of ['mta-1/w0#1', 'mta-1/w1#2', 'mta-1/w2#3']) t.forget(mta);
   expect(t.limitsFor(key)).toEqual({ maxConnections: 8, maxMessagesPerHour: 80 });
   t.forget('mta-1/w3#4');
   expect(t.limitsFor(key)).toEqual({ maxConnections: 3, maxMessagesPerHour: 30 });
+});
+
+test('the hourly count outlives the control connections: the only MTA on a key reconnecting does not start a new hour', () => {
+  let now = 1_000_000_000_000;
+  const t = new ClusterThrottles('average', () => now);
+  const l = { maxConnections: 10, maxMessagesPerHour: 3 };
+  expect([1, 2, 3, 4].map(() => t.tryMessage('mta-1/w0#1', key, l).ok)).toEqual([true, true, true, false]);
+  // The control link breaks (a missed beacon, the MTA restarted) and comes back as a new connection.
+  t.forget('mta-1/w0#1');
+  expect(t.tryMessage('mta-1/w0#2', key, l).ok).toBe(false);
+  expect(t.messages(key)).toBe(3);
+  // Gone from the window, the key is forgotten with the last MTA on it.
+  t.forget('mta-1/w0#2');
+  now += 3_600_000 + 60_000;
+  t.forget('nobody');
+  expect(t.tracked).toBe(0);
+  expect(t.tryMessage('mta-1/w0#3', key, l).ok).toBe(true);
 });

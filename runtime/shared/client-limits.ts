@@ -1,7 +1,8 @@
 /**
- * Open SMTP sessions per client address. Counted per worker: with W workers a
- * client gets up to W times the limit at worst, which still stops one client
- * from taking every connection slot.
+ * Open sessions per client address, for the MTA's SMTP intake and the lb's
+ * listeners. Counted per worker: with W workers a client gets up to W times
+ * the limit at worst, which still stops one client from taking every
+ * connection slot.
  */
 export class ClientLimits {
   private readonly open = new Map<string, number>();
