@@ -2,7 +2,7 @@
 // group per recipient from a message/delivery-status part (also RFC 6533's
 // message/global-delivery-status, whose fields are the same in UTF-8).
 
-import { bareAddress, parseFieldGroups, typedValue } from './fields';
+import { bareAddress, fieldGroups, typedValue, type FieldGroup } from './fields';
 
 export interface DsnRecipient {
   finalRecipient?: string;
@@ -20,21 +20,39 @@ export interface DeliveryStatus {
   reportingMta?: string;
   arrivalDate?: string;
   recipients: DsnRecipient[];
+  /** Recipient groups past the cap (inbound.max_report_recipients): counted, not read. */
+  omitted: number;
 }
 
 const STATUS = /\b([245]\.\d{1,3}\.\d{1,3})\b/;
 
-/** Undefined when the text holds no per-recipient group with an Action: not a DSN we can read. */
-export function parseDeliveryStatus(text: string): DeliveryStatus | undefined {
-  const groups = parseFieldGroups(text);
-  if (groups.length === 0) return undefined;
-  // The per-message group comes first; Exim and others sometimes put no
-  // field in it that a recipient group would have, so tell them apart by Action.
-  const first = groups[0].get('action') === undefined ? groups[0] : undefined;
+/**
+ * Undefined when the text holds no per-recipient group with an Action: not a
+ * DSN we can read. Only the first maxRecipients groups are read; the rest are
+ * counted in `omitted` (one report could otherwise name 180,000 recipients
+ * and become as many events).
+ */
+export function parseDeliveryStatus(text: string, maxRecipients = Infinity): DeliveryStatus | undefined {
+  let first: FieldGroup | undefined;
+  let seen = false;
+  let omitted = 0;
   const recipients: DsnRecipient[] = [];
-  for (const g of first ? groups.slice(1) : groups) {
+  for (const g of fieldGroups(text)) {
     const action = g.get('action')?.trim().toLowerCase().split(/[\s(]/)[0];
+    // The per-message group comes first; Exim and others sometimes put no
+    // field in it that a recipient group would have, so tell them apart by Action.
+    if (!seen) {
+      seen = true;
+      if (g.get('action') === undefined) {
+        first = g;
+        continue;
+      }
+    }
     if (!action) continue;
+    if (recipients.length >= maxRecipients) {
+      omitted++;
+      continue;
+    }
     recipients.push({
       finalRecipient: bareAddress(typedValue(g.get('final-recipient'))),
       originalRecipient: bareAddress(typedValue(g.get('original-recipient'))),
@@ -45,7 +63,7 @@ export function parseDeliveryStatus(text: string): DeliveryStatus | undefined {
     });
   }
   if (recipients.length === 0) return undefined;
-  return { reportingMta: typedValue(first?.get('reporting-mta')), arrivalDate: first?.get('arrival-date'), recipients };
+  return { reportingMta: typedValue(first?.get('reporting-mta')), arrivalDate: first?.get('arrival-date'), recipients, omitted };
 }
 
 /**

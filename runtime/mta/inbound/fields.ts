@@ -33,7 +33,17 @@ export class FieldGroup {
  * skipped rather than fatal: receivers write loose reports.
  */
 export function parseFieldGroups(text: string): FieldGroup[] {
-  const groups: FieldGroup[] = [];
+  return [...fieldGroups(text)];
+}
+
+/**
+ * The same groups one at a time, so a reader that stops early (a DSN past
+ * inbound.max_report_recipients) never holds them all: a 10 MB report of
+ * 180,000 groups took ~170 MB more RSS when its lines and groups were built
+ * all at once (report.ts). Lines are walked in place, never split into one
+ * array of them all.
+ */
+export function* fieldGroups(text: string): Generator<FieldGroup, void> {
   let group: FieldGroup | undefined;
   let name: string | undefined;
   let value = '';
@@ -41,10 +51,10 @@ export function parseFieldGroups(text: string): FieldGroup[] {
     if (name !== undefined) group!.add(name, value.trim());
     name = undefined;
   };
-  for (const line of text.split(/\r?\n/)) {
+  for (const line of lines(text)) {
     if (line.trim() === '') {
       flush();
-      if (group && group.size > 0) groups.push(group);
+      if (group && group.size > 0) yield group;
       group = undefined;
       continue;
     }
@@ -60,8 +70,19 @@ export function parseFieldGroups(text: string): FieldGroup[] {
     value = m[2];
   }
   flush();
-  if (group && group.size > 0) groups.push(group);
-  return groups;
+  if (group && group.size > 0) yield group;
+}
+
+/** The lines of text (CRLF or LF ends), one at a time. */
+function* lines(text: string): Generator<string> {
+  let start = 0;
+  while (start <= text.length) {
+    const nl = text.indexOf('\n', start);
+    const end = nl === -1 ? text.length : nl;
+    yield text.slice(start, end > start && text[end - 1] === '\r' ? end - 1 : end);
+    if (nl === -1) return;
+    start = nl + 1;
+  }
 }
 
 /** The header block of a message (or of text/rfc822-headers): the fields before the first blank line. */

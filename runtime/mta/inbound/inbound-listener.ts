@@ -21,7 +21,8 @@ import { receivedHeader } from '../intake/headers';
 import { reply, type Reply } from '../intake/smtp/reply';
 import { SmtpSession, type SessionHandlers, type SessionInfo } from '../intake/smtp/session';
 import { inboundMetrics } from './inbound-metrics';
-import { parseReport } from './report';
+import { ParseQueue } from './parse-queue';
+import { parseReport, type ParsedReport, type ReportLimits } from './report';
 import { matchReport, type MatchResult } from './report-matcher';
 import { UnmatchedStore } from './unmatched-store';
 
@@ -37,6 +38,8 @@ export interface InboundDeps {
   /** The operator's bounce rules, so a DSN is classified as a synchronous failure would be. */
   bounceRules?: BounceRuleConfig[];
   now?: () => number;
+  /** Test hook: the report parser (default parseReport), so a test can see when parses run. */
+  parse?: (raw: Buffer, limits: ReportLimits) => Promise<ParsedReport>;
 }
 
 export interface InboundListener {
@@ -48,6 +51,13 @@ export interface InboundListener {
 const MAX_CONNECTIONS = 200;
 const MAX_RECIPIENTS = 100;
 const SOCKET_TIMEOUT_MS = 5 * 60_000;
+/**
+ * Reports parsed at once. Parsing is synchronous JavaScript on the primary's
+ * one event loop, so two at once finish no sooner than one after the other;
+ * they only add up their memory (mailparser holds a report several times
+ * over, see report.ts). The others wait whole, at most max_message_size each.
+ */
+const PARSE_CONCURRENCY = 1;
 
 export async function startInboundListener(config: InboundConfig, deps: InboundDeps): Promise<InboundListener> {
   const logger = deps.logger.child({ component: 'inbound' });
@@ -60,11 +70,20 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
   const domains = new Set(config.domains);
   const hostname = deps.hostname ?? osHostname();
   const sessions = new Set<Socket>();
+  const parse = deps.parse ?? parseReport;
+  const limits: ReportLimits = { maxRecipients: config.maxReportRecipients };
+  const parses = new ParseQueue(PARSE_CONCURRENCY, (d) => inboundMetrics.parseWaiting.inc(d));
+
+  /** Keeps the message whole in inbound/unmatched/, the envelope (which the message does not carry) in a trace field on top. */
+  const keep = (s: SessionInfo, raw: Buffer): Promise<string> => {
+    const trace = receivedHeader({ helo: s.helo, ip: s.remoteAddress, by: hostname, protocol: 'ESMTP', id: 'inbound', rcpt: s.rcptTo.join('>, <') });
+    return unmatched.store(Buffer.concat([Buffer.from(`Return-Path: <${s.mailFrom ?? ''}>\r\n${trace}`, 'latin1'), raw]));
+  };
 
   const take = async (s: SessionInfo, raw: Buffer): Promise<Reply> => {
     let result: MatchResult;
     try {
-      result = matchReport(await parseReport(raw), { envelopeRecipients: s.rcptTo, verp, nodeId: deps.nodeId, now, classify: (r) => classifier.classify(r) });
+      result = await parses.run(async () => matchReport(await parse(raw, limits), { envelopeRecipients: s.rcptTo, verp, nodeId: deps.nodeId, now, classify: (r) => classifier.classify(r) }));
     } catch (err) {
       // A parser bug must cost one message its mapping, never the listener.
       result = { ok: false, reason: 'unparseable', detail: `parsing failed: ${(err as Error).message}` };
@@ -78,16 +97,31 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
         logger.error({ err, message_id: result.messageId }, 'inbound: could not write the report\'s events; the sender will retry');
         return reply(451, '4.3.0', 'local error in processing, try again later');
       }
+      if (result.omitted > 0) {
+        // Past the cap the report is mapped in part: what it says of the
+        // others is kept for an operator, never dropped. Kept after the
+        // events are durable; if keeping fails the sender retries and the
+        // events come again with the same event_ids.
+        let file: string;
+        try {
+          file = await keep(s, raw);
+        } catch (err) {
+          inboundMetrics.refused.inc({ reason: 'write-failed' });
+          logger.error({ err, message_id: result.messageId }, 'inbound: could not keep a report past inbound.max_report_recipients; the sender will retry');
+          return reply(451, '4.3.0', 'local error in processing, try again later');
+        }
+        inboundMetrics.truncated.inc();
+        inboundMetrics.unmatched.inc({ reason: 'too-many-recipients' });
+        logger.warn({ message_id: result.messageId, events: result.events.length, omitted: result.omitted, max_report_recipients: config.maxReportRecipients, file, from: s.mailFrom, client: s.remoteAddress, size: raw.length }, 'inbound: report names more recipients than inbound.max_report_recipients: the first made events, the rest none; the report is kept in inbound/unmatched/');
+      }
       for (const e of result.events) inboundMetrics.reports.inc({ result: e.event });
       if (result.events.length === 0) inboundMetrics.reports.inc({ result: 'no-event' });
       logger.info({ message_id: result.messageId, matched_by: result.matchedBy, events: result.events.map((e) => `${e.event}:${e.recipient}`), from: s.mailFrom, client: s.remoteAddress }, 'inbound: report mapped');
-      return reply(250, '2.0.0', `Ok: ${result.events.length} event(s) for ${result.messageId}`);
+      return reply(250, '2.0.0', `Ok: ${result.events.length} event(s) for ${result.messageId}${result.omitted > 0 ? `; ${result.omitted} more recipient(s) past the limit, kept` : ''}`);
     }
     let file: string;
     try {
-      // The envelope, which the message itself does not carry, goes in a trace field on top.
-      const trace = receivedHeader({ helo: s.helo, ip: s.remoteAddress, by: hostname, protocol: 'ESMTP', id: 'inbound', rcpt: s.rcptTo.join('>, <') });
-      file = await unmatched.store(Buffer.concat([Buffer.from(`Return-Path: <${s.mailFrom ?? ''}>\r\n${trace}`, 'latin1'), raw]));
+      file = await keep(s, raw);
     } catch (err) {
       inboundMetrics.refused.inc({ reason: 'write-failed' });
       logger.error({ err, reason: result.reason }, 'inbound: could not keep an unmatched message; the sender will retry');

@@ -3,13 +3,15 @@
 // workers' merged ones (the default registry there would also hold the
 // workers' metric definitions, bundled into the same file, at zero).
 
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 
 export const inboundRegistry = new Registry();
 
 export const inboundMetrics = {
   reports: new Counter({ name: 'volley_inbound_reports_total', help: 'Inbound mail taken by the report listener, by what it became (bounce, complaint, unsubscribe, no-event, unmatched)', labelNames: ['result'], registers: [inboundRegistry] }),
-  unmatched: new Counter({ name: 'volley_inbound_unmatched_total', help: 'Inbound mail kept in inbound/unmatched/, by why it could not be mapped', labelNames: ['reason'], registers: [inboundRegistry] }),
+  unmatched: new Counter({ name: 'volley_inbound_unmatched_total', help: 'Inbound mail kept in inbound/unmatched/, by why it could not be mapped (too-many-recipients: mapped in part)', labelNames: ['reason'], registers: [inboundRegistry] }),
   unmatchedRemoved: new Counter({ name: 'volley_inbound_unmatched_removed_total', help: 'Files removed from inbound/unmatched/ to stay within inbound.unmatched_max', registers: [inboundRegistry] }),
   refused: new Counter({ name: 'volley_inbound_refused_total', help: 'Inbound transactions refused, by reason (relay, oversize, write-failed)', labelNames: ['reason'], registers: [inboundRegistry] }),
+  parseWaiting: new Gauge({ name: 'volley_inbound_parse_waiting', help: 'Inbound reports received whole and waiting for their turn to be parsed (one is parsed at a time)', registers: [inboundRegistry] }),
+  truncated: new Counter({ name: 'volley_inbound_truncated_total', help: 'Inbound reports naming more recipients than inbound.max_report_recipients: the first ones made events, the report was kept in inbound/unmatched/', registers: [inboundRegistry] }),
 };

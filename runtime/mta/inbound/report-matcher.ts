@@ -26,7 +26,8 @@ import type { ParsedReport } from './report';
 
 export type UnmatchedReason = 'not-a-report' | 'unparseable' | 'forged-token' | 'no-message' | 'no-recipient' | 'unhandled-feedback-type';
 
-export type MatchResult = { ok: true; matchedBy: MatchedBy; messageId: string; events: NewEvent[] } | { ok: false; reason: UnmatchedReason; detail: string };
+/** omitted: recipients the report names past inbound.max_report_recipients, which made no event. */
+export type MatchResult = { ok: true; matchedBy: MatchedBy; messageId: string; events: NewEvent[]; omitted: number } | { ok: false; reason: UnmatchedReason; detail: string };
 
 export interface MatchContext {
   /** The inbound session's RCPT TO addresses: a DSN goes to the return path, so a VERP one is here. */
@@ -48,14 +49,15 @@ export function matchReport(report: ParsedReport, ctx: MatchContext): MatchResul
   }
   const verp = byVerp(report, ctx);
   if (verp && !verp.ok) return { ok: false, reason: 'forged-token', detail: `VERP address ${verp.address} fails its check (${verp.reason}): not believed` };
-  if (verp) return { ok: true, matchedBy: 'verp', messageId: verp.messageId, events: eventsFor(report, verp.messageId, 'verp', ctx, verp.recipient) };
+  const omitted = report.kind === 'dsn' ? report.dsn.omitted : report.arf.omitted;
+  if (verp) return { ok: true, matchedBy: 'verp', messageId: verp.messageId, events: eventsFor(report, verp.messageId, 'verp', ctx, verp.recipient), omitted };
 
   const header = report.original?.get('x-volley-id')?.trim().toUpperCase();
   const messageId = header && VOLLEY_ID.test(header) ? header : undefined;
   if (!messageId) return { ok: false, reason: 'no-message', detail: 'no VERP return path and no X-Volley-Id in the quoted headers: a recipient alone names no message' };
   const events = eventsFor(report, messageId, 'header', ctx);
   if (events === undefined) return { ok: false, reason: 'no-recipient', detail: `message ${messageId}: the report names no recipient` };
-  return { ok: true, matchedBy: 'header', messageId, events };
+  return { ok: true, matchedBy: 'header', messageId, events, omitted };
 }
 
 type VerpMatch = { ok: true; messageId: string; recipient: string } | { ok: false; address: string; reason: string };

@@ -119,6 +119,7 @@ export const inboundSchema = {
     domains: { type: 'array', minItems: 1, items: domain },
     max_message_size: size,
     unmatched_max: { ...size, description: 'bytes kept in inbound/unmatched/ (default 256MB); past it the oldest go, with a log line' },
+    max_report_recipients: { type: 'integer', minimum: 1, maximum: 1_000_000, description: 'recipient groups of a DSN (Original-Rcpt-To of an ARF report) turned into events, default 1000; past it the report is also kept in inbound/unmatched/' },
     verp: {
       type: 'object',
       additionalProperties: false,
@@ -194,6 +195,8 @@ export interface InboundConfig {
   domains: string[];
   maxMessageSize: number;
   unmatchedMax: number;
+  /** Recipients of one report read and turned into events; the rest are counted and the report kept in inbound/unmatched/. */
+  maxReportRecipients: number;
   verp?: { domain: string; prefix: string; secretFile: string; pools?: string[] };
 }
 
@@ -213,6 +216,7 @@ export interface RawInbound {
   domains: string[];
   max_message_size?: Dur;
   unmatched_max?: Dur;
+  max_report_recipients?: number;
   verp?: { domain: string; prefix?: string; secret_file: string; pools?: string[] };
 }
 
@@ -328,6 +332,10 @@ export function normaliseInbound(raw: RawInbound | undefined, poolNames: Readonl
     domains,
     maxMessageSize: sz(raw.max_message_size, 10 * 1024 * 1024, ['inbound', 'max_message_size']),
     unmatchedMax: sz(raw.unmatched_max, 256 * 1024 * 1024, ['inbound', 'unmatched_max']),
+    // A mailer daemon reports on one message: even a list expansion rarely
+    // names a thousand recipients, and a report naming 180,000 (9 MB) is an
+    // attack on the primary's memory, not a bounce.
+    maxReportRecipients: raw.max_report_recipients ?? 1000,
     verp,
   };
 }

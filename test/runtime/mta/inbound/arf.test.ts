@@ -20,6 +20,7 @@ test('the RFC 5965 fields, repeated ones kept, Received-Date read as the arrival
     version: '1',
     originalMailFrom: 'bounce+x@bounces.example',
     originalRcptTo: ['a@example.net', 'b@example.net'],
+    omitted: 0,
     sourceIp: '192.0.2.1',
     reportedDomain: ['example.com', 'example.org'],
     reportingMta: 'mail.example.net',
@@ -29,4 +30,10 @@ test('the RFC 5965 fields, repeated ones kept, Received-Date read as the arrival
 
 test('without a Feedback-Type it is not a feedback report', () => {
   expect(parseFeedbackReport('User-Agent: x\r\nVersion: 1\r\n')).toBeUndefined();
+});
+
+test('past maxRecipients the repeated Original-Rcpt-To fields (each an event) are counted, not read', () => {
+  const text = ['Feedback-Type: abuse', 'Original-Rcpt-To: a@example.net', 'Original-Rcpt-To: b@example.net', 'Original-Rcpt-To: c@example.net'].join('\r\n');
+  expect(parseFeedbackReport(text, 2)).toMatchObject({ originalRcptTo: ['a@example.net', 'b@example.net'], omitted: 1 });
+  expect(parseFeedbackReport(text)).toMatchObject({ originalRcptTo: ['a@example.net', 'b@example.net', 'c@example.net'], omitted: 0 });
 });

@@ -23,6 +23,7 @@ test('groups: the per-message one first, then one per recipient; address types a
       { finalRecipient: 'a@example.com', originalRecipient: 'A@Example.com', action: 'failed', status: '5.1.1', diagnostic: '550 5.1.1 no such user here', remoteMta: undefined },
       { finalRecipient: 'b@example.com', originalRecipient: undefined, action: 'delayed', status: '4.4.7', diagnostic: undefined, remoteMta: undefined },
     ],
+    omitted: 0,
   });
 });
 
@@ -37,4 +38,14 @@ test('a quoted multi-line reply loses its repeated code prefixes; text without a
   expect(diagnosticReply('421 try later')).toEqual({ code: 421, enhanced: undefined, text: 'try later' });
   expect(diagnosticReply('X-Unix; mailbox is full')).toEqual({ text: 'X-Unix; mailbox is full' });
   expect(diagnosticReply(undefined)).toEqual({ text: '' });
+});
+
+test('past maxRecipients the recipient groups are counted, not read', () => {
+  const group = (i: number): string => `Final-Recipient: rfc822; r${i}@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n`;
+  const text = ['Reporting-MTA: dns; mx.example.org\r\n', group(0), 'X-Note: a group without an Action is no recipient\r\n', group(1), group(2), group(3)].join('\r\n');
+  const dsn = parseDeliveryStatus(text, 2)!;
+  expect(dsn.reportingMta).toBe('mx.example.org');
+  expect(dsn.recipients.map((r) => r.finalRecipient)).toEqual(['r0@example.com', 'r1@example.com']);
+  expect(dsn.omitted).toBe(2);
+  expect(parseDeliveryStatus(text)!.omitted).toBe(0);
 });

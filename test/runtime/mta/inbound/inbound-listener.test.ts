@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { parseConfig } from '../../../../runtime/shared/config/load';
@@ -13,6 +13,7 @@ import { deliveryConfigYaml } from '../../../helpers/config';
 import { ScriptedMx } from '../../../helpers/scripted-mx';
 import { inboundMetrics } from '../../../../runtime/mta/inbound/inbound-metrics';
 import { startInboundListener, type InboundListener } from '../../../../runtime/mta/inbound/inbound-listener';
+import { parseReport } from '../../../../runtime/mta/inbound/report';
 import type { EventWriter, NewEvent } from '../../../../runtime/mta/events/types';
 import { captureLogger, waitUntil } from '../../../helpers/proxy-fixtures';
 import { SmtpDialog } from '../../../helpers/smtp-dialog';
@@ -45,7 +46,7 @@ let listener: InboundListener;
 
 beforeAll(async () => {
   listener = await startInboundListener(
-    { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024, verp: { domain: 'bounces.shop.example', prefix: 'bounce', secretFile: '-' } },
+    { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024, maxReportRecipients: 1000, verp: { domain: 'bounces.shop.example', prefix: 'bounce', secretFile: '-' } },
     { events: writer, persistentPath: dir, logger: log.logger, verpSecret: KEY, nodeId: 'node-a', hostname: 'inbound.test' },
   );
 });
@@ -205,7 +206,7 @@ test('a report sent again (our 250 was lost, the sender retries) makes events wi
   const logDir = join(dir, 'retried', 'events');
   const eventLog = new AttemptLog({ dir: logDir, name: 'primary', node: 'node-a', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
   const second = await startInboundListener(
-    { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024 },
+    { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024, maxReportRecipients: 1000 },
     { events: eventLog, persistentPath: join(dir, 'retried'), logger: pino({ level: 'silent' }), nodeId: 'node-a', hostname: 'inbound.test' },
   );
   try {
@@ -226,4 +227,140 @@ test('a report sent again (our 250 was lost, the sender retries) makes events wi
   expect(lines[2].event_id).toBe(lines[0].event_id);
   expect(lines[3].event_id).toBe(lines[1].event_id);
   expect(lines[0].event_id).not.toBe(lines[1].event_id);
+});
+
+/** A DSN naming n failed recipients (tag-0@ ... tag-(n-1)@example.net) of message id, matched by its quoted X-Volley-Id. */
+function bigDsn(id: string, n: number, tag: string): string {
+  const groups = Array.from({ length: n }, (_, i) => `Final-Recipient: rfc822; ${tag}-${i}@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n`);
+  return `From: MAILER-DAEMON@mx.example.net\r\nTo: bounces@bounces.shop.example\r\nSubject: failed\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nUndeliverable.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n${groups.join('\r\n')}\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nX-Volley-Id: ${id}\r\nFrom: news@shop.example\r\n\r\n--b--\r\n`;
+}
+
+describe('large reports', () => {
+  const home = join(dir, 'large');
+  const events = new RecordingWriter();
+  const capture = captureLogger();
+  let active = 0;
+  let most = 0;
+  let entered = 0;
+  let holdFirst: Promise<void> | undefined;
+  let big: InboundListener;
+
+  beforeAll(async () => {
+    big = await startInboundListener(
+      { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 1024 * 1024, unmatchedMax: 64 * 1024 * 1024, maxReportRecipients: 600 },
+      {
+        events,
+        persistentPath: home,
+        logger: capture.logger,
+        nodeId: 'node-a',
+        hostname: 'inbound.test',
+        // The real parser, watched: how many run at once, and the first held while the test wants it held.
+        parse: async (raw, limits) => {
+          entered++;
+          active++;
+          most = Math.max(most, active);
+          try {
+            if (entered === 1 && holdFirst) await holdFirst;
+            return await parseReport(raw, limits);
+          } finally {
+            active--;
+          }
+        },
+      },
+    );
+  });
+  afterAll(() => big.close());
+
+  const open = async (): Promise<SmtpDialog> => {
+    const s = await SmtpDialog.open(big.port);
+    expect((await s.reply()).code).toBe(220);
+    expect((await s.command('EHLO mx.example.net')).code).toBe(250);
+    return s;
+  };
+
+  test('several large reports sent at once on their own connections are parsed one at a time, the rest wait for their 250, and every one gets its events', async () => {
+    const waiting = async (): Promise<number> => (await inboundMetrics.parseWaiting.get()).values[0]?.value ?? 0;
+    let release!: () => void;
+    holdFirst = new Promise<void>((r) => (release = r));
+    const reports = ['a', 'b', 'c', 'd'].map((tag) => ({ tag, id: newMessageId() }));
+    const sessions = await Promise.all(reports.map(() => open()));
+    const answers = reports.map((r, i) => sessions[i].transaction('', ['bounces@bounces.shop.example'], bigDsn(r.id, 500, r.tag)));
+    // The first parse is held until every other report is in whole: either
+    // they wait their turn (the bound) or they are parsed beside it (none).
+    await waitUntil(async () => entered === reports.length || (entered === 1 && (await waiting()) === reports.length - 1), 30_000, () => `entered ${entered}`);
+    release();
+    const replies = await Promise.all(answers);
+    for (const s of sessions) await s.quit();
+    expect(replies.map((r) => r.code)).toEqual([250, 250, 250, 250]);
+    expect(most).toBe(1);
+    expect(await waiting()).toBe(0);
+    for (const r of reports) {
+      const mine = events.written.filter((e) => e.message_id === r.id);
+      expect(mine).toHaveLength(500);
+      expect(new Set(mine.map((e) => e.recipient)).size).toBe(500);
+    }
+  });
+
+  test('past max_report_recipients (600 here) the first 600 recipients of a DSN, and of an ARF report, make events; the report is also kept whole in unmatched/, counted and logged once', async () => {
+    const keptDir = join(home, 'inbound', 'unmatched');
+    const counted = async (): Promise<number> => (await inboundMetrics.unmatched.get()).values.find((v) => v.labels.reason === 'too-many-recipients')?.value ?? 0;
+    const truncatedBefore = (await inboundMetrics.truncated.get()).values[0]?.value ?? 0;
+    const countedBefore = await counted();
+    const dsnId = newMessageId();
+    const arfId = newMessageId();
+    const dsn = bigDsn(dsnId, 700, 'many');
+    const rcpts = Array.from({ length: 700 }, (_, i) => `Original-Rcpt-To: <reader-${i}@example.org>\r\n`).join('');
+    const arf = `From: fbl@isp.example.org\r\nTo: fbl@bounces.shop.example\r\nSubject: complaint\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=feedback-report; boundary="f"\r\n\r\n--f\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n--f\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: fbl/1\r\nVersion: 1\r\n${rcpts}\r\n--f\r\nContent-Type: text/rfc822-headers\r\n\r\nX-Volley-Id: ${arfId}\r\nFrom: news@shop.example\r\n\r\n--f--\r\n`;
+    const s = await open();
+    const r1 = await s.transaction('', ['bounces@bounces.shop.example'], dsn);
+    const r2 = await s.transaction('fbl@isp.example.org', ['fbl@bounces.shop.example'], arf);
+    await s.quit();
+
+    expect([r1.code, r2.code]).toEqual([250, 250]);
+    expect(r1.text).toMatch(/600 event\(s\) for .*; 100 more recipient\(s\) past the limit, kept/);
+    const bounces = events.written.filter((e) => e.message_id === dsnId);
+    expect(bounces.map((e) => e.recipient)).toEqual(Array.from({ length: 600 }, (_, i) => `many-${i}@example.net`));
+    const complaints = events.written.filter((e) => e.message_id === arfId);
+    expect(complaints.map((e) => `${e.event}:${e.recipient}`)).toEqual(Array.from({ length: 600 }, (_, i) => `complaint:reader-${i}@example.org`));
+
+    // Nothing the report said is lost: it is kept whole, envelope on top.
+    const kept = readdirSync(keptDir).filter((f) => f.endsWith('.eml')).map((f) => readFileSync(join(keptDir, f), 'latin1'));
+    expect(kept).toHaveLength(2);
+    expect(kept.find((k) => k.includes(dsnId))).toMatch(/^Return-Path: <>\r\n[\s\S]*many-699@example\.net/);
+    expect(kept.find((k) => k.includes(arfId))).toContain('reader-699@example.org');
+    expect(await counted()).toBe(countedBefore + 2);
+    expect((await inboundMetrics.truncated.get()).values[0]?.value).toBe(truncatedBefore + 2);
+    const lines = capture.lines().filter((l) => /max_report_recipients/.test(String(l.msg)));
+    expect(lines.map((l) => [l.message_id, l.events, l.omitted])).toEqual([
+      [dsnId, 600, 100],
+      [arfId, 600, 100],
+    ]);
+  });
+
+  test('when a report past the limit cannot be kept, the answer is 451 (the sender retries) and the retry repeats the same event_ids', async () => {
+    const keptDir = join(home, 'inbound', 'unmatched');
+    const id = newMessageId();
+    const report = bigDsn(id, 601, 'retry');
+    // unmatched/ made a plain file: keeping fails with ENOTDIR.
+    const aside = `${keptDir}.aside`;
+    renameSync(keptDir, aside);
+    writeFileSync(keptDir, '');
+    const s = await open();
+    try {
+      const first = await s.transaction('', ['bounces@bounces.shop.example'], report);
+      expect(first.code).toBe(451);
+    } finally {
+      rmSync(keptDir);
+      renameSync(aside, keptDir);
+    }
+    const again = await s.transaction('', ['bounces@bounces.shop.example'], report);
+    await s.quit();
+    expect(again.code).toBe(250);
+    const mine = events.written.filter((e) => e.message_id === id);
+    // Written with the first try (the write comes before the keeping), and again: the same ids, which sinks deduplicate.
+    expect(mine).toHaveLength(1200);
+    expect(mine.slice(600).map((e) => e.event_id)).toEqual(mine.slice(0, 600).map((e) => e.event_id));
+    expect(readdirSync(keptDir).filter((f) => f.endsWith('.eml')).map((f) => readFileSync(join(keptDir, f), 'latin1')).filter((k) => k.includes(id))).toHaveLength(1);
+    expect(capture.lines().some((l) => l.msg === 'inbound: could not keep a report past inbound.max_report_recipients; the sender will retry' && l.message_id === id)).toBe(true);
+  });
 });

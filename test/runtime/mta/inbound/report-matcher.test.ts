@@ -52,6 +52,7 @@ describe('DSNs as real receivers send them', () => {
           remote_mta: 'mx1.example.net',
         },
       ],
+      omitted: 0,
     });
   });
 
@@ -126,6 +127,7 @@ describe('ARF feedback reports', () => {
           reported_by: 'arf.mail.yahoo.com',
         },
       ],
+      omitted: 0,
     });
   });
 

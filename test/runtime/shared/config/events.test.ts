@@ -49,9 +49,15 @@ describe('events and inbound config', () => {
 
   test('inbound: defaults, and a VERP domain that the listener would refuse is named', () => {
     const c = parseConfig(`${base}inbound:\n  domains: [Bounces.Example.com]\n  verp: { domain: bounces.example.com, secret_file: /etc/volley/verp }\n`);
-    expect(c.inbound).toEqual({ address: '0.0.0.0', port: 25, domains: ['bounces.example.com'], maxMessageSize: 10 * 1024 * 1024, unmatchedMax: 256 * 1024 * 1024, verp: { domain: 'bounces.example.com', prefix: 'bounce', secretFile: '/etc/volley/verp', pools: undefined } });
+    expect(c.inbound).toEqual({ address: '0.0.0.0', port: 25, domains: ['bounces.example.com'], maxMessageSize: 10 * 1024 * 1024, unmatchedMax: 256 * 1024 * 1024, maxReportRecipients: 1000, verp: { domain: 'bounces.example.com', prefix: 'bounce', secretFile: '/etc/volley/verp', pools: undefined } });
     expect(issuesOf(`${base}inbound:\n  domains: [fbl.example.com]\n  verp: { domain: bounces.example.com, secret_file: v, pools: [nope] }\n`)).toEqual(
       expect.arrayContaining(['inbound.verp.domain: "bounces.example.com" is not one of inbound.domains: its bounces would be refused', 'inbound.verp.pools[0]: no pool named "nope"']),
     );
+  });
+
+  test('inbound.max_report_recipients: default 1000, set, and a count below 1 named', () => {
+    expect(parseConfig(`${base}inbound:\n  domains: [b.example.com]\n  max_report_recipients: 50\n`).inbound?.maxReportRecipients).toBe(50);
+    expect(issuesOf(`${base}inbound:\n  domains: [b.example.com]\n  max_report_recipients: 0\n`).join('\n')).toMatch(/inbound\.max_report_recipients/);
+    expect(issuesOf(`${base}inbound:\n  domains: [b.example.com]\n  max_report_recipients: many\n`).join('\n')).toMatch(/inbound\.max_report_recipients/);
   });
 });
