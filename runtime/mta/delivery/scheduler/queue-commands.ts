@@ -75,6 +75,14 @@ export class QueueCommands {
         // interval per message. Checked again per batch: delivery goes on meanwhile.
         for (let i = 0; i < chosen.length; i += PURGE_BATCH) {
           const batch = chosen.slice(i, i + PURGE_BATCH).filter((e) => (released.has(e.id) || !this.o.inflight.has(e.id)) && p.get(e.id) === e);
+          // In flight while its records are written (the log's commit interval): a retry
+          // that comes meanwhile must not start a delivery of a message being purged (it
+          // would go out, and its outcome would then find it gone and park the partition).
+          for (const e of batch) {
+            if (released.has(e.id)) continue;
+            this.o.inflight.add(e.id);
+            released.add(e.id);
+          }
           // Every write of the batch ends before a failure is told: none is still being purged once it is out of flight.
           const failed = (await Promise.allSettled(batch.map((e) => this.o.recorder.purged(e, p)))).find((r) => r.status === 'rejected');
           if (failed) throw failed.reason;

@@ -265,6 +265,31 @@ test('a purge of 1,500 messages shares the synced writes: it does not wait out t
   await partition.close();
 });
 
+test('a message whose retry comes while a purge writes its records is purged, not also delivered, and its partition keeps delivering', async () => {
+  const connector = new CountingConnector();
+  // The attempt log waits 1 s per commit: the purge's `purged` events are being written for that long.
+  const { engine, partition, attemptLog, events } = await engineWith('purge-race', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector, 1000);
+  const now = Date.now();
+  await partition.appendMessage({ id: 'race', from: 'a@shop.test', to: ['r@gone.test'], received: now, next: now + 500, via: 'http', size: 3 }, Buffer.from('id race\r\n'));
+  engine.start();
+  let purged: number | undefined;
+  void engine.purge({ domain: 'gone.test' }).then((n) => (purged = n));
+  // Its retry (at 500 ms) comes while the purge's events wait out the log's interval.
+  await advanceUntil(() => purged !== undefined, 250, 40, () => JSON.stringify(engine.status()));
+  expect(purged).toBe(1);
+  // Later mail of the same partition still goes: no outcome of the purged message is held unrecorded, parking it.
+  await partition.appendMessage({ id: 'after', from: 'a@shop.test', to: ['r@kept.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('id after\r\n'));
+  engine.schedule(partition.get('after')!);
+  await advanceUntil(() => events().some((e) => e.message_id === 'after') && engine.status().inflight === 0, 250, 40, () => JSON.stringify(engine.status()));
+  expect(engine.status()).toMatchObject({ inflight: 0, unrecorded: 0, parked: 0 });
+  await engine.stop();
+  await attemptLog.close();
+  const ev = events() as { event: string; status?: string; message_id: string }[];
+  expect(ev.map((e) => `${e.message_id}:${e.event}:${e.status ?? ''}`).sort()).toEqual(['after:delivery:delivered', 'race:purged:']);
+  expect(connector.sent).toBe(1);
+  await partition.close();
+});
+
 test('a purge of a paused destination removes its mail: queued behind the pause is not in flight', async () => {
   const connector = new CountingConnector();
   const { engine, partition, attemptLog, events } = await engineWith('purge-paused', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector);
