@@ -1,7 +1,7 @@
 // The MTA's primary process: what it gives the workers it (re)starts.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deliveryConfigYaml, writeTestConfig } from '../../helpers/config';
+import { deliveryConfigYaml, testConfigYaml, writeTestConfig } from '../../helpers/config';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
@@ -58,5 +58,21 @@ test('a delivery.tls_ca_file that cannot be read stops the start with ETLSCAFILE
   expect(err?.message).toMatch(/^mta exited 1:/);
   expect(err?.message).toContain(`delivery.tls_ca_file: cannot read ${join(caDir, 'missing.pem')}`);
   expect(err?.message).toContain('ETLSCAFILE');
+  expect(err?.message).not.toMatch(/worker died/);
+});
+
+test('a proxies.secret_file that cannot be read stops the start with ESECRET, before any worker (no crash loop)', async () => {
+  const pxDir = join(dir, 'bad-secret');
+  mkdirSync(pxDir);
+  const configPath = join(pxDir, 'volley.yaml');
+  const secret = join(pxDir, 'missing.secret');
+  writeFileSync(configPath, testConfigYaml() + `proxies:\n  secret_file: ${secret}\n  servers:\n    - { name: proxy-a, address: 127.0.0.1:9, fingerprint: "AB:CD", sending_ips: [127.0.0.1] }\n`);
+  const err = await startMta({ configPath, persistentPath: join(pxDir, 'pp'), workers: 1 }).then(
+    (m) => ((mta = m), undefined),
+    (e: unknown) => e as Error,
+  );
+  expect(err?.message).toMatch(/^mta exited 1:/);
+  expect(err?.message).toContain(`proxies.secret_file: cannot read the proxy secret file ${secret}`);
+  expect(err?.message).toContain('ESECRET');
   expect(err?.message).not.toMatch(/worker died/);
 });
