@@ -144,6 +144,9 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         // Restart=on-failure, and a node missing a worker strands its partitions.
         signalled.set(index, m.signal);
       } else if (m.type === 'ready') {
+        // A worker still starting when the node began to stop had no handler yet: the
+        // shutdown sent then was dropped, and it would run on until the deadline's SIGKILL.
+        if (stopping) return void w.send({ type: 'shutdown' } satisfies ToWorker);
         // A refresh that came while this worker was starting may have missed it.
         if (given.get(index) !== generation) {
           given.set(index, generation);

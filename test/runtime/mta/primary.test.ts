@@ -76,3 +76,20 @@ test('a proxies.secret_file that cannot be read stops the start with ESECRET, be
   expect(err?.message).toContain('ESECRET');
   expect(err?.message).not.toMatch(/worker died/);
 });
+
+test('a stop that comes while a worker is starting stops that worker gracefully too, not by the 30 s deadline\'s SIGKILL', async () => {
+  mkdirSync(join(dir, 'starting'));
+  const configPath = writeTestConfig(join(dir, 'starting'), { relayFrom: ['127.0.0.0/8'] });
+  mta = await startMta({ configPath, persistentPath: join(dir, 'starting', 'pp'), workers: 2 });
+  const m = mta;
+  const first = workerPids(m.proc.pid!);
+  expect(first).toHaveLength(2);
+  process.kill(first[0], 'SIGKILL');
+  // Its replacement is forked half a second later; the primary's SIGTERM comes while it is still starting.
+  let fresh: number | undefined;
+  await waitUntil(() => (fresh = workerPids(m.proc.pid!).find((p) => !first.includes(p))) !== undefined, 30_000, () => m.log().slice(-2000));
+  await m.stop();
+  mta = undefined;
+  // It heard the stop and stopped as a worker stops: listeners closed, deliveries finished (not cut off by SIGKILL).
+  expect(m.log()).toMatch(new RegExp(`"pid":${fresh},[^\\n]*"msg":"worker stopping: closing listeners`));
+});
