@@ -94,7 +94,7 @@ test('a refresh whose delivery.tls_ca_file cannot be read is rejected, naming th
   expect((await fetch(`${mta.adminUrl}/readyz`)).status).toBe(200);
 });
 
-test('a refresh whose smtp.tls, proxies.secret_file or a proxy's ca_file cannot be read is rejected, naming the file: a worker restarted later would die at start, again and again', async () => {
+test('a refresh whose smtp.tls, proxies.secret_file or a proxy\'s ca_file cannot be read is rejected, naming the file: a worker restarted later would die at start, again and again', async () => {
   const key = join(dir, 'rotated.key');
   writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'], users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}` }).replace('  relay_from:', `  tls: { cert: ${join(dir, 'rotated.crt')}, key: ${key} }\n  relay_from:`));
   let r = await refresh();
