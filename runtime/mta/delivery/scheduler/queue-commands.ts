@@ -29,6 +29,8 @@ export interface QueueCommandsOptions {
   config: () => VolleyConfig;
   /** Delivery is paused on this node (the engine's pause, or a drain). */
   paused: () => boolean;
+  /** Held at start because an interrupted drain may have handed it to another node (engine.start). */
+  held: (id: string) => boolean;
   /** Arms the retry timer and pumps the destination queues. */
   kick: () => void;
 }
@@ -41,13 +43,16 @@ export class QueueCommands {
     return { ...summarise(all, this.o.now()), awaitingMirror: this.o.partitions.reduce((n, p) => n + p.unconfirmedCount, 0), pausedDestinations: this.o.holds.list() };
   }
 
-  /** Makes matching messages due now (throttles still apply). */
+  /**
+   * Makes matching messages due now (throttles still apply). Not those held
+   * for an interrupted drain: their destination may hold and deliver them.
+   */
   retryNow(sel: Selector): number {
     const now = this.o.now();
     let n = 0;
     for (const p of this.o.partitions) {
       for (const e of p.entries()) {
-        if (!matches(e, sel) || this.o.inflight.has(e.id)) continue;
+        if (!matches(e, sel) || this.o.inflight.has(e.id) || this.o.held(e.id)) continue;
         e.next = now;
         this.o.retries.push(now, e);
         n++;
@@ -148,6 +153,7 @@ export class QueueCommands {
       const maxLifetimeMs = this.o.config().delivery.maxLifetimeMs;
       let why: string;
       if (p.awaitsConfirm(id)) why = 'written here, awaiting the HA mirror\'s confirmation (sync barrier): not deliverable until it answers';
+      else if (this.o.held(id)) why = 'held since the start: an interrupted drain may have handed it to another node, which is asked whether it has it (run `volley drain` to settle it)';
       else if (this.o.parking.isParked(e, p)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
       else if (this.o.inflight.has(id) && held.length === 0) why = 'being delivered now';
       else if (held.some((d) => this.o.holds.holds(d))) why = 'its destination is paused by an operator';

@@ -582,6 +582,30 @@ test('a message an interrupted drain may have handed over is held at start: not 
   await partition.close();
 });
 
+test('an operator\'s retry-now does not release a message an interrupted drain may have handed over: its destination may be delivering it', async () => {
+  const connector = new CountingConnector();
+  const { engine, partition, attemptLog, events } = await engineWith('held-retry', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\ndelivery: { retry: [1h] }\n`, connector);
+  const now = Date.now();
+  // Both deferred for an hour: "retry now" is what would make them due.
+  for (const id of ['free', 'held']) await partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@x.test`], received: now, next: now + 3_600_000, via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.start(new Set(['held']));
+  const retried = engine.retryNow({});
+  await waitUntil(() => events().length >= 1 && engine.status().inflight === 0, 10_000, () => JSON.stringify(engine.status()));
+  expect(events().map((e) => e.message_id)).toEqual(['free']);
+  expect(retried).toBe(1);
+  expect(engine.retryNow({ id: 'held' })).toBe(0);
+  expect(engine.describe('held')).toMatchObject({ why: expect.stringMatching(/interrupted drain/) });
+  // Once its destination said it does not have it (reconcile.ts schedules it), it is the node's again: retry-now moves it.
+  engine.schedule(partition.get('held')!);
+  expect(engine.retryNow({ id: 'held' })).toBe(1);
+  await waitUntil(() => events().length >= 2, 10_000, () => JSON.stringify(engine.status()));
+  expect(events().map((e) => e.message_id).sort()).toEqual(['free', 'held']);
+  expect(connector.sent).toBe(2);
+  await engine.stop();
+  await attemptLog.close();
+  await partition.close();
+});
+
 test('8-bit mail to an MX without 8BITMIME is converted to 7 bit before DKIM signs it: it arrives quoted-printable and its signature verifies', async () => {
   // Not a question of time, and dkimverify runs as a real process: real timers.
   jest.useRealTimers();
