@@ -3,12 +3,10 @@ import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig } from '../shared/config/load';
+import { checkWorkerInputs } from './worker-inputs';
 import type { VolleyConfig } from '../shared/config/types';
-import { loadTls } from '../shared/tls-files';
-import { mxTrust } from '../shared/smtp/mx-trust';
 import { AdminServer } from './admin/admin-server';
-import { DkimSigner } from './delivery/dkim/dkim';
-import { loadVerpSecret, verpFromConfig } from './delivery/records/verp';
+import { loadVerpSecret } from './delivery/records/verp';
 import { startInboundListener } from './inbound/inbound-listener';
 import { inboundRegistry } from './inbound/inbound-metrics';
 import { answerThrottle, revive } from './delivery/throttle/throttle-authority';
@@ -71,10 +69,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   }
   const unlock = lockPersistentPath(options.persistentPath);
   const nodeId = nodeIdentity(options.persistentPath, options.nodeId);
-  await loadTls(config.smtp.tls, options.persistentPath, config.hostname); // made once here, read by every worker
-  new DkimSigner(config.dkim); // a key that cannot load stops the start here, with its name
-  if (config.delivery.tlsCaFile) mxTrust(config.delivery.tlsCaFile, 'delivery.tls_ca_file'); // as does a CA file for MX certificates (not a worker crash loop)
-  verpFromConfig(config.inbound); // so does a VERP key (inbound.verp.secret_file) that is missing or short
+  // A file a worker cannot load (TLS pair, DKIM key, CA, VERP key, proxy secret) stops the start here, with its name (not a worker crash loop).
+  await checkWorkerInputs(config, options.persistentPath);
   // Before the workers start writing: a sink that never ran starts at the log's end as it is now.
   const events = new EventService({ config, persistentPath: options.persistentPath, nodeId, logger });
   events.start();
@@ -148,6 +144,9 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         // Restart=on-failure, and a node missing a worker strands its partitions.
         signalled.set(index, m.signal);
       } else if (m.type === 'ready') {
+        // A worker still starting when the node began to stop had no handler yet: the
+        // shutdown sent then was dropped, and it would run on until the deadline's SIGKILL.
+        if (stopping) return void w.send({ type: 'shutdown' } satisfies ToWorker);
         // A refresh that came while this worker was starting may have missed it.
         if (given.get(index) !== generation) {
           given.set(index, generation);
@@ -236,13 +235,12 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       w.send({ type: 'query', id, query, args } satisfies ToWorker);
     });
 
-  const refresh = (): { ok: boolean; errors?: string[] } => {
+  const refresh = async (): Promise<{ ok: boolean; errors?: string[] }> => {
     try {
       const next = loadConfig(options.configPath);
-      new DkimSigner(next.dkim); // every key must load before any worker sees the new config
-      verpFromConfig(next.inbound);
-      // Workers read it only at start, but one restarted later gets this config: it must load too.
-      if (next.delivery.tlsCaFile) mxTrust(next.delivery.tlsCaFile, 'delivery.tls_ca_file');
+      // Every key must load before any worker sees the new config; and what workers read only
+      // at start must load too: one restarted later (a crash, a stray SIGTERM) gets this config.
+      await checkWorkerInputs(next, options.persistentPath);
       config = next;
     } catch (err) {
       const errors = err instanceof ConfigError ? err.issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.field}: ${i.message}`) : [(err as Error).message];
@@ -285,7 +283,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       const queued = perWorker.reduce((n: number, x) => n + ((x as { queued?: number }).queued ?? 0), 0);
       return { node: nodeId, queued, workers: perWorker };
     },
-    refresh: async () => refresh(),
+    refresh: () => refresh(),
     drain: async (action) => {
       draining = action === 'stop';
       const perWorker = (await Promise.all([...workers.values()].map((w) => ask(w, `drain-${action}`)))) as { queued: number; inflight?: number }[];
@@ -320,7 +318,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => refresh());
+  process.on('SIGHUP', () => void refresh());
   // Listening last: a stop (SIGTERM, SIGINT) may come while the admin port binds.
   const adminBind = options.admin ?? { address: config.admin.address, port: config.admin.port };
   await admin.listen(adminBind.port, adminBind.address);

@@ -85,6 +85,8 @@ export class DeliveryEngine {
   private readonly inflight = new InFlight();
   private stopped = false;
   private paused = false;
+  /** Held at start for an interrupted drain (`start`): not the node's to deliver until `schedule` is called for it. */
+  private held = new Set<string>();
   private readonly holds = new OperatorHolds();
   private readonly clock: Clock;
   private readonly now: () => number;
@@ -163,6 +165,7 @@ export class DeliveryEngine {
       now: this.now,
       config: () => this.config,
       paused: () => this.paused,
+      held: (id) => this.held.has(id),
       kick: () => {
         this.arm();
         this.pump();
@@ -176,6 +179,7 @@ export class DeliveryEngine {
    * them, once that node said whether it has them (drain/source/reconcile.ts).
    */
   start(held?: ReadonlySet<string>): void {
+    this.held = new Set(held);
     this.holdWake.start();
     for (const partition of this.options.partitions) {
       const entries = held && held.size > 0 ? [...partition.entries()].filter((e) => !held.has(e.id)) : partition.entries();
@@ -255,6 +259,8 @@ export class DeliveryEngine {
 
   /** A newly accepted message: try it at once. */
   schedule(entry: SpoolEntry): void {
+    // A held message scheduled is released (its destination said it does not have it).
+    this.held.delete(entry.id);
     this.retries.push(entry.next, entry);
     this.arm();
   }

@@ -94,6 +94,36 @@ test('a refresh whose delivery.tls_ca_file cannot be read is rejected, naming th
   expect((await fetch(`${mta.adminUrl}/readyz`)).status).toBe(200);
 });
 
+test('a refresh whose smtp.tls, proxies.secret_file or a proxy\'s ca_file cannot be read is rejected, naming the file: a worker restarted later would die at start, again and again', async () => {
+  const key = join(dir, 'rotated.key');
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'], users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}` }).replace('  relay_from:', `  tls: { cert: ${join(dir, 'rotated.crt')}, key: ${key} }\n  relay_from:`));
+  let r = await refresh();
+  expect(r.code).toBe(1);
+  expect(r.out).toContain(`smtp.tls: cannot read TLS files`);
+  expect(r.out).toContain(key);
+  const secret = join(dir, 'proxy.secret');
+  writeFileSync(
+    configPath,
+    testConfigYaml({ relayFrom: ['127.0.0.1/32'], users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}` }) +
+      `proxies:\n  secret_file: ${secret}\n  servers:\n    - { name: proxy-a, address: 127.0.0.1:9, fingerprint: "AB:CD", sending_ips: [127.0.0.1] }\n`,
+  );
+  r = await refresh();
+  expect(r.code).toBe(1);
+  expect(r.out).toContain(`proxies.secret_file: cannot read the proxy secret file ${secret}`);
+  // The secret there, the proxy's CA file not.
+  writeFileSync(secret, 's'.repeat(40));
+  const ca = join(dir, 'proxy-ca.pem');
+  writeFileSync(
+    configPath,
+    testConfigYaml({ relayFrom: ['127.0.0.1/32'], users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}` }) +
+      `proxies:\n  secret_file: ${secret}\n  servers:\n    - { name: proxy-a, address: 127.0.0.1:9, ca_file: ${ca}, sending_ips: [127.0.0.1] }\n`,
+  );
+  r = await refresh();
+  expect(r.code).toBe(1);
+  expect(r.out).toContain(`proxies.servers[0].ca_file: ENOENT: no such file or directory, open '${ca}'`);
+  expect((await fetch(`${mta.adminUrl}/readyz`)).status).toBe(200);
+});
+
 test('SIGHUP refreshes too', async () => {
   writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.1/32'] })); // bob removed again
   mta.proc.kill('SIGHUP');

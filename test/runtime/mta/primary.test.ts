@@ -1,7 +1,7 @@
 // The MTA's primary process: what it gives the workers it (re)starts.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deliveryConfigYaml, writeTestConfig } from '../../helpers/config';
+import { deliveryConfigYaml, testConfigYaml, writeTestConfig } from '../../helpers/config';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
@@ -59,4 +59,37 @@ test('a delivery.tls_ca_file that cannot be read stops the start with ETLSCAFILE
   expect(err?.message).toContain(`delivery.tls_ca_file: cannot read ${join(caDir, 'missing.pem')}`);
   expect(err?.message).toContain('ETLSCAFILE');
   expect(err?.message).not.toMatch(/worker died/);
+});
+
+test('a proxies.secret_file that cannot be read stops the start with ESECRET, before any worker (no crash loop)', async () => {
+  const pxDir = join(dir, 'bad-secret');
+  mkdirSync(pxDir);
+  const configPath = join(pxDir, 'volley.yaml');
+  const secret = join(pxDir, 'missing.secret');
+  writeFileSync(configPath, testConfigYaml() + `proxies:\n  secret_file: ${secret}\n  servers:\n    - { name: proxy-a, address: 127.0.0.1:9, fingerprint: "AB:CD", sending_ips: [127.0.0.1] }\n`);
+  const err = await startMta({ configPath, persistentPath: join(pxDir, 'pp'), workers: 1 }).then(
+    (m) => ((mta = m), undefined),
+    (e: unknown) => e as Error,
+  );
+  expect(err?.message).toMatch(/^mta exited 1:/);
+  expect(err?.message).toContain(`proxies.secret_file: cannot read the proxy secret file ${secret}`);
+  expect(err?.message).toContain('ESECRET');
+  expect(err?.message).not.toMatch(/worker died/);
+});
+
+test('a stop that comes while a worker is starting stops that worker gracefully too, not by the 30 s deadline\'s SIGKILL', async () => {
+  mkdirSync(join(dir, 'starting'));
+  const configPath = writeTestConfig(join(dir, 'starting'), { relayFrom: ['127.0.0.0/8'] });
+  mta = await startMta({ configPath, persistentPath: join(dir, 'starting', 'pp'), workers: 2 });
+  const m = mta;
+  const first = workerPids(m.proc.pid!);
+  expect(first).toHaveLength(2);
+  process.kill(first[0], 'SIGKILL');
+  // Its replacement is forked half a second later; the primary's SIGTERM comes while it is still starting.
+  let fresh: number | undefined;
+  await waitUntil(() => (fresh = workerPids(m.proc.pid!).find((p) => !first.includes(p))) !== undefined, 30_000, () => m.log().slice(-2000));
+  await m.stop();
+  mta = undefined;
+  // It heard the stop and stopped as a worker stops: listeners closed, deliveries finished (not cut off by SIGKILL).
+  expect(m.log()).toMatch(new RegExp(`"pid":${fresh},[^\\n]*"msg":"worker stopping: closing listeners`));
 });

@@ -29,6 +29,8 @@ export interface QueueCommandsOptions {
   config: () => VolleyConfig;
   /** Delivery is paused on this node (the engine's pause, or a drain). */
   paused: () => boolean;
+  /** Held at start because an interrupted drain may have handed it to another node (engine.start). */
+  held: (id: string) => boolean;
   /** Arms the retry timer and pumps the destination queues. */
   kick: () => void;
 }
@@ -41,13 +43,16 @@ export class QueueCommands {
     return { ...summarise(all, this.o.now()), awaitingMirror: this.o.partitions.reduce((n, p) => n + p.unconfirmedCount, 0), pausedDestinations: this.o.holds.list() };
   }
 
-  /** Makes matching messages due now (throttles still apply). */
+  /**
+   * Makes matching messages due now (throttles still apply). Not those held
+   * for an interrupted drain: their destination may hold and deliver them.
+   */
   retryNow(sel: Selector): number {
     const now = this.o.now();
     let n = 0;
     for (const p of this.o.partitions) {
       for (const e of p.entries()) {
-        if (!matches(e, sel) || this.o.inflight.has(e.id)) continue;
+        if (!matches(e, sel) || this.o.inflight.has(e.id) || this.o.held(e.id)) continue;
         e.next = now;
         this.o.retries.push(now, e);
         n++;
@@ -75,6 +80,14 @@ export class QueueCommands {
         // interval per message. Checked again per batch: delivery goes on meanwhile.
         for (let i = 0; i < chosen.length; i += PURGE_BATCH) {
           const batch = chosen.slice(i, i + PURGE_BATCH).filter((e) => (released.has(e.id) || !this.o.inflight.has(e.id)) && p.get(e.id) === e);
+          // In flight while its records are written (the log's commit interval): a retry
+          // that comes meanwhile must not start a delivery of a message being purged (it
+          // would go out, and its outcome would then find it gone and park the partition).
+          for (const e of batch) {
+            if (released.has(e.id)) continue;
+            this.o.inflight.add(e.id);
+            released.add(e.id);
+          }
           // Every write of the batch ends before a failure is told: none is still being purged once it is out of flight.
           const failed = (await Promise.allSettled(batch.map((e) => this.o.recorder.purged(e, p)))).find((r) => r.status === 'rejected');
           if (failed) throw failed.reason;
@@ -140,6 +153,7 @@ export class QueueCommands {
       const maxLifetimeMs = this.o.config().delivery.maxLifetimeMs;
       let why: string;
       if (p.awaitsConfirm(id)) why = 'written here, awaiting the HA mirror\'s confirmation (sync barrier): not deliverable until it answers';
+      else if (this.o.held(id)) why = 'held since the start: an interrupted drain may have handed it to another node, which is asked whether it has it (run `volley drain` to settle it)';
       else if (this.o.parking.isParked(e, p)) why = 'its partition starts no delivery until an outcome is recorded (disk full)';
       else if (this.o.inflight.has(id) && held.length === 0) why = 'being delivered now';
       else if (held.some((d) => this.o.holds.holds(d))) why = 'its destination is paused by an operator';

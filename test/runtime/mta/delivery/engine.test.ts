@@ -265,6 +265,31 @@ test('a purge of 1,500 messages shares the synced writes: it does not wait out t
   await partition.close();
 });
 
+test('a message whose retry comes while a purge writes its records is purged, not also delivered, and its partition keeps delivering', async () => {
+  const connector = new CountingConnector();
+  // The attempt log waits 1 s per commit: the purge's `purged` events are being written for that long.
+  const { engine, partition, attemptLog, events } = await engineWith('purge-race', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector, 1000);
+  const now = Date.now();
+  await partition.appendMessage({ id: 'race', from: 'a@shop.test', to: ['r@gone.test'], received: now, next: now + 500, via: 'http', size: 3 }, Buffer.from('id race\r\n'));
+  engine.start();
+  let purged: number | undefined;
+  void engine.purge({ domain: 'gone.test' }).then((n) => (purged = n));
+  // Its retry (at 500 ms) comes while the purge's events wait out the log's interval.
+  await advanceUntil(() => purged !== undefined, 250, 40, () => JSON.stringify(engine.status()));
+  expect(purged).toBe(1);
+  // Later mail of the same partition still goes: no outcome of the purged message is held unrecorded, parking it.
+  await partition.appendMessage({ id: 'after', from: 'a@shop.test', to: ['r@kept.test'], received: Date.now(), via: 'http', size: 3 }, Buffer.from('id after\r\n'));
+  engine.schedule(partition.get('after')!);
+  await advanceUntil(() => events().some((e) => e.message_id === 'after') && engine.status().inflight === 0, 250, 40, () => JSON.stringify(engine.status()));
+  expect(engine.status()).toMatchObject({ inflight: 0, unrecorded: 0, parked: 0 });
+  await engine.stop();
+  await attemptLog.close();
+  const ev = events() as { event: string; status?: string; message_id: string }[];
+  expect(ev.map((e) => `${e.message_id}:${e.event}:${e.status ?? ''}`).sort()).toEqual(['after:delivery:delivered', 'race:purged:']);
+  expect(connector.sent).toBe(1);
+  await partition.close();
+});
+
 test('a purge of a paused destination removes its mail: queued behind the pause is not in flight', async () => {
   const connector = new CountingConnector();
   const { engine, partition, attemptLog, events } = await engineWith('purge-paused', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\n`, connector);
@@ -552,6 +577,30 @@ test('a message an interrupted drain may have handed over is held at start: not 
   engine.schedule(partition.get('held')!);
   await waitUntil(() => events().length >= 2);
   expect(events().map((e) => e.message_id).sort()).toEqual(['free', 'held']);
+  await engine.stop();
+  await attemptLog.close();
+  await partition.close();
+});
+
+test('an operator\'s retry-now does not release a message an interrupted drain may have handed over: its destination may be delivering it', async () => {
+  const connector = new CountingConnector();
+  const { engine, partition, attemptLog, events } = await engineWith('held-retry', `routes: [{ domain: "*", host: 127.0.0.1, port: 25 }]\ndelivery: { retry: [1h] }\n`, connector);
+  const now = Date.now();
+  // Both deferred for an hour: "retry now" is what would make them due.
+  for (const id of ['free', 'held']) await partition.appendMessage({ id, from: 'a@shop.test', to: [`${id}@x.test`], received: now, next: now + 3_600_000, via: 'http', size: 3 }, Buffer.from('x\r\n'));
+  engine.start(new Set(['held']));
+  const retried = engine.retryNow({});
+  await waitUntil(() => events().length >= 1 && engine.status().inflight === 0, 10_000, () => JSON.stringify(engine.status()));
+  expect(events().map((e) => e.message_id)).toEqual(['free']);
+  expect(retried).toBe(1);
+  expect(engine.retryNow({ id: 'held' })).toBe(0);
+  expect(engine.describe('held')).toMatchObject({ why: expect.stringMatching(/interrupted drain/) });
+  // Once its destination said it does not have it (reconcile.ts schedules it), it is the node's again: retry-now moves it.
+  engine.schedule(partition.get('held')!);
+  expect(engine.retryNow({ id: 'held' })).toBe(1);
+  await waitUntil(() => events().length >= 2, 10_000, () => JSON.stringify(engine.status()));
+  expect(events().map((e) => e.message_id).sort()).toEqual(['free', 'held']);
+  expect(connector.sent).toBe(2);
   await engine.stop();
   await attemptLog.close();
   await partition.close();

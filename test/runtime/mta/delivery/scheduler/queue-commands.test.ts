@@ -39,6 +39,7 @@ test('a purge whose attempt log is out of room leaves nothing in flight: the mes
     now: () => 0,
     config: () => ({}) as VolleyConfig,
     paused: () => false,
+    held: () => false,
     kick,
   });
   await expect(commands.purge({ domain: 'gone.test' })).rejects.toBe(diskFull);
