@@ -10,6 +10,19 @@ import { inventory } from '../../../runtime/mirror/files';
 import { Sender } from '../../../runtime/mirror/sender';
 import { tempDir } from '../../helpers/tmp';
 
+/** Runs before each read the sender makes (tests: a file changing between the scan and the read). */
+let mockBeforeRead: ((file: string) => void) | undefined;
+jest.mock('../../../runtime/mirror/files', () => {
+  const actual = jest.requireActual<typeof import('../../../runtime/mirror/files')>('../../../runtime/mirror/files');
+  return {
+    ...actual,
+    readRange: (file: string, offset: number, length: number) => {
+      mockBeforeRead?.(file);
+      return actual.readRange(file, offset, length);
+    },
+  };
+});
+
 const base = tempDir('volley-mirror-sender-');
 let n = 0;
 function pair(): { primary: string; secondary: string } {
@@ -236,6 +249,62 @@ describe('Sender + applyBatch', () => {
     await applyBatch(secondary, rest.ops, rest.body);
     sender.acked(rest);
     expect(sender.stats().durableThrough).toBe(21_000);
+  });
+
+  // A sink's cursor names a position in the event log; on a secondary that holds
+  // the cursor but not the bytes before it, the new primary's MTA appends its
+  // events below the cursor after a promotion, and the sink never sends them.
+  const LOG = 'log/events/w0.20261205T000000000Z-000001.jsonl';
+  const CURSOR = 'log/events/cursors/webhook.json';
+  const cursorAt = (offset: number, note = ''): string => `${JSON.stringify({ sink: 'webhook', note, producers: { w0: { file: LOG.split('/').pop(), offset } } })}\n`;
+  const cursorOffset = (root: string): number => (JSON.parse(readFileSync(join(root, CURSOR), 'utf8')) as { producers: { w0: { offset: number } } }).producers.w0.offset;
+  const logSize = (root: string): number => (existsSync(join(root, LOG)) ? statSync(join(root, LOG)).size : 0);
+
+  it('never ships a cursor ahead of the log bytes it names: a cursor saved between the scan and its read', async () => {
+    const { primary, secondary } = pair();
+    put(primary, LOG, '{"e":1}\n');
+    put(primary, CURSOR, cursorAt(8));
+    const sender = await connect(primary, secondary);
+    await drain(sender, secondary);
+    // The sink saves its cursor again (same place), and while the sender reads it the MTA logs an
+    // event and the sink, having sent it, moves its cursor past it.
+    put(primary, CURSOR, cursorAt(8, 'saved again'));
+    mockBeforeRead = () => {
+      mockBeforeRead = undefined;
+      appendFileSync(join(primary, LOG), '{"e":2}\n');
+      put(primary, CURSOR, cursorAt(16));
+    };
+    try {
+      const batch = (await sender.next())!;
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+    } finally {
+      mockBeforeRead = undefined;
+    }
+    expect(cursorOffset(secondary)).toBeLessThanOrEqual(logSize(secondary));
+    await drain(sender, secondary);
+    expect(sums(secondary)).toEqual(sums(primary));
+  });
+
+  it('never ships a cursor ahead of the log bytes it names: a log larger than one batch', async () => {
+    const { primary, secondary } = pair();
+    put(primary, LOG, '{"e":0}\n');
+    put(primary, CURSOR, cursorAt(8));
+    const sender = await connect(primary, secondary, { batchMaxBytes: 1_000 });
+    await drain(sender, secondary);
+    // 3,000 bytes of events, all sent to the sink already: its cursor is at the end.
+    appendFileSync(join(primary, LOG), `${'{"e":1}\n'.repeat(375)}`);
+    put(primary, CURSOR, cursorAt(logSize(primary)));
+    let batches = 0;
+    for (let batch = await sender.next(); batch; batch = await sender.next()) {
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+      batches++;
+      // A failover may come after any batch: the secondary's cursor never names bytes it lacks.
+      expect(cursorOffset(secondary)).toBeLessThanOrEqual(logSize(secondary));
+    }
+    expect(batches).toBeGreaterThan(1);
+    expect(sums(secondary)).toEqual(sums(primary));
   });
 });
 
