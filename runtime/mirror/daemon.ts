@@ -422,7 +422,22 @@ export class MirrorDaemon {
         this.logger.error({ pid: mta }, 'mirror: an MTA is running on this secondary\'s persistent path: refusing to replicate into it');
         return channel.end();
       }
-      this.inbound?.close();
+      // An old link's loop may still be in a batch (a slow disk): its writes must land before this
+      // link's inventory is taken. A catch-up planned from an inventory without them is cut by them
+      // afterwards (a new segment's truncate to 0), and the next append leaves a hole.
+      for (;;) {
+        this.inbound?.close();
+        const writing = [...this.receiving];
+        if (writing.length === 0) break;
+        this.logger.warn({ loops: writing.length }, 'mirror: a new link waits for the old link\'s receive loop to finish its batch');
+        await Promise.all(writing);
+        if (!channel.open || this.stopped) return channel.close();
+      }
+      if (this.state.role === 'primary' || epoch < this.state.epoch) {
+        // Promoted (or told of a newer epoch) while it waited.
+        channel.send({ t: 'fence', epoch: this.state.epoch });
+        return channel.end();
+      }
       this.inbound = channel;
       this.lastContact = this.now();
       this.logger.info({ peer: hello.name, epoch }, 'mirror: primary connected');
