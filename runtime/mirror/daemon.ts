@@ -482,6 +482,9 @@ export class MirrorDaemon {
         const seq = f.header.seq;
         const body = f.body ?? Buffer.alloc(0);
         const ops = parseOps(f.header.ops, body.length);
+        // A full copy of a file this node holds (its history diverged on the primary) cuts it first:
+        // not caught up (nor promotable) until the primary says so again, even mid-session.
+        if (f.header.resync === true) synced = false;
         // Bytes of a catch-up are landing: until the primary says it is done, this node is not promotable.
         if (!synced && this.state.caughtUp) this.setState({ ...this.state, caughtUp: false });
         await guard?.protect(ops);
@@ -608,7 +611,9 @@ export class MirrorDaemon {
         continue;
       }
       flight.add({ seq: ++seq, batch, ...(scan !== undefined ? { scan } : {}) });
-      channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops, ...lag.forBatch(lagBytes, lagSeconds) }, batch.body);
+      // A full copy cuts the secondary's file first: it is not promotable until told it is caught up again.
+      if (batch.resync) syncedSent = false;
+      channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops, ...(batch.resync ? { resync: true } : {}), ...lag.forBatch(lagBytes, lagSeconds) }, batch.body);
       await this.land(flight, sender);
     }
   }

@@ -50,6 +50,8 @@ export interface Batch {
   /** When the files were looked at, and whether the batch carries every change seen then (no size or rate limit held any back). */
   scannedAt: number;
   complete: boolean;
+  /** It rewrites a file the secondary held (a full copy of a diverged history): the secondary is not caught up until the primary says so again. */
+  resync?: boolean;
 }
 
 export interface SenderStats {
@@ -173,6 +175,7 @@ export class Sender {
           t = this.startFull(f.path, f);
         } else ahead = { start, data: read };
       }
+      if (t.full) batch.resync = true;
       if (t.truncate) {
         batch.ops.push({ op: 'truncate', path: f.path, size: 0 });
         batch.moves.push({ path: f.path, sent: 0 });

@@ -1,7 +1,7 @@
 // Two mirror daemons in this process on loopback, over the real TLS + HMAC
 // link: replication and catch-up status, /readyz by role, promotion refused
 // when not caught up, and a higher epoch demoting (and fencing) a primary.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startMirrorAdmin } from '../../../runtime/mirror/admin';
 import { parseMirrorConfig, type MirrorConfig } from '../../../runtime/mirror/config';
@@ -35,7 +35,7 @@ interface Node {
   log: () => string;
 }
 
-async function node(name: string, ports: { self: number; peer: number }, extra = ''): Promise<Node> {
+async function node(name: string, ports: { self: number; peer: number }, extra = '', hooks: { now?: () => number } = {}): Promise<Node> {
   const root = join(base, name);
   mkdirSync(root, { recursive: true });
   const config: MirrorConfig = parseMirrorConfig(
@@ -44,7 +44,7 @@ async function node(name: string, ports: { self: number; peer: number }, extra =
   );
   const fenced: number[] = [];
   const { logger, text } = captureLogger();
-  const daemon = new MirrorDaemon(config, logger, { fence: (pid) => fenced.push(pid) });
+  const daemon = new MirrorDaemon(config, logger, { ...hooks, fence: (pid) => fenced.push(pid) });
   await daemon.start();
   const admin = await startMirrorAdmin(daemon);
   running.push({ stop: async () => void (await Promise.all([daemon.stop(), admin.close()])) });
@@ -95,6 +95,34 @@ describe('MirrorDaemon pair', () => {
     expect(await forced.json()).toEqual({ role: 'primary', epoch: 1 });
     expect(readState(lone.root)).toMatchObject({ role: 'primary', epoch: 1 });
     expect((await fetch(`${lone.admin}/readyz`)).status).toBe(200);
+  });
+
+  it('a caught-up secondary whose copy of a segment is being rewritten (the primary found its history diverged) is not caught up until the copy ends', async () => {
+    const pa = await getFreePort();
+    const pb = await getFreePort();
+    writeState(join(base, 'rewrite-a'), { role: 'primary', epoch: 1, caughtUp: false });
+    const b = await node('rewrite-b', { self: pb, peer: pa });
+    // The primary's clock stands still: a full copy gets its first second of resync_rate and no more (until it moves).
+    let clock = Date.UTC(2026, 11, 5);
+    let frozen = true;
+    const a = await node('rewrite-a', { self: pa, peer: pb }, 'resync_rate: 1000\n', { now: () => (frozen ? clock : (clock += 10_000)) });
+    const seg = 'spool/p0/000000000001.seg';
+    mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(a.root, seg), Buffer.alloc(10_000, 1));
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    // A byte the secondary already holds changes on the primary: the segment is copied again from 0.
+    const now = readFileSync(join(a.root, seg));
+    now[9_999] = 2;
+    writeFileSync(join(a.root, seg), now);
+    await waitUntil(() => statSync(join(b.root, seg)).size === 1_000, 10_000, () => String(statSync(join(b.root, seg)).size));
+    // Its copy is cut to 1,000 of 10,000 bytes: a promotion now would serve a queue missing the rest.
+    expect(b.daemon.status().caught_up).toBe(false);
+    expect(readState(b.root).caughtUp).toBe(false);
+    await expect(b.daemon.promote(false)).rejects.toMatchObject({ code: 'ENOTCAUGHTUP' });
+    // The clock moves: the copy ends, and the primary says so again.
+    frozen = false;
+    await waitUntil(() => b.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    expect(readFileSync(join(b.root, seg)).equals(now)).toBe(true);
   });
 
   it('a promoted secondary\'s higher epoch demotes the old primary at once, fences its MTA, and replication turns around', async () => {
