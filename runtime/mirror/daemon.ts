@@ -488,7 +488,17 @@ export class MirrorDaemon {
         // Bytes of a catch-up are landing: until the primary says it is done, this node is not promotable.
         if (!synced && this.state.caughtUp) this.setState({ ...this.state, caughtUp: false });
         await guard?.protect(ops);
-        await (this.hooks.apply ?? applyBatch)(this.config.persistentPath, ops, body);
+        try {
+          await (this.hooks.apply ?? applyBatch)(this.config.persistentPath, ops, body);
+        } catch (err) {
+          if (errorCode(err) === 'EMIRROROWN' && !guard) {
+            // Bytes of its own (an MTA ran on this path meanwhile and stopped): the next catch-up sets them aside, not over.
+            markForQuarantine(this.config.persistentPath, this.state.epoch, `it held bytes its primary never sent (${(err as Error).message})`, this.now());
+            this.quarantine = { ...this.quarantine, pending: true };
+            this.logger.error({ err: (err as Error).message }, 'mirror: this secondary holds bytes its primary never sent (did an MTA run on its persistent path?): refused the batch; the next catch-up quarantines them');
+          }
+          throw err;
+        }
         this.bytesReceived += body.length;
         this.batches++;
         // The only answer to a batch (a `received` frame before it went unread): a frame and a wake-up less each way.

@@ -1,13 +1,14 @@
 // Two mirror daemons in this process on loopback, over the real TLS + HMAC
 // link: replication and catch-up status, /readyz by role, promotion refused
 // when not caught up, and a higher epoch demoting (and fencing) a primary.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startMirrorAdmin } from '../../../runtime/mirror/admin';
 import { parseMirrorConfig, type MirrorConfig } from '../../../runtime/mirror/config';
 import { MirrorDaemon } from '../../../runtime/mirror/daemon';
 import { guardCatchUp, markForQuarantine } from '../../../runtime/mirror/quarantine';
 import { readState, writeState } from '../../../runtime/mirror/state';
+import { RecordType, frame, messagePayload } from '../../../runtime/shared/spool-record';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { tempDir } from '../../helpers/tmp';
@@ -191,6 +192,28 @@ describe('MirrorDaemon pair', () => {
     rmSync(join(b.root, 'mta.lock'));
     await waitUntil(() => b.daemon.status().caught_up, 10_000, () => b.log());
     expect(readFileSync(join(b.root, 'node-id'), 'utf8')).toBe('node-a\n');
+  });
+
+  it('an MTA that ran on the secondary and stopped: what it wrote there is quarantined by the next catch-up, not overwritten', async () => {
+    const { a, b } = await pair('rogue');
+    const seg = 'spool/p0/000000000001.seg';
+    const record = (id: string): Buffer => Buffer.concat(frame(RecordType.Message, messagePayload(JSON.stringify({ id, from: 'a@x.test', to: ['r@x.test'], received: 1, via: 'smtp', size: 5 }), Buffer.from('hello'))));
+    mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(a.root, seg), record('m-shared'));
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    // An MTA starts on the secondary's path (this test's own pid holds its lock), accepts a message, and stops cleanly (its lock goes).
+    writeFileSync(join(b.root, 'mta.lock'), `${process.pid}\n`);
+    appendFileSync(join(b.root, seg), record('m-only-on-b'));
+    rmSync(join(b.root, 'mta.lock'));
+    // The primary accepts mail too: its next batch writes where the secondary's own message is.
+    appendFileSync(join(a.root, seg), record('m-on-a'));
+    await waitUntil(() => b.daemon.status().quarantine.messages > 0, 10_000, () => `${JSON.stringify(b.daemon.status())} ${b.log()}`);
+    expect(b.daemon.status().quarantine).toMatchObject({ pending: false, messages: 1 });
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up && a.daemon.status().lag_bytes === 0, 10_000);
+    expect(readFileSync(join(b.root, seg)).equals(readFileSync(join(a.root, seg)))).toBe(true);
+    const reports = readdirSync(join(b.root, 'mirror', 'quarantine'));
+    expect(reports).toHaveLength(1);
+    expect(JSON.parse(readFileSync(join(b.root, 'mirror', 'quarantine', reports[0], 'quarantine.json'), 'utf8'))).toMatchObject({ messages: ['m-only-on-b'] });
   });
 
   it('names the mirror\'s secret when it is missing or short', () => {

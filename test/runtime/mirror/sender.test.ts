@@ -318,4 +318,22 @@ describe('applyBatch', () => {
     expect(() => parseOps([{ op: 'delete', path: '/abs' }], 0)).toThrow(expect.objectContaining({ code: 'EMIRRORPATH' }));
     expect(() => parseOps([{ op: 'write', path: 'a.seg', offset: 0, len: 5, sha256: 'x' }], 3)).toThrow(expect.objectContaining({ code: 'EMIRRORBATCH' }));
   });
+
+  it('refuses, whole and before writing anything, a batch that would leave a hole or overwrite bytes this node holds', async () => {
+    const { secondary } = pair();
+    const seg = 'spool/p0/000000000001.seg';
+    put(secondary, seg, 'held\n');
+    const data = Buffer.from('next\n');
+    const write = (offset: number) => ({ op: 'write' as const, path: seg, offset, len: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+    const other = { op: 'write' as const, path: 'spool/p0/000000000002.seg', offset: 0, len: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+    await expect(applyBatch(secondary, [other, write(9)], Buffer.concat([data, data]))).rejects.toMatchObject({ code: 'EMIRRORGAP' });
+    await expect(applyBatch(secondary, [other, write(2)], Buffer.concat([data, data]))).rejects.toMatchObject({ code: 'EMIRROROWN' });
+    await expect(applyBatch(secondary, [{ op: 'truncate', path: seg, size: 9 }])).rejects.toMatchObject({ code: 'EMIRRORGAP' });
+    expect(readFileSync(join(secondary, seg), 'utf8')).toBe('held\n');
+    expect(existsSync(join(secondary, 'spool/p0/000000000002.seg'))).toBe(false);
+    // At the end, or after the batch's own truncate: written.
+    await applyBatch(secondary, [write(5)], data);
+    await applyBatch(secondary, [{ op: 'truncate', path: seg, size: 0 }, write(0)], data);
+    expect(readFileSync(join(secondary, seg), 'utf8')).toBe('next\n');
+  });
 });
