@@ -15,7 +15,7 @@
 import { statSync } from 'node:fs';
 import { VolleyError } from '../shared/errors';
 import type { BatchOp } from './apply';
-import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
+import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, readWhole, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
 
 interface Tracked {
   kind: FileKind;
@@ -138,7 +138,7 @@ export class Sender {
     // positions in a log (a sink's cursor: {file, offset}), and one that reached
     // the secondary ahead of the log bytes it names would, after a promotion,
     // make the sink skip the events the new primary writes at those offsets.
-    const small = await this.readChangedWholeFiles(local);
+    const small = this.readChangedWholeFiles(local);
     for (const scanned of local.values()) {
       if (scanned.kind !== 'append') continue;
       if (room <= 0) {
@@ -233,7 +233,7 @@ export class Sender {
   }
 
   /** The whole files changed since they were last sent, read now (tracking new ones). */
-  private async readChangedWholeFiles(local: Map<string, LocalFile>): Promise<{ path: string; t: Tracked; data: Buffer; sum: string }[]> {
+  private readChangedWholeFiles(local: Map<string, LocalFile>): { path: string; t: Tracked; data: Buffer; sum: string }[] {
     const out: { path: string; t: Tracked; data: Buffer; sum: string }[] = [];
     for (const f of local.values()) {
       if (f.kind !== 'whole') continue;
@@ -243,10 +243,12 @@ export class Sender {
         this.files.set(f.path, t);
       }
       if (t.mtimeMs === f.mtimeMs && t.ino === f.ino && t.sentSum !== undefined) continue;
-      const data = await readRange(this.abs(f.path), 0, f.size).catch(() => undefined);
-      if (!data) continue;
-      t.mtimeMs = f.mtimeMs;
-      t.ino = f.ino;
+      const read = readWhole(this.abs(f.path));
+      if (!read) continue;
+      const { data } = read;
+      // The identity of the version read: a newer one renamed over it since is read at the next scan.
+      t.mtimeMs = read.mtimeMs;
+      t.ino = read.ino;
       const sum = sha256(data);
       if (sum !== t.sentSum) out.push({ path: f.path, t, data, sum });
     }

@@ -20,6 +20,10 @@ jest.mock('../../../runtime/mirror/files', () => {
       mockBeforeRead?.(file);
       return actual.readRange(file, offset, length);
     },
+    readWhole: (file: string) => {
+      mockBeforeRead?.(file);
+      return actual.readWhole(file);
+    },
   };
 });
 
@@ -282,6 +286,31 @@ describe('Sender + applyBatch', () => {
       mockBeforeRead = undefined;
     }
     expect(cursorOffset(secondary)).toBeLessThanOrEqual(logSize(secondary));
+    await drain(sender, secondary);
+    expect(sums(secondary)).toEqual(sums(primary));
+  });
+
+  it('ships a small file renamed over between the scan and its read whole, never cut to the size the scan saw', async () => {
+    const { primary, secondary } = pair();
+    put(primary, CURSOR, cursorAt(8));
+    const sender = await connect(primary, secondary);
+    await drain(sender, secondary);
+    put(primary, CURSOR, cursorAt(8, 'saved again'));
+    // While the sender reads it, the sink saves a longer one (written beside and renamed over, as CursorStore does).
+    const longer = cursorAt(8, 'saved once more, with a longer note than before');
+    mockBeforeRead = () => {
+      mockBeforeRead = undefined;
+      writeFileSync(join(primary, `${CURSOR}.tmp`), longer);
+      renameSync(join(primary, `${CURSOR}.tmp`), join(primary, CURSOR));
+    };
+    try {
+      const batch = (await sender.next())!;
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+    } finally {
+      mockBeforeRead = undefined;
+    }
+    expect(readFileSync(join(secondary, CURSOR), 'utf8')).toBe(longer);
     await drain(sender, secondary);
     expect(sums(secondary)).toEqual(sums(primary));
   });
