@@ -418,6 +418,9 @@ export class MirrorDaemon {
       const mta = liveMtaPid(this.config.persistentPath);
       if (mta !== undefined) {
         // Writing under a running MTA would corrupt its spool: the operator stops it (or this node was just fenced and it is stopping).
+        // It may take mail meanwhile, and a clean stop takes its lock with it: marked now, the next catch-up sets that mail aside.
+        markForQuarantine(this.config.persistentPath, this.state.epoch, `an MTA (pid ${mta}) ran on this path while it was a secondary`, this.now());
+        this.quarantine = { ...this.quarantine, pending: true };
         channel.send({ t: 'error', code: 'mta-running', message: `an MTA (pid ${mta}) is running on the secondary's persistent path: stop it before this node can mirror` });
         this.logger.error({ pid: mta }, 'mirror: an MTA is running on this secondary\'s persistent path: refusing to replicate into it');
         return channel.end();

@@ -216,6 +216,27 @@ describe('MirrorDaemon pair', () => {
     expect(JSON.parse(readFileSync(join(b.root, 'mirror', 'quarantine', reports[0], 'quarantine.json'), 'utf8'))).toMatchObject({ messages: ['m-only-on-b'] });
   });
 
+  it('an MTA found running on the secondary when the primary reconnects: once it stops, what it wrote is quarantined by the catch-up, not overwritten', async () => {
+    const { a, b } = await pair('rogue-at-accept');
+    const seg = 'spool/p0/000000000001.seg';
+    const record = (id: string): Buffer => Buffer.concat(frame(RecordType.Message, messagePayload(JSON.stringify({ id, from: 'a@x.test', to: ['r@x.test'], received: 1, via: 'smtp', size: 5 }), Buffer.from('hello'))));
+    mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(a.root, seg), record('m-shared'));
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    // An MTA starts on the secondary's path (this test's own pid holds its lock) and accepts a message; the link drops and the primary dials again.
+    writeFileSync(join(b.root, 'mta.lock'), `${process.pid}\n`);
+    appendFileSync(join(b.root, seg), record('m-only-on-b'));
+    (b.daemon as unknown as { inbound?: { close(): void } }).inbound?.close();
+    await waitUntil(() => /an MTA is running on this secondary/.test(b.log()), 10_000, () => b.log());
+    // It stops cleanly (its lock goes); the primary has taken more mail meanwhile.
+    rmSync(join(b.root, 'mta.lock'));
+    appendFileSync(join(a.root, seg), Buffer.concat([record('m-on-a'), record('m-on-a-2')]));
+    await waitUntil(() => b.daemon.status().caught_up && b.daemon.status().quarantine.reports.length > 0, 10_000, () => `${JSON.stringify(b.daemon.status())} ${b.log()}`);
+    expect(b.daemon.status().quarantine).toMatchObject({ pending: false, messages: 1 });
+    const reports = readdirSync(join(b.root, 'mirror', 'quarantine'));
+    expect(JSON.parse(readFileSync(join(b.root, 'mirror', 'quarantine', reports[0], 'quarantine.json'), 'utf8'))).toMatchObject({ messages: ['m-only-on-b'] });
+  });
+
   it('names the mirror\'s secret when it is missing or short', () => {
     const config = parseMirrorConfig(`persistent_path: ${base}/nosecret\npeer: 127.0.0.1:1\ntls: { cert: ${tls.certPath}, key: ${tls.keyPath} }\npeer_fingerprint: AA\nsecret_file: short.secret\n`, join(base, 'nosecret.yaml'));
     writeFileSync(join(base, 'short.secret'), 'too short');
