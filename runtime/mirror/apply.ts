@@ -4,7 +4,7 @@
 // before the batch is acknowledged as durable. A write whose checksum does
 // not match its bytes refuses the batch (nothing is acknowledged, the link
 // is dropped and the primary re-sends from the last durable position).
-import { closeSync, fdatasync as fdatasyncCb, ftruncateSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync as fdatasyncCb, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { dirname } from 'node:path';
@@ -51,6 +51,7 @@ export function parseOps(raw: unknown, bodyLength: number): BatchOp[] {
  * the disk, go to the thread pool, side by side.
  */
 export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Buffer.alloc(0)): Promise<void> {
+  checkPositions(root, ops);
   const fds = new Map<string, number>();
   const dirs = new Set<string>();
   let at = 0;
@@ -139,6 +140,33 @@ export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Bu
 }
 
 const fdatasync = promisify(fdatasyncCb);
+
+/**
+ * Before anything is written: every write starts where its file ends (after
+ * the batch's earlier ops), and no truncate lengthens a file. A write past the
+ * end (or a lengthening truncate) would leave a hole of zeros where the
+ * primary has bytes (EMIRRORGAP); one before the end would overwrite bytes
+ * this node holds that the primary never sent, such as mail an MTA accepted
+ * on this path while it was a secondary (EMIRROROWN). Either way the batch is
+ * refused whole and the link is dropped: the next session starts from this
+ * node's inventory.
+ */
+function checkPositions(root: string, ops: BatchOp[]): void {
+  const sizes = new Map<string, number>();
+  const sizeOf = (rel: string): number => sizes.get(rel) ?? statSync(absolute(root, rel), { throwIfNoEntry: false })?.size ?? 0;
+  for (const op of ops) {
+    if (op.op === 'write') {
+      const size = sizeOf(op.path);
+      if (op.offset > size) throw new VolleyError('EMIRRORGAP', `${op.path}: the primary writes at ${op.offset}, this node holds ${size} bytes: the batch is refused (it would leave a hole)`);
+      if (op.offset < size) throw new VolleyError('EMIRROROWN', `${op.path}: the primary writes at ${op.offset}, this node holds ${size} bytes it never sent: the batch is refused`);
+      sizes.set(op.path, op.offset + op.len);
+    } else if (op.op === 'truncate') {
+      const size = sizeOf(op.path);
+      if (op.size > size) throw new VolleyError('EMIRRORGAP', `${op.path}: the primary cuts it to ${op.size} bytes, this node holds ${size}: the batch is refused (it would leave a hole)`);
+      sizes.set(op.path, op.size);
+    } else sizes.set(op.path, op.op === 'replace' ? op.len : 0);
+  }
+}
 
 /** All of `data` at `position`; a write that makes no progress is ENOSPC (a filling disk shows as short writes first). */
 function writeFullySync(fd: number, data: Buffer, position: number): void {

@@ -418,11 +418,29 @@ export class MirrorDaemon {
       const mta = liveMtaPid(this.config.persistentPath);
       if (mta !== undefined) {
         // Writing under a running MTA would corrupt its spool: the operator stops it (or this node was just fenced and it is stopping).
+        // It may take mail meanwhile, and a clean stop takes its lock with it: marked now, the next catch-up sets that mail aside.
+        markForQuarantine(this.config.persistentPath, this.state.epoch, `an MTA (pid ${mta}) ran on this path while it was a secondary`, this.now());
+        this.quarantine = { ...this.quarantine, pending: true };
         channel.send({ t: 'error', code: 'mta-running', message: `an MTA (pid ${mta}) is running on the secondary's persistent path: stop it before this node can mirror` });
         this.logger.error({ pid: mta }, 'mirror: an MTA is running on this secondary\'s persistent path: refusing to replicate into it');
         return channel.end();
       }
-      this.inbound?.close();
+      // An old link's loop may still be in a batch (a slow disk): its writes must land before this
+      // link's inventory is taken. A catch-up planned from an inventory without them is cut by them
+      // afterwards (a new segment's truncate to 0), and the next append leaves a hole.
+      for (;;) {
+        this.inbound?.close();
+        const writing = [...this.receiving];
+        if (writing.length === 0) break;
+        this.logger.warn({ loops: writing.length }, 'mirror: a new link waits for the old link\'s receive loop to finish its batch');
+        await Promise.all(writing);
+        if (!channel.open || this.stopped) return channel.close();
+      }
+      if (this.state.role === 'primary' || epoch < this.state.epoch) {
+        // Promoted (or told of a newer epoch) while it waited.
+        channel.send({ t: 'fence', epoch: this.state.epoch });
+        return channel.end();
+      }
       this.inbound = channel;
       this.lastContact = this.now();
       this.logger.info({ peer: hello.name, epoch }, 'mirror: primary connected');
@@ -467,10 +485,23 @@ export class MirrorDaemon {
         const seq = f.header.seq;
         const body = f.body ?? Buffer.alloc(0);
         const ops = parseOps(f.header.ops, body.length);
+        // A full copy of a file this node holds (its history diverged on the primary) cuts it first:
+        // not caught up (nor promotable) until the primary says so again, even mid-session.
+        if (f.header.resync === true) synced = false;
         // Bytes of a catch-up are landing: until the primary says it is done, this node is not promotable.
         if (!synced && this.state.caughtUp) this.setState({ ...this.state, caughtUp: false });
         await guard?.protect(ops);
-        await (this.hooks.apply ?? applyBatch)(this.config.persistentPath, ops, body);
+        try {
+          await (this.hooks.apply ?? applyBatch)(this.config.persistentPath, ops, body);
+        } catch (err) {
+          if (errorCode(err) === 'EMIRROROWN' && !guard) {
+            // Bytes of its own (an MTA ran on this path meanwhile and stopped): the next catch-up sets them aside, not over.
+            markForQuarantine(this.config.persistentPath, this.state.epoch, `it held bytes its primary never sent (${(err as Error).message})`, this.now());
+            this.quarantine = { ...this.quarantine, pending: true };
+            this.logger.error({ err: (err as Error).message }, 'mirror: this secondary holds bytes its primary never sent (did an MTA run on its persistent path?): refused the batch; the next catch-up quarantines them');
+          }
+          throw err;
+        }
         this.bytesReceived += body.length;
         this.batches++;
         // The only answer to a batch (a `received` frame before it went unread): a frame and a wake-up less each way.
@@ -593,7 +624,9 @@ export class MirrorDaemon {
         continue;
       }
       flight.add({ seq: ++seq, batch, ...(scan !== undefined ? { scan } : {}) });
-      channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops, ...lag.forBatch(lagBytes, lagSeconds) }, batch.body);
+      // A full copy cuts the secondary's file first: it is not promotable until told it is caught up again.
+      if (batch.resync) syncedSent = false;
+      channel.send({ t: 'batch', epoch: this.state.epoch, seq, ops: batch.ops, ...(batch.resync ? { resync: true } : {}), ...lag.forBatch(lagBytes, lagSeconds) }, batch.body);
       await this.land(flight, sender);
     }
   }

@@ -10,7 +10,7 @@
 // (`reserve/w<N>`: preallocated free space each node's MTA makes for itself)
 // and temporary files.
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { VolleyError } from '../shared/errors';
@@ -132,6 +132,35 @@ function readRangeSync(file: string, offset: number, length: number): Buffer {
       got += n;
     }
     return buf.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A whole (small) file's content as one version of it, with that version's
+ * identity: read from one open file to its size then, not to the size a scan
+ * saw before (a cursor renamed over meanwhile is longer: reading the new one
+ * to the old size would ship a torn copy). Undefined when it is gone.
+ */
+export function readWhole(file: string): { data: Buffer; mtimeMs: number; ino: number } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    const s = fstatSync(fd);
+    const buf = Buffer.allocUnsafe(s.size);
+    let got = 0;
+    while (got < s.size) {
+      const n = readSync(fd, buf, got, s.size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return { data: buf.subarray(0, got), mtimeMs: s.mtimeMs, ino: s.ino };
   } finally {
     closeSync(fd);
   }

@@ -3,8 +3,9 @@
 // secondary) may hold spool records and log lines the new primary never
 // received. Its catch-up would truncate, rewrite or delete them; instead,
 // while such a node is marked, the first destructive operation a batch makes
-// on an append file (spool segment, event or attempt log) first moves the
-// file's original aside (`mirror/quarantine/pending/stash/<path>`, fsynced).
+// on an append file (spool segment, event or attempt log), and the deletion
+// of any other file, first moves the file's original aside
+// (`mirror/quarantine/pending/stash/<path>`, fsynced).
 // When the primary says the node is caught up, each original is compared
 // with what the primary sent: the bytes past their common prefix (from the
 // record or line that starts it) or a whole file the primary does not have
@@ -185,10 +186,17 @@ export class QuarantineGuard {
     walk(stashDir(root), '');
   }
 
-  /** Before `ops` are applied: every append file they would cut, overwrite or delete is moved or copied aside, durably. */
+  /**
+   * Before `ops` are applied: every append file they would cut, overwrite or
+   * delete is moved or copied aside, durably; so is every small file they
+   * delete (one the primary does not have is this node's alone: a report the
+   * inbound listener answered 250 for, `inbound/unmatched/*.eml`). Small files
+   * the primary rewrites (cursors, node-id) are its state, not kept.
+   */
   async protect(ops: BatchOp[]): Promise<void> {
     for (const op of ops) {
-      if (classify(op.path) !== 'append' || this.stashed.has(op.path)) continue;
+      const kind = classify(op.path);
+      if ((kind !== 'append' && !(kind === 'whole' && op.op === 'delete')) || this.stashed.has(op.path)) continue;
       const file = absolute(this.root, op.path);
       let size: number;
       try {

@@ -12,9 +12,10 @@
 // written; the spool's group commit makes them durable within milliseconds,
 // and a torn tail the MTA later cuts on restart arrives here as a truncation
 // the secondary follows.
+import { statSync } from 'node:fs';
 import { VolleyError } from '../shared/errors';
 import type { BatchOp } from './apply';
-import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
+import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, readWhole, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
 
 interface Tracked {
   kind: FileKind;
@@ -49,6 +50,8 @@ export interface Batch {
   /** When the files were looked at, and whether the batch carries every change seen then (no size or rate limit held any back). */
   scannedAt: number;
   complete: boolean;
+  /** It rewrites a file the secondary held (a full copy of a diverged history): the secondary is not caught up until the primary says so again. */
+  resync?: boolean;
 }
 
 export interface SenderStats {
@@ -131,37 +134,28 @@ export class Sender {
       batch.moves.push({ path, sent: 0, deleted: true });
       this.files.delete(path);
     }
-    for (const f of local.values()) {
+    // Small files first, and the logs sized after them: a small file may name
+    // positions in a log (a sink's cursor: {file, offset}), and one that reached
+    // the secondary ahead of the log bytes it names would, after a promotion,
+    // make the sink skip the events the new primary writes at those offsets.
+    const small = this.readChangedWholeFiles(local);
+    for (const scanned of local.values()) {
+      if (scanned.kind !== 'append') continue;
       if (room <= 0) {
         batch.complete = false;
         break;
       }
+      // Sized now, after the small files were read: every byte they may name is counted.
+      const now = statSync(this.abs(scanned.path), { throwIfNoEntry: false });
+      if (!now) continue; // gone: the next scan sends the deletion
+      const f: LocalFile = { ...scanned, size: now.size, mtimeMs: now.mtimeMs, ino: now.ino };
       let t = this.files.get(f.path);
       if (!t) {
-        t = { kind: f.kind, sent: 0, acked: 0, mtimeMs: -1, ino: f.ino, full: false, truncate: f.kind === 'append' };
+        t = { kind: f.kind, sent: 0, acked: 0, mtimeMs: -1, ino: f.ino, full: false, truncate: true };
         this.files.set(f.path, t);
       }
-      /** The file's bytes from `start`, read once above for the tail check (append files). */
+      /** The file's bytes from `start`, read once above for the tail check. */
       let ahead: { start: number; data: Buffer } | undefined;
-      if (t.kind === 'whole') {
-        if (t.mtimeMs === f.mtimeMs && t.ino === f.ino && t.sentSum !== undefined) continue;
-        const data = await readRange(this.abs(f.path), 0, f.size).catch(() => undefined);
-        if (!data) continue;
-        const sum = sha256(data);
-        if (sum !== t.sentSum && data.length > room && batch.ops.length > 0) {
-          batch.complete = false;
-          break;
-        }
-        t.mtimeMs = f.mtimeMs;
-        t.ino = f.ino;
-        if (sum === t.sentSum) continue;
-        batch.ops.push({ op: 'replace', path: f.path, len: data.length, sha256: sum });
-        bodies.push(data);
-        batch.moves.push({ path: f.path, sent: data.length, sentSum: sum });
-        t.sentSum = sum;
-        room -= data.length;
-        continue;
-      }
       if (f.size < t.sent) {
         // The MTA cut a torn tail (or the file was rewritten): the secondary follows the truncation.
         batch.ops.push({ op: 'truncate', path: f.path, size: f.size });
@@ -181,6 +175,7 @@ export class Sender {
           t = this.startFull(f.path, f);
         } else ahead = { start, data: read };
       }
+      if (t.full) batch.resync = true;
       if (t.truncate) {
         batch.ops.push({ op: 'truncate', path: f.path, size: 0 });
         batch.moves.push({ path: f.path, sent: 0 });
@@ -212,6 +207,20 @@ export class Sender {
       batch.moves.push({ path: f.path, sent: t.sent });
       room -= data.length;
     }
+    // The small files go only with every log byte seen after they were read;
+    // held back otherwise (read again at the next scan).
+    for (const w of small) {
+      if (batch.complete && (w.data.length <= room || batch.ops.length === 0)) {
+        batch.ops.push({ op: 'replace', path: w.path, len: w.data.length, sha256: w.sum });
+        bodies.push(w.data);
+        batch.moves.push({ path: w.path, sent: w.data.length, sentSum: w.sum });
+        w.t.sentSum = w.sum;
+        room -= w.data.length;
+      } else {
+        batch.complete = false;
+        w.t.mtimeMs = -1;
+      }
+    }
     this.scanned = true;
     this.measure(local);
     if (batch.ops.length === 0) {
@@ -221,6 +230,29 @@ export class Sender {
     batch.body = Buffer.concat(bodies);
     this.bytesSent += batch.body.length;
     return batch;
+  }
+
+  /** The whole files changed since they were last sent, read now (tracking new ones). */
+  private readChangedWholeFiles(local: Map<string, LocalFile>): { path: string; t: Tracked; data: Buffer; sum: string }[] {
+    const out: { path: string; t: Tracked; data: Buffer; sum: string }[] = [];
+    for (const f of local.values()) {
+      if (f.kind !== 'whole') continue;
+      let t = this.files.get(f.path);
+      if (!t) {
+        t = { kind: 'whole', sent: 0, acked: 0, mtimeMs: -1, ino: f.ino, full: false };
+        this.files.set(f.path, t);
+      }
+      if (t.mtimeMs === f.mtimeMs && t.ino === f.ino && t.sentSum !== undefined) continue;
+      const read = readWhole(this.abs(f.path));
+      if (!read) continue;
+      const { data } = read;
+      // The identity of the version read: a newer one renamed over it since is read at the next scan.
+      t.mtimeMs = read.mtimeMs;
+      t.ino = read.ino;
+      const sum = sha256(data);
+      if (sum !== t.sentSum) out.push({ path: f.path, t, data, sum });
+    }
+    return out;
   }
 
   /** The secondary holds `batch` durably. */

@@ -19,7 +19,7 @@ export interface InProcessMirrors {
   tls(): ProxyTls;
   secretFile(): string;
   /** A started daemon on `<base>/<name>` (with spool/p000), listening on `ports.self`, its peer on `ports.peer`; `extra` is YAML added to its config. */
-  node(name: string, ports: { self: number; peer: number }, extra?: string, hooks?: MirrorHooks): Promise<{ daemon: MirrorDaemon; root: string }>;
+  node(name: string, ports: { self: number; peer: number }, extra?: string, hooks?: MirrorHooks): Promise<{ daemon: MirrorDaemon; root: string; log: ReturnType<typeof captureLogger> }>;
 }
 
 export function inProcessMirrors(prefix: string): InProcessMirrors {
@@ -51,10 +51,11 @@ export function inProcessMirrors(prefix: string): InProcessMirrors {
         `persistent_path: ${root}\nlisten: 127.0.0.1:${ports.self}\npeer: 127.0.0.1:${ports.peer}\ntls: { cert: ${t.certPath}, key: ${t.keyPath} }\npeer_fingerprint: "${t.fingerprint}"\nsecret_file: ${secretFile}\nreconnect_interval: 50ms\n${extra}`,
         join(base, `${name}.yaml`),
       );
-      const daemon = new MirrorDaemon(config, captureLogger().logger, hooks);
+      const log = captureLogger();
+      const daemon = new MirrorDaemon(config, log.logger, hooks);
       await daemon.start();
       closing.push(() => daemon.stop());
-      return { daemon, root };
+      return { daemon, root, log };
     },
   };
 }

@@ -1,11 +1,14 @@
 // The secondary's answer to a batch, seen from a hand-made primary over the
 // real TLS + HMAC link: one ack per batch, in order, each only after the
 // apply that made the batch durable (fdatasync) returned, and no other frame
-// (a `received` frame went before each ack and nobody read it).
-import { mkdirSync, readFileSync } from 'node:fs';
+// (a `received` frame went before each ack and nobody read it); and a link
+// that replaces one whose batch is still being written takes its inventory
+// only once that batch is on disk.
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { applyBatch } from '../../../runtime/mirror/apply';
-import { sha256 } from '../../../runtime/mirror/files';
+import { sha256, type Inventory } from '../../../runtime/mirror/files';
+import { Sender, type Batch } from '../../../runtime/mirror/sender';
 import { writeState } from '../../../runtime/mirror/state';
 import { dialProxy, loadSecret, type FrameChannel, type Frame } from '../../../runtime/shared/proxy-protocol';
 import { getFreePort } from '../../helpers/postfix-tools';
@@ -74,6 +77,83 @@ describe('a secondary answering batches', () => {
     }
     expect(readFileSync(join(root, SEG), 'utf8')).toBe('a\nb\nc\n');
     expect(daemon.status().batches).toBe(3);
+  });
+
+  // The old link's batch (a new segment: truncate to 0, then its bytes) still
+  // in its write when the primary reconnects: an inventory taken then lacks
+  // it, the new link's catch-up writes the segment, and the old batch's
+  // truncate lands after that; the next append then leaves a hole of zeros
+  // where mail was, on a secondary the primary counts as caught up.
+  test('a new link takes its inventory only after the old link\'s batch is written', async () => {
+    const primary = join(mirrors.base, 'relink-a');
+    mkdirSync(join(primary, 'spool', 'p000'), { recursive: true });
+    mkdirSync(join(mirrors.base, 'relink-b'), { recursive: true });
+    writeState(join(mirrors.base, 'relink-b'), { role: 'secondary', epoch: 1, caughtUp: false });
+    const port = await getFreePort();
+    let release: (() => void) | undefined;
+    let firstDone: Promise<void> | undefined;
+    const apply: typeof applyBatch = async (dir, ops, body) => {
+      if (!firstDone) {
+        // The first batch: its disk is slow (held until the test lets it go).
+        let done!: () => void;
+        firstDone = new Promise<void>((r) => (done = r));
+        await new Promise<void>((resolve) => (release = resolve));
+        await applyBatch(dir, ops, body);
+        return done();
+      }
+      await applyBatch(dir, ops, body);
+    };
+    const { root, log } = await mirrors.node('relink-b', { self: port, peer: await getFreePort() }, '', { apply });
+    closing.push(() => release?.());
+    const dial = async (): Promise<FrameChannel> => {
+      const { channel } = await dialProxy(
+        { host: '127.0.0.1', port, fingerprint: mirrors.tls().fingerprint, name: 'secondary' },
+        { secret: loadSecret({ file: mirrors.secretFile() }), connectTimeoutMs: 5_000, handshakeTimeoutMs: 5_000, name: 'hand-made-primary', channel: 'mirror' },
+      );
+      closing.push(() => channel.close());
+      channel.send({ t: 'mirror_open', epoch: 1, role: 'primary', name: 'hand-made-primary' });
+      return channel;
+    };
+    /** One batch from the primary's real Sender, sent as `seq`; resolves once acked. */
+    const ship = async (channel: FrameChannel, sender: Sender, seq: number): Promise<Batch> => {
+      const b = (await sender.next())!;
+      channel.send({ t: 'batch', epoch: 1, seq, ops: b.ops }, b.body);
+      return b;
+    };
+    const inventoryOf = (f: Frame): Inventory => {
+      expect(f.header.t).toBe('inventory');
+      return f.header.files as Inventory;
+    };
+
+    writeFileSync(join(primary, SEG), 'old\n');
+    const first = await dial();
+    const s1 = new Sender({ root: primary, batchMaxBytes: 1 << 20, resyncRateBytes: 1 << 30 });
+    await s1.start(inventoryOf(await nextFrame(first)));
+    await ship(first, s1, 1);
+    await waitUntil(() => release !== undefined, 10_000, () => 'the first batch never reached the apply');
+    // The link drops with the batch still being written; the primary takes more mail and reconnects.
+    first.close();
+    appendFileSync(join(primary, SEG), 'more\n');
+    const second = await dial();
+    const inventory = nextFrame(second);
+    let answered = false;
+    void inventory.then(() => (answered = true), () => undefined);
+    // Either the inventory comes at once, or the secondary says it waits for the old batch: then the disk lets it go.
+    await waitUntil(() => answered || log.text().includes('waits for the old link'), 10_000, () => 'neither an inventory nor a wait');
+    if (!answered) release!();
+    const s2 = new Sender({ root: primary, batchMaxBytes: 1 << 20, resyncRateBytes: 1 << 30 });
+    await s2.start(inventoryOf(await inventory));
+    const b = await ship(second, s2, 1);
+    expect((await nextFrame(second)).header).toMatchObject({ t: 'ack', seq: 1 });
+    s2.acked(b);
+    // The old batch's write ends now, if it had not yet.
+    release!();
+    await firstDone;
+    appendFileSync(join(primary, SEG), 'x\n');
+    const c = await ship(second, s2, 2);
+    expect((await nextFrame(second)).header).toMatchObject({ t: 'ack', seq: 2 });
+    s2.acked(c);
+    expect(JSON.stringify(readFileSync(join(root, SEG), 'utf8'))).toBe(JSON.stringify('old\nmore\nx\n'));
   });
 });
 

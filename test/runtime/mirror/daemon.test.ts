@@ -1,13 +1,14 @@
 // Two mirror daemons in this process on loopback, over the real TLS + HMAC
 // link: replication and catch-up status, /readyz by role, promotion refused
 // when not caught up, and a higher epoch demoting (and fencing) a primary.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startMirrorAdmin } from '../../../runtime/mirror/admin';
 import { parseMirrorConfig, type MirrorConfig } from '../../../runtime/mirror/config';
 import { MirrorDaemon } from '../../../runtime/mirror/daemon';
 import { guardCatchUp, markForQuarantine } from '../../../runtime/mirror/quarantine';
 import { readState, writeState } from '../../../runtime/mirror/state';
+import { RecordType, frame, messagePayload } from '../../../runtime/shared/spool-record';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { tempDir } from '../../helpers/tmp';
@@ -35,7 +36,7 @@ interface Node {
   log: () => string;
 }
 
-async function node(name: string, ports: { self: number; peer: number }, extra = ''): Promise<Node> {
+async function node(name: string, ports: { self: number; peer: number }, extra = '', hooks: { now?: () => number } = {}): Promise<Node> {
   const root = join(base, name);
   mkdirSync(root, { recursive: true });
   const config: MirrorConfig = parseMirrorConfig(
@@ -44,7 +45,7 @@ async function node(name: string, ports: { self: number; peer: number }, extra =
   );
   const fenced: number[] = [];
   const { logger, text } = captureLogger();
-  const daemon = new MirrorDaemon(config, logger, { fence: (pid) => fenced.push(pid) });
+  const daemon = new MirrorDaemon(config, logger, { ...hooks, fence: (pid) => fenced.push(pid) });
   await daemon.start();
   const admin = await startMirrorAdmin(daemon);
   running.push({ stop: async () => void (await Promise.all([daemon.stop(), admin.close()])) });
@@ -95,6 +96,34 @@ describe('MirrorDaemon pair', () => {
     expect(await forced.json()).toEqual({ role: 'primary', epoch: 1 });
     expect(readState(lone.root)).toMatchObject({ role: 'primary', epoch: 1 });
     expect((await fetch(`${lone.admin}/readyz`)).status).toBe(200);
+  });
+
+  it('a caught-up secondary whose copy of a segment is being rewritten (the primary found its history diverged) is not caught up until the copy ends', async () => {
+    const pa = await getFreePort();
+    const pb = await getFreePort();
+    writeState(join(base, 'rewrite-a'), { role: 'primary', epoch: 1, caughtUp: false });
+    const b = await node('rewrite-b', { self: pb, peer: pa });
+    // The primary's clock stands still: a full copy gets its first second of resync_rate and no more (until it moves).
+    let clock = Date.UTC(2026, 11, 5);
+    let frozen = true;
+    const a = await node('rewrite-a', { self: pa, peer: pb }, 'resync_rate: 1000\n', { now: () => (frozen ? clock : (clock += 10_000)) });
+    const seg = 'spool/p0/000000000001.seg';
+    mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(a.root, seg), Buffer.alloc(10_000, 1));
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    // A byte the secondary already holds changes on the primary: the segment is copied again from 0.
+    const now = readFileSync(join(a.root, seg));
+    now[9_999] = 2;
+    writeFileSync(join(a.root, seg), now);
+    await waitUntil(() => statSync(join(b.root, seg)).size === 1_000, 10_000, () => String(statSync(join(b.root, seg)).size));
+    // Its copy is cut to 1,000 of 10,000 bytes: a promotion now would serve a queue missing the rest.
+    expect(b.daemon.status().caught_up).toBe(false);
+    expect(readState(b.root).caughtUp).toBe(false);
+    await expect(b.daemon.promote(false)).rejects.toMatchObject({ code: 'ENOTCAUGHTUP' });
+    // The clock moves: the copy ends, and the primary says so again.
+    frozen = false;
+    await waitUntil(() => b.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    expect(readFileSync(join(b.root, seg)).equals(now)).toBe(true);
   });
 
   it('a promoted secondary\'s higher epoch demotes the old primary at once, fences its MTA, and replication turns around', async () => {
@@ -163,6 +192,49 @@ describe('MirrorDaemon pair', () => {
     rmSync(join(b.root, 'mta.lock'));
     await waitUntil(() => b.daemon.status().caught_up, 10_000, () => b.log());
     expect(readFileSync(join(b.root, 'node-id'), 'utf8')).toBe('node-a\n');
+  });
+
+  it('an MTA that ran on the secondary and stopped: what it wrote there is quarantined by the next catch-up, not overwritten', async () => {
+    const { a, b } = await pair('rogue');
+    const seg = 'spool/p0/000000000001.seg';
+    const record = (id: string): Buffer => Buffer.concat(frame(RecordType.Message, messagePayload(JSON.stringify({ id, from: 'a@x.test', to: ['r@x.test'], received: 1, via: 'smtp', size: 5 }), Buffer.from('hello'))));
+    mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(a.root, seg), record('m-shared'));
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    // An MTA starts on the secondary's path (this test's own pid holds its lock), accepts a message, and stops cleanly (its lock goes).
+    writeFileSync(join(b.root, 'mta.lock'), `${process.pid}\n`);
+    appendFileSync(join(b.root, seg), record('m-only-on-b'));
+    rmSync(join(b.root, 'mta.lock'));
+    // The primary accepts mail too: its next batch writes where the secondary's own message is.
+    appendFileSync(join(a.root, seg), record('m-on-a'));
+    await waitUntil(() => b.daemon.status().quarantine.messages > 0, 10_000, () => `${JSON.stringify(b.daemon.status())} ${b.log()}`);
+    expect(b.daemon.status().quarantine).toMatchObject({ pending: false, messages: 1 });
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up && a.daemon.status().lag_bytes === 0, 10_000);
+    expect(readFileSync(join(b.root, seg)).equals(readFileSync(join(a.root, seg)))).toBe(true);
+    const reports = readdirSync(join(b.root, 'mirror', 'quarantine'));
+    expect(reports).toHaveLength(1);
+    expect(JSON.parse(readFileSync(join(b.root, 'mirror', 'quarantine', reports[0], 'quarantine.json'), 'utf8'))).toMatchObject({ messages: ['m-only-on-b'] });
+  });
+
+  it('an MTA found running on the secondary when the primary reconnects: once it stops, what it wrote is quarantined by the catch-up, not overwritten', async () => {
+    const { a, b } = await pair('rogue-at-accept');
+    const seg = 'spool/p0/000000000001.seg';
+    const record = (id: string): Buffer => Buffer.concat(frame(RecordType.Message, messagePayload(JSON.stringify({ id, from: 'a@x.test', to: ['r@x.test'], received: 1, via: 'smtp', size: 5 }), Buffer.from('hello'))));
+    mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
+    writeFileSync(join(a.root, seg), record('m-shared'));
+    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    // An MTA starts on the secondary's path (this test's own pid holds its lock) and accepts a message; the link drops and the primary dials again.
+    writeFileSync(join(b.root, 'mta.lock'), `${process.pid}\n`);
+    appendFileSync(join(b.root, seg), record('m-only-on-b'));
+    (b.daemon as unknown as { inbound?: { close(): void } }).inbound?.close();
+    await waitUntil(() => /an MTA is running on this secondary/.test(b.log()), 10_000, () => b.log());
+    // It stops cleanly (its lock goes); the primary has taken more mail meanwhile.
+    rmSync(join(b.root, 'mta.lock'));
+    appendFileSync(join(a.root, seg), Buffer.concat([record('m-on-a'), record('m-on-a-2')]));
+    await waitUntil(() => b.daemon.status().caught_up && b.daemon.status().quarantine.reports.length > 0, 10_000, () => `${JSON.stringify(b.daemon.status())} ${b.log()}`);
+    expect(b.daemon.status().quarantine).toMatchObject({ pending: false, messages: 1 });
+    const reports = readdirSync(join(b.root, 'mirror', 'quarantine'));
+    expect(JSON.parse(readFileSync(join(b.root, 'mirror', 'quarantine', reports[0], 'quarantine.json'), 'utf8'))).toMatchObject({ messages: ['m-only-on-b'] });
   });
 
   it('names the mirror\'s secret when it is missing or short', () => {

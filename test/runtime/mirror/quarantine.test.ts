@@ -9,6 +9,7 @@
 // messages it acknowledged after the cut.
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { applyBatch } from '../../../runtime/mirror/apply';
 import { fileOnPromotion, guardCatchUp, markForQuarantine, quarantineDir, quarantineSummary, readMarker, type QuarantineReport } from '../../../runtime/mirror/quarantine';
 import { createLogger } from '../../../runtime/shared/log';
 import { RecordType, frame, messagePayload } from '../../../runtime/shared/spool-record';
@@ -95,6 +96,24 @@ describe('the guard', () => {
     expect(existsSync(join(quarantineDir(root), 'pending'))).toBe(false);
     expect(await quarantineSummary(root)).toMatchObject({ pending: false, messages: 3, reports: [{ dir: report.dir, messages: 3, updated: 1 }] });
     expect(guardCatchUp(root, 5, undefined, logger, 0)).toBeUndefined();
+  });
+
+  test('a small file only this node holds (a report the inbound listener answered 250 for) is set aside and filed whole, not deleted', async () => {
+    const root = join(dir, 'own-small-file');
+    const eml = 'inbound/unmatched/20260102T030405000Z-0a0b0c0d0e0f.eml';
+    const raw = Buffer.from('From: postmaster@isp.test\r\nSubject: report\r\n\r\nnot one we could match\r\n');
+    put(root, eml, raw);
+    put(root, 'node-id', Buffer.from('n1\n'));
+    markForQuarantine(root, 2, 'test', 0);
+    const guard = guardCatchUp(root, 3, undefined, logger, 0)!;
+    // The primary has no such file: its catch-up deletes it.
+    const ops = [{ op: 'delete' as const, path: eml }];
+    await guard.protect(ops);
+    await applyBatch(root, ops);
+    const report = (await guard.finish(3, Date.UTC(2026, 0, 2, 3, 4, 6)))!;
+    expect(report).toBeDefined();
+    expect(report.files).toEqual([expect.objectContaining({ path: eml, from: 0, bytes: raw.length, whole_file: true })]);
+    expect(readFileSync(join(report.dir, eml)).equals(raw)).toBe(true);
   });
 
   test('a file the primary extends where this node stopped holds nothing of its own: no report', async () => {

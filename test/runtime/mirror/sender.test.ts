@@ -10,6 +10,23 @@ import { inventory } from '../../../runtime/mirror/files';
 import { Sender } from '../../../runtime/mirror/sender';
 import { tempDir } from '../../helpers/tmp';
 
+/** Runs before each read the sender makes (tests: a file changing between the scan and the read). */
+let mockBeforeRead: ((file: string) => void) | undefined;
+jest.mock('../../../runtime/mirror/files', () => {
+  const actual = jest.requireActual<typeof import('../../../runtime/mirror/files')>('../../../runtime/mirror/files');
+  return {
+    ...actual,
+    readRange: (file: string, offset: number, length: number) => {
+      mockBeforeRead?.(file);
+      return actual.readRange(file, offset, length);
+    },
+    readWhole: (file: string) => {
+      mockBeforeRead?.(file);
+      return actual.readWhole(file);
+    },
+  };
+});
+
 const base = tempDir('volley-mirror-sender-');
 let n = 0;
 function pair(): { primary: string; secondary: string } {
@@ -237,6 +254,87 @@ describe('Sender + applyBatch', () => {
     sender.acked(rest);
     expect(sender.stats().durableThrough).toBe(21_000);
   });
+
+  // A sink's cursor names a position in the event log; on a secondary that holds
+  // the cursor but not the bytes before it, the new primary's MTA appends its
+  // events below the cursor after a promotion, and the sink never sends them.
+  const LOG = 'log/events/w0.20261205T000000000Z-000001.jsonl';
+  const CURSOR = 'log/events/cursors/webhook.json';
+  const cursorAt = (offset: number, note = ''): string => `${JSON.stringify({ sink: 'webhook', note, producers: { w0: { file: LOG.split('/').pop(), offset } } })}\n`;
+  const cursorOffset = (root: string): number => (JSON.parse(readFileSync(join(root, CURSOR), 'utf8')) as { producers: { w0: { offset: number } } }).producers.w0.offset;
+  const logSize = (root: string): number => (existsSync(join(root, LOG)) ? statSync(join(root, LOG)).size : 0);
+
+  it('never ships a cursor ahead of the log bytes it names: a cursor saved between the scan and its read', async () => {
+    const { primary, secondary } = pair();
+    put(primary, LOG, '{"e":1}\n');
+    put(primary, CURSOR, cursorAt(8));
+    const sender = await connect(primary, secondary);
+    await drain(sender, secondary);
+    // The sink saves its cursor again (same place), and while the sender reads it the MTA logs an
+    // event and the sink, having sent it, moves its cursor past it.
+    put(primary, CURSOR, cursorAt(8, 'saved again'));
+    mockBeforeRead = () => {
+      mockBeforeRead = undefined;
+      appendFileSync(join(primary, LOG), '{"e":2}\n');
+      put(primary, CURSOR, cursorAt(16));
+    };
+    try {
+      const batch = (await sender.next())!;
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+    } finally {
+      mockBeforeRead = undefined;
+    }
+    expect(cursorOffset(secondary)).toBeLessThanOrEqual(logSize(secondary));
+    await drain(sender, secondary);
+    expect(sums(secondary)).toEqual(sums(primary));
+  });
+
+  it('ships a small file renamed over between the scan and its read whole, never cut to the size the scan saw', async () => {
+    const { primary, secondary } = pair();
+    put(primary, CURSOR, cursorAt(8));
+    const sender = await connect(primary, secondary);
+    await drain(sender, secondary);
+    put(primary, CURSOR, cursorAt(8, 'saved again'));
+    // While the sender reads it, the sink saves a longer one (written beside and renamed over, as CursorStore does).
+    const longer = cursorAt(8, 'saved once more, with a longer note than before');
+    mockBeforeRead = () => {
+      mockBeforeRead = undefined;
+      writeFileSync(join(primary, `${CURSOR}.tmp`), longer);
+      renameSync(join(primary, `${CURSOR}.tmp`), join(primary, CURSOR));
+    };
+    try {
+      const batch = (await sender.next())!;
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+    } finally {
+      mockBeforeRead = undefined;
+    }
+    expect(readFileSync(join(secondary, CURSOR), 'utf8')).toBe(longer);
+    await drain(sender, secondary);
+    expect(sums(secondary)).toEqual(sums(primary));
+  });
+
+  it('never ships a cursor ahead of the log bytes it names: a log larger than one batch', async () => {
+    const { primary, secondary } = pair();
+    put(primary, LOG, '{"e":0}\n');
+    put(primary, CURSOR, cursorAt(8));
+    const sender = await connect(primary, secondary, { batchMaxBytes: 1_000 });
+    await drain(sender, secondary);
+    // 3,000 bytes of events, all sent to the sink already: its cursor is at the end.
+    appendFileSync(join(primary, LOG), `${'{"e":1}\n'.repeat(375)}`);
+    put(primary, CURSOR, cursorAt(logSize(primary)));
+    let batches = 0;
+    for (let batch = await sender.next(); batch; batch = await sender.next()) {
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+      batches++;
+      // A failover may come after any batch: the secondary's cursor never names bytes it lacks.
+      expect(cursorOffset(secondary)).toBeLessThanOrEqual(logSize(secondary));
+    }
+    expect(batches).toBeGreaterThan(1);
+    expect(sums(secondary)).toEqual(sums(primary));
+  });
 });
 
 describe('applyBatch', () => {
@@ -248,5 +346,23 @@ describe('applyBatch', () => {
     expect(() => parseOps([{ op: 'delete', path: 'mirror/state.json' }], 0)).toThrow(expect.objectContaining({ code: 'EMIRRORPATH' }));
     expect(() => parseOps([{ op: 'delete', path: '/abs' }], 0)).toThrow(expect.objectContaining({ code: 'EMIRRORPATH' }));
     expect(() => parseOps([{ op: 'write', path: 'a.seg', offset: 0, len: 5, sha256: 'x' }], 3)).toThrow(expect.objectContaining({ code: 'EMIRRORBATCH' }));
+  });
+
+  it('refuses, whole and before writing anything, a batch that would leave a hole or overwrite bytes this node holds', async () => {
+    const { secondary } = pair();
+    const seg = 'spool/p0/000000000001.seg';
+    put(secondary, seg, 'held\n');
+    const data = Buffer.from('next\n');
+    const write = (offset: number) => ({ op: 'write' as const, path: seg, offset, len: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+    const other = { op: 'write' as const, path: 'spool/p0/000000000002.seg', offset: 0, len: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+    await expect(applyBatch(secondary, [other, write(9)], Buffer.concat([data, data]))).rejects.toMatchObject({ code: 'EMIRRORGAP' });
+    await expect(applyBatch(secondary, [other, write(2)], Buffer.concat([data, data]))).rejects.toMatchObject({ code: 'EMIRROROWN' });
+    await expect(applyBatch(secondary, [{ op: 'truncate', path: seg, size: 9 }])).rejects.toMatchObject({ code: 'EMIRRORGAP' });
+    expect(readFileSync(join(secondary, seg), 'utf8')).toBe('held\n');
+    expect(existsSync(join(secondary, 'spool/p0/000000000002.seg'))).toBe(false);
+    // At the end, or after the batch's own truncate: written.
+    await applyBatch(secondary, [write(5)], data);
+    await applyBatch(secondary, [{ op: 'truncate', path: seg, size: 0 }, write(0)], data);
+    expect(readFileSync(join(secondary, seg), 'utf8')).toBe('next\n');
   });
 });
