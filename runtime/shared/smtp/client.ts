@@ -472,25 +472,28 @@ export class SmtpClientSession implements OutboundSession {
         this.write(c);
         const r = await this.reply(this.timeouts.commandMs);
         replies.push(r);
-        if (replies.length === 1 && r.code !== 250) break;
+        if (replies.length === 1 && !positive(r.code)) break;
       }
     }
     const mail = replies[0];
     const rcptReplies = replies.slice(1);
     const envelopeMs = Date.now() - t0;
-    // A positive reply no command could have meant (a 220 to MAIL, a 252 to
-    // RCPT; a line that is no reply at all has a NaN code): the MX is out of
-    // step with the commands, or lying, and a later 2xx may be an earlier
-    // command's answer. Nothing it said is taken for acceptance.
-    if (!(mail.code >= 400) && mail.code !== 250) return this.outOfStep(to, `MAIL answered ${mail.code} ${mail.text}`, envelopeMs);
-    const strayRcpt = rcptReplies.find((r) => !(r.code >= 400) && r.code !== 250 && r.code !== 251);
+    // MAIL and RCPT are taken on any 2xx, as Postfix's client takes them (a
+    // 251, or the 252 some catch-all MXs give to RCPT, accepts the recipient).
+    // A reply that can answer neither (a 354 or other 3xx, a 1xx, a line that
+    // is no reply at all: NaN) means the MX is out of step with the commands,
+    // or lying, and a later 2xx may be an earlier command's answer: nothing it
+    // said is taken for acceptance. The shifted case where every reply is a
+    // 2xx is caught at DATA, which only a 354 answers.
+    if (!(mail.code >= 400) && !positive(mail.code)) return this.outOfStep(to, `MAIL answered ${mail.code} ${mail.text}`, envelopeMs);
+    const strayRcpt = rcptReplies.find((r) => !(r.code >= 400) && !positive(r.code));
     if (strayRcpt) return this.outOfStep(to, `RCPT answered ${strayRcpt.code} ${strayRcpt.text}`, envelopeMs);
-    const accepted = to.filter((_, i) => rcptReplies[i]?.code === 250 || rcptReplies[i]?.code === 251);
+    const accepted = to.filter((_, i) => positive(rcptReplies[i]?.code));
     const resultFor = (rcpt: string, i: number, final?: SmtpReply): RecipientResult => {
-      const r = mail.code !== 250 ? mail : (rcptReplies[i]?.code ?? 0) >= 300 ? rcptReplies[i] : final!;
+      const r = !positive(mail.code) ? mail : (rcptReplies[i]?.code ?? 0) >= 300 ? rcptReplies[i] : final!;
       return { rcpt, reply: r, outcome: outcomeOf(r.code) };
     };
-    if (mail.code !== 250 || accepted.length === 0) {
+    if (!positive(mail.code) || accepted.length === 0) {
       // The answer to the pipelined DATA (503/554) — or nothing, when the
       // server hung up after a 421: the replies already read still stand.
       const closed = pipelining ? await this.reply(this.timeouts.dataInitMs).then(() => false, () => true) : false;
@@ -642,4 +645,9 @@ export function dotStuff(message: Buffer): Buffer {
   const endsWithCrlf = message.length >= 2 && message[message.length - 2] === 13 && message[message.length - 1] === 10;
   parts.push(Buffer.from(endsWithCrlf || message.length === 0 ? '.\r\n' : '\r\n.\r\n'));
   return Buffer.concat(parts);
+}
+
+/** A 2xx: what takes MAIL FROM or RCPT TO. */
+function positive(code: number | undefined): boolean {
+  return code !== undefined && code >= 200 && code < 300;
 }

@@ -642,9 +642,9 @@ describe('an MX whose replies do not match the commands: never "delivered" for a
   });
 
   test.each([
-    ['MAIL', '220 2.0.0 hello again', false],
-    ['MAIL', '220 2.0.0 hello again', true],
-    ['RCPT', '252 2.1.5 cannot verify', false],
+    ['MAIL', '334 continue', false],
+    ['MAIL', '334 continue', true],
+    ['RCPT', '334 continue', false],
     ['RCPT', 'hello there', true],
   ])('%s answered "%s" (pipelining %s): deferred, not delivered, and the body never sent', async (command, reply, pipelining) => {
     const mx = await lyingMx((line) => (line.toUpperCase().startsWith(command) ? `${reply}\r\n` : undefined), { pipelining });
@@ -655,6 +655,20 @@ describe('an MX whose replies do not match the commands: never "delivered" for a
       expect(s.usable).toBe(false);
       s.close();
       expect(mx.bodies).toEqual([]);
+    } finally {
+      mx.close();
+    }
+  });
+
+  test.each([true, false])('RCPT answered 252 (a catch-all MX that cannot verify but takes the mail; pipelining %s): the recipients are delivered, the body sent once', async (pipelining) => {
+    const mx = await lyingMx((line) => (/^RCPT TO:<b@/i.test(line) ? '252 2.1.5 cannot verify, will attempt delivery\r\n' : undefined), { pipelining });
+    try {
+      const s = await open(mx.port);
+      const tx = await s.send('a@b.test', ['a@c.test', 'b@c.test'], Buffer.from('Subject: x\r\n\r\nbody\r\n'));
+      expect(tx.recipients.map((r) => r.outcome)).toEqual(['delivered', 'delivered']);
+      expect(mx.bodies).toHaveLength(1);
+      expect(s.usable).toBe(true);
+      s.close();
     } finally {
       mx.close();
     }
