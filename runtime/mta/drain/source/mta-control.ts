@@ -79,10 +79,11 @@ export class MtaControl {
     const r = await this.call('GET', '/events/status');
     if (r.status === 404) return { waiting: 0, sinks: [], none: true };
     if (r.status !== 200) throw new VolleyError('EADMIN', `GET /events/status answered ${r.status}: ${describe(r.body)}`);
-    const sinks = ((r.body as { sinks?: { sink: string; waitingEvents?: number; inFlightBatches?: number }[] }).sinks ?? []).map((s) => ({
+    const sinks = ((r.body as { sinks?: { sink: string; waitingEvents?: number; waitingBytes?: number; inFlightBatches?: number }[] }).sinks ?? []).map((s) => ({
       sink: s.sink,
-      // A batch in flight holds events not yet acknowledged even when the count says 0.
-      waiting: (s.waitingEvents ?? 0) + (s.waitingEvents === 0 && (s.inFlightBatches ?? 0) > 0 ? 1 : 0),
+      // The count can say 0 while events wait: a batch in flight, or unread bytes (the count
+      // estimates them at the average line size, so a short last event rounds to none).
+      waiting: Math.max(s.waitingEvents ?? 0, (s.inFlightBatches ?? 0) > 0 || (s.waitingBytes ?? 0) > 0 ? 1 : 0),
     }));
     return { waiting: sinks.reduce((n, s) => n + s.waiting, 0), sinks };
   }
