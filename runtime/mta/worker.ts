@@ -234,6 +234,8 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         intake.draining = true;
         engine.pauseForDrain();
         const { inflight, unrecorded } = engine.status();
+        // Every attempt recorded: close the event file, so the s3 sink ships its last events (it takes closed files only).
+        if (inflight + unrecorded === 0) await attemptLog.closeCurrent();
         return { draining: true, queued: spool.size, inflight: inflight + unrecorded };
       }
       case 'drain-settle': {

@@ -110,6 +110,8 @@ export class EventLog implements EventWriter {
   private seq = 0;
   private size = 0;
   private openedAt = 0;
+  /** closeCurrent asked: the next commit closes the file whatever its age. */
+  private closeNow = false;
   private readonly commit: GroupCommit<PendingLines>;
   private readonly ageTimer: TimerHandle;
   private readonly clock: Clock;
@@ -129,6 +131,18 @@ export class EventLog implements EventWriter {
   private closeIfOld(): void {
     if (!this.fh || this.size === 0 || this.clock.now() - this.openedAt < this.options.maxAgeMs) return;
     this.commit.add({ line: '', resolve: () => undefined, reject: () => undefined });
+  }
+
+  /**
+   * Closes the current file now (when it holds anything), through the commit
+   * queue like the age check: `volley drain` asks for it once no attempt is in
+   * flight, so the last events reach the s3 sink (which takes closed files
+   * only) before the node is stopped and retired. Resolves once closed.
+   */
+  closeCurrent(): Promise<void> {
+    if (!this.fh || this.size === 0) return Promise.resolve();
+    this.closeNow = true;
+    return new Promise((resolve, reject) => this.commit.add({ line: '', resolve, reject }));
   }
 
   /** The file being written, once the first write opened it. */
@@ -197,7 +211,8 @@ export class EventLog implements EventWriter {
 
   private async ensureOpen(): Promise<void> {
     const now = this.clock.now();
-    if (this.fh && (this.size >= this.options.maxSize || (this.size > 0 && now - this.openedAt >= this.options.maxAgeMs))) {
+    if (this.fh && (this.size >= this.options.maxSize || (this.size > 0 && (this.closeNow || now - this.openedAt >= this.options.maxAgeMs)))) {
+      this.closeNow = false;
       // Closed for good: the next file's existence is what tells readers so.
       await this.fh.close();
       this.fh = undefined;
