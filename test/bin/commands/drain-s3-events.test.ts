@@ -12,6 +12,9 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import pino from 'pino';
+import { eventsLeftOnDisk } from '../../../runtime/mta/drain/source/events-on-disk';
+import { loadConfig } from '../../../runtime/shared/config/load';
 import { ADMIN_AUTH, ADMIN_TOKEN, deliveryConfigYaml } from '../../helpers/config';
 import { completeLines, eventLines } from '../../helpers/events-e2e';
 import { startMta, VOLLEY, type MtaProcess } from '../../helpers/mta-process';
@@ -115,6 +118,8 @@ test('the drain waits until S3 holds the node\'s last events (its open event fil
   await waitUntil(() => node.mta.proc.exitCode !== null || node.mta.proc.signalCode !== null, 30_000);
   expect(eventLines(node.events).size).toBeGreaterThanOrEqual(20);
   expect(notInS3(node.events)).toEqual([]);
+  // Nothing was written after the hand-over: a rerun on this stopped MTA is not held back by its own events.
+  expect(await eventsLeftOnDisk(node.pp, loadConfig(node.config).events.sinks, pino({ level: 'silent' }))).toEqual([]);
 }, 180_000);
 
 test('an MTA stopped by hand with events not in S3: the drain cannot wait for them, says so and exits 10; started again, the drain ships them and exits 0', async () => {
