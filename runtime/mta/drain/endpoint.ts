@@ -196,6 +196,7 @@ export class DrainEndpoint {
     const unknownIds = new Set<string>();
     const fresh: { index: number; record: DrainRecord }[] = [];
     const inBatch = new Set<string>();
+    const repeats: number[] = [];
     const waits: Promise<void>[] = [];
     for (const [index, r] of records.entries()) {
       if (isBadRecord(r)) {
@@ -204,7 +205,10 @@ export class DrainEndpoint {
       }
       const id = r.header.id;
       const other = this.inflight.get(id);
-      if (this.options.seen.has(id) || inBatch.has(id)) results[index] = { id, status: 'duplicate' };
+      if (this.options.seen.has(id)) results[index] = { id, status: 'duplicate' };
+      // A second copy in this batch shares the first's fate (set below): `duplicate` before the
+      // first is stored would let the source drop a message that may not be stored here.
+      else if (inBatch.has(id)) repeats.push(index);
       else if (other) {
         // Another request is storing it right now: its outcome decides ours.
         waits.push(
@@ -250,6 +254,11 @@ export class DrainEndpoint {
       done(unknownIds);
     }
     await Promise.all(waits);
+    for (const index of repeats) {
+      const id = (records[index] as DrainRecord).header.id;
+      const first = results[fresh.find((f) => f.record.header.id === id)!.index];
+      results[index] = first.status === 'queued' ? { id, status: 'duplicate' } : { ...first };
+    }
     return { results, unknown };
   }
 }
