@@ -163,6 +163,22 @@ export class Distributor {
         await this.settle(label, outcome);
         return;
       }
+      if (outcome.kind === 'never' && outcome.status === 413) {
+        // Too large for this destination's drain.max_batch_bytes (a batch is up to 8MB plus one
+        // message of up to 25MB): not taken, and the destination is fine. Halves go back in line
+        // (a held batch's stay with this destination); one message alone is refused here, kept queued.
+        // A held batch stays journaled to this destination: an earlier request with it may have been taken.
+        if (!sticky) this.o.journal.append({ released: batch.ids, dest: label, at: Date.now() });
+        if (batch.ids.length === 1) {
+          this.refused.push({ id: batch.ids[0], dest: label, reason: outcome.reason });
+          return;
+        }
+        const half = Math.ceil(batch.records.length / 2);
+        const parts = [batch.records.slice(0, half), batch.records.slice(half)].map((records) => ({ ids: records.map((r) => r.header.id), records }));
+        if (sticky) this.held.set(label, [...parts, ...(this.held.get(label) ?? [])]);
+        else this.free.unshift(...parts);
+        return;
+      }
       if (outcome.kind === 'never') {
         if (!this.never.has(label)) this.o.onProblem?.({ dest: label, reason: outcome.reason, kind: 'never' });
         this.never.set(label, outcome.reason);
