@@ -42,7 +42,7 @@ export interface DistributionResult {
   moved: Record<string, number>;
   /** Messages a destination refused individually (malformed: never accepted anywhere): they stay queued. */
   refused: { id: string; dest: string; reason: string }[];
-  /** Destinations that will never accept (401/403/409/400/413), with why. */
+  /** Destinations that will never accept (401/403/409/400), with why. */
   never: Record<string, string>;
   /** Ids still queued locally that could not be moved: every destination refused, or their destination did. */
   left: string[];
