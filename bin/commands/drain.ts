@@ -155,6 +155,7 @@ export function registerDrain(program: Command): void {
             ca: flags.caFile ? readFileSync(flags.caFile) : undefined,
             insecure: flags.insecureTls === true,
             waitOnEvents: flags.waitOnEvents,
+            eventSinks: config.events.sinks,
             maxEventWaitMs: flags.maxEventWait,
             concurrency: flags.concurrency ?? defaultConcurrency(),
             batchSize: flags.batchSize,

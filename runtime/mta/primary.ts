@@ -289,10 +289,13 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       const perWorker = (await Promise.all([...workers.values()].map((w) => ask(w, `drain-${action}`)))) as { queued: number; inflight?: number }[];
       // A worker restarted meanwhile starts taking mail again; the drain asks until every worker answers draining.
       const missing = count - perWorker.length;
+      const inflight = perWorker.reduce((n, w) => n + (w.inflight ?? 0), 0) + (draining ? missing : 0);
+      // Every attempt recorded (the workers closed their event files): the last events go to the s3 sink now.
+      if (draining && inflight === 0) await events.handOver().catch((err: unknown) => logger.error({ err }, 'drain: closing the event file failed; its events wait for the next start'));
       return {
         draining,
         queued: perWorker.reduce((n, w) => n + w.queued, 0),
-        inflight: perWorker.reduce((n, w) => n + (w.inflight ?? 0), 0) + (draining ? missing : 0),
+        inflight,
       };
     },
     shutdown: (reason) => stop(reason),

@@ -234,6 +234,9 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         intake.draining = true;
         engine.pauseForDrain();
         const { inflight, unrecorded } = engine.status();
+        // Every attempt recorded: close the event file, so the s3 sink ships its last events (it takes closed files only).
+        // A file that cannot be closed (a broken disk) must not fail the stop itself: logged, the drain goes on.
+        if (inflight + unrecorded === 0) await attemptLog.closeCurrent().catch((err: unknown) => logger.error({ err }, 'drain: closing the event file failed; its events wait for the next start'));
         return { draining: true, queued: spool.size, inflight: inflight + unrecorded };
       }
       case 'drain-settle': {

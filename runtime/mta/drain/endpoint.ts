@@ -28,8 +28,19 @@ import {
 import type { SeenIds } from './seen-ids';
 import { readBody, sendJson } from '../../shared/http-body';
 
-/** What storing one record came to: durable now, already held, never acceptable, or not now (spool full, worker gone). */
-export type StoreOutcome = { status: 'queued' } | { status: 'duplicate' } | { status: 'refused'; reason: string } | { status: 'unavailable'; reason: string };
+/**
+ * What storing one record came to: durable now, already held, never
+ * acceptable, certainly not stored now (spool full: the source may go
+ * elsewhere), or `unknown`: it may be durable here (its worker died or did
+ * not answer in time after it was handed the record), so the source must
+ * send it here again and nowhere else.
+ */
+export type StoreOutcome =
+  | { status: 'queued' }
+  | { status: 'duplicate' }
+  | { status: 'refused'; reason: string }
+  | { status: 'unavailable'; reason: string }
+  | { status: 'unknown'; reason: string };
 
 export interface DrainEndpointOptions {
   config: DrainConfig;
@@ -61,8 +72,8 @@ export class DrainEndpoint {
   private config: DrainConfig;
   private acceptFrom: CidrList;
   private trustedProxies: CidrList;
-  /** Ids being stored by a request in progress: a concurrent request with the same id waits for it. */
-  private readonly inflight = new Map<string, Promise<void>>();
+  /** Ids being stored by a request in progress: a concurrent request with the same id waits for it (it resolves with the ids whose fate is unknown). */
+  private readonly inflight = new Map<string, Promise<ReadonlySet<string>>>();
 
   constructor(private readonly options: DrainEndpointOptions) {
     this.config = options.config;
@@ -149,7 +160,12 @@ export class DrainEndpoint {
       throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, errorCode(err) ?? 'malformed', (err as Error).message);
     }
     if (records.length === 0) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'empty_batch', 'the batch holds no message');
-    const results = await this.take(records, now);
+    const { results, unknown } = await this.take(records, now);
+    // Some record may be durable here without this node knowing: no per-message
+    // status says "ask me again", and `refused` or a 503 would let the source
+    // send it elsewhere too. A 500 keeps the whole batch for this destination;
+    // sent again, what was stored is answered `duplicate`.
+    if (unknown) throw new DrainHttpError(DRAIN_HTTP_STATUS.unknown, 'store_unknown', `cannot say whether every message was stored (${unknown}); send this batch here again`);
     // Nothing queued and something could not be stored now: the whole request
     // may go elsewhere (nothing of it is held here). With some queued, the
     // answer must name those, so the rest come back `refused` with the reason.
@@ -174,10 +190,13 @@ export class DrainEndpoint {
   }
 
   /** Dedupe, store what is new, record it as seen, and answer each record in order. */
-  private async take(records: ReturnType<typeof decodeBatch>, now: number): Promise<DrainResult[]> {
+  private async take(records: ReturnType<typeof decodeBatch>, now: number): Promise<{ results: DrainResult[]; unknown?: string }> {
     const results: DrainResult[] = new Array(records.length);
+    let unknown: string | undefined;
+    const unknownIds = new Set<string>();
     const fresh: { index: number; record: DrainRecord }[] = [];
     const inBatch = new Set<string>();
+    const repeats: number[] = [];
     const waits: Promise<void>[] = [];
     for (const [index, r] of records.entries()) {
       if (isBadRecord(r)) {
@@ -186,25 +205,37 @@ export class DrainEndpoint {
       }
       const id = r.header.id;
       const other = this.inflight.get(id);
-      if (this.options.seen.has(id) || inBatch.has(id)) results[index] = { id, status: 'duplicate' };
+      if (this.options.seen.has(id)) results[index] = { id, status: 'duplicate' };
+      // A second copy in this batch shares the first's fate (set below): `duplicate` before the
+      // first is stored would let the source drop a message that may not be stored here.
+      else if (inBatch.has(id)) repeats.push(index);
       else if (other) {
         // Another request is storing it right now: its outcome decides ours.
-        waits.push(other.then(() => void (results[index] = this.options.seen.has(id) ? { id, status: 'duplicate' } : { id, status: 'refused', reason: 'unavailable: being stored by another request that failed; send it again' })));
+        waits.push(
+          other.then((unsure) => {
+            if (!this.options.seen.has(id) && unsure.has(id)) unknown ??= 'being stored by another request that could not say';
+            results[index] = this.options.seen.has(id) ? { id, status: 'duplicate' } : { id, status: 'refused', reason: 'unavailable: being stored by another request that failed; send it again' };
+          }),
+        );
       } else {
         inBatch.add(id);
         fresh.push({ index, record: r });
       }
     }
-    let done!: () => void;
-    const settled = new Promise<void>((resolve) => (done = resolve));
+    let done!: (unsure: ReadonlySet<string>) => void;
+    const settled = new Promise<ReadonlySet<string>>((resolve) => (done = resolve));
     for (const f of fresh) this.inflight.set(f.record.header.id, settled);
     try {
       const outcomes = fresh.length > 0 ? await this.options.store(fresh.map((f) => f.record)) : [];
       const queuedIds: string[] = [];
       fresh.forEach((f, i) => {
-        const o = outcomes[i] ?? { status: 'unavailable', reason: 'no answer from the worker' };
+        const o: StoreOutcome = outcomes[i] ?? { status: 'unknown', reason: 'no answer from the worker' };
         const id = f.record.header.id;
         if (o.status === 'queued') queuedIds.push(id);
+        if (o.status === 'unknown') {
+          unknownIds.add(id);
+          unknown ??= o.reason;
+        }
         results[f.index] = o.status === 'queued' || o.status === 'duplicate' ? { id, status: o.status } : { id, status: 'refused', reason: o.status === 'unavailable' ? `unavailable: ${o.reason}` : o.reason };
       });
       // `queued` promises the id is recorded: a later attempt answers `duplicate`.
@@ -220,10 +251,15 @@ export class DrainEndpoint {
       }
     } finally {
       for (const f of fresh) if (this.inflight.get(f.record.header.id) === settled) this.inflight.delete(f.record.header.id);
-      done();
+      done(unknownIds);
     }
     await Promise.all(waits);
-    return results;
+    for (const index of repeats) {
+      const id = (records[index] as DrainRecord).header.id;
+      const first = results[fresh.find((f) => f.record.header.id === id)!.index];
+      results[index] = first.status === 'queued' ? { id, status: 'duplicate' } : { ...first };
+    }
+    return { results, unknown };
   }
 }
 

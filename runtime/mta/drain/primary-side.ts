@@ -13,7 +13,7 @@ import type { DrainRecord } from './protocol';
 import { loadDrainSecrets } from './secrets';
 import { SeenIds, seenIdsPath } from './seen-ids';
 
-/** How long a worker may take to make its share of a batch durable before the primary gives up on it (answered as not stored now). */
+/** How long a worker may take to make its share of a batch durable before the primary gives up on it (answered `unknown`: it may still store them). */
 const STORE_TIMEOUT_MS = 60_000;
 
 export interface PrimaryDrainOptions {
@@ -97,7 +97,7 @@ export class PrimaryDrain {
     this.pending.get(id)?.finish(outcomes);
   }
 
-  /** A worker that exits answers nothing: its share is "not stored now" (the source sends it again; what it did store answers `duplicate` from the spool). */
+  /** A worker that exits answers nothing: its share is "unknown" (the source sends it here again; what it did store answers `duplicate` from the spool). */
   onWorkerExit(worker: number): void {
     for (const p of [...this.pending.values()]) if (p.worker === worker) p.finish(undefined);
   }
@@ -115,15 +115,20 @@ export class PrimaryDrain {
     await Promise.all(
       [...groups].map(async ([w, indexes]) => {
         const got = await this.ask(w, indexes.map((i) => records[i]));
-        indexes.forEach((i, j) => (outcomes[i] = got?.[j] ?? { status: 'unavailable', reason: `worker ${w} did not store it` }));
+        // Never handed over: certainly not stored. Handed over and no answer (the worker exited or
+        // timed out): it may have made them durable just before, so the source must not go elsewhere.
+        const missing: StoreOutcome =
+          got === 'not-sent' ? { status: 'unavailable', reason: `worker ${w} is not running` } : { status: 'unknown', reason: `worker ${w} did not answer` };
+        indexes.forEach((i, j) => (outcomes[i] = (got !== 'not-sent' && got?.[j]) || missing));
       }),
     );
     return outcomes;
   }
 
-  private ask(index: number, records: DrainRecord[]): Promise<StoreOutcome[] | undefined> {
+  /** The worker's outcomes; undefined when it was sent the records and never answered; 'not-sent' when it could not be asked. */
+  private ask(index: number, records: DrainRecord[]): Promise<StoreOutcome[] | undefined | 'not-sent'> {
     const worker = this.options.workers.get(index);
-    if (!worker || !worker.isConnected()) return Promise.resolve(undefined);
+    if (!worker || !worker.isConnected()) return Promise.resolve('not-sent');
     const id = ++this.nextId;
     return new Promise((resolve) => {
       const timer = setTimeout(() => finish(undefined), STORE_TIMEOUT_MS);

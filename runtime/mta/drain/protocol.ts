@@ -79,6 +79,8 @@ export const DRAIN_HTTP_STATUS = {
   forbidden: 403,
   self: 409,
   tooLarge: 413,
+  /** Some message may have been stored, some not: send the batch here again (never elsewhere). */
+  unknown: 500,
   unavailable: 503,
 } as const;
 

@@ -39,8 +39,12 @@ export async function storeDrained(spool: Spool, intake: Intake, schedule: (entr
   return Promise.all(
     records.map(async (r): Promise<StoreOutcome> => {
       const h = r.header;
-      // Held queued by this worker already (an earlier attempt whose answer was lost).
-      if (spool.partitions.some((p) => p.get(h.id) !== undefined)) return { status: 'duplicate' };
+      // Held queued by this worker already (an earlier attempt whose answer was lost) ...
+      const holder = spool.partitions.find((p) => p.get(h.id) !== undefined);
+      // ... unless that copy still waits for a sync mirror's barrier, which may yet withdraw it:
+      // `duplicate` now would let the source drop its own copy too.
+      if (holder?.awaitsConfirm(h.id)) return { status: 'unknown', reason: 'an earlier copy awaits the HA mirror' };
+      if (holder) return { status: 'duplicate' };
       try {
         // The fleet shares one config; a pool or VMTA this node lacks could never be sent from.
         intake.checkRouting(h.pool, h.vmta);
@@ -56,7 +60,7 @@ export async function storeDrained(spool: Spool, intake: Intake, schedule: (entr
         return { status: 'queued' };
       } catch (err) {
         const code = errorCode(err);
-        if (code === 'EDUPLICATE') return { status: 'duplicate' };
+        if (code === 'EDUPLICATE') return spool.partitions.some((p) => p.awaitsConfirm(h.id)) ? { status: 'unknown', reason: 'an earlier copy awaits the HA mirror' } : { status: 'duplicate' };
         if (code === 'EMIRRORUNAVAILABLE') return { status: 'unavailable', reason: (err as Error).message };
         return { status: 'unavailable', reason: code === 'ENOSPC' ? 'spool disk is full' : code === 'EROFS' ? 'spool is read-only' : `spool write failed: ${(err as Error).message}` };
       }

@@ -6,7 +6,7 @@
 // from its creation and is never renamed: a (file, offset) stays valid.
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { durableFlags, writeFully } from '../../shared/durable-file';
 import { GroupCommit } from '../../shared/group-commit';
@@ -110,6 +110,8 @@ export class EventLog implements EventWriter {
   private seq = 0;
   private size = 0;
   private openedAt = 0;
+  /** closeCurrent asked: the next commit closes the file whatever its age. */
+  private closeNow = false;
   private readonly commit: GroupCommit<PendingLines>;
   private readonly ageTimer: TimerHandle;
   private readonly clock: Clock;
@@ -129,6 +131,29 @@ export class EventLog implements EventWriter {
   private closeIfOld(): void {
     if (!this.fh || this.size === 0 || this.clock.now() - this.openedAt < this.options.maxAgeMs) return;
     this.commit.add({ line: '', resolve: () => undefined, reject: () => undefined });
+  }
+
+  /**
+   * Closes the current file now (when it holds anything), through the commit
+   * queue like the age check: `volley drain` asks for it once no attempt is in
+   * flight, so the last events reach the s3 sink (which takes closed files
+   * only) before the node is stopped and retired. Resolves once closed.
+   */
+  closeCurrent(): Promise<void> {
+    this.closeNow = true;
+    return new Promise((resolve, reject) => this.commit.add({ line: '', resolve, reject }));
+  }
+
+  /**
+   * closeCurrent's part when this process has written nothing yet: the
+   * producer's newest file is a previous run's, still "open" (the newest), so
+   * a next, empty file is created to close it. Nothing to close: nothing done.
+   */
+  private async closeLeftOpen(): Promise<void> {
+    const newest = listEventFiles(this.options.dir).get(this.options.name)?.at(-1);
+    if (!newest) return;
+    const { size } = await stat(join(this.options.dir, newest.name));
+    if (size > 0) await this.create(this.clock.now(), newest.seq + 1);
   }
 
   /** The file being written, once the first write opened it. */
@@ -172,10 +197,17 @@ export class EventLog implements EventWriter {
     const data = Buffer.from(batch.map((p) => p.line).join(''));
     for (;;) {
       try {
-        // Only the age check's empty batch (closeIfOld) finds the file closed: it must not open one.
-        if (data.length === 0 && !this.fh) return batch.forEach((p) => p.resolve());
+        if (data.length === 0 && !this.fh) {
+          // The age check's empty batch (closeIfOld) must not open a file; closeCurrent's closes a previous run's.
+          if (this.closeNow) await this.closeLeftOpen();
+          this.closeNow = false;
+          return batch.forEach((p) => p.resolve());
+        }
         await this.ensureOpen();
-        if (data.length === 0) return batch.forEach((p) => p.resolve());
+        if (data.length === 0) {
+          this.closeNow = false; // an empty file: nothing to close
+          return batch.forEach((p) => p.resolve());
+        }
         // Opened with O_DSYNC (unless fsync is off): the write returns durable.
         await writeFully(this.fh!, [data], this.size);
         this.size += data.length;
@@ -197,7 +229,8 @@ export class EventLog implements EventWriter {
 
   private async ensureOpen(): Promise<void> {
     const now = this.clock.now();
-    if (this.fh && (this.size >= this.options.maxSize || (this.size > 0 && now - this.openedAt >= this.options.maxAgeMs))) {
+    if (this.fh && (this.size >= this.options.maxSize || (this.size > 0 && (this.closeNow || now - this.openedAt >= this.options.maxAgeMs)))) {
+      this.closeNow = false;
       // Closed for good: the next file's existence is what tells readers so.
       await this.fh.close();
       this.fh = undefined;

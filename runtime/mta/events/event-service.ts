@@ -43,6 +43,8 @@ export interface SinkStatus extends DispatcherStatus, SinkStats {
 /** The s3 sink's shipper, by its sink name: what it shipped, what waits, and why it last failed. */
 export interface ShipperStatus extends ShipperStats {
   sink: string;
+  /** Closed files not in S3 yet, counted at this status (GET /events/status only; `volley drain` waits for 0). */
+  unshipped?: number;
 }
 
 export interface EventsStatus {
@@ -152,7 +154,20 @@ export class EventService {
         replay: r.replay && { from: r.replay.from, started: r.replay.started },
       });
     }
-    return { node: this.options.nodeId, sinks, shipper: this.shipperStatus() };
+    const shipper = this.shipperStatus();
+    const unshipped = await this.built.shipper?.unshipped?.();
+    return { node: this.options.nodeId, sinks, shipper: shipper && (unshipped === undefined ? shipper : { ...shipper, unshipped }) };
+  }
+
+  /**
+   * `volley drain`, once no attempt is in flight: the primary's own event file
+   * is closed and a shipping round started now, so the last events go to S3
+   * (which takes closed files only) while the drain waits for them; the
+   * workers close theirs on the same request.
+   */
+  async handOver(): Promise<void> {
+    await this.writer.closeCurrent();
+    void this.built.shipper?.shipNow?.();
   }
 
   private shipperStatus(): ShipperStatus | undefined {

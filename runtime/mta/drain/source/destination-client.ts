@@ -2,7 +2,7 @@
 // DEFAULT_DRAIN_PORT), a keep-alive HTTPS agent, signed requests (protocol.ts)
 // and the answer sorted into what the distributor does next: per-message
 // results, "try the next destination" (down, timed out, 503, a 5xx), or "this
-// destination will never take these" (401, 403, 409, 400, 413).
+// destination will never take these" (401, 403, 409, 400; and 413, which the distributor answers by splitting the batch).
 import { Agent, request } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { VolleyError } from '../../../shared/errors';

@@ -42,7 +42,7 @@ export interface DistributionResult {
   moved: Record<string, number>;
   /** Messages a destination refused individually (malformed: never accepted anywhere): they stay queued. */
   refused: { id: string; dest: string; reason: string }[];
-  /** Destinations that will never accept (401/403/409/400/413), with why. */
+  /** Destinations that will never accept (401/403/409/400), with why. */
   never: Record<string, string>;
   /** Ids still queued locally that could not be moved: every destination refused, or their destination did. */
   left: string[];
@@ -161,6 +161,22 @@ export class Distributor {
       if (outcome.kind === 'answered') {
         this.failuresInARow = 0;
         await this.settle(label, outcome);
+        return;
+      }
+      if (outcome.kind === 'never' && outcome.status === 413) {
+        // Too large for this destination's drain.max_batch_bytes (a batch is up to 8MB plus one
+        // message of up to 25MB): not taken, and the destination is fine. Halves go back in line
+        // (a held batch's stay with this destination); one message alone is refused here, kept queued.
+        // A held batch stays journaled to this destination: an earlier request with it may have been taken.
+        if (!sticky) this.o.journal.append({ released: batch.ids, dest: label, at: Date.now() });
+        if (batch.ids.length === 1) {
+          this.refused.push({ id: batch.ids[0], dest: label, reason: outcome.reason });
+          return;
+        }
+        const half = Math.ceil(batch.records.length / 2);
+        const parts = [batch.records.slice(0, half), batch.records.slice(half)].map((records) => ({ ids: records.map((r) => r.header.id), records }));
+        if (sticky) this.held.set(label, [...parts, ...(this.held.get(label) ?? [])]);
+        else this.free.unshift(...parts);
         return;
       }
       if (outcome.kind === 'never') {

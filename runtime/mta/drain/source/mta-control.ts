@@ -16,7 +16,7 @@ export interface MtaControlOptions {
 }
 
 export interface EventsWaiting {
-  /** Events read and not yet acknowledged, over every sink. */
+  /** Events read and not yet acknowledged, over every sink (for an s3 sink: closed files not shipped yet). */
   waiting: number;
   /** Sink by sink, for the progress line. */
   sinks: { sink: string; waiting: number }[];
@@ -79,11 +79,16 @@ export class MtaControl {
     const r = await this.call('GET', '/events/status');
     if (r.status === 404) return { waiting: 0, sinks: [], none: true };
     if (r.status !== 200) throw new VolleyError('EADMIN', `GET /events/status answered ${r.status}: ${describe(r.body)}`);
-    const sinks = ((r.body as { sinks?: { sink: string; waitingEvents?: number; inFlightBatches?: number }[] }).sinks ?? []).map((s) => ({
+    const sinks = ((r.body as { sinks?: { sink: string; waitingEvents?: number; waitingBytes?: number; inFlightBatches?: number }[] }).sinks ?? []).map((s) => ({
       sink: s.sink,
-      // A batch in flight holds events not yet acknowledged even when the count says 0.
-      waiting: (s.waitingEvents ?? 0) + (s.waitingEvents === 0 && (s.inFlightBatches ?? 0) > 0 ? 1 : 0),
+      // The count can say 0 while events wait: a batch in flight, or unread bytes (the count
+      // estimates them at the average line size, so a short last event rounds to none).
+      waiting: Math.max(s.waitingEvents ?? 0, (s.inFlightBatches ?? 0) > 0 || (s.waitingBytes ?? 0) > 0 ? 1 : 0),
     }));
+    // The s3 sink ships files, not events: the node's last events are on its disk until S3
+    // holds the closed files they are in (the MTA closes its event files once nothing is in flight).
+    const shipper = (r.body as { shipper?: { sink: string; unshipped?: number; filesWaiting?: number } }).shipper;
+    if (shipper) sinks.push({ sink: shipper.sink, waiting: shipper.unshipped ?? shipper.filesWaiting ?? 0 });
     return { waiting: sinks.reduce((n, s) => n + s.waiting, 0), sinks };
   }
 

@@ -22,6 +22,12 @@ import { Journal, journalPath, readJournal, unsettled } from './journal';
 import { LocalSpool } from './local-spool';
 import { MtaControl, sleep } from './mta-control';
 import { writeClientSettings } from './reconcile';
+import { eventsLeftOnDisk } from './events-on-disk';
+import type { SinkConfig } from '../../../shared/config/events';
+import pino from 'pino';
+
+/** The retention reader's logger: it has nothing to say to the drain's stderr. */
+const silentLogger = pino({ level: 'silent' });
 
 /** The seed's exit codes. There is no 40/41: see README (Drain) and `volley drain --help`. */
 export const EXIT = { ok: 0, other: 1, eventWait: 10, unreadable: 11, undistributed: 12, terminated: 42 } as const;
@@ -43,6 +49,8 @@ export interface DrainOptions {
   ca?: Buffer;
   insecure?: boolean;
   waitOnEvents: boolean;
+  /** events.sinks of the config: what a stopped MTA's event log is checked against (events-on-disk.ts). */
+  eventSinks?: readonly SinkConfig[];
   maxEventWaitMs?: number;
   concurrency: number;
   batchSize: number;
@@ -112,8 +120,28 @@ export async function runDrain(o: DrainOptions, signal: StopSignal): Promise<num
     o.report.phase('stopping the MTA');
     unlock = await control.stopNode();
   } else {
-    // A rerun after the MTA was stopped (exit 12, 42, or a SIGKILL after step 3): its events were waited for then.
+    // A rerun after the MTA was stopped (exit 12, 42, or a SIGKILL after step 3): its events were waited
+    // for then. An MTA stopped some other way (crashed, `systemctl stop`) may have left events that
+    // nothing delivers once the node is retired: they are looked for on disk.
     unlock = await control.lock(false);
+    if (o.waitOnEvents) {
+      let left;
+      try {
+        left = await eventsLeftOnDisk(o.persistentPath, o.eventSinks ?? [], silentLogger);
+      } catch (err) {
+        unlock();
+        throw err;
+      }
+      if (left.length > 0) {
+        unlock();
+        o.report.problem({
+          message: 'the MTA is not running and its event log still holds events its sinks have not taken: start the MTA so it delivers them, then run `volley drain` again (or pass --no-wait-on-events); nothing was moved',
+          sinks: left,
+        });
+        o.report.result(EXIT.eventWait, {});
+        return EXIT.eventWait;
+      }
+    }
     o.report.phase('the MTA is not running: draining its spool directly');
   }
   try {

@@ -17,6 +17,10 @@ export interface Shipper {
   start(): void;
   close(): Promise<void>;
   stats(): ShipperStats;
+  /** A round now (`volley drain` hands over the last events); the s3 shipper has it, a test's stand-in may not. */
+  shipNow?(): Promise<void>;
+  /** Closed files not shipped yet, counted now. */
+  unshipped?(): Promise<number>;
 }
 
 export interface BuiltSinks {

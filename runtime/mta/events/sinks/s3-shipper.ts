@@ -73,6 +73,8 @@ export interface S3Shipper {
   shipNow(): Promise<void>;
   close(): Promise<void>;
   stats(): ShipperStats;
+  /** Closed files not shipped yet, counted now (filesWaiting is as of the last round): what `volley drain` waits for. */
+  unshipped(): Promise<number>;
 }
 
 /** What is uploaded for one file, and the checksums S3 must end up reporting for it. */
@@ -329,5 +331,10 @@ export function createS3Shipper(config: S3SinkConfig, deps: S3ShipperDeps): S3Sh
       client.destroy();
     },
     stats: () => ({ ...stats }),
+    async unshipped(): Promise<number> {
+      let n = 0;
+      for (const source of sources) n += (await source.closedFiles()).length;
+      return n;
+    },
   };
 }

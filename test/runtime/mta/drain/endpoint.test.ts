@@ -289,6 +289,18 @@ describe('in process: when the node cannot take a batch now', () => {
     expect([seen.has(a.header.id), seen.has(b.header.id)]).toEqual([true, false]);
   });
 
+  test('one id twice in a batch whose first copy could not be stored: the second is not answered duplicate (the source would drop the message)', async () => {
+    const a = record();
+    const b = record();
+    outcome = (i) => (i === 0 ? { status: 'queued' } : { status: 'unavailable', reason: 'spool disk is full' });
+    const r = await post('/drain/v1/messages', encodeBatch([b, a, a]), { port: endpoint.port });
+    expect(r.body.results).toEqual([
+      { id: b.header.id, status: 'queued' },
+      { id: a.header.id, status: 'refused', reason: 'unavailable: spool disk is full' },
+      { id: a.header.id, status: 'refused', reason: 'unavailable: spool disk is full' },
+    ]);
+  });
+
   test('a failed write of the seen ids still answers queued (the spool holds them; a 503 would send them elsewhere too), and dedupes from memory', async () => {
     const broken = await SeenIds.open(join(dir, 'unit-broken', 'seen.log'), 86_400_000, { fsync: false });
     await broken.close(); // its file handle is gone: every write fails

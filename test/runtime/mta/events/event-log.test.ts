@@ -146,3 +146,22 @@ test('an old file is closed by age when no event follows it, so a quiet node\'s 
     jest.useRealTimers();
   }
 });
+
+test('closeCurrent (volley drain) closes the file being written, and a previous run\'s newest file when this process wrote nothing, so the s3 sink can take it', async () => {
+  const d = join(dir, 'close-current');
+  const first = new EventLog({ dir: d, name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  await first.write([event(1)]);
+  await first.closeCurrent();
+  expect(first.closedFiles()).toHaveLength(1);
+  await first.write([event(2)]);
+  await first.close();
+  // A restart that writes nothing: the newest file is the last run's, still open.
+  const second = new EventLog({ dir: d, name: 'w0', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
+  expect(second.closedFiles()).toHaveLength(1);
+  await second.closeCurrent();
+  expect(second.closedFiles()).toHaveLength(2);
+  // Nothing new since: a second call makes no more files.
+  await second.closeCurrent();
+  expect(listEventFiles(d).get('w0')).toHaveLength(3);
+  await second.close();
+});

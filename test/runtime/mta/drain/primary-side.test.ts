@@ -1,0 +1,109 @@
+// The primary's half of the drain endpoint, with stand-in workers (the IPC
+// they would get is recorded, their answers given by the test) and the real
+// source client over HTTPS on loopback: a worker that exits (or never answers)
+// after it was handed a share of a batch may have made that share durable, so
+// the source must keep the batch for this destination (resend here, answered
+// `duplicate` once the worker is back), never send it to another one.
+import type { Worker } from 'node:cluster';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { PrimaryDrain, ownerOf } from '../../../../runtime/mta/drain/primary-side';
+import { encodeBatch, type DrainRecord } from '../../../../runtime/mta/drain/protocol';
+import { DestinationClient, parseDestination } from '../../../../runtime/mta/drain/source/destination-client';
+import type { ToWorker } from '../../../../runtime/mta/ipc';
+import { newMessageId } from '../../../../runtime/mta/message-id';
+import { parseConfig } from '../../../../runtime/shared/config/load';
+import { testConfigYaml } from '../../../helpers/config';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
+import { tempDir } from '../../../helpers/tmp';
+
+const dir = tempDir('volley-drain-primary-');
+const SECRET = Buffer.from('drain-secret-for-tests-0123456789abcdef');
+
+/** A worker that records what it is sent and answers only when told. */
+function standInWorker(): { worker: Worker; sent: Extract<ToWorker, { type: 'drain-store' }>[] } {
+  const sent: Extract<ToWorker, { type: 'drain-store' }>[] = [];
+  const worker = { isConnected: () => true, send: (m: ToWorker) => (m.type === 'drain-store' && sent.push(m), true) } as unknown as Worker;
+  return { worker, sent };
+}
+
+function record(id = newMessageId()): DrainRecord {
+  const body = Buffer.from('Subject: drained\r\n\r\nhello\r\n');
+  const now = Date.now();
+  return { header: { id, from: 'sender@shop.test', to: ['a@far.test'], received: now, expires: now + 86_400_000, attempts: 0, via_original: 'smtp', size: body.length }, body };
+}
+
+/** Two ids, one owned by each of two workers. */
+function oneForEachWorker(): [DrainRecord, DrainRecord] {
+  const found: DrainRecord[] = [];
+  while (found.length < 2) {
+    const r = record();
+    if (ownerOf(r.header.id, 2) === found.length) found.push(r);
+  }
+  return [found[0], found[1]];
+}
+
+let primary: PrimaryDrain;
+let client: DestinationClient;
+const w0 = standInWorker();
+const w1 = standInWorker();
+
+beforeAll(async () => {
+  writeFileSync(join(dir, 'drain.secret'), SECRET);
+  const config = parseConfig(`${testConfigYaml()}drain:\n  listen: { address: 127.0.0.1, port: 0 }\n  secret_file: ${join(dir, 'drain.secret')}\n  accept_from: [127.0.0.1/32]\n`);
+  primary = (await PrimaryDrain.open({
+    config,
+    persistentPath: dir,
+    nodeId: 'destination',
+    workerCount: 2,
+    workers: new Map([
+      [0, w0.worker],
+      [1, w1.worker],
+    ]),
+    unavailable: () => undefined,
+    logger: pino({ level: 'silent' }),
+  }))!;
+  const port = await primary.endpoint.listen({ address: '127.0.0.1', port: 0 });
+  client = new DestinationClient(parseDestination(`127.0.0.1:${port}`), { secret: SECRET, node: 'source', insecure: true, timeoutMs: 30_000, maxSockets: 2 });
+});
+afterAll(async () => {
+  client?.close();
+  await primary?.close();
+});
+
+test('the only worker of a batch exits before answering: the source keeps the batch for this destination (not a 503 that sends it elsewhere)', async () => {
+  const r = record();
+  const owner = ownerOf(r.header.id, 2);
+  const w = owner === 0 ? w0 : w1;
+  const before = w.sent.length;
+  const answer = client.sendBatch(encodeBatch([r]), [r.header.id]);
+  await waitUntil(() => w.sent.length === before + 1);
+  // It may have made the record durable just before it died: the restarted worker would deliver it.
+  primary.onWorkerExit(owner);
+  expect(await answer).toMatchObject({ kind: 'retry', untaken: false });
+});
+
+test('one worker queues its share and the other exits: the stored one is remembered, and the source neither removes nor releases the other', async () => {
+  const [a, b] = oneForEachWorker();
+  const s0 = w0.sent.length;
+  const s1 = w1.sent.length;
+  const answer = client.sendBatch(encodeBatch([a, b]), [a.header.id, b.header.id]);
+  await waitUntil(() => w0.sent.length === s0 + 1 && w1.sent.length === s1 + 1);
+  primary.onStored(w0.sent[s0].id, [{ status: 'queued' }]);
+  primary.onWorkerExit(1);
+  // `refused` would release b: a rerun sends it to another destination, while this one may hold it.
+  expect(await answer).toMatchObject({ kind: 'retry', untaken: false });
+  // Sent again here, a is answered duplicate (recorded), b goes to its restarted worker.
+  const again = client.sendBatch(encodeBatch([a, b]), [a.header.id, b.header.id]);
+  await waitUntil(() => w1.sent.length === s1 + 2);
+  expect(w1.sent[s1 + 1].records.map((x) => x.header.id)).toEqual([b.header.id]);
+  primary.onStored(w1.sent[s1 + 1].id, [{ status: 'duplicate' }]);
+  expect(await again).toEqual({
+    kind: 'answered',
+    results: [
+      { id: a.header.id, status: 'duplicate' },
+      { id: b.header.id, status: 'duplicate' },
+    ],
+  });
+});
