@@ -60,6 +60,8 @@ export class ClusterThrottles {
   private readonly keys = new Map<string, KeyState>();
   /** The keys each MTA touched, so forgetting it is cheap. */
   private readonly byMta = new Map<string, Set<string>>();
+  /** Keys a forget left with no MTA, kept while their hour still counts messages: what prune looks at (not every key). */
+  private readonly orphans = new Set<string>();
 
   constructor(
     readonly merge: MergeMode = 'average',
@@ -132,6 +134,7 @@ export class ClusterThrottles {
       s.connections -= s.held.get(mta) ?? 0;
       s.held.delete(mta);
       s.limits.delete(mta);
+      if (s.limits.size === 0) this.orphans.add(key);
     }
     this.prune();
   }
@@ -141,10 +144,22 @@ export class ClusterThrottles {
    * whose last MTA left keeps its hourly count until the window empties:
    * messages sent are sent, and a control link that breaks and comes back
    * (a missed beacon, an MTA restart) is a new MTA here, which must not get
-   * a fresh hour. Run on forget, which is rare (a control connection closing).
+   * a fresh hour. Run on forget (a control connection closing), over the
+   * orphaned keys only: a node restart forgets one link per MTA worker, and a
+   * pass over every key each time held the proxy primary's event loop, which
+   * answers every throttle ask, ~100x longer (1,000 forgets over 50,000 keys:
+   * 1.4 s against 13 ms, measured in review).
    */
   private prune(): void {
-    for (const [key, s] of this.keys) if (s.limits.size === 0 && s.sent.used === 0) this.keys.delete(key);
+    for (const key of this.orphans) {
+      const s = this.keys.get(key);
+      // Registered again meanwhile: no longer an orphan.
+      if (!s || s.limits.size > 0) this.orphans.delete(key);
+      else if (s.sent.used === 0) {
+        this.keys.delete(key);
+        this.orphans.delete(key);
+      }
+    }
   }
 
   /** Keys with state: limits registered, or messages still counted in the hour. */

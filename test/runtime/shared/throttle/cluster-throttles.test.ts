@@ -133,3 +133,23 @@ test('the hourly count outlives the control connections: the only MTA on a key r
   expect(t.tracked).toBe(0);
   expect(t.tryMessage('mta-1/w0#3', key, l).ok).toBe(true);
 });
+
+test('forgetting an MTA looks only at the keys it leaves without one, not at every key the proxy tracks', () => {
+  const t = new ClusterThrottles('average');
+  // Every key a stable MTA holds, and one key of a short-lived link.
+  for (let i = 0; i < 5_000; i++) t.register('stable/w0#1', `k${i}`, one);
+  t.register('brief/w0#2', 'brief-key', one);
+  // Counts the entries of the key map that anything walks through (forget must not: a node restart forgets one link per worker).
+  let walked = 0;
+  const keys = (t as unknown as { keys: { [Symbol.iterator]: () => Iterator<unknown> } }).keys;
+  const entries = keys[Symbol.iterator].bind(keys);
+  keys[Symbol.iterator] = function* (): Generator<unknown> {
+    for (let it = entries(), e = it.next(); !e.done; e = it.next()) {
+      walked++;
+      yield e.value;
+    }
+  };
+  t.forget('brief/w0#2');
+  expect(t.tracked).toBe(5_000); // brief-key, unused in the hour, is gone
+  expect(walked).toBe(0);
+});
