@@ -604,11 +604,7 @@ export class MirrorDaemon {
       const idle = batch ? undefined : lag.forIdle(lagBytes, lagSeconds);
       if (idle) channel.send({ t: 'status', epoch: this.state.epoch, ...idle });
       if (!batch) {
-        // Batches still out: their acks first (lag and caught-up count what they carry).
-        if (flight.size > 0) {
-          await this.land(flight, sender);
-          continue;
-        }
+        // Nothing is out here: every batch sent is landed (its ack read) before the next scan.
         const s = sender.stats();
         if (scan !== undefined && s.lagBytes === 0) this.sync!.barriers.durable(scan);
         // Again after a degrade on this very link: the secondary caught up once more (and peer_outdated clears).
