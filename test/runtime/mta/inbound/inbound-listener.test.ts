@@ -444,6 +444,31 @@ describe('a stuck or abandoned parse', () => {
     await b.quit();
   });
 
+  test('a report given up at its deadline that cannot be kept is answered 451 (the sender retries), and the listener goes on', async () => {
+    const id = newMessageId();
+    holdNext = true;
+    // unmatched/ made a plain file: keeping fails with ENOTDIR.
+    const aside = `${keptDir}.aside`;
+    renameSync(keptDir, aside);
+    writeFileSync(keptDir, '');
+    const s = await open();
+    try {
+      const answer = s.transaction('', ['bounces@bounces.shop.example'], bigDsn(id, 1, 'unkept'));
+      await waitUntil(() => timers.pending().length === 1);
+      timers.fire();
+      expect((await answer).code).toBe(451);
+    } finally {
+      rmSync(keptDir);
+      renameSync(aside, keptDir);
+    }
+    settleHeld!();
+    // The retry is parsed and mapped.
+    expect((await s.transaction('', ['bounces@bounces.shop.example'], bigDsn(id, 1, 'unkept'))).code).toBe(250);
+    await s.quit();
+    expect(events.written.filter((e) => e.message_id === id)).toHaveLength(1);
+    expect(capture.lines().some((l) => l.msg === 'inbound: could not keep an unmatched message; the sender will retry' && l.reason === 'parse-timeout')).toBe(true);
+  });
+
   test('a report whose sender closed its session while it waited is dropped: never parsed, no longer held, counted and logged once', async () => {
     const dropped = async (): Promise<number> => (await inboundMetrics.parseDropped.get()).values[0]?.value ?? 0;
     const droppedBefore = await dropped();
