@@ -10,8 +10,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../../shared/clock';
 import type { BounceRuleConfig, InboundConfig } from '../../shared/config/types';
 import { endSocket } from '../../shared/end-socket';
+import { errorCode } from '../../shared/errors';
 import { listen } from '../../shared/listen';
 import { BounceClassifier } from '../delivery/records/bounce-category';
 import { Verp } from '../delivery/records/verp';
@@ -38,6 +40,8 @@ export interface InboundDeps {
   /** The operator's bounce rules, so a DSN is classified as a synchronous failure would be. */
   bounceRules?: BounceRuleConfig[];
   now?: () => number;
+  /** The timers of the parse deadline (default: Node's), so a test moves time instead of waiting for it. */
+  clock?: Clock;
   /** Test hook: the report parser (default parseReport), so a test can see when parses run. */
   parse?: (raw: Buffer, limits: ReportLimits) => Promise<ParsedReport>;
 }
@@ -58,6 +62,15 @@ const SOCKET_TIMEOUT_MS = 5 * 60_000;
  * over, see report.ts). The others wait whole, at most max_message_size each.
  */
 const PARSE_CONCURRENCY = 1;
+/**
+ * A parse past this is given up: mailparser has had parses that never
+ * settle (nodemailer/mailparser #224, #263), and with one parse at a time one
+ * such report would hold every later one on the node until a restart. A
+ * 10 MB report (max_message_size's usual bound) parses in about 1 s here, so
+ * 30 s is far past any honest parse yet well within a sender's DATA timeout
+ * (RFC 5321 4.5.3.2.6: 10 minutes), even for a few reports queued behind it.
+ */
+const PARSE_DEADLINE_MS = 30_000;
 
 export async function startInboundListener(config: InboundConfig, deps: InboundDeps): Promise<InboundListener> {
   const logger = deps.logger.child({ component: 'inbound' });
@@ -72,7 +85,9 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
   const sessions = new Set<Socket>();
   const parse = deps.parse ?? parseReport;
   const limits: ReportLimits = { maxRecipients: config.maxReportRecipients };
-  const parses = new ParseQueue(PARSE_CONCURRENCY, (d) => inboundMetrics.parseWaiting.inc(d));
+  const parses = new ParseQueue(PARSE_CONCURRENCY, (d) => inboundMetrics.parseWaiting.inc(d), deps.clock ?? systemClock);
+  /** The sessions with a report in take(), aborted when the session closes: a report still waiting is then dropped. */
+  const pending = new Map<SessionInfo, AbortController>();
 
   /** Keeps the message whole in inbound/unmatched/, the envelope (which the message does not carry) in a trace field on top. */
   const keep = (s: SessionInfo, raw: Buffer): Promise<string> => {
@@ -81,12 +96,30 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
   };
 
   const take = async (s: SessionInfo, raw: Buffer): Promise<Reply> => {
+    const closed = new AbortController();
+    pending.set(s, closed);
+    try {
+      return await takeParsed(s, raw, closed.signal);
+    } finally {
+      pending.delete(s);
+    }
+  };
+
+  const takeParsed = async (s: SessionInfo, raw: Buffer, closed: AbortSignal): Promise<Reply> => {
     let result: MatchResult;
     try {
-      result = await parses.run(async () => matchReport(await parse(raw, limits), { envelopeRecipients: s.rcptTo, verp, nodeId: deps.nodeId, now, classify: (r) => classifier.classify(r) }));
+      result = await parses.run(async () => matchReport(await parse(raw, limits), { envelopeRecipients: s.rcptTo, verp, nodeId: deps.nodeId, now, classify: (r) => classifier.classify(r) }), { deadlineMs: PARSE_DEADLINE_MS, signal: closed });
     } catch (err) {
-      // A parser bug must cost one message its mapping, never the listener.
-      result = { ok: false, reason: 'unparseable', detail: `parsing failed: ${(err as Error).message}` };
+      const code = errorCode(err);
+      if (code === 'parse-dropped') {
+        // Its sender never heard 250, so it sends again: nothing is lost, and
+        // a report for no one is not held in memory (nor parsed) meanwhile.
+        inboundMetrics.parseDropped.inc();
+        logger.warn({ from: s.mailFrom, to: s.rcptTo, client: s.remoteAddress, size: raw.length }, 'inbound: the sender closed its session before its report was parsed: dropped, the sender will send it again');
+        return reply(421, '4.4.2', 'session closed before the report was parsed');
+      }
+      // A parser bug (or a hang, past the deadline) must cost one message its mapping, never the listener.
+      result = code === 'parse-timeout' ? { ok: false, reason: 'parse-timeout', detail: `parsing gave up after ${PARSE_DEADLINE_MS} ms` } : { ok: false, reason: 'unparseable', detail: `parsing failed: ${(err as Error).message}` };
     }
     if (result.ok) {
       setReportEventIds(raw, result.events);
@@ -135,7 +168,7 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
 
   const handlers: SessionHandlers = {
     onConnect: () => undefined,
-    onClose: () => undefined,
+    onClose: (s) => pending.get(s)?.abort(),
     // Never advertised (no TLS, no insecure AUTH); answered all the same.
     onAuth: () => Promise.resolve(reply(503, '5.5.1', 'no authentication here')),
     // Mailer daemons send from <>; feedback loops from anywhere.

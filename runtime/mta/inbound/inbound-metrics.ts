@@ -13,5 +13,6 @@ export const inboundMetrics = {
   unmatchedRemoved: new Counter({ name: 'volley_inbound_unmatched_removed_total', help: 'Files removed from inbound/unmatched/ to stay within inbound.unmatched_max', registers: [inboundRegistry] }),
   refused: new Counter({ name: 'volley_inbound_refused_total', help: 'Inbound transactions refused, by reason (relay, oversize, write-failed)', labelNames: ['reason'], registers: [inboundRegistry] }),
   parseWaiting: new Gauge({ name: 'volley_inbound_parse_waiting', help: 'Inbound reports received whole and waiting for their turn to be parsed (one is parsed at a time)', registers: [inboundRegistry] }),
+  parseDropped: new Counter({ name: 'volley_inbound_parse_dropped_total', help: 'Inbound reports dropped while waiting to be parsed because their session had closed (never answered 250: the sender sends them again)', registers: [inboundRegistry] }),
   truncated: new Counter({ name: 'volley_inbound_truncated_total', help: 'Inbound reports naming more recipients than inbound.max_report_recipients: the first ones made events, the report was kept in inbound/unmatched/', registers: [inboundRegistry] }),
 };

@@ -24,7 +24,7 @@ import { diagnosticReply, type DsnRecipient } from './dsn';
 import { bareAddress } from './fields';
 import type { ParsedReport } from './report';
 
-export type UnmatchedReason = 'not-a-report' | 'unparseable' | 'forged-token' | 'no-message' | 'no-recipient' | 'unhandled-feedback-type';
+export type UnmatchedReason = 'not-a-report' | 'unparseable' | 'forged-token' | 'no-message' | 'no-recipient' | 'unhandled-feedback-type' | 'parse-timeout';
 
 /** omitted: recipients the report names past inbound.max_report_recipients, which made no event. */
 export type MatchResult = { ok: true; matchedBy: MatchedBy; messageId: string; events: NewEvent[]; omitted: number } | { ok: false; reason: UnmatchedReason; detail: string };

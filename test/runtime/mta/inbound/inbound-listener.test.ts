@@ -18,6 +18,7 @@ import type { EventWriter, NewEvent } from '../../../../runtime/mta/events/types
 import { captureLogger, waitUntil } from '../../../helpers/proxy-fixtures';
 import { SmtpDialog } from '../../../helpers/smtp-dialog';
 import { swaks } from '../../../helpers/swaks';
+import { ManualTimers } from '../../../helpers/manual-timers';
 import { tempDir } from '../../../helpers/tmp';
 
 const KEY = Buffer.from('volley-fixture-verp-key-32-bytes');
@@ -362,5 +363,138 @@ describe('large reports', () => {
     expect(mine.slice(600).map((e) => e.event_id)).toEqual(mine.slice(0, 600).map((e) => e.event_id));
     expect(readdirSync(keptDir).filter((f) => f.endsWith('.eml')).map((f) => readFileSync(join(keptDir, f), 'latin1')).filter((k) => k.includes(id))).toHaveLength(1);
     expect(capture.lines().some((l) => l.msg === 'inbound: could not keep a report past inbound.max_report_recipients; the sender will retry' && l.message_id === id)).toBe(true);
+  });
+});
+
+describe('a stuck or abandoned parse', () => {
+  const home = join(dir, 'stuck');
+  const events = new RecordingWriter();
+  const capture = captureLogger();
+  const timers = new ManualTimers();
+  /** The X-Volley-Id of each report whose parse started, in order. */
+  const started: string[] = [];
+  /** Set: the next parse does not settle until the test calls it (then with the real result). */
+  let holdNext = false;
+  let settleHeld: (() => void) | undefined;
+  let stuck: InboundListener;
+
+  beforeAll(async () => {
+    stuck = await startInboundListener(
+      { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 1024 * 1024, unmatchedMax: 64 * 1024 * 1024, maxReportRecipients: 1000 },
+      {
+        events,
+        persistentPath: home,
+        logger: capture.logger,
+        nodeId: 'node-a',
+        hostname: 'inbound.test',
+        clock: timers,
+        // The real parser; one parse can be made to hang, as mailparser's have (nodemailer/mailparser #224, #263).
+        parse: async (raw, limits) => {
+          started.push(/X-Volley-Id: (\S+)/.exec(raw.toString('latin1'))?.[1] ?? '?');
+          const real = await parseReport(raw, limits);
+          if (!holdNext) return real;
+          holdNext = false;
+          return new Promise((resolve) => (settleHeld = () => resolve(real)));
+        },
+      },
+    );
+  });
+  afterAll(() => stuck.close());
+
+  const open = async (): Promise<SmtpDialog> => {
+    const s = await SmtpDialog.open(stuck.port);
+    expect((await s.reply()).code).toBe(220);
+    expect((await s.command('EHLO mx.example.net')).code).toBe(250);
+    return s;
+  };
+  const waiting = async (): Promise<number> => (await inboundMetrics.parseWaiting.get()).values[0]?.value ?? 0;
+  const keptDir = join(home, 'inbound', 'unmatched');
+  const kept = (): string[] => readdirSync(keptDir).filter((f) => f.endsWith('.eml')).map((f) => readFileSync(join(keptDir, f), 'latin1'));
+
+  test('a parse that never settles is given up at its deadline: its report is kept as parse-timeout and answered 250, the next report is parsed, and the late result makes no event', async () => {
+    const counted = async (): Promise<number> => (await inboundMetrics.unmatched.get()).values.find((v) => v.labels.reason === 'parse-timeout')?.value ?? 0;
+    const countedBefore = await counted();
+    const [hung, next] = [newMessageId(), newMessageId()];
+    holdNext = true;
+    const a = await open();
+    const b = await open();
+    const answerA = a.transaction('', ['bounces@bounces.shop.example'], bigDsn(hung, 1, 'hung'));
+    await waitUntil(() => started.includes(hung));
+    const answerB = b.transaction('', ['bounces@bounces.shop.example'], bigDsn(next, 1, 'next'));
+    await waitUntil(async () => (await waiting()) === 1);
+    // The hung parse's deadline is set (30 s); its time comes.
+    await waitUntil(() => timers.pending().length === 1, 5_000, () => `pending timers: ${JSON.stringify(timers.pending())}`);
+    expect(timers.pending()).toEqual([30_000]);
+    timers.fire();
+
+    const [ra, rb] = await Promise.all([answerA, answerB]);
+    expect([ra.code, ra.text]).toEqual([250, '2.0.0 Ok: kept']);
+    expect(rb.code).toBe(250);
+    expect(events.written.map((e) => e.message_id)).toEqual([next]);
+    expect(kept().filter((k) => k.includes(hung))).toHaveLength(1);
+    expect(await counted()).toBe(countedBefore + 1);
+    expect(capture.lines().filter((l) => l.reason === 'parse-timeout').map((l) => l.msg)).toEqual(['inbound: message not mapped to any sent message: kept in inbound/unmatched/']);
+
+    // The hung parse finishes after all: its result goes nowhere.
+    settleHeld!();
+    const later = newMessageId();
+    expect((await a.transaction('', ['bounces@bounces.shop.example'], bigDsn(later, 1, 'later'))).code).toBe(250);
+    expect(events.written.map((e) => e.message_id)).toEqual([next, later]);
+    await a.quit();
+    await b.quit();
+  });
+
+  test('a report given up at its deadline that cannot be kept is answered 451 (the sender retries), and the listener goes on', async () => {
+    const id = newMessageId();
+    holdNext = true;
+    // unmatched/ made a plain file: keeping fails with ENOTDIR.
+    const aside = `${keptDir}.aside`;
+    renameSync(keptDir, aside);
+    writeFileSync(keptDir, '');
+    const s = await open();
+    try {
+      const answer = s.transaction('', ['bounces@bounces.shop.example'], bigDsn(id, 1, 'unkept'));
+      await waitUntil(() => timers.pending().length === 1);
+      timers.fire();
+      expect((await answer).code).toBe(451);
+    } finally {
+      rmSync(keptDir);
+      renameSync(aside, keptDir);
+    }
+    settleHeld!();
+    // The retry is parsed and mapped.
+    expect((await s.transaction('', ['bounces@bounces.shop.example'], bigDsn(id, 1, 'unkept'))).code).toBe(250);
+    await s.quit();
+    expect(events.written.filter((e) => e.message_id === id)).toHaveLength(1);
+    expect(capture.lines().some((l) => l.msg === 'inbound: could not keep an unmatched message; the sender will retry' && l.reason === 'parse-timeout')).toBe(true);
+  });
+
+  test('a report whose sender closed its session while it waited is dropped: never parsed, no longer held, counted and logged once', async () => {
+    const dropped = async (): Promise<number> => (await inboundMetrics.parseDropped.get()).values[0]?.value ?? 0;
+    const droppedBefore = await dropped();
+    const [first, gone, after] = [newMessageId(), newMessageId(), newMessageId()];
+    holdNext = true;
+    const a = await open();
+    const answerA = a.transaction('', ['bounces@bounces.shop.example'], bigDsn(first, 1, 'first'));
+    await waitUntil(() => started.includes(first));
+    const b = await open();
+    void b.transaction('', ['bounces@bounces.shop.example'], bigDsn(gone, 1, 'gone')).catch(() => undefined);
+    await waitUntil(async () => (await waiting()) === 1);
+    b.destroy();
+    // Gone from the queue at once, while the parse ahead of it still runs.
+    await waitUntil(async () => (await waiting()) === 0 && (await dropped()) === droppedBefore + 1, 5_000, () => `dropped ${droppedBefore}+?`);
+
+    settleHeld!();
+    expect((await answerA).code).toBe(250);
+    const c = await open();
+    expect((await c.transaction('', ['bounces@bounces.shop.example'], bigDsn(after, 1, 'after'))).code).toBe(250);
+    await a.quit();
+    await c.quit();
+    expect(started.filter((id) => id === gone)).toEqual([]);
+    expect(events.written.filter((e) => e.message_id === gone)).toEqual([]);
+    expect(events.written.filter((e) => e.message_id === after)).toHaveLength(1);
+    expect(timers.pending()).toEqual([]);
+    const lines = capture.lines().filter((l) => /closed its session before its report was parsed/.test(String(l.msg)));
+    expect(lines).toHaveLength(1);
   });
 });

@@ -1,7 +1,9 @@
 // ParseQueue: at most `limit` tasks run at once, the rest start in arrival
-// order as slots free, and a failing task still frees its slot.
+// order as slots free, and a failing task still frees its slot; so does one
+// past its deadline, and a waiting task whose signal aborts leaves the queue.
 
 import { ParseQueue } from '../../../../runtime/mta/inbound/parse-queue';
+import { ManualTimers } from '../../../helpers/manual-timers';
 
 /** A task that runs until released, recording when it starts. */
 function held(log: string[], name: string): { task: () => Promise<string>; release: (fail?: boolean) => void } {
@@ -65,4 +67,65 @@ test('a limit of two runs two at once', async () => {
   tasks[0].release();
   tasks[2].release();
   await Promise.all(runs);
+});
+
+test('a task that never settles is given up at its deadline: it rejects parse-timeout, the next starts, and its late result goes nowhere', async () => {
+  const log: string[] = [];
+  const timers = new ManualTimers();
+  const q = new ParseQueue(1, () => undefined, timers);
+  const [a, b] = ['a', 'b'].map((n) => held(log, n));
+  const ra = q.run(a.task, { deadlineMs: 30_000 });
+  const rb = q.run(b.task, { deadlineMs: 30_000 });
+  await turn();
+  expect(log).toEqual(['start a']);
+  expect(timers.pending()).toEqual([30_000]);
+  timers.fire();
+  await expect(ra).rejects.toMatchObject({ code: 'parse-timeout' });
+  await turn();
+  expect(log).toEqual(['start a', 'start b']);
+  // a settles late: it neither changes ra nor frees a second slot.
+  a.release();
+  const c = held(log, 'c');
+  const rc = q.run(c.task);
+  await turn();
+  expect(log).toEqual(['start a', 'start b']);
+  expect(q.waiting).toBe(1);
+  b.release();
+  await expect(rb).resolves.toBe('b');
+  expect(timers.pending()).toEqual([]);
+  await turn();
+  expect(log.at(-1)).toBe('start c');
+  c.release();
+  await rc;
+});
+
+test('a waiting task whose signal aborts leaves the queue at once and never runs; a running one is not stopped', async () => {
+  const log: string[] = [];
+  const deltas: number[] = [];
+  const q = new ParseQueue(1, (d) => deltas.push(d));
+  const [a, b, c] = ['a', 'b', 'c'].map((n) => held(log, n));
+  const runningSignal = new AbortController();
+  const ra = q.run(a.task, { signal: runningSignal.signal });
+  const gone = new AbortController();
+  const rb = q.run(b.task, { signal: gone.signal });
+  const rc = q.run(c.task);
+  await turn();
+  expect(q.waiting).toBe(2);
+  gone.abort();
+  runningSignal.abort();
+  await expect(rb).rejects.toMatchObject({ code: 'parse-dropped' });
+  expect(q.waiting).toBe(1);
+  expect(deltas).toEqual([1, 1, -1]);
+  a.release();
+  await expect(ra).resolves.toBe('a');
+  await turn();
+  expect(log).toEqual(['start a', 'start c']);
+  c.release();
+  await rc;
+  expect(deltas).toEqual([1, 1, -1, -1]);
+  // Aborted before it even asked: it never runs.
+  const late = new AbortController();
+  late.abort();
+  await expect(q.run(held(log, 'd').task, { signal: late.signal })).rejects.toMatchObject({ code: 'parse-dropped' });
+  expect(log).toEqual(['start a', 'start c']);
 });
