@@ -43,9 +43,9 @@ export function processUsage(pids: number[]): { cpuSeconds: number; rssBytes: nu
 
 /**
  * Times the main threads of `pids` went to sleep and were woken again
- * (voluntary context switches): a process's wake-ups. On a VM each costs tens
- * of µs of CPU whatever the code it runs (hop-cost.ts), so wake-ups a
- * message put a floor under a hop's CPU a message.
+ * (voluntary context switches): a process's wake-ups. A part woken about
+ * once a message does its work a message at a time; far fewer means its
+ * events come batched (the load queues up for it).
  */
 export function wakeups(pids: number[]): number {
   let n = 0;

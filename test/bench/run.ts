@@ -11,7 +11,6 @@ import { measureEndToEnd } from './e2e';
 import { eventsFigures, measureEndToEndWithEvents, measureWebhookRate, type EventsE2eResult, type WebhookRateResult } from './events';
 import { measureNodeFloor, measureToolsCeiling } from './floor';
 import { measureFleet } from './fleet';
-import { measureHopCost } from './hop-cost';
 import { measureProxyAlone } from './proxy-alone';
 import { measureThroughProxy } from './proxy';
 import { measureIntake, measureStartup } from './intake';
@@ -74,11 +73,6 @@ async function main(): Promise<void> {
   const nodeFloor = await measureNodeFloor(LOAD);
   partial.node_floor_msgs_per_s = nodeFloor.msgsPerSec;
   line(`floor: smtp-source -> a bare Node SMTP responder (no spool, no checks) ${nodeFloor.msgsPerSec} msg/s, ${nodeFloor.cpuUsPerMsg} us CPU/msg`);
-  stage = 'floor: one hop';
-  const hop = await measureHopCost();
-  partial.hop_cpu_us_back_to_back = hop.backToBackUs;
-  partial.hop_cpu_us_paced = hop.pacedUs;
-  line(`floor: one Node process echoing 2 KB messages over TLS on loopback (no Volley code): ${hop.backToBackUs} us CPU a message back to back, ${hop.pacedUs} us at ${hop.pacedRate} a second (woken for each)`);
 
   stage = 'intake';
   const all = await measureIntake({ ...LOAD });
@@ -212,7 +206,7 @@ async function main(): Promise<void> {
   const fleet = await measureFleet({ ...LOAD, messages: Math.min(LOAD.messages, 10_000) });
   line(`local fleet (smtp-source -> lb -> MTA x2 -> proxy x2 -> smtp-sink): ${fleet.msgsPerSec} msg/s (${fleet.elapsedMs} ms until the sink had all)`);
   line(`  CPU per message by part: ${Object.entries(fleet.cpuUsPerMsg).map(([k, v]) => `${k} ${v} us`).join(', ')} (single MTA end to end: ${e2e.cpuUsPerMsg} us)`);
-  // A part woken about once a message pays the paced hop's price (the floor above) each time, whatever it then does.
+  // How often each part's main threads slept and were woken, a message: what batching across messages saves.
   line(`  wake-ups a message by part: ${Object.entries(fleet.wakeupsPerMsg).map(([k, v]) => `${k} ${v}`).join(', ')}`);
 
   // Issue 20 asks fleet >= 0.6 x e2e. On one machine every hop's CPU comes out of the same two cores: were both runs
@@ -249,9 +243,6 @@ async function main(): Promise<void> {
     tools_ceiling_msgs_per_s: tools.msgsPerSec,
     node_floor_msgs_per_s: nodeFloor.msgsPerSec,
     node_floor_cpu_us_per_msg: nodeFloor.cpuUsPerMsg,
-    // One TLS hop with no Volley code (hop-cost.ts): its CPU a message back to back, and woken for each at 700 a second.
-    hop_cpu_us_back_to_back: hop.backToBackUs,
-    hop_cpu_us_paced: hop.pacedUs,
     intake_msgs_per_s: all.msgsPerSec,
     intake_msgs_per_s_1w: one.msgsPerSec,
     intake_msgs_per_s_2w: two.msgsPerSec,
