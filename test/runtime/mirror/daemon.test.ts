@@ -13,6 +13,10 @@ import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { tempDir } from '../../helpers/tmp';
 
+const SEGMENT = 'spool/p0/000000000001.seg';
+/** One spool message record, as an MTA appends it. */
+const spoolRecord = (id: string): Buffer => Buffer.concat(frame(RecordType.Message, messagePayload(JSON.stringify({ id, from: 'a@x.test', to: ['r@x.test'], received: 1, via: 'smtp', size: 5 }), Buffer.from('hello'))));
+
 const base = tempDir('volley-mirror-daemon-');
 let tls: ProxyTls;
 let secretFile: string;
@@ -194,13 +198,17 @@ describe('MirrorDaemon pair', () => {
     expect(readFileSync(join(b.root, 'node-id'), 'utf8')).toBe('node-a\n');
   });
 
-  it('an MTA that ran on the secondary and stopped: what it wrote there is quarantined by the next catch-up, not overwritten', async () => {
-    const { a, b } = await pair('rogue');
-    const seg = 'spool/p0/000000000001.seg';
-    const record = (id: string): Buffer => Buffer.concat(frame(RecordType.Message, messagePayload(JSON.stringify({ id, from: 'a@x.test', to: ['r@x.test'], received: 1, via: 'smtp', size: 5 }), Buffer.from('hello'))));
+  /** A caught-up pair whose primary holds one spool segment with message m-shared; `record` makes more. */
+  const pairWithSegment = async (name: string) => {
+    const { a, b } = await pair(name);
     mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
-    writeFileSync(join(a.root, seg), record('m-shared'));
+    writeFileSync(join(a.root, SEGMENT), spoolRecord('m-shared'));
     await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    return { a, b, seg: SEGMENT, record: spoolRecord };
+  };
+
+  it('an MTA that ran on the secondary and stopped: what it wrote there is quarantined by the next catch-up, not overwritten', async () => {
+    const { a, b, seg, record } = await pairWithSegment('rogue');
     // An MTA starts on the secondary's path (this test's own pid holds its lock), accepts a message, and stops cleanly (its lock goes).
     writeFileSync(join(b.root, 'mta.lock'), `${process.pid}\n`);
     appendFileSync(join(b.root, seg), record('m-only-on-b'));
@@ -217,12 +225,7 @@ describe('MirrorDaemon pair', () => {
   });
 
   it('an MTA found running on the secondary when the primary reconnects: once it stops, what it wrote is quarantined by the catch-up, not overwritten', async () => {
-    const { a, b } = await pair('rogue-at-accept');
-    const seg = 'spool/p0/000000000001.seg';
-    const record = (id: string): Buffer => Buffer.concat(frame(RecordType.Message, messagePayload(JSON.stringify({ id, from: 'a@x.test', to: ['r@x.test'], received: 1, via: 'smtp', size: 5 }), Buffer.from('hello'))));
-    mkdirSync(join(a.root, 'spool', 'p0'), { recursive: true });
-    writeFileSync(join(a.root, seg), record('m-shared'));
-    await waitUntil(() => b.daemon.status().caught_up && a.daemon.status().caught_up, 10_000, () => JSON.stringify([a.daemon.status(), b.daemon.status()]));
+    const { a, b, seg, record } = await pairWithSegment('rogue-at-accept');
     // An MTA starts on the secondary's path (this test's own pid holds its lock) and accepts a message; the link drops and the primary dials again.
     writeFileSync(join(b.root, 'mta.lock'), `${process.pid}\n`);
     appendFileSync(join(b.root, seg), record('m-only-on-b'));
