@@ -208,9 +208,16 @@ export class Sender {
       room -= data.length;
     }
     // The small files go only with every log byte seen after they were read;
-    // held back otherwise (read again at the next scan).
+    // held back otherwise (read again at the next scan). One that does not fit
+    // in the room the logs left goes anyway, one such a batch: on a busy
+    // primary every scan finds new log bytes, so a report in
+    // inbound/unmatched/ larger than batch_max minus them would otherwise
+    // never go, the lag never reach 0, and (mode sync) no barrier be answered.
+    let oversize = false;
     for (const w of small) {
-      if (batch.complete && (w.data.length <= room || batch.ops.length === 0)) {
+      const fits = w.data.length <= room;
+      if (batch.complete && (fits || !oversize)) {
+        if (!fits) oversize = true;
         batch.ops.push({ op: 'replace', path: w.path, len: w.data.length, sha256: w.sum });
         bodies.push(w.data);
         batch.moves.push({ path: w.path, sent: w.data.length, sentSum: w.sum });

@@ -337,6 +337,34 @@ describe('Sender + applyBatch', () => {
   });
 });
 
+test('a small file larger than the room the log bytes leave in a batch still reaches the secondary while mail keeps flowing', async () => {
+  const { primary, secondary } = pair();
+  const seg = 'spool/p0/000000000001.seg';
+  put(primary, seg, 'record-0\n');
+  // batch_max and an unmatched report's size, scaled down 1000x (4 MB and up to 10 MB by default).
+  const sender = new Sender({ root: primary, batchMaxBytes: 4_000, resyncRateBytes: 1 << 30 });
+  await sender.start(await inventory(secondary));
+  const eml = 'inbound/unmatched/20261205T130000000Z-0a0b0c0d0e0f.eml';
+  put(primary, eml, Buffer.alloc(6_000, 0x61));
+  for (let i = 0; i < 5; i++) {
+    // The MTA keeps taking mail: every scan finds new log bytes.
+    appendFileSync(join(primary, seg), `record-${i + 1}\n`);
+    const batch = await sender.next();
+    if (!batch) break;
+    await applyBatch(secondary, parseOps(JSON.parse(JSON.stringify(batch.ops)), batch.body.length), batch.body);
+    sender.acked(batch);
+  }
+  expect(existsSync(join(secondary, eml))).toBe(true);
+  expect(readFileSync(join(secondary, eml)).equals(readFileSync(join(primary, eml)))).toBe(true);
+  appendFileSync(join(primary, seg), 'record-last\n');
+  const last = (await sender.next())!;
+  expect(last.complete).toBe(true);
+  await applyBatch(secondary, parseOps(JSON.parse(JSON.stringify(last.ops)), last.body.length), last.body);
+  sender.acked(last);
+  expect(await sender.next()).toBeUndefined();
+  expect(sender.stats()).toMatchObject({ lagBytes: 0, caughtUp: true });
+});
+
 describe('applyBatch', () => {
   it('refuses a batch whose bytes do not match their checksum, and paths outside the persistent path', async () => {
     const { secondary } = pair();
