@@ -95,6 +95,17 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
     return unmatched.store(Buffer.concat([Buffer.from(`Return-Path: <${s.mailFrom ?? ''}>\r\n${trace}`, 'latin1'), raw]));
   };
 
+  /** Keeps `raw` in inbound/unmatched/ and returns its file, or the 451 that makes the sender retry when it cannot be kept. */
+  const keepOrRefuse = async (s: SessionInfo, raw: Buffer, fields: Record<string, unknown>, what: string): Promise<string | Reply> => {
+    try {
+      return await keep(s, raw);
+    } catch (err) {
+      inboundMetrics.refused.inc({ reason: 'write-failed' });
+      logger.error({ err, ...fields }, `inbound: could not keep ${what}; the sender will retry`);
+      return reply(451, '4.3.0', 'local error in processing, try again later');
+    }
+  };
+
   const take = async (s: SessionInfo, raw: Buffer): Promise<Reply> => {
     const closed = new AbortController();
     pending.set(s, closed);
@@ -135,14 +146,8 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
         // others is kept for an operator, never dropped. Kept after the
         // events are durable; if keeping fails the sender retries and the
         // events come again with the same event_ids.
-        let file: string;
-        try {
-          file = await keep(s, raw);
-        } catch (err) {
-          inboundMetrics.refused.inc({ reason: 'write-failed' });
-          logger.error({ err, message_id: result.messageId }, 'inbound: could not keep a report past inbound.max_report_recipients; the sender will retry');
-          return reply(451, '4.3.0', 'local error in processing, try again later');
-        }
+        const file = await keepOrRefuse(s, raw, { message_id: result.messageId }, 'a report past inbound.max_report_recipients');
+        if (typeof file !== 'string') return file;
         inboundMetrics.truncated.inc();
         inboundMetrics.unmatched.inc({ reason: 'too-many-recipients' });
         logger.warn({ message_id: result.messageId, events: result.events.length, omitted: result.omitted, max_report_recipients: config.maxReportRecipients, file, from: s.mailFrom, client: s.remoteAddress, size: raw.length }, 'inbound: report names more recipients than inbound.max_report_recipients: the first made events, the rest none; the report is kept in inbound/unmatched/');
@@ -152,14 +157,8 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
       logger.info({ message_id: result.messageId, matched_by: result.matchedBy, events: result.events.map((e) => `${e.event}:${e.recipient}`), from: s.mailFrom, client: s.remoteAddress }, 'inbound: report mapped');
       return reply(250, '2.0.0', `Ok: ${result.events.length} event(s) for ${result.messageId}${result.omitted > 0 ? `; ${result.omitted} more recipient(s) past the limit, kept` : ''}`);
     }
-    let file: string;
-    try {
-      file = await keep(s, raw);
-    } catch (err) {
-      inboundMetrics.refused.inc({ reason: 'write-failed' });
-      logger.error({ err, reason: result.reason }, 'inbound: could not keep an unmatched message; the sender will retry');
-      return reply(451, '4.3.0', 'local error in processing, try again later');
-    }
+    const file = await keepOrRefuse(s, raw, { reason: result.reason }, 'an unmatched message');
+    if (typeof file !== 'string') return file;
     inboundMetrics.reports.inc({ result: 'unmatched' });
     inboundMetrics.unmatched.inc({ reason: result.reason });
     logger.warn({ reason: result.reason, detail: result.detail, file, from: s.mailFrom, to: s.rcptTo, client: s.remoteAddress, size: raw.length }, 'inbound: message not mapped to any sent message: kept in inbound/unmatched/');
