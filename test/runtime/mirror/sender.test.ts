@@ -263,6 +263,20 @@ describe('Sender + applyBatch', () => {
   const cursorAt = (offset: number, note = ''): string => `${JSON.stringify({ sink: 'webhook', note, producers: { w0: { file: LOG.split('/').pop(), offset } } })}\n`;
   const cursorOffset = (root: string): number => (JSON.parse(readFileSync(join(root, CURSOR), 'utf8')) as { producers: { w0: { offset: number } } }).producers.w0.offset;
   const logSize = (root: string): number => (existsSync(join(root, LOG)) ? statSync(join(root, LOG)).size : 0);
+  /** One batch sent and applied, `change` running once just before the sender's first read of a file. */
+  const oneBatchChangingBeforeRead = async (sender: Sender, secondary: string, change: () => void): Promise<void> => {
+    mockBeforeRead = () => {
+      mockBeforeRead = undefined;
+      change();
+    };
+    try {
+      const batch = (await sender.next())!;
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+    } finally {
+      mockBeforeRead = undefined;
+    }
+  };
 
   it('never ships a cursor ahead of the log bytes it names: a cursor saved between the scan and its read', async () => {
     const { primary, secondary } = pair();
@@ -273,18 +287,10 @@ describe('Sender + applyBatch', () => {
     // The sink saves its cursor again (same place), and while the sender reads it the MTA logs an
     // event and the sink, having sent it, moves its cursor past it.
     put(primary, CURSOR, cursorAt(8, 'saved again'));
-    mockBeforeRead = () => {
-      mockBeforeRead = undefined;
+    await oneBatchChangingBeforeRead(sender, secondary, () => {
       appendFileSync(join(primary, LOG), '{"e":2}\n');
       put(primary, CURSOR, cursorAt(16));
-    };
-    try {
-      const batch = (await sender.next())!;
-      await applyBatch(secondary, batch.ops, batch.body);
-      sender.acked(batch);
-    } finally {
-      mockBeforeRead = undefined;
-    }
+    });
     expect(cursorOffset(secondary)).toBeLessThanOrEqual(logSize(secondary));
     await drain(sender, secondary);
     expect(sums(secondary)).toEqual(sums(primary));
@@ -298,18 +304,10 @@ describe('Sender + applyBatch', () => {
     put(primary, CURSOR, cursorAt(8, 'saved again'));
     // While the sender reads it, the sink saves a longer one (written beside and renamed over, as CursorStore does).
     const longer = cursorAt(8, 'saved once more, with a longer note than before');
-    mockBeforeRead = () => {
-      mockBeforeRead = undefined;
+    await oneBatchChangingBeforeRead(sender, secondary, () => {
       writeFileSync(join(primary, `${CURSOR}.tmp`), longer);
       renameSync(join(primary, `${CURSOR}.tmp`), join(primary, CURSOR));
-    };
-    try {
-      const batch = (await sender.next())!;
-      await applyBatch(secondary, batch.ops, batch.body);
-      sender.acked(batch);
-    } finally {
-      mockBeforeRead = undefined;
-    }
+    });
     expect(readFileSync(join(secondary, CURSOR), 'utf8')).toBe(longer);
     await drain(sender, secondary);
     expect(sums(secondary)).toEqual(sums(primary));
