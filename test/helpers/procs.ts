@@ -30,3 +30,12 @@ export function pidAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** A process's state letter from /proc/<pid>/stat (R running, S sleeping, T stopped, Z zombie…); '' once it is gone. */
+export function processState(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] ?? '';
+  } catch {
+    return '';
+  }
+}

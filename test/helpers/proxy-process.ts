@@ -6,7 +6,7 @@
 // if it did not exit).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { VOLLEY } from './mta-process';
-import { childrenByParent } from './procs';
+import { childrenByParent, processState } from './procs';
 import { waitUntil } from './proxy-fixtures';
 
 export interface ProxyProcess {
@@ -37,6 +37,9 @@ export async function startProxyProcess(configPath: string, workers: number, ext
       const others = workerPids().filter((w) => w !== pid);
       for (const w of others) process.kill(w, 'SIGSTOP');
       try {
+        // kill() returns with the stop only pending: a worker not yet scheduled could still be
+        // woken for the next connection. Once /proc says T it is off every wait queue.
+        await waitUntil(() => others.every((w) => processState(w) === 'T' || processState(w) === ''), 10_000, () => others.map((w) => `${w}: ${processState(w)}`).join(', '));
         return await fn();
       } finally {
         // Only those still children of our proxy: a pid is never signalled after it could have been reused.

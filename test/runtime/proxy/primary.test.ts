@@ -14,7 +14,7 @@ import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '..
 import { startProxyProcess, type ProxyProcess } from '../../helpers/proxy-process';
 import { ScriptedMx } from '../../helpers/scripted-mx';
 import { tempDir } from '../../helpers/tmp';
-import { pidAlive } from '../../helpers/procs';
+import { pidAlive, processState } from '../../helpers/procs';
 
 const dir = tempDir('volley-proxy-primary-');
 const mx = new ScriptedMx();
@@ -107,7 +107,11 @@ test('a worker killed -9 is forked again: the node is ready again and the new wo
   const fresh = node.workerPids().find((w) => w !== alive)!;
   await waitUntil(() => (node.log().match(/proxy: every worker listening/g) ?? []).length === 2, 15_000, () => node.log());
   expect((await get(admin, '/readyz')).status).toBe(200);
-  await node.onlyWorker(fresh, () => deliver(port, '127.0.0.2', 'restarted'));
+  // Seen once under CI load: no TLS connection within 10 s through the fresh worker. The node's
+  // log and the workers' states go with the error, so the next one can be read.
+  await node.onlyWorker(fresh, () => deliver(port, '127.0.0.2', 'restarted')).catch((err: Error) => {
+    throw new Error(`${err.message}\nworkers (fresh ${fresh}, alive ${alive}): ${node.workerPids().map((w) => `${w} ${processState(w)}`).join(', ')}\nlog:\n${node.log()}`);
+  });
   expect(node.log()).toContain('proxy: worker died; restarting it');
 }, 60_000);
 
