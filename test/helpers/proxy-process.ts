@@ -34,7 +34,10 @@ export async function startProxyProcess(configPath: string, workers: number, ext
     exited,
     workerPids,
     onlyWorker: async (pid, fn) => {
-      const others = workerPids().filter((w) => w !== pid);
+      const all = workerPids();
+      // A pid that is not one of the workers would stop them all: nothing would serve.
+      if (!all.includes(pid)) throw new Error(`onlyWorker: ${pid} is not a worker of this proxy (${all.join(', ')})`);
+      const others = all.filter((w) => w !== pid);
       for (const w of others) process.kill(w, 'SIGSTOP');
       try {
         // kill() returns with the stop only pending: a worker not yet scheduled could still be
