@@ -287,6 +287,14 @@ export class AttemptRecorder {
         }
         break;
       } catch (err) {
+        // No longer queued here (purged, drained away, done by another path):
+        // there is no record left to write, ever. The events say what happened;
+        // retrying would hold this partition's later results behind it for good.
+        if (eventsWritten && errorCode(err) === 'ENOTQUEUED') {
+          this.options.logger.warn({ id: entry.id, partition: partition.dir }, 'delivery: the attempt is in the attempt log, but its message is no longer queued here (removed by another path meanwhile): nothing left to record in the spool');
+          next = undefined;
+          break;
+        }
         if (!held) {
           held = true;
           this.options.logger.error(

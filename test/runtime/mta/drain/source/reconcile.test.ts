@@ -1,10 +1,15 @@
 // An MTA started where a drain was killed: what it asks the destination and
-// what it removes or releases, against a test destination on 127.0.0.1.
+// what it removes or releases, against a test destination on 127.0.0.1, and
+// against a real drain endpoint that has drained the messages onward since.
 import { join } from 'node:path';
 import pino from 'pino';
+import { encodeBatch, type DrainRecord } from '../../../../../runtime/mta/drain/protocol';
+import { DestinationClient, parseDestination } from '../../../../../runtime/mta/drain/source/destination-client';
 import { Journal, journalPath } from '../../../../../runtime/mta/drain/source/journal';
 import { RELEASE_AFTER_MS, heldAtStart, reconcileAtStart, writeClientSettings } from '../../../../../runtime/mta/drain/source/reconcile';
+import { newMessageId } from '../../../../../runtime/mta/message-id';
 import { startDrainDestination } from '../../../../helpers/drain-destination';
+import { drainedOnward, startEndpointNode } from '../../../../helpers/drain-endpoint-node';
 import { newSecret, proxyTls } from '../../../../helpers/proxy-fixtures';
 import { tempDir } from '../../../../helpers/tmp';
 
@@ -46,5 +51,48 @@ test('held at start: what the destination has is removed at once; what it lacks 
     expect(heldAtStart(pp).size).toBe(0);
   } finally {
     await dest.close();
+  }
+});
+
+test('a destination that has drained the messages onward since (to a third node) still has them: the source removes its copies, it does not deliver them too', async () => {
+  const secret = newSecret();
+  const a = join(dir, 'onward-a');
+  const b = join(dir, 'onward-b');
+  const nodeB = await startEndpointNode(b, secret);
+  try {
+    // A's drain journals the batch, sends it, and is killed before it hears B's answer: B has queued it.
+    const t0 = Date.now();
+    const records: DrainRecord[] = [newMessageId(), newMessageId()].map((id) => {
+      const body = Buffer.from(`Subject: ${id}\r\n\r\nhello\r\n`);
+      return { header: { id, from: 's@shop.test', to: ['r@far.test'], received: t0, expires: t0 + 86_400_000, attempts: 0, via_original: 'smtp', size: body.length }, body };
+    });
+    const ids = records.map((r) => r.header.id);
+    const j = new Journal(journalPath(a));
+    j.append({ dest: nodeB.label, ids, at: t0 });
+    j.close();
+    writeClientSettings(a, { insecure: true });
+    const client = new DestinationClient(parseDestination(nodeB.label), { secret, node: 'node-a', insecure: true, timeoutMs: 30_000, maxSockets: 1 });
+    expect(await client.sendBatch(encodeBatch(records), ids)).toMatchObject({ kind: 'answered', results: ids.map((id) => ({ id, status: 'queued' })) });
+    client.close();
+    // B is drained onward to C (`volley drain` on B, stopped meanwhile), then starts again, empty.
+    await nodeB.stop();
+    await drainedOnward(b, ids);
+    await nodeB.start();
+    // A starts where its drain was killed, long enough after that B's "no" would be trusted.
+    const calls: { remove: string[]; release: string[] }[] = [];
+    await reconcileAtStart({
+      persistentPath: a,
+      nodeId: 'node-a',
+      secret: () => secret,
+      logger: pino({ level: 'silent' }),
+      retryMs: 10,
+      now: () => t0 + RELEASE_AFTER_MS,
+      settle: async (remove, release) => void calls.push({ remove, release }),
+    });
+    // B took them and passed them on: A's copies go. Released, A would deliver what C delivers.
+    expect(calls).toEqual([{ remove: ids, release: [] }]);
+    expect(heldAtStart(a).size).toBe(0);
+  } finally {
+    await nodeB.stop();
   }
 });
