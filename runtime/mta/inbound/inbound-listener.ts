@@ -63,10 +63,10 @@ const MAX_CONNECTIONS = 200;
 const MAX_RECIPIENTS = 100;
 const SOCKET_TIMEOUT_MS = 5 * 60_000;
 /**
- * Reports parsed at once. Parsing is synchronous JavaScript on the primary's
- * one event loop, so two at once finish no sooner than one after the other;
- * they only add up their memory (mailparser holds a report several times
- * over, see report.ts). The others wait whole, at most max_message_size each.
+ * Reports parsed at once, in the one report thread (report-thread.ts): two
+ * at once would only add up their memory (mailparser holds a report several
+ * times over, see report.ts) on a path where throughput does not matter. The
+ * others wait whole, at most max_message_size each.
  */
 const PARSE_CONCURRENCY = 1;
 /**
