@@ -48,9 +48,16 @@ export interface Lb {
   metricsJson(): Promise<object[]>;
 }
 
-/** Running as one of the node's workers: health is the primary's (runtime/lb/primary.ts). */
+/** Running as one of the node's workers: health is the primary's (runtime/lb/primary.ts), and so is the per-client count. */
 export interface WorkerRole {
   authority: HealthAuthority;
+  clients: ClientGate;
+}
+
+/** The node's sessions per client address, counted by the primary (client-book.ts): asked before a session is served, told when it ends. */
+export interface ClientGate {
+  open(address: string): Promise<boolean>;
+  close(address: string): void;
 }
 
 /** Why `next` cannot be applied to a running lb without a restart, if it cannot. */
@@ -93,7 +100,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
   const metrics = new LbMetrics();
   let draining = false;
   let active = 0;
-  /** Open sessions per client address, over every listener. */
+  /** Open sessions per client address, over every listener (a standalone lb's; a worker's are counted by its primary). */
   const perClient = new ClientLimits(options.maxConnectionsPerClient);
   const listeners: Listener[] = [];
 
@@ -133,13 +140,36 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
     }
     // The address as the MTAs' limits see it (the PROXY header's): IPv4 clients of a dual-stack listener unmapped.
     const address = clientAddress(client.remoteAddress);
-    if (!perClient.tryOpen(address)) {
-      l.counters.rejectedPerClient++;
-      metrics.rejected.inc({ listener: name, reason: 'max_connections_per_client' });
-      if (l.options.mode === 'smtp') endSocket(client, 2000, TOO_MANY_FROM_CLIENT_REPLY);
-      else client.destroy();
+    if (!worker) {
+      if (perClient.tryOpen(address)) serve(l, client, () => perClient.close(address));
+      else refusePerClient(l, client);
       return;
     }
+    const gate = worker.clients;
+    // Counted as active while the primary answers, so --max-connections holds meanwhile.
+    active++;
+    void gate.open(address).then((ok) => {
+      active--;
+      if (!ok) return refusePerClient(l, client);
+      if (draining || client.destroyed) {
+        gate.close(address);
+        client.destroy();
+        return;
+      }
+      serve(l, client, () => gate.close(address));
+    });
+  }
+
+  function refusePerClient(l: Listener, client: Socket): void {
+    l.counters.rejectedPerClient++;
+    metrics.rejected.inc({ listener: l.options.name, reason: 'max_connections_per_client' });
+    if (l.options.mode === 'smtp') endSocket(client, 2000, TOO_MANY_FROM_CLIENT_REPLY);
+    else client.destroy();
+  }
+
+  /** Relays an admitted session; `release` gives its per-client slot back when it ends. */
+  function serve(l: Listener, client: Socket, release: () => void): void {
+    const name = l.options.name;
     active++;
     l.counters.connections++;
     metrics.connections.inc({ listener: name });
@@ -147,7 +177,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
     l.sessions.add(session);
     void session.done.then(() => {
       active--;
-      perClient.close(address);
+      release();
       l.sessions.delete(session);
     });
     void session.run();

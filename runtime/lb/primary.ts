@@ -11,6 +11,7 @@ import type { Logger } from '../shared/log';
 import { workerExecArgv } from '../shared/worker-flags';
 import { LbAdminServer } from './admin-server';
 import { BackendPool, HealthChecker } from './backend-pool';
+import { ClientBook } from './client-book';
 import { isFromLbWorker, LB_OPTIONS_ENV, type ToLbWorker } from './ipc';
 import { healthEvents, reloadRefusal, type LbStatus } from './lb';
 import { LbMetrics } from './metrics';
@@ -38,10 +39,12 @@ export interface LbPrimaryOptions {
 /**
  * A worker's options: --max-connections is the lb's, so each worker takes
  * its share (rounded up). The kernel spreads connections over the workers
- * about evenly, and a busy worker accepts less often.
+ * about evenly, and a busy worker accepts less often. Not so one client's
+ * few connections: --max-connections-per-client is counted for the node by
+ * the primary (client-book.ts), never split.
  */
 export function workerShare(options: LbOptions, workers: number): LbOptions {
-  return { ...options, maxConnections: Math.ceil(options.maxConnections / workers), maxConnectionsPerClient: Math.ceil(options.maxConnectionsPerClient / workers) };
+  return { ...options, maxConnections: Math.ceil(options.maxConnections / workers) };
 }
 
 interface Pool {
@@ -62,6 +65,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
   const pending = new Map<number, { worker: number; answer: (data: unknown) => void; gone: () => void }>();
 
   const pools = new Map<string, Pool>();
+  const clients = new ClientBook(options.maxConnectionsPerClient);
   const broadcast = (m: ToLbWorker): void => {
     for (const w of workers.values()) if (w.isConnected()) w.send(m);
   };
@@ -118,9 +122,14 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
       } else if (m.type === 'lb-success') {
         if (b) pool!.reportSuccess(b, false);
       } else if (m.type === 'lb-reply') pending.get(m.id)?.answer(m.data);
+      else if (m.type === 'lb-client-open') {
+        const ok = clients.tryOpen(index, m.address);
+        if (w.isConnected()) w.send({ type: 'lb-client-grant', id: m.id, ok } satisfies ToLbWorker);
+      } else if (m.type === 'lb-client-close') clients.close(index, m.address);
     });
     w.on('exit', (code, signal) => {
       ready.delete(index);
+      clients.forgetWorker(index);
       for (const p of [...pending.values()]) if (p.worker === index) p.gone();
       if (workers.get(index) === w) workers.delete(index);
       if (stopping) return;
@@ -231,6 +240,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
       return;
     }
     options = next;
+    clients.setLimit(options.maxConnectionsPerClient);
     makePools();
     broadcast({ type: 'lb-options', options: share(options) });
     broadcast({ type: 'lb-up', states: states() });

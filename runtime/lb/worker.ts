@@ -19,7 +19,24 @@ export async function runLbWorker(logger: Logger): Promise<void> {
   const send = (m: FromLbWorker): void => {
     if (process.connected) process.send?.(m);
   };
+  let grantId = 0;
+  const grants = new Map<number, (ok: boolean) => void>();
+  // Cut off from the primary (it died: this worker goes too), no session is granted.
+  process.once('disconnect', () => {
+    for (const grant of grants.values()) grant(false);
+    grants.clear();
+  });
   const lb = await startLb(workerOptions(), logger, {
+    clients: {
+      open: (address) =>
+        new Promise<boolean>((resolve) => {
+          if (!process.connected) return resolve(false);
+          const id = ++grantId;
+          grants.set(id, resolve);
+          send({ type: 'lb-client-open', id, address });
+        }),
+      close: (address) => send({ type: 'lb-client-close', address }),
+    },
     authority: {
       failure: (listener, backend, reason, detail) => send({ type: 'lb-failure', listener, backend, reason, detail }),
       refusal: (listener, backend, detail) => send({ type: 'lb-refusal', listener, backend, detail }),
@@ -35,7 +52,10 @@ export async function runLbWorker(logger: Logger): Promise<void> {
   };
   process.on('message', (m: unknown) => {
     if (!isToLbWorker(m)) return;
-    if (m.type === 'lb-up') for (const s of m.states) lb.setUp(s.listener, s.backend, s.up);
+    if (m.type === 'lb-client-grant') {
+      grants.get(m.id)?.(m.ok);
+      grants.delete(m.id);
+    } else if (m.type === 'lb-up') for (const s of m.states) lb.setUp(s.listener, s.backend, s.up);
     else if (m.type === 'lb-options') {
       try {
         lb.apply({ ...m.options, admin: undefined });

@@ -25,6 +25,17 @@ export class FieldGroup {
   get size(): number {
     return this.fields.size;
   }
+
+  /** Its fields as plain data, to cross to another thread (a class instance loses its methods there). */
+  entries(): [string, string[]][] {
+    return [...this.fields];
+  }
+
+  static fromEntries(entries: [string, string[]][]): FieldGroup {
+    const g = new FieldGroup();
+    for (const [name, values] of entries) for (const v of values) g.add(name, v);
+    return g;
+  }
 }
 
 /**

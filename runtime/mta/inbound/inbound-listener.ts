@@ -24,7 +24,8 @@ import { reply, type Reply } from '../intake/smtp/reply';
 import { SmtpSession, type SessionHandlers, type SessionInfo } from '../intake/smtp/session';
 import { inboundMetrics } from './inbound-metrics';
 import { ParseQueue } from './parse-queue';
-import { parseReport, type ParsedReport, type ReportLimits } from './report';
+import type { ParsedReport, ReportLimits } from './report';
+import { ReportThread } from './report-thread';
 import { matchReport, type MatchResult } from './report-matcher';
 import { UnmatchedStore } from './unmatched-store';
 
@@ -42,8 +43,14 @@ export interface InboundDeps {
   now?: () => number;
   /** The timers of the parse deadline (default: Node's), so a test moves time instead of waiting for it. */
   clock?: Clock;
-  /** Test hook: the report parser (default parseReport), so a test can see when parses run. */
-  parse?: (raw: Buffer, limits: ReportLimits) => Promise<ParsedReport>;
+  /**
+   * Test hook: the report parser (default: parseReport in the report thread),
+   * so a test can see when parses run. It must stop and let go of `raw` when
+   * `stop` aborts (the parse's deadline passed).
+   */
+  parse?: (raw: Buffer, limits: ReportLimits, stop: AbortSignal) => Promise<ParsedReport>;
+  /** The script the report thread runs: the bundle (default: this file, which is dist/volley.js once bundled). */
+  reportThreadScript?: string;
 }
 
 export interface InboundListener {
@@ -56,16 +63,18 @@ const MAX_CONNECTIONS = 200;
 const MAX_RECIPIENTS = 100;
 const SOCKET_TIMEOUT_MS = 5 * 60_000;
 /**
- * Reports parsed at once. Parsing is synchronous JavaScript on the primary's
- * one event loop, so two at once finish no sooner than one after the other;
- * they only add up their memory (mailparser holds a report several times
- * over, see report.ts). The others wait whole, at most max_message_size each.
+ * Reports parsed at once, in the one report thread (report-thread.ts): two
+ * at once would only add up their memory (mailparser holds a report several
+ * times over, see report.ts) on a path where throughput does not matter. The
+ * others wait whole, at most max_message_size each.
  */
 const PARSE_CONCURRENCY = 1;
 /**
- * A parse past this is given up: mailparser has had parses that never
- * settle (nodemailer/mailparser #224, #263), and with one parse at a time one
- * such report would hold every later one on the node until a restart. A
+ * A parse past this is given up and stopped (its thread terminated,
+ * report-thread.ts): mailparser has had parses that never settle
+ * (nodemailer/mailparser #224, #263) or take minutes (RFC 2231 parameter
+ * continuations), and with one parse at a time one such report would hold
+ * every later one on the node until a restart. A
  * 10 MB report (max_message_size's usual bound) parses in about 1 s here, so
  * 30 s is far past any honest parse yet well within a sender's DATA timeout
  * (RFC 5321 4.5.3.2.6: 10 minutes), even for a few reports queued behind it.
@@ -83,7 +92,8 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
   const domains = new Set(config.domains);
   const hostname = deps.hostname ?? osHostname();
   const sessions = new Set<Socket>();
-  const parse = deps.parse ?? parseReport;
+  const thread = deps.parse ? undefined : new ReportThread(deps.reportThreadScript ?? __filename);
+  const parse = deps.parse ?? ((raw: Buffer, l: ReportLimits, stop: AbortSignal) => thread!.parse(raw, l, stop));
   const limits: ReportLimits = { maxRecipients: config.maxReportRecipients };
   const parses = new ParseQueue(PARSE_CONCURRENCY, (d) => inboundMetrics.parseWaiting.inc(d), deps.clock ?? systemClock);
   /** The sessions with a report in take(), aborted when the session closes: a report still waiting is then dropped. */
@@ -119,7 +129,8 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
   const takeParsed = async (s: SessionInfo, raw: Buffer, closed: AbortSignal): Promise<Reply> => {
     let result: MatchResult;
     try {
-      result = await parses.run(async () => matchReport(await parse(raw, limits), { envelopeRecipients: s.rcptTo, verp, nodeId: deps.nodeId, now, classify: (r) => classifier.classify(r) }), { deadlineMs: PARSE_DEADLINE_MS, signal: closed });
+      // A parse given up at its deadline is stopped, not left running with its memory.
+      result = await parses.run(async (deadline) => matchReport(await parse(raw, limits, deadline), { envelopeRecipients: s.rcptTo, verp, nodeId: deps.nodeId, now, classify: (r) => classifier.classify(r) }), { deadlineMs: PARSE_DEADLINE_MS, signal: closed });
     } catch (err) {
       const code = errorCode(err);
       if (code === 'parse-dropped') {
@@ -219,7 +230,7 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
     port,
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        server.close(() => void (thread ? thread.close() : Promise.resolve()).finally(resolve));
         // A session mid-report has a moment to finish; its sender retries what it did not hear 250 for.
         const timer = setTimeout(() => {
           for (const s of sessions) s.destroy();

@@ -1,7 +1,9 @@
 // Runs at most `limit` report parses at once; the others wait their turn in
 // arrival order. Their SMTP sessions simply wait for the answer to DATA, as
 // they already do for the durable write. A task past its deadline frees its
-// slot (a parse that never settles must not stall every later report), and
+// slot (a parse that never settles must not stall every later report) and
+// is told to stop through its signal (given up but left running, it would
+// keep its report and its parser's memory, one more for each such report);
 // a waiting task whose caller aborts leaves the queue at once (its report is
 // not held in memory for a sender that has gone).
 
@@ -9,7 +11,7 @@ import { systemClock, type Clock, type TimerHandle } from '../../shared/clock';
 import { VolleyError } from '../../shared/errors';
 
 export interface RunOptions {
-  /** Past this the task's promise rejects (code `parse-timeout`) and the next one starts; a late result is ignored. */
+  /** Past this the task's promise rejects (code `parse-timeout`), the task's signal aborts and the next one starts; a late result is ignored. */
   deadlineMs?: number;
   /** Aborted while still waiting: the task never runs, its promise rejects (code `parse-dropped`). */
   signal?: AbortSignal;
@@ -26,18 +28,24 @@ export class ParseQueue {
     private readonly clock: Clock = systemClock,
   ) {}
 
-  async run<T>(fn: () => Promise<T>, options: RunOptions = {}): Promise<T> {
+  /** `fn` is given a signal that aborts (its reason the `parse-timeout` error) when the deadline passes: it must then stop and let go of its input. */
+  async run<T>(fn: (deadline: AbortSignal) => Promise<T>, options: RunOptions = {}): Promise<T> {
     await this.turn(options.signal);
     let timer: TimerHandle | undefined;
+    const deadline = new AbortController();
     try {
-      const work = fn();
+      const work = fn(deadline.signal);
       if (options.deadlineMs === undefined) return await work;
       const ms = options.deadlineMs;
       // race() keeps a handler on `work`: its late result or rejection goes nowhere.
       return await Promise.race([
         work,
         new Promise<never>((_, reject) => {
-          timer = this.clock.setTimeout(() => reject(new VolleyError('parse-timeout', `not parsed within ${ms} ms`)), ms);
+          timer = this.clock.setTimeout(() => {
+            const late = new VolleyError('parse-timeout', `not parsed within ${ms} ms`);
+            reject(late);
+            deadline.abort(late);
+          }, ms);
         }),
       ]);
     } finally {

@@ -9,7 +9,10 @@ export interface SmtpReply {
 }
 
 export function parseReply(response: string | undefined, fallbackCode = 0): SmtpReply {
-  const line = (response ?? '').replace(/\r?\n/g, ' ').trim();
+  // A bare CR inside a line (a broken or hostile server) is no text either: a
+  // space, like a line break, so the codes still parse and the text can go
+  // into a DSN we send (RFC 5321 2.3.8: no bare CR on the wire).
+  const line = (response ?? '').replace(/\r\n|[\r\n]/g, ' ').trim();
   const m = /^(\d{3})[ -]?(?:([245]\.\d{1,3}\.\d{1,3})\s+)?(.*)$/.exec(line);
   if (!m) return { code: fallbackCode, text: line };
   return { code: Number(m[1]), enhanced: m[2], text: m[3] };

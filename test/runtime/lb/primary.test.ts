@@ -13,7 +13,8 @@ import { runSmtpSource, startSmtpSink, type SmtpSinkHandle } from '../../helpers
 import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
 import { tempDir } from '../../helpers/tmp';
-import { closedPort } from './fake-mta';
+import { SmtpDialog } from '../../helpers/smtp-dialog';
+import { closedPort, startFakeMta, type FakeMta } from './fake-mta';
 
 const DIST = join(__dirname, '..', '..', '..', 'dist', 'volley.js');
 
@@ -25,7 +26,8 @@ interface WorkerView {
 }
 interface NodeStatus {
   workers: WorkerView[];
-  listeners: { name: string; counters: { connections: number; retries: number; noBackend: number }; backends: { address: string; up: boolean; served: number }[] }[];
+  active: number;
+  listeners: { name: string; counters: { connections: number; retries: number; noBackend: number; rejectedPerClient: number }; backends: { address: string; up: boolean; served: number }[] }[];
 }
 
 interface RunningLb {
@@ -187,6 +189,53 @@ test("--max-connections is the lb's: each worker takes its share, rounded up", (
   expect(workerShare(options, 32).maxConnections).toBe(1);
   expect(options.maxConnections).toBe(10);
 });
+
+test("--max-connections-per-client is the node's, exact whichever worker accepts: a client whose sessions all land on one worker is not refused before its limit, and its sessions on both workers add up to the limit", async () => {
+  const mtas: FakeMta[] = [await startFakeMta('mta')];
+  const [port, adminPort] = [await closedPort(), await closedPort()];
+  const lb = await startLb(['--listen', `127.0.0.1:${port}=smtp`, '--backend', `127.0.0.1:${mtas[0].port}`, '--workers', '2', '--max-connections-per-client', '4'], adminPort);
+  const [a, b] = (await lb.status()).workers.map((w) => w.pid);
+  const stopped = new Set<number>();
+  const pause = (pid: number): void => {
+    // Only the lb's own workers, which this test started; resumed in finally.
+    expect(workerPids(lb.proc.pid!)).toContain(pid);
+    process.kill(pid, 'SIGSTOP');
+    stopped.add(pid);
+  };
+  const resume = (pid: number): void => {
+    process.kill(pid, 'SIGCONT');
+    stopped.delete(pid);
+  };
+  const sessions: SmtpDialog[] = [];
+  /** The first line the lb answers a new session with from 127.0.0.1: the MTA's greeting, or the lb's 421. */
+  const greeting = async (): Promise<string> => {
+    const s = await SmtpDialog.open(port);
+    sessions.push(s);
+    const r = await s.reply();
+    return `${r.code} ${r.text}`;
+  };
+  try {
+    // Worker b stopped: every session lands on worker a (the kernel hands a connection to a worker that accepts).
+    pause(b);
+    const onA = [await greeting(), await greeting(), await greeting()];
+    expect(onA).toEqual(Array(3).fill('220 mta ESMTP ready'));
+    // Now only worker b accepts: the client has 3 open, 1 more is its limit; the next is refused.
+    resume(b);
+    pause(a);
+    expect(await greeting()).toBe('220 mta ESMTP ready');
+    expect(await greeting()).toBe('421 4.7.0 too many connections from your address, try again later');
+    resume(a);
+    // One closed: a slot for the client again, on whichever worker.
+    sessions[0].destroy();
+    await waitUntil(async () => (await lb.status()).active === 3, 10_000, () => lb.log());
+    expect(await greeting()).toBe('220 mta ESMTP ready');
+    expect((await lb.status()).listeners[0].counters).toMatchObject({ connections: 5, rejectedPerClient: 1 });
+  } finally {
+    for (const pid of stopped) process.kill(pid, 'SIGCONT');
+    for (const s of sessions) s.destroy();
+    for (const m of mtas) await m.close();
+  }
+}, 90_000);
 
 test('a worker that cannot start (its port taken) stops the lb with ELISTEN, leaving no process, instead of being restarted in a loop', async () => {
   const taken = await sink();

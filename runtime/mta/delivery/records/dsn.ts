@@ -20,12 +20,12 @@ export function buildDsn(opts: { reportingMta: string; originalFrom: string; mes
   const headers = opts.originalMessage.subarray(0, end === -1 ? opts.originalMessage.length : end + 2).toString('latin1');
   const date = (opts.now ?? new Date()).toUTCString().replace('GMT', '+0000');
   const human = opts.failures
-    .map((f) => `  <${f.rcpt}>: ${f.expired ? 'could not be delivered before the message expired; the last attempt said: ' : ''}${f.reply.code} ${f.reply.enhanced ?? ''} ${f.reply.text}`.replace(/\s+$/, ''))
+    .map((f) => `  <${f.rcpt}>: ${f.expired ? 'could not be delivered before the message expired; the last attempt said: ' : ''}${f.reply.code} ${f.reply.enhanced ?? ''} ${oneLine(f.reply.text)}`.replace(/\s+$/, ''))
     .join('\r\n');
   const perRecipient = opts.failures
     .map((f) => {
       const status = f.expired && f.reply.code < 500 ? '4.4.7' : (f.reply.enhanced ?? (f.reply.code >= 500 ? '5.0.0' : '4.0.0'));
-      return [`Final-Recipient: rfc822; ${f.rcpt}`, 'Action: failed', `Status: ${status}`, `Diagnostic-Code: smtp; ${f.reply.code} ${f.reply.enhanced ?? ''} ${f.reply.text}`.replace(/\s+$/, '')].join('\r\n');
+      return [`Final-Recipient: rfc822; ${f.rcpt}`, 'Action: failed', `Status: ${status}`, `Diagnostic-Code: smtp; ${f.reply.code} ${f.reply.enhanced ?? ''} ${oneLine(f.reply.text)}`.replace(/\s+$/, '')].join('\r\n');
     })
     .join('\r\n\r\n');
   const text = [
@@ -63,4 +63,14 @@ export function buildDsn(opts: { reportingMta: string; originalFrom: string; mes
     '',
   ].join('\r\n');
   return Buffer.from(text, 'latin1');
+}
+
+/**
+ * A remote server's reply text as one line of the DSN: it is the server's to
+ * choose (or an older attempt log's), and a CR or LF in it would be a bare
+ * one in a message we send (RFC 5321 2.3.8) or a line of its own in the
+ * delivery-status fields.
+ */
+function oneLine(text: string): string {
+  return text.replace(/[\r\n]+/g, ' ');
 }

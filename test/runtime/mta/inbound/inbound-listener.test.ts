@@ -19,6 +19,7 @@ import { captureLogger, waitUntil } from '../../../helpers/proxy-fixtures';
 import { SmtpDialog } from '../../../helpers/smtp-dialog';
 import { swaks } from '../../../helpers/swaks';
 import { ManualTimers } from '../../../helpers/manual-timers';
+import { VOLLEY } from '../../../helpers/mta-process';
 import { tempDir } from '../../../helpers/tmp';
 
 const KEY = Buffer.from('volley-fixture-verp-key-32-bytes');
@@ -48,7 +49,7 @@ let listener: InboundListener;
 beforeAll(async () => {
   listener = await startInboundListener(
     { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024, maxReportRecipients: 1000, verp: { domain: 'bounces.shop.example', prefix: 'bounce', secretFile: '-' } },
-    { events: writer, persistentPath: dir, logger: log.logger, verpSecret: KEY, nodeId: 'node-a', hostname: 'inbound.test' },
+    { events: writer, persistentPath: dir, logger: log.logger, verpSecret: KEY, nodeId: 'node-a', hostname: 'inbound.test', reportThreadScript: VOLLEY },
   );
 });
 afterAll(() => listener.close());
@@ -208,7 +209,7 @@ test('a report sent again (our 250 was lost, the sender retries) makes events wi
   const eventLog = new AttemptLog({ dir: logDir, name: 'primary', node: 'node-a', maxSize: 1 << 30, maxAgeMs: 3_600_000, fsync: false });
   const second = await startInboundListener(
     { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024, maxReportRecipients: 1000 },
-    { events: eventLog, persistentPath: join(dir, 'retried'), logger: pino({ level: 'silent' }), nodeId: 'node-a', hostname: 'inbound.test' },
+    { events: eventLog, persistentPath: join(dir, 'retried'), logger: pino({ level: 'silent' }), nodeId: 'node-a', hostname: 'inbound.test', reportThreadScript: VOLLEY },
   );
   try {
     // The retry may come in another connection, even to another node of the fleet: nothing of the session goes into the ids.
@@ -373,6 +374,8 @@ describe('a stuck or abandoned parse', () => {
   const timers = new ManualTimers();
   /** The X-Volley-Id of each report whose parse started, in order. */
   const started: string[] = [];
+  /** The stop signal each parse was given, by X-Volley-Id. */
+  const stops = new Map<string, AbortSignal>();
   /** Set: the next parse does not settle until the test calls it (then with the real result). */
   let holdNext = false;
   let settleHeld: (() => void) | undefined;
@@ -389,8 +392,10 @@ describe('a stuck or abandoned parse', () => {
         hostname: 'inbound.test',
         clock: timers,
         // The real parser; one parse can be made to hang, as mailparser's have (nodemailer/mailparser #224, #263).
-        parse: async (raw, limits) => {
-          started.push(/X-Volley-Id: (\S+)/.exec(raw.toString('latin1'))?.[1] ?? '?');
+        parse: async (raw, limits, stop) => {
+          const id = /X-Volley-Id: (\S+)/.exec(raw.toString('latin1'))?.[1] ?? '?';
+          started.push(id);
+          stops.set(id, stop);
           const real = await parseReport(raw, limits);
           if (!holdNext) return real;
           holdNext = false;
@@ -434,6 +439,10 @@ describe('a stuck or abandoned parse', () => {
     expect(kept().filter((k) => k.includes(hung))).toHaveLength(1);
     expect(await counted()).toBe(countedBefore + 1);
     expect(capture.lines().filter((l) => l.reason === 'parse-timeout').map((l) => l.msg)).toEqual(['inbound: message not mapped to any sent message: kept in inbound/unmatched/']);
+    // Given up and told to stop (the report thread is then terminated, its memory freed), not left running; the parse in time was not.
+    expect(stops.get(hung)?.aborted).toBe(true);
+    expect(stops.get(hung)?.reason).toMatchObject({ code: 'parse-timeout' });
+    expect(stops.get(next)?.aborted).toBe(false);
 
     // The hung parse finishes after all: its result goes nowhere.
     settleHeld!();

@@ -129,3 +129,30 @@ test('a waiting task whose signal aborts leaves the queue at once and never runs
   await expect(q.run(held(log, 'd').task, { signal: late.signal })).rejects.toMatchObject({ code: 'parse-dropped' });
   expect(log).toEqual(['start a', 'start c']);
 });
+
+test('a task past its deadline is told to stop: its signal aborts with the parse-timeout error, so its work and memory end with it', async () => {
+  const timers = new ManualTimers();
+  const q = new ParseQueue(1, () => undefined, timers);
+  const signals: AbortSignal[] = [];
+  const hung = q.run(
+    (signal) => {
+      signals.push(signal);
+      return new Promise<never>(() => undefined);
+    },
+    { deadlineMs: 30_000 },
+  );
+  await turn();
+  expect(signals).toHaveLength(1);
+  expect(signals[0].aborted).toBe(false);
+  timers.fire();
+  await expect(hung).rejects.toMatchObject({ code: 'parse-timeout' });
+  expect(signals[0].aborted).toBe(true);
+  expect(signals[0].reason).toMatchObject({ code: 'parse-timeout' });
+  // One that finishes in time is never told to stop.
+  const ok = await q.run(async (signal) => {
+    signals.push(signal);
+    return 'ok';
+  }, { deadlineMs: 30_000 });
+  expect(ok).toBe('ok');
+  expect(signals[1].aborted).toBe(false);
+});

@@ -3,9 +3,11 @@ import { join } from 'node:path';
 import { deliveryConfigYaml } from '../../../../helpers/config';
 import { startMta, type MtaProcess } from '../../../../helpers/mta-process';
 import { ScriptedMx } from '../../../../helpers/scripted-mx';
+import { pipeliningMx, type PipeliningMx } from '../../../../helpers/pipelining-mx';
 import { SmtpDialog, message } from '../../../../helpers/smtp-dialog';
 import { tempDir } from '../../../../helpers/tmp';
 import { readAttempts } from '../../../../helpers/attempt-log';
+import { buildDsn } from '../../../../../runtime/mta/delivery/records/dsn';
 import { waitUntil } from '../../../../helpers/proxy-fixtures';
 
 const dir = tempDir();
@@ -14,16 +16,20 @@ const failing = new ScriptedMx({
 });
 const senders = new ScriptedMx();
 let mta: MtaProcess;
+/** A raw MX (smtp-server would clean its reply) whose refusal has a bare CR inside its line: broken or hostile, the receiver's to choose. */
+let crMx: PipeliningMx;
 
 beforeAll(async () => {
   await failing.listen();
   await senders.listen();
+  crMx = await pipeliningMx([], { pipelining: false, rcpt: () => '550 5.1.1 no such\ruser here' });
   const config = join(dir, 'volley.yaml');
   writeFileSync(
     config,
     deliveryConfigYaml(`routes:
   - { domain: fail.test, host: 127.0.0.1, port: ${failing.port} }
   - { domain: shop.example, host: 127.0.0.1, port: ${senders.port} }
+  - { domain: cr.test, host: 127.0.0.1, port: ${crMx.port} }
 bounce_rules:
   - { category: inactive, enhanced: "5\\\\.2\\\\.2", text: "storage plan" }
 delivery: { retry: [1h], dsn: true }
@@ -35,6 +41,7 @@ afterAll(async () => {
   await mta?.stop();
   await failing.close();
   await senders.close();
+  await new Promise((r) => crMx.server.close(r));
 });
 
 test('a hard failure sends an RFC 3464 DSN to the return path; a config rule classifies it first', async () => {
@@ -64,4 +71,34 @@ test('a hard failure sends an RFC 3464 DSN to the return path; a config rule cla
   expect(cat).toEqual({ 'gone@fail.test': 'bad-mailbox', 'full@fail.test': 'inactive' });
   // The DSN itself was delivered like any message, from the null sender.
   expect(events.some(dsnDelivered)).toBe(true);
+});
+
+test('a failure reply with a bare CR in its text (the MX chooses it) makes a DSN without one: RFC 5321 2.3.8, bare CR is never sent; the text is kept, the CR made a space', async () => {
+  const before = senders.messages.length;
+  const s = await SmtpDialog.open(mta.smtpPort);
+  await s.reply();
+  await s.command('EHLO i.test');
+  expect((await s.transaction('news@shop.example', ['x@cr.test'], message('offer', 'buy now'))).code).toBe(250);
+  await s.quit();
+  await senders.waitFor(before + 1);
+  const dsn = senders.messages[before].raw.toString('latin1');
+  // Every CR in what reached the MX is the start of a CRLF.
+  expect([...dsn.matchAll(/\r(?!\n)/g)].map((m) => JSON.stringify(dsn.slice(Math.max(0, m.index - 20), m.index + 20)))).toEqual([]);
+  // And the reply still parses: its enhanced code is the Status, its text kept.
+  expect(dsn).toMatch(/Final-Recipient: rfc822; x@cr\.test\r\nAction: failed\r\nStatus: 5\.1\.1\r\nDiagnostic-Code: smtp; 550 5\.1\.1 no such user here\r\n/);
+  expect(dsn).toMatch(/<x@cr\.test>: 550 5\.1\.1 no such user here\r\n/);
+});
+
+test('buildDsn puts a reply text holding CR or LF (from an older attempt log, or the proxy) on one line: no bare CR or LF in the DSN', () => {
+  const dsn = buildDsn({
+    reportingMta: 'mta.test.example',
+    originalFrom: 'news@shop.example',
+    messageId: 'ID1',
+    originalMessage: Buffer.from('Subject: offer\r\n\r\nbuy now\r\n'),
+    arrival: new Date(0),
+    failures: [{ rcpt: 'x@cr.test', reply: { code: 550, enhanced: '5.1.1', text: 'no such\ruser\nhere\r\nat all' }, expired: false }],
+  }).toString('latin1');
+  expect(dsn).toContain('Diagnostic-Code: smtp; 550 5.1.1 no such user here at all\r\n');
+  expect(dsn).toContain('<x@cr.test>: 550 5.1.1 no such user here at all\r\n');
+  expect(dsn.match(/\r(?!\n)|(?<!\r)\n/g)).toBeNull();
 });
