@@ -291,6 +291,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       const missing = count - perWorker.length;
       const inflight = perWorker.reduce((n, w) => n + (w.inflight ?? 0), 0) + (draining ? missing : 0);
       // Every attempt recorded (the workers closed their event files): the last events go to the s3 sink now.
+      if (!draining) events.endHandOver();
       if (draining && inflight === 0) await events.handOver().catch((err: unknown) => logger.error({ err }, 'drain: closing the event file failed; its events wait for the next start'));
       return {
         draining,
