@@ -19,7 +19,9 @@ Sequence: stop intake (SMTP 421 4.3.2, HTTP API 503, /readyz 503) and delivery
 send every queued message round-robin to DEST... (host[:port], port 8443 by
 default), removing it here only once a destination acknowledged it. A
 destination that fails gets its batch sent to the next one and is tried again
-on its next turn; the drain keeps trying until done or stopped.
+on its next turn; the drain keeps trying until done or stopped. One that may
+have taken a batch without saying so (500, no answer) gets it again, and only
+it, until --max-attempts/--give-up-after: then it is given up (exit 12).
 
 Exit codes (every one is safe to rerun \`volley drain\` or to start the MTA again):
   0   drained: the queue is empty, the MTA is stopped; retire the node.
