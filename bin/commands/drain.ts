@@ -19,7 +19,9 @@ Sequence: stop intake (SMTP 421 4.3.2, HTTP API 503, /readyz 503) and delivery
 send every queued message round-robin to DEST... (host[:port], port 8443 by
 default), removing it here only once a destination acknowledged it. A
 destination that fails gets its batch sent to the next one and is tried again
-on its next turn; the drain keeps trying until done or stopped.
+on its next turn; the drain keeps trying until done or stopped. One that may
+have taken a batch without saying so (500, no answer) gets it again, and only
+it, until --max-attempts/--give-up-after: then it is given up (exit 12).
 
 Exit codes (every one is safe to rerun \`volley drain\` or to start the MTA again):
   0   drained: the queue is empty, the MTA is stopped; retire the node.
@@ -29,7 +31,10 @@ Exit codes (every one is safe to rerun \`volley drain\` or to start the MTA agai
       unreadable ones are named and stay in the spool.
   12  some messages could not be distributed: a destination refuses for good
       (401 wrong secret, 403 address not allowed, 409 itself) or refused a
-      message; the reason is printed; those messages stay queued here.
+      message, or was given up (--max-attempts/--give-up-after: it kept
+      failing batches it may have stored); the reason and the ids are printed;
+      those messages stay queued here (a given-up destination's go to it alone
+      on a rerun).
   42  stopped by SIGTERM/SIGINT: batches in flight finished, what was
       acknowledged was removed, the rest stays queued here; the MTA stays
       stopped (or, during the event wait, resumed). Rerun, or start the MTA.
@@ -79,6 +84,8 @@ interface DrainFlags {
   batchSize: number;
   requestTimeout?: number;
   retryDelay?: number;
+  maxAttempts?: number;
+  giveUpAfter?: number;
 }
 
 function reporter(json: boolean): Reporter {
@@ -127,6 +134,8 @@ export function registerDrain(program: Command): void {
     .option('--batch-size <n>', 'messages per request', int(1, 10_000), 200)
     .option('--request-timeout <duration>', 'no answer this long: the batch waits for that destination\'s next turn (default 60s)', duration)
     .option('--retry-delay <duration>', 'pause after a destination failed a batch it may hold, or all failed it (grows to 16x; default 1s)', duration)
+    .option('--max-attempts <n>', 'sends of one batch to a destination that cannot say whether it stored it (HTTP 500, no answer) before that destination is given up (exit 12; default 10)', int(1, 1_000_000))
+    .option('--give-up-after <duration>', 'or this long after such a destination\'s first failure with no settling answer since (default 10m)', duration)
     .addHelpText('after', EXIT_HELP)
     .action(async (dests: string[], flags: DrainFlags) => {
       const report = reporter(flags.json === true);
@@ -161,6 +170,7 @@ export function registerDrain(program: Command): void {
             batchSize: flags.batchSize,
             requestTimeoutMs: flags.requestTimeout ?? 60_000,
             retryDelayMs: flags.retryDelay ?? 1000,
+            giveUp: { maxAttempts: flags.maxAttempts, afterMs: flags.giveUpAfter },
             report,
           },
           signal,

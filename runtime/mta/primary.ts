@@ -74,6 +74,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   // Before the workers start writing: a sink that never ran starts at the log's end as it is now.
   const events = new EventService({ config, persistentPath: options.persistentPath, nodeId, logger });
   events.start();
+  /** `volley drain` stopped intake: /readyz says 503 so the NLB and the lb send nothing more here, and the inbound listener refuses reports (451). */
+  let draining = false;
   // Reports (DSNs, ARF) come to the primary: they write to its own producer of the event log.
   const inbound = config.inbound
     ? await startInboundListener(config.inbound, {
@@ -84,6 +86,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
         nodeId,
         hostname: config.hostname,
         bounceRules: config.bounceRules,
+        draining: () => draining,
       })
     : undefined;
   if (inbound) logger.info({ port: inbound.port, domains: config.inbound?.domains }, 'inbound: listening for DSNs and ARF reports');
@@ -102,8 +105,6 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   let stopping = false;
   /** An interrupted drain's journal is being settled (once per start, when every worker is up). */
   let reconciling = false;
-  /** `volley drain` stopped intake: /readyz says 503 so the NLB and the lb send nothing more here. */
-  let draining = false;
   /** Workers that said they are stopping on a signal of their own: restarted once gone, unless the node stops. */
   const signalled = new Map<number, string>();
   /** Bumped by every accepted refresh; which generation each worker was given. */
@@ -291,6 +292,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       const missing = count - perWorker.length;
       const inflight = perWorker.reduce((n, w) => n + (w.inflight ?? 0), 0) + (draining ? missing : 0);
       // Every attempt recorded (the workers closed their event files): the last events go to the s3 sink now.
+      if (!draining) events.endHandOver();
       if (draining && inflight === 0) await events.handOver().catch((err: unknown) => logger.error({ err }, 'drain: closing the event file failed; its events wait for the next start'));
       return {
         draining,

@@ -2,8 +2,9 @@
 // the shared protocol.ts: an HTTPS server on 127.0.0.1 that checks the
 // signature, deduplicates by id like a real destination, answers per message,
 // and can be told to misbehave: refuse for good (401/403/409), say 503, hang
-// (never answer: the source's request timeout), or take a batch and then cut
-// the connection (committed, but the source never hears it). It counts every
+// (never answer: the source's request timeout), take a batch and then cut
+// the connection (committed, but the source never hears it), or take a batch
+// and answer 500 `unknown` (a wedged store: it cannot say what it stored). It counts every
 // id it was sent and every one it queued, so a test can check "0 lost, 0
 // duplicates" by id. The real destination (the drain endpoint) replaces it
 // once merged; the source's tests are then run against that too.
@@ -11,7 +12,7 @@ import { createServer, type Server } from 'node:https';
 import type { Socket } from 'node:net';
 import { DRAIN_PATH_HAVE, DRAIN_PATH_MESSAGES, decodeBatch, isBadRecord, verifyRequest, type DrainMessageHeader, type DrainResult } from '../../runtime/mta/drain/protocol';
 
-export type DestinationMode = 'ok' | 'unauthorized' | 'forbidden' | 'self' | 'unavailable' | 'hang' | 'commit-then-cut';
+export type DestinationMode = 'ok' | 'unauthorized' | 'forbidden' | 'self' | 'unavailable' | 'hang' | 'commit-then-cut' | 'commit-then-500';
 
 export interface TestDestination {
   port: number;
@@ -93,6 +94,8 @@ export async function startDrainDestination(options: { key: Buffer; cert: Buffer
       });
       dest.requests++;
       if (dest.mode === 'commit-then-cut') return req.socket.destroy();
+      // As the drain endpoint answers when a worker did not say (DRAIN_HTTP_STATUS.unknown).
+      if (dest.mode === 'commit-then-500') return answer(500, { error: { code: 'store_unknown', message: 'cannot say whether every message was stored; send this batch here again' } });
       answer(200, { results });
     });
   });

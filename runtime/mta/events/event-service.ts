@@ -70,6 +70,8 @@ export class EventService {
   private readonly retention: Retention;
   private readonly timer: NodeJS.Timeout;
   private readonly now: () => number;
+  /** Between `volley drain`'s hand-over and a resume: file sinks close their file once they hold every event. */
+  private handingOver = false;
 
   constructor(private readonly options: EventServiceOptions) {
     const { config, persistentPath, nodeId, logger } = options;
@@ -154,7 +156,9 @@ export class EventService {
         replay: r.replay && { from: r.replay.from, started: r.replay.started },
       });
     }
+    if (this.handingOver) this.closeCaughtUpFiles(sinks);
     const shipper = this.shipperStatus();
+    // Counted after closeCaughtUpFiles: a file it just closed is waiting for S3 in this same answer.
     const unshipped = await this.built.shipper?.unshipped?.();
     return { node: this.options.nodeId, sinks, shipper: shipper && (unshipped === undefined ? shipper : { ...shipper, unshipped }) };
   }
@@ -166,8 +170,32 @@ export class EventService {
    * workers close theirs on the same request.
    */
   async handOver(): Promise<void> {
+    this.handingOver = true;
     await this.writer.closeCurrent();
     void this.built.shipper?.shipNow?.();
+  }
+
+  /** `volley drain` gave up and resumed the node: file sinks rotate by size and age again, as before. */
+  endHandOver(): void {
+    this.handingOver = false;
+  }
+
+  /**
+   * During a hand-over, a SQLite sink's open file holds the node's last rows,
+   * and S3 takes closed files only: once its dispatcher has every event
+   * delivered (nothing unread, nothing in flight) the file is closed and a
+   * shipping round started. Done here, where `volley drain` looks (it polls
+   * this status until nothing waits, unshipped included), so the answer that
+   * shows the sink caught up also counts the file it closed as unshipped.
+   */
+  private closeCaughtUpFiles(sinks: readonly SinkStatus[]): void {
+    let closed = false;
+    for (const { sink } of this.built.batch) {
+      const st = sinks.find((s) => s.sink === sink.name);
+      if (!sink.handOver || !st || st.waitingEvents > 0 || st.waitingBytes > 0 || st.inFlightBatches > 0) continue;
+      if (sink.handOver()) closed = true;
+    }
+    if (closed) void this.built.shipper?.shipNow?.();
   }
 
   private shipperStatus(): ShipperStatus | undefined {

@@ -166,6 +166,12 @@ export interface EventSink {
   /** Stops retrying; batches in flight reject. */
   close(): Promise<void>;
   stats(): SinkStats;
+  /**
+   * `volley drain`, once the sink holds every event: close what is open now
+   * (a file sink's current file) so the s3 shipper can take the node's last
+   * rows before the node is stopped. True when it closed a file.
+   */
+  handOver?(): boolean;
 }
 
 /** What every sink is given besides its own config. */

@@ -44,6 +44,12 @@ export interface InboundDeps {
   /** The timers of the parse deadline (default: Node's), so a test moves time instead of waiting for it. */
   clock?: Clock;
   /**
+   * True while `volley drain` has this node's intake stopped: its last events
+   * are being handed over (closed, shipped) and the node is then retired, so a
+   * report is refused with 451 and its sender sends it again, to another MX.
+   */
+  draining?: () => boolean;
+  /**
    * Test hook: the report parser (default: parseReport in the report thread),
    * so a test can see when parses run. It must stop and let go of `raw` when
    * `stop` aborts (the parse's deadline passed).
@@ -126,6 +132,13 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
     }
   };
 
+  /** A report taken now would land after the drain's hand-over, in an event file (or unmatched/) nothing ships off a retired node. */
+  const drainRefusal = (): Reply | undefined => {
+    if (!deps.draining?.()) return undefined;
+    inboundMetrics.refused.inc({ reason: 'draining' });
+    return reply(451, '4.3.2', 'this node is being drained: try another MX');
+  };
+
   const takeParsed = async (s: SessionInfo, raw: Buffer, closed: AbortSignal): Promise<Reply> => {
     let result: MatchResult;
     try {
@@ -143,6 +156,9 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
       // A parser bug (or a hang, past the deadline) must cost one message its mapping, never the listener.
       result = code === 'parse-timeout' ? { ok: false, reason: 'parse-timeout', detail: `parsing gave up after ${PARSE_DEADLINE_MS} ms` } : { ok: false, reason: 'unparseable', detail: `parsing failed: ${(err as Error).message}` };
     }
+    // Checked again after the parse: the drain may have begun meanwhile. Nothing is awaited from here to the write.
+    const refused = drainRefusal();
+    if (refused) return refused;
     if (result.ok) {
       setReportEventIds(raw, result.events);
       try {
@@ -182,7 +198,7 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
     // Never advertised (no TLS, no insecure AUTH); answered all the same.
     onAuth: () => Promise.resolve(reply(503, '5.5.1', 'no authentication here')),
     // Mailer daemons send from <>; feedback loops from anywhere.
-    onMailFrom: (_s, address) => (address === '' || isValidMailbox(address) ? undefined : reply(553, '5.1.7', `invalid sender address <${address}>`)),
+    onMailFrom: (_s, address) => drainRefusal() ?? (address === '' || isValidMailbox(address) ? undefined : reply(553, '5.1.7', `invalid sender address <${address}>`)),
     onRcptTo: (_s, address) => {
       const at = address.lastIndexOf('@');
       if (at < 1 || !domains.has(address.slice(at + 1).toLowerCase())) {

@@ -7,16 +7,18 @@
 // node retired) while its last events are still in open files on its disk;
 // and a drain of an MTA that is not running (crashed, or stopped by hand)
 // cannot wait for its events, so it looks on disk and stops (exit 10) while
-// they are there.
+// they are there. A SQLite accounting sink's open file (rotated by size or
+// after 1h) is closed and shipped too once it holds every event: its rows are
+// read back from the bucket with Debian's sqlite3.
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import pino from 'pino';
 import { eventsLeftOnDisk } from '../../../runtime/mta/drain/source/events-on-disk';
 import { loadConfig } from '../../../runtime/shared/config/load';
 import { ADMIN_AUTH, ADMIN_TOKEN, deliveryConfigYaml } from '../../helpers/config';
-import { completeLines, eventLines } from '../../helpers/events-e2e';
+import { completeLines, eventLines, sinkCaughtUp, sqliteRows } from '../../helpers/events-e2e';
 import { startMta, VOLLEY, type MtaProcess } from '../../helpers/mta-process';
 import { getFreePort, runSmtpSource, startSmtpSink, type SmtpSinkHandle } from '../../helpers/postfix-tools';
 import { newSecret, waitUntil } from '../../helpers/proxy-fixtures';
@@ -57,8 +59,8 @@ function eventIdsInS3(): Set<string> {
   return ids;
 }
 
-/** A source node: messages to ok.test are delivered to the smtp-sink; events go to S3 only. */
-async function sourceNode(name: string): Promise<{ config: string; pp: string; events: string; mta: MtaProcess }> {
+/** A source node: messages to ok.test are delivered to the smtp-sink; events go to S3 (and to `moreSinks`, YAML list items). */
+async function sourceNode(name: string, moreSinks = ''): Promise<{ config: string; pp: string; events: string; mta: MtaProcess }> {
   const home = join(dir, name);
   mkdirSync(home, { recursive: true });
   const config = join(home, 'volley.yaml');
@@ -70,7 +72,7 @@ async function sourceNode(name: string): Promise<{ config: string; pp: string; e
 events:
   sinks:
     - { name: archive, type: s3, bucket: ${BUCKET}, prefix: volley, region: us-east-1, endpoint: "${s3.endpoint}", keep_local: true, interval: 300ms }
-`),
+${moreSinks}`),
   );
   const pp = join(home, 'pp');
   return { config, pp, events: join(pp, 'log', 'events'), mta: await startSource(config, pp) };
@@ -136,6 +138,36 @@ test('an MTA stopped by hand with events not in S3: the drain cannot wait for th
   expect({ code: second.code, stderr: second.code === 0 ? '' : second.stderr }).toEqual({ code: 0, stderr: '' });
   await waitUntil(() => again.mta.proc.exitCode !== null || again.mta.proc.signalCode !== null, 30_000);
   expect(notInS3(node.events)).toEqual([]);
+}, 180_000);
+
+/** Every row of the SQLite files in this bucket, read by sqlite3 from a gunzipped copy: event_id -> the file it came in. */
+function sqliteRowsInS3(scratch: string): Map<string, string> {
+  mkdirSync(scratch, { recursive: true });
+  const rows = new Map<string, string>();
+  for (const [key, o] of s3.objects) {
+    if (!key.includes('/sqlite/')) continue;
+    const copy = join(scratch, key.split('/').pop()!.replace(/\.gz$/, ''));
+    writeFileSync(copy, gunzipSync(o.body));
+    for (const r of sqliteRows(copy)) rows.set(r.event_id, key);
+  }
+  return rows;
+}
+
+test('a node with a SQLite accounting sink: the drain closes its open file once it holds every event and waits until S3 has it; the last file\'s rows are in the bucket', async () => {
+  // max_age left at its default (1h): without the drain closing it, the file stays open until the node stops.
+  const node = await sourceNode('sqlite', '    - { name: acct, type: sqlite }\n');
+  await deliverSome(node);
+  // The sink holds every event, in its one open file.
+  await waitUntil(() => sinkCaughtUp(node.events, 'acct'), 30_000);
+  const accounting = join(node.pp, 'events', 'sqlite', 'acct');
+  expect(readdirSync(accounting).filter((f) => f.endsWith('.sqlite'))).toEqual([expect.stringMatching(/\.open\.sqlite$/)]);
+  const r = await drain(node);
+  expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
+  await waitUntil(() => node.mta.proc.exitCode !== null || node.mta.proc.signalCode !== null, 30_000);
+  const written = [...eventLines(node.events).keys()];
+  expect(written.length).toBeGreaterThanOrEqual(20);
+  const inS3 = sqliteRowsInS3(join(dir, 'sqlite-scratch'));
+  expect(written.filter((id) => !inS3.has(id))).toEqual([]);
 }, 180_000);
 
 async function sourceNodeRestart(node: { config: string; pp: string; events: string }): Promise<{ config: string; pp: string; events: string; mta: MtaProcess }> {

@@ -5,7 +5,8 @@
 // destinations: every message once, with its remaining recipients, retry
 // time, attempts and expiry; round-robin; failover; a SIGKILL mid-batch and
 // a rerun (0 lost, 0 duplicates); SIGTERM (exit 42, the rest still queued,
-// and a restarted MTA has it); a destination that refuses for good (exit 12).
+// and a restarted MTA has it); a destination that refuses for good (exit 12);
+// one that keeps answering 500 is given up (exit 12) and settled by a rerun.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
@@ -216,6 +217,43 @@ test('a destination that takes a batch and loses the connection before answering
   expect(new Set(all).size).toBe(ids.length);
   expect(cut.duplicatesAnswered.length).toBe(10); // the lost batch came back to it, whole
   expect(await spoolIds(src.pp)).toEqual([]);
+}, 120_000);
+
+test('a destination that keeps answering 500 (it stores, then cannot say so) is given up after --max-attempts: exit 12 naming it and the ids it may hold, which stay here and never go elsewhere; once it recovers a rerun moves them to it alone, each once', async () => {
+  const src = await sourceMta();
+  const ids = await queued(src.mta, 30);
+  const wedged = await destination();
+  const ok = await destination();
+  wedged.mode = 'commit-then-500';
+  const run = drain(src, [wedged.label, ok.label], ['--max-attempts', '3']);
+  let exited = false;
+  void run.done.then(() => (exited = true));
+  // Bounded by what the wedged destination was sent, not by time: without a bound it is sent the same batch forever.
+  await waitUntil(() => exited || wedged.requests >= 12, 60_000, () => `requests to the wedged destination: ${wedged.requests}`);
+  expect({ exited, requests: wedged.requests }).toEqual({ exited: true, requests: expect.any(Number) });
+  const r = await run.done;
+  expect({ code: r.code, stderr: r.code === 12 ? '' : r.stderr }).toEqual({ code: 12, stderr: '' });
+  const atWedged = [...wedged.queued.keys()].sort();
+  expect(atWedged.length).toBeGreaterThan(0);
+  const result = resultLine(r.stdout) as { gaveUp: Record<string, { ids: string[] }> };
+  expect(Object.keys(result.gaveUp)).toEqual([wedged.label]);
+  expect([...result.gaveUp[wedged.label].ids].sort()).toEqual(atWedged);
+  expect(r.stderr).toContain(`${wedged.label} was given up after`);
+  for (const id of atWedged) expect(r.stderr).toContain(id);
+  // Nothing lost: what the wedged one may hold is still queued here, and only that; the rest is at the other, none at both.
+  expect((await spoolIds(src.pp)).sort()).toEqual(atWedged);
+  expect([...ok.queued.keys()].sort()).toEqual(ids.filter((id) => !wedged.queued.has(id)).sort());
+  // It recovers. The rerun names only the other destination: the held ids still go to it alone, which says duplicate.
+  wedged.mode = 'ok';
+  wedged.duplicatesAnswered.splice(0); // its retries while wedged were answered (500) after the same check
+  const again = await drain(src, [ok.label]).done;
+  expect({ code: again.code, stderr: again.code === 0 ? '' : again.stderr }).toEqual({ code: 0, stderr: '' });
+  expect([...wedged.duplicatesAnswered].sort()).toEqual(atWedged);
+  const all = [...wedged.queued.keys(), ...ok.queued.keys()];
+  expect(all.sort()).toEqual([...ids].sort());
+  expect(new Set(all).size).toBe(ids.length);
+  expect(await spoolIds(src.pp)).toEqual([]);
+  expect(existsSync(join(src.pp, 'drain', 'journal.jsonl'))).toBe(false);
 }, 120_000);
 
 test('SIGKILL of the drain mid-batch, then a rerun: 0 lost, 0 duplicates (the interrupted batch goes back to the same destination only)', async () => {

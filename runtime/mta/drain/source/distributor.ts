@@ -9,6 +9,12 @@
 //   destination deduplicates) and never to another. Only a batch that
 //   certainly was not taken (never reached, a 503, a whole-request refusal)
 //   fails over to the next destination.
+// A destination that keeps failing held batches (a wedged store answering 500
+// `unknown`, or no answer at all) is given up after a bound (GiveUpOptions):
+// its batches stay queued here and journaled to it (it may have stored them:
+// sending them elsewhere could deliver twice), it gets nothing new, and the
+// drain ends naming it and those ids; a rerun, or an MTA started instead,
+// settles them with that destination once it answers again.
 import type { DrainRecord } from '../protocol';
 import { encodeBatch } from '../protocol';
 import type { DestinationClient, SendOutcome } from './destination-client';
@@ -17,7 +23,20 @@ import type { Journal } from './journal';
 export interface Batch {
   ids: string[];
   records: DrainRecord[];
+  /** Sends of this batch to the destination it is held for that did not say (counted toward GiveUpOptions.maxAttempts). */
+  tries?: number;
 }
+
+/** When a destination that cannot say whether it stored a batch is given up. */
+export interface GiveUpOptions {
+  /** Sends of one held batch to it without an answer that settles it. */
+  maxAttempts: number;
+  /** Time since its first such failure with no settling answer since. */
+  afterMs: number;
+}
+
+/** Whichever comes first: with the default 1 s retry delay, 10 sends take about two minutes. */
+export const DEFAULT_GIVE_UP: GiveUpOptions = { maxAttempts: 10, afterMs: 10 * 60_000 };
 
 export interface DistributorOptions {
   clients: DestinationClient[];
@@ -34,7 +53,9 @@ export interface DistributorOptions {
   /** Wait after every destination failed a batch in a row (doubles up to 16 times this). */
   retryDelayMs: number;
   onProgress?: (p: { dest: string; moved: number; duplicates: number }) => void;
-  onProblem?: (p: { dest: string; reason: string; kind: 'retry' | 'never' | 'held' }) => void;
+  onProblem?: (p: { dest: string; reason: string; kind: 'retry' | 'never' | 'held' | 'gave-up' }) => void;
+  /** Defaults: DEFAULT_GIVE_UP. */
+  giveUp?: Partial<GiveUpOptions>;
   now?: () => number;
 }
 
@@ -44,6 +65,8 @@ export interface DistributionResult {
   refused: { id: string; dest: string; reason: string }[];
   /** Destinations that will never accept (401/403/409/400), with why. */
   never: Record<string, string>;
+  /** Destinations given up (GiveUpOptions): why, and the ids that may be there, still queued here and journaled to it. */
+  gaveUp: Record<string, { reason: string; ids: string[] }>;
   /** Ids still queued locally that could not be moved: every destination refused, or their destination did. */
   left: string[];
   stopped: boolean;
@@ -55,6 +78,10 @@ export class Distributor {
   /** Held for a destination that then refused for good: they can go nowhere else, and stay queued here. */
   private readonly stuck: Batch[] = [];
   private readonly never = new Map<string, string>();
+  private readonly gaveUp = new Map<string, { reason: string; ids: string[] }>();
+  /** Per destination, when its current run of held failures began (cleared by an answer). */
+  private readonly failingSince = new Map<string, number>();
+  private readonly giveUp: GiveUpOptions;
   private readonly moved: Record<string, number> = {};
   private readonly refused: DistributionResult['refused'] = [];
   private cursor = 0;
@@ -66,6 +93,8 @@ export class Distributor {
 
   constructor(private readonly o: DistributorOptions) {
     this.held = o.held ?? new Map();
+    // A field left undefined (a flag not given) keeps its default.
+    this.giveUp = { maxAttempts: o.giveUp?.maxAttempts ?? DEFAULT_GIVE_UP.maxAttempts, afterMs: o.giveUp?.afterMs ?? DEFAULT_GIVE_UP.afterMs };
     for (const c of o.clients) this.moved[c.address.label] = 0;
   }
 
@@ -83,11 +112,16 @@ export class Distributor {
   async run(): Promise<DistributionResult> {
     await Promise.all(Array.from({ length: this.o.concurrency }, () => this.sender()));
     const left = [...this.free, ...this.stuck, ...[...this.held.values()].flat()].flatMap((b) => b.ids);
-    return { moved: this.moved, refused: this.refused, never: Object.fromEntries(this.never), left, stopped: this.stopping };
+    return { moved: this.moved, refused: this.refused, never: Object.fromEntries(this.never), gaveUp: Object.fromEntries(this.gaveUp), left, stopped: this.stopping };
+  }
+
+  /** Refuses for good, or given up: it gets nothing more. */
+  private out(label: string): boolean {
+    return this.never.has(label) || this.gaveUp.has(label);
   }
 
   private usable(): DestinationClient[] {
-    return this.o.clients.filter((c) => !this.never.has(c.address.label));
+    return this.o.clients.filter((c) => !this.out(c.address.label));
   }
 
   /** The next destination in the rotation that can take something now. */
@@ -96,7 +130,7 @@ export class Distributor {
     for (let i = 0; i < n; i++) {
       const c = this.o.clients[this.cursor++ % n];
       const label = c.address.label;
-      if (this.never.has(label)) continue;
+      if (this.out(label)) continue;
       if (this.o.heldOnly?.has(label) && !(this.held.get(label)?.length)) continue;
       return c;
     }
@@ -105,7 +139,7 @@ export class Distributor {
 
   private pendingAnywhere(): boolean {
     if (this.free.length > 0 || !this.exhausted || this.inflight > 0) return true;
-    for (const [label, list] of this.held) if (list.length > 0 && !this.never.has(label)) return true;
+    for (const [label, list] of this.held) if (list.length > 0 && !this.out(label)) return true;
     return false;
   }
 
@@ -160,6 +194,7 @@ export class Distributor {
       const outcome: SendOutcome = await dest.sendBatch(body, batch.ids);
       if (outcome.kind === 'answered') {
         this.failuresInARow = 0;
+        this.failingSince.delete(label);
         await this.settle(label, outcome);
         return;
       }
@@ -192,9 +227,7 @@ export class Distributor {
       } else if (sticky || !outcome.untaken) {
         // It may be there: only this destination may get it, on its next turn.
         this.o.onProblem?.({ dest: label, reason: outcome.reason, kind: 'held' });
-        const list = this.held.get(label) ?? [];
-        list.push(batch);
-        this.held.set(label, list);
+        this.holdFor(label, batch, outcome.reason);
         await this.backoff();
         return;
       } else this.o.onProblem?.({ dest: label, reason: outcome.reason, kind: 'retry' });
@@ -209,6 +242,32 @@ export class Distributor {
       dest = this.nextDestination() ?? others[0];
       if (dest === first || this.o.heldOnly?.has(dest.address.label)) dest = others[0];
     }
+  }
+
+  /** Keeps `batch` for `label` only; gives `label` up once the bound is reached (GiveUpOptions). */
+  private holdFor(label: string, batch: Batch, reason: string): void {
+    batch.tries = (batch.tries ?? 0) + 1;
+    if (this.out(label)) {
+      // Given up (or refusing) while this one was in flight: it stays here, journaled to it, with the rest.
+      this.stuck.push(batch);
+      const g = this.gaveUp.get(label);
+      if (g) g.ids.push(...batch.ids);
+      return;
+    }
+    const now = (this.o.now ?? Date.now)();
+    const since = this.failingSince.get(label) ?? now;
+    this.failingSince.set(label, since);
+    const list = [...(this.held.get(label) ?? []), batch];
+    if (batch.tries < this.giveUp.maxAttempts && now - since < this.giveUp.afterMs) {
+      this.held.set(label, list);
+      return;
+    }
+    // Not released in the journal: a rerun sends these to this destination only, and an MTA started instead asks it.
+    this.held.delete(label);
+    this.stuck.push(...list);
+    const why = `${batch.tries >= this.giveUp.maxAttempts ? `${batch.tries} sends of one batch` : `${Math.round((now - since) / 1000)} s`} without an answer that settles it (last: ${reason})`;
+    this.gaveUp.set(label, { reason: why, ids: list.flatMap((b) => b.ids) });
+    this.o.onProblem?.({ dest: label, reason: `given up after ${why}`, kind: 'gave-up' });
   }
 
   private async settle(label: string, outcome: Extract<SendOutcome, { kind: 'answered' }>): Promise<void> {

@@ -17,7 +17,7 @@ import { nodeIdentity } from '../../node-identity';
 import type { DrainRecord } from '../protocol';
 import type { SpoolEntry } from '../../spool/types';
 import { DestinationClient, parseDestination, type DestinationAddress } from './destination-client';
-import { Distributor, type Batch, type DistributionResult } from './distributor';
+import { Distributor, type Batch, type DistributionResult, type GiveUpOptions } from './distributor';
 import { Journal, journalPath, readJournal, unsettled } from './journal';
 import { LocalSpool } from './local-spool';
 import { MtaControl, sleep } from './mta-control';
@@ -56,6 +56,8 @@ export interface DrainOptions {
   batchSize: number;
   requestTimeoutMs: number;
   retryDelayMs: number;
+  /** When a destination that cannot say whether it stored a batch is given up (default DEFAULT_GIVE_UP). */
+  giveUp?: Partial<GiveUpOptions>;
   pollMs?: number;
   report: Reporter;
 }
@@ -234,6 +236,7 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
       remove: (ids) => spool.markDrained(ids),
       concurrency: o.concurrency,
       retryDelayMs: o.retryDelayMs,
+      giveUp: o.giveUp,
       onProblem: (p) => o.report.problem({ message: `${p.dest}: ${p.reason}`, dest: p.dest, kind: p.kind }),
       onProgress: () => undefined,
     });
@@ -255,9 +258,18 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
       unreadable,
       refused: result.refused,
       never: result.never,
+      gaveUp: result.gaveUp,
       left: result.left.length,
     };
     for (const u of unreadable) o.report.problem({ message: `message ${u.id} cannot be read: ${u.error}; it stays queued here`, id: u.id });
+    for (const [dest, g] of Object.entries(result.gaveUp)) {
+      o.report.problem({
+        message: `${dest} was given up after ${g.reason}: it may hold messages ${g.ids.join(', ')}; they stay queued here, journaled to ${dest} only (never sent elsewhere: that could deliver them twice). Once ${dest} answers again, run \`volley drain\` again (they go to ${dest} alone, which answers duplicate for what it has), or start the MTA (it asks ${dest} before delivering them)`,
+        code: 'EDESTGIVENUP',
+        dest,
+        ids: g.ids,
+      });
+    }
     for (const r of result.refused) o.report.problem({ message: `${r.dest} refused message ${r.id}: ${r.reason}; it stays queued here`, id: r.id, dest: r.dest });
     // Everything settled: a new drain starts with a clean journal.
     if (unsettled(readJournal(file)).size === 0) journal.retire();

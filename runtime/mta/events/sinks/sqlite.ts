@@ -63,7 +63,7 @@ interface OpenFile {
   deadlineMs: number;
 }
 
-export function createSqliteSink(config: SqliteSinkConfig, deps: SinkDeps): EventSink & { shipSource(): ShipSource } {
+export function createSqliteSink(config: SqliteSinkConfig, deps: SinkDeps): EventSink & { shipSource(): ShipSource; handOver(): boolean } {
   const dir = config.dir ?? join(deps.persistentPath, 'events', 'sqlite', config.name);
   const name = config.name;
   const now = deps.now ?? Date.now;
@@ -329,6 +329,13 @@ export function createSqliteSink(config: SqliteSinkConfig, deps: SinkDeps): Even
 
     stats(): SinkStats {
       return { ...stats };
+    },
+
+    // Only ever called with nothing in flight (the event service checks): the file closes after its last commit.
+    handOver(): boolean {
+      if (closed || !current) return false;
+      rotate('drain');
+      return true;
     },
 
     shipSource(): ShipSource {

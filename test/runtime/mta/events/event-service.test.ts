@@ -46,7 +46,7 @@ interface Setup {
 }
 
 /** An EventService over in-memory sinks: `sinks` names the batch sinks, `s3` adds an s3 sink that ships `events`. */
-function setup(name: string, sinks: MemorySink[], options: { s3?: boolean; maxQueue?: number; logger?: pino.Logger; maxSize?: number } = {}): Setup {
+function setup(name: string, sinks: MemorySink[], options: { s3?: boolean; maxQueue?: number; logger?: pino.Logger; maxSize?: number; shipNow?: () => Promise<void> } = {}): Setup {
   const persistentPath = join(root, name);
   const config: VolleyConfig = parseConfig(testConfigYaml());
   const configs: SinkConfig[] = sinks.map((s) => ({ type: 'sqlite', name: s.name, maxSize: 1 << 30, maxAgeMs: 3_600_000 }));
@@ -56,11 +56,23 @@ function setup(name: string, sinks: MemorySink[], options: { s3?: boolean; maxQu
   const out: Partial<Setup> = { sinks: byName, dir: eventsDir(persistentPath) };
   const createSinks = (_c: unknown, deps: RegistryDeps): BuiltSinks => {
     out.eventsSource = deps.eventsSource;
-    return { batch: sinks.map((sink) => ({ sink, type: 'memory' })), shipper: options.s3 ? { start() {}, close: async () => {}, stats: () => ({ filesShipped: 3, bytesShipped: 4096, filesWaiting: 2, failures: 1, lastSuccess: '2026-12-05T04:00:00.000Z', lastError: 'S3 said no' }) } : undefined };
+    return { batch: sinks.map((sink) => ({ sink, type: 'memory' })), shipper: options.s3 ? { start() {}, close: async () => {}, stats: () => ({ filesShipped: 3, bytesShipped: 4096, filesWaiting: 2, failures: 1, lastSuccess: '2026-12-05T04:00:00.000Z', lastError: 'S3 said no' }), shipNow: options.shipNow } : undefined };
   };
   out.service = new EventService({ config, persistentPath, nodeId: 'node-1', logger: options.logger ?? pino({ level: 'silent' }), createSinks, pollMs: 10, retentionMs: 3_600_000 });
   out.writer = new EventLog({ dir: eventsDir(persistentPath), name: 'w0', node: 'node-1', maxSize: options.maxSize ?? 1 << 30, maxAgeMs: 3_600_000, fsync: false });
   return out as Setup;
+}
+
+/** A file sink's hand-over as the SQLite sink does it: closes its open file (one holding rows it has not closed yet) and says so. */
+class FileSink extends MemorySink {
+  /** How many events the sink held at each file it closed. */
+  readonly closedWith: number[] = [];
+  handOver(): boolean {
+    const rows = this.events().length;
+    if (rows === (this.closedWith.at(-1) ?? 0)) return false;
+    this.closedWith.push(rows);
+    return true;
+  }
 }
 
 const files = (dir: string): string[] => [...listEventFiles(dir).values()].flat().map((f) => f.name);
@@ -173,6 +185,38 @@ test('the s3 shipper: its stats under its sink name in status, its own series in
     expect(cli.stdout).toBe('archive (s3): 3 files shipped (4096 bytes), 2 waiting, 1 failed rounds in a row; last success 2026-12-05T04:00:00.000Z; last error: S3 said no\n');
   } finally {
     await admin.close();
+    await s.service.close();
+    await s.writer.close();
+  }
+});
+
+test('a drain\'s hand-over: a file sink closes its file only once it holds every event, then a shipping round starts; after a resume it does not', async () => {
+  const acct = new FileSink('acct', 'hold', 10, 1, 0);
+  let rounds = 0;
+  const s = setup('hand-over', [acct], { s3: true, shipNow: async () => void rounds++ });
+  s.service.start();
+  try {
+    await s.writer.write([event(1), event(2), event(3)]);
+    await waitUntil(() => acct.held.length > 0);
+    await s.service.handOver();
+    expect(rounds).toBe(1); // the event files' round
+    // A batch still in flight: its rows are not in the file yet, which stays open.
+    await s.service.status();
+    expect(acct.closedWith).toEqual([]);
+    acct.mode = 'ack';
+    while (acct.held.length > 0) acct.release(0);
+    // Polled as `volley drain` polls: the status that finds the sink caught up closes its file.
+    await waitUntil(async () => (await s.service.status(), acct.closedWith.length > 0), 5000, () => `acked ${acct.events().length}`);
+    expect({ closedWith: acct.closedWith, rounds }).toEqual({ closedWith: [3], rounds: 2 });
+    await s.service.status();
+    expect({ closedWith: acct.closedWith, rounds }).toEqual({ closedWith: [3], rounds: 2 }); // nothing new open: no round
+    // The drain gave up and resumed the node: files rotate by size and age again, not at every status.
+    s.service.endHandOver();
+    await s.writer.write([event(4)]);
+    await waitUntil(() => acct.events().length === 4);
+    await s.service.status();
+    expect({ closedWith: acct.closedWith, rounds }).toEqual({ closedWith: [3], rounds: 2 });
+  } finally {
     await s.service.close();
     await s.writer.close();
   }

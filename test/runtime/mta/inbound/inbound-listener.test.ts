@@ -507,3 +507,63 @@ describe('a stuck or abandoned parse', () => {
     expect(lines).toHaveLength(1);
   });
 });
+
+describe('while `volley drain` has the node stopped (its last events handed over, the node then retired)', () => {
+  const home = join(dir, 'draining');
+  const events = new RecordingWriter();
+  let draining = false;
+  let holdParse: Promise<void> | undefined;
+  let parsing = 0;
+  let node: InboundListener;
+
+  beforeAll(async () => {
+    node = await startInboundListener(
+      { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024, maxReportRecipients: 1000 },
+      {
+        events,
+        persistentPath: home,
+        logger: pino({ level: 'silent' }),
+        nodeId: 'node-a',
+        hostname: 'inbound.test',
+        draining: () => draining,
+        parse: async (raw, limits) => {
+          parsing++;
+          if (holdParse) await holdParse;
+          return parseReport(raw, limits);
+        },
+      },
+    );
+  });
+  afterAll(() => node.close());
+
+  const open = async (): Promise<SmtpDialog> => {
+    const s = await SmtpDialog.open(node.port);
+    expect((await s.reply()).code).toBe(220);
+    expect((await s.command('EHLO mx.example.net')).code).toBe(250);
+    return s;
+  };
+  const unmatchedHere = (): string[] => readdirSync(join(home, 'inbound', 'unmatched')).filter((f) => f.endsWith('.eml'));
+
+  test('a report is refused 451 at MAIL, and one already being parsed when the drain began is refused 451 after it: no event, nothing kept; after a resume they are taken', async () => {
+    const s = await open();
+    // Parsed while the drain begins: the answer comes after the hand-over, so it must not write there.
+    let release!: () => void;
+    holdParse = new Promise<void>((r) => (release = r));
+    const inParse = s.transaction('', ['bounces@bounces.shop.example'], fixture('exim-dsn.eml'));
+    await waitUntil(() => parsing === 1);
+    draining = true;
+    release();
+    holdParse = undefined;
+    expect(await inParse).toMatchObject({ code: 451, text: expect.stringContaining('4.3.2') });
+    // A new transaction: refused before its DATA is sent; an unmatched one is not kept either.
+    expect((await s.transaction('', ['bounces@bounces.shop.example'], fixture('garbage.eml'))).code).toBe(451);
+    expect({ events: events.written, calls: events.calls, kept: unmatchedHere() }).toEqual({ events: [], calls: 0, kept: [] });
+    // Resumed: the sender's retry is taken.
+    draining = false;
+    expect((await s.transaction('', ['bounces@bounces.shop.example'], fixture('exim-dsn.eml'))).code).toBe(250);
+    expect((await s.transaction('', ['bounces@bounces.shop.example'], fixture('garbage.eml'))).code).toBe(250);
+    await s.quit();
+    expect(events.written.map((e) => e.event)).toEqual(['bounce']);
+    expect(unmatchedHere()).toHaveLength(1);
+  });
+});

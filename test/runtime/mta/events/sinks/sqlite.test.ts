@@ -117,6 +117,22 @@ test('closed files hold one row per event, their columns read by sqlite3 equal t
   expect(sink.stats()).toMatchObject({ delivered: 3, deliveredEvents: 66, retries: 0, deadLettered: 0 });
 });
 
+test('handOver (a drain) closes the open file now, every row in it; with nothing open it closes nothing; the next batch starts a new file', async () => {
+  const { dir, config, deps } = setup();
+  const sink = createSqliteSink(config, deps);
+  expect(sink.handOver()).toBe(false); // no batch yet: no file
+  await sink.deliver(sampleBatch(0, 30));
+  expect(sink.handOver()).toBe(true);
+  expect(readdirSync(dir).filter((f) => f.endsWith('.open.sqlite'))).toEqual([]);
+  const [file] = closed(dir);
+  expect(query(file, 'SELECT count(*) AS n FROM events')).toEqual([{ n: 30 }]);
+  expect(sink.handOver()).toBe(false);
+  await sink.deliver(sampleBatch(1, 5));
+  await sink.close();
+  expect(closed(dir)).toHaveLength(2);
+  expect(query(file, 'SELECT count(*) AS n FROM events')).toEqual([{ n: 30 }]);
+});
+
 test('a batch delivered twice adds no rows', async () => {
   const { dir, config, deps } = setup();
   const sink = createSqliteSink(config, deps);
