@@ -309,7 +309,7 @@ export async function runWorker(options: WorkerOptions, terminate = onTerminate(
         (err: Error) => send({ type: 'reply', id: m.id, ok: false, error: err.message }),
       );
     } else if (m.type === 'drain-store') {
-      void storeDrained(spool, intake, (entry) => engine.schedule(entry), m.records, (id) => engine.holdsBack(id)).then((outcomes) => send({ type: 'drain-stored', id: m.id, outcomes }));
+      void storeDrained(spool, intake, (entry) => engine.schedule(entry), m.records).then((outcomes) => send({ type: 'drain-stored', id: m.id, outcomes }));
     } else if (m.type === 'throttle-reply') {
       primaryAuthority?.onReply(m.id, m.value);
     } else if (m.type === 'throttle-recall') {

@@ -252,11 +252,6 @@ export class DeliveryEngine {
     return this.commands.purge(sel);
   }
 
-  /** Whether `id` is held back for an interrupted drain's reconcile (see start). */
-  holdsBack(id: string): boolean {
-    return this.held.has(id);
-  }
-
   /** Where a message is and why it is still queued (its attempts are in the attempt log). */
   describe(id: string): Record<string, unknown> | undefined {
     return this.commands.describe(id);

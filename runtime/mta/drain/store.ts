@@ -35,13 +35,7 @@ export function drainedEnvelope(h: DrainMessageHeader): Envelope {
   };
 }
 
-/**
- * `heldBack`: whether this node holds an id back for its own interrupted
- * drain's reconcile (its journal sent it somewhere unanswered). Such a copy
- * may yet be removed here (that destination says it has it), so it cannot
- * stand for the sender's: see below.
- */
-export async function storeDrained(spool: Spool, intake: Intake, schedule: (entry: SpoolEntry) => void, records: readonly DrainStoreRecord[], heldBack: (id: string) => boolean = () => false): Promise<StoreOutcome[]> {
+export async function storeDrained(spool: Spool, intake: Intake, schedule: (entry: SpoolEntry) => void, records: readonly DrainStoreRecord[]): Promise<StoreOutcome[]> {
   return Promise.all(
     records.map(async (r): Promise<StoreOutcome> => {
       const h = r.header;
@@ -50,11 +44,6 @@ export async function storeDrained(spool: Spool, intake: Intake, schedule: (entr
       // ... unless that copy still waits for a sync mirror's barrier, which may yet withdraw it:
       // `duplicate` now would let the source drop its own copy too.
       if (holder?.awaitsConfirm(h.id)) return { status: 'unknown', reason: 'an earlier copy awaits the HA mirror' };
-      // ... or unless this node's copy is held for its own drain's reconcile: the message went
-      // A -> B (answer lost) -> C -> here (A). `duplicate` would let C drop its copy, and then
-      // B's "I took it" removes ours: no copy left. Answered `unknown`, C keeps it and sends it
-      // again; by then reconcile has removed ours (stored then) or released it (duplicate then).
-      if (holder && heldBack(h.id)) return { status: 'unknown', reason: 'this node holds a copy for its own drain\'s reconcile; send it again later' };
       if (holder) return { status: 'duplicate' };
       try {
         // The fleet shares one config; a pool or VMTA this node lacks could never be sent from.

@@ -79,24 +79,3 @@ test('the same id again while its first copy still waits for the mirror is not a
     await spool.close();
   }
 });
-
-test('an id this node holds back for its own drain\'s reconcile is `unknown`, not `duplicate`: the sender keeps its copy, since reconcile may yet remove ours', async () => {
-  // A -> B (the answer lost, A holds its copy back) -> B drained on to C -> C drains it back here to A.
-  const spool = await Spool.open({ root: join(dir, 'held'), worker: 0, workers: 1, fsync: false });
-  const intake = new Intake(spool.home, testConfig({ relayFrom: ['127.0.0.0/8'] }));
-  const record = (id: string) => ({
-    header: { id, from: 'a@example.test', to: [`${id}@x.test`], received: Date.now(), expires: Date.now() + 86_400_000, attempts: 1, via_original: 'smtp' as const, size: 3 },
-    body: Buffer.from('x\r\n'),
-  });
-  try {
-    expect(await storeDrained(spool, intake, () => undefined, [record('held'), record('mine')])).toEqual([{ status: 'queued' }, { status: 'queued' }]);
-    const heldBack = (id: string): boolean => id === 'held';
-    const again = await storeDrained(spool, intake, () => undefined, [record('held'), record('mine')], heldBack);
-    expect(again[0]).toEqual({ status: 'unknown', reason: expect.stringContaining('reconcile') });
-    // A copy that is this node's for good still answers duplicate: the sender may drop its own.
-    expect(again[1]).toEqual({ status: 'duplicate' });
-    expect(spool.home.size).toBe(2);
-  } finally {
-    await spool.close();
-  }
-});
