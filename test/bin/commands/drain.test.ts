@@ -278,8 +278,7 @@ test('SIGKILL of the drain mid-batch, then a rerun: 0 lost, 0 duplicates (the in
   const all = [...a.queued.keys(), ...b.queued.keys()];
   expect(all.sort()).toEqual([...ids].sort()); // none lost, none at both
   expect(new Set(all).size).toBe(ids.length);
-  // The rerun asked A first (`have`): what the killed batch left there is settled without sending it again.
-  expect(a.duplicatesAnswered).toEqual([]);
+  expect(a.duplicatesAnswered.length).toBeGreaterThan(0); // the killed batch was sent to A again, and A said duplicate
   expect(await spoolIds(src.pp)).toEqual([]);
 }, 120_000);
 

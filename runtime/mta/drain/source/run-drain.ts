@@ -204,22 +204,11 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
       entries.delete(id);
       byDest.set(dest, [...(byDest.get(dest) ?? []), e]);
     }
-    for (const [dest, sent] of byDest) {
+    for (const [dest, list] of byDest) {
       if (!clients.some((c) => c.address.label === dest)) {
         heldOnly.add(dest);
         clients.push(new DestinationClient(parseDestination(dest), clientOptions));
       }
-      // Asked first: what it took is settled here without sending it again. Resent, an id it has
-      // drained on to another node since (no longer a duplicate there) would be queued twice.
-      const took = await tookAlready(clients.find((c) => c.address.label === dest)!, sent);
-      if (took.length) {
-        await spool.markDrained(took);
-        journal.append({ removed: took, at: Date.now() });
-        o.report.phase('an interrupted drain\'s messages the destination says it took: removed here, not sent again', { dest, messages: took.length });
-      }
-      const settled = new Set(took);
-      const list = sent.filter((e) => !settled.has(e.id));
-      if (list.length === 0) continue;
       const batches: Batch[] = [];
       const reader = batchesOf(list, spool, o.batchSize, unreadable);
       for (let b = await reader(); b; b = await reader()) batches.push(b);
@@ -285,16 +274,6 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
     for (const c of clients) c.close();
     await spool.close();
   }
-}
-
-/**
- * Which of `entries` (sent to `client` by a drain that never heard the answer)
- * the destination says it took (`have`: held, or drained on since). None when
- * it cannot say now: they are sent to it again, as before, and it deduplicates.
- */
-async function tookAlready(client: DestinationClient, entries: SpoolEntry[]): Promise<string[]> {
-  const have = await client.have(entries.map((e) => e.id));
-  return have instanceof Set ? entries.map((e) => e.id).filter((id) => have.has(id)) : [];
 }
 
 /** A reader of `list` in batches of up to `size` messages (and MAX_BATCH_BYTES); unreadable messages are set aside. */
