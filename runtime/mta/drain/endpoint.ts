@@ -186,8 +186,7 @@ export class DrainEndpoint {
     }
     const ids = (parsed as { ids?: unknown } | null)?.ids;
     if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_ids', 'the body must be { "ids": [string...] }');
-    // Taken here, also when drained onward since: the asker's copy must not be delivered beside the onward one.
-    return { have: (ids as string[]).filter((id) => this.options.seen.took(id)) };
+    return { have: (ids as string[]).filter((id) => this.options.seen.has(id)) };
   }
 
   /** Dedupe, store what is new, record it as seen, and answer each record in order. */

@@ -2,13 +2,7 @@
 // drain, with when, kept for drain.dedupe_retention. One per node (the primary
 // holds it), durable (an append-only file, group-committed: one synced write
 // per batch), so "queued" once answered stays "duplicate" for every later
-// attempt, across restarts and worker-count changes. An id this node drained
-// onward again is no longer a duplicate (a drain back here must queue it), but
-// it is still one this node took: its source's reconcile (`have`) must hear
-// so for the whole retention, or it delivers its own copy beside the onward one.
-//
-// The file: `<id> <ms>` when queued, `<id> -` when drained onward (older
-// releases read that as "forget it", which is what `has` still answers).
+// attempt, across restarts and worker-count changes.
 import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -27,10 +21,7 @@ export function seenIdsPath(persistentPath: string): string {
 }
 
 export class SeenIds {
-  /** Queued here by drain, and when: answered `duplicate`. */
   private readonly seen = new Map<string, number>();
-  /** Queued here by drain and drained onward since, with when they were queued: answered in `have` only. */
-  private readonly passed = new Map<string, number>();
   private position = 0;
 
   private constructor(private readonly fh: FileHandle) {}
@@ -56,7 +47,6 @@ export class SeenIds {
     const cutoff = (options.now ?? Date.now()) - retentionMs;
     mkdirSync(dirname(file), { recursive: true });
     const kept = new Map<string, number>();
-    const passed = new Map<string, number>();
     let text = '';
     try {
       text = readFileSync(file, 'latin1');
@@ -66,20 +56,10 @@ export class SeenIds {
     for (const line of text.split('\n')) {
       const m = /^(\S+) (\d+|-)$/.exec(line);
       if (!m) continue;
-      const [, id, at] = m;
-      if (at === '-') {
-        // Drained onward: kept as taken (for `have`) until its retention ends, no longer a duplicate.
-        if (kept.has(id)) passed.set(id, kept.get(id)!);
-        kept.delete(id);
-      } else if (Number(at) >= cutoff) {
-        kept.set(id, Number(at));
-        passed.delete(id);
-      }
+      if (m[2] === '-') kept.delete(m[1]);
+      else if (Number(m[2]) >= cutoff) kept.set(m[1], Number(m[2]));
     }
-    const compacted = Buffer.from(
-      [...[...kept].map(([id, at]) => `${id} ${at}\n`), ...[...passed].map(([id, at]) => `${id} ${at}\n${id} -\n`)].join(''),
-      'latin1',
-    );
+    const compacted = Buffer.from([...kept].map(([id, at]) => `${id} ${at}\n`).join(''), 'latin1');
     const tmp = join(dirname(file), `.${Date.now()}.seen.tmp`);
     writeFileSync(tmp, compacted);
     if (fsync) syncPath(tmp);
@@ -88,19 +68,12 @@ export class SeenIds {
     const fh = await open(file, durableFlags('existing', fsync));
     const store = new SeenIds(fh);
     for (const [id, at] of kept) store.seen.set(id, at);
-    for (const [id, at] of passed) store.passed.set(id, at);
     store.position = compacted.length;
     return store;
   }
 
-  /** Queued here by drain (within the retention) and not drained onward since: a new copy is a duplicate. */
   has(id: string): boolean {
     return this.seen.has(id);
-  }
-
-  /** Queued here by drain within the retention, whether still here or drained onward since: what `have` answers. */
-  took(id: string): boolean {
-    return this.seen.has(id) || this.passed.has(id);
   }
 
   get size(): number {
@@ -109,7 +82,7 @@ export class SeenIds {
 
   /** In memory only: for ids whose durable write failed (their spool records stand in until the next start). */
   remember(ids: readonly string[], at = Date.now()): void {
-    for (const id of ids) this.taken(id, at);
+    for (const id of ids) this.seen.set(id, at);
   }
 
   /** Records ids as seen at `at`; resolves once durable. Everything added in one turn shares one write. */
@@ -120,7 +93,7 @@ export class SeenIds {
       this.commit.add({
         data,
         resolve: () => {
-          for (const id of ids) this.taken(id, at);
+          for (const id of ids) this.seen.set(id, at);
           resolve();
         },
         reject,
@@ -129,14 +102,11 @@ export class SeenIds {
   }
 
   /**
-   * Ids this node no longer holds because it drained them away to another
-   * node: no longer a duplicate (were that node later drained back here,
-   * `duplicate` would make both sides drop the message), but still answered
-   * by `took` until their retention ends: the node that drained them here may
-   * not have heard the answer, and asks (`have`) before delivering its copy.
-   * `volley drain` calls this for what a destination acknowledged (it holds
-   * the persistent path's lock then, so it is the file's only writer).
-   * Resolves once durable.
+   * Forgets ids this node no longer holds because it drained them away to
+   * another node: were that node later drained back here, `duplicate` would
+   * make both sides drop the message. `volley drain` calls this for what a
+   * destination acknowledged (it holds the persistent path's lock then, so it
+   * is the file's only writer). Resolves once durable.
    */
   forget(ids: readonly string[]): Promise<void> {
     const known = ids.filter((id) => this.seen.has(id));
@@ -146,23 +116,12 @@ export class SeenIds {
       this.commit.add({
         data,
         resolve: () => {
-          for (const id of known) {
-            const at = this.seen.get(id);
-            if (at === undefined) continue; // moved already by a forget that overlapped this one
-            this.passed.set(id, at);
-            this.seen.delete(id);
-          }
+          for (const id of known) this.seen.delete(id);
           resolve();
         },
         reject,
       });
     });
-  }
-
-  /** Queued here (again: a drain back here after one onward) at `at`. */
-  private taken(id: string, at: number): void {
-    this.seen.set(id, at);
-    this.passed.delete(id);
   }
 
   async close(): Promise<void> {
