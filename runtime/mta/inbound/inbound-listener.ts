@@ -153,6 +153,14 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
         logger.warn({ from: s.mailFrom, to: s.rcptTo, client: s.remoteAddress, size: raw.length }, 'inbound: the sender closed its session before its report was parsed: dropped, the sender will send it again');
         return reply(421, '4.4.2', 'session closed before the report was parsed');
       }
+      if (code === 'parse-thread-failed') {
+        // The thread died under the report (out of memory, or stopped at shutdown): a local
+        // failure, not a verdict on the report. Kept as unmatched with a 250, its events would
+        // never be written; a 451 has its sender send it again.
+        inboundMetrics.refused.inc({ reason: 'parse-thread-failed' });
+        logger.error({ err, from: s.mailFrom, client: s.remoteAddress, size: raw.length }, 'inbound: the report thread failed while parsing; the sender will retry');
+        return reply(451, '4.3.0', 'local error in processing, try again later');
+      }
       // A parser bug (or a hang, past the deadline) must cost one message its mapping, never the listener.
       result = code === 'parse-timeout' ? { ok: false, reason: 'parse-timeout', detail: `parsing gave up after ${PARSE_DEADLINE_MS} ms` } : { ok: false, reason: 'unparseable', detail: `parsing failed: ${(err as Error).message}` };
     }

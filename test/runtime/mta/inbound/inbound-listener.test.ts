@@ -567,3 +567,36 @@ describe('while `volley drain` has the node stopped (its last events handed over
     expect(unmatchedHere()).toHaveLength(1);
   });
 });
+
+test.each([
+  ['exits', 'process.exit(134);'],
+  ['throws (as an out-of-memory thread does)', "setImmediate(() => { throw Object.assign(new Error('JS heap out of memory'), { code: 'ERR_WORKER_OUT_OF_MEMORY' }); });"],
+])('a report thread that %s under a valid DSN: 451 (its sender sends it again), nothing kept as unmatched, no event', async (name, die) => {
+  // Stands in for the bundle: a thread that dies on its first report.
+  const script = join(dir, `dying-thread-${name.split(' ')[0]}.js`);
+  writeFileSync(script, `const { parentPort } = require('node:worker_threads');\nparentPort.on('message', () => { parentPort.postMessage({ kind: 'started' }); ${die} });\n`);
+  const ownDir = join(dir, `dying-${name.split(' ')[0]}`);
+  const events = new RecordingWriter();
+  const dying = await startInboundListener(
+    { address: '127.0.0.1', port: 0, domains: ['bounces.shop.example'], maxMessageSize: 16 * 1024, unmatchedMax: 1024 * 1024, maxReportRecipients: 1000, verp: { domain: 'bounces.shop.example', prefix: 'bounce', secretFile: '-' } },
+    { events, persistentPath: ownDir, logger: pino({ level: 'silent' }), verpSecret: KEY, nodeId: 'node-a', hostname: 'inbound.test', reportThreadScript: script },
+  );
+  try {
+    const s = await SmtpDialog.open(dying.port);
+    await s.reply();
+    await s.command('EHLO mail.example.net');
+    const r = await s.transaction('', [POSTFIX_RCPT], fixture('postfix-dsn.eml'));
+    expect(r.code).toBe(451);
+    await s.quit();
+    expect(events.written).toEqual([]);
+    let kept: string[] = [];
+    try {
+      kept = readdirSync(join(ownDir, 'inbound', 'unmatched')).filter((f) => f.endsWith('.eml'));
+    } catch {
+      // no folder: nothing kept
+    }
+    expect(kept).toEqual([]);
+  } finally {
+    await dying.close();
+  }
+});
