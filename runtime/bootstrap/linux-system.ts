@@ -73,8 +73,9 @@ export interface LinuxSystemOptions {
 /**
  * The waits before the 2nd and 3rd signal attempt when the role's credentials
  * could not be loaded: instance metadata can be throttled or slow to answer
- * (the SDK waits 1 s for it, once), and a signal given up on powers a healthy
- * instance off. A refusal from CloudFormation itself is not retried.
+ * (the SDK waits 1 s for it, once), and a ready signal given up on during a
+ * deploy leaves CloudFormation waiting until it times out and rolls back. A
+ * refusal from CloudFormation itself is not retried.
  */
 export const SIGNAL_CREDENTIAL_RETRIES_MS = [2_000, 5_000] as const;
 
