@@ -80,6 +80,18 @@ export class SingleInstanceSlot extends Construct {
       props.mirror.config.parameter.grantRead(this.role);
       props.mirror.secret.grantRead(this.role);
     }
+    // AmazonSSMManagedInstanceCore (Session Manager, the drain's Run Command) also allows ssm:GetParameter(s) on
+    // every parameter of the account and region: any other app's, SecureStrings under the aws/ssm key included.
+    // An instance reads only its own config parameters (volley config sync); the rest is denied.
+    const ownParameters = [props.config.parameter, ...(props.mirror ? [props.mirror.config.parameter] : [])];
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'NoOtherParameters',
+        effect: iam.Effect.DENY,
+        actions: ['ssm:GetParameter', 'ssm:GetParameters', 'ssm:GetParametersByPath', 'ssm:GetParameterHistory'],
+        notResources: ownParameters.map((p) => p.parameterArn),
+      }),
+    );
     acknowledgeSlotRole(this.role);
 
     const subnets = props.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, availabilityZones: [props.availabilityZone] });

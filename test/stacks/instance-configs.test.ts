@@ -160,7 +160,7 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     for (const { t, keys } of cases) {
       for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
         const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
-        const onAssets = statements.filter((st) => JSON.stringify(st.Resource).includes('-assets-'));
+        const onAssets = statements.filter((st) => JSON.stringify(st.Resource ?? null).includes('-assets-'));
         expect(onAssets.map((st) => st.Action)).toEqual(['s3:GetObject']);
         const bucket = `cdk-hnb659fds-assets-${config.account}-${config.region}`;
         expect([onAssets[0]?.Resource].flat()).toEqual(keys.map((key) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${bucket}/${key}`]] })));
@@ -185,6 +185,42 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
       }
     }
     expect(granted).toBe(config.availabilityZones.length * config.mta.slotsPerAz + config.proxy.proxies.length);
+  });
+});
+
+// AmazonSSMManagedInstanceCore, which every slot role carries for Session Manager and Run Command, allows
+// ssm:GetParameter(s) on every parameter of the account and region (other apps' SecureStrings under aws/ssm too).
+describe('no slot may read an SSM parameter but its own configs', () => {
+  const refs = (value: unknown): string[] => [...JSON.stringify(value).matchAll(/\{"Ref":"([^":]+)"\}/g)].map((m) => m[1] as string);
+  const cases: [string, () => ReturnType<typeof build>][] = [
+    ['prod', () => build('prod', { nag: false })],
+    ['rehearsal with HA pairs', () => build('rehearsal', { config: haEnvironment('rehearsal'), nag: false })],
+  ];
+  test.each(cases)('%s: each role denies every GetParameter* but on its config (and a pair node\'s mirror config)', (_name, make) => {
+    const { config, stacks } = make();
+    let checked = 0;
+    for (const t of [template(stacks.mta), template(stacks.proxy)]) {
+      const parameters = resources(t, 'AWS::SSM::Parameter');
+      const policies = Object.values(resources(t, 'AWS::IAM::Policy'));
+      for (const launchTemplate of Object.values(resources(t, 'AWS::EC2::LaunchTemplate'))) {
+        const env = instanceEnv(launchTemplate);
+        const data = launchTemplate.Properties?.LaunchTemplateData as { IamInstanceProfile: { Arn: { 'Fn::GetAtt': [string, string] } } };
+        const profile = resources(t, 'AWS::IAM::InstanceProfile')[data.IamInstanceProfile.Arn['Fn::GetAtt'][0]];
+        const roleId = refs(profile?.Properties?.Roles)[0] as string;
+        expect(JSON.stringify(resources(t, 'AWS::IAM::Role')[roleId]?.Properties?.ManagedPolicyArns)).toContain('AmazonSSMManagedInstanceCore');
+        const statements = policies
+          .filter((p) => refs(p.Properties?.Roles).includes(roleId))
+          .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: Record<string, unknown>[] }).Statement);
+        const denies = statements.filter((st) => st.Effect === 'Deny');
+        expect(denies.map((st) => st.Action)).toEqual([['ssm:GetParameter', 'ssm:GetParameters', 'ssm:GetParametersByPath', 'ssm:GetParameterHistory']]);
+        const own = [env.VOLLEY_CONFIG_PARAMETER, env.VOLLEY_MIRROR_CONFIG_PARAMETER].filter((n) => n !== undefined);
+        const ownIds = own.map((name) => Object.entries(parameters).find(([, p]) => p.Properties?.Name === name)?.[0]);
+        expect(refs(denies[0]?.NotResource)).toEqual(ownIds);
+        checked++;
+      }
+    }
+    const mtaNodes = config.availabilityZones.length * config.mta.slotsPerAz * (config.mta.ha ? 2 : 1);
+    expect(checked).toBe(mtaNodes + config.proxy.proxies.length);
   });
 });
 
