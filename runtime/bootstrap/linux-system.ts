@@ -1,6 +1,6 @@
 import { CloudFormationClient, SignalResourceCommand } from '@aws-sdk/client-cloudformation';
 import { execFile } from 'node:child_process';
-import { access, mkdir, realpath } from 'node:fs/promises';
+import { access, mkdir, open, realpath } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { BootstrapError } from './errors';
 import type { BootstrapSystem, Probe } from './system';
@@ -29,6 +29,28 @@ async function runOk(command: string, args: readonly string[], code: 'EFILESYSTE
   return result.stdout;
 }
 
+/**
+ * How much of a volume must read as zeros for it to count as blank: a new EBS
+ * volume reads zeros throughout, and every filesystem keeps metadata (ext4
+ * its group descriptors, right after the superblock) in its first MiB.
+ */
+export const BLANK_CHECK_BYTES = 1024 * 1024;
+
+/** Whether the device's first BLANK_CHECK_BYTES are all zero; a device that cannot be read is an error, never blank. */
+async function leadingBytesAreZero(device: string): Promise<boolean> {
+  let handle;
+  try {
+    handle = await open(device, 'r');
+    const buffer = Buffer.alloc(BLANK_CHECK_BYTES);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    return buffer.subarray(0, bytesRead).every((byte) => byte === 0);
+  } catch (err) {
+    throw new BootstrapError('EFILESYSTEM', `cannot read ${device} to check it is blank: ${(err as Error).message}`);
+  } finally {
+    await handle?.close();
+  }
+}
+
 export interface SignalTarget {
   readonly stack: string;
   readonly resource: string;
@@ -51,8 +73,9 @@ export interface LinuxSystemOptions {
 /**
  * The waits before the 2nd and 3rd signal attempt when the role's credentials
  * could not be loaded: instance metadata can be throttled or slow to answer
- * (the SDK waits 1 s for it, once), and a signal given up on powers a healthy
- * instance off. A refusal from CloudFormation itself is not retried.
+ * (the SDK waits 1 s for it, once), and a ready signal given up on during a
+ * deploy leaves CloudFormation waiting until it times out and rolls back. A
+ * refusal from CloudFormation itself is not retried.
  */
 export const SIGNAL_CREDENTIAL_RETRIES_MS = [2_000, 5_000] as const;
 
@@ -78,7 +101,9 @@ export class LinuxSystem implements BootstrapSystem {
   async probe(device: string): Promise<Probe> {
     // -p probes the device itself (no cache): a stale cache must never make a full volume look blank.
     const result = await run('blkid', ['-p', '-o', 'export', device]);
-    if (result.code === 2) return { blank: true }; // blkid: nothing found
+    // blkid: nothing found. Not proof of a blank volume: an ext4 whose primary superblock is damaged has no
+    // signature either (e2fsck -b repairs it from a backup), and blkid says the same of a device it cannot read.
+    if (result.code === 2) return (await leadingBytesAreZero(device)) ? { blank: true } : { blank: false };
     if (result.code !== 0) throw new BootstrapError('EFILESYSTEM', `blkid ${device} failed (${result.code}): ${result.stderr.trim()}`);
     const fields = new Map(
       result.stdout

@@ -33,7 +33,8 @@ export interface BootstrapDeps {
  * Boot of an MTA slot: find the slot's volume, wait for the previous instance
  * to let go of it, attach, mount (formatting only a blank volume), start the
  * MTA, wait until it is ready, tell CloudFormation. Any failure is signalled
- * and rethrown, so the process exits non-zero and the slot is replaced.
+ * and rethrown, so the process exits non-zero and the slot is replaced (a
+ * ready signal CloudFormation refuses is not one: see signalReady).
  */
 export async function bootstrapMta(deps: BootstrapDeps, options: MtaBootstrapOptions): Promise<void> {
   const { system, clock, log } = deps;
@@ -45,7 +46,7 @@ export async function bootstrapMta(deps: BootstrapDeps, options: MtaBootstrapOpt
     await system.startUnit(options.unit);
     await waitReady(clock, options.readyUrl, options.readyTimeoutMs);
     log.info(`${options.unit} is ready`);
-    await system.signal(true, `slot ${options.slot} ready`);
+    await signalReady(system, log, `slot ${options.slot} ready`);
   } catch (err) {
     await reportFailure(system, log, err as Error);
     throw err;
@@ -63,6 +64,20 @@ export async function mountSlotVolume(deps: BootstrapDeps, options: MtaBootstrap
   }
   const device = await waitForDevice(system, clock, nvmeDevicePath(volumeId, options.byIdDir), options.deviceTimeoutMs);
   await mountPersistentPath(system, log, device, options.persistentPath);
+}
+
+/**
+ * Tells CloudFormation the slot is ready. It waits for that signal only while
+ * it creates or updates the slot's group: at any other boot (a reboot, an
+ * instance the group replaced after a failed health check) it refuses it
+ * ("... is in UPDATE_COMPLETE state and cannot be signaled"). The daemon is
+ * serving either way, so a refused ready signal is logged, never a failed
+ * boot: that would power the instance off (the unit's FailureAction), and
+ * the group's next instance the same way, for ever. A deploy that waited for
+ * the signal and missed it rolls back on its own timeout.
+ */
+export async function signalReady(system: BootstrapSystem, log: Log, reason: string): Promise<void> {
+  await system.signal(true, reason).catch((err: Error) => log.error(`${reason}, but CloudFormation did not take the signal (outside a deploy it waits for none; the daemon keeps running): ${err.message}`));
 }
 
 export async function reportFailure(system: BootstrapSystem, log: Log, err: Error): Promise<void> {

@@ -9,7 +9,7 @@
 import { pollUntil } from './clock';
 import { BootstrapError } from './errors';
 import { attachInterface, findSlotInterface, waitInterfaceAttachable } from './interface';
-import { mountSlotVolume, reportFailure, type BootstrapDeps, type MtaBootstrapOptions } from './mta';
+import { mountSlotVolume, reportFailure, signalReady, type BootstrapDeps, type MtaBootstrapOptions } from './mta';
 import { waitForAddresses } from './proxy';
 import { waitReady } from './ready';
 
@@ -72,7 +72,7 @@ export async function bootstrapMtaPair(deps: BootstrapDeps, options: PairBootstr
       // No MTA here: the mirror's promote_command starts it if this node is promoted.
       log.info(`the mirror says this node is the secondary: ${options.unit} stays stopped`);
     }
-    await system.signal(true, `pair node ${options.slot} ready (${role})`);
+    await signalReady(system, log, `pair node ${options.slot} ready (${role})`);
   } catch (err) {
     await reportFailure(system, log, err as Error);
     throw err;

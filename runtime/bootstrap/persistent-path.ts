@@ -31,7 +31,8 @@ export async function mountPersistentPath(system: BootstrapSystem, log: Log, dev
     await system.makeFilesystem(device, FILESYSTEM_LABEL);
     formatted = true;
   } else if (!probe.type) {
-    throw new BootstrapError('EFILESYSTEM', `${device} holds ${probe.partitionTable ? `a ${probe.partitionTable} partition table` : 'unrecognised data'}; refusing to format or mount it`);
+    const what = probe.partitionTable ? `a ${probe.partitionTable} partition table` : 'data but no filesystem signature (a damaged ext4 superblock? e2fsck -b <backup> repairs it)';
+    throw new BootstrapError('EFILESYSTEM', `${device} holds ${what}; refusing to format or mount it`);
   } else {
     log.info(`${device} holds a ${probe.type} filesystem: keeping it`);
   }

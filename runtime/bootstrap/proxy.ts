@@ -1,7 +1,7 @@
 import type { Clock } from './clock';
 import { pollUntil } from './clock';
 import { attachInterface, findSlotInterface, waitInterfaceAttachable } from './interface';
-import { BootstrapDeps, reportFailure } from './mta';
+import { BootstrapDeps, reportFailure, signalReady } from './mta';
 import { waitReady } from './ready';
 import type { BootstrapSystem } from './system';
 
@@ -48,7 +48,7 @@ export async function bootstrapProxy(deps: BootstrapDeps, options: ProxyBootstra
     await system.startUnit(options.unit);
     log.info(`waiting for ${options.readyUrl}`);
     await waitReady(clock, options.readyUrl, options.readyTimeoutMs);
-    await system.signal(true, `slot ${options.slot} ready`);
+    await signalReady(system, log, `slot ${options.slot} ready`);
   } catch (err) {
     await reportFailure(system, log, err as Error);
     throw err;

@@ -60,6 +60,15 @@ export interface WorkerEnv {
  */
 export async function runPrimary(options: MtaOptions): Promise<void> {
   const { logger } = options;
+  // First: SIGHUP's default action kills the process, and systemd counts a main process killed by it as a clean
+  // exit (Restart=on-failure leaves the node down). volley config sync reloads by SIGHUP as soon as the unit is
+  // active, which a Type=simple unit is from its exec: one that comes while the node starts is kept, and its
+  // refresh runs once the node can refresh (the file may have changed after it was loaded below).
+  // One listener for good: removing the last one stops Node's signal watcher, and a SIGHUP it caught but had not
+  // dispatched yet (the start runs on without giving the event loop a turn) would be dropped with it.
+  let hangupWhileStarting = false;
+  let onHangup = (): void => void (hangupWhileStarting = true);
+  process.on('SIGHUP', () => onHangup());
   let config: VolleyConfig;
   try {
     config = loadConfig(options.configPath);
@@ -323,7 +332,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void refresh());
+  onHangup = () => void refresh();
+  if (hangupWhileStarting) void refresh();
   // Listening last: a stop (SIGTERM, SIGINT) may come while the admin port binds.
   const adminBind = options.admin ?? { address: config.admin.address, port: config.admin.port };
   await admin.listen(adminBind.port, adminBind.address);

@@ -9,6 +9,7 @@ import { PROXY_DEFAULTS } from '../../runtime/bootstrap/defaults';
 import { parseProxyConfig } from '../../runtime/proxy/config';
 import { parseConfig } from '../../runtime/shared/config/load';
 import { loadEnvironment } from '../../stacks/environments';
+import type { RuntimeDistribution } from '../../stacks/constructs/runtime-distribution';
 import { INSTANCE_FILES, mtaConfigText } from '../../stacks/topology';
 import { build, haEnvironment, REPO_ROOT, resources, template } from './helpers';
 
@@ -143,6 +144,48 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     expect(granted).toBe(slots);
   });
 
+  // The CDK assets bucket is the account's and region's, shared by every CDK app deployed there: a role that may
+  // read all of it lets a proxy read the MTAs' config, and any instance any other app's assets.
+  test('every slot reads from the CDK assets bucket exactly the objects it installs (the runtime bundle; an MTA its config file): no wildcard, no listing', () => {
+    const keysOf = (stack: typeof stacks.mta | typeof stacks.proxy, config?: { asset?: { s3ObjectKey: string } }): string[] => [
+      (stack.node.findChild('Distribution') as RuntimeDistribution).runtime.s3ObjectKey,
+      ...(config?.asset ? [config.asset.s3ObjectKey] : []),
+    ];
+    const cases = [
+      { t: mta, keys: keysOf(stacks.mta, stacks.mta.publishedConfig) },
+      { t: proxy, keys: keysOf(stacks.proxy) },
+    ];
+    expect(cases[0]?.keys).toHaveLength(2);
+    let roles = 0;
+    for (const { t, keys } of cases) {
+      for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
+        const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
+        const onAssets = statements.filter((st) => JSON.stringify(st.Resource ?? null).includes('-assets-'));
+        expect(onAssets.map((st) => st.Action)).toEqual(['s3:GetObject']);
+        const bucket = `cdk-hnb659fds-assets-${config.account}-${config.region}`;
+        expect([onAssets[0]?.Resource].flat()).toEqual(keys.map((key) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${bucket}/${key}`]] })));
+        for (const st of statements) expect(JSON.stringify(st.Action)).not.toMatch(/s3:List|s3:GetBucket|s3:GetObject\*/);
+        roles++;
+      }
+    }
+    expect(roles).toBe(config.availabilityZones.length * config.mta.slotsPerAz + config.proxy.proxies.length);
+  });
+
+  // The launch template waits for the role's policy (CDK), so a new instance may read only the new config object:
+  // were the group replaced before the parameter names it, install.sh's config sync would be refused and the boot fail.
+  test('every slot group is updated only after its config parameter, which names the object its role may read by then', () => {
+    for (const t of [mta, proxy]) {
+      const parameters = resources(t, 'AWS::SSM::Parameter');
+      for (const [id, group] of Object.entries(resources(t, 'AWS::AutoScaling::AutoScalingGroup'))) {
+        const templateId = (group.Properties?.LaunchTemplate as { LaunchTemplateId: { Ref: string } }).LaunchTemplateId.Ref;
+        const name = instanceEnv(resources(t, 'AWS::EC2::LaunchTemplate')[templateId] as { Properties?: Record<string, unknown> }).VOLLEY_CONFIG_PARAMETER;
+        const parameterId = Object.entries(parameters).find(([, p]) => p.Properties?.Name === name)?.[0];
+        expect(parameterId).toBeDefined();
+        expect({ id, dependsOn: group.DependsOn }).toEqual({ id, dependsOn: expect.arrayContaining([parameterId]) });
+      }
+    }
+  });
+
   // Granted by CDK's own Auto Scaling group (it has signals): the bootstrap's SDK
   // SignalResource is signed with the role, unlike cfn-signal's anonymous call.
   test('every slot may signal CloudFormation (the bootstrap\'s SDK SignalResource), on its own stack only', () => {
@@ -157,6 +200,42 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
       }
     }
     expect(granted).toBe(config.availabilityZones.length * config.mta.slotsPerAz + config.proxy.proxies.length);
+  });
+});
+
+// AmazonSSMManagedInstanceCore, which every slot role carries for Session Manager and Run Command, allows
+// ssm:GetParameter(s) on every parameter of the account and region (other apps' SecureStrings under aws/ssm too).
+describe('no slot may read an SSM parameter but its own configs', () => {
+  const refs = (value: unknown): string[] => [...JSON.stringify(value).matchAll(/\{"Ref":"([^":]+)"\}/g)].map((m) => m[1] as string);
+  const cases: [string, () => ReturnType<typeof build>][] = [
+    ['prod', () => build('prod', { nag: false })],
+    ['rehearsal with HA pairs', () => build('rehearsal', { config: haEnvironment('rehearsal'), nag: false })],
+  ];
+  test.each(cases)('%s: each role denies every GetParameter* but on its config (and a pair node\'s mirror config)', (_name, make) => {
+    const { config, stacks } = make();
+    let checked = 0;
+    for (const t of [template(stacks.mta), template(stacks.proxy)]) {
+      const parameters = resources(t, 'AWS::SSM::Parameter');
+      const policies = Object.values(resources(t, 'AWS::IAM::Policy'));
+      for (const launchTemplate of Object.values(resources(t, 'AWS::EC2::LaunchTemplate'))) {
+        const env = instanceEnv(launchTemplate);
+        const data = launchTemplate.Properties?.LaunchTemplateData as { IamInstanceProfile: { Arn: { 'Fn::GetAtt': [string, string] } } };
+        const profile = resources(t, 'AWS::IAM::InstanceProfile')[data.IamInstanceProfile.Arn['Fn::GetAtt'][0]];
+        const roleId = refs(profile?.Properties?.Roles)[0] as string;
+        expect(JSON.stringify(resources(t, 'AWS::IAM::Role')[roleId]?.Properties?.ManagedPolicyArns)).toContain('AmazonSSMManagedInstanceCore');
+        const statements = policies
+          .filter((p) => refs(p.Properties?.Roles).includes(roleId))
+          .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: Record<string, unknown>[] }).Statement);
+        const denies = statements.filter((st) => st.Effect === 'Deny');
+        expect(denies.map((st) => st.Action)).toEqual([['ssm:GetParameter', 'ssm:GetParameters', 'ssm:GetParametersByPath', 'ssm:GetParameterHistory']]);
+        const own = [env.VOLLEY_CONFIG_PARAMETER, env.VOLLEY_MIRROR_CONFIG_PARAMETER].filter((n) => n !== undefined);
+        const ownIds = own.map((name) => Object.entries(parameters).find(([, p]) => p.Properties?.Name === name)?.[0]);
+        expect(refs(denies[0]?.NotResource)).toEqual(ownIds);
+        checked++;
+      }
+    }
+    const mtaNodes = config.availabilityZones.length * config.mta.slotsPerAz * (config.mta.ha ? 2 : 1);
+    expect(checked).toBe(mtaNodes + config.proxy.proxies.length);
   });
 });
 

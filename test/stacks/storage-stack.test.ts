@@ -67,7 +67,7 @@ test('an MTA role may do exactly what the S3 shipper does (put, multipart, abort
     const roleId = mta.getResourceId('AWS::IAM::Role', { Properties: { Description: `Volley mta slot ${slot.slotId}` } });
     const policies = Object.values(resources(mta, 'AWS::IAM::Policy')).filter((p) => JSON.stringify(p.Properties?.Roles) === JSON.stringify([{ Ref: roleId }]));
     const statements = policies.flatMap((p) => (p.Properties?.PolicyDocument as { Statement: { Sid?: string; Action: unknown; Resource: unknown; Effect: string }[] }).Statement);
-    const onEvents = statements.filter((s) => JSON.stringify(s.Resource).includes(stacks.storage.bucketName));
+    const onEvents = statements.filter((s) => JSON.stringify(s.Resource ?? null).includes(stacks.storage.bucketName));
     expect(onEvents).toEqual([
       {
         Sid: 'ShipToOwnPrefix',
@@ -101,7 +101,7 @@ describe('HA pairs (mta.ha): the arbiter leases', () => {
       const statements = Object.values(resources(mta, 'AWS::IAM::Policy'))
         .filter((p) => JSON.stringify(p.Properties?.Roles) === JSON.stringify([{ Ref: roleId }]))
         .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: { Sid?: string; Resource: unknown; Condition?: unknown }[] }).Statement);
-      const onEvents = statements.filter((s) => JSON.stringify(s.Resource).includes(paired.stacks.storage.bucketName));
+      const onEvents = statements.filter((s) => JSON.stringify(s.Resource ?? null).includes(paired.stacks.storage.bucketName));
       expect(onEvents.map((s) => s.Sid).sort()).toEqual(['OwnArbiterLease', 'OwnArbiterLeaseAbsent', 'ShipToOwnPrefix']);
       // ListBucket only for the lease's own key, so a lease not yet created reads as 404 (absent), not 403.
       expect(onEvents.find((s) => s.Sid === 'OwnArbiterLeaseAbsent')?.Condition).toEqual({ StringEquals: { 's3:prefix': arbiterKey('prod', pairMember?.slotId as string) } });

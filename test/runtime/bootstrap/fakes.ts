@@ -2,7 +2,7 @@
 // tiny HTTP server standing in for the daemon's /readyz.
 import { createServer, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { BootstrapSystem, Clock, Log, Probe } from '../../../runtime/bootstrap';
+import { BootstrapError, type BootstrapSystem, type Clock, type Log, type Probe } from '../../../runtime/bootstrap';
 
 export class VirtualClock implements Clock {
   private current = 1_700_000_000_000;
@@ -61,8 +61,11 @@ export class RecordingSystem implements BootstrapSystem {
   async localAddresses(): Promise<string[]> {
     return this.addresses;
   }
+  /** Set: every signal is refused with this message, as CloudFormation refuses one it does not wait for. */
+  refuseSignals: string | undefined;
   async signal(success: boolean): Promise<void> {
     this.calls.push(`signal ${success}`);
+    if (this.refuseSignals !== undefined) throw new BootstrapError('ESIGNAL', this.refuseSignals);
   }
 }
 

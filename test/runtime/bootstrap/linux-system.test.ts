@@ -1,10 +1,15 @@
 // LinuxSystem.signal: the bootstrap reports to CloudFormation with the SDK's
 // SignalResource (this instance's id as UniqueId), so it goes wherever the
 // SDK is pointed (AWS_ENDPOINT_URL_CLOUDFORMATION: the rehearsal's fake), with
-// the role's credentials from instance metadata, and needs no cfn-signal.
+// the role's credentials from instance metadata, and needs no cfn-signal. And
+// LinuxSystem.probe: which volume counts as blank (the bootstrap formats only those).
 import { CloudFormationClient, SignalResourceCommand } from '@aws-sdk/client-cloudformation';
 import { mockClient } from 'aws-sdk-client-mock';
-import { LinuxSystem } from '../../../runtime/bootstrap/linux-system';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BLANK_CHECK_BYTES, LinuxSystem } from '../../../runtime/bootstrap/linux-system';
+import { tempDir } from '../../helpers/tmp';
 import { INSTANCE_LIKE_CREDENTIALS, useEnv } from '../../rehearsal/fake-aws/env-for-test';
 import { type FakeAws, startFakeAws } from '../../rehearsal/fake-aws/index';
 
@@ -63,5 +68,33 @@ describe('against the rehearsal\'s fake CloudFormation', () => {
   it('reaches AWS_ENDPOINT_URL_CLOUDFORMATION with the instance role\'s credentials', async () => {
     await new LinuxSystem({ signal: target }).signal(true, 'ready');
     expect(aws.cloudFormation.signals).toEqual([{ stack: target.stack, resource: target.resource, uniqueId: target.instanceId, status: 'SUCCESS' }]);
+  });
+});
+
+// LinuxSystem.probe on files (blkid -p reads a file as it reads a device): what
+// the bootstrap may format. blkid exits 2 both for "nothing found" and for a
+// device it cannot read; only zeros make a volume blank.
+describe('probe', () => {
+  const dir = tempDir('volley-probe-');
+
+  it('a volume of zeros (a new EBS volume) is blank', async () => {
+    const image = join(dir, 'zeros.img');
+    writeFileSync(image, Buffer.alloc(4 * BLANK_CHECK_BYTES));
+    await expect(new LinuxSystem().probe(image)).resolves.toEqual({ blank: true });
+  });
+
+  it('data without a filesystem signature is not blank (nothing to format)', async () => {
+    const image = join(dir, 'data.img');
+    const bytes = Buffer.alloc(4 * BLANK_CHECK_BYTES);
+    bytes.write('group descriptors of a filesystem whose superblock was torn', 4096);
+    writeFileSync(image, bytes);
+    expect(spawnSync('blkid', ['-p', image]).status).toBe(2);
+    await expect(new LinuxSystem().probe(image)).resolves.toEqual({ blank: false });
+  });
+
+  it('a device that cannot be read is an EFILESYSTEM error, never blank', async () => {
+    const missing = join(dir, 'gone');
+    expect(spawnSync('blkid', ['-p', missing]).status).toBe(2);
+    await expect(new LinuxSystem().probe(missing)).rejects.toMatchObject({ code: 'EFILESYSTEM', message: expect.stringContaining(`cannot read ${missing}`) });
   });
 });

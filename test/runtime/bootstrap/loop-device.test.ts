@@ -1,10 +1,11 @@
 // The mount-and-start sequence on a real block device: a loop device stands in
 // for the EBS volume, a symlink for udev's stable NVMe name. blkid, mkfs.ext4,
 // findmnt and mount run for real (root is needed); only EC2 and systemd are faked.
+// A volume blkid finds nothing on is formatted only if it reads as zeros.
 import { AttachVolumeCommand, DescribeVolumesCommand, EC2Client, Volume } from '@aws-sdk/client-ec2';
 import { mockClient } from 'aws-sdk-client-mock';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync, writeSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bootstrapMta, LinuxSystem, MTA_DEFAULTS, nvmeDevicePath } from '../../../runtime/bootstrap';
@@ -126,5 +127,35 @@ test('bootstrap run again while mounted (unit restart): keeps the mount and the 
   await boot(system);
   expect(system.events).toEqual(['start volley-mta.service', 'signal true']);
   expect(ec2Mock.commandCalls(AttachVolumeCommand)).toHaveLength(0);
+  expect(readFileSync(join(mountPoint, 'spool', 'segment-000001'), 'utf8')).toBe('queued mail');
+});
+
+test('a volume whose ext4 lost its primary superblock (blkid finds no signature) is refused, never formatted: the queue is still there to repair', async () => {
+  execFileSync('umount', [mountPoint]);
+  // A torn write of the superblock's magic (0xEF53 at byte 1080): blkid then finds no filesystem, though the rest
+  // of it (and the spool) is intact and e2fsck -b repairs it from a backup superblock.
+  const fd = openSync(loop, 'r+');
+  const magic = Buffer.alloc(2);
+  try {
+    readSync(fd, magic, 0, 2, 1080);
+    writeSync(fd, Buffer.alloc(2), 0, 2, 1080);
+  } finally {
+    closeSync(fd);
+  }
+  expect(spawnSync('blkid', ['-p', loop]).status).toBe(2);
+  volumeState = { VolumeId: VOLUME, State: 'available', Attachments: [] };
+  rmSync(nvmeDevicePath(VOLUME, byId));
+
+  const system = new LoopSystem(mountPoint);
+  await expect(boot(system)).rejects.toMatchObject({ code: 'EFILESYSTEM', message: expect.stringContaining('refusing to format') });
+  expect(system.events).toEqual(['signal false']);
+
+  const back = openSync(loop, 'r+');
+  try {
+    writeSync(back, magic, 0, 2, 1080);
+  } finally {
+    closeSync(back);
+  }
+  execFileSync('mount', [loop, mountPoint]);
   expect(readFileSync(join(mountPoint, 'spool', 'segment-000001'), 'utf8')).toBe('queued mail');
 });

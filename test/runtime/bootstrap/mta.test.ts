@@ -193,6 +193,17 @@ describe('MTA bootstrap', () => {
     expect(world.system.calls).toEqual([`probe ${DEVICE}`, 'signal false']);
   });
 
+  // CloudFormation waits for a signal only while it creates or updates the slot's group. At every other boot (a
+  // reboot, an instance the group replaced after a failed health check) it refuses one: a boot failed for that
+  // powered a serving instance off (FailureAction), and the group's next instance the same way, for ever.
+  test('reboot or replacement outside a deploy: CloudFormation refuses the ready signal, and the serving MTA is kept, not failed', async () => {
+    world.volumeStates = [volume('available')];
+    world.system.refuseSignals = 'cannot signal Volley-dev-Mta/SlotGroup: Stack arn:aws:cloudformation:eu-west-1:111111111111:stack/Volley-dev-Mta/x is in UPDATE_COMPLETE state and cannot be signaled';
+    await run();
+    expect(world.system.calls.slice(-2)).toEqual(['start volley-mta.service', 'signal true']);
+    expect(world.log.lines).toContainEqual(expect.stringMatching(/^error: .*cannot be signaled/));
+  });
+
   test('MTA never reports ready: fails ENOTREADY and signals failure', async () => {
     world.volumeStates = [volume('available')];
     world.ready.status = 503;

@@ -118,6 +118,12 @@ test('the secondary (and a node whose volume never ran a mirror): the mirror onl
   expect(system.calls.filter((c) => c.startsWith('start') || c.startsWith('signal'))).toEqual(['start volley-mirror.service', 'signal true']);
 });
 
+test('reboot or replacement outside a deploy: CloudFormation refuses the ready signal, and the serving primary is kept, not failed', async () => {
+  system.refuseSignals = 'cannot signal Volley-dev-Mta/SlotGroup: Stack arn:aws:cloudformation:eu-west-1:111111111111:stack/Volley-dev-Mta/x is in UPDATE_COMPLETE state and cannot be signaled';
+  await run(await mirror('primary'));
+  expect(system.calls.slice(-3)).toEqual(['start volley-mirror.service', 'start volley-mta.service', 'signal true']);
+});
+
 test('a primary whose MTA never gets ready fails the boot (the group replaces the instance)', async () => {
   ready.status = 503;
   await expect(run(await mirror('primary'), { readyTimeoutMs: 60_000 })).rejects.toMatchObject({ code: 'ENOTREADY' });

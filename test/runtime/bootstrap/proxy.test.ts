@@ -87,6 +87,13 @@ test('ENI still attached to the old proxy: waits for it to be released first', a
   expect(system.calls).toEqual(['start volley-proxy.service', 'signal true']);
 });
 
+test('reboot or replacement outside a deploy: CloudFormation refuses the ready signal, and the serving proxy is kept, not failed', async () => {
+  states = [eni('available')];
+  system.refuseSignals = 'cannot signal Volley-dev-Proxy/SlotGroup: Stack arn:aws:cloudformation:eu-west-1:111111111111:stack/Volley-dev-Proxy/x is in UPDATE_COMPLETE state and cannot be signaled';
+  await run();
+  expect(system.calls).toEqual(['start volley-proxy.service', 'signal true']);
+});
+
 test('addresses never come up on the host: times out before starting the proxy', async () => {
   states = [eni('available')];
   ec2Mock.on(AttachNetworkInterfaceCommand).callsFake(() => {

@@ -1,7 +1,11 @@
-// The MTA's primary process: what it gives the workers it (re)starts.
-import { mkdirSync, writeFileSync } from 'node:fs';
+// The MTA's primary process: what it gives the workers it (re)starts, and the
+// signals it must survive while it starts.
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, readdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { deliveryConfigYaml, testConfigYaml, writeTestConfig } from '../../helpers/config';
+import { ALICE_HASH, deliveryConfigYaml, testConfigYaml, writeTestConfig } from '../../helpers/config';
 import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
@@ -17,6 +21,21 @@ afterEach(async () => {
 
 const workerPids = (primary: number): number[] => childrenByParent().get(primary) ?? [];
 const count = (text: string, what: RegExp): number => text.match(new RegExp(what, 'g'))?.length ?? 0;
+
+// bob, with alice's password (wonderland)
+const BOB = '  - { name: bob, password: "scrypt$1024$8$1$c2FsdHNhbHRzYWx0MTIzNA==$WY4v7FapwS6R53jzFQqvfm5Oo3BLTf/N7dRERbliMvA=" }';
+
+/** Whether `user` may AUTH (after STARTTLS) on the MTA's SMTP port. */
+async function authOk(port: number, user: string, password: string): Promise<boolean> {
+  const s = await SmtpDialog.open(port);
+  await s.reply();
+  await s.command('EHLO c.test');
+  await s.starttls();
+  await s.command('EHLO c.test');
+  const r = await s.command(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`);
+  await s.quit();
+  return r.code === 235;
+}
 
 test('a worker restarted while the config file is broken runs the config the primary validated', async () => {
   const configPath = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'] });
@@ -93,3 +112,60 @@ test('a stop that comes while a worker is starting stops that worker gracefully 
   // It heard the stop and stopped as a worker stops: listeners closed, deliveries finished (not cut off by SIGKILL).
   expect(m.log()).toMatch(new RegExp(`"pid":${fresh},[^\\n]*"msg":"worker stopping: closing listeners`));
 });
+
+/** The pids, other than this test's, that hold `path` open (from /proc/<pid>/fd). */
+function holdersOf(path: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      if (readdirSync(`/proc/${pid}/fd`).some((fd) => readlinkSafe(`/proc/${pid}/fd/${fd}`) === path)) found.push(pid);
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found;
+}
+function readlinkSafe(link: string): string | undefined {
+  try {
+    return readlinkSync(link);
+  } catch {
+    return undefined;
+  }
+}
+
+// volley config sync reloads through the unit's ExecReload (SIGHUP) as soon as the unit is active, which systemd
+// says of a Type=simple unit from its exec on. A primary still starting died of it (SIGHUP's default action), and
+// systemd counts a main process killed by SIGHUP as a clean exit: Restart=on-failure left the node down.
+test('a SIGHUP while the primary is still starting is kept: the node comes up and the refresh it asked for runs', async () => {
+  const hupDir = join(dir, 'hangup');
+  mkdirSync(hupDir);
+  // The primary reads the DKIM key during its start: a FIFO holds it there until this test has signalled it.
+  const keyFile = join(hupDir, 'dkim.pem');
+  execFileSync('mkfifo', [keyFile]);
+  const key = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  const dkim = `dkim:\n  - { domain: example.test, selector: s1, algorithm: ed25519-sha256, private_key_file: ${keyFile} }\n`;
+  const configPath = join(hupDir, 'volley.yaml');
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.0/8'], extra: dkim }));
+  const starting = startMta({ configPath, persistentPath: join(hupDir, 'pp'), workers: 1 }).then((m) => (mta = m));
+
+  // Opening a FIFO for writing returns once a reader has it open: the primary is inside its start.
+  const writer = await open(keyFile, 'w');
+  try {
+    const readers = holdersOf(keyFile);
+    expect(readers).toHaveLength(1);
+    // What the sync does on a deploy: install the new file, then reload.
+    writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.0/8'], extra: dkim, users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}` }));
+    process.kill(readers[0] as number, 'SIGHUP');
+    await writer.writeFile(key);
+    // The worker reads the key file too, after the primary: a plain file by then.
+    writeFileSync(`${keyFile}.plain`, key);
+    renameSync(`${keyFile}.plain`, keyFile);
+  } finally {
+    await writer.close();
+  }
+  const m = await starting;
+  await waitUntil(() => /"msg":"config refreshed"/.test(m.log()), 30_000, () => m.log().slice(-2000));
+  expect(await authOk(m.smtpPort, 'bob', 'wonderland')).toBe(true);
+}, 90_000);
