@@ -137,9 +137,6 @@ export class SingleInstanceSlot extends Construct {
       }),
       signals: autoscaling.Signals.waitForCount(1, { timeout: props.readyTimeout }),
     });
-    // A new instance's install.sh runs volley config sync, which may read only the config object the role's
-    // policy names now (the launch template waits for the policy): the parameter must name that object already.
-    this.group.node.addDependency(props.config.parameter, ...(props.mirror ? [props.mirror.config.parameter] : []));
     Tags.of(this.group).add(SLOT_TAG, props.slotId);
     Tags.of(this.group).add('volley:role', props.role);
 

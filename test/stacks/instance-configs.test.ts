@@ -171,21 +171,6 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     expect(roles).toBe(config.availabilityZones.length * config.mta.slotsPerAz + config.proxy.proxies.length);
   });
 
-  // The launch template waits for the role's policy (CDK), so a new instance may read only the new config object:
-  // were the group replaced before the parameter names it, install.sh's config sync would be refused and the boot fail.
-  test('every slot group is updated only after its config parameter, which names the object its role may read by then', () => {
-    for (const t of [mta, proxy]) {
-      const parameters = resources(t, 'AWS::SSM::Parameter');
-      for (const [id, group] of Object.entries(resources(t, 'AWS::AutoScaling::AutoScalingGroup'))) {
-        const templateId = (group.Properties?.LaunchTemplate as { LaunchTemplateId: { Ref: string } }).LaunchTemplateId.Ref;
-        const name = instanceEnv(resources(t, 'AWS::EC2::LaunchTemplate')[templateId] as { Properties?: Record<string, unknown> }).VOLLEY_CONFIG_PARAMETER;
-        const parameterId = Object.entries(parameters).find(([, p]) => p.Properties?.Name === name)?.[0];
-        expect(parameterId).toBeDefined();
-        expect({ id, dependsOn: group.DependsOn }).toEqual({ id, dependsOn: expect.arrayContaining([parameterId]) });
-      }
-    }
-  });
-
   // Granted by CDK's own Auto Scaling group (it has signals): the bootstrap's SDK
   // SignalResource is signed with the role, unlike cfn-signal's anonymous call.
   test('every slot may signal CloudFormation (the bootstrap\'s SDK SignalResource), on its own stack only', () => {
