@@ -89,20 +89,9 @@ export class RuntimeDistribution extends Construct {
     this.runtime = new s3assets.Asset(this, 'Runtime', { path: props.packageDir });
   }
 
-  /**
-   * s3:GetObject on exactly the objects this instance installs (the runtime
-   * bundle, and an s3-url config's file), not Asset.grantRead: that grants
-   * the whole CDK assets bucket, which every CDK app of the account and
-   * region shares, so a proxy could read the MTAs' config and any other
-   * app's assets.
-   */
   grantRead(role: iam.IRole, config: PublishedConfig): void {
-    const assets = [this.runtime, ...(config.asset ? [config.asset] : [])];
-    role.addToPrincipalPolicy(
-      new iam.PolicyStatement({ sid: 'ReadOwnAssets', actions: ['s3:GetObject'], resources: assets.map((a) => a.bucket.arnForObjects(a.s3ObjectKey)) }),
-    );
-    // A bootstrap bucket under a customer key (cdk bootstrap --bootstrap-kms-key-id): the objects are readable only with it.
-    for (const asset of assets) asset.bucket.encryptionKey?.grantDecrypt(role);
+    this.runtime.grantRead(role);
+    config.asset?.grantRead(role);
     config.parameter.grantRead(role);
   }
 

@@ -96,15 +96,8 @@ test('each instance carries its own role\'s S3 statements, resolved: an MTA slot
     const writes = i.iamRole.s3.filter((g) => g.actions.includes('s3:PutObject'));
     expect(writes.flatMap((g) => g.resources)).toEqual([`arn:aws:s3:::volley-rehearsal-events-333333333333-eu-west-1/mta/rehearsal/${i.instanceEnv.VOLLEY_NODE_ID}/*`]);
     expect(i.instanceEnv.VOLLEY_NODE_ID).toBe(i.slot);
-  }
-  // From the CDK assets bucket (every CDK app's in the account and region), each reads exactly what it installs:
-  // the runtime zip its user data downloads and, an MTA, the config file its parameter names.
-  for (const i of built.instances) {
-    const runtime = /'s3:\/\/([^']+)' '\/tmp\/volley-runtime\.zip'/.exec(i.userData)?.[1];
-    expect(runtime).toMatch(/^cdk-hnb659fds-assets-333333333333-eu-west-1\//);
-    const config = i.role === 'mta' ? [(built.parameters.get(i.instanceEnv.VOLLEY_CONFIG_PARAMETER as string) as string).replace('s3://', '')] : [];
-    const reads = i.iamRole.s3.flatMap((g) => g.resources).filter((r) => r.includes('-assets-'));
-    expect(reads).toEqual([runtime, ...config].map((o) => `arn:aws:s3:::${o}`));
+    // And reads the assets (the runtime zip, the config) as the user data and config sync do.
+    expect(i.iamRole.s3.flatMap((g) => g.resources)).toContain('arn:aws:s3:::cdk-hnb659fds-assets-333333333333-eu-west-1/*');
   }
 });
 

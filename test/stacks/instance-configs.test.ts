@@ -9,7 +9,6 @@ import { PROXY_DEFAULTS } from '../../runtime/bootstrap/defaults';
 import { parseProxyConfig } from '../../runtime/proxy/config';
 import { parseConfig } from '../../runtime/shared/config/load';
 import { loadEnvironment } from '../../stacks/environments';
-import type { RuntimeDistribution } from '../../stacks/constructs/runtime-distribution';
 import { INSTANCE_FILES, mtaConfigText } from '../../stacks/topology';
 import { build, haEnvironment, REPO_ROOT, resources, template } from './helpers';
 
@@ -142,33 +141,6 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
       }
     }
     expect(granted).toBe(slots);
-  });
-
-  // The CDK assets bucket is the account's and region's, shared by every CDK app deployed there: a role that may
-  // read all of it lets a proxy read the MTAs' config, and any instance any other app's assets.
-  test('every slot reads from the CDK assets bucket exactly the objects it installs (the runtime bundle; an MTA its config file): no wildcard, no listing', () => {
-    const keysOf = (stack: typeof stacks.mta | typeof stacks.proxy, config?: { asset?: { s3ObjectKey: string } }): string[] => [
-      (stack.node.findChild('Distribution') as RuntimeDistribution).runtime.s3ObjectKey,
-      ...(config?.asset ? [config.asset.s3ObjectKey] : []),
-    ];
-    const cases = [
-      { t: mta, keys: keysOf(stacks.mta, stacks.mta.publishedConfig) },
-      { t: proxy, keys: keysOf(stacks.proxy) },
-    ];
-    expect(cases[0]?.keys).toHaveLength(2);
-    let roles = 0;
-    for (const { t, keys } of cases) {
-      for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
-        const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
-        const onAssets = statements.filter((st) => JSON.stringify(st.Resource ?? null).includes('-assets-'));
-        expect(onAssets.map((st) => st.Action)).toEqual(['s3:GetObject']);
-        const bucket = `cdk-hnb659fds-assets-${config.account}-${config.region}`;
-        expect([onAssets[0]?.Resource].flat()).toEqual(keys.map((key) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${bucket}/${key}`]] })));
-        for (const st of statements) expect(JSON.stringify(st.Action)).not.toMatch(/s3:List|s3:GetBucket|s3:GetObject\*/);
-        roles++;
-      }
-    }
-    expect(roles).toBe(config.availabilityZones.length * config.mta.slotsPerAz + config.proxy.proxies.length);
   });
 
   // Granted by CDK's own Auto Scaling group (it has signals): the bootstrap's SDK
