@@ -26,6 +26,7 @@ import { inboundMetrics } from './inbound-metrics';
 import { ParseQueue } from './parse-queue';
 import type { ParsedReport, ReportLimits } from './report';
 import { ReportThread } from './report-thread';
+import { SeenDigests } from './seen-digests';
 import { matchReport, type MatchResult } from './report-matcher';
 import { UnmatchedStore } from './unmatched-store';
 
@@ -86,6 +87,8 @@ const PARSE_CONCURRENCY = 1;
  * (RFC 5321 4.5.3.2.6: 10 minutes), even for a few reports queued behind it.
  */
 const PARSE_DEADLINE_MS = 30_000;
+/** Reports whose parse killed the thread once, remembered (by digest) to keep rather than refuse them the second time. */
+const THREAD_DEATHS_REMEMBERED = 1_000;
 
 export async function startInboundListener(config: InboundConfig, deps: InboundDeps): Promise<InboundListener> {
   const logger = deps.logger.child({ component: 'inbound' });
@@ -102,6 +105,7 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
   const parse = deps.parse ?? ((raw: Buffer, l: ReportLimits, stop: AbortSignal) => thread!.parse(raw, l, stop));
   const limits: ReportLimits = { maxRecipients: config.maxReportRecipients };
   const parses = new ParseQueue(PARSE_CONCURRENCY, (d) => inboundMetrics.parseWaiting.inc(d), deps.clock ?? systemClock);
+  const threadDeaths = new SeenDigests(THREAD_DEATHS_REMEMBERED);
   /** The sessions with a report in take(), aborted when the session closes: a report still waiting is then dropped. */
   const pending = new Map<SessionInfo, AbortController>();
 
@@ -153,10 +157,12 @@ export async function startInboundListener(config: InboundConfig, deps: InboundD
         logger.warn({ from: s.mailFrom, to: s.rcptTo, client: s.remoteAddress, size: raw.length }, 'inbound: the sender closed its session before its report was parsed: dropped, the sender will send it again');
         return reply(421, '4.4.2', 'session closed before the report was parsed');
       }
-      if (code === 'parse-thread-failed') {
+      if (code === 'parse-thread-failed' && !threadDeaths.again(raw)) {
         // The thread died under the report (out of memory, or stopped at shutdown): a local
         // failure, not a verdict on the report. Kept as unmatched with a 250, its events would
-        // never be written; a 451 has its sender send it again.
+        // never be written; a 451 has its sender send it again. The same bytes killing the
+        // thread a second time are a report that always will: kept (below) for an operator,
+        // not refused for the sender's whole queue lifetime with a memory spike each try.
         inboundMetrics.refused.inc({ reason: 'parse-thread-failed' });
         logger.error({ err, from: s.mailFrom, client: s.remoteAddress, size: raw.length }, 'inbound: the report thread failed while parsing; the sender will retry');
         return reply(451, '4.3.0', 'local error in processing, try again later');

@@ -29,7 +29,15 @@ export type ThreadReply = { kind: 'started' } | { kind: 'done'; report: Omit<Par
 
 export type SpawnThread = (script: string, workerData: unknown) => Worker;
 
-const spawnWorker: SpawnThread = (script, workerData) => new Worker(script, { workerData });
+/**
+ * The thread's heap is bounded: mailparser holds a report several times over
+ * (a 10 MB report: well under 100 MB), and a crafted one that grows past this
+ * ends its own thread (out of memory, answered 451, kept the second time)
+ * instead of the MTA's memory.
+ */
+const THREAD_HEAP_MB = 512;
+
+const spawnWorker: SpawnThread = (script, workerData) => new Worker(script, { workerData, resourceLimits: { maxOldGenerationSizeMb: THREAD_HEAP_MB } });
 
 export class ReportThread {
   private worker?: Worker;
