@@ -21,7 +21,9 @@ default), removing it here only once a destination acknowledged it. A
 destination that fails gets its batch sent to the next one and is tried again
 on its next turn; the drain keeps trying until done or stopped. One that may
 have taken a batch without saying so (500, no answer) gets it again, and only
-it, until --max-attempts/--give-up-after: then it is given up (exit 12).
+it, until --max-attempts sends of that batch, or --give-up-after with no answer
+from it at all (any batch it answers starts that time again): then it is given
+up (exit 12).
 
 Exit codes (every one is safe to rerun \`volley drain\` or to start the MTA again):
   0   drained: the queue is empty, the MTA is stopped; retire the node.
@@ -134,8 +136,8 @@ export function registerDrain(program: Command): void {
     .option('--batch-size <n>', 'messages per request', int(1, 10_000), 200)
     .option('--request-timeout <duration>', 'no answer this long: the batch waits for that destination\'s next turn (default 60s)', duration)
     .option('--retry-delay <duration>', 'pause after a destination failed a batch it may hold, or all failed it (grows to 16x; default 1s)', duration)
-    .option('--max-attempts <n>', 'sends of one batch to a destination that cannot say whether it stored it (HTTP 500, no answer) before that destination is given up (exit 12; default 10)', int(1, 1_000_000))
-    .option('--give-up-after <duration>', 'or this long after such a destination\'s first failure with no settling answer since (default 10m)', duration)
+    .option('--max-attempts <n>', 'sends of one batch to a destination that cannot say whether it stored it (HTTP 500, no answer) before that destination is given up (exit 12; default 10); counted per batch: answers to its other batches do not reset it', int(1, 1_000_000))
+    .option('--give-up-after <duration>', 'or this long after such a destination\'s first failure with no answer from it since: any batch it answers starts this time again (default 10m)', duration)
     .addHelpText('after', EXIT_HELP)
     .action(async (dests: string[], flags: DrainFlags) => {
       const report = reporter(flags.json === true);

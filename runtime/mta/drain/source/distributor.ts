@@ -29,9 +29,16 @@ export interface Batch {
 
 /** When a destination that cannot say whether it stored a batch is given up. */
 export interface GiveUpOptions {
-  /** Sends of one held batch to it without an answer that settles it. */
+  /**
+   * Sends of one held batch to it that did not settle that batch; per batch:
+   * what it answers for its other batches does not reset it (one wedged
+   * batch, say its worker's store hangs, is given up all the same).
+   */
   maxAttempts: number;
-  /** Time since its first such failure with no settling answer since. */
+  /**
+   * Time since its first such failure with no answer from it since: any batch
+   * it answers (taken, or 413) shows it alive and starts this time again.
+   */
   afterMs: number;
 }
 
@@ -79,7 +86,7 @@ export class Distributor {
   private readonly stuck: Batch[] = [];
   private readonly never = new Map<string, string>();
   private readonly gaveUp = new Map<string, { reason: string; ids: string[] }>();
-  /** Per destination, when its current run of held failures began (cleared by an answer). */
+  /** Per destination, when its current run of held failures began (cleared by any answer from it: GiveUpOptions.afterMs). */
   private readonly failingSince = new Map<string, number>();
   private readonly giveUp: GiveUpOptions;
   private readonly moved: Record<string, number> = {};
@@ -199,6 +206,7 @@ export class Distributor {
         return;
       }
       if (outcome.kind === 'never' && outcome.status === 413) {
+        this.failingSince.delete(label); // an answer: it is alive (GiveUpOptions.afterMs)
         // Too large for this destination's drain.max_batch_bytes (a batch is up to 8MB plus one
         // message of up to 25MB): not taken, and the destination is fine. Halves go back in line
         // (a held batch's stay with this destination); one message alone is refused here, kept queued.
@@ -265,7 +273,7 @@ export class Distributor {
     // Not released in the journal: a rerun sends these to this destination only, and an MTA started instead asks it.
     this.held.delete(label);
     this.stuck.push(...list);
-    const why = `${batch.tries >= this.giveUp.maxAttempts ? `${batch.tries} sends of one batch` : `${Math.round((now - since) / 1000)} s`} without an answer that settles it (last: ${reason})`;
+    const why = `${batch.tries >= this.giveUp.maxAttempts ? `${batch.tries} sends of one batch without an answer that settles it` : `${Math.round((now - since) / 1000)} s with no answer from it`} (last: ${reason})`;
     this.gaveUp.set(label, { reason: why, ids: list.flatMap((b) => b.ids) });
     this.o.onProblem?.({ dest: label, reason: `given up after ${why}`, kind: 'gave-up' });
   }
