@@ -16,8 +16,8 @@ import { tempDir } from '../../../../helpers/tmp';
 const dir = tempDir('volley-distributor-');
 let runs = 0;
 
-/** A destination whose answers a test scripts: `answer(n)` for its n-th request (from 1). */
-function destination(label: string, answer: (n: number, ids: readonly string[]) => SendOutcome): DestinationClient & { sent: string[][] } {
+/** A destination whose answers a test scripts: `answer(n)` for its n-th request (from 1), at once or when a test lets it. */
+function destination(label: string, answer: (n: number, ids: readonly string[]) => SendOutcome | Promise<SendOutcome>): DestinationClient & { sent: string[][] } {
   const sent: string[][] = [];
   return {
     address: { label, host: '127.0.0.1', port: 1 },
@@ -146,4 +146,48 @@ test('a 413 is an answer too: it starts --give-up-after again for the held halve
   journal.close();
   expect(d.sent).toEqual([['m1', 'm2'], ['m1', 'm2'], ['m1'], ['m2'], ['m1'], ['m2']]);
   expect({ gaveUp: result.gaveUp, left: result.left, moved: result.moved }).toEqual({ gaveUp: {}, left: [], moved: { 'd:1': 2 } });
+});
+
+test.each([
+  ['413 (split)', { kind: 'never', status: 413, reason: 'HTTP 413: the batch exceeds drain.max_batch_bytes' }],
+  ['401 (refused for good)', { kind: 'never', status: 401, reason: 'HTTP 401: the signature does not match' }],
+] as [string, SendOutcome][])('a held batch in flight when its destination is given up, then answered %s: its ids are named with the given-up ones (they stay here, journaled to it)', async (_what, late) => {
+  const file = journalPath(join(dir, `pp${++runs}`));
+  const journal = new Journal(file);
+  // m1 and [m2, m3] each fail once and are held; both are sent again at once (two senders). m1's
+  // second failure gives the destination up (--max-attempts 2) while [m2, m3] is in flight; that
+  // one is answered after the give-up (a 413's halves come back for a given-up destination).
+  let gaveUp!: () => void;
+  const given = new Promise<void>((resolve) => (gaveUp = resolve));
+  let secondStarted!: () => void;
+  const started = new Promise<void>((resolve) => (secondStarted = resolve));
+  const sends = new Map<string, number>();
+  const d = destination('d:1', async (_n, ids) => {
+    const n = (sends.get(ids[0]) ?? 0) + 1;
+    sends.set(ids[0], n);
+    if (ids[0] === 'm1') {
+      if (n === 2) await started;
+      return unknown;
+    }
+    if (n === 1) return unknown;
+    secondStarted();
+    await given;
+    return late;
+  });
+  const distributor = new Distributor({
+    clients: [d],
+    nextBatch: batches(['m1'], ['m2', 'm3']),
+    journal,
+    remove: async () => undefined,
+    concurrency: 2,
+    retryDelayMs: 0,
+    giveUp: { maxAttempts: 2, afterMs: 3_600_000 },
+    onProblem: (p) => p.kind === 'gave-up' && gaveUp(),
+  });
+  const result = await distributor.run();
+  journal.close();
+  expect(d.sent).toHaveLength(4);
+  expect(result.gaveUp['d:1'].ids.sort()).toEqual(['m1', 'm2', 'm3']);
+  expect(result.left.sort()).toEqual(['m1', 'm2', 'm3']);
+  expect([...unsettled(readJournal(file))].sort()).toEqual([['m1', 'd:1'], ['m2', 'd:1'], ['m3', 'd:1']]);
 });
