@@ -21,7 +21,9 @@ default), removing it here only once a destination acknowledged it. A
 destination that fails gets its batch sent to the next one and is tried again
 on its next turn; the drain keeps trying until done or stopped. One that may
 have taken a batch without saying so (500, no answer) gets it again, and only
-it, until --max-attempts/--give-up-after: then it is given up (exit 12).
+it, until --max-attempts sends of that batch, or --give-up-after with no answer
+from it at all (any batch it answers starts that time again): then it is given
+up (exit 12).
 
 Exit codes (every one is safe to rerun \`volley drain\` or to start the MTA again):
   0   drained: the queue is empty, the MTA is stopped; retire the node.
@@ -47,10 +49,11 @@ it has them. A removal that fails leaves the message queued and journaled: the
 next run gets "duplicate" for it and removes it.
 `;
 
+/** Plain digits only: Number() would also take "1e3", "0x10" or "3.0", which no one means as a count. */
 function int(min: number, max: number) {
   return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}`);
+    const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
     return n;
   };
 }
@@ -61,6 +64,17 @@ function duration(v: string): number {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
+}
+
+/** --give-up-after's floor: 0s gives a destination up at its first failure, and well under a second gives it no time to answer a retry. */
+const MIN_GIVE_UP_MS = 1000;
+
+function durationAtLeast(minMs: number, why: string) {
+  return (v: string): number => {
+    const ms = duration(v);
+    if (ms < minMs) throw new InvalidArgumentError(`must be at least ${minMs / 1000}s: ${why}`);
+    return ms;
+  };
 }
 
 /** The seed's default: 2 x CPU, at least 10, at most 64. */
@@ -134,8 +148,8 @@ export function registerDrain(program: Command): void {
     .option('--batch-size <n>', 'messages per request', int(1, 10_000), 200)
     .option('--request-timeout <duration>', 'no answer this long: the batch waits for that destination\'s next turn (default 60s)', duration)
     .option('--retry-delay <duration>', 'pause after a destination failed a batch it may hold, or all failed it (grows to 16x; default 1s)', duration)
-    .option('--max-attempts <n>', 'sends of one batch to a destination that cannot say whether it stored it (HTTP 500, no answer) before that destination is given up (exit 12; default 10)', int(1, 1_000_000))
-    .option('--give-up-after <duration>', 'or this long after such a destination\'s first failure with no settling answer since (default 10m)', duration)
+    .option('--max-attempts <n>', 'sends of one batch to a destination that cannot say whether it stored it (HTTP 500, no answer) before that destination is given up (exit 12; default 10, at least 2); counted per batch: answers to its other batches do not reset it', int(2, 1_000_000))
+    .option('--give-up-after <duration>', 'or this long after such a destination\'s first failure with no answer from it since: any batch it answers starts this time again (default 10m, at least 1s)', durationAtLeast(MIN_GIVE_UP_MS, 'shorter gives a destination up with no time to answer a retry'))
     .addHelpText('after', EXIT_HELP)
     .action(async (dests: string[], flags: DrainFlags) => {
       const report = reporter(flags.json === true);

@@ -163,6 +163,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
           w.send({ type: 'config', config } satisfies ToWorker);
         }
         ready.add(index);
+        drain?.onWorkerReady(index);
         if (ready.size === count) logger.info({ nodeId, workers: count, persistentPath: options.persistentPath }, 'mta ready');
         if (ready.size === count && !reconciling) {
           reconciling = true;

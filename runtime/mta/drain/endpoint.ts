@@ -51,6 +51,8 @@ export interface DrainEndpointOptions {
   seen: SeenIds;
   /** Makes records durable in the spool (one group commit per worker per batch); one outcome per record, in order. */
   store: (records: DrainRecord[]) => Promise<StoreOutcome[]>;
+  /** Whether `id` is in a store answered `unknown` whose worker may still make it durable (PrimaryDrain): `have` cannot say "not here" for it yet. */
+  unsettled?: (id: string) => boolean;
   /** Why this node takes no drain now (stopping, draining itself, workers not ready); undefined when it does. */
   unavailable: () => string | undefined;
   logger: Logger;
@@ -186,6 +188,10 @@ export class DrainEndpoint {
     }
     const ids = (parsed as { ids?: unknown } | null)?.ids;
     if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_ids', 'the body must be { "ids": [string...] }');
+    // "Not here" lets the source deliver its own copy: never said for an id that may yet be stored
+    // here (a request storing it now, or a store answered `unknown`). The source asks again.
+    const unsure = (ids as string[]).filter((id) => !this.options.seen.has(id) && (this.inflight.has(id) || this.options.unsettled?.(id) === true));
+    if (unsure.length > 0) throw new DrainHttpError(DRAIN_HTTP_STATUS.unknown, 'store_unknown', `cannot say yet whether ${unsure.length} of these messages are stored here (a store still in progress or unanswered); ask again`);
     return { have: (ids as string[]).filter((id) => this.options.seen.has(id)) };
   }
 

@@ -24,6 +24,8 @@ export interface PrimaryDrainOptions {
   workers: ReadonlyMap<number, Worker>;
   unavailable: () => string | undefined;
   logger: Logger;
+  /** STORE_TIMEOUT_MS unless a test shortens it. */
+  storeTimeoutMs?: number;
 }
 
 /** FNV-1a over the id: which worker owns it. */
@@ -35,7 +37,14 @@ export function ownerOf(id: string, workers: number): number {
 
 export class PrimaryDrain {
   private nextId = 0;
-  private readonly pending = new Map<number, { worker: number; finish: (outcomes: StoreOutcome[] | undefined) => void }>();
+  private readonly pending = new Map<number, { worker: number; ids: string[]; finish: (outcomes: StoreOutcome[] | undefined) => void }>();
+  /**
+   * Stores answered `unknown` (timed out, or their worker exited): the worker
+   * may still make them durable, or have done so, so `have` cannot say "not
+   * here" for their ids. Settled by the late drain-stored (recorded in `seen`
+   * then), or once the worker restarted and is ready (onWorkerReady).
+   */
+  private readonly unsettled = new Map<number, { worker: number; ids: string[] }>();
 
   private constructor(
     readonly endpoint: DrainEndpoint,
@@ -62,6 +71,7 @@ export class PrimaryDrain {
       tls,
       seen,
       store: (records) => self!.store(records),
+      unsettled: (id) => self!.isUnsettled(id),
       unavailable: options.unavailable,
       logger: options.logger,
     });
@@ -88,18 +98,56 @@ export class PrimaryDrain {
     this.options.logger.warn({ ids: missing.length }, 'drain: queued drained messages missing from the dedupe store (a crash mid-batch) recorded now');
   }
 
+  /**
+   * A (re)started worker is ready: it sent its drain-held first (onHeld), so
+   * what its earlier life left unanswered is settled now: recorded if it is
+   * in its spool, never stored if not.
+   */
+  onWorkerReady(worker: number): void {
+    for (const [id, u] of this.unsettled) if (u.worker === worker) this.unsettled.delete(id);
+  }
+
+  /** Whether `id` is in a store that answered `unknown` and has not settled since (see `unsettled`). */
+  isUnsettled(id: string): boolean {
+    for (const u of this.unsettled.values()) if (u.ids.includes(id)) return true;
+    return false;
+  }
+
   apply(config: VolleyConfig): void {
     if (config.drain) this.endpoint.apply(config.drain);
   }
 
-  /** A worker's answer to a drain-store. */
+  /**
+   * A worker's answer to a drain-store. One that comes after its store was
+   * answered `unknown` (STORE_TIMEOUT_MS) is still recorded: the source was
+   * told to ask again, and a message held here must be `duplicate` (and in
+   * `have`) like any other, or the source would release its own copy beside
+   * this one, or a rerun store it again once this one is delivered.
+   */
   onStored(id: number, outcomes: StoreOutcome[]): void {
-    this.pending.get(id)?.finish(outcomes);
+    const late = this.unsettled.get(id);
+    if (!late) return this.pending.get(id)?.finish(outcomes);
+    const held = late.ids.filter((_, i) => outcomes[i]?.status === 'queued' || outcomes[i]?.status === 'duplicate');
+    // An id still `unknown` (an earlier copy awaits the HA mirror) stays unsettled until the worker restarts.
+    const unsure = late.ids.filter((_, i) => outcomes[i]?.status === 'unknown');
+    // Settled once recorded: `have` says "cannot say" until then, never "not here".
+    const settle = (): void => void (unsure.length > 0 ? this.unsettled.set(id, { worker: late.worker, ids: unsure }) : this.unsettled.delete(id));
+    this.seen.add(held).then(settle, (err: unknown) => {
+      // As the endpoint does: in memory until the next start, whose drain-held records them.
+      this.seen.remember(held);
+      settle();
+      this.options.logger.error({ err, ids: held.length }, 'drain: recording late-stored ids failed; kept in memory until the next start');
+    });
+    this.options.logger.warn({ worker: late.worker, queued: held.length }, 'drain: a worker stored its share of a batch after it was answered unknown; recorded now');
   }
 
   /** A worker that exits answers nothing: its share is "unknown" (the source sends it here again; what it did store answers `duplicate` from the spool). */
   onWorkerExit(worker: number): void {
-    for (const p of [...this.pending.values()]) if (p.worker === worker) p.finish(undefined);
+    for (const [id, p] of [...this.pending]) {
+      if (p.worker !== worker) continue;
+      this.unsettled.set(id, { worker, ids: p.ids });
+      p.finish(undefined);
+    }
   }
 
   private async store(records: DrainRecord[]): Promise<StoreOutcome[]> {
@@ -131,13 +179,18 @@ export class PrimaryDrain {
     if (!worker || !worker.isConnected()) return Promise.resolve('not-sent');
     const id = ++this.nextId;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => finish(undefined), STORE_TIMEOUT_MS);
+      const ids = records.map((r) => r.header.id);
+      const timer = setTimeout(() => {
+        // It may still store them: its answer, if it comes, is recorded (onStored).
+        this.unsettled.set(id, { worker: index, ids });
+        finish(undefined);
+      }, this.options.storeTimeoutMs ?? STORE_TIMEOUT_MS);
       const finish = (outcomes: StoreOutcome[] | undefined): void => {
         clearTimeout(timer);
         this.pending.delete(id);
         resolve(outcomes);
       };
-      this.pending.set(id, { worker: index, finish });
+      this.pending.set(id, { worker: index, ids, finish });
       worker.send({ type: 'drain-store', id, records } satisfies ToWorker);
     });
   }

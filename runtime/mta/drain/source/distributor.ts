@@ -29,9 +29,16 @@ export interface Batch {
 
 /** When a destination that cannot say whether it stored a batch is given up. */
 export interface GiveUpOptions {
-  /** Sends of one held batch to it without an answer that settles it. */
+  /**
+   * Sends of one held batch to it that did not settle that batch; per batch:
+   * what it answers for its other batches does not reset it (one wedged
+   * batch, say its worker's store hangs, is given up all the same).
+   */
   maxAttempts: number;
-  /** Time since its first such failure with no settling answer since. */
+  /**
+   * Time since its first such failure with no answer from it since: any batch
+   * it answers (taken, or 413) shows it alive and starts this time again.
+   */
   afterMs: number;
 }
 
@@ -79,7 +86,7 @@ export class Distributor {
   private readonly stuck: Batch[] = [];
   private readonly never = new Map<string, string>();
   private readonly gaveUp = new Map<string, { reason: string; ids: string[] }>();
-  /** Per destination, when its current run of held failures began (cleared by an answer). */
+  /** Per destination, when its current run of held failures began (cleared by any answer from it: GiveUpOptions.afterMs). */
   private readonly failingSince = new Map<string, number>();
   private readonly giveUp: GiveUpOptions;
   private readonly moved: Record<string, number> = {};
@@ -199,6 +206,7 @@ export class Distributor {
         return;
       }
       if (outcome.kind === 'never' && outcome.status === 413) {
+        this.failingSince.delete(label); // an answer: it is alive (GiveUpOptions.afterMs)
         // Too large for this destination's drain.max_batch_bytes (a batch is up to 8MB plus one
         // message of up to 25MB): not taken, and the destination is fine. Halves go back in line
         // (a held batch's stay with this destination); one message alone is refused here, kept queued.
@@ -208,6 +216,8 @@ export class Distributor {
           this.refused.push({ id: batch.ids[0], dest: label, reason: outcome.reason });
           return;
         }
+        // Given up (or refusing) while this one was in flight: it goes nowhere, split or not; it stays here, named with the rest.
+        if (sticky && this.out(label)) return this.keep(label, batch);
         const half = Math.ceil(batch.records.length / 2);
         const parts = [batch.records.slice(0, half), batch.records.slice(half)].map((records) => ({ ids: records.map((r) => r.header.id), records }));
         if (sticky) this.held.set(label, [...parts, ...(this.held.get(label) ?? [])]);
@@ -220,10 +230,7 @@ export class Distributor {
         // What the journal held for it can go nowhere else now: it stays queued here (exit 12).
         this.stuck.push(...(this.held.get(label) ?? []));
         this.held.delete(label);
-        if (sticky) {
-          this.stuck.push(batch);
-          return;
-        }
+        if (sticky) return this.keep(label, batch);
       } else if (sticky || !outcome.untaken) {
         // It may be there: only this destination may get it, on its next turn.
         this.o.onProblem?.({ dest: label, reason: outcome.reason, kind: 'held' });
@@ -247,13 +254,7 @@ export class Distributor {
   /** Keeps `batch` for `label` only; gives `label` up once the bound is reached (GiveUpOptions). */
   private holdFor(label: string, batch: Batch, reason: string): void {
     batch.tries = (batch.tries ?? 0) + 1;
-    if (this.out(label)) {
-      // Given up (or refusing) while this one was in flight: it stays here, journaled to it, with the rest.
-      this.stuck.push(batch);
-      const g = this.gaveUp.get(label);
-      if (g) g.ids.push(...batch.ids);
-      return;
-    }
+    if (this.out(label)) return this.keep(label, batch);
     const now = (this.o.now ?? Date.now)();
     const since = this.failingSince.get(label) ?? now;
     this.failingSince.set(label, since);
@@ -265,9 +266,19 @@ export class Distributor {
     // Not released in the journal: a rerun sends these to this destination only, and an MTA started instead asks it.
     this.held.delete(label);
     this.stuck.push(...list);
-    const why = `${batch.tries >= this.giveUp.maxAttempts ? `${batch.tries} sends of one batch` : `${Math.round((now - since) / 1000)} s`} without an answer that settles it (last: ${reason})`;
+    const why = `${batch.tries >= this.giveUp.maxAttempts ? `${batch.tries} sends of one batch without an answer that settles it` : `${Math.round((now - since) / 1000)} s with no answer from it`} (last: ${reason})`;
     this.gaveUp.set(label, { reason: why, ids: list.flatMap((b) => b.ids) });
     this.o.onProblem?.({ dest: label, reason: `given up after ${why}`, kind: 'gave-up' });
+  }
+
+  /**
+   * A batch held for `label` after it was given up (or refused for good)
+   * while the batch was in flight: it stays here, journaled to it, and is
+   * named with the given-up ids (the result must list every id that may be there).
+   */
+  private keep(label: string, batch: Batch): void {
+    this.stuck.push(batch);
+    this.gaveUp.get(label)?.ids.push(...batch.ids);
   }
 
   private async settle(label: string, outcome: Extract<SendOutcome, { kind: 'answered' }>): Promise<void> {

@@ -3,7 +3,8 @@
 // source client over HTTPS on loopback: a worker that exits (or never answers)
 // after it was handed a share of a batch may have made that share durable, so
 // the source must keep the batch for this destination (resend here, answered
-// `duplicate` once the worker is back), never send it to another one.
+// `duplicate` once the worker is back), never send it to another one; and
+// what such a worker stores late is recorded like the rest (`have`, `duplicate`).
 import type { Worker } from 'node:cluster';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -105,5 +106,60 @@ test('one worker queues its share and the other exits: the stored one is remembe
       { id: a.header.id, status: 'duplicate' },
       { id: b.header.id, status: 'duplicate' },
     ],
+  });
+});
+
+// A worker slower than the store timeout (shortened here: the worker answers only when the test says,
+// so the timeout has always fired first): the source was answered 500 `unknown`, the worker may store
+// the share later, and what it stores must count as held here like anything answered in time.
+describe('a worker that answers after its store timed out', () => {
+  let slow: PrimaryDrain;
+  let slowClient: DestinationClient;
+  const sw = standInWorker();
+  let exited = false;
+  const slowDir = tempDir('volley-drain-slow-');
+
+  beforeAll(async () => {
+    writeFileSync(join(slowDir, 'drain.secret'), SECRET);
+    const config = parseConfig(`${testConfigYaml()}drain:\n  listen: { address: 127.0.0.1, port: 0 }\n  secret_file: ${join(slowDir, 'drain.secret')}\n  accept_from: [127.0.0.1/32]\n`);
+    const worker = { isConnected: () => !exited, send: sw.worker.send.bind(sw.worker) } as unknown as Worker;
+    slow = (await PrimaryDrain.open({ config, persistentPath: slowDir, nodeId: 'destination', workerCount: 1, workers: new Map([[0, worker]]), unavailable: () => undefined, logger: pino({ level: 'silent' }), storeTimeoutMs: 1 }))!;
+    const port = await slow.endpoint.listen({ address: '127.0.0.1', port: 0 });
+    slowClient = new DestinationClient(parseDestination(`127.0.0.1:${port}`), { secret: SECRET, node: 'source', insecure: true, timeoutMs: 30_000, maxSockets: 2 });
+  });
+  afterAll(async () => {
+    slowClient?.close();
+    await slow?.close();
+  });
+
+  test('its late `queued` is recorded: `have` names the id (never "not here", so the source keeps its copy unreleased) and a resend is `duplicate` without storing it again', async () => {
+    const r = record();
+    const before = sw.sent.length;
+    expect(await slowClient.sendBatch(encodeBatch([r]), [r.header.id])).toMatchObject({ kind: 'retry', untaken: false });
+    // Before the worker answers, it may still store it: "cannot say" (asked again), not "not here".
+    expect(await slowClient.have([r.header.id])).toBeUndefined();
+    slow.onStored(sw.sent[before].id, [{ status: 'queued' }]);
+    let have: Set<string> | { never: string } | undefined;
+    await waitUntil(async () => (have = await slowClient.have([r.header.id])) !== undefined);
+    expect(have).toEqual(new Set([r.header.id]));
+    // The copy here may be delivered by now (gone from the spool): only the dedupe store can say `duplicate`.
+    const sent = sw.sent.length;
+    expect(await slowClient.sendBatch(encodeBatch([r]), [r.header.id])).toEqual({ kind: 'answered', results: [{ id: r.header.id, status: 'duplicate' }] });
+    expect(sw.sent.length).toBe(sent);
+  });
+
+  test('its worker exits before answering: `have` cannot say until the restarted worker is ready (its held messages are recorded by then)', async () => {
+    const r = record();
+    const before = sw.sent.length;
+    expect(await slowClient.sendBatch(encodeBatch([r]), [r.header.id])).toMatchObject({ kind: 'retry', untaken: false });
+    exited = true;
+    slow.onWorkerExit(0);
+    expect(await slowClient.have([r.header.id])).toBeUndefined();
+    exited = false;
+    // The restarted worker held none of it: drain-held recorded nothing, so it was never stored.
+    await slow.onHeld([]);
+    slow.onWorkerReady(0);
+    expect(await slowClient.have([r.header.id])).toEqual(new Set());
+    expect(sw.sent.length).toBe(before + 1);
   });
 });
