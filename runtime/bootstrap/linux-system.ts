@@ -52,6 +52,17 @@ async function leadingBytesAreZero(device: string): Promise<boolean> {
   }
 }
 
+/**
+ * CloudFormation's answer to a signal while it creates or updates nothing
+ * that waits for one: a ValidationError saying the stack or resource "is in
+ * UPDATE_COMPLETE state and cannot be signaled". Every other failure
+ * (credentials, throttling, AccessDenied, a network timeout) may be one a
+ * deploy is waiting on.
+ */
+function notWaitingForSignals(err: Error): boolean {
+  return err.name === 'ValidationError' && /cannot be signaled|is in [A-Z_]+ state/.test(err.message);
+}
+
 export interface SignalTarget {
   readonly stack: string;
   readonly resource: string;
@@ -167,6 +178,7 @@ export class LinuxSystem implements BootstrapSystem {
           await sleep(wait);
           continue;
         }
+        if (notWaitingForSignals(err as Error)) throw new BootstrapError('ENOTWAITING', `CloudFormation waits for no signal from ${target.stack}/${target.resource}: ${(err as Error).message}`);
         throw new BootstrapError('ESIGNAL', `cannot signal ${target.stack}/${target.resource}: ${(err as Error).message}`);
       }
     }
