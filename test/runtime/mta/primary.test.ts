@@ -11,6 +11,8 @@ import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { tempDir } from '../../helpers/tmp';
+import { serviceSpec, readUnitFile } from '../../rehearsal/unit-file';
+import { exitCause, restartsOnExit } from '../../rehearsal/unit-runner';
 
 const dir = tempDir();
 let mta: MtaProcess | undefined;
@@ -215,3 +217,14 @@ test('a SIGHUP while a worker is still starting reaches that worker: it gets the
   const m = await starting;
   expect(await authOk(m.smtpPort, 'bob', 'wonderland')).toBe(true);
 }, 90_000);
+
+// The first half second after exec, node loads the bundle and no SIGHUP listener exists yet: a reload then
+// (volley config sync, as soon as systemd calls the Type=simple unit active) kills the primary, and systemd counts
+// death by SIGHUP as clean, so Restart=on-failure alone left the node down. The shipped unit restarts it.
+test('the shipped unit restarts a primary killed by SIGHUP before it listens for one', () => {
+  const shipped = serviceSpec(readUnitFile(join(__dirname, '..', '..', '..', 'assets', 'systemd', 'volley-mta.service')));
+  expect(exitCause(shipped, null, 'SIGHUP')).toBe('clean');
+  expect(restartsOnExit(shipped, null, 'SIGHUP')).toBe(true);
+  // And nothing else changes: a SIGTERM death (a stop's) is still clean and not restarted.
+  expect(restartsOnExit(shipped, null, 'SIGTERM')).toBe(false);
+});
