@@ -11,7 +11,9 @@ export type BootstrapErrorCode =
   | 'EMOUNT'
   | 'ENOTREADY'
   | 'EMETADATA'
-  | 'ESIGNAL';
+  | 'ESIGNAL'
+  /** CloudFormation waits for no signal from this resource (it is not being created or updated). */
+  | 'ENOTWAITING';
 
 export class BootstrapError extends Error {
   constructor(

@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { access, mkdir, open, realpath } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { BootstrapError } from './errors';
+import { findExt4Backup } from './ext4-backup';
 import type { BootstrapSystem, Probe } from './system';
 
 interface RunResult {
@@ -49,6 +50,17 @@ async function leadingBytesAreZero(device: string): Promise<boolean> {
   } finally {
     await handle?.close();
   }
+}
+
+/**
+ * CloudFormation's answer to a signal while it creates or updates nothing
+ * that waits for one: a ValidationError saying the stack or resource "is in
+ * UPDATE_COMPLETE state and cannot be signaled". Every other failure
+ * (credentials, throttling, AccessDenied, a network timeout) may be one a
+ * deploy is waiting on.
+ */
+function notWaitingForSignals(err: Error): boolean {
+  return err.name === 'ValidationError' && /cannot be signaled|is in [A-Z_]+ state/.test(err.message);
 }
 
 export interface SignalTarget {
@@ -103,7 +115,13 @@ export class LinuxSystem implements BootstrapSystem {
     const result = await run('blkid', ['-p', '-o', 'export', device]);
     // blkid: nothing found. Not proof of a blank volume: an ext4 whose primary superblock is damaged has no
     // signature either (e2fsck -b repairs it from a backup), and blkid says the same of a device it cannot read.
-    if (result.code === 2) return (await leadingBytesAreZero(device)) ? { blank: true } : { blank: false };
+    // Nor is data in the first MiB proof of a filesystem: mke2fs writes there long before its superblocks (the
+    // backups, then the primary, are its last writes), so a first format interrupted leaves data and no superblock.
+    if (result.code === 2) {
+      if (await leadingBytesAreZero(device)) return { blank: true };
+      const ext4Backup = await findExt4Backup(device);
+      return ext4Backup ? { blank: false, ext4Backup } : { blank: true, unfinished: true };
+    }
     if (result.code !== 0) throw new BootstrapError('EFILESYSTEM', `blkid ${device} failed (${result.code}): ${result.stderr.trim()}`);
     const fields = new Map(
       result.stdout
@@ -160,6 +178,7 @@ export class LinuxSystem implements BootstrapSystem {
           await sleep(wait);
           continue;
         }
+        if (notWaitingForSignals(err as Error)) throw new BootstrapError('ENOTWAITING', `CloudFormation waits for no signal from ${target.stack}/${target.resource}: ${(err as Error).message}`);
         throw new BootstrapError('ESIGNAL', `cannot signal ${target.stack}/${target.resource}: ${(err as Error).message}`);
       }
     }

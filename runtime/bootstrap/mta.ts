@@ -1,5 +1,6 @@
 import type { EC2Client } from '@aws-sdk/client-ec2';
 import type { Clock } from './clock';
+import { BootstrapError } from './errors';
 import type { InstanceIdentity } from './metadata';
 import { mountPersistentPath, waitForDevice } from './persistent-path';
 import { waitReady } from './ready';
@@ -71,13 +72,20 @@ export async function mountSlotVolume(deps: BootstrapDeps, options: MtaBootstrap
  * it creates or updates the slot's group: at any other boot (a reboot, an
  * instance the group replaced after a failed health check) it refuses it
  * ("... is in UPDATE_COMPLETE state and cannot be signaled"). The daemon is
- * serving either way, so a refused ready signal is logged, never a failed
+ * serving either way, so that refusal (ENOTWAITING) is logged, never a failed
  * boot: that would power the instance off (the unit's FailureAction), and
- * the group's next instance the same way, for ever. A deploy that waited for
- * the signal and missed it rolls back on its own timeout.
+ * the group's next instance the same way, for ever. Any other failure to
+ * signal fails the boot as before: a deploy may be waiting for that signal.
  */
 export async function signalReady(system: BootstrapSystem, log: Log, reason: string): Promise<void> {
-  await system.signal(true, reason).catch((err: Error) => log.error(`${reason}, but CloudFormation did not take the signal (outside a deploy it waits for none; the daemon keeps running): ${err.message}`));
+  try {
+    await system.signal(true, reason);
+  } catch (err) {
+    // Only that refusal: any other failure (credentials, throttling, AccessDenied, a timeout) may be a signal a
+    // deploy is waiting for, and a boot that ends well would leave it waiting out its timeout to roll back.
+    if (!(err instanceof BootstrapError && err.code === 'ENOTWAITING')) throw err;
+    log.error(`${reason}, but CloudFormation did not take the signal (outside a deploy it waits for none; the daemon keeps running): ${err.message}`);
+  }
 }
 
 export async function reportFailure(system: BootstrapSystem, log: Log, err: Error): Promise<void> {

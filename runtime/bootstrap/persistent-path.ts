@@ -12,7 +12,8 @@ export async function waitForDevice(system: BootstrapSystem, clock: Clock, path:
 /**
  * Makes a filesystem only on a blank volume, then mounts it at the persistent
  * path. Anything found on the volume is kept: a volume with a partition table
- * is refused rather than formatted.
+ * or an ext4 backup superblock (its primary one damaged) is refused rather than
+ * formatted. Blank: zeros, or data without any superblock (see LinuxSystem.probe).
  */
 export async function mountPersistentPath(system: BootstrapSystem, log: Log, device: string, mountPoint: string): Promise<{ formatted: boolean }> {
   const mounted = await system.mountedSource(mountPoint);
@@ -27,11 +28,16 @@ export async function mountPersistentPath(system: BootstrapSystem, log: Log, dev
   const probe = await system.probe(device);
   let formatted = false;
   if (probe.blank) {
-    log.info(`${device} is blank: making an ext4 filesystem`);
+    log.info(probe.unfinished ? `${device} holds no filesystem and no ext4 backup superblock (a first format that never finished): making an ext4 filesystem` : `${device} is blank: making an ext4 filesystem`);
     await system.makeFilesystem(device, FILESYSTEM_LABEL);
     formatted = true;
   } else if (!probe.type) {
-    const what = probe.partitionTable ? `a ${probe.partitionTable} partition table` : 'data but no filesystem signature (a damaged ext4 superblock? e2fsck -b <backup> repairs it)';
+    const backup = probe.ext4Backup;
+    const what = probe.partitionTable
+      ? `a ${probe.partitionTable} partition table`
+      : backup
+        ? `an ext4 filesystem whose primary superblock is damaged (e2fsck -b ${backup.block} -B ${backup.blockSize} ${device} repairs it from a backup)`
+        : 'data but no filesystem signature';
     throw new BootstrapError('EFILESYSTEM', `${device} holds ${what}; refusing to format or mount it`);
   } else {
     log.info(`${device} holds a ${probe.type} filesystem: keeping it`);

@@ -1,7 +1,11 @@
+import type { Ext4Backup } from './ext4-backup';
+
 /** What the persistent-path volume holds before we touch it. */
 export type Probe =
-  | { readonly blank: true }
-  | { readonly blank: false; readonly type?: string; readonly partitionTable?: string };
+  /** unfinished: not zeros, but no signature and no ext4 backup superblock (a first mkfs that was interrupted). */
+  | { readonly blank: true; readonly unfinished?: true }
+  /** ext4Backup: no signature, but an ext4 backup superblock (a damaged primary one; e2fsck -b repairs it). */
+  | { readonly blank: false; readonly type?: string; readonly partitionTable?: string; readonly ext4Backup?: Ext4Backup };
 
 /**
  * The host calls the bootstrap makes. LinuxSystem runs the real commands;

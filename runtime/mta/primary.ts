@@ -4,6 +4,7 @@ import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig } from '../shared/config/load';
 import { checkWorkerInputs } from './worker-inputs';
+import { oneAtATime } from './one-at-a-time';
 import type { VolleyConfig } from '../shared/config/types';
 import { AdminServer } from './admin/admin-server';
 import { loadVerpSecret } from './delivery/records/verp';
@@ -246,7 +247,9 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       w.send({ type: 'query', id, query, args } satisfies ToWorker);
     });
 
-  const refresh = async (): Promise<{ ok: boolean; errors?: string[] }> => {
+  // One at a time: a refresh reads the file, then awaits the check of the files it names, and two at once could
+  // finish in the other order, leaving the older file's config running. A SIGHUP during one runs one more after it.
+  const refresh = oneAtATime(async (): Promise<{ ok: boolean; errors?: string[] }> => {
     try {
       const next = loadConfig(options.configPath);
       // Every key must load before any worker sees the new config; and what workers read only
@@ -262,13 +265,15 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
     drain?.apply(config);
     generation++;
     for (const [index, w] of workers) {
-      if (!w.isConnected()) continue;
+      // A worker not ready yet may have no handler for it (it is past its config-request, before its own
+      // 'message' listener) and would drop it: its 'ready' finds its generation behind and sends it then.
+      if (!w.isConnected() || !ready.has(index)) continue;
       given.set(index, generation);
       w.send({ type: 'config', config } satisfies ToWorker);
     }
     logger.info('config refreshed');
     return { ok: true };
-  };
+  });
 
   const aggregator = new AggregatorRegistry();
   const admin = new AdminServer({

@@ -33,6 +33,8 @@ export interface MtaProcessOptions {
   ports?: { smtp: number; http: number; admin: number };
   /** Added to the test's own environment (credentials, VOLLEY_ENV): what systemd's EnvironmentFile gives an instance. */
   env?: Record<string, string>;
+  /** Given the output so far as soon as the process runs: a test can wait on a log line before the node is ready. */
+  whileStarting?: (log: () => string) => void;
 }
 
 /** Runs the bundled `volley mta` as production runs it, on free loopback ports. */
@@ -56,6 +58,7 @@ export async function startMta(options: MtaProcessOptions): Promise<MtaProcess> 
   let log = '';
   proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  options.whileStarting?.(() => log);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const adminUrl = `http://127.0.0.1:${ports.admin}`;
   const until = Date.now() + 30_000;

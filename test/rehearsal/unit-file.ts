@@ -42,6 +42,8 @@ export interface ServiceSpec {
   readonly restart: RestartPolicy;
   readonly restartMs: number;
   readonly successExitStatus: { codes: number[]; signals: NodeJS.Signals[] };
+  /** Exit statuses and signals that restart the unit whatever Restart= says (RestartForceExitStatus=). */
+  readonly restartForceExitStatus: { codes: number[]; signals: NodeJS.Signals[] };
   readonly user?: string;
   readonly group?: string;
   readonly assertMountPoints: string[];
@@ -58,7 +60,7 @@ const HANDLED: Record<string, string[]> = {
   Unit: ['Description', 'Wants', 'After', 'Requires', 'Before', 'AssertPathIsMountPoint', 'Documentation'],
   Service: [
     'Type', 'RemainAfterExit', 'ExecStartPre', 'ExecStart', 'ExecReload', 'Environment', 'EnvironmentFile', 'KillMode', 'KillSignal',
-    'TimeoutStopSec', 'Restart', 'RestartSec', 'SuccessExitStatus', 'User', 'Group',
+    'TimeoutStopSec', 'Restart', 'RestartSec', 'SuccessExitStatus', 'RestartForceExitStatus', 'User', 'Group',
   ],
   Timer: ['OnBootSec', 'OnUnitActiveSec', 'Unit'],
   Install: ['WantedBy', 'RequiredBy', 'Alias', 'Also'],
@@ -198,13 +200,18 @@ export function serviceSpec(unit: UnitFile): ServiceSpec {
       environment.push([word.slice(0, eq), word.slice(eq + 1)]);
     }
   }
-  const success = { codes: [] as number[], signals: [] as NodeJS.Signals[] };
-  for (const value of values(unit, 'Service', 'SuccessExitStatus')) {
-    for (const word of value.split(/\s+/)) {
-      if (/^\d+$/.test(word)) success.codes.push(Number(word));
-      else success.signals.push(signalName(word, at('SuccessExitStatus')));
+  // SuccessExitStatus= and RestartForceExitStatus= share a syntax: exit codes and signal names.
+  const statuses = (key: string): { codes: number[]; signals: NodeJS.Signals[] } => {
+    const found = { codes: [] as number[], signals: [] as NodeJS.Signals[] };
+    for (const value of values(unit, 'Service', key)) {
+      for (const word of value.split(/\s+/)) {
+        if (/^\d+$/.test(word)) found.codes.push(Number(word));
+        else found.signals.push(signalName(word, at(key)));
+      }
     }
-  }
+    return found;
+  };
+  const success = statuses('SuccessExitStatus');
   const stop = last(unit, 'Service', 'TimeoutStopSec');
   return {
     type,
@@ -222,6 +229,7 @@ export function serviceSpec(unit: UnitFile): ServiceSpec {
     // RestartSec= defaults to 100 ms.
     restartMs: parseTimespan(last(unit, 'Service', 'RestartSec') ?? '100ms', at('RestartSec')) ?? 100,
     successExitStatus: success,
+    restartForceExitStatus: statuses('RestartForceExitStatus'),
     user: last(unit, 'Service', 'User'),
     group: last(unit, 'Service', 'Group'),
     assertMountPoints: values(unit, 'Unit', 'AssertPathIsMountPoint'),

@@ -177,6 +177,22 @@ describe('Restart=', () => {
     expect(runner.status('flaky').restarts).toBe(2);
   });
 
+  it('RestartForceExitStatus=SIGHUP restarts a main process killed by SIGHUP, which Restart=on-failure counts as clean', async () => {
+    script('main.sh', 'echo $$ >> $WORK/starts; exec sleep 1000');
+    unit('hup.service', `[Service]\nExecStart=${work}/main.sh\nRestart=on-failure\nRestartSec=2\nRestartForceExitStatus=SIGHUP\n`);
+    const starts = () => read('starts').split('\n').filter(Boolean).length;
+    await runner.start('hup');
+    await waitUntil(() => starts() === 1);
+    process.kill(runner.status('hup').mainPid as number, 'SIGHUP');
+    await waitUntil(() => runner.status('hup').state === 'activating' && timers.waiting().includes(2000), 5000, () => JSON.stringify(runner.status('hup')));
+    expect(runner.status('hup')).toMatchObject({ result: 'success', lastExit: { code: null, signal: 'SIGHUP' } });
+    timers.advance(2000);
+    await waitUntil(() => runner.status('hup').state === 'active' && starts() === 2);
+    expect(runner.status('hup').restarts).toBe(1);
+    await runner.stop('hup');
+    expect(timers.waiting()).toEqual([]);
+  });
+
   it('a stop never restarts, even with Restart=always', async () => {
     script('main.sh', 'exec sleep 1000');
     unit('always.service', `[Service]\nExecStart=${work}/main.sh\nRestart=always\nRestartSec=0\n`);

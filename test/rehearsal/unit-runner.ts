@@ -121,6 +121,16 @@ export function restartsAfter(policy: ServiceSpec['restart'], cause: ExitCause):
   }
 }
 
+/**
+ * Whether the unit restarts after its main process ended so: by Restart=, or
+ * because RestartForceExitStatus= names that exit code or signal ("regardless
+ * of the restart setting configured with Restart=", systemd.service(5)).
+ */
+export function restartsOnExit(spec: ServiceSpec, code: number | null, signal: NodeJS.Signals | null): boolean {
+  const forced = signal ? spec.restartForceExitStatus.signals.includes(signal) : spec.restartForceExitStatus.codes.includes(code ?? -1);
+  return forced || restartsAfter(spec.restart, exitCause(spec, code, signal));
+}
+
 export function exitCause(spec: ServiceSpec, code: number | null, signal: NodeJS.Signals | null): ExitCause {
   if (signal) {
     const clean = (spec.type !== 'oneshot' && CLEAN_SIGNALS.includes(signal)) || spec.successExitStatus.signals.includes(signal);
@@ -486,7 +496,7 @@ export class UnitRunner {
     u.main = undefined;
     u.mainPid = undefined;
     u.result = cause === 'clean' ? 'success' : signal ? 'signal' : 'exit-code';
-    if (!this.closed && restartsAfter(spec.restart, cause)) {
+    if (!this.closed && restartsOnExit(spec, code, signal)) {
       u.state = 'activating'; // systemd shows "activating (auto-restart)" while RestartSec= runs
       u.restartHandle = this.timers.setTimeout(() => {
         u.restartHandle = undefined;

@@ -5,7 +5,8 @@
 # test fails later for a missing tool: as root with apt-get it installs what
 # is missing and says so; otherwise it stops at once with the one command to
 # run. .ci/run calls it too. (sqlite3 reads the accounting files the SQLite sink writes; bind9, its
-# dnssec-signzone and unbound are the DNSSEC world of the DANE tests, dig checks it.) Only checks when everything is there (~50 ms).
+# dnssec-signzone and unbound are the DNSSEC world of the DANE tests, dig checks it; strace interrupts a
+# mkfs.ext4 part-way for the bootstrap tests.) Only checks when everything is there (~50 ms).
 # It also stops a run that is not root: some tests mount a tmpfs, attach loop
 # devices or create network namespaces, and would otherwise fail late.
 set -euo pipefail
@@ -13,7 +14,7 @@ set -euo pipefail
 # command:package pairs; a package is wanted when its command is missing.
 peers=(smtp-source:postfix smtp-sink:postfix swaks:swaks haproxy:haproxy dnsmasq:dnsmasq-base
        dkimverify:python3-dkim opendkim-genkey:opendkim-tools ip:iproute2 losetup:mount mkfs.ext4:e2fsprogs curl:curl sqlite3:sqlite3
-       named:bind9 dnssec-signzone:bind9-utils dig:bind9-dnsutils unbound:unbound)
+       named:bind9 dnssec-signzone:bind9-utils dig:bind9-dnsutils unbound:unbound strace:strace)
 need=()
 for pair in "${peers[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")

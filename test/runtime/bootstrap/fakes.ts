@@ -63,9 +63,12 @@ export class RecordingSystem implements BootstrapSystem {
   }
   /** Set: every signal is refused with this message, as CloudFormation refuses one it does not wait for. */
   refuseSignals: string | undefined;
+  /** Set: every signal fails with this message otherwise (credentials, throttling, AccessDenied, a timeout). */
+  failSignals: string | undefined;
   async signal(success: boolean): Promise<void> {
     this.calls.push(`signal ${success}`);
-    if (this.refuseSignals !== undefined) throw new BootstrapError('ESIGNAL', this.refuseSignals);
+    if (this.refuseSignals !== undefined) throw new BootstrapError('ENOTWAITING', this.refuseSignals);
+    if (this.failSignals !== undefined) throw new BootstrapError('ESIGNAL', this.failSignals);
   }
 }
 

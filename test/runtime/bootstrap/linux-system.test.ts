@@ -5,11 +5,12 @@
 // LinuxSystem.probe: which volume counts as blank (the bootstrap formats only those).
 import { CloudFormationClient, SignalResourceCommand } from '@aws-sdk/client-cloudformation';
 import { mockClient } from 'aws-sdk-client-mock';
-import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BLANK_CHECK_BYTES, LinuxSystem } from '../../../runtime/bootstrap/linux-system';
 import { tempDir } from '../../helpers/tmp';
+import { interruptedMkfs, leadingDataIn, wipePrimaryMagic } from './ext4-images';
 import { INSTANCE_LIKE_CREDENTIALS, useEnv } from '../../rehearsal/fake-aws/env-for-test';
 import { type FakeAws, startFakeAws } from '../../rehearsal/fake-aws/index';
 
@@ -73,7 +74,8 @@ describe('against the rehearsal\'s fake CloudFormation', () => {
 
 // LinuxSystem.probe on files (blkid -p reads a file as it reads a device): what
 // the bootstrap may format. blkid exits 2 both for "nothing found" and for a
-// device it cannot read; only zeros make a volume blank.
+// device it cannot read; a volume is blank if it reads as zeros, or holds no
+// superblock at all, backups included (a format that never finished).
 describe('probe', () => {
   const dir = tempDir('volley-probe-');
 
@@ -83,13 +85,29 @@ describe('probe', () => {
     await expect(new LinuxSystem().probe(image)).resolves.toEqual({ blank: true });
   });
 
-  it('data without a filesystem signature is not blank (nothing to format)', async () => {
-    const image = join(dir, 'data.img');
-    const bytes = Buffer.alloc(4 * BLANK_CHECK_BYTES);
-    bytes.write('group descriptors of a filesystem whose superblock was torn', 4096);
-    writeFileSync(image, bytes);
-    expect(spawnSync('blkid', ['-p', image]).status).toBe(2);
-    await expect(new LinuxSystem().probe(image)).resolves.toEqual({ blank: false });
+  it('an ext4 whose primary superblock lost its magic is not blank: it names the backup superblock e2fsck -b repairs it from', async () => {
+    // 64 MiB: mke2fs makes 1 KiB blocks (first backup at block 8193); 2 GiB: 4 KiB blocks (block 32768).
+    for (const [size, backup] of [['64M', { block: 8193, blockSize: 1024 }], ['2G', { block: 32768, blockSize: 4096 }]] as const) {
+      const image = join(dir, `torn-${size}.img`);
+      execFileSync('truncate', ['-s', size, image]);
+      execFileSync('mkfs.ext4', ['-q', '-F', '-m', '0', '-L', 'volley', image]);
+      wipePrimaryMagic(image);
+      expect(spawnSync('blkid', ['-p', image]).status).toBe(2);
+      await expect(new LinuxSystem().probe(image)).resolves.toEqual({ blank: false, ext4Backup: backup });
+      rmSync(image);
+    }
+  });
+
+  it('a first mkfs that was interrupted (data in the first MiB, no superblock anywhere) is blank: formatted again, not refused for ever', async () => {
+    for (const size of ['64M', '2G']) {
+      const image = join(dir, `interrupted-${size}.img`);
+      execFileSync('truncate', ['-s', size, image]);
+      interruptedMkfs(image);
+      expect(spawnSync('blkid', ['-p', image]).status).toBe(2);
+      expect(leadingDataIn(image, BLANK_CHECK_BYTES)).toBe(true);
+      await expect(new LinuxSystem().probe(image)).resolves.toEqual({ blank: true, unfinished: true });
+      rmSync(image);
+    }
   });
 
   it('a device that cannot be read is an EFILESYSTEM error, never blank', async () => {

@@ -1,14 +1,17 @@
 // The mount-and-start sequence on a real block device: a loop device stands in
 // for the EBS volume, a symlink for udev's stable NVMe name. blkid, mkfs.ext4,
 // findmnt and mount run for real (root is needed); only EC2 and systemd are faked.
-// A volume blkid finds nothing on is formatted only if it reads as zeros.
+// A volume blkid finds nothing on is formatted only if it holds no ext4
+// superblock at all, backups included (zeros, or a first mkfs interrupted).
 import { AttachVolumeCommand, DescribeVolumesCommand, EC2Client, Volume } from '@aws-sdk/client-ec2';
 import { mockClient } from 'aws-sdk-client-mock';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync, writeSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bootstrapMta, LinuxSystem, MTA_DEFAULTS, nvmeDevicePath } from '../../../runtime/bootstrap';
+import { BLANK_CHECK_BYTES } from '../../../runtime/bootstrap/linux-system';
+import { interruptedMkfs, leadingDataIn, restorePrimaryMagic, wipePrimaryMagic } from './ext4-images';
 import { MemoryLog, ReadyServer, startReadyServer, VirtualClock } from './fakes';
 
 const SLOT = 'dev-mta-eu-west-1a-1';
@@ -134,28 +137,36 @@ test('a volume whose ext4 lost its primary superblock (blkid finds no signature)
   execFileSync('umount', [mountPoint]);
   // A torn write of the superblock's magic (0xEF53 at byte 1080): blkid then finds no filesystem, though the rest
   // of it (and the spool) is intact and e2fsck -b repairs it from a backup superblock.
-  const fd = openSync(loop, 'r+');
-  const magic = Buffer.alloc(2);
-  try {
-    readSync(fd, magic, 0, 2, 1080);
-    writeSync(fd, Buffer.alloc(2), 0, 2, 1080);
-  } finally {
-    closeSync(fd);
-  }
+  const magic = wipePrimaryMagic(loop);
   expect(spawnSync('blkid', ['-p', loop]).status).toBe(2);
   volumeState = { VolumeId: VOLUME, State: 'available', Attachments: [] };
   rmSync(nvmeDevicePath(VOLUME, byId));
 
   const system = new LoopSystem(mountPoint);
-  await expect(boot(system)).rejects.toMatchObject({ code: 'EFILESYSTEM', message: expect.stringContaining('refusing to format') });
+  // 64 MiB: 1 KiB blocks, the first backup superblock at block 8193.
+  await expect(boot(system)).rejects.toMatchObject({ code: 'EFILESYSTEM', message: expect.stringContaining(`primary superblock is damaged (e2fsck -b 8193 -B 1024 ${loop} repairs it from a backup); refusing to format`) });
   expect(system.events).toEqual(['signal false']);
 
-  const back = openSync(loop, 'r+');
-  try {
-    writeSync(back, magic, 0, 2, 1080);
-  } finally {
-    closeSync(back);
-  }
+  restorePrimaryMagic(loop, magic);
   execFileSync('mount', [loop, mountPoint]);
   expect(readFileSync(join(mountPoint, 'spool', 'segment-000001'), 'utf8')).toBe('queued mail');
+});
+
+// mke2fs writes its tables into the first MiB long before any superblock (the backups, then the primary, are its
+// last writes): an instance gone mid-way through its volume's first format leaves data there and no superblock.
+// That volume never held mail; refusing it would fail every boot of the slot for good.
+test('a never-used volume whose first mkfs was interrupted is formatted again and the MTA starts on it', async () => {
+  execFileSync('umount', [mountPoint]);
+  execFileSync('dd', ['if=/dev/zero', `of=${loop}`, 'bs=1M', 'count=64', 'conv=fsync', 'status=none']);
+  interruptedMkfs(loop);
+  expect(spawnSync('blkid', ['-p', loop]).status).toBe(2);
+  expect(leadingDataIn(loop, BLANK_CHECK_BYTES)).toBe(true);
+  volumeState = { VolumeId: VOLUME, State: 'available', Attachments: [] };
+  rmSync(nvmeDevicePath(VOLUME, byId));
+
+  const system = new LoopSystem(mountPoint);
+  await boot(system);
+  expect(system.events).toEqual(['mkfs', 'start volley-mta.service', 'signal true']);
+  expect(sh('findmnt', ['-n', '-o', 'SOURCE,FSTYPE', '--mountpoint', mountPoint]).split(/\s+/)).toEqual([loop, 'ext4']);
+  expect(readFileSync(join(mountPoint, 'started-by'), 'utf8')).toBe('volley-mta.service');
 });

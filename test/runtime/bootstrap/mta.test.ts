@@ -1,6 +1,8 @@
 import { AttachVolumeCommand, DescribeVolumesCommand, DescribeVolumesCommandInput, EC2Client, Volume } from '@aws-sdk/client-ec2';
+import { CloudFormationClient, SignalResourceCommand } from '@aws-sdk/client-cloudformation';
 import { mockClient } from 'aws-sdk-client-mock';
-import { bootstrapMta, BootstrapError, MTA_DEFAULTS, MtaBootstrapOptions, nvmeDevicePath } from '../../../runtime/bootstrap';
+import { bootstrapMta, BootstrapError, LinuxSystem, MTA_DEFAULTS, MtaBootstrapOptions, nvmeDevicePath } from '../../../runtime/bootstrap';
+import { signalReady } from '../../../runtime/bootstrap/mta';
 import { MemoryLog, ReadyServer, RecordingSystem, startReadyServer, VirtualClock } from './fakes';
 
 const SLOT = 'dev-mta-eu-west-1a-1';
@@ -204,10 +206,51 @@ describe('MTA bootstrap', () => {
     expect(world.log.lines).toContainEqual(expect.stringMatching(/^error: .*cannot be signaled/));
   });
 
+  test('a ready signal that fails otherwise (throttled, AccessDenied, no credentials, a timeout) fails the boot: a deploy may be waiting for it', async () => {
+    world.volumeStates = [volume('available')];
+    world.system.failSignals = 'cannot signal Volley-dev-Mta/SlotGroup: Rate exceeded';
+    await expect(run()).rejects.toMatchObject({ code: 'ESIGNAL', message: expect.stringContaining('Rate exceeded') });
+    expect(world.system.calls.slice(-3)).toEqual(['start volley-mta.service', 'signal true', 'signal false']);
+  });
+
   test('MTA never reports ready: fails ENOTREADY and signals failure', async () => {
     world.volumeStates = [volume('available')];
     world.ready.status = 503;
     await expect(run({ readyTimeoutMs: 30_000 })).rejects.toMatchObject({ code: 'ENOTREADY' });
     expect(world.system.calls.slice(-2)).toEqual(['start volley-mta.service', 'signal false']);
+  });
+});
+
+// signalReady with the real LinuxSystem and the SDK's errors as CloudFormation and the SDK raise them: only
+// CloudFormation's "cannot be signaled" (a ValidationError, outside a create or update) is let go.
+describe('signalReady', () => {
+  const cfn = mockClient(CloudFormationClient);
+  afterEach(() => cfn.reset());
+  afterAll(() => cfn.restore());
+  const target = { stack: 'Volley-prod-Mta', resource: 'SlotGroup', region: 'eu-west-1', instanceId: 'i-1' };
+  const system = () => new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), sleep: async () => undefined });
+  const failure = (name: string, message: string) => Object.assign(new Error(message), { name });
+
+  test.each([
+    ['CredentialsProviderError', 'Could not load credentials from any providers'],
+    ['ThrottlingException', 'Rate exceeded'],
+    ['AccessDenied', 'User is not authorized to perform: cloudformation:SignalResource'],
+    ['TimeoutError', 'connect ETIMEDOUT 52.94.0.1:443'],
+    ['ValidationError', 'Stack [Volley-prod-Mta] does not exist'],
+  ])('a signal that fails with %s fails the boot (ESIGNAL)', async (name, message) => {
+    cfn.on(SignalResourceCommand).rejects(failure(name, message));
+    const log = new MemoryLog();
+    await expect(signalReady(system(), log, 'slot a ready')).rejects.toMatchObject({ code: 'ESIGNAL', message: expect.stringContaining(message) });
+    expect(log.lines).toEqual([]);
+  });
+
+  test.each([
+    'Stack arn:aws:cloudformation:eu-west-1:111111111111:stack/Volley-prod-Mta/x is in UPDATE_COMPLETE state and cannot be signaled',
+    'Resource SlotGroup is in CREATE_COMPLETE state and cannot be signaled',
+  ])('CloudFormation waiting for no signal (%s) is logged, and the boot goes on', async (message) => {
+    cfn.on(SignalResourceCommand).rejects(failure('ValidationError', message));
+    const log = new MemoryLog();
+    await signalReady(system(), log, 'slot a ready');
+    expect(log.lines).toEqual([expect.stringMatching(/^error: slot a ready, but CloudFormation did not take the signal .*cannot be signaled/)]);
   });
 });

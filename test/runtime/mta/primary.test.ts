@@ -11,6 +11,8 @@ import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
 import { tempDir } from '../../helpers/tmp';
+import { serviceSpec, readUnitFile } from '../../rehearsal/unit-file';
+import { exitCause, restartsOnExit } from '../../rehearsal/unit-runner';
 
 const dir = tempDir();
 let mta: MtaProcess | undefined;
@@ -169,3 +171,60 @@ test('a SIGHUP while the primary is still starting is kept: the node comes up an
   await waitUntil(() => /"msg":"config refreshed"/.test(m.log()), 30_000, () => m.log().slice(-2000));
   expect(await authOk(m.smtpPort, 'bob', 'wonderland')).toBe(true);
 }, 90_000);
+
+// A refresh while a worker is still starting: past its config-request, before its own 'message' listener, so a
+// config sent then is dropped. It was sent anyway and counted as given, so the worker's 'ready' sent nothing and
+// it ran the old config for good (here: bob, added by the refresh, refused).
+test('a SIGHUP while a worker is still starting reaches that worker: it gets the new config once ready', async () => {
+  const hupDir = join(dir, 'hangup-worker');
+  mkdirSync(hupDir);
+  // Both the primary and then the worker read the DKIM key as they start: a FIFO holds each there in turn.
+  const keyFile = join(hupDir, 'dkim.pem');
+  execFileSync('mkfifo', [keyFile]);
+  const key = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  const plainKey = join(hupDir, 'dkim-plain.pem');
+  writeFileSync(plainKey, key);
+  const dkim = (file: string) => `dkim:\n  - { domain: example.test, selector: s1, algorithm: ed25519-sha256, private_key_file: ${file} }\n`;
+  const configPath = join(hupDir, 'volley.yaml');
+  writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.0/8'], extra: dkim(keyFile) }));
+  let log = (): string => '';
+  const starting = startMta({ configPath, persistentPath: join(hupDir, 'pp'), workers: 1, whileStarting: (l) => (log = l) }).then((m) => (mta = m));
+
+  const forPrimary = await open(keyFile, 'w');
+  const primary = holdersOf(keyFile);
+  try {
+    expect(primary).toHaveLength(1);
+    await forPrimary.writeFile(key);
+  } finally {
+    await forPrimary.close();
+  }
+  // Once the primary has closed it, the next reader of the FIFO can only be the worker.
+  await waitUntil(() => !holdersOf(keyFile).includes(primary[0] as number), 30_000);
+  const forWorker = await open(keyFile, 'w');
+  try {
+    // The worker, forked once the primary could refresh, holds the FIFO: it is past its config-request.
+    const worker = holdersOf(keyFile);
+    expect(worker).toHaveLength(1);
+    expect(worker[0]).not.toBe(primary[0]);
+    // A deploy's config sync: the new file (bob added, the key from a plain file), then the reload.
+    writeFileSync(configPath, testConfigYaml({ relayFrom: ['127.0.0.0/8'], extra: dkim(plainKey), users: `  - { name: alice, password: "${ALICE_HASH}" }\n${BOB}` }));
+    process.kill(primary[0] as number, 'SIGHUP');
+    await waitUntil(() => /"msg":"config refreshed"/.test(log()), 30_000, () => log().slice(-2000));
+    await forWorker.writeFile(key);
+  } finally {
+    await forWorker.close();
+  }
+  const m = await starting;
+  expect(await authOk(m.smtpPort, 'bob', 'wonderland')).toBe(true);
+}, 90_000);
+
+// The first half second after exec, node loads the bundle and no SIGHUP listener exists yet: a reload then
+// (volley config sync, as soon as systemd calls the Type=simple unit active) kills the primary, and systemd counts
+// death by SIGHUP as clean, so Restart=on-failure alone left the node down. The shipped unit restarts it.
+test('the shipped unit restarts a primary killed by SIGHUP before it listens for one', () => {
+  const shipped = serviceSpec(readUnitFile(join(__dirname, '..', '..', '..', 'assets', 'systemd', 'volley-mta.service')));
+  expect(exitCause(shipped, null, 'SIGHUP')).toBe('clean');
+  expect(restartsOnExit(shipped, null, 'SIGHUP')).toBe(true);
+  // And nothing else changes: a SIGTERM death (a stop's) is still clean and not restarted.
+  expect(restartsOnExit(shipped, null, 'SIGTERM')).toBe(false);
+});
