@@ -14,8 +14,8 @@ export type ToLbWorker =
   | { type: 'lb-query'; id: number; what: 'status' | 'metrics' }
   /** Stop gracefully (drain), or (now: true, a second signal) close every session at once. */
   | { type: 'lb-stop'; now: boolean }
-  /** The answer to lb-client-open: whether the session may be served (the node's count for its client is under the limit). */
-  | { type: 'lb-client-grant'; id: number; ok: boolean };
+  /** Clients that reached --max-connections-per-client over the node (admit none of theirs), or fell below it again (client-book.ts). */
+  | { type: 'lb-client-limits'; changes: { address: string; atLimit: boolean }[] };
 
 export type FromLbWorker =
   | { type: 'lb-ready' }
@@ -23,10 +23,8 @@ export type FromLbWorker =
   | { type: 'lb-refusal'; listener: string; backend: string; detail: string }
   | { type: 'lb-success'; listener: string; backend: string }
   | { type: 'lb-reply'; id: number; data: unknown }
-  /** A session from `address` was accepted: may it be served (--max-connections-per-client, counted for the node by the primary)? */
-  | { type: 'lb-client-open'; id: number; address: string }
-  /** A session lb-client-open granted has ended. */
-  | { type: 'lb-client-close'; address: string };
+  /** This worker's open sessions now for the clients whose count changed since its last report (batched, client-book.ts). */
+  | { type: 'lb-client-counts'; counts: [string, number][] };
 
 export function isFromLbWorker(m: unknown): m is FromLbWorker {
   return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string' && (m as { type: string }).type.startsWith('lb-');

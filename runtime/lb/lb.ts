@@ -54,10 +54,12 @@ export interface WorkerRole {
   clients: ClientGate;
 }
 
-/** The node's sessions per client address, counted by the primary (client-book.ts): asked before a session is served, told when it ends. */
+/** The node's sessions per client address, summed by the primary (client-book.ts) from what each worker reports. */
 export interface ClientGate {
-  open(address: string): Promise<boolean>;
-  close(address: string): void;
+  /** Whether the primary said this client is at the limit over the node. */
+  atLimit(address: string): boolean;
+  /** This worker's count for `address` changed (to `open`): reported to the primary, batched. */
+  changed(address: string, open: number): void;
 }
 
 /** Why `next` cannot be applied to a running lb without a restart, if it cannot. */
@@ -100,7 +102,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
   const metrics = new LbMetrics();
   let draining = false;
   let active = 0;
-  /** Open sessions per client address, over every listener (a standalone lb's; a worker's are counted by its primary). */
+  /** Open sessions per client address, over every listener (a worker's own; its primary sums the workers'). */
   const perClient = new ClientLimits(options.maxConnectionsPerClient);
   const listeners: Listener[] = [];
 
@@ -140,23 +142,12 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
     }
     // The address as the MTAs' limits see it (the PROXY header's): IPv4 clients of a dual-stack listener unmapped.
     const address = clientAddress(client.remoteAddress);
-    if (!worker) {
-      if (perClient.tryOpen(address)) serve(l, client, () => perClient.close(address));
-      else refusePerClient(l, client);
-      return;
-    }
-    const gate = worker.clients;
-    // Counted as active while the primary answers, so --max-connections holds meanwhile.
-    active++;
-    void gate.open(address).then((ok) => {
-      active--;
-      if (!ok) return refusePerClient(l, client);
-      if (draining || client.destroyed) {
-        gate.close(address);
-        client.destroy();
-        return;
-      }
-      serve(l, client, () => gate.close(address));
+    // This worker's own count holds exactly; the node's, summed by the primary, within a report.
+    if (worker?.clients.atLimit(address) || !perClient.tryOpen(address)) return refusePerClient(l, client);
+    worker?.clients.changed(address, perClient.count(address));
+    serve(l, client, () => {
+      perClient.close(address);
+      worker?.clients.changed(address, perClient.count(address));
     });
   }
 

@@ -11,7 +11,7 @@ import type { Logger } from '../shared/log';
 import { workerExecArgv } from '../shared/worker-flags';
 import { LbAdminServer } from './admin-server';
 import { BackendPool, HealthChecker } from './backend-pool';
-import { ClientBook } from './client-book';
+import { ClientBook, type ClientChange } from './client-book';
 import { isFromLbWorker, LB_OPTIONS_ENV, type ToLbWorker } from './ipc';
 import { healthEvents, reloadRefusal, type LbStatus } from './lb';
 import { LbMetrics } from './metrics';
@@ -69,6 +69,9 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
   const broadcast = (m: ToLbWorker): void => {
     for (const w of workers.values()) if (w.isConnected()) w.send(m);
   };
+  const tellLimits = (changes: ClientChange[]): void => {
+    if (changes.length > 0) broadcast({ type: 'lb-client-limits', changes });
+  };
   const makePools = (): void => {
     for (const lo of options.listeners) {
       const events = healthEvents(metrics, lo.name);
@@ -111,6 +114,8 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
         wasReady = true;
         ready.add(index);
         w.send({ type: 'lb-up', states: states() } satisfies ToLbWorker);
+        const limited = clients.limited();
+        if (limited.length > 0) w.send({ type: 'lb-client-limits', changes: limited } satisfies ToLbWorker);
         if (ready.size === count) {
           logger.info({ workers: count }, 'lb ready');
           onAllReady?.();
@@ -122,14 +127,17 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
       } else if (m.type === 'lb-success') {
         if (b) pool!.reportSuccess(b, false);
       } else if (m.type === 'lb-reply') pending.get(m.id)?.answer(m.data);
-      else if (m.type === 'lb-client-open') {
-        const ok = clients.tryOpen(index, m.address);
-        if (w.isConnected()) w.send({ type: 'lb-client-grant', id: m.id, ok } satisfies ToLbWorker);
-      } else if (m.type === 'lb-client-close') clients.close(index, m.address);
+      // Counted per fork (w.id), not per slot index: a report of a dead worker read after its
+      // exit must not count under its replacement.
+      else if (m.type === 'lb-client-counts') {
+        if (!exited) tellLimits(clients.report(w.id, m.counts));
+      }
     });
+    let exited = false;
     w.on('exit', (code, signal) => {
+      exited = true;
       ready.delete(index);
-      clients.forgetWorker(index);
+      tellLimits(clients.forgetWorker(w.id));
       for (const p of [...pending.values()]) if (p.worker === index) p.gone();
       if (workers.get(index) === w) workers.delete(index);
       if (stopping) return;
@@ -180,6 +188,8 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
       })),
       active: sum((s) => s.active),
       maxConnections: options.maxConnections,
+      /** Clients at --max-connections-per-client over the node, as the workers last reported (client-book.ts). */
+      clientsAtLimit: clients.limited().map((c) => c.address),
       listeners: options.listeners.map((lo) => {
         const pool = pools.get(lo.name)!.pool;
         const theirs = each.map((e) => e.status.listeners.find((l) => l.name === lo.name));
@@ -240,7 +250,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
       return;
     }
     options = next;
-    clients.setLimit(options.maxConnectionsPerClient);
+    tellLimits(clients.setLimit(options.maxConnectionsPerClient));
     makePools();
     broadcast({ type: 'lb-options', options: share(options) });
     broadcast({ type: 'lb-up', states: states() });

@@ -19,6 +19,11 @@ export class ClientLimits {
     return true;
   }
 
+  /** Sessions open now for `address`. */
+  count(address: string): number {
+    return this.open.get(address) ?? 0;
+  }
+
   close(address: string): void {
     const n = (this.open.get(address) ?? 1) - 1;
     if (n <= 0) this.open.delete(address);

@@ -1,39 +1,38 @@
-// ClientBook: the node's per-client count over every worker is exact, a close
-// gives one slot back to the worker that held it, and a worker that exits
-// gives back every slot it held (its sessions died with it).
+// ClientBook: the node's per-client count is the sum of what the workers
+// last reported; a client is at the limit (no worker admits it) when that sum
+// reaches --max-connections-per-client and only a change is told; a worker
+// that exits gives back what it held; a reload moves the limit for all.
 import { ClientBook } from '../../../runtime/lb/client-book';
 
-test('the limit is the node\'s, whichever worker asks; a close frees a slot for any worker', () => {
-  const book = new ClientBook(3);
-  expect([book.tryOpen(0, '192.0.2.1'), book.tryOpen(0, '192.0.2.1'), book.tryOpen(1, '192.0.2.1')]).toEqual([true, true, true]);
-  expect(book.tryOpen(1, '192.0.2.1')).toBe(false);
-  expect(book.tryOpen(0, '192.0.2.1')).toBe(false);
-  // Another client has its own count.
-  expect(book.tryOpen(1, '192.0.2.2')).toBe(true);
-  book.close(0, '192.0.2.1');
-  expect(book.tryOpen(1, '192.0.2.1')).toBe(true);
-  expect(book.tryOpen(0, '192.0.2.1')).toBe(false);
+test('the workers\' reports add up to the node\'s count: at the limit every worker is told once, below it again once', () => {
+  const book = new ClientBook(4);
+  expect(book.report(1, [['192.0.2.1', 3]])).toEqual([]);
+  // A report names a worker's count now, not a difference: the same count again changes nothing.
+  expect(book.report(1, [['192.0.2.1', 3]])).toEqual([]);
+  expect(book.report(2, [['192.0.2.1', 1], ['192.0.2.2', 1]])).toEqual([{ address: '192.0.2.1', atLimit: true }]);
+  expect(book.open('192.0.2.1')).toBe(4);
+  expect(book.report(2, [['192.0.2.1', 1]])).toEqual([]);
+  expect(book.report(1, [['192.0.2.1', 2]])).toEqual([{ address: '192.0.2.1', atLimit: false }]);
+  expect(book.report(2, [['192.0.2.1', 0]])).toEqual([]);
+  expect(book.open('192.0.2.1')).toBe(2);
+  expect(book.open('192.0.2.2')).toBe(1);
 });
 
-test('a worker that exits gives back what it held; a late or stray close from it changes nothing', () => {
+test('a worker that exits gives back what it held; a worker that starts learns who is at the limit', () => {
   const book = new ClientBook(2);
-  book.tryOpen(0, '192.0.2.1');
-  book.tryOpen(1, '192.0.2.1');
-  expect(book.tryOpen(1, '192.0.2.1')).toBe(false);
-  book.forgetWorker(0);
-  // The stray close of worker 0's session must not free worker 1's.
-  book.close(0, '192.0.2.1');
-  expect(book.tryOpen(1, '192.0.2.1')).toBe(true);
-  expect(book.tryOpen(1, '192.0.2.1')).toBe(false);
+  book.report(1, [['192.0.2.1', 1]]);
+  expect(book.report(2, [['192.0.2.1', 1]])).toEqual([{ address: '192.0.2.1', atLimit: true }]);
+  expect(book.limited()).toEqual([{ address: '192.0.2.1', atLimit: true }]);
+  expect(book.forgetWorker(1)).toEqual([{ address: '192.0.2.1', atLimit: false }]);
+  expect(book.limited()).toEqual([]);
+  expect(book.open('192.0.2.1')).toBe(1);
+  // Nothing more to give back for it.
+  expect(book.forgetWorker(1)).toEqual([]);
 });
 
-test('a lower limit (a reload) holds for new sessions; those open stay', () => {
+test('a reload moves the limit for clients open now: lower puts them at it, higher frees them', () => {
   const book = new ClientBook(3);
-  book.tryOpen(0, '192.0.2.1');
-  book.tryOpen(1, '192.0.2.1');
-  book.setLimit(1);
-  expect(book.tryOpen(0, '192.0.2.1')).toBe(false);
-  book.close(0, '192.0.2.1');
-  book.close(1, '192.0.2.1');
-  expect(book.tryOpen(0, '192.0.2.1')).toBe(true);
+  book.report(1, [['192.0.2.1', 2]]);
+  expect(book.setLimit(2)).toEqual([{ address: '192.0.2.1', atLimit: true }]);
+  expect(book.setLimit(5)).toEqual([{ address: '192.0.2.1', atLimit: false }]);
 });
