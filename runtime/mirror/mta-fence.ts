@@ -4,11 +4,13 @@
 // (SIGTERM: a graceful stop, attempts in flight are finished and recorded).
 // The admin call needs the admin token (`mta_admin_token_file`, or
 // VOLLEY_ADMIN_TOKEN); without one, or when the call fails or is slow, the
-// SIGTERM alone stops intake (the MTA closes its listeners first).
+// SIGTERM alone stops intake (the MTA closes its listeners first). A lock whose
+// pid is now another program (mta-identity.ts) is stale: nothing is fenced.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostPort } from '../shared/host-port';
 import type { Logger } from '../shared/log';
+import { mtaIdentity } from './mta-identity';
 
 export const MTA_ADMIN_TOKEN_ENV = 'VOLLEY_ADMIN_TOKEN';
 
@@ -80,6 +82,9 @@ export async function fenceMta(o: MtaFenceOptions, why: string): Promise<void> {
   const pid = lockPid(o.persistentPath);
   if (pid === undefined) return o.logger.info({ why }, 'mirror: no MTA holds the persistent path: nothing to fence');
   if (pid === process.pid) return;
+  // A stale lock (the MTA died without removing it) whose pid now belongs to another program: no MTA holds the path.
+  const who = mtaIdentity(pid, o.persistentPath);
+  if (who.kind === 'other') return o.logger.warn({ pid, cmdline: who.cmdline.slice(0, 200), why }, 'mirror: the MTA lock is stale (its pid is another program now, not signalled): no MTA holds the persistent path: nothing to fence');
   let token: string | undefined;
   try {
     token = mtaAdminToken(o.tokenFile);

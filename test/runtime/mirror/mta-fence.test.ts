@@ -1,13 +1,16 @@
 // Fencing the local MTA: intake is stopped over its admin API (POST
 // /drain/stop with the admin token) before the SIGTERM; without a token, or
 // when the admin API does not answer in time, the SIGTERM goes alone; no lock,
-// nothing to fence.
+// nothing to fence; a stale lock whose pid is now another program (a live
+// process this test starts and kills), nothing to fence either.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fenceMta } from '../../../runtime/mirror/mta-fence';
 import { listen } from '../../../runtime/shared/listen';
 import { captureLogger } from '../../helpers/proxy-fixtures';
+import { pidAlive } from '../../helpers/procs';
 import { tempDir } from '../../helpers/tmp';
 
 const dir = tempDir('volley-mta-fence-');
@@ -86,4 +89,78 @@ test('no MTA lock: nothing to fence', async () => {
   await fenceMta({ persistentPath: persistentPath('d', false), mtaAdmin: { address: '127.0.0.1', port: 1 }, logger, kill: (pid) => killed.push(pid) }, 'test');
   expect(killed).toEqual([]);
   expect(text()).toContain('nothing to fence');
+});
+
+/** Processes this file started: killed by the pid each holds, and awaited, after every test. */
+const owned: ChildProcess[] = [];
+afterEach(async () => {
+  for (const child of owned.splice(0)) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+  }
+});
+
+/** A live process of ours; resolves once it runs the program it was given (its command line is that program's). */
+async function own(command: string, args: string[]): Promise<ChildProcess> {
+  const child = spawn(command, args, { stdio: 'ignore' });
+  owned.push(child);
+  await new Promise((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', reject);
+  });
+  return child;
+}
+
+/** A stand-in MTA: a process whose command line is `node …/volley.js mta --persistent-path <pp>`, as production's. */
+function fakeMta(pp: string): Promise<ChildProcess> {
+  const script = join(dir, 'bin', 'volley.js');
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  writeFileSync(script, 'setInterval(() => {}, 1 << 30);\n');
+  return own(process.execPath, [script, 'mta', '--config', '/dev/null', '--persistent-path', pp]);
+}
+
+test('a stale lock whose pid is now an unrelated live process: no intake call, no signal, and the log says the lock is stale', async () => {
+  const admin = await fakeAdmin(true);
+  const tokenFile = join(dir, 'token-stale');
+  writeFileSync(tokenFile, 'secret-token\n');
+  const killed: number[] = [];
+  const { logger, text } = captureLogger();
+  try {
+    // The MTA died by kill -9 (its lock stayed) and its pid went to someone else's program.
+    const other = await own('sleep', ['1000']);
+    const pp = persistentPath('stale', false);
+    writeFileSync(join(pp, 'mta.lock'), `${other.pid}\n`);
+    await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: admin.port }, tokenFile, logger, kill: (pid) => killed.push(pid) }, 'test');
+    expect(killed).toEqual([]);
+    expect(admin.events).toEqual([]);
+    expect(pidAlive(other.pid as number)).toBe(true);
+    expect(text()).toContain('the MTA lock is stale');
+    expect(text()).toContain('sleep 1000');
+  } finally {
+    await admin.close();
+  }
+});
+
+test('a live `volley mta` on this persistent path is fenced; one on another persistent path is not', async () => {
+  const killed: number[] = [];
+  const { logger } = captureLogger();
+  const saved = process.env.VOLLEY_ADMIN_TOKEN;
+  delete process.env.VOLLEY_ADMIN_TOKEN;
+  try {
+    const pp = persistentPath('live', false);
+    const mta = await fakeMta(pp);
+    writeFileSync(join(pp, 'mta.lock'), `${mta.pid}\n`);
+    await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: 1 }, logger, kill: (pid) => killed.push(pid) }, 'test');
+    expect(killed).toEqual([mta.pid]);
+    // The pid went to the MTA of another path on this host (a local fleet's other node): not this path's.
+    const elsewhere = await fakeMta(persistentPath('elsewhere', false));
+    writeFileSync(join(pp, 'mta.lock'), `${elsewhere.pid}\n`);
+    await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: 1 }, logger, kill: (pid) => killed.push(pid) }, 'test');
+    expect(killed).toEqual([mta.pid]);
+  } finally {
+    if (saved === undefined) delete process.env.VOLLEY_ADMIN_TOKEN;
+    else process.env.VOLLEY_ADMIN_TOKEN = saved;
+  }
 });
