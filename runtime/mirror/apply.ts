@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { dirname } from 'node:path';
 import { VolleyError } from '../shared/errors';
 import { writeFully } from '../shared/durable-file';
-import { absolute, checkPeerPath, sha256 } from './files';
+import { SQLITE_SIDECARS, absolute, checkPeerPath, sha256 } from './files';
 import { fsyncDir } from './state';
 
 export type BatchOp =
@@ -183,9 +183,16 @@ export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Bu
   // The log bytes (and the new files' entries) are durable: now the small files that may name them.
   if (swaps.size > 0) {
     syncDirs();
+    // In the batch's order, each folder's renames durable before the next
+    // folder's: a SQLite snapshot goes before the sink cursor that counts its rows.
+    let last: string | undefined;
     for (const [rel, swap] of swaps) {
-      await rename(swap.tmp, absolute(root, rel));
-      dirs.add(dirname(absolute(root, rel)));
+      const file = absolute(root, rel);
+      if (last !== undefined && last !== dirname(file)) syncDirs();
+      await dropSqliteSidecars(file);
+      await rename(swap.tmp, file);
+      last = dirname(file);
+      dirs.add(last);
     }
   }
   // The swaps are durable: now the deletions they may allow.
@@ -193,10 +200,21 @@ export async function applyBatch(root: string, ops: BatchOp[], body: Buffer = Bu
     syncDirs();
     for (const rel of deletes) {
       await rm(absolute(root, rel), { force: true });
+      await dropSqliteSidecars(absolute(root, rel));
       dirs.add(dirname(absolute(root, rel)));
     }
   }
   syncDirs();
+}
+
+/**
+ * A SQLite database arrives as one consistent snapshot: a -wal or journal
+ * left beside the old copy (by an MTA that ran here, or an older mirror that
+ * copied them) would be replayed into the new one when it is opened.
+ */
+async function dropSqliteSidecars(file: string): Promise<void> {
+  if (!file.endsWith('.sqlite')) return;
+  for (const side of SQLITE_SIDECARS) await rm(`${file}${side}`, { force: true });
 }
 
 /**

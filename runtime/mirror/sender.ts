@@ -15,7 +15,7 @@
 import { statSync } from 'node:fs';
 import { VolleyError } from '../shared/errors';
 import type { BatchOp } from './apply';
-import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, readWhole, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
+import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, readWhole, scanTree, sha256, sqliteInUse, sqliteSnapshot, sqliteVersion, type FileKind, type Inventory, type LocalFile } from './files';
 
 interface Tracked {
   kind: FileKind;
@@ -33,6 +33,8 @@ interface Tracked {
   full: boolean;
   /** The secondary's copy must be emptied first (a new file, or a full copy over a diverged one). */
   truncate?: boolean;
+  /** A SQLite database in use: the version (its and its WAL's sizes and times) last snapshotted. */
+  version?: string;
 }
 
 export interface SenderOptions {
@@ -138,7 +140,17 @@ export class Sender {
     // positions in a log (a sink's cursor: {file, offset}), and one that reached
     // the secondary ahead of the log bytes it names would, after a promotion,
     // make the sink skip the events the new primary writes at those offsets.
+    // SQLite databases in use after the other small files: a snapshot taken
+    // after a sink's cursor was read holds every row that cursor counts. They
+    // go first in the batch, so the secondary renames them in before the cursors.
     const small = this.readChangedWholeFiles(local);
+    const databases = await this.snapshotChangedDatabases(local);
+    if (databases === 'busy') {
+      // No snapshot now: the cursors that may count its rows wait with it (read again at the next scan).
+      for (const w of small) w.t.mtimeMs = -1;
+      small.length = 0;
+      batch.complete = false;
+    } else small.unshift(...databases);
     for (const scanned of local.values()) {
       if (scanned.kind !== 'append') continue;
       if (room <= 0) {
@@ -250,6 +262,7 @@ export class Sender {
         this.files.set(f.path, t);
       }
       if (t.mtimeMs === f.mtimeMs && t.ino === f.ino && t.sentSum !== undefined) continue;
+      if (sqliteInUse(this.abs(f.path))) continue;
       const read = readWhole(this.abs(f.path));
       if (!read) continue;
       const { data } = read;
@@ -260,6 +273,28 @@ export class Sender {
       if (sum !== t.sentSum) out.push({ path: f.path, t, data, sum });
     }
     return out;
+  }
+
+  /** SQLite databases in use that changed since last sent (their WAL included), each as one consistent snapshot. */
+  private async snapshotChangedDatabases(local: Map<string, LocalFile>): Promise<{ path: string; t: Tracked; data: Buffer; sum: string }[] | 'busy'> {
+    const taken: { path: string; t: Tracked; data: Buffer; sum: string; version: string }[] = [];
+    for (const f of local.values()) {
+      const file = this.abs(f.path);
+      if (f.kind !== 'whole' || !sqliteInUse(file)) continue;
+      const t = this.files.get(f.path);
+      if (!t) continue; // tracked by readChangedWholeFiles
+      // Seen before the snapshot: a commit after it changes the version again.
+      const version = sqliteVersion(file);
+      if (version === undefined || (version === t.version && t.sentSum !== undefined)) continue;
+      const data = await sqliteSnapshot(file, absolute(this.options.root, 'mirror/sqlite-snapshot.tmp'));
+      if (data === 'busy') return 'busy';
+      if (data) taken.push({ path: f.path, t, data, sum: sha256(data), version });
+    }
+    for (const d of taken) {
+      d.t.version = d.version;
+      d.t.mtimeMs = -1;
+    }
+    return taken.filter((d) => d.sum !== d.t.sentSum);
   }
 
   /** The secondary holds `batch` durably. */

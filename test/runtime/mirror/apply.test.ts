@@ -101,6 +101,31 @@ describe('applyBatch durability order', () => {
     expect(mockSteps[mockSteps.length - 1]).toBe('fsyncDir log/events');
   });
 
+  it('renames a SQLite snapshot in, durably, before the sink cursor that counts its rows, and drops the old copy\'s WAL first', async () => {
+    const root = secondary();
+    const db = 'events/sqlite/acct/acct.20261205T030000000Z.open.sqlite';
+    const cursor = 'log/events/cursors/acct.json';
+    mkdirSync(join(root, 'events/sqlite/acct'), { recursive: true });
+    writeFileSync(join(root, db), 'old copy');
+    writeFileSync(join(root, `${db}-wal`), 'a WAL that is not this copy\'s');
+    const snapshot = Buffer.from('snapshot');
+    const counted = Buffer.from('{"rows":10}');
+    await applyBatch(
+      root,
+      [
+        { op: 'replace', path: db, len: snapshot.length, sha256: sum(snapshot) },
+        { op: 'replace', path: cursor, len: counted.length, sha256: sum(counted) },
+      ],
+      Buffer.concat([snapshot, counted]),
+    );
+    expect(readdirSync(join(root, 'events/sqlite/acct'))).toEqual(['acct.20261205T030000000Z.open.sqlite']);
+    const at = (step: string): number => mockSteps.indexOf(step);
+    expect(at(`rm ${db}-wal`)).toBeGreaterThanOrEqual(0);
+    expect(at(`rm ${db}-wal`)).toBeLessThan(at(`rename ${db}`));
+    expect(at(`rename ${db}`)).toBeLessThan(at('fsyncDir events/sqlite/acct'));
+    expect(at('fsyncDir events/sqlite/acct')).toBeLessThan(at(`rename ${cursor}`));
+  });
+
   it('keeps the batch order for a path deleted and written again, or swapped twice, in one batch', async () => {
     const root = secondary();
     const seg = 'spool/p0/000000000001.seg';
