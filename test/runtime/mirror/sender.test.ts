@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { applyBatch, parseOps } from '../../../runtime/mirror/apply';
 import { inventory } from '../../../runtime/mirror/files';
-import { Sender } from '../../../runtime/mirror/sender';
+import { FRAME_HEADER_ROOM, Sender } from '../../../runtime/mirror/sender';
 import { tempDir } from '../../helpers/tmp';
 
 /** Runs before each read the sender makes (tests: a file changing between the scan and the read). */
@@ -396,6 +396,34 @@ describe('applyBatch', () => {
     await applyBatch(secondary, [write(5)], data);
     await applyBatch(secondary, [{ op: 'truncate', path: seg, size: 0 }, write(0)], data);
     expect(readFileSync(join(secondary, seg), 'utf8')).toBe('next\n');
+  });
+});
+
+describe('the frame limit', () => {
+  it('no batch is longer than a frame; a whole file that cannot fit in one is refused (not in the lag), the rest replicates, and it goes once small enough', async () => {
+    const { primary, secondary } = pair();
+    // A frame of FRAME_HEADER_ROOM + 64 KiB: 32 KiB of log bytes a batch, whole files up to 32 KiB.
+    const sender = new Sender({ root: primary, batchMaxBytes: 1 << 20, resyncRateBytes: 1 << 30, frameMaxBytes: FRAME_HEADER_ROOM + 65_536 });
+    await sender.start(await inventory(secondary));
+    const big = 'inbound/unmatched/big.eml';
+    put(primary, big, Buffer.alloc(40_000, 'x'));
+    put(primary, 'inbound/unmatched/fits.eml', Buffer.alloc(30_000, 'y'));
+    put(primary, 'spool/p0/000000000001.seg', Buffer.alloc(100_000, 'm'));
+    for (let i = 0; i < 100; i++) {
+      const batch = await sender.next();
+      if (!batch) break;
+      expect(batch.body.length).toBeLessThanOrEqual(65_536);
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+    }
+    expect(statSync(join(secondary, 'spool/p0/000000000001.seg')).size).toBe(100_000);
+    expect(statSync(join(secondary, 'inbound/unmatched/fits.eml')).size).toBe(30_000);
+    expect(existsSync(join(secondary, big))).toBe(false);
+    expect(sender.stats()).toMatchObject({ refused: [{ path: big, size: 40_000 }], lagBytes: 0 });
+    writeFileSync(join(primary, big), 'small now\n');
+    await drain(sender, secondary);
+    expect(readFileSync(join(secondary, big), 'utf8')).toBe('small now\n');
+    expect(sender.stats().refused).toEqual([]);
   });
 });
 
