@@ -49,16 +49,21 @@ export function lockPid(persistentPath: string): number | undefined {
   }
 }
 
-/** The pid of an MTA running on this persistent path (a stale lock after kill -9 names a dead pid: none). */
+/**
+ * The pid of an MTA running on this persistent path. A stale lock after
+ * kill -9 names a dead pid, or one another program reused since (a switchover
+ * would signal it and wait for it; a secondary would refuse its primary
+ * while it runs): none.
+ */
 export function liveMtaPid(persistentPath: string): number | undefined {
   const pid = lockPid(persistentPath);
   if (pid === undefined) return undefined;
   try {
     process.kill(pid, 0);
-    return pid;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
   }
+  return mtaIdentity(pid, persistentPath).kind === 'other' ? undefined : pid;
 }
 
 /** POST /drain/stop on the local MTA; true when it answered 200. Never throws. */

@@ -2,13 +2,14 @@
 // /drain/stop with the admin token) before the SIGTERM; without a token, or
 // when the admin API does not answer in time, the SIGTERM goes alone; no lock,
 // nothing to fence; a stale lock whose pid is now another program (a live
-// process this test starts and kills), nothing to fence either.
-import { spawn, type ChildProcess } from 'node:child_process';
+// process this test starts and kills), nothing to fence either, and no MTA
+// running (liveMtaPid).
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fenceMta } from '../../../runtime/mirror/mta-fence';
+import { fenceMta, liveMtaPid } from '../../../runtime/mirror/mta-fence';
 import { listen } from '../../../runtime/shared/listen';
+import { fakeMta as startFakeMta, ownProcess } from '../../helpers/fake-mta';
 import { captureLogger } from '../../helpers/proxy-fixtures';
 import { pidAlive } from '../../helpers/procs';
 import { tempDir } from '../../helpers/tmp';
@@ -91,36 +92,6 @@ test('no MTA lock: nothing to fence', async () => {
   expect(text()).toContain('nothing to fence');
 });
 
-/** Processes this file started: killed by the pid each holds, and awaited, after every test. */
-const owned: ChildProcess[] = [];
-afterEach(async () => {
-  for (const child of owned.splice(0)) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
-    await exited;
-  }
-});
-
-/** A live process of ours; resolves once it runs the program it was given (its command line is that program's). */
-async function own(command: string, args: string[]): Promise<ChildProcess> {
-  const child = spawn(command, args, { stdio: 'ignore' });
-  owned.push(child);
-  await new Promise((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', reject);
-  });
-  return child;
-}
-
-/** A stand-in MTA: a process whose command line is `node …/volley.js mta --persistent-path <pp>`, as production's. */
-function fakeMta(pp: string): Promise<ChildProcess> {
-  const script = join(dir, 'bin', 'volley.js');
-  mkdirSync(join(dir, 'bin'), { recursive: true });
-  writeFileSync(script, 'setInterval(() => {}, 1 << 30);\n');
-  return own(process.execPath, [script, 'mta', '--config', '/dev/null', '--persistent-path', pp]);
-}
-
 test('a stale lock whose pid is now an unrelated live process: no intake call, no signal, and the log says the lock is stale', async () => {
   const admin = await fakeAdmin(true);
   const tokenFile = join(dir, 'token-stale');
@@ -129,13 +100,13 @@ test('a stale lock whose pid is now an unrelated live process: no intake call, n
   const { logger, text } = captureLogger();
   try {
     // The MTA died by kill -9 (its lock stayed) and its pid went to someone else's program.
-    const other = await own('sleep', ['1000']);
+    const other = await ownProcess('sleep', ['1000']);
     const pp = persistentPath('stale', false);
     writeFileSync(join(pp, 'mta.lock'), `${other.pid}\n`);
     await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: admin.port }, tokenFile, logger, kill: (pid) => killed.push(pid) }, 'test');
     expect(killed).toEqual([]);
     expect(admin.events).toEqual([]);
-    expect(pidAlive(other.pid as number)).toBe(true);
+    expect(pidAlive(other.pid)).toBe(true);
     expect(text()).toContain('the MTA lock is stale');
     expect(text()).toContain('sleep 1000');
   } finally {
@@ -150,12 +121,12 @@ test('a live `volley mta` on this persistent path is fenced; one on another pers
   delete process.env.VOLLEY_ADMIN_TOKEN;
   try {
     const pp = persistentPath('live', false);
-    const mta = await fakeMta(pp);
+    const mta = await startFakeMta(dir, pp);
     writeFileSync(join(pp, 'mta.lock'), `${mta.pid}\n`);
     await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: 1 }, logger, kill: (pid) => killed.push(pid) }, 'test');
     expect(killed).toEqual([mta.pid]);
     // The pid went to the MTA of another path on this host (a local fleet's other node): not this path's.
-    const elsewhere = await fakeMta(persistentPath('elsewhere', false));
+    const elsewhere = await startFakeMta(dir, persistentPath('elsewhere', false));
     writeFileSync(join(pp, 'mta.lock'), `${elsewhere.pid}\n`);
     await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: 1 }, logger, kill: (pid) => killed.push(pid) }, 'test');
     expect(killed).toEqual([mta.pid]);
@@ -163,4 +134,16 @@ test('a live `volley mta` on this persistent path is fenced; one on another pers
     if (saved === undefined) delete process.env.VOLLEY_ADMIN_TOKEN;
     else process.env.VOLLEY_ADMIN_TOKEN = saved;
   }
+});
+
+test('liveMtaPid: a stale lock whose pid is now an unrelated live process is no running MTA; a `volley mta` on this path is', async () => {
+  const pp = persistentPath('live-check', false);
+  const other = await ownProcess('sleep', ['1000']);
+  writeFileSync(join(pp, 'mta.lock'), `${other.pid}\n`);
+  expect(liveMtaPid(pp)).toBeUndefined();
+  const mta = await startFakeMta(dir, pp);
+  writeFileSync(join(pp, 'mta.lock'), `${mta.pid}\n`);
+  expect(liveMtaPid(pp)).toBe(mta.pid);
+  await mta.stop();
+  expect(liveMtaPid(pp)).toBeUndefined();
 });
