@@ -49,6 +49,8 @@ function printStatus(s: MirrorStatus): void {
     ['last contact', s.last_contact ?? 'never'],
     ['quarantine', quarantineLine(s.quarantine)],
   ];
+  // Older daemons do not report it.
+  if (s.refused_files > 0) lines.push(['refused', `${s.refused_files} file(s) too large for one frame: not replicated (see the mirror's log)`]);
   if (s.lease) {
     const l = s.lease;
     lines.push(['lease', l.holder ? `${l.holder} (epoch ${String(l.epoch)}) until ${String(l.expires_at)}${l.held_until ? ', held by this node' : ''}` : `none yet (${l.arbiter})`]);

@@ -25,6 +25,7 @@ export function mirrorMetrics(daemon: MirrorDaemon): Registry {
   gauge('volley_mirror_lag_bytes', 'bytes the primary holds that the secondary does not hold durably yet', () => daemon.status().lag_bytes);
   gauge('volley_mirror_lag_seconds', 'age of the oldest change the secondary does not hold durably yet', () => daemon.status().lag_seconds);
   gauge('volley_mirror_full_resyncs', 'files copied whole in this session (diverged or unknown history)', () => daemon.status().full_resyncs);
+  gauge('volley_mirror_refused_files', 'files too large for one frame of the link: not replicated (each is logged; alert on it)', () => daemon.status().refused_files);
   gauge('volley_mirror_bytes_sent', 'file bytes sent to the secondary in this session', () => daemon.status().bytes_sent);
   gauge('volley_mirror_bytes_received', 'file bytes received from the primary since start', () => daemon.status().bytes_received);
   gauge('volley_mirror_batches', 'replication batches made durable since start', () => daemon.status().batches);

@@ -57,6 +57,8 @@ export interface MirrorStatus {
   /** The primary's files as they were at this time are all durable on the secondary (primary only). */
   durable_through?: string;
   full_resyncs: number;
+  /** Files too large for one frame of the link: not replicated (primary only; each is logged, by path). */
+  refused_files: number;
   bytes_sent: number;
   bytes_received: number;
   batches: number;
@@ -110,8 +112,8 @@ export class MirrorDaemon {
   constructor(
     readonly config: MirrorConfig,
     readonly logger: Logger,
-    /** Tests: the clock, the MTA fence, the secondary's batch writer (held to see what the primary does meanwhile), the promote_command runner, a wrapper around the arbiter (to hold its writes), the sync scan pace's wait. */
-    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch; promoteCommand?: typeof runPromoteCommand; arbiter?: (a: Arbiter) => Arbiter; pause?: typeof pause } = {},
+    /** Tests: the clock, the MTA fence, the secondary's batch writer (held to see what the primary does meanwhile), the promote_command runner, a wrapper around the arbiter (to hold its writes), the sync scan pace's wait, a lower frame limit for the link (both ends). */
+    private readonly hooks: { now?: () => number; fence?: (pid: number) => void; apply?: typeof applyBatch; promoteCommand?: typeof runPromoteCommand; arbiter?: (a: Arbiter) => Arbiter; pause?: typeof pause; frameMax?: number } = {},
   ) {
     this.state = readState(config.persistentPath);
     try {
@@ -219,6 +221,7 @@ export class MirrorDaemon {
       ...(this.lastContact ? { last_contact: new Date(this.lastContact).toISOString() } : {}),
       ...(primary && s?.durableThrough !== undefined ? { durable_through: new Date(s.durableThrough).toISOString() } : {}),
       full_resyncs: s?.fullResyncs ?? 0,
+      refused_files: primary ? (s?.refused.length ?? 0) : 0,
       bytes_sent: s?.bytesSent ?? 0,
       bytes_received: this.bytesReceived,
       batches: this.batches,
@@ -399,6 +402,7 @@ export class MirrorDaemon {
     const channel = new FrameChannel(socket);
     try {
       const hello = await serverHandshake(channel, this.secret, { timeoutMs: this.config.handshakeTimeoutMs, name: this.config.name, sendingIps: [], channels: ['mirror'], keepalive: true });
+      if (this.hooks.frameMax !== undefined) channel.maxFrame = this.hooks.frameMax;
       keepAlive(channel, { intervalMs: Math.max(hello.pingMs ?? LINK_PING_MS, MIN_PING_MS), misses: PROXY_SIDE_MISSES, ping: false, beacon: true });
       const open = await channel.next(this.config.handshakeTimeoutMs);
       if (open.header.t !== 'mirror_open') throw new VolleyError('EMIRRORPROTO', `expected mirror_open, got ${String(open.header.t).slice(0, 40)}`);
@@ -576,7 +580,7 @@ export class MirrorDaemon {
     const first = await this.expect(channel, this.config.handshakeTimeoutMs);
     if (first.header.t === 'error') throw new VolleyError('EMIRRORPEER', `the peer refused: ${String(first.header.message ?? first.header.code)}`);
     if (first.header.t !== 'inventory' || typeof first.header.files !== 'object' || first.header.files === null) throw new VolleyError('EMIRRORPROTO', `expected inventory, got ${String(first.header.t).slice(0, 40)}`);
-    const sender = new Sender({ root: this.config.persistentPath, batchMaxBytes: this.config.batchMaxBytes, resyncRateBytes: this.config.resyncRateBytes, now: this.hooks.now });
+    const sender = new Sender({ root: this.config.persistentPath, batchMaxBytes: this.config.batchMaxBytes, resyncRateBytes: this.config.resyncRateBytes, now: this.hooks.now, frameMaxBytes: this.hooks.frameMax });
     await sender.start(first.header.files as Inventory);
     this.sender = sender;
     this.lastContact = this.now();
@@ -584,6 +588,8 @@ export class MirrorDaemon {
     let seq = 0;
     let syncedSent = false;
     const lag = new LagReport();
+    /** Refused files already logged, at the size they were refused at. */
+    const told = new Map<string, number>();
     // One batch on the link, in mode sync too: the barriers that come while it is out share the next
     // scan, after its ack and the pace's gap, instead of a second batch each (scan-pace.ts). Measured
     // against two on the link: fewer batches a message and less CPU on both mirrors, the mean barrier
@@ -600,7 +606,12 @@ export class MirrorDaemon {
       const scan = this.sync?.barriers.scanStarted();
       const batch = await sender.next();
       // The secondary shows the lag the primary measured: told whenever it changes, in the batch's header when one goes out (lag-report.ts).
-      const { lagBytes, lagSeconds } = sender.stats();
+      const { lagBytes, lagSeconds, refused } = sender.stats();
+      for (const r of refused) {
+        if (told.get(r.path) === r.size) continue;
+        told.set(r.path, r.size);
+        this.logger.error({ file: r.path, size: r.size }, 'mirror: a file too large for one frame of the link is not replicated (the secondary keeps its older copy, if any): make it smaller (e.g. a SQLite sink\'s max_size)');
+      }
       const idle = batch ? undefined : lag.forIdle(lagBytes, lagSeconds);
       if (idle) channel.send({ t: 'status', epoch: this.state.epoch, ...idle });
       if (!batch) {

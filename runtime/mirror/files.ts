@@ -7,12 +7,17 @@
 // drain/seen.log, shipped.json, tls/...): compared and shipped whole.
 // Never replicated: the mirror's own folder (each node's role and epoch are
 // its own), the MTA's lock (it names a local pid), the spool's disk reserve
-// (`reserve/w<N>`: preallocated free space each node's MTA makes for itself)
-// and temporary files.
+// (`reserve/w<N>`: preallocated free space each node's MTA makes for itself),
+// temporary files, and a SQLite file's -wal/-shm/-journal: a SQLite file being
+// written (the events sink's `.open.sqlite`, in WAL mode) is shipped as one
+// consistent snapshot SQLite makes of it (sqliteSnapshot), never as its
+// database and WAL copied apart at different moments (a checkpoint between
+// the two reads leaves a copy that misses rows or does not open).
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
-import { open } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { closeSync, existsSync, fstatSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
+import { copyFile, mkdir, open, readFile, rm } from 'node:fs/promises';
+import { dirname, join, posix } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { VolleyError } from '../shared/errors';
 
 export type FileKind = 'append' | 'whole';
@@ -30,13 +35,114 @@ export interface LocalFile {
 }
 
 const APPEND_RE = /\.(seg|jsonl)$/;
+const SQLITE_SIDECAR_RE = /\.sqlite-(wal|shm|journal)$/;
+
+/** A SQLite database's files beside it (`<file>-wal`, …): stale ones next to a newer copy would be replayed into it. */
+export const SQLITE_SIDECARS = ['-wal', '-shm', '-journal'];
+
+/**
+ * A SQLite database in use: being written (the sink's `.open.sqlite`), or
+ * with a WAL or rollback journal beside it. Its bytes on disk alone are not
+ * a consistent database: it is shipped as a snapshot. A closed one (no
+ * journal, never written again) is copied byte for byte like any small file.
+ */
+export function sqliteInUse(file: string): boolean {
+  if (!file.endsWith('.sqlite')) return false;
+  return file.endsWith('.open.sqlite') || existsSync(`${file}-wal`) || existsSync(`${file}-journal`);
+}
+
+/**
+ * What changed in a SQLite database in use: a commit in WAL mode touches
+ * only the -wal, so the database's own mtime does not show it.
+ */
+export function sqliteVersion(file: string): string | undefined {
+  const db = statSync(file, { throwIfNoEntry: false });
+  if (!db) return undefined;
+  const parts: (number | string)[] = [db.ino, db.size, db.mtimeMs];
+  for (const side of ['-wal', '-journal']) {
+    const s = statSync(`${file}${side}`, { throwIfNoEntry: false });
+    parts.push(s ? `${s.ino}:${s.size}:${s.mtimeMs}` : '-');
+  }
+  return parts.join('/');
+}
+
+/** Copies of a database whose WAL restarted during every one of them: held back, tried again at the next scan. */
+const SNAPSHOT_ATTEMPTS = 5;
+
+/**
+ * A consistent copy of the SQLite database `file` (WAL mode), made without
+ * taking any lock on it: a reader's lock would make the sink's rotation
+ * (checkpoint, leave WAL mode) fail while the mirror copies. The database
+ * file is copied first, then its WAL; a checkpoint writing pages into the
+ * database meanwhile only writes pages whose newer frames stay in the WAL
+ * until it restarts, so when the WAL's header (its salts) is the same before
+ * the database copy, in the WAL copy and after it, the two copies together
+ * are one state of the database. SQLite then merges them in `scratch`
+ * (recovery keeps the committed transactions only, a frame cut by the copy
+ * is dropped) into one file without a WAL. Undefined: the file is gone
+ * (rotated: the next scan ships that); 'busy': the WAL restarted during
+ * every attempt.
+ */
+export async function sqliteSnapshot(file: string, scratch: string): Promise<Buffer | undefined | 'busy'> {
+  await mkdir(dirname(scratch), { recursive: true });
+  const clear = (): Promise<unknown> => Promise.all(['', ...SQLITE_SIDECARS].map((side) => rm(`${scratch}${side}`, { force: true })));
+  try {
+    for (let attempt = 0; attempt < SNAPSHOT_ATTEMPTS; attempt++) {
+      await clear();
+      const before = walHeader(`${file}-wal`);
+      try {
+        await copyFile(file, scratch);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
+      try {
+        await copyFile(`${file}-wal`, `${scratch}-wal`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      const copied = walHeader(`${scratch}-wal`);
+      const after = walHeader(`${file}-wal`);
+      if (before !== copied || copied !== after) continue;
+      const db = new DatabaseSync(scratch);
+      try {
+        // Recovery reads the WAL copy's committed frames; leaving WAL mode checkpoints them in and removes it.
+        db.exec('PRAGMA journal_mode = DELETE');
+      } finally {
+        db.close();
+      }
+      return await readFile(scratch);
+    }
+    return 'busy';
+  } finally {
+    await clear();
+  }
+}
+
+/** A WAL's header (its salts and checkpoint sequence change when it restarts), hex; '' when there is none. */
+function walHeader(file: string): string {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+  try {
+    const buf = Buffer.alloc(32);
+    const n = readSync(fd, buf, 0, 32, 0);
+    return buf.subarray(0, n).toString('hex');
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** How `rel` is replicated; undefined: not at all. */
 export function classify(rel: string): FileKind | undefined {
   const parts = rel.split('/');
   if (parts[0] === 'mirror' || parts[0] === 'reserve' || rel === 'mta.lock') return undefined;
   const name = parts[parts.length - 1];
-  if (name.startsWith('.') || name.endsWith('.tmp')) return undefined;
+  if (name.startsWith('.') || name.endsWith('.tmp') || SQLITE_SIDECAR_RE.test(name)) return undefined;
   return APPEND_RE.test(name) ? 'append' : 'whole';
 }
 

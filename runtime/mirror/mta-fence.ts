@@ -4,11 +4,13 @@
 // (SIGTERM: a graceful stop, attempts in flight are finished and recorded).
 // The admin call needs the admin token (`mta_admin_token_file`, or
 // VOLLEY_ADMIN_TOKEN); without one, or when the call fails or is slow, the
-// SIGTERM alone stops intake (the MTA closes its listeners first).
+// SIGTERM alone stops intake (the MTA closes its listeners first). A lock whose
+// pid is now another program (mta-identity.ts) is stale: nothing is fenced.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostPort } from '../shared/host-port';
 import type { Logger } from '../shared/log';
+import { mtaIdentity } from './mta-identity';
 
 export const MTA_ADMIN_TOKEN_ENV = 'VOLLEY_ADMIN_TOKEN';
 
@@ -47,16 +49,21 @@ export function lockPid(persistentPath: string): number | undefined {
   }
 }
 
-/** The pid of an MTA running on this persistent path (a stale lock after kill -9 names a dead pid: none). */
+/**
+ * The pid of an MTA running on this persistent path. A stale lock after
+ * kill -9 names a dead pid, or one another program reused since (a switchover
+ * would signal it and wait for it; a secondary would refuse its primary
+ * while it runs): none.
+ */
 export function liveMtaPid(persistentPath: string): number | undefined {
   const pid = lockPid(persistentPath);
   if (pid === undefined) return undefined;
   try {
     process.kill(pid, 0);
-    return pid;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
   }
+  return mtaIdentity(pid, persistentPath).kind === 'other' ? undefined : pid;
 }
 
 /** POST /drain/stop on the local MTA; true when it answered 200. Never throws. */
@@ -80,6 +87,9 @@ export async function fenceMta(o: MtaFenceOptions, why: string): Promise<void> {
   const pid = lockPid(o.persistentPath);
   if (pid === undefined) return o.logger.info({ why }, 'mirror: no MTA holds the persistent path: nothing to fence');
   if (pid === process.pid) return;
+  // A stale lock (the MTA died without removing it) whose pid now belongs to another program: no MTA holds the path.
+  const who = mtaIdentity(pid, o.persistentPath);
+  if (who.kind === 'other') return o.logger.warn({ pid, cmdline: who.cmdline.slice(0, 200), why }, 'mirror: the MTA lock is stale (its pid is another program now, not signalled): no MTA holds the persistent path: nothing to fence');
   let token: string | undefined;
   try {
     token = mtaAdminToken(o.tokenFile);

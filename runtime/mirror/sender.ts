@@ -14,8 +14,9 @@
 // the secondary follows.
 import { statSync } from 'node:fs';
 import { VolleyError } from '../shared/errors';
+import { DEFAULT_MAX_FRAME } from '../shared/proxy-protocol/codec';
 import type { BatchOp } from './apply';
-import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, readWhole, scanTree, sha256, type FileKind, type Inventory, type LocalFile } from './files';
+import { TAIL_BLOCK, absolute, classify, fileChecksum, readRange, readWhole, scanTree, sha256, sqliteInUse, sqliteSnapshot, sqliteVersion, type FileKind, type Inventory, type LocalFile } from './files';
 
 interface Tracked {
   kind: FileKind;
@@ -33,13 +34,20 @@ interface Tracked {
   full: boolean;
   /** The secondary's copy must be emptied first (a new file, or a full copy over a diverged one). */
   truncate?: boolean;
+  /** A SQLite database in use: the version (its and its WAL's sizes and times) last snapshotted. */
+  version?: string;
 }
+
+/** What a batch frame keeps for its header (the ops: a line of JSON per file) besides the files' bytes. */
+export const FRAME_HEADER_ROOM = 1024 * 1024;
 
 export interface SenderOptions {
   root: string;
   batchMaxBytes: number;
   resyncRateBytes: number;
   now?: () => number;
+  /** The link's frame limit (the peer drops a longer frame): DEFAULT_MAX_FRAME; tests lower it. */
+  frameMaxBytes?: number;
 }
 
 export interface Batch {
@@ -61,6 +69,8 @@ export interface SenderStats {
   fullResyncs: number;
   bytesSent: number;
   files: number;
+  /** Whole files larger than a frame can carry: never sent (see Sender.refused), left out of the lag. */
+  refused: { path: string; size: number }[];
   /**
    * Everything the primary's files held at this time is durable on the
    * secondary: a message whose 250 came before it survives a failover.
@@ -81,9 +91,27 @@ export class Sender {
   private durableThrough?: number;
   fullResyncs = 0;
   bytesSent = 0;
+  /**
+   * A batch's room for log bytes and the small files that fit beside them,
+   * and the largest small file, which may go alone on top (see next()):
+   * together no more than a frame carries.
+   */
+  private readonly logMax: number;
+  private readonly wholeMax: number;
+  /**
+   * Whole files larger than wholeMax, by path (their size): a frame carrying
+   * one would be longer than the peer takes, so it would drop the link at
+   * every try and nothing after it would ever replicate. Refused instead,
+   * reported (the daemon logs each, status and metrics count them), and
+   * tried again when the file changes.
+   */
+  private readonly refused = new Map<string, number>();
 
   constructor(private readonly options: SenderOptions) {
     this.now = options.now ?? Date.now;
+    const bodyMax = Math.max(2, (options.frameMaxBytes ?? DEFAULT_MAX_FRAME) - FRAME_HEADER_ROOM);
+    this.logMax = Math.min(options.batchMaxBytes, Math.floor(bodyMax / 2));
+    this.wholeMax = bodyMax - this.logMax;
     this.lastRefill = this.now();
     this.budget = options.resyncRateBytes;
   }
@@ -122,7 +150,7 @@ export class Sender {
     const local = await scanTree(this.options.root);
     const batch: Batch = { ops: [], body: Buffer.alloc(0), moves: [], scannedAt, complete: true };
     const bodies: Buffer[] = [];
-    let room = this.options.batchMaxBytes;
+    let room = this.logMax;
     for (const path of this.orphans) {
       batch.ops.push({ op: 'delete', path });
       batch.moves.push({ path, sent: 0, deleted: true });
@@ -130,6 +158,7 @@ export class Sender {
     this.orphans.clear();
     for (const path of this.files.keys()) {
       if (local.has(path)) continue;
+      this.refused.delete(path);
       batch.ops.push({ op: 'delete', path });
       batch.moves.push({ path, sent: 0, deleted: true });
       this.files.delete(path);
@@ -138,7 +167,17 @@ export class Sender {
     // positions in a log (a sink's cursor: {file, offset}), and one that reached
     // the secondary ahead of the log bytes it names would, after a promotion,
     // make the sink skip the events the new primary writes at those offsets.
+    // SQLite databases in use after the other small files: a snapshot taken
+    // after a sink's cursor was read holds every row that cursor counts. They
+    // go first in the batch, so the secondary renames them in before the cursors.
     const small = this.readChangedWholeFiles(local);
+    const databases = await this.snapshotChangedDatabases(local);
+    if (databases === 'busy') {
+      // No snapshot now: the cursors that may count its rows wait with it (read again at the next scan).
+      for (const w of small) w.t.mtimeMs = -1;
+      small.length = 0;
+      batch.complete = false;
+    } else small.unshift(...databases);
     for (const scanned of local.values()) {
       if (scanned.kind !== 'append') continue;
       if (room <= 0) {
@@ -250,9 +289,12 @@ export class Sender {
         this.files.set(f.path, t);
       }
       if (t.mtimeMs === f.mtimeMs && t.ino === f.ino && t.sentSum !== undefined) continue;
+      if (sqliteInUse(this.abs(f.path))) continue;
+      if (this.refuse(f.path, f.size)) continue;
       const read = readWhole(this.abs(f.path));
       if (!read) continue;
       const { data } = read;
+      if (this.refuse(f.path, data.length)) continue;
       // The identity of the version read: a newer one renamed over it since is read at the next scan.
       t.mtimeMs = read.mtimeMs;
       t.ino = read.ino;
@@ -260,6 +302,30 @@ export class Sender {
       if (sum !== t.sentSum) out.push({ path: f.path, t, data, sum });
     }
     return out;
+  }
+
+  /** SQLite databases in use that changed since last sent (their WAL included), each as one consistent snapshot. */
+  private async snapshotChangedDatabases(local: Map<string, LocalFile>): Promise<{ path: string; t: Tracked; data: Buffer; sum: string }[] | 'busy'> {
+    const taken: { path: string; t: Tracked; data: Buffer; sum: string; version: string }[] = [];
+    for (const f of local.values()) {
+      const file = this.abs(f.path);
+      if (f.kind !== 'whole' || !sqliteInUse(file)) continue;
+      const t = this.files.get(f.path);
+      if (!t) continue; // tracked by readChangedWholeFiles
+      // Seen before the snapshot: a commit after it changes the version again.
+      const version = sqliteVersion(file);
+      if (version === undefined || (version === t.version && t.sentSum !== undefined)) continue;
+      if (this.refuse(f.path, f.size)) continue;
+      const data = await sqliteSnapshot(file, absolute(this.options.root, 'mirror/sqlite-snapshot.tmp'));
+      if (data === 'busy') return 'busy';
+      if (data && this.refuse(f.path, data.length)) continue;
+      if (data) taken.push({ path: f.path, t, data, sum: sha256(data), version });
+    }
+    for (const d of taken) {
+      d.t.version = d.version;
+      d.t.mtimeMs = -1;
+    }
+    return taken.filter((d) => d.sum !== d.t.sentSum);
   }
 
   /** The secondary holds `batch` durably. */
@@ -285,6 +351,7 @@ export class Sender {
       fullResyncs: this.fullResyncs,
       bytesSent: this.bytesSent,
       files: this.files.size,
+      refused: [...this.refused].map(([path, size]) => ({ path, size })),
       ...(this.durableThrough !== undefined ? { durableThrough: this.durableThrough } : {}),
     };
   }
@@ -293,6 +360,7 @@ export class Sender {
   private measure(local: Map<string, LocalFile>): void {
     let lag = 0;
     for (const f of local.values()) {
+      if (this.refused.has(f.path)) continue;
       const t = this.files.get(f.path);
       if (!t) lag += f.size;
       else if (t.kind === 'append') lag += Math.max(0, f.size - t.acked);
@@ -301,6 +369,16 @@ export class Sender {
     this.lastLag = lag;
     if (lag === 0) this.oldestUnacked = undefined;
     else this.oldestUnacked ??= this.now();
+  }
+
+  /** True (and recorded) when a whole file of `size` bytes cannot go in one frame; a file back under the limit is tried again. */
+  private refuse(path: string, size: number): boolean {
+    if (size <= this.wholeMax) {
+      this.refused.delete(path);
+      return false;
+    }
+    this.refused.set(path, size);
+    return true;
   }
 
   private startFull(path: string, f: LocalFile): Tracked {

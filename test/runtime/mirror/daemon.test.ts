@@ -9,6 +9,7 @@ import { MirrorDaemon } from '../../../runtime/mirror/daemon';
 import { guardCatchUp, markForQuarantine } from '../../../runtime/mirror/quarantine';
 import { readState, writeState } from '../../../runtime/mirror/state';
 import { RecordType, frame, messagePayload } from '../../../runtime/shared/spool-record';
+import { fakeMta } from '../../helpers/fake-mta';
 import { getFreePort } from '../../helpers/postfix-tools';
 import { captureLogger, newSecret, proxyTls, waitUntil, type ProxyTls } from '../../helpers/proxy-fixtures';
 import { tempDir } from '../../helpers/tmp';
@@ -186,13 +187,15 @@ describe('MirrorDaemon pair', () => {
   it('a secondary refuses to mirror into a persistent path an MTA is running on, until it stops', async () => {
     const label = 'busy';
     mkdirSync(join(base, `${label}-b`), { recursive: true });
-    // This test's own pid: a live process holding the secondary's lock, as a running MTA would.
-    writeFileSync(join(base, `${label}-b`, 'mta.lock'), `${process.pid}\n`);
+    // A live `volley mta` process on the secondary's path holding its lock.
+    const mta = await fakeMta(base, join(base, `${label}-b`));
+    writeFileSync(join(base, `${label}-b`, 'mta.lock'), `${mta.pid}\n`);
     const { a, b } = await pair(label);
     writeFileSync(join(a.root, 'node-id'), 'node-a\n');
     await waitUntil(() => /an MTA is running on this secondary/.test(b.log()), 10_000, () => b.log());
     expect(existsSync(join(b.root, 'node-id'))).toBe(false);
     expect(b.daemon.status().caught_up).toBe(false);
+    await mta.stop();
     rmSync(join(b.root, 'mta.lock'));
     await waitUntil(() => b.daemon.status().caught_up, 10_000, () => b.log());
     expect(readFileSync(join(b.root, 'node-id'), 'utf8')).toBe('node-a\n');
@@ -226,12 +229,14 @@ describe('MirrorDaemon pair', () => {
 
   it('an MTA found running on the secondary when the primary reconnects: once it stops, what it wrote is quarantined by the catch-up, not overwritten', async () => {
     const { a, b, seg, record } = await pairWithSegment('rogue-at-accept');
-    // An MTA starts on the secondary's path (this test's own pid holds its lock) and accepts a message; the link drops and the primary dials again.
-    writeFileSync(join(b.root, 'mta.lock'), `${process.pid}\n`);
+    // An MTA starts on the secondary's path (a live `volley mta` process holds its lock) and accepts a message; the link drops and the primary dials again.
+    const mta = await fakeMta(base, b.root);
+    writeFileSync(join(b.root, 'mta.lock'), `${mta.pid}\n`);
     appendFileSync(join(b.root, seg), record('m-only-on-b'));
     (b.daemon as unknown as { inbound?: { close(): void } }).inbound?.close();
     await waitUntil(() => /an MTA is running on this secondary/.test(b.log()), 10_000, () => b.log());
     // It stops cleanly (its lock goes); the primary has taken more mail meanwhile.
+    await mta.stop();
     rmSync(join(b.root, 'mta.lock'));
     appendFileSync(join(a.root, seg), Buffer.concat([record('m-on-a'), record('m-on-a-2')]));
     await waitUntil(() => b.daemon.status().caught_up && b.daemon.status().quarantine.reports.length > 0, 10_000, () => `${JSON.stringify(b.daemon.status())} ${b.log()}`);

@@ -1,13 +1,17 @@
 // Fencing the local MTA: intake is stopped over its admin API (POST
 // /drain/stop with the admin token) before the SIGTERM; without a token, or
 // when the admin API does not answer in time, the SIGTERM goes alone; no lock,
-// nothing to fence.
+// nothing to fence; a stale lock whose pid is now another program (a live
+// process this test starts and kills), nothing to fence either, and no MTA
+// running (liveMtaPid).
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fenceMta } from '../../../runtime/mirror/mta-fence';
+import { fenceMta, liveMtaPid } from '../../../runtime/mirror/mta-fence';
 import { listen } from '../../../runtime/shared/listen';
+import { fakeMta as startFakeMta, ownProcess } from '../../helpers/fake-mta';
 import { captureLogger } from '../../helpers/proxy-fixtures';
+import { pidAlive } from '../../helpers/procs';
 import { tempDir } from '../../helpers/tmp';
 
 const dir = tempDir('volley-mta-fence-');
@@ -86,4 +90,60 @@ test('no MTA lock: nothing to fence', async () => {
   await fenceMta({ persistentPath: persistentPath('d', false), mtaAdmin: { address: '127.0.0.1', port: 1 }, logger, kill: (pid) => killed.push(pid) }, 'test');
   expect(killed).toEqual([]);
   expect(text()).toContain('nothing to fence');
+});
+
+test('a stale lock whose pid is now an unrelated live process: no intake call, no signal, and the log says the lock is stale', async () => {
+  const admin = await fakeAdmin(true);
+  const tokenFile = join(dir, 'token-stale');
+  writeFileSync(tokenFile, 'secret-token\n');
+  const killed: number[] = [];
+  const { logger, text } = captureLogger();
+  try {
+    // The MTA died by kill -9 (its lock stayed) and its pid went to someone else's program.
+    const other = await ownProcess('sleep', ['1000']);
+    const pp = persistentPath('stale', false);
+    writeFileSync(join(pp, 'mta.lock'), `${other.pid}\n`);
+    await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: admin.port }, tokenFile, logger, kill: (pid) => killed.push(pid) }, 'test');
+    expect(killed).toEqual([]);
+    expect(admin.events).toEqual([]);
+    expect(pidAlive(other.pid)).toBe(true);
+    expect(text()).toContain('the MTA lock is stale');
+    expect(text()).toContain('sleep 1000');
+  } finally {
+    await admin.close();
+  }
+});
+
+test('a live `volley mta` on this persistent path is fenced; one on another persistent path is not', async () => {
+  const killed: number[] = [];
+  const { logger } = captureLogger();
+  const saved = process.env.VOLLEY_ADMIN_TOKEN;
+  delete process.env.VOLLEY_ADMIN_TOKEN;
+  try {
+    const pp = persistentPath('live', false);
+    const mta = await startFakeMta(dir, pp);
+    writeFileSync(join(pp, 'mta.lock'), `${mta.pid}\n`);
+    await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: 1 }, logger, kill: (pid) => killed.push(pid) }, 'test');
+    expect(killed).toEqual([mta.pid]);
+    // The pid went to the MTA of another path on this host (a local fleet's other node): not this path's.
+    const elsewhere = await startFakeMta(dir, persistentPath('elsewhere', false));
+    writeFileSync(join(pp, 'mta.lock'), `${elsewhere.pid}\n`);
+    await fenceMta({ persistentPath: pp, mtaAdmin: { address: '127.0.0.1', port: 1 }, logger, kill: (pid) => killed.push(pid) }, 'test');
+    expect(killed).toEqual([mta.pid]);
+  } finally {
+    if (saved === undefined) delete process.env.VOLLEY_ADMIN_TOKEN;
+    else process.env.VOLLEY_ADMIN_TOKEN = saved;
+  }
+});
+
+test('liveMtaPid: a stale lock whose pid is now an unrelated live process is no running MTA; a `volley mta` on this path is', async () => {
+  const pp = persistentPath('live-check', false);
+  const other = await ownProcess('sleep', ['1000']);
+  writeFileSync(join(pp, 'mta.lock'), `${other.pid}\n`);
+  expect(liveMtaPid(pp)).toBeUndefined();
+  const mta = await startFakeMta(dir, pp);
+  writeFileSync(join(pp, 'mta.lock'), `${mta.pid}\n`);
+  expect(liveMtaPid(pp)).toBe(mta.pid);
+  await mta.stop();
+  expect(liveMtaPid(pp)).toBeUndefined();
 });

@@ -1,17 +1,22 @@
 // The replication engine without the network: a Sender on one directory, its
 // batches applied by applyBatch to another, as the two daemons do over the
 // link. Checks the catch-up plan, tailing, truncations, deletions, whole
-// files, a diverged history's full copy and the resync rate.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+// files, a diverged history's full copy and the resync rate; a SQLite file
+// being written arrives whole and consistent (Debian's sqlite3 checks it).
+import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { applyBatch, parseOps } from '../../../runtime/mirror/apply';
 import { inventory } from '../../../runtime/mirror/files';
-import { Sender } from '../../../runtime/mirror/sender';
+import { FRAME_HEADER_ROOM, Sender } from '../../../runtime/mirror/sender';
 import { tempDir } from '../../helpers/tmp';
 
 /** Runs before each read the sender makes (tests: a file changing between the scan and the read). */
 let mockBeforeRead: ((file: string) => void) | undefined;
+/** A SQLite snapshot that cannot be taken now (its WAL restarting at every attempt). */
+let mockSnapshotBusy = false;
 jest.mock('../../../runtime/mirror/files', () => {
   const actual = jest.requireActual<typeof import('../../../runtime/mirror/files')>('../../../runtime/mirror/files');
   return {
@@ -24,6 +29,7 @@ jest.mock('../../../runtime/mirror/files', () => {
       mockBeforeRead?.(file);
       return actual.readWhole(file);
     },
+    sqliteSnapshot: async (file: string, scratch: string) => (mockSnapshotBusy ? 'busy' : actual.sqliteSnapshot(file, scratch)),
   };
 });
 
@@ -390,5 +396,144 @@ describe('applyBatch', () => {
     await applyBatch(secondary, [write(5)], data);
     await applyBatch(secondary, [{ op: 'truncate', path: seg, size: 0 }, write(0)], data);
     expect(readFileSync(join(secondary, seg), 'utf8')).toBe('next\n');
+  });
+});
+
+describe('the frame limit', () => {
+  it('no batch is longer than a frame; a whole file that cannot fit in one is refused (not in the lag), the rest replicates, and it goes once small enough', async () => {
+    const { primary, secondary } = pair();
+    // A frame of FRAME_HEADER_ROOM + 64 KiB: 32 KiB of log bytes a batch, whole files up to 32 KiB.
+    const sender = new Sender({ root: primary, batchMaxBytes: 1 << 20, resyncRateBytes: 1 << 30, frameMaxBytes: FRAME_HEADER_ROOM + 65_536 });
+    await sender.start(await inventory(secondary));
+    const big = 'inbound/unmatched/big.eml';
+    put(primary, big, Buffer.alloc(40_000, 'x'));
+    put(primary, 'inbound/unmatched/fits.eml', Buffer.alloc(30_000, 'y'));
+    put(primary, 'spool/p0/000000000001.seg', Buffer.alloc(100_000, 'm'));
+    for (let i = 0; i < 100; i++) {
+      const batch = await sender.next();
+      if (!batch) break;
+      expect(batch.body.length).toBeLessThanOrEqual(65_536);
+      await applyBatch(secondary, batch.ops, batch.body);
+      sender.acked(batch);
+    }
+    expect(statSync(join(secondary, 'spool/p0/000000000001.seg')).size).toBe(100_000);
+    expect(statSync(join(secondary, 'inbound/unmatched/fits.eml')).size).toBe(30_000);
+    expect(existsSync(join(secondary, big))).toBe(false);
+    expect(sender.stats()).toMatchObject({ refused: [{ path: big, size: 40_000 }], lagBytes: 0 });
+    writeFileSync(join(primary, big), 'small now\n');
+    await drain(sender, secondary);
+    expect(readFileSync(join(secondary, big), 'utf8')).toBe('small now\n');
+    expect(sender.stats().refused).toEqual([]);
+  });
+});
+
+describe('SQLite databases', () => {
+  /** A SQLite sink's open file as the sink writes it (WAL, no automatic checkpoint: the test says when). */
+  function openSink(root: string, rel: string): { commit: (n: number) => number; db: DatabaseSync } {
+    mkdirSync(join(root, rel, '..'), { recursive: true });
+    const db = new DatabaseSync(join(root, rel));
+    db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE events (event_id TEXT PRIMARY KEY, body TEXT)');
+    const insert = db.prepare('INSERT INTO events VALUES (?, ?)');
+    let rows = 0;
+    const commit = (n: number): number => {
+      db.exec('BEGIN');
+      for (let i = 0; i < n; i++) insert.run(`ev-${rows++}`, 'x'.repeat(300));
+      db.exec('COMMIT');
+      return rows;
+    };
+    return { commit, db };
+  }
+
+  /** Debian's sqlite3 on a copy of the secondary's folder (opening it there would write a -shm beside it): integrity and rows. */
+  function check(secondary: string, rel: string): { integrity: string; rows: number } {
+    const scratch = join(base, `check-${++n}`);
+    cpSync(join(secondary, rel, '..'), scratch, { recursive: true });
+    const out = execFileSync('sqlite3', [join(scratch, rel.split('/').pop() as string), 'PRAGMA integrity_check;', 'SELECT count(*) FROM events;'], { encoding: 'utf8' }).trim().split('\n');
+    return { integrity: out.slice(0, -1).join('\n'), rows: Number(out[out.length - 1]) };
+  }
+
+  it('an open SQLite file written (and checkpointed) while the mirror reads it reaches the secondary as one database that passes integrity_check and holds every row its cursor counts', async () => {
+    const { primary, secondary } = pair();
+    const rel = 'events/sqlite/acct/acct.20261205T030000000Z.open.sqlite';
+    const cursor = 'log/events/cursors/acct.json';
+    const sink = openSink(primary, rel);
+    try {
+      // The sink committed 200 rows, then its cursor moved past them.
+      put(primary, cursor, JSON.stringify({ rows: sink.commit(200) }));
+      const sender = await connect(primary, secondary);
+      // The sink goes on while the mirror reads the SQLite file's pieces: more rows, a checkpoint that restarts the WAL, more rows.
+      let reads = 0;
+      mockBeforeRead = (file) => {
+        if (!file.includes('.open.sqlite') || ++reads !== 2) return;
+        sink.commit(200);
+        sink.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+        sink.commit(200);
+      };
+      // The primary is lost after this one batch: the secondary is promoted with what it holds.
+      const batch = (await sender.next())!;
+      mockBeforeRead = undefined;
+      await applyBatch(secondary, parseOps(JSON.parse(JSON.stringify(batch.ops)), batch.body.length), batch.body);
+      const counted = (JSON.parse(readFileSync(join(secondary, cursor), 'utf8')) as { rows: number }).rows;
+      const copy = check(secondary, rel);
+      expect(copy.integrity).toBe('ok');
+      expect(copy.rows).toBeGreaterThanOrEqual(counted);
+      // Neither the WAL nor the shared-memory file is shipped: the copy is whole without them.
+      expect(readdirSync(join(secondary, 'events/sqlite/acct')).sort()).toEqual(['acct.20261205T030000000Z.open.sqlite']);
+      // A later commit (in the WAL only: the database file's own time may not move) is shipped too.
+      const total = sink.commit(50);
+      sender.acked(batch);
+      await drain(sender, secondary);
+      expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: total });
+    } finally {
+      mockBeforeRead = undefined;
+      sink.db.close();
+    }
+  });
+
+  it('a cursor waits with the SQLite snapshot that cannot be taken now: it never reaches the secondary without the rows it counts', async () => {
+    const { primary, secondary } = pair();
+    const rel = 'events/sqlite/acct/acct.20261205T050000000Z.open.sqlite';
+    const cursor = 'log/events/cursors/acct.json';
+    const sink = openSink(primary, rel);
+    try {
+      put(primary, cursor, JSON.stringify({ rows: sink.commit(10) }));
+      const sender = await connect(primary, secondary);
+      mockSnapshotBusy = true;
+      // Nothing goes (the cursor is held back with the snapshot), and the secondary is not said to hold everything.
+      expect(await sender.next()).toBeUndefined();
+      expect(sender.stats()).toMatchObject({ caughtUp: false });
+      expect(sender.stats().durableThrough).toBeUndefined();
+      expect(existsSync(join(secondary, cursor))).toBe(false);
+      mockSnapshotBusy = false;
+      await drain(sender, secondary);
+      expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: 10 });
+      expect(readFileSync(join(secondary, cursor), 'utf8')).toBe(JSON.stringify({ rows: 10 }));
+    } finally {
+      mockSnapshotBusy = false;
+      sink.db.close();
+    }
+  });
+
+  it('a rotated (closed) SQLite file is copied byte for byte, and stale -wal/-shm beside the secondary\'s old copy are removed', async () => {
+    const { primary, secondary } = pair();
+    const open = 'events/sqlite/acct/acct.20261205T040000000Z.open.sqlite';
+    const closed = 'events/sqlite/acct/acct.20261205T040000000Z.sqlite';
+    const sink = openSink(primary, open);
+    sink.commit(100);
+    // Leftovers of an older mirror that copied the WAL apart.
+    put(secondary, `${open}-wal`, 'stale wal');
+    put(secondary, `${open}-shm`, 'stale shm');
+    const sender = await connect(primary, secondary);
+    await drain(sender, secondary);
+    expect(readdirSync(join(secondary, 'events/sqlite/acct')).sort()).toEqual(['acct.20261205T040000000Z.open.sqlite']);
+    expect(check(secondary, open)).toEqual({ integrity: 'ok', rows: 100 });
+    // The sink rotates: checkpointed out of WAL, closed, renamed.
+    sink.db.exec('PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE');
+    sink.db.close();
+    renameSync(join(primary, open), join(primary, closed));
+    await drain(sender, secondary);
+    expect(readdirSync(join(secondary, 'events/sqlite/acct')).sort()).toEqual(['acct.20261205T040000000Z.sqlite']);
+    expect(readFileSync(join(secondary, closed)).equals(readFileSync(join(primary, closed)))).toBe(true);
+    expect(check(secondary, closed)).toEqual({ integrity: 'ok', rows: 100 });
   });
 });
