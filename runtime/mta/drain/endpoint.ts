@@ -191,8 +191,11 @@ export class DrainEndpoint {
     // "Not here" lets the source deliver its own copy: never said for an id that may yet be stored
     // here (a request storing it now, or a store answered `unknown`). The source asks again.
     const unsure = (ids as string[]).filter((id) => !this.options.seen.has(id) && (this.inflight.has(id) || this.options.unsettled?.(id) === true));
+    const have = (ids as string[]).filter((id) => this.options.seen.has(id));
+    // A partial answer keeps one unsettled store from hiding every other id the source asks about.
+    if ((parsed as { partial?: unknown }).partial === true) return unsure.length > 0 ? { have, unknown: unsure } : { have };
     if (unsure.length > 0) throw new DrainHttpError(DRAIN_HTTP_STATUS.unknown, 'store_unknown', `cannot say yet whether ${unsure.length} of these messages are stored here (a store still in progress or unanswered); ask again`);
-    return { have: (ids as string[]).filter((id) => this.options.seen.has(id)) };
+    return { have };
   }
 
   /** Dedupe, store what is new, record it as seen, and answer each record in order. */

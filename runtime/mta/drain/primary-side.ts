@@ -45,6 +45,8 @@ export class PrimaryDrain {
    * then), or once the worker restarted and is ready (onWorkerReady).
    */
   private readonly unsettled = new Map<number, { worker: number; ids: string[] }>();
+  /** Every id of `unsettled`, built when first asked after a change: a `have` of thousands of ids asks once per id. */
+  private unsettledIds?: Set<string>;
 
   private constructor(
     readonly endpoint: DrainEndpoint,
@@ -105,12 +107,13 @@ export class PrimaryDrain {
    */
   onWorkerReady(worker: number): void {
     for (const [id, u] of this.unsettled) if (u.worker === worker) this.unsettled.delete(id);
+    this.unsettledIds = undefined;
   }
 
   /** Whether `id` is in a store that answered `unknown` and has not settled since (see `unsettled`). */
   isUnsettled(id: string): boolean {
-    for (const u of this.unsettled.values()) if (u.ids.includes(id)) return true;
-    return false;
+    this.unsettledIds ??= new Set([...this.unsettled.values()].flatMap((u) => u.ids));
+    return this.unsettledIds.has(id);
   }
 
   apply(config: VolleyConfig): void {
@@ -131,7 +134,11 @@ export class PrimaryDrain {
     // An id still `unknown` (an earlier copy awaits the HA mirror) stays unsettled until the worker restarts.
     const unsure = late.ids.filter((_, i) => outcomes[i]?.status === 'unknown');
     // Settled once recorded: `have` says "cannot say" until then, never "not here".
-    const settle = (): void => void (unsure.length > 0 ? this.unsettled.set(id, { worker: late.worker, ids: unsure }) : this.unsettled.delete(id));
+    const settle = (): void => {
+      if (unsure.length > 0) this.unsettled.set(id, { worker: late.worker, ids: unsure });
+      else this.unsettled.delete(id);
+      this.unsettledIds = undefined;
+    };
     this.seen.add(held).then(settle, (err: unknown) => {
       // As the endpoint does: in memory until the next start, whose drain-held records them.
       this.seen.remember(held);
@@ -146,6 +153,7 @@ export class PrimaryDrain {
     for (const [id, p] of [...this.pending]) {
       if (p.worker !== worker) continue;
       this.unsettled.set(id, { worker, ids: p.ids });
+      this.unsettledIds = undefined;
       p.finish(undefined);
     }
   }
@@ -183,6 +191,7 @@ export class PrimaryDrain {
       const timer = setTimeout(() => {
         // It may still store them: its answer, if it comes, is recorded (onStored).
         this.unsettled.set(id, { worker: index, ids });
+        this.unsettledIds = undefined;
         finish(undefined);
       }, this.options.storeTimeoutMs ?? STORE_TIMEOUT_MS);
       const finish = (outcomes: StoreOutcome[] | undefined): void => {

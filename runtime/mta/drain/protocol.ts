@@ -66,10 +66,18 @@ export interface DrainResponse {
 
 export interface HaveRequest {
   ids: string[];
+  /**
+   * Answer for the ids it can, naming in `unknown` those it cannot say yet
+   * (a store unanswered): without it (an earlier source) such a request is
+   * answered 500 whole, since that source would read a missing id as "not here".
+   */
+  partial?: boolean;
 }
 
 export interface HaveResponse {
   have: string[];
+  /** Only when the request was `partial`: ids that may yet be stored here; ask again. */
+  unknown?: string[];
 }
 
 /** Whole-request answers other than 200, and what the source does about each. */

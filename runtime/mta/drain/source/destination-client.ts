@@ -91,14 +91,20 @@ export class DestinationClient {
     return NEVER.has(status) ? { kind: 'never', status, reason } : { kind: 'retry', reason, untaken: status === 503 };
   }
 
-  /** Which of `ids` the destination holds or held (its dedupe store); undefined when it cannot say now. */
-  async have(ids: readonly string[]): Promise<Set<string> | { never: string } | undefined> {
-    const answer = await this.post(DRAIN_PATH_HAVE, 'application/json', Buffer.from(JSON.stringify({ ids })));
+  /**
+   * Which of `ids` the destination holds or held (its dedupe store), and which
+   * it cannot say yet (a store of them unanswered there: ask again); undefined
+   * when it cannot answer now. A destination of an earlier release answers
+   * such a request 500 whole (undefined here).
+   */
+  async have(ids: readonly string[]): Promise<{ have: Set<string>; unknown: Set<string> } | { never: string } | undefined> {
+    const answer = await this.post(DRAIN_PATH_HAVE, 'application/json', Buffer.from(JSON.stringify({ ids, partial: true })));
     if ('error' in answer) return undefined;
     if (NEVER.has(answer.status)) return { never: `HTTP ${answer.status}: ${reasonOf(answer.text)}` };
     if (answer.status !== 200) return undefined;
     try {
-      return new Set((JSON.parse(answer.text) as HaveResponse).have);
+      const r = JSON.parse(answer.text) as HaveResponse;
+      return { have: new Set(r.have), unknown: new Set(r.unknown ?? []) };
     } catch {
       return undefined;
     }

@@ -212,12 +212,14 @@ export class Distributor {
         // (a held batch's stay with this destination); one message alone is refused here, kept queued.
         // A held batch stays journaled to this destination: an earlier request with it may have been taken.
         if (!sticky) this.o.journal.append({ released: batch.ids, dest: label, at: Date.now() });
+        // Given up (or refusing) while this one was in flight: it goes nowhere, split or not, one
+        // message or more; it stays here, named with the rest (not "refused": an earlier request
+        // with it may have been taken there).
+        if (sticky && this.out(label)) return this.keep(label, batch);
         if (batch.ids.length === 1) {
           this.refused.push({ id: batch.ids[0], dest: label, reason: outcome.reason });
           return;
         }
-        // Given up (or refusing) while this one was in flight: it goes nowhere, split or not; it stays here, named with the rest.
-        if (sticky && this.out(label)) return this.keep(label, batch);
         const half = Math.ceil(batch.records.length / 2);
         const parts = [batch.records.slice(0, half), batch.records.slice(half)].map((records) => ({ ids: records.map((r) => r.header.id), records }));
         if (sticky) this.held.set(label, [...parts, ...(this.held.get(label) ?? [])]);

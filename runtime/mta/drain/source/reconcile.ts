@@ -97,22 +97,28 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
           timeoutMs: 30_000,
           maxSockets: 1,
         });
-        const have = await client.have(ids);
+        const answer = await client.have(ids);
         client.close();
-        if (have === undefined) continue; // asked again below
-        if (!(have instanceof Set)) {
-          o.logger.error({ dest, reason: have.never }, 'a drain destination will not answer about held messages: they stay held; run `volley drain`');
+        if (answer === undefined) {
+          o.logger.warn({ dest, held: ids.length }, 'a drain destination cannot answer about held messages now: they stay held; asked again');
+          continue;
+        }
+        if ('never' in answer) {
+          o.logger.error({ dest, reason: answer.never }, 'a drain destination will not answer about held messages: they stay held; run `volley drain`');
           byDest.delete(dest);
           continue;
         }
+        const { have, unknown } = answer;
         const remove = ids.filter((id) => have.has(id));
         const settled = (o.now ?? Date.now)() - (lastSent.get(dest) ?? 0) >= RELEASE_AFTER_MS;
-        const release = settled ? ids.filter((id) => !have.has(id)) : [];
+        // What it cannot say yet (a store unanswered there) is neither removed nor released.
+        const release = settled ? ids.filter((id) => !have.has(id) && !unknown.has(id)) : [];
         await o.settle(remove, release);
         if (remove.length) journal.append({ removed: remove, at: Date.now() });
         if (release.length) journal.append({ released: release, dest, at: Date.now() });
         o.logger.info({ dest, removed: remove.length, released: release.length }, 'held drain messages settled');
-        const rest = settled ? [] : ids.filter((id) => !have.has(id));
+        if (unknown.size > 0) o.logger.warn({ dest, unknown: unknown.size }, 'a drain destination cannot say yet whether it stored some held messages (a store unanswered there): they stay held; asked again');
+        const rest = settled ? ids.filter((id) => unknown.has(id)) : ids.filter((id) => !have.has(id));
         if (rest.length) byDest.set(dest, rest); // asked again once the last request to it is old enough
         else byDest.delete(dest);
       }

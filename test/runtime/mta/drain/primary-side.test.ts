@@ -137,11 +137,10 @@ describe('a worker that answers after its store timed out', () => {
     const before = sw.sent.length;
     expect(await slowClient.sendBatch(encodeBatch([r]), [r.header.id])).toMatchObject({ kind: 'retry', untaken: false });
     // Before the worker answers, it may still store it: "cannot say" (asked again), not "not here".
-    expect(await slowClient.have([r.header.id])).toBeUndefined();
+    expect(await slowClient.have([r.header.id])).toEqual({ have: new Set(), unknown: new Set([r.header.id]) });
     slow.onStored(sw.sent[before].id, [{ status: 'queued' }]);
-    let have: Set<string> | { never: string } | undefined;
-    await waitUntil(async () => (have = await slowClient.have([r.header.id])) !== undefined);
-    expect(have).toEqual(new Set([r.header.id]));
+    await waitUntil(async () => (await slowClient.have([r.header.id])) !== undefined && (await slowClient.have([r.header.id]) as { have: Set<string> }).have.size === 1);
+    expect(await slowClient.have([r.header.id])).toEqual({ have: new Set([r.header.id]), unknown: new Set() });
     // The copy here may be delivered by now (gone from the spool): only the dedupe store can say `duplicate`.
     const sent = sw.sent.length;
     expect(await slowClient.sendBatch(encodeBatch([r]), [r.header.id])).toEqual({ kind: 'answered', results: [{ id: r.header.id, status: 'duplicate' }] });
@@ -154,12 +153,27 @@ describe('a worker that answers after its store timed out', () => {
     expect(await slowClient.sendBatch(encodeBatch([r]), [r.header.id])).toMatchObject({ kind: 'retry', untaken: false });
     exited = true;
     slow.onWorkerExit(0);
-    expect(await slowClient.have([r.header.id])).toBeUndefined();
+    expect(await slowClient.have([r.header.id])).toEqual({ have: new Set(), unknown: new Set([r.header.id]) });
     exited = false;
     // The restarted worker held none of it: drain-held recorded nothing, so it was never stored.
     await slow.onHeld([]);
     slow.onWorkerReady(0);
-    expect(await slowClient.have([r.header.id])).toEqual(new Set());
+    expect(await slowClient.have([r.header.id])).toEqual({ have: new Set(), unknown: new Set() });
     expect(sw.sent.length).toBe(before + 1);
+  });
+
+  test('one store unanswered does not hide the others: `have` answers for the ids it can and names the one it cannot say yet', async () => {
+    const held = record();
+    const wedged = record();
+    const before = sw.sent.length;
+    // `held` stored and recorded in time... (the fake worker answers only when told)
+    const stored = slowClient.sendBatch(encodeBatch([held]), [held.header.id]);
+    await waitUntil(() => sw.sent.length === before + 1);
+    expect(await stored).toMatchObject({ kind: 'retry', untaken: false });
+    slow.onStored(sw.sent[before].id, [{ status: 'queued' }]);
+    await waitUntil(async () => ((await slowClient.have([held.header.id])) as { have: Set<string> } | undefined)?.have.size === 1);
+    // ... `wedged` given to a worker that never answers.
+    expect(await slowClient.sendBatch(encodeBatch([wedged]), [wedged.header.id])).toMatchObject({ kind: 'retry', untaken: false });
+    expect(await slowClient.have([held.header.id, wedged.header.id])).toEqual({ have: new Set([held.header.id]), unknown: new Set([wedged.header.id]) });
   });
 });
