@@ -15,6 +15,8 @@ import { startProxyProcess, type ProxyProcess } from '../../helpers/proxy-proces
 import { ScriptedMx } from '../../helpers/scripted-mx';
 import { tempDir } from '../../helpers/tmp';
 import { pidAlive } from '../../helpers/procs';
+import { serviceSpec, readUnitFile } from '../../rehearsal/unit-file';
+import { exitCause, restartsOnExit } from '../../rehearsal/unit-runner';
 
 const dir = tempDir('volley-proxy-primary-');
 const mx = new ScriptedMx();
@@ -211,3 +213,12 @@ test('a primary killed -9: its workers stop by themselves (no one would answer t
   await node.exited;
   await waitUntil(() => workers.every((w) => !pidAlive(w)), 15_000, () => `still alive: ${workers.filter(pidAlive).join(', ')}`);
 }, 60_000);
+
+// A SIGHUP (the unit's ExecReload) in the half second after exec, before the primary listens for
+// it, kills it; systemd counts death by SIGHUP as clean, so Restart=on-failure alone left the proxy down.
+test('the shipped unit restarts a proxy primary killed by SIGHUP before it listens for one; a stop\'s SIGTERM is not restarted', () => {
+  const shipped = serviceSpec(readUnitFile(join(__dirname, '..', '..', '..', 'assets', 'systemd', 'volley-proxy.service')));
+  expect(exitCause(shipped, null, 'SIGHUP')).toBe('clean');
+  expect(restartsOnExit(shipped, null, 'SIGHUP')).toBe(true);
+  expect(restartsOnExit(shipped, null, 'SIGTERM')).toBe(false);
+});
