@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { ADMIN_AUTH, ADMIN_TOKEN, ALICE_HASH, testConfigYaml } from '../../helpers/config';
 import { VOLLEY, startMta, type MtaProcess } from '../../helpers/mta-process';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
+import { authOk as authOkOn } from '../../helpers/smtp-auth';
 import { childrenByParent, commandLine } from '../../helpers/procs';
 import { tempDir } from '../../helpers/tmp';
 import { WORKER_V8_FLAGS } from '../../../runtime/shared/worker-flags';
@@ -23,16 +24,7 @@ beforeAll(async () => {
 });
 afterAll(() => mta.stop());
 
-async function authOk(user: string, password: string): Promise<boolean> {
-  const s = await SmtpDialog.open(mta.smtpPort);
-  await s.reply();
-  await s.command('EHLO c.test');
-  await s.starttls();
-  await s.command('EHLO c.test');
-  const r = await s.command(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`);
-  await s.quit();
-  return r.code === 235;
-}
+const authOk = (user: string, password: string): Promise<boolean> => authOkOn(mta.smtpPort, user, password);
 
 async function refresh(): Promise<{ code: number; out: string }> {
   try {

@@ -10,6 +10,7 @@ import { startMta, type MtaProcess } from '../../helpers/mta-process';
 import { childrenByParent } from '../../helpers/procs';
 import { waitUntil } from '../../helpers/proxy-fixtures';
 import { SmtpDialog, message } from '../../helpers/smtp-dialog';
+import { authOk } from '../../helpers/smtp-auth';
 import { tempDir } from '../../helpers/tmp';
 import { serviceSpec, readUnitFile } from '../../rehearsal/unit-file';
 import { exitCause, restartsOnExit } from '../../rehearsal/unit-runner';
@@ -27,17 +28,6 @@ const count = (text: string, what: RegExp): number => text.match(new RegExp(what
 // bob, with alice's password (wonderland)
 const BOB = '  - { name: bob, password: "scrypt$1024$8$1$c2FsdHNhbHRzYWx0MTIzNA==$WY4v7FapwS6R53jzFQqvfm5Oo3BLTf/N7dRERbliMvA=" }';
 
-/** Whether `user` may AUTH (after STARTTLS) on the MTA's SMTP port. */
-async function authOk(port: number, user: string, password: string): Promise<boolean> {
-  const s = await SmtpDialog.open(port);
-  await s.reply();
-  await s.command('EHLO c.test');
-  await s.starttls();
-  await s.command('EHLO c.test');
-  const r = await s.command(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`);
-  await s.quit();
-  return r.code === 235;
-}
 
 test('a worker restarted while the config file is broken runs the config the primary validated', async () => {
   const configPath = writeTestConfig(dir, { relayFrom: ['127.0.0.0/8'] });

@@ -9,9 +9,13 @@
 import { join } from 'node:path';
 import type { DrainRecord } from '../../../../../runtime/mta/drain/protocol';
 import type { DestinationClient, SendOutcome } from '../../../../../runtime/mta/drain/source/destination-client';
-import { Distributor, type Batch } from '../../../../../runtime/mta/drain/source/distributor';
+import { Distributor, type Batch, type DistributorOptions } from '../../../../../runtime/mta/drain/source/distributor';
 import { Journal, journalPath, readJournal, unsettled } from '../../../../../runtime/mta/drain/source/journal';
 import { tempDir } from '../../../../helpers/tmp';
+
+/** A Distributor as these tests run it: nothing to remove, one sender unless said, no wait between retries. */
+const distributorWith = (o: Omit<DistributorOptions, 'remove' | 'concurrency' | 'retryDelayMs'> & { concurrency?: number }): Distributor =>
+  new Distributor({ remove: async () => undefined, concurrency: 1, retryDelayMs: 0, ...o });
 
 const dir = tempDir('volley-distributor-');
 let runs = 0;
@@ -50,13 +54,10 @@ test('a destination that keeps answering 500 is given up at --give-up-after on t
     if (n >= 50) distributor?.stop(); // without a bound it never ends: stop it, so the test fails instead of hanging
     return unknown;
   });
-  distributor = new Distributor({
+  distributor = distributorWith({
     clients: [wedged],
     nextBatch: batches(['m1', 'm2'], ['m3']),
     journal,
-    remove: async () => undefined,
-    concurrency: 1,
-    retryDelayMs: 0,
     giveUp: { maxAttempts: 1000, afterMs: 60_000 },
     now: () => now,
   });
@@ -81,13 +82,10 @@ test('an answer from the destination starts --give-up-after again: runs of failu
     now += 20_000;
     return n % 3 === 0 ? answered(ids) : unknown;
   });
-  const distributor = new Distributor({
+  const distributor = distributorWith({
     clients: [flaky],
     nextBatch: batches(['m1'], ['m2'], ['m3']),
     journal,
-    remove: async () => undefined,
-    concurrency: 1,
-    retryDelayMs: 0,
     giveUp: { maxAttempts: 1000, afterMs: 60_000 },
     now: () => now,
   });
@@ -103,13 +101,11 @@ test('--max-attempts counts the sends of one batch: answers to the destination\'
   // m1 is never settled (say its worker is wedged); every other batch is taken. Two senders, so
   // the destination answers other batches between m1's sends.
   const d = destination('d:1', (_n, ids) => (ids[0] === 'm1' ? unknown : answered(ids)));
-  const distributor = new Distributor({
+  const distributor = distributorWith({
     clients: [d],
     nextBatch: batches(['m1'], ['m2'], ['m3'], ['m4'], ['m5'], ['m6'], ['m7'], ['m8']),
     journal,
-    remove: async () => undefined,
     concurrency: 2,
-    retryDelayMs: 0,
     giveUp: { maxAttempts: 3, afterMs: 3_600_000 },
   });
   const result = await distributor.run();
@@ -132,13 +128,10 @@ test('a 413 is an answer too: it starts --give-up-after again for the held halve
     if (n === 2) return { kind: 'never', status: 413, reason: 'HTTP 413: the batch exceeds drain.max_batch_bytes' };
     return n === 1 || n === 3 || n === 4 ? unknown : answered(ids);
   });
-  const distributor = new Distributor({
+  const distributor = distributorWith({
     clients: [d],
     nextBatch: batches(['m1', 'm2']),
     journal,
-    remove: async () => undefined,
-    concurrency: 1,
-    retryDelayMs: 0,
     giveUp: { maxAttempts: 1000, afterMs: 60_000 },
     now: () => now,
   });
@@ -176,13 +169,11 @@ test.each([
     await given;
     return late;
   });
-  const distributor = new Distributor({
+  const distributor = distributorWith({
     clients: [d],
     nextBatch: batches(['m1'], second),
     journal,
-    remove: async () => undefined,
     concurrency: 2,
-    retryDelayMs: 0,
     giveUp: { maxAttempts: 2, afterMs: 3_600_000 },
     onProblem: (p) => p.kind === 'gave-up' && gaveUp(),
   });
