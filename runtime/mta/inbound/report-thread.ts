@@ -12,6 +12,7 @@
 // workerData and serves parses (report-thread-main.ts) instead of the CLI.
 
 import { Worker } from 'node:worker_threads';
+import { systemClock, type Clock, type TimerHandle } from '../../shared/clock';
 import { VolleyError } from '../../shared/errors';
 import { FieldGroup } from './fields';
 import type { ParsedReport, ReportLimits } from './report';
@@ -39,15 +40,25 @@ const THREAD_HEAP_MB = 512;
 
 const spawnWorker: SpawnThread = (script, workerData) => new Worker(script, { workerData, resourceLimits: { maxOldGenerationSizeMb: THREAD_HEAP_MB } });
 
+/**
+ * A thread left idle this long is ended: it holds ~65 MB (a V8 heap and the
+ * bundle) for reports that come a few a minute at most; the next report
+ * starts another (~0.5 s, well inside a sender's DATA timeout).
+ */
+export const THREAD_IDLE_MS = 5 * 60_000;
+
 export class ReportThread {
   private worker?: Worker;
   private busy = false;
   private started = false;
+  private idle?: TimerHandle;
 
   /** `script` is the bundle (dist/volley.js) the thread runs. */
   constructor(
     private readonly script: string,
     private readonly spawn: SpawnThread = spawnWorker,
+    private readonly clock: Clock = systemClock,
+    private readonly idleMs = THREAD_IDLE_MS,
   ) {}
 
   /** True once the thread has begun parsing the report it was given (for tests that stop a parse mid-way). */
@@ -63,6 +74,8 @@ export class ReportThread {
   parse(raw: Buffer, limits: ReportLimits, signal: AbortSignal): Promise<ParsedReport> {
     if (signal.aborted) return Promise.reject(signal.reason);
     if (this.busy) return Promise.reject(new VolleyError('parse-busy', 'the report thread is already parsing a report'));
+    this.clock.clearTimeout(this.idle);
+    this.idle = undefined;
     const worker = (this.worker ??= this.start());
     this.busy = true;
     this.started = false;
@@ -81,6 +94,7 @@ export class ReportThread {
           return;
         }
         settle();
+        this.idleFrom(worker);
         if (m.kind === 'failed') reject(new VolleyError('parse-failed', m.message));
         else resolve({ ...m.report, original: m.original && FieldGroup.fromEntries(m.original) } as ParsedReport);
       };
@@ -109,8 +123,20 @@ export class ReportThread {
     });
   }
 
+  /** Ends `worker` if no parse starts within idleMs. */
+  private idleFrom(worker: Worker): void {
+    this.clock.clearTimeout(this.idle);
+    this.idle = this.clock.setTimeout(() => {
+      this.idle = undefined;
+      if (this.worker === worker && !this.busy) this.stop(worker);
+    }, this.idleMs);
+    this.idle.unref?.();
+  }
+
   /** Terminates the thread (the listener closing). */
   async close(): Promise<void> {
+    this.clock.clearTimeout(this.idle);
+    this.idle = undefined;
     const worker = this.worker;
     this.worker = undefined;
     await worker?.terminate();

@@ -7,10 +7,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { parseReport } from '../../../../runtime/mta/inbound/report';
-import { ReportThread } from '../../../../runtime/mta/inbound/report-thread';
+import { ReportThread, THREAD_IDLE_MS } from '../../../../runtime/mta/inbound/report-thread';
 import { VolleyError } from '../../../../runtime/shared/errors';
 import { VOLLEY } from '../../../helpers/mta-process';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
+import { ManualTimers } from '../../../helpers/manual-timers';
 
 const fixture = (name: string): Buffer => Buffer.from(readFileSync(join(__dirname, '../../../fixtures/reports', name), 'latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
 
@@ -99,4 +100,21 @@ test('a parse whose signal has already aborted never reaches the thread', async 
   await expect(thread.parse(fixture('postfix-dsn.eml'), {}, stop.signal)).rejects.toMatchObject({ code: 'parse-timeout' });
   expect(threads.workers).toEqual([]);
   await thread.close();
+});
+
+test('a thread left idle THREAD_IDLE_MS is ended (its ~65 MB let go); the next report starts another', async () => {
+  const threads = spawned();
+  const timers = new ManualTimers();
+  const thread = new ReportThread(VOLLEY, threads.spawn, timers);
+  try {
+    await thread.parse(fixture('postfix-dsn.eml'), { maxRecipients: 1000 }, never);
+    expect(timers.pending()).toEqual([THREAD_IDLE_MS]);
+    timers.fire();
+    await waitUntil(() => threads.exited.has(threads.workers[0]));
+    const again = await thread.parse(fixture('yahoo-arf.eml'), { maxRecipients: 1000 }, never);
+    expect(again.kind).toBe('arf');
+    expect(threads.workers).toHaveLength(2);
+  } finally {
+    await thread.close();
+  }
 });
