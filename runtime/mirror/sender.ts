@@ -36,6 +36,21 @@ interface Tracked {
   truncate?: boolean;
   /** A SQLite database in use: the version (its and its WAL's sizes and times) last snapshotted. */
   version?: string;
+  /** A SQLite database in use: when it was last snapshotted (this.now()). */
+  snapshotAt?: number;
+}
+
+/** The least time between two copies of one SQLite database in use (see snapshotChangedDatabases). */
+export const SQLITE_SNAPSHOT_MIN_MS = 1_000;
+
+/**
+ * The cursor file of the sink that writes `dbPath`, when it is in the sink's
+ * default folder (`events/sqlite/<name>/`, cursors in `log/events/cursors/`,
+ * runtime/mta/events); undefined otherwise.
+ */
+function sinkCursorOf(dbPath: string): string | undefined {
+  const m = /^events\/sqlite\/([^/]+)\/[^/]+$/.exec(dbPath);
+  return m ? `log/events/cursors/${m[1]}.json` : undefined;
 }
 
 /** What a batch frame keeps for its header (the ops: a line of JSON per file) besides the files' bytes. */
@@ -177,7 +192,18 @@ export class Sender {
       for (const w of small) w.t.mtimeMs = -1;
       small.length = 0;
       batch.complete = false;
-    } else small.unshift(...databases);
+    } else {
+      // A sink whose database changed but is not copied again yet (SQLITE_SNAPSHOT_MIN_MS): its
+      // cursor waits for that copy, and the batch is still complete. Behind its database on the
+      // secondary, a cursor only makes the promoted sink write again rows it ignores (INSERT OR
+      // IGNORE on event_id); ahead of it, rows would be lost.
+      for (let i = small.length - 1; i >= 0; i--) {
+        if (!databases.deferred.has(small[i].path)) continue;
+        small[i].t.mtimeMs = -1;
+        small.splice(i, 1);
+      }
+      small.unshift(...databases.taken);
+    }
     for (const scanned of local.values()) {
       if (scanned.kind !== 'append') continue;
       if (room <= 0) {
@@ -304,9 +330,17 @@ export class Sender {
     return out;
   }
 
-  /** SQLite databases in use that changed since last sent (their WAL included), each as one consistent snapshot. */
-  private async snapshotChangedDatabases(local: Map<string, LocalFile>): Promise<{ path: string; t: Tracked; data: Buffer; sum: string }[] | 'busy'> {
+  /**
+   * SQLite databases in use that changed since last sent (their WAL
+   * included), each as one consistent snapshot; `deferred`: the cursor
+   * files of sinks whose database changed but was copied less than
+   * SQLITE_SNAPSHOT_MIN_MS ago. Each copy is the whole database: taken at
+   * every scan under load it would cost its size per batch (a 100 MB file,
+   * every few milliseconds); at most once a second it costs that a second.
+   */
+  private async snapshotChangedDatabases(local: Map<string, LocalFile>): Promise<{ taken: { path: string; t: Tracked; data: Buffer; sum: string }[]; deferred: Set<string> } | 'busy'> {
     const taken: { path: string; t: Tracked; data: Buffer; sum: string; version: string }[] = [];
+    const deferred = new Set<string>();
     for (const f of local.values()) {
       const file = this.abs(f.path);
       if (f.kind !== 'whole' || !sqliteInUse(file)) continue;
@@ -315,6 +349,12 @@ export class Sender {
       // Seen before the snapshot: a commit after it changes the version again.
       const version = sqliteVersion(file);
       if (version === undefined || (version === t.version && t.sentSum !== undefined)) continue;
+      // Only a sink in its default folder has a cursor known here to hold back; any other is copied at every change.
+      const cursor = sinkCursorOf(f.path);
+      if (cursor && t.snapshotAt !== undefined && this.now() - t.snapshotAt < SQLITE_SNAPSHOT_MIN_MS) {
+        deferred.add(cursor);
+        continue;
+      }
       if (this.refuse(f.path, f.size)) continue;
       const data = await sqliteSnapshot(file, absolute(this.options.root, 'mirror/sqlite-snapshot.tmp'));
       if (data === 'busy') return 'busy';
@@ -324,8 +364,9 @@ export class Sender {
     for (const d of taken) {
       d.t.version = d.version;
       d.t.mtimeMs = -1;
+      d.t.snapshotAt = this.now();
     }
-    return taken.filter((d) => d.sum !== d.t.sentSum);
+    return { taken: taken.filter((d) => d.sum !== d.t.sentSum), deferred };
   }
 
   /** The secondary holds `batch` durably. */

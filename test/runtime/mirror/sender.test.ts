@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { applyBatch, parseOps } from '../../../runtime/mirror/apply';
 import { inventory } from '../../../runtime/mirror/files';
-import { FRAME_HEADER_ROOM, Sender } from '../../../runtime/mirror/sender';
+import { FRAME_HEADER_ROOM, SQLITE_SNAPSHOT_MIN_MS, Sender } from '../../../runtime/mirror/sender';
 import { tempDir } from '../../helpers/tmp';
 
 /** Runs before each read the sender makes (tests: a file changing between the scan and the read). */
@@ -460,7 +460,8 @@ describe('SQLite databases', () => {
     try {
       // The sink committed 200 rows, then its cursor moved past them.
       put(primary, cursor, JSON.stringify({ rows: sink.commit(200) }));
-      const sender = await connect(primary, secondary);
+      let clock = 1_000_000;
+      const sender = await connect(primary, secondary, { now: () => clock });
       // The sink goes on while the mirror reads the SQLite file's pieces: more rows, a checkpoint that restarts the WAL, more rows.
       let reads = 0;
       mockBeforeRead = (file) => {
@@ -482,10 +483,41 @@ describe('SQLite databases', () => {
       // A later commit (in the WAL only: the database file's own time may not move) is shipped too.
       const total = sink.commit(50);
       sender.acked(batch);
+      clock += SQLITE_SNAPSHOT_MIN_MS;
       await drain(sender, secondary);
       expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: total });
     } finally {
       mockBeforeRead = undefined;
+      sink.db.close();
+    }
+  });
+
+  it('a database changed within SQLITE_SNAPSHOT_MIN_MS of its last copy is not copied again yet (each copy is the whole file): its cursor waits with it, the batch still complete; then both go', async () => {
+    const { primary, secondary } = pair();
+    const rel = 'events/sqlite/acct/acct.20261205T060000000Z.open.sqlite';
+    const cursor = 'log/events/cursors/acct.json';
+    const sink = openSink(primary, rel);
+    try {
+      put(primary, cursor, JSON.stringify({ rows: sink.commit(10) }));
+      let clock = 1_000_000;
+      const sender = await connect(primary, secondary, { now: () => clock });
+      await drain(sender, secondary);
+      expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: 10 });
+      // The sink goes on, its cursor with it; a spool record comes too, within the interval.
+      put(primary, cursor, JSON.stringify({ rows: sink.commit(20) }));
+      put(primary, 'spool/p0/000000000001.seg', 'record-1\n');
+      clock += SQLITE_SNAPSHOT_MIN_MS / 2;
+      const batch = (await sender.next())!;
+      expect([...new Set(batch.ops.map((o) => o.path))]).toEqual(['spool/p0/000000000001.seg']);
+      expect(batch.complete).toBe(true);
+      await applyBatch(secondary, parseOps(JSON.parse(JSON.stringify(batch.ops)), batch.body.length), batch.body);
+      sender.acked(batch);
+      expect(readFileSync(join(secondary, cursor), 'utf8')).toBe(JSON.stringify({ rows: 10 }));
+      clock += SQLITE_SNAPSHOT_MIN_MS;
+      await drain(sender, secondary);
+      expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: 30 });
+      expect(readFileSync(join(secondary, cursor), 'utf8')).toBe(JSON.stringify({ rows: 30 }));
+    } finally {
       sink.db.close();
     }
   });
