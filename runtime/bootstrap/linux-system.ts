@@ -2,6 +2,7 @@ import { CloudFormationClient, SignalResourceCommand } from '@aws-sdk/client-clo
 import { execFile } from 'node:child_process';
 import { access, mkdir, open, realpath } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
+import { type Clock, realClock } from './clock';
 import { BootstrapError } from './errors';
 import { findExt4Backup } from './ext4-backup';
 import type { BootstrapSystem, Probe } from './system';
@@ -78,18 +79,56 @@ export interface LinuxSystemOptions {
   /** Where to signal; without it the bootstrap runs outside CloudFormation (by hand, in tests). */
   readonly signal?: SignalTarget;
   readonly cloudFormation?: SignalClient;
-  /** Waits between signal attempts whose credentials could not be loaded (tests pass one that does not wait). */
-  readonly sleep?: (ms: number) => Promise<void>;
+  /** Times the signal's retries (tests pass one whose sleep only moves its now). */
+  readonly clock?: Clock;
 }
 
 /**
- * The waits before the 2nd and 3rd signal attempt when the role's credentials
- * could not be loaded: instance metadata can be throttled or slow to answer
- * (the SDK waits 1 s for it, once), and a ready signal given up on during a
- * deploy leaves CloudFormation waiting until it times out and rolls back. A
- * refusal from CloudFormation itself is not retried.
+ * How long a ready (or failure) signal is retried when it fails in a way that
+ * may pass (throttling after the SDK's own retries, a timeout, credentials
+ * instance metadata could not give yet, a 5xx). Giving up fails the boot, and
+ * the unit's FailureAction powers the instance off: outside a deploy (a
+ * reboot, a health replacement) that is a serving instance lost to a passing
+ * error. Two minutes is well inside the groups' signal timeout
+ * (ResourceSignal, minutes), so a deploy still hears from the instance.
  */
-export const SIGNAL_CREDENTIAL_RETRIES_MS = [2_000, 5_000] as const;
+export const SIGNAL_RETRY_BOUND_MS = 120_000;
+/** The waits between attempts: doubling from 2 s, at most 30 s apart. */
+export const SIGNAL_RETRY_FIRST_WAIT_MS = 2_000;
+export const SIGNAL_RETRY_MAX_WAIT_MS = 30_000;
+
+// Error names (the service's error code) that say: try again later.
+const TRANSIENT_NAMES = new Set([
+  'CredentialsProviderError',
+  'Throttling',
+  'ThrottlingException',
+  'ThrottledException',
+  'RequestLimitExceeded',
+  'RequestThrottled',
+  'RequestThrottledException',
+  'TooManyRequestsException',
+  'TimeoutError',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'ServiceUnavailable',
+  'InternalFailure',
+  'InternalError',
+]);
+// No answer at all: the network (or the endpoint) may come back.
+const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED']);
+
+/**
+ * A signal failure that may pass if tried again. Everything else (AccessDenied,
+ * a ValidationError such as a stack that does not exist, any other refusal)
+ * fails at once: waiting would only delay the same answer.
+ */
+export function signalMayPass(err: Error): boolean {
+  if (TRANSIENT_NAMES.has(err.name)) return true;
+  const e = err as Error & { code?: string; $fault?: string; $retryable?: unknown; $metadata?: { httpStatusCode?: number } };
+  if (e.$retryable) return true;
+  if (e.$fault === 'server' || (e.$metadata?.httpStatusCode ?? 0) >= 500) return true;
+  return e.code !== undefined && NETWORK_CODES.has(e.code);
+}
 
 /**
  * The real host: blkid, mkfs.ext4, findmnt, mount, systemctl, and
@@ -159,12 +198,19 @@ export class LinuxSystem implements BootstrapSystem {
       .map((address) => address.address);
   }
 
-  /** SignalResource carries no reason (cfn-signal's --reason only reaches wait conditions): the bootstrap logs it. */
+  /**
+   * SignalResource carries no reason (cfn-signal's --reason only reaches wait
+   * conditions): the bootstrap logs it. A failure that may pass is tried again
+   * with backoff for up to SIGNAL_RETRY_BOUND_MS; CloudFormation's "cannot be
+   * signaled" is ENOTWAITING, any other failure ESIGNAL.
+   */
   async signal(success: boolean, _reason: string): Promise<void> {
     const target = this.options.signal;
     if (!target) return;
-    const sleep = this.options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
-    for (let attempt = 0; ; attempt++) {
+    const clock = this.options.clock ?? realClock;
+    const deadline = clock.now() + SIGNAL_RETRY_BOUND_MS;
+    let wait = SIGNAL_RETRY_FIRST_WAIT_MS;
+    for (let attempt = 1; ; attempt++) {
       // A new client each attempt: its credential provider tries instance metadata again.
       const client = this.options.cloudFormation ?? new CloudFormationClient({ region: target.region });
       try {
@@ -173,13 +219,14 @@ export class LinuxSystem implements BootstrapSystem {
         );
         return;
       } catch (err) {
-        const wait = SIGNAL_CREDENTIAL_RETRIES_MS[attempt];
-        if ((err as Error).name === 'CredentialsProviderError' && wait !== undefined) {
-          await sleep(wait);
-          continue;
-        }
         if (notWaitingForSignals(err as Error)) throw new BootstrapError('ENOTWAITING', `CloudFormation waits for no signal from ${target.stack}/${target.resource}: ${(err as Error).message}`);
-        throw new BootstrapError('ESIGNAL', `cannot signal ${target.stack}/${target.resource}: ${(err as Error).message}`);
+        const left = deadline - clock.now();
+        if (!signalMayPass(err as Error) || left <= 0) {
+          const tried = attempt > 1 ? ` (${attempt} attempts over ${Math.round((SIGNAL_RETRY_BOUND_MS - left) / 1000)} s)` : '';
+          throw new BootstrapError('ESIGNAL', `cannot signal ${target.stack}/${target.resource}${tried}: ${(err as Error).message}`);
+        }
+        await clock.sleep(Math.min(wait, left));
+        wait = Math.min(wait * 2, SIGNAL_RETRY_MAX_WAIT_MS);
       }
     }
   }

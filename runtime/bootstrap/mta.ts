@@ -75,7 +75,10 @@ export async function mountSlotVolume(deps: BootstrapDeps, options: MtaBootstrap
  * serving either way, so that refusal (ENOTWAITING) is logged, never a failed
  * boot: that would power the instance off (the unit's FailureAction), and
  * the group's next instance the same way, for ever. Any other failure to
- * signal fails the boot as before: a deploy may be waiting for that signal.
+ * signal fails the boot: a deploy may be waiting for that signal. The system's
+ * signal has already tried a passing failure (throttling, a timeout, no
+ * credentials yet) again for up to two minutes (SIGNAL_RETRY_BOUND_MS), so
+ * what fails the boot here is a refusal or a failure that outlasted that.
  */
 export async function signalReady(system: BootstrapSystem, log: Log, reason: string): Promise<void> {
   try {

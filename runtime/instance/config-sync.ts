@@ -10,6 +10,7 @@ import { GetParameterCommand, type SSMClient } from '@aws-sdk/client-ssm';
 import { spawn } from 'node:child_process';
 import { chmod, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { parseMirrorConfig } from '../mirror/config';
 import { parseProxyConfig } from '../proxy/config';
 import { parseConfig } from '../shared/config/load';
@@ -148,10 +149,30 @@ async function installAtomically(target: string, body: Buffer): Promise<void> {
 }
 
 /**
+ * Whether the mirror would run `fetched` exactly as it runs `installed`: the
+ * same settings once parsed, whatever the bytes (the generated header, a
+ * comment, key order, a default now written out). volley-mirror.service has no
+ * reload (the daemon reads its config only at start), so reload-or-restart
+ * restarts it: on a pair in sync mode that is 451s (block) or mail acknowledged
+ * unreplicated (degrade) for the restart's length, on both nodes at once when a
+ * deploy changes the generated text of both. A file the loader refused before
+ * is not the same: a restart then is what applies the fix.
+ */
+function sameMirrorConfig(installed: Buffer, fetched: Buffer, file: string): boolean {
+  try {
+    return isDeepStrictEqual(parseMirrorConfig(installed.toString('utf8'), file), parseMirrorConfig(fetched.toString('utf8'), file));
+  } catch {
+    return false;
+  }
+}
+
+/**
  * One sync. A fetch failure changes nothing; an unchanged config does
  * nothing; a changed one is installed and the unit reloaded if it runs (the
  * MTA and the proxy reload in place, and one that refuses the file keeps its
- * running config; the file stays so the next deploy's fix is picked up).
+ * running config; the file stays so the next deploy's fix is picked up). The
+ * mirror cannot reload, only restart: it is restarted only when its settings
+ * changed, never for a file that differs in bytes alone.
  */
 export async function syncConfig(settings: ConfigSyncSettings, deps: ConfigSyncDeps): Promise<SyncResult> {
   const { body, from } = await fetchConfig(settings, deps);
@@ -168,6 +189,10 @@ export async function syncConfig(settings: ConfigSyncSettings, deps: ConfigSyncD
   await installAtomically(settings.target, body);
   deps.log(`volley config sync: installed ${settings.target} from ${from}`);
   const unit = `volley-${settings.role}.service`;
+  if (settings.role === 'mirror' && current && sameMirrorConfig(current, body, settings.target)) {
+    deps.log(`volley config sync: the mirror's settings are unchanged (the file differs only in text): ${unit} is not restarted`);
+    return { installed: true, reloaded: false, from };
+  }
   if ((await deps.systemctl(['is-active', '--quiet', unit])) !== 0) return { installed: true, reloaded: false, from };
   const status = await deps.systemctl(['reload-or-restart', unit]);
   if (status !== 0) throw new VolleyError('ECONFIGSYNC', `systemctl reload-or-restart ${unit} failed (${status}); ${settings.target} is installed`);

@@ -8,7 +8,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BLANK_CHECK_BYTES, LinuxSystem } from '../../../runtime/bootstrap/linux-system';
+import { BLANK_CHECK_BYTES, LinuxSystem, SIGNAL_RETRY_BOUND_MS } from '../../../runtime/bootstrap/linux-system';
 import { tempDir } from '../../helpers/tmp';
 import { interruptedMkfs, leadingDataIn, wipePrimaryMagic } from './ext4-images';
 import { INSTANCE_LIKE_CREDENTIALS, useEnv } from '../../rehearsal/fake-aws/env-for-test';
@@ -38,18 +38,57 @@ describe('with a mocked client', () => {
     await expect(system.signal(true, 'ready')).rejects.toMatchObject({ code: 'ESIGNAL', message: expect.stringContaining('Volley-dev-Mta/Sloteuwest1a1GroupASG362E5EEC: Signal already received') });
   });
 
-  it('credentials that could not be loaded (instance metadata slow or throttled) are tried again twice, 2 s then 5 s later; a third failure is ESIGNAL', async () => {
-    const noCredentials = Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' });
-    cfn.on(SignalResourceCommand).rejectsOnce(noCredentials).rejectsOnce(noCredentials).resolves({});
-    const waits: number[] = [];
-    const sleep = async (ms: number) => void waits.push(ms);
-    await new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), sleep }).signal(true, 'ready');
-    expect({ calls: cfn.commandCalls(SignalResourceCommand).length, waits }).toEqual({ calls: 3, waits: [2000, 5000] });
+  // A clock whose sleep only moves its now: minutes of backoff in no time, and the waits recorded.
+  const fakeClock = () => {
+    const clock = { t: 0, waits: [] as number[], now: () => clock.t, sleep: async (ms: number) => void (clock.waits.push(ms), (clock.t += ms)) };
+    return clock;
+  };
+  const sdkError = (name: string, message: string, status: number) =>
+    Object.assign(new Error(message), { name, $fault: status >= 500 ? 'server' : 'client', $metadata: { httpStatusCode: status } });
+  const throttled = () => sdkError('Throttling', 'Rate exceeded', 400);
 
-    cfn.reset();
-    cfn.on(SignalResourceCommand).rejects(noCredentials);
-    await expect(new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), sleep }).signal(true, 'ready')).rejects.toMatchObject({ code: 'ESIGNAL' });
-    expect(cfn.commandCalls(SignalResourceCommand)).toHaveLength(3);
+  it('a throttled signal (after the SDK\'s own retries) is tried again with backoff until it goes through: the boot succeeds', async () => {
+    cfn.on(SignalResourceCommand).rejectsOnce(throttled()).rejectsOnce(throttled()).rejectsOnce(throttled()).resolves({});
+    const clock = fakeClock();
+    await new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), clock }).signal(true, 'ready');
+    expect({ calls: cfn.commandCalls(SignalResourceCommand).length, waits: clock.waits }).toEqual({ calls: 4, waits: [2000, 4000, 8000] });
+  });
+
+  test.each([
+    ['credentials that could not be loaded', Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' })],
+    ['a timeout', Object.assign(new Error('connect ETIMEDOUT 52.94.0.1:443'), { name: 'TimeoutError' })],
+    ['a reset connection', Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })],
+    ['a 503', sdkError('ServiceUnavailableException', 'try later', 503)],
+  ])('%s is tried again too', async (_what, err) => {
+    cfn.on(SignalResourceCommand).rejectsOnce(err).resolves({});
+    const clock = fakeClock();
+    await new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), clock }).signal(true, 'ready');
+    expect(cfn.commandCalls(SignalResourceCommand)).toHaveLength(2);
+  });
+
+  it('a throttle that never clears fails (ESIGNAL) once the bound has passed, not before, saying how long it tried', async () => {
+    cfn.on(SignalResourceCommand).rejects(throttled());
+    const clock = fakeClock();
+    await expect(new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), clock }).signal(true, 'ready')).rejects.toMatchObject({
+      code: 'ESIGNAL',
+      message: expect.stringMatching(/\(\d+ attempts over 120 s\): Rate exceeded/),
+    });
+    expect(clock.t).toBe(SIGNAL_RETRY_BOUND_MS);
+    expect(Math.max(...clock.waits)).toBeLessThanOrEqual(30_000);
+    expect(cfn.commandCalls(SignalResourceCommand)).toHaveLength(clock.waits.length + 1);
+  });
+
+  test.each([
+    ['AccessDenied', sdkError('AccessDenied', 'User is not authorized to perform: cloudformation:SignalResource', 403)],
+    ['a stack that does not exist', sdkError('ValidationError', 'Stack [Volley-dev-Mta] does not exist', 400)],
+  ])('%s fails (ESIGNAL) at once: no retry can pass it', async (_what, err) => {
+    cfn.on(SignalResourceCommand).rejects(err);
+    const clock = fakeClock();
+    await expect(new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), clock }).signal(true, 'ready')).rejects.toMatchObject({
+      code: 'ESIGNAL',
+      message: expect.stringContaining(err.message),
+    });
+    expect({ calls: cfn.commandCalls(SignalResourceCommand).length, waits: clock.waits }).toEqual({ calls: 1, waits: [] });
   });
 
   it('outside CloudFormation (no target) it sends nothing', async () => {

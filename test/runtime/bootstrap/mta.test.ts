@@ -228,7 +228,11 @@ describe('signalReady', () => {
   afterEach(() => cfn.reset());
   afterAll(() => cfn.restore());
   const target = { stack: 'Volley-prod-Mta', resource: 'SlotGroup', region: 'eu-west-1', instanceId: 'i-1' };
-  const system = () => new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), sleep: async () => undefined });
+  // A clock whose sleep only moves its now: the signal's two minutes of retries pass at once.
+  const system = () => {
+    let t = 0;
+    return new LinuxSystem({ signal: target, cloudFormation: new CloudFormationClient({ region: 'eu-west-1' }), clock: { now: () => t, sleep: async (ms) => void (t += ms) } });
+  };
   const failure = (name: string, message: string) => Object.assign(new Error(message), { name });
 
   test.each([
@@ -237,11 +241,19 @@ describe('signalReady', () => {
     ['AccessDenied', 'User is not authorized to perform: cloudformation:SignalResource'],
     ['TimeoutError', 'connect ETIMEDOUT 52.94.0.1:443'],
     ['ValidationError', 'Stack [Volley-prod-Mta] does not exist'],
-  ])('a signal that fails with %s fails the boot (ESIGNAL)', async (name, message) => {
+  ])('a signal that fails with %s (for good, or for longer than the retry bound) fails the boot (ESIGNAL)', async (name, message) => {
     cfn.on(SignalResourceCommand).rejects(failure(name, message));
     const log = new MemoryLog();
     await expect(signalReady(system(), log, 'slot a ready')).rejects.toMatchObject({ code: 'ESIGNAL', message: expect.stringContaining(message) });
     expect(log.lines).toEqual([]);
+  });
+
+  it('a throttle that clears after a few tries is a ready signal sent: the boot goes on, nothing logged', async () => {
+    const throttled = () => Object.assign(failure('Throttling', 'Rate exceeded'), { $fault: 'client', $metadata: { httpStatusCode: 400 } });
+    cfn.on(SignalResourceCommand).rejectsOnce(throttled()).rejectsOnce(throttled()).resolves({});
+    const log = new MemoryLog();
+    await signalReady(system(), log, 'slot a ready');
+    expect({ calls: cfn.commandCalls(SignalResourceCommand).map((c) => c.args[0].input.Status), log: log.lines }).toEqual({ calls: ['SUCCESS', 'SUCCESS', 'SUCCESS'], log: [] });
   });
 
   test.each([
