@@ -49,8 +49,9 @@ export const SQLITE_SNAPSHOT_MIN_MS = 1_000;
  * runtime/mta/events); undefined otherwise.
  */
 function sinkCursorOf(dbPath: string): string | undefined {
-  const m = /^events\/sqlite\/([^/]+)\/[^/]+$/.exec(dbPath);
-  return m ? `log/events/cursors/${m[1]}.json` : undefined;
+  // The sink names its files `<name>.<start>…`: a folder of that name holding another's is a custom `dir`, not guessed.
+  const m = /^events\/sqlite\/([^/]+)\/([^/]+)$/.exec(dbPath);
+  return m && m[2].startsWith(`${m[1]}.`) ? `log/events/cursors/${m[1]}.json` : undefined;
 }
 
 /** What a batch frame keeps for its header (the ops: a line of JSON per file) besides the files' bytes. */
@@ -186,7 +187,10 @@ export class Sender {
     // after a sink's cursor was read holds every row that cursor counts. They
     // go first in the batch, so the secondary renames them in before the cursors.
     const small = this.readChangedWholeFiles(local);
-    const databases = await this.snapshotChangedDatabases(local);
+    // An event file deleted (retention: every cursor passed it) must not reach the secondary
+    // while a cursor there still points into it: no copy is put off in such a batch.
+    const deletesEvents = batch.ops.some((o) => o.op === 'delete' && o.path.startsWith('log/events/'));
+    const databases = await this.snapshotChangedDatabases(local, !deletesEvents);
     if (databases === 'busy') {
       // No snapshot now: the cursors that may count its rows wait with it (read again at the next scan).
       for (const w of small) w.t.mtimeMs = -1;
@@ -291,6 +295,10 @@ export class Sender {
       } else {
         batch.complete = false;
         w.t.mtimeMs = -1;
+        // A database snapshot held back is taken again next scan: left "snapshotted", it would be
+        // skipped until the sink wrote again, while its cursor (read again) went ahead of its rows.
+        w.t.version = undefined;
+        w.t.snapshotAt = undefined;
       }
     }
     this.scanned = true;
@@ -338,7 +346,7 @@ export class Sender {
    * every scan under load it would cost its size per batch (a 100 MB file,
    * every few milliseconds); at most once a second it costs that a second.
    */
-  private async snapshotChangedDatabases(local: Map<string, LocalFile>): Promise<{ taken: { path: string; t: Tracked; data: Buffer; sum: string }[]; deferred: Set<string> } | 'busy'> {
+  private async snapshotChangedDatabases(local: Map<string, LocalFile>, mayDefer: boolean): Promise<{ taken: { path: string; t: Tracked; data: Buffer; sum: string }[]; deferred: Set<string> } | 'busy'> {
     const taken: { path: string; t: Tracked; data: Buffer; sum: string; version: string }[] = [];
     const deferred = new Set<string>();
     for (const f of local.values()) {
@@ -351,7 +359,7 @@ export class Sender {
       if (version === undefined || (version === t.version && t.sentSum !== undefined)) continue;
       // Only a sink in its default folder has a cursor known here to hold back; any other is copied at every change.
       const cursor = sinkCursorOf(f.path);
-      if (cursor && t.snapshotAt !== undefined && this.now() - t.snapshotAt < SQLITE_SNAPSHOT_MIN_MS) {
+      if (mayDefer && cursor && t.snapshotAt !== undefined && this.now() - t.snapshotAt < SQLITE_SNAPSHOT_MIN_MS) {
         deferred.add(cursor);
         continue;
       }

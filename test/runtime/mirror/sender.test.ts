@@ -3,7 +3,7 @@
 // link. Checks the catch-up plan, tailing, truncations, deletions, whole
 // files, a diverged history's full copy and the resync rate; a SQLite file
 // being written arrives whole and consistent (Debian's sqlite3 checks it).
-import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -517,6 +517,84 @@ describe('SQLite databases', () => {
       await drain(sender, secondary);
       expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: 30 });
       expect(readFileSync(join(secondary, cursor), 'utf8')).toBe(JSON.stringify({ rows: 30 }));
+    } finally {
+      sink.db.close();
+    }
+  });
+
+  it('a snapshot held back by a full batch is taken again at the next scan: its cursor (read again) never goes ahead of it', async () => {
+    const { primary, secondary } = pair();
+    const rel = 'events/sqlite/acct/acct.20261205T070000000Z.open.sqlite';
+    const cursor = 'log/events/cursors/acct.json';
+    const sink = openSink(primary, rel);
+    try {
+      let clock = 1_000_000;
+      const sender = await connect(primary, secondary, { batchMaxBytes: 4096, now: () => clock });
+      put(primary, cursor, JSON.stringify({ rows: sink.commit(10) }));
+      await drain(sender, secondary);
+      clock += 5 * SQLITE_SNAPSHOT_MIN_MS;
+      // The sink commits and moves its cursor; spool bytes fill this scan's room, so the snapshot is held back.
+      put(primary, cursor, JSON.stringify({ rows: sink.commit(20) }));
+      put(primary, 'spool/p0/000000000001.seg', 'r'.repeat(20_000));
+      const held = (await sender.next())!;
+      expect(held.complete).toBe(false);
+      await applyBatch(secondary, parseOps(JSON.parse(JSON.stringify(held.ops)), held.body.length), held.body);
+      sender.acked(held);
+      clock += 5 * SQLITE_SNAPSHOT_MIN_MS;
+      // The sink is quiet from here: what it wrote must still go.
+      await drain(sender, secondary);
+      expect(readFileSync(join(secondary, cursor), 'utf8')).toBe(JSON.stringify({ rows: 30 }));
+      expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: 30 });
+    } finally {
+      sink.db.close();
+    }
+  });
+
+  it('no copy is put off in a batch that deletes an event file: the cursor held back would name a file the secondary no longer has', async () => {
+    const { primary, secondary } = pair();
+    const rel = 'events/sqlite/acct/acct.20261205T080000000Z.open.sqlite';
+    const cursor = 'log/events/cursors/acct.json';
+    const F = 'log/events/w0.20261205T000000000Z-000001.jsonl';
+    const G = 'log/events/w0.20261205T000100000Z-000002.jsonl';
+    const sink = openSink(primary, rel);
+    try {
+      let clock = 1_000_000;
+      const sender = await connect(primary, secondary, { now: () => clock });
+      put(primary, F, '{"e":1}\n{"e":2}\n{"e":3}\n');
+      sink.commit(1);
+      put(primary, cursor, JSON.stringify({ producers: { w0: { file: F.split('/').pop(), offset: 8 } } }));
+      await drain(sender, secondary);
+      // Within the interval: the sink read the rest of F (3 rows in all), its cursor moved into G, retention removed F.
+      clock += SQLITE_SNAPSHOT_MIN_MS / 4;
+      put(primary, G, '{"e":4}\n');
+      sink.commit(3);
+      put(primary, cursor, JSON.stringify({ producers: { w0: { file: G.split('/').pop(), offset: 8 } } }));
+      rmSync(join(primary, F));
+      const batch = (await sender.next())!;
+      await applyBatch(secondary, parseOps(JSON.parse(JSON.stringify(batch.ops)), batch.body.length), batch.body);
+      sender.acked(batch);
+      expect(existsSync(join(secondary, F))).toBe(false);
+      expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: 4 });
+      expect(JSON.parse(readFileSync(join(secondary, cursor), 'utf8'))).toEqual({ producers: { w0: { file: G.split('/').pop(), offset: 8 } } });
+    } finally {
+      sink.db.close();
+    }
+  });
+
+  it('a sink whose custom dir is another sink\'s default folder: its copy is never put off (its cursor is not guessed)', async () => {
+    const { primary, secondary } = pair();
+    const rel = 'events/sqlite/billing/acct.20261205T090000000Z.open.sqlite';
+    const cursor = 'log/events/cursors/acct.json';
+    const sink = openSink(primary, rel);
+    try {
+      let clock = 1_000_000;
+      const sender = await connect(primary, secondary, { now: () => clock });
+      put(primary, cursor, JSON.stringify({ rows: sink.commit(10) }));
+      await drain(sender, secondary);
+      put(primary, cursor, JSON.stringify({ rows: sink.commit(20) }));
+      clock += SQLITE_SNAPSHOT_MIN_MS / 2;
+      await drain(sender, secondary);
+      expect(check(secondary, rel)).toEqual({ integrity: 'ok', rows: 30 });
     } finally {
       sink.db.close();
     }
