@@ -3,7 +3,9 @@
 // on its own (its own count never passes the limit) unless the primary has
 // said the client is at the limit, and reports its counts a few times a
 // second, batched; the primary sums them and tells every worker when a
-// client reaches the limit and when it falls below it again.
+// client reaches the limit (with the node's count) and when it falls below
+// it again. At the limit a worker still admits what it closed since its
+// last report: the node's count less its reported share plus its own now.
 //
 // Why not ask the primary for every session: that exact count cost the lb
 // ~100 µs of CPU a session (an IPC round trip each, measured with one
@@ -16,14 +18,17 @@
 
 export interface ClientChange {
   address: string;
-  /** True: no worker may admit a new session from it; false: they may again. */
+  /** True: at the limit over the node (a worker admits only on what it closed since its last report); false: below it again. */
   atLimit: boolean;
+  /** The node's open sessions for it, as the workers last reported. */
+  open: number;
 }
 
 export class ClientBook {
   private readonly byWorker = new Map<number, Map<string, number>>();
   private readonly totals = new Map<string, number>();
-  private readonly atLimit = new Set<string>();
+  /** The clients at the limit, with the count last told to the workers. */
+  private readonly atLimit = new Map<string, number>();
 
   constructor(private limit: number) {}
 
@@ -51,12 +56,12 @@ export class ClientBook {
   /** A reload: the new limit for every client. */
   setLimit(limit: number): ClientChange[] {
     this.limit = limit;
-    return this.settle([...this.totals.keys(), ...this.atLimit]);
+    return this.settle([...this.totals.keys(), ...this.atLimit.keys()]);
   }
 
   /** The clients at the limit now (for a worker that starts). */
   limited(): ClientChange[] {
-    return [...this.atLimit].map((address) => ({ address, atLimit: true }));
+    return [...this.atLimit].map(([address, open]) => ({ address, atLimit: true, open }));
   }
 
   /** The node's open sessions for `address`, as last reported. */
@@ -73,11 +78,13 @@ export class ClientBook {
   private settle(addresses: Iterable<string>): ClientChange[] {
     const changes: ClientChange[] = [];
     for (const address of new Set(addresses)) {
-      const now = this.open(address) >= this.limit;
-      if (now === this.atLimit.has(address)) continue;
-      if (now) this.atLimit.add(address);
+      const open = this.open(address);
+      const now = open >= this.limit;
+      // At the limit, a changed count is told too: a worker admits on the count it last reported.
+      if (now ? this.atLimit.get(address) === open : !this.atLimit.has(address)) continue;
+      if (now) this.atLimit.set(address, open);
       else this.atLimit.delete(address);
-      changes.push({ address, atLimit: now });
+      changes.push({ address, atLimit: now, open });
     }
     return changes;
   }

@@ -15,7 +15,7 @@ export type ToLbWorker =
   /** Stop gracefully (drain), or (now: true, a second signal) close every session at once. */
   | { type: 'lb-stop'; now: boolean }
   /** Clients that reached --max-connections-per-client over the node (admit none of theirs), or fell below it again (client-book.ts). */
-  | { type: 'lb-client-limits'; changes: { address: string; atLimit: boolean }[] };
+  | { type: 'lb-client-limits'; changes: { address: string; atLimit: boolean; open: number }[] };
 
 export type FromLbWorker =
   | { type: 'lb-ready' }

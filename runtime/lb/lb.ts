@@ -56,8 +56,8 @@ export interface WorkerRole {
 
 /** The node's sessions per client address, summed by the primary (client-book.ts) from what each worker reports. */
 export interface ClientGate {
-  /** Whether the primary said this client is at the limit over the node. */
-  atLimit(address: string): boolean;
+  /** Whether a session more from `address` would pass `limit` over the node, this worker holding `mine` of them now. */
+  full(address: string, mine: number, limit: number): boolean;
   /** This worker's count for `address` changed (to `open`): reported to the primary, batched. */
   changed(address: string, open: number): void;
 }
@@ -143,7 +143,7 @@ export async function startLb(initial: LbOptions, logger: Logger, worker?: Worke
     // The address as the MTAs' limits see it (the PROXY header's): IPv4 clients of a dual-stack listener unmapped.
     const address = clientAddress(client.remoteAddress);
     // This worker's own count holds exactly; the node's, summed by the primary, within a report.
-    if (worker?.clients.atLimit(address) || !perClient.tryOpen(address)) return refusePerClient(l, client);
+    if (worker?.clients.full(address, perClient.count(address), options.maxConnectionsPerClient) || !perClient.tryOpen(address)) return refusePerClient(l, client);
     worker?.clients.changed(address, perClient.count(address));
     serve(l, client, () => {
       perClient.close(address);

@@ -5,6 +5,7 @@
 import { VolleyError } from '../shared/errors';
 import type { Logger } from '../shared/log';
 import { isToLbWorker, LB_OPTIONS_ENV, type FromLbWorker } from './ipc';
+import { ClientGate } from './client-gate';
 import { startLb } from './lb';
 import type { LbOptions } from './options';
 
@@ -28,21 +29,28 @@ export async function runLbWorker(logger: Logger): Promise<void> {
   const send = (m: FromLbWorker): void => {
     if (process.connected) process.send?.(m);
   };
-  // --max-connections-per-client over the node: the primary's word on who is at the limit, and
+  // --max-connections-per-client over the node: the primary's word on who is at the limit (client-gate.ts), and
   // this worker's counts reported to it at most every CLIENT_REPORT_MS, only those that changed.
-  const atLimit = new Set<string>();
+  const gate = new ClientGate();
   const changed = new Map<string, number>();
   let report: NodeJS.Timeout | undefined;
+  const flush = (): void => {
+    clearTimeout(report);
+    report = undefined;
+    const counts = [...changed];
+    changed.clear();
+    gate.sent(counts);
+    send({ type: 'lb-client-counts', counts });
+  };
   const lb = await startLb(workerOptions(), logger, {
     clients: {
-      atLimit: (address) => atLimit.has(address),
+      full: (address, mine, limit) => gate.full(address, mine, limit),
       changed: (address, open) => {
         changed.set(address, open);
-        report ??= setTimeout(() => {
-          report = undefined;
-          send({ type: 'lb-client-counts', counts: [...changed] });
-          changed.clear();
-        }, CLIENT_REPORT_MS);
+        // A client at the limit is told at once: a session it closed here frees a slot on every worker
+        // within an IPC round trip, not a report later (only such clients: the rest wait for the batch).
+        if (gate.limited(address)) return flush();
+        report ??= setTimeout(flush, CLIENT_REPORT_MS);
       },
     },
     authority: {
@@ -61,8 +69,7 @@ export async function runLbWorker(logger: Logger): Promise<void> {
   process.on('message', (m: unknown) => {
     if (!isToLbWorker(m)) return;
     if (m.type === 'lb-client-limits') {
-      for (const c of m.changes) if (c.atLimit) atLimit.add(c.address);
-      else atLimit.delete(c.address);
+      gate.told(m.changes);
     } else if (m.type === 'lb-up') for (const s of m.states) lb.setUp(s.listener, s.backend, s.up);
     else if (m.type === 'lb-options') {
       try {

@@ -240,6 +240,36 @@ test("--max-connections-per-client is the node's, whichever worker accepts: a cl
   }
 }, 90_000);
 
+test('a client at its limit that closes a session and opens another at once is served, whichever worker takes it (a close at the limit is reported at once)', async () => {
+  const mta = await startFakeMta('mta');
+  const [port, adminPort] = [await closedPort(), await closedPort()];
+  const lb = await startLb(['--listen', `127.0.0.1:${port}=smtp`, '--backend', `127.0.0.1:${mta.port}`, '--workers', '2', '--max-connections-per-client', '2'], adminPort);
+  const sessions: SmtpDialog[] = [];
+  const greeting = async (): Promise<string> => {
+    const s = await SmtpDialog.open(port);
+    sessions.push(s);
+    const r = await s.reply();
+    return `${r.code} ${r.text}`;
+  };
+  try {
+    const answers: string[] = [];
+    for (let round = 0; round < 5; round++) {
+      expect([await greeting(), await greeting()]).toEqual(['220 mta ESMTP ready', '220 mta ESMTP ready']);
+      await waitUntil(async () => (await lb.status()).clientsAtLimit.includes('127.0.0.1'), 10_000, () => lb.log());
+      sessions[sessions.length - 2].destroy();
+      await waitUntil(async () => (await lb.status()).active === 1, 10_000, () => lb.log());
+      // Before: refused (421) until the closing worker's next batched report reached the primary.
+      answers.push(await greeting());
+      for (const s of sessions.splice(0)) s.destroy();
+      await waitUntil(async () => { const st = await lb.status(); return st.active === 0 && st.clientsAtLimit.length === 0; }, 10_000, () => lb.log());
+    }
+    expect(answers).toEqual(Array(5).fill('220 mta ESMTP ready'));
+  } finally {
+    for (const s of sessions) s.destroy();
+    await mta.close();
+  }
+}, 90_000);
+
 test('a worker that cannot start (its port taken) stops the lb with ELISTEN, leaving no process, instead of being restarted in a loop', async () => {
   const taken = await sink();
   const adminPort = await closedPort();
