@@ -16,7 +16,7 @@
 // drain ends naming it and those ids; a rerun, or an MTA started instead,
 // settles them with that destination once it answers again.
 import type { DrainRecord } from '../protocol';
-import { encodeBatch } from '../protocol';
+import { encodeBatch, newRequestId } from '../protocol';
 import type { DestinationClient, SendOutcome } from './destination-client';
 import type { Journal } from './journal';
 
@@ -197,8 +197,10 @@ export class Distributor {
     const body = encodeBatch(batch.records);
     for (let tried = 0; ; tried++) {
       const label = dest.address.label;
-      this.o.journal.append({ dest: label, ids: batch.ids, at: Date.now() });
-      const outcome: SendOutcome = await dest.sendBatch(body, batch.ids);
+      // A fresh id per send: `have` can then tell this copy from one of the same id that reached there another way.
+      const req = newRequestId();
+      this.o.journal.append({ dest: label, ids: batch.ids, at: Date.now(), req });
+      const outcome: SendOutcome = await dest.sendBatch(body, batch.ids, req);
       if (outcome.kind === 'answered') {
         this.failuresInARow = 0;
         this.failingSince.delete(label);

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { DestinationClient, parseDestination } from './destination-client';
-import { Journal, journalPath, readJournal, unsettled } from './journal';
+import { Journal, journalPath, readJournal, sentIn, unsettled, type JournalLine } from './journal';
 
 /** How the drain reached its destinations (no secret in it: the secret file's path), for the MTA's own questions later. */
 export interface DrainClientSettings {
@@ -66,8 +66,9 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
   const file = journalPath(o.persistentPath);
   let open: Map<string, string>;
   const lastSent = new Map<string, number>();
+  let lines: JournalLine[];
   try {
-    const lines = readJournal(file);
+    lines = readJournal(file);
     open = unsettled(lines);
     for (const l of lines) if ('ids' in l) lastSent.set(l.dest, Math.max(lastSent.get(l.dest) ?? 0, l.at));
   } catch (err) {
@@ -97,7 +98,7 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
           timeoutMs: 30_000,
           maxSockets: 1,
         });
-        const answer = await client.have(ids);
+        const answer = await client.have(ids, sentIn(lines, dest));
         client.close();
         if (answer === undefined) {
           o.logger.warn({ dest, held: ids.length }, 'a drain destination cannot answer about held messages now: they stay held; asked again');

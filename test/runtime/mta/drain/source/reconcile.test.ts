@@ -1,10 +1,18 @@
 // An MTA started where a drain was killed: what it asks the destination and
-// what it removes or releases, against a test destination on 127.0.0.1.
+// what it removes or releases, against a test destination on 127.0.0.1, and
+// against the real drain endpoint when the destination's copy moved on.
 import { join } from 'node:path';
 import pino from 'pino';
+import { DrainEndpoint } from '../../../../../runtime/mta/drain/endpoint';
+import { encodeBatch, newRequestId, type DrainRecord } from '../../../../../runtime/mta/drain/protocol';
+import { SeenIds, seenIdsPath } from '../../../../../runtime/mta/drain/seen-ids';
+import { DestinationClient, parseDestination } from '../../../../../runtime/mta/drain/source/destination-client';
 import { Journal, journalPath } from '../../../../../runtime/mta/drain/source/journal';
 import { RELEASE_AFTER_MS, heldAtStart, reconcileAtStart, writeClientSettings } from '../../../../../runtime/mta/drain/source/reconcile';
 import { startDrainDestination } from '../../../../helpers/drain-destination';
+import { parseConfig } from '../../../../../runtime/shared/config/load';
+import { loadTls } from '../../../../../runtime/shared/tls-files';
+import { testConfigYaml } from '../../../../helpers/config';
 import { newSecret, proxyTls } from '../../../../helpers/proxy-fixtures';
 import { tempDir } from '../../../../helpers/tmp';
 
@@ -47,4 +55,89 @@ test('held at start: what the destination has is removed at once; what it lacks 
   } finally {
     await dest.close();
   }
+});
+
+// The real drain endpoint as the destination B, whose copy may move on (B drained to a third node) before the killed source A asks.
+describe('in process, against a real drain endpoint whose ids move on', () => {
+  const bDir = join(dir, 'b');
+  let endpoint: DrainEndpoint;
+  let seen: SeenIds;
+  let label = '';
+  const secret = newSecret();
+  /** What B's spool took, by id (B's workers stand in: every record is queued). */
+  const bSpool = new Set<string>();
+
+  beforeAll(async () => {
+    const config = parseConfig(`${testConfigYaml()}drain: { accept_from: [127.0.0.1/32] }\n`).drain!;
+    seen = await SeenIds.open(seenIdsPath(bDir), config.dedupeRetentionMs, { fsync: false });
+    endpoint = new DrainEndpoint({
+      config,
+      nodeId: 'B',
+      secrets: [secret],
+      tls: await loadTls(undefined, bDir, 'localhost'),
+      seen,
+      store: async (records) => records.map((r) => (bSpool.add(r.header.id), { status: 'queued' as const })),
+      unavailable: () => undefined,
+      logger: pino({ level: 'silent' }),
+    });
+    label = `127.0.0.1:${await endpoint.listen({ address: '127.0.0.1', port: 0 })}`;
+  });
+  afterAll(async () => {
+    await endpoint.close();
+    await seen.close();
+  });
+
+  function message(id: string): DrainRecord {
+    const body = Buffer.from('Subject: drained\r\n\r\nhello\r\n');
+    return { header: { id, from: 'sender@shop.test', to: ['a@far.test'], received: 1, expires: Date.now() + 86_400_000, attempts: 0, via_original: 'smtp', size: body.length }, body };
+  }
+
+  /** Node `node` sends `id` to B as the distributor does (journaled first, with its request id); the answer is lost when `send` is false or ignored (the source was killed). */
+  async function drainToB(node: string, pp: string, id: string, at: number, send = true): Promise<void> {
+    const req = newRequestId();
+    const j = new Journal(journalPath(pp));
+    j.append({ dest: label, ids: [id], at, req });
+    j.close();
+    if (!send) return;
+    const client = new DestinationClient(parseDestination(label), { secret, node, insecure: true, timeoutMs: 30_000, maxSockets: 1 });
+    try {
+      expect(await client.sendBatch(encodeBatch([message(id)]), [id], req)).toEqual({ kind: 'answered', results: [{ id, status: 'queued' }] });
+    } finally {
+      client.close();
+    }
+  }
+
+  /** A's MTA started where its drain was killed, asking late enough to release: what it settled. */
+  async function reconcileA(pp: string, t0: number): Promise<{ remove: string[]; release: string[] }[]> {
+    writeClientSettings(pp, { insecure: true });
+    const calls: { remove: string[]; release: string[] }[] = [];
+    await reconcileAtStart({
+      persistentPath: pp,
+      nodeId: 'A',
+      secret: () => secret,
+      logger: pino({ level: 'silent' }),
+      retryMs: 10,
+      now: () => t0 + RELEASE_AFTER_MS,
+      settle: async (remove, release) => void calls.push({ remove, release }),
+    });
+    return calls;
+  }
+
+  test('A -> B (killed before the answer), then B drained on to C: A asks B, which took that copy and passed it on, so A removes its own (C delivers the one copy)', async () => {
+    const pp = join(dir, 'a1');
+    const t0 = 1_700_000_000_000;
+    await drainToB('A', pp, 'M-ONWARD', t0);
+    expect(bSpool.has('M-ONWARD')).toBe(true);
+    await seen.forget(['M-ONWARD']); // B drained on to C: LocalSpool.markDrained forgets the id first
+    expect(await reconcileA(pp, t0)).toEqual([{ remove: ['M-ONWARD'], release: [] }]);
+  });
+
+  test('X -> B, B -> A, then A -> B killed before its request arrived: B took that id only from X, so A keeps and releases the one copy it holds', async () => {
+    const pp = join(dir, 'a2');
+    const t0 = 1_700_000_000_000;
+    await drainToB('X', join(dir, 'x2'), 'M-BACK', t0);
+    await seen.forget(['M-BACK']); // B drained it to A
+    await drainToB('A', pp, 'M-BACK', t0, false);
+    expect(await reconcileA(pp, t0)).toEqual([{ remove: [], release: ['M-BACK'] }]);
+  });
 });
