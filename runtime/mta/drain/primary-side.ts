@@ -24,6 +24,8 @@ export interface PrimaryDrainOptions {
   workers: ReadonlyMap<number, Worker>;
   unavailable: () => string | undefined;
   logger: Logger;
+  /** DrainEndpointOptions.arrived: held messages of this node's own interrupted drain that came back (DrainHolds.cameBack). */
+  arrived?: (ids: string[]) => Promise<unknown>;
   /** STORE_TIMEOUT_MS unless a test shortens it. */
   storeTimeoutMs?: number;
 }
@@ -74,6 +76,7 @@ export class PrimaryDrain {
       seen,
       store: (records) => self!.store(records),
       unsettled: (id) => self!.isUnsettled(id),
+      arrived: options.arrived,
       unavailable: options.unavailable,
       logger: options.logger,
     });

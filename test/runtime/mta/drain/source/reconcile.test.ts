@@ -8,7 +8,7 @@ import { encodeBatch, newRequestId, type DrainRecord } from '../../../../../runt
 import { SeenIds, seenIdsPath } from '../../../../../runtime/mta/drain/seen-ids';
 import { DestinationClient, parseDestination } from '../../../../../runtime/mta/drain/source/destination-client';
 import { Journal, journalPath } from '../../../../../runtime/mta/drain/source/journal';
-import { RELEASE_AFTER_MS, heldAtStart, reconcileAtStart, writeClientSettings } from '../../../../../runtime/mta/drain/source/reconcile';
+import { DrainHolds, RELEASE_AFTER_MS, heldAtStart, reconcileAtStart, writeClientSettings } from '../../../../../runtime/mta/drain/source/reconcile';
 import { startDrainDestination } from '../../../../helpers/drain-destination';
 import { parseConfig } from '../../../../../runtime/shared/config/load';
 import { loadTls } from '../../../../../runtime/shared/tls-files';
@@ -66,6 +66,8 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
   const secret = newSecret();
   /** What B's spool took, by id (B's workers stand in: every record is queued). */
   const bSpool = new Set<string>();
+  /** B not taking requests (stopping): `have` unanswered, asked again. */
+  let bDown: string | undefined;
 
   beforeAll(async () => {
     const config = parseConfig(`${testConfigYaml()}drain: { accept_from: [127.0.0.1/32] }\n`).drain!;
@@ -77,7 +79,7 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
       tls: await loadTls(undefined, bDir, 'localhost'),
       seen,
       store: async (records) => records.map((r) => (bSpool.add(r.header.id), { status: 'queued' as const })),
-      unavailable: () => undefined,
+      unavailable: () => bDown,
       logger: pino({ level: 'silent' }),
     });
     label = `127.0.0.1:${await endpoint.listen({ address: '127.0.0.1', port: 0 })}`;
@@ -108,10 +110,11 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
   }
 
   /** A's MTA started where its drain was killed, asking late enough to release: what it settled. */
-  async function reconcileA(pp: string, t0: number): Promise<{ remove: string[]; release: string[] }[]> {
+  async function reconcileA(pp: string, t0: number, holds?: DrainHolds): Promise<{ remove: string[]; release: string[] }[]> {
     writeClientSettings(pp, { insecure: true });
     const calls: { remove: string[]; release: string[] }[] = [];
     await reconcileAtStart({
+      holds,
       persistentPath: pp,
       nodeId: 'A',
       secret: () => secret,
@@ -139,5 +142,45 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
     await seen.forget(['M-BACK']); // B drained it to A
     await drainToB('A', pp, 'M-BACK', t0, false);
     expect(await reconcileA(pp, t0)).toEqual([{ remove: [], release: ['M-BACK'] }]);
+  });
+
+  test('A -> B (killed before the answer), A started instead, then B drained back into A while A waits for its answer (duplicate: A holds it, so B drops its copy): A releases its copy and never removes it, though B took it in that request', async () => {
+    const pp = join(dir, 'a3');
+    const t0 = 1_700_000_000_000;
+    await drainToB('A', pp, 'M-CYCLE', t0);
+    // A's MTA, started instead of a rerun: its endpoint wired as primary.ts wires it; its spool holds M (held).
+    const holds = new DrainHolds(pp);
+    const releasedOnArrival: string[] = [];
+    const aDir = join(dir, 'a3-endpoint');
+    const aSeen = await SeenIds.open(seenIdsPath(aDir), 86_400_000, { fsync: false });
+    const config = parseConfig(`${testConfigYaml()}drain: { accept_from: [127.0.0.1/32] }\n`).drain!;
+    const a = new DrainEndpoint({
+      config,
+      nodeId: 'A',
+      secrets: [secret],
+      tls: await loadTls(undefined, aDir, 'localhost'),
+      seen: aSeen,
+      store: async (records) => records.map(() => ({ status: 'duplicate' as const })),
+      arrived: (ids) => holds.cameBack(ids, async (back) => void releasedOnArrival.push(...back)),
+      unavailable: () => undefined,
+      logger: pino({ level: 'silent' }),
+    });
+    const client = new DestinationClient(parseDestination(`127.0.0.1:${await a.listen({ address: '127.0.0.1', port: 0 })}`), { secret, node: 'B', insecure: true, timeoutMs: 30_000, maxSockets: 1 });
+    try {
+      // A's reconcile has read its journal (M held, asked of B) and B cannot answer yet...
+      bDown = 'B is draining itself';
+      const settled = reconcileA(pp, t0, holds);
+      // ... meanwhile B is drained into A.
+      expect(await client.sendBatch(encodeBatch([message('M-CYCLE')]), ['M-CYCLE'], newRequestId())).toEqual({ kind: 'answered', results: [{ id: 'M-CYCLE', status: 'duplicate' }] });
+      await seen.forget(['M-CYCLE']); // B's drain removes its copy on `duplicate`: A's is the only one now
+      expect(releasedOnArrival).toEqual(['M-CYCLE']);
+      bDown = undefined; // B answers (it took M in A's request): A must not remove the only copy
+      expect((await settled).flatMap((c) => [...c.remove, ...c.release])).toEqual([]); // released on arrival, before
+      expect(heldAtStart(pp).size).toBe(0);
+    } finally {
+      client.close();
+      await a.close();
+      await aSeen.close();
+    }
   });
 });
