@@ -18,7 +18,9 @@ import {
   DRAIN_HTTP_STATUS,
   DRAIN_PATH_HAVE,
   DRAIN_PATH_MESSAGES,
+  HEADER_EARLIER,
   HEADER_REQUEST,
+  MAX_EARLIER,
   REQUEST_ID_RE,
   decodeBatch,
   isBadRecord,
@@ -164,6 +166,7 @@ export class DrainEndpoint {
     if (down) throw new DrainHttpError(DRAIN_HTTP_STATUS.unavailable, 'unavailable', down);
     if (path === DRAIN_PATH_HAVE) return send(res, 200, this.have(body));
     requestIdOf(req); // a malformed request id is refused before anything is stored
+    earlierOf(req);
     let records;
     try {
       records = decodeBatch(body);
@@ -171,7 +174,7 @@ export class DrainEndpoint {
       throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, errorCode(err) ?? 'malformed', (err as Error).message);
     }
     if (records.length === 0) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'empty_batch', 'the batch holds no message');
-    const { results, unknown } = await this.take(records, now, requestIdOf(req));
+    const { results, unknown } = await this.take(records, now, requestIdOf(req), earlierOf(req));
     // Some record may be durable here without this node knowing: no per-message
     // status says "ask me again", and `refused` or a 503 would let the source
     // send it elsewhere too. A 500 keeps the whole batch for this destination;
@@ -214,7 +217,7 @@ export class DrainEndpoint {
   }
 
   /** Dedupe, store what is new, record it as seen, and answer each record in order. */
-  private async take(records: ReturnType<typeof decodeBatch>, now: number, req: string | undefined): Promise<{ results: DrainResult[]; unknown?: string }> {
+  private async take(records: ReturnType<typeof decodeBatch>, now: number, req: string | undefined, earlier: readonly string[]): Promise<{ results: DrainResult[]; unknown?: string }> {
     const results: DrainResult[] = new Array(records.length);
     let unknown: string | undefined;
     const unknownIds = new Set<string>();
@@ -229,7 +232,8 @@ export class DrainEndpoint {
       }
       const id = r.header.id;
       const other = this.inflight.get(id);
-      if (this.options.seen.has(id)) results[index] = { id, status: 'duplicate' };
+      // Taken in an earlier send of this batch and drained onward since: its copy lives on there.
+      if (this.options.seen.has(id) || earlier.some((r) => this.options.seen.tookIn(id, r))) results[index] = { id, status: 'duplicate' };
       // A second copy in this batch shares the first's fate (set below): `duplicate` before the
       // first is stored would let the source drop a message that may not be stored here.
       else if (inBatch.has(id)) repeats.push(index);
@@ -293,6 +297,15 @@ function requestIdOf(req: IncomingMessage): string | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== 'string' || !REQUEST_ID_RE.test(v)) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_request_id', `${HEADER_REQUEST} must be 8-64 of [0-9A-Za-z_-]`);
   return v;
+}
+
+/** A resent batch's earlier request ids (HEADER_EARLIER); none from an earlier source; a malformed list is refused (400). */
+function earlierOf(req: IncomingMessage): string[] {
+  const v = req.headers[HEADER_EARLIER];
+  if (v === undefined) return [];
+  const list = typeof v === 'string' ? v.split(',') : [];
+  if (list.length === 0 || list.length > MAX_EARLIER || !list.every((r) => REQUEST_ID_RE.test(r))) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_earlier', `${HEADER_EARLIER} must list 1-${MAX_EARLIER} request ids, comma-separated`);
+  return list;
 }
 
 /** `have`'s optional `sent` (HaveRequest): id -> request ids; anything else is refused (400). */

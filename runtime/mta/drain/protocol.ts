@@ -18,6 +18,14 @@ export const HEADER_SIGNATURE = 'x-volley-drain-signature';
  * destination ignores it; the signature format is unchanged): TLS protects it.
  */
 export const HEADER_REQUEST = 'x-volley-drain-request';
+/**
+ * A resent batch (held for this destination: an earlier send's answer was
+ * lost) names those earlier sends' request ids, comma-separated: an id taken
+ * in one of them is `duplicate` even once drained onward from here, so the
+ * resend does not queue a second copy. At most MAX_EARLIER (the most recent).
+ */
+export const HEADER_EARLIER = 'x-volley-drain-earlier';
+export const MAX_EARLIER = 200;
 /** What a request id may look like (it goes into seen.log as one field). */
 export const REQUEST_ID_RE = /^[0-9A-Za-z_-]{8,64}$/;
 

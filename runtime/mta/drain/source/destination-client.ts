@@ -6,7 +6,7 @@
 import { Agent, request } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { VolleyError } from '../../../shared/errors';
-import { DRAIN_CONTENT_TYPE, DRAIN_PATH_HAVE, DRAIN_PATH_MESSAGES, HEADER_REQUEST, signRequest, type DrainResult, type HaveRequest, type HaveResponse } from '../protocol';
+import { DRAIN_CONTENT_TYPE, DRAIN_PATH_HAVE, DRAIN_PATH_MESSAGES, HEADER_EARLIER, HEADER_REQUEST, MAX_EARLIER, signRequest, type DrainResult, type HaveRequest, type HaveResponse } from '../protocol';
 
 /** The drain endpoint's port when a destination names none (drain.listen.port's default). */
 export const DEFAULT_DRAIN_PORT = 8443;
@@ -70,8 +70,11 @@ export class DestinationClient {
     });
   }
 
-  async sendBatch(body: Buffer, ids: readonly string[], req?: string): Promise<SendOutcome> {
-    const answer = await this.post(DRAIN_PATH_MESSAGES, DRAIN_CONTENT_TYPE, body, req === undefined ? {} : { [HEADER_REQUEST]: req });
+  /** `req`: this send's request id; `earlier`: those of the batch's earlier sends here (HEADER_EARLIER). */
+  async sendBatch(body: Buffer, ids: readonly string[], req?: string, earlier: readonly string[] = []): Promise<SendOutcome> {
+    const headers: Record<string, string> = req === undefined ? {} : { [HEADER_REQUEST]: req };
+    if (earlier.length > 0) headers[HEADER_EARLIER] = earlier.slice(-MAX_EARLIER).join(',');
+    const answer = await this.post(DRAIN_PATH_MESSAGES, DRAIN_CONTENT_TYPE, body, headers);
     if ('error' in answer) return { kind: 'retry', reason: answer.error, untaken: !answer.reached };
     const { status, text } = answer;
     if (status === 200) {

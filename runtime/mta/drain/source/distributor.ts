@@ -25,6 +25,8 @@ export interface Batch {
   records: DrainRecord[];
   /** Sends of this batch to the destination it is held for that did not say (counted toward GiveUpOptions.maxAttempts). */
   tries?: number;
+  /** Request ids of its earlier sends that did not say (HEADER_EARLIER on the next: what they took is `duplicate`). */
+  sent?: string[];
 }
 
 /** When a destination that cannot say whether it stored a batch is given up. */
@@ -200,7 +202,8 @@ export class Distributor {
       // A fresh id per send: `have` can then tell this copy from one of the same id that reached there another way.
       const req = newRequestId();
       this.o.journal.append({ dest: label, ids: batch.ids, at: Date.now(), req });
-      const outcome: SendOutcome = await dest.sendBatch(body, batch.ids, req);
+      const outcome: SendOutcome = await dest.sendBatch(body, batch.ids, req, batch.sent);
+      if (outcome.kind !== 'answered') batch.sent = [...(batch.sent ?? []), req];
       if (outcome.kind === 'answered') {
         this.failuresInARow = 0;
         this.failingSince.delete(label);

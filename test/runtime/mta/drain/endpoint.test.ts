@@ -6,7 +6,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { newMessageId } from '../../../../runtime/mta/message-id';
-import { HEADER_REQUEST, encodeBatch, signRequest, type DrainMessageHeader, type DrainRecord } from '../../../../runtime/mta/drain/protocol';
+import { HEADER_EARLIER, HEADER_REQUEST, encodeBatch, signRequest, type DrainMessageHeader, type DrainRecord } from '../../../../runtime/mta/drain/protocol';
 import pino from 'pino';
 import { DrainEndpoint, type StoreOutcome } from '../../../../runtime/mta/drain/endpoint';
 import { SeenIds } from '../../../../runtime/mta/drain/seen-ids';
@@ -301,11 +301,14 @@ describe('in process: when the node cannot take a batch now', () => {
     ]);
   });
 
-  test('a malformed request id is refused (400) before anything is stored; have refuses a malformed "sent" (400)', async () => {
+  test('a malformed request id or earlier-request list is refused (400) before anything is stored; have refuses a malformed "sent" (400)', async () => {
     outcome = () => ({ status: 'queued' });
     const before = stored.length;
     const r = await post('/drain/v1/messages', encodeBatch([record()]), { port: endpoint.port, headers: { [HEADER_REQUEST]: 'has space' } });
     expect(r).toMatchObject({ status: 400, body: { error: { code: 'bad_request_id' } } });
+    expect(stored.length).toBe(before);
+    const e = await post('/drain/v1/messages', encodeBatch([record()]), { port: endpoint.port, headers: { [HEADER_EARLIER]: 'req-0000001,,x' } });
+    expect(e).toMatchObject({ status: 400, body: { error: { code: 'bad_earlier' } } });
     expect(stored.length).toBe(before);
     const h = await post('/drain/v1/have', Buffer.from(JSON.stringify({ ids: ['x'], partial: true, sent: { x: 'req-0000001' } })), { port: endpoint.port });
     expect(h).toMatchObject({ status: 400, body: { error: { code: 'bad_sent' } } });

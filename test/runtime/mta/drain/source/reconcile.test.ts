@@ -1,13 +1,15 @@
 // An MTA started where a drain was killed: what it asks the destination and
 // what it removes or releases, against a test destination on 127.0.0.1, and
-// against the real drain endpoint when the destination's copy moved on.
+// against the real drain endpoint when the destination's copy moved on (and a
+// rerun's resend of that batch, which asks the same question by sending it).
 import { join } from 'node:path';
 import pino from 'pino';
 import { DrainEndpoint } from '../../../../../runtime/mta/drain/endpoint';
 import { encodeBatch, newRequestId, type DrainRecord } from '../../../../../runtime/mta/drain/protocol';
 import { SeenIds, seenIdsPath } from '../../../../../runtime/mta/drain/seen-ids';
 import { DestinationClient, parseDestination } from '../../../../../runtime/mta/drain/source/destination-client';
-import { Journal, journalPath } from '../../../../../runtime/mta/drain/source/journal';
+import { Distributor, type Batch } from '../../../../../runtime/mta/drain/source/distributor';
+import { Journal, journalPath, readJournal, sentIn } from '../../../../../runtime/mta/drain/source/journal';
 import { DrainHolds, RELEASE_AFTER_MS, heldAtStart, reconcileAtStart, writeClientSettings } from '../../../../../runtime/mta/drain/source/reconcile';
 import { startDrainDestination } from '../../../../helpers/drain-destination';
 import { parseConfig } from '../../../../../runtime/shared/config/load';
@@ -66,6 +68,8 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
   const secret = newSecret();
   /** What B's spool took, by id (B's workers stand in: every record is queued). */
   const bSpool = new Set<string>();
+  /** Every store at B, in order (an id twice: two copies). */
+  const bStores: string[] = [];
   /** B not taking requests (stopping): `have` unanswered, asked again. */
   let bDown: string | undefined;
 
@@ -78,7 +82,7 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
       secrets: [secret],
       tls: await loadTls(undefined, bDir, 'localhost'),
       seen,
-      store: async (records) => records.map((r) => (bSpool.add(r.header.id), { status: 'queued' as const })),
+      store: async (records) => records.map((r) => (bSpool.add(r.header.id), bStores.push(r.header.id), { status: 'queued' as const })),
       unavailable: () => bDown,
       logger: pino({ level: 'silent' }),
     });
@@ -182,5 +186,38 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
       await a.close();
       await aSeen.close();
     }
+  });
+
+  /** A rerun of A's drain (not an MTA start): the batch its journal holds for B goes to B alone, naming the requests that sent it before (as run-drain builds it). */
+  async function rerunA(pp: string, id: string): Promise<string[]> {
+    const removed: string[] = [];
+    const client = new DestinationClient(parseDestination(label), { secret, node: 'A', insecure: true, timeoutMs: 30_000, maxSockets: 1 });
+    const journal = new Journal(journalPath(pp));
+    try {
+      const sent = sentIn(readJournal(journalPath(pp)), label);
+      const held = new Map<string, Batch[]>([[label, [{ ids: [id], records: [message(id)], sent: sent.get(id) ?? [] }]]]);
+      await new Distributor({ clients: [client], held, heldOnly: new Set([label]), nextBatch: async () => undefined, journal, remove: async (ids) => void removed.push(...ids), concurrency: 1, retryDelayMs: 0 }).run();
+    } finally {
+      journal.close();
+      client.close();
+    }
+    return removed;
+  }
+
+  test('rerun: A -> B (killed before the answer), then B drained on to C: the resend is answered duplicate (taken in that earlier request), not queued at B a second time', async () => {
+    const pp = join(dir, 'a4');
+    await drainToB('A', pp, 'M-RERUN', 1_700_000_000_000);
+    await seen.forget(['M-RERUN']); // B drained on to C
+    expect(await rerunA(pp, 'M-RERUN')).toEqual(['M-RERUN']);
+    expect(bStores.filter((id) => id === 'M-RERUN')).toHaveLength(1);
+  });
+
+  test('rerun: X -> B, B -> A, then A -> B killed before its request arrived: the resend is queued at B (it took the id only from X), the one copy moves', async () => {
+    const pp = join(dir, 'a5');
+    await drainToB('X', join(dir, 'x5'), 'M-RERUN-BACK', 1_700_000_000_000);
+    await seen.forget(['M-RERUN-BACK']); // B drained it to A
+    await drainToB('A', pp, 'M-RERUN-BACK', 1_700_000_000_000, false);
+    expect(await rerunA(pp, 'M-RERUN-BACK')).toEqual(['M-RERUN-BACK']);
+    expect(bStores.filter((id) => id === 'M-RERUN-BACK')).toHaveLength(2); // from X, gone on to A; now from A
   });
 });
