@@ -136,7 +136,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const holds = new DrainHolds(options.persistentPath);
   // Drain (drain section): the dedupe store opens before the workers, which report their drained messages to it.
   const drain = await PrimaryDrain.open({
-    arrived: (ids) => holds.cameBack(ids, (back) => settleHeld([], back)),
+    arrived: (duplicate, queued) => holds.cameBack(duplicate, queued, (back) => settleHeld([], back)),
     config,
     persistentPath: options.persistentPath,
     nodeId,

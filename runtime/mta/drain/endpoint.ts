@@ -58,11 +58,11 @@ export interface DrainEndpointOptions {
   /** Whether `id` is in a store answered `unknown` whose worker may still make it durable (PrimaryDrain): `have` cannot say "not here" for it yet. */
   unsettled?: (id: string) => boolean;
   /**
-   * Called with the ids a batch is answered `queued` or `duplicate` for, before
+   * Called with the ids a batch is answered `duplicate` and `queued` for, before
    * the answer leaves (its sender then drops its copy): a message this node
    * holds for an interrupted drain of its own came back (DrainHolds.cameBack).
    */
-  arrived?: (ids: string[]) => Promise<unknown>;
+  arrived?: (duplicate: string[], queued: string[]) => Promise<unknown>;
   /** Why this node takes no drain now (stopping, draining itself, workers not ready); undefined when it does. */
   unavailable: () => string | undefined;
   logger: Logger;
@@ -186,7 +186,7 @@ export class DrainEndpoint {
     if (!results.some((r) => r.status === 'queued' || r.status === 'duplicate') && results.some((r) => r.status === 'refused' && r.reason?.startsWith('unavailable:'))) {
       throw new DrainHttpError(DRAIN_HTTP_STATUS.unavailable, 'unavailable', results.find((r) => r.reason?.startsWith('unavailable:'))!.reason!);
     }
-    await this.options.arrived?.(results.filter((r) => r.status === 'queued' || r.status === 'duplicate').map((r) => r.id));
+    await this.options.arrived?.(results.filter((r) => r.status === 'duplicate').map((r) => r.id), results.filter((r) => r.status === 'queued').map((r) => r.id));
     const queued = results.filter((r) => r.status === 'queued').length;
     this.options.logger.info({ source: verified.node, client, messages: results.length, queued, duplicates: results.filter((r) => r.status === 'duplicate').length }, 'drain: batch received');
     send(res, 200, { results });

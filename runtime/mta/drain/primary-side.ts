@@ -25,7 +25,7 @@ export interface PrimaryDrainOptions {
   unavailable: () => string | undefined;
   logger: Logger;
   /** DrainEndpointOptions.arrived: held messages of this node's own interrupted drain that came back (DrainHolds.cameBack). */
-  arrived?: (ids: string[]) => Promise<unknown>;
+  arrived?: (duplicate: string[], queued: string[]) => Promise<unknown>;
   /** STORE_TIMEOUT_MS unless a test shortens it. */
   storeTimeoutMs?: number;
 }

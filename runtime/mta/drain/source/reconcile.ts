@@ -68,11 +68,14 @@ export class DrainHolds {
   }
 
   /**
-   * Ids the endpoint answered `queued` or `duplicate`: those the journal still
-   * holds are journaled released (durable before the answer leaves) and handed
-   * to `release` (delivered here from now on). Resolves with them.
+   * Ids the endpoint answered `duplicate` (the spool holds them) or `queued`
+   * (a new copy: the held one is gone): those the journal still holds are
+   * journaled released (durable before the answer leaves), so no answer
+   * removes them now; the `duplicate` ones are handed to `release` (delivered
+   * here from now on; a queued one is scheduled already). Resolves with them all.
    */
-  cameBack(ids: readonly string[], release: (ids: string[]) => Promise<void>): Promise<string[]> {
+  cameBack(duplicate: readonly string[], queued: readonly string[], release: (ids: string[]) => Promise<void>): Promise<string[]> {
+    const ids = [...duplicate, ...queued];
     if (!ids.some((id) => this.held.has(id))) return Promise.resolve([]);
     return this.run(async () => {
       const file = journalPath(this.persistentPath);
@@ -88,7 +91,9 @@ export class DrainHolds {
       } finally {
         journal.close();
       }
-      await release(back);
+      const dup = new Set(duplicate);
+      const toRelease = back.filter((id) => dup.has(id));
+      if (toRelease.length > 0) await release(toRelease);
       return back;
     });
   }

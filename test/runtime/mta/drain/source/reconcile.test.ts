@@ -165,7 +165,7 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
       tls: await loadTls(undefined, aDir, 'localhost'),
       seen: aSeen,
       store: async (records) => records.map(() => ({ status: 'duplicate' as const })),
-      arrived: (ids) => holds.cameBack(ids, async (back) => void releasedOnArrival.push(...back)),
+      arrived: (duplicate, queued) => holds.cameBack(duplicate, queued, async (back) => void releasedOnArrival.push(...back)),
       unavailable: () => undefined,
       logger: pino({ level: 'silent' }),
     });
@@ -220,4 +220,18 @@ describe('in process, against a real drain endpoint whose ids move on', () => {
     expect(await rerunA(pp, 'M-RERUN-BACK')).toEqual(['M-RERUN-BACK']);
     expect(bStores.filter((id) => id === 'M-RERUN-BACK')).toHaveLength(2); // from X, gone on to A; now from A
   });
+});
+
+test('DrainHolds.cameBack: held ids drained back are journaled released (no answer removes them after); only the duplicate ones (the spool holds them) are handed to release, a queued one is a new copy scheduled already; ids not held are ignored', async () => {
+  const pp = join(dir, 'holds');
+  const j = new Journal(journalPath(pp));
+  j.append({ dest: 'b:8443', ids: ['dup', 'new', 'stays'], at: 1, req: 'req-0000001' });
+  j.close();
+  const holds = new DrainHolds(pp);
+  const released: string[][] = [];
+  expect(await holds.cameBack(['dup', 'other'], ['new'], async (ids) => void released.push(ids))).toEqual(['dup', 'new']);
+  expect(released).toEqual([['dup']]);
+  expect([...heldAtStart(pp)]).toEqual(['stays']);
+  expect(await holds.cameBack(['dup'], [], async (ids) => void released.push(ids))).toEqual([]);
+  expect(released).toEqual([['dup']]);
 });
