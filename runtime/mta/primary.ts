@@ -21,7 +21,7 @@ import { EventService } from './events/event-service';
 import { PrimaryDrain } from './drain/primary-side';
 import { loadDrainSecrets } from './drain/secrets';
 import { workerExecArgv } from '../shared/worker-flags';
-import { DrainHolds, reconcileAtStart } from './drain/source/reconcile';
+import { reconcileAtStart } from './drain/source/reconcile';
 import { DRAIN_SECRET_ENV } from '../shared/config/drain';
 import { loadSecret } from '../shared/proxy-protocol/handshake';
 
@@ -128,15 +128,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   // 'advanced': drained message bodies go to their worker as Buffers, not JSON arrays of bytes.
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv), serialization: 'advanced' });
-  /** Every worker removes `remove` (done, `drained`) and delivers `release`: held messages of an interrupted drain of this node. */
-  const settleHeld = async (remove: string[], release: string[]): Promise<void> => {
-    await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: remove.join(','), release: release.join(',') })));
-  };
-  // Shared by the endpoint and the reconcile: a held message drained back here is released, never removed.
-  const holds = new DrainHolds(options.persistentPath);
   // Drain (drain section): the dedupe store opens before the workers, which report their drained messages to it.
   const drain = await PrimaryDrain.open({
-    arrived: (duplicate, queued) => holds.cameBack(duplicate, queued, (back) => settleHeld([], back)),
     config,
     persistentPath: options.persistentPath,
     nodeId,
@@ -186,8 +179,9 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
                 return undefined;
               }
             },
-            settle: settleHeld,
-            holds,
+            settle: async (remove, release) => {
+              await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: remove.join(','), release: release.join(',') })));
+            },
           }).catch((err: unknown) => logger.error({ err }, 'settling an interrupted drain failed; its messages stay held until the next start or `volley drain`'));
         }
       } else if (m.type === 'stats') stats.set(index, m.stats);

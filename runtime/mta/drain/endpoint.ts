@@ -18,10 +18,6 @@ import {
   DRAIN_HTTP_STATUS,
   DRAIN_PATH_HAVE,
   DRAIN_PATH_MESSAGES,
-  HEADER_EARLIER,
-  HEADER_REQUEST,
-  MAX_EARLIER,
-  REQUEST_ID_RE,
   decodeBatch,
   isBadRecord,
   verifyRequest,
@@ -57,12 +53,6 @@ export interface DrainEndpointOptions {
   store: (records: DrainRecord[]) => Promise<StoreOutcome[]>;
   /** Whether `id` is in a store answered `unknown` whose worker may still make it durable (PrimaryDrain): `have` cannot say "not here" for it yet. */
   unsettled?: (id: string) => boolean;
-  /**
-   * Called with the ids a batch is answered `duplicate` and `queued` for, before
-   * the answer leaves (its sender then drops its copy): a message this node
-   * holds for an interrupted drain of its own came back (DrainHolds.cameBack).
-   */
-  arrived?: (duplicate: string[], queued: string[]) => Promise<unknown>;
   /** Why this node takes no drain now (stopping, draining itself, workers not ready); undefined when it does. */
   unavailable: () => string | undefined;
   logger: Logger;
@@ -165,8 +155,6 @@ export class DrainEndpoint {
     const down = this.options.unavailable();
     if (down) throw new DrainHttpError(DRAIN_HTTP_STATUS.unavailable, 'unavailable', down);
     if (path === DRAIN_PATH_HAVE) return send(res, 200, this.have(body));
-    requestIdOf(req); // a malformed request id is refused before anything is stored
-    earlierOf(req);
     let records;
     try {
       records = decodeBatch(body);
@@ -174,7 +162,7 @@ export class DrainEndpoint {
       throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, errorCode(err) ?? 'malformed', (err as Error).message);
     }
     if (records.length === 0) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'empty_batch', 'the batch holds no message');
-    const { results, unknown } = await this.take(records, now, requestIdOf(req), earlierOf(req));
+    const { results, unknown } = await this.take(records, now);
     // Some record may be durable here without this node knowing: no per-message
     // status says "ask me again", and `refused` or a 503 would let the source
     // send it elsewhere too. A 500 keeps the whole batch for this destination;
@@ -186,7 +174,6 @@ export class DrainEndpoint {
     if (!results.some((r) => r.status === 'queued' || r.status === 'duplicate') && results.some((r) => r.status === 'refused' && r.reason?.startsWith('unavailable:'))) {
       throw new DrainHttpError(DRAIN_HTTP_STATUS.unavailable, 'unavailable', results.find((r) => r.reason?.startsWith('unavailable:'))!.reason!);
     }
-    await this.options.arrived?.(results.filter((r) => r.status === 'duplicate').map((r) => r.id), results.filter((r) => r.status === 'queued').map((r) => r.id));
     const queued = results.filter((r) => r.status === 'queued').length;
     this.options.logger.info({ source: verified.node, client, messages: results.length, queued, duplicates: results.filter((r) => r.status === 'duplicate').length }, 'drain: batch received');
     send(res, 200, { results });
@@ -203,13 +190,8 @@ export class DrainEndpoint {
     if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_ids', 'the body must be { "ids": [string...] }');
     // "Not here" lets the source deliver its own copy: never said for an id that may yet be stored
     // here (a request storing it now, or a store answered `unknown`). The source asks again.
-    const sent = sentOf((parsed as { sent?: unknown }).sent);
-    // Held now, or (the source names the requests that sent it) taken in one of them: that copy
-    // arrived here, and if it was drained onward since, it lives on elsewhere. Only that request's
-    // copy: a copy of the id that reached here another way and left does not make the asker's a duplicate.
-    const had = (id: string): boolean => this.options.seen.has(id) || (sent.get(id)?.some((r) => this.options.seen.tookIn(id, r)) ?? false);
-    const unsure = (ids as string[]).filter((id) => !had(id) && (this.inflight.has(id) || this.options.unsettled?.(id) === true));
-    const have = (ids as string[]).filter(had);
+    const unsure = (ids as string[]).filter((id) => !this.options.seen.has(id) && (this.inflight.has(id) || this.options.unsettled?.(id) === true));
+    const have = (ids as string[]).filter((id) => this.options.seen.has(id));
     // A partial answer keeps one unsettled store from hiding every other id the source asks about.
     if ((parsed as { partial?: unknown }).partial === true) return unsure.length > 0 ? { have, unknown: unsure } : { have };
     if (unsure.length > 0) throw new DrainHttpError(DRAIN_HTTP_STATUS.unknown, 'store_unknown', `cannot say yet whether ${unsure.length} of these messages are stored here (a store still in progress or unanswered); ask again`);
@@ -217,7 +199,7 @@ export class DrainEndpoint {
   }
 
   /** Dedupe, store what is new, record it as seen, and answer each record in order. */
-  private async take(records: ReturnType<typeof decodeBatch>, now: number, req: string | undefined, earlier: readonly string[]): Promise<{ results: DrainResult[]; unknown?: string }> {
+  private async take(records: ReturnType<typeof decodeBatch>, now: number): Promise<{ results: DrainResult[]; unknown?: string }> {
     const results: DrainResult[] = new Array(records.length);
     let unknown: string | undefined;
     const unknownIds = new Set<string>();
@@ -232,8 +214,7 @@ export class DrainEndpoint {
       }
       const id = r.header.id;
       const other = this.inflight.get(id);
-      // Taken in an earlier send of this batch and drained onward since: its copy lives on there.
-      if (this.options.seen.has(id) || earlier.some((r) => this.options.seen.tookIn(id, r))) results[index] = { id, status: 'duplicate' };
+      if (this.options.seen.has(id)) results[index] = { id, status: 'duplicate' };
       // A second copy in this batch shares the first's fate (set below): `duplicate` before the
       // first is stored would let the source drop a message that may not be stored here.
       else if (inBatch.has(id)) repeats.push(index);
@@ -268,13 +249,13 @@ export class DrainEndpoint {
       });
       // `queued` promises the id is recorded: a later attempt answers `duplicate`.
       try {
-        await this.options.seen.add(queuedIds, now, req);
+        await this.options.seen.add(queuedIds, now);
       } catch (err) {
         // The messages are durable in the spool, so the answer stays `queued`:
         // a 503 would send them to another destination too. Remembered in
         // memory meanwhile; after a restart the workers' drain-held reports
         // record them before any is delivered.
-        this.options.seen.remember(queuedIds, now, req);
+        this.options.seen.remember(queuedIds, now);
         this.options.logger.error({ err, ids: queuedIds.length }, 'drain: recording seen ids failed; kept in memory until the next start');
       }
     } finally {
@@ -289,35 +270,6 @@ export class DrainEndpoint {
     }
     return { results, unknown };
   }
-}
-
-/** The batch request's id (HEADER_REQUEST), undefined from an earlier source; a malformed one is refused (400). */
-function requestIdOf(req: IncomingMessage): string | undefined {
-  const v = req.headers[HEADER_REQUEST];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string' || !REQUEST_ID_RE.test(v)) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_request_id', `${HEADER_REQUEST} must be 8-64 of [0-9A-Za-z_-]`);
-  return v;
-}
-
-/** A resent batch's earlier request ids (HEADER_EARLIER); none from an earlier source; a malformed list is refused (400). */
-function earlierOf(req: IncomingMessage): string[] {
-  const v = req.headers[HEADER_EARLIER];
-  if (v === undefined) return [];
-  const list = typeof v === 'string' ? v.split(',') : [];
-  if (list.length === 0 || list.length > MAX_EARLIER || !list.every((r) => REQUEST_ID_RE.test(r))) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_earlier', `${HEADER_EARLIER} must list 1-${MAX_EARLIER} request ids, comma-separated`);
-  return list;
-}
-
-/** `have`'s optional `sent` (HaveRequest): id -> request ids; anything else is refused (400). */
-function sentOf(v: unknown): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  if (v === undefined) return out;
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_sent', '"sent" must map ids to arrays of request ids');
-  for (const [id, reqs] of Object.entries(v)) {
-    if (!Array.isArray(reqs) || !reqs.every((r) => typeof r === 'string')) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_sent', '"sent" must map ids to arrays of request ids');
-    out.set(id, reqs as string[]);
-  }
-  return out;
 }
 
 function readBatch(req: IncomingMessage, limit: number): Promise<Buffer> {

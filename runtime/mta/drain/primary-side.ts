@@ -24,8 +24,6 @@ export interface PrimaryDrainOptions {
   workers: ReadonlyMap<number, Worker>;
   unavailable: () => string | undefined;
   logger: Logger;
-  /** DrainEndpointOptions.arrived: held messages of this node's own interrupted drain that came back (DrainHolds.cameBack). */
-  arrived?: (duplicate: string[], queued: string[]) => Promise<unknown>;
   /** STORE_TIMEOUT_MS unless a test shortens it. */
   storeTimeoutMs?: number;
 }
@@ -76,7 +74,6 @@ export class PrimaryDrain {
       seen,
       store: (records) => self!.store(records),
       unsettled: (id) => self!.isUnsettled(id),
-      arrived: options.arrived,
       unavailable: options.unavailable,
       logger: options.logger,
     });
@@ -99,16 +96,7 @@ export class PrimaryDrain {
   async onHeld(ids: readonly string[]): Promise<void> {
     const missing = ids.filter((id) => !this.seen.has(id));
     if (missing.length === 0) return;
-    try {
-      await this.seen.add(missing);
-    } catch (err) {
-      // The worker is acked and reports ready all the same (a broken disk must not keep the node
-      // down), which settles its unanswered stores: without these ids in memory `have` would say
-      // "not here" for messages in this spool, and their source would deliver its copy too.
-      this.seen.remember(missing);
-      this.options.logger.error({ err, ids: missing.length }, 'drain: recording held ids failed; kept in memory until the next start');
-      return;
-    }
+    await this.seen.add(missing);
     this.options.logger.warn({ ids: missing.length }, 'drain: queued drained messages missing from the dedupe store (a crash mid-batch) recorded now');
   }
 

@@ -2,7 +2,7 @@
 // draining node packs queued messages into one HTTPS request, how that request
 // is signed with the fleet's shared drain secret, and what the destination
 // answers. Both sides import this one file so they cannot disagree.
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { VolleyError } from '../../shared/errors';
 
 export const DRAIN_PATH_MESSAGES = '/drain/v1/messages';
@@ -11,28 +11,6 @@ export const DRAIN_CONTENT_TYPE = 'application/x-volley-drain';
 export const HEADER_NODE = 'x-volley-drain-node';
 export const HEADER_TIME = 'x-volley-drain-time';
 export const HEADER_SIGNATURE = 'x-volley-drain-signature';
-/**
- * The batch request's id (a nonce the source journals with its ids): the
- * destination remembers which request each id came in, so `have` can answer
- * for that copy even after the id was drained onward. Not signed (an earlier
- * destination ignores it; the signature format is unchanged): TLS protects it.
- */
-export const HEADER_REQUEST = 'x-volley-drain-request';
-/**
- * A resent batch (held for this destination: an earlier send's answer was
- * lost) names those earlier sends' request ids, comma-separated: an id taken
- * in one of them is `duplicate` even once drained onward from here, so the
- * resend does not queue a second copy. At most MAX_EARLIER (the most recent).
- */
-export const HEADER_EARLIER = 'x-volley-drain-earlier';
-export const MAX_EARLIER = 200;
-/** What a request id may look like (it goes into seen.log as one field). */
-export const REQUEST_ID_RE = /^[0-9A-Za-z_-]{8,64}$/;
-
-/** A fresh request id for one batch send. */
-export function newRequestId(): string {
-  return randomBytes(12).toString('hex');
-}
 /** A signed request older or newer than this is refused, so a captured one cannot be replayed later. */
 export const CLOCK_WINDOW_S = 5 * 60;
 /** A record's header JSON is small; a larger length is corruption, not a message. */
@@ -94,14 +72,6 @@ export interface HaveRequest {
    * answered 500 whole, since that source would read a missing id as "not here".
    */
   partial?: boolean;
-  /**
-   * Per id, the request ids (HEADER_REQUEST) of the batches that sent it to
-   * this destination. An id listed here is also answered "have" when it was
-   * taken in one of those requests, even if drained onward since (its copy
-   * went on; the asker's is a duplicate). Ids not listed, or a destination of
-   * an earlier release: answered from what it holds now, as before.
-   */
-  sent?: Record<string, string[]>;
 }
 
 export interface HaveResponse {

@@ -3,13 +3,6 @@
 // holds it), durable (an append-only file, group-committed: one synced write
 // per batch), so "queued" once answered stays "duplicate" for every later
 // attempt, across restarts and worker-count changes.
-// Beside each id it also keeps the drain request that brought it (`took`),
-// which `forget` leaves alone: `have` asked about that request's copy after
-// the id was drained onward must still say it arrived here.
-// File lines: `<id> <at>` seen, `<id> -` forgotten, `<id> <at> <req>` took in
-// request req. A release before the took lines skips them (its pattern needs
-// two fields) and its compaction drops them: a downgrade only loses the took
-// memory (`have` then answers as that release did).
 import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -29,8 +22,6 @@ export function seenIdsPath(persistentPath: string): string {
 
 export class SeenIds {
   private readonly seen = new Map<string, number>();
-  /** id -> request id -> when: the requests each id was queued from. */
-  private readonly took = new Map<string, Map<string, number>>();
   private position = 0;
 
   private constructor(private readonly fh: FileHandle) {}
@@ -62,20 +53,13 @@ export class SeenIds {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    const took = new Map<string, Map<string, number>>();
     for (const line of text.split('\n')) {
-      const t = /^(\S+) (\d+) (\S+)$/.exec(line);
-      if (t) {
-        if (Number(t[2]) >= cutoff) tookSet(took, t[1], t[3], Number(t[2]));
-        continue;
-      }
       const m = /^(\S+) (\d+|-)$/.exec(line);
       if (!m) continue;
       if (m[2] === '-') kept.delete(m[1]);
       else if (Number(m[2]) >= cutoff) kept.set(m[1], Number(m[2]));
     }
-    const tookLines = [...took].flatMap(([id, reqs]) => [...reqs].map(([req, at]) => `${id} ${at} ${req}\n`));
-    const compacted = Buffer.from([...kept].map(([id, at]) => `${id} ${at}\n`).join('') + tookLines.join(''), 'latin1');
+    const compacted = Buffer.from([...kept].map(([id, at]) => `${id} ${at}\n`).join(''), 'latin1');
     const tmp = join(dirname(file), `.${Date.now()}.seen.tmp`);
     writeFileSync(tmp, compacted);
     if (fsync) syncPath(tmp);
@@ -84,7 +68,6 @@ export class SeenIds {
     const fh = await open(file, durableFlags('existing', fsync));
     const store = new SeenIds(fh);
     for (const [id, at] of kept) store.seen.set(id, at);
-    for (const [id, reqs] of took) store.took.set(id, reqs);
     store.position = compacted.length;
     return store;
   }
@@ -93,35 +76,24 @@ export class SeenIds {
     return this.seen.has(id);
   }
 
-  /** Whether `id` was queued here from the drain request `req` (kept after `forget`, for the retention). */
-  tookIn(id: string, req: string): boolean {
-    return this.took.get(id)?.has(req) === true;
-  }
-
   get size(): number {
     return this.seen.size;
   }
 
   /** In memory only: for ids whose durable write failed (their spool records stand in until the next start). */
-  remember(ids: readonly string[], at = Date.now(), req?: string): void {
-    for (const id of ids) {
-      this.seen.set(id, at);
-      if (req !== undefined) tookSet(this.took, id, req, at);
-    }
+  remember(ids: readonly string[], at = Date.now()): void {
+    for (const id of ids) this.seen.set(id, at);
   }
 
-  /**
-   * Records ids as seen at `at` (and, with `req`, as taken in that drain
-   * request); resolves once durable. Everything added in one turn shares one write.
-   */
-  add(ids: readonly string[], at = Date.now(), req?: string): Promise<void> {
+  /** Records ids as seen at `at`; resolves once durable. Everything added in one turn shares one write. */
+  add(ids: readonly string[], at = Date.now()): Promise<void> {
     if (ids.length === 0) return Promise.resolve();
-    const data = Buffer.from(ids.map((id) => `${id} ${at}\n${req === undefined ? '' : `${id} ${at} ${req}\n`}`).join(''), 'latin1');
+    const data = Buffer.from(ids.map((id) => `${id} ${at}\n`).join(''), 'latin1');
     return new Promise<void>((resolve, reject) => {
       this.commit.add({
         data,
         resolve: () => {
-          this.remember(ids, at, req);
+          for (const id of ids) this.seen.set(id, at);
           resolve();
         },
         reject,
@@ -156,12 +128,6 @@ export class SeenIds {
     await this.commit.idle();
     await this.fh.close();
   }
-}
-
-function tookSet(took: Map<string, Map<string, number>>, id: string, req: string, at: number): void {
-  let reqs = took.get(id);
-  if (!reqs) took.set(id, (reqs = new Map()));
-  reqs.set(req, at);
 }
 
 function syncPath(path: string): void {

@@ -6,7 +6,7 @@
 import { Agent, request } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { VolleyError } from '../../../shared/errors';
-import { DRAIN_CONTENT_TYPE, DRAIN_PATH_HAVE, DRAIN_PATH_MESSAGES, HEADER_EARLIER, HEADER_REQUEST, MAX_EARLIER, signRequest, type DrainResult, type HaveRequest, type HaveResponse } from '../protocol';
+import { DRAIN_CONTENT_TYPE, DRAIN_PATH_HAVE, DRAIN_PATH_MESSAGES, signRequest, type DrainResult, type HaveResponse } from '../protocol';
 
 /** The drain endpoint's port when a destination names none (drain.listen.port's default). */
 export const DEFAULT_DRAIN_PORT = 8443;
@@ -70,11 +70,8 @@ export class DestinationClient {
     });
   }
 
-  /** `req`: this send's request id; `earlier`: those of the batch's earlier sends here (HEADER_EARLIER). */
-  async sendBatch(body: Buffer, ids: readonly string[], req?: string, earlier: readonly string[] = []): Promise<SendOutcome> {
-    const headers: Record<string, string> = req === undefined ? {} : { [HEADER_REQUEST]: req };
-    if (earlier.length > 0) headers[HEADER_EARLIER] = earlier.slice(-MAX_EARLIER).join(',');
-    const answer = await this.post(DRAIN_PATH_MESSAGES, DRAIN_CONTENT_TYPE, body, headers);
+  async sendBatch(body: Buffer, ids: readonly string[]): Promise<SendOutcome> {
+    const answer = await this.post(DRAIN_PATH_MESSAGES, DRAIN_CONTENT_TYPE, body);
     if ('error' in answer) return { kind: 'retry', reason: answer.error, untaken: !answer.reached };
     const { status, text } = answer;
     if (status === 200) {
@@ -100,10 +97,8 @@ export class DestinationClient {
    * when it cannot answer now. A destination of an earlier release answers
    * such a request 500 whole (undefined here).
    */
-  async have(ids: readonly string[], sent?: ReadonlyMap<string, string[]>): Promise<{ have: Set<string>; unknown: Set<string> } | { never: string } | undefined> {
-    const request: HaveRequest = { ids: [...ids], partial: true };
-    if (sent && sent.size > 0) request.sent = Object.fromEntries(ids.filter((id) => sent.has(id)).map((id) => [id, sent.get(id)!]));
-    const answer = await this.post(DRAIN_PATH_HAVE, 'application/json', Buffer.from(JSON.stringify(request)));
+  async have(ids: readonly string[]): Promise<{ have: Set<string>; unknown: Set<string> } | { never: string } | undefined> {
+    const answer = await this.post(DRAIN_PATH_HAVE, 'application/json', Buffer.from(JSON.stringify({ ids, partial: true })));
     if ('error' in answer) return undefined;
     if (NEVER.has(answer.status)) return { never: `HTTP ${answer.status}: ${reasonOf(answer.text)}` };
     if (answer.status !== 200) return undefined;
@@ -120,7 +115,7 @@ export class DestinationClient {
   }
 
   /** `reached`: the connection (and its TLS handshake) was up, so the request may have been read. */
-  private post(path: string, contentType: string, body: Buffer, extraHeaders: Record<string, string> = {}): Promise<{ status: number; text: string } | { error: string; reached: boolean }> {
+  private post(path: string, contentType: string, body: Buffer): Promise<{ status: number; text: string } | { error: string; reached: boolean }> {
     const { host, port } = this.address;
     return new Promise((resolve) => {
       let reached = false;
@@ -132,7 +127,7 @@ export class DestinationClient {
           method: 'POST',
           agent: this.agent,
           timeout: this.options.timeoutMs,
-          headers: { 'content-type': contentType, 'content-length': body.length, ...extraHeaders, ...signRequest(this.options.secret, this.options.node, body) },
+          headers: { 'content-type': contentType, 'content-length': body.length, ...signRequest(this.options.secret, this.options.node, body) },
         },
         (res) => {
           const chunks: Buffer[] = [];

@@ -16,7 +16,7 @@
 // drain ends naming it and those ids; a rerun, or an MTA started instead,
 // settles them with that destination once it answers again.
 import type { DrainRecord } from '../protocol';
-import { encodeBatch, newRequestId } from '../protocol';
+import { encodeBatch } from '../protocol';
 import type { DestinationClient, SendOutcome } from './destination-client';
 import type { Journal } from './journal';
 
@@ -25,8 +25,6 @@ export interface Batch {
   records: DrainRecord[];
   /** Sends of this batch to the destination it is held for that did not say (counted toward GiveUpOptions.maxAttempts). */
   tries?: number;
-  /** Request ids of its earlier sends that did not say (HEADER_EARLIER on the next: what they took is `duplicate`). */
-  sent?: string[];
 }
 
 /** When a destination that cannot say whether it stored a batch is given up. */
@@ -199,11 +197,8 @@ export class Distributor {
     const body = encodeBatch(batch.records);
     for (let tried = 0; ; tried++) {
       const label = dest.address.label;
-      // A fresh id per send: `have` can then tell this copy from one of the same id that reached there another way.
-      const req = newRequestId();
-      this.o.journal.append({ dest: label, ids: batch.ids, at: Date.now(), req });
-      const outcome: SendOutcome = await dest.sendBatch(body, batch.ids, req, batch.sent);
-      if (outcome.kind !== 'answered') batch.sent = [...(batch.sent ?? []), req];
+      this.o.journal.append({ dest: label, ids: batch.ids, at: Date.now() });
+      const outcome: SendOutcome = await dest.sendBatch(body, batch.ids);
       if (outcome.kind === 'answered') {
         this.failuresInARow = 0;
         this.failingSince.delete(label);

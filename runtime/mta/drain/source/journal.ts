@@ -11,8 +11,8 @@ import { dirname, join } from 'node:path';
 import { VolleyError } from '../../../shared/errors';
 
 export type JournalLine =
-  /** These ids are about to be sent to `dest` (host:port as given to the drain) in request `req` (HEADER_REQUEST; absent in an earlier release's journal). */
-  | { dest: string; ids: string[]; at: number; req?: string }
+  /** These ids are about to be sent to `dest` (host:port as given to the drain). */
+  | { dest: string; ids: string[]; at: number }
   /** These ids are settled: removed locally after an acknowledgement, or known not to be held by `dest` (released). */
   | { removed: string[]; at: number }
   | { released: string[]; dest: string; at: number };
@@ -30,13 +30,6 @@ export function unsettled(lines: readonly JournalLine[]): Map<string, string> {
     else for (const id of l.released) if (open.get(id) === l.dest) open.delete(id);
   }
   return open;
-}
-
-/** Per id, the request ids the journal sent it in to `dest` (`have`'s `sent`). */
-export function sentIn(lines: readonly JournalLine[], dest: string): Map<string, string[]> {
-  const sent = new Map<string, string[]>();
-  for (const l of lines) if ('ids' in l && l.dest === dest && l.req !== undefined) for (const id of l.ids) sent.set(id, [...(sent.get(id) ?? []), l.req]);
-  return sent;
 }
 
 /** Reads a journal; a torn last line (the crash came mid-write) is ignored: its batch never left. */

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { DestinationClient, parseDestination } from './destination-client';
-import { Journal, journalPath, readJournal, sentIn, unsettled, type JournalLine } from './journal';
+import { Journal, journalPath, readJournal, unsettled } from './journal';
 
 /** How the drain reached its destinations (no secret in it: the secret file's path), for the MTA's own questions later. */
 export interface DrainClientSettings {
@@ -43,63 +43,6 @@ export function heldAtStart(persistentPath: string): Set<string> {
 }
 
 /**
- * A held message's copy came back here: another node drained it into this one
- * (answered `duplicate`, since the spool holds it), so that node drops its copy
- * and this one is the only one left. The destination it was sent to may still
- * say it took it (it did, in that request, and passed it on: to here), which
- * must not remove it. One per process, shared by the drain endpoint and the
- * reconcile, and serialising them: the journal is re-read under it, so a copy
- * released here is never removed by an answer decided a moment before.
- */
-export class DrainHolds {
-  private chain: Promise<unknown> = Promise.resolve();
-  /** Held at start: the fast check for every batch the endpoint takes (stale entries are re-checked in the journal). */
-  private readonly held: Set<string>;
-
-  constructor(private readonly persistentPath: string) {
-    this.held = heldAtStart(persistentPath);
-  }
-
-  /** Runs `fn` after every earlier one. */
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(fn);
-    this.chain = next.catch(() => undefined);
-    return next;
-  }
-
-  /**
-   * Ids the endpoint answered `duplicate` (the spool holds them) or `queued`
-   * (a new copy: the held one is gone): those the journal still holds are
-   * journaled released (durable before the answer leaves), so no answer
-   * removes them now; the `duplicate` ones are handed to `release` (delivered
-   * here from now on; a queued one is scheduled already). Resolves with them all.
-   */
-  cameBack(duplicate: readonly string[], queued: readonly string[], release: (ids: string[]) => Promise<void>): Promise<string[]> {
-    const ids = [...duplicate, ...queued];
-    if (!ids.some((id) => this.held.has(id))) return Promise.resolve([]);
-    return this.run(async () => {
-      const file = journalPath(this.persistentPath);
-      const open = unsettled(readJournal(file));
-      const back = ids.filter((id) => open.has(id));
-      for (const id of ids) this.held.delete(id);
-      if (back.length === 0) return [];
-      const journal = new Journal(file);
-      try {
-        const byDest = new Map<string, string[]>();
-        for (const id of back) byDest.set(open.get(id)!, [...(byDest.get(open.get(id)!) ?? []), id]);
-        for (const [dest, released] of byDest) journal.append({ released, dest, at: Date.now() });
-      } finally {
-        journal.close();
-      }
-      const dup = new Set(duplicate);
-      const toRelease = back.filter((id) => dup.has(id));
-      if (toRelease.length > 0) await release(toRelease);
-      return back;
-    });
-  }
-}
-
-/**
  * A destination may still be committing the last request of a drain killed a
  * moment ago: its "I do not have it" is only trusted for what was sent this
  * long ago. (What it says it has is removed at once.)
@@ -116,8 +59,6 @@ export interface ReconcileOptions {
   logger: Logger;
   retryMs?: number;
   now?: () => number;
-  /** Shared with the drain endpoint (cameBack); one of its own when not given. */
-  holds?: DrainHolds;
 }
 
 /** Runs until every id the journal left open is settled; resolves at once when there is none. */
@@ -125,9 +66,8 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
   const file = journalPath(o.persistentPath);
   let open: Map<string, string>;
   const lastSent = new Map<string, number>();
-  let lines: JournalLine[];
   try {
-    lines = readJournal(file);
+    const lines = readJournal(file);
     open = unsettled(lines);
     for (const l of lines) if ('ids' in l) lastSent.set(l.dest, Math.max(lastSent.get(l.dest) ?? 0, l.at));
   } catch (err) {
@@ -145,7 +85,6 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
   const byDest = new Map<string, string[]>();
   for (const [id, dest] of open) byDest.set(dest, [...(byDest.get(dest) ?? []), id]);
   const journal = new Journal(file);
-  const holds = o.holds ?? new DrainHolds(o.persistentPath);
   try {
     for (;;) {
       for (const [dest, ids] of [...byDest]) {
@@ -158,7 +97,7 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
           timeoutMs: 30_000,
           maxSockets: 1,
         });
-        const answer = await client.have(ids, sentIn(lines, dest));
+        const answer = await client.have(ids);
         client.close();
         if (answer === undefined) {
           o.logger.warn({ dest, held: ids.length }, 'a drain destination cannot answer about held messages now: they stay held; asked again');
@@ -170,21 +109,16 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
           continue;
         }
         const { have, unknown } = answer;
+        const remove = ids.filter((id) => have.has(id));
         const settled = (o.now ?? Date.now)() - (lastSent.get(dest) ?? 0) >= RELEASE_AFTER_MS;
-        const rest = await holds.run(async () => {
-          // Still held: a copy that came back here since (DrainHolds.cameBack) was released, and stays.
-          const open = unsettled(readJournal(file));
-          const still = ids.filter((id) => open.get(id) === dest);
-          const remove = still.filter((id) => have.has(id));
-          // What it cannot say yet (a store unanswered there) is neither removed nor released.
-          const release = settled ? still.filter((id) => !have.has(id) && !unknown.has(id)) : [];
-          await o.settle(remove, release);
-          if (remove.length) journal.append({ removed: remove, at: Date.now() });
-          if (release.length) journal.append({ released: release, dest, at: Date.now() });
-          o.logger.info({ dest, removed: remove.length, released: release.length }, 'held drain messages settled');
-          if (unknown.size > 0) o.logger.warn({ dest, unknown: unknown.size }, 'a drain destination cannot say yet whether it stored some held messages (a store unanswered there): they stay held; asked again');
-          return settled ? still.filter((id) => unknown.has(id)) : still.filter((id) => !have.has(id));
-        });
+        // What it cannot say yet (a store unanswered there) is neither removed nor released.
+        const release = settled ? ids.filter((id) => !have.has(id) && !unknown.has(id)) : [];
+        await o.settle(remove, release);
+        if (remove.length) journal.append({ removed: remove, at: Date.now() });
+        if (release.length) journal.append({ released: release, dest, at: Date.now() });
+        o.logger.info({ dest, removed: remove.length, released: release.length }, 'held drain messages settled');
+        if (unknown.size > 0) o.logger.warn({ dest, unknown: unknown.size }, 'a drain destination cannot say yet whether it stored some held messages (a store unanswered there): they stay held; asked again');
+        const rest = settled ? ids.filter((id) => unknown.has(id)) : ids.filter((id) => !have.has(id));
         if (rest.length) byDest.set(dest, rest); // asked again once the last request to it is old enough
         else byDest.delete(dest);
       }

@@ -18,7 +18,7 @@ import type { DrainRecord } from '../protocol';
 import type { SpoolEntry } from '../../spool/types';
 import { DestinationClient, parseDestination, type DestinationAddress } from './destination-client';
 import { Distributor, type Batch, type DistributionResult, type GiveUpOptions } from './distributor';
-import { Journal, journalPath, readJournal, sentIn, unsettled } from './journal';
+import { Journal, journalPath, readJournal, unsettled } from './journal';
 import { LocalSpool } from './local-spool';
 import { MtaControl, sleep } from './mta-control';
 import { writeClientSettings } from './reconcile';
@@ -182,8 +182,7 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
   const node = nodeIdentity(o.persistentPath);
   const spool = await LocalSpool.open(o.persistentPath, o.maxLifetimeMs);
   const file = journalPath(o.persistentPath);
-  const lines = readJournal(file);
-  const open = unsettled(lines);
+  const open = unsettled(readJournal(file));
   const journal = new Journal(file);
   // So an MTA started instead of a rerun can ask the same destinations the same way (reconcile.ts).
   writeClientSettings(o.persistentPath, { secretFile: o.secretFile, ca: o.ca?.toString(), insecure: o.insecure, bindIp: o.bindIp });
@@ -212,9 +211,7 @@ async function distribute(o: DrainOptions, addresses: DestinationAddress[], sign
       }
       const batches: Batch[] = [];
       const reader = batchesOf(list, spool, o.batchSize, unreadable);
-      // The requests that sent them there: what the destination took in one is `duplicate` (HEADER_EARLIER).
-      const sent = sentIn(lines, dest);
-      for (let b = await reader(); b; b = await reader()) batches.push({ ...b, sent: [...new Set(b.ids.flatMap((id) => sent.get(id) ?? []))] });
+      for (let b = await reader(); b; b = await reader()) batches.push(b);
       held.set(dest, batches);
       o.report.phase('resending what an interrupted drain sent to a destination, to that destination only', { dest, messages: list.length });
     }

@@ -6,7 +6,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { newMessageId } from '../../../../runtime/mta/message-id';
-import { HEADER_EARLIER, HEADER_REQUEST, encodeBatch, signRequest, type DrainMessageHeader, type DrainRecord } from '../../../../runtime/mta/drain/protocol';
+import { encodeBatch, signRequest, type DrainMessageHeader, type DrainRecord } from '../../../../runtime/mta/drain/protocol';
 import pino from 'pino';
 import { DrainEndpoint, type StoreOutcome } from '../../../../runtime/mta/drain/endpoint';
 import { SeenIds } from '../../../../runtime/mta/drain/seen-ids';
@@ -299,30 +299,6 @@ describe('in process: when the node cannot take a batch now', () => {
       { id: a.header.id, status: 'refused', reason: 'unavailable: spool disk is full' },
       { id: a.header.id, status: 'refused', reason: 'unavailable: spool disk is full' },
     ]);
-  });
-
-  test('a malformed request id or earlier-request list is refused (400) before anything is stored; have refuses a malformed "sent" (400)', async () => {
-    outcome = () => ({ status: 'queued' });
-    const before = stored.length;
-    const r = await post('/drain/v1/messages', encodeBatch([record()]), { port: endpoint.port, headers: { [HEADER_REQUEST]: 'has space' } });
-    expect(r).toMatchObject({ status: 400, body: { error: { code: 'bad_request_id' } } });
-    expect(stored.length).toBe(before);
-    const e = await post('/drain/v1/messages', encodeBatch([record()]), { port: endpoint.port, headers: { [HEADER_EARLIER]: 'req-0000001,,x' } });
-    expect(e).toMatchObject({ status: 400, body: { error: { code: 'bad_earlier' } } });
-    expect(stored.length).toBe(before);
-    const h = await post('/drain/v1/have', Buffer.from(JSON.stringify({ ids: ['x'], partial: true, sent: { x: 'req-0000001' } })), { port: endpoint.port });
-    expect(h).toMatchObject({ status: 400, body: { error: { code: 'bad_sent' } } });
-  });
-
-  test('have with "sent": an id drained onward since is answered for the request that brought it, not for another; without "sent", as before', async () => {
-    outcome = () => ({ status: 'queued' });
-    const a = record();
-    expect((await post('/drain/v1/messages', encodeBatch([a]), { port: endpoint.port, headers: { [HEADER_REQUEST]: 'req-brought-it' } })).body.results).toEqual([{ id: a.header.id, status: 'queued' }]);
-    await seen.forget([a.header.id]); // drained onward
-    const ask = async (body: unknown): Promise<Reply> => post('/drain/v1/have', Buffer.from(JSON.stringify(body)), { port: endpoint.port });
-    expect((await ask({ ids: [a.header.id], partial: true, sent: { [a.header.id]: ['req-other', 'req-brought-it'] } })).body).toEqual({ have: [a.header.id] });
-    expect((await ask({ ids: [a.header.id], partial: true, sent: { [a.header.id]: ['req-other'] } })).body).toEqual({ have: [] });
-    expect((await ask({ ids: [a.header.id], partial: true })).body).toEqual({ have: [] });
   });
 
   test('a failed write of the seen ids still answers queued (the spool holds them; a 503 would send them elsewhere too), and dedupes from memory', async () => {

@@ -58,22 +58,3 @@ test('an id drained away again is forgotten, durably: a later drain back here is
   await again.close();
   expect(readFileSync(file, 'latin1')).toBe(`STAYS ${T}\n`);
 });
-
-test('the request an id was taken in outlives its forget (drained onward), survives a reopen, and expires with the retention; a release before it skips those lines', async () => {
-  const file = join(dir, 'e', 'seen.log');
-  const s = await SeenIds.open(file, 7 * DAY, { now: T });
-  await s.add(['ONWARD'], T, 'req-0000001');
-  await s.add(['OLD'], T - 6 * DAY, 'req-0000002');
-  await s.add(['PLAIN'], T); // from an earlier source: no request id
-  await s.forget(['ONWARD']);
-  expect([s.has('ONWARD'), s.tookIn('ONWARD', 'req-0000001'), s.tookIn('ONWARD', 'req-0000009'), s.tookIn('PLAIN', 'req-0000001')]).toEqual([false, true, false, false]);
-  await s.close();
-  const again = await SeenIds.open(file, 7 * DAY, { now: T + 2 * DAY });
-  expect([again.has('ONWARD'), again.tookIn('ONWARD', 'req-0000001'), again.has('OLD'), again.tookIn('OLD', 'req-0000002'), again.has('PLAIN')]).toEqual([false, true, false, false, true]);
-  await again.close();
-  const text = readFileSync(file, 'latin1');
-  expect(text).toBe(`PLAIN ${T}\nONWARD ${T} req-0000001\n`);
-  // The line pattern of the release before: it reads the seen ids and skips the took lines (a downgrade loses only those).
-  const earlier = text.split('\n').filter((line) => /^(\S+) (\d+|-)$/.test(line));
-  expect(earlier).toEqual([`PLAIN ${T}`]);
-});

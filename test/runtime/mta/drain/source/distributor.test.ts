@@ -184,27 +184,3 @@ test.each([
   expect(result.left.sort()).toEqual(['m1', ...second]);
   expect([...unsettled(readJournal(file))].sort()).toEqual(['m1', ...second].map((id) => [id, 'd:1']));
 });
-
-test('each send of a batch carries a fresh request id, journaled with its ids before it leaves (have is asked per request); a resend names the earlier ones', async () => {
-  const file = journalPath(join(dir, `pp${++runs}`));
-  const journal = new Journal(file);
-  const reqs: (string | undefined)[] = [];
-  const earlier: (readonly string[] | undefined)[] = [];
-  const dest = destination('d:1', (n, ids) => (n === 1 ? unknown : answered(ids)));
-  const send = dest.sendBatch.bind(dest);
-  dest.sendBatch = async (body: Buffer, ids: readonly string[], req?: string, before?: readonly string[]) => {
-    // On disk before it leaves: the journal's last send line already names this request.
-    const last = readJournal(file).filter((l) => 'ids' in l).pop();
-    expect(last).toMatchObject({ dest: 'd:1', ids, req });
-    reqs.push(req);
-    earlier.push(before);
-    return send(body, ids, req);
-  };
-  await distributorWith({ clients: [dest], nextBatch: batches(['m1']), journal, giveUp: { maxAttempts: 10, afterMs: 60_000 } }).run();
-  journal.close();
-  expect(reqs).toHaveLength(2);
-  expect(reqs.every((r) => typeof r === 'string' && /^[0-9a-f]{24}$/.test(r))).toBe(true);
-  expect(reqs[0]).not.toBe(reqs[1]);
-  // The resend names the send it could not hear about: what that one took there is answered `duplicate`.
-  expect(earlier).toEqual([undefined, [reqs[0]]]);
-});
