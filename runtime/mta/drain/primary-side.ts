@@ -96,7 +96,16 @@ export class PrimaryDrain {
   async onHeld(ids: readonly string[]): Promise<void> {
     const missing = ids.filter((id) => !this.seen.has(id));
     if (missing.length === 0) return;
-    await this.seen.add(missing);
+    try {
+      await this.seen.add(missing);
+    } catch (err) {
+      // The worker is acked and reports ready all the same (a broken disk must not keep the node
+      // down), which settles its unanswered stores: without these ids in memory `have` would say
+      // "not here" for messages in this spool, and their source would deliver its copy too.
+      this.seen.remember(missing);
+      this.options.logger.error({ err, ids: missing.length }, 'drain: recording held ids failed; kept in memory until the next start');
+      return;
+    }
     this.options.logger.warn({ ids: missing.length }, 'drain: queued drained messages missing from the dedupe store (a crash mid-batch) recorded now');
   }
 

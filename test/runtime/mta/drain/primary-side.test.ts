@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { PrimaryDrain, ownerOf } from '../../../../runtime/mta/drain/primary-side';
 import { encodeBatch, type DrainRecord } from '../../../../runtime/mta/drain/protocol';
+import { SeenIds } from '../../../../runtime/mta/drain/seen-ids';
 import { DestinationClient, parseDestination } from '../../../../runtime/mta/drain/source/destination-client';
 import type { ToWorker } from '../../../../runtime/mta/ipc';
 import { newMessageId } from '../../../../runtime/mta/message-id';
@@ -160,6 +161,24 @@ describe('a worker that answers after its store timed out', () => {
     slow.onWorkerReady(0);
     expect(await slowClient.have([r.header.id])).toEqual({ have: new Set(), unknown: new Set() });
     expect(sw.sent.length).toBe(before + 1);
+  });
+
+  test('its restarted worker reports the message held and recording it fails: still in `have` (kept in memory), never "not here" once the worker is ready', async () => {
+    const r = record();
+    expect(await slowClient.sendBatch(encodeBatch([r]), [r.header.id])).toMatchObject({ kind: 'retry', untaken: false });
+    exited = true;
+    slow.onWorkerExit(0);
+    exited = false;
+    // The restarted worker did store it (drain-held), and the seen-ids write fails (a broken disk).
+    const add = jest.spyOn(SeenIds.prototype, 'add').mockRejectedValue(new Error('EIO: the disk is gone'));
+    try {
+      // primary.ts logs a rejection and acks the worker anyway, which then reports ready.
+      await slow.onHeld([r.header.id]).catch(() => undefined);
+    } finally {
+      add.mockRestore();
+    }
+    slow.onWorkerReady(0);
+    expect(await slowClient.have([r.header.id])).toEqual({ have: new Set([r.header.id]), unknown: new Set() });
   });
 
   test('one store unanswered does not hide the others: `have` answers for the ids it can and names the one it cannot say yet', async () => {
