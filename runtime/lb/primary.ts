@@ -16,6 +16,7 @@ import { isFromLbWorker, LB_OPTIONS_ENV, type ToLbWorker } from './ipc';
 import { healthEvents, reloadRefusal, type LbStatus } from './lb';
 import { LbMetrics } from './metrics';
 import type { LbOptions } from './options';
+import { keepIpcErrors } from '../shared/worker-ipc';
 
 /**
  * V8 flags for the lb's workers: none. A session allocates a few KB (no
@@ -104,6 +105,7 @@ export async function runLbPrimary(initial: LbOptions, o: LbPrimaryOptions): Pro
   let onAllReady: (() => void) | undefined;
   const fork = (index: number): void => {
     const w = cluster.fork({ VOLLEY_LB_WORKER: String(index), [LB_OPTIONS_ENV]: JSON.stringify(share(options)) });
+    keepIpcErrors(w, (err) => logger.warn({ worker: index, err }, 'lb worker: a message to it failed (it is exiting)'));
     workers.set(index, w);
     let wasReady = false;
     w.on('message', (m: unknown) => {

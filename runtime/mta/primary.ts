@@ -24,6 +24,7 @@ import { workerExecArgv } from '../shared/worker-flags';
 import { reconcileAtStart } from './drain/source/reconcile';
 import { DRAIN_SECRET_ENV } from '../shared/config/drain';
 import { loadSecret } from '../shared/proxy-protocol/handshake';
+import { keepIpcErrors } from '../shared/worker-ipc';
 
 export interface MtaOptions {
   configPath: string;
@@ -141,6 +142,7 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   const fork = (index: number): void => {
     const env: WorkerEnv = { VOLLEY_WORKER: String(index), VOLLEY_WORKERS: String(count), VOLLEY_NODE_ID: nodeId };
     const w = cluster.fork(env);
+    keepIpcErrors(w, (err) => logger.warn({ worker: index, err }, 'worker: a message to it failed (it is exiting)'));
     workers.set(index, w);
     w.on('message', (m: unknown) => {
       if (!isFromWorker(m)) return;

@@ -21,6 +21,7 @@ import { ProxyMetrics } from './metrics';
 import { bindProbe, proxyReadiness, type BindProbe } from './readiness';
 import type { ProxyStats } from './server';
 import { PROXY_WORKER_V8_FLAGS } from './worker-flags';
+import { keepIpcErrors } from '../shared/worker-ipc';
 
 /** One worker per core: the proxy's work is all per connection, and the primary only answers throttle questions. */
 export function defaultProxyWorkers(cores = availableParallelism()): number {
@@ -108,6 +109,7 @@ export async function runProxyPrimary(options: ProxyPrimaryOptions): Promise<voi
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env, PROXY_WORKER_V8_FLAGS), serialization: 'advanced' });
   const fork = (index: number): void => {
     const w = cluster.fork({ VOLLEY_PROXY_WORKER: String(index) });
+    keepIpcErrors(w, (err) => log.warn({ worker: index, err }, 'proxy worker: a message to it failed (it is exiting)'));
     workers.set(index, w);
     w.on('message', (m: unknown) => {
       if (!isFromProxyWorker(m)) return;
