@@ -191,6 +191,14 @@ test("--max-connections is the lb's: each worker takes its share, rounded up", (
   expect(options.maxConnections).toBe(10);
 });
 
+/** The first line the lb answers a new session on `port` with from 127.0.0.1: the MTA's greeting, or the lb's 421; the session is kept in `sessions`. */
+async function firstLine(port: number, sessions: SmtpDialog[]): Promise<string> {
+  const s = await SmtpDialog.open(port);
+  sessions.push(s);
+  const r = await s.reply();
+  return `${r.code} ${r.text}`;
+}
+
 test("--max-connections-per-client is the node's, whichever worker accepts: a client whose sessions all land on one worker is not refused before its limit, and its sessions on both workers add up to the limit", async () => {
   const mtas: FakeMta[] = [await startFakeMta('mta')];
   const [port, adminPort] = [await closedPort(), await closedPort()];
@@ -208,13 +216,7 @@ test("--max-connections-per-client is the node's, whichever worker accepts: a cl
     stopped.delete(pid);
   };
   const sessions: SmtpDialog[] = [];
-  /** The first line the lb answers a new session with from 127.0.0.1: the MTA's greeting, or the lb's 421. */
-  const greeting = async (): Promise<string> => {
-    const s = await SmtpDialog.open(port);
-    sessions.push(s);
-    const r = await s.reply();
-    return `${r.code} ${r.text}`;
-  };
+  const greeting = (): Promise<string> => firstLine(port, sessions);
   try {
     // Worker b stopped: every session lands on worker a (the kernel hands a connection to a worker that accepts).
     pause(b);
@@ -245,12 +247,7 @@ test('a client at its limit that closes a session and opens another at once is s
   const [port, adminPort] = [await closedPort(), await closedPort()];
   const lb = await startLb(['--listen', `127.0.0.1:${port}=smtp`, '--backend', `127.0.0.1:${mta.port}`, '--workers', '2', '--max-connections-per-client', '2'], adminPort);
   const sessions: SmtpDialog[] = [];
-  const greeting = async (): Promise<string> => {
-    const s = await SmtpDialog.open(port);
-    sessions.push(s);
-    const r = await s.reply();
-    return `${r.code} ${r.text}`;
-  };
+  const greeting = (): Promise<string> => firstLine(port, sessions);
   try {
     const answers: string[] = [];
     for (let round = 0; round < 5; round++) {
