@@ -12,6 +12,7 @@ import { DrainEndpoint, type StoreOutcome } from './endpoint';
 import type { DrainRecord } from './protocol';
 import { loadDrainSecrets } from './secrets';
 import { SeenIds, seenIdsPath } from './seen-ids';
+import { UnsettledStores } from './unsettled-stores';
 
 /** How long a worker may take to make its share of a batch durable before the primary gives up on it (answered `unknown`: it may still store them). */
 const STORE_TIMEOUT_MS = 60_000;
@@ -44,9 +45,7 @@ export class PrimaryDrain {
    * here" for their ids. Settled by the late drain-stored (recorded in `seen`
    * then), or once the worker restarted and is ready (onWorkerReady).
    */
-  private readonly unsettled = new Map<number, { worker: number; ids: string[] }>();
-  /** Every id of `unsettled`, built when first asked after a change: a `have` of thousands of ids asks once per id. */
-  private unsettledIds?: Set<string>;
+  private readonly unsettled = new UnsettledStores();
 
   private constructor(
     readonly endpoint: DrainEndpoint,
@@ -115,14 +114,12 @@ export class PrimaryDrain {
    * in its spool, never stored if not.
    */
   onWorkerReady(worker: number): void {
-    for (const [id, u] of this.unsettled) if (u.worker === worker) this.unsettled.delete(id);
-    this.unsettledIds = undefined;
+    this.unsettled.forgetWorker(worker);
   }
 
   /** Whether `id` is in a store that answered `unknown` and has not settled since (see `unsettled`). */
   isUnsettled(id: string): boolean {
-    this.unsettledIds ??= new Set([...this.unsettled.values()].flatMap((u) => u.ids));
-    return this.unsettledIds.has(id);
+    return this.unsettled.has(id);
   }
 
   apply(config: VolleyConfig): void {
@@ -144,9 +141,8 @@ export class PrimaryDrain {
     const unsure = late.ids.filter((_, i) => outcomes[i]?.status === 'unknown');
     // Settled once recorded: `have` says "cannot say" until then, never "not here".
     const settle = (): void => {
-      if (unsure.length > 0) this.unsettled.set(id, { worker: late.worker, ids: unsure });
+      if (unsure.length > 0) this.unsettled.set(id, late.worker, unsure);
       else this.unsettled.delete(id);
-      this.unsettledIds = undefined;
     };
     this.seen.add(held).then(settle, (err: unknown) => {
       // As the endpoint does: in memory until the next start, whose drain-held records them.
@@ -161,8 +157,7 @@ export class PrimaryDrain {
   onWorkerExit(worker: number): void {
     for (const [id, p] of [...this.pending]) {
       if (p.worker !== worker) continue;
-      this.unsettled.set(id, { worker, ids: p.ids });
-      this.unsettledIds = undefined;
+      this.unsettled.set(id, worker, p.ids);
       p.finish(undefined);
     }
   }
@@ -199,8 +194,7 @@ export class PrimaryDrain {
       const ids = records.map((r) => r.header.id);
       const timer = setTimeout(() => {
         // It may still store them: its answer, if it comes, is recorded (onStored).
-        this.unsettled.set(id, { worker: index, ids });
-        this.unsettledIds = undefined;
+        this.unsettled.set(id, index, ids);
         finish(undefined);
       }, this.options.storeTimeoutMs ?? STORE_TIMEOUT_MS);
       const finish = (outcomes: StoreOutcome[] | undefined): void => {
