@@ -9,8 +9,9 @@
 // a proxy slot attaches its sending ENI (its addresses arrive on its
 // namespace) and starts volley-proxy.service; each waits for /readyz and
 // signals SUCCESS to the fake CloudFormation.
-import { X509Certificate } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { parseDocument } from 'yaml';
 import { eventsBucketName } from '../../stacks/event-shipping';
@@ -271,4 +272,84 @@ it('a proxy replacement keeps its sending IPs (the ENI moves to the new instance
   await waitUntil(() => deliveredSince() === 40, 120_000, () => JSON.stringify(after()));
   const sources = new Set(after().map((s) => s.remote));
   for (const ip of eni.privateIpAddresses.slice(1)) expect({ ip, used: sources.has(ip) }).toEqual({ ip, used: true });
+}, 300_000);
+
+/**
+ * The `Volley-<env>-Drain` document's script as SSM Run Command would run it:
+ * read from the synthesised template, each {{ Parameter }} replaced by the
+ * value given or its default, after the value is held to its allowedPattern
+ * (SSM refuses the command otherwise).
+ */
+function drainCommand(values: Record<string, string>): string {
+  const dir = rehearsal.assembly.directory;
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.template.json'))) {
+    const template = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { Resources?: Record<string, { Type: string; Properties?: { Name?: string; Content?: DocumentContent } }> };
+    for (const r of Object.values(template.Resources ?? {})) {
+      if (r.Type !== 'AWS::SSM::Document' || r.Properties?.Name !== `Volley-${rehearsal.assembly.env.name}-Drain` || !r.Properties.Content) continue;
+      const { parameters, mainSteps } = r.Properties.Content;
+      const value = (name: string): string => {
+        const p = parameters[name];
+        if (!p) throw new Error(`the document has no parameter ${name}`);
+        const v = values[name] ?? p.default;
+        if (v === undefined) throw new Error(`parameter ${name} is required`);
+        if (p.allowedPattern && !new RegExp(p.allowedPattern).test(v)) throw new Error(`${name}=${v} does not match ${p.allowedPattern}`);
+        if (p.allowedValues && !p.allowedValues.includes(v)) throw new Error(`${name}=${v} is not one of ${p.allowedValues.join(', ')}`);
+        return v;
+      };
+      return mainSteps[0].inputs.runCommand.map((line) => line.replace(/\{\{ *(\w+) *\}\}/g, (_, name: string) => value(name))).join('\n');
+    }
+  }
+  throw new Error('no drain document in the synthesised app');
+}
+
+interface DocumentContent {
+  parameters: Record<string, { default?: string; allowedPattern?: string; allowedValues?: string[] }>;
+  mainSteps: { inputs: { runCommand: string[] } }[];
+}
+
+it('the drain runbook as deployed: the Drain document run on one MTA moves its queue to the other, which delivers each message once; the drained MTA stays stopped and starts again clean', async () => {
+  const mtas = [...booted, ...replacements].filter((i) => i.spec.role === 'mta');
+  const [source, destination] = mtas;
+  if (!source || !destination) throw new Error('two running MTAs are needed');
+  const unit = 'volley-mta.service';
+  // The operator's admin token: its hash published in the MTAs' config as a deploy publishes it (README: drain on AWS), the token on the source.
+  const token = randomBytes(24).toString('hex');
+  const mtaParam = '/volley/rehearsal/mta/config-url';
+  const url = /^s3:\/\/([^/]+)\/(.+)$/.exec(rehearsal.aws.ssm.parameters.get(mtaParam)?.value ?? '');
+  if (!url) throw new Error('no MTA config URL');
+  const doc = parseDocument((rehearsal.aws.s3.get(url[1] as string, url[2] as string) ?? Buffer.alloc(0)).toString('utf8'));
+  doc.setIn(['admin', 'tokens'], [{ name: 'rehearsal-drain', sha256: createHash('sha256').update(token).digest('hex') }]);
+  rehearsal.aws.s3.put(url[1] as string, 'drain-deploy.yaml', doc.toString());
+  rehearsal.aws.ssm.put(mtaParam, `s3://${url[1]}/drain-deploy.yaml`);
+  for (const i of [source, destination]) {
+    const refreshes = (i.runner.journal(unit).match(/config refreshed/g) ?? []).length;
+    await i.runner.trigger('volley-config-sync.timer');
+    await waitUntil(() => i.runner.status('volley-config-sync.service').state === 'inactive', 30_000);
+    await waitUntil(() => (i.runner.journal(unit).match(/config refreshed/g) ?? []).length > refreshes, 30_000, () => i.runner.journal(unit).slice(-1500));
+  }
+  writeFileSync(source.hostPath('/etc/volley/admin.token'), token, { mode: 0o600 });
+
+  // Mail only the source holds: its delivery paused, so the queue the drain moves is these ten.
+  const paused = await source.exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', '-H', `Authorization: Bearer ${token}`, 'http://127.0.0.1:8025/queue/pause']);
+  expect(paused.stdout).toBe('200');
+  const to = 'drained@inbox.rehearsal.test';
+  const copies = (): number => rehearsal.world.sessions().reduce((n, s) => n + s.recipients.filter((r) => r === to).length, 0);
+  expect(await rehearsal.world.send(source.privateIp, to, 10, 2)).toBe(10);
+  expect(copies()).toBe(0);
+
+  // aws ssm send-command --document-name Volley-rehearsal-Drain --parameters Destinations=<the other MTA>
+  const drainStarted = Date.now();
+  const run = await source.exec(['bash', '-c', drainCommand({ Destinations: destination.privateIp })]);
+  process.stdout.write(`rehearsal: the Drain document moved ${source.name}'s queue to ${destination.name} in ${Date.now() - drainStarted} ms (exit ${run.code})\n`);
+  expect({ code: run.code, stderr: run.code === 0 ? '' : run.stderr.slice(-2000) + run.stdout.slice(-2000) }).toEqual({ code: 0, stderr: '' });
+  await waitUntil(() => copies() >= 10, 60_000, () => `${copies()} delivered\n${destination.runner.journal(unit).slice(-1500)}`);
+  expect(copies()).toBe(10);
+  expect(source.runner.status(unit).state).toBe('inactive');
+
+  // Started again (the runbook's alternative to retiring it): the unit comes up on the volume the drain (as root) wrote, with nothing queued.
+  await source.runner.start(unit);
+  await waitUntil(async () => (await source.exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:8025/readyz'])).stdout === '200', 60_000, () => source.runner.journal(unit).slice(-2000));
+  const queue = await source.exec(['curl', '-s', '-H', `Authorization: Bearer ${token}`, 'http://127.0.0.1:8025/queue']);
+  expect((JSON.parse(queue.stdout) as { queued?: number }).queued).toBe(0);
+  expect(copies()).toBe(10);
 }, 300_000);
