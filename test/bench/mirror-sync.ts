@@ -9,6 +9,7 @@
 // `npx tsx test/bench/mirror-sync.ts` (BENCH_MESSAGES, BENCH_ROUNDS,
 // BENCH_SESSIONS). Each run also reports the CPU per message of every
 // process (cpu-split.ts): on 2 cores the mirrors' CPU is the MTA's loss.
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +106,7 @@ async function intakeRun(load: Load, sync: boolean): Promise<RunResult> {
       await runSmtpSource({ port: mta.smtpPort, messages: Math.min(500, load.messages), sessions: load.sessions, sizeBytes: load.sizeBytes });
       const parts: Record<string, number[]> = { mta: processTree(mta.proc.pid!) };
       if (sync) Object.assign(parts, { 'mirror-primary': [mirrors[0].proc.pid!], 'mirror-secondary': [mirrors[1].proc.pid!] });
+      if (pinned()) for (const pid of [...parts.mta, ...(parts['mirror-primary'] ?? [])]) pin(pid, PRIMARY_CPU);
       const cpu0 = cpuSnapshot(parts);
       const woken0 = Object.fromEntries(Object.entries(parts).map(([k, pids]) => [k, wakeups(pids)]));
       const r = await runSmtpSource({ port: mta.smtpPort, messages: load.messages, sessions: load.sessions, sizeBytes: load.sizeBytes, timeoutMs: runDeadlineMs(load.messages) });
@@ -133,7 +135,18 @@ async function intakeRun(load: Load, sync: boolean): Promise<RunResult> {
   }
 }
 
+// BENCH_PIN_PRIMARY=1: the primary node (its MTA and its mirror) on CPU 0, the
+// rest (this process, so smtp-source, and the secondary) on CPU 1: two
+// machines on one, as a pair is deployed (the secondary on its own instance).
+const PRIMARY_CPU = '0';
+const pinned = (): boolean => process.env.BENCH_PIN_PRIMARY === '1';
+function pin(pid: number, cpus: string): void {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+  if (r.status !== 0) throw new VolleyError('BENCH_PIN', `taskset ${cpus} ${pid} failed (${r.status})`);
+}
+
 export async function measureMirrorSyncIntake(load: Load & { rounds: number }, onRound?: (i: number, r: { none: number; sync: number }) => void): Promise<MirrorSyncIntakeResult> {
+  if (pinned()) pin(process.pid, '1');
   const rounds: { none: number; sync: number }[] = [];
   const cpu: MirrorSyncIntakeResult['cpu'] = [];
   const woken: MirrorSyncIntakeResult['wakeups'] = [];
