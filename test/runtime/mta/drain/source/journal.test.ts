@@ -1,9 +1,9 @@
 // The drain journal: what it says is still open after a crash at any point,
 // and after an append that met a full disk.
-import { appendFileSync, closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Journal, journalPath, readJournal, unsettled } from '../../../../../runtime/mta/drain/source/journal';
-import { mountTmpfs } from '../../../../helpers/tmpfs';
+import { fillVolume, mountTmpfs } from '../../../../helpers/tmpfs';
 import { tempDir } from '../../../../helpers/tmp';
 
 const dir = tempDir();
@@ -67,15 +67,3 @@ test('an append that meets a full disk throws and leaves no part of its line, ev
     await fs.release();
   }
 });
-
-/** Takes every free block of the volume `file` is on. */
-function fillVolume(file: string): void {
-  const fd = openSync(file, 'w');
-  try {
-    for (;;) writeSync(fd, Buffer.alloc(4096, 1));
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ENOSPC') throw err;
-  } finally {
-    closeSync(fd);
-  }
-}
