@@ -8,7 +8,9 @@
 // committed to keep it (journaled released, durable, before the answer),
 // and the reconcile removes an id only if, re-read under the same lock, it is
 // still held. Two questions at once then end in two kept copies (a
-// duplicate), never in none.
+// duplicate), never in none. Keeping also costs a duplicate when this node's
+// own drain had reached its destination too (X->A->B, both answers lost, X
+// asks A first): A keeps, B may hold a copy. Loss outranks a duplicate.
 import type { Logger } from 'pino';
 import { Journal, journalPath, readJournal, unsettled } from './journal';
 
