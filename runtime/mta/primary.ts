@@ -22,6 +22,7 @@ import { PrimaryDrain } from './drain/primary-side';
 import { loadDrainSecrets } from './drain/secrets';
 import { workerExecArgv } from '../shared/worker-flags';
 import { reconcileAtStart } from './drain/source/reconcile';
+import { DrainHolds } from './drain/source/holds';
 import { DRAIN_SECRET_ENV } from '../shared/config/drain';
 import { loadSecret } from '../shared/proxy-protocol/handshake';
 import { keepIpcErrors } from '../shared/worker-ipc';
@@ -129,8 +130,15 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   // 'advanced': drained message bodies go to their worker as Buffers, not JSON arrays of bytes.
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv), serialization: 'advanced' });
+  /** Every worker removes `remove` (done, `drained`) and delivers `release`: held messages of an interrupted drain of this node. */
+  const settleHeld = async (remove: string[], release: string[]): Promise<void> => {
+    await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: remove.join(','), release: release.join(',') })));
+  };
+  // One lock for the reconcile and the endpoint's `have` about this node's own held messages (holds.ts).
+  const holds = new DrainHolds({ persistentPath: options.persistentPath, release: (ids) => settleHeld([], ids), logger });
   // Drain (drain section): the dedupe store opens before the workers, which report their drained messages to it.
   const drain = await PrimaryDrain.open({
+    holds,
     config,
     persistentPath: options.persistentPath,
     nodeId,
@@ -181,9 +189,9 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
                 return undefined;
               }
             },
-            settle: async (remove, release) => {
-              await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: remove.join(','), release: release.join(',') })));
-            },
+            settle: settleHeld,
+            holds,
+            forget: async (ids) => drain?.forget(ids),
           }).catch((err: unknown) => logger.error({ err }, 'settling an interrupted drain failed; its messages stay held until the next start or `volley drain`'));
         }
       } else if (m.type === 'stats') stats.set(index, m.stats);

@@ -3,7 +3,7 @@
 // way: a stop that throws, or a process still holding a file, used to leave
 // the tmpfs mounted on the machine. Mounting needs root (the pretest checks).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -53,4 +53,16 @@ export function isMounted(path: string): boolean {
   return readFileSync('/proc/self/mounts', 'utf8')
     .split('\n')
     .some((line) => line.split(' ')[1]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === path);
+}
+
+/** Takes every free block of the volume `file` is on (remove `file` to give them back). */
+export function fillVolume(file: string): void {
+  const fd = openSync(file, 'w');
+  try {
+    for (;;) writeSync(fd, Buffer.alloc(4096, 1));
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ENOSPC') throw err;
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -26,6 +26,7 @@ import {
   type HaveResponse,
 } from './protocol';
 import type { SeenIds } from './seen-ids';
+import type { DrainHolds } from './source/holds';
 import { readBody, sendJson } from '../../shared/http-body';
 
 /**
@@ -53,6 +54,13 @@ export interface DrainEndpointOptions {
   store: (records: DrainRecord[]) => Promise<StoreOutcome[]>;
   /** Whether `id` is in a store answered `unknown` whose worker may still make it durable (PrimaryDrain): `have` cannot say "not here" for it yet. */
   unsettled?: (id: string) => boolean;
+  /**
+   * This node's own held messages (an interrupted drain of its own, settled by
+   * the reconcile): `have` answers "yes" for one of them only once this node
+   * committed to keep it, under the reconcile's lock (DrainHolds.answer).
+   * Without it (an earlier release) `have` answers from `seen` alone.
+   */
+  holds?: Pick<DrainHolds, 'answer'>;
   /** Why this node takes no drain now (stopping, draining itself, workers not ready); undefined when it does. */
   unavailable: () => string | undefined;
   logger: Logger;
@@ -154,7 +162,7 @@ export class DrainEndpoint {
     if (verified.node === this.options.nodeId) throw new DrainHttpError(DRAIN_HTTP_STATUS.self, 'self', `this is node ${this.options.nodeId} itself: a node cannot drain into itself`);
     const down = this.options.unavailable();
     if (down) throw new DrainHttpError(DRAIN_HTTP_STATUS.unavailable, 'unavailable', down);
-    if (path === DRAIN_PATH_HAVE) return send(res, 200, this.have(body));
+    if (path === DRAIN_PATH_HAVE) return send(res, 200, await this.have(body));
     let records;
     try {
       records = decodeBatch(body);
@@ -179,7 +187,7 @@ export class DrainEndpoint {
     send(res, 200, { results });
   }
 
-  private have(body: Buffer): HaveResponse {
+  private async have(body: Buffer): Promise<HaveResponse> {
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
@@ -188,10 +196,13 @@ export class DrainEndpoint {
     }
     const ids = (parsed as { ids?: unknown } | null)?.ids;
     if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) throw new DrainHttpError(DRAIN_HTTP_STATUS.malformed, 'bad_ids', 'the body must be { "ids": [string...] }');
+    const seen = (id: string): boolean => this.options.seen.has(id);
+    // "Yes" makes the source remove its copy: for an id this node holds itself, only once it keeps it.
+    const decided = this.options.holds ? await this.options.holds.answer(ids as string[], seen) : { have: (ids as string[]).filter(seen), unknown: [] };
     // "Not here" lets the source deliver its own copy: never said for an id that may yet be stored
     // here (a request storing it now, or a store answered `unknown`). The source asks again.
-    const unsure = (ids as string[]).filter((id) => !this.options.seen.has(id) && (this.inflight.has(id) || this.options.unsettled?.(id) === true));
-    const have = (ids as string[]).filter((id) => this.options.seen.has(id));
+    const unsure = [...decided.unknown, ...(ids as string[]).filter((id) => !seen(id) && (this.inflight.has(id) || this.options.unsettled?.(id) === true))];
+    const have = decided.have;
     // A partial answer keeps one unsettled store from hiding every other id the source asks about.
     if ((parsed as { partial?: unknown }).partial === true) return unsure.length > 0 ? { have, unknown: unsure } : { have };
     if (unsure.length > 0) throw new DrainHttpError(DRAIN_HTTP_STATUS.unknown, 'store_unknown', `cannot say yet whether ${unsure.length} of these messages are stored here (a store still in progress or unanswered); ask again`);

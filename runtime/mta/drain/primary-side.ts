@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { VolleyConfig } from '../../shared/config/types';
 import { loadTls } from '../../shared/tls-files';
 import type { ToWorker } from '../ipc';
-import { DrainEndpoint, type StoreOutcome } from './endpoint';
+import { DrainEndpoint, type DrainEndpointOptions, type StoreOutcome } from './endpoint';
 import type { DrainRecord } from './protocol';
 import { loadDrainSecrets } from './secrets';
 import { SeenIds, seenIdsPath } from './seen-ids';
@@ -25,6 +25,8 @@ export interface PrimaryDrainOptions {
   workers: ReadonlyMap<number, Worker>;
   unavailable: () => string | undefined;
   logger: Logger;
+  /** DrainEndpointOptions.holds: this node's own held messages, shared with its reconcile. */
+  holds?: DrainEndpointOptions['holds'];
   /** STORE_TIMEOUT_MS unless a test shortens it. */
   storeTimeoutMs?: number;
 }
@@ -73,6 +75,7 @@ export class PrimaryDrain {
       seen,
       store: (records) => self!.store(records),
       unsettled: (id) => self!.isUnsettled(id),
+      holds: options.holds,
       unavailable: options.unavailable,
       logger: options.logger,
     });
@@ -120,6 +123,14 @@ export class PrimaryDrain {
   /** Whether `id` is in a store that answered `unknown` and has not settled since (see `unsettled`). */
   isUnsettled(id: string): boolean {
     return this.unsettled.has(id);
+  }
+
+  /**
+   * The reconcile removed these held copies (their destination has them):
+   * this node stops saying it has them (reconcile.ts says why). Resolves once durable.
+   */
+  forget(ids: readonly string[]): Promise<void> {
+    return this.seen.forget(ids);
   }
 
   apply(config: VolleyConfig): void {

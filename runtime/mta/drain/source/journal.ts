@@ -6,7 +6,7 @@
 // answers `duplicate` or takes them), never to another, and an MTA that
 // starts with such a journal holds them back from delivery. That is how a
 // SIGKILL at any moment never leads to a message delivered twice.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VolleyError } from '../../../shared/errors';
 
@@ -66,9 +66,25 @@ export class Journal {
     this.fd = openSync(file, 'a');
   }
 
+  /**
+   * Throws when the line is not all on disk, and then cuts off what part of it
+   * was written (a full disk can take half a line): a torn line in the middle
+   * would make the whole journal unreadable once the next line follows it.
+   */
   append(line: JournalLine): void {
-    writeSync(this.fd, `${JSON.stringify(line)}\n`);
-    fsyncSync(this.fd);
+    const data = Buffer.from(`${JSON.stringify(line)}\n`);
+    const before = fstatSync(this.fd).size;
+    try {
+      for (let at = 0; at < data.length; ) at += writeSync(this.fd, data, at);
+      fsyncSync(this.fd);
+    } catch (err) {
+      try {
+        ftruncateSync(this.fd, before);
+      } catch {
+        // The next open cuts a torn last line off too (constructor).
+      }
+      throw err;
+    }
   }
 
   close(): void {

@@ -1,7 +1,9 @@
 // The drain endpoint on a real MTA (two workers) over real HTTPS on
 // loopback: a signed batch lands in the spool with the source's state, a
 // second copy (also after a restart) is answered `duplicate`, and every
-// whole-request refusal (401, 403, 409, 400, 413) leaves the queue untouched.
+// whole-request refusal (401, 403, 409, 400, 413) leaves the queue untouched;
+// a message the node holds itself (an interrupted drain of its own) is kept
+// before `have` says yes for it.
 import { rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
@@ -15,6 +17,9 @@ import { loadTls } from '../../../../runtime/shared/tls-files';
 import { ADMIN_AUTH, testConfigYaml } from '../../../helpers/config';
 import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { getFreePort } from '../../../helpers/postfix-tools';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
+import { Journal, journalPath, readJournal } from '../../../../runtime/mta/drain/source/journal';
+import { heldAtStart, writeClientSettings } from '../../../../runtime/mta/drain/source/reconcile';
 import { tempDir } from '../../../helpers/tmp';
 
 const dir = tempDir();
@@ -231,6 +236,30 @@ test('messages queued but not recorded as seen (a crash between the two writes) 
   expect((await message(h.id)).queued).toBe(false);
   expect((await post('/drain/v1/messages', encodeBatch([batch[7]]))).body.results).toEqual([{ id: h.id, status: 'duplicate' }]);
   expect((await message(h.id)).queued).toBe(false);
+}, 60_000);
+
+test('a message this node holds for an interrupted drain of its own: have answers yes only once it is kept here (journaled released) and handed to delivery', async () => {
+  const h = batch[9].header;
+  const pp = join(dir, 'pp');
+  await mta.stop();
+  // This node drained it on to a destination and was killed before the answer; that destination is gone (nothing listens).
+  const gone = `127.0.0.1:${await getFreePort()}`;
+  const j = new Journal(journalPath(pp));
+  j.append({ dest: gone, ids: [h.id], at: Date.now() });
+  j.close();
+  writeClientSettings(pp, { insecure: true });
+  mta = await start();
+  expect((await message(h.id)).state).toMatchObject({ why: expect.stringContaining('held since the start') });
+  const have = await post('/drain/v1/have', Buffer.from(JSON.stringify({ ids: [h.id], partial: true })));
+  expect(have).toEqual({ status: 200, body: { have: [h.id] } });
+  // On disk before that answer: this copy is never removed by a later answer, and a restart delivers it.
+  expect(readJournal(journalPath(pp)).at(-1)).toMatchObject({ released: [h.id], dest: gone });
+  expect(heldAtStart(pp).size).toBe(0);
+  let why = '';
+  await waitUntil(async () => {
+    why = String((await message(h.id)).state?.why);
+    return why.includes('waiting for its next retry');
+  }, 10_000, () => why);
 }, 60_000);
 
 describe('in process: when the node cannot take a batch now', () => {

@@ -1,7 +1,9 @@
-// The drain journal: what it says is still open after a crash at any point.
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+// The drain journal: what it says is still open after a crash at any point,
+// and after an append that met a full disk.
+import { appendFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Journal, journalPath, readJournal, unsettled } from '../../../../../runtime/mta/drain/source/journal';
+import { fillVolume, mountTmpfs } from '../../../../helpers/tmpfs';
 import { tempDir } from '../../../../helpers/tmp';
 
 const dir = tempDir();
@@ -43,4 +45,25 @@ test('retire keeps the settled journal beside, so the next drain starts clean', 
   j.retire();
   expect(existsSync(file)).toBe(false);
   expect(readFileSync(`${file}.done`, 'utf8').split('\n').filter(Boolean)).toHaveLength(2);
+});
+
+test('an append that meets a full disk throws and leaves no part of its line, even when part of it fit (a torn line in the middle would make the journal unreadable)', async () => {
+  const fs = mountTmpfs('volley-journal-full-', '64k');
+  try {
+    const file = journalPath(join(fs.mnt, 'pp'));
+    const j = new Journal(file);
+    // The first line ends 10 bytes short of a page: the next line's first 10 bytes fit in that page, and no more.
+    const bare = JSON.stringify({ dest: 'a:1', ids: [''], at: 1 }).length + 1;
+    j.append({ dest: 'a:1', ids: ['x'.repeat(4096 - 10 - bare)], at: 1 });
+    expect(statSync(file).size).toBe(4096 - 10);
+    fillVolume(join(fs.mnt, 'filler'));
+    expect(() => j.append({ dest: 'a:1', ids: ['m2'], at: 2 })).toThrow(expect.objectContaining({ code: 'ENOSPC' }));
+    expect(statSync(file).size).toBe(4096 - 10);
+    rmSync(join(fs.mnt, 'filler'));
+    j.append({ removed: ['m3'], at: 3 });
+    j.close();
+    expect(readJournal(file).map((l) => l.at)).toEqual([1, 3]);
+  } finally {
+    await fs.release();
+  }
 });
