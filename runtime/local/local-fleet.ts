@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseDocument, type Document } from 'yaml';
 import { drainSection } from '../shared/drain-topology';
@@ -8,6 +8,7 @@ import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../shared/pr
 import { loadTls } from '../shared/tls-files';
 import { SinkServer } from '../sink/sink-server';
 import { DEFAULT_LAYOUT, type FleetLayout } from './fleet-layout';
+import { spawnLogged } from './logged-child';
 
 export interface LocalFleetOptions {
   /** The `volley` entry point to run children with (this very script). */
@@ -55,8 +56,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   let stopping = false;
   const start = (name: string, args: string[]): void => {
     const log = join(data, `${name}.log`);
-    const proc = spawn(process.execPath, [options.volleyScript, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    proc.stderr?.pipe(createWriteStream(log, { flags: 'a' }));
+    const proc = spawnLogged(process.execPath, [options.volleyScript, ...args], log);
     const child = { name, proc, log };
     children.push(child);
     proc.on('exit', (code, signal) => {
