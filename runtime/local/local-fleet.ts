@@ -56,7 +56,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   let stopping = false;
   const start = (name: string, args: string[]): void => {
     const log = join(data, `${name}.log`);
-    const proc = spawnLogged(process.execPath, [options.volleyScript, ...args], log);
+    const proc = spawnLogged(process.execPath, [options.volleyScript, ...args], log, (problem) => process.stderr.write(`\nvolley local: ${name}: ${problem}\n`));
     const child = { name, proc, log };
     children.push(child);
     proc.on('exit', (code, signal) => {
