@@ -144,6 +144,13 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   }
   process.on('SIGINT', () => void stop(0));
   process.on('SIGTERM', () => void stop(0));
+  // The reader went away (`volley local | head` once head has its lines): the next status line meets EPIPE, an
+  // 'error' on stdout that, unheard, killed this process at once and left every part it started running, orphaned,
+  // on its ports. It ends the fleet, as SIGPIPE ends a Unix program, but with its parts.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    process.stderr.write(`volley local: stdout closed (${err.code ?? err.message}); stopping the fleet\n`);
+    void stop(0);
+  });
 }
 
 function mtaArgs(m: FleetLayout['mtas'][number], config: string, data: string): string[] {
