@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseDocument, type Document } from 'yaml';
 import { drainSection } from '../shared/drain-topology';
@@ -8,6 +8,7 @@ import { mtaProxiesSection, proxyConfigYaml, type ProxyNode } from '../shared/pr
 import { loadTls } from '../shared/tls-files';
 import { SinkServer } from '../sink/sink-server';
 import { DEFAULT_LAYOUT, type FleetLayout } from './fleet-layout';
+import { spawnLogged } from './logged-child';
 
 export interface LocalFleetOptions {
   /** The `volley` entry point to run children with (this very script). */
@@ -55,8 +56,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   let stopping = false;
   const start = (name: string, args: string[]): void => {
     const log = join(data, `${name}.log`);
-    const proc = spawn(process.execPath, [options.volleyScript, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    proc.stderr?.pipe(createWriteStream(log, { flags: 'a' }));
+    const proc = spawnLogged(process.execPath, [options.volleyScript, ...args], log, (problem) => process.stderr.write(`\nvolley local: ${name}: ${problem}\n`));
     const child = { name, proc, log };
     children.push(child);
     proc.on('exit', (code, signal) => {
@@ -144,6 +144,13 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   }
   process.on('SIGINT', () => void stop(0));
   process.on('SIGTERM', () => void stop(0));
+  // The reader went away (`volley local | head` once head has its lines): the next status line meets EPIPE, an
+  // 'error' on stdout that, unheard, killed this process at once and left every part it started running, orphaned,
+  // on its ports. It ends the fleet, as SIGPIPE ends a Unix program, but with its parts.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    process.stderr.write(`volley local: stdout closed (${err.code ?? err.message}); stopping the fleet\n`);
+    void stop(0);
+  });
 }
 
 function mtaArgs(m: FleetLayout['mtas'][number], config: string, data: string): string[] {

@@ -27,16 +27,18 @@ export function runPromoteCommand(argv: string[], epoch: number, logger: Logger)
       logger.error({ argv, err: (err as Error).message }, 'mirror: promote_command could not start');
       return resolve({ argv, error: (err as Error).message });
     }
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
+    // Heard before anything else: with no descriptor left for the pipes (EMFILE, ENFILE) the child has no stdout
+    // or stderr at all, and its 'error' comes a tick later; reading them first threw, and the 'error' went unheard.
     child.once('error', (err) => {
       logger.error({ argv, err: err.message }, 'mirror: promote_command could not start');
       resolve({ argv, error: err.message });
     });
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
     // 'exit', not 'close': a command that leaves a daemon behind holding its stdout has still finished.
     child.once('exit', (code, signal) => {
-      child.stdout.destroy();
-      child.stderr.destroy();
+      child.stdout?.destroy();
+      child.stderr?.destroy();
       const out = output.trim().slice(0, 4096);
       if (code === 0) logger.info({ argv, exit: code, output: out || undefined }, 'mirror: promote_command finished');
       else logger.error({ argv, exit: code, signal, output: out || undefined }, 'mirror: promote_command failed: start the MTA by hand');

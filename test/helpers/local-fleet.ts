@@ -35,6 +35,10 @@ export interface RunningFleet {
   output(): string;
   /** Ctrl-C, then the exit code. */
   stop(): Promise<number | null>;
+  /** Closes the read end of its stdout, as `volley local | head` does once head has its lines. */
+  closeStdout(): void;
+  /** Resolves with its exit code once it has exited. */
+  exited: Promise<number | null>;
 }
 
 /** Runs `volley local` as `npm start` does and waits until it says it is running. */
@@ -51,6 +55,8 @@ export async function startLocalFleet(args: string[], timeoutMs = 60_000): Promi
       proc.kill('SIGINT');
       return exited;
     },
+    closeStdout: () => proc.stdout.destroy(),
+    exited,
   };
   const until = Date.now() + timeoutMs;
   while (!out.includes('Ctrl-C stops everything')) {

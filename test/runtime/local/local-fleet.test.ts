@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { VOLLEY } from '../../helpers/mta-process';
 import { waitUntil } from '../../helpers/proxy-fixtures';
 import { swaks } from '../../helpers/swaks';
-import { childrenByParent } from '../../helpers/procs';
+import { childrenByParent, commandLine, pidAlive } from '../../helpers/procs';
 import { smtpSourceWithAcks } from '../../helpers/smtp-source-acks';
 import { tempDir } from '../../helpers/tmp';
 import { parseDocument } from 'yaml';
@@ -93,6 +93,35 @@ test('the printed endpoints work as written: the README\'s curl through the lb, 
     code = await fleet.stop();
   }
   expect(code).toBe(0);
+}, 120_000);
+
+const pipedData = tempDir();
+
+test('`volley local | head`: once the reader is gone, the fleet stops with it instead of leaving every part running on its ports', async () => {
+  // Before, the status line written into the closed pipe failed with EPIPE, an 'error' on stdout that no one heard:
+  // volley local died of it at once, and the lb, the MTAs and the proxies it had started ran on, orphaned.
+  const fleet = await startLocalFleet(['--data', pipedData, '--port-base', 'auto']);
+  const parts = childrenByParent().get(fleet.pid) ?? [];
+  try {
+    expect(parts).toHaveLength(5);
+    const ep = fleetEndpoints(fleet.output());
+    fleet.closeStdout();
+    // Mail moves, so a status line is due: the first write that meets the closed pipe.
+    const r = await swaks(['--server', `127.0.0.1:${ep.smtp}`, '--from', 'me@example.test', '--to', 'piped@example.test']);
+    expect(r.output).toMatch(/250 2\.0\.0 Ok: queued as/);
+    expect(await fleet.exited).toBe(0);
+    await waitUntil(() => parts.every((pid) => !pidAlive(pid)), 30_000, () => `still running: ${parts.filter(pidAlive).join(' ')}\n${fleet.output().slice(-1500)}`);
+    expect(fleet.output()).toContain('volley local: stdout closed (EPIPE); stopping the fleet');
+    expect(fleet.output()).not.toContain("Unhandled 'error' event");
+  } finally {
+    if (pidAlive(fleet.pid)) await fleet.stop();
+    // Orphaned parts (the bug): each still runs this build, so it is one this test started; its workers go with it.
+    for (const pid of parts) {
+      if (!pidAlive(pid) || !commandLine(pid).includes(VOLLEY)) continue;
+      for (const worker of childrenByParent().get(pid) ?? []) process.kill(worker, 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
+    }
+  }
 }, 120_000);
 
 // The local fleet as `npm start` runs it (lb -> 2 MTAs -> 2 proxies -> sink);
