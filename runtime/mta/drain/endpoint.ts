@@ -20,6 +20,7 @@ import {
   DRAIN_PATH_MESSAGES,
   decodeBatch,
   isBadRecord,
+  unsignedReason,
   verifyRequest,
   type DrainRecord,
   type DrainResult,
@@ -144,8 +145,12 @@ export class DrainEndpoint {
       req.resume();
       throw new DrainHttpError(DRAIN_HTTP_STATUS.forbidden, 'not_allowed', `${client ?? 'unknown address'} is not in drain.accept_from`);
     }
-    const body = await readBatch(req, this.config.maxBatchBytes);
     const now = this.options.now?.() ?? Date.now();
+    // Headers that cannot carry a valid signature are refused before the body is read: held in memory
+    // up to max_batch_bytes, it would cost this node (the primary) for a request it refuses anyway.
+    const unsigned = unsignedReason(req.headers, now);
+    if (unsigned) req.resume();
+    const body = unsigned ? Buffer.alloc(0) : await readBatch(req, this.config.maxBatchBytes);
     const verified = verifyRequest(req.headers, body, this.options.secrets, now);
     if (!verified.ok) {
       const why = verified.reason === 'stale' ? 'the request time is more than 5 minutes from this node\'s clock (replayed, or a clock is wrong)' : verified.reason === 'missing' ? 'the request is not signed' : 'the signature does not match: the drain secrets differ';
