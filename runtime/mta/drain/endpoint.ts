@@ -58,7 +58,18 @@ export interface DrainEndpointOptions {
   unavailable: () => string | undefined;
   logger: Logger;
   now?: () => number;
+  /** A connection with no byte either way this long is closed (default IDLE_TIMEOUT_MS; tests shorten it). */
+  idleTimeoutMs?: number;
 }
+
+/**
+ * Twice the source's default --request-timeout (60 s of silence, after which it
+ * gives the batch up for this destination's next turn): a source waiting on a
+ * slow store gives up before this does, so closing here changes nothing for
+ * it; a client that sends headers and then stalls no longer holds its
+ * connection, and what it had sent, for ever.
+ */
+const IDLE_TIMEOUT_MS = 120_000;
 
 class DrainHttpError extends Error {
   constructor(
@@ -95,6 +106,8 @@ export class DrainEndpoint {
     this.server.keepAliveTimeout = 65_000;
     // A batch of max_batch_bytes over a slow link must not hit Node's 5-minute request timeout mid-body.
     this.server.requestTimeout = 0;
+    // ...so silence is what ends a connection: with no request deadline, nothing else did.
+    this.server.timeout = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
   }
 
   /** A refresh may change who is allowed; the listen address and TLS files take a restart. */

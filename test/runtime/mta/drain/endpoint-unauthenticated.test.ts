@@ -1,7 +1,8 @@
 // What the drain endpoint spends on a client that does not hold the drain
 // secret (in process, real HTTPS on loopback): a request whose headers
 // cannot carry a valid signature is refused before its body is read, so it
-// never has max_batch_bytes held for it. Apart from endpoint.test.ts, which
+// never has max_batch_bytes held for it, and a connection that falls silent
+// mid-request is closed after the idle timeout. Apart from endpoint.test.ts, which
 // covers the protocol's answers, because this is about the endpoint's bounds.
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
@@ -34,6 +35,8 @@ beforeAll(async () => {
     store: async (records) => records.map((r) => (stored.push(r.header.id), { status: 'queued' as const })),
     unavailable: () => undefined,
     logger: pino({ level: 'silent' }),
+    // Short here: the test waits for it (production: two minutes).
+    idleTimeoutMs: 300,
   });
   await endpoint.listen({ address: '127.0.0.1', port: 0 });
 });
@@ -71,5 +74,13 @@ test('a request whose time is outside the clock window is answered 401 stale at 
   await waitUntil(() => c.text().includes('\r\n\r\n'), 5000, () => c.text());
   expect(c.text()).toMatch(/^HTTP\/1\.1 401 /);
   expect(c.text()).toContain('"code":"stale"');
+  expect(stored).toEqual([]);
+});
+
+test('a request with plausible signature headers whose body stalls is closed after the idle timeout, not held for ever', async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const c = await sendHeadOnly(`POST /drain/v1/messages HTTP/1.1\r\nHost: destination\r\nContent-Length: 60000\r\n${HEADER_NODE}: source\r\n${HEADER_TIME}: ${now}\r\n${HEADER_SIGNATURE}: v1=${'0'.repeat(64)}\r\n\r\n${'x'.repeat(1000)}`);
+  await waitUntil(() => c.closed(), 5000, () => `open; received: ${c.text()}`);
+  expect(c.text()).toBe('');
   expect(stored).toEqual([]);
 });
