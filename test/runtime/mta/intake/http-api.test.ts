@@ -211,8 +211,9 @@ describe('HTTP API behind a trusted proxy', () => {
 describe('HTTP API connection bound', () => {
   let bounded: IntakeHarness;
   const sockets: Socket[] = [];
+  const boundedDir = tempDir();
   beforeAll(async () => {
-    bounded = await startIntake(parseConfig(testConfigYaml().replace('  max_body_size: 256KB\n', '  max_body_size: 256KB\n  max_connections: 2\n'), 'bounded.yaml'), tempDir());
+    bounded = await startIntake(parseConfig(testConfigYaml().replace('  max_body_size: 256KB\n', '  max_body_size: 256KB\n  max_connections: 2\n'), 'bounded.yaml'), boundedDir);
   });
   afterAll(async () => {
     for (const s of sockets) s.destroy();
