@@ -3,8 +3,8 @@
 // only sends mail to the primary; /metrics for Prometheus), GET /status
 // (what `volley mirror status` prints), POST /promote[?force=1] (what
 // `volley mirror promote` calls) and POST /switchover[?timeout=60s], the
-// latter two only from loopback: promotion is an operator's act on the node
-// itself.
+// latter two only from loopback and never from a web page: promotion is an
+// operator's act on the node itself.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { Gauge, Registry } from 'prom-client';
 import { adminHttpServer, closeHttpServer, pathOf, sendJson, serveOpenEndpoint } from '../shared/admin-http';
@@ -47,6 +47,19 @@ function loopback(req: IncomingMessage): boolean {
   return a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
 }
 
+/**
+ * Whether the operator's own act is refused: from off the node, or sent by a
+ * web browser. Loopback is the only credential here, and a page open in a
+ * browser on the node (or one whose name was rebound to 127.0.0.1) may POST
+ * to loopback with no preflight; browsers name its origin on every POST, the
+ * CLI (`volley mirror`), curl and Node's fetch send no Origin.
+ */
+function refusal(req: IncomingMessage, what: string): { error: string; code: string } | undefined {
+  if (!loopback(req)) return { error: `${what} is only taken from this node itself (loopback)`, code: 'EFORBIDDEN' };
+  if (req.headers.origin !== undefined) return { error: `${what} is not taken from a web page (the request carries Origin: ${req.headers.origin.slice(0, 100)}): run \`volley mirror\` on the node`, code: 'EFORBIDDEN' };
+  return undefined;
+}
+
 export async function startMirrorAdmin(daemon: MirrorDaemon): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
   const registry = mirrorMetrics(daemon);
   const server = adminHttpServer(async (req: IncomingMessage, res: ServerResponse) => {
@@ -58,7 +71,8 @@ export async function startMirrorAdmin(daemon: MirrorDaemon): Promise<{ server: 
     const path = pathOf(req);
     if (req.method === 'GET' && path === '/status') return sendJson(res, 200, daemon.status());
     if (req.method === 'POST' && path === '/promote') {
-      if (!loopback(req)) return sendJson(res, 403, { error: 'promotion is only taken from this node itself (loopback)', code: 'EFORBIDDEN' });
+      const refused = refusal(req, 'promotion');
+      if (refused) return sendJson(res, 403, refused);
       const force = new URL(req.url ?? '/', 'http://admin').searchParams.get('force') === '1';
       try {
         const s = await daemon.promote(force);
@@ -68,7 +82,8 @@ export async function startMirrorAdmin(daemon: MirrorDaemon): Promise<{ server: 
       }
     }
     if (req.method === 'POST' && path === '/switchover') {
-      if (!loopback(req)) return sendJson(res, 403, { error: 'a switchover is only taken from this node itself (loopback)', code: 'EFORBIDDEN' });
+      const refused = refusal(req, 'a switchover');
+      if (refused) return sendJson(res, 403, refused);
       let timeoutMs: number;
       try {
         timeoutMs = parseDuration(new URL(req.url ?? '/', 'http://admin').searchParams.get('timeout') ?? '60s');

@@ -52,7 +52,16 @@ export async function startSyncServer(path: string, barrier: () => Promise<Barri
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new VolleyError('ESYNCSOCKET', `cannot listen on sync_socket ${path}: ${err.message}`)));
-    server.listen(path, () => resolve());
+    // The socket file is made by the bind, inside listen(), with the process's umask: under a
+    // permissive one (0, 002) it was writable by every local user until the chmod below, and a
+    // connect needs only that. Made 0660 from the start instead; listen() binds synchronously
+    // here (no cluster worker), so the umask is back before any other file is made.
+    const umask = process.umask(0o117);
+    try {
+      server.listen(path, () => resolve());
+    } finally {
+      process.umask(umask);
+    }
   });
   // Only this node's own processes (the MTA runs as the same user) may ask.
   chmodSync(path, 0o660);

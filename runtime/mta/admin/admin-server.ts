@@ -4,7 +4,7 @@
 // the token's name and the caller's address.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { adminHttpServer, closeHttpServer, sendJson as json, serveOpenEndpoint, type Readiness } from '../../shared/admin-http';
+import { adminHttpServer, closeHttpServer, pathOf, sendJson as json, serveOpenEndpoint, type Readiness } from '../../shared/admin-http';
 import { bearerTokenName, type NamedToken } from '../../shared/bearer-token';
 import { errorCode } from '../../shared/errors';
 import { listen } from '../../shared/listen';
@@ -79,7 +79,9 @@ export class AdminServer {
     const name = bearerTokenName(req, tokens);
     if (name !== undefined) return name;
     const from = req.socket.remoteAddress;
-    this.auth.logger.warn({ from, method: req.method, path: req.url }, 'admin: refused a call without a valid token');
+    // The path alone: a token sent in the query string (?access_token=, a
+    // script's mistake) is refused, and must not be kept in the log either.
+    this.auth.logger.warn({ from, method: req.method, path: pathOf(req) }, 'admin: refused a call without a valid token');
     res.setHeader('www-authenticate', 'Bearer');
     json(res, 401, {
       code: 'EUNAUTHORIZED',

@@ -20,6 +20,7 @@ import {
   DRAIN_PATH_MESSAGES,
   decodeBatch,
   isBadRecord,
+  unsignedReason,
   verifyRequest,
   type DrainRecord,
   type DrainResult,
@@ -65,7 +66,18 @@ export interface DrainEndpointOptions {
   unavailable: () => string | undefined;
   logger: Logger;
   now?: () => number;
+  /** A connection with no byte either way this long is closed (default IDLE_TIMEOUT_MS; tests shorten it). */
+  idleTimeoutMs?: number;
 }
+
+/**
+ * Twice the source's default --request-timeout (60 s of silence, after which it
+ * gives the batch up for this destination's next turn): a source waiting on a
+ * slow store gives up before this does, so closing here changes nothing for
+ * it; a client that sends headers and then stalls no longer holds its
+ * connection, and what it had sent, for ever.
+ */
+const IDLE_TIMEOUT_MS = 120_000;
 
 class DrainHttpError extends Error {
   constructor(
@@ -102,6 +114,8 @@ export class DrainEndpoint {
     this.server.keepAliveTimeout = 65_000;
     // A batch of max_batch_bytes over a slow link must not hit Node's 5-minute request timeout mid-body.
     this.server.requestTimeout = 0;
+    // ...so silence is what ends a connection: with no request deadline, nothing else did.
+    this.server.timeout = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
   }
 
   /** A refresh may change who is allowed; the listen address and TLS files take a restart. */
@@ -152,8 +166,12 @@ export class DrainEndpoint {
       req.resume();
       throw new DrainHttpError(DRAIN_HTTP_STATUS.forbidden, 'not_allowed', `${client ?? 'unknown address'} is not in drain.accept_from`);
     }
-    const body = await readBatch(req, this.config.maxBatchBytes);
     const now = this.options.now?.() ?? Date.now();
+    // Headers that cannot carry a valid signature are refused before the body is read: held in memory
+    // up to max_batch_bytes, it would cost this node (the primary) for a request it refuses anyway.
+    const unsigned = unsignedReason(req.headers, now);
+    if (unsigned) req.resume();
+    const body = unsigned ? Buffer.alloc(0) : await readBatch(req, this.config.maxBatchBytes);
     const verified = verifyRequest(req.headers, body, this.options.secrets, now);
     if (!verified.ok) {
       const why = verified.reason === 'stale' ? 'the request time is more than 5 minutes from this node\'s clock (replayed, or a clock is wrong)' : verified.reason === 'missing' ? 'the request is not signed' : 'the signature does not match: the drain secrets differ';

@@ -209,6 +209,23 @@ export function signRequest(secret: Buffer, node: string, body: Buffer, nowMs = 
 export type VerifyResult = { ok: true; node: string } | { ok: false; reason: 'missing' | 'stale' | 'bad_signature' };
 
 /**
+ * Why a request's headers alone show it is not signed now (absent or
+ * malformed, or a time outside the clock window); undefined when they may
+ * carry a valid signature. The endpoint asks this before reading the body,
+ * so an unsigned request is refused without max_batch_bytes held for it.
+ */
+export function unsignedReason(headers: Record<string, string | string[] | undefined>, nowMs = Date.now()): 'missing' | 'stale' | undefined {
+  const one = (k: string): string | undefined => {
+    const v = headers[k];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  const time = one(HEADER_TIME);
+  if (!one(HEADER_NODE) || !time || !one(HEADER_SIGNATURE) || !/^\d{1,12}$/.test(time)) return 'missing';
+  if (Math.abs(nowMs / 1000 - Number(time)) > CLOCK_WINDOW_S) return 'stale';
+  return undefined;
+}
+
+/**
  * Checks a request's signature against the current secret and, during a
  * rotation, the previous one. Any `v1=` value may match any secret, so a
  * source still on the old secret and one already on the new both pass.
@@ -223,11 +240,12 @@ export function verifyRequest(
     const v = headers[k];
     return Array.isArray(v) ? v[0] : v;
   };
-  const node = one(HEADER_NODE);
-  const time = one(HEADER_TIME);
-  const sig = one(HEADER_SIGNATURE);
-  if (!node || !time || !sig || !/^\d{1,12}$/.test(time)) return { ok: false, reason: 'missing' };
-  if (Math.abs(nowMs / 1000 - Number(time)) > CLOCK_WINDOW_S) return { ok: false, reason: 'stale' };
+  const unsigned = unsignedReason(headers, nowMs);
+  if (unsigned) return { ok: false, reason: unsigned };
+  // All three are present: unsignedReason said so.
+  const node = one(HEADER_NODE)!;
+  const time = one(HEADER_TIME)!;
+  const sig = one(HEADER_SIGNATURE)!;
   const given = sig
     .split(/\s+/)
     .filter((s) => s.startsWith('v1=') && /^[0-9a-f]{64}$/.test(s.slice(3)))

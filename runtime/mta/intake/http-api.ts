@@ -60,7 +60,6 @@ export class HttpApi {
 
   constructor(private readonly options: HttpApiOptions) {
     this.config = options.config;
-    this.apply(options.config);
     const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => {
         if (err instanceof HttpError) return send(res, err.status, { error: { code: err.code, message: err.message } });
@@ -70,11 +69,15 @@ export class HttpApi {
     };
     this.server = options.tls ? createHttpsServer({ key: options.tls.key, cert: options.tls.cert }, handler) : createHttpServer(handler);
     this.server.keepAliveTimeout = 65_000;
+    this.apply(options.config);
     this.readProxyHeaders();
   }
 
   apply(config: VolleyConfig): void {
     this.config = config;
+    // Anyone in the injector networks may connect, token or not, and with keep-alive a connection
+    // lives on from request to request: without a bound, connections (and their memory) had none.
+    this.server.maxConnections = config.http.maxConnections;
     // The same list as SMTP: one lb (or HAProxy, or NLB) fronts both ports.
     this.trustedProxies = new CidrList(config.smtp.trustedProxies);
   }

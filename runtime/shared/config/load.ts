@@ -145,7 +145,7 @@ interface Raw {
     trusted_proxies?: string[];
     socket_timeout?: Dur;
   };
-  http?: { port?: number; address?: string; tls?: { cert: string; key: string }; max_body_size?: Dur; max_batch?: number; tokens?: { name: string; sha256: string }[] };
+  http?: { port?: number; address?: string; tls?: { cert: string; key: string }; max_body_size?: Dur; max_batch?: number; max_connections?: number; tokens?: { name: string; sha256: string }[] };
   admin?: { port?: number; address?: string; tokens?: { name: string; sha256: string }[]; health_listen?: { port: number; address?: string } };
   users?: { name: string; password: string }[];
   spool?: { segment_size?: Dur; fsync?: boolean; min_free?: Dur; reserve?: Dur };
@@ -236,6 +236,7 @@ function normalise(raw: Raw, report: Report): VolleyConfig {
       tls: http.tls,
       maxBodySize: sz(http.max_body_size, 50 * 1024 * 1024, ['http', 'max_body_size']),
       maxBatch: http.max_batch ?? 1000,
+      maxConnections: http.max_connections ?? 10_000,
       tokens: http.tokens ?? [],
     },
     admin: {

@@ -77,6 +77,7 @@ export const configSchema = {
         tls: tlsFiles,
         max_body_size: size,
         max_batch: { type: 'integer', minimum: 1 },
+        max_connections: { type: 'integer', minimum: 1 },
         tokens: bearerTokens,
       },
     },

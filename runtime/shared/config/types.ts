@@ -46,6 +46,8 @@ export interface HttpConfig {
   tls?: TlsFiles;
   maxBodySize: number;
   maxBatch: number;
+  /** Connections open at once, per worker (as smtp.max_connections); past it a new one is closed at once. */
+  maxConnections: number;
   tokens: { name: string; sha256: string }[];
 }
 

@@ -58,6 +58,16 @@ test('without the token a purge is 401 and purges nothing; with it, it purges an
   await waitUntil(() => /"token":"ops","from":"127\.0\.0\.1".*"msg":"admin: queue purge"/.test(mta.log()), 5000, () => mta.log().slice(-2000));
 });
 
+test('a token sent in the query string is refused and not written to the log: the refusal names the path alone', async () => {
+  const secret = 'query-string-secret-0123';
+  const res = await fetch(`${mta.adminUrl}/queue/purge?domain=paused.test&access_token=${secret}`, { method: 'POST' });
+  expect(res.status).toBe(401);
+  const refused = (): string[] => mta.log().split('\n').filter((l) => l.includes('admin: refused a call without a valid token') && l.includes('"method":"POST"') && l.includes('/queue/purge'));
+  await waitUntil(() => refused().length > 0, 5000, () => mta.log().slice(-2000));
+  expect(refused()[0]).toMatch(/"path":"\/queue\/purge"/);
+  expect(mta.log()).not.toContain(secret);
+});
+
 test('/healthz, /readyz and /metrics answer without a token, on the admin port and on admin.health_listen, which serves nothing else', async () => {
   for (const base of [mta.adminUrl, `http://127.0.0.1:${healthPort}`]) {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);

@@ -1,10 +1,12 @@
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import pino from 'pino';
 import { HttpApi } from '../../../../runtime/mta/intake/http-api';
 import { loadTls } from '../../../../runtime/shared/tls-files';
-import { TEST_TOKEN, testConfig } from '../../../helpers/config';
+import { parseConfig } from '../../../../runtime/shared/config/load';
+import { TEST_TOKEN, testConfig, testConfigYaml } from '../../../helpers/config';
 import { startIntake, type IntakeHarness } from '../../../helpers/intake-harness';
+import { waitUntil } from '../../../helpers/proxy-fixtures';
 import { tempDir } from '../../../helpers/tmp';
 
 const dir = tempDir();
@@ -203,5 +205,46 @@ describe('HTTP API behind a trusted proxy', () => {
   test('anyone else is plain HTTP: the request is served, a PROXY header is a bad request', async () => {
     expect(await storedReceived(await raw('127.0.0.8', [request]))).toMatch(/^Received: from \[127\.0\.0\.8\]/);
     expect(await raw('127.0.0.8', [`PROXY TCP4 127.0.0.50 127.0.0.1 40000 8080\r\n${request}`])).toMatch(/^HTTP\/1\.1 400 /);
+  });
+});
+
+describe('HTTP API connection bound', () => {
+  let bounded: IntakeHarness;
+  const sockets: Socket[] = [];
+  const boundedDir = tempDir();
+  beforeAll(async () => {
+    bounded = await startIntake(parseConfig(testConfigYaml().replace('  max_body_size: 256KB\n', '  max_body_size: 256KB\n  max_connections: 2\n'), 'bounded.yaml'), boundedDir);
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await bounded.close();
+  });
+
+  /** A kept-alive connection that has had one answer (so the server has taken it), and what it received. */
+  async function open(port: number): Promise<{ socket: Socket; text: () => string; closed: () => boolean }> {
+    const socket = connect(port, '127.0.0.1');
+    sockets.push(socket);
+    let text = '';
+    let closed = false;
+    socket.on('data', (d: Buffer) => (text += d.toString()));
+    socket.on('error', () => undefined);
+    socket.on('close', () => (closed = true));
+    socket.write('GET /v1/messages HTTP/1.1\r\nHost: mta\r\n\r\n');
+    await waitUntil(() => closed || text.includes('\r\n\r\n'), 5000, () => text);
+    return { socket, text: () => text, closed: () => closed };
+  }
+
+  test('past http.max_connections a new connection is closed unanswered; those open are still served', async () => {
+    const port = Number(new URL(bounded.httpUrl).port);
+    const a = await open(port);
+    const b = await open(port);
+    expect(a.text()).toMatch(/^HTTP\/1\.1 405 /);
+    expect(b.text()).toMatch(/^HTTP\/1\.1 405 /);
+    const c = await open(port);
+    expect(c.closed()).toBe(true);
+    expect(c.text()).toBe('');
+    // An open one goes on: its next request is answered.
+    a.socket.write('GET /v1/messages HTTP/1.1\r\nHost: mta\r\n\r\n');
+    await waitUntil(() => a.text().split('HTTP/1.1 405').length === 3, 5000, () => a.text());
   });
 });
