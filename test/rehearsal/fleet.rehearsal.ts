@@ -319,8 +319,10 @@ it('the drain runbook as deployed: the Drain document run on one MTA moves its q
   if (!url) throw new Error('no MTA config URL');
   const doc = parseDocument((rehearsal.aws.s3.get(url[1] as string, url[2] as string) ?? Buffer.alloc(0)).toString('utf8'));
   doc.setIn(['admin', 'tokens'], [{ name: 'rehearsal-drain', sha256: createHash('sha256').update(token).digest('hex') }]);
-  rehearsal.aws.s3.put(url[1] as string, 'drain-deploy.yaml', doc.toString());
-  rehearsal.aws.ssm.put(mtaParam, `s3://${url[1]}/drain-deploy.yaml`);
+  // Beside the object the deploy published (a slot role reads only its own stack's asset prefix).
+  const key = (url[2] as string).replace(/[^/]*$/, 'drain-deploy.yaml');
+  rehearsal.aws.s3.put(url[1] as string, key, doc.toString());
+  rehearsal.aws.ssm.put(mtaParam, `s3://${url[1]}/${key}`);
   for (const i of [source, destination]) {
     const refreshes = (i.runner.journal(unit).match(/config refreshed/g) ?? []).length;
     await i.runner.trigger('volley-config-sync.timer');
