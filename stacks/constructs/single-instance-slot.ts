@@ -137,6 +137,11 @@ export class SingleInstanceSlot extends Construct {
       }),
       signals: autoscaling.Signals.waitForCount(1, { timeout: props.readyTimeout }),
     });
+    // The rolling update starts once the config parameters name this deploy's objects, so a replaced instance boots
+    // with the deploy's config; and the launch template already waits for the role's policy (CDK). That order is what
+    // makes the first deploy of the prefixed grant (RuntimeDistribution.grantRead) safe: the new policy cannot read the
+    // old config object at the bucket's root, and without it a new instance could read the old parameter and be refused.
+    this.group.node.addDependency(props.config.parameter, ...(props.mirror ? [props.mirror.config.parameter] : []));
     Tags.of(this.group).add(SLOT_TAG, props.slotId);
     Tags.of(this.group).add('volley:role', props.role);
 
