@@ -135,9 +135,9 @@ export class RuntimeDistribution extends Construct {
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({ sid: 'ReadOwnStackAssets', actions: ['s3:GetObject'], resources: [...patterns].map(([pattern, asset]) => asset.bucket.arnForObjects(pattern)) }),
     );
+    // No KMS grant: the default bootstrap bucket's objects need none, and CDK imports the bucket without its key, so
+    // Asset.grantRead gave none either (a bootstrap with --bootstrap-customer-key would need one, before as now).
     for (const [pattern, asset] of patterns) {
-      // A bootstrap bucket under a customer key (cdk bootstrap --bootstrap-kms-key-id): the objects are readable only with it, as grantRead would give.
-      asset.bucket.encryptionKey?.grantDecrypt(role);
       Validations.of(role).acknowledge({
         id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${asset.s3BucketName}/${pattern}]`,
         reason: `Read-only (s3:GetObject, no listing) on the ${extname(pattern)} assets this stack publishes under its own prefix of the CDK assets bucket (what the instance installs): a deploy's new one is readable before the SSM parameter names it.`,
