@@ -1,9 +1,12 @@
-import { Aws } from 'aws-cdk-lib';
+import { Aws, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
+import { extname } from 'node:path';
+import { VolleyError } from '../../runtime/shared/errors';
+import { assetPrefix } from '../volley-stack';
 
 export interface RuntimeDistributionProps {
   /** The packaged runtime directory (bin/package-asset.ts output): installed as /opt/volley. */
@@ -75,6 +78,9 @@ export interface InstanceSettings {
   readonly mirror?: { readonly config: PublishedConfig; readonly secretArn: string };
 }
 
+/** What an instance installs from its stack's assets, by key extension: the runtime (a zipped directory), an MTA config file. */
+const INSTALLED_KINDS: readonly string[] = ['.zip', '.yaml', '.yml'];
+
 /**
  * The runtime bundle as an S3 asset. Its hash is in the launch template, so a
  * new runtime rolls the instances; configs are only reachable through SSM
@@ -89,9 +95,54 @@ export class RuntimeDistribution extends Construct {
     this.runtime = new s3assets.Asset(this, 'Runtime', { path: props.packageDir });
   }
 
-  grantRead(role: iam.IRole, config: PublishedConfig): void {
-    this.runtime.grantRead(role);
-    config.asset?.grantRead(role);
+  /**
+   * What a slot's instance reads to install itself: s3:GetObject on its own
+   * stack's asset objects of the kinds it installs (`<stack>/*.zip`, the
+   * runtime; an MTA's `<stack>/*.yaml`, the config), and the config parameter.
+   *
+   * Not Asset.grantRead: that grants s3:GetObject*, List* and GetBucket* on
+   * the whole CDK assets bucket, which every CDK app of the account and region
+   * shares (a proxy could read the MTAs' config, any instance any other app's
+   * assets). Not the exact keys either (tried, reverted): a deploy publishes a
+   * new config object and points the parameter at it, and neither IAM's
+   * eventual consistency nor CloudFormation orders the policy naming the new
+   * key before the parameter, so running instances were refused it. The
+   * stack's own prefix (assetPrefix) never changes, so the policy does not
+   * either: every config and runtime a deploy of this stack publishes is
+   * readable before anything names it, and an instance a group launches
+   * mid-deploy from either template version finds its zip. By extension, not
+   * `<stack>/*`: the stack's template is published under the prefix too
+   * (`.json`), and holds every slot's user data and inline configs (another
+   * proxy's config, another pair node's mirror config), which the SSM deny
+   * keeps each instance from.
+   */
+  grantRead(role: iam.Role, config: PublishedConfig): void {
+    const installed = [this.runtime, ...(config.asset ? [config.asset] : [])];
+    const prefix = assetPrefix(Stack.of(this).stackName);
+    const patterns = new Map<string, s3assets.Asset>();
+    for (const asset of installed) {
+      const key = asset.s3ObjectKey;
+      const ext = extname(key);
+      if (!key.startsWith(prefix)) {
+        throw new VolleyError('ESTACKASSET', `${this.node.path}: asset ${key} is not published under its stack's prefix ${prefix} (the stack's synthesizer needs bucketPrefix), so no grant can be narrowed to it`);
+      }
+      // Not .json (the template), and not a file without one, whose key CDK ends with its hash: a grant by that would name one object again.
+      if (!INSTALLED_KINDS.includes(ext)) {
+        throw new VolleyError('ESTACKASSET', `${this.node.path}: asset ${key} is not a ${INSTALLED_KINDS.join(' or ')} object (a config file's name must end .yaml or .yml): its grant is ${prefix}*<extension>, which must cover every version a deploy publishes and never the stack's template (.json)`);
+      }
+      patterns.set(`${prefix}*${ext}`, asset);
+    }
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ sid: 'ReadOwnStackAssets', actions: ['s3:GetObject'], resources: [...patterns].map(([pattern, asset]) => asset.bucket.arnForObjects(pattern)) }),
+    );
+    // No KMS grant: the default bootstrap bucket's objects need none, and CDK imports the bucket without its key, so
+    // Asset.grantRead gave none either (a bootstrap with --bootstrap-customer-key would need one, before as now).
+    for (const [pattern, asset] of patterns) {
+      Validations.of(role).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${asset.s3BucketName}/${pattern}]`,
+        reason: `Read-only (s3:GetObject, no listing) on the ${extname(pattern)} assets this stack publishes under its own prefix of the CDK assets bucket (what the instance installs): a deploy's new one is readable before the SSM parameter names it.`,
+      });
+    }
     config.parameter.grantRead(role);
   }
 

@@ -13,6 +13,7 @@ import { parseConfig } from '../../runtime/shared/config/load';
 import { tempDir } from '../helpers/tmp';
 import { mtaPairs } from '../../stacks/environments/layout';
 import { haEnvironment } from '../stacks/helpers';
+import { iamMatch } from './fake-aws/s3';
 import { pairMember, readAssembly, REPO_ROOT, type RehearsalAssembly, secretArn, synthRehearsal } from './assembly';
 
 const dir = tempDir('volley-rehearsal-assembly-');
@@ -65,9 +66,12 @@ test('each proxy\'s config parameter loads in the proxy\'s loader, listening on 
 
 test('the runtime zip the user data downloads holds install.sh, the CLI and the units', () => {
   const urls = new Set(built.instances.map((i) => /aws s3 cp '(s3:\/\/[^']+\.zip)'/.exec(i.userData)?.[1]));
-  expect(urls.size).toBe(1);
+  // One per tier: each stack publishes it under its own prefix, the only one its roles may read; the same bytes.
+  expect(urls.size).toBe(2);
+  const [first, second] = [...urls].map((u) => object(u as string));
+  expect(first?.equals(second as Buffer)).toBe(true);
   const zip = join(dir, 'runtime.zip');
-  writeFileSync(zip, object([...urls][0] as string));
+  writeFileSync(zip, first as Buffer);
   const listing = execFileSync('unzip', ['-Z1', zip], { encoding: 'utf8' }).split('\n');
   expect(listing).toEqual(expect.arrayContaining(['install.sh', 'bin/volley', 'lib/volley.js', 'systemd/volley-mta.service', 'systemd/volley-config-sync.timer']));
 });
@@ -96,8 +100,34 @@ test('each instance carries its own role\'s S3 statements, resolved: an MTA slot
     const writes = i.iamRole.s3.filter((g) => g.actions.includes('s3:PutObject'));
     expect(writes.flatMap((g) => g.resources)).toEqual([`arn:aws:s3:::volley-rehearsal-events-333333333333-eu-west-1/mta/rehearsal/${i.instanceEnv.VOLLEY_NODE_ID}/*`]);
     expect(i.instanceEnv.VOLLEY_NODE_ID).toBe(i.slot);
-    // And reads the assets (the runtime zip, the config) as the user data and config sync do.
-    expect(i.iamRole.s3.flatMap((g) => g.resources)).toContain('arn:aws:s3:::cdk-hnb659fds-assets-333333333333-eu-west-1/*');
+  }
+});
+
+// What the fake S3 enforces, from the resolved statements: the drill and the boots read through these grants.
+test('each instance reads from the CDK assets bucket what its own stack publishes for it (the runtime zip its user data downloads; an MTA, its config file and the next deploy\'s), nothing else', () => {
+  const bucket = 'cdk-hnb659fds-assets-333333333333-eu-west-1';
+  const mtaConfig = (built.parameters.get('/volley/rehearsal/mta/config-url') as string).replace(`s3://${bucket}/`, '');
+  for (const i of built.instances) {
+    const reads = i.iamRole.s3.filter((g) => JSON.stringify(g.resources).includes(bucket));
+    expect(reads).toEqual([{ actions: ['s3:GetObject'], resources: (i.role === 'mta' ? ['zip', 'yaml'] : ['zip']).map((k) => `arn:aws:s3:::${bucket}/${i.stack}/*.${k}`) }]);
+    const may = (key: string): boolean => i.iamRole.s3.some((g) => g.actions.some((a) => iamMatch(a, 's3:GetObject')) && g.resources.some((r) => iamMatch(r, `arn:aws:s3:::${bucket}/${key}`)));
+    const runtime = /'s3:\/\/([^']+)' '\/tmp\/volley-runtime\.zip'/.exec(i.userData)?.[1]?.replace(`${bucket}/`, '') as string;
+    const objects = built.objects.filter((o) => o.bucket === bucket).map((o) => o.key);
+    expect(objects).toContain(runtime);
+    expect({
+      slot: i.slot,
+      runtime: may(runtime),
+      config: may(mtaConfig),
+      nextConfig: may(mtaConfig.replace(/[^/]+$/, 'next-deploy.yaml')),
+      // Its own stack's template (every slot's user data, the inline configs) and every other stack's object.
+      readable: objects.filter((k) => may(k)).sort(),
+    }).toEqual({
+      slot: i.slot,
+      runtime: true,
+      config: i.role === 'mta',
+      nextConfig: i.role === 'mta',
+      readable: (i.role === 'mta' ? [runtime, mtaConfig] : [runtime]).sort(),
+    });
   }
 });
 

@@ -216,13 +216,18 @@ it('a config change published as a deploy publishes it reaches every node on its
 
   // The deploy: a new MTA config object and its URL in the parameter; each proxy's parameter changed.
   const mtaParam = '/volley/rehearsal/mta/config-url';
-  const url = /^s3:\/\/([^/]+)\/(.+)$/.exec(rehearsal.aws.ssm.parameters.get(mtaParam)?.value ?? '');
-  if (!url) throw new Error('no MTA config URL');
-  const text = (rehearsal.aws.s3.get(url[1] as string, url[2] as string) ?? Buffer.alloc(0)).toString('utf8');
+  const url = /^s3:\/\/([^/]+)\/((.+)\/[^/]+)$/.exec(rehearsal.aws.ssm.parameters.get(mtaParam)?.value ?? '');
+  if (!url) throw new Error('no MTA config URL under a prefix');
+  const [, bucket, published, prefix] = url as unknown as [string, string, string, string];
+  const text = (rehearsal.aws.s3.get(bucket, published) ?? Buffer.alloc(0)).toString('utf8');
   const doc = parseDocument(text);
   doc.setIn(['smtp', 'max_recipients'], 77);
-  rehearsal.aws.s3.put(url[1] as string, 'next-deploy.yaml', doc.toString());
-  rehearsal.aws.ssm.put(mtaParam, `s3://${url[1]}/next-deploy.yaml`);
+  // Where cdk deploy publishes it: the Mta stack's own prefix, named by its content's hash. No instance's policy
+  // names this key (the roles' policies do not change): the exact-key grant once refused it here.
+  const next = doc.toString();
+  const key = `${prefix}/${createHash('sha256').update(next).digest('hex')}.yaml`;
+  rehearsal.aws.s3.put(bucket, key, next);
+  rehearsal.aws.ssm.put(mtaParam, `s3://${bucket}/${key}`);
   for (const p of rehearsal.assembly.env.proxy.proxies) {
     const name = `/volley/rehearsal/proxy/${p.name}/config`;
     rehearsal.aws.ssm.put(name, `${rehearsal.aws.ssm.parameters.get(name)?.value.trimEnd()}\nlog_level: debug\n`);
@@ -241,6 +246,8 @@ it('a config change published as a deploy publishes it reaches every node on its
     // Reloaded in place: the same main process.
     expect({ node: i.name, pid: i.runner.status(unit).mainPid }).toEqual({ node: i.name, pid: pids.get(i.name) });
   }
+  // Each node read its new config with its own role's credentials, which the fake S3 holds to that role's grants.
+  expect(rehearsal.aws.s3.denied).toEqual([]);
   // The session opened before the change is still usable, and its mail is delivered through the reloaded proxies.
   const before = rehearsal.world.delivered();
   expect(await held.send('after-reload@inbox.rehearsal.test')).toMatch(/^250 /);

@@ -45,7 +45,7 @@ export interface S3Grant {
   readonly resources: readonly string[];
 }
 
-function iamMatch(pattern: string, value: string): boolean {
+export function iamMatch(pattern: string, value: string): boolean {
   const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
   return new RegExp(`^${re}$`).test(value);
 }
