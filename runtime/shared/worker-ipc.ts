@@ -4,8 +4,26 @@
 // worker, and an 'error' with no listener throws: the primary, and with it
 // every other worker and the node, went down because one worker died at the
 // wrong moment. With this the error is logged and the exit handled as usual.
+//
+// A fork whose spawn fails (EMFILE or ENFILE: no descriptor left for its IPC
+// channel; EAGAIN: no process slot) emits only 'error', never 'exit': the
+// primary's exit handler, which forgets the worker's permits and forks it
+// again after its delay, never ran, and the node went on one worker short
+// until a restart. Such an error is followed by an 'exit' of our own (code
+// and signal null), so the usual path forks it again.
 import type { EventEmitter } from 'node:events';
 
-export function keepIpcErrors(worker: EventEmitter, log: (err: Error) => void): void {
-  worker.on('error', log);
+/** A cluster Worker (its ChildProcess as `process`), or a ChildProcess itself. */
+export type Forked = EventEmitter & { readonly process?: { readonly pid?: number }; readonly pid?: number };
+
+export function keepIpcErrors(worker: Forked, log: (err: Error) => void): void {
+  let neverStarted = false;
+  worker.on('error', (err: Error) => {
+    log(err);
+    const pid = worker.process ? worker.process.pid : worker.pid;
+    if (pid !== undefined || neverStarted) return;
+    neverStarted = true;
+    // After the other 'error' listeners: the exit is read as it would be for a worker that died at once.
+    setImmediate(() => worker.emit('exit', null, null));
+  });
 }
