@@ -15,7 +15,7 @@ export function fileSecretIds(value: string | undefined): string[] {
   return (value ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
 }
 
-/** One fetch with the SDK client and a line per change on stderr (the unit's journal); resolves to whether a file changed. */
+/** One fetch with the SDK client and a line per change through `log` (the unit's journal); resolves to whether a file changed. */
 export async function runSecretFilesFetch(flags: { secretIds: readonly string[]; region?: string; dir?: string; user?: string; log: (line: string) => void }): Promise<boolean> {
   const { secretsManagerClient } = await import('../../runtime/bootstrap/proxy-link');
   const { fetchSecretFiles, SECRET_NAME } = await import('../../runtime/bootstrap/secret-files');

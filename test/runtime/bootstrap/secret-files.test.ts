@@ -75,7 +75,10 @@ test.each([
   ['/etc/volley/secrets/a b.pem', /outside/],
 ])('a path that leaves the directory or is not plain is refused before anything is written: %s', async (path, problem) => {
   put(A, { '/etc/volley/secrets/fine.pem': KEY, [path]: KEY });
-  const err = await fetch([A]).catch((e: unknown) => e as Error & { code: string });
+  const err = (await fetch([A]).then(
+    () => new Error('fetched'),
+    (e: unknown) => e,
+  )) as Error & { code?: string };
   expect(err).toMatchObject({ code: 'ESECRETFILES', message: expect.stringMatching(problem) });
   expect(err.message).toContain(`secret ${A}`);
   expect(err.message).toContain(JSON.stringify(path));
