@@ -10,14 +10,15 @@
 // namespace) and starts volley-proxy.service; each waits for /readyz and
 // signals SUCCESS to the fake CloudFormation.
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { parseDocument } from 'yaml';
 import { eventsBucketName } from '../../stacks/event-shipping';
+import { dkimVerify } from '../helpers/dkim-verify';
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
-import { HELD_MX_IP, INGRESS_IP, type Rehearsal, SINK_MX_IP, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
+import { DKIM_KEY_FILE, DKIM_SELECTOR, HELD_MX_IP, INGRESS_IP, type Rehearsal, SENDER_DOMAIN, SINK_MX_IP, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
 import type { SinkSession } from './world';
 
 let rehearsal: Rehearsal;
@@ -114,6 +115,22 @@ it('mail injected at the ingress reaches the sink MX from the configured sending
   const byMx = (ip: string) => sessions.filter((s) => s.local === ip).reduce((n, s) => ({ messages: n.messages + s.messages, secure: n.secure + s.secureMessages }), { messages: 0, secure: 0 });
   expect({ inbox: byMx(SINK_MX_IP), throttled: byMx(THROTTLED_MX_IP) }).toEqual({ inbox: { messages: 20, secure: 20 }, throttled: { messages: 20, secure: 0 } });
 }, 240_000);
+
+it('the mail carries a DKIM-Signature by the operator\'s key, which reached each MTA from its Secrets Manager secret and verifies', async () => {
+  const mtas = booted.filter((i) => i.spec.role === 'mta');
+  for (const m of mtas) {
+    // Written by `volley secret-files fetch` (ExecStartPre) 0600 for the daemon's user, as root wrote it.
+    const key = statSync(m.hostPath(DKIM_KEY_FILE));
+    const volley = Number((await m.exec(['id', '-u', 'volley'])).stdout.trim());
+    expect({ node: m.name, mode: key.mode & 0o777, uid: key.uid }).toEqual({ node: m.name, mode: 0o600, uid: volley });
+  }
+  const files = rehearsal.world.sessions().flatMap((s) => s.files);
+  expect(files.length).toBeGreaterThanOrEqual(40);
+  const out = await dkimVerify(rehearsal.dir, files.map((f) => readFileSync(f)), rehearsal.dkimRecords);
+  // Every message, whichever MTA signed it: one signature, for the sender's domain and the operator's selector, valid.
+  const summary = out.results.map((r) => r.signatures.map((sig) => ({ ok: sig.ok, d: sig.d, s: sig.s, a: sig.a, error: sig.error })));
+  expect(new Set(summary.map((r) => JSON.stringify(r)))).toEqual(new Set([JSON.stringify([{ ok: true, d: SENDER_DOMAIN, s: DKIM_SELECTOR, a: 'rsa-sha256', error: null }])]));
+}, 120_000);
 
 /** One event line of a shipped file, with where it was found. */
 interface ShippedEvent {

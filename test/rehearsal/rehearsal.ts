@@ -2,9 +2,10 @@
 // network namespace carrying the environment's addresses, the fake AWS
 // endpoints loaded from the templates (parameters, asset objects, the slots'
 // volumes as loop devices, the proxy-link secret) and bridged into the
-// namespace at their loopback addresses, and instances booted from their own
+// namespace at their loopback addresses, the operator's file secret (a DKIM
+// key) as `aws secretsmanager create-secret` would put it, and instances booted from their own
 // launch templates' user data. close() removes everything, also after a failure.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +35,12 @@ export const DNS_IP = '192.0.2.53';
 /** The NLB's address in the first public subnet: the lb and the injecting clients (inside relay_from, 10.0.0.0/8). */
 export const INGRESS_IP = '10.60.0.250';
 
+/** The sender domain the world's swaks uses, and the DKIM selector the rehearsal's MTA config signs it with. */
+export const SENDER_DOMAIN = 'sender.rehearsal.test';
+export const DKIM_SELECTOR = 'rehearsal';
+/** Where the rehearsal's config (assets/config/volley.rehearsal.yaml) reads the key: a file of mta.fileSecrets. */
+export const DKIM_KEY_FILE = `/etc/volley/secrets/dkim/${SENDER_DOMAIN}.pem`;
+
 export type Booted = Instance & { readonly netns: Netns; readonly instanceId: string; readonly privateIp: string };
 
 export interface Rehearsal {
@@ -42,6 +49,8 @@ export interface Rehearsal {
   readonly vpc: Vpc;
   readonly world: World;
   readonly dir: string;
+  /** The operator's DKIM key for SENDER_DOMAIN, as DNS would publish it: TXT record name -> text (dkimVerify's map). */
+  readonly dkimRecords: Record<string, string>;
   /** Boots the instance of this launch template as EC2 would start a new one for its slot, in its own namespace on the VPC. */
   boot(spec: InstanceSpec): Promise<Booted>;
   /**
@@ -109,6 +118,14 @@ export async function startRehearsal(options: { volumeMiB?: number; env?: Enviro
       const value = name.endsWith('/proxy-ca-key') ? formatProxyCaSecret(ca) : name.endsWith('/drain') ? drainSecret : name.endsWith('/mirror') ? mirrorSecret : formatProxyLinkSecret({ secret, caCert: ca.cert });
       aws.secretsManager.put(name, value);
     }
+    // The operator's own secret of MTA files (mta.fileSecrets), created as `aws secretsmanager create-secret --name
+    // volley/rehearsal/mta-files --secret-string file://files.json` would: the DKIM key the config signs the sender's
+    // domain with. Not in any template (the stack only grants it), so not in assembly.secrets.
+    const dkim = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    for (const name of env.mta.fileSecrets ?? []) {
+      aws.secretsManager.put(name, JSON.stringify({ files: { [DKIM_KEY_FILE]: dkim.privateKey.export({ type: 'pkcs8', format: 'pem' }) } }));
+    }
+    const dkimRecords = { [`${DKIM_SELECTOR}._domainkey.${SENDER_DOMAIN}`]: `v=DKIM1; k=rsa; p=${dkim.publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}` };
     const loops: LoopDevice[] = [];
     cleanups.push(() => loops.forEach((l) => l.detach()));
     for (const [i, v] of assembly.volumes.entries()) {
@@ -181,7 +198,7 @@ export async function startRehearsal(options: { volumeMiB?: number; env?: Enviro
     };
     const world = await startWorld(theVpc.hub, dir, { sinkIps: [SINK_MX_IP, THROTTLED_MX_IP, HELD_MX_IP], dnsIp: DNS_IP, clientIp: INGRESS_IP, volleyJs: join(packageDir, 'lib/volley.js') });
     cleanups.push(() => world.close());
-    return { assembly, aws, vpc: theVpc, world, dir, boot, terminate, close };
+    return { assembly, aws, vpc: theVpc, world, dir, dkimRecords, boot, terminate, close };
   } catch (err) {
     await close();
     throw err;

@@ -1,11 +1,11 @@
 // "The internet" and the ingress of the rehearsal, in the VPC's hub
 // namespace: a sink MX on 192.0.2.25 and .26 that records, per session, the source
-// address (a sending IP) and when it opened and closed; dnsmasq on 192.0.2.53
+// address (a sending IP), when it opened and closed, and each message's bytes; dnsmasq on 192.0.2.53
 // answering MX records for the *.rehearsal.test domains; and `volley lb` (the
 // packaged one) on the NLB's address standing in for the NLB, in front of the
 // MTAs' private addresses.
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { VolleyError } from '../../runtime/shared/errors';
 import { registerExitCleanup } from '../helpers/postfix-tools';
@@ -26,6 +26,8 @@ export interface SinkSession {
   messages: number;
   /** Messages that came over TLS (STARTTLS). */
   secureMessages: number;
+  /** Each message's bytes as the MX received them (its DKIM signatures are checked on these). */
+  readonly files: string[];
 }
 
 // The sink MX: smtp-server from this checkout, one JSON line per event. DATA
@@ -34,8 +36,9 @@ export interface SinkSession {
 // self-signed certificate, the second does not: the deployed MTAs' default TLS
 // policy (auto, which is `may` without MTA-STS or DANE) must encrypt to the one
 // and go on in clear to the other, through the proxies.
-const SINK = (smtpServer: string, log: string, holdMs: number) => `const { SMTPServer } = require(${JSON.stringify(smtpServer)});
+const SINK = (smtpServer: string, log: string, holdMs: number, messages: string) => `const { SMTPServer } = require(${JSON.stringify(smtpServer)});
 const fs = require('node:fs');
+let stored = 0;
 const log = (e) => fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify({ ...e, t: Date.now() }) + '\\n');
 let ids = 0;
 const options = {
@@ -43,7 +46,17 @@ const options = {
   onConnect(session, cb) { session.rid = process.pid * 100000 + ++ids; log({ e: 'open', id: session.rid, remote: session.remoteAddress.replace(/^::ffff:/, ''), local: session.localAddress.replace(/^::ffff:/, '') }); cb(); },
   onClose(session) { log({ e: 'close', id: session.rid }); },
   onRcptTo(a, session, cb) { log({ e: 'rcpt', id: session.rid, to: a.address }); cb(); },
-  onData(stream, session, cb) { stream.resume(); stream.on('end', () => setTimeout(() => { log({ e: 'message', id: session.rid, secure: session.secure === true }); cb(); }, ${holdMs})); },
+  onData(stream, session, cb) {
+    const chunks = [];
+    stream.on('data', (c) => chunks.push(c));
+    stream.on('end', () => setTimeout(() => {
+      // Kept whole, before the 250: a message the MTA counts as delivered is one the rehearsal can read back.
+      const file = ${JSON.stringify(messages)} + '/' + process.pid + '-' + ++stored + '.eml';
+      fs.writeFileSync(file, Buffer.concat(chunks));
+      log({ e: 'message', id: session.rid, secure: session.secure === true, file });
+      cb();
+    }, ${holdMs}));
+  },
 };
 const servers = process.argv.slice(2).map((_, i) => new SMTPServer({ ...options, disabledCommands: i === 0 ? ['AUTH'] : ['STARTTLS', 'AUTH'] }));
 let pending = servers.length;
@@ -137,8 +150,10 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
   try {
     const log = join(dir, 'sink.jsonl');
     writeFileSync(log, '');
+    const messages = join(dir, 'sink-messages');
+    mkdirSync(messages, { recursive: true });
     const sinkJs = join(dir, 'sink-mx.js');
-    writeFileSync(sinkJs, SINK(require.resolve('smtp-server', { paths: [resolve(__dirname, '../..')] }), log, options.holdMs ?? 150));
+    writeFileSync(sinkJs, SINK(require.resolve('smtp-server', { paths: [resolve(__dirname, '../..')] }), log, options.holdMs ?? 150, messages));
     children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[0], options.sinkIps[1]], 'sink MX'));
     const dnsmasq = hub.spawn(
       [
@@ -156,13 +171,14 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
       const byId = new Map<number, SinkSession>();
       if (!existsSync(log)) return [];
       for (const line of readFileSync(log, 'utf8').split('\n').filter(Boolean)) {
-        const e = JSON.parse(line) as { e: string; id: number; remote?: string; local?: string; to?: string; secure?: boolean; t: number };
-        if (e.e === 'open') byId.set(e.id, { id: e.id, remote: e.remote ?? '', local: e.local ?? '', openedAt: e.t, recipients: [], messages: 0, secureMessages: 0 });
+        const e = JSON.parse(line) as { e: string; id: number; remote?: string; local?: string; to?: string; secure?: boolean; file?: string; t: number };
+        if (e.e === 'open') byId.set(e.id, { id: e.id, remote: e.remote ?? '', local: e.local ?? '', openedAt: e.t, recipients: [], messages: 0, secureMessages: 0, files: [] });
         const s = byId.get(e.id);
         if (!s) continue;
         if (e.e === 'close') s.closedAt = e.t;
         if (e.e === 'rcpt' && e.to) s.recipients.push(e.to);
         if (e.e === 'message') s.messages++;
+        if (e.e === 'message' && e.file) s.files.push(e.file);
         if (e.e === 'message' && e.secure === true) s.secureMessages++;
       }
       return [...byId.values()];
