@@ -13,13 +13,14 @@ import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { Webhook } from 'standardwebhooks';
 import { parseDocument } from 'yaml';
 import { eventsBucketName } from '../../stacks/event-shipping';
 import { dkimVerify } from '../helpers/dkim-verify';
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
-import { DKIM_KEY_FILE, DKIM_SELECTOR, HELD_MX_IP, INGRESS_IP, type Rehearsal, SENDER_DOMAIN, SINK_MX_IP, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
-import type { SinkSession } from './world';
+import { DKIM_KEY_FILE, DKIM_SELECTOR, HELD_MX_IP, INGRESS_IP, type Rehearsal, SENDER_DOMAIN, SINK_MX_IP, startRehearsal, THROTTLED_MX_IP, WEBHOOK_SECRET_FILE } from './rehearsal';
+import type { SinkSession, WebhookRequest } from './world';
 
 let rehearsal: Rehearsal;
 const booted: Booted[] = [];
@@ -196,6 +197,47 @@ it('the events of the delivered mail reach the events bucket: closed event-log f
     await waitUntil(() => kept().length === 0, 30_000, () => `${m.name} keeps ${kept().join(', ')}`);
   }
 }, 120_000);
+
+/** Whether the Standard Webhooks reference implementation accepts the request with this secret. */
+function verifies(secret: string, r: WebhookRequest): boolean {
+  try {
+    new Webhook(secret).verify(r.body, r.headers);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The delivered-mail events among these requests' batches. */
+const deliveredEvents = (requests: readonly WebhookRequest[]): { recipient?: string }[] =>
+  requests.flatMap((r) => JSON.parse(r.body) as { event?: string; status?: string; recipient?: string }[]).filter((e) => e.event === 'delivery' && e.status === 'delivered');
+
+it('the delivery events reach the operator\'s webhook signed with the secret from its Secrets Manager secret; rotated there, the new one signs from the next config-sync tick, without a restart', async () => {
+  const world = rehearsal.world;
+  await waitUntil(() => deliveredEvents(world.webhookRequests()).length >= 40, 60_000, () => `${world.webhookRequests().length} requests`);
+  const before = world.webhookRequests();
+  const first = rehearsal.webhookSecret;
+  expect(new Set(before.map((r) => verifies(first, r)))).toEqual(new Set([true]));
+
+  // The operator rotates the secret (put-secret-value); each MTA's next tick writes it and reloads the MTA in place.
+  const rotated = `whsec_${randomBytes(32).toString('base64')}`;
+  rehearsal.putFiles({ [WEBHOOK_SECRET_FILE]: `${rotated}\n` });
+  const mtas = booted.filter((i) => i.spec.role === 'mta');
+  const refreshes = (m: Booted): number => (m.runner.journal('volley-mta.service').match(/config refreshed/g) ?? []).length;
+  for (const m of mtas) {
+    const pid = m.runner.status('volley-mta.service').mainPid;
+    const refreshed = refreshes(m);
+    await m.runner.trigger('volley-config-sync.timer');
+    await waitUntil(() => m.runner.status('volley-config-sync.service').state === 'inactive', 30_000);
+    expect(m.runner.journal('volley-config-sync.service')).toContain('volley secret-files: wrote webhook/hooks.secret');
+    await waitUntil(() => refreshes(m) > refreshed, 30_000, () => m.runner.journal('volley-mta.service').slice(-1500));
+    expect(m.runner.status('volley-mta.service')).toMatchObject({ state: 'active', mainPid: pid });
+  }
+  expect(await world.send(INGRESS_IP, 'rotated@inbox.rehearsal.test', 4, 2)).toBe(4);
+  await waitUntil(() => deliveredEvents(world.webhookRequests().slice(before.length)).filter((e) => e.recipient === 'rotated@inbox.rehearsal.test').length >= 4, 60_000);
+  const after = world.webhookRequests().slice(before.length).filter((r) => deliveredEvents([r]).some((e) => e.recipient === 'rotated@inbox.rehearsal.test'));
+  expect(after.map((r) => ({ rotated: verifies(rotated, r), first: verifies(first, r) }))).toEqual(after.map(() => ({ rotated: true, first: false })));
+}, 180_000);
 
 it('a rolling replacement of an MTA slot: the new instance finds the volume by tag, attaches, mounts, and delivers the queue it held, losing nothing', async () => {
   const old = booted.find((i) => i.spec.role === 'mta');

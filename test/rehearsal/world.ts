@@ -3,7 +3,7 @@
 // address (a sending IP), when it opened and closed, and each message's bytes; dnsmasq on 192.0.2.53
 // answering MX records for the *.rehearsal.test domains; and `volley lb` (the
 // packaged one) on the NLB's address standing in for the NLB, in front of the
-// MTAs' private addresses.
+// MTAs' private addresses; and the events webhook's HTTPS receiver.
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -63,6 +63,30 @@ let pending = servers.length;
 process.argv.slice(2).forEach((address, i) => servers[i].listen(25, address, () => --pending === 0 && process.stdout.write('ready\\n')));
 `;
 
+// The events webhook's receiver (the operator's "CRM"): HTTPS with a certificate for its address, one JSON line per
+// request (the Standard Webhooks headers and the body as sent), answered 204. It verifies nothing itself: the test
+// checks each signature with the reference implementation, against the secret the fleet got from Secrets Manager.
+const RECEIVER = (log: string, cert: string, key: string, address: string, port: number) => `const fs = require('node:fs');
+const https = require('node:https');
+const server = https.createServer({ cert: fs.readFileSync(${JSON.stringify(cert)}), key: fs.readFileSync(${JSON.stringify(key)}) }, (req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const body = (req.headers['content-encoding'] === 'gzip' ? require('node:zlib').gunzipSync(Buffer.concat(chunks)) : Buffer.concat(chunks)).toString('utf8');
+    const h = req.headers;
+    fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify({ headers: { 'webhook-id': h['webhook-id'], 'webhook-timestamp': h['webhook-timestamp'], 'webhook-signature': h['webhook-signature'] }, body }) + '\\n');
+    res.writeHead(204).end();
+  });
+});
+server.listen(${port}, ${JSON.stringify(address)}, () => process.stdout.write('ready\\n'));
+`;
+
+/** One request the webhook receiver got. */
+export interface WebhookRequest {
+  readonly headers: Record<'webhook-id' | 'webhook-timestamp' | 'webhook-signature', string>;
+  readonly body: string;
+}
+
 /** An SMTP session held open from the hub: greeted and EHLO done; send() completes one message on it later. */
 export interface HeldSession {
   /** MAIL, RCPT, DATA, QUIT on the open session; resolves with the reply to the end of DATA. */
@@ -103,6 +127,8 @@ export interface World {
   openHeldMx(): Promise<void>;
   /** Starts `volley lb` on `address`:25 in front of these MTAs (SMTP checks on their port 25). */
   startLb(address: string, backends: readonly string[]): Promise<void>;
+  /** Requests the webhook receiver got, in order. */
+  webhookRequests(): WebhookRequest[];
   /** Sends `count` messages with swaks from the hub's client address to `lbAddress` (the lb, or an MTA), `parallel` at a time; resolves with how many were accepted. */
   send(lbAddress: string, to: string, count: number, parallel?: number): Promise<number>;
   close(): Promise<void>;
@@ -144,7 +170,11 @@ async function stop(child: ChildProcess): Promise<void> {
  * sinkIps[1] (a session's MX address says which domain it carried),
  * held.rehearsal.test's on sinkIps[2], where nothing answers until openHeldMx().
  */
-export async function startWorld(hub: Netns, dir: string, options: { sinkIps: readonly [string, string, string]; dnsIp: string; volleyJs: string; clientIp: string; holdMs?: number }): Promise<World> {
+export async function startWorld(
+  hub: Netns,
+  dir: string,
+  options: { sinkIps: readonly [string, string, string]; dnsIp: string; volleyJs: string; clientIp: string; holdMs?: number; webhook: { address: string; port: number; cert: string; key: string } },
+): Promise<World> {
   const children: ChildProcess[] = [];
   const close = async () => void (await Promise.all(children.splice(0).map(stop)));
   try {
@@ -155,6 +185,15 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
     const sinkJs = join(dir, 'sink-mx.js');
     writeFileSync(sinkJs, SINK(require.resolve('smtp-server', { paths: [resolve(__dirname, '../..')] }), log, options.holdMs ?? 150, messages));
     children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[0], options.sinkIps[1]], 'sink MX'));
+    const hookLog = join(dir, 'webhook.jsonl');
+    writeFileSync(hookLog, '');
+    const hookCert = join(dir, 'webhook-receiver.crt');
+    const hookKey = join(dir, 'webhook-receiver.key');
+    writeFileSync(hookCert, options.webhook.cert);
+    writeFileSync(hookKey, options.webhook.key, { mode: 0o600 });
+    const receiverJs = join(dir, 'webhook-receiver.js');
+    writeFileSync(receiverJs, RECEIVER(hookLog, hookCert, hookKey, options.webhook.address, options.webhook.port));
+    children.push(await startReady(hub, [process.execPath, receiverJs], 'webhook receiver'));
     const dnsmasq = hub.spawn(
       [
         'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${options.dnsIp}`,
@@ -208,6 +247,7 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
         children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[2]], 'held MX'));
       },
       delivered: () => sessions().reduce((n, s) => n + s.messages, 0),
+      webhookRequests: () => readFileSync(hookLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as WebhookRequest),
       async startLb(address, backends) {
         const argv = [process.execPath, options.volleyJs, 'lb', '--listen', `${address}:25`, ...backends.flatMap((b) => ['--backend', `${b}:25`]), '--source-address', address, '--no-admin'];
         const lb = hub.spawn(argv, { stdio: ['ignore', 'pipe', 'pipe'] });
