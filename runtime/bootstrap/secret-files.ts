@@ -120,6 +120,12 @@ async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
+/** Whether `path` is 0600 and (when given) owned by `owner`. */
+async function privateTo(path: string, owner?: FileOwner): Promise<boolean> {
+  const st = await stat(path);
+  return (st.mode & 0o777) === 0o600 && (!owner || (st.uid === owner.uid && st.gid === owner.gid));
+}
+
 /** A directory only the daemon's user reads (keys inside), created with its parents under `root`. */
 async function privateDir(root: string, relative: string, owner?: FileOwner): Promise<void> {
   let at = root;
@@ -146,7 +152,8 @@ export async function installSecretFiles(files: ReadonlyMap<string, string>, opt
   for (const [relative, text] of files) {
     const path = join(dir, relative);
     // Unchanged bytes are not rewritten: the report (and the reload it triggers) then means a real change.
-    if ((await readIfExists(path)) === text && (await stat(path)).mode % 0o1000 === 0o600) continue;
+    // A file whose mode or owner someone changed is rewritten: the daemon's user must read it, no one else.
+    if ((await readIfExists(path)) === text && (await privateTo(path, options.owner))) continue;
     await privateDir(dir, dirname(relative), options.owner);
     await writePrivateFile(path, text, options.owner);
     written.push(relative);

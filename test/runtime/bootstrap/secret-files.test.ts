@@ -6,7 +6,7 @@
 // (aws-sdk-client-mock); the files are real, in a temp dir.
 import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fetchSecretFiles, MANIFEST_NAME, parseFileSecret } from '../../../runtime/bootstrap/secret-files';
@@ -46,6 +46,12 @@ test('writes every file of every secret 0600 under the directory, reports the pa
   for (const d of ['', 'dkim']) expect(statSync(join(dir, d)).mode & 0o777).toBe(0o700);
 
   expect((await fetch([A, B])).change).toEqual({ written: [], removed: [] });
+  // Same bytes, but someone else's or readable by others: rewritten for the daemon's user alone.
+  chownSync(join(dir, 'webhook.secret'), 4321, 4321);
+  chmodSync(join(dir, 'dkim/sender.example.pem'), 0o644);
+  expect((await fetch([A, B])).change).toEqual({ written: ['dkim/sender.example.pem', 'webhook.secret'], removed: [] });
+  expect(statSync(join(dir, 'webhook.secret'))).toMatchObject({ uid: me.uid, gid: me.gid });
+  expect(statSync(join(dir, 'dkim/sender.example.pem')).mode & 0o777).toBe(0o600);
   put(B, { '/etc/volley/secrets/webhook.secret': 'whsec_BBBB' });
   expect((await fetch([A, B])).change).toEqual({ written: ['webhook.secret'], removed: [] });
   expect(readFileSync(join(dir, 'webhook.secret'), 'utf8')).toBe('whsec_BBBB');
