@@ -9,7 +9,7 @@
 // a proxy slot attaches its sending ENI (its addresses arrive on its
 // namespace) and starts volley-proxy.service; each waits for /readyz and
 // signals SUCCESS to the fake CloudFormation.
-import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -212,16 +212,19 @@ function verifies(secret: string, r: WebhookRequest): boolean {
 const deliveredEvents = (requests: readonly WebhookRequest[]): { recipient?: string }[] =>
   requests.flatMap((r) => JSON.parse(r.body) as { event?: string; status?: string; recipient?: string }[]).filter((e) => e.event === 'delivery' && e.status === 'delivered');
 
-it('the delivery events reach the operator\'s webhook signed with the secret from its Secrets Manager secret; rotated there, the new one signs from the next config-sync tick, without a restart', async () => {
+it('the delivery events reach the operator\'s webhook signed with the secret from its Secrets Manager secret; the webhook secret and the DKIM key rotated there sign from the next config-sync tick, without a restart', async () => {
   const world = rehearsal.world;
   await waitUntil(() => deliveredEvents(world.webhookRequests()).length >= 40, 60_000, () => `${world.webhookRequests().length} requests`);
   const before = world.webhookRequests();
   const first = rehearsal.webhookSecret;
   expect(new Set(before.map((r) => verifies(first, r)))).toEqual(new Set([true]));
 
-  // The operator rotates the secret (put-secret-value); each MTA's next tick writes it and reloads the MTA in place.
+  // The operator rotates both (put-secret-value); each MTA's next tick writes them and reloads the MTA in place.
   const rotated = `whsec_${randomBytes(32).toString('base64')}`;
-  rehearsal.putFiles({ [WEBHOOK_SECRET_FILE]: `${rotated}\n` });
+  const dkim = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const dkimRecords = { ...rehearsal.dkimRecords };
+  dkimRecords[`${DKIM_SELECTOR}._domainkey.${SENDER_DOMAIN}`] = `v=DKIM1; k=rsa; p=${dkim.publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`;
+  rehearsal.putFiles({ [WEBHOOK_SECRET_FILE]: `${rotated}\n`, [DKIM_KEY_FILE]: dkim.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string });
   const mtas = booted.filter((i) => i.spec.role === 'mta');
   const refreshes = (m: Booted): number => (m.runner.journal('volley-mta.service').match(/config refreshed/g) ?? []).length;
   for (const m of mtas) {
@@ -229,7 +232,7 @@ it('the delivery events reach the operator\'s webhook signed with the secret fro
     const refreshed = refreshes(m);
     await m.runner.trigger('volley-config-sync.timer');
     await waitUntil(() => m.runner.status('volley-config-sync.service').state === 'inactive', 30_000);
-    expect(m.runner.journal('volley-config-sync.service')).toContain('volley secret-files: wrote webhook/hooks.secret');
+    expect(m.runner.journal('volley-config-sync.service')).toContain(`volley secret-files: wrote dkim/${SENDER_DOMAIN}.pem\nvolley secret-files: wrote webhook/hooks.secret\n`);
     await waitUntil(() => refreshes(m) > refreshed, 30_000, () => m.runner.journal('volley-mta.service').slice(-1500));
     expect(m.runner.status('volley-mta.service')).toMatchObject({ state: 'active', mainPid: pid });
   }
@@ -237,6 +240,11 @@ it('the delivery events reach the operator\'s webhook signed with the secret fro
   await waitUntil(() => deliveredEvents(world.webhookRequests().slice(before.length)).filter((e) => e.recipient === 'rotated@inbox.rehearsal.test').length >= 4, 60_000);
   const after = world.webhookRequests().slice(before.length).filter((r) => deliveredEvents([r]).some((e) => e.recipient === 'rotated@inbox.rehearsal.test'));
   expect(after.map((r) => ({ rotated: verifies(rotated, r), first: verifies(first, r) }))).toEqual(after.map(() => ({ rotated: true, first: false })));
+  // The mail itself: signed with the new key, which the new DNS record verifies and the old one does not.
+  const mail = world.sessions().flatMap((x) => x.files).map((f) => readFileSync(f)).filter((m) => m.includes('rotated@inbox.rehearsal.test'));
+  expect(mail).toHaveLength(4);
+  const verdicts = async (records: Record<string, string>): Promise<boolean[]> => (await dkimVerify(rehearsal.dir, mail, records)).results.map((r) => r.verify);
+  expect({ rotatedKey: await verdicts(dkimRecords), firstKey: await verdicts(rehearsal.dkimRecords) }).toEqual({ rotatedKey: [true, true, true, true], firstKey: [false, false, false, false] });
 }, 180_000);
 
 it('a rolling replacement of an MTA slot: the new instance finds the volume by tag, attaches, mounts, and delivers the queue it held, losing nothing', async () => {
