@@ -36,10 +36,9 @@ function fail(message: string): never {
 }
 
 /**
- * The part of `path` under /etc/volley/secrets/, or why it is refused. Shared
- * with the environment check (stacks/environments/validate.ts) in spirit: the
- * stack never sees the paths (they are in the operator's secret), so this is
- * where they are held.
+ * The part of `path` under /etc/volley/secrets/, or why it is refused. Checked
+ * here, not at synth: the paths are in the operator's secret, which the stack
+ * never sees.
  */
 export function secretFilePath(path: string): { relative: string } | { problem: string } {
   if (!path.startsWith(SECRET_FILES_DIR)) return { problem: `is not under ${SECRET_FILES_DIR}` };
