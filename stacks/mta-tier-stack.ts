@@ -101,6 +101,7 @@ export class MtaTierStack extends VolleyStack {
         config: this.publishedConfig,
         proxyLinkSecret: props.proxyLinkSecret,
         drainSecret: props.drainSecret,
+        fileSecrets: mta.fileSecrets,
         readyTimeout: Duration.minutes(rollout.readyTimeoutMinutes),
         // A pair's secondary fails the load balancers' check by design (no MTA runs there): replacing it for that
         // would replace it for ever. Its instance is replaced when EC2 says it is broken.

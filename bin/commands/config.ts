@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
+import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../../runtime/shared/config/load';
 import { hashPassword, sha256Hex } from '../../runtime/shared/password';
 import { adminHeaders } from './admin-token';
 import { adminUrl } from './flags';
+import { FILE_SECRETS_ENV, fileSecretIds, runSecretFilesFetch } from './secret-files';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -49,7 +51,8 @@ export function registerConfig(program: Command): void {
     .command('sync')
     .description('on an instance: install the config published with the last deploy (SSM, S3) when it changed, and reload the daemon')
     .option('--etc <dir>', 'the instance\'s /etc/volley (holds instance.env)', process.env.VOLLEY_ETC ?? '/etc/volley')
-    .action(async (flags: { etc: string }) => {
+    .option('--user <name>', 'who owns the MTA\'s secret files (the daemon\'s user)', 'volley')
+    .action(async (flags: { etc: string; user: string }) => {
       // Loaded here, not when any volley command starts: the daemons never need the SDK clients.
       const { mirrorSyncSettings, parseInstanceEnv, roleCheck, runSystemctl, syncConfig, syncSettings } = await import('../../runtime/instance/config-sync');
       const { SSMClient } = await import('@aws-sdk/client-ssm');
@@ -63,7 +66,11 @@ export function registerConfig(program: Command): void {
       // A node of an HA pair has its mirror's config too: each is synced even when the other fails, and the first failure is the exit.
       const failures: unknown[] = [];
       for (const s of [settings, mirrorSyncSettings(env, flags.etc)]) {
-        if (s) await syncConfig(s, { ssm, s3, systemctl: runSystemctl, log, check: roleCheck(s.role) }).catch((err: unknown) => void failures.push(err));
+        // The MTA's own secret files (mta.fileSecrets) with its config: under <etc>/secrets, /etc/volley/secrets on an instance.
+        const fetchFiles = s?.role === 'mta'
+          ? () => runSecretFilesFetch({ secretIds: fileSecretIds(env[FILE_SECRETS_ENV]), region: settings.region, dir: join(flags.etc, 'secrets'), user: flags.user, log })
+          : undefined;
+        if (s) await syncConfig(s, { ssm, s3, systemctl: runSystemctl, log, check: roleCheck(s.role), fetchFiles }).catch((err: unknown) => void failures.push(err));
       }
       if (failures.length > 0) throw failures[0];
     });

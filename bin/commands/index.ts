@@ -14,6 +14,7 @@ import { registerMta } from './mta';
 import { registerProxy } from './proxy';
 import { registerProxyLink } from './proxy-link';
 import { registerQueue } from './queue';
+import { registerSecretFiles } from './secret-files';
 
 export function registerCommands(program: Command): void {
   registerMta(program);
@@ -31,4 +32,5 @@ export function registerCommands(program: Command): void {
   registerDrain(program);
   registerMirror(program);
   registerMirrorSecret(program);
+  registerSecretFiles(program);
 }

@@ -82,6 +82,13 @@ export interface ConfigSyncDeps {
   readonly log: (line: string) => void;
   /** The role's own loader: throws, naming what is wrong, on a file the daemon would refuse. */
   readonly check: (text: string, file: string) => void;
+  /**
+   * The MTA's own secret files (`volley secret-files fetch`), resolving to
+   * whether one changed: run before the config is checked, so a config that
+   * names a new DKIM key finds it, and a changed file reloads the MTA even when
+   * the config did not (a rotated key takes effect on this tick).
+   */
+  readonly fetchFiles?: () => Promise<boolean>;
 }
 
 /**
@@ -175,9 +182,15 @@ function sameMirrorConfig(installed: Buffer, fetched: Buffer, file: string): boo
  * changed, never for a file that differs in bytes alone.
  */
 export async function syncConfig(settings: ConfigSyncSettings, deps: ConfigSyncDeps): Promise<SyncResult> {
+  // A secret the operator broke fails the tick before anything is installed: its error names the secret and the path.
+  const filesChanged = deps.fetchFiles ? await deps.fetchFiles() : false;
   const { body, from } = await fetchConfig(settings, deps);
   const current = await readIfExists(settings.target);
-  if (current?.equals(body)) return { installed: false, reloaded: false, from };
+  if (current?.equals(body)) {
+    if (!filesChanged) return { installed: false, reloaded: false, from };
+    // The running config names the same files, whose content changed: a refresh re-reads them.
+    return { installed: false, reloaded: await reloadIfActive(settings, deps, 'the secret files changed'), from };
+  }
   try {
     deps.check(body.toString('utf8'), settings.target);
   } catch (err) {
@@ -193,11 +206,17 @@ export async function syncConfig(settings: ConfigSyncSettings, deps: ConfigSyncD
     deps.log(`volley config sync: the mirror's settings are unchanged (the file differs only in text): ${unit} is not restarted`);
     return { installed: true, reloaded: false, from };
   }
-  if ((await deps.systemctl(['is-active', '--quiet', unit])) !== 0) return { installed: true, reloaded: false, from };
+  return { installed: true, reloaded: await reloadIfActive(settings, deps, `${settings.target} is installed`), from };
+}
+
+/** Reloads the role's unit if it runs (one that does not reads everything at its start); `done` says what stays done on a failure. */
+async function reloadIfActive(settings: ConfigSyncSettings, deps: ConfigSyncDeps, done: string): Promise<boolean> {
+  const unit = `volley-${settings.role}.service`;
+  if ((await deps.systemctl(['is-active', '--quiet', unit])) !== 0) return false;
   const status = await deps.systemctl(['reload-or-restart', unit]);
-  if (status !== 0) throw new VolleyError('ECONFIGSYNC', `systemctl reload-or-restart ${unit} failed (${status}); ${settings.target} is installed`);
+  if (status !== 0) throw new VolleyError('ECONFIGSYNC', `systemctl reload-or-restart ${unit} failed (${status}); ${done}`);
   deps.log(`volley config sync: reloaded ${unit}`);
-  return { installed: true, reloaded: true, from };
+  return true;
 }
 
 /**

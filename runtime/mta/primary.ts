@@ -265,6 +265,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       // Every key must load before any worker sees the new config; and what workers read only
       // at start must load too: one restarted later (a crash, a stray SIGTERM) gets this config.
       await checkWorkerInputs(next, options.persistentPath);
+      // Last, as it swaps the webhook sinks' keys once all of them are read: a rotated webhook secret signs from now on.
+      events.reloadSecrets(next);
       config = next;
     } catch (err) {
       const errors = err instanceof ConfigError ? err.issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.field}: ${i.message}`) : [(err as Error).message];

@@ -76,6 +76,8 @@ export interface InstanceSettings {
   readonly drainSecretArn?: string;
   /** A node of an HA pair: its mirror's published config and the mirror secret's ARN. */
   readonly mirror?: { readonly config: PublishedConfig; readonly secretArn: string };
+  /** The operator's secrets of MTA files (mta.fileSecrets): MTAs only (`volley secret-files fetch` reads VOLLEY_FILE_SECRETS). */
+  readonly fileSecrets?: readonly string[];
 }
 
 /** What an instance installs from its stack's assets, by key extension: the runtime (a zipped directory), an MTA config file. */
@@ -164,6 +166,8 @@ export class RuntimeDistribution extends Construct {
       ...(settings.proxyCaKeySecretArn ? { VOLLEY_PROXY_CA_KEY_SECRET: settings.proxyCaKeySecretArn } : {}),
       // Not VOLLEY_DRAIN_SECRET: that variable holds a secret's value for the daemon, this names where it is kept.
       ...(settings.drainSecretArn ? { VOLLEY_DRAIN_SECRET_ID: settings.drainSecretArn } : {}),
+      // Names, comma-separated (a secret's name has no comma); absent, `volley secret-files fetch` removes the files it wrote.
+      ...(settings.fileSecrets && settings.fileSecrets.length > 0 ? { VOLLEY_FILE_SECRETS: settings.fileSecrets.join(',') } : {}),
       // A node of an HA pair: `volley bootstrap mta` starts the mirror (and the MTA only if it is the primary),
       // `volley config sync` keeps VOLLEY_MIRROR_CONFIG installed, `volley mirror-secret fetch` reads VOLLEY_MIRROR_SECRET_ID.
       ...(settings.mirror

@@ -1,4 +1,4 @@
-import { Duration, Stack, Tags, Validations } from 'aws-cdk-lib';
+import { ArnFormat, Duration, Stack, Tags, Validations } from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -26,6 +26,8 @@ export interface SingleInstanceSlotProps {
   readonly proxyLinkSecret: secretsmanager.ISecret;
   /** The drain secret: given to MTA slots only (a proxy has no queue to drain). */
   readonly drainSecret?: secretsmanager.ISecret;
+  /** The operator's secrets of MTA files (mta.fileSecrets, by name): MTA slots only, GetSecretValue on exactly these. */
+  readonly fileSecrets?: readonly string[];
   /** The proxy CA key secret: given to proxy slots only (an MTA holding it could mint a certificate for any proxy address). */
   readonly proxyCaKeySecret?: secretsmanager.ISecret;
   /** Boot, attach and (for an MTA) spool recovery must finish within this, or the deploy rolls back. */
@@ -74,6 +76,10 @@ export class SingleInstanceSlot extends Construct {
     if (props.drainSecret) {
       if (props.role !== 'mta') throw new Error(`slot ${props.slotId}: only an MTA slot may read the drain secret`);
       props.drainSecret.grantRead(this.role);
+    }
+    if (props.fileSecrets && props.fileSecrets.length > 0) {
+      if (props.role !== 'mta') throw new Error(`slot ${props.slotId}: only an MTA slot reads the operator's file secrets`);
+      grantFileSecrets(this.role, props.fileSecrets);
     }
     if (props.mirror) {
       if (props.role !== 'mta') throw new Error(`slot ${props.slotId}: only an MTA slot can be a node of an HA pair`);
@@ -159,6 +165,7 @@ export class SingleInstanceSlot extends Construct {
       proxyLinkSecretArn: props.proxyLinkSecret.secretArn,
       proxyCaKeySecretArn: props.proxyCaKeySecret?.secretArn,
       drainSecretArn: props.drainSecret?.secretArn,
+      fileSecrets: props.fileSecrets,
       mirror: props.mirror ? { config: props.mirror.config, secretArn: props.mirror.secret.secretArn } : undefined,
     });
   }
@@ -192,6 +199,19 @@ export class SingleInstanceSlot extends Construct {
       reason: `${action} supports no resource-level permissions; it is read-only and the bootstrap needs it to find the slot's resource by tag.`,
     });
   }
+}
+
+/**
+ * GetSecretValue on the operator's secrets, by the ARN a name has (AWS appends
+ * `-` and six random characters): the secrets are not the stack's, so there is
+ * no ISecret to grant from, and DescribeSecret is not needed by the fetch. The
+ * `??????` matches exactly that suffix (validate.ts refuses a name that itself
+ * ends like one), so no other secret of the account matches.
+ */
+function grantFileSecrets(role: iam.Role, names: readonly string[]): void {
+  const stack = Stack.of(role);
+  const arns = names.map((name) => stack.formatArn({ service: 'secretsmanager', resource: 'secret', resourceName: `${name}-??????`, arnFormat: ArnFormat.COLON_RESOURCE_NAME }));
+  role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'OperatorFileSecrets', actions: ['secretsmanager:GetSecretValue'], resources: arns }));
 }
 
 // The finding that comes from Session Manager; named exactly so a new wildcard

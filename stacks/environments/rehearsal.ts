@@ -23,6 +23,8 @@ export const rehearsal = {
     adminPort: 8025,
     // drain.listen of the generated MTA config: only the other MTAs reach it.
     drainPort: 8443,
+    // The operator's DKIM key for sender.rehearsal.test, seeded by the rehearsal as `aws secretsmanager create-secret` would.
+    fileSecrets: ['volley/rehearsal/mta-files'],
   },
   proxy: {
     instanceType: 'c6in.large',

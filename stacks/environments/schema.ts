@@ -62,6 +62,16 @@ export interface EnvironmentConfig {
     /** The drain endpoint (the config's drain.listen): MTAs reach each other here, nothing else does. */
     readonly drainPort: number;
     /**
+     * The MTAs' own secret files (DKIM keys, webhook secrets, the VERP key, TLS
+     * pairs): names of Secrets Manager secrets the operator creates (not the
+     * stack: no key is ever in a template), each `volley/<env>/<name>` holding
+     * `{"files": {"/etc/volley/secrets/<path>": "<file text>", ...}}`. Several,
+     * because one secret holds at most 64 KB. Only the MTA slots may read
+     * them; `volley secret-files fetch` writes them before each start and on
+     * every config sync (README, "The MTA's own secret files").
+     */
+    readonly fileSecrets?: readonly string[];
+    /**
      * HA pairs (README, "MTA slots as HA pairs"): `true` makes every slot
      * two nodes in two AZs, each with its own volume, group and mirror
      * interface, kept byte-identical by `volley mirror`; only the primary

@@ -69,6 +69,29 @@ const NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const NAME_LONG = /^[a-z][a-z0-9-]{0,127}$/;
 const PORT_MAX = 65535;
 
+/** The secrets stacks/secrets-stack.ts creates (a test checks): an MTA must never be granted the proxy CA key through this list. */
+const STACK_SECRETS = ['proxy-link', 'proxy-ca-key', 'drain', 'mirror'];
+
+/**
+ * mta.fileSecrets: names the MTA role is granted by ARN (`<name>-??????`), so
+ * each must be this environment's (`volley/<env>/`), in Secrets Manager's
+ * charset, not one the stack owns, and not end like the random suffix AWS
+ * appends (`-` and six characters), which the grant's pattern could not tell
+ * from another secret's name.
+ */
+function checkFileSecrets(r: Reader, raw: unknown, envName: string, fail: Fail): void {
+  const prefix = `volley/${envName}/`;
+  const names = r.array(raw, 'mta.fileSecrets', 0).map((_, i) => {
+    const field = `mta.fileSecrets[${i}]`;
+    const name = r.string(raw, `mta.fileSecrets.${i}`, /^volley\/[a-z0-9-]+\/[A-Za-z0-9_+=.@-][A-Za-z0-9/_+=.@-]{0,200}$/, `a Secrets Manager name ${prefix}<name> (letters, digits, /_+=.@-)`);
+    if (!name.startsWith(prefix)) fail(field, `must start with ${prefix}: the MTAs read this environment's secrets only (got "${name}")`);
+    if (STACK_SECRETS.includes(name.slice(prefix.length))) fail(field, `names a secret the stack creates (${name}); the MTAs' files go in a secret of their own`);
+    if (/-[A-Za-z0-9]{6}$/.test(name)) fail(field, `must not end with "-" and six characters, as the suffix AWS appends to every secret's ARN does (got "${name}")`);
+    return name;
+  });
+  if (new Set(names).size !== names.length) fail('mta.fileSecrets', 'must not repeat a secret');
+}
+
 /**
  * Checks a raw environment object and returns it typed. Throws an
  * EnvironmentConfigError naming the first bad field, so `cdk synth` stops
@@ -136,6 +159,7 @@ export function validateEnvironment(raw: unknown, repoRoot: string): Environment
   const adminPort = r.integer(raw, 'mta.adminPort', 1, PORT_MAX);
   const drainPort = r.integer(raw, 'mta.drainPort', 1, PORT_MAX);
   const mtaPorts = [...smtpPorts, apiPort, adminPort, drainPort];
+  if (r.at(raw, 'mta.fileSecrets') !== undefined) checkFileSecrets(r, raw, envName, fail);
   if (ha) {
     mtaPorts.push(r.integer(raw, 'mta.mirrorPort', 1, PORT_MAX));
     const mode = r.at(raw, 'mta.mirrorMode');

@@ -89,6 +89,8 @@ describe('packaged runtime', () => {
       '/opt/volley/bin/volley bootstrap require-primary',
       '+/opt/volley/bin/volley proxy-link fetch mta --config /etc/volley/volley.yaml',
       '+/opt/volley/bin/volley drain-secret fetch --config /etc/volley/volley.yaml',
+      // The operator's own files (mta.fileSecrets: DKIM keys, webhook secrets) before the MTA loads a config naming them.
+      '+/opt/volley/bin/volley secret-files fetch',
     ]);
     // Its default paths are the ones the generated config and the SSM document name.
     expect(DRAIN_FILE_DEFAULTS).toEqual({ secretFile: INSTANCE_FILES.drainSecret, caFile: INSTANCE_FILES.drainCa, certFile: INSTANCE_FILES.drainCert, keyFile: INSTANCE_FILES.drainKey });

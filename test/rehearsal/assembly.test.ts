@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { packageRuntime } from '../../bin/package-asset';
+import { secretFilePath } from '../../runtime/bootstrap/secret-files';
 import { parseProxyConfig } from '../../runtime/proxy/config';
 import { parseConfig } from '../../runtime/shared/config/load';
 import { tempDir } from '../helpers/tmp';
@@ -54,7 +55,16 @@ test('the MTAs\' config is an S3 object named by their parameter, loaded by the 
   expect(JSON.stringify(config.throttles)).toContain('throttled.rehearsal.test');
   // Event-log files close within the run and the environment's s3 sink looks for them often, so the rehearsal sees them shipped.
   expect(config.events.attemptLog.maxAgeMs).toBe(5_000);
-  expect(config.events.sinks).toEqual([expect.objectContaining({ type: 's3', bucket: 'volley-rehearsal-events-333333333333-eu-west-1', prefix: 'mta', region: 'eu-west-1', intervalMs: 2_000 })]);
+  // And the operator's webhook, whose secret and receiver CA are files of the environment's file secret (mta.fileSecrets).
+  expect(config.events.sinks).toEqual([
+    expect.objectContaining({ type: 's3', bucket: 'volley-rehearsal-events-333333333333-eu-west-1', prefix: 'mta', region: 'eu-west-1', intervalMs: 2_000 }),
+    expect.objectContaining({ type: 'webhook', name: 'hooks', secretFiles: ['/etc/volley/secrets/webhook/hooks.secret'], caFile: '/etc/volley/secrets/webhook/receiver-ca.pem' }),
+  ]);
+  expect(config.dkim).toEqual([expect.objectContaining({ domain: 'sender.rehearsal.test', privateKeyFile: '/etc/volley/secrets/dkim/sender.rehearsal.test.pem' })]);
+  // Every one of them is a path the fetch writes (the MTA refuses to start without them).
+  for (const f of [...config.dkim.map((k) => k.privateKeyFile), ...config.events.sinks.flatMap((k) => (k.type === 'webhook' ? [...k.secretFiles, k.caFile ?? ''] : []))]) {
+    expect(secretFilePath(f)).toEqual({ relative: expect.any(String) });
+  }
 });
 
 test('each proxy\'s config parameter loads in the proxy\'s loader, listening on its ENI\'s primary IP', () => {

@@ -5,7 +5,7 @@
 // parameter names the S3 object) is installed and reaches the running daemon
 // as a reload; publishing a new one does it again, and an unchanged one not.
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { packageRuntime } from '../../bin/package-asset';
@@ -38,7 +38,7 @@ beforeAll(async () => {
   });
   writeFileSync(
     join(etc, 'instance.env'),
-    'VOLLEY_ROLE=mta\nVOLLEY_SLOT=rehearsal-mta-eu-west-1a-1\nVOLLEY_REGION=eu-west-1\nVOLLEY_CONFIG_PARAMETER=/volley/rehearsal/mta/config-url\nVOLLEY_CONFIG_SOURCE=s3-url\nVOLLEY_CONFIG_FILE=/etc/volley/volley.yaml\n',
+    'VOLLEY_ROLE=mta\nVOLLEY_SLOT=rehearsal-mta-eu-west-1a-1\nVOLLEY_REGION=eu-west-1\nVOLLEY_CONFIG_PARAMETER=/volley/rehearsal/mta/config-url\nVOLLEY_CONFIG_SOURCE=s3-url\nVOLLEY_CONFIG_FILE=/etc/volley/volley.yaml\nVOLLEY_FILE_SECRETS=volley/rehearsal/dkim-keys\n',
   );
   // A stand-in daemon that counts its reloads (the real MTA's SIGHUP refresh is tested with the MTA).
   writeFileSync(join(dir, 'daemon.sh'), `#!/bin/bash\ntrap 'echo hup >> ${hups}' HUP\necho > ${dir}/ready\nwhile :; do sleep 1000 & wait $!; done\n`);
@@ -56,7 +56,8 @@ afterAll(async () => {
 
 /** The packaged script, as volley-config-sync.service runs it: only the SDK's variables point it at the fakes. */
 function sync(): Promise<{ stdout: string; stderr: string }> {
-  return run(join(packageDir, 'bin/volley-config-sync'), ['--etc', etc], {
+  // --user root: this machine has no volley user to own the secret files (an instance has, made by install.sh).
+  return run(join(packageDir, 'bin/volley-config-sync'), ['--etc', etc, '--user', 'root'], {
     encoding: 'utf8',
     env: {
       ...Object.fromEntries(Object.entries(INSTANCE_LIKE_CREDENTIALS).filter(([, v]) => v !== undefined)) as Record<string, string>,
@@ -71,10 +72,14 @@ function publish(key: string, text: string): void {
   aws.ssm.put('/volley/rehearsal/mta/config-url', `s3://cdk-hnb659fds-assets-333333333333-eu-west-1/${key}`);
 }
 
+// The MTA's secret files (mta.fileSecrets) as the operator keeps them: `{"files": {path: text}}`.
+const fileSecret = (files: Record<string, string>): void => aws.secretsManager.put('volley/rehearsal/dkim-keys', JSON.stringify({ files }));
+
 it('installs the published config, reloads the running daemon on a new one, and leaves an unchanged one alone', async () => {
   publish('first.yaml', 'hostname: first\n');
+  fileSecret({ '/etc/volley/secrets/dkim/sender.pem': 'key one\n' });
   // At boot (install.sh) the daemon is not running yet: installed, nothing reloaded.
-  expect((await sync()).stdout).toBe(`volley config sync: installed ${etc}/volley.yaml from s3://cdk-hnb659fds-assets-333333333333-eu-west-1/first.yaml\n`);
+  expect((await sync()).stdout).toBe(`volley secret-files: wrote dkim/sender.pem\nvolley config sync: installed ${etc}/volley.yaml from s3://cdk-hnb659fds-assets-333333333333-eu-west-1/first.yaml\n`);
   expect(readFileSync(join(etc, 'volley.yaml'), 'utf8')).toBe('hostname: first\n');
 
   await runner.start('volley-mta.service');
@@ -87,5 +92,23 @@ it('installs the published config, reloads the running daemon on a new one, and 
   await waitUntil(() => existsSync(hups) && readFileSync(hups, 'utf8') === 'hup\n');
   expect(runner.status('volley-mta.service')).toMatchObject({ state: 'active', mainPid: pid }); // reloaded in place, not restarted
   expect(aws.ssm.reads.length).toBe(3);
+  await runner.stop('volley-mta.service');
+});
+
+it('the MTA\'s secret files are written under <etc>/secrets 0600, and a rotated one reloads the daemon though the config is unchanged; a file no secret lists is removed', async () => {
+  await runner.start('volley-mta.service');
+  await waitUntil(() => existsSync(join(dir, 'ready')));
+  const pid = runner.status('volley-mta.service').mainPid;
+  const hupsBefore = readFileSync(hups, 'utf8');
+  expect((await sync()).stdout).toBe(''); // nothing changed: no reload
+  fileSecret({ '/etc/volley/secrets/dkim/sender.pem': 'key two\n', '/etc/volley/secrets/webhook.secret': 'whsec_x\n' });
+  expect((await sync()).stdout).toBe('volley secret-files: wrote dkim/sender.pem\nvolley secret-files: wrote webhook.secret\nvolley config sync: reloaded volley-mta.service\n');
+  expect(readFileSync(join(etc, 'secrets/dkim/sender.pem'), 'utf8')).toBe('key two\n');
+  expect(statSync(join(etc, 'secrets/dkim/sender.pem')).mode & 0o777).toBe(0o600);
+  await waitUntil(() => readFileSync(hups, 'utf8') === `${hupsBefore}hup\n`);
+  expect(runner.status('volley-mta.service')).toMatchObject({ state: 'active', mainPid: pid });
+  fileSecret({ '/etc/volley/secrets/dkim/sender.pem': 'key two\n' });
+  expect((await sync()).stdout).toBe('volley secret-files: removed webhook.secret (no secret lists it any more)\nvolley config sync: reloaded volley-mta.service\n');
+  expect(existsSync(join(etc, 'secrets/webhook.secret'))).toBe(false);
   await runner.stop('volley-mta.service');
 });

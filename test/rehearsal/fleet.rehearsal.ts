@@ -9,16 +9,18 @@
 // a proxy slot attaches its sending ENI (its addresses arrive on its
 // namespace) and starts volley-proxy.service; each waits for /readyz and
 // signals SUCCESS to the fake CloudFormation.
-import { createHash, randomBytes, X509Certificate } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash, generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { Webhook } from 'standardwebhooks';
 import { parseDocument } from 'yaml';
 import { eventsBucketName } from '../../stacks/event-shipping';
+import { dkimVerify } from '../helpers/dkim-verify';
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
-import { HELD_MX_IP, INGRESS_IP, type Rehearsal, SINK_MX_IP, startRehearsal, THROTTLED_MX_IP } from './rehearsal';
-import type { SinkSession } from './world';
+import { DKIM_KEY_FILE, DKIM_SELECTOR, HELD_MX_IP, INGRESS_IP, type Rehearsal, SENDER_DOMAIN, SINK_MX_IP, startRehearsal, THROTTLED_MX_IP, WEBHOOK_SECRET_FILE } from './rehearsal';
+import type { SinkSession, WebhookRequest } from './world';
 
 let rehearsal: Rehearsal;
 const booted: Booted[] = [];
@@ -115,6 +117,22 @@ it('mail injected at the ingress reaches the sink MX from the configured sending
   expect({ inbox: byMx(SINK_MX_IP), throttled: byMx(THROTTLED_MX_IP) }).toEqual({ inbox: { messages: 20, secure: 20 }, throttled: { messages: 20, secure: 0 } });
 }, 240_000);
 
+it('the mail carries a DKIM-Signature by the operator\'s key, which reached each MTA from its Secrets Manager secret and verifies', async () => {
+  const mtas = booted.filter((i) => i.spec.role === 'mta');
+  for (const m of mtas) {
+    // Written by `volley secret-files fetch` (ExecStartPre) 0600 for the daemon's user, as root wrote it.
+    const key = statSync(m.hostPath(DKIM_KEY_FILE));
+    const volley = Number((await m.exec(['id', '-u', 'volley'])).stdout.trim());
+    expect({ node: m.name, mode: key.mode & 0o777, uid: key.uid }).toEqual({ node: m.name, mode: 0o600, uid: volley });
+  }
+  const files = rehearsal.world.sessions().flatMap((s) => s.files);
+  expect(files.length).toBeGreaterThanOrEqual(40);
+  const out = await dkimVerify(rehearsal.dir, files.map((f) => readFileSync(f)), rehearsal.dkimRecords);
+  // Every message, whichever MTA signed it: one signature, for the sender's domain and the operator's selector, valid.
+  const summary = out.results.map((r) => r.signatures.map((sig) => ({ ok: sig.ok, d: sig.d, s: sig.s, a: sig.a, error: sig.error })));
+  expect(new Set(summary.map((r) => JSON.stringify(r)))).toEqual(new Set([JSON.stringify([{ ok: true, d: SENDER_DOMAIN, s: DKIM_SELECTOR, a: 'rsa-sha256', error: null }])]));
+}, 120_000);
+
 /** One event line of a shipped file, with where it was found. */
 interface ShippedEvent {
   readonly key: string;
@@ -179,6 +197,55 @@ it('the events of the delivered mail reach the events bucket: closed event-log f
     await waitUntil(() => kept().length === 0, 30_000, () => `${m.name} keeps ${kept().join(', ')}`);
   }
 }, 120_000);
+
+/** Whether the Standard Webhooks reference implementation accepts the request with this secret. */
+function verifies(secret: string, r: WebhookRequest): boolean {
+  try {
+    new Webhook(secret).verify(r.body, r.headers);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The delivered-mail events among these requests' batches. */
+const deliveredEvents = (requests: readonly WebhookRequest[]): { recipient?: string }[] =>
+  requests.flatMap((r) => JSON.parse(r.body) as { event?: string; status?: string; recipient?: string }[]).filter((e) => e.event === 'delivery' && e.status === 'delivered');
+
+it('the delivery events reach the operator\'s webhook signed with the secret from its Secrets Manager secret; the webhook secret and the DKIM key rotated there sign from the next config-sync tick, without a restart', async () => {
+  const world = rehearsal.world;
+  await waitUntil(() => deliveredEvents(world.webhookRequests()).length >= 40, 60_000, () => `${world.webhookRequests().length} requests`);
+  const before = world.webhookRequests();
+  const first = rehearsal.webhookSecret;
+  expect(new Set(before.map((r) => verifies(first, r)))).toEqual(new Set([true]));
+
+  // The operator rotates both (put-secret-value); each MTA's next tick writes them and reloads the MTA in place.
+  const rotated = `whsec_${randomBytes(32).toString('base64')}`;
+  const dkim = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const dkimRecords = { ...rehearsal.dkimRecords };
+  dkimRecords[`${DKIM_SELECTOR}._domainkey.${SENDER_DOMAIN}`] = `v=DKIM1; k=rsa; p=${dkim.publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`;
+  rehearsal.putFiles({ [WEBHOOK_SECRET_FILE]: `${rotated}\n`, [DKIM_KEY_FILE]: dkim.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string });
+  const mtas = booted.filter((i) => i.spec.role === 'mta');
+  const refreshes = (m: Booted): number => (m.runner.journal('volley-mta.service').match(/config refreshed/g) ?? []).length;
+  for (const m of mtas) {
+    const pid = m.runner.status('volley-mta.service').mainPid;
+    const refreshed = refreshes(m);
+    await m.runner.trigger('volley-config-sync.timer');
+    await waitUntil(() => m.runner.status('volley-config-sync.service').state === 'inactive', 30_000);
+    expect(m.runner.journal('volley-config-sync.service')).toContain(`volley secret-files: wrote dkim/${SENDER_DOMAIN}.pem\nvolley secret-files: wrote webhook/hooks.secret\n`);
+    await waitUntil(() => refreshes(m) > refreshed, 30_000, () => m.runner.journal('volley-mta.service').slice(-1500));
+    expect(m.runner.status('volley-mta.service')).toMatchObject({ state: 'active', mainPid: pid });
+  }
+  expect(await world.send(INGRESS_IP, 'rotated@inbox.rehearsal.test', 4, 2)).toBe(4);
+  await waitUntil(() => deliveredEvents(world.webhookRequests().slice(before.length)).filter((e) => e.recipient === 'rotated@inbox.rehearsal.test').length >= 4, 60_000);
+  const after = world.webhookRequests().slice(before.length).filter((r) => deliveredEvents([r]).some((e) => e.recipient === 'rotated@inbox.rehearsal.test'));
+  expect(after.map((r) => ({ rotated: verifies(rotated, r), first: verifies(first, r) }))).toEqual(after.map(() => ({ rotated: true, first: false })));
+  // The mail itself: signed with the new key, which the new DNS record verifies and the old one does not.
+  const mail = world.sessions().flatMap((x) => x.files).map((f) => readFileSync(f)).filter((m) => m.includes('rotated@inbox.rehearsal.test'));
+  expect(mail).toHaveLength(4);
+  const verdicts = async (records: Record<string, string>): Promise<boolean[]> => (await dkimVerify(rehearsal.dir, mail, records)).results.map((r) => r.verify);
+  expect({ rotatedKey: await verdicts(dkimRecords), firstKey: await verdicts(rehearsal.dkimRecords) }).toEqual({ rotatedKey: [true, true, true, true], firstKey: [false, false, false, false] });
+}, 180_000);
 
 it('a rolling replacement of an MTA slot: the new instance finds the volume by tag, attaches, mounts, and delivers the queue it held, losing nothing', async () => {
   const old = booted.find((i) => i.spec.role === 'mta');

@@ -2,14 +2,15 @@
 // network namespace carrying the environment's addresses, the fake AWS
 // endpoints loaded from the templates (parameters, asset objects, the slots'
 // volumes as loop devices, the proxy-link secret) and bridged into the
-// namespace at their loopback addresses, and instances booted from their own
+// namespace at their loopback addresses, the operator's file secret (a DKIM
+// key) as `aws secretsmanager create-secret` would put it, and instances booted from their own
 // launch templates' user data. close() removes everything, also after a failure.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatDrainSecret } from '../../runtime/bootstrap/drain-secret';
-import { formatProxyCaSecret, formatProxyLinkSecret, newProxyCa } from '../../runtime/bootstrap/proxy-link';
+import { formatProxyCaSecret, formatProxyLinkSecret, issueProxyCertificate, newProxyCa } from '../../runtime/bootstrap/proxy-link';
 import { packageRuntime } from '../../bin/package-asset';
 import { type InstanceSpec, pairMember, type RehearsalAssembly, REPO_ROOT, synthRehearsal } from './assembly';
 import type { EnvironmentConfig } from '../../stacks/environments';
@@ -31,8 +32,20 @@ export const THROTTLED_MX_IP = '192.0.2.26';
 /** held.rehearsal.test's MX: down until the test opens it, so its mail stays queued. */
 export const HELD_MX_IP = '192.0.2.27';
 export const DNS_IP = '192.0.2.53';
+/** The events webhook's receiver (the rehearsal config's `hooks` sink): HTTPS with a certificate for this address. */
+export const WEBHOOK_IP = '192.0.2.80';
+export const WEBHOOK_PORT = 8443;
+/** Where the rehearsal's config reads the webhook's signing secret and the receiver's CA: files of mta.fileSecrets too. */
+export const WEBHOOK_SECRET_FILE = '/etc/volley/secrets/webhook/hooks.secret';
+export const WEBHOOK_CA_FILE = '/etc/volley/secrets/webhook/receiver-ca.pem';
 /** The NLB's address in the first public subnet: the lb and the injecting clients (inside relay_from, 10.0.0.0/8). */
 export const INGRESS_IP = '10.60.0.250';
+
+/** The sender domain the world's swaks uses, and the DKIM selector the rehearsal's MTA config signs it with. */
+export const SENDER_DOMAIN = 'sender.rehearsal.test';
+export const DKIM_SELECTOR = 'rehearsal';
+/** Where the rehearsal's config (assets/config/volley.rehearsal.yaml) reads the key: a file of mta.fileSecrets. */
+export const DKIM_KEY_FILE = `/etc/volley/secrets/dkim/${SENDER_DOMAIN}.pem`;
 
 export type Booted = Instance & { readonly netns: Netns; readonly instanceId: string; readonly privateIp: string };
 
@@ -42,6 +55,15 @@ export interface Rehearsal {
   readonly vpc: Vpc;
   readonly world: World;
   readonly dir: string;
+  /** The operator's DKIM key for SENDER_DOMAIN, as DNS would publish it: TXT record name -> text (dkimVerify's map). */
+  readonly dkimRecords: Record<string, string>;
+  /** The webhook secret (whsec_…) the operator put in the file secret: the receiver's side of it. */
+  webhookSecret: string;
+  /**
+   * The operator rotating a file of the file secret (`aws secretsmanager put-secret-value`): `files` replace the
+   * ones of that path, the others stay.
+   */
+  putFiles(files: Record<string, string>): void;
   /** Boots the instance of this launch template as EC2 would start a new one for its slot, in its own namespace on the VPC. */
   boot(spec: InstanceSpec): Promise<Booted>;
   /**
@@ -109,6 +131,25 @@ export async function startRehearsal(options: { volumeMiB?: number; env?: Enviro
       const value = name.endsWith('/proxy-ca-key') ? formatProxyCaSecret(ca) : name.endsWith('/drain') ? drainSecret : name.endsWith('/mirror') ? mirrorSecret : formatProxyLinkSecret({ secret, caCert: ca.cert });
       aws.secretsManager.put(name, value);
     }
+    // The operator's own secret of MTA files (mta.fileSecrets), created as `aws secretsmanager create-secret --name
+    // volley/rehearsal/mta-files --secret-string file://files.json` would: the DKIM key the config signs the sender's
+    // domain with. Not in any template (the stack only grants it), so not in assembly.secrets.
+    // With it, the events webhook's signing secret and the CA its receiver's certificate is issued by.
+    const dkim = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const hookCa = await newProxyCa('rehearsal webhook receiver CA');
+    const hookPair = await issueProxyCertificate(hookCa, { name: 'hooks.rehearsal.test', ip: WEBHOOK_IP });
+    const webhookSecret = `whsec_${randomBytes(32).toString('base64')}`;
+    let operatorFiles: Record<string, string> = {
+      [DKIM_KEY_FILE]: dkim.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+      [WEBHOOK_SECRET_FILE]: `${webhookSecret}\n`,
+      [WEBHOOK_CA_FILE]: hookCa.cert,
+    };
+    const putFiles = (files: Record<string, string>): void => {
+      operatorFiles = { ...operatorFiles, ...files };
+      for (const name of env.mta.fileSecrets ?? []) aws.secretsManager.put(name, JSON.stringify({ files: operatorFiles }));
+    };
+    putFiles({});
+    const dkimRecords = { [`${DKIM_SELECTOR}._domainkey.${SENDER_DOMAIN}`]: `v=DKIM1; k=rsa; p=${dkim.publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}` };
     const loops: LoopDevice[] = [];
     cleanups.push(() => loops.forEach((l) => l.detach()));
     for (const [i, v] of assembly.volumes.entries()) {
@@ -116,7 +157,7 @@ export async function startRehearsal(options: { volumeMiB?: number; env?: Enviro
       loops.push(loop);
       aws.ec2.addVolume({ volumeId: hexId('vol', v.logicalId, i), availabilityZone: v.availabilityZone, sizeGiB: v.sizeGiB, state: 'available', tags: { 'volley:slot': v.slot }, loopDevice: loop.device });
     }
-    const theVpc = createVpc([SINK_MX_IP, THROTTLED_MX_IP, HELD_MX_IP, DNS_IP, INGRESS_IP]);
+    const theVpc = createVpc([SINK_MX_IP, THROTTLED_MX_IP, HELD_MX_IP, DNS_IP, INGRESS_IP, WEBHOOK_IP]);
     vpc = theVpc;
     cleanups.push(() => theVpc.close());
     const endpoints = Object.entries(aws.env)
@@ -179,9 +220,22 @@ export async function startRehearsal(options: { volumeMiB?: number; env?: Enviro
         }
       }
     };
-    const world = await startWorld(theVpc.hub, dir, { sinkIps: [SINK_MX_IP, THROTTLED_MX_IP, HELD_MX_IP], dnsIp: DNS_IP, clientIp: INGRESS_IP, volleyJs: join(packageDir, 'lib/volley.js') });
+    const world = await startWorld(theVpc.hub, dir, {
+      sinkIps: [SINK_MX_IP, THROTTLED_MX_IP, HELD_MX_IP],
+      dnsIp: DNS_IP,
+      clientIp: INGRESS_IP,
+      volleyJs: join(packageDir, 'lib/volley.js'),
+      webhook: { address: WEBHOOK_IP, port: WEBHOOK_PORT, cert: hookPair.cert, key: hookPair.key },
+    });
     cleanups.push(() => world.close());
-    return { assembly, aws, vpc: theVpc, world, dir, boot, terminate, close };
+    const rehearsal: Rehearsal = {
+      assembly, aws, vpc: theVpc, world, dir, dkimRecords, webhookSecret, boot, terminate, close,
+      putFiles: (files) => {
+        putFiles(files);
+        if (files[WEBHOOK_SECRET_FILE]) rehearsal.webhookSecret = files[WEBHOOK_SECRET_FILE].trim();
+      },
+    };
+    return rehearsal;
   } catch (err) {
     await close();
     throw err;

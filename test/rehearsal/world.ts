@@ -1,11 +1,11 @@
 // "The internet" and the ingress of the rehearsal, in the VPC's hub
 // namespace: a sink MX on 192.0.2.25 and .26 that records, per session, the source
-// address (a sending IP) and when it opened and closed; dnsmasq on 192.0.2.53
+// address (a sending IP), when it opened and closed, and each message's bytes; dnsmasq on 192.0.2.53
 // answering MX records for the *.rehearsal.test domains; and `volley lb` (the
 // packaged one) on the NLB's address standing in for the NLB, in front of the
-// MTAs' private addresses.
+// MTAs' private addresses; and the events webhook's HTTPS receiver.
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { VolleyError } from '../../runtime/shared/errors';
 import { registerExitCleanup } from '../helpers/postfix-tools';
@@ -26,6 +26,8 @@ export interface SinkSession {
   messages: number;
   /** Messages that came over TLS (STARTTLS). */
   secureMessages: number;
+  /** Each message's bytes as the MX received them (its DKIM signatures are checked on these). */
+  readonly files: string[];
 }
 
 // The sink MX: smtp-server from this checkout, one JSON line per event. DATA
@@ -34,8 +36,9 @@ export interface SinkSession {
 // self-signed certificate, the second does not: the deployed MTAs' default TLS
 // policy (auto, which is `may` without MTA-STS or DANE) must encrypt to the one
 // and go on in clear to the other, through the proxies.
-const SINK = (smtpServer: string, log: string, holdMs: number) => `const { SMTPServer } = require(${JSON.stringify(smtpServer)});
+const SINK = (smtpServer: string, log: string, holdMs: number, messages: string) => `const { SMTPServer } = require(${JSON.stringify(smtpServer)});
 const fs = require('node:fs');
+let stored = 0;
 const log = (e) => fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify({ ...e, t: Date.now() }) + '\\n');
 let ids = 0;
 const options = {
@@ -43,12 +46,46 @@ const options = {
   onConnect(session, cb) { session.rid = process.pid * 100000 + ++ids; log({ e: 'open', id: session.rid, remote: session.remoteAddress.replace(/^::ffff:/, ''), local: session.localAddress.replace(/^::ffff:/, '') }); cb(); },
   onClose(session) { log({ e: 'close', id: session.rid }); },
   onRcptTo(a, session, cb) { log({ e: 'rcpt', id: session.rid, to: a.address }); cb(); },
-  onData(stream, session, cb) { stream.resume(); stream.on('end', () => setTimeout(() => { log({ e: 'message', id: session.rid, secure: session.secure === true }); cb(); }, ${holdMs})); },
+  onData(stream, session, cb) {
+    const chunks = [];
+    stream.on('data', (c) => chunks.push(c));
+    stream.on('end', () => setTimeout(() => {
+      // Kept whole, before the 250: a message the MTA counts as delivered is one the rehearsal can read back.
+      const file = ${JSON.stringify(messages)} + '/' + process.pid + '-' + ++stored + '.eml';
+      fs.writeFileSync(file, Buffer.concat(chunks));
+      log({ e: 'message', id: session.rid, secure: session.secure === true, file });
+      cb();
+    }, ${holdMs}));
+  },
 };
 const servers = process.argv.slice(2).map((_, i) => new SMTPServer({ ...options, disabledCommands: i === 0 ? ['AUTH'] : ['STARTTLS', 'AUTH'] }));
 let pending = servers.length;
 process.argv.slice(2).forEach((address, i) => servers[i].listen(25, address, () => --pending === 0 && process.stdout.write('ready\\n')));
 `;
+
+// The events webhook's receiver (the operator's "CRM"): HTTPS with a certificate for its address, one JSON line per
+// request (the Standard Webhooks headers and the body as sent), answered 204. It verifies nothing itself: the test
+// checks each signature with the reference implementation, against the secret the fleet got from Secrets Manager.
+const RECEIVER = (log: string, cert: string, key: string, address: string, port: number) => `const fs = require('node:fs');
+const https = require('node:https');
+const server = https.createServer({ cert: fs.readFileSync(${JSON.stringify(cert)}), key: fs.readFileSync(${JSON.stringify(key)}) }, (req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const body = (req.headers['content-encoding'] === 'gzip' ? require('node:zlib').gunzipSync(Buffer.concat(chunks)) : Buffer.concat(chunks)).toString('utf8');
+    const h = req.headers;
+    fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify({ headers: { 'webhook-id': h['webhook-id'], 'webhook-timestamp': h['webhook-timestamp'], 'webhook-signature': h['webhook-signature'] }, body }) + '\\n');
+    res.writeHead(204).end();
+  });
+});
+server.listen(${port}, ${JSON.stringify(address)}, () => process.stdout.write('ready\\n'));
+`;
+
+/** One request the webhook receiver got. */
+export interface WebhookRequest {
+  readonly headers: Record<'webhook-id' | 'webhook-timestamp' | 'webhook-signature', string>;
+  readonly body: string;
+}
 
 /** An SMTP session held open from the hub: greeted and EHLO done; send() completes one message on it later. */
 export interface HeldSession {
@@ -90,6 +127,8 @@ export interface World {
   openHeldMx(): Promise<void>;
   /** Starts `volley lb` on `address`:25 in front of these MTAs (SMTP checks on their port 25). */
   startLb(address: string, backends: readonly string[]): Promise<void>;
+  /** Requests the webhook receiver got, in order. */
+  webhookRequests(): WebhookRequest[];
   /** Sends `count` messages with swaks from the hub's client address to `lbAddress` (the lb, or an MTA), `parallel` at a time; resolves with how many were accepted. */
   send(lbAddress: string, to: string, count: number, parallel?: number): Promise<number>;
   close(): Promise<void>;
@@ -131,15 +170,30 @@ async function stop(child: ChildProcess): Promise<void> {
  * sinkIps[1] (a session's MX address says which domain it carried),
  * held.rehearsal.test's on sinkIps[2], where nothing answers until openHeldMx().
  */
-export async function startWorld(hub: Netns, dir: string, options: { sinkIps: readonly [string, string, string]; dnsIp: string; volleyJs: string; clientIp: string; holdMs?: number }): Promise<World> {
+export async function startWorld(
+  hub: Netns,
+  dir: string,
+  options: { sinkIps: readonly [string, string, string]; dnsIp: string; volleyJs: string; clientIp: string; holdMs?: number; webhook: { address: string; port: number; cert: string; key: string } },
+): Promise<World> {
   const children: ChildProcess[] = [];
   const close = async () => void (await Promise.all(children.splice(0).map(stop)));
   try {
     const log = join(dir, 'sink.jsonl');
     writeFileSync(log, '');
+    const messages = join(dir, 'sink-messages');
+    mkdirSync(messages, { recursive: true });
     const sinkJs = join(dir, 'sink-mx.js');
-    writeFileSync(sinkJs, SINK(require.resolve('smtp-server', { paths: [resolve(__dirname, '../..')] }), log, options.holdMs ?? 150));
+    writeFileSync(sinkJs, SINK(require.resolve('smtp-server', { paths: [resolve(__dirname, '../..')] }), log, options.holdMs ?? 150, messages));
     children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[0], options.sinkIps[1]], 'sink MX'));
+    const hookLog = join(dir, 'webhook.jsonl');
+    writeFileSync(hookLog, '');
+    const hookCert = join(dir, 'webhook-receiver.crt');
+    const hookKey = join(dir, 'webhook-receiver.key');
+    writeFileSync(hookCert, options.webhook.cert);
+    writeFileSync(hookKey, options.webhook.key, { mode: 0o600 });
+    const receiverJs = join(dir, 'webhook-receiver.js');
+    writeFileSync(receiverJs, RECEIVER(hookLog, hookCert, hookKey, options.webhook.address, options.webhook.port));
+    children.push(await startReady(hub, [process.execPath, receiverJs], 'webhook receiver'));
     const dnsmasq = hub.spawn(
       [
         'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${options.dnsIp}`,
@@ -156,13 +210,14 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
       const byId = new Map<number, SinkSession>();
       if (!existsSync(log)) return [];
       for (const line of readFileSync(log, 'utf8').split('\n').filter(Boolean)) {
-        const e = JSON.parse(line) as { e: string; id: number; remote?: string; local?: string; to?: string; secure?: boolean; t: number };
-        if (e.e === 'open') byId.set(e.id, { id: e.id, remote: e.remote ?? '', local: e.local ?? '', openedAt: e.t, recipients: [], messages: 0, secureMessages: 0 });
+        const e = JSON.parse(line) as { e: string; id: number; remote?: string; local?: string; to?: string; secure?: boolean; file?: string; t: number };
+        if (e.e === 'open') byId.set(e.id, { id: e.id, remote: e.remote ?? '', local: e.local ?? '', openedAt: e.t, recipients: [], messages: 0, secureMessages: 0, files: [] });
         const s = byId.get(e.id);
         if (!s) continue;
         if (e.e === 'close') s.closedAt = e.t;
         if (e.e === 'rcpt' && e.to) s.recipients.push(e.to);
         if (e.e === 'message') s.messages++;
+        if (e.e === 'message' && e.file) s.files.push(e.file);
         if (e.e === 'message' && e.secure === true) s.secureMessages++;
       }
       return [...byId.values()];
@@ -192,6 +247,7 @@ export async function startWorld(hub: Netns, dir: string, options: { sinkIps: re
         children.push(await startReady(hub, [process.execPath, sinkJs, options.sinkIps[2]], 'held MX'));
       },
       delivered: () => sessions().reduce((n, s) => n + s.messages, 0),
+      webhookRequests: () => readFileSync(hookLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as WebhookRequest),
       async startLb(address, backends) {
         const argv = [process.execPath, options.volleyJs, 'lb', '--listen', `${address}:25`, ...backends.flatMap((b) => ['--backend', `${b}:25`]), '--source-address', address, '--no-admin'];
         const lb = hub.spawn(argv, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -132,7 +132,9 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
       for (const policy of Object.values(resources(t, 'AWS::IAM::Policy'))) {
         const statements = (policy.Properties?.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement;
         // The CA key secret's grants (proxies only) and the drain secret's (MTAs only) are checked in secrets-stack.test.ts.
-        for (const s of statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:') && !/ProxyCaKey|ExportsOutputRefDrain/.test(JSON.stringify(st.Resource)))) {
+        // The operator's file secrets (mta.fileSecrets, by name) in constructs/single-instance-slot.test.ts.
+        const checked = statements.filter((st) => JSON.stringify(st.Action).includes('secretsmanager:') && !/ProxyCaKey|ExportsOutputRefDrain/.test(JSON.stringify(st.Resource)));
+        for (const s of checked.filter((st) => (st as { Sid?: string }).Sid !== 'OperatorFileSecrets')) {
           expect([s.Action].flat().sort()).toEqual(['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
           // The Secrets stack's export of this environment's secret ARN, and nothing else.
           expect(s.Resource).toEqual({ 'Fn::ImportValue': expect.stringMatching(new RegExp(`^Volley-${envName}-Secrets:ExportsOutputRefProxyLink`)) });

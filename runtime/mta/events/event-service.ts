@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { VolleyConfig } from '../../shared/config/types';
-import { VolleyError } from '../../shared/errors';
+import { VolleyError, errorCode } from '../../shared/errors';
 import { parseDuration } from '../../shared/units';
 import { CursorStore } from './cursor-store';
 import { Dispatcher, type DispatcherStatus, type SkipRecord } from './dispatcher';
@@ -17,7 +17,8 @@ import { endCursor, type Cursor } from './log-reader';
 import { Retention } from './retention';
 import { createSinks, type BuiltSinks, type RegistryDeps } from './sinks';
 import type { ShipperStats } from './sinks/s3-shipper';
-import type { SinkStats } from './types';
+import { readSecretFiles } from './sinks/webhook-signature';
+import type { EventSink, SinkStats } from './types';
 
 export interface EventServiceOptions {
   config: VolleyConfig;
@@ -127,6 +128,29 @@ export class EventService {
     this.timer = setInterval(() => void this.retention.sweep().catch((err: unknown) => logger.error({ err }, 'events: retention failed')), options.retentionMs ?? 5000);
     this.timer.unref();
     this.metrics();
+  }
+
+  /**
+   * A config refresh: each running webhook sink signs with the keys its
+   * secret_files hold now, so a webhook secret rotated on disk (`volley
+   * secret-files fetch`) takes effect without a restart, as DKIM keys do.
+   * Every file is read before any sink changes: one that cannot be read
+   * throws, naming the sink and the file, and the refresh is rejected with the
+   * old keys in use. A sink the new config removes or adds, and its other
+   * settings, still take effect at the next start.
+   */
+  reloadSecrets(config: VolleyConfig): void {
+    const updates: [EventSink, Buffer[]][] = [];
+    for (const { sink, type } of this.built.batch) {
+      const next = config.events.sinks.find((s) => s.name === sink.name);
+      if (type !== 'webhook' || next?.type !== 'webhook' || !sink.setSigningKeys) continue;
+      try {
+        updates.push([sink, readSecretFiles(next.secretFiles)]);
+      } catch (err) {
+        throw new VolleyError(errorCode(err) ?? 'EWEBHOOKSECRET', `events.sinks "${sink.name}": ${(err as Error).message}`, { cause: err });
+      }
+    }
+    for (const [sink, keys] of updates) sink.setSigningKeys?.(keys);
   }
 
   start(): void {

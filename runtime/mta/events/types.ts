@@ -172,6 +172,12 @@ export interface EventSink {
    * rows before the node is stopped. True when it closed a file.
    */
   handOver?(): boolean;
+  /**
+   * A config refresh (SIGHUP, `volley config sync` after a rotated webhook
+   * secret): the keys every later request is signed with, retries of a batch
+   * already sent included. The webhook sink has it; the caller read the keys.
+   */
+  setSigningKeys?(keys: readonly Buffer[]): void;
 }
 
 /** What every sink is given besides its own config. */

@@ -183,3 +183,46 @@ describe('a node of an HA pair: its mirror config too', () => {
     expect(mirrorSyncSettings(parseInstanceEnv(PROXY_ENV), etc)).toBeUndefined();
   });
 });
+
+describe('the MTA\'s own secret files (mta.fileSecrets)', () => {
+  const published = (text: string): void => {
+    ssm.on(GetParameterCommand).resolves({ Parameter: { Value: 's3://cdk-assets-1/files.yaml' } });
+    s3.on(GetObjectCommand).callsFake(() => ({ Body: body(text) }));
+  };
+
+  test('are fetched before the config is checked: a config naming a new key finds it', async () => {
+    const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+    writeFileSync(settings.target, 'hostname: old\n');
+    published('hostname: new-key\n');
+    const order: string[] = [];
+    const d = { ...deps(true, 0, () => void order.push('check')), fetchFiles: async () => (order.push('files'), true) };
+    await expect(syncConfig(settings, d)).resolves.toMatchObject({ installed: true, reloaded: true });
+    expect(order).toEqual(['files', 'check']);
+  });
+
+  test('a changed file with an unchanged config reloads the running MTA; nothing changed reloads nothing', async () => {
+    const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+    writeFileSync(settings.target, 'hostname: same\n');
+    published('hostname: same\n');
+    const changed = { ...deps(true), fetchFiles: async () => true };
+    await expect(syncConfig(settings, changed)).resolves.toMatchObject({ installed: false, reloaded: true });
+    expect(changed.calls).toEqual(['is-active --quiet volley-mta.service', 'reload-or-restart volley-mta.service']);
+    const unchanged = { ...deps(true), fetchFiles: async () => false };
+    await expect(syncConfig(settings, unchanged)).resolves.toMatchObject({ installed: false, reloaded: false });
+    expect(unchanged.calls).toEqual([]);
+    // An MTA that is not running reads them at its start.
+    const stopped = { ...deps(false), fetchFiles: async () => true };
+    await expect(syncConfig(settings, stopped)).resolves.toMatchObject({ installed: false, reloaded: false });
+    expect(stopped.calls).toEqual(['is-active --quiet volley-mta.service']);
+  });
+
+  test('a fetch that fails (a malformed secret) installs nothing and reloads nothing', async () => {
+    const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+    writeFileSync(settings.target, 'hostname: kept\n');
+    published('hostname: other\n');
+    const d = { ...deps(true), fetchFiles: async () => Promise.reject(new Error('secret volley/dev/keys: file "/etc/volley/x" is not under /etc/volley/secrets/')) };
+    await expect(syncConfig(settings, d)).rejects.toThrow('is not under');
+    expect(readFileSync(settings.target, 'utf8')).toBe('hostname: kept\n');
+    expect(d.calls).toEqual([]);
+  });
+});

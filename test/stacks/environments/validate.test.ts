@@ -3,6 +3,7 @@ import { dev } from '../../../stacks/environments/dev';
 import { prod } from '../../../stacks/environments/prod';
 import { planSubnets } from '../../../stacks/environments/layout';
 import { REPO_ROOT } from '../helpers';
+import { drainSecretName, mirrorSecretName, proxyCaKeySecretName, proxyLinkSecretName } from '../../../stacks/secrets-stack';
 
 type Mutable = Record<string, unknown>;
 const clone = (raw: object): Mutable => JSON.parse(JSON.stringify(raw)) as Mutable;
@@ -138,5 +139,42 @@ describe('mta.ha: slots as HA pairs', () => {
     const raw = paired();
     at(raw, 'mta').volumeSlots = (at(raw, 'mta').volumeSlots as string[]).filter((s) => s !== 'prod-mta-us-east-1a-1-b');
     expect(() => validateEnvironment(raw, REPO_ROOT)).toThrow("add 'prod-mta-us-east-1a-1-b'");
+  });
+});
+
+describe('mta.fileSecrets: the operator\'s secrets of MTA files', () => {
+  const withFiles = (names: unknown): Mutable => {
+    const raw = clone(prod);
+    at(raw, 'mta').fileSecrets = names;
+    return raw;
+  };
+
+  test('this environment\'s names are kept', () => {
+    expect(validateEnvironment(withFiles(['volley/prod/dkim-keys', 'volley/prod/webhooks/billing']), REPO_ROOT).mta.fileSecrets).toEqual(['volley/prod/dkim-keys', 'volley/prod/webhooks/billing']);
+  });
+
+  test.each([
+    ['another environment\'s', ['volley/dev/dkim-keys'], /must start with volley\/prod\//],
+    ['no volley/<env>/ prefix', ['dkim-keys'], /a Secrets Manager name volley\/prod\/<name>/],
+    ['a character Secrets Manager refuses', ['volley/prod/dkim keys'], /a Secrets Manager name/],
+    ['the stack\'s proxy CA key (an MTA must never read it)', ['volley/prod/proxy-ca-key'], /names a secret the stack creates/],
+    ['the stack\'s drain secret', ['volley/prod/drain'], /names a secret the stack creates/],
+    ['a name ending like the ARN suffix', ['volley/prod/keys-abcdef'], /six characters/],
+    ['not a list', 'volley/prod/dkim-keys', /must be a list/],
+  ])('%s is refused, naming the field', (_, names, problem) => {
+    const raw = withFiles(names);
+    expect(() => validateEnvironment(raw, REPO_ROOT)).toThrow(EnvironmentConfigError);
+    expect(() => validateEnvironment(raw, REPO_ROOT)).toThrow(problem);
+    expect(() => validateEnvironment(raw, REPO_ROOT)).toThrow(/mta\.fileSecrets/);
+  });
+
+  test('a repeated secret is refused', () => {
+    expectFieldError((r) => (at(r, 'mta').fileSecrets = ['volley/prod/a', 'volley/prod/a']), 'mta.fileSecrets');
+  });
+
+  test('every secret the secrets stack creates is refused (the list of them is the stack\'s)', () => {
+    for (const name of [proxyLinkSecretName('prod'), proxyCaKeySecretName('prod'), drainSecretName('prod'), mirrorSecretName('prod')]) {
+      expect(() => validateEnvironment(withFiles([name]), REPO_ROOT)).toThrow('names a secret the stack creates');
+    }
   });
 });

@@ -68,7 +68,8 @@ class WebhookSink implements EventSink {
   readonly concurrency: number;
 
   private readonly url: URL;
-  private readonly keys: Buffer[];
+  /** Replaced whole by setSigningKeys on a config refresh; read once per request. */
+  private keys: readonly Buffer[];
   private readonly agent: http.Agent;
   private readonly request: typeof http.request;
   private readonly headers: Record<string, string>;
@@ -84,6 +85,10 @@ class WebhookSink implements EventSink {
   private readonly running = new Set<Promise<unknown>>();
   /** Dead-letter appends one after another, so two batches' lines never interleave. */
   private deadLetterChain: Promise<void> = Promise.resolve();
+
+  setSigningKeys(keys: readonly Buffer[]): void {
+    this.keys = keys;
+  }
 
   constructor(
     private readonly config: WebhookSinkConfig,

@@ -14,7 +14,7 @@ import { childrenByParent } from '../../../helpers/procs';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
 import { readAttempts } from '../../../helpers/attempt-log';
 import { tempDir } from '../../../helpers/tmp';
-import { startWebhookReceiver, type ReceivedRequest, type WebhookReceiver } from '../../../helpers/webhook-receiver';
+import { newWebhookSecret, startWebhookReceiver, type ReceivedRequest, type WebhookReceiver } from '../../../helpers/webhook-receiver';
 
 jest.setTimeout(180_000);
 
@@ -127,6 +127,45 @@ test('a receiver that answers 500, hangs past the timeout, resets and answers 42
   // The 429's Retry-After (1 s) was honoured: its retry came no sooner.
   const throttled = failed[3];
   expect(r.accepted().find((a) => a.id === throttled.id)!.receivedAt - throttled.receivedAt).toBeGreaterThanOrEqual(1000);
+  await mta.stop();
+});
+
+test('a webhook secret rotated on disk (volley secret-files fetch) signs from the next SIGHUP refresh on, without a restart; an unreadable one is refused and the new key goes on signing', async () => {
+  // The receiver verifies with the old and the new secret; the sink's one file holds the old one first.
+  const rotated = newWebhookSecret();
+  const dir = join(root, `recv${++seq}`);
+  mkdirSync(dir, { recursive: true });
+  const r = await startWebhookReceiver({ dir, secrets: [newWebhookSecret(), rotated] });
+  receivers.push(r);
+  const { config, pp } = setup([{ name: 'hook', receiver: r, timeout: '5s' }]);
+  const file = r.secretFiles[0] as string;
+  const mta = await start(config, pp);
+  /** Which secrets verified the accepted requests from `from` on (distinct answers). */
+  const verifiedSince = (from: number): string[] => [...new Set(r.accepted().slice(from).map((q) => q.verified.join(',')))];
+  const eventsSince = (from: number): number => r.accepted().slice(from).reduce((n, q) => n + q.eventCount, 0);
+  const refreshes = (text: RegExp): number => (mta.log().match(text) ?? []).length;
+
+  await send(mta, 2);
+  await waitUntil(() => eventsSince(0) >= 2, 30_000, () => mta.log().slice(-1500));
+  expect(verifiedSince(0)).toEqual(['true,false']); // the old secret only
+  const before = r.accepted().length;
+
+  writeFileSync(file, `${rotated}\n`);
+  mta.proc.kill('SIGHUP');
+  await waitUntil(() => refreshes(/config refreshed/g) >= 1, 30_000, () => mta.log().slice(-1500));
+  await send(mta, 2);
+  await waitUntil(() => eventsSince(before) >= 2, 30_000, () => mta.log().slice(-1500));
+  expect(verifiedSince(before)).toEqual(['false,true']); // the new one only
+
+  // A secret file that cannot be used: the refresh is rejected naming the sink, and the new key goes on signing.
+  writeFileSync(file, 'not a webhook secret\n');
+  mta.proc.kill('SIGHUP');
+  await waitUntil(() => refreshes(/config refresh rejected/g) >= 1, 30_000, () => mta.log().slice(-1500));
+  expect(mta.log()).toMatch(/events\.sinks \\"hook\\"/);
+  const after = r.accepted().length;
+  await send(mta, 1);
+  await waitUntil(() => eventsSince(after) >= 1, 30_000, () => mta.log().slice(-1500));
+  expect(verifiedSince(after)).toEqual(['false,true']);
   await mta.stop();
 });
 

@@ -1,0 +1,128 @@
+// `volley secret-files fetch`: the operator's file secrets (mta.fileSecrets)
+// written under the secrets directory 0600, stale files removed by the
+// command's own manifest (never a file it did not write), paths that escape
+// the directory refused naming the secret and the path but no value, and the
+// files on disk kept when AWS cannot be reached. Secrets Manager is mocked
+// (aws-sdk-client-mock); the files are real, in a temp dir.
+import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { mockClient } from 'aws-sdk-client-mock';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fetchSecretFiles, MANIFEST_NAME, parseFileSecret } from '../../../runtime/bootstrap/secret-files';
+
+const client = new SecretsManagerClient({ region: 'eu-west-1' });
+const sm = mockClient(client);
+const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+const A = 'volley/dev/dkim-keys';
+const B = 'volley/dev/webhooks';
+const KEY = '-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n';
+
+let dir: string;
+let values: Map<string, string>;
+beforeEach(() => {
+  dir = join(mkdtempSync(join(tmpdir(), 'volley-secret-files-')), 'secrets');
+  values = new Map();
+  sm.reset();
+  sm.on(GetSecretValueCommand).callsFake(async (input: { SecretId: string }) => {
+    const value = values.get(input.SecretId);
+    if (value === undefined) throw new ResourceNotFoundException({ message: 'Secrets Manager can\'t find the specified secret.', $metadata: { httpStatusCode: 400 } });
+    return { SecretString: value };
+  });
+});
+afterEach(() => rmSync(join(dir, '..'), { recursive: true, force: true }));
+
+const put = (id: string, files: Record<string, string>): void => void values.set(id, JSON.stringify({ files }));
+const fetch = (ids: string[], warn: (m: string) => void = () => undefined) => fetchSecretFiles(client, ids, { dir, owner: me, warn });
+
+test('writes every file of every secret 0600 under the directory, reports the paths, and rewrites only what changed', async () => {
+  put(A, { '/etc/volley/secrets/dkim/sender.example.pem': KEY });
+  put(B, { '/etc/volley/secrets/webhook.secret': 'whsec_AAAA' });
+  expect(await fetch([A, B])).toEqual({ result: 'written', change: { written: ['dkim/sender.example.pem', 'webhook.secret'], removed: [] } });
+  expect(readFileSync(join(dir, 'dkim/sender.example.pem'), 'utf8')).toBe(KEY);
+  expect(readFileSync(join(dir, 'webhook.secret'), 'utf8')).toBe('whsec_AAAA');
+  for (const f of ['dkim/sender.example.pem', 'webhook.secret']) expect(statSync(join(dir, f)).mode & 0o777).toBe(0o600);
+  // The directories hold keys: only their owner enters them.
+  for (const d of ['', 'dkim']) expect(statSync(join(dir, d)).mode & 0o777).toBe(0o700);
+
+  expect((await fetch([A, B])).change).toEqual({ written: [], removed: [] });
+  // Same bytes, but someone else's or readable by others: rewritten for the daemon's user alone.
+  chownSync(join(dir, 'webhook.secret'), 4321, 4321);
+  chmodSync(join(dir, 'dkim/sender.example.pem'), 0o644);
+  expect((await fetch([A, B])).change).toEqual({ written: ['dkim/sender.example.pem', 'webhook.secret'], removed: [] });
+  expect(statSync(join(dir, 'webhook.secret'))).toMatchObject({ uid: me.uid, gid: me.gid });
+  expect(statSync(join(dir, 'dkim/sender.example.pem')).mode & 0o777).toBe(0o600);
+  put(B, { '/etc/volley/secrets/webhook.secret': 'whsec_BBBB' });
+  expect((await fetch([A, B])).change).toEqual({ written: ['webhook.secret'], removed: [] });
+  expect(readFileSync(join(dir, 'webhook.secret'), 'utf8')).toBe('whsec_BBBB');
+});
+
+test('a file no secret lists any more is removed; a file the command never wrote is left alone', async () => {
+  put(A, { '/etc/volley/secrets/old.pem': KEY, '/etc/volley/secrets/kept.pem': KEY });
+  await fetch([A]);
+  writeFileSync(join(dir, 'by-hand.pem'), 'the operator put this here');
+  put(A, { '/etc/volley/secrets/kept.pem': KEY });
+  expect((await fetch([A])).change).toEqual({ written: [], removed: ['old.pem'] });
+  expect(existsSync(join(dir, 'old.pem'))).toBe(false);
+  expect(readFileSync(join(dir, 'by-hand.pem'), 'utf8')).toBe('the operator put this here');
+  // A secret taken off the list (or the whole list emptied) takes its files with it; no AWS call is needed for that.
+  expect((await fetch([])).change).toEqual({ written: [], removed: ['kept.pem'] });
+  expect(readdirSync(dir).sort()).toEqual([MANIFEST_NAME, 'by-hand.pem']);
+});
+
+test.each([
+  ['/etc/volley/secrets/../volley.yaml', /leaves the directory/],
+  ['/etc/volley/secrets/dkim/../../proxy.secret', /leaves the directory/],
+  ['/etc/volley/proxy.secret', /is not under \/etc\/volley\/secrets\//],
+  ['/etc/volley/secrets/', /is not a normalised file path/],
+  ['/etc/volley/secrets/./a.pem', /is not a normalised file path/],
+  ['/etc/volley/secrets//a.pem', /is not a normalised file path/],
+  [`/etc/volley/secrets/${MANIFEST_NAME}`, /outside \[A-Za-z0-9._-\] \(or starting with a dot\)/],
+  ['/etc/volley/secrets/a b.pem', /outside/],
+])('a path that leaves the directory or is not plain is refused before anything is written: %s', async (path, problem) => {
+  put(A, { '/etc/volley/secrets/fine.pem': KEY, [path]: KEY });
+  const err = (await fetch([A]).then(
+    () => new Error('fetched'),
+    (e: unknown) => e,
+  )) as Error & { code?: string };
+  expect(err).toMatchObject({ code: 'ESECRETFILES', message: expect.stringMatching(problem) });
+  expect(err.message).toContain(`secret ${A}`);
+  expect(err.message).toContain(JSON.stringify(path));
+  expect(err.message).not.toContain('secret-key-bytes');
+  expect(existsSync(join(dir, 'fine.pem'))).toBe(false);
+});
+
+test('a malformed secret is an error naming it (and the path), never its content', () => {
+  expect(() => parseFileSecret('{"files": "-----BEGIN PRIVATE KEY-----"}', A)).toThrow(/secret volley\/dev\/dkim-keys: expected \{"files"/);
+  expect(() => parseFileSecret('not json secret-key-bytes', A)).toThrow(/secret volley\/dev\/dkim-keys: not JSON/);
+  expect(() => parseFileSecret('not json secret-key-bytes', A)).not.toThrow(/secret-key-bytes/);
+  expect(() => parseFileSecret(JSON.stringify({ files: { '/etc/volley/secrets/a.pem': 42 } }), A)).toThrow(/file "\/etc\/volley\/secrets\/a\.pem" must be a non-empty string/);
+});
+
+test('a path in two secrets is refused: which one won would depend on the order of the list', async () => {
+  put(A, { '/etc/volley/secrets/a.pem': KEY });
+  put(B, { '/etc/volley/secrets/a.pem': 'other' });
+  await expect(fetch([A, B])).rejects.toMatchObject({ message: `file /etc/volley/secrets/a.pem is in both secret ${A} and secret ${B}: keep each file in one secret` });
+});
+
+test('when AWS cannot be reached the files on disk are kept with a warning; without an earlier fetch, or with a file gone, the start fails', async () => {
+  put(A, { '/etc/volley/secrets/a.pem': KEY });
+  await fetch([A]);
+  sm.reset();
+  sm.on(GetSecretValueCommand).rejects(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:443'), { code: 'ECONNREFUSED', $metadata: { attempts: 3 } }));
+  const warnings: string[] = [];
+  expect(await fetch([A], (m) => warnings.push(m))).toEqual({ result: 'kept', change: { written: [], removed: [] } });
+  expect(warnings).toEqual([expect.stringMatching(/ECONNREFUSED.*files already on disk/)]);
+  expect(readFileSync(join(dir, 'a.pem'), 'utf8')).toBe(KEY);
+
+  rmSync(join(dir, 'a.pem'));
+  await expect(fetch([A])).rejects.toMatchObject({ message: expect.stringMatching(/cannot be used instead.*a\.pem is missing/) });
+  rmSync(dir, { recursive: true });
+  await expect(fetch([A])).rejects.toMatchObject({ message: expect.stringMatching(/cannot be used instead: no earlier fetch/) });
+});
+
+test('an answer that refuses (no such secret) stops the start and writes nothing', async () => {
+  put(A, { '/etc/volley/secrets/a.pem': KEY });
+  await expect(fetch([A, B])).rejects.toMatchObject({ message: expect.stringContaining(`cannot read secret ${B}`) });
+  expect(existsSync(join(dir, 'a.pem'))).toBe(false);
+});
