@@ -23,6 +23,8 @@ export const rehearsal = {
     adminPort: 8025,
     // drain.listen of the generated MTA config: only the other MTAs reach it.
     drainPort: 8443,
+    // Bounces and feedback reports: the MTAs listen on 2525, an internet-facing NLB takes 25 for the domain's MX.
+    inbound: { port: 2525, domains: ['bounces.rehearsal.test'] },
   },
   proxy: {
     instanceType: 'c6in.large',
