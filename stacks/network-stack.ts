@@ -98,7 +98,13 @@ export class NetworkStack extends VolleyStack {
    * delivery), and keeps at most inbound.max_message_size per message and
    * unmatched_max of unmatched reports. The MTAs admit the NLB's group, not
    * the internet, and on the inbound and admin ports only: nothing reaches
-   * injection, the API, the drain or admin endpoints from outside.
+   * injection, the API, the drain or admin endpoints from outside. Naming the
+   * NLB's group is enough although the NLB preserves the client's address:
+   * "Referencing the security group associated with your Network Load
+   * Balancer in the security groups associated with your targets ensures
+   * that your targets accept traffic from your Network Load Balancer even if
+   * you enable client IP preservation" (ELB guide, "Update the security
+   * groups for your Network Load Balancer").
    */
   private addInboundEntry(inboundPort: number): ec2.SecurityGroup {
     const { mta } = this.config;
