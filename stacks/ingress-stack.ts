@@ -4,6 +4,7 @@ import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import type { Construct } from 'constructs';
 import { InboundEntry } from './constructs/inbound-entry';
 import { readyzHealthCheck } from './constructs/readyz-health-check';
+import { VolleyError } from '../runtime/shared/errors';
 import type { LoadBalancerConfig } from './environments';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
 
@@ -74,7 +75,8 @@ export class IngressStack extends VolleyStack {
     });
 
     if (mta.inbound) {
-      if (!props.inboundSecurityGroup) throw new Error(`${this.config.name}: mta.inbound needs the network stack's inbound load balancer security group`);
+      // A programming error (the app wires it from NetworkStack), named so it is not mistaken for a bad environment file.
+      if (!props.inboundSecurityGroup) throw new VolleyError('ESTACKWIRING', `${this.config.name}: mta.inbound needs the network stack's inbound load balancer security group (IngressStackProps.inboundSecurityGroup)`);
       // Its own NLB, always internet-facing: bounces come from any MTA on the internet, while injection stays
       // where ingress.internetFacing puts it (internal in every environment); and an internet-facing ingress
       // NLB already has port 25, for injection.

@@ -3,6 +3,7 @@
 // its own, port 25 to the MTAs' inbound port, health-checked on /readyz, its
 // DNS name an output, every MTA slot registered; none without mta.inbound.
 import { loadEnvironment, type EnvironmentConfig } from '../../../stacks/environments';
+import { IngressStack } from '../../../stacks/ingress-stack';
 import { build, inboundEnvironment, REPO_ROOT, resources, template } from '../helpers';
 
 describe.each([['rehearsal', () => loadEnvironment('rehearsal', REPO_ROOT)], ['prod', () => inboundEnvironment('prod')]])('%s with mta.inbound', (envName, environment) => {
@@ -71,4 +72,11 @@ test.each(['dev', 'staging', 'prod'])('%s declares no mta.inbound: no inbound NL
   expect(Object.keys(ingress.findOutputs('*'))).not.toContain('InboundDnsName');
   expect(Object.keys(resources(template(stacks.network), 'AWS::EC2::SecurityGroup')).filter((id) => id.startsWith('InboundLoadBalancer'))).toEqual([]);
   expect(stacks.ingress.inbound).toBeUndefined();
+});
+
+test('an Ingress stack given mta.inbound without the network stack\'s inbound group is a wiring error with a code, not a silent NLB without one', () => {
+  const { app, stacks, config } = build('rehearsal', { nag: false });
+  expect(() => new IngressStack(app, 'Volley-rehearsal-Unwired', { config, vpc: stacks.network.vpc, securityGroup: stacks.network.loadBalancerSecurityGroup })).toThrow(
+    expect.objectContaining({ code: 'ESTACKWIRING', message: expect.stringMatching(/mta\.inbound needs the network stack's inbound load balancer security group/) }),
+  );
 });
