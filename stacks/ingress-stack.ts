@@ -2,12 +2,17 @@ import { Duration, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import type { Construct } from 'constructs';
+import { InboundEntry } from './constructs/inbound-entry';
+import { readyzHealthCheck } from './constructs/readyz-health-check';
+import { VolleyError } from '../runtime/shared/errors';
 import type { LoadBalancerConfig } from './environments';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
 
 export interface IngressStackProps extends VolleyStackProps {
   readonly vpc: ec2.IVpc;
   readonly securityGroup: ec2.ISecurityGroup;
+  /** With mta.inbound: the inbound load balancer's own group (NetworkStack.inboundLoadBalancerSecurityGroup). */
+  readonly inboundSecurityGroup?: ec2.ISecurityGroup;
 }
 
 /** One load balancer and the target groups the MTA slots register into. */
@@ -24,6 +29,8 @@ export interface LoadBalancerEndpoint {
  */
 export class IngressStack extends VolleyStack {
   readonly endpoints: LoadBalancerEndpoint[];
+  /** With mta.inbound: the internet-facing NLB the bounce domains' MX points at. */
+  readonly inbound?: InboundEntry;
 
   constructor(scope: Construct, id: string, props: IngressStackProps) {
     super(scope, id, props);
@@ -58,16 +65,7 @@ export class IngressStack extends VolleyStack {
           // PROXY v2 would need a v2 parser before smtp-server; client IP preservation gives the MTA the address instead.
           proxyProtocolV2: false,
           preserveClientIp: true,
-          healthCheck: {
-            protocol: elbv2.Protocol.HTTP,
-            port: String(mta.adminPort),
-            path: '/readyz',
-            healthyHttpCodes: '200',
-            interval: Duration.seconds(10),
-            timeout: Duration.seconds(5),
-            healthyThresholdCount: 3,
-            unhealthyThresholdCount: 2,
-          },
+          healthCheck: readyzHealthCheck(mta.adminPort),
           connectionTermination: false,
         });
         loadBalancer.addListener(name, { port: listenPort, protocol: elbv2.Protocol.TCP, defaultTargetGroups: [targetGroup] });
@@ -75,5 +73,21 @@ export class IngressStack extends VolleyStack {
       });
       return { config: lbConfig, loadBalancer, targetGroups };
     });
+
+    if (mta.inbound) {
+      // A programming error (the app wires it from NetworkStack), named so it is not mistaken for a bad environment file.
+      if (!props.inboundSecurityGroup) throw new VolleyError('ESTACKWIRING', `${this.config.name}: mta.inbound needs the network stack's inbound load balancer security group (IngressStackProps.inboundSecurityGroup)`);
+      // Its own NLB, always internet-facing: bounces come from any MTA on the internet, while injection stays
+      // where ingress.internetFacing puts it (internal in every environment); and an internet-facing ingress
+      // NLB already has port 25, for injection.
+      this.inbound = new InboundEntry(this, 'Inbound', {
+        vpc: props.vpc,
+        securityGroup: props.inboundSecurityGroup,
+        targetPort: mta.inbound.port,
+        adminPort: mta.adminPort,
+        domains: mta.inbound.domains,
+        deregistrationDelaySeconds: ingress.deregistrationDelaySeconds,
+      });
+    }
   }
 }

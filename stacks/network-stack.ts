@@ -1,7 +1,8 @@
-import { RemovalPolicy } from 'aws-cdk-lib';
+import { RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
+import { INBOUND_LISTEN_PORT } from './constructs/inbound-entry';
 import { acknowledgeLiteralAz } from './constructs/literal-az';
 import { mtaPairs, PRIVATE_SUBNET_MASK, PUBLIC_SUBNET_MASK } from './environments/layout';
 import { VolleyStack, VolleyStackProps } from './volley-stack';
@@ -22,6 +23,11 @@ export class NetworkStack extends VolleyStack {
    * admits anyone on it.
    */
   readonly mirrorSecurityGroups = new Map<string, ec2.SecurityGroup>();
+  /**
+   * With mta.inbound: the inbound NLB's group (stacks/constructs/inbound-entry.ts).
+   * The internet in on port 25 only; out to the MTAs' inbound and admin ports.
+   */
+  readonly inboundLoadBalancerSecurityGroup?: ec2.SecurityGroup;
 
   constructor(scope: Construct, id: string, props: VolleyStackProps) {
     super(scope, id, props);
@@ -79,6 +85,44 @@ export class NetworkStack extends VolleyStack {
     this.mtaSecurityGroup.addIngressRule(this.mtaSecurityGroup, ec2.Port.tcp(mta.drainPort), 'volley drain between MTAs');
     this.proxySecurityGroup.addIngressRule(this.mtaSecurityGroup, ec2.Port.tcp(proxy.port), 'MTAs to proxies (data and control)');
     if (mta.ha) this.addMirrorLinks();
+    if (mta.inbound) this.inboundLoadBalancerSecurityGroup = this.addInboundEntry(mta.inbound.port);
+  }
+
+  /**
+   * The one rule open to the whole internet: port 25 of the inbound NLB,
+   * where receivers' MTAs deliver bounces and feedback reports for the bounce
+   * domains' MX. That is acceptable because of what listens behind it: the
+   * MTA's inbound listener takes mail only for mta.inbound.domains (550 5.7.1
+   * for any other recipient: never a relay), offers no AUTH (nothing to
+   * guess), turns a message into events only (it never queues mail for
+   * delivery), and keeps at most inbound.max_message_size per message and
+   * unmatched_max of unmatched reports. The MTAs admit the NLB's group, not
+   * the internet, and on the inbound and admin ports only: nothing reaches
+   * injection, the API, the drain or admin endpoints from outside. Naming the
+   * NLB's group is enough although the NLB preserves the client's address:
+   * "Referencing the security group associated with your Network Load
+   * Balancer in the security groups associated with your targets ensures
+   * that your targets accept traffic from your Network Load Balancer even if
+   * you enable client IP preservation" (ELB guide, "Update the security
+   * groups for your Network Load Balancer").
+   */
+  private addInboundEntry(inboundPort: number): ec2.SecurityGroup {
+    const { mta } = this.config;
+    const group = new ec2.SecurityGroup(this, 'InboundLoadBalancer', {
+      vpc: this.vpc,
+      description: 'Volley inbound NLB: bounces and feedback reports from the internet on 25, to the MTAs inbound port',
+      allowAllOutbound: false,
+    });
+    group.addIngressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(INBOUND_LISTEN_PORT), 'bounces and feedback reports from any MTA on the internet');
+    Validations.of(group).acknowledge({
+      id: 'AwsSolutions-EC23',
+      reason: 'The bounce domains MX: any MTA on the internet delivers DSNs and ARF reports here, on port 25 only. The listener behind it takes mail for its own domains only (no relay), has no AUTH, and only makes events.',
+    });
+    for (const [port, why] of [[inboundPort, 'bounces and feedback reports through the inbound NLB'], [mta.adminPort, '/readyz health checks of the inbound NLB']] as const) {
+      this.mtaSecurityGroup.addIngressRule(group, ec2.Port.tcp(port), why);
+      group.addEgressRule(this.mtaSecurityGroup, ec2.Port.tcp(port), 'to the MTAs');
+    }
+    return group;
   }
 
   /**

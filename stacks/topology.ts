@@ -90,7 +90,8 @@ export function proxyConfigText(env: EnvironmentConfig, proxy: ProxyConfig): str
  * `proxies:` section generated from the environment file. Every VMTA IP must
  * be a proxy's sending IP: an MTA holds no sending address of its own. The
  * `drain:` endpoint's listen port, secret file and admitted sources (the MTA
- * subnets) come from the environment file too (addDrain below). The
+ * subnets) come from the environment file too (addDrain below), and so do the
+ * `inbound:` listener's address, port and domains (addInbound). The
  * `s3` events sink is added (or checked) too: its bucket is the storage
  * stack's, a name known at synth (stacks/event-shipping.ts).
  */
@@ -108,6 +109,8 @@ export function mtaConfigText(env: EnvironmentConfig, baseText: string): string 
   if (sinkError) throw new TopologyError(`${file}: ${sinkError}`);
   const mirrorError = addMirror(doc, env);
   if (mirrorError) throw new TopologyError(`${file}: ${mirrorError}`);
+  const inboundError = addInbound(doc, env);
+  if (inboundError) throw new TopologyError(`${file}: ${inboundError}`);
   const text = doc.toString();
 
   let vmtas;
@@ -146,6 +149,33 @@ function addDrain(doc: Document, env: EnvironmentConfig): string | undefined {
   // The certificate `volley drain-secret fetch` issues from the drain CA, which sources verify it against.
   const tls = { cert: INSTANCE_FILES.drainCert, key: INSTANCE_FILES.drainKey };
   doc.set('drain', doc.createNode({ ...hand, ...generated, tls }));
+  return undefined;
+}
+
+/** The inbound fields the environment file owns: the port is the one the NLB's target group and the security group name, the domains the ones its MX serves. */
+const GENERATED_INBOUND_FIELDS = ['address', 'port', 'domains'] as const;
+
+/**
+ * Sets the MTAs' inbound listener (bounces and feedback reports) from
+ * mta.inbound: on every address (the NLB forwards to the instance's private
+ * IP, client IP preserved) at mta.inbound.port, for mta.inbound.domains. A
+ * git config may add the other inbound fields (max_message_size,
+ * unmatched_max, max_report_recipients, verp). Without mta.inbound, an
+ * inbound section in the git config is refused: the listener would run where
+ * no load balancer, security-group rule or MX record reaches it.
+ * Returns an error message, or undefined.
+ */
+function addInbound(doc: Document, env: EnvironmentConfig): string | undefined {
+  const own = (doc.get('inbound') as { toJSON(): unknown } | undefined)?.toJSON();
+  const inbound = env.mta.inbound;
+  if (!inbound) {
+    if (own !== undefined) return `remove the inbound: section, or declare mta.inbound in stacks/environments/${env.name}.ts: without it nothing reaches the listener on AWS (no load balancer, security-group rule or MX record)`;
+    return undefined;
+  }
+  const hand = own && typeof own === 'object' ? (own as Record<string, unknown>) : {};
+  const clash = GENERATED_INBOUND_FIELDS.filter((f) => hand[f] !== undefined);
+  if (clash.length > 0) return `remove inbound.${clash.join(', inbound.')}: generated from stacks/environments/${env.name}.ts (mta.inbound: the port the inbound load balancer forwards to, the domains its MX serves)`;
+  doc.set('inbound', doc.createNode({ address: '0.0.0.0', port: inbound.port, domains: [...inbound.domains], ...hand }));
   return undefined;
 }
 

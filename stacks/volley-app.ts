@@ -47,13 +47,13 @@ export function addVolleyEnvironment(app: App, options: VolleyEnvironmentOptions
   const network = new NetworkStack(app, `${prefix}-Network`, { config });
   const storage = new StorageStack(app, `${prefix}-Storage`, { config });
   const secrets = new SecretsStack(app, `${prefix}-Secrets`, { config });
-  const ingress = new IngressStack(app, `${prefix}-Ingress`, { config, vpc: network.vpc, securityGroup: network.loadBalancerSecurityGroup });
+  const ingress = new IngressStack(app, `${prefix}-Ingress`, { config, vpc: network.vpc, securityGroup: network.loadBalancerSecurityGroup, inboundSecurityGroup: network.inboundLoadBalancerSecurityGroup });
   const mta = new MtaTierStack(app, `${prefix}-Mta`, {
     config,
     vpc: network.vpc,
     securityGroup: network.mtaSecurityGroup,
     storage,
-    targetGroups: ingress.endpoints.flatMap((e) => e.targetGroups),
+    targetGroups: [...ingress.endpoints.flatMap((e) => e.targetGroups), ...(ingress.inbound ? [ingress.inbound.targetGroup] : [])],
     packageDir: options.packageDir,
     mtaConfigFile,
     proxyLinkSecret: secrets.proxyLink,
@@ -68,7 +68,7 @@ export function addVolleyEnvironment(app: App, options: VolleyEnvironmentOptions
     proxyLinkSecret: secrets.proxyLink,
     proxyCaKeySecret: secrets.proxyCaKey,
   });
-  const dns = new DnsStack(app, `${prefix}-Dns`, { config, endpoints: ingress.endpoints });
+  const dns = new DnsStack(app, `${prefix}-Dns`, { config, endpoints: ingress.endpoints, inbound: ingress.inbound });
   return { network, storage, secrets, ingress, mta, proxy, dns };
 }
 

@@ -25,6 +25,8 @@ export const rehearsal = {
     drainPort: 8443,
     // The operator's DKIM key for sender.rehearsal.test, seeded by the rehearsal as `aws secretsmanager create-secret` would.
     fileSecrets: ['volley/rehearsal/mta-files'],
+    // Bounces and feedback reports: the MTAs listen on 2525, an internet-facing NLB takes 25 for the domain's MX.
+    inbound: { port: 2525, domains: ['bounces.rehearsal.test'] },
   },
   proxy: {
     instanceType: 'c6in.large',

@@ -93,6 +93,20 @@ export interface EnvironmentConfig {
     readonly mirrorSyncPolicy?: 'block' | 'degrade';
     /** With mirrorMode sync: how long a message waits for the secondary's ack before the policy applies (the mirror's `sync_timeout`, e.g. '2s'; 2s when absent). */
     readonly mirrorSyncTimeout?: string;
+    /**
+     * The listener for asynchronous bounces (RFC 3464 DSNs) and feedback-loop
+     * reports (RFC 5965 ARF), README "Inbound bounces and complaints". Absent:
+     * no listener, no load balancer for it. Present: the MTA config gets
+     * `inbound: { address: 0.0.0.0, port, domains }` (stacks/topology.ts), and
+     * an internet-facing NLB takes port 25 for the bounce domains' MX and
+     * forwards it to `port` on every MTA (stacks/constructs/inbound-entry.ts).
+     */
+    readonly inbound?: {
+      /** The MTAs' inbound listener port (not 25: the injection listener has it); the NLB's own listener is on 25. */
+      readonly port: number;
+      /** The bounce / feedback-loop domains: the only recipients' domains the listener takes (the config's inbound.domains). */
+      readonly domains: readonly string[];
+    };
   };
   readonly proxy: {
     readonly instanceType: string;

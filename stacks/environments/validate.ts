@@ -68,6 +68,8 @@ class Reader {
 const NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const NAME_LONG = /^[a-z][a-z0-9-]{0,127}$/;
 const PORT_MAX = 65535;
+/** A lower-case DNS name of at least two labels, no trailing dot (what an MX record and inbound.domains take). */
+const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** The secrets stacks/secrets-stack.ts creates (a test checks): an MTA must never be granted the proxy CA key through this list. */
 const STACK_SECRETS = ['proxy-link', 'proxy-ca-key', 'drain', 'mirror'];
@@ -183,7 +185,14 @@ export function validateEnvironment(raw: unknown, repoRoot: string): Environment
     // A mirror setting without pairs would be silently ignored: say so instead.
     for (const key of ['mirrorPort', 'mirrorMode', 'mirrorSyncPolicy', 'mirrorSyncTimeout']) if (r.at(raw, `mta.${key}`) !== undefined) fail(`mta.${key}`, 'is only read with mta.ha: true');
   }
-  if (new Set(mtaPorts).size !== mtaPorts.length) fail('mta', `smtpPorts, apiPort, adminPort, drainPort${ha ? ' and mirrorPort' : ''} must all differ`);
+  const inbound = r.at(raw, 'mta.inbound') !== undefined;
+  if (inbound) {
+    mtaPorts.push(r.integer(raw, 'mta.inbound.port', 1, PORT_MAX));
+    const domains = r.array(raw, 'mta.inbound.domains', 1).map((_, i) => r.string(raw, `mta.inbound.domains.${i}`, DNS_NAME, 'a lower-case domain name without trailing dot'));
+    // A repeat is harmless to the listener but would make two MX records of one name in the Dns stack.
+    if (new Set(domains).size !== domains.length) fail('mta.inbound.domains', 'must not repeat a domain');
+  }
+  if (new Set(mtaPorts).size !== mtaPorts.length) fail('mta', `smtpPorts, apiPort, adminPort, drainPort${ha ? ', mirrorPort' : ''}${inbound ? ', inbound.port' : ''} must all differ`);
 
   // proxy
   const proxyType = r.string(raw, 'proxy.instanceType');

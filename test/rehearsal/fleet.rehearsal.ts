@@ -19,6 +19,7 @@ import { eventsBucketName } from '../../stacks/event-shipping';
 import { dkimVerify } from '../helpers/dkim-verify';
 import { waitUntil } from '../helpers/proxy-fixtures';
 import type { Instance } from './instance';
+import { REPO_ROOT } from './assembly';
 import { DKIM_KEY_FILE, DKIM_SELECTOR, HELD_MX_IP, INGRESS_IP, type Rehearsal, SENDER_DOMAIN, SINK_MX_IP, startRehearsal, THROTTLED_MX_IP, WEBHOOK_SECRET_FILE } from './rehearsal';
 import type { SinkSession, WebhookRequest } from './world';
 
@@ -143,19 +144,24 @@ interface ShippedEvent {
   readonly node?: string;
   readonly tls_policy?: string;
   readonly tls_version?: string;
+  readonly matched_by?: string;
+}
+
+/** Every event line of the closed event-log files in the events bucket (the fake S3). */
+function shippedEvents(bucket: string): ShippedEvent[] {
+  return [...rehearsal.aws.s3.objects.entries()]
+    .filter(([id]) => id.startsWith(`${bucket}/`))
+    .flatMap(([id, o]) => {
+      const key = id.slice(bucket.length + 1);
+      const lines = gunzipSync(o.body).toString('utf8').split('\n').filter(Boolean);
+      return lines.map((l) => ({ key, ...(JSON.parse(l) as Omit<ShippedEvent, 'key'>) }));
+    });
 }
 
 it('the events of the delivered mail reach the events bucket: closed event-log files from each MTA, gzipped, under its own slot\'s prefix, written with its own role', async () => {
   const mtas = booted.filter((i) => i.spec.role === 'mta');
   const bucket = eventsBucketName(rehearsal.assembly.env);
-  const shipped = (): ShippedEvent[] =>
-    [...rehearsal.aws.s3.objects.entries()]
-      .filter(([id]) => id.startsWith(`${bucket}/`))
-      .flatMap(([id, o]) => {
-        const key = id.slice(bucket.length + 1);
-        const lines = gunzipSync(o.body).toString('utf8').split('\n').filter(Boolean);
-        return lines.map((l) => ({ key, ...(JSON.parse(l) as Omit<ShippedEvent, 'key'>) }));
-      });
+  const shipped = (): ShippedEvent[] => shippedEvents(bucket);
   const delivered = (): ShippedEvent[] => shipped().filter((e) => e.event === 'delivery' && e.status === 'delivered');
   const journals = (): string => mtas.map((m) => `== ${m.name}\n${m.runner.journal('volley-mta.service').slice(-1500)}`).join('\n');
   // Files close 5 s after their first event (events.attempt_log.max_age) and are looked for every 2 s.
@@ -246,6 +252,45 @@ it('the delivery events reach the operator\'s webhook signed with the secret fro
   const verdicts = async (records: Record<string, string>): Promise<boolean[]> => (await dkimVerify(rehearsal.dir, mail, records)).results.map((r) => r.verify);
   expect({ rotatedKey: await verdicts(dkimRecords), firstKey: await verdicts(rehearsal.dkimRecords) }).toEqual({ rotatedKey: [true, true, true, true], firstKey: [false, false, false, false] });
 }, 180_000);
+
+it('a DSN for a delivered message, sent as a receiver\'s MTA sends it to the inbound port the inbound NLB forwards to, is answered 250 and its bounce event reaches the events bucket, matched by the quoted X-Volley-Id', async () => {
+  const inbound = rehearsal.assembly.env.mta.inbound;
+  if (!inbound) throw new Error('the rehearsal environment declares no mta.inbound');
+  const domain = inbound.domains[0] as string;
+  const mtas = booted.filter((i) => i.spec.role === 'mta');
+  const bucket = eventsBucketName(rehearsal.assembly.env);
+  // A message of the mail test, as the events bucket has it: delivered to the inbox MX by one MTA.
+  const original = shippedEvents(bucket).find((e) => e.event === 'delivery' && e.status === 'delivered' && e.recipient?.endsWith('@inbox.rehearsal.test'));
+  if (!original?.message_id || !original.recipient) throw new Error('no delivered message in the events bucket');
+  // Postfix's DSN (test/fixtures/reports), as the receiver would write it about this message: its quoted
+  // headers carry this message's X-Volley-Id, its recipient groups this recipient, and it goes to the bounce
+  // domain (no VERP here: the rehearsal's pool sends with the plain return path).
+  const fixture = readFileSync(join(REPO_ROOT, 'test/fixtures/reports/postfix-dsn.eml'), 'latin1');
+  const dsn = fixture
+    .replaceAll('01M8RDABERFSBSJVJM2CRMGMXK', original.message_id)
+    .replaceAll('no.such.user@example.net', original.recipient)
+    .replace(/bounce\+[0-9a-z]+@bounces\.shop\.example/g, `bounces@${domain}`);
+  expect(dsn).toContain(`X-Volley-Id: ${original.message_id}`);
+  const file = join(rehearsal.dir, 'dsn.eml');
+  writeFileSync(file, dsn, 'latin1');
+  // The NLB may hand it to any MTA: the other one than the sender, so the match needs nothing of the sender's spool.
+  const target = mtas.find((m) => m.spec.instanceEnv.VOLLEY_NODE_ID !== original.node) ?? mtas[0];
+  if (!target) throw new Error('no MTA booted');
+  const slot = target.spec.instanceEnv.VOLLEY_NODE_ID;
+  const to = `bounces@${domain}`;
+
+  const reply = await rehearsal.world.report(target.privateIp, inbound.port, to, file);
+  expect(reply).toMatch(/^250 /);
+  const bounces = (): ShippedEvent[] => shippedEvents(bucket).filter((e) => e.event === 'bounce' && e.message_id === original.message_id);
+  await waitUntil(() => bounces().length > 0, 60_000, () => `${target.name}:\n${target.runner.journal('volley-mta.service').slice(-2000)}`);
+  expect(bounces()).toEqual([
+    expect.objectContaining({ event: 'bounce', status: 'failed', message_id: original.message_id, recipient: original.recipient, matched_by: 'header', node: slot }),
+  ]);
+  expect(bounces()[0]?.key.startsWith(`mta/rehearsal/${slot}/events/`)).toBe(true);
+  expect(rehearsal.aws.s3.denied).toEqual([]);
+  // The listener open to the internet takes mail for its own domains only: another recipient is refused, never relayed.
+  await expect(rehearsal.world.report(target.privateIp, inbound.port, 'someone@inbox.rehearsal.test', file)).rejects.toThrow(/<\*\* +550 5\.7\.1 <someone@inbox\.rehearsal\.test>: relay access denied/);
+}, 120_000);
 
 it('a rolling replacement of an MTA slot: the new instance finds the volume by tag, attaches, mounts, and delivers the queue it held, losing nothing', async () => {
   const old = booted.find((i) => i.spec.role === 'mta');

@@ -3,7 +3,8 @@
 // address (a sending IP), when it opened and closed, and each message's bytes; dnsmasq on 192.0.2.53
 // answering MX records for the *.rehearsal.test domains; and `volley lb` (the
 // packaged one) on the NLB's address standing in for the NLB, in front of the
-// MTAs' private addresses; and the events webhook's HTTPS receiver.
+// MTAs' private addresses; the events webhook's HTTPS receiver; and report(),
+// which plays a receiver's MTA sending a DSN back.
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -131,6 +132,12 @@ export interface World {
   webhookRequests(): WebhookRequest[];
   /** Sends `count` messages with swaks from the hub's client address to `lbAddress` (the lb, or an MTA), `parallel` at a time; resolves with how many were accepted. */
   send(lbAddress: string, to: string, count: number, parallel?: number): Promise<number>;
+  /**
+   * Sends the message in `file` as a remote mailer daemon sends a DSN (MAIL FROM:<>) with swaks, from the hub's
+   * client address to `host`:`port` (an MTA's inbound listener); resolves with the reply to its end of DATA ('' if
+   * the session never got there; swaks's transcript is in the error of a failed run).
+   */
+  report(host: string, port: number, to: string, file: string): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -267,6 +274,13 @@ export async function startWorld(
         };
         await Promise.all(Array.from({ length: Math.min(parallel, count) }, worker));
         return ok;
+      },
+      async report(host, port, to, file) {
+        const r = await hub.exec(['swaks', '--server', `${host}:${port}`, '--local-interface', options.clientIp, '--from', '<>', '--to', to, '--data', `@${file}`]);
+        // swaks prints the data it sent (' -> ' lines) then the server's answer to the final dot.
+        const reply = /\n -> \.\r?\n<-+ +(\d{3} [^\r\n]*)/.exec(r.stdout)?.[1];
+        if (reply === undefined) throw new VolleyError('EWORLD', `report to ${host}:${port} got no reply to its data (swaks exit ${r.code}):\n${r.stdout.slice(-2000)}${r.stderr.slice(-1000)}`);
+        return reply;
       },
       close,
     };

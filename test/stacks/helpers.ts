@@ -44,3 +44,14 @@ export function haEnvironment(envName: string, extra: Record<string, unknown> = 
   raw.mta = { ...raw.mta, ha: true, mirrorPort: 7627, volumeSlots: [...slots, ...slots.map((s) => `${s}-b`)], ...extra };
   return validateEnvironment(raw, REPO_ROOT);
 }
+
+/**
+ * An environment's file with the bounce listener declared (mta.inbound), as
+ * an operator would add it: one bounce domain inside its hosted zone (the Dns
+ * stack makes its MX) and one outside (the operator's to add). Validated.
+ */
+export function inboundEnvironment(envName: string): EnvironmentConfig {
+  const raw = JSON.parse(JSON.stringify(loadEnvironment(envName, REPO_ROOT))) as { mta: Record<string, unknown>; dns: { zoneName: string } };
+  raw.mta.inbound = { port: 2525, domains: [`bounces.${raw.dns.zoneName}`, 'fbl.example.org'] };
+  return validateEnvironment(raw, REPO_ROOT);
+}

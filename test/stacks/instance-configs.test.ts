@@ -55,6 +55,15 @@ describe.each(['dev', 'staging', 'prod', 'rehearsal'])('%s', (envName) => {
     expect([...(drain?.acceptFrom ?? [])].sort()).toEqual(privateCidrs);
   });
 
+  test('the MTAs\' inbound listener (bounces, feedback reports): on every address at the environment\'s inbound port, for its domains; none where it declares none', () => {
+    const text = readFileSync(join(assembly.directory, stacks.mta.publishedConfig.asset?.assetPath as string), 'utf8');
+    const inbound = parseConfig(text, `${envName} MTA config`).inbound;
+    if (config.mta.inbound) expect(inbound).toMatchObject({ address: '0.0.0.0', port: config.mta.inbound.port, domains: config.mta.inbound.domains });
+    else expect(inbound).toBeUndefined();
+    // The rehearsal declares one, so this test has a generated section to check.
+    if (envName === 'rehearsal') expect(inbound?.port).toBe(2525);
+  });
+
   test('the MTAs ship closed event files to the storage stack\'s bucket, under the prefix their roles may write; each instance knows its environment', () => {
     const text = readFileSync(join(assembly.directory, stacks.mta.publishedConfig.asset?.assetPath as string), 'utf8');
     const sinks = parseConfig(text, `${envName} MTA config`).events.sinks.filter((s) => s.type === 's3');
@@ -229,6 +238,15 @@ describe('the environment file is the one source of the topology', () => {
     expect(loaded).toMatchObject({ dedupeRetentionMs: 2 * 86_400_000, maxBatchBytes: 8 * 1024 * 1024, listen: { port: dev.mta.drainPort }, secretFile: INSTANCE_FILES.drainSecret });
     expect(() => mtaConfigText(dev, `${base}drain:\n  listen: { port: 9443 }\n`)).toThrow(/remove drain\.listen: generated from stacks\/environments\/dev\.ts/);
     expect(() => mtaConfigText(dev, `${base}drain:\n  accept_from: [0.0.0.0/0]\n  secret_file: /tmp/s\n`)).toThrow(/remove drain\.secret_file, drain\.accept_from/);
+  });
+
+  test('an inbound section in the git config keeps its own tuning; its address, port and domains come from mta.inbound, and without mta.inbound it stops synth', () => {
+    const declared = { ...dev, mta: { ...dev.mta, inbound: { port: 2525, domains: ['bounces.dev.mail.example.com'] } } };
+    const loaded = parseConfig(mtaConfigText(declared, `${base}inbound:\n  max_message_size: 2MB\n  max_report_recipients: 50\n`), 'dev').inbound;
+    expect(loaded).toMatchObject({ address: '0.0.0.0', port: 2525, domains: ['bounces.dev.mail.example.com'], maxMessageSize: 2 * 1024 * 1024, maxReportRecipients: 50 });
+    expect(() => mtaConfigText(declared, `${base}inbound:\n  port: 25\n  domains: [bounces.dev.mail.example.com]\n`)).toThrow(/remove inbound\.port, inbound\.domains: generated from stacks\/environments\/dev\.ts \(mta\.inbound/);
+    expect(() => mtaConfigText(declared, `${base}inbound:\n  address: 127.0.0.1\n`)).toThrow(/remove inbound\.address: generated/);
+    expect(() => mtaConfigText(dev, `${base}inbound:\n  domains: [bounces.dev.mail.example.com]\n`)).toThrow(/remove the inbound: section, or declare mta\.inbound in stacks\/environments\/dev\.ts/);
   });
 
   test('a generated config the MTA\'s loader refuses stops synth with the loader\'s message', () => {

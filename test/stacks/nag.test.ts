@@ -1,6 +1,6 @@
 import { Validations } from 'aws-cdk-lib';
 import * as s3 from 'aws-cdk-lib/aws-s3';
-import { build, haEnvironment } from './helpers';
+import { build, haEnvironment, inboundEnvironment } from './helpers';
 
 test.each(['dev', 'staging', 'prod'])('%s passes cdk-nag AwsSolutions with every acknowledgement giving a reason', (envName) => {
   const { app } = build(envName);
@@ -27,6 +27,19 @@ test.each(['staging', 'prod'])('%s with its MTA slots as HA pairs passes cdk-nag
       expect(new Set(sids).size).toBe(sids.length);
     }
   }
+});
+
+test.each(['rehearsal', 'prod'])('%s with the inbound listener (an internet-facing NLB, the internet on its port 25) passes cdk-nag AwsSolutions, acknowledged with reasons', (envName) => {
+  const config = envName === 'rehearsal' ? undefined : inboundEnvironment(envName);
+  const { app } = build(envName, { config });
+  expect(() => app.synth()).not.toThrow();
+  const acknowledged = app.node
+    .findAll()
+    .filter((c) => c.node.path.includes('Inbound'))
+    .flatMap((c) => c.node.metadata.filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY).map((m) => m.data as Record<string, string>))
+    .flatMap((data) => Object.entries(data));
+  expect(acknowledged.map(([id]) => id).sort()).toEqual(['Annotation::AwsSolutions-EC23', 'Annotation::AwsSolutions-ELB2']);
+  for (const [, reason] of acknowledged) expect(reason.length).toBeGreaterThan(30);
 });
 
 test('an unacknowledged finding fails synth (the checks are really on)', () => {

@@ -1,6 +1,6 @@
 import { cidrContains, parseCidr, parseIpv4 } from '../../stacks/environments/ip';
 import { mirrorBlock, mtaPairs, planSubnets } from '../../stacks/environments/layout';
-import { build, haEnvironment, resources, template } from './helpers';
+import { build, haEnvironment, inboundEnvironment, resources, template } from './helpers';
 
 describe.each(['dev', 'prod'])('%s network', (envName) => {
   const { config, stacks } = build(envName);
@@ -102,4 +102,36 @@ test('the largest tier (20 slots per AZ) fits every pair\'s two mirror IPs in th
     const block = parseCidr(mirrorBlock(plan.find((p) => p.availabilityZone === m.availabilityZone)?.privateCidr as string)) as { base: number; prefix: number };
     expect(cidrContains(block, parseIpv4(m.mirrorIp) as number)).toBe(true);
   }
+});
+
+describe('the inbound listener (mta.inbound): the internet reaches port 25 of the inbound NLB, and through it only the MTAs\' inbound port', () => {
+  const config = inboundEnvironment('prod');
+  const inbound = config.mta.inbound as { port: number };
+  const t = template(build('prod', { config, nag: false }).stacks.network);
+  const ingress = Object.values(resources(t, 'AWS::EC2::SecurityGroupIngress')).map((r) => r.Properties ?? {});
+  const egress = Object.values(resources(t, 'AWS::EC2::SecurityGroupEgress')).map((r) => r.Properties ?? {});
+  const groups = resources(t, 'AWS::EC2::SecurityGroup');
+  const groupId = (prefix: string): string => Object.keys(groups).find((id) => id.startsWith(prefix)) as string;
+  const ref = (prefix: string) => JSON.stringify({ 'Fn::GetAtt': [groupId(prefix), 'GroupId'] });
+  const inline = (prefix: string) => ((groups[groupId(prefix)]?.Properties?.SecurityGroupIngress as Record<string, unknown>[]) ?? []);
+
+  test('the inbound NLB\'s group admits the whole internet on 25 and on nothing else', () => {
+    const own = [...inline('InboundLoadBalancer'), ...ingress.filter((r) => JSON.stringify(r.GroupId) === ref('InboundLoadBalancer'))];
+    expect(own).toEqual([expect.objectContaining({ CidrIp: '0.0.0.0/0', FromPort: 25, ToPort: 25, IpProtocol: 'tcp' })]);
+  });
+
+  test('the MTAs admit that group on the inbound port and /readyz\'s admin port only, and it may send nowhere else', () => {
+    const fromInbound = ingress.filter((r) => JSON.stringify(r.GroupId) === ref('Mtas') && JSON.stringify(r.SourceSecurityGroupId) === ref('InboundLoadBalancer'));
+    expect(fromInbound.map((r) => `${r.FromPort}-${r.ToPort}`).sort()).toEqual([`${config.mta.adminPort}-${config.mta.adminPort}`, `${inbound.port}-${inbound.port}`].sort());
+    const out = egress.filter((r) => JSON.stringify(r.GroupId) === ref('InboundLoadBalancer'));
+    expect(out.map((r) => `${JSON.stringify(r.DestinationSecurityGroupId) === ref('Mtas')}:${r.FromPort}`).sort()).toEqual([`true:${config.mta.adminPort}`, `true:${inbound.port}`].sort());
+    // No inline egress either (allowAllOutbound false: CDK's placeholder goes once real egress rules exist).
+    expect(groups[groupId('InboundLoadBalancer')]?.Properties?.SecurityGroupEgress).toBeUndefined();
+  });
+
+  test('nothing else is open to the whole internet: not the MTAs (they admit the NLB\'s group), not the injection load balancers', () => {
+    const open = [...ingress, ...Object.values(groups).flatMap((g) => (g.Properties?.SecurityGroupIngress as Record<string, unknown>[]) ?? [])].filter((r) => r.CidrIp === '0.0.0.0/0');
+    expect(open).toEqual([expect.objectContaining({ FromPort: 25, ToPort: 25 })]);
+    expect(ingress.filter((r) => r.FromPort === inbound.port).map((r) => JSON.stringify(r.SourceSecurityGroupId))).toEqual([ref('InboundLoadBalancer')]);
+  });
 });

@@ -178,3 +178,40 @@ describe('mta.fileSecrets: the operator\'s secrets of MTA files', () => {
     }
   });
 });
+
+describe('mta.inbound: the bounce and feedback-loop listener', () => {
+  const withInbound = (inbound: unknown): Mutable => {
+    const raw = clone(prod);
+    at(raw, 'mta').inbound = inbound;
+    return raw;
+  };
+
+  test('absent is valid (no listener), and a declared one is kept as written', () => {
+    expect(validateEnvironment(clone(prod), REPO_ROOT).mta.inbound).toBeUndefined();
+    expect(validateEnvironment(withInbound({ port: 2525, domains: ['bounces.mail.example.com', 'fbl.example.org'] }), REPO_ROOT).mta.inbound).toEqual({
+      port: 2525,
+      domains: ['bounces.mail.example.com', 'fbl.example.org'],
+    });
+    expect(loadEnvironment('rehearsal', REPO_ROOT).mta.inbound).toEqual({ port: 2525, domains: ['bounces.rehearsal.test'] });
+  });
+
+  test.each([
+    ['mta.inbound.port', { domains: ['bounces.example.com'] }],
+    ['mta.inbound.port', { port: 70000, domains: ['bounces.example.com'] }],
+    ['mta', { port: 25, domains: ['bounces.example.com'] }], // the injection listener's port
+    ['mta', { port: 8443, domains: ['bounces.example.com'] }], // the drain port
+    ['mta.inbound.domains', { port: 2525, domains: [] }],
+    ['mta.inbound.domains', { port: 2525 }],
+    ['mta.inbound.domains[0]', { port: 2525, domains: ['Bounces.Example.com'] }],
+    ['mta.inbound.domains[1]', { port: 2525, domains: ['bounces.example.com', 'bounces.example.com.'] }],
+    ['mta.inbound.domains[0]', { port: 2525, domains: ['localhost'] }],
+    ['mta.inbound.domains[0]', { port: 2525, domains: ['*.example.com'] }],
+    ['mta.inbound.domains', { port: 2525, domains: ['bounces.example.com', 'bounces.example.com'] }],
+  ])('a bad %s is refused, naming the field (%j)', (field, inbound) => {
+    expectFieldError((r) => (at(r, 'mta').inbound = inbound), field);
+  });
+
+  test('the port clash message names inbound.port among the ports that must differ', () => {
+    expect(() => validateEnvironment(withInbound({ port: 8025, domains: ['bounces.example.com'] }), REPO_ROOT)).toThrow(/adminPort, drainPort, inbound\.port must all differ/);
+  });
+});
