@@ -4,19 +4,13 @@
 // descriptors back, and forks again on the worker's 'exit', as the daemons'
 // primaries do. Prints one JSON line of what it saw. Run with `node --import tsx`.
 import cluster from 'node:cluster';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync } from 'node:fs';
+import { takeEveryDescriptor } from './descriptors';
 import { keepIpcErrors } from '../../runtime/shared/worker-ipc';
 
 if (cluster.isPrimary) {
   const seen: string[] = [];
-  const held: number[] = [];
-  for (;;) {
-    try {
-      held.push(openSync('/dev/null', 'r'));
-    } catch {
-      break; // EMFILE: the table is full
-    }
-  }
+  const held = takeEveryDescriptor();
   const fork = (): void => {
     const w = cluster.fork();
     keepIpcErrors(w, (err) => seen.push(`error ${(err as NodeJS.ErrnoException).code}`));

@@ -55,3 +55,8 @@ export function inboundEnvironment(envName: string): EnvironmentConfig {
   raw.mta.inbound = { port: 2525, domains: [`bounces.${raw.dns.zoneName}`, 'fbl.example.org'] };
   return validateEnvironment(raw, REPO_ROOT);
 }
+
+/** What every MTA target group's health check is (stacks/constructs/readyz-health-check.ts): /readyz on the admin port. */
+export function readyzTargetGroup(adminPort: number): Record<string, unknown> {
+  return { Protocol: 'TCP', TargetType: 'instance', HealthCheckProtocol: 'HTTP', HealthCheckPath: '/readyz', HealthCheckPort: String(adminPort), Matcher: { HttpCode: '200' } };
+}

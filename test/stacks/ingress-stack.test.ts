@@ -1,4 +1,4 @@
-import { build, resources, template } from './helpers';
+import { build, readyzTargetGroup, resources, template } from './helpers';
 
 describe.each(['dev', 'prod'])('%s ingress', (envName) => {
   const { config, stacks } = build(envName);
@@ -24,14 +24,7 @@ describe.each(['dev', 'prod'])('%s ingress', (envName) => {
     const groups = Object.values(resources(t, 'AWS::ElasticLoadBalancingV2::TargetGroup'));
     expect(groups.map((g) => g.Properties?.Port).sort()).toEqual(config.ingress.loadBalancers.flatMap(() => [25, 587, config.mta.apiPort]).sort());
     for (const g of groups) {
-      expect(g.Properties).toMatchObject({
-        Protocol: 'TCP',
-        TargetType: 'instance',
-        HealthCheckProtocol: 'HTTP',
-        HealthCheckPath: '/readyz',
-        HealthCheckPort: String(config.mta.adminPort),
-        Matcher: { HttpCode: '200' },
-      });
+      expect(g.Properties).toMatchObject(readyzTargetGroup(config.mta.adminPort));
       const attributes = Object.fromEntries((g.Properties?.TargetGroupAttributes as { Key: string; Value: string }[]).map((a) => [a.Key, a.Value]));
       expect(attributes['deregistration_delay.timeout_seconds']).toBe(String(config.ingress.deregistrationDelaySeconds));
       expect(attributes['proxy_protocol_v2.enabled']).toBe('false');

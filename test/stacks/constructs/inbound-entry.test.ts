@@ -4,7 +4,7 @@
 // DNS name an output, every MTA slot registered; none without mta.inbound.
 import { loadEnvironment, type EnvironmentConfig } from '../../../stacks/environments';
 import { IngressStack } from '../../../stacks/ingress-stack';
-import { build, inboundEnvironment, REPO_ROOT, resources, template } from '../helpers';
+import { build, inboundEnvironment, readyzTargetGroup, REPO_ROOT, resources, template } from '../helpers';
 
 describe.each([['rehearsal', () => loadEnvironment('rehearsal', REPO_ROOT)], ['prod', () => inboundEnvironment('prod')]])('%s with mta.inbound', (envName, environment) => {
   const config = environment();
@@ -35,15 +35,7 @@ describe.each([['rehearsal', () => loadEnvironment('rehearsal', REPO_ROOT)], ['p
     const groups = Object.entries(resources(t, 'AWS::ElasticLoadBalancingV2::TargetGroup')).filter(([id]) => groupId.includes(id));
     expect(groups).toHaveLength(1);
     const group = groups[0]?.[1];
-    expect(group?.Properties).toMatchObject({
-      Port: inbound.port,
-      Protocol: 'TCP',
-      TargetType: 'instance',
-      HealthCheckProtocol: 'HTTP',
-      HealthCheckPath: '/readyz',
-      HealthCheckPort: String(config.mta.adminPort),
-      Matcher: { HttpCode: '200' },
-    });
+    expect(group?.Properties).toMatchObject({ Port: inbound.port, ...readyzTargetGroup(config.mta.adminPort) });
     const attributes = Object.fromEntries((group?.Properties?.TargetGroupAttributes as { Key: string; Value: string }[]).map((a) => [a.Key, a.Value]));
     expect(attributes['preserve_client_ip.enabled']).toBe('true');
     // No other target group forwards to the inbound port.

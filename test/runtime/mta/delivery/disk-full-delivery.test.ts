@@ -5,7 +5,7 @@
 // below spool.min_free, and takes mail again by itself once the delivered
 // mail's segments are freed.
 // Mounts a tmpfs: needs root, as CI and the dev machines run.
-import { chmodSync, closeSync, openSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deliveryConfigYaml, ADMIN_AUTH } from '../../../helpers/config';
 import { readAttempts } from '../../../helpers/attempt-log';
@@ -13,7 +13,7 @@ import { startMta, type MtaProcess } from '../../../helpers/mta-process';
 import { startSmtpSink, type SmtpSinkHandle } from '../../../helpers/postfix-tools';
 import { waitUntil } from '../../../helpers/proxy-fixtures';
 import { SmtpDialog, message } from '../../../helpers/smtp-dialog';
-import { mountTmpfs } from '../../../helpers/tmpfs';
+import { fillVolume, mountTmpfs } from '../../../helpers/tmpfs';
 
 // Not tempDir(): its clean-up would run before the unmount below.
 const fs = mountTmpfs('volley-diskfull-delivery-', '8m');
@@ -33,18 +33,6 @@ afterAll(() =>
     () => sink?.stop(),
   ),
 );
-
-/** Takes every free block of the volume, as another writer on a shared disk would. */
-function fillToTheLastBlock(): void {
-  const fd = openSync(filler, 'w');
-  try {
-    for (;;) writeSync(fd, Buffer.alloc(4096, 1));
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ENOSPC') throw err;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** One session's injections until the MTA refuses one; returns the acknowledged tokens and queue ids, and the refusal. */
 async function injectUntilRefused(port: number, session: number): Promise<{ accepted: Map<string, string>; refusal: { code: number; text: string } }> {
@@ -101,7 +89,7 @@ spool: { segment_size: 256KB, min_free: 3MB, reserve: 512KB }
   expect(ids.size).toBeGreaterThan(1000);
 
   // Nothing to free: something else takes every block the MTA left.
-  fillToTheLastBlock();
+  fillVolume(filler); // every free block, as another writer on a shared disk would
   // Intake stays refused while the volume is below min_free.
   expect((await probe(mta.smtpPort, 'probe-full')).code).toBe(452);
 
