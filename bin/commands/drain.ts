@@ -9,6 +9,7 @@ import { DRAIN_SECRET_ENV } from '../../runtime/shared/config/drain';
 import { VolleyError } from '../../runtime/shared/errors';
 import { loadSecret } from '../../runtime/shared/proxy-protocol/handshake';
 import { parseDuration } from '../../runtime/shared/units';
+import { DRAIN_IDLE_CLOSE_MS, MAX_REQUEST_TIMEOUT_MS } from '../../runtime/mta/drain/protocol';
 import { EXIT, runDrain, StopSignal, type Reporter } from '../../runtime/mta/drain/source/run-drain';
 import { adminHeaders } from './admin-token';
 import { adminUrl } from './flags';
@@ -75,6 +76,19 @@ function durationAtLeast(minMs: number, why: string) {
     if (ms < minMs) throw new InvalidArgumentError(`must be at least ${minMs / 1000}s: ${why}`);
     return ms;
   };
+}
+
+/**
+ * --request-timeout's ceiling: a destination closes a connection silent for
+ * DRAIN_IDLE_CLOSE_MS (protocol.ts), and a longer timeout would let it cut an
+ * answer the drain still waits for, so the batch would be sent again for nothing.
+ */
+function requestTimeout(v: string): number {
+  const ms = duration(v);
+  if (ms > MAX_REQUEST_TIMEOUT_MS) {
+    throw new InvalidArgumentError(`must be at most ${MAX_REQUEST_TIMEOUT_MS / 60_000}m: a destination closes a connection silent for ${DRAIN_IDLE_CLOSE_MS / 60_000}m, which would cut the answer`);
+  }
+  return ms;
 }
 
 /** The seed's default: 2 x CPU, at least 10, at most 64. */
@@ -146,7 +160,7 @@ export function registerDrain(program: Command): void {
     .option('--ca-file <pem>', 'certificates to trust for the destinations (a self-signed fleet)')
     .option('--insecure-tls', 'do not verify the destinations\' certificates (labs only: the HMAC still authenticates the request, not the answer)')
     .option('--batch-size <n>', 'messages per request', int(1, 10_000), 200)
-    .option('--request-timeout <duration>', 'no answer this long: the batch waits for that destination\'s next turn (default 60s)', duration)
+    .option('--request-timeout <duration>', `no answer this long: the batch waits for that destination's next turn (default 60s, at most ${MAX_REQUEST_TIMEOUT_MS / 60_000}m)`, requestTimeout)
     .option('--retry-delay <duration>', 'pause after a destination failed a batch it may hold, or all failed it (grows to 16x; default 1s)', duration)
     .option('--max-attempts <n>', 'sends of one batch to a destination that cannot say whether it stored it (HTTP 500, no answer) before that destination is given up (exit 12; default 10, at least 2); counted per batch: answers to its other batches do not reset it', int(2, 1_000_000))
     .option('--give-up-after <duration>', 'or this long after such a destination\'s first failure with no answer from it since: any batch it answers starts this time again (default 10m, at least 1s)', durationAtLeast(MIN_GIVE_UP_MS, 'shorter gives a destination up with no time to answer a retry'))

@@ -56,13 +56,13 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   let stopping = false;
   const start = (name: string, args: string[]): void => {
     const log = join(data, `${name}.log`);
-    const proc = spawnLogged(process.execPath, [options.volleyScript, ...args], log, (problem) => process.stderr.write(`\nvolley local: ${name}: ${problem}\n`));
+    const proc = spawnLogged(process.execPath, [options.volleyScript, ...args], log, (problem) => say(process.stderr, `\nvolley local: ${name}: ${problem}\n`));
     const child = { name, proc, log };
     children.push(child);
     proc.on('exit', (code, signal) => {
       if (stopping) return;
       // An MTA may be killed on purpose (to watch the lb carry on): say so and keep going.
-      process.stderr.write(`\nvolley local: ${name} exited (${signal ?? code}); see ${log}. Restart it with: ${restartHint(options, layout, name, mtaConfigs, data)}\n`);
+      say(process.stderr, `\nvolley local: ${name} exited (${signal ?? code}); see ${log}. Restart it with: ${restartHint(options, layout, name, mtaConfigs, data)}\n`);
     });
   };
 
@@ -83,10 +83,11 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
 
   const ready = await Promise.all([...layout.mtas.map((m) => waitReady(`http://127.0.0.1:${m.admin}/readyz`, 60_000)), waitReady(`http://127.0.0.1:${layout.lb.admin}/readyz`, 60_000)]);
   if (ready.some((r) => !r)) {
-    process.stderr.write(`volley local: not every part became ready; see the logs in ${data}\n`);
+    say(process.stderr, `volley local: not every part became ready; see the logs in ${data}\n`);
     return stop(1);
   }
-  process.stdout.write(
+  say(
+    process.stdout,
     [
       '',
       'Volley local fleet is running: lb -> 2 MTAs -> 2 proxies (sending IPs 127.0.0.2-5) -> ' + (options.realMx ? 'real MX servers' : 'sink MX'),
@@ -110,17 +111,17 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     ].join('\n'),
   );
 
-  if (!options.live) process.stdout.write('(stdout is not a terminal: a status line is printed whenever the numbers change)\n');
+  if (!options.live) say(process.stdout, '(stdout is not a terminal: a status line is printed whenever the numbers change)\n');
   let last = { accepted: 0, delivered: 0, queued: 0, at: Date.now() };
   const timer = setInterval(() => {
     void status(sink, layout).then((s) => {
       if (stopping) return;
       const dt = (Date.now() - last.at) / 1000;
       if (options.live) {
-        process.stdout.write(`\r accepted ${Math.round((s.accepted - last.accepted) / dt)}/s  delivered ${Math.round((s.delivered - last.delivered) / dt)}/s  queued ${s.queued}  total delivered ${s.delivered}    `);
+        say(process.stdout, `\r accepted ${Math.round((s.accepted - last.accepted) / dt)}/s  delivered ${Math.round((s.delivered - last.delivered) / dt)}/s  queued ${s.queued}  total delivered ${s.delivered}    `);
       } else if (s.accepted !== last.accepted || s.delivered !== last.delivered || s.queued !== last.queued) {
         // A log or a pipe gets whole lines, and none while nothing happens.
-        process.stdout.write(`${new Date().toISOString()} status: accepted ${s.accepted}  delivered ${s.delivered}  queued ${s.queued}\n`);
+        say(process.stdout, `${new Date().toISOString()} status: accepted ${s.accepted}  delivered ${s.delivered}  queued ${s.queued}\n`);
       }
       last = { ...s, at: Date.now() };
     });
@@ -139,7 +140,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
       }
     }
     await sink?.close();
-    process.stdout.write('\nvolley local: stopped\n');
+    say(process.stdout, '\nvolley local: stopped\n');
     process.exit(code);
   }
   process.on('SIGINT', () => void stop(0));
@@ -148,9 +149,27 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
   // 'error' on stdout that, unheard, killed this process at once and left every part it started running, orphaned,
   // on its ports. It ends the fleet, as SIGPIPE ends a Unix program, but with its parts.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    process.stderr.write(`volley local: stdout closed (${err.code ?? err.message}); stopping the fleet\n`);
+    say(process.stderr, `volley local: stdout closed (${err.code ?? err.message}); stopping the fleet\n`);
     void stop(0);
   });
+  // Stderr may be that same closed pipe (`volley local 2>&1 | head`): the line just above then meets EPIPE there,
+  // and unheard that 'error' killed this process in the middle of the stop, orphaning the parts not yet stopped.
+  // A closed stderr only means nothing more can be said on it: the fleet goes on, or stops, as stdout decides.
+  process.stderr.on('error', () => undefined);
+}
+
+/**
+ * Writes to our stdout or stderr while it can still be written, and never
+ * throws: once its reader is gone (EPIPE), the stream is destroyed and there
+ * is no one left to tell, which is no reason to fail a stop in the middle.
+ */
+function say(stream: NodeJS.WriteStream, text: string): void {
+  if (stream.destroyed || !stream.writable) return;
+  try {
+    stream.write(text);
+  } catch {
+    // Closed under us: nothing more can be said there.
+  }
 }
 
 function mtaArgs(m: FleetLayout['mtas'][number], config: string, data: string): string[] {

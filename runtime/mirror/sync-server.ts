@@ -2,9 +2,9 @@
 // a Unix socket in the mirror's own folder (never replicated) where the
 // node's MTA workers ask for barriers. Each BARRIER line is handed to
 // `barrier()` and answered whenever that settles, in any order.
-import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Logger } from '../shared/log';
 import { VolleyError } from '../shared/errors';
 import { SYNC_GREETING, SYNC_PROTOCOL_VERSION, answerLine, lineSplitter, parseSyncLine, type BarrierAnswer } from '../shared/mirror-sync/protocol';
@@ -50,26 +50,59 @@ export async function startSyncServer(path: string, barrier: () => Promise<Barri
       }
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new VolleyError('ESYNCSOCKET', `cannot listen on sync_socket ${path}: ${err.message}`)));
-    // The socket file is made by the bind, inside listen(), with the process's umask: under a
-    // permissive one (0, 002) it was writable by every local user until the chmod below, and a
-    // connect needs only that. Made 0660 from the start instead; listen() binds synchronously
-    // here (no cluster worker), so the umask is back before any other file is made.
-    const umask = process.umask(0o117);
-    try {
-      server.listen(path, () => resolve());
-    } finally {
-      process.umask(umask);
-    }
-  });
-  // Only this node's own processes (the MTA runs as the same user) may ask.
-  chmodSync(path, 0o660);
+  const inode = await bindPrivately(server, path);
   return {
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
         server.close(() => resolve());
+        // The server unlinks the path it was bound at, which was the private one: the file at `path` is
+        // removed here, as long as it is still this server's (not one a later mirror bound there).
+        removeIfSame(path, inode);
       }),
   };
+}
+
+/**
+ * Binds `server` at `path` so that no other local user can connect at any
+ * moment (a connect to a Unix socket needs only write permission on it): the
+ * bind makes the file with the process's umask, which may be permissive (0,
+ * 002), so it is made in a fresh directory beside `path` that only this user
+ * may enter (mkdtemp: 0700), set to 0660 there (the MTA runs as the same
+ * user, or in the group), then renamed into place, which on one filesystem is
+ * a single step; the directory is removed. The process-wide umask is left
+ * alone: changed around the bind, it also applied to whatever files the
+ * thread pool made in that moment (dirs without x, files 0660).
+ * Returns the socket file's inode.
+ */
+async function bindPrivately(server: Server, path: string): Promise<number> {
+  // Named after the socket, so a leftover (a mirror killed mid-bind) is known as this socket's and
+  // removed here, and another socket's in the same folder is never touched.
+  const prefix = `.${basename(path)}.bind-`;
+  for (const name of readdirSync(dirname(path))) if (name.startsWith(prefix)) rmSync(join(dirname(path), name), { recursive: true, force: true });
+  const privateDir = mkdtempSync(join(dirname(path), prefix));
+  const privatePath = join(privateDir, 'sync.sock');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new VolleyError('ESYNCSOCKET', `cannot listen on sync_socket ${path}: ${err.message}`)));
+      server.listen(privatePath, () => resolve());
+    });
+    chmodSync(privatePath, 0o660);
+    renameSync(privatePath, path);
+    return lstatSync(path).ino;
+  } catch (err) {
+    server.close();
+    if (err instanceof VolleyError) throw err;
+    throw new VolleyError('ESYNCSOCKET', `cannot put the sync_socket in place at ${path}: ${(err as Error).message}`);
+  } finally {
+    rmSync(privateDir, { recursive: true, force: true });
+  }
+}
+
+function removeIfSame(path: string, inode: number): void {
+  try {
+    if (lstatSync(path).ino === inode) rmSync(path);
+  } catch {
+    // Already gone: nothing to remove.
+  }
 }

@@ -41,9 +41,15 @@ export interface RunningFleet {
   exited: Promise<number | null>;
 }
 
-/** Runs `volley local` as `npm start` does and waits until it says it is running. */
-export async function startLocalFleet(args: string[], timeoutMs = 60_000): Promise<RunningFleet> {
-  const proc = spawn(process.execPath, [VOLLEY, 'local', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs `volley local` as `npm start` does and waits until it says it is
+ * running. `stderrToStdout`: its stderr is its stdout's pipe, as in
+ * `volley local 2>&1 | head` (sh execs it, so `pid` is volley local's own).
+ */
+export async function startLocalFleet(args: string[], timeoutMs = 60_000, stderrToStdout = false): Promise<RunningFleet> {
+  const proc = stderrToStdout
+    ? spawn('sh', ['-c', 'exec "$0" "$@" 2>&1', process.execPath, VOLLEY, 'local', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, [VOLLEY, 'local', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr.on('data', (d: Buffer) => (out += d.toString()));

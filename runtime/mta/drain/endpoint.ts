@@ -15,6 +15,7 @@ import { errorCode } from '../../shared/errors';
 import { listen } from '../../shared/listen';
 import type { TlsMaterial } from '../../shared/tls-files';
 import {
+  DRAIN_IDLE_CLOSE_MS,
   DRAIN_HTTP_STATUS,
   DRAIN_PATH_HAVE,
   DRAIN_PATH_MESSAGES,
@@ -66,18 +67,9 @@ export interface DrainEndpointOptions {
   unavailable: () => string | undefined;
   logger: Logger;
   now?: () => number;
-  /** A connection with no byte either way this long is closed (default IDLE_TIMEOUT_MS; tests shorten it). */
+  /** A connection with no byte either way this long is closed (default DRAIN_IDLE_CLOSE_MS, longer than any source's --request-timeout; tests shorten it). */
   idleTimeoutMs?: number;
 }
-
-/**
- * Twice the source's default --request-timeout (60 s of silence, after which it
- * gives the batch up for this destination's next turn): a source waiting on a
- * slow store gives up before this does, so closing here changes nothing for
- * it; a client that sends headers and then stalls no longer holds its
- * connection, and what it had sent, for ever.
- */
-const IDLE_TIMEOUT_MS = 120_000;
 
 class DrainHttpError extends Error {
   constructor(
@@ -115,7 +107,7 @@ export class DrainEndpoint {
     // A batch of max_batch_bytes over a slow link must not hit Node's 5-minute request timeout mid-body.
     this.server.requestTimeout = 0;
     // ...so silence is what ends a connection: with no request deadline, nothing else did.
-    this.server.timeout = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+    this.server.timeout = options.idleTimeoutMs ?? DRAIN_IDLE_CLOSE_MS;
   }
 
   /** A refresh may change who is allowed; the listen address and TLS files take a restart. */

@@ -13,6 +13,21 @@ export const HEADER_TIME = 'x-volley-drain-time';
 export const HEADER_SIGNATURE = 'x-volley-drain-signature';
 /** A signed request older or newer than this is refused, so a captured one cannot be replayed later. */
 export const CLOCK_WINDOW_S = 5 * 60;
+/**
+ * The longest `--request-timeout` a source may use (silence on the connection
+ * before it gives a batch up for that destination's next turn). The endpoint
+ * closes a connection only after longer silence (DRAIN_IDLE_CLOSE_MS), so a
+ * source waiting on a slow store has always given up first: a destination
+ * that cut the answer instead would get the batch again, a wasted round.
+ */
+export const MAX_REQUEST_TIMEOUT_MS = 9 * 60_000;
+/**
+ * The endpoint's close of a connection with no byte either way this long: a
+ * client that sends headers and stalls must not hold its connection, and what
+ * it sent, for ever; a minute above MAX_REQUEST_TIMEOUT_MS so it never ends a
+ * request a source is still waiting on.
+ */
+export const DRAIN_IDLE_CLOSE_MS = MAX_REQUEST_TIMEOUT_MS + 60_000;
 /** A record's header JSON is small; a larger length is corruption, not a message. */
 export const MAX_HEADER_BYTES = 64 * 1024;
 

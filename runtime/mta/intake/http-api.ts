@@ -12,6 +12,7 @@ import type { TlsMaterial } from '../../shared/tls-files';
 import { metrics } from '../metrics';
 import { newMessageId } from '../message-id';
 import { checkBody } from './body-check';
+import { ConnectionBound } from './http-connection-bound';
 import { extractControlHeaders, receivedHeader, volleyIdHeader } from './headers';
 import { metadataStrings, renderHttpMessage, validateHttpMessage, type FieldError, type HttpMessage } from './http-message';
 import { Intake, IntakeError } from './intake';
@@ -23,6 +24,8 @@ export interface HttpApiOptions {
   tls?: TlsMaterial;
   logger: Logger;
   bind?: { address: string; port: number };
+  /** How long a kept-alive connection may sit between requests (default 65 s; tests shorten it). */
+  keepAliveTimeoutMs?: number;
 }
 
 type Result = { index: number; id: string } | { index: number; error: { code: string; message: string; fields?: FieldError[] } };
@@ -57,6 +60,8 @@ export class HttpApi {
    * Node's public API has no other link from a TLS socket to the raw one.
    */
   private readonly namedBeforeTls = new Map<string, string>();
+  /** The connections the HTTP layer holds: at most http.max_connections. */
+  private readonly bound = new ConnectionBound();
 
   constructor(private readonly options: HttpApiOptions) {
     this.config = options.config;
@@ -68,43 +73,66 @@ export class HttpApi {
       });
     };
     this.server = options.tls ? createHttpsServer({ key: options.tls.key, cert: options.tls.cert }, handler) : createHttpServer(handler);
-    this.server.keepAliveTimeout = 65_000;
+    this.server.keepAliveTimeout = options.keepAliveTimeoutMs ?? 65_000;
     this.apply(options.config);
-    this.readProxyHeaders();
+    this.takeConnections();
   }
 
   apply(config: VolleyConfig): void {
+    // http.max_connections is read from here at each connection (./http-connection-bound.ts), so a
+    // new bound applies to the next one; Node's server.maxConnections is not used: it closes a
+    // connection past it without a byte, which an injector sees as an error and does not retry.
     this.config = config;
-    // Anyone in the injector networks may connect, token or not, and with keep-alive a connection
-    // lives on from request to request: without a bound, connections (and their memory) had none.
-    this.server.maxConnections = config.http.maxConnections;
     // The same list as SMTP: one lb (or HAProxy, or NLB) fronts both ports.
     this.trustedProxies = new CidrList(config.smtp.trustedProxies);
   }
 
+  /** Connections the HTTP layer holds now (bounded by http.max_connections). */
+  get connections(): number {
+    return this.bound.size;
+  }
+
   /**
+   * Puts this API's own handling in front of the server's: the connection
+   * bound, and the PROXY header of a trusted proxy.
+   *
+   * The bound is checked where the HTTP layer would take the socket: on a
+   * plain server at accept, before any PROXY header (so a connection waiting
+   * on one counts); over TLS once the handshake is done, since only then can
+   * the 503 be read (as SMTP's implicit-TLS listener answers its 421 over TLS).
+   *
    * A connection from a trusted proxy starts with a PROXY v1/v2 header, which
    * Node's HTTP parser would answer with an empty 400. The server's own
    * 'connection' handlers (HTTP, or TLS then HTTP) are moved behind one that
    * takes the header off first and remembers the client it names, so logs,
    * Received headers and limits see the real client. Over TLS requests come on
-   * the TLS socket, so a secureConnection hook carries the name over to it.
+   * the TLS socket, so the secureConnection hook carries the name over to it.
    */
-  private readProxyHeaders(): void {
+  private takeConnections(): void {
     const server = this.server;
+    const tls = this.options.tls !== undefined;
+    const admit = (socket: Socket): boolean => this.bound.admit(socket, this.config.http.maxConnections);
     const handlers = server.listeners('connection') as ((socket: Socket) => void)[];
     server.removeAllListeners('connection');
     const handOn = (socket: Socket): void => {
       for (const h of handlers) h.call(server, socket);
     };
-    server.prependListener('secureConnection', (tlsSocket: TLSSocket) => {
-      const key = peerKey(tlsSocket);
-      const client = this.namedBeforeTls.get(key);
-      if (client === undefined) return;
-      this.namedBeforeTls.delete(key);
-      this.proxiedClient.set(tlsSocket, client);
-    });
+    if (tls) {
+      const httpHandlers = server.listeners('secureConnection') as ((socket: TLSSocket) => void)[];
+      server.removeAllListeners('secureConnection');
+      server.on('secureConnection', (tlsSocket: TLSSocket) => {
+        const key = peerKey(tlsSocket);
+        const client = this.namedBeforeTls.get(key);
+        if (client !== undefined) {
+          this.namedBeforeTls.delete(key);
+          this.proxiedClient.set(tlsSocket, client);
+        }
+        if (!admit(tlsSocket)) return;
+        for (const h of httpHandlers) h.call(server, tlsSocket);
+      });
+    }
     server.on('connection', (socket: Socket) => {
+      if (!tls && !admit(socket)) return;
       if (!this.trustedProxies.has(socket.remoteAddress ?? '')) return handOn(socket);
       socket.on('error', () => socket.destroy());
       readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS).then(

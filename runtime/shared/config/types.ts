@@ -46,7 +46,7 @@ export interface HttpConfig {
   tls?: TlsFiles;
   maxBodySize: number;
   maxBatch: number;
-  /** Connections open at once, per worker (as smtp.max_connections); past it a new one is closed at once. */
+  /** Connections open at once, per worker (as smtp.max_connections); past it a new one is answered 503 and closed. */
   maxConnections: number;
   tokens: { name: string; sha256: string }[];
 }

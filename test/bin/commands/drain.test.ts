@@ -454,6 +454,24 @@ test('a destination that is not host[:port]: exit 1 with a clear error before th
   }
 }, 60_000);
 
+test('a --request-timeout above 9m: exit 1 with a clear error before the node is touched, since a destination closes a connection silent for 10m and would cut the answer; 9m is taken', async () => {
+  // Before, any duration was taken: with the destination's idle close at 2m, a source waiting longer on a
+  // slow store had its answer cut and sent the batch again to the same destination, a wasted round.
+  const admin = await adminWithStuckEvents();
+  try {
+    const r = await drainAgainst(admin.address, mkdirp(join(root, `pp-timeout-${++runs}`)), ['--request-timeout', '10m']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("option '--request-timeout <duration>' argument '10m' is invalid. must be at most 9m: a destination closes a connection silent for 10m, which would cut the answer");
+    // At the ceiling it is taken: the run goes on to the next problem (the destination's spelling).
+    const ok = await drainAgainst(admin.address, mkdirp(join(root, `pp-timeout-${++runs}`)), ['--request-timeout', '9m'], 'mta-2:eighty');
+    expect(ok.code).toBe(1);
+    expect(ok.stderr).toContain('destination "mta-2:eighty" is not host[:port]');
+    expect(admin.calls.filter((c) => c.startsWith('POST'))).toEqual([]);
+  } finally {
+    admin.server.close();
+  }
+}, 60_000);
+
 test('a --persistent-path that is not the running MTA\'s: exit 1 naming both, before the node is touched (its queue stays, intake stays open)', async () => {
   const src = await sourceMta();
   const ids = await queued(src.mta, 5);

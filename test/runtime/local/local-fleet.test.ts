@@ -124,6 +124,33 @@ test('`volley local | head`: once the reader is gone, the fleet stops with it in
   }
 }, 120_000);
 
+const mergedData = tempDir();
+
+test('`volley local 2>&1 | head`: stderr is the same closed pipe, and the fleet still stops cleanly with every part', async () => {
+  // Before, the stdout EPIPE handler wrote its notice to stderr, the same closed pipe: that EPIPE was an 'error' on
+  // stderr that no one heard, and volley local died of it (exit 1) in the middle of the stop, orphaning the parts.
+  const fleet = await startLocalFleet(['--data', mergedData, '--port-base', 'auto'], 60_000, true);
+  const parts = childrenByParent().get(fleet.pid) ?? [];
+  try {
+    expect(parts).toHaveLength(5);
+    const ep = fleetEndpoints(fleet.output());
+    fleet.closeStdout();
+    // Mail moves, so a status line is due: the first write that meets the closed pipe.
+    const r = await swaks(['--server', `127.0.0.1:${ep.smtp}`, '--from', 'me@example.test', '--to', 'merged@example.test']);
+    expect(r.output).toMatch(/250 2\.0\.0 Ok: queued as/);
+    expect(await fleet.exited).toBe(0);
+    await waitUntil(() => parts.every((pid) => !pidAlive(pid)), 30_000, () => `still running: ${parts.filter(pidAlive).join(' ')}`);
+  } finally {
+    if (pidAlive(fleet.pid)) await fleet.stop();
+    // Orphaned parts (the bug): each still runs this build, so it is one this test started; its workers go with it.
+    for (const pid of parts) {
+      if (!pidAlive(pid) || !commandLine(pid).includes(VOLLEY)) continue;
+      for (const worker of childrenByParent().get(pid) ?? []) process.kill(worker, 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
+    }
+  }
+}, 120_000);
+
 // The local fleet as `npm start` runs it (lb -> 2 MTAs -> 2 proxies -> sink);
 // 10,000 messages through the lb; one MTA SIGKILLed halfway and restarted.
 const fleetData = tempDir();

@@ -35,7 +35,7 @@ beforeAll(async () => {
     store: async (records) => records.map((r) => (stored.push(r.header.id), { status: 'queued' as const })),
     unavailable: () => undefined,
     logger: pino({ level: 'silent' }),
-    // Short here: the test waits for it (production: two minutes).
+    // Short here: the test waits for it (production: DRAIN_IDLE_CLOSE_MS, ten minutes).
     idleTimeoutMs: 300,
   });
   await endpoint.listen({ address: '127.0.0.1', port: 0 });

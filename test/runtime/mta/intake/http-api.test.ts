@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import pino from 'pino';
 import { HttpApi } from '../../../../runtime/mta/intake/http-api';
 import { loadTls } from '../../../../runtime/shared/tls-files';
@@ -208,43 +208,163 @@ describe('HTTP API behind a trusted proxy', () => {
   });
 });
 
+// http.max_connections: past it a connection is answered 503 at once (as SMTP answers 421), so an
+// injector, or the lb in front, can retry elsewhere; a bare close was a socket error no one retries.
 describe('HTTP API connection bound', () => {
-  let bounded: IntakeHarness;
-  const sockets: Socket[] = [];
   const boundedDir = tempDir();
+  let bounded: IntakeHarness;
+  let api: HttpApi;
+  let port: number;
+  const sockets: Socket[] = [];
+  const boundedConfig = (max: number) => {
+    const config = parseConfig(testConfigYaml().replace('  max_body_size: 256KB\n', `  max_body_size: 256KB\n  max_connections: ${max}\n`), 'bounded.yaml');
+    config.smtp.trustedProxies = ['127.0.0.7/32'];
+    return config;
+  };
   beforeAll(async () => {
-    bounded = await startIntake(parseConfig(testConfigYaml().replace('  max_body_size: 256KB\n', '  max_body_size: 256KB\n  max_connections: 2\n'), 'bounded.yaml'), boundedDir);
+    bounded = await startIntake(boundedConfig(2), boundedDir);
+    api = bounded.http;
+    port = api.port;
   });
-  afterAll(async () => {
-    for (const s of sockets) s.destroy();
-    await bounded.close();
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.destroy();
+    api.apply(boundedConfig(2));
+    await waitUntil(() => api.connections === 0, 5000, () => `${api.connections} still counted`);
   });
+  afterAll(() => bounded.close());
 
-  /** A kept-alive connection that has had one answer (so the server has taken it), and what it received. */
-  async function open(port: number): Promise<{ socket: Socket; text: () => string; closed: () => boolean }> {
-    const socket = connect(port, '127.0.0.1');
-    sockets.push(socket);
-    let text = '';
-    let closed = false;
-    socket.on('data', (d: Buffer) => (text += d.toString()));
-    socket.on('error', () => undefined);
-    socket.on('close', () => (closed = true));
-    socket.write('GET /v1/messages HTTP/1.1\r\nHost: mta\r\n\r\n');
-    await waitUntil(() => closed || text.includes('\r\n\r\n'), 5000, () => text);
-    return { socket, text: () => text, closed: () => closed };
+  interface Conn {
+    socket: Socket;
+    text: () => string;
+    closed: () => boolean;
   }
 
-  test('past http.max_connections a new connection is closed unanswered; those open are still served', async () => {
-    const port = Number(new URL(bounded.httpUrl).port);
-    const a = await open(port);
-    const b = await open(port);
-    expect(a.text()).toMatch(/^HTTP\/1\.1 405 /);
-    expect(b.text()).toMatch(/^HTTP\/1\.1 405 /);
-    const c = await open(port);
-    expect(c.closed()).toBe(true);
-    expect(c.text()).toBe('');
+  /** A connection from `localAddress` that has sent `first` (if any); what it receives is kept. */
+  function connectTo(first?: string, localAddress = '127.0.0.1', to = port): Promise<Conn> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ port: to, host: '127.0.0.1', localAddress }, () => {
+        if (first !== undefined) socket.write(first);
+        resolve({ socket, text: () => text, closed: () => closed });
+      });
+      sockets.push(socket);
+      let text = '';
+      let closed = false;
+      socket.on('data', (d: Buffer) => (text += d.toString()));
+      socket.on('error', reject);
+      socket.on('close', () => (closed = true));
+    });
+  }
+
+  const GET = 'GET /v1/messages HTTP/1.1\r\nHost: mta\r\n\r\n';
+  const POST = `POST /v1/messages HTTP/1.1\r\nHost: mta\r\nAuthorization: Bearer ${TEST_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`;
+  const BUSY = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n';
+
+  /** A kept-alive connection that has had its first answer, so the server holds it. */
+  async function held(to = port): Promise<Conn> {
+    const c = await connectTo(GET, '127.0.0.1', to);
+    await waitUntil(() => c.text().includes('\r\n\r\n'), 5000, () => c.text());
+    expect(c.text()).toMatch(/^HTTP\/1\.1 405 /);
+    return c;
+  }
+
+  test('past http.max_connections a new connection is answered 503 with Retry-After and closed; those open are still served', async () => {
+    const a = await held();
+    await held();
+    // A raw client that POSTs at once, as an injector does: the 503, then the close (no reset).
+    const c = await connectTo(POST);
+    await waitUntil(() => c.closed(), 5000, () => c.text());
+    expect(c.text()).toBe(BUSY);
+    // Node's fetch, as an injector written in Node sees it: an answer to retry on, not a socket error.
+    const res = await fetch(`http://127.0.0.1:${port}/v1/messages`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' } });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(await res.text()).toBe('');
+    expect(api.connections).toBe(2);
     // An open one goes on: its next request is answered.
-    a.socket.write('GET /v1/messages HTTP/1.1\r\nHost: mta\r\n\r\n');
+    a.socket.write(GET);
     await waitUntil(() => a.text().split('HTTP/1.1 405').length === 3, 5000, () => a.text());
+  });
+
+  test('a connection is uncounted however it ends, so the bound never fills with connections that are gone', async () => {
+    const released = async (c: Conn | Promise<Conn>, end: (c: Conn) => void, what: string) => {
+      const conn = await c;
+      await waitUntil(() => api.connections === 1, 5000, () => `${what}: ${api.connections} counted`);
+      end(conn);
+      await waitUntil(() => conn.closed() && api.connections === 0, 5000, () => `${what}: ${api.connections} counted after it closed`);
+    };
+    // The client closes its side after an answer.
+    await released(held(), (c) => c.socket.end(), 'client FIN');
+    // The client resets it: an error on the server's side.
+    await released(held(), (c) => c.socket.resetAndDestroy(), 'client reset');
+    // The client goes before sending anything.
+    await released(connectTo(), (c) => c.socket.destroy(), 'client gone before a request');
+    // The server closes it after answering a request that asked it to.
+    await released(connectTo(), (c) => c.socket.write(GET.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n')), 'Connection: close');
+    // The server drops a trusted proxy that sent no PROXY header.
+    await released(connectTo(undefined, '127.0.0.7'), (c) => c.socket.write(GET), 'bad PROXY header');
+    // The bound still holds its whole size: two are taken, the third is told 503.
+    await held();
+    await held();
+    const c = await connectTo(GET);
+    await waitUntil(() => c.closed(), 5000, () => c.text());
+    expect(c.text()).toBe(BUSY);
+  });
+
+  test('a connection the keep-alive timeout ends is uncounted too', async () => {
+    // Its own API on the same intake, with a short keep-alive timeout to wait for.
+    const idle = new HttpApi({ config: boundedConfig(1), intake: bounded.intake, logger: pino({ level: 'silent' }), bind: { address: '127.0.0.1', port: 0 }, keepAliveTimeoutMs: 200 });
+    await idle.listen();
+    try {
+      const c = await held(idle.port);
+      expect(idle.connections).toBe(1);
+      await waitUntil(() => c.closed() && idle.connections === 0, 5000, () => `${idle.connections} counted; closed: ${c.closed()}`);
+      expect((await held(idle.port)).text()).toMatch(/^HTTP\/1\.1 405 /);
+    } finally {
+      for (const s of sockets.splice(0)) s.destroy();
+      await idle.close();
+    }
+  });
+
+  test('a refresh applies to the next connection: lowered, those open stay open; raised, the next is taken', async () => {
+    const a = await held();
+    const b = await held();
+    api.apply(boundedConfig(1));
+    const refused = await connectTo(GET);
+    await waitUntil(() => refused.closed(), 5000, () => refused.text());
+    expect(refused.text()).toBe(BUSY);
+    b.socket.write(GET);
+    await waitUntil(() => b.text().split('HTTP/1.1 405').length === 3, 5000, () => b.text());
+    expect(a.closed()).toBe(false);
+    api.apply(boundedConfig(3));
+    await held();
+    expect(api.connections).toBe(3);
+  });
+
+  test('over TLS (http.tls) the 503 comes over TLS, once the handshake is done', async () => {
+    const config = boundedConfig(1);
+    const tls = await loadTls(undefined, boundedDir, config.hostname);
+    const tlsApi = new HttpApi({ config, intake: bounded.intake, tls, logger: pino({ level: 'silent' }), bind: { address: '127.0.0.1', port: 0 } });
+    await tlsApi.listen();
+    const open: TLSSocket[] = [];
+    const exchange = (request: string) =>
+      new Promise<string>((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: tlsApi.port, rejectUnauthorized: false }, () => s.write(request));
+        open.push(s);
+        let out = '';
+        s.on('data', (d: Buffer) => {
+          out += d.toString('latin1');
+          if (out.includes('\r\n\r\n')) resolve(out);
+        });
+        s.on('close', () => resolve(out));
+        s.on('error', reject);
+      });
+    try {
+      expect(await exchange(GET)).toMatch(/^HTTP\/1\.1 405 /);
+      expect(await exchange(POST)).toBe(BUSY);
+      expect(tlsApi.connections).toBe(1);
+    } finally {
+      for (const s of open) s.destroy();
+      await tlsApi.close();
+    }
   });
 });
