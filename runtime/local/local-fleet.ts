@@ -66,6 +66,23 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     });
   };
 
+  // Heard from the first part started on: a stop (SIGTERM from a supervisor, Ctrl-C, a closed stdout) while
+  // the parts come up must stop the ones already running, not leave them orphaned on their ports.
+  let timer: ReturnType<typeof setInterval> | undefined;
+  process.on('SIGINT', () => void stop(0));
+  process.on('SIGTERM', () => void stop(0));
+  // The reader went away (`volley local | head` once head has its lines): the next status line meets EPIPE, an
+  // 'error' on stdout that, unheard, killed this process at once and left every part it started running, orphaned,
+  // on its ports. It ends the fleet, as SIGPIPE ends a Unix program, but with its parts.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    say(process.stderr, `volley local: stdout closed (${err.code ?? err.message}); stopping the fleet\n`);
+    void stop(0);
+  });
+  // Stderr may be that same closed pipe (`volley local 2>&1 | head`): the line just above then meets EPIPE there,
+  // and unheard that 'error' killed this process in the middle of the stop, orphaning the parts not yet stopped.
+  // A closed stderr only means nothing more can be said on it: the fleet goes on, or stops, as stdout decides.
+  process.stderr.on('error', () => undefined);
+
   // One worker each, as the MTAs: the whole fleet shares this host's cores, and on the 2-core bench a
   // second worker per proxy cost 40-70 % more proxy CPU per message (test/bench/README.md, issue 20).
   for (const p of layout.proxies) start(p.name, ['proxy', '--config', join(data, `${p.name}.yaml`), '--workers', '1']);
@@ -113,7 +130,7 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
 
   if (!options.live) say(process.stdout, '(stdout is not a terminal: a status line is printed whenever the numbers change)\n');
   let last = { accepted: 0, delivered: 0, queued: 0, at: Date.now() };
-  const timer = setInterval(() => {
+  timer = setInterval(() => {
     void status(sink, layout).then((s) => {
       if (stopping) return;
       const dt = (Date.now() - last.at) / 1000;
@@ -143,19 +160,6 @@ export async function runLocalFleet(options: LocalFleetOptions): Promise<void> {
     say(process.stdout, '\nvolley local: stopped\n');
     process.exit(code);
   }
-  process.on('SIGINT', () => void stop(0));
-  process.on('SIGTERM', () => void stop(0));
-  // The reader went away (`volley local | head` once head has its lines): the next status line meets EPIPE, an
-  // 'error' on stdout that, unheard, killed this process at once and left every part it started running, orphaned,
-  // on its ports. It ends the fleet, as SIGPIPE ends a Unix program, but with its parts.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    say(process.stderr, `volley local: stdout closed (${err.code ?? err.message}); stopping the fleet\n`);
-    void stop(0);
-  });
-  // Stderr may be that same closed pipe (`volley local 2>&1 | head`): the line just above then meets EPIPE there,
-  // and unheard that 'error' killed this process in the middle of the stop, orphaning the parts not yet stopped.
-  // A closed stderr only means nothing more can be said on it: the fleet goes on, or stops, as stdout decides.
-  process.stderr.on('error', () => undefined);
 }
 
 /**

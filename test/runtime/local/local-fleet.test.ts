@@ -97,6 +97,30 @@ test('the printed endpoints work as written: the README\'s curl through the lb, 
 
 const pipedData = tempDir();
 
+const early = tempDir();
+
+test('a SIGTERM while the parts are still coming up stops the ones already running (a supervisor stopping `npm start` early)', async () => {
+  // The signal handlers were set only once every part was ready: a SIGTERM before that took the default action and
+  // left the parts started so far running on their ports, orphaned.
+  const proc = spawn(process.execPath, [VOLLEY, 'local', '--data', early, '--port-base', 'auto'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  let parts: number[] = [];
+  try {
+    // Signalled once every part runs (two proxies, two MTAs, the lb), before the MTAs answer /readyz.
+    await waitUntil(() => (parts = childrenByParent().get(proc.pid!) ?? []).length >= 5, 30_000, () => out);
+    expect(out).not.toContain('Ctrl-C stops everything');
+    proc.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    await waitUntil(() => parts.every((pid) => !pidAlive(pid)), 30_000, () => `still running: ${parts.filter(pidAlive).map((pid) => commandLine(pid).join(' ')).join('; ')}`);
+  } finally {
+    for (const pid of parts) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    proc.kill('SIGKILL');
+  }
+});
+
 test('`volley local | head`: once the reader is gone, the fleet stops with it instead of leaving every part running on its ports', async () => {
   // Before, the status line written into the closed pipe failed with EPIPE, an 'error' on stdout that no one heard:
   // volley local died of it at once, and the lb, the MTAs and the proxies it had started ran on, orphaned.
