@@ -57,11 +57,12 @@ export interface DrainEndpointOptions {
   unsettled?: (id: string) => boolean;
   /**
    * This node's own held messages (an interrupted drain of its own, settled by
-   * the reconcile): `have` answers "yes" for one of them only once this node
-   * committed to keep it, under the reconcile's lock (DrainHolds.answer).
-   * Without it (an earlier release) `have` answers from `seen` alone.
+   * the reconcile): `have` answers "yes", and a batch `duplicate`, for one of
+   * them only once this node committed to keep it, under the reconcile's lock
+   * (DrainHolds.answer, keepDuplicates). Without it (an earlier release) both
+   * answer from `seen` and the spool alone.
    */
-  holds?: Pick<DrainHolds, 'answer'>;
+  holds?: Pick<DrainHolds, 'answer' | 'isHeld' | 'keepDuplicates'>;
   /** Why this node takes no drain now (stopping, draining itself, workers not ready); undefined when it does. */
   unavailable: () => string | undefined;
   logger: Logger;
@@ -230,6 +231,10 @@ export class DrainEndpoint {
   /** Dedupe, store what is new, record it as seen, and answer each record in order. */
   private async take(records: ReturnType<typeof decodeBatch>, now: number): Promise<{ results: DrainResult[]; unknown?: string }> {
     const results: DrainResult[] = new Array(records.length);
+    const holds = this.options.holds;
+    // Held here for this node's own reconcile when looked up (before the dedupe store or the spool is asked):
+    // a `duplicate` for one of these is given only once this copy is kept, under the reconcile's lock (below).
+    const held = new Set(holds ? records.flatMap((r) => (!isBadRecord(r) && holds.isHeld(r.header.id) ? [r.header.id] : [])) : []);
     let unknown: string | undefined;
     const unknownIds = new Set<string>();
     const fresh: { index: number; record: DrainRecord }[] = [];
@@ -296,6 +301,15 @@ export class DrainEndpoint {
       const id = (records[index] as DrainRecord).header.id;
       const first = results[fresh.find((f) => f.record.header.id === id)!.index];
       results[index] = first.status === 'queued' ? { id, status: 'duplicate' } : { ...first };
+    }
+    // `duplicate` makes the sender remove its copy, as have's "yes" does: for a copy held here, the
+    // reconcile could remove it on its destination's word (that destination may be the sender, about
+    // to remove its own: no copy left). Kept first; one the reconcile removed since the look-up, or
+    // one whose keep cannot be journaled, cannot be answered: 500, the sender sends the batch again.
+    const dups = holds && held.size > 0 ? [...new Set(results.filter((r) => r.status === 'duplicate' && held.has(r.id)).map((r) => r.id))] : [];
+    if (dups.length > 0) {
+      const cannot = await holds!.keepDuplicates(dups);
+      if (cannot.length > 0) unknown ??= `${cannot.length} message(s) held here for this node's own interrupted drain could not be kept (removed meanwhile, or the journal write failed)`;
     }
     return { results, unknown };
   }
