@@ -92,6 +92,39 @@ describe('a batch answered `duplicate` for a message held here for this node\'s 
     }
   });
 
+  test('the journal write that would keep the copy fails: no `duplicate` (500), still held here, the sender keeps its copy; sent again once it can be written, kept here and answered duplicate', async () => {
+    const vol = mountTmpfs('volley-holds-dup-full-', '256k');
+    const x = await startDrainNode(dir, 'full-x', { secret });
+    const b = await startDrainNode(dir, 'full-b', { secret, persistentPath: join(vol.mnt, 'b') });
+    const a = await startDrainNode(dir, 'full-a', { secret });
+    try {
+      await drainKilled(x, b, 'M', t0, secret, true); // B queued M (its dedupe store has it)
+      await drainKilled(b, a, 'M', t0, secret, true); // B holds M for A; A queued it
+      // B's journal ends on a page boundary, then the volume fills: its next line cannot be written at all.
+      const file = journalPath(b.pp);
+      const j = new Journal(file);
+      const bare = JSON.stringify({ removed: [''], at: 0 }).length + 1;
+      j.append({ removed: ['x'.repeat(4096 - statSync(file).size - bare)], at: 0 });
+      j.close();
+      expect(statSync(file).size).toBe(4096);
+      b.start();
+      fillVolume(join(vol.mnt, 'filler'));
+
+      expect(await drainOnce(a, b, 'M', secret)).toMatchObject({ kind: 'retry', untaken: false }); // A drained into B
+      expect([a.spool.has('M'), b.spool.has('M')]).toEqual([true, true]);
+      expect(b.released).toEqual([]);
+      expect([...heldAtStart(b.pp)]).toEqual(['M']);
+
+      rmSync(join(vol.mnt, 'filler'));
+      expect(await drainOnce(a, b, 'M', secret)).toMatchObject({ kind: 'answered', results: [{ id: 'M', status: 'duplicate' }] });
+      expect([a.spool.has('M'), b.spool.has('M')]).toEqual([false, true]);
+      expect(b.released).toEqual(['M']);
+      expect(heldAtStart(b.pp).size).toBe(0);
+    } finally {
+      await vol.release(() => b.close(), () => a.close(), () => x.close());
+    }
+  });
+
   test('L2: B->A (A queued it, the answer lost); B starts and A answers its question "yes", the answer slow on the way back; meanwhile A is drained and its batch reaches B, answered `duplicate` from B\'s spool: B keeps its copy first, so the late "yes" removes nothing', async () => {
     let holdAnswer = false;
     let answerGoes!: () => void;
