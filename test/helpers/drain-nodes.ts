@@ -98,7 +98,7 @@ export async function startDrainNode(dir: string, name: string, options: DrainNo
             return answer;
           },
           isHeld: (id) => node.holds?.isHeld(id) ?? false,
-          keepDuplicates: async (ids) => (node.holds ? node.holds.keepDuplicates(ids) : []),
+          takeHeld: async (take, taken) => (node.holds ? node.holds.takeHeld(take, taken) : { result: await take(), cannot: [] }),
         },
     unavailable: () => undefined,
     logger: silent,

@@ -8,9 +8,10 @@
 // So a "yes" or a `duplicate` for an id held here is given only once this node
 // has committed to keep it (journaled released, durable, before the answer),
 // and the reconcile removes an id only if, under the same lock, it is still
-// held. A `duplicate` looked up before a removal that ran before its lock is
-// withdrawn (a 500: the sender sends again, and it is queued here). Two
-// questions at once then end in two kept copies (a duplicate), never in none.
+// held. A batch carrying a held id is looked up and stored under that lock
+// too, so that no removal falls between its look-up and its answer (which
+// would answer `duplicate` for a copy just removed). Two questions at once
+// then end in two kept copies (a duplicate), never in none.
 // Keeping also costs a duplicate when this node's own drain had reached its
 // destination too (X->A->B, both answers lost, X asks A first): A keeps, B
 // may hold a copy. Loss outranks a duplicate.
@@ -56,8 +57,6 @@ export class DrainHolds {
   private readonly open: Map<string, string>;
   /** When the journal last sent each destination a batch. */
   private readonly lastSent = new Map<string, number>();
-  /** Held ids settled by this process: a `duplicate` looked up before a removal must not stand. */
-  private readonly settledAs = new Map<string, 'removed' | 'released'>();
   private journal?: Journal;
   readonly file: string;
   /** Why the journal could not be read at start: then nothing is held here (the workers hold nothing back either). */
@@ -110,14 +109,12 @@ export class DrainHolds {
 
   /**
    * These held copies are being removed (the reconcile, after they were
-   * forgotten): no longer held from now on, before the workers are even told,
-   * so that no `duplicate` can be kept on a copy that may be gone. Call under `run`.
+   * forgotten): no longer held from now on, before the workers are even told
+   * (were that to fail half-way, no later answer keeps a copy that may be
+   * gone: it is not held). Call under `run`.
    */
   removing(ids: readonly string[]): void {
-    for (const id of ids) {
-      this.open.delete(id);
-      this.settledAs.set(id, 'removed');
-    }
+    for (const id of ids) this.open.delete(id);
   }
 
   /** Appends `line` (synced) and applies it here; throws, and changes nothing here, when it is not on disk. Call under `run`. */
@@ -126,11 +123,7 @@ export class DrainHolds {
     this.journal.append(line);
     if ('removed' in line) this.removing(line.removed);
     else if ('released' in line) {
-      for (const id of line.released) {
-        if (this.open.get(id) !== line.dest) continue;
-        this.open.delete(id);
-        this.settledAs.set(id, 'released');
-      }
+      for (const id of line.released) if (this.open.get(id) === line.dest) this.open.delete(id);
     }
   }
 
@@ -163,19 +156,19 @@ export class DrainHolds {
   }
 
   /**
-   * The endpoint answers `duplicate` for `ids`, which were held here when it
-   * looked them up: the sender then removes its copy, as on "yes". Each one
-   * still held is kept first (journaled released, handed to delivery); one
-   * kept already stands. Resolves with the ids whose `duplicate` must not be
-   * given: removed by the reconcile since the look-up (the copy it found may
-   * be gone), or their keep could not be journaled.
+   * A batch that carries ids held here: `take` (the endpoint's look-ups in
+   * the dedupe store and the spool, and its store) runs under the lock, so no
+   * removal can fall between a look-up and the answer. An id it answers
+   * `duplicate` or `queued` (`taken`) makes the sender remove its copy, as on
+   * "yes": one still held is kept first (journaled released, handed to
+   * delivery). Resolves with take's result and the ids whose keep could not
+   * be journaled (the batch cannot be answered: a 500, sent again).
    */
-  keepDuplicates(ids: readonly string[]): Promise<string[]> {
-    if (ids.length === 0) return Promise.resolve([]);
+  async takeHeld<T>(take: () => Promise<T>, taken: (result: T) => readonly string[]): Promise<{ result: T; cannot: string[] }> {
     return this.run(async () => {
-      const cannot = await this.keep(ids.filter((id) => this.open.has(id)));
-      for (const id of ids) if (!this.open.has(id) && this.settledAs.get(id) !== 'released') cannot.add(id);
-      return [...cannot];
+      const result = await take();
+      const cannot = await this.keep(taken(result).filter((id) => this.open.has(id)));
+      return { result, cannot: [...cannot] };
     });
   }
 

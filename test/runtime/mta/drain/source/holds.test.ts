@@ -3,8 +3,8 @@
 // keeps it; when that journal write fails (a full disk) it answers unknown
 // and keeps it held, and the asker removes nothing. The same for a batch it
 // answers `duplicate` for such a message (the sender then removes its copy),
-// and a `duplicate` looked up before its reconcile removed the copy is not
-// given (500: sent again, queued). A decision costs the ids it is about: the
+// and such a batch is looked up only under the reconcile's lock (a removal
+// before it: queued, not duplicate). A decision costs the ids it is about: the
 // journal is read once, at start. Real endpoints over HTTPS on 127.0.0.1
 // (drain-nodes.ts), A's persistent path on a small tmpfs for the full disk.
 import { rmSync, statSync } from 'node:fs';
@@ -157,7 +157,33 @@ describe('a batch answered `duplicate` for a message held here for this node\'s 
     }
   });
 
-  test('L2, the lock busy: B\'s removal on A\'s "yes" waits for the lock, and A\'s batch with M arrives after it: the removal runs first, so `duplicate` is not given (500), and sent again M is queued at B', async () => {
+  test('a held id whose copy here is gone (purged) comes back in a batch while a "yes" about it is on the way: queued, and kept, so that late "yes" removes nothing', async () => {
+    let holdAnswer = false;
+    let answerGoes!: () => void;
+    const answerHeld = new Promise<void>((resolve) => (answerGoes = resolve));
+    const a = await startDrainNode(dir, 'gone-a', { secret, afterAnswer: async () => void (holdAnswer && (await answerHeld)) });
+    const b = await startDrainNode(dir, 'gone-b', { secret });
+    try {
+      b.spool.add('M');
+      await drainKilled(b, a, 'M', t0, secret, true);
+      b.start();
+      b.spool.delete('M'); // held, but purged here by an operator
+
+      holdAnswer = true;
+      const reconciled = reconcileNode(b, secret, t0); // A: "yes", held on the way back
+      await waitUntil(() => a.answers.length >= 1);
+      expect(await drainOnce(a, b, 'M', secret)).toMatchObject({ kind: 'answered', results: [{ id: 'M', status: 'queued' }] });
+      expect(b.released).toEqual(['M']);
+      answerGoes();
+      await reconciled;
+      expect([a.spool.has('M'), b.spool.has('M')]).toEqual([false, true]);
+    } finally {
+      answerGoes();
+      for (const n of [a, b]) await n.close();
+    }
+  });
+
+  test('L2, the lock busy: B\'s removal on A\'s "yes" waits for the lock, and A\'s batch with M arrives while it waits: the batch is looked up only after that removal, so M is queued at B, not answered duplicate', async () => {
     const a = await startDrainNode(dir, 'l2lock-a', { secret });
     const b = await startDrainNode(dir, 'l2lock-b', { secret });
     let unlock!: () => void;
@@ -173,15 +199,13 @@ describe('a batch answered `duplicate` for a message held here for this node\'s 
       await waitUntil(() => run.mock.calls.length >= 2);
       expect(a.answers[0]).toEqual({ have: ['M'], unknown: [] });
 
-      const sending = drainOnce(a, b, 'M', secret); // A drained: its batch with M reaches B, found in its spool
+      const sending = drainOnce(a, b, 'M', secret); // A drained: its batch with M reaches B
       await waitUntil(() => run.mock.calls.length >= 3 || !a.spool.has('M'));
       unlock();
       await reconciled;
-      expect(b.spool.has('M')).toBe(false); // removed on A's word...
-      expect(await sending).toMatchObject({ kind: 'retry', untaken: false }); // ...so no `duplicate`: A keeps M
-      expect(a.spool.has('M')).toBe(true);
-      expect(await drainOnce(a, b, 'M', secret)).toMatchObject({ kind: 'answered', results: [{ id: 'M', status: 'queued' }] });
+      expect(await sending).toMatchObject({ kind: 'answered', results: [{ id: 'M', status: 'queued' }] });
       expect([a.spool.has('M'), b.spool.has('M')]).toEqual([false, true]);
+      expect(b.seen.has('M')).toBe(true);
     } finally {
       unlock();
       for (const n of [a, b]) await n.close();
@@ -215,7 +239,7 @@ test('a decision costs the ids it is about: once the holds are built, a "yes", a
 
     expect(await holds.answer(['h9000'], () => true)).toEqual({ have: ['h9000'], unknown: [] }); // another node asks: kept
     expect(journalReads() - atStart).toBe(0);
-    expect(await holds.keepDuplicates(['h9001'])).toEqual([]); // a batch answered duplicate: kept
+    expect(await holds.takeHeld(async () => ['h9001'], (taken) => taken)).toEqual({ result: ['h9001'], cannot: [] }); // a batch answered duplicate: kept
     await reconcileAtStart({
       persistentPath: pp,
       nodeId: 'src',
