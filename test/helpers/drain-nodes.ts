@@ -11,7 +11,7 @@ import pino from 'pino';
 import { DrainEndpoint } from '../../runtime/mta/drain/endpoint';
 import { encodeBatch, type DrainRecord } from '../../runtime/mta/drain/protocol';
 import { SeenIds, seenIdsPath } from '../../runtime/mta/drain/seen-ids';
-import { DestinationClient, parseDestination } from '../../runtime/mta/drain/source/destination-client';
+import { DestinationClient, parseDestination, type SendOutcome } from '../../runtime/mta/drain/source/destination-client';
 import { DrainHolds, type HoldsAnswer } from '../../runtime/mta/drain/source/holds';
 import { Journal, journalPath } from '../../runtime/mta/drain/source/journal';
 import { RELEASE_AFTER_MS, reconcileAtStart, writeClientSettings } from '../../runtime/mta/drain/source/reconcile';
@@ -45,6 +45,8 @@ export interface DrainNodeOptions {
   earlier?: boolean;
   /** Awaited before each `have` is decided: lets a test hold answers until every question is asked. */
   beforeAnswer?: () => Promise<void>;
+  /** Awaited after each `have` is decided, before it is sent: an answer slow on the way back. */
+  afterAnswer?: () => Promise<void>;
   /** Where its persistent path goes (default `<dir>/<name>`). */
   persistentPath?: string;
 }
@@ -74,6 +76,7 @@ export async function startDrainNode(dir: string, name: string, options: DrainNo
     },
     async close() {
       await endpoint.close();
+      node.holds?.close();
       await seen.close();
     },
   };
@@ -91,8 +94,11 @@ export async function startDrainNode(dir: string, name: string, options: DrainNo
             await options.beforeAnswer?.();
             const answer = node.holds ? await node.holds.answer(ids, has) : { have: ids.filter(has), unknown: [] };
             node.answers.push(answer);
+            await options.afterAnswer?.();
             return answer;
           },
+          isHeld: (id) => node.holds?.isHeld(id) ?? false,
+          takeHeld: async (take, taken) => (node.holds ? node.holds.takeHeld(take, taken) : { result: await take(), cannot: [] }),
         },
     unavailable: () => undefined,
     logger: silent,
@@ -117,6 +123,29 @@ export async function drainKilled(from: DrainNode, to: DrainNode, id: string, at
     if (sent.kind !== 'answered' || sent.results[0]?.status !== 'queued') throw new Error(`${to.name} did not queue ${id}: ${JSON.stringify(sent)}`);
   } finally {
     c.close();
+  }
+}
+
+/**
+ * `from` is drained (`volley drain`, its MTA stopped) and sends `id` to `to`:
+ * journaled first; once answered `queued` or `duplicate` it is removed there
+ * as the drain removes it (forgotten by its dedupe store, then done, then
+ * journaled removed). Resolves with what `to` answered.
+ */
+export async function drainOnce(from: DrainNode, to: DrainNode, id: string, secret: Buffer): Promise<SendOutcome> {
+  const j = new Journal(journalPath(from.pp));
+  try {
+    j.append({ dest: to.label, ids: [id], at: Date.now() });
+    const c = new DestinationClient(parseDestination(to.label), { secret, node: from.name, insecure: true, timeoutMs: 30_000, maxSockets: 1 });
+    const sent = await c.sendBatch(encodeBatch([message(id)]), [id]).finally(() => c.close());
+    if (sent.kind === 'answered' && (sent.results[0]?.status === 'queued' || sent.results[0]?.status === 'duplicate')) {
+      await from.seen.forget([id]);
+      from.spool.delete(id);
+      j.append({ removed: [id], at: Date.now() });
+    }
+    return sent;
+  } finally {
+    j.close();
   }
 }
 

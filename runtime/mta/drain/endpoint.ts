@@ -58,11 +58,12 @@ export interface DrainEndpointOptions {
   unsettled?: (id: string) => boolean;
   /**
    * This node's own held messages (an interrupted drain of its own, settled by
-   * the reconcile): `have` answers "yes" for one of them only once this node
-   * committed to keep it, under the reconcile's lock (DrainHolds.answer).
-   * Without it (an earlier release) `have` answers from `seen` alone.
+   * the reconcile): `have` answers "yes", and a batch `duplicate` (or
+   * `queued`), for one of them only once this node committed to keep it,
+   * under the reconcile's lock (DrainHolds.answer, takeHeld). Without it (an
+   * earlier release) both answer from `seen` and the spool alone.
    */
-  holds?: Pick<DrainHolds, 'answer'>;
+  holds?: Pick<DrainHolds, 'answer' | 'isHeld' | 'takeHeld'>;
   /** Why this node takes no drain now (stopping, draining itself, workers not ready); undefined when it does. */
   unavailable: () => string | undefined;
   logger: Logger;
@@ -221,6 +222,22 @@ export class DrainEndpoint {
 
   /** Dedupe, store what is new, record it as seen, and answer each record in order. */
   private async take(records: ReturnType<typeof decodeBatch>, now: number): Promise<{ results: DrainResult[]; unknown?: string }> {
+    const holds = this.options.holds;
+    // Nothing becomes held after the start: a batch with no id held now needs no lock.
+    if (!holds || !records.some((r) => !isBadRecord(r) && holds.isHeld(r.header.id))) return this.takeNow(records, now);
+    // `duplicate` (or `queued`) makes the sender remove its copy, as have's "yes" does: for a copy held
+    // here, the reconcile could remove it on its destination's word (that destination may be this very
+    // sender: no copy left). So the batch is looked up and stored under the reconcile's lock, and what it
+    // answers for a held id is kept here first; one whose keep cannot be journaled makes it a 500 (sent again).
+    const { result, cannot } = await holds.takeHeld(
+      () => this.takeNow(records, now),
+      (r) => r.results.filter((x) => x.status === 'queued' || x.status === 'duplicate').map((x) => x.id),
+    );
+    if (cannot.length > 0) result.unknown ??= `${cannot.length} message(s) held here for this node's own interrupted drain could not be kept (the journal write failed)`;
+    return result;
+  }
+
+  private async takeNow(records: ReturnType<typeof decodeBatch>, now: number): Promise<{ results: DrainResult[]; unknown?: string }> {
     const results: DrainResult[] = new Array(records.length);
     let unknown: string | undefined;
     const unknownIds = new Set<string>();

@@ -1,18 +1,31 @@
 // The messages this node holds for its own interrupted drain (reconcile.ts),
 // and the one lock under which every decision about them is made: the
-// reconcile's "the destination has it: remove ours" and the drain endpoint's
-// "yes, we have it" to another node's question. Two nodes can each hold the
-// other's copy (X->B, B->A answer lost, A->B lost): if both answered "yes"
-// from their dedupe store and both then removed theirs, no copy would be
-// left. So `have` answers "yes" for an id held here only once this node has
-// committed to keep it (journaled released, durable, before the answer),
-// and the reconcile removes an id only if, re-read under the same lock, it is
-// still held. Two questions at once then end in two kept copies (a
-// duplicate), never in none. Keeping also costs a duplicate when this node's
-// own drain had reached its destination too (X->A->B, both answers lost, X
-// asks A first): A keeps, B may hold a copy. Loss outranks a duplicate.
+// reconcile's "the destination has it: remove ours", the drain endpoint's
+// "yes, we have it" to another node's question, and its `duplicate` answer to
+// another node's batch. Two nodes can each hold the other's copy (X->B, B->A
+// answer lost, A->B lost): if both answered "yes" (or `duplicate`) from their
+// dedupe store or spool and both then removed theirs, no copy would be left.
+// So a "yes" or a `duplicate` for an id held here is given only once this node
+// has committed to keep it (journaled released, durable, before the answer),
+// and the reconcile removes an id only if, under the same lock, it is still
+// held. A batch carrying a held id is looked up and stored under that lock
+// too, so that no removal falls between its look-up and its answer (which
+// would answer `duplicate` for a copy just removed). Two questions at once
+// then end in two kept copies (a duplicate), never in none.
+// Keeping also costs a duplicate when this node's own drain had reached its
+// destination too (X->A->B, both answers lost, X asks A first): A keeps, B
+// may hold a copy. Loss outranks a duplicate.
+//
+// The journal's state is read once, at start, and kept here: while the MTA
+// runs, nothing but this process writes the journal. `volley drain` writes it
+// only while holding the persistent path's lock (run-drain.ts: it stops the
+// MTA and waits for its lock, mta-control.ts, or takes it at once when the MTA
+// is not running), and the MTA's primary holds that lock for its whole life
+// (primary.ts, lockPersistentPath) from before this is built. So every change
+// to the journal after the start is one of the appends below, and a decision
+// costs the ids it is about, not a re-read of the whole journal.
 import type { Logger } from 'pino';
-import { Journal, journalPath, readJournal, unsettled } from './journal';
+import { Journal, journalPath, readJournal, unsettled, type JournalLine } from './journal';
 
 /** The ids a worker must not deliver yet: what the journal sent somewhere and never settled. */
 export function heldAtStart(persistentPath: string): Set<string> {
@@ -40,17 +53,25 @@ export interface HoldsAnswer {
 
 export class DrainHolds {
   private chain: Promise<unknown> = Promise.resolve();
-  /**
-   * Held at start and not settled since: the fast check for every `have`. An
-   * id leaves it only after its settlement is journaled (and, when removed,
-   * after it was forgotten), so an id outside it needs no lock.
-   */
-  private readonly held: Set<string>;
+  /** Still held: each id and the destination its drain sent it to (the journal's unsettled ids, kept up to date here). */
+  private readonly open: Map<string, string>;
+  /** When the journal last sent each destination a batch. */
+  private readonly lastSent = new Map<string, number>();
+  private journal?: Journal;
   readonly file: string;
+  /** Why the journal could not be read at start: then nothing is held here (the workers hold nothing back either). */
+  readonly unreadable?: Error;
 
   constructor(private readonly options: DrainHoldsOptions) {
     this.file = journalPath(options.persistentPath);
-    this.held = heldAtStart(options.persistentPath);
+    let lines: JournalLine[] = [];
+    try {
+      lines = readJournal(this.file);
+    } catch (err) {
+      this.unreadable = err as Error;
+    }
+    this.open = unsettled(lines);
+    for (const l of lines) if ('ids' in l) this.lastSent.set(l.dest, Math.max(this.lastSent.get(l.dest) ?? 0, l.at));
   }
 
   /** Runs `fn` after every earlier one (one decision at a time). */
@@ -60,14 +81,62 @@ export class DrainHolds {
     return next;
   }
 
-  /** Still held, from the journal re-read now: which destination each open id was sent to. Call under `run`. */
-  open(): Map<string, string> {
-    return unsettled(readJournal(this.file));
+  /** Whether `id` is held here now (no lock: the endpoint's snapshot before it looks an id up). */
+  isHeld(id: string): boolean {
+    return this.open.has(id);
   }
 
-  /** These ids are settled (their removal or release journaled). Call under `run`. */
-  settled(ids: readonly string[]): void {
-    for (const id of ids) this.held.delete(id);
+  /** The destination a held id was sent to; undefined once settled. */
+  destinationOf(id: string): string | undefined {
+    return this.open.get(id);
+  }
+
+  /** The held ids, by the destination each was sent to. */
+  byDestination(): Map<string, string[]> {
+    const by = new Map<string, string[]>();
+    for (const [id, dest] of this.open) by.set(dest, [...(by.get(dest) ?? []), id]);
+    return by;
+  }
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** When the journal last sent `dest` a batch (0: never). */
+  lastSentTo(dest: string): number {
+    return this.lastSent.get(dest) ?? 0;
+  }
+
+  /**
+   * These held copies are being removed (the reconcile, after they were
+   * forgotten): no longer held from now on, before the workers are even told
+   * (were that to fail half-way, no later answer keeps a copy that may be
+   * gone: it is not held). Call under `run`.
+   */
+  removing(ids: readonly string[]): void {
+    for (const id of ids) this.open.delete(id);
+  }
+
+  /** Appends `line` (synced) and applies it here; throws, and changes nothing here, when it is not on disk. Call under `run`. */
+  record(line: JournalLine): void {
+    this.journal ??= new Journal(this.file);
+    this.journal.append(line);
+    if ('removed' in line) this.removing(line.removed);
+    else if ('released' in line) {
+      for (const id of line.released) if (this.open.get(id) === line.dest) this.open.delete(id);
+    }
+  }
+
+  /** Nothing held any more: the journal is kept under another name (a new drain starts clean). Call under `run`. */
+  retireIfSettled(): void {
+    if (this.open.size > 0) return;
+    (this.journal ?? new Journal(this.file)).retire();
+    this.journal = undefined;
+  }
+
+  close(): void {
+    this.journal?.close();
+    this.journal = undefined;
   }
 
   /**
@@ -79,49 +148,55 @@ export class DrainHolds {
    * answered "no" here: the asker keeps its copy.
    */
   answer(ids: readonly string[], seen: (id: string) => boolean): Promise<HoldsAnswer> {
-    if (!ids.some((id) => this.held.has(id) && seen(id))) return Promise.resolve({ have: ids.filter(seen), unknown: [] });
+    if (!ids.some((id) => this.open.has(id) && seen(id))) return Promise.resolve({ have: ids.filter(seen), unknown: [] });
     return this.run(async () => {
-      const unknown = new Set<string>();
-      let open: Map<string, string>;
-      try {
-        open = this.open();
-      } catch (err) {
-        // Cannot tell whether they are still held: no "yes" that could cost the only copy.
-        for (const id of ids) if (this.held.has(id) && seen(id)) unknown.add(id);
-        this.options.logger.error({ err, file: this.file }, 'drain: the journal cannot be read to answer for held messages: answered unknown (asked again)');
-        return { have: ids.filter((id) => seen(id) && !unknown.has(id)), unknown: [...unknown] };
-      }
-      const keep = new Map<string, string[]>();
-      for (const id of ids) {
-        // Held at start and, re-read now, still open: a line a later `volley drain` added is not a hold.
-        const dest = this.held.has(id) ? open.get(id) : undefined;
-        if (dest !== undefined && seen(id)) keep.set(dest, [...(keep.get(dest) ?? []), id]);
-      }
-      const kept = new Set<string>();
-      if (keep.size > 0) {
-        let journal: Journal | undefined;
-        try {
-          journal = new Journal(this.file);
-          for (const [dest, released] of keep) {
-            // Durable before the answer: once the asker hears "yes" it removes its copy.
-            journal.append({ released, dest, at: Date.now() });
-            for (const id of released) kept.add(id);
-            this.settled(released);
-          }
-        } catch (err) {
-          for (const list of keep.values()) for (const id of list) if (!kept.has(id)) unknown.add(id);
-          this.options.logger.error({ err, ids: unknown.size }, 'drain: journaling held messages as kept failed: answered unknown, still held (asked again)');
-        } finally {
-          journal?.close();
-        }
-      }
-      if (kept.size > 0) {
-        this.options.logger.warn({ ids: kept.size }, 'drain: another node asks about messages held here for an interrupted drain: kept here and delivered (it removes its copy)');
-        // Journaled released already: a failed hand-over leaves them held in the workers until the
-        // next start, which delivers them (heldAtStart skips released ids). Never a loss.
-        await this.options.release([...kept]).catch((err: unknown) => this.options.logger.error({ err, ids: kept.size }, 'drain: releasing kept messages to the workers failed; delivered after the next start'));
-      }
+      const unknown = await this.keep(ids.filter((id) => this.open.has(id) && seen(id)));
       return { have: ids.filter((id) => seen(id) && !unknown.has(id)), unknown: [...unknown] };
     });
+  }
+
+  /**
+   * A batch that carries ids held here: `take` (the endpoint's look-ups in
+   * the dedupe store and the spool, and its store) runs under the lock, so no
+   * removal can fall between a look-up and the answer. An id it answers
+   * `duplicate` or `queued` (`taken`) makes the sender remove its copy, as on
+   * "yes": one still held is kept first (journaled released, handed to
+   * delivery). Resolves with take's result and the ids whose keep could not
+   * be journaled (the batch cannot be answered: a 500, sent again).
+   */
+  async takeHeld<T>(take: () => Promise<T>, taken: (result: T) => readonly string[]): Promise<{ result: T; cannot: string[] }> {
+    return this.run(async () => {
+      const result = await take();
+      const cannot = await this.keep(taken(result).filter((id) => this.open.has(id)));
+      return { result, cannot: [...cannot] };
+    });
+  }
+
+  /** Journals `ids` (held) released and hands them to delivery; resolves with those it could not journal. Under `run`. */
+  private async keep(ids: readonly string[]): Promise<Set<string>> {
+    const unknown = new Set<string>();
+    const byDest = new Map<string, string[]>();
+    for (const id of new Set(ids)) {
+      const dest = this.open.get(id)!;
+      byDest.set(dest, [...(byDest.get(dest) ?? []), id]);
+    }
+    const kept: string[] = [];
+    for (const [dest, released] of byDest) {
+      try {
+        // Durable before the answer: once the other node hears "yes" or `duplicate` it removes its copy.
+        this.record({ released, dest, at: Date.now() });
+        kept.push(...released);
+      } catch (err) {
+        for (const id of released) unknown.add(id);
+        this.options.logger.error({ err, ids: released.length }, 'drain: journaling held messages as kept failed: answered unknown, still held (asked again)');
+      }
+    }
+    if (kept.length > 0) {
+      this.options.logger.warn({ ids: kept.length }, 'drain: another node asks about (or sends) messages held here for an interrupted drain: kept here and delivered (it removes its copy)');
+      // Journaled released already: a failed hand-over leaves them held in the workers until the
+      // next start, which delivers them (heldAtStart skips released ids). Never a loss.
+      await this.options.release(kept).catch((err: unknown) => this.options.logger.error({ err, ids: kept.length }, 'drain: releasing kept messages to the workers failed; delivered after the next start'));
+    }
+    return unknown;
   }
 }

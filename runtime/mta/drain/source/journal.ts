@@ -6,7 +6,7 @@
 // answers `duplicate` or takes them), never to another, and an MTA that
 // starts with such a journal holds them back from delivery. That is how a
 // SIGKILL at any moment never leads to a message delivered twice.
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VolleyError } from '../../../shared/errors';
 
@@ -59,10 +59,7 @@ export class Journal {
     mkdirSync(dirname(file), { recursive: true });
     // A torn last line (no newline: the crash came mid-append, so its batch never left)
     // would glue onto the next one: cut it off.
-    if (existsSync(file)) {
-      const text = readFileSync(file);
-      if (text.length > 0 && text[text.length - 1] !== 0x0a) truncateSync(file, text.lastIndexOf(0x0a) + 1);
-    }
+    if (existsSync(file)) cutTornTail(file);
     this.fd = openSync(file, 'a');
   }
 
@@ -97,5 +94,32 @@ export class Journal {
   retire(): void {
     this.close();
     if (existsSync(this.file)) renameSync(this.file, `${this.file}.done`);
+  }
+}
+
+/**
+ * Cuts a last line without its newline off `file`, reading back from the end
+ * only as far as the last newline: opening the journal to append (an MTA
+ * keeping a held copy, each drain) costs a line, not the whole journal.
+ */
+function cutTornTail(file: string): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const size = fstatSync(fd).size;
+    const chunk = Buffer.alloc(64 * 1024);
+    let end = size;
+    while (end > 0) {
+      const start = Math.max(0, end - chunk.length);
+      const n = readSync(fd, chunk, 0, end - start, start);
+      const nl = chunk.subarray(0, n).lastIndexOf(0x0a);
+      if (nl >= 0) {
+        if (start + nl + 1 < size) ftruncateSync(fd, start + nl + 1);
+        return;
+      }
+      end = start;
+    }
+    if (size > 0) ftruncateSync(fd, 0); // one torn line and nothing before it
+  } finally {
+    closeSync(fd);
   }
 }

@@ -6,13 +6,13 @@
 // (POST /drain/v1/have) until it answers; what it has is removed here
 // (reason `drained`) and forgotten by this node's dedupe store, the rest
 // released to delivery, and the journal settled. Every such decision is made
-// under DrainHolds' lock, with the journal re-read (holds.ts).
+// under DrainHolds' lock, on the journal's state the holds keep (holds.ts).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { DestinationClient, parseDestination } from './destination-client';
 import { DrainHolds, heldAtStart } from './holds';
-import { Journal, journalPath, readJournal, unsettled } from './journal';
+import { journalPath } from './journal';
 
 export { heldAtStart };
 
@@ -67,37 +67,36 @@ export interface ReconcileOptions {
 
 /** Runs until every id the journal left open is settled; resolves at once when there is none. */
 export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
-  const file = journalPath(o.persistentPath);
-  let open: Map<string, string>;
-  const lastSent = new Map<string, number>();
+  // The journal is read once, by the holds (at the MTA's start when shared); every decision below uses their state.
+  const holds = o.holds ?? new DrainHolds({ persistentPath: o.persistentPath, release: (ids) => o.settle([], ids), logger: o.logger });
   try {
-    const lines = readJournal(file);
-    open = unsettled(lines);
-    for (const l of lines) if ('ids' in l) lastSent.set(l.dest, Math.max(lastSent.get(l.dest) ?? 0, l.at));
-  } catch (err) {
-    o.logger.error({ err, file }, 'drain journal unreadable: its messages are delivered as usual (rerun `volley drain` to settle them)');
+    await reconcile(o, holds);
+  } finally {
+    if (!o.holds) holds.close();
+  }
+}
+
+async function reconcile(o: ReconcileOptions, holds: DrainHolds): Promise<void> {
+  if (holds.unreadable) {
+    o.logger.error({ err: holds.unreadable, file: holds.file }, 'drain journal unreadable: its messages are delivered as usual (rerun `volley drain` to settle them)');
     return;
   }
-  if (open.size === 0) return;
+  if (holds.size === 0) return;
   const settings = readClientSettings(o.persistentPath);
   const secret = o.secret(settings.secretFile);
-  o.logger.warn({ messages: open.size, destinations: [...new Set(open.values())] }, 'an interrupted drain sent these messages without hearing back: held from delivery until their destination says whether it has them');
+  const byDest = holds.byDestination();
+  o.logger.warn({ messages: holds.size, destinations: [...byDest.keys()] }, 'an interrupted drain sent these messages without hearing back: held from delivery until their destination says whether it has them');
   if (!secret) {
     o.logger.error('no drain secret to ask with: the held messages stay held; run `volley drain` (it settles them) or set drain.secret_file');
     return;
   }
-  const byDest = new Map<string, string[]>();
-  for (const [id, dest] of open) byDest.set(dest, [...(byDest.get(dest) ?? []), id]);
-  const journal = new Journal(file);
-  const holds = o.holds ?? new DrainHolds({ persistentPath: o.persistentPath, release: (ids) => o.settle([], ids), logger: o.logger });
   /**
-   * Under the holds' lock, with the journal re-read: an id this node's `have`
-   * committed to keep meanwhile (released) is no longer held, and is neither
-   * removed nor asked about again. Resolves with the ids to ask about again.
+   * Under the holds' lock: an id this node kept meanwhile (its endpoint
+   * answered "yes" or `duplicate` for it, released) is no longer held, and is
+   * neither removed nor asked about again. Resolves with the ids to ask about again.
    */
   const decide = async (dest: string, asked: string[], have: ReadonlySet<string>, unknown: ReadonlySet<string>, late: boolean): Promise<string[]> => {
-    const open = holds.open();
-    const ids = asked.filter((id) => open.get(id) === dest);
+    const ids = asked.filter((id) => holds.destinationOf(id) === dest);
     let remove = ids.filter((id) => have.has(id));
     if (remove.length > 0 && o.forget) {
       // Forgotten before removed: once this copy is gone, this node must answer "no" (were it killed
@@ -113,52 +112,54 @@ export async function reconcileAtStart(o: ReconcileOptions): Promise<void> {
       }
     }
     const removing = new Set(remove);
+    // No longer held from here on, before the workers remove them: a `duplicate` looked up earlier is withdrawn (holds.ts).
+    holds.removing(remove);
     // What it cannot say yet (a store unanswered there) is neither removed nor released.
     const release = late ? ids.filter((id) => !have.has(id) && !unknown.has(id)) : [];
     await o.settle(remove, release);
-    if (remove.length) journal.append({ removed: remove, at: Date.now() });
-    if (release.length) journal.append({ released: release, dest, at: Date.now() });
-    holds.settled([...remove, ...release]);
+    if (remove.length) holds.record({ removed: remove, at: Date.now() });
+    if (release.length) holds.record({ released: release, dest, at: Date.now() });
     o.logger.info({ dest, removed: remove.length, released: release.length }, 'held drain messages settled');
     if (unknown.size > 0) o.logger.warn({ dest, unknown: unknown.size }, 'a drain destination cannot say yet whether it stored some held messages (a store unanswered there): they stay held; asked again');
     return late ? ids.filter((id) => unknown.has(id) || (have.has(id) && !removing.has(id))) : ids.filter((id) => !removing.has(id));
   };
-  try {
-    for (;;) {
-      for (const [dest, ids] of [...byDest]) {
-        const client = new DestinationClient(parseDestination(dest), {
-          secret,
-          node: o.nodeId,
-          ca: settings.ca ? Buffer.from(settings.ca) : undefined,
-          insecure: settings.insecure,
-          localAddress: settings.bindIp,
-          timeoutMs: 30_000,
-          maxSockets: 1,
-        });
-        const answer = await client.have(ids);
-        client.close();
-        if (answer === undefined) {
-          o.logger.warn({ dest, held: ids.length }, 'a drain destination cannot answer about held messages now: they stay held; asked again');
-          continue;
-        }
-        if ('never' in answer) {
-          o.logger.error({ dest, reason: answer.never }, 'a drain destination will not answer about held messages: they stay held; run `volley drain`');
-          byDest.delete(dest);
-          continue;
-        }
-        const { have, unknown } = answer;
-        const late = (o.now ?? Date.now)() - (lastSent.get(dest) ?? 0) >= RELEASE_AFTER_MS;
-        const rest = await holds.run(() => decide(dest, ids, have, unknown, late));
-        if (rest.length) byDest.set(dest, rest); // asked again once the last request to it is old enough
-        else byDest.delete(dest);
+  for (;;) {
+    for (const [dest, asking] of [...byDest]) {
+      // Kept here meanwhile (released by the endpoint's "yes" or `duplicate`): nothing left to ask about.
+      const ids = asking.filter((id) => holds.destinationOf(id) === dest);
+      if (ids.length === 0) {
+        byDest.delete(dest);
+        continue;
       }
-      if (byDest.size === 0) break;
-      await new Promise((r) => setTimeout(r, o.retryMs ?? 30_000).unref()); // unref: a stopping node does not wait for it
+      const client = new DestinationClient(parseDestination(dest), {
+        secret,
+        node: o.nodeId,
+        ca: settings.ca ? Buffer.from(settings.ca) : undefined,
+        insecure: settings.insecure,
+        localAddress: settings.bindIp,
+        timeoutMs: 30_000,
+        maxSockets: 1,
+      });
+      const answer = await client.have(ids);
+      client.close();
+      if (answer === undefined) {
+        o.logger.warn({ dest, held: ids.length }, 'a drain destination cannot answer about held messages now: they stay held; asked again');
+        byDest.set(dest, ids);
+        continue;
+      }
+      if ('never' in answer) {
+        o.logger.error({ dest, reason: answer.never }, 'a drain destination will not answer about held messages: they stay held; run `volley drain`');
+        byDest.delete(dest);
+        continue;
+      }
+      const { have, unknown } = answer;
+      const late = (o.now ?? Date.now)() - holds.lastSentTo(dest) >= RELEASE_AFTER_MS;
+      const rest = await holds.run(() => decide(dest, ids, have, unknown, late));
+      if (rest.length) byDest.set(dest, rest); // asked again once the last request to it is old enough
+      else byDest.delete(dest);
     }
-    await holds.run(async () => {
-      if (holds.open().size === 0) journal.retire();
-    });
-  } finally {
-    journal.close();
+    if (byDest.size === 0) break;
+    await new Promise((r) => setTimeout(r, o.retryMs ?? 30_000).unref()); // unref: a stopping node does not wait for it
   }
+  await holds.run(async () => holds.retireIfSettled());
 }

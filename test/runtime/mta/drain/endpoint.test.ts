@@ -262,6 +262,29 @@ test('a message this node holds for an interrupted drain of its own: have answer
   }, 10_000, () => why);
 }, 60_000);
 
+test('a batch with a message this node holds for an interrupted drain of its own: answered duplicate only once that copy is kept here (journaled released) and handed to delivery', async () => {
+  const h = batch[11].header;
+  const pp = join(dir, 'pp');
+  await mta.stop();
+  // Drained on from here to a destination that is gone, killed before the answer: held at the next start.
+  const gone = `127.0.0.1:${await getFreePort()}`;
+  const j = new Journal(journalPath(pp));
+  j.append({ dest: gone, ids: [h.id], at: Date.now() });
+  j.close();
+  writeClientSettings(pp, { insecure: true });
+  mta = await start();
+  expect((await message(h.id)).state).toMatchObject({ why: expect.stringContaining('held since the start') });
+  // Its source, rerun, sends it here again: `duplicate` makes it remove its copy.
+  expect((await post('/drain/v1/messages', encodeBatch([batch[11]]))).body.results).toEqual([{ id: h.id, status: 'duplicate' }]);
+  expect(readJournal(journalPath(pp)).at(-1)).toMatchObject({ released: [h.id], dest: gone });
+  expect(heldAtStart(pp).size).toBe(0);
+  let why = '';
+  await waitUntil(async () => {
+    why = String((await message(h.id)).state?.why);
+    return why.includes('waiting for its next retry');
+  }, 10_000, () => why);
+}, 60_000);
+
 describe('in process: when the node cannot take a batch now', () => {
   let endpoint: DrainEndpoint;
   let seen: SeenIds;

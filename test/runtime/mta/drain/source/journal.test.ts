@@ -37,6 +37,22 @@ test('a torn last line (a crash mid-append) is ignored and the next append start
   expect(() => readJournal(file)).toThrow(/line 1 is not JSON/);
 });
 
+test('opening to append cuts a torn last line however long, reading back only to the line before it; a journal that is one torn line becomes empty', () => {
+  const file = journalPath(join(dir, 'pp3'));
+  const j = new Journal(file);
+  j.append({ dest: 'a:1', ids: ['m1'], at: 1 });
+  j.close();
+  const whole = statSync(file).size;
+  appendFileSync(file, `{"dest":"a:1","ids":["${'x'.repeat(200_000)}`); // longer than one read back
+  new Journal(file).close();
+  expect(statSync(file).size).toBe(whole);
+  writeFileSync(file, '{"dest":"a:1","ids":["m2"');
+  const again = new Journal(file);
+  again.append({ removed: ['m3'], at: 3 });
+  again.close();
+  expect(readJournal(file)).toEqual([{ removed: ['m3'], at: 3 }]);
+});
+
 test('retire keeps the settled journal beside, so the next drain starts clean', () => {
   const file = journalPath(join(dir, 'pp2'));
   const j = new Journal(file);
