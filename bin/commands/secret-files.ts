@@ -23,7 +23,9 @@ export async function runSecretFilesFetch(flags: { secretIds: readonly string[];
   if (bad !== undefined) throw new VolleyError('EUSAGE', `"${bad.slice(0, 100)}" is not a Secrets Manager secret name`);
   const client = secretsManagerClient(flags.region ? { region: flags.region } : {});
   const warn = (message: string): void => flags.log(`volley secret-files: warning: ${message}`);
-  const { result, change } = await fetchSecretFiles(client, flags.secretIds, { dir: flags.dir, owner: flags.user ? owner(flags.user) : undefined, warn });
+  // No secret listed (an environment without mta.fileSecrets, or a host with no volley user): nothing is written, so no owner is looked up;
+  // files an earlier list wrote are still removed.
+  const { result, change } = await fetchSecretFiles(client, flags.secretIds, { dir: flags.dir, owner: flags.user && flags.secretIds.length > 0 ? owner(flags.user) : undefined, warn });
   if (result === 'kept') return false;
   for (const path of change.written) flags.log(`volley secret-files: wrote ${path}`);
   for (const path of change.removed) flags.log(`volley secret-files: removed ${path} (no secret lists it any more)`);
