@@ -38,7 +38,7 @@ export function registerSecretFiles(program: Command): void {
     .option('--secret-id <name...>', `the secrets (default: ${FILE_SECRETS_ENV}, comma-separated)`)
     .option('--region <region>', 'AWS region (default: the SDK\'s)', process.env.VOLLEY_REGION)
     .option('--dir <dir>', 'where the files go (their paths in the secrets say /etc/volley/secrets/)')
-    .option('--user <name>', 'who owns the files (the daemon\'s user)', 'volley')
+    .option('--user <name>', 'whose group reads the files (the daemon\'s user; root owns them)', 'volley')
     .action(async (flags: { secretId?: string[]; region?: string; dir?: string; user: string }) => {
       const secretIds = flags.secretId ?? fileSecretIds(process.env[FILE_SECRETS_ENV]);
       const changed = await runSecretFilesFetch({ ...flags, secretIds, log: (line) => void process.stderr.write(`${line}\n`) });

@@ -121,10 +121,10 @@ it('mail injected at the ingress reaches the sink MX from the configured sending
 it('the mail carries a DKIM-Signature by the operator\'s key, which reached each MTA from its Secrets Manager secret and verifies', async () => {
   const mtas = booted.filter((i) => i.spec.role === 'mta');
   for (const m of mtas) {
-    // Written by `volley secret-files fetch` (ExecStartPre) 0600 for the daemon's user, as root wrote it.
+    // Written by `volley secret-files fetch` (ExecStartPre) root-owned 0640, read by the daemon's group.
     const key = statSync(m.hostPath(DKIM_KEY_FILE));
-    const volley = Number((await m.exec(['id', '-u', 'volley'])).stdout.trim());
-    expect({ node: m.name, mode: key.mode & 0o777, uid: key.uid }).toEqual({ node: m.name, mode: 0o600, uid: volley });
+    const volley = Number((await m.exec(['id', '-g', 'volley'])).stdout.trim());
+    expect({ node: m.name, mode: key.mode & 0o777, uid: key.uid, gid: key.gid }).toEqual({ node: m.name, mode: 0o640, uid: 0, gid: volley });
   }
   const files = rehearsal.world.sessions().flatMap((s) => s.files);
   expect(files.length).toBeGreaterThanOrEqual(40);

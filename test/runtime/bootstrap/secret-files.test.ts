@@ -1,19 +1,22 @@
 // `volley secret-files fetch`: the operator's file secrets (mta.fileSecrets)
-// written under the secrets directory 0600, stale files removed by the
+// written under the secrets directory root-owned 0640 for the daemon's group,
+// in directories root owns, never through a link, stale files removed by the
 // command's own manifest (never a file it did not write), paths that escape
 // the directory refused naming the secret and the path but no value, and the
 // files on disk kept when AWS cannot be reached. Secrets Manager is mocked
 // (aws-sdk-client-mock); the files are real, in a temp dir.
 import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fetchSecretFiles, MANIFEST_NAME, parseFileSecret } from '../../../runtime/bootstrap/secret-files';
+import { fetchSecretFiles, installSecretFiles, MANIFEST_NAME, parseFileSecret } from '../../../runtime/bootstrap/secret-files';
 
 const client = new SecretsManagerClient({ region: 'eu-west-1' });
 const sm = mockClient(client);
 const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+/** The daemon's user as `--user volley` gives it: the files' group; their owner stays the fetch's own (root's) uid. */
+const daemon = { uid: 4321, gid: 4322 };
 const A = 'volley/dev/dkim-keys';
 const B = 'volley/dev/webhooks';
 const KEY = '-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n';
@@ -33,25 +36,27 @@ beforeEach(() => {
 afterEach(() => rmSync(join(dir, '..'), { recursive: true, force: true }));
 
 const put = (id: string, files: Record<string, string>): void => void values.set(id, JSON.stringify({ files }));
-const fetch = (ids: string[], warn: (m: string) => void = () => undefined) => fetchSecretFiles(client, ids, { dir, owner: me, warn });
+const fetch = (ids: string[], warn: (m: string) => void = () => undefined) => fetchSecretFiles(client, ids, { dir, owner: daemon, warn });
 
-test('writes every file of every secret 0600 under the directory, reports the paths, and rewrites only what changed', async () => {
+test('writes every file of every secret root:volley 0640 under the directory, reports the paths, and rewrites only what changed', async () => {
   put(A, { '/etc/volley/secrets/dkim/sender.example.pem': KEY });
   put(B, { '/etc/volley/secrets/webhook.secret': 'whsec_AAAA' });
   expect(await fetch([A, B])).toEqual({ result: 'written', change: { written: ['dkim/sender.example.pem', 'webhook.secret'], removed: [] } });
   expect(readFileSync(join(dir, 'dkim/sender.example.pem'), 'utf8')).toBe(KEY);
   expect(readFileSync(join(dir, 'webhook.secret'), 'utf8')).toBe('whsec_AAAA');
-  for (const f of ['dkim/sender.example.pem', 'webhook.secret']) expect(statSync(join(dir, f)).mode & 0o777).toBe(0o600);
-  // The directories hold keys: only their owner enters them.
-  for (const d of ['', 'dkim']) expect(statSync(join(dir, d)).mode & 0o777).toBe(0o700);
+  // The MTA (User=volley) reads them through its group; only root writes or chmods them.
+  for (const f of ['dkim/sender.example.pem', 'webhook.secret']) expect(statSync(join(dir, f))).toMatchObject({ mode: 0o100640, uid: me.uid, gid: daemon.gid });
+  // The directories hold keys: root's, the daemon's group enters them, no one else.
+  for (const d of ['', 'dkim']) expect(statSync(join(dir, d))).toMatchObject({ mode: 0o40750, uid: me.uid, gid: daemon.gid });
+  expect(statSync(join(dir, MANIFEST_NAME))).toMatchObject({ mode: 0o100600, uid: me.uid, gid: daemon.gid });
 
   expect((await fetch([A, B])).change).toEqual({ written: [], removed: [] });
   // Same bytes, but someone else's or readable by others: rewritten for the daemon's user alone.
   chownSync(join(dir, 'webhook.secret'), 4321, 4321);
   chmodSync(join(dir, 'dkim/sender.example.pem'), 0o644);
   expect((await fetch([A, B])).change).toEqual({ written: ['dkim/sender.example.pem', 'webhook.secret'], removed: [] });
-  expect(statSync(join(dir, 'webhook.secret'))).toMatchObject({ uid: me.uid, gid: me.gid });
-  expect(statSync(join(dir, 'dkim/sender.example.pem')).mode & 0o777).toBe(0o600);
+  expect(statSync(join(dir, 'webhook.secret'))).toMatchObject({ uid: me.uid, gid: daemon.gid });
+  expect(statSync(join(dir, 'dkim/sender.example.pem')).mode & 0o777).toBe(0o640);
   put(B, { '/etc/volley/secrets/webhook.secret': 'whsec_BBBB' });
   expect((await fetch([A, B])).change).toEqual({ written: ['webhook.secret'], removed: [] });
   expect(readFileSync(join(dir, 'webhook.secret'), 'utf8')).toBe('whsec_BBBB');
@@ -125,4 +130,62 @@ test('an answer that refuses (no such secret) stops the start and writes nothing
   put(A, { '/etc/volley/secrets/a.pem': KEY });
   await expect(fetch([A, B])).rejects.toMatchObject({ message: expect.stringContaining(`cannot read secret ${B}`) });
   expect(existsSync(join(dir, 'a.pem'))).toBe(false);
+});
+
+describe('the daemon\'s user cannot make the root fetch write, chown or delete outside the directory', () => {
+  let outside: string;
+  beforeEach(() => {
+    outside = join(dir, '..', 'outside');
+    mkdirSync(outside, { mode: 0o755 });
+  });
+  const refused = (p: Promise<unknown>): Promise<unknown> => p.then(() => new Error('no refusal'), (e: unknown) => e);
+
+  test('a directory of a listed path that is a link is refused, not followed: nothing written or chowned there', async () => {
+    mkdirSync(dir);
+    symlinkSync(outside, join(dir, 'dkim'));
+    put(A, { '/etc/volley/secrets/dkim/example.com.pem': KEY });
+    expect(await refused(fetch([A]))).toMatchObject({ code: 'ESECRETFILES', message: expect.stringContaining(`${join(dir, 'dkim')} is a link, not a directory: refusing to write`) });
+    expect(lstatSync(join(dir, 'dkim')).isSymbolicLink()).toBe(true);
+    expect(readdirSync(outside)).toEqual([]);
+    expect(statSync(outside)).toMatchObject({ uid: me.uid, gid: me.gid, mode: 0o40755 });
+  });
+
+  test('a directory someone else owns is refused (its owner could swap it for a link between two fetches)', async () => {
+    mkdirSync(join(dir, 'dkim'), { recursive: true });
+    chownSync(join(dir, 'dkim'), daemon.uid, daemon.gid);
+    put(A, { '/etc/volley/secrets/dkim/example.com.pem': KEY });
+    expect(await refused(fetch([A]))).toMatchObject({ message: expect.stringContaining(`${join(dir, 'dkim')} is owned by uid ${daemon.uid}`) });
+    expect(existsSync(join(dir, 'dkim/example.com.pem'))).toBe(false);
+  });
+
+  test('a stale file under a directory now a link is not removed through it', async () => {
+    await installSecretFiles(new Map([['webhook/hooks.secret', 's1']]), { dir, owner: daemon });
+    rmSync(join(dir, 'webhook'), { recursive: true });
+    symlinkSync(outside, join(dir, 'webhook'));
+    writeFileSync(join(outside, 'hooks.secret'), 'not ours');
+    expect(await refused(installSecretFiles(new Map(), { dir, owner: daemon }))).toMatchObject({ message: expect.stringContaining('is a link, not a directory: refusing to remove') });
+    expect(readFileSync(join(outside, 'hooks.secret'), 'utf8')).toBe('not ours');
+  });
+
+  test('a listed file that is a link is replaced by the file, never written through', async () => {
+    mkdirSync(dir);
+    writeFileSync(join(outside, 'target'), 'not ours');
+    symlinkSync(join(outside, 'target'), join(dir, 'a.pem'));
+    put(A, { '/etc/volley/secrets/a.pem': KEY });
+    expect((await fetch([A])).change.written).toEqual(['a.pem']);
+    expect(lstatSync(join(dir, 'a.pem')).isFile()).toBe(true);
+    expect(readFileSync(join(outside, 'target'), 'utf8')).toBe('not ours');
+  });
+
+  test('a manifest someone else owns (or wrote group-writable) is not believed: nothing is deleted by it', async () => {
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'victim.pem'), 'not listed by any secret');
+    writeFileSync(join(dir, MANIFEST_NAME), JSON.stringify({ files: ['victim.pem'] }), { mode: 0o600 });
+    chownSync(join(dir, MANIFEST_NAME), daemon.uid, daemon.gid);
+    expect(await refused(fetch([]))).toMatchObject({ code: 'ESECRETFILES', message: expect.stringContaining('is not owned by uid') });
+    chownSync(join(dir, MANIFEST_NAME), me.uid, me.gid);
+    chmodSync(join(dir, MANIFEST_NAME), 0o620);
+    expect(await refused(fetch([]))).toMatchObject({ message: expect.stringContaining('is not owned by uid') });
+    expect(existsSync(join(dir, 'victim.pem'))).toBe(true);
+  });
 });
