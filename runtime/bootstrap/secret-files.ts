@@ -13,7 +13,7 @@
 // link's and the drain's are.
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { constants, type Stats } from 'node:fs';
-import { chmod, type FileHandle, lchown, lstat, mkdir, open, rename, rm } from 'node:fs/promises';
+import { chmod, type FileHandle, lchown, lstat, mkdir, open, rename, rm, rmdir } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import { VolleyError } from '../shared/errors';
 import { readSecretString, withFallback, type FileOwner } from './proxy-link';
@@ -236,26 +236,79 @@ async function walkTree(root: string, relative: string, tree: TreeOwner, create:
   return true;
 }
 
-/** Removes the file a stale manifest entry names, never through a link (`rm` of the last segment removes a link itself). */
-async function removeStale(root: string, relative: string, tree: TreeOwner): Promise<void> {
-  if (!(await walkTree(root, dirname(relative), tree, false, `to remove ${join(root, relative)}`))) return; // already gone with its directory
-  await rm(join(root, relative), { force: true });
+/**
+ * Removes the file a stale manifest entry names, never through a link (`rm` of
+ * the last segment removes a link itself). What is already gone is done; a
+ * directory there now (the path became a directory of listed files, or
+ * someone made one) is not the file this command wrote, and is left alone.
+ */
+async function removeStale(root: string, relative: string, tree: TreeOwner): Promise<boolean> {
+  if (!(await walkTree(root, dirname(relative), tree, false, `to remove ${join(root, relative)}`))) return false; // already gone with its directory
+  const path = join(root, relative);
+  try {
+    if ((await lstat(path)).isDirectory()) return false;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+  await rm(path, { force: true });
+  return true;
+}
+
+/**
+ * The directories the stale files leave empty, deepest first, removed unless
+ * a listed file is under one: a path that was `webhook/hooks.secret` can then
+ * become the file `webhook`. rmdir never follows a link and never removes a
+ * directory that still holds something (a file put there by hand keeps it).
+ */
+async function pruneEmptyDirs(root: string, stale: readonly string[], listed: ReadonlySet<string>): Promise<void> {
+  const keep = new Set([...listed].flatMap(ancestors));
+  const dirs = [...new Set(stale.flatMap(ancestors))].filter((d) => !keep.has(d)).sort((x, y) => y.split('/').length - x.split('/').length);
+  for (const d of dirs) {
+    await rmdir(join(root, d)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOTDIR') throw err;
+    });
+  }
+}
+
+/** The directories above a relative path: `a/b/c` -> `a`, `a/b`. */
+function ancestors(relative: string): string[] {
+  const segments = relative.split('/');
+  return segments.slice(0, -1).map((_, i) => segments.slice(0, i + 1).join('/'));
+}
+
+/** Two listed paths where one is a directory of the other (`webhook` and `webhook/a.secret`): no disk can hold both. */
+export function fileAndDirectory(paths: Iterable<string>): [file: string, under: string] | undefined {
+  const all = new Set(paths);
+  for (const path of all) {
+    const dir = ancestors(path).find((d) => all.has(d));
+    if (dir !== undefined) return [dir, path];
+  }
+  return undefined;
 }
 
 /**
  * Writes `files` (the union of every secret) and removes what an earlier run
- * wrote that is no longer listed. The manifest first names every file that is
- * about to exist, and is narrowed only once the stale ones are gone, so an
- * interruption at any point leaves no file of ours untracked.
+ * wrote that is no longer listed. The stale files go first (with the
+ * directories they leave empty), so a path can turn from a file into a
+ * directory or back. The manifest is rewritten only once what it then says is
+ * true: after the removals (the files still listed), then after the writes
+ * (every listed file), so a run that fails half-way never lists a file it did
+ * not write, nor keeps listing one it removed.
  */
 export async function installSecretFiles(files: ReadonlyMap<string, string>, options: Omit<SecretFilesOptions, 'warn'>): Promise<SecretFilesChange> {
+  const both = fileAndDirectory(files.keys());
+  if (both) fail(`file ${SECRET_FILES_DIR}${both[0]} would be a directory of ${SECRET_FILES_DIR}${both[1]}: a path is a file or a directory, not both`);
   const dir = options.dir ?? SECRET_FILES_DIR;
   const tree = treeOwner(options.owner);
   await walkTree(dir, '', tree, true, 'to write the secret files');
   const before = (await readManifest(dir, tree)) ?? [];
-  const written: string[] = [];
   const stale = before.filter((f) => !files.has(f));
-  if ([...files.keys()].some((f) => !before.includes(f))) await writeManifest(dir, [...before, ...files.keys()], tree);
+  const removed: string[] = [];
+  for (const relative of stale) if (await removeStale(dir, relative, tree)) removed.push(relative);
+  await pruneEmptyDirs(dir, stale, new Set(files.keys()));
+  if (stale.length > 0) await writeManifest(dir, before.filter((f) => files.has(f)), tree);
+  const written: string[] = [];
   for (const [relative, text] of files) {
     const path = join(dir, relative);
     await walkTree(dir, dirname(relative), tree, true, `to write ${path}`);
@@ -263,12 +316,14 @@ export async function installSecretFiles(files: ReadonlyMap<string, string>, opt
     // A file whose mode or owner someone changed is rewritten: the daemon's group must read it, no one else.
     const current = await readPlain(path);
     if (current?.text === text && asWritten(current.stat, tree)) continue;
-    await writeTreeFile(path, text, FILE_MODE, tree);
+    await writeTreeFile(path, text, FILE_MODE, tree).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'EISDIR' || err.code === 'ENOTEMPTY' || err.code === 'EEXIST') fail(`${path} is a directory this command did not fill: remove it by hand to write the file there`);
+      throw err;
+    });
     written.push(relative);
   }
-  for (const relative of stale) await removeStale(dir, relative, tree);
-  if (stale.length > 0) await writeManifest(dir, files.keys(), tree);
-  return { written: written.sort(), removed: stale.sort() };
+  if ([...files.keys()].some((f) => !before.includes(f)) || stale.length > 0) await writeManifest(dir, files.keys(), tree);
+  return { written: written.sort(), removed: removed.sort() };
 }
 
 /** Whether the files on disk can serve a start while AWS is unreachable: every one the last fetch wrote is there and not empty. */
@@ -302,6 +357,8 @@ export async function fetchSecretFiles(client: SecretsManagerClient, secretIds: 
           all.set(relative, text);
         }
       }
+      const both = fileAndDirectory(all.keys());
+      if (both) fail(`file ${SECRET_FILES_DIR}${both[0]} (secret ${from.get(both[0])}) would be a directory of ${SECRET_FILES_DIR}${both[1]} (secret ${from.get(both[1])}): a path is a file or a directory, not both`);
       change = await installSecretFiles(all, { dir, owner: options.owner });
     },
     () => checkSecretFiles(dir, treeOwner(options.owner)),

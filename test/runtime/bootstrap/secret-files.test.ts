@@ -189,3 +189,55 @@ describe('the daemon\'s user cannot make the root fetch write, chown or delete o
     expect(existsSync(join(dir, 'victim.pem'))).toBe(true);
   });
 });
+
+describe('a path that turns from a file into a directory, or back, never wedges the fetch', () => {
+  const manifest = (): string[] => (JSON.parse(readFileSync(join(dir, MANIFEST_NAME), 'utf8')) as { files: string[] }).files;
+
+  test('a set of paths where one is a directory of another is refused naming both, before anything is written', async () => {
+    put(A, { '/etc/volley/secrets/webhook': 'whsec_A', '/etc/volley/secrets/a.pem': KEY });
+    put(B, { '/etc/volley/secrets/webhook/hooks.secret': 'whsec_B' });
+    await expect(fetch([A, B])).rejects.toMatchObject({
+      code: 'ESECRETFILES',
+      message: `file /etc/volley/secrets/webhook (secret ${A}) would be a directory of /etc/volley/secrets/webhook/hooks.secret (secret ${B}): a path is a file or a directory, not both`,
+    });
+    expect(existsSync(join(dir, 'a.pem'))).toBe(false);
+    await expect(installSecretFiles(new Map([['d/e', 'x'], ['d/e/f', 'y']]), { dir, owner: daemon })).rejects.toThrow('would be a directory of /etc/volley/secrets/d/e/f');
+  });
+
+  test('a directory of files that becomes one file, and back: each fetch succeeds, and the manifest lists what is on disk', async () => {
+    put(A, { '/etc/volley/secrets/webhook/hooks.secret': 'whsec_1' });
+    await fetch([A]);
+    put(A, { '/etc/volley/secrets/webhook': 'whsec_2' });
+    expect((await fetch([A])).change).toEqual({ written: ['webhook'], removed: ['webhook/hooks.secret'] });
+    expect(readFileSync(join(dir, 'webhook'), 'utf8')).toBe('whsec_2');
+    expect(manifest()).toEqual(['webhook']);
+    put(A, { '/etc/volley/secrets/webhook/hooks.secret': 'whsec_1' });
+    expect((await fetch([A])).change).toEqual({ written: ['webhook/hooks.secret'], removed: ['webhook'] });
+    expect(readFileSync(join(dir, 'webhook/hooks.secret'), 'utf8')).toBe('whsec_1');
+    expect(manifest()).toEqual(['webhook/hooks.secret']);
+  });
+
+  test('a manifest entry that is now a directory of listed files, or already gone, is dropped without an error (nor a report of a removal)', async () => {
+    // What an interrupted or failed earlier run could leave: entries that are no longer files.
+    put(A, { '/etc/volley/secrets/webhook/hooks.secret': 'whsec_1' });
+    await fetch([A]);
+    writeFileSync(join(dir, MANIFEST_NAME), JSON.stringify({ files: ['gone.pem', 'webhook', 'webhook/hooks.secret'] }), { mode: 0o600 });
+    expect((await fetch([A])).change).toEqual({ written: [], removed: [] });
+    expect(readFileSync(join(dir, 'webhook/hooks.secret'), 'utf8')).toBe('whsec_1');
+    expect(manifest()).toEqual(['webhook/hooks.secret']);
+  });
+
+  test('a file that cannot be written (a directory of files put by hand is there) fails clearly and is not added to the manifest', async () => {
+    put(A, { '/etc/volley/secrets/a.pem': KEY });
+    await fetch([A]);
+    mkdirSync(join(dir, 'tls'), { mode: 0o750 });
+    writeFileSync(join(dir, 'tls/by-hand.crt'), 'the operator put this here');
+    put(A, { '/etc/volley/secrets/a.pem': KEY, '/etc/volley/secrets/tls': 'pair' });
+    await expect(fetch([A])).rejects.toMatchObject({ code: 'ESECRETFILES', message: `${join(dir, 'tls')} is a directory this command did not fill: remove it by hand to write the file there` });
+    expect(manifest()).toEqual(['a.pem']);
+    expect(readFileSync(join(dir, 'tls/by-hand.crt'), 'utf8')).toBe('the operator put this here');
+    // The operator fixes the secret: the next fetch goes on as if nothing had happened.
+    put(A, { '/etc/volley/secrets/a.pem': KEY });
+    expect((await fetch([A])).change).toEqual({ written: [], removed: [] });
+  });
+});
