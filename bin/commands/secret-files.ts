@@ -16,14 +16,14 @@ export function fileSecretIds(value: string | undefined): string[] {
 }
 
 /** One fetch with the SDK client and a line per change through `log` (the unit's journal); resolves to whether a file changed. */
-export async function runSecretFilesFetch(flags: { secretIds: readonly string[]; region?: string; dir?: string; user?: string; log: (line: string) => void }): Promise<boolean> {
+export async function runSecretFilesFetch(flags: { secretIds: readonly string[]; region?: string; dir?: string; user?: string; atStart?: boolean; log: (line: string) => void }): Promise<boolean> {
   const { secretsManagerClient } = await import('../../runtime/bootstrap/proxy-link');
   const { fetchSecretFiles, SECRET_NAME } = await import('../../runtime/bootstrap/secret-files');
   const bad = flags.secretIds.find((id) => !SECRET_NAME.test(id));
   if (bad !== undefined) throw new VolleyError('EUSAGE', `"${bad.slice(0, 100)}" is not a Secrets Manager secret name`);
   const client = secretsManagerClient(flags.region ? { region: flags.region } : {});
   const warn = (message: string): void => flags.log(`volley secret-files: warning: ${message}`);
-  const { result, change } = await fetchSecretFiles(client, flags.secretIds, { dir: flags.dir, owner: flags.user ? owner(flags.user) : undefined, warn });
+  const { result, change } = await fetchSecretFiles(client, flags.secretIds, { dir: flags.dir, owner: flags.user ? owner(flags.user) : undefined, warn, atStart: flags.atStart });
   if (result === 'kept') return false;
   for (const path of change.written) flags.log(`volley secret-files: wrote ${path}`);
   for (const path of change.removed) flags.log(`volley secret-files: removed ${path} (no secret lists it any more)`);
@@ -41,7 +41,8 @@ export function registerSecretFiles(program: Command): void {
     .option('--user <name>', 'whose group reads the files (the daemon\'s user; root owns them)', 'volley')
     .action(async (flags: { secretId?: string[]; region?: string; dir?: string; user: string }) => {
       const secretIds = flags.secretId ?? fileSecretIds(process.env[FILE_SECRETS_ENV]);
-      const changed = await runSecretFilesFetch({ ...flags, secretIds, log: (line) => void process.stderr.write(`${line}\n`) });
+      // Only volley-mta.service's ExecStartPre runs this command (config sync calls the function): a start, which any failure must not stop while whole files are on disk.
+      const changed = await runSecretFilesFetch({ ...flags, secretIds, atStart: true, log: (line) => void process.stderr.write(`${line}\n`) });
       if (!changed) process.stderr.write(`volley secret-files: ${secretIds.length === 0 ? 'no secret listed; ' : ''}nothing changed\n`);
     });
 }

@@ -8,9 +8,10 @@
 // reads it, nothing more), in directories root owns (0750), replaced atomically,
 // removes the files it wrote before that no secret lists any more (its own
 // manifest says which: a file the operator put there by hand is never
-// removed), and reports the paths that changed, never a value. When AWS cannot
-// be reached the whole files on disk are kept, with a warning, as the proxy
-// link's and the drain's are.
+// removed), and reports the paths that changed, never a value. Before a start,
+// any failure keeps the whole files on disk, with a warning (see atStart); in
+// a sync tick only AWS unreachable does, as for the proxy link's and the
+// drain's files.
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { constants, type Stats } from 'node:fs';
 import { chmod, type FileHandle, lchown, lstat, mkdir, open, rename, rm, rmdir } from 'node:fs/promises';
@@ -86,6 +87,15 @@ export interface SecretFilesOptions {
   readonly dir?: string;
   readonly owner?: FileOwner;
   readonly warn: (message: string) => void;
+  /**
+   * Before an MTA start (ExecStartPre): ANY failure (a secret deleted, access
+   * denied, a disabled KMS key, a malformed value, not only AWS unreachable)
+   * keeps the whole files on disk with a warning. The secrets are the
+   * operator's and change outside any deploy: one broken by hand must not stop
+   * every crash restart, reboot, new instance or HA failover. Elsewhere (a
+   * config sync tick) only "unreachable" does; any other failure is the tick's.
+   */
+  readonly atStart?: boolean;
 }
 
 /**
@@ -343,27 +353,37 @@ async function checkSecretFiles(dir: string, tree: TreeOwner): Promise<void> {
  */
 export async function fetchSecretFiles(client: SecretsManagerClient, secretIds: readonly string[], options: SecretFilesOptions): Promise<{ result: 'written' | 'kept'; change: SecretFilesChange }> {
   const dir = options.dir ?? SECRET_FILES_DIR;
+  const check = (): Promise<void> => checkSecretFiles(dir, treeOwner(options.owner));
   let change: SecretFilesChange = { written: [], removed: [] };
-  const result = await withFallback(
-    async () => {
-      const all = new Map<string, string>();
-      const from = new Map<string, string>();
-      for (const id of secretIds) {
-        // readSecretString fails with the proxy link's "unreachable" code when AWS does not answer: the fallback keys on it.
-        for (const [relative, text] of parseFileSecret(await readSecretString(client, id), id)) {
-          const other = from.get(relative);
-          if (other !== undefined) fail(`file ${SECRET_FILES_DIR}${relative} is in both secret ${other} and secret ${id}: keep each file in one secret`);
-          from.set(relative, id);
-          all.set(relative, text);
-        }
+  const write = async (): Promise<void> => {
+    const all = new Map<string, string>();
+    const from = new Map<string, string>();
+    for (const id of secretIds) {
+      // readSecretString fails with the proxy link's "unreachable" code when AWS does not answer: the fallback keys on it.
+      for (const [relative, text] of parseFileSecret(await readSecretString(client, id), id)) {
+        const other = from.get(relative);
+        if (other !== undefined) fail(`file ${SECRET_FILES_DIR}${relative} is in both secret ${other} and secret ${id}: keep each file in one secret`);
+        from.set(relative, id);
+        all.set(relative, text);
       }
-      const both = fileAndDirectory(all.keys());
-      if (both) fail(`file ${SECRET_FILES_DIR}${both[0]} (secret ${from.get(both[0])}) would be a directory of ${SECRET_FILES_DIR}${both[1]} (secret ${from.get(both[1])}): a path is a file or a directory, not both`);
-      change = await installSecretFiles(all, { dir, owner: options.owner });
-    },
-    () => checkSecretFiles(dir, treeOwner(options.owner)),
-    [join(dir, '*')],
-    options.warn,
-  );
-  return { result, change };
+    }
+    const both = fileAndDirectory(all.keys());
+    if (both) fail(`file ${SECRET_FILES_DIR}${both[0]} (secret ${from.get(both[0])}) would be a directory of ${SECRET_FILES_DIR}${both[1]} (secret ${from.get(both[1])}): a path is a file or a directory, not both`);
+    change = await installSecretFiles(all, { dir, owner: options.owner });
+  };
+  if (!options.atStart) return { result: await withFallback(write, check, [join(dir, '*')], options.warn), change };
+  try {
+    await write();
+    return { result: 'written', change };
+  } catch (err) {
+    const message = (err as Error).message;
+    const problem = await check().then(
+      () => undefined,
+      (e: unknown) => (e as Error).message,
+    );
+    // A first boot (or files gone) has nothing to fall back on: the start fails, saying both why.
+    if (problem !== undefined) throw new VolleyError('ESECRETFILES', `${message}; the files on disk cannot be used instead: ${problem}`, { cause: err });
+    options.warn(`${message} (secrets: ${secretIds.join(', ')}); starting with the files already on disk (${join(dir, '*')}), as the last fetch wrote them, which may predate a change to these secrets`);
+    return { result: 'kept', change: { written: [], removed: [] } };
+  }
 }

@@ -180,10 +180,32 @@ function sameMirrorConfig(installed: Buffer, fetched: Buffer, file: string): boo
  * running config; the file stays so the next deploy's fix is picked up). The
  * mirror cannot reload, only restart: it is restarted only when its settings
  * changed, never for a file that differs in bytes alone.
+ *
+ * The MTA's secret files are the operator's and change outside any deploy: a
+ * secret broken by hand fails the tick (the timer's unit shows failed, the
+ * journal says why) but does not hold back the deploy's config, which is
+ * still checked (against the files on disk, so one naming a file that is
+ * not there is refused anyway) and installed.
  */
 export async function syncConfig(settings: ConfigSyncSettings, deps: ConfigSyncDeps): Promise<SyncResult> {
-  // A secret the operator broke fails the tick before anything is installed: its error names the secret and the path.
-  const filesChanged = deps.fetchFiles ? await deps.fetchFiles() : false;
+  let filesChanged = false;
+  let filesFailure: unknown;
+  try {
+    filesChanged = deps.fetchFiles ? await deps.fetchFiles() : false;
+  } catch (err) {
+    filesFailure = err;
+    deps.log(`volley config sync: the MTA's secret files were not fetched (the files on disk stay; the config is still synced): ${(err as Error).message}`);
+  }
+  const result = await syncPublished(settings, deps, filesChanged);
+  if (filesFailure !== undefined) {
+    const config = result.installed ? `${settings.target} was installed from ${result.from}` : `${settings.target} is unchanged`;
+    throw new VolleyError('ECONFIGSYNC', `the MTA's secret files were not fetched, the files on disk stay (${config}): ${(filesFailure as Error).message}`, { cause: filesFailure });
+  }
+  return result;
+}
+
+/** The published config: fetched, checked, installed and the unit reloaded as syncConfig says. */
+async function syncPublished(settings: ConfigSyncSettings, deps: ConfigSyncDeps, filesChanged: boolean): Promise<SyncResult> {
   const { body, from } = await fetchConfig(settings, deps);
   const current = await readIfExists(settings.target);
   if (current?.equals(body)) {

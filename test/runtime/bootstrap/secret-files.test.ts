@@ -126,10 +126,59 @@ test('when AWS cannot be reached the files on disk are kept with a warning; with
   await expect(fetch([A])).rejects.toMatchObject({ message: expect.stringMatching(/cannot be used instead: no earlier fetch/) });
 });
 
-test('an answer that refuses (no such secret) stops the start and writes nothing', async () => {
+test('in a sync tick, an answer that refuses (no such secret) is an error and writes nothing', async () => {
   put(A, { '/etc/volley/secrets/a.pem': KEY });
   await expect(fetch([A, B])).rejects.toMatchObject({ message: expect.stringContaining(`cannot read secret ${B}`) });
   expect(existsSync(join(dir, 'a.pem'))).toBe(false);
+});
+
+describe('before a start, any failure keeps the whole files on disk, loudly: a secret the operator broke never stops the MTA', () => {
+  const atStart = (ids: string[], warn: (m: string) => void = () => undefined) => fetchSecretFiles(client, ids, { dir, owner: daemon, warn, atStart: true });
+  const rejectWith = (err: Error): void => {
+    sm.reset();
+    sm.on(GetSecretValueCommand).rejects(err);
+  };
+  const metadata = { $metadata: { httpStatusCode: 400 } };
+
+  test.each([
+    ['the secret deleted', () => rejectWith(new ResourceNotFoundException({ message: "Secrets Manager can't find the specified secret.", ...metadata })), /cannot read secret volley\/dev\/dkim-keys: Secrets Manager can't find/],
+    ['access denied', () => rejectWith(Object.assign(new Error('User: arn:aws:sts::1:assumed-role/mta is not authorized'), { name: 'AccessDeniedException', ...metadata })), /cannot read secret volley\/dev\/dkim-keys: User: .* is not authorized/],
+    ['the KMS key disabled', () => rejectWith(Object.assign(new Error('Access to KMS is not allowed'), { name: 'DecryptionFailure', ...metadata })), /Access to KMS is not allowed/],
+    ['a malformed value', () => void values.set(A, '{"files": ["secret-key-bytes"]}'), /secret volley\/dev\/dkim-keys: expected \{"files"/],
+  ])('%s: exit 0 with the files the last fetch wrote, and a warning naming the secret and the error', async (_what, breakIt, error) => {
+    put(A, { '/etc/volley/secrets/dkim/a.pem': KEY });
+    await atStart([A]);
+    breakIt();
+    const warnings: string[] = [];
+    expect(await atStart([A], (m) => warnings.push(m))).toEqual({ result: 'kept', change: { written: [], removed: [] } });
+    expect(warnings).toEqual([expect.stringMatching(error)]);
+    expect(warnings[0]).toContain(`(secrets: ${A}); starting with the files already on disk`);
+    expect(warnings[0]).not.toContain('secret-key-bytes');
+    expect(readFileSync(join(dir, 'dkim/a.pem'), 'utf8')).toBe(KEY);
+  });
+
+  test('a first boot with no files on disk still fails, saying why and that there is nothing to fall back on', async () => {
+    await expect(atStart([A])).rejects.toMatchObject({
+      code: 'ESECRETFILES',
+      message: expect.stringMatching(/cannot read secret volley\/dev\/dkim-keys: .*; the files on disk cannot be used instead: no earlier fetch/),
+    });
+    put(A, { '/etc/volley/secrets/dkim/a.pem': KEY });
+    await atStart([A]);
+    rmSync(join(dir, 'dkim/a.pem'));
+    values.clear();
+    await expect(atStart([A])).rejects.toMatchObject({ message: expect.stringMatching(/the files on disk cannot be used instead: .*dkim\/a\.pem is missing/) });
+  });
+
+  test('a directory made a link is no fallback either: the start fails rather than read through it', async () => {
+    put(A, { '/etc/volley/secrets/dkim/a.pem': KEY });
+    await atStart([A]);
+    const outside = join(dir, '..', 'elsewhere');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'a.pem'), KEY);
+    rmSync(join(dir, 'dkim'), { recursive: true });
+    symlinkSync(outside, join(dir, 'dkim'));
+    await expect(atStart([A])).rejects.toMatchObject({ message: expect.stringMatching(/is a link, not a directory: refusing to write.*; the files on disk cannot be used instead: .*is a link, not a directory: refusing to read/) });
+  });
 });
 
 describe('the daemon\'s user cannot make the root fetch write, chown or delete outside the directory', () => {
