@@ -242,6 +242,11 @@ async function walkTree(root: string, relative: string, tree: TreeOwner, create:
     }
     const problem = untrustedDir(at, st, tree);
     if (problem !== undefined) fail(`${problem}: refusing ${doing} through it; remove it by hand (a fetch makes it again, root's)`);
+    if (create && (st.gid !== tree.gid || (st.mode & 0o777) !== DIR_MODE)) {
+      // Root's own directory made by hand (root:root 0700, say): the daemon's group must enter it. Safe: only root can replace it.
+      await lchown(at, tree.uid, tree.gid);
+      await chmod(at, DIR_MODE);
+    }
   }
   return true;
 }

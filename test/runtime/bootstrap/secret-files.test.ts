@@ -199,6 +199,14 @@ describe('the daemon\'s user cannot make the root fetch write, chown or delete o
     expect(statSync(outside)).toMatchObject({ uid: me.uid, gid: me.gid, mode: 0o40755 });
   });
 
+  test('a directory root made by hand (root:root 0700) is given to the daemon\'s group to read, 0750', async () => {
+    mkdirSync(join(dir, 'dkim'), { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    put(A, { '/etc/volley/secrets/dkim/example.com.pem': KEY });
+    await fetch([A]);
+    for (const d of ['', 'dkim']) expect(statSync(join(dir, d))).toMatchObject({ mode: 0o40750, uid: me.uid, gid: daemon.gid });
+  });
+
   test('a directory someone else owns is refused (its owner could swap it for a link between two fetches)', async () => {
     mkdirSync(join(dir, 'dkim'), { recursive: true });
     chownSync(join(dir, 'dkim'), daemon.uid, daemon.gid);
