@@ -5,7 +5,7 @@
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ConfigSyncDeps, mirrorSyncSettings, parseInstanceEnv, roleCheck, syncConfig, syncSettings } from '../../../runtime/instance/config-sync';
 import { testConfigYaml } from '../../helpers/config';
@@ -249,5 +249,26 @@ describe('the MTA\'s own secret files (mta.fileSecrets)', () => {
     expect(readFileSync(settings.target, 'utf8')).toBe('hostname: same\n');
     expect(refused.calls).toEqual([]);
     expect(refused.lines).toEqual([expect.stringContaining('secret files were not fetched')]);
+  });
+
+  test('the MTA\'s check refuses a config naming a secret file that is not on disk (or empty): one installed would fail the next MTA start', async () => {
+    const secrets = join(etc, 'secrets-check');
+    mkdirSync(join(secrets, 'dkim'), { recursive: true });
+    const naming = testConfigYaml({ extra: 'dkim:\n  - { domain: example.com, selector: s2, private_key_file: /etc/volley/secrets/dkim/new.pem }\n' });
+    expect(() => roleCheck('mta', secrets)(naming, 'volley.yaml')).toThrow('names secret files that are not on this instance (or empty): /etc/volley/secrets/dkim/new.pem; they come from the secrets of mta.fileSecrets');
+    writeFileSync(join(secrets, 'dkim/new.pem'), '');
+    expect(() => roleCheck('mta', secrets)(naming, 'volley.yaml')).toThrow('/etc/volley/secrets/dkim/new.pem');
+    writeFileSync(join(secrets, 'dkim/new.pem'), 'KEY\n');
+    expect(() => roleCheck('mta', secrets)(naming, 'volley.yaml')).not.toThrow();
+
+    // In a sync whose fetch failed: the config naming the file it did not bring stays out, the tick fails.
+    rmSync(join(secrets, 'dkim/new.pem'));
+    const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+    writeFileSync(settings.target, 'hostname: kept\n');
+    published(naming);
+    const d = { ...deps(true, 0, roleCheck('mta', secrets)), fetchFiles: broken };
+    await expect(syncConfig(settings, d)).rejects.toThrow(/refused by the mta's loader[\s\S]*names secret files that are not on this instance/);
+    expect(readFileSync(settings.target, 'utf8')).toBe('hostname: kept\n');
+    expect(d.calls).toEqual([]);
   });
 });
