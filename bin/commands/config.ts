@@ -70,7 +70,7 @@ export function registerConfig(program: Command): void {
         const fetchFiles = s?.role === 'mta'
           ? () => runSecretFilesFetch({ secretIds: fileSecretIds(env[FILE_SECRETS_ENV]), region: settings.region, dir: join(flags.etc, 'secrets'), user: flags.user, log })
           : undefined;
-        if (s) await syncConfig(s, { ssm, s3, systemctl: runSystemctl, log, check: roleCheck(s.role), fetchFiles }).catch((err: unknown) => void failures.push(err));
+        if (s) await syncConfig(s, { ssm, s3, systemctl: runSystemctl, log, check: roleCheck(s.role, join(flags.etc, 'secrets')), fetchFiles }).catch((err: unknown) => void failures.push(err));
       }
       if (failures.length > 0) throw failures[0];
     });

@@ -16,7 +16,7 @@ export function fileSecretIds(value: string | undefined): string[] {
 }
 
 /** One fetch with the SDK client and a line per change through `log` (the unit's journal); resolves to whether a file changed. */
-export async function runSecretFilesFetch(flags: { secretIds: readonly string[]; region?: string; dir?: string; user?: string; log: (line: string) => void }): Promise<boolean> {
+export async function runSecretFilesFetch(flags: { secretIds: readonly string[]; region?: string; dir?: string; user?: string; atStart?: boolean; log: (line: string) => void }): Promise<boolean> {
   const { secretsManagerClient } = await import('../../runtime/bootstrap/proxy-link');
   const { fetchSecretFiles, SECRET_NAME } = await import('../../runtime/bootstrap/secret-files');
   const bad = flags.secretIds.find((id) => !SECRET_NAME.test(id));
@@ -25,7 +25,7 @@ export async function runSecretFilesFetch(flags: { secretIds: readonly string[];
   const warn = (message: string): void => flags.log(`volley secret-files: warning: ${message}`);
   // No secret listed (an environment without mta.fileSecrets, or a host with no volley user): nothing is written, so no owner is looked up;
   // files an earlier list wrote are still removed.
-  const { result, change } = await fetchSecretFiles(client, flags.secretIds, { dir: flags.dir, owner: flags.user && flags.secretIds.length > 0 ? owner(flags.user) : undefined, warn });
+  const { result, change } = await fetchSecretFiles(client, flags.secretIds, { dir: flags.dir, owner: flags.user && flags.secretIds.length > 0 ? owner(flags.user) : undefined, warn, atStart: flags.atStart });
   if (result === 'kept') return false;
   for (const path of change.written) flags.log(`volley secret-files: wrote ${path}`);
   for (const path of change.removed) flags.log(`volley secret-files: removed ${path} (no secret lists it any more)`);
@@ -40,10 +40,11 @@ export function registerSecretFiles(program: Command): void {
     .option('--secret-id <name...>', `the secrets (default: ${FILE_SECRETS_ENV}, comma-separated)`)
     .option('--region <region>', 'AWS region (default: the SDK\'s)', process.env.VOLLEY_REGION)
     .option('--dir <dir>', 'where the files go (their paths in the secrets say /etc/volley/secrets/)')
-    .option('--user <name>', 'who owns the files (the daemon\'s user)', 'volley')
+    .option('--user <name>', 'whose group reads the files (the daemon\'s user; root owns them)', 'volley')
     .action(async (flags: { secretId?: string[]; region?: string; dir?: string; user: string }) => {
       const secretIds = flags.secretId ?? fileSecretIds(process.env[FILE_SECRETS_ENV]);
-      const changed = await runSecretFilesFetch({ ...flags, secretIds, log: (line) => void process.stderr.write(`${line}\n`) });
+      // Only volley-mta.service's ExecStartPre runs this command (config sync calls the function): a start, which any failure must not stop while whole files are on disk.
+      const changed = await runSecretFilesFetch({ ...flags, secretIds, atStart: true, log: (line) => void process.stderr.write(`${line}\n`) });
       if (!changed) process.stderr.write(`volley secret-files: ${secretIds.length === 0 ? 'no secret listed; ' : ''}nothing changed\n`);
     });
 }

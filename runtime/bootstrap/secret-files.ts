@@ -4,17 +4,20 @@
 // `{"files": {"/etc/volley/secrets/<path>": "<file text>", ...}}`; several
 // secrets because one holds at most 64 KB. `volley secret-files fetch` runs
 // before each MTA start (volley-mta.service) and in every `volley config sync`
-// tick: it writes each file 0600 for the daemon's user, replaced atomically,
+// tick: it writes each file root-owned 0640 for the daemon's group (the MTA
+// reads it, nothing more), in directories root owns (0750), replaced atomically,
 // removes the files it wrote before that no secret lists any more (its own
 // manifest says which: a file the operator put there by hand is never
-// removed), and reports the paths that changed, never a value. When AWS cannot
-// be reached the whole files on disk are kept, with a warning, as the proxy
-// link's and the drain's are.
+// removed), and reports the paths that changed, never a value. Before a start,
+// any failure keeps the whole files on disk, with a warning (see atStart); in
+// a sync tick only AWS unreachable does, as for the proxy link's and the
+// drain's files.
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { chown, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { chmod, type FileHandle, lchown, lstat, mkdir, open, rename, rm, rmdir } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import { VolleyError } from '../shared/errors';
-import { readSecretString, withFallback, writePrivateFile, type FileOwner } from './proxy-link';
+import { readSecretString, withFallback, type FileOwner } from './proxy-link';
 
 /** Where every fetched file lives on an instance: none of the generated files (proxy link, drain, mirror) is under it. */
 export const SECRET_FILES_DIR = '/etc/volley/secrets/';
@@ -84,15 +87,78 @@ export interface SecretFilesOptions {
   readonly dir?: string;
   readonly owner?: FileOwner;
   readonly warn: (message: string) => void;
+  /**
+   * Before an MTA start (ExecStartPre): ANY failure (a secret deleted, access
+   * denied, a disabled KMS key, a malformed value, not only AWS unreachable)
+   * keeps the whole files on disk with a warning. The secrets are the
+   * operator's and change outside any deploy: one broken by hand must not stop
+   * every crash restart, reboot, new instance or HA failover. Elsewhere (a
+   * config sync tick) only "unreachable" does; any other failure is the tick's.
+   */
+  readonly atStart?: boolean;
 }
 
-async function readManifest(dir: string): Promise<string[]> {
+/**
+ * Who the tree belongs to: the fetch's own user (root on an instance), with
+ * the daemon's group. Root owns every directory, file and the manifest, so no
+ * process of the daemon's user can swap a directory for a link the next
+ * (root) fetch would write, chown or delete through; the group reads.
+ */
+interface TreeOwner {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+function treeOwner(owner?: FileOwner): TreeOwner {
+  return { uid: process.geteuid?.() ?? 0, gid: owner?.gid ?? process.getegid?.() ?? 0 };
+}
+
+/** Directories: the daemon's group enters and lists them, only root changes them. */
+const DIR_MODE = 0o750;
+/** Files: the MTA (User=volley) only reads them; owning them would also let it chmod a key world-readable or rewrite it in place. */
+const FILE_MODE = 0o640;
+/** The manifest: root's alone (it tells root what to delete). */
+const MANIFEST_MODE = 0o600;
+
+const NOFOLLOW_READ = constants.O_RDONLY | constants.O_NOFOLLOW;
+
+/** The text of a regular file that is not a link, with its stat; undefined when there is none (or a link, which is replaced, never read through). */
+async function readPlain(path: string): Promise<{ text: string; stat: Stats } | undefined> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, NOFOLLOW_READ);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ELOOP') return undefined;
+    throw err;
+  }
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) return undefined;
+    return { text: await handle.readFile('utf8'), stat: st };
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readManifest(dir: string, tree: TreeOwner): Promise<string[] | undefined> {
+  const path = join(dir, MANIFEST_NAME);
+  let handle: FileHandle;
+  try {
+    handle = await open(path, NOFOLLOW_READ);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') fail(`${path} is a link, not a manifest this command wrote; remove it once the files it should list are checked by hand`);
+    throw err;
+  }
   let text: string;
   try {
-    text = await readFile(join(dir, MANIFEST_NAME), 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
+    // It says what root deletes: one anyone else could have written is not believed.
+    const st = await handle.stat();
+    if (!st.isFile() || st.uid !== tree.uid || (st.mode & 0o022) !== 0) fail(`${path} is not owned by uid ${tree.uid} and writable by it alone, so it is not a manifest this command wrote; remove it once the files it should list are checked by hand`);
+    text = await handle.readFile('utf8');
+  } finally {
+    await handle.close();
   }
   let doc: { files?: unknown } = {};
   try {
@@ -101,74 +167,187 @@ async function readManifest(dir: string): Promise<string[]> {
     // reported below
   }
   if (!Array.isArray(doc?.files) || doc.files.some((f) => typeof f !== 'string' || 'problem' in secretFilePath(SECRET_FILES_DIR + f))) {
-    fail(`${join(dir, MANIFEST_NAME)} is not a manifest this command wrote; remove it once the files it should list are checked by hand`);
+    fail(`${path} is not a manifest this command wrote; remove it once the files it should list are checked by hand`);
   }
   return doc.files as string[];
 }
 
-async function writeManifest(dir: string, files: Iterable<string>, owner?: FileOwner): Promise<void> {
-  await writePrivateFile(join(dir, MANIFEST_NAME), `${JSON.stringify({ files: [...new Set(files)].sort() })}\n`, owner);
-}
-
-async function readIfExists(path: string): Promise<string | undefined> {
+/**
+ * Writes `path` with `mode` for `tree`, replacing whatever is there (a link
+ * included: the rename replaces it, never follows it) in one rename. The
+ * partial file is created fresh (O_EXCL, O_NOFOLLOW): nothing planted under its
+ * name is written through.
+ */
+async function writeTreeFile(path: string, content: string, mode: number, tree: TreeOwner): Promise<void> {
+  const partial = `${path}.partial-${process.pid}`;
+  await rm(partial, { force: true });
+  const handle = await open(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
-    return await readFile(path, 'utf8');
+    await handle.writeFile(content);
+    await handle.chown(tree.uid, tree.gid);
+    await handle.chmod(mode); // whatever the umask
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(partial, path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    await rm(partial, { force: true });
     throw err;
   }
 }
 
-/** Whether `path` is 0600 and (when given) owned by `owner`. */
-async function privateTo(path: string, owner?: FileOwner): Promise<boolean> {
-  const st = await stat(path);
-  return (st.mode & 0o777) === 0o600 && (!owner || (st.uid === owner.uid && st.gid === owner.gid));
+async function writeManifest(dir: string, files: Iterable<string>, tree: TreeOwner): Promise<void> {
+  await writeTreeFile(join(dir, MANIFEST_NAME), `${JSON.stringify({ files: [...new Set(files)].sort() })}\n`, MANIFEST_MODE, tree);
 }
 
-/** A directory only the daemon's user reads (keys inside), created with its parents under `root`. */
-async function privateDir(root: string, relative: string, owner?: FileOwner): Promise<void> {
+/** Whether `st` is a file this command would have written: mode and owners as it writes them. */
+function asWritten(st: Stats, tree: TreeOwner): boolean {
+  return (st.mode & 0o777) === FILE_MODE && st.uid === tree.uid && st.gid === tree.gid;
+}
+
+/** Why `path` (a directory of the tree) cannot be trusted, or undefined when it is a real directory owned by `tree`. */
+function untrustedDir(path: string, st: Stats, tree: TreeOwner): string | undefined {
+  if (st.isSymbolicLink()) return `${path} is a link, not a directory`;
+  if (!st.isDirectory()) return `${path} is not a directory`;
+  if (st.uid !== tree.uid) return `${path} is owned by uid ${st.uid}, not ${tree.uid}`;
+  if ((st.mode & 0o022) !== 0) return `${path} is writable by others than its owner`;
+  return undefined;
+}
+
+/**
+ * Walks the directory `relative` under `root` (and `root` itself), each
+ * segment checked with lstat to be a real directory the tree's owner owns: a
+ * link, a file or a directory someone else owns is refused, never followed,
+ * chowned, written or deleted through (whoever could put it there could aim
+ * it anywhere). `create` makes a missing segment root:group 0750; without it,
+ * a missing one ends the walk: false.
+ */
+async function walkTree(root: string, relative: string, tree: TreeOwner, create: boolean, doing: string): Promise<boolean> {
   let at = root;
   for (const segment of ['', ...relative.split('/').filter((s) => s !== '' && s !== '.')]) {
     at = join(at, segment);
-    await mkdir(at, { mode: 0o700, recursive: true });
-    if (owner) await chown(at, owner.uid, owner.gid);
+    let st: Stats;
+    try {
+      st = await lstat(at);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if (!create) return false;
+      await mkdir(at, { mode: DIR_MODE });
+      // lchown: it changes what was just made, never a link's target.
+      await lchown(at, tree.uid, tree.gid);
+      await chmod(at, DIR_MODE); // whatever the umask; a real directory only root can replace (its parent is checked)
+      st = await lstat(at);
+    }
+    const problem = untrustedDir(at, st, tree);
+    if (problem !== undefined) fail(`${problem}: refusing ${doing} through it; remove it by hand (a fetch makes it again, root's)`);
+    if (create && (st.gid !== tree.gid || (st.mode & 0o777) !== DIR_MODE)) {
+      // Root's own directory made by hand (root:root 0700, say): the daemon's group must enter it. Safe: only root can replace it.
+      await lchown(at, tree.uid, tree.gid);
+      await chmod(at, DIR_MODE);
+    }
   }
+  return true;
+}
+
+/**
+ * Removes the file a stale manifest entry names, never through a link (`rm` of
+ * the last segment removes a link itself). What is already gone is done; a
+ * directory there now (the path became a directory of listed files, or
+ * someone made one) is not the file this command wrote, and is left alone.
+ */
+async function removeStale(root: string, relative: string, tree: TreeOwner): Promise<boolean> {
+  if (!(await walkTree(root, dirname(relative), tree, false, `to remove ${join(root, relative)}`))) return false; // already gone with its directory
+  const path = join(root, relative);
+  try {
+    if ((await lstat(path)).isDirectory()) return false;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+  await rm(path, { force: true });
+  return true;
+}
+
+/**
+ * The directories the stale files leave empty, deepest first, removed unless
+ * a listed file is under one: a path that was `webhook/hooks.secret` can then
+ * become the file `webhook`. rmdir never follows a link and never removes a
+ * directory that still holds something (a file put there by hand keeps it).
+ */
+async function pruneEmptyDirs(root: string, stale: readonly string[], listed: ReadonlySet<string>): Promise<void> {
+  const keep = new Set([...listed].flatMap(ancestors));
+  const dirs = [...new Set(stale.flatMap(ancestors))].filter((d) => !keep.has(d)).sort((x, y) => y.split('/').length - x.split('/').length);
+  for (const d of dirs) {
+    await rmdir(join(root, d)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOTDIR') throw err;
+    });
+  }
+}
+
+/** The directories above a relative path: `a/b/c` -> `a`, `a/b`. */
+function ancestors(relative: string): string[] {
+  const segments = relative.split('/');
+  return segments.slice(0, -1).map((_, i) => segments.slice(0, i + 1).join('/'));
+}
+
+/** Two listed paths where one is a directory of the other (`webhook` and `webhook/a.secret`): no disk can hold both. */
+export function fileAndDirectory(paths: Iterable<string>): [file: string, under: string] | undefined {
+  const all = new Set(paths);
+  for (const path of all) {
+    const dir = ancestors(path).find((d) => all.has(d));
+    if (dir !== undefined) return [dir, path];
+  }
+  return undefined;
 }
 
 /**
  * Writes `files` (the union of every secret) and removes what an earlier run
- * wrote that is no longer listed. The manifest first names every file that is
- * about to exist, and is narrowed only once the stale ones are gone, so an
- * interruption at any point leaves no file of ours untracked.
+ * wrote that is no longer listed. The stale files go first (with the
+ * directories they leave empty), so a path can turn from a file into a
+ * directory or back. The manifest is rewritten only once what it then says is
+ * true: after the removals (the files still listed), then after the writes
+ * (every listed file), so a run that fails half-way never lists a file it did
+ * not write, nor keeps listing one it removed.
  */
 export async function installSecretFiles(files: ReadonlyMap<string, string>, options: Omit<SecretFilesOptions, 'warn'>): Promise<SecretFilesChange> {
+  const both = fileAndDirectory(files.keys());
+  if (both) fail(`file ${SECRET_FILES_DIR}${both[0]} would be a directory of ${SECRET_FILES_DIR}${both[1]}: a path is a file or a directory, not both`);
   const dir = options.dir ?? SECRET_FILES_DIR;
-  await privateDir(dir, '', options.owner);
-  const before = await readManifest(dir);
-  const written: string[] = [];
+  const tree = treeOwner(options.owner);
+  await walkTree(dir, '', tree, true, 'to write the secret files');
+  const before = (await readManifest(dir, tree)) ?? [];
   const stale = before.filter((f) => !files.has(f));
-  if ([...files.keys()].some((f) => !before.includes(f))) await writeManifest(dir, [...before, ...files.keys()], options.owner);
+  const removed: string[] = [];
+  for (const relative of stale) if (await removeStale(dir, relative, tree)) removed.push(relative);
+  await pruneEmptyDirs(dir, stale, new Set(files.keys()));
+  if (stale.length > 0) await writeManifest(dir, before.filter((f) => files.has(f)), tree);
+  const written: string[] = [];
   for (const [relative, text] of files) {
     const path = join(dir, relative);
+    await walkTree(dir, dirname(relative), tree, true, `to write ${path}`);
     // Unchanged bytes are not rewritten: the report (and the reload it triggers) then means a real change.
-    // A file whose mode or owner someone changed is rewritten: the daemon's user must read it, no one else.
-    if ((await readIfExists(path)) === text && (await privateTo(path, options.owner))) continue;
-    await privateDir(dir, dirname(relative), options.owner);
-    await writePrivateFile(path, text, options.owner);
+    // A file whose mode or owner someone changed is rewritten: the daemon's group must read it, no one else.
+    const current = await readPlain(path);
+    if (current?.text === text && asWritten(current.stat, tree)) continue;
+    await writeTreeFile(path, text, FILE_MODE, tree).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'EISDIR' || err.code === 'ENOTEMPTY' || err.code === 'EEXIST') fail(`${path} is a directory this command did not fill: remove it by hand to write the file there`);
+      throw err;
+    });
     written.push(relative);
   }
-  for (const relative of stale) await rm(join(dir, relative), { force: true });
-  if (stale.length > 0) await writeManifest(dir, files.keys(), options.owner);
-  return { written: written.sort(), removed: stale.sort() };
+  if ([...files.keys()].some((f) => !before.includes(f)) || stale.length > 0) await writeManifest(dir, files.keys(), tree);
+  return { written: written.sort(), removed: removed.sort() };
 }
 
 /** Whether the files on disk can serve a start while AWS is unreachable: every one the last fetch wrote is there and not empty. */
-async function checkSecretFiles(dir: string): Promise<void> {
-  const listed = await readManifest(dir);
-  if (listed.length === 0 && (await readIfExists(join(dir, MANIFEST_NAME))) === undefined) throw new Error(`no earlier fetch: ${join(dir, MANIFEST_NAME)} does not exist`);
+async function checkSecretFiles(dir: string, tree: TreeOwner): Promise<void> {
+  const listed = await readManifest(dir, tree);
+  if (listed === undefined) throw new Error(`no earlier fetch: ${join(dir, MANIFEST_NAME)} does not exist`);
   for (const relative of listed) {
-    const text = await readIfExists(join(dir, relative));
-    if (!text) throw new Error(`${join(dir, relative)} is missing or empty`);
+    const file = (await walkTree(dir, dirname(relative), tree, false, `to read ${join(dir, relative)}`)) ? await readPlain(join(dir, relative)) : undefined;
+    if (!file?.text) throw new Error(`${join(dir, relative)} is missing or empty`);
   }
 }
 
@@ -179,25 +358,37 @@ async function checkSecretFiles(dir: string): Promise<void> {
  */
 export async function fetchSecretFiles(client: SecretsManagerClient, secretIds: readonly string[], options: SecretFilesOptions): Promise<{ result: 'written' | 'kept'; change: SecretFilesChange }> {
   const dir = options.dir ?? SECRET_FILES_DIR;
+  const check = (): Promise<void> => checkSecretFiles(dir, treeOwner(options.owner));
   let change: SecretFilesChange = { written: [], removed: [] };
-  const result = await withFallback(
-    async () => {
-      const all = new Map<string, string>();
-      const from = new Map<string, string>();
-      for (const id of secretIds) {
-        // readSecretString fails with the proxy link's "unreachable" code when AWS does not answer: the fallback keys on it.
-        for (const [relative, text] of parseFileSecret(await readSecretString(client, id), id)) {
-          const other = from.get(relative);
-          if (other !== undefined) fail(`file ${SECRET_FILES_DIR}${relative} is in both secret ${other} and secret ${id}: keep each file in one secret`);
-          from.set(relative, id);
-          all.set(relative, text);
-        }
+  const write = async (): Promise<void> => {
+    const all = new Map<string, string>();
+    const from = new Map<string, string>();
+    for (const id of secretIds) {
+      // readSecretString fails with the proxy link's "unreachable" code when AWS does not answer: the fallback keys on it.
+      for (const [relative, text] of parseFileSecret(await readSecretString(client, id), id)) {
+        const other = from.get(relative);
+        if (other !== undefined) fail(`file ${SECRET_FILES_DIR}${relative} is in both secret ${other} and secret ${id}: keep each file in one secret`);
+        from.set(relative, id);
+        all.set(relative, text);
       }
-      change = await installSecretFiles(all, { dir, owner: options.owner });
-    },
-    () => checkSecretFiles(dir),
-    [join(dir, '*')],
-    options.warn,
-  );
-  return { result, change };
+    }
+    const both = fileAndDirectory(all.keys());
+    if (both) fail(`file ${SECRET_FILES_DIR}${both[0]} (secret ${from.get(both[0])}) would be a directory of ${SECRET_FILES_DIR}${both[1]} (secret ${from.get(both[1])}): a path is a file or a directory, not both`);
+    change = await installSecretFiles(all, { dir, owner: options.owner });
+  };
+  if (!options.atStart) return { result: await withFallback(write, check, [join(dir, '*')], options.warn), change };
+  try {
+    await write();
+    return { result: 'written', change };
+  } catch (err) {
+    const message = (err as Error).message;
+    const problem = await check().then(
+      () => undefined,
+      (e: unknown) => (e as Error).message,
+    );
+    // A first boot (or files gone) has nothing to fall back on: the start fails, saying both why.
+    if (problem !== undefined) throw new VolleyError('ESECRETFILES', `${message}; the files on disk cannot be used instead: ${problem}`, { cause: err });
+    options.warn(`${message} (secrets: ${secretIds.join(', ')}); starting with the files already on disk (${join(dir, '*')}), as the last fetch wrote them, which may predate a change to these secrets`);
+    return { result: 'kept', change: { written: [], removed: [] } };
+  }
 }

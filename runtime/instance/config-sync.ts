@@ -8,9 +8,11 @@
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { GetParameterCommand, type SSMClient } from '@aws-sdk/client-ssm';
 import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { chmod, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import { SECRET_FILES_DIR } from '../bootstrap/secret-files';
 import { parseMirrorConfig } from '../mirror/config';
 import { parseProxyConfig } from '../proxy/config';
 import { parseConfig } from '../shared/config/load';
@@ -96,9 +98,40 @@ export interface ConfigSyncDeps {
  * installed: a reload that refuses it would keep the running config but report
  * nothing to the sync, which would then see "no change" and never try again.
  */
-export function roleCheck(role: ConfigSyncSettings['role']): ConfigSyncDeps['check'] {
+export function roleCheck(role: ConfigSyncSettings['role'], secretsDir?: string): ConfigSyncDeps['check'] {
   if (role === 'mirror') return (text, file) => void parseMirrorConfig(text, file);
-  return role === 'mta' ? (text, file) => void parseConfig(text, file) : (text, file) => void parseProxyConfig(text, file);
+  if (role === 'proxy') return (text, file) => void parseProxyConfig(text, file);
+  return (text, file) => {
+    const config = parseConfig(text, file);
+    if (secretsDir !== undefined) checkSecretFilesNamed(config, secretsDir);
+  };
+}
+
+/**
+ * Every file under /etc/volley/secrets/ the MTA config names (DKIM keys,
+ * webhook secrets and CAs, the VERP key, TLS pairs: the operator's secret
+ * files) is on disk, under `secretsDir`, and not empty. The loader does not
+ * read them; the MTA does, at a refresh and at its start, and one missing
+ * there would make the next restart fail. A config sync installs the
+ * published config even when the secret files' fetch failed, so this is what
+ * stops one naming a file that fetch did not bring.
+ */
+function checkSecretFilesNamed(config: unknown, secretsDir: string): void {
+  const named = new Set<string>();
+  const walk = (v: unknown): void => {
+    if (typeof v === 'string' && v.startsWith(SECRET_FILES_DIR)) named.add(v);
+    else if (Array.isArray(v)) v.forEach(walk);
+    else if (typeof v === 'object' && v !== null) Object.values(v).forEach(walk);
+  };
+  walk(config);
+  const missing = [...named].sort().filter((path) => {
+    try {
+      return statSync(join(secretsDir, path.slice(SECRET_FILES_DIR.length))).size === 0;
+    } catch {
+      return true;
+    }
+  });
+  if (missing.length > 0) throw new VolleyError('ECONFIGSYNC', `names secret files that are not on this instance (or empty): ${missing.join(', ')}; they come from the secrets of mta.fileSecrets (volley secret-files fetch)`);
 }
 
 export interface SyncResult {
@@ -180,10 +213,32 @@ function sameMirrorConfig(installed: Buffer, fetched: Buffer, file: string): boo
  * running config; the file stays so the next deploy's fix is picked up). The
  * mirror cannot reload, only restart: it is restarted only when its settings
  * changed, never for a file that differs in bytes alone.
+ *
+ * The MTA's secret files are the operator's and change outside any deploy: a
+ * secret broken by hand fails the tick (the timer's unit shows failed, the
+ * journal says why) but does not hold back the deploy's config, which is
+ * still checked (against the files on disk, so one naming a file that is
+ * not there is refused anyway) and installed.
  */
 export async function syncConfig(settings: ConfigSyncSettings, deps: ConfigSyncDeps): Promise<SyncResult> {
-  // A secret the operator broke fails the tick before anything is installed: its error names the secret and the path.
-  const filesChanged = deps.fetchFiles ? await deps.fetchFiles() : false;
+  let filesChanged = false;
+  let filesFailure: unknown;
+  try {
+    filesChanged = deps.fetchFiles ? await deps.fetchFiles() : false;
+  } catch (err) {
+    filesFailure = err;
+    deps.log(`volley config sync: the MTA's secret files were not fetched (the files on disk stay; the config is still synced): ${(err as Error).message}`);
+  }
+  const result = await syncPublished(settings, deps, filesChanged);
+  if (filesFailure !== undefined) {
+    const config = result.installed ? `${settings.target} was installed from ${result.from}` : `${settings.target} is unchanged`;
+    throw new VolleyError('ECONFIGSYNC', `the MTA's secret files were not fetched, the files on disk stay (${config}): ${(filesFailure as Error).message}`, { cause: filesFailure });
+  }
+  return result;
+}
+
+/** The published config: fetched, checked, installed and the unit reloaded as syncConfig says. */
+async function syncPublished(settings: ConfigSyncSettings, deps: ConfigSyncDeps, filesChanged: boolean): Promise<SyncResult> {
   const { body, from } = await fetchConfig(settings, deps);
   const current = await readIfExists(settings.target);
   if (current?.equals(body)) {

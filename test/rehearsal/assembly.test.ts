@@ -113,6 +113,20 @@ test('each instance carries its own role\'s S3 statements, resolved: an MTA slot
   }
 });
 
+// What the fake Secrets Manager enforces, from the resolved statements: each instance's fetches read through these grants.
+test('each instance carries its own role\'s Secrets Manager statements, resolved: only an MTA slot may read the operator\'s file secrets (mta.fileSecrets)', () => {
+  const may = (i: (typeof built.instances)[number], arn: string): boolean => i.iamRole.secretsManager.some((g) => g.actions.some((a) => iamMatch(a, 'secretsmanager:GetSecretValue')) && g.resources.some((r) => iamMatch(r, arn)));
+  const fileSecrets = built.env.mta.fileSecrets ?? [];
+  expect(fileSecrets.length).toBeGreaterThan(0);
+  for (const i of built.instances) {
+    for (const name of fileSecrets) expect({ slot: i.slot, name, may: may(i, secretArn(built.env, name)) }).toEqual({ slot: i.slot, name, may: i.role === 'mta' });
+    // Every instance reads the proxy link's secret; only proxies its CA key.
+    expect({ slot: i.slot, link: may(i, secretArn(built.env, 'volley/rehearsal/proxy-link')), caKey: may(i, secretArn(built.env, 'volley/rehearsal/proxy-ca-key')) }).toEqual({ slot: i.slot, link: true, caKey: i.role === 'proxy' });
+    // Nor another name that the file secret's pattern could be read to cover.
+    for (const name of fileSecrets) expect(may(i, secretArn(built.env, `${name}-x`))).toBe(false);
+  }
+});
+
 // What the fake S3 enforces, from the resolved statements: the drill and the boots read through these grants.
 test('each instance reads from the CDK assets bucket what its own stack publishes for it (the runtime zip its user data downloads; an MTA, its config file and the next deploy\'s), nothing else', () => {
   const bucket = 'cdk-hnb659fds-assets-333333333333-eu-west-1';

@@ -32,8 +32,12 @@ export interface InstanceSpec {
   readonly instanceEnv: Readonly<Record<string, string>>;
   readonly role: 'mta' | 'proxy';
   readonly slot: string;
-  /** The IAM role of its instance profile: its logical id (the name the rehearsal's IMDS serves) and its S3 statements, ARNs resolved (what the fake S3 enforces). */
-  readonly iamRole: { readonly name: string; readonly s3: readonly S3Grant[] };
+  /**
+   * The IAM role of its instance profile: its logical id (the name the
+   * rehearsal's IMDS serves), its S3 statements and its Secrets Manager ones,
+   * ARNs resolved (what the fake S3 and the fake Secrets Manager enforce).
+   */
+  readonly iamRole: { readonly name: string; readonly s3: readonly S3Grant[]; readonly secretsManager: readonly S3Grant[] };
 }
 
 export interface S3Object {
@@ -153,10 +157,10 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
   }
 
   /**
-   * The launch template's instance profile -> its role -> the S3 statements of
-   * the role's policies. Only S3 statements are resolved (others name
-   * resources the rehearsal has no value for, e.g. a volume's id); an S3 one
-   * that does not resolve throws: the fake must enforce the real grant, not a guess.
+   * The launch template's instance profile -> its role -> the S3 and Secrets
+   * Manager statements of the role's policies. Only those are resolved (others
+   * name resources the rehearsal has no value for, e.g. a volume's id); one
+   * that does not resolve throws: the fakes must enforce the real grant, not a guess.
    */
   function instanceRole(stack: string, template: Template, id: string, profile: unknown): InstanceSpec['iamRole'] {
     const getAtt = (profile as { Arn?: { 'Fn::GetAtt'?: [string, string] } } | undefined)?.Arn?.['Fn::GetAtt'];
@@ -170,14 +174,16 @@ export function readAssembly(assembly: CloudAssembly, env: EnvironmentConfig, pa
         .filter((r) => r.Type === 'AWS::IAM::Policy' && ((r.Properties?.Roles ?? []) as { Ref?: string }[]).some((x) => x.Ref === name))
         .map((r) => r.Properties as { PolicyDocument?: { Statement?: Statement[] } }),
     ];
-    const s3: S3Grant[] = [];
-    for (const statement of documents.flatMap((d) => d.PolicyDocument?.Statement ?? [])) {
-      const actions = [statement.Action ?? []].flat();
-      if (statement.Effect !== 'Allow' || !actions.some((a) => a.startsWith('s3:') || a === '*')) continue;
-      const resources = [resolveIn(stack, template, statement.Resource)].flat().map(String);
-      s3.push({ actions, resources });
-    }
-    return { name, s3 };
+    const grants = (service: string): S3Grant[] => {
+      const out: S3Grant[] = [];
+      for (const statement of documents.flatMap((d) => d.PolicyDocument?.Statement ?? [])) {
+        const actions = [statement.Action ?? []].flat();
+        if (statement.Effect !== 'Allow' || !actions.some((a) => a.startsWith(`${service}:`) || a === '*')) continue;
+        out.push({ actions, resources: [resolveIn(stack, template, statement.Resource)].flat().map(String) });
+      }
+      return out;
+    };
+    return { name, s3: grants('s3'), secretsManager: grants('secretsmanager') };
   }
 
   const instances: InstanceSpec[] = [];

@@ -95,7 +95,7 @@ it('installs the published config, reloads the running daemon on a new one, and 
   await runner.stop('volley-mta.service');
 });
 
-it('the MTA\'s secret files are written under <etc>/secrets 0600, and a rotated one reloads the daemon though the config is unchanged; a file no secret lists is removed', async () => {
+it('the MTA\'s secret files are written under <etc>/secrets 0640, and a rotated one reloads the daemon though the config is unchanged; a file no secret lists is removed', async () => {
   await runner.start('volley-mta.service');
   await waitUntil(() => existsSync(join(dir, 'ready')));
   const pid = runner.status('volley-mta.service').mainPid;
@@ -104,7 +104,7 @@ it('the MTA\'s secret files are written under <etc>/secrets 0600, and a rotated 
   fileSecret({ '/etc/volley/secrets/dkim/sender.pem': 'key two\n', '/etc/volley/secrets/webhook.secret': 'whsec_x\n' });
   expect((await sync()).stdout).toBe('volley secret-files: wrote dkim/sender.pem\nvolley secret-files: wrote webhook.secret\nvolley config sync: reloaded volley-mta.service\n');
   expect(readFileSync(join(etc, 'secrets/dkim/sender.pem'), 'utf8')).toBe('key two\n');
-  expect(statSync(join(etc, 'secrets/dkim/sender.pem')).mode & 0o777).toBe(0o600);
+  expect(statSync(join(etc, 'secrets/dkim/sender.pem')).mode & 0o777).toBe(0o640);
   await waitUntil(() => readFileSync(hups, 'utf8') === `${hupsBefore}hup\n`);
   expect(runner.status('volley-mta.service')).toMatchObject({ state: 'active', mainPid: pid });
   fileSecret({ '/etc/volley/secrets/dkim/sender.pem': 'key two\n' });

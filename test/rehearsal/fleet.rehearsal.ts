@@ -121,11 +121,19 @@ it('mail injected at the ingress reaches the sink MX from the configured sending
 it('the mail carries a DKIM-Signature by the operator\'s key, which reached each MTA from its Secrets Manager secret and verifies', async () => {
   const mtas = booted.filter((i) => i.spec.role === 'mta');
   for (const m of mtas) {
-    // Written by `volley secret-files fetch` (ExecStartPre) 0600 for the daemon's user, as root wrote it.
+    // Written by `volley secret-files fetch` (ExecStartPre) root-owned 0640, read by the daemon's group.
     const key = statSync(m.hostPath(DKIM_KEY_FILE));
-    const volley = Number((await m.exec(['id', '-u', 'volley'])).stdout.trim());
-    expect({ node: m.name, mode: key.mode & 0o777, uid: key.uid }).toEqual({ node: m.name, mode: 0o600, uid: volley });
+    const volley = Number((await m.exec(['id', '-g', 'volley'])).stdout.trim());
+    expect({ node: m.name, mode: key.mode & 0o777, uid: key.uid, gid: key.gid }).toEqual({ node: m.name, mode: 0o640, uid: 0, gid: volley });
   }
+  // Read with each MTA role's own credentials, which the fake Secrets Manager holds to its statements: the
+  // OperatorFileSecrets grant is what let them. A proxy's role has none: its read of the same secret is refused.
+  expect(rehearsal.aws.secretsManager.denied).toEqual([]);
+  const fileSecret = rehearsal.assembly.env.mta.fileSecrets?.[0] as string;
+  const proxy = booted.find((i) => i.spec.role === 'proxy') as Booted;
+  const refused = await proxy.exec(['/opt/volley/bin/volley', 'secret-files', 'fetch', '--secret-id', fileSecret, '--region', rehearsal.assembly.env.region, '--dir', '/run/volley-rehearsal-proxy-files', '--user', 'root']);
+  expect({ failed: refused.code !== 0, denied: refused.stderr.includes(`cannot read secret ${fileSecret}: `) && refused.stderr.includes('is not authorized to perform: secretsmanager:GetSecretValue') }).toEqual({ failed: true, denied: true });
+  expect(rehearsal.aws.secretsManager.denied).toEqual([expect.stringMatching(new RegExp(`secretsmanager:GetSecretValue arn:aws:secretsmanager:[^ ]+:secret:${fileSecret}-AbCdEf$`))]);
   const files = rehearsal.world.sessions().flatMap((s) => s.files);
   expect(files.length).toBeGreaterThanOrEqual(40);
   const out = await dkimVerify(rehearsal.dir, files.map((f) => readFileSync(f)), rehearsal.dkimRecords);

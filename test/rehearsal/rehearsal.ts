@@ -181,9 +181,10 @@ export async function startRehearsal(options: { volumeMiB?: number; env?: Enviro
       const netns = theVpc.join([privateIp]);
       namespaces.set(instanceId, netns);
       // Its own IMDS, reached inside its namespace where the SDK's variable points.
-      // Its role's own credentials, so the fake S3 holds it to that role's S3 statements, as IAM would.
+      // Its role's own credentials, so the fake S3 and Secrets Manager hold it to that role's statements, as IAM would.
       const accessKeyId = `ASIA${createHash('sha256').update(spec.iamRole.name).digest('hex').slice(0, 16).toUpperCase()}`;
       aws.s3.grant(accessKeyId, spec.iamRole.s3);
+      aws.secretsManager.grant(accessKeyId, spec.iamRole.secretsManager);
       const imds = await serve(new FakeImds({ instanceId, availabilityZone: az, region: env.region, localIpv4: privateIp, roleName: spec.iamRole.name, accessKeyId }).handler);
       cleanups.push(() => imds.close());
       const instanceDir = join(dir, `instance-${n}`);

@@ -5,7 +5,7 @@
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ConfigSyncDeps, mirrorSyncSettings, parseInstanceEnv, roleCheck, syncConfig, syncSettings } from '../../../runtime/instance/config-sync';
 import { testConfigYaml } from '../../helpers/config';
@@ -216,12 +216,58 @@ describe('the MTA\'s own secret files (mta.fileSecrets)', () => {
     expect(stopped.calls).toEqual(['is-active --quiet volley-mta.service']);
   });
 
-  test('a fetch that fails (a malformed secret) installs nothing and reloads nothing', async () => {
+  // The secrets are the operator's and change outside any deploy: one broken by hand must not hold back the deploy's config.
+  const broken = (): Promise<boolean> => Promise.reject(new Error('secret volley/dev/keys: file "/etc/volley/x" is not under /etc/volley/secrets/'));
+
+  test('a fetch that fails (a malformed secret) fails the tick, saying why, but the new config is still checked, installed and reloaded', async () => {
     const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
     writeFileSync(settings.target, 'hostname: kept\n');
     published('hostname: other\n');
-    const d = { ...deps(true), fetchFiles: async () => Promise.reject(new Error('secret volley/dev/keys: file "/etc/volley/x" is not under /etc/volley/secrets/')) };
-    await expect(syncConfig(settings, d)).rejects.toThrow('is not under');
+    const checked: string[] = [];
+    const d = { ...deps(true, 0, (text) => void checked.push(text)), fetchFiles: broken };
+    await expect(syncConfig(settings, d)).rejects.toMatchObject({
+      code: 'ECONFIGSYNC',
+      message: `the MTA's secret files were not fetched, the files on disk stay (${settings.target} was installed from s3://cdk-assets-1/files.yaml): secret volley/dev/keys: file "/etc/volley/x" is not under /etc/volley/secrets/`,
+    });
+    expect(checked).toEqual(['hostname: other\n']);
+    expect(readFileSync(settings.target, 'utf8')).toBe('hostname: other\n');
+    expect(d.calls).toEqual(['is-active --quiet volley-mta.service', 'reload-or-restart volley-mta.service']);
+    expect(d.lines[0]).toMatch(/^volley config sync: the MTA's secret files were not fetched \(the files on disk stay; the config is still synced\): secret volley\/dev\/keys/);
+  });
+
+  test('a fetch that fails with an unchanged config fails the tick and reloads nothing; a config the loader refuses is that error, the fetch\'s in the journal', async () => {
+    const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+    writeFileSync(settings.target, 'hostname: same\n');
+    published('hostname: same\n');
+    const same = { ...deps(true), fetchFiles: broken };
+    await expect(syncConfig(settings, same)).rejects.toThrow(`the files on disk stay (${settings.target} is unchanged): secret volley/dev/keys`);
+    expect(same.calls).toEqual([]);
+    // A config naming a file the fetch could not write is refused by the check, as any config naming a missing file.
+    published('hostname: names-a-missing-key\n');
+    const refused = { ...deps(true, 0, () => { throw new Error('dkim[0].private_key_file: cannot read /etc/volley/secrets/dkim/new.pem'); }), fetchFiles: broken };
+    await expect(syncConfig(settings, refused)).rejects.toThrow(/refused by the mta's loader.*\n.*cannot read \/etc\/volley\/secrets\/dkim\/new\.pem/);
+    expect(readFileSync(settings.target, 'utf8')).toBe('hostname: same\n');
+    expect(refused.calls).toEqual([]);
+    expect(refused.lines).toEqual([expect.stringContaining('secret files were not fetched')]);
+  });
+
+  test('the MTA\'s check refuses a config naming a secret file that is not on disk (or empty): one installed would fail the next MTA start', async () => {
+    const secrets = join(etc, 'secrets-check');
+    mkdirSync(join(secrets, 'dkim'), { recursive: true });
+    const naming = testConfigYaml({ extra: 'dkim:\n  - { domain: example.com, selector: s2, private_key_file: /etc/volley/secrets/dkim/new.pem }\n' });
+    expect(() => roleCheck('mta', secrets)(naming, 'volley.yaml')).toThrow('names secret files that are not on this instance (or empty): /etc/volley/secrets/dkim/new.pem; they come from the secrets of mta.fileSecrets');
+    writeFileSync(join(secrets, 'dkim/new.pem'), '');
+    expect(() => roleCheck('mta', secrets)(naming, 'volley.yaml')).toThrow('/etc/volley/secrets/dkim/new.pem');
+    writeFileSync(join(secrets, 'dkim/new.pem'), 'KEY\n');
+    expect(() => roleCheck('mta', secrets)(naming, 'volley.yaml')).not.toThrow();
+
+    // In a sync whose fetch failed: the config naming the file it did not bring stays out, the tick fails.
+    rmSync(join(secrets, 'dkim/new.pem'));
+    const settings = syncSettings(parseInstanceEnv(MTA_ENV), etc);
+    writeFileSync(settings.target, 'hostname: kept\n');
+    published(naming);
+    const d = { ...deps(true, 0, roleCheck('mta', secrets)), fetchFiles: broken };
+    await expect(syncConfig(settings, d)).rejects.toThrow(/refused by the mta's loader[\s\S]*names secret files that are not on this instance/);
     expect(readFileSync(settings.target, 'utf8')).toBe('hostname: kept\n');
     expect(d.calls).toEqual([]);
   });
