@@ -138,7 +138,8 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
       await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: rm.join(','), release: rel.join(',') })));
     });
   // One lock for the reconcile and the endpoint's `have` about this node's own held messages (holds.ts).
-  const holds = new DrainHolds({ persistentPath: options.persistentPath, release: (ids) => settleHeld([], ids), logger });
+  // `storing` asks the drain endpoint (set up just below; not asked before the reconcile starts).
+  const holds = new DrainHolds({ persistentPath: options.persistentPath, release: (ids) => settleHeld([], ids), storing: (id) => drain?.isStoring(id) ?? false, logger });
   // Drain (drain section): the dedupe store opens before the workers, which report their drained messages to it.
   const drain = await PrimaryDrain.open({
     holds,

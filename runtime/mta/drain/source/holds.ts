@@ -41,6 +41,12 @@ export interface DrainHoldsOptions {
   persistentPath: string;
   /** The workers deliver these held ids from now on (the reconcile's settle, with nothing to remove). */
   release: (ids: string[]) => Promise<void>;
+  /**
+   * Whether a store of this node for `id` is in flight or unsettled (PrimaryDrain.isStoring): its
+   * late answer would record the id seen after a removal, and `duplicate` would then be answered
+   * for a copy that is gone. The reconcile does not remove such an id yet (asked again next round).
+   */
+  storing?: (id: string) => boolean;
   logger: Logger;
 }
 
@@ -100,6 +106,11 @@ export class DrainHolds {
   /** Whether `id`'s removal here failed part-way (see `uncertain`). */
   isUncertain(id: string): boolean {
     return this.uncertain.has(id);
+  }
+
+  /** Whether a store of this node for `id` is unsettled or in flight (DrainHoldsOptions.storing). */
+  isStoring(id: string): boolean {
+    return this.options.storing?.(id) ?? false;
   }
 
   /** The destination a held id was sent to; undefined once settled. */

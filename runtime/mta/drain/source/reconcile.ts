@@ -97,7 +97,9 @@ async function reconcile(o: ReconcileOptions, holds: DrainHolds): Promise<void> 
    */
   const decide = async (dest: string, asked: string[], have: ReadonlySet<string>, unknown: ReadonlySet<string>, late: boolean): Promise<string[]> => {
     const ids = asked.filter((id) => holds.destinationOf(id) === dest);
-    let remove = ids.filter((id) => have.has(id));
+    // Not while a store of this node for it is in flight or unsettled: its late answer would record it
+    // seen after the removal, and a resend would be answered `duplicate` for a copy that is gone. Asked again.
+    let remove = ids.filter((id) => have.has(id) && !holds.isStoring(id));
     if (remove.length > 0 && o.forget) {
       // Forgotten before removed: once this copy is gone, this node must answer "no" (were it killed
       // between the two, "no" while it still holds a copy costs a duplicate at worst, never the only copy).
