@@ -23,6 +23,7 @@ import { loadDrainSecrets } from './drain/secrets';
 import { workerExecArgv } from '../shared/worker-flags';
 import { reconcileAtStart } from './drain/source/reconcile';
 import { DrainHolds } from './drain/source/holds';
+import { settleInChunks } from './drain/source/settle-chunks';
 import { DRAIN_SECRET_ENV } from '../shared/config/drain';
 import { loadSecret } from '../shared/proxy-protocol/handshake';
 import { keepIpcErrors } from '../shared/worker-ipc';
@@ -131,11 +132,14 @@ export async function runPrimary(options: MtaOptions): Promise<void> {
   // 'advanced': drained message bodies go to their worker as Buffers, not JSON arrays of bytes.
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv), serialization: 'advanced' });
   /** Every worker removes `remove` (done, `drained`) and delivers `release`: held messages of an interrupted drain of this node. */
-  const settleHeld = async (remove: string[], release: string[]): Promise<void> => {
-    await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: remove.join(','), release: release.join(',') })));
-  };
+  // In chunks, each within one ask's timeout (settle-chunks.ts).
+  const settleHeld = (remove: string[], release: string[]): Promise<void> =>
+    settleInChunks(remove, release, async (rm, rel) => {
+      await Promise.all([...workers.values()].map((x) => ask(x, 'drain-settle', { remove: rm.join(','), release: rel.join(',') })));
+    });
   // One lock for the reconcile and the endpoint's `have` about this node's own held messages (holds.ts).
-  const holds = new DrainHolds({ persistentPath: options.persistentPath, release: (ids) => settleHeld([], ids), logger });
+  // `storing` asks the drain endpoint (set up just below; not asked before the reconcile starts).
+  const holds = new DrainHolds({ persistentPath: options.persistentPath, release: (ids) => settleHeld([], ids), storing: (id) => drain?.isStoring(id) ?? false, logger });
   // Drain (drain section): the dedupe store opens before the workers, which report their drained messages to it.
   const drain = await PrimaryDrain.open({
     holds,

@@ -233,7 +233,7 @@ export class DrainEndpoint {
       () => this.takeNow(records, now),
       (r) => r.results.filter((x) => x.status === 'queued' || x.status === 'duplicate').map((x) => x.id),
     );
-    if (cannot.length > 0) result.unknown ??= `${cannot.length} message(s) held here for this node's own interrupted drain could not be kept (the journal write failed)`;
+    if (cannot.length > 0) result.unknown ??= `${cannot.length} message(s) held here for this node's own interrupted drain could not be kept (the journal write failed) or may be gone (a removal here failed part-way)`;
     return result;
   }
 

@@ -48,6 +48,8 @@ export class PrimaryDrain {
    * then), or once the worker restarted and is ready (onWorkerReady).
    */
   private readonly unsettled = new UnsettledStores();
+  /** How many pending stores carry each id (isStoring, without a walk of every pending store). */
+  private readonly pendingIds = new Map<string, number>();
 
   private constructor(
     readonly endpoint: DrainEndpoint,
@@ -123,6 +125,15 @@ export class PrimaryDrain {
   /** Whether `id` is in a store that answered `unknown` and has not settled since (see `unsettled`). */
   isUnsettled(id: string): boolean {
     return this.unsettled.has(id);
+  }
+
+  /**
+   * Whether a store for `id` is with a worker now or answered `unknown` and
+   * unsettled: its answer may still come and record `id` seen (onStored), so
+   * the reconcile must not remove this node's held copy of it yet (DrainHoldsOptions.storing).
+   */
+  isStoring(id: string): boolean {
+    return this.unsettled.has(id) || this.pendingIds.has(id);
   }
 
   /**
@@ -210,12 +221,21 @@ export class PrimaryDrain {
       }, this.options.storeTimeoutMs ?? STORE_TIMEOUT_MS);
       const finish = (outcomes: StoreOutcome[] | undefined): void => {
         clearTimeout(timer);
-        this.pending.delete(id);
+        if (this.pending.delete(id)) this.countPending(ids, -1);
         resolve(outcomes);
       };
       this.pending.set(id, { worker: index, ids, finish });
+      this.countPending(ids, 1);
       worker.send({ type: 'drain-store', id, records } satisfies ToWorker);
     });
+  }
+
+  private countPending(ids: readonly string[], by: 1 | -1): void {
+    for (const m of ids) {
+      const n = (this.pendingIds.get(m) ?? 0) + by;
+      if (n > 0) this.pendingIds.set(m, n);
+      else this.pendingIds.delete(m);
+    }
   }
 
   async close(): Promise<void> {

@@ -41,6 +41,12 @@ export interface DrainHoldsOptions {
   persistentPath: string;
   /** The workers deliver these held ids from now on (the reconcile's settle, with nothing to remove). */
   release: (ids: string[]) => Promise<void>;
+  /**
+   * Whether a store of this node for `id` is in flight or unsettled (PrimaryDrain.isStoring): its
+   * late answer would record the id seen after a removal, and `duplicate` would then be answered
+   * for a copy that is gone. The reconcile does not remove such an id yet (asked again next round).
+   */
+  storing?: (id: string) => boolean;
   logger: Logger;
 }
 
@@ -57,6 +63,17 @@ export class DrainHolds {
   private readonly open: Map<string, string>;
   /** When the journal last sent each destination a batch. */
   private readonly lastSent = new Map<string, number>();
+  /**
+   * Being removed now (the reconcile, under the lock): still "held" for `isHeld`, so a batch naming
+   * one waits for the lock, until the workers confirmed the removal and `removed` is journaled.
+   */
+  private readonly removal = new Set<string>();
+  /**
+   * Their removal failed or timed out part-way: a copy may or may not be left here. Never answered
+   * "yes", `duplicate` or `queued` (a 500 / unknown: asked again) until the next start, which reads
+   * the journal and asks their destination again.
+   */
+  private readonly uncertain = new Set<string>();
   private journal?: Journal;
   readonly file: string;
   /** Why the journal could not be read at start: then nothing is held here (the workers hold nothing back either). */
@@ -83,7 +100,17 @@ export class DrainHolds {
 
   /** Whether `id` is held here now (no lock: the endpoint's snapshot before it looks an id up). */
   isHeld(id: string): boolean {
-    return this.open.has(id);
+    return this.open.has(id) || this.removal.has(id) || this.uncertain.has(id);
+  }
+
+  /** Whether `id`'s removal here failed part-way (see `uncertain`). */
+  isUncertain(id: string): boolean {
+    return this.uncertain.has(id);
+  }
+
+  /** Whether a store of this node for `id` is unsettled or in flight (DrainHoldsOptions.storing). */
+  isStoring(id: string): boolean {
+    return this.options.storing?.(id) ?? false;
   }
 
   /** The destination a held id was sent to; undefined once settled. */
@@ -94,7 +121,12 @@ export class DrainHolds {
   /** The held ids, by the destination each was sent to. */
   byDestination(): Map<string, string[]> {
     const by = new Map<string, string[]>();
-    for (const [id, dest] of this.open) by.set(dest, [...(by.get(dest) ?? []), id]);
+    // push, not a spread per id: 40,000 ids were quadratic on the primary's loop.
+    for (const [id, dest] of this.open) {
+      const list = by.get(dest);
+      if (list) list.push(id);
+      else by.set(dest, [id]);
+    }
     return by;
   }
 
@@ -109,19 +141,38 @@ export class DrainHolds {
 
   /**
    * These held copies are being removed (the reconcile, after they were
-   * forgotten): no longer held from now on, before the workers are even told
-   * (were that to fail half-way, no later answer keeps a copy that may be
-   * gone: it is not held). Call under `run`.
+   * forgotten): no longer open (no later answer keeps a copy that may be
+   * gone), but still held for `isHeld` until `removed` (or `removalFailed`),
+   * so a batch naming one waits for the lock the reconcile holds throughout. Call under `run`.
    */
   removing(ids: readonly string[]): void {
-    for (const id of ids) this.open.delete(id);
+    for (const id of ids) {
+      this.open.delete(id);
+      this.removal.add(id);
+    }
+  }
+
+  /** The workers removed these and `removed` is journaled (record does both): no longer held. */
+  private removed(ids: readonly string[]): void {
+    for (const id of ids) {
+      this.open.delete(id);
+      this.removal.delete(id);
+    }
+  }
+
+  /** The removal of these failed or timed out, or could not be journaled: uncertain until the next start. Call under `run`. */
+  removalFailed(ids: readonly string[]): void {
+    for (const id of ids) {
+      this.removal.delete(id);
+      this.uncertain.add(id);
+    }
   }
 
   /** Appends `line` (synced) and applies it here; throws, and changes nothing here, when it is not on disk. Call under `run`. */
   record(line: JournalLine): void {
     this.journal ??= new Journal(this.file);
     this.journal.append(line);
-    if ('removed' in line) this.removing(line.removed);
+    if ('removed' in line) this.removed(line.removed);
     else if ('released' in line) {
       for (const id of line.released) if (this.open.get(id) === line.dest) this.open.delete(id);
     }
@@ -129,7 +180,8 @@ export class DrainHolds {
 
   /** Nothing held any more: the journal is kept under another name (a new drain starts clean). Call under `run`. */
   retireIfSettled(): void {
-    if (this.open.size > 0) return;
+    // An uncertain removal is not settled: the next start reads the journal and asks again.
+    if (this.open.size > 0 || this.removal.size > 0 || this.uncertain.size > 0) return;
     (this.journal ?? new Journal(this.file)).retire();
     this.journal = undefined;
   }
@@ -148,9 +200,11 @@ export class DrainHolds {
    * answered "no" here: the asker keeps its copy.
    */
   answer(ids: readonly string[], seen: (id: string) => boolean): Promise<HoldsAnswer> {
-    if (!ids.some((id) => this.open.has(id) && seen(id))) return Promise.resolve({ have: ids.filter(seen), unknown: [] });
+    // One being removed is answered once its removal is done (under the lock): then "no", or unknown if it failed.
+    if (!ids.some((id) => (this.open.has(id) && seen(id)) || this.removal.has(id) || this.uncertain.has(id))) return Promise.resolve({ have: ids.filter(seen), unknown: [] });
     return this.run(async () => {
       const unknown = await this.keep(ids.filter((id) => this.open.has(id) && seen(id)));
+      for (const id of ids) if (this.uncertain.has(id)) unknown.add(id);
       return { have: ids.filter((id) => seen(id) && !unknown.has(id)), unknown: [...unknown] };
     });
   }
@@ -167,7 +221,10 @@ export class DrainHolds {
   async takeHeld<T>(take: () => Promise<T>, taken: (result: T) => readonly string[]): Promise<{ result: T; cannot: string[] }> {
     return this.run(async () => {
       const result = await take();
-      const cannot = await this.keep(taken(result).filter((id) => this.open.has(id)));
+      const ids = taken(result);
+      const cannot = await this.keep(ids.filter((id) => this.open.has(id)));
+      // A copy here may be gone (its removal failed part-way): never `duplicate` or `queued` for it.
+      for (const id of ids) if (this.uncertain.has(id)) cannot.add(id);
       return { result, cannot: [...cannot] };
     });
   }
@@ -178,7 +235,9 @@ export class DrainHolds {
     const byDest = new Map<string, string[]>();
     for (const id of new Set(ids)) {
       const dest = this.open.get(id)!;
-      byDest.set(dest, [...(byDest.get(dest) ?? []), id]);
+      const list = byDest.get(dest);
+      if (list) list.push(id);
+      else byDest.set(dest, [id]);
     }
     const kept: string[] = [];
     for (const [dest, released] of byDest) {

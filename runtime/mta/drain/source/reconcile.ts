@@ -97,7 +97,9 @@ async function reconcile(o: ReconcileOptions, holds: DrainHolds): Promise<void> 
    */
   const decide = async (dest: string, asked: string[], have: ReadonlySet<string>, unknown: ReadonlySet<string>, late: boolean): Promise<string[]> => {
     const ids = asked.filter((id) => holds.destinationOf(id) === dest);
-    let remove = ids.filter((id) => have.has(id));
+    // Not while a store of this node for it is in flight or unsettled: its late answer would record it
+    // seen after the removal, and a resend would be answered `duplicate` for a copy that is gone. Asked again.
+    let remove = ids.filter((id) => have.has(id) && !holds.isStoring(id));
     if (remove.length > 0 && o.forget) {
       // Forgotten before removed: once this copy is gone, this node must answer "no" (were it killed
       // between the two, "no" while it still holds a copy costs a duplicate at worst, never the only copy).
@@ -112,12 +114,20 @@ async function reconcile(o: ReconcileOptions, holds: DrainHolds): Promise<void> 
       }
     }
     const removing = new Set(remove);
-    // No longer held from here on, before the workers remove them: a `duplicate` looked up earlier is withdrawn (holds.ts).
+    // No longer kept from here on, yet still held (a batch naming one waits for this lock) until the
+    // workers removed them and `removed` is journaled: a `duplicate` looked up earlier is withdrawn (holds.ts).
     holds.removing(remove);
     // What it cannot say yet (a store unanswered there) is neither removed nor released.
     const release = late ? ids.filter((id) => !have.has(id) && !unknown.has(id)) : [];
-    await o.settle(remove, release);
-    if (remove.length) holds.record({ removed: remove, at: Date.now() });
+    try {
+      await o.settle(remove, release);
+      if (remove.length) holds.record({ removed: remove, at: Date.now() });
+    } catch (err) {
+      // Some copies may be gone, some not: neither assumed removed nor kept. Uncertain (never "yes",
+      // `duplicate` or `queued`) until the next start, which reads the journal and asks again.
+      holds.removalFailed(remove);
+      throw err;
+    }
     if (release.length) holds.record({ released: release, dest, at: Date.now() });
     o.logger.info({ dest, removed: remove.length, released: release.length }, 'held drain messages settled');
     if (unknown.size > 0) o.logger.warn({ dest, unknown: unknown.size }, 'a drain destination cannot say yet whether it stored some held messages (a store unanswered there): they stay held; asked again');

@@ -110,6 +110,20 @@ test('one worker queues its share and the other exits: the stored one is remembe
   });
 });
 
+test('a store with its worker counts as storing its ids (the reconcile does not remove them yet) until the worker answers', async () => {
+  const r = record();
+  const owner = ownerOf(r.header.id, 2);
+  const w = owner === 0 ? w0 : w1;
+  const before = w.sent.length;
+  expect(primary.isStoring(r.header.id)).toBe(false);
+  const first = client.sendBatch(encodeBatch([r]), [r.header.id]);
+  await waitUntil(() => w.sent.length === before + 1);
+  expect(primary.isStoring(r.header.id)).toBe(true);
+  primary.onStored(w.sent[before].id, [{ status: 'queued' }]);
+  expect(await first).toMatchObject({ kind: 'answered', results: [{ status: 'queued' }] });
+  expect(primary.isStoring(r.header.id)).toBe(false);
+});
+
 // A worker slower than the store timeout (shortened here: the worker answers only when the test says,
 // so the timeout has always fired first): the source was answered 500 `unknown`, the worker may store
 // the share later, and what it stores must count as held here like anything answered in time.
