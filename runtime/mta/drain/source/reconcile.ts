@@ -100,6 +100,9 @@ async function reconcile(o: ReconcileOptions, holds: DrainHolds): Promise<void> 
     // Not while a store of this node for it is in flight or unsettled: its late answer would record it
     // seen after the removal, and a resend would be answered `duplicate` for a copy that is gone. Asked again.
     let remove = ids.filter((id) => have.has(id) && !holds.isStoring(id));
+    const storing = ids.filter((id) => have.has(id) && holds.isStoring(id)).length;
+    // Said each round: it lasts until that store settles, which for a worker that never answers is its restart.
+    if (storing > 0) o.logger.warn({ dest, storing }, 'held drain messages the destination has are kept here while a store of this node for them is unanswered or unsettled: asked again; if this lasts, restart the MTA (a restarted worker settles its stores)');
     if (remove.length > 0 && o.forget) {
       // Forgotten before removed: once this copy is gone, this node must answer "no" (were it killed
       // between the two, "no" while it still holds a copy costs a duplicate at worst, never the only copy).

@@ -19,7 +19,7 @@ import { newMessageId } from '../../../../../runtime/mta/message-id';
 import { parseConfig } from '../../../../../runtime/shared/config/load';
 import { testConfigYaml } from '../../../../helpers/config';
 import { startDrainNode } from '../../../../helpers/drain-nodes';
-import { newSecret, waitUntil } from '../../../../helpers/proxy-fixtures';
+import { captureLogger, newSecret, waitUntil } from '../../../../helpers/proxy-fixtures';
 import { tempDir } from '../../../../helpers/tmp';
 
 const dir = tempDir();
@@ -70,11 +70,12 @@ test('held M, its store timed out (500, not kept): A\'s yes does not remove B\'s
     expect(b.isStoring(M)).toBe(true);
 
     // B's reconcile: A says yes; M's store here is unsettled, so B's copy stays.
+    const log = captureLogger();
     const reconcile = reconcileAtStart({
       persistentPath: bpp,
       nodeId: 'b',
       secret: () => SECRET,
-      logger: silent,
+      logger: log.logger,
       retryMs: 10,
       now: () => t0 + RELEASE_AFTER_MS,
       holds,
@@ -83,6 +84,8 @@ test('held M, its store timed out (500, not kept): A\'s yes does not remove B\'s
     }).finally(() => (reconciled = true));
     await waitUntil(() => reconciled || storingAsked > 0);
     expect(bSpool.has(M)).toBe(true);
+    // Said, with what to do if it lasts (a worker that never answers keeps it so until its restart).
+    await waitUntil(() => log.lines().some((l) => l.storing === 1 && String(l.msg).includes('restart the MTA')), 5_000, () => log.text());
 
     // The worker's late answer: M was in its spool when it looked: `duplicate`, recorded seen.
     b.onStored(sent[0].id, [{ status: 'duplicate' }]);
