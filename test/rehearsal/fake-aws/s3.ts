@@ -45,6 +45,12 @@ export interface S3Grant {
   readonly resources: readonly string[];
 }
 
+/** Whether `grants` allow `action` on `arn`; no grants at all: not checked (the test's own seeding, a fake used alone). */
+export function allowedBy(grants: readonly S3Grant[] | undefined, action: string, arn: string): boolean {
+  if (!grants) return true;
+  return grants.some((g) => g.actions.some((a) => iamMatch(a, action)) && g.resources.some((r) => iamMatch(r, arn)));
+}
+
 export function iamMatch(pattern: string, value: string): boolean {
   const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
   return new RegExp(`^${re}$`).test(value);
@@ -67,9 +73,7 @@ export class FakeS3 {
   }
 
   private allowed(accessKeyId: string, action: string, arn: string): boolean {
-    const grants = this.grants.get(accessKeyId);
-    if (!grants) return true;
-    return grants.some((g) => g.actions.some((a) => iamMatch(a, action)) && g.resources.some((r) => iamMatch(r, arn)));
+    return allowedBy(this.grants.get(accessKeyId), action, arn);
   }
 
   put(bucket: string, key: string, body: string | Buffer): void {

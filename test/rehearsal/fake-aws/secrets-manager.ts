@@ -5,7 +5,7 @@
 // fake S3 does: the rehearsal then proves each role may read its secrets, and
 // only those.
 import { type FakeRequest, type FakeResponse, type Handler, json, jsonError, requireScope } from './http';
-import { iamMatch, type S3Grant } from './s3';
+import { allowedBy, type S3Grant } from './s3';
 
 export class FakeSecretsManager {
   readonly secrets = new Map<string, { value: string; versionId: string }>();
@@ -35,9 +35,7 @@ export class FakeSecretsManager {
   }
 
   private allowed(accessKeyId: string, action: string, arn: string): boolean {
-    const grants = this.grants.get(accessKeyId);
-    if (!grants) return true;
-    return grants.some((g) => g.actions.some((a) => iamMatch(a, action)) && g.resources.some((r) => iamMatch(r, arn)));
+    return allowedBy(this.grants.get(accessKeyId), action, arn);
   }
 
   readonly handler: Handler = (request: FakeRequest): FakeResponse => {

@@ -97,6 +97,15 @@ test('the printed endpoints work as written: the README\'s curl through the lb, 
 
 const pipedData = tempDir();
 
+/** Parts a failed stop left orphaned (the bugs these tests catch): each still runs this build, so it is one this test started; its workers go with it. */
+function killOrphans(parts: readonly number[]): void {
+  for (const pid of parts) {
+    if (!pidAlive(pid) || !commandLine(pid).includes(VOLLEY)) continue;
+    for (const worker of childrenByParent().get(pid) ?? []) process.kill(worker, 'SIGKILL');
+    process.kill(pid, 'SIGKILL');
+  }
+}
+
 const early = tempDir();
 
 test('a SIGTERM while the parts are still coming up stops the ones already running (a supervisor stopping `npm start` early)', async () => {
@@ -116,7 +125,7 @@ test('a SIGTERM while the parts are still coming up stops the ones already runni
     expect(await exited).toBe(0);
     await waitUntil(() => parts.every((pid) => !pidAlive(pid)), 30_000, () => `still running: ${parts.filter(pidAlive).map((pid) => commandLine(pid).join(' ')).join('; ')}`);
   } finally {
-    for (const pid of parts) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    killOrphans(parts);
     proc.kill('SIGKILL');
   }
 });
@@ -139,12 +148,7 @@ test('`volley local | head`: once the reader is gone, the fleet stops with it in
     expect(fleet.output()).not.toContain("Unhandled 'error' event");
   } finally {
     if (pidAlive(fleet.pid)) await fleet.stop();
-    // Orphaned parts (the bug): each still runs this build, so it is one this test started; its workers go with it.
-    for (const pid of parts) {
-      if (!pidAlive(pid) || !commandLine(pid).includes(VOLLEY)) continue;
-      for (const worker of childrenByParent().get(pid) ?? []) process.kill(worker, 'SIGKILL');
-      process.kill(pid, 'SIGKILL');
-    }
+    killOrphans(parts);
   }
 }, 120_000);
 
@@ -166,12 +170,7 @@ test('`volley local 2>&1 | head`: stderr is the same closed pipe, and the fleet 
     await waitUntil(() => parts.every((pid) => !pidAlive(pid)), 30_000, () => `still running: ${parts.filter(pidAlive).join(' ')}`);
   } finally {
     if (pidAlive(fleet.pid)) await fleet.stop();
-    // Orphaned parts (the bug): each still runs this build, so it is one this test started; its workers go with it.
-    for (const pid of parts) {
-      if (!pidAlive(pid) || !commandLine(pid).includes(VOLLEY)) continue;
-      for (const worker of childrenByParent().get(pid) ?? []) process.kill(worker, 'SIGKILL');
-      process.kill(pid, 'SIGKILL');
-    }
+    killOrphans(parts);
   }
 }, 120_000);
 

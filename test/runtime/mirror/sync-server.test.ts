@@ -26,6 +26,17 @@ function othersCanConnect(file: string): boolean {
 
 afterEach(() => jest.restoreAllMocks());
 
+/** Starts the sync server with the process umask at `mask` for its start only, then puts the umask and every spy back. */
+async function startUnderUmask(path: string, mask: number): Promise<SyncServer> {
+  const umask = process.umask(mask);
+  try {
+    return await startSyncServer(path, async () => ({ ok: true, state: 'sync' }), captureLogger().logger);
+  } finally {
+    process.umask(umask);
+    jest.restoreAllMocks();
+  }
+}
+
 test('under umask 0 the socket is never one another user can connect to: not when it is bound, not when it is put in place, not after', async () => {
   // Folders others may enter (the temp dir is made 0700), so only the socket's own mode and its private folder stand in the way.
   chmodSync(dir, 0o755);
@@ -52,14 +63,7 @@ test('under umask 0 the socket is never one another user can connect to: not whe
     rename(from, to);
     seen.push({ step: 'in place', file: String(to), othersCanConnect: othersCanConnect(String(to)) });
   });
-  const umask = process.umask(0);
-  let srv: SyncServer;
-  try {
-    srv = await startSyncServer(path, async () => ({ ok: true, state: 'sync' }), captureLogger().logger);
-  } finally {
-    process.umask(umask);
-    jest.restoreAllMocks();
-  }
+  const srv = await startUnderUmask(path, 0);
   try {
     expect(seen.map((s) => s.step)).toEqual(['bound', 'chmod', 'in place']);
     expect(seen.filter((s) => s.othersCanConnect)).toEqual([]);
@@ -84,14 +88,7 @@ test('a file the process makes while the socket is bound gets the process\'s own
     mkdirSync(made);
     return r;
   });
-  const umask = process.umask(0o022);
-  let srv: SyncServer;
-  try {
-    srv = await startSyncServer(path, async () => ({ ok: true, state: 'sync' }), captureLogger().logger);
-  } finally {
-    process.umask(umask);
-    jest.restoreAllMocks();
-  }
+  const srv = await startUnderUmask(path, 0o022);
   try {
     expect((statSync(made).mode & 0o777).toString(8)).toBe('755');
   } finally {

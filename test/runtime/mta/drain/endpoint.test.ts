@@ -238,51 +238,51 @@ test('messages queued but not recorded as seen (a crash between the two writes) 
   expect((await message(h.id)).queued).toBe(false);
 }, 60_000);
 
-test('a message this node holds for an interrupted drain of its own: have answers yes only once it is kept here (journaled released) and handed to delivery', async () => {
-  const h = batch[9].header;
+/** The message is no longer held: it waits for its next try like any other. */
+async function handedToDelivery(id: string): Promise<void> {
+  let why = '';
+  await waitUntil(async () => {
+    why = String((await message(id)).state?.why);
+    return why.includes('waiting for its next retry');
+  }, 10_000, () => why);
+}
+
+/**
+ * This node drained `id` on to a destination and was killed before the answer; that destination is gone (nothing
+ * listens). The MTA is started again on that journal: the message is held since the start.
+ */
+async function restartHolding(id: string): Promise<{ pp: string; gone: string }> {
   const pp = join(dir, 'pp');
   await mta.stop();
-  // This node drained it on to a destination and was killed before the answer; that destination is gone (nothing listens).
   const gone = `127.0.0.1:${await getFreePort()}`;
   const j = new Journal(journalPath(pp));
-  j.append({ dest: gone, ids: [h.id], at: Date.now() });
+  j.append({ dest: gone, ids: [id], at: Date.now() });
   j.close();
   writeClientSettings(pp, { insecure: true });
   mta = await start();
-  expect((await message(h.id)).state).toMatchObject({ why: expect.stringContaining('held since the start') });
+  expect((await message(id)).state).toMatchObject({ why: expect.stringContaining('held since the start') });
+  return { pp, gone };
+}
+
+test('a message this node holds for an interrupted drain of its own: have answers yes only once it is kept here (journaled released) and handed to delivery', async () => {
+  const h = batch[9].header;
+  const { pp, gone } = await restartHolding(h.id);
   const have = await post('/drain/v1/have', Buffer.from(JSON.stringify({ ids: [h.id], partial: true })));
   expect(have).toEqual({ status: 200, body: { have: [h.id] } });
   // On disk before that answer: this copy is never removed by a later answer, and a restart delivers it.
   expect(readJournal(journalPath(pp)).at(-1)).toMatchObject({ released: [h.id], dest: gone });
   expect(heldAtStart(pp).size).toBe(0);
-  let why = '';
-  await waitUntil(async () => {
-    why = String((await message(h.id)).state?.why);
-    return why.includes('waiting for its next retry');
-  }, 10_000, () => why);
+  await handedToDelivery(h.id);
 }, 60_000);
 
 test('a batch with a message this node holds for an interrupted drain of its own: answered duplicate only once that copy is kept here (journaled released) and handed to delivery', async () => {
   const h = batch[11].header;
-  const pp = join(dir, 'pp');
-  await mta.stop();
-  // Drained on from here to a destination that is gone, killed before the answer: held at the next start.
-  const gone = `127.0.0.1:${await getFreePort()}`;
-  const j = new Journal(journalPath(pp));
-  j.append({ dest: gone, ids: [h.id], at: Date.now() });
-  j.close();
-  writeClientSettings(pp, { insecure: true });
-  mta = await start();
-  expect((await message(h.id)).state).toMatchObject({ why: expect.stringContaining('held since the start') });
+  const { pp, gone } = await restartHolding(h.id);
   // Its source, rerun, sends it here again: `duplicate` makes it remove its copy.
   expect((await post('/drain/v1/messages', encodeBatch([batch[11]]))).body.results).toEqual([{ id: h.id, status: 'duplicate' }]);
   expect(readJournal(journalPath(pp)).at(-1)).toMatchObject({ released: [h.id], dest: gone });
   expect(heldAtStart(pp).size).toBe(0);
-  let why = '';
-  await waitUntil(async () => {
-    why = String((await message(h.id)).state?.why);
-    return why.includes('waiting for its next retry');
-  }, 10_000, () => why);
+  await handedToDelivery(h.id);
 }, 60_000);
 
 describe('in process: when the node cannot take a batch now', () => {
