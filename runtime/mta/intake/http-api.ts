@@ -12,7 +12,7 @@ import type { TlsMaterial } from '../../shared/tls-files';
 import { metrics } from '../metrics';
 import { newMessageId } from '../message-id';
 import { checkBody } from './body-check';
-import { ConnectionBound } from './http-connection-bound';
+import { BUSY_RESPONSE, ConnectionBound } from './connection-bound';
 import { extractControlHeaders, receivedHeader, volleyIdHeader } from './headers';
 import { metadataStrings, renderHttpMessage, validateHttpMessage, type FieldError, type HttpMessage } from './http-message';
 import { Intake, IntakeError } from './intake';
@@ -61,7 +61,7 @@ export class HttpApi {
    */
   private readonly namedBeforeTls = new Map<string, string>();
   /** The connections the HTTP layer holds: at most http.max_connections. */
-  private readonly bound = new ConnectionBound();
+  private readonly bound = new ConnectionBound(BUSY_RESPONSE);
 
   constructor(private readonly options: HttpApiOptions) {
     this.config = options.config;
@@ -79,7 +79,7 @@ export class HttpApi {
   }
 
   apply(config: VolleyConfig): void {
-    // http.max_connections is read from here at each connection (./http-connection-bound.ts), so a
+    // http.max_connections is read from here at each connection (./connection-bound.ts), so a
     // new bound applies to the next one; Node's server.maxConnections is not used: it closes a
     // connection past it without a byte, which an injector sees as an error and does not retry.
     this.config = config;

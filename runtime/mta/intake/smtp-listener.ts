@@ -2,7 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { CidrList } from '../../shared/cidr';
-import { endSocket } from '../../shared/end-socket';
+import { ConnectionBound, SMTP_BUSY_REPLY } from './connection-bound';
 import type { SmtpListenerConfig, VolleyConfig } from '../../shared/config/types';
 import { listen } from '../../shared/listen';
 import type { TlsMaterial } from '../../shared/tls-files';
@@ -56,7 +56,7 @@ export class SmtpListener {
   private readonly limits: ClientLimits;
   private readonly credentials: Credentials;
   private readonly counted = new Set<string>();
-  private readonly sessions = new Set<Socket>();
+  private readonly sessions = new ConnectionBound(SMTP_BUSY_REPLY);
   private readonly handlers: SessionHandlers;
 
   constructor(private readonly options: SmtpListenerOptions) {
@@ -73,15 +73,9 @@ export class SmtpListener {
     const onSocket = (socket: Socket): void => {
       connections.inc();
       const smtp = this.config.smtp;
-      if (this.sessions.size >= smtp.maxConnections) {
-        socket.on('error', () => undefined);
-        // A client that never closes its side must not keep the socket open.
-        endSocket(socket, 1000, '421 4.7.0 too many connections, try again later\r\n');
-        return;
-      }
+      // Past the bound: 421, and a client that never closes its side does not keep the socket open.
+      if (!this.sessions.admit(socket, smtp.maxConnections)) return;
       const remoteAddress = socket.remoteAddress ?? '';
-      this.sessions.add(socket);
-      socket.once('close', () => this.sessions.delete(socket));
       new SmtpSession(
         socket,
         {
@@ -124,7 +118,7 @@ export class SmtpListener {
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       setTimeout(() => {
-        for (const s of this.sessions) s.destroy();
+        this.sessions.destroyAll();
       }, 10_000).unref();
     });
   }

@@ -1,5 +1,6 @@
-// The HTTP API's bound on open connections (http.max_connections): the
-// connections it holds, and the answer a connection past the bound gets.
+// A listener's bound on open connections (smtp.max_connections,
+// http.max_connections): the connections it holds, and the answer a
+// connection past the bound gets instead of a session.
 import type { Socket } from 'node:net';
 import { endSocket } from '../../shared/end-socket';
 
@@ -12,22 +13,32 @@ import { endSocket } from '../../shared/end-socket';
  */
 export const BUSY_RESPONSE = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n';
 
-/** How long a refused client has to close its side after the 503 before the socket is destroyed. */
+/** How long a refused client has to close its side after the refusal before the socket is destroyed. */
 const REFUSED_LINGER_MS = 1000;
 
-/** The connections the HTTP API holds, counted as the SMTP listener counts its sessions. */
+/** The SMTP listeners' refusal past smtp.max_connections. */
+export const SMTP_BUSY_REPLY = '421 4.7.0 too many connections, try again later\r\n';
+
+/** The connections a listener holds; one past `max` is told `refusal` and ended. */
 export class ConnectionBound {
   private readonly open = new Set<Socket>();
+
+  constructor(private readonly refusal: string) {}
 
   /** Connections held now. */
   get size(): number {
     return this.open.size;
   }
 
+  /** Ends every connection held (a listener's stop). */
+  destroyAll(): void {
+    for (const s of this.open) s.destroy();
+  }
+
   /**
    * Takes `socket` if fewer than `max` are held, until it closes (whichever way:
    * 'close' follows every end, error, timeout and destroy); otherwise answers
-   * it 503, ends it and returns false. `max` is read at each call, so a refresh
+   * it the refusal, ends it and returns false. `max` is read at each call, so a refresh
    * applies to the next connection and those open stay open.
    */
   admit(socket: Socket, max: number): boolean {
@@ -40,7 +51,7 @@ export class ConnectionBound {
     // Whatever the client sends is read and dropped: bytes left unread at the
     // close would make it a reset, which can reach the client before the 503.
     socket.resume();
-    endSocket(socket, REFUSED_LINGER_MS, BUSY_RESPONSE);
+    endSocket(socket, REFUSED_LINGER_MS, this.refusal);
     return false;
   }
 }
